@@ -1,0 +1,301 @@
+"""On-disk cache of separations.
+
+An entry is a folder named by a hash of the decoded audio, every separation
+parameter and :data:`FORMAT_VERSION`. It is written into a temporary folder and
+renamed into place in one step, so a reader never sees a half-written entry,
+and read back memory-mapped, so a cached track starts at once and its audio
+costs no resident memory until played.
+
+Layout of an entry::
+
+    meta.json      format version, names, shapes, rate, parameters, checksums
+    channels.f32   raw float32, shape (n_channels, audio_channels, samples)
+    W.npy, H.npy   NMF templates (bins, K) and activations (K, frames)
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+import zlib
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import CacheError
+
+__all__ = ["FORMAT_VERSION", "CacheEntry", "SeparationCache", "cache_key", "default_cache_dir"]
+
+FORMAT_VERSION = 1
+_SAMPLES = 64  # sampled checksum blocks per file
+_SAMPLE_BYTES = 1 << 16
+_DEFAULT_MAX_BYTES = 20 * 2**30
+
+
+def default_cache_dir() -> Path:
+    """``$STEMDECK_CACHE`` if set, else the platform's user cache folder."""
+    env = os.environ.get("STEMDECK_CACHE")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("stemdeck"))
+
+
+def cache_key(y: np.ndarray, sr: int, params: Mapping[str, Any]) -> str:
+    """Hex key from the decoded audio, its rate, every parameter and the format version."""
+    h = hashlib.blake2b(digest_size=20)
+    described = {
+        "format": FORMAT_VERSION,
+        "sr": int(sr),
+        "shape": list(y.shape),
+        "dtype": str(y.dtype),
+        "params": dict(params),
+    }
+    h.update(json.dumps(described, sort_keys=True).encode())
+    h.update(np.ascontiguousarray(y).data)
+    return h.hexdigest()
+
+
+def _sampled_checksum(path: Path) -> int:
+    """CRC32 of evenly spaced blocks (and the first and last): cheap, catches damage."""
+    size = path.stat().st_size
+    crc = 0
+    with path.open("rb") as f:
+        if size <= _SAMPLES * _SAMPLE_BYTES:
+            return zlib.crc32(f.read())
+        step = (size - _SAMPLE_BYTES) // (_SAMPLES - 1)
+        for i in range(_SAMPLES):
+            f.seek(i * step)
+            crc = zlib.crc32(f.read(_SAMPLE_BYTES), crc)
+    return crc
+
+
+@dataclass
+class CacheEntry:
+    """A cached separation; ``channels`` is a read-only memory map."""
+
+    key: str
+    path: Path
+    channels: np.ndarray
+    names: list[str]
+    sr: int
+    W: np.ndarray
+    H: np.ndarray
+    extra: dict[str, Any]
+
+
+class EntryWriter:
+    """Collects one entry in a temporary folder; see :meth:`SeparationCache.writer`."""
+
+    def __init__(self, tmp: Path, n_channels: int, audio_shape: tuple[int, int]) -> None:
+        self.tmp = tmp
+        self.n_channels = n_channels
+        self.audio_shape = audio_shape
+        self.names: list[str] = []
+        self._file = (tmp / "channels.f32").open("wb")
+        self.meta: dict[str, Any] = {}
+
+    def add_channel(self, name: str, audio: np.ndarray) -> None:
+        """Append one channel's audio, shape ``audio_shape``, written straight to disk."""
+        if audio.shape != self.audio_shape:
+            raise ValueError(
+                f"channel {name!r} has shape {audio.shape}, expected {self.audio_shape}"
+            )
+        np.ascontiguousarray(audio, dtype=np.float32).tofile(self._file)
+        self.names.append(name)
+
+    def add_array(self, name: str, array: np.ndarray) -> None:
+        np.save(self.tmp / f"{name}.npy", np.asarray(array))
+
+    def _finish(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        if len(self.names) != self.n_channels:
+            raise ValueError(f"entry has {len(self.names)} channels, expected {self.n_channels}")
+        meta = dict(self.meta)
+        meta.update(
+            {
+                "format": FORMAT_VERSION,
+                "names": self.names,
+                "shape": [self.n_channels, *self.audio_shape],
+                "files": {
+                    p.name: {"size": p.stat().st_size, "crc": _sampled_checksum(p)}
+                    for p in sorted(self.tmp.iterdir())
+                },
+                "created": time.time(),
+            }
+        )
+        with (self.tmp / "meta.json").open("w", encoding="utf-8") as f:
+            json.dump(meta, f)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _abort(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+
+class SeparationCache:
+    """Separations on disk, keyed by :func:`cache_key`.
+
+    Parameters
+    ----------
+    root : path-like, optional
+        Cache folder; default :func:`default_cache_dir`.
+    max_bytes : int, optional
+        After a store, least recently used entries are removed until the cache
+        fits (default 20 GiB, or ``$STEMDECK_CACHE_MAX_GB``).
+    """
+
+    def __init__(
+        self, root: str | os.PathLike[str] | None = None, *, max_bytes: int | None = None
+    ) -> None:
+        self.root = Path(root) if root is not None else default_cache_dir()
+        if max_bytes is None:
+            env = os.environ.get("STEMDECK_CACHE_MAX_GB")
+            try:
+                max_bytes = int(float(env) * 2**30) if env else _DEFAULT_MAX_BYTES
+            except ValueError:
+                raise CacheError(f"STEMDECK_CACHE_MAX_GB={env!r} is not a number of GiB") from None
+        self.max_bytes = max_bytes
+        self.last_problem: str | None = None
+
+    # -- reading -----------------------------------------------------------------
+    def load(self, key: str) -> CacheEntry | None:
+        """The entry for ``key``, or None when absent. A damaged entry is removed."""
+        path = self.root / key
+        if not path.is_dir():
+            return None
+        try:
+            entry = self._open(key, path)
+        except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
+            self.last_problem = f"cache entry {key[:12]} was damaged ({exc}); rebuilding it"
+            shutil.rmtree(path, ignore_errors=True)
+            return None
+        try:
+            os.utime(path / "meta.json")  # recency for the LRU eviction
+        except OSError:
+            pass
+        return entry
+
+    def _open(self, key: str, path: Path) -> CacheEntry:
+        with (path / "meta.json").open(encoding="utf-8") as f:
+            meta = json.load(f)
+        if meta.get("format") != FORMAT_VERSION:
+            raise ValueError(f"format {meta.get('format')} is not {FORMAT_VERSION}")
+        for name, info in meta["files"].items():
+            p = path / name
+            size = p.stat().st_size
+            if size != info["size"]:
+                raise ValueError(f"{name} has {size} bytes, expected {info['size']}")
+            if _sampled_checksum(p) != info["crc"]:
+                raise ValueError(f"{name} checksum mismatch")
+        shape = tuple(int(s) for s in meta["shape"])
+        channels = np.memmap(path / "channels.f32", dtype=np.float32, mode="r", shape=shape)
+        W = np.load(path / "W.npy")
+        H = np.load(path / "H.npy")
+        return CacheEntry(
+            key=key,
+            path=path,
+            channels=channels,
+            names=list(meta["names"]),
+            sr=int(meta["sr"]),
+            W=W,
+            H=H,
+            extra=dict(meta.get("extra", {})),
+        )
+
+    # -- writing -----------------------------------------------------------------
+    @contextmanager
+    def writer(
+        self, key: str, n_channels: int, audio_shape: tuple[int, int]
+    ) -> Iterator[EntryWriter]:
+        """Write an entry atomically.
+
+        Use as ``with cache.writer(key, n, (channels, samples)) as w:`` then
+        ``w.add_channel`` n times, ``w.add_array('W', W)``, ``w.meta[...] = ...``.
+        On leaving the block the entry appears in one rename; on any error the
+        temporary folder is removed and nothing is left behind.
+
+        Raises
+        ------
+        CacheError
+            The cache folder cannot be created or written (full disk, permissions).
+        """
+        tmp = self.root / f".tmp-{key[:12]}-{uuid.uuid4().hex[:8]}"
+        w: EntryWriter | None = None
+        try:
+            tmp.mkdir(parents=True)
+            w = EntryWriter(tmp, n_channels, audio_shape)
+            yield w
+            w._finish()
+            final = self.root / key
+            try:
+                os.rename(tmp, final)
+            except OSError as exc:
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+                # Another process stored the same key first; its entry is as good.
+                shutil.rmtree(tmp, ignore_errors=True)
+        except OSError as exc:
+            if w is not None:
+                w._abort()
+            shutil.rmtree(tmp, ignore_errors=True)
+            if exc.errno == errno.ENOSPC:
+                raise CacheError(
+                    f"disk full writing the cache in {str(self.root)!r}; free space or "
+                    "point STEMDECK_CACHE at another disk"
+                ) from None
+            raise CacheError(
+                f"cannot write the cache in {str(self.root)!r}: {exc.strerror or exc}"
+            ) from None
+        except BaseException:
+            if w is not None:
+                w._abort()
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self._evict(keep=key)
+
+    def _evict(self, *, keep: str) -> None:
+        entries = []
+        total = 0
+        for p in self.root.iterdir():
+            if p.name.startswith(".") or not p.is_dir():
+                continue
+            try:
+                size = sum(f.stat().st_size for f in p.iterdir())
+                used = (p / "meta.json").stat().st_mtime
+            except OSError:
+                continue
+            entries.append((used, size, p))
+            total += size
+        for _used, size, p in sorted(entries):
+            if total <= self.max_bytes:
+                break
+            if p.name == keep:
+                continue
+            shutil.rmtree(p, ignore_errors=True)
+            total -= size
+
+    def clean_stale(self, older_than: float = 3600.0) -> None:
+        """Remove temporary folders left by a process killed mid-write."""
+        if not self.root.is_dir():
+            return
+        now = time.time()
+        for p in self.root.glob(".tmp-*"):
+            try:
+                if now - p.stat().st_mtime > older_than:
+                    shutil.rmtree(p, ignore_errors=True)
+            except OSError:
+                pass

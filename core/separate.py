@@ -1,0 +1,353 @@
+"""Separation of a track into mixer channels: STFT, NMF, soft masks, inverse STFT.
+
+The channels always add up to the input: masks of all channels sum to one in
+every time-frequency bin, and the last channel is computed as the input minus
+the others, which is the same signal without the rounding of one more inverse
+transform.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .audio import validate_audio
+from .cache import SeparationCache, cache_key
+from .errors import CacheError, ParameterError
+from .nmf import nmf, solve_activations
+from .presets import SeparationParams
+from .stft import istft, stft
+
+__all__ = [
+    "Separation",
+    "component_centroids",
+    "factorize",
+    "magnitude",
+    "reconstruct",
+    "separate",
+]
+
+log = logging.getLogger("stemdeck")
+
+Progress = Callable[[str, float], None]
+
+# Share of the whole job each stage takes, for one overall progress figure.
+_THREADS = 2
+
+STAGES = {"stft": 0.05, "nmf": 0.55, "activations": 0.15, "reconstruct": 0.25}
+
+
+@dataclass
+class Separation:
+    """A track separated into channels.
+
+    Attributes
+    ----------
+    channels : np.ndarray, shape (n_channels, audio_channels, samples), float32
+        Each mixer channel's audio; a read-only memory map when served from the cache.
+        ``channels.sum(axis=0)`` equals the input track.
+    names : list of str
+        One name per channel (``component_01``... or the stem names).
+    sr : int
+    W : np.ndarray, shape (bins, K)
+        Component templates, columns summing to one, ordered by spectral centroid.
+    H : np.ndarray, shape (K, frames)
+        Activations matching ``W``.
+    groups : list of list of int
+        Which columns of ``W`` make each channel.
+    mode : str
+        ``"components"`` or ``"stems"``.
+    params : SeparationParams
+    from_cache : bool
+    """
+
+    channels: np.ndarray
+    names: list[str]
+    sr: int
+    W: np.ndarray
+    H: np.ndarray
+    groups: list[list[int]]
+    mode: str
+    params: SeparationParams
+    from_cache: bool = False
+    info: dict[str, object] = field(default_factory=dict)
+
+
+def magnitude(X: np.ndarray) -> np.ndarray:
+    """Magnitude spectrogram shared by the channels: the mean of their magnitudes.
+
+    Parameters
+    ----------
+    X : np.ndarray, shape (channels, bins, frames), complex
+
+    Returns
+    -------
+    V : np.ndarray, shape (bins, frames), float32, frames-contiguous
+    """
+    channels = X.shape[0]
+    VT = np.abs(X[0].T)
+    for c in range(1, channels):
+        VT += np.abs(X[c].T)
+    if channels > 1:
+        VT /= channels
+    return VT.T
+
+
+def component_centroids(W: np.ndarray, sr: int, n_fft: int) -> np.ndarray:
+    """Spectral centroid in Hz of each template (column of ``W``)."""
+    freqs = np.arange(W.shape[0], dtype=np.float64) * sr / n_fft
+    mass = W.sum(axis=0, dtype=np.float64)
+    return (freqs @ W) / np.maximum(mass, 1e-30)
+
+
+def factorize(
+    V: np.ndarray,
+    params: SeparationParams,
+    *,
+    sr: int,
+    progress: Progress | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Learn templates and activations, ordered low to high by spectral centroid.
+
+    Templates are learned on at most ``params.fit_frames`` evenly spread frames;
+    the activations of all frames are then refined with the templates fixed,
+    which costs a fraction of learning on every frame and separates as well on
+    music, whose spectra repeat.
+
+    Returns
+    -------
+    W : np.ndarray, shape (bins, K), columns summing to one
+    H : np.ndarray, shape (K, frames)
+    """
+    frames = V.shape[1]
+    k = params.n_components
+    subset = 0 < params.fit_frames < frames
+    V_fit = V
+    picked = np.arange(frames)
+    if subset:
+        picked = np.unique(np.linspace(0, frames - 1, params.fit_frames).round().astype(np.intp))
+        V_fit = np.asfortranarray(V[:, picked])
+    result = nmf(
+        V_fit,
+        k,
+        beta=params.beta,
+        n_iter=params.n_iter,
+        tol=params.tol,
+        seed=params.seed,
+        progress=(lambda f: progress("nmf", f)) if progress else None,
+    )
+    W, H = result.W, result.H
+    if subset:
+        # Warm start: each frame takes the activations of the nearest learned frame.
+        nearest = np.interp(np.arange(frames), picked, np.arange(len(picked)))
+        H_init = H[:, np.rint(nearest).astype(np.intp)]
+        if params.refine_iter > 0:
+            H = solve_activations(V, W, beta=params.beta, n_iter=params.refine_iter, H_init=H_init)
+        else:
+            H = H_init
+    if progress:
+        progress("activations", 1.0)
+    scale = W.sum(axis=0)
+    scale[scale <= 0] = 1.0
+    W = W / scale
+    H = H * scale[:, np.newaxis]
+    order = np.argsort(component_centroids(W, sr, params.n_fft), kind="stable")
+    return np.ascontiguousarray(W[:, order]), np.ascontiguousarray(H[order])
+
+
+def reconstruct(
+    X: np.ndarray,
+    W: np.ndarray,
+    H: np.ndarray,
+    groups: Sequence[Sequence[int]],
+    *,
+    y: np.ndarray,
+    n_fft: int,
+    hop: int,
+    mask_power: float = 2.0,
+    progress: Progress | None = None,
+) -> Iterator[np.ndarray]:
+    """Yield each group's audio, shape (channels, samples), in order.
+
+    Group ``g`` gets the soft mask ``sum_{k in g} (W_k H_k)^p / sum_j (W_j H_j)^p``
+    applied to every channel's complex STFT. The last group is ``y`` minus the
+    others: the same signal, and the channels add up to ``y`` to float rounding.
+    Two groups are inverted at a time on two threads (the FFT releases the GIL).
+    """
+    length = y.shape[1]
+    WpT = np.ascontiguousarray((W**mask_power).T, dtype=np.float32)  # (K, bins)
+    HpT = np.ascontiguousarray((H**mask_power).T, dtype=np.float32)  # (frames, K)
+    # Z = X / sum_j (W_j H_j)^p, once; each group then only multiplies by its numerator.
+    Z = np.empty_like(X)
+    tiny = np.finfo(np.float32).tiny
+    frames = X.shape[2]
+    for s in range(0, frames, 1024):
+        den = HpT[s : s + 1024] @ WpT
+        den += tiny
+        np.reciprocal(den, out=den)
+        for c in range(X.shape[0]):
+            np.multiply(X[c].T[s : s + 1024], den, out=Z[c].T[s : s + 1024])
+
+    def render(group: Sequence[int]) -> np.ndarray:
+        if len(group) == 1:  # a rank-one mask: weight the bins, then scale each frame
+            k = group[0]
+            return istft(
+                Z,
+                n_fft=n_fft,
+                hop=hop,
+                length=length,
+                bin_weights=WpT[k],
+                frame_weights=HpT[:, k].copy(),
+            )
+        idx = np.asarray(group, dtype=np.intp)
+        Wg = np.ascontiguousarray(WpT[idx])
+        Hg = np.ascontiguousarray(HpT[:, idx])
+        return istft(Z, n_fft=n_fft, hop=hop, length=length, mask=lambda s, e: Hg[s:e] @ Wg)
+
+    total = np.zeros(y.shape, dtype=np.float64)
+    n = len(groups)
+    with ThreadPoolExecutor(max_workers=_THREADS) as pool:
+        pending: deque[Future[np.ndarray]] = deque()
+        submitted = 0
+        for done in range(n - 1):
+            while submitted < n - 1 and len(pending) < _THREADS:
+                pending.append(pool.submit(render, groups[submitted]))
+                submitted += 1
+            audio = pending.popleft().result()
+            total += audio
+            if progress:
+                progress("reconstruct", (done + 1) / n)
+            yield audio
+    last = (y.astype(np.float64) - total).astype(np.float32)
+    if progress:
+        progress("reconstruct", 1.0)
+    yield last
+
+
+def _component_names(k: int) -> list[str]:
+    return [f"component_{i + 1:02d}" for i in range(k)]
+
+
+def separate(
+    y: np.ndarray,
+    sr: int,
+    *,
+    params: SeparationParams | None = None,
+    mode: str = "components",
+    cache: SeparationCache | None = None,
+    progress: Progress | None = None,
+) -> Separation:
+    """Separate a track into mixer channels.
+
+    Parameters
+    ----------
+    y : np.ndarray, shape (channels, samples) or (samples,)
+        The track, mono or stereo, float32.
+    sr : int
+        Its sample rate.
+    params : SeparationParams, optional
+        Default: the ``default`` preset's values.
+    mode : {"components"}
+        ``components``: one channel per NMF component, low to high by centroid.
+    cache : SeparationCache, optional
+        Served from and stored into this cache. A cache that cannot be written
+        (disk full) is reported with a warning and the separation is still returned.
+    progress : callable, optional
+        ``progress(stage, fraction)`` for stages ``stft``, ``nmf``,
+        ``activations``, ``reconstruct``.
+
+    Returns
+    -------
+    Separation
+
+    Raises
+    ------
+    AudioFileError
+        Empty signal or NaN/inf samples.
+    ParameterError
+        Unknown mode or bad parameters.
+    """
+    y = validate_audio(y, name="track")
+    if not isinstance(sr, int | np.integer) or sr <= 0:
+        raise ParameterError(f"sample rate must be a positive integer, got {sr!r}")
+    params = params or SeparationParams()
+    if mode != "components":
+        raise ParameterError(f"unknown separation mode {mode!r}; use 'components'")
+    key = cache_key(y, sr, {**params.as_dict(), "mode": mode})
+    if cache is not None:
+        entry = cache.load(key)
+        if cache.last_problem:
+            log.warning(cache.last_problem)
+            cache.last_problem = None
+        if entry is not None:
+            groups = [list(g) for g in entry.extra.get("groups", [])]
+            return Separation(
+                channels=entry.channels,
+                names=entry.names,
+                sr=entry.sr,
+                W=entry.W,
+                H=entry.H,
+                groups=groups,
+                mode=mode,
+                params=params,
+                from_cache=True,
+                info={"cache_path": str(entry.path)},
+            )
+
+    X = stft(y, n_fft=params.n_fft, hop=params.hop)
+    if progress:
+        progress("stft", 1.0)
+    V = magnitude(X)
+    W, H = factorize(V, params, sr=sr, progress=progress)
+    del V
+    groups = [[k] for k in range(params.n_components)]
+    names = _component_names(params.n_components)
+
+    def channels() -> Iterator[np.ndarray]:
+        return reconstruct(
+            X,
+            W,
+            H,
+            groups,
+            y=y,
+            n_fft=params.n_fft,
+            hop=params.hop,
+            mask_power=params.mask_power,
+            progress=progress,
+        )
+
+    if cache is not None:
+        try:
+            with cache.writer(key, len(names), y.shape) as w:
+                for name, audio in zip(names, channels(), strict=True):
+                    w.add_channel(name, audio)
+                w.add_array("W", W)
+                w.add_array("H", H)
+                w.meta["sr"] = sr
+                w.meta["extra"] = {"groups": groups, "mode": mode, "params": params.as_dict()}
+            entry = cache.load(key)
+            if entry is not None:
+                return Separation(
+                    channels=entry.channels,
+                    names=names,
+                    sr=sr,
+                    W=W,
+                    H=H,
+                    groups=groups,
+                    mode=mode,
+                    params=params,
+                    info={"cache_path": str(entry.path)},
+                )
+        except CacheError as exc:
+            log.warning("%s (continuing without the cache)", exc)
+    out = np.empty((len(names), *y.shape), dtype=np.float32)
+    for i, audio in enumerate(channels()):
+        out[i] = audio
+    return Separation(
+        channels=out, names=names, sr=sr, W=W, H=H, groups=groups, mode=mode, params=params
+    )

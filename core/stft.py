@@ -1,0 +1,163 @@
+"""Short-time Fourier transform with exact overlap-add inversion, float32.
+
+Layout: a spectrogram has the librosa shape ``(..., bins, frames)`` but is stored
+frames-contiguous (each frame's bins are adjacent in memory), which is what the
+FFT produces and what the NMF and the masking walk through block by block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import scipy.fft
+
+from .errors import ParameterError
+
+__all__ = ["check_stft_params", "istft", "n_frames", "stft"]
+
+_CHUNK_FRAMES = 256
+_WORKERS = 1
+
+
+def check_stft_params(n_fft: int, hop: int) -> None:
+    """Raise ParameterError unless ``hop`` divides ``n_fft`` into 2..16 overlaps."""
+    if not isinstance(n_fft, int) or n_fft < 16 or n_fft % 2:
+        raise ParameterError(f"n_fft must be an even integer >= 16, got {n_fft!r}")
+    if not isinstance(hop, int) or hop < 1 or n_fft % hop or not 2 <= n_fft // hop <= 16:
+        raise ParameterError(
+            f"hop must divide n_fft={n_fft} into 2 to 16 overlapping frames, got {hop!r}"
+        )
+
+
+def _window(n_fft: int) -> np.ndarray:
+    # Periodic Hann: its overlap-added square is flat for every hop n_fft/r, r >= 2.
+    return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
+
+
+def n_frames(length: int, n_fft: int, hop: int) -> int:
+    """Number of frames ``stft`` makes for ``length`` samples."""
+    # Pad n_fft/2 on both sides (frames centred on t * hop) and cover the end.
+    return -(-length // hop) + 1
+
+
+def stft(y: np.ndarray, *, n_fft: int = 2048, hop: int = 512) -> np.ndarray:
+    """Complex spectrogram of every channel.
+
+    Parameters
+    ----------
+    y : np.ndarray, shape (channels, samples), float32
+    n_fft : int
+        Frame length and FFT size (Hann window).
+    hop : int
+        Frame advance; must divide ``n_fft``.
+
+    Returns
+    -------
+    X : np.ndarray, shape (channels, 1 + n_fft // 2, frames), complex64
+        Frame ``t`` is centred on sample ``t * hop``; memory is frames-contiguous.
+    """
+    check_stft_params(n_fft, hop)
+    y = np.asarray(y, dtype=np.float32)
+    if y.ndim == 1:
+        y = y[np.newaxis]
+    channels, length = y.shape
+    frames = n_frames(length, n_fft, hop)
+    pad = n_fft // 2
+    padded_len = (frames - 1) * hop + n_fft
+    window = _window(n_fft)
+    out = np.empty((channels, frames, n_fft // 2 + 1), dtype=np.complex64)
+    padded = np.zeros(padded_len, dtype=np.float32)
+    for c in range(channels):
+        padded[pad : pad + length] = y[c]
+        framed = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop]
+        for s in range(0, frames, _CHUNK_FRAMES):
+            block = framed[s : s + _CHUNK_FRAMES] * window
+            out[c, s : s + _CHUNK_FRAMES] = scipy.fft.rfft(block, axis=1, workers=_WORKERS)
+        padded[pad : pad + length] = 0.0
+    return out.transpose(0, 2, 1)
+
+
+def _ola_norm(n_fft: int, hop: int, frames: int) -> np.ndarray:
+    window_sq = _window(n_fft) ** 2
+    total = np.zeros((frames - 1) * hop + n_fft, dtype=np.float32)
+    _overlap_add(total, np.broadcast_to(window_sq, (frames, n_fft)), 0, hop)
+    tiny = np.finfo(np.float32).tiny
+    return np.where(total > tiny, 1.0 / np.maximum(total, tiny), 0.0).astype(np.float32)
+
+
+def _overlap_add(out: np.ndarray, frames: np.ndarray, first: int, hop: int) -> None:
+    """Add ``frames`` (n, n_fft) into ``out`` starting at frame index ``first``."""
+    n, n_fft = frames.shape
+    r = n_fft // hop
+    # out viewed as hop-sized rows: frame t covers rows t .. t + r - 1.
+    rows = out[: (len(out) // hop) * hop].reshape(-1, hop)
+    parts = frames.reshape(n, r, hop)
+    for j in range(r):
+        rows[first + j : first + j + n] += parts[:, j]
+
+
+MaskFn = Callable[[int, int], np.ndarray]
+
+
+def istft(
+    X: np.ndarray,
+    *,
+    n_fft: int = 2048,
+    hop: int = 512,
+    length: int,
+    mask: MaskFn | None = None,
+    bin_weights: np.ndarray | None = None,
+    frame_weights: np.ndarray | None = None,
+) -> np.ndarray:
+    """Invert :func:`stft` by weighted overlap-add.
+
+    Parameters
+    ----------
+    X : np.ndarray, shape (channels, 1 + n_fft // 2, frames) or (bins, frames), complex
+    length : int
+        Number of samples to return (the original signal's length).
+    mask : callable, optional
+        ``mask(start, stop)`` returns a real ``(stop - start, bins)`` array that
+        multiplies frames ``start:stop`` of every channel before inversion. It is
+        made one chunk at a time and shared by the channels, so no full-size mask
+        is ever allocated.
+    bin_weights : np.ndarray, shape (bins,), optional
+        Real weights multiplying every frame: with ``frame_weights`` a rank-one
+        mask ``outer(bin_weights, frame_weights)`` at the cost of one multiply.
+    frame_weights : np.ndarray, shape (frames,), optional
+        Real gain of each frame, applied after the inverse FFT (cheaper than on
+        the complex spectrum, and the same by linearity).
+
+    Returns
+    -------
+    y : np.ndarray, shape (channels, length) or (length,), float32
+        ``istft(stft(y), length=len(y))`` equals ``y`` to float32 rounding.
+    """
+    check_stft_params(n_fft, hop)
+    squeeze = X.ndim == 2
+    if squeeze:
+        X = X[np.newaxis]
+    channels, bins, frames = X.shape
+    if bins != n_fft // 2 + 1:
+        raise ParameterError(f"spectrogram has {bins} bins; n_fft={n_fft} needs {n_fft // 2 + 1}")
+    window = _window(n_fft)
+    pad = n_fft // 2
+    out = np.zeros((channels, (frames - 1) * hop + n_fft), dtype=np.float32)
+    for s in range(0, frames, _CHUNK_FRAMES):
+        e = min(s + _CHUNK_FRAMES, frames)
+        chunk_mask = None if mask is None else mask(s, e)
+        for c in range(channels):
+            spec = X[c].T[s:e]  # (frames, bins), contiguous for stft's output
+            if chunk_mask is not None:
+                spec = spec * chunk_mask
+            if bin_weights is not None:
+                spec = spec * bin_weights
+            block = scipy.fft.irfft(spec, n=n_fft, axis=1, workers=_WORKERS)
+            block *= window
+            if frame_weights is not None:
+                block *= frame_weights[s:e, np.newaxis]
+            _overlap_add(out[c], block.astype(np.float32, copy=False), s, hop)
+    out *= _ola_norm(n_fft, hop, frames)
+    y = np.ascontiguousarray(out[:, pad : pad + length])
+    return y[0] if squeeze else y

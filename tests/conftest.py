@@ -1,0 +1,49 @@
+"""Shared fixtures: seeded signals, an isolated cache folder for every test."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stemdeck.core.presets import SeparationParams
+
+SR = 22050
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """No test reads or writes the user's real cache."""
+    monkeypatch.setenv("STEMDECK_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+def tone_mix(
+    seconds: float = 2.0, *, sr: int = SR, stereo: bool = True, seed: int = 0
+) -> np.ndarray:
+    """A small musical test signal: a low tone, a high tone and noise bursts."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * sr)
+    t = np.arange(n) / sr
+    low = 0.3 * np.sin(2 * np.pi * 110 * t) * (1 + np.sin(2 * np.pi * 0.5 * t)) / 2
+    high = 0.2 * np.sin(2 * np.pi * 1760 * t) * (np.sin(2 * np.pi * 1.5 * t) > 0)
+    bursts = np.zeros(n)
+    for start in range(0, n, sr // 4):
+        m = min(sr // 40, n - start)
+        bursts[start : start + m] = 0.3 * rng.standard_normal(m) * np.exp(-np.arange(m) / 200)
+    if not stereo:
+        return (low + high + bursts)[np.newaxis].astype(np.float32)
+    left = low + 0.8 * high + 0.5 * bursts
+    right = low + 0.3 * high + 1.0 * bursts
+    return np.stack([left, right]).astype(np.float32)
+
+
+@pytest.fixture
+def small_params() -> SeparationParams:
+    """Fast parameters for tests: small FFT, few components and iterations."""
+    return SeparationParams(
+        n_fft=512, hop=128, n_components=4, n_iter=30, fit_frames=0, refine_iter=0, tol=0.0
+    )

@@ -1,0 +1,146 @@
+import errno
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import SR, tone_mix
+from stemdeck.core import cache as cache_mod
+from stemdeck.core.cache import SeparationCache, default_cache_dir
+from stemdeck.core.errors import CacheError
+from stemdeck.core.presets import SeparationParams
+from stemdeck.core.separate import separate
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> SeparationCache:
+    return SeparationCache(tmp_path / "cache")
+
+
+def entries(cache: SeparationCache) -> list[Path]:
+    return sorted(p for p in cache.root.iterdir()) if cache.root.exists() else []
+
+
+def test_env_overrides_location(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STEMDECK_CACHE", str(tmp_path / "elsewhere"))
+    assert default_cache_dir() == tmp_path / "elsewhere"
+
+
+def test_miss_then_hit_memory_mapped(
+    cache: SeparationCache, small_params: SeparationParams
+) -> None:
+    y = tone_mix(2.0)
+    first = separate(y, SR, params=small_params, cache=cache)
+    assert not first.from_cache and len(entries(cache)) == 1
+    second = separate(y, SR, params=small_params, cache=cache)
+    assert second.from_cache
+    assert isinstance(second.channels, np.memmap) and not second.channels.flags.writeable
+    np.testing.assert_array_equal(np.asarray(first.channels), np.asarray(second.channels))
+    np.testing.assert_array_equal(first.W, second.W)
+    assert second.names == first.names and second.groups == first.groups
+
+
+def test_key_changes_with_audio_and_every_parameter(
+    cache: SeparationCache, small_params: SeparationParams
+) -> None:
+    y = tone_mix(1.0)
+    separate(y, SR, params=small_params, cache=cache)
+    z = y.copy()
+    z[0, 100] += 1e-6
+    assert not separate(z, SR, params=small_params, cache=cache).from_cache
+    assert not separate(y, SR, params=small_params.with_overrides(seed=1), cache=cache).from_cache
+    assert not separate(
+        y, SR, params=small_params.with_overrides(mask_power=1.0), cache=cache
+    ).from_cache
+    assert len(entries(cache)) == 4
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "meta", "missing", "version"])
+def test_damaged_entry_is_detected_and_rebuilt(
+    cache: SeparationCache,
+    small_params: SeparationParams,
+    caplog: pytest.LogCaptureFixture,
+    damage: str,
+) -> None:
+    y = tone_mix(2.0)
+    good = np.asarray(separate(y, SR, params=small_params, cache=cache).channels).copy()
+    (entry,) = entries(cache)
+    data = entry / "channels.f32"
+    if damage == "truncate":
+        with data.open("r+b") as f:
+            f.truncate(data.stat().st_size - 4)
+    elif damage == "flip":
+        raw = bytearray(data.read_bytes())
+        raw[len(raw) // 2] ^= 0xFF  # inside a sampled block for files this small
+        data.write_bytes(bytes(raw))
+    elif damage == "meta":
+        (entry / "meta.json").write_text("{not json")
+    elif damage == "missing":
+        (entry / "W.npy").unlink()
+    elif damage == "version":
+        meta = (entry / "meta.json").read_text().replace('"format": 1', '"format": 999')
+        (entry / "meta.json").write_text(meta)
+    with caplog.at_level(logging.WARNING, logger="stemdeck"):
+        again = separate(y, SR, params=small_params, cache=cache)
+    assert not again.from_cache  # rebuilt, never played damaged
+    assert "damaged" in caplog.text
+    np.testing.assert_array_equal(np.asarray(again.channels), good)
+    assert separate(y, SR, params=small_params, cache=cache).from_cache
+
+
+def test_interrupted_write_leaves_nothing(cache: SeparationCache) -> None:
+    y = np.zeros((2, 100), np.float32)
+    with pytest.raises(KeyboardInterrupt), cache.writer("k" * 40, 2, (2, 100)) as w:
+        w.add_channel("a", y)
+        raise KeyboardInterrupt
+    assert entries(cache) == []
+
+
+def test_killed_writer_temp_folder_is_cleaned(cache: SeparationCache) -> None:
+    stale = cache.root / ".tmp-abc-123"
+    stale.mkdir(parents=True)
+    cache.clean_stale(older_than=0.0)
+    assert not stale.exists()
+
+
+def test_disk_full_is_a_clear_error_and_leaves_no_entry(
+    cache: SeparationCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(self: object, name: str, audio: np.ndarray) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache_mod.EntryWriter, "add_channel", full)
+    with pytest.raises(CacheError, match="disk full"), cache.writer("k" * 40, 1, (1, 10)) as w:
+        w.add_channel("a", np.zeros((1, 10), np.float32))
+    assert entries(cache) == []
+
+
+def test_separate_survives_a_full_disk(
+    cache: SeparationCache,
+    small_params: SeparationParams,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    y = tone_mix(2.0)
+    reference = separate(y, SR, params=small_params)
+
+    def full(self: object, name: str, audio: np.ndarray) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache_mod.EntryWriter, "add_channel", full)
+    with caplog.at_level(logging.WARNING, logger="stemdeck"):
+        result = separate(y, SR, params=small_params, cache=cache)
+    assert "disk full" in caplog.text and "continuing without the cache" in caplog.text
+    np.testing.assert_array_equal(result.channels, reference.channels)  # nothing lost
+    assert entries(cache) == []
+
+
+def test_least_recently_used_entries_evicted(
+    tmp_path: Path, small_params: SeparationParams
+) -> None:
+    cache = SeparationCache(tmp_path / "c", max_bytes=1)  # keeps only the newest
+    separate(tone_mix(1.0, seed=1), SR, params=small_params, cache=cache)
+    separate(tone_mix(1.0, seed=2), SR, params=small_params, cache=cache)
+    assert len(entries(cache)) == 1
+    assert separate(tone_mix(1.0, seed=2), SR, params=small_params, cache=cache).from_cache

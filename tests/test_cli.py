@@ -1,0 +1,118 @@
+"""The command line as a user meets it: files written, errors as one line."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import SR, tone_mix
+from stemdeck.daemon.cli import main
+
+FAST = Path(__file__).parent / "data" / "tiny.toml"
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "stemdeck.daemon.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+    )
+
+
+@pytest.fixture
+def track(tmp_path: Path) -> Path:
+    path = tmp_path / "my song.flac"
+    sf.write(path, tone_mix(2.0).T, SR, subtype="PCM_24")
+    return path
+
+
+def test_separate_writes_components(
+    tmp_path: Path, track: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    assert main(["separate", str(track), "-o", str(out), "--preset", str(FAST)]) == 0
+    files = sorted((out / "my song").iterdir())
+    assert [f.name for f in files] == [f"component_0{i}.wav" for i in range(1, 5)]
+    total = None
+    for f in files:
+        info = sf.info(f)
+        assert info.samplerate == SR and info.channels == 2 and info.subtype == "FLOAT"
+        data, _ = sf.read(f, dtype="float32")
+        total = data if total is None else total + data
+    original, _ = sf.read(track, dtype="float32")
+    res = np.sum((original - total) ** 2) / np.sum(original**2)
+    assert 10 * np.log10(res) < -60
+    assert "wrote 4 files" in capsys.readouterr().out
+
+
+def test_components_flag_and_flac_and_cache(
+    tmp_path: Path, track: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [
+        "separate",
+        str(track),
+        "-o",
+        str(tmp_path / "o"),
+        "--preset",
+        str(FAST),
+        "--components",
+        "3",
+        "--format",
+        "flac",
+    ]
+    assert main(args) == 0
+    files = sorted((tmp_path / "o" / "my song").glob("*.flac"))
+    assert len(files) == 3 and sf.info(files[0]).subtype == "PCM_24"
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "from the cache" in capsys.readouterr().err
+
+
+def test_mono_track_gives_mono_files(tmp_path: Path) -> None:
+    path = tmp_path / "mono.wav"
+    sf.write(path, tone_mix(1.0, stereo=False)[0], 16000)
+    assert main(["separate", str(path), "-o", str(tmp_path), "--preset", str(FAST)]) == 0
+    info = sf.info(tmp_path / "mono" / "component_01.wav")
+    assert info.channels == 1 and info.samplerate == 16000
+
+
+def test_plot_writes_png(tmp_path: Path, track: Path) -> None:
+    fig = tmp_path / "fig.png"
+    assert main(["plot", str(track), "-o", str(fig), "--preset", str(FAST)]) == 0
+    assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["separate", "/no/such/file.wav", "-o", "x"], "no such file"),
+        (["separate", "{notaudio}", "-o", "x"], "not a readable audio file"),
+        (["separate", "{track}", "-o", "x", "--preset", "nope"], "no separation preset 'nope'"),
+        (["separate", "-o", "x"], "no TRACK given"),
+        (["separate", "{track}", "-o", "x", "--components", "zero"], "expected a positive integer"),
+        (["separate", "{track}", "-o", "x", "--format", "mp4"], "invalid choice"),
+        (
+            ["separate", "{track}", "-o", "/proc/forbidden/out", "--preset", str(FAST)],
+            "cannot create",
+        ),
+        (["plot", "{track}"], "required: -o/--output"),
+    ],
+)
+def test_errors_are_one_line_no_traceback(
+    tmp_path: Path, track: Path, args: list[str], message: str
+) -> None:
+    notaudio = tmp_path / "notes.wav"
+    notaudio.write_text("just text")
+    args = [a.format(track=track, notaudio=notaudio) for a in args]
+    proc = run_cli(*args, cwd=tmp_path)
+    assert proc.returncode != 0
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert "Traceback" not in proc.stderr
+    assert message in proc.stderr, proc.stderr
+    error_lines = [ln for ln in lines if "error" in ln]
+    assert len(error_lines) == 1, proc.stderr

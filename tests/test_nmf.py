@@ -1,0 +1,115 @@
+import warnings
+
+import numpy as np
+import pytest
+
+from stemdeck.core.errors import ParameterError
+from stemdeck.core.nmf import beta_divergence, nmf, solve_activations
+
+
+@pytest.fixture
+def V(rng: np.random.Generator) -> np.ndarray:
+    # A low-rank non-negative matrix plus noise, like a magnitude spectrogram.
+    W = rng.gamma(0.5, size=(129, 5))
+    H = rng.gamma(0.5, size=(5, 300))
+    return (W @ H + 0.01 * rng.random((129, 300))).astype(np.float32)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0, 1.5, 2.0, 3.0])
+def test_divergence_never_increases(V: np.ndarray, beta: float) -> None:
+    result = nmf(V, 6, beta=beta, n_iter=40, tol=0, check_every=1)
+    values = np.array([d for _, d in result.divergence])
+    assert len(values) == 41
+    # float32 arithmetic: allow rounding at the 1e-6 relative level, nothing more
+    assert np.all(np.diff(values) <= 1e-6 * np.abs(values[:-1])), np.diff(values).max()
+    assert values[-1] < 0.9 * values[0]
+
+
+def test_factors_non_negative_and_shaped(V: np.ndarray) -> None:
+    result = nmf(V, 7, n_iter=20)
+    assert result.W.shape == (129, 7) and result.H.shape == (7, 300)
+    assert result.W.dtype == np.float32 and result.H.dtype == np.float32
+    assert (result.W >= 0).all() and (result.H >= 0).all()
+    assert np.isfinite(result.W).all() and np.isfinite(result.H).all()
+
+
+def test_same_seed_same_output_other_seed_differs(V: np.ndarray) -> None:
+    a = nmf(V, 5, n_iter=15, seed=3)
+    b = nmf(V, 5, n_iter=15, seed=3)
+    c = nmf(V, 5, n_iter=15, seed=4)
+    np.testing.assert_array_equal(a.W, b.W)
+    np.testing.assert_array_equal(a.H, b.H)
+    assert not np.array_equal(a.W, c.W)
+
+
+def test_tolerance_stops_early(V: np.ndarray) -> None:
+    result = nmf(V, 5, n_iter=2000, tol=1e-3, check_every=5)
+    assert 5 <= result.n_iter < 2000
+
+
+def test_final_divergence_matches_beta_divergence(V: np.ndarray) -> None:
+    result = nmf(V, 5, n_iter=10, beta=1.0)
+    assert result.divergence[-1][1] == pytest.approx(
+        beta_divergence(V, result.W, result.H, beta=1.0), rel=1e-9
+    )
+
+
+def test_matches_scikit_learn_multiplicative_updates(V: np.ndarray) -> None:
+    sklearn = pytest.importorskip("sklearn.decomposition")
+    rng = np.random.default_rng(0)
+    W0 = rng.uniform(0.5, 1.5, (129, 4)).astype(np.float32)
+    # scikit-learn's W update on the transposed problem is our H update:
+    # V.T = H.T @ W.T, with W.T held fixed. With update_H=False it starts W
+    # (our H) at the constant sqrt(mean(V) / K), so we start there too.
+    H0 = np.full((4, 300), np.sqrt(V.mean() / 4), dtype=np.float32)
+    ours = solve_activations(V, W0, n_iter=25, H_init=H0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "did not converge": we asked for 25 iterations
+        HT, _, _ = sklearn.non_negative_factorization(
+            V.T,
+            H=W0.T.copy(),
+            n_components=4,
+            init="custom",
+            update_H=False,
+            solver="mu",
+            beta_loss="kullback-leibler",
+            max_iter=25,
+            tol=0,
+        )
+    np.testing.assert_allclose(ours, HT.T, rtol=1e-3, atol=1e-5)
+
+
+def test_solve_activations_fits_fixed_templates(V: np.ndarray) -> None:
+    learned = nmf(V, 5, n_iter=60, tol=0)
+    block = V[:, 100:164]
+    H = solve_activations(block, learned.W, n_iter=60)
+    assert H.shape == (5, 64) and (H >= 0).all()
+    start = solve_activations(block, learned.W, n_iter=0)
+    assert beta_divergence(block, learned.W, H) < 0.5 * beta_divergence(block, learned.W, start)
+    # close to what the joint factorization found for those frames
+    joint = beta_divergence(block, learned.W, learned.H[:, 100:164])
+    assert beta_divergence(block, learned.W, H) <= joint * 1.05
+
+
+def test_silence_gives_zero_model() -> None:
+    result = nmf(np.zeros((65, 40), np.float32), 3, n_iter=20)
+    assert np.isfinite(result.W).all() and np.isfinite(result.H).all()
+    assert float((result.W @ result.H).max()) < 1e-6
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [np.full((4, 4), -1.0), np.full((4, 4), np.nan), np.zeros((0, 4)), np.zeros(5)],
+)
+def test_bad_input_raises(bad: np.ndarray) -> None:
+    with pytest.raises(ParameterError):
+        nmf(bad, 2)
+
+
+def test_bad_options_raise(V: np.ndarray) -> None:
+    with pytest.raises(ParameterError, match="n_components"):
+        nmf(V, 0)
+    with pytest.raises(ParameterError, match="beta"):
+        nmf(V, 2, beta=float("nan"))
+    with pytest.raises(ParameterError, match="W_init"):
+        nmf(V, 2, W_init=np.ones((3, 3)))
