@@ -118,8 +118,9 @@ class EntryWriter:
         np.save(self.tmp / f"{name}.npy", np.asarray(array))
 
     def _finish(self) -> None:
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        # No fsync: after a power cut a renamed entry may hold garbage, which the
+        # size and checksum checks on load catch (the entry is then rebuilt);
+        # syncing a gigabyte on every separation would cost more than that.
         self._file.close()
         if len(self.names) != self.n_channels:
             raise ValueError(f"entry has {len(self.names)} channels, expected {self.n_channels}")
@@ -138,8 +139,6 @@ class EntryWriter:
         )
         with (self.tmp / "meta.json").open("w", encoding="utf-8") as f:
             json.dump(meta, f)
-            f.flush()
-            os.fsync(f.fileno())
 
     def _abort(self) -> None:
         if not self._file.closed:

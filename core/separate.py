@@ -9,6 +9,7 @@ transform.
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -35,6 +36,7 @@ __all__ = [
 log = logging.getLogger("stemdeck")
 
 Progress = Callable[[str, float], None]
+ChannelSink = Callable[[int, str, np.ndarray], None]
 
 # Share of the whole job each stage takes, for one overall progress figure.
 _THREADS = 2
@@ -241,6 +243,7 @@ def separate(
     mode: str = "components",
     cache: SeparationCache | None = None,
     progress: Progress | None = None,
+    on_channel: ChannelSink | None = None,
 ) -> Separation:
     """Separate a track into mixer channels.
 
@@ -260,6 +263,10 @@ def separate(
     progress : callable, optional
         ``progress(stage, fraction)`` for stages ``stft``, ``nmf``,
         ``activations``, ``reconstruct``.
+    on_channel : callable, optional
+        ``on_channel(index, name, audio)`` is called once per channel as soon as
+        its audio is ready (from the cache: right away), so a caller can write
+        files while the next channels are computed. ``audio`` is never reused.
 
     Returns
     -------
@@ -286,6 +293,9 @@ def separate(
             cache.last_problem = None
         if entry is not None:
             groups = [list(g) for g in entry.extra.get("groups", [])]
+            if on_channel is not None:
+                for i, name in enumerate(entry.names):
+                    on_channel(i, name, entry.channels[i])
             return Separation(
                 channels=entry.channels,
                 names=entry.names,
@@ -299,14 +309,24 @@ def separate(
                 info={"cache_path": str(entry.path)},
             )
 
+    t0 = time.perf_counter()
     X = stft(y, n_fft=params.n_fft, hop=params.hop)
     if progress:
         progress("stft", 1.0)
     V = magnitude(X)
+    t1 = time.perf_counter()
     W, H = factorize(V, params, sr=sr, progress=progress)
     del V
+    log.debug("stft %.2f s, nmf %.2f s", t1 - t0, time.perf_counter() - t1)
     groups = [[k] for k in range(params.n_components)]
     names = _component_names(params.n_components)
+
+    delivered: set[int] = set()
+
+    def deliver(i: int, audio: np.ndarray) -> None:
+        if on_channel is not None and i not in delivered:
+            delivered.add(i)
+            on_channel(i, names[i], audio)
 
     def channels() -> Iterator[np.ndarray]:
         return reconstruct(
@@ -324,12 +344,14 @@ def separate(
     if cache is not None:
         try:
             with cache.writer(key, len(names), y.shape) as w:
-                for name, audio in zip(names, channels(), strict=True):
+                for i, (name, audio) in enumerate(zip(names, channels(), strict=True)):
                     w.add_channel(name, audio)
+                    deliver(i, audio)
                 w.add_array("W", W)
                 w.add_array("H", H)
                 w.meta["sr"] = sr
                 w.meta["extra"] = {"groups": groups, "mode": mode, "params": params.as_dict()}
+            log.debug("reconstructed into the cache in %.2f s", time.perf_counter() - t0)
             entry = cache.load(key)
             if entry is not None:
                 return Separation(
@@ -348,6 +370,7 @@ def separate(
     out = np.empty((len(names), *y.shape), dtype=np.float32)
     for i, audio in enumerate(channels()):
         out[i] = audio
+        deliver(i, out[i])
     return Separation(
         channels=out, names=names, sr=sr, W=W, H=H, groups=groups, mode=mode, params=params
     )

@@ -132,7 +132,8 @@ def istft(
     Returns
     -------
     y : np.ndarray, shape (channels, length) or (length,), float32
-        ``istft(stft(y), length=len(y))`` equals ``y`` to float32 rounding.
+        ``istft(stft(y), length=len(y))`` equals ``y`` to float32 rounding. Each
+        channel is a contiguous row (the array itself is a view of a padded one).
     """
     check_stft_params(n_fft, hop)
     squeeze = X.ndim == 2
@@ -144,20 +145,25 @@ def istft(
     window = _window(n_fft)
     pad = n_fft // 2
     out = np.zeros((channels, (frames - 1) * hop + n_fft), dtype=np.float32)
+    spec_buf = np.empty((_CHUNK_FRAMES, bins), dtype=np.complex64)
     for s in range(0, frames, _CHUNK_FRAMES):
         e = min(s + _CHUNK_FRAMES, frames)
         chunk_mask = None if mask is None else mask(s, e)
         for c in range(channels):
             spec = X[c].T[s:e]  # (frames, bins), contiguous for stft's output
-            if chunk_mask is not None:
-                spec = spec * chunk_mask
-            if bin_weights is not None:
-                spec = spec * bin_weights
-            block = scipy.fft.irfft(spec, n=n_fft, axis=1, workers=_WORKERS)
+            weights = chunk_mask if chunk_mask is not None else bin_weights
+            if weights is not None:
+                spec = np.multiply(spec, weights, out=spec_buf[: e - s])
+                if chunk_mask is not None and bin_weights is not None:
+                    spec *= bin_weights
+                block = scipy.fft.irfft(spec, n=n_fft, axis=1, workers=_WORKERS, overwrite_x=True)
+            else:
+                block = scipy.fft.irfft(spec, n=n_fft, axis=1, workers=_WORKERS)
             block *= window
             if frame_weights is not None:
                 block *= frame_weights[s:e, np.newaxis]
-            _overlap_add(out[c], block.astype(np.float32, copy=False), s, hop)
+            _overlap_add(out[c], block, s, hop)
     out *= _ola_norm(n_fft, hop, frames)
-    y = np.ascontiguousarray(out[:, pad : pad + length])
+    # A view of the padded buffer: no copy of the whole signal.
+    y = out[:, pad : pad + length]
     return y[0] if squeeze else y

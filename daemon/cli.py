@@ -23,7 +23,7 @@ from stemdeck.core.audio import load, write
 from stemdeck.core.cache import SeparationCache
 from stemdeck.core.errors import AudioFileError, ParameterError, StemdeckError
 from stemdeck.core.presets import SeparationParams, list_presets, load_separation_preset
-from stemdeck.core.separate import Separation, separate
+from stemdeck.core.separate import ChannelSink, Separation, separate
 
 from .progress import ProgressBar
 
@@ -125,7 +125,14 @@ def _params(args: argparse.Namespace) -> SeparationParams:
     return params.with_overrides(n_components=args.components)
 
 
-def _separate(args: argparse.Namespace, y: np.ndarray, sr: int, name: str) -> Separation:
+def _separate(
+    args: argparse.Namespace,
+    y: np.ndarray,
+    sr: int,
+    name: str,
+    *,
+    on_channel: ChannelSink | None = None,
+) -> Separation:
     params = _params(args)
     cache = None if args.no_cache else SeparationCache()
     if cache is not None:
@@ -133,7 +140,7 @@ def _separate(args: argparse.Namespace, y: np.ndarray, sr: int, name: str) -> Se
     bar = ProgressBar(f"separating {name}")
     t0 = time.perf_counter()
     try:
-        result = separate(y, sr, params=params, cache=cache, progress=bar)
+        result = separate(y, sr, params=params, cache=cache, progress=bar, on_channel=on_channel)
     finally:
         bar.close()
     took = time.perf_counter() - t0
@@ -156,31 +163,35 @@ def _write_atomic(path: Path, audio: np.ndarray, sr: int, fmt: str) -> None:
 # -- commands -----------------------------------------------------------------------
 def cmd_separate(args: argparse.Namespace) -> int:
     y, sr, name = _read_track(args)
-    result = _separate(args, y, sr, name)
     folder = Path(args.output) / name
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise AudioFileError(f"cannot create {str(folder)!r}: {exc.strerror}") from None
-    paths = [folder / f"{n}.{args.format}" for n in result.names]
-    if args.format == "flac":
-        peak = max(float(np.abs(ch).max()) for ch in result.channels)
-        if peak > 1.0:
-            log.warning(
-                "channel peaks reach %.1f dBFS and clip in 24-bit flac; "
-                "use --format wav (float) to keep them",
-                20 * np.log10(peak),
-            )
-    # Two writers: encoding (flac) and copying run outside the GIL in libsndfile.
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = [
-            pool.submit(_write_atomic, p, result.channels[i], result.sr, args.format)
-            for i, p in enumerate(paths)
-        ]
+    written: list[Path] = []
+    clipped: list[str] = []
+    # One writer thread saves each channel while the next ones are computed.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        futures = []
+
+        def save(index: int, channel: str, audio: np.ndarray) -> None:
+            path = folder / f"{channel}.{args.format}"
+            if args.format == "flac" and float(np.abs(audio).max()) > 1.0:
+                clipped.append(channel)
+            futures.append(pool.submit(_write_atomic, path, audio, sr, args.format))
+            written.append(path)
+
+        result = _separate(args, y, sr, name, on_channel=save)
         for f in futures:
             f.result()
-    print(f"wrote {len(paths)} files to {folder}")
-    return 0
+    if clipped:
+        log.warning(
+            "%s peak above full scale and clip in 24-bit flac; "
+            "use --format wav (float) to keep them",
+            ", ".join(clipped),
+        )
+    print(f"wrote {len(written)} files to {folder}")
+    return 0 if len(written) == len(result.names) else EXIT_ERROR
 
 
 def cmd_plot(args: argparse.Namespace) -> int:

@@ -1,0 +1,171 @@
+"""Separation speed on a 3-minute stereo 44.1 kHz track, K = 16.
+
+Prints, from one run (medians of --runs repeats):
+- load to written files, a fresh `stemdeck separate` process, uncached (wall time, peak RSS);
+- the cached repeat inside the process (load + hash + open the memory-mapped entry);
+- the NMF solver against scikit-learn's KL multiplicative-update solver, same spectrogram,
+  same K, same start, same number of iterations, and the ratio;
+- the seed's baseline, librosa.decompose.decompose, on the same spectrogram (reference).
+
+    .venv/bin/python bench/separate.py [--seconds 180] [--runs 3] [--iters 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from statistics import median
+
+import numpy as np
+
+
+def blas_info() -> str:
+    try:
+        from threadpoolctl import threadpool_info
+
+        info = [
+            f"{i['internal_api']} {i.get('architecture', '?')} x{i['num_threads']}"
+            for i in threadpool_info()
+        ]
+        return ", ".join(sorted(set(info)))
+    except ImportError:
+        return "threadpoolctl missing"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=180.0)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--iters", type=int, default=20, help="NMF iterations for the solver race")
+    ap.add_argument("--skip-librosa", action="store_true")
+    args = ap.parse_args()
+
+    from stemdeck.core.audio import load, write
+    from stemdeck.core.cache import SeparationCache
+    from stemdeck.core.demo import demo_track
+    from stemdeck.core.nmf import _init_factors, nmf
+    from stemdeck.core.presets import load_separation_preset
+    from stemdeck.core.separate import magnitude, separate
+    from stemdeck.core.stft import stft
+
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}"
+    )
+    print(
+        f"BLAS: {blas_info()}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}"
+    )
+    work = Path(tempfile.mkdtemp(prefix="stemdeck-bench-"))
+    track = work / "track.wav"
+    demo = demo_track(seconds=args.seconds)
+    write(track, demo.mix, demo.sr)
+    print(f"track: {demo.mix.shape[1] / demo.sr:.0f} s stereo {demo.sr} Hz (the demo, extended)")
+    params = load_separation_preset("default")
+    print(
+        f"preset default: K={params.n_components}, n_fft {params.n_fft}, hop {params.hop}, "
+        f"{params.n_iter} iterations on {params.fit_frames} frames + {params.refine_iter} "
+        "refining activations"
+    )
+
+    # 1. load to written files, uncached, fresh process each run
+    walls, rss = [], []
+    for run in range(args.runs):
+        env = dict(os.environ, STEMDECK_CACHE=str(work / f"cache{run}"))
+        t0 = time.perf_counter()
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "stemdeck.daemon.cli",
+                "separate",
+                str(track),
+                "-o",
+                str(work / f"out{run}"),
+            ],
+            check=True,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        walls.append(time.perf_counter() - t0)
+        rss.append(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+    print(
+        f"\nuncached `stemdeck separate` (process start to 16 files written): "
+        f"median {median(walls):.2f} s  runs {[round(w, 2) for w in walls]}  target <= 10 s"
+    )
+    print(f"peak RSS of those processes: {max(rss):.0f} MB  target <= 2048 MB")
+
+    # 2. cached repeat inside this process
+    cache = SeparationCache(work / "cache0")
+    hits = []
+    for _ in range(max(args.runs, 3)):
+        t0 = time.perf_counter()
+        y, sr = load(track)
+        result = separate(y, sr, params=params, cache=cache)
+        hits.append(time.perf_counter() - t0)
+        assert result.from_cache
+    print(
+        f"cached repeat in process (load + hash + open entry): median {median(hits):.3f} s  "
+        f"target <= 0.5 s"
+    )
+
+    # 3. NMF solver race on the same spectrogram
+    y, sr = load(track)
+    V = magnitude(stft(y, n_fft=params.n_fft, hop=params.hop))
+    k = params.n_components
+    WT, HT = _init_factors(np.ascontiguousarray(V.T), k, 0)
+    W0, H0 = np.ascontiguousarray(WT.T), np.ascontiguousarray(HT.T)
+    from sklearn.decomposition import NMF
+
+    ours, theirs = [], []
+    Vc = np.ascontiguousarray(V)
+    for _ in range(args.runs):
+        t0 = time.perf_counter()
+        nmf(V, k, n_iter=args.iters, tol=0, W_init=W0, H_init=H0, check_every=10)
+        ours.append(time.perf_counter() - t0)
+        model = NMF(
+            k, solver="mu", beta_loss="kullback-leibler", init="custom", max_iter=args.iters, tol=0
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t0 = time.perf_counter()
+            model.fit_transform(Vc, W=W0.copy(), H=H0.copy())
+            theirs.append(time.perf_counter() - t0)
+    print(f"\nNMF, KL, K={k}, {args.iters} iterations on {V.shape[0]} x {V.shape[1]} (float32):")
+    print(
+        f"  stemdeck nmf          median {median(ours):.2f} s  "
+        f"({median(ours) / args.iters * 1000:.0f} ms/iteration)"
+    )
+    print(
+        f"  scikit-learn NMF(mu)  median {median(theirs):.2f} s  "
+        f"({median(theirs) / args.iters * 1000:.0f} ms/iteration)"
+    )
+    ratios = [b / a for a, b in zip(ours, theirs, strict=True)]
+    print(
+        f"  speed-up, per run {[round(r, 2) for r in ratios]}, median {median(ratios):.2f}x  "
+        "target >= 3x"
+    )
+
+    if not args.skip_librosa:
+        import librosa
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t0 = time.perf_counter()
+            librosa.decompose.decompose(V, n_components=k, sort=True)
+            took = time.perf_counter() - t0
+        print(
+            f"  seed baseline librosa.decompose.decompose (sklearn defaults: cd solver, "
+            f"Frobenius, to convergence): {took:.2f} s, once"
+        )
+
+
+if __name__ == "__main__":
+    main()
