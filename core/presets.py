@@ -26,8 +26,10 @@ class SeparationParams:
     tol: float = 1e-4
     fit_frames: int = 3000
     refine_iter: int = 40
-    mask_power: float = 2.0
+    mask_power: float = 1.0
     seed: int = 0
+    stems_model: str = "default"
+    stems_iter: int = 60
 
     def __post_init__(self) -> None:
         check_stft_params(self.n_fft, self.hop)
@@ -39,6 +41,9 @@ class SeparationParams:
         _require(self.beta, float, -10.0, 10.0, "beta")
         _require(self.tol, float, 0.0, 1.0, "tol")
         _require(self.mask_power, float, 0.25, 8.0, "mask_power")
+        _require(self.stems_iter, int, 1, 100_000, "stems_iter")
+        if not isinstance(self.stems_model, str) or not self.stems_model:
+            raise ParameterError(f"stems_model must be a model name, got {self.stems_model!r}")
 
     def with_overrides(self, **changes: Any) -> SeparationParams:
         """A copy with the given fields changed (``None`` values are ignored)."""

@@ -22,6 +22,7 @@ from .cache import SeparationCache, cache_key
 from .errors import CacheError, ParameterError
 from .nmf import nmf, solve_activations
 from .presets import SeparationParams
+from .stems import load_stem_model
 from .stft import istft, stft
 
 __all__ = [
@@ -184,6 +185,10 @@ def reconstruct(
     length = y.shape[1]
     WpT = np.ascontiguousarray((W**mask_power).T, dtype=np.float32)  # (K, bins)
     HpT = np.ascontiguousarray((H**mask_power).T, dtype=np.float32)  # (frames, K)
+    # Subnormal floats make every product ~100x slower; at these levels a
+    # template or activation is silent anyway (masks are ratios of sums).
+    WpT[WpT < WpT.max(initial=0.0) * 1e-15] = 0.0
+    HpT[HpT < HpT.max(initial=0.0) * 1e-15] = 0.0
     # Z = X / sum_j (W_j H_j)^p, once; each group then only multiplies by its numerator.
     Z = np.empty_like(X)
     tiny = np.finfo(np.float32).tiny
@@ -240,7 +245,7 @@ def separate(
     sr: int,
     *,
     params: SeparationParams | None = None,
-    mode: str = "components",
+    mode: str = "stems",
     cache: SeparationCache | None = None,
     progress: Progress | None = None,
     on_channel: ChannelSink | None = None,
@@ -255,7 +260,9 @@ def separate(
         Its sample rate.
     params : SeparationParams, optional
         Default: the ``default`` preset's values.
-    mode : {"components"}
+    mode : {"stems", "components"}
+        ``stems`` (default): four channels ``drums``, ``bass``, ``vocals``,
+        ``other`` from the shipped stems model (:mod:`stemdeck.core.stems`);
         ``components``: one channel per NMF component, low to high by centroid.
     cache : SeparationCache, optional
         Served from and stored into this cache. A cache that cannot be written
@@ -283,9 +290,13 @@ def separate(
     if not isinstance(sr, int | np.integer) or sr <= 0:
         raise ParameterError(f"sample rate must be a positive integer, got {sr!r}")
     params = params or SeparationParams()
-    if mode != "components":
-        raise ParameterError(f"unknown separation mode {mode!r}; use 'components'")
-    key = cache_key(y, sr, {**params.as_dict(), "mode": mode})
+    if mode not in ("stems", "components"):
+        raise ParameterError(f"unknown separation mode {mode!r}; use 'stems' or 'components'")
+    model = load_stem_model(params.stems_model) if mode == "stems" else None
+    described: dict[str, object] = {**params.as_dict(), "mode": mode}
+    if model is not None:
+        described["model"] = model.digest
+    key = cache_key(y, sr, described)
     if cache is not None:
         entry = cache.load(key)
         if cache.last_problem:
@@ -315,11 +326,20 @@ def separate(
         progress("stft", 1.0)
     V = magnitude(X)
     t1 = time.perf_counter()
-    W, H = factorize(V, params, sr=sr, progress=progress)
+    if model is None:
+        W, H = factorize(V, params, sr=sr, progress=progress)
+        groups = [[k] for k in range(params.n_components)]
+        names = _component_names(params.n_components)
+    else:
+        W = model.templates_for(sr, params.n_fft)
+        H = solve_activations(V, W, beta=params.beta, n_iter=params.stems_iter)
+        if progress:
+            progress("nmf", 1.0)
+            progress("activations", 1.0)
+        groups = [list(g) for g in model.groups]
+        names = list(model.names)
     del V
     log.debug("stft %.2f s, nmf %.2f s", t1 - t0, time.perf_counter() - t1)
-    groups = [[k] for k in range(params.n_components)]
-    names = _component_names(params.n_components)
 
     delivered: set[int] = set()
 
@@ -328,10 +348,12 @@ def separate(
             delivered.add(i)
             on_channel(i, names[i], audio)
 
+    W_masks = W if model is None else model.mask_templates(W, params.mask_power)
+
     def channels() -> Iterator[np.ndarray]:
         return reconstruct(
             X,
-            W,
+            W_masks,
             H,
             groups,
             y=y,

@@ -67,11 +67,17 @@ def _add_track_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--demo", action="store_true", help="use the built-in demo track instead of a file"
     )
-    p.add_argument(
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--stems",
+        action="store_true",
+        help="four channels drums, bass, vocals, other (the default)",
+    )
+    mode.add_argument(
         "--components",
         type=_positive_int,
         metavar="K",
-        help="K components, one channel each (overrides the preset's K)",
+        help="K NMF components, one channel each, low to high by spectral centroid",
     )
     p.add_argument(
         "--preset",
@@ -140,7 +146,15 @@ def _separate(
     bar = ProgressBar(f"separating {name}")
     t0 = time.perf_counter()
     try:
-        result = separate(y, sr, params=params, cache=cache, progress=bar, on_channel=on_channel)
+        result = separate(
+            y,
+            sr,
+            params=params,
+            mode="components" if args.components else "stems",
+            cache=cache,
+            progress=bar,
+            on_channel=on_channel,
+        )
     finally:
         bar.close()
     took = time.perf_counter() - t0

@@ -31,9 +31,9 @@ def test_miss_then_hit_memory_mapped(
     cache: SeparationCache, small_params: SeparationParams
 ) -> None:
     y = tone_mix(2.0)
-    first = separate(y, SR, params=small_params, cache=cache)
+    first = separate(y, SR, mode="components", params=small_params, cache=cache)
     assert not first.from_cache and len(entries(cache)) == 1
-    second = separate(y, SR, params=small_params, cache=cache)
+    second = separate(y, SR, mode="components", params=small_params, cache=cache)
     assert second.from_cache
     assert isinstance(second.channels, np.memmap) and not second.channels.flags.writeable
     np.testing.assert_array_equal(np.asarray(first.channels), np.asarray(second.channels))
@@ -45,13 +45,15 @@ def test_key_changes_with_audio_and_every_parameter(
     cache: SeparationCache, small_params: SeparationParams
 ) -> None:
     y = tone_mix(1.0)
-    separate(y, SR, params=small_params, cache=cache)
+    separate(y, SR, mode="components", params=small_params, cache=cache)
     z = y.copy()
     z[0, 100] += 1e-6
-    assert not separate(z, SR, params=small_params, cache=cache).from_cache
-    assert not separate(y, SR, params=small_params.with_overrides(seed=1), cache=cache).from_cache
+    assert not separate(z, SR, mode="components", params=small_params, cache=cache).from_cache
     assert not separate(
-        y, SR, params=small_params.with_overrides(mask_power=1.0), cache=cache
+        y, SR, mode="components", params=small_params.with_overrides(seed=1), cache=cache
+    ).from_cache
+    assert not separate(
+        y, SR, mode="components", params=small_params.with_overrides(mask_power=2.0), cache=cache
     ).from_cache
     assert len(entries(cache)) == 4
 
@@ -64,7 +66,9 @@ def test_damaged_entry_is_detected_and_rebuilt(
     damage: str,
 ) -> None:
     y = tone_mix(2.0)
-    good = np.asarray(separate(y, SR, params=small_params, cache=cache).channels).copy()
+    good = np.asarray(
+        separate(y, SR, mode="components", params=small_params, cache=cache).channels
+    ).copy()
     (entry,) = entries(cache)
     data = entry / "channels.f32"
     if damage == "truncate":
@@ -82,11 +86,11 @@ def test_damaged_entry_is_detected_and_rebuilt(
         meta = (entry / "meta.json").read_text().replace('"format": 1', '"format": 999')
         (entry / "meta.json").write_text(meta)
     with caplog.at_level(logging.WARNING, logger="stemdeck"):
-        again = separate(y, SR, params=small_params, cache=cache)
+        again = separate(y, SR, mode="components", params=small_params, cache=cache)
     assert not again.from_cache  # rebuilt, never played damaged
     assert "damaged" in caplog.text
     np.testing.assert_array_equal(np.asarray(again.channels), good)
-    assert separate(y, SR, params=small_params, cache=cache).from_cache
+    assert separate(y, SR, mode="components", params=small_params, cache=cache).from_cache
 
 
 def test_interrupted_write_leaves_nothing(cache: SeparationCache) -> None:
@@ -123,14 +127,14 @@ def test_separate_survives_a_full_disk(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     y = tone_mix(2.0)
-    reference = separate(y, SR, params=small_params)
+    reference = separate(y, SR, mode="components", params=small_params)
 
     def full(self: object, name: str, audio: np.ndarray) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(cache_mod.EntryWriter, "add_channel", full)
     with caplog.at_level(logging.WARNING, logger="stemdeck"):
-        result = separate(y, SR, params=small_params, cache=cache)
+        result = separate(y, SR, mode="components", params=small_params, cache=cache)
     assert "disk full" in caplog.text and "continuing without the cache" in caplog.text
     np.testing.assert_array_equal(result.channels, reference.channels)  # nothing lost
     assert entries(cache) == []
@@ -140,7 +144,9 @@ def test_least_recently_used_entries_evicted(
     tmp_path: Path, small_params: SeparationParams
 ) -> None:
     cache = SeparationCache(tmp_path / "c", max_bytes=1)  # keeps only the newest
-    separate(tone_mix(1.0, seed=1), SR, params=small_params, cache=cache)
-    separate(tone_mix(1.0, seed=2), SR, params=small_params, cache=cache)
+    separate(tone_mix(1.0, seed=1), SR, mode="components", params=small_params, cache=cache)
+    separate(tone_mix(1.0, seed=2), SR, mode="components", params=small_params, cache=cache)
     assert len(entries(cache)) == 1
-    assert separate(tone_mix(1.0, seed=2), SR, params=small_params, cache=cache).from_cache
+    assert separate(
+        tone_mix(1.0, seed=2), SR, mode="components", params=small_params, cache=cache
+    ).from_cache

@@ -31,13 +31,25 @@ def track(tmp_path: Path) -> Path:
     return path
 
 
-def test_separate_writes_components(
-    tmp_path: Path, track: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("flags", "names"),
+    [
+        ([], ["bass", "drums", "other", "vocals"]),
+        (["--stems"], ["bass", "drums", "other", "vocals"]),
+        (["--components", "4"], [f"component_0{i}" for i in range(1, 5)]),
+    ],
+)
+def test_separate_writes_channels(
+    tmp_path: Path,
+    track: Path,
+    capsys: pytest.CaptureFixture[str],
+    flags: list[str],
+    names: list[str],
 ) -> None:
     out = tmp_path / "out"
-    assert main(["separate", str(track), "-o", str(out), "--preset", str(FAST)]) == 0
+    assert main(["separate", str(track), "-o", str(out), "--preset", str(FAST), *flags]) == 0
     files = sorted((out / "my song").iterdir())
-    assert [f.name for f in files] == [f"component_0{i}.wav" for i in range(1, 5)]
+    assert [f.name for f in files] == [f"{n}.wav" for n in names]
     total = None
     for f in files:
         info = sf.info(f)
@@ -77,7 +89,7 @@ def test_mono_track_gives_mono_files(tmp_path: Path) -> None:
     path = tmp_path / "mono.wav"
     sf.write(path, tone_mix(1.0, stereo=False)[0], 16000)
     assert main(["separate", str(path), "-o", str(tmp_path), "--preset", str(FAST)]) == 0
-    info = sf.info(tmp_path / "mono" / "component_01.wav")
+    info = sf.info(tmp_path / "mono" / "bass.wav")
     assert info.channels == 1 and info.samplerate == 16000
 
 
@@ -96,6 +108,7 @@ def test_plot_writes_png(tmp_path: Path, track: Path) -> None:
         (["separate", "-o", "x"], "no TRACK given"),
         (["separate", "{track}", "-o", "x", "--components", "zero"], "expected a positive integer"),
         (["separate", "{track}", "-o", "x", "--format", "mp4"], "invalid choice"),
+        (["separate", "{track}", "-o", "x", "--stems", "--components", "3"], "not allowed with"),
         (
             ["separate", "{track}", "-o", "/proc/forbidden/out", "--preset", str(FAST)],
             "cannot create",
