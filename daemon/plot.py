@@ -83,11 +83,17 @@ def plot_separation(y: np.ndarray, result: Separation, path: Path, *, title: str
     fig.colorbar(img, ax=ax, label="dB")
 
     k = W.shape[1]
-    comp_of = {c: i for i, g in enumerate(result.groups) for c in g}
-    labels = [
-        f"{c + 1}" + (f" ({result.names[comp_of[c]]})" if result.mode == "stems" else "")
-        for c in range(k)
-    ]
+    if result.mode == "stems":
+        # Templates come grouped by stem: one tick per stem, lines between stems.
+        ticks = [float(np.mean(g)) + 1 for g in result.groups]
+        labels = list(result.names)
+        bounds = [g[-1] + 1.5 for g in result.groups[:-1]]
+        axis_label = "templates, grouped by stem"
+    else:
+        ticks = list(range(1, k + 1))
+        labels = [str(c) for c in ticks]
+        bounds = []
+        axis_label = "component (low to high spectral centroid)"
     ax = fig.add_subplot(grid[1, :2])
     Wdb = 20 * np.log10(np.maximum(W[1:], W.max() * 1e-4) / W.max())
     ax.imshow(
@@ -100,8 +106,10 @@ def plot_separation(y: np.ndarray, result: Separation, path: Path, *, title: str
     )
     ax.set_yscale("log")
     ax.set_ylim(max(_FMIN, freqs[1]), freqs[-1])
-    ax.set_xticks(range(1, k + 1), labels, rotation=90 if result.mode == "stems" else 0, fontsize=7)
-    ax.set_xlabel("component (low to high spectral centroid)")
+    ax.set_xticks(ticks, labels, fontsize=8)
+    for x in bounds:
+        ax.axvline(x, color="white", lw=0.8)
+    ax.set_xlabel(axis_label)
     ax.set_ylabel("Hz")
     ax.set_title("component spectra W (dB)")
 
@@ -117,9 +125,11 @@ def plot_separation(y: np.ndarray, result: Separation, path: Path, *, title: str
         vmin=-60,
         vmax=0,
     )
-    ax.set_yticks(range(1, k + 1), labels, fontsize=7)
+    ax.set_yticks(ticks, labels, fontsize=8)
+    for x in bounds:
+        ax.axhline(x, color="white", lw=0.8)
     ax.set_xlabel("time (s)")
-    ax.set_ylabel("component")
+    ax.set_ylabel(axis_label.split(",")[0])
     ax.set_title("activations H (dB)")
 
     ax = fig.add_subplot(grid[2, :])

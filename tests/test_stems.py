@@ -14,11 +14,12 @@ from stemdeck.core.songs import random_song, render_song
 from stemdeck.core.stems import STEM_NAMES, load_stem_model
 
 # Measured on this held-back song (an evaluation seed, never used for training)
-# when the shipped model was trained; the floors sit a margin below, to catch
-# regressions, not to restate the target.
+# with the shipped model: drums 2.8, bass 1.3, vocals -0.3, other 1.7 dB
+# (median 1.5), and 2.5 to 11.7 dB above the mixture. The floors sit about
+# 1 dB below, to catch regressions, not to restate the target.
 HELD_BACK_SEED = 5
-SDR_FLOOR_MEDIAN = 1.5
-SDR_FLOOR_ABOVE_MIXTURE = 2.0
+SDR_FLOOR_MEDIAN = 0.5
+SDR_FLOOR_ABOVE_MIXTURE = 1.5
 
 
 def windowed_sdr(ref: np.ndarray, est: np.ndarray, sr: int) -> float:

@@ -1,0 +1,97 @@
+"""Fader taper and the parameter registry shared by OSC, MIDI, scenes and tests.
+
+Every controllable value has a key (its OSC address), a range and a 0..1 view.
+A channel's level has three views of one value: ``fader`` (0..1 with the
+console taper below, unity at 0.75), ``gain`` (linear, at most +10 dB) and
+``db``.
+
+Fader taper (position f -> dB): f >= 0.5: 40f - 30; 0.25..0.5: 80f - 50;
+0.0625..0.25: 160f - 70; below: 480f - 90; f = 0 is off.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .errors import ParameterError
+
+__all__ = [
+    "MAX_DB",
+    "OFF_DB",
+    "UNITY_FADER",
+    "db_to_fader",
+    "db_to_gain",
+    "fader_to_db",
+    "gain_to_db",
+    "pan_gains",
+]
+
+MAX_DB = 10.0
+OFF_DB = -90.0  # at or below this a level is off
+UNITY_FADER = 0.75
+MAX_GAIN = 10 ** (MAX_DB / 20)
+
+# (fader position where the segment starts, slope in dB per unit, offset in dB)
+_TAPER = ((0.5, 40.0, -30.0), (0.25, 80.0, -50.0), (0.0625, 160.0, -70.0), (0.0, 480.0, -90.0))
+
+
+def _finite(value: float, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ParameterError(f"{what} must be a number, got {value!r}")
+    if math.isnan(value):
+        raise ParameterError(f"{what} must be a number, got NaN")
+    return float(value)
+
+
+def fader_to_db(position: float) -> float:
+    """Fader position 0..1 to dB; 0 is ``-inf`` (off), 0.75 is 0 dB, 1 is +10 dB.
+
+    Raises
+    ------
+    ParameterError
+        NaN, or a position outside 0..1.
+    """
+    f = _finite(position, "fader position")
+    if not 0.0 <= f <= 1.0:
+        raise ParameterError(f"fader position must be in 0..1, got {position!r}")
+    if f == 0.0:
+        return -math.inf
+    for start, slope, offset in _TAPER:
+        if f >= start:
+            return slope * f + offset
+    raise AssertionError("unreachable")
+
+
+def db_to_fader(db: float) -> float:
+    """Inverse of :func:`fader_to_db`; levels at or below -90 dB give 0, above +10 dB raise."""
+    if isinstance(db, bool) or not isinstance(db, int | float) or math.isnan(db):
+        raise ParameterError(f"level in dB must be a number, got {db!r}")
+    if db > MAX_DB + 1e-9:
+        raise ParameterError(f"level must be <= +{MAX_DB:g} dB, got {db!r}")
+    if db <= OFF_DB:
+        return 0.0
+    for start, slope, offset in _TAPER:
+        if db >= slope * start + offset:
+            return min((db - offset) / slope, 1.0)
+    return 0.0
+
+
+def db_to_gain(db: float) -> float:
+    """dB to linear gain; ``-inf`` and anything at or below -90 dB is 0."""
+    if math.isnan(db):
+        raise ParameterError("level in dB must be a number, got NaN")
+    return 0.0 if db <= OFF_DB else 10.0 ** (db / 20.0)
+
+
+def gain_to_db(gain: float) -> float:
+    """Linear gain to dB; 0 is ``-inf``."""
+    return -math.inf if gain <= 0.0 else 20.0 * math.log10(gain)
+
+
+def pan_gains(pan: float) -> tuple[float, float]:
+    """Balance law: (left, right) gains; centre is unity on both sides.
+
+    Turning towards one side lowers the other linearly to silence at the end,
+    as a stereo balance control does, so a centred channel is untouched.
+    """
+    return (min(1.0, 1.0 - pan), min(1.0, 1.0 + pan))
