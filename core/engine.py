@@ -105,7 +105,9 @@ class Seek:
 
 @dataclass(frozen=True)
 class Loop:
-    """Loop ``start``..``end`` seconds; ``end <= start`` clears the loop."""
+    """Loop ``start``..``end`` seconds; ``end <= start`` clears the loop.
+
+    A play head outside the new region jumps (crossfading) to its start."""
 
     start: float
     end: float
@@ -244,6 +246,7 @@ class Mixer:
         self._curves = np.zeros((n, 2, max_block), np.float32)
         self._master_curve = np.zeros(max_block, np.float32)
         self._chan_out = np.zeros((n, 2, max_block), np.float32) if outputs == "channels" else None
+        self._xchan = np.zeros((n, 2, max_block), np.float32) if outputs == "channels" else None
         self._strips = _Ramp(2 * n, 1.0)  # index 2*i + side
         self._master = _Ramp(1, 1.0)
         self._transport = _Ramp(1, 0.0)
@@ -259,7 +262,6 @@ class Mixer:
         self._loop: tuple[int, int] | None = None
         self._xfrom: int | None = None  # read head fading out after a jump
         self._xleft = 0
-        self._xoff = 0  # where in the block the jump happened
         self._any_solo = False
         self._prepared = True
 
@@ -357,6 +359,8 @@ class Mixer:
                 start = round(max(cmd.start, 0.0) * self.sr)
                 end = min(round(cmd.end * self.sr), self.track.length)
                 self._loop = (start, end) if end > start else None
+                if self._loop is not None and not start <= self.position < end:
+                    self._jump(start)  # outside the new region: go there now
         elif isinstance(cmd, SetTrack):
             self._set_track(cmd.track)
         elif isinstance(cmd, Batch):
@@ -430,34 +434,7 @@ class Mixer:
         mix[:] = 0.0
         if self._chan_out is not None:
             self._chan_out[:n, :, :frames] = 0.0
-        self._xoff = 0
-        self._render_from(track, self.position, frames, mix, self._chan_out, meter=True)
-        if self._xleft > 0 and self._xfrom is not None:
-            # A jump (seek, loop wrap) at offset xoff: the old read head goes on
-            # and fades out while the new one fades in.
-            off = self._xoff
-            xmix = self._xmix[:, :frames]
-            xmix[:] = 0.0
-            self._render_from(
-                track,
-                self._xfrom,
-                frames - off,
-                xmix[:, off:],
-                None,
-                meter=False,
-                advance=False,
-                offset=off,
-            )
-            m = min(self._xleft, frames - off)
-            done = self._xfade_len - self._xleft
-            mix[:, off : off + m] *= self._fade_in[done : done + m]
-            xmix[:, off : off + m] *= self._fade_out[done : done + m]
-            xmix[:, off + m :] = 0.0
-            mix += xmix
-            self._xfrom += frames - off
-            self._xleft -= m
-            if self._xleft == 0:
-                self._xfrom = None
+        self._render(track, frames, mix, self._chan_out)
         mix *= transport
         np.abs(mix[0], out=self._tmp[:frames])
         np.abs(mix[1], out=self._tmp2[:frames])
@@ -483,55 +460,76 @@ class Mixer:
                 self.position = 0
                 self._loop = None
 
-    def _render_from(
-        self,
-        track: Track,
-        start: int,
-        frames: int,
-        mix: np.ndarray,
-        chan_out: np.ndarray | None,
-        *,
-        meter: bool,
-        advance: bool = True,
-        offset: int = 0,
+    def _render(
+        self, track: Track, frames: int, mix: np.ndarray, chan_out: np.ndarray | None
     ) -> None:
-        """Mix ``frames`` samples read from ``start`` into ``mix`` (2, frames),
-        following the loop region and the end of the track. ``offset`` is where
-        ``mix`` starts within the block (for the gain curves)."""
-        pos = start
-        done = 0
+        """Mix ``frames`` samples from the play head into ``mix`` (2, frames).
+
+        The block is cut where the head meets the loop end or the track end, so
+        every jump and its crossfade happen at the same sample whatever the
+        block size. A crossfade mixes the old head, going straight on, fading
+        out, with the new head fading in.
+        """
+        pos = self.position
         length = track.length
-        while done < frames:
-            if self._loop is not None and pos < self._loop[1]:
-                end = self._loop[1]
-            else:
-                end = length
-            count = min(frames - done, end - pos)
-            if count > 0:
-                self._mix_segment(track, pos, count, done, offset, mix, chan_out, meter)
-                pos += count
-                done += count
-            if done >= frames:
-                break
-            # Reached the loop end or the end of the track.
-            if self._loop is not None and pos >= self._loop[1] and end == self._loop[1]:
-                if advance:
-                    self._xfrom, self._xleft, self._xoff = pos, self._xfade_len, done
+        off = 0
+        while off < frames:
+            # Boundaries are handled when the next sample is needed, so a jump
+            # lands on the same sample however the stream is cut into blocks.
+            if self._loop is not None and pos == self._loop[1]:
+                self._xfrom, self._xleft = pos, self._xfade_len
                 pos = self._loop[0]
-            elif self.at_end == "loop":
-                if advance:
-                    self._xfrom, self._xleft, self._xoff = pos, self._xfade_len, done
-                pos = 0
-            else:
-                # End of the track: the rest of the block is silent and we stop.
-                if advance:
-                    self.playing = False
-                    self._pausing = False
-                    self._transport.jump(0, 0.0)
+                continue
+            if pos >= length:
+                if self.at_end == "loop":
+                    self._xfrom, self._xleft = pos, self._xfade_len
                     pos = 0
+                    continue
+                # End of the track: the rest of the block is silent and we stop.
+                self.playing = self._pausing = False
+                self._transport.jump(0, 0.0)
+                self._xfrom, self._xleft = None, 0
+                pos = 0
                 break
-        if advance:
-            self.position = pos
+            in_loop = self._loop is not None and pos < self._loop[1]
+            end = self._loop[1] if in_loop and self._loop is not None else length
+            count = min(frames - off, end - pos)
+            self._mix_segment(track, pos, count, off, mix, chan_out, True)
+            if self._xleft > 0 and self._xfrom is not None:
+                self._crossfade(track, off, count, mix, chan_out)
+            pos += count
+            off += count
+        self.position = pos
+
+    def _crossfade(
+        self, track: Track, off: int, count: int, mix: np.ndarray, chan_out: np.ndarray | None
+    ) -> None:
+        """Fade the new head in over ``mix[:, off:off+count]`` and the old one out."""
+        assert self._xfrom is not None
+        m = min(self._xleft, count)
+        done = self._xfade_len - self._xleft
+        xmix = self._xmix[:, off : off + m]
+        xmix[:] = 0.0
+        xchan = None
+        if chan_out is not None and self._xchan is not None:
+            xchan = self._xchan[:, :, off : off + m]
+            xchan[:] = 0.0
+        available = max(0, min(m, track.length - self._xfrom))
+        if available > 0:  # past the end of the track the old head is silence
+            self._mix_segment(track, self._xfrom, available, off, self._xmix, self._xchan, False)
+        fade_in = self._fade_in[done : done + m]
+        fade_out = self._fade_out[done : done + m]
+        mix[:, off : off + m] *= fade_in
+        xmix *= fade_out
+        mix[:, off : off + m] += xmix
+        if chan_out is not None and xchan is not None:
+            chan_out[:, :, off : off + m] *= fade_in
+            xchan *= fade_out
+            chan_out[:, :, off : off + m] += xchan
+        self._xfrom += m
+        self._xleft -= m
+        if self._xleft == 0:
+            self._xfrom = None
 
     def _mix_segment(
         self,
@@ -539,7 +537,6 @@ class Mixer:
         pos: int,
         count: int,
         off: int,
-        curve_off: int,
         mix: np.ndarray,
         chan_out: np.ndarray | None,
         meter: bool,
@@ -553,8 +550,7 @@ class Mixer:
                 if track.is_mix:
                     tmp[:] = src
                 else:
-                    c0 = curve_off + off
-                    np.multiply(src, self._curves[i, side, c0 : c0 + count], out=tmp)
+                    np.multiply(src, self._curves[i, side, off : off + count], out=tmp)
                 mix[side, off : off + count] += tmp
                 if chan_out is not None:
                     chan_out[i, side, off : off + count] += tmp

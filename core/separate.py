@@ -27,6 +27,8 @@ from .stft import istft, stft
 
 __all__ = [
     "Separation",
+    "cached_separation",
+    "channel_names",
     "component_centroids",
     "factorize",
     "magnitude",
@@ -236,6 +238,64 @@ def reconstruct(
     yield last
 
 
+def _from_cache(
+    cache: SeparationCache, key: str, mode: str, params: SeparationParams
+) -> Separation | None:
+    entry = cache.load(key)
+    if cache.last_problem:
+        log.warning(cache.last_problem)
+        cache.last_problem = None
+    if entry is None:
+        return None
+    groups = [list(g) for g in entry.extra.get("groups", [])]
+    return Separation(
+        channels=entry.channels,
+        names=entry.names,
+        sr=entry.sr,
+        W=entry.W,
+        H=entry.H,
+        groups=groups,
+        mode=mode,
+        params=params,
+        from_cache=True,
+        info={"cache_path": str(entry.path)},
+    )
+
+
+def _key(y: np.ndarray, sr: int, params: SeparationParams, mode: str) -> str:
+    if mode not in ("stems", "components"):
+        raise ParameterError(f"unknown separation mode {mode!r}; use 'stems' or 'components'")
+    described: dict[str, object] = {**params.as_dict(), "mode": mode}
+    if mode == "stems":
+        described["model"] = load_stem_model(params.stems_model).digest
+    return cache_key(y, sr, described)
+
+
+def cached_separation(
+    y: np.ndarray,
+    sr: int,
+    *,
+    params: SeparationParams | None = None,
+    mode: str = "stems",
+    cache: SeparationCache,
+) -> Separation | None:
+    """The separation :func:`separate` would return, if the cache has it; else None.
+
+    Cheap (hash the audio, open a memory map): the daemon asks this before
+    deciding whether a track needs a worker process.
+    """
+    y = validate_audio(y, name="track")
+    params = params or SeparationParams()
+    return _from_cache(cache, _key(y, sr, params, mode), mode, params)
+
+
+def channel_names(mode: str, params: SeparationParams) -> list[str]:
+    """Names the channels of a separation will have, known before it runs."""
+    if mode == "stems":
+        return list(load_stem_model(params.stems_model).names)
+    return _component_names(params.n_components)
+
+
 def _component_names(k: int) -> list[str]:
     return [f"component_{i + 1:02d}" for i in range(k)]
 
@@ -290,35 +350,15 @@ def separate(
     if not isinstance(sr, int | np.integer) or sr <= 0:
         raise ParameterError(f"sample rate must be a positive integer, got {sr!r}")
     params = params or SeparationParams()
-    if mode not in ("stems", "components"):
-        raise ParameterError(f"unknown separation mode {mode!r}; use 'stems' or 'components'")
+    key = _key(y, sr, params, mode)
     model = load_stem_model(params.stems_model) if mode == "stems" else None
-    described: dict[str, object] = {**params.as_dict(), "mode": mode}
-    if model is not None:
-        described["model"] = model.digest
-    key = cache_key(y, sr, described)
     if cache is not None:
-        entry = cache.load(key)
-        if cache.last_problem:
-            log.warning(cache.last_problem)
-            cache.last_problem = None
-        if entry is not None:
-            groups = [list(g) for g in entry.extra.get("groups", [])]
+        cached = _from_cache(cache, key, mode, params)
+        if cached is not None:
             if on_channel is not None:
-                for i, name in enumerate(entry.names):
-                    on_channel(i, name, entry.channels[i])
-            return Separation(
-                channels=entry.channels,
-                names=entry.names,
-                sr=entry.sr,
-                W=entry.W,
-                H=entry.H,
-                groups=groups,
-                mode=mode,
-                params=params,
-                from_cache=True,
-                info={"cache_path": str(entry.path)},
-            )
+                for i, name in enumerate(cached.names):
+                    on_channel(i, name, cached.channels[i])
+            return cached
 
     t0 = time.perf_counter()
     X = stft(y, n_fft=params.n_fft, hop=params.hop)

@@ -62,6 +62,65 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0..65535, got {text!r}")
+    return value
+
+
+def _add_serve_args(p: argparse.ArgumentParser) -> None:
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--stems", action="store_true", help="drums, bass, vocals, other (default)")
+    mode.add_argument(
+        "--components", type=_positive_int, metavar="K", help="K NMF components, one channel each"
+    )
+    p.add_argument("--preset", default="default", help="separation preset or .toml file")
+    p.add_argument("--osc-port", type=_port, default=9000, help="UDP port (default 9000)")
+    p.add_argument(
+        "--osc-host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only)",
+    )
+    p.add_argument(
+        "--osc-allow",
+        nargs="+",
+        default=[],
+        metavar="ADDR",
+        help="client addresses or networks allowed to control (with a wider bind)",
+    )
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--audio-device", metavar="NAME", help="output device name (prefix)")
+    out.add_argument(
+        "--no-audio", action="store_true", help="no sound card: a real-time clock drives the engine"
+    )
+    p.add_argument("--record", metavar="FILE.wav", help="also write the master output here")
+    p.add_argument("--block", type=_positive_int, default=256, help="frames per audio block")
+    p.add_argument(
+        "--outputs",
+        choices=("mix", "channels"),
+        default="mix",
+        help="stereo mix, or every channel on its own output pair",
+    )
+    p.add_argument(
+        "--library",
+        nargs="+",
+        default=[],
+        metavar="DIR",
+        help="folders /track/load may open (default: the track's folder)",
+    )
+    p.add_argument(
+        "--at-end",
+        choices=("loop", "stop"),
+        default="loop",
+        help="what the end of the track does (default loop)",
+    )
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+
+
 def _add_track_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("track", nargs="?", help="audio file (wav, flac, ogg, mp3)")
     p.add_argument(
@@ -103,6 +162,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="wav (32-bit float, default) or flac (24-bit)",
     )
     p.set_defaults(func=cmd_separate)
+
+    for name, helptext in (
+        ("serve", "the live daemon: play a track as mixer channels"),
+        ("demo", "serve the built-in demo track"),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        if name == "serve":
+            p.add_argument("track", help="audio file (wav, flac, ogg, mp3)")
+        _add_serve_args(p)
+        p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("devices", help="list audio outputs and MIDI ports")
+    p.set_defaults(func=cmd_devices)
+
+    p = sub.add_parser("send", help="send one OSC message and print the replies")
+    p.add_argument("target", metavar="[HOST:]PORT")
+    p.add_argument("address")
+    p.add_argument("args", nargs="*", metavar="ARG", help="numbers (1, 0.5, -inf), T/F, or strings")
+    p.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for replies")
+    p.set_defaults(func=cmd_send)
 
     p = sub.add_parser("plot", help="figure of the spectrogram, W, H and the channels")
     _add_track_args(p)
@@ -216,6 +295,130 @@ def cmd_plot(args: argparse.Namespace) -> int:
     out = Path(args.output)
     plot_separation(y, result, out, title=name)
     print(f"wrote {out}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import DEMO, Daemon, ServeOptions
+
+    track = getattr(args, "track", None) or DEMO
+    if track != DEMO:
+        load(track)  # a missing or broken file is one clear error, before anything starts
+    params = load_separation_preset(args.preset).with_overrides(n_components=args.components)
+    opts = ServeOptions(
+        track=track,
+        mode="components" if args.components else "stems",
+        params=params,
+        osc_host=args.osc_host,
+        osc_port=args.osc_port,
+        osc_allow=list(args.osc_allow),
+        audio_device=args.audio_device,
+        no_audio=args.no_audio,
+        record=args.record,
+        block=args.block,
+        outputs=args.outputs,
+        library=list(args.library),
+        use_cache=not args.no_cache,
+        at_end=args.at_end,
+    )
+    daemon = Daemon(opts)
+    try:
+        daemon.start()
+    except BaseException:
+        daemon.shutdown()
+        raise
+    return daemon.run()
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    try:
+        import sounddevice as sd
+
+        print("audio outputs:")
+        found = False
+        for i, d in enumerate(sd.query_devices()):
+            if d["max_output_channels"] > 0:
+                api = sd.query_hostapis(d["hostapi"])["name"]
+                print(
+                    f"  {i}: {d['name']} ({api}, {d['max_output_channels']} out, "
+                    f"{d['default_samplerate']:.0f} Hz)"
+                )
+                found = True
+        if not found:
+            print("  none (serve runs on a null clock)")
+    except (OSError, ImportError) as exc:
+        print(f"audio outputs: unavailable ({exc})")
+    try:
+        import mido
+
+        backend = mido.Backend(os.environ.get("MIDO_BACKEND", "mido.backends.rtmidi"))
+        print("MIDI inputs:")
+        for name in backend.get_input_names() or ["none"]:
+            print(f"  {name}")
+        print("MIDI outputs:")
+        for name in backend.get_output_names() or ["none"]:
+            print(f"  {name}")
+    except Exception as exc:  # rtmidi raises its own error types when no MIDI API works
+        print(f"MIDI: unavailable ({exc})")
+    return 0
+
+
+def _osc_arg(text: str) -> object:
+    if text in ("T", "F"):
+        return text == "T"
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    import socket
+
+    from pythonosc import osc_packet
+
+    from .osc import build
+
+    host, _, port_text = args.target.rpartition(":")
+    host = host or "127.0.0.1"
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ParameterError(f"target must be [HOST:]PORT, got {args.target!r}") from None
+    if not args.address.startswith("/"):
+        raise ParameterError(f"an OSC address starts with '/', got {args.address!r}")
+    values = [_osc_arg(a) for a in args.args]
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(args.timeout)
+        try:
+            sock.sendto(build(args.address, values), (host, port))
+        except OSError as exc:
+            raise ParameterError(f"cannot send to {host}:{port}: {exc.strerror}") from None
+        deadline = time.monotonic() + args.timeout
+        while time.monotonic() < deadline:
+            try:
+                data, _ = sock.recvfrom(65536)
+            except (TimeoutError, ConnectionRefusedError):
+                break
+            for timed in osc_packet.OscPacket(data).messages:
+                msg = timed.message
+                print(
+                    " ".join(
+                        [
+                            msg.address,
+                            *(repr(p) if isinstance(p, str) else str(p) for p in msg.params),
+                        ]
+                    )
+                )
+                if msg.address == "/state/end":
+                    return 0
+                if args.address != "/state":
+                    deadline = min(deadline, time.monotonic() + 0.1)
     return 0
 
 

@@ -1,0 +1,336 @@
+"""One parameter registry for OSC, MIDI, scenes and tests.
+
+Every controllable value has a key (its OSC address, 1-based channel index),
+a type, a range and a 0..1 view. Channels may also be named in an address
+(``/ch/bass/mute`` is ``/ch/2/mute``), and OSC 1.0 address patterns select
+several keys at once (``/ch/*/mute``).
+
+The registry is the control side's truth: it validates a request, updates its
+own state and returns the immutable engine commands that carry the change to
+the audio thread. A lock serializes control threads (never the audio thread).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from functools import lru_cache
+
+from .engine import MasterTarget, StripTarget
+from .errors import ParameterError
+from .params import (
+    MAX_DB,
+    MAX_GAIN,
+    OFF_DB,
+    db_to_fader,
+    db_to_gain,
+    fader_to_db,
+    gain_to_db,
+)
+
+__all__ = ["CHANNEL_PARAMS", "MASTER_PARAMS", "Registry", "StripState", "osc_pattern_regex"]
+
+CHANNEL_PARAMS = ("fader", "gain", "db", "mute", "solo", "pan")
+MASTER_PARAMS = ("fader", "gain", "db", "mute")
+
+
+@dataclass(frozen=True)
+class StripState:
+    gain: float = 1.0
+    mute: bool = False
+    solo: bool = False
+    pan: float = 0.0
+
+
+@lru_cache(maxsize=512)
+def osc_pattern_regex(pattern: str) -> re.Pattern[str]:
+    """Compile an OSC 1.0 address pattern: ``?``, ``*``, ``[a-z]``, ``[!a]``, ``{a,b}``."""
+    out = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "?":
+            out.append("[^/]")
+        elif c == "*":
+            out.append("[^/]*")
+        elif c == "[":
+            end = pattern.find("]", i)
+            if end < 0:
+                raise ParameterError(f"unclosed '[' in address pattern {pattern!r}")
+            body = pattern[i + 1 : end]
+            negate = body.startswith("!")
+            body = body[1:] if negate else body
+            body = "".join("\\" + ch if ch in "\\^]" else ch for ch in body)
+            out.append(f"[{'^' if negate else ''}{body}]")
+            i = end
+        elif c == "{":
+            end = pattern.find("}", i)
+            if end < 0:
+                raise ParameterError(f"unclosed '{{' in address pattern {pattern!r}")
+            choices = pattern[i + 1 : end].split(",")
+            out.append("(?:" + "|".join(re.escape(p) for p in choices) + ")")
+            i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+def _number(args: Sequence[object], address: str) -> float:
+    if len(args) != 1:
+        raise ParameterError(f"{address} takes one number, got {len(args)} arguments")
+    value = args[0]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ParameterError(f"{address} takes a number, got {type(value).__name__} {value!r}")
+    if math.isnan(value):
+        raise ParameterError(f"{address} got NaN")
+    return float(value)
+
+
+def _switch(args: Sequence[object], address: str) -> bool:
+    if len(args) != 1:
+        raise ParameterError(f"{address} takes one of 1/0/T/F, got {len(args)} arguments")
+    value = args[0]
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and not (isinstance(value, float) and math.isnan(value)):
+        if value in (0, 1):
+            return bool(value)
+    raise ParameterError(f"{address} takes 1/0 or T/F, got {value!r}")
+
+
+class Registry:
+    """Controls of ``names`` channels and the master.
+
+    Parameters
+    ----------
+    names : sequence of str
+        Channel names, in channel order (``/ch/1`` is ``names[0]``).
+    """
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self._lock = threading.RLock()
+        self.names: list[str] = []
+        self.strips: list[StripState] = []
+        self.master = StripState()
+        self.set_names(names)
+
+    # -- structure ------------------------------------------------------------------
+    def set_names(self, names: Sequence[str]) -> None:
+        """New channel names (a new track); states of channels that remain are kept."""
+        with self._lock:
+            old = len(self.strips)
+            self.names = list(names)
+            self.strips = self.strips[: len(names)] + [StripState()] * max(0, len(names) - old)
+            self._addresses = [
+                f"/ch/{i}/{p}" for i in range(1, len(names) + 1) for p in CHANNEL_PARAMS
+            ]
+            self._addresses += [f"/master/{p}" for p in MASTER_PARAMS]
+
+    def addresses(self) -> list[str]:
+        """Every control key, canonical form (channels by 1-based index)."""
+        return list(self._addresses)
+
+    def _channel_index(self, token: str) -> int | None:
+        if token.isdigit():
+            i = int(token)
+            return i if 1 <= i <= len(self.names) else None
+        if token in self.names:
+            return self.names.index(token) + 1
+        return None
+
+    def resolve(self, address: str) -> list[str]:
+        """Canonical keys an address or pattern names.
+
+        Raises
+        ------
+        ParameterError
+            No control matches (unknown address, channel or parameter).
+        """
+        parts = address.split("/")
+        if len(parts) == 4 and parts[1] == "ch" and not any(c in parts[2] for c in "?*[{"):
+            i = self._channel_index(parts[2])
+            if i is None:
+                raise ParameterError(
+                    f"unknown channel {parts[2]!r} in {address}; channels are 1..{len(self.names)}"
+                    f" or {', '.join(self.names)}"
+                )
+            address = f"/ch/{i}/{parts[3]}"
+        if not any(c in address for c in "?*[{"):
+            if address in self._addresses:
+                return [address]
+            raise ParameterError(f"unknown address {address}")
+        regex = osc_pattern_regex(address)
+        named = {
+            f"/ch/{n}/{p}": f"/ch/{i}/{p}"
+            for i, n in enumerate(self.names, 1)
+            for p in CHANNEL_PARAMS
+        }
+        hits = [a for a in self._addresses if regex.match(a)]
+        hits += [canon for alias, canon in named.items() if regex.match(alias)]
+        unique = list(dict.fromkeys(hits))
+        if not unique:
+            raise ParameterError(f"no control matches {address}")
+        return unique
+
+    # -- values -----------------------------------------------------------------------
+    def _target(self, key: str) -> tuple[int | None, str]:
+        parts = key.split("/")
+        if parts[1] == "master":
+            return None, parts[2]
+        return int(parts[2]) - 1, parts[3]
+
+    def get(self, key: str) -> float | int:
+        """Current value of a canonical key, as its OSC reply carries it."""
+        with self._lock:
+            index, param = self._target(key)
+            state = self.master if index is None else self.strips[index]
+            if param == "gain":
+                return state.gain
+            if param == "db":
+                db = gain_to_db(state.gain)
+                return max(db, -math.inf)
+            if param == "fader":
+                return db_to_fader(min(gain_to_db(state.gain), MAX_DB))
+            if param in ("mute", "solo"):
+                return int(getattr(state, param))
+            return state.pan
+
+    def set(self, address: str, args: Sequence[object]) -> list[object]:
+        """Validate and apply; returns the engine commands to post (one per strip touched).
+
+        Raises
+        ------
+        ParameterError
+            Unknown address or channel, wrong argument count or type, NaN, out of range.
+            Nothing is changed then, for any of the matched keys.
+        """
+        with self._lock:
+            keys = self.resolve(address)
+            updates: dict[int | None, StripState] = {}
+            for key in keys:
+                index, param = self._target(key)
+                state = updates.get(index) or (self.master if index is None else self.strips[index])
+                updates[index] = self._updated(state, param, args, key)
+            for index, state in updates.items():
+                if index is None:
+                    self.master = state
+                else:
+                    self.strips[index] = state
+            return [self._command(index) for index in updates]
+
+    def _updated(
+        self, state: StripState, param: str, args: Sequence[object], key: str
+    ) -> StripState:
+        if param == "fader":
+            f = _number(args, key)
+            if not 0.0 <= f <= 1.0:
+                raise ParameterError(f"{key} takes 0..1, got {f:g}")
+            return replace(state, gain=db_to_gain(fader_to_db(f)))
+        if param == "gain":
+            g = _number(args, key)
+            if not 0.0 <= g <= MAX_GAIN * (1 + 1e-9):
+                raise ParameterError(f"{key} takes 0..{MAX_GAIN:.3f} (+{MAX_DB:g} dB), got {g:g}")
+            return replace(state, gain=min(g, MAX_GAIN))
+        if param == "db":
+            db = _number(args, key)
+            if db > MAX_DB + 1e-9:
+                raise ParameterError(f"{key} takes at most +{MAX_DB:g} dB, got {db:g}")
+            return replace(state, gain=0.0 if db <= OFF_DB else db_to_gain(db))
+        if param in ("mute", "solo"):
+            return replace(state, **{param: _switch(args, key)})
+        if param == "pan":
+            p = _number(args, key)
+            if not -1.0 <= p <= 1.0:
+                raise ParameterError(f"{key} takes -1..1, got {p:g}")
+            return replace(state, pan=p)
+        raise ParameterError(f"unknown address {key}")
+
+    def _command(self, index: int | None) -> object:
+        if index is None:
+            return MasterTarget(self.master.gain, self.master.mute)
+        s = self.strips[index]
+        return StripTarget(index, s.gain, s.mute, s.solo, s.pan)
+
+    def all_commands(self) -> list[object]:
+        """Commands that bring an engine to the registry's whole state."""
+        with self._lock:
+            return [self._command(i) for i in range(len(self.strips))] + [self._command(None)]
+
+    # -- 0..1 views (MIDI) ----------------------------------------------------------------
+    def get_norm(self, key: str) -> float:
+        """The 0..1 view: fader position for levels, -1..1 mapped to 0..1 for pan."""
+        _, param = self._target(key)
+        value = self.get(key)
+        if param in ("fader", "gain", "db"):
+            return float(self.get(key.rsplit("/", 1)[0] + "/fader"))
+        if param == "pan":
+            return (float(value) + 1.0) / 2.0
+        return float(value)
+
+    def set_norm(self, address: str, x: float) -> list[object]:
+        """Set from a 0..1 view (clamped): levels through the fader taper."""
+        x = min(max(float(x), 0.0), 1.0)
+        keys = self.resolve(address)
+        commands: list[object] = []
+        for key in keys:
+            _, param = self._target(key)
+            base = key.rsplit("/", 1)[0]
+            if param in ("fader", "gain", "db"):
+                commands += self.set(base + "/fader", [x])
+            elif param == "pan":
+                commands += self.set(key, [x * 2.0 - 1.0])
+            else:
+                commands += self.set(key, [x >= 0.5])
+        return commands
+
+    # -- snapshots (scenes, /state) ---------------------------------------------------------
+    def snapshot(self) -> dict[str, object]:
+        """Every channel's and the master's state, by channel name: a scene."""
+        with self._lock:
+            return {
+                "channels": {
+                    n: {"gain": s.gain, "mute": s.mute, "solo": s.solo, "pan": s.pan}
+                    for n, s in zip(self.names, self.strips, strict=True)
+                },
+                "master": {"gain": self.master.gain, "mute": self.master.mute},
+            }
+
+    def restore(self, scene: dict[str, object]) -> list[object]:
+        """Apply a snapshot (channels matched by name; unknown names ignored)."""
+        with self._lock:
+            channels = scene.get("channels", {})
+            if not isinstance(channels, dict):
+                raise ParameterError("scene 'channels' must be a table")
+            for name, values in channels.items():
+                if name in self.names and isinstance(values, dict):
+                    i = self.names.index(name)
+                    self.strips[i] = _state_from(values, self.strips[i])
+            master = scene.get("master")
+            if isinstance(master, dict):
+                self.master = _state_from(master, self.master)
+            return self.all_commands()
+
+
+def _state_from(values: dict[str, object], current: StripState) -> StripState:
+    def num(key: str, lo: float, hi: float, default: float) -> float:
+        v = values.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, int | float) or math.isnan(v):
+            raise ParameterError(f"scene value {key}={v!r} is not a number")
+        return min(max(float(v), lo), hi)
+
+    def flag(key: str, default: bool) -> bool:
+        v = values.get(key, default)
+        if not isinstance(v, bool):
+            raise ParameterError(f"scene value {key}={v!r} is not true/false")
+        return v
+
+    return StripState(
+        gain=num("gain", 0.0, MAX_GAIN, current.gain),
+        mute=flag("mute", current.mute),
+        solo=flag("solo", current.solo),
+        pan=num("pan", -1.0, 1.0, current.pan),
+    )

@@ -1,0 +1,234 @@
+"""Audio out: a small seam with a PortAudio sink, a null clock and a recorder.
+
+A sink owns the thread that calls ``engine.process(block)`` at the stream's
+pace. :class:`SoundDeviceSink` is a PortAudio stream (JACK, ALSA,
+PulseAudio/PipeWire); :class:`NullSink` is a real-time clock for machines
+without an output or for ``--no-audio``. Both feed an optional
+:class:`Recorder`, whose writer thread (never the audio thread) writes the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from stemdeck.core.errors import AudioFileError, ParameterError
+
+log = logging.getLogger("stemdeck")
+
+
+class Engine(Protocol):
+    def process(self, out: np.ndarray) -> None: ...
+
+
+class Recorder:
+    """Writes the master output from a writer thread.
+
+    The audio thread copies each block into a preallocated ring (no allocation,
+    no lock: one writer index, one reader index). The file is flushed every
+    second, so even a killed process leaves a readable file.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        sr: int,
+        channels: int,
+        *,
+        seconds: float = 8.0,
+        max_block: int = 8192,
+    ) -> None:
+        import soundfile as sf
+
+        self.path = Path(path)
+        try:
+            self._file = sf.SoundFile(
+                str(self.path), "w", samplerate=sr, channels=channels, subtype="FLOAT", format="WAV"
+            )
+        except (OSError, sf.LibsndfileError, RuntimeError) as exc:
+            raise AudioFileError(f"cannot record to {str(self.path)!r}: {exc}") from None
+        self._ring = np.zeros((int(seconds * sr) + max_block, channels), np.float32)
+        self._write = 0  # total frames written by the audio thread
+        self._read = 0
+        self.overruns = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stemdeck-record", daemon=True)
+        self._thread.start()
+
+    def push(self, block: np.ndarray) -> None:
+        """Audio thread: copy one block in (drops it, counted, if the writer fell behind)."""
+        n = block.shape[0]
+        size = self._ring.shape[0]
+        if self._write + n - self._read > size:
+            self.overruns += 1
+            return
+        start = self._write % size
+        first = min(n, size - start)
+        self._ring[start : start + first] = block[:first, : self._ring.shape[1]]
+        if first < n:
+            self._ring[: n - first] = block[first:, : self._ring.shape[1]]
+        self._write += n
+
+    def _drain(self) -> None:
+        size = self._ring.shape[0]
+        while self._read < self._write:
+            start = self._read % size
+            n = min(self._write - self._read, size - start)
+            self._file.write(self._ring[start : start + n])
+            self._read += n
+
+    def _run(self) -> None:
+        last_flush = time.monotonic()
+        while not self._stop.wait(0.05):
+            self._drain()
+            if time.monotonic() - last_flush > 1.0:
+                self._file.flush()
+                last_flush = time.monotonic()
+
+    def close(self) -> None:
+        """Write what is left and close: the file is complete and valid."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._drain()
+        self._file.close()
+
+
+class Sink:
+    """Base: runs ``engine.process`` on blocks and counts xruns."""
+
+    def __init__(
+        self, engine: Engine, sr: int, block: int, channels: int, recorder: Recorder | None
+    ) -> None:
+        self.engine = engine
+        self.sr = sr
+        self.block = block
+        self.channels = channels
+        self.recorder = recorder
+        self.xruns = 0
+        self.errors = 0
+        self.description = ""
+
+    def _render(self, out: np.ndarray) -> None:
+        try:
+            self.engine.process(out)
+        except Exception:  # the stream must never stop: silence this block, count it
+            out.fill(0.0)
+            self.errors += 1
+        if self.recorder is not None:
+            self.recorder.push(out[:, :2])
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+
+class NullSink(Sink):
+    """A real-time clock instead of a sound card: same pace, no device."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._buf = np.zeros((self.block, self.channels), np.float32)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stemdeck-clock", daemon=True)
+        self.description = f"null clock, {self.sr} Hz, {self.block} frames"
+
+    def _run(self) -> None:
+        period = self.block / self.sr
+        deadline = time.monotonic()
+        while not self._stop.is_set():
+            self._render(self._buf)
+            deadline += period
+            delay = deadline - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            elif delay < -period:
+                self.xruns += 1  # fell behind by more than a block: resynchronize
+                deadline = time.monotonic()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+
+class SoundDeviceSink(Sink):
+    """A PortAudio output stream; the callback only calls ``engine.process``."""
+
+    def __init__(self, *args: Any, device: str | int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        import sounddevice as sd
+
+        self._sd = sd
+        try:
+            self.stream = sd.OutputStream(
+                samplerate=self.sr,
+                blocksize=self.block,
+                channels=self.channels,
+                dtype="float32",
+                device=device,
+                callback=self._callback,
+                latency="low",
+            )
+        except (sd.PortAudioError, ValueError) as exc:
+            raise ParameterError(
+                f"cannot open audio output {device or '(default)'}: {exc}"
+            ) from None
+        info = sd.query_devices(self.stream.device)
+        api = sd.query_hostapis(info["hostapi"])["name"]
+        self.description = (
+            f"{info['name']} ({api}), {self.sr} Hz, {self.block} frames, "
+            f"{self.stream.latency * 1000:.1f} ms"
+        )
+
+    def _callback(self, outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        if status.output_underflow:
+            self.xruns += 1
+        self._render(outdata)
+
+    def start(self) -> None:
+        self.stream.start()
+
+    def stop(self) -> None:
+        try:
+            self.stream.stop()
+            self.stream.close()
+        except self._sd.PortAudioError:
+            pass
+
+
+def output_device(name: str | None) -> tuple[int | None, int | None, str]:
+    """Find an output device by name prefix (or the default).
+
+    Returns (device index or None, its default rate or None, reason when none).
+    """
+    try:
+        import sounddevice as sd
+
+        devices = sd.query_devices()
+    except (OSError, ImportError) as exc:
+        return None, None, f"PortAudio unavailable ({exc})"
+    outputs = [(i, d) for i, d in enumerate(devices) if d["max_output_channels"] >= 2]
+    if not outputs:
+        return None, None, "no audio output device found"
+    if name is None:
+        try:
+            index = sd.default.device[1]
+        except (TypeError, IndexError):
+            index = -1
+        if index is None or index < 0 or devices[index]["max_output_channels"] < 2:
+            index = outputs[0][0]
+        return index, int(devices[index]["default_samplerate"]), ""
+    for i, d in outputs:
+        if d["name"].startswith(name) or d["name"] == name:
+            return i, int(d["default_samplerate"]), ""
+    known = ", ".join(repr(d["name"]) for _, d in outputs)
+    raise ParameterError(f"no audio output named {name!r}; outputs: {known}")

@@ -1,0 +1,474 @@
+"""``stemdeck serve``: the live daemon.
+
+Start-up plays the original track at once; separation runs in a worker process
+(the GIL must not stall audio) and its channels replace the original without a
+seam, since they add up to it. A cached track starts with its channels.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing as mp
+import os
+import re
+import signal
+import sys
+import threading
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stemdeck.core.audio import load, resample
+from stemdeck.core.cache import SeparationCache
+from stemdeck.core.engine import Mixer, Play, SetTrack, Track
+from stemdeck.core.errors import ParameterError, PresetError, StemdeckError
+from stemdeck.core.params import db_to_fader, db_to_gain, fader_to_db, gain_to_db
+from stemdeck.core.presets import SeparationParams, read_preset_text
+from stemdeck.core.registry import Registry
+from stemdeck.core.separate import cached_separation, channel_names, separate
+
+from .audio import NullSink, Recorder, Sink, SoundDeviceSink, output_device
+from .osc import Feedback, OscControl, OscServer
+
+log = logging.getLogger("stemdeck")
+
+DEMO = "demo:"  # the built-in demo track, as a track source
+_SCENE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}\Z")
+
+
+@dataclass
+class ServeOptions:
+    track: str = DEMO
+    mode: str = "stems"
+    params: SeparationParams = field(default_factory=SeparationParams)
+    osc_host: str = "127.0.0.1"
+    osc_port: int = 9000
+    osc_allow: list[str] = field(default_factory=list)
+    audio_device: str | None = None
+    no_audio: bool = False
+    record: str | None = None
+    block: int = 256
+    outputs: str = "mix"
+    library: list[str] = field(default_factory=list)
+    use_cache: bool = True
+    at_end: str = "loop"
+
+
+def read_source(source: str, sr: int | None) -> tuple[np.ndarray, int, str]:
+    """Audio of a track source (a path or the demo), at ``sr`` when given."""
+    if source == DEMO:
+        from stemdeck.core.demo import demo_track
+
+        demo = demo_track()
+        y = demo.mix
+        if sr is not None and sr != demo.sr:
+            y = resample(y, demo.sr, sr)
+        return y, sr or demo.sr, demo.name
+    y, file_sr = load(source, sr=sr)
+    return y, file_sr, Path(source).stem
+
+
+def _worker(
+    source: str, sr: int, params: SeparationParams, mode: str, cache_root: str | None, conn: Any
+) -> None:
+    """Separation in its own process; reports progress and 'done' through ``conn``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+    try:
+        os.nice(10)  # the audio thread in the parent comes first
+    except OSError:
+        pass
+    try:
+        y, sr, _ = read_source(source, sr)
+        cache = SeparationCache(cache_root) if cache_root else None
+        last = [0.0]
+
+        def progress(stage: str, fraction: float) -> None:
+            now = time.monotonic()
+            if now - last[0] > 0.2 or fraction >= 1.0:
+                last[0] = now
+                conn.send(("progress", stage, fraction))
+
+        result = separate(y, sr, params=params, mode=mode, cache=cache, progress=progress)
+        if result.info.get("cache_path"):
+            conn.send(("done", None))
+        else:  # no cache (disabled or full disk): hand the audio over
+            conn.send(("data", np.asarray(result.channels)))
+    except StemdeckError as exc:
+        conn.send(("error", str(exc)))
+    except Exception as exc:  # report, the parent keeps playing the original
+        conn.send(("error", f"separation failed: {exc!r}"))
+    finally:
+        conn.close()
+
+
+class Daemon:
+    """Engine, audio sink, OSC server, feedback, separation worker and status line."""
+
+    def __init__(self, opts: ServeOptions) -> None:
+        self.opts = opts
+        self.stop_event = threading.Event()
+        self.cache = SeparationCache() if opts.use_cache else None
+        if self.cache is not None:
+            self.cache.clean_stale()
+        self.progress: tuple[str, float] | None = None
+        self.track_name = ""
+        self._worker: Any = None
+        self._watcher: threading.Thread | None = None
+        self._morph_stop = threading.Event()
+        self._morph_thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.recorder: Recorder | None = None
+        self.sink: Sink | None = None
+        self.server: OscServer | None = None
+        self.feedback: Feedback | None = None
+        self.names = channel_names(opts.mode, opts.params)
+        self.registry = Registry(self.names)
+        # --outputs channels gives each channel its own output pair: exactly as many.
+        strips = len(self.names) if opts.outputs == "channels" else max(64, len(self.names))
+        self.engine = Mixer(max_channels=strips, at_end=opts.at_end)
+        self.started_at = time.monotonic()
+        self.first_sound: float | None = None
+        self.library = [Path(p).expanduser().resolve() for p in opts.library]
+        if not self.library:
+            if opts.track != DEMO:
+                self.library = [Path(opts.track).expanduser().resolve().parent]
+
+    # -- Host protocol (used by OSC) --------------------------------------------------
+    def post(self, command: object) -> bool:
+        return self.engine.post(command)
+
+    def status(self) -> str:
+        m = self.engine
+        pos = m.position / m.sr if m.sr else 0.0
+        sep = "ready" if self.progress is None else f"separating {self.progress[1] * 100:.0f}%"
+        xruns = self.sink.xruns if self.sink else 0
+        return (
+            f"{self.track_name} {'playing' if m.playing else 'stopped'} {pos:.1f}s {sep} "
+            f"xruns {xruns}"
+        )
+
+    def load_track(self, path: str) -> None:
+        """OSC /track/load: only audio files under the library folders."""
+        target = Path(path).expanduser()
+        try:
+            resolved = target.resolve(strict=True)
+        except (OSError, RuntimeError):
+            raise ParameterError(f"refused {path!r}: no such file") from None
+        if not any(resolved.is_relative_to(root) for root in self.library):
+            roots = ", ".join(str(r) for r in self.library) or "(none: use --library)"
+            raise ParameterError(f"refused {path!r}: outside the library folders {roots}")
+        if not resolved.is_file():
+            raise ParameterError(f"refused {path!r}: not a file")
+        threading.Thread(
+            target=self._load_in_background,
+            args=(str(resolved),),
+            name="stemdeck-load",
+            daemon=True,
+        ).start()
+
+    def _load_in_background(self, path: str) -> None:
+        try:
+            self._open_track(path)
+        except StemdeckError as exc:
+            log.warning("track not loaded: %s", exc)
+
+    # -- scenes ------------------------------------------------------------------------
+    @staticmethod
+    def scene_dir() -> Path:
+        env = os.environ.get("STEMDECK_CONFIG")
+        if env:
+            return Path(env).expanduser() / "scenes"
+        import platformdirs
+
+        return Path(platformdirs.user_config_dir("stemdeck")) / "scenes"
+
+    def save_scene(self, name: str) -> None:
+        if not _SCENE_NAME.match(name):
+            raise ParameterError(f"scene name {name!r}: use letters, digits, space, _ . -")
+        folder = self.scene_dir()
+        snap = self.registry.snapshot()
+        lines = [f"# stemdeck scene {name!r}, saved {time.strftime('%Y-%m-%d %H:%M:%S')}", ""]
+        master: dict[str, Any] = snap["master"]
+        channels: dict[str, dict[str, Any]] = snap["channels"]
+        lines += [
+            "[master]",
+            f"gain = {master['gain']!r}",
+            f"mute = {str(master['mute']).lower()}",
+            "",
+        ]
+        for ch, values in channels.items():
+            lines.append(f'[channels."{ch}"]')
+            lines += [
+                f"gain = {values['gain']!r}",
+                f"mute = {str(values['mute']).lower()}",
+                f"solo = {str(values['solo']).lower()}",
+                f"pan = {values['pan']!r}",
+                "",
+            ]
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / f".{name}.toml.tmp"
+            tmp.write_text("\n".join(lines), encoding="utf-8")
+            os.replace(tmp, folder / f"{name}.toml")
+        except OSError as exc:
+            raise ParameterError(
+                f"cannot save scene {name!r} in {folder}: {exc.strerror}"
+            ) from None
+
+    def load_scene(self, name: str) -> dict[str, Any]:
+        own = self.scene_dir() / f"{name}.toml"
+        try:
+            if own.is_file():
+                text = own.read_text(encoding="utf-8")
+            else:
+                _, text = read_preset_text("scenes", name)
+            return tomllib.loads(text)
+        except PresetError:
+            raise ParameterError(f"no scene {name!r} (saved or shipped)") from None
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ParameterError(f"scene {name!r} is unreadable: {exc}") from None
+
+    def recall_scene(self, name: str, fade: float) -> None:
+        """Recall a scene; with ``fade`` > 0 the levels glide there (a morph)."""
+        if not _SCENE_NAME.match(name):
+            raise ParameterError(f"scene name {name!r}: use letters, digits, space, _ . -")
+        scene = self.load_scene(name)
+        self._morph_stop.set()
+        if self._morph_thread is not None:
+            self._morph_thread.join(timeout=1)
+        if fade <= 0:
+            for cmd in self.registry.restore(scene):
+                self.post(cmd)
+            return
+        probe = Registry(self.registry.names)
+        probe.restore(scene)  # validates the whole scene before anything moves
+        self._morph_stop = threading.Event()
+        self._morph_thread = threading.Thread(
+            target=self._morph,
+            args=(self.registry.snapshot(), probe.snapshot(), fade, self._morph_stop),
+            name="stemdeck-morph",
+            daemon=True,
+        )
+        self._morph_thread.start()
+
+    def _morph(
+        self, start: dict[str, Any], end: dict[str, Any], fade: float, stop: threading.Event
+    ) -> None:
+        """Glide fader positions and pans from ``start`` to ``end``; switches flip at the end."""
+        t0 = time.monotonic()
+
+        def pos(gain: float) -> float:
+            return db_to_fader(min(gain_to_db(gain), 10.0))
+
+        while not stop.is_set():
+            x = min((time.monotonic() - t0) / fade, 1.0)
+            frame: dict[str, Any] = {"channels": {}, "master": {}}
+            for name, a in start["channels"].items():
+                b = end["channels"].get(name, a)
+                f = pos(a["gain"]) + (pos(b["gain"]) - pos(a["gain"])) * x
+                frame["channels"][name] = {
+                    "gain": 0.0 if f <= 0 else db_to_gain(fader_to_db(f)),
+                    "pan": a["pan"] + (b["pan"] - a["pan"]) * x,
+                    "mute": b["mute"] if x >= 1.0 else a["mute"],
+                    "solo": b["solo"] if x >= 1.0 else a["solo"],
+                }
+            fm = (
+                pos(start["master"]["gain"])
+                + (pos(end["master"]["gain"]) - pos(start["master"]["gain"])) * x
+            )
+            frame["master"] = {
+                "gain": 0.0 if fm <= 0 else db_to_gain(fader_to_db(fm)),
+                "mute": end["master"]["mute"] if x >= 1.0 else start["master"]["mute"],
+            }
+            for cmd in self.registry.restore(frame):
+                self.post(cmd)
+            if x >= 1.0:
+                return
+            stop.wait(0.02)
+
+    # -- tracks and separation -------------------------------------------------------------
+    def _open_track(self, source: str) -> None:
+        """Play ``source`` now (its channels if cached, else the original while separating)."""
+        sr = self.engine.sr
+        y, sr, name = read_source(source, sr)
+        self._stop_worker()
+        self.track_name = name
+        opts = self.opts
+        cached = (
+            cached_separation(y, sr, params=opts.params, mode=opts.mode, cache=self.cache)
+            if self.cache is not None
+            else None
+        )
+        if cached is not None:
+            self._publish(cached.channels)
+            log.info("%s: %d channels from the cache", name, len(cached.names))
+            return
+        self.post(SetTrack(Track(y[np.newaxis], sr, ("mix",), is_mix=True)))
+        self.progress = ("starting", 0.0)
+        ctx = mp.get_context("spawn")
+        parent, child = ctx.Pipe(duplex=False)
+        cache_root = str(self.cache.root) if self.cache is not None else None
+        self._worker = ctx.Process(
+            target=_worker,
+            name="stemdeck-separate",
+            daemon=True,
+            args=(source, sr, opts.params, opts.mode, cache_root, child),
+        )
+        self._worker.start()
+        child.close()
+        self._watcher = threading.Thread(
+            target=self._watch, args=(parent, y, sr), name="stemdeck-watch", daemon=True
+        )
+        self._watcher.start()
+        log.info("%s: playing the original while separating (%s mode)", name, opts.mode)
+
+    def _publish(self, channels: np.ndarray) -> None:
+        track = Track(channels, self.engine.sr, tuple(self.names))
+        self.post(SetTrack(track))
+        for cmd in self.registry.all_commands():
+            self.post(cmd)
+        self.progress = None
+
+    def _watch(self, conn: Any, y: np.ndarray, sr: int) -> None:
+        worker = self._worker
+        while True:
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):
+                if worker is self._worker and self.progress is not None:
+                    log.warning("separation stopped before it finished; playing the original")
+                    self.progress = None
+                return
+            if worker is not self._worker:
+                return  # superseded by another track
+            kind = msg[0]
+            if kind == "progress":
+                self.progress = (msg[1], float(msg[2]))
+            elif kind == "done":
+                assert self.cache is not None
+                result = cached_separation(
+                    y, sr, params=self.opts.params, mode=self.opts.mode, cache=self.cache
+                )
+                if result is None:
+                    log.warning("separated channels vanished from the cache; playing the original")
+                    self.progress = None
+                    return
+                self._publish(result.channels)
+                log.info("%s: channels ready", self.track_name)
+                return
+            elif kind == "data":
+                self._publish(msg[1])
+                log.info("%s: channels ready (not cached)", self.track_name)
+                return
+            elif kind == "error":
+                log.warning("%s; playing the original", msg[1])
+                self.progress = None
+                return
+
+    def _stop_worker(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None and worker.is_alive():
+            worker.terminate()
+            worker.join(timeout=2)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        opts = self.opts
+        if opts.block < 16 or opts.block > 8192:
+            raise ParameterError(f"--block must be 16..8192 frames, got {opts.block}")
+        index, rate, reason = (
+            (None, None, "--no-audio") if opts.no_audio else output_device(opts.audio_device)
+        )
+        if index is None:
+            rate = 48000
+            log.info("no audio output (%s): a real-time null clock drives the engine", reason)
+        assert rate is not None
+        self.engine.prepare(rate, opts.block, outputs=opts.outputs)
+        channels = self.engine.out_channels
+        if opts.record:
+            self.recorder = Recorder(opts.record, rate, 2, max_block=opts.block * 4)
+        for cmd in self.registry.all_commands():
+            self.post(cmd)
+        self._open_track(opts.track)
+        self.post(Play())
+        if index is None:
+            self.sink = NullSink(self.engine, rate, opts.block, channels, self.recorder)
+        else:
+            self.sink = SoundDeviceSink(
+                self.engine, rate, opts.block, channels, self.recorder, device=index
+            )
+        self.sink.start()
+        self.first_sound = time.monotonic()
+        log.info("audio: %s", self.sink.description)
+        control = OscControl(self)
+        self.server = OscServer(
+            control, host=opts.osc_host, port=opts.osc_port, allow=opts.osc_allow
+        )
+        self.server.start()
+        if opts.osc_host not in ("127.0.0.1", "::1", "localhost") and not opts.osc_allow:
+            log.warning(
+                "OSC listens on %s with no --osc-allow: anyone on the network can control it",
+                opts.osc_host,
+            )
+        self.feedback = Feedback(self.server, extra=lambda: [("/status", [self.status()])])
+        self.feedback.start()
+        log.info("OSC on %s:%d", *self.server.address)
+
+    def run(self) -> int:
+        """Block until SIGINT/SIGTERM; then shut down cleanly. Returns the exit status."""
+
+        def on_signal(signum: int, frame: Any) -> None:
+            self.stop_event.set()
+
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+        tty = sys.stderr.isatty()
+        last_line = 0.0
+        while not self.stop_event.wait(0.25):
+            if tty and time.monotonic() - last_line > 0.25:
+                last_line = time.monotonic()
+                sys.stderr.write("\r" + self.status_line()[:160].ljust(100))
+                sys.stderr.flush()
+        if tty:
+            sys.stderr.write("\n")
+        self.shutdown()
+        return 0
+
+    def status_line(self) -> str:
+        m = self.engine
+        pos = m.position / m.sr if m.sr else 0.0
+        length = m.track.length / m.sr if m.track is not None else 0.0
+        mins = f"{int(pos // 60)}:{pos % 60:04.1f}/{int(length // 60)}:{length % 60:04.1f}"
+        levels = " ".join(
+            f"{n[:6]} {self.registry.get(f'/ch/{i}/db'):+.0f}"
+            if not math.isinf(float(self.registry.get(f"/ch/{i}/db")))
+            else f"{n[:6]} off"
+            for i, n in enumerate(self.names[:8], 1)
+        )
+        sep = "" if self.progress is None else f" | separating {self.progress[1] * 100:3.0f}%"
+        clients = len(self.server.control.subscribers) if self.server else 0
+        xruns = self.sink.xruns if self.sink else 0
+        state = ">" if m.playing else "||"
+        return (
+            f"{state} {mins} | {levels}{sep} | xruns {xruns} | drops {m.dropped} | "
+            f"osc clients {clients}"
+        )
+
+    def shutdown(self) -> None:
+        self._morph_stop.set()
+        if self.feedback:
+            self.feedback.stop()
+        if self.server:
+            self.server.stop()
+        if self.sink:
+            self.sink.stop()
+        if self.recorder:
+            self.recorder.close()
+            log.info("recorded %s", self.recorder.path)
+        self._stop_worker()
+        log.info("stopped")

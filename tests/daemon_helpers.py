@@ -1,0 +1,154 @@
+"""Start `stemdeck serve` as a subprocess and talk OSC to it over UDP."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pythonosc import osc_packet
+from pythonosc.osc_bundle_builder import OscBundleBuilder
+
+from stemdeck.daemon.osc import build
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Client:
+    """A UDP OSC client on 127.0.0.1 that collects replies."""
+
+    def __init__(self, port: int) -> None:
+        self.target = ("127.0.0.1", port)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+
+    def send(self, address: str, *args: Any) -> None:
+        self.sock.sendto(build(address, args), self.target)
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendto(data, self.target)
+
+    def send_bundle(self, messages: list[tuple[str, list[Any]]], at: float = 0.0) -> None:
+        from pythonosc import osc_bundle_builder
+
+        b = OscBundleBuilder(at if at else osc_bundle_builder.IMMEDIATELY)
+        from pythonosc.osc_message import OscMessage
+
+        for address, args in messages:
+            b.add_content(OscMessage(build(address, args)))
+        self.sock.sendto(b.build().dgram, self.target)
+
+    def drain(self) -> None:
+        """Forget whatever has arrived so far (stale replies, feedback)."""
+        self.sock.setblocking(False)
+        try:
+            while True:
+                self.sock.recvfrom(65536)
+        except (BlockingIOError, OSError):
+            pass
+        finally:
+            self.sock.setblocking(True)
+
+    def receive(
+        self, timeout: float = 1.0, until: str | None = None, settle: float | None = None
+    ) -> list[tuple[str, list]]:
+        """Messages arriving within ``timeout``; stop at a message to ``until``, or
+        ``settle`` seconds after the first message."""
+        out: list[tuple[str, list]] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return out
+            self.sock.settimeout(left)
+            try:
+                data, _ = self.sock.recvfrom(65536)
+            except TimeoutError:
+                return out
+            for timed in osc_packet.OscPacket(data).messages:
+                out.append((timed.message.address, list(timed.message.params)))
+                if until is not None and timed.message.address == until:
+                    return out
+            if settle is not None:
+                deadline = min(deadline, time.monotonic() + settle)
+
+    def ask(self, address: str, *args: Any, timeout: float = 2.0) -> list[tuple[str, list]]:
+        """Send and collect the replies."""
+        self.drain()
+        self.send(address, *args)
+        if address == "/state":
+            return self.receive(timeout, until="/state/end")
+        return self.receive(timeout, settle=0.15)
+
+    def query(self, address: str) -> Any:
+        """The value of one control: the first argument of its reply."""
+        self.drain()
+        self.send(address)
+        suffix = address.rsplit("/", 1)[-1]
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            for addr, args in self.receive(deadline - time.monotonic(), settle=0.0):
+                if addr == "/error":
+                    raise AssertionError(args)
+                if addr.rsplit("/", 1)[-1] == suffix and args:
+                    return args[0]
+        raise AssertionError(f"no reply to {address}")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Daemon:
+    """`stemdeck serve` in a subprocess; stopped with SIGTERM."""
+
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
+        self.port = free_udp_port()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "stemdeck.daemon.cli",
+                "serve",
+                *args,
+                "--osc-port",
+                str(self.port),
+            ],
+            env={**os.environ, **env},
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.client = Client(self.port)
+
+    def wait_ready(self, timeout: float = 60.0, *, separated: bool = True) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited: {self.proc.stderr.read()}")
+            self.client.drain()
+            self.client.send("/status")
+            for addr, args in self.client.receive(0.3, settle=0.0):
+                if addr == "/status" and (not separated or "ready" in args[0]):
+                    return
+        raise AssertionError("daemon not ready in time")
+
+    def stop(self) -> tuple[int, str]:
+        self.client.close()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            _, err = self.proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        return self.proc.returncode, err

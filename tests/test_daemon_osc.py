@@ -1,0 +1,269 @@
+"""OSC over UDP on 127.0.0.1 against a running `stemdeck serve --no-audio`."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from daemon_helpers import Client, Daemon
+
+from conftest import tone_mix
+
+SR = 48000
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("served")
+    library = root / "library"
+    library.mkdir()
+    sf.write(library / "song.wav", tone_mix(6.0, sr=SR).T, SR, subtype="FLOAT")
+    sf.write(library / "other.wav", tone_mix(3.0, sr=SR, seed=3).T, SR, subtype="FLOAT")
+    (root / "secret.wav").write_bytes((library / "other.wav").read_bytes())
+    env = {
+        "STEMDECK_CACHE": str(root / "cache"),
+        "STEMDECK_CONFIG": str(root / "config"),
+        "STEMDECK_SUBSCRIPTION_SECONDS": "1.5",
+    }
+    daemon = Daemon(
+        [str(library / "song.wav"), "--no-audio", "--record", str(root / "rec.wav")], env, root
+    )
+    daemon.wait_ready()
+    yield daemon, root
+    code, err = daemon.stop()
+    assert code == 0, err
+    info = sf.info(root / "rec.wav")  # Ctrl-C/SIGTERM leaves a complete file
+    assert info.samplerate == SR and info.frames > SR
+
+
+@pytest.fixture
+def client(served) -> Client:
+    daemon, _ = served
+    c = Client(daemon.port)
+    yield c
+    c.close()
+
+
+def test_ping(client: Client) -> None:
+    assert ("/pong", []) in client.ask("/ping")
+
+
+@pytest.mark.parametrize(
+    ("address", "value", "query", "expected"),
+    [
+        ("/ch/1/fader", 0.5, "/ch/1/db", -10.0),
+        ("/ch/bass/db", -6.0, "/ch/2/gain", 10 ** (-6 / 20)),
+        ("/ch/3/gain", 1.0, "/ch/vocals/fader", 0.75),
+        ("/ch/4/pan", -0.5, "/ch/other/pan", -0.5),
+        ("/master/fader", 0.75, "/master/db", 0.0),
+        ("/master/db", -3.0, "/master/gain", 10 ** (-3 / 20)),
+    ],
+)
+def test_set_and_query(
+    client: Client, address: str, value: float, query: str, expected: float
+) -> None:
+    client.send(address, value)
+    assert client.query(query) == pytest.approx(expected, abs=1e-4)
+
+
+def test_switches_and_patterns(client: Client) -> None:
+    client.send("/ch/*/mute", 1)
+    replies = dict(client.ask("/ch/*/mute"))
+    assert {k: v[0] for k, v in replies.items()} == {f"/ch/{i}/mute": 1 for i in range(1, 5)}
+    client.send("/ch/{drums,bass}/mute", False)
+    client.send("/ch/2/solo", True)
+    assert client.query("/ch/1/mute") == 0 and client.query("/ch/3/mute") == 1
+    assert client.query("/ch/bass/solo") == 1
+    client.send("/ch/*/solo", 0)
+    client.send("/ch/*/mute", 0)
+    assert client.query("/ch/4/mute") == 0
+
+
+def test_db_off(client: Client) -> None:
+    client.send("/ch/2/db", float("-inf"))
+    assert client.query("/ch/2/gain") == 0.0
+    assert math.isinf(client.query("/ch/2/db"))
+    client.send("/ch/2/db", -120.0)  # below -90 is off too
+    assert client.query("/ch/2/fader") == 0.0
+    client.send("/ch/2/fader", 0.75)
+
+
+def test_transport(client: Client) -> None:
+    client.send("/transport/seek", 2.0)
+    time.sleep(0.1)
+    assert 2.0 <= client.query("/transport/seek") < 3.0
+    client.send("/transport/pause")
+    time.sleep(0.2)
+    held = client.query("/transport/position")
+    time.sleep(0.3)
+    assert client.query("/transport/position") == pytest.approx(held)
+    client.send("/transport/toggle")  # plays again
+    time.sleep(0.3)
+    assert client.query("/transport/position") > held
+    client.send("/transport/loop", 1.0, 1.5)
+    time.sleep(1.0)
+    assert 1.0 <= client.query("/transport/position") <= 1.55
+    client.send("/transport/loop/off")
+    client.send("/transport/stop")
+    time.sleep(0.2)
+    assert client.query("/transport/position") == 0.0
+    client.send("/transport/play")
+
+
+def test_state_lists_every_value(client: Client) -> None:
+    replies = client.ask("/state")
+    addresses = [a for a, _ in replies]
+    assert addresses[-1] == "/state/end"
+    for i in range(1, 5):
+        for p in ("fader", "gain", "db", "mute", "solo", "pan"):
+            assert f"/ch/{i}/{p}" in addresses
+    assert "/master/fader" in addresses and "/transport/position" in addresses
+    assert ["drums", "bass", "vocals", "other"] in [args for a, args in replies if a == "/channels"]
+
+
+@pytest.mark.parametrize(
+    ("address", "args", "reason"),
+    [
+        ("/nope", [], "unknown address"),
+        ("/ch/9/fader", [0.5], "unknown channel"),
+        ("/ch/1/fader", ["loud"], "takes a number"),
+        ("/ch/1/fader", [0.1, 0.2], "one number"),
+        ("/ch/1/fader", [float("nan")], "NaN"),
+        ("/ch/1/db", [40.0], "at most"),
+        ("/transport/seek", ["x"], "number"),
+        ("/transport/loop", [2.0, 1.0], "start < end"),
+        ("/scene/recall", [], "scene name"),
+        ("/scene/recall", ["no-such-scene"], "no scene"),
+    ],
+)
+def test_bad_input_answers_error_and_changes_nothing(
+    client: Client, address: str, args: list, reason: str
+) -> None:
+    before = [r for r in client.ask("/state") if r[0].startswith(("/ch/", "/master/"))]
+    replies = client.ask(address, *args)
+    errors = [a[0] for addr, a in replies if addr == "/error"]
+    assert errors and reason in errors[0], replies
+    after = [r for r in client.ask("/state") if r[0].startswith(("/ch/", "/master/"))]
+    assert after == before
+
+
+def test_garbage_burst_does_not_stop_the_server(client: Client) -> None:
+    rng = np.random.default_rng(0)
+    for i in range(300):
+        client.send_raw(rng.bytes(int(rng.integers(1, 200))))
+        if i % 50 == 0:
+            client.send_raw(b"/ch/1/fader\x00,f\x00\x00\x00")  # truncated message
+    time.sleep(0.3)
+    assert ("/pong", []) in client.ask("/ping")
+
+
+def test_bundles_apply_together_and_future_bundles_wait(client: Client) -> None:
+    client.send_bundle([("/ch/1/pan", [0.25]), ("/ch/2/pan", [-0.25])])
+    time.sleep(0.1)
+    assert client.query("/ch/1/pan") == 0.25 and client.query("/ch/2/pan") == -0.25
+    client.send_bundle([("/ch/3/pan", [0.75])], at=time.time() + 0.8)
+    time.sleep(0.3)
+    assert client.query("/ch/3/pan") == 0.0  # not yet
+    time.sleep(0.9)
+    assert client.query("/ch/3/pan") == 0.75
+    client.send("/ch/*/pan", 0.0)
+
+
+def test_subscriptions_feedback_and_expiry(served) -> None:
+    daemon, _ = served
+    a, b = Client(daemon.port), Client(daemon.port)
+    try:
+        a.send("/subscribe")
+        b.send("/subscribe")
+        got_a = a.receive(0.6)
+        got_b = b.receive(0.6)
+        for got in (got_a, got_b):
+            addresses = {m for m, _ in got}
+            assert {"/meter", "/transport/position", "/status"} <= addresses
+            meters = [args for m, args in got if m == "/meter"]
+            assert len(meters) >= 5  # ~25 a second
+            assert len(meters[-1]) == 5  # four channels and the master, dBFS
+        a.send("/ch/4/fader", 0.5)  # a change reaches every subscriber
+        changed = b.receive(0.5)
+        assert ("/ch/4/fader", [pytest.approx(0.5)]) in changed
+        a.send("/ch/4/fader", 0.75)
+        for _ in range(3):  # renewing keeps it alive past the 1.5 s test expiry
+            time.sleep(0.6)
+            a.send("/subscribe")
+        a.drain()
+        assert a.receive(0.3)
+        time.sleep(1.8)  # b never renewed: its feedback stopped
+        b.drain()
+        assert b.receive(0.5) == []
+        a.send("/unsubscribe")
+        time.sleep(0.2)
+        a.drain()
+        assert a.receive(0.5) == []
+    finally:
+        a.close()
+        b.close()
+
+
+def test_scenes_save_recall_and_morph(served, client: Client) -> None:
+    _, root = served
+    client.send("/ch/1/fader", 0.5)
+    client.send("/ch/2/mute", 1)
+    assert ("/scene/save", ["verse"]) in client.ask("/scene/save", "verse")
+    assert (root / "config" / "scenes" / "verse.toml").is_file()
+    client.send("/ch/1/fader", 0.75)
+    client.send("/ch/2/mute", 0)
+    client.send("/scene/recall", "verse")
+    time.sleep(0.1)
+    assert client.query("/ch/1/fader") == pytest.approx(0.5)
+    assert client.query("/ch/2/mute") == 1
+    client.send("/scene/recall", "unity", 0.6)  # shipped scene, morphing
+    time.sleep(0.3)
+    assert 0.5 < client.query("/ch/1/fader") < 0.75  # on its way
+    time.sleep(0.6)
+    assert client.query("/ch/1/fader") == pytest.approx(0.75)
+    assert client.query("/ch/2/mute") == 0
+
+
+def test_track_load_only_from_the_library(served, client: Client) -> None:
+    _, root = served
+    replies = client.ask("/track/load", str(root / "secret.wav"))
+    assert any(a == "/error" and "outside the library" in args[0] for a, args in replies)
+    replies = client.ask("/track/load", "../secret.wav")
+    assert any(a == "/error" for a, _ in replies)
+    replies = client.ask("/track/load", str(root / "library" / "other.wav"))
+    assert ("/track/load", [str(root / "library" / "other.wav")]) in replies
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        status = client.query("/status")
+        if status.startswith("other") and "ready" in status:
+            break
+        time.sleep(0.3)
+    else:
+        raise AssertionError(f"other.wav not ready: {status}")
+
+
+def test_record_and_unprivileged_bind_errors(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stemdeck.daemon.cli",
+            "serve",
+            str(tmp_path / "missing.wav"),
+            "--no-audio",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "STEMDECK_CACHE": str(tmp_path)},
+    )
+    assert proc.returncode == 1 and "no such file" in proc.stderr
+    assert "Traceback" not in proc.stderr

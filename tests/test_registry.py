@@ -1,0 +1,91 @@
+import itertools
+import math
+
+import pytest
+
+from stemdeck.core.engine import MasterTarget, StripTarget
+from stemdeck.core.errors import ParameterError
+from stemdeck.core.params import db_to_fader, fader_to_db
+from stemdeck.core.registry import Registry, osc_pattern_regex
+
+NAMES = ["drums", "bass", "vocals", "other"]
+
+
+@pytest.mark.parametrize(
+    ("f", "db"),
+    [(1.0, 10.0), (0.75, 0.0), (0.5, -10.0), (0.25, -30.0), (0.0625, -60.0), (0.0, -math.inf)],
+)
+def test_fader_taper(f: float, db: float) -> None:
+    assert fader_to_db(f) == pytest.approx(db)
+    assert db_to_fader(db) == pytest.approx(f)
+
+
+def test_taper_is_monotone_and_invertible() -> None:
+    positions = [i / 1000 for i in range(1, 1001)]
+    dbs = [fader_to_db(p) for p in positions]
+    assert all(b > a for a, b in itertools.pairwise(dbs))
+    assert all(abs(db_to_fader(d) - p) < 1e-9 for d, p in zip(dbs, positions, strict=True))
+
+
+def test_names_indices_and_views() -> None:
+    reg = Registry(NAMES)
+    (cmd,) = reg.set("/ch/bass/fader", [0.5])
+    assert cmd == StripTarget(1, pytest.approx(10 ** (-10 / 20)), False, False, 0.0)
+    assert reg.get("/ch/2/db") == pytest.approx(-10.0)
+    assert reg.get("/ch/2/fader") == pytest.approx(0.5)
+    reg.set("/ch/2/db", [float("-inf")])
+    assert reg.get("/ch/2/gain") == 0.0 and reg.get("/ch/2/fader") == 0.0
+    reg.set("/ch/2/gain", [1.0])
+    assert reg.get("/ch/2/fader") == pytest.approx(0.75)
+    reg.set("/ch/vocals/mute", [True])
+    assert reg.get("/ch/3/mute") == 1
+    (cmd,) = reg.set("/master/db", [-6.0])
+    assert isinstance(cmd, MasterTarget) and cmd.gain == pytest.approx(0.501, abs=1e-3)
+
+
+def test_patterns() -> None:
+    reg = Registry(NAMES)
+    commands = reg.set("/ch/*/mute", [1])
+    assert len(commands) == 4 and all(c.mute for c in commands)
+    assert reg.resolve("/ch/[1-2]/solo") == ["/ch/1/solo", "/ch/2/solo"]
+    assert reg.resolve("/ch/{bass,other}/pan") == ["/ch/2/pan", "/ch/4/pan"]
+    assert reg.resolve("/ch/?/fader") == [f"/ch/{i}/fader" for i in range(1, 5)]
+    assert reg.resolve("/master/*") == [f"/master/{p}" for p in ("fader", "gain", "db", "mute")]
+    assert osc_pattern_regex("/ch/[!1]/mute").match("/ch/2/mute")
+
+
+@pytest.mark.parametrize(
+    ("address", "args", "reason"),
+    [
+        ("/ch/9/fader", [0.5], "unknown channel '9'"),
+        ("/ch/piano/fader", [0.5], "unknown channel 'piano'"),
+        ("/ch/1/volume", [0.5], "unknown address"),
+        ("/ch/1/fader", [float("nan")], "NaN"),
+        ("/ch/1/fader", [1.5], "0..1"),
+        ("/ch/1/fader", ["loud"], "takes a number"),
+        ("/ch/1/fader", [0.1, 0.2], "one number"),
+        ("/ch/1/db", [12.0], r"at most \+10 dB"),
+        ("/ch/1/mute", [2], "1/0 or T/F"),
+        ("/ch/1/pan", [-3.0], "-1..1"),
+        ("/nope/*", [1], "no control matches"),
+    ],
+)
+def test_bad_input_changes_nothing(address: str, args: list, reason: str) -> None:
+    reg = Registry(NAMES)
+    before = reg.snapshot()
+    with pytest.raises(ParameterError, match=reason):
+        reg.set(address, args)
+    assert reg.snapshot() == before
+
+
+def test_norm_views_and_snapshot_roundtrip() -> None:
+    reg = Registry(NAMES)
+    reg.set_norm("/ch/1/fader", 0.5)
+    assert reg.get_norm("/ch/1/db") == pytest.approx(0.5)
+    reg.set_norm("/ch/1/pan", 0.0)
+    assert reg.get("/ch/1/pan") == -1.0
+    reg.set_norm("/ch/2/mute", 1.0)
+    scene = reg.snapshot()
+    other = Registry(NAMES)
+    commands = other.restore(scene)
+    assert other.snapshot() == scene and len(commands) == 5
