@@ -112,13 +112,18 @@ class Sink:
         self.xruns = 0
         self.errors = 0
         self.description = ""
+        self.max_render_s = 0.0  # slowest engine.process so far (reset by the reader)
 
     def _render(self, out: np.ndarray) -> None:
+        t0 = time.perf_counter()
         try:
             self.engine.process(out)
         except Exception:  # the stream must never stop: silence this block, count it
             out.fill(0.0)
             self.errors += 1
+        took = time.perf_counter() - t0
+        if took > self.max_render_s:
+            self.max_render_s = took
         if self.recorder is not None:
             self.recorder.push(out[:, :2])
 

@@ -78,10 +78,10 @@ def _worker(
 ) -> None:
     """Separation in its own process; reports progress and 'done' through ``conn``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
-    try:
-        os.nice(10)  # the audio thread in the parent comes first
-    except OSError:
-        pass
+    # Leave a core to the audio server and the parent's audio thread.
+    from stemdeck.core import nmf as nmf_module
+
+    nmf_module._THREADS = max(1, (os.cpu_count() or 1) - 1)
     try:
         y, sr, _ = read_source(source, sr)
         cache = SeparationCache(cache_root) if cache_root else None
@@ -147,9 +147,10 @@ class Daemon:
         pos = m.position / m.sr if m.sr else 0.0
         sep = "ready" if self.progress is None else f"separating {self.progress[1] * 100:.0f}%"
         xruns = self.sink.xruns if self.sink else 0
+        slowest = self.sink.max_render_s * 1000 if self.sink else 0.0
         return (
             f"{self.track_name} {'playing' if m.playing else 'stopped'} {pos:.1f}s {sep} "
-            f"xruns {xruns}"
+            f"xruns {xruns} slowest block {slowest:.2f} ms"
         )
 
     def load_track(self, path: str) -> None:
@@ -320,6 +321,10 @@ class Daemon:
             args=(source, sr, opts.params, opts.mode, cache_root, child),
         )
         self._worker.start()
+        try:  # niced from its first instruction, imports included
+            os.setpriority(os.PRIO_PROCESS, self._worker.pid, 10)
+        except (OSError, AttributeError):
+            pass
         child.close()
         self._watcher = threading.Thread(
             target=self._watch, args=(parent, y, sr), name="stemdeck-watch", daemon=True
@@ -378,6 +383,9 @@ class Daemon:
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
+        # The audio callback needs the GIL within a fraction of a block: other
+        # threads must hand it over far sooner than CPython's default 5 ms.
+        sys.setswitchinterval(0.0005)
         opts = self.opts
         if opts.block < 16 or opts.block > 8192:
             raise ParameterError(f"--block must be 16..8192 frames, got {opts.block}")
@@ -429,7 +437,14 @@ class Daemon:
         signal.signal(signal.SIGTERM, on_signal)
         tty = sys.stderr.isatty()
         last_line = 0.0
+        last_blocks, stalled_since = -1, time.monotonic()
         while not self.stop_event.wait(0.25):
+            blocks = self.engine.blocks
+            if blocks != last_blocks:
+                last_blocks, stalled_since = blocks, time.monotonic()
+            elif time.monotonic() - stalled_since > 1.0:
+                self._restart_audio()
+                stalled_since = time.monotonic()
             if tty and time.monotonic() - last_line > 0.25:
                 last_line = time.monotonic()
                 sys.stderr.write("\r" + self.status_line()[:160].ljust(100))
@@ -438,6 +453,37 @@ class Daemon:
             sys.stderr.write("\n")
         self.shutdown()
         return 0
+
+    def _restart_audio(self) -> None:
+        """The stream stopped calling us (the audio server dropped the client, or the
+        device went away): reopen it. Until it is back, a null clock keeps time."""
+        log.warning("audio stream stalled; reopening it")
+        old = self.sink
+        if old is not None:
+            old.stop()
+        xruns = old.xruns if old is not None else 0
+        opts = self.opts
+        try:
+            index, _, reason = output_device(opts.audio_device)
+            if index is None:
+                raise ParameterError(reason)
+            sink: Sink = SoundDeviceSink(
+                self.engine,
+                self.engine.sr,
+                opts.block,
+                self.engine.out_channels,
+                self.recorder,
+                device=index,
+            )
+        except StemdeckError as exc:
+            log.warning("audio output unavailable (%s): null clock until it returns", exc)
+            sink = NullSink(
+                self.engine, self.engine.sr, opts.block, self.engine.out_channels, self.recorder
+            )
+        sink.xruns = xruns + 1
+        sink.start()
+        self.sink = sink
+        log.info("audio: %s", sink.description)
 
     def status_line(self) -> str:
         m = self.engine

@@ -1,0 +1,132 @@
+"""A JACK server with the dummy driver, and a JACK client that records ports."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+
+import numpy as np
+
+
+def start_jack(name: str, *, rate: int = 48000, period: int = 256) -> subprocess.Popen | None:
+    """Start ``jackd -n name -d dummy``; None when jackd is not installed."""
+    if shutil.which("jackd") is None:
+        return None
+    proc = subprocess.Popen(
+        # -t: a busy 2-core CI machine must not get clients thrown out for slowness
+        [
+            "jackd",
+            "-n",
+            name,
+            "--no-realtime",
+            "-t",
+            "5000",
+            "-d",
+            "dummy",
+            "-r",
+            str(rate),
+            "-p",
+            str(period),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    import jack
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            jack.Client("stemdeck-probe", servername=name, no_start_server=True).close()
+            return proc
+        except jack.JackError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("jackd did not start")
+
+
+class JackRecorder:
+    """Records JACK output ports; every block is stamped with its JACK frame time."""
+
+    def __init__(self, server: str, channels: int = 2) -> None:
+        import jack
+
+        self.client = jack.Client("stemdeck-rec", servername=server, no_start_server=True)
+        self.inports = [self.client.inports.register(f"in_{i + 1}") for i in range(channels)]
+        self.blocks: list[tuple[int, np.ndarray]] = []
+        self.lock = threading.Lock()
+        self.recording = False
+
+        @self.client.set_process_callback
+        def process(frames: int) -> None:
+            if self.recording:
+                data = np.stack([p.get_array().copy() for p in self.inports], axis=1)
+                self.blocks.append((self.client.last_frame_time, data))
+
+        self.client.activate()
+
+    @property
+    def sr(self) -> int:
+        return int(self.client.samplerate)
+
+    def connect_from(self, pattern: str, timeout: float = 10.0) -> list[str]:
+        """Connect the output ports whose names contain ``pattern`` to our inputs."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ports = [
+                p for p in self.client.get_ports(is_audio=True, is_output=True) if pattern in p.name
+            ]
+            if len(ports) >= len(self.inports):
+                for src, dst in zip(ports, self.inports, strict=False):
+                    self.client.connect(src, dst)
+                return [p.name for p in ports]
+            time.sleep(0.1)
+        raise AssertionError(f"no JACK output ports matching {pattern!r}")
+
+    def record(self, seconds: float) -> tuple[int, np.ndarray]:
+        """Record for ``seconds``; returns (JACK frame time of the first sample, audio)."""
+        self.blocks = []
+        self.recording = True
+        time.sleep(seconds)
+        self.recording = False
+        return self.take()
+
+    def take(self) -> tuple[int, np.ndarray]:
+        blocks = list(self.blocks)
+        if not blocks:
+            return 0, np.zeros((0, len(self.inports)), np.float32)
+        return blocks[0][0], np.concatenate([b for _, b in blocks])
+
+    def now(self) -> int:
+        return int(self.client.frame_time)
+
+    def close(self) -> None:
+        self.client.deactivate()
+        self.client.close()
+
+
+def alignment(recorded: np.ndarray, reference: np.ndarray) -> int:
+    """Offset into ``reference`` (looped) where ``recorded`` starts, by cross-correlation."""
+    from scipy.signal import fftconvolve
+
+    probe = recorded[: min(len(recorded), 24000), 0].astype(np.float64)  # 0.5 s: unambiguous
+    ref = np.concatenate([reference[:, 0], reference[: len(probe), 0]]).astype(np.float64)
+    corr = fftconvolve(ref, probe[::-1], mode="valid")
+    return int(np.argmax(corr)) % reference.shape[0]
+
+
+def looped(reference: np.ndarray, start: int, n: int) -> np.ndarray:
+    """``n`` samples of ``reference`` (samples, channels) from ``start``, wrapping around."""
+    idx = (start + np.arange(n)) % reference.shape[0]
+    return reference[idx]
+
+
+def env_for(server: str) -> dict[str, str]:
+    return {"JACK_DEFAULT_SERVER": server, "JACK_NO_START_SERVER": "1"}
+
+
+def jack_available() -> Iterator[str]:  # pragma: no cover - documentation helper
+    yield os.environ.get("JACK_DEFAULT_SERVER", "default")

@@ -1,0 +1,150 @@
+"""End to end with a real audio server: jackd (dummy driver), `stemdeck serve` playing
+into it through PortAudio, and a JACK client recording what comes out."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from daemon_helpers import Daemon
+from jack_helpers import JackRecorder, alignment, env_for, looped, start_jack
+
+from conftest import tone_mix
+from stemdeck.core.cache import SeparationCache
+from stemdeck.core.presets import SeparationParams
+from stemdeck.core.separate import cached_separation
+
+SR = 48000
+pytestmark = pytest.mark.jack
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _prompt_gil_handover():
+    """Our JACK recorder's callback must get the GIL quickly, as the daemon's does."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(0.0005)
+    yield
+    sys.setswitchinterval(old)
+
+
+@pytest.fixture(scope="module")
+def jack_server():
+    name = f"stemdeck-test-{os.getpid()}"
+    proc = start_jack(name, rate=SR, period=256)
+    if proc is None:
+        pytest.skip("jackd is not installed (scripts/setup installs jackd2)")
+    yield name
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def playing(jack_server: str, tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("jack")
+    track = root / "song.wav"
+    # Mostly white noise, so no two stretches are alike and cross-correlation finds
+    # the one true alignment (tones repeat and would give near-equal aliases).
+    y = 0.4 * tone_mix(6.0, sr=SR) + 0.1 * np.random.default_rng(1).standard_normal((2, 6 * SR))
+    y = y.astype(np.float32)
+    sf.write(track, y.T, SR, subtype="FLOAT")
+    env = {
+        **env_for(jack_server),
+        "STEMDECK_CACHE": str(root / "cache"),
+        "STEMDECK_CONFIG": str(root / "config"),
+    }
+    daemon = Daemon([str(track), "--block", "256"], env, root)
+    daemon.wait_ready()
+    # Heavy work first: once our JACK client is active, its process callback needs
+    # this process's GIL every 5 ms, and a late callback delays the whole graph.
+    separated = cached_separation(
+        y, SR, params=SeparationParams(), cache=SeparationCache(root / "cache")
+    )
+    assert separated is not None
+    recorder = JackRecorder(jack_server)
+    recorder.connect_from("PortAudio")
+    time.sleep(1.0)  # let the graph settle after the new connections
+    yield daemon, recorder, y.T.copy(), separated
+    recorder.close()
+    code, err = daemon.stop()
+    assert code == 0, err
+
+
+def test_unity_plays_the_original_track(playing) -> None:
+    _, recorder, track, _ = playing
+    _, audio = recorder.record(1.0)
+    assert len(audio) > SR // 2
+    start = alignment(audio, track)
+    ref = looped(track, start, len(audio))
+    err = audio - ref
+    # skip the crossfade where the track loops, if it fell in this window
+    ok = np.ones(len(audio), bool)
+    wrap = (track.shape[0] - start) % track.shape[0]
+    ok[max(0, wrap - 300) : wrap + 300] = False
+    residual = np.sum(err[ok] ** 2) / np.sum(ref[ok] ** 2)
+    status = playing[0].client.query("/status")
+    assert 10 * np.log10(residual) < -60, status  # bit-faithful apart from float rounding
+    assert np.abs(audio).max() > 0.1
+
+
+def test_muted_channel_is_gone(playing) -> None:
+    daemon, recorder, track, separated = playing
+    daemon.client.send("/ch/1/mute", 1)
+    time.sleep(0.3)
+    _, audio = recorder.record(1.0)
+    daemon.client.send("/ch/1/mute", 0)
+    without = track - np.asarray(separated.channels[0]).T
+    start = alignment(audio, without)
+    ref = looped(without, start, len(audio))
+    ok = np.ones(len(audio), bool)
+    wrap = (track.shape[0] - start) % track.shape[0]
+    ok[max(0, wrap - 300) : wrap + 300] = False
+    residual = np.sum((audio - ref)[ok] ** 2) / np.sum(ref[ok] ** 2)
+    assert 10 * np.log10(residual) < -60
+    muted = looped(np.asarray(separated.channels[0]).T, start, len(audio))
+    assert np.sum(muted**2) > 0.01 * np.sum(ref**2)  # the channel was really audible
+
+
+def test_fader_move_is_heard_quickly(playing) -> None:
+    daemon, recorder, _, _ = playing
+    time.sleep(0.2)
+    recorder.blocks = []
+    recorder.recording = True
+    time.sleep(0.3)
+    sent = recorder.now()
+    daemon.client.send("/master/fader", 0.0)
+    time.sleep(0.4)
+    recorder.recording = False
+    first, audio = recorder.take()
+    daemon.client.send("/master/fader", 0.75)
+    loud = np.abs(audio).max(axis=1) >= 1e-6
+    # the first sample after which 10 ms stay silent (a waveform crosses zero often)
+    run = np.convolve(loud, np.ones(480), mode="valid")
+    silent = np.nonzero(run == 0)[0]
+    assert len(silent), "the master fader never closed"
+    heard = first + int(silent[0])
+    latency_ms = (heard - sent) / SR * 1000
+    # block (5.3 ms) + ramp (10 ms) + JACK and PortAudio buffering; loose on a busy CI box
+    print(f"fader to JACK output: {latency_ms:.1f} ms")
+    assert latency_ms < 150, latency_ms
+
+
+def test_record_file_and_clean_shutdown(jack_server: str, tmp_path: Path) -> None:
+    track = tmp_path / "t.wav"
+    sf.write(track, tone_mix(2.0, sr=SR).T, SR, subtype="FLOAT")
+    env = {**env_for(jack_server), "STEMDECK_CACHE": str(tmp_path / "cache")}
+    daemon = Daemon(
+        [str(track), "--record", str(tmp_path / "out.wav"), "--no-cache"], env, tmp_path
+    )
+    daemon.wait_ready(separated=False)
+    time.sleep(1.0)
+    code, err = daemon.stop()
+    assert code == 0, err
+    info = sf.info(tmp_path / "out.wav")
+    assert info.channels == 2 and info.samplerate == SR and info.frames > SR // 2
+    data, _ = sf.read(tmp_path / "out.wav")
+    assert np.abs(data).max() > 0.05
