@@ -348,18 +348,25 @@ def cmd_devices(args: argparse.Namespace) -> int:
             print("  none (serve runs on a null clock)")
     except (OSError, ImportError) as exc:
         print(f"audio outputs: unavailable ({exc})")
-    try:
-        import mido
+    import mido
 
-        backend = mido.Backend(os.environ.get("MIDO_BACKEND", "mido.backends.rtmidi"))
-        print("MIDI inputs:")
-        for name in backend.get_input_names() or ["none"]:
-            print(f"  {name}")
-        print("MIDI outputs:")
-        for name in backend.get_output_names() or ["none"]:
-            print(f"  {name}")
-    except Exception as exc:  # rtmidi raises its own error types when no MIDI API works
-        print(f"MIDI: unavailable ({exc})")
+    backends = [os.environ.get("MIDO_BACKEND", "mido.backends.rtmidi")]
+    if "MIDO_BACKEND" not in os.environ:
+        backends.append("mido.backends.rtmidi/UNIX_JACK")  # no ALSA sequencer: try JACK
+    problems = []
+    for name in backends:
+        try:
+            backend = mido.Backend(name, load=True)
+            inputs, outputs = backend.get_input_names(), backend.get_output_names()
+        except Exception as exc:  # rtmidi raises its own error types per API
+            problems.append(f"{name}: {str(exc).strip()}")
+            continue
+        print(f"MIDI ({name}):")
+        print("  inputs: " + (", ".join(inputs) or "none"))
+        print("  outputs: " + (", ".join(outputs) or "none"))
+        break
+    else:
+        print("MIDI: unavailable (" + "; ".join(problems) + ")")
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import mmap
 import multiprocessing as mp
 import os
 import re
@@ -106,6 +107,27 @@ def _worker(
         conn.close()
 
 
+def _will_need(channels: np.ndarray, start: int, end: int) -> None:
+    """madvise(WILLNEED) samples ``start:end`` of every row of a memory-mapped
+    (n, audio_channels, samples) float32 array; nothing for arrays in memory."""
+    mm = getattr(channels, "_mmap", None)
+    if mm is None or not hasattr(mm, "madvise"):
+        return
+    length = channels.shape[2]
+    start, end = max(0, start), min(end, length)
+    if end <= start:
+        return
+    base = getattr(channels, "offset", 0)
+    page = mmap.PAGESIZE
+    for row in range(channels.shape[0] * channels.shape[1]):
+        first = base + (row * length + start) * 4
+        aligned = first - first % page
+        try:
+            mm.madvise(mmap.MADV_WILLNEED, aligned, (end - start) * 4 + (first - aligned))
+        except (OSError, ValueError):
+            return
+
+
 class Daemon:
     """Engine, audio sink, OSC server, feedback, separation worker and status line."""
 
@@ -150,7 +172,7 @@ class Daemon:
         slowest = self.sink.max_render_s * 1000 if self.sink else 0.0
         return (
             f"{self.track_name} {'playing' if m.playing else 'stopped'} {pos:.1f}s {sep} "
-            f"xruns {xruns} slowest block {slowest:.2f} ms"
+            f"xruns {xruns} drops {m.dropped} slowest block {slowest:.2f} ms"
         )
 
     def load_track(self, path: str) -> None:
@@ -334,6 +356,7 @@ class Daemon:
 
     def _publish(self, channels: np.ndarray) -> None:
         track = Track(channels, self.engine.sr, tuple(self.names))
+        _will_need(channels, 0, 10 * self.engine.sr)  # the first seconds, before they play
         self.post(SetTrack(track))
         for cmd in self.registry.all_commands():
             self.post(cmd)
@@ -445,6 +468,7 @@ class Daemon:
             elif time.monotonic() - stalled_since > 1.0:
                 self._restart_audio()
                 stalled_since = time.monotonic()
+            self._prefetch()
             if tty and time.monotonic() - last_line > 0.25:
                 last_line = time.monotonic()
                 sys.stderr.write("\r" + self.status_line()[:160].ljust(100))
@@ -453,6 +477,19 @@ class Daemon:
             sys.stderr.write("\n")
         self.shutdown()
         return 0
+
+    def _prefetch(self, seconds: float = 8.0) -> None:
+        """Ask the kernel to read the memory-mapped audio ahead of the play head, so
+        the audio callback never waits for the disk (no I/O there, page faults
+        included). MADV_WILLNEED starts the reads and returns at once."""
+        track = self.engine.track
+        if track is None:
+            return
+        starts = [self.engine.position]
+        if self.engine._loop is not None:
+            starts.append(self.engine._loop[0])
+        for start in starts:
+            _will_need(track.channels, start, start + int(seconds * self.engine.sr))
 
     def _restart_audio(self) -> None:
         """The stream stopped calling us (the audio server dropped the client, or the

@@ -1,0 +1,230 @@
+"""The live daemon through a real audio server (jackd, dummy driver).
+
+    .venv/bin/python bench/live.py [--trials 20] [--load-seconds 10] [--rate 5000]
+
+Prints, from one run:
+- control latency: an OSC /master/fader 0 sent to the change in the JACK-recorded
+  output (onset of the ramp, and the ramp's end); target <= one block + ramp time;
+- load: --rate OSC messages a second for --load-seconds while playing: crashes,
+  xruns, engine queue drops, last value of every channel arrived, daemon RSS before
+  and after;
+- time to first sound: process start to the first non-silent sample in JACK, for a
+  3-minute track uncached and cached; target <= 1.5 s either way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from statistics import median
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from daemon_helpers import Client, free_udp_port  # noqa: E402
+from jack_helpers import JackRecorder, env_for, start_jack  # noqa: E402
+
+from stemdeck.core.audio import write  # noqa: E402
+from stemdeck.core.demo import demo_track  # noqa: E402
+
+SR, BLOCK, RAMP_MS = 48000, 256, 10.0
+
+
+def rss_kb(pid: int, kind: str = "RssAnon") -> int:
+    """Resident memory of a process: RssAnon is its own heap; RssFile counts the
+    memory-mapped track, which grows as playback touches it (page cache, not a leak)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{kind}:"):
+            return int(line.split()[1])
+    return 0
+
+
+def serve(track: Path, env: dict[str, str], port: int, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "stemdeck.daemon.cli",
+            "serve",
+            str(track),
+            "--block",
+            str(BLOCK),
+            "--osc-port",
+            str(port),
+            *extra,
+        ],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def wait_ready(client: Client, timeout: float = 120.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        client.drain()
+        client.send("/status")
+        for addr, args in client.receive(0.3, settle=0.0):
+            if addr == "/status" and "ready" in args[0]:
+                return args[0]
+    raise SystemExit("daemon not ready")
+
+
+def latency(client: Client, rec: JackRecorder, trials: int) -> tuple[list[float], list[float]]:
+    onsets, ends = [], []
+    for _ in range(trials):
+        client.send("/master/fader", 0.75)
+        time.sleep(0.25)
+        rec.blocks = []
+        rec.recording = True
+        time.sleep(0.1)
+        sent = rec.now()
+        client.send("/master/fader", 0.0)
+        time.sleep(0.15)
+        rec.recording = False
+        first, audio = rec.take()
+        env = np.abs(audio).max(axis=1)
+        ms = SR // 1000
+        steps = len(env) // ms
+        peaks = env[: steps * ms].reshape(steps, ms).max(axis=1)
+        before = (sent - first) // ms
+        steady = float(np.median(peaks[max(0, before - 50) : before]))
+        below = np.nonzero(peaks[before:] < 0.9 * steady)[0]
+        silent = np.nonzero(peaks[before:] < 1e-6)[0]
+        if len(below):
+            onsets.append(float(below[0]))
+        if len(silent):
+            ends.append(float(silent[0]))
+    return onsets, ends
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--trials", type=int, default=20)
+    ap.add_argument("--load-seconds", type=float, default=10.0)
+    ap.add_argument("--rate", type=int, default=5000)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="stemdeck-live-"))
+    name = f"stemdeck-bench-{os.getpid()}"
+    jackd = start_jack(name, rate=SR, period=BLOCK)
+    if jackd is None:
+        raise SystemExit("needs jackd (apt-get install jackd2)")
+    env = {**env_for(name), "STEMDECK_CACHE": str(work / "cache")}
+    track = work / "three-minutes.wav"
+    demo = demo_track(seconds=180)
+    write(track, demo.mix, demo.sr)
+    print(
+        f"track: 3 min stereo 44.1 kHz, served at {SR} Hz, block {BLOCK}, ramp {RAMP_MS} ms; "
+        f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}"
+    )
+    rec = JackRecorder(name)
+    try:
+        # -- time to first sound ---------------------------------------------------------
+        for label in ("uncached", "cached"):
+            port = free_udp_port()
+            start = rec.now()
+            rec.blocks = []
+            rec.recording = True
+            proc = serve(track, env, port)
+            rec.connect_from("PortAudio", timeout=30)
+            deadline = time.monotonic() + 10
+            heard = None
+            while time.monotonic() < deadline and heard is None:
+                time.sleep(0.05)
+                for t, block in list(rec.blocks):
+                    loud = np.nonzero(np.abs(block).max(axis=1) > 1e-4)[0]
+                    if len(loud):
+                        heard = t + int(loud[0])
+                        break
+            rec.recording = False
+            client = Client(port)
+            status = wait_ready(client)
+            print(
+                f"time to first sound, {label}: "
+                f"{(heard - start) / SR if heard else float('nan'):.2f} s  target <= 1.5 s  "
+                f"({status.split(' xruns')[0]})"
+            )
+            if label == "cached":
+                break
+            proc.terminate()
+            proc.wait(timeout=15)
+            client.close()
+
+        # -- control latency ---------------------------------------------------------------
+        onsets, ends = latency(client, rec, args.trials)
+        budget = BLOCK / SR * 1000 + RAMP_MS
+        print(
+            f"control latency OSC -> JACK output, {len(onsets)} trials: onset median "
+            f"{median(onsets):.0f} ms (max {max(onsets):.0f}), ramp end median "
+            f"{median(ends):.0f} ms (max {max(ends):.0f}); target <= {budget:.1f} ms "
+            "(one block + ramp), 1 ms resolution"
+        )
+        client.send("/master/fader", 0.75)
+
+        # -- load --------------------------------------------------------------------------
+        def status() -> str:
+            client.drain()
+            client.send("/status")
+            got = [a for m, a in client.receive(1.0, settle=0.0) if m == "/status"]
+            return got[0][0] if got else ""
+
+        def field(text: str, key: str) -> int:
+            parts = text.split()
+            return int(parts[parts.index(key) + 1])
+
+        before = status()
+        rss_before = rss_kb(proc.pid)
+        sender = Client(port)
+        rng = np.random.default_rng(0)
+        last: dict[int, float] = {}
+        sent = 0
+        period = 1.0 / args.rate
+        t0 = time.perf_counter()
+        next_t = t0
+        rss_series = [rss_before]
+        next_sample = t0 + 1.0
+        while time.perf_counter() - t0 < args.load_seconds:
+            if time.perf_counter() >= next_sample:
+                rss_series.append(rss_kb(proc.pid))
+                next_sample += 1.0
+            ch = int(rng.integers(1, 5))
+            value = float(np.float32(rng.uniform(0.0, 1.0)))
+            sender.send(f"/ch/{ch}/fader", value)
+            last[ch] = value
+            sent += 1
+            next_t += period
+            delay = next_t - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        took = time.perf_counter() - t0
+        time.sleep(0.5)
+        after = status()
+        alive = bool(client.ask("/ping"))
+        arrived = all(abs(client.query(f"/ch/{ch}/fader") - v) < 1e-6 for ch, v in last.items())
+        rss_after = rss_kb(proc.pid)
+        print(
+            f"load: {sent} messages in {took:.1f} s ({sent / took:.0f}/s): alive {alive}, "
+            f"xruns +{field(after, 'xruns') - field(before, 'xruns')}, engine drops "
+            f"+{field(after, 'drops') - field(before, 'drops')}, last values arrived "
+            f"{arrived}, heap (RssAnon) {rss_before / 1024:.0f} -> {rss_after / 1024:.0f} MB, "
+            f"mapped track (RssFile) now {rss_kb(proc.pid, 'RssFile') / 1024:.0f} MB"
+        )
+        print("  RssAnon each second (MB):", [round(r / 1024) for r in [*rss_series, rss_after]])
+        sender.close()
+        client.close()
+        proc.terminate()
+        proc.wait(timeout=15)
+    finally:
+        rec.close()
+        jackd.terminate()
+
+
+if __name__ == "__main__":
+    main()
