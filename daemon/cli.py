@@ -119,6 +119,24 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
         help="what the end of the track does (default loop)",
     )
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    midi = p.add_mutually_exclusive_group()
+    midi.add_argument("--midi", metavar="PORT", help="MIDI input port (name prefix)")
+    midi.add_argument("--midi-virtual", metavar="NAME", help="create a virtual MIDI port")
+    p.add_argument(
+        "--midi-map",
+        default="generic",
+        metavar="PRESET_OR_FILE",
+        help="controller map: generic, nanokontrol2, midimix, launchcontrol-xl, "
+        "x-touch-mini, or a .toml file",
+    )
+    p.add_argument(
+        "--midi-api", choices=("alsa", "jack"), help="rtmidi API (default: MIDO_BACKEND or ALSA)"
+    )
+    p.add_argument(
+        "--midi-learn",
+        metavar="ADDRESS",
+        help="bind the first control moved to ADDRESS and save it in your map",
+    )
 
 
 def _add_track_args(p: argparse.ArgumentParser) -> None:
@@ -320,7 +338,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         library=list(args.library),
         use_cache=not args.no_cache,
         at_end=args.at_end,
+        midi_port=args.midi,
+        midi_virtual=args.midi_virtual,
+        midi_map=args.midi_map,
+        midi_api=args.midi_api,
+        midi_learn=args.midi_learn,
     )
+    if args.midi_learn and not (args.midi or args.midi_virtual):
+        raise ParameterError("--midi-learn needs --midi PORT or --midi-virtual NAME")
+    if args.midi or args.midi_virtual:
+        from .midi import resolve_map
+
+        resolve_map(args.midi_map)  # a broken map is one clear error before anything starts
     daemon = Daemon(opts)
     try:
         daemon.start()

@@ -76,6 +76,8 @@ class Host(Protocol):
     def recall_scene(self, name: str, fade: float) -> None: ...
     def status(self) -> str: ...
 
+    def midi_learn(self, address: str) -> None: ...
+
 
 @dataclass
 class OscControl:
@@ -173,6 +175,11 @@ class OscControl:
             return []
         if address == "/status":
             replies.append(("/status", [self.host.status()]))
+            return []
+        if address == "/midi/learn":
+            target = _string(address, args)
+            self.host.midi_learn(target)
+            replies.append((address, [target]))
             return []
         raise ParameterError("unknown address")
 

@@ -58,6 +58,11 @@ class ServeOptions:
     library: list[str] = field(default_factory=list)
     use_cache: bool = True
     at_end: str = "loop"
+    midi_port: str | None = None
+    midi_virtual: str | None = None
+    midi_map: str = "generic"
+    midi_api: str | None = None
+    midi_learn: str | None = None
 
 
 def read_source(source: str, sr: int | None) -> tuple[np.ndarray, int, str]:
@@ -148,6 +153,7 @@ class Daemon:
         self.sink: Sink | None = None
         self.server: OscServer | None = None
         self.feedback: Feedback | None = None
+        self.midi: Any = None
         self.names = channel_names(opts.mode, opts.params)
         self.registry = Registry(self.names)
         # --outputs channels gives each channel its own output pair: exactly as many.
@@ -173,6 +179,11 @@ class Daemon:
         return (
             f"{self.track_name} {'playing' if m.playing else 'stopped'} {pos:.1f}s {sep} "
             f"xruns {xruns} drops {m.dropped} slowest block {slowest:.2f} ms"
+            + (
+                f" midi {self.midi.received} in {self.midi.errors} bad"
+                if self.midi is not None
+                else ""
+            )
         )
 
     def load_track(self, path: str) -> None:
@@ -427,6 +438,21 @@ class Daemon:
             self.post(cmd)
         self._open_track(opts.track)
         self.post(Play())
+        # MIDI before the audio stream: opening a JACK MIDI client while our JACK
+        # audio client runs would stall the graph on this process's GIL.
+        if opts.midi_port or opts.midi_virtual:
+            from .midi import MidiControl, resolve_map
+
+            self.midi = MidiControl(
+                self,
+                resolve_map(opts.midi_map),
+                port=opts.midi_port,
+                virtual=opts.midi_virtual,
+                api=opts.midi_api,
+            )
+            self.midi.start()
+            if opts.midi_learn:
+                self.midi.learn(opts.midi_learn)
         if index is None:
             self.sink = NullSink(self.engine, rate, opts.block, channels, self.recorder)
         else:
@@ -542,6 +568,12 @@ class Daemon:
             f"osc clients {clients}"
         )
 
+    def midi_learn(self, address: str) -> None:
+        """OSC /midi/learn: bind the next moved control to ``address``."""
+        if self.midi is None:
+            raise ParameterError("no MIDI input: start with --midi PORT or --midi-virtual NAME")
+        self.midi.learn(address)
+
     def shutdown(self) -> None:
         self._morph_stop.set()
         if self.feedback:
@@ -550,6 +582,10 @@ class Daemon:
             self.server.stop()
         if self.sink:
             self.sink.stop()
+        if self.midi is not None:
+            # After the audio stream: closing a JACK MIDI client while our JACK audio
+            # client runs would deadlock on the GIL (see start()).
+            self.midi.stop()
         if self.recorder:
             self.recorder.close()
             log.info("recorded %s", self.recorder.path)

@@ -1,0 +1,353 @@
+"""MIDI controller maps and the state machine that turns MIDI into control changes.
+
+A map (TOML, ``presets/midi/*.toml`` or a user file) binds a control, a CC or a
+note on a MIDI channel, to a key of the parameter registry (``/ch/2/fader``,
+``/ch/bass/mute``, ``/master/fader``) or an action (``/transport/toggle``,
+``/scene/recall`` with a name). :class:`MidiMapper` is pure: it takes decoded
+messages and returns what to do, so every mode is tested without a device.
+
+Modes
+-----
+absolute     7-bit value 0..127 -> 0..1, with soft takeover
+absolute14   14-bit CC pair (MSB on ``number``, LSB on ``lsb``), with soft takeover
+relative2c   encoder, two's complement (1..63 up, 127..65 down)
+relative64   encoder, offset 64 (65.. up, 63.. down)
+toggle       each press flips the switch
+momentary    on while held
+press        a short press toggles; held past 300 ms it is momentary
+trigger      each press fires the action (transport, scenes)
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import PresetError
+from .presets import read_preset_text
+
+__all__ = ["Binding", "MidiMap", "MidiMapper", "load_midi_map"]
+
+MODES = (
+    "absolute",
+    "absolute14",
+    "relative2c",
+    "relative64",
+    "toggle",
+    "momentary",
+    "press",
+    "trigger",
+)
+CONTINUOUS = ("absolute", "absolute14", "relative2c", "relative64")
+LONG_PRESS_S = 0.3
+TAKEOVER = 3 / 127  # a fader this close to the value picks it up
+RELATIVE_STEP = 1 / 127  # one encoder tick
+ACTIONS = (
+    "/transport/play",
+    "/transport/pause",
+    "/transport/stop",
+    "/transport/toggle",
+    "/scene/recall",
+    "/scene/save",
+)
+
+
+@dataclass(frozen=True)
+class Binding:
+    """One control of a controller bound to a target."""
+
+    kind: str  # "cc" or "note"
+    channel: int  # 0..15
+    number: int  # CC or note number
+    target: str  # registry key or action address
+    mode: str = "absolute"
+    args: tuple[Any, ...] = ()  # e.g. the scene name of /scene/recall
+    lsb: int | None = None  # absolute14: the LSB controller
+    led: bool = False  # echo the switch state to the controller
+
+    @property
+    def is_switch(self) -> bool:
+        return self.mode in ("toggle", "momentary", "press")
+
+
+@dataclass
+class MidiMap:
+    name: str
+    bindings: list[Binding]
+    programs: dict[int, str] = field(default_factory=dict)  # program 1..128 -> scene
+    program_channel: int | None = None  # None: any channel
+    source: str = ""
+
+    def find(self, kind: str, channel: int, number: int) -> list[Binding]:
+        return [
+            b
+            for b in self.bindings
+            if b.kind == kind and b.channel == channel and b.number == number
+        ]
+
+
+def _entry_error(source: str, where: str, reason: str) -> PresetError:
+    return PresetError(f"{source}: {where}: {reason}")
+
+
+def parse_midi_map(text: str, source: str) -> MidiMap:
+    """Parse and validate a map; errors name the file, the entry and the reason."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PresetError(f"{source}: not valid TOML ({exc})") from None
+    bindings: list[Binding] = []
+    seen: dict[tuple[str, int, int], int] = {}
+    for i, entry in enumerate(data.get("binding", []), 1):
+        where = f"binding {i}"
+        if not isinstance(entry, dict):
+            raise _entry_error(source, where, "must be a table")
+        unknown = set(entry) - {"cc", "note", "channel", "target", "mode", "args", "lsb", "led"}
+        if unknown:
+            raise _entry_error(source, where, f"unknown key {sorted(unknown)[0]!r}")
+        if ("cc" in entry) == ("note" in entry):
+            raise _entry_error(source, where, "give exactly one of cc = N or note = N")
+        kind = "cc" if "cc" in entry else "note"
+        number = entry[kind]
+        channel = entry.get("channel", 1)
+        for label, value, lo, hi in (("cc/note", number, 0, 127), ("channel", channel, 1, 16)):
+            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+                raise _entry_error(source, where, f"{label} must be {lo}..{hi}, got {value!r}")
+        target = entry.get("target")
+        if not isinstance(target, str) or not target.startswith("/"):
+            raise _entry_error(source, where, f"target must be an address, got {target!r}")
+        mode = entry.get("mode", "absolute" if kind == "cc" else "toggle")
+        if mode not in MODES:
+            raise _entry_error(source, where, f"mode {mode!r} is not one of {', '.join(MODES)}")
+        is_action = target.split("/")[1] in ("transport", "scene")
+        if is_action and target not in ACTIONS:
+            raise _entry_error(source, where, f"unknown action {target!r}")
+        if is_action and mode != "trigger":
+            mode = "trigger"
+        if not is_action and not (target.startswith("/ch/") or target.startswith("/master/")):
+            raise _entry_error(source, where, f"unknown target {target!r}")
+        if target.startswith("/scene/") and not entry.get("args"):
+            raise _entry_error(source, where, f'{target} needs args = ["scene name"]')
+        lsb = entry.get("lsb")
+        if mode == "absolute14":
+            if kind != "cc" or not isinstance(lsb, int) or not 0 <= lsb <= 127 or lsb == number:
+                raise _entry_error(
+                    source, where, "absolute14 needs cc = MSB and lsb = LSB (0..127)"
+                )
+        args = entry.get("args", [])
+        if not isinstance(args, list):
+            raise _entry_error(source, where, "args must be a list")
+        key = (kind, channel - 1, number)
+        if key in seen:
+            raise _entry_error(
+                source,
+                where,
+                f"{kind} {number} on channel {channel} is already bound by binding {seen[key]}",
+            )
+        seen[key] = i
+        bindings.append(
+            Binding(
+                kind=kind,
+                channel=channel - 1,
+                number=number,
+                target=target,
+                mode=mode,
+                args=tuple(args),
+                lsb=lsb,
+                led=bool(entry.get("led", kind == "note")),
+            )
+        )
+    programs: dict[int, str] = {}
+    table = data.get("programs", {})
+    if not isinstance(table, dict):
+        raise _entry_error(source, "programs", 'must be a table of program = "scene"')
+    for key, scene in table.items():
+        if not key.isdigit() or not 1 <= int(key) <= 128 or not isinstance(scene, str):
+            raise _entry_error(
+                source, f"programs.{key}", 'use program number (1..128) = "scene name"'
+            )
+        programs[int(key)] = scene
+    name = data.get("name", Path(source).stem)
+    return MidiMap(name=str(name), bindings=bindings, programs=programs, source=source)
+
+
+def load_midi_map(name_or_path: str = "generic") -> MidiMap:
+    """A shipped map (``presets/midi/<name>.toml``) or a map file."""
+    source, text = read_preset_text("midi", name_or_path)
+    return parse_midi_map(text, source)
+
+
+@dataclass
+class _State:
+    picked_up: bool = False
+    last_in: float | None = None  # last incoming position 0..1
+    last_set: float | None = None  # value we set last (detects changes from elsewhere)
+    msb: int | None = None
+    pressed_at: float | None = None
+    held_value: bool = False
+
+
+class MidiMapper:
+    """Decoded MIDI in, control changes out.
+
+    Parameters
+    ----------
+    midi_map : MidiMap
+    get_norm : callable(key) -> float
+        The current 0..1 value of a registry key (for soft takeover and encoders).
+    """
+
+    def __init__(self, midi_map: MidiMap, get_norm: Any) -> None:
+        self.map = midi_map
+        self.get_norm = get_norm
+        self._state: dict[Binding, _State] = {}
+        self.learning: str | None = None
+        self.learned: Binding | None = None
+
+    def _st(self, b: Binding) -> _State:
+        return self._state.setdefault(b, _State())
+
+    def handle(
+        self, kind: str, channel: int, number: int, value: int, now: float
+    ) -> list[tuple[str, str, list[Any]]]:
+        """One message: ``kind`` is cc, note_on, note_off or program_change.
+
+        Returns actions ``(verb, address, args)``: verb ``norm`` (set a registry key
+        from 0..1), ``set`` (registry key with OSC arguments) or ``action``.
+        """
+        if kind == "program_change":
+            # Programs are numbered 1..128 as controllers display them (0..127 on the wire).
+            scene = self.map.programs.get(number + 1, f"program-{number + 1}")
+            return [("action", "/scene/recall", [scene])]
+        if self.learning is not None and kind in ("cc", "note_on"):
+            mode = "absolute" if kind == "cc" else "toggle"
+            self.learned = Binding(
+                kind="cc" if kind == "cc" else "note",
+                channel=channel,
+                number=number,
+                target=self.learning,
+                mode=mode,
+                led=kind != "cc",
+            )
+            self.learning = None
+            self.map.bindings = [
+                b
+                for b in self.map.bindings
+                if not (b.kind == self.learned.kind and b.channel == channel and b.number == number)
+            ] + [self.learned]
+            return [("learned", self.learned.target, [])]
+        out: list[tuple[str, str, list[Any]]] = []
+        if kind == "cc":
+            for b in self.map.find("cc", channel, number):
+                out += self._cc(b, value, now)
+            for b in self.map.bindings:  # LSB of a 14-bit pair
+                if b.mode == "absolute14" and b.lsb == number and b.channel == channel:
+                    out += self._lsb(b, value)
+        elif kind in ("note_on", "note_off"):
+            pressed = kind == "note_on" and value > 0
+            for b in self.map.find("note", channel, number):
+                out += self._button(b, pressed, now)
+        return out
+
+    # -- continuous controls ----------------------------------------------------------
+    def _cc(self, b: Binding, value: int, now: float) -> list[tuple[str, str, list[Any]]]:
+        if b.mode in ("toggle", "momentary", "press", "trigger"):
+            return self._button(b, value >= 64, now)
+        if b.mode == "absolute":
+            return self._absolute(b, value / 127.0)
+        if b.mode == "absolute14":
+            self._st(b).msb = value
+            return []  # waits for the LSB, which completes the value
+        step = value if value < 64 else value - 128  # two's complement
+        if b.mode == "relative64":
+            step = value - 64
+        if step == 0:
+            return []
+        current = float(self.get_norm(b.target))
+        target = min(1.0, max(0.0, current + step * RELATIVE_STEP))
+        st = self._st(b)
+        st.last_set = target
+        return [("norm", b.target, [target])]
+
+    def _lsb(self, b: Binding, value: int) -> list[tuple[str, str, list[Any]]]:
+        st = self._st(b)
+        if st.msb is None:
+            return []
+        position = ((st.msb << 7) | value) / 16383.0
+        return self._absolute(b, position)
+
+    def _absolute(self, b: Binding, position: float) -> list[tuple[str, str, list[Any]]]:
+        """Soft takeover: ignore a control until it meets the current value."""
+        st = self._st(b)
+        current = float(self.get_norm(b.target))
+        if st.last_set is None or abs(current - st.last_set) > 1e-6:
+            st.picked_up = False  # the value moved elsewhere (OSC, scene, track load)
+        if not st.picked_up:
+            crossed = st.last_in is not None and (
+                (st.last_in - current) * (position - current) <= 0
+            )
+            if abs(position - current) <= TAKEOVER or crossed:
+                st.picked_up = True
+        st.last_in = position
+        if not st.picked_up:
+            return []
+        st.last_set = position
+        return [("norm", b.target, [position])]
+
+    def soft_takeover_pending(self, b: Binding) -> bool:
+        st = self._st(b)
+        return not st.picked_up
+
+    # -- buttons ------------------------------------------------------------------------
+    def _button(self, b: Binding, pressed: bool, now: float) -> list[tuple[str, str, list[Any]]]:
+        st = self._st(b)
+        if b.mode == "trigger":
+            return [("action", b.target, list(b.args))] if pressed else []
+        current = float(self.get_norm(b.target)) >= 0.5
+        if b.mode == "toggle":
+            return [("set", b.target, [not current])] if pressed else []
+        if b.mode == "momentary":
+            return [("set", b.target, [pressed])]
+        # press: flip at once; on release, flip back if it was held long
+        if pressed:
+            st.pressed_at = now
+            st.held_value = current
+            return [("set", b.target, [not current])]
+        if st.pressed_at is not None and now - st.pressed_at >= LONG_PRESS_S:
+            st.pressed_at = None
+            return [("set", b.target, [st.held_value])]
+        st.pressed_at = None
+        return []
+
+    # -- LEDs -----------------------------------------------------------------------------
+    def led_messages(self) -> list[tuple[str, int, int, int]]:
+        """(kind, channel, number, value) for every LED binding: the full state."""
+        out = []
+        for b in self.map.bindings:
+            if not b.led or not b.is_switch:
+                continue
+            try:
+                on = float(self.get_norm(b.target)) >= 0.5
+            except Exception:  # a binding for a channel this track does not have
+                continue
+            out.append((b.kind, b.channel, b.number, 127 if on else 0))
+        return out
+
+
+def binding_toml(b: Binding) -> str:
+    """A binding as a TOML array-of-tables entry (for MIDI learn)."""
+    lines = [
+        "[[binding]]",
+        f"{b.kind} = {b.number}",
+        f"channel = {b.channel + 1}",
+        f'target = "{b.target}"',
+        f'mode = "{b.mode}"',
+    ]
+    if b.args:
+        lines.append("args = [" + ", ".join(f'"{a}"' for a in b.args) + "]")
+    if b.lsb is not None:
+        lines.append(f"lsb = {b.lsb}")
+    lines.append(f"led = {str(b.led).lower()}")
+    return "\n".join(lines) + "\n"

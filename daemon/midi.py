@@ -1,0 +1,290 @@
+"""MIDI control surface: ports, the map's state machine, LED feedback, MIDI learn.
+
+Ports are opened with mido's rtmidi backend, ALSA or JACK API (``--midi-api`` or
+``MIDO_BACKEND``). A controller unplugged mid-set is a warning, the music goes
+on, and the port is reopened when it comes back (checked every second).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from stemdeck.core.engine import Pause, Play, Stop
+from stemdeck.core.errors import ParameterError, PresetError, StemdeckError
+from stemdeck.core.midimap import MidiMap, MidiMapper, binding_toml, load_midi_map
+
+log = logging.getLogger("stemdeck")
+
+APIS = {"alsa": "mido.backends.rtmidi/LINUX_ALSA", "jack": "mido.backends.rtmidi/UNIX_JACK"}
+
+
+def backend_name(api: str | None) -> str:
+    if api is not None:
+        if api not in APIS:
+            raise ParameterError(f"--midi-api must be alsa or jack, got {api!r}")
+        return APIS[api]
+    return os.environ.get("MIDO_BACKEND", "mido.backends.rtmidi")
+
+
+def user_map_dir() -> Path:
+    env = os.environ.get("STEMDECK_CONFIG")
+    if env:
+        return Path(env).expanduser() / "midi"
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("stemdeck")) / "midi"
+
+
+def resolve_map(name_or_path: str) -> MidiMap:
+    """The user's copy of a map (saved by MIDI learn) wins over the shipped one."""
+    own = user_map_dir() / f"{name_or_path}.toml"
+    if own.is_file():
+        return load_midi_map(str(own))
+    return load_midi_map(name_or_path)
+
+
+class MidiControl:
+    """Runs a map against a daemon's registry.
+
+    Parameters
+    ----------
+    host : the daemon (registry, post, recall_scene, save_scene)
+    port : str, optional
+        Input port name prefix (a hardware controller); its output twin gets LEDs.
+    virtual : str, optional
+        Create virtual input and output ports with this name.
+    """
+
+    def __init__(
+        self,
+        host: Any,
+        midi_map: MidiMap,
+        *,
+        port: str | None = None,
+        virtual: str | None = None,
+        api: str | None = None,
+    ) -> None:
+        import mido
+
+        if (port is None) == (virtual is None):
+            raise ParameterError("give --midi PORT or --midi-virtual NAME")
+        self.host = host
+        self.map = midi_map
+        self.mapper = MidiMapper(midi_map, self._get_norm)
+        self.port_prefix = port
+        self.virtual = virtual
+        try:
+            self.backend = mido.Backend(backend_name(api), load=True)
+        except (ImportError, AttributeError, OSError) as exc:
+            raise ParameterError(f"MIDI backend unavailable: {exc}") from None
+        self.inport: Any = None
+        self.outport: Any = None
+        self.received = 0
+        self.errors = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._leds: dict[tuple[str, int, int], int] = {}
+        self._learn_save: str | None = None
+        self._threads = [
+            threading.Thread(target=self._watch, name="stemdeck-midi", daemon=True),
+            threading.Thread(target=self._feedback, name="stemdeck-midi-leds", daemon=True),
+        ]
+
+    # -- ports -----------------------------------------------------------------------------
+    def start(self) -> None:
+        self._open()
+        if self.inport is None:
+            log.warning("MIDI input %r not found; waiting for it", self.port_prefix)
+        for t in self._threads:
+            t.start()
+
+    def _find(self, names: list[str]) -> str | None:
+        assert self.port_prefix is not None
+        for n in names:
+            if n.startswith(self.port_prefix) or self.port_prefix in n:
+                return n
+        return None
+
+    def _open(self) -> None:
+        try:
+            if self.virtual is not None:
+                self.inport = self.backend.open_input(
+                    self.virtual, virtual=True, callback=self._on_message
+                )
+                self.outport = self.backend.open_output(self.virtual, virtual=True)
+            else:
+                name = self._find(self.backend.get_input_names())
+                if name is None:
+                    return
+                self.inport = self.backend.open_input(name, callback=self._on_message)
+                out = self._find(self.backend.get_output_names())
+                self.outport = self.backend.open_output(out) if out else None
+            log.info(
+                "MIDI: %s (map %s)%s",
+                self.inport.name,
+                self.map.name,
+                "" if self.outport else ", no LED output",
+            )
+            self._leds.clear()  # the controller gets the whole state
+        except Exception as exc:  # rtmidi raises its own types
+            raise ParameterError(f"cannot open MIDI port: {exc}") from None
+
+    def _close(self) -> None:
+        for p in (self.inport, self.outport):
+            try:
+                if p is not None:
+                    p.close()
+            except Exception:
+                pass
+        self.inport = self.outport = None
+
+    def _watch(self) -> None:
+        """Notice an unplugged controller and reopen it when it returns."""
+        while not self._stop.wait(1.0):
+            if self.virtual is not None:
+                continue
+            try:
+                present = self._find(self.backend.get_input_names()) is not None
+            except Exception:
+                present = False
+            if self.inport is not None and not present:
+                log.warning(
+                    "MIDI controller %r unplugged; still playing, waiting for it", self.port_prefix
+                )
+                self._close()
+            elif self.inport is None and present:
+                try:
+                    self._open()
+                except StemdeckError as exc:
+                    log.warning("%s", exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            if t.is_alive():
+                t.join(timeout=2)
+        self._close()
+
+    # -- input -----------------------------------------------------------------------------
+    def _get_norm(self, address: str) -> float:
+        keys = self.host.registry.resolve(address)
+        return float(self.host.registry.get_norm(keys[0]))
+
+    def _on_message(self, msg: Any) -> None:
+        """rtmidi's thread: decode, map, apply. Never raises."""
+        self.received += 1
+        try:
+            if msg.type == "control_change":
+                decoded = ("cc", msg.channel, msg.control, msg.value)
+            elif msg.type in ("note_on", "note_off"):
+                decoded = (msg.type, msg.channel, msg.note, msg.velocity)
+            elif msg.type == "program_change":
+                decoded = ("program_change", msg.channel, msg.program, 0)
+            else:
+                return
+            with self._lock:
+                actions = self.mapper.handle(*decoded, time.monotonic())
+            for verb, address, args in actions:
+                self._apply(verb, address, args)
+        except StemdeckError as exc:
+            self.errors += 1
+            log.debug("MIDI %s: %s", msg, exc)
+        except Exception as exc:
+            self.errors += 1
+            log.warning("MIDI message %s failed: %r", msg, exc)
+
+    def _apply(self, verb: str, address: str, args: list[Any]) -> None:
+        reg = self.host.registry
+        if verb == "norm":
+            commands = reg.set_norm(address, args[0])
+        elif verb == "set":
+            commands = reg.set(address, args)
+        elif verb == "learned":
+            self._save_learned()
+            log.info("MIDI learn: bound %s", address)
+            return
+        else:
+            self._action(address, args)
+            return
+        for c in commands:
+            self.host.post(c)
+
+    def _action(self, address: str, args: list[Any]) -> None:
+        engine = self.host.engine
+        if address == "/transport/play":
+            self.host.post(Play())
+        elif address == "/transport/pause":
+            self.host.post(Pause())
+        elif address == "/transport/stop":
+            self.host.post(Stop())
+        elif address == "/transport/toggle":
+            self.host.post(Pause() if engine.playing else Play())
+        elif address == "/scene/recall":
+            try:
+                self.host.recall_scene(str(args[0]), float(args[1]) if len(args) > 1 else 0.0)
+            except StemdeckError as exc:
+                log.warning("MIDI scene recall: %s", exc)
+        elif address == "/scene/save":
+            self.host.save_scene(str(args[0]))
+
+    # -- learn -----------------------------------------------------------------------------
+    def learn(self, address: str) -> None:
+        """Bind the next control moved to ``address`` and save it in the user's map."""
+        self.host.registry.resolve(address)  # a bad address is an error now, not later
+        if address.split("/")[1] in ("transport", "scene"):
+            raise ParameterError("MIDI learn binds channel and master controls")
+        with self._lock:
+            self.mapper.learning = address
+        log.info("MIDI learn: move a control for %s", address)
+
+    def _save_learned(self) -> None:
+        folder = user_map_dir()
+        m = self.mapper.map
+        lines = [f"# {m.name}: saved by stemdeck MIDI learn", f'name = "{m.name}"', ""]
+        if m.programs:
+            lines.append("[programs]")
+            lines += [f'{k} = "{v}"' for k, v in sorted(m.programs.items())]
+            lines.append("")
+        text = "\n".join(lines) + "\n" + "\n".join(binding_toml(b) for b in m.bindings)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / f".{m.name}.toml.tmp"
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, folder / f"{m.name}.toml")
+        except OSError as exc:
+            log.warning("MIDI learn: cannot save %s: %s", folder, exc.strerror)
+
+    # -- LEDs ------------------------------------------------------------------------------
+    def _feedback(self) -> None:
+        """Echo switch states (mute, solo) to the controller when they change."""
+        import mido
+
+        while not self._stop.wait(0.05):
+            out = self.outport
+            if out is None:
+                continue
+            try:
+                for kind, channel, number, value in self.mapper.led_messages():
+                    key = (kind, channel, number)
+                    if self._leds.get(key) == value:
+                        continue
+                    self._leds[key] = value
+                    if kind == "note":
+                        out.send(
+                            mido.Message("note_on", channel=channel, note=number, velocity=value)
+                        )
+                    else:
+                        out.send(
+                            mido.Message(
+                                "control_change", channel=channel, control=number, value=value
+                            )
+                        )
+            except (StemdeckError, PresetError):
+                continue
+            except Exception as exc:
+                log.debug("MIDI LED feedback: %r", exc)

@@ -1,0 +1,211 @@
+"""MIDI end to end with real ports: rtmidi's JACK API under jackd (dummy driver)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from daemon_helpers import Daemon
+from jack_helpers import JackRecorder, env_for, start_jack
+
+from conftest import tone_mix
+
+SR = 48000
+pytestmark = pytest.mark.jack
+PORT = "stemdeck-midi-test"
+
+
+@pytest.fixture(scope="module")
+def jack_name():
+    name = f"stemdeck-midi-{os.getpid()}"
+    jackd = start_jack(name, rate=SR, period=256)
+    if jackd is None:
+        pytest.skip("jackd is not installed (scripts/setup installs jackd2)")
+    saved = {k: os.environ.get(k) for k in env_for(name)}
+    os.environ.update(env_for(name))  # this process's rtmidi clients use it too
+    yield name
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    jackd.terminate()
+    jackd.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def rig(jack_name: str, tmp_path_factory: pytest.TempPathFactory):
+    name = jack_name
+    import jack
+    import mido
+
+    root = tmp_path_factory.mktemp("midi")
+    y = 0.4 * tone_mix(4.0, sr=SR) + 0.05 * np.random.default_rng(2).standard_normal((2, 4 * SR))
+    sf.write(root / "song.wav", y.astype(np.float32).T, SR, subtype="FLOAT")
+    env = {
+        **env_for(name),
+        "STEMDECK_CACHE": str(root / "cache"),
+        "STEMDECK_CONFIG": str(root / "config"),
+    }
+    daemon = Daemon(
+        [
+            str(root / "song.wav"),
+            "--midi-virtual",
+            PORT,
+            "--midi-api",
+            "jack",
+            "--midi-map",
+            "generic",
+        ],
+        env,
+        root,
+    )
+    daemon.wait_ready()
+    backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK", load=True)
+    to_daemon = backend.open_output("stemdeck-test-out", virtual=True)
+    leds = backend.open_input("stemdeck-test-leds", virtual=True)
+    client = jack.Client("stemdeck-midi-wiring", servername=name, no_start_server=True)
+
+    def port(pattern: str, output: bool) -> str:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            found = [
+                p.name
+                for p in client.get_ports(is_midi=True, is_output=output)
+                if pattern in p.name
+            ]
+            if found:
+                return found[0]
+            time.sleep(0.1)
+        raise AssertionError(f"no MIDI port {pattern}")
+
+    client.connect(port("stemdeck-test-out", True), port(PORT, False))
+    client.connect(port(PORT, True), port("stemdeck-test-leds", False))
+    recorder = JackRecorder(name)
+    recorder.connect_from("PortAudio")
+    time.sleep(0.5)
+    yield daemon, to_daemon, leds, recorder, root
+    recorder.close()
+    client.close()
+    to_daemon.close()
+    leds.close()
+    code, err = daemon.stop()
+    assert code == 0, err
+
+
+def settle() -> None:
+    time.sleep(0.3)
+
+
+def test_cc_moves_a_fader_with_soft_takeover(rig) -> None:
+    import mido
+
+    daemon, to_daemon, *_ = rig
+    to_daemon.send(mido.Message("control_change", channel=0, control=20, value=10))
+    settle()
+    assert daemon.client.query("/ch/1/fader") == pytest.approx(0.75)  # not picked up yet
+    for v in (90, 95, 96, 64):  # meet the value, then move
+        to_daemon.send(mido.Message("control_change", channel=0, control=20, value=v))
+    settle()
+    assert daemon.client.query("/ch/1/fader") == pytest.approx(64 / 127, abs=1e-6)
+    daemon.client.send("/ch/1/fader", 0.75)
+
+
+def test_notes_mute_and_leds_follow(rig) -> None:
+    import mido
+
+    daemon, to_daemon, leds, *_ = rig
+    for _ in leds.iter_pending():
+        pass
+    to_daemon.send(mido.Message("note_on", channel=0, note=37, velocity=127))  # mute ch 2
+    to_daemon.send(mido.Message("note_off", channel=0, note=37))
+    settle()
+    assert daemon.client.query("/ch/2/mute") == 1
+    got = [m for m in leds.iter_pending() if m.type == "note_on" and m.note == 37]
+    assert got and got[-1].velocity == 127  # the button lights
+    daemon.client.send("/ch/2/mute", 0)  # an OSC change reaches the LED too
+    settle()
+    got = [m for m in leds.iter_pending() if m.type == "note_on" and m.note == 37]
+    assert got and got[-1].velocity == 0
+
+
+def test_midi_mutes_are_heard(rig) -> None:
+    import mido
+
+    _, to_daemon, _, recorder, _ = rig
+    for note in range(36, 40):  # mute all four stems from the controller
+        to_daemon.send(mido.Message("note_on", channel=0, note=note, velocity=127))
+        to_daemon.send(mido.Message("note_off", channel=0, note=note))
+    settle()
+    _, audio = recorder.record(0.5)
+    assert np.abs(audio).max() < 1e-6
+    for note in range(36, 40):
+        to_daemon.send(mido.Message("note_on", channel=0, note=note, velocity=127))
+    settle()
+    _, audio = recorder.record(0.5)
+    assert np.abs(audio).max() > 0.05
+
+
+def test_program_change_recalls_a_scene(rig) -> None:
+    import mido
+
+    daemon, to_daemon, *_ = rig
+    to_daemon.send(mido.Message("program_change", channel=0, program=1))  # 2 = acapella
+    settle()
+    assert daemon.client.query("/ch/drums/gain") == 0.0
+    assert daemon.client.query("/ch/vocals/gain") == pytest.approx(1.0)
+    to_daemon.send(mido.Message("program_change", channel=0, program=0))  # 1 = unity
+    settle()
+    assert daemon.client.query("/ch/drums/gain") == pytest.approx(1.0)
+
+
+def test_midi_learn_binds_and_saves(rig) -> None:
+    import mido
+
+    daemon, to_daemon, _, _, root = rig
+    assert ("/midi/learn", ["/ch/4/pan"]) in daemon.client.ask("/midi/learn", "/ch/4/pan")
+    to_daemon.send(mido.Message("control_change", channel=5, control=99, value=64))
+    settle()
+    to_daemon.send(mido.Message("control_change", channel=5, control=99, value=66))
+    to_daemon.send(mido.Message("control_change", channel=5, control=99, value=127))
+    settle()
+    assert daemon.client.query("/ch/4/pan") == pytest.approx(1.0)
+    saved = (root / "config" / "midi" / "generic.toml").read_text()
+    assert "cc = 99" in saved and "channel = 6" in saved and '"/ch/4/pan"' in saved
+    daemon.client.send("/ch/4/pan", 0.0)
+
+
+def test_bad_learn_target_is_an_error(rig) -> None:
+    daemon, *_ = rig
+    replies = daemon.client.ask("/midi/learn", "/ch/99/fader")
+    assert any(a == "/error" for a, _ in replies)
+
+
+def test_unknown_port_and_bad_map_are_one_line_errors(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    bad = tmp_path / "map.toml"
+    bad.write_text("[[binding]]\ncc = 500\ntarget = '/ch/1/fader'\n")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stemdeck.daemon.cli",
+            "demo",
+            "--no-audio",
+            "--midi-virtual",
+            "x",
+            "--midi-map",
+            str(bad),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert "binding 1: cc/note must be 0..127" in proc.stderr and "Traceback" not in proc.stderr

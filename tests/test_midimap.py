@@ -1,0 +1,175 @@
+"""MIDI maps and the mapper's modes, without devices."""
+
+from pathlib import Path
+
+import pytest
+
+from stemdeck.core.errors import PresetError
+from stemdeck.core.midimap import (
+    LONG_PRESS_S,
+    MidiMap,
+    MidiMapper,
+    load_midi_map,
+    parse_midi_map,
+)
+from stemdeck.core.presets import list_presets
+from stemdeck.core.registry import Registry
+
+SHIPPED = {"generic", "nanokontrol2", "midimix", "launchcontrol-xl", "x-touch-mini"}
+
+
+def test_every_shipped_map_loads_and_resolves() -> None:
+    assert SHIPPED <= set(list_presets("midi"))
+    reg = Registry([f"c{i}" for i in range(8)])
+    for name in list_presets("midi"):
+        m = load_midi_map(name)
+        assert m.bindings, name
+        for b in m.bindings:
+            if b.target.startswith(("/ch/", "/master/")):
+                assert reg.resolve(b.target), (name, b)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        (
+            "[[binding]]\ncc = 1\ntarget = '/ch/1/fader'\nmode = 'wobble'",
+            "binding 1: mode 'wobble'",
+        ),
+        ("[[binding]]\ncc = 200\ntarget = '/ch/1/fader'", "binding 1: cc/note must be 0..127"),
+        ("[[binding]]\ncc = 1\nnote = 2\ntarget = '/ch/1/fader'", "exactly one of cc"),
+        (
+            "[[binding]]\ncc = 1\ntarget = '/ch/1/fader'\n"
+            "[[binding]]\ncc = 1\ntarget = '/ch/2/fader'",
+            "binding 2: cc 1 on channel 1 is already bound by binding 1",
+        ),
+        ("[[binding]]\ncc = 1\ntarget = '/ch/1/fader'\nmode = 'absolute14'", "absolute14 needs"),
+        ("[[binding]]\nnote = 1\ntarget = '/scene/recall'", "needs args"),
+        ("[[binding]]\nnote = 1\ntarget = '/launch/missiles'", "unknown target"),
+        ("[[binding]]\ncc = 1\nchannel = 17\ntarget = '/ch/1/fader'", "channel must be 1..16"),
+        ("[programs]\n0 = 'x'", "programs.0"),
+        ("name = ", "not valid TOML"),
+    ],
+)
+def test_bad_map_names_file_entry_and_reason(tmp_path: Path, text: str, reason: str) -> None:
+    path = tmp_path / "mine.toml"
+    path.write_text(text)
+    with pytest.raises(PresetError, match=reason) as info:
+        load_midi_map(str(path))
+    assert str(path) in str(info.value)
+
+
+def mapper(text: str, names: int = 4) -> tuple[MidiMapper, Registry]:
+    reg = Registry([f"c{i}" for i in range(names)])
+
+    def get_norm(address: str) -> float:
+        return reg.get_norm(reg.resolve(address)[0])
+
+    return MidiMapper(parse_midi_map(text, "test.toml"), get_norm), reg
+
+
+def apply(reg: Registry, actions: list) -> None:
+    for verb, address, args in actions:
+        if verb == "norm":
+            reg.set_norm(address, args[0])
+        elif verb == "set":
+            reg.set(address, args)
+
+
+FADER = "[[binding]]\ncc = 7\ntarget = '/ch/1/fader'\n"
+
+
+def test_absolute_soft_takeover() -> None:
+    m, reg = mapper(FADER)  # the channel sits at unity: fader 0.75 (CC ~95)
+    assert m.handle("cc", 0, 7, 10, 0.0) == []  # far below: ignored
+    assert m.handle("cc", 0, 7, 40, 0.0) == []
+    out = m.handle("cc", 0, 7, 96, 0.0)  # reached the value: picked up
+    assert out and out[0][2][0] == pytest.approx(96 / 127)
+    apply(reg, out)
+    apply(reg, m.handle("cc", 0, 7, 20, 0.0))  # fast move after pick-up still follows
+    assert reg.get_norm("/ch/1/fader") == pytest.approx(20 / 127)
+    reg.set("/ch/1/fader", [0.75])  # changed elsewhere (OSC, scene): pick up again
+    assert m.handle("cc", 0, 7, 21, 0.0) == []
+    assert m.handle("cc", 0, 7, 120, 0.0)  # jumped across the value: crossing picks up
+
+
+def test_fourteen_bit_pair() -> None:
+    m, reg = mapper("[[binding]]\ncc = 1\nlsb = 33\ntarget = '/ch/2/fader'\nmode = 'absolute14'\n")
+    msb, lsb = divmod(round(0.75 * 16383), 128)
+    assert m.handle("cc", 0, 1, msb, 0.0) == []  # MSB alone waits for its LSB
+    out = m.handle("cc", 0, 33, lsb, 0.0)
+    assert out[0][2][0] == pytest.approx(0.75, abs=1e-4)
+    apply(reg, out)
+    apply(reg, m.handle("cc", 0, 1, 64, 0.0) + m.handle("cc", 0, 33, 5, 0.0))
+    assert reg.get_norm("/ch/2/fader") == pytest.approx((64 * 128 + 5) / 16383, abs=1e-6)
+
+
+@pytest.mark.parametrize(("mode", "up", "down"), [("relative2c", 3, 125), ("relative64", 67, 61)])
+def test_relative_encoders(mode: str, up: int, down: int) -> None:
+    m, reg = mapper(f"[[binding]]\ncc = 9\ntarget = '/ch/1/pan'\nmode = '{mode}'\n")
+    apply(reg, m.handle("cc", 0, 9, up, 0.0))
+    assert reg.get("/ch/1/pan") == pytest.approx(2 * (0.5 + 3 / 127) - 1)
+    apply(reg, m.handle("cc", 0, 9, down, 0.0))
+    apply(reg, m.handle("cc", 0, 9, down, 0.0))
+    assert reg.get("/ch/1/pan") == pytest.approx(2 * (0.5 - 3 / 127) - 1)
+
+
+def test_toggle_momentary_and_press() -> None:
+    m, reg = mapper(
+        "[[binding]]\nnote = 1\ntarget = '/ch/1/mute'\nmode = 'toggle'\n"
+        "[[binding]]\nnote = 2\ntarget = '/ch/2/mute'\nmode = 'momentary'\n"
+        "[[binding]]\nnote = 3\ntarget = '/ch/3/solo'\nmode = 'press'\n"
+    )
+    apply(reg, m.handle("note_on", 0, 1, 127, 0.0))
+    apply(reg, m.handle("note_off", 0, 1, 0, 0.1))
+    assert reg.get("/ch/1/mute") == 1
+    apply(reg, m.handle("note_on", 0, 1, 127, 0.2))
+    assert reg.get("/ch/1/mute") == 0
+    apply(reg, m.handle("note_on", 0, 2, 127, 0.0))
+    assert reg.get("/ch/2/mute") == 1
+    apply(reg, m.handle("note_off", 0, 2, 0, 0.05))
+    assert reg.get("/ch/2/mute") == 0
+    # press: short = toggle (stays on)
+    apply(reg, m.handle("note_on", 0, 3, 127, 1.0))
+    apply(reg, m.handle("note_off", 0, 3, 0, 1.0 + LONG_PRESS_S / 3))
+    assert reg.get("/ch/3/solo") == 1
+    # press: held long = momentary (back off on release)
+    apply(reg, m.handle("note_on", 0, 3, 127, 2.0))
+    assert reg.get("/ch/3/solo") == 0
+    apply(reg, m.handle("note_on", 0, 3, 0, 2.0 + 2 * LONG_PRESS_S))  # velocity 0 = off
+    assert reg.get("/ch/3/solo") == 1
+
+
+def test_program_change_and_triggers() -> None:
+    m, _ = mapper(
+        "[programs]\n1 = 'verse'\n"
+        "[[binding]]\nnote = 9\ntarget = '/transport/toggle'\n"
+        "[[binding]]\nnote = 10\ntarget = '/scene/recall'\nargs = ['drop']\n"
+    )
+    assert m.handle("program_change", 0, 0, 0, 0.0) == [("action", "/scene/recall", ["verse"])]
+    assert m.handle("program_change", 0, 4, 0, 0.0) == [("action", "/scene/recall", ["program-5"])]
+    assert m.handle("note_on", 0, 9, 100, 0.0) == [("action", "/transport/toggle", [])]
+    assert m.handle("note_off", 0, 9, 0, 0.0) == []
+    assert m.handle("note_on", 0, 10, 1, 0.0) == [("action", "/scene/recall", ["drop"])]
+
+
+def test_learn_binds_the_next_control() -> None:
+    m, _ = mapper(FADER)
+    m.learning = "/ch/3/fader"
+    assert m.handle("cc", 2, 44, 10, 0.0) == [("learned", "/ch/3/fader", [])]
+    assert m.learned is not None and (m.learned.channel, m.learned.number) == (2, 44)
+    assert m.handle("cc", 2, 44, 95, 0.0)  # now bound (and picked up near unity)
+
+
+def test_led_state() -> None:
+    m, reg = mapper(
+        "[[binding]]\nnote = 1\ntarget = '/ch/1/mute'\n"
+        "[[binding]]\nnote = 2\ntarget = '/ch/9/mute'\n"
+    )  # no channel 9: skipped
+    assert m.led_messages() == [("note", 0, 1, 0)]
+    reg.set("/ch/1/mute", [True])
+    assert m.led_messages() == [("note", 0, 1, 127)]
+
+
+def test_map_type() -> None:
+    assert isinstance(load_midi_map("generic"), MidiMap)
