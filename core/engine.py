@@ -279,6 +279,14 @@ class Mixer:
         self._sumsq[:] = 0.0
         self._count = 0
 
+    def master_view(self, frames: int) -> np.ndarray:
+        """The master bus of the block just processed, shape (frames, 2) (a view).
+
+        With ``outputs="channels"`` the output holds the channels, not the master;
+        a recorder takes the master from here. Valid until the next ``process``.
+        """
+        return self._mix[:, :frames].T
+
     @property
     def out_channels(self) -> int:
         return 2 if self.outputs == "mix" else 2 * self.max_channels
@@ -421,6 +429,7 @@ class Mixer:
         moving = self._transport.curve(0, frames, transport, self._ramp)
         if track is None or (not self.playing and not moving and self._transport.current[0] == 0):
             out[:] = 0.0
+            self._mix[:, :frames] = 0.0
             self._count += frames
             return
         self._master.curve(0, frames, self._curve, self._ramp)

@@ -305,13 +305,17 @@ class Registry:
             channels = scene.get("channels", {})
             if not isinstance(channels, dict):
                 raise ParameterError("scene 'channels' must be a table")
+            # Validate everything first: a bad value anywhere changes nothing.
+            strips = list(self.strips)
             for name, values in channels.items():
                 if name in self.names and isinstance(values, dict):
                     i = self.names.index(name)
-                    self.strips[i] = _state_from(values, self.strips[i])
+                    strips[i] = _state_from(values, strips[i])
             master = scene.get("master")
-            if isinstance(master, dict):
-                self.master = _state_from(master, self.master)
+            new_master = (
+                _state_from(master, self.master) if isinstance(master, dict) else self.master
+            )
+            self.strips, self.master = strips, new_master
             return self.all_commands()
 
 

@@ -23,7 +23,11 @@ log = logging.getLogger("stemdeck")
 
 
 class Engine(Protocol):
+    max_block: int
+
     def process(self, out: np.ndarray) -> None: ...
+
+    def master_view(self, frames: int) -> np.ndarray: ...
 
 
 class Recorder:
@@ -125,7 +129,10 @@ class Sink:
         if took > self.max_render_s:
             self.max_render_s = took
         if self.recorder is not None:
-            self.recorder.push(out[:, :2])
+            if out.shape[0] <= self.engine.max_block:
+                self.recorder.push(self.engine.master_view(out.shape[0]))
+            else:  # processed in pieces: only mix-mode output is the master
+                self.recorder.push(out[:, :2])
 
     def start(self) -> None:
         raise NotImplementedError

@@ -1,0 +1,49 @@
+"""Audio sinks without a device: the null clock keeps time, the recorder writes the master."""
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from stemdeck.core.engine import Mixer, Play, SetTrack, StripTarget, Track
+from stemdeck.core.errors import ParameterError
+from stemdeck.core.registry import Registry
+from stemdeck.daemon.audio import NullSink, Recorder
+
+SR = 48000
+
+
+def test_null_clock_runs_in_real_time_and_records_the_master(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    channels = (0.1 * rng.standard_normal((3, 2, SR * 3))).astype(np.float32)
+    engine = Mixer(max_channels=3)
+    engine.prepare(SR, 256, outputs="channels")
+    engine.post(SetTrack(Track(channels, SR, ("a", "b", "c"))))
+    engine.post(StripTarget(1, 0.5, False, False, 0.0))
+    engine.post(Play())
+    recorder = Recorder(tmp_path / "rec.wav", SR, 2, max_block=1024)
+    sink = NullSink(engine, SR, 256, engine.out_channels, recorder)
+    t0 = time.monotonic()
+    sink.start()
+    time.sleep(1.0)
+    sink.stop()
+    elapsed = time.monotonic() - t0
+    recorder.close()
+    played = engine.position / SR
+    assert abs(played - elapsed) < 0.25  # paced by the clock, not as fast as possible
+    data, sr = sf.read(tmp_path / "rec.wav", dtype="float32")
+    assert sr == SR and data.shape[1] == 2 and len(data) == engine.position
+    expected = channels[0] + 0.5 * channels[1] + channels[2]  # the master, not channel 1
+    x = engine._xfade_len + engine._ramp_len
+    np.testing.assert_allclose(data[x:, 0], expected[0, x : len(data)], atol=1e-6)
+
+
+def test_scene_with_a_bad_value_changes_nothing() -> None:
+    reg = Registry(["a", "b"])
+    before = reg.snapshot()
+    scene = {"channels": {"a": {"gain": 0.5}, "b": {"gain": "loud"}}}
+    with pytest.raises(ParameterError, match="not a number"):
+        reg.restore(scene)
+    assert reg.snapshot() == before
