@@ -112,10 +112,24 @@ def alignment(recorded: np.ndarray, reference: np.ndarray) -> int:
     """Offset into ``reference`` (looped) where ``recorded`` starts, by cross-correlation."""
     from scipy.signal import fftconvolve
 
-    probe = recorded[: min(len(recorded), 24000), 0].astype(np.float64)  # 0.5 s: unambiguous
+    probe = recorded[: min(len(recorded), 24000), 0].astype(np.float64)
     ref = np.concatenate([reference[:, 0], reference[: len(probe), 0]]).astype(np.float64)
     corr = fftconvolve(ref, probe[::-1], mode="valid")
     return int(np.argmax(corr)) % reference.shape[0]
+
+
+def chunk_residuals(recorded: np.ndarray, reference: np.ndarray, chunk: int) -> list[float]:
+    """Residual (dB) of each ``chunk``-sample piece of a recording against the looped
+    reference, each piece aligned on its own: one glitch on a busy machine spoils one
+    piece, while a wrong signal path spoils them all."""
+    out = []
+    for start in range(0, len(recorded) - chunk + 1, chunk):
+        piece = recorded[start : start + chunk]
+        offset = alignment(piece, reference)
+        ref = looped(reference, offset, chunk)
+        err = np.sum((piece - ref) ** 2) / max(float(np.sum(ref**2)), 1e-12)
+        out.append(10 * np.log10(max(float(err), 1e-30)))
+    return out
 
 
 def looped(reference: np.ndarray, start: int, n: int) -> np.ndarray:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from daemon_helpers import Daemon
-from jack_helpers import JackRecorder, alignment, env_for, looped, start_jack
+from jack_helpers import JackRecorder, chunk_residuals, env_for, start_jack
 
 from conftest import tone_mix
 from stemdeck.core.cache import SeparationCache
@@ -75,19 +75,14 @@ def playing(jack_server: str, tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_unity_plays_the_original_track(playing) -> None:
-    _, recorder, track, _ = playing
-    _, audio = recorder.record(1.0)
-    assert len(audio) > SR // 2
-    start = alignment(audio, track)
-    ref = looped(track, start, len(audio))
-    err = audio - ref
-    # skip the crossfade where the track loops, if it fell in this window
-    ok = np.ones(len(audio), bool)
-    wrap = (track.shape[0] - start) % track.shape[0]
-    ok[max(0, wrap - 300) : wrap + 300] = False
-    residual = np.sum(err[ok] ** 2) / np.sum(ref[ok] ** 2)
-    status = playing[0].client.query("/status")
-    assert 10 * np.log10(residual) < -60, status  # bit-faithful apart from float rounding
+    daemon, recorder, track, _ = playing
+    _, audio = recorder.record(1.5)
+    assert len(audio) > SR
+    residuals = chunk_residuals(audio, track, SR // 4)
+    exact = [r for r in residuals if r < -60]  # bit-faithful apart from float rounding
+    status = daemon.client.query("/status")
+    # all but at most one glitched piece (a loaded CI machine); a wrong path fails all
+    assert len(exact) >= len(residuals) - 1, (residuals, status)
     assert np.abs(audio).max() > 0.1
 
 
@@ -95,18 +90,14 @@ def test_muted_channel_is_gone(playing) -> None:
     daemon, recorder, track, separated = playing
     daemon.client.send("/ch/1/mute", 1)
     time.sleep(0.3)
-    _, audio = recorder.record(1.0)
+    _, audio = recorder.record(1.5)
     daemon.client.send("/ch/1/mute", 0)
-    without = track - np.asarray(separated.channels[0]).T
-    start = alignment(audio, without)
-    ref = looped(without, start, len(audio))
-    ok = np.ones(len(audio), bool)
-    wrap = (track.shape[0] - start) % track.shape[0]
-    ok[max(0, wrap - 300) : wrap + 300] = False
-    residual = np.sum((audio - ref)[ok] ** 2) / np.sum(ref[ok] ** 2)
-    assert 10 * np.log10(residual) < -60
-    muted = looped(np.asarray(separated.channels[0]).T, start, len(audio))
-    assert np.sum(muted**2) > 0.01 * np.sum(ref**2)  # the channel was really audible
+    muted = np.asarray(separated.channels[0]).T
+    without = track - muted
+    residuals = chunk_residuals(audio, without, SR // 4)
+    assert sum(r < -60 for r in residuals) >= len(residuals) - 1, residuals
+    # and the muted channel was really audible: leaving it in does not match
+    assert max(chunk_residuals(audio, track, SR // 4)) > -30
 
 
 def test_fader_move_is_heard_quickly(playing) -> None:
