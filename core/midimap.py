@@ -197,11 +197,14 @@ class MidiMapper:
     midi_map : MidiMap
     get_norm : callable(key) -> float
         The current 0..1 value of a registry key (for soft takeover and encoders).
+    get_playing : callable() -> bool, optional
+        Transport state, for the LEDs of play, stop and toggle buttons.
     """
 
-    def __init__(self, midi_map: MidiMap, get_norm: Any) -> None:
+    def __init__(self, midi_map: MidiMap, get_norm: Any, get_playing: Any = None) -> None:
         self.map = midi_map
         self.get_norm = get_norm
+        self.get_playing = get_playing
         self._state: dict[Binding, _State] = {}
         self.learning: str | None = None
         self.learned: Binding | None = None
@@ -325,7 +328,20 @@ class MidiMapper:
     def led_messages(self) -> list[tuple[str, int, int, int]]:
         """(kind, channel, number, value) for every LED binding: the full state."""
         out = []
+        playing = bool(self.get_playing()) if self.get_playing is not None else None
         for b in self.map.bindings:
+            if (
+                b.led
+                and b.mode == "trigger"
+                and playing is not None
+                and b.target
+                in ("/transport/play", "/transport/toggle", "/transport/stop", "/transport/pause")
+            ):
+                lit = (
+                    playing if b.target in ("/transport/play", "/transport/toggle") else not playing
+                )
+                out.append((b.kind, b.channel, b.number, 127 if lit else 0))
+                continue
             if not b.led or not b.is_switch:
                 continue
             try:

@@ -75,7 +75,9 @@ class MidiControl:
             raise ParameterError("give --midi PORT or --midi-virtual NAME")
         self.host = host
         self.map = midi_map
-        self.mapper = MidiMapper(midi_map, self._get_norm)
+        self.mapper = MidiMapper(
+            midi_map, self._get_norm, lambda: host.engine.playing and not host.engine._pausing
+        )
         self.port_prefix = port
         self.virtual = virtual
         try:

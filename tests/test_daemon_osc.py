@@ -247,7 +247,7 @@ def test_track_load_only_from_the_library(served, client: Client) -> None:
         raise AssertionError(f"other.wav not ready: {status}")
 
 
-def test_record_and_unprivileged_bind_errors(tmp_path: Path) -> None:
+def test_missing_track_is_one_line_error(tmp_path: Path) -> None:
     import subprocess
     import sys
 

@@ -173,3 +173,19 @@ def test_led_state() -> None:
 
 def test_map_type() -> None:
     assert isinstance(load_midi_map("generic"), MidiMap)
+
+
+def test_transport_leds_follow_the_transport() -> None:
+    playing = [True]
+    m = MidiMapper(
+        parse_midi_map(
+            "[[binding]]\ncc = 41\ntarget = '/transport/play'\nled = true\n"
+            "[[binding]]\ncc = 42\ntarget = '/transport/stop'\nled = true\n",
+            "t.toml",
+        ),
+        lambda a: 0.0,
+        lambda: playing[0],
+    )
+    assert m.led_messages() == [("cc", 0, 41, 127), ("cc", 0, 42, 0)]
+    playing[0] = False
+    assert m.led_messages() == [("cc", 0, 41, 0), ("cc", 0, 42, 127)]
