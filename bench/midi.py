@@ -27,7 +27,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from daemon_helpers import Daemon  # noqa: E402
-from jack_helpers import JackRecorder, env_for, start_jack  # noqa: E402
+from jack_helpers import (  # noqa: E402
+    JackRecorder,
+    change_latency_ms,
+    env_for,
+    start_jack,
+)
 
 from stemdeck.core.audio import write  # noqa: E402
 from stemdeck.core.demo import demo_track  # noqa: E402
@@ -111,18 +116,9 @@ def main() -> None:
             time.sleep(0.15)
             rec.recording = False
             first, audio = rec.take()
-            ms = SR // 1000
-            env_ = np.abs(audio).max(axis=1)
-            steps = len(env_) // ms
-            peaks = env_[: steps * ms].reshape(steps, ms).max(axis=1)
-            before = (sent - first) // ms
-            steady = float(np.median(peaks[max(0, before - 50) : before]))
-            below = np.nonzero(peaks[before:] < 0.9 * steady)[0]
-            silent = np.nonzero(peaks[before:] < 1e-6)[0]
-            if len(below):
-                onsets.append(float(below[0]))
-            if len(silent):
-                ends.append(float(silent[0]))
+            onset, end = change_latency_ms(first, sent, audio, SR)
+            onsets.append(onset)
+            ends.append(end)
         print(
             f"MIDI CC -> JACK output, {len(onsets)} trials: onset median {median(onsets):.0f} "
             f"ms (max {max(onsets):.0f}), ramp end median {median(ends):.0f} ms "

@@ -8,6 +8,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -142,5 +143,42 @@ def env_for(server: str) -> dict[str, str]:
     return {"JACK_DEFAULT_SERVER": server, "JACK_NO_START_SERVER": "1"}
 
 
-def jack_available() -> Iterator[str]:  # pragma: no cover - documentation helper
-    yield os.environ.get("JACK_DEFAULT_SERVER", "default")
+@contextmanager
+def jack_in_this_process(
+    name: str, *, rate: int = 48000, period: int = 256
+) -> Iterator[str | None]:
+    """A dummy JACK server that this process's own clients (rtmidi) use by default;
+    yields None when jackd is not installed. The environment is restored after."""
+    proc = start_jack(name, rate=rate, period=period)
+    if proc is None:
+        yield None
+        return
+    saved = {k: os.environ.get(k) for k in env_for(name)}
+    os.environ.update(env_for(name))
+    try:
+        yield name
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def change_latency_ms(first: int, sent: int, audio: np.ndarray, sr: int) -> tuple[float, float]:
+    """From a recording that starts at JACK frame ``first``, the ms from ``sent`` to the
+    onset of a level drop (below 90 % of the level before) and to silence; NaN if not seen."""
+    ms = sr // 1000
+    level = np.abs(audio).max(axis=1)
+    steps = len(level) // ms
+    peaks = level[: steps * ms].reshape(steps, ms).max(axis=1)
+    before = max(0, (sent - first) // ms)
+    steady = float(np.median(peaks[max(0, before - 50) : before])) if before else 0.0
+    below = np.nonzero(peaks[before:] < 0.9 * steady)[0]
+    silent = np.nonzero(peaks[before:] < 1e-6)[0]
+    return (
+        float(below[0]) if len(below) else float("nan"),
+        float(silent[0]) if len(silent) else float("nan"),
+    )

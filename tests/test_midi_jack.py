@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from daemon_helpers import Daemon
-from jack_helpers import JackRecorder, env_for, start_jack
+from jack_helpers import JackRecorder, env_for, jack_in_this_process
 
 from conftest import tone_mix
 
@@ -21,20 +21,10 @@ PORT = "stemdeck-midi-test"
 
 @pytest.fixture(scope="module")
 def jack_name():
-    name = f"stemdeck-midi-{os.getpid()}"
-    jackd = start_jack(name, rate=SR, period=256)
-    if jackd is None:
-        pytest.skip("jackd is not installed (scripts/setup installs jackd2)")
-    saved = {k: os.environ.get(k) for k in env_for(name)}
-    os.environ.update(env_for(name))  # this process's rtmidi clients use it too
-    yield name
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    jackd.terminate()
-    jackd.wait(timeout=10)
+    with jack_in_this_process(f"stemdeck-midi-{os.getpid()}", rate=SR) as name:
+        if name is None:
+            pytest.skip("jackd is not installed (scripts/setup installs jackd2)")
+        yield name
 
 
 @pytest.fixture(scope="module")
