@@ -321,7 +321,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     track = getattr(args, "track", None) or DEMO
     if track != DEMO:
-        load(track)  # a missing or broken file is one clear error, before anything starts
+        # A missing or unreadable file is one clear error before anything starts; the
+        # header is enough here (the daemon decodes the file once, itself).
+        import soundfile as sf
+
+        try:
+            sf.info(track)
+        except Exception:
+            load(track)  # raises the AudioFileError that says what is wrong
     params = load_separation_preset(args.preset).with_overrides(n_components=args.components)
     opts = ServeOptions(
         track=track,

@@ -247,23 +247,41 @@ def test_track_load_only_from_the_library(served, client: Client) -> None:
         raise AssertionError(f"other.wav not ready: {status}")
 
 
-def test_missing_track_is_one_line_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (None, "no such file"),
+        (b"not audio", "not a readable audio file"),
+        ("nan", "NaN or infinite"),
+    ],
+)
+def test_bad_track_is_one_line_error(tmp_path: Path, content, reason: str) -> None:
     import subprocess
     import sys
 
+    track = tmp_path / "t.wav"
+    if content == "nan":
+        y = np.zeros((1000, 2), np.float32)
+        y[10, 1] = np.nan
+        sf.write(track, y, SR, subtype="FLOAT")
+    elif content is not None:
+        track.write_bytes(content)
     proc = subprocess.run(
         [
             sys.executable,
             "-m",
             "stemdeck.daemon.cli",
             "serve",
-            str(tmp_path / "missing.wav"),
+            str(track),
             "--no-audio",
+            "--osc-port",
+            "0",
         ],
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "STEMDECK_CACHE": str(tmp_path)},
+        env={**os.environ, "STEMDECK_CACHE": str(tmp_path / "c")},
     )
-    assert proc.returncode == 1 and "no such file" in proc.stderr
+    assert proc.returncode == 1 and reason in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
+    assert len([ln for ln in proc.stderr.splitlines() if "error" in ln]) == 1
