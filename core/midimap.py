@@ -299,10 +299,6 @@ class MidiMapper:
         st.last_set = position
         return [("norm", b.target, [position])]
 
-    def soft_takeover_pending(self, b: Binding) -> bool:
-        st = self._st(b)
-        return not st.picked_up
-
     # -- buttons ------------------------------------------------------------------------
     def _button(self, b: Binding, pressed: bool, now: float) -> list[tuple[str, str, list[Any]]]:
         st = self._st(b)

@@ -22,7 +22,9 @@ __all__ = [
     "db_to_fader",
     "db_to_gain",
     "fader_to_db",
+    "fader_to_gain",
     "gain_to_db",
+    "gain_to_fader",
     "pan_gains",
 ]
 
@@ -86,6 +88,16 @@ def db_to_gain(db: float) -> float:
 def gain_to_db(gain: float) -> float:
     """Linear gain to dB; 0 is ``-inf``."""
     return -math.inf if gain <= 0.0 else 20.0 * math.log10(gain)
+
+
+def fader_to_gain(position: float) -> float:
+    """Fader position 0..1 to linear gain (0 is off)."""
+    return db_to_gain(fader_to_db(position))
+
+
+def gain_to_fader(gain: float) -> float:
+    """Linear gain to fader position 0..1 (gains above +10 dB sit at the top)."""
+    return db_to_fader(min(gain_to_db(gain), MAX_DB))
 
 
 def pan_gains(pan: float) -> tuple[float, float]:

@@ -25,10 +25,10 @@ from .params import (
     MAX_DB,
     MAX_GAIN,
     OFF_DB,
-    db_to_fader,
     db_to_gain,
-    fader_to_db,
+    fader_to_gain,
     gain_to_db,
+    gain_to_fader,
 )
 
 __all__ = ["CHANNEL_PARAMS", "MASTER_PARAMS", "Registry", "StripState", "osc_pattern_regex"]
@@ -194,7 +194,7 @@ class Registry:
                 db = gain_to_db(state.gain)
                 return max(db, -math.inf)
             if param == "fader":
-                return db_to_fader(min(gain_to_db(state.gain), MAX_DB))
+                return gain_to_fader(state.gain)
             if param in ("mute", "solo"):
                 return int(getattr(state, param))
             return state.pan
@@ -229,7 +229,7 @@ class Registry:
             f = _number(args, key)
             if not 0.0 <= f <= 1.0:
                 raise ParameterError(f"{key} takes 0..1, got {f:g}")
-            return replace(state, gain=db_to_gain(fader_to_db(f)))
+            return replace(state, gain=fader_to_gain(f))
         if param == "gain":
             g = _number(args, key)
             if not 0.0 <= g <= MAX_GAIN * (1 + 1e-9):

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import signal
 
+from .stems import STEM_NAMES
+
 __all__ = ["STEM_NAMES", "Song", "SongSpec", "random_song", "render_song"]
 
-STEM_NAMES = ("drums", "bass", "vocals", "other")
 
 MAJOR = (0, 2, 4, 5, 7, 9, 11)
 MINOR = (0, 2, 3, 5, 7, 8, 10)

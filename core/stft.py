@@ -8,6 +8,7 @@ FFT produces and what the NMF and the masking walk through block by block.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 
 import numpy as np
 import scipy.fft
@@ -78,12 +79,17 @@ def stft(y: np.ndarray, *, n_fft: int = 2048, hop: int = 512) -> np.ndarray:
     return out.transpose(0, 2, 1)
 
 
+@lru_cache(maxsize=8)
 def _ola_norm(n_fft: int, hop: int, frames: int) -> np.ndarray:
+    """1 / overlap-added squared window; the same for every channel of a separation,
+    so cached (read-only)."""
     window_sq = _window(n_fft) ** 2
     total = np.zeros((frames - 1) * hop + n_fft, dtype=np.float32)
     _overlap_add(total, np.broadcast_to(window_sq, (frames, n_fft)), 0, hop)
     tiny = np.finfo(np.float32).tiny
-    return np.where(total > tiny, 1.0 / np.maximum(total, tiny), 0.0).astype(np.float32)
+    norm = np.where(total > tiny, 1.0 / np.maximum(total, tiny), 0.0).astype(np.float32)
+    norm.flags.writeable = False
+    return norm
 
 
 def _overlap_add(out: np.ndarray, frames: np.ndarray, first: int, hop: int) -> None:

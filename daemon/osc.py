@@ -119,7 +119,7 @@ class OscControl:
         reg = self.host.registry
         if address.startswith(("/ch/", "/master/")) or address in ("/ch", "/master"):
             if not args:
-                replies += [(key, [_wire(reg.get(key))]) for key in reg.resolve(address)]
+                replies += [(key, [reg.get(key)]) for key in reg.resolve(address)]
                 return []
             return list(reg.set(address, args))
         if address.startswith("/transport/"):
@@ -218,18 +218,12 @@ class OscControl:
     def state(self) -> list[Reply]:
         """Every current value, one message per address (the /state reply)."""
         reg = self.host.registry
-        out: list[Reply] = [(key, [_wire(reg.get(key))]) for key in reg.addresses()]
+        out: list[Reply] = [(key, [reg.get(key)]) for key in reg.addresses()]
         engine = self.host.engine
         out.append(("/transport/playing", [int(bool(engine.playing))]))
         out.append(("/transport/position", [float(engine.position) / engine.sr]))
         out.append(("/channels", [*reg.names]))
         return out
-
-
-def _wire(value: Any) -> Any:
-    if isinstance(value, float) and math.isinf(value):
-        return value  # -inf dB travels as an IEEE float
-    return value
 
 
 def _no_args(address: str, args: Sequence[Any]) -> None:

@@ -28,7 +28,7 @@ from stemdeck.core.audio import load, resample
 from stemdeck.core.cache import SeparationCache
 from stemdeck.core.engine import Mixer, Play, SetTrack, Track
 from stemdeck.core.errors import ParameterError, PresetError, StemdeckError
-from stemdeck.core.params import db_to_fader, db_to_gain, fader_to_db, gain_to_db
+from stemdeck.core.params import fader_to_gain, gain_to_fader
 from stemdeck.core.presets import SeparationParams, read_preset_text
 from stemdeck.core.registry import Registry
 from stemdeck.core.separate import cached_separation, channel_names, separate
@@ -296,28 +296,26 @@ class Daemon:
         """Glide fader positions and pans from ``start`` to ``end``; switches flip at the end."""
         t0 = time.monotonic()
 
-        def pos(gain: float) -> float:
-            return db_to_fader(min(gain_to_db(gain), 10.0))
+        def glide(a: dict[str, Any], b: dict[str, Any], x: float) -> dict[str, Any]:
+            # Levels move along the fader (as a hand would), pan linearly; switches
+            # take their new state at the end.
+            f = gain_to_fader(a["gain"]) + (gain_to_fader(b["gain"]) - gain_to_fader(a["gain"])) * x
+            out: dict[str, Any] = {
+                k: (b[k] if x >= 1.0 else a[k]) for k in ("mute", "solo") if k in a
+            }
+            out["gain"] = fader_to_gain(min(max(f, 0.0), 1.0))  # rounding stays in range
+            if "pan" in a:
+                out["pan"] = a["pan"] + (b["pan"] - a["pan"]) * x
+            return out
 
         while not stop.is_set():
             x = min((time.monotonic() - t0) / fade, 1.0)
-            frame: dict[str, Any] = {"channels": {}, "master": {}}
-            for name, a in start["channels"].items():
-                b = end["channels"].get(name, a)
-                f = pos(a["gain"]) + (pos(b["gain"]) - pos(a["gain"])) * x
-                frame["channels"][name] = {
-                    "gain": 0.0 if f <= 0 else db_to_gain(fader_to_db(f)),
-                    "pan": a["pan"] + (b["pan"] - a["pan"]) * x,
-                    "mute": b["mute"] if x >= 1.0 else a["mute"],
-                    "solo": b["solo"] if x >= 1.0 else a["solo"],
-                }
-            fm = (
-                pos(start["master"]["gain"])
-                + (pos(end["master"]["gain"]) - pos(start["master"]["gain"])) * x
-            )
-            frame["master"] = {
-                "gain": 0.0 if fm <= 0 else db_to_gain(fader_to_db(fm)),
-                "mute": end["master"]["mute"] if x >= 1.0 else start["master"]["mute"],
+            frame = {
+                "channels": {
+                    name: glide(a, end["channels"].get(name, a), x)
+                    for name, a in start["channels"].items()
+                },
+                "master": glide(start["master"], end["master"], x),
             }
             for cmd in self.registry.restore(frame):
                 self.post(cmd)
