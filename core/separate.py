@@ -22,7 +22,7 @@ from .cache import SeparationCache, cache_key
 from .errors import CacheError, ParameterError
 from .nmf import nmf, solve_activations
 from .presets import SeparationParams
-from .stems import load_stem_model
+from .stems import StemEstimate, StemModel, load_stem_model
 from .stft import istft, stft
 
 __all__ = [
@@ -33,7 +33,9 @@ __all__ = [
     "factorize",
     "magnitude",
     "reconstruct",
+    "reconstruct_spectra",
     "separate",
+    "stems_params",
 ]
 
 log = logging.getLogger("stemdeck")
@@ -202,7 +204,8 @@ def reconstruct(
         for c in range(X.shape[0]):
             np.multiply(X[c].T[s : s + 1024], den, out=Z[c].T[s : s + 1024])
 
-    def render(group: Sequence[int]) -> np.ndarray:
+    def render(g: int) -> np.ndarray:
+        group = groups[g]
         if len(group) == 1:  # a rank-one mask: weight the bins, then scale each frame
             k = group[0]
             return istft(
@@ -218,14 +221,21 @@ def reconstruct(
         Hg = np.ascontiguousarray(HpT[:, idx])
         return istft(Z, n_fft=n_fft, hop=hop, length=length, mask=lambda s, e: Hg[s:e] @ Wg)
 
+    yield from _render_all(render, len(groups), y, progress)
+
+
+def _render_all(
+    render: Callable[[int], np.ndarray], n: int, y: np.ndarray, progress: Progress | None
+) -> Iterator[np.ndarray]:
+    """Yield ``render(0) ... render(n - 2)``, two at a time on two threads, then ``y``
+    minus their sum: the channels add up to ``y`` to float rounding."""
     total = np.zeros(y.shape, dtype=np.float64)
-    n = len(groups)
     with ThreadPoolExecutor(max_workers=_THREADS) as pool:
         pending: deque[Future[np.ndarray]] = deque()
         submitted = 0
         for done in range(n - 1):
             while submitted < n - 1 and len(pending) < _THREADS:
-                pending.append(pool.submit(render, groups[submitted]))
+                pending.append(pool.submit(render, submitted))
                 submitted += 1
             audio = pending.popleft().result()
             total += audio
@@ -236,6 +246,46 @@ def reconstruct(
     if progress:
         progress("reconstruct", 1.0)
     yield last
+
+
+def reconstruct_spectra(
+    X: np.ndarray,
+    estimate: StemEstimate,
+    *,
+    y: np.ndarray,
+    n_fft: int,
+    hop: int,
+    progress: Progress | None = None,
+) -> Iterator[np.ndarray]:
+    """Yield each stem's audio, shape (channels, samples), in order.
+
+    Stem ``j`` gets the soft mask ``S_j^p / sum_k S_k^p`` of every channel's
+    complex STFT, with ``S_j`` the estimate's model spectrum. The masks are made
+    one block of frames at a time; the last stem is ``y`` minus the others.
+    """
+    n = len(estimate.groups)
+    frames, bins = X.shape[2], X.shape[1]
+    # The masks of all stems but the last (the remainder), made once, block by
+    # block; float16 is ample for a mask (the remainder keeps the sum exact).
+    masks = np.empty((n - 1, frames, bins), dtype=np.float16)
+    for s in range(0, frames, 1024):
+        e = min(s + 1024, frames)
+        powers = [estimate.stem_power(j, s, e) for j in range(n)]
+        den = powers[0].copy()
+        for P in powers[1:]:
+            den += P
+        # A bin the model leaves (nearly) empty gets no share: its masks are zero
+        # and the last stem, the remainder, takes it.
+        np.maximum(den, den.max(initial=0.0) * 1e-10, out=den)
+        np.reciprocal(den, out=den, where=den > 0)
+        for j in range(n - 1):
+            np.multiply(powers[j], den, out=powers[j])
+            masks[j, s:e] = powers[j]
+
+    def render(j: int) -> np.ndarray:
+        return istft(X, n_fft=n_fft, hop=hop, length=y.shape[1], mask=lambda s, e: masks[j, s:e])
+
+    yield from _render_all(render, n, y, progress)
 
 
 def _from_cache(
@@ -262,6 +312,13 @@ def _from_cache(
     )
 
 
+def stems_params(params: SeparationParams, model: StemModel, sr: int) -> SeparationParams:
+    """The parameters a stems-mode separation really runs with: the model's analysis
+    (FFT size, hop, mask exponent) at this rate; ``stems_iter`` and the rest as given."""
+    n_fft, hop = model.analysis_for(sr)
+    return params.with_overrides(n_fft=n_fft, hop=hop, mask_power=model.mask_power)
+
+
 def _key(y: np.ndarray, sr: int, params: SeparationParams, mode: str) -> str:
     if mode not in ("stems", "components"):
         raise ParameterError(f"unknown separation mode {mode!r}; use 'stems' or 'components'")
@@ -286,7 +343,10 @@ def cached_separation(
     """
     y = validate_audio(y, name="track")
     params = params or SeparationParams()
-    return _from_cache(cache, _key(y, sr, params, mode), mode, params)
+    key = _key(y, sr, params, mode)
+    if mode == "stems":
+        params = stems_params(params, load_stem_model(params.stems_model), sr)
+    return _from_cache(cache, key, mode, params)
 
 
 def channel_names(mode: str, params: SeparationParams) -> list[str]:
@@ -352,6 +412,8 @@ def separate(
     params = params or SeparationParams()
     key = _key(y, sr, params, mode)
     model = load_stem_model(params.stems_model) if mode == "stems" else None
+    if model is not None:
+        params = stems_params(params, model, sr)
     if cache is not None:
         cached = _from_cache(cache, key, mode, params)
         if cached is not None:
@@ -366,13 +428,14 @@ def separate(
         progress("stft", 1.0)
     V = magnitude(X)
     t1 = time.perf_counter()
+    estimate: StemEstimate | None = None
     if model is None:
         W, H = factorize(V, params, sr=sr, progress=progress)
         groups = [[k] for k in range(params.n_components)]
         names = _component_names(params.n_components)
     else:
-        W = model.templates_for(sr, params.n_fft)
-        H = solve_activations(V, W, beta=params.beta, n_iter=params.stems_iter)
+        estimate = model.estimate(V, sr=sr, n_fft=params.n_fft, n_iter=params.stems_iter)
+        W, H = estimate.W, estimate.H
         if progress:
             progress("nmf", 1.0)
             progress("activations", 1.0)
@@ -388,12 +451,14 @@ def separate(
             delivered.add(i)
             on_channel(i, names[i], audio)
 
-    W_masks = W if model is None else model.mask_templates(W, params.mask_power)
-
     def channels() -> Iterator[np.ndarray]:
+        if estimate is not None:
+            return reconstruct_spectra(
+                X, estimate, y=y, n_fft=params.n_fft, hop=params.hop, progress=progress
+            )
         return reconstruct(
             X,
-            W_masks,
+            W,
             H,
             groups,
             y=y,

@@ -1,16 +1,29 @@
 """Stems mode: the four stems a DJ knows, from NMF with pre-learned dictionaries.
 
 Each stem (``drums``, ``bass``, ``vocals``, ``other``) has a dictionary of
-spectral templates learned offline by NMF on the isolated stems of training
-songs (``scripts/train_stems.py``; the result ships as
-``presets/stems/<name>.npz``). A track is explained with all dictionaries at
-once: the templates stay fixed, only their activations ``H`` are fitted to the
-track's spectrogram (KL-NMF), and each stem's share of the model becomes its
-soft mask. The masks of the four stems sum to one, so the stems add up to the
-track.
+spectral templates learned offline by KL-NMF on isolated stems of real and
+generated songs (``scripts/train_stems.py``; the model ships as
+``presets/stems/<name>.npz``). A track is separated in five steps
+(``docs/separation.md`` has the measurements behind each one):
 
-Templates are spectra in Hz: a model trained at 44.1 kHz with a 2048-point
-FFT is resampled along frequency to any other rate or FFT size.
+1. The mixture's magnitude spectrogram is projected onto mel bands, and split
+   into a harmonic and a percussive part by median filtering (HPSS).
+2. The activations of all dictionaries are fitted to each part with the
+   templates fixed (KL-NMF, templates projected onto the same mel bands).
+3. A learned linear map (ridge regression, fitted on training mixtures against
+   their true stems) turns the activations of five neighbouring frames into
+   each stem's mel spectrum. It corrects what the dictionaries alone get wrong:
+   a bass template that also explains a kick, a voice template that explains a
+   lead guitar (discriminative NMF).
+4. Each stem's model spectrum is its dictionary's reconstruction at full
+   frequency resolution, reweighted band by band to the mel spectrum of step 3.
+5. Soft masks ``S_j^p / sum_k S_k^p`` of the complex STFT (in
+   :func:`stemdeck.core.separate.reconstruct_spectra`); the masks sum to one, so
+   the stems add up to the track.
+
+Templates are spectra in Hz: a model trained at 44.1 kHz is resampled along
+frequency to any other rate, and its mel bands are fixed in Hz, so the map
+applies at any rate.
 """
 
 from __future__ import annotations
@@ -19,25 +32,178 @@ import functools
 import hashlib
 import io
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
+import scipy.ndimage
 
-from .errors import PresetError
-from .nmf import nmf
+from .errors import ParameterError, PresetError
+from .nmf import nmf, solve_activations
 
-__all__ = ["STEM_NAMES", "StemModel", "load_stem_model", "train_stem_model"]
+__all__ = [
+    "STEM_NAMES",
+    "BandExpansion",
+    "StemEstimate",
+    "StemModel",
+    "fit_maps",
+    "hpss",
+    "load_stem_model",
+    "mel_filterbank",
+    "train_dictionaries",
+    "train_stem_model",
+]
 
 STEM_NAMES = ("drums", "bass", "vocals", "other")
-MODEL_FORMAT = 1
+MODEL_FORMAT = 2
+
+
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale: linear below 1 kHz, logarithmic above (as librosa's default)."""
+    hz = np.asarray(hz, dtype=np.float64)
+    f_sp = 200.0 / 3
+    mel = hz / f_sp
+    log_step = np.log(6.4) / 27.0
+    high = hz >= 1000.0
+    mel[high] = 15.0 + np.log(hz[high] / 1000.0) / log_step
+    return mel
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    mel = np.asarray(mel, dtype=np.float64)
+    f_sp = 200.0 / 3
+    hz = mel * f_sp
+    log_step = np.log(6.4) / 27.0
+    high = mel >= 15.0
+    hz[high] = 1000.0 * np.exp(log_step * (mel[high] - 15.0))
+    return hz
+
+
+def mel_filterbank(sr: int, n_fft: int, n_mels: int, fmax: float) -> np.ndarray:
+    """Triangular mel filters (peak 1) on the bins of an ``n_fft``-point FFT at ``sr``.
+
+    The bands are fixed in Hz (0 to ``fmax``), whatever the rate: above the
+    Nyquist frequency a band simply has no bins.
+
+    Returns
+    -------
+    M : np.ndarray, shape (n_mels, n_fft // 2 + 1), float32
+    """
+    freqs = np.arange(n_fft // 2 + 1) * sr / n_fft
+    edges = _mel_to_hz(np.linspace(0.0, _hz_to_mel(np.array([fmax]))[0], n_mels + 2))
+    lower, center, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    rising = (freqs - lower) / (center - lower)
+    falling = (upper - freqs) / (upper - center)
+    return np.maximum(0.0, np.minimum(rising, falling)).astype(np.float32)
+
+
+def hpss(V: np.ndarray, kernel: int, *, stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Split a magnitude spectrogram into harmonic and percussive parts (Fitzgerald 2010).
+
+    Median filters across time (``kernel`` frames) and across frequency
+    (``kernel`` bands) give the two models; Wiener-like soft masks (power 2)
+    share every bin between them, so the parts add up to ``V``. With ``stride``
+    above one the medians take every ``stride``-th value of the same span: as
+    wide, and ``stride`` times cheaper.
+
+    Parameters
+    ----------
+    V : np.ndarray, shape (bins, frames), non-negative
+
+    Returns
+    -------
+    harmonic, percussive : np.ndarray, shape (bins, frames), float32
+    """
+    taps = np.zeros(kernel, dtype=bool)
+    taps[kernel // 2 % stride :: stride] = True
+    harm = scipy.ndimage.median_filter(V, footprint=taps[np.newaxis, :], mode="reflect")
+    perc = scipy.ndimage.median_filter(V, footprint=taps[:, np.newaxis], mode="reflect")
+    np.square(harm, out=harm)
+    np.square(perc, out=perc)
+    den = harm + perc
+    den += np.finfo(np.float32).tiny
+    share = np.divide(harm, den, out=harm)
+    harmonic = V * share
+    return harmonic, V - harmonic
+
+
+def _context(F: np.ndarray, width: int) -> np.ndarray:
+    """Features of frames ``t - width ... t + width`` stacked (edges repeated)."""
+    if width == 0:
+        return F
+    frames = F.shape[1]
+    padded = np.pad(F, ((0, 0), (width, width)), mode="edge")
+    return np.concatenate([padded[:, i : i + frames] for i in range(2 * width + 1)], axis=0)
+
+
+class BandExpansion:
+    """Values per mel band spread onto FFT bins: each bin takes the (at most two)
+    triangular bands covering it, weighted by their filters and normalized."""
+
+    def __init__(self, mel: np.ndarray) -> None:
+        n_mels, bins = mel.shape
+        cover = mel.sum(axis=0)
+        first = np.argmax(mel > 0, axis=0)  # lowest band covering each bin
+        self.low = np.minimum(first, n_mels - 2).astype(np.intp)
+        self.high = self.low + 1
+        cols = np.arange(bins)
+        safe = np.where(cover > 0, cover, 1.0)
+        self.w_low = (mel[self.low, cols] / safe).astype(np.float32)
+        self.w_high = (mel[self.high, cols] / safe).astype(np.float32)
+        if np.count_nonzero(mel, axis=0).max(initial=0) > 2:
+            raise ParameterError("mel bands overlap by more than two per bin")
+
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        """``values`` shape (frames, n_mels) -> (frames, bins), float32."""
+        out = values[:, self.low]
+        out *= self.w_low
+        out += values[:, self.high] * self.w_high
+        return out
+
+
+@dataclass
+class StemEstimate:
+    """What the model explains of one track: each stem's model spectrum, frame block by block.
+
+    Attributes
+    ----------
+    W : np.ndarray, shape (bins, K)
+        The templates at the track's analysis, columns summing to one.
+    H : np.ndarray, shape (K, frames)
+        Their activations (harmonic plus percussive fit).
+    gains : np.ndarray, shape (stems, frames, n_mels)
+        Per-band factor bringing each stem's reconstruction to the mapped spectrum.
+    """
+
+    W: np.ndarray
+    H: np.ndarray
+    groups: list[list[int]]
+    gains: np.ndarray
+    expand: BandExpansion
+    power: float
+
+    def __post_init__(self) -> None:
+        # Each stem's factors, transposed and contiguous: one plain GEMM per block.
+        self._HT = [np.ascontiguousarray(self.H[g].T) for g in self.groups]
+        self._WT = [np.ascontiguousarray(self.W[:, g].T) for g in self.groups]
+
+    def stem_power(self, stem: int, start: int, stop: int) -> np.ndarray:
+        """``S_stem^p`` for frames ``start:stop``, shape (stop - start, bins), float32."""
+        S = self._HT[stem][start:stop] @ self._WT[stem]
+        S *= self.expand(self.gains[stem, start:stop])
+        if self.power == 2.0:
+            np.square(S, out=S)
+        elif self.power != 1.0:
+            np.power(S, self.power, out=S)
+        return S
 
 
 @dataclass(frozen=True)
 class StemModel:
-    """Per-stem template dictionaries.
+    """Per-stem template dictionaries and the map from their activations to the stems.
 
     Attributes
     ----------
@@ -46,13 +212,22 @@ class StemModel:
     groups : list of list of int
         Columns of ``W`` that belong to each stem, in the order of ``names``.
     names : tuple of str
-    sr, n_fft : int
-        Analysis the templates were learned with.
+    sr, n_fft, hop : int
+        Analysis the model was learned with (at other rates the FFT size scales
+        by the nearest power of two, so a frame lasts about as long).
+    n_mels : int
+        Mel bands of the activation fits and of the maps, 0 to ``fmax`` Hz.
+    hpss_kernel, hpss_stride : int
+        Median filter span (frames and bands) of the harmonic/percussive split,
+        and the step between the values it takes.
+    context : int
+        The maps see frames ``t - context ... t + context``.
+    maps : np.ndarray, shape (stems, n_mels, 2 * K * (2 * context + 1)), float32
+        Ridge regression from the stacked activations to each stem's mel spectrum.
+    mask_power : float
+        Exponent ``p`` of the soft masks.
     info : dict
-        Provenance: training material, atoms per stem, script version.
-    gains : tuple of float
-        Weight of each stem in the soft masks, calibrated on validation songs:
-        stem ``s`` gets ``g_s V_s^p / sum_j g_j V_j^p``. Ones mean plain masks.
+        Provenance: training material, sizes, validation figures, script.
     """
 
     W: np.ndarray
@@ -60,28 +235,45 @@ class StemModel:
     names: tuple[str, ...]
     sr: int
     n_fft: int
-    info: dict[str, object]
-    gains: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
+    hop: int
+    maps: np.ndarray
+    n_mels: int = 256
+    fmax: float = 22050.0
+    hpss_kernel: int = 31
+    hpss_stride: int = 3
+    context: int = 2
+    mask_power: float = 2.0
+    info: dict[str, object] = field(default_factory=dict)
 
-    def mask_templates(self, W: np.ndarray, mask_power: float) -> np.ndarray:
-        """``W`` with each stem's columns scaled so its masks carry the stem's gain.
+    def _described(self) -> dict[str, object]:
+        return {
+            "format": MODEL_FORMAT,
+            "groups": self.groups,
+            "names": list(self.names),
+            "sr": self.sr,
+            "n_fft": self.n_fft,
+            "hop": self.hop,
+            "n_mels": self.n_mels,
+            "fmax": self.fmax,
+            "hpss_kernel": self.hpss_kernel,
+            "hpss_stride": self.hpss_stride,
+            "context": self.context,
+            "mask_power": self.mask_power,
+        }
 
-        Masks use ``(W_k H_k)^p``; scaling stem ``s``'s columns by ``g_s^(1/p)``
-        multiplies its share by ``g_s``. Apply after fitting ``H``, never before.
-        """
-        scale = np.ones(W.shape[1], dtype=np.float32)
-        for group, gain in zip(self.groups, self.gains, strict=True):
-            scale[group] = gain ** (1.0 / mask_power)
-        return W * scale
-
-    @property
+    @functools.cached_property
     def digest(self) -> str:
-        """Hash of the templates and grouping: part of every stems-mode cache key."""
+        """Hash of everything that changes a separation: part of every stems-mode cache key."""
         h = hashlib.blake2b(digest_size=12)
-        described = [self.groups, list(self.names), self.sr, self.n_fft, list(self.gains)]
-        h.update(json.dumps(described).encode())
+        h.update(json.dumps(self._described(), sort_keys=True).encode())
         h.update(np.ascontiguousarray(self.W).data)
+        h.update(np.ascontiguousarray(self.maps).data)
         return h.hexdigest()
+
+    def analysis_for(self, sr: int) -> tuple[int, int]:
+        """``(n_fft, hop)`` for a track at ``sr``: the model's, scaled by a power of two."""
+        scale = 2.0 ** round(float(np.log2(sr / self.sr)))
+        return max(64, int(self.n_fft * scale)), max(16, int(self.hop * scale))
 
     def templates_for(self, sr: int, n_fft: int) -> np.ndarray:
         """Templates resampled to the bins of an ``n_fft``-point FFT at ``sr`` Hz.
@@ -104,43 +296,110 @@ class StemModel:
         out /= np.maximum(out.sum(axis=0, keepdims=True), 1e-30)
         return out
 
+    def activations(
+        self, V: np.ndarray, *, sr: int, n_fft: int, n_iter: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Fit the dictionaries to a track's harmonic and percussive parts.
+
+        Parameters
+        ----------
+        V : np.ndarray, shape (n_fft // 2 + 1, frames)
+            The mixture's magnitude spectrogram.
+
+        Returns
+        -------
+        features : np.ndarray, shape (2 * K * (2 * context + 1), frames), float32
+            The input of the maps.
+        H : np.ndarray, shape (K, frames)
+            Harmonic plus percussive activations.
+        W : np.ndarray, shape (bins, K)
+            Templates at this analysis.
+        mel : np.ndarray, shape (n_mels, bins)
+            The mel filterbank used.
+        """
+        W = self.templates_for(sr, n_fft)
+        mel = mel_filterbank(sr, n_fft, self.n_mels, self.fmax)
+        V_mel = mel @ V
+        harmonic, percussive = hpss(V_mel, self.hpss_kernel, stride=self.hpss_stride)
+        frames = V.shape[1]
+        # One fit of both parts side by side: the same templates, twice the frames.
+        both = np.asfortranarray(np.concatenate([harmonic, percussive], axis=1))
+        W_mel = mel @ W
+        H2 = solve_activations(both, W_mel, n_iter=n_iter) if frames else both[:0]
+        H_h, H_p = H2[:, :frames], H2[:, frames:]
+        features = _context(np.concatenate([H_h, H_p]), self.context)
+        return features, H_h + H_p, W, mel
+
+    def estimate(self, V: np.ndarray, *, sr: int, n_fft: int, n_iter: int) -> StemEstimate:
+        """Each stem's model spectrum for a track (see the module docstring).
+
+        Parameters
+        ----------
+        V : np.ndarray, shape (n_fft // 2 + 1, frames)
+        """
+        features, H, W, mel = self.activations(V, sr=sr, n_fft=n_fft, n_iter=n_iter)
+        W_mel = mel @ W
+        frames = V.shape[1]
+        gains = np.empty((len(self.groups), frames, self.n_mels), dtype=np.float32)
+        floor = np.float32(1e-7 * max(float((mel @ V).mean()), 1e-20))
+        for j, idx in enumerate(self.groups):
+            mapped = self.maps[j] @ features
+            np.maximum(mapped, 0.0, out=mapped)
+            model = W_mel[:, idx] @ H[idx]
+            model += floor
+            np.divide(mapped.T, model.T, out=gains[j])
+        return StemEstimate(
+            W=W,
+            H=H,
+            groups=[list(g) for g in self.groups],
+            gains=gains,
+            expand=BandExpansion(mel),
+            power=self.mask_power,
+        )
+
     def save(self, path: str | Path) -> None:
-        meta = {
-            "format": MODEL_FORMAT,
-            "groups": self.groups,
-            "names": list(self.names),
-            "sr": self.sr,
-            "n_fft": self.n_fft,
-            "info": self.info,
-            "gains": list(self.gains),
-        }
-        np.savez_compressed(path, W=self.W.astype(np.float32), meta=np.array(json.dumps(meta)))
+        meta = {**self._described(), "info": self.info}
+        np.savez_compressed(
+            path,
+            W=self.W.astype(np.float32),
+            maps=self.maps.astype(np.float16),
+            meta=np.array(json.dumps(meta)),
+        )
 
 
 def _from_npz(data: bytes | Path, source: str) -> StemModel:
     try:
         with np.load(io.BytesIO(data) if isinstance(data, bytes) else data) as npz:
             W = np.asarray(npz["W"], dtype=np.float32)
+            maps = np.asarray(npz["maps"], dtype=np.float32)
             meta = json.loads(str(npz["meta"]))
         if meta.get("format") != MODEL_FORMAT:
             raise ValueError(f"format {meta.get('format')} is not {MODEL_FORMAT}")
+        if W.ndim != 2 or not np.isfinite(W).all() or (W < 0).any():
+            raise ValueError("templates must be finite and non-negative")
         groups = [list(map(int, g)) for g in meta["groups"]]
         if sorted(i for g in groups for i in g) != list(range(W.shape[1])):
             raise ValueError("groups do not cover the templates exactly once")
-        if W.ndim != 2 or not np.isfinite(W).all() or (W < 0).any():
-            raise ValueError("templates must be finite and non-negative")
+        n_mels, context = int(meta["n_mels"]), int(meta["context"])
+        features = 2 * W.shape[1] * (2 * context + 1)
+        if maps.shape != (len(groups), n_mels, features) or not np.isfinite(maps).all():
+            raise ValueError(f"maps must be finite, shape {(len(groups), n_mels, features)}")
         W[W < 1e-15] = 0.0  # unit-sum templates: below this is silence, and subnormals are slow
-        gains = tuple(float(g) for g in meta.get("gains", [1.0] * len(groups)))
-        if len(gains) != len(groups) or not all(np.isfinite(g) and g > 0 for g in gains):
-            raise ValueError(f"gains must be one positive number per stem, got {gains}")
         return StemModel(
             W=W,
             groups=groups,
             names=tuple(meta["names"]),
             sr=int(meta["sr"]),
             n_fft=int(meta["n_fft"]),
+            hop=int(meta["hop"]),
+            maps=maps,
+            n_mels=n_mels,
+            fmax=float(meta["fmax"]),
+            hpss_kernel=int(meta["hpss_kernel"]),
+            hpss_stride=int(meta["hpss_stride"]),
+            context=context,
+            mask_power=float(meta["mask_power"]),
             info=dict(meta.get("info", {})),
-            gains=gains,
         )
     except (OSError, KeyError, ValueError, TypeError, json.JSONDecodeError) as exc:
         raise PresetError(f"{source}: not a valid stems model ({exc})") from None
@@ -166,57 +425,168 @@ def load_stem_model(name_or_path: str = "default") -> StemModel:
     return _from_npz(resource.read_bytes(), f"stems/{name_or_path}.npz")
 
 
-def train_stem_model(
-    spectrograms: dict[str, Sequence[np.ndarray]],
+def train_dictionaries(
+    spectrograms: Mapping[str, Sequence[np.ndarray]],
     *,
-    atoms: dict[str, int],
-    sr: int,
-    n_fft: int,
-    n_iter: int = 200,
-    max_frames: int = 20000,
+    atoms: int,
+    n_iter: int = 150,
+    max_frames: int = 16000,
     seed: int = 0,
-    info: dict[str, object] | None = None,
-) -> StemModel:
+) -> tuple[np.ndarray, list[list[int]]]:
     """Learn one template dictionary per stem by KL-NMF on its training spectrograms.
 
     Parameters
     ----------
     spectrograms : dict of str to list of np.ndarray, each shape (bins, frames)
         Magnitude spectrograms of isolated stems, keyed by stem name.
-    atoms : dict of str to int
+    atoms : int
         Templates per stem.
     max_frames : int
-        Frames kept per stem (the loudest-first are not favoured: frames are
-        taken evenly across the material after dropping near-silent ones).
+        Frames kept per stem: near-silent frames are dropped, then frames are
+        taken evenly across the material.
+
+    Returns
+    -------
+    W : np.ndarray, shape (bins, atoms * 4), columns summing to one
+    groups : list of list of int
+    """
+    blocks = []
+    groups = []
+    for s, name in enumerate(STEM_NAMES):
+        frames = []
+        for V in spectrograms[name]:
+            energy = V.sum(axis=0)
+            if energy.max() > 0:
+                frames.append(V[:, energy > energy.max() * 1e-3])
+        if not frames:
+            raise ParameterError(f"no audible training material for {name!r}")
+        data = np.concatenate(frames, axis=1)
+        if data.shape[1] > max_frames:
+            keep = np.linspace(0, data.shape[1] - 1, max_frames).round().astype(np.intp)
+            data = data[:, keep]
+        result = nmf(np.asfortranarray(data), atoms, n_iter=n_iter, tol=1e-6, seed=seed)
+        W = result.W / np.maximum(result.W.sum(axis=0, keepdims=True), 1e-30)
+        blocks.append(W.astype(np.float32))
+        groups.append(list(range(s * atoms, (s + 1) * atoms)))
+    return np.concatenate(blocks, axis=1), groups
+
+
+class Multitrack(Protocol):
+    """A training song: ``mix`` and ``stems[name]``, each (channels, samples), at ``sr``."""
+
+    mix: np.ndarray
+    stems: dict[str, np.ndarray]
+    sr: int
+
+
+def train_stem_model(
+    songs: Sequence[Multitrack],
+    *,
+    weights: Sequence[float],
+    atoms: int = 32,
+    n_iter: int = 150,
+    fit_iter: int = 40,
+    sr: int = 44100,
+    n_fft: int = 4096,
+    hop: int = 1024,
+    n_mels: int = 256,
+    hpss_kernel: int = 31,
+    hpss_stride: int = 3,
+    context: int = 2,
+    alpha: float = 1e-3,
+    info: dict[str, object] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> StemModel:
+    """Learn a stems model from multitracks: dictionaries, then the maps.
+
+    Parameters
+    ----------
+    songs : sequence of Multitrack
+        Training songs at ``sr``, each with the four stems of ``STEM_NAMES``.
+    weights : sequence of float
+        Weight of each song's frames (the dictionaries keep about one frame in
+        ``1 / weight`` of songs weighted below one).
+    fit_iter : int
+        Activation fit iterations on the training mixtures; use the
+        ``stems_iter`` the model will run with.
 
     Returns
     -------
     StemModel
     """
-    blocks = []
-    groups = []
-    start = 0
-    for name in STEM_NAMES:
-        frames = []
-        for V in spectrograms[name]:
-            energy = V.sum(axis=0)
-            if energy.max() <= 0:
-                continue
-            frames.append(V[:, energy > energy.max() * 1e-3])
-        data = np.concatenate(frames, axis=1)
-        if data.shape[1] > max_frames:
-            keep = np.linspace(0, data.shape[1] - 1, max_frames).round().astype(np.intp)
-            data = data[:, keep]
-        result = nmf(np.asfortranarray(data), atoms[name], n_iter=n_iter, tol=1e-6, seed=seed)
-        W = result.W / np.maximum(result.W.sum(axis=0, keepdims=True), 1e-30)
-        blocks.append(W.astype(np.float32))
-        groups.append(list(range(start, start + W.shape[1])))
-        start += W.shape[1]
-    return StemModel(
-        W=np.concatenate(blocks, axis=1),
+    from .separate import magnitude  # separate imports this module
+    from .stft import stft
+
+    def spectrum(audio: np.ndarray) -> np.ndarray:
+        return magnitude(stft(audio, n_fft=n_fft, hop=hop))
+
+    for song in songs:
+        if song.sr != sr:
+            raise ParameterError(f"training songs must be at {sr} Hz, got {song.sr}")
+    spectrograms: dict[str, list[np.ndarray]] = {k: [] for k in STEM_NAMES}
+    for song, weight in zip(songs, weights, strict=True):
+        step = 1 if weight >= 1 else max(1, round(1 / weight))
+        for k in STEM_NAMES:
+            spectrograms[k].append(spectrum(song.stems[k])[:, ::step])
+    W, groups = train_dictionaries(spectrograms, atoms=atoms, n_iter=n_iter)
+    del spectrograms
+    if log:
+        log(f"dictionaries: {W.shape[1]} templates")
+    features = 2 * W.shape[1] * (2 * context + 1)
+    model = StemModel(
+        W=W,
         groups=groups,
         names=STEM_NAMES,
         sr=sr,
         n_fft=n_fft,
-        info=dict(info or {}),
+        hop=hop,
+        maps=np.zeros((len(STEM_NAMES), n_mels, features), np.float32),
+        n_mels=n_mels,
+        hpss_kernel=hpss_kernel,
+        hpss_stride=hpss_stride,
+        context=context,
+        info={
+            **(info or {}),
+            "atoms": atoms,
+            "n_iter": n_iter,
+            "fit_iter": fit_iter,
+            "alpha": alpha,
+        },
     )
+    gram = np.zeros((features, features))
+    cross = [np.zeros((n_mels, features)) for _ in STEM_NAMES]
+    for song, weight in zip(songs, weights, strict=True):
+        F, _H, _W, mel = model.activations(spectrum(song.mix), sr=sr, n_fft=n_fft, n_iter=fit_iter)
+        F64 = F.astype(np.float64)
+        gram += weight * (F64 @ F64.T)
+        for j, k in enumerate(STEM_NAMES):
+            target = (mel @ spectrum(song.stems[k])).astype(np.float64)
+            cross[j] += weight * (target @ F64.T)
+    # The model ships its maps as float16: train with exactly what ships.
+    maps = fit_maps(gram, cross, alpha=alpha).astype(np.float16).astype(np.float32)
+    model = replace(model, maps=maps)
+    if log:
+        log(f"maps: {model.maps.shape}")
+    return model
+
+
+def fit_maps(gram: np.ndarray, cross: Sequence[np.ndarray], *, alpha: float) -> np.ndarray:
+    """Ridge regression maps from accumulated statistics.
+
+    Parameters
+    ----------
+    gram : np.ndarray, shape (D, D)
+        ``sum F F^T`` over the training frames (``F`` the features).
+    cross : list of np.ndarray, each shape (n_mels, D)
+        ``sum T_j F^T`` for each stem's target mel spectrum ``T_j``.
+    alpha : float
+        Regularization relative to the mean feature energy (``trace(gram) / D``).
+
+    Returns
+    -------
+    maps : np.ndarray, shape (stems, n_mels, D), float32
+    """
+    D = gram.shape[0]
+    lam = alpha * np.trace(gram) / D
+    inverse = np.linalg.inv(gram + lam * np.eye(D))
+    return np.stack([(c @ inverse).astype(np.float32) for c in cross])

@@ -2,10 +2,18 @@
 
     .venv/bin/python scripts/train_stems.py            # reproduces the shipped model
 
-Material: training seeds only (scripts/material.py: 100 onwards) of both
-generators, our synthesizer and General MIDI songs rendered with fluidsynth.
-The demo track and the evaluation seeds are never used. Deterministic: the same
-material, atoms and seed give the same model.
+Material (never the validation or evaluation songs):
+- real: the MUSDB18 preview train songs outside the validation split
+  (scripts/musdb.py; the audio stays outside the repository);
+- generated: our synthesizer's training seeds and General MIDI songs rendered
+  with fluidsynth (scripts/material.py: seeds 100 onwards).
+
+Steps (core/stems.py runs the same code on every track):
+1. per-stem KL-NMF dictionaries on the isolated stems;
+2. activations of the training mixtures, harmonic and percussive parts apart;
+3. ridge maps from the activations (five frames of context) to each stem's mel
+   spectrum, from statistics accumulated over the training mixtures.
+Deterministic: the same material and settings give the same model.
 """
 
 from __future__ import annotations
@@ -13,143 +21,95 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 import material
+import musdb
 
-from stemdeck.core.nmf import solve_activations
-from stemdeck.core.presets import SeparationParams
-from stemdeck.core.separate import magnitude, reconstruct
-from stemdeck.core.stems import STEM_NAMES, StemModel, train_stem_model
-from stemdeck.core.stft import stft
+from stemdeck.core.songs import Song
+from stemdeck.core.stems import train_stem_model
 
 ROOT = Path(__file__).resolve().parents[1]
-SR, N_FFT, HOP = 44100, 2048, 512
+SR = 44100
 
 
-def _score(refs: list[np.ndarray], ests: list[np.ndarray], sr: int) -> np.ndarray:
-    """Median over 1 s windows of the energy-ratio SDR of each stem (fast, no museval)."""
-    out = []
-    for r, e in zip(refs, ests, strict=True):
-        n = r.shape[1] // sr
-        rw = r[:, : n * sr].reshape(r.shape[0], n, sr).astype(np.float64)
-        ew = e[:, : n * sr].reshape(e.shape[0], n, sr).astype(np.float64)
-        num = (rw**2).sum(axis=(0, 2))
-        den = ((rw - ew) ** 2).sum(axis=(0, 2))
-        ok = num > 1e-9
-        out.append(
-            np.median(10 * np.log10(num[ok] / np.maximum(den[ok], 1e-12))) if ok.any() else np.nan
+def training_songs(args: argparse.Namespace) -> tuple[list[Song], list[Song]]:
+    """(real, generated) training songs."""
+    train, _validation = musdb.split(args.data)
+    if not train:
+        raise SystemExit(
+            f"no real training songs in {args.data}: extract the MUSDB18 previews first "
+            "(see scripts/musdb.py)"
         )
-    return np.array(out)
-
-
-def calibrate_gains(
-    model: StemModel,
-    songs: list,
-    *,
-    mask_power: float = 1.0,
-    steps_db: tuple[float, ...] = (-6, -4, -2, 0, 2, 4, 6),
-) -> tuple[float, ...]:
-    """Per-stem mask gains maximizing the median SDR over stems on validation songs.
-
-    Coordinate search in dB, two passes; the activations are fitted once per song
-    (they do not depend on the gains).
-    """
-    params = SeparationParams(mask_power=mask_power)
-    prepared = []
-    for song in songs:
-        X = stft(song.mix, n_fft=N_FFT, hop=HOP)
-        V = magnitude(X)
-        H = solve_activations(V, model.W, n_iter=params.stems_iter)
-        refs = [song.stems[k] for k in STEM_NAMES]
-        prepared.append((song, X, H, refs))
-
-    def objective(gains_db: list[float]) -> float:
-        trial = replace(model, gains=tuple(10 ** (g / 20) for g in gains_db))
-        W = trial.mask_templates(model.W, mask_power)
-        per_song = []
-        for song, X, H, refs in prepared:
-            ests = list(
-                reconstruct(
-                    X, W, H, model.groups, y=song.mix, n_fft=N_FFT, hop=HOP, mask_power=mask_power
-                )
-            )
-            per_song.append(_score(refs, ests, song.sr))
-        return float(np.median(np.nanmedian(np.stack(per_song), axis=0)))
-
-    best_db = [0.0] * len(STEM_NAMES)
-    best = objective(best_db)
-    print(f"mask gains: start {best:.2f} dB median SDR on {len(songs)} validation songs")
-    for _ in range(2):
-        for i in range(len(STEM_NAMES)):
-            for step in steps_db:
-                trial = list(best_db)
-                trial[i] = step
-                if trial == best_db:
-                    continue
-                value = objective(trial)
-                if value > best + 1e-3:
-                    best, best_db = value, trial
-        print(f"mask gains (dB) {dict(zip(STEM_NAMES, best_db, strict=True))}: {best:.2f} dB")
-    return tuple(10 ** (g / 20) for g in best_db)
+    real = [musdb.load(n, args.data) for n in train]
+    seeds = list(material.TRAIN_SEEDS)
+    generated = material.songs("synth", seeds[: args.synth])
+    if args.gm:
+        generated += material.songs("gm", seeds[: args.gm], cache_dir=args.material_cache)
+    return real, generated
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--data", type=Path, default=musdb.DATA, help="extracted MUSDB18 previews")
     ap.add_argument("--synth", type=int, default=30, help="synthesized training songs")
     ap.add_argument("--gm", type=int, default=30, help="General MIDI training songs")
     ap.add_argument(
-        "--validation",
-        type=int,
-        default=3,
-        help="songs of each generator, after the training ones, for the mask gains",
+        "--generated-weight",
+        type=float,
+        default=0.25,
+        help="weight of the generated frames, as a share of the real ones",
     )
-    ap.add_argument("--atoms", default="drums=24,bass=32,vocals=32,other=32")
-    ap.add_argument("--iters", type=int, default=200)
+    ap.add_argument("--atoms", type=int, default=32, help="templates per stem")
+    ap.add_argument("--iters", type=int, default=150, help="NMF iterations per dictionary")
+    ap.add_argument("--fit-iter", type=int, default=40, help="activation fit iterations")
+    ap.add_argument("--n-mels", type=int, default=256)
+    ap.add_argument("--kernel", type=int, default=31, help="HPSS median filter length")
+    ap.add_argument("--context", type=int, default=2, help="frames of context each side")
+    ap.add_argument("--alpha", type=float, default=1e-3, help="ridge regularization")
     ap.add_argument("--material-cache", type=Path, default=ROOT / "bench" / "out" / "material")
     ap.add_argument("-o", "--output", type=Path, default=ROOT / "presets" / "stems" / "default.npz")
     args = ap.parse_args()
-    atoms = {k: int(v) for k, v in (item.split("=") for item in args.atoms.split(","))}
-    seeds = list(material.TRAIN_SEEDS)
     t0 = time.perf_counter()
-    spectrograms: dict[str, list[np.ndarray]] = {k: [] for k in STEM_NAMES}
-    songs = material.songs("synth", seeds[: args.synth])
-    if args.gm:
-        songs += material.songs("gm", seeds[: args.gm], cache_dir=args.material_cache)
-    for song in songs:
-        assert song.sr == SR
-        for name in STEM_NAMES:
-            spectrograms[name].append(magnitude(stft(song.stems[name], n_fft=N_FFT, hop=HOP)))
-    print(f"material: {len(songs)} songs in {time.perf_counter() - t0:.0f} s", flush=True)
-    model = train_stem_model(
-        spectrograms,
-        atoms=atoms,
-        sr=SR,
-        n_fft=N_FFT,
-        n_iter=args.iters,
-        info={
-            "synth_seeds": seeds[: args.synth],
-            "gm_seeds": seeds[: args.gm] if args.gm else [],
-            "atoms": atoms,
-            "n_iter": args.iters,
-            "hop": HOP,
-            "script": "scripts/train_stems.py",
-        },
+    real, generated = training_songs(args)
+    for song in real + generated:
+        assert song.sr == SR, song.name
+    n_real = sum(s.mix.shape[1] for s in real)
+    n_gen = sum(s.mix.shape[1] for s in generated)
+    # Generated songs are long and many; weigh them to their share of the real frames.
+    gen_weight = args.generated_weight * n_real / n_gen if n_gen else 0.0
+    print(
+        f"material: {len(real)} real songs ({n_real / SR:.0f} s), {len(generated)} generated "
+        f"({n_gen / SR:.0f} s, weight {gen_weight:.3f}) in {time.perf_counter() - t0:.0f} s",
+        flush=True,
     )
-    validation = seeds[50 : 50 + args.validation]
-    val_songs = material.songs("synth", validation)
-    if args.gm:
-        val_songs += material.songs("gm", validation, cache_dir=args.material_cache)
-    gains = calibrate_gains(model, val_songs)
-    model = replace(model, gains=gains, info={**model.info, "validation_seeds": validation})
+
+    info: dict[str, object] = {
+        "real": f"MUSDB18 7 s previews, {len(real)} train songs (validation split held out)",
+        "synth_seeds": list(material.TRAIN_SEEDS)[: args.synth],
+        "gm_seeds": list(material.TRAIN_SEEDS)[: args.gm],
+        "generated_weight": args.generated_weight,
+        "script": "scripts/train_stems.py",
+    }
+    model = train_stem_model(
+        real + generated,
+        weights=[1.0] * len(real) + [gen_weight] * len(generated),
+        atoms=args.atoms,
+        n_iter=args.iters,
+        fit_iter=args.fit_iter,
+        n_mels=args.n_mels,
+        hpss_kernel=args.kernel,
+        context=args.context,
+        alpha=args.alpha,
+        info=info,
+        log=lambda msg: print(f"{msg} ({time.perf_counter() - t0:.0f} s)", flush=True),
+    )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     model.save(args.output)
-    print(f"wrote {args.output} ({model.W.shape[1]} templates) in {time.perf_counter() - t0:.0f} s")
+    size = args.output.stat().st_size / 1e6
+    print(f"wrote {args.output} ({size:.1f} MB) in {time.perf_counter() - t0:.0f} s")
 
 
 if __name__ == "__main__":

@@ -11,15 +11,19 @@ from stemdeck.core.errors import PresetError
 from stemdeck.core.presets import SeparationParams
 from stemdeck.core.separate import separate
 from stemdeck.core.songs import random_song, render_song
-from stemdeck.core.stems import STEM_NAMES, load_stem_model
+from stemdeck.core.stems import (
+    STEM_NAMES,
+    BandExpansion,
+    hpss,
+    load_stem_model,
+    mel_filterbank,
+    train_stem_model,
+)
 
 # Measured on this held-back song (an evaluation seed, never used for training)
-# with the shipped model: drums 2.8, bass 1.3, vocals -0.3, other 1.7 dB
-# (median 1.5), and 2.5 to 11.7 dB above the mixture. The floors sit about
-# 1 dB below, to catch regressions, not to restate the target.
+# with the shipped model; the floors sit about 1 dB below the measured values, to
+# catch regressions, not to restate the target. See test_held_back_song_separates.
 HELD_BACK_SEED = 5
-SDR_FLOOR_MEDIAN = 0.5
-SDR_FLOOR_ABOVE_MIXTURE = 1.5
 
 
 def windowed_sdr(ref: np.ndarray, est: np.ndarray, sr: int) -> float:
@@ -38,22 +42,93 @@ def test_shipped_model_is_complete() -> None:
     assert model.names == STEM_NAMES
     assert sorted(i for g in model.groups for i in g) == list(range(model.W.shape[1]))
     assert np.allclose(model.W.sum(axis=0), 1.0, atol=1e-4)
-    assert all(g > 0 for g in model.gains)
+    features = 2 * model.W.shape[1] * (2 * model.context + 1)
+    assert model.maps.shape == (4, model.n_mels, features)
+    assert np.isfinite(model.maps).all()
     resampled = model.templates_for(22050, 512)
     assert resampled.shape == (257, model.W.shape[1])
     assert np.allclose(resampled.sum(axis=0), 1.0, atol=1e-4) and (resampled >= 0).all()
+    # Trained on real songs, as README says: the provenance travels with the model.
+    assert "MUSDB18" in str(model.info["real"])
+
+
+def test_shipped_model_is_small() -> None:
+    folder = Path(__file__).parents[1] / "presets" / "stems"
+    assert sum(p.stat().st_size for p in folder.glob("*.npz")) < 5_000_000
+
+
+def test_analysis_scales_with_the_rate() -> None:
+    model = load_stem_model()
+    assert model.analysis_for(44100) == (model.n_fft, model.hop)
+    assert model.analysis_for(48000) == (model.n_fft, model.hop)
+    assert model.analysis_for(22050) == (model.n_fft // 2, model.hop // 2)
+    assert model.analysis_for(96000) == (model.n_fft * 2, model.hop * 2)
+
+
+def test_mel_filterbank_is_fixed_in_hz() -> None:
+    a = mel_filterbank(44100, 4096, 64, 22050.0)
+    b = mel_filterbank(22050, 2048, 64, 22050.0)
+    assert a.shape == (64, 2049) and b.shape == (64, 1025)
+    # Same bin frequencies (10.77 Hz apart) below 11.025 kHz: the same weights.
+    assert np.allclose(a[:, :1025], b, atol=1e-6)
+    # Triangles peak at one, and every bin between the first and last centre is covered.
+    assert np.isclose(a.max(), 1.0, atol=0.05)
+    covered = a.sum(axis=0)
+    first = int(np.argmax(a[0]))
+    assert (covered[first:1900] > 0.99).all() and (covered[first:1900] < 1.01).all()
+
+
+def test_band_expansion_spreads_bands_onto_bins() -> None:
+    mel = mel_filterbank(44100, 1024, 40, 22050.0)
+    expand = BandExpansion(mel)
+    covered = mel.sum(axis=0) > 0
+    flat = expand(np.full((3, 40), 2.5, np.float32))
+    assert flat.shape == (3, 513)
+    assert np.allclose(flat[:, covered], 2.5) and (flat[:, ~covered] == 0).all()
+    # One band alone lights exactly the bins under its triangle, by their share of it.
+    one = np.zeros((1, 40), np.float32)
+    one[0, 20] = 1.0
+    share = np.where(covered, mel[20] / np.where(covered, mel.sum(axis=0), 1), 0)
+    assert np.allclose(expand(one)[0], share, atol=1e-6)
+
+
+def test_hpss_parts_add_up(rng: np.random.Generator) -> None:
+    V = rng.random((40, 300), dtype=np.float32)
+    V[:, 150] += 20.0  # a click: percussive
+    V[10, :] += 20.0  # a held tone: harmonic
+    for stride in (1, 3):
+        h, p = hpss(V, 9, stride=stride)
+        assert np.allclose(h + p, V, rtol=1e-6)
+        assert p[25, 150] > 0.9 * V[25, 150] and h[10, 75] > 0.9 * V[10, 75]
 
 
 @pytest.mark.parametrize("stereo", [False, True])
 @pytest.mark.parametrize("length", [1, 300, 2 * SR + 3])
 def test_four_named_stems_sum_to_the_input(stereo: bool, length: int) -> None:
     y = tone_mix(3.0, stereo=stereo)[:, :length]
-    params = SeparationParams(n_fft=1024, hop=256, stems_iter=20)
+    params = SeparationParams(stems_iter=20)
     result = separate(y, SR, params=params)
     assert result.mode == "stems" and result.names == list(STEM_NAMES)
     assert result.channels.shape == (4, y.shape[0], length)
     res = y.astype(np.float64) - result.channels.astype(np.float64).sum(axis=0)
     assert np.sum(res**2) <= 1e-6 * np.sum(y.astype(np.float64) ** 2)  # below -60 dB
+
+
+def test_stems_at_48k_use_the_scaled_analysis() -> None:
+    y = tone_mix(2.0, sr=48000)
+    result = separate(y, 48000, params=SeparationParams(stems_iter=10))
+    model = load_stem_model()
+    assert (result.params.n_fft, result.params.hop) == model.analysis_for(48000)
+    assert result.params.mask_power == model.mask_power
+    res = y.astype(np.float64) - result.channels.astype(np.float64).sum(axis=0)
+    assert np.sum(res**2) <= 1e-6 * np.sum(y.astype(np.float64) ** 2)
+
+
+def test_stems_are_deterministic() -> None:
+    y = tone_mix(2.0)
+    a = separate(y, SR, params=SeparationParams(stems_iter=15))
+    b = separate(y, SR, params=SeparationParams(stems_iter=15))
+    assert np.array_equal(np.asarray(a.channels), np.asarray(b.channels))
 
 
 def test_silence() -> None:
@@ -62,6 +137,11 @@ def test_silence() -> None:
 
 
 def test_held_back_song_separates() -> None:
+    """A generated song from an evaluation seed: every stem well above the mixture.
+
+    Measured with the shipped model: drums 8.7, bass 3.6, vocals 3.0, other 0.6 dB,
+    against the mixture's 0.3, -2.4, -8.1 and -10.0 dB. The floors sit 1 dB below.
+    """
     song = render_song(replace(random_song(HELD_BACK_SEED), bars=8))
     result = separate(song.mix, song.sr)
     sdr = {
@@ -69,9 +149,34 @@ def test_held_back_song_separates() -> None:
         for i, k in enumerate(STEM_NAMES)
     }
     mixture = {k: windowed_sdr(song.stems[k], song.mix, song.sr) for k in STEM_NAMES}
-    assert np.median(list(sdr.values())) >= SDR_FLOOR_MEDIAN, sdr
+    floors = {"drums": 7.7, "bass": 2.6, "vocals": 2.0, "other": -0.4}
     for k in STEM_NAMES:
-        assert sdr[k] >= mixture[k] + SDR_FLOOR_ABOVE_MIXTURE, (k, sdr, mixture)
+        assert sdr[k] >= floors[k], (k, sdr)
+        assert sdr[k] >= mixture[k] + 5.0, (k, sdr, mixture)
+
+
+def test_training_learns_to_separate_generated_songs(tmp_path: Path) -> None:
+    """The whole training recipe, on songs the test makes: dictionaries and maps
+    learned from four songs separate a fifth, unseen one well above the mixture."""
+    songs = [render_song(replace(random_song(seed), bars=4)) for seed in (108, 109, 111, 112)]
+    model = train_stem_model(
+        songs, weights=[1.0] * 4, atoms=6, n_iter=40, fit_iter=20, n_mels=48, context=1
+    )
+    assert model.maps.shape == (4, 48, 2 * 24 * 3)
+    path = tmp_path / "tiny.npz"
+    model.save(path)
+    loaded = load_stem_model(str(path))
+    assert loaded.digest == model.digest  # the saved maps (float16) are what the digest hashes
+    held_out = render_song(replace(random_song(HELD_BACK_SEED), bars=8))
+    result = separate(
+        held_out.mix, held_out.sr, params=SeparationParams(stems_model=str(path), stems_iter=20)
+    )
+    gains = [
+        windowed_sdr(held_out.stems[k], result.channels[i], held_out.sr)
+        - windowed_sdr(held_out.stems[k], held_out.mix, held_out.sr)
+        for i, k in enumerate(STEM_NAMES)
+    ]
+    assert min(gains) > 1.0, gains
 
 
 def test_model_is_part_of_the_cache_key(tmp_path: Path) -> None:
@@ -79,10 +184,17 @@ def test_model_is_part_of_the_cache_key(tmp_path: Path) -> None:
 
     cache = SeparationCache(tmp_path)
     y = tone_mix(1.0)
-    params = SeparationParams(n_fft=1024, hop=256, stems_iter=10)
+    params = SeparationParams(stems_iter=10)
     separate(y, SR, params=params, cache=cache)
     assert separate(y, SR, params=params, cache=cache).from_cache
     assert not separate(y, SR, params=params, mode="components", cache=cache).from_cache
+    # Another model (here: the same templates, other maps) is another key.
+    model = load_stem_model()
+    other = replace(model, maps=model.maps * 0.5)
+    other.save(tmp_path / "other.npz")
+    assert load_stem_model(str(tmp_path / "other.npz")).digest != model.digest
+    changed = params.with_overrides(stems_model=str(tmp_path / "other.npz"))
+    assert not separate(y, SR, params=changed, cache=cache).from_cache
 
 
 def test_bad_model_file(tmp_path: Path) -> None:
@@ -92,3 +204,8 @@ def test_bad_model_file(tmp_path: Path) -> None:
         load_stem_model(str(bad))
     with pytest.raises(PresetError, match="no stems model 'nope'"):
         load_stem_model("nope")
+    model = load_stem_model()
+    wrong = replace(model, maps=model.maps[:, :10])
+    wrong.save(tmp_path / "wrong.npz")
+    with pytest.raises(PresetError, match=r"wrong\.npz: not a valid stems model \(maps must"):
+        load_stem_model(str(tmp_path / "wrong.npz"))
