@@ -1,9 +1,12 @@
 """Separation quality: SDR per stem, stems mode against baselines, on held-out material.
 
-    .venv/bin/python bench/quality.py [--synth 3] [--gm 3] [--sdr museval|fast]
+    .venv/bin/python bench/quality.py [--synth 3] [--gm 3] [--sdr museval|fast] [--model FILE]
 
-Material never used for training (scripts/material.py): the demo track, our
-synthesizer's evaluation seeds and General MIDI songs rendered with fluidsynth.
+Two groups, side by side, both never used for training:
+- real: the validation songs of the MUSDB18 previews (scripts/musdb.py; skipped,
+  with a line saying so, when the data is not on the machine);
+- generated (scripts/material.py): the demo track, our synthesizer's evaluation
+  seeds and General MIDI songs rendered with fluidsynth.
 SDR is BSSEval v4 as museval computes it (1 s windows, the median over windows
 of a track, then the median over tracks); ``--sdr fast`` uses a plain
 energy-ratio SDR on the same windows for quick iterations.
@@ -31,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import material  # noqa: E402
+import musdb  # noqa: E402
 
 from stemdeck.core.demo import demo_track  # noqa: E402
 from stemdeck.core.presets import SeparationParams  # noqa: E402
@@ -123,22 +127,10 @@ def irm(y: np.ndarray, refs: np.ndarray, sdr, sr: int) -> np.ndarray:
     return sdr(refs, np.stack(masked(X, mags, y.shape[1], 2.0, n_fft, hop)), sr)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--synth", type=int, default=3, help="held-out synthesized songs")
-    ap.add_argument("--gm", type=int, default=3, help="held-out General MIDI songs")
-    ap.add_argument("--sdr", choices=("museval", "fast"), default="museval")
-    ap.add_argument("--material-cache", type=Path, default=ROOT / "bench" / "out" / "material")
-    args = ap.parse_args()
-    sdr = sdr_museval if args.sdr == "museval" else sdr_fast
-    seeds = list(material.EVAL_SEEDS)
-    songs = [demo_track(), *material.songs("synth", seeds[: args.synth])]
-    if args.gm:
-        songs += material.songs("gm", seeds[: args.gm], cache_dir=args.material_cache)
+def score_group(label: str, songs, sdr, params: SeparationParams) -> dict[str, np.ndarray]:
+    """Per-stem medians over the group's songs, for every method."""
     methods = ["stemdeck", "seed (oracle)", "mixture", "IRM (bound)"]
-    scores = {m: [] for m in methods}
-    params = SeparationParams()
-    t0 = time.perf_counter()
+    scores: dict[str, list[np.ndarray]] = {m: [] for m in methods}
     for song in songs:
         refs = np.stack([song.stems[k] for k in STEM_NAMES])
         y = song.mix
@@ -149,27 +141,43 @@ def main() -> None:
         scores["mixture"].append(sdr(refs, np.broadcast_to(y, refs.shape), song.sr))
         scores["IRM (bound)"].append(irm(y, refs, sdr, song.sr))
         row = "  ".join(f"{m} {np.nanmedian(scores[m][-1]):6.2f}" for m in methods)
-        print(f"{song.name:16s} median SDR over stems: {row}", flush=True)
-    print(
-        f"\nSDR (dB, {args.sdr}), median over {len(songs)} held-out tracks "
-        f"({time.perf_counter() - t0:.0f} s):"
-    )
-    print(f"{'method':16s}" + "".join(f"{k:>9s}" for k in STEM_NAMES) + "   median")
-    medians = {}
-    for m in methods:
-        per_stem = np.nanmedian(np.stack(scores[m]), axis=0)
-        medians[m] = float(np.median(per_stem))
-        print(f"{m:16s}" + "".join(f"{v:9.2f}" for v in per_stem) + f"{medians[m]:9.2f}")
-    gain = medians["stemdeck"] - medians["seed (oracle)"]
-    print(f"\nstemdeck - seed (oracle) = {gain:+.2f} dB (target >= +2.00)")
-    print(f"IRM (bound) - stemdeck = {medians['IRM (bound)'] - medians['stemdeck']:.2f} dB left")
-    st = np.nanmedian(np.stack(scores["stemdeck"]), axis=0)
-    mx = np.nanmedian(np.stack(scores["mixture"]), axis=0)
-    print(
-        "above the mixture on every stem:",
-        bool(np.all(st > mx)),
-        dict(zip(STEM_NAMES, np.round(st - mx, 2), strict=True)),
-    )
+        print(f"[{label}] {song.name[:28]:28s} {row}", flush=True)
+    return {m: np.nanmedian(np.stack(v), axis=0) for m, v in scores.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--real", type=int, default=0, help="real validation songs (0: all)")
+    ap.add_argument("--synth", type=int, default=3, help="held-out synthesized songs")
+    ap.add_argument("--gm", type=int, default=3, help="held-out General MIDI songs")
+    ap.add_argument("--sdr", choices=("museval", "fast"), default="museval")
+    ap.add_argument("--model", default="default", help="stems model: shipped name or .npz file")
+    ap.add_argument("--material-cache", type=Path, default=ROOT / "bench" / "out" / "material")
+    args = ap.parse_args()
+    sdr = sdr_museval if args.sdr == "museval" else sdr_fast
+    params = SeparationParams(stems_model=args.model)
+    groups = {}
+    _train, validation = musdb.split()
+    if validation:
+        names = validation[: args.real] if args.real else validation
+        groups["real"] = [musdb.load(n) for n in names]
+    else:
+        print(f"real: no MUSDB18 previews in {musdb.DATA} (see scripts/musdb.py); skipped")
+    seeds = list(material.EVAL_SEEDS)
+    generated = [demo_track(), *material.songs("synth", seeds[: args.synth])]
+    if args.gm:
+        generated += material.songs("gm", seeds[: args.gm], cache_dir=args.material_cache)
+    groups["generated"] = generated
+    t0 = time.perf_counter()
+    results = {label: score_group(label, songs, sdr, params) for label, songs in groups.items()}
+    took = time.perf_counter() - t0
+    print(f"\nSDR (dB, {args.sdr}): median over windows, then over songs ({took:.0f} s)")
+    for label, per_method in results.items():
+        print(f"\n{label} ({len(groups[label])} songs)")
+        print(f"{'method':16s}" + "".join(f"{k:>9s}" for k in STEM_NAMES) + "      all")
+        for m, per_stem in per_method.items():
+            cells = "".join(f"{v:9.2f}" for v in per_stem)
+            print(f"{m:16s}{cells}{np.median(per_stem):9.2f}")
 
 
 if __name__ == "__main__":
