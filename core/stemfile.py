@@ -22,6 +22,7 @@ import re
 import struct
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -46,6 +47,7 @@ __all__ = [
     "read_stem_box",
     "read_stem_file",
     "read_tags",
+    "stem_track_name",
     "track_flags",
     "write_stem_file",
 ]
@@ -373,6 +375,14 @@ def channel_keys(names: Sequence[str]) -> list[str]:
 def is_stem_path(path: str | os.PathLike[str]) -> bool:
     """True for a name ending in ``.stem.mp4`` or ``.stem.m4a`` (any case)."""
     return str(path).lower().endswith(STEM_SUFFIXES)
+
+
+def stem_track_name(path: str | os.PathLike[str]) -> str:
+    """A track's name from its file name: ``Song.stem.mp4`` and ``Song.wav`` are ``Song``."""
+    name = Path(path).name
+    if is_stem_path(name):
+        return name[: -len(".stem.mp4")]
+    return Path(name).stem
 
 
 def is_mp4_path(path: str | os.PathLike[str]) -> bool:
@@ -821,26 +831,35 @@ def _encode(
             s.disposition = av.stream.Disposition.default if i == 0 else 0
             streams.append(s)
         time_base = Fraction(1, sr)
-        for pos in range(0, n, _BLOCK):
-            for s, y in zip(streams, tracks, strict=True):
-                block = y[:, pos : pos + _BLOCK]
-                if codec == "alac":
-                    # 24-bit: the top 24 bits of s32; float -> int24 rounds, full scale clips.
-                    q = np.clip(np.round(block * 8388608.0), -8388608, 8388607).astype(np.int32)
-                    block = np.left_shift(q, 8)
-                frame = av.AudioFrame.from_ndarray(
-                    np.ascontiguousarray(block), format=fmt, layout="stereo"
-                )
-                frame.sample_rate = sr
-                frame.pts = pos
-                frame.time_base = time_base
-                for packet in s.encode(frame):
-                    out.mux(packet)
-            if progress is not None:
-                progress(min(1.0, (pos + _BLOCK) / n))
-        for s in streams:
-            for packet in s.encode(None):
-                out.mux(packet)
+
+        def encode(s: Any, y: np.ndarray | None, pos: int) -> list[Any]:
+            if y is None:
+                return list(s.encode(None))  # flush
+            block = y[:, pos : pos + _BLOCK]
+            if codec == "alac":
+                # 24-bit: the top 24 bits of s32; float -> int24 rounds, full scale clips.
+                q = np.clip(np.round(block * 8388608.0), -8388608, 8388607).astype(np.int32)
+                block = np.left_shift(q, 8)
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(block), format=fmt, layout="stereo"
+            )
+            frame.sample_rate = sr
+            frame.pts = pos
+            frame.time_base = time_base
+            return list(s.encode(frame))
+
+        # The tracks encode in parallel (FFmpeg runs without the GIL), one block at a
+        # time each; their packets are muxed in order, so the file stays interleaved.
+        workers = min(len(streams), os.cpu_count() or 1)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for pos in [*range(0, n, _BLOCK), -1]:
+                data = [None] * len(tracks) if pos < 0 else tracks
+                jobs = [pool.submit(encode, s, y, pos) for s, y in zip(streams, data, strict=True)]
+                for job in jobs:
+                    for packet in job.result():
+                        out.mux(packet)
+                if progress is not None and pos >= 0:
+                    progress(min(1.0, (pos + _BLOCK) / n))
 
 
 def write_stem_file(
@@ -916,6 +935,9 @@ def write_stem_file(
         raise AudioFileError(f"cannot write {str(dest)!r}: {exc.strerror or exc}") from None
     os.close(fd)
     tmp = Path(tmp_name)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the result is an ordinary file
     av = _av()
     try:
         _encode(tmp, tracks, sr, codec=codec, bitrate=bitrate, progress=progress)
