@@ -93,6 +93,7 @@ _MAX_DEPTH = 16
 _COLOUR = re.compile(r"#[0-9A-Fa-f]{6}\Z")
 _BLOCK = 1 << 16  # samples encoded per track in turn, so the tracks interleave in the file
 _TKHD_ENABLED, _TKHD_IN_MOVIE = 0x1, 0x2
+_MAX_PEAK = 16.0  # +24 dBFS: float stems may pass full scale, never by this much
 
 
 # -- boxes --------------------------------------------------------------------------------
@@ -672,6 +673,12 @@ def read_stem_file(path: str | os.PathLike[str], *, sr: int | None = None) -> St
             for k, s in zip(info.names, stems, strict=True)
         ]
     )
+    # Damaged AAC data can decode to finite but deafening values; no mix holds those.
+    peak = max(float(np.abs(stems).max()), float(np.abs(master).max()))
+    if peak > _MAX_PEAK:
+        raise AudioFileError(
+            f"{str(p)!r} is damaged: its audio peaks at {20 * np.log10(peak):+.0f} dBFS"
+        )
     if sr is not None and sr != rate:
         stems = np.stack([resample(s, rate, sr) for s in stems])
         master = resample(master, rate, sr)

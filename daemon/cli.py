@@ -340,6 +340,10 @@ def _write_stem_mp4(
 
 def _separate_stem_file(args: argparse.Namespace) -> int:
     """A stem file in: its stems are the channels; nothing is separated."""
+    if args.components:
+        raise ParameterError(
+            f"{args.track!r} is a stem file: its channels are its stems; drop --components"
+        )
     stems = read_stem_file(args.track)
     name = stem_track_name(args.track)
     out = Path(args.output)

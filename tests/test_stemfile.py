@@ -385,14 +385,18 @@ def test_damaged_box_size(written: dict[str, Path], tmp_path: Path) -> None:
         read_stem_file(path)
 
 
-def test_fuzzed_moov_never_crashes_or_hangs(written: dict[str, Path], tmp_path: Path, alarm):
+@pytest.mark.parametrize("where", ["moov", "audio"])
+def test_fuzzed_file_never_crashes_or_hangs(
+    written: dict[str, Path], tmp_path: Path, alarm, where: str
+) -> None:
     data = written["aac"].read_bytes()
     moov = _box_offset(data, b"moov")
+    lo, hi = (moov, len(data)) if where == "moov" else (64, moov)
     rng = np.random.default_rng(7)
     outcomes = {"read": 0, "error": 0}
     for trial in range(24):
         damaged = bytearray(data)
-        for pos in rng.integers(moov, len(data), size=4):
+        for pos in rng.integers(lo, hi, size=4 if where == "moov" else 64):
             damaged[pos] = int(rng.integers(0, 256))
         path = tmp_path / f"fuzz{trial}.stem.mp4"
         path.write_bytes(bytes(damaged))
@@ -403,6 +407,7 @@ def test_fuzzed_moov_never_crashes_or_hangs(written: dict[str, Path], tmp_path: 
             outcomes["error"] += 1
         else:
             assert np.isfinite(f.stems).all()
+            assert float(np.abs(f.stems).max()) <= 16.0
             outcomes["read"] += 1
     assert sum(outcomes.values()) == 24
 
@@ -474,6 +479,7 @@ def test_ni_written_file(kind: str) -> None:
     assert f.manifest is not None and f.manifest["version"] == 1
     assert _mixxx_accepts(f.manifest) == []
     assert track_flags(path) == [1, 0, 0, 0, 0]
+    assert channel_keys(f.names) == ["drums", "bass", "other", "vox"]
     for stem in f.stems:
         assert float(np.abs(stem).max()) > 0.01  # every stem holds music
 

@@ -211,6 +211,7 @@ def test_serve_plays_the_stems_as_channels(tmp_path: Path) -> None:
         daemon.wait_ready()
         state = dict(client.ask("/state", timeout=3.0))
         assert state["/channels"] == ["drums", "bass", "other", "vox"]
+        assert state["/channels/colors"] == ["#FD4A4A", "#AD65FF", "#3F8BFE", "#FA8D29"]
         assert client.query("/ch/vox/fader") == pytest.approx(0.75)
         time.sleep(1.5)  # record a while at unity
 
@@ -227,6 +228,9 @@ def test_serve_plays_the_stems_as_channels(tmp_path: Path) -> None:
 
         assert channels_after_load(three) == ["a", "b", "c"]
         assert channels_after_load(musdb) == ["drums", "bass", "other", "vocals"]
+        assert dict(client.ask("/state", timeout=3.0))["/channels/colors"] == [
+            c for _, c in NI_STEMS
+        ]
         client.ask("/track/load", str(broken))
         time.sleep(1.0)
         assert client.query("/status").startswith("Musdb ")  # the set goes on
@@ -267,3 +271,13 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_components_of_a_stem_file_is_refused(tmp_path: Path) -> None:
+    stems = _stems(1.0)
+    path = tmp_path / "x.stem.mp4"
+    write_stem_file(path, stems.sum(axis=0), stems, SR, codec="alac")
+    proc = run_cli("separate", str(path), "-o", str(tmp_path / "o"), "--components", "4")
+    assert proc.returncode == 1
+    assert "is a stem file: its channels are its stems; drop --components" in proc.stderr
+    assert len([ln for ln in proc.stderr.splitlines() if "error" in ln]) == 1
