@@ -256,6 +256,22 @@ def test_write_is_atomic(tmp_path: Path) -> None:
     assert path.read_bytes() == b"the previous file"
 
 
+def test_full_disk_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from stemdeck.core import stemfile
+
+    mix, stems = _stems()
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(stemfile, "_finish_moov", full)
+    with pytest.raises(AudioFileError, match=r"cannot write .*No space left on device"):
+        write_stem_file(tmp_path / "x.stem.mp4", mix, stems, SR, codec="alac")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_write_into_missing_folder_is_one_error(tmp_path: Path) -> None:
     mix, stems = _stems()
     with pytest.raises(AudioFileError, match=r"cannot write .*No such file or directory"):
