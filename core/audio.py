@@ -108,7 +108,7 @@ def _load_mp4(p: Path, *, sr: int | None) -> tuple[np.ndarray, int]:
     """An MP4/M4A track (libsndfile reads none): a stem file is the sum of its stems
     (what unity on every channel plays), a plain one is its one audio stream."""
     if probe(p) is not None:
-        stems = read_stem_file(p, sr=sr)
+        stems = read_stem_file(p, sr=sr, master=False)
         return stems.mix, stems.sr
     y, file_sr = read_mp4_audio(p)
     if y.shape[0] > 2:

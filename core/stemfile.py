@@ -93,6 +93,7 @@ _MAX_DEPTH = 16
 _COLOUR = re.compile(r"#[0-9A-Fa-f]{6}\Z")
 _BLOCK = 1 << 16  # samples encoded per track in turn, so the tracks interleave in the file
 _TKHD_ENABLED, _TKHD_IN_MOVIE = 0x1, 0x2
+_FIRST_BUFFER_SECONDS = 600
 _MAX_PEAK = 16.0  # +24 dBFS: float stems may pass full scale, never by this much
 
 
@@ -436,9 +437,9 @@ class StemFile:
     names, colours : list of str
         Display names and ``#RRGGBB`` colours, one per stem.
     sr : int
-    master : np.ndarray, shape (channels, samples), float32
+    master : np.ndarray, shape (channels, samples), float32, or None
         The file's master track (it may differ from the sum of the stems by
-        the mastering the file's maker applied).
+        the mastering the file's maker applied); None when not decoded.
     manifest : dict or None
     tags : Tags
     """
@@ -447,7 +448,7 @@ class StemFile:
     names: list[str]
     colours: list[str]
     sr: int
-    master: np.ndarray
+    master: np.ndarray | None
     manifest: dict[str, Any] | None
     tags: Tags = field(default_factory=Tags)
 
@@ -575,55 +576,70 @@ def _to_float(frame: Any) -> np.ndarray:
     raise AudioFileError(f"unexpected decoded sample format {fmt!r}")
 
 
-def _decode_streams(path: Path, streams: Sequence[int]) -> list[np.ndarray]:
-    """Decode the given audio streams in one pass; each trimmed to its declared length.
+def _decode_stream(path: Path, index: int) -> np.ndarray:
+    """Decode one audio stream into one growing buffer, trimmed to its declared length.
 
     A stream whose decoded audio falls short of its declared length is a
     truncated file: an error, so a cut file never plays with silent stems.
     """
     av = _av()
     where = repr(str(path))
-    parts: dict[int, list[np.ndarray]] = {i: [] for i in streams}
     with _open(path) as container:
-        chosen = [container.streams[i] for i in streams]
+        stream = container.streams[index]
+        rate = int(stream.codec_context.sample_rate)
+        declared = None
+        if stream.duration is not None and stream.time_base is not None:
+            declared = round(stream.duration * stream.time_base * rate)
+        # The declared length sizes the buffer, bounded: a damaged header must not
+        # make us allocate what the file cannot hold. The buffer doubles if needed.
+        capacity = min(declared or 0, _FIRST_BUFFER_SECONDS * rate) + 8192
+        buf: np.ndarray | None = None
+        n = 0
         try:
-            for packet in container.demux(chosen):
+            for packet in container.demux(stream):
                 for frame in packet.decode():
-                    parts[packet.stream.index].append(_to_float(frame))
+                    y = _to_float(frame)
+                    if buf is None:
+                        buf = np.empty((y.shape[0], capacity), dtype=np.float32)
+                    elif y.shape[0] != buf.shape[0]:
+                        raise AudioFileError(f"{where}: stream {index} changes its channel count")
+                    if n + y.shape[1] > buf.shape[1]:
+                        bigger = np.empty((buf.shape[0], 2 * (n + y.shape[1])), dtype=np.float32)
+                        bigger[:, :n] = buf[:, :n]
+                        buf = bigger
+                    buf[:, n : n + y.shape[1]] = y
+                    n += y.shape[1]
         except av.FFmpegError as exc:
             raise AudioFileError(
                 f"{where} is damaged: its audio cannot be decoded ({_reason(exc)})"
             ) from None
         except (ValueError, MemoryError) as exc:
             raise AudioFileError(f"{where} is damaged: {exc}") from None
-        declared = {}
-        for s in chosen:
-            if s.duration is not None and s.time_base is not None:
-                rate = int(s.codec_context.sample_rate)
-                declared[s.index] = round(s.duration * s.time_base * rate)
-    out = []
-    for i in streams:
-        if not parts[i]:
-            raise AudioFileError(f"{where}: stream {i} holds no audio")
-        channels = {p.shape[0] for p in parts[i]}
-        if len(channels) != 1:
-            raise AudioFileError(f"{where}: stream {i} changes its channel count")
-        y = np.concatenate(parts[i], axis=1)
-        want = declared.get(i)
-        if want is not None and want > 0:
-            # One codec frame of slack: decoders differ in how they trim the last one.
-            if y.shape[1] < want - 2048:
-                raise AudioFileError(
-                    f"{where} is truncated: stream {i} decodes to {y.shape[1]} samples of "
-                    f"the {want} it declares"
-                )
-            y = y[:, :want]
-        out.append(np.ascontiguousarray(y))
-    return out
+    if buf is None or n == 0:
+        raise AudioFileError(f"{where}: stream {index} holds no audio")
+    if declared is not None and declared > 0:
+        # One codec frame of slack: decoders differ in how they trim the last one.
+        if n < declared - 2048:
+            raise AudioFileError(
+                f"{where} is truncated: stream {index} decodes to {n} samples of "
+                f"the {declared} it declares"
+            )
+        n = min(n, declared)
+    return buf[:, :n]
 
 
-def read_stem_file(path: str | os.PathLike[str], *, sr: int | None = None) -> StemFile:
-    """Decode a stem file: the master and every stem, fully, before anything plays.
+def _decode_streams(path: Path, streams: Sequence[int]) -> list[np.ndarray]:
+    """Decode audio streams side by side (FFmpeg decodes without the GIL)."""
+    workers = min(len(streams), os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        jobs = [pool.submit(_decode_stream, path, i) for i in streams]
+        return [job.result() for job in jobs]
+
+
+def read_stem_file(
+    path: str | os.PathLike[str], *, sr: int | None = None, master: bool = True
+) -> StemFile:
+    """Decode a stem file: every stem (and the master), fully, before anything plays.
 
     Parameters
     ----------
@@ -633,6 +649,8 @@ def read_stem_file(path: str | os.PathLike[str], *, sr: int | None = None) -> St
         names, and the log says so).
     sr : int or None
         Resample to this rate with soxr; None keeps the file's rate.
+    master : bool
+        Decode the master track too; players that mix the stems need not.
 
     Raises
     ------
@@ -640,12 +658,13 @@ def read_stem_file(path: str | os.PathLike[str], *, sr: int | None = None) -> St
         See :func:`probe`; also a file that is a plain MP4 (one audio stream),
         damaged audio data, a truncated file, or NaN/inf samples.
     """
-    from .audio import resample, validate_audio
+    from .audio import resample
 
     p = Path(path)
+    where = repr(str(p))
     info = probe(p)
     if info is None:
-        raise AudioFileError(f"{str(p)!r} is a plain MP4 with one audio stream, not a stem file")
+        raise AudioFileError(f"{where} is a plain MP4 with one audio stream, not a stem file")
     if info.manifest is None:
         log.info(
             "%s has no stem manifest: its %d stems take the default names %s",
@@ -653,42 +672,53 @@ def read_stem_file(path: str | os.PathLike[str], *, sr: int | None = None) -> St
             len(info.names),
             ", ".join(info.names),
         )
-    decoded = _decode_streams(p, info.streams)
+    decoded = _decode_streams(p, info.streams if master else info.streams[1:])
+    master_y = decoded.pop(0) if master else None
     channels = max(y.shape[0] for y in decoded)
-    decoded = [np.repeat(y, channels, axis=0) if y.shape[0] < channels else y for y in decoded]
-    n = min(y.shape[1] for y in decoded[1:])
-    longest = max(y.shape[1] for y in decoded[1:])
+    n = min(y.shape[1] for y in decoded)
+    longest = max(y.shape[1] for y in decoded)
     if longest - n > 2048:
         log.warning(
             "%s: stems differ in length by %d samples; cut to the shortest", p.name, longest - n
         )
-    stems = np.stack([y[:, :n] for y in decoded[1:]])
-    master = decoded[0][:, :n]
-    if master.shape[1] < n:
-        master = np.pad(master, ((0, 0), (0, n - master.shape[1])))
+    # One array for the mixer; a mono stream is spread to both sides by broadcasting.
+    stems = np.empty((len(decoded), channels, n), dtype=np.float32)
+    for k, y in enumerate(decoded):
+        stems[k] = y[:, :n]
+    del decoded
+    if master_y is not None:
+        m = np.zeros((channels, n), dtype=np.float32)
+        m[:, : min(n, master_y.shape[1])] = master_y[:, :n]
+        master_y = m
+    checks: list[tuple[str, np.ndarray | None]] = [("stems", stems), ("master", master_y)]
+    for what, audio in checks:
+        if audio is None:
+            continue
+        if not np.isfinite(audio).all():
+            raise AudioFileError(f"{where}: its {what} hold NaN or infinite samples")
+        # Damaged AAC data can decode to finite but deafening values; no mix holds those.
+        peak = float(np.abs(audio).max())
+        if peak > _MAX_PEAK:
+            raise AudioFileError(
+                f"{where} is damaged: its {what} peak at {20 * np.log10(peak):+.0f} dBFS"
+            )
     rate = info.sr
-    stems = np.stack(
-        [
-            validate_audio(s, name=f"{str(p)!r} stem {k}")
-            for k, s in zip(info.names, stems, strict=True)
-        ]
-    )
-    # Damaged AAC data can decode to finite but deafening values; no mix holds those.
-    peak = max(float(np.abs(stems).max()), float(np.abs(master).max()))
-    if peak > _MAX_PEAK:
-        raise AudioFileError(
-            f"{str(p)!r} is damaged: its audio peaks at {20 * np.log10(peak):+.0f} dBFS"
-        )
     if sr is not None and sr != rate:
-        stems = np.stack([resample(s, rate, sr) for s in stems])
-        master = resample(master, rate, sr)
+        first = resample(stems[0], rate, sr)
+        out = np.empty((len(stems), channels, first.shape[1]), dtype=np.float32)
+        out[0] = first
+        for k in range(1, len(stems)):
+            out[k] = resample(stems[k], rate, sr)
+        stems = out
+        if master_y is not None:
+            master_y = resample(master_y, rate, sr)
         rate = sr
     return StemFile(
-        stems=np.ascontiguousarray(stems, dtype=np.float32),
+        stems=stems,
         names=list(info.names),
         colours=list(info.colours),
         sr=rate,
-        master=np.ascontiguousarray(master, dtype=np.float32),
+        master=master_y,
         manifest=info.manifest,
         tags=read_tags(p),
     )

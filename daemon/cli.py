@@ -354,7 +354,7 @@ def _separate_stem_file(args: argparse.Namespace) -> int:
             raise ParameterError(f"{str(path)!r} is the input file; choose another -o DIR")
         _write_stem_mp4(
             path,
-            stems.master,
+            stems.master if stems.master is not None else stems.mix,
             stems.stems,
             stems.sr,
             names=stems.names,

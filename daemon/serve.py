@@ -334,7 +334,7 @@ class Daemon:
         """
         sr = self.engine.sr
         if source != DEMO and is_mp4_path(source) and probe(source) is not None:
-            stems = read_stem_file(source, sr=sr)
+            stems = read_stem_file(source, sr=sr, master=False)
             if len(stems.names) > self.engine.max_channels:
                 raise ParameterError(
                     f"{Path(source).name} has {len(stems.names)} stems; this mixer has "

@@ -181,6 +181,9 @@ def test_round_trip_alac_is_bit_exact(written: dict[str, Path]) -> None:
     assert np.array_equal(ours.master, _int24(mix))
     assert ours.names == ["Drums", "Bass", "Other", "Vocals"]
     assert ours.colours == [c for _, c in NI_STEMS]
+    stems_only = read_stem_file(written["alac"], master=False)
+    assert stems_only.master is None
+    assert np.array_equal(stems_only.stems, ours.stems)
 
 
 def test_round_trip_tags_and_artwork(written: dict[str, Path]) -> None:
