@@ -281,3 +281,39 @@ def test_components_of_a_stem_file_is_refused(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "is a stem file: its channels are its stems; drop --components" in proc.stderr
     assert len([ln for ln in proc.stderr.splitlines() if "error" in ln]) == 1
+
+
+REAL = Path(
+    os.environ.get("STEMDECK_STEMFILES", Path.home() / ".cache" / "stemdeck-data" / "stemfiles")
+)
+
+
+def test_serve_plays_real_stem_files(tmp_path: Path) -> None:
+    """NI's own file and a MUSDB18 preview, where they are on the machine."""
+    ni = sorted(REAL.glob("*Falcon 69 (NI ALAC).stem.m4a")) if REAL.is_dir() else []
+    musdb = sorted(REAL.glob("musdb-train/*.stem.mp4")) if REAL.is_dir() else []
+    if not ni or not musdb:
+        pytest.skip(f"NI and MUSDB18 stem files not under {REAL} (set STEMDECK_STEMFILES)")
+    env = {"STEMDECK_CACHE": str(tmp_path / "cache"), "STEMDECK_CONFIG": str(tmp_path / "cfg")}
+    daemon = Daemon([str(ni[0]), "--no-audio", "--library", str(REAL)], env, tmp_path)
+    client = Client(daemon.port)
+    try:
+        daemon.wait_ready()
+        state = dict(client.ask("/state", timeout=3.0))
+        assert state["/channels"] == ["drums", "bass", "other", "vox"]
+        assert state["/channels/colors"] == ["#FD4A4A", "#AD65FF", "#3F8BFE", "#FA8D29"]
+        replies = client.ask("/track/load", str(musdb[0]))
+        assert ("/track/load", [str(musdb[0])]) in replies, replies
+        name = musdb[0].name[: -len(".stem.mp4")]
+        deadline = time.monotonic() + 30
+        while not client.query("/status").startswith(name + " "):
+            assert time.monotonic() < deadline, "the MUSDB18 preview did not load"
+            time.sleep(0.2)
+        state = dict(client.ask("/state", timeout=3.0))
+        assert state["/channels"] == ["drums", "bass", "other", "vocals"]
+    finally:
+        client.close()
+        code, err = daemon.stop()
+    assert code == 0, err
+    assert "The Easton Ellises - Falcon 69 (NI ALAC): 4 stems from the file: Drums #FD4A4A" in err
+    assert f"{musdb[0].name} has no stem manifest: its 4 stems take the default names" in err
