@@ -703,17 +703,18 @@ def read_stem_file(
         m = np.zeros((channels, n), dtype=np.float32)
         m[:, : min(n, master_y.shape[1])] = master_y[:, :n]
         master_y = m
-    checks: list[tuple[str, np.ndarray | None]] = [("stems", stems), ("master", master_y)]
+    # One track at a time, so the checks' temporaries stay small.
+    checks = [(f"stem {name!r}", y) for name, y in zip(info.names, stems, strict=True)]
+    if master_y is not None:
+        checks.append(("master", master_y))
     for what, audio in checks:
-        if audio is None:
-            continue
         if not np.isfinite(audio).all():
-            raise AudioFileError(f"{where}: its {what} hold NaN or infinite samples")
+            raise AudioFileError(f"{where}: its {what} holds NaN or infinite samples")
         # Damaged AAC data can decode to finite but deafening values; no mix holds those.
-        peak = float(np.abs(audio).max())
+        peak = max(float(audio.max()), -float(audio.min()))
         if peak > _MAX_PEAK:
             raise AudioFileError(
-                f"{where} is damaged: its {what} peak at {20 * np.log10(peak):+.0f} dBFS"
+                f"{where} is damaged: its {what} peaks at {20 * np.log10(peak):+.0f} dBFS"
             )
     rate = info.sr
     if sr is not None and sr != rate:
