@@ -39,6 +39,7 @@ __all__ = [
     "StemFileInfo",
     "Tags",
     "channel_keys",
+    "check_encodable",
     "is_stem_path",
     "make_manifest",
     "manifest_problems",
@@ -911,6 +912,17 @@ def _encode(
                     progress(min(1.0, (pos + _BLOCK) / n))
 
 
+def check_encodable(sr: int, *, codec: str = "aac", bitrate: int = 256_000) -> None:
+    """Raise ParameterError unless a stem file of this rate and codec can be written
+    (callers check before a long separation, not after it)."""
+    if codec not in CODECS:
+        raise ParameterError(f"unknown codec {codec!r}; use aac or alac")
+    if codec == "aac" and sr not in AAC_RATES:
+        raise ParameterError(f"AAC cannot store {sr} Hz; use --codec alac or resample the track")
+    if codec == "aac" and not 32_000 <= bitrate <= 512_000:
+        raise ParameterError(f"AAC bit rate {bitrate} is outside 32000..512000 bits/s")
+
+
 def write_stem_file(
     path: str | os.PathLike[str],
     master: np.ndarray,
@@ -956,12 +968,7 @@ def write_stem_file(
     from . import __version__
     from .audio import validate_audio
 
-    if codec not in CODECS:
-        raise ParameterError(f"unknown codec {codec!r}; use aac or alac")
-    if codec == "aac" and sr not in AAC_RATES:
-        raise ParameterError(f"AAC cannot store {sr} Hz; use --codec alac or resample the track")
-    if codec == "aac" and not 32_000 <= bitrate <= 512_000:
-        raise ParameterError(f"AAC bit rate {bitrate} is outside 32000..512000 bits/s")
+    check_encodable(sr, codec=codec, bitrate=bitrate)
     stems = np.asarray(stems)
     if stems.ndim != 3 or not MIN_STEMS <= stems.shape[0] <= MAX_STEMS:
         raise ParameterError(f"stems must be (2..4, channels, samples), got shape {stems.shape}")

@@ -31,6 +31,7 @@ from stemdeck.core.stemfile import (
     NI_STEMS,
     Tags,
     channel_keys,
+    check_encodable,
     is_mp4_path,
     probe,
     read_stem_file,
@@ -348,6 +349,7 @@ def _separate_stem_file(args: argparse.Namespace) -> int:
     name = stem_track_name(args.track)
     out = Path(args.output)
     if args.format == "stem.mp4":
+        check_encodable(stems.sr, codec=args.codec)
         _make_folder(out)
         path = out / f"{name}.stem.mp4"
         if path.resolve() == Path(args.track).resolve():
@@ -390,6 +392,7 @@ def cmd_separate(args: argparse.Namespace) -> int:
         return _separate_stem_file(args)
     y, sr, name = _read_track(args)
     if args.format == "stem.mp4":
+        check_encodable(sr, codec=args.codec)  # before the separation, not after it
         out = Path(args.output)
         _make_folder(out)
         tags = _source_tags(args, name)

@@ -130,14 +130,20 @@ def test_separate_a_stem_file_runs_no_separation(tmp_path: Path, capsys) -> None
     [
         (["--components", "3", "--format", "stem.mp4"], "components mode has no stems"),
         (["--format", "stem.mp4", "--codec", "mp3"], "invalid choice: 'mp3'"),
+        (["--format", "stem.mp4", "--rate", "12345"], "AAC cannot store 12345 Hz"),
     ],
 )
 def test_separate_stem_format_errors_are_one_line(tmp_path: Path, args, message) -> None:
+    rate = SR
+    if "--rate" in args:  # a rate AAC cannot store: refused before separating
+        rate = int(args[args.index("--rate") + 1])
+        args = args[: args.index("--rate")]
     track = tmp_path / "t.wav"
-    sf.write(track, tone_mix(1.0, sr=SR).T, SR)
+    sf.write(track, tone_mix(1.0, sr=rate).T, rate)
     proc = run_cli("separate", str(track), "-o", str(tmp_path / "o"), *args)
     assert proc.returncode != 0
     assert message in proc.stderr, proc.stderr
+    assert "channels in" not in proc.stderr  # no separation ran
     assert "Traceback" not in proc.stderr
     assert len([ln for ln in proc.stderr.splitlines() if "error" in ln]) == 1
     assert not (tmp_path / "o").exists() or list((tmp_path / "o").iterdir()) == []
