@@ -15,6 +15,7 @@ import numpy as np
 import soundfile as sf
 
 from .errors import AudioFileError, ParameterError
+from .stemfile import is_mp4_path, probe, read_mp4_audio, read_stem_file
 
 __all__ = ["load", "resample", "validate_audio", "write"]
 
@@ -58,7 +59,8 @@ def load(path: str | os.PathLike[str], *, sr: int | None = None) -> tuple[np.nda
     Parameters
     ----------
     path : path-like
-        Any file libsndfile reads: wav, flac, ogg, mp3 (libsndfile >= 1.1), aiff, ...
+        Any file libsndfile reads: wav, flac, ogg, mp3 (libsndfile >= 1.1), aiff, ...;
+        MP4/M4A through PyAV (a stem file gives the sum of its stems).
     sr : int or None
         Resample to this rate with soxr (very high quality) when the file's rate
         differs; ``None`` keeps the original rate.
@@ -80,6 +82,8 @@ def load(path: str | os.PathLike[str], *, sr: int | None = None) -> tuple[np.nda
         raise AudioFileError(f"{str(p)!r}: no such file")
     if p.is_dir():
         raise AudioFileError(f"{str(p)!r} is a folder, not an audio file")
+    if is_mp4_path(p):
+        return _load_mp4(p, sr=sr)
     try:
         data, file_sr = sf.read(str(p), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
@@ -90,6 +94,23 @@ def load(path: str | os.PathLike[str], *, sr: int | None = None) -> tuple[np.nda
     except OSError as exc:
         raise AudioFileError(f"{str(p)!r} cannot be read: {exc.strerror or exc}") from None
     y = data.T
+    if y.shape[0] > 2:
+        log.warning("%s: %d channels downmixed to stereo", p.name, y.shape[0])
+        y = _downmix_to_stereo(y)
+    y = validate_audio(y, name=repr(str(p)))
+    if sr is not None and sr != file_sr:
+        y = resample(y, file_sr, sr)
+        file_sr = sr
+    return y, int(file_sr)
+
+
+def _load_mp4(p: Path, *, sr: int | None) -> tuple[np.ndarray, int]:
+    """An MP4/M4A track (libsndfile reads none): a stem file is the sum of its stems
+    (what unity on every channel plays), a plain one is its one audio stream."""
+    if probe(p) is not None:
+        stems = read_stem_file(p, sr=sr, master=False)
+        return stems.mix, stems.sr
+    y, file_sr = read_mp4_audio(p)
     if y.shape[0] > 2:
         log.warning("%s: %d channels downmixed to stereo", p.name, y.shape[0])
         y = _downmix_to_stereo(y)

@@ -24,6 +24,21 @@ from stemdeck.core.cache import SeparationCache
 from stemdeck.core.errors import AudioFileError, ParameterError, StemdeckError
 from stemdeck.core.presets import SeparationParams, list_presets, load_separation_preset
 from stemdeck.core.separate import ChannelSink, Separation, separate
+from stemdeck.core.stemfile import (
+    CODECS,
+    NI_COLOURS,
+    NI_NAMES,
+    NI_STEMS,
+    Tags,
+    channel_keys,
+    check_encodable,
+    is_mp4_path,
+    probe,
+    read_stem_file,
+    read_tags,
+    stem_track_name,
+    write_stem_file,
+)
 
 from .progress import ProgressBar
 
@@ -140,7 +155,9 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_track_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("track", nargs="?", help="audio file (wav, flac, ogg, mp3)")
+    p.add_argument(
+        "track", nargs="?", help="audio file (wav, flac, ogg, mp3) or stem file (.stem.mp4)"
+    )
     p.add_argument(
         "--demo", action="store_true", help="use the built-in demo track instead of a file"
     )
@@ -175,9 +192,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
     p.add_argument(
         "--format",
-        choices=("wav", "flac"),
+        choices=("wav", "flac", "stem.mp4"),
         default="wav",
-        help="wav (32-bit float, default) or flac (24-bit)",
+        help="wav (32-bit float, default), flac (24-bit) or stem.mp4 (one NI Stems file "
+        "for Traktor and Mixxx)",
+    )
+    p.add_argument(
+        "--codec",
+        choices=CODECS,
+        default="aac",
+        help="audio codec of a stem.mp4: aac (256 kb/s, default) or alac (lossless)",
     )
     p.set_defaults(func=cmd_separate)
 
@@ -187,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=helptext)
         if name == "serve":
-            p.add_argument("track", help="audio file (wav, flac, ogg, mp3)")
+            p.add_argument("track", help="audio file (wav, flac, ogg, mp3) or stem file")
         _add_serve_args(p)
         p.set_defaults(func=cmd_serve)
 
@@ -220,7 +244,7 @@ def _read_track(args: argparse.Namespace) -> tuple[np.ndarray, int, str]:
     if not args.track:
         raise ParameterError("no TRACK given; name an audio file or use --demo")
     y, sr = load(args.track)
-    return y, sr, Path(args.track).stem
+    return y, sr, stem_track_name(args.track)
 
 
 def _params(args: argparse.Namespace) -> SeparationParams:
@@ -271,14 +295,124 @@ def _write_atomic(path: Path, audio: np.ndarray, sr: int, fmt: str) -> None:
         raise
 
 
-# -- commands -----------------------------------------------------------------------
-def cmd_separate(args: argparse.Namespace) -> int:
-    y, sr, name = _read_track(args)
-    folder = Path(args.output) / name
+def _source_tags(args: argparse.Namespace, name: str) -> Tags:
+    if args.demo:
+        return Tags(title=name, artist="stemdeck")
+    return read_tags(args.track)
+
+
+def _ni_order(names: list[str], channels: np.ndarray) -> np.ndarray:
+    """Separated stems in the order of an NI Stems file (drums, bass, other, vocals)."""
+    order = [n for n, _ in NI_STEMS]
+    if sorted(names) != sorted(order):
+        raise ParameterError(f"stems {names} do not match NI's {order}; cannot write stem.mp4")
+    return np.stack([channels[names.index(n)] for n in order])
+
+
+def _write_stem_mp4(
+    path: Path,
+    master: np.ndarray,
+    stems: np.ndarray,
+    sr: int,
+    *,
+    names: list[str],
+    colours: list[str],
+    codec: str,
+    tags: Tags,
+) -> None:
+    if codec == "alac" and max(float(np.abs(master).max()), float(np.abs(stems).max())) > 1.0:
+        log.warning("peaks above full scale clip in 24-bit alac; use --codec aac to keep them")
+    bar = ProgressBar(f"encoding {path.name}")
+    try:
+        write_stem_file(
+            path,
+            master,
+            stems,
+            sr,
+            names=names,
+            colours=colours,
+            codec=codec,
+            tags=tags,
+            progress=lambda fraction: bar("encoding", fraction),
+        )
+    finally:
+        bar.close()
+
+
+def _separate_stem_file(args: argparse.Namespace) -> int:
+    """A stem file in: its stems are the channels; nothing is separated."""
+    if args.components:
+        raise ParameterError(
+            f"{args.track!r} is a stem file: its channels are its stems; drop --components"
+        )
+    stems = read_stem_file(args.track)
+    name = stem_track_name(args.track)
+    out = Path(args.output)
+    if args.format == "stem.mp4":
+        check_encodable(stems.sr, codec=args.codec)
+        _make_folder(out)
+        path = out / f"{name}.stem.mp4"
+        if path.resolve() == Path(args.track).resolve():
+            raise ParameterError(f"{str(path)!r} is the input file; choose another -o DIR")
+        _write_stem_mp4(
+            path,
+            stems.master if stems.master is not None else stems.mix,
+            stems.stems,
+            stems.sr,
+            names=stems.names,
+            colours=stems.colours,
+            codec=args.codec,
+            tags=stems.tags,
+        )
+        print(f"wrote {path}")
+        return 0
+    folder = out / name
+    _make_folder(folder)
+    for key, audio in zip(channel_keys(stems.names), stems.stems, strict=True):
+        _write_atomic(folder / f"{key}.{args.format}", audio, stems.sr, args.format)
+    print(f"wrote {len(stems.names)} files to {folder} (stems from the file, not separated)")
+    return 0
+
+
+def _make_folder(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise AudioFileError(f"cannot create {str(folder)!r}: {exc.strerror}") from None
+
+
+# -- commands -----------------------------------------------------------------------
+def cmd_separate(args: argparse.Namespace) -> int:
+    if args.format == "stem.mp4" and args.components:
+        raise ParameterError(
+            "--format stem.mp4 holds the four stems; components mode has no stems "
+            "(drop --components, or use --format wav or flac)"
+        )
+    if args.track and not args.demo and is_mp4_path(args.track) and probe(args.track):
+        return _separate_stem_file(args)
+    y, sr, name = _read_track(args)
+    if args.format == "stem.mp4":
+        check_encodable(sr, codec=args.codec)  # before the separation, not after it
+        out = Path(args.output)
+        _make_folder(out)
+        tags = _source_tags(args, name)
+        result = _separate(args, y, sr, name)
+        stems = _ni_order(list(result.names), np.asarray(result.channels))
+        path = out / f"{name}.stem.mp4"
+        _write_stem_mp4(
+            path,
+            y,
+            stems,
+            sr,
+            names=list(NI_NAMES),
+            colours=list(NI_COLOURS),
+            codec=args.codec,
+            tags=tags,
+        )
+        print(f"wrote {path}")
+        return 0
+    folder = Path(args.output) / name
+    _make_folder(folder)
     written: list[Path] = []
     clipped: list[str] = []
     # One writer thread saves each channel while the next ones are computed.
@@ -320,7 +454,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .serve import DEMO, Daemon, ServeOptions
 
     track = getattr(args, "track", None) or DEMO
-    if track != DEMO:
+    if track != DEMO and is_mp4_path(track):
+        probe(track)  # a damaged or non-stem MP4 is one clear error before anything starts
+    elif track != DEMO:
         # A missing or unreadable file is one clear error before anything starts; the
         # header is enough here (the daemon decodes the file once, itself).
         import soundfile as sf

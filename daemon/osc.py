@@ -223,6 +223,9 @@ class OscControl:
         out.append(("/transport/playing", [int(bool(engine.playing))]))
         out.append(("/transport/position", [float(engine.position) / engine.sr]))
         out.append(("/channels", [*reg.names]))
+        colours = getattr(self.host, "colours", None)  # a stem file names its channels' colours
+        if colours and len(colours) == len(reg.names):
+            out.append(("/channels/colors", [*colours]))
         return out
 
 

@@ -33,8 +33,11 @@ class ProgressBar:
         if now - self._last_draw < 0.05 and fraction < 1.0:
             return
         self._last_draw = now
-        total = sum(STAGES.get(s, 0.0) * f for s, f in self._done.items())
-        total = min(total / sum(STAGES.values()), 1.0)
+        if stage in STAGES:
+            total = sum(STAGES.get(s, 0.0) * f for s, f in self._done.items())
+            total = min(total / sum(STAGES.values()), 1.0)
+        else:  # a step of its own (encoding): its fraction is the whole
+            total = self._done[stage]
         filled = round(total * self.width)
         bar = "#" * filled + "-" * (self.width - filled)
         self.stream.write(f"\r{self.label} [{bar}] {total * 100:3.0f}% {stage:<12}")

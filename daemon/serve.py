@@ -32,6 +32,7 @@ from stemdeck.core.params import fader_to_gain, gain_to_fader
 from stemdeck.core.presets import SeparationParams, read_preset_text
 from stemdeck.core.registry import Registry
 from stemdeck.core.separate import cached_separation, channel_names, separate
+from stemdeck.core.stemfile import channel_keys, is_mp4_path, probe, read_stem_file, stem_track_name
 
 from .audio import NullSink, Recorder, Sink, SoundDeviceSink, output_device
 from .osc import Feedback, OscControl, OscServer
@@ -76,7 +77,7 @@ def read_source(source: str, sr: int | None) -> tuple[np.ndarray, int, str]:
             y = resample(y, demo.sr, sr)
         return y, sr or demo.sr, demo.name
     y, file_sr = load(source, sr=sr)
-    return y, file_sr, Path(source).stem
+    return y, file_sr, stem_track_name(source)
 
 
 def _worker(
@@ -155,6 +156,7 @@ class Daemon:
         self.feedback: Feedback | None = None
         self.midi: Any = None
         self.names = channel_names(opts.mode, opts.params)
+        self.colours: list[str] = []  # #RRGGBB per channel, when the track names them
         self.registry = Registry(self.names)
         # --outputs channels gives each channel its own output pair: exactly as many.
         strips = len(self.names) if opts.outputs == "channels" else max(64, len(self.names))
@@ -325,12 +327,35 @@ class Daemon:
 
     # -- tracks and separation -------------------------------------------------------------
     def _open_track(self, source: str) -> None:
-        """Play ``source`` now (its channels if cached, else the original while separating)."""
+        """Play ``source`` now (its channels if cached, else the original while separating).
+
+        A stem file's channels are its stems: decoded whole (or refused) before they
+        go live, and nothing is separated.
+        """
         sr = self.engine.sr
+        if source != DEMO and is_mp4_path(source) and probe(source) is not None:
+            stems = read_stem_file(source, sr=sr, master=False)
+            if len(stems.names) > self.engine.max_channels:
+                raise ParameterError(
+                    f"{Path(source).name} has {len(stems.names)} stems; this mixer has "
+                    f"{self.engine.max_channels} channels"
+                )
+            self._stop_worker()
+            self.track_name = stem_track_name(source)
+            self._set_names(channel_keys(stems.names), stems.colours)
+            self._publish(stems.stems)
+            log.info(
+                "%s: %d stems from the file: %s",
+                self.track_name,
+                len(stems.names),
+                ", ".join(f"{n} {c}" for n, c in zip(stems.names, stems.colours, strict=True)),
+            )
+            return
         y, sr, name = read_source(source, sr)
         self._stop_worker()
         self.track_name = name
         opts = self.opts
+        self._set_names(channel_names(opts.mode, opts.params), [])
         cached = (
             cached_separation(y, sr, params=opts.params, mode=opts.mode, cache=self.cache)
             if self.cache is not None
@@ -362,6 +387,13 @@ class Daemon:
         )
         self._watcher.start()
         log.info("%s: playing the original while separating (%s mode)", name, opts.mode)
+
+    def _set_names(self, names: list[str], colours: list[str]) -> None:
+        """The channels of a new track (a stem file's, or the separation mode's)."""
+        self.colours = list(colours)
+        if names != self.names:
+            self.names = names
+            self.registry.set_names(names)
 
     def _publish(self, channels: np.ndarray) -> None:
         track = Track(channels, self.engine.sr, tuple(self.names))

@@ -1,0 +1,87 @@
+"""Cost of writing an NI Stems file against the separation it carries.
+
+A 3-minute stereo 44.1 kHz track (the demo song, made that long) is separated in
+stems mode with the default preset, uncached; then its master and four stems are
+written as a `.stem.mp4`, AAC at 256 kb/s and ALAC. Everything runs in this one
+process, side by side, and each figure is the median of --runs repeats. The target
+is an encoding ratio below 1: writing the file costs less than separating.
+
+Also reported: reading the file back (decode of all five tracks).
+
+    .venv/bin/python bench/stemfile.py [--seconds 180] [--runs 3] [--preset default]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from statistics import median
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=180.0)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--preset", default="default")
+    args = ap.parse_args()
+
+    import av
+    import numpy as np
+
+    from stemdeck.core.demo import demo_track
+    from stemdeck.core.presets import load_separation_preset
+    from stemdeck.core.separate import separate
+    from stemdeck.core.stemfile import NI_STEMS, read_stem_file, write_stem_file
+
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, "
+        f"python {platform.python_version()}, PyAV {av.__version__} (FFmpeg "
+        f"{getattr(av, 'ffmpeg_version_info', '?')}), "
+        f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}, "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
+    song = demo_track(seconds=args.seconds)
+    y, sr = song.mix, song.sr
+    print(f"track: {y.shape[1] / sr:.1f} s, {y.shape[0]} channels, {sr} Hz; {args.runs} runs")
+    params = load_separation_preset(args.preset)
+    times: dict[str, list[float]] = {"separate": [], "aac": [], "alac": [], "read aac": []}
+    sizes: dict[str, int] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(args.runs):
+            t0 = time.perf_counter()
+            result = separate(y, sr, params=params, mode="stems", cache=None)
+            times["separate"].append(time.perf_counter() - t0)
+            names = list(result.names)
+            stems = np.stack([result.channels[names.index(n)] for n, _ in NI_STEMS])
+            for codec in ("aac", "alac"):
+                path = Path(tmp) / f"{codec}.stem.mp4"
+                t0 = time.perf_counter()
+                write_stem_file(path, y, stems, sr, codec=codec)
+                times[codec].append(time.perf_counter() - t0)
+                sizes[codec] = path.stat().st_size
+            t0 = time.perf_counter()
+            read_stem_file(Path(tmp) / "aac.stem.mp4")
+            times["read aac"].append(time.perf_counter() - t0)
+    sep = median(times["separate"])
+    print(f"{'step':<28}{'median s':>10}{'x separate':>12}{'runs (s)':>30}")
+    rows = [
+        ("separate (stems, uncached)", "separate", ""),
+        ("write stem.mp4, AAC 256k", "aac", f"  {sizes['aac'] / 1e6:.1f} MB"),
+        ("write stem.mp4, ALAC", "alac", f"  {sizes['alac'] / 1e6:.1f} MB"),
+        ("read stem.mp4 (AAC), all", "read aac", ""),
+    ]
+    for label, key, extra in rows:
+        m = median(times[key])
+        runs = " ".join(f"{t:.2f}" for t in times[key])
+        print(f"{label:<28}{m:>10.2f}{m / sep:>12.2f}{runs:>30}{extra}")
+    ratio = median(times["aac"]) / sep
+    verdict = "met" if ratio < 1 else "NOT met"
+    print(f"target (AAC encoding costs less than separating): {verdict}, ratio {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
