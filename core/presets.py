@@ -29,7 +29,7 @@ class SeparationParams:
     mask_power: float = 1.0
     seed: int = 0
     stems_model: str = "default"
-    stems_iter: int = 40
+    stems_iter: int = 25
 
     def __post_init__(self) -> None:
         check_stft_params(self.n_fft, self.hop)

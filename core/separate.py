@@ -266,8 +266,8 @@ def reconstruct_spectra(
     n = len(estimate.groups)
     frames, bins = X.shape[2], X.shape[1]
     # The masks of all stems but the last (the remainder), made once, block by
-    # block; float16 is ample for a mask (the remainder keeps the sum exact).
-    masks = np.empty((n - 1, frames, bins), dtype=np.float16)
+    # block: together smaller than the spectrogram itself.
+    masks = np.empty((n - 1, frames, bins), dtype=np.float32)
     for s in range(0, frames, 1024):
         e = min(s + 1024, frames)
         powers = [estimate.stem_power(j, s, e) for j in range(n)]
@@ -279,8 +279,7 @@ def reconstruct_spectra(
         np.maximum(den, den.max(initial=0.0) * 1e-10, out=den)
         np.reciprocal(den, out=den, where=den > 0)
         for j in range(n - 1):
-            np.multiply(powers[j], den, out=powers[j])
-            masks[j, s:e] = powers[j]
+            np.multiply(powers[j], den, out=masks[j, s:e])
 
     def render(j: int) -> np.ndarray:
         return istft(X, n_fft=n_fft, hop=hop, length=y.shape[1], mask=lambda s, e: masks[j, s:e])
