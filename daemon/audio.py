@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from stemdeck.core.engine import enter_audio_thread
 from stemdeck.core.errors import AudioFileError, ParameterError
 
 log = logging.getLogger("stemdeck")
@@ -117,8 +118,12 @@ class Sink:
         self.errors = 0
         self.description = ""
         self.max_render_s = 0.0  # slowest engine.process so far (reset by the reader)
+        self._entered = False
 
     def _render(self, out: np.ndarray) -> None:
+        if not self._entered:  # first block, in the audio thread itself
+            enter_audio_thread()
+            self._entered = True
         t0 = time.perf_counter()
         try:
             self.engine.process(out)

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stemdeck.core.engine import Pause, Play, Stop
+from stemdeck.core.commands import Pause, Play, Stop
 from stemdeck.core.errors import ParameterError, PresetError, StemdeckError
 from stemdeck.core.midimap import MidiMap, MidiMapper, binding_toml, load_midi_map
 
@@ -75,9 +75,7 @@ class MidiControl:
             raise ParameterError("give --midi PORT or --midi-virtual NAME")
         self.host = host
         self.map = midi_map
-        self.mapper = MidiMapper(
-            midi_map, self._get_norm, lambda: host.engine.playing and not host.engine._pausing
-        )
+        self.mapper = MidiMapper(midi_map, self._get_norm, lambda: host.engine.rolling)
         self.port_prefix = port
         self.virtual = virtual
         try:

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from pythonosc import osc_packet
 from pythonosc.osc_message_builder import OscMessageBuilder
 
-from stemdeck.core.engine import Batch, Loop, Pause, Play, Seek, Stop
+from stemdeck.core.commands import Batch, Loop, Pause, Play, Seek, Stop
 from stemdeck.core.errors import ParameterError, StemdeckError
 from stemdeck.core.params import gain_to_db
 

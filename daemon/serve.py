@@ -156,9 +156,8 @@ class Daemon:
         self.midi: Any = None
         self.names = channel_names(opts.mode, opts.params)
         self.registry = Registry(self.names)
-        # --outputs channels gives each channel its own output pair: exactly as many.
-        strips = len(self.names) if opts.outputs == "channels" else max(64, len(self.names))
-        self.engine = Mixer(max_channels=strips, at_end=opts.at_end)
+        # One strip per channel the separation gives, no more.
+        self.engine = Mixer(max_channels=len(self.names), at_end=opts.at_end)
         self.started_at = time.monotonic()
         self.first_sound: float | None = None
         self.library = [Path(p).expanduser().resolve() for p in opts.library]
@@ -366,7 +365,7 @@ class Daemon:
     def _publish(self, channels: np.ndarray) -> None:
         track = Track(channels, self.engine.sr, tuple(self.names))
         _will_need(channels, 0, 10 * self.engine.sr)  # the first seconds, before they play
-        self.post(SetTrack(track))
+        self.post(SetTrack(track, same_audio=True))
         for cmd in self.registry.all_commands():
             self.post(cmd)
         self.progress = None
@@ -510,8 +509,8 @@ class Daemon:
         if track is None:
             return
         starts = [self.engine.position]
-        if self.engine._loop is not None:
-            starts.append(self.engine._loop[0])
+        if self.engine.loop is not None:
+            starts.append(self.engine.loop[0])
         for start in starts:
             _will_need(track.channels, start, start + int(seconds * self.engine.sr))
 
