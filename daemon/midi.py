@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stemdeck.core.commands import Pause, Play, Stop
 from stemdeck.core.errors import ParameterError, PresetError, StemdeckError
 from stemdeck.core.midimap import MidiMap, MidiMapper, binding_toml, load_midi_map
 
@@ -215,15 +214,8 @@ class MidiControl:
             self.host.post(c)
 
     def _action(self, address: str, args: list[Any]) -> None:
-        engine = self.host.engine
-        if address == "/transport/play":
-            self.host.post(Play())
-        elif address == "/transport/pause":
-            self.host.post(Pause())
-        elif address == "/transport/stop":
-            self.host.post(Stop())
-        elif address == "/transport/toggle":
-            self.host.post(Pause() if engine.playing else Play())
+        if address.startswith("/transport/"):
+            self.host.post(self.host.transport.command(address[len("/transport/") :]))
         elif address == "/scene/recall":
             try:
                 self.host.recall_scene(str(args[0]), float(args[1]) if len(args) > 1 else 0.0)

@@ -23,9 +23,11 @@ from typing import Any, Protocol
 from pythonosc import osc_packet
 from pythonosc.osc_message_builder import OscMessageBuilder
 
-from stemdeck.core.commands import Batch, Loop, Pause, Play, Seek, Stop
+from stemdeck.core.commands import Batch
 from stemdeck.core.errors import ParameterError, StemdeckError
 from stemdeck.core.params import gain_to_db
+
+from .transport import TransportControl
 
 log = logging.getLogger("stemdeck")
 
@@ -69,6 +71,7 @@ class Host(Protocol):
 
     registry: Any
     engine: Any
+    transport: TransportControl
 
     def post(self, command: object) -> bool: ...
     def load_track(self, path: str) -> None: ...
@@ -184,44 +187,20 @@ class OscControl:
         raise ParameterError("unknown address")
 
     def _transport(self, address: str, args: list[Any], replies: list[Reply]) -> list[object]:
-        engine = self.host.engine
-        simple = {"/transport/play": Play(), "/transport/pause": Pause(), "/transport/stop": Stop()}
-        if address in simple:
+        transport = self.host.transport
+        verb = address[len("/transport/") :]
+        if verb == "position" or (verb == "seek" and not args):
             _no_args(address, args)
-            return [simple[address]]
-        if address == "/transport/toggle":
-            _no_args(address, args)
-            return [Pause() if engine.playing else Play()]
-        if address == "/transport/seek":
-            if not args:
-                replies.append((address, [float(engine.position) / engine.sr]))
-                return []
-            seconds = _float(address, args)
-            if seconds < 0:
-                raise ParameterError(f"seek position must be >= 0 s, got {seconds:g}")
-            return [Seek(seconds)]
-        if address == "/transport/loop":
-            if len(args) != 2:
-                raise ParameterError("/transport/loop takes start and end seconds")
-            start, end = _float(address, args[:1]), _float(address, args[1:])
-            if not 0 <= start < end:
-                raise ParameterError(f"loop needs 0 <= start < end, got {start:g}..{end:g}")
-            return [Loop(start, end)]
-        if address == "/transport/loop/off":
-            _no_args(address, args)
-            return [Loop(0.0, 0.0)]
-        if address == "/transport/position":
-            replies.append((address, [float(engine.position) / engine.sr]))
+            replies.append((address, [transport.position()]))
             return []
-        raise ParameterError("unknown address")
+        return [transport.command(verb, args)]
 
     def state(self) -> list[Reply]:
         """Every current value, one message per address (the /state reply)."""
         reg = self.host.registry
         out: list[Reply] = [(key, [reg.get(key)]) for key in reg.addresses()]
-        engine = self.host.engine
-        out.append(("/transport/playing", [int(bool(engine.playing))]))
-        out.append(("/transport/position", [float(engine.position) / engine.sr]))
+        out.append(("/transport/playing", [int(bool(self.host.engine.rolling))]))
+        out.append(("/transport/position", [self.host.transport.position()]))
         out.append(("/channels", [*reg.names]))
         return out
 
