@@ -122,7 +122,12 @@ class OscControl:
         reg = self.host.registry
         if address.startswith(("/ch/", "/master/")) or address in ("/ch", "/master"):
             if not args:
-                replies += [(key, [reg.get(key)]) for key in reg.resolve(address)]
+                keys = reg.resolve(address)
+                if len(keys) == 1 and not any(c in address for c in "?*[{"):
+                    # A query is answered on the address exactly as sent (name or index).
+                    replies.append((address, [reg.get(keys[0])]))
+                else:
+                    replies += [(key, [reg.get(key)]) for key in keys]
                 return []
             return list(reg.set(address, args))
         if address.startswith("/transport/"):

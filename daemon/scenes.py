@@ -110,8 +110,8 @@ class SceneStore:
         folder = self.folder
         snap = self.registry.snapshot()
         lines = [f"# stemdeck scene {name!r}, saved {time.strftime('%Y-%m-%d %H:%M:%S')}", ""]
-        master: dict[str, Any] = snap["master"]  # type: ignore[assignment]
-        channels: dict[str, dict[str, Any]] = snap["channels"]  # type: ignore[assignment]
+        master: dict[str, Any] = snap["master"]
+        channels: dict[str, dict[str, Any]] = snap["channels"]
         lines += ["[master]", f"gain = {master['gain']!r}"]
         lines += [f"mute = {str(master['mute']).lower()}", ""]
         for ch, values in channels.items():

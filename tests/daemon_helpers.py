@@ -90,16 +90,17 @@ class Client:
         return self.receive(timeout, settle=0.15)
 
     def query(self, address: str) -> Any:
-        """The value of one control: the first argument of its reply."""
+        """The value of one control: the only argument of the reply to exactly ``address``
+        (a query is answered on the address as sent, name or index)."""
         self.drain()
         self.send(address)
-        suffix = address.rsplit("/", 1)[-1]
         deadline = time.monotonic() + 2.0
         while time.monotonic() < deadline:
             for addr, args in self.receive(deadline - time.monotonic(), settle=0.0):
                 if addr == "/error":
                     raise AssertionError(args)
-                if addr.rsplit("/", 1)[-1] == suffix and args:
+                if addr == address:
+                    assert len(args) == 1, (address, args)
                     return args[0]
         raise AssertionError(f"no reply to {address}")
 
