@@ -474,12 +474,8 @@ def cmd_send(args: argparse.Namespace) -> int:
 def _send_positionals(argv: list[str]) -> list[str]:
     """``send`` arguments such as ``-inf`` or ``-1e-3`` are values, not options:
     argparse only knows plain negative numbers, so the values go after ``--``."""
-    for i, token in enumerate(argv):
-        if not token.startswith("-"):
-            break
-    else:
-        return argv
-    if token != "send":
+    i = next((k for k, token in enumerate(argv) if not token.startswith("-")), None)
+    if i is None or argv[i] != "send":
         return argv
     options, values = [], []
     rest = argv[i + 1 :]

@@ -186,7 +186,8 @@ def test_send_into_a_closed_pipe_is_quiet() -> None:
     peer = _Responder(replies=200)  # 100 KB of output: flushed after head is gone
     try:
         proc = subprocess.run(
-            f"{sys.executable} -m stemdeck.daemon.cli send {peer.port} /state --timeout 3 | head -1",
+            f"{sys.executable} -m stemdeck.daemon.cli send {peer.port} /state --timeout 3"
+            " | head -1",
             shell=True,
             capture_output=True,
             text=True,

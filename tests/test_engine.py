@@ -219,14 +219,33 @@ def test_channel_outputs_sum_to_the_mix() -> None:
     np.testing.assert_allclose(out[:, 0::2].sum(axis=1), whole[:, 0], atol=1e-6)
 
 
-def test_batch_applies_together_and_full_queue_is_counted() -> None:
+def test_full_queue_is_counted() -> None:
     m = Mixer(max_channels=2, queue_size=3)
     m.prepare(SR, 256)
     assert all(m.post(Play()) for _ in range(3))
     assert not m.post(Play())
     assert m.dropped == 1
     m.process(np.zeros((256, 2), np.float32))
-    assert m.post(Batch((strip(0, mute=True), strip(1, mute=True))))
+    assert m.post(Play())
+
+
+def test_batch_lands_in_one_block() -> None:
+    """A batch is processed whole at the top of one block: the same output as its
+    commands posted together, and both mutes start in the same block."""
+    channels = stems(n=2)
+    batch = Batch((strip(0, mute=True), strip(1, mute=True)))
+    a = mixer_with(channels)
+    out_a = run(a, 8192, 256, {0: [Play()], 1024: [batch]})
+    b = mixer_with(channels)
+    out_b = run(b, 8192, 256, {0: [Play()], 1024: [strip(0, mute=True), strip(1, mute=True)]})
+    np.testing.assert_array_equal(out_a, out_b)
+    x = a._xfade_len  # the play fade-in
+    np.testing.assert_allclose(out_a[x:1024, 0], channels[:, 0, x:1024].sum(axis=0), atol=1e-6)
+    assert np.abs(out_a[1024 + a._ramp_len :]).max() == 0.0  # both faded out
+    assert np.abs(out_a[1024 : 1024 + a._ramp_len - 1]).max() > 0.01  # as a fade, no cut
+    c = mixer_with(channels)
+    out_c = run(c, 8192, 256, {0: [Play()], 1024: [strip(0, mute=True)], 1280: [batch]})
+    assert not np.array_equal(out_c, out_a)  # a command one block later is heard
 
 
 def test_meters_one_per_strip_post_fader_and_transport() -> None:
