@@ -31,7 +31,7 @@ from .transport import TransportControl
 
 log = logging.getLogger("stemdeck")
 
-# Feedback goes to a subscriber for this long unless it renews (DESIGN.md: 10 s).
+# Feedback goes to a subscriber for this long unless it renews (docs/osc.md: 10 s).
 # STEMDECK_SUBSCRIPTION_SECONDS shortens it for tests.
 SUBSCRIPTION_SECONDS = float(os.environ.get("STEMDECK_SUBSCRIPTION_SECONDS", "10"))
 Reply = tuple[str, Sequence[Any]]
@@ -84,7 +84,7 @@ class Host(Protocol):
 
 @dataclass
 class OscControl:
-    """The OSC address space of DESIGN.md on top of a :class:`Host`."""
+    """The OSC address space of docs/osc.md on top of a :class:`Host`."""
 
     host: Host
     counters: Counters = field(default_factory=Counters)

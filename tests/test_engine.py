@@ -280,7 +280,8 @@ def test_original_standing_in_has_silent_channel_meters() -> None:
 
 
 def _two_tracks() -> tuple[np.ndarray, np.ndarray]:
-    return stems(seconds=1.0, seed=1), stems(seconds=0.8, seed=2)[:, :, ::-1].copy()
+    # Same length: "same audio" must come from the command, never from the length.
+    return stems(seconds=1.0, seed=1), stems(seconds=1.0, seed=2)[:, :, ::-1].copy()
 
 
 def test_track_change_starts_new_track_and_fades_old_out() -> None:
