@@ -71,10 +71,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--blocks", type=int, default=4000)
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument(
+        "--realtime",
+        action="store_true",
+        help="run under SCHED_FIFO, as the daemon's audio thread does where allowed",
+    )
     args = ap.parse_args()
     enter_audio_thread()
+    scheduling = "SCHED_OTHER"
+    if args.realtime:
+        from stemdeck.daemon.realtime import make_realtime
+
+        scheduling = make_realtime()
     print(
-        f"48 kHz; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}; "
+        f"48 kHz; {scheduling}; "
+        f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}; "
         f"medians of {args.runs} runs of {args.blocks} blocks"
     )
     print(

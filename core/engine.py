@@ -273,19 +273,22 @@ class Mixer:
         self._left3 = self._left[:, :, np.newaxis]
         self._ramping = False
         self._curves_ok = False
+        self._transport_moving = False
+        self._transport_filled = -1.0  # constant value _transport_curve holds (-1: none)
         self._k = np.zeros((n, 2, b))
         self._curves = np.ones((n, 2, b), np.float32)
         # Mixing buffers.
-        self._prod = np.zeros((n, 2, b), np.float32)
-        self._absb = np.zeros((n, 2, b), np.float32)
-        self._pk2 = np.zeros((n, 2), np.float32)
-        self._pk1 = np.zeros(n, np.float32)
-        self._sq1 = np.zeros(n, np.float32)
+        # Row 0: the master; rows 1..n: what each strip of the main play head sends
+        # to the master bus. Meters reduce over all rows at once, at the end of a block.
+        self._prod = np.zeros((n + 1, 2, b), np.float32)
+        self._xprod = np.zeros((n, 2, b), np.float32)  # a fading head's strips
+        self._absb = np.zeros((n + 1, 2, b), np.float32)
+        self._pk1 = np.zeros(n + 1, np.float32)
+        self._sq1 = np.zeros(n + 1, np.float32)
         self._row = np.zeros(b, np.float32)
         self._row64 = np.zeros(b)
         self._sum2 = np.zeros((2, b), np.float32)
         self._mix = np.zeros((2, b), np.float32)
-        self._mabs = np.zeros((2, b), np.float32)
         # Scalar ramps run in float64, then one cast copy to float32 per block.
         self._t64 = np.zeros(b)
         self._m64 = np.zeros(b)
@@ -295,7 +298,7 @@ class Mixer:
         self._master = _Ramp(1.0)
         self._transport = _Ramp(0.0)
         self._master_state = (1.0, False)
-        # Meters: channels then master.
+        # Meters, in the rows' order: master, then strips (read_meters reorders).
         self._peak = np.zeros(n + 1, np.float32)
         self._sumsq = np.zeros(n + 1, np.float32)
         self._finite = np.zeros(n + 1, bool)
@@ -353,8 +356,8 @@ class Mixer:
     def read_meters(self) -> Meters:
         """Peak and RMS since the last read (control side; a torn read only blurs a meter)."""
         count = max(self._count, 1)
-        peaks = self._peak.copy()
-        rms = np.sqrt(self._sumsq.astype(np.float64) / (2 * count)).astype(np.float32)
+        peaks = np.roll(self._peak, -1)  # strips, then the master
+        rms = np.sqrt(np.roll(self._sumsq, -1).astype(np.float64) / (2 * count)).astype(np.float32)
         self._peak[:] = 0.0
         self._sumsq[:] = 0.0
         self._count = 0
@@ -521,6 +524,23 @@ class Mixer:
         for start in range(0, total, self.max_block):
             self._process_block(out[start : start + self.max_block])
 
+    def _transport_curve_for(self, frames: int) -> bool:
+        """The transport gain of each sample into ``_transport_curve``; True if it moves.
+
+        A constant gain is written once, not every block."""
+        t = self._transport
+        moving = t.left > 0
+        if moving or t.current != self._transport_filled:
+            t.curve(frames, self._t64, self._ramp)
+            if moving:
+                np.copyto(self._transport_curve[:frames], self._t64[:frames])
+                self._transport_filled = -1.0
+            else:
+                self._transport_curve.fill(t.current)
+                self._transport_filled = t.current
+        self._transport_moving = moving
+        return moving
+
     def _strip_curves(self, frames: int) -> None:
         """Gain of every (strip, side) for each sample of the block into ``_curves``."""
         if not self._ramping:
@@ -533,22 +553,18 @@ class Mixer:
         np.multiply(k, self._step3, out=k)
         np.add(k, self._cur3, out=k)
         np.copyto(self._curves[:, :, :frames], k)
-        np.minimum(self._left, frames, out=self._tmp2)
-        np.multiply(self._tmp2, self._step, out=self._tmp2)
-        np.add(self._cur, self._tmp2, out=self._cur)
+        np.copyto(self._cur, k[:, :, frames - 1])  # where each ramp is after the block
         np.subtract(self._left, frames, out=self._left)
         np.maximum(self._left, 0.0, out=self._left)
-        done = self._mask2
-        np.equal(self._left, 0.0, out=done)
-        np.copyto(self._cur, self._tgt, where=done)
         self._ramping = bool(self._left.any())
+        if not self._ramping:  # every ramp ends exactly on its target, rounding undone
+            np.copyto(self._cur, self._tgt)
         self._curves_ok = False
 
     def _process_block(self, out: np.ndarray) -> None:
         frames = out.shape[0]
         track = self.track
-        moving = self._transport.curve(frames, self._t64, self._ramp)
-        np.copyto(self._transport_curve[:frames], self._t64[:frames])
+        moving = self._transport_curve_for(frames)
         self._strip_curves(frames)
         mix = self._mix[:, :frames]
         co = self._chan_out
@@ -557,22 +573,29 @@ class Mixer:
             mix.fill(0.0)
             self._count += frames
             return
-        mix.fill(0.0)
         if co is not None:
             co[:, :, :frames].fill(0.0)
-        self._render(track, frames, mix, co)
-        self._master.curve(frames, self._m64, self._ramp)
-        np.copyto(self._master_curve[:frames], self._m64[:frames])
-        np.multiply(mix, self._master_curve[:frames], out=mix)
-        mabs = self._mabs[:, :frames]
-        np.abs(mix, out=mabs)
-        peak = float(mabs.max())
-        if not peak <= 3.4e38:  # NaN or inf somewhere: never let it out
+        self._render(track, frames, mix, co)  # the main head writes every sample of mix
+        master = self._master
+        if master.left:
+            master.curve(frames, self._m64, self._ramp)
+            np.copyto(self._master_curve[:frames], self._m64[:frames])
+            np.multiply(mix, self._master_curve[:frames], out=mix)
+        elif master.current != 1.0:
+            np.multiply(mix, master.current, out=mix)
+        rows = 1 if track.is_mix else 1 + track.channels.shape[0]
+        levels = self._prod[:rows, :, :frames]
+        np.copyto(levels[0], mix)
+        absb = self._absb[:rows, :, :frames]
+        np.abs(levels, out=absb)
+        np.max(absb, axis=(1, 2), out=self._pk1[:rows])
+        if not self._pk1[0] <= 3.4e38:  # NaN or inf somewhere: never let it out
             self._silence(out, mix, co, frames)
             return
-        self._peak[-1] = max(self._peak[-1], peak)
-        np.multiply(mix, mix, out=mabs)
-        self._sumsq[-1] += float(mabs.sum())
+        np.maximum(self._peak[:rows], self._pk1[:rows], out=self._peak[:rows])
+        np.multiply(levels, levels, out=absb)
+        np.sum(absb, axis=(1, 2), out=self._sq1[:rows])
+        np.add(self._sumsq[:rows], self._sq1[:rows], out=self._sumsq[:rows])
         self._count += frames
         if co is None:
             np.copyto(out.T, mix)
@@ -615,6 +638,8 @@ class Mixer:
         pos = self.position
         length = track.length
         off = 0
+        # No fade anywhere in this block (the transport curve was made before the loop).
+        unity = not self._transport_moving and self._transport.current == 1.0
         while off < frames:
             # Boundaries are handled when the next sample is needed, so a jump
             # lands on the same sample however the stream is cut into blocks.
@@ -631,6 +656,8 @@ class Mixer:
                     pos = 0
                     continue
                 # End of the track: the rest of the block is silent and we stop.
+                mix[:, off:].fill(0.0)
+                self._prod[:, :, off:frames].fill(0.0)
                 self.playing = self._pausing = False
                 self._transport.jump(0.0)
                 self._head.jump(1.0)
@@ -641,12 +668,15 @@ class Mixer:
             end = loop[1] if loop is not None and pos < loop[1] else length
             count = min(frames - off, end - pos)
             row = self._row[:count]
-            if self._head.curve(count, self._row64, self._ramp):
+            gain: np.ndarray | None = row
+            if self._head.left and self._head.curve(count, self._row64, self._ramp):
                 np.copyto(row, self._row64[:count])
                 np.multiply(row, self._transport_curve[off : off + count], out=row)
+            elif unity and self._head.current == 1.0:
+                gain = None  # nothing fades: skip a multiply of the whole block
             else:
                 np.copyto(row, self._transport_curve[off : off + count])
-            self._mix_segment(track, pos, count, off, row, mix, co, True)
+            self._mix_segment(track, pos, count, off, gain, mix, co, True)
             pos += count
             off += count
         self.position = pos
@@ -679,34 +709,36 @@ class Mixer:
         pos: int,
         count: int,
         off: int,
-        row: np.ndarray,
+        row: np.ndarray | None,
         mix: np.ndarray,
         co: np.ndarray | None,
-        meter: bool,
+        main: bool,
     ) -> None:
         """Add ``count`` samples of ``track`` from ``pos``, through the strips and
-        times ``row`` (head fade and transport), at ``off`` in ``mix`` and ``co``."""
+        times ``row`` (head fade and transport; None is unity), at ``off`` in ``mix``
+        and ``co``. The ``main`` head's strip signals stay in ``_prod`` for the meters."""
         n = track.channels.shape[0]
         src = track.channels[:, :, pos : pos + count]
-        prod = self._prod[:n, :, :count]
+        if main:  # kept for the block's meters
+            prod = self._prod[1 : n + 1, :, off : off + count]
+        else:
+            prod = self._xprod[:n, :, :count]
         if track.is_mix:
-            np.multiply(src, row, out=prod)
+            if row is None:
+                np.copyto(prod, src)
+            else:
+                np.multiply(src, row, out=prod)
         else:
             np.multiply(src, self._curves[:n, :, off : off + count], out=prod)
-            np.multiply(prod, row, out=prod)
-        seg = self._sum2[:, :count]
-        np.sum(prod, axis=0, out=seg)
+            if row is not None:
+                np.multiply(prod, row, out=prod)
         target = mix[:, off : off + count]
-        np.add(target, seg, out=target)
+        if main:  # the main head is first: it writes the block, the others add to it
+            np.sum(prod, axis=0, out=target)
+        else:
+            seg = self._sum2[:, :count]
+            np.sum(prod, axis=0, out=seg)
+            np.add(target, seg, out=target)
         if co is not None:  # the original standing in goes to the first pair
             part = co[:n, :, off : off + count]
             np.add(part, prod, out=part)
-        if meter and not track.is_mix:
-            absb = self._absb[:n, :, :count]
-            np.abs(prod, out=absb)
-            np.max(absb, axis=2, out=self._pk2[:n])
-            np.max(self._pk2[:n], axis=1, out=self._pk1[:n])
-            np.maximum(self._peak[:n], self._pk1[:n], out=self._peak[:n])
-            np.multiply(prod, prod, out=absb)
-            np.sum(absb, axis=(1, 2), out=self._sq1[:n])
-            np.add(self._sumsq[:n], self._sq1[:n], out=self._sumsq[:n])
