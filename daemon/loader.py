@@ -162,6 +162,7 @@ class TrackLoader:
         self.track_name = ""
         self.progress: tuple[str, float] | None = None
         self.problem: str | None = None  # the last load's failure, for the status line
+        self.separated = False  # the current track's channels play (not its original)
         self._lock = threading.Lock()
         self._worker: Any = None
         self._closed = False
@@ -251,6 +252,7 @@ class TrackLoader:
             self._end_worker_locked()
             self.track_name = name
             self.problem = None
+            self.separated = False
             self.progress = ("starting", 0.0)
             self.post(SetTrack(Track(y[np.newaxis], sr, ("mix",), is_mix=True)))
             return True
@@ -324,12 +326,7 @@ class TrackLoader:
                 try:
                     msg = conn.recv()
                 except (EOFError, OSError):
-                    with self._lock:
-                        if self.current(gen) and self.progress is not None:
-                            log.warning(
-                                "separation stopped before it finished; playing the original"
-                            )
-                            self.progress = None
+                    self._give_up(gen, "separation stopped before it finished")
                     return
                 if not self.current(gen):
                     return  # superseded by another track
@@ -345,10 +342,7 @@ class TrackLoader:
                         Path(str(result.info["cache_path"]))
                     ):
                         self._cache_problem()
-                        log.warning(
-                            "separated channels unusable in the cache; playing the original"
-                        )
-                        self.progress = None
+                        self._give_up(gen, "separated channels unusable in the cache")
                         return
                     if self._publish(result.channels, gen):
                         log.info("%s: channels ready", self.track_name)
@@ -358,11 +352,18 @@ class TrackLoader:
                         log.info("%s: channels ready (not cached)", self.track_name)
                     return
                 elif kind == "error":
-                    log.warning("%s; playing the original", msg[1])
-                    self.progress = None
+                    self._give_up(gen, str(msg[1]))
                     return
         finally:
             conn.close()
+
+    def _give_up(self, gen: int, reason: str) -> None:
+        """No channels for request ``gen``: the original goes on playing, and says so."""
+        with self._lock:
+            if self.current(gen) and not self.separated:
+                log.warning("%s; playing the original", reason)
+                self.problem = reason
+                self.progress = None
 
     def _publish(self, channels: np.ndarray, gen: int) -> bool:
         """Swap the channels in for the original of request ``gen``, if still current."""
@@ -377,6 +378,7 @@ class TrackLoader:
             for cmd in self.registry.all_commands():
                 self.post(cmd)
             self.progress = None
+            self.separated = True
         return True
 
     # -- the worker ------------------------------------------------------------------------

@@ -161,6 +161,7 @@ class Daemon:
             if sink
             else "",
             problem=self.loader.problem,
+            separated=self.loader.separated,
         )
 
     # -- lifecycle -------------------------------------------------------------------------

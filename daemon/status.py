@@ -1,7 +1,8 @@
 """The one status line: the console shows it, OSC ``/status`` sends it.
 
 It starts with the track's name and says ``ready`` once the channels play
-(``separating N%`` or ``verifying`` before), then the transport, levels and
+(``separating N%`` or ``verifying the cache`` before; ``original only`` when the
+separation failed and the original goes on), then the transport, levels and
 every counter that says something went wrong: xruns, dropped commands, engine
 errors, silenced non-finite blocks, recorder overruns and errors, MIDI errors.
 """
@@ -33,7 +34,8 @@ class Status:
     midi: tuple[int, int] | None = None  # messages in, bad
     recorder: tuple[int, str | None] | None = None  # overruns, error
     scheduling: str = ""
-    problem: str | None = None  # the last track load's failure
+    problem: str | None = None  # the last track load's or separation's failure
+    separated: bool = True  # the channels play (False: the original, separation failed)
 
 
 def _clock(seconds: float) -> str:
@@ -43,7 +45,7 @@ def _clock(seconds: float) -> str:
 def format_status(s: Status) -> str:
     """One line, most important first (a narrow console cuts the tail)."""
     if s.progress is None:
-        state = "ready"
+        state = "ready" if s.separated else "original only"
     elif s.progress[0] == "verifying":
         state = "verifying the cache"
     else:
@@ -75,5 +77,5 @@ def format_status(s: Status) -> str:
     if s.scheduling:
         parts.append(s.scheduling)
     if s.problem:
-        parts.append(f"load failed: {s.problem}")
+        parts.append(f"problem: {s.problem}")
     return " | ".join(parts)

@@ -40,5 +40,8 @@ def test_problems_are_shown() -> None:
     assert line.startswith("my song stopped 1:15.2/3:20.0 separating 50% | ")
     assert "engine errors 4 silenced non-finite blocks 1" in line
     assert "| rec overruns 7 |" in line and "| midi 10 in 2 bad |" in line
-    assert line.endswith("| load failed: file vanished")
+    assert line.endswith("| problem: file vanished")
     assert "verifying the cache" in format_status(Status(**{**BASE, "progress": ("verifying", 0)}))
+    gave_up = format_status(Status(**BASE, separated=False, problem="separation failed: boom"))
+    assert gave_up.startswith("my song playing 1:15.2/3:20.0 original only | ")
+    assert gave_up.endswith("| problem: separation failed: boom")
