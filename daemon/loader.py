@@ -315,12 +315,12 @@ class TrackLoader:
         log.info("%s: playing the original while separating (%s mode)", name, self.mode)
         threading.Thread(
             target=self._watch,
-            args=(parent, y, sr, gen),
+            args=(parent, worker, y, sr, gen),
             name="stemdeck-watch",
             daemon=True,
         ).start()
 
-    def _watch(self, conn: Any, y: np.ndarray, sr: int, gen: int) -> None:
+    def _watch(self, conn: Any, worker: Any, y: np.ndarray, sr: int, gen: int) -> None:
         try:
             while True:
                 try:
@@ -356,6 +356,7 @@ class TrackLoader:
                     return
         finally:
             conn.close()
+            worker.join(timeout=10)  # it ends after its last message: no zombie left
 
     def _give_up(self, gen: int, reason: str) -> None:
         """No channels for request ``gen``: the original goes on playing, and says so."""
