@@ -13,7 +13,8 @@ Prints, from one run:
 - a busy machine: two CPU-bound processes beside the daemon for --busy-seconds, with
   and without real-time scheduling (SCHED_FIFO + locked memory, or --no-realtime),
   on the null clock (--no-audio) and through JACK: xruns during the load and the
-  slowest block (the daemon's own measure of Mixer.process, since its start).
+  slowest block during it (the daemon's own measure of Mixer.process over its last
+  5 s; --busy-seconds must be at least 5).
   ``--busy-only`` runs this part alone.
 """
 
@@ -94,7 +95,7 @@ def _burners(n: int = 2) -> list[subprocess.Popen]:
 def _field(text: str, key: str, kind: type = int) -> float:
     parts = text.replace("|", " ").split()
     i = parts.index(key.split()[-1])
-    return float(kind(parts[i + 1]))
+    return float(kind(parts[i + (3 if key == "(last" else 1)]))  # "(last 5 s X ms)"
 
 
 def busy(track: Path, env: dict[str, str], seconds: float) -> None:
@@ -124,9 +125,9 @@ def busy(track: Path, env: dict[str, str], seconds: float) -> None:
             print(
                 f"busy, {sink}, {'real-time' if rt else 'no real-time'}: "
                 f"xruns +{_field(after, 'xruns') - _field(before, 'xruns'):.0f} in {seconds:g} s "
-                f"beside 2 CPU-bound processes; slowest block "
-                f"{_field(after, 'slowest block', float):.2f} ms "
-                f"(before the load {_field(before, 'slowest block', float):.2f} ms); "
+                f"beside 2 CPU-bound processes; slowest block during the load "
+                f"{_field(after, '(last', float):.2f} ms "
+                f"(since start {_field(after, 'slowest block', float):.2f} ms); "
                 f"audio thread: {scheduling}"
             )
 
@@ -158,6 +159,8 @@ def main() -> None:
     ap.add_argument("--busy-seconds", type=float, default=5.0)
     ap.add_argument("--busy-only", action="store_true", help="only the busy-machine runs")
     args = ap.parse_args()
+    if args.busy_seconds < 5:
+        raise SystemExit("--busy-seconds must be at least 5 (the daemon's window)")
     work = Path(tempfile.mkdtemp(prefix="stemdeck-live-"))
     name = f"stemdeck-bench-{os.getpid()}"
     jackd = start_jack(name, rate=SR, period=BLOCK)

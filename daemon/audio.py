@@ -196,6 +196,8 @@ class Recorder:
 class Sink:
     """Base: runs ``engine.process`` on blocks and counts xruns."""
 
+    RECENT_S = 5
+
     def __init__(
         self,
         engine: Engine,
@@ -216,7 +218,12 @@ class Sink:
         self.xruns = 0
         self.errors = 0
         self.description = ""
-        self.max_render_s = 0.0  # slowest engine.process so far (reset by the reader)
+        self.max_render_s = 0.0  # slowest engine.process since the start
+        # Slowest block of each of the last RECENT_S seconds (a ring the audio thread
+        # writes by index: no allocation), for "slowest lately" on the status line.
+        self._per_second = [0.0] * self.RECENT_S
+        self._blocks_per_second = max(1, sr // block)
+        self._rendered = 0
         self._entered = False
 
     def _render(self, out: np.ndarray) -> None:
@@ -233,11 +240,22 @@ class Sink:
         took = time.perf_counter() - t0
         if took > self.max_render_s:
             self.max_render_s = took
+        slot = (self._rendered // self._blocks_per_second) % self.RECENT_S
+        if self._rendered % self._blocks_per_second == 0:
+            self._per_second[slot] = took  # a new second starts
+        elif took > self._per_second[slot]:
+            self._per_second[slot] = took
+        self._rendered += 1
         if self.recorder is not None:
             if out.shape[0] <= self.engine.max_block:
                 self.recorder.push(self.engine.master_view(out.shape[0]))
             else:  # processed in pieces: only mix-mode output is the master
                 self.recorder.push(out[:, :2])
+
+    @property
+    def recent_max_render_s(self) -> float:
+        """Slowest ``engine.process`` in about the last :attr:`RECENT_S` seconds."""
+        return max(self._per_second)
 
     def start(self) -> None:
         raise NotImplementedError

@@ -152,6 +152,7 @@ class Daemon:
             xruns=sink.xruns if sink else 0,
             drops=m.dropped,
             slowest_ms=sink.max_render_s * 1000 if sink else 0.0,
+            recent_slowest_ms=sink.recent_max_render_s * 1000 if sink else None,
             engine_errors=sink.errors if sink else 0,
             nonfinite_blocks=m.nonfinite_blocks,
             osc_clients=len(self.server.control.subscribers) if self.server else 0,

@@ -28,6 +28,7 @@ class Status:
     xruns: int
     drops: int
     slowest_ms: float
+    recent_slowest_ms: float | None = None  # the slowest of the last seconds
     engine_errors: int = 0
     nonfinite_blocks: int = 0
     osc_clients: int = 0
@@ -61,6 +62,8 @@ def format_status(s: Status) -> str:
             )
         )
     counters = f"xruns {s.xruns} drops {s.drops} slowest block {s.slowest_ms:.2f} ms"
+    if s.recent_slowest_ms is not None:
+        counters += f" (last 5 s {s.recent_slowest_ms:.2f} ms)"
     if s.engine_errors:
         counters += f" engine errors {s.engine_errors}"
     if s.nonfinite_blocks:

@@ -33,6 +33,7 @@ def test_null_clock_runs_in_real_time_and_records_the_master(tmp_path: Path) -> 
     recorder.close()
     played = engine.position / SR
     assert abs(played - elapsed) < 0.25  # paced by the clock, not as fast as possible
+    assert 0 < sink.recent_max_render_s <= sink.max_render_s
     data, sr = sf.read(tmp_path / "rec.wav", dtype="float32")
     assert sr == SR and data.shape[1] == 2 and len(data) == engine.position
     expected = channels[0] + 0.5 * channels[1] + channels[2]  # the master, not channel 1

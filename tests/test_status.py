@@ -39,6 +39,8 @@ def test_problems_are_shown() -> None:
     )
     assert line.startswith("my song stopped 1:15.2/3:20.0 separating 50% | ")
     assert "engine errors 4 silenced non-finite blocks 1" in line
+    recent = format_status(Status(**{**BASE, "recent_slowest_ms": 1.5}))
+    assert "xruns 2 drops 1 slowest block 0.42 ms (last 5 s 1.50 ms) |" in recent
     assert "| rec overruns 7 |" in line and "| midi 10 in 2 bad |" in line
     assert line.endswith("| problem: file vanished")
     assert "verifying the cache" in format_status(Status(**{**BASE, "progress": ("verifying", 0)}))
