@@ -83,7 +83,7 @@ def wait_ready(client: Client, timeout: float = 120.0) -> str:
         client.drain()
         client.send("/status")
         for addr, args in client.receive(0.3, settle=0.0):
-            if addr == "/status" and "ready" in args[0]:
+            if addr == "/status" and args[0].split(" | ")[0].endswith(" ready"):
                 return args[0]
     raise SystemExit("daemon not ready")
 

@@ -31,7 +31,7 @@ def make_realtime(priority: int = DEFAULT_PRIORITY) -> str:
         return "not real-time (no SCHED_FIFO on this system)"
     try:
         if os.sched_getscheduler(0) == os.SCHED_FIFO:
-            return f"SCHED_FIFO {os.sched_getparam(0).sched_priority} (already)"
+            return f"SCHED_FIFO {os.sched_getparam(0).sched_priority} (from the audio server)"
         high = os.sched_get_priority_max(os.SCHED_FIFO)
         prio = max(1, min(priority, high))
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(prio))

@@ -59,7 +59,8 @@ def test_sigkill_leaves_a_playable_recording_and_no_worker(tmp_path: Path) -> No
         while any(_alive(w) for w in workers) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not any(_alive(w) for w in workers), "the worker outlived the daemon"
-        _, err = daemon.proc.communicate(timeout=10)  # the worker shares our stderr
+        daemon._reader.join(timeout=10)  # stderr ends when the worker (sharing it) is gone
+        err = daemon.stderr
         assert "Traceback" not in err, err
     finally:
         daemon.stop()

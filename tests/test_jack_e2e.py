@@ -64,7 +64,7 @@ def playing(jack_server: str, tmp_path_factory: pytest.TempPathFactory):
     separated = cached_separation(
         y, SR, params=SeparationParams(), cache=SeparationCache(root / "cache")
     )
-    assert separated is not None
+    assert separated is not None, daemon.client.query("/status")
     recorder = JackRecorder(jack_server)
     recorder.connect_from("PortAudio")
     time.sleep(1.0)  # let the graph settle after the new connections
