@@ -9,7 +9,13 @@ Prints, from one run:
   xruns, engine queue drops, last value of every channel arrived, daemon RSS before
   and after;
 - time to first sound: process start to the first non-silent sample in JACK, for a
-  3-minute track uncached and cached; target <= 1.5 s either way.
+  3-minute track uncached and cached; target <= 1.5 s either way;
+- a busy machine: two CPU-bound processes beside the daemon for --busy-seconds, with
+  and without real-time scheduling (SCHED_FIFO + locked memory, or --no-realtime),
+  on the null clock (--no-audio) and through JACK: xruns during the load and the
+  slowest block during it (the daemon's own measure of Mixer.process over its last
+  5 s; --busy-seconds must be at least 5).
+  ``--busy-only`` runs this part alone.
 """
 
 from __future__ import annotations
@@ -77,9 +83,53 @@ def wait_ready(client: Client, timeout: float = 120.0) -> str:
         client.drain()
         client.send("/status")
         for addr, args in client.receive(0.3, settle=0.0):
-            if addr == "/status" and "ready" in args[0]:
+            if addr == "/status" and args[0].split(" | ")[0].endswith(" ready"):
                 return args[0]
     raise SystemExit("daemon not ready")
+
+
+def _burners(n: int = 2) -> list[subprocess.Popen]:
+    return [subprocess.Popen([sys.executable, "-c", "while 1: pass"]) for _ in range(n)]
+
+
+def _field(text: str, key: str, kind: type = int) -> float:
+    parts = text.replace("|", " ").split()
+    i = parts.index(key.split()[-1])
+    return float(kind(parts[i + (3 if key == "(last" else 1)]))  # "(last 5 s X ms)"
+
+
+def busy(track: Path, env: dict[str, str], seconds: float) -> None:
+    """xruns and the slowest block with two CPU-bound processes beside the daemon."""
+    for sink, extra in (("null clock", ["--no-audio"]), ("JACK", [])):
+        for rt in (True, False):
+            port = free_udp_port()
+            args = [*extra, *([] if rt else ["--no-realtime"])]
+            proc = serve(track, env, port, *args)
+            client = Client(port)
+            burners: list[subprocess.Popen] = []
+            try:
+                wait_ready(client)
+                time.sleep(1.0)
+                before = client.query("/status")
+                burners = _burners()
+                time.sleep(seconds)
+                after = client.query("/status")
+            finally:
+                for b in burners:
+                    b.kill()
+                    b.wait()
+                client.close()
+                proc.terminate()
+                proc.wait(timeout=15)
+            scheduling = after.rsplit("|", 1)[-1].strip()
+            print(
+                f"busy, {sink}, {'real-time' if rt else 'no real-time'}: "
+                f"xruns +{_field(after, 'xruns') - _field(before, 'xruns'):.0f} in {seconds:g} s "
+                f"beside 2 CPU-bound processes; slowest block during the load "
+                f"{_field(after, '(last', float):.2f} ms "
+                f"(since start {_field(after, 'slowest block', float):.2f} ms); "
+                f"audio thread: {scheduling}"
+            )
 
 
 def latency(client: Client, rec: JackRecorder, trials: int) -> tuple[list[float], list[float]]:
@@ -106,7 +156,11 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--load-seconds", type=float, default=10.0)
     ap.add_argument("--rate", type=int, default=5000)
+    ap.add_argument("--busy-seconds", type=float, default=5.0)
+    ap.add_argument("--busy-only", action="store_true", help="only the busy-machine runs")
     args = ap.parse_args()
+    if args.busy_seconds < 5:
+        raise SystemExit("--busy-seconds must be at least 5 (the daemon's window)")
     work = Path(tempfile.mkdtemp(prefix="stemdeck-live-"))
     name = f"stemdeck-bench-{os.getpid()}"
     jackd = start_jack(name, rate=SR, period=BLOCK)
@@ -120,6 +174,12 @@ def main() -> None:
         f"track: 3 min stereo 44.1 kHz, served at {SR} Hz, block {BLOCK}, ramp {RAMP_MS} ms; "
         f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}"
     )
+    if args.busy_only:
+        try:
+            busy(track, env, args.busy_seconds)
+        finally:
+            jackd.terminate()
+        return
     rec = JackRecorder(name)
     try:
         # -- time to first sound ---------------------------------------------------------
@@ -217,6 +277,7 @@ def main() -> None:
         client.close()
         proc.terminate()
         proc.wait(timeout=15)
+        busy(track, env, args.busy_seconds)
     finally:
         rec.close()
         jackd.terminate()

@@ -6,9 +6,18 @@ renamed into place in one step, so a reader never sees a half-written entry,
 and read back memory-mapped, so a cached track starts at once and its audio
 costs no resident memory until played.
 
+Every file carries a CRC32 per 1 MiB block, and every byte is checked before
+an entry's audio is used: :meth:`SeparationCache.load` checks them at once by
+default; a player that wants to start sooner opens with ``verify=False`` and
+calls :meth:`SeparationCache.verify` from a background thread before the
+channels go live (the daemon plays the original track meanwhile). An entry is
+deleted only when it is proven damaged (a checksum, size or format mismatch, a
+missing file); an entry that cannot be read now (permissions, too many open
+files) is left alone.
+
 Layout of an entry::
 
-    meta.json      format version, names, shapes, rate, parameters, checksums
+    meta.json      format version, names, shapes, rate, parameters, block checksums
     channels.f32   raw float32, shape (n_channels, audio_channels, samples)
     W.npy, H.npy   NMF templates (bins, K) and activations (K, frames)
 """
@@ -33,11 +42,18 @@ import numpy as np
 
 from .errors import CacheError
 
-__all__ = ["FORMAT_VERSION", "CacheEntry", "SeparationCache", "cache_key", "default_cache_dir"]
+__all__ = [
+    "CHECK_BLOCK",
+    "FORMAT_VERSION",
+    "CacheEntry",
+    "SeparationCache",
+    "block_checksums",
+    "cache_key",
+    "default_cache_dir",
+]
 
-FORMAT_VERSION = 1
-_SAMPLES = 64  # sampled checksum blocks per file
-_SAMPLE_BYTES = 1 << 16
+FORMAT_VERSION = 2  # 2: a CRC32 for every block of every file
+CHECK_BLOCK = 1 << 20  # bytes per checksum block
 _DEFAULT_MAX_BYTES = 20 * 2**30
 
 
@@ -66,18 +82,25 @@ def cache_key(y: np.ndarray, sr: int, params: Mapping[str, Any]) -> str:
     return h.hexdigest()
 
 
-def _sampled_checksum(path: Path) -> int:
-    """CRC32 of evenly spaced blocks (and the first and last): cheap, catches damage."""
-    size = path.stat().st_size
-    crc = 0
-    with path.open("rb") as f:
-        if size <= _SAMPLES * _SAMPLE_BYTES:
-            return zlib.crc32(f.read())
-        step = (size - _SAMPLE_BYTES) // (_SAMPLES - 1)
-        for i in range(_SAMPLES):
-            f.seek(i * step)
-            crc = zlib.crc32(f.read(_SAMPLE_BYTES), crc)
-    return crc
+class DamagedEntry(ValueError):
+    """Proof that an entry is damaged (as opposed to unreadable just now)."""
+
+
+def block_checksums(path: Path, block: int = CHECK_BLOCK) -> list[int]:
+    """CRC32 of every ``block`` bytes of ``path`` (the last block may be shorter).
+
+    Reads through one reusable buffer; zlib releases the GIL on large buffers,
+    so other threads (the audio callback) run meanwhile.
+    """
+    out: list[int] = []
+    buf = bytearray(block)
+    view = memoryview(buf)
+    with path.open("rb", buffering=0) as f:
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                return out
+            out.append(zlib.crc32(view[:n]))
 
 
 @dataclass
@@ -92,6 +115,7 @@ class CacheEntry:
     W: np.ndarray
     H: np.ndarray
     extra: dict[str, Any]
+    verified: bool = True
 
 
 class EntryWriter:
@@ -131,7 +155,11 @@ class EntryWriter:
                 "names": self.names,
                 "shape": [self.n_channels, *self.audio_shape],
                 "files": {
-                    p.name: {"size": p.stat().st_size, "crc": _sampled_checksum(p)}
+                    p.name: {
+                        "size": p.stat().st_size,
+                        "block": CHECK_BLOCK,
+                        "crc": block_checksums(p),
+                    }
                     for p in sorted(self.tmp.iterdir())
                 },
                 "created": time.time(),
@@ -155,10 +183,17 @@ class SeparationCache:
     max_bytes : int, optional
         After a store, least recently used entries are removed until the cache
         fits (default 20 GiB, or ``$STEMDECK_CACHE_MAX_GB``).
+    verify_on_load : bool
+        Default of :meth:`load`'s ``verify``. The daemon sets it False and
+        verifies in the background (:meth:`verify`) while the original plays.
     """
 
     def __init__(
-        self, root: str | os.PathLike[str] | None = None, *, max_bytes: int | None = None
+        self,
+        root: str | os.PathLike[str] | None = None,
+        *,
+        max_bytes: int | None = None,
+        verify_on_load: bool = True,
     ) -> None:
         self.root = Path(root) if root is not None else default_cache_dir()
         if max_bytes is None:
@@ -168,19 +203,35 @@ class SeparationCache:
             except ValueError:
                 raise CacheError(f"STEMDECK_CACHE_MAX_GB={env!r} is not a number of GiB") from None
         self.max_bytes = max_bytes
+        self.verify_on_load = verify_on_load
         self.last_problem: str | None = None
 
     # -- reading -----------------------------------------------------------------
-    def load(self, key: str) -> CacheEntry | None:
-        """The entry for ``key``, or None when absent. A damaged entry is removed."""
+    def load(self, key: str, *, verify: bool = True) -> CacheEntry | None:
+        """The entry for ``key``, or None when absent, damaged or unreadable.
+
+        With ``verify`` (default) every block checksum is checked first; with
+        ``verify=False`` only the format and sizes are, and ``entry.verified`` is
+        False: call :meth:`verify` before the audio is used. A damaged entry is
+        removed; an unreadable one is left (``last_problem`` says which).
+        """
         path = self.root / key
         if not path.is_dir():
             return None
+        verify = verify and self.verify_on_load
         try:
-            entry = self._open(key, path)
-        except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
-            self.last_problem = f"cache entry {key[:12]} was damaged ({exc}); rebuilding it"
-            shutil.rmtree(path, ignore_errors=True)
+            entry = self._open(key, path, verify=verify)
+        except FileNotFoundError as exc:  # a listed file is missing: damaged
+            self._damaged(path, exc)
+            return None
+        except OSError as exc:
+            self.last_problem = (
+                f"cache entry {key[:12]} is unreadable ({exc.strerror or exc}); "
+                "separating again, the entry is kept"
+            )
+            return None
+        except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError is a ValueError
+            self._damaged(path, exc)
             return None
         try:
             os.utime(path / "meta.json")  # recency for the LRU eviction
@@ -188,18 +239,50 @@ class SeparationCache:
             pass
         return entry
 
-    def _open(self, key: str, path: Path) -> CacheEntry:
-        with (path / "meta.json").open(encoding="utf-8") as f:
-            meta = json.load(f)
+    def verify(self, entry: CacheEntry | Path) -> bool:
+        """Check every block of an entry's files; remove the entry if one is wrong.
+
+        Returns True when every byte matches. An entry that cannot be read just
+        now (an OSError other than a missing file) gives False and is kept.
+        """
+        path = entry.path if isinstance(entry, CacheEntry) else Path(entry)
+        try:
+            with (path / "meta.json").open(encoding="utf-8") as f:
+                meta = json.load(f)
+            self._check(path, meta, full=True)
+        except FileNotFoundError as exc:
+            self._damaged(path, exc)
+            return False
+        except OSError as exc:
+            self.last_problem = f"cache entry {path.name[:12]} is unreadable ({exc})"
+            return False
+        except (ValueError, KeyError, TypeError) as exc:
+            self._damaged(path, exc)
+            return False
+        if isinstance(entry, CacheEntry):
+            entry.verified = True
+        return True
+
+    def _damaged(self, path: Path, exc: BaseException) -> None:
+        self.last_problem = f"cache entry {path.name[:12]} was damaged ({exc}); rebuilding it"
+        shutil.rmtree(path, ignore_errors=True)
+
+    @staticmethod
+    def _check(path: Path, meta: dict[str, Any], *, full: bool) -> None:
         if meta.get("format") != FORMAT_VERSION:
-            raise ValueError(f"format {meta.get('format')} is not {FORMAT_VERSION}")
+            raise DamagedEntry(f"format {meta.get('format')} is not {FORMAT_VERSION}")
         for name, info in meta["files"].items():
             p = path / name
             size = p.stat().st_size
             if size != info["size"]:
-                raise ValueError(f"{name} has {size} bytes, expected {info['size']}")
-            if _sampled_checksum(p) != info["crc"]:
-                raise ValueError(f"{name} checksum mismatch")
+                raise DamagedEntry(f"{name} has {size} bytes, expected {info['size']}")
+            if full and block_checksums(p, int(info["block"])) != list(info["crc"]):
+                raise DamagedEntry(f"{name} checksum mismatch")
+
+    def _open(self, key: str, path: Path, *, verify: bool) -> CacheEntry:
+        with (path / "meta.json").open(encoding="utf-8") as f:
+            meta = json.load(f)
+        self._check(path, meta, full=verify)
         shape = tuple(int(s) for s in meta["shape"])
         channels = np.memmap(path / "channels.f32", dtype=np.float32, mode="r", shape=shape)
         W = np.load(path / "W.npy")
@@ -213,6 +296,7 @@ class SeparationCache:
             W=W,
             H=H,
             extra=dict(meta.get("extra", {})),
+            verified=verify,
         )
 
     # -- writing -----------------------------------------------------------------

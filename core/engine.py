@@ -1,19 +1,43 @@
 """The real-time mixer: channel strips, master, transport, meters.
 
 Contract of :meth:`Mixer.process` (the audio callback's only call): it drains
-the command queue, then fills the whole output block. It allocates no arrays
-(every buffer is made in :meth:`Mixer.prepare`), takes no locks, does no I/O
-and never raises for musical reasons; numpy work is in place with ``out=``.
+the command queue, then fills the whole output block. It takes no locks, does
+no I/O, never raises for musical reasons and allocates no array data: every
+buffer is made in :meth:`Mixer.prepare` and numpy works in place with
+``out=``. What it does create are small Python objects that are freed within
+the block: numpy *views* of the track (``channels[:, :, a:b]``, about 100
+bytes each, no data), Python/numpy scalars, and the buffers numpy 2's ufunc
+iterator takes for non-contiguous operands (``bufsize`` elements per operand,
+freed when the call returns). :func:`enter_audio_thread` sets that size to
+:data:`AUDIO_BUFSIZE` elements in the calling thread only, which keeps each
+under 1 KiB; every sink calls it in its audio thread. ``tests/test_engine.py``
+(``test_block_allocates_no_array_data``) holds every block, ramps and
+crossfades included, under 8 KiB of transient allocation (less than one
+channel's block of audio) and a block with no command under 4 KiB.
 
 Control threads talk to it only through :meth:`Mixer.post`, a bounded,
-non-blocking queue of small immutable commands (a full queue is counted and
-the command refused); a new set of channels is published by handing over one
-:class:`Track` reference.
+non-blocking queue of the small immutable commands of
+:mod:`stemdeck.core.commands` (a full queue is counted and the command
+refused); a new set of channels is published by handing over one
+:class:`~stemdeck.core.commands.Track` reference.
 
 Every level change is a linear ramp of ``ramp_ms`` (mute and solo are fades
-too); seeks, loop wraps and the end of a loop region crossfade over
-``xfade_ms``; play and pause fade in and out. The ramps run per sample, so the
-output does not depend on how the stream is cut into blocks.
+too); seeks, loop wraps and track changes crossfade over ``xfade_ms``; play
+and pause fade in and out. The ramps run per sample, so the output does not
+depend on how the stream is cut into blocks. Strip targets (gain, mute, solo,
+pan) are recomputed once per block, for all strips at once, whatever the
+number of commands.
+
+Mixing is vectorised over channels: one broadcast multiply of the block by the
+gain curves, one sum over channels per block, meters by ``max(axis=...)``.
+A play head that jumps leaves a *fading head* behind (up to
+:data:`FADING_HEADS` at once), which goes straight on reading its own track
+while it fades out, so a jump during a crossfade, or a track change, never
+cuts audio that is still audible.
+
+The output is always finite: a block with a NaN or infinite sample (a damaged
+file that slipped through) is replaced by silence and counted in
+:attr:`Mixer.nonfinite_blocks`.
 """
 
 from __future__ import annotations
@@ -23,12 +47,30 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .commands import (
+    Batch,
+    Command,
+    Loop,
+    MasterTarget,
+    Pause,
+    Play,
+    Seek,
+    SetTrack,
+    Stop,
+    StripTarget,
+    Track,
+)
 from .errors import ParameterError
-from .params import MAX_GAIN, pan_gains
+from .params import MAX_GAIN
 
 __all__ = [
+    "AUDIO_BUFSIZE",
+    "FADING_HEADS",
+    "Batch",
+    "Command",
     "Loop",
     "MasterTarget",
+    "Meters",
     "Mixer",
     "Pause",
     "Play",
@@ -37,97 +79,28 @@ __all__ = [
     "Stop",
     "StripTarget",
     "Track",
+    "enter_audio_thread",
 ]
 
-
-@dataclass(frozen=True)
-class Track:
-    """Audio the mixer plays: one or more channels of the same length.
-
-    Attributes
-    ----------
-    channels : np.ndarray, shape (n_channels, audio_channels, samples), float32
-        Mono (1) or stereo (2) audio channels; may be a read-only memory map.
-    sr : int
-    names : tuple of str
-    is_mix : bool
-        The original track standing in while separation runs: it plays through
-        the master only, at unity, whatever the strips say.
-    """
-
-    channels: np.ndarray
-    sr: int
-    names: tuple[str, ...]
-    is_mix: bool = False
-
-    @property
-    def length(self) -> int:
-        return int(self.channels.shape[2])
+FADING_HEADS = 4  # play heads that can fade out at once (jumps within one crossfade)
+AUDIO_BUFSIZE = 64  # numpy iterator buffer (elements) in the audio thread
 
 
-# -- commands (immutable, small) ----------------------------------------------------
-@dataclass(frozen=True)
-class StripTarget:
-    """New target state of channel strip ``index`` (0-based)."""
-
-    index: int
-    gain: float
-    mute: bool
-    solo: bool
-    pan: float
-
-
-@dataclass(frozen=True)
-class MasterTarget:
-    gain: float
-    mute: bool
-
-
-@dataclass(frozen=True)
-class Play:
-    pass
-
-
-@dataclass(frozen=True)
-class Pause:
-    pass
-
-
-@dataclass(frozen=True)
-class Stop:
-    """Fade out, then rewind to the start."""
-
-
-@dataclass(frozen=True)
-class Seek:
-    seconds: float
-
-
-@dataclass(frozen=True)
-class Loop:
-    """Loop ``start``..``end`` seconds; ``end <= start`` clears the loop.
-
-    A play head outside the new region jumps (crossfading) to its start."""
-
-    start: float
-    end: float
-
-
-@dataclass(frozen=True)
-class SetTrack:
-    track: Track
-
-
-@dataclass(frozen=True)
-class Batch:
-    """Commands applied together at the top of one block (an OSC bundle)."""
-
-    commands: tuple[object, ...]
+def enter_audio_thread() -> None:
+    """Set up the calling thread to run :meth:`Mixer.process`: numpy's ufunc
+    buffer size there becomes :data:`AUDIO_BUFSIZE` (numpy keeps it per thread)."""
+    np.setbufsize(AUDIO_BUFSIZE)
 
 
 @dataclass
 class Meters:
-    """Levels since the last :meth:`Mixer.read_meters`, linear: channels then master."""
+    """Levels since the last :meth:`Mixer.read_meters`, linear: channels then master.
+
+    Channel meters show what each strip sends to the master bus (after its
+    fader, pan and the transport fades); the master meter shows the output
+    (after the master fader). There is always one value per strip: while the
+    original track stands in during separation, the strips are silent.
+    """
 
     peak: np.ndarray
     rms: np.ndarray
@@ -139,40 +112,54 @@ class Meters:
 
 
 class _Ramp:
-    """Per-sample linear ramps of one gain per (strip, side)."""
+    """Per-sample linear ramp of one scalar gain (master, transport)."""
 
-    def __init__(self, n: int, initial: float) -> None:
-        self.current = np.full(n, initial, dtype=np.float64)
-        self.target = np.full(n, initial, dtype=np.float64)
-        self.step = np.zeros(n, dtype=np.float64)
-        self.left = np.zeros(n, dtype=np.int64)
+    def __init__(self, initial: float) -> None:
+        self.current = initial
+        self.target = initial
+        self.step = 0.0
+        self.left = 0
 
-    def aim(self, i: int, target: float, length: int) -> None:
-        if target == self.target[i] and self.left[i] == 0:
+    def aim(self, target: float, length: int) -> None:
+        if target == self.target and self.left == 0:
             return
-        self.target[i] = target
-        self.left[i] = length
-        self.step[i] = (target - self.current[i]) / length
+        self.target = target
+        self.left = length
+        self.step = (target - self.current) / length
 
-    def jump(self, i: int, value: float) -> None:
-        self.current[i] = self.target[i] = value
-        self.left[i] = 0
-        self.step[i] = 0.0
+    def jump(self, value: float) -> None:
+        self.current = self.target = value
+        self.left = 0
+        self.step = 0.0
 
-    def curve(self, i: int, frames: int, out: np.ndarray, ramp: np.ndarray) -> bool:
+    def curve(self, frames: int, out: np.ndarray, ramp: np.ndarray) -> bool:
         """Write the gain of ``frames`` samples into ``out``; False if constant."""
-        left = int(self.left[i])
+        left = self.left
         if left == 0:
-            out[:frames] = self.current[i]
+            out[:frames] = self.current
             return False
         n = min(left, frames)
-        np.multiply(ramp[:n], self.step[i], out=out[:n])
-        out[:n] += self.current[i]
+        np.multiply(ramp[:n], self.step, out=out[:n])
+        out[:n] += self.current
         if n < frames:
-            out[n:frames] = self.target[i]
-        self.left[i] = left - n
-        self.current[i] = self.target[i] if left == n else self.current[i] + self.step[i] * n
+            out[n:frames] = self.target
+        self.left = left - n
+        self.current = self.target if left == n else self.current + self.step * n
         return True
+
+
+class _Head:
+    """A fading play head: reads ``track`` from ``position`` while fading to silence."""
+
+    __slots__ = ("gain", "left", "offset", "position", "step", "track")
+
+    def __init__(self) -> None:
+        self.track: Track | None = None
+        self.position = 0
+        self.gain = 0.0
+        self.step = 0.0
+        self.left = 0
+        self.offset = 0  # where in the current block it starts
 
 
 class Mixer:
@@ -185,7 +172,10 @@ class Mixer:
     ramp_ms : float
         Duration of every level ramp (gain, mute, solo, pan, master).
     xfade_ms : float
-        Crossfade of seeks and loop wraps; fade of play, pause and stop.
+        Crossfade of seeks, loop wraps and track changes; fade of play, pause and stop.
+    min_loop_ms : float
+        Shortest loop region; shorter requests are lengthened to it (at least
+        two crossfades, so every wrap's crossfade ends before the next wrap).
     queue_size : int
         Commands that can wait for the next block.
     at_end : {"stop", "loop"}
@@ -198,24 +188,49 @@ class Mixer:
         max_channels: int = 64,
         ramp_ms: float = 10.0,
         xfade_ms: float = 5.0,
+        min_loop_ms: float = 20.0,
         queue_size: int = 1024,
         at_end: str = "stop",
     ) -> None:
         if at_end not in ("stop", "loop"):
             raise ParameterError(f"at_end must be 'stop' or 'loop', got {at_end!r}")
+        if max_channels < 1:
+            raise ParameterError(f"max_channels must be >= 1, got {max_channels}")
         self.max_channels = max_channels
         self.ramp_ms = ramp_ms
         self.xfade_ms = xfade_ms
+        self.min_loop_ms = min_loop_ms
         self.at_end = at_end
-        self._queue: deque[object] = deque()
+        self._queue: deque[Command] = deque()
         self._queue_size = queue_size
         self.dropped = 0
+        self.nonfinite_blocks = 0
         self.track: Track | None = None
         self.sr = 0
         self.max_block = 0
         self.outputs = "mix"
         self._prepared = False
         self.blocks = 0
+        self.position = 0
+        self.playing = False
+        self._pausing = False
+        self._loop: tuple[int, int] | None = None
+
+    # -- public transport state (read from control threads) ---------------------
+    @property
+    def rolling(self) -> bool:
+        """Playing and not fading out to a pause or stop: what a play LED shows."""
+        return self.playing and not self._pausing
+
+    @property
+    def loop(self) -> tuple[int, int] | None:
+        """The loop region in samples (start, end), or None."""
+        return self._loop
+
+    @property
+    def min_loop(self) -> int:
+        """Shortest loop region in samples (set by :meth:`prepare`)."""
+        return self._min_loop
 
     # -- set-up (not real-time) -------------------------------------------------
     def prepare(self, samplerate: int, max_block: int, *, outputs: str = "mix") -> None:
@@ -223,46 +238,79 @@ class Mixer:
 
         ``outputs="mix"`` renders a stereo master (2 output columns);
         ``"channels"`` renders each strip post-fader on its own pair
-        (2 * max_channels columns; unused pairs are silent).
+        (2 * max_channels columns).
         """
         if samplerate <= 0 or max_block <= 0:
             raise ParameterError(f"bad stream format {samplerate} Hz / {max_block} frames")
         if outputs not in ("mix", "channels"):
             raise ParameterError(f"outputs must be 'mix' or 'channels', got {outputs!r}")
         n = self.max_channels
+        b = int(max_block)
         self.sr = int(samplerate)
-        self.max_block = int(max_block)
+        self.max_block = b
         self.outputs = outputs
         self._ramp_len = max(1, round(self.ramp_ms * 1e-3 * samplerate))
         self._xfade_len = max(1, round(self.xfade_ms * 1e-3 * samplerate))
-        self._ramp = np.arange(1, max(max_block, self._xfade_len) + 1, dtype=np.float64)
-        self._fade_in = (np.arange(1, self._xfade_len + 1) / self._xfade_len).astype(np.float32)
-        self._fade_out = (1.0 - self._fade_in).astype(np.float32)
-        self._mix = np.zeros((2, max_block), np.float32)
-        self._xmix = np.zeros((2, max_block), np.float32)
-        self._tmp = np.zeros(max_block, np.float32)
-        self._tmp2 = np.zeros(max_block, np.float32)
-        self._curve = np.zeros(max_block, np.float32)
-        self._curves = np.zeros((n, 2, max_block), np.float32)
-        self._master_curve = np.zeros(max_block, np.float32)
-        self._chan_out = np.zeros((n, 2, max_block), np.float32) if outputs == "channels" else None
-        self._xchan = np.zeros((n, 2, max_block), np.float32) if outputs == "channels" else None
-        self._strips = _Ramp(2 * n, 1.0)  # index 2*i + side
-        self._master = _Ramp(1, 1.0)
-        self._transport = _Ramp(1, 0.0)
-        self._state = {i: (1.0, False, False, 0.0) for i in range(n)}  # gain, mute, solo, pan
+        self._min_loop = max(2 * self._xfade_len, round(self.min_loop_ms * 1e-3 * samplerate))
+        self._ramp = np.arange(1, max(b, self._xfade_len, self._ramp_len) + 1, dtype=np.float64)
+        # Strip parameters (set by commands) and their gain ramps, one per (strip, side).
+        self._gain = np.ones(n)
+        self._mute = np.zeros(n, bool)
+        self._solo = np.zeros(n, bool)
+        self._pan = np.zeros(n)
+        self._audible = np.ones(n)
+        self._notmute = np.ones(n)
+        self._dirty = False
+        self._cur = np.ones((n, 2))
+        self._tgt = np.ones((n, 2))
+        self._step = np.zeros((n, 2))
+        self._left = np.zeros((n, 2))
+        self._want = np.ones((n, 2))
+        self._tmp2 = np.zeros((n, 2))
+        self._mask2 = np.zeros((n, 2), bool)
+        self._cur3 = self._cur[:, :, np.newaxis]
+        self._step3 = self._step[:, :, np.newaxis]
+        self._left3 = self._left[:, :, np.newaxis]
+        self._ramping = False
+        self._curves_ok = False
+        self._transport_moving = False
+        self._transport_filled = -1.0  # constant value _transport_curve holds (-1: none)
+        self._k = np.zeros((n, 2, b))
+        self._curves = np.ones((n, 2, b), np.float32)
+        # Mixing buffers.
+        # Row 0: the master; rows 1..n: what each strip of the main play head sends
+        # to the master bus. Meters reduce over all rows at once, at the end of a block.
+        self._prod = np.zeros((n + 1, 2, b), np.float32)
+        self._xprod = np.zeros((n, 2, b), np.float32)  # a fading head's strips
+        self._absb = np.zeros((n + 1, 2, b), np.float32)
+        self._pk1 = np.zeros(n + 1, np.float32)
+        self._sq1 = np.zeros(n + 1, np.float32)
+        self._row = np.zeros(b, np.float32)
+        self._row64 = np.zeros(b)
+        self._sum2 = np.zeros((2, b), np.float32)
+        self._mix = np.zeros((2, b), np.float32)
+        # Scalar ramps run in float64, then one cast copy to float32 per block.
+        self._t64 = np.zeros(b)
+        self._m64 = np.zeros(b)
+        self._transport_curve = np.zeros(b, np.float32)
+        self._master_curve = np.zeros(b, np.float32)
+        self._chan_out = np.zeros((n, 2, b), np.float32) if outputs == "channels" else None
+        self._master = _Ramp(1.0)
+        self._transport = _Ramp(0.0)
         self._master_state = (1.0, False)
+        # Meters, in the rows' order: master, then strips (read_meters reorders).
         self._peak = np.zeros(n + 1, np.float32)
-        self._sumsq = np.zeros(n + 1, np.float64)
+        self._sumsq = np.zeros(n + 1, np.float32)
+        self._finite = np.zeros(n + 1, bool)
         self._count = 0
+        # Transport: the main head fades in after a jump; fading heads fade out.
         self.position = 0
         self.playing = False
         self._pausing = False
         self._stopping = False
-        self._loop: tuple[int, int] | None = None
-        self._xfrom: int | None = None  # read head fading out after a jump
-        self._xleft = 0
-        self._any_solo = False
+        self._loop = None
+        self._head = _Ramp(1.0)
+        self._fading = [_Head() for _ in range(FADING_HEADS)]
         self._prepared = True
 
     def reset(self) -> None:
@@ -271,10 +319,12 @@ class Mixer:
         self.position = 0
         self.playing = False
         self._pausing = self._stopping = False
-        self._xfrom, self._xleft = None, 0
-        self._transport.jump(0, 0.0)
-        for i in range(self.max_channels):
-            self._apply_strip_targets(i, immediate=True)
+        self._loop = None
+        self._transport.jump(0.0)
+        self._head.jump(1.0)
+        for h in self._fading:
+            h.track, h.left = None, 0
+        self._retarget(immediate=True)
         self._peak[:] = 0.0
         self._sumsq[:] = 0.0
         self._count = 0
@@ -292,7 +342,7 @@ class Mixer:
         return 2 if self.outputs == "mix" else 2 * self.max_channels
 
     # -- control side -------------------------------------------------------------
-    def post(self, command: object) -> bool:
+    def post(self, command: Command) -> bool:
         """Queue a command for the next block; False (and counted) if the queue is full.
 
         Safe from any number of control threads: deque appends are atomic.
@@ -305,110 +355,160 @@ class Mixer:
 
     def read_meters(self) -> Meters:
         """Peak and RMS since the last read (control side; a torn read only blurs a meter)."""
-        n = self.track.channels.shape[0] if self.track is not None else 0
         count = max(self._count, 1)
-        peaks = np.concatenate([self._peak[:n], self._peak[-1:]])
-        rms = np.sqrt(np.concatenate([self._sumsq[:n], self._sumsq[-1:]]) / (2 * count))
+        peaks = np.roll(self._peak, -1)  # strips, then the master
+        rms = np.sqrt(np.roll(self._sumsq, -1).astype(np.float64) / (2 * count)).astype(np.float32)
         self._peak[:] = 0.0
         self._sumsq[:] = 0.0
         self._count = 0
-        names = self.track.names if self.track is not None else ()
+        track = self.track
+        names = track.names if track is not None and not track.is_mix else ()
         return Meters(
             peak=peaks,
-            rms=rms.astype(np.float32),
+            rms=rms,
             position=self.position / self.sr if self.sr else 0.0,
-            playing=self.playing and not self._pausing,
+            playing=self.rolling,
             blocks=self.blocks,
             dropped=self.dropped,
             names=names,
         )
 
     # -- commands (audio thread) --------------------------------------------------
-    def _apply(self, cmd: object) -> None:
+    def _apply(self, cmd: Command) -> None:
         if isinstance(cmd, StripTarget):
-            if 0 <= cmd.index < self.max_channels:
-                was_solo = self._state[cmd.index][2]
-                self._state[cmd.index] = (
-                    min(max(cmd.gain, 0.0), MAX_GAIN),
-                    cmd.mute,
-                    cmd.solo,
-                    min(max(cmd.pan, -1.0), 1.0),
-                )
-                if was_solo != cmd.solo:
-                    # Solo decides every strip: ramp them all to their new state.
-                    self._any_solo = any(st[2] for st in self._state.values())
-                    for i in range(self.max_channels):
-                        self._apply_strip_targets(i)
-                else:
-                    self._apply_strip_targets(cmd.index)
+            i = cmd.index
+            if 0 <= i < self.max_channels:
+                self._gain[i] = min(max(cmd.gain, 0.0), MAX_GAIN)
+                self._mute[i] = cmd.mute
+                self._solo[i] = cmd.solo
+                self._pan[i] = min(max(cmd.pan, -1.0), 1.0)
+                self._dirty = True  # all strips are re-aimed once, after the queue
         elif isinstance(cmd, MasterTarget):
             self._master_state = (min(max(cmd.gain, 0.0), MAX_GAIN), cmd.mute)
-            self._master.aim(0, 0.0 if cmd.mute else self._master_state[0], self._ramp_len)
+            self._master.aim(0.0 if cmd.mute else self._master_state[0], self._ramp_len)
         elif isinstance(cmd, Play):
             if self.track is not None:
                 self.playing = True
                 self._pausing = self._stopping = False
-                self._transport.aim(0, 1.0, self._xfade_len)
+                self._transport.aim(1.0, self._xfade_len)
         elif isinstance(cmd, Pause | Stop):
             if self.playing:
                 self._pausing = True
                 self._stopping = isinstance(cmd, Stop)
-                self._transport.aim(0, 0.0, self._xfade_len)
+                self._transport.aim(0.0, self._xfade_len)
             elif isinstance(cmd, Stop):
                 self.position = 0
+                self._loop = None
         elif isinstance(cmd, Seek):
             if self.track is not None:
                 target = round(min(max(cmd.seconds, 0.0), self.track.length / self.sr) * self.sr)
-                self._jump(min(target, self.track.length))
+                self._jump(min(target, self.track.length), 0)
         elif isinstance(cmd, Loop):
-            if cmd.end <= cmd.start or self.track is None:
-                self._loop = None
-            else:
-                start = round(max(cmd.start, 0.0) * self.sr)
-                end = min(round(cmd.end * self.sr), self.track.length)
-                self._loop = (start, end) if end > start else None
-                if self._loop is not None and not start <= self.position < end:
-                    self._jump(start)  # outside the new region: go there now
+            self._set_loop(cmd)
         elif isinstance(cmd, SetTrack):
-            self._set_track(cmd.track)
+            self._set_track(cmd.track, cmd.same_audio)
         elif isinstance(cmd, Batch):
             for c in cmd.commands:
                 self._apply(c)
 
-    def _set_track(self, track: Track) -> None:
+    def _set_loop(self, cmd: Loop) -> None:
+        track = self.track
+        if cmd.end <= cmd.start or track is None:
+            self._loop = None
+            return
+        length = track.length
+        start = min(round(max(cmd.start, 0.0) * self.sr), length)
+        end = min(round(cmd.end * self.sr), length)
+        if end - start < self._min_loop:
+            end = min(start + self._min_loop, length)
+            start = max(0, end - self._min_loop)
+        if end - start < self._min_loop:
+            self._loop = None  # the whole track is shorter than a loop can be
+            return
+        self._loop = (start, end)
+        if not start <= self.position < end:
+            self._jump(start, 0)  # outside the new region: go there now
+
+    def _set_track(self, track: Track, same_audio: bool) -> None:
         if track.channels.shape[0] > self.max_channels or track.sr != self.sr:
             self.dropped += 1  # refused: the daemon checks this before posting
             return
         previous = self.track
         self.track = track
-        if track.is_mix or previous is None or previous.is_mix:
-            # From the stand-in mix to the separated channels: they sum to it, so
-            # start every strip at unity and let it glide to its set level.
-            for i in range(self.max_channels):
-                self._strips.jump(2 * i, 1.0)
-                self._strips.jump(2 * i + 1, 1.0)
-                if not track.is_mix:
-                    self._apply_strip_targets(i)
-        if previous is not None and (previous.length != track.length):
-            self._jump(0)  # a different track: start from its beginning
-            self._loop = None
+        if same_audio and previous is not None:
+            # The same music in other channels (separation replacing the original
+            # that stood in): keep the position and loop. The channels sum to the
+            # original, so every strip starts at unity and glides to its level.
+            if previous.is_mix and not track.is_mix:
+                self._cur.fill(1.0)
+                self._tgt.fill(1.0)
+                self._left.fill(0.0)
+                self._curves_ok = False
+                self._dirty = True
+            self.position = min(self.position, track.length)
+            return
+        # Another track: it starts from its beginning, with no loop; the old one
+        # fades out from where it was (the strips keep their levels).
+        self._loop = None
+        self._jump(0, 0, previous)
 
-    def _apply_strip_targets(self, i: int, *, immediate: bool = False) -> None:
-        gain, mute, solo, pan = self._state[i]
-        audible = not mute and (solo or not self._any_solo)
-        left, right = pan_gains(pan)
-        for side, g in ((0, left), (1, right)):
-            value = gain * g if audible else 0.0
-            if immediate:
-                self._strips.jump(2 * i + side, value)
-            else:
-                self._strips.aim(2 * i + side, value, self._ramp_len)
+    def _retarget(self, *, immediate: bool = False) -> None:
+        """Aim every strip at its gain, mute, solo and pan: one pass for all strips."""
+        self._dirty = False
+        audible, want = self._audible, self._want
+        if self._solo.any():
+            np.copyto(audible, self._solo)
+        else:
+            audible.fill(1.0)
+        np.logical_not(self._mute, out=self._mask2[:, 0])
+        np.copyto(self._notmute, self._mask2[:, 0])
+        np.multiply(audible, self._notmute, out=audible)
+        np.multiply(audible, self._gain, out=audible)
+        # Balance law (params.pan_gains): the side turned away from falls linearly.
+        np.subtract(1.0, self._pan, out=want[:, 0])
+        np.add(1.0, self._pan, out=want[:, 1])
+        np.minimum(want, 1.0, out=want)
+        np.multiply(want, audible[:, np.newaxis], out=want)
+        if immediate:
+            np.copyto(self._cur, want)
+            np.copyto(self._tgt, want)
+            self._left.fill(0.0)
+            self._step.fill(0.0)
+            self._curves_ok = False
+            return
+        changed = self._mask2
+        np.not_equal(want, self._tgt, out=changed)
+        if not changed.any():
+            return
+        np.subtract(want, self._cur, out=self._tmp2)
+        np.divide(self._tmp2, self._ramp_len, out=self._tmp2)
+        np.copyto(self._step, self._tmp2, where=changed)
+        np.copyto(self._left, float(self._ramp_len), where=changed)
+        np.copyto(self._tgt, want, where=changed)
+        self._ramping = True
 
-    def _jump(self, target: int) -> None:
-        """Move the play head, crossfading from where it was."""
-        if self.playing and target != self.position:
-            self._xfrom = self.position
-            self._xleft = self._xfade_len
+    def _jump(self, target: int, offset: int, track: Track | None = None) -> None:
+        """Move the play head to ``target`` at ``offset`` in the block, crossfading:
+        the old head (of ``track``, default the current one) fades out from where it was."""
+        old = track if track is not None else self.track
+        if self.playing and old is not None and (target != self.position or track is not None):
+            slot = self._fading[0]
+            for h in self._fading:  # a free slot, else the quietest head
+                if h.left == 0:
+                    slot = h
+                    break
+                if h.gain < slot.gain:
+                    slot = h
+            slot.track = old
+            slot.position = self.position
+            slot.gain = self._head.current
+            slot.step = -slot.gain / self._xfade_len
+            slot.left = self._xfade_len
+            slot.offset = offset
+            head = self._head
+            head.current, head.target = 0.0, 1.0
+            head.left = self._xfade_len
+            head.step = 1.0 / self._xfade_len
         self.position = target
 
     # -- the audio callback -------------------------------------------------------
@@ -416,129 +516,192 @@ class Mixer:
         """Fill ``out`` (frames, out_channels), float32. See the module docstring."""
         while self._queue:
             self._apply(self._queue.popleft())
+        if self._dirty:
+            self._retarget()
         self.blocks += 1
         total = out.shape[0]
         # A host may hand over a block larger than prepared: do it in pieces.
         for start in range(0, total, self.max_block):
             self._process_block(out[start : start + self.max_block])
 
+    def _transport_curve_for(self, frames: int) -> bool:
+        """The transport gain of each sample into ``_transport_curve``; True if it moves.
+
+        A constant gain is written once, not every block."""
+        t = self._transport
+        moving = t.left > 0
+        if moving or t.current != self._transport_filled:
+            t.curve(frames, self._t64, self._ramp)
+            if moving:
+                np.copyto(self._transport_curve[:frames], self._t64[:frames])
+                self._transport_filled = -1.0
+            else:
+                self._transport_curve.fill(t.current)
+                self._transport_filled = t.current
+        self._transport_moving = moving
+        return moving
+
+    def _strip_curves(self, frames: int) -> None:
+        """Gain of every (strip, side) for each sample of the block into ``_curves``."""
+        if not self._ramping:
+            if not self._curves_ok:
+                np.copyto(self._curves, self._cur3)
+                self._curves_ok = True
+            return
+        k = self._k[:, :, :frames]
+        np.minimum(self._ramp[:frames], self._left3, out=k)
+        np.multiply(k, self._step3, out=k)
+        np.add(k, self._cur3, out=k)
+        np.copyto(self._curves[:, :, :frames], k)
+        np.copyto(self._cur, k[:, :, frames - 1])  # where each ramp is after the block
+        np.subtract(self._left, frames, out=self._left)
+        np.maximum(self._left, 0.0, out=self._left)
+        self._ramping = bool(self._left.any())
+        if not self._ramping:  # every ramp ends exactly on its target, rounding undone
+            np.copyto(self._cur, self._tgt)
+        self._curves_ok = False
+
     def _process_block(self, out: np.ndarray) -> None:
         frames = out.shape[0]
         track = self.track
-        transport = self._master_curve[:frames]
-        moving = self._transport.curve(0, frames, transport, self._ramp)
-        if track is None or (not self.playing and not moving and self._transport.current[0] == 0):
-            out[:] = 0.0
-            self._mix[:, :frames] = 0.0
+        moving = self._transport_curve_for(frames)
+        self._strip_curves(frames)
+        mix = self._mix[:, :frames]
+        co = self._chan_out
+        if track is None or (not self.playing and not moving and self._transport.current == 0):
+            out.fill(0.0)
+            mix.fill(0.0)
             self._count += frames
             return
-        self._master.curve(0, frames, self._curve, self._ramp)
-        transport *= self._curve[:frames]
-        n = track.channels.shape[0]
-        if not track.is_mix:
-            for i in range(n):
-                for side in (0, 1):
-                    self._strips.curve(2 * i + side, frames, self._curves[i, side], self._ramp)
-        mix = self._mix[:, :frames]
-        mix[:] = 0.0
-        if self._chan_out is not None:
-            self._chan_out[:n, :, :frames] = 0.0
-        self._render(track, frames, mix, self._chan_out)
-        mix *= transport
-        np.abs(mix[0], out=self._tmp[:frames])
-        np.abs(mix[1], out=self._tmp2[:frames])
-        peak = max(float(self._tmp[:frames].max()), float(self._tmp2[:frames].max()))
-        self._peak[-1] = max(self._peak[-1], peak)
-        self._sumsq[-1] += float(np.dot(mix[0], mix[0])) + float(np.dot(mix[1], mix[1]))
+        if co is not None:
+            co[:, :, :frames].fill(0.0)
+        self._render(track, frames, mix, co)  # the main head writes every sample of mix
+        master = self._master
+        if master.left:
+            master.curve(frames, self._m64, self._ramp)
+            np.copyto(self._master_curve[:frames], self._m64[:frames])
+            np.multiply(mix, self._master_curve[:frames], out=mix)
+        elif master.current != 1.0:
+            np.multiply(mix, master.current, out=mix)
+        rows = 1 if track.is_mix else 1 + track.channels.shape[0]
+        levels = self._prod[:rows, :, :frames]
+        np.copyto(levels[0], mix)
+        absb = self._absb[:rows, :, :frames]
+        np.abs(levels, out=absb)
+        np.max(absb, axis=(1, 2), out=self._pk1[:rows])
+        if not self._pk1[0] <= 3.4e38:  # NaN or inf somewhere: never let it out
+            self._silence(out, mix, co, frames)
+            return
+        np.maximum(self._peak[:rows], self._pk1[:rows], out=self._peak[:rows])
+        np.multiply(levels, levels, out=absb)
+        np.sum(absb, axis=(1, 2), out=self._sq1[:rows])
+        np.add(self._sumsq[:rows], self._sq1[:rows], out=self._sumsq[:rows])
         self._count += frames
-        if self._chan_out is None:
-            out[:, 0] = mix[0]
-            out[:, 1] = mix[1]
+        if co is None:
+            np.copyto(out.T, mix)
         else:
-            co = self._chan_out
-            co[:n, :, :frames] *= transport
-            out[:] = 0.0
-            for i in range(n):
-                out[:, 2 * i] = co[i, 0, :frames]
-                out[:, 2 * i + 1] = co[i, 1, :frames]
-        if self._pausing and self._transport.left[0] == 0:
+            n = self.max_channels
+            np.copyto(out.T, co[:, :, :frames].reshape(2 * n, frames))
+        if self._pausing and self._transport.left == 0:
             self.playing = False
             self._pausing = False
+            for h in self._fading:
+                h.track, h.left = None, 0
+            self._head.jump(1.0)
             if self._stopping:
                 self._stopping = False
                 self.position = 0
                 self._loop = None
 
-    def _render(
-        self, track: Track, frames: int, mix: np.ndarray, chan_out: np.ndarray | None
+    def _silence(
+        self, out: np.ndarray, mix: np.ndarray, co: np.ndarray | None, frames: int
     ) -> None:
-        """Mix ``frames`` samples from the play head into ``mix`` (2, frames).
+        self.nonfinite_blocks += 1
+        out.fill(0.0)
+        mix.fill(0.0)
+        if co is not None:
+            co[:, :, :frames].fill(0.0)
+        for meter in (self._peak, self._sumsq):
+            np.isfinite(meter, out=self._finite)
+            np.logical_not(self._finite, out=self._finite)
+            np.copyto(meter, 0.0, where=self._finite)
+        self._count += frames
 
-        The block is cut where the head meets the loop end or the track end, so
-        every jump and its crossfade happen at the same sample whatever the
-        block size. A crossfade mixes the old head, going straight on, fading
-        out, with the new head fading in.
+    def _render(self, track: Track, frames: int, mix: np.ndarray, co: np.ndarray | None) -> None:
+        """Mix ``frames`` samples of every play head into ``mix`` (2, frames).
+
+        The main head's block is cut where it meets the loop end or the track
+        end, so every jump and its crossfade happen at the same sample whatever
+        the block size. Fading heads then go straight on from where they were
+        left, each on its own track, until they are silent.
         """
         pos = self.position
         length = track.length
         off = 0
+        # No fade anywhere in this block (the transport curve was made before the loop).
+        unity = not self._transport_moving and self._transport.current == 1.0
         while off < frames:
             # Boundaries are handled when the next sample is needed, so a jump
             # lands on the same sample however the stream is cut into blocks.
-            if self._loop is not None and pos == self._loop[1]:
-                self._xfrom, self._xleft = pos, self._xfade_len
-                pos = self._loop[0]
+            loop = self._loop
+            if loop is not None and pos == loop[1]:
+                self.position = pos
+                self._jump(loop[0], off)
+                pos = loop[0]
                 continue
             if pos >= length:
                 if self.at_end == "loop":
-                    self._xfrom, self._xleft = pos, self._xfade_len
+                    self.position = pos
+                    self._jump(0, off)
                     pos = 0
                     continue
                 # End of the track: the rest of the block is silent and we stop.
+                mix[:, off:].fill(0.0)
+                self._prod[:, :, off:frames].fill(0.0)
                 self.playing = self._pausing = False
-                self._transport.jump(0, 0.0)
-                self._xfrom, self._xleft = None, 0
+                self._transport.jump(0.0)
+                self._head.jump(1.0)
+                for h in self._fading:
+                    h.track, h.left = None, 0
                 pos = 0
                 break
-            in_loop = self._loop is not None and pos < self._loop[1]
-            end = self._loop[1] if in_loop and self._loop is not None else length
+            end = loop[1] if loop is not None and pos < loop[1] else length
             count = min(frames - off, end - pos)
-            self._mix_segment(track, pos, count, off, mix, chan_out, True)
-            if self._xleft > 0 and self._xfrom is not None:
-                self._crossfade(track, off, count, mix, chan_out)
+            row = self._row[:count]
+            gain: np.ndarray | None = row
+            if self._head.left and self._head.curve(count, self._row64, self._ramp):
+                np.copyto(row, self._row64[:count])
+                np.multiply(row, self._transport_curve[off : off + count], out=row)
+            elif unity and self._head.current == 1.0:
+                gain = None  # nothing fades: skip a multiply of the whole block
+            else:
+                np.copyto(row, self._transport_curve[off : off + count])
+            self._mix_segment(track, pos, count, off, gain, mix, co, True)
             pos += count
             off += count
         self.position = pos
+        for h in self._fading:
+            if h.left > 0 and h.track is not None:
+                self._fade_out(h, frames, mix, co)
 
-    def _crossfade(
-        self, track: Track, off: int, count: int, mix: np.ndarray, chan_out: np.ndarray | None
-    ) -> None:
-        """Fade the new head in over ``mix[:, off:off+count]`` and the old one out."""
-        assert self._xfrom is not None
-        m = min(self._xleft, count)
-        done = self._xfade_len - self._xleft
-        xmix = self._xmix[:, off : off + m]
-        xmix[:] = 0.0
-        xchan = None
-        if chan_out is not None and self._xchan is not None:
-            xchan = self._xchan[:, :, off : off + m]
-            xchan[:] = 0.0
-        available = max(0, min(m, track.length - self._xfrom))
-        if available > 0:  # past the end of the track the old head is silence
-            self._mix_segment(track, self._xfrom, available, off, self._xmix, self._xchan, False)
-        fade_in = self._fade_in[done : done + m]
-        fade_out = self._fade_out[done : done + m]
-        mix[:, off : off + m] *= fade_in
-        xmix *= fade_out
-        mix[:, off : off + m] += xmix
-        if chan_out is not None and xchan is not None:
-            chan_out[:, :, off : off + m] *= fade_in
-            xchan *= fade_out
-            chan_out[:, :, off : off + m] += xchan
-        self._xfrom += m
-        self._xleft -= m
-        if self._xleft == 0:
-            self._xfrom = None
+    def _fade_out(self, h: _Head, frames: int, mix: np.ndarray, co: np.ndarray | None) -> None:
+        assert h.track is not None
+        off = h.offset
+        count = min(frames - off, h.left)
+        available = max(0, min(count, h.track.length - h.position))
+        if available > 0:  # past the end of its track a head is silence
+            row = self._row[:available]
+            np.multiply(self._ramp[:available], h.step, out=self._row64[:available])
+            self._row64[:available] += h.gain
+            np.copyto(row, self._row64[:available])
+            np.multiply(row, self._transport_curve[off : off + available], out=row)
+            self._mix_segment(h.track, h.position, available, off, row, mix, co, False)
+        h.position += count
+        h.left -= count
+        h.gain = 0.0 if h.left == 0 else h.gain + h.step * count
+        h.offset = 0
+        if h.left == 0:
+            h.track = None
 
     def _mix_segment(
         self,
@@ -546,25 +709,36 @@ class Mixer:
         pos: int,
         count: int,
         off: int,
+        row: np.ndarray | None,
         mix: np.ndarray,
-        chan_out: np.ndarray | None,
-        meter: bool,
+        co: np.ndarray | None,
+        main: bool,
     ) -> None:
-        channels = track.channels
-        n, audio_ch = channels.shape[0], channels.shape[1]
-        tmp = self._tmp[:count]
-        for i in range(n):
-            for side in (0, 1):
-                src = channels[i, side if audio_ch > 1 else 0, pos : pos + count]
-                if track.is_mix:
-                    tmp[:] = src
-                else:
-                    np.multiply(src, self._curves[i, side, off : off + count], out=tmp)
-                mix[side, off : off + count] += tmp
-                if chan_out is not None:
-                    chan_out[i, side, off : off + count] += tmp
-                if meter:
-                    peak = float(np.abs(tmp, out=self._tmp2[:count]).max())
-                    if peak > self._peak[i]:
-                        self._peak[i] = peak
-                    self._sumsq[i] += float(np.dot(tmp, tmp))
+        """Add ``count`` samples of ``track`` from ``pos``, through the strips and
+        times ``row`` (head fade and transport; None is unity), at ``off`` in ``mix``
+        and ``co``. The ``main`` head's strip signals stay in ``_prod`` for the meters."""
+        n = track.channels.shape[0]
+        src = track.channels[:, :, pos : pos + count]
+        if main:  # kept for the block's meters
+            prod = self._prod[1 : n + 1, :, off : off + count]
+        else:
+            prod = self._xprod[:n, :, :count]
+        if track.is_mix:
+            if row is None:
+                np.copyto(prod, src)
+            else:
+                np.multiply(src, row, out=prod)
+        else:
+            np.multiply(src, self._curves[:n, :, off : off + count], out=prod)
+            if row is not None:
+                np.multiply(prod, row, out=prod)
+        target = mix[:, off : off + count]
+        if main:  # the main head is first: it writes the block, the others add to it
+            np.sum(prod, axis=0, out=target)
+        else:
+            seg = self._sum2[:, :count]
+            np.sum(prod, axis=0, out=seg)
+            np.add(target, seg, out=target)
+        if co is not None:  # the original standing in goes to the first pair
+            part = co[:n, :, off : off + count]
+            np.add(part, prod, out=part)

@@ -39,6 +39,13 @@ _BLOCK = 128  # frames per block: bins * 128 * 4 bytes stays near L2 size
 
 _THREADS = min(4, os.cpu_count() or 1)
 
+
+def set_threads(n: int) -> None:
+    """Threads the NMF blocks run on; call before the first factorization."""
+    global _THREADS
+    _THREADS = max(1, int(n))
+
+
 Progress = Callable[[float], None]
 _T = TypeVar("_T")
 

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
-from .engine import MasterTarget, StripTarget
+from .commands import MasterTarget, StripTarget
 from .errors import ParameterError
 from .params import (
     MAX_DB,

@@ -9,7 +9,10 @@ without an output or for ``--no-audio``. Both feed an optional
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import struct
 import threading
 import time
 from pathlib import Path
@@ -17,7 +20,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from stemdeck.core.engine import enter_audio_thread
 from stemdeck.core.errors import AudioFileError, ParameterError
+
+from .realtime import make_realtime
 
 log = logging.getLogger("stemdeck")
 
@@ -30,13 +36,77 @@ class Engine(Protocol):
     def master_view(self, frames: int) -> np.ndarray: ...
 
 
+class WavFile:
+    """A 32-bit float WAV file whose header is kept true while it grows.
+
+    :meth:`update_header` rewrites the RIFF and data sizes in place (two
+    ``pwrite`` calls), so a process killed at any moment leaves a file every
+    player opens, holding everything written up to the last update. The
+    classic RIFF header counts 32 bits: a file stops at 4 GiB (about three
+    hours of stereo at 48 kHz) and says so.
+    """
+
+    HEADER = 58  # RIFF(12) + fmt (8 + 18) + fact (12) + data header (8)
+    LIMIT = 2**32 - 1 - HEADER
+
+    def __init__(self, path: Path, sr: int, channels: int) -> None:
+        self.path = path
+        self.channels = channels
+        self.frames = 0
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._header_frames = -1
+        fmt = struct.pack(
+            "<HHIIHHH", 3, channels, sr, sr * channels * 4, channels * 4, 32, 0
+        )  # WAVE_FORMAT_IEEE_FLOAT
+        head = b"RIFF" + struct.pack("<I", 0) + b"WAVE"
+        head += b"fmt " + struct.pack("<I", len(fmt)) + fmt
+        head += b"fact" + struct.pack("<II", 4, 0)
+        head += b"data" + struct.pack("<I", 0)
+        assert len(head) == self.HEADER
+        os.write(self._fd, head)
+        self.update_header()
+
+    def write(self, frames: np.ndarray) -> None:
+        """Append (n, channels) float32 frames. Raises OSError (full disk...)."""
+        data = np.ascontiguousarray(frames, dtype="<f4")
+        if (self.frames + len(data)) * self.channels * 4 > self.LIMIT:
+            raise OSError(errno.EFBIG, "WAV file reached its 4 GiB limit")
+        view = memoryview(data.tobytes())
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+        self.frames += len(data)
+
+    def update_header(self) -> None:
+        if self._header_frames == self.frames:
+            return
+        size = self.frames * self.channels * 4
+        os.pwrite(self._fd, struct.pack("<I", 50 + size), 4)
+        os.pwrite(self._fd, struct.pack("<I", self.frames), 46)
+        os.pwrite(self._fd, struct.pack("<I", size), 54)
+        self._header_frames = self.frames
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            try:
+                self.update_header()
+            finally:
+                os.close(self._fd)
+                self._fd = -1
+
+
 class Recorder:
     """Writes the master output from a writer thread.
 
     The audio thread copies each block into a preallocated ring (no allocation,
-    no lock: one writer index, one reader index). The file is flushed every
-    second, so even a killed process leaves a readable file.
+    no lock: one writer index, one reader index). The writer thread appends to
+    a WAV file whose header it updates every :attr:`HEADER_SECONDS`, so a killed
+    process loses at most that much. A write error (full disk) stops the
+    recording, is kept in :attr:`error` and shown on the status line; blocks the
+    writer could not take in time are counted in :attr:`overruns`.
     """
+
+    HEADER_SECONDS = 0.5
 
     def __init__(
         self,
@@ -47,22 +117,26 @@ class Recorder:
         seconds: float = 8.0,
         max_block: int = 8192,
     ) -> None:
-        import soundfile as sf
-
         self.path = Path(path)
         try:
-            self._file = sf.SoundFile(
-                str(self.path), "w", samplerate=sr, channels=channels, subtype="FLOAT", format="WAV"
-            )
-        except (OSError, sf.LibsndfileError, RuntimeError) as exc:
-            raise AudioFileError(f"cannot record to {str(self.path)!r}: {exc}") from None
+            self._file = WavFile(self.path, sr, channels)
+        except OSError as exc:
+            raise AudioFileError(
+                f"cannot record to {str(self.path)!r}: {exc.strerror or exc}"
+            ) from None
         self._ring = np.zeros((int(seconds * sr) + max_block, channels), np.float32)
         self._write = 0  # total frames written by the audio thread
         self._read = 0
         self.overruns = 0
+        self.error: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="stemdeck-record", daemon=True)
         self._thread.start()
+
+    @property
+    def frames(self) -> int:
+        """Frames in the file so far."""
+        return self._file.frames
 
     def push(self, block: np.ndarray) -> None:
         """Audio thread: copy one block in (drops it, counted, if the writer fell behind)."""
@@ -83,32 +157,60 @@ class Recorder:
         while self._read < self._write:
             start = self._read % size
             n = min(self._write - self._read, size - start)
-            self._file.write(self._ring[start : start + n])
+            if self.error is None:
+                try:
+                    self._file.write(self._ring[start : start + n])
+                except OSError as exc:
+                    self.error = f"recording stopped: {exc.strerror or exc}"
+                    log.error("%s (%s); the music goes on", self.error, self.path)
             self._read += n
 
     def _run(self) -> None:
-        last_flush = time.monotonic()
+        last = time.monotonic()
         while not self._stop.wait(0.05):
             self._drain()
-            if time.monotonic() - last_flush > 1.0:
-                self._file.flush()
-                last_flush = time.monotonic()
+            if time.monotonic() - last >= self.HEADER_SECONDS:
+                last = time.monotonic()
+                self._header()
+
+    def _header(self) -> None:
+        try:
+            self._file.update_header()
+        except OSError as exc:
+            if self.error is None:
+                self.error = f"recording header not written: {exc.strerror or exc}"
+                log.error("%s (%s)", self.error, self.path)
 
     def close(self) -> None:
         """Write what is left and close: the file is complete and valid."""
         self._stop.set()
         self._thread.join(timeout=5)
         self._drain()
-        self._file.close()
+        self._header()
+        try:
+            self._file.close()
+        except OSError:
+            pass
 
 
 class Sink:
     """Base: runs ``engine.process`` on blocks and counts xruns."""
 
+    RECENT_S = 5
+
     def __init__(
-        self, engine: Engine, sr: int, block: int, channels: int, recorder: Recorder | None
+        self,
+        engine: Engine,
+        sr: int,
+        block: int,
+        channels: int,
+        recorder: Recorder | None,
+        *,
+        realtime: bool = False,
     ) -> None:
         self.engine = engine
+        self.realtime = realtime
+        self.scheduling = "not started"  # what the audio thread got (daemon/realtime.py)
         self.sr = sr
         self.block = block
         self.channels = channels
@@ -116,9 +218,19 @@ class Sink:
         self.xruns = 0
         self.errors = 0
         self.description = ""
-        self.max_render_s = 0.0  # slowest engine.process so far (reset by the reader)
+        self.max_render_s = 0.0  # slowest engine.process since the start
+        # Slowest block of each of the last RECENT_S seconds (a ring the audio thread
+        # writes by index: no allocation), for "slowest lately" on the status line.
+        self._per_second = [0.0] * self.RECENT_S
+        self._blocks_per_second = max(1, sr // block)
+        self._rendered = 0
+        self._entered = False
 
     def _render(self, out: np.ndarray) -> None:
+        if not self._entered:  # first block, in the audio thread itself
+            enter_audio_thread()
+            self.scheduling = make_realtime() if self.realtime else "not real-time (off)"
+            self._entered = True
         t0 = time.perf_counter()
         try:
             self.engine.process(out)
@@ -128,11 +240,22 @@ class Sink:
         took = time.perf_counter() - t0
         if took > self.max_render_s:
             self.max_render_s = took
+        slot = (self._rendered // self._blocks_per_second) % self.RECENT_S
+        if self._rendered % self._blocks_per_second == 0:
+            self._per_second[slot] = took  # a new second starts
+        elif took > self._per_second[slot]:
+            self._per_second[slot] = took
+        self._rendered += 1
         if self.recorder is not None:
             if out.shape[0] <= self.engine.max_block:
                 self.recorder.push(self.engine.master_view(out.shape[0]))
             else:  # processed in pieces: only mix-mode output is the master
                 self.recorder.push(out[:, :2])
+
+    @property
+    def recent_max_render_s(self) -> float:
+        """Slowest ``engine.process`` in about the last :attr:`RECENT_S` seconds."""
+        return max(self._per_second)
 
     def start(self) -> None:
         raise NotImplementedError

@@ -152,6 +152,11 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
         metavar="ADDRESS",
         help="bind the first control moved to ADDRESS and save it in your map",
     )
+    p.add_argument(
+        "--no-realtime",
+        action="store_true",
+        help="do not ask for SCHED_FIFO and locked memory for the audio thread",
+    )
 
 
 def _add_track_args(p: argparse.ArgumentParser) -> None:
@@ -486,6 +491,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         midi_map=args.midi_map,
         midi_api=args.midi_api,
         midi_learn=args.midi_learn,
+        realtime=not args.no_realtime,
     )
     if args.midi_learn and not (args.midi or args.midi_virtual):
         raise ParameterError("--midi-learn needs --midi PORT or --midi-virtual NAME")
@@ -601,21 +607,51 @@ def cmd_send(args: argparse.Namespace) -> int:
     return 0
 
 
+def _send_positionals(argv: list[str]) -> list[str]:
+    """``send`` arguments such as ``-inf`` or ``-1e-3`` are values, not options:
+    argparse only knows plain negative numbers, so the values go after ``--``."""
+    i = next((k for k, token in enumerate(argv) if not token.startswith("-")), None)
+    if i is None or argv[i] != "send":
+        return argv
+    options, values = [], []
+    rest = argv[i + 1 :]
+    j = 0
+    while j < len(rest):
+        t = rest[j]
+        if t == "--timeout" and j + 1 < len(rest):
+            options += rest[j : j + 2]
+            j += 2
+            continue
+        if t.startswith("--timeout=") or t in ("-h", "--help"):
+            options.append(t)
+        elif t != "--":
+            values.append(t)
+        j += 1
+    return [*argv[: i + 1], *options, "--", *values]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_send_positionals(list(sys.argv[1:] if argv is None else argv)))
     _setup_logging(args.verbose)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
+        return code
     except StemdeckError as exc:
         print(f"stemdeck: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("stemdeck: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (``stemdeck send ... | head``): nothing more to say.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

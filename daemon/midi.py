@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stemdeck.core.engine import Pause, Play, Stop
 from stemdeck.core.errors import ParameterError, PresetError, StemdeckError
 from stemdeck.core.midimap import MidiMap, MidiMapper, binding_toml, load_midi_map
 
@@ -75,9 +74,7 @@ class MidiControl:
             raise ParameterError("give --midi PORT or --midi-virtual NAME")
         self.host = host
         self.map = midi_map
-        self.mapper = MidiMapper(
-            midi_map, self._get_norm, lambda: host.engine.playing and not host.engine._pausing
-        )
+        self.mapper = MidiMapper(midi_map, self._get_norm, lambda: host.engine.rolling)
         self.port_prefix = port
         self.virtual = virtual
         try:
@@ -217,15 +214,8 @@ class MidiControl:
             self.host.post(c)
 
     def _action(self, address: str, args: list[Any]) -> None:
-        engine = self.host.engine
-        if address == "/transport/play":
-            self.host.post(Play())
-        elif address == "/transport/pause":
-            self.host.post(Pause())
-        elif address == "/transport/stop":
-            self.host.post(Stop())
-        elif address == "/transport/toggle":
-            self.host.post(Pause() if engine.playing else Play())
+        if address.startswith("/transport/"):
+            self.host.post(self.host.transport.command(address[len("/transport/") :]))
         elif address == "/scene/recall":
             try:
                 self.host.recall_scene(str(args[0]), float(args[1]) if len(args) > 1 else 0.0)

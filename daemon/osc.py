@@ -23,13 +23,15 @@ from typing import Any, Protocol
 from pythonosc import osc_packet
 from pythonosc.osc_message_builder import OscMessageBuilder
 
-from stemdeck.core.engine import Batch, Loop, Pause, Play, Seek, Stop
+from stemdeck.core.commands import Batch
 from stemdeck.core.errors import ParameterError, StemdeckError
 from stemdeck.core.params import gain_to_db
 
+from .transport import TransportControl
+
 log = logging.getLogger("stemdeck")
 
-# Feedback goes to a subscriber for this long unless it renews (DESIGN.md: 10 s).
+# Feedback goes to a subscriber for this long unless it renews (docs/osc.md: 10 s).
 # STEMDECK_SUBSCRIPTION_SECONDS shortens it for tests.
 SUBSCRIPTION_SECONDS = float(os.environ.get("STEMDECK_SUBSCRIPTION_SECONDS", "10"))
 Reply = tuple[str, Sequence[Any]]
@@ -69,6 +71,7 @@ class Host(Protocol):
 
     registry: Any
     engine: Any
+    transport: TransportControl
 
     def post(self, command: object) -> bool: ...
     def load_track(self, path: str) -> None: ...
@@ -81,7 +84,7 @@ class Host(Protocol):
 
 @dataclass
 class OscControl:
-    """The OSC address space of DESIGN.md on top of a :class:`Host`."""
+    """The OSC address space of docs/osc.md on top of a :class:`Host`."""
 
     host: Host
     counters: Counters = field(default_factory=Counters)
@@ -119,7 +122,12 @@ class OscControl:
         reg = self.host.registry
         if address.startswith(("/ch/", "/master/")) or address in ("/ch", "/master"):
             if not args:
-                replies += [(key, [reg.get(key)]) for key in reg.resolve(address)]
+                keys = reg.resolve(address)
+                if len(keys) == 1 and not any(c in address for c in "?*[{"):
+                    # A query is answered on the address exactly as sent (name or index).
+                    replies.append((address, [reg.get(keys[0])]))
+                else:
+                    replies += [(key, [reg.get(key)]) for key in keys]
                 return []
             return list(reg.set(address, args))
         if address.startswith("/transport/"):
@@ -184,44 +192,20 @@ class OscControl:
         raise ParameterError("unknown address")
 
     def _transport(self, address: str, args: list[Any], replies: list[Reply]) -> list[object]:
-        engine = self.host.engine
-        simple = {"/transport/play": Play(), "/transport/pause": Pause(), "/transport/stop": Stop()}
-        if address in simple:
+        transport = self.host.transport
+        verb = address[len("/transport/") :]
+        if verb == "position" or (verb == "seek" and not args):
             _no_args(address, args)
-            return [simple[address]]
-        if address == "/transport/toggle":
-            _no_args(address, args)
-            return [Pause() if engine.playing else Play()]
-        if address == "/transport/seek":
-            if not args:
-                replies.append((address, [float(engine.position) / engine.sr]))
-                return []
-            seconds = _float(address, args)
-            if seconds < 0:
-                raise ParameterError(f"seek position must be >= 0 s, got {seconds:g}")
-            return [Seek(seconds)]
-        if address == "/transport/loop":
-            if len(args) != 2:
-                raise ParameterError("/transport/loop takes start and end seconds")
-            start, end = _float(address, args[:1]), _float(address, args[1:])
-            if not 0 <= start < end:
-                raise ParameterError(f"loop needs 0 <= start < end, got {start:g}..{end:g}")
-            return [Loop(start, end)]
-        if address == "/transport/loop/off":
-            _no_args(address, args)
-            return [Loop(0.0, 0.0)]
-        if address == "/transport/position":
-            replies.append((address, [float(engine.position) / engine.sr]))
+            replies.append((address, [transport.position()]))
             return []
-        raise ParameterError("unknown address")
+        return [transport.command(verb, args)]
 
     def state(self) -> list[Reply]:
         """Every current value, one message per address (the /state reply)."""
         reg = self.host.registry
         out: list[Reply] = [(key, [reg.get(key)]) for key in reg.addresses()]
-        engine = self.host.engine
-        out.append(("/transport/playing", [int(bool(engine.playing))]))
-        out.append(("/transport/position", [float(engine.position) / engine.sr]))
+        out.append(("/transport/playing", [int(bool(self.host.engine.rolling))]))
+        out.append(("/transport/position", [self.host.transport.position()]))
         out.append(("/channels", [*reg.names]))
         colours = getattr(self.host, "colours", None)  # a stem file names its channels' colours
         if colours and len(colours) == len(reg.names):

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -90,16 +91,17 @@ class Client:
         return self.receive(timeout, settle=0.15)
 
     def query(self, address: str) -> Any:
-        """The value of one control: the first argument of its reply."""
+        """The value of one control: the only argument of the reply to exactly ``address``
+        (a query is answered on the address as sent, name or index)."""
         self.drain()
         self.send(address)
-        suffix = address.rsplit("/", 1)[-1]
         deadline = time.monotonic() + 2.0
         while time.monotonic() < deadline:
             for addr, args in self.receive(deadline - time.monotonic(), settle=0.0):
                 if addr == "/error":
                     raise AssertionError(args)
-                if addr.rsplit("/", 1)[-1] == suffix and args:
+                if addr == address:
+                    assert len(args) == 1, (address, args)
                     return args[0]
         raise AssertionError(f"no reply to {address}")
 
@@ -129,16 +131,46 @@ class Daemon:
             text=True,
         )
         self.client = Client(self.port)
+        # stderr is read as it comes: to see our daemon take its port, and so a
+        # chatty daemon never blocks on a full pipe.
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._reader.start()
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self.lines)
 
     def wait_ready(self, timeout: float = 60.0, *, separated: bool = True) -> None:
+        """Until this daemon listens on its port (the port was free when picked, but
+        on a shared machine another process can take it first: then this daemon
+        exits, and an answer on the port would come from someone else), then until
+        its status says the channels play (or it plays at all, ``separated=False``)."""
         deadline = time.monotonic() + timeout
+        listening = f"OSC on 127.0.0.1:{self.port}"
+        while not any(listening in line for line in self.lines):
+            if self.proc.poll() is not None:
+                self._reader.join(timeout=5)
+                raise AssertionError(f"daemon exited: {self.stderr}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"daemon not listening in time: {self.stderr}")
+            time.sleep(0.05)
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"daemon exited: {self.proc.stderr.read()}")
+                self._reader.join(timeout=5)
+                raise AssertionError(f"daemon exited: {self.stderr}")
             self.client.drain()
             self.client.send("/status")
             for addr, args in self.client.receive(0.3, settle=0.0):
-                if addr == "/status" and (not separated or "ready" in args[0]):
+                # the state is the last word before the first " | " (daemon/status.py)
+                if addr == "/status" and (
+                    not separated or args[0].split(" | ")[0].endswith(" ready")
+                ):
                     return
         raise AssertionError("daemon not ready in time")
 
@@ -147,8 +179,9 @@ class Daemon:
         if self.proc.poll() is None:
             self.proc.terminate()
         try:
-            _, err = self.proc.communicate(timeout=15)
+            self.proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            _, err = self.proc.communicate()
-        return self.proc.returncode, err
+            self.proc.wait()
+        self._reader.join(timeout=15)  # to the end of stderr (a worker may hold it open)
+        return self.proc.returncode, self.stderr

@@ -76,14 +76,15 @@ def test_damaged_entry_is_detected_and_rebuilt(
             f.truncate(data.stat().st_size - 4)
     elif damage == "flip":
         raw = bytearray(data.read_bytes())
-        raw[len(raw) // 2] ^= 0xFF  # inside a sampled block for files this small
+        raw[len(raw) // 2] ^= 0xFF
         data.write_bytes(bytes(raw))
     elif damage == "meta":
         (entry / "meta.json").write_text("{not json")
     elif damage == "missing":
         (entry / "W.npy").unlink()
     elif damage == "version":
-        meta = (entry / "meta.json").read_text().replace('"format": 1', '"format": 999')
+        version = f'"format": {cache_mod.FORMAT_VERSION}'
+        meta = (entry / "meta.json").read_text().replace(version, '"format": 999')
         (entry / "meta.json").write_text(meta)
     with caplog.at_level(logging.WARNING, logger="stemdeck"):
         again = separate(y, SR, mode="components", params=small_params, cache=cache)
@@ -150,3 +151,78 @@ def test_least_recently_used_entries_evicted(
     assert separate(
         tone_mix(1.0, seed=2), SR, mode="components", params=small_params, cache=cache
     ).from_cache
+
+
+def _big_entry(cache: SeparationCache, key: str = "b" * 40) -> np.ndarray:
+    """A 12 MiB entry (four stereo channels), written through the cache's writer."""
+    rng = np.random.default_rng(5)
+    channels = (0.1 * rng.standard_normal((4, 2, 393216))).astype(np.float32)
+    with cache.writer(key, 4, (2, 393216)) as w:
+        for i in range(4):
+            w.add_channel(f"c{i}", channels[i])
+        w.add_array("W", np.ones((3, 4)))
+        w.add_array("H", np.ones((4, 5)))
+        w.meta["sr"] = SR
+    return channels
+
+
+@pytest.mark.parametrize("offset", [0, 4096 * 1000 + 17, 6 * 2**20 + 3, -4096])
+def test_every_block_of_a_big_entry_is_checked(
+    cache: SeparationCache, offset: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """4 KiB flipped anywhere in a 12 MiB file is found (a sample of blocks was not)."""
+    key = "b" * 40
+    channels = _big_entry(cache, key)
+    data = cache.root / key / "channels.f32"
+    assert data.stat().st_size == channels.nbytes == 12 * 2**20
+    loaded = cache.load(key)
+    assert loaded is not None and loaded.verified
+    np.testing.assert_array_equal(np.asarray(loaded.channels), channels)
+    del loaded
+    with data.open("r+b") as f:
+        f.seek(offset % data.stat().st_size)
+        chunk = bytearray(f.read(4096))
+        f.seek(offset % data.stat().st_size)
+        f.write(bytes(b ^ 0x5A for b in chunk))
+    assert cache.load(key) is None
+    assert "damaged" in (cache.last_problem or "") and "checksum" in (cache.last_problem or "")
+    assert not (cache.root / key).exists()
+
+
+def test_deferred_verification_opens_at_once_and_verify_finds_damage(
+    tmp_path: Path,
+) -> None:
+    cache = SeparationCache(tmp_path / "c", verify_on_load=False)
+    key = "d" * 40
+    _big_entry(cache, key)
+    entry = cache.load(key)
+    assert entry is not None and not entry.verified
+    assert cache.verify(entry) and entry.verified
+    data = cache.root / key / "channels.f32"
+    with data.open("r+b") as f:
+        f.seek(9 * 2**20)
+        f.write(b"\xff" * 4096)
+    entry = cache.load(key)  # sizes match: opens, unverified
+    assert entry is not None and not entry.verified
+    assert not cache.verify(entry)
+    assert not (cache.root / key).exists()
+
+
+def test_an_unreadable_entry_is_kept(
+    cache: SeparationCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An OSError that proves nothing (too many open files) never deletes an entry."""
+    key = "e" * 40
+    _big_entry(cache, key)
+
+    def busy(path: Path, block: int = cache_mod.CHECK_BLOCK) -> list[int]:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(cache_mod, "block_checksums", busy)
+    assert cache.load(key) is None
+    assert "unreadable" in (cache.last_problem or "") and "kept" in (cache.last_problem or "")
+    assert not cache.verify(cache.root / key)
+    assert (cache.root / key / "channels.f32").is_file()
+    monkeypatch.undo()
+    entry = cache.load(key)
+    assert entry is not None and entry.verified

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -129,3 +130,70 @@ def test_errors_are_one_line_no_traceback(
     assert message in proc.stderr, proc.stderr
     error_lines = [ln for ln in lines if "error" in ln]
     assert len(error_lines) == 1, proc.stderr
+
+
+class _Responder:
+    """A UDP OSC peer on 127.0.0.1 that records what it gets and answers ``replies``."""
+
+    def __init__(self, replies: int = 0) -> None:
+        import socket
+        import threading
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(5.0)
+        self.port = self.sock.getsockname()[1]
+        self.replies = replies
+        self.got: list[tuple[str, list]] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        from pythonosc import osc_packet
+
+        from stemdeck.daemon.osc import build
+
+        try:
+            data, sender = self.sock.recvfrom(65536)
+        except OSError:
+            return
+        for timed in osc_packet.OscPacket(data).messages:
+            self.got.append((timed.message.address, list(timed.message.params)))
+        for i in range(self.replies):  # paced: a burst would overflow the socket buffer
+            self.sock.sendto(build(f"/ch/{i}/name", ["x" * 500]), sender)
+            time.sleep(0.001)
+
+    def close(self) -> None:
+        self.thread.join(timeout=5)
+        self.sock.close()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("-inf", float("-inf")), ("-1e-3", -1e-3), ("-6", -6), ("-.5", -0.5)],
+)
+def test_send_takes_negative_values(value: str, expected: float) -> None:
+    peer = _Responder()
+    try:
+        assert main(["send", str(peer.port), "/ch/1/db", value, "--timeout", "0.2"]) == 0
+    finally:
+        peer.close()
+    assert peer.got == [("/ch/1/db", [pytest.approx(expected)])]
+    assert type(peer.got[0][1][0]) is (int if value == "-6" else float)
+
+
+def test_send_into_a_closed_pipe_is_quiet() -> None:
+    peer = _Responder(replies=200)  # 100 KB of output: flushed after head is gone
+    try:
+        proc = subprocess.run(
+            f"{sys.executable} -m stemdeck.daemon.cli send {peer.port} /state --timeout 3"
+            " | head -1",
+            shell=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        peer.close()
+    assert proc.stdout == f"/ch/0/name '{'x' * 500}'\n"
+    assert proc.stderr == "", proc.stderr

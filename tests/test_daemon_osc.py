@@ -229,22 +229,90 @@ def test_scenes_save_recall_and_morph(served, client: Client) -> None:
     assert client.query("/ch/2/mute") == 0
 
 
+def _load_error(client: Client, path: str) -> str:
+    """The one reply to a refused /track/load: its /error text."""
+    replies = client.ask("/track/load", path)
+    assert [a for a, _ in replies] == ["/error"], replies
+    return replies[0][1][0]
+
+
 def test_track_load_only_from_the_library(served, client: Client) -> None:
     _, root = served
-    replies = client.ask("/track/load", str(root / "secret.wav"))
-    assert any(a == "/error" and "outside the library" in args[0] for a, args in replies)
-    replies = client.ask("/track/load", "../secret.wav")
-    assert any(a == "/error" for a, _ in replies)
-    replies = client.ask("/track/load", str(root / "library" / "other.wav"))
-    assert ("/track/load", [str(root / "library" / "other.wav")]) in replies
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        status = client.query("/status")
-        if status.startswith("other") and "ready" in status:
-            break
-        time.sleep(0.3)
+    library = root / "library"
+    outside = f"/track/load: refused {{!r}}: outside the library folders {library}"
+    for path in (root / "secret.wav", f"{library}/../secret.wav"):
+        assert _load_error(client, str(path)) == outside.format(str(path))
+    link = library / "link.wav"
+    link.symlink_to(root / "secret.wav")
+    assert _load_error(client, str(link)) == outside.format(str(link))
+    (library / "sub").mkdir()
+    (library / "sub" / "up.wav").symlink_to(Path("..") / ".." / "secret.wav")
+    up = str(library / "sub" / "up.wav")
+    assert _load_error(client, up) == outside.format(up)
+    assert (
+        _load_error(client, "../secret.wav") == "/track/load: refused '../secret.wav': no such file"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "reason"),
+    [
+        ("empty.wav", b"", "not a readable audio file"),
+        ("notes.wav", b"these are my notes, not audio", "not a readable audio file"),
+        ("nothing.wav", "no-frames", "the file holds no audio"),
+        ("pipe.wav", "fifo", "not a regular file"),
+    ],
+)
+def test_track_load_checks_the_file_before_acknowledging(
+    served, client: Client, name: str, content, reason: str
+) -> None:
+    _, root = served
+    path = root / "library" / name
+    if content == "fifo":
+        os.mkfifo(path)
+    elif content == "no-frames":
+        sf.write(path, np.zeros((0, 2), np.float32), SR, subtype="FLOAT")
     else:
-        raise AssertionError(f"other.wav not ready: {status}")
+        path.write_bytes(content)
+    before = client.query("/status")
+    assert _load_error(client, str(path)) == f"/track/load: refused {str(path)!r}: {reason}"
+    time.sleep(0.3)
+    assert client.query("/status").split()[0] == before.split()[0]  # still the same track
+
+
+def _wait_status(client: Client, prefix: str, timeout: float = 60.0) -> str:
+    deadline = time.monotonic() + timeout
+    status = ""
+    while time.monotonic() < deadline:
+        status = client.query("/status")
+        if status.startswith(prefix + " ") and " ready |" in status:
+            return status
+        time.sleep(0.2)
+    raise AssertionError(f"{prefix} not ready: {status}")
+
+
+def test_track_load_from_the_library(served, client: Client) -> None:
+    _, root = served
+    path = str(root / "library" / "other.wav")
+    assert client.ask("/track/load", path) == [("/track/load", [path])]
+    _wait_status(client, "other")
+    assert client.query("/transport/position") < 5.0  # a new track starts from its beginning
+
+
+def test_two_loads_in_a_row_the_last_wins(served, client: Client) -> None:
+    _, root = served
+    for name, seed in (("first", 11), ("second", 12)):
+        sf.write(root / "library" / f"{name}.wav", tone_mix(3.0, sr=SR, seed=seed).T, SR)
+    entries = set((root / "cache").iterdir())
+    client.drain()
+    client.send("/track/load", str(root / "library" / "first.wav"))
+    client.send("/track/load", str(root / "library" / "second.wav"))
+    _wait_status(client, "second")
+    for _ in range(10):  # and it stays: the first never takes over
+        assert client.query("/status").startswith("second ")
+        time.sleep(0.1)
+    new = set((root / "cache").iterdir()) - entries
+    assert len(new) == 1, new  # the first request's separation never finished
 
 
 @pytest.mark.parametrize(

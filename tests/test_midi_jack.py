@@ -126,16 +126,27 @@ def test_notes_mute_and_leds_follow(rig) -> None:
 def test_midi_mutes_are_heard(rig) -> None:
     import mido
 
-    _, to_daemon, _, recorder, _ = rig
+    daemon, to_daemon, _, recorder, _ = rig
+
+    def mutes_become(value: int) -> None:
+        # On a busy machine MIDI can take longer than a fixed pause: wait (bounded)
+        # until the daemon has all four, then one ramp and the audio buffers.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if all(daemon.client.query(f"/ch/{i}/mute") == value for i in range(1, 5)):
+                break
+            time.sleep(0.05)
+        settle()
+
     for note in range(36, 40):  # mute all four stems from the controller
         to_daemon.send(mido.Message("note_on", channel=0, note=note, velocity=127))
         to_daemon.send(mido.Message("note_off", channel=0, note=note))
-    settle()
+    mutes_become(1)
     _, audio = recorder.record(0.5)
     assert np.abs(audio).max() < 1e-6
     for note in range(36, 40):
         to_daemon.send(mido.Message("note_on", channel=0, note=note, velocity=127))
-    settle()
+    mutes_become(0)
     _, audio = recorder.record(0.5)
     assert np.abs(audio).max() > 0.05
 

@@ -33,6 +33,7 @@ def test_null_clock_runs_in_real_time_and_records_the_master(tmp_path: Path) -> 
     recorder.close()
     played = engine.position / SR
     assert abs(played - elapsed) < 0.25  # paced by the clock, not as fast as possible
+    assert 0 < sink.recent_max_render_s <= sink.max_render_s
     data, sr = sf.read(tmp_path / "rec.wav", dtype="float32")
     assert sr == SR and data.shape[1] == 2 and len(data) == engine.position
     expected = channels[0] + 0.5 * channels[1] + channels[2]  # the master, not channel 1
@@ -47,3 +48,62 @@ def test_scene_with_a_bad_value_changes_nothing() -> None:
     with pytest.raises(ParameterError, match="not a number"):
         reg.restore(scene)
     assert reg.snapshot() == before
+
+
+def test_recording_header_is_true_while_recording(tmp_path: Path) -> None:
+    path = tmp_path / "rec.wav"
+    recorder = Recorder(path, SR, 2, max_block=1024)
+    block = np.full((1000, 2), 0.25, np.float32)
+    try:
+        for _ in range(48):
+            recorder.push(block)
+        deadline = time.monotonic() + 5
+        while sf.info(path).frames < 48000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        info = sf.info(path)  # read while the file is still open for writing
+        assert info.frames == 48000 and info.samplerate == SR and info.subtype == "FLOAT"
+        data, _ = sf.read(path, dtype="float32")
+        assert data.shape == (48000, 2) and (data == 0.25).all()
+    finally:
+        recorder.close()
+    assert sf.info(path).frames == 48000
+
+
+def test_a_full_disk_stops_the_recording_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from stemdeck.daemon import audio
+    from stemdeck.daemon.status import Status, format_status
+
+    recorder = Recorder(tmp_path / "rec.wav", SR, 2, max_block=1024)
+
+    def full(self: object, frames: np.ndarray) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(audio.WavFile, "write", full)
+    recorder.push(np.zeros((256, 2), np.float32))
+    deadline = time.monotonic() + 5
+    while recorder.error is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert recorder.error == "recording stopped: No space left on device"
+    assert recorder._thread.is_alive()  # the writer goes on draining: no overruns pile up
+    for _ in range(50):
+        recorder.push(np.zeros((256, 2), np.float32))
+    recorder.close()
+    line = format_status(
+        Status(
+            track="song",
+            playing=True,
+            position=1.0,
+            length=2.0,
+            progress=None,
+            levels=(),
+            xruns=0,
+            drops=0,
+            slowest_ms=0.5,
+            recorder=(recorder.overruns, recorder.error),
+        )
+    )
+    assert "| rec recording stopped: No space left on device |" in line

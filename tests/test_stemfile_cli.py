@@ -18,10 +18,12 @@ from daemon_helpers import Client, Daemon
 
 from conftest import tone_mix
 from stemdeck.core.audio import load
+from stemdeck.core.errors import AudioFileError
 from stemdeck.core.stemfile import (
     NI_STEMS,
     Tags,
     manifest_problems,
+    probe,
     read_stem_box,
     read_stem_file,
     read_tags,
@@ -237,16 +239,20 @@ def test_serve_plays_the_stems_as_channels(tmp_path: Path) -> None:
         assert dict(client.ask("/state", timeout=3.0))["/channels/colors"] == [
             c for _, c in NI_STEMS
         ]
-        client.ask("/track/load", str(broken))
-        time.sleep(1.0)
-        assert client.query("/status").startswith("Musdb ")  # the set goes on
+        # A damaged file is refused before the acknowledgement, and the set goes on.
+        with pytest.raises(AudioFileError) as damaged:
+            probe(broken)
+        assert client.ask("/track/load", str(broken)) == [
+            ("/error", [f"/track/load: refused {str(broken)!r}: {damaged.value}"])
+        ]
+        assert "truncated" in str(damaged.value)
+        assert client.query("/status").startswith("Musdb ")
     finally:
         client.close()
         code, err = daemon.stop()
     assert code == 0, err
     assert "Falcon: 4 stems from the file: Drums #FD4A4A, Bass #AD65FF, Other #3F8BFE" in err
     assert "Musdb.stem.mp4 has no stem manifest: its 4 stems take the default names" in err
-    assert "track not loaded: " in err and "Broken.stem.mp4" in err and "truncated" in err
     assert "separating" not in err and "playing the original" not in err
     rec, rate = sf.read(tmp_path / "rec.wav", dtype="float32")
     assert rate == SR

@@ -1,0 +1,126 @@
+"""What control threads send to the mixer: small immutable commands and :class:`Track`.
+
+Every command is a frozen dataclass; :data:`Command` is their union, so a
+producer (OSC, MIDI, scenes, the track loader) and the consumer
+(:meth:`stemdeck.core.engine.Mixer.post`) agree on one closed set of types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "Batch",
+    "Command",
+    "Loop",
+    "MasterTarget",
+    "Pause",
+    "Play",
+    "Seek",
+    "SetTrack",
+    "Stop",
+    "StripTarget",
+    "Track",
+]
+
+
+@dataclass(frozen=True, eq=False)
+class Track:
+    """Audio the mixer plays: one or more channels of the same length.
+
+    Attributes
+    ----------
+    channels : np.ndarray, shape (n_channels, audio_channels, samples), float32
+        Mono (1) or stereo (2) audio channels; may be a read-only memory map.
+    sr : int
+    names : tuple of str
+    is_mix : bool
+        The original track standing in while separation runs: it plays through
+        the master only, at unity, whatever the strips say.
+    """
+
+    channels: np.ndarray
+    sr: int
+    names: tuple[str, ...]
+    is_mix: bool = False
+
+    @property
+    def length(self) -> int:
+        return int(self.channels.shape[2])
+
+
+@dataclass(frozen=True)
+class StripTarget:
+    """New target state of channel strip ``index`` (0-based)."""
+
+    index: int
+    gain: float
+    mute: bool
+    solo: bool
+    pan: float
+
+
+@dataclass(frozen=True)
+class MasterTarget:
+    gain: float
+    mute: bool
+
+
+@dataclass(frozen=True)
+class Play:
+    pass
+
+
+@dataclass(frozen=True)
+class Pause:
+    pass
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Fade out, then rewind to the start and clear the loop (playing or not)."""
+
+
+@dataclass(frozen=True)
+class Seek:
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Loop:
+    """Loop ``start``..``end`` seconds; ``end <= start`` clears the loop.
+
+    A play head outside the new region jumps (crossfading) to its start. A
+    region shorter than :attr:`stemdeck.core.engine.Mixer.min_loop_s` is
+    lengthened to it, so a wrap never lands inside the previous wrap's crossfade.
+    """
+
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class SetTrack:
+    """Play ``track``.
+
+    ``same_audio`` says the new channels are the same music as the track now
+    playing (its separation replacing the original that stood in, or a cache
+    entry verified after the original started): the position and loop are
+    kept and the swap is seamless. Otherwise the new track starts from its
+    beginning with no loop, while the old one fades out over the crossfade.
+    """
+
+    track: Track
+    same_audio: bool = False
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Commands applied together at the top of one block (an OSC bundle)."""
+
+    commands: tuple[Command, ...]
+
+
+Command = StripTarget | MasterTarget | Play | Pause | Stop | Seek | Loop | SetTrack | Batch

@@ -1,0 +1,479 @@
+"""Track loading: the original at once, separated channels when they are ready.
+
+One :class:`TrackLoader` owns everything a track change involves: reading the
+file, the separation worker process and its pipe, the cache and its
+background verification, and publishing channels to the engine. Requests are
+numbered (:attr:`TrackLoader.generation`); one lock guards the number and the
+worker, and nothing from an older request is ever posted once a newer one has
+been made, so the last request wins and an earlier request's worker is ended.
+
+Sequence of one load (a background thread per request)::
+
+    request(path)          validate: library, regular file, audio header -> ack
+      read + decode        the original, at the engine's rate
+      post SetTrack(mix)   the original plays from its start (old track fades out)
+      cache hit?           verify every block in the background, then
+                           post SetTrack(channels, same_audio=True)
+      else                 worker process separates; the watcher publishes the
+                           channels the same way when it reports "done"
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stemdeck.core.audio import load, resample
+from stemdeck.core.cache import SeparationCache
+from stemdeck.core.commands import Command, SetTrack, Track
+from stemdeck.core.errors import ParameterError, StemdeckError
+from stemdeck.core.presets import SeparationParams
+from stemdeck.core.registry import Registry
+from stemdeck.core.separate import cached_separation, separate
+from stemdeck.core.stemfile import (
+    StemFile,
+    channel_keys,
+    is_mp4_path,
+    probe,
+    read_stem_file,
+    stem_track_name,
+)
+
+__all__ = ["DEMO", "TrackLoader", "read_source"]
+
+log = logging.getLogger("stemdeck")
+
+DEMO = "demo:"  # the built-in demo track, as a track source
+
+
+def read_source(source: str, sr: int | None) -> tuple[np.ndarray, int, str]:
+    """Audio of a track source (a path or the demo), at ``sr`` when given."""
+    if source == DEMO:
+        from stemdeck.core.demo import demo_track
+
+        demo = demo_track()
+        y = demo.mix
+        if sr is not None and sr != demo.sr:
+            y = resample(y, demo.sr, sr)
+        return y, sr or demo.sr, demo.name
+    y, file_sr = load(source, sr=sr)
+    return y, file_sr, stem_track_name(source)
+
+
+def read_stem_source(source: str, sr: int) -> StemFile | None:
+    """A stem file's stems at ``sr`` (decoded whole, or AudioFileError), else None."""
+    if source == DEMO or not is_mp4_path(source) or probe(source) is None:
+        return None
+    return read_stem_file(source, sr=sr, master=False)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Worker: end at once, quietly, when the daemon is gone (even by SIGKILL)."""
+    while True:
+        if os.getppid() != parent:
+            os._exit(0)
+        time.sleep(0.1)
+
+
+def _worker(
+    source: str,
+    sr: int,
+    params: SeparationParams,
+    mode: str,
+    cache_root: str | None,
+    conn: Any,
+    parent: int,
+) -> None:
+    """Separation in its own process; reports progress and 'done' through ``conn``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # ended: no traceback
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    from stemdeck.core import nmf
+
+    nmf.set_threads(max(1, (os.cpu_count() or 1) - 1))  # a core for the audio
+    try:
+        y, sr, _ = read_source(source, sr)
+        cache = SeparationCache(cache_root) if cache_root else None
+        last = [0.0]
+
+        def progress(stage: str, fraction: float) -> None:
+            now = time.monotonic()
+            if now - last[0] > 0.2 or fraction >= 1.0:
+                last[0] = now
+                conn.send(("progress", stage, fraction))
+
+        result = separate(y, sr, params=params, mode=mode, cache=cache, progress=progress)
+        if result.info.get("cache_path"):
+            conn.send(("done", None))
+        else:  # no cache (disabled or full disk): hand the audio over
+            conn.send(("data", np.asarray(result.channels)))
+    except (BrokenPipeError, EOFError, ConnectionError):
+        os._exit(0)  # the daemon went away: nobody to tell
+    except StemdeckError as exc:
+        _send_quietly(conn, ("error", str(exc)))
+    except Exception as exc:  # report, the parent keeps playing the original
+        _send_quietly(conn, ("error", f"separation failed: {exc!r}"))
+    finally:
+        try:
+            conn.close()
+        except OSError:
+            pass
+
+
+def _send_quietly(conn: Any, message: tuple[Any, ...]) -> None:
+    try:
+        conn.send(message)
+    except OSError:
+        os._exit(0)
+
+
+class TrackLoader:
+    """Loads tracks into an engine: the original at once, then its channels.
+
+    Parameters
+    ----------
+    engine : the mixer (``sr`` and ``post`` are used)
+    registry : Registry
+        Its commands are posted after each set of channels, so they take the
+        current levels.
+    names : sequence of str
+        Channel names a separation gives (the engine has exactly this many strips).
+    mode, params : the separation
+    cache : SeparationCache or None
+        Opened with ``verify_on_load=False``: the loader verifies every block
+        in the background while the original plays.
+    library : list of Path
+        Folders ``/track/load`` may read from.
+    """
+
+    def __init__(
+        self,
+        engine: Any,
+        registry: Registry,
+        names: Sequence[str],
+        *,
+        mode: str,
+        params: SeparationParams,
+        cache: SeparationCache | None,
+        library: Sequence[Path],
+    ) -> None:
+        self.engine = engine
+        self.registry = registry
+        self.names = tuple(names)
+        self.mode = mode
+        self.params = params
+        self.cache = cache
+        self.library = list(library)
+        self.generation = 0
+        self.track_name = ""
+        self.progress: tuple[str, float] | None = None
+        self.problem: str | None = None  # the last load's failure, for the status line
+        self.separated = False  # the current track's channels play (not its original)
+        self.colours: list[str] = []  # #RRGGBB per channel, when the track names them
+        self._lock = threading.Lock()
+        self._worker: Any = None
+        self._closed = False
+
+    @property
+    def post(self) -> Callable[[Command], bool]:
+        return self.engine.post
+
+    # -- requests ---------------------------------------------------------------------
+    def check(self, path: str) -> str:
+        """The resolved path of a ``/track/load`` request, or ParameterError saying why not.
+
+        Only regular files under a library folder (after resolving ``..`` and
+        symlinks), whose audio header libsndfile reads and which hold audio.
+        """
+        target = Path(path).expanduser()
+        try:
+            resolved = target.resolve(strict=True)
+        except (OSError, RuntimeError):
+            raise ParameterError(f"refused {path!r}: no such file") from None
+        if not any(resolved.is_relative_to(root) for root in self.library):
+            roots = ", ".join(str(r) for r in self.library) or "(none: use --library)"
+            raise ParameterError(f"refused {path!r}: outside the library folders {roots}")
+        if not resolved.is_file():
+            raise ParameterError(f"refused {path!r}: not a regular file")
+        if is_mp4_path(resolved):
+            try:  # the boxes and the manifest; the audio is decoded in the background
+                probe(resolved)
+            except StemdeckError as exc:
+                raise ParameterError(f"refused {path!r}: {exc}") from None
+            return str(resolved)
+        import soundfile as sf
+
+        try:
+            info = sf.info(str(resolved))
+        except Exception:
+            raise ParameterError(f"refused {path!r}: not a readable audio file") from None
+        if info.frames <= 0:
+            raise ParameterError(f"refused {path!r}: the file holds no audio")
+        return str(resolved)
+
+    def request(self, path: str) -> int:
+        """Validate (:meth:`check`), then load in the background; returns the request number."""
+        resolved = self.check(path)
+        return self.start(resolved)
+
+    def start(self, source: str) -> int:
+        """Load ``source`` (a checked path or :data:`DEMO`) in the background."""
+        with self._lock:
+            self.generation += 1
+            gen = self.generation
+        threading.Thread(
+            target=self._load, args=(source, gen), name="stemdeck-load", daemon=True
+        ).start()
+        return gen
+
+    def open(self, source: str) -> None:
+        """Start-up: read ``source`` now (errors raise), play its original, and
+        bring its channels in the background."""
+        with self._lock:
+            self.generation += 1
+            gen = self.generation
+        stems = read_stem_source(source, self.engine.sr)
+        if stems is not None:
+            self._publish_stems(stems, source, gen)
+            return
+        y, sr, name = read_source(source, self.engine.sr)
+        if self._begin(y, sr, name, gen):
+            threading.Thread(
+                target=self._channels,
+                args=(source, y, sr, gen, name),
+                name="stemdeck-load",
+                daemon=True,
+            ).start()
+
+    def current(self, gen: int) -> bool:
+        return gen == self.generation and not self._closed
+
+    # -- the work (background threads) -------------------------------------------------
+    def _load(self, source: str, gen: int) -> None:
+        self._end_worker()  # an earlier request's worker ends now, not when it finishes
+        try:
+            stems = read_stem_source(source, self.engine.sr)
+            if stems is not None:
+                self._publish_stems(stems, source, gen)
+                return
+            y, sr, name = read_source(source, self.engine.sr)
+        except StemdeckError as exc:
+            if self.current(gen):
+                self.problem = str(exc)
+                log.warning("track not loaded: %s", exc)
+            return
+        if self._begin(y, sr, name, gen):
+            self._channels(source, y, sr, gen, name)
+
+    def _begin(self, y: np.ndarray, sr: int, name: str, gen: int) -> bool:
+        """Play the original of request ``gen`` (if still current) from its start."""
+        with self._lock:
+            if not self.current(gen):
+                return False
+            self._end_worker_locked()
+            self.track_name = name
+            self.problem = None
+            self.separated = False
+            self.progress = ("starting", 0.0)
+            self._set_names(self.names, [])
+            self.post(SetTrack(Track(y[np.newaxis], sr, ("mix",), is_mix=True)))
+            return True
+
+    def _channels(self, source: str, y: np.ndarray, sr: int, gen: int, name: str) -> None:
+        """From the cache (verified) or a worker: the channels of request ``gen``."""
+        if self.cache is not None and self._from_cache(y, sr, gen, name):
+            return
+        self._spawn(source, y, sr, gen, name)
+
+    def _from_cache(self, y: np.ndarray, sr: int, gen: int, name: str) -> bool:
+        """Publish a verified cache entry; False when there is none (or it was damaged)."""
+        assert self.cache is not None
+        try:
+            cached = cached_separation(y, sr, params=self.params, mode=self.mode, cache=self.cache)
+        except StemdeckError as exc:
+            log.warning("cache: %s", exc)
+            cached = None
+        if cached is None:
+            self._cache_problem()
+            return False
+        with self._lock:
+            if self.current(gen):
+                self.progress = ("verifying", 0.0)
+        path = Path(str(cached.info["cache_path"]))
+        if not self.cache.verify(path):  # every block, while the original plays
+            self._cache_problem()
+            return False
+        if self._publish(cached.channels, gen):
+            log.info("%s: %d channels from the cache", name, len(cached.names))
+        return True
+
+    def _cache_problem(self) -> None:
+        assert self.cache is not None
+        if self.cache.last_problem:
+            log.warning(self.cache.last_problem)
+            self.cache.last_problem = None
+
+    def _spawn(self, source: str, y: np.ndarray, sr: int, gen: int, name: str) -> None:
+        ctx = mp.get_context("spawn")
+        parent, child = ctx.Pipe(duplex=False)
+        cache_root = str(self.cache.root) if self.cache is not None else None
+        with self._lock:
+            if not self.current(gen):
+                return
+            worker = ctx.Process(
+                target=_worker,
+                name="stemdeck-separate",
+                daemon=True,
+                args=(source, sr, self.params, self.mode, cache_root, child, os.getpid()),
+            )
+            worker.start()
+            self._worker = worker
+        if worker.pid is not None:
+            try:  # niced from its first instruction, imports included
+                os.setpriority(os.PRIO_PROCESS, worker.pid, 10)
+            except (OSError, AttributeError):
+                pass
+        child.close()
+        log.info("%s: playing the original while separating (%s mode)", name, self.mode)
+        threading.Thread(
+            target=self._watch,
+            args=(parent, worker, y, sr, gen),
+            name="stemdeck-watch",
+            daemon=True,
+        ).start()
+
+    def _watch(self, conn: Any, worker: Any, y: np.ndarray, sr: int, gen: int) -> None:
+        try:
+            while True:
+                try:
+                    msg = conn.recv()
+                except (EOFError, OSError):
+                    self._give_up(gen, "separation stopped before it finished")
+                    return
+                if not self.current(gen):
+                    return  # superseded by another track
+                kind = msg[0]
+                if kind == "progress":
+                    self.progress = (msg[1], float(msg[2]))
+                elif kind == "done":
+                    assert self.cache is not None
+                    result = cached_separation(
+                        y, sr, params=self.params, mode=self.mode, cache=self.cache
+                    )
+                    if result is None or not self.cache.verify(
+                        Path(str(result.info["cache_path"]))
+                    ):
+                        self._cache_problem()
+                        self._give_up(gen, "separated channels unusable in the cache")
+                        return
+                    if self._publish(result.channels, gen):
+                        log.info("%s: channels ready", self.track_name)
+                    return
+                elif kind == "data":
+                    if self._publish(msg[1], gen):
+                        log.info("%s: channels ready (not cached)", self.track_name)
+                    return
+                elif kind == "error":
+                    self._give_up(gen, str(msg[1]))
+                    return
+        finally:
+            conn.close()
+            worker.join(timeout=10)  # it ends after its last message: no zombie left
+
+    def _give_up(self, gen: int, reason: str) -> None:
+        """No channels for request ``gen``: the original goes on playing, and says so."""
+        with self._lock:
+            if self.current(gen) and not self.separated:
+                log.warning("%s; playing the original", reason)
+                self.problem = reason
+                self.progress = None
+
+    def _publish_stems(self, stems: StemFile, source: str, gen: int) -> None:
+        """A stem file's stems are its channels: no original phase, nothing separated."""
+        if len(stems.names) > self.engine.max_channels:
+            raise ParameterError(
+                f"{Path(source).name} has {len(stems.names)} stems; this mixer has "
+                f"{self.engine.max_channels} channels"
+            )
+        keys = tuple(channel_keys(stems.names))
+        with self._lock:
+            if not self.current(gen):
+                return
+            self._end_worker_locked()
+            self.track_name = stem_track_name(source)
+            self.problem = None
+            self.progress = None
+            self._set_names(keys, stems.colours)
+            self.post(SetTrack(Track(stems.stems, self.engine.sr, keys)))
+            for cmd in self.registry.all_commands():
+                self.post(cmd)
+            self.separated = True
+        log.info(
+            "%s: %d stems from the file: %s",
+            self.track_name,
+            len(stems.names),
+            ", ".join(f"{n} {c}" for n, c in zip(stems.names, stems.colours, strict=True)),
+        )
+
+    def _set_names(self, names: Sequence[str], colours: Sequence[str]) -> None:
+        """The channels of the playing track (a stem file's, or the separation's)."""
+        self.colours = list(colours)
+        if list(names) != self.registry.names:
+            self.registry.set_names(names)
+
+    def _publish(self, channels: np.ndarray, gen: int) -> bool:
+        """Swap the channels in for the original of request ``gen``, if still current."""
+        from .prefetch import will_need
+
+        sr = self.engine.sr
+        will_need(channels, 0, 10 * sr)  # the first seconds, before they play
+        with self._lock:
+            if not self.current(gen):
+                return False
+            self.post(SetTrack(Track(channels, sr, self.names), same_audio=True))
+            for cmd in self.registry.all_commands():
+                self.post(cmd)
+            self.progress = None
+            self.separated = True
+        return True
+
+    # -- the worker ------------------------------------------------------------------------
+    @property
+    def worker_pid(self) -> int | None:
+        worker = self._worker
+        return worker.pid if worker is not None and worker.is_alive() else None
+
+    def _end_worker(self) -> None:
+        with self._lock:
+            worker, self._worker = self._worker, None
+        _end(worker)
+
+    def _end_worker_locked(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            threading.Thread(target=_end, args=(worker,), daemon=True).start()
+
+    def close(self) -> None:
+        """End the worker; nothing more is published."""
+        with self._lock:
+            self._closed = True
+            worker, self._worker = self._worker, None
+        _end(worker)
+
+
+def _end(worker: Any) -> None:
+    if worker is not None and worker.is_alive():
+        worker.terminate()
+        worker.join(timeout=2)
+        if worker.is_alive():
+            worker.kill()
+            worker.join(timeout=2)

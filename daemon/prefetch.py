@@ -1,0 +1,87 @@
+"""Read memory-mapped audio ahead of the play head, so the audio callback never
+waits for the disk (page faults are I/O too).
+
+``madvise(MADV_WILLNEED)`` starts the kernel's reads and returns at once; the
+prefetcher asks for the next seconds after the play head and after the loop
+start, a few times a second, from the daemon's main loop (never the audio
+thread). Arrays in memory need nothing.
+"""
+
+from __future__ import annotations
+
+import mmap
+from typing import Protocol
+
+import numpy as np
+
+from stemdeck.core.commands import Track
+
+__all__ = ["Prefetcher", "mapping_of", "will_need"]
+
+
+class _Transport(Protocol):
+    position: int
+    sr: int
+    track: Track | None
+
+    @property
+    def loop(self) -> tuple[int, int] | None: ...
+
+
+def mapping_of(array: np.ndarray) -> tuple[mmap.mmap, int] | None:
+    """The memory map under ``array`` and the array's byte offset in it, or None.
+
+    Follows the public ``base`` chain (a ``np.memmap``'s base is its ``mmap``).
+    """
+    base: object = array
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = getattr(base, "base", None)
+    if base is None:
+        return None
+    start = np.frombuffer(base, dtype=np.uint8, count=1).ctypes.data
+    return base, int(array.ctypes.data - start)
+
+
+def will_need(channels: np.ndarray, start: int, end: int) -> int:
+    """Ask the kernel for samples ``start:end`` of every row of a memory-mapped
+    C-contiguous (n, audio_channels, samples) float32 array. Returns the number of
+    rows advised (0 for arrays in memory)."""
+    found = mapping_of(channels)
+    if found is None or not channels.flags.c_contiguous:
+        return 0
+    mm, base = found
+    length = channels.shape[2]
+    start, end = max(0, start), min(end, length)
+    if end <= start:
+        return 0
+    page = mmap.PAGESIZE
+    rows = channels.shape[0] * channels.shape[1]
+    for row in range(rows):
+        first = base + (row * length + start) * 4
+        aligned = first - first % page
+        try:
+            mm.madvise(mmap.MADV_WILLNEED, aligned, (end - start) * 4 + (first - aligned))
+        except (OSError, ValueError):
+            return row
+    return rows
+
+
+class Prefetcher:
+    """Keeps the next ``seconds`` after the play head and the loop start in memory."""
+
+    def __init__(self, engine: _Transport, *, seconds: float = 8.0) -> None:
+        self.engine = engine
+        self.seconds = seconds
+
+    def tick(self) -> None:
+        engine = self.engine
+        track = engine.track
+        if track is None or not engine.sr:
+            return
+        ahead = int(self.seconds * engine.sr)
+        starts = [engine.position]
+        loop = engine.loop
+        if loop is not None:
+            starts.append(loop[0])
+        for start in starts:
+            will_need(track.channels, start, start + ahead)

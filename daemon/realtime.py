@@ -1,0 +1,59 @@
+"""Real-time scheduling and locked memory for the audio thread, where allowed.
+
+On a busy machine a normal (SCHED_OTHER) audio thread waits behind CPU-bound
+processes and misses its deadline. :func:`make_realtime` asks the kernel to
+run the calling thread under SCHED_FIFO; :func:`lock_memory` locks the pages
+mapped so far (the engine's buffers, the interpreter) so the callback never
+waits for a page to come back. Both need privileges (CAP_SYS_NICE and
+CAP_IPC_LOCK, or ``rtprio``/``memlock`` limits from the system's audio group);
+without them they change nothing and say why, in words the status line shows.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+
+__all__ = ["DEFAULT_PRIORITY", "lock_memory", "make_realtime"]
+
+DEFAULT_PRIORITY = 70  # above most of the system, below JACK's own threads (80+)
+_MCL_CURRENT = 1
+
+
+def make_realtime(priority: int = DEFAULT_PRIORITY) -> str:
+    """Run the calling thread under SCHED_FIFO at ``priority``.
+
+    Returns a short description: ``"SCHED_FIFO 70"`` on success, else
+    ``"not real-time (...)"`` with the reason.
+    """
+    if not hasattr(os, "sched_setscheduler"):
+        return "not real-time (no SCHED_FIFO on this system)"
+    try:
+        if os.sched_getscheduler(0) == os.SCHED_FIFO:
+            return f"SCHED_FIFO {os.sched_getparam(0).sched_priority} (from the audio server)"
+        high = os.sched_get_priority_max(os.SCHED_FIFO)
+        prio = max(1, min(priority, high))
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(prio))
+    except PermissionError:
+        return "not real-time (SCHED_FIFO not allowed: needs CAP_SYS_NICE or an rtprio limit)"
+    except OSError as exc:
+        return f"not real-time ({exc.strerror or exc})"
+    return f"SCHED_FIFO {prio}"
+
+
+def lock_memory() -> str:
+    """Lock the process's current pages in RAM (``mlockall(MCL_CURRENT)``).
+
+    Pages mapped later (a new track's memory map) are not locked: locking
+    gigabytes of cached audio is not the point, the prefetcher keeps those in.
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name, use_errno=True)
+        if libc.mlockall(_MCL_CURRENT) != 0:
+            err = ctypes.get_errno()
+            return f"memory not locked ({os.strerror(err)})"
+    except (OSError, AttributeError) as exc:
+        return f"memory not locked ({exc})"
+    return "memory locked"

@@ -1,0 +1,225 @@
+"""Scenes: snapshots of every level, saved as TOML, recalled at once or as a morph.
+
+A scene is read only from the user's scene folder (``$STEMDECK_CONFIG/scenes``
+or the platform's config folder) and from the shipped ``presets/scenes/``, and
+only from regular files: a name never becomes a path relative to the working
+directory, and a FIFO or device in the scene folder is refused without being
+opened for reading.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import stat
+import threading
+import time
+import tomllib
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from stemdeck.core.commands import Command
+from stemdeck.core.errors import ParameterError
+from stemdeck.core.params import fader_to_gain, gain_to_fader
+from stemdeck.core.registry import Registry
+
+__all__ = ["SceneStore", "scene_dir"]
+
+log = logging.getLogger("stemdeck")
+
+SCENE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}\Z")
+_MAX_SCENE_BYTES = 1 << 20
+
+
+def scene_dir() -> Path:
+    """``$STEMDECK_CONFIG/scenes``, else the platform's user config folder's ``scenes``."""
+    env = os.environ.get("STEMDECK_CONFIG")
+    if env:
+        return Path(env).expanduser() / "scenes"
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("stemdeck")) / "scenes"
+
+
+def _check_name(name: str) -> None:
+    if not SCENE_NAME.match(name) or ".." in name:
+        raise ParameterError(f"scene name {name!r}: use letters, digits, space, _ . -")
+
+
+def _read_regular(path: Path) -> str | None:
+    """Text of ``path`` if it is a regular file; None if absent. Never blocks on a FIFO."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ParameterError(f"scene file {str(path)!r} is unreadable: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ParameterError(f"scene file {str(path)!r} is not a regular file")
+        if info.st_size > _MAX_SCENE_BYTES:
+            raise ParameterError(f"scene file {str(path)!r} is larger than 1 MiB")
+        with os.fdopen(fd, "rb", closefd=True) as f:
+            fd = -1
+            return f.read().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ParameterError(f"scene file {str(path)!r} is not UTF-8 text") from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+class SceneStore:
+    """Save and recall scenes of a :class:`Registry`, posting commands to the engine.
+
+    Parameters
+    ----------
+    registry : Registry
+        The control side's truth; a recall goes through it.
+    post : callable
+        Hands one engine command to the audio thread (``Mixer.post``).
+    folder : Path, optional
+        Where scenes are saved; default :func:`scene_dir` (read at each call).
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        post: Callable[[Command], bool],
+        folder: Path | None = None,
+    ) -> None:
+        self.registry = registry
+        self.post = post
+        self._folder = folder
+        self._morph_stop = threading.Event()
+        self._morph_thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def folder(self) -> Path:
+        return self._folder if self._folder is not None else scene_dir()
+
+    # -- files -------------------------------------------------------------------------
+    def save(self, name: str) -> Path:
+        """Write the registry's state as ``<folder>/<name>.toml`` (atomically)."""
+        _check_name(name)
+        folder = self.folder
+        snap = self.registry.snapshot()
+        lines = [f"# stemdeck scene {name!r}, saved {time.strftime('%Y-%m-%d %H:%M:%S')}", ""]
+        master: dict[str, Any] = snap["master"]
+        channels: dict[str, dict[str, Any]] = snap["channels"]
+        lines += ["[master]", f"gain = {master['gain']!r}"]
+        lines += [f"mute = {str(master['mute']).lower()}", ""]
+        for ch, values in channels.items():
+            lines.append(f'[channels."{ch}"]')
+            lines += [
+                f"gain = {values['gain']!r}",
+                f"mute = {str(values['mute']).lower()}",
+                f"solo = {str(values['solo']).lower()}",
+                f"pan = {values['pan']!r}",
+                "",
+            ]
+        target = folder / f"{name}.toml"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / f".{name}.toml.tmp"
+            tmp.write_text("\n".join(lines), encoding="utf-8")
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise ParameterError(
+                f"cannot save scene {name!r} in {folder}: {exc.strerror}"
+            ) from None
+        return target
+
+    def load(self, name: str) -> dict[str, Any]:
+        """The scene ``name``: the user's saved one, else the shipped one.
+
+        Raises
+        ------
+        ParameterError
+            Bad name, no such scene, not a regular file, or not valid TOML.
+        """
+        _check_name(name)
+        text = _read_regular(self.folder / f"{name}.toml")
+        if text is None:
+            shipped = resources.files("stemdeck.presets").joinpath("scenes", f"{name}.toml")
+            if not shipped.is_file():
+                raise ParameterError(f"no scene {name!r} (saved or shipped)")
+            text = shipped.read_text(encoding="utf-8")
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ParameterError(f"scene {name!r} is unreadable: {exc}") from None
+
+    # -- recall ------------------------------------------------------------------------
+    def recall(self, name: str, fade: float = 0.0) -> None:
+        """Recall a scene; with ``fade`` > 0 levels and pans glide there (a morph).
+
+        Both forms agree on the end state: a channel or value the scene does not
+        name keeps its current value. The whole scene is validated before
+        anything moves; a recall stops a morph in progress.
+        """
+        scene = self.load(name)
+        probe = Registry(self.registry.names)
+        probe.restore(self.registry.snapshot())  # start from the current values
+        probe.restore(scene)  # raises before anything changes
+        with self._lock:
+            self.stop()
+            if fade <= 0:
+                for cmd in self.registry.restore(scene):
+                    self.post(cmd)
+                return
+            self._morph_stop = threading.Event()
+            self._morph_thread = threading.Thread(
+                target=self._morph,
+                args=(self.registry.snapshot(), probe.snapshot(), fade, self._morph_stop),
+                name="stemdeck-morph",
+                daemon=True,
+            )
+            self._morph_thread.start()
+
+    def stop(self) -> None:
+        """Stop a morph in progress where it is."""
+        self._morph_stop.set()
+        thread = self._morph_thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=1)
+
+    def _morph(
+        self, start: dict[str, Any], end: dict[str, Any], fade: float, stop: threading.Event
+    ) -> None:
+        """Glide fader positions and pans from ``start`` to ``end``; switches flip at the end."""
+        t0 = time.monotonic()
+
+        def glide(a: dict[str, Any], b: dict[str, Any], x: float) -> dict[str, Any]:
+            # Levels move along the fader (as a hand would), pan linearly.
+            fa, fb = gain_to_fader(a["gain"]), gain_to_fader(b["gain"])
+            out: dict[str, Any] = {
+                k: (b[k] if x >= 1.0 else a[k]) for k in ("mute", "solo") if k in a
+            }
+            # The end is the scene's exact gain, not its fader position rounded back.
+            end_gain = b["gain"]
+            f = min(max(fa + (fb - fa) * x, 0.0), 1.0)
+            out["gain"] = end_gain if x >= 1.0 else fader_to_gain(f)
+            if "pan" in a:
+                out["pan"] = a["pan"] + (b["pan"] - a["pan"]) * x
+            return out
+
+        while not stop.is_set():
+            x = min((time.monotonic() - t0) / fade, 1.0)
+            frame = {
+                "channels": {
+                    name: glide(a, end["channels"].get(name, a), x)
+                    for name, a in start["channels"].items()
+                },
+                "master": glide(start["master"], end["master"], x),
+            }
+            for cmd in self.registry.restore(frame):
+                self.post(cmd)
+            if x >= 1.0:
+                return
+            stop.wait(0.02)

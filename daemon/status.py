@@ -1,0 +1,84 @@
+"""The one status line: the console shows it, OSC ``/status`` sends it.
+
+It starts with the track's name and says ``ready`` once the channels play
+(``separating N%`` or ``verifying the cache`` before; ``original only`` when the
+separation failed and the original goes on), then the transport, levels and
+every counter that says something went wrong: xruns, dropped commands, engine
+errors, silenced non-finite blocks, recorder overruns and errors, MIDI errors.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+__all__ = ["Status", "format_status"]
+
+
+@dataclass(frozen=True)
+class Status:
+    """Everything the status line shows, gathered by the daemon."""
+
+    track: str
+    playing: bool
+    position: float  # seconds
+    length: float  # seconds
+    progress: tuple[str, float] | None  # (stage, fraction) until the channels play
+    levels: tuple[tuple[str, float], ...]  # (channel name, dB)
+    xruns: int
+    drops: int
+    slowest_ms: float
+    recent_slowest_ms: float | None = None  # the slowest of the last seconds
+    engine_errors: int = 0
+    nonfinite_blocks: int = 0
+    osc_clients: int = 0
+    midi: tuple[int, int] | None = None  # messages in, bad
+    recorder: tuple[int, str | None] | None = None  # overruns, error
+    scheduling: str = ""
+    problem: str | None = None  # the last track load's or separation's failure
+    separated: bool = True  # the channels play (False: the original, separation failed)
+
+
+def _clock(seconds: float) -> str:
+    return f"{int(seconds // 60)}:{seconds % 60:04.1f}"
+
+
+def format_status(s: Status) -> str:
+    """One line, most important first (a narrow console cuts the tail)."""
+    if s.progress is None:
+        state = "ready" if s.separated else "original only"
+    elif s.progress[0] == "verifying":
+        state = "verifying the cache"
+    else:
+        state = f"separating {s.progress[1] * 100:.0f}%"
+    parts = [
+        f"{s.track} {'playing' if s.playing else 'stopped'} "
+        f"{_clock(s.position)}/{_clock(s.length)} {state}"
+    ]
+    if s.levels:
+        parts.append(
+            " ".join(
+                f"{name[:6]} {'off' if math.isinf(db) else f'{db:+.0f}'}" for name, db in s.levels
+            )
+        )
+    counters = f"xruns {s.xruns} drops {s.drops} slowest block {s.slowest_ms:.2f} ms"
+    if s.recent_slowest_ms is not None:
+        counters += f" (last 5 s {s.recent_slowest_ms:.2f} ms)"
+    if s.engine_errors:
+        counters += f" engine errors {s.engine_errors}"
+    if s.nonfinite_blocks:
+        counters += f" silenced non-finite blocks {s.nonfinite_blocks}"
+    parts.append(counters)
+    if s.recorder is not None:
+        overruns, error = s.recorder
+        parts.append(f"rec {error}" if error else f"rec overruns {overruns}")
+        if error and overruns:
+            parts[-1] += f" overruns {overruns}"
+    if s.midi is not None:
+        parts.append(f"midi {s.midi[0]} in {s.midi[1]} bad")
+    parts.append(f"osc clients {s.osc_clients}")
+    if s.scheduling:
+        parts.append(s.scheduling)
+    if s.problem:
+        parts.append(f"problem: {s.problem}")
+    return " | ".join(parts)

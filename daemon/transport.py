@@ -1,0 +1,88 @@
+"""The transport verbs OSC and MIDI share: validated once, one engine command each."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from stemdeck.core.commands import Command, Loop, Pause, Play, Seek, Stop
+from stemdeck.core.errors import ParameterError
+
+__all__ = ["VERBS", "TransportControl"]
+
+VERBS = ("play", "pause", "stop", "toggle", "seek", "loop", "loop/off")
+
+
+class TransportState(Protocol):
+    """The mixer's public transport state (:class:`stemdeck.core.engine.Mixer`)."""
+
+    position: int
+    sr: int
+
+    @property
+    def rolling(self) -> bool: ...
+
+
+class TransportControl:
+    """Turns ``/transport/<verb> args`` into engine commands.
+
+    Parameters
+    ----------
+    engine : the mixer, read for its public transport state only
+    """
+
+    def __init__(self, engine: TransportState) -> None:
+        self.engine = engine
+
+    def position(self) -> float:
+        """Play head position in seconds."""
+        sr = self.engine.sr
+        return float(self.engine.position) / sr if sr else 0.0
+
+    def command(self, verb: str, args: Sequence[Any] = ()) -> Command:
+        """The command for one verb (``play``, ``seek``, ``loop/off``...).
+
+        ``toggle`` pauses a rolling transport (one that is not already fading
+        out) and plays otherwise.
+
+        Raises
+        ------
+        ParameterError
+            Unknown verb, wrong argument count or type, NaN, negative times.
+        """
+        if verb in ("play", "pause", "stop", "toggle", "loop/off"):
+            if args:
+                raise ParameterError(f"/transport/{verb} takes no arguments, got {len(args)}")
+            if verb == "play":
+                return Play()
+            if verb == "pause":
+                return Pause()
+            if verb == "stop":
+                return Stop()
+            if verb == "toggle":
+                return Pause() if self.engine.rolling else Play()
+            return Loop(0.0, 0.0)
+        if verb == "seek":
+            seconds = _seconds("/transport/seek", args)
+            if seconds < 0:
+                raise ParameterError(f"seek position must be >= 0 s, got {seconds:g}")
+            return Seek(seconds)
+        if verb == "loop":
+            if len(args) != 2:
+                raise ParameterError("/transport/loop takes start and end seconds")
+            start = _seconds("/transport/loop", args[:1])
+            end = _seconds("/transport/loop", args[1:])
+            if not 0 <= start < end:
+                raise ParameterError(f"loop needs 0 <= start < end, got {start:g}..{end:g}")
+            return Loop(start, end)
+        raise ParameterError(f"unknown address /transport/{verb}")
+
+
+def _seconds(address: str, args: Sequence[Any]) -> float:
+    if len(args) != 1 or isinstance(args[0], bool) or not isinstance(args[0], int | float):
+        raise ParameterError(f"{address} takes a number, got {list(args)!r}")
+    value = float(args[0])
+    if math.isnan(value) or math.isinf(value):
+        raise ParameterError(f"{address} got {value}")
+    return value

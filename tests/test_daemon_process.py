@@ -1,0 +1,108 @@
+"""The daemon killed: what it leaves behind (a playable recording, no worker)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from daemon_helpers import Daemon
+
+from conftest import tone_mix
+
+SR = 48000
+
+
+def _children(pid: int) -> set[int]:
+    out: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out |= {int(c) for c in (task / "children").read_text().split()}
+        except OSError:
+            pass
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_sigkill_leaves_a_playable_recording_and_no_worker(tmp_path: Path) -> None:
+    library = tmp_path / "library"
+    library.mkdir()
+    # Long enough that separation is still running when the daemon is killed.
+    sf.write(library / "long.wav", tone_mix(90.0, sr=SR).T, SR, subtype="FLOAT")
+    env = {"STEMDECK_CACHE": str(tmp_path / "cache"), "STEMDECK_CONFIG": str(tmp_path / "cfg")}
+    rec = tmp_path / "rec.wav"
+    daemon = Daemon([str(library / "long.wav"), "--no-audio", "--record", str(rec)], env, tmp_path)
+    try:
+        daemon.wait_ready(separated=False)
+        deadline = time.monotonic() + 30
+        workers: set[int] = set()
+        while not workers and time.monotonic() < deadline:
+            workers = _children(daemon.proc.pid)
+            time.sleep(0.05)
+        assert workers, "no separation worker"
+        status = daemon.client.query("/status")
+        assert "separating" in status, status
+        time.sleep(1.6)  # more than one header update
+        daemon.proc.send_signal(signal.SIGKILL)
+        daemon.proc.wait(timeout=10)
+        deadline = time.monotonic() + 3
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(_alive(w) for w in workers), "the worker outlived the daemon"
+        daemon._reader.join(timeout=10)  # stderr ends when the worker (sharing it) is gone
+        err = daemon.stderr
+        assert "Traceback" not in err, err
+    finally:
+        daemon.stop()
+    info = sf.info(rec)
+    assert info.samplerate == SR and info.channels == 2
+    assert info.frames >= SR  # at most a second lost (header every 0.5 s)
+    data, _ = sf.read(rec, dtype="float32")
+    assert len(data) == info.frames and np.isfinite(data).all()
+    assert np.abs(data[SR // 2 :]).max() > 0.05  # the music, not silence
+    assert os.path.getsize(rec) >= 58 + info.frames * 8
+
+
+def test_a_damaged_cache_entry_is_never_played(tmp_path: Path) -> None:
+    """4 KiB of NaN in the middle of a cached track: found before it plays, rebuilt."""
+    from stemdeck.core.cache import SeparationCache
+    from stemdeck.core.presets import SeparationParams
+    from stemdeck.core.separate import separate
+
+    library = tmp_path / "library"
+    library.mkdir()
+    y = tone_mix(10.0, sr=SR)
+    sf.write(library / "song.wav", y.T, SR, subtype="FLOAT")
+    cache = SeparationCache(tmp_path / "cache")
+    separate(y, SR, params=SeparationParams(), mode="stems", cache=cache)
+    (entry,) = [p for p in cache.root.iterdir() if not p.name.startswith(".")]
+    data = entry / "channels.f32"
+    assert data.stat().st_size > 8 * 2**20
+    with data.open("r+b") as f:  # the middle of the second channel's left side
+        f.seek(data.stat().st_size // 4 + 4 * SR * 2)
+        f.write(np.full(1024, np.nan, np.float32).tobytes())
+    env = {"STEMDECK_CACHE": str(cache.root), "STEMDECK_CONFIG": str(tmp_path / "cfg")}
+    rec = tmp_path / "rec.wav"
+    daemon = Daemon([str(library / "song.wav"), "--no-audio", "--record", str(rec)], env, tmp_path)
+    try:
+        daemon.wait_ready()
+        daemon.client.send("/transport/seek", 1.9)  # play across the damaged samples
+        time.sleep(1.0)
+    finally:
+        code, err = daemon.stop()
+    assert code == 0, err
+    assert "damaged" in err and "checksum mismatch" in err, err
+    audio, _ = sf.read(rec, dtype="float32")
+    assert len(audio) > SR and np.isfinite(audio).all()
+    rebuilt = SeparationCache(cache.root).load(entry.name)
+    assert rebuilt is not None and np.isfinite(np.asarray(rebuilt.channels)).all()

@@ -1,0 +1,49 @@
+"""The one status line (console and OSC /status)."""
+
+import math
+
+from stemdeck.daemon.status import Status, format_status
+
+BASE = dict(
+    track="my song",
+    playing=True,
+    position=75.25,
+    length=200.0,
+    progress=None,
+    levels=(("drums", 0.0), ("bass", -math.inf), ("vocals", -6.4)),
+    xruns=2,
+    drops=1,
+    slowest_ms=0.42,
+    osc_clients=3,
+    scheduling="SCHED_FIFO 70, memory locked",
+)
+
+
+def test_everything_on_one_line() -> None:
+    assert format_status(Status(**BASE)) == (
+        "my song playing 1:15.2/3:20.0 ready | drums +0 bass off vocals -6 | "
+        "xruns 2 drops 1 slowest block 0.42 ms | osc clients 3 | SCHED_FIFO 70, memory locked"
+    )
+
+
+def test_problems_are_shown() -> None:
+    line = format_status(
+        Status(
+            **{**BASE, "progress": ("nmf", 0.5), "playing": False},
+            engine_errors=4,
+            nonfinite_blocks=1,
+            recorder=(7, None),
+            midi=(10, 2),
+            problem="file vanished",
+        )
+    )
+    assert line.startswith("my song stopped 1:15.2/3:20.0 separating 50% | ")
+    assert "engine errors 4 silenced non-finite blocks 1" in line
+    recent = format_status(Status(**{**BASE, "recent_slowest_ms": 1.5}))
+    assert "xruns 2 drops 1 slowest block 0.42 ms (last 5 s 1.50 ms) |" in recent
+    assert "| rec overruns 7 |" in line and "| midi 10 in 2 bad |" in line
+    assert line.endswith("| problem: file vanished")
+    assert "verifying the cache" in format_status(Status(**{**BASE, "progress": ("verifying", 0)}))
+    gave_up = format_status(Status(**BASE, separated=False, problem="separation failed: boom"))
+    assert gave_up.startswith("my song playing 1:15.2/3:20.0 original only | ")
+    assert gave_up.endswith("| problem: separation failed: boom")

@@ -1,0 +1,64 @@
+"""The transport verbs OSC and MIDI share."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stemdeck.core.commands import Loop, Pause, Play, Seek, SetTrack, Stop, Track
+from stemdeck.core.engine import Mixer
+from stemdeck.core.errors import ParameterError
+from stemdeck.daemon.transport import TransportControl
+
+SR = 48000
+
+
+@pytest.fixture
+def mixer() -> Mixer:
+    m = Mixer(max_channels=1)
+    m.prepare(SR, 256)
+    m.post(SetTrack(Track(np.zeros((1, 2, SR), np.float32), SR, ("a",))))
+    return m
+
+
+def test_verbs(mixer: Mixer) -> None:
+    t = TransportControl(mixer)
+    assert t.command("play") == Play()
+    assert t.command("pause") == Pause()
+    assert t.command("stop") == Stop()
+    assert t.command("seek", [1.5]) == Seek(1.5)
+    assert t.command("seek", [2]) == Seek(2.0)
+    assert t.command("loop", [0.5, 1.0]) == Loop(0.5, 1.0)
+    assert t.command("loop/off") == Loop(0.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("verb", "args", "reason"),
+    [
+        ("play", [1], "takes no arguments"),
+        ("seek", [], "takes a number"),
+        ("seek", [-1.0], ">= 0"),
+        ("seek", [float("nan")], "nan"),
+        ("seek", [True], "takes a number"),
+        ("loop", [2.0, 1.0], "start < end"),
+        ("loop", [1.0], "start and end"),
+        ("rewind", [], "unknown address /transport/rewind"),
+    ],
+)
+def test_bad_verbs(mixer: Mixer, verb: str, args: list, reason: str) -> None:
+    with pytest.raises(ParameterError, match=reason):
+        TransportControl(mixer).command(verb, args)
+
+
+def test_toggle_follows_the_rolling_state(mixer: Mixer) -> None:
+    t = TransportControl(mixer)
+    out = np.zeros((256, 2), np.float32)
+    assert t.command("toggle") == Play()
+    mixer.post(Play())
+    mixer.process(out)
+    assert t.command("toggle") == Pause()
+    mixer.post(Pause())
+    mixer.process(out[:16])  # fading out: still playing, no longer rolling
+    assert mixer.playing and not mixer.rolling
+    assert t.command("toggle") == Play()  # a second press brings it back, not pause again
+    assert t.position() == pytest.approx(mixer.position / SR)
