@@ -21,7 +21,7 @@ from statistics import median
 
 import numpy as np
 
-from stemdeck.core.cache import SeparationCache
+from stemdeck.core.separation.cache import SeparationCache
 
 BUDGET_S = 0.3
 

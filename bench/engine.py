@@ -21,7 +21,7 @@ from statistics import median
 
 import numpy as np
 
-from stemdeck.core.engine import (
+from stemdeck.core.mixer.engine import (
     Batch,
     Mixer,
     Play,

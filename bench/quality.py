@@ -36,11 +36,11 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import material  # noqa: E402
 import musdb  # noqa: E402
 
-from stemdeck.core.demo import demo_track  # noqa: E402
-from stemdeck.core.presets import SeparationParams  # noqa: E402
-from stemdeck.core.separate import magnitude, separate  # noqa: E402
-from stemdeck.core.stems import STEM_NAMES  # noqa: E402
-from stemdeck.core.stft import istft, stft  # noqa: E402
+from stemdeck.core.material.demo import demo_track  # noqa: E402
+from stemdeck.core.separation.presets import SeparationParams  # noqa: E402
+from stemdeck.core.separation.separate import magnitude, separate  # noqa: E402
+from stemdeck.core.separation.stems import STEM_NAMES  # noqa: E402
+from stemdeck.core.separation.stft import istft, stft  # noqa: E402
 
 
 def _museval_metrics():

@@ -48,13 +48,13 @@ def main() -> None:
     ap.add_argument("--skip-librosa", action="store_true")
     args = ap.parse_args()
 
-    from stemdeck.core.audio import load, write
-    from stemdeck.core.cache import SeparationCache
-    from stemdeck.core.demo import demo_track
-    from stemdeck.core.nmf import _init_factors, nmf
-    from stemdeck.core.presets import load_separation_preset
-    from stemdeck.core.separate import magnitude, separate
-    from stemdeck.core.stft import stft
+    from stemdeck.core.material.demo import demo_track
+    from stemdeck.core.separation.audio import load, write
+    from stemdeck.core.separation.cache import SeparationCache
+    from stemdeck.core.separation.nmf import _init_factors, nmf
+    from stemdeck.core.separation.presets import load_separation_preset
+    from stemdeck.core.separation.separate import magnitude, separate
+    from stemdeck.core.separation.stft import stft
 
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}"
@@ -181,10 +181,10 @@ def main() -> None:
 
 def stems_stages(y: np.ndarray, sr: int, runs: int) -> None:
     """Where stems mode spends its time, in this process (medians of ``runs``)."""
-    from stemdeck.core.presets import SeparationParams
-    from stemdeck.core.separate import magnitude, reconstruct_spectra, stems_params
-    from stemdeck.core.stems import load_stem_model
-    from stemdeck.core.stft import stft
+    from stemdeck.core.separation.presets import SeparationParams
+    from stemdeck.core.separation.separate import magnitude, reconstruct_spectra, stems_params
+    from stemdeck.core.separation.stems import load_stem_model
+    from stemdeck.core.separation.stft import stft
 
     model = load_stem_model()
     params = stems_params(SeparationParams(), model, sr)

@@ -1,4 +1,4 @@
-"""stemdeck core: loading, separation, cache and the demo track. No sockets, no devices."""
+"""stemdeck core: separation, the mixer, control, generated material. No sockets, no devices."""
 
 from .errors import AudioFileError, CacheError, ParameterError, PresetError, StemdeckError
 

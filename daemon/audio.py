@@ -20,8 +20,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from stemdeck.core.engine import enter_audio_thread
 from stemdeck.core.errors import AudioFileError, ParameterError
+from stemdeck.core.mixer.engine import enter_audio_thread
 
 from .realtime import make_realtime
 

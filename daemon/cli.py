@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from stemdeck.core import __version__
-from stemdeck.core.audio import load, write
-from stemdeck.core.cache import SeparationCache
 from stemdeck.core.errors import AudioFileError, ParameterError, StemdeckError
-from stemdeck.core.presets import SeparationParams, list_presets, load_separation_preset
-from stemdeck.core.separate import ChannelSink, Separation, separate
-from stemdeck.core.stemfile import (
+from stemdeck.core.separation.audio import load, write
+from stemdeck.core.separation.cache import SeparationCache
+from stemdeck.core.separation.presets import SeparationParams, list_presets, load_separation_preset
+from stemdeck.core.separation.separate import ChannelSink, Separation, separate
+from stemdeck.core.separation.stemfile import (
     CODECS,
     NI_COLOURS,
     NI_NAMES,
@@ -242,7 +242,9 @@ def _read_track(args: argparse.Namespace) -> tuple[np.ndarray, int, str]:
     if args.demo:
         if args.track:
             raise ParameterError("give a TRACK or --demo, not both")
-        from stemdeck.core.demo import demo_track  # synthesis needs scipy.signal: load late
+        from stemdeck.core.material.demo import (
+            demo_track,  # synthesis needs scipy.signal: load late
+        )
 
         demo = demo_track()
         return demo.mix, demo.sr, demo.name

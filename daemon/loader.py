@@ -32,14 +32,14 @@ from typing import Any
 
 import numpy as np
 
-from stemdeck.core.audio import load, resample
-from stemdeck.core.cache import SeparationCache
-from stemdeck.core.commands import Command, SetTrack, Track
+from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import ParameterError, StemdeckError
-from stemdeck.core.presets import SeparationParams
-from stemdeck.core.registry import Registry
-from stemdeck.core.separate import cached_separation, separate
-from stemdeck.core.stemfile import (
+from stemdeck.core.mixer.commands import Command, SetTrack, Track
+from stemdeck.core.separation.audio import load, resample
+from stemdeck.core.separation.cache import SeparationCache
+from stemdeck.core.separation.presets import SeparationParams
+from stemdeck.core.separation.separate import cached_separation, separate
+from stemdeck.core.separation.stemfile import (
     StemFile,
     channel_keys,
     is_mp4_path,
@@ -58,7 +58,7 @@ DEMO = "demo:"  # the built-in demo track, as a track source
 def read_source(source: str, sr: int | None) -> tuple[np.ndarray, int, str]:
     """Audio of a track source (a path or the demo), at ``sr`` when given."""
     if source == DEMO:
-        from stemdeck.core.demo import demo_track
+        from stemdeck.core.material.demo import demo_track
 
         demo = demo_track()
         y = demo.mix
@@ -97,7 +97,7 @@ def _worker(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # ended: no traceback
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
-    from stemdeck.core import nmf
+    from stemdeck.core.separation import nmf
 
     nmf.set_threads(max(1, (os.cpu_count() or 1) - 1))  # a core for the audio
     try:

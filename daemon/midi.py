@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from stemdeck.core.control.midimap import MidiMap, MidiMapper, binding_toml, load_midi_map
 from stemdeck.core.errors import ParameterError, PresetError, StemdeckError
-from stemdeck.core.midimap import MidiMap, MidiMapper, binding_toml, load_midi_map
 
 log = logging.getLogger("stemdeck")
 

@@ -23,9 +23,9 @@ from typing import Any, Protocol
 from pythonosc import osc_packet
 from pythonosc.osc_message_builder import OscMessageBuilder
 
-from stemdeck.core.commands import Batch
 from stemdeck.core.errors import ParameterError, StemdeckError
-from stemdeck.core.params import gain_to_db
+from stemdeck.core.mixer.commands import Batch
+from stemdeck.core.mixer.params import gain_to_db
 
 from .transport import TransportControl
 

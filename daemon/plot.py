@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from stemdeck.core.errors import AudioFileError
-from stemdeck.core.separate import Separation, magnitude
-from stemdeck.core.stft import stft
+from stemdeck.core.separation.separate import Separation, magnitude
+from stemdeck.core.separation.stft import stft
 
 _MAX_COLUMNS = 1200  # display columns: frames are max-pooled down to this
 _FMIN = 30.0

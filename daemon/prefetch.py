@@ -14,7 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
-from stemdeck.core.commands import Track
+from stemdeck.core.mixer.commands import Track
 
 __all__ = ["Prefetcher", "mapping_of", "will_need"]
 

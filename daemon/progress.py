@@ -6,7 +6,7 @@ import sys
 import time
 from typing import TextIO
 
-from stemdeck.core.separate import STAGES
+from stemdeck.core.separation.separate import STAGES
 
 
 class ProgressBar:

@@ -21,10 +21,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from stemdeck.core.commands import Command
+from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import ParameterError
-from stemdeck.core.params import fader_to_gain, gain_to_fader
-from stemdeck.core.registry import Registry
+from stemdeck.core.mixer.commands import Command
+from stemdeck.core.mixer.params import fader_to_gain, gain_to_fader
 
 __all__ = ["SceneStore", "scene_dir"]
 

@@ -1,7 +1,7 @@
 """``stemdeck serve``: the live daemon, wired from components with one job each.
 
-- :class:`~stemdeck.core.engine.Mixer`: the audio callback's only call;
-- :class:`~stemdeck.core.registry.Registry`: every control value (OSC, MIDI, scenes);
+- :class:`~stemdeck.core.mixer.engine.Mixer`: the audio callback's only call;
+- :class:`~stemdeck.core.control.registry.Registry`: every control value (OSC, MIDI, scenes);
 - :class:`.transport.TransportControl`: the transport verbs OSC and MIDI share;
 - :class:`.scenes.SceneStore`: scene files and morphs;
 - :class:`.loader.TrackLoader`: tracks, the separation worker, the cache;
@@ -25,13 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stemdeck.core.cache import SeparationCache
-from stemdeck.core.commands import Command, Play
-from stemdeck.core.engine import Mixer
+from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import ParameterError
-from stemdeck.core.presets import SeparationParams
-from stemdeck.core.registry import Registry
-from stemdeck.core.separate import channel_names
+from stemdeck.core.mixer.commands import Command, Play
+from stemdeck.core.mixer.engine import Mixer
+from stemdeck.core.separation.cache import SeparationCache
+from stemdeck.core.separation.presets import SeparationParams
+from stemdeck.core.separation.separate import channel_names
 
 from .audio import Recorder, output_device
 from .loader import DEMO, TrackLoader, read_source

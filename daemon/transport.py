@@ -6,8 +6,8 @@ import math
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from stemdeck.core.commands import Command, Loop, Pause, Play, Seek, Stop
 from stemdeck.core.errors import ParameterError
+from stemdeck.core.mixer.commands import Command, Loop, Pause, Play, Seek, Stop
 
 __all__ = ["VERBS", "TransportControl"]
 
@@ -15,7 +15,7 @@ VERBS = ("play", "pause", "stop", "toggle", "seek", "loop", "loop/off")
 
 
 class TransportState(Protocol):
-    """The mixer's public transport state (:class:`stemdeck.core.engine.Mixer`)."""
+    """The mixer's public transport state (:class:`stemdeck.core.mixer.engine.Mixer`)."""
 
     position: int
     sr: int

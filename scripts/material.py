@@ -2,7 +2,7 @@
 
 Two generators, both driven by a seed:
 
-- ``synth``: songs from :mod:`stemdeck.core.songs` (our own synthesizer);
+- ``synth``: songs from :mod:`stemdeck.core.material.songs` (our own synthesizer);
 - ``gm``: songs written as MIDI, one file per stem, rendered with fluidsynth
   and the FluidR3 General MIDI soundfont from Debian (``apt-get install
   fluidsynth fluid-soundfont-gm``): GM drum kits, basses, voices and a range of
@@ -25,7 +25,7 @@ import mido
 import numpy as np
 import soundfile as sf
 
-from stemdeck.core.songs import (
+from stemdeck.core.material.songs import (
     _BASS_PATTERNS,
     _DRUM_PATTERNS,
     MAJOR,

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from stemdeck.core.songs import STEM_NAMES, Song
+from stemdeck.core.material.songs import STEM_NAMES, Song
 
 DATA = Path(os.environ.get("STEMDECK_DATA", Path.home() / ".cache" / "stemdeck-data")) / "musdb7"
 

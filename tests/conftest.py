@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stemdeck.core.presets import SeparationParams
+from stemdeck.core.separation.presets import SeparationParams
 
 SR = 22050
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from stemdeck.core.audio import load, write
 from stemdeck.core.errors import AudioFileError
+from stemdeck.core.separation.audio import load, write
 
 
 @pytest.mark.parametrize(

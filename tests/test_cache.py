@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from conftest import SR, tone_mix
-from stemdeck.core import cache as cache_mod
-from stemdeck.core.cache import SeparationCache, default_cache_dir
 from stemdeck.core.errors import CacheError
-from stemdeck.core.presets import SeparationParams
-from stemdeck.core.separate import separate
+from stemdeck.core.separation import cache as cache_mod
+from stemdeck.core.separation.cache import SeparationCache, default_cache_dir
+from stemdeck.core.separation.presets import SeparationParams
+from stemdeck.core.separation.separate import separate
 
 
 @pytest.fixture

@@ -75,9 +75,9 @@ def test_sigkill_leaves_a_playable_recording_and_no_worker(tmp_path: Path) -> No
 
 def test_a_damaged_cache_entry_is_never_played(tmp_path: Path) -> None:
     """4 KiB of NaN in the middle of a cached track: found before it plays, rebuilt."""
-    from stemdeck.core.cache import SeparationCache
-    from stemdeck.core.presets import SeparationParams
-    from stemdeck.core.separate import separate
+    from stemdeck.core.separation.cache import SeparationCache
+    from stemdeck.core.separation.presets import SeparationParams
+    from stemdeck.core.separation.separate import separate
 
     library = tmp_path / "library"
     library.mkdir()

@@ -1,6 +1,6 @@
 import numpy as np
 
-from stemdeck.core.demo import STEM_NAMES, demo_track
+from stemdeck.core.material.demo import STEM_NAMES, demo_track
 
 
 def test_demo_is_deterministic_and_consistent() -> None:

@@ -6,7 +6,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from stemdeck.core.engine import (
+from stemdeck.core.mixer.engine import (
     Batch,
     Loop,
     MasterTarget,
@@ -20,7 +20,7 @@ from stemdeck.core.engine import (
     Track,
     enter_audio_thread,
 )
-from stemdeck.core.params import db_to_gain, fader_to_db
+from stemdeck.core.mixer.params import db_to_gain, fader_to_db
 
 SR = 48000
 
@@ -381,7 +381,7 @@ def test_a_non_finite_sample_is_never_output() -> None:
 def test_block_allocates_no_array_data(outputs: str) -> None:
     """A block allocates less than one channel's stereo block of data (8 KiB at
     1024 frames), only views, scalars and numpy's iterator buffers of
-    AUDIO_BUFSIZE elements (see core/engine.py); a block with no command under 4 KiB."""
+    AUDIO_BUFSIZE elements (see core/mixer/engine.py); a block with no command under 4 KiB."""
     channels = stems(n=8, seconds=3.0)
     m = Mixer(max_channels=8)
     m.prepare(SR, 1024, outputs=outputs)

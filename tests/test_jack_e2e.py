@@ -15,9 +15,9 @@ from daemon_helpers import Daemon
 from jack_helpers import JackRecorder, chunk_residuals, env_for, start_jack
 
 from conftest import tone_mix
-from stemdeck.core.cache import SeparationCache
-from stemdeck.core.presets import SeparationParams
-from stemdeck.core.separate import cached_separation
+from stemdeck.core.separation.cache import SeparationCache
+from stemdeck.core.separation.presets import SeparationParams
+from stemdeck.core.separation.separate import cached_separation
 
 SR = 48000
 pytestmark = pytest.mark.jack

@@ -4,16 +4,16 @@ from pathlib import Path
 
 import pytest
 
-from stemdeck.core.errors import PresetError
-from stemdeck.core.midimap import (
+from stemdeck.core.control.midimap import (
     LONG_PRESS_S,
     MidiMap,
     MidiMapper,
     load_midi_map,
     parse_midi_map,
 )
-from stemdeck.core.presets import list_presets
-from stemdeck.core.registry import Registry
+from stemdeck.core.control.registry import Registry
+from stemdeck.core.errors import PresetError
+from stemdeck.core.separation.presets import list_presets
 
 SHIPPED = {"generic", "nanokontrol2", "midimix", "launchcontrol-xl", "x-touch-mini"}
 

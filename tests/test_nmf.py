@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from stemdeck.core.errors import ParameterError
-from stemdeck.core.nmf import beta_divergence, nmf, solve_activations
+from stemdeck.core.separation.nmf import beta_divergence, nmf, solve_activations
 
 
 @pytest.fixture

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import numpy as np
 
-from stemdeck.core.cache import SeparationCache
-from stemdeck.core.commands import Loop, Play, SetTrack, Track
-from stemdeck.core.engine import Mixer
+from stemdeck.core.mixer.commands import Loop, Play, SetTrack, Track
+from stemdeck.core.mixer.engine import Mixer
+from stemdeck.core.separation.cache import SeparationCache
 from stemdeck.daemon.prefetch import Prefetcher, mapping_of, will_need
 
 

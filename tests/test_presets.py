@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from stemdeck.core.errors import PresetError
-from stemdeck.core.presets import SeparationParams, list_presets, load_separation_preset
+from stemdeck.core.separation.presets import SeparationParams, list_presets, load_separation_preset
 
 
 def test_shipped_presets() -> None:

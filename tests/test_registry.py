@@ -3,10 +3,10 @@ import math
 
 import pytest
 
-from stemdeck.core.engine import MasterTarget, StripTarget
+from stemdeck.core.control.registry import Registry, osc_pattern_regex
 from stemdeck.core.errors import ParameterError
-from stemdeck.core.params import db_to_fader, fader_to_db
-from stemdeck.core.registry import Registry, osc_pattern_regex
+from stemdeck.core.mixer.engine import MasterTarget, StripTarget
+from stemdeck.core.mixer.params import db_to_fader, fader_to_db
 
 NAMES = ["drums", "bass", "vocals", "other"]
 

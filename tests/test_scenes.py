@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from stemdeck.core.commands import Command
+from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import ParameterError
-from stemdeck.core.registry import Registry
+from stemdeck.core.mixer.commands import Command
 from stemdeck.daemon.scenes import SceneStore
 
 NAMES = ["drums", "bass", "vocals", "other"]

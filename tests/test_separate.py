@@ -3,8 +3,8 @@ import pytest
 
 from conftest import SR, tone_mix
 from stemdeck.core.errors import AudioFileError, ParameterError
-from stemdeck.core.presets import SeparationParams
-from stemdeck.core.separate import component_centroids, separate
+from stemdeck.core.separation.presets import SeparationParams
+from stemdeck.core.separation.separate import component_centroids, separate
 
 
 def residual_db(y: np.ndarray, channels: np.ndarray) -> float:

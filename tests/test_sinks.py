@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from stemdeck.core.engine import Mixer, Play, SetTrack, StripTarget, Track
+from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import ParameterError
-from stemdeck.core.registry import Registry
+from stemdeck.core.mixer.engine import Mixer, Play, SetTrack, StripTarget, Track
 from stemdeck.daemon.audio import NullSink, Recorder
 
 SR = 48000

@@ -22,9 +22,9 @@ import av
 import numpy as np
 import pytest
 
-from stemdeck.core.audio import load
 from stemdeck.core.errors import AudioFileError, ParameterError
-from stemdeck.core.stemfile import (
+from stemdeck.core.separation.audio import load
+from stemdeck.core.separation.stemfile import (
     NI_STEMS,
     Tags,
     channel_keys,
@@ -52,7 +52,7 @@ DATA = Path(
 @cache
 def _stems() -> tuple[np.ndarray, np.ndarray]:
     """Four seconds of the demo where all four stems play: (mix, stems in NI order)."""
-    from stemdeck.core.demo import demo_track
+    from stemdeck.core.material.demo import demo_track
 
     demo = demo_track(sr=SR, seconds=30)
     part = slice(8 * SR, 12 * SR - 123)  # not a whole number of codec frames
@@ -282,7 +282,7 @@ def test_write_is_atomic(tmp_path: Path) -> None:
 def test_full_disk_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import errno
 
-    from stemdeck.core import stemfile
+    from stemdeck.core.separation import stemfile
 
     mix, stems = _stems()
 

@@ -17,9 +17,9 @@ import soundfile as sf
 from daemon_helpers import Client, Daemon
 
 from conftest import tone_mix
-from stemdeck.core.audio import load
 from stemdeck.core.errors import AudioFileError
-from stemdeck.core.stemfile import (
+from stemdeck.core.separation.audio import load
+from stemdeck.core.separation.stemfile import (
     NI_STEMS,
     Tags,
     manifest_problems,

@@ -8,10 +8,10 @@ import pytest
 
 from conftest import SR, tone_mix
 from stemdeck.core.errors import PresetError
-from stemdeck.core.presets import SeparationParams
-from stemdeck.core.separate import separate
-from stemdeck.core.songs import random_song, render_song
-from stemdeck.core.stems import (
+from stemdeck.core.material.songs import random_song, render_song
+from stemdeck.core.separation.presets import SeparationParams
+from stemdeck.core.separation.separate import separate
+from stemdeck.core.separation.stems import (
     STEM_NAMES,
     BandExpansion,
     hpss,
@@ -180,7 +180,7 @@ def test_training_learns_to_separate_generated_songs(tmp_path: Path) -> None:
 
 
 def test_model_is_part_of_the_cache_key(tmp_path: Path) -> None:
-    from stemdeck.core.cache import SeparationCache
+    from stemdeck.core.separation.cache import SeparationCache
 
     cache = SeparationCache(tmp_path)
     y = tone_mix(1.0)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from stemdeck.core.errors import ParameterError
-from stemdeck.core.stft import istft, stft
+from stemdeck.core.separation.stft import istft, stft
 
 
 @pytest.mark.parametrize("length", [1, 7, 255, 256, 257, 4097])

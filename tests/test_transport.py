@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stemdeck.core.commands import Loop, Pause, Play, Seek, SetTrack, Stop, Track
-from stemdeck.core.engine import Mixer
 from stemdeck.core.errors import ParameterError
+from stemdeck.core.mixer.commands import Loop, Pause, Play, Seek, SetTrack, Stop, Track
+from stemdeck.core.mixer.engine import Mixer
 from stemdeck.daemon.transport import TransportControl
 
 SR = 48000

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import AudioFileError, ParameterError
+from ..errors import AudioFileError, ParameterError
 
 __all__ = [
     "CODECS",
@@ -965,7 +965,7 @@ def write_stem_file(
     AudioFileError
         The file cannot be written (folder missing, disk full, permissions).
     """
-    from . import __version__
+    from .. import __version__
     from .audio import validate_audio
 
     check_encodable(sr, codec=codec, bitrate=bitrate)

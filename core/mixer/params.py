@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from .errors import ParameterError
+from ..errors import ParameterError
 
 __all__ = [
     "MAX_DB",

@@ -13,7 +13,7 @@ from functools import lru_cache
 import numpy as np
 import scipy.fft
 
-from .errors import ParameterError
+from ..errors import ParameterError
 
 __all__ = ["check_stft_params", "istft", "n_frames", "stft"]
 

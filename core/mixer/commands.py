@@ -2,7 +2,7 @@
 
 Every command is a frozen dataclass; :data:`Command` is their union, so a
 producer (OSC, MIDI, scenes, the track loader) and the consumer
-(:meth:`stemdeck.core.engine.Mixer.post`) agree on one closed set of types.
+(:meth:`stemdeck.core.mixer.engine.Mixer.post`) agree on one closed set of types.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ class Loop:
     """Loop ``start``..``end`` seconds; ``end <= start`` clears the loop.
 
     A play head outside the new region jumps (crossfading) to its start. A
-    region shorter than :attr:`stemdeck.core.engine.Mixer.min_loop_s` is
+    region shorter than :attr:`stemdeck.core.mixer.engine.Mixer.min_loop_s` is
     lengthened to it, so a wrap never lands inside the previous wrap's crossfade.
     """
 

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import PresetError
-from .presets import read_preset_text
+from ..errors import PresetError
+from ..separation.presets import read_preset_text
 
 __all__ = ["Binding", "MidiMap", "MidiMapper", "load_midi_map"]
 

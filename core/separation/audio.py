@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from .errors import AudioFileError, ParameterError
+from ..errors import AudioFileError, ParameterError
 from .stemfile import is_mp4_path, probe, read_mp4_audio, read_stem_file
 
 __all__ = ["load", "resample", "validate_audio", "write"]

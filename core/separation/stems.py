@@ -18,7 +18,7 @@ generated songs (``scripts/train_stems.py``; the model ships as
 4. Each stem's model spectrum is its dictionary's reconstruction at full
    frequency resolution, reweighted band by band to the mel spectrum of step 3.
 5. Soft masks ``S_j^p / sum_k S_k^p`` of the complex STFT (in
-   :func:`stemdeck.core.separate.reconstruct_spectra`); the masks sum to one, so
+   :func:`stemdeck.core.separation.separate.reconstruct_spectra`); the masks sum to one, so
    the stems add up to the track.
 
 Templates are spectra in Hz: a model trained at 44.1 kHz is resampled along
@@ -42,7 +42,7 @@ import numpy as np
 import scipy.ndimage
 import scipy.sparse
 
-from .errors import ParameterError, PresetError
+from ..errors import ParameterError, PresetError
 from .nmf import nmf, solve_activations
 
 __all__ = [

@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
-from .commands import MasterTarget, StripTarget
-from .errors import ParameterError
-from .params import (
+from ..errors import ParameterError
+from ..mixer.commands import MasterTarget, StripTarget
+from ..mixer.params import (
     MAX_DB,
     MAX_GAIN,
     OFF_DB,

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import CacheError, ParameterError
 from .audio import validate_audio
 from .cache import SeparationCache, cache_key
-from .errors import CacheError, ParameterError
 from .nmf import nmf, solve_activations
 from .presets import SeparationParams
 from .stems import StemEstimate, StemModel, load_stem_model
@@ -381,7 +381,7 @@ def separate(
         Default: the ``default`` preset's values.
     mode : {"stems", "components"}
         ``stems`` (default): four channels ``drums``, ``bass``, ``vocals``,
-        ``other`` from the shipped stems model (:mod:`stemdeck.core.stems`);
+        ``other`` from the shipped stems model (:mod:`stemdeck.core.separation.stems`);
         ``components``: one channel per NMF component, low to high by centroid.
     cache : SeparationCache, optional
         Served from and stored into this cache. A cache that cannot be written

@@ -23,7 +23,7 @@ from typing import TypeVar
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from .errors import ParameterError
+from ..errors import ParameterError
 
 __all__ = ["NMFResult", "beta_divergence", "nmf", "solve_activations"]
 

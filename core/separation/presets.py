@@ -8,7 +8,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import ParameterError, PresetError
+from ..errors import ParameterError, PresetError
 from .stft import check_stft_params
 
 __all__ = ["SeparationParams", "list_presets", "load_separation_preset", "read_preset_text"]

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CacheError
+from ..errors import CacheError
 
 __all__ = [
     "CHECK_BLOCK",

@@ -17,9 +17,9 @@ channel's block of audio) and a block with no command under 4 KiB.
 
 Control threads talk to it only through :meth:`Mixer.post`, a bounded,
 non-blocking queue of the small immutable commands of
-:mod:`stemdeck.core.commands` (a full queue is counted and the command
+:mod:`stemdeck.core.mixer.commands` (a full queue is counted and the command
 refused); a new set of channels is published by handing over one
-:class:`~stemdeck.core.commands.Track` reference.
+:class:`~stemdeck.core.mixer.commands.Track` reference.
 
 Every level change is a linear ramp of ``ramp_ms`` (mute and solo are fades
 too); seeks, loop wraps and track changes crossfade over ``xfade_ms``; play
@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import ParameterError
 from .commands import (
     Batch,
     Command,
@@ -60,7 +61,6 @@ from .commands import (
     StripTarget,
     Track,
 )
-from .errors import ParameterError
 from .params import MAX_GAIN
 
 __all__ = [

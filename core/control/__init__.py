@@ -1,0 +1,1 @@
+"""Control: the parameter registry (OSC, MIDI, scenes) and MIDI maps."""

@@ -1,0 +1,1 @@
+"""The mixer: commands, the real-time engine, gain and pan laws."""

@@ -1,0 +1,1 @@
+"""Separation: loading, STFT, NMF, the stems model, masks, the cache, stem files."""
