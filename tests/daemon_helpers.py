@@ -141,6 +141,7 @@ class Daemon:
             for addr, args in self.client.receive(0.3, settle=0.0):
                 if addr == "/status" and (not separated or "ready" in args[0]):
                     return
+            time.sleep(0.1)  # /status is rate-limited (docs/osc.md): poll, do not flood
         raise AssertionError("daemon not ready in time")
 
     def stop(self) -> tuple[int, str]:

@@ -188,9 +188,9 @@ def test_subscriptions_feedback_and_expiry(served) -> None:
             meters = [args for m, args in got if m == "/meter"]
             assert len(meters) >= 5  # ~25 a second
             assert len(meters[-1]) == 5  # four channels and the master, dBFS
-        a.send("/ch/4/fader", 0.5)  # a change reaches every subscriber
+        a.send("/ch/4/fader", 0.5)  # a change reaches every subscriber, by name (stems)
         changed = b.receive(0.5)
-        assert ("/ch/4/fader", [pytest.approx(0.5)]) in changed
+        assert ("/ch/other/fader", [pytest.approx(0.5)]) in changed
         a.send("/ch/4/fader", 0.75)
         for _ in range(3):  # renewing keeps it alive past the 1.5 s test expiry
             time.sleep(0.6)
