@@ -142,7 +142,8 @@ class Daemon:
                 if addr == "/status" and (not separated or "ready" in args[0]):
                     return
             time.sleep(0.1)  # /status is rate-limited (docs/osc.md): poll, do not flood
-        raise AssertionError("daemon not ready in time")
+        _, err = self.stop()  # never leave it running
+        raise AssertionError(f"daemon not ready in time: {err[-2000:]}")
 
     def stop(self) -> tuple[int, str]:
         self.client.close()

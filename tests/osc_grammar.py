@@ -18,12 +18,13 @@ Used by ``tests/test_osc_fuzz.py`` (a short, deterministic budget) and by
 from __future__ import annotations
 
 import struct
+import time
 from dataclasses import dataclass
 
 from hypothesis import strategies as st
 
 from stemdeck.core.registry import CHANNEL_PARAMS, MASTER_PARAMS
-from stemdeck.daemon.oscwire import encode_bundle, encode_message
+from stemdeck.daemon.oscwire import encode_bundle, encode_message, unix_to_timetag
 
 NAMES = ("drums", "bass", "vocals", "other")
 TRACK_SECONDS = 4.0  # the track the harness plays: loops must end inside it
@@ -179,8 +180,8 @@ def _mutate(data: bytes, how: int, where: int, junk: bytes) -> tuple[bytes, str]
         return data[: max(0, len(data) - 1 - where % 3)], "truncated off a 4-byte boundary"
     if how == 1:
         return data + (junk or b"\x01\x02\x03\x04")[:4].ljust(4, b"\x01"), "trailing garbage"
+    comma = (data.index(b"\x00") + 4) & ~3  # the type tags follow the address
     if how == 2:
-        comma = data.index(b",")
         tags_end = data.index(b"\x00", comma)
         letters = b"xyzgjkloquvwAEGHKLMOPQRUVWXYZ"
         pos = comma + 1 + where % max(1, tags_end - comma - 1)
@@ -193,7 +194,6 @@ def _mutate(data: bytes, how: int, where: int, junk: bytes) -> tuple[bytes, str]
         b[pos] = letters[where % len(letters)]
         return bytes(b), "unknown type tag"
     if how == 3:  # one more float tag than there is data
-        comma = data.index(b",")
         tags_end = data.index(b"\x00", comma)
         tags = data[comma:tags_end] + b"f"
         return (
@@ -216,9 +216,18 @@ def _mutate(data: bytes, how: int, where: int, junk: bytes) -> tuple[bytes, str]
 
 
 @st.composite
-def datagram(draw: st.DrawFn, subscribe: bool = True) -> Case:
-    """One datagram and its verdict."""
-    shape = draw(st.integers(0, 9))
+def datagram(draw: st.DrawFn, subscribe: bool = True, future: bool = True) -> Case:
+    """One datagram and its verdict. ``subscribe=False`` leaves out /subscribe (its
+    feedback would mix with replies); ``future=False`` leaves out bundles for later."""
+    shape = draw(st.integers(0, 10 if future else 9))
+    if shape == 10:
+        # A bundle for 30 s from now: validated now, all or nothing, no reply if good.
+        parts = draw(st.lists(valid_or_bad_message(subscribe), min_size=1, max_size=4))
+        parts = [p for p in parts if p.verdict != "any" and p.query is None]
+        parts = parts or [_message_case("/ch/1/pan", [0.0], True)]
+        verdict = "ok" if all(p.verdict == "ok" for p in parts) else "error"
+        tag = unix_to_timetag(time.time() + 30)
+        return Case(encode_bundle([p.data for p in parts], tag), verdict, None, "future bundle")
     if shape <= 3:
         return draw(valid_or_bad_message(subscribe))
     if shape <= 6:

@@ -353,3 +353,22 @@ def test_bad_track_is_one_line_error(tmp_path: Path, content, reason: str) -> No
     assert proc.returncode == 1 and reason in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
     assert len([ln for ln in proc.stderr.splitlines() if "error" in ln]) == 1
+
+
+def test_hostile_datagrams_over_udp(client: Client) -> None:
+    """Issue 9's hang and ReDoS datagrams against the real daemon: one exact /error each,
+    and the server answers at once afterwards (tests/test_osc_hostile.py has them all)."""
+    client.drain()
+    client.send_raw(bytes.fromhex("2362756e646c65000000000000000001fffffffc"))
+    assert client.receive(2.0, settle=0.2) == [
+        (
+            "/error",
+            ["malformed OSC: bundle element size -4 at byte 16 is not a positive multiple of 4"],
+        )
+    ]
+    client.send("/ch/***********/***********x", 1)
+    assert client.receive(2.0, settle=0.2) == [
+        ("/error", ["no control matches /ch/***********/***********x"])
+    ]
+    assert client.ask("/ch/bass/mute") == [("/ch/bass/mute", [0])]
+    assert client.ask("/ping") == [("/pong", [])]

@@ -406,3 +406,17 @@ def test_the_server_never_stops_on_an_exception(served, monkeypatch) -> None:
 def test_struct_sanity() -> None:
     assert struct.calcsize(">q") == 8
     assert isinstance(OscServer, type)
+
+
+def test_components_mode_feeds_back_by_index() -> None:
+    _host, server = make_server(feedback_form="index")
+    try:
+        assert server.datagram(m("/subscribe", 50000), SENDER) == [("/subscribe", [50000, "index"])]
+        assert server.datagram(m("/subscribe", 50001, "names"), SENDER) == [
+            ("/subscribe", [50001, "names"])
+        ]
+        assert server.datagram(m("/subscribe", 50002, "loud"), SENDER) == [
+            ("/error", ["/subscribe takes [port] ['names' or 'index'], got 'loud'"])
+        ]
+    finally:
+        server.sock.close()
