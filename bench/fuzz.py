@@ -167,18 +167,20 @@ def expected_mix(state: dict[str, list], stems: list[np.ndarray], names: list[st
 
 
 def heard_matches(rec: np.ndarray, expected: np.ndarray) -> tuple[bool, str]:
-    """Is ``rec`` (the recording's window) ``expected`` (looped)? Each 50 ms piece is
-    aligned on its own (a late block of the null clock on a busy machine breaks the
-    continuity of a piece, a wrong state spoils them all); two must be exact."""
+    """Is ``rec`` (the recording's window) ``expected`` (looped)? Each 0.25 s piece is
+    aligned on its own (a block the recorder drops on a busy machine spoils one piece,
+    a wrong state spoils them all); most must be exact."""
     if not np.any(expected):
         peak = float(np.max(np.abs(rec)))
         return peak < 1e-6, f"silence expected; peak {peak:.2e}"
-    residuals = chunk_residuals(rec, expected, SR // 20)
+    residuals = chunk_residuals(rec, expected, SR // 4)
     exact = sum(r < -60 for r in residuals)
     worst = sorted(residuals)[len(residuals) // 2]
-    # A wrong gain, mute, solo or pan leaves no piece within -60 dB.
-    ok = exact >= 2
-    return ok, f"{exact} of {len(residuals)} pieces of 50 ms exact (median residual {worst:.0f} dB)"
+    ok = exact >= len(residuals) // 2 + 1
+    return (
+        ok,
+        f"{exact} of {len(residuals)} pieces of 0.25 s exact (median residual {worst:.0f} dB)",
+    )
 
 
 def main() -> int:
@@ -290,7 +292,7 @@ def main() -> int:
         state = {a: v for a, v in link.ask("/state", "/state/end")}
         status = link.ask("/status", "/status")[-1][1][0]
         rss_end = rss_anon(daemon.pid)
-        time.sleep(1.2)  # at least a second of audio in this state
+        time.sleep(2.4)  # two seconds of audio in this state
         names = list(state["/channels"])
         stems = [sf.read(tmp / "stems" / "song" / f"{n}.wav", dtype="float64")[0] for n in names]
         silent = not np.any(expected_mix(state, stems, names))
@@ -303,7 +305,7 @@ def main() -> int:
             link.send(encode_message("/ch/*/solo", [0]))
             link.send(encode_message("/ch/*/gain", [1.0]))
             link.ask("/ping", "/pong")
-            time.sleep(1.2)
+            time.sleep(2.4)
             unmuted = {a: v for a, v in link.ask("/state", "/state/end")}
     finally:
         daemon.terminate()
@@ -313,14 +315,14 @@ def main() -> int:
             daemon.kill()
             _, err = daemon.communicate()
     rec, _ = sf.read(rec_path, dtype="float64")
-    window = rec[-int(1.0 * SR) : -int(0.2 * SR)]
+    window = rec[-int(2.0 * SR) : -int(0.2 * SR)]
     if not silent:
         ok, how = heard_matches(window, expected_mix(state, stems, names))
     else:
         # The fuzz's state is silence: a run of at least 0.9 s of exact zeros just
         # before the unmuted stretch, which must match the state read back then.
         loud = np.flatnonzero(np.any(rec != 0.0, axis=1))
-        start = loud[loud > len(rec) - int(3.0 * SR)][0] if len(loud) else len(rec)
+        start = loud[loud > len(rec) - int(5.0 * SR)][0] if len(loud) else len(rec)
         before = rec[max(0, start - int(0.9 * SR)) : start]
         ok, how = heard_matches(window, expected_mix(unmuted, stems, names))
         quiet = len(before) == int(0.9 * SR) and not np.any(before)
@@ -335,7 +337,9 @@ def main() -> int:
     print(f"daemon exit status: {daemon.returncode}")
     first = [c for c in status_start.split(" | ") if c.startswith("xruns")]
     print("status before the fuzz: " + " | ".join(first))
-    print("status after: " + " | ".join(c for c in counters if c.startswith(("xruns", "osc"))))
+    print(
+        "status after: " + " | ".join(c for c in counters if c.startswith(("xruns", "osc", "rec")))
+    )
     print(f"RssAnon: start {rss_start}, end {rss_end}")
     print(f"/ping round trip: p50 {p[0]:.2f} ms, p99 {p[1]:.2f} ms, max {max(rtts) * 1000:.1f} ms")
     print(f"state read back vs recording: {'agree' if ok else 'DISAGREE'} ({how})")

@@ -71,9 +71,10 @@ def test_agrees_with_a_reference_matcher(pattern: str, address: str) -> None:
 
 def test_no_pattern_is_slow() -> None:
     # Backtracking took 2.7 s for the first and over 15 s for a 1000-character one.
-    for pattern in ("*?" * 120, "*a" * 120 + "b", "{a,aa,aaa}" * 25, "?*" * 125 + "x"):
+    cases = [("*?" * 120, True), ("*a" * 120 + "b", False), ("{a,aa,aaa}" * 25, False)]
+    for pattern, hit in [*cases, ("?*" * 125 + "x", False)]:
         started = time.process_time()
-        assert not compile_pattern(pattern).match("a" * 200)
+        assert compile_pattern(pattern).match("a" * 200) is hit
         assert time.process_time() - started < 1.0  # CPU time: about 10 ms here
 
 
