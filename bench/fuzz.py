@@ -40,7 +40,6 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from daemon_helpers import free_udp_port  # noqa: E402
 from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
-from jack_helpers import chunk_residuals  # noqa: E402
 from osc_grammar import Case, datagram  # noqa: E402
 
 from conftest import tone_mix  # noqa: E402
@@ -166,6 +165,24 @@ def expected_mix(state: dict[str, list], stems: list[np.ndarray], names: list[st
     return out * master
 
 
+def piece_residual(piece: np.ndarray, expected: np.ndarray) -> float:
+    """Residual (dB) of ``piece`` against ``expected`` (looped) at the best alignment.
+
+    The test track is nearly periodic, so the correlation peak alone can pick a wrong
+    lag: the residual is taken at each of the 200 best lags, and the least one counts.
+    """
+    doubled = np.concatenate([expected, expected[: len(piece)]])
+    a, b = piece.sum(axis=1), doubled.sum(axis=1)
+    n = 1 << int(np.ceil(np.log2(len(b) + len(a))))
+    corr = np.fft.irfft(np.fft.rfft(b, n) * np.conj(np.fft.rfft(a, n)), n)[: len(expected)]
+    best = np.inf
+    for lag in np.argsort(corr)[-200:]:
+        want = doubled[lag : lag + len(piece)]
+        err = np.sum((piece - want) ** 2) / max(float(np.sum(want**2)), 1e-12)
+        best = min(best, float(err))
+    return 10 * np.log10(max(best, 1e-30))
+
+
 def heard_matches(rec: np.ndarray, expected: np.ndarray) -> tuple[bool, str]:
     """Is ``rec`` (the recording's window) ``expected`` (looped)? Each 0.25 s piece is
     aligned on its own (a block the recorder drops on a busy machine spoils one piece,
@@ -173,7 +190,10 @@ def heard_matches(rec: np.ndarray, expected: np.ndarray) -> tuple[bool, str]:
     if not np.any(expected):
         peak = float(np.max(np.abs(rec)))
         return peak < 1e-6, f"silence expected; peak {peak:.2e}"
-    residuals = chunk_residuals(rec, expected, SR // 4)
+    chunk = SR // 4
+    residuals = [
+        piece_residual(rec[s : s + chunk], expected) for s in range(0, len(rec) - chunk + 1, chunk)
+    ]
     exact = sum(r < -60 for r in residuals)
     worst = sorted(residuals)[len(residuals) // 2]
     ok = exact >= len(residuals) // 2 + 1
