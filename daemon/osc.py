@@ -1,9 +1,21 @@
 """OSC server: UDP datagrams in, validated engine commands out, replies to the sender.
 
-Transport (the socket loop) is kept apart from dispatch (:class:`OscControl`,
-which knows the address space): tests drive dispatch directly and the server
-over real UDP. A bad datagram of any kind changes nothing, answers ``/error``
-with the reason, is counted, and the loop goes on.
+Transport (the socket loop, :class:`OscServer`) is kept apart from dispatch
+(:class:`OscControl`, which knows the address space): tests drive dispatch
+directly and the server over real UDP. What arrives is decoded strictly
+(``daemon/oscwire.py``); a datagram that is malformed, or any message of it that
+is bad, answers one ``/error`` with the reason, is counted, and changes nothing.
+
+A datagram, and each time-tagged bundle in it, is all or nothing: every message
+is validated and staged in a :class:`~stemdeck.core.control.registry.Transaction`
+first, then the registry's new state and the transport commands go to the
+engine as one command, posted under the registry's lock, so the registry and
+the audio never disagree.
+
+Limits keep a hostile or broken client from hurting the set (``docs/osc.md``):
+messages per datagram, transport commands per bundle, the reply bytes per
+request byte, ``/state`` per sender, subscribers per host and in total, and the
+count and horizon of scheduled bundles.
 """
 
 from __future__ import annotations
@@ -11,7 +23,6 @@ from __future__ import annotations
 import heapq
 import ipaddress
 import logging
-import math
 import os
 import socket
 import threading
@@ -20,13 +31,20 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pythonosc import osc_packet
-from pythonosc.osc_message_builder import OscMessageBuilder
-
+from stemdeck.core.control.pattern import is_pattern
 from stemdeck.core.errors import ParameterError, StemdeckError
-from stemdeck.core.mixer.commands import Batch
 from stemdeck.core.mixer.params import gain_to_db
 
+from .oscwire import (
+    IMMEDIATELY,
+    Message,
+    OscDecodeError,
+    decode,
+    encode_message,
+    groups,
+    iter_messages,
+    timetag_to_unix,
+)
 from .transport import TransportControl
 
 log = logging.getLogger("stemdeck")
@@ -34,36 +52,58 @@ log = logging.getLogger("stemdeck")
 # Feedback goes to a subscriber for this long unless it renews (docs/osc.md: 10 s).
 # STEMDECK_SUBSCRIPTION_SECONDS shortens it for tests.
 SUBSCRIPTION_SECONDS = float(os.environ.get("STEMDECK_SUBSCRIPTION_SECONDS", "10"))
+
+MAX_MESSAGES = 128  # messages in one datagram
+MAX_TRANSPORT_COMMANDS = 16  # transport commands in one bundle
+REPLY_BYTES_PER_BYTE = 4  # replies to a datagram: at most 4 bytes per byte received...
+REPLY_BYTES_BASE = 96  # ...plus this much, so an /error with its reason always fits
+MAX_PENDING = 256  # scheduled bundles waiting, in all
+MAX_PENDING_PER_HOST = 64
+HORIZON_SECONDS = 60.0  # how far ahead a bundle may be scheduled
+SUBSCRIBERS_PER_HOST = 8
+SUBSCRIBERS_TOTAL = 64
+STATE_BURST, STATE_PER_SECOND = 4, 2.0  # /state and new subscriptions, per sender
+STATUS_BURST, STATUS_PER_SECOND = 20, 10.0  # /status, per sender
+HOST_BURST, HOST_PER_SECOND = 32, 16.0  # the same, per host (all its ports)
+LOG_LINES, LOG_WINDOW = 5, 10.0  # bad-input log lines per window
+
 Reply = tuple[str, Sequence[Any]]
+Sender = tuple[str, int]
 
 
 def build(address: str, args: Iterable[Any] = ()) -> bytes:
     """One OSC message as bytes (floats as f, ints as i, strings as s, bools as T/F)."""
-    b = OscMessageBuilder(address)
+    return encode_message(address, args)
+
+
+def reply_size(address: str, args: Sequence[Any]) -> int:
+    """Bytes of the encoded message, without encoding it."""
+    n = (len(address.encode()) + 4) & ~3
+    n += (len(args) + 2 + 3) & ~3
     for a in args:
-        if isinstance(a, bool):
-            b.add_arg(a, b.ARG_TYPE_TRUE if a else b.ARG_TYPE_FALSE)
-        elif isinstance(a, int):
-            b.add_arg(a, b.ARG_TYPE_INT)
-        elif isinstance(a, float):
-            b.add_arg(a, b.ARG_TYPE_FLOAT)
+        if isinstance(a, bool) or a is None:
+            continue
+        if isinstance(a, int | float):
+            n += 4
         else:
-            b.add_arg(str(a), b.ARG_TYPE_STRING)
-    return b.build().dgram
+            n += (len(str(a).encode()) + 4) & ~3
+    return n
 
 
 @dataclass
 class Counters:
-    received: int = 0
-    errors: int = 0
-    refused: int = 0  # senders outside --osc-allow
-    scheduled: int = 0
+    received: int = 0  # datagrams
+    errors: int = 0  # /error replies
+    refused: int = 0  # senders outside --osc-allow, rate limits, caps, full scheduler
+    scheduled: int = 0  # bundles scheduled for later
 
 
 @dataclass
 class Subscriber:
-    address: tuple[str, int]
+    address: Sender
     expires: float
+    form: str = "names"  # feedback addresses by channel name or by index
+    fresh: bool = True  # the full state is still to be sent
 
 
 class Host(Protocol):
@@ -73,7 +113,7 @@ class Host(Protocol):
     engine: Any
     transport: TransportControl
 
-    def post(self, command: object) -> bool: ...
+    def post(self, command: Any) -> bool: ...
     def load_track(self, path: str) -> None: ...
     def save_scene(self, name: str) -> None: ...
     def recall_scene(self, name: str, fade: float) -> None: ...
@@ -82,135 +122,360 @@ class Host(Protocol):
     def midi_learn(self, address: str) -> None: ...
 
 
+class Refused(ParameterError):
+    """A well-formed request turned away by a limit (counted as refused)."""
+
+
+class TokenBucket:
+    """``burst`` requests at once, then ``rate`` a second, per key (bounded memory)."""
+
+    def __init__(self, burst: float, rate: float) -> None:
+        self.burst, self.rate = burst, rate
+        self._tokens: dict[Any, tuple[float, float]] = {}
+
+    def available(self, key: Any, now: float) -> bool:
+        tokens, then = self._tokens.get(key, (self.burst, now))
+        return min(self.burst, tokens + (now - then) * self.rate) >= 1.0
+
+    def take(self, key: Any, now: float) -> None:
+        tokens, then = self._tokens.get(key, (self.burst, now))
+        if len(self._tokens) > 4096:  # forget full buckets; a full one is the default
+            self._tokens = {
+                k: v
+                for k, v in self._tokens.items()
+                if v[0] + (now - v[1]) * self.rate < self.burst
+            }
+        self._tokens[key] = (min(self.burst, tokens + (now - then) * self.rate) - 1.0, now)
+
+
+class RateLimitedLog:
+    """At most ``lines`` log lines per ``window`` seconds; then one line says how many
+    were left out. A flood of bad datagrams cannot fill a disk."""
+
+    def __init__(self, lines: int = LOG_LINES, window: float = LOG_WINDOW) -> None:
+        self.lines, self.window = lines, window
+        self._start = -float("inf")
+        self._count = 0
+        self._dropped = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, text: str, *args: Any) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._start >= self.window:
+                if self._dropped:
+                    log.info("OSC: %d more bad messages not logged", self._dropped)
+                self._start, self._count, self._dropped = now, 0, 0
+            if self._count >= self.lines:
+                self._dropped += 1
+                return
+            self._count += 1
+        log.info(text, *args)
+
+
+@dataclass
+class _Plan:
+    """What one group of messages will do, gathered before anything is applied."""
+
+    replies: list[Reply] = field(default_factory=list)
+    bulk: list[Reply] = field(default_factory=list)  # /state: rate-limited, not budgeted
+    commands: list[Any] = field(default_factory=list)  # transport commands
+    after: list[tuple[str, Callable[[], Reply]]] = field(default_factory=list)
+
+
 @dataclass
 class OscControl:
-    """The OSC address space of docs/osc.md on top of a :class:`Host`."""
+    """The OSC address space of docs/osc.md on top of a :class:`Host`.
+
+    ``feedback_form`` is the default address form of feedback: ``"names"``
+    (stems) or ``"index"`` (components).
+    """
 
     host: Host
+    feedback_form: str = "names"
     counters: Counters = field(default_factory=Counters)
-    subscribers: dict[tuple[str, int], Subscriber] = field(default_factory=dict)
+    subscribers: dict[Sender, Subscriber] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    bad_log: RateLimitedLog = field(default_factory=RateLimitedLog)
+    _state_sender: TokenBucket = field(
+        default_factory=lambda: TokenBucket(STATE_BURST, STATE_PER_SECOND)
+    )
+    _status_sender: TokenBucket = field(
+        default_factory=lambda: TokenBucket(STATUS_BURST, STATUS_PER_SECOND)
+    )
+    _state_host: TokenBucket = field(
+        default_factory=lambda: TokenBucket(HOST_BURST, HOST_PER_SECOND)
+    )
+
+    def error(self, text: str, sender: Sender, budget: int | None = None) -> Reply:
+        """An ``/error`` reply (counted, logged at a limited rate), cut to ``budget`` bytes."""
+        self.counters.errors += 1
+        self.bad_log("OSC from %s:%d: %s", sender[0], sender[1], text)
+        if budget is not None:
+            room = max(budget - 16, 16)
+            if len(text.encode()) > room:
+                text = text.encode()[: room - 3].decode("utf-8", "ignore") + "..."
+        return ("/error", [text])
 
     def handle(
-        self, messages: Sequence[tuple[str, Sequence[Any]]], sender: tuple[str, int]
+        self,
+        messages: Sequence[Message | tuple[str, Sequence[Any]]],
+        sender: Sender,
+        *,
+        budget: int | None = None,
+        dry: bool = False,
     ) -> list[Reply]:
-        """Apply the messages of one packet together; return the replies for the sender.
+        """Apply one group of messages all together; return the replies for the sender.
 
-        Control changes of all messages are posted as one batch, so a bundle lands
-        in a single audio block. An error in one message answers ``/error`` and
-        drops that message only.
+        Every message is validated and staged first; if any is bad, or the replies
+        would pass ``budget`` bytes, the answer is one ``/error`` and nothing
+        changes. Otherwise the staged control values and the transport commands go
+        to the engine as one command (one audio block), then the other requests run
+        (track load, scenes, subscriptions). ``dry`` validates only.
         """
-        replies: list[Reply] = []
-        commands: list[object] = []
-        for address, args in messages:
-            self.counters.received += 1
+        msgs = [m if isinstance(m, Message) else Message(m[0], tuple(m[1])) for m in messages]
+        plan = _Plan()
+        reg = self.host.registry
+        with reg.transaction() as txn:
+            current = ""
             try:
-                commands += self._dispatch(address, list(args), sender, replies)
-            except (StemdeckError, ValueError, TypeError) as exc:
-                self.counters.errors += 1
-                replies.append(("/error", [f"{address}: {exc}"]))
-        if commands:
-            if not self.host.post(commands[0] if len(commands) == 1 else Batch(tuple(commands))):
-                self.counters.errors += 1
-                replies.append(("/error", ["engine queue full: command dropped; send slower"]))
+                if len(msgs) > MAX_MESSAGES:
+                    raise Refused(f"{len(msgs)} messages in one bundle; at most {MAX_MESSAGES}")
+                states = sum(m.address == "/state" for m in msgs)
+                if states > 1:
+                    raise Refused(f"{states} /state requests in one bundle; at most one")
+                for m in msgs:
+                    current = m.address
+                    self._dispatch(m.address, list(m.args), sender, txn, plan, dry)
+                current = ""
+                if len(plan.commands) > MAX_TRANSPORT_COMMANDS:
+                    raise Refused(
+                        f"{len(plan.commands)} transport commands in one bundle; "
+                        f"at most {MAX_TRANSPORT_COMMANDS}"
+                    )
+                if budget is not None:
+                    size = sum(reply_size(a, v) for a, v in plan.replies)
+                    if size > budget:
+                        raise Refused(
+                            f"{size} bytes of replies, over the {budget} allowed "
+                            f"({REPLY_BYTES_PER_BYTE}/byte sent + {REPLY_BYTES_BASE}); "
+                            "ask for fewer controls"
+                        )
+            except (StemdeckError, ValueError, TypeError, OverflowError) as exc:
+                if isinstance(exc, Refused):
+                    self.counters.refused += 1
+                text = str(exc)
+                if current and current not in text:
+                    text = f"{current}: {text}"
+                return [self.error(text, sender, budget)]
+            if dry:
+                return []
+            if not txn.commit(self.host.post, plan.commands):
+                return [self.error("engine queue full: nothing applied; send slower", sender)]
+        replies = plan.replies + plan.bulk
+        for address, action in plan.after:
+            try:
+                replies.append(action())
+            except (StemdeckError, ValueError, TypeError, OSError) as exc:
+                replies.append(self.error(f"{address}: {exc}", sender, budget))
         return replies
 
     # -- dispatch ---------------------------------------------------------------------
     def _dispatch(
-        self, address: str, args: list[Any], sender: tuple[str, int], replies: list[Reply]
-    ) -> list[object]:
+        self,
+        address: str,
+        args: list[Any],
+        sender: Sender,
+        txn: Any,
+        plan: _Plan,
+        dry: bool,
+    ) -> None:
         reg = self.host.registry
-        if address.startswith(("/ch/", "/master/")) or address in ("/ch", "/master"):
+        host = self.host
+        if address.startswith(("/ch/", "/master/")) or is_pattern(address):
             if not args:
-                keys = reg.resolve(address)
-                if len(keys) == 1 and not any(c in address for c in "?*[{"):
-                    # A query is answered on the address exactly as sent (name or index).
-                    replies.append((address, [reg.get(keys[0])]))
-                else:
-                    replies += [(key, [reg.get(key)]) for key in keys]
-                return []
-            return list(reg.set(address, args))
+                # A query is answered on the address as sent; a pattern, one reply per
+                # control on the form it matched (docs/osc.md).
+                plan.replies += [(used, [txn.get(key)]) for key, used in reg.match(address)]
+            else:
+                txn.set(address, args)
+            return
         if address.startswith("/transport/"):
-            return self._transport(address, args, replies)
+            transport = host.transport
+            verb = address[len("/transport/") :]
+            if verb == "position" or (verb == "seek" and not args):
+                _no_args(address, args)
+                plan.replies.append((address, [transport.position()]))
+            else:
+                plan.commands.append(transport.command(verb, args))
+            return
         if address == "/ping":
-            replies.append(("/pong", []))
-            return []
+            _no_args(address, args)
+            plan.replies.append(("/pong", []))
+            return
+        if address == "/status":
+            _no_args(address, args)
+            self._bulk_allowed(sender, dry, self._status_sender, "/status")
+            plan.bulk.append(("/status", [host.status()]))
+            return
         if address == "/state":
             _no_args(address, args)
-            replies += self.state()
-            replies.append(("/state/end", []))
-            return []
+            self._bulk_allowed(sender, dry)
+            plan.bulk += self.state(form="index")
+            plan.bulk.append(("/state/end", []))
+            return
         if address == "/subscribe":
+            self._subscribe(args, sender, plan, dry)
+            return
+        if address == "/unsubscribe":
             port = sender[1]
             if args:
-                if len(args) != 1 or isinstance(args[0], bool) or not isinstance(args[0], int):
-                    raise ParameterError("/subscribe takes an optional int port")
-                if not 1 <= args[0] <= 65535:
-                    raise ParameterError(f"/subscribe port must be 1..65535, got {args[0]}")
-                port = args[0]
-            with self.lock:
-                key = (sender[0], port)
-                self.subscribers[key] = Subscriber(key, time.monotonic() + SUBSCRIPTION_SECONDS)
-            replies.append(("/subscribe", [port]))
-            return []
-        if address == "/unsubscribe":
-            with self.lock:
-                for key in [k for k in self.subscribers if k[0] == sender[0]]:
-                    del self.subscribers[key]
-            return []
+                port = _port(address, args[0])
+                if len(args) > 1:
+                    raise ParameterError(
+                        f"/unsubscribe takes an optional port, got {len(args)} arguments"
+                    )
+
+            def unsubscribe() -> Reply:
+                with self.lock:
+                    self.subscribers.pop((sender[0], port), None)
+                return ("/unsubscribe", [port])
+
+            plan.after.append((address, unsubscribe))
+            return
         if address == "/track/load":
             path = _string(address, args)
-            self.host.load_track(path)
-            replies.append(("/track/load", [path]))
-            return []
+
+            def load() -> Reply:
+                host.load_track(path)
+                return ("/track/load", [path])
+
+            plan.after.append((address, load))
+            return
         if address in ("/scene/save", "/scene/recall"):
             if not args or not isinstance(args[0], str):
                 raise ParameterError(f"{address} takes a scene name (string)")
+            name = args[0]
             if address == "/scene/save":
                 if len(args) != 1:
                     raise ParameterError("/scene/save takes one name")
-                self.host.save_scene(args[0])
-            else:
-                fade = 0.0
-                if len(args) == 2:
-                    fade = _float(address, args[1:])
-                    if not 0.0 <= fade <= 600.0:
-                        raise ParameterError(f"fade must be 0..600 s, got {fade:g}")
-                elif len(args) > 2:
-                    raise ParameterError("/scene/recall takes a name and an optional fade time")
-                self.host.recall_scene(args[0], fade)
-            replies.append((address, list(args)))
-            return []
-        if address == "/status":
-            replies.append(("/status", [self.host.status()]))
-            return []
+
+                def save() -> Reply:
+                    host.save_scene(name)
+                    return ("/scene/save", [name])
+
+                plan.after.append((address, save))
+                return
+            fade = 0.0
+            if len(args) == 2:
+                fade = _float(address, args[1:])
+                if not 0.0 <= fade <= 600.0:
+                    raise ParameterError(f"fade must be 0..600 s, got {fade:g}")
+            elif len(args) > 2:
+                raise ParameterError("/scene/recall takes a name and an optional fade time")
+            echo = list(args)
+
+            def recall() -> Reply:
+                host.recall_scene(name, fade)
+                return ("/scene/recall", echo)
+
+            plan.after.append((address, recall))
+            return
         if address == "/midi/learn":
             target = _string(address, args)
-            self.host.midi_learn(target)
-            replies.append((address, [target]))
-            return []
+
+            def learn() -> Reply:
+                host.midi_learn(target)
+                return ("/midi/learn", [target])
+
+            plan.after.append((address, learn))
+            return
         raise ParameterError("unknown address")
 
-    def _transport(self, address: str, args: list[Any], replies: list[Reply]) -> list[object]:
-        transport = self.host.transport
-        verb = address[len("/transport/") :]
-        if verb == "position" or (verb == "seek" and not args):
-            _no_args(address, args)
-            replies.append((address, [transport.position()]))
-            return []
-        return [transport.command(verb, args)]
+    def _bulk_allowed(
+        self, sender: Sender, dry: bool, bucket: TokenBucket | None = None, what: str = "/state"
+    ) -> None:
+        """/state, /status and new subscriptions answer more than they were sent (the
+        byte budget does not cover them): rate-limited per sender and per host."""
+        now = time.monotonic()
+        bucket = bucket or self._state_sender
+        if not bucket.available(sender, now):
+            raise Refused(
+                f"too many {what} requests from {sender[0]}:{sender[1]}: "
+                f"at most {bucket.rate:g} a second"
+            )
+        if not self._state_host.available(sender[0], now):
+            raise Refused(
+                f"too many {what} requests from {sender[0]}: at most {HOST_PER_SECOND:g} a second"
+            )
+        if not dry:
+            bucket.take(sender, now)
+            self._state_host.take(sender[0], now)
 
-    def state(self) -> list[Reply]:
-        """Every current value, one message per address (the /state reply)."""
+    def _subscribe(self, args: list[Any], sender: Sender, plan: _Plan, dry: bool) -> None:
+        port, form = sender[1], self.feedback_form
+        rest = list(args)
+        if rest and not isinstance(rest[0], str):
+            port = _port("/subscribe", rest.pop(0))
+        if rest:
+            if not isinstance(rest[0], str) or rest[0] not in ("names", "index"):
+                raise ParameterError(
+                    f"/subscribe takes [port] ['names' or 'index'], got {rest[0]!r}"
+                )
+            form = rest.pop(0)
+        if rest:
+            raise ParameterError(f"/subscribe takes [port] [form], got {len(args)} arguments")
+        key = (sender[0], port)
+        with self.lock:
+            new = key not in self.subscribers
+            if new:
+                from_host = sum(1 for k in self.subscribers if k[0] == sender[0])
+                if from_host >= SUBSCRIBERS_PER_HOST:
+                    raise Refused(
+                        f"{from_host} subscribers from {sender[0]} already; "
+                        f"at most {SUBSCRIBERS_PER_HOST} per host"
+                    )
+                if len(self.subscribers) >= SUBSCRIBERS_TOTAL:
+                    raise Refused(f"{SUBSCRIBERS_TOTAL} subscribers already; no room for more")
+        if new:
+            self._bulk_allowed(sender, dry)
+
+        def subscribe() -> Reply:
+            with self.lock:
+                old = self.subscribers.get(key)
+                fresh = old is None or old.form != form or old.fresh
+                self.subscribers[key] = Subscriber(
+                    key, time.monotonic() + SUBSCRIPTION_SECONDS, form, fresh
+                )
+            return ("/subscribe", [port, form])
+
+        plan.after.append(("/subscribe", subscribe))
+
+    def state(self, form: str = "index") -> list[Reply]:
+        """Every current value, one message per address (the /state reply), with
+        channels by index or, ``form="names"``, by name."""
         reg = self.host.registry
-        out: list[Reply] = [(key, [reg.get(key)]) for key in reg.addresses()]
+        with reg.transaction():
+            values = [(key, [reg.get(key)]) for key in reg.addresses()]
+            names = list(reg.names)
+        out: list[Reply] = [(self.form(key, form, names), v) for key, v in values]
         out.append(("/transport/playing", [int(bool(self.host.engine.rolling))]))
         out.append(("/transport/position", [self.host.transport.position()]))
-        out.append(("/channels", [*reg.names]))
+        out.append(("/channels", names))
         colours = getattr(self.host, "colours", None)  # a stem file names its channels' colours
         if colours and len(colours) == len(reg.names):
             out.append(("/channels/colors", [*colours]))
         return out
+
+    @staticmethod
+    def form(key: str, form: str, names: Sequence[str]) -> str:
+        """A canonical key (``/ch/2/mute``) in the address form a client asked for."""
+        if form == "names" and key.startswith("/ch/"):
+            _, _, index, param = key.split("/")
+            i = int(index) - 1
+            if 0 <= i < len(names):
+                return f"/ch/{names[i]}/{param}"
+        return key
 
 
 def _no_args(address: str, args: Sequence[Any]) -> None:
@@ -218,11 +483,19 @@ def _no_args(address: str, args: Sequence[Any]) -> None:
         raise ParameterError(f"{address} takes no arguments, got {len(args)}")
 
 
+def _port(address: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ParameterError(f"{address} port must be an int, got {value!r}")
+    if not 1 <= value <= 65535:
+        raise ParameterError(f"{address} port must be 1..65535, got {value}")
+    return value
+
+
 def _float(address: str, args: Sequence[Any]) -> float:
     if len(args) != 1 or isinstance(args[0], bool) or not isinstance(args[0], int | float):
         raise ParameterError(f"{address} takes a number, got {list(args)!r}")
     value = float(args[0])
-    if math.isnan(value) or math.isinf(value):
+    if value != value or value in (float("inf"), float("-inf")):
         raise ParameterError(f"{address} got {value}")
     return value
 
@@ -231,6 +504,15 @@ def _string(address: str, args: Sequence[Any]) -> str:
     if len(args) != 1 or not isinstance(args[0], str):
         raise ParameterError(f"{address} takes one string, got {list(args)!r}")
     return args[0]
+
+
+@dataclass(order=True)
+class _Timed:
+    when: float  # Unix time
+    seq: int
+    messages: list[Message] = field(compare=False)
+    sender: Sender = field(compare=False)
+    budget: int = field(compare=False)
 
 
 class OscServer:
@@ -270,13 +552,18 @@ class OscServer:
         self.sock.settimeout(0.2)
         self.address = self.sock.getsockname()[:2]
         self._stop = threading.Event()
-        self._pending: list[tuple[float, int, list[tuple[str, list[Any]]], tuple[str, int]]] = []
+        self._pending: list[_Timed] = []
         self._seq = 0
         self._wake = threading.Condition()
         self._threads = [
             threading.Thread(target=self._serve, name="stemdeck-osc", daemon=True),
             threading.Thread(target=self._schedule, name="stemdeck-osc-sched", daemon=True),
         ]
+
+    @property
+    def pending(self) -> int:
+        """Scheduled bundles waiting for their time."""
+        return len(self._pending)
 
     def start(self) -> None:
         for t in self._threads:
@@ -290,7 +577,7 @@ class OscServer:
             t.join(timeout=2)
         self.sock.close()
 
-    def send(self, address: tuple[str, int], message: str, args: Sequence[Any] = ()) -> None:
+    def send(self, address: Sender, message: str, args: Sequence[Any] = ()) -> None:
         try:
             self.sock.sendto(build(message, args), address)
         except OSError:
@@ -317,64 +604,116 @@ class OscServer:
                 continue
             sender = sender[:2]
             try:
-                self._datagram(data, sender)
+                self._reply(self.datagram(data, sender), sender)
             except Exception as exc:  # never let one datagram stop the server
                 self.control.counters.errors += 1
-                log.debug("OSC datagram from %s failed: %r", sender, exc)
+                self.control.bad_log("OSC datagram from %s failed: %r", sender, exc)
 
-    def _datagram(self, data: bytes, sender: tuple[str, int]) -> None:
+    def datagram(self, data: bytes, sender: Sender, now: float | None = None) -> list[Reply]:
+        """Decode, validate and apply (or schedule) one datagram; the replies to send."""
+        control = self.control
         if not self._allowed(sender[0]):
-            self.control.counters.refused += 1
-            return
+            control.counters.refused += 1
+            return []
+        control.counters.received += 1
+        budget = REPLY_BYTES_PER_BYTE * len(data) + REPLY_BYTES_BASE
         try:
-            packet = osc_packet.OscPacket(data)
-        except Exception:  # python-osc raises several types on garbage
-            self.control.counters.received += 1
-            self.control.counters.errors += 1
-            self.send(sender, "/error", ["not an OSC packet"])
-            return
-        now = time.time()
-        groups: dict[float, list[tuple[str, list[Any]]]] = {}
-        for timed in packet.messages:
-            when = timed.time if timed.time > now + 0.002 else 0.0
-            groups.setdefault(when, []).append((timed.message.address, list(timed.message.params)))
-        for when, messages in groups.items():
+            packet = decode(data)
+            count = sum(1 for _ in iter_messages(packet))
+            if count > MAX_MESSAGES:
+                raise Refused(f"{count} messages in one datagram; at most {MAX_MESSAGES}")
+        except OscDecodeError as exc:
+            return [control.error(f"malformed OSC: {exc}", sender, budget)]
+        except Refused as exc:
+            control.counters.refused += 1
+            return [control.error(str(exc), sender, budget)]
+        now = time.time() if now is None else now
+        timed = [(self._when(tag, now), msgs) for tag, msgs in groups(packet)]
+        if len(timed) == 1 and timed[0][0] == 0.0:
+            return control.handle(timed[0][1], sender, budget=budget)
+        # Several groups, or a future one: validate all of them before any runs.
+        try:
+            later = [w for w, _ in timed if w]
+            if later:
+                self._room(len(later), sender, max(later) - now)
+        except Refused as exc:
+            control.counters.refused += 1
+            return [control.error(str(exc), sender, budget)]
+        for _, msgs in timed:
+            replies = control.handle(msgs, sender, budget=budget, dry=True)
+            if replies:
+                return replies
+        out: list[Reply] = []
+        for when, msgs in timed:
             if when:
-                self._at(when, messages, sender)
+                self._at(when, msgs, sender, budget)
             else:
-                self._reply(self.control.handle(messages, sender), sender)
+                out += control.handle(msgs, sender, budget=budget)
+        return out
 
-    def _reply(self, replies: list[Reply], sender: tuple[str, int]) -> None:
+    @staticmethod
+    def _when(tag: int, now: float) -> float:
+        """Unix time a group runs at; 0.0 for now (immediately, or already due)."""
+        if tag == IMMEDIATELY:
+            return 0.0
+        t = timetag_to_unix(tag)
+        return t if t > now + 0.002 else 0.0
+
+    def _room(self, n: int, sender: Sender, ahead: float) -> None:
+        if ahead > HORIZON_SECONDS:
+            raise Refused(f"bundle time tag is {ahead:.0f} s ahead; at most {HORIZON_SECONDS:g} s")
+        with self._wake:
+            if len(self._pending) + n > MAX_PENDING:
+                raise Refused(
+                    f"{len(self._pending)} bundles scheduled already; at most {MAX_PENDING}"
+                )
+            mine = sum(1 for t in self._pending if t.sender[0] == sender[0])
+            if mine + n > MAX_PENDING_PER_HOST:
+                raise Refused(
+                    f"{mine} bundles from {sender[0]} scheduled already; "
+                    f"at most {MAX_PENDING_PER_HOST} per host"
+                )
+
+    def _reply(self, replies: list[Reply], sender: Sender) -> None:
         for address, args in replies:
             self.send(sender, address, args)
 
-    def _at(
-        self, when: float, messages: list[tuple[str, list[Any]]], sender: tuple[str, int]
-    ) -> None:
+    def _at(self, when: float, messages: list[Message], sender: Sender, budget: int) -> None:
         """A bundle for later: queued, never slept on in the server thread."""
         self.control.counters.scheduled += 1
         with self._wake:
             self._seq += 1
-            heapq.heappush(self._pending, (when, self._seq, messages, sender))
+            heapq.heappush(self._pending, _Timed(when, self._seq, messages, sender, budget))
             self._wake.notify()
 
     def _schedule(self) -> None:
         while not self._stop.is_set():
-            with self._wake:
-                if not self._pending:
-                    self._wake.wait(0.5)
-                    continue
-                when = self._pending[0][0]
-                delay = when - time.time()
-                if delay > 0:
-                    self._wake.wait(min(delay, 0.5))
-                    continue
-                _, _, messages, sender = heapq.heappop(self._pending)
-            self._reply(self.control.handle(messages, sender), sender)
+            try:
+                with self._wake:
+                    if not self._pending:
+                        self._wake.wait(0.5)
+                        continue
+                    delay = self._pending[0].when - time.time()
+                    if delay > 0:
+                        self._wake.wait(min(delay, 0.5))
+                        continue
+                    item = heapq.heappop(self._pending)
+                # Checked again now: the state may have changed since it was scheduled.
+                self._reply(
+                    self.control.handle(item.messages, item.sender, budget=item.budget),
+                    item.sender,
+                )
+            except Exception as exc:  # the scheduler must outlive any bundle
+                self.control.counters.errors += 1
+                self.control.bad_log("OSC scheduled bundle failed: %r", exc)
 
 
 class Feedback:
-    """Sends changes, meters and position to subscribers, about 25 times a second."""
+    """Sends changes, meters and position to subscribers, about 25 times a second.
+
+    A new subscriber (or one that changed its address form) first gets every
+    current value; then all subscribers get what changed.
+    """
 
     def __init__(
         self,
@@ -398,33 +737,42 @@ class Feedback:
         self._thread.join(timeout=2)
 
     def _run(self) -> None:
-        control = self.server.control
         while not self._stop.wait(self.period):
             try:
-                now = time.monotonic()
-                with control.lock:
-                    for key in [k for k, s in control.subscribers.items() if s.expires < now]:
-                        del control.subscribers[key]
-                    targets = list(control.subscribers)
-                meters = control.host.engine.read_meters()
-                if not targets:
-                    continue
-                messages = self.changes(control)
-                peaks = [max(gain_to_db(float(p)), -120.0) for p in meters.peak]
-                messages.append(("/meter", peaks))
-                messages.append(("/transport/position", [float(meters.position)]))
-                if self.extra is not None:
-                    messages += self.extra()
-                for target in targets:
-                    for address, args in messages:
-                        self.server.send(target, address, args)
+                self.tick()
             except Exception as exc:  # feedback must never take the daemon down
-                log.debug("feedback: %r", exc)
+                self.server.control.bad_log("feedback: %r", exc)
 
-    def changes(self, control: OscControl) -> list[Reply]:
-        """Control values that changed since the last call (all of them the first time)."""
+    def tick(self) -> None:
+        """One round of feedback to every subscriber."""
+        control = self.server.control
+        now = time.monotonic()
+        with control.lock:
+            for key in [k for k, s in control.subscribers.items() if s.expires < now]:
+                del control.subscribers[key]
+            targets = [(s.address, s.form, s.fresh) for s in control.subscribers.values()]
+            for s in control.subscribers.values():
+                s.fresh = False
+        meters = control.host.engine.read_meters()
+        if not targets:
+            return
+        state = [r for r in control.state("index") if r[0] != "/transport/position"]
+        changes = self.changes(state)
+        names = list(control.host.registry.names)
+        tail: list[Reply] = [
+            ("/meter", [max(gain_to_db(float(p)), -120.0) for p in meters.peak]),
+            ("/transport/position", [float(meters.position)]),
+        ]
+        if self.extra is not None:
+            tail += self.extra()
+        for target, form, fresh in targets:
+            for address, args in (state if fresh else changes) + tail:
+                self.server.send(target, control.form(address, form, names), args)
+
+    def changes(self, state: list[Reply]) -> list[Reply]:
+        """Values that changed since the last call (all of them the first time)."""
         out = []
-        for address, args in control.state():
+        for address, args in state:
             if self._last.get(address) != args:
                 self._last[address] = args
                 out.append((address, args))

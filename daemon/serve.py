@@ -161,6 +161,11 @@ class Daemon:
             engine_errors=sink.errors if sink else 0,
             nonfinite_blocks=m.nonfinite_blocks,
             osc_clients=len(self.server.control.subscribers) if self.server else 0,
+            osc=(lambda c: (c.received, c.errors, c.refused, c.scheduled))(
+                self.server.control.counters
+            )
+            if self.server
+            else None,
             midi=(self.midi.received, self.midi.errors) if self.midi is not None else None,
             recorder=(rec.overruns, rec.error) if rec is not None else None,
             scheduling=(sink.scheduling + (f", {self.memory}" if self.memory else ""))
@@ -220,7 +225,8 @@ class Daemon:
         sink = self.audio.start()
         self.first_sound = time.monotonic()
         log.info("audio: %s", sink.description)
-        control = OscControl(self)
+        # Feedback by channel name for stems, by index for components (docs/osc.md).
+        control = OscControl(self, feedback_form="names" if opts.mode == "stems" else "index")
         self.server = OscServer(
             control, host=opts.osc_host, port=opts.osc_port, allow=opts.osc_allow
         )

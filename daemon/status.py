@@ -32,6 +32,7 @@ class Status:
     engine_errors: int = 0
     nonfinite_blocks: int = 0
     osc_clients: int = 0
+    osc: tuple[int, int, int, int] | None = None  # datagrams in, errors, refused, scheduled
     midi: tuple[int, int] | None = None  # messages in, bad
     recorder: tuple[int, str | None] | None = None  # overruns, error
     scheduling: str = ""
@@ -76,7 +77,10 @@ def format_status(s: Status) -> str:
             parts[-1] += f" overruns {overruns}"
     if s.midi is not None:
         parts.append(f"midi {s.midi[0]} in {s.midi[1]} bad")
-    parts.append(f"osc clients {s.osc_clients}")
+    osc = f"osc clients {s.osc_clients}"
+    if s.osc is not None:
+        osc += f" in {s.osc[0]} errors {s.osc[1]} refused {s.osc[2]} scheduled {s.osc[3]}"
+    parts.append(osc)
     if s.scheduling:
         parts.append(s.scheduling)
     if s.problem:

@@ -75,6 +75,14 @@ class TransportControl:
             end = _seconds("/transport/loop", args[1:])
             if not 0 <= start < end:
                 raise ParameterError(f"loop needs 0 <= start < end, got {start:g}..{end:g}")
+            # Checked against the track here, so the audio thread never converts
+            # a time like 1e306 s to samples.
+            track = getattr(self.engine, "track", None)
+            length = track.length / self.engine.sr if track is not None and self.engine.sr else 0.0
+            if end > length:
+                raise ParameterError(
+                    f"loop end {end:g} s is past the end of the track ({length:.3f} s)"
+                )
             return Loop(start, end)
         raise ParameterError(f"unknown address /transport/{verb}")
 

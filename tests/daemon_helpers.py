@@ -172,7 +172,9 @@ class Daemon:
                     not separated or args[0].split(" | ")[0].endswith(" ready")
                 ):
                     return
-        raise AssertionError("daemon not ready in time")
+            time.sleep(0.1)  # /status is rate-limited (docs/osc.md): poll, do not flood
+        _, err = self.stop()  # never leave it running
+        raise AssertionError(f"daemon not ready in time: {err[-2000:]}")
 
     def stop(self) -> tuple[int, str]:
         self.client.close()

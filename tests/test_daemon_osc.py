@@ -188,9 +188,9 @@ def test_subscriptions_feedback_and_expiry(served) -> None:
             meters = [args for m, args in got if m == "/meter"]
             assert len(meters) >= 5  # ~25 a second
             assert len(meters[-1]) == 5  # four channels and the master, dBFS
-        a.send("/ch/4/fader", 0.5)  # a change reaches every subscriber
+        a.send("/ch/4/fader", 0.5)  # a change reaches every subscriber, by name (stems)
         changed = b.receive(0.5)
-        assert ("/ch/4/fader", [pytest.approx(0.5)]) in changed
+        assert ("/ch/other/fader", [pytest.approx(0.5)]) in changed
         a.send("/ch/4/fader", 0.75)
         for _ in range(3):  # renewing keeps it alive past the 1.5 s test expiry
             time.sleep(0.6)
@@ -353,3 +353,22 @@ def test_bad_track_is_one_line_error(tmp_path: Path, content, reason: str) -> No
     assert proc.returncode == 1 and reason in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
     assert len([ln for ln in proc.stderr.splitlines() if "error" in ln]) == 1
+
+
+def test_hostile_datagrams_over_udp(client: Client) -> None:
+    """Issue 9's hang and ReDoS datagrams against the real daemon: one exact /error each,
+    and the server answers at once afterwards (tests/test_osc_hostile.py has them all)."""
+    client.drain()
+    client.send_raw(bytes.fromhex("2362756e646c65000000000000000001fffffffc"))
+    assert client.receive(2.0, settle=0.2) == [
+        (
+            "/error",
+            ["malformed OSC: bundle element size -4 at byte 16 is not a positive multiple of 4"],
+        )
+    ]
+    client.send("/ch/***********/***********x", 1)
+    assert client.receive(2.0, settle=0.2) == [
+        ("/error", ["no control matches /ch/***********/***********x"])
+    ]
+    assert client.ask("/ch/bass/mute") == [("/ch/bass/mute", [0])]
+    assert client.ask("/ping") == [("/pong", [])]

@@ -47,3 +47,8 @@ def test_problems_are_shown() -> None:
     gave_up = format_status(Status(**BASE, separated=False, problem="separation failed: boom"))
     assert gave_up.startswith("my song playing 1:15.2/3:20.0 original only | ")
     assert gave_up.endswith("| problem: separation failed: boom")
+
+
+def test_osc_counters_are_shown() -> None:
+    line = format_status(Status(**BASE, osc=(1200, 17, 5, 3)))
+    assert "| osc clients 3 in 1200 errors 17 refused 5 scheduled 3 |" in line

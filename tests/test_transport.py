@@ -18,6 +18,7 @@ def mixer() -> Mixer:
     m = Mixer(max_channels=1)
     m.prepare(SR, 256)
     m.post(SetTrack(Track(np.zeros((1, 2, SR), np.float32), SR, ("a",))))
+    m.process(np.zeros((256, 2), np.float32))  # the track is in
     return m
 
 
@@ -42,6 +43,8 @@ def test_verbs(mixer: Mixer) -> None:
         ("seek", [True], "takes a number"),
         ("loop", [2.0, 1.0], "start < end"),
         ("loop", [1.0], "start and end"),
+        ("loop", [0.0, 1e306], r"loop end 1e\+306 s is past the end of the track \(1.000 s\)"),
+        ("loop", [0.5, 1.01], r"loop end 1.01 s is past the end of the track \(1.000 s\)"),
         ("rewind", [], "unknown address /transport/rewind"),
     ],
 )
@@ -62,3 +65,10 @@ def test_toggle_follows_the_rolling_state(mixer: Mixer) -> None:
     assert mixer.playing and not mixer.rolling
     assert t.command("toggle") == Play()  # a second press brings it back, not pause again
     assert t.position() == pytest.approx(mixer.position / SR)
+
+
+def test_no_loop_before_a_track() -> None:
+    m = Mixer(max_channels=1)
+    m.prepare(SR, 256)
+    with pytest.raises(ParameterError, match=r"past the end of the track \(0.000 s\)"):
+        TransportControl(m).command("loop", [0.0, 1.0])

@@ -13,14 +13,13 @@ the audio thread. A lock serializes control threads (never the audio thread).
 from __future__ import annotations
 
 import math
-import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from functools import lru_cache
 
 from ..errors import ParameterError
-from ..mixer.commands import MasterTarget, StripTarget
+from ..mixer.commands import Batch, Command, MasterTarget, StripTarget
 from ..mixer.params import (
     MAX_DB,
     MAX_GAIN,
@@ -30,8 +29,9 @@ from ..mixer.params import (
     gain_to_db,
     gain_to_fader,
 )
+from .pattern import MAX_PATTERN, compile_pattern, is_pattern
 
-__all__ = ["CHANNEL_PARAMS", "MASTER_PARAMS", "Registry", "StripState", "osc_pattern_regex"]
+__all__ = ["CHANNEL_PARAMS", "MASTER_PARAMS", "Registry", "StripState", "Transaction"]
 
 CHANNEL_PARAMS = ("fader", "gain", "db", "mute", "solo", "pan")
 MASTER_PARAMS = ("fader", "gain", "db", "mute")
@@ -43,40 +43,6 @@ class StripState:
     mute: bool = False
     solo: bool = False
     pan: float = 0.0
-
-
-@lru_cache(maxsize=512)
-def osc_pattern_regex(pattern: str) -> re.Pattern[str]:
-    """Compile an OSC 1.0 address pattern: ``?``, ``*``, ``[a-z]``, ``[!a]``, ``{a,b}``."""
-    out = []
-    i = 0
-    while i < len(pattern):
-        c = pattern[i]
-        if c == "?":
-            out.append("[^/]")
-        elif c == "*":
-            out.append("[^/]*")
-        elif c == "[":
-            end = pattern.find("]", i)
-            if end < 0:
-                raise ParameterError(f"unclosed '[' in address pattern {pattern!r}")
-            body = pattern[i + 1 : end]
-            negate = body.startswith("!")
-            body = body[1:] if negate else body
-            body = "".join("\\" + ch if ch in "\\^]" else ch for ch in body)
-            out.append(f"[{'^' if negate else ''}{body}]")
-            i = end
-        elif c == "{":
-            end = pattern.find("}", i)
-            if end < 0:
-                raise ParameterError(f"unclosed '{{' in address pattern {pattern!r}")
-            choices = pattern[i + 1 : end].split(",")
-            out.append("(?:" + "|".join(re.escape(p) for p in choices) + ")")
-            i = end
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return re.compile("".join(out) + r"\Z")
 
 
 def _number(args: Sequence[object], address: str) -> float:
@@ -129,52 +95,93 @@ class Registry:
                 f"/ch/{i}/{p}" for i in range(1, len(names) + 1) for p in CHANNEL_PARAMS
             ]
             self._addresses += [f"/master/{p}" for p in MASTER_PARAMS]
+            self._address_set = frozenset(self._addresses)
+            self._match_cache: dict[str, tuple[tuple[str, str], ...]] = {}
 
     def addresses(self) -> list[str]:
         """Every control key, canonical form (channels by 1-based index)."""
         return list(self._addresses)
 
     def _channel_index(self, token: str) -> int | None:
-        if token.isdigit():
+        # ASCII digits only: "１" or "١" is not channel 1 (str.isdigit says it is).
+        if token.isascii() and token.isdigit():
             i = int(token)
             return i if 1 <= i <= len(self.names) else None
         if token in self.names:
             return self.names.index(token) + 1
         return None
 
-    def resolve(self, address: str) -> list[str]:
-        """Canonical keys an address or pattern names.
+    def match(self, address: str) -> list[tuple[str, str]]:
+        """The controls an address or pattern names: (canonical key, address as used).
+
+        The address as used is what a reply carries: a plain address exactly as
+        sent (``/ch/bass/fader`` stays so), a pattern expanded to the form that
+        matched (the index form if the pattern matches it, else the name).
 
         Raises
         ------
         ParameterError
-            No control matches (unknown address, channel or parameter).
+            Malformed or too long a pattern; no control matches (unknown address,
+            channel or parameter).
         """
+        cache = self._match_cache
+        hit = cache.get(address)
+        if hit is not None:
+            return list(hit)
+        result = self._match(address)
+        if len(cache) >= 4096:
+            cache.clear()
+        cache[address] = tuple(result)
+        return result
+
+    def _match(self, address: str) -> list[tuple[str, str]]:
         parts = address.split("/")
-        if len(parts) == 4 and parts[1] == "ch" and not any(c in parts[2] for c in "?*[{"):
-            i = self._channel_index(parts[2])
-            if i is None:
-                raise ParameterError(
-                    f"unknown channel {parts[2]!r} in {address}; channels are 1..{len(self.names)}"
-                    f" or {', '.join(self.names)}"
-                )
-            address = f"/ch/{i}/{parts[3]}"
-        if not any(c in address for c in "?*[{"):
-            if address in self._addresses:
-                return [address]
+        if not is_pattern(address):
+            if len(parts) == 4 and parts[0] == "" and parts[1] == "ch":
+                i = self._channel_index(parts[2])
+                if i is None:
+                    raise ParameterError(
+                        f"unknown channel {parts[2]!r} in {address}; channels are "
+                        f"1..{len(self.names)} or {', '.join(self.names)}"
+                    )
+                key = f"/ch/{i}/{parts[3]}"
+                if key in self._address_set:
+                    return [(key, address)]
+            elif address in self._address_set:
+                return [(address, address)]
             raise ParameterError(f"unknown address {address}")
-        regex = osc_pattern_regex(address)
-        named = {
-            f"/ch/{n}/{p}": f"/ch/{i}/{p}"
-            for i, n in enumerate(self.names, 1)
-            for p in CHANNEL_PARAMS
-        }
-        hits = [a for a in self._addresses if regex.match(a)]
-        hits += [canon for alias, canon in named.items() if regex.match(alias)]
-        unique = list(dict.fromkeys(hits))
-        if not unique:
+        if len(address) > MAX_PATTERN:
+            raise ParameterError(
+                f"address pattern is {len(address)} characters; at most {MAX_PATTERN}"
+            )
+        # Compile every part first: a malformed part is an error even if another
+        # part already rules every control out.
+        matchers = [compile_pattern(p) if is_pattern(p) else None for p in parts]
+
+        def fits(level: int, candidate: str) -> bool:
+            m = matchers[level]
+            return m.match(candidate) if m is not None else parts[level] == candidate
+
+        out: list[tuple[str, str]] = []
+        if parts[0] == "" and len(parts) == 4 and fits(1, "ch"):
+            params = [p for p in CHANNEL_PARAMS if fits(3, p)]
+            for i, name in enumerate(self.names, 1):
+                if fits(2, str(i)):
+                    token = str(i)
+                elif fits(2, name):
+                    token = name
+                else:
+                    continue
+                out += [(f"/ch/{i}/{p}", f"/ch/{token}/{p}") for p in params]
+        elif parts[0] == "" and len(parts) == 3 and fits(1, "master"):
+            out = [(f"/master/{p}", f"/master/{p}") for p in MASTER_PARAMS if fits(2, p)]
+        if not out:
             raise ParameterError(f"no control matches {address}")
-        return unique
+        return out
+
+    def resolve(self, address: str) -> list[str]:
+        """Canonical keys an address or pattern names (see :meth:`match`)."""
+        return [key for key, _ in self.match(address)]
 
     # -- values -----------------------------------------------------------------------
     def _target(self, key: str) -> tuple[int | None, str]:
@@ -187,17 +194,15 @@ class Registry:
         """Current value of a canonical key, as its OSC reply carries it."""
         with self._lock:
             index, param = self._target(key)
-            state = self.master if index is None else self.strips[index]
-            if param == "gain":
-                return state.gain
-            if param == "db":
-                db = gain_to_db(state.gain)
-                return max(db, -math.inf)
-            if param == "fader":
-                return gain_to_fader(state.gain)
-            if param in ("mute", "solo"):
-                return int(getattr(state, param))
-            return state.pan
+            return _value(self.master if index is None else self.strips[index], param)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """Stage changes, then :meth:`Transaction.commit` them with their engine
+        commands in one step; the lock is held throughout, so the registry and
+        what the engine was sent never disagree."""
+        with self._lock:
+            yield Transaction(self)
 
     def set(self, address: str, args: Sequence[object]) -> list[object]:
         """Validate and apply; returns the engine commands to post (one per strip touched).
@@ -208,19 +213,11 @@ class Registry:
             Unknown address or channel, wrong argument count or type, NaN, out of range.
             Nothing is changed then, for any of the matched keys.
         """
-        with self._lock:
-            keys = self.resolve(address)
-            updates: dict[int | None, StripState] = {}
-            for key in keys:
-                index, param = self._target(key)
-                state = updates.get(index) or (self.master if index is None else self.strips[index])
-                updates[index] = self._updated(state, param, args, key)
-            for index, state in updates.items():
-                if index is None:
-                    self.master = state
-                else:
-                    self.strips[index] = state
-            return [self._command(index) for index in updates]
+        with self.transaction() as txn:
+            txn.set(address, args)
+            commands: list[object] = list(txn.commands())
+            txn.commit(lambda command: True)
+            return commands
 
     def _updated(
         self, state: StripState, param: str, args: Sequence[object], key: str
@@ -338,3 +335,74 @@ def _state_from(values: dict[str, object], current: StripState) -> StripState:
         solo=flag("solo", current.solo),
         pan=num("pan", -1.0, 1.0, current.pan),
     )
+
+
+def _value(state: StripState, param: str) -> float | int:
+    if param == "gain":
+        return state.gain
+    if param == "db":
+        return gain_to_db(state.gain)
+    if param == "fader":
+        return gain_to_fader(state.gain)
+    if param in ("mute", "solo"):
+        return int(getattr(state, param))
+    return state.pan
+
+
+class Transaction:
+    """Changes to a :class:`Registry` staged under its lock (see ``Registry.transaction``).
+
+    :meth:`set` validates and stages; :meth:`get` reads staged values first;
+    :meth:`commit` posts one engine command for everything staged (plus
+    ``extra`` commands) and keeps the staged state only if the post succeeds.
+    Leaving the ``with`` block without committing changes nothing.
+    """
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.staged: dict[int | None, StripState] = {}
+
+    def _state(self, index: int | None) -> StripState:
+        if index in self.staged:
+            return self.staged[index]
+        reg = self.registry
+        return reg.master if index is None else reg.strips[index]
+
+    def get(self, key: str) -> float | int:
+        index, param = self.registry._target(key)
+        return _value(self._state(index), param)
+
+    def set(self, address: str, args: Sequence[object]) -> None:
+        """Validate and stage one message; an error stages nothing of it."""
+        reg = self.registry
+        updates: dict[int | None, StripState] = {}
+        for key in reg.resolve(address):
+            index, param = reg._target(key)
+            state = updates[index] if index in updates else self._state(index)
+            updates[index] = reg._updated(state, param, args, key)
+        self.staged.update(updates)
+
+    def commands(self) -> list[Command]:
+        """One engine command per strip (and the master) staged, from the staged state."""
+        out: list[Command] = []
+        for index, s in sorted(self.staged.items(), key=lambda kv: -1 if kv[0] is None else kv[0]):
+            if index is None:
+                out.append(MasterTarget(s.gain, s.mute))
+            else:
+                out.append(StripTarget(index, s.gain, s.mute, s.solo, s.pan))
+        return out
+
+    def commit(self, post: Callable[[Command], bool], extra: Sequence[Command] = ()) -> bool:
+        """Post the staged state and ``extra`` as one command, then keep the staged
+        state; if the post is refused (queue full) nothing changes. True if posted."""
+        commands = self.commands() + list(extra)
+        if commands and not post(commands[0] if len(commands) == 1 else Batch(tuple(commands))):
+            return False
+        reg = self.registry
+        for index, state in self.staged.items():
+            if index is None:
+                reg.master = state
+            else:
+                reg.strips[index] = state
+        self.staged = {}
+        return True
