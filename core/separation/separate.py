@@ -204,45 +204,54 @@ def reconstruct(
         for c in range(X.shape[0]):
             np.multiply(X[c].T[s : s + 1024], den, out=Z[c].T[s : s + 1024])
 
-    def render(g: int) -> np.ndarray:
+    def render(g: int, c: int) -> np.ndarray:
         group = groups[g]
+        Zc = Z[c : c + 1]
         if len(group) == 1:  # a rank-one mask: weight the bins, then scale each frame
             k = group[0]
             return istft(
-                Z,
+                Zc,
                 n_fft=n_fft,
                 hop=hop,
                 length=length,
                 bin_weights=WpT[k],
                 frame_weights=HpT[:, k].copy(),
-            )
+            )[0]
         idx = np.asarray(group, dtype=np.intp)
         Wg = np.ascontiguousarray(WpT[idx])
         Hg = np.ascontiguousarray(HpT[:, idx])
-        return istft(Z, n_fft=n_fft, hop=hop, length=length, mask=lambda s, e: Hg[s:e] @ Wg)
+        return istft(Zc, n_fft=n_fft, hop=hop, length=length, mask=lambda s, e: Hg[s:e] @ Wg)[0]
 
     yield from _render_all(render, len(groups), y, progress)
 
 
 def _render_all(
-    render: Callable[[int], np.ndarray], n: int, y: np.ndarray, progress: Progress | None
+    render: Callable[[int, int], np.ndarray], n: int, y: np.ndarray, progress: Progress | None
 ) -> Iterator[np.ndarray]:
-    """Yield ``render(0) ... render(n - 2)``, two at a time on two threads, then ``y``
-    minus their sum: the channels add up to ``y`` to float rounding."""
-    total = np.zeros(y.shape, dtype=np.float64)
+    """Yield groups ``0 ... n - 2`` (``render(g, c)`` gives audio channel ``c`` of group
+    ``g``), then ``y`` minus their sum: the channels add up to ``y`` to float rounding.
+
+    Each audio channel of each group is one job, two at a time on two threads (the
+    FFT releases the GIL): a stereo track keeps both threads busy to the end.
+    """
+    channels = y.shape[0]
+    jobs = [(g, c) for g in range(n - 1) for c in range(channels)]
+    total = np.zeros(y.shape, dtype=np.float32)
     with ThreadPoolExecutor(max_workers=_THREADS) as pool:
         pending: deque[Future[np.ndarray]] = deque()
         submitted = 0
-        for done in range(n - 1):
-            while submitted < n - 1 and len(pending) < _THREADS:
-                pending.append(pool.submit(render, submitted))
-                submitted += 1
-            audio = pending.popleft().result()
+        for g in range(n - 1):
+            audio = np.empty(y.shape, dtype=np.float32)
+            for c in range(channels):
+                while submitted < len(jobs) and len(pending) < _THREADS + 1:
+                    pending.append(pool.submit(render, *jobs[submitted]))
+                    submitted += 1
+                audio[c] = pending.popleft().result()
             total += audio
             if progress:
-                progress("reconstruct", (done + 1) / n)
+                progress("reconstruct", (g + 1) / n)
             yield audio
-    last = (y.astype(np.float64) - total).astype(np.float32)
+    last = np.subtract(y, total, out=total)
     if progress:
         progress("reconstruct", 1.0)
     yield last
@@ -281,8 +290,10 @@ def reconstruct_spectra(
         for j in range(n - 1):
             np.multiply(powers[j], den, out=masks[j, s:e])
 
-    def render(j: int) -> np.ndarray:
-        return istft(X, n_fft=n_fft, hop=hop, length=y.shape[1], mask=lambda s, e: masks[j, s:e])
+    def render(j: int, c: int) -> np.ndarray:
+        return istft(
+            X[c : c + 1], n_fft=n_fft, hop=hop, length=y.shape[1], mask=lambda s, e: masks[j, s:e]
+        )[0]
 
     yield from _render_all(render, n, y, progress)
 
