@@ -93,7 +93,11 @@ def load(path: str | os.PathLike[str], *, sr: int | None = None) -> tuple[np.nda
         ) from None
     except OSError as exc:
         raise AudioFileError(f"{str(p)!r} cannot be read: {exc.strerror or exc}") from None
-    y = data.T
+    return _finish(data.T, int(file_sr), p, sr)
+
+
+def _finish(y: np.ndarray, file_sr: int, p: Path, sr: int | None) -> tuple[np.ndarray, int]:
+    """Decoded audio made a track: stereo at most, validated, at ``sr`` when given."""
     if y.shape[0] > 2:
         log.warning("%s: %d channels downmixed to stereo", p.name, y.shape[0])
         y = _downmix_to_stereo(y)
@@ -111,14 +115,7 @@ def _load_mp4(p: Path, *, sr: int | None) -> tuple[np.ndarray, int]:
         stems = read_stem_file(p, sr=sr, master=False)
         return stems.mix, stems.sr
     y, file_sr = read_mp4_audio(p)
-    if y.shape[0] > 2:
-        log.warning("%s: %d channels downmixed to stereo", p.name, y.shape[0])
-        y = _downmix_to_stereo(y)
-    y = validate_audio(y, name=repr(str(p)))
-    if sr is not None and sr != file_sr:
-        y = resample(y, file_sr, sr)
-        file_sr = sr
-    return y, int(file_sr)
+    return _finish(y, file_sr, p, sr)
 
 
 def _downmix_to_stereo(y: np.ndarray) -> np.ndarray:
