@@ -21,15 +21,8 @@ from statistics import median
 
 import numpy as np
 
-from stemdeck.core.mixer.engine import (
-    Batch,
-    Mixer,
-    Play,
-    SetTrack,
-    StripTarget,
-    Track,
-    enter_audio_thread,
-)
+from stemdeck.core.mixer.commands import Batch, Play, SetTrack, StripTarget, Track
+from stemdeck.core.mixer.engine import Mixer, enter_audio_thread
 
 SR = 48000
 CASES = ((4, 32), (4, 256), (16, 256), (64, 64), (64, 256))

@@ -6,11 +6,10 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from stemdeck.core.mixer.engine import (
+from stemdeck.core.mixer.commands import (
     Batch,
     Loop,
     MasterTarget,
-    Mixer,
     Pause,
     Play,
     Seek,
@@ -18,8 +17,8 @@ from stemdeck.core.mixer.engine import (
     Stop,
     StripTarget,
     Track,
-    enter_audio_thread,
 )
+from stemdeck.core.mixer.engine import Mixer, enter_audio_thread
 from stemdeck.core.mixer.params import db_to_gain, fader_to_db
 
 SR = 48000

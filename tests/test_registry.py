@@ -5,7 +5,7 @@ import pytest
 
 from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import ParameterError
-from stemdeck.core.mixer.engine import MasterTarget, StripTarget
+from stemdeck.core.mixer.commands import MasterTarget, StripTarget
 from stemdeck.core.mixer.params import db_to_fader, fader_to_db
 
 NAMES = ["drums", "bass", "vocals", "other"]

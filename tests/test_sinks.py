@@ -9,7 +9,8 @@ import soundfile as sf
 
 from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import ParameterError
-from stemdeck.core.mixer.engine import Mixer, Play, SetTrack, StripTarget, Track
+from stemdeck.core.mixer.commands import Play, SetTrack, StripTarget, Track
+from stemdeck.core.mixer.engine import Mixer
 from stemdeck.daemon.audio import NullSink, Recorder
 
 SR = 48000

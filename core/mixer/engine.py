@@ -63,24 +63,7 @@ from .commands import (
 )
 from .params import MAX_GAIN
 
-__all__ = [
-    "AUDIO_BUFSIZE",
-    "FADING_HEADS",
-    "Batch",
-    "Command",
-    "Loop",
-    "MasterTarget",
-    "Meters",
-    "Mixer",
-    "Pause",
-    "Play",
-    "Seek",
-    "SetTrack",
-    "Stop",
-    "StripTarget",
-    "Track",
-    "enter_audio_thread",
-]
+__all__ = ["AUDIO_BUFSIZE", "FADING_HEADS", "Meters", "Mixer", "enter_audio_thread"]
 
 FADING_HEADS = 4  # play heads that can fade out at once (jumps within one crossfade)
 AUDIO_BUFSIZE = 64  # numpy iterator buffer (elements) in the audio thread
