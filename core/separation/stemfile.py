@@ -132,27 +132,35 @@ def _box_type(raw: bytes) -> str:
     return raw.decode("latin-1")
 
 
+def _box_header(data: bytes, offset: int, left: int) -> tuple[str, int, int]:
+    """(type, size, header length) of the box at ``data[offset:]``, with ``left`` bytes
+    to the end of its parent; a header length of 0 means a cut 64-bit size."""
+    size, raw = struct.unpack_from(">I4s", data, offset)
+    header = 8
+    if size == 1:
+        if len(data) - offset < 16 or left < 16:
+            return _box_type(raw), size, 0
+        (size,) = struct.unpack_from(">Q", data, offset + 8)
+        header = 16
+    elif size == 0:
+        size = left
+    return _box_type(raw), size, header
+
+
 def _boxes(buf: bytes, start: int, end: int, *, where: str) -> Iterator[_Box]:
     """The boxes in ``buf[start:end]``; raises AudioFileError on a size that does not fit."""
     pos = start
     while pos < end:
         if end - pos < 8:
             raise AudioFileError(f"{where}: {end - pos} stray bytes where a box should start")
-        size, raw = struct.unpack_from(">I4s", buf, pos)
-        header = 8
-        if size == 1:
-            if end - pos < 16:
-                raise AudioFileError(f"{where}: box {_box_type(raw)!r} has a cut 64-bit size")
-            (size,) = struct.unpack_from(">Q", buf, pos + 8)
-            header = 16
-        elif size == 0:
-            size = end - pos
+        kind, size, header = _box_header(buf, pos, end - pos)
+        if header == 0:
+            raise AudioFileError(f"{where}: box {kind!r} has a cut 64-bit size")
         if size < header or pos + size > end:
             raise AudioFileError(
-                f"{where}: box {_box_type(raw)!r} at byte {pos} claims {size} bytes, "
-                f"{end - pos} are left"
+                f"{where}: box {kind!r} at byte {pos} claims {size} bytes, {end - pos} are left"
             )
-        yield _Box(_box_type(raw), pos, header, size)
+        yield _Box(kind, pos, header, size)
         pos += size
 
 
@@ -165,21 +173,15 @@ def _top_level(f: Any, file_size: int, *, where: str) -> list[_Box]:
         head = f.read(16)
         if len(head) < 8:
             raise AudioFileError(f"{where}: {len(head)} stray bytes at the end of the file")
-        size, raw = struct.unpack_from(">I4s", head)
-        header = 8
-        if size == 1:
-            if len(head) < 16:
-                raise AudioFileError(f"{where}: the last box has a cut 64-bit size")
-            (size,) = struct.unpack_from(">Q", head, 8)
-            header = 16
-        elif size == 0:
-            size = file_size - pos
+        kind, size, header = _box_header(head, 0, file_size - pos)
+        if header == 0:
+            raise AudioFileError(f"{where}: the last box has a cut 64-bit size")
         if size < header or pos + size > file_size:
             raise AudioFileError(
-                f"{where}: box {_box_type(raw)!r} at byte {pos} claims {size} bytes but the "
+                f"{where}: box {kind!r} at byte {pos} claims {size} bytes but the "
                 f"file has {file_size - pos} left (truncated or damaged file)"
             )
-        boxes.append(_Box(_box_type(raw), pos, header, size))
+        boxes.append(_Box(kind, pos, header, size))
         pos += size
     return boxes
 
