@@ -8,6 +8,7 @@ by other tools (NI's own, MUSDB18's) are read where they are on the machine:
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -263,6 +264,39 @@ def test_writer_refuses_bad_parameters(tmp_path: Path) -> None:
     with pytest.raises(ParameterError, match="colour must be #RRGGBB, got 'red'"):
         write_stem_file(path, mix, stems[:2], SR, names=["a", "b"], colours=["red", "#000000"])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_tracks_are_interleaved_in_time_order(tmp_path: Path) -> None:
+    # A player streams the file front to back: the five tracks must take turns in it,
+    # never one track for many seconds and then the next. (The muxer only reorders
+    # within a 10 s window, so this needs a longer file than the others.)
+    from stemdeck.core.material.demo import demo_track
+
+    demo = demo_track(sr=SR, seconds=25)
+    stems = np.stack([demo.stems[n] for n in NI_ORDER]).astype(np.float32)
+    path = tmp_path / "long.stem.mp4"
+    write_stem_file(path, stems.sum(axis=0), stems, SR, codec="alac")
+    with av.open(str(path)) as container:
+        # in file order (the demuxer itself reads out of order to follow time)
+        seen = sorted(
+            (p.pos, p.stream.index, float(p.dts * p.time_base))
+            for p in container.demux()
+            if p.dts is not None and p.size
+        )
+    assert sorted({k for _, k, _ in seen}) == [0, 1, 2, 3, 4]
+    latest = -1.0
+    for _, _, t in seen:
+        assert t > latest - 1.0  # the muxer groups about half a second per chunk
+        latest = max(latest, t)
+    assert latest > 23.9
+
+
+def test_progress_rises_to_one(tmp_path: Path) -> None:
+    mix, stems = _stems()
+    seen: list[float] = []
+    write_stem_file(tmp_path / "x.stem.mp4", mix, stems, SR, codec="alac", progress=seen.append)
+    assert seen[-1] == 1.0
+    assert all(0.0 <= a <= b <= 1.0 for a, b in itertools.pairwise(seen))
 
 
 def test_write_is_atomic(tmp_path: Path) -> None:

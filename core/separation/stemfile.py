@@ -15,12 +15,14 @@ file is one :class:`AudioFileError`, never a crash or a hang.
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import os
 import re
 import struct
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -883,35 +885,68 @@ def _encode(
             s.disposition = av.stream.Disposition.default if i == 0 else 0
             streams.append(s)
         time_base = Fraction(1, sr)
+        packets: list[list[Any]] = [[] for _ in tracks]
+        done = [0] * len(tracks)  # samples encoded per track, for progress
+        stop = threading.Event()
+        failures: list[BaseException] = []
 
-        def encode(s: Any, y: np.ndarray | None, pos: int) -> list[Any]:
-            if y is None:
-                return list(s.encode(None))  # flush
-            block = y[:, pos : pos + _BLOCK]
-            if codec == "alac":
-                # 24-bit: the top 24 bits of s32; float -> int24 rounds, full scale clips.
-                q = np.clip(np.round(block * 8388608.0), -8388608, 8388607).astype(np.int32)
-                block = np.left_shift(q, 8)
-            frame = av.AudioFrame.from_ndarray(
-                np.ascontiguousarray(block), format=fmt, layout="stereo"
-            )
-            frame.sample_rate = sr
-            frame.pts = pos
-            frame.time_base = time_base
-            return list(s.encode(frame))
+        def encode(k: int) -> None:
+            s, y = streams[k], tracks[k]
+            try:
+                for pos in range(0, n, _BLOCK):
+                    if stop.is_set():
+                        return
+                    block = y[:, pos : pos + _BLOCK]
+                    if codec == "alac":
+                        # 24-bit: the top 24 bits of s32; float -> int24 rounds, full
+                        # scale clips.
+                        q = np.clip(np.round(block * 8388608.0), -8388608, 8388607)
+                        block = np.left_shift(q.astype(np.int32), 8)
+                    frame = av.AudioFrame.from_ndarray(
+                        np.ascontiguousarray(block), format=fmt, layout="stereo"
+                    )
+                    frame.sample_rate = sr
+                    frame.pts = pos
+                    frame.time_base = time_base
+                    packets[k].extend(s.encode(frame))
+                    done[k] = min(n, pos + _BLOCK)
+                packets[k].extend(s.encode(None))  # flush
+            except BaseException as exc:  # re-raised in the calling thread
+                failures.append(exc)
+                stop.set()
 
-        # The tracks encode in parallel (FFmpeg runs without the GIL), one block at a
-        # time each; their packets are muxed in order, so the file stays interleaved.
-        workers = min(len(streams), os.cpu_count() or 1)
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for pos in [*range(0, n, _BLOCK), -1]:
-                data = [None] * len(tracks) if pos < 0 else tracks
-                jobs = [pool.submit(encode, s, y, pos) for s, y in zip(streams, data, strict=True)]
-                for job in jobs:
-                    for packet in job.result():
-                        out.mux(packet)
-                if progress is not None and pos >= 0:
-                    progress(min(1.0, (pos + _BLOCK) / n))
+        # One thread per track, no barrier between them: FFmpeg encodes without the
+        # GIL, so the cores stay busy until the last block of the last track (a pool
+        # stepping all tracks block by block idled a core at every step). The packets
+        # are muxed afterwards in time order, so the file stays interleaved.
+        threads = [
+            threading.Thread(target=encode, args=(k,), name=f"stem-encode-{k}", daemon=True)
+            for k in range(len(tracks))
+        ]
+        for t in threads:
+            t.start()
+        try:
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.1)
+                    if progress is not None:
+                        progress(sum(done) / (n * len(tracks)))
+        finally:
+            stop.set()  # Ctrl-C or a failure: the other tracks stop at their next block
+            for t in threads:
+                t.join()
+        if failures:
+            raise failures[0]
+        order = heapq.merge(
+            *[
+                [(p.dts * p.time_base, k, i) for i, p in enumerate(ps)]
+                for k, ps in enumerate(packets)
+            ]
+        )
+        for _, k, i in order:
+            out.mux(packets[k][i])
+        if progress is not None:
+            progress(1.0)
 
 
 def check_encodable(sr: int, *, codec: str = "aac", bitrate: int = 256_000) -> None:
