@@ -37,7 +37,7 @@ from .audio import Recorder, output_device
 from .loader import DEMO, TrackLoader, read_source
 from .osc import Feedback, OscControl, OscServer
 from .prefetch import Prefetcher
-from .realtime import lock_memory
+from .realtime import GcWatch, lock_memory, settle_heap
 from .scenes import SceneStore
 from .status import Status, format_status
 from .supervisor import AudioSupervisor
@@ -87,6 +87,7 @@ class Daemon:
         self.feedback: Feedback | None = None
         self.midi: Any = None
         self.memory = ""
+        self.gc = GcWatch()
         self.names = channel_names(opts.mode, opts.params)
         self.registry = Registry(self.names)
         # One strip per channel the separation gives, no more.
@@ -173,6 +174,7 @@ class Daemon:
             else "",
             problem=self.loader.problem,
             separated=self.loader.separated,
+            gc=(self.gc.full, self.gc.longest_s * 1000),
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -214,6 +216,11 @@ class Daemon:
             self.midi.start()
             if opts.midi_learn:
                 self.midi.learn(opts.midi_learn)
+        # Everything alive now lives until exit: out of the collector's sight, so no
+        # later pass holds the GIL (and the callback) for tens of ms (daemon/realtime.py).
+        frozen = settle_heap()
+        self.gc.start()
+        log.info("heap: %d objects at start frozen out of the collector's passes", frozen)
         self.audio = AudioSupervisor(
             self.engine,
             device=index,
@@ -291,4 +298,5 @@ class Daemon:
             else:
                 log.info("recorded %s", self.recorder.path)
         self.loader.close()
+        self.gc.stop()
         log.info("stopped")

@@ -38,6 +38,7 @@ class Status:
     scheduling: str = ""
     problem: str | None = None  # the last track load's or separation's failure
     separated: bool = True  # the channels play (False: the original, separation failed)
+    gc: tuple[int, float] | None = None  # full collector passes, the longest pass (ms)
 
 
 def _clock(seconds: float) -> str:
@@ -69,6 +70,8 @@ def format_status(s: Status) -> str:
         counters += f" engine errors {s.engine_errors}"
     if s.nonfinite_blocks:
         counters += f" silenced non-finite blocks {s.nonfinite_blocks}"
+    if s.gc is not None:
+        counters += f" gc passes max {s.gc[1]:.1f} ms ({s.gc[0]} full)"
     parts.append(counters)
     if s.recorder is not None:
         overruns, error = s.recorder

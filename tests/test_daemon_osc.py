@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 from pathlib import Path
 
@@ -372,3 +373,17 @@ def test_hostile_datagrams_over_udp(client: Client) -> None:
     ]
     assert client.ask("/ch/bass/mute") == [("/ch/bass/mute", [0])]
     assert client.ask("/ping") == [("/pong", [])]
+
+
+def test_heap_is_settled_before_the_audio_starts(served, client: Client) -> None:
+    # A full collector pass over the startup objects holds the GIL for tens of ms:
+    # they are frozen before the first block, and the status line times every pass.
+    daemon, _ = served
+    lines = daemon.stderr.splitlines()
+    heap = [i for i, line in enumerate(lines) if "objects at start frozen" in line]
+    audio = [i for i, line in enumerate(lines) if "audio: " in line]
+    assert len(heap) == 1 and len(audio) == 1 and heap[0] < audio[0], "\n".join(lines)
+    frozen = int(re.search(r"heap: (\d+) objects at start frozen", lines[heap[0]]).group(1))
+    assert frozen > 20_000
+    status = client.ask("/status")[-1][1][0]
+    assert re.search(r" gc passes max \d+\.\d ms \(\d+ full\) \|", status), status

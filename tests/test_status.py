@@ -52,3 +52,10 @@ def test_problems_are_shown() -> None:
 def test_osc_counters_are_shown() -> None:
     line = format_status(Status(**BASE, osc=(1200, 17, 5, 3)))
     assert "| osc clients 3 in 1200 errors 17 refused 5 scheduled 3 |" in line
+
+
+def test_garbage_collector_passes_are_shown() -> None:
+    line = format_status(Status(**BASE, gc=(3, 0.4567)))
+    assert line.split(" | ")[2] == (
+        "xruns 2 drops 1 slowest block 0.42 ms gc passes max 0.5 ms (3 full)"
+    )
