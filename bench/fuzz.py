@@ -1,6 +1,7 @@
 """Fuzz a live daemon over OSC for a long run; verdicts measured from outside.
 
     .venv/bin/python bench/fuzz.py [--seconds 600] [--rate 2000] [--block 256] [--seed 0]
+                                   [--load N] [--no-realtime]
 
 Starts ``stemdeck serve --no-audio --record`` on a generated track, then sends
 datagrams from the grammar of ``tests/osc_grammar.py`` (the address space with
@@ -10,6 +11,11 @@ second in all. For every fuzzed datagram, the replies that arrive before its
 ``/error`` (a valid one; a plain query answered on the address as sent). The
 ``/ping`` round trip is measured: a round trip over 50 ms counts as a hang, none
 arriving within 2 s as unanswered.
+
+``--load N`` runs N CPU-bound processes beside the daemon for the whole run (a
+busy machine: the round trips then say whether control waits behind them);
+``--no-realtime`` is passed on to ``serve`` (no SCHED_FIFO, no nice for the control
+threads), for the comparison.
 
 At the end the transport plays with no loop, ``/state`` is read back, and the last
 second of the recording is compared with the mix that state describes (the
@@ -220,7 +226,14 @@ def main() -> int:
     parser.add_argument("--block", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pool", type=int, default=4000, help="distinct fuzzed datagrams")
+    parser.add_argument("--load", type=int, default=0, help="CPU-bound processes beside")
+    parser.add_argument("--no-realtime", action="store_true", help="passed on to serve")
     args = parser.parse_args()
+    print(
+        f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; "
+        f"{args.load} busy processes beside; "
+        f"serve {'--no-realtime' if args.no_realtime else 'real-time'}"
+    )
 
     tmp = Path(tempfile.mkdtemp(prefix="stemdeck-fuzz-"))
     track = tmp / "song.wav"
@@ -243,6 +256,7 @@ def main() -> int:
             *(py, "-m", "stemdeck.daemon.cli", "serve", str(track), "--no-audio"),
             *("--at-end", "loop", "--record", str(rec_path), "--block", str(args.block)),
             *("--osc-port", str(port)),
+            *(["--no-realtime"] if args.no_realtime else []),
         ],
         env=env,
         stdout=subprocess.DEVNULL,
@@ -250,6 +264,10 @@ def main() -> int:
         text=True,
     )
     link = Link(port)
+    busy = [
+        subprocess.Popen([py, "-c", "while True: pass"], stdout=subprocess.DEVNULL)
+        for _ in range(args.load)
+    ]
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -336,6 +354,8 @@ def main() -> int:
             time.sleep(2.4)
             unmuted = {a: v for a, v in link.ask("/state", "/state/end")}
     finally:
+        for p in busy:
+            p.kill()
         daemon.terminate()
         try:
             _, err = daemon.communicate(timeout=30)

@@ -45,6 +45,7 @@ from .oscwire import (
     iter_messages,
     timetag_to_unix,
 )
+from .realtime import name_os_thread, raise_priority
 from .transport import TransportControl
 
 log = logging.getLogger("stemdeck")
@@ -534,8 +535,11 @@ class OscServer:
         host: str = "127.0.0.1",
         port: int = 9000,
         allow: Sequence[str] = (),
+        nice: int | None = None,
     ) -> None:
         self.control = control
+        self.nice = nice  # the threads' nice value (daemon/realtime.py); None: unchanged
+        self.scheduling = "normal priority"
         try:
             self._allow = [ipaddress.ip_network(a, strict=False) for a in allow]
         except ValueError as exc:
@@ -593,6 +597,9 @@ class OscServer:
         return any(addr in net for net in self._allow)
 
     def _serve(self) -> None:
+        name_os_thread()
+        if self.nice is not None:
+            self.scheduling = raise_priority(self.nice)
         while not self._stop.is_set():
             try:
                 data, sender = self.sock.recvfrom(65536)
@@ -687,6 +694,9 @@ class OscServer:
             self._wake.notify()
 
     def _schedule(self) -> None:
+        name_os_thread()
+        if self.nice is not None:
+            raise_priority(self.nice)  # timed bundles are control too; same outcome as _serve
         while not self._stop.is_set():
             try:
                 with self._wake:

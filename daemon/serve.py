@@ -37,7 +37,7 @@ from .audio import Recorder, output_device
 from .loader import DEMO, TrackLoader, read_source
 from .osc import Feedback, OscControl, OscServer
 from .prefetch import Prefetcher
-from .realtime import GcWatch, lock_memory, settle_heap
+from .realtime import CONTROL_NICE, GcWatch, lock_memory, settle_heap
 from .scenes import SceneStore
 from .status import Status, format_status
 from .supervisor import AudioSupervisor
@@ -169,9 +169,15 @@ class Daemon:
             else None,
             midi=(self.midi.received, self.midi.errors) if self.midi is not None else None,
             recorder=(rec.overruns, rec.error) if rec is not None else None,
-            scheduling=(sink.scheduling + (f", {self.memory}" if self.memory else ""))
-            if sink
-            else "",
+            scheduling=", ".join(
+                part
+                for part in (
+                    sink.scheduling if sink else "",
+                    self.memory,
+                    f"control {self.server.scheduling}" if self.server else "",
+                )
+                if part
+            ),
             problem=self.loader.problem,
             separated=self.loader.separated,
             gc=(self.gc.full, self.gc.longest_s * 1000),
@@ -235,7 +241,11 @@ class Daemon:
         # Feedback by channel name for stems, by index for components (docs/osc.md).
         control = OscControl(self, feedback_form="names" if opts.mode == "stems" else "index")
         self.server = OscServer(
-            control, host=opts.osc_host, port=opts.osc_port, allow=opts.osc_allow
+            control,
+            host=opts.osc_host,
+            port=opts.osc_port,
+            allow=opts.osc_allow,
+            nice=CONTROL_NICE if opts.realtime else None,
         )
         self.server.start()
         if opts.osc_host not in ("127.0.0.1", "::1", "localhost") and not opts.osc_allow:

@@ -387,3 +387,30 @@ def test_heap_is_settled_before_the_audio_starts(served, client: Client) -> None
     assert frozen > 20_000
     status = client.ask("/status")[-1][1][0]
     assert re.search(r" gc passes max \d+\.\d ms \(\d+ full\) \|", status), status
+
+
+def _thread_nice(pid: int, name: str) -> list[int]:
+    """The nice value of each of ``pid``'s threads called ``name`` (/proc/PID/task)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        if (task / "comm").read_text().strip() == name:
+            stat = (task / "stat").read_text()
+            found.append(int(stat.rsplit(")", 1)[1].split()[16]))  # field 19: nice
+    return found
+
+
+def test_control_threads_outweigh_busy_neighbours(served, client: Client) -> None:
+    # A CPU-bound job beside the daemon must not queue a fader move behind it: the
+    # OSC threads run at nice -10 where allowed, and the status line says which.
+    daemon, _ = served
+    status = client.ask("/status")[-1][1][0]
+    allowed = os.geteuid() == 0
+    expected = "control nice -10" if allowed else "control normal priority (raising it needs"
+    assert expected in status.split(" | ")[-1], status
+    nice = _thread_nice(daemon.proc.pid, "stemdeck-osc")
+    assert nice == ([-10] if allowed else [0])
+    assert _thread_nice(daemon.proc.pid, "stemdeck-osc-sc") == nice  # comm keeps 15 chars
+    others = {
+        n for name in ("python", "stemdeck-feedba") for n in _thread_nice(daemon.proc.pid, name)
+    }
+    assert others == {0}  # the main thread and the rest: unchanged
