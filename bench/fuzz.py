@@ -242,7 +242,7 @@ def main() -> int:
         [
             *(py, "-m", "stemdeck.daemon.cli", "serve", str(track), "--no-audio"),
             *("--at-end", "loop", "--record", str(rec_path), "--block", str(args.block)),
-            *("--osc-port", str(port)),
+            *("--osc-port", str(port), "--http", "off"),
         ],
         env=env,
         stdout=subprocess.DEVNULL,
