@@ -236,6 +236,24 @@ def test_host_info() -> None:
     run(body)
 
 
+def test_page_and_static_files() -> None:
+    async def body(client, host, osc, feedback, app) -> None:
+        r = await client.get("/", headers={"Accept": "text/html,*/*"})
+        assert r.status == 200 and r.content_type == "text/html"
+        page = await r.text()
+        assert '<script src="/_mixer/mixer.js">' in page
+        assert '<script src="/_mixer/osc.js">' in page
+        assert "https://" not in page  # no CDN: everything ships in the package
+        r = await client.get("/_mixer/mixer.js")
+        assert r.status == 200 and r.content_type == "text/javascript"
+        r = await client.get("/_mixer/secret.txt")
+        assert r.status == 404 and await r.json() == {"error": "no file 'secret.txt'"}
+        # Without text/html, / is the namespace's root (OSCQuery tools).
+        assert (await (await client.get("/")).json())["FULL_PATH"] == "/"
+
+    run(body)
+
+
 # -- WebSocket: LISTEN / IGNORE --------------------------------------------------------------
 def test_listen_streams_changes_from_any_source_and_ignore_stops_them() -> None:
     async def body(client, host, osc, feedback, app) -> None:
