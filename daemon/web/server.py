@@ -484,17 +484,30 @@ class WebApp:
             "/transport/position": [frame.position],
             "/status": [frame.status],
         }
+        # Every client gets its own packet, made of messages encoded once per round.
+        changes = dict(frame.changes)
+        encoded: dict[str, bytes] = {}
+
+        def message(address: str, args: Sequence[Any]) -> bytes:
+            data = encoded.get(address)
+            if data is None:
+                data = encoded[address] = encode_message(address, args)
+            return data
+
         for conn in list(self.connections):
             if not conn.listens:
                 continue
-            out: list[Reply] = []
-            for address, args in frame.changes:
-                for used in conn.listens.get(address, ()):
-                    out.append((used, args))
-            for address, args in streams.items():
-                if address in conn.listens:
-                    out.append((address, args))
-            self._send(conn, out)
+            out: list[bytes] = []
+            for key, used_as in conn.listens.items():
+                args = changes.get(key)
+                if args is None:
+                    args = streams.get(key)
+                    if args is None:
+                        continue
+                for used in used_as:
+                    out.append(message(used, args))
+            if out:
+                conn.put(out[0] if len(out) == 1 else encode_bundle(out))
 
     def _namespace_changed(self, old: list[str], new: list[str]) -> None:
         def nodes(names: list[str]) -> list[str]:
