@@ -127,7 +127,6 @@
       const o = document.createElement("option");
       o.value = "";
       o.textContent = select.id === "track-list" ? "no tracks (--library)" : "no scenes";
-      o.disabled = true;
       select.replaceChildren(o);
       return;
     }
