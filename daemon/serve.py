@@ -206,6 +206,9 @@ class Daemon:
             if self.server
             else None,
             midi=(self.midi.received, self.midi.errors) if self.midi is not None else None,
+            web=(len(self.web.web.connections), self.web.web.refused)
+            if self.web is not None
+            else None,
             recorder=(rec.overruns, rec.error) if rec is not None else None,
             scheduling=(sink.scheduling + (f", {self.memory}" if self.memory else ""))
             if sink

@@ -52,3 +52,8 @@ def test_problems_are_shown() -> None:
 def test_osc_counters_are_shown() -> None:
     line = format_status(Status(**BASE, osc=(1200, 17, 5, 3)))
     assert "| osc clients 3 in 1200 errors 17 refused 5 scheduled 3 |" in line
+
+
+def test_web_clients_are_shown() -> None:
+    line = format_status(Status(**BASE, osc=(1, 0, 0, 0), web=(2, 5)))
+    assert "| osc clients 3 in 1 errors 0 refused 0 scheduled 0 | web clients 2 refused 5 |" in line

@@ -633,3 +633,17 @@ def test_advertise_registers_both_services(monkeypatch: pytest.MonkeyPatch) -> N
     ]
     assert calls[0][1].name == "stemdeck test._oscjson._tcp.local."
     assert calls[0][1].addresses == [bytes([192, 168, 1, 20])]
+
+
+def test_other_methods_get_a_json_405() -> None:
+    async def body(client, host, osc, feedback, app) -> None:
+        before = host.registry.snapshot()
+        r = await client.post("/ch/bass/fader", data=b"0.1")
+        assert r.status == 405
+        assert await r.json() == {
+            "error": "POST is not served: the namespace is read with GET, "
+            "values are set over OSC or the WebSocket"
+        }
+        assert host.registry.snapshot() == before
+
+    run(body)

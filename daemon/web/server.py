@@ -181,6 +181,7 @@ class WebApp:
         self.app = web.Application(middlewares=[self._guard], client_max_size=MAX_FRAME)
         self.app.router.add_get("/_mixer/{name}", self._static)
         self.app.router.add_route("GET", "/{path:.*}", self._get)
+        self.app.router.add_route("*", "/{path:.*}", self._method_not_allowed)
         self.app.on_startup.append(self._started)
         self.app.on_shutdown.append(self._closing)
         static = resources.files("stemdeck.daemon.web").joinpath("static")
@@ -260,6 +261,15 @@ class WebApp:
         )
 
     # -- HTTP -------------------------------------------------------------------------
+    async def _method_not_allowed(self, request: web.Request) -> web.Response:
+        return _json(
+            {
+                "error": f"{request.method} is not served: the namespace is read with GET, "
+                "values are set over OSC or the WebSocket"
+            },
+            405,
+        )
+
     async def _static(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         body = self._static_files.get(name)
