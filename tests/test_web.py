@@ -647,3 +647,32 @@ def test_other_methods_get_a_json_405() -> None:
         assert host.registry.snapshot() == before
 
     run(body)
+
+
+def test_tracks_and_scenes_over_the_websocket() -> None:
+    """What the page's track picker and scene buttons send, answered on the WebSocket."""
+
+    async def body(client, host, osc, feedback, app) -> None:
+        ws = await client.ws_connect("/")
+        await ws.send_bytes(encode_message("/track/list"))
+        assert await receive_osc(ws) == [("/track/list", ["/music/song.wav", "/music/other.flac"])]
+        await ws.send_bytes(encode_message("/scene/list"))
+        assert await receive_osc(ws) == [("/scene/list", ["acapella", "instrumental", "unity"])]
+        await ws.send_bytes(encode_message("/track/load", ["/music/song.wav"]))
+        assert await receive_osc(ws) == [("/track/load", ["/music/song.wav"])]
+        await ws.send_bytes(encode_message("/track/load", ["/bad/x.wav"]))
+        assert await receive_osc(ws) == [
+            ("/error", ["/track/load: refused '/bad/x.wav': no such file"])
+        ]
+        await ws.send_bytes(encode_message("/scene/recall", ["acapella", 2.0]))
+        assert await receive_osc(ws) == [("/scene/recall", ["acapella", 2.0])]
+        await ws.send_bytes(encode_message("/scene/save", ["mine"]))
+        assert await receive_osc(ws) == [("/scene/save", ["mine"])]
+        assert host.calls == [
+            ("load", "/music/song.wav"),
+            ("recall", ("acapella", 2.0)),
+            ("save", "mine"),
+        ]
+        await ws.close()
+
+    run(body)
