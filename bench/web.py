@@ -11,8 +11,8 @@ the position (streamed about 25 times a second) while together they send
 ``--rate`` fader and pan changes a second (each change then reaches every
 client); then, for comparison, the same traffic over UDP OSC (``--clients``
 subscribers, ``--rate`` changes a second). Prints, side by side, the medians over
-rounds of the callback's median and p99 (µs), the xruns and the daemon's CPU use,
-and the ratios to the phase with no client; and whether
+rounds of the callback's median and p99 (µs), the xruns, the CPU use of the daemon
+and of the client process, and the ratios to the phase with no client; and whether
 OPENBLAS_CORETYPE is set. Target: xruns +0, p99 ratio within noise (~1).
 
 ``--client-process`` and ``--udp-process`` are the client sides (started by the bench).
@@ -25,6 +25,7 @@ import asyncio
 import json
 import os
 import random
+import resource
 import subprocess
 import sys
 import time
@@ -129,6 +130,12 @@ def client_process(url: str, n: int, rate: float, seconds: float) -> None:
 
 
 # -- the daemon side -----------------------------------------------------------------------------
+def _cpu_since(before: resource.struct_rusage) -> float:
+    """CPU seconds of the client processes that ended since ``before``."""
+    now = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (now.ru_utime - before.ru_utime) + (now.ru_stime - before.ru_stime)
+
+
 class Timed:
     """Wraps ``Mixer.process``: the duration of every call, into a preallocated array."""
 
@@ -191,7 +198,7 @@ def main() -> None:
         ws_url = f"ws://127.0.0.1:{daemon.web.address[1]}/"
         budget_us = args.block / 48000 * 1e6
         phases = ("none", "clients", "udp")
-        rows: dict[str, list[tuple[float, float, int, float]]] = {p: [] for p in phases}
+        rows: dict[str, list[tuple[float, float, int, float, float]]] = {p: [] for p in phases}
         traffic = []
         for _ in range(args.rounds):
             for phase in phases:
@@ -199,6 +206,7 @@ def main() -> None:
                 timed.take()
                 xruns = sink.xruns
                 cpu, wall = time.process_time(), time.monotonic()
+                children = resource.getrusage(resource.RUSAGE_CHILDREN)
                 if phase == "clients":
                     proc = subprocess.run(
                         [
@@ -240,6 +248,7 @@ def main() -> None:
                         float(np.percentile(times, 99)),
                         sink.xruns - xruns,
                         100 * (time.process_time() - cpu) / (time.monotonic() - wall),
+                        100 * _cpu_since(children) / (time.monotonic() - wall),
                     )
                 )
     finally:
@@ -265,6 +274,7 @@ def main() -> None:
         ("callback p99 (µs)", 1, "{:.1f}"),
         ("xruns per phase", 2, "{:.0f}"),
         ("daemon CPU (%)", 3, "{:.0f}"),
+        ("client process CPU (%)", 4, "{:.0f}"),
     ):
         a = median(r[k] for r in rows["none"])
         b = median(r[k] for r in rows["clients"])
