@@ -283,3 +283,50 @@ def test_two_browsers_osc_and_the_recording(served: tuple[Daemon, Path]) -> None
     bass_db = 40 * bass - 30 if bass >= 0.5 else 80 * bass - 50
     assert amplitude(after, TONES["bass"]) == pytest.approx(0.2 * 10 ** (bass_db / 20), rel=0.05)
     assert position > 0
+
+
+def test_page_reconnects_and_shows_the_new_state(tmp_path: Path) -> None:
+    """The daemon goes away: the page says so; one comes back on the same port with
+    other values: the page reconnects by itself and shows them."""
+    import socket
+
+    from selenium.webdriver.common.by import By
+
+    stems = tone_stems(2.0)
+    track = tmp_path / "tones.stem.mp4"
+    write_stem_file(track, stems.sum(axis=0), stems, SR, codec="alac")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"STEMDECK_CACHE": str(tmp_path / "cache"), "STEMDECK_CONFIG": str(tmp_path / "cfg")}
+    args = [str(track), "--no-audio", "--http", str(port)]
+    first = Daemon(args, env, tmp_path)
+    d = browser()
+    second = None
+    try:
+        first.wait_ready()
+        open_page(d, first.http_url())
+        assert strip(d, "/ch/2").get_attribute("data-mute") == "0"
+        code, err = first.stop()
+        assert code == 0, err
+        wait_for(d, lambda d: d.find_element(By.ID, "conn").text != "live", "loss not shown")
+        assert d.find_element(By.ID, "conn").text.startswith("reconnecting")  # type: ignore[attr-defined]
+        second = Daemon(args, env, tmp_path)
+        second.wait_ready()
+        second.client.send("/ch/bass/mute", 1)
+        second.client.send("/ch/other/fader", 0.25)
+        wait_for(d, lambda d: d.find_element(By.ID, "conn").text == "live", "no reconnection")
+        wait_for(
+            d,
+            lambda d: (
+                strip(d, "/ch/2").get_attribute("data-mute") == "1"
+                and strip(d, "/ch/3").get_attribute("data-fader") == "0.2500"
+            ),
+            "the page did not show the new daemon's state",
+        )
+    finally:
+        d.quit()  # type: ignore[attr-defined]
+        first.stop()
+        if second is not None:
+            code, err = second.stop()
+            assert code == 0, err
