@@ -281,9 +281,25 @@ class Daemon:
             )
         self.feedback = Feedback(self.server, extra=lambda: [("/status", [self.status()])])
         self.feedback.start()
-        log.info("OSC on %s:%d", *self.server.address)
         if opts.http_port is not None:
             self.start_web()
+        # Said once everything listens: tests and scripts take this line (and the mixer's)
+        # as the daemon being up, and SIGTERM is handled from run() on.
+        log.info("OSC on %s:%d", *self.server.address)
+        if self.web is not None:
+            if self.web.token:
+                log.info("mixer on %s (open it from a phone on this network)", self.web.url)
+            else:
+                log.info("mixer on %s", self.web.url)
+        if opts.advertise and self.web is not None:
+            from .web.advertise import Advertiser
+
+            self.advertiser = Advertiser(
+                http_port=self.web.address[1],
+                osc_port=self.server.address[1],
+                host=opts.http_host,
+            )
+            self.advertiser.start()
         # What start-up made (the imported modules: some 90 000 objects) lives as long as
         # the daemon. Out of the collector's sight, a full collection, which holds the GIL
         # and so stalls the audio thread, takes microseconds instead of about 70 ms; the
@@ -299,19 +315,6 @@ class Daemon:
         assert opts.http_port is not None
         self.web = WebServer(self.server, self.feedback, host=opts.http_host, port=opts.http_port)
         self.web.start()
-        if self.web.token:
-            log.info("mixer on %s (open it from a phone on this network)", self.web.url)
-        else:
-            log.info("mixer on %s", self.web.url)
-        if opts.advertise:
-            from .web.advertise import Advertiser
-
-            self.advertiser = Advertiser(
-                http_port=self.web.address[1],
-                osc_port=self.server.address[1],
-                host=opts.http_host,
-            )
-            self.advertiser.start()
 
     def run(self) -> int:
         """Block until SIGINT/SIGTERM; then shut down cleanly. Returns the exit status."""

@@ -155,8 +155,8 @@ class WebApp:
     loopback : bool
         Bound to a loopback address: then the Host header must name loopback too
         (a page on another site cannot reach the mixer by DNS rebinding).
-    lists : callable
-        (tracks, scenes) for the namespace; the host's by default.
+    name : str
+        ``NAME`` in ``HOST_INFO``.
     """
 
     def __init__(
