@@ -255,7 +255,7 @@ def main() -> int:
         [
             *(py, "-m", "stemdeck.daemon.cli", "serve", str(track), "--no-audio"),
             *("--at-end", "loop", "--record", str(rec_path), "--block", str(args.block)),
-            *("--osc-port", str(port)),
+            *("--osc-port", str(port), "--http", "off"),
             *(["--no-realtime"] if args.no_realtime else []),
         ],
         env=env,

@@ -69,6 +69,8 @@ def serve(track: Path, env: dict[str, str], port: int, *extra: str) -> subproces
             str(BLOCK),
             "--osc-port",
             str(port),
+            "--http",
+            "off",  # the OSC path alone (bench/web.py measures the web side)
             *extra,
         ],
         env={**os.environ, **env},

@@ -87,6 +87,12 @@ def _port(text: str) -> int:
     return value
 
 
+def _http_port(text: str) -> int | None:
+    if text == "off":
+        return None
+    return _port(text)
+
+
 def _add_serve_args(p: argparse.ArgumentParser) -> None:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--stems", action="store_true", help="drums, bass, vocals, other (default)")
@@ -151,6 +157,25 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
         "--midi-learn",
         metavar="ADDRESS",
         help="bind the first control moved to ADDRESS and save it in your map",
+    )
+    p.add_argument(
+        "--http",
+        type=_http_port,
+        default=8080,
+        metavar="PORT|off",
+        help="browser mixer, OSCQuery and WebSocket port (default 8080; 0 picks one; off)",
+    )
+    p.add_argument(
+        "--http-host",
+        default="127.0.0.1",
+        metavar="ADDR",
+        help="address the web server listens on (default 127.0.0.1; 0.0.0.0 for a phone "
+        "on the LAN: a URL with a token is printed)",
+    )
+    p.add_argument(
+        "--advertise",
+        action="store_true",
+        help="announce _oscjson._tcp and _osc._udp on the LAN (zeroconf)",
     )
     p.add_argument(
         "--no-realtime",
@@ -494,7 +519,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         midi_api=args.midi_api,
         midi_learn=args.midi_learn,
         realtime=not args.no_realtime,
+        http_port=args.http,
+        http_host=args.http_host,
+        advertise=args.advertise,
     )
+    if args.advertise and args.http is None:
+        raise ParameterError("--advertise announces the web server: drop --http off")
     if args.midi_learn and not (args.midi or args.midi_virtual):
         raise ParameterError("--midi-learn needs --midi PORT or --midi-virtual NAME")
     if args.midi or args.midi_virtual:

@@ -121,6 +121,9 @@ class Host(Protocol):
     def status(self) -> str: ...
 
     def midi_learn(self, address: str) -> None: ...
+    def track_info(self) -> tuple[str, str, float]: ...
+    def library_tracks(self) -> list[str]: ...
+    def scene_names(self) -> list[str]: ...
 
 
 class Refused(ParameterError):
@@ -307,6 +310,8 @@ class OscControl:
             if verb == "position" or (verb == "seek" and not args):
                 _no_args(address, args)
                 plan.replies.append((address, [transport.position()]))
+            elif verb in ("playing", "length") or (verb == "loop" and not args):
+                plan.replies.append((address, _transport_value(host, verb)))
             else:
                 plan.commands.append(transport.command(verb, args))
             return
@@ -391,6 +396,17 @@ class OscControl:
 
             plan.after.append((address, learn))
             return
+        if address in ("/track/name", "/track/progress", "/channels", "/channels/colors"):
+            _no_args(address, args)
+            plan.replies += [r for r in self.track_state() if r[0] == address]
+            return
+        if address in ("/track/list", "/scene/list"):
+            # Lists answer more than they were sent: rate-limited like /state.
+            _no_args(address, args)
+            self._bulk_allowed(sender, dry, what=address)
+            names = host.library_tracks() if address == "/track/list" else host.scene_names()
+            plan.bulk.append((address, list(names)))
+            return
         raise ParameterError("unknown address")
 
     def _bulk_allowed(
@@ -460,11 +476,25 @@ class OscControl:
             values = [(key, [reg.get(key)]) for key in reg.addresses()]
             names = list(reg.names)
         out: list[Reply] = [(self.form(key, form, names), v) for key, v in values]
-        out.append(("/transport/playing", [int(bool(self.host.engine.rolling))]))
+        out.append(("/transport/playing", _transport_value(self.host, "playing")))
         out.append(("/transport/position", [self.host.transport.position()]))
-        out.append(("/channels", names))
+        out.append(("/transport/loop", _transport_value(self.host, "loop")))
+        out.append(("/transport/length", _transport_value(self.host, "length")))
+        out += self.track_state(names)
+        return out
+
+    def track_state(self, names: Sequence[str] | None = None) -> list[Reply]:
+        """The track's name, separation progress, channel names (and colours, for a
+        stem file that names them)."""
+        names = list(self.host.registry.names) if names is None else list(names)
+        track, stage, fraction = self.host.track_info()
+        out: list[Reply] = [
+            ("/track/name", [track]),
+            ("/track/progress", [stage, fraction]),
+            ("/channels", names),
+        ]
         colours = getattr(self.host, "colours", None)  # a stem file names its channels' colours
-        if colours and len(colours) == len(reg.names):
+        if colours and len(colours) == len(names):
             out.append(("/channels/colors", [*colours]))
         return out
 
@@ -477,6 +507,20 @@ class OscControl:
             if 0 <= i < len(names):
                 return f"/ch/{names[i]}/{param}"
         return key
+
+
+def _transport_value(host: Host, verb: str) -> list[Any]:
+    """``/transport/playing`` (1/0), ``/length`` (seconds) or ``/loop`` (start and end
+    seconds; 0 0 when there is no loop)."""
+    engine = host.engine
+    if verb == "playing":
+        return [int(bool(engine.rolling))]
+    sr = engine.sr
+    if verb == "length":
+        track = engine.track
+        return [track.length / sr if track is not None and sr else 0.0]
+    loop = engine.loop
+    return [loop[0] / sr, loop[1] / sr] if loop is not None and sr else [0.0, 0.0]
 
 
 def _no_args(address: str, args: Sequence[Any]) -> None:
@@ -555,6 +599,9 @@ class OscServer:
             ) from None
         self.sock.settimeout(0.2)
         self.address = self.sock.getsockname()[:2]
+        # Senders that are not UDP addresses (a WebSocket connection, daemon/web/): their
+        # replies and feedback go through the callable, everything else is the same.
+        self.routes: dict[Sender, Callable[[list[Reply]], None]] = {}
         self._stop = threading.Event()
         self._pending: list[_Timed] = []
         self._seq = 0
@@ -582,6 +629,10 @@ class OscServer:
         self.sock.close()
 
     def send(self, address: Sender, message: str, args: Sequence[Any] = ()) -> None:
+        route = self.routes.get(address)
+        if route is not None:
+            route([(message, args)])
+            return
         try:
             self.sock.sendto(build(message, args), address)
         except OSError:
@@ -616,10 +667,16 @@ class OscServer:
                 self.control.counters.errors += 1
                 self.control.bad_log("OSC datagram from %s failed: %r", sender, exc)
 
-    def datagram(self, data: bytes, sender: Sender, now: float | None = None) -> list[Reply]:
-        """Decode, validate and apply (or schedule) one datagram; the replies to send."""
+    def datagram(
+        self, data: bytes, sender: Sender, now: float | None = None, *, check_allow: bool = True
+    ) -> list[Reply]:
+        """Decode, validate and apply (or schedule) one datagram; the replies to send.
+
+        ``check_allow=False`` for a sender the caller has admitted itself (a WebSocket
+        client past the web server's token and Origin checks): ``--osc-allow`` is about
+        UDP addresses."""
         control = self.control
-        if not self._allowed(sender[0]):
+        if check_allow and not self._allowed(sender[0]):
             control.counters.refused += 1
             return []
         control.counters.received += 1
@@ -682,6 +739,11 @@ class OscServer:
                 )
 
     def _reply(self, replies: list[Reply], sender: Sender) -> None:
+        route = self.routes.get(sender)
+        if route is not None:
+            if replies:
+                route(replies)
+            return
         for address, args in replies:
             self.send(sender, address, args)
 
@@ -718,11 +780,31 @@ class OscServer:
                 self.control.bad_log("OSC scheduled bundle failed: %r", exc)
 
 
+@dataclass(frozen=True)
+class FeedbackFrame:
+    """One feedback round, for listeners in other threads (the web server).
+
+    ``state`` is every value (channels by index, no position), ``changes`` the part
+    of it that changed since the last round; meters are dBFS (floor -120), one per
+    channel then the master.
+    """
+
+    state: list[Reply]
+    changes: list[Reply]
+    peak_db: list[float]
+    rms_db: list[float]
+    position: float
+    names: list[str]
+    status: str
+
+
 class Feedback:
     """Sends changes, meters and position to subscribers, about 25 times a second.
 
     A new subscriber (or one that changed its address form) first gets every
-    current value; then all subscribers get what changed.
+    current value; then all subscribers get what changed. ``listeners`` are called
+    with a :class:`FeedbackFrame` every round (in this thread: they must not block);
+    ``wanted`` says whether any listener wants one now.
     """
 
     def __init__(
@@ -736,6 +818,8 @@ class Feedback:
         self.period = 1.0 / rate_hz
         self.extra = extra
         self._last: dict[str, Any] = {}
+        self.listeners: list[Callable[[FeedbackFrame], None]] = []
+        self.wanted: Callable[[], bool] = lambda: bool(self.listeners)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="stemdeck-feedback", daemon=True)
 
@@ -764,17 +848,31 @@ class Feedback:
             for s in control.subscribers.values():
                 s.fresh = False
         meters = control.host.engine.read_meters()
-        if not targets:
+        wanted = self.wanted()
+        if not targets and not wanted:
             return
         state = [r for r in control.state("index") if r[0] != "/transport/position"]
         changes = self.changes(state)
         names = list(control.host.registry.names)
+        peak_db = [max(gain_to_db(float(p)), -120.0) for p in meters.peak]
         tail: list[Reply] = [
-            ("/meter", [max(gain_to_db(float(p)), -120.0) for p in meters.peak]),
+            ("/meter", peak_db),
             ("/transport/position", [float(meters.position)]),
         ]
         if self.extra is not None:
             tail += self.extra()
+        if wanted:
+            frame = FeedbackFrame(
+                state=state,
+                changes=changes,
+                peak_db=peak_db,
+                rms_db=[max(gain_to_db(float(r)), -120.0) for r in meters.rms],
+                position=float(meters.position),
+                names=names,
+                status=next((a[0] for k, a in tail if k == "/status"), ""),
+            )
+            for listener in list(self.listeners):
+                listener(frame)
         for target, form, fresh in targets:
             for address, args in (state if fresh else changes) + tail:
                 self.server.send(target, control.form(address, form, names), args)

@@ -155,6 +155,24 @@ class SceneStore:
         except tomllib.TOMLDecodeError as exc:
             raise ParameterError(f"scene {name!r} is unreadable: {exc}") from None
 
+    def names(self) -> list[str]:
+        """Every scene :meth:`load` can find: the user's saved ones and the shipped ones,
+        sorted, each once (the browser mixer's scene list)."""
+        found: set[str] = set()
+        try:
+            with os.scandir(self.folder) as entries:
+                for entry in entries:
+                    stem = entry.name[:-5] if entry.name.endswith(".toml") else ""
+                    if stem and SCENE_NAME.match(stem) and entry.is_file(follow_symlinks=False):
+                        found.add(stem)
+        except OSError:
+            pass  # no scene folder yet
+        shipped = resources.files("stemdeck.presets").joinpath("scenes")
+        for item in shipped.iterdir():
+            if item.name.endswith(".toml") and SCENE_NAME.match(item.name[:-5]):
+                found.add(item.name[:-5])
+        return sorted(found)
+
     # -- recall ------------------------------------------------------------------------
     def recall(self, name: str, fade: float = 0.0) -> None:
         """Recall a scene; with ``fade`` > 0 levels and pans glide there (a morph).

@@ -15,8 +15,10 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
+import os
 import signal
 import sys
 import threading
@@ -47,6 +49,10 @@ __all__ = ["DEMO", "Daemon", "ServeOptions", "read_source"]
 
 log = logging.getLogger("stemdeck")
 
+# What /track/list offers (docs/osc.md): files libsndfile or the MP4 reader open.
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff", ".m4a", ".mp4", ".opus")
+LIBRARY_LIST_MAX = 200
+
 
 @dataclass
 class ServeOptions:
@@ -70,6 +76,9 @@ class ServeOptions:
     midi_api: str | None = None
     midi_learn: str | None = None
     realtime: bool = True
+    http_port: int | None = 8080  # None: no web server (--http off)
+    http_host: str = "127.0.0.1"
+    advertise: bool = False
 
 
 class Daemon:
@@ -86,6 +95,8 @@ class Daemon:
         self.server: OscServer | None = None
         self.feedback: Feedback | None = None
         self.midi: Any = None
+        self.web: Any = None
+        self.advertiser: Any = None
         self.memory = ""
         self.gc = GcWatch()
         self.names = channel_names(opts.mode, opts.params)
@@ -116,8 +127,11 @@ class Daemon:
 
     @property
     def colours(self) -> list[str]:
-        """#RRGGBB per channel when the playing track names them (a stem file)."""
-        return self.loader.colours
+        """#RRGGBB per channel: the track's own (a stem file), else the default colours
+        (``daemon/web/namespace.py``)."""
+        from .web.namespace import channel_colours
+
+        return channel_colours(self.registry.names, self.loader.colours)
 
     def load_track(self, path: str) -> None:
         """OSC /track/load: checked now (library, regular file, audio header), loaded
@@ -138,6 +152,32 @@ class Daemon:
 
     def status(self) -> str:
         return format_status(self.status_values())
+
+    def track_info(self) -> tuple[str, str, float]:
+        """The track's name and where its separation is: (name, stage, fraction)."""
+        loader = self.loader
+        progress = loader.progress
+        if progress is None:
+            return loader.track_name, "ready" if loader.separated else "original only", 1.0
+        return loader.track_name, progress[0], float(progress[1])
+
+    def library_tracks(self) -> list[str]:
+        """Audio files ``/track/load`` may open: every file under the library folders
+        with an audio suffix, sorted, at most :data:`LIBRARY_LIST_MAX` (checked again
+        when loaded)."""
+        found: list[str] = []
+        for root in self.loader.library:
+            for dirpath, dirnames, filenames in os.walk(root):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                for name in sorted(filenames):
+                    if name.lower().endswith(AUDIO_SUFFIXES) and not name.startswith("."):
+                        found.append(os.path.join(dirpath, name))
+                        if len(found) >= LIBRARY_LIST_MAX:
+                            return found
+        return found
+
+    def scene_names(self) -> list[str]:
+        return self.scenes.names()
 
     def status_values(self) -> Status:
         m = self.engine
@@ -168,6 +208,9 @@ class Daemon:
             if self.server
             else None,
             midi=(self.midi.received, self.midi.errors) if self.midi is not None else None,
+            web=(len(self.web.web.connections), self.web.web.refused)
+            if self.web is not None
+            else None,
             recorder=(rec.overruns, rec.error) if rec is not None else None,
             scheduling=", ".join(
                 part
@@ -255,7 +298,39 @@ class Daemon:
             )
         self.feedback = Feedback(self.server, extra=lambda: [("/status", [self.status()])])
         self.feedback.start()
+        if opts.http_port is not None:
+            self.start_web()
+        # Said once everything listens: tests and scripts take this line (and the mixer's)
+        # as the daemon being up, and SIGTERM is handled from run() on.
         log.info("OSC on %s:%d", *self.server.address)
+        if self.web is not None:
+            if self.web.token:
+                log.info("mixer on %s (open it from a phone on this network)", self.web.url)
+            else:
+                log.info("mixer on %s", self.web.url)
+        if opts.advertise and self.web is not None:
+            from .web.advertise import Advertiser
+
+            self.advertiser = Advertiser(
+                http_port=self.web.address[1],
+                osc_port=self.server.address[1],
+                host=opts.http_host,
+            )
+            self.advertiser.start()
+        # The web server's imports (aiohttp) and what OSC, MIDI and the web made since
+        # settle_heap() live as long as the daemon too: out of the collector's sight as
+        # well. No collection first: the audio runs now, and a pass would stall it.
+        gc.freeze()
+
+    def start_web(self) -> None:
+        """The browser mixer, OSCQuery and the WebSocket, in their own thread."""
+        from .web.server import WebServer
+
+        opts = self.opts
+        assert self.server is not None and self.feedback is not None
+        assert opts.http_port is not None
+        self.web = WebServer(self.server, self.feedback, host=opts.http_host, port=opts.http_port)
+        self.web.start()
 
     def run(self) -> int:
         """Block until SIGINT/SIGTERM; then shut down cleanly. Returns the exit status."""
@@ -291,6 +366,10 @@ class Daemon:
 
     def shutdown(self) -> None:
         self.scenes.stop()
+        if self.advertiser is not None:
+            self.advertiser.stop()
+        if self.web is not None:
+            self.web.stop()
         if self.feedback:
             self.feedback.stop()
         if self.server:

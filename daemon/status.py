@@ -34,6 +34,7 @@ class Status:
     osc_clients: int = 0
     osc: tuple[int, int, int, int] | None = None  # datagrams in, errors, refused, scheduled
     midi: tuple[int, int] | None = None  # messages in, bad
+    web: tuple[int, int] | None = None  # WebSocket clients, requests and messages refused
     recorder: tuple[int, str | None] | None = None  # overruns, error
     scheduling: str = ""
     problem: str | None = None  # the last track load's or separation's failure
@@ -84,6 +85,8 @@ def format_status(s: Status) -> str:
     if s.osc is not None:
         osc += f" in {s.osc[0]} errors {s.osc[1]} refused {s.osc[2]} scheduled {s.osc[3]}"
     parts.append(osc)
+    if s.web is not None:
+        parts.append(f"web clients {s.web[0]} refused {s.web[1]}")
     if s.scheduling:
         parts.append(s.scheduling)
     if s.problem:

@@ -123,6 +123,8 @@ class Daemon:
                 *args,
                 "--osc-port",
                 str(self.port),
+                # A free port of its own (the default 8080 may be taken), unless told.
+                *([] if "--http" in args else ["--http", "0"]),
             ],
             env={**os.environ, **env},
             cwd=cwd,
@@ -141,6 +143,18 @@ class Daemon:
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
             self.lines.append(line)
+
+    def http_url(self, timeout: float = 60.0) -> str:
+        """The mixer's URL as the daemon printed it (``mixer on URL``)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if "mixer on " in line:
+                    return line.split("mixer on ", 1)[1].split()[0]
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no mixer URL printed: {self.stderr[-2000:]}")
 
     @property
     def stderr(self) -> str:

@@ -59,6 +59,15 @@ class FakeHost:
     def midi_learn(self, address: str) -> None:
         self.calls.append(("learn", address))
 
+    def track_info(self) -> tuple[str, str, float]:
+        return "song", "ready", 1.0
+
+    def library_tracks(self) -> list[str]:
+        return ["/music/song.wav", "/music/other.flac"]
+
+    def scene_names(self) -> list[str]:
+        return ["acapella", "instrumental", "unity"]
+
     def engine_state(self) -> tuple:
         """What the audio thread holds, after one more block."""
         self.block()

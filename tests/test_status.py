@@ -59,3 +59,8 @@ def test_garbage_collector_passes_are_shown() -> None:
     assert line.split(" | ")[2] == (
         "xruns 2 drops 1 slowest block 0.42 ms gc passes max 0.5 ms (3 full)"
     )
+
+
+def test_web_clients_are_shown() -> None:
+    line = format_status(Status(**BASE, osc=(1, 0, 0, 0), web=(2, 5)))
+    assert "| osc clients 3 in 1 errors 0 refused 0 scheduled 0 | web clients 2 refused 5 |" in line

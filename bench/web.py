@@ -1,0 +1,297 @@
+"""Real-time safety of the web side: the audio callback with and without browser clients.
+
+    .venv/bin/python bench/web.py [--seconds 8] [--rounds 3] [--clients 10] [--rate 200]
+
+Runs the daemon in this process (the null clock, ``--no-audio``, on the demo
+track's separated channels, real-time scheduling where allowed) and times every
+``Mixer.process`` call, as the audio thread makes it. Each round has three
+phases of ``--seconds``: no web client, then ``--clients`` WebSocket
+clients in another process, each LISTENing to every strip value, both meters and
+the position (streamed about 25 times a second) while together they send
+``--rate`` fader and pan changes a second (each change then reaches every
+client); then, for comparison, the same traffic over UDP OSC (``--clients``
+subscribers, ``--rate`` changes a second). Prints, side by side, the medians over
+rounds of the callback's median and p99 (µs), the xruns, the CPU use of the daemon
+and of the client process, and the ratios to the phase with no client; and whether
+OPENBLAS_CORETYPE is set. Target: xruns +0, p99 ratio within noise (~1).
+
+``--client-process`` and ``--udp-process`` are the client sides (started by the bench).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import time
+from statistics import median
+
+import numpy as np
+
+
+# -- the client side (a separate process: browsers are not in the daemon's GIL) ---------------
+async def _client(
+    url: str, index: int, n: int, rate: float, seconds: float, counts: list[int]
+) -> None:
+    import aiohttp
+
+    from stemdeck.daemon.oscwire import encode_message
+
+    async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+        listens = ["/meter", "/meter/rms", "/transport/position", "/transport/playing"]
+        listens += [f"/ch/{c}/{p}" for c in range(1, 5) for p in ("fader", "mute", "solo", "pan")]
+        for path in listens:
+            await ws.send_str(json.dumps({"COMMAND": "LISTEN", "DATA": path}))
+        await ws.send_bytes(encode_message("/state"))
+
+        async def read() -> None:
+            async for msg in ws:
+                if msg.type == aiohttp.WSMsgType.BINARY:
+                    counts[index] += 1
+                elif msg.type != aiohttp.WSMsgType.TEXT:
+                    return
+
+        reader = asyncio.create_task(read())
+        rng = random.Random(index)
+        period = n / rate  # this client's share of the changes
+        start = time.monotonic()
+        next_at = start + rng.random() * period
+        sent = 0
+        while time.monotonic() - start < seconds:
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            channel = rng.randrange(1, 5)
+            if rng.random() < 0.8:
+                msg = encode_message(f"/ch/{channel}/fader", [rng.uniform(0.5, 0.8)])
+            else:
+                msg = encode_message(f"/ch/{channel}/pan", [rng.uniform(-0.3, 0.3)])
+            await ws.send_bytes(msg)
+            sent += 1
+            next_at += period
+        await ws.close()
+        reader.cancel()
+        counts[n + index] = sent
+
+
+def udp_process(port: int, n: int, rate: float, seconds: float) -> None:
+    """The same load over UDP OSC: ``n`` subscribers sending ``rate`` changes a second."""
+    import selectors
+    import socket
+
+    from stemdeck.daemon.oscwire import encode_message
+
+    target = ("127.0.0.1", port)
+    socks = []
+    sel = selectors.DefaultSelector()
+    for _ in range(n):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.1", 0))
+        s.setblocking(False)
+        s.sendto(encode_message("/subscribe", ["names"]), target)
+        sel.register(s, selectors.EVENT_READ)
+        socks.append(s)
+    rng = random.Random(0)
+    start = time.monotonic()
+    next_at = start
+    sent = received = 0
+    while time.monotonic() - start < seconds:
+        for key, _ in sel.select(max(0.0, next_at - time.monotonic())):
+            try:
+                while True:
+                    key.fileobj.recv(65536)  # type: ignore[union-attr]
+                    received += 1
+            except BlockingIOError:
+                pass
+        if time.monotonic() >= next_at:
+            channel = rng.randrange(1, 5)
+            address = f"/ch/{channel}/fader" if rng.random() < 0.8 else f"/ch/{channel}/pan"
+            value = rng.uniform(0.5, 0.8) if address.endswith("fader") else rng.uniform(-0.3, 0.3)
+            socks[sent % n].sendto(encode_message(address, [value]), target)
+            sent += 1
+            next_at += 1.0 / rate
+    for s in socks:
+        s.sendto(encode_message("/unsubscribe"), target)
+        s.close()
+    print(json.dumps({"received": received, "sent": sent}))
+
+
+def client_process(url: str, n: int, rate: float, seconds: float) -> None:
+    counts = [0] * (2 * n)
+
+    async def main() -> None:
+        await asyncio.gather(*(_client(url, i, n, rate, seconds, counts) for i in range(n)))
+
+    asyncio.run(main())
+    print(json.dumps({"received": sum(counts[:n]), "sent": sum(counts[n:])}))
+
+
+# -- the daemon side -----------------------------------------------------------------------------
+def _cpu_since(before: resource.struct_rusage) -> float:
+    """CPU seconds of the client processes that ended since ``before``."""
+    now = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (now.ru_utime - before.ru_utime) + (now.ru_stime - before.ru_stime)
+
+
+class Timed:
+    """Wraps ``Mixer.process``: the duration of every call, into a preallocated array."""
+
+    def __init__(self, process, capacity: int) -> None:
+        self.process = process
+        self.times = np.zeros(capacity)
+        self.n = 0
+
+    def __call__(self, out: np.ndarray) -> None:
+        t0 = time.perf_counter()
+        self.process(out)
+        i = self.n
+        if i < len(self.times):
+            self.times[i] = time.perf_counter() - t0
+            self.n = i + 1
+
+    def take(self) -> np.ndarray:
+        n = self.n
+        out = self.times[:n].copy()
+        self.n = 0
+        return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--clients", type=int, default=10)
+    ap.add_argument("--rate", type=float, default=200.0, help="changes a second, all clients")
+    ap.add_argument("--block", type=int, default=256)
+    ap.add_argument("--client-process", nargs=4, metavar=("URL", "N", "RATE", "SECONDS"))
+    ap.add_argument("--udp-process", nargs=4, metavar=("PORT", "N", "RATE", "SECONDS"))
+    args = ap.parse_args()
+    if args.udp_process:
+        port, n, rate, seconds = args.udp_process
+        udp_process(int(port), int(n), float(rate), float(seconds))
+        return
+    if args.client_process:
+        url, n, rate, seconds = args.client_process
+        client_process(url, int(n), float(rate), float(seconds))
+        return
+
+    import logging
+
+    from stemdeck.daemon.serve import Daemon, ServeOptions
+
+    logging.basicConfig(level=logging.WARNING)
+    daemon = Daemon(ServeOptions(no_audio=True, osc_port=0, http_port=0, block=args.block))
+    daemon.start()
+    try:
+        deadline = time.monotonic() + 600
+        while not daemon.loader.separated:
+            if time.monotonic() > deadline:
+                raise SystemExit("the demo track did not separate in 10 minutes")
+            time.sleep(0.2)
+        timed = Timed(daemon.engine.process, int(48000 / args.block * args.seconds * 2) + 100)
+        daemon.engine.process = timed  # type: ignore[method-assign]
+        sink = daemon.audio.sink if daemon.audio is not None else None
+        assert sink is not None and daemon.web is not None
+        ws_url = f"ws://127.0.0.1:{daemon.web.address[1]}/"
+        budget_us = args.block / 48000 * 1e6
+        phases = ("none", "clients", "udp")
+        rows: dict[str, list[tuple[float, float, int, float, float]]] = {p: [] for p in phases}
+        traffic = []
+        for _ in range(args.rounds):
+            for phase in phases:
+                time.sleep(0.5)  # settle: connections from the last phase are gone
+                timed.take()
+                xruns = sink.xruns
+                cpu, wall = time.process_time(), time.monotonic()
+                children = resource.getrusage(resource.RUSAGE_CHILDREN)
+                if phase == "clients":
+                    proc = subprocess.run(
+                        [
+                            sys.executable,
+                            __file__,
+                            "--client-process",
+                            ws_url,
+                            str(args.clients),
+                            str(args.rate),
+                            str(args.seconds),
+                        ],
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                    )
+                    traffic.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+                elif phase == "udp":
+                    assert daemon.server is not None
+                    subprocess.run(
+                        [
+                            sys.executable,
+                            __file__,
+                            "--udp-process",
+                            str(daemon.server.address[1]),
+                            str(args.clients),
+                            str(args.rate),
+                            str(args.seconds),
+                        ],
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                    )
+                else:
+                    time.sleep(args.seconds)
+                times = timed.take() * 1e6
+                rows[phase].append(
+                    (
+                        float(np.median(times)),
+                        float(np.percentile(times, 99)),
+                        sink.xruns - xruns,
+                        100 * (time.process_time() - cpu) / (time.monotonic() - wall),
+                        100 * _cpu_since(children) / (time.monotonic() - wall),
+                    )
+                )
+    finally:
+        daemon.shutdown()
+
+    print(
+        f"web bench: {args.rounds} rounds x {args.seconds:g} s per phase, block {args.block} "
+        f"({budget_us:.0f} µs), null clock, scheduling: {sink.scheduling}; "
+        f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}"
+    )
+    sent = median(t["sent"] / args.seconds for t in traffic)
+    got = median(t["received"] / args.seconds / args.clients for t in traffic)
+    print(
+        f"clients: {args.clients}, changes sent {sent:.0f}/s in all, "
+        f"WebSocket packets received {got:.0f}/s per client"
+    )
+    print(
+        f"{'':>22} {'no client':>10} {f'{args.clients} clients':>11} {'ratio':>7}"
+        f" {'UDP instead':>12} {'ratio':>7}"
+    )
+    for label, k, fmt in (
+        ("callback median (µs)", 0, "{:.1f}"),
+        ("callback p99 (µs)", 1, "{:.1f}"),
+        ("xruns per phase", 2, "{:.0f}"),
+        ("daemon CPU (%)", 3, "{:.0f}"),
+        ("client process CPU (%)", 4, "{:.0f}"),
+    ):
+        a = median(r[k] for r in rows["none"])
+        b = median(r[k] for r in rows["clients"])
+        u = median(r[k] for r in rows["udp"])
+        ratio = f"{b / a:.2f}" if a else ("-" if b == 0 else "inf")
+        ratio_u = f"{u / a:.2f}" if a else ("-" if u == 0 else "inf")
+        print(
+            f"{label:>22} {fmt.format(a):>10} {fmt.format(b):>11} {ratio:>7}"
+            f" {fmt.format(u):>12} {ratio_u:>7}"
+        )
+    per_round = ", ".join(
+        f"{a[1]:.0f}/{b[1]:.0f}" for a, b in zip(rows["none"], rows["clients"], strict=True)
+    )
+    print(f"p99 per round (none/clients, µs): {per_round}")
+    total = sum(r[2] for r in rows["clients"]) - sum(r[2] for r in rows["none"])
+    print(f"xruns with clients minus without, all rounds: {total:+d}")
+
+
+if __name__ == "__main__":
+    main()

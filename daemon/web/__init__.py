@@ -1,0 +1,1 @@
+"""The web side: browser mixer and OSCQuery over aiohttp, in its own thread."""

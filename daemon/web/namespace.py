@@ -1,0 +1,381 @@
+"""The OSCQuery namespace: the OSC address space of docs/osc.md as JSON nodes.
+
+Built from the live state on every request (the Vidvox OSCQuery proposal:
+``FULL_PATH``, ``CONTENTS``, ``TYPE``, ``ACCESS``, ``VALUE``, ``RANGE``,
+``DESCRIPTION``, ``UNIT``), so it always follows the track: channels appear by
+index (``/ch/2``) and by name (``/ch/bass``), and a track with other channels
+gives another tree. ``docs/web.md`` lists it.
+
+``ACCESS`` is a mask: 1 the value can be read (a query, or LISTEN), 2 it can be
+set; 0 for an action without a value (``/transport/play``). An action takes no
+arguments and its ``TYPE`` is the empty type tag string.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from stemdeck.core.control.registry import CHANNEL_PARAMS, MASTER_PARAMS
+from stemdeck.core.mixer.params import MAX_DB, MAX_GAIN, OFF_DB
+from stemdeck.core.separation.stemfile import NI_STEMS
+
+__all__ = [
+    "ATTRIBUTES",
+    "EXTENSIONS",
+    "METER_FLOOR_DB",
+    "Snapshot",
+    "build",
+    "channel_colours",
+    "find",
+]
+
+METER_FLOOR_DB = -120.0
+
+#: The attributes this server gives (HOST_INFO's EXTENSIONS says the same).
+ATTRIBUTES = ("FULL_PATH", "CONTENTS", "TYPE", "ACCESS", "VALUE", "RANGE", "DESCRIPTION", "UNIT")
+EXTENSIONS = {
+    "ACCESS": True,
+    "VALUE": True,
+    "RANGE": True,
+    "DESCRIPTION": True,
+    "UNIT": True,
+    "TAGS": False,
+    "EXTENDED_TYPE": False,
+    "CRITICAL": False,
+    "CLIPMODE": False,
+    "OVERLOADS": False,
+    "HTML": False,
+    "LISTEN": True,
+    "PATH_CHANGED": True,
+    "PATH_ADDED": True,
+    "PATH_REMOVED": True,
+    "PATH_RENAMED": False,
+}
+
+_STEM_COLOURS = dict(NI_STEMS)
+
+
+def channel_colours(names: Sequence[str], given: Sequence[str] = ()) -> list[str]:
+    """``#RRGGBB`` per channel: the track's own (a stem file's manifest), else the NI
+    Stems colours (which Mixxx uses too) for stem names, else a ramp from red (the
+    lowest component) to violet (the highest)."""
+    if len(given) == len(names) and all(isinstance(c, str) for c in given):
+        return [str(c) for c in given]
+    out = []
+    n = len(names)
+    for i, name in enumerate(names):
+        colour = _STEM_COLOURS.get(name.lower())
+        if colour is None:
+            hue = (0.0 if n < 2 else i / (n - 1)) * 0.78
+            r, g, b = colorsys.hls_to_rgb(hue, 0.55, 0.75)
+            colour = f"#{round(r * 255):02X}{round(g * 255):02X}{round(b * 255):02X}"
+        out.append(colour)
+    return out
+
+
+class Snapshot:
+    """What a namespace is built from: every value as the OSC replies carry it.
+
+    ``values`` maps addresses to argument lists (channels by index: ``/ch/2/db``);
+    ``names`` are the channels; meters and status come from the last feedback round.
+    """
+
+    def __init__(
+        self,
+        values: dict[str, list[Any]],
+        names: Sequence[str],
+        *,
+        peak_db: Sequence[float] = (),
+        rms_db: Sequence[float] = (),
+        status: str = "",
+        tracks: Sequence[str] = (),
+        scenes: Sequence[str] = (),
+    ) -> None:
+        self.values = values
+        self.names = list(names)
+        self.peak_db = list(peak_db)
+        self.rms_db = list(rms_db)
+        self.status = status
+        self.tracks = list(tracks)
+        self.scenes = list(scenes)
+
+
+def _json_number(x: Any) -> Any:
+    """JSON has no infinity: an off level (``-inf`` dB) is null."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def _method(
+    path: str,
+    type_: str,
+    access: int,
+    description: str,
+    *,
+    value: Sequence[Any] | None = None,
+    range_: Sequence[dict[str, Any] | None] | None = None,
+    unit: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    node: dict[str, Any] = {
+        "FULL_PATH": path,
+        "TYPE": type_,
+        "ACCESS": access,
+        "DESCRIPTION": description,
+    }
+    if value is not None and access & 1:
+        node["VALUE"] = [_json_number(v) for v in value]
+    if range_ is not None:
+        node["RANGE"] = list(range_)
+    if unit is not None:
+        node["UNIT"] = list(unit)
+    return node
+
+
+def _container(path: str, description: str, contents: dict[str, Any]) -> dict[str, Any]:
+    return {"FULL_PATH": path, "ACCESS": 0, "DESCRIPTION": description, "CONTENTS": contents}
+
+
+_LEVEL = {
+    "fader": (
+        "f",
+        [{"MIN": 0.0, "MAX": 1.0}],
+        None,
+        "fader position on the console taper: unity at 0.75, +10 dB at 1, 0 is off",
+    ),
+    "gain": ("f", [{"MIN": 0.0, "MAX": MAX_GAIN}], None, "linear gain, at most +10 dB"),
+    "db": (
+        "f",
+        [{"MIN": OFF_DB, "MAX": MAX_DB}],
+        ["gain.db"],
+        f"gain in dB, at most +{MAX_DB:g}; -inf or <= {OFF_DB:g} is off (VALUE null)",
+    ),
+    "mute": ("i", [{"MIN": 0, "MAX": 1}], None, "1 mutes (a fade); takes 1/0 or T/F"),
+    "solo": (
+        "i",
+        [{"MIN": 0, "MAX": 1}],
+        None,
+        "1 solos: any solo mutes every channel not soloed; takes 1/0 or T/F",
+    ),
+    "pan": ("f", [{"MIN": -1.0, "MAX": 1.0}], None, "balance, -1 left .. 1 right"),
+}
+
+
+def _strip(base: str, params: Sequence[str], snap: Snapshot, key_base: str) -> dict[str, Any]:
+    out = {}
+    for p in params:
+        type_, range_, unit, text = _LEVEL[p]
+        out[p] = _method(
+            f"{base}/{p}",
+            type_,
+            3,
+            text,
+            value=snap.values.get(f"{key_base}/{p}"),
+            range_=range_,
+            unit=unit,
+        )
+    return out
+
+
+def build(snap: Snapshot) -> dict[str, Any]:
+    """The whole namespace, root node first (one JSON object)."""
+    v = snap.values
+    names = snap.names
+    n = len(names)
+    length = float((v.get("/transport/length") or [0.0])[0])
+    seconds = {"MIN": 0.0, "MAX": length}
+
+    channels: dict[str, Any] = {}
+    for i, name in enumerate(names, 1):
+        for token in (str(i), name):
+            channels[token] = _container(
+                f"/ch/{token}",
+                f"channel {i}, {name!r} (also /ch/{name if token == str(i) else i})",
+                _strip(f"/ch/{token}", CHANNEL_PARAMS, snap, f"/ch/{i}"),
+            )
+    transport: dict[str, Any] = {
+        verb: _method(f"/transport/{verb}", "", 0, text)
+        for verb, text in (
+            ("play", "play, fading in"),
+            ("pause", "pause, fading out"),
+            ("stop", "stop: fade out, rewind, clear the loop"),
+            ("toggle", "pause if playing, else play"),
+        )
+    }
+    position = v.get("/transport/position", [0.0])
+    transport["seek"] = _method(
+        "/transport/seek",
+        "f",
+        3,
+        "jump to a time, with a 5 ms crossfade; a query answers the position",
+        value=position,
+        range_=[seconds],
+        unit=["time.second"],
+    )
+    loop = _method(
+        "/transport/loop",
+        "ff",
+        3,
+        "loop region start, end (at least 20 ms); 0 0 when there is none",
+        value=v.get("/transport/loop"),
+        range_=[seconds, seconds],
+        unit=["time.second", "time.second"],
+    )
+    loop["CONTENTS"] = {
+        "off": _method("/transport/loop/off", "", 0, "clear the loop region"),
+    }
+    transport["loop"] = loop
+    transport["position"] = _method(
+        "/transport/position",
+        "f",
+        1,
+        "play head position",
+        value=position,
+        range_=[seconds],
+        unit=["time.second"],
+    )
+    transport["playing"] = _method(
+        "/transport/playing",
+        "i",
+        1,
+        "1 while playing (not fading out to a pause or stop)",
+        value=v.get("/transport/playing"),
+        range_=[{"MIN": 0, "MAX": 1}],
+    )
+    transport["length"] = _method(
+        "/transport/length",
+        "f",
+        1,
+        "length of the track",
+        value=[length],
+        unit=["time.second"],
+    )
+    track = {
+        "load": _method(
+            "/track/load",
+            "s",
+            2,
+            "load a track from a --library folder (/track/list); the last request wins",
+            range_=[{"VALS": list(snap.tracks)}] if snap.tracks else None,
+        ),
+        "name": _method("/track/name", "s", 1, "the track playing", value=v.get("/track/name")),
+        "progress": _method(
+            "/track/progress",
+            "sf",
+            1,
+            "separation stage and fraction done ('ready' 1 when the channels play)",
+            value=v.get("/track/progress"),
+            range_=[None, {"MIN": 0.0, "MAX": 1.0}],
+        ),
+        "list": _method(
+            "/track/list",
+            "s" * len(snap.tracks),
+            1,
+            "the tracks /track/load can open",
+            value=snap.tracks,
+        ),
+    }
+    scene = {
+        "save": _method("/scene/save", "s", 2, "save every value as a scene"),
+        "recall": _method(
+            "/scene/recall",
+            "sf",
+            2,
+            "recall a scene, morphing over f seconds (optional, 0..600)",
+            range_=[{"VALS": list(snap.scenes)}, {"MIN": 0.0, "MAX": 600.0}],
+            unit=["", "time.second"],
+        ),
+        "list": _method(
+            "/scene/list",
+            "s" * len(snap.scenes),
+            1,
+            "saved and shipped scenes",
+            value=snap.scenes,
+        ),
+    }
+    meter_range = [{"MIN": METER_FLOOR_DB, "MAX": 0.0}] * (n + 1)
+    meter = _method(
+        "/meter",
+        "f" * (n + 1),
+        1,
+        "peak dBFS of every channel (what it sends to the master) then the master, "
+        "about 25 a second (LISTEN, or /subscribe over UDP)",
+        value=snap.peak_db or None,
+        range_=meter_range,
+        unit=["gain.db"] * (n + 1),
+    )
+    meter["CONTENTS"] = {
+        "rms": _method(
+            "/meter/rms",
+            "f" * (n + 1),
+            1,
+            "RMS dBFS of every channel then the master, about 25 a second (LISTEN)",
+            value=snap.rms_db or None,
+            range_=meter_range,
+            unit=["gain.db"] * (n + 1),
+        )
+    }
+    chan = _method(
+        "/channels",
+        "s" * n,
+        1,
+        "channel names, in index order",
+        value=names,
+    )
+    colours = v.get("/channels/colors")
+    if colours is not None:
+        chan["CONTENTS"] = {
+            "colors": _method(
+                "/channels/colors",
+                "s" * n,
+                1,
+                "channel colours, #RRGGBB",
+                value=colours,
+            )
+        }
+    contents: dict[str, Any] = {
+        "ch": _container("/ch", "channels, by index and by name", channels),
+        "master": _container(
+            "/master", "master bus", _strip("/master", MASTER_PARAMS, snap, "/master")
+        ),
+        "transport": _container("/transport", "transport", transport),
+        "track": _container("/track", "the track", track),
+        "scene": _container("/scene", "scenes (snapshots of every level)", scene),
+        "channels": chan,
+        "meter": meter,
+        "state": _method("/state", "", 0, "replies every value, one message each, then /state/end"),
+        "subscribe": _method(
+            "/subscribe",
+            "is",
+            2,
+            "UDP feedback for 10 s to (your host, port): [i port] [s 'names'|'index'], "
+            "both optional",
+        ),
+        "unsubscribe": _method("/unsubscribe", "i", 2, "stop UDP feedback: [i port], optional"),
+        "ping": _method("/ping", "", 0, "replies /pong"),
+        "status": _method("/status", "s", 1, "the status line", value=[snap.status]),
+        "midi": _container(
+            "/midi",
+            "MIDI",
+            {
+                "learn": _method(
+                    "/midi/learn", "s", 2, "bind the next moved MIDI control to an address"
+                )
+            },
+        ),
+    }
+    return _container("/", "stemdeck: live stem mixer", contents)
+
+
+def find(root: dict[str, Any], path: str) -> dict[str, Any] | None:
+    """The node at an OSC path (``/``, ``/ch/bass``, ``/ch/2/fader``), or None."""
+    node = root
+    for part in (p for p in path.split("/") if p):
+        contents = node.get("CONTENTS")
+        if contents is None or part not in contents:
+            return None
+        node = contents[part]
+    return node

@@ -1,0 +1,425 @@
+// The browser mixer: one WebSocket to the daemon, binary OSC both ways, OSCQuery
+// LISTEN for every value it shows (docs/web.md). Nothing here keeps state the
+// daemon does not: every strip shows what the daemon says, whoever changed it.
+"use strict";
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const UNITY = 0.75;
+  const NI_COLOURS = { drums: "#009E73", bass: "#D55E00", other: "#CC79A7", vocals: "#56B4E9" };
+  const MARKS = [10, 5, 0, -5, -10, -20, -30, -40, -60];
+
+  // --- the console taper (core/mixer/params.py) ------------------------------------
+  function faderToDb(f) {
+    if (f <= 0) return -Infinity;
+    if (f >= 0.5) return 40 * f - 30;
+    if (f >= 0.25) return 80 * f - 50;
+    if (f >= 0.0625) return 160 * f - 70;
+    return 480 * f - 90;
+  }
+  function dbToFader(db) {
+    if (db >= -10) return (db + 30) / 40;
+    if (db >= -30) return (db + 50) / 80;
+    if (db >= -60) return (db + 70) / 160;
+    return Math.max(0, (db + 90) / 480);
+  }
+  const dbText = (db) => (db === -Infinity || db <= -90 ? "-∞ dB" : `${db >= 0 ? "+" : ""}${db.toFixed(1)} dB`);
+  const clock = (s) => {
+    s = Math.max(0, s || 0);
+    const m = Math.floor(s / 60);
+    return `${m}:${(s - 60 * m).toFixed(1).padStart(4, "0")}`;
+  };
+
+  // --- connection ----------------------------------------------------------------------
+  let ws = null;
+  let retry = 500;
+  const conn = $("conn");
+  function setConn(state, text) {
+    conn.className = `conn ${state}`;
+    conn.textContent = text;
+    document.body.dataset.conn = state;
+  }
+  function send(address, args = []) {
+    if (ws && ws.readyState === WebSocket.OPEN) ws.send(OSC.message(address, args));
+  }
+  function command(name, data) {
+    if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ COMMAND: name, DATA: data }));
+  }
+  const GLOBAL_LISTENS = [
+    "/master/fader", "/master/mute", "/transport/playing", "/transport/position", "/transport/loop",
+    "/transport/length", "/track/name", "/track/progress", "/channels", "/channels/colors",
+    "/meter", "/meter/rms",
+  ];
+  function listenChannels(from, to) {
+    for (let i = from; i <= to; i++) {
+      for (const p of ["fader", "mute", "solo", "pan"]) command("LISTEN", `/ch/${i}/${p}`);
+    }
+  }
+  function connect() {
+    setConn("connecting", "connecting");
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    const socket = new WebSocket(`${scheme}//${location.host}/${location.search}`);
+    socket.binaryType = "arraybuffer";
+    ws = socket;
+    socket.onopen = () => {
+      retry = 500;
+      setConn("live", "live");
+      for (const a of GLOBAL_LISTENS) command("LISTEN", a);
+      listenChannels(1, strips.length);
+      send("/state"); // then every value, whatever happened while away
+      send("/track/list");
+      send("/scene/list");
+    };
+    socket.onmessage = (ev) => {
+      if (typeof ev.data === "string") return onCommand(JSON.parse(ev.data));
+      for (const [address, args] of OSC.decode(ev.data)) onMessage(address, args);
+    };
+    socket.onclose = (ev) => {
+      if (ws !== socket) return;
+      ws = null;
+      setConn("lost", ev.code === 1008 || ev.code === 1013 ? `reconnecting (${ev.reason || ev.code})` : "reconnecting");
+      setTimeout(connect, retry);
+      retry = Math.min(retry * 2, 5000);
+    };
+  }
+  function onCommand(msg) {
+    if (msg.COMMAND === "PATH_CHANGED") send("/state"); // /channels rebuilds the strips
+    else if (msg.COMMAND === "ERROR") toast(msg.DATA);
+  }
+
+  // --- state from the daemon -------------------------------------------------------------
+  const state = { playing: false, position: 0, length: 0, loop: [0, 0], names: [], colours: [], separating: false };
+  let strips = [];
+  let master = null;
+  const meters = { peak: [], rms: [] };
+
+  function onMessage(address, args) {
+    const m = /^\/ch\/(\d+)\/(fader|mute|solo|pan)$/.exec(address);
+    if (m) {
+      const s = strips[Number(m[1]) - 1];
+      if (s) s.set(m[2], args[0]);
+      return;
+    }
+    switch (address) {
+      case "/master/fader": case "/master/mute": master.set(address.slice(8), args[0]); break;
+      case "/transport/playing": state.playing = !!args[0]; drawTransport(); break;
+      case "/transport/position": state.position = args[0]; drawTransport(); break;
+      case "/transport/length": state.length = args[0]; drawTransport(); break;
+      case "/transport/loop": state.loop = [args[0], args[1]]; drawTransport(); break;
+      case "/track/name": $("track-name").textContent = args[0] || "—"; break;
+      case "/track/progress": showProgress(args[0], args[1]); break;
+      case "/channels": setChannels(args.map(String)); break;
+      case "/channels/colors": state.colours = args.map(String); colourStrips(); break;
+      case "/meter": meters.peak = args; break;
+      case "/meter/rms": meters.rms = args; break;
+      case "/track/list": fillSelect($("track-list"), args, (p) => p.split("/").pop()); break;
+      case "/scene/list": fillSelect($("scene-list"), args, (n) => n); break;
+      case "/scene/save": send("/scene/list"); toast(`saved scene ${args[0]}`, true); break;
+      case "/track/load": toast(`loading ${String(args[0]).split("/").pop()}`, true); break;
+      case "/error": toast(args[0]); break;
+      default: break;
+    }
+  }
+
+  function fillSelect(select, items, label) {
+    const keep = select.value;
+    if (!items.length) {
+      const o = document.createElement("option");
+      o.value = "";
+      o.textContent = select.id === "track-list" ? "no tracks (--library)" : "no scenes";
+      select.replaceChildren(o);
+      return;
+    }
+    select.replaceChildren(...items.map((v) => {
+      const o = document.createElement("option");
+      o.value = v;
+      o.textContent = label(v);
+      return o;
+    }));
+    if (items.includes(keep)) select.value = keep;
+  }
+
+  function showProgress(stage, fraction) {
+    const done = stage === "ready" || stage === "original only";
+    state.separating = !done;
+    $("progress").hidden = done;
+    $("progress-fill").style.width = `${Math.round((fraction || 0) * 100)}%`;
+    $("progress-text").textContent = stage === "verifying" ? "verifying" : `separating ${Math.round((fraction || 0) * 100)}%`;
+    $("strips").classList.toggle("separating", !done);
+  }
+
+  let toastTimer = 0;
+  function toast(text, ok = false) {
+    const t = $("toast");
+    t.textContent = text;
+    t.style.borderColor = ok ? "var(--ok)" : "";
+    t.style.background = ok ? "#132d21" : "";
+    t.hidden = false;
+    clearTimeout(toastTimer);
+    toastTimer = setTimeout(() => { t.hidden = true; }, 4000);
+  }
+
+  // --- strips ---------------------------------------------------------------------------
+  const template = $("strip-template");
+
+  // A vertical fader: relative drag (no jump on touch), a detent at unity, Shift or
+  // the "fine" switch for a tenth of the travel, double-click/double-tap for unity.
+  // Every pointer is its own: two fingers move two faders.
+  function makeFader(el, onChange) {
+    const thumb = el.querySelector(".thumb");
+    const scale = el.querySelector(".scale");
+    for (const db of MARKS) {
+      const s = document.createElement("span");
+      s.textContent = db > 0 ? `+${db}` : String(db);
+      s.style.top = `${(1 - dbToFader(db)) * 100}%`;
+      scale.append(s);
+    }
+    el.querySelector(".unity").style.top = `${(1 - UNITY) * 100}%`;
+    let value = UNITY;
+    let drag = null;
+    let lastTap = 0;
+    const show = (v) => {
+      thumb.style.top = `${(1 - v) * 100}%`;
+      el.setAttribute("aria-valuenow", v.toFixed(3));
+    };
+    const move = (v) => {
+      v = Math.min(1, Math.max(0, v));
+      if (Math.abs(v - UNITY) < 0.012) v = UNITY; // the detent
+      if (v !== value) { value = v; show(v); onChange(v); }
+    };
+    el.addEventListener("pointerdown", (e) => {
+      e.preventDefault();
+      const now = performance.now();
+      if (e.pointerType !== "mouse" && now - lastTap < 300) { lastTap = 0; move(UNITY); return; }
+      lastTap = now;
+      el.setPointerCapture(e.pointerId);
+      el.classList.add("held");
+      drag = { id: e.pointerId, y: e.clientY, start: value };
+    });
+    el.addEventListener("pointermove", (e) => {
+      if (!drag || e.pointerId !== drag.id) return;
+      const fine = e.shiftKey || $("fine").checked ? 0.1 : 1;
+      const h = el.clientHeight || 1;
+      const v = drag.start + ((drag.y - e.clientY) / h) * fine;
+      // Out of the detent only by moving past it: a held thumb near unity stays there.
+      move(v);
+    });
+    const end = (e) => {
+      if (drag && e.pointerId === drag.id) { drag = null; el.classList.remove("held"); }
+    };
+    el.addEventListener("pointerup", end);
+    el.addEventListener("pointercancel", end);
+    el.addEventListener("dblclick", () => move(UNITY));
+    el.addEventListener("keydown", (e) => {
+      const step = e.shiftKey ? 0.002 : 0.02;
+      if (e.key === "ArrowUp") { move(value + step); e.preventDefault(); }
+      if (e.key === "ArrowDown") { move(value - step); e.preventDefault(); }
+    });
+    show(value);
+    return {
+      held: () => drag !== null,
+      set: (v) => { if (!drag) { value = v; show(v); } },
+    };
+  }
+
+  function makePan(el, onChange) {
+    const thumb = el.querySelector(".pan-thumb");
+    let value = 0;
+    let drag = null;
+    const show = (v) => { thumb.style.left = `${(v + 1) * 50}%`; el.setAttribute("aria-valuenow", v.toFixed(2)); };
+    const move = (v) => {
+      v = Math.min(1, Math.max(-1, v));
+      if (Math.abs(v) < 0.03) v = 0;
+      if (v !== value) { value = v; show(v); onChange(v); }
+    };
+    el.addEventListener("pointerdown", (e) => {
+      e.preventDefault();
+      el.setPointerCapture(e.pointerId);
+      drag = { id: e.pointerId, x: e.clientX, start: value };
+    });
+    el.addEventListener("pointermove", (e) => {
+      if (!drag || e.pointerId !== drag.id) return;
+      const fine = e.shiftKey || $("fine").checked ? 0.1 : 1;
+      move(drag.start + ((e.clientX - drag.x) / (el.clientWidth || 1)) * 2 * fine);
+    });
+    const end = (e) => { if (drag && e.pointerId === drag.id) drag = null; };
+    el.addEventListener("pointerup", end);
+    el.addEventListener("pointercancel", end);
+    el.addEventListener("dblclick", () => move(0));
+    show(0);
+    return { set: (v) => { if (!drag) { value = v; show(v); } } };
+  }
+
+  // One strip: `base` is its OSC address (/ch/2 or /master). Sends at most one value
+  // per animation frame per control, the latest.
+  function makeStrip(base, name, withSoloPan) {
+    const root = template.content.firstElementChild.cloneNode(true);
+    root.querySelector(".name").textContent = name;
+    root.dataset.address = base;
+    const dbLabel = root.querySelector(".db");
+    const pending = {};
+    let scheduled = false;
+    const flush = () => {
+      scheduled = false;
+      for (const [k, v] of Object.entries(pending)) send(`${base}/${k}`, [v]);
+      for (const k of Object.keys(pending)) delete pending[k];
+    };
+    const queue = (k, v) => {
+      pending[k] = v;
+      if (!scheduled) { scheduled = true; requestAnimationFrame(flush); }
+    };
+    const fader = makeFader(root.querySelector(".fader"), (v) => {
+      dbLabel.textContent = dbText(faderToDb(v));
+      queue("fader", v);
+    });
+    const muteBtn = root.querySelector(".mute");
+    const soloBtn = root.querySelector(".solo");
+    let muted = false;
+    let soloed = false;
+    muteBtn.addEventListener("click", () => send(`${base}/mute`, [{ i: muted ? 0 : 1 }]));
+    let pan = null;
+    if (withSoloPan) {
+      soloBtn.addEventListener("click", () => send(`${base}/solo`, [{ i: soloed ? 0 : 1 }]));
+      pan = makePan(root.querySelector(".pan"), (v) => queue("pan", v));
+    } else {
+      soloBtn.remove();
+      root.querySelector(".pan").style.visibility = "hidden";
+      root.classList.add("master");
+    }
+    const canvas = root.querySelector(".meter");
+    const strip = {
+      root,
+      canvas,
+      get soloed() { return soloed; },
+      get muted() { return muted; },
+      toggleMute: () => send(`${base}/mute`, [{ i: muted ? 0 : 1 }]),
+      set(param, v) {
+        if (param === "fader") { fader.set(v); if (!fader.held()) dbLabel.textContent = dbText(faderToDb(v)); }
+        else if (param === "mute") { muted = !!v; muteBtn.classList.toggle("on", muted); root.dataset.mute = muted ? "1" : "0"; drawSolo(); }
+        else if (param === "solo") { soloed = !!v; soloBtn.classList.toggle("on", soloed); root.dataset.solo = soloed ? "1" : "0"; drawSolo(); }
+        else if (param === "pan" && pan) pan.set(v);
+        if (param === "fader") root.dataset.fader = Number(v).toFixed(4);
+      },
+    };
+    return strip;
+  }
+
+  function drawSolo() {
+    const any = strips.some((s) => s.soloed);
+    for (const s of strips) s.root.classList.toggle("silenced", s.muted || (any && !s.soloed));
+  }
+
+  function setChannels(names) {
+    if (names.join("\u0000") === state.names.join("\u0000") && strips.length) return;
+    const before = strips.length;
+    state.names = names;
+    const box = $("strips");
+    box.replaceChildren();
+    strips = names.map((n, i) => makeStrip(`/ch/${i + 1}`, n, true));
+    for (const s of strips) box.append(s.root);
+    box.append(master.root);
+    colourStrips();
+    if (names.length > before) listenChannels(before + 1, names.length);
+    send("/state"); // values of the new strips
+  }
+
+  function colourStrips() {
+    const n = strips.length;
+    strips.forEach((s, i) => {
+      let c = state.colours.length === n ? state.colours[i] : NI_COLOURS[state.names[i].toLowerCase()];
+      if (!c) c = `hsl(${(n < 2 ? 0 : i / (n - 1)) * 280}, 75%, 55%)`;
+      s.root.style.setProperty("--colour", c);
+    });
+  }
+
+  // --- meters at the display's rate, from the last /meter and /meter/rms ----------------
+  const METER_TOP = 6;
+  const METER_BOTTOM = -60;
+  const level = (db) => Math.min(1, Math.max(0, (db - METER_BOTTOM) / (METER_TOP - METER_BOTTOM)));
+  function drawMeters() {
+    const all = [...strips, master];
+    all.forEach((s, i) => {
+      const c = s.canvas;
+      const g = c.getContext("2d");
+      const h = c.height;
+      const w = c.width;
+      g.clearRect(0, 0, w, h);
+      const peak = meters.peak[i] ?? -120;
+      const rms = meters.rms[i] ?? -120;
+      const r = level(rms) * h;
+      g.fillStyle = "#30a46c";
+      g.fillRect(0, h - r, w, r);
+      const p = level(peak) * h;
+      g.fillStyle = peak > 0 ? "#e5484d" : peak > -6 ? "#f5d90a" : "#a6e3b8";
+      g.fillRect(0, h - p, w, 2);
+      g.fillStyle = "#ffffff30";
+      g.fillRect(0, h - level(0) * h, w, 1);
+    });
+    requestAnimationFrame(drawMeters);
+  }
+
+  // --- transport --------------------------------------------------------------------------
+  function drawTransport() {
+    $("play").textContent = state.playing ? "❚❚" : "▶";
+    $("play").classList.toggle("on", state.playing);
+    document.body.dataset.playing = state.playing ? "1" : "0";
+    $("time").textContent = `${clock(state.position)} / ${clock(state.length).replace(/\.\d$/, "")}`;
+    const len = state.length || 1;
+    $("posfill").style.width = `${Math.min(100, (state.position / len) * 100)}%`;
+    const [a, b] = state.loop;
+    const zone = $("loopzone");
+    zone.hidden = !(b > a);
+    zone.style.left = `${(a / len) * 100}%`;
+    zone.style.width = `${((b - a) / len) * 100}%`;
+  }
+  let loopIn = null;
+  $("play").addEventListener("click", () => send("/transport/toggle"));
+  $("stop").addEventListener("click", () => send("/transport/stop"));
+  $("posbar").addEventListener("pointerdown", (e) => {
+    const r = e.currentTarget.getBoundingClientRect();
+    if (state.length > 0) send("/transport/seek", [((e.clientX - r.left) / r.width) * state.length]);
+  });
+  $("loop-in").addEventListener("click", () => {
+    loopIn = state.position;
+    $("loop-in").classList.add("on");
+  });
+  $("loop-out").addEventListener("click", () => {
+    const start = loopIn ?? state.loop[0];
+    if (state.position <= start) { toast("loop out must come after loop in"); return; }
+    send("/transport/loop", [start, state.position]);
+    loopIn = null;
+    $("loop-in").classList.remove("on");
+  });
+  $("loop-off").addEventListener("click", () => { loopIn = null; $("loop-in").classList.remove("on"); send("/transport/loop/off"); });
+
+  // --- track and scenes ---------------------------------------------------------------------
+  $("track-load").addEventListener("click", () => {
+    const path = $("track-list").value;
+    if (path) send("/track/load", [path]);
+  });
+  $("scene-recall").addEventListener("click", () => {
+    const name = $("scene-list").value;
+    const fade = Math.max(0, Math.min(600, Number($("morph").value) || 0));
+    if (name) send("/scene/recall", [name, fade]);
+  });
+  $("scene-save").addEventListener("click", () => {
+    const name = $("scene-name").value.trim();
+    if (name) send("/scene/save", [name]);
+  });
+
+  // --- keyboard: space play/pause, 1-9 mute --------------------------------------------------
+  document.addEventListener("keydown", (e) => {
+    const t = e.target;
+    if (t instanceof HTMLInputElement || t instanceof HTMLSelectElement || e.ctrlKey || e.metaKey || e.altKey) return;
+    if (e.key === " ") { e.preventDefault(); send("/transport/toggle"); }
+    else if (/^[1-9]$/.test(e.key)) {
+      const s = strips[Number(e.key) - 1];
+      if (s) s.toggleMute();
+    }
+  });
+
+  master = makeStrip("/master", "master", false);
+  $("strips").append(master.root);
+  requestAnimationFrame(drawMeters);
+  connect();
+})();

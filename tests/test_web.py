@@ -1,0 +1,678 @@
+"""The web side with aiohttp's test client: OSCQuery namespace, HOST_INFO, LISTEN/IGNORE,
+binary OSC through the same dispatch as UDP, and the security rules (docs/web.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import WSMsgType
+from aiohttp.test_utils import TestClient, TestServer
+from osc_host import FakeHost, make_server
+
+from stemdeck.daemon.osc import Feedback, OscServer
+from stemdeck.daemon.oscwire import Bundle, Message, decode, encode_bundle, encode_message
+from stemdeck.daemon.web import namespace
+from stemdeck.daemon.web.server import FRAMES_BURST, WebApp, WebServer
+
+Run = Callable[[TestClient, FakeHost, OscServer, Feedback, WebApp], Awaitable[None]]
+
+
+def run(test: Run, **app_kwargs: Any) -> None:
+    async def main() -> None:
+        host, osc = make_server()
+        feedback = Feedback(osc)
+        app = WebApp(osc, **app_kwargs)
+        app.attach(feedback)
+        try:
+            async with TestClient(TestServer(app.app, host="127.0.0.1")) as client:
+                await test(client, host, osc, feedback, app)
+        finally:
+            osc.sock.close()
+
+    asyncio.run(main())
+
+
+def messages(data: bytes) -> list[tuple[str, list[Any]]]:
+    packet = decode(data)
+    items = packet.elements if isinstance(packet, Bundle) else [packet]
+    out = []
+    for m in items:
+        assert isinstance(m, Message)
+        out.append((m.address, list(m.args)))
+    return out
+
+
+async def receive_osc(ws: aiohttp.ClientWebSocketResponse) -> list[tuple[str, list[Any]]]:
+    msg = await ws.receive(timeout=10)
+    assert msg.type == WSMsgType.BINARY, msg
+    return messages(msg.data)
+
+
+async def receive_json(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
+    msg = await ws.receive(timeout=10)
+    assert msg.type == WSMsgType.TEXT, msg
+    return json.loads(msg.data)
+
+
+async def listen(ws: aiohttp.ClientWebSocketResponse, *paths: str) -> None:
+    """LISTEN to ``paths``; they are in place once a /ping after them is answered."""
+    for path in paths:
+        await ws.send_str(json.dumps({"COMMAND": "LISTEN", "DATA": path}))
+    await ws.send_bytes(encode_message("/ping"))
+    assert await receive_osc(ws) == [("/pong", [])]
+
+
+async def tick(host: FakeHost, feedback: Feedback, app: WebApp) -> None:
+    """One audio block and one feedback round, handed to the web loop and run."""
+    host.block()
+    await asyncio.get_running_loop().run_in_executor(None, feedback.tick)
+    await asyncio.sleep(0)  # the round was posted with call_soon_threadsafe
+    await asyncio.sleep(0)
+
+
+# -- the namespace ------------------------------------------------------------------------
+def test_method_node_is_exact() -> None:
+    async def body(client, host, osc, feedback, app) -> None:
+        r = await client.get("/ch/bass/fader")
+        assert r.status == 200 and r.content_type == "application/json"
+        assert await r.json() == {
+            "FULL_PATH": "/ch/bass/fader",
+            "TYPE": "f",
+            "ACCESS": 3,
+            "DESCRIPTION": "fader position on the console taper: unity at 0.75, +10 dB at 1, "
+            "0 is off",
+            "VALUE": [0.75],
+            "RANGE": [{"MIN": 0.0, "MAX": 1.0}],
+        }
+        r = await client.get("/ch/2/db")
+        assert (await r.json())["VALUE"] == [0.0] and (await r.json())["UNIT"] == ["gain.db"]
+
+    run(body)
+
+
+def test_channels_by_index_and_name_and_values_follow_osc() -> None:
+    async def body(client, host, osc, feedback, app) -> None:
+        root = await (await client.get("/")).json()
+        assert root["FULL_PATH"] == "/" and root["ACCESS"] == 0
+        assert list(root["CONTENTS"]) == [
+            "ch",
+            "master",
+            "transport",
+            "track",
+            "scene",
+            "channels",
+            "meter",
+            "state",
+            "subscribe",
+            "unsubscribe",
+            "ping",
+            "status",
+            "midi",
+        ]
+        ch = root["CONTENTS"]["ch"]["CONTENTS"]
+        assert list(ch) == ["1", "drums", "2", "bass", "3", "vocals", "4", "other"]
+        assert list(ch["vocals"]["CONTENTS"]) == ["fader", "gain", "db", "mute", "solo", "pan"]
+        assert list(root["CONTENTS"]["master"]["CONTENTS"]) == ["fader", "gain", "db", "mute"]
+        assert osc.datagram(encode_message("/ch/drums/fader", [0.0]), ("127.0.0.1", 9)) == []
+        # An off level is -inf dB: JSON has no infinity, so VALUE is null.
+        assert await (await client.get("/ch/1/db?VALUE")).json() == {"VALUE": [None]}
+        assert await (await client.get("/ch/drums/fader?VALUE")).json() == {"VALUE": [0.0]}
+        assert await (await client.get("/channels?VALUE")).json() == {
+            "VALUE": ["drums", "bass", "vocals", "other"]
+        }
+        assert await (await client.get("/track/list?VALUE")).json() == {
+            "VALUE": ["/music/song.wav", "/music/other.flac"]
+        }
+        assert await (await client.get("/scene/recall?RANGE")).json() == {
+            "RANGE": [{"VALS": ["acapella", "instrumental", "unity"]}, {"MIN": 0.0, "MAX": 600.0}]
+        }
+        assert await (await client.get("/transport/play")).json() == {
+            "FULL_PATH": "/transport/play",
+            "TYPE": "",
+            "ACCESS": 0,
+            "DESCRIPTION": "play, fading in",
+        }
+
+    run(body)
+
+
+def test_every_namespace_method_is_an_osc_address() -> None:
+    """The namespace describes exactly the address space: every method answers over OSC
+    (a query for readable ones), none is unknown to dispatch."""
+
+    async def body(client, host, osc, feedback, app) -> None:
+        root = await (await client.get("/")).json()
+        methods = []
+
+        def walk(node: dict[str, Any]) -> None:
+            if "TYPE" in node:
+                methods.append(node)
+            for child in node.get("CONTENTS", {}).values():
+                walk(child)
+
+        walk(root)
+        # ch (by index and name), master, transport, track, scene, channels, meter,
+        # state/subscribe/unsubscribe/ping/status, midi
+        assert len(methods) == 8 * 6 + 4 + 10 + 4 + 3 + 1 + 2 + 5 + 1
+        sender = ("127.0.0.1", 7)
+        for node in methods:
+            if node["ACCESS"] & 1 and node["FULL_PATH"] not in ("/meter", "/meter/rms"):
+                path = node["FULL_PATH"]
+                replies = osc.datagram(encode_message(path), sender)
+                assert replies, path
+                assert replies[0][0] != "/error", (path, replies)
+                if path not in ("/status", "/transport/seek"):
+                    assert replies[0][0] == path
+                osc.control._state_sender._tokens.clear()  # lists are rate-limited
+                osc.control._state_host._tokens.clear()
+
+    run(body)
+
+
+@pytest.mark.parametrize(
+    ("url", "status", "reply"),
+    [
+        ("/ch/bass/fader?TYPE", 200, {"TYPE": "f"}),
+        ("/ch?TYPE", 200, {}),
+        ("/transport/seek?UNIT", 200, {"UNIT": ["time.second"]}),
+        (
+            "/nowhere",
+            404,
+            {"error": "no OSC node at '/nowhere'"},
+        ),
+        ("/ch/9/fader", 404, {"error": "no OSC node at '/ch/9/fader'"}),
+        ("/ch//fader", 404, {"error": "no OSC node at '/ch//fader'"}),
+        (
+            "/ch?COLOUR",
+            400,
+            {
+                "error": "unknown attribute 'COLOUR': this server gives FULL_PATH, CONTENTS, "
+                "TYPE, ACCESS, VALUE, RANGE, DESCRIPTION, UNIT and HOST_INFO"
+            },
+        ),
+        ("/ch?VALUE&TYPE", 400, {"error": "ask for one attribute at a time, got VALUE, TYPE"}),
+    ],
+)
+def test_attribute_queries_and_errors(url: str, status: int, reply: dict) -> None:
+    async def body(client, host, osc, feedback, app) -> None:
+        r = await client.get(url)
+        assert r.status == status
+        assert await r.json() == reply
+
+    run(body)
+
+
+def test_value_of_an_action_is_no_content() -> None:
+    async def body(client, host, osc, feedback, app) -> None:
+        assert (await client.get("/transport/play?VALUE")).status == 204
+        assert (await client.get("/track/load?VALUE")).status == 204
+
+    run(body)
+
+
+def test_host_info() -> None:
+    async def body(client, host, osc, feedback, app) -> None:
+        r = await client.get("/anything?HOST_INFO")
+        assert r.status == 200
+        assert await r.json() == {
+            "NAME": "stemdeck",
+            "EXTENSIONS": namespace.EXTENSIONS,
+            "OSC_PORT": osc.address[1],
+            "OSC_TRANSPORT": "UDP",
+            "OSC_IP": "127.0.0.1",
+            "WS_PORT": client.port,
+        }
+        assert namespace.EXTENSIONS["LISTEN"] is True
+        assert namespace.EXTENSIONS["PATH_CHANGED"] is True
+        assert namespace.EXTENSIONS["PATH_RENAMED"] is False
+
+    run(body)
+
+
+def test_page_and_static_files() -> None:
+    async def body(client, host, osc, feedback, app) -> None:
+        r = await client.get("/", headers={"Accept": "text/html,*/*"})
+        assert r.status == 200 and r.content_type == "text/html"
+        page = await r.text()
+        assert '<script src="/_mixer/mixer.js">' in page
+        assert '<script src="/_mixer/osc.js">' in page
+        assert "https://" not in page  # no CDN: everything ships in the package
+        r = await client.get("/_mixer/mixer.js")
+        assert r.status == 200 and r.content_type == "text/javascript"
+        r = await client.get("/_mixer/secret.txt")
+        assert r.status == 404 and await r.json() == {"error": "no file 'secret.txt'"}
+        # Without text/html, / is the namespace's root (OSCQuery tools).
+        assert (await (await client.get("/")).json())["FULL_PATH"] == "/"
+
+    run(body)
+
+
+# -- WebSocket: LISTEN / IGNORE --------------------------------------------------------------
+def test_listen_streams_changes_from_any_source_and_ignore_stops_them() -> None:
+    async def body(client, host, osc, feedback, app) -> None:
+        ws = await client.ws_connect("/")
+        for path in ("/ch/bass/fader", "/ch/1/mute", "/meter", "/transport/playing"):
+            await ws.send_str(json.dumps({"COMMAND": "LISTEN", "DATA": path}))
+        await ws.send_bytes(encode_message("/ping"))  # LISTENs are in once this is answered
+        assert await receive_osc(ws) == [("/pong", [])]
+        await tick(host, feedback, app)  # the first round: every listened value
+        first = await receive_osc(ws)  # in the order of the LISTENs
+        assert [a for a, _ in first] == [
+            "/ch/bass/fader",
+            "/ch/1/mute",
+            "/meter",
+            "/transport/playing",
+        ]
+        assert first[:2] == [("/ch/bass/fader", [0.75]), ("/ch/1/mute", [0])]
+        assert first[3] == ("/transport/playing", [1])
+        assert len(first[2][1]) == 5  # four channels and the master
+        # A change from UDP OSC reaches the page on the address it listened to.
+        udp = ("127.0.0.1", 40000)
+        assert osc.datagram(encode_message("/ch/2/fader", [0.5]), udp) == []
+        assert osc.datagram(encode_message("/ch/drums/mute", [1]), udp) == []
+        await tick(host, feedback, app)
+        got = await receive_osc(ws)
+        assert got[:2] == [("/ch/bass/fader", [0.5]), ("/ch/1/mute", [1])]
+        assert [a for a, _ in got] == ["/ch/bass/fader", "/ch/1/mute", "/meter"]
+        await ws.send_str(json.dumps({"COMMAND": "IGNORE", "DATA": "/meter"}))
+        await ws.send_str(json.dumps({"COMMAND": "IGNORE", "DATA": "/ch/1/mute"}))
+        await ws.send_bytes(encode_message("/ping"))
+        assert await receive_osc(ws) == [("/pong", [])]
+        assert osc.datagram(encode_message("/ch/1/mute", [0]), udp) == []
+        assert osc.datagram(encode_message("/ch/2/fader", [0.25]), udp) == []
+        await tick(host, feedback, app)
+        assert await receive_osc(ws) == [("/ch/bass/fader", [0.25])]
+        await ws.close()
+
+    run(body)
+
+
+def test_a_change_from_one_browser_shows_in_another() -> None:
+    async def body(client, host, osc, feedback, app) -> None:
+        a = await client.ws_connect("/")
+        b = await client.ws_connect("/")
+        await b.send_str(json.dumps({"COMMAND": "LISTEN", "DATA": "/ch/3/pan"}))
+        await b.send_bytes(encode_message("/ping"))
+        assert await receive_osc(b) == [("/pong", [])]
+        await tick(host, feedback, app)
+        assert await receive_osc(b) == [("/ch/3/pan", [0.0])]
+        await a.send_bytes(encode_message("/ch/vocals/pan", [-0.5]))
+        await a.send_bytes(encode_message("/ch/vocals/pan"))
+        assert await receive_osc(a) == [("/ch/vocals/pan", [-0.5])]  # the query's reply only
+        await tick(host, feedback, app)
+        assert await receive_osc(b) == [("/ch/3/pan", [-0.5])]
+        await a.close()
+        await b.close()
+
+    run(body)
+
+
+@pytest.mark.parametrize(
+    ("text", "reply"),
+    [
+        (
+            "{",
+            "not JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)",
+        ),
+        ("[1]", 'expected {"COMMAND": "LISTEN"|"IGNORE", "DATA": "/address"}'),
+        ('{"COMMAND": "DELETE", "DATA": "/"}', "unknown COMMAND 'DELETE': LISTEN or IGNORE"),
+        ('{"COMMAND": "LISTEN", "DATA": 5}', "LISTEN takes an OSC address as DATA, got 5"),
+        (
+            '{"COMMAND": "LISTEN", "DATA": "/ch/*/fader"}',
+            "LISTEN takes one address, not a pattern: '/ch/*/fader'",
+        ),
+        (
+            '{"COMMAND": "LISTEN", "DATA": "/ch/9/fader"}',
+            "unknown channel '9' in /ch/9/fader; channels are 1..4 or drums, bass, vocals, other",
+        ),
+        (
+            '{"COMMAND": "LISTEN", "DATA": "/transport/play"}',
+            "cannot LISTEN to '/transport/play': no such address with a value",
+        ),
+    ],
+)
+def test_bad_text_frames_get_an_error_and_change_nothing(text: str, reply: str) -> None:
+    async def body(client, host, osc, feedback, app) -> None:
+        ws = await client.ws_connect("/")
+        before = host.registry.snapshot()
+        await ws.send_str(text)
+        assert await receive_json(ws) == {"COMMAND": "ERROR", "DATA": reply}
+        assert host.registry.snapshot() == before
+        (conn,) = app.connections
+        assert conn.listens == {}
+        await ws.close()
+
+    run(body)
+
+
+# -- WebSocket: binary OSC, the same handling as UDP ---------------------------------------
+def test_binary_osc_sets_queries_and_replies_on_the_websocket() -> None:
+    async def body(client, host, osc, feedback, app) -> None:
+        ws = await client.ws_connect("/")
+        await ws.send_bytes(encode_message("/ch/bass/db", [-6.0]))
+        await ws.send_bytes(encode_message("/ch/bass/db"))
+        assert await receive_osc(ws) == [("/ch/bass/db", [pytest.approx(-6.0, abs=1e-5)])]
+        assert host.registry_as_engine() == host.engine_state()[:5]
+        # /state: every value in one bundle, exactly what UDP gets.
+        await ws.send_bytes(encode_message("/state"))
+        got = await receive_osc(ws)
+        expected = [*osc.control.state("index"), ("/state/end", [])]
+        assert [a for a, _ in got] == [a for a, _ in expected]
+        for (_, args), (_, want) in zip(got, expected, strict=True):
+            assert args == pytest.approx(list(want), abs=1e-6)  # OSC floats are 32-bit
+        await ws.close()
+
+    run(body)
+
+
+@pytest.mark.parametrize(
+    ("data", "reply"),
+    [
+        (b"/ch/", "malformed OSC: datagram size 4... "),
+        (
+            encode_message("/ch/bass/fader", ["loud"]),
+            "/ch/bass/fader: /ch/2/fader takes a number, got str 'loud'",
+        ),
+        (encode_message("/ch/bass/fader", [2.0]), "/ch/bass/fader: /ch/2/fader takes 0..1, got 2"),
+        (encode_message("/nope", [1]), "/nope: unknown address"),
+        (
+            encode_bundle([encode_message("/ch/1/mute", [1]), encode_message("/ch/9/mute", [1])]),
+            "unknown channel '9' in /ch/9/mute; channels are 1..4 or drums, bass, vocals, other",
+        ),
+    ],
+)
+def test_bad_binary_osc_is_one_error_and_changes_nothing(data: bytes, reply: str) -> None:
+    async def body(client, host, osc, feedback, app) -> None:
+        ws = await client.ws_connect("/")
+        udp = osc.datagram(data, ("127.0.0.1", 5))  # the same packet over UDP
+        before = host.registry.snapshot()
+        await ws.send_bytes(data)
+        got = await receive_osc(ws)
+        assert got == [("/error", udp[0][1])]
+        if not reply.endswith("... "):
+            assert got == [("/error", [reply])]
+        else:
+            assert got[0][1][0].startswith("malformed OSC: ")
+        assert host.registry.snapshot() == before
+        assert host.registry_as_engine() == host.engine_state()[:5]
+        await ws.close()
+
+    run(body)
+
+
+def test_scheduled_bundle_replies_come_back_on_the_websocket() -> None:
+    async def body(client, host, osc, feedback, app) -> None:
+        from stemdeck.daemon.oscwire import unix_to_timetag
+
+        ws = await client.ws_connect("/")
+        later = unix_to_timetag(time.time() + 0.3)
+        await ws.send_bytes(encode_bundle([encode_message("/ch/1/mute")], later))
+        await ws.send_bytes(encode_message("/ping"))
+        assert await receive_osc(ws) == [("/pong", [])]
+        assert osc.pending == 1
+        osc.start()  # the scheduler thread runs it and replies through the route
+        try:
+            assert await receive_osc(ws) == [("/ch/1/mute", [0])]
+        finally:
+            osc.stop()
+        await ws.close()
+
+    run(body)
+
+
+def test_per_connection_rate_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    import stemdeck.daemon.web.server as web_server
+
+    class Frozen:  # no refill while the frames arrive, however slow the machine
+        @staticmethod
+        def monotonic() -> float:
+            return 1000.0
+
+    monkeypatch.setattr(web_server, "time", Frozen)
+
+    async def body(client, host, osc, feedback, app) -> None:
+        ws = await client.ws_connect("/")
+        for _ in range(FRAMES_BURST + 50):
+            await ws.send_bytes(encode_message("/ping"))
+        got = []
+        while len(got) < FRAMES_BURST + 1:
+            got += await receive_osc(ws)
+        errors = [m for m in got if m[0] == "/error"]
+        assert errors == [
+            (
+                "/error",
+                ["too many messages: at most 100 a second per connection; some were dropped"],
+            )
+        ]
+        assert got.count(("/pong", [])) == FRAMES_BURST
+        assert got[-1][0] == "/error"
+        await ws.close()
+
+    run(body)
+
+
+def test_oversize_frame_closes_with_1009() -> None:
+    async def body(client, host, osc, feedback, app) -> None:
+        ws = await client.ws_connect("/")
+        before = host.registry.snapshot()
+        await ws.send_bytes(encode_message("/ch/1/fader", [0.1]) + b"\0" * 70000)
+        msg = await ws.receive(timeout=10)
+        assert msg.type == WSMsgType.CLOSE and msg.data == 1009
+        assert ws.close_code == 1009
+        assert host.registry.snapshot() == before
+
+    run(body)
+
+
+def test_namespace_change_is_announced_and_listens_follow() -> None:
+    async def body(client, host, osc, feedback, app) -> None:
+        ws = await client.ws_connect("/")
+        await listen(ws, "/ch/vocals/mute", "/ch/other/mute", "/channels")
+        await tick(host, feedback, app)
+        assert [a for a, _ in await receive_osc(ws)] == [
+            "/ch/vocals/mute",
+            "/ch/other/mute",
+            "/channels",
+        ]
+        host.registry.set_names(["drums", "bass", "other", "vox"])  # a stem file's channels
+        await tick(host, feedback, app)
+        assert [await receive_json(ws) for _ in range(3)] == [
+            {"COMMAND": "PATH_REMOVED", "DATA": "/ch/vocals"},
+            {"COMMAND": "PATH_ADDED", "DATA": "/ch/vox"},
+            {"COMMAND": "PATH_CHANGED", "DATA": "/"},
+        ]
+        assert await receive_osc(ws) == [("/channels", ["drums", "bass", "other", "vox"])]
+        (conn,) = app.connections
+        assert conn.listens == {"/ch/3/mute": {"/ch/other/mute"}, "/channels": {"/channels"}}
+        r = await client.get("/ch/vox/mute?VALUE")
+        assert r.status == 200 and (await client.get("/ch/vocals")).status == 404
+        await ws.close()
+
+    run(body)
+
+
+# -- security --------------------------------------------------------------------------------
+def test_token_is_required_on_a_lan_bind() -> None:
+    async def body(client, host, osc, feedback, app) -> None:
+        r = await client.get("/?HOST_INFO")
+        assert r.status == 401
+        assert await r.json() == {
+            "error": "this mixer needs its token: open the URL stemdeck printed "
+            "(http://HOST:PORT/?token=...)"
+        }
+        assert (await client.get("/?token=wrong")).status == 401
+        with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+            await client.ws_connect("/")
+        assert err.value.status == 401
+        r = await client.get("/?token=s3cret&HOST_INFO")
+        assert r.status == 200 and (await r.json())["NAME"] == "stemdeck"
+        assert r.cookies["stemdeck_token"].value == "s3cret"
+        # The cookie set by the first visit lets the rest and the WebSocket in.
+        assert (await client.get("/ch/bass/mute?VALUE")).status == 200
+        ws = await client.ws_connect("/")
+        await ws.send_bytes(encode_message("/ping"))
+        assert await receive_osc(ws) == [("/pong", [])]
+        await ws.close()
+        client.session.cookie_jar.clear()
+        r = await client.get("/ch/1/mute?VALUE", headers={"Authorization": "Bearer s3cret"})
+        assert await r.json() == {"VALUE": [0]}
+
+    run(body, token="s3cret", loopback=False)
+
+
+def test_websocket_from_another_page_is_refused() -> None:
+    async def body(client, host, osc, feedback, app) -> None:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+            await client.ws_connect("/", headers={"Origin": "http://evil.example"})
+        assert err.value.status == 403
+        with pytest.raises(aiohttp.WSServerHandshakeError):
+            await client.ws_connect("/", headers={"Origin": "null"})
+        own = f"http://127.0.0.1:{client.port}"
+        ws = await client.ws_connect("/", headers={"Origin": own})
+        await ws.send_bytes(encode_message("/ping"))
+        assert await receive_osc(ws) == [("/pong", [])]
+        await ws.close()
+
+    run(body)
+
+
+def test_dns_rebinding_host_is_refused_on_loopback() -> None:
+    async def body(client, host, osc, feedback, app) -> None:
+        r = await client.get("/?HOST_INFO", headers={"Host": f"evil.example:{client.port}"})
+        assert r.status == 403
+        assert await r.json() == {
+            "error": f"Host 'evil.example:{client.port}' is not this machine: open http://127.0.0.1"
+        }
+        r = await client.get("/?HOST_INFO", headers={"Host": f"localhost:{client.port}"})
+        assert r.status == 200
+
+    run(body)
+
+
+# -- the server thread and zeroconf ---------------------------------------------------------
+def test_web_server_thread_serves_and_stops() -> None:
+    _host, osc = make_server()
+    feedback = Feedback(osc)
+    server = WebServer(osc, feedback, host="127.0.0.1", port=0)
+    server.start()
+    try:
+        port = server.address[1]
+        assert port > 0 and server.url == f"http://127.0.0.1:{port}/"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/master/mute?VALUE") as r:
+            assert json.load(r) == {"VALUE": [0]}
+        # Feedback rounds reach the server's own loop from the feedback thread.
+        feedback.wanted = lambda: True
+        feedback.tick()
+        deadline = time.monotonic() + 10
+        while server.web.last_frame is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.web.last_frame is not None
+    finally:
+        server.stop()
+        osc.sock.close()
+    assert not server._thread.is_alive()
+    taken = WebServer(osc, feedback, host="127.0.0.1", port=port)
+    blocker = WebServer(osc, feedback, host="127.0.0.1", port=0)
+    blocker.start()
+    try:
+        taken.port = blocker.address[1]
+        from stemdeck.core.errors import ParameterError
+
+        with pytest.raises(ParameterError, match=r"cannot serve HTTP on 127\.0\.0\.1:\d+ .*--http"):
+            taken.start()
+    finally:
+        blocker.stop()
+
+
+def test_lan_bind_gets_a_token_url() -> None:
+    _host, osc = make_server()
+    server = WebServer(osc, Feedback(osc), host="10.0.0.7", port=8080)  # not started
+    assert server.token is not None and len(server.token) >= 20
+    assert server.url == f"http://10.0.0.7:8080/?token={server.token}"
+    assert WebServer(osc, Feedback(osc), host="127.0.0.1").token is None
+    osc.sock.close()
+
+
+def test_advertise_registers_both_services(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Zeroconf mocked: multicast must not leave the machine in tests."""
+    import zeroconf
+
+    from stemdeck.daemon.web.advertise import Advertiser
+
+    calls: list[tuple[str, Any]] = []
+
+    class FakeZeroconf:
+        def register_service(self, info: Any) -> None:
+            calls.append(("register", info))
+
+        def unregister_service(self, info: Any) -> None:
+            calls.append(("unregister", info))
+
+        def close(self) -> None:
+            calls.append(("close", None))
+
+    monkeypatch.setattr(zeroconf, "Zeroconf", FakeZeroconf)
+    ad = Advertiser(http_port=8080, osc_port=9000, host="192.168.1.20", name="stemdeck test")
+    ad.start()
+    ad._thread.join(10)
+    ad.stop()
+    kinds = [(c[0], c[1].type if c[1] else None, c[1].port if c[1] else None) for c in calls]
+    assert kinds == [
+        ("register", "_oscjson._tcp.local.", 8080),
+        ("register", "_osc._udp.local.", 9000),
+        ("unregister", "_oscjson._tcp.local.", 8080),
+        ("unregister", "_osc._udp.local.", 9000),
+        ("close", None, None),
+    ]
+    assert calls[0][1].name == "stemdeck test._oscjson._tcp.local."
+    assert calls[0][1].addresses == [bytes([192, 168, 1, 20])]
+
+
+def test_other_methods_get_a_json_405() -> None:
+    async def body(client, host, osc, feedback, app) -> None:
+        before = host.registry.snapshot()
+        r = await client.post("/ch/bass/fader", data=b"0.1")
+        assert r.status == 405
+        assert await r.json() == {
+            "error": "POST is not served: the namespace is read with GET, "
+            "values are set over OSC or the WebSocket"
+        }
+        assert host.registry.snapshot() == before
+
+    run(body)
+
+
+def test_tracks_and_scenes_over_the_websocket() -> None:
+    """What the page's track picker and scene buttons send, answered on the WebSocket."""
+
+    async def body(client, host, osc, feedback, app) -> None:
+        ws = await client.ws_connect("/")
+        await ws.send_bytes(encode_message("/track/list"))
+        assert await receive_osc(ws) == [("/track/list", ["/music/song.wav", "/music/other.flac"])]
+        await ws.send_bytes(encode_message("/scene/list"))
+        assert await receive_osc(ws) == [("/scene/list", ["acapella", "instrumental", "unity"])]
+        await ws.send_bytes(encode_message("/track/load", ["/music/song.wav"]))
+        assert await receive_osc(ws) == [("/track/load", ["/music/song.wav"])]
+        await ws.send_bytes(encode_message("/track/load", ["/bad/x.wav"]))
+        assert await receive_osc(ws) == [
+            ("/error", ["/track/load: refused '/bad/x.wav': no such file"])
+        ]
+        await ws.send_bytes(encode_message("/scene/recall", ["acapella", 2.0]))
+        assert await receive_osc(ws) == [("/scene/recall", ["acapella", 2.0])]
+        await ws.send_bytes(encode_message("/scene/save", ["mine"]))
+        assert await receive_osc(ws) == [("/scene/save", ["mine"])]
+        assert host.calls == [
+            ("load", "/music/song.wav"),
+            ("recall", ("acapella", 2.0)),
+            ("save", "mine"),
+        ]
+        await ws.close()
+
+    run(body)

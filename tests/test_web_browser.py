@@ -1,0 +1,332 @@
+"""The browser mixer in a real headless Chromium (Selenium) against a running daemon.
+
+The track is a stem file of four pure tones, one per stem, so the recording says
+which stems play. Skipped only when Chromium, its driver or Selenium is missing;
+``scripts/setup --test`` (and so ``.ci/run``) installs them.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from daemon_helpers import Client, Daemon
+
+from stemdeck.core.separation.stemfile import write_stem_file
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+try:
+    import selenium  # noqa: F401
+
+    HAVE_SELENIUM = True
+except ImportError:
+    HAVE_SELENIUM = False
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (CHROMIUM and DRIVER and HAVE_SELENIUM),
+        reason="needs Debian's chromium and chromium-driver and the selenium package "
+        "(scripts/setup --test installs them)",
+    ),
+]
+
+SR = 48000
+# NI order: drums, bass, other, vocals; one tone each (Hz), far apart.
+TONES = {"drums": 3000.0, "bass": 200.0, "other": 700.0, "vocals": 1300.0}
+WAIT = 60  # seconds: generous, for a busy machine; every wait ends at its event
+
+
+def tone_stems(seconds: float = 4.0) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    stems = [0.2 * np.sin(2 * np.pi * f * t) for f in TONES.values()]
+    return np.stack([np.stack([s, s]) for s in stems]).astype(np.float32)
+
+
+def amplitude(y: np.ndarray, freq: float) -> float:
+    """Amplitude of a sine at ``freq`` in ``y`` (mono), by projection on a Hann window."""
+    n = len(y)
+    w = np.hanning(n)
+    t = np.arange(n) / SR
+    c = np.sum(y * w * np.cos(2 * np.pi * freq * t))
+    s = np.sum(y * w * np.sin(2 * np.pi * freq * t))
+    return float(2 * np.hypot(c, s) / np.sum(w))
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, Path]]:
+    root = tmp_path_factory.mktemp("browser")
+    library = root / "library"
+    library.mkdir()
+    stems = tone_stems()
+    write_stem_file(library / "tones.stem.mp4", stems.sum(axis=0), stems, SR, codec="alac")
+    env = {"STEMDECK_CACHE": str(root / "cache"), "STEMDECK_CONFIG": str(root / "config")}
+    daemon = Daemon(
+        [str(library / "tones.stem.mp4"), "--no-audio", "--record", str(root / "rec.wav")],
+        env,
+        root,
+    )
+    daemon.wait_ready()
+    yield daemon, root
+    daemon.stop()
+
+
+def browser() -> object:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM or ""
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,800"):
+        options.add_argument(arg)
+    return webdriver.Chrome(service=Service(DRIVER or ""), options=options)
+
+
+def strip(driver: object, address: str) -> object:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.CSS_SELECTOR, f'.strip[data-address="{address}"]')  # type: ignore[attr-defined]
+
+
+def wait_for(driver: object, check, message: str) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, WAIT, poll_frequency=0.05).until(lambda d: check(d), message)
+
+
+def osc_value(client: Client, address: str) -> float:
+    return float(client.query(address))
+
+
+def wait_osc(client: Client, address: str, check, message: str) -> float:
+    import time
+
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        value = osc_value(client, address)
+        if check(value):
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"{message}: {address} is {value}")
+
+
+def open_page(driver: object, url: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(url)  # type: ignore[attr-defined]
+    wait_for(driver, lambda d: d.find_element(By.ID, "conn").text == "live", "page not live")
+    wait_for(
+        driver,
+        lambda d: (
+            len(d.find_elements(By.CSS_SELECTOR, ".strip")) == 5
+            and strip(d, "/ch/4").get_attribute("data-fader") is not None
+        ),
+        "strips not shown with their values",
+    )
+
+
+def test_two_fingers_move_two_faders_and_double_tap_resets(served: tuple[Daemon, Path]) -> None:
+    from selenium.webdriver.common.actions import interaction
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+    from selenium.webdriver.common.actions.mouse_button import MouseButton
+    from selenium.webdriver.common.by import By
+
+    daemon, _ = served
+    client = Client(daemon.port)
+    d = browser()
+    try:
+        open_page(d, daemon.http_url())
+        drums = strip(d, "/ch/1").find_element(By.CSS_SELECTOR, ".fader")
+        other = strip(d, "/ch/3").find_element(By.CSS_SELECTOR, ".fader")
+        actions = ActionBuilder(d)
+        one = actions.add_pointer_input(interaction.POINTER_TOUCH, "one")
+        two = actions.add_pointer_input(interaction.POINTER_TOUCH, "two")
+        # Both fingers down, both move up, both lift: tick by tick, together.
+        for finger, fader in ((one, drums), (two, other)):
+            finger.create_pointer_move(origin=fader)
+            finger.create_pointer_down(button=MouseButton.LEFT)
+            for _ in range(3):
+                finger.create_pointer_move(duration=50, x=0, y=-15, origin="pointer")
+            finger.create_pointer_up(MouseButton.LEFT)
+        actions.perform()
+        for address, name in (("/ch/1", "drums"), ("/ch/3", "other")):
+            wait_for(
+                d,
+                lambda d, a=address: float(strip(d, a).get_attribute("data-fader") or 0) > 0.8,
+                f"{name} fader did not move under its finger",
+            )
+            shown = float(strip(d, address).get_attribute("data-fader"))
+            got = wait_osc(client, f"/ch/{name}/fader", lambda v: v > 0.8, f"{name} not sent")
+            assert got == pytest.approx(shown, abs=1e-3)
+        # A double tap puts a fader back at unity.
+        for address, name in (("/ch/1", "drums"), ("/ch/3", "other")):
+            fader = strip(d, address).find_element(By.CSS_SELECTOR, ".fader")
+            taps = ActionBuilder(d)
+            finger = taps.add_pointer_input(interaction.POINTER_TOUCH, "tap")
+            finger.create_pointer_move(origin=fader)
+            finger.create_pointer_down(button=MouseButton.LEFT)
+            finger.create_pointer_up(MouseButton.LEFT)
+            finger.create_pause(0.05)
+            finger.create_pointer_down(button=MouseButton.LEFT)
+            finger.create_pointer_up(MouseButton.LEFT)
+            taps.perform()
+            wait_osc(client, f"/ch/{name}/fader", lambda v: v == 0.75, f"{name} not back at unity")
+            wait_for(
+                d,
+                lambda d, a=address: strip(d, a).get_attribute("data-fader") == "0.7500",
+                f"{name} fader not shown at unity",
+            )
+    finally:
+        d.quit()  # type: ignore[attr-defined]
+        client.close()
+
+
+def test_two_browsers_osc_and_the_recording(served: tuple[Daemon, Path]) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    daemon, root = served
+    url = daemon.http_url()
+    client = Client(daemon.port)
+    a = browser()
+    b = browser()
+    try:
+        for d in (a, b):
+            d.get(url)  # type: ignore[attr-defined]
+            wait_for(d, lambda d: d.find_element(By.ID, "conn").text == "live", "page not live")
+            wait_for(
+                d,
+                lambda d: (
+                    len(d.find_elements(By.CSS_SELECTOR, ".strip")) == 5
+                    and strip(d, "/ch/2").get_attribute("data-fader") == "0.7500"
+                ),
+                "strips not shown with their values",
+            )
+        names = [e.text for e in a.find_elements(By.CSS_SELECTOR, ".strip .name")]  # type: ignore[attr-defined]
+        assert names == ["drums", "bass", "other", "vocals", "master"]
+
+        # Browser A moves the bass fader down: the daemon has the page's value.
+        fader = strip(a, "/ch/2").find_element(By.CSS_SELECTOR, ".fader")
+        ActionChains(a).click_and_hold(fader).move_by_offset(0, 30).move_by_offset(
+            0, 30
+        ).release().perform()
+        wait_for(
+            a,
+            lambda d: float(strip(d, "/ch/2").get_attribute("data-fader") or 1) < 0.7,
+            "bass fader did not move in the page",
+        )
+        shown = float(strip(a, "/ch/2").get_attribute("data-fader"))
+        bass = wait_osc(client, "/ch/bass/fader", lambda v: v < 0.7, "bass fader not sent")
+        assert bass == pytest.approx(shown, abs=1e-3)
+
+        # Browser A mutes the drums.
+        strip(a, "/ch/1").find_element(By.CSS_SELECTOR, ".mute").click()
+        wait_osc(client, "/ch/drums/mute", lambda v: v == 1, "drums not muted")
+        assert osc_value(client, "/ch/bass/mute") == 0
+
+        # Browser B shows both changes.
+        wait_for(
+            b,
+            lambda d: (
+                strip(d, "/ch/1").get_attribute("data-mute") == "1"
+                and "on"
+                in strip(d, "/ch/1").find_element(By.CSS_SELECTOR, ".mute").get_attribute("class")
+            ),
+            "the second browser did not show the mute",
+        )
+        wait_for(
+            b,
+            lambda d: (
+                float(strip(d, "/ch/2").get_attribute("data-fader") or 1)
+                == pytest.approx(bass, abs=1e-3)
+            ),
+            "the second browser did not show the fader",
+        )
+
+        # A change over OSC moves the fader in both pages.
+        client.send("/ch/vocals/fader", 0.5)
+        for d in (a, b):
+            wait_for(
+                d,
+                lambda d: strip(d, "/ch/4").get_attribute("data-fader") == "0.5000",
+                "an OSC change did not move the page's fader",
+            )
+        wait_for(
+            a,
+            lambda d: strip(d, "/ch/4").find_element(By.CSS_SELECTOR, ".db").text == "-10.0 dB",
+            "the dB readout did not follow",
+        )
+        position = client.query("/transport/position")
+    finally:
+        a.quit()  # type: ignore[attr-defined]
+        b.quit()  # type: ignore[attr-defined]
+        client.close()
+
+    # Let half a second more play with the drums muted, then read the recording.
+    import time
+
+    time.sleep(0.6)
+    code, err = daemon.stop()
+    assert code == 0, err
+    rec, sr = sf.read(root / "rec.wav", dtype="float32")
+    assert sr == SR
+    mono = rec.mean(axis=1)
+    after = mono[-int(0.5 * SR) :]  # the end: drums muted, bass down, vocals at -10 dB
+    assert amplitude(after, TONES["drums"]) < 0.2 * 10 ** (-60 / 20)  # gone
+    assert amplitude(after, TONES["other"]) == pytest.approx(0.2, rel=0.05)  # back at unity
+    assert amplitude(after, TONES["vocals"]) == pytest.approx(0.2 * 10 ** (-10 / 20), rel=0.05)
+    bass_db = 40 * bass - 30 if bass >= 0.5 else 80 * bass - 50
+    assert amplitude(after, TONES["bass"]) == pytest.approx(0.2 * 10 ** (bass_db / 20), rel=0.05)
+    assert position > 0
+
+
+def test_page_reconnects_and_shows_the_new_state(tmp_path: Path) -> None:
+    """The daemon goes away: the page says so; one comes back on the same port with
+    other values: the page reconnects by itself and shows them."""
+    import socket
+
+    from selenium.webdriver.common.by import By
+
+    stems = tone_stems(2.0)
+    track = tmp_path / "tones.stem.mp4"
+    write_stem_file(track, stems.sum(axis=0), stems, SR, codec="alac")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"STEMDECK_CACHE": str(tmp_path / "cache"), "STEMDECK_CONFIG": str(tmp_path / "cfg")}
+    args = [str(track), "--no-audio", "--http", str(port)]
+    first = Daemon(args, env, tmp_path)
+    d = browser()
+    second = None
+    try:
+        first.wait_ready()
+        open_page(d, first.http_url())
+        assert strip(d, "/ch/2").get_attribute("data-mute") == "0"
+        code, err = first.stop()
+        assert code == 0, err
+        wait_for(d, lambda d: d.find_element(By.ID, "conn").text != "live", "loss not shown")
+        assert d.find_element(By.ID, "conn").text.startswith("reconnecting")  # type: ignore[attr-defined]
+        second = Daemon(args, env, tmp_path)
+        second.wait_ready()
+        second.client.send("/ch/bass/mute", 1)
+        second.client.send("/ch/other/fader", 0.25)
+        wait_for(d, lambda d: d.find_element(By.ID, "conn").text == "live", "no reconnection")
+        wait_for(
+            d,
+            lambda d: (
+                strip(d, "/ch/2").get_attribute("data-mute") == "1"
+                and strip(d, "/ch/3").get_attribute("data-fader") == "0.2500"
+            ),
+            "the page did not show the new daemon's state",
+        )
+    finally:
+        d.quit()  # type: ignore[attr-defined]
+        first.stop()
+        if second is not None:
+            code, err = second.stop()
+            assert code == 0, err
