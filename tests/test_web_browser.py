@@ -186,6 +186,68 @@ def test_two_fingers_move_two_faders_and_double_tap_resets(served: tuple[Daemon,
         client.close()
 
 
+def test_keyboard_seek_and_loop(served: tuple[Daemon, Path]) -> None:
+    """Space pauses and plays, a digit mutes its channel, a click on the bar seeks,
+    loop in/out set the loop and loop off clears it."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    daemon, _ = served
+    client = Client(daemon.port)
+    d = browser()
+    try:
+        open_page(d, daemon.http_url())
+        body = d.find_element(By.TAG_NAME, "body")  # type: ignore[attr-defined]
+        body.send_keys("2")
+        wait_osc(client, "/ch/bass/mute", lambda v: v == 1, "key 2 did not mute the bass")
+        body.send_keys("2")
+        wait_osc(client, "/ch/bass/mute", lambda v: v == 0, "key 2 did not unmute the bass")
+        body.send_keys(" ")
+        wait_osc(client, "/transport/playing", lambda v: v == 0, "space did not pause")
+        wait_for(
+            d,
+            lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-playing") == "0",
+            "pause not shown",
+        )
+
+        bar = d.find_element(By.ID, "posbar")  # type: ignore[attr-defined]
+        width = bar.size["width"]
+
+        def seek(fraction: float) -> float:
+            ActionChains(d).move_to_element_with_offset(
+                bar, int((fraction - 0.5) * width), 0
+            ).click().perform()
+            want = fraction * 4.0  # the track is 4 s long
+            return wait_osc(
+                client,
+                "/transport/position",
+                lambda v: abs(v - want) < 0.05,
+                f"a click at {fraction:.0%} of the bar did not seek",
+            )
+
+        start = seek(0.25)
+        d.find_element(By.ID, "loop-in").click()  # type: ignore[attr-defined]
+        end = seek(0.75)
+        d.find_element(By.ID, "loop-out").click()  # type: ignore[attr-defined]
+        for _ in range(200):
+            replies = client.ask("/transport/loop")
+            if replies and replies[0][1][1] > 0:
+                break
+        assert replies[0][0] == "/transport/loop"
+        assert replies[0][1] == [pytest.approx(start, abs=1e-3), pytest.approx(end, abs=1e-3)]
+        d.find_element(By.ID, "loop-off").click()  # type: ignore[attr-defined]
+        for _ in range(200):
+            replies = client.ask("/transport/loop")
+            if replies and replies[0][1] == [0.0, 0.0]:
+                break
+        assert replies == [("/transport/loop", [0.0, 0.0])]
+        body.send_keys(" ")
+        wait_osc(client, "/transport/playing", lambda v: v == 1, "space did not play")
+    finally:
+        d.quit()  # type: ignore[attr-defined]
+        client.close()
+
+
 def test_two_browsers_osc_and_the_recording(served: tuple[Daemon, Path]) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
