@@ -231,6 +231,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for replies")
     p.set_defaults(func=cmd_send)
 
+    p = sub.add_parser("prep", help="separate every track under folders, in parallel (Dask)")
+    p.add_argument(
+        "paths", nargs="+", metavar="PATH", help="folders (searched recursively) or files"
+    )
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        metavar="N",
+        help="worker processes of the local cluster (default: one per core)",
+    )
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="use this Dask cluster (tcp://HOST:PORT; its workers need stemdeck)",
+    )
+    p.add_argument(
+        "--format",
+        choices=("cache", "wav", "flac", "stem.mp4"),
+        default="cache",
+        help="cache (default: what serve and /track/load start from), or files as "
+        "`separate` writes them, under -o DIR",
+    )
+    p.add_argument("-o", "--output", metavar="DIR", help="output folder (wav, flac, stem.mp4)")
+    p.add_argument("--codec", choices=CODECS, default="aac", help="audio codec of stem.mp4 files")
+    p.add_argument("--report", metavar="FILE.json", help="write one JSON record per track here")
+    p.add_argument(
+        "--dashboard", action="store_true", help="start the Dask dashboard (127.0.0.1:8787)"
+    )
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--stems", action="store_true", help="drums, bass, vocals, other (default)")
+    mode.add_argument(
+        "--components", type=_positive_int, metavar="K", help="K NMF components, one channel each"
+    )
+    p.add_argument(
+        "--preset",
+        default="default",
+        help=f"separation preset: {', '.join(list_presets())} or a .toml file",
+    )
+    p.set_defaults(func=cmd_prep)
+
     p = sub.add_parser("plot", help="figure of the spectrogram, W, H and the channels")
     _add_track_args(p)
     p.add_argument("-o", "--output", required=True, metavar="FIG.png", help="image file")
@@ -361,6 +401,27 @@ def cmd_separate(args: argparse.Namespace) -> int:
         result = _separate(args, y, sr, name, on_channel=files)
     print(f"wrote {len(files.written)} files to {folder}")
     return 0 if len(files.written) == len(result.names) else EXIT_ERROR
+
+
+def cmd_prep(args: argparse.Namespace) -> int:
+    from .prep import PrepOptions, run_prep, summary_lines
+
+    opts = PrepOptions(
+        paths=list(args.paths),
+        params=_params(args),
+        mode="components" if args.components else "stems",
+        fmt=args.format,
+        output=args.output,
+        codec=args.codec,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        dashboard=args.dashboard,
+        report=args.report,
+    )
+    summary = run_prep(opts)
+    for line in summary_lines(summary):
+        print(line)
+    return EXIT_ERROR if summary.failed or summary.problems else 0
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
