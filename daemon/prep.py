@@ -498,19 +498,27 @@ def _connect(opts: PrepOptions) -> tuple[Any, Any]:
             raise ParameterError("--dashboard needs bokeh: pip install 'bokeh>=3.1'")
     n = opts.workers or os.cpu_count() or 1
     environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {})
+    # Dask's default MALLOC_TRIM_THRESHOLD_ makes glibc hand memory back at once, so
+    # every large numpy temporary is a fresh mmap paid in page faults: a track took
+    # 10-20 % longer (bench/prep.py). A worker holds one track at a time; keep glibc's
+    # own threshold.
+    environ.pop("MALLOC_TRIM_THRESHOLD_", None)
     environ.update(SINGLE_THREAD_ENV)
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
-        cluster = LocalCluster(
-            n_workers=n,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            # Without --dashboard the scheduler's HTTP server (health checks only)
-            # still listens: on loopback, on a free port.
-            dashboard_address="127.0.0.1:8787" if opts.dashboard else "127.0.0.1:0",
-            scheduler_kwargs={"dashboard": opts.dashboard},
-            silence_logs=logging.ERROR,
-        )
+    try:
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+            cluster = LocalCluster(
+                n_workers=n,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                # Without --dashboard the scheduler's HTTP server (health checks only)
+                # still listens: on loopback, on a free port.
+                dashboard_address="127.0.0.1:8787" if opts.dashboard else "127.0.0.1:0",
+                scheduler_kwargs={"dashboard": opts.dashboard},
+                silence_logs=logging.ERROR,
+            )
+    except (OSError, RuntimeError) as exc:  # no free port, a worker that cannot start
+        raise StemdeckError(f"cannot start the local Dask cluster: {exc}") from None
     try:
         client = Client(cluster, set_as_default=False)
     except BaseException:
@@ -570,7 +578,14 @@ def run_prep(opts: PrepOptions, *, on_client: Callable[[Any], None] | None = Non
     futures: dict[Any, tuple[Track, str]] = {}
     try:
         job.progress.update(force=True)
-        _run(job, dask, iter(tracks), futures)
+        import dask as dask_config
+        import distributed  # noqa: F401  (its defaults first: config.set would hide them)
+
+        # Each task carries its track's bytes (tens of MB for a long wav), on
+        # purpose: the scheduler keeps them, so it can run the task again when a
+        # worker dies. Dask's warning about large graphs is not for this case.
+        with dask_config.config.set({"distributed.admin.large-graph-warning-threshold": "4GiB"}):
+            _run(job, dask, iter(tracks), futures)
     except KeyboardInterrupt:
         job.summary.interrupted = True
         for track, _ in futures.values():
@@ -720,7 +735,8 @@ def _write_report(path: str | None, summary: PrepSummary) -> None:
 
 
 def summary_lines(summary: PrepSummary) -> list[str]:
-    """The closing lines: counts, then one line per failure."""
+    """The closing lines: counts, then one line per failure (a track, or a path that
+    could not be searched)."""
     n = len(summary.records)
     audio = sum(r.duration for r in summary.records)
     rate = n / summary.seconds * 60 if summary.seconds > 0 else math.nan
@@ -731,4 +747,5 @@ def summary_lines(summary: PrepSummary) -> list[str]:
         f"{summary.count('stem-file')} stem files, {len(summary.failed)} failed"
     ]
     lines += [f"failed: {r.source}: {r.error}" for r in summary.failed]
+    lines += [f"failed: {problem}" for problem in summary.problems]
     return lines
