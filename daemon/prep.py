@@ -106,6 +106,7 @@ class Record:
     outcome: str = ""  # separated, cached, up-to-date, stem-file, failed, cancelled
     error: str | None = None
     index: int = -1  # the track's place in the job, for the report's order
+    finished: float = 0.0  # seconds from the start of the job to this record
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -115,6 +116,7 @@ class Record:
             "seconds": round(self.seconds, 3),
             "worker": self.worker,
             "outcome": self.outcome,
+            "finished": round(self.finished, 3),
         }
         if self.error is not None:
             out["error"] = self.error
@@ -318,6 +320,7 @@ class _Job:
         self.summary = PrepSummary()
         self.by_base: dict[Path, Path] = {}
         self.progress: Progress | None = None
+        self.t_start = time.monotonic()
 
     # -- before a track is sent ----------------------------------------------------------
     def outputs(self, track: Track) -> list[Path]:
@@ -335,6 +338,7 @@ class _Job:
 
     def record(self, rec: Record, track: Track) -> None:
         rec.index = track.index
+        rec.finished = time.monotonic() - self.t_start
         self.summary.records.append(rec)
         if self.progress is not None:
             self.progress.done += 1
@@ -547,7 +551,7 @@ def run_prep(opts: PrepOptions, *, on_client: Callable[[Any], None] | None = Non
     writes the report of what was done, and propagates.
     """
     job = _Job(opts)
-    t_start = time.monotonic()
+    t_start = job.t_start
     exclude = [job.cache.root] + ([job.out] if job.out is not None else [])
     found, problems = find_tracks(opts.paths, exclude=exclude)
     job.summary.problems = problems

@@ -278,6 +278,7 @@ def test_scheduler_and_worker_pair_rerun_does_nothing(
         f"failed: {missing!r}: no such file or folder",
     ]
     report = json.loads((tmp_path / "r.json").read_text())
+    assert all(0 < r["finished"] <= report["seconds"] for r in report["tracks"])
     workers = {r["worker"] for r in report["tracks"] if r["outcome"] == "separated"}
     assert len(workers) == 1 and workers.pop().startswith("tcp://127.0.0.1:")
     entries = sorted(p.name for p in (tmp_path / "cache").iterdir())
@@ -368,3 +369,53 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_resumes(tmp_path: Path) -> None:
         for name in NAMES:
             data, sr = sf.read(folder / f"{name}.flac", dtype="float32")
             assert sr == SR and np.isfinite(data).all()
+
+
+def test_stem_files_are_those_separate_writes(tmp_path: Path) -> None:
+    """Stems mode into NI Stems files, on an in-process cluster: the same file as
+    `stemdeck separate --format stem.mp4` (every decoded sample, names, colours, tags),
+    the rerun finds it up to date, and a rerun after the track changed redoes it."""
+    from distributed import LocalCluster
+
+    from stemdeck.core.separation.stemfile import read_stem_file
+
+    lib = make_library(tmp_path, broken=False, tracks=["album/song.wav"])
+    params = load_separation_preset(str(FAST))
+    out = tmp_path / "out"
+    with LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        processes=False,
+        protocol="tcp://",
+        host="127.0.0.1",
+        dashboard_address=None,
+        silence_logs=True,
+    ) as cluster:
+        opts = PrepOptions(
+            paths=[str(lib)],
+            params=params,
+            fmt="stem.mp4",
+            output=str(out),
+            scheduler=cluster.scheduler_address,
+            cache_root=str(tmp_path / "cache"),
+        )
+        assert [r.outcome for r in run_prep(opts).records] == ["separated"]
+        assert [r.outcome for r in run_prep(opts).records] == ["up-to-date"]
+        track = lib / "album" / "song.wav"
+        os.utime(track, (time.time() + 5, time.time() + 5))  # the track is newer now
+        assert [r.outcome for r in run_prep(opts).records] == ["cached"]  # rewritten
+    done = subprocess.run(
+        [sys.executable, "-m", "stemdeck.daemon.cli", "separate", str(track),
+         "-o", str(tmp_path / "ref"), "--preset", str(FAST), "--format", "stem.mp4"],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "STEMDECK_CACHE": str(tmp_path / "ref-cache")},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    mine = read_stem_file(out / "album" / "song.stem.mp4")
+    ref = read_stem_file(tmp_path / "ref" / "song.stem.mp4")
+    assert (mine.names, mine.colours, mine.sr, mine.tags) == (
+        ref.names, ref.colours, ref.sr, ref.tags
+    )  # fmt: skip
+    assert np.array_equal(mine.stems, ref.stems)
+    assert mine.master is not None and ref.master is not None
+    assert np.array_equal(mine.master, ref.master)
