@@ -10,25 +10,20 @@ import argparse
 import logging
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from stemdeck.core import __version__
-from stemdeck.core.errors import AudioFileError, ParameterError, StemdeckError
-from stemdeck.core.separation.audio import load, write
+from stemdeck.core.errors import ParameterError, StemdeckError
+from stemdeck.core.separation.audio import load
 from stemdeck.core.separation.cache import SeparationCache
 from stemdeck.core.separation.presets import SeparationParams, list_presets, load_separation_preset
 from stemdeck.core.separation.separate import ChannelSink, Separation, separate
 from stemdeck.core.separation.stemfile import (
     CODECS,
-    NI_COLOURS,
-    NI_NAMES,
-    NI_STEMS,
     Tags,
     channel_keys,
     check_encodable,
@@ -37,9 +32,15 @@ from stemdeck.core.separation.stemfile import (
     read_stem_file,
     read_tags,
     stem_track_name,
-    write_stem_file,
 )
 
+from .outputs import (
+    ChannelFiles,
+    make_folder,
+    write_atomic,
+    write_separated_stem_file,
+    write_stem_mp4,
+)
 from .progress import ProgressBar
 
 log = logging.getLogger("stemdeck")
@@ -255,6 +256,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for replies")
     p.set_defaults(func=cmd_send)
 
+    p = sub.add_parser("prep", help="separate every track under folders, in parallel (Dask)")
+    p.add_argument(
+        "paths", nargs="+", metavar="PATH", help="folders (searched recursively) or files"
+    )
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        metavar="N",
+        help="worker processes of the local cluster (default: one per core)",
+    )
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="use this Dask cluster (tcp://HOST:PORT; its workers need stemdeck)",
+    )
+    p.add_argument(
+        "--format",
+        choices=("cache", "wav", "flac", "stem.mp4"),
+        default="cache",
+        help="cache (default: what serve and /track/load start from), or files as "
+        "`separate` writes them, under -o DIR",
+    )
+    p.add_argument("-o", "--output", metavar="DIR", help="output folder (wav, flac, stem.mp4)")
+    p.add_argument("--codec", choices=CODECS, default="aac", help="audio codec of stem.mp4 files")
+    p.add_argument("--report", metavar="FILE.json", help="write one JSON record per track here")
+    p.add_argument(
+        "--dashboard", action="store_true", help="start the Dask dashboard (127.0.0.1:8787)"
+    )
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--stems", action="store_true", help="drums, bass, vocals, other (default)")
+    mode.add_argument(
+        "--components", type=_positive_int, metavar="K", help="K NMF components, one channel each"
+    )
+    p.add_argument(
+        "--preset",
+        default="default",
+        help=f"separation preset: {', '.join(list_presets())} or a .toml file",
+    )
+    p.set_defaults(func=cmd_prep)
+
     p = sub.add_parser("plot", help="figure of the spectrogram, W, H and the channels")
     _add_track_args(p)
     p.add_argument("-o", "--output", required=True, metavar="FIG.png", help="image file")
@@ -316,59 +357,10 @@ def _separate(
     return result
 
 
-def _write_atomic(path: Path, audio: np.ndarray, sr: int, fmt: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=f".{fmt}", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp, audio, sr, fmt=fmt)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _source_tags(args: argparse.Namespace, name: str) -> Tags:
     if args.demo:
         return Tags(title=name, artist="stemdeck")
     return read_tags(args.track)
-
-
-def _ni_order(names: list[str], channels: np.ndarray) -> np.ndarray:
-    """Separated stems in the order of an NI Stems file (drums, bass, other, vocals)."""
-    order = [n for n, _ in NI_STEMS]
-    if sorted(names) != sorted(order):
-        raise ParameterError(f"stems {names} do not match NI's {order}; cannot write stem.mp4")
-    return np.stack([channels[names.index(n)] for n in order])
-
-
-def _write_stem_mp4(
-    path: Path,
-    master: np.ndarray,
-    stems: np.ndarray,
-    sr: int,
-    *,
-    names: list[str],
-    colours: list[str],
-    codec: str,
-    tags: Tags,
-) -> None:
-    if codec == "alac" and max(float(np.abs(master).max()), float(np.abs(stems).max())) > 1.0:
-        log.warning("peaks above full scale clip in 24-bit alac; use --codec aac to keep them")
-    bar = ProgressBar(f"encoding {path.name}")
-    try:
-        write_stem_file(
-            path,
-            master,
-            stems,
-            sr,
-            names=names,
-            colours=colours,
-            codec=codec,
-            tags=tags,
-            progress=lambda fraction: bar("encoding", fraction),
-        )
-    finally:
-        bar.close()
 
 
 def _separate_stem_file(args: argparse.Namespace) -> int:
@@ -382,11 +374,11 @@ def _separate_stem_file(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if args.format == "stem.mp4":
         check_encodable(stems.sr, codec=args.codec)
-        _make_folder(out)
+        make_folder(out)
         path = out / f"{name}.stem.mp4"
         if path.resolve() == Path(args.track).resolve():
             raise ParameterError(f"{str(path)!r} is the input file; choose another -o DIR")
-        _write_stem_mp4(
+        write_stem_mp4(
             path,
             stems.master if stems.master is not None else stems.mix,
             stems.stems,
@@ -399,18 +391,11 @@ def _separate_stem_file(args: argparse.Namespace) -> int:
         print(f"wrote {path}")
         return 0
     folder = out / name
-    _make_folder(folder)
+    make_folder(folder)
     for key, audio in zip(channel_keys(stems.names), stems.stems, strict=True):
-        _write_atomic(folder / f"{key}.{args.format}", audio, stems.sr, args.format)
+        write_atomic(folder / f"{key}.{args.format}", audio, stems.sr, args.format)
     print(f"wrote {len(stems.names)} files to {folder} (stems from the file, not separated)")
     return 0
-
-
-def _make_folder(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise AudioFileError(f"cannot create {str(folder)!r}: {exc.strerror}") from None
 
 
 # -- commands -----------------------------------------------------------------------
@@ -426,49 +411,42 @@ def cmd_separate(args: argparse.Namespace) -> int:
     if args.format == "stem.mp4":
         check_encodable(sr, codec=args.codec)  # before the separation, not after it
         out = Path(args.output)
-        _make_folder(out)
+        make_folder(out)
         tags = _source_tags(args, name)
         result = _separate(args, y, sr, name)
-        stems = _ni_order(list(result.names), np.asarray(result.channels))
         path = out / f"{name}.stem.mp4"
-        _write_stem_mp4(
-            path,
-            y,
-            stems,
-            sr,
-            names=list(NI_NAMES),
-            colours=list(NI_COLOURS),
-            codec=args.codec,
-            tags=tags,
+        write_separated_stem_file(
+            path, y, list(result.names), result.channels, sr, codec=args.codec, tags=tags
         )
         print(f"wrote {path}")
         return 0
     folder = Path(args.output) / name
-    _make_folder(folder)
-    written: list[Path] = []
-    clipped: list[str] = []
-    # One writer thread saves each channel while the next ones are computed.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        futures = []
+    # The files are written while the next channels are computed.
+    with ChannelFiles(folder, sr, args.format) as files:
+        result = _separate(args, y, sr, name, on_channel=files)
+    print(f"wrote {len(files.written)} files to {folder}")
+    return 0 if len(files.written) == len(result.names) else EXIT_ERROR
 
-        def save(index: int, channel: str, audio: np.ndarray) -> None:
-            path = folder / f"{channel}.{args.format}"
-            if args.format == "flac" and float(np.abs(audio).max()) > 1.0:
-                clipped.append(channel)
-            futures.append(pool.submit(_write_atomic, path, audio, sr, args.format))
-            written.append(path)
 
-        result = _separate(args, y, sr, name, on_channel=save)
-        for f in futures:
-            f.result()
-    if clipped:
-        log.warning(
-            "%s peak above full scale and clip in 24-bit flac; "
-            "use --format wav (float) to keep them",
-            ", ".join(clipped),
-        )
-    print(f"wrote {len(written)} files to {folder}")
-    return 0 if len(written) == len(result.names) else EXIT_ERROR
+def cmd_prep(args: argparse.Namespace) -> int:
+    from .prep import PrepOptions, run_prep, summary_lines
+
+    opts = PrepOptions(
+        paths=list(args.paths),
+        params=_params(args),
+        mode="components" if args.components else "stems",
+        fmt=args.format,
+        output=args.output,
+        codec=args.codec,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        dashboard=args.dashboard,
+        report=args.report,
+    )
+    summary = run_prep(opts)
+    for line in summary_lines(summary):
+        print(line)
+    return EXIT_ERROR if summary.failed or summary.problems else 0
 
 
 def cmd_plot(args: argparse.Namespace) -> int:

@@ -10,12 +10,17 @@ been made, so the last request wins and an earlier request's worker is ended.
 Sequence of one load (a background thread per request)::
 
     request(path)          validate: library, regular file, audio header -> ack
-      read + decode        the original, at the engine's rate
-      post SetTrack(mix)   the original plays from its start (old track fades out)
-      cache hit?           verify every block in the background, then
+      read + decode        the source at its own rate (the cache key hashes it)
+      post SetTrack(mix)   the original, resampled to the engine's rate, plays from
+                           its start (old track fades out)
+      cache hit?           verify every block in the background, resample the
+                           channels to the engine's rate when the rates differ, then
                            post SetTrack(channels, same_audio=True)
-      else                 worker process separates; the watcher publishes the
-                           channels the same way when it reports "done"
+      else                 worker process separates at the source rate; the watcher
+                           publishes the channels the same way when it reports "done"
+
+A track separated by ``stemdeck separate`` or ``stemdeck prep`` at 44.1 kHz is
+therefore a cache hit on a 48 kHz device too.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import numpy as np
 from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import ParameterError, StemdeckError
 from stemdeck.core.mixer.commands import Command, SetTrack, Track
-from stemdeck.core.separation.audio import load, resample
+from stemdeck.core.separation.audio import load, resample, resample_channels
 from stemdeck.core.separation.cache import SeparationCache
 from stemdeck.core.separation.presets import SeparationParams
 from stemdeck.core.separation.separate import cached_separation, separate
@@ -86,7 +91,7 @@ def _exit_with_parent(parent: int) -> None:
 
 def _worker(
     source: str,
-    sr: int,
+    sr: int | None,
     params: SeparationParams,
     mode: str,
     cache_root: str | None,
@@ -245,7 +250,7 @@ class TrackLoader:
         if stems is not None:
             self._publish_stems(stems, source, gen)
             return
-        y, sr, name = read_source(source, self.engine.sr)
+        y, sr, name = read_source(source, None)
         if self._begin(y, sr, name, gen):
             threading.Thread(
                 target=self._channels,
@@ -265,7 +270,7 @@ class TrackLoader:
             if stems is not None:
                 self._publish_stems(stems, source, gen)
                 return
-            y, sr, name = read_source(source, self.engine.sr)
+            y, sr, name = read_source(source, None)
         except StemdeckError as exc:
             if self.current(gen):
                 self.problem = str(exc)
@@ -275,7 +280,11 @@ class TrackLoader:
             self._channels(source, y, sr, gen, name)
 
     def _begin(self, y: np.ndarray, sr: int, name: str, gen: int) -> bool:
-        """Play the original of request ``gen`` (if still current) from its start."""
+        """Play the original of request ``gen`` (if still current) from its start;
+        ``y`` is the source at its own rate ``sr``."""
+        if not self.current(gen):
+            return False
+        mix = y if sr == self.engine.sr else resample(y, sr, self.engine.sr)
         with self._lock:
             if not self.current(gen):
                 return False
@@ -285,7 +294,7 @@ class TrackLoader:
             self.separated = False
             self.progress = ("starting", 0.0)
             self._set_names(self.names, [])
-            self.post(SetTrack(Track(y[np.newaxis], sr, ("mix",), is_mix=True)))
+            self.post(SetTrack(Track(mix[np.newaxis], self.engine.sr, ("mix",), is_mix=True)))
             return True
 
     def _channels(self, source: str, y: np.ndarray, sr: int, gen: int, name: str) -> None:
@@ -312,7 +321,7 @@ class TrackLoader:
         if not self.cache.verify(path):  # every block, while the original plays
             self._cache_problem()
             return False
-        if self._publish(cached.channels, gen):
+        if self._publish(cached.channels, sr, gen):
             log.info("%s: %d channels from the cache", name, len(cached.names))
         return True
 
@@ -333,7 +342,7 @@ class TrackLoader:
                 target=_worker,
                 name="stemdeck-separate",
                 daemon=True,
-                args=(source, sr, self.params, self.mode, cache_root, child, os.getpid()),
+                args=(source, None, self.params, self.mode, cache_root, child, os.getpid()),
             )
             worker.start()
             self._worker = worker
@@ -375,11 +384,11 @@ class TrackLoader:
                         self._cache_problem()
                         self._give_up(gen, "separated channels unusable in the cache")
                         return
-                    if self._publish(result.channels, gen):
+                    if self._publish(result.channels, sr, gen):
                         log.info("%s: channels ready", self.track_name)
                     return
                 elif kind == "data":
-                    if self._publish(msg[1], gen):
+                    if self._publish(msg[1], sr, gen):
                         log.info("%s: channels ready (not cached)", self.track_name)
                     return
                 elif kind == "error":
@@ -430,11 +439,16 @@ class TrackLoader:
         if list(names) != self.registry.names:
             self.registry.set_names(names)
 
-    def _publish(self, channels: np.ndarray, gen: int) -> bool:
-        """Swap the channels in for the original of request ``gen``, if still current."""
+    def _publish(self, channels: np.ndarray, channels_sr: int, gen: int) -> bool:
+        """Swap the channels (at the source rate ``channels_sr``) in for the original
+        of request ``gen``, if still current."""
         from .prefetch import will_need
 
         sr = self.engine.sr
+        if channels_sr != sr:
+            if not self.current(gen):
+                return False
+            channels = resample_channels(channels, channels_sr, sr)
         will_need(channels, 0, 10 * sr)  # the first seconds, before they play
         with self._lock:
             if not self.current(gen):

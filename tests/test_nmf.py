@@ -1,4 +1,5 @@
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -113,3 +114,22 @@ def test_bad_options_raise(V: np.ndarray) -> None:
         nmf(V, 2, beta=float("nan"))
     with pytest.raises(ParameterError, match="W_init"):
         nmf(V, 2, W_init=np.ones((3, 3)))
+
+
+def test_same_bits_on_any_number_of_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`stemdeck separate`, the daemon's worker and a single-threaded prep worker give
+    the same separation: partial sums do not depend on the thread count."""
+    from stemdeck.core.separation import nmf as nmf_module
+
+    rng = np.random.default_rng(3)
+    V = np.asfortranarray(rng.random((65, 1000), dtype=np.float32))  # 7 blocks of frames
+    results = []
+    for threads in (1, 2, 3):
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            monkeypatch.setattr(nmf_module, "_THREADS", threads)
+            monkeypatch.setattr(nmf_module, "_pool", lambda pool=pool: pool)
+            out = nmf(V, 4, n_iter=20, tol=0.0, seed=0)
+            results.append((out.W, out.H, solve_activations(V, out.W, n_iter=5)))
+    for W, H, H2 in results[1:]:
+        assert np.array_equal(W, results[0][0]) and np.array_equal(H, results[0][1])
+        assert np.array_equal(H2, results[0][2])

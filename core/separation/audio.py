@@ -17,7 +17,7 @@ import soundfile as sf
 from ..errors import AudioFileError, ParameterError
 from .stemfile import is_mp4_path, probe, read_mp4_audio, read_stem_file
 
-__all__ = ["load", "resample", "validate_audio", "write"]
+__all__ = ["load", "resample", "resample_channels", "validate_audio", "write"]
 
 log = logging.getLogger("stemdeck")
 
@@ -134,6 +134,25 @@ def resample(y: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
         raise ParameterError(f"sample rates must be positive, got {sr_in} -> {sr_out}")
     out = soxr.resample(y.T, sr_in, sr_out, quality="VHQ")
     return np.ascontiguousarray(np.asarray(out, dtype=np.float32).T)
+
+
+def resample_channels(channels: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    """Resample every mixer channel of a separation, shape ``(n, channels, samples)``.
+
+    Resampling is linear, so channels that add up to a track still add up to the
+    track resampled the same way (to float rounding): separated channels from the
+    cache, at the source's rate, replace the original played at the output rate
+    without a seam. Returns ``channels`` itself when the rates match (a memory map
+    stays a memory map).
+    """
+    if sr_in == sr_out:
+        return channels
+    first = resample(np.asarray(channels[0]), sr_in, sr_out)
+    out = np.empty((channels.shape[0], *first.shape), dtype=np.float32)
+    out[0] = first
+    for i in range(1, channels.shape[0]):
+        out[i] = resample(np.asarray(channels[i]), sr_in, sr_out)
+    return out
 
 
 def write(path: str | os.PathLike[str], y: np.ndarray, sr: int, *, fmt: str = "wav") -> None:

@@ -52,7 +52,7 @@ __all__ = [
     "default_cache_dir",
 ]
 
-FORMAT_VERSION = 2  # 2: a CRC32 for every block of every file
+FORMAT_VERSION = 3  # 2: a CRC32 for every block; 3: keyed by the source at its own rate
 CHECK_BLOCK = 1 << 20  # bytes per checksum block
 _DEFAULT_MAX_BYTES = 20 * 2**30
 

@@ -168,9 +168,15 @@ def beta_divergence(V: np.ndarray, W: np.ndarray, H: np.ndarray, *, beta: float 
         return float(sum(_run(work, VT.shape[0])))
 
 
+# Frame ranges per update, whatever the thread count: partial sums are added in
+# the same order on 1 thread or 4, so a track separates to the same bits in the
+# daemon's worker, in `stemdeck separate` and in a single-threaded prep worker.
+_RANGES = 4
+
+
 def _split(frames: int) -> list[tuple[int, int]]:
-    """Frame ranges, one per worker thread, each a whole number of blocks."""
-    n = max(1, min(_THREADS, frames // _BLOCK))
+    """Frame ranges for the worker threads, each a whole number of blocks."""
+    n = max(1, min(_RANGES, frames // _BLOCK))
     blocks = -(-frames // _BLOCK)
     edges = [min(frames, (blocks * i // n) * _BLOCK) for i in range(n + 1)]
     return [(edges[i], edges[i + 1]) for i in range(n) if edges[i] < edges[i + 1]]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -31,11 +31,14 @@ __all__ = [
     "channel_names",
     "component_centroids",
     "factorize",
+    "load_separation",
     "magnitude",
     "reconstruct",
     "reconstruct_spectra",
     "separate",
+    "separation_key",
     "stems_params",
+    "store_separation",
 ]
 
 log = logging.getLogger("stemdeck")
@@ -322,6 +325,17 @@ def _from_cache(
     )
 
 
+def load_separation(
+    cache: SeparationCache, key: str, *, mode: str, params: SeparationParams
+) -> Separation | None:
+    """The separation stored under ``key`` (every block verified), or None.
+
+    ``mode`` and ``params`` describe it (they are part of the key); a damaged
+    entry is removed and reported in ``cache.last_problem``.
+    """
+    return _from_cache(cache, key, mode, params)
+
+
 def stems_params(params: SeparationParams, model: StemModel, sr: int) -> SeparationParams:
     """The parameters a stems-mode separation really runs with: the model's analysis
     (FFT size, hop, mask exponent) at this rate; ``stems_iter`` and the rest as given."""
@@ -357,6 +371,77 @@ def cached_separation(
     if mode == "stems":
         params = stems_params(params, load_stem_model(params.stems_model), sr)
     return _from_cache(cache, key, mode, params)
+
+
+def separation_key(
+    y: np.ndarray, sr: int, *, params: SeparationParams | None = None, mode: str = "stems"
+) -> str:
+    """The cache key :func:`separate` files the separation of ``y`` under.
+
+    ``y`` is the track at its own rate ``sr`` (as decoded from its file), so a
+    track is found in the cache whatever rate it is played at.
+    """
+    return _key(validate_audio(y, name="track"), sr, params or SeparationParams(), mode)
+
+
+def _write_entry(
+    cache: SeparationCache,
+    key: str,
+    names: Sequence[str],
+    channels: Iterable[np.ndarray],
+    audio_shape: tuple[int, ...],
+    *,
+    W: np.ndarray,
+    H: np.ndarray,
+    sr: int,
+    groups: list[list[int]],
+    mode: str,
+    params: SeparationParams,
+    on_channel: Callable[[int, np.ndarray], None] | None = None,
+) -> None:
+    """One cache entry, written atomically, channel by channel as they come."""
+    shape = (int(audio_shape[0]), int(audio_shape[1]))
+    with cache.writer(key, len(names), shape) as w:
+        for i, (name, audio) in enumerate(zip(names, channels, strict=True)):
+            w.add_channel(name, audio)
+            if on_channel is not None:
+                on_channel(i, audio)
+        w.add_array("W", W)
+        w.add_array("H", H)
+        w.meta["sr"] = sr
+        w.meta["extra"] = {"groups": groups, "mode": mode, "params": params.as_dict()}
+
+
+def store_separation(cache: SeparationCache, key: str, result: Separation) -> Separation:
+    """Store a separation computed elsewhere (a ``stemdeck prep`` worker that does
+    not share this cache folder) under ``key``; returns it served from the entry.
+
+    Atomic like every entry: an interrupted store leaves nothing, and a key
+    already stored (by a retried task, or another process) is kept as it is.
+
+    Raises
+    ------
+    CacheError
+        The cache folder cannot be written.
+    """
+    channels = np.asarray(result.channels)
+    _write_entry(
+        cache,
+        key,
+        result.names,
+        iter(channels),
+        channels.shape[1:],
+        W=result.W,
+        H=result.H,
+        sr=result.sr,
+        groups=result.groups,
+        mode=result.mode,
+        params=result.params,
+    )
+    stored = _from_cache(cache, key, result.mode, result.params)
+    if stored is None:
+        raise CacheError(f"cache entry {key[:12]} vanished right after it was written")
+    return stored
 
 
 def channel_names(mode: str, params: SeparationParams) -> list[str]:
@@ -480,14 +565,20 @@ def separate(
 
     if cache is not None:
         try:
-            with cache.writer(key, len(names), y.shape) as w:
-                for i, (name, audio) in enumerate(zip(names, channels(), strict=True)):
-                    w.add_channel(name, audio)
-                    deliver(i, audio)
-                w.add_array("W", W)
-                w.add_array("H", H)
-                w.meta["sr"] = sr
-                w.meta["extra"] = {"groups": groups, "mode": mode, "params": params.as_dict()}
+            _write_entry(
+                cache,
+                key,
+                names,
+                channels(),
+                y.shape,
+                W=W,
+                H=H,
+                sr=sr,
+                groups=groups,
+                mode=mode,
+                params=params,
+                on_channel=deliver,
+            )
             log.debug("reconstructed into the cache in %.2f s", time.perf_counter() - t0)
             entry = cache.load(key)
             if entry is not None:

@@ -1,0 +1,421 @@
+"""`stemdeck prep`: a library separated in parallel by Dask, on this machine only.
+
+Every cluster here listens on 127.0.0.1 (checked on the sockets themselves), the
+tracks are a few seconds long and separated with the tiny test preset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+import soundfile as sf
+
+from conftest import SR, tone_mix
+from stemdeck.core.separation import prep as core_prep
+from stemdeck.core.separation.audio import load
+from stemdeck.core.separation.cache import SeparationCache
+from stemdeck.core.separation.presets import load_separation_preset
+from stemdeck.core.separation.separate import separation_key
+from stemdeck.daemon import prep as daemon_prep
+from stemdeck.daemon.prep import PrepOptions, find_tracks, run_prep, summary_lines
+
+FAST = Path(__file__).parent / "data" / "tiny.toml"
+COMMON = ["--preset", str(FAST), "--components", "3"]
+NAMES = ["component_01", "component_02", "component_03"]
+TRACKS = ["a/one.wav", "a/deeper/two.flac", "three.wav"]
+BROKEN = {
+    "broken.wav": "'broken.wav' is not a readable audio file (Format not recognised.); "
+    "use wav, flac, ogg or mp3",
+    "empty.flac": "'empty.flac' is not a readable audio file (Format not recognised.); "
+    "use wav, flac, ogg or mp3",
+}
+
+
+def make_library(root: Path, *, broken: bool = True, tracks: list[str] = TRACKS) -> Path:
+    lib = root / "lib"
+    for i, rel in enumerate(tracks):
+        path = lib / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        subtype = "PCM_24" if path.suffix == ".flac" else "FLOAT"
+        sf.write(path, tone_mix(2.0 + i, seed=i + 20).T, SR, subtype=subtype)
+    if broken:
+        (lib / "broken.wav").write_bytes(b"no header at all" + bytes(64))
+        (lib / "empty.flac").write_bytes(b"")
+    (lib / "notes.txt").write_text("not audio")
+    (lib / ".hidden.wav").write_bytes(b"never looked at")
+    return lib
+
+
+def prep_cli(*args: str, env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "stemdeck.daemon.cli", "prep", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **env},
+    )
+
+
+def separate_reference(track: Path, out: Path) -> Path:
+    """What `stemdeck separate` writes for ``track``: in a process of its own (its
+    default NMF threads) and with a cache of its own (so it separates by itself
+    rather than reading what prep stored)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "stemdeck.daemon.cli", "separate", str(track), "-o", str(out),
+         *COMMON],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "STEMDECK_CACHE": str(out / "own-cache")},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return out / track.name.split(".")[0]
+
+
+def assert_same_audio_file(a: Path, b: Path) -> None:
+    """Same format and the very same samples (a float wav's PEAK chunk holds the time
+    it was written, so the bytes of two runs differ there)."""
+    ia, ib = sf.info(a), sf.info(b)
+    assert (ia.format, ia.subtype, ia.samplerate, ia.channels, ia.frames) == (
+        ib.format, ib.subtype, ib.samplerate, ib.channels, ib.frames
+    )  # fmt: skip
+    assert np.array_equal(sf.read(a, dtype="float32")[0], sf.read(b, dtype="float32")[0])
+
+
+def listening(pids: list[int]) -> list[str]:
+    """Every listening TCP/UDP address of these processes."""
+    found = []
+    for pid in pids:
+        for c in psutil.Process(pid).net_connections(kind="inet"):
+            if c.status == psutil.CONN_LISTEN or (c.type == 2 and not c.raddr):
+                found.append(f"{c.laddr.ip}:{c.laddr.port}")
+    return found
+
+
+def wait_for(predicate, timeout: float = 120.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_find_tracks_recursive_skips_hidden_outputs_and_loops(tmp_path: Path) -> None:
+    lib = make_library(tmp_path)
+    (lib / "out").mkdir()
+    sf.write(lib / "out" / "old.wav", tone_mix(0.5).T, SR)
+    (lib / "loop").symlink_to(lib)  # a folder link is not followed
+    found, problems = find_tracks([str(lib), str(tmp_path / "missing")], exclude=[lib / "out"])
+    rels = [str(rel) for _, rel in found]
+    assert rels == ["a/deeper/two.flac", "a/one.wav", "broken.wav", "empty.flac", "three.wav"]
+    assert problems == [f"{str(tmp_path / 'missing')!r}: no such file or folder"]
+
+
+def test_in_process_cluster_workers_without_the_cache_send_results_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers that do not see the client's cache folder (another machine) return
+    the separation; the client stores it and writes the same files as `separate`."""
+    import dask
+    from distributed import LocalCluster
+
+    lib = make_library(tmp_path)
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(core_prep, "sees_cache", lambda root, token: False)
+    params = load_separation_preset(str(FAST)).with_overrides(n_components=3)
+    with LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        processes=False,
+        protocol="tcp://",  # a real socket, on loopback
+        host="127.0.0.1",
+        dashboard_address=None,
+        silence_logs=True,
+    ) as cluster:
+        (worker,) = cluster.scheduler.workers  # its address, as the report names it
+        opts = PrepOptions(
+            paths=[str(lib)],
+            params=params,
+            mode="components",
+            fmt="wav",
+            output=str(tmp_path / "out"),
+            scheduler=cluster.scheduler_address,
+            report=str(tmp_path / "report.json"),
+            cache_root=str(cache),
+        )
+        # Tasks carry their track's bytes on purpose (a task must run again after a
+        # worker died): Dask's large-graph warning must not fire, even set very low.
+        with (
+            dask.config.set({"distributed.admin.large-graph-warning-threshold": "1kB"}),
+            warnings.catch_warnings(record=True) as caught,
+        ):
+            warnings.simplefilter("always")
+            summary = run_prep(opts)
+    assert [str(w.message) for w in caught if "graph" in str(w.message)] == []
+    assert [(r.source, r.outcome) for r in sorted(summary.records, key=lambda r: r.index)] == [
+        (str(lib / "a/deeper/two.flac"), "separated"),
+        (str(lib / "a/one.wav"), "separated"),
+        (str(lib / "broken.wav"), "failed"),
+        (str(lib / "empty.flac"), "failed"),
+        (str(lib / "three.wav"), "separated"),
+    ]
+    lines = summary_lines(summary)
+    assert lines[0].endswith("3 separated, 0 cached, 0 up to date, 0 stem files, 2 failed"), lines
+    assert lines[1:] == [f"failed: {lib / name}: {why}" for name, why in BROKEN.items()]
+    report = json.loads((tmp_path / "report.json").read_text())
+    store = SeparationCache(cache)
+    for rec in report["tracks"]:
+        if rec["outcome"] != "separated":
+            assert rec["error"] == BROKEN[Path(rec["source"]).name]
+            continue
+        y, sr = load(rec["source"])
+        key = separation_key(y, sr, params=params, mode="components")
+        assert rec["hash"] == key and rec["worker"] == worker
+        assert rec["duration"] == round(y.shape[1] / sr, 3)
+        assert store.load(key) is not None  # the client stored what came back
+    # The same files `stemdeck separate` writes: format and every sample.
+    for rel in TRACKS:
+        ref = separate_reference(lib / rel, tmp_path / "ref")
+        mine = tmp_path / "out" / Path(rel).parent / Path(rel).stem
+        assert sorted(p.name for p in mine.iterdir()) == [f"{n}.wav" for n in NAMES]
+        for name in NAMES:
+            assert_same_audio_file(mine / f"{name}.wav", ref / f"{name}.wav")
+
+
+def test_local_cluster_listens_on_loopback_with_single_threaded_blas(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lib = make_library(tmp_path, broken=False, tracks=TRACKS[:1])
+    seen: dict[str, object] = {}
+
+    def inspect(client) -> None:
+        pids = list(client.run(os.getpid).values())
+        seen["blas"] = client.run(daemon_prep.blas_threads)
+        seen["env"] = client.run(lambda: os.environ.get("OPENBLAS_NUM_THREADS"))
+        seen["trim"] = client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_"))
+        seen["listening"] = listening([os.getpid(), *pids])
+        seen["workers"] = list(client.scheduler_info()["workers"])
+
+    params = load_separation_preset(str(FAST)).with_overrides(n_components=3)
+    opts = PrepOptions(paths=[str(lib)], params=params, mode="components", workers=2)
+    summary = run_prep(opts, on_client=inspect)
+    assert [r.outcome for r in summary.records] == ["separated"]
+    assert summary.workers == 2 and len(seen["workers"]) == 2  # type: ignore[arg-type]
+    for threads in seen["blas"].values():  # type: ignore[attr-defined]
+        assert threads and set(threads) == {1}
+    assert set(seen["env"].values()) == {"1"}  # type: ignore[attr-defined]
+    assert set(seen["trim"].values()) == {None}  # glibc's own: Dask's costs 10-20 % a track  # type: ignore[attr-defined]
+    addresses = seen["listening"]
+    assert addresses and all(a.startswith("127.0.0.1:") for a in addresses), addresses  # type: ignore[union-attr]
+    for w in seen["workers"]:  # type: ignore[attr-defined]
+        assert w.startswith("tcp://127.0.0.1:")
+
+
+@pytest.fixture
+def scheduler_pair(tmp_path: Path) -> Iterator[tuple[str, list[int]]]:
+    """A real `dask scheduler` and `dask worker` on 127.0.0.1."""
+    info = tmp_path / "scheduler.json"
+    quiet = {**os.environ, "DASK_LOGGING__DISTRIBUTED": "error"}
+    common = ["--no-dashboard", "--dashboard-address", "127.0.0.1:0"]
+    sched = subprocess.Popen(
+        [sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port", "0",
+         "--scheduler-file", str(info), *common],
+        env=quiet, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    procs = [sched]
+    try:
+        wait_for(info.exists, what="the scheduler file")
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "dask", "worker", "--scheduler-file", str(info),
+             "--host", "127.0.0.1", "--nworkers", "1", "--nthreads", "1", *common],
+            env=quiet, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        procs.append(worker)
+        address = json.loads(info.read_text())["address"]
+        from distributed import Client
+
+        with Client(address, timeout="60s") as client:
+            client.wait_for_workers(1, timeout=60)
+            pids = list(client.run(os.getpid).values())
+        yield address, [sched.pid, worker.pid, *pids]
+    finally:
+        for p in reversed(procs):
+            p.send_signal(signal.SIGINT)
+        for p in reversed(procs):
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def test_scheduler_and_worker_pair_rerun_does_nothing(
+    tmp_path: Path, scheduler_pair: tuple[str, list[int]]
+) -> None:
+    address, pids = scheduler_pair
+    addresses = listening(pids)
+    assert addresses and all(a.startswith("127.0.0.1:") for a in addresses), addresses
+    assert address.startswith("tcp://127.0.0.1:")
+    lib = make_library(tmp_path)
+    env = {"STEMDECK_CACHE": str(tmp_path / "cache")}
+    missing = str(tmp_path / "no such folder")
+    args = [str(lib), missing, "--scheduler", address, "--report", str(tmp_path / "r.json")]
+    first = prep_cli(*args, *COMMON, env=env)
+    assert first.returncode == 1, first.stderr  # two broken files, one missing folder
+    lines = first.stdout.splitlines()
+    assert lines[0].endswith("3 separated, 0 cached, 0 up to date, 0 stem files, 2 failed")
+    assert lines[1:] == [
+        *(f"failed: {lib / name}: {why}" for name, why in BROKEN.items()),
+        f"failed: {missing!r}: no such file or folder",
+    ]
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert all(0 < r["finished"] <= report["seconds"] for r in report["tracks"])
+    workers = {r["worker"] for r in report["tracks"] if r["outcome"] == "separated"}
+    assert len(workers) == 1 and workers.pop().startswith("tcp://127.0.0.1:")
+    entries = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert len(entries) == 3 and not any(e.startswith(".") for e in entries)
+    again = prep_cli(*args, *COMMON, env=env)
+    assert again.stdout.splitlines()[0].endswith(
+        "0 separated, 3 cached, 0 up to date, 0 stem files, 2 failed"
+    ), again.stdout
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["workers"] == 0  # nothing to do: the cluster was not even used
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == entries
+
+
+def test_a_worker_killed_mid_task_the_track_comes_out_once(tmp_path: Path) -> None:
+    lib = make_library(tmp_path, broken=False, tracks=TRACKS[:1])
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    env = {"STEMDECK_CACHE": str(tmp_path / "cache"), core_prep.HOLD_ENV: str(hold)}
+    out, report = tmp_path / "out", tmp_path / "r.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stemdeck.daemon.cli", "prep", str(lib), "--workers", "2",
+         "--format", "wav", "-o", str(out), "--report", str(report), *COMMON],
+        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: any(hold.iterdir()), what="the task to start")
+        (first,) = hold.iterdir()
+        victim = int(first.name.removeprefix("started-"))
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: not psutil.pid_exists(victim), what="the worker to die")
+        (hold / "release").touch()
+        stdout, stderr = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, stderr
+    started = sorted(p.name for p in hold.iterdir() if p.name.startswith("started-"))
+    assert len(started) == 2 and f"started-{victim}" in started  # run again elsewhere
+    (line,) = stdout.splitlines()
+    assert line.endswith(": 1 separated, 0 cached, 0 up to date, 0 stem files, 0 failed")
+    records = json.loads(report.read_text())["tracks"]
+    assert [(r["source"], r["outcome"]) for r in records] == [(str(lib / TRACKS[0]), "separated")]
+    assert sorted(p.name for p in (out / "a" / "one").iterdir()) == [f"{n}.wav" for n in NAMES]
+    assert len([p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")]) == 1
+
+
+def test_ctrl_c_stops_cleanly_and_a_rerun_resumes(tmp_path: Path) -> None:
+    lib = make_library(tmp_path, broken=False)
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    env = {"STEMDECK_CACHE": str(cache)}
+    args = [str(lib), "--workers", "2", "--format", "flac", "-o", str(out), *COMMON]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stemdeck.daemon.cli", "prep", *args,
+         "--report", str(tmp_path / "r.json")],
+        env={**os.environ, **env, core_prep.HOLD_ENV: str(hold)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: any(hold.iterdir()), what="a task to start")
+        workers = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, stderr
+    assert stderr.splitlines()[-1] == "stemdeck: interrupted"
+    assert "Traceback" not in stderr
+    assert len(workers) >= 2  # the worker processes (and multiprocessing's helper)
+    wait_for(lambda: not any(psutil.pid_exists(p) for p in workers), what="workers to end")
+    assert not out.exists() or not any(out.rglob("*"))  # no partial output
+    assert list(cache.iterdir()) == []  # no entry, no temporary folder, no token left
+    records = json.loads((tmp_path / "r.json").read_text())["tracks"]
+    assert {r["outcome"] for r in records} == {"cancelled"}
+    again = prep_cli(*args, env=env)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines()[0].endswith(
+        "3 separated, 0 cached, 0 up to date, 0 stem files, 0 failed"
+    )
+    for rel in TRACKS:
+        folder = out / Path(rel).parent / Path(rel).stem
+        assert sorted(p.name for p in folder.iterdir()) == [f"{n}.flac" for n in NAMES]
+        for name in NAMES:
+            data, sr = sf.read(folder / f"{name}.flac", dtype="float32")
+            assert sr == SR and np.isfinite(data).all()
+
+
+def test_stem_files_are_those_separate_writes(tmp_path: Path) -> None:
+    """Stems mode into NI Stems files, on an in-process cluster: the same file as
+    `stemdeck separate --format stem.mp4` (every decoded sample, names, colours, tags),
+    the rerun finds it up to date, and a rerun after the track changed redoes it."""
+    from distributed import LocalCluster
+
+    from stemdeck.core.separation.stemfile import read_stem_file
+
+    lib = make_library(tmp_path, broken=False, tracks=["album/song.wav"])
+    params = load_separation_preset(str(FAST))
+    out = tmp_path / "out"
+    with LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        processes=False,
+        protocol="tcp://",
+        host="127.0.0.1",
+        dashboard_address=None,
+        silence_logs=True,
+    ) as cluster:
+        opts = PrepOptions(
+            paths=[str(lib)],
+            params=params,
+            fmt="stem.mp4",
+            output=str(out),
+            scheduler=cluster.scheduler_address,
+            cache_root=str(tmp_path / "cache"),
+        )
+        assert [r.outcome for r in run_prep(opts).records] == ["separated"]
+        assert [r.outcome for r in run_prep(opts).records] == ["up-to-date"]
+        track = lib / "album" / "song.wav"
+        os.utime(track, (time.time() + 5, time.time() + 5))  # the track is newer now
+        assert [r.outcome for r in run_prep(opts).records] == ["cached"]  # rewritten
+    done = subprocess.run(
+        [sys.executable, "-m", "stemdeck.daemon.cli", "separate", str(track),
+         "-o", str(tmp_path / "ref"), "--preset", str(FAST), "--format", "stem.mp4"],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "STEMDECK_CACHE": str(tmp_path / "ref-cache")},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    mine = read_stem_file(out / "album" / "song.stem.mp4")
+    ref = read_stem_file(tmp_path / "ref" / "song.stem.mp4")
+    assert (mine.names, mine.colours, mine.sr, mine.tags) == (
+        ref.names, ref.colours, ref.sr, ref.tags
+    )  # fmt: skip
+    assert np.array_equal(mine.stems, ref.stems)
+    assert mine.master is not None and ref.master is not None
+    assert np.array_equal(mine.master, ref.master)
