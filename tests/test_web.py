@@ -352,6 +352,24 @@ def test_bad_text_frames_get_an_error_and_change_nothing(text: str, reply: str) 
     run(body)
 
 
+def test_deeply_nested_json_is_an_error_not_a_dropped_connection() -> None:
+    # json.loads raises RecursionError (not ValueError) on '[[[[...': the connection
+    # used to end with 1011 and no reply.
+    async def body(client, host, osc, feedback, app) -> None:
+        ws = await client.ws_connect("/")
+        before = host.registry.snapshot()
+        await ws.send_str("[" * 60000)
+        assert await receive_json(ws) == {"COMMAND": "ERROR", "DATA": "not JSON: nested too deeply"}
+        await ws.send_bytes(encode_message("/ping"))
+        assert await receive_osc(ws) == [("/pong", [])]
+        assert host.registry.snapshot() == before
+        (conn,) = app.connections
+        assert conn.listens == {}
+        await ws.close()
+
+    run(body)
+
+
 # -- WebSocket: binary OSC, the same handling as UDP ---------------------------------------
 def test_binary_osc_sets_queries_and_replies_on_the_websocket() -> None:
     async def body(client, host, osc, feedback, app) -> None:

@@ -441,6 +441,8 @@ class WebApp:
                 request = json.loads(text)
             except ValueError as exc:
                 raise ParameterError(f"not JSON: {exc}") from None
+            except RecursionError:  # '[[[[...': would end the connection without a word
+                raise ParameterError("not JSON: nested too deeply") from None
             if not isinstance(request, dict) or not isinstance(request.get("COMMAND"), str):
                 raise ParameterError('expected {"COMMAND": "LISTEN"|"IGNORE", "DATA": "/address"}')
             command = request["COMMAND"]
