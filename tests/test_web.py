@@ -4,7 +4,10 @@ binary OSC through the same dispatch as UDP, and the security rules (docs/web.md
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
+import socket
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -19,7 +22,7 @@ from osc_host import FakeHost, make_server
 from stemdeck.daemon.osc import Feedback, OscServer
 from stemdeck.daemon.oscwire import Bundle, Message, decode, encode_bundle, encode_message
 from stemdeck.daemon.web import namespace
-from stemdeck.daemon.web.server import FRAMES_BURST, WebApp, WebServer
+from stemdeck.daemon.web.server import FRAMES_BURST, SEND_QUEUE, WebApp, WebServer
 
 Run = Callable[[TestClient, FakeHost, OscServer, Feedback, WebApp], Awaitable[None]]
 
@@ -485,6 +488,61 @@ def test_oversize_frame_closes_with_1009() -> None:
         assert msg.type == WSMsgType.CLOSE and msg.data == 1009
         assert ws.close_code == 1009
         assert host.registry.snapshot() == before
+
+    run(body)
+
+
+def _masked_text(text: str) -> bytes:
+    """One client-to-server WebSocket text frame (masked, under 126 bytes)."""
+    payload, mask = text.encode(), os.urandom(4)
+    assert len(payload) < 126
+    return (
+        bytes([0x81, 0x80 | len(payload)])
+        + mask
+        + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    )
+
+
+def test_a_client_that_never_reads_is_dropped_and_frees_its_slot() -> None:
+    # A client that stops reading fills its queue; it used to be "closed" with a close
+    # frame that could never be sent (its TCP window is shut), so its handler, its
+    # queue and its place among the MAX_CONNECTIONS stayed forever.
+    async def body(client, host, osc, feedback, app) -> None:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, ("127.0.0.1", client.port))
+            key = base64.b64encode(os.urandom(16)).decode()
+            await loop.sock_sendall(
+                sock,
+                f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{client.port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n".encode(),
+            )
+            assert (await loop.sock_recv(sock, 12)) == b"HTTP/1.1 101"
+            await loop.sock_sendall(sock, _masked_text('{"COMMAND": "LISTEN", "DATA": "/status"}'))
+            deadline = loop.time() + 60
+            while not app.connections or not next(iter(app.connections)).listens:
+                assert loop.time() < deadline
+                await asyncio.sleep(0.01)
+            (conn,) = app.connections
+            # Feedback rounds the client never reads: far more than socket buffers hold.
+            for _ in range(SEND_QUEUE * 8):
+                app._send(conn, [("/status", ["x" * 4000])])
+                await asyncio.sleep(0)
+            while conn in app.connections:
+                assert loop.time() < deadline, "the slow client still holds its slot"
+                await asyncio.sleep(0.05)
+            assert conn.queue.qsize() <= SEND_QUEUE
+            # The daemon goes on serving others.
+            ws = await client.ws_connect("/")
+            await ws.send_bytes(encode_message("/ping"))
+            assert await receive_osc(ws) == [("/pong", [])]
+            await ws.close()
+        finally:
+            sock.close()
 
     run(body)
 

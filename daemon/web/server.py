@@ -50,6 +50,7 @@ FRAMES_BURST, FRAMES_PER_SECOND = 200, 100.0  # per connection, text and binary 
 MAX_LISTENS = 512  # LISTENed addresses per connection
 MAX_CONNECTIONS = 64
 SEND_QUEUE = 256  # packets waiting for a slow client; then it is closed (it reconnects)
+CLOSE_TIMEOUT = 2.0  # seconds a slow client gets to take the close frame; then it is cut
 COOKIE = "stemdeck_token"
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
@@ -116,6 +117,8 @@ class Connection:
     listens: dict[str, set[str]] = field(default_factory=dict)
     warned_at: float = -1e9  # last "too many messages" reply
     closing: bool = False
+    transport: asyncio.Transport | None = None
+    _closer: asyncio.Task[None] | None = None
 
     def count_listens(self) -> int:
         return sum(len(v) for v in self.listens.values())
@@ -129,9 +132,21 @@ class Connection:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:
             self.closing = True
-            asyncio.get_running_loop().create_task(
-                self.ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"client too slow")
+            self._closer = asyncio.get_running_loop().create_task(self._drop())
+
+    async def _drop(self) -> None:
+        """Close with 1013; a client that does not even take the close frame (its TCP
+        window is shut) is cut, else its handler and its slot would stay forever."""
+        try:
+            await asyncio.wait_for(
+                self.ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"client too slow"),
+                CLOSE_TIMEOUT,
             )
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            if self.transport is not None:
+                self.transport.abort()
 
     async def write(self) -> None:
         while True:
@@ -369,7 +384,7 @@ class WebApp:
         await ws.prepare(request)
         peer = request.transport.get_extra_info("peername") if request.transport else None
         ip, port = (peer[0], peer[1]) if peer else ("unknown", id(ws) & 0xFFFF)
-        conn = Connection(ws, (f"ws:{ip}", port))
+        conn = Connection(ws, (f"ws:{ip}", port), transport=request.transport)
         loop = asyncio.get_running_loop()
 
         def route(replies: list[Reply]) -> None:  # scheduled bundles, /subscribe feedback
