@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import json
 import os
 import socket
 import time
 import urllib.request
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -475,6 +477,29 @@ def test_per_connection_rate_limit(monkeypatch: pytest.MonkeyPatch) -> None:
         assert got.count(("/pong", [])) == FRAMES_BURST
         assert got[-1][0] == "/error"
         await ws.close()
+
+    run(body)
+
+
+def test_a_closed_connection_is_not_kept_by_the_rate_limiter() -> None:
+    # The rate limiter was keyed by the Connection itself and forgets keys only past
+    # 4096 of them: every closed connection stayed, with its WebSocket, transport
+    # and up to SEND_QUEUE unsent packets (connect, fill, drop, repeat).
+    async def body(client, host, osc, feedback, app) -> None:
+        ws = await client.ws_connect("/")
+        await ws.send_bytes(encode_message("/ping"))
+        assert await receive_osc(ws) == [("/pong", [])]
+        (conn,) = app.connections
+        ref = weakref.ref(conn)
+        del conn
+        await ws.close()
+        deadline = asyncio.get_running_loop().time() + 60
+        while True:
+            gc.collect()
+            if ref() is None:
+                break
+            assert asyncio.get_running_loop().time() < deadline, gc.get_referrers(ref())
+            await asyncio.sleep(0.05)
 
     run(body)
 

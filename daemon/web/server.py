@@ -191,6 +191,7 @@ class WebApp:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.last_frame: FeedbackFrame | None = None
         self._names: list[str] | None = None
+        # keyed by conn.sender, not the Connection: it keeps a key until 4096 of them
         self._buckets = TokenBucket(FRAMES_BURST, FRAMES_PER_SECOND)
         self.refused = 0  # HTTP requests and WebSockets turned away, frames over the limit
         self.app = web.Application(middlewares=[self._guard], client_max_size=MAX_FRAME)
@@ -414,8 +415,8 @@ class WebApp:
     def _admit(self, conn: Connection, binary: bool) -> bool:
         """Per-connection message rate limit; over it, one reply a second says so."""
         now = time.monotonic()
-        if self._buckets.available(conn, now):
-            self._buckets.take(conn, now)
+        if self._buckets.available(conn.sender, now):
+            self._buckets.take(conn.sender, now)
             return True
         self.refused += 1
         self.control.counters.refused += 1
