@@ -430,6 +430,34 @@ def test_bad_binary_osc_is_one_error_and_changes_nothing(data: bytes, reply: str
     run(body)
 
 
+def test_websocket_subscribe_cannot_name_another_port() -> None:
+    # /subscribe 9000 from a WebSocket made a subscriber ("ws:127.0.0.1", 9000) with
+    # no route: every feedback round sent UDP to the host name "ws:127.0.0.1" (a
+    # resolver lookup in the feedback thread), it outlived the connection, and a
+    # client could take over or /unsubscribe another tab's subscription by its port.
+    async def body(client, host, osc, feedback, app) -> None:
+        ws = await client.ws_connect("/")
+        (conn,) = app.connections
+        for address in ("/subscribe", "/unsubscribe"):
+            await ws.send_bytes(encode_message(address, [9000]))
+            assert await receive_osc(ws) == [
+                (
+                    "/error",
+                    [
+                        f"{address} over the WebSocket takes no port: values come back "
+                        "on this connection"
+                    ],
+                )
+            ]
+        assert osc.control.subscribers == {}
+        await ws.send_bytes(encode_message("/subscribe", [conn.sender[1], "index"]))
+        assert await receive_osc(ws) == [("/subscribe", [conn.sender[1], "index"])]
+        assert list(osc.control.subscribers) == [conn.sender]
+        await ws.close()
+
+    run(body)
+
+
 def test_scheduled_bundle_replies_come_back_on_the_websocket() -> None:
     async def body(client, host, osc, feedback, app) -> None:
         from stemdeck.daemon.oscwire import unix_to_timetag
