@@ -681,6 +681,13 @@ def test_dns_rebinding_host_is_refused_on_loopback() -> None:
         }
         r = await client.get("/?HOST_INFO", headers={"Host": f"localhost:{client.port}"})
         assert r.status == 200
+        # An IPv6 literal without a port (the default port) is loopback too; a name
+        # that merely starts with one is not.
+        for name, status in (("[::1]", 200), (f"[::1]:{client.port}", 200), ("localhost", 200)):
+            r = await client.get("/?HOST_INFO", headers={"Host": name})
+            assert r.status == status, name
+        r = await client.get("/?HOST_INFO", headers={"Host": "[::1].evil.example"})
+        assert r.status == 403
 
     run(body)
 

@@ -104,6 +104,16 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def host_name(host: str) -> str:
+    """The name in a Host header: ``[::1]:8080`` and ``[::1]`` give ``::1``,
+    ``localhost:8080`` gives ``localhost``; anything malformed gives ``""``."""
+    host = host.lower()
+    if host.startswith("["):
+        name, bracket, rest = host[1:].partition("]")
+        return name if bracket and (not rest or rest.startswith(":")) else ""
+    return host.rsplit(":", 1)[0]
+
+
 @dataclass(eq=False)
 class Connection:
     """One WebSocket client: an OSC sender, its LISTENs and its outgoing queue."""
@@ -245,9 +255,7 @@ class WebApp:
     @web.middleware
     async def _guard(self, request: web.Request, handler: Callable[..., Any]) -> web.StreamResponse:
         if self.loopback:
-            host = (request.host or "").rsplit(":", 1)[0] if request.host else ""
-            host = host.strip("[]").lower()
-            if not is_loopback(host):
+            if not is_loopback(host_name(request.host or "")):
                 self.refused += 1
                 return _error(
                     403, f"Host {request.host!r} is not this machine: open http://127.0.0.1"
