@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import gc
 import json
 import os
@@ -23,7 +24,7 @@ from osc_host import FakeHost, make_server
 
 from stemdeck.daemon.osc import Feedback, OscServer
 from stemdeck.daemon.oscwire import Bundle, Message, decode, encode_bundle, encode_message
-from stemdeck.daemon.web import namespace
+from stemdeck.daemon.web import namespace, server
 from stemdeck.daemon.web.server import FRAMES_BURST, SEND_QUEUE, WebApp, WebServer
 
 Run = Callable[[TestClient, FakeHost, OscServer, Feedback, WebApp], Awaitable[None]]
@@ -509,6 +510,39 @@ def test_per_connection_rate_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     run(body)
 
 
+def test_a_client_that_pings_and_never_reads_is_cut(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Pings answered with pongs it never takes fill the write buffer; aiohttp's
+    # heartbeat then gives up with transport.close(), which waits for that buffer to
+    # drain: the handler and the client's slot used to stay forever.
+    monkeypatch.setattr(server, "HEARTBEAT", 0.5)
+    monkeypatch.setattr(server, "CLOSE_TIMEOUT", 0.5)
+
+    async def body(client, host, osc, feedback, app) -> None:
+        loop = asyncio.get_running_loop()
+        sock = await _raw_websocket(client.port)
+        try:
+            deadline = loop.time() + 60
+            while not app.connections:
+                assert loop.time() < deadline
+                await asyncio.sleep(0.01)
+            (conn,) = app.connections
+            mask = os.urandom(4)
+            ping = bytes([0x89, 0x80 | 125]) + mask + bytes(mask[i % 4] ^ 0x70 for i in range(125))
+            while conn in app.connections:
+                assert loop.time() < deadline, "the client that never reads still holds its slot"
+                with contextlib.suppress(BlockingIOError, ConnectionError):
+                    sock.send(ping * 100)
+                await asyncio.sleep(0.01)
+            ws = await client.ws_connect("/")
+            await ws.send_bytes(encode_message("/ping"))
+            assert await receive_osc(ws) == [("/pong", [])]
+            await ws.close()
+        finally:
+            sock.close()
+
+    run(body)
+
+
 def test_a_closed_connection_is_not_kept_by_the_rate_limiter() -> None:
     # The rate limiter was keyed by the Connection itself and forgets keys only past
     # 4096 of them: every closed connection stayed, with its WebSocket, transport
@@ -556,25 +590,33 @@ def _masked_text(text: str) -> bytes:
     )
 
 
+async def _raw_websocket(port: int) -> socket.socket:
+    """A WebSocket client on a bare socket with a tiny receive buffer, that reads
+    nothing after the handshake."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    await loop.sock_sendall(
+        sock,
+        f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n".encode(),
+    )
+    assert (await loop.sock_recv(sock, 12)) == b"HTTP/1.1 101"
+    return sock
+
+
 def test_a_client_that_never_reads_is_dropped_and_frees_its_slot() -> None:
     # A client that stops reading fills its queue; it used to be "closed" with a close
     # frame that could never be sent (its TCP window is shut), so its handler, its
     # queue and its place among the MAX_CONNECTIONS stayed forever.
     async def body(client, host, osc, feedback, app) -> None:
         loop = asyncio.get_running_loop()
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.setblocking(False)
+        sock = await _raw_websocket(client.port)
         try:
-            await loop.sock_connect(sock, ("127.0.0.1", client.port))
-            key = base64.b64encode(os.urandom(16)).decode()
-            await loop.sock_sendall(
-                sock,
-                f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{client.port}\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                "Sec-WebSocket-Version: 13\r\n\r\n".encode(),
-            )
-            assert (await loop.sock_recv(sock, 12)) == b"HTTP/1.1 101"
             await loop.sock_sendall(sock, _masked_text('{"COMMAND": "LISTEN", "DATA": "/status"}'))
             deadline = loop.time() + 60
             while not app.connections or not next(iter(app.connections)).listens:

@@ -51,6 +51,7 @@ MAX_LISTENS = 512  # LISTENed addresses per connection
 MAX_CONNECTIONS = 64
 SEND_QUEUE = 256  # packets waiting for a slow client; then it is closed (it reconnects)
 CLOSE_TIMEOUT = 2.0  # seconds a slow client gets to take the close frame; then it is cut
+HEARTBEAT = 20.0  # seconds between pings; no pong in half of it closes the connection
 COOKIE = "stemdeck_token"
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
@@ -127,6 +128,7 @@ class Connection:
     listens: dict[str, set[str]] = field(default_factory=dict)
     warned_at: float = -1e9  # last "too many messages" reply
     closing: bool = False
+    stuck: bool = False  # seen closed by a sweep (_sweep) and still here
     transport: asyncio.Transport | None = None
     _closer: asyncio.Task[None] | None = None
 
@@ -199,6 +201,7 @@ class WebApp:
         self.name = name
         self.connections: set[Connection] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self.last_frame: FeedbackFrame | None = None
         self._names: list[str] | None = None
         # keyed by conn.sender, not the Connection: it keeps a key until 4096 of them
@@ -231,8 +234,26 @@ class WebApp:
 
     async def _started(self, app: web.Application) -> None:
         self.loop = asyncio.get_running_loop()
+        self._sweeper = self.loop.create_task(self._sweep())
+
+    async def _sweep(self) -> None:
+        """Cut connections aiohttp closed but could not finish: its own closes (no pong
+        to a heartbeat) call ``transport.close()``, which waits for the write buffer to
+        drain, so a peer that never reads (pings and never takes the pongs) would keep
+        its handler and its place among the MAX_CONNECTIONS forever."""
+        while True:
+            await asyncio.sleep(CLOSE_TIMEOUT)
+            for conn in list(self.connections):
+                transport = conn.transport
+                if not conn.ws.closed and not (transport is not None and transport.is_closing()):
+                    continue
+                if conn.stuck and transport is not None:
+                    transport.abort()
+                conn.stuck = True
 
     async def _closing(self, app: web.Application) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for conn in list(self.connections):
             await conn.ws.close(code=WSCloseCode.GOING_AWAY, message=b"stemdeck stopped")
 
@@ -389,7 +410,7 @@ class WebApp:
         if len(self.connections) >= MAX_CONNECTIONS:
             self.refused += 1
             return _error(503, f"{MAX_CONNECTIONS} WebSocket clients already")
-        ws = web.WebSocketResponse(max_msg_size=MAX_FRAME, heartbeat=20.0, compress=False)
+        ws = web.WebSocketResponse(max_msg_size=MAX_FRAME, heartbeat=HEARTBEAT, compress=False)
         await ws.prepare(request)
         peer = request.transport.get_extra_info("peername") if request.transport else None
         ip, port = (peer[0], peer[1]) if peer else ("unknown", id(ws) & 0xFFFF)
