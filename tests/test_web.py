@@ -575,6 +575,12 @@ def test_oversize_frame_closes_with_1009() -> None:
         assert msg.type == WSMsgType.CLOSE and msg.data == 1009
         assert ws.close_code == 1009
         assert host.registry.snapshot() == before
+        # It counts as refused (the status line's "web ... refused").
+        deadline = asyncio.get_running_loop().time() + 60
+        while app.connections:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)
+        assert app.refused == 1
 
     run(body)
 

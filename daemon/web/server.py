@@ -430,6 +430,8 @@ class WebApp:
                 elif msg.type == WSMsgType.TEXT:
                     self._text(conn, msg.data)
                 else:
+                    if msg.type == WSMsgType.ERROR:  # too big (1009), bad UTF-8, bad frame
+                        self.refused += 1
                     break
         finally:
             self.connections.discard(conn)
