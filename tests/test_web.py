@@ -704,6 +704,32 @@ def test_token_is_required_on_a_lan_bind() -> None:
     run(body, token="s3cret", loopback=False)
 
 
+def test_a_broken_websocket_handshake_is_a_json_400_and_counted() -> None:
+    # aiohttp's own text/plain 400 ("No CONNECTION upgrade hdr: None") used to come
+    # back, not counted as refused.
+    async def body(client, host, osc, feedback, app) -> None:
+        for headers in (
+            {"Upgrade": "websocket"},
+            {"Upgrade": "websocket", "Connection": "Upgrade"},
+            {
+                "Upgrade": "websocket",
+                "Connection": "Upgrade",
+                "Sec-WebSocket-Key": "short",
+                "Sec-WebSocket-Version": "13",
+            },
+        ):
+            r = await client.get("/", headers=headers)
+            assert r.status == 400, headers
+            assert await r.json() == {
+                "error": "not a WebSocket handshake: it needs Connection: Upgrade, "
+                "Sec-WebSocket-Version: 13 and a Sec-WebSocket-Key"
+            }
+        assert app.refused == 3
+        assert app.connections == set()
+
+    run(body)
+
+
 def test_websocket_from_another_page_is_refused() -> None:
     async def body(client, host, osc, feedback, app) -> None:
         with pytest.raises(aiohttp.WSServerHandshakeError) as err:

@@ -411,7 +411,15 @@ class WebApp:
             self.refused += 1
             return _error(503, f"{MAX_CONNECTIONS} WebSocket clients already")
         ws = web.WebSocketResponse(max_msg_size=MAX_FRAME, heartbeat=HEARTBEAT, compress=False)
-        await ws.prepare(request)
+        try:
+            await ws.prepare(request)
+        except web.HTTPException:
+            self.refused += 1
+            return _error(
+                400,
+                "not a WebSocket handshake: it needs Connection: Upgrade, "
+                "Sec-WebSocket-Version: 13 and a Sec-WebSocket-Key",
+            )
         peer = request.transport.get_extra_info("peername") if request.transport else None
         ip, port = (peer[0], peer[1]) if peer else ("unknown", id(ws) & 0xFFFF)
         conn = Connection(ws, (f"ws:{ip}", port), transport=request.transport)
