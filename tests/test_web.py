@@ -730,6 +730,22 @@ def test_a_broken_websocket_handshake_is_a_json_400_and_counted() -> None:
     run(body)
 
 
+def test_the_page_cannot_be_framed_by_another_site() -> None:
+    # Framed by another site, the mixer page is its own origin on 127.0.0.1: Host
+    # and Origin checks pass (and no token on loopback), so clicks meant for the
+    # other site (an invisible frame on top) would drive the mixer.
+    async def body(client, host, osc, feedback, app) -> None:
+        for path, accept in (("/", "text/html"), ("/_mixer/mixer.js", "*/*"), ("/", "*/*")):
+            r = await client.get(path, headers={"Accept": accept})
+            assert r.status == 200
+            assert r.headers["X-Frame-Options"] == "DENY"
+            assert r.headers["Content-Security-Policy"] == "frame-ancestors 'none'"
+        r = await client.get("/nowhere")
+        assert r.status == 404 and r.headers["X-Frame-Options"] == "DENY"
+
+    run(body)
+
+
 def test_websocket_from_another_page_is_refused() -> None:
     async def body(client, host, osc, feedback, app) -> None:
         with pytest.raises(aiohttp.WSServerHandshakeError) as err:

@@ -290,8 +290,13 @@ class WebApp:
                 "(http://HOST:PORT/?token=...)",
             )
         response = await handler(request)
-        if in_query and self.token is not None and not response.prepared:
-            response.set_cookie(COOKIE, self.token, httponly=True, samesite="Strict")
+        if not response.prepared:  # not a WebSocket
+            # No other site may frame the page: framed, it is its own origin, so
+            # clicks meant for that site would drive the mixer (clickjacking).
+            response.headers["X-Frame-Options"] = "DENY"
+            response.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
+            if in_query and self.token is not None:
+                response.set_cookie(COOKIE, self.token, httponly=True, samesite="Strict")
         return response
 
     def _origin_ok(self, request: web.Request) -> bool:
