@@ -510,6 +510,28 @@ def test_per_connection_rate_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     run(body)
 
 
+def test_a_client_that_falls_behind_is_closed_with_1013() -> None:
+    async def body(client, host, osc, feedback, app) -> None:
+        ws = await client.ws_connect("/")
+        await ws.send_bytes(encode_message("/ping"))
+        assert await receive_osc(ws) == [("/pong", [])]
+        (conn,) = app.connections
+        for _ in range(SEND_QUEUE + 10):  # faster than any writer: the queue overflows
+            app._send(conn, [("/status", ["x"])])
+        got = 0
+        while True:
+            msg = await ws.receive(timeout=30)
+            if msg.type != WSMsgType.BINARY:
+                break
+            assert messages(msg.data) == [("/status", ["x"])]
+            got += 1
+        assert msg.type == WSMsgType.CLOSE and msg.data == 1013
+        assert msg.extra == "client too slow"
+        assert got <= SEND_QUEUE
+
+    run(body)
+
+
 def test_a_client_that_pings_and_never_reads_is_cut(monkeypatch: pytest.MonkeyPatch) -> None:
     # Pings answered with pongs it never takes fill the write buffer; aiohttp's
     # heartbeat then gives up with transport.close(), which waits for that buffer to
