@@ -336,7 +336,7 @@ class OscControl:
         if address == "/unsubscribe":
             port = sender[1]
             if args:
-                port = _port(address, args[0])
+                port = _own_port(address, args[0], sender)
                 if len(args) > 1:
                     raise ParameterError(
                         f"/unsubscribe takes an optional port, got {len(args)} arguments"
@@ -433,7 +433,7 @@ class OscControl:
         port, form = sender[1], self.feedback_form
         rest = list(args)
         if rest and not isinstance(rest[0], str):
-            port = _port("/subscribe", rest.pop(0))
+            port = _own_port("/subscribe", rest.pop(0), sender)
         if rest:
             if not isinstance(rest[0], str) or rest[0] not in ("names", "index"):
                 raise ParameterError(
@@ -534,6 +534,17 @@ def _port(address: str, value: Any) -> int:
     if not 1 <= value <= 65535:
         raise ParameterError(f"{address} port must be 1..65535, got {value}")
     return value
+
+
+def _own_port(address: str, value: Any, sender: Sender) -> int:
+    """A port for /subscribe or /unsubscribe; a WebSocket sender (``"ws:<ip>"``) has
+    no UDP port to name: values come back on its connection, keyed by its own port."""
+    port = _port(address, value)
+    if sender[0].startswith("ws:") and port != sender[1]:
+        raise ParameterError(
+            f"{address} over the WebSocket takes no port: values come back on this connection"
+        )
+    return port
 
 
 def _float(address: str, args: Sequence[Any]) -> float:

@@ -4,9 +4,15 @@ binary OSC through the same dispatch as UDP, and the security rules (docs/web.md
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
+import gc
 import json
+import os
+import socket
 import time
 import urllib.request
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,8 +24,8 @@ from osc_host import FakeHost, make_server
 
 from stemdeck.daemon.osc import Feedback, OscServer
 from stemdeck.daemon.oscwire import Bundle, Message, decode, encode_bundle, encode_message
-from stemdeck.daemon.web import namespace
-from stemdeck.daemon.web.server import FRAMES_BURST, WebApp, WebServer
+from stemdeck.daemon.web import namespace, server
+from stemdeck.daemon.web.server import FRAMES_BURST, SEND_QUEUE, WebApp, WebServer
 
 Run = Callable[[TestClient, FakeHost, OscServer, Feedback, WebApp], Awaitable[None]]
 
@@ -352,6 +358,24 @@ def test_bad_text_frames_get_an_error_and_change_nothing(text: str, reply: str) 
     run(body)
 
 
+def test_deeply_nested_json_is_an_error_not_a_dropped_connection() -> None:
+    # json.loads raises RecursionError (not ValueError) on '[[[[...': the connection
+    # used to end with 1011 and no reply.
+    async def body(client, host, osc, feedback, app) -> None:
+        ws = await client.ws_connect("/")
+        before = host.registry.snapshot()
+        await ws.send_str("[" * 60000)
+        assert await receive_json(ws) == {"COMMAND": "ERROR", "DATA": "not JSON: nested too deeply"}
+        await ws.send_bytes(encode_message("/ping"))
+        assert await receive_osc(ws) == [("/pong", [])]
+        assert host.registry.snapshot() == before
+        (conn,) = app.connections
+        assert conn.listens == {}
+        await ws.close()
+
+    run(body)
+
+
 # -- WebSocket: binary OSC, the same handling as UDP ---------------------------------------
 def test_binary_osc_sets_queries_and_replies_on_the_websocket() -> None:
     async def body(client, host, osc, feedback, app) -> None:
@@ -402,6 +426,34 @@ def test_bad_binary_osc_is_one_error_and_changes_nothing(data: bytes, reply: str
             assert got[0][1][0].startswith("malformed OSC: ")
         assert host.registry.snapshot() == before
         assert host.registry_as_engine() == host.engine_state()[:5]
+        await ws.close()
+
+    run(body)
+
+
+def test_websocket_subscribe_cannot_name_another_port() -> None:
+    # /subscribe 9000 from a WebSocket made a subscriber ("ws:127.0.0.1", 9000) with
+    # no route: every feedback round sent UDP to the host name "ws:127.0.0.1" (a
+    # resolver lookup in the feedback thread), it outlived the connection, and a
+    # client could take over or /unsubscribe another tab's subscription by its port.
+    async def body(client, host, osc, feedback, app) -> None:
+        ws = await client.ws_connect("/")
+        (conn,) = app.connections
+        for address in ("/subscribe", "/unsubscribe"):
+            await ws.send_bytes(encode_message(address, [9000]))
+            assert await receive_osc(ws) == [
+                (
+                    "/error",
+                    [
+                        f"{address} over the WebSocket takes no port: values come back "
+                        "on this connection"
+                    ],
+                )
+            ]
+        assert osc.control.subscribers == {}
+        await ws.send_bytes(encode_message("/subscribe", [conn.sender[1], "index"]))
+        assert await receive_osc(ws) == [("/subscribe", [conn.sender[1], "index"])]
+        assert list(osc.control.subscribers) == [conn.sender]
         await ws.close()
 
     run(body)
@@ -458,6 +510,84 @@ def test_per_connection_rate_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     run(body)
 
 
+def test_a_client_that_falls_behind_is_closed_with_1013() -> None:
+    async def body(client, host, osc, feedback, app) -> None:
+        ws = await client.ws_connect("/")
+        await ws.send_bytes(encode_message("/ping"))
+        assert await receive_osc(ws) == [("/pong", [])]
+        (conn,) = app.connections
+        for _ in range(SEND_QUEUE + 10):  # faster than any writer: the queue overflows
+            app._send(conn, [("/status", ["x"])])
+        got = 0
+        while True:
+            msg = await ws.receive(timeout=30)
+            if msg.type != WSMsgType.BINARY:
+                break
+            assert messages(msg.data) == [("/status", ["x"])]
+            got += 1
+        assert msg.type == WSMsgType.CLOSE and msg.data == 1013
+        assert msg.extra == "client too slow"
+        assert got <= SEND_QUEUE
+
+    run(body)
+
+
+def test_a_client_that_pings_and_never_reads_is_cut(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Pings answered with pongs it never takes fill the write buffer; aiohttp's
+    # heartbeat then gives up with transport.close(), which waits for that buffer to
+    # drain: the handler and the client's slot used to stay forever.
+    monkeypatch.setattr(server, "HEARTBEAT", 0.5)
+    monkeypatch.setattr(server, "CLOSE_TIMEOUT", 0.5)
+
+    async def body(client, host, osc, feedback, app) -> None:
+        loop = asyncio.get_running_loop()
+        sock = await _raw_websocket(client.port)
+        try:
+            deadline = loop.time() + 60
+            while not app.connections:
+                assert loop.time() < deadline
+                await asyncio.sleep(0.01)
+            (conn,) = app.connections
+            mask = os.urandom(4)
+            ping = bytes([0x89, 0x80 | 125]) + mask + bytes(mask[i % 4] ^ 0x70 for i in range(125))
+            while conn in app.connections:
+                assert loop.time() < deadline, "the client that never reads still holds its slot"
+                with contextlib.suppress(BlockingIOError, ConnectionError):
+                    sock.send(ping * 100)
+                await asyncio.sleep(0.01)
+            ws = await client.ws_connect("/")
+            await ws.send_bytes(encode_message("/ping"))
+            assert await receive_osc(ws) == [("/pong", [])]
+            await ws.close()
+        finally:
+            sock.close()
+
+    run(body)
+
+
+def test_a_closed_connection_is_not_kept_by_the_rate_limiter() -> None:
+    # The rate limiter was keyed by the Connection itself and forgets keys only past
+    # 4096 of them: every closed connection stayed, with its WebSocket, transport
+    # and up to SEND_QUEUE unsent packets (connect, fill, drop, repeat).
+    async def body(client, host, osc, feedback, app) -> None:
+        ws = await client.ws_connect("/")
+        await ws.send_bytes(encode_message("/ping"))
+        assert await receive_osc(ws) == [("/pong", [])]
+        (conn,) = app.connections
+        ref = weakref.ref(conn)
+        del conn
+        await ws.close()
+        deadline = asyncio.get_running_loop().time() + 60
+        while True:
+            gc.collect()
+            if ref() is None:
+                break
+            assert asyncio.get_running_loop().time() < deadline, gc.get_referrers(ref())
+            await asyncio.sleep(0.05)
+
+    run(body)
+
+
 def test_oversize_frame_closes_with_1009() -> None:
     async def body(client, host, osc, feedback, app) -> None:
         ws = await client.ws_connect("/")
@@ -467,6 +597,75 @@ def test_oversize_frame_closes_with_1009() -> None:
         assert msg.type == WSMsgType.CLOSE and msg.data == 1009
         assert ws.close_code == 1009
         assert host.registry.snapshot() == before
+        # It counts as refused (the status line's "web ... refused").
+        deadline = asyncio.get_running_loop().time() + 60
+        while app.connections:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)
+        assert app.refused == 1
+
+    run(body)
+
+
+def _masked_text(text: str) -> bytes:
+    """One client-to-server WebSocket text frame (masked, under 126 bytes)."""
+    payload, mask = text.encode(), os.urandom(4)
+    assert len(payload) < 126
+    return (
+        bytes([0x81, 0x80 | len(payload)])
+        + mask
+        + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    )
+
+
+async def _raw_websocket(port: int) -> socket.socket:
+    """A WebSocket client on a bare socket with a tiny receive buffer, that reads
+    nothing after the handshake."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    await loop.sock_sendall(
+        sock,
+        f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n".encode(),
+    )
+    assert (await loop.sock_recv(sock, 12)) == b"HTTP/1.1 101"
+    return sock
+
+
+def test_a_client_that_never_reads_is_dropped_and_frees_its_slot() -> None:
+    # A client that stops reading fills its queue; it used to be "closed" with a close
+    # frame that could never be sent (its TCP window is shut), so its handler, its
+    # queue and its place among the MAX_CONNECTIONS stayed forever.
+    async def body(client, host, osc, feedback, app) -> None:
+        loop = asyncio.get_running_loop()
+        sock = await _raw_websocket(client.port)
+        try:
+            await loop.sock_sendall(sock, _masked_text('{"COMMAND": "LISTEN", "DATA": "/status"}'))
+            deadline = loop.time() + 60
+            while not app.connections or not next(iter(app.connections)).listens:
+                assert loop.time() < deadline
+                await asyncio.sleep(0.01)
+            (conn,) = app.connections
+            # Feedback rounds the client never reads: far more than socket buffers hold.
+            for _ in range(SEND_QUEUE * 8):
+                app._send(conn, [("/status", ["x" * 4000])])
+                await asyncio.sleep(0)
+            while conn in app.connections:
+                assert loop.time() < deadline, "the slow client still holds its slot"
+                await asyncio.sleep(0.05)
+            assert conn.queue.qsize() <= SEND_QUEUE
+            # The daemon goes on serving others.
+            ws = await client.ws_connect("/")
+            await ws.send_bytes(encode_message("/ping"))
+            assert await receive_osc(ws) == [("/pong", [])]
+            await ws.close()
+        finally:
+            sock.close()
 
     run(body)
 
@@ -527,6 +726,48 @@ def test_token_is_required_on_a_lan_bind() -> None:
     run(body, token="s3cret", loopback=False)
 
 
+def test_a_broken_websocket_handshake_is_a_json_400_and_counted() -> None:
+    # aiohttp's own text/plain 400 ("No CONNECTION upgrade hdr: None") used to come
+    # back, not counted as refused.
+    async def body(client, host, osc, feedback, app) -> None:
+        for headers in (
+            {"Upgrade": "websocket"},
+            {"Upgrade": "websocket", "Connection": "Upgrade"},
+            {
+                "Upgrade": "websocket",
+                "Connection": "Upgrade",
+                "Sec-WebSocket-Key": "short",
+                "Sec-WebSocket-Version": "13",
+            },
+        ):
+            r = await client.get("/", headers=headers)
+            assert r.status == 400, headers
+            assert await r.json() == {
+                "error": "not a WebSocket handshake: it needs Connection: Upgrade, "
+                "Sec-WebSocket-Version: 13 and a Sec-WebSocket-Key"
+            }
+        assert app.refused == 3
+        assert app.connections == set()
+
+    run(body)
+
+
+def test_the_page_cannot_be_framed_by_another_site() -> None:
+    # Framed by another site, the mixer page is its own origin on 127.0.0.1: Host
+    # and Origin checks pass (and no token on loopback), so clicks meant for the
+    # other site (an invisible frame on top) would drive the mixer.
+    async def body(client, host, osc, feedback, app) -> None:
+        for path, accept in (("/", "text/html"), ("/_mixer/mixer.js", "*/*"), ("/", "*/*")):
+            r = await client.get(path, headers={"Accept": accept})
+            assert r.status == 200
+            assert r.headers["X-Frame-Options"] == "DENY"
+            assert r.headers["Content-Security-Policy"] == "frame-ancestors 'none'"
+        r = await client.get("/nowhere")
+        assert r.status == 404 and r.headers["X-Frame-Options"] == "DENY"
+
+    run(body)
+
+
 def test_websocket_from_another_page_is_refused() -> None:
     async def body(client, host, osc, feedback, app) -> None:
         with pytest.raises(aiohttp.WSServerHandshakeError) as err:
@@ -552,6 +793,13 @@ def test_dns_rebinding_host_is_refused_on_loopback() -> None:
         }
         r = await client.get("/?HOST_INFO", headers={"Host": f"localhost:{client.port}"})
         assert r.status == 200
+        # An IPv6 literal without a port (the default port) is loopback too; a name
+        # that merely starts with one is not.
+        for name, status in (("[::1]", 200), (f"[::1]:{client.port}", 200), ("localhost", 200)):
+            r = await client.get("/?HOST_INFO", headers={"Host": name})
+            assert r.status == status, name
+        r = await client.get("/?HOST_INFO", headers={"Host": "[::1].evil.example"})
+        assert r.status == 403
 
     run(body)
 

@@ -50,6 +50,8 @@ FRAMES_BURST, FRAMES_PER_SECOND = 200, 100.0  # per connection, text and binary 
 MAX_LISTENS = 512  # LISTENed addresses per connection
 MAX_CONNECTIONS = 64
 SEND_QUEUE = 256  # packets waiting for a slow client; then it is closed (it reconnects)
+CLOSE_TIMEOUT = 2.0  # seconds a slow client gets to take the close frame; then it is cut
+HEARTBEAT = 20.0  # seconds between pings; no pong in half of it closes the connection
 COOKIE = "stemdeck_token"
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
@@ -103,6 +105,16 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def host_name(host: str) -> str:
+    """The name in a Host header: ``[::1]:8080`` and ``[::1]`` give ``::1``,
+    ``localhost:8080`` gives ``localhost``; anything malformed gives ``""``."""
+    host = host.lower()
+    if host.startswith("["):
+        name, bracket, rest = host[1:].partition("]")
+        return name if bracket and (not rest or rest.startswith(":")) else ""
+    return host.rsplit(":", 1)[0]
+
+
 @dataclass(eq=False)
 class Connection:
     """One WebSocket client: an OSC sender, its LISTENs and its outgoing queue."""
@@ -116,6 +128,9 @@ class Connection:
     listens: dict[str, set[str]] = field(default_factory=dict)
     warned_at: float = -1e9  # last "too many messages" reply
     closing: bool = False
+    stuck: bool = False  # seen closed by a sweep (_sweep) and still here
+    transport: asyncio.Transport | None = None
+    _closer: asyncio.Task[None] | None = None
 
     def count_listens(self) -> int:
         return sum(len(v) for v in self.listens.values())
@@ -129,9 +144,21 @@ class Connection:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:
             self.closing = True
-            asyncio.get_running_loop().create_task(
-                self.ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"client too slow")
+            self._closer = asyncio.get_running_loop().create_task(self._drop())
+
+    async def _drop(self) -> None:
+        """Close with 1013; a client that does not even take the close frame (its TCP
+        window is shut) is cut, else its handler and its slot would stay forever."""
+        try:
+            await asyncio.wait_for(
+                self.ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"client too slow"),
+                CLOSE_TIMEOUT,
             )
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            if self.transport is not None:
+                self.transport.abort()
 
     async def write(self) -> None:
         while True:
@@ -174,8 +201,10 @@ class WebApp:
         self.name = name
         self.connections: set[Connection] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self.last_frame: FeedbackFrame | None = None
         self._names: list[str] | None = None
+        # keyed by conn.sender, not the Connection: it keeps a key until 4096 of them
         self._buckets = TokenBucket(FRAMES_BURST, FRAMES_PER_SECOND)
         self.refused = 0  # HTTP requests and WebSockets turned away, frames over the limit
         self.app = web.Application(middlewares=[self._guard], client_max_size=MAX_FRAME)
@@ -205,8 +234,26 @@ class WebApp:
 
     async def _started(self, app: web.Application) -> None:
         self.loop = asyncio.get_running_loop()
+        self._sweeper = self.loop.create_task(self._sweep())
+
+    async def _sweep(self) -> None:
+        """Cut connections aiohttp closed but could not finish: its own closes (no pong
+        to a heartbeat) call ``transport.close()``, which waits for the write buffer to
+        drain, so a peer that never reads (pings and never takes the pongs) would keep
+        its handler and its place among the MAX_CONNECTIONS forever."""
+        while True:
+            await asyncio.sleep(CLOSE_TIMEOUT)
+            for conn in list(self.connections):
+                transport = conn.transport
+                if not conn.ws.closed and not (transport is not None and transport.is_closing()):
+                    continue
+                if conn.stuck and transport is not None:
+                    transport.abort()
+                conn.stuck = True
 
     async def _closing(self, app: web.Application) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for conn in list(self.connections):
             await conn.ws.close(code=WSCloseCode.GOING_AWAY, message=b"stemdeck stopped")
 
@@ -229,9 +276,7 @@ class WebApp:
     @web.middleware
     async def _guard(self, request: web.Request, handler: Callable[..., Any]) -> web.StreamResponse:
         if self.loopback:
-            host = (request.host or "").rsplit(":", 1)[0] if request.host else ""
-            host = host.strip("[]").lower()
-            if not is_loopback(host):
+            if not is_loopback(host_name(request.host or "")):
                 self.refused += 1
                 return _error(
                     403, f"Host {request.host!r} is not this machine: open http://127.0.0.1"
@@ -245,8 +290,13 @@ class WebApp:
                 "(http://HOST:PORT/?token=...)",
             )
         response = await handler(request)
-        if in_query and self.token is not None and not response.prepared:
-            response.set_cookie(COOKIE, self.token, httponly=True, samesite="Strict")
+        if not response.prepared:  # not a WebSocket
+            # No other site may frame the page: framed, it is its own origin, so
+            # clicks meant for that site would drive the mixer (clickjacking).
+            response.headers["X-Frame-Options"] = "DENY"
+            response.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
+            if in_query and self.token is not None:
+                response.set_cookie(COOKIE, self.token, httponly=True, samesite="Strict")
         return response
 
     def _origin_ok(self, request: web.Request) -> bool:
@@ -365,11 +415,19 @@ class WebApp:
         if len(self.connections) >= MAX_CONNECTIONS:
             self.refused += 1
             return _error(503, f"{MAX_CONNECTIONS} WebSocket clients already")
-        ws = web.WebSocketResponse(max_msg_size=MAX_FRAME, heartbeat=20.0, compress=False)
-        await ws.prepare(request)
+        ws = web.WebSocketResponse(max_msg_size=MAX_FRAME, heartbeat=HEARTBEAT, compress=False)
+        try:
+            await ws.prepare(request)
+        except web.HTTPException:
+            self.refused += 1
+            return _error(
+                400,
+                "not a WebSocket handshake: it needs Connection: Upgrade, "
+                "Sec-WebSocket-Version: 13 and a Sec-WebSocket-Key",
+            )
         peer = request.transport.get_extra_info("peername") if request.transport else None
         ip, port = (peer[0], peer[1]) if peer else ("unknown", id(ws) & 0xFFFF)
-        conn = Connection(ws, (f"ws:{ip}", port))
+        conn = Connection(ws, (f"ws:{ip}", port), transport=request.transport)
         loop = asyncio.get_running_loop()
 
         def route(replies: list[Reply]) -> None:  # scheduled bundles, /subscribe feedback
@@ -385,6 +443,8 @@ class WebApp:
                 elif msg.type == WSMsgType.TEXT:
                     self._text(conn, msg.data)
                 else:
+                    if msg.type == WSMsgType.ERROR:  # too big (1009), bad UTF-8, bad frame
+                        self.refused += 1
                     break
         finally:
             self.connections.discard(conn)
@@ -399,8 +459,8 @@ class WebApp:
     def _admit(self, conn: Connection, binary: bool) -> bool:
         """Per-connection message rate limit; over it, one reply a second says so."""
         now = time.monotonic()
-        if self._buckets.available(conn, now):
-            self._buckets.take(conn, now)
+        if self._buckets.available(conn.sender, now):
+            self._buckets.take(conn.sender, now)
             return True
         self.refused += 1
         self.control.counters.refused += 1
@@ -441,6 +501,8 @@ class WebApp:
                 request = json.loads(text)
             except ValueError as exc:
                 raise ParameterError(f"not JSON: {exc}") from None
+            except RecursionError:  # '[[[[...': would end the connection without a word
+                raise ParameterError("not JSON: nested too deeply") from None
             if not isinstance(request, dict) or not isinstance(request.get("COMMAND"), str):
                 raise ParameterError('expected {"COMMAND": "LISTEN"|"IGNORE", "DATA": "/address"}')
             command = request["COMMAND"]
