@@ -567,3 +567,21 @@ def test_musdb_preview_takes_default_names(caplog: pytest.LogCaptureFixture) -> 
     assert f.stems.shape == (4, 2, f.master.shape[1])
     # MUSDB's master is the sum of its stems, to AAC's precision.
     assert _snr(f.master, f.mix) > 20
+
+
+def test_packets_reach_the_file_while_tracks_encode(tmp_path: Path) -> None:
+    # The encoded packets are muxed as the tracks advance, not held until the end: an
+    # hour-long mix would otherwise keep a second copy of itself in memory.
+    mix, stems = _stems()
+    mix, stems = np.tile(mix, 15), np.tile(stems, 15)  # a minute
+    seen: list[tuple[float, int]] = []
+
+    def watch(fraction: float) -> None:
+        parts = list(tmp_path.glob(".x.stem.mp4-*.part"))
+        seen.append((fraction, parts[0].stat().st_size if parts else 0))
+
+    path = tmp_path / "x.stem.mp4"
+    write_stem_file(path, mix, stems, SR, codec="alac", progress=watch)
+    final = path.stat().st_size
+    during = [size for fraction, size in seen if fraction < 1.0]
+    assert during and max(during) > final // 10, (seen, final)

@@ -15,9 +15,9 @@ file is one :class:`AudioFileError`, never a crash or a hang.
 
 from __future__ import annotations
 
-import heapq
 import json
 import logging
+import math
 import os
 import re
 import struct
@@ -886,9 +886,16 @@ def _encode(
             streams.append(s)
         time_base = Fraction(1, sr)
         packets: list[list[Any]] = [[] for _ in tracks]
+        reached = [-math.inf] * len(tracks)  # time of each track's latest packet so far
+        finished = [False] * len(tracks)
         done = [0] * len(tracks)  # samples encoded per track, for progress
         stop = threading.Event()
         failures: list[BaseException] = []
+
+        def add(k: int, new: list[Any]) -> None:
+            if new:
+                packets[k].extend(new)
+                reached[k] = seconds(new[-1])  # after: the muxer reads it as a promise
 
         def encode(k: int) -> None:
             s, y = streams[k], tracks[k]
@@ -908,17 +915,47 @@ def _encode(
                     frame.sample_rate = sr
                     frame.pts = pos
                     frame.time_base = time_base
-                    packets[k].extend(s.encode(frame))
+                    add(k, s.encode(frame))
                     done[k] = min(n, pos + _BLOCK)
-                packets[k].extend(s.encode(None))  # flush
+                add(k, s.encode(None))  # flush
             except BaseException as exc:  # re-raised in the calling thread
                 failures.append(exc)
                 stop.set()
+            finally:
+                finished[k] = True
+
+        def seconds(packet: Any) -> float:
+            # Floats, not Fractions: Fraction arithmetic on every packet cost a second
+            # on a 3-minute file.
+            return float(packet.dts * packet.time_base.numerator / packet.time_base.denominator)
+
+        cursor = [0] * len(tracks)
+
+        def mux_ready(final: bool) -> None:
+            """Mux, in time order, every packet no track can still precede: up to the
+            latest time each unfinished track has reached. Muxed packets are dropped,
+            so memory holds a few blocks, not the whole file."""
+            horizon = math.inf
+            if not final:
+                for k in range(len(tracks)):
+                    if not finished[k]:
+                        horizon = min(horizon, reached[k])
+            ready = []
+            for k, ps in enumerate(packets):
+                i, end = cursor[k], len(ps)
+                while i < end and (t := seconds(ps[i])) <= horizon:
+                    ready.append((t, k, i))
+                    i += 1
+                cursor[k] = i
+            ready.sort()
+            for _, k, i in ready:
+                out.mux(packets[k][i])
+                packets[k][i] = None
 
         # One thread per track, no barrier between them: FFmpeg encodes without the
         # GIL, so the cores stay busy until the last block of the last track (a pool
-        # stepping all tracks block by block idled a core at every step). The packets
-        # are muxed afterwards in time order, so the file stays interleaved.
+        # stepping all tracks block by block idled a core at every step). This thread
+        # muxes what they made in time order as they go, so the file is interleaved.
         threads = [
             threading.Thread(target=encode, args=(k,), name=f"stem-encode-{k}", daemon=True)
             for k in range(len(tracks))
@@ -929,6 +966,9 @@ def _encode(
             for t in threads:
                 while t.is_alive():
                     t.join(0.1)
+                    if failures:
+                        break
+                    mux_ready(final=False)
                     if progress is not None:
                         progress(sum(done) / (n * len(tracks)))
         finally:
@@ -937,19 +977,7 @@ def _encode(
                 t.join()
         if failures:
             raise failures[0]
-        # Time keys as floats: Fraction arithmetic on every packet cost a second on
-        # a 3-minute file.
-        order = heapq.merge(
-            *[
-                [
-                    (p.dts * p.time_base.numerator / p.time_base.denominator, k, i)
-                    for i, p in enumerate(ps)
-                ]
-                for k, ps in enumerate(packets)
-            ]
-        )
-        for _, k, i in order:
-            out.mux(packets[k][i])
+        mux_ready(final=True)
         if progress is not None:
             progress(1.0)
 
