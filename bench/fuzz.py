@@ -44,7 +44,7 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from daemon_helpers import free_udp_port  # noqa: E402
+from daemon_helpers import burners, free_udp_port  # noqa: E402
 from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
 from osc_grammar import Case, datagram  # noqa: E402
 
@@ -264,10 +264,7 @@ def main() -> int:
         text=True,
     )
     link = Link(port)
-    busy = [
-        subprocess.Popen([py, "-c", "while True: pass"], stdout=subprocess.DEVNULL)
-        for _ in range(args.load)
-    ]
+    busy = burners(args.load)
     try:
         deadline = time.monotonic() + 120
         while True:

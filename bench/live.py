@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from daemon_helpers import Client, free_udp_port  # noqa: E402
+from daemon_helpers import burners as make_burners  # noqa: E402
 from jack_helpers import (  # noqa: E402
     JackRecorder,
     change_latency_ms,
@@ -90,10 +91,6 @@ def wait_ready(client: Client, timeout: float = 120.0) -> str:
     raise SystemExit("daemon not ready")
 
 
-def _burners(n: int = 2) -> list[subprocess.Popen]:
-    return [subprocess.Popen([sys.executable, "-c", "while 1: pass"]) for _ in range(n)]
-
-
 def _field(text: str, key: str, kind: type = int) -> float:
     parts = text.replace("|", " ").split()
     i = parts.index(key.split()[-1])
@@ -113,7 +110,7 @@ def busy(track: Path, env: dict[str, str], seconds: float) -> None:
                 wait_ready(client)
                 time.sleep(1.0)
                 before = client.query("/status")
-                burners = _burners()
+                burners = make_burners()
                 time.sleep(seconds)
                 after = client.query("/status")
             finally:

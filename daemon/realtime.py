@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import gc
 import os
 import threading
@@ -68,6 +69,12 @@ def make_realtime(priority: int = DEFAULT_PRIORITY) -> str:
     return f"SCHED_FIFO {prio}"
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """The C library, loaded once (OSError where there is none)."""
+    return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
 def raise_priority(nice: int = CONTROL_NICE) -> str:
     """Give the calling thread (only it: Linux keeps a nice value per thread) the nice
     value ``nice``. Returns ``"nice -10"``, or ``"normal priority (...)"`` with the reason."""
@@ -85,8 +92,7 @@ def name_os_thread() -> None:
     and /proc/PID/task/TID/comm show it); silently nothing where prctl is missing."""
     name = threading.current_thread().name.encode("ascii", "replace")[:15]
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        libc.prctl(_PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)
+        _libc().prctl(_PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)
     except (OSError, AttributeError):
         pass
 
@@ -97,10 +103,8 @@ def lock_memory() -> str:
     Pages mapped later (a new track's memory map) are not locked: locking
     gigabytes of cached audio is not the point, the prefetcher keeps those in.
     """
-    name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name, use_errno=True)
-        if libc.mlockall(_MCL_CURRENT) != 0:
+        if _libc().mlockall(_MCL_CURRENT) != 0:
             err = ctypes.get_errno()
             return f"memory not locked ({os.strerror(err)})"
     except (OSError, AttributeError) as exc:

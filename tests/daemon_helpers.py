@@ -17,6 +17,14 @@ from pythonosc.osc_bundle_builder import OscBundleBuilder
 from stemdeck.daemon.osc import build
 
 
+def burners(n: int = 2) -> list[subprocess.Popen]:
+    """``n`` CPU-bound processes (a busy machine); the caller kills them."""
+    return [
+        subprocess.Popen([sys.executable, "-c", "while 1: pass"], stdout=subprocess.DEVNULL)
+        for _ in range(n)
+    ]
+
+
 def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
