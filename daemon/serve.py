@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import math
 import os
@@ -318,9 +317,8 @@ class Daemon:
             )
             self.advertiser.start()
         # The web server's imports (aiohttp) and what OSC, MIDI and the web made since
-        # settle_heap() live as long as the daemon too: out of the collector's sight as
-        # well. No collection first: the audio runs now, and a pass would stall it.
-        gc.freeze()
+        # the first settle_heap() live as long as the daemon too: out of sight as well.
+        settle_heap()
 
     def start_web(self) -> None:
         """The browser mixer, OSCQuery and the WebSocket, in their own thread."""
