@@ -19,7 +19,7 @@ from stemdeck.core.mixer.commands import (
     Track,
 )
 from stemdeck.core.mixer.engine import Mixer, enter_audio_thread
-from stemdeck.core.mixer.params import db_to_gain, fader_to_db
+from stemdeck.core.mixer.params import db_to_gain, fader_to_db, pan_gains
 
 SR = 48000
 
@@ -412,3 +412,59 @@ def test_block_allocates_no_array_data(outputs: str) -> None:
         tracemalloc.stop()
         np.setbufsize(8192)
     assert worst < 8192 and steady < 4096, (worst, steady)
+
+
+def _aim_from_scratch(m: Mixer) -> np.ndarray:
+    """Where every strip must be heading, computed from its parameters alone."""
+    any_solo = any(m._solo)
+    want = np.empty((m.max_channels, 2))
+    for i in range(m.max_channels):
+        audible = (1.0 if m._solo[i] else 0.0) if any_solo else 1.0
+        audible = audible * (0.0 if m._mute[i] else 1.0) * m._gain[i]
+        want[i] = [g * audible for g in pan_gains(m._pan[i])]
+    return want
+
+
+def test_only_changed_strips_are_reaimed_and_every_target_stays_right() -> None:
+    """A change re-aims its own strip only; a solo change, every strip. After any mix of
+    commands, each strip heads where its parameters say, and ends there exactly."""
+    import random
+
+    rng = random.Random(7)
+    m = mixer_with(stems(n=6, seconds=2.0))
+    m.post(Play())
+    block = np.zeros((256, 2), np.float32)
+    for _ in range(300):
+        for _ in range(rng.choice([0, 1, 1, 3])):
+            m.post(
+                StripTarget(
+                    rng.randrange(8),
+                    rng.choice([0.0, 0.5, 1.0, rng.uniform(0.0, 2.0)]),
+                    rng.random() < 0.2,
+                    rng.random() < 0.15,
+                    rng.choice([0.0, rng.uniform(-1.0, 1.0)]),
+                )
+            )
+        m.process(block)
+        np.testing.assert_array_equal(m._tgt, _aim_from_scratch(m))
+    for _ in range(4):  # a ramp is 480 samples: two blocks end every one of them
+        m.process(block)
+    np.testing.assert_array_equal(m._cur, _aim_from_scratch(m))
+
+
+def test_separation_replacing_the_original_reaims_every_strip() -> None:
+    channels = stems(n=3)
+    m = Mixer(max_channels=3)
+    m.prepare(SR, 256)
+    m.post(SetTrack(Track(channels.sum(axis=0, keepdims=True), SR, ("mix",), is_mix=True)))
+    m.post(StripTarget(1, 0.25, False, False, -0.5))  # set while the original stands in
+    m.post(Play())
+    block = np.zeros((256, 2), np.float32)
+    m.process(block)
+    m.post(SetTrack(Track(channels, SR, ("a", "b", "c")), same_audio=True))
+    m.process(block)  # every strip starts at unity and glides to its level
+    expected = np.array([[1.0, 1.0], [0.25, 0.25 * 0.5], [1.0, 1.0]])
+    np.testing.assert_array_equal(m._tgt, expected)
+    for _ in range(3):
+        m.process(block)
+    np.testing.assert_array_equal(m._cur, expected)

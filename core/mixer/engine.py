@@ -25,11 +25,18 @@ Every level change is a linear ramp of ``ramp_ms`` (mute and solo are fades
 too); seeks, loop wraps and track changes crossfade over ``xfade_ms``; play
 and pause fade in and out. The ramps run per sample, so the output does not
 depend on how the stream is cut into blocks. Strip targets (gain, mute, solo,
-pan) are recomputed once per block, for all strips at once, whatever the
-number of commands.
+pan) are recomputed once per block, whatever the number of commands, and only
+for the strips that changed (every strip when the solo set changes): strip
+parameters are Python scalars, so a fader move costs a few scalar operations,
+not a dozen numpy calls.
 
 Mixing is vectorised over channels: one broadcast multiply of the block by the
-gain curves, one sum over channels per block, meters by ``max(axis=...)``.
+gain curves, one sum over channels per block, meters by ufunc reductions.
+
+The callback runs once a block, cache-cold: every numpy call then costs
+several microseconds, and the Python wrappers ``np.sum``/``np.max`` several
+more, so reductions call ``np.add.reduce``/``np.maximum.reduce`` directly
+(``bench/web.py`` measures the callback as the daemon runs it).
 A play head that jumps leaves a *fading head* behind (up to
 :data:`FADING_HEADS` at once), which goes straight on reading its own track
 while it fades out, so a jump during a crossfade, or a track change, never
@@ -237,20 +244,22 @@ class Mixer:
         self._min_loop = max(2 * self._xfade_len, round(self.min_loop_ms * 1e-3 * samplerate))
         self._ramp = np.arange(1, max(b, self._xfade_len, self._ramp_len) + 1, dtype=np.float64)
         # Strip parameters (set by commands) and their gain ramps, one per (strip, side).
-        self._gain = np.ones(n)
-        self._mute = np.zeros(n, bool)
-        self._solo = np.zeros(n, bool)
-        self._pan = np.zeros(n)
-        self._audible = np.ones(n)
-        self._notmute = np.ones(n)
-        self._dirty = False
+        # Parameters are Python scalars: a change re-aims only its own strip, in a
+        # few scalar operations, where numpy would take a dozen calls for every block
+        # with a command (each costing microseconds when the callback runs cache-cold).
+        self._gain = [1.0] * n
+        self._mute = [False] * n
+        self._solo = [False] * n
+        self._pan = [0.0] * n
+        self._solos = 0  # strips soloed
+        self._dirty = False  # some strip must be re-aimed
+        self._dirty_all = False  # every strip must (the solo set changed)
+        self._dirty_strips: set[int] = set()
+        self._ramp_frames = 0  # samples until the longest running strip ramp ends
         self._cur = np.ones((n, 2))
         self._tgt = np.ones((n, 2))
         self._step = np.zeros((n, 2))
         self._left = np.zeros((n, 2))
-        self._want = np.ones((n, 2))
-        self._tmp2 = np.zeros((n, 2))
-        self._mask2 = np.zeros((n, 2), bool)
         self._cur3 = self._cur[:, :, np.newaxis]
         self._step3 = self._step[:, :, np.newaxis]
         self._left3 = self._left[:, :, np.newaxis]
@@ -361,11 +370,16 @@ class Mixer:
         if isinstance(cmd, StripTarget):
             i = cmd.index
             if 0 <= i < self.max_channels:
-                self._gain[i] = min(max(cmd.gain, 0.0), MAX_GAIN)
-                self._mute[i] = cmd.mute
-                self._solo[i] = cmd.solo
-                self._pan[i] = min(max(cmd.pan, -1.0), 1.0)
-                self._dirty = True  # all strips are re-aimed once, after the queue
+                self._gain[i] = min(max(float(cmd.gain), 0.0), MAX_GAIN)
+                self._mute[i] = bool(cmd.mute)
+                self._pan[i] = min(max(float(cmd.pan), -1.0), 1.0)
+                solo = bool(cmd.solo)
+                if solo != self._solo[i]:
+                    self._solo[i] = solo
+                    self._solos += 1 if solo else -1
+                    self._dirty_all = True  # who is audible may change on every strip
+                self._dirty_strips.add(i)
+                self._dirty = True  # re-aimed once, after the queue
         elif isinstance(cmd, MasterTarget):
             self._master_state = (min(max(cmd.gain, 0.0), MAX_GAIN), cmd.mute)
             self._master.aim(0.0 if cmd.mute else self._master_state[0], self._ramp_len)
@@ -427,7 +441,7 @@ class Mixer:
                 self._tgt.fill(1.0)
                 self._left.fill(0.0)
                 self._curves_ok = False
-                self._dirty = True
+                self._dirty = self._dirty_all = True
             self.position = min(self.position, track.length)
             return
         # Another track: it starts from its beginning, with no loop; the old one
@@ -436,39 +450,34 @@ class Mixer:
         self._jump(0, 0, previous)
 
     def _retarget(self, *, immediate: bool = False) -> None:
-        """Aim every strip at its gain, mute, solo and pan: one pass for all strips."""
-        self._dirty = False
-        audible, want = self._audible, self._want
-        if self._solo.any():
-            np.copyto(audible, self._solo)
-        else:
-            audible.fill(1.0)
-        np.logical_not(self._mute, out=self._mask2[:, 0])
-        np.copyto(self._notmute, self._mask2[:, 0])
-        np.multiply(audible, self._notmute, out=audible)
-        np.multiply(audible, self._gain, out=audible)
-        # Balance law (params.pan_gains): the side turned away from falls linearly.
-        np.subtract(1.0, self._pan, out=want[:, 0])
-        np.add(1.0, self._pan, out=want[:, 1])
-        np.minimum(want, 1.0, out=want)
-        np.multiply(want, audible[:, np.newaxis], out=want)
+        """Aim the strips that changed (every strip if the solo set changed, or
+        ``immediate``) at their gain, mute, solo and pan: scalar work per strip."""
+        n = self.max_channels
+        strips = range(n) if immediate or self._dirty_all else self._dirty_strips
+        any_solo = self._solos > 0
+        gain, mute, solo, pan = self._gain, self._mute, self._solo, self._pan
+        cur, tgt, step, left = self._cur, self._tgt, self._step, self._left
+        ramp = self._ramp_len
+        for i in strips:
+            audible = (1.0 if solo[i] else 0.0) if any_solo else 1.0
+            audible = audible * (0.0 if mute[i] else 1.0) * gain[i]
+            # Balance law (params.pan_gains): the side turned away from falls linearly.
+            p = pan[i]
+            for side, want in ((0, min(1.0 - p, 1.0) * audible), (1, min(1.0 + p, 1.0) * audible)):
+                if immediate:
+                    cur[i, side] = tgt[i, side] = want
+                    step[i, side] = left[i, side] = 0.0
+                elif want != tgt[i, side]:
+                    step[i, side] = (want - cur[i, side]) / ramp
+                    left[i, side] = float(ramp)
+                    tgt[i, side] = want
+                    self._ramping = True
+                    self._ramp_frames = ramp
+        self._dirty = self._dirty_all = False
+        self._dirty_strips.clear()
         if immediate:
-            np.copyto(self._cur, want)
-            np.copyto(self._tgt, want)
-            self._left.fill(0.0)
-            self._step.fill(0.0)
+            self._ramp_frames = 0
             self._curves_ok = False
-            return
-        changed = self._mask2
-        np.not_equal(want, self._tgt, out=changed)
-        if not changed.any():
-            return
-        np.subtract(want, self._cur, out=self._tmp2)
-        np.divide(self._tmp2, self._ramp_len, out=self._tmp2)
-        np.copyto(self._step, self._tmp2, where=changed)
-        np.copyto(self._left, float(self._ramp_len), where=changed)
-        np.copyto(self._tgt, want, where=changed)
-        self._ramping = True
 
     def _jump(self, target: int, offset: int, track: Track | None = None) -> None:
         """Move the play head to ``target`` at ``offset`` in the block, crossfading:
@@ -539,7 +548,8 @@ class Mixer:
         np.copyto(self._cur, k[:, :, frames - 1])  # where each ramp is after the block
         np.subtract(self._left, frames, out=self._left)
         np.maximum(self._left, 0.0, out=self._left)
-        self._ramping = bool(self._left.any())
+        self._ramp_frames = max(self._ramp_frames - frames, 0)
+        self._ramping = self._ramp_frames > 0
         if not self._ramping:  # every ramp ends exactly on its target, rounding undone
             np.copyto(self._cur, self._tgt)
         self._curves_ok = False
@@ -571,13 +581,13 @@ class Mixer:
         np.copyto(levels[0], mix)
         absb = self._absb[:rows, :, :frames]
         np.abs(levels, out=absb)
-        np.max(absb, axis=(1, 2), out=self._pk1[:rows])
+        np.maximum.reduce(absb, axis=(1, 2), out=self._pk1[:rows])
         if not self._pk1[0] <= 3.4e38:  # NaN or inf somewhere: never let it out
             self._silence(out, mix, co, frames)
             return
         np.maximum(self._peak[:rows], self._pk1[:rows], out=self._peak[:rows])
         np.multiply(levels, levels, out=absb)
-        np.sum(absb, axis=(1, 2), out=self._sq1[:rows])
+        np.add.reduce(absb, axis=(1, 2), out=self._sq1[:rows])
         np.add(self._sumsq[:rows], self._sq1[:rows], out=self._sumsq[:rows])
         self._count += frames
         if co is None:
@@ -717,10 +727,10 @@ class Mixer:
                 np.multiply(prod, row, out=prod)
         target = mix[:, off : off + count]
         if main:  # the main head is first: it writes the block, the others add to it
-            np.sum(prod, axis=0, out=target)
+            np.add.reduce(prod, axis=0, out=target)
         else:
             seg = self._sum2[:, :count]
-            np.sum(prod, axis=0, out=seg)
+            np.add.reduce(prod, axis=0, out=seg)
             np.add(target, seg, out=target)
         if co is not None:  # the original standing in goes to the first pair
             part = co[:n, :, off : off + count]
