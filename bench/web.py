@@ -4,18 +4,31 @@
 
 Runs the daemon in this process (the null clock, ``--no-audio``, on the demo
 track's separated channels, real-time scheduling where allowed) and times every
-``Mixer.process`` call, as the audio thread makes it. Each round has three
-phases of ``--seconds``: no web client, then ``--clients`` WebSocket
-clients in another process, each LISTENing to every strip value, both meters and
-the position (streamed about 25 times a second) while together they send
-``--rate`` fader and pan changes a second (each change then reaches every
-client); then, for comparison, the same traffic over UDP OSC (``--clients``
-subscribers, ``--rate`` changes a second). Prints, side by side, the medians over
-rounds of the callback's median and p99 (µs), the xruns, the CPU use of the daemon
-and of the client process, and the ratios to the phase with no client; and whether
-OPENBLAS_CORETYPE is set. Target: xruns +0, p99 ratio within noise (~1).
+``Mixer.process`` call, as the audio thread makes it. Each round has five
+phases of ``--seconds``:
 
-``--client-process`` and ``--udp-process`` are the client sides (started by the bench).
+- no web client;
+- ``--clients`` WebSocket clients in another process, each LISTENing to every strip
+  value, both meters and the position (streamed about 25 times a second), while
+  together they send ``--rate`` fader and pan changes a second (each change then
+  reaches every client);
+- two controls: no client, while another process keeps the machine as busy as the
+  clients' process just did (a real set's clients are phones and tablets, not
+  processes on the daemon's cores); and no client, while a thread of the daemon
+  posts the same changes straight to the mixer (what the changes cost the mixer:
+  every one is a 10 ms ramp);
+- the same traffic over UDP OSC (``--clients`` subscribers, ``--rate`` changes a
+  second).
+
+Prints, side by side, the medians over rounds of the callback's median and p99
+(µs), the p99 of the time it spent waiting (its duration less the audio thread's
+CPU time: the GIL, or a core), the xruns, the CPU use of the daemon and of the
+other process, and the ratios to the phase with no client; the noise (the spread
+of the no-client p99 over the rounds); and whether OPENBLAS_CORETYPE is set.
+Target: xruns +0, p99 ratio within noise (~1).
+
+``--client-process``, ``--udp-process`` and ``--busy-process`` are the other processes
+(started by the bench).
 """
 
 from __future__ import annotations
@@ -30,6 +43,7 @@ import subprocess
 import sys
 import time
 from statistics import median
+from typing import Any
 
 import numpy as np
 
@@ -119,6 +133,38 @@ def udp_process(port: int, n: int, rate: float, seconds: float) -> None:
     print(json.dumps({"received": received, "sent": sent}))
 
 
+def post_directly(engine: Any, rate: float, seconds: float) -> None:
+    """The changes the clients send, posted to the mixer from a thread of this process,
+    with no network and no feedback: 80 % fader moves, 20 % pan moves."""
+    from stemdeck.core.mixer.commands import StripTarget
+
+    rng = random.Random(0)
+    gain, pan = [1.0] * 4, [0.0] * 4
+    start = time.monotonic()
+    next_at = start
+    while time.monotonic() - start < seconds:
+        time.sleep(max(0.0, next_at - time.monotonic()))
+        channel = rng.randrange(4)
+        if rng.random() < 0.8:
+            gain[channel] = rng.uniform(0.5, 0.8)
+        else:
+            pan[channel] = rng.uniform(-0.3, 0.3)
+        engine.post(StripTarget(channel, gain[channel], False, False, pan[channel]))
+        next_at += 1.0 / rate
+
+
+def busy_process(share: float, seconds: float) -> None:
+    """A process that talks to nobody and keeps ``share`` of a core busy, in bursts of
+    a millisecond or two: the machine as loaded as it is by the clients."""
+    period = 0.01
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        start = time.monotonic()
+        while time.monotonic() - start < share * period:
+            pass
+        time.sleep(max(0.0, period - (time.monotonic() - start)))
+
+
 def client_process(url: str, n: int, rate: float, seconds: float) -> None:
     counts = [0] * (2 * n)
 
@@ -137,26 +183,35 @@ def _cpu_since(before: resource.struct_rusage) -> float:
 
 
 class Timed:
-    """Wraps ``Mixer.process``: the duration of every call, into a preallocated array."""
+    """Wraps ``Mixer.process``: the duration of every call and the audio thread's CPU
+    time in it, into preallocated arrays. Their difference is the time the callback
+    waited (for the GIL, or for a core)."""
 
     def __init__(self, process, capacity: int) -> None:
         self.process = process
         self.times = np.zeros(capacity)
+        self.cpu = np.zeros(capacity)
         self.n = 0
 
     def __call__(self, out: np.ndarray) -> None:
+        c0 = time.thread_time()
         t0 = time.perf_counter()
         self.process(out)
+        t1 = time.perf_counter()
+        c1 = time.thread_time()
         i = self.n
         if i < len(self.times):
-            self.times[i] = time.perf_counter() - t0
+            self.times[i] = t1 - t0
+            self.cpu[i] = c1 - c0
             self.n = i + 1
 
-    def take(self) -> np.ndarray:
+    def take(self) -> tuple[np.ndarray, np.ndarray]:
+        """(durations, waits) since the last take, in seconds."""
         n = self.n
-        out = self.times[:n].copy()
+        times = self.times[:n].copy()
+        waits = np.maximum(times - self.cpu[:n], 0.0)
         self.n = 0
-        return out
+        return times, waits
 
 
 def main() -> None:
@@ -168,7 +223,11 @@ def main() -> None:
     ap.add_argument("--block", type=int, default=256)
     ap.add_argument("--client-process", nargs=4, metavar=("URL", "N", "RATE", "SECONDS"))
     ap.add_argument("--udp-process", nargs=4, metavar=("PORT", "N", "RATE", "SECONDS"))
+    ap.add_argument("--busy-process", nargs=2, metavar=("SHARE", "SECONDS"))
     args = ap.parse_args()
+    if args.busy_process:
+        busy_process(float(args.busy_process[0]), float(args.busy_process[1]))
+        return
     if args.udp_process:
         port, n, rate, seconds = args.udp_process
         udp_process(int(port), int(n), float(rate), float(seconds))
@@ -197,8 +256,9 @@ def main() -> None:
         assert sink is not None and daemon.web is not None
         ws_url = f"ws://127.0.0.1:{daemon.web.address[1]}/"
         budget_us = args.block / 48000 * 1e6
-        phases = ("none", "clients", "udp")
-        rows: dict[str, list[tuple[float, float, int, float, float]]] = {p: [] for p in phases}
+        phases = ("none", "clients", "busy", "direct", "udp")
+        Row = tuple[float, float, float, int, float, float]
+        rows: dict[str, list[Row]] = {p: [] for p in phases}
         traffic = []
         for _ in range(args.rounds):
             for phase in phases:
@@ -239,13 +299,23 @@ def main() -> None:
                         text=True,
                         check=True,
                     )
+                elif phase == "busy":
+                    share = rows["clients"][-1][5] / 100  # what the clients took, this round
+                    subprocess.run(
+                        [sys.executable, __file__, "--busy-process", str(share), str(args.seconds)],
+                        check=True,
+                    )
+                elif phase == "direct":
+                    post_directly(daemon.engine, args.rate, args.seconds)
                 else:
                     time.sleep(args.seconds)
-                times = timed.take() * 1e6
+                times, waits = timed.take()
+                times, waits = times * 1e6, waits * 1e6
                 rows[phase].append(
                     (
                         float(np.median(times)),
                         float(np.percentile(times, 99)),
+                        float(np.percentile(waits, 99)),
                         sink.xruns - xruns,
                         100 * (time.process_time() - cpu) / (time.monotonic() - wall),
                         100 * _cpu_since(children) / (time.monotonic() - wall),
@@ -265,31 +335,38 @@ def main() -> None:
         f"clients: {args.clients}, changes sent {sent:.0f}/s in all, "
         f"WebSocket packets received {got:.0f}/s per client"
     )
+    heads = {"none": "no client", "clients": f"{args.clients} clients"}
+    heads |= {"busy": "as busy", "direct": "posted", "udp": "UDP instead"}
     print(
-        f"{'':>22} {'no client':>10} {f'{args.clients} clients':>11} {'ratio':>7}"
-        f" {'UDP instead':>12} {'ratio':>7}"
+        f"{'':>23}"
+        + "".join(f" {heads[p]:>13}" + ("" if p == "none" else f" {'ratio':>5}") for p in phases)
     )
     for label, k, fmt in (
         ("callback median (µs)", 0, "{:.1f}"),
         ("callback p99 (µs)", 1, "{:.1f}"),
-        ("xruns per phase", 2, "{:.0f}"),
-        ("daemon CPU (%)", 3, "{:.0f}"),
-        ("client process CPU (%)", 4, "{:.0f}"),
+        ("p99 of its waiting (µs)", 2, "{:.1f}"),
+        ("xruns per phase", 3, "{:.0f}"),
+        ("daemon CPU (%)", 4, "{:.0f}"),
+        ("other process CPU (%)", 5, "{:.0f}"),
     ):
         a = median(r[k] for r in rows["none"])
-        b = median(r[k] for r in rows["clients"])
-        u = median(r[k] for r in rows["udp"])
-        ratio = f"{b / a:.2f}" if a else ("-" if b == 0 else "inf")
-        ratio_u = f"{u / a:.2f}" if a else ("-" if u == 0 else "inf")
-        print(
-            f"{label:>22} {fmt.format(a):>10} {fmt.format(b):>11} {ratio:>7}"
-            f" {fmt.format(u):>12} {ratio_u:>7}"
-        )
+        line = f"{label:>23} {fmt.format(a):>13}"
+        for p in phases[1:]:
+            b = median(r[k] for r in rows[p])
+            ratio = f"{b / a:.2f}" if a else ("-" if b == 0 else "inf")
+            line += f" {fmt.format(b):>13} {ratio:>5}"
+        print(line)
     per_round = ", ".join(
         f"{a[1]:.0f}/{b[1]:.0f}" for a, b in zip(rows["none"], rows["clients"], strict=True)
     )
     print(f"p99 per round (none/clients, µs): {per_round}")
-    total = sum(r[2] for r in rows["clients"]) - sum(r[2] for r in rows["none"])
+    quiet = [r[1] for r in rows["none"]]
+    print(
+        f"noise: the no-client p99 spans {min(quiet):.0f}-{max(quiet):.0f} µs over the rounds "
+        f"({max(quiet) / min(quiet):.2f}x); with clients, median of rounds "
+        f"{median(r[1] for r in rows['clients']):.0f} µs"
+    )
+    total = sum(r[3] for r in rows["clients"]) - sum(r[3] for r in rows["none"])
     print(f"xruns with clients minus without, all rounds: {total:+d}")
 
 

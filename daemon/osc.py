@@ -842,6 +842,9 @@ class Feedback:
         self._thread.join(timeout=2)
 
     def _run(self) -> None:
+        name_os_thread()
+        if self.server.nice is not None:
+            raise_priority(self.server.nice)  # it takes the GIL 25 times a second
         while not self._stop.wait(self.period):
             try:
                 self.tick()

@@ -38,7 +38,7 @@ from .audio import Recorder, output_device
 from .loader import DEMO, TrackLoader, read_source
 from .osc import Feedback, OscControl, OscServer
 from .prefetch import Prefetcher
-from .realtime import CONTROL_NICE, GcWatch, lock_memory, settle_heap
+from .realtime import CONTROL_NICE, SWITCH_INTERVAL_S, GcWatch, lock_memory, settle_heap
 from .scenes import SceneStore
 from .status import Status, format_status
 from .supervisor import AudioSupervisor
@@ -229,7 +229,7 @@ class Daemon:
     def start(self) -> None:
         # The audio callback needs the GIL within a fraction of a block: other
         # threads must hand it over far sooner than CPython's default 5 ms.
-        sys.setswitchinterval(0.0005)
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         opts = self.opts
         if opts.block < 16 or opts.block > 8192:
             raise ParameterError(f"--block must be 16..8192 frames, got {opts.block}")

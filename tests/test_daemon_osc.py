@@ -409,8 +409,9 @@ def test_control_threads_outweigh_busy_neighbours(served, client: Client) -> Non
     assert expected in status.split(" | ")[-1], status
     nice = _thread_nice(daemon.proc.pid, "stemdeck-osc")
     assert nice == ([-10] if allowed else [0])
-    assert _thread_nice(daemon.proc.pid, "stemdeck-osc-sc") == nice  # comm keeps 15 chars
-    others = {
-        n for name in ("python", "stemdeck-feedba") for n in _thread_nice(daemon.proc.pid, name)
-    }
-    assert others == {0}  # the main thread and the rest: unchanged
+    # Every thread that takes the GIL in steady state: one preempted while holding it
+    # holds up the audio callback (daemon/realtime.py). comm keeps 15 characters.
+    for name in ("stemdeck-osc-sc", "stemdeck-feedba", "stemdeck-web"):
+        assert _thread_nice(daemon.proc.pid, name) == nice, name
+    # The main thread and the unnamed rest (BLAS, the loader's): unchanged.
+    assert set(_thread_nice(daemon.proc.pid, "python")) == {0}

@@ -18,6 +18,7 @@ from conftest import tone_mix
 from stemdeck.core.separation.cache import SeparationCache
 from stemdeck.core.separation.presets import SeparationParams
 from stemdeck.core.separation.separate import cached_separation
+from stemdeck.daemon.realtime import SWITCH_INTERVAL_S
 
 SR = 48000
 pytestmark = pytest.mark.jack
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.jack
 def _prompt_gil_handover():
     """Our JACK recorder's callback must get the GIL quickly, as the daemon's does."""
     old = sys.getswitchinterval()
-    sys.setswitchinterval(0.0005)
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     yield
     sys.setswitchinterval(old)
 

@@ -39,6 +39,7 @@ from stemdeck.core.errors import ParameterError, StemdeckError
 
 from ..osc import FeedbackFrame, OscServer, Reply, TokenBucket
 from ..oscwire import encode_bundle, encode_message
+from ..realtime import name_os_thread, raise_priority
 from . import namespace
 
 __all__ = ["WebApp", "WebServer"]
@@ -657,6 +658,10 @@ class WebServer:
             raise ParameterError("the web server did not start in 30 s")
 
     def _run(self) -> None:
+        name_os_thread()
+        nice = self.web.osc.nice
+        if nice is not None:
+            raise_priority(nice)  # a control thread like OSC in (daemon/realtime.py)
         loop = asyncio.new_event_loop()
         self._loop = loop
         try:
