@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import gc
 import json
 import os
@@ -532,10 +531,12 @@ def test_a_client_that_falls_behind_is_closed_with_1013() -> None:
     run(body)
 
 
-def test_a_client_that_pings_and_never_reads_is_cut(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Pings answered with pongs it never takes fill the write buffer; aiohttp's
-    # heartbeat then gives up with transport.close(), which waits for that buffer to
-    # drain: the handler and the client's slot used to stay forever.
+def test_a_client_that_never_reads_is_cut_when_the_heartbeat_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A client that reads nothing and answers no ping, with its queue not full: the
+    # heartbeat gives up with transport.close(), which waits for the write buffer to
+    # drain, so the handler and the client's slot used to stay forever.
     monkeypatch.setattr(server, "HEARTBEAT", 0.5)
     monkeypatch.setattr(server, "CLOSE_TIMEOUT", 0.5)
 
@@ -548,13 +549,12 @@ def test_a_client_that_pings_and_never_reads_is_cut(monkeypatch: pytest.MonkeyPa
                 assert loop.time() < deadline
                 await asyncio.sleep(0.01)
             (conn,) = app.connections
-            mask = os.urandom(4)
-            ping = bytes([0x89, 0x80 | 125]) + mask + bytes(mask[i % 4] ^ 0x70 for i in range(125))
+            for _ in range(SEND_QUEUE // 2):  # more than socket buffers hold; no 1013
+                app._send(conn, [("/status", ["x" * 16000])])
             while conn in app.connections:
                 assert loop.time() < deadline, "the client that never reads still holds its slot"
-                with contextlib.suppress(BlockingIOError, ConnectionError):
-                    sock.send(ping * 100)
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.05)
+            assert not conn.closing  # not the slow-client close: the heartbeat's
             ws = await client.ws_connect("/")
             await ws.send_bytes(encode_message("/ping"))
             assert await receive_osc(ws) == [("/pong", [])]
@@ -584,6 +584,46 @@ def test_a_closed_connection_is_not_kept_by_the_rate_limiter() -> None:
                 break
             assert asyncio.get_running_loop().time() < deadline, gc.get_referrers(ref())
             await asyncio.sleep(0.05)
+
+    run(body)
+
+
+def test_pings_are_under_the_rate_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    # aiohttp answered every ping by itself: a client could make the loop write
+    # pongs as fast as it could send pings, past the per-connection limit.
+    class Frozen:  # no refill while the frames arrive, however slow the machine
+        @staticmethod
+        def monotonic() -> float:
+            return 1000.0
+
+    monkeypatch.setattr(server, "time", Frozen)
+
+    async def body(client, host, osc, feedback, app) -> None:
+        ws = await client.ws_connect("/", autoping=False)
+        for i in range(FRAMES_BURST + 50):
+            await ws.ping(b"%d" % i)
+        pongs, errors = [], []
+        while not errors:
+            msg = await ws.receive(timeout=30)
+            if msg.type == WSMsgType.PONG:
+                pongs.append(msg.data)
+            else:
+                assert msg.type == WSMsgType.BINARY, msg
+                errors += messages(msg.data)
+        assert errors == [
+            (
+                "/error",
+                ["too many messages: at most 100 a second per connection; some were dropped"],
+            )
+        ]
+        await ws.close()  # after the last ping: any pong to it would come before this
+        while True:
+            msg = await ws.receive(timeout=30)
+            if msg.type != WSMsgType.PONG:
+                break
+            pongs.append(msg.data)
+        assert msg.type == WSMsgType.CLOSED
+        assert pongs == [b"%d" % i for i in range(FRAMES_BURST)]
 
     run(body)
 

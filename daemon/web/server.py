@@ -116,13 +116,17 @@ def host_name(host: str) -> str:
     return host.rsplit(":", 1)[0]
 
 
+class Pong(bytes):
+    """A pong's payload in a connection's queue (it waits its turn like any reply)."""
+
+
 @dataclass(eq=False)
 class Connection:
     """One WebSocket client: an OSC sender, its LISTENs and its outgoing queue."""
 
     ws: web.WebSocketResponse
     sender: tuple[str, int]
-    queue: asyncio.Queue[bytes | str] = field(
+    queue: asyncio.Queue[bytes | str | Pong] = field(
         default_factory=lambda: asyncio.Queue(maxsize=SEND_QUEUE)
     )
     # canonical key (/ch/2/fader, /meter...) -> the addresses it was LISTENed as
@@ -136,7 +140,7 @@ class Connection:
     def count_listens(self) -> int:
         return sum(len(v) for v in self.listens.values())
 
-    def put(self, item: bytes | str) -> None:
+    def put(self, item: bytes | str | Pong) -> None:
         """Queue a frame; a client that cannot keep up is closed (it reconnects and
         starts again from the full state)."""
         if self.closing:
@@ -166,6 +170,8 @@ class Connection:
             item = await self.queue.get()
             if isinstance(item, str):
                 await self.ws.send_str(item)
+            elif isinstance(item, Pong):
+                await self.ws.pong(item)
             else:
                 await self.ws.send_bytes(item)
 
@@ -416,7 +422,10 @@ class WebApp:
         if len(self.connections) >= MAX_CONNECTIONS:
             self.refused += 1
             return _error(503, f"{MAX_CONNECTIONS} WebSocket clients already")
-        ws = web.WebSocketResponse(max_msg_size=MAX_FRAME, heartbeat=HEARTBEAT, compress=False)
+        # autoping off: a ping is a message like any other, under the rate limit
+        ws = web.WebSocketResponse(
+            max_msg_size=MAX_FRAME, heartbeat=HEARTBEAT, compress=False, autoping=False
+        )
         try:
             await ws.prepare(request)
         except web.HTTPException:
@@ -443,6 +452,11 @@ class WebApp:
                     self._binary(conn, msg.data)
                 elif msg.type == WSMsgType.TEXT:
                     self._text(conn, msg.data)
+                elif msg.type == WSMsgType.PING:
+                    if self._admit(conn, True):
+                        conn.put(Pong(msg.data))
+                elif msg.type == WSMsgType.PONG:
+                    pass  # to the heartbeat's ping (aiohttp notes any data received)
                 else:
                     if msg.type == WSMsgType.ERROR:  # too big (1009), bad UTF-8, bad frame
                         self.refused += 1
