@@ -509,6 +509,73 @@ def test_per_connection_rate_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     run(body)
 
 
+def test_http_requests_from_one_address_are_rate_limited(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Nothing limited HTTP: a flood of namespace reads kept the web thread, and so the
+    # GIL the audio callback needs, busy building replies.
+    clock = [1000.0]
+
+    class Clock:  # no refill unless the test moves it, however slow the machine
+        @staticmethod
+        def monotonic() -> float:
+            return clock[0]
+
+    monkeypatch.setattr(server, "time", Clock)
+
+    async def body(client, host, osc, feedback, app) -> None:
+        for _ in range(server.HTTP_BURST):
+            async with client.get("/?HOST_INFO") as r:
+                assert r.status == 200
+        async with client.get("/?HOST_INFO") as r:
+            assert r.status == 429
+            assert r.headers["Retry-After"] == "1"
+            assert await r.json() == {
+                "error": "too many requests: at most 50 a second from one address"
+            }
+        assert app.refused == 1
+        clock[0] += 1.0  # a second later, 50 more
+        for _ in range(50):
+            async with client.get("/ch/1/fader?VALUE") as r:
+                assert r.status == 200
+        async with client.get("/ch/1/fader?VALUE") as r:
+            assert r.status == 429
+        assert app.refused == 2
+
+    run(body)
+
+
+def test_websocket_clients_from_one_address_are_capped() -> None:
+    # One device (or one script) could take every one of the 64 places.
+    async def body(client, host, osc, feedback, app) -> None:
+        sockets = [await client.ws_connect("/") for _ in range(server.MAX_PER_ADDRESS)]
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await client.ws_connect("/")
+        assert refused.value.status == 503
+        key = base64.b64encode(b"0123456789abcdef").decode()
+        upgrade = {
+            "Connection": "Upgrade",
+            "Upgrade": "websocket",
+            "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": key,
+        }
+        async with client.get("/", headers=upgrade) as r:
+            assert r.status == 503
+            assert await r.json() == {"error": "16 WebSocket clients from 127.0.0.1 already"}
+        assert app.refused == 2
+        assert len(app.connections) == server.MAX_PER_ADDRESS
+        await sockets.pop().close()
+        deadline = asyncio.get_running_loop().time() + 30
+        while len(app.connections) == server.MAX_PER_ADDRESS:  # the server sees the close
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)
+        again = await client.ws_connect("/")  # a place is free again
+        await again.send_bytes(encode_message("/ping"))
+        assert await receive_osc(again) == [("/pong", [])]
+        for ws in [*sockets, again]:
+            await ws.close()
+
+    run(body)
+
+
 def test_a_client_that_falls_behind_is_closed_with_1013() -> None:
     async def body(client, host, osc, feedback, app) -> None:
         ws = await client.ws_connect("/")

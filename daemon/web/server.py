@@ -50,6 +50,10 @@ MAX_FRAME = 65536  # bytes in one WebSocket message (as a UDP datagram at most)
 FRAMES_BURST, FRAMES_PER_SECOND = 200, 100.0  # per connection, text and binary together
 MAX_LISTENS = 512  # LISTENed addresses per connection
 MAX_CONNECTIONS = 64
+MAX_PER_ADDRESS = 16  # WebSocket clients from one IP address: one device cannot take all
+# HTTP requests per client address (the page's files, OSCQuery reads, WebSocket upgrades):
+# a flood cannot keep the web thread, and so the GIL, busy building replies.
+HTTP_BURST, HTTP_PER_SECOND = 200, 50.0
 SEND_QUEUE = 256  # packets waiting for a slow client; then it is closed (it reconnects)
 CLOSE_TIMEOUT = 2.0  # seconds a slow client gets to take the close frame; then it is cut
 HEARTBEAT = 20.0  # seconds between pings; no pong in half of it closes the connection
@@ -213,6 +217,7 @@ class WebApp:
         self._names: list[str] | None = None
         # keyed by conn.sender, not the Connection: it keeps a key until 4096 of them
         self._buckets = TokenBucket(FRAMES_BURST, FRAMES_PER_SECOND)
+        self._http_buckets = TokenBucket(HTTP_BURST, HTTP_PER_SECOND)  # by client address
         self.refused = 0  # HTTP requests and WebSockets turned away, frames over the limit
         self.app = web.Application(middlewares=[self._guard], client_max_size=MAX_FRAME)
         self.app.router.add_get("/_mixer/{name}", self._static)
@@ -282,6 +287,16 @@ class WebApp:
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Callable[..., Any]) -> web.StreamResponse:
+        now, address = time.monotonic(), request.remote or "unknown"
+        if not self._http_buckets.available(address, now):
+            self.refused += 1
+            response = _error(
+                429,
+                f"too many requests: at most {HTTP_PER_SECOND:g} a second from one address",
+            )
+            response.headers["Retry-After"] = "1"
+            return response
+        self._http_buckets.take(address, now)
         if self.loopback:
             if not is_loopback(host_name(request.host or "")):
                 self.refused += 1
@@ -422,6 +437,11 @@ class WebApp:
         if len(self.connections) >= MAX_CONNECTIONS:
             self.refused += 1
             return _error(503, f"{MAX_CONNECTIONS} WebSocket clients already")
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        ip = peer[0] if peer else "unknown"
+        if sum(c.sender[0] == f"ws:{ip}" for c in self.connections) >= MAX_PER_ADDRESS:
+            self.refused += 1
+            return _error(503, f"{MAX_PER_ADDRESS} WebSocket clients from {ip} already")
         # autoping off: a ping is a message like any other, under the rate limit
         ws = web.WebSocketResponse(
             max_msg_size=MAX_FRAME, heartbeat=HEARTBEAT, compress=False, autoping=False
@@ -435,8 +455,7 @@ class WebApp:
                 "not a WebSocket handshake: it needs Connection: Upgrade, "
                 "Sec-WebSocket-Version: 13 and a Sec-WebSocket-Key",
             )
-        peer = request.transport.get_extra_info("peername") if request.transport else None
-        ip, port = (peer[0], peer[1]) if peer else ("unknown", id(ws) & 0xFFFF)
+        port = peer[1] if peer else id(ws) & 0xFFFF
         conn = Connection(ws, (f"ws:{ip}", port), transport=request.transport)
         loop = asyncio.get_running_loop()
 
