@@ -218,7 +218,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--clients", type=int, default=10)
+    ap.add_argument("--clients", type=int, default=10, help="at most 16 (a cap per address)")
     ap.add_argument("--rate", type=float, default=200.0, help="changes a second, all clients")
     ap.add_argument("--block", type=int, default=256)
     ap.add_argument("--client-process", nargs=4, metavar=("URL", "N", "RATE", "SECONDS"))
