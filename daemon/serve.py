@@ -314,6 +314,7 @@ class Daemon:
                 http_port=self.web.address[1],
                 osc_port=self.server.address[1],
                 host=opts.http_host,
+                osc_host=opts.osc_host,
             )
             self.advertiser.start()
         # The web server's imports (aiohttp) and what OSC, MIDI and the web made since

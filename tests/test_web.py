@@ -7,6 +7,7 @@ import asyncio
 import base64
 import gc
 import json
+import logging
 import os
 import socket
 import time
@@ -974,10 +975,22 @@ def test_advertise_registers_both_services(monkeypatch: pytest.MonkeyPatch) -> N
             calls.append(("close", None))
 
     monkeypatch.setattr(zeroconf, "Zeroconf", FakeZeroconf)
-    ad = Advertiser(http_port=8080, osc_port=9000, host="192.168.1.20", name="stemdeck test")
-    ad.start()
-    ad._thread.join(10)
-    ad.stop()
+
+    def advertise(osc_host: str) -> list[tuple[str, Any]]:
+        calls.clear()
+        ad = Advertiser(
+            http_port=8080,
+            osc_port=9000,
+            host="192.168.1.20",
+            osc_host=osc_host,
+            name="stemdeck test",
+        )
+        ad.start()
+        ad._thread.join(10)
+        ad.stop()
+        return list(calls)
+
+    calls = advertise("192.168.1.20")
     kinds = [(c[0], c[1].type if c[1] else None, c[1].port if c[1] else None) for c in calls]
     assert kinds == [
         ("register", "_oscjson._tcp.local.", 8080),
@@ -988,6 +1001,42 @@ def test_advertise_registers_both_services(monkeypatch: pytest.MonkeyPatch) -> N
     ]
     assert calls[0][1].name == "stemdeck test._oscjson._tcp.local."
     assert calls[0][1].addresses == [bytes([192, 168, 1, 20])]
+    assert calls[1][1].addresses == [bytes([192, 168, 1, 20])]
+
+
+def test_advertise_leaves_out_an_osc_port_the_network_cannot_reach(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The mixer on the LAN with OSC on 127.0.0.1 (the default) announced _osc._udp at
+    # the LAN address: a tool there sent to a port that could not hear it.
+    import zeroconf
+
+    from stemdeck.daemon.web.advertise import Advertiser
+
+    registered: list[Any] = []
+
+    class FakeZeroconf:
+        def register_service(self, info: Any) -> None:
+            registered.append(info)
+
+        def unregister_service(self, info: Any) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(zeroconf, "Zeroconf", FakeZeroconf)
+    ad = Advertiser(http_port=8080, osc_port=9000, host="192.168.1.20", osc_host="127.0.0.1")
+    with caplog.at_level(logging.INFO, logger="stemdeck"):
+        ad.start()
+        ad._thread.join(10)
+        ad.stop()
+    assert [(i.type, i.port) for i in registered] == [("_oscjson._tcp.local.", 8080)]
+    assert [r.getMessage() for r in caplog.records] == [
+        "--advertise: OSC listens on 127.0.0.1 only, so _osc._udp is not announced; other "
+        "machines use the WebSocket (or start with --osc-host 0.0.0.0 --osc-allow ADDRESSES)",
+        f"advertised 'stemdeck on {socket.gethostname()}': _oscjson._tcp port 8080",
+    ]
 
 
 def test_other_methods_get_a_json_405() -> None:

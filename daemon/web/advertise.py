@@ -29,15 +29,31 @@ def _addresses(host: str) -> list[bytes]:
         return []
 
 
+def _loopback(host: str) -> bool:
+    return host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
+
+
 class Advertiser:
     """Registers ``<name>._oscjson._tcp.local.`` (the HTTP port) and
-    ``<name>._osc._udp.local.`` (the OSC port); :meth:`stop` withdraws them."""
+    ``<name>._osc._udp.local.`` (the OSC port); :meth:`stop` withdraws them.
+
+    Each service is announced at the address its server listens on. An OSC server
+    on the loopback only (the default ``--osc-host``) is not announced: a tool on
+    another machine would send to a port that cannot hear it. Such tools reach the
+    mixer through the OSCQuery WebSocket instead (binary OSC both ways)."""
 
     def __init__(
-        self, *, http_port: int, osc_port: int, host: str, name: str | None = None
+        self,
+        *,
+        http_port: int,
+        osc_port: int,
+        host: str,
+        osc_host: str = "0.0.0.0",
+        name: str | None = None,
     ) -> None:
         self.name = name or f"stemdeck on {socket.gethostname()}"
         self.http_port, self.osc_port, self.host = http_port, osc_port, host
+        self.osc_host = osc_host
         self.zeroconf: Any = None
         self.services: list[Any] = []
         self._thread = threading.Thread(target=self._register, name="stemdeck-advertise")
@@ -57,18 +73,27 @@ class Advertiser:
         try:
             from zeroconf import ServiceInfo, Zeroconf
 
-            addresses = _addresses(self.host)
             server = socket.gethostname().split(".")[0] + ".local."
+            services = [("_oscjson._tcp", self.host, self.http_port)]
+            if _loopback(self.osc_host):
+                log.info(
+                    "--advertise: OSC listens on %s only, so _osc._udp is not announced; "
+                    "other machines use the WebSocket (or start with --osc-host 0.0.0.0 "
+                    "--osc-allow ADDRESSES)",
+                    self.osc_host,
+                )
+            else:
+                services.append(("_osc._udp", self.osc_host, self.osc_port))
             infos = [
                 ServiceInfo(
                     f"{kind}.local.",
                     f"{self.name}.{kind}.local.",
-                    addresses=addresses,
+                    addresses=_addresses(host),
                     port=port,
                     server=server,
                     properties={"txtvers": "1"},
                 )
-                for kind, port in (("_oscjson._tcp", self.http_port), ("_osc._udp", self.osc_port))
+                for kind, host, port in services
             ]
             with self._lock:
                 if self._stopped:
@@ -78,10 +103,9 @@ class Advertiser:
                 self.zeroconf.register_service(info)
                 self.services.append(info)
             log.info(
-                "advertised %r: _oscjson._tcp port %d, _osc._udp port %d",
+                "advertised %r: %s",
                 self.name,
-                self.http_port,
-                self.osc_port,
+                ", ".join(f"{kind} port {port}" for kind, _host, port in services),
             )
         except Exception as exc:  # the set goes on without the announcement
             log.warning("--advertise failed: %s", exc)
