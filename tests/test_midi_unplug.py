@@ -89,3 +89,60 @@ def test_unplugged_controller_reconnects(jack_name: str, tmp_path: Path) -> None
         code, err = daemon.stop()
     assert code == 0, err
     assert "unplugged" in err and err.count("MIDI: ") >= 2  # warned, then reopened
+
+
+def test_port_polling_never_stalls_other_threads(jack_name: str, caplog) -> None:
+    """While the watcher checks every second that the controller is still there, MIDI
+    keeps arriving and every other thread of the daemon keeps running: no thread is
+    ever held up for long (a JACK client opened per check, GIL held, deadlocked with
+    rtmidi's process thread waiting for the GIL to deliver a message: 10 s and more)."""
+    import threading
+    from types import SimpleNamespace
+
+    import mido
+
+    from stemdeck.core.control.midimap import load_midi_map
+    from stemdeck.core.control.registry import Registry
+    from stemdeck.daemon.midi import MidiControl
+
+    backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK", load=True)
+    controller = backend.open_output("busy-controller", virtual=True)
+    host = SimpleNamespace(
+        registry=Registry(["c1"]), engine=SimpleNamespace(rolling=True), post=lambda c: None
+    )
+    midi = MidiControl(host, load_midi_map("generic"), port="busy-controller", api="jack")
+    midi.start()
+    stop = threading.Event()
+    worst = [0.0]
+
+    def tick() -> None:  # stands for the OSC and audio threads
+        last = time.monotonic()
+        while not stop.is_set():
+            time.sleep(0.001)
+            now = time.monotonic()
+            worst[0] = max(worst[0], now - last)
+            last = now
+
+    ticker = threading.Thread(target=tick)
+    ticker.start()
+    sent = 0
+    try:
+        assert midi.inport is not None
+        end = time.monotonic() + 3.5  # three checks by the watcher, one a second
+        while time.monotonic() < end:
+            # a control the map does not bind: rtmidi's thread still runs our callback
+            controller.send(mido.Message("control_change", channel=15, control=119, value=1))
+            sent += 1
+            time.sleep(0.001)
+        deadline = time.monotonic() + 10
+        while midi.received < sent and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        ticker.join()
+        midi.stop()
+        controller.close()
+    # A loaded 2-core machine delays a thread by tens of ms; a stall is seconds.
+    assert worst[0] < 0.5, f"a thread was held up for {worst[0]:.2f} s"
+    assert (midi.received, midi.errors) == (sent, 0)
+    assert "unplugged" not in caplog.text
