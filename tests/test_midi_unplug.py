@@ -76,9 +76,9 @@ def test_unplugged_controller_reconnects(jack_name: str, tmp_path: Path) -> None
         controller.send(mido.Message("note_on", channel=0, note=36, velocity=127))
         settle()
         assert daemon.client.query("/ch/1/mute") == 0
-        controller.close()
     finally:
         code, err = daemon.stop()
+        controller.close()  # after: a check between the two would see a second unplug
     assert code == 0, err
     assert err.count("unplugged") == 1 and err.count("MIDI: ") == 2  # warned, then reopened
 
