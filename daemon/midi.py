@@ -9,7 +9,7 @@ session: the check lists ports on them and a returning controller is reopened on
 python-rtmidi holds the GIL in its calls, and under JACK a new client (what mido's
 ``get_input_names`` makes, twice, per call) waits for the graph to switch; the graph
 waits for rtmidi's process thread, which waits for the GIL to hand our callback a
-message: nothing moves until JACK's client timeout (5 s under the tests' jackd).
+message: nothing moves until JACK times out (5 or 10 s under the tests' jackd, -t 5000).
 Listing ports and opening or closing a port on a client that exists waits for no graph.
 """
 
