@@ -3,6 +3,14 @@
 Ports are opened with mido's rtmidi backend, ALSA or JACK API (``--midi-api`` or
 ``MIDO_BACKEND``). A controller unplugged mid-set is a warning, the music goes
 on, and the port is reopened when it comes back (checked every second).
+
+A controller's ports live on two rtmidi clients made once, at start, and kept for the
+session: the check lists ports on them and a returning controller is reopened on them.
+python-rtmidi holds the GIL in its calls, and under JACK a new client (what mido's
+``get_input_names`` makes, twice, per call) waits for the graph to switch; the graph
+waits for rtmidi's process thread, which waits for the GIL to hand our callback a
+message: nothing moves until JACK times out (5 or 10 s under the tests' jackd, -t 5000).
+Listing ports and opening or closing a port on a client that exists waits for no graph.
 """
 
 from __future__ import annotations
@@ -47,6 +55,63 @@ def resolve_map(name_or_path: str) -> MidiMap:
     return load_midi_map(name_or_path)
 
 
+class _Port:
+    """One port opened on a :class:`_Controller` client: what mido's ports offer us."""
+
+    def __init__(self, rt: Any, name: str) -> None:
+        self._rt = rt
+        self.name = name
+
+    def send(self, msg: Any) -> None:
+        self._rt.send_message(msg.bytes())
+
+    def close(self) -> None:
+        self._rt.close_port()  # also cancels an input's callback
+
+
+class _Controller:
+    """A hardware controller's input and LED output on rtmidi clients kept for the session
+    (see the module docstring: a new JACK client per check stalls every thread)."""
+
+    def __init__(self, api: str | None, on_message: Any) -> None:
+        import rtmidi
+
+        rtapi = getattr(rtmidi, f"API_{api}") if api else rtmidi.API_UNSPECIFIED
+        self._in = rtmidi.MidiIn(rtapi=rtapi)
+        self._out = rtmidi.MidiOut(rtapi=rtapi)
+        self._in.ignore_types(False, False, True)  # as mido: keep sysex and clock
+        self._on_message = on_message
+
+    def input_names(self) -> list[str]:
+        return list(self._in.get_ports())
+
+    def output_names(self) -> list[str]:
+        return list(self._out.get_ports())
+
+    def open_input(self, name: str) -> _Port:
+        self._in.open_port(self.input_names().index(name))
+        self._in.set_callback(self._deliver)
+        return _Port(self._in, name)
+
+    def open_output(self, name: str) -> _Port:
+        self._out.open_port(self.output_names().index(name))
+        return _Port(self._out, name)
+
+    def _deliver(self, event: tuple[list[int], float], data: Any) -> None:
+        import mido
+
+        try:
+            msg = mido.Message.from_bytes(event[0])
+        except ValueError:
+            return  # as mido: an invalid message is ignored
+        self._on_message(msg)
+
+    def delete(self) -> None:
+        for rt in (self._in, self._out):
+            rt.close_port()
+            rt.delete()
+
+
 class MidiControl:
     """Runs a map against a daemon's registry.
 
@@ -81,6 +146,7 @@ class MidiControl:
             self.backend = mido.Backend(backend_name(api), load=True)
         except (ImportError, AttributeError, OSError) as exc:
             raise ParameterError(f"MIDI backend unavailable: {exc}") from None
+        self.controller: _Controller | None = None
         self.inport: Any = None
         self.outport: Any = None
         self.received = 0
@@ -96,6 +162,11 @@ class MidiControl:
 
     # -- ports -----------------------------------------------------------------------------
     def start(self) -> None:
+        if self.virtual is None:
+            try:
+                self.controller = _Controller(self.backend.api, self._on_message)
+            except Exception as exc:  # rtmidi raises its own types
+                raise ParameterError(f"cannot open MIDI port: {exc}") from None
         self._open()
         if self.inport is None:
             log.warning("MIDI input %r not found; waiting for it", self.port_prefix)
@@ -117,12 +188,13 @@ class MidiControl:
                 )
                 self.outport = self.backend.open_output(self.virtual, virtual=True)
             else:
-                name = self._find(self.backend.get_input_names())
+                assert self.controller is not None
+                name = self._find(self.controller.input_names())
                 if name is None:
                     return
-                self.inport = self.backend.open_input(name, callback=self._on_message)
-                out = self._find(self.backend.get_output_names())
-                self.outport = self.backend.open_output(out) if out else None
+                self.inport = self.controller.open_input(name)
+                out = self._find(self.controller.output_names())
+                self.outport = self.controller.open_output(out) if out else None
             log.info(
                 "MIDI: %s (map %s)%s",
                 self.inport.name,
@@ -148,7 +220,8 @@ class MidiControl:
             if self.virtual is not None:
                 continue
             try:
-                present = self._find(self.backend.get_input_names()) is not None
+                assert self.controller is not None
+                present = self._find(self.controller.input_names()) is not None
             except Exception:
                 present = False
             if self.inport is not None and not present:
@@ -168,6 +241,9 @@ class MidiControl:
             if t.is_alive():
                 t.join(timeout=2)
         self._close()
+        if self.controller is not None:
+            self.controller.delete()
+            self.controller = None
 
     # -- input -----------------------------------------------------------------------------
     def _get_norm(self, address: str) -> float:
