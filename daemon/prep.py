@@ -69,6 +69,13 @@ AUDIO_SUFFIXES = frozenset(
 #: Environment of every LocalCluster worker, set before the process starts (BLAS
 #: libraries read it once, when loaded): one core per worker, no oversubscription.
 SINGLE_THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+#: How LocalCluster workers are started. Dask's default, ``spawn``, gives each worker a
+#: fresh interpreter that imports distributed, numpy, scipy and stemdeck again: about
+#: 2 s before its first task and 0.5 s to close, a tenth of a dozen one-minute tracks
+#: (bench/prep.py). A worker forked from this client has them all, and the stems model,
+#: already loaded. Linux only: fork is not safe on macOS. ``WorkerSetup``
+#: (``daemon/prep_worker.py``) sets again what a forked worker must not inherit.
+START_METHOD = "fork" if sys.platform.startswith("linux") else "spawn"
 
 
 @dataclass
@@ -490,6 +497,8 @@ def _connect(opts: PrepOptions) -> tuple[Any, Any]:
     import dask
     from distributed import Client, LocalCluster
 
+    from .prep_worker import WorkerSetup
+
     if opts.scheduler:
         try:
             return Client(opts.scheduler, timeout="20s", set_as_default=False), None
@@ -520,6 +529,7 @@ def _connect(opts: PrepOptions) -> tuple[Any, Any]:
                 dashboard_address="127.0.0.1:8787" if opts.dashboard else "127.0.0.1:0",
                 scheduler_kwargs={"dashboard": opts.dashboard},
                 silence_logs=logging.ERROR,
+                plugins=(WorkerSetup(),),
             )
     except (OSError, RuntimeError) as exc:  # no free port, a worker that cannot start
         raise StemdeckError(f"cannot start the local Dask cluster: {exc}") from None
@@ -588,7 +598,14 @@ def run_prep(opts: PrepOptions, *, on_client: Callable[[Any], None] | None = Non
         # Each task carries its track's bytes (tens of MB for a long wav), on
         # purpose: the scheduler keeps them, so it can run the task again when a
         # worker dies. Dask's warning about large graphs is not for this case.
-        with dask_config.config.set({"distributed.admin.large-graph-warning-threshold": "4GiB"}):
+        # The start method is read at every worker start, a nanny's replacement of a
+        # dead worker included: it holds for the whole run.
+        with dask_config.config.set(
+            {
+                "distributed.admin.large-graph-warning-threshold": "4GiB",
+                "distributed.worker.multiprocessing-method": START_METHOD,
+            }
+        ):
             _run(job, dask, iter(tracks), futures)
     except KeyboardInterrupt:
         job.summary.interrupted = True

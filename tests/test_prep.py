@@ -198,6 +198,9 @@ def test_local_cluster_listens_on_loopback_with_single_threaded_blas(
     seen: dict[str, object] = {}
 
     def inspect(client) -> None:
+        # Before any task: a worker comes up with the separation imported (forked from
+        # this process, or importing it as it starts), not importing it in its first task.
+        seen["ready"] = client.run(lambda: "stemdeck.core.separation.separate" in sys.modules)
         pids = list(client.run(os.getpid).values())
         seen["blas"] = client.run(daemon_prep.blas_threads)
         seen["env"] = client.run(lambda: os.environ.get("OPENBLAS_NUM_THREADS"))
@@ -213,6 +216,7 @@ def test_local_cluster_listens_on_loopback_with_single_threaded_blas(
     for threads in seen["blas"].values():  # type: ignore[attr-defined]
         assert threads and set(threads) == {1}
     assert set(seen["env"].values()) == {"1"}  # type: ignore[attr-defined]
+    assert set(seen["ready"].values()) == {True}  # type: ignore[attr-defined]
     assert set(seen["trim"].values()) == {None}  # glibc's own: Dask's costs 10-20 % a track  # type: ignore[attr-defined]
     addresses = seen["listening"]
     assert addresses and all(a.startswith("127.0.0.1:") for a in addresses), addresses  # type: ignore[union-attr]
