@@ -45,6 +45,7 @@ from stemdeck.core.separation.separate import (
     channel_names,
     load_separation,
     separation_key,
+    settings_digest,
     store_separation,
 )
 from stemdeck.core.separation.stemfile import (
@@ -56,6 +57,7 @@ from stemdeck.core.separation.stemfile import (
 )
 
 from .outputs import ChannelFiles, make_folder, write_separated_stem_file
+from .prep_index import FileStamp, TrackIndex, file_stamp
 
 __all__ = ["AUDIO_SUFFIXES", "PrepOptions", "find_tracks", "run_prep"]
 
@@ -99,6 +101,7 @@ class Track:
     path: Path
     base: Path | None  # output folder (wav, flac) or file stem path (stem.mp4), no suffix
     duration: float | None  # from the header; None when unknown before decoding
+    stamp: FileStamp | None = None  # taken before the file was read, for the index
 
 
 @dataclass
@@ -322,6 +325,7 @@ class _Job:
             )
         self.out = Path(opts.output).expanduser() if opts.output else None
         self.cache = SeparationCache(opts.cache_root)
+        self.index = TrackIndex(self.cache.root, settings_digest(opts.params, mode=opts.mode))
         self.names = channel_names(opts.mode, opts.params)
         self.token = uuid.uuid4().hex
         self.summary = PrepSummary()
@@ -347,6 +351,8 @@ class _Job:
         rec.index = track.index
         rec.finished = time.monotonic() - self.t_start
         self.summary.records.append(rec)
+        if rec.outcome in ("separated", "cached") and track.stamp is not None and rec.hash:
+            self.index.remember(track.stamp, rec.hash, rec.duration)
         if self.progress is not None:
             self.progress.done += 1
             self.progress.failed += rec.outcome == "failed"
@@ -378,6 +384,15 @@ class _Job:
                 self.record(Record(src, outcome="up-to-date", worker="client"), track)
                 return None
         try:
+            # Before the read: a file written meanwhile gets a newer stamp than the
+            # key recorded for it, and is hashed again by the next run.
+            track.stamp = file_stamp(track.path)
+        except (OSError, RuntimeError):  # the read below says what is wrong
+            track.stamp = None
+        known = self.index.lookup(track.stamp) if track.stamp is not None else None
+        if known is not None and self.from_cache(track, *known, t0):
+            return None  # the file is as it was when its key was taken: not decoded
+        try:
             data = track.path.read_bytes()
         except OSError as exc:
             self.fail(track, f"cannot be read: {exc.strerror or exc}", worker="client")
@@ -388,23 +403,28 @@ class _Job:
         except StemdeckError as exc:
             self.fail(track, str(exc), worker="client")
             return None
-        duration = y.shape[1] / sr
+        if self.from_cache(track, key, y.shape[1] / sr, t0):
+            return None
+        self._cache_problem()
+        return data, key
+
+    def from_cache(self, track: Track, key: str, duration: float, t0: float) -> bool:
+        """Record ``track`` as cached (writing its files) if ``key`` is in the cache."""
         if track.duration is None and self.progress is not None:
             self.progress.audio_total += duration
         track.duration = duration
+        rec = Record(str(track.path), key, duration, worker="client", outcome="cached")
         if self.opts.fmt == "cache":
             # Sizes and format only: ``serve`` checks every block before playing.
             if self.cache.load(key, verify=False) is not None:
-                self.record(Record(src, key, duration, worker="client", outcome="cached"), track)
-                return None
+                self.record(rec, track)
+                return True
         else:
             sep = load_separation(self.cache, key, mode=self.opts.mode, params=self.opts.params)
             if sep is not None:
-                rec = Record(src, key, duration, worker="client", outcome="cached")
                 self.finish(track, rec, sep, t0)
-                return None
-        self._cache_problem()
-        return data, key
+                return True
+        return False
 
     # -- after ---------------------------------------------------------------------------
     def finish(self, track: Track, rec: Record, sep: Separation, t0: float) -> None:
@@ -624,6 +644,7 @@ def run_prep(opts: PrepOptions, *, on_client: Callable[[Any], None] | None = Non
         job.summary.workers = dask.workers
         dask.close()
         token_file.unlink(missing_ok=True)
+        job.index.save()
         job.summary.seconds = time.monotonic() - t_start
         _write_report(opts.report, job.summary)
     return job.summary

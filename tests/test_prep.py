@@ -29,6 +29,7 @@ from stemdeck.core.separation.presets import load_separation_preset
 from stemdeck.core.separation.separate import separation_key
 from stemdeck.daemon import prep as daemon_prep
 from stemdeck.daemon.prep import PrepOptions, find_tracks, run_prep, summary_lines
+from stemdeck.daemon.prep_index import INDEX_NAME
 
 FAST = Path(__file__).parent / "data" / "tiny.toml"
 COMMON = ["--preset", str(FAST), "--components", "3"]
@@ -286,6 +287,8 @@ def test_scheduler_and_worker_pair_rerun_does_nothing(
     workers = {r["worker"] for r in report["tracks"] if r["outcome"] == "separated"}
     assert len(workers) == 1 and workers.pop().startswith("tcp://127.0.0.1:")
     entries = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert entries[0] == INDEX_NAME  # the rerun below stats the files, decodes none
+    entries = entries[1:]
     assert len(entries) == 3 and not any(e.startswith(".") for e in entries)
     again = prep_cli(*args, *COMMON, env=env)
     assert again.stdout.splitlines()[0].endswith(
@@ -293,7 +296,7 @@ def test_scheduler_and_worker_pair_rerun_does_nothing(
     ), again.stdout
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["workers"] == 0  # nothing to do: the cluster was not even used
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == entries
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [INDEX_NAME, *entries]
 
 
 def test_a_worker_killed_mid_task_the_track_comes_out_once(tmp_path: Path) -> None:
@@ -423,3 +426,138 @@ def test_stem_files_are_those_separate_writes(tmp_path: Path) -> None:
     assert np.array_equal(mine.stems, ref.stems)
     assert mine.master is not None and ref.master is not None
     assert np.array_equal(mine.master, ref.master)
+
+
+def in_process_cluster():
+    from distributed import LocalCluster
+
+    return LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        processes=False,
+        protocol="tcp://",
+        host="127.0.0.1",
+        dashboard_address=None,
+        silence_logs=True,
+    )
+
+
+def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the files the client decodes from now on."""
+    decoded: list[str] = []
+    real = daemon_prep.decode_bytes
+
+    def counting(data: bytes, *, suffix: str, name: str = "track"):
+        decoded.append(name)
+        return real(data, suffix=suffix, name=name)
+
+    monkeypatch.setattr(daemon_prep, "decode_bytes", counting)
+    return decoded
+
+
+def outcomes(summary) -> list[tuple[str, str, str]]:
+    return [
+        (Path(r.source).name, r.outcome, r.hash)
+        for r in sorted(summary.records, key=lambda r: r.index)
+    ]
+
+
+def test_a_rerun_only_stats_files_and_a_changed_file_is_hashed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lib = make_library(tmp_path, broken=False)
+    params = load_separation_preset(str(FAST)).with_overrides(n_components=3)
+    with in_process_cluster() as cluster:
+        opts = PrepOptions(
+            paths=[str(lib)],
+            params=params,
+            mode="components",
+            scheduler=cluster.scheduler_address,
+            cache_root=str(tmp_path / "cache"),
+        )
+        first = outcomes(run_prep(opts))
+        assert [o for _, o, _ in first] == ["separated"] * 3
+        decoded = count_decodes(monkeypatch)
+        again = run_prep(opts)
+        assert outcomes(again) == [(name, "cached", key) for name, _, key in first]
+        assert decoded == [] and again.workers == 0
+        assert [r.duration for r in sorted(again.records, key=lambda r: r.index)] == [3.0, 2.0, 4.0]
+
+        one, three = lib / "a" / "one.wav", lib / "three.wav"
+        st = one.stat()
+        os.utime(one, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched, same audio
+        sf.write(three, tone_mix(1.5, seed=99).T, SR, subtype="FLOAT")  # another song
+        third = outcomes(run_prep(opts))
+        assert decoded == ["one.wav", "three.wav"]
+        assert third[:2] == [(name, "cached", key) for name, _, key in first[:2]]
+        assert third[2][:2] == ("three.wav", "separated") and third[2][2] != first[2][2]
+        decoded.clear()
+        assert outcomes(run_prep(opts)) == [(n, "cached", k) for n, _, k in third]
+        assert decoded == []
+
+
+def _hostile_index(lib: Path, settings: str) -> dict:
+    """A well-formed index whose record matches one.wav exactly, but whose key would
+    lead out of the cache folder."""
+    one = (lib / "a" / "one.wav").resolve()
+    st = one.stat()
+    escape = "../" * 3 + "x" * 40
+    rec = {
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "duration": 4.0,
+        "keys": {settings: escape},
+    }
+    return {"version": 1, "files": {str(one): rec}}
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["not json", "binary", "nested", "wrong types", "key out of the cache", "too large"],
+)
+def test_a_corrupt_or_hostile_index_is_ignored_with_one_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, damage: str
+) -> None:
+    from stemdeck.core.separation.separate import settings_digest
+    from stemdeck.daemon import prep_index
+
+    lib = make_library(tmp_path, broken=False, tracks=TRACKS[:2])
+    params = load_separation_preset(str(FAST)).with_overrides(n_components=3)
+    cache = tmp_path / "cache"
+    with in_process_cluster() as cluster:
+        opts = PrepOptions(
+            paths=[str(lib)],
+            params=params,
+            mode="components",
+            scheduler=cluster.scheduler_address,
+            cache_root=str(cache),
+        )
+        first = outcomes(run_prep(opts))
+    index = cache / INDEX_NAME
+    good = index.read_bytes()
+    settings = settings_digest(params, mode="components")
+    wrong_types = {"size": "1", "mtime_ns": 1, "duration": 1.0, "keys": {}}
+    damaged = {
+        "not json": b'{"version": 1, "files": {',
+        "binary": b"\xff\xfe\x00\x01" * 100,
+        "nested": b"[" * 100_000,
+        "wrong types": json.dumps({"version": 1, "files": {"/a.wav": wrong_types}}).encode(),
+        "key out of the cache": json.dumps(_hostile_index(lib, settings)).encode(),
+        "too large": good + b" " * 4096,
+    }[damage]
+    index.write_bytes(damaged)
+    if damage == "too large":
+        monkeypatch.setattr(prep_index, "MAX_INDEX_BYTES", len(good) + 1000)
+    decoded = count_decodes(monkeypatch)
+    monkeypatch.setattr(daemon_prep, "_connect", lambda opts: pytest.fail("no cluster needed"))
+    caplog.set_level("WARNING", logger="stemdeck")
+    summary = run_prep(opts)
+    assert outcomes(summary) == [(name, "cached", key) for name, _, key in first]
+    assert decoded == ["two.flac", "one.wav"]  # hashed again
+    warnings_ = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings_) == 1 and warnings_[0].startswith(f"prep index {str(index)!r} ignored (")
+    assert sorted(p.name for p in cache.iterdir() if p.name.startswith(".")) == [INDEX_NAME]
+    assert json.loads(index.read_bytes()) == json.loads(good)  # rewritten whole
+    decoded.clear()
+    assert outcomes(run_prep(opts)) == [(name, "cached", key) for name, _, key in first]
+    assert decoded == []
