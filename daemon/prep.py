@@ -326,6 +326,12 @@ class _Job:
         self.out = Path(opts.output).expanduser() if opts.output else None
         self.cache = SeparationCache(opts.cache_root)
         self.index = TrackIndex(self.cache.root, settings_digest(opts.params, mode=opts.mode))
+        # The workers of our LocalCluster run this very code and share the cache
+        # folder: they take the key and look it up themselves, so the client does not
+        # decode and hash a track too (a tenth of a track's CPU, and the first
+        # track's start). Another cluster's workers may not see the folder or run
+        # another version: the client takes the key first.
+        self.client_hashes = opts.scheduler is not None
         self.names = channel_names(opts.mode, opts.params)
         self.token = uuid.uuid4().hex
         self.summary = PrepSummary()
@@ -364,8 +370,9 @@ class _Job:
     def fail(self, track: Track, error: str, **kwargs: Any) -> None:
         self.record(Record(str(track.path), outcome="failed", error=error, **kwargs), track)
 
-    def before(self, track: Track) -> tuple[bytes, str] | None:
-        """What to send for ``track``, or None when it is done here (recorded)."""
+    def before(self, track: Track) -> tuple[bytes, str | None] | None:
+        """What to send for ``track`` (its bytes, and its key when the client takes
+        it), or None when it is done here (recorded)."""
         t0 = time.perf_counter()
         src = str(track.path)
         try:
@@ -397,6 +404,8 @@ class _Job:
         except OSError as exc:
             self.fail(track, f"cannot be read: {exc.strerror or exc}", worker="client")
             return None
+        if not self.client_hashes:
+            return data, None
         try:
             y, sr = decode_bytes(data, suffix=track.path.suffix, name=track.path.name)
             key = separation_key(y, sr, params=self.opts.params, mode=self.opts.mode)
@@ -463,16 +472,25 @@ class _Job:
             log.warning(self.cache.last_problem)
             self.cache.last_problem = None
 
-    def after(self, track: Track, key: str, worker: str, result: TrackResult) -> None:
+    def after(self, track: Track, key: str | None, worker: str, result: TrackResult) -> None:
         t0 = time.perf_counter()
         rec = Record(
-            str(track.path), result.key, result.duration, result.seconds, worker, "separated"
+            str(track.path),
+            result.key,
+            result.duration,
+            result.seconds,
+            worker,
+            "cached" if result.cached else "separated",
         )
+        if track.duration is None and self.progress is not None:
+            self.progress.audio_total += result.duration
         if result.error is not None:
             rec.outcome, rec.error = "failed", result.error
             self.record(rec, track)
             return
-        if result.key != key:
+        if key is None:
+            key = result.key
+        elif result.key != key:
             rec.outcome = "failed"
             rec.error = (
                 f"worker {worker} computed key {result.key[:12]}, this client {key[:12]}: "
@@ -480,7 +498,7 @@ class _Job:
             )
             self.record(rec, track)
             return
-        if self.progress is not None:
+        if self.progress is not None and not result.cached:
             self.progress.audio_separated += result.duration
         sep: Separation | None
         if result.separation is not None:
@@ -609,7 +627,7 @@ def run_prep(opts: PrepOptions, *, on_client: Callable[[Any], None] | None = Non
     except OSError as exc:
         raise CacheError(f"cannot write the cache in {str(job.cache.root)!r}: {exc}") from None
     dask = _Dask(opts, on_client)
-    futures: dict[Any, tuple[Track, str]] = {}
+    futures: dict[Any, tuple[Track, str | None]] = {}
     try:
         job.progress.update(force=True)
         import dask as dask_config
@@ -678,7 +696,10 @@ class _Dask:
 
 
 def _run(
-    job: _Job, dask: _Dask, pending: Iterator[Track], futures: dict[Any, tuple[Track, str]]
+    job: _Job,
+    dask: _Dask,
+    pending: Iterator[Track],
+    futures: dict[Any, tuple[Track, str | None]],
 ) -> None:
     from distributed import as_completed
 
@@ -698,7 +719,7 @@ def _run(
             if sent is None:
                 continue
             data, key = sent
-            if key in in_flight:
+            if key is not None and key in in_flight:
                 waiting.setdefault(key, []).append(track)
                 continue
             client = dask.connect()
@@ -719,7 +740,8 @@ def _run(
                 pure=False,
             )
             futures[future] = (track, key)
-            in_flight[key] = future
+            if key is not None:
+                in_flight[key] = future
             done.add(future)
 
     fill()
@@ -727,15 +749,16 @@ def _run(
         return
     for future in done:
         track, key = futures.pop(future)
-        in_flight.pop(key, None)
+        if key is not None:
+            in_flight.pop(key, None)
         try:
             worker, result = future.result()
         except Exception as exc:  # a bug in the task, or a track that kept killing workers
-            job.fail(track, f"{type(exc).__name__}: {exc}", hash=key)
+            job.fail(track, f"{type(exc).__name__}: {exc}", hash=key or "")
         else:
             job.after(track, key, worker, result)
         future.release()
-        for again in waiting.pop(key, []):
+        for again in waiting.pop(key, []) if key is not None else []:
             if job.before(again) is not None:  # not in the cache after all: it failed
                 job.fail(again, f"same audio as {str(track.path)!r}, which failed", hash=key)
         fill()

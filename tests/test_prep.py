@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -561,3 +562,49 @@ def test_a_corrupt_or_hostile_index_is_ignored_with_one_warning(
     decoded.clear()
     assert outcomes(run_prep(opts)) == [(name, "cached", key) for name, _, key in first]
     assert decoded == []
+
+
+def test_the_local_cluster_workers_take_the_keys_and_the_client_decodes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With its own LocalCluster the client only reads each file: the workers decode,
+    hash, look the key up in the shared cache and separate. A broken file fails on a
+    worker with the same line; a track already in the cache comes back `cached`; the
+    files are those `stemdeck separate` writes."""
+    lib = make_library(tmp_path, tracks=TRACKS[:2])
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    params = load_separation_preset(str(FAST)).with_overrides(n_components=3)
+    opts = PrepOptions(
+        paths=[str(lib)],
+        params=params,
+        mode="components",
+        fmt="wav",
+        output=str(out),
+        workers=1,
+        cache_root=str(cache),
+    )
+    decoded = count_decodes(monkeypatch)
+    first = run_prep(opts)
+    records = sorted(first.records, key=lambda r: r.index)
+    assert [(Path(r.source).name, r.outcome, r.error) for r in records] == [
+        ("two.flac", "separated", None),
+        ("one.wav", "separated", None),
+        *((name, "failed", why) for name, why in BROKEN.items()),
+    ]
+    assert decoded == [] and {r.worker for r in records} == {records[0].worker}
+    assert records[0].worker.startswith("tcp://127.0.0.1:")
+    for r in records[:2]:
+        y, sr = load(r.source)
+        assert r.hash == separation_key(y, sr, params=params, mode="components")
+        assert r.duration == y.shape[1] / sr
+    ref = separate_reference(lib / TRACKS[0], tmp_path / "ref")
+    for name in NAMES:
+        assert_same_audio_file(out / "a" / "one" / f"{name}.wav", ref / f"{name}.wav")
+    # In the cache, not in the index, the files gone: a worker finds the key.
+    (cache / INDEX_NAME).unlink()
+    shutil.rmtree(out)
+    again = sorted(run_prep(opts).records, key=lambda r: r.index)
+    assert [(r.outcome, r.hash) for r in again[:2]] == [("cached", r.hash) for r in records[:2]]
+    assert decoded == [] and sorted(p.name for p in (out / "a" / "one").iterdir()) == [
+        f"{n}.wav" for n in NAMES
+    ]
