@@ -7,8 +7,12 @@ track exactly once: outputs, the report, the progress line. ``docs/prep.md``
 explains the design; in short:
 
 - by default a ``LocalCluster`` on 127.0.0.1: N worker processes, one thread
-  each, single-threaded BLAS (set before each worker starts); ``--scheduler``
-  uses an existing cluster whose workers have stemdeck installed;
+  each, single-threaded BLAS (set before each worker starts); its workers
+  decode and hash the tracks, the client only reads them; ``--scheduler``
+  uses an existing cluster whose workers have stemdeck installed, and the
+  client takes each key first;
+- an index in the cache folder (``prep_index.py``) gives the key of a file
+  unchanged since it was prepared, so a rerun only stats the files;
 - workers that see the client's cache folder write the cache entries there
   (atomic, a key already there is kept); others send the separation back and
   the client stores it; per-track files (wav, flac, stem.mp4) are written by
@@ -71,13 +75,6 @@ AUDIO_SUFFIXES = frozenset(
 #: Environment of every LocalCluster worker, set before the process starts (BLAS
 #: libraries read it once, when loaded): one core per worker, no oversubscription.
 SINGLE_THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-#: How LocalCluster workers are started. Dask's default, ``spawn``, gives each worker a
-#: fresh interpreter that imports distributed, numpy, scipy and stemdeck again: about
-#: 2 s before its first task and 0.5 s to close, a tenth of a dozen one-minute tracks
-#: (bench/prep.py). A worker forked from this client has them all, and the stems model,
-#: already loaded. Linux only: fork is not safe on macOS. ``WorkerSetup``
-#: (``daemon/prep_worker.py``) sets again what a forked worker must not inherit.
-START_METHOD = "fork" if sys.platform.startswith("linux") else "spawn"
 
 
 @dataclass
@@ -636,14 +633,7 @@ def run_prep(opts: PrepOptions, *, on_client: Callable[[Any], None] | None = Non
         # Each task carries its track's bytes (tens of MB for a long wav), on
         # purpose: the scheduler keeps them, so it can run the task again when a
         # worker dies. Dask's warning about large graphs is not for this case.
-        # The start method is read at every worker start, a nanny's replacement of a
-        # dead worker included: it holds for the whole run.
-        with dask_config.config.set(
-            {
-                "distributed.admin.large-graph-warning-threshold": "4GiB",
-                "distributed.worker.multiprocessing-method": START_METHOD,
-            }
-        ):
+        with dask_config.config.set({"distributed.admin.large-graph-warning-threshold": "4GiB"}):
             _run(job, dask, iter(tracks), futures)
     except KeyboardInterrupt:
         job.summary.interrupted = True

@@ -17,11 +17,11 @@ class WorkerSetup(WorkerPlugin):
     """Run by every worker as it starts (and by the nanny's replacement of a dead
     one), before it takes a task.
 
-    A worker forked from the client (``daemon/prep.py``, ``START_METHOD``)
-    inherits the client's BLAS pools, sized before the single-thread environment
-    was set: they are limited here, once for the worker's life. A spawned worker
-    imports the separation here, while the client still decodes and hashes,
-    rather than in its first task.
+    The worker imports the separation here, as it starts, rather than in its
+    first task, and sets one thread for its BLAS pools and the NMF for its whole
+    life (its environment already asks for one BLAS thread; this also holds
+    should the worker be started another way, such as forked from a process
+    whose pools are sized already).
     """
 
     name = "stemdeck-prep-setup"
