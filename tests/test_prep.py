@@ -608,3 +608,36 @@ def test_the_local_cluster_workers_take_the_keys_and_the_client_decodes_nothing(
     assert decoded == [] and sorted(p.name for p in (out / "a" / "one").iterdir()) == [
         f"{n}.wav" for n in NAMES
     ]
+
+
+def test_the_dashboard_is_served_on_loopback(tmp_path: Path) -> None:
+    """`--dashboard`: Dask's dashboard answers on 127.0.0.1 while the job runs, and
+    nothing of the job listens anywhere else."""
+    pytest.importorskip("bokeh", reason="the dashboard needs bokeh")
+    import urllib.request
+
+    lib = make_library(tmp_path, broken=False, tracks=TRACKS[:1])
+    seen: dict[str, object] = {}
+
+    def fetch(client) -> None:
+        link = client.dashboard_link  # 8787, or a free port when that one is taken
+        seen["link"] = link
+        with urllib.request.urlopen(link, timeout=60) as page:
+            seen["status"], seen["html"] = page.status, page.read().decode("utf-8", "replace")
+        pids = list(client.run(os.getpid).values())
+        seen["listening"] = listening([os.getpid(), *pids])
+
+    params = load_separation_preset(str(FAST)).with_overrides(n_components=3)
+    opts = PrepOptions(
+        paths=[str(lib)],
+        params=params,
+        mode="components",
+        workers=1,
+        dashboard=True,
+        cache_root=str(tmp_path / "cache"),
+    )
+    assert [r.outcome for r in run_prep(opts, on_client=fetch).records] == ["separated"]
+    assert str(seen["link"]).startswith("http://127.0.0.1:")
+    assert seen["status"] == 200 and "Dask" in str(seen["html"])
+    addresses = seen["listening"]
+    assert addresses and all(a.startswith("127.0.0.1:") for a in addresses), addresses  # type: ignore[union-attr]
