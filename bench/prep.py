@@ -86,7 +86,8 @@ class PeakRss:
         self._thread.join()
 
 
-def plain_loop(paths: list[Path], params: Any, cache_root: Path) -> float:
+def plain_loop(paths: list[Path], params: Any, cache_root: Path) -> tuple[float, float]:
+    """Seconds for all the tracks, and until the first was done."""
     from stemdeck.core.separation.prep import TOKEN_PREFIX
     from stemdeck.daemon.prep import _task
 
@@ -94,6 +95,7 @@ def plain_loop(paths: list[Path], params: Any, cache_root: Path) -> float:
     token = "bench"
     (cache_root / f"{TOKEN_PREFIX}{token}").write_text(token)
     t0 = time.perf_counter()
+    first = 0.0
     for path in paths:
         _, result = _task(
             path.read_bytes(),
@@ -105,7 +107,8 @@ def plain_loop(paths: list[Path], params: Any, cache_root: Path) -> float:
             cache_token=token,
         )
         assert result.error is None and result.entry is not None, result.error
-    return time.perf_counter() - t0
+        first = first or time.perf_counter() - t0
+    return time.perf_counter() - t0, first
 
 
 def dask_run(paths: list[Path], params: Any, cache_root: Path, workers: int) -> dict[str, Any]:
@@ -138,6 +141,9 @@ def dask_run(paths: list[Path], params: Any, cache_root: Path, workers: int) -> 
         "after_start": total - (seen["up"] - t0),
         # Between the first track out and the last: no start-up, warm-up or close.
         "per_track_steady": (finished[-1] - finished[0]) / (len(finished) - 1),
+        # Where the time goes, from the start of run_prep: the cluster up (workers
+        # registered), the first track out, the last, and the end (closed).
+        "timeline": (seen["up"] - t0, finished[0], finished[-1], total),
         "rss": sorted(rss.peaks.values()),
         "blas": seen["blas"],
     }
@@ -170,6 +176,8 @@ def main() -> None:
     per_track: dict[str, list[float]] = {"dask 1": [], "dask 2": []}
     rss: dict[str, list[int]] = {"dask 1": [], "dask 2": []}
     blas: dict[str, list[int]] = {}
+    loop_first: list[float] = []
+    timeline: dict[str, list[tuple[float, float, float, float]]] = {"dask 1": [], "dask 2": []}
     with tempfile.TemporaryDirectory(prefix="stemdeck-bench-prep-") as tmp:
         root = Path(tmp)
         (root / "tracks").mkdir()
@@ -182,7 +190,9 @@ def main() -> None:
         )
         for r in range(args.rounds):
             with threadpool_limits(limits=1):
-                rows["loop"].append(plain_loop(paths, params, root / f"loop-{r}"))
+                loop_total, first = plain_loop(paths, params, root / f"loop-{r}")
+            rows["loop"].append(loop_total)
+            loop_first.append(first)
             for workers in (1, 2):
                 name = f"dask {workers}"
                 res = dask_run(paths, params, root / f"dask{workers}-{r}", workers)
@@ -191,6 +201,7 @@ def main() -> None:
                 per_track[name].append(res["per_track_steady"])
                 rss[name].extend(res["rss"])
                 blas[name] = res["blas"]
+                timeline[name].append(res["timeline"])
             print(
                 f"  round {r + 1}: loop {rows['loop'][-1]:.1f} s, dask 1 "
                 f"{rows['dask 1'][-1]:.1f} s, dask 2 {rows['dask 2'][-1]:.1f} s"
@@ -217,6 +228,13 @@ def main() -> None:
         f"({median(per_track['dask 1']):.2f} s a track between the first out and the last, "
         f"loop {loop / n:.2f} s)"
     )
+    print(f"timeline, medians (s): loop first track out {median(loop_first):.2f}, all {loop:.2f}")
+    for name, marks in timeline.items():
+        up, first_out, last_out, end = (median(m[i] for m in marks) for i in range(4))
+        print(
+            f"  {name}: cluster up {up:.2f}, first track out {first_out:.2f}, last "
+            f"{last_out:.2f}, closed {end:.2f} (close {end - last_out:.2f})"
+        )
     print(
         "speed-up of 2 workers over 1: "
         f"{median(a / b for a, b in zip(rows['dask 1'], rows['dask 2'], strict=True)):.2f}x"

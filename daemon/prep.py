@@ -7,8 +7,12 @@ track exactly once: outputs, the report, the progress line. ``docs/prep.md``
 explains the design; in short:
 
 - by default a ``LocalCluster`` on 127.0.0.1: N worker processes, one thread
-  each, single-threaded BLAS (set before each worker starts); ``--scheduler``
-  uses an existing cluster whose workers have stemdeck installed;
+  each, single-threaded BLAS (set before each worker starts); its workers
+  decode and hash the tracks, the client only reads them; ``--scheduler``
+  uses an existing cluster whose workers have stemdeck installed, and the
+  client takes each key first;
+- an index in the cache folder (``prep_index.py``) gives the key of a file
+  unchanged since it was prepared, so a rerun only stats the files;
 - workers that see the client's cache folder write the cache entries there
   (atomic, a key already there is kept); others send the separation back and
   the client stores it; per-track files (wav, flac, stem.mp4) are written by
@@ -45,6 +49,7 @@ from stemdeck.core.separation.separate import (
     channel_names,
     load_separation,
     separation_key,
+    settings_digest,
     store_separation,
 )
 from stemdeck.core.separation.stemfile import (
@@ -56,6 +61,7 @@ from stemdeck.core.separation.stemfile import (
 )
 
 from .outputs import ChannelFiles, make_folder, write_separated_stem_file
+from .prep_index import FileStamp, TrackIndex, file_stamp
 
 __all__ = ["AUDIO_SUFFIXES", "PrepOptions", "find_tracks", "run_prep"]
 
@@ -92,6 +98,7 @@ class Track:
     path: Path
     base: Path | None  # output folder (wav, flac) or file stem path (stem.mp4), no suffix
     duration: float | None  # from the header; None when unknown before decoding
+    stamp: FileStamp | None = None  # taken before the file was read, for the index
 
 
 @dataclass
@@ -315,6 +322,13 @@ class _Job:
             )
         self.out = Path(opts.output).expanduser() if opts.output else None
         self.cache = SeparationCache(opts.cache_root)
+        self.index = TrackIndex(self.cache.root, settings_digest(opts.params, mode=opts.mode))
+        # The workers of our LocalCluster run this very code and share the cache
+        # folder: they take the key and look it up themselves, so the client does not
+        # decode and hash a track too (a tenth of a track's CPU, and the first
+        # track's start). Another cluster's workers may not see the folder or run
+        # another version: the client takes the key first.
+        self.client_hashes = opts.scheduler is not None
         self.names = channel_names(opts.mode, opts.params)
         self.token = uuid.uuid4().hex
         self.summary = PrepSummary()
@@ -340,6 +354,8 @@ class _Job:
         rec.index = track.index
         rec.finished = time.monotonic() - self.t_start
         self.summary.records.append(rec)
+        if rec.outcome in ("separated", "cached") and track.stamp is not None and rec.hash:
+            self.index.remember(track.stamp, rec.hash, rec.duration)
         if self.progress is not None:
             self.progress.done += 1
             self.progress.failed += rec.outcome == "failed"
@@ -351,8 +367,9 @@ class _Job:
     def fail(self, track: Track, error: str, **kwargs: Any) -> None:
         self.record(Record(str(track.path), outcome="failed", error=error, **kwargs), track)
 
-    def before(self, track: Track) -> tuple[bytes, str] | None:
-        """What to send for ``track``, or None when it is done here (recorded)."""
+    def before(self, track: Track) -> tuple[bytes, str | None] | None:
+        """What to send for ``track`` (its bytes, and its key when the client takes
+        it), or None when it is done here (recorded)."""
         t0 = time.perf_counter()
         src = str(track.path)
         try:
@@ -371,33 +388,49 @@ class _Job:
                 self.record(Record(src, outcome="up-to-date", worker="client"), track)
                 return None
         try:
+            # Before the read: a file written meanwhile gets a newer stamp than the
+            # key recorded for it, and is hashed again by the next run.
+            track.stamp = file_stamp(track.path)
+        except (OSError, RuntimeError):  # the read below says what is wrong
+            track.stamp = None
+        known = self.index.lookup(track.stamp) if track.stamp is not None else None
+        if known is not None and self.from_cache(track, *known, t0):
+            return None  # the file is as it was when its key was taken: not decoded
+        try:
             data = track.path.read_bytes()
         except OSError as exc:
             self.fail(track, f"cannot be read: {exc.strerror or exc}", worker="client")
             return None
+        if not self.client_hashes:
+            return data, None
         try:
             y, sr = decode_bytes(data, suffix=track.path.suffix, name=track.path.name)
             key = separation_key(y, sr, params=self.opts.params, mode=self.opts.mode)
         except StemdeckError as exc:
             self.fail(track, str(exc), worker="client")
             return None
-        duration = y.shape[1] / sr
+        if self.from_cache(track, key, y.shape[1] / sr, t0):
+            return None
+        self._cache_problem()
+        return data, key
+
+    def from_cache(self, track: Track, key: str, duration: float, t0: float) -> bool:
+        """Record ``track`` as cached (writing its files) if ``key`` is in the cache."""
         if track.duration is None and self.progress is not None:
             self.progress.audio_total += duration
         track.duration = duration
+        rec = Record(str(track.path), key, duration, worker="client", outcome="cached")
         if self.opts.fmt == "cache":
             # Sizes and format only: ``serve`` checks every block before playing.
             if self.cache.load(key, verify=False) is not None:
-                self.record(Record(src, key, duration, worker="client", outcome="cached"), track)
-                return None
+                self.record(rec, track)
+                return True
         else:
             sep = load_separation(self.cache, key, mode=self.opts.mode, params=self.opts.params)
             if sep is not None:
-                rec = Record(src, key, duration, worker="client", outcome="cached")
                 self.finish(track, rec, sep, t0)
-                return None
-        self._cache_problem()
-        return data, key
+                return True
+        return False
 
     # -- after ---------------------------------------------------------------------------
     def finish(self, track: Track, rec: Record, sep: Separation, t0: float) -> None:
@@ -436,16 +469,25 @@ class _Job:
             log.warning(self.cache.last_problem)
             self.cache.last_problem = None
 
-    def after(self, track: Track, key: str, worker: str, result: TrackResult) -> None:
+    def after(self, track: Track, key: str | None, worker: str, result: TrackResult) -> None:
         t0 = time.perf_counter()
         rec = Record(
-            str(track.path), result.key, result.duration, result.seconds, worker, "separated"
+            str(track.path),
+            result.key,
+            result.duration,
+            result.seconds,
+            worker,
+            "cached" if result.cached else "separated",
         )
+        if track.duration is None and self.progress is not None:
+            self.progress.audio_total += result.duration
         if result.error is not None:
             rec.outcome, rec.error = "failed", result.error
             self.record(rec, track)
             return
-        if result.key != key:
+        if key is None:
+            key = result.key
+        elif result.key != key:
             rec.outcome = "failed"
             rec.error = (
                 f"worker {worker} computed key {result.key[:12]}, this client {key[:12]}: "
@@ -453,7 +495,7 @@ class _Job:
             )
             self.record(rec, track)
             return
-        if self.progress is not None:
+        if self.progress is not None and not result.cached:
             self.progress.audio_separated += result.duration
         sep: Separation | None
         if result.separation is not None:
@@ -490,6 +532,8 @@ def _connect(opts: PrepOptions) -> tuple[Any, Any]:
     import dask
     from distributed import Client, LocalCluster
 
+    from .prep_worker import WorkerSetup
+
     if opts.scheduler:
         try:
             return Client(opts.scheduler, timeout="20s", set_as_default=False), None
@@ -520,6 +564,7 @@ def _connect(opts: PrepOptions) -> tuple[Any, Any]:
                 dashboard_address="127.0.0.1:8787" if opts.dashboard else "127.0.0.1:0",
                 scheduler_kwargs={"dashboard": opts.dashboard},
                 silence_logs=logging.ERROR,
+                plugins=(WorkerSetup(),),
             )
     except (OSError, RuntimeError) as exc:  # no free port, a worker that cannot start
         raise StemdeckError(f"cannot start the local Dask cluster: {exc}") from None
@@ -579,7 +624,7 @@ def run_prep(opts: PrepOptions, *, on_client: Callable[[Any], None] | None = Non
     except OSError as exc:
         raise CacheError(f"cannot write the cache in {str(job.cache.root)!r}: {exc}") from None
     dask = _Dask(opts, on_client)
-    futures: dict[Any, tuple[Track, str]] = {}
+    futures: dict[Any, tuple[Track, str | None]] = {}
     try:
         job.progress.update(force=True)
         import dask as dask_config
@@ -607,6 +652,7 @@ def run_prep(opts: PrepOptions, *, on_client: Callable[[Any], None] | None = Non
         job.summary.workers = dask.workers
         dask.close()
         token_file.unlink(missing_ok=True)
+        job.index.save()
         job.summary.seconds = time.monotonic() - t_start
         _write_report(opts.report, job.summary)
     return job.summary
@@ -640,7 +686,10 @@ class _Dask:
 
 
 def _run(
-    job: _Job, dask: _Dask, pending: Iterator[Track], futures: dict[Any, tuple[Track, str]]
+    job: _Job,
+    dask: _Dask,
+    pending: Iterator[Track],
+    futures: dict[Any, tuple[Track, str | None]],
 ) -> None:
     from distributed import as_completed
 
@@ -660,7 +709,7 @@ def _run(
             if sent is None:
                 continue
             data, key = sent
-            if key in in_flight:
+            if key is not None and key in in_flight:
                 waiting.setdefault(key, []).append(track)
                 continue
             client = dask.connect()
@@ -681,7 +730,8 @@ def _run(
                 pure=False,
             )
             futures[future] = (track, key)
-            in_flight[key] = future
+            if key is not None:
+                in_flight[key] = future
             done.add(future)
 
     fill()
@@ -689,15 +739,16 @@ def _run(
         return
     for future in done:
         track, key = futures.pop(future)
-        in_flight.pop(key, None)
+        if key is not None:
+            in_flight.pop(key, None)
         try:
             worker, result = future.result()
         except Exception as exc:  # a bug in the task, or a track that kept killing workers
-            job.fail(track, f"{type(exc).__name__}: {exc}", hash=key)
+            job.fail(track, f"{type(exc).__name__}: {exc}", hash=key or "")
         else:
             job.after(track, key, worker, result)
         future.release()
-        for again in waiting.pop(key, []):
+        for again in waiting.pop(key, []) if key is not None else []:
             if job.before(again) is not None:  # not in the cache after all: it failed
                 job.fail(again, f"same audio as {str(track.path)!r}, which failed", hash=key)
         fill()

@@ -1,3 +1,4 @@
+import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
@@ -133,3 +134,30 @@ def test_same_bits_on_any_number_of_threads(monkeypatch: pytest.MonkeyPatch) -> 
     for W, H, H2 in results[1:]:
         assert np.array_equal(W, results[0][0]) and np.array_equal(H, results[0][1])
         assert np.array_equal(H2, results[0][2])
+
+
+def _nmf_in_child(V: np.ndarray, expected: np.ndarray) -> None:
+    import os
+
+    os._exit(0 if np.array_equal(nmf(V, 4, n_iter=5, tol=0).W, expected) else 3)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork only")
+def test_a_forked_child_runs_nmf_on_its_own_threads(rng: np.random.Generator) -> None:
+    """`stemdeck prep` forks its workers from a client that may have run NMF: the
+    child inherits the thread pool but not its threads, and used to wait forever
+    for blocks nobody ran."""
+    import multiprocessing
+
+    from stemdeck.core.separation import nmf as nmf_module
+
+    V = rng.gamma(0.5, size=(64, 4 * nmf_module._BLOCK * 4)).astype(np.float32)
+    assert len(nmf_module._split(V.shape[1])) > 1  # the pool is used
+    expected = nmf(V, 4, n_iter=5, tol=0).W  # the parent's pool is up, threads running
+    child = multiprocessing.get_context("fork").Process(target=_nmf_in_child, args=(V, expected))
+    child.start()
+    child.join(timeout=120)
+    if child.exitcode is None:
+        child.kill()
+        child.join()
+    assert child.exitcode == 0  # None: hung; 3: another result

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from stemdeck.core.separation.presets import load_separation_preset
 from stemdeck.core.separation.separate import separation_key
 from stemdeck.daemon import prep as daemon_prep
 from stemdeck.daemon.prep import PrepOptions, find_tracks, run_prep, summary_lines
+from stemdeck.daemon.prep_index import INDEX_NAME
 
 FAST = Path(__file__).parent / "data" / "tiny.toml"
 COMMON = ["--preset", str(FAST), "--components", "3"]
@@ -198,6 +200,9 @@ def test_local_cluster_listens_on_loopback_with_single_threaded_blas(
     seen: dict[str, object] = {}
 
     def inspect(client) -> None:
+        # Before any task: a worker comes up with the separation imported (forked from
+        # this process, or importing it as it starts), not importing it in its first task.
+        seen["ready"] = client.run(lambda: "stemdeck.core.separation.separate" in sys.modules)
         pids = list(client.run(os.getpid).values())
         seen["blas"] = client.run(daemon_prep.blas_threads)
         seen["env"] = client.run(lambda: os.environ.get("OPENBLAS_NUM_THREADS"))
@@ -213,6 +218,7 @@ def test_local_cluster_listens_on_loopback_with_single_threaded_blas(
     for threads in seen["blas"].values():  # type: ignore[attr-defined]
         assert threads and set(threads) == {1}
     assert set(seen["env"].values()) == {"1"}  # type: ignore[attr-defined]
+    assert set(seen["ready"].values()) == {True}  # type: ignore[attr-defined]
     assert set(seen["trim"].values()) == {None}  # glibc's own: Dask's costs 10-20 % a track  # type: ignore[attr-defined]
     addresses = seen["listening"]
     assert addresses and all(a.startswith("127.0.0.1:") for a in addresses), addresses  # type: ignore[union-attr]
@@ -282,6 +288,8 @@ def test_scheduler_and_worker_pair_rerun_does_nothing(
     workers = {r["worker"] for r in report["tracks"] if r["outcome"] == "separated"}
     assert len(workers) == 1 and workers.pop().startswith("tcp://127.0.0.1:")
     entries = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert entries[0] == INDEX_NAME  # the rerun below stats the files, decodes none
+    entries = entries[1:]
     assert len(entries) == 3 and not any(e.startswith(".") for e in entries)
     again = prep_cli(*args, *COMMON, env=env)
     assert again.stdout.splitlines()[0].endswith(
@@ -289,7 +297,7 @@ def test_scheduler_and_worker_pair_rerun_does_nothing(
     ), again.stdout
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["workers"] == 0  # nothing to do: the cluster was not even used
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == entries
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [INDEX_NAME, *entries]
 
 
 def test_a_worker_killed_mid_task_the_track_comes_out_once(tmp_path: Path) -> None:
@@ -419,3 +427,217 @@ def test_stem_files_are_those_separate_writes(tmp_path: Path) -> None:
     assert np.array_equal(mine.stems, ref.stems)
     assert mine.master is not None and ref.master is not None
     assert np.array_equal(mine.master, ref.master)
+
+
+def in_process_cluster():
+    from distributed import LocalCluster
+
+    return LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        processes=False,
+        protocol="tcp://",
+        host="127.0.0.1",
+        dashboard_address=None,
+        silence_logs=True,
+    )
+
+
+def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the files the client decodes from now on."""
+    decoded: list[str] = []
+    real = daemon_prep.decode_bytes
+
+    def counting(data: bytes, *, suffix: str, name: str = "track"):
+        decoded.append(name)
+        return real(data, suffix=suffix, name=name)
+
+    monkeypatch.setattr(daemon_prep, "decode_bytes", counting)
+    return decoded
+
+
+def outcomes(summary) -> list[tuple[str, str, str]]:
+    return [
+        (Path(r.source).name, r.outcome, r.hash)
+        for r in sorted(summary.records, key=lambda r: r.index)
+    ]
+
+
+def test_a_rerun_only_stats_files_and_a_changed_file_is_hashed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lib = make_library(tmp_path, broken=False)
+    params = load_separation_preset(str(FAST)).with_overrides(n_components=3)
+    with in_process_cluster() as cluster:
+        opts = PrepOptions(
+            paths=[str(lib)],
+            params=params,
+            mode="components",
+            scheduler=cluster.scheduler_address,
+            cache_root=str(tmp_path / "cache"),
+        )
+        first = outcomes(run_prep(opts))
+        assert [o for _, o, _ in first] == ["separated"] * 3
+        decoded = count_decodes(monkeypatch)
+        again = run_prep(opts)
+        assert outcomes(again) == [(name, "cached", key) for name, _, key in first]
+        assert decoded == [] and again.workers == 0
+        assert [r.duration for r in sorted(again.records, key=lambda r: r.index)] == [3.0, 2.0, 4.0]
+
+        one, three = lib / "a" / "one.wav", lib / "three.wav"
+        st = one.stat()
+        os.utime(one, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched, same audio
+        sf.write(three, tone_mix(1.5, seed=99).T, SR, subtype="FLOAT")  # another song
+        third = outcomes(run_prep(opts))
+        assert decoded == ["one.wav", "three.wav"]
+        assert third[:2] == [(name, "cached", key) for name, _, key in first[:2]]
+        assert third[2][:2] == ("three.wav", "separated") and third[2][2] != first[2][2]
+        decoded.clear()
+        assert outcomes(run_prep(opts)) == [(n, "cached", k) for n, _, k in third]
+        assert decoded == []
+
+
+def _hostile_index(lib: Path, settings: str) -> dict:
+    """A well-formed index whose record matches one.wav exactly, but whose key would
+    lead out of the cache folder."""
+    one = (lib / "a" / "one.wav").resolve()
+    st = one.stat()
+    escape = "../" * 3 + "x" * 40
+    rec = {
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "duration": 4.0,
+        "keys": {settings: escape},
+    }
+    return {"version": 1, "files": {str(one): rec}}
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["not json", "binary", "nested", "wrong types", "key out of the cache", "too large"],
+)
+def test_a_corrupt_or_hostile_index_is_ignored_with_one_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, damage: str
+) -> None:
+    from stemdeck.core.separation.separate import settings_digest
+    from stemdeck.daemon import prep_index
+
+    lib = make_library(tmp_path, broken=False, tracks=TRACKS[:2])
+    params = load_separation_preset(str(FAST)).with_overrides(n_components=3)
+    cache = tmp_path / "cache"
+    with in_process_cluster() as cluster:
+        opts = PrepOptions(
+            paths=[str(lib)],
+            params=params,
+            mode="components",
+            scheduler=cluster.scheduler_address,
+            cache_root=str(cache),
+        )
+        first = outcomes(run_prep(opts))
+    index = cache / INDEX_NAME
+    good = index.read_bytes()
+    settings = settings_digest(params, mode="components")
+    wrong_types = {"size": "1", "mtime_ns": 1, "duration": 1.0, "keys": {}}
+    damaged = {
+        "not json": b'{"version": 1, "files": {',
+        "binary": b"\xff\xfe\x00\x01" * 100,
+        "nested": b"[" * 100_000,
+        "wrong types": json.dumps({"version": 1, "files": {"/a.wav": wrong_types}}).encode(),
+        "key out of the cache": json.dumps(_hostile_index(lib, settings)).encode(),
+        "too large": good + b" " * 4096,
+    }[damage]
+    index.write_bytes(damaged)
+    if damage == "too large":
+        monkeypatch.setattr(prep_index, "MAX_INDEX_BYTES", len(good) + 1000)
+    decoded = count_decodes(monkeypatch)
+    monkeypatch.setattr(daemon_prep, "_connect", lambda opts: pytest.fail("no cluster needed"))
+    caplog.set_level("WARNING", logger="stemdeck")
+    summary = run_prep(opts)
+    assert outcomes(summary) == [(name, "cached", key) for name, _, key in first]
+    assert decoded == ["two.flac", "one.wav"]  # hashed again
+    warnings_ = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings_) == 1 and warnings_[0].startswith(f"prep index {str(index)!r} ignored (")
+    assert sorted(p.name for p in cache.iterdir() if p.name.startswith(".")) == [INDEX_NAME]
+    assert json.loads(index.read_bytes()) == json.loads(good)  # rewritten whole
+    decoded.clear()
+    assert outcomes(run_prep(opts)) == [(name, "cached", key) for name, _, key in first]
+    assert decoded == []
+
+
+def test_the_local_cluster_workers_take_the_keys_and_the_client_decodes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With its own LocalCluster the client only reads each file: the workers decode,
+    hash, look the key up in the shared cache and separate. A broken file fails on a
+    worker with the same line; a track already in the cache comes back `cached`; the
+    files are those `stemdeck separate` writes."""
+    lib = make_library(tmp_path, tracks=TRACKS[:2])
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    params = load_separation_preset(str(FAST)).with_overrides(n_components=3)
+    opts = PrepOptions(
+        paths=[str(lib)],
+        params=params,
+        mode="components",
+        fmt="wav",
+        output=str(out),
+        workers=1,
+        cache_root=str(cache),
+    )
+    decoded = count_decodes(monkeypatch)
+    first = run_prep(opts)
+    records = sorted(first.records, key=lambda r: r.index)
+    assert [(Path(r.source).name, r.outcome, r.error) for r in records] == [
+        ("two.flac", "separated", None),
+        ("one.wav", "separated", None),
+        *((name, "failed", why) for name, why in BROKEN.items()),
+    ]
+    assert decoded == [] and {r.worker for r in records} == {records[0].worker}
+    assert records[0].worker.startswith("tcp://127.0.0.1:")
+    for r in records[:2]:
+        y, sr = load(r.source)
+        assert r.hash == separation_key(y, sr, params=params, mode="components")
+        assert r.duration == y.shape[1] / sr
+    ref = separate_reference(lib / TRACKS[0], tmp_path / "ref")
+    for name in NAMES:
+        assert_same_audio_file(out / "a" / "one" / f"{name}.wav", ref / f"{name}.wav")
+    # In the cache, not in the index, the files gone: a worker finds the key.
+    (cache / INDEX_NAME).unlink()
+    shutil.rmtree(out)
+    again = sorted(run_prep(opts).records, key=lambda r: r.index)
+    assert [(r.outcome, r.hash) for r in again[:2]] == [("cached", r.hash) for r in records[:2]]
+    assert decoded == [] and sorted(p.name for p in (out / "a" / "one").iterdir()) == [
+        f"{n}.wav" for n in NAMES
+    ]
+
+
+def test_the_dashboard_is_served_on_loopback(tmp_path: Path) -> None:
+    """`--dashboard`: Dask's dashboard answers on 127.0.0.1 while the job runs, and
+    nothing of the job listens anywhere else."""
+    pytest.importorskip("bokeh", reason="the dashboard needs bokeh")
+    import urllib.request
+
+    lib = make_library(tmp_path, broken=False, tracks=TRACKS[:1])
+    seen: dict[str, object] = {}
+
+    def fetch(client) -> None:
+        link = client.dashboard_link  # 8787, or a free port when that one is taken
+        seen["link"] = link
+        with urllib.request.urlopen(link, timeout=60) as page:
+            seen["status"], seen["html"] = page.status, page.read().decode("utf-8", "replace")
+        pids = list(client.run(os.getpid).values())
+        seen["listening"] = listening([os.getpid(), *pids])
+
+    params = load_separation_preset(str(FAST)).with_overrides(n_components=3)
+    opts = PrepOptions(
+        paths=[str(lib)],
+        params=params,
+        mode="components",
+        workers=1,
+        dashboard=True,
+        cache_root=str(tmp_path / "cache"),
+    )
+    assert [r.outcome for r in run_prep(opts, on_client=fetch).records] == ["separated"]
+    assert str(seen["link"]).startswith("http://127.0.0.1:")
+    assert seen["status"] == 200 and "Dask" in str(seen["html"])
+    addresses = seen["listening"]
+    assert addresses and all(a.startswith("127.0.0.1:") for a in addresses), addresses  # type: ignore[union-attr]

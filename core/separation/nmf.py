@@ -55,6 +55,11 @@ def _pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="stemdeck-nmf")
 
 
+# A forked child (a ``stemdeck prep`` worker) inherits the pool but not its threads:
+# the pool would take its blocks and never run them. The child makes its own.
+os.register_at_fork(after_in_child=_pool.cache_clear)
+
+
 @dataclass
 class NMFResult:
     """Outcome of :func:`nmf`.

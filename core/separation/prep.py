@@ -63,6 +63,8 @@ class TrackResult:
         The cache entry the worker wrote (or found) in the shared cache folder.
     error : str or None
         Why the track failed: one line.
+    cached : bool
+        The entry was in the shared cache already: nothing was separated.
     """
 
     key: str
@@ -71,6 +73,7 @@ class TrackResult:
     separation: Separation | None = None
     entry: str | None = None
     error: str | None = None
+    cached: bool = False
 
 
 def sees_cache(root: str | os.PathLike[str], token: str) -> bool:
@@ -166,7 +169,11 @@ def prepare_track(
             result = separate(y, sr, params=params, mode=mode, cache=cache)
             if result.info.get("cache_path"):
                 return TrackResult(
-                    key, duration, time.perf_counter() - t0, entry=str(result.info["cache_path"])
+                    key,
+                    duration,
+                    time.perf_counter() - t0,
+                    entry=str(result.info["cache_path"]),
+                    cached=result.from_cache,
                 )
             # The shared folder could not be written (full disk): the client tries.
             result.channels = np.asarray(result.channels)

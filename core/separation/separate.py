@@ -8,6 +8,8 @@ transform.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from collections import deque
@@ -19,7 +21,7 @@ import numpy as np
 
 from ..errors import CacheError, ParameterError
 from .audio import validate_audio
-from .cache import SeparationCache, cache_key
+from .cache import FORMAT_VERSION, SeparationCache, cache_key
 from .nmf import nmf, solve_activations
 from .presets import SeparationParams
 from .stems import StemEstimate, StemModel, load_stem_model
@@ -37,6 +39,7 @@ __all__ = [
     "reconstruct_spectra",
     "separate",
     "separation_key",
+    "settings_digest",
     "stems_params",
     "store_separation",
 ]
@@ -343,13 +346,31 @@ def stems_params(params: SeparationParams, model: StemModel, sr: int) -> Separat
     return params.with_overrides(n_fft=n_fft, hop=hop, mask_power=model.mask_power)
 
 
-def _key(y: np.ndarray, sr: int, params: SeparationParams, mode: str) -> str:
+def _described(params: SeparationParams, mode: str) -> dict[str, object]:
     if mode not in ("stems", "components"):
         raise ParameterError(f"unknown separation mode {mode!r}; use 'stems' or 'components'")
     described: dict[str, object] = {**params.as_dict(), "mode": mode}
     if mode == "stems":
         described["model"] = load_stem_model(params.stems_model).digest
-    return cache_key(y, sr, described)
+    return described
+
+
+def _key(y: np.ndarray, sr: int, params: SeparationParams, mode: str) -> str:
+    return cache_key(y, sr, _described(params, mode))
+
+
+def settings_digest(params: SeparationParams | None = None, *, mode: str = "stems") -> str:
+    """Hex digest of everything but the audio that goes into :func:`separation_key`:
+    two keys of the same audio are equal exactly when these digests are.
+
+    Raises
+    ------
+    ParameterError
+        ``mode`` is neither 'stems' nor 'components'.
+    """
+    described = {"format": FORMAT_VERSION, "params": _described(params or SeparationParams(), mode)}
+    text = json.dumps(described, sort_keys=True).encode()
+    return hashlib.blake2b(text, digest_size=16).hexdigest()
 
 
 def cached_separation(
