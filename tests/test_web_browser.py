@@ -471,6 +471,57 @@ def test_fine_adjust_moves_a_tenth_as_far(served: tuple[Daemon, Path]) -> None:
         # The same pixels: only the factor differs (1 px either way is 1/60 of it).
         assert fine / coarse == pytest.approx(0.1, abs=0.004)
         assert shifted / coarse == pytest.approx(0.1, abs=0.004)
+
+        # Shift pressed in the middle of a drag: the fader goes on from where it is,
+        # at a tenth of the rate; it does not jump back towards where the drag began.
+        client.send("/ch/vocals/fader", start)
+        wait_osc(client, "/ch/vocals/fader", lambda v: v == before, "vocals not at 0.3")
+        fader = strip(d, "/ch/4").find_element(By.CSS_SELECTOR, ".fader")
+        ActionChains(d, duration=0).click_and_hold(fader).move_by_offset(0, -drag).key_down(
+            Keys.SHIFT
+        ).move_by_offset(0, -drag).release().key_up(Keys.SHIFT).perform()
+        want = before + 1.1 * drag / height
+        wait_osc(
+            client,
+            "/ch/vocals/fader",
+            lambda v: abs(v - want) <= 1.01 / height,
+            f"Shift mid-drag: the fader did not go on from {before + drag / height:.3f}",
+        )
+    finally:
+        d.quit()  # type: ignore[attr-defined]
+        reset_mix(client)
+        client.close()
+
+
+def test_two_quick_drags_are_no_double_click(served: tuple[Daemon, Path]) -> None:
+    """Two quick nudges of one fader with the mouse each move it; only a double-click
+    that did not drag puts it back at unity (the browser counts both as double-clicks)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    daemon, _ = served
+    client = Client(daemon.port)
+    d = browser()
+    try:
+        open_page(d, daemon.http_url())
+        client.send("/ch/drums/fader", 0.3)
+        wait_for(
+            d,
+            lambda d: strip(d, "/ch/1").get_attribute("data-fader") == "0.3000",
+            "drums not shown at 0.3",
+        )
+        before = osc_value(client, "/ch/drums/fader")
+        fader = strip(d, "/ch/1").find_element(By.CSS_SELECTOR, ".fader")
+        height = d.execute_script("return arguments[0].clientHeight", fader)  # type: ignore[attr-defined]
+        ActionChains(d, duration=0).click_and_hold(fader).move_by_offset(
+            0, -24
+        ).release().click_and_hold(fader).move_by_offset(0, -24).release().perform()
+        # perform() returns once the page handled the events, a double-click included.
+        shown = float(fader.get_attribute("aria-valuenow"))
+        assert shown == pytest.approx(before + 48 / height, abs=1.01 / height)
+        wait_osc(client, "/ch/drums/fader", lambda v: abs(v - shown) < 6e-4, "the nudges not sent")
+        ActionChains(d).double_click(fader).perform()
+        wait_osc(client, "/ch/drums/fader", lambda v: v == 0.75, "a double-click did not reset")
     finally:
         d.quit()  # type: ignore[attr-defined]
         reset_mix(client)
