@@ -72,7 +72,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, P
     stems = tone_stems()
     write_stem_file(library / "tones.stem.mp4", stems.sum(axis=0), stems, SR, codec="alac")
     # For the track picker: a plain file to separate, and a stem file of other channels.
-    sf.write(library / "second.wav", tone_mix(2.0, sr=SR, seed=5).T, SR, subtype="FLOAT")
+    sf.write(library / "second.wav", tone_mix(1.0, sr=SR, seed=5).T, SR, subtype="FLOAT")
     duo = tone_stems(1.0)[:2]
     write_stem_file(
         library / "duo.stem.mp4",
@@ -277,10 +277,10 @@ def test_keyboard_seek_and_loop(served: tuple[Daemon, Path]) -> None:
         client.close()
 
 
-def wait_osc_reply(client: Client, address: str, check, message: str) -> list:
+def wait_osc_reply(client: Client, address: str, check, message: str, wait: float = WAIT) -> list:
     """The arguments of the reply to ``address`` once ``check`` holds for them (lists and
     other multi-argument replies; rate-limited ones are asked at most 2 times a second)."""
-    deadline = time.monotonic() + WAIT
+    deadline = time.monotonic() + wait
     args: list | None = None
     while time.monotonic() < deadline:
         for addr, got in client.ask(address, timeout=1.0):
@@ -329,7 +329,7 @@ def test_scene_saved_and_recalled_with_a_morph_from_the_page(served: tuple[Daemo
     daemon, root = served
     client = Client(daemon.port)
     d = browser()
-    name = "from the page"
+    name = "take 2"  # typed in the page: neither space (play) nor 2 (mute) may act
     try:
         open_page(d, daemon.http_url())
         client.send("/ch/drums/fader", 0.5)
@@ -342,9 +342,12 @@ def test_scene_saved_and_recalled_with_a_morph_from_the_page(served: tuple[Daemo
         assert saved["/ch/1/fader"] == 0.5 and saved["/ch/3/pan"] == -0.5
         assert saved["/ch/4/solo"] == 1 and saved["/master/fader"] == 0.625
 
+        playing = osc_value(client, "/transport/playing")
         d.find_element(By.ID, "scene-name").send_keys(name)  # type: ignore[attr-defined]
         d.find_element(By.ID, "scene-save").click()  # type: ignore[attr-defined]
         wait_osc_reply(client, "/scene/list", lambda names: name in names, "scene not saved")
+        assert controls(client) == saved
+        assert osc_value(client, "/transport/playing") == playing
         assert (root / "config" / "scenes" / f"{name}.toml").is_file()
         # The page lists it (it asks for the list again when the save is answered).
         wait_for(
@@ -619,7 +622,10 @@ def test_track_picked_separates_then_its_strips_show(served: tuple[Daemon, Path]
 
     def ready(track: str, channels: list[str]) -> None:
         wait_osc_reply(client, "/track/name", lambda a: a == [track], f"{track} not loaded")
-        wait_osc_reply(client, "/track/progress", lambda a: a == ["ready", 1.0], "not ready")
+        # A separation in a niced process: on a busy machine it gets what is left.
+        wait_osc_reply(
+            client, "/track/progress", lambda a: a == ["ready", 1.0], "not ready", 3 * WAIT
+        )
         assert wait_osc_reply(client, "/channels", lambda a: True, "no channels") == channels
         wait_for(
             d,
