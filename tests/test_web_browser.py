@@ -497,8 +497,9 @@ def test_fine_adjust_moves_a_tenth_as_far(served: tuple[Daemon, Path]) -> None:
 
 
 def test_two_quick_drags_are_no_double_click(served: tuple[Daemon, Path]) -> None:
-    """Two quick nudges of one fader with the mouse each move it; only a double-click
-    that did not drag puts it back at unity (the browser counts both as double-clicks)."""
+    """Two quick nudges of one fader (or pan) with the mouse each move it; only a
+    double-click that did not drag puts it back at unity (centre); the browser counts
+    both as double-clicks."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
@@ -525,6 +526,18 @@ def test_two_quick_drags_are_no_double_click(served: tuple[Daemon, Path]) -> Non
         wait_osc(client, "/ch/drums/fader", lambda v: abs(v - shown) < 6e-4, "the nudges not sent")
         ActionChains(d).double_click(fader).perform()
         wait_osc(client, "/ch/drums/fader", lambda v: v == 0.75, "a double-click did not reset")
+
+        # The pan likewise: two quick nudges right, then a double-click centres it.
+        pan = strip(d, "/ch/1").find_element(By.CSS_SELECTOR, ".pan")
+        width = d.execute_script("return arguments[0].clientWidth", pan)  # type: ignore[attr-defined]
+        ActionChains(d, duration=0).click_and_hold(pan).move_by_offset(
+            10, 0
+        ).release().click_and_hold(pan).move_by_offset(10, 0).release().perform()
+        shown = float(pan.get_attribute("aria-valuenow"))
+        assert shown == pytest.approx(2 * 2 * 10 / width, abs=2.02 / width + 0.005)
+        wait_osc(client, "/ch/drums/pan", lambda v: abs(v - shown) < 6e-3, "pan nudges not sent")
+        ActionChains(d).double_click(pan).perform()
+        wait_osc(client, "/ch/drums/pan", lambda v: v == 0.0, "a double-click did not centre")
     finally:
         d.quit()  # type: ignore[attr-defined]
         reset_mix(client)
