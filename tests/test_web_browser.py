@@ -7,7 +7,9 @@ which stems play. Skipped only when Chromium, its driver or Selenium is missing;
 
 from __future__ import annotations
 
+import re
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import pytest
 import soundfile as sf
 from daemon_helpers import Client, Daemon
 
+from conftest import tone_mix
 from stemdeck.core.separation.stemfile import write_stem_file
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -40,6 +43,9 @@ SR = 48000
 # NI order: drums, bass, other, vocals; one tone each (Hz), far apart.
 TONES = {"drums": 3000.0, "bass": 200.0, "other": 700.0, "vocals": 1300.0}
 WAIT = 60  # seconds: generous, for a busy machine; every wait ends at its event
+PHONE = {"width": 390, "height": 844}  # CSS pixels
+DUO_NAMES = ("Keys", "Voice")
+DUO_COLOURS = ("#112233", "#AABBCC")
 
 
 def tone_stems(seconds: float = 4.0) -> np.ndarray:
@@ -65,9 +71,28 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, P
     library.mkdir()
     stems = tone_stems()
     write_stem_file(library / "tones.stem.mp4", stems.sum(axis=0), stems, SR, codec="alac")
+    # For the track picker: a plain file to separate, and a stem file of other channels.
+    sf.write(library / "second.wav", tone_mix(1.0, sr=SR, seed=5).T, SR, subtype="FLOAT")
+    duo = tone_stems(1.0)[:2]
+    write_stem_file(
+        library / "duo.stem.mp4",
+        duo.sum(axis=0),
+        duo,
+        SR,
+        names=DUO_NAMES,
+        colours=DUO_COLOURS,
+        codec="alac",
+    )
     env = {"STEMDECK_CACHE": str(root / "cache"), "STEMDECK_CONFIG": str(root / "config")}
     daemon = Daemon(
-        [str(library / "tones.stem.mp4"), "--no-audio", "--record", str(root / "rec.wav")],
+        [
+            str(library / "tones.stem.mp4"),
+            "--no-audio",
+            "--record",
+            str(root / "rec.wav"),
+            "--library",
+            str(library),
+        ],
         env,
         root,
     )
@@ -76,7 +101,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, P
     daemon.stop()
 
 
-def browser() -> object:
+def browser(phone: bool = False) -> object:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -84,6 +109,10 @@ def browser() -> object:
     options.binary_location = CHROMIUM or ""
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,800"):
         options.add_argument(arg)
+    if phone:  # a window cannot be that narrow: the phone's viewport, emulated
+        options.add_experimental_option(
+            "mobileEmulation", {"deviceMetrics": {**PHONE, "pixelRatio": 3.0, "touch": True}}
+        )
     return webdriver.Chrome(service=Service(DRIVER or ""), options=options)
 
 
@@ -245,6 +274,426 @@ def test_keyboard_seek_and_loop(served: tuple[Daemon, Path]) -> None:
         wait_osc(client, "/transport/playing", lambda v: v == 1, "space did not play")
     finally:
         d.quit()  # type: ignore[attr-defined]
+        client.close()
+
+
+def wait_osc_reply(client: Client, address: str, check, message: str, wait: float = WAIT) -> list:
+    """The arguments of the reply to ``address`` once ``check`` holds for them (lists and
+    other multi-argument replies; rate-limited ones are asked at most 2 times a second)."""
+    deadline = time.monotonic() + wait
+    args: list | None = None
+    while time.monotonic() < deadline:
+        for addr, got in client.ask(address, timeout=1.0):
+            if addr == address:
+                args = got
+        if args is not None and check(args):
+            return args
+        time.sleep(0.5)
+    raise AssertionError(f"{message}: {address} is {args}")
+
+
+CONTROLS = [
+    *(f"/ch/{i}/{p}" for i in range(1, 5) for p in ("fader", "mute", "solo", "pan")),
+    "/master/fader",
+    "/master/mute",
+]
+
+
+def controls(client: Client) -> dict[str, float]:
+    return {a: osc_value(client, a) for a in CONTROLS}
+
+
+def reset_mix(client: Client) -> None:
+    """Back to the start: every fader at unity, nothing muted, soloed or panned."""
+    for i in range(1, 5):
+        client.send(f"/ch/{i}/fader", 0.75)
+        client.send(f"/ch/{i}/mute", 0)
+        client.send(f"/ch/{i}/solo", 0)
+        client.send(f"/ch/{i}/pan", 0.0)
+    client.send("/master/fader", 0.75)
+    client.send("/master/mute", 0)
+    want = {a: 0.75 if a.endswith("fader") else 0.0 for a in CONTROLS}
+    deadline = time.monotonic() + WAIT
+    while controls(client) != want:
+        assert time.monotonic() < deadline, "the mix did not go back to its start"
+        time.sleep(0.05)
+
+
+def test_scene_saved_and_recalled_with_a_morph_from_the_page(served: tuple[Daemon, Path]) -> None:
+    """A name typed in the page and *save* make a scene of the daemon's values; after
+    the mix changed, *recall* with the page's morph time brings them back exactly, as
+    a glide that takes at least that time (and at once with a morph of 0)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    daemon, root = served
+    client = Client(daemon.port)
+    d = browser()
+    name = "take 2"  # typed in the page: neither space (play) nor 2 (mute) may act
+    try:
+        open_page(d, daemon.http_url())
+        client.send("/ch/drums/fader", 0.5)
+        client.send("/ch/other/pan", -0.5)
+        client.send("/ch/vocals/solo", 1)
+        client.send("/master/fader", 0.625)
+        strip(d, "/ch/2").find_element(By.CSS_SELECTOR, ".mute").click()
+        wait_osc(client, "/ch/bass/mute", lambda v: v == 1, "the page did not mute the bass")
+        saved = controls(client)
+        assert saved["/ch/1/fader"] == 0.5 and saved["/ch/3/pan"] == -0.5
+        assert saved["/ch/4/solo"] == 1 and saved["/master/fader"] == 0.625
+
+        playing = osc_value(client, "/transport/playing")
+        d.find_element(By.ID, "scene-name").send_keys(name)  # type: ignore[attr-defined]
+        d.find_element(By.ID, "scene-save").click()  # type: ignore[attr-defined]
+        wait_osc_reply(client, "/scene/list", lambda names: name in names, "scene not saved")
+        assert controls(client) == saved
+        assert osc_value(client, "/transport/playing") == playing
+        assert (root / "config" / "scenes" / f"{name}.toml").is_file()
+        # The page lists it (it asks for the list again when the save is answered).
+        wait_for(
+            d,
+            lambda d: (
+                name
+                in [
+                    o.get_attribute("value")
+                    for o in Select(d.find_element(By.ID, "scene-list")).options
+                ]
+            ),
+            "the page did not list the saved scene",
+        )
+
+        def change_the_mix() -> dict[str, float]:
+            client.send("/ch/drums/fader", 1.0)
+            client.send("/ch/bass/mute", 0)
+            client.send("/ch/other/pan", 0.5)
+            client.send("/ch/vocals/solo", 0)
+            client.send("/master/fader", 0.25)
+            wait_osc(client, "/master/fader", lambda v: v == 0.25, "mix not changed")
+            changed = controls(client)
+            assert changed["/ch/1/fader"] == 1.0 and changed["/ch/2/mute"] == 0
+            return changed
+
+        def recall(morph: str) -> float:
+            Select(d.find_element(By.ID, "scene-list")).select_by_value(name)  # type: ignore[attr-defined]
+            box = d.find_element(By.ID, "morph")  # type: ignore[attr-defined]
+            box.clear()
+            box.send_keys(morph)
+            assert box.get_attribute("value") == morph
+            start = time.monotonic()
+            d.find_element(By.ID, "scene-recall").click()  # type: ignore[attr-defined]
+            return start
+
+        # With a morph of 3 s: the drums fader glides from 1.0 down to 0.5 along the
+        # fader (daemon/scenes.py), so values in between show; the switches flip at
+        # the end, which the daemon reaches no sooner than 3 s after the click.
+        change_the_mix()
+        start = recall("3")
+        seen = []
+        while True:
+            v = osc_value(client, "/ch/drums/fader")
+            seen.append(v)
+            if v == saved["/ch/1/fader"]:
+                break
+            assert time.monotonic() - start < WAIT, f"no morph to the scene: {seen}"
+        assert any(0.52 < v < 0.98 for v in seen), f"no value mid-morph: {seen}"
+        deadline = time.monotonic() + WAIT
+        while (got := controls(client)) != saved:
+            assert time.monotonic() < deadline, f"the scene did not come back: {got} != {saved}"
+            time.sleep(0.05)
+        assert time.monotonic() - start >= 3.0
+        wait_for(
+            d,
+            lambda d: (
+                strip(d, "/ch/1").get_attribute("data-fader") == "0.5000"
+                and strip(d, "/ch/2").get_attribute("data-mute") == "1"
+                and strip(d, "/ch/4").get_attribute("data-solo") == "1"
+            ),
+            "the page did not show the recalled scene",
+        )
+
+        # With a morph of 0: at once, the same end.
+        change_the_mix()
+        recall("0")
+        deadline = time.monotonic() + WAIT
+        while (got := controls(client)) != saved:
+            assert time.monotonic() < deadline, f"the scene did not come back: {got} != {saved}"
+            time.sleep(0.05)
+    finally:
+        d.quit()  # type: ignore[attr-defined]
+        reset_mix(client)
+        client.close()
+
+
+def test_fine_adjust_moves_a_tenth_as_far(served: tuple[Daemon, Path]) -> None:
+    """The same drag moves a fader a tenth as far with the *fine* switch on, or with
+    Shift held (mixer.js: the drag's travel times 0.1)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    daemon, _ = served
+    client = Client(daemon.port)
+    d = browser()
+    start, drag = 0.3, 60  # px: away from the unity detent either way
+    try:
+        open_page(d, daemon.http_url())
+        for name in ("drums", "bass", "other"):
+            client.send(f"/ch/{name}/fader", start)
+        wait_for(
+            d,
+            lambda d: all(
+                strip(d, f"/ch/{i}").get_attribute("data-fader") == "0.3000" for i in (1, 2, 3)
+            ),
+            "faders not shown at 0.3",
+        )
+        before = osc_value(client, "/ch/drums/fader")  # 0.3 as the page has it (float32)
+
+        def moved(address: str, name: str, shift: bool = False) -> float:
+            fader = strip(d, address).find_element(By.CSS_SELECTOR, ".fader")
+            # No duration: one pointermove, so the daemon gets one value, the last.
+            chain = ActionChains(d, duration=0)
+            if shift:
+                chain.key_down(Keys.SHIFT)
+            chain.click_and_hold(fader).move_by_offset(0, -drag).release()
+            if shift:
+                chain.key_up(Keys.SHIFT)
+            chain.perform()
+            return wait_osc(client, f"/ch/{name}/fader", lambda v: v != before, f"{name} unmoved")
+
+        height = d.execute_script(  # type: ignore[attr-defined]
+            "return document.querySelector('.strip .fader').clientHeight"
+        )
+        coarse = moved("/ch/1", "drums") - before
+        assert coarse == pytest.approx(drag / height, abs=1.01 / height)
+        d.find_element(By.ID, "fine").click()  # type: ignore[attr-defined]
+        assert d.find_element(By.ID, "fine").is_selected()  # type: ignore[attr-defined]
+        fine = moved("/ch/2", "bass") - before
+        d.find_element(By.ID, "fine").click()  # type: ignore[attr-defined]
+        assert not d.find_element(By.ID, "fine").is_selected()  # type: ignore[attr-defined]
+        shifted = moved("/ch/3", "other", shift=True) - before
+        # The same pixels: only the factor differs (1 px either way is 1/60 of it).
+        assert fine / coarse == pytest.approx(0.1, abs=0.004)
+        assert shifted / coarse == pytest.approx(0.1, abs=0.004)
+
+        # Shift pressed in the middle of a drag: the fader goes on from where it is,
+        # at a tenth of the rate; it does not jump back towards where the drag began.
+        client.send("/ch/vocals/fader", start)
+        wait_osc(client, "/ch/vocals/fader", lambda v: v == before, "vocals not at 0.3")
+        fader = strip(d, "/ch/4").find_element(By.CSS_SELECTOR, ".fader")
+        ActionChains(d, duration=0).click_and_hold(fader).move_by_offset(0, -drag).key_down(
+            Keys.SHIFT
+        ).move_by_offset(0, -drag).release().key_up(Keys.SHIFT).perform()
+        want = before + 1.1 * drag / height
+        wait_osc(
+            client,
+            "/ch/vocals/fader",
+            lambda v: abs(v - want) <= 1.01 / height,
+            f"Shift mid-drag: the fader did not go on from {before + drag / height:.3f}",
+        )
+    finally:
+        d.quit()  # type: ignore[attr-defined]
+        reset_mix(client)
+        client.close()
+
+
+def test_two_quick_drags_are_no_double_click(served: tuple[Daemon, Path]) -> None:
+    """Two quick nudges of one fader (or pan) with the mouse each move it; only a
+    double-click that did not drag puts it back at unity (centre); the browser counts
+    both as double-clicks."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    daemon, _ = served
+    client = Client(daemon.port)
+    d = browser()
+    try:
+        open_page(d, daemon.http_url())
+        client.send("/ch/drums/fader", 0.3)
+        wait_for(
+            d,
+            lambda d: strip(d, "/ch/1").get_attribute("data-fader") == "0.3000",
+            "drums not shown at 0.3",
+        )
+        before = osc_value(client, "/ch/drums/fader")
+        fader = strip(d, "/ch/1").find_element(By.CSS_SELECTOR, ".fader")
+        height = d.execute_script("return arguments[0].clientHeight", fader)  # type: ignore[attr-defined]
+        ActionChains(d, duration=0).click_and_hold(fader).move_by_offset(
+            0, -24
+        ).release().click_and_hold(fader).move_by_offset(0, -24).release().perform()
+        # perform() returns once the page handled the events, a double-click included.
+        shown = float(fader.get_attribute("aria-valuenow"))
+        assert shown == pytest.approx(before + 48 / height, abs=1.01 / height)
+        wait_osc(client, "/ch/drums/fader", lambda v: abs(v - shown) < 6e-4, "the nudges not sent")
+        ActionChains(d).double_click(fader).perform()
+        wait_osc(client, "/ch/drums/fader", lambda v: v == 0.75, "a double-click did not reset")
+
+        # The pan likewise: two quick nudges right, then a double-click centres it.
+        pan = strip(d, "/ch/1").find_element(By.CSS_SELECTOR, ".pan")
+        width = d.execute_script("return arguments[0].clientWidth", pan)  # type: ignore[attr-defined]
+        ActionChains(d, duration=0).click_and_hold(pan).move_by_offset(
+            10, 0
+        ).release().click_and_hold(pan).move_by_offset(10, 0).release().perform()
+        shown = float(pan.get_attribute("aria-valuenow"))
+        assert shown == pytest.approx(2 * 2 * 10 / width, abs=2.02 / width + 0.005)
+        wait_osc(client, "/ch/drums/pan", lambda v: abs(v - shown) < 6e-3, "pan nudges not sent")
+        ActionChains(d).double_click(pan).perform()
+        wait_osc(client, "/ch/drums/pan", lambda v: v == 0.0, "a double-click did not centre")
+    finally:
+        d.quit()  # type: ignore[attr-defined]
+        reset_mix(client)
+        client.close()
+
+
+def test_phone_width_no_page_scroll_every_fader_reachable(served: tuple[Daemon, Path]) -> None:
+    """At 390×844 the page does not scroll sideways (the strips do, in their row), and
+    every strip's fader can be brought into view, is on top there, and moves under a
+    finger."""
+    from selenium.webdriver.common.actions import interaction
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+    from selenium.webdriver.common.actions.mouse_button import MouseButton
+    from selenium.webdriver.common.by import By
+
+    daemon, _ = served
+    client = Client(daemon.port)
+    d = browser(phone=True)
+    try:
+        open_page(d, daemon.http_url())
+        width = d.execute_script("return window.innerWidth")  # type: ignore[attr-defined]
+        assert width == PHONE["width"]
+        assert (
+            d.execute_script(  # type: ignore[attr-defined]
+                "return document.scrollingElement.scrollWidth"
+            )
+            <= width
+        )
+        box = d.find_element(By.ID, "strips")  # type: ignore[attr-defined]
+        assert d.execute_script("return arguments[0].scrollWidth > arguments[0].clientWidth", box)
+        for address in ("/ch/1", "/ch/2", "/ch/3", "/ch/4", "/master"):
+            fader = strip(d, address).find_element(By.CSS_SELECTOR, ".fader")
+            on_top = d.execute_script(  # type: ignore[attr-defined]
+                """const f = arguments[0];
+                f.scrollIntoView({block: "center", inline: "center"});
+                const r = f.getBoundingClientRect();
+                const x = r.left + r.width / 2, y = r.top + r.height / 2;
+                const inside = r.left >= 0 && r.right <= innerWidth
+                    && r.top >= 0 && r.bottom <= innerHeight;
+                const hit = document.elementFromPoint(x, y);
+                return inside && (hit === f || f.contains(hit));""",
+                fader,
+            )
+            assert on_top, f"the {address} fader is not reachable at phone width"
+            assert (
+                d.execute_script(  # type: ignore[attr-defined]
+                    "return document.scrollingElement.scrollWidth"
+                )
+                <= width
+            )
+            actions = ActionBuilder(d)
+            finger = actions.add_pointer_input(interaction.POINTER_TOUCH, "finger")
+            finger.create_pointer_move(origin=fader)
+            finger.create_pointer_down(button=MouseButton.LEFT)
+            finger.create_pointer_move(duration=0, x=0, y=40, origin="pointer")
+            finger.create_pointer_up(MouseButton.LEFT)
+            actions.perform()
+            wait_osc(client, f"{address}/fader", lambda v: v < 0.7, f"{address} fader unmoved")
+    finally:
+        d.quit()  # type: ignore[attr-defined]
+        reset_mix(client)
+        client.close()
+
+
+def test_track_picked_separates_then_its_strips_show(served: tuple[Daemon, Path]) -> None:
+    """Picked in the page's track list and loaded: a plain file shows its separation
+    progress (the strips dimmed meanwhile), then plays its channels; a stem file with
+    other channels brings its own strips; the first track comes back the same way."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    daemon, root = served
+    library = root / "library"
+    client = Client(daemon.port)
+    d = browser()
+
+    def load(name: str) -> None:
+        path = str(library / name)
+        wait_for(
+            d,
+            lambda d: (
+                path
+                in [
+                    o.get_attribute("value")
+                    for o in Select(d.find_element(By.ID, "track-list")).options
+                ]
+            ),
+            f"{name} not in the page's track list",
+        )
+        Select(d.find_element(By.ID, "track-list")).select_by_value(path)  # type: ignore[attr-defined]
+        d.find_element(By.ID, "track-load").click()  # type: ignore[attr-defined]
+
+    def names(d: object) -> list[str]:
+        return [e.text for e in d.find_elements(By.CSS_SELECTOR, ".strip .name")]  # type: ignore[attr-defined]
+
+    def ready(track: str, channels: list[str]) -> None:
+        wait_osc_reply(client, "/track/name", lambda a: a == [track], f"{track} not loaded")
+        # A separation in a niced process: on a busy machine it gets what is left.
+        wait_osc_reply(
+            client, "/track/progress", lambda a: a == ["ready", 1.0], "not ready", 3 * WAIT
+        )
+        assert wait_osc_reply(client, "/channels", lambda a: True, "no channels") == channels
+        wait_for(
+            d,
+            lambda d: (
+                d.find_element(By.ID, "track-name").text == track
+                and d.execute_script("return document.getElementById('progress').hidden")
+                and "separating" not in d.find_element(By.ID, "strips").get_attribute("class")
+                and names(d) == [*channels, "master"]
+            ),
+            f"the page did not show {track} ready with its strips",
+        )
+
+    try:
+        open_page(d, daemon.http_url())
+        options = Select(d.find_element(By.ID, "track-list")).options  # type: ignore[attr-defined]
+        assert [o.text for o in options] == ["duo.stem.mp4", "second.wav", "tones.stem.mp4"]
+
+        load("second.wav")
+        # The page shows the separation under way: progress with a percentage, strips dimmed.
+        wait_for(
+            d,
+            lambda d: (
+                d.find_element(By.ID, "track-name").text == "second"
+                and d.find_element(By.ID, "progress").is_displayed()
+                and re.fullmatch(r"separating \d+%", d.find_element(By.ID, "progress-text").text)
+                and "separating" in d.find_element(By.ID, "strips").get_attribute("class")
+            ),
+            "no separation progress shown",
+        )
+        ready("second", ["drums", "bass", "vocals", "other"])  # the separation's order
+
+        load("duo.stem.mp4")
+        ready("duo", ["keys", "voice"])
+        colours = wait_osc_reply(client, "/channels/colors", lambda a: len(a) == 2, "colours")
+        assert [c.upper() for c in colours] == list(DUO_COLOURS)
+        shown = [
+            d.execute_script(  # type: ignore[attr-defined]
+                "return arguments[0].style.getPropertyValue('--colour')", strip(d, f"/ch/{i}")
+            )
+            for i in (1, 2)
+        ]
+        assert shown == colours
+
+        load("tones.stem.mp4")
+        ready("tones", list(TONES))
+        # The strips that came back follow the daemon again.
+        client.send("/ch/vocals/fader", 0.6)
+        wait_for(
+            d,
+            lambda d: strip(d, "/ch/4").get_attribute("data-fader") == "0.6000",
+            "a strip that came back does not follow the daemon",
+        )
+    finally:
+        d.quit()  # type: ignore[attr-defined]
+        reset_mix(client)
         client.close()
 
 

@@ -165,6 +165,8 @@
   // A vertical fader: relative drag (no jump on touch), a detent at unity, Shift or
   // the "fine" switch for a tenth of the travel, double-click/double-tap for unity.
   // Every pointer is its own: two fingers move two faders.
+  const fineFactor = (e) => (e.shiftKey || $("fine").checked ? 0.1 : 1);
+  const MOVED_PX = 4; // a press that moves further is a drag, not half of a double tap
   function makeFader(el, onChange) {
     const thumb = el.querySelector(".thumb");
     const scale = el.querySelector(".scale");
@@ -178,6 +180,7 @@
     let value = UNITY;
     let drag = null;
     let lastTap = 0;
+    let stillPresses = 0; // presses in a row that did not drag: a double-click needs two
     const show = (v) => {
       thumb.style.top = `${(1 - v) * 100}%`;
       el.setAttribute("aria-valuenow", v.toFixed(3));
@@ -194,22 +197,37 @@
       lastTap = now;
       el.setPointerCapture(e.pointerId);
       el.classList.add("held");
-      drag = { id: e.pointerId, y: e.clientY, start: value };
+      drag = { id: e.pointerId, y: e.clientY, y0: e.clientY, last: e.clientY, start: value, fine: fineFactor(e), moved: false };
     });
     el.addEventListener("pointermove", (e) => {
       if (!drag || e.pointerId !== drag.id) return;
-      const fine = e.shiftKey || $("fine").checked ? 0.1 : 1;
+      const fine = fineFactor(e);
+      if (fine !== drag.fine) {
+        // Shift or the switch changed mid-drag: go on from here at the new rate,
+        // not from where the drag began (that would make the fader jump).
+        drag.start = value;
+        drag.y = drag.last;
+        drag.fine = fine;
+      }
+      drag.last = e.clientY;
+      if (Math.abs(e.clientY - drag.y0) >= MOVED_PX) drag.moved = true;
       const h = el.clientHeight || 1;
-      const v = drag.start + ((drag.y - e.clientY) / h) * fine;
       // Out of the detent only by moving past it: a held thumb near unity stays there.
-      move(v);
+      move(drag.start + ((drag.y - e.clientY) / h) * fine);
     });
     const end = (e) => {
-      if (drag && e.pointerId === drag.id) { drag = null; el.classList.remove("held"); }
+      if (drag && e.pointerId === drag.id) {
+        if (drag.moved) lastTap = 0; // a drag then a tap is no double tap
+        stillPresses = drag.moved ? 0 : stillPresses + 1;
+        drag = null;
+        el.classList.remove("held");
+      }
     };
     el.addEventListener("pointerup", end);
     el.addEventListener("pointercancel", end);
-    el.addEventListener("dblclick", () => move(UNITY));
+    // The browser counts two quick clicks as a double-click even when they were drags:
+    // two quick nudges must not throw the fader back to unity.
+    el.addEventListener("dblclick", () => { if (stillPresses >= 2) move(UNITY); });
     el.addEventListener("keydown", (e) => {
       const step = e.shiftKey ? 0.002 : 0.02;
       if (e.key === "ArrowUp") { move(value + step); e.preventDefault(); }
@@ -226,6 +244,7 @@
     const thumb = el.querySelector(".pan-thumb");
     let value = 0;
     let drag = null;
+    let stillPresses = 0;
     const show = (v) => { thumb.style.left = `${(v + 1) * 50}%`; el.setAttribute("aria-valuenow", v.toFixed(2)); };
     const move = (v) => {
       v = Math.min(1, Math.max(-1, v));
@@ -235,17 +254,25 @@
     el.addEventListener("pointerdown", (e) => {
       e.preventDefault();
       el.setPointerCapture(e.pointerId);
-      drag = { id: e.pointerId, x: e.clientX, start: value };
+      drag = { id: e.pointerId, x: e.clientX, x0: e.clientX, last: e.clientX, start: value, fine: fineFactor(e), moved: false };
     });
     el.addEventListener("pointermove", (e) => {
       if (!drag || e.pointerId !== drag.id) return;
-      const fine = e.shiftKey || $("fine").checked ? 0.1 : 1;
+      const fine = fineFactor(e);
+      if (fine !== drag.fine) { drag.start = value; drag.x = drag.last; drag.fine = fine; } // as the fader
+      drag.last = e.clientX;
+      if (Math.abs(e.clientX - drag.x0) >= MOVED_PX) drag.moved = true;
       move(drag.start + ((e.clientX - drag.x) / (el.clientWidth || 1)) * 2 * fine);
     });
-    const end = (e) => { if (drag && e.pointerId === drag.id) drag = null; };
+    const end = (e) => {
+      if (drag && e.pointerId === drag.id) {
+        stillPresses = drag.moved ? 0 : stillPresses + 1;
+        drag = null;
+      }
+    };
     el.addEventListener("pointerup", end);
     el.addEventListener("pointercancel", end);
-    el.addEventListener("dblclick", () => move(0));
+    el.addEventListener("dblclick", () => { if (stillPresses >= 2) move(0); });
     show(0);
     return { set: (v) => { if (!drag) { value = v; show(v); } } };
   }
