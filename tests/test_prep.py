@@ -226,6 +226,15 @@ def test_local_cluster_listens_on_loopback_with_single_threaded_blas(
         assert w.startswith("tcp://127.0.0.1:")
 
 
+def _scheduler_address(info: Path) -> str | None:
+    """The address in a scheduler file, or None while it is missing or half written."""
+    try:
+        address = json.loads(info.read_text()).get("address")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return address if isinstance(address, str) else None
+
+
 @pytest.fixture
 def scheduler_pair(tmp_path: Path) -> Iterator[tuple[str, list[int]]]:
     """A real `dask scheduler` and `dask worker` on 127.0.0.1."""
@@ -239,14 +248,17 @@ def scheduler_pair(tmp_path: Path) -> Iterator[tuple[str, list[int]]]:
     )  # fmt: skip
     procs = [sched]
     try:
-        wait_for(info.exists, what="the scheduler file")
+        # Dask writes the file in place, not atomically: wait until it parses whole (the
+        # worker reads it too).
+        wait_for(lambda: _scheduler_address(info) is not None, what="the scheduler file")
         worker = subprocess.Popen(
             [sys.executable, "-m", "dask", "worker", "--scheduler-file", str(info),
              "--host", "127.0.0.1", "--nworkers", "1", "--nthreads", "1", *common],
             env=quiet, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         procs.append(worker)
-        address = json.loads(info.read_text())["address"]
+        address = _scheduler_address(info)
+        assert address is not None
         from distributed import Client
 
         with Client(address, timeout="60s") as client:
