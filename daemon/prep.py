@@ -527,54 +527,8 @@ class _Job:
         self.record(rec, track)
 
 
-#: What the fork server imports once, before forking LocalCluster workers from it.
-FORKSERVER_PRELOAD = (
-    "numpy",
-    "scipy.signal",
-    "distributed",
-    "stemdeck.core.separation.prep",
-    "stemdeck.core.separation.separate",
-    "stemdeck.daemon.prep_worker",
-    "stemdeck.daemon.prep_warmup",  # one short separation: workers fork warm
-)
-
-
-def _start_forkserver() -> bool:
-    """Start multiprocessing's fork server now, with the single-threaded BLAS
-    environment, importing :data:`FORKSERVER_PRELOAD` once; True if it runs.
-
-    A spawned worker is a fresh interpreter that spends ~1.5 s importing distributed,
-    numpy, scipy and stemdeck before its first task. The fork server (a clean,
-    single-threaded process, not the client, whose threads and event loop a fork
-    would copy) does it once, while the client imports distributed itself, and each
-    worker is then a fork of it. Linux only, where fork is cheap and safe there.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    import multiprocessing
-    import multiprocessing.forkserver
-
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(list(FORKSERVER_PRELOAD))
-    saved = {k: os.environ.get(k) for k in SINGLE_THREAD_ENV}
-    os.environ.update(SINGLE_THREAD_ENV)  # the server's BLAS pools: one thread
-    try:
-        multiprocessing.forkserver.ensure_running()
-    except OSError as exc:
-        log.debug("fork server: %s; workers are spawned", exc)
-        return False
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    return True
-
-
 def _connect(opts: PrepOptions) -> tuple[Any, Any]:
     """A Dask client, and the LocalCluster it owns (None with ``--scheduler``)."""
-    forkserver = not opts.scheduler and _start_forkserver()
     import dask
     from distributed import Client, LocalCluster
 
@@ -598,16 +552,8 @@ def _connect(opts: PrepOptions) -> tuple[Any, Any]:
     # own threshold.
     environ.pop("MALLOC_TRIM_THRESHOLD_", None)
     environ.update(SINGLE_THREAD_ENV)
-    config: dict[str, Any] = {"distributed.nanny.pre-spawn-environ": environ}
-    if forkserver:
-        config["distributed.worker.multiprocessing-method"] = "forkserver"
-        # distributed would import its optional packages here, in the client, only to
-        # name them to a fork server that is already running: it is told it has.
-        import distributed.utils
-
-        distributed.utils._forkserver_preload_set = True
     try:
-        with dask.config.set(config):
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
             cluster = LocalCluster(
                 n_workers=n,
                 threads_per_worker=1,
