@@ -956,11 +956,11 @@ def test_lan_bind_gets_a_token_url() -> None:
     osc.sock.close()
 
 
-def test_advertise_registers_both_services(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Zeroconf mocked: multicast must not leave the machine in tests."""
+@pytest.fixture
+def zeroconf_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
+    """Zeroconf mocked: multicast must not leave the machine in tests. What the
+    advertiser asked of it, in order."""
     import zeroconf
-
-    from stemdeck.daemon.web.advertise import Advertiser
 
     calls: list[tuple[str, Any]] = []
 
@@ -975,22 +975,22 @@ def test_advertise_registers_both_services(monkeypatch: pytest.MonkeyPatch) -> N
             calls.append(("close", None))
 
     monkeypatch.setattr(zeroconf, "Zeroconf", FakeZeroconf)
+    return calls
 
-    def advertise(osc_host: str) -> list[tuple[str, Any]]:
-        calls.clear()
-        ad = Advertiser(
-            http_port=8080,
-            osc_port=9000,
-            host="192.168.1.20",
-            osc_host=osc_host,
-            name="stemdeck test",
-        )
-        ad.start()
-        ad._thread.join(10)
-        ad.stop()
-        return list(calls)
 
-    calls = advertise("192.168.1.20")
+def advertise(**kwargs: Any) -> None:
+    """Announce, wait for the registration, withdraw."""
+    from stemdeck.daemon.web.advertise import Advertiser
+
+    ad = Advertiser(http_port=8080, osc_port=9000, host="192.168.1.20", **kwargs)
+    ad.start()
+    ad._thread.join(10)
+    ad.stop()
+
+
+def test_advertise_registers_both_services(zeroconf_calls: list[tuple[str, Any]]) -> None:
+    calls = zeroconf_calls
+    advertise(osc_host="192.168.1.20", name="stemdeck test")
     kinds = [(c[0], c[1].type if c[1] else None, c[1].port if c[1] else None) for c in calls]
     assert kinds == [
         ("register", "_oscjson._tcp.local.", 8080),
@@ -1005,32 +1005,13 @@ def test_advertise_registers_both_services(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_advertise_leaves_out_an_osc_port_the_network_cannot_reach(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    zeroconf_calls: list[tuple[str, Any]], caplog: pytest.LogCaptureFixture
 ) -> None:
     # The mixer on the LAN with OSC on 127.0.0.1 (the default) announced _osc._udp at
     # the LAN address: a tool there sent to a port that could not hear it.
-    import zeroconf
-
-    from stemdeck.daemon.web.advertise import Advertiser
-
-    registered: list[Any] = []
-
-    class FakeZeroconf:
-        def register_service(self, info: Any) -> None:
-            registered.append(info)
-
-        def unregister_service(self, info: Any) -> None:
-            pass
-
-        def close(self) -> None:
-            pass
-
-    monkeypatch.setattr(zeroconf, "Zeroconf", FakeZeroconf)
-    ad = Advertiser(http_port=8080, osc_port=9000, host="192.168.1.20", osc_host="127.0.0.1")
     with caplog.at_level(logging.INFO, logger="stemdeck"):
-        ad.start()
-        ad._thread.join(10)
-        ad.stop()
+        advertise(osc_host="127.0.0.1")
+    registered = [info for what, info in zeroconf_calls if what == "register"]
     assert [(i.type, i.port) for i in registered] == [("_oscjson._tcp.local.", 8080)]
     assert [r.getMessage() for r in caplog.records] == [
         "--advertise: OSC listens on 127.0.0.1 only, so _osc._udp is not announced; other "
