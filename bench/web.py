@@ -22,7 +22,9 @@ phases of ``--seconds``:
 
 Prints, side by side, the medians over rounds of the callback's median and p99
 (µs), the p99 of the time it spent waiting (its duration less the audio thread's
-CPU time: the GIL, or a core), the xruns, the CPU use of the daemon and of the
+CPU time: the GIL, or a core), the p99 from when the block was due to when it
+was done (what a sound card waits for: the clock thread's wake-up and its wait
+for the GIL before the call count too), the xruns, the CPU use of the daemon and of the
 other process, and the ratios to the phase with no client; the noise (the spread
 of the no-client p99 over the rounds); and whether OPENBLAS_CORETYPE is set.
 Target: xruns +0, p99 ratio within noise (~1).
@@ -185,12 +187,17 @@ def _cpu_since(before: resource.struct_rusage) -> float:
 class Timed:
     """Wraps ``Mixer.process``: the duration of every call and the audio thread's CPU
     time in it, into preallocated arrays. Their difference is the time the callback
-    waited (for the GIL, or for a core)."""
+    waited (for the GIL, or for a core). Also how long after the block was due
+    (``due()``, the null clock's schedule) the call returned: the thread's
+    wake-up and its wait for the GIL before the call count there, as they
+    would in a sound card's callback."""
 
-    def __init__(self, process, capacity: int) -> None:
+    def __init__(self, process, capacity: int, due) -> None:
         self.process = process
+        self.due = due
         self.times = np.zeros(capacity)
         self.cpu = np.zeros(capacity)
+        self.late = np.zeros(capacity)
         self.n = 0
 
     def __call__(self, out: np.ndarray) -> None:
@@ -198,20 +205,23 @@ class Timed:
         t0 = time.perf_counter()
         self.process(out)
         t1 = time.perf_counter()
+        done = time.monotonic()
         c1 = time.thread_time()
         i = self.n
         if i < len(self.times):
             self.times[i] = t1 - t0
             self.cpu[i] = c1 - c0
+            self.late[i] = done - self.due()
             self.n = i + 1
 
-    def take(self) -> tuple[np.ndarray, np.ndarray]:
-        """(durations, waits) since the last take, in seconds."""
+    def take(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(durations, waits, due to done) since the last take, in seconds."""
         n = self.n
         times = self.times[:n].copy()
         waits = np.maximum(times - self.cpu[:n], 0.0)
+        late = self.late[:n].copy()
         self.n = 0
-        return times, waits
+        return times, waits, late
 
 
 def main() -> None:
@@ -239,6 +249,7 @@ def main() -> None:
 
     import logging
 
+    from stemdeck.daemon.audio import NullSink
     from stemdeck.daemon.serve import Daemon, ServeOptions
 
     logging.basicConfig(level=logging.WARNING)
@@ -250,14 +261,18 @@ def main() -> None:
             if time.monotonic() > deadline:
                 raise SystemExit("the demo track did not separate in 10 minutes")
             time.sleep(0.2)
-        timed = Timed(daemon.engine.process, int(48000 / args.block * args.seconds * 2) + 100)
-        daemon.engine.process = timed  # type: ignore[method-assign]
         sink = daemon.audio.sink if daemon.audio is not None else None
-        assert sink is not None and daemon.web is not None
+        assert isinstance(sink, NullSink) and daemon.web is not None
+        timed = Timed(
+            daemon.engine.process,
+            int(48000 / args.block * args.seconds * 2) + 100,
+            lambda: sink.due,
+        )
+        daemon.engine.process = timed  # type: ignore[method-assign]
         ws_url = f"ws://127.0.0.1:{daemon.web.address[1]}/"
         budget_us = args.block / 48000 * 1e6
         phases = ("none", "clients", "busy", "direct", "udp")
-        Row = tuple[float, float, float, int, float, float]
+        Row = tuple[float, float, float, int, float, float, float]
         rows: dict[str, list[Row]] = {p: [] for p in phases}
         traffic = []
         for _ in range(args.rounds):
@@ -309,8 +324,8 @@ def main() -> None:
                     post_directly(daemon.engine, args.rate, args.seconds)
                 else:
                     time.sleep(args.seconds)
-                times, waits = timed.take()
-                times, waits = times * 1e6, waits * 1e6
+                times, waits, late = timed.take()
+                times, waits, late = times * 1e6, waits * 1e6, late * 1e6
                 rows[phase].append(
                     (
                         float(np.median(times)),
@@ -319,6 +334,7 @@ def main() -> None:
                         sink.xruns - xruns,
                         100 * (time.process_time() - cpu) / (time.monotonic() - wall),
                         100 * _cpu_since(children) / (time.monotonic() - wall),
+                        float(np.percentile(late, 99)),
                     )
                 )
     finally:
@@ -345,6 +361,7 @@ def main() -> None:
         ("callback median (µs)", 0, "{:.1f}"),
         ("callback p99 (µs)", 1, "{:.1f}"),
         ("p99 of its waiting (µs)", 2, "{:.1f}"),
+        ("p99 due to done (µs)", 6, "{:.1f}"),
         ("xruns per phase", 3, "{:.0f}"),
         ("daemon CPU (%)", 4, "{:.0f}"),
         ("other process CPU (%)", 5, "{:.0f}"),

@@ -273,11 +273,15 @@ class NullSink(Sink):
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="stemdeck-clock", daemon=True)
         self.description = f"null clock, {self.sr} Hz, {self.block} frames"
+        #: When the block being rendered was due (time.monotonic): a sound card's
+        #: callback is late by the thread's wake-up and its wait for the GIL too.
+        self.due = 0.0
 
     def _run(self) -> None:
         period = self.block / self.sr
         deadline = time.monotonic()
         while not self._stop.is_set():
+            self.due = deadline
             self._render(self._buf)
             deadline += period
             delay = deadline - time.monotonic()

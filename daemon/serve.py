@@ -215,6 +215,8 @@ class Daemon:
                 part
                 for part in (
                     sink.scheduling if sink else "",
+                    # The slow path says so; the compiled kernel is the normal case.
+                    "mixer in numpy (no compiled kernel)" if self.engine.kernel == "numpy" else "",
                     self.memory,
                     f"control {self.server.scheduling}" if self.server else "",
                 )
@@ -349,9 +351,10 @@ class Daemon:
                 if not reported and sink is not None and sink.scheduling != "not started":
                     reported = True
                     log.info(
-                        "audio thread: %s; %s",
+                        "audio thread: %s; %s; mixer kernel %s",
                         sink.scheduling,
                         self.memory or "memory not locked (off)",
+                        self.engine.kernel,
                     )
             self.prefetcher.tick()
             if tty and time.monotonic() - last_line > 0.25:

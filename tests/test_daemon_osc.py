@@ -389,6 +389,16 @@ def test_heap_is_settled_before_the_audio_starts(served, client: Client) -> None
     assert re.search(r" gc passes max \d+\.\d ms \(\d+ full\) \|", status), status
 
 
+def test_the_mixer_runs_its_compiled_kernel(served, client: Client) -> None:
+    # The numpy path hands the GIL over in every large call (core/mixer/_kernel.c):
+    # the daemon says which one mixes, and the status line flags the slow one.
+    daemon, _ = served
+    lines = [line for line in daemon.stderr.splitlines() if "audio thread: " in line]
+    assert len(lines) == 1 and lines[0].endswith("; mixer kernel compiled"), lines
+    status = client.ask("/status")[-1][1][0]
+    assert "mixer in numpy" not in status, status
+
+
 def _thread_nice(pid: int, name: str) -> list[int]:
     """The nice value of each of ``pid``'s threads called ``name`` (/proc/PID/task)."""
     found = []

@@ -30,13 +30,20 @@ for the strips that changed (every strip when the solo set changes): strip
 parameters are Python scalars, so a fader move costs a few scalar operations,
 not a dozen numpy calls.
 
-Mixing is vectorised over channels: one broadcast multiply of the block by the
-gain curves, one sum over channels per block, meters by ufunc reductions.
-
-The callback runs once a block, cache-cold: every numpy call then costs
-several microseconds, and the Python wrappers ``np.sum``/``np.max`` several
-more, so reductions call ``np.add.reduce``/``np.maximum.reduce`` directly
-(``bench/web.py`` measures the callback as the daemon runs it).
+The arithmetic of a block (strip gain curves, the strips into the mix, the
+master, meters, the output) runs in the compiled kernel ``core/mixer/_kernel.c``
+when it was built, in one call for the common block (playing at unity, one
+play head, no boundary inside: :meth:`Mixer._steady_block`) and a few calls
+otherwise. A compiled call keeps the GIL from start to end, where numpy hands it
+over in every call on more than 500 elements and the callback then waits for a
+control thread to give it back (``bench/web.py`` measured that wait). What stays
+in numpy is per-sample work on one row (transport and head fades, the master
+ramp): below that size for blocks up to 500 frames (the daemon's is 256). The numpy
+path stays as the reference: the kernel computes the same float32 operations in
+the same order, and ``tests/test_kernel.py`` checks the two give the same samples.
+In numpy, mixing is vectorised over channels: one broadcast multiply of the
+block by the gain curves, one sum over channels, meters by ufunc reductions
+called directly (``np.add.reduce``, not the slower ``np.sum`` wrapper).
 A play head that jumps leaves a *fading head* behind (up to
 :data:`FADING_HEADS` at once), which goes straight on reading its own track
 while it fades out, so a jump during a crossfade, or a track change, never
@@ -70,10 +77,28 @@ from .commands import (
 )
 from .params import MAX_GAIN
 
-__all__ = ["AUDIO_BUFSIZE", "FADING_HEADS", "Meters", "Mixer", "enter_audio_thread"]
+KERNEL_ABI = 1  # the _kernel.c this file calls (its KERNEL_ABI)
+
+try:  # the block arithmetic in C, holding the GIL (core/mixer/_kernel.c)
+    from . import _kernel
+
+    if getattr(_kernel, "ABI", None) != KERNEL_ABI:  # a stale build: scripts/setup rebuilds
+        _kernel = None  # type: ignore[assignment]
+except ImportError:  # built without a C compiler: the numpy reference path
+    _kernel = None  # type: ignore[assignment]
+
+__all__ = [
+    "AUDIO_BUFSIZE",
+    "FADING_HEADS",
+    "KERNEL_BUILT",
+    "Meters",
+    "Mixer",
+    "enter_audio_thread",
+]
 
 FADING_HEADS = 4  # play heads that can fade out at once (jumps within one crossfade)
 AUDIO_BUFSIZE = 64  # numpy iterator buffer (elements) in the audio thread
+KERNEL_BUILT = _kernel is not None  # the compiled block arithmetic is there
 
 
 def enter_audio_thread() -> None:
@@ -170,6 +195,12 @@ class Mixer:
         Commands that can wait for the next block.
     at_end : {"stop", "loop"}
         What the end of the track does when no loop region is set.
+    compiled : bool or None
+        Do the block arithmetic in the compiled kernel (``core/mixer/_kernel.c``),
+        which keeps the GIL for the whole of each step, or in numpy, which hands
+        it over in every large call (the reference the kernel is tested
+        against). None: the kernel if it was built. True without the kernel
+        raises ParameterError.
     """
 
     def __init__(
@@ -181,11 +212,17 @@ class Mixer:
         min_loop_ms: float = 20.0,
         queue_size: int = 1024,
         at_end: str = "stop",
+        compiled: bool | None = None,
     ) -> None:
         if at_end not in ("stop", "loop"):
             raise ParameterError(f"at_end must be 'stop' or 'loop', got {at_end!r}")
         if max_channels < 1:
             raise ParameterError(f"max_channels must be >= 1, got {max_channels}")
+        if compiled and _kernel is None:
+            raise ParameterError("the compiled mixer kernel is not built (no C compiler)")
+        self._kern = _kernel if compiled or compiled is None else None
+        #: "compiled" or "numpy": what does the block arithmetic (the status line shows it).
+        self.kernel = "numpy" if self._kern is None else "compiled"
         self.max_channels = max_channels
         self.ramp_ms = ramp_ms
         self.xfade_ms = xfade_ms
@@ -265,9 +302,10 @@ class Mixer:
         self._left3 = self._left[:, :, np.newaxis]
         self._ramping = False
         self._curves_ok = False
+        self._flat_rows = 0  # strips whose flat curves are written (compiled kernel)
         self._transport_moving = False
         self._transport_filled = -1.0  # constant value _transport_curve holds (-1: none)
-        self._k = np.zeros((n, 2, b))
+        self._kbuf = np.zeros((n, 2, b))
         self._curves = np.ones((n, 2, b), np.float32)
         # Mixing buffers.
         # Row 0: the master; rows 1..n: what each strip of the main play head sends
@@ -443,6 +481,8 @@ class Mixer:
                 self._curves_ok = False
                 self._dirty = self._dirty_all = True
             self.position = min(self.position, track.length)
+            if self._loop is not None and self._loop[1] > track.length:
+                self._loop = None  # not the same length after all: no region past its end
             return
         # Another track: it starts from its beginning, with no loop; the old one
         # fades out from where it was (the strips keep their levels).
@@ -535,12 +575,40 @@ class Mixer:
 
     def _strip_curves(self, frames: int) -> None:
         """Gain of every (strip, side) for each sample of the block into ``_curves``."""
+        kern = self._kern
+        if kern is not None:
+            # Curves only for the strips a play head reads (the compiled kernel's
+            # cost is then that of the track, not of max_channels).
+            rows = 0
+            for t in (self.track, *(h.track for h in self._fading if h.left)):
+                if t is not None and not t.is_mix and t.channels.shape[0] > rows:
+                    rows = t.channels.shape[0]
+            if not self._ramping:
+                if not self._curves_ok or rows > self._flat_rows:
+                    # Every ramp has ended: the curves are flat at cur.
+                    kern.ramp_curves(
+                        self._cur,
+                        self._step,
+                        self._left,
+                        self._ramp,
+                        self._curves,
+                        self.max_block,
+                        rows,
+                    )
+                    self._curves_ok = True
+                    self._flat_rows = rows
+                return
+            kern.ramp_curves(
+                self._cur, self._step, self._left, self._ramp, self._curves, frames, rows
+            )
+            self._end_ramps(frames)
+            return
         if not self._ramping:
             if not self._curves_ok:
                 np.copyto(self._curves, self._cur3)
                 self._curves_ok = True
             return
-        k = self._k[:, :, :frames]
+        k = self._kbuf[:, :, :frames]
         np.minimum(self._ramp[:frames], self._left3, out=k)
         np.multiply(k, self._step3, out=k)
         np.add(k, self._cur3, out=k)
@@ -548,35 +616,127 @@ class Mixer:
         np.copyto(self._cur, k[:, :, frames - 1])  # where each ramp is after the block
         np.subtract(self._left, frames, out=self._left)
         np.maximum(self._left, 0.0, out=self._left)
+        self._end_ramps(frames)
+
+    def _end_ramps(self, frames: int) -> None:
         self._ramp_frames = max(self._ramp_frames - frames, 0)
         self._ramping = self._ramp_frames > 0
         if not self._ramping:  # every ramp ends exactly on its target, rounding undone
             np.copyto(self._cur, self._tgt)
         self._curves_ok = False
 
+    def _steady_block(self, track: Track, frames: int, out: np.ndarray) -> bool:
+        """The common block in one compiled call, if this is one: playing at unity
+        transport, one play head, no boundary inside the block. False if not
+        (nothing done); the general path below then takes it."""
+        kern = self._kern
+        t, h = self._transport, self._head
+        if kern is None or not self.playing or t.left or t.current != 1.0:
+            return False
+        if h.left or h.current != 1.0:
+            return False
+        for f in self._fading:
+            if f.left:
+                return False
+        pos = self.position
+        loop = self._loop
+        if loop is not None and pos < loop[1]:
+            end = loop[1]
+        elif loop is not None and pos == loop[1]:
+            return False  # the loop wraps at the block's first sample
+        else:
+            end = track.length
+        if pos + frames > end:
+            return False
+        rows = 0 if track.is_mix else track.channels.shape[0]
+        if self._ramping:
+            curve_frames = frames
+        elif not self._curves_ok or rows > self._flat_rows:
+            curve_frames = self.max_block  # the ramps have ended: write flat curves
+        else:
+            curve_frames = 0
+        master = self._master
+        curve = None
+        if master.left:
+            master.curve(frames, self._m64, self._ramp)
+            np.copyto(self._master_curve[:frames], self._m64[:frames])
+            curve = self._master_curve
+        finite = kern.block(
+            self._cur,
+            self._step,
+            self._left,
+            self._ramp,
+            self._curves,
+            curve_frames,
+            rows,
+            track.channels,
+            pos,
+            frames,
+            track.is_mix,
+            self._prod,
+            self._mix,
+            curve,
+            master.current,
+            self._peak,
+            self._sumsq,
+            out,
+            self._chan_out,
+        )
+        if self._ramping:
+            self._end_ramps(frames)
+        elif curve_frames:
+            self._curves_ok = True
+            self._flat_rows = rows
+        self.position = pos + frames
+        if finite:
+            self._count += frames
+        else:
+            self._silence(out, self._mix[:, :frames], self._chan_out, frames)
+        return True
+
     def _process_block(self, out: np.ndarray) -> None:
         frames = out.shape[0]
         track = self.track
+        if track is not None and self._steady_block(track, frames, out):
+            return
         moving = self._transport_curve_for(frames)
         self._strip_curves(frames)
         mix = self._mix[:, :frames]
         co = self._chan_out
+        kern = self._kern
         if track is None or (not self.playing and not moving and self._transport.current == 0):
-            out.fill(0.0)
-            mix.fill(0.0)
+            self._zero(out)
+            self._zero(mix)
             self._count += frames
             return
         if co is not None:
-            co[:, :, :frames].fill(0.0)
+            self._zero(co[:, :, :frames])
         self._render(track, frames, mix, co)  # the main head writes every sample of mix
         master = self._master
+        rows = 1 if track.is_mix else 1 + track.channels.shape[0]
+        if kern is not None:
+            curve, gain = None, 1.0
+            if master.left:
+                master.curve(frames, self._m64, self._ramp)
+                np.copyto(self._master_curve[:frames], self._m64[:frames])
+                curve = self._master_curve
+            else:
+                gain = master.current
+            finite = kern.finish(
+                self._prod, rows, frames, self._mix, curve, gain, self._peak, self._sumsq, out, co
+            )
+            if not finite:
+                self._silence(out, mix, co, frames)
+                return
+            self._count += frames
+            self._after_block()
+            return
         if master.left:
             master.curve(frames, self._m64, self._ramp)
             np.copyto(self._master_curve[:frames], self._m64[:frames])
             np.multiply(mix, self._master_curve[:frames], out=mix)
         elif master.current != 1.0:
             np.multiply(mix, master.current, out=mix)
-        rows = 1 if track.is_mix else 1 + track.channels.shape[0]
         levels = self._prod[:rows, :, :frames]
         np.copyto(levels[0], mix)
         absb = self._absb[:rows, :, :frames]
@@ -595,6 +755,15 @@ class Mixer:
         else:
             n = self.max_channels
             np.copyto(out.T, co[:, :, :frames].reshape(2 * n, frames))
+        self._after_block()
+
+    def _zero(self, a: np.ndarray) -> None:
+        if self._kern is not None:
+            self._kern.zero(a)  # keeps the GIL, where a large fill would hand it over
+        else:
+            a.fill(0.0)
+
+    def _after_block(self) -> None:
         if self._pausing and self._transport.left == 0:
             self.playing = False
             self._pausing = False
@@ -649,8 +818,8 @@ class Mixer:
                     pos = 0
                     continue
                 # End of the track: the rest of the block is silent and we stop.
-                mix[:, off:].fill(0.0)
-                self._prod[:, :, off:frames].fill(0.0)
+                self._zero(mix[:, off:])
+                self._zero(self._prod[:, :, off:frames])
                 self.playing = self._pausing = False
                 self._transport.jump(0.0)
                 self._head.jump(1.0)
@@ -710,6 +879,22 @@ class Mixer:
         """Add ``count`` samples of ``track`` from ``pos``, through the strips and
         times ``row`` (head fade and transport; None is unity), at ``off`` in ``mix``
         and ``co``. The ``main`` head's strip signals stay in ``_prod`` for the meters."""
+        kern = self._kern
+        if kern is not None:
+            kern.segment(
+                track.channels,
+                pos,
+                count,
+                None if track.is_mix else self._curves,
+                row,
+                self._prod if main else self._xprod,
+                1 if main else 0,
+                off,
+                self._mix,
+                not main,
+                co,
+            )
+            return
         n = track.channels.shape[0]
         src = track.channels[:, :, pos : pos + count]
         if main:  # kept for the block's meters

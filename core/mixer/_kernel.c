@@ -1,0 +1,463 @@
+/* The mixer's block arithmetic in one compiled call each, holding the GIL.
+ *
+ * Why: the audio callback is Python, and every large numpy call releases the
+ * GIL (numpy does so above 500 elements). Each release lets a control thread
+ * (the web server, OSC) take the GIL, and the callback then waits up to the
+ * switch interval to get it back, once per call: a dozen calls a block made
+ * the callback's p99 track the control load (docs/web.md). These functions
+ * never release the GIL, so a block waits for it once, when the callback starts.
+ *
+ * Each function computes exactly what the numpy reference path of
+ * core/mixer/engine.py computes, in the same precision and order (float32
+ * products and sums, float64 ramps), and checks every index against the
+ * buffers it was given: a wrong argument raises ValueError, never reads or
+ * writes out of bounds. tests/test_kernel.py compares the two paths.
+ *
+ * Built by setuptools as stemdeck.core.mixer._kernel (pyproject.toml). Keep it
+ * free of -ffast-math: the results must not depend on the compiler's mood, and
+ * floating-point contraction (FMA) is disabled for the same reason.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <string.h>
+
+/* A float32 or float64 buffer, any strides (PyBUF_STRIDES). */
+typedef struct {
+    Py_buffer view;
+    int held;
+} Buf;
+
+static int
+get_buf(PyObject *obj, Buf *b, const char *name, char kind, int writable, int ndim)
+{
+    int flags = PyBUF_STRIDES | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    b->held = 0;
+    if (PyObject_GetBuffer(obj, &b->view, flags) < 0) {
+        PyErr_Format(PyExc_ValueError, "%s: not a%s buffer", name, writable ? " writable" : "");
+        return -1;
+    }
+    b->held = 1;
+    const char *f = b->view.format ? b->view.format : "B";
+    if (*f == '<' || *f == '=' || *f == '@')
+        f++;
+    Py_ssize_t want = kind == 'f' ? 4 : 8;
+    if (f[0] != kind || f[1] != '\0' || b->view.itemsize != want) {
+        PyErr_Format(PyExc_ValueError, "%s: expected float%d, got format %s", name,
+                     (int)(want * 8), b->view.format ? b->view.format : "B");
+        return -1;
+    }
+    if (b->view.ndim != ndim) {
+        PyErr_Format(PyExc_ValueError, "%s: expected %d dimensions, got %d", name, ndim,
+                     b->view.ndim);
+        return -1;
+    }
+    return 0;
+}
+
+static void
+release(Buf *b)
+{
+    if (b->held)
+        PyBuffer_Release(&b->view);
+    b->held = 0;
+}
+
+/* Pointer to element [i][j][k] of a 3-D buffer, or [i][j] of a 2-D one (k unused). */
+#define AT3(b, T, i, j, k)                                                                 \
+    ((T *)((char *)(b)->view.buf + (i) * (b)->view.strides[0] + (j) * (b)->view.strides[1] \
+           + (k) * (b)->view.strides[2]))
+#define AT2(b, T, i, j) \
+    ((T *)((char *)(b)->view.buf + (i) * (b)->view.strides[0] + (j) * (b)->view.strides[1]))
+#define AT1(b, T, i) ((T *)((char *)(b)->view.buf + (i) * (b)->view.strides[0]))
+#define SHAPE(b, d) ((b)->view.shape[d])
+
+static int
+bad(const char *what)
+{
+    PyErr_Format(PyExc_ValueError, "out of bounds: %s", what);
+    return -1;
+}
+
+/* ramp_curves(cur, step, left, ramp, curves, frames, rows)
+ *
+ * cur, step, left: float64 (n, 2); ramp: float64 (>= frames,) holding 1, 2, 3...;
+ * curves: float32 (n, 2, >= frames). For every (strip, side):
+ *   k[t] = min(ramp[t], left) * step + cur   (float64), curves[t] = (float)k[t],
+ * then cur = k[frames - 1] and left = max(left - frames, 0). Curves are written
+ * for the first ``rows`` strips only (those a track plays); every strip's ramp
+ * moves on.
+ */
+static int
+run_ramp(Buf *cur, Buf *step, Buf *left, Buf *ramp, Buf *curves, Py_ssize_t frames,
+         Py_ssize_t rows)
+{
+    Py_ssize_t n = SHAPE(cur, 0);
+    if (frames < 1 || rows < 0 || rows > n || SHAPE(cur, 1) != 2 || SHAPE(step, 0) != n
+        || SHAPE(step, 1) != 2 || SHAPE(left, 0) != n || SHAPE(left, 1) != 2
+        || SHAPE(curves, 0) != n || SHAPE(curves, 1) != 2 || SHAPE(curves, 2) < frames
+        || SHAPE(ramp, 0) < frames)
+        return bad("ramp_curves");
+    for (Py_ssize_t i = 0; i < n; i++) {
+        for (Py_ssize_t s = 0; s < 2; s++) {
+            double c = *AT2(cur, double, i, s), st = *AT2(step, double, i, s);
+            double *lp = AT2(left, double, i, s);
+            double l = *lp, k = c;
+            for (Py_ssize_t t = i < rows ? 0 : frames - 1; t < frames; t++) {
+                double r = *AT1(ramp, double, t);
+                double m = r < l ? r : l;
+                k = m * st;
+                k = k + c;
+                if (i < rows)
+                    *AT3(curves, float, i, s, t) = (float)k;
+            }
+            *AT2(cur, double, i, s) = k;
+            l = l - (double)frames;
+            *lp = l > 0.0 ? l : 0.0;
+        }
+    }
+    return 0;
+}
+
+static int
+get_ramp_bufs(PyObject *const *o, Buf *b)
+{
+    if (get_buf(o[0], &b[0], "cur", 'd', 1, 2) < 0 || get_buf(o[1], &b[1], "step", 'd', 0, 2) < 0
+        || get_buf(o[2], &b[2], "left", 'd', 1, 2) < 0
+        || get_buf(o[3], &b[3], "ramp", 'd', 0, 1) < 0
+        || get_buf(o[4], &b[4], "curves", 'f', 1, 3) < 0)
+        return -1;
+    return 0;
+}
+
+static void
+release_all(Buf *b, int n)
+{
+    for (int i = 0; i < n; i++)
+        release(&b[i]);
+}
+
+static PyObject *
+ramp_curves(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *o[5];
+    Py_ssize_t frames, rows;
+    Buf b[5];
+    memset(b, 0, sizeof b);
+    PyObject *result = NULL;
+    if (!PyArg_ParseTuple(args, "OOOOOnn", &o[0], &o[1], &o[2], &o[3], &o[4], &frames, &rows))
+        return NULL;
+    if (get_ramp_bufs(o, b) == 0 && run_ramp(&b[0], &b[1], &b[2], &b[3], &b[4], frames, rows) == 0)
+        result = Py_NewRef(Py_None);
+    release_all(b, 5);
+    return result;
+}
+
+/* segment(src, pos, count, curves, row, prod, first, off, mix, add, co)
+ *
+ * Adds ``count`` samples of a track through its strips into the mix:
+ *   src: float32 (n, a, length), a = 1 (mono: both sides) or 2; read from ``pos``;
+ *   curves: float32 (>= n, 2, B) strip gains at ``off``, or None (the original
+ *     standing in: unity);
+ *   row: float32 (>= count,) head fade times transport, or None (unity);
+ *   prod: float32 (rows, 2, P): the strips' signals go to rows first..first+n-1;
+ *     at ``off`` when first > 0 (the main head, kept for the meters), at 0 otherwise;
+ *   mix: float32 (2, B): the sum over strips is written at ``off`` (add = 0, the
+ *     main head) or added to it (add = 1, a fading head);
+ *   co: float32 (>= n, 2, B) per-strip outputs, added to at ``off``, or None.
+ * Products in float32 as numpy does them: (src * curve) * row; the sum over
+ * strips runs in strip order.
+ */
+static int
+run_segment(Buf *src, Py_ssize_t pos, Py_ssize_t count, Buf *curves, Buf *row, Buf *prod,
+            Py_ssize_t first, Py_ssize_t off, Buf *mix, int add, Buf *co)
+{
+    int has_curves = curves->held, has_row = row->held, has_co = co->held;
+    Py_ssize_t n = SHAPE(src, 0), a = SHAPE(src, 1), length = SHAPE(src, 2);
+    Py_ssize_t poff = first > 0 ? off : 0;
+    if (count < 1 || pos < 0 || off < 0 || first < 0 || (a != 1 && a != 2) || pos > length - count
+        || (has_curves
+            && (SHAPE(curves, 0) < n || SHAPE(curves, 1) != 2 || SHAPE(curves, 2) < off + count))
+        || (has_row && SHAPE(row, 0) < count) || SHAPE(prod, 0) < first + n || SHAPE(prod, 1) != 2
+        || SHAPE(prod, 2) < poff + count || SHAPE(mix, 0) != 2 || SHAPE(mix, 1) < off + count
+        || (has_co && (SHAPE(co, 0) < n || SHAPE(co, 1) != 2 || SHAPE(co, 2) < off + count)))
+        return bad("segment");
+    for (Py_ssize_t s = 0; s < 2; s++) {
+        Py_ssize_t side = a == 2 ? s : 0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            for (Py_ssize_t t = 0; t < count; t++) {
+                float v = *AT3(src, float, i, side, pos + t);
+                if (has_curves)
+                    v = v * *AT3(curves, float, i, s, off + t);
+                if (has_row)
+                    v = v * *AT1(row, float, t);
+                *AT3(prod, float, first + i, s, poff + t) = v;
+                if (has_co) {
+                    float *c = AT3(co, float, i, s, off + t);
+                    *c = *c + v;
+                }
+            }
+        }
+        for (Py_ssize_t t = 0; t < count; t++) {
+            float acc = *AT3(prod, float, first, s, poff + t);
+            for (Py_ssize_t i = 1; i < n; i++)
+                acc = acc + *AT3(prod, float, first + i, s, poff + t);
+            float *m = AT2(mix, float, s, off + t);
+            *m = add ? *m + acc : acc;
+        }
+    }
+    return 0;
+}
+
+static PyObject *
+segment(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *o_src, *o_curves, *o_row, *o_prod, *o_mix, *o_co;
+    Py_ssize_t pos, count, first, off;
+    int add;
+    Buf b[6];
+    memset(b, 0, sizeof b);
+    PyObject *result = NULL;
+    if (!PyArg_ParseTuple(args, "OnnOOOnnOpO", &o_src, &pos, &count, &o_curves, &o_row, &o_prod,
+                          &first, &off, &o_mix, &add, &o_co))
+        return NULL;
+    if (get_buf(o_src, &b[0], "src", 'f', 0, 3) == 0
+        && (o_curves == Py_None || get_buf(o_curves, &b[1], "curves", 'f', 0, 3) == 0)
+        && (o_row == Py_None || get_buf(o_row, &b[2], "row", 'f', 0, 1) == 0)
+        && get_buf(o_prod, &b[3], "prod", 'f', 1, 3) == 0
+        && get_buf(o_mix, &b[4], "mix", 'f', 1, 2) == 0
+        && (o_co == Py_None || get_buf(o_co, &b[5], "co", 'f', 1, 3) == 0)
+        && run_segment(&b[0], pos, count, &b[1], &b[2], &b[3], first, off, &b[4], add, &b[5]) == 0)
+        result = Py_NewRef(Py_None);
+    release_all(b, 6);
+    return result;
+}
+
+/* finish(prod, rows, frames, mix, master, gain, peak, sumsq, out, co) -> bool
+ *
+ * The end of a block: the master gain (``master`` float32 (>= frames,) per
+ * sample, or None and the scalar ``gain``) on mix (2, B); mix into row 0 of
+ * prod (rows used: ``rows``); each row's peak |x| and sum of squares over the
+ * block. If the master row holds a NaN or an infinity, returns 0 (False) and
+ * touches nothing else (the caller silences the block). Otherwise folds the
+ * block's levels into the meters ``peak`` and ``sumsq`` (float32 (>= rows,)),
+ * writes the output block ``out`` (frames, C) -- the mix (C = 2) or, given
+ * ``co`` (m, 2, B), every strip's pair (C = 2m) -- and returns 1 (True).
+ */
+static int
+run_finish(Buf *prod, Py_ssize_t rows, Py_ssize_t frames, Buf *mix, Buf *master, double gain,
+           Buf *peak, Buf *sumsq, Buf *out, Buf *co)
+{
+    int has_master = master->held, has_co = co->held;
+    Py_ssize_t cols = has_co ? 2 * SHAPE(co, 0) : 2;
+    if (frames < 1 || rows < 1 || SHAPE(prod, 0) < rows || SHAPE(prod, 1) != 2
+        || SHAPE(prod, 2) < frames || SHAPE(mix, 0) != 2 || SHAPE(mix, 1) < frames
+        || (has_master && SHAPE(master, 0) < frames) || SHAPE(peak, 0) < rows
+        || SHAPE(sumsq, 0) < rows || SHAPE(out, 0) != frames || SHAPE(out, 1) != cols
+        || (has_co && (SHAPE(co, 1) != 2 || SHAPE(co, 2) < frames)))
+        return bad("finish");
+    float g = (float)gain;
+    for (Py_ssize_t s = 0; s < 2; s++) {
+        for (Py_ssize_t t = 0; t < frames; t++) {
+            float *m = AT2(mix, float, s, t);
+            if (has_master)
+                *m = *m * *AT1(master, float, t);
+            else if (gain != 1.0)
+                *m = *m * g;
+            *AT3(prod, float, 0, s, t) = *m;
+        }
+    }
+    /* The master row first: a non-finite block changes nothing. */
+    for (Py_ssize_t s = 0; s < 2; s++)
+        for (Py_ssize_t t = 0; t < frames; t++)
+            if (!(fabsf(*AT3(prod, float, 0, s, t)) <= 3.4e38f))
+                return 0;
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        float pk = 0.0f;
+        double sq = 0.0;
+        for (Py_ssize_t s = 0; s < 2; s++)
+            for (Py_ssize_t t = 0; t < frames; t++) {
+                float x = *AT3(prod, float, r, s, t);
+                float v = fabsf(x);
+                if (v > pk || v != v) /* a NaN in a strip's row shows as NaN, as numpy's */
+                    pk = v;
+                sq += (double)x * (double)x;
+            }
+        float *p = AT1(peak, float, r);
+        if (pk > *p || pk != pk)
+            *p = pk;
+        float *q = AT1(sumsq, float, r);
+        *q = (float)((double)*q + sq);
+    }
+    for (Py_ssize_t t = 0; t < frames; t++) {
+        if (!has_co) {
+            *AT2(out, float, t, 0) = *AT2(mix, float, 0, t);
+            *AT2(out, float, t, 1) = *AT2(mix, float, 1, t);
+        }
+        else {
+            for (Py_ssize_t c = 0; c < cols; c++)
+                *AT2(out, float, t, c) = *AT3(co, float, c / 2, c % 2, t);
+        }
+    }
+    return 1;
+}
+
+static int
+get_finish_bufs(PyObject *const *o, Buf *b)
+{
+    /* o: prod, mix, master, peak, sumsq, out, co */
+    if (get_buf(o[0], &b[0], "prod", 'f', 1, 3) < 0 || get_buf(o[1], &b[1], "mix", 'f', 1, 2) < 0
+        || (o[2] != Py_None && get_buf(o[2], &b[2], "master", 'f', 0, 1) < 0)
+        || get_buf(o[3], &b[3], "peak", 'f', 1, 1) < 0
+        || get_buf(o[4], &b[4], "sumsq", 'f', 1, 1) < 0
+        || get_buf(o[5], &b[5], "out", 'f', 1, 2) < 0
+        || (o[6] != Py_None && get_buf(o[6], &b[6], "co", 'f', 0, 3) < 0))
+        return -1;
+    return 0;
+}
+
+static PyObject *
+to_bool(int r)
+{
+    return r < 0 ? NULL : PyBool_FromLong(r);
+}
+
+static PyObject *
+finish(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *o[7];
+    Py_ssize_t rows, frames;
+    double gain;
+    Buf b[7];
+    memset(b, 0, sizeof b);
+    int r = -1;
+    if (!PyArg_ParseTuple(args, "OnnOOdOOOO", &o[0], &rows, &frames, &o[1], &o[2], &gain, &o[3],
+                          &o[4], &o[5], &o[6]))
+        return NULL;
+    if (get_finish_bufs(o, b) == 0)
+        r = run_finish(&b[0], rows, frames, &b[1], &b[2], gain, &b[3], &b[4], &b[5], &b[6]);
+    release_all(b, 7);
+    return to_bool(r);
+}
+
+static void
+zero3(Buf *b, Py_ssize_t frames)
+{
+    /* frames: how much of the last axis (all of it if larger). */
+    int nd = b->view.ndim;
+    Py_ssize_t d0 = SHAPE(b, 0), d1 = nd > 1 ? SHAPE(b, 1) : 1, d2 = nd > 2 ? SHAPE(b, 2) : 1;
+    Py_ssize_t s0 = b->view.strides[0], s1 = nd > 1 ? b->view.strides[1] : 0;
+    Py_ssize_t s2 = nd > 2 ? b->view.strides[2] : 0;
+    if (nd == 3 && frames < d2)
+        d2 = frames;
+    for (Py_ssize_t i = 0; i < d0; i++)
+        for (Py_ssize_t j = 0; j < d1; j++)
+            for (Py_ssize_t k = 0; k < d2; k++)
+                *(float *)((char *)b->view.buf + i * s0 + j * s1 + k * s2) = 0.0f;
+}
+
+/* block(cur, step, left, ramp, curves, curve_frames, rows, src, pos, frames, is_mix,
+ *       prod, mix, master, gain, peak, sumsq, out, co) -> bool
+ *
+ * A whole block of the steady case in one call (core/mixer/engine.py says when):
+ * one play head at unity, no boundary inside the block. ramp_curves over
+ * ``curve_frames`` (0: the curves stand), per-strip outputs cleared, segment
+ * (rows 1.. of prod, at 0), then finish; returns what finish returns.
+ */
+static PyObject *
+block(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *o_ramp[5], *o_src, *o_fin[7];
+    Py_ssize_t curve_frames, rows, pos, frames;
+    int is_mix;
+    double gain;
+    Buf rb[5], src, fb[7], none;
+    memset(rb, 0, sizeof rb), memset(fb, 0, sizeof fb);
+    memset(&src, 0, sizeof src), memset(&none, 0, sizeof none);
+    int r = -1;
+    if (!PyArg_ParseTuple(args, "OOOOOnnOnnpOOOdOOOO", &o_ramp[0], &o_ramp[1], &o_ramp[2],
+                          &o_ramp[3], &o_ramp[4], &curve_frames, &rows, &o_src, &pos, &frames,
+                          &is_mix, &o_fin[0], &o_fin[1], &o_fin[2], &gain, &o_fin[3], &o_fin[4],
+                          &o_fin[5], &o_fin[6]))
+        return NULL;
+    if (get_ramp_bufs(o_ramp, rb) < 0 || get_buf(o_src, &src, "src", 'f', 0, 3) < 0
+        || get_finish_bufs(o_fin, fb) < 0)
+        goto done;
+    if (curve_frames > 0 && run_ramp(&rb[0], &rb[1], &rb[2], &rb[3], &rb[4], curve_frames, rows) < 0)
+        goto done;
+    if (fb[6].held) {
+        if (SHAPE(&fb[6], 0) < SHAPE(&src, 0)) {
+            bad("block");
+            goto done;
+        }
+        zero3(&fb[6], frames);
+    }
+    if (run_segment(&src, pos, frames, is_mix ? &none : &rb[4], &none, &fb[0], 1, 0, &fb[1], 0,
+                    &fb[6])
+        < 0)
+        goto done;
+    r = run_finish(&fb[0], (is_mix ? 1 : 1 + SHAPE(&src, 0)), frames, &fb[1], &fb[2], gain, &fb[3],
+                   &fb[4], &fb[5], &fb[6]);
+done:
+    release_all(rb, 5), release(&src), release_all(fb, 7);
+    return to_bool(r);
+}
+
+/* zero(buf): fill a float32 buffer of 1 to 3 dimensions, any strides, with 0. */
+static PyObject *
+zero(PyObject *self, PyObject *obj)
+{
+    (void)self;
+    Buf b;
+    memset(&b, 0, sizeof b);
+    if (PyObject_GetBuffer(obj, &b.view, PyBUF_STRIDES | PyBUF_FORMAT | PyBUF_WRITABLE) < 0)
+        return NULL;
+    b.held = 1;
+    const char *f = b.view.format ? b.view.format : "B";
+    if (*f == '<' || *f == '=' || *f == '@')
+        f++;
+    if (f[0] != 'f' || f[1] != '\0' || b.view.ndim < 1 || b.view.ndim > 3) {
+        release(&b);
+        PyErr_SetString(PyExc_ValueError, "zero: expected float32 of 1 to 3 dimensions");
+        return NULL;
+    }
+    zero3(&b, PY_SSIZE_T_MAX);
+    release(&b);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"ramp_curves", ramp_curves, METH_VARARGS, "Strip gain ramps of a block (see _kernel.c)."},
+    {"segment", segment, METH_VARARGS, "A track's strips into the mix (see _kernel.c)."},
+    {"finish", finish, METH_VARARGS, "Master gain, meters and output (see _kernel.c)."},
+    {"block", block, METH_VARARGS, "A steady block in one call (see _kernel.c)."},
+    {"zero", zero, METH_O, "Fill a float32 buffer with zeros."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_kernel",
+    .m_doc = "The mixer's block arithmetic, compiled, holding the GIL (see _kernel.c).",
+    .m_size = -1,
+    .m_methods = methods,
+};
+
+/* Bumped with every change of a signature or a meaning: core/mixer/engine.py
+ * runs numpy rather than a stale build (an editable install not rebuilt). */
+#define KERNEL_ABI 1
+
+PyMODINIT_FUNC
+PyInit__kernel(void)
+{
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddIntConstant(m, "ABI", KERNEL_ABI) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,65 @@
+# Types of the compiled mixer kernel (core/mixer/_kernel.c, which documents each call).
+import numpy as np
+
+ABI: int
+
+def ramp_curves(
+    cur: np.ndarray,
+    step: np.ndarray,
+    left: np.ndarray,
+    ramp: np.ndarray,
+    curves: np.ndarray,
+    frames: int,
+    rows: int,
+    /,
+) -> None: ...
+def segment(
+    src: np.ndarray,
+    pos: int,
+    count: int,
+    curves: np.ndarray | None,
+    row: np.ndarray | None,
+    prod: np.ndarray,
+    first: int,
+    off: int,
+    mix: np.ndarray,
+    add: bool,
+    co: np.ndarray | None,
+    /,
+) -> None: ...
+def finish(
+    prod: np.ndarray,
+    rows: int,
+    frames: int,
+    mix: np.ndarray,
+    master: np.ndarray | None,
+    gain: float,
+    peak: np.ndarray,
+    sumsq: np.ndarray,
+    out: np.ndarray,
+    co: np.ndarray | None,
+    /,
+) -> bool: ...
+def block(
+    cur: np.ndarray,
+    step: np.ndarray,
+    left: np.ndarray,
+    ramp: np.ndarray,
+    curves: np.ndarray,
+    curve_frames: int,
+    rows: int,
+    src: np.ndarray,
+    pos: int,
+    frames: int,
+    is_mix: bool,
+    prod: np.ndarray,
+    mix: np.ndarray,
+    master: np.ndarray | None,
+    gain: float,
+    peak: np.ndarray,
+    sumsq: np.ndarray,
+    out: np.ndarray,
+    co: np.ndarray | None,
+    /,
+) -> bool: ...
+def zero(a: np.ndarray, /) -> None: ...
