@@ -239,6 +239,22 @@ def test_the_kernel_refuses_bad_arguments() -> None:
     assert not np.any(prod) and not np.any(mix) and not np.any(out) and not np.any(peak)
 
 
+def test_a_track_not_in_float32_is_refused_on_both_paths() -> None:
+    # Track says float32; the kernel reads nothing else. A float64 track is counted
+    # as refused, and the one playing goes on.
+    good = np.full((2, 2, SR), 0.25, np.float32)
+    for compiled in (True, False):
+        m = Mixer(max_channels=4, compiled=compiled)
+        m.prepare(SR, 256)
+        m.post(SetTrack(Track(good, SR, ("a", "b"))))
+        m.post(Play())
+        m.post(SetTrack(Track(good.astype(np.float64), SR, ("a", "b"))))
+        out = np.zeros((256, 2), np.float32)
+        m.process(out)
+        assert m.dropped == 1 and m.track is not None and m.track.channels is good
+        assert out[-1].tolist() == [0.5, 0.5]  # two channels of 0.25 after the fade-in
+
+
 def test_compiled_true_without_the_kernel_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     from stemdeck.core.mixer import engine
 

@@ -465,7 +465,8 @@ class Mixer:
             self._jump(start, 0)  # outside the new region: go there now
 
     def _set_track(self, track: Track, same_audio: bool) -> None:
-        if track.channels.shape[0] > self.max_channels or track.sr != self.sr:
+        ch = track.channels
+        if ch.shape[0] > self.max_channels or track.sr != self.sr or ch.dtype != np.float32:
             self.dropped += 1  # refused: the daemon checks this before posting
             return
         previous = self.track
