@@ -29,10 +29,12 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -552,8 +554,9 @@ def _connect(opts: PrepOptions) -> tuple[Any, Any]:
     # own threshold.
     environ.pop("MALLOC_TRIM_THRESHOLD_", None)
     environ.update(SINGLE_THREAD_ENV)
+    cluster = None
     try:
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}), _no_ctrl_c():
             cluster = LocalCluster(
                 n_workers=n,
                 threads_per_worker=1,
@@ -566,16 +569,45 @@ def _connect(opts: PrepOptions) -> tuple[Any, Any]:
                 silence_logs=logging.ERROR,
                 plugins=(WorkerSetup(),),
             )
-    except (OSError, RuntimeError) as exc:  # no free port, a worker that cannot start
-        raise StemdeckError(f"cannot start the local Dask cluster: {exc}") from None
-    try:
         client = Client(cluster, set_as_default=False)
-    except BaseException:
-        cluster.close()
+    except BaseException as exc:  # a Ctrl-C held back while the cluster started, too
+        if cluster is not None:
+            cluster.close()
+        if isinstance(exc, (OSError, RuntimeError)):  # no free port, a worker that cannot start
+            raise StemdeckError(f"cannot start the local Dask cluster: {exc}") from None
         raise
     if opts.dashboard:
         log.info("dashboard: %s", client.dashboard_link)
     return client, cluster
+
+
+@contextmanager
+def _no_ctrl_c() -> Iterator[None]:
+    """Hold SIGINT back in this thread while the LocalCluster starts.
+
+    A terminal's Ctrl-C goes to the whole process group: this process and every
+    worker. A worker that takes it raises KeyboardInterrupt wherever it is (in its
+    imports, starting, closing) and prints a traceback; Ctrl-C is this process's
+    to handle, and it closes the cluster. The threads started here (Dask's event
+    loop, from which the nannies start their workers, now and when one dies) and
+    the worker processes inherit the blocked SIGINT, which fork and exec keep, so
+    they never take it. A Ctrl-C while the cluster starts is raised here once it is
+    up.
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # Windows
+        yield
+        return
+    from multiprocessing import resource_tracker
+
+    # multiprocessing starts its resource tracker with SIGINT blocked, then unblocks
+    # SIGINT in the thread that started it: let that be this one, now, not Dask's
+    # event loop as its first nanny starts (its workers would take Ctrl-C again).
+    resource_tracker.ensure_running()
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _window(client: Any) -> int:

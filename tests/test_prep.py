@@ -346,6 +346,84 @@ def test_a_worker_killed_mid_task_the_track_comes_out_once(tmp_path: Path) -> No
     assert len([p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")]) == 1
 
 
+def with_sigint(disposition: str) -> list[str]:
+    """A command prefix: runs the command after it with SIGINT set to ``disposition``
+    (``SIG_DFL`` or ``SIG_IGN``), which exec keeps."""
+    return [
+        sys.executable, "-c",
+        f"import os, signal, sys; signal.signal(signal.SIGINT, signal.{disposition}); "
+        "os.execv(sys.argv[1], sys.argv[1:])",
+    ]  # fmt: skip
+
+
+#: SIGINT at its default, as in a terminal's foreground job. A shell without job control
+#: (a script, CI, ``pytest ... &``) starts a background command with SIGINT ignored;
+#: that is inherited across fork and exec, and Python then leaves SIGINT ignored: a
+#: Ctrl-C would reach prep and its workers and do nothing.
+AS_FOREGROUND = with_sigint("SIG_DFL")
+
+
+def sigint_in(mask: str, pid: int) -> bool:
+    """Whether SIGINT is in the ``mask`` (SigIgn: ignored, SigBlk: blocked in its main
+    thread) of the process ``pid`` (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{mask}:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGINT - 1)))
+    raise AssertionError(f"no {mask} line for pid {pid}")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_as_foreground_takes_ctrl_c_even_when_pytest_ignores_it() -> None:
+    """The test below must not depend on how pytest was started: from a process
+    that ignores SIGINT (as a background job does), AS_FOREGROUND still gives
+    Python's KeyboardInterrupt handler."""
+    code = "import signal; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
+    python = [sys.executable, "-c", code]
+    background = subprocess.run([*with_sigint("SIG_IGN"), *python], capture_output=True, text=True)
+    assert background.stdout.split() == ["False"], background.stderr
+    fixed = subprocess.run(
+        [*with_sigint("SIG_IGN"), *AS_FOREGROUND, *python], capture_output=True, text=True
+    )
+    assert fixed.stdout.split() == ["True"], fixed.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_ctrl_c_while_the_cluster_starts_waits_and_what_starts_never_takes_it() -> None:
+    """What ``_connect`` starts the LocalCluster in: a Ctrl-C (here sent to this
+    thread, so no other thread of pytest can take it) is raised only once the block
+    is done, and a thread and a process started inside never take SIGINT."""
+    import threading
+
+    procs: list[subprocess.Popen] = []
+    got_here = False
+
+    def start() -> None:
+        procs.append(subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                                      stdin=subprocess.PIPE))  # fmt: skip
+
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with daemon_prep._no_ctrl_c():
+                thread = threading.Thread(target=start)
+                thread.start()
+                thread.join()
+                signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+                for _ in range(1000):  # bytecodes at which Python would raise it
+                    pass
+                got_here = True
+        assert got_here
+        (child,) = procs
+        assert sigint_in("SigBlk", child.pid)
+        assert not sigint_in("SigBlk", os.getpid())  # as it was
+    finally:
+        signal.signal(signal.SIGINT, old)
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_ctrl_c_stops_cleanly_and_a_rerun_resumes(tmp_path: Path) -> None:
     lib = make_library(tmp_path, broken=False)
     hold = tmp_path / "hold"
@@ -354,7 +432,7 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_resumes(tmp_path: Path) -> None:
     env = {"STEMDECK_CACHE": str(cache)}
     args = [str(lib), "--workers", "2", "--format", "flac", "-o", str(out), *COMMON]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stemdeck.daemon.cli", "prep", *args,
+        [*AS_FOREGROUND, sys.executable, "-m", "stemdeck.daemon.cli", "prep", *args,
          "--report", str(tmp_path / "r.json")],
         env={**os.environ, **env, core_prep.HOLD_ENV: str(hold)},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -363,6 +441,11 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_resumes(tmp_path: Path) -> None:
     try:
         wait_for(lambda: any(hold.iterdir()), what="a task to start")
         workers = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
+        # Ctrl-C is prep's to handle: the workers (those holding a task here) never
+        # take it, or they print tracebacks as they stop.
+        assert not sigint_in("SigIgn", proc.pid) and not sigint_in("SigBlk", proc.pid)
+        for pid in [int(p.name.removeprefix("started-")) for p in hold.iterdir()]:
+            assert sigint_in("SigBlk", pid), f"worker {pid} would take Ctrl-C"
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         _, stderr = proc.communicate(timeout=120)
     finally:
