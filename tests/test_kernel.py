@@ -262,3 +262,216 @@ def test_compiled_true_without_the_kernel_is_refused(monkeypatch: pytest.MonkeyP
     with pytest.raises(ParameterError, match="not built"):
         Mixer(compiled=True)
     assert Mixer().kernel == "numpy"
+
+
+def _isolated(code: str) -> None:
+    """Run ``code`` in a fresh interpreter: a crash fails the test, not the suite."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert done.stdout.strip().endswith("ok"), done.stdout
+
+
+def _guarded(shape: tuple[int, ...], fill: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """An array in the middle of a larger one: (view, whole); the rest must stay NaN."""
+    size = int(np.prod(shape))
+    whole = np.full(size + 2 * 64, np.nan, np.float32)
+    view = whole[64 : 64 + size].reshape(shape)
+    view[...] = fill
+    return view, whole
+
+
+def _guard_intact(view: np.ndarray, whole: np.ndarray) -> bool:
+    return bool(np.isnan(whole[:64]).all() and np.isnan(whole[64 + view.size :]).all())
+
+
+@pytest.mark.parametrize(
+    ("first", "off"),
+    [
+        (0, 2**63 - 1),  # off + count wrapped negative: passed the check, wrote before mix
+        (2**63 - 1, 0),  # first + n wrapped: wrote before prod
+        (1, 2**63 - 1),
+        (2**63 - 2, 2**63 - 2),
+        (0, 2**62),
+    ],
+)
+def test_segment_ends_that_overflow_are_refused(first: int, off: int) -> None:
+    from stemdeck.core.mixer import _kernel
+
+    src = np.ones((1, 2, 64), np.float32)
+    prod, pw = _guarded((2, 2, 64))
+    mix, mw = _guarded((2, 64))
+    co, cw = _guarded((1, 2, 64))
+    curves, _ = _guarded((1, 2, 64), 1.0)
+    for cv, c in ((None, None), (curves, co)):
+        with pytest.raises(ValueError):
+            _kernel.segment(src, 0, 1, cv, None, prod, first, off, mix, False, c)
+    assert _guard_intact(prod, pw) and _guard_intact(mix, mw) and _guard_intact(co, cw)
+    assert not np.any(prod) and not np.any(mix) and not np.any(co)
+
+
+def test_a_track_of_no_channels_sums_to_silence() -> None:
+    # With no strips the kernel took the first strip's row of prod as the sum: a
+    # row outside the buffer it was given (here: in the guard), or on the engine a
+    # stale one, so the compiled path played the previous track's strip.
+    from stemdeck.core.mixer import _kernel
+
+    prod, whole = _guarded((1, 2, 64))
+    mix = np.full((2, 64), 5.0, np.float32)
+    _kernel.segment(
+        np.zeros((0, 2, 64), np.float32), 0, 64, None, None, prod, 1, 0, mix, False, None
+    )
+    assert not np.any(mix) and _guard_intact(prod, whole)
+    mix[:] = 5.0
+    xprod = np.zeros((0, 2, 64), np.float32)
+    _kernel.segment(
+        np.zeros((0, 1, 64), np.float32), 0, 64, None, None, xprod, 0, 0, mix, True, None
+    )
+    assert np.all(mix == 5.0)
+    outs = []
+    for compiled in (True, False):
+        m = Mixer(max_channels=4, compiled=compiled)
+        m.prepare(SR, 256)
+        m.post(SetTrack(Track(np.full((2, 2, SR), 0.5, np.float32), SR, ("a", "b"))))
+        m.post(Play())
+        out = np.zeros((256, 2), np.float32)
+        m.process(out)
+        m.post(SetTrack(Track(np.zeros((0, 2, SR), np.float32), SR, ())))
+        for _ in range(4):
+            m.process(out)
+            outs.append(out.copy())
+    half = len(outs) // 2
+    np.testing.assert_array_equal(np.concatenate(outs[:half]), np.concatenate(outs[half:]))
+    assert not np.any(outs[-1])
+
+
+def test_buffers_without_strides_are_read_as_c_contiguous() -> None:
+    # ctypes arrays export no strides whatever the flags ask: the kernel read
+    # strides[0] through a NULL pointer (a segfault).
+    _isolated(
+        """
+import ctypes
+import numpy as np
+from stemdeck.core.mixer import _kernel
+a = ((ctypes.c_float * 5) * 3)()
+np.ctypeslib.as_array(a)[:] = 1.0
+_kernel.zero(a)
+assert not np.ctypeslib.as_array(a).any()
+src = np.arange(128, dtype=np.float32).reshape(1, 2, 64)
+prod = np.zeros((2, 2, 64), np.float32)
+mix = ((ctypes.c_float * 64) * 2)()
+_kernel.segment(src, 0, 64, None, None, prod, 1, 0, mix, False, None)
+assert (np.ctypeslib.as_array(mix) == src[0]).all()
+short = (ctypes.c_float * 8)()  # one dimension where two are wanted
+try:
+    _kernel.segment(src, 0, 64, None, None, prod, 1, 0, short, False, None)
+except ValueError:
+    print("ok")
+"""
+    )
+
+
+def test_block_never_writes_a_read_only_co() -> None:
+    # block clears and adds to the per-strip outputs, but took them read-only: it
+    # wrote into immutable bytes, and into a read-only mapping (a segfault).
+    _isolated(
+        """
+import mmap
+import numpy as np
+from stemdeck.core.mixer import _kernel
+n, B = 1, 64
+src = np.ones((n, 2, B), np.float32)
+args = lambda co: (np.ones((n, 2)), np.zeros((n, 2)), np.zeros((n, 2)),
+                   np.arange(1, B + 1.0), np.ones((n, 2, B), np.float32), 0, n, src, 0, B,
+                   False, np.zeros((n + 1, 2, B), np.float32), np.zeros((2, B), np.float32),
+                   None, 1.0, np.zeros(n + 1, np.float32), np.zeros(n + 1, np.float32),
+                   np.zeros((B, 2 * n), np.float32), co)
+ro = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ)
+blob = bytes(4 * 2 * B)
+for co in (np.frombuffer(ro, np.float32, 2 * B).reshape(n, 2, B),
+           np.frombuffer(blob, np.float32).reshape(n, 2, B),
+           memoryview(blob).cast("f", (n, 2, B))):
+    try:
+        _kernel.block(*args(co))
+        raise SystemExit("a read-only co was taken")
+    except ValueError:
+        pass
+assert blob == bytes(4 * 2 * B)
+print("ok")
+"""
+    )
+
+
+def test_a_refused_block_changes_nothing() -> None:
+    # block moved the strip ramps and cleared co before it checked the segment.
+    from stemdeck.core.mixer import _kernel
+
+    rng = np.random.default_rng(3)
+    n, B = 2, 64
+    cur, step, left = rng.random((n, 2)), rng.random((n, 2)), np.full((n, 2), 30.0)
+    curves = rng.random((n, 2, B)).astype(np.float32)
+    co = rng.random((n, 2, B)).astype(np.float32)
+    src = np.ones((n, 2, 100), np.float32)
+    state = [a.copy() for a in (cur, left, curves, co)]
+    for pos in (90, -1, 2**63 - 1):
+        with pytest.raises(ValueError):
+            _kernel.block(
+                cur, step, left, np.arange(1, B + 1.0), curves, B, n, src, pos, B, False,
+                np.zeros((n + 1, 2, B), np.float32), np.zeros((2, B), np.float32), None, 1.0,
+                np.zeros(n + 1, np.float32), np.zeros(n + 1, np.float32),
+                np.zeros((B, 2 * n), np.float32), co,
+            )  # fmt: skip
+    for before, after in zip(state, (cur, left, curves, co), strict=True):
+        np.testing.assert_array_equal(before, after)
+
+
+def test_buffer_formats() -> None:
+    from stemdeck.core.mixer import _kernel
+
+    native = np.ones((2, 4), np.float32)
+    _kernel.zero(memoryview(native))  # format "f"; ctypes gives "<f" (tested above)
+    assert not native.any()
+    for bad in (np.ones(4, ">f4"), np.ones(4, np.float16), np.ones(4, np.int32), b"abcd", 3):
+        with pytest.raises(ValueError):
+            _kernel.zero(bad)
+    assert _kernel.ABI == 2
+
+
+@pytest.mark.parametrize(
+    "channels",
+    [
+        np.zeros((2, 2, 0), np.float32),  # no samples: at_end="loop" jumped to 0 forever
+        np.zeros((2, 3, 1000), np.float32),  # neither mono nor stereo: raised every block
+        np.zeros((2, 1000), np.float32),  # not (channels, sides, samples)
+        [[[0.0] * 10] * 2],  # not an array
+    ],
+    ids=["empty", "three-sides", "2-d", "list"],
+)
+def test_a_malformed_track_is_refused_on_both_paths(channels: Any) -> None:
+    # In a subprocess: before the fix the empty track hung the callback.
+    _isolated(
+        f"""
+import numpy as np
+from stemdeck.core.mixer.commands import Play, SetTrack, Track
+from stemdeck.core.mixer.engine import Mixer
+channels = {_literal(channels)}
+for compiled in (True, False):
+    m = Mixer(max_channels=4, compiled=compiled, at_end="loop")
+    m.prepare(48000, 256)
+    good = np.full((2, 2, 1000), 0.25, np.float32)
+    m.post(SetTrack(Track(good, 48000, ("a", "b"))))
+    m.post(Play())
+    m.post(SetTrack(Track(channels, 48000, ("a", "b"))))
+    out = np.zeros((256, 2), np.float32)
+    for _ in range(3):
+        m.process(out)
+    assert m.dropped == 1 and m.track is not None and m.track.channels is good, compiled
+    assert out[-1].tolist() == [0.5, 0.5]
+print("ok")
+"""
+    )
+
+
+def _literal(channels: Any) -> str:
+    if isinstance(channels, np.ndarray):
+        return f"np.zeros({channels.shape}, np.float32)"
+    return repr(channels)

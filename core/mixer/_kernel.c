@@ -11,7 +11,11 @@
  * core/mixer/engine.py computes, in the same precision and order (float32
  * products and sums, float64 ramps), and checks every index against the
  * buffers it was given: a wrong argument raises ValueError, never reads or
- * writes out of bounds. tests/test_kernel.py compares the two paths.
+ * writes out of bounds. Bounds are checked as spans (span_ok), never by adding
+ * two caller-given integers, which could overflow past the check. Buffers are
+ * taken through get_buf_nd: native float32/float64 only, writable where written,
+ * exporters without strides (ctypes) read as C-contiguous. tests/test_kernel.py
+ * compares the two paths and holds each of these.
  *
  * Built by setuptools as stemdeck.core.mixer._kernel (pyproject.toml). Keep it
  * free of -ffast-math: the results must not depend on the compiler's mood, and
@@ -22,14 +26,30 @@
 #include <math.h>
 #include <string.h>
 
-/* A float32 or float64 buffer, any strides (PyBUF_STRIDES). */
+/* A float32 or float64 buffer, any strides (PyBUF_STRIDES). ``st`` is the
+ * strides to use: the exporter's, or C-contiguous ones computed here when it
+ * gives none (ctypes arrays do that whatever the flags ask). */
 typedef struct {
     Py_buffer view;
     int held;
+    const Py_ssize_t *st;
+    Py_ssize_t cstrides[3];
 } Buf;
 
+#if PY_BIG_ENDIAN
+#define NATIVE_ORDER(c) ((c) == '>' || (c) == '!')
+#else
+#define NATIVE_ORDER(c) ((c) == '<')
+#endif
+
+/* A buffer of ``ndim_min``..``ndim_max`` dimensions of float32 (kind 'f') or
+ * float64 ('d') in this machine's byte order; writable if asked. Anything else
+ * (another type or byte order, indirect buffers, a shape the exporter does not
+ * give or that does not fit its memory) raises ValueError. On failure the
+ * buffer may be held: the caller releases it either way. */
 static int
-get_buf(PyObject *obj, Buf *b, const char *name, char kind, int writable, int ndim)
+get_buf_nd(PyObject *obj, Buf *b, const char *name, char kind, int writable, int ndim_min,
+           int ndim_max)
 {
     int flags = PyBUF_STRIDES | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
     b->held = 0;
@@ -39,20 +59,71 @@ get_buf(PyObject *obj, Buf *b, const char *name, char kind, int writable, int nd
     }
     b->held = 1;
     const char *f = b->view.format ? b->view.format : "B";
-    if (*f == '<' || *f == '=' || *f == '@')
+    if (*f == '=' || *f == '@' || NATIVE_ORDER(*f))
         f++;
     Py_ssize_t want = kind == 'f' ? 4 : 8;
     if (f[0] != kind || f[1] != '\0' || b->view.itemsize != want) {
-        PyErr_Format(PyExc_ValueError, "%s: expected float%d, got format %s", name,
+        PyErr_Format(PyExc_ValueError, "%s: expected native float%d, got format %s", name,
                      (int)(want * 8), b->view.format ? b->view.format : "B");
         return -1;
     }
-    if (b->view.ndim != ndim) {
-        PyErr_Format(PyExc_ValueError, "%s: expected %d dimensions, got %d", name, ndim,
-                     b->view.ndim);
+    int nd = b->view.ndim;
+    if (nd < ndim_min || nd > ndim_max) {
+        PyErr_Format(PyExc_ValueError, "%s: expected %d dimensions, got %d", name, ndim_max, nd);
         return -1;
     }
+    if (writable && b->view.readonly) {
+        PyErr_Format(PyExc_ValueError, "%s: read-only", name);
+        return -1;
+    }
+    if (b->view.shape == NULL || b->view.suboffsets != NULL) {
+        PyErr_Format(PyExc_ValueError, "%s: not a strided buffer", name);
+        return -1;
+    }
+    Py_ssize_t elems = 1;
+    for (int d = 0; d < nd; d++) {
+        Py_ssize_t len = b->view.shape[d];
+        if (len < 0) {
+            PyErr_Format(PyExc_ValueError, "%s: negative shape", name);
+            return -1;
+        }
+        elems = (len == 0 || elems == 0) ? 0 : (elems > PY_SSIZE_T_MAX / len ? -1 : elems * len);
+        if (elems < 0)
+            break;
+    }
+    if (b->view.buf == NULL && elems != 0) {
+        PyErr_Format(PyExc_ValueError, "%s: no memory", name);
+        return -1;
+    }
+    if (b->view.strides != NULL) {
+        b->st = b->view.strides;
+        return 0;
+    }
+    /* No strides: C-contiguous, if the shape fits the memory given. */
+    if (elems < 0 || elems > b->view.len / want) {
+        PyErr_Format(PyExc_ValueError, "%s: shape larger than the buffer", name);
+        return -1;
+    }
+    Py_ssize_t stride = want;
+    for (int d = nd - 1; d >= 0; d--) {
+        b->cstrides[d] = stride;
+        stride *= b->view.shape[d] > 0 ? b->view.shape[d] : 1;
+    }
+    b->st = b->cstrides;
     return 0;
+}
+
+static int
+get_buf(PyObject *obj, Buf *b, const char *name, char kind, int writable, int ndim)
+{
+    return get_buf_nd(obj, b, name, kind, writable, ndim, ndim);
+}
+
+/* [start, start + count) inside [0, size), with no overflow whatever the values. */
+static int
+span_ok(Py_ssize_t start, Py_ssize_t count, Py_ssize_t size)
+{
+    return start >= 0 && count >= 0 && start <= size && count <= size - start;
 }
 
 static void
@@ -65,11 +136,11 @@ release(Buf *b)
 
 /* Pointer to element [i][j][k] of a 3-D buffer, or [i][j] of a 2-D one (k unused). */
 #define AT3(b, T, i, j, k)                                                                 \
-    ((T *)((char *)(b)->view.buf + (i) * (b)->view.strides[0] + (j) * (b)->view.strides[1] \
-           + (k) * (b)->view.strides[2]))
+    ((T *)((char *)(b)->view.buf + (i) * (b)->st[0] + (j) * (b)->st[1] \
+           + (k) * (b)->st[2]))
 #define AT2(b, T, i, j) \
-    ((T *)((char *)(b)->view.buf + (i) * (b)->view.strides[0] + (j) * (b)->view.strides[1]))
-#define AT1(b, T, i) ((T *)((char *)(b)->view.buf + (i) * (b)->view.strides[0]))
+    ((T *)((char *)(b)->view.buf + (i) * (b)->st[0] + (j) * (b)->st[1]))
+#define AT1(b, T, i) ((T *)((char *)(b)->view.buf + (i) * (b)->st[0]))
 #define SHAPE(b, d) ((b)->view.shape[d])
 
 static int
@@ -89,8 +160,8 @@ bad(const char *what)
  * moves on.
  */
 static int
-run_ramp(Buf *cur, Buf *step, Buf *left, Buf *ramp, Buf *curves, Py_ssize_t frames,
-         Py_ssize_t rows)
+check_ramp(Buf *cur, Buf *step, Buf *left, Buf *ramp, Buf *curves, Py_ssize_t frames,
+           Py_ssize_t rows)
 {
     Py_ssize_t n = SHAPE(cur, 0);
     if (frames < 1 || rows < 0 || rows > n || SHAPE(cur, 1) != 2 || SHAPE(step, 0) != n
@@ -98,6 +169,16 @@ run_ramp(Buf *cur, Buf *step, Buf *left, Buf *ramp, Buf *curves, Py_ssize_t fram
         || SHAPE(curves, 0) != n || SHAPE(curves, 1) != 2 || SHAPE(curves, 2) < frames
         || SHAPE(ramp, 0) < frames)
         return bad("ramp_curves");
+    return 0;
+}
+
+static int
+run_ramp(Buf *cur, Buf *step, Buf *left, Buf *ramp, Buf *curves, Py_ssize_t frames,
+         Py_ssize_t rows)
+{
+    Py_ssize_t n = SHAPE(cur, 0);
+    if (check_ramp(cur, step, left, ramp, curves, frames, rows) < 0)
+        return -1;
     for (Py_ssize_t i = 0; i < n; i++) {
         for (Py_ssize_t s = 0; s < 2; s++) {
             double c = *AT2(cur, double, i, s), st = *AT2(step, double, i, s);
@@ -170,19 +251,34 @@ ramp_curves(PyObject *self, PyObject *args)
  * strips runs in strip order.
  */
 static int
+check_segment(Buf *src, Py_ssize_t pos, Py_ssize_t count, Buf *curves, Buf *row, Buf *prod,
+              Py_ssize_t first, Py_ssize_t off, Buf *mix, Buf *co)
+{
+    /* Every end as a span check: pos + count, off + count, first + n never computed. */
+    Py_ssize_t n = SHAPE(src, 0), a = SHAPE(src, 1), length = SHAPE(src, 2);
+    Py_ssize_t poff = first > 0 ? off : 0;
+    if (count < 1 || (a != 1 && a != 2) || !span_ok(pos, count, length)
+        || (curves->held
+            && (SHAPE(curves, 0) < n || SHAPE(curves, 1) != 2
+                || !span_ok(off, count, SHAPE(curves, 2))))
+        || (row->held && SHAPE(row, 0) < count) || !span_ok(first, n, SHAPE(prod, 0))
+        || SHAPE(prod, 1) != 2 || !span_ok(poff, count, SHAPE(prod, 2)) || SHAPE(mix, 0) != 2
+        || !span_ok(off, count, SHAPE(mix, 1))
+        || (co->held
+            && (SHAPE(co, 0) < n || SHAPE(co, 1) != 2 || !span_ok(off, count, SHAPE(co, 2)))))
+        return bad("segment");
+    return 0;
+}
+
+static int
 run_segment(Buf *src, Py_ssize_t pos, Py_ssize_t count, Buf *curves, Buf *row, Buf *prod,
             Py_ssize_t first, Py_ssize_t off, Buf *mix, int add, Buf *co)
 {
     int has_curves = curves->held, has_row = row->held, has_co = co->held;
-    Py_ssize_t n = SHAPE(src, 0), a = SHAPE(src, 1), length = SHAPE(src, 2);
+    Py_ssize_t n = SHAPE(src, 0), a = SHAPE(src, 1);
     Py_ssize_t poff = first > 0 ? off : 0;
-    if (count < 1 || pos < 0 || off < 0 || first < 0 || (a != 1 && a != 2) || pos > length - count
-        || (has_curves
-            && (SHAPE(curves, 0) < n || SHAPE(curves, 1) != 2 || SHAPE(curves, 2) < off + count))
-        || (has_row && SHAPE(row, 0) < count) || SHAPE(prod, 0) < first + n || SHAPE(prod, 1) != 2
-        || SHAPE(prod, 2) < poff + count || SHAPE(mix, 0) != 2 || SHAPE(mix, 1) < off + count
-        || (has_co && (SHAPE(co, 0) < n || SHAPE(co, 1) != 2 || SHAPE(co, 2) < off + count)))
-        return bad("segment");
+    if (check_segment(src, pos, count, curves, row, prod, first, off, mix, co) < 0)
+        return -1;
     for (Py_ssize_t s = 0; s < 2; s++) {
         Py_ssize_t side = a == 2 ? s : 0;
         for (Py_ssize_t i = 0; i < n; i++) {
@@ -200,7 +296,8 @@ run_segment(Buf *src, Py_ssize_t pos, Py_ssize_t count, Buf *curves, Buf *row, B
             }
         }
         for (Py_ssize_t t = 0; t < count; t++) {
-            float acc = *AT3(prod, float, first, s, poff + t);
+            /* No strips (a track of no channels): the sum is 0, as numpy's. */
+            float acc = n > 0 ? *AT3(prod, float, first, s, poff + t) : 0.0f;
             for (Py_ssize_t i = 1; i < n; i++)
                 acc = acc + *AT3(prod, float, first + i, s, poff + t);
             float *m = AT2(mix, float, s, off + t);
@@ -247,17 +344,29 @@ segment(PyObject *self, PyObject *args)
  * ``co`` (m, 2, B), every strip's pair (C = 2m) -- and returns 1 (True).
  */
 static int
+check_finish(Buf *prod, Py_ssize_t rows, Py_ssize_t frames, Buf *mix, Buf *master, Buf *peak,
+             Buf *sumsq, Buf *out, Buf *co)
+{
+    if (co->held && SHAPE(co, 0) > PY_SSIZE_T_MAX / 2)
+        return bad("finish");
+    Py_ssize_t cols = co->held ? 2 * SHAPE(co, 0) : 2;
+    if (frames < 1 || rows < 1 || SHAPE(prod, 0) < rows || SHAPE(prod, 1) != 2
+        || SHAPE(prod, 2) < frames || SHAPE(mix, 0) != 2 || SHAPE(mix, 1) < frames
+        || (master->held && SHAPE(master, 0) < frames) || SHAPE(peak, 0) < rows
+        || SHAPE(sumsq, 0) < rows || SHAPE(out, 0) != frames || SHAPE(out, 1) != cols
+        || (co->held && (SHAPE(co, 1) != 2 || SHAPE(co, 2) < frames)))
+        return bad("finish");
+    return 0;
+}
+
+static int
 run_finish(Buf *prod, Py_ssize_t rows, Py_ssize_t frames, Buf *mix, Buf *master, double gain,
            Buf *peak, Buf *sumsq, Buf *out, Buf *co)
 {
     int has_master = master->held, has_co = co->held;
+    if (check_finish(prod, rows, frames, mix, master, peak, sumsq, out, co) < 0)
+        return -1;
     Py_ssize_t cols = has_co ? 2 * SHAPE(co, 0) : 2;
-    if (frames < 1 || rows < 1 || SHAPE(prod, 0) < rows || SHAPE(prod, 1) != 2
-        || SHAPE(prod, 2) < frames || SHAPE(mix, 0) != 2 || SHAPE(mix, 1) < frames
-        || (has_master && SHAPE(master, 0) < frames) || SHAPE(peak, 0) < rows
-        || SHAPE(sumsq, 0) < rows || SHAPE(out, 0) != frames || SHAPE(out, 1) != cols
-        || (has_co && (SHAPE(co, 1) != 2 || SHAPE(co, 2) < frames)))
-        return bad("finish");
     float g = (float)gain;
     for (Py_ssize_t s = 0; s < 2; s++) {
         for (Py_ssize_t t = 0; t < frames; t++) {
@@ -305,15 +414,15 @@ run_finish(Buf *prod, Py_ssize_t rows, Py_ssize_t frames, Buf *mix, Buf *master,
 }
 
 static int
-get_finish_bufs(PyObject *const *o, Buf *b)
+get_finish_bufs(PyObject *const *o, Buf *b, int co_writable)
 {
-    /* o: prod, mix, master, peak, sumsq, out, co */
+    /* o: prod, mix, master, peak, sumsq, out, co (written by block, read by finish) */
     if (get_buf(o[0], &b[0], "prod", 'f', 1, 3) < 0 || get_buf(o[1], &b[1], "mix", 'f', 1, 2) < 0
         || (o[2] != Py_None && get_buf(o[2], &b[2], "master", 'f', 0, 1) < 0)
         || get_buf(o[3], &b[3], "peak", 'f', 1, 1) < 0
         || get_buf(o[4], &b[4], "sumsq", 'f', 1, 1) < 0
         || get_buf(o[5], &b[5], "out", 'f', 1, 2) < 0
-        || (o[6] != Py_None && get_buf(o[6], &b[6], "co", 'f', 0, 3) < 0))
+        || (o[6] != Py_None && get_buf(o[6], &b[6], "co", 'f', co_writable, 3) < 0))
         return -1;
     return 0;
 }
@@ -337,7 +446,7 @@ finish(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OnnOOdOOOO", &o[0], &rows, &frames, &o[1], &o[2], &gain, &o[3],
                           &o[4], &o[5], &o[6]))
         return NULL;
-    if (get_finish_bufs(o, b) == 0)
+    if (get_finish_bufs(o, b, 0) == 0)
         r = run_finish(&b[0], rows, frames, &b[1], &b[2], gain, &b[3], &b[4], &b[5], &b[6]);
     release_all(b, 7);
     return to_bool(r);
@@ -349,8 +458,8 @@ zero3(Buf *b, Py_ssize_t frames)
     /* frames: how much of the last axis (all of it if larger). */
     int nd = b->view.ndim;
     Py_ssize_t d0 = SHAPE(b, 0), d1 = nd > 1 ? SHAPE(b, 1) : 1, d2 = nd > 2 ? SHAPE(b, 2) : 1;
-    Py_ssize_t s0 = b->view.strides[0], s1 = nd > 1 ? b->view.strides[1] : 0;
-    Py_ssize_t s2 = nd > 2 ? b->view.strides[2] : 0;
+    Py_ssize_t s0 = b->st[0], s1 = nd > 1 ? b->st[1] : 0;
+    Py_ssize_t s2 = nd > 2 ? b->st[2] : 0;
     if (nd == 3 && frames < d2)
         d2 = frames;
     for (Py_ssize_t i = 0; i < d0; i++)
@@ -366,6 +475,8 @@ zero3(Buf *b, Py_ssize_t frames)
  * one play head at unity, no boundary inside the block. ramp_curves over
  * ``curve_frames`` (0: the curves stand), per-strip outputs cleared, segment
  * (rows 1.. of prod, at 0), then finish; returns what finish returns.
+ * ``co`` is written here (cleared, then added to), so it must be writable. Every
+ * argument is checked before anything is written: a refused block changes nothing.
  */
 static PyObject *
 block(PyObject *self, PyObject *args)
@@ -385,23 +496,25 @@ block(PyObject *self, PyObject *args)
                           &o_fin[5], &o_fin[6]))
         return NULL;
     if (get_ramp_bufs(o_ramp, rb) < 0 || get_buf(o_src, &src, "src", 'f', 0, 3) < 0
-        || get_finish_bufs(o_fin, fb) < 0)
+        || get_finish_bufs(o_fin, fb, 1) < 0)
+        goto done;
+    /* Every check before anything is written: a refused block changes nothing. */
+    Buf *curves = is_mix ? &none : &rb[4];
+    Py_ssize_t rows_fin = is_mix ? 1 : 1 + SHAPE(&src, 0);
+    if (curve_frames > 0
+        && check_ramp(&rb[0], &rb[1], &rb[2], &rb[3], &rb[4], curve_frames, rows) < 0)
+        goto done;
+    if (check_segment(&src, pos, frames, curves, &none, &fb[0], 1, 0, &fb[1], &fb[6]) < 0
+        || check_finish(&fb[0], rows_fin, frames, &fb[1], &fb[2], &fb[3], &fb[4], &fb[5], &fb[6])
+               < 0)
         goto done;
     if (curve_frames > 0 && run_ramp(&rb[0], &rb[1], &rb[2], &rb[3], &rb[4], curve_frames, rows) < 0)
         goto done;
-    if (fb[6].held) {
-        if (SHAPE(&fb[6], 0) < SHAPE(&src, 0)) {
-            bad("block");
-            goto done;
-        }
+    if (fb[6].held)
         zero3(&fb[6], frames);
-    }
-    if (run_segment(&src, pos, frames, is_mix ? &none : &rb[4], &none, &fb[0], 1, 0, &fb[1], 0,
-                    &fb[6])
-        < 0)
+    if (run_segment(&src, pos, frames, curves, &none, &fb[0], 1, 0, &fb[1], 0, &fb[6]) < 0)
         goto done;
-    r = run_finish(&fb[0], (is_mix ? 1 : 1 + SHAPE(&src, 0)), frames, &fb[1], &fb[2], gain, &fb[3],
-                   &fb[4], &fb[5], &fb[6]);
+    r = run_finish(&fb[0], rows_fin, frames, &fb[1], &fb[2], gain, &fb[3], &fb[4], &fb[5], &fb[6]);
 done:
     release_all(rb, 5), release(&src), release_all(fb, 7);
     return to_bool(r);
@@ -414,15 +527,8 @@ zero(PyObject *self, PyObject *obj)
     (void)self;
     Buf b;
     memset(&b, 0, sizeof b);
-    if (PyObject_GetBuffer(obj, &b.view, PyBUF_STRIDES | PyBUF_FORMAT | PyBUF_WRITABLE) < 0)
-        return NULL;
-    b.held = 1;
-    const char *f = b.view.format ? b.view.format : "B";
-    if (*f == '<' || *f == '=' || *f == '@')
-        f++;
-    if (f[0] != 'f' || f[1] != '\0' || b.view.ndim < 1 || b.view.ndim > 3) {
+    if (get_buf_nd(obj, &b, "zero", 'f', 1, 1, 3) < 0) {
         release(&b);
-        PyErr_SetString(PyExc_ValueError, "zero: expected float32 of 1 to 3 dimensions");
         return NULL;
     }
     zero3(&b, PY_SSIZE_T_MAX);
@@ -449,7 +555,7 @@ static struct PyModuleDef module = {
 
 /* Bumped with every change of a signature or a meaning: core/mixer/engine.py
  * runs numpy rather than a stale build (an editable install not rebuilt). */
-#define KERNEL_ABI 1
+#define KERNEL_ABI 2
 
 PyMODINIT_FUNC
 PyInit__kernel(void)

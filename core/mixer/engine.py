@@ -77,7 +77,7 @@ from .commands import (
 )
 from .params import MAX_GAIN
 
-KERNEL_ABI = 1  # the _kernel.c this file calls (its KERNEL_ABI)
+KERNEL_ABI = 2  # the _kernel.c this file calls (its KERNEL_ABI)
 
 try:  # the block arithmetic in C, holding the GIL (core/mixer/_kernel.c)
     from . import _kernel
@@ -466,7 +466,15 @@ class Mixer:
 
     def _set_track(self, track: Track, same_audio: bool) -> None:
         ch = track.channels
-        if ch.shape[0] > self.max_channels or track.sr != self.sr or ch.dtype != np.float32:
+        if (
+            not isinstance(ch, np.ndarray)
+            or ch.ndim != 3
+            or ch.shape[0] > self.max_channels
+            or ch.shape[1] not in (1, 2)  # mono or stereo channels
+            or ch.shape[2] < 1  # no samples: at_end="loop" would jump to 0 forever
+            or track.sr != self.sr
+            or ch.dtype != np.float32
+        ):
             self.dropped += 1  # refused: the daemon checks this before posting
             return
         previous = self.track
