@@ -544,6 +544,75 @@ def test_two_quick_drags_are_no_double_click(served: tuple[Daemon, Path]) -> Non
         client.close()
 
 
+# Delivers every message the page's WebSocket receives 250 ms late (a slow network),
+# and records every value the drums fader shows once __watch() is called.
+_SLOW_SOCKET = """
+const Native = window.WebSocket;
+window.WebSocket = function (url, protocols) {
+  const ws = protocols === undefined ? new Native(url) : new Native(url, protocols);
+  let handler = null;
+  Object.defineProperty(ws, "onmessage", { set(f) { handler = f; }, get() { return handler; } });
+  ws.addEventListener("message", (ev) => {
+    const data = ev.data;
+    setTimeout(() => { if (handler) handler({ data }); }, 250);
+  });
+  return ws;
+};
+window.WebSocket.prototype = Native.prototype;
+for (const k of ["CONNECTING", "OPEN", "CLOSING", "CLOSED"]) window.WebSocket[k] = Native[k];
+window.__shown = [];
+window.__watch = (el) => new MutationObserver(() => {
+  window.__shown.push(el.getAttribute("aria-valuenow"));
+}).observe(el, { attributes: true, attributeFilter: ["aria-valuenow"] });
+"""
+
+
+def test_a_late_echo_never_throws_the_fader_back(served: tuple[Daemon, Path]) -> None:
+    """Two nudges a moment apart on a slow connection: the echo of the first arrives
+    after the second is done. The fader must not jump back to it (and then forward
+    again): once the second nudge shows, only its value does."""
+    import time
+
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    daemon, _ = served
+    client = Client(daemon.port)
+    d = browser()
+    try:
+        d.execute_cdp_cmd(  # type: ignore[attr-defined]
+            "Page.addScriptToEvaluateOnNewDocument", {"source": _SLOW_SOCKET}
+        )
+        open_page(d, daemon.http_url())
+        client.send("/ch/drums/fader", 0.3)
+        wait_for(
+            d,
+            lambda d: strip(d, "/ch/1").get_attribute("data-fader") == "0.3000",
+            "drums not shown at 0.3",
+        )
+        fader = strip(d, "/ch/1").find_element(By.CSS_SELECTOR, ".fader")
+        height = d.execute_script("return arguments[0].clientHeight", fader)  # type: ignore[attr-defined]
+        d.execute_script("window.__watch(arguments[0])", fader)  # type: ignore[attr-defined]
+        nudge = ActionChains(d, duration=0).click_and_hold(fader).move_by_offset(0, -24).release()
+        nudge.perform()
+        time.sleep(0.08)  # the first value goes out in its own frame
+        ActionChains(d, duration=0).click_and_hold(fader).move_by_offset(0, -24).release().perform()
+        first, second = f"{0.3 + 24 / height:.3f}", f"{0.3 + 48 / height:.3f}"
+        wait_osc(client, "/ch/drums/fader", lambda v: f"{v:.3f}" == second, "nudges not sent")
+        time.sleep(1.5)  # every echo is in: 250 ms late, held back at most 500 ms
+        shown = d.execute_script("return window.__shown")  # type: ignore[attr-defined]
+        assert shown[0] == first and second in shown, shown
+        after = shown[shown.index(second) :]
+        assert after == [second] * len(after), shown
+        assert fader.get_attribute("aria-valuenow") == second
+        value = osc_value(client, "/ch/drums/fader")
+        assert strip(d, "/ch/1").get_attribute("data-fader") == f"{value:.4f}"
+    finally:
+        d.quit()  # type: ignore[attr-defined]
+        reset_mix(client)
+        client.close()
+
+
 def test_phone_width_no_page_scroll_every_fader_reachable(served: tuple[Daemon, Path]) -> None:
     """At 390×844 the page does not scroll sideways (the strips do, in their row), and
     every strip's fader can be brought into view, is on top there, and moves under a

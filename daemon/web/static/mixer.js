@@ -167,7 +167,33 @@
   // Every pointer is its own: two fingers move two faders.
   const fineFactor = (e) => (e.shiftKey || $("fine").checked ? 0.1 : 1);
   const MOVED_PX = 4; // a press that moves further is a drag, not half of a double tap
-  function makeFader(el, onChange) {
+  // A value from the daemon for a control this page moved less than ECHO_MS ago can be
+  // the late echo of an earlier move: shown, it would throw the control back, then
+  // forward again. Values that arrive while the control is held or within ECHO_MS of
+  // its last move wait; the latest is shown once the control is left alone.
+  const ECHO_MS = 500;
+
+  // The daemon's values for one control: show(v) when it is free, else the latest later.
+  function echoGuard(busy, show) {
+    let quietUntil = 0;
+    let latest = null;
+    let timer = null;
+    const apply = () => {
+      timer = null;
+      const wait = quietUntil - performance.now();
+      if (busy() || wait > 0) { timer = setTimeout(apply, Math.max(wait, 0) + 20); return; }
+      if (latest !== null) { const v = latest; latest = null; show(v); }
+    };
+    return {
+      moved: () => { quietUntil = performance.now() + ECHO_MS; },
+      remote: (v) => {
+        latest = v;
+        if (!timer) apply();
+      },
+    };
+  }
+  // onShown(v): a value from the daemon is now shown (the strip's dB label follows).
+  function makeFader(el, onChange, onShown) {
     const thumb = el.querySelector(".thumb");
     const scale = el.querySelector(".scale");
     for (const db of MARKS) {
@@ -185,9 +211,11 @@
       thumb.style.top = `${(1 - v) * 100}%`;
       el.setAttribute("aria-valuenow", v.toFixed(3));
     };
+    const guard = echoGuard(() => drag !== null, (v) => { value = v; show(v); onShown(v); });
     const move = (v) => {
       v = Math.min(1, Math.max(0, v));
       if (Math.abs(v - UNITY) < 0.012) v = UNITY; // the detent
+      guard.moved();
       if (v !== value) { value = v; show(v); onChange(v); }
     };
     el.addEventListener("pointerdown", (e) => {
@@ -236,7 +264,7 @@
     show(value);
     return {
       held: () => drag !== null,
-      set: (v) => { if (!drag) { value = v; show(v); } },
+      set: guard.remote,
     };
   }
 
@@ -246,9 +274,11 @@
     let drag = null;
     let stillPresses = 0;
     const show = (v) => { thumb.style.left = `${(v + 1) * 50}%`; el.setAttribute("aria-valuenow", v.toFixed(2)); };
+    const guard = echoGuard(() => drag !== null, (v) => { value = v; show(v); });
     const move = (v) => {
       v = Math.min(1, Math.max(-1, v));
       if (Math.abs(v) < 0.03) v = 0;
+      guard.moved();
       if (v !== value) { value = v; show(v); onChange(v); }
     };
     el.addEventListener("pointerdown", (e) => {
@@ -274,7 +304,7 @@
     el.addEventListener("pointercancel", end);
     el.addEventListener("dblclick", () => { if (stillPresses >= 2) move(0); });
     show(0);
-    return { set: (v) => { if (!drag) { value = v; show(v); } } };
+    return { set: guard.remote };
   }
 
   // One strip: `base` is its OSC address (/ch/2 or /master). Sends at most one value
@@ -295,10 +325,11 @@
       pending[k] = v;
       if (!scheduled) { scheduled = true; requestAnimationFrame(flush); }
     };
-    const fader = makeFader(root.querySelector(".fader"), (v) => {
-      dbLabel.textContent = dbText(faderToDb(v));
-      queue("fader", v);
-    });
+    const fader = makeFader(
+      root.querySelector(".fader"),
+      (v) => { dbLabel.textContent = dbText(faderToDb(v)); queue("fader", v); },
+      (v) => { dbLabel.textContent = dbText(faderToDb(v)); root.dataset.fader = Number(v).toFixed(4); },
+    );
     const muteBtn = root.querySelector(".mute");
     const soloBtn = root.querySelector(".solo");
     let muted = false;
@@ -321,11 +352,10 @@
       get muted() { return muted; },
       toggleMute: () => send(`${base}/mute`, [{ i: muted ? 0 : 1 }]),
       set(param, v) {
-        if (param === "fader") { fader.set(v); if (!fader.held()) dbLabel.textContent = dbText(faderToDb(v)); }
+        if (param === "fader") fader.set(v); // shown when the fader is left alone (echoGuard)
         else if (param === "mute") { muted = !!v; muteBtn.classList.toggle("on", muted); root.dataset.mute = muted ? "1" : "0"; drawSolo(); }
         else if (param === "solo") { soloed = !!v; soloBtn.classList.toggle("on", soloed); root.dataset.solo = soloed ? "1" : "0"; drawSolo(); }
         else if (param === "pan" && pan) pan.set(v);
-        if (param === "fader") root.dataset.fader = Number(v).toFixed(4);
       },
     };
     return strip;
