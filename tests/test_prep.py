@@ -16,6 +16,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psutil
@@ -552,19 +553,20 @@ def outcomes(summary) -> list[tuple[str, str, str]]:
     ]
 
 
+def components_job(lib: Path, cache: Path, **options: Any) -> PrepOptions:
+    """Prep of ``lib`` into ``cache``: 3 components with the fast test preset."""
+    params = load_separation_preset(str(FAST)).with_overrides(n_components=3)
+    return PrepOptions(
+        paths=[str(lib)], params=params, mode="components", cache_root=str(cache), **options
+    )
+
+
 def test_a_rerun_only_stats_files_and_a_changed_file_is_hashed_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     lib = make_library(tmp_path, broken=False)
-    params = load_separation_preset(str(FAST)).with_overrides(n_components=3)
     with in_process_cluster() as cluster:
-        opts = PrepOptions(
-            paths=[str(lib)],
-            params=params,
-            mode="components",
-            scheduler=cluster.scheduler_address,
-            cache_root=str(tmp_path / "cache"),
-        )
+        opts = components_job(lib, tmp_path / "cache", scheduler=cluster.scheduler_address)
         first = outcomes(run_prep(opts))
         assert [o for _, o, _ in first] == ["separated"] * 3
         decoded = count_decodes(monkeypatch)
@@ -612,20 +614,14 @@ def test_a_corrupt_or_hostile_index_is_ignored_with_one_warning(
     from stemdeck.daemon import prep_index
 
     lib = make_library(tmp_path, broken=False, tracks=TRACKS[:2])
-    params = load_separation_preset(str(FAST)).with_overrides(n_components=3)
     cache = tmp_path / "cache"
     with in_process_cluster() as cluster:
-        opts = PrepOptions(
-            paths=[str(lib)],
-            params=params,
-            mode="components",
-            scheduler=cluster.scheduler_address,
-            cache_root=str(cache),
-        )
+        opts = components_job(lib, cache, scheduler=cluster.scheduler_address)
         first = outcomes(run_prep(opts))
+
     index = cache / INDEX_NAME
     good = index.read_bytes()
-    settings = settings_digest(params, mode="components")
+    settings = settings_digest(opts.params, mode="components")
     wrong_types = {"size": "1", "mtime_ns": 1, "duration": 1.0, "keys": {}}
     damaged = {
         "not json": b'{"version": 1, "files": {',
@@ -662,16 +658,7 @@ def test_the_local_cluster_workers_take_the_keys_and_the_client_decodes_nothing(
     files are those `stemdeck separate` writes."""
     lib = make_library(tmp_path, tracks=TRACKS[:2])
     cache, out = tmp_path / "cache", tmp_path / "out"
-    params = load_separation_preset(str(FAST)).with_overrides(n_components=3)
-    opts = PrepOptions(
-        paths=[str(lib)],
-        params=params,
-        mode="components",
-        fmt="wav",
-        output=str(out),
-        workers=1,
-        cache_root=str(cache),
-    )
+    opts = components_job(lib, cache, fmt="wav", output=str(out), workers=1)
     decoded = count_decodes(monkeypatch)
     first = run_prep(opts)
     records = sorted(first.records, key=lambda r: r.index)
@@ -684,7 +671,7 @@ def test_the_local_cluster_workers_take_the_keys_and_the_client_decodes_nothing(
     assert records[0].worker.startswith("tcp://127.0.0.1:")
     for r in records[:2]:
         y, sr = load(r.source)
-        assert r.hash == separation_key(y, sr, params=params, mode="components")
+        assert r.hash == separation_key(y, sr, params=opts.params, mode="components")
         assert r.duration == y.shape[1] / sr
     ref = separate_reference(lib / TRACKS[0], tmp_path / "ref")
     for name in NAMES:
@@ -716,15 +703,7 @@ def test_the_dashboard_is_served_on_loopback(tmp_path: Path) -> None:
         pids = list(client.run(os.getpid).values())
         seen["listening"] = listening([os.getpid(), *pids])
 
-    params = load_separation_preset(str(FAST)).with_overrides(n_components=3)
-    opts = PrepOptions(
-        paths=[str(lib)],
-        params=params,
-        mode="components",
-        workers=1,
-        dashboard=True,
-        cache_root=str(tmp_path / "cache"),
-    )
+    opts = components_job(lib, tmp_path / "cache", workers=1, dashboard=True)
     assert [r.outcome for r in run_prep(opts, on_client=fetch).records] == ["separated"]
     assert str(seen["link"]).startswith("http://127.0.0.1:")
     assert seen["status"] == 200 and "Dask" in str(seen["html"])

@@ -582,6 +582,16 @@ class Mixer:
         self._transport_moving = moving
         return moving
 
+    def _master_curve_for(self, frames: int) -> np.ndarray | None:
+        """The master gain of each sample into ``_master_curve`` while it ramps
+        (returned); None when it stands at ``_master.current``."""
+        master = self._master
+        if not master.left:
+            return None
+        master.curve(frames, self._m64, self._ramp)
+        np.copyto(self._master_curve[:frames], self._m64[:frames])
+        return self._master_curve
+
     def _strip_curves(self, frames: int) -> None:
         """Gain of every (strip, side) for each sample of the block into ``_curves``."""
         kern = self._kern
@@ -664,12 +674,7 @@ class Mixer:
             curve_frames = self.max_block  # the ramps have ended: write flat curves
         else:
             curve_frames = 0
-        master = self._master
-        curve = None
-        if master.left:
-            master.curve(frames, self._m64, self._ramp)
-            np.copyto(self._master_curve[:frames], self._m64[:frames])
-            curve = self._master_curve
+        curve = self._master_curve_for(frames)
         finite = kern.block(
             self._cur,
             self._step,
@@ -685,7 +690,7 @@ class Mixer:
             self._prod,
             self._mix,
             curve,
-            master.current,
+            self._master.current,
             self._peak,
             self._sumsq,
             out,
@@ -721,16 +726,10 @@ class Mixer:
         if co is not None:
             self._zero(co[:, :, :frames])
         self._render(track, frames, mix, co)  # the main head writes every sample of mix
-        master = self._master
+        gain = self._master.current
+        curve = self._master_curve_for(frames)
         rows = 1 if track.is_mix else 1 + track.channels.shape[0]
         if kern is not None:
-            curve, gain = None, 1.0
-            if master.left:
-                master.curve(frames, self._m64, self._ramp)
-                np.copyto(self._master_curve[:frames], self._m64[:frames])
-                curve = self._master_curve
-            else:
-                gain = master.current
             finite = kern.finish(
                 self._prod, rows, frames, self._mix, curve, gain, self._peak, self._sumsq, out, co
             )
@@ -740,12 +739,10 @@ class Mixer:
             self._count += frames
             self._after_block()
             return
-        if master.left:
-            master.curve(frames, self._m64, self._ramp)
-            np.copyto(self._master_curve[:frames], self._m64[:frames])
-            np.multiply(mix, self._master_curve[:frames], out=mix)
-        elif master.current != 1.0:
-            np.multiply(mix, master.current, out=mix)
+        if curve is not None:
+            np.multiply(mix, curve[:frames], out=mix)
+        elif gain != 1.0:
+            np.multiply(mix, gain, out=mix)
         levels = self._prod[:rows, :, :frames]
         np.copyto(levels[0], mix)
         absb = self._absb[:rows, :, :frames]
