@@ -234,7 +234,19 @@ def main() -> None:
     ap.add_argument("--client-process", nargs=4, metavar=("URL", "N", "RATE", "SECONDS"))
     ap.add_argument("--udp-process", nargs=4, metavar=("PORT", "N", "RATE", "SECONDS"))
     ap.add_argument("--busy-process", nargs=2, metavar=("SHARE", "SECONDS"))
+    ap.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="leave the daemon's threads on every CPU (to compare with daemon/realtime.py's pin)",
+    )
     args = ap.parse_args()
+    if args.busy_process or args.udp_process or args.client_process:
+        # Started from the daemon's process, whose threads the audio thread pinned to
+        # one CPU (daemon/realtime.py): a neighbour or a client may run anywhere.
+        try:
+            os.sched_setaffinity(0, range(os.cpu_count() or 1))
+        except (AttributeError, OSError):
+            pass
     if args.busy_process:
         busy_process(float(args.busy_process[0]), float(args.busy_process[1]))
         return
@@ -253,6 +265,10 @@ def main() -> None:
     from stemdeck.daemon.serve import Daemon, ServeOptions
 
     logging.basicConfig(level=logging.WARNING)
+    if args.no_pin:
+        import stemdeck.daemon.audio as audio
+
+        audio.pin_threads = lambda: ""  # type: ignore[assignment]
     daemon = Daemon(ServeOptions(no_audio=True, osc_port=0, http_port=0, block=args.block))
     daemon.start()
     try:

@@ -23,7 +23,7 @@ import numpy as np
 from stemdeck.core.errors import AudioFileError, ParameterError
 from stemdeck.core.mixer.engine import enter_audio_thread
 
-from .realtime import make_realtime
+from .realtime import make_realtime, pin_threads, unpin_threads
 
 log = logging.getLogger("stemdeck")
 
@@ -225,11 +225,17 @@ class Sink:
         self._blocks_per_second = max(1, sr // block)
         self._rendered = 0
         self._entered = False
+        self._pinned = False
 
     def _render(self, out: np.ndarray) -> None:
         if not self._entered:  # first block, in the audio thread itself
             enter_audio_thread()
             self.scheduling = make_realtime() if self.realtime else "not real-time (off)"
+            if self.scheduling.startswith("SCHED_FIFO"):
+                pinned = pin_threads()  # daemon/realtime.py says why
+                if pinned:
+                    self._pinned = True
+                    self.scheduling += f", {pinned}"
             self._entered = True
         t0 = time.perf_counter()
         try:
@@ -251,6 +257,12 @@ class Sink:
                 self.recorder.push(self.engine.master_view(out.shape[0]))
             else:  # processed in pieces: only mix-mode output is the master
                 self.recorder.push(out[:, :2])
+
+    def _unpin(self) -> None:
+        """After the stream stopped: the process's threads get its CPUs back."""
+        if self._pinned:
+            self._pinned = False
+            unpin_threads()
 
     @property
     def recent_max_render_s(self) -> float:
@@ -297,6 +309,7 @@ class NullSink(Sink):
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=2)
+        self._unpin()
 
 
 class SoundDeviceSink(Sink):
@@ -342,6 +355,7 @@ class SoundDeviceSink(Sink):
             self.stream.close()
         except self._sd.PortAudioError:
             pass
+        self._unpin()
 
 
 def output_device(name: str | None) -> tuple[int | None, int | None, str]:

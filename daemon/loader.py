@@ -53,6 +53,8 @@ from stemdeck.core.separation.stemfile import (
     stem_track_name,
 )
 
+from .realtime import unpinned_cpus
+
 __all__ = ["DEMO", "TrackLoader", "read_source"]
 
 log = logging.getLogger("stemdeck")
@@ -351,6 +353,12 @@ class TrackLoader:
                 os.setpriority(os.PRIO_PROCESS, worker.pid, 10)
             except (OSError, AttributeError):
                 pass
+            cpus = unpinned_cpus()
+            if cpus is not None:  # it inherited the audio's pin: give it every CPU
+                try:
+                    os.sched_setaffinity(worker.pid, cpus)
+                except OSError:
+                    pass
         child.close()
         log.info("%s: playing the original while separating (%s mode)", name, self.mode)
         threading.Thread(

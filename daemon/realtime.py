@@ -26,6 +26,20 @@ used before, and none beyond noise at 0.1 ms (``bench/web.py`` prints the split)
 A thread holding the GIL that the kernel preempts for a busy neighbour holds up the
 callback as long, so every thread that takes the GIL in steady state (OSC in, the
 bundle scheduler, feedback, the web server) runs at :data:`CONTROL_NICE`.
+
+The switch interval cuts both ways: a control thread woken while the callback runs
+(a WebSocket frame, an OSC datagram) waits one interval, then forces the callback to
+hand the GIL over at its next bytecode, and keeps it until its own next release. The
+callback's Python between its compiled calls is enough for that: with 10 browser
+clients the callback's p99 was 1.5 to 2 times the p99 with none. So once the audio
+thread runs under SCHED_FIFO, :func:`pin_threads` puts every thread of the process on
+one CPU: there, a control thread cannot run at all while the callback does (SCHED_FIFO
+is never preempted by a time-shared thread), so it cannot time out and force a switch;
+it runs between blocks. When the callback wakes while a control thread holds the GIL,
+the callback's timed wait lets that thread run to its next bytecode, as before. The
+process keeps one core's worth of Python, which is all the GIL ever gave it; work
+outside the GIL (the separation) runs in child processes, which get the process's
+CPUs back (:func:`unpinned_cpus`).
 """
 
 from __future__ import annotations
@@ -34,6 +48,7 @@ import ctypes
 import ctypes.util
 import functools
 import gc
+import logging
 import os
 import threading
 import time
@@ -47,8 +62,11 @@ __all__ = [
     "lock_memory",
     "make_realtime",
     "name_os_thread",
+    "pin_threads",
     "raise_priority",
     "settle_heap",
+    "unpin_threads",
+    "unpinned_cpus",
 ]
 
 DEFAULT_PRIORITY = 70  # above most of the system, below JACK's own threads (80+)
@@ -60,6 +78,7 @@ CONTROL_NICE = -10
 #: How long another thread may keep the GIL once the audio thread asks for it.
 SWITCH_INTERVAL_S = 1e-4
 _MCL_CURRENT = 1
+log = logging.getLogger("stemdeck")
 _PR_SET_NAME = 15
 
 
@@ -82,6 +101,71 @@ def make_realtime(priority: int = DEFAULT_PRIORITY) -> str:
     except OSError as exc:
         return f"not real-time ({exc.strerror or exc})"
     return f"SCHED_FIFO {prio}"
+
+
+_pin_lock = threading.Lock()
+_pin_users = 0
+_pin_from: set[int] | None = None  # the process's CPUs before it was pinned
+
+
+def _set_every_thread(cpus: set[int]) -> None:
+    """Give every thread of this process the CPU set ``cpus``. A thread made while the
+    sweep runs takes its creator's set, which may not be set yet: sweep until all are."""
+    for _ in range(5):
+        moved = False
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                if os.sched_getaffinity(int(tid)) != cpus:
+                    os.sched_setaffinity(int(tid), cpus)
+                    moved = True
+            except OSError:  # the thread ended meanwhile
+                pass
+        if not moved:
+            return
+
+
+def pin_threads() -> str:
+    """Put every thread of this process, and every thread it makes from now on, on one
+    CPU (the highest it may use), until as many :func:`unpin_threads` calls. Call it
+    from the audio thread once it runs under SCHED_FIFO (the module's docstring says
+    why). Returns ``"threads on CPU 1"``, or ``""`` where there is nothing to do (one
+    CPU) or it failed."""
+    global _pin_users, _pin_from
+    with _pin_lock:
+        if _pin_from is None:
+            try:
+                cpus = os.sched_getaffinity(0)
+                if len(cpus) < 2:
+                    return ""
+                _set_every_thread({max(cpus)})
+            except (AttributeError, OSError) as exc:
+                log.warning("threads not pinned to one CPU: %s", exc)
+                return ""
+            _pin_from = cpus
+        _pin_users += 1
+        return f"threads on CPU {max(_pin_from)}"
+
+
+def unpin_threads() -> None:
+    """Undo one :func:`pin_threads`; the last one gives every thread the process's
+    CPUs back."""
+    global _pin_users, _pin_from
+    with _pin_lock:
+        if _pin_from is None:
+            return
+        _pin_users -= 1
+        if _pin_users == 0:
+            try:
+                _set_every_thread(_pin_from)
+            except OSError as exc:
+                log.warning("threads not unpinned: %s", exc)
+            _pin_from = None
+
+
+def unpinned_cpus() -> set[int] | None:
+    """The CPUs the process had before :func:`pin_threads`, while it is pinned (a child
+    process, which inherits the pin, is given them back); else None."""
+    return _pin_from
 
 
 @functools.cache

@@ -26,6 +26,13 @@ def _children(pid: int) -> set[int]:
     return out
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
@@ -52,6 +59,17 @@ def test_sigkill_leaves_a_playable_recording_and_no_worker(tmp_path: Path) -> No
         assert workers, "no separation worker"
         status = daemon.client.query("/status")
         assert "separating" in status, status
+        cpus = os.sched_getaffinity(0)
+        if "SCHED_FIFO" in status and len(cpus) > 1:
+            # The audio thread pinned the daemon's threads to one CPU
+            # (daemon/realtime.py); the separation, a child, has every CPU back.
+            assert f"threads on CPU {max(cpus)}" in status, status
+            tasks = list(Path(f"/proc/{daemon.proc.pid}/task").iterdir())
+            assert {frozenset(os.sched_getaffinity(int(t.name))) for t in tasks} == {
+                frozenset({max(cpus)})
+            }
+            (separation,) = [w for w in workers if b"spawn_main" in _cmdline(w)]
+            assert os.sched_getaffinity(separation) == cpus
         time.sleep(1.6)  # more than one header update
         daemon.proc.send_signal(signal.SIGKILL)
         daemon.proc.wait(timeout=10)

@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 PROBE = r"""
 import gc, json
 import stemdeck.daemon.serve  # everything a started daemon has imported
@@ -41,3 +43,112 @@ def test_settled_heap_leaves_the_collector_little_to_traverse() -> None:
     assert got["frozen"] >= got["before"] // 2
     assert got["after"] < 200
     assert got["full"] == 1 and got["timed"] is True
+
+
+# In a fresh interpreter: the suite's own threads would be pinned with the probe's.
+PIN_PROBE = r"""
+import json, os, sys, threading, time
+import stemdeck.daemon.audio as audio
+from stemdeck.daemon.realtime import unpinned_cpus
+
+if sys.argv[1] == "unpinned":
+    audio.pin_threads = lambda: ""
+
+count = [0]
+stop = threading.Event()
+
+
+def spin():  # CPU-bound Python: it gives the GIL up only when made to
+    while not stop.is_set():
+        count[0] += 1
+
+
+class Engine:
+    max_block = 480
+    moved = blocks = 0
+
+    def process(self, out):
+        before = count[0]
+        until = time.perf_counter() + 0.002  # 2 ms of Python: 20 switch intervals
+        while time.perf_counter() < until:
+            pass
+        Engine.moved += count[0] != before
+        Engine.blocks += 1
+
+    def master_view(self, frames):
+        raise AssertionError("no recorder")
+
+
+def affinities():
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            out[tid] = sorted(os.sched_getaffinity(int(tid)))
+        except OSError:
+            pass
+    return out
+
+
+sys.setswitchinterval(1e-4)  # the daemon's (daemon/realtime.py)
+original = sorted(os.sched_getaffinity(0))
+spinner = threading.Thread(target=spin, daemon=True)
+spinner.start()
+while count[0] < 1000:
+    time.sleep(0)
+sink = audio.NullSink(Engine(), 48000, 480, 2, None, realtime=True)  # 10 ms blocks
+sink.start()
+while Engine.blocks < 100:
+    time.sleep(0.01)
+during = affinities()
+widened = unpinned_cpus()
+sink.stop()
+after = affinities()
+stop.set()
+print(json.dumps({
+    "scheduling": sink.scheduling, "original": original, "moved": Engine.moved,
+    "during": sorted(set(map(tuple, during.values()))), "threads": len(during),
+    "after": sorted(set(map(tuple, after.values()))),
+    "widened": sorted(widened) if widened is not None else None,
+}))
+"""
+
+
+def _pin_probe(mode: str) -> dict:
+    import json
+
+    out = subprocess.run(
+        [sys.executable, "-c", PIN_PROBE, mode],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    got = json.loads(out.stdout)
+    if not got["scheduling"].startswith("SCHED_FIFO"):
+        pytest.skip(f"the audio thread is {got['scheduling']}")
+    if len(got["original"]) < 2:
+        pytest.skip("one CPU: nothing to pin")
+    return got
+
+
+def test_no_thread_takes_the_gil_from_the_callback_in_a_block() -> None:
+    """A thread that waits for the GIL one switch interval forces the holder to hand
+    it over: a control thread woken mid-block took it from the callback (the web
+    bench's callback p99 with 10 clients was 1.5-2x the p99 with none). Once the
+    audio thread runs under SCHED_FIFO, every thread of the process is on its CPU,
+    where none can run, and so none can force a switch, while a block runs. Here
+    a CPU-bound thread wants the GIL all the time; it must not run during any of
+    100 blocks of 2 ms of Python, and it does without the pin."""
+    got = _pin_probe("pinned")
+    cpu = max(got["original"])
+    assert got["scheduling"] == f"SCHED_FIFO 70, threads on CPU {cpu}"
+    assert got["moved"] == 0
+    assert got["threads"] >= 3  # the main thread, the spinner and the clock, at least
+    assert got["during"] == [[cpu]]
+    assert got["widened"] == got["original"]  # what a child process is given back
+    assert got["after"] == [got["original"]]  # stopped: every thread has its CPUs back
+
+    control = _pin_probe("unpinned")
+    assert control["scheduling"] == "SCHED_FIFO 70"
+    assert control["during"] == [control["original"]]
+    assert control["moved"] > 0  # the probe sees the switch the pin prevents
