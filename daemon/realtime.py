@@ -135,11 +135,18 @@ def pin_threads() -> str:
         if _pin_from is None:
             try:
                 cpus = os.sched_getaffinity(0)
-                if len(cpus) < 2:
-                    return ""
+            except (AttributeError, OSError):
+                return ""
+            if len(cpus) < 2:
+                return ""
+            try:
                 _set_every_thread({max(cpus)})
-            except (AttributeError, OSError) as exc:
+            except OSError as exc:  # /proc unreadable: undo what was done
                 log.warning("threads not pinned to one CPU: %s", exc)
+                try:
+                    _set_every_thread(cpus)
+                except OSError:
+                    pass
                 return ""
             _pin_from = cpus
         _pin_users += 1
