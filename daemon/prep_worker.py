@@ -6,6 +6,11 @@ imports only when a track needs a worker.
 
 from __future__ import annotations
 
+import atexit
+import logging
+import multiprocessing
+import os
+import sys
 from typing import Any
 
 from distributed import WorkerPlugin
@@ -33,3 +38,31 @@ class WorkerSetup(WorkerPlugin):
 
         threadpool_limits(limits=1)  # not a context: for the worker's life
         nmf.set_threads(1)
+
+    def teardown(self, worker: Any) -> None:
+        """The worker is closing: its process then ends without the interpreter's
+        teardown, as multiprocessing ends the children it forks.
+
+        A spawned worker's process returns from its target and calls
+        ``sys.exit``; the interpreter then finalizes every module it imported
+        (distributed, numpy, scipy, the separation), which took 0.25 to 0.4 s of
+        every run's close while the client waited. Nothing is left to do by then:
+        the worker has closed its connections and released its work folder, the
+        threads have been joined and multiprocessing's own exit handlers have run
+        (all before the interpreter's exit handlers). The logs and the standard
+        streams are flushed, then the process exits with status 0, which a closing
+        worker's process exits with anyway. Only in a process the nanny started: a
+        worker in someone's own process (``processes=False``) leaves it alone.
+        """
+        if multiprocessing.parent_process() is not None:
+            atexit.register(_exit_now)  # the last registered: the first to run
+
+
+def _exit_now() -> None:
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+    os._exit(0)

@@ -210,6 +210,11 @@ def test_local_cluster_listens_on_loopback_with_single_threaded_blas(
         seen["trim"] = client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_"))
         seen["listening"] = listening([os.getpid(), *pids])
         seen["workers"] = list(client.scheduler_info()["workers"])
+        seen["pids"] = pids
+        seen["folders"] = list(client.run(lambda dask_worker: dask_worker.local_directory).values())
+        # An exit handler of the worker's interpreter leaves a file: the process ends
+        # without them (prep_worker.py), but only once its worker has closed.
+        seen["handlers"] = client.run(_leave_a_file_at_exit, str(tmp_path / "exit-handler"))
 
     params = load_separation_preset(str(FAST)).with_overrides(n_components=3)
     opts = PrepOptions(paths=[str(lib)], params=params, mode="components", workers=2)
@@ -225,6 +230,33 @@ def test_local_cluster_listens_on_loopback_with_single_threaded_blas(
     assert addresses and all(a.startswith("127.0.0.1:") for a in addresses), addresses  # type: ignore[union-attr]
     for w in seen["workers"]:  # type: ignore[attr-defined]
         assert w.startswith("tcp://127.0.0.1:")
+    # The close: every worker's process is gone, its work folder removed by the worker
+    # itself, and its interpreter never ran its exit handlers (nor, so, the 0.25-0.4 s
+    # of finalizing every module it imported).
+    assert set(seen["handlers"].values()) == {True}  # type: ignore[attr-defined]
+    for pid in seen["pids"]:  # type: ignore[attr-defined]
+        assert not Path(f"/proc/{pid}").exists()  # ended, and reaped by its nanny
+    assert [Path(f).exists() for f in seen["folders"]] == [False, False]  # type: ignore[attr-defined]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("exit-handler")) == []
+
+
+def _leave_a_file_at_exit(prefix: str) -> bool:
+    import atexit
+
+    atexit.register(lambda: Path(f"{prefix}-{os.getpid()}").write_text("ran"))
+    return True
+
+
+def test_a_worker_in_this_process_leaves_its_exit_alone() -> None:
+    """The fast exit is for the process the nanny started, never for one that hosts a
+    worker among other things (``processes=False``, as the tests' clusters do)."""
+    import atexit
+
+    from stemdeck.daemon.prep_worker import WorkerSetup
+
+    before = atexit._ncallbacks()
+    WorkerSetup().teardown(None)
+    assert atexit._ncallbacks() == before
 
 
 def _scheduler_address(info: Path) -> str | None:
