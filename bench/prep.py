@@ -5,8 +5,9 @@ Twelve one-minute stereo 44.1 kHz songs from stemdeck's synthesizer
 separated (stems mode, the ``default`` preset, into a fresh cache each time)
 three ways, side by side in this one run:
 
-- **loop**: a plain loop in this process over the same task function the
-  workers run (``daemon/prep.py``, one thread, single-threaded BLAS);
+- **loop**: a plain loop over the same task function the workers run
+  (``daemon/prep.py``, one thread, single-threaded BLAS), in a fresh process
+  like each worker, its imports done before its clock starts;
 - **dask 1**, **dask 2**: ``stemdeck prep`` as a user runs it (``run_prep``:
   a LocalCluster of 1 or 2 worker processes, the client's hashing, the
   transfers, the progress), cluster start-up included.
@@ -86,11 +87,46 @@ class PeakRss:
         self._thread.join()
 
 
-def plain_loop(paths: list[Path], params: Any, cache_root: Path) -> tuple[float, float]:
-    """Seconds for all the tracks, and until the first was done."""
+def plain_loop(paths: list[Path], preset: str, cache_root: Path) -> tuple[float, float]:
+    """Seconds for all the tracks, and until the first was done, in a fresh process.
+
+    A plain loop as a user would run it: its own interpreter, one thread,
+    single-threaded BLAS (the workers' environment), the imports done before the
+    clock starts (as the client's are). Fresh, like each Dask worker: a process's
+    first track is 0.3-0.5 s slower than the rest (its heap and caches are cold),
+    and a loop run in this process after the others would not pay that."""
+    import json
+    import subprocess
+    import sys
+
+    from stemdeck.daemon.prep import SINGLE_THREAD_ENV
+
+    cmd = [sys.executable, __file__, "--loop-process", preset, str(cache_root)]
+    cmd += [str(p) for p in paths]
+    done = subprocess.run(
+        cmd, env={**os.environ, **SINGLE_THREAD_ENV}, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"the loop's process failed:\n{done.stderr}")
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    return got["total"], got["first"]
+
+
+def loop_process(preset: str, cache_root: Path, paths: list[Path]) -> None:
+    """The loop's process: the same task function the workers run, track after track."""
+    import json
+
+    import distributed  # noqa: F401  (a worker has it imported before its first task)
+    from threadpoolctl import threadpool_limits
+
+    from stemdeck.core.separation import nmf, separate  # noqa: F401  (as the worker plugin)
     from stemdeck.core.separation.prep import TOKEN_PREFIX
+    from stemdeck.core.separation.presets import load_separation_preset
     from stemdeck.daemon.prep import _task
 
+    params = load_separation_preset(preset)
+    nmf.set_threads(1)
+    threadpool_limits(limits=1)
     cache_root.mkdir(parents=True)
     token = "bench"
     (cache_root / f"{TOKEN_PREFIX}{token}").write_text(token)
@@ -108,7 +144,7 @@ def plain_loop(paths: list[Path], params: Any, cache_root: Path) -> tuple[float,
         )
         assert result.error is None and result.entry is not None, result.error
         first = first or time.perf_counter() - t0
-    return time.perf_counter() - t0, first
+    print(json.dumps({"total": time.perf_counter() - t0, "first": first}))
 
 
 def dask_run(paths: list[Path], params: Any, cache_root: Path, workers: int) -> dict[str, Any]:
@@ -155,11 +191,16 @@ def main() -> None:
     ap.add_argument("--tracks", type=int, default=12)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--preset", default="default")
+    ap.add_argument("--loop-process", nargs="+", metavar=("PRESET", "CACHE TRACK"))
     args = ap.parse_args()
+    if args.loop_process:
+        preset, cache, *tracks = args.loop_process
+        loop_process(preset, Path(cache), [Path(t) for t in tracks])
+        return
 
-    from threadpoolctl import threadpool_limits
+    # The client's imports, like the loop's, are done before any clock starts.
+    import distributed  # noqa: F401
 
-    from stemdeck.core.separation import nmf
     from stemdeck.core.separation.presets import load_separation_preset
 
     coretype = os.environ.get("OPENBLAS_CORETYPE")
@@ -170,7 +211,6 @@ def main() -> None:
         f"load average {os.getloadavg()[0]:.2f} at the start"
     )
     params = load_separation_preset(args.preset)
-    nmf.set_threads(1)  # the loop runs like one worker: one thread, one BLAS thread
     rows: dict[str, list[float]] = {"loop": [], "dask 1": [], "dask 2": []}
     after_start: dict[str, list[float]] = {"dask 1": [], "dask 2": []}
     per_track: dict[str, list[float]] = {"dask 1": [], "dask 2": []}
@@ -189,8 +229,7 @@ def main() -> None:
             f"{args.rounds} round(s), each loop, dask 1, dask 2 side by side"
         )
         for r in range(args.rounds):
-            with threadpool_limits(limits=1):
-                loop_total, first = plain_loop(paths, params, root / f"loop-{r}")
+            loop_total, first = plain_loop(paths, args.preset, root / f"loop-{r}")
             rows["loop"].append(loop_total)
             loop_first.append(first)
             for workers in (1, 2):
