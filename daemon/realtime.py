@@ -106,6 +106,7 @@ def make_realtime(priority: int = DEFAULT_PRIORITY) -> str:
 _pin_lock = threading.Lock()
 _pin_users = 0
 _pin_from: set[int] | None = None  # the process's CPUs before it was pinned
+_pin_cpu = -1  # the CPU they are on meanwhile
 
 
 def _set_every_thread(cpus: set[int]) -> None:
@@ -126,11 +127,12 @@ def _set_every_thread(cpus: set[int]) -> None:
 
 def pin_threads() -> str:
     """Put every thread of this process, and every thread it makes from now on, on one
-    CPU (the highest it may use), until as many :func:`unpin_threads` calls. Call it
-    from the audio thread once it runs under SCHED_FIFO (the module's docstring says
-    why). Returns ``"threads on CPU 1"``, or ``""`` where there is nothing to do (one
-    CPU) or it failed."""
-    global _pin_users, _pin_from
+    CPU, the one the calling thread runs on (so two daemons on one machine are not put
+    on the same CPU by rule), until as many :func:`unpin_threads` calls. Call it from
+    the audio thread once it runs under SCHED_FIFO (the module's docstring says why).
+    Returns ``"threads on CPU 1"``, or ``""`` where there is nothing to do (one CPU) or
+    it failed."""
+    global _pin_users, _pin_from, _pin_cpu
     with _pin_lock:
         if _pin_from is None:
             try:
@@ -139,8 +141,11 @@ def pin_threads() -> str:
                 return ""
             if len(cpus) < 2:
                 return ""
+            cpu = _current_cpu()
+            if cpu not in cpus:
+                cpu = max(cpus)
             try:
-                _set_every_thread({max(cpus)})
+                _set_every_thread({cpu})
             except OSError as exc:  # /proc unreadable: undo what was done
                 log.warning("threads not pinned to one CPU: %s", exc)
                 try:
@@ -148,9 +153,9 @@ def pin_threads() -> str:
                 except OSError:
                     pass
                 return ""
-            _pin_from = cpus
+            _pin_from, _pin_cpu = cpus, cpu
         _pin_users += 1
-        return f"threads on CPU {max(_pin_from)}"
+        return f"threads on CPU {_pin_cpu}"
 
 
 def unpin_threads() -> None:
@@ -167,6 +172,14 @@ def unpin_threads() -> None:
             except OSError as exc:
                 log.warning("threads not unpinned: %s", exc)
             _pin_from = None
+
+
+def _current_cpu() -> int:
+    """The CPU the calling thread runs on now (glibc's sched_getcpu), or -1."""
+    try:
+        return int(_libc().sched_getcpu())
+    except (OSError, AttributeError):
+        return -1
 
 
 def unpinned_cpus() -> set[int] | None:
