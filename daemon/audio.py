@@ -226,6 +226,8 @@ class Sink:
         self._rendered = 0
         self._entered = False
         self._pinned = False
+        self._slow_blocks = 0
+        self._overload_s = 0.5 * block / sr  # see _give_up_pin
 
     def _render(self, out: np.ndarray) -> None:
         if not self._entered:  # first block, in the audio thread itself
@@ -252,11 +254,27 @@ class Sink:
         elif took > self._per_second[slot]:
             self._per_second[slot] = took
         self._rendered += 1
+        if self._pinned:
+            self._slow_blocks = self._slow_blocks + 1 if took > self._overload_s else 0
+            if self._slow_blocks >= 3:
+                self._give_up_pin()
         if self.recorder is not None:
             if out.shape[0] <= self.engine.max_block:
                 self.recorder.push(self.engine.master_view(out.shape[0]))
             else:  # processed in pieces: only mix-mode output is the master
                 self.recorder.push(out[:, :2])
+
+    def _give_up_pin(self) -> None:
+        """The callback is overloaded: three blocks in a row took more than half their
+        period (a block too small for the work, too many channels). Pinned, it would
+        leave the control threads (OSC, web, the main loop) only the kernel's
+        real-time allowance, about 5 % of the CPU, just when a performer must reach
+        the daemon to lower the load. The threads get every CPU back for the rest of
+        the stream, and the status line says why. (Not on an xrun: the null clock
+        counts one as the daemon starts.)"""
+        self._unpin()
+        self.scheduling = self.scheduling.split(", threads on CPU")[0]
+        self.scheduling += ", threads on every CPU (the audio was overloaded)"
 
     def _unpin(self) -> None:
         """After the stream stopped: the process's threads get its CPUs back."""

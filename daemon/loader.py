@@ -53,7 +53,7 @@ from stemdeck.core.separation.stemfile import (
     stem_track_name,
 )
 
-from .realtime import unpinned_cpus
+from .realtime import children_on_every_cpu
 
 __all__ = ["DEMO", "TrackLoader", "read_source"]
 
@@ -346,19 +346,14 @@ class TrackLoader:
                 daemon=True,
                 args=(source, None, self.params, self.mode, cache_root, child, os.getpid()),
             )
-            worker.start()
+            with children_on_every_cpu():  # not the audio's pin (daemon/realtime.py)
+                worker.start()
             self._worker = worker
         if worker.pid is not None:
             try:  # niced from its first instruction, imports included
                 os.setpriority(os.PRIO_PROCESS, worker.pid, 10)
             except (OSError, AttributeError):
                 pass
-            cpus = unpinned_cpus()
-            if cpus is not None:  # it inherited the audio's pin: give it every CPU
-                try:
-                    os.sched_setaffinity(worker.pid, cpus)
-                except OSError:
-                    pass
         child.close()
         log.info("%s: playing the original while separating (%s mode)", name, self.mode)
         threading.Thread(

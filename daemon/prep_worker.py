@@ -51,10 +51,12 @@ class WorkerSetup(WorkerPlugin):
         threads have been joined and multiprocessing's own exit handlers have run
         (all before the interpreter's exit handlers). The logs and the standard
         streams are flushed, then the process exits with status 0, which a closing
-        worker's process exits with anyway. Only in a process the nanny started: a
-        worker in someone's own process (``processes=False``) leaves it alone.
+        worker's process exits with anyway. Only in a process a nanny started (the
+        worker has a nanny): a worker in someone's own process (``processes=False``,
+        even in a child process) leaves its exit alone.
         """
-        if multiprocessing.parent_process() is not None:
+        nanny = getattr(worker, "nanny", None)
+        if nanny is not None and multiprocessing.parent_process() is not None:
             atexit.register(_exit_now)  # the last registered: the first to run
 
 

@@ -52,6 +52,8 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 __all__ = [
@@ -59,6 +61,7 @@ __all__ = [
     "DEFAULT_PRIORITY",
     "SWITCH_INTERVAL_S",
     "GcWatch",
+    "children_on_every_cpu",
     "lock_memory",
     "make_realtime",
     "name_os_thread",
@@ -185,6 +188,29 @@ def _current_cpu() -> int:
         return int(_libc().sched_getcpu())
     except (OSError, AttributeError):
         return -1
+
+
+@contextmanager
+def children_on_every_cpu() -> Iterator[None]:
+    """Around starting a child process: a child takes the CPU set of the thread that
+    starts it, and sizes its thread pools (BLAS) from it as it imports them, so the
+    calling thread has the process's CPUs back meanwhile, then its pin again."""
+    with _pin_lock:
+        cpus = _pin_from
+        if cpus is not None:
+            try:
+                os.sched_setaffinity(0, cpus)
+            except OSError:
+                pass
+    try:
+        yield
+    finally:
+        with _pin_lock:
+            if _pin_from is not None:
+                try:
+                    os.sched_setaffinity(0, {_pin_cpu})
+                except OSError:
+                    pass
 
 
 def unpinned_cpus() -> set[int] | None:

@@ -16,6 +16,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -255,7 +256,8 @@ def test_a_worker_in_this_process_leaves_its_exit_alone() -> None:
     from stemdeck.daemon.prep_worker import WorkerSetup
 
     before = atexit._ncallbacks()
-    WorkerSetup().teardown(None)
+    WorkerSetup().teardown(SimpleNamespace(nanny=None))  # no nanny, as processes=False
+    WorkerSetup().teardown(SimpleNamespace(nanny="tcp://127.0.0.1:1"))  # not its child
     assert atexit._ncallbacks() == before
 
 
