@@ -39,7 +39,7 @@ it runs between blocks. When the callback wakes while a control thread holds the
 the callback's timed wait lets that thread run to its next bytecode, as before. The
 process keeps one core's worth of Python, which is all the GIL ever gave it; work
 outside the GIL (the separation) runs in child processes, which get the process's
-CPUs back (:func:`unpinned_cpus`).
+CPUs back (:func:`children_on_every_cpu`).
 """
 
 from __future__ import annotations
