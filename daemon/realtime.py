@@ -69,7 +69,6 @@ __all__ = [
     "raise_priority",
     "settle_heap",
     "unpin_threads",
-    "unpinned_cpus",
 ]
 
 DEFAULT_PRIORITY = 70  # above most of the system, below JACK's own threads (80+)
@@ -132,10 +131,9 @@ def pin_threads() -> str:
     """Put every thread of this process, and every thread it makes from now on, on one
     CPU, the one the calling thread runs on (so two daemons on one machine are not put
     on the same CPU by rule) unless that is the first, until as many
-    :func:`unpin_threads` calls. Call it from
-    the audio thread once it runs under SCHED_FIFO (the module's docstring says why).
-    Returns ``"threads on CPU 1"``, or ``""`` where there is nothing to do (one CPU) or
-    it failed."""
+    :func:`unpin_threads` calls. Call it from the audio thread once it runs under
+    SCHED_FIFO (the module's docstring says why). Returns ``"threads on CPU 1"``, or
+    ``""`` where there is nothing to do (one CPU) or it failed."""
     global _pin_users, _pin_from, _pin_cpu
     with _pin_lock:
         if _pin_from is None:
@@ -154,12 +152,8 @@ def pin_threads() -> str:
                 cpu = max(cpus)
             try:
                 _set_every_thread({cpu})
-            except OSError as exc:  # /proc unreadable: undo what was done
+            except OSError as exc:  # /proc unreadable
                 log.warning("threads not pinned to one CPU: %s", exc)
-                try:
-                    _set_every_thread(cpus)
-                except OSError:
-                    pass
                 return ""
             _pin_from, _pin_cpu = cpus, cpu
         _pin_users += 1
@@ -211,12 +205,6 @@ def children_on_every_cpu() -> Iterator[None]:
                     os.sched_setaffinity(0, {_pin_cpu})
                 except OSError:
                     pass
-
-
-def unpinned_cpus() -> set[int] | None:
-    """The CPUs the process had before :func:`pin_threads`, while it is pinned (a child
-    process, which inherits the pin, is given them back); else None."""
-    return _pin_from
 
 
 @functools.cache

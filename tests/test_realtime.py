@@ -49,7 +49,7 @@ def test_settled_heap_leaves_the_collector_little_to_traverse() -> None:
 PIN_PROBE = r"""
 import json, os, sys, threading, time
 import stemdeck.daemon.audio as audio
-from stemdeck.daemon.realtime import unpinned_cpus
+from stemdeck.daemon.realtime import children_on_every_cpu
 
 if sys.argv[1] == "unpinned":
     audio.pin_threads = lambda: ""
@@ -110,7 +110,9 @@ sink.start()
 while Engine.blocks < 100:
     time.sleep(0.01)
 during = affinities()
-widened = unpinned_cpus()
+with children_on_every_cpu():  # how the loader starts the separation's process
+    widened = sorted(os.sched_getaffinity(0))
+repinned = sorted(os.sched_getaffinity(0))
 sink.stop()
 after = affinities()
 stop.set()
@@ -118,7 +120,7 @@ print(json.dumps({
     "scheduling": sink.scheduling, "original": original, "moved": Engine.moved,
     "during": sorted(set(map(tuple, during.values()))), "threads": len(during),
     "after": sorted(set(map(tuple, after.values()))),
-    "widened": sorted(widened) if widened is not None else None,
+    "widened": widened, "repinned": repinned,
     "clock_cpu": Engine.cpu,
 }))
 """
@@ -157,7 +159,8 @@ def test_no_thread_takes_the_gil_from_the_callback_in_a_block() -> None:
     assert got["moved"] == 0
     assert got["threads"] >= 3  # the main thread, the spinner and the clock, at least
     assert got["during"] == [[cpu]]
-    assert got["widened"] == got["original"]  # what a child process is given back
+    assert got["widened"] == got["original"]  # what a child process is started with
+    assert got["repinned"] == [cpu]  # and the starting thread is pinned again
     assert got["after"] == [got["original"]]  # stopped: every thread has its CPUs back
 
     control = _pin_probe("unpinned")
@@ -174,5 +177,5 @@ def test_an_overloaded_callback_gives_the_cpus_back() -> None:
     got = _pin_probe("overloaded")
     assert got["scheduling"] == ("SCHED_FIFO 70, threads on every CPU (the audio was overloaded)")
     assert got["during"] == [got["original"]]
-    assert got["widened"] is None
+    assert got["widened"] == got["repinned"] == got["original"]  # no pin left to restore
     assert got["after"] == [got["original"]]
