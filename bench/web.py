@@ -177,6 +177,16 @@ def client_process(url: str, n: int, rate: float, seconds: float) -> None:
     print(json.dumps({"received": sum(counts[:n]), "sent": sum(counts[n:])}))
 
 
+def run_child(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """A client or neighbour process, started with every CPU: this process's threads
+    are pinned to the audio thread's CPU (daemon/realtime.py), and a client may run
+    anywhere."""
+    from stemdeck.daemon.realtime import children_on_every_cpu
+
+    with children_on_every_cpu():
+        return subprocess.run(cmd, **kwargs)
+
+
 # -- the daemon side -----------------------------------------------------------------------------
 def _cpu_since(before: resource.struct_rusage) -> float:
     """CPU seconds of the client processes that ended since ``before``."""
@@ -240,13 +250,6 @@ def main() -> None:
         help="leave the daemon's threads on every CPU (to compare with daemon/realtime.py's pin)",
     )
     args = ap.parse_args()
-    if args.busy_process or args.udp_process or args.client_process:
-        # Started from the daemon's process, whose threads the audio thread pinned to
-        # one CPU (daemon/realtime.py): a neighbour or a client may run anywhere.
-        try:
-            os.sched_setaffinity(0, range(os.cpu_count() or 1))
-        except (AttributeError, OSError):
-            pass
     if args.busy_process:
         busy_process(float(args.busy_process[0]), float(args.busy_process[1]))
         return
@@ -299,7 +302,7 @@ def main() -> None:
                 cpu, wall = time.process_time(), time.monotonic()
                 children = resource.getrusage(resource.RUSAGE_CHILDREN)
                 if phase == "clients":
-                    proc = subprocess.run(
+                    proc = run_child(
                         [
                             sys.executable,
                             __file__,
@@ -316,7 +319,7 @@ def main() -> None:
                     traffic.append(json.loads(proc.stdout.strip().splitlines()[-1]))
                 elif phase == "udp":
                     assert daemon.server is not None
-                    subprocess.run(
+                    run_child(
                         [
                             sys.executable,
                             __file__,
@@ -332,7 +335,7 @@ def main() -> None:
                     )
                 elif phase == "busy":
                     share = rows["clients"][-1][5] / 100  # what the clients took, this round
-                    subprocess.run(
+                    run_child(
                         [sys.executable, __file__, "--busy-process", str(share), str(args.seconds)],
                         check=True,
                     )
