@@ -135,7 +135,7 @@ def test_errors_are_one_line_no_traceback(
 class _Responder:
     """A UDP OSC peer on 127.0.0.1 that records what it gets and answers ``replies``."""
 
-    def __init__(self, replies: int = 0) -> None:
+    def __init__(self, replies: int = 0, raw: bytes | None = None) -> None:
         import socket
         import threading
 
@@ -144,6 +144,7 @@ class _Responder:
         self.sock.settimeout(5.0)
         self.port = self.sock.getsockname()[1]
         self.replies = replies
+        self.raw = raw  # one reply of these very bytes
         self.got: list[tuple[str, list]] = []
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -159,6 +160,8 @@ class _Responder:
             return
         for timed in osc_packet.OscPacket(data).messages:
             self.got.append((timed.message.address, list(timed.message.params)))
+        if self.raw is not None:
+            self.sock.sendto(self.raw, sender)
         for i in range(self.replies):  # paced: a burst would overflow the socket buffer
             self.sock.sendto(build(f"/ch/{i}/name", ["x" * 500]), sender)
             time.sleep(0.001)
@@ -197,3 +200,54 @@ def test_send_into_a_closed_pipe_is_quiet() -> None:
         peer.close()
     assert proc.stdout == f"/ch/0/name '{'x' * 500}'\n"
     assert proc.stderr == "", proc.stderr
+
+
+def test_send_prints_each_message_of_a_bundle_with_every_type_the_daemon_sends(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The replies are decoded by stemdeck's own decoder; the bundle here is built by
+    python-osc, an encoder independent of it."""
+    from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
+    from pythonosc.osc_message_builder import OscMessageBuilder
+
+    first = OscMessageBuilder("/ch/1/fader")
+    for value, tag in [
+        (0.5, "f"), (3, "i"), (2**40, "h"), (1e300, "d"), ("vocals", "s"),
+        (True, "T"), (False, "F"), (None, "N"), (b"\x01\x02", "b"),
+    ]:  # fmt: skip
+        first.add_arg(value, tag)
+    bundle = OscBundleBuilder(IMMEDIATELY)
+    bundle.add_content(first.build())
+    bundle.add_content(OscMessageBuilder("/state/end").build())
+    peer = _Responder(raw=bundle.build().dgram)
+    try:
+        assert main(["send", str(peer.port), "/state", "--timeout", "3"]) == 0
+    finally:
+        peer.close()
+    assert capsys.readouterr().out.splitlines() == [
+        "/ch/1/fader 0.5 3 1099511627776 1e+300 'vocals' True False None b'\\x01\\x02'",
+        "/state/end",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("reply", "why"),
+    [
+        (b"/ch/1/fader\x00,f\x00\x00", "argument 1 ('f') of /ch/1/fader is missing"),
+        (b"junk", "neither a message ('/...') nor a bundle"),
+        (b"/ch\x00,c\x00\x00\x00\x00\x00A", "argument 1 of /ch is an OSC Char"),
+    ],
+)
+def test_send_a_malformed_reply_is_one_error_line(
+    capsys: pytest.CaptureFixture[str], reply: bytes, why: str
+) -> None:
+    peer = _Responder(raw=reply)
+    try:
+        assert main(["send", str(peer.port), "/ping", "--timeout", "3"]) == 1
+    finally:
+        peer.close()
+    out, err = capsys.readouterr()
+    assert out == "" and "Traceback" not in err
+    (line,) = err.splitlines()
+    assert line.startswith(f"stemdeck: error: malformed reply from 127.0.0.1:{peer.port}: ")
+    assert why in line, line

@@ -1,0 +1,7 @@
+"""``python -m stemdeck.daemon.cli``: the ``stemdeck`` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

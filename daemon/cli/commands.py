@@ -1,0 +1,307 @@
+"""The bodies of the ``stemdeck`` commands but ``send`` (``send.py``).
+
+Each takes the parsed arguments and returns the exit status; a user error
+raises a :class:`~stemdeck.core.errors.StemdeckError`, which ``main`` prints as
+one line. ``serve`` and ``prep`` import their machinery when they run, so the
+other commands start without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from stemdeck.core.errors import ParameterError
+from stemdeck.core.separation.audio import load
+from stemdeck.core.separation.cache import SeparationCache
+from stemdeck.core.separation.presets import SeparationParams, load_separation_preset
+from stemdeck.core.separation.separate import ChannelSink, Separation, separate
+from stemdeck.core.separation.stemfile import (
+    Tags,
+    channel_keys,
+    check_encodable,
+    is_mp4_path,
+    probe,
+    read_stem_file,
+    read_tags,
+    stem_track_name,
+)
+
+from ..outputs import (
+    ChannelFiles,
+    make_folder,
+    write_atomic,
+    write_separated_stem_file,
+    write_stem_mp4,
+)
+from ..progress import ProgressBar
+from .parser import EXIT_ERROR
+
+__all__ = ["cmd_devices", "cmd_plot", "cmd_prep", "cmd_separate", "cmd_serve"]
+
+log = logging.getLogger(__name__)
+
+
+# -- shared steps -------------------------------------------------------------------
+def _read_track(args: argparse.Namespace) -> tuple[np.ndarray, int, str]:
+    if args.demo:
+        if args.track:
+            raise ParameterError("give a TRACK or --demo, not both")
+        from stemdeck.core.material.demo import (
+            demo_track,  # synthesis needs scipy.signal: load late
+        )
+
+        demo = demo_track()
+        return demo.mix, demo.sr, demo.name
+    if not args.track:
+        raise ParameterError("no TRACK given; name an audio file or use --demo")
+    y, sr = load(args.track)
+    return y, sr, stem_track_name(args.track)
+
+
+def _mode(args: argparse.Namespace) -> str:
+    return "components" if args.components else "stems"
+
+
+def _params(args: argparse.Namespace) -> SeparationParams:
+    params = load_separation_preset(args.preset)
+    return params.with_overrides(n_components=args.components)
+
+
+def _separate(
+    args: argparse.Namespace,
+    y: np.ndarray,
+    sr: int,
+    name: str,
+    *,
+    on_channel: ChannelSink | None = None,
+) -> Separation:
+    params = _params(args)
+    cache = None if args.no_cache else SeparationCache()
+    if cache is not None:
+        cache.clean_stale()
+    bar = ProgressBar(f"separating {name}")
+    t0 = time.perf_counter()
+    try:
+        result = separate(
+            y,
+            sr,
+            params=params,
+            mode=_mode(args),
+            cache=cache,
+            progress=bar,
+            on_channel=on_channel,
+        )
+    finally:
+        bar.close()
+    took = time.perf_counter() - t0
+    source = "from the cache" if result.from_cache else f"in {took:.1f} s"
+    log.info("%s: %d channels %s", name, len(result.names), source)
+    return result
+
+
+def _source_tags(args: argparse.Namespace, name: str) -> Tags:
+    if args.demo:
+        return Tags(title=name, artist="stemdeck")
+    return read_tags(args.track)
+
+
+def _separate_stem_file(args: argparse.Namespace) -> int:
+    """A stem file in: its stems are the channels; nothing is separated."""
+    if args.components:
+        raise ParameterError(
+            f"{args.track!r} is a stem file: its channels are its stems; drop --components"
+        )
+    stems = read_stem_file(args.track)
+    name = stem_track_name(args.track)
+    out = Path(args.output)
+    if args.format == "stem.mp4":
+        check_encodable(stems.sr, codec=args.codec)
+        make_folder(out)
+        path = out / f"{name}.stem.mp4"
+        if path.resolve() == Path(args.track).resolve():
+            raise ParameterError(f"{str(path)!r} is the input file; choose another -o DIR")
+        write_stem_mp4(
+            path,
+            stems.master if stems.master is not None else stems.mix,
+            stems.stems,
+            stems.sr,
+            names=stems.names,
+            colours=stems.colours,
+            codec=args.codec,
+            tags=stems.tags,
+        )
+        print(f"wrote {path}")
+        return 0
+    folder = out / name
+    make_folder(folder)
+    for key, audio in zip(channel_keys(stems.names), stems.stems, strict=True):
+        write_atomic(folder / f"{key}.{args.format}", audio, stems.sr, args.format)
+    print(f"wrote {len(stems.names)} files to {folder} (stems from the file, not separated)")
+    return 0
+
+
+# -- commands -----------------------------------------------------------------------
+def cmd_separate(args: argparse.Namespace) -> int:
+    if args.format == "stem.mp4" and args.components:
+        raise ParameterError(
+            "--format stem.mp4 holds the four stems; components mode has no stems "
+            "(drop --components, or use --format wav or flac)"
+        )
+    if args.track and not args.demo and is_mp4_path(args.track) and probe(args.track):
+        return _separate_stem_file(args)
+    y, sr, name = _read_track(args)
+    if args.format == "stem.mp4":
+        check_encodable(sr, codec=args.codec)  # before the separation, not after it
+        out = Path(args.output)
+        make_folder(out)
+        tags = _source_tags(args, name)
+        result = _separate(args, y, sr, name)
+        path = out / f"{name}.stem.mp4"
+        write_separated_stem_file(
+            path, y, list(result.names), result.channels, sr, codec=args.codec, tags=tags
+        )
+        print(f"wrote {path}")
+        return 0
+    folder = Path(args.output) / name
+    # The files are written while the next channels are computed.
+    with ChannelFiles(folder, sr, args.format) as files:
+        result = _separate(args, y, sr, name, on_channel=files)
+    print(f"wrote {len(files.written)} files to {folder}")
+    return 0 if len(files.written) == len(result.names) else EXIT_ERROR
+
+
+def cmd_prep(args: argparse.Namespace) -> int:
+    from ..prep import PrepOptions, run_prep, summary_lines  # the other commands skip it
+
+    opts = PrepOptions(
+        paths=list(args.paths),
+        params=_params(args),
+        mode=_mode(args),
+        fmt=args.format,
+        output=args.output,
+        codec=args.codec,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        dashboard=args.dashboard,
+        report=args.report,
+    )
+    summary = run_prep(opts)
+    for line in summary_lines(summary):
+        print(line)
+    return EXIT_ERROR if summary.failed or summary.problems else 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from ..plot import plot_separation  # matplotlib: only this command pays for it
+
+    y, sr, name = _read_track(args)
+    result = _separate(args, y, sr, name)
+    out = Path(args.output)
+    plot_separation(y, result, out, title=name)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    # The daemon's machinery (aiohttp, mido, sounddevice): only serve pays for it.
+    from ..serve import DEMO, Daemon, ServeOptions
+
+    track = getattr(args, "track", None) or DEMO
+    if track != DEMO and is_mp4_path(track):
+        probe(track)  # a damaged or non-stem MP4 is one clear error before anything starts
+    elif track != DEMO:
+        # A missing or unreadable file is one clear error before anything starts; the
+        # header is enough here (the daemon decodes the file once, itself).
+        import soundfile as sf
+
+        try:
+            sf.info(track)
+        except Exception:
+            load(track)  # raises the AudioFileError that says what is wrong
+    params = _params(args)
+    opts = ServeOptions(
+        track=track,
+        mode=_mode(args),
+        params=params,
+        osc_host=args.osc_host,
+        osc_port=args.osc_port,
+        osc_allow=list(args.osc_allow),
+        audio_device=args.audio_device,
+        no_audio=args.no_audio,
+        record=args.record,
+        block=args.block,
+        outputs=args.outputs,
+        library=list(args.library),
+        use_cache=not args.no_cache,
+        at_end=args.at_end,
+        midi_port=args.midi,
+        midi_virtual=args.midi_virtual,
+        midi_map=args.midi_map,
+        midi_api=args.midi_api,
+        midi_learn=args.midi_learn,
+        realtime=not args.no_realtime,
+        http_port=args.http,
+        http_host=args.http_host,
+        advertise=args.advertise,
+    )
+    if args.advertise and args.http is None:
+        raise ParameterError("--advertise announces the web server: drop --http off")
+    if args.midi_learn and not (args.midi or args.midi_virtual):
+        raise ParameterError("--midi-learn needs --midi PORT or --midi-virtual NAME")
+    if args.midi or args.midi_virtual:
+        from ..midi import resolve_map
+
+        resolve_map(args.midi_map)  # a broken map is one clear error before anything starts
+    daemon = Daemon(opts)
+    try:
+        daemon.start()
+    except BaseException:
+        daemon.shutdown()
+        raise
+    return daemon.run()
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    try:
+        import sounddevice as sd
+
+        print("audio outputs:")
+        found = False
+        for i, d in enumerate(sd.query_devices()):
+            if d["max_output_channels"] > 0:
+                api = sd.query_hostapis(d["hostapi"])["name"]
+                print(
+                    f"  {i}: {d['name']} ({api}, {d['max_output_channels']} out, "
+                    f"{d['default_samplerate']:.0f} Hz)"
+                )
+                found = True
+        if not found:
+            print("  none (serve runs on a null clock)")
+    except (OSError, ImportError) as exc:
+        print(f"audio outputs: unavailable ({exc})")
+    import mido  # only this command and serve need it
+
+    backends = [os.environ.get("MIDO_BACKEND", "mido.backends.rtmidi")]
+    if "MIDO_BACKEND" not in os.environ:
+        backends.append("mido.backends.rtmidi/UNIX_JACK")  # no ALSA sequencer: try JACK
+    problems = []
+    for name in backends:
+        try:
+            backend = mido.Backend(name, load=True)
+            inputs, outputs = backend.get_input_names(), backend.get_output_names()
+        except Exception as exc:  # rtmidi raises its own error types per API
+            problems.append(f"{name}: {str(exc).strip()}")
+            continue
+        print(f"MIDI ({name}):")
+        print("  inputs: " + (", ".join(inputs) or "none"))
+        print("  outputs: " + (", ".join(outputs) or "none"))
+        break
+    else:
+        print("MIDI: unavailable (" + "; ".join(problems) + ")")
+    return 0
