@@ -6,7 +6,7 @@ separated (stems mode, the ``default`` preset, into a fresh cache each time)
 three ways, side by side in this one run:
 
 - **loop**: a plain loop over the same task function the workers run
-  (``daemon/prep.py``, one thread, single-threaded BLAS), in a fresh process
+  (``daemon/prep/cluster.py``, one thread, single-threaded BLAS), in a fresh process
   like each worker, its imports done before its clock starts;
 - **dask 1**, **dask 2**: ``stemdeck prep`` as a user runs it (``run_prep``:
   a LocalCluster of 1 or 2 worker processes, the client's hashing, the
@@ -99,7 +99,7 @@ def plain_loop(paths: list[Path], preset: str, cache_root: Path) -> tuple[float,
     import subprocess
     import sys
 
-    from stemdeck.daemon.prep import SINGLE_THREAD_ENV
+    from stemdeck.daemon.prep.cluster import SINGLE_THREAD_ENV
 
     cmd = [sys.executable, __file__, "--loop-process", preset, str(cache_root)]
     cmd += [str(p) for p in paths]
@@ -122,7 +122,7 @@ def loop_process(preset: str, cache_root: Path, paths: list[Path]) -> None:
     from stemdeck.core.separation import nmf, separate  # noqa: F401  (as the worker plugin)
     from stemdeck.core.separation.prep import TOKEN_PREFIX
     from stemdeck.core.separation.presets import load_separation_preset
-    from stemdeck.daemon.prep import _task
+    from stemdeck.daemon.prep.cluster import prep_task
 
     params = load_separation_preset(preset)
     nmf.set_threads(1)
@@ -133,7 +133,7 @@ def loop_process(preset: str, cache_root: Path, paths: list[Path]) -> None:
     t0 = time.perf_counter()
     first = 0.0
     for path in paths:
-        _, result = _task(
+        _, result = prep_task(
             path.read_bytes(),
             suffix=path.suffix,
             name=path.name,
@@ -148,7 +148,8 @@ def loop_process(preset: str, cache_root: Path, paths: list[Path]) -> None:
 
 
 def dask_run(paths: list[Path], params: Any, cache_root: Path, workers: int) -> dict[str, Any]:
-    from stemdeck.daemon.prep import PrepOptions, blas_threads, run_prep
+    from stemdeck.daemon.prep import PrepOptions, run_prep
+    from stemdeck.daemon.prep.cluster import blas_threads
 
     seen: dict[str, Any] = {}
 

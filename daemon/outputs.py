@@ -20,10 +20,11 @@ from stemdeck.core.errors import AudioFileError, ParameterError
 from stemdeck.core.separation.audio import write
 from stemdeck.core.separation.stemfile import NI_COLOURS, NI_NAMES, NI_STEMS, Tags, write_stem_file
 
-from .progress import ProgressBar
+from .progress import ProgressLine
 
 __all__ = [
     "ChannelFiles",
+    "check_format",
     "make_folder",
     "ni_order",
     "write_atomic",
@@ -31,7 +32,22 @@ __all__ = [
     "write_stem_mp4",
 ]
 
-log = logging.getLogger("stemdeck")
+log = logging.getLogger(__name__)
+
+
+def check_format(fmt: str, *, mode: str) -> None:
+    """Refuse an output format the separation mode cannot fill, before any work.
+
+    Raises
+    ------
+    ParameterError
+        ``stem.mp4`` in components mode: a stem file holds the four stems.
+    """
+    if fmt == "stem.mp4" and mode != "stems":
+        raise ParameterError(
+            "--format stem.mp4 holds the four stems; components mode has no stems "
+            "(drop --components, or use --format wav or flac)"
+        )
 
 
 def make_folder(folder: Path) -> None:
@@ -125,8 +141,7 @@ def write_stem_mp4(
 ) -> None:
     if codec == "alac" and max(float(np.abs(master).max()), float(np.abs(stems).max())) > 1.0:
         log.warning("peaks above full scale clip in 24-bit alac; use --codec aac to keep them")
-    bar = ProgressBar(f"encoding {path.name}")
-    bar.enabled = bar.enabled and show_progress
+    bar = ProgressLine(f"encoding {path.name}", enabled=show_progress)
     try:
         write_stem_file(
             path,

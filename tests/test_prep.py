@@ -30,9 +30,10 @@ from stemdeck.core.separation.audio import load
 from stemdeck.core.separation.cache import SeparationCache
 from stemdeck.core.separation.presets import load_separation_preset
 from stemdeck.core.separation.separate import separation_key
-from stemdeck.daemon import prep as daemon_prep
 from stemdeck.daemon.prep import PrepOptions, find_tracks, run_prep, summary_lines
-from stemdeck.daemon.prep_index import INDEX_NAME
+from stemdeck.daemon.prep import cluster as prep_cluster
+from stemdeck.daemon.prep import job as prep_job
+from stemdeck.daemon.prep.index import INDEX_NAME
 
 FAST = Path(__file__).parent / "data" / "tiny.toml"
 COMMON = ["--preset", str(FAST), "--components", "3"]
@@ -206,7 +207,7 @@ def test_local_cluster_listens_on_loopback_with_single_threaded_blas(
         # this process, or importing it as it starts), not importing it in its first task.
         seen["ready"] = client.run(lambda: "stemdeck.core.separation.separate" in sys.modules)
         pids = list(client.run(os.getpid).values())
-        seen["blas"] = client.run(daemon_prep.blas_threads)
+        seen["blas"] = client.run(prep_cluster.blas_threads)
         seen["env"] = client.run(lambda: os.environ.get("OPENBLAS_NUM_THREADS"))
         seen["trim"] = client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_"))
         seen["listening"] = listening([os.getpid(), *pids])
@@ -214,7 +215,7 @@ def test_local_cluster_listens_on_loopback_with_single_threaded_blas(
         seen["pids"] = pids
         seen["folders"] = list(client.run(lambda dask_worker: dask_worker.local_directory).values())
         # An exit handler of the worker's interpreter leaves a file: the process ends
-        # without them (prep_worker.py), but only once its worker has closed.
+        # without them (daemon/prep/worker.py), but only once its worker has closed.
         seen["handlers"] = client.run(_leave_a_file_at_exit, str(tmp_path / "exit-handler"))
 
     params = load_separation_preset(str(FAST)).with_overrides(n_components=3)
@@ -253,7 +254,7 @@ def test_a_worker_in_this_process_leaves_its_exit_alone() -> None:
     worker among other things (``processes=False``, as the tests' clusters do)."""
     import atexit
 
-    from stemdeck.daemon.prep_worker import WorkerSetup
+    from stemdeck.daemon.prep.worker import WorkerSetup
 
     before = atexit._ncallbacks()
     WorkerSetup().teardown(SimpleNamespace(nanny=None))  # no nanny, as processes=False
@@ -424,7 +425,7 @@ def test_as_foreground_takes_ctrl_c_even_when_pytest_ignores_it() -> None:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_ctrl_c_while_the_cluster_starts_waits_and_what_starts_never_takes_it() -> None:
-    """What ``_connect`` starts the LocalCluster in: a Ctrl-C (here sent to this
+    """What ``PrepCluster`` starts the LocalCluster in: a Ctrl-C (here sent to this
     thread, so no other thread of pytest can take it) is raised only once the block
     is done, and a thread and a process started inside never take SIGINT."""
     import threading
@@ -439,7 +440,7 @@ def test_a_ctrl_c_while_the_cluster_starts_waits_and_what_starts_never_takes_it(
     old = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(KeyboardInterrupt):
-            with daemon_prep._no_ctrl_c():
+            with prep_cluster._no_ctrl_c():
                 thread = threading.Thread(target=start)
                 thread.start()
                 thread.join()
@@ -570,13 +571,13 @@ def in_process_cluster():
 def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The names of the files the client decodes from now on."""
     decoded: list[str] = []
-    real = daemon_prep.decode_bytes
+    real = prep_job.decode_bytes
 
     def counting(data: bytes, *, suffix: str, name: str = "track"):
         decoded.append(name)
         return real(data, suffix=suffix, name=name)
 
-    monkeypatch.setattr(daemon_prep, "decode_bytes", counting)
+    monkeypatch.setattr(prep_job, "decode_bytes", counting)
     return decoded
 
 
@@ -645,7 +646,7 @@ def test_a_corrupt_or_hostile_index_is_ignored_with_one_warning(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, damage: str
 ) -> None:
     from stemdeck.core.separation.separate import settings_digest
-    from stemdeck.daemon import prep_index
+    from stemdeck.daemon.prep import index as prep_index
 
     lib = make_library(tmp_path, broken=False, tracks=TRACKS[:2])
     cache = tmp_path / "cache"
@@ -669,7 +670,9 @@ def test_a_corrupt_or_hostile_index_is_ignored_with_one_warning(
     if damage == "too large":
         monkeypatch.setattr(prep_index, "MAX_INDEX_BYTES", len(good) + 1000)
     decoded = count_decodes(monkeypatch)
-    monkeypatch.setattr(daemon_prep, "_connect", lambda opts: pytest.fail("no cluster needed"))
+    monkeypatch.setattr(
+        prep_cluster.PrepCluster, "connect", lambda self: pytest.fail("no cluster needed")
+    )
     caplog.set_level("WARNING", logger="stemdeck")
     summary = run_prep(opts)
     assert outcomes(summary) == [(name, "cached", key) for name, _, key in first]

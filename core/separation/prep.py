@@ -1,6 +1,6 @@
 """One track of a library prep, as a pure function: the track's bytes in, its separation out.
 
-``stemdeck prep`` (``daemon/prep.py``) runs :func:`prepare_track` as a Dask task on
+``stemdeck prep`` (``daemon/prep/``) runs :func:`prepare_track` as a Dask task on
 worker processes that may sit on other machines. It takes nothing but the
 file's bytes and the separation parameters, so Dask may run it anywhere, and
 again after a worker died: the same bytes give the same separation.

@@ -34,12 +34,13 @@ from stemdeck.core.separation.stemfile import (
 
 from ..outputs import (
     ChannelFiles,
+    check_format,
     make_folder,
     write_atomic,
     write_separated_stem_file,
     write_stem_mp4,
 )
-from ..progress import ProgressBar
+from ..progress import ProgressLine
 from .parser import EXIT_ERROR
 
 __all__ = ["cmd_devices", "cmd_plot", "cmd_prep", "cmd_separate", "cmd_serve"]
@@ -85,7 +86,7 @@ def _separate(
     cache = None if args.no_cache else SeparationCache()
     if cache is not None:
         cache.clean_stale()
-    bar = ProgressBar(f"separating {name}")
+    bar = ProgressLine(f"separating {name}")
     t0 = time.perf_counter()
     try:
         result = separate(
@@ -148,11 +149,7 @@ def _separate_stem_file(args: argparse.Namespace) -> int:
 
 # -- commands -----------------------------------------------------------------------
 def cmd_separate(args: argparse.Namespace) -> int:
-    if args.format == "stem.mp4" and args.components:
-        raise ParameterError(
-            "--format stem.mp4 holds the four stems; components mode has no stems "
-            "(drop --components, or use --format wav or flac)"
-        )
+    check_format(args.format, mode=_mode(args))
     if args.track and not args.demo and is_mp4_path(args.track) and probe(args.track):
         return _separate_stem_file(args)
     y, sr, name = _read_track(args)

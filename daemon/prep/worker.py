@@ -1,7 +1,7 @@
 """What every ``stemdeck prep`` LocalCluster worker does as it starts: a Dask worker plugin.
 
-Apart from ``daemon/prep.py`` because it imports distributed, which the client
-imports only when a track needs a worker.
+A module of its own because it imports distributed, which the client imports
+only when a track needs a worker (``cluster.py`` imports this module then).
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from typing import Any
 
 __all__ = ["INDEX_NAME", "MAX_INDEX_BYTES", "FileStamp", "TrackIndex", "file_stamp"]
 
-log = logging.getLogger("stemdeck")
+log = logging.getLogger(__name__)
 
 INDEX_NAME = ".prep-index.json"
 #: Past this size the index is ignored: 100,000 tracks take about 25 MB.
