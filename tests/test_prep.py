@@ -23,6 +23,7 @@ import numpy as np
 import psutil
 import pytest
 import soundfile as sf
+from prep_hold import hold_env
 
 from conftest import SR, tone_mix
 from stemdeck.core.separation import prep as core_prep
@@ -352,7 +353,7 @@ def test_a_worker_killed_mid_task_the_track_comes_out_once(tmp_path: Path) -> No
     lib = make_library(tmp_path, broken=False, tracks=TRACKS[:1])
     hold = tmp_path / "hold"
     hold.mkdir()
-    env = {"STEMDECK_CACHE": str(tmp_path / "cache"), core_prep.HOLD_ENV: str(hold)}
+    env = {"STEMDECK_CACHE": str(tmp_path / "cache"), **hold_env(hold)}
     out, report = tmp_path / "out", tmp_path / "r.json"
     proc = subprocess.Popen(
         [sys.executable, "-m", "stemdeck.daemon.cli", "prep", str(lib), "--workers", "2",
@@ -470,7 +471,7 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_resumes(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [*AS_FOREGROUND, sys.executable, "-m", "stemdeck.daemon.cli", "prep", *args,
          "--report", str(tmp_path / "r.json")],
-        env={**os.environ, **env, core_prep.HOLD_ENV: str(hold)},
+        env={**os.environ, **env, **hold_env(hold)},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,
     )  # fmt: skip

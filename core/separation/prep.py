@@ -38,11 +38,6 @@ __all__ = ["TOKEN_PREFIX", "TrackResult", "decode_bytes", "prepare_track", "sees
 #: Name prefix of the file a prep client leaves in its cache folder while it runs.
 TOKEN_PREFIX = ".prep-"
 
-#: Test hook, never set in use: a folder where the task leaves a ``started-<pid>``
-#: file as it starts and then waits for a ``release`` file, so a test can kill a
-#: worker or interrupt the client while a track is certainly being prepared.
-HOLD_ENV = "STEMDECK_PREP_TEST_HOLD"
-
 
 @dataclass
 class TrackResult:
@@ -107,16 +102,6 @@ def decode_bytes(data: bytes, *, suffix: str, name: str = "track") -> tuple[np.n
             raise AudioFileError(message) from None
 
 
-def _hold_for_test() -> None:
-    folder = os.environ.get(HOLD_ENV)
-    if not folder:
-        return
-    Path(folder, f"started-{os.getpid()}").touch()
-    deadline = time.monotonic() + 120.0
-    while not Path(folder, "release").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
 def prepare_track(
     data: bytes,
     *,
@@ -153,7 +138,6 @@ def prepare_track(
         nothing is raised for it, so Dask does not retry a broken file.
     """
     t0 = time.perf_counter()
-    _hold_for_test()
     try:
         y, sr = decode_bytes(data, suffix=suffix, name=name)
         key = separation_key(y, sr, params=params, mode=mode)
