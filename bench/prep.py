@@ -147,9 +147,18 @@ def loop_process(preset: str, cache_root: Path, paths: list[Path]) -> None:
     print(json.dumps({"total": time.perf_counter() - t0, "first": first}))
 
 
+def blas_threads() -> list[int]:
+    """Threads of each BLAS/OpenMP pool loaded in this process (threadpoolctl): run on
+    each worker."""
+    from threadpoolctl import threadpool_info
+
+    import stemdeck.core.separation.nmf  # noqa: F401  (loads numpy's BLAS)
+
+    return [int(p["num_threads"]) for p in threadpool_info()]
+
+
 def dask_run(paths: list[Path], params: Any, cache_root: Path, workers: int) -> dict[str, Any]:
     from stemdeck.daemon.prep import PrepOptions, run_prep
-    from stemdeck.daemon.prep.cluster import blas_threads
 
     seen: dict[str, Any] = {}
 

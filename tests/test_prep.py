@@ -107,6 +107,16 @@ def listening(pids: list[int]) -> list[str]:
     return found
 
 
+def blas_threads() -> list[int]:
+    """Threads of each BLAS/OpenMP pool loaded in this process (threadpoolctl): run
+    on each worker."""
+    from threadpoolctl import threadpool_info
+
+    import stemdeck.core.separation.nmf  # noqa: F401  (loads numpy's BLAS)
+
+    return [int(p["num_threads"]) for p in threadpool_info()]
+
+
 def wait_for(predicate, timeout: float = 120.0, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -208,7 +218,7 @@ def test_local_cluster_listens_on_loopback_with_single_threaded_blas(
         # this process, or importing it as it starts), not importing it in its first task.
         seen["ready"] = client.run(lambda: "stemdeck.core.separation.separate" in sys.modules)
         pids = list(client.run(os.getpid).values())
-        seen["blas"] = client.run(prep_cluster.blas_threads)
+        seen["blas"] = client.run(blas_threads)
         seen["env"] = client.run(lambda: os.environ.get("OPENBLAS_NUM_THREADS"))
         seen["trim"] = client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_"))
         seen["listening"] = listening([os.getpid(), *pids])

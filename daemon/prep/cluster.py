@@ -24,7 +24,7 @@ from stemdeck.core.errors import ParameterError, StemdeckError
 from stemdeck.core.separation import nmf
 from stemdeck.core.separation.prep import TrackResult, prepare_track
 
-__all__ = ["SINGLE_THREAD_ENV", "PrepCluster", "blas_threads", "prep_task"]
+__all__ = ["SINGLE_THREAD_ENV", "PrepCluster", "prep_task"]
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +46,6 @@ def prep_task(data: bytes, **kwargs: Any) -> tuple[str, TrackResult]:
     except ValueError:  # not inside a Dask worker (the in-process loop of bench/prep.py)
         worker = f"pid {os.getpid()}"
     return worker, result
-
-
-def blas_threads() -> list[int]:
-    """Threads of each BLAS/OpenMP pool loaded in this process (threadpoolctl)."""
-    from threadpoolctl import threadpool_info
-
-    return [int(p["num_threads"]) for p in threadpool_info()]
 
 
 class PrepCluster:
