@@ -1,6 +1,7 @@
 """Engine cost per block at 48 kHz, for 4 to 64 stereo channels and 32 to 256 frames.
 
-    .venv/bin/python bench/engine.py [--blocks 4000] [--runs 5]
+    .venv/bin/python bench/engine.py [--blocks 4000] [--runs 5] [--realtime]
+                                     [--baseline PATH]
 
 Prints the median and 99th percentile of Mixer.process as a fraction of the
 block's time budget (frames / 48000 s), with a gain change every 50 blocks
@@ -10,13 +11,36 @@ applied. Baseline, timed side by side: the least a mixer must do, one numpy
 sum of the channels' block (no gains, no ramps).
 Targets (p99 share of the block budget): 64 channels at 64 frames <= 25 %,
 4 channels at 32 frames <= 25 %.
+
+``--baseline PATH`` times another checkout's engine against this one's, side by
+side in one run: every case of every run is measured twice, each time in a
+fresh process, once with ``stemdeck`` imported from PATH (old) and once from
+this checkout (new), the order alternating from case to case and run to run so
+that neither side always goes first. PATH is either a folder holding an
+installed ``stemdeck`` (put first on ``PYTHONPATH``), or a source checkout (it
+holds ``pyproject.toml``), which is then installed, compiled kernel included,
+into a temporary folder first. For the starting commit of a change::
+
+    git worktree add /tmp/engine-base <commit>
+    .venv/bin/python bench/engine.py --baseline /tmp/engine-base --runs 3
+
+It prints, per case, the median and p99 shares of old and new (medians over
+the runs) and new / old, and the noise: for each side, the spread of its p99
+over the runs (largest / smallest), which a ratio must exceed to mean anything.
+Both sides must run the compiled kernel; the header says which file each
+imported.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 from statistics import median
 
 import numpy as np
@@ -60,6 +84,115 @@ def run(n: int, block: int, blocks: int) -> tuple[np.ndarray, np.ndarray]:
     return engine, base
 
 
+def _scheduling(realtime: bool) -> str:
+    enter_audio_thread()
+    if not realtime:
+        return "SCHED_OTHER"
+    from stemdeck.daemon.realtime import make_realtime  # only with --realtime
+
+    return make_realtime()
+
+
+def _child(case: str, blocks: int, realtime: bool) -> None:
+    """One case in this process: a JSON line of its statistics (``--baseline``'s worker)."""
+    import stemdeck.core.mixer.engine as engine_module
+
+    n, block = (int(x) for x in case.split(","))
+    scheduling = _scheduling(realtime)
+    engine, base = run(n, block, blocks)
+    result = {
+        "file": engine_module.__file__,
+        "kernel": Mixer(max_channels=1).kernel,
+        "scheduling": scheduling,
+        "median": float(np.median(engine)),
+        "p99": float(np.percentile(engine, 99)),
+        "base": float(np.median(base)),
+    }
+    print(json.dumps(result))
+
+
+def _baseline_path(path: Path, keep: tempfile.TemporaryDirectory[str]) -> Path:
+    """The folder to import the old ``stemdeck`` from: ``path``, or an install of it."""
+    if not (path / "pyproject.toml").exists():
+        return path
+    target = Path(keep.name) / "site"
+    print(f"installing {path} into {target} ...", flush=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), path],
+        check=True,
+    )
+    return target
+
+
+def _measure(case: tuple[int, int], blocks: int, realtime: bool, site: Path | None) -> dict:
+    env = dict(os.environ)
+    if site is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")]))
+    command = [sys.executable, __file__, "--child", f"{case[0]},{case[1]}", "--blocks", str(blocks)]
+    if realtime:
+        command.append("--realtime")
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"the {'old' if site else 'new'} engine failed:\n{done.stderr}")
+    result: dict = json.loads(done.stdout.strip().splitlines()[-1])
+    if result["kernel"] != "compiled":
+        raise SystemExit(f"{result['file']} runs the {result['kernel']} kernel, not the compiled")
+    return result
+
+
+def side_by_side(args: argparse.Namespace, baseline: Path) -> None:
+    """Old (``baseline``) against new (this checkout), a fresh process per measurement."""
+    keep = tempfile.TemporaryDirectory(prefix="engine-baseline-")
+    with keep:
+        site = _baseline_path(baseline.resolve(), keep)
+        results: dict[tuple[int, int], dict[str, list[dict]]] = {
+            case: {"old": [], "new": []} for case in CASES
+        }
+        for r in range(args.runs):
+            for c, case in enumerate(CASES):
+                order = ("old", "new") if (r + c) % 2 == 0 else ("new", "old")
+                for side in order:
+                    where = site if side == "old" else None
+                    results[case][side].append(_measure(case, args.blocks, args.realtime, where))
+            print(f"run {r + 1} of {args.runs} done", file=sys.stderr, flush=True)
+    first = results[CASES[0]]
+    print(
+        f"48 kHz; {first['new'][0]['scheduling']}; "
+        f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}; "
+        f"{args.runs} runs of {args.blocks} blocks, each case in a fresh process per side, "
+        "old and new alternating"
+    )
+    print(f"old: {first['old'][0]['file']} (kernel {first['old'][0]['kernel']})")
+    print(f"new: {first['new'][0]['file']} (kernel {first['new'][0]['kernel']})")
+    print("shares of the block budget, medians over the runs; spread: largest / smallest p99")
+    print(
+        f"{'channels':>8} {'frames':>6} {'med old':>8} {'med new':>8} {'new/old':>7} "
+        f"{'p99 old':>8} {'p99 new':>8} {'new/old':>7} {'spread old':>10} {'spread new':>10}"
+    )
+    per_run = []
+    for n, block in CASES:
+        budget = block / SR
+        row = {}
+        for side in ("old", "new"):
+            got = results[(n, block)][side]
+            p99s = [g["p99"] / budget for g in got]
+            row[side] = (median(g["median"] / budget for g in got), median(p99s), p99s)
+        (mo, po, p99s_old), (mn, pn, p99s_new) = row["old"], row["new"]
+        print(
+            f"{n:>8} {block:>6} {mo * 100:>7.1f}% {mn * 100:>7.1f}% {mn / mo:>6.2f}x "
+            f"{po * 100:>7.1f}% {pn * 100:>7.1f}% {pn / po:>6.2f}x "
+            f"{max(p99s_old) / min(p99s_old):>9.2f}x {max(p99s_new) / min(p99s_new):>9.2f}x"
+        )
+        per_run.append(
+            f"{n:>8} {block:>6}  old "
+            + " ".join(f"{p * 100:.1f}%" for p in p99s_old)
+            + "  new "
+            + " ".join(f"{p * 100:.1f}%" for p in p99s_new)
+        )
+    print("p99 of each run:")
+    print("\n".join(per_run))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--blocks", type=int, default=4000)
@@ -69,13 +202,22 @@ def main() -> None:
         action="store_true",
         help="run under SCHED_FIFO, as the daemon's audio thread does where allowed",
     )
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="PATH",
+        help="time the engine imported from PATH (an installed stemdeck, or a source "
+        "checkout to install) side by side with this checkout's",
+    )
+    ap.add_argument("--child", help=argparse.SUPPRESS)  # "channels,frames": one case, as JSON
     args = ap.parse_args()
-    enter_audio_thread()
-    scheduling = "SCHED_OTHER"
-    if args.realtime:
-        from stemdeck.daemon.realtime import make_realtime
-
-        scheduling = make_realtime()
+    if args.child:
+        _child(args.child, args.blocks, args.realtime)
+        return
+    if args.baseline is not None:
+        side_by_side(args, args.baseline)
+        return
+    scheduling = _scheduling(args.realtime)
     print(
         f"48 kHz; {scheduling}; "
         f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}; "

@@ -72,12 +72,14 @@ class FakeHost:
         """What the audio thread holds, after one more block."""
         self.block()
         m = self.engine
+        strips = [m.strip_state(i) for i in range(m.max_channels)]
+        master = m.master_state()
         return (
-            tuple(m._gain),
-            tuple(m._mute),
-            tuple(m._solo),
-            tuple(m._pan),
-            m._master_state,
+            tuple(s.gain for s in strips),
+            tuple(s.mute for s in strips),
+            tuple(s.solo for s in strips),
+            tuple(s.pan for s in strips),
+            (master.gain, master.mute),
             m.loop,
         )
 

@@ -19,7 +19,7 @@ from stemdeck.core.mixer.commands import (
     Track,
 )
 from stemdeck.core.mixer.engine import Mixer, enter_audio_thread
-from stemdeck.core.mixer.params import db_to_gain, fader_to_db, pan_gains
+from stemdeck.core.mixer.params import db_to_gain, fader_to_db
 
 SR = 48000
 
@@ -328,8 +328,9 @@ def test_short_loops_are_lengthened_and_wrap_without_clicks() -> None:
     channels = stems()
     m = mixer_with(channels)
     out = run(m, 20000, 256, {0: [Play(), Loop(0.2, 0.2001)]})
-    assert m.loop == (int(0.2 * SR), int(0.2 * SR) + m.min_loop)
-    assert m.min_loop >= 2 * m._xfade_len
+    min_loop = round(m.min_loop_ms * 1e-3 * SR)  # 20 ms: longer than two crossfades
+    assert m.loop == (int(0.2 * SR), int(0.2 * SR) + min_loop)
+    assert min_loop >= 2 * m._xfade_len
     natural = np.abs(np.diff(channels.sum(axis=0), axis=1)).max()
     assert np.abs(np.diff(out, axis=0)).max() < natural + 0.01
 
@@ -416,12 +417,14 @@ def test_block_allocates_no_array_data(outputs: str) -> None:
 
 def _aim_from_scratch(m: Mixer) -> np.ndarray:
     """Where every strip must be heading, computed from its parameters alone."""
-    any_solo = any(m._solo)
+    strips = [m.strip_state(i) for i in range(m.max_channels)]
+    any_solo = any(s.solo for s in strips)
     want = np.empty((m.max_channels, 2))
-    for i in range(m.max_channels):
-        audible = (1.0 if m._solo[i] else 0.0) if any_solo else 1.0
-        audible = audible * (0.0 if m._mute[i] else 1.0) * m._gain[i]
-        want[i] = [g * audible for g in pan_gains(m._pan[i])]
+    for i, s in enumerate(strips):
+        audible = (1.0 if s.solo else 0.0) if any_solo else 1.0
+        audible = audible * (0.0 if s.mute else 1.0) * s.gain
+        # Balance law: centre is unity; the side turned away from falls linearly.
+        want[i] = [g * audible for g in (min(1.0, 1.0 - s.pan), min(1.0, 1.0 + s.pan))]
     return want
 
 

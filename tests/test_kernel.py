@@ -21,7 +21,8 @@ from stemdeck.core.mixer.commands import (
     StripTarget,
     Track,
 )
-from stemdeck.core.mixer.engine import KERNEL_BUILT, Mixer, enter_audio_thread
+from stemdeck.core.mixer.engine import Mixer, enter_audio_thread
+from stemdeck.core.mixer.kernel import KERNEL_BUILT
 
 SR = 48000
 
@@ -256,9 +257,9 @@ def test_a_track_not_in_float32_is_refused_on_both_paths() -> None:
 
 
 def test_compiled_true_without_the_kernel_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    from stemdeck.core.mixer import engine
+    from stemdeck.core.mixer import kernel
 
-    monkeypatch.setattr(engine, "_kernel", None)
+    monkeypatch.setattr(kernel, "COMPILED", None)
     with pytest.raises(ParameterError, match="not built"):
         Mixer(compiled=True)
     assert Mixer().kernel == "numpy"

@@ -93,7 +93,8 @@ class Loop:
     """Loop ``start``..``end`` seconds; ``end <= start`` clears the loop.
 
     A play head outside the new region jumps (crossfading) to its start. A
-    region shorter than :attr:`stemdeck.core.mixer.engine.Mixer.min_loop_s` is
+    region shorter than the mixer's ``min_loop_ms`` (a parameter of
+    :class:`stemdeck.core.mixer.engine.Mixer`, and at least two crossfades) is
     lengthened to it, so a wrap never lands inside the previous wrap's crossfade.
     """
 

@@ -31,19 +31,19 @@ parameters are Python scalars, so a fader move costs a few scalar operations,
 not a dozen numpy calls.
 
 The arithmetic of a block (strip gain curves, the strips into the mix, the
-master, meters, the output) runs in the compiled kernel ``core/mixer/_kernel.c``
-when it was built, in one call for the common block (playing at unity, one
-play head, no boundary inside: :meth:`Mixer._steady_block`) and a few calls
-otherwise. A compiled call keeps the GIL from start to end, where numpy hands it
-over in every call on more than 500 elements and the callback then waits for a
-control thread to give it back (``bench/web.py`` measured that wait). What stays
-in numpy is per-sample work on one row (transport and head fades, the master
-ramp): below that size for blocks up to 500 frames (the daemon's is 256). The numpy
-path stays as the reference: the kernel computes the same float32 operations in
-the same order, and ``tests/test_kernel.py`` checks the two give the same samples.
-In numpy, mixing is vectorised over channels: one broadcast multiply of the
-block by the gain curves, one sum over channels, meters by ufunc reductions
-called directly (``np.add.reduce``, not the slower ``np.sum`` wrapper).
+master, meters, the output) goes through a kernel of :mod:`.kernel`: the
+compiled ``core/mixer/_kernel.c`` when it was built, in one call for the common
+block (playing at unity, one play head, no boundary inside:
+:meth:`Mixer._steady_block`) and a few calls otherwise. A compiled call keeps the
+GIL from start to end, where numpy hands it over in every call on more than 500
+elements and the callback then waits for a control thread to give it back
+(``bench/web.py`` measured that wait). What stays in numpy here is per-sample
+work on one row (transport and head fades, the master ramp): below that size
+for blocks up to 500 frames (the daemon's is 256). The numpy kernel
+(:class:`~.kernel.NumpyKernel`) stays as the reference: the compiled one computes
+the same float32 operations in the same order, and ``tests/test_kernel.py``
+checks the two give the same samples. The scalar ramps and fading heads the
+block drives are in :mod:`.heads`.
 A play head that jumps leaves a *fading head* behind (up to
 :data:`FADING_HEADS` at once), which goes straight on reading its own track
 while it fades out, so a jump during a crossfade, or a track change, never
@@ -58,10 +58,12 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
 from ..errors import ParameterError
+from . import kernel
 from .commands import (
     Batch,
     Command,
@@ -75,36 +77,48 @@ from .commands import (
     StripTarget,
     Track,
 )
+from .heads import FadingHead, Ramp
+from .kernel import Kernel, NumpyKernel
 from .params import MAX_GAIN
-
-KERNEL_ABI = 2  # the _kernel.c this file calls (its KERNEL_ABI)
-
-try:  # the block arithmetic in C, holding the GIL (core/mixer/_kernel.c)
-    from . import _kernel
-
-    if getattr(_kernel, "ABI", None) != KERNEL_ABI:  # a stale build: scripts/setup rebuilds
-        _kernel = None  # type: ignore[assignment]
-except ImportError:  # built without a C compiler: the numpy reference path
-    _kernel = None  # type: ignore[assignment]
 
 __all__ = [
     "AUDIO_BUFSIZE",
     "FADING_HEADS",
-    "KERNEL_BUILT",
+    "MasterState",
     "Meters",
     "Mixer",
+    "StripState",
     "enter_audio_thread",
 ]
 
 FADING_HEADS = 4  # play heads that can fade out at once (jumps within one crossfade)
 AUDIO_BUFSIZE = 64  # numpy iterator buffer (elements) in the audio thread
-KERNEL_BUILT = _kernel is not None  # the compiled block arithmetic is there
 
 
 def enter_audio_thread() -> None:
     """Set up the calling thread to run :meth:`Mixer.process`: numpy's ufunc
     buffer size there becomes :data:`AUDIO_BUFSIZE` (numpy keeps it per thread)."""
     np.setbufsize(AUDIO_BUFSIZE)
+
+
+class StripState(NamedTuple):
+    """One strip's parameters as the engine holds them (:meth:`Mixer.strip_state`).
+
+    Clamped as the engine applies them: ``gain`` linear in 0..+10 dB, ``pan``
+    in -1 (left) .. 1 (right).
+    """
+
+    gain: float
+    mute: bool
+    solo: bool
+    pan: float
+
+
+class MasterState(NamedTuple):
+    """The master's gain (linear, clamped) and mute (:meth:`Mixer.master_state`)."""
+
+    gain: float
+    mute: bool
 
 
 @dataclass
@@ -124,57 +138,6 @@ class Meters:
     blocks: int
     dropped: int = 0
     names: tuple[str, ...] = field(default_factory=tuple)
-
-
-class _Ramp:
-    """Per-sample linear ramp of one scalar gain (master, transport)."""
-
-    def __init__(self, initial: float) -> None:
-        self.current = initial
-        self.target = initial
-        self.step = 0.0
-        self.left = 0
-
-    def aim(self, target: float, length: int) -> None:
-        if target == self.target and self.left == 0:
-            return
-        self.target = target
-        self.left = length
-        self.step = (target - self.current) / length
-
-    def jump(self, value: float) -> None:
-        self.current = self.target = value
-        self.left = 0
-        self.step = 0.0
-
-    def curve(self, frames: int, out: np.ndarray, ramp: np.ndarray) -> bool:
-        """Write the gain of ``frames`` samples into ``out``; False if constant."""
-        left = self.left
-        if left == 0:
-            out[:frames] = self.current
-            return False
-        n = min(left, frames)
-        np.multiply(ramp[:n], self.step, out=out[:n])
-        out[:n] += self.current
-        if n < frames:
-            out[n:frames] = self.target
-        self.left = left - n
-        self.current = self.target if left == n else self.current + self.step * n
-        return True
-
-
-class _Head:
-    """A fading play head: reads ``track`` from ``position`` while fading to silence."""
-
-    __slots__ = ("gain", "left", "offset", "position", "step", "track")
-
-    def __init__(self) -> None:
-        self.track: Track | None = None
-        self.position = 0
-        self.gain = 0.0
-        self.step = 0.0
-        self.left = 0
-        self.offset = 0  # where in the current block it starts
 
 
 class Mixer:
@@ -218,11 +181,13 @@ class Mixer:
             raise ParameterError(f"at_end must be 'stop' or 'loop', got {at_end!r}")
         if max_channels < 1:
             raise ParameterError(f"max_channels must be >= 1, got {max_channels}")
-        if compiled and _kernel is None:
+        built = kernel.COMPILED
+        if compiled and built is None:
             raise ParameterError("the compiled mixer kernel is not built (no C compiler)")
-        self._kern = _kernel if compiled or compiled is None else None
+        # The compiled kernel, or None: the numpy reference (made by prepare).
+        self._compiled = built if compiled or compiled is None else None
         #: "compiled" or "numpy": what does the block arithmetic (the status line shows it).
-        self.kernel = "numpy" if self._kern is None else "compiled"
+        self.kernel = "numpy" if self._compiled is None else "compiled"
         self.max_channels = max_channels
         self.ramp_ms = ramp_ms
         self.xfade_ms = xfade_ms
@@ -254,11 +219,6 @@ class Mixer:
         """The loop region in samples (start, end), or None."""
         return self._loop
 
-    @property
-    def min_loop(self) -> int:
-        """Shortest loop region in samples (set by :meth:`prepare`)."""
-        return self._min_loop
-
     # -- set-up (not real-time) -------------------------------------------------
     def prepare(self, samplerate: int, max_block: int, *, outputs: str = "mix") -> None:
         """Allocate every buffer for blocks of up to ``max_block`` frames.
@@ -280,53 +240,50 @@ class Mixer:
         self._xfade_len = max(1, round(self.xfade_ms * 1e-3 * samplerate))
         self._min_loop = max(2 * self._xfade_len, round(self.min_loop_ms * 1e-3 * samplerate))
         self._ramp = np.arange(1, max(b, self._xfade_len, self._ramp_len) + 1, dtype=np.float64)
+        self._kern: Kernel = self._compiled if self._compiled is not None else NumpyKernel(n, b)
         # Strip parameters (set by commands) and their gain ramps, one per (strip, side).
         # Parameters are Python scalars: a change re-aims only its own strip, in a
         # few scalar operations, where numpy would take a dozen calls for every block
         # with a command (each costing microseconds when the callback runs cache-cold).
-        self._gain = [1.0] * n
-        self._mute = [False] * n
-        self._solo = [False] * n
-        self._pan = [0.0] * n
+        # They stay attributes of the Mixer, not of a strips object it would hold:
+        # the block reads the ramps' arrays and flags below as its own attributes,
+        # and an object in between would add a lookup to each, in every block.
+        # One (gain, mute, solo, pan) tuple per strip, replaced whole by a command,
+        # so a control thread reading one (strip_state) never sees half of two.
+        self._strip_params: list[tuple[float, bool, bool, float]] = [(1.0, False, False, 0.0)] * n
         self._solos = 0  # strips soloed
         self._dirty = False  # some strip must be re-aimed
         self._dirty_all = False  # every strip must (the solo set changed)
         self._dirty_strips: set[int] = set()
         self._ramp_frames = 0  # samples until the longest running strip ramp ends
+        # Each (strip, side)'s ramp: where it is, where it heads, its step a
+        # sample and the samples it has left (float64).
         self._cur = np.ones((n, 2))
         self._tgt = np.ones((n, 2))
         self._step = np.zeros((n, 2))
         self._left = np.zeros((n, 2))
-        self._cur3 = self._cur[:, :, np.newaxis]
-        self._step3 = self._step[:, :, np.newaxis]
-        self._left3 = self._left[:, :, np.newaxis]
         self._ramping = False
-        self._curves_ok = False
-        self._flat_rows = 0  # strips whose flat curves are written (compiled kernel)
+        self._curves_ok = False  # _curves hold the flat gains (no ramp runs)
+        self._flat_rows = 0  # strips whose flat curves are written
         self._transport_moving = False
         self._transport_filled = -1.0  # constant value _transport_curve holds (-1: none)
-        self._kbuf = np.zeros((n, 2, b))
-        self._curves = np.ones((n, 2, b), np.float32)
+        self._curves = np.ones((n, 2, b), np.float32)  # each (strip, side)'s gain per sample
         # Mixing buffers.
         # Row 0: the master; rows 1..n: what each strip of the main play head sends
         # to the master bus. Meters reduce over all rows at once, at the end of a block.
-        self._prod = np.zeros((n + 1, 2, b), np.float32)
-        self._xprod = np.zeros((n, 2, b), np.float32)  # a fading head's strips
-        self._absb = np.zeros((n + 1, 2, b), np.float32)
-        self._pk1 = np.zeros(n + 1, np.float32)
-        self._sq1 = np.zeros(n + 1, np.float32)
-        self._row = np.zeros(b, np.float32)
-        self._row64 = np.zeros(b)
-        self._sum2 = np.zeros((2, b), np.float32)
-        self._mix = np.zeros((2, b), np.float32)
+        self._metered = np.zeros((n + 1, 2, b), np.float32)
+        self._fading_sends = np.zeros((n, 2, b), np.float32)  # a fading head's strips
+        self._segment_gain = np.zeros(b, np.float32)  # head fade times transport
+        self._mix = np.zeros((2, b), np.float32)  # the master bus
         # Scalar ramps run in float64, then one cast copy to float32 per block.
-        self._t64 = np.zeros(b)
-        self._m64 = np.zeros(b)
+        self._head_fade64 = np.zeros(b)
+        self._transport64 = np.zeros(b)
+        self._master64 = np.zeros(b)
         self._transport_curve = np.zeros(b, np.float32)
         self._master_curve = np.zeros(b, np.float32)
         self._chan_out = np.zeros((n, 2, b), np.float32) if outputs == "channels" else None
-        self._master = _Ramp(1.0)
-        self._transport = _Ramp(0.0)
+        self._master = Ramp(1.0)
+        self._transport = Ramp(0.0)
         self._master_state = (1.0, False)
         # Meters, in the rows' order: master, then strips (read_meters reorders).
         self._peak = np.zeros(n + 1, np.float32)
@@ -339,8 +296,8 @@ class Mixer:
         self._pausing = False
         self._stopping = False
         self._loop = None
-        self._head = _Ramp(1.0)
-        self._fading = [_Head() for _ in range(FADING_HEADS)]
+        self._head = Ramp(1.0)
+        self._fading = [FadingHead() for _ in range(FADING_HEADS)]
         self._prepared = True
 
     def reset(self) -> None:
@@ -403,19 +360,57 @@ class Mixer:
             names=names,
         )
 
+    def strip_state(self, index: int) -> StripState:
+        """Strip ``index``'s parameters as the audio thread last applied them.
+
+        For control threads and tests; never called in the audio thread. Safe
+        from any thread: the audio thread replaces a strip's parameters as one
+        tuple (one list store, atomic under the GIL), and this reads it in one
+        step, so the value is that of one command, never half of two. Strips
+        read one after another may be from different blocks; a command still
+        in the queue shows only after the block that applies it.
+
+        Raises
+        ------
+        ParameterError
+            Not prepared yet, or ``index`` outside ``0..max_channels - 1``.
+        """
+        if not self._prepared:
+            raise ParameterError("the mixer is not prepared: no strips yet")
+        if not 0 <= index < self.max_channels:
+            raise ParameterError(f"strip {index} out of 0..{self.max_channels - 1}")
+        return StripState(*self._strip_params[index])
+
+    def master_state(self) -> MasterState:
+        """The master's gain and mute as the audio thread last applied them.
+
+        For control threads and tests, never the audio thread. Consistent from
+        any thread: the pair is one tuple, replaced whole by each command.
+
+        Raises
+        ------
+        ParameterError
+            Not prepared yet.
+        """
+        if not self._prepared:
+            raise ParameterError("the mixer is not prepared: no master yet")
+        return MasterState(*self._master_state)
+
     # -- commands (audio thread) --------------------------------------------------
     def _apply(self, cmd: Command) -> None:
         if isinstance(cmd, StripTarget):
             i = cmd.index
             if 0 <= i < self.max_channels:
-                self._gain[i] = min(max(float(cmd.gain), 0.0), MAX_GAIN)
-                self._mute[i] = bool(cmd.mute)
-                self._pan[i] = min(max(float(cmd.pan), -1.0), 1.0)
                 solo = bool(cmd.solo)
-                if solo != self._solo[i]:
-                    self._solo[i] = solo
+                if solo != self._strip_params[i][2]:
                     self._solos += 1 if solo else -1
                     self._dirty_all = True  # who is audible may change on every strip
+                self._strip_params[i] = (
+                    min(max(float(cmd.gain), 0.0), MAX_GAIN),
+                    bool(cmd.mute),
+                    solo,
+                    min(max(float(cmd.pan), -1.0), 1.0),
+                )
                 self._dirty_strips.add(i)
                 self._dirty = True  # re-aimed once, after the queue
         elif isinstance(cmd, MasterTarget):
@@ -504,14 +499,17 @@ class Mixer:
         n = self.max_channels
         strips = range(n) if immediate or self._dirty_all else self._dirty_strips
         any_solo = self._solos > 0
-        gain, mute, solo, pan = self._gain, self._mute, self._solo, self._pan
+        params = self._strip_params
         cur, tgt, step, left = self._cur, self._tgt, self._step, self._left
         ramp = self._ramp_len
         for i in strips:
-            audible = (1.0 if solo[i] else 0.0) if any_solo else 1.0
-            audible = audible * (0.0 if mute[i] else 1.0) * gain[i]
-            # Balance law (params.pan_gains): the side turned away from falls linearly.
-            p = pan[i]
+            gain, muted, soloed, p = params[i]
+            audible = (1.0 if soloed else 0.0) if any_solo else 1.0
+            audible = audible * (0.0 if muted else 1.0) * gain
+            # Balance law: centre is unity on both sides; turning towards one side
+            # lowers the other linearly to silence at the end (-1 left, +1 right).
+            # Written out here, not called from params.py: a call per strip would
+            # add up to max_channels Python calls to a block that re-aims them all.
             for side, want in ((0, min(1.0 - p, 1.0) * audible), (1, min(1.0 + p, 1.0) * audible)):
                 if immediate:
                     cur[i, side] = tgt[i, side] = want
@@ -572,9 +570,9 @@ class Mixer:
         t = self._transport
         moving = t.left > 0
         if moving or t.current != self._transport_filled:
-            t.curve(frames, self._t64, self._ramp)
+            t.curve(frames, self._transport64, self._ramp)
             if moving:
-                np.copyto(self._transport_curve[:frames], self._t64[:frames])
+                np.copyto(self._transport_curve[:frames], self._transport64[:frames])
                 self._transport_filled = -1.0
             else:
                 self._transport_curve.fill(t.current)
@@ -588,53 +586,38 @@ class Mixer:
         master = self._master
         if not master.left:
             return None
-        master.curve(frames, self._m64, self._ramp)
-        np.copyto(self._master_curve[:frames], self._m64[:frames])
+        master.curve(frames, self._master64, self._ramp)
+        np.copyto(self._master_curve[:frames], self._master64[:frames])
         return self._master_curve
 
     def _strip_curves(self, frames: int) -> None:
-        """Gain of every (strip, side) for each sample of the block into ``_curves``."""
-        kern = self._kern
-        if kern is not None:
-            # Curves only for the strips a play head reads (the compiled kernel's
-            # cost is then that of the track, not of max_channels).
-            rows = 0
-            for t in (self.track, *(h.track for h in self._fading if h.left)):
-                if t is not None and not t.is_mix and t.channels.shape[0] > rows:
-                    rows = t.channels.shape[0]
-            if not self._ramping:
-                if not self._curves_ok or rows > self._flat_rows:
-                    # Every ramp has ended: the curves are flat at cur.
-                    kern.ramp_curves(
-                        self._cur,
-                        self._step,
-                        self._left,
-                        self._ramp,
-                        self._curves,
-                        self.max_block,
-                        rows,
-                    )
-                    self._curves_ok = True
-                    self._flat_rows = rows
-                return
-            kern.ramp_curves(
-                self._cur, self._step, self._left, self._ramp, self._curves, frames, rows
-            )
-            self._end_ramps(frames)
-            return
+        """Gain of each (strip, side) for each sample of the block into ``_curves``.
+
+        Curves only for the strips a play head reads: the kernel's cost is then
+        that of the track, not of ``max_channels`` (every strip's ramp still
+        moves on)."""
+        rows = 0
+        for t in (self.track, *(h.track for h in self._fading if h.left)):
+            if t is not None and not t.is_mix and t.channels.shape[0] > rows:
+                rows = t.channels.shape[0]
         if not self._ramping:
-            if not self._curves_ok:
-                np.copyto(self._curves, self._cur3)
+            if not self._curves_ok or rows > self._flat_rows:
+                # Every ramp has ended: the curves are flat at cur, written once.
+                self._kern.ramp_curves(
+                    self._cur,
+                    self._step,
+                    self._left,
+                    self._ramp,
+                    self._curves,
+                    self.max_block,
+                    rows,
+                )
                 self._curves_ok = True
+                self._flat_rows = rows
             return
-        k = self._kbuf[:, :, :frames]
-        np.minimum(self._ramp[:frames], self._left3, out=k)
-        np.multiply(k, self._step3, out=k)
-        np.add(k, self._cur3, out=k)
-        np.copyto(self._curves[:, :, :frames], k)
-        np.copyto(self._cur, k[:, :, frames - 1])  # where each ramp is after the block
-        np.subtract(self._left, frames, out=self._left)
-        np.maximum(self._left, 0.0, out=self._left)
+        self._kern.ramp_curves(
+            self._cur, self._step, self._left, self._ramp, self._curves, frames, rows
+        )
         self._end_ramps(frames)
 
     def _end_ramps(self, frames: int) -> None:
@@ -647,8 +630,12 @@ class Mixer:
     def _steady_block(self, track: Track, frames: int, out: np.ndarray) -> bool:
         """The common block in one compiled call, if this is one: playing at unity
         transport, one play head, no boundary inside the block. False if not
-        (nothing done); the general path below then takes it."""
-        kern = self._kern
+        (nothing done); the general path below then takes it.
+
+        The numpy reference has no such shortcut (``_compiled`` is None): it
+        takes every block the general way, which ``tests/test_kernel.py``
+        compares this one against."""
+        kern = self._compiled
         t, h = self._transport, self._head
         if kern is None or not self.playing or t.left or t.current != 1.0:
             return False
@@ -687,7 +674,7 @@ class Mixer:
             pos,
             frames,
             track.is_mix,
-            self._prod,
+            self._metered,
             self._mix,
             curve,
             self._master.current,
@@ -716,58 +703,36 @@ class Mixer:
         moving = self._transport_curve_for(frames)
         self._strip_curves(frames)
         mix = self._mix[:, :frames]
-        co = self._chan_out
+        chan_out = self._chan_out
         kern = self._kern
         if track is None or (not self.playing and not moving and self._transport.current == 0):
-            self._zero(out)
-            self._zero(mix)
+            kern.zero(out)  # the compiled zero keeps the GIL, where a large fill hands it over
+            kern.zero(mix)
             self._count += frames
             return
-        if co is not None:
-            self._zero(co[:, :, :frames])
-        self._render(track, frames, mix, co)  # the main head writes every sample of mix
+        if chan_out is not None:
+            kern.zero(chan_out[:, :, :frames])
+        self._render(track, frames, mix, chan_out)  # the main head writes every sample of mix
         gain = self._master.current
         curve = self._master_curve_for(frames)
         rows = 1 if track.is_mix else 1 + track.channels.shape[0]
-        if kern is not None:
-            finite = kern.finish(
-                self._prod, rows, frames, self._mix, curve, gain, self._peak, self._sumsq, out, co
-            )
-            if not finite:
-                self._silence(out, mix, co, frames)
-                return
-            self._count += frames
-            self._after_block()
+        finite = kern.finish(
+            self._metered,
+            rows,
+            frames,
+            self._mix,
+            curve,
+            gain,
+            self._peak,
+            self._sumsq,
+            out,
+            chan_out,
+        )
+        if not finite:
+            self._silence(out, mix, chan_out, frames)
             return
-        if curve is not None:
-            np.multiply(mix, curve[:frames], out=mix)
-        elif gain != 1.0:
-            np.multiply(mix, gain, out=mix)
-        levels = self._prod[:rows, :, :frames]
-        np.copyto(levels[0], mix)
-        absb = self._absb[:rows, :, :frames]
-        np.abs(levels, out=absb)
-        np.maximum.reduce(absb, axis=(1, 2), out=self._pk1[:rows])
-        if not self._pk1[0] <= 3.4e38:  # NaN or inf somewhere: never let it out
-            self._silence(out, mix, co, frames)
-            return
-        np.maximum(self._peak[:rows], self._pk1[:rows], out=self._peak[:rows])
-        np.multiply(levels, levels, out=absb)
-        np.add.reduce(absb, axis=(1, 2), out=self._sq1[:rows])
-        np.add(self._sumsq[:rows], self._sq1[:rows], out=self._sumsq[:rows])
         self._count += frames
-        if co is None:
-            np.copyto(out.T, mix)
-        else:
-            n = self.max_channels
-            np.copyto(out.T, co[:, :, :frames].reshape(2 * n, frames))
         self._after_block()
-
-    def _zero(self, a: np.ndarray) -> None:
-        if self._kern is not None:
-            self._kern.zero(a)  # keeps the GIL, where a large fill would hand it over
-        else:
-            a.fill(0.0)
 
     def _after_block(self) -> None:
         if self._pausing and self._transport.left == 0:
@@ -782,20 +747,22 @@ class Mixer:
                 self._loop = None
 
     def _silence(
-        self, out: np.ndarray, mix: np.ndarray, co: np.ndarray | None, frames: int
+        self, out: np.ndarray, mix: np.ndarray, chan_out: np.ndarray | None, frames: int
     ) -> None:
         self.nonfinite_blocks += 1
         out.fill(0.0)
         mix.fill(0.0)
-        if co is not None:
-            co[:, :, :frames].fill(0.0)
+        if chan_out is not None:
+            chan_out[:, :, :frames].fill(0.0)
         for meter in (self._peak, self._sumsq):
             np.isfinite(meter, out=self._finite)
             np.logical_not(self._finite, out=self._finite)
             np.copyto(meter, 0.0, where=self._finite)
         self._count += frames
 
-    def _render(self, track: Track, frames: int, mix: np.ndarray, co: np.ndarray | None) -> None:
+    def _render(
+        self, track: Track, frames: int, mix: np.ndarray, chan_out: np.ndarray | None
+    ) -> None:
         """Mix ``frames`` samples of every play head into ``mix`` (2, frames).
 
         The main head's block is cut where it meets the loop end or the track
@@ -806,6 +773,7 @@ class Mixer:
         pos = self.position
         length = track.length
         off = 0
+        kern = self._kern
         # No fade anywhere in this block (the transport curve was made before the loop).
         unity = not self._transport_moving and self._transport.current == 1.0
         while off < frames:
@@ -824,8 +792,8 @@ class Mixer:
                     pos = 0
                     continue
                 # End of the track: the rest of the block is silent and we stop.
-                self._zero(mix[:, off:])
-                self._zero(self._prod[:, :, off:frames])
+                kern.zero(mix[:, off:])
+                kern.zero(self._metered[:, :, off:frames])
                 self.playing = self._pausing = False
                 self._transport.jump(0.0)
                 self._head.jump(1.0)
@@ -835,94 +803,66 @@ class Mixer:
                 break
             end = loop[1] if loop is not None and pos < loop[1] else length
             count = min(frames - off, end - pos)
-            row = self._row[:count]
-            gain: np.ndarray | None = row
-            if self._head.left and self._head.curve(count, self._row64, self._ramp):
-                np.copyto(row, self._row64[:count])
-                np.multiply(row, self._transport_curve[off : off + count], out=row)
+            fades = self._segment_gain[:count]
+            gain: np.ndarray | None = fades
+            if self._head.left and self._head.curve(count, self._head_fade64, self._ramp):
+                np.copyto(fades, self._head_fade64[:count])
+                np.multiply(fades, self._transport_curve[off : off + count], out=fades)
             elif unity and self._head.current == 1.0:
                 gain = None  # nothing fades: skip a multiply of the whole block
             else:
-                np.copyto(row, self._transport_curve[off : off + count])
-            self._mix_segment(track, pos, count, off, gain, mix, co, True)
+                np.copyto(fades, self._transport_curve[off : off + count])
+            # The main head's strip signals stay in rows 1.. of _metered for the meters.
+            kern.segment(
+                track.channels,
+                pos,
+                count,
+                None if track.is_mix else self._curves,
+                gain,
+                self._metered,
+                1,
+                off,
+                self._mix,
+                False,
+                chan_out,
+            )
             pos += count
             off += count
         self.position = pos
         for h in self._fading:
             if h.left > 0 and h.track is not None:
-                self._fade_out(h, frames, mix, co)
+                self._fade_out(h, frames, chan_out)
 
-    def _fade_out(self, h: _Head, frames: int, mix: np.ndarray, co: np.ndarray | None) -> None:
-        assert h.track is not None
+    def _fade_out(self, h: FadingHead, frames: int, chan_out: np.ndarray | None) -> None:
+        """Add fading head ``h``'s share of this block to the mix, and move it on."""
+        track = h.track
+        assert track is not None
         off = h.offset
         count = min(frames - off, h.left)
-        available = max(0, min(count, h.track.length - h.position))
+        available = max(0, min(count, track.length - h.position))
         if available > 0:  # past the end of its track a head is silence
-            row = self._row[:available]
-            np.multiply(self._ramp[:available], h.step, out=self._row64[:available])
-            self._row64[:available] += h.gain
-            np.copyto(row, self._row64[:available])
-            np.multiply(row, self._transport_curve[off : off + available], out=row)
-            self._mix_segment(h.track, h.position, available, off, row, mix, co, False)
+            gain = self._segment_gain[:available]
+            fade = self._head_fade64[:available]
+            np.multiply(self._ramp[:available], h.step, out=fade)
+            fade += h.gain
+            np.copyto(gain, fade)
+            np.multiply(gain, self._transport_curve[off : off + available], out=gain)
+            self._kern.segment(
+                track.channels,
+                h.position,
+                available,
+                None if track.is_mix else self._curves,
+                gain,
+                self._fading_sends,
+                0,
+                off,
+                self._mix,
+                True,
+                chan_out,
+            )
         h.position += count
         h.left -= count
         h.gain = 0.0 if h.left == 0 else h.gain + h.step * count
         h.offset = 0
         if h.left == 0:
             h.track = None
-
-    def _mix_segment(
-        self,
-        track: Track,
-        pos: int,
-        count: int,
-        off: int,
-        row: np.ndarray | None,
-        mix: np.ndarray,
-        co: np.ndarray | None,
-        main: bool,
-    ) -> None:
-        """Add ``count`` samples of ``track`` from ``pos``, through the strips and
-        times ``row`` (head fade and transport; None is unity), at ``off`` in ``mix``
-        and ``co``. The ``main`` head's strip signals stay in ``_prod`` for the meters."""
-        kern = self._kern
-        if kern is not None:
-            kern.segment(
-                track.channels,
-                pos,
-                count,
-                None if track.is_mix else self._curves,
-                row,
-                self._prod if main else self._xprod,
-                1 if main else 0,
-                off,
-                self._mix,
-                not main,
-                co,
-            )
-            return
-        n = track.channels.shape[0]
-        src = track.channels[:, :, pos : pos + count]
-        if main:  # kept for the block's meters
-            prod = self._prod[1 : n + 1, :, off : off + count]
-        else:
-            prod = self._xprod[:n, :, :count]
-        if track.is_mix:
-            if row is None:
-                np.copyto(prod, src)
-            else:
-                np.multiply(src, row, out=prod)
-        else:
-            np.multiply(src, self._curves[:n, :, off : off + count], out=prod)
-            if row is not None:
-                np.multiply(prod, row, out=prod)
-        target = mix[:, off : off + count]
-        if main:  # the main head is first: it writes the block, the others add to it
-            np.add.reduce(prod, axis=0, out=target)
-        else:
-            seg = self._sum2[:, :count]
-            np.add.reduce(prod, axis=0, out=seg)
-            np.add(target, seg, out=target)
-        if co is not None:  # the original standing in goes to the first pair
-            part = co[:n, :, off : off + count]
-            np.add(part, prod, out=part)

@@ -1,6 +1,7 @@
-"""Fader taper and the parameter registry shared by OSC, MIDI, scenes and tests.
+"""Fader taper and level conversions, shared by OSC, MIDI, scenes and tests.
 
-Every controllable value has a key (its OSC address), a range and a 0..1 view.
+The registry of every controllable value (its key, range and 0..1 view) is
+:mod:`stemdeck.core.control.registry`; these functions are its level laws.
 A channel's level has three views of one value: ``fader`` (0..1 with the
 console taper below, unity at 0.75), ``gain`` (linear, at most +10 dB) and
 ``db``.
@@ -25,7 +26,6 @@ __all__ = [
     "fader_to_gain",
     "gain_to_db",
     "gain_to_fader",
-    "pan_gains",
 ]
 
 MAX_DB = 10.0
@@ -98,12 +98,3 @@ def fader_to_gain(position: float) -> float:
 def gain_to_fader(gain: float) -> float:
     """Linear gain to fader position 0..1 (gains above +10 dB sit at the top)."""
     return db_to_fader(min(gain_to_db(gain), MAX_DB))
-
-
-def pan_gains(pan: float) -> tuple[float, float]:
-    """Balance law: (left, right) gains; centre is unity on both sides.
-
-    Turning towards one side lowers the other linearly to silence at the end,
-    as a stereo balance control does, so a centred channel is untouched.
-    """
-    return (min(1.0, 1.0 - pan), min(1.0, 1.0 + pan))

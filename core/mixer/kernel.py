@@ -1,0 +1,253 @@
+"""The mixer's block arithmetic: the compiled kernel, or its numpy reference.
+
+:class:`~stemdeck.core.mixer.engine.Mixer` does the arithmetic of a block
+through one :class:`Kernel` chosen when it is prepared, so the engine has no
+``if compiled`` in its block:
+
+- :data:`COMPILED` is the C module ``core/mixer/_kernel.c`` itself (None when it
+  was not built, or is a stale build). Each call keeps the GIL from start to
+  end. It is used as it is, not wrapped: a wrapper class would put a Python call
+  or an attribute lookup between the engine and every C call, in every block.
+  It has a fifth call, ``block``, the common block in one call
+  (:class:`CompiledKernel`).
+- :class:`NumpyKernel` computes the same float32 operations in the same order
+  with numpy, on scratch buffers of its own; ``tests/test_kernel.py`` checks the
+  two give the same samples. It has no ``block``: the engine's numpy path takes
+  every block the general way, which is what the compiled shortcut is compared
+  against.
+
+Every call's arguments and meaning are documented in ``core/mixer/_kernel.c``.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+__all__ = ["COMPILED", "KERNEL_ABI", "KERNEL_BUILT", "CompiledKernel", "Kernel", "NumpyKernel"]
+
+KERNEL_ABI = 2  # the _kernel.c this package calls (its KERNEL_ABI)
+
+
+class Kernel(Protocol):
+    """The four calls every kernel has (``core/mixer/_kernel.c`` documents each)."""
+
+    def ramp_curves(
+        self,
+        cur: np.ndarray,
+        step: np.ndarray,
+        left: np.ndarray,
+        ramp: np.ndarray,
+        curves: np.ndarray,
+        frames: int,
+        rows: int,
+        /,
+    ) -> None: ...
+
+    def segment(
+        self,
+        src: np.ndarray,
+        pos: int,
+        count: int,
+        curves: np.ndarray | None,
+        row: np.ndarray | None,
+        prod: np.ndarray,
+        first: int,
+        off: int,
+        mix: np.ndarray,
+        add: bool,
+        co: np.ndarray | None,
+        /,
+    ) -> None: ...
+
+    def finish(
+        self,
+        prod: np.ndarray,
+        rows: int,
+        frames: int,
+        mix: np.ndarray,
+        master: np.ndarray | None,
+        gain: float,
+        peak: np.ndarray,
+        sumsq: np.ndarray,
+        out: np.ndarray,
+        co: np.ndarray | None,
+        /,
+    ) -> bool: ...
+
+    def zero(self, a: np.ndarray, /) -> None: ...
+
+
+class CompiledKernel(Kernel, Protocol):
+    """The compiled kernel: the four calls, and the common block in one."""
+
+    def block(
+        self,
+        cur: np.ndarray,
+        step: np.ndarray,
+        left: np.ndarray,
+        ramp: np.ndarray,
+        curves: np.ndarray,
+        curve_frames: int,
+        rows: int,
+        src: np.ndarray,
+        pos: int,
+        frames: int,
+        is_mix: bool,
+        prod: np.ndarray,
+        mix: np.ndarray,
+        master: np.ndarray | None,
+        gain: float,
+        peak: np.ndarray,
+        sumsq: np.ndarray,
+        out: np.ndarray,
+        co: np.ndarray | None,
+        /,
+    ) -> bool: ...
+
+
+def _load() -> CompiledKernel | None:
+    try:  # the block arithmetic in C, holding the GIL (core/mixer/_kernel.c)
+        from . import _kernel
+    except ImportError:  # built without a C compiler: the numpy reference path
+        return None
+    if getattr(_kernel, "ABI", None) != KERNEL_ABI:  # a stale build: scripts/setup rebuilds
+        return None
+    return _kernel
+
+
+#: The compiled kernel (the C module), or None if it is not built or stale.
+COMPILED: CompiledKernel | None = _load()
+#: The compiled block arithmetic is there.
+KERNEL_BUILT = COMPILED is not None
+
+
+class NumpyKernel:
+    """The reference arithmetic in numpy, with the compiled kernel's calls.
+
+    Every large numpy call hands the GIL over (see ``core/mixer/_kernel.c``),
+    which is why the compiled kernel exists; this one stays as its reference and
+    as the fallback where no C compiler built it. Its scratch buffers are made
+    here, once: a call allocates no array data.
+
+    Parameters
+    ----------
+    max_channels : int
+        Strips (rows of the curves and of the fading head's strip signals).
+    max_block : int
+        Frames of the largest block.
+    """
+
+    def __init__(self, max_channels: int, max_block: int) -> None:
+        n, b = max_channels, max_block
+        self._ramp_scratch = np.zeros((n, 2, b))  # every strip's ramp, float64
+        self._meter_scratch = np.zeros((n + 1, 2, b), np.float32)  # |x|, then x * x
+        self._block_peak = np.zeros(n + 1, np.float32)  # each row's peak in this block
+        self._block_sumsq = np.zeros(n + 1, np.float32)  # each row's sum of squares
+        self._fading_sum = np.zeros((2, b), np.float32)  # a fading head's strips summed
+
+    def ramp_curves(
+        self,
+        cur: np.ndarray,
+        step: np.ndarray,
+        left: np.ndarray,
+        ramp: np.ndarray,
+        curves: np.ndarray,
+        frames: int,
+        rows: int,
+        /,
+    ) -> None:
+        """Every strip's gain ramp over ``frames`` samples; curves for the first ``rows``."""
+        k = self._ramp_scratch[:, :, :frames]
+        np.minimum(ramp[:frames], left[:, :, np.newaxis], out=k)
+        np.multiply(k, step[:, :, np.newaxis], out=k)
+        np.add(k, cur[:, :, np.newaxis], out=k)
+        np.copyto(curves[:rows, :, :frames], k[:rows])
+        np.copyto(cur, k[:, :, frames - 1])  # where each ramp is after the block
+        np.subtract(left, frames, out=left)
+        np.maximum(left, 0.0, out=left)
+
+    def segment(
+        self,
+        src: np.ndarray,
+        pos: int,
+        count: int,
+        curves: np.ndarray | None,
+        row: np.ndarray | None,
+        prod: np.ndarray,
+        first: int,
+        off: int,
+        mix: np.ndarray,
+        add: bool,
+        co: np.ndarray | None,
+        /,
+    ) -> None:
+        """``count`` samples of ``src`` from ``pos`` through the strips into ``mix`` at ``off``."""
+        n = src.shape[0]
+        part = src[:, :, pos : pos + count]
+        if first:  # the main head: its strip signals stay where the block's meters read them
+            signals = prod[first : first + n, :, off : off + count]
+        else:
+            signals = prod[:n, :, :count]
+        if curves is None:  # the original standing in: no strips
+            if row is None:
+                np.copyto(signals, part)
+            else:
+                np.multiply(part, row[:count], out=signals)
+        else:
+            np.multiply(part, curves[:n, :, off : off + count], out=signals)
+            if row is not None:
+                np.multiply(signals, row[:count], out=signals)
+        target = mix[:, off : off + count]
+        if not add:  # the main head is first: it writes the block, the others add to it
+            np.add.reduce(signals, axis=0, out=target)
+        else:
+            summed = self._fading_sum[:, :count]
+            np.add.reduce(signals, axis=0, out=summed)
+            np.add(target, summed, out=target)
+        if co is not None:  # the original standing in goes to the first pair
+            outputs = co[:n, :, off : off + count]
+            np.add(outputs, signals, out=outputs)
+
+    def finish(
+        self,
+        prod: np.ndarray,
+        rows: int,
+        frames: int,
+        mix: np.ndarray,
+        master: np.ndarray | None,
+        gain: float,
+        peak: np.ndarray,
+        sumsq: np.ndarray,
+        out: np.ndarray,
+        co: np.ndarray | None,
+        /,
+    ) -> bool:
+        """Master gain, meters and the output block; False (meters untouched) if not finite."""
+        mix = mix[:, :frames]
+        if master is not None:
+            np.multiply(mix, master[:frames], out=mix)
+        elif gain != 1.0:
+            np.multiply(mix, gain, out=mix)
+        levels = prod[:rows, :, :frames]
+        np.copyto(levels[0], mix)
+        scratch = self._meter_scratch[:rows, :, :frames]
+        block_peak, block_sumsq = self._block_peak[:rows], self._block_sumsq[:rows]
+        np.abs(levels, out=scratch)
+        np.maximum.reduce(scratch, axis=(1, 2), out=block_peak)
+        if not block_peak[0] <= 3.4e38:  # NaN or inf somewhere: never let it out
+            return False
+        np.maximum(peak[:rows], block_peak, out=peak[:rows])
+        np.multiply(levels, levels, out=scratch)
+        np.add.reduce(scratch, axis=(1, 2), out=block_sumsq)
+        np.add(sumsq[:rows], block_sumsq, out=sumsq[:rows])
+        if co is None:
+            np.copyto(out.T, mix)
+        else:
+            np.copyto(out.T, co[:, :, :frames].reshape(2 * co.shape[0], frames))
+        return True
+
+    def zero(self, a: np.ndarray, /) -> None:
+        """Fill ``a`` with zeros."""
+        a.fill(0.0)
