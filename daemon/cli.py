@@ -576,7 +576,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 
     from pythonosc import osc_packet
 
-    from .osc import build
+    from .osc.wire import encode_message
 
     host, _, port_text = args.target.rpartition(":")
     host = host or "127.0.0.1"
@@ -591,7 +591,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
         sock.settimeout(args.timeout)
         try:
-            sock.sendto(build(args.address, values), (host, port))
+            sock.sendto(encode_message(args.address, values), (host, port))
         except OSError as exc:
             raise ParameterError(f"cannot send to {host}:{port}: {exc.strerror}") from None
         deadline = time.monotonic() + args.timeout

@@ -151,7 +151,7 @@ class _Responder:
     def _run(self) -> None:
         from pythonosc import osc_packet
 
-        from stemdeck.daemon.osc import build
+        from stemdeck.daemon.osc.wire import encode_message
 
         try:
             data, sender = self.sock.recvfrom(65536)
@@ -160,7 +160,7 @@ class _Responder:
         for timed in osc_packet.OscPacket(data).messages:
             self.got.append((timed.message.address, list(timed.message.params)))
         for i in range(self.replies):  # paced: a burst would overflow the socket buffer
-            self.sock.sendto(build(f"/ch/{i}/name", ["x" * 500]), sender)
+            self.sock.sendto(encode_message(f"/ch/{i}/name", ["x" * 500]), sender)
             time.sleep(0.001)
 
     def close(self) -> None:

@@ -23,7 +23,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from osc_host import FakeHost, make_server
 
 from stemdeck.daemon.osc import Feedback, OscServer
-from stemdeck.daemon.oscwire import Bundle, Message, decode, encode_bundle, encode_message
+from stemdeck.daemon.osc.wire import Bundle, Message, decode, encode_bundle, encode_message
 from stemdeck.daemon.web import namespace, server
 from stemdeck.daemon.web.server import FRAMES_BURST, SEND_QUEUE, WebApp, WebServer
 
@@ -450,10 +450,10 @@ def test_websocket_subscribe_cannot_name_another_port() -> None:
                     ],
                 )
             ]
-        assert osc.control.subscribers == {}
+        assert osc.control.subscribed() == []
         await ws.send_bytes(encode_message("/subscribe", [conn.sender[1], "index"]))
         assert await receive_osc(ws) == [("/subscribe", [conn.sender[1], "index"])]
-        assert list(osc.control.subscribers) == [conn.sender]
+        assert osc.control.subscribed() == [conn.sender]
         await ws.close()
 
     run(body)
@@ -461,7 +461,7 @@ def test_websocket_subscribe_cannot_name_another_port() -> None:
 
 def test_scheduled_bundle_replies_come_back_on_the_websocket() -> None:
     async def body(client, host, osc, feedback, app) -> None:
-        from stemdeck.daemon.oscwire import unix_to_timetag
+        from stemdeck.daemon.osc.wire import unix_to_timetag
 
         ws = await client.ws_connect("/")
         later = unix_to_timetag(time.time() + 0.3)
@@ -924,12 +924,12 @@ def test_web_server_thread_serves_and_stops() -> None:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/master/mute?VALUE") as r:
             assert json.load(r) == {"VALUE": [0]}
         # Feedback rounds reach the server's own loop from the feedback thread.
-        feedback.wanted = lambda: True
+        feedback.add_listener(lambda frame: None)  # a round even with no WebSocket client
         feedback.tick()
         deadline = time.monotonic() + 10
-        while server.web.last_frame is None and time.monotonic() < deadline:
+        while server.app.last_frame is None and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert server.web.last_frame is not None
+        assert server.app.last_frame is not None
     finally:
         server.stop()
         osc.sock.close()

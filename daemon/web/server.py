@@ -5,7 +5,7 @@ server); :class:`WebServer` runs it in its own thread with its own asyncio loop
 (``stemdeck-web``). The audio thread never waits on it: control goes through
 :meth:`OscServer.datagram` like UDP (strict decoding, all-or-nothing bundles,
 ``/error`` replies, limits), which posts to the engine's bounded queue, and
-values come back from :class:`~stemdeck.daemon.osc.Feedback` rounds, handed to
+values come back from :class:`~stemdeck.daemon.osc.feedback.Feedback` rounds, handed to
 this loop with ``call_soon_threadsafe``.
 
 A WebSocket connection is an OSC sender of its own, ``("ws:<ip>", <tcp port>)``:
@@ -37,14 +37,16 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from stemdeck.core.control.pattern import is_pattern
 from stemdeck.core.errors import ParameterError, StemdeckError
 
-from ..osc import FeedbackFrame, OscServer, Reply, TokenBucket
-from ..oscwire import encode_bundle, encode_message
+from ..osc.feedback import Feedback, FeedbackFrame
+from ..osc.limits import Reply, TokenBucket
+from ..osc.server import OscServer
+from ..osc.wire import encode_bundle, encode_message
 from ..realtime import name_os_thread, raise_priority
 from . import namespace
 
 __all__ = ["WebApp", "WebServer"]
 
-log = logging.getLogger("stemdeck")
+log = logging.getLogger(__name__)
 
 MAX_FRAME = 65536  # bytes in one WebSocket message (as a UDP datagram at most)
 FRAMES_BURST, FRAMES_PER_SECOND = 200, 100.0  # per connection, text and binary together
@@ -233,10 +235,9 @@ class WebApp:
         }
 
     # -- feedback (called in the feedback thread) -------------------------------------
-    def attach(self, feedback: Any) -> None:
-        """Take feedback rounds from :class:`~stemdeck.daemon.osc.Feedback`."""
-        feedback.listeners.append(self._from_feedback)
-        feedback.wanted = lambda: bool(self.connections)
+    def attach(self, feedback: Feedback) -> None:
+        """Take feedback rounds from ``feedback`` while any WebSocket client is connected."""
+        feedback.add_listener(self._from_feedback, lambda: bool(self.connections))
 
     def _from_feedback(self, frame: FeedbackFrame) -> None:
         loop = self.loop
@@ -463,7 +464,7 @@ class WebApp:
             loop.call_soon_threadsafe(self._send, conn, list(replies))
 
         self.connections.add(conn)
-        self.osc.routes[conn.sender] = route
+        self.osc.route(conn.sender, route)
         writer = asyncio.create_task(conn.write())
         try:
             async for msg in ws:
@@ -482,9 +483,7 @@ class WebApp:
                     break
         finally:
             self.connections.discard(conn)
-            self.osc.routes.pop(conn.sender, None)
-            with self.control.lock:
-                self.control.subscribers.pop(conn.sender, None)
+            self.osc.unroute(conn.sender)  # and its subscription
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectionError):
                 await writer
@@ -497,7 +496,7 @@ class WebApp:
             self._buckets.take(conn.sender, now)
             return True
         self.refused += 1
-        self.control.counters.refused += 1
+        self.control.count("refused")
         if now - conn.warned_at >= 1.0:
             conn.warned_at = now
             text = (
@@ -516,7 +515,7 @@ class WebApp:
         try:
             replies = self.osc.datagram(data, conn.sender, check_allow=False)
         except Exception as exc:  # never let one packet stop the connection
-            self.control.counters.errors += 1
+            self.control.count("errors")
             replies = [("/error", [f"internal error: {exc!r}"])]
         self._send(conn, replies)
 
@@ -555,7 +554,7 @@ class WebApp:
                     if not conn.listens[key]:
                         del conn.listens[key]
         except (StemdeckError, ValueError, TypeError) as exc:
-            self.control.counters.errors += 1
+            self.control.count("errors")
             self._command(conn, "ERROR", str(exc))
 
     def listen_key(self, path: str) -> str:
@@ -648,7 +647,7 @@ class WebServer:
     def __init__(
         self,
         osc: OscServer,
-        feedback: Any,
+        feedback: Feedback,
         *,
         host: str = "127.0.0.1",
         port: int = 8080,
@@ -659,8 +658,8 @@ class WebServer:
             token = secrets.token_urlsafe(16)
         self.host = host
         self.port = port
-        self.web = WebApp(osc, token=token, loopback=loopback)
-        self.web.attach(feedback)
+        self.app = WebApp(osc, token=token, loopback=loopback)
+        self.app.attach(feedback)
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -670,7 +669,17 @@ class WebServer:
 
     @property
     def token(self) -> str | None:
-        return self.web.token
+        return self.app.token
+
+    @property
+    def clients(self) -> int:
+        """WebSocket clients connected now (any thread)."""
+        return len(self.app.connections)
+
+    @property
+    def refused(self) -> int:
+        """HTTP requests and WebSockets turned away, frames over the limit (any thread)."""
+        return self.app.refused
 
     @property
     def url(self) -> str:
@@ -692,7 +701,7 @@ class WebServer:
 
     def _run(self) -> None:
         name_os_thread()
-        nice = self.web.osc.nice
+        nice = self.app.osc.nice
         if nice is not None:
             raise_priority(nice)  # a control thread like OSC in (daemon/realtime.py)
         loop = asyncio.new_event_loop()
@@ -710,7 +719,7 @@ class WebServer:
 
     async def _serve(self) -> None:
         runner = web.AppRunner(
-            self.web.app, access_log=None, handle_signals=False, shutdown_timeout=1.0
+            self.app.app, access_log=None, handle_signals=False, shutdown_timeout=1.0
         )
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port)
