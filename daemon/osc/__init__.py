@@ -12,8 +12,11 @@ limits
     The limits a client lives within, ``Reply`` and ``Sender``, ``reply_size``,
     ``TokenBucket``, ``RateLimitedLog``, ``Refused``.
 dispatch
-    :class:`OscControl`, the address space (a table of handlers), its counters
-    (``Counters``) and subscribers (``Subscriber``, ``SUBSCRIPTION_SECONDS``).
+    :class:`OscControl`, the address space (a table of handlers: ``map``,
+    ``map_prefix``, ``Handler``, ``Group``), its counters (``Counters``) and
+    subscribers (``Subscriber``, ``SUBSCRIPTION_SECONDS``).
+args
+    The handlers' argument checks (``no_args``, ``number``, ``string``...).
 server
     :class:`OscServer`: the UDP loop, the bundle scheduler, routes for senders that
     are not UDP addresses (WebSocket connections).

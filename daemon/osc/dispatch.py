@@ -33,6 +33,7 @@ from stemdeck.core.errors import ParameterError, StemdeckError
 from stemdeck.core.mixer.commands import Command
 
 from ..host import Host
+from .args import no_args, number, own_port, scene_name, string
 from .limits import (
     HOST_BURST,
     HOST_PER_SECOND,
@@ -55,7 +56,16 @@ from .limits import (
 )
 from .wire import Message
 
-__all__ = ["SUBSCRIPTION_SECONDS", "Counter", "Counters", "OscControl", "Subscriber"]
+__all__ = [
+    "SUBSCRIPTION_SECONDS",
+    "Counter",
+    "Counters",
+    "Group",
+    "Handler",
+    "OscControl",
+    "Plan",
+    "Subscriber",
+]
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +93,7 @@ class Subscriber:
 
 
 @dataclass
-class _Plan:
+class Plan:
     """What one group of messages will do, gathered before anything is applied."""
 
     replies: list[Reply] = field(default_factory=list)
@@ -93,16 +103,19 @@ class _Plan:
 
 
 @dataclass
-class _Group:
-    """One group of messages being dispatched: who sent it, where it is staged."""
+class Group:
+    """One group of messages being dispatched: who sent it, where its control values
+    are staged, and what it will do (a handler adds to ``plan``)."""
 
     sender: Sender
     txn: Transaction
-    plan: _Plan
+    plan: Plan
     dry: bool  # validate only: take no rate-limit tokens
 
 
-Handler = Callable[[str, list[Any], _Group], None]
+Handler = Callable[[str, list[Any], Group], None]
+"""Validates one message (address, arguments) and adds what it does to the group;
+raises :class:`~stemdeck.core.errors.StemdeckError` (or ValueError) to refuse it."""
 
 
 class OscControl:
@@ -250,9 +263,9 @@ class OscControl:
         (track load, scenes, subscriptions). ``dry`` validates only.
         """
         msgs = [m if isinstance(m, Message) else Message(m[0], tuple(m[1])) for m in messages]
-        plan = _Plan()
+        plan = Plan()
         with self.host.registry.transaction() as txn:
-            group = _Group(sender, txn, plan, dry)
+            group = Group(sender, txn, plan, dry)
             current = ""
             try:
                 if len(msgs) > MAX_MESSAGES:
@@ -298,7 +311,7 @@ class OscControl:
 
     # -- handlers: each validates now, and applies now or once the group is posted ------
     @staticmethod
-    def _later(group: _Group, address: str, action: Callable[[], object], echo: list[Any]) -> None:
+    def _later(group: Group, address: str, action: Callable[[], object], echo: list[Any]) -> None:
         """Run ``action`` once the group's values are posted; answer ``address echo``."""
 
         def run() -> Reply:
@@ -307,7 +320,7 @@ class OscControl:
 
         group.plan.after.append((address, run))
 
-    def _control(self, address: str, args: list[Any], group: _Group) -> None:
+    def _control(self, address: str, args: list[Any], group: Group) -> None:
         if args:
             group.txn.set(address, args)
             return
@@ -316,86 +329,86 @@ class OscControl:
         reg = self.host.registry
         group.plan.replies += [(used, [group.txn.get(key)]) for key, used in reg.match(address)]
 
-    def _transport(self, address: str, args: list[Any], group: _Group) -> None:
+    def _transport(self, address: str, args: list[Any], group: Group) -> None:
         transport = self.host.transport
         verb = address[len("/transport/") :]
         if verb == "position" or (verb == "seek" and not args):
-            _no_args(address, args)
+            no_args(address, args)
             group.plan.replies.append((address, [transport.position()]))
         elif verb in ("playing", "length") or (verb == "loop" and not args):
-            group.plan.replies.append((address, _transport_value(self.host, verb)))
+            group.plan.replies.append((address, transport.value(verb)))
         else:
             group.plan.commands.append(transport.command(verb, args))
 
-    def _ping(self, address: str, args: list[Any], group: _Group) -> None:
-        _no_args(address, args)
+    def _ping(self, address: str, args: list[Any], group: Group) -> None:
+        no_args(address, args)
         group.plan.replies.append(("/pong", []))
 
-    def _status(self, address: str, args: list[Any], group: _Group) -> None:
-        _no_args(address, args)
+    def _status(self, address: str, args: list[Any], group: Group) -> None:
+        no_args(address, args)
         self._bulk_allowed(group, self._status_sender, "/status")
         group.plan.bulk.append(("/status", [self.host.status()]))
 
-    def _state(self, address: str, args: list[Any], group: _Group) -> None:
-        _no_args(address, args)
+    def _state(self, address: str, args: list[Any], group: Group) -> None:
+        no_args(address, args)
         self._bulk_allowed(group)
         group.plan.bulk += self.state(form="index")
         group.plan.bulk.append(("/state/end", []))
 
-    def _track_query(self, address: str, args: list[Any], group: _Group) -> None:
-        _no_args(address, args)
+    def _track_query(self, address: str, args: list[Any], group: Group) -> None:
+        no_args(address, args)
         group.plan.replies += [r for r in self.track_state() if r[0] == address]
 
-    def _list(self, address: str, args: list[Any], group: _Group) -> None:
+    def _list(self, address: str, args: list[Any], group: Group) -> None:
         # Lists answer more than they were sent: rate-limited like /state.
-        _no_args(address, args)
+        no_args(address, args)
         self._bulk_allowed(group, what=address)
         host = self.host
         names = host.library_tracks() if address == "/track/list" else host.scene_names()
         group.plan.bulk.append((address, list(names)))
 
-    def _track_load(self, address: str, args: list[Any], group: _Group) -> None:
-        path = _string(address, args)
+    def _track_load(self, address: str, args: list[Any], group: Group) -> None:
+        path = string(address, args)
         self._later(group, address, partial(self.host.load_track, path), [path])
 
-    def _scene_save(self, address: str, args: list[Any], group: _Group) -> None:
-        name = _scene_name(address, args)
+    def _scene_save(self, address: str, args: list[Any], group: Group) -> None:
+        name = scene_name(address, args)
         if len(args) != 1:
             raise ParameterError("/scene/save takes one name")
         self._later(group, address, partial(self.host.save_scene, name), [name])
 
-    def _scene_recall(self, address: str, args: list[Any], group: _Group) -> None:
-        name = _scene_name(address, args)
+    def _scene_recall(self, address: str, args: list[Any], group: Group) -> None:
+        name = scene_name(address, args)
         fade = 0.0
         if len(args) == 2:
-            fade = _float(address, args[1:])
+            fade = number(address, args[1:])
             if not 0.0 <= fade <= 600.0:
                 raise ParameterError(f"fade must be 0..600 s, got {fade:g}")
         elif len(args) > 2:
             raise ParameterError("/scene/recall takes a name and an optional fade time")
         self._later(group, address, partial(self.host.recall_scene, name, fade), list(args))
 
-    def _midi_learn(self, address: str, args: list[Any], group: _Group) -> None:
-        target = _string(address, args)
+    def _midi_learn(self, address: str, args: list[Any], group: Group) -> None:
+        target = string(address, args)
         self._later(group, address, partial(self.host.midi_learn, target), [target])
 
-    def _unsubscribe(self, address: str, args: list[Any], group: _Group) -> None:
+    def _unsubscribe(self, address: str, args: list[Any], group: Group) -> None:
         sender = group.sender
         port = sender[1]
         if args:
-            port = _own_port(address, args[0], sender)
+            port = own_port(address, args[0], sender)
             if len(args) > 1:
                 raise ParameterError(
                     f"/unsubscribe takes an optional port, got {len(args)} arguments"
                 )
         self._later(group, address, partial(self.unsubscribe, (sender[0], port)), [port])
 
-    def _subscribe(self, address: str, args: list[Any], group: _Group) -> None:
+    def _subscribe(self, address: str, args: list[Any], group: Group) -> None:
         sender = group.sender
         port, form = sender[1], self.feedback_form
         rest = list(args)
         if rest and not isinstance(rest[0], str):
-            port = _own_port("/subscribe", rest.pop(0), sender)
+            port = own_port("/subscribe", rest.pop(0), sender)
         if rest:
             if not isinstance(rest[0], str) or rest[0] not in ("names", "index"):
                 raise ParameterError(
@@ -428,7 +441,7 @@ class OscControl:
             self._subscribers[key] = Subscriber(key, expires, form, fresh)
 
     def _bulk_allowed(
-        self, group: _Group, bucket: TokenBucket | None = None, what: str = "/state"
+        self, group: Group, bucket: TokenBucket | None = None, what: str = "/state"
     ) -> None:
         """/state, /status and new subscriptions answer more than they were sent (the
         byte budget does not cover them): rate-limited per sender and per host."""
@@ -457,10 +470,11 @@ class OscControl:
             values = [(key, [reg.get(key)]) for key in reg.addresses()]
             names = list(reg.names)
         out: list[Reply] = [(self.form(key, form, names), v) for key, v in values]
-        out.append(("/transport/playing", _transport_value(self.host, "playing")))
-        out.append(("/transport/position", [self.host.transport.position()]))
-        out.append(("/transport/loop", _transport_value(self.host, "loop")))
-        out.append(("/transport/length", _transport_value(self.host, "length")))
+        transport = self.host.transport
+        out.append(("/transport/playing", transport.value("playing")))
+        out.append(("/transport/position", [transport.position()]))
+        out.append(("/transport/loop", transport.value("loop")))
+        out.append(("/transport/length", transport.value("length")))
         out += self.track_state(names)
         return out
 
@@ -488,62 +502,3 @@ class OscControl:
             if 0 <= i < len(names):
                 return f"/ch/{names[i]}/{param}"
         return key
-
-
-def _transport_value(host: Host, verb: str) -> list[Any]:
-    """``/transport/playing`` (1/0), ``/length`` (seconds) or ``/loop`` (start and end
-    seconds; 0 0 when there is no loop)."""
-    engine = host.engine
-    if verb == "playing":
-        return [int(bool(engine.rolling))]
-    sr = engine.sr
-    if verb == "length":
-        track = engine.track
-        return [track.length / sr if track is not None and sr else 0.0]
-    loop = engine.loop
-    return [loop[0] / sr, loop[1] / sr] if loop is not None and sr else [0.0, 0.0]
-
-
-def _no_args(address: str, args: Sequence[Any]) -> None:
-    if args:
-        raise ParameterError(f"{address} takes no arguments, got {len(args)}")
-
-
-def _port(address: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ParameterError(f"{address} port must be an int, got {value!r}")
-    if not 1 <= value <= 65535:
-        raise ParameterError(f"{address} port must be 1..65535, got {value}")
-    return value
-
-
-def _own_port(address: str, value: Any, sender: Sender) -> int:
-    """A port for /subscribe or /unsubscribe; a WebSocket sender (``"ws:<ip>"``) has
-    no UDP port to name: values come back on its connection, keyed by its own port."""
-    port = _port(address, value)
-    if sender[0].startswith("ws:") and port != sender[1]:
-        raise ParameterError(
-            f"{address} over the WebSocket takes no port: values come back on this connection"
-        )
-    return port
-
-
-def _float(address: str, args: Sequence[Any]) -> float:
-    if len(args) != 1 or isinstance(args[0], bool) or not isinstance(args[0], int | float):
-        raise ParameterError(f"{address} takes a number, got {list(args)!r}")
-    value = float(args[0])
-    if value != value or value in (float("inf"), float("-inf")):
-        raise ParameterError(f"{address} got {value}")
-    return value
-
-
-def _string(address: str, args: Sequence[Any]) -> str:
-    if len(args) != 1 or not isinstance(args[0], str):
-        raise ParameterError(f"{address} takes one string, got {list(args)!r}")
-    return args[0]
-
-
-def _scene_name(address: str, args: Sequence[Any]) -> str:
-    if not args or not isinstance(args[0], str):
-        raise ParameterError(f"{address} takes a scene name (string)")
-    return args[0]
