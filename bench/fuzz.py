@@ -49,7 +49,7 @@ from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
 from osc_grammar import Case, datagram  # noqa: E402
 
 from conftest import tone_mix  # noqa: E402
-from stemdeck.daemon.oscwire import Message, decode, encode_message, iter_messages  # noqa: E402
+from stemdeck.daemon.osc.wire import Message, decode, encode_message, iter_messages  # noqa: E402
 
 SR = 48000
 PING = encode_message("/ping")

@@ -56,7 +56,7 @@ async def _client(
 ) -> None:
     import aiohttp
 
-    from stemdeck.daemon.oscwire import encode_message
+    from stemdeck.daemon.osc.wire import encode_message
 
     async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
         listens = ["/meter", "/meter/rms", "/transport/position", "/transport/playing"]
@@ -98,7 +98,7 @@ def udp_process(port: int, n: int, rate: float, seconds: float) -> None:
     import selectors
     import socket
 
-    from stemdeck.daemon.oscwire import encode_message
+    from stemdeck.daemon.osc.wire import encode_message
 
     target = ("127.0.0.1", port)
     socks = []

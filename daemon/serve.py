@@ -8,7 +8,9 @@
 - :class:`.supervisor.AudioSupervisor`: the audio stream and its recovery;
 - :class:`.prefetch.Prefetcher`: memory-mapped audio read ahead of the play head;
 - :func:`.status.format_status`: the status line (console and OSC ``/status``);
-- :class:`.osc.OscServer` and :class:`.midi.MidiControl`: the control surfaces.
+- :class:`.osc.OscServer` and :class:`.midi.MidiControl`: the control surfaces, through
+  the :class:`.host.Host` seam this class implements;
+- :class:`.web.server.WebServer`: the browser mixer, OSCQuery and the WebSocket.
 
 ``docs/architecture.md`` draws the data flow and the threads.
 """
@@ -24,7 +26,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import ParameterError
@@ -44,9 +46,12 @@ from .status import Status, format_status
 from .supervisor import AudioSupervisor
 from .transport import TransportControl
 
+if TYPE_CHECKING:  # imported by start_web() only: --http off never loads aiohttp
+    from .web.server import WebServer
+
 __all__ = ["DEMO", "Daemon", "ServeOptions", "read_source"]
 
-log = logging.getLogger("stemdeck")
+log = logging.getLogger(__name__)
 
 # What /track/list offers (docs/osc.md): files libsndfile or the MP4 reader open.
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff", ".m4a", ".mp4", ".opus")
@@ -94,7 +99,7 @@ class Daemon:
         self.server: OscServer | None = None
         self.feedback: Feedback | None = None
         self.midi: Any = None
-        self.web: Any = None
+        self.web: WebServer | None = None
         self.advertiser: Any = None
         self.memory = ""
         self.gc = GcWatch()
@@ -200,16 +205,14 @@ class Daemon:
             recent_slowest_ms=sink.recent_max_render_s * 1000 if sink else None,
             engine_errors=sink.errors if sink else 0,
             nonfinite_blocks=m.nonfinite_blocks,
-            osc_clients=len(self.server.control.subscribers) if self.server else 0,
+            osc_clients=self.server.control.subscriber_count() if self.server else 0,
             osc=(lambda c: (c.received, c.errors, c.refused, c.scheduled))(
-                self.server.control.counters
+                self.server.control.counts()
             )
             if self.server
             else None,
             midi=(self.midi.received, self.midi.errors) if self.midi is not None else None,
-            web=(len(self.web.web.connections), self.web.web.refused)
-            if self.web is not None
-            else None,
+            web=(self.web.clients, self.web.refused) if self.web is not None else None,
             recorder=(rec.overruns, rec.error) if rec is not None else None,
             scheduling=", ".join(
                 part

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from stemdeck.core.errors import ParameterError
-from stemdeck.core.mixer.commands import Command, Loop, Pause, Play, Seek, Stop
+from stemdeck.core.mixer.commands import Command, Loop, Pause, Play, Seek, Stop, Track
 
 __all__ = ["VERBS", "TransportControl"]
 
@@ -19,9 +19,13 @@ class TransportState(Protocol):
 
     position: int
     sr: int
+    track: Track | None
 
     @property
     def rolling(self) -> bool: ...
+
+    @property
+    def loop(self) -> tuple[int, int] | None: ...
 
 
 class TransportControl:
@@ -39,6 +43,21 @@ class TransportControl:
         """Play head position in seconds."""
         sr = self.engine.sr
         return float(self.engine.position) / sr if sr else 0.0
+
+    def length(self) -> float:
+        """The track's length in seconds (0.0 with no track)."""
+        track, sr = self.engine.track, self.engine.sr
+        return track.length / sr if track is not None and sr else 0.0
+
+    def value(self, query: str) -> list[Any]:
+        """The reply to ``/transport/<query>``: ``playing`` (1/0), ``length`` (seconds)
+        or ``loop`` (start and end seconds; 0 0 when there is no loop)."""
+        if query == "playing":
+            return [int(bool(self.engine.rolling))]
+        if query == "length":
+            return [self.length()]
+        loop, sr = self.engine.loop, self.engine.sr
+        return [loop[0] / sr, loop[1] / sr] if loop is not None and sr else [0.0, 0.0]
 
     def command(self, verb: str, args: Sequence[Any] = ()) -> Command:
         """The command for one verb (``play``, ``seek``, ``loop/off``...).
@@ -77,8 +96,7 @@ class TransportControl:
                 raise ParameterError(f"loop needs 0 <= start < end, got {start:g}..{end:g}")
             # Checked against the track here, so the audio thread never converts
             # a time like 1e306 s to samples.
-            track = getattr(self.engine, "track", None)
-            length = track.length / self.engine.sr if track is not None and self.engine.sr else 0.0
+            length = self.length()
             if end > length:
                 raise ParameterError(
                     f"loop end {end:g} s is past the end of the track ({length:.3f} s)"

@@ -14,7 +14,7 @@ from typing import Any
 from pythonosc import osc_packet
 from pythonosc.osc_bundle_builder import OscBundleBuilder
 
-from stemdeck.daemon.osc import build
+from stemdeck.daemon.osc.wire import encode_message
 
 
 def burners(n: int = 2) -> list[subprocess.Popen]:
@@ -41,7 +41,7 @@ class Client:
         self.port = self.sock.getsockname()[1]
 
     def send(self, address: str, *args: Any) -> None:
-        self.sock.sendto(build(address, args), self.target)
+        self.sock.sendto(encode_message(address, args), self.target)
 
     def send_raw(self, data: bytes) -> None:
         self.sock.sendto(data, self.target)
@@ -53,7 +53,7 @@ class Client:
         from pythonosc.osc_message import OscMessage
 
         for address, args in messages:
-            b.add_content(OscMessage(build(address, args)))
+            b.add_content(OscMessage(encode_message(address, args)))
         self.sock.sendto(b.build().dgram, self.target)
 
     def drain(self) -> None:

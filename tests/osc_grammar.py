@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from hypothesis import strategies as st
 
 from stemdeck.core.control.registry import CHANNEL_PARAMS, MASTER_PARAMS
-from stemdeck.daemon.oscwire import encode_bundle, encode_message, unix_to_timetag
+from stemdeck.daemon.osc.wire import encode_bundle, encode_message, unix_to_timetag
 
 NAMES = ("drums", "bass", "vocals", "other")
 TRACK_SECONDS = 4.0  # the track the harness plays: loops must end inside it

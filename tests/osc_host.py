@@ -8,9 +8,10 @@ import numpy as np
 
 from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import ParameterError
-from stemdeck.core.mixer.commands import Play, SetTrack, Track
+from stemdeck.core.mixer.commands import Command, Play, SetTrack, Track
 from stemdeck.core.mixer.engine import Mixer
 from stemdeck.daemon.osc import OscControl, OscServer
+from stemdeck.daemon.osc.dispatch import SUBSCRIPTION_SECONDS
 from stemdeck.daemon.transport import TransportControl
 
 NAMES = ("drums", "bass", "vocals", "other")
@@ -25,6 +26,7 @@ class FakeHost:
     registry: Registry = field(default_factory=lambda: Registry(NAMES))
     engine: Mixer = field(default_factory=lambda: Mixer(max_channels=len(NAMES)))
     calls: list[tuple[str, object]] = field(default_factory=list)
+    colours: list[str] = field(default_factory=list)  # none: no /channels/colors
 
     def __post_init__(self) -> None:
         self.transport = TransportControl(self.engine)
@@ -39,8 +41,8 @@ class FakeHost:
         """One audio block: the engine takes what was posted."""
         self.engine.process(np.zeros((BLOCK, 2), np.float32))
 
-    def post(self, command: object) -> bool:
-        return self.engine.post(command)  # type: ignore[arg-type]
+    def post(self, command: Command) -> bool:
+        return self.engine.post(command)
 
     def load_track(self, path: str) -> None:
         if path.startswith("/bad"):
@@ -95,7 +97,12 @@ class FakeHost:
         )
 
 
-def make_server(**kwargs: object) -> tuple[FakeHost, OscServer]:
+def make_server(
+    *, feedback_form: str = "names", subscription_seconds: float = SUBSCRIPTION_SECONDS
+) -> tuple[FakeHost, OscServer]:
+    """A :class:`FakeHost` and an OSC server on a free port (not started)."""
     host = FakeHost()
-    server = OscServer(OscControl(host, **kwargs), port=0)  # type: ignore[arg-type]
-    return host, server
+    control = OscControl(
+        host, feedback_form=feedback_form, subscription_seconds=subscription_seconds
+    )
+    return host, OscServer(control, port=0)

@@ -152,7 +152,7 @@ class _Responder:
     def _run(self) -> None:
         from pythonosc import osc_packet
 
-        from stemdeck.daemon.osc import build
+        from stemdeck.daemon.osc.wire import encode_message
 
         try:
             data, sender = self.sock.recvfrom(65536)
@@ -163,7 +163,7 @@ class _Responder:
         if self.raw is not None:
             self.sock.sendto(self.raw, sender)
         for i in range(self.replies):  # paced: a burst would overflow the socket buffer
-            self.sock.sendto(build(f"/ch/{i}/name", ["x" * 500]), sender)
+            self.sock.sendto(encode_message(f"/ch/{i}/name", ["x" * 500]), sender)
             time.sleep(0.001)
 
     def close(self) -> None:

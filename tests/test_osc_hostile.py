@@ -16,9 +16,8 @@ import time
 import pytest
 from osc_host import FakeHost, make_server
 
-from stemdeck.daemon import osc
-from stemdeck.daemon.osc import Feedback, OscServer
-from stemdeck.daemon.oscwire import decode, encode_bundle, encode_message, unix_to_timetag
+from stemdeck.daemon.osc import Feedback, OscServer, limits
+from stemdeck.daemon.osc.wire import decode, encode_bundle, encode_message, unix_to_timetag
 
 SENDER = ("127.0.0.1", 40000)
 
@@ -138,7 +137,7 @@ def test_issue_datagrams_answer_one_error_and_change_nothing(
     before = snapshot(host)
     assert server.datagram(bytes.fromhex(hexdata), SENDER) == [("/error", [reply])]
     assert unchanged(host, before)
-    assert server.control.counters.errors == 1
+    assert server.control.counts().errors == 1
 
 
 def test_redos_patterns_answer_at_once(served) -> None:
@@ -201,7 +200,7 @@ def test_limits_on_one_datagram(served) -> None:
         ("/error", ["17 transport commands in one bundle; at most 16"])
     ]
     assert unchanged(host, before)
-    assert server.control.counters.refused == 3
+    assert server.control.counts().refused == 3
 
 
 def test_replies_are_limited_to_four_bytes_per_byte_received(served) -> None:
@@ -218,13 +217,13 @@ def test_replies_are_limited_to_four_bytes_per_byte_received(served) -> None:
             ],
         )
     ]
-    assert server.control.counters.refused == 1
+    assert server.control.counts().refused == 1
 
 
 def test_state_is_rate_limited_per_sender(served) -> None:
     _host, server = served
-    got = [server.datagram(m("/state"), SENDER)[-1] for _ in range(osc.STATE_BURST + 1)]
-    assert got[:-1] == [("/state/end", [])] * osc.STATE_BURST
+    got = [server.datagram(m("/state"), SENDER)[-1] for _ in range(limits.STATE_BURST + 1)]
+    assert got[:-1] == [("/state/end", [])] * limits.STATE_BURST
     assert got[-1] == (
         "/error",
         ["too many /state requests from 127.0.0.1:40000: at most 2 a second"],
@@ -239,13 +238,13 @@ def test_future_bundles_are_bounded(served) -> None:
     reply = server.datagram(encode_bundle([m("/ch/1/fader", 0.5)], year_2036), SENDER)
     assert reply[0][0] == "/error" and reply[0][1][0].endswith(" s ahead; at most 60 s")
     soon = unix_to_timetag(time.time() + 30)
-    for _ in range(osc.MAX_PENDING_PER_HOST):
+    for _ in range(limits.MAX_PENDING_PER_HOST):
         assert server.datagram(encode_bundle([m("/ch/1/pan", 0.5)], soon), SENDER) == []
     assert server.datagram(encode_bundle([m("/ch/1/pan", 0.5)], soon), SENDER) == [
         ("/error", ["64 bundles from 127.0.0.1 scheduled already; at most 64 per host"])
     ]
-    assert server.pending == osc.MAX_PENDING_PER_HOST
-    assert server.control.counters.scheduled == osc.MAX_PENDING_PER_HOST
+    assert server.pending == limits.MAX_PENDING_PER_HOST
+    assert server.control.counts().scheduled == limits.MAX_PENDING_PER_HOST
     # A future bundle with a bad message is refused now, not when it is due.
     bad = encode_bundle([m("/master/mute", 1), m("/ch/[]/mute", 1)], soon)
     assert server.datagram(bad, ("127.0.0.2", 1)) == [
@@ -355,20 +354,88 @@ def test_feedback_by_name_and_by_index_and_full_state_for_late_subscribers(serve
         assert ("/ch/bass/mute", [1]) in late and ("/ch/drums/fader", [0.75]) in late
         # /unsubscribe stops that (host, port) only.
         assert server.datagram(m("/unsubscribe", pa), SENDER) == [("/unsubscribe", [pa])]
-        assert set(server.control.subscribers) == {("127.0.0.1", pb), ("127.0.0.1", pc)}
+        assert set(server.control.subscribed()) == {("127.0.0.1", pb), ("127.0.0.1", pc)}
     finally:
         for s in (a, b, c):
             s.close()
 
 
+def _arrived(sock: socket.socket, seconds: float) -> list[tuple[str, list]]:
+    """The messages that arrive at ``sock`` within ``seconds``."""
+    out: list[tuple[str, list]] = []
+    deadline = time.monotonic() + seconds
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            msg = decode(sock.recvfrom(65536)[0])
+            out.append((msg.address, list(msg.args)))  # type: ignore[union-attr]
+    except TimeoutError:
+        pass
+    finally:
+        sock.settimeout(5.0)
+    return out
+
+
+def _drain(sock: socket.socket) -> None:
+    sock.setblocking(False)
+    try:
+        while True:
+            sock.recvfrom(65536)
+    except BlockingIOError:
+        pass
+    finally:
+        sock.settimeout(5.0)
+
+
+def test_subscriptions_expire_unless_renewed() -> None:
+    # docs/osc.md: feedback goes to a subscriber for the subscription time (10 s; here
+    # 0.5 s) unless it renews, and stops at /unsubscribe.
+    _host, server = make_server(subscription_seconds=0.5)
+    feedback = Feedback(server)
+    a, b = receiver(), receiver()
+    try:
+        pa, pb = (s.getsockname()[1] for s in (a, b))
+        subscribed = time.monotonic()
+        for port in (pa, pb):
+            assert server.datagram(m("/subscribe", port), SENDER) == [
+                ("/subscribe", [port, "names"])
+            ]
+        feedback.tick()
+        for s in (a, b):
+            assert ("/ch/bass/mute", [0]) in messages(s, "/transport/position")
+        # a renews all along; b never does, and its subscription runs out.
+        deadline = time.monotonic() + 30
+        while server.control.subscribed() != [(SENDER[0], pa)]:
+            assert time.monotonic() < deadline, server.control.subscribed()
+            assert server.datagram(m("/subscribe", pa), SENDER) == [("/subscribe", [pa, "names"])]
+            feedback.tick()
+            time.sleep(0.02)
+        assert time.monotonic() - subscribed > 0.5  # renewing kept a past the expiry
+        _drain(a)
+        _drain(b)
+        server.datagram(m("/ch/bass/mute", 1), SENDER)
+        feedback.tick()
+        assert ("/ch/bass/mute", [1]) in messages(a, "/transport/position")
+        assert _arrived(b, 0.5) == []  # b's feedback stopped
+        assert server.datagram(m("/unsubscribe", pa), SENDER) == [("/unsubscribe", [pa])]
+        _drain(a)
+        feedback.tick()
+        assert _arrived(a, 0.5) == []
+        assert server.control.subscriber_count() == 0
+    finally:
+        for s in (a, b):
+            s.close()
+        server.sock.close()
+
+
 def test_subscribers_are_capped_per_host(served) -> None:
     _host, server = served
-    for port in range(50000, 50000 + osc.SUBSCRIBERS_PER_HOST):
+    for port in range(50000, 50000 + limits.SUBSCRIBERS_PER_HOST):
         server.datagram(m("/subscribe", port), (SENDER[0], port))  # own port: own bucket
     assert server.datagram(m("/subscribe", 60000), SENDER) == [
         ("/error", ["/subscribe: 8 subscribers from 127.0.0.1 already; at most 8 per host"])
     ]
-    assert len(server.control.subscribers) == osc.SUBSCRIBERS_PER_HOST
+    assert server.control.subscriber_count() == limits.SUBSCRIBERS_PER_HOST
     # Renewing an existing subscription is always allowed.
     assert server.datagram(m("/subscribe", 50000), SENDER) == [("/subscribe", [50000, "names"])]
 
@@ -378,8 +445,8 @@ def test_bad_input_log_is_rate_limited(served, caplog: pytest.LogCaptureFixture)
     with caplog.at_level(logging.INFO, logger="stemdeck"):
         for _ in range(1000):
             server.datagram(bytes.fromhex("2f63682f312f6661646572002c78000000000000"), SENDER)
-    assert len(caplog.records) == osc.LOG_LINES
-    assert server.control.counters.errors == 1000
+    assert len(caplog.records) == limits.LOG_LINES
+    assert server.control.counts().errors == 1000
 
 
 def test_the_server_never_stops_on_an_exception(served, monkeypatch) -> None:
@@ -394,9 +461,9 @@ def test_the_server_never_stops_on_an_exception(served, monkeypatch) -> None:
     try:
         client.sendto(m("/ping"), server.address)
         deadline = time.monotonic() + 5
-        while server.control.counters.errors == 0 and time.monotonic() < deadline:
+        while server.control.counts().errors == 0 and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert server.control.counters.errors == 1
+        assert server.control.counts().errors == 1
         assert all(t.is_alive() for t in server._threads)
     finally:
         server.stop()

@@ -23,9 +23,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from osc_host import FakeHost, make_server
 
 from stemdeck.daemon.osc import Feedback, OscServer
-from stemdeck.daemon.oscwire import Bundle, Message, decode, encode_bundle, encode_message
-from stemdeck.daemon.web import namespace, server
-from stemdeck.daemon.web.server import FRAMES_BURST, SEND_QUEUE, WebApp, WebServer
+from stemdeck.daemon.osc.wire import Bundle, Message, decode, encode_bundle, encode_message
+from stemdeck.daemon.web import namespace, security, websocket
+from stemdeck.daemon.web.server import WebApp, WebServer
+from stemdeck.daemon.web.websocket import FRAMES_BURST, SEND_QUEUE
 
 Run = Callable[[TestClient, FakeHost, OscServer, Feedback, WebApp], Awaitable[None]]
 
@@ -450,10 +451,10 @@ def test_websocket_subscribe_cannot_name_another_port() -> None:
                     ],
                 )
             ]
-        assert osc.control.subscribers == {}
+        assert osc.control.subscribed() == []
         await ws.send_bytes(encode_message("/subscribe", [conn.sender[1], "index"]))
         assert await receive_osc(ws) == [("/subscribe", [conn.sender[1], "index"])]
-        assert list(osc.control.subscribers) == [conn.sender]
+        assert osc.control.subscribed() == [conn.sender]
         await ws.close()
 
     run(body)
@@ -461,7 +462,7 @@ def test_websocket_subscribe_cannot_name_another_port() -> None:
 
 def test_scheduled_bundle_replies_come_back_on_the_websocket() -> None:
     async def body(client, host, osc, feedback, app) -> None:
-        from stemdeck.daemon.oscwire import unix_to_timetag
+        from stemdeck.daemon.osc.wire import unix_to_timetag
 
         ws = await client.ws_connect("/")
         later = unix_to_timetag(time.time() + 0.3)
@@ -480,14 +481,12 @@ def test_scheduled_bundle_replies_come_back_on_the_websocket() -> None:
 
 
 def test_per_connection_rate_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    import stemdeck.daemon.web.server as web_server
-
     class Frozen:  # no refill while the frames arrive, however slow the machine
         @staticmethod
         def monotonic() -> float:
             return 1000.0
 
-    monkeypatch.setattr(web_server, "time", Frozen)
+    monkeypatch.setattr(websocket, "time", Frozen)
 
     async def body(client, host, osc, feedback, app) -> None:
         ws = await client.ws_connect("/")
@@ -520,10 +519,10 @@ def test_http_requests_from_one_address_are_rate_limited(monkeypatch: pytest.Mon
         def monotonic() -> float:
             return clock[0]
 
-    monkeypatch.setattr(server, "time", Clock)
+    monkeypatch.setattr(security, "time", Clock)
 
     async def body(client, host, osc, feedback, app) -> None:
-        for _ in range(server.HTTP_BURST):
+        for _ in range(security.HTTP_BURST):
             async with client.get("/?HOST_INFO") as r:
                 assert r.status == 200
         async with client.get("/?HOST_INFO") as r:
@@ -547,7 +546,7 @@ def test_http_requests_from_one_address_are_rate_limited(monkeypatch: pytest.Mon
 def test_websocket_clients_from_one_address_are_capped() -> None:
     # One device (or one script) could take every one of the 64 places.
     async def body(client, host, osc, feedback, app) -> None:
-        sockets = [await client.ws_connect("/") for _ in range(server.MAX_PER_ADDRESS)]
+        sockets = [await client.ws_connect("/") for _ in range(websocket.MAX_PER_ADDRESS)]
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
             await client.ws_connect("/")
         assert refused.value.status == 503
@@ -562,10 +561,10 @@ def test_websocket_clients_from_one_address_are_capped() -> None:
             assert r.status == 503
             assert await r.json() == {"error": "16 WebSocket clients from 127.0.0.1 already"}
         assert app.refused == 2
-        assert len(app.connections) == server.MAX_PER_ADDRESS
+        assert len(app.connections) == websocket.MAX_PER_ADDRESS
         await sockets.pop().close()
         deadline = asyncio.get_running_loop().time() + 30
-        while len(app.connections) == server.MAX_PER_ADDRESS:  # the server sees the close
+        while len(app.connections) == websocket.MAX_PER_ADDRESS:  # the server sees the close
             assert asyncio.get_running_loop().time() < deadline
             await asyncio.sleep(0.01)
         again = await client.ws_connect("/")  # a place is free again
@@ -584,7 +583,7 @@ def test_a_client_that_falls_behind_is_closed_with_1013() -> None:
         assert await receive_osc(ws) == [("/pong", [])]
         (conn,) = app.connections
         for _ in range(SEND_QUEUE + 10):  # faster than any writer: the queue overflows
-            app._send(conn, [("/status", ["x"])])
+            app.sockets.send(conn, [("/status", ["x"])])
         got = 0
         while True:
             msg = await ws.receive(timeout=30)
@@ -605,8 +604,8 @@ def test_a_client_that_never_reads_is_cut_when_the_heartbeat_fails(
     # A client that reads nothing and answers no ping, with its queue not full: the
     # heartbeat gives up with transport.close(), which waits for the write buffer to
     # drain, so the handler and the client's slot used to stay forever.
-    monkeypatch.setattr(server, "HEARTBEAT", 0.5)
-    monkeypatch.setattr(server, "CLOSE_TIMEOUT", 0.5)
+    monkeypatch.setattr(websocket, "HEARTBEAT", 0.5)
+    monkeypatch.setattr(websocket, "CLOSE_TIMEOUT", 0.5)
 
     async def body(client, host, osc, feedback, app) -> None:
         loop = asyncio.get_running_loop()
@@ -618,7 +617,7 @@ def test_a_client_that_never_reads_is_cut_when_the_heartbeat_fails(
                 await asyncio.sleep(0.01)
             (conn,) = app.connections
             for _ in range(SEND_QUEUE // 2):  # more than socket buffers hold; no 1013
-                app._send(conn, [("/status", ["x" * 16000])])
+                app.sockets.send(conn, [("/status", ["x" * 16000])])
             while conn in app.connections:
                 assert loop.time() < deadline, "the client that never reads still holds its slot"
                 await asyncio.sleep(0.05)
@@ -664,7 +663,7 @@ def test_pings_are_under_the_rate_limit(monkeypatch: pytest.MonkeyPatch) -> None
         def monotonic() -> float:
             return 1000.0
 
-    monkeypatch.setattr(server, "time", Frozen)
+    monkeypatch.setattr(websocket, "time", Frozen)
 
     async def body(client, host, osc, feedback, app) -> None:
         ws = await client.ws_connect("/", autoping=False)
@@ -761,7 +760,7 @@ def test_a_client_that_never_reads_is_dropped_and_frees_its_slot() -> None:
             (conn,) = app.connections
             # Feedback rounds the client never reads: far more than socket buffers hold.
             for _ in range(SEND_QUEUE * 8):
-                app._send(conn, [("/status", ["x" * 4000])])
+                app.sockets.send(conn, [("/status", ["x" * 4000])])
                 await asyncio.sleep(0)
             while conn in app.connections:
                 assert loop.time() < deadline, "the slow client still holds its slot"
@@ -924,12 +923,12 @@ def test_web_server_thread_serves_and_stops() -> None:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/master/mute?VALUE") as r:
             assert json.load(r) == {"VALUE": [0]}
         # Feedback rounds reach the server's own loop from the feedback thread.
-        feedback.wanted = lambda: True
+        feedback.add_listener(lambda frame: None)  # a round even with no WebSocket client
         feedback.tick()
         deadline = time.monotonic() + 10
-        while server.web.last_frame is None and time.monotonic() < deadline:
+        while server.app.last_frame is None and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert server.web.last_frame is not None
+        assert server.app.last_frame is not None
     finally:
         server.stop()
         osc.sock.close()

@@ -13,7 +13,7 @@ commands
     ``cmd_separate``, ``cmd_prep``, ``cmd_plot``, ``cmd_serve`` (also ``demo``),
     ``cmd_devices``.
 send
-    ``cmd_send``: one OSC message, the replies decoded by ``daemon/oscwire.py``.
+    ``cmd_send``: one OSC message, the replies decoded by ``daemon/osc/wire.py``.
 
 :data:`COMMANDS` maps each command's name to its body; ``python -m
 stemdeck.daemon.cli`` runs :func:`main` too.

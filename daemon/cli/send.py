@@ -1,7 +1,7 @@
 """``stemdeck send``: one OSC message to a daemon, and its replies printed.
 
 The replies are decoded by the daemon's own strict OSC 1.0 decoder
-(``daemon/oscwire.py``): a message or a bundle of messages, with exactly the
+(``daemon/osc/wire.py``): a message or a bundle of messages, with exactly the
 argument types the daemon sends (``encode_message``: T/F, i, h, f, d, s, b, N).
 Each message is one line on stdout, the address and then its arguments (strings
 quoted). A reply that is not well-formed, or holds an argument of another type,
@@ -15,7 +15,7 @@ import socket
 import time
 
 from stemdeck.core.errors import ParameterError
-from stemdeck.daemon.oscwire import Message, OscDecodeError, decode, encode_message, iter_messages
+from stemdeck.daemon.osc.wire import Message, OscDecodeError, decode, encode_message, iter_messages
 
 __all__ = ["cmd_send", "osc_value", "reply_line"]
 

@@ -1,5 +1,5 @@
 // OSC 1.0 packets in the browser: what the mixer sends and reads on its WebSocket.
-// The daemon decodes strictly (daemon/oscwire.py); this writes only i, f, s, T, F.
+// The daemon decodes strictly (daemon/osc/wire.py); this writes only i, f, s, T, F.
 "use strict";
 
 const OSC = (() => {

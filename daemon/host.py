@@ -1,0 +1,70 @@
+"""The seam between the control surfaces and the daemon: what OSC and the web may use.
+
+:class:`~stemdeck.daemon.serve.Daemon` is the real host; ``tests/osc_host.py``
+fakes it with the real registry, mixer and transport and no devices.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from stemdeck.core.control.registry import Registry
+from stemdeck.core.mixer.commands import Command
+from stemdeck.core.mixer.engine import Mixer
+
+from .transport import TransportControl
+
+__all__ = ["Host"]
+
+
+class Host(Protocol):
+    """What OSC dispatch and the web server need from the daemon.
+
+    ``registry`` holds every control value, ``engine`` is read for its public
+    state (transport, meters) and written only through :meth:`post`.
+    """
+
+    registry: Registry
+    engine: Mixer
+    transport: TransportControl
+
+    @property
+    def colours(self) -> list[str]:
+        """``#RRGGBB`` per channel (empty: the channels have no colours)."""
+        ...
+
+    def post(self, command: Command) -> bool:
+        """Queue ``command`` for the audio thread; False when the queue is full."""
+        ...
+
+    def load_track(self, path: str) -> None:
+        """``/track/load``: check ``path`` now, load it in the background.
+
+        Raises
+        ------
+        StemdeckError
+            The path is refused (outside the library, not audio...).
+        """
+        ...
+
+    def save_scene(self, name: str) -> None: ...
+
+    def recall_scene(self, name: str, fade: float) -> None: ...
+
+    def status(self) -> str:
+        """The status line (``daemon/status.py``)."""
+        ...
+
+    def midi_learn(self, address: str) -> None:
+        """Bind the next moved MIDI control to ``address``."""
+        ...
+
+    def track_info(self) -> tuple[str, str, float]:
+        """The track's name, its separation stage and the stage's fraction done."""
+        ...
+
+    def library_tracks(self) -> list[str]:
+        """Audio files ``/track/load`` may open."""
+        ...
+
+    def scene_names(self) -> list[str]: ...

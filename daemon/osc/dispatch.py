@@ -1,0 +1,504 @@
+"""The OSC address space of ``docs/osc.md``: validated messages in, engine commands out.
+
+:class:`OscControl` maps each address to a small handler, as python-osc's
+``Dispatcher.map`` and Ardour's surface register theirs: exact addresses
+(``/ping``, ``/scene/recall``...) in one table, then the prefixes ``/ch/`` and
+``/master/`` (and any OSC pattern) for the registry's controls, and
+``/transport/`` for the transport verbs.
+
+A group of messages (a datagram, or one time-tagged bundle in it) is all or
+nothing: every message is validated and staged in a
+:class:`~stemdeck.core.control.registry.Transaction` first, then the registry's
+new state and the transport commands go to the engine as one command, posted
+under the registry's lock, so the registry and the audio never disagree. A bad
+message answers one ``/error`` with the reason, is counted, and changes nothing.
+
+Subscribers (``/subscribe``) live here too: feedback goes to one for
+``subscription_seconds`` unless it renews.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from functools import partial
+from typing import Any, Literal
+
+from stemdeck.core.control.pattern import is_pattern
+from stemdeck.core.control.registry import Transaction
+from stemdeck.core.errors import ParameterError, StemdeckError
+from stemdeck.core.mixer.commands import Command
+
+from ..host import Host
+from .args import no_args, number, own_port, scene_name, string
+from .limits import (
+    HOST_BURST,
+    HOST_PER_SECOND,
+    MAX_MESSAGES,
+    MAX_TRANSPORT_COMMANDS,
+    REPLY_BYTES_BASE,
+    REPLY_BYTES_PER_BYTE,
+    STATE_BURST,
+    STATE_PER_SECOND,
+    STATUS_BURST,
+    STATUS_PER_SECOND,
+    SUBSCRIBERS_PER_HOST,
+    SUBSCRIBERS_TOTAL,
+    RateLimitedLog,
+    Refused,
+    Reply,
+    Sender,
+    TokenBucket,
+    reply_size,
+)
+from .wire import Message
+
+__all__ = [
+    "SUBSCRIPTION_SECONDS",
+    "Counter",
+    "Counters",
+    "Group",
+    "Handler",
+    "OscControl",
+    "Plan",
+    "Subscriber",
+]
+
+log = logging.getLogger(__name__)
+
+SUBSCRIPTION_SECONDS = 10.0  # feedback goes to a subscriber this long unless it renews
+
+Counter = Literal["received", "errors", "refused", "scheduled"]
+
+
+@dataclass
+class Counters:
+    """What OSC has seen since the start (the status line shows it)."""
+
+    received: int = 0  # datagrams
+    errors: int = 0  # /error replies
+    refused: int = 0  # senders outside --osc-allow, rate limits, caps, full scheduler
+    scheduled: int = 0  # bundles scheduled for later
+
+
+@dataclass
+class Subscriber:
+    address: Sender
+    expires: float  # time.monotonic()
+    form: str = "names"  # feedback addresses by channel name or by index
+    fresh: bool = True  # the full state is still to be sent
+
+
+@dataclass
+class Plan:
+    """What one group of messages will do, gathered before anything is applied."""
+
+    replies: list[Reply] = field(default_factory=list)
+    bulk: list[Reply] = field(default_factory=list)  # /state: rate-limited, not budgeted
+    commands: list[Command] = field(default_factory=list)  # transport commands
+    after: list[tuple[str, Callable[[], Reply]]] = field(default_factory=list)
+
+
+@dataclass
+class Group:
+    """One group of messages being dispatched: who sent it, where its control values
+    are staged, and what it will do (a handler adds to ``plan``)."""
+
+    sender: Sender
+    txn: Transaction
+    plan: Plan
+    dry: bool  # validate only: take no rate-limit tokens
+
+
+Handler = Callable[[str, list[Any], Group], None]
+"""Validates one message (address, arguments) and adds what it does to the group;
+raises :class:`~stemdeck.core.errors.StemdeckError` (or ValueError) to refuse it."""
+
+
+class OscControl:
+    """The OSC address space of docs/osc.md on top of a :class:`~stemdeck.daemon.host.Host`.
+
+    Parameters
+    ----------
+    host : Host
+        The daemon (or a fake of it).
+    feedback_form : {"names", "index"}
+        The default address form of feedback: ``"names"`` (stems) or ``"index"``
+        (components).
+    subscription_seconds : float
+        How long feedback goes to a subscriber that does not renew (docs/osc.md).
+    """
+
+    def __init__(
+        self,
+        host: Host,
+        *,
+        feedback_form: str = "names",
+        subscription_seconds: float = SUBSCRIPTION_SECONDS,
+    ) -> None:
+        self.host = host
+        self.feedback_form = feedback_form
+        self.subscription_seconds = subscription_seconds
+        self.bad_log = RateLimitedLog(log)
+        self._counters = Counters()
+        self._counters_lock = threading.Lock()
+        self._subscribers: dict[Sender, Subscriber] = {}
+        self._lock = threading.Lock()  # the subscribers
+        self._state_sender = TokenBucket(STATE_BURST, STATE_PER_SECOND)
+        self._status_sender = TokenBucket(STATUS_BURST, STATUS_PER_SECOND)
+        self._state_host = TokenBucket(HOST_BURST, HOST_PER_SECOND)
+        self._exact: dict[str, Handler] = {}
+        self._prefixes: list[tuple[str, Handler]] = []
+        self.map("/ping", self._ping)
+        self.map("/status", self._status)
+        self.map("/state", self._state)
+        self.map("/subscribe", self._subscribe)
+        self.map("/unsubscribe", self._unsubscribe)
+        self.map("/track/load", self._track_load)
+        self.map("/scene/save", self._scene_save)
+        self.map("/scene/recall", self._scene_recall)
+        self.map("/midi/learn", self._midi_learn)
+        for address in ("/track/name", "/track/progress", "/channels", "/channels/colors"):
+            self.map(address, self._track_query)
+        for address in ("/track/list", "/scene/list"):
+            self.map(address, self._list)
+        self.map_prefix("/ch/", self._control)
+        self.map_prefix("/master/", self._control)
+        self.map_prefix("/transport/", self._transport)
+
+    def map(self, address: str, handler: Handler) -> None:
+        """Send messages to exactly ``address`` to ``handler(address, args, group)``."""
+        self._exact[address] = handler
+
+    def map_prefix(self, prefix: str, handler: Handler) -> None:
+        """Send messages to any address starting with ``prefix`` to ``handler``."""
+        self._prefixes.append((prefix, handler))
+
+    def handler(self, address: str) -> Handler:
+        """The handler of ``address``: an exact one, else the controls for an OSC
+        pattern, else the first matching prefix's.
+
+        Raises
+        ------
+        ParameterError
+            No handler takes ``address``.
+        """
+        found = self._exact.get(address)
+        if found is not None:
+            return found
+        if is_pattern(address):
+            return self._control  # patterns select controls (docs/osc.md)
+        for prefix, handler in self._prefixes:
+            if address.startswith(prefix):
+                return handler
+        raise ParameterError("unknown address")
+
+    # -- counters -----------------------------------------------------------------------
+    def count(self, counter: Counter) -> None:
+        """One more of ``counter`` (any thread)."""
+        with self._counters_lock:
+            setattr(self._counters, counter, getattr(self._counters, counter) + 1)
+
+    def counts(self) -> Counters:
+        """A snapshot of the counters."""
+        with self._counters_lock:
+            return replace(self._counters)
+
+    # -- subscribers --------------------------------------------------------------------
+    def subscriber_count(self) -> int:
+        """Subscribers now (some may have expired since the last feedback round)."""
+        with self._lock:
+            return len(self._subscribers)
+
+    def subscribed(self) -> list[Sender]:
+        """Who is subscribed now, in the order they first subscribed."""
+        with self._lock:
+            return list(self._subscribers)
+
+    def unsubscribe(self, address: Sender) -> None:
+        """Stop feedback to ``address`` (nothing if it has none)."""
+        with self._lock:
+            self._subscribers.pop(address, None)
+
+    def feedback_targets(self, now: float) -> list[tuple[Sender, str, bool]]:
+        """Drop the subscribers expired at ``now`` (``time.monotonic()``); for each
+        other one, (address, address form, whether it needs the full state). The
+        full state is then taken as sent."""
+        with self._lock:
+            for key in [k for k, s in self._subscribers.items() if s.expires < now]:
+                del self._subscribers[key]
+            targets = [(s.address, s.form, s.fresh) for s in self._subscribers.values()]
+            for s in self._subscribers.values():
+                s.fresh = False
+        return targets
+
+    # -- requests -----------------------------------------------------------------------
+    def error(self, text: str, sender: Sender, budget: int | None = None) -> Reply:
+        """An ``/error`` reply (counted, logged at a limited rate), cut to ``budget`` bytes."""
+        self.count("errors")
+        self.bad_log("OSC from %s:%d: %s", sender[0], sender[1], text)
+        if budget is not None:
+            room = max(budget - 16, 16)
+            if len(text.encode()) > room:
+                text = text.encode()[: room - 3].decode("utf-8", "ignore") + "..."
+        return ("/error", [text])
+
+    def handle(
+        self,
+        messages: Sequence[Message | tuple[str, Sequence[Any]]],
+        sender: Sender,
+        *,
+        budget: int | None = None,
+        dry: bool = False,
+    ) -> list[Reply]:
+        """Apply one group of messages all together; return the replies for the sender.
+
+        Every message is validated and staged first; if any is bad, or the replies
+        would pass ``budget`` bytes, the answer is one ``/error`` and nothing
+        changes. Otherwise the staged control values and the transport commands go
+        to the engine as one command (one audio block), then the other requests run
+        (track load, scenes, subscriptions). ``dry`` validates only.
+        """
+        msgs = [m if isinstance(m, Message) else Message(m[0], tuple(m[1])) for m in messages]
+        plan = Plan()
+        with self.host.registry.transaction() as txn:
+            group = Group(sender, txn, plan, dry)
+            current = ""
+            try:
+                if len(msgs) > MAX_MESSAGES:
+                    raise Refused(f"{len(msgs)} messages in one bundle; at most {MAX_MESSAGES}")
+                states = sum(m.address == "/state" for m in msgs)
+                if states > 1:
+                    raise Refused(f"{states} /state requests in one bundle; at most one")
+                for m in msgs:
+                    current = m.address
+                    self.handler(m.address)(m.address, list(m.args), group)
+                current = ""
+                if len(plan.commands) > MAX_TRANSPORT_COMMANDS:
+                    raise Refused(
+                        f"{len(plan.commands)} transport commands in one bundle; "
+                        f"at most {MAX_TRANSPORT_COMMANDS}"
+                    )
+                if budget is not None:
+                    size = sum(reply_size(a, v) for a, v in plan.replies)
+                    if size > budget:
+                        raise Refused(
+                            f"{size} bytes of replies, over the {budget} allowed "
+                            f"({REPLY_BYTES_PER_BYTE}/byte sent + {REPLY_BYTES_BASE}); "
+                            "ask for fewer controls"
+                        )
+            except (StemdeckError, ValueError, TypeError, OverflowError) as exc:
+                if isinstance(exc, Refused):
+                    self.count("refused")
+                text = str(exc)
+                if current and current not in text:
+                    text = f"{current}: {text}"
+                return [self.error(text, sender, budget)]
+            if dry:
+                return []
+            if not txn.commit(self.host.post, plan.commands):
+                return [self.error("engine queue full: nothing applied; send slower", sender)]
+        replies = plan.replies + plan.bulk
+        for address, action in plan.after:
+            try:
+                replies.append(action())
+            except (StemdeckError, ValueError, TypeError, OSError) as exc:
+                replies.append(self.error(f"{address}: {exc}", sender, budget))
+        return replies
+
+    # -- handlers: each validates now, and applies now or once the group is posted ------
+    @staticmethod
+    def _later(group: Group, address: str, action: Callable[[], object], echo: list[Any]) -> None:
+        """Run ``action`` once the group's values are posted; answer ``address echo``."""
+
+        def run() -> Reply:
+            action()
+            return (address, echo)
+
+        group.plan.after.append((address, run))
+
+    def _control(self, address: str, args: list[Any], group: Group) -> None:
+        if args:
+            group.txn.set(address, args)
+            return
+        # A query is answered on the address as sent; a pattern, one reply per
+        # control on the form it matched (docs/osc.md).
+        reg = self.host.registry
+        group.plan.replies += [(used, [group.txn.get(key)]) for key, used in reg.match(address)]
+
+    def _transport(self, address: str, args: list[Any], group: Group) -> None:
+        transport = self.host.transport
+        verb = address[len("/transport/") :]
+        if verb == "position" or (verb == "seek" and not args):
+            no_args(address, args)
+            group.plan.replies.append((address, [transport.position()]))
+        elif verb in ("playing", "length") or (verb == "loop" and not args):
+            group.plan.replies.append((address, transport.value(verb)))
+        else:
+            group.plan.commands.append(transport.command(verb, args))
+
+    def _ping(self, address: str, args: list[Any], group: Group) -> None:
+        no_args(address, args)
+        group.plan.replies.append(("/pong", []))
+
+    def _status(self, address: str, args: list[Any], group: Group) -> None:
+        no_args(address, args)
+        self._bulk_allowed(group, self._status_sender, "/status")
+        group.plan.bulk.append(("/status", [self.host.status()]))
+
+    def _state(self, address: str, args: list[Any], group: Group) -> None:
+        no_args(address, args)
+        self._bulk_allowed(group)
+        group.plan.bulk += self.state(form="index")
+        group.plan.bulk.append(("/state/end", []))
+
+    def _track_query(self, address: str, args: list[Any], group: Group) -> None:
+        no_args(address, args)
+        group.plan.replies += [r for r in self.track_state() if r[0] == address]
+
+    def _list(self, address: str, args: list[Any], group: Group) -> None:
+        # Lists answer more than they were sent: rate-limited like /state.
+        no_args(address, args)
+        self._bulk_allowed(group, what=address)
+        host = self.host
+        names = host.library_tracks() if address == "/track/list" else host.scene_names()
+        group.plan.bulk.append((address, list(names)))
+
+    def _track_load(self, address: str, args: list[Any], group: Group) -> None:
+        path = string(address, args)
+        self._later(group, address, partial(self.host.load_track, path), [path])
+
+    def _scene_save(self, address: str, args: list[Any], group: Group) -> None:
+        name = scene_name(address, args)
+        if len(args) != 1:
+            raise ParameterError("/scene/save takes one name")
+        self._later(group, address, partial(self.host.save_scene, name), [name])
+
+    def _scene_recall(self, address: str, args: list[Any], group: Group) -> None:
+        name = scene_name(address, args)
+        fade = 0.0
+        if len(args) == 2:
+            fade = number(address, args[1:])
+            if not 0.0 <= fade <= 600.0:
+                raise ParameterError(f"fade must be 0..600 s, got {fade:g}")
+        elif len(args) > 2:
+            raise ParameterError("/scene/recall takes a name and an optional fade time")
+        self._later(group, address, partial(self.host.recall_scene, name, fade), list(args))
+
+    def _midi_learn(self, address: str, args: list[Any], group: Group) -> None:
+        target = string(address, args)
+        self._later(group, address, partial(self.host.midi_learn, target), [target])
+
+    def _unsubscribe(self, address: str, args: list[Any], group: Group) -> None:
+        sender = group.sender
+        port = sender[1]
+        if args:
+            port = own_port(address, args[0], sender)
+            if len(args) > 1:
+                raise ParameterError(
+                    f"/unsubscribe takes an optional port, got {len(args)} arguments"
+                )
+        self._later(group, address, partial(self.unsubscribe, (sender[0], port)), [port])
+
+    def _subscribe(self, address: str, args: list[Any], group: Group) -> None:
+        sender = group.sender
+        port, form = sender[1], self.feedback_form
+        rest = list(args)
+        if rest and not isinstance(rest[0], str):
+            port = own_port("/subscribe", rest.pop(0), sender)
+        if rest:
+            if not isinstance(rest[0], str) or rest[0] not in ("names", "index"):
+                raise ParameterError(
+                    f"/subscribe takes [port] ['names' or 'index'], got {rest[0]!r}"
+                )
+            form = rest.pop(0)
+        if rest:
+            raise ParameterError(f"/subscribe takes [port] [form], got {len(args)} arguments")
+        key = (sender[0], port)
+        with self._lock:
+            new = key not in self._subscribers
+            if new:
+                from_host = sum(1 for k in self._subscribers if k[0] == sender[0])
+                if from_host >= SUBSCRIBERS_PER_HOST:
+                    raise Refused(
+                        f"{from_host} subscribers from {sender[0]} already; "
+                        f"at most {SUBSCRIBERS_PER_HOST} per host"
+                    )
+                if len(self._subscribers) >= SUBSCRIBERS_TOTAL:
+                    raise Refused(f"{SUBSCRIBERS_TOTAL} subscribers already; no room for more")
+        if new:
+            self._bulk_allowed(group)
+        self._later(group, "/subscribe", partial(self._add_subscriber, key, form), [port, form])
+
+    def _add_subscriber(self, key: Sender, form: str) -> None:
+        with self._lock:
+            old = self._subscribers.get(key)
+            fresh = old is None or old.form != form or old.fresh
+            expires = time.monotonic() + self.subscription_seconds
+            self._subscribers[key] = Subscriber(key, expires, form, fresh)
+
+    def _bulk_allowed(
+        self, group: Group, bucket: TokenBucket | None = None, what: str = "/state"
+    ) -> None:
+        """/state, /status and new subscriptions answer more than they were sent (the
+        byte budget does not cover them): rate-limited per sender and per host."""
+        now = time.monotonic()
+        sender = group.sender
+        bucket = bucket or self._state_sender
+        if not bucket.available(sender, now):
+            raise Refused(
+                f"too many {what} requests from {sender[0]}:{sender[1]}: "
+                f"at most {bucket.rate:g} a second"
+            )
+        if not self._state_host.available(sender[0], now):
+            raise Refused(
+                f"too many {what} requests from {sender[0]}: at most {HOST_PER_SECOND:g} a second"
+            )
+        if not group.dry:
+            bucket.take(sender, now)
+            self._state_host.take(sender[0], now)
+
+    # -- state --------------------------------------------------------------------------
+    def state(self, form: str = "index") -> list[Reply]:
+        """Every current value, one message per address (the /state reply), with
+        channels by index or, ``form="names"``, by name."""
+        reg = self.host.registry
+        with reg.transaction():
+            values = [(key, [reg.get(key)]) for key in reg.addresses()]
+            names = list(reg.names)
+        out: list[Reply] = [(self.form(key, form, names), v) for key, v in values]
+        transport = self.host.transport
+        out.append(("/transport/playing", transport.value("playing")))
+        out.append(("/transport/position", [transport.position()]))
+        out.append(("/transport/loop", transport.value("loop")))
+        out.append(("/transport/length", transport.value("length")))
+        out += self.track_state(names)
+        return out
+
+    def track_state(self, names: Sequence[str] | None = None) -> list[Reply]:
+        """The track's name, separation progress, channel names (and colours, for a
+        stem file that names them)."""
+        names = list(self.host.registry.names) if names is None else list(names)
+        track, stage, fraction = self.host.track_info()
+        out: list[Reply] = [
+            ("/track/name", [track]),
+            ("/track/progress", [stage, fraction]),
+            ("/channels", names),
+        ]
+        colours = self.host.colours
+        if colours and len(colours) == len(names):
+            out.append(("/channels/colors", [*colours]))
+        return out
+
+    @staticmethod
+    def form(key: str, form: str, names: Sequence[str]) -> str:
+        """A canonical key (``/ch/2/mute``) in the address form a client asked for."""
+        if form == "names" and key.startswith("/ch/"):
+            _, _, index, param = key.split("/")
+            i = int(index) - 1
+            if 0 <= i < len(names):
+                return f"/ch/{names[i]}/{param}"
+        return key
