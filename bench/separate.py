@@ -48,8 +48,8 @@ def main() -> None:
     ap.add_argument("--skip-librosa", action="store_true")
     args = ap.parse_args()
 
+    from stemdeck.core.audiofile.files import load, write
     from stemdeck.core.material.demo import demo_track
-    from stemdeck.core.separation.audio import load, write
     from stemdeck.core.separation.cache import SeparationCache
     from stemdeck.core.separation.nmf import _init_factors, nmf
     from stemdeck.core.separation.presets import load_separation_preset

@@ -17,22 +17,21 @@ from pathlib import Path
 import numpy as np
 
 from stemdeck.core import __version__
-from stemdeck.core.errors import ParameterError, StemdeckError
-from stemdeck.core.separation.audio import load
-from stemdeck.core.separation.cache import SeparationCache
-from stemdeck.core.separation.presets import SeparationParams, list_presets, load_separation_preset
-from stemdeck.core.separation.separate import ChannelSink, Separation, separate
-from stemdeck.core.separation.stemfile import (
-    CODECS,
+from stemdeck.core.audiofile.files import load
+from stemdeck.core.audiofile.mp4 import is_mp4_path
+from stemdeck.core.audiofile.stemfile import (
     Tags,
     channel_keys,
-    check_encodable,
-    is_mp4_path,
     probe,
     read_stem_file,
     read_tags,
     stem_track_name,
 )
+from stemdeck.core.audiofile.stemfile_write import CODECS, check_encodable
+from stemdeck.core.errors import ParameterError, StemdeckError
+from stemdeck.core.separation.cache import SeparationCache
+from stemdeck.core.separation.presets import SeparationParams, list_presets, load_separation_preset
+from stemdeck.core.separation.separate import ChannelSink, Separation, separate
 
 from .outputs import (
     ChannelFiles,

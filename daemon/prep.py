@@ -41,8 +41,11 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from stemdeck.core.audiofile.files import load
+from stemdeck.core.audiofile.mp4 import is_mp4_path
+from stemdeck.core.audiofile.stemfile import probe, read_tags, stem_track_name
+from stemdeck.core.audiofile.stemfile_write import check_encodable
 from stemdeck.core.errors import AudioFileError, CacheError, ParameterError, StemdeckError
-from stemdeck.core.separation.audio import load
 from stemdeck.core.separation.cache import SeparationCache
 from stemdeck.core.separation.prep import TOKEN_PREFIX, TrackResult, decode_bytes, prepare_track
 from stemdeck.core.separation.presets import SeparationParams
@@ -53,13 +56,6 @@ from stemdeck.core.separation.separate import (
     separation_key,
     settings_digest,
     store_separation,
-)
-from stemdeck.core.separation.stemfile import (
-    check_encodable,
-    is_mp4_path,
-    probe,
-    read_tags,
-    stem_track_name,
 )
 
 from .outputs import ChannelFiles, make_folder, write_separated_stem_file

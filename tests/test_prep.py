@@ -25,8 +25,8 @@ import pytest
 import soundfile as sf
 
 from conftest import SR, tone_mix
+from stemdeck.core.audiofile.files import load
 from stemdeck.core.separation import prep as core_prep
-from stemdeck.core.separation.audio import load
 from stemdeck.core.separation.cache import SeparationCache
 from stemdeck.core.separation.presets import load_separation_preset
 from stemdeck.core.separation.separate import separation_key
@@ -514,7 +514,7 @@ def test_stem_files_are_those_separate_writes(tmp_path: Path) -> None:
     `stemdeck separate --format stem.mp4` (every decoded sample, names, colours, tags),
     the rerun finds it up to date, and a rerun after the track changed redoes it."""
 
-    from stemdeck.core.separation.stemfile import read_stem_file
+    from stemdeck.core.audiofile.stemfile import read_stem_file
 
     lib = make_library(tmp_path, broken=False, tracks=["album/song.wav"])
     params = load_separation_preset(str(FAST))

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..audiofile.files import load
 from ..errors import AudioFileError, StemdeckError
-from .audio import load
 from .cache import SeparationCache
 from .presets import SeparationParams
 from .separate import Separation, separate, separation_key

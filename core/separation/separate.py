@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..audiofile.samples import validate_audio
 from ..errors import CacheError, ParameterError
-from .audio import validate_audio
 from .cache import FORMAT_VERSION, SeparationCache, cache_key
 from .nmf import nmf, solve_activations
 from .presets import SeparationParams
