@@ -24,6 +24,7 @@ from ..errors import CacheError, ParameterError
 from .cache import FORMAT_VERSION, SeparationCache, cache_key
 from .nmf import nmf, solve_activations
 from .presets import SeparationParams
+from .spectral import magnitude
 from .stems import StemEstimate, StemModel, load_stem_model
 from .stft import istft, stft
 
@@ -34,7 +35,6 @@ __all__ = [
     "component_centroids",
     "factorize",
     "load_separation",
-    "magnitude",
     "reconstruct",
     "reconstruct_spectra",
     "separate",
@@ -89,26 +89,6 @@ class Separation:
     params: SeparationParams
     from_cache: bool = False
     info: dict[str, object] = field(default_factory=dict)
-
-
-def magnitude(X: np.ndarray) -> np.ndarray:
-    """Magnitude spectrogram shared by the channels: the mean of their magnitudes.
-
-    Parameters
-    ----------
-    X : np.ndarray, shape (channels, bins, frames), complex
-
-    Returns
-    -------
-    V : np.ndarray, shape (bins, frames), float32, frames-contiguous
-    """
-    channels = X.shape[0]
-    VT = np.abs(X[0].T)
-    for c in range(1, channels):
-        VT += np.abs(X[c].T)
-    if channels > 1:
-        VT /= channels
-    return VT.T
 
 
 def component_centroids(W: np.ndarray, sr: int, n_fft: int) -> np.ndarray:
