@@ -47,14 +47,13 @@ from stemdeck.core.audiofile.stemfile import probe, read_tags, stem_track_name
 from stemdeck.core.audiofile.stemfile_write import check_encodable
 from stemdeck.core.errors import AudioFileError, CacheError, ParameterError, StemdeckError
 from stemdeck.core.separation.cache import SeparationCache
+from stemdeck.core.separation.keys import separation_key, settings_digest
 from stemdeck.core.separation.prep import TOKEN_PREFIX, TrackResult, decode_bytes, prepare_track
 from stemdeck.core.separation.presets import SeparationParams
 from stemdeck.core.separation.separate import (
     Separation,
     channel_names,
     load_separation,
-    separation_key,
-    settings_digest,
     store_separation,
 )
 

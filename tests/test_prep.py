@@ -28,8 +28,8 @@ from conftest import SR, tone_mix
 from stemdeck.core.audiofile.files import load
 from stemdeck.core.separation import prep as core_prep
 from stemdeck.core.separation.cache import SeparationCache
+from stemdeck.core.separation.keys import separation_key
 from stemdeck.core.separation.presets import load_separation_preset
-from stemdeck.core.separation.separate import separation_key
 from stemdeck.daemon import prep as daemon_prep
 from stemdeck.daemon.prep import PrepOptions, find_tracks, run_prep, summary_lines
 from stemdeck.daemon.prep_index import INDEX_NAME
@@ -644,7 +644,7 @@ def _hostile_index(lib: Path, settings: str) -> dict:
 def test_a_corrupt_or_hostile_index_is_ignored_with_one_warning(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, damage: str
 ) -> None:
-    from stemdeck.core.separation.separate import settings_digest
+    from stemdeck.core.separation.keys import settings_digest
     from stemdeck.daemon import prep_index
 
     lib = make_library(tmp_path, broken=False, tracks=TRACKS[:2])

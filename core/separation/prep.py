@@ -30,8 +30,9 @@ import numpy as np
 from ..audiofile.files import load
 from ..errors import AudioFileError, StemdeckError
 from .cache import SeparationCache
+from .keys import separation_key
 from .presets import SeparationParams
-from .separate import Separation, separate, separation_key
+from .separate import Separation, separate
 
 __all__ = ["TOKEN_PREFIX", "TrackResult", "decode_bytes", "prepare_track", "sees_cache"]
 

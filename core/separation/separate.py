@@ -8,8 +8,6 @@ transform.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from collections import deque
@@ -21,7 +19,8 @@ import numpy as np
 
 from ..audiofile.samples import validate_audio
 from ..errors import CacheError, ParameterError
-from .cache import FORMAT_VERSION, SeparationCache, cache_key
+from .cache import SeparationCache
+from .keys import key_of_validated
 from .nmf import nmf, solve_activations
 from .presets import SeparationParams
 from .spectral import magnitude
@@ -38,20 +37,20 @@ __all__ = [
     "reconstruct",
     "reconstruct_spectra",
     "separate",
-    "separation_key",
-    "settings_digest",
     "stems_params",
     "store_separation",
 ]
 
-log = logging.getLogger("stemdeck")
+log = logging.getLogger(__name__)
 
 Progress = Callable[[str, float], None]
 ChannelSink = Callable[[int, str, np.ndarray], None]
 
-# Share of the whole job each stage takes, for one overall progress figure.
-_THREADS = 2
+# Threads that invert the masked spectra, one (group, audio channel) job each; the
+# FFT releases the GIL.
+_RECONSTRUCT_THREADS = 2
 
+#: Share of the whole job each stage takes, for one overall progress figure.
 STAGES = {"stft": 0.05, "nmf": 0.55, "activations": 0.15, "reconstruct": 0.25}
 
 
@@ -223,13 +222,13 @@ def _render_all(
     channels = y.shape[0]
     jobs = [(g, c) for g in range(n - 1) for c in range(channels)]
     total = np.zeros(y.shape, dtype=np.float32)
-    with ThreadPoolExecutor(max_workers=_THREADS) as pool:
+    with ThreadPoolExecutor(max_workers=_RECONSTRUCT_THREADS) as pool:
         pending: deque[Future[np.ndarray]] = deque()
         submitted = 0
         for g in range(n - 1):
             audio = np.empty(y.shape, dtype=np.float32)
             for c in range(channels):
-                while submitted < len(jobs) and len(pending) < _THREADS + 1:
+                while submitted < len(jobs) and len(pending) < _RECONSTRUCT_THREADS + 1:
                     pending.append(pool.submit(render, *jobs[submitted]))
                     submitted += 1
                 audio[c] = pending.popleft().result()
@@ -284,9 +283,14 @@ def reconstruct_spectra(
     yield from _render_all(render, n, y, progress)
 
 
-def _from_cache(
-    cache: SeparationCache, key: str, mode: str, params: SeparationParams
+def load_separation(
+    cache: SeparationCache, key: str, *, mode: str, params: SeparationParams
 ) -> Separation | None:
+    """The separation stored under ``key`` (every block verified), or None.
+
+    ``mode`` and ``params`` describe it (they are part of the key); a damaged
+    entry is removed, and the problem logged as a warning.
+    """
     entry = cache.load(key)
     if cache.last_problem:
         log.warning(cache.last_problem)
@@ -308,49 +312,11 @@ def _from_cache(
     )
 
 
-def load_separation(
-    cache: SeparationCache, key: str, *, mode: str, params: SeparationParams
-) -> Separation | None:
-    """The separation stored under ``key`` (every block verified), or None.
-
-    ``mode`` and ``params`` describe it (they are part of the key); a damaged
-    entry is removed and reported in ``cache.last_problem``.
-    """
-    return _from_cache(cache, key, mode, params)
-
-
 def stems_params(params: SeparationParams, model: StemModel, sr: int) -> SeparationParams:
     """The parameters a stems-mode separation really runs with: the model's analysis
     (FFT size, hop, mask exponent) at this rate; ``stems_iter`` and the rest as given."""
     n_fft, hop = model.analysis_for(sr)
     return params.with_overrides(n_fft=n_fft, hop=hop, mask_power=model.mask_power)
-
-
-def _described(params: SeparationParams, mode: str) -> dict[str, object]:
-    if mode not in ("stems", "components"):
-        raise ParameterError(f"unknown separation mode {mode!r}; use 'stems' or 'components'")
-    described: dict[str, object] = {**params.as_dict(), "mode": mode}
-    if mode == "stems":
-        described["model"] = load_stem_model(params.stems_model).digest
-    return described
-
-
-def _key(y: np.ndarray, sr: int, params: SeparationParams, mode: str) -> str:
-    return cache_key(y, sr, _described(params, mode))
-
-
-def settings_digest(params: SeparationParams | None = None, *, mode: str = "stems") -> str:
-    """Hex digest of everything but the audio that goes into :func:`separation_key`:
-    two keys of the same audio are equal exactly when these digests are.
-
-    Raises
-    ------
-    ParameterError
-        ``mode`` is neither 'stems' nor 'components'.
-    """
-    described = {"format": FORMAT_VERSION, "params": _described(params or SeparationParams(), mode)}
-    text = json.dumps(described, sort_keys=True).encode()
-    return hashlib.blake2b(text, digest_size=16).hexdigest()
 
 
 def cached_separation(
@@ -368,21 +334,10 @@ def cached_separation(
     """
     y = validate_audio(y, name="track")
     params = params or SeparationParams()
-    key = _key(y, sr, params, mode)
+    key = key_of_validated(y, sr, params, mode)
     if mode == "stems":
         params = stems_params(params, load_stem_model(params.stems_model), sr)
-    return _from_cache(cache, key, mode, params)
-
-
-def separation_key(
-    y: np.ndarray, sr: int, *, params: SeparationParams | None = None, mode: str = "stems"
-) -> str:
-    """The cache key :func:`separate` files the separation of ``y`` under.
-
-    ``y`` is the track at its own rate ``sr`` (as decoded from its file), so a
-    track is found in the cache whatever rate it is played at.
-    """
-    return _key(validate_audio(y, name="track"), sr, params or SeparationParams(), mode)
+    return load_separation(cache, key, mode=mode, params=params)
 
 
 def _write_entry(
@@ -439,7 +394,7 @@ def store_separation(cache: SeparationCache, key: str, result: Separation) -> Se
         mode=result.mode,
         params=result.params,
     )
-    stored = _from_cache(cache, key, result.mode, result.params)
+    stored = load_separation(cache, key, mode=result.mode, params=result.params)
     if stored is None:
         raise CacheError(f"cache entry {key[:12]} vanished right after it was written")
     return stored
@@ -506,12 +461,12 @@ def separate(
     if not isinstance(sr, int | np.integer) or sr <= 0:
         raise ParameterError(f"sample rate must be a positive integer, got {sr!r}")
     params = params or SeparationParams()
-    key = _key(y, sr, params, mode)
+    key = key_of_validated(y, sr, params, mode)
     model = load_stem_model(params.stems_model) if mode == "stems" else None
     if model is not None:
         params = stems_params(params, model, sr)
     if cache is not None:
-        cached = _from_cache(cache, key, mode, params)
+        cached = load_separation(cache, key, mode=mode, params=params)
         if cached is not None:
             if on_channel is not None:
                 for i, name in enumerate(cached.names):
