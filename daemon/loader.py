@@ -105,9 +105,7 @@ def _worker(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # ended: no traceback
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
-    from stemdeck.core.separation import nmf
-
-    nmf.set_threads(max(1, (os.cpu_count() or 1) - 1))  # a core for the audio
+    nmf_threads = max(1, (os.cpu_count() or 1) - 1)  # a core for the audio
     try:
         y, sr, _ = read_source(source, sr)
         cache = SeparationCache(cache_root) if cache_root else None
@@ -119,7 +117,15 @@ def _worker(
                 last[0] = now
                 conn.send(("progress", stage, fraction))
 
-        result = separate(y, sr, params=params, mode=mode, cache=cache, progress=progress)
+        result = separate(
+            y,
+            sr,
+            params=params,
+            mode=mode,
+            cache=cache,
+            progress=progress,
+            nmf_threads=nmf_threads,
+        )
         if result.info.get("cache_path"):
             conn.send(("done", None))
         else:  # no cache (disabled or full disk): hand the audio over

@@ -200,11 +200,8 @@ def _task(data: bytes, **kwargs: Any) -> tuple[str, TrackResult]:
     """:func:`prepare_track` on a worker, one thread, single-threaded BLAS."""
     from threadpoolctl import threadpool_limits
 
-    from stemdeck.core.separation import nmf
-
-    nmf.set_threads(1)
     with threadpool_limits(limits=1):
-        result = prepare_track(data, **kwargs)
+        result = prepare_track(data, nmf_threads=1, **kwargs)
     try:
         from distributed import get_worker
 

@@ -128,6 +128,7 @@ def prepare_track(
     cache_root: str | None = None,
     cache_token: str | None = None,
     cache_max_bytes: int | None = None,
+    nmf_threads: int | None = None,
 ) -> TrackResult:
     """Separate one track given as its file's bytes.
 
@@ -146,6 +147,8 @@ def prepare_track(
         and not returned.
     cache_max_bytes : int, optional
         The client's cache size limit, for the eviction after a store.
+    nmf_threads : int, optional
+        Threads of the NMF (:func:`~stemdeck.core.separation.separate.separate`).
 
     Returns
     -------
@@ -167,7 +170,7 @@ def prepare_track(
         if shared:
             assert cache_root is not None
             cache = SeparationCache(cache_root, max_bytes=cache_max_bytes)
-            result = separate(y, sr, params=params, mode=mode, cache=cache)
+            result = separate(y, sr, params=params, mode=mode, cache=cache, nmf_threads=nmf_threads)
             if result.info.get("cache_path"):
                 return TrackResult(
                     key,
@@ -179,7 +182,7 @@ def prepare_track(
             # The shared folder could not be written (full disk): the client tries.
             result.channels = np.asarray(result.channels)
         else:
-            result = separate(y, sr, params=params, mode=mode)
+            result = separate(y, sr, params=params, mode=mode, nmf_threads=nmf_threads)
         return TrackResult(key, duration, time.perf_counter() - t0, separation=result)
     except StemdeckError as exc:
         return TrackResult("", 0.0, time.perf_counter() - t0, error=str(exc))

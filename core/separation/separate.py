@@ -103,13 +103,14 @@ def factorize(
     *,
     sr: int,
     progress: Progress | None = None,
+    threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Learn templates and activations, ordered low to high by spectral centroid.
 
     Templates are learned on at most ``params.fit_frames`` evenly spread frames;
     the activations of all frames are then refined with the templates fixed,
     which costs a fraction of learning on every frame and separates as well on
-    music, whose spectra repeat.
+    music, whose spectra repeat. ``threads``: the NMF's (:func:`~.nmf.nmf`).
 
     Returns
     -------
@@ -132,6 +133,7 @@ def factorize(
         tol=params.tol,
         seed=params.seed,
         progress=(lambda f: progress("nmf", f)) if progress else None,
+        threads=threads,
     )
     W, H = result.W, result.H
     if subset:
@@ -139,7 +141,9 @@ def factorize(
         nearest = np.interp(np.arange(frames), picked, np.arange(len(picked)))
         H_init = H[:, np.rint(nearest).astype(np.intp)]
         if params.refine_iter > 0:
-            H = solve_activations(V, W, beta=params.beta, n_iter=params.refine_iter, H_init=H_init)
+            H = solve_activations(
+                V, W, beta=params.beta, n_iter=params.refine_iter, H_init=H_init, threads=threads
+            )
         else:
             H = H_init
     if progress:
@@ -420,6 +424,7 @@ def separate(
     cache: SeparationCache | None = None,
     progress: Progress | None = None,
     on_channel: ChannelSink | None = None,
+    nmf_threads: int | None = None,
 ) -> Separation:
     """Separate a track into mixer channels.
 
@@ -445,6 +450,10 @@ def separate(
         ``on_channel(index, name, audio)`` is called once per channel as soon as
         its audio is ready (from the cache: right away), so a caller can write
         files while the next channels are computed. ``audio`` is never reused.
+    nmf_threads : int, optional
+        Threads of the NMF and the activation fits (default
+        :data:`~stemdeck.core.separation.nmf.DEFAULT_THREADS`; the separation is
+        the same on any number). The inverse STFTs run on two threads.
 
     Returns
     -------
@@ -481,11 +490,13 @@ def separate(
     t1 = time.perf_counter()
     estimate: StemEstimate | None = None
     if model is None:
-        W, H = factorize(V, params, sr=sr, progress=progress)
+        W, H = factorize(V, params, sr=sr, progress=progress, threads=nmf_threads)
         groups = [[k] for k in range(params.n_components)]
         names = _component_names(params.n_components)
     else:
-        estimate = model.estimate(V, sr=sr, n_fft=params.n_fft, n_iter=params.stems_iter)
+        estimate = model.estimate(
+            V, sr=sr, n_fft=params.n_fft, n_iter=params.stems_iter, threads=nmf_threads
+        )
         W, H = estimate.W, estimate.H
         if progress:
             progress("nmf", 1.0)

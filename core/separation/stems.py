@@ -238,13 +238,17 @@ class StemModel:
         out /= np.maximum(out.sum(axis=0, keepdims=True), 1e-30)
         return out
 
-    def activations(self, V: np.ndarray, *, sr: int, n_fft: int, n_iter: int) -> Activations:
+    def activations(
+        self, V: np.ndarray, *, sr: int, n_fft: int, n_iter: int, threads: int | None = None
+    ) -> Activations:
         """Fit the dictionaries to a track's harmonic and percussive parts.
 
         Parameters
         ----------
         V : np.ndarray, shape (n_fft // 2 + 1, frames)
             The mixture's magnitude spectrogram.
+        threads : int, optional
+            Threads of the fit (:func:`~stemdeck.core.separation.nmf.solve_activations`).
         """
         W = self.templates_for(sr, n_fft)
         mel = mel_filterbank(sr, n_fft, self.n_mels, self.fmax)
@@ -256,7 +260,7 @@ class StemModel:
         # One fit of both parts side by side: the same templates, twice the frames.
         both = np.asfortranarray(np.concatenate([harmonic, percussive], axis=1))
         W_mel = np.asarray(mel_sparse @ W, dtype=np.float32)
-        H2 = solve_activations(both, W_mel, n_iter=n_iter)
+        H2 = solve_activations(both, W_mel, n_iter=n_iter, threads=threads)
         H_h, H_p = H2[:, :frames], H2[:, frames:]
         return Activations(
             features=_context(np.concatenate([H_h, H_p]), self.context),
@@ -268,14 +272,18 @@ class StemModel:
             V_mel=V_mel,
         )
 
-    def estimate(self, V: np.ndarray, *, sr: int, n_fft: int, n_iter: int) -> StemEstimate:
+    def estimate(
+        self, V: np.ndarray, *, sr: int, n_fft: int, n_iter: int, threads: int | None = None
+    ) -> StemEstimate:
         """Each stem's model spectrum for a track (see the module docstring).
 
         Parameters
         ----------
         V : np.ndarray, shape (n_fft // 2 + 1, frames)
+        threads : int, optional
+            Threads of the activation fit (:meth:`activations`).
         """
-        fit = self.activations(V, sr=sr, n_fft=n_fft, n_iter=n_iter)
+        fit = self.activations(V, sr=sr, n_fft=n_fft, n_iter=n_iter, threads=threads)
         features, H, W_mel = fit.features, fit.H, fit.W_mel
         frames = V.shape[1]
         floor = np.float32(1e-7 * max(float(fit.V_mel.mean()), 1e-20))
