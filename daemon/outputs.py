@@ -32,7 +32,7 @@ __all__ = [
     "write_stem_mp4",
 ]
 
-log = logging.getLogger("stemdeck")
+log = logging.getLogger(__name__)
 
 
 def make_folder(folder: Path) -> None:

@@ -47,7 +47,7 @@ from .transport import TransportControl
 
 __all__ = ["DEMO", "Daemon", "ServeOptions", "read_source"]
 
-log = logging.getLogger("stemdeck")
+log = logging.getLogger(__name__)
 
 LIBRARY_LIST_MAX = 200
 
