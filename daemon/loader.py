@@ -221,9 +221,13 @@ class TrackLoader:
         if not resolved.is_file():
             raise ParameterError(f"refused {path!r}: not a regular file")
         try:
-            probe_audio(resolved)
+            info = probe_audio(resolved)
         except AudioFileError as exc:
-            raise ParameterError(f"refused {path!r}: {exc}") from None
+            # A stem file's reader says what is damaged; for the rest, that is enough.
+            reason = str(exc) if is_mp4_path(resolved) else "not a readable audio file"
+            raise ParameterError(f"refused {path!r}: {reason}") from None
+        if not info.holds_audio:
+            raise ParameterError(f"refused {path!r}: the file holds no audio")
         return str(resolved)
 
     def request(self, path: str) -> int:

@@ -131,7 +131,7 @@ def test_probe_audio_reads_every_libsndfile_suffix(tmp_path: Path, suffix: str) 
     sf.write(path, y.T.astype(np.float32), 48000, format=fmt, subtype=subtype)
     info = probe_audio(path)
     assert (info.channels, info.sr) == (2, 48000)
-    assert info.frames is not None and info.frames >= 4800 - 1152  # lossy: codec delay
+    assert info.holds_audio and info.frames is not None and info.frames >= 4800 - 1152
     assert info.seconds == pytest.approx(info.frames / 48000)
     out, sr = load(path)
     assert sr == 48000 and out.shape[0] == 2
@@ -147,9 +147,8 @@ def test_probe_audio_reads_every_libsndfile_suffix(tmp_path: Path, suffix: str) 
         lambda p: _written(p / "bad.wav", b"this is not audio at all" * 10),
         lambda p: _written(p / "cut.wav", b"RIFF\x00\x00"),
         lambda p: _written(p / "empty.flac", b""),
-        lambda p: _silent(p / "empty.wav", 0),
     ],
-    ids=["missing", "folder", "not-audio", "cut", "empty-file", "zero-length"],
+    ids=["missing", "folder", "not-audio", "cut", "empty-file"],
 )
 def test_probe_audio_refuses_what_load_refuses(tmp_path: Path, make) -> None:
     """The header check gives the error loading would, without decoding."""
@@ -159,6 +158,15 @@ def test_probe_audio_refuses_what_load_refuses(tmp_path: Path, make) -> None:
     with pytest.raises(AudioFileError) as loaded:
         load(path)
     assert str(probed.value) == str(loaded.value)
+
+
+def test_probe_audio_tells_a_file_without_samples(tmp_path: Path) -> None:
+    path = _silent(tmp_path / "empty.wav", 0)
+    info = probe_audio(path)
+    assert not info.holds_audio and info.frames == 0 and info.seconds == 0.0
+    assert probe_audio(_silent(tmp_path / "one.wav", 1)).holds_audio
+    with pytest.raises(AudioFileError, match="zero-length"):
+        load(path)
 
 
 def _written(path: Path, data: bytes) -> Path:

@@ -45,8 +45,9 @@ class AudioInfo:
     Attributes
     ----------
     frames : int or None
-        Samples per channel; None for an MP4 whose header declares no duration
-        (a fragmented file: its audio is checked when it is decoded).
+        Samples per channel: 0 for a file that holds no audio; None for an MP4
+        whose header declares no duration (a fragmented file: its audio is
+        checked when it is decoded).
     channels : int
         Channels in the file (:func:`load` gives at most two).
     sr : int
@@ -61,6 +62,11 @@ class AudioInfo:
     def seconds(self) -> float | None:
         """Duration in seconds, or None when the header declares none."""
         return None if self.frames is None else self.frames / self.sr
+
+    @property
+    def holds_audio(self) -> bool:
+        """False when the header declares no samples at all."""
+        return self.frames != 0
 
 
 def _check_path(p: Path) -> None:
@@ -81,11 +87,13 @@ def _not_audio(p: Path, exc: Exception) -> AudioFileError:
 
 
 def probe_audio(path: str | os.PathLike[str]) -> AudioInfo:
-    """Check that a file is audio stemdeck reads, from its header alone.
+    """Whether a file is audio stemdeck reads, from its header alone.
 
     Cheap (no audio is decoded), for a check before a long job or a request:
     libsndfile reads the header of wav, flac, ogg, mp3...; for an MP4/M4A the
-    boxes, and a stem file's manifest, are checked (:func:`~.stemfile.probe`).
+    boxes, a stem file's manifest and its streams are checked
+    (:func:`~stemdeck.core.audiofile.stemfile.probe`). Whether the file holds
+    audio is :attr:`AudioInfo.holds_audio`.
 
     Returns
     -------
@@ -94,24 +102,21 @@ def probe_audio(path: str | os.PathLike[str]) -> AudioInfo:
     Raises
     ------
     AudioFileError
-        Missing file, a folder, a file that is not audio or is damaged, or one
-        whose header declares no samples; the message is the one :func:`load`
-        would give.
+        Missing file, a folder, a file that is not audio or is damaged: the
+        message :func:`load` would give (for an MP4, the stem file reader's).
     """
     p = Path(path)
     _check_path(p)
-    where = repr(str(p))
     if is_mp4_path(p):
         frames, channels, sr = mp4_header(p)
-    else:
-        try:
-            info = sf.info(str(p))
-        except (*_NOT_AUDIO, OSError) as exc:
-            raise _not_audio(p, exc) from None
-        frames, channels, sr = int(info.frames), int(info.channels), int(info.samplerate)
-    if frames == 0 or channels <= 0 or sr <= 0:
-        raise AudioFileError(f"{where}: no samples (zero-length audio)")
-    return AudioInfo(frames, channels, sr)
+        if channels <= 0 or sr <= 0:
+            raise AudioFileError(f"{str(p)!r}: its audio stream declares no channels or rate")
+        return AudioInfo(frames, channels, sr)
+    try:
+        info = sf.info(str(p))
+    except (*_NOT_AUDIO, OSError) as exc:
+        raise _not_audio(p, exc) from None
+    return AudioInfo(int(info.frames), int(info.channels), int(info.samplerate))
 
 
 def load(path: str | os.PathLike[str], *, sr: int | None = None) -> tuple[np.ndarray, int]:
