@@ -61,7 +61,7 @@ class AudioInfo:
     @property
     def seconds(self) -> float | None:
         """Duration in seconds, or None when the header declares none."""
-        return None if self.frames is None else self.frames / self.sr
+        return None if self.frames is None or self.sr <= 0 else self.frames / self.sr
 
     @property
     def holds_audio(self) -> bool:
