@@ -34,8 +34,8 @@ from jack_helpers import (  # noqa: E402
     start_jack,
 )
 
+from stemdeck.core.audiofile.files import write  # noqa: E402
 from stemdeck.core.material.demo import demo_track  # noqa: E402
-from stemdeck.core.separation.audio import write  # noqa: E402
 
 SR, BLOCK = 48000, 256
 

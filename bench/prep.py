@@ -125,7 +125,6 @@ def loop_process(preset: str, cache_root: Path, paths: list[Path]) -> None:
     from stemdeck.daemon.prep.cluster import prep_task
 
     params = load_separation_preset(preset)
-    nmf.set_threads(1)
     threadpool_limits(limits=1)
     cache_root.mkdir(parents=True)
     token = "bench"

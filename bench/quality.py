@@ -38,7 +38,8 @@ import musdb  # noqa: E402
 
 from stemdeck.core.material.demo import demo_track  # noqa: E402
 from stemdeck.core.separation.presets import SeparationParams  # noqa: E402
-from stemdeck.core.separation.separate import magnitude, separate  # noqa: E402
+from stemdeck.core.separation.separate import separate  # noqa: E402
+from stemdeck.core.separation.spectral import magnitude  # noqa: E402
 from stemdeck.core.separation.stems import STEM_NAMES  # noqa: E402
 from stemdeck.core.separation.stft import istft, stft  # noqa: E402
 

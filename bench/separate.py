@@ -48,12 +48,13 @@ def main() -> None:
     ap.add_argument("--skip-librosa", action="store_true")
     args = ap.parse_args()
 
+    from stemdeck.core.audiofile.files import load, write
     from stemdeck.core.material.demo import demo_track
-    from stemdeck.core.separation.audio import load, write
     from stemdeck.core.separation.cache import SeparationCache
     from stemdeck.core.separation.nmf import _init_factors, nmf
     from stemdeck.core.separation.presets import load_separation_preset
-    from stemdeck.core.separation.separate import magnitude, separate
+    from stemdeck.core.separation.separate import separate
+    from stemdeck.core.separation.spectral import magnitude
     from stemdeck.core.separation.stft import stft
 
     print(
@@ -182,7 +183,8 @@ def main() -> None:
 def stems_stages(y: np.ndarray, sr: int, runs: int) -> None:
     """Where stems mode spends its time, in this process (medians of ``runs``)."""
     from stemdeck.core.separation.presets import SeparationParams
-    from stemdeck.core.separation.separate import magnitude, reconstruct_spectra, stems_params
+    from stemdeck.core.separation.separate import reconstruct_spectra, stems_params
+    from stemdeck.core.separation.spectral import magnitude
     from stemdeck.core.separation.stems import load_stem_model
     from stemdeck.core.separation.stft import stft
 

@@ -41,10 +41,11 @@ def main() -> None:
     import av
     import numpy as np
 
+    from stemdeck.core.audiofile.stemfile import NI_STEMS, read_stem_file
+    from stemdeck.core.audiofile.stemfile_write import write_stem_file
     from stemdeck.core.material.demo import demo_track
     from stemdeck.core.separation.presets import load_separation_preset
     from stemdeck.core.separation.separate import separate
-    from stemdeck.core.separation.stemfile import NI_STEMS, read_stem_file, write_stem_file
 
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, "

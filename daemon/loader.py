@@ -37,27 +37,28 @@ from typing import Any
 
 import numpy as np
 
-from stemdeck.core.control.registry import Registry
-from stemdeck.core.errors import ParameterError, StemdeckError
-from stemdeck.core.mixer.commands import Command, SetTrack, Track
-from stemdeck.core.separation.audio import load, resample, resample_channels
-from stemdeck.core.separation.cache import SeparationCache
-from stemdeck.core.separation.presets import SeparationParams
-from stemdeck.core.separation.separate import cached_separation, separate
-from stemdeck.core.separation.stemfile import (
+from stemdeck.core.audiofile.files import load, probe_audio
+from stemdeck.core.audiofile.mp4 import is_mp4_path
+from stemdeck.core.audiofile.samples import resample, resample_channels
+from stemdeck.core.audiofile.stemfile import (
     StemFile,
     channel_keys,
-    is_mp4_path,
     probe,
     read_stem_file,
     stem_track_name,
 )
+from stemdeck.core.control.registry import Registry
+from stemdeck.core.errors import AudioFileError, ParameterError, StemdeckError
+from stemdeck.core.mixer.commands import Command, SetTrack, Track
+from stemdeck.core.separation.cache import SeparationCache
+from stemdeck.core.separation.presets import SeparationParams
+from stemdeck.core.separation.separate import cached_separation, separate
 
 from .realtime import children_on_every_cpu
 
 __all__ = ["DEMO", "TrackLoader", "read_source"]
 
-log = logging.getLogger("stemdeck")
+log = logging.getLogger(__name__)
 
 DEMO = "demo:"  # the built-in demo track, as a track source
 
@@ -104,9 +105,7 @@ def _worker(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # ended: no traceback
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
-    from stemdeck.core.separation import nmf
-
-    nmf.set_threads(max(1, (os.cpu_count() or 1) - 1))  # a core for the audio
+    nmf_threads = max(1, (os.cpu_count() or 1) - 1)  # a core for the audio
     try:
         y, sr, _ = read_source(source, sr)
         cache = SeparationCache(cache_root) if cache_root else None
@@ -118,7 +117,15 @@ def _worker(
                 last[0] = now
                 conn.send(("progress", stage, fraction))
 
-        result = separate(y, sr, params=params, mode=mode, cache=cache, progress=progress)
+        result = separate(
+            y,
+            sr,
+            params=params,
+            mode=mode,
+            cache=cache,
+            progress=progress,
+            nmf_threads=nmf_threads,
+        )
         if result.info.get("cache_path"):
             conn.send(("done", None))
         else:  # no cache (disabled or full disk): hand the audio over
@@ -199,7 +206,9 @@ class TrackLoader:
         """The resolved path of a ``/track/load`` request, or ParameterError saying why not.
 
         Only regular files under a library folder (after resolving ``..`` and
-        symlinks), whose audio header libsndfile reads and which hold audio.
+        symlinks), whose header says they hold audio (:func:`probe_audio`: for an
+        MP4, its boxes and a stem file's manifest; the audio is decoded in the
+        background).
         """
         target = Path(path).expanduser()
         try:
@@ -211,19 +220,13 @@ class TrackLoader:
             raise ParameterError(f"refused {path!r}: outside the library folders {roots}")
         if not resolved.is_file():
             raise ParameterError(f"refused {path!r}: not a regular file")
-        if is_mp4_path(resolved):
-            try:  # the boxes and the manifest; the audio is decoded in the background
-                probe(resolved)
-            except StemdeckError as exc:
-                raise ParameterError(f"refused {path!r}: {exc}") from None
-            return str(resolved)
-        import soundfile as sf
-
         try:
-            info = sf.info(str(resolved))
-        except Exception:
-            raise ParameterError(f"refused {path!r}: not a readable audio file") from None
-        if info.frames <= 0:
+            info = probe_audio(resolved)
+        except AudioFileError as exc:
+            # A stem file's reader says what is damaged; for the rest, that is enough.
+            reason = str(exc) if is_mp4_path(resolved) else "not a readable audio file"
+            raise ParameterError(f"refused {path!r}: {reason}") from None
+        if not info.holds_audio:
             raise ParameterError(f"refused {path!r}: the file holds no audio")
         return str(resolved)
 

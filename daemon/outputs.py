@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from stemdeck.core.audiofile.files import write
+from stemdeck.core.audiofile.stemfile import NI_COLOURS, NI_NAMES, NI_STEMS, Tags
+from stemdeck.core.audiofile.stemfile_write import write_stem_file
 from stemdeck.core.errors import AudioFileError, ParameterError
-from stemdeck.core.separation.audio import write
-from stemdeck.core.separation.stemfile import NI_COLOURS, NI_NAMES, NI_STEMS, Tags, write_stem_file
 
 from .progress import ProgressLine
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from stemdeck.core.errors import AudioFileError
-from stemdeck.core.separation.separate import Separation, magnitude
+from stemdeck.core.separation.separate import Separation
+from stemdeck.core.separation.spectral import magnitude
 from stemdeck.core.separation.stft import stft
 
 _MAX_COLUMNS = 1200  # display columns: frames are max-pooled down to this

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from stemdeck.core.audiofile.files import AUDIO_SUFFIXES
 from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import ParameterError
 from stemdeck.core.mixer.commands import Command, Play
@@ -53,8 +54,6 @@ __all__ = ["DEMO", "Daemon", "ServeOptions", "read_source"]
 
 log = logging.getLogger(__name__)
 
-# What /track/list offers (docs/osc.md): files libsndfile or the MP4 reader open.
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff", ".m4a", ".mp4", ".opus")
 LIBRARY_LIST_MAX = 200
 
 
@@ -167,14 +166,14 @@ class Daemon:
 
     def library_tracks(self) -> list[str]:
         """Audio files ``/track/load`` may open: every file under the library folders
-        with an audio suffix, sorted, at most :data:`LIBRARY_LIST_MAX` (checked again
-        when loaded)."""
+        with an audio suffix (:data:`AUDIO_SUFFIXES`, docs/osc.md), sorted, at most
+        :data:`LIBRARY_LIST_MAX` (checked again when loaded)."""
         found: list[str] = []
         for root in self.loader.library:
             for dirpath, dirnames, filenames in os.walk(root):
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
                 for name in sorted(filenames):
-                    if name.lower().endswith(AUDIO_SUFFIXES) and not name.startswith("."):
+                    if Path(name).suffix.lower() in AUDIO_SUFFIXES and not name.startswith("."):
                         found.append(os.path.join(dirpath, name))
                         if len(found) >= LIBRARY_LIST_MAX:
                             return found

@@ -8,7 +8,7 @@ Material (never the validation or evaluation songs):
 - generated: our synthesizer's training seeds and General MIDI songs rendered
   with fluidsynth (scripts/material.py: seeds 100 onwards).
 
-Steps (core/separation/stems.py runs the same code on every track):
+Steps (core/separation/training.py; core/separation/stems.py fits every track the same way):
 1. per-stem KL-NMF dictionaries on the isolated stems;
 2. activations of the training mixtures, harmonic and percussive parts apart;
 3. ridge maps from the activations (five frames of context) to each stem's mel
@@ -29,7 +29,7 @@ import material
 import musdb
 
 from stemdeck.core.material.songs import Song
-from stemdeck.core.separation.stems import train_stem_model
+from stemdeck.core.separation.training import train_stem_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 44100

@@ -5,8 +5,25 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from stemdeck.core.audiofile.files import AUDIO_SUFFIXES, load, probe_audio, write
+from stemdeck.core.audiofile.mp4 import MP4_SUFFIXES
 from stemdeck.core.errors import AudioFileError
-from stemdeck.core.separation.audio import load, write
+
+# The format and encoding libsndfile writes each of its suffixes in AUDIO_SUFFIXES with.
+SNDFILE_SUFFIXES = {
+    ".wav": ("WAV", "PCM_16"),
+    ".flac": ("FLAC", "PCM_24"),
+    ".ogg": ("OGG", "VORBIS"),
+    ".oga": ("OGG", "VORBIS"),
+    ".opus": ("OGG", "OPUS"),
+    ".mp3": ("MP3", "MPEG_LAYER_III"),
+    ".aif": ("AIFF", "PCM_16"),
+    ".aiff": ("AIFF", "PCM_24"),
+    ".aifc": ("AIFF", "FLOAT"),  # float AIFF is AIFF-C
+    ".w64": ("W64", "FLOAT"),
+    ".rf64": ("RF64", "PCM_24"),
+    ".caf": ("CAF", "ALAC_16"),
+}
 
 
 @pytest.mark.parametrize(
@@ -97,3 +114,66 @@ def test_nan_samples(tmp_path: Path) -> None:
 def test_write_unwritable(tmp_path: Path) -> None:
     with pytest.raises(AudioFileError, match="cannot write"):
         write(tmp_path / "missing" / "x.wav", np.zeros((2, 10), np.float32), 44100)
+
+
+def test_audio_suffixes_are_libsndfile_formats_and_mp4() -> None:
+    assert AUDIO_SUFFIXES == set(SNDFILE_SUFFIXES) | set(MP4_SUFFIXES)
+    assert all(s == s.lower() and s.startswith(".") for s in AUDIO_SUFFIXES)
+
+
+@pytest.mark.parametrize("suffix", sorted(SNDFILE_SUFFIXES))
+def test_probe_audio_reads_every_libsndfile_suffix(tmp_path: Path, suffix: str) -> None:
+    """Every suffix offered (`/track/list`, prep) is a file libsndfile opens."""
+    fmt, subtype = SNDFILE_SUFFIXES[suffix]
+    t = np.arange(4800) / 48000
+    y = np.stack([0.5 * np.sin(2 * np.pi * 440 * t), 0.25 * np.sin(2 * np.pi * 660 * t)])
+    path = tmp_path / f"x{suffix}"
+    sf.write(path, y.T.astype(np.float32), 48000, format=fmt, subtype=subtype)
+    info = probe_audio(path)
+    assert (info.channels, info.sr) == (2, 48000)
+    assert info.holds_audio and info.frames is not None and info.frames >= 4800 - 1152
+    assert info.seconds == pytest.approx(info.frames / 48000)
+    out, sr = load(path)
+    assert sr == 48000 and out.shape[0] == 2
+    if subtype.startswith(("PCM", "FLOAT", "ALAC")):
+        assert info.frames == out.shape[1] == 4800
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: p / "nope.wav",
+        lambda p: p,
+        lambda p: _written(p / "bad.wav", b"this is not audio at all" * 10),
+        lambda p: _written(p / "cut.wav", b"RIFF\x00\x00"),
+        lambda p: _written(p / "empty.flac", b""),
+    ],
+    ids=["missing", "folder", "not-audio", "cut", "empty-file"],
+)
+def test_probe_audio_refuses_what_load_refuses(tmp_path: Path, make) -> None:
+    """The header check gives the error loading would, without decoding."""
+    path = make(tmp_path)
+    with pytest.raises(AudioFileError) as probed:
+        probe_audio(path)
+    with pytest.raises(AudioFileError) as loaded:
+        load(path)
+    assert str(probed.value) == str(loaded.value)
+
+
+def test_probe_audio_tells_a_file_without_samples(tmp_path: Path) -> None:
+    path = _silent(tmp_path / "empty.wav", 0)
+    info = probe_audio(path)
+    assert not info.holds_audio and info.frames == 0 and info.seconds == 0.0
+    assert probe_audio(_silent(tmp_path / "one.wav", 1)).holds_audio
+    with pytest.raises(AudioFileError, match="zero-length"):
+        load(path)
+
+
+def _written(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def _silent(path: Path, frames: int) -> Path:
+    sf.write(path, np.zeros((frames, 2)), 44100)
+    return path

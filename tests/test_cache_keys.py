@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from stemdeck.core.separation.cache import SeparationCache
+from stemdeck.core.separation.keys import separation_key, settings_digest
 from stemdeck.core.separation.presets import load_separation_preset
-from stemdeck.core.separation.separate import separate, separation_key, settings_digest
+from stemdeck.core.separation.separate import separate
 from stemdeck.core.separation.stems import load_stem_model
 
 # preset, mode: settings digest, key of the stereo 44.1 kHz signal, key of the mono 22.05 kHz one

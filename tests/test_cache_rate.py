@@ -11,7 +11,7 @@ import soundfile as sf
 from daemon_helpers import Daemon
 
 from conftest import SR, tone_mix
-from stemdeck.core.separation.audio import resample, resample_channels
+from stemdeck.core.audiofile.samples import resample, resample_channels
 from stemdeck.daemon.cli import main
 
 FAST = Path(__file__).parent / "data" / "tiny.toml"

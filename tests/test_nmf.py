@@ -1,6 +1,5 @@
 import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -117,23 +116,41 @@ def test_bad_options_raise(V: np.ndarray) -> None:
         nmf(V, 2, W_init=np.ones((3, 3)))
 
 
-def test_same_bits_on_any_number_of_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_same_bits_on_any_number_of_threads() -> None:
     """`stemdeck separate`, the daemon's worker and a single-threaded prep worker give
     the same separation: partial sums do not depend on the thread count."""
-    from stemdeck.core.separation import nmf as nmf_module
-
     rng = np.random.default_rng(3)
     V = np.asfortranarray(rng.random((65, 1000), dtype=np.float32))  # 7 blocks of frames
     results = []
     for threads in (1, 2, 3):
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            monkeypatch.setattr(nmf_module, "_THREADS", threads)
-            monkeypatch.setattr(nmf_module, "_pool", lambda pool=pool: pool)
-            out = nmf(V, 4, n_iter=20, tol=0.0, seed=0)
-            results.append((out.W, out.H, solve_activations(V, out.W, n_iter=5)))
+        out = nmf(V, 4, n_iter=20, tol=0.0, seed=0, threads=threads)
+        results.append((out.W, out.H, solve_activations(V, out.W, n_iter=5, threads=threads)))
     for W, H, H2 in results[1:]:
         assert np.array_equal(W, results[0][0]) and np.array_equal(H, results[0][1])
         assert np.array_equal(H2, results[0][2])
+
+
+def test_each_call_runs_on_the_threads_it_asks_for() -> None:
+    """The thread count is an argument, not a setting fixed by the first call."""
+    import threading
+
+    rng = np.random.default_rng(4)
+    V = np.asfortranarray(rng.random((65, 1000), dtype=np.float32))  # 4 ranges of frames
+    for threads in (3, 1, 2):
+        seen: list[int] = []
+
+        def count(fraction: float, seen: list[int] = seen) -> None:
+            seen.append(sum(t.name.startswith("stemdeck-nmf") for t in threading.enumerate()))
+
+        nmf(V, 4, n_iter=3, tol=0.0, progress=count, threads=threads)
+        # A pool starts its threads as work waits, so fewer may do; never more. The
+        # last report comes after the call's pool is shut down.
+        if threads == 1:
+            assert seen == [0, 0, 0, 0]
+        else:
+            assert 0 < max(seen) <= threads and seen[-1] == 0, (threads, seen)
+    with pytest.raises(ParameterError, match="threads"):
+        nmf(V, 4, n_iter=1, threads=0)
 
 
 def _nmf_in_child(V: np.ndarray, expected: np.ndarray) -> None:
@@ -144,8 +161,8 @@ def _nmf_in_child(V: np.ndarray, expected: np.ndarray) -> None:
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork only")
 def test_a_forked_child_runs_nmf_on_its_own_threads(rng: np.random.Generator) -> None:
-    """`stemdeck prep` forks its workers from a client that may have run NMF: the
-    child inherits the thread pool but not its threads, and used to wait forever
+    """`stemdeck prep` forks its workers from a client that may have run NMF: a
+    child that inherited a thread pool but not its threads used to wait forever
     for blocks nobody ran."""
     import multiprocessing
 
@@ -153,7 +170,7 @@ def test_a_forked_child_runs_nmf_on_its_own_threads(rng: np.random.Generator) ->
 
     V = rng.gamma(0.5, size=(64, 4 * nmf_module._BLOCK * 4)).astype(np.float32)
     assert len(nmf_module._split(V.shape[1])) > 1  # the pool is used
-    expected = nmf(V, 4, n_iter=5, tol=0).W  # the parent's pool is up, threads running
+    expected = nmf(V, 4, n_iter=5, tol=0).W  # the parent has run NMF on its threads
     child = multiprocessing.get_context("fork").Process(target=_nmf_in_child, args=(V, expected))
     child.start()
     child.join(timeout=120)

@@ -26,11 +26,11 @@ import soundfile as sf
 from prep_hold import hold_env
 
 from conftest import SR, tone_mix
+from stemdeck.core.audiofile.files import load
 from stemdeck.core.separation import prep as core_prep
-from stemdeck.core.separation.audio import load
 from stemdeck.core.separation.cache import SeparationCache
+from stemdeck.core.separation.keys import separation_key
 from stemdeck.core.separation.presets import load_separation_preset
-from stemdeck.core.separation.separate import separation_key
 from stemdeck.daemon.prep import PrepOptions, find_tracks, run_prep, summary_lines
 from stemdeck.daemon.prep import cluster as prep_cluster
 from stemdeck.daemon.prep import job as prep_job
@@ -526,7 +526,7 @@ def test_stem_files_are_those_separate_writes(tmp_path: Path) -> None:
     `stemdeck separate --format stem.mp4` (every decoded sample, names, colours, tags),
     the rerun finds it up to date, and a rerun after the track changed redoes it."""
 
-    from stemdeck.core.separation.stemfile import read_stem_file
+    from stemdeck.core.audiofile.stemfile import read_stem_file
 
     lib = make_library(tmp_path, broken=False, tracks=["album/song.wav"])
     params = load_separation_preset(str(FAST))
@@ -656,7 +656,7 @@ def _hostile_index(lib: Path, settings: str) -> dict:
 def test_a_corrupt_or_hostile_index_is_ignored_with_one_warning(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, damage: str
 ) -> None:
-    from stemdeck.core.separation.separate import settings_digest
+    from stemdeck.core.separation.keys import settings_digest
     from stemdeck.daemon.prep import index as prep_index
 
     lib = make_library(tmp_path, broken=False, tracks=TRACKS[:2])

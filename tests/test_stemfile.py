@@ -22,21 +22,21 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from mp4_helpers import track_flags
 
-from stemdeck.core.errors import AudioFileError, ParameterError
-from stemdeck.core.separation.audio import load
-from stemdeck.core.separation.stemfile import (
+from stemdeck.core.audiofile.files import load, probe_audio
+from stemdeck.core.audiofile.mp4 import read_stem_box
+from stemdeck.core.audiofile.stemfile import (
     NI_STEMS,
     Tags,
     channel_keys,
     make_manifest,
     manifest_problems,
     probe,
-    read_stem_box,
     read_stem_file,
-    track_flags,
-    write_stem_file,
 )
+from stemdeck.core.audiofile.stemfile_write import write_stem_file
+from stemdeck.core.errors import AudioFileError, ParameterError
 
 SR = 44100
 NI_ORDER = [n for n, _ in NI_STEMS]
@@ -316,14 +316,14 @@ def test_write_is_atomic(tmp_path: Path) -> None:
 def test_full_disk_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import errno
 
-    from stemdeck.core.separation import stemfile
+    from stemdeck.core.audiofile import stemfile_write
 
     mix, stems = _stems()
 
     def full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(stemfile, "_finish_moov", full)
+    monkeypatch.setattr(stemfile_write, "rewrite_moov", full)
     with pytest.raises(AudioFileError, match=r"cannot write .*No space left on device"):
         write_stem_file(tmp_path / "x.stem.mp4", mix, stems, SR, codec="alac")
     assert list(tmp_path.iterdir()) == []
@@ -485,9 +485,8 @@ def test_fuzzed_file_never_crashes_or_hangs(
     assert sum(outcomes.values()) == 24
 
 
-def test_plain_mp4_is_an_ordinary_track(tmp_path: Path) -> None:
-    mix, _ = _stems()
-    path = tmp_path / "plain.stem.m4a"
+def _plain_mp4(path: Path, mix: np.ndarray) -> Path:
+    """``mix`` as the one ALAC stream of an MP4 file."""
     with av.open(str(path), "w", format="ipod") as out:
         s = out.add_stream("alac", rate=SR, layout="stereo")
         s.codec_context.format = "s32p"
@@ -497,12 +496,46 @@ def test_plain_mp4_is_an_ordinary_track(tmp_path: Path) -> None:
         frame.pts = 0
         for p in [*s.encode(frame), *s.encode(None)]:
             out.mux(p)
+    return path
+
+
+def test_plain_mp4_is_an_ordinary_track(tmp_path: Path) -> None:
+    mix, _ = _stems()
+    path = _plain_mp4(tmp_path / "plain.stem.m4a", mix)
     assert probe(path) is None
     with pytest.raises(AudioFileError, match="plain MP4 with one audio stream"):
         read_stem_file(path)
     y, sr = load(path)
     assert sr == SR
     assert np.array_equal(y, _int24(mix))
+
+
+@pytest.mark.parametrize("codec", ["aac", "alac"])
+def test_probe_audio_reads_the_header_of_a_stem_file(written: dict[str, Path], codec: str) -> None:
+    """Frames, channels and rate of what `load` gives (the stems' sum), undecoded."""
+    info = probe_audio(written[codec])
+    y, sr = load(written[codec])
+    assert (info.frames, info.channels, info.sr) == (y.shape[1], y.shape[0], sr)
+
+
+def test_probe_audio_reads_the_header_of_a_plain_mp4(tmp_path: Path) -> None:
+    mix, _ = _stems()
+    path = _plain_mp4(tmp_path / "plain.m4a", mix)
+    info = probe_audio(path)
+    assert (info.frames, info.channels, info.sr) == (mix.shape[1], 2, SR)
+
+
+def test_probe_audio_refuses_a_damaged_stem_file(written: dict[str, Path], tmp_path) -> None:
+    """The reason is the stem file reader's: the loader's refusal quotes it."""
+    data = written["aac"].read_bytes()
+    path = tmp_path / "cut.stem.mp4"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(AudioFileError) as probed:
+        probe_audio(path)
+    with pytest.raises(AudioFileError) as read:
+        probe(path)
+    assert str(probed.value) == str(read.value)
+    assert "truncated" in str(probed.value)
 
 
 def test_two_stream_mp4_without_manifest_is_refused(tmp_path: Path) -> None:

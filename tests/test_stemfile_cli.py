@@ -15,21 +15,21 @@ import numpy as np
 import pytest
 import soundfile as sf
 from daemon_helpers import Client, Daemon
+from mp4_helpers import track_flags
 
 from conftest import tone_mix
-from stemdeck.core.errors import AudioFileError
-from stemdeck.core.separation.audio import load
-from stemdeck.core.separation.stemfile import (
+from stemdeck.core.audiofile.files import load
+from stemdeck.core.audiofile.mp4 import read_stem_box
+from stemdeck.core.audiofile.stemfile import (
     NI_STEMS,
     Tags,
     manifest_problems,
     probe,
-    read_stem_box,
     read_stem_file,
     read_tags,
-    track_flags,
-    write_stem_file,
 )
+from stemdeck.core.audiofile.stemfile_write import write_stem_file
+from stemdeck.core.errors import AudioFileError
 from stemdeck.daemon.cli import main
 
 FAST = Path(__file__).parent / "data" / "tiny.toml"

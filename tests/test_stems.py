@@ -11,14 +11,9 @@ from stemdeck.core.errors import PresetError
 from stemdeck.core.material.songs import random_song, render_song
 from stemdeck.core.separation.presets import SeparationParams
 from stemdeck.core.separation.separate import separate
-from stemdeck.core.separation.stems import (
-    STEM_NAMES,
-    BandExpansion,
-    hpss,
-    load_stem_model,
-    mel_filterbank,
-    train_stem_model,
-)
+from stemdeck.core.separation.spectral import BandExpansion, hpss, mel_filterbank
+from stemdeck.core.separation.stems import STEM_NAMES, load_stem_model
+from stemdeck.core.separation.training import train_stem_model
 
 # Measured on this held-back song (an evaluation seed, never used for training)
 # with the shipped model; the floors sit about 1 dB below the measured values, to

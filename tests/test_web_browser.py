@@ -19,7 +19,7 @@ import soundfile as sf
 from daemon_helpers import Client, Daemon
 
 from conftest import tone_mix
-from stemdeck.core.separation.stemfile import write_stem_file
+from stemdeck.core.audiofile.stemfile_write import write_stem_file
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")

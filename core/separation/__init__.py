@@ -1,1 +1,28 @@
-"""Separation: loading, STFT, NMF, the stems model, masks, the cache, stem files."""
+"""Separation of a track into mixer channels: STFT, NMF, the stems model, masks, the cache.
+
+Modules and their public names (audio files and stem files are
+:mod:`stemdeck.core.audiofile`):
+
+- :mod:`.separate`: ``separate`` and its result ``Separation``; ``factorize``,
+  ``reconstruct``, ``reconstruct_spectra``; the cache side: ``cached_separation``,
+  ``load_separation``, ``store_separation``; ``channel_names``,
+  ``component_centroids``, ``stems_params``, ``STAGES``, ``ChannelSink``.
+- :mod:`.keys`: cache keys: ``separation_key``, ``settings_digest``,
+  ``described_settings``, ``key_of_validated``.
+- :mod:`.stems`: the stems model: ``load_stem_model``, ``StemModel``,
+  ``StemEstimate``, ``Activations``, ``STEM_NAMES``.
+- :mod:`.spectral`: ``magnitude``, ``mel_filterbank``, ``BandExpansion``, ``hpss``.
+- :mod:`.training`: training the stems model: ``train_stem_model``,
+  ``train_dictionaries``, ``fit_maps``, ``Multitrack``.
+- :mod:`.nmf`: ``nmf``, ``NMFResult``, ``solve_activations``, ``beta_divergence``,
+  ``DEFAULT_THREADS``.
+- :mod:`.stft`: ``stft``, ``istft``, ``n_frames``, ``check_stft_params``.
+- :mod:`.cache`: ``SeparationCache``, ``CacheEntry``, ``cache_key``,
+  ``FORMAT_VERSION``, ``default_cache_dir``, ``block_checksums``.
+- :mod:`.presets`: ``SeparationParams``, ``load_separation_preset``,
+  ``list_presets``, ``read_preset_text``.
+- :mod:`.prep`: one track of a library prep: ``prepare_track``, ``TrackResult``,
+  ``decode_bytes``, ``sees_cache``, ``TOKEN_PREFIX``.
+
+``docs/separation.md`` explains stems mode and the measurements behind it.
+"""

@@ -14,10 +14,10 @@ divergence non-increasing (Févotte & Idier, Neural Computation 23(9), 2011).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import cache
 from typing import TypeVar
 
 import numpy as np
@@ -25,7 +25,7 @@ from threadpoolctl import threadpool_limits
 
 from ..errors import ParameterError
 
-__all__ = ["NMFResult", "beta_divergence", "nmf", "solve_activations"]
+__all__ = ["DEFAULT_THREADS", "NMFResult", "beta_divergence", "nmf", "solve_activations"]
 
 _EPS = np.float32(1e-9)  # floor added to the model so V / WH is always finite
 # Values below these are set to zero. Multiplicative updates drive unused
@@ -36,28 +36,37 @@ _EPS = np.float32(1e-9)  # floor added to the model so V / WH is always finite
 _FLUSH_H = np.float32(1e-20)
 _FLUSH_W = np.float32(1e-15)
 _BLOCK = 128  # frames per block: bins * 128 * 4 bytes stays near L2 size
+# Frame ranges per update, whatever the thread count: partial sums are added in
+# the same order on 1 thread or 4, so a track separates to the same bits in the
+# daemon's worker, in `stemdeck separate` and in a single-threaded prep worker.
+_RANGES = 4
 
-_THREADS = min(4, os.cpu_count() or 1)
-
-
-def set_threads(n: int) -> None:
-    """Threads the NMF blocks run on; call before the first factorization."""
-    global _THREADS
-    _THREADS = max(1, int(n))
-
+#: Threads an update runs on when the caller names none: one per frame range,
+#: at most one per core.
+DEFAULT_THREADS = min(_RANGES, os.cpu_count() or 1)
 
 Progress = Callable[[float], None]
 _T = TypeVar("_T")
 
 
-@cache
-def _pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="stemdeck-nmf")
+@contextmanager
+def _workers(threads: int | None) -> Iterator[ThreadPoolExecutor | None]:
+    """The threads of one factorization: a pool, or None to run in the caller's thread.
 
-
-# A forked child (a ``stemdeck prep`` worker) inherits the pool but not its threads:
-# the pool would take its blocks and never run them. The child makes its own.
-os.register_at_fork(after_in_child=_pool.cache_clear)
+    A pool per call, not per process: each call runs on the threads it asks for,
+    and a forked child (a ``stemdeck prep`` worker) never inherits a pool whose
+    threads it lacks.
+    """
+    n = DEFAULT_THREADS if threads is None else threads
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+        raise ParameterError(f"threads must be a positive integer, got {threads!r}")
+    if n == 1:
+        yield None
+        return
+    with ThreadPoolExecutor(
+        max_workers=min(int(n), _RANGES), thread_name_prefix="stemdeck-nmf"
+    ) as pool:
+        yield pool
 
 
 @dataclass
@@ -149,11 +158,19 @@ def _divergence_block(VT: np.ndarray, WH: np.ndarray, beta: float) -> float:
     )
 
 
-def beta_divergence(V: np.ndarray, W: np.ndarray, H: np.ndarray, *, beta: float = 1.0) -> float:
+def beta_divergence(
+    V: np.ndarray,
+    W: np.ndarray,
+    H: np.ndarray,
+    *,
+    beta: float = 1.0,
+    threads: int | None = None,
+) -> float:
     """Beta-divergence ``D(V | W @ H + eps)`` summed over all bins and frames.
 
     ``beta`` = 2 is half the squared Euclidean distance, 1 Kullback-Leibler,
     0 Itakura-Saito. The same ``eps`` floor the updates use is added to the model.
+    ``threads``: as :func:`nmf`'s.
     """
     beta = _check_beta(beta)
     VT = _prepare_V(V)
@@ -169,14 +186,8 @@ def beta_divergence(V: np.ndarray, W: np.ndarray, H: np.ndarray, *, beta: float 
             total += _divergence_block(VT[s:e], WH, beta)
         return total
 
-    with threadpool_limits(1):
-        return float(sum(_run(work, VT.shape[0])))
-
-
-# Frame ranges per update, whatever the thread count: partial sums are added in
-# the same order on 1 thread or 4, so a track separates to the same bits in the
-# daemon's worker, in `stemdeck separate` and in a single-threaded prep worker.
-_RANGES = 4
+    with _workers(threads) as pool, threadpool_limits(1):
+        return float(sum(_run(work, VT.shape[0], pool)))
 
 
 def _split(frames: int) -> list[tuple[int, int]]:
@@ -187,21 +198,28 @@ def _split(frames: int) -> list[tuple[int, int]]:
     return [(edges[i], edges[i + 1]) for i in range(n) if edges[i] < edges[i + 1]]
 
 
-def _run(fn: Callable[[int, int], _T], frames: int) -> list[_T]:
-    """Run ``fn(lo, hi)`` on every range of :func:`_split`, on worker threads.
+def _run(fn: Callable[[int, int], _T], frames: int, pool: ThreadPoolExecutor | None) -> list[_T]:
+    """Run ``fn(lo, hi)`` on every range of :func:`_split`, on the pool's threads
+    (in this thread without one).
 
     Each thread does its own small BLAS calls single-threaded: for these thin
     products (inner size K) that is about twice as fast as one thread calling a
     multi-threaded BLAS.
     """
     ranges = _split(frames)
-    if len(ranges) == 1:
-        return [fn(*ranges[0])]
-    return list(_pool().map(lambda r: fn(*r), ranges))
+    if pool is None or len(ranges) == 1:
+        return [fn(*r) for r in ranges]
+    return list(pool.map(lambda r: fn(*r), ranges))
 
 
 def _update_H(
-    VT: np.ndarray, WT: np.ndarray, HT: np.ndarray, beta: float, gamma: float, want_divergence: bool
+    VT: np.ndarray,
+    WT: np.ndarray,
+    HT: np.ndarray,
+    beta: float,
+    gamma: float,
+    want_divergence: bool,
+    pool: ThreadPoolExecutor | None,
 ) -> float:
     """One multiplicative update of all activations, block by block; returns D before it."""
     w_sum = WT.sum(axis=1) + _EPS  # (K,): the KL denominator W^T 1
@@ -235,10 +253,17 @@ def _update_H(
         return total
 
     with threadpool_limits(1):
-        return float(sum(_run(work, VT.shape[0])))
+        return float(sum(_run(work, VT.shape[0], pool)))
 
 
-def _update_W(VT: np.ndarray, WT: np.ndarray, HT: np.ndarray, beta: float, gamma: float) -> None:
+def _update_W(
+    VT: np.ndarray,
+    WT: np.ndarray,
+    HT: np.ndarray,
+    beta: float,
+    gamma: float,
+    pool: ThreadPoolExecutor | None,
+) -> None:
     """One multiplicative update of the templates; W's numerator summed over blocks."""
     bins = VT.shape[1]
 
@@ -266,7 +291,7 @@ def _update_W(VT: np.ndarray, WT: np.ndarray, HT: np.ndarray, beta: float, gamma
         return num, den
 
     with threadpool_limits(1):
-        parts = _run(work, VT.shape[0])
+        parts = _run(work, VT.shape[0], pool)
     num = parts[0][0]
     for n, _ in parts[1:]:
         num += n
@@ -319,6 +344,7 @@ def nmf(
     H_init: np.ndarray | None = None,
     check_every: int = 10,
     progress: Progress | None = None,
+    threads: int | None = None,
 ) -> NMFResult:
     """Factorize a non-negative matrix by multiplicative updates.
 
@@ -344,6 +370,9 @@ def nmf(
         Iterations between divergence evaluations (each costs one pass of logs).
     progress : callable, optional
         Called with the fraction done, 0..1.
+    threads : int, optional
+        Threads the updates run on (default :data:`DEFAULT_THREADS`); 1 runs in
+        the calling thread. The result is the same, bit for bit, on any number.
 
     Returns
     -------
@@ -375,19 +404,20 @@ def nmf(
     history: list[tuple[int, float]] = []
     last = None
     it = 0
-    for it in range(1, n_iter + 1):
-        check = (it - 1) % check_every == 0
-        d = _update_H(VT, WT, HT, beta, gamma, want_divergence=check)
-        if check:
-            history.append((it - 1, d))
-            if last is not None and tol > 0 and (last - d) <= tol * abs(last):
-                it -= 1  # this iteration's H update is kept; W is already converged
-                break
-            last = d
-        _update_W(VT, WT, HT, beta, gamma)
-        if progress is not None:
-            progress(it / n_iter)
-    history.append((it, beta_divergence(V, WT.T, HT.T, beta=beta)))
+    with _workers(threads) as pool:
+        for it in range(1, n_iter + 1):
+            check = (it - 1) % check_every == 0
+            d = _update_H(VT, WT, HT, beta, gamma, want_divergence=check, pool=pool)
+            if check:
+                history.append((it - 1, d))
+                if last is not None and tol > 0 and (last - d) <= tol * abs(last):
+                    it -= 1  # this iteration's H update is kept; W is already converged
+                    break
+                last = d
+            _update_W(VT, WT, HT, beta, gamma, pool)
+            if progress is not None:
+                progress(it / n_iter)
+    history.append((it, beta_divergence(V, WT.T, HT.T, beta=beta, threads=threads)))
     if progress is not None:
         progress(1.0)
     return NMFResult(
@@ -411,6 +441,7 @@ def solve_activations(
     beta: float = 1.0,
     n_iter: int = 30,
     H_init: np.ndarray | None = None,
+    threads: int | None = None,
 ) -> np.ndarray:
     """Activations ``H`` for fixed templates ``W`` on a block of frames.
 
@@ -424,6 +455,8 @@ def solve_activations(
         Multiplicative updates of H (the divergence never increases).
     H_init : np.ndarray, shape (K, frames), optional
         Warm start, e.g. the previous block's last column repeated.
+    threads : int, optional
+        As :func:`nmf`'s.
 
     Returns
     -------
@@ -448,6 +481,7 @@ def solve_activations(
         HT = _checked_factor(H_init, (k, frames), "H_init").T * scale
     HT[HT < _FLUSH_H] = 0.0
     gamma = _gamma(beta)
-    for _ in range(n_iter):
-        _update_H(VT, WT, HT, beta, gamma, want_divergence=False)
+    with _workers(threads) as pool:
+        for _ in range(n_iter):
+            _update_H(VT, WT, HT, beta, gamma, want_divergence=False, pool=pool)
     return np.ascontiguousarray((HT / scale).T)

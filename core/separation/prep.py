@@ -27,11 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..audiofile.files import load
 from ..errors import AudioFileError, StemdeckError
-from .audio import load
 from .cache import SeparationCache
+from .keys import separation_key
 from .presets import SeparationParams
-from .separate import Separation, separate, separation_key
+from .separate import Separation, separate
 
 __all__ = ["TOKEN_PREFIX", "TrackResult", "decode_bytes", "prepare_track", "sees_cache"]
 
@@ -112,6 +113,7 @@ def prepare_track(
     cache_root: str | None = None,
     cache_token: str | None = None,
     cache_max_bytes: int | None = None,
+    nmf_threads: int | None = None,
 ) -> TrackResult:
     """Separate one track given as its file's bytes.
 
@@ -130,6 +132,8 @@ def prepare_track(
         and not returned.
     cache_max_bytes : int, optional
         The client's cache size limit, for the eviction after a store.
+    nmf_threads : int, optional
+        Threads of the NMF (:func:`~stemdeck.core.separation.separate.separate`).
 
     Returns
     -------
@@ -150,7 +154,7 @@ def prepare_track(
         if shared:
             assert cache_root is not None
             cache = SeparationCache(cache_root, max_bytes=cache_max_bytes)
-            result = separate(y, sr, params=params, mode=mode, cache=cache)
+            result = separate(y, sr, params=params, mode=mode, cache=cache, nmf_threads=nmf_threads)
             if result.info.get("cache_path"):
                 return TrackResult(
                     key,
@@ -162,7 +166,7 @@ def prepare_track(
             # The shared folder could not be written (full disk): the client tries.
             result.channels = np.asarray(result.channels)
         else:
-            result = separate(y, sr, params=params, mode=mode)
+            result = separate(y, sr, params=params, mode=mode, nmf_threads=nmf_threads)
         return TrackResult(key, duration, time.perf_counter() - t0, separation=result)
     except StemdeckError as exc:
         return TrackResult("", 0.0, time.perf_counter() - t0, error=str(exc))

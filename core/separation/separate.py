@@ -8,8 +8,6 @@ transform.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from collections import deque
@@ -19,11 +17,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..audiofile.samples import validate_audio
 from ..errors import CacheError, ParameterError
-from .audio import validate_audio
-from .cache import FORMAT_VERSION, SeparationCache, cache_key
+from .cache import SeparationCache
+from .keys import key_of_validated
 from .nmf import nmf, solve_activations
 from .presets import SeparationParams
+from .spectral import magnitude
 from .stems import StemEstimate, StemModel, load_stem_model
 from .stft import istft, stft
 
@@ -34,24 +34,23 @@ __all__ = [
     "component_centroids",
     "factorize",
     "load_separation",
-    "magnitude",
     "reconstruct",
     "reconstruct_spectra",
     "separate",
-    "separation_key",
-    "settings_digest",
     "stems_params",
     "store_separation",
 ]
 
-log = logging.getLogger("stemdeck")
+log = logging.getLogger(__name__)
 
 Progress = Callable[[str, float], None]
 ChannelSink = Callable[[int, str, np.ndarray], None]
 
-# Share of the whole job each stage takes, for one overall progress figure.
-_THREADS = 2
+# Threads that invert the masked spectra, one (group, audio channel) job each; the
+# FFT releases the GIL.
+_RECONSTRUCT_THREADS = 2
 
+#: Share of the whole job each stage takes, for one overall progress figure.
 STAGES = {"stft": 0.05, "nmf": 0.55, "activations": 0.15, "reconstruct": 0.25}
 
 
@@ -91,26 +90,6 @@ class Separation:
     info: dict[str, object] = field(default_factory=dict)
 
 
-def magnitude(X: np.ndarray) -> np.ndarray:
-    """Magnitude spectrogram shared by the channels: the mean of their magnitudes.
-
-    Parameters
-    ----------
-    X : np.ndarray, shape (channels, bins, frames), complex
-
-    Returns
-    -------
-    V : np.ndarray, shape (bins, frames), float32, frames-contiguous
-    """
-    channels = X.shape[0]
-    VT = np.abs(X[0].T)
-    for c in range(1, channels):
-        VT += np.abs(X[c].T)
-    if channels > 1:
-        VT /= channels
-    return VT.T
-
-
 def component_centroids(W: np.ndarray, sr: int, n_fft: int) -> np.ndarray:
     """Spectral centroid in Hz of each template (column of ``W``)."""
     freqs = np.arange(W.shape[0], dtype=np.float64) * sr / n_fft
@@ -124,13 +103,14 @@ def factorize(
     *,
     sr: int,
     progress: Progress | None = None,
+    threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Learn templates and activations, ordered low to high by spectral centroid.
 
     Templates are learned on at most ``params.fit_frames`` evenly spread frames;
     the activations of all frames are then refined with the templates fixed,
     which costs a fraction of learning on every frame and separates as well on
-    music, whose spectra repeat.
+    music, whose spectra repeat. ``threads``: the NMF's (:func:`~.nmf.nmf`).
 
     Returns
     -------
@@ -153,6 +133,7 @@ def factorize(
         tol=params.tol,
         seed=params.seed,
         progress=(lambda f: progress("nmf", f)) if progress else None,
+        threads=threads,
     )
     W, H = result.W, result.H
     if subset:
@@ -160,7 +141,9 @@ def factorize(
         nearest = np.interp(np.arange(frames), picked, np.arange(len(picked)))
         H_init = H[:, np.rint(nearest).astype(np.intp)]
         if params.refine_iter > 0:
-            H = solve_activations(V, W, beta=params.beta, n_iter=params.refine_iter, H_init=H_init)
+            H = solve_activations(
+                V, W, beta=params.beta, n_iter=params.refine_iter, H_init=H_init, threads=threads
+            )
         else:
             H = H_init
     if progress:
@@ -243,13 +226,13 @@ def _render_all(
     channels = y.shape[0]
     jobs = [(g, c) for g in range(n - 1) for c in range(channels)]
     total = np.zeros(y.shape, dtype=np.float32)
-    with ThreadPoolExecutor(max_workers=_THREADS) as pool:
+    with ThreadPoolExecutor(max_workers=_RECONSTRUCT_THREADS) as pool:
         pending: deque[Future[np.ndarray]] = deque()
         submitted = 0
         for g in range(n - 1):
             audio = np.empty(y.shape, dtype=np.float32)
             for c in range(channels):
-                while submitted < len(jobs) and len(pending) < _THREADS + 1:
+                while submitted < len(jobs) and len(pending) < _RECONSTRUCT_THREADS + 1:
                     pending.append(pool.submit(render, *jobs[submitted]))
                     submitted += 1
                 audio[c] = pending.popleft().result()
@@ -304,9 +287,14 @@ def reconstruct_spectra(
     yield from _render_all(render, n, y, progress)
 
 
-def _from_cache(
-    cache: SeparationCache, key: str, mode: str, params: SeparationParams
+def load_separation(
+    cache: SeparationCache, key: str, *, mode: str, params: SeparationParams
 ) -> Separation | None:
+    """The separation stored under ``key`` (every block verified), or None.
+
+    ``mode`` and ``params`` describe it (they are part of the key); a damaged
+    entry is removed, and the problem logged as a warning.
+    """
     entry = cache.load(key)
     if cache.last_problem:
         log.warning(cache.last_problem)
@@ -328,49 +316,11 @@ def _from_cache(
     )
 
 
-def load_separation(
-    cache: SeparationCache, key: str, *, mode: str, params: SeparationParams
-) -> Separation | None:
-    """The separation stored under ``key`` (every block verified), or None.
-
-    ``mode`` and ``params`` describe it (they are part of the key); a damaged
-    entry is removed and reported in ``cache.last_problem``.
-    """
-    return _from_cache(cache, key, mode, params)
-
-
 def stems_params(params: SeparationParams, model: StemModel, sr: int) -> SeparationParams:
     """The parameters a stems-mode separation really runs with: the model's analysis
     (FFT size, hop, mask exponent) at this rate; ``stems_iter`` and the rest as given."""
     n_fft, hop = model.analysis_for(sr)
     return params.with_overrides(n_fft=n_fft, hop=hop, mask_power=model.mask_power)
-
-
-def _described(params: SeparationParams, mode: str) -> dict[str, object]:
-    if mode not in ("stems", "components"):
-        raise ParameterError(f"unknown separation mode {mode!r}; use 'stems' or 'components'")
-    described: dict[str, object] = {**params.as_dict(), "mode": mode}
-    if mode == "stems":
-        described["model"] = load_stem_model(params.stems_model).digest
-    return described
-
-
-def _key(y: np.ndarray, sr: int, params: SeparationParams, mode: str) -> str:
-    return cache_key(y, sr, _described(params, mode))
-
-
-def settings_digest(params: SeparationParams | None = None, *, mode: str = "stems") -> str:
-    """Hex digest of everything but the audio that goes into :func:`separation_key`:
-    two keys of the same audio are equal exactly when these digests are.
-
-    Raises
-    ------
-    ParameterError
-        ``mode`` is neither 'stems' nor 'components'.
-    """
-    described = {"format": FORMAT_VERSION, "params": _described(params or SeparationParams(), mode)}
-    text = json.dumps(described, sort_keys=True).encode()
-    return hashlib.blake2b(text, digest_size=16).hexdigest()
 
 
 def cached_separation(
@@ -388,21 +338,10 @@ def cached_separation(
     """
     y = validate_audio(y, name="track")
     params = params or SeparationParams()
-    key = _key(y, sr, params, mode)
+    key = key_of_validated(y, sr, params, mode)
     if mode == "stems":
         params = stems_params(params, load_stem_model(params.stems_model), sr)
-    return _from_cache(cache, key, mode, params)
-
-
-def separation_key(
-    y: np.ndarray, sr: int, *, params: SeparationParams | None = None, mode: str = "stems"
-) -> str:
-    """The cache key :func:`separate` files the separation of ``y`` under.
-
-    ``y`` is the track at its own rate ``sr`` (as decoded from its file), so a
-    track is found in the cache whatever rate it is played at.
-    """
-    return _key(validate_audio(y, name="track"), sr, params or SeparationParams(), mode)
+    return load_separation(cache, key, mode=mode, params=params)
 
 
 def _write_entry(
@@ -459,7 +398,7 @@ def store_separation(cache: SeparationCache, key: str, result: Separation) -> Se
         mode=result.mode,
         params=result.params,
     )
-    stored = _from_cache(cache, key, result.mode, result.params)
+    stored = load_separation(cache, key, mode=result.mode, params=result.params)
     if stored is None:
         raise CacheError(f"cache entry {key[:12]} vanished right after it was written")
     return stored
@@ -485,6 +424,7 @@ def separate(
     cache: SeparationCache | None = None,
     progress: Progress | None = None,
     on_channel: ChannelSink | None = None,
+    nmf_threads: int | None = None,
 ) -> Separation:
     """Separate a track into mixer channels.
 
@@ -510,6 +450,10 @@ def separate(
         ``on_channel(index, name, audio)`` is called once per channel as soon as
         its audio is ready (from the cache: right away), so a caller can write
         files while the next channels are computed. ``audio`` is never reused.
+    nmf_threads : int, optional
+        Threads of the NMF and the activation fits (default
+        :data:`~stemdeck.core.separation.nmf.DEFAULT_THREADS`; the separation is
+        the same on any number). The inverse STFTs run on two threads.
 
     Returns
     -------
@@ -526,12 +470,12 @@ def separate(
     if not isinstance(sr, int | np.integer) or sr <= 0:
         raise ParameterError(f"sample rate must be a positive integer, got {sr!r}")
     params = params or SeparationParams()
-    key = _key(y, sr, params, mode)
+    key = key_of_validated(y, sr, params, mode)
     model = load_stem_model(params.stems_model) if mode == "stems" else None
     if model is not None:
         params = stems_params(params, model, sr)
     if cache is not None:
-        cached = _from_cache(cache, key, mode, params)
+        cached = load_separation(cache, key, mode=mode, params=params)
         if cached is not None:
             if on_channel is not None:
                 for i, name in enumerate(cached.names):
@@ -546,11 +490,13 @@ def separate(
     t1 = time.perf_counter()
     estimate: StemEstimate | None = None
     if model is None:
-        W, H = factorize(V, params, sr=sr, progress=progress)
+        W, H = factorize(V, params, sr=sr, progress=progress, threads=nmf_threads)
         groups = [[k] for k in range(params.n_components)]
         names = _component_names(params.n_components)
     else:
-        estimate = model.estimate(V, sr=sr, n_fft=params.n_fft, n_iter=params.stems_iter)
+        estimate = model.estimate(
+            V, sr=sr, n_fft=params.n_fft, n_iter=params.stems_iter, threads=nmf_threads
+        )
         W, H = estimate.W, estimate.H
         if progress:
             progress("nmf", 1.0)

@@ -2,12 +2,14 @@
 
 Each stem (``drums``, ``bass``, ``vocals``, ``other``) has a dictionary of
 spectral templates learned offline by KL-NMF on isolated stems of real and
-generated songs (``scripts/train_stems.py``; the model ships as
-``presets/stems/<name>.npz``). A track is separated in five steps
-(``docs/separation.md`` has the measurements behind each one):
+generated songs (:mod:`stemdeck.core.separation.training`, run by
+``scripts/train_stems.py``; the model ships as ``presets/stems/<name>.npz``).
+A track is separated in five steps (``docs/separation.md`` has the measurements
+behind each one):
 
 1. The mixture's magnitude spectrogram is projected onto mel bands, and split
-   into a harmonic and a percussive part by median filtering (HPSS).
+   into a harmonic and a percussive part by median filtering (HPSS; both in
+   :mod:`stemdeck.core.separation.spectral`).
 2. The activations of all dictionaries are fitted to each part with the
    templates fixed (KL-NMF, templates projected onto the same mel bands).
 3. A learned linear map (ridge regression, fitted on training mixtures against
@@ -32,105 +34,30 @@ import functools
 import hashlib
 import io
 import json
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
-import scipy.ndimage
 import scipy.sparse
 
-from ..errors import ParameterError, PresetError
-from .nmf import nmf, solve_activations
+from ..errors import PresetError
+from .nmf import solve_activations
+from .spectral import BandExpansion, hpss, mel_filterbank
 
 __all__ = [
+    "MODEL_FORMAT",
     "STEM_NAMES",
-    "BandExpansion",
+    "Activations",
     "StemEstimate",
     "StemModel",
-    "fit_maps",
-    "hpss",
     "load_stem_model",
-    "mel_filterbank",
-    "train_dictionaries",
-    "train_stem_model",
 ]
 
 STEM_NAMES = ("drums", "bass", "vocals", "other")
 MODEL_FORMAT = 2
 _FLUSH = np.float32(1e-15)
 _FLUSH_GAIN = np.float32(1e-12)
-
-
-def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
-    """Slaney's mel scale: linear below 1 kHz, logarithmic above (as librosa's default)."""
-    hz = np.asarray(hz, dtype=np.float64)
-    f_sp = 200.0 / 3
-    mel = hz / f_sp
-    log_step = np.log(6.4) / 27.0
-    high = hz >= 1000.0
-    mel[high] = 15.0 + np.log(hz[high] / 1000.0) / log_step
-    return mel
-
-
-def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
-    mel = np.asarray(mel, dtype=np.float64)
-    f_sp = 200.0 / 3
-    hz = mel * f_sp
-    log_step = np.log(6.4) / 27.0
-    high = mel >= 15.0
-    hz[high] = 1000.0 * np.exp(log_step * (mel[high] - 15.0))
-    return hz
-
-
-def mel_filterbank(sr: int, n_fft: int, n_mels: int, fmax: float) -> np.ndarray:
-    """Triangular mel filters (peak 1) on the bins of an ``n_fft``-point FFT at ``sr``.
-
-    The bands are fixed in Hz (0 to ``fmax``), whatever the rate: above the
-    Nyquist frequency a band simply has no bins.
-
-    Returns
-    -------
-    M : np.ndarray, shape (n_mels, n_fft // 2 + 1), float32
-    """
-    freqs = np.arange(n_fft // 2 + 1) * sr / n_fft
-    edges = _mel_to_hz(np.linspace(0.0, _hz_to_mel(np.array([fmax]))[0], n_mels + 2))
-    lower, center, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    rising = (freqs - lower) / (center - lower)
-    falling = (upper - freqs) / (upper - center)
-    return np.maximum(0.0, np.minimum(rising, falling)).astype(np.float32)
-
-
-def hpss(V: np.ndarray, kernel: int, *, stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Split a magnitude spectrogram into harmonic and percussive parts (Fitzgerald 2010).
-
-    Median filters across time (``kernel`` frames) and across frequency
-    (``kernel`` bands) give the two models; Wiener-like soft masks (power 2)
-    share every bin between them, so the parts add up to ``V``. With ``stride``
-    above one the medians take every ``stride``-th value of the same span: as
-    wide, and ``stride`` times cheaper.
-
-    Parameters
-    ----------
-    V : np.ndarray, shape (bins, frames), non-negative
-
-    Returns
-    -------
-    harmonic, percussive : np.ndarray, shape (bins, frames), float32
-    """
-    taps = np.zeros(kernel, dtype=bool)
-    taps[kernel // 2 % stride :: stride] = True
-    harm = scipy.ndimage.median_filter(V, footprint=taps[np.newaxis, :], mode="reflect")
-    perc = scipy.ndimage.median_filter(V, footprint=taps[:, np.newaxis], mode="reflect")
-    np.square(harm, out=harm)
-    np.square(perc, out=perc)
-    den = harm + perc
-    den += np.finfo(np.float32).tiny
-    share = np.divide(harm, den, out=harm)
-    harmonic = V * share
-    return harmonic, V - harmonic
 
 
 def _context(F: np.ndarray, width: int) -> np.ndarray:
@@ -140,35 +67,6 @@ def _context(F: np.ndarray, width: int) -> np.ndarray:
     frames = F.shape[1]
     padded = np.pad(F, ((0, 0), (width, width)), mode="edge")
     return np.concatenate([padded[:, i : i + frames] for i in range(2 * width + 1)], axis=0)
-
-
-class BandExpansion:
-    """Values per mel band spread onto FFT bins: each bin takes the (at most two)
-    triangular bands covering it, weighted by their filters and normalized."""
-
-    def __init__(self, mel: np.ndarray) -> None:
-        n_mels, bins = mel.shape
-        cover = mel.sum(axis=0)
-        first = np.argmax(mel > 0, axis=0)  # lowest band covering each bin
-        self.low = np.minimum(first, n_mels - 2).astype(np.intp)
-        self.high = self.low + 1
-        cols = np.arange(bins)
-        safe = np.where(cover > 0, cover, 1.0)
-        self.w_low = (mel[self.low, cols] / safe).astype(np.float32)
-        self.w_high = (mel[self.high, cols] / safe).astype(np.float32)
-        if np.count_nonzero(mel, axis=0).max(initial=0) > 2:
-            raise ParameterError("mel bands overlap by more than two per bin")
-
-    def __call__(self, values: np.ndarray) -> np.ndarray:
-        """``values`` shape (frames, n_mels) -> (frames, bins), float32."""
-        # np.take keeps rows contiguous (values[:, idx] would come out column-major,
-        # and every product with it strided).
-        out = np.take(values, self.low, axis=1)
-        out *= self.w_low
-        high = np.take(values, self.high, axis=1)
-        high *= self.w_high
-        out += high
-        return out
 
 
 @dataclass
@@ -340,13 +238,17 @@ class StemModel:
         out /= np.maximum(out.sum(axis=0, keepdims=True), 1e-30)
         return out
 
-    def activations(self, V: np.ndarray, *, sr: int, n_fft: int, n_iter: int) -> Activations:
+    def activations(
+        self, V: np.ndarray, *, sr: int, n_fft: int, n_iter: int, threads: int | None = None
+    ) -> Activations:
         """Fit the dictionaries to a track's harmonic and percussive parts.
 
         Parameters
         ----------
         V : np.ndarray, shape (n_fft // 2 + 1, frames)
             The mixture's magnitude spectrogram.
+        threads : int, optional
+            Threads of the fit (:func:`~stemdeck.core.separation.nmf.solve_activations`).
         """
         W = self.templates_for(sr, n_fft)
         mel = mel_filterbank(sr, n_fft, self.n_mels, self.fmax)
@@ -358,7 +260,7 @@ class StemModel:
         # One fit of both parts side by side: the same templates, twice the frames.
         both = np.asfortranarray(np.concatenate([harmonic, percussive], axis=1))
         W_mel = np.asarray(mel_sparse @ W, dtype=np.float32)
-        H2 = solve_activations(both, W_mel, n_iter=n_iter)
+        H2 = solve_activations(both, W_mel, n_iter=n_iter, threads=threads)
         H_h, H_p = H2[:, :frames], H2[:, frames:]
         return Activations(
             features=_context(np.concatenate([H_h, H_p]), self.context),
@@ -370,14 +272,18 @@ class StemModel:
             V_mel=V_mel,
         )
 
-    def estimate(self, V: np.ndarray, *, sr: int, n_fft: int, n_iter: int) -> StemEstimate:
+    def estimate(
+        self, V: np.ndarray, *, sr: int, n_fft: int, n_iter: int, threads: int | None = None
+    ) -> StemEstimate:
         """Each stem's model spectrum for a track (see the module docstring).
 
         Parameters
         ----------
         V : np.ndarray, shape (n_fft // 2 + 1, frames)
+        threads : int, optional
+            Threads of the activation fit (:meth:`activations`).
         """
-        fit = self.activations(V, sr=sr, n_fft=n_fft, n_iter=n_iter)
+        fit = self.activations(V, sr=sr, n_fft=n_fft, n_iter=n_iter, threads=threads)
         features, H, W_mel = fit.features, fit.H, fit.W_mel
         frames = V.shape[1]
         floor = np.float32(1e-7 * max(float(fit.V_mel.mean()), 1e-20))
@@ -466,170 +372,3 @@ def load_stem_model(name_or_path: str = "default") -> StemModel:
     if not resource.is_file():
         raise PresetError(f"no stems model {name_or_path!r} in presets/stems/")
     return _from_npz(resource.read_bytes(), f"stems/{name_or_path}.npz")
-
-
-def train_dictionaries(
-    spectrograms: Mapping[str, Sequence[np.ndarray]],
-    *,
-    atoms: int,
-    n_iter: int = 150,
-    max_frames: int = 16000,
-    seed: int = 0,
-) -> tuple[np.ndarray, list[list[int]]]:
-    """Learn one template dictionary per stem by KL-NMF on its training spectrograms.
-
-    Parameters
-    ----------
-    spectrograms : dict of str to list of np.ndarray, each shape (bins, frames)
-        Magnitude spectrograms of isolated stems, keyed by stem name.
-    atoms : int
-        Templates per stem.
-    max_frames : int
-        Frames kept per stem: near-silent frames are dropped, then frames are
-        taken evenly across the material.
-
-    Returns
-    -------
-    W : np.ndarray, shape (bins, atoms * 4), columns summing to one
-    groups : list of list of int
-    """
-    blocks = []
-    groups = []
-    for s, name in enumerate(STEM_NAMES):
-        frames = []
-        for V in spectrograms[name]:
-            energy = V.sum(axis=0)
-            if energy.max() > 0:
-                frames.append(V[:, energy > energy.max() * 1e-3])
-        if not frames:
-            raise ParameterError(f"no audible training material for {name!r}")
-        data = np.concatenate(frames, axis=1)
-        if data.shape[1] > max_frames:
-            keep = np.linspace(0, data.shape[1] - 1, max_frames).round().astype(np.intp)
-            data = data[:, keep]
-        result = nmf(np.asfortranarray(data), atoms, n_iter=n_iter, tol=1e-6, seed=seed)
-        W = result.W / np.maximum(result.W.sum(axis=0, keepdims=True), 1e-30)
-        blocks.append(W.astype(np.float32))
-        groups.append(list(range(s * atoms, (s + 1) * atoms)))
-    return np.concatenate(blocks, axis=1), groups
-
-
-class Multitrack(Protocol):
-    """A training song: ``mix`` and ``stems[name]``, each (channels, samples), at ``sr``."""
-
-    mix: np.ndarray
-    stems: dict[str, np.ndarray]
-    sr: int
-
-
-def train_stem_model(
-    songs: Sequence[Multitrack],
-    *,
-    weights: Sequence[float],
-    atoms: int = 32,
-    n_iter: int = 150,
-    fit_iter: int = 40,
-    sr: int = 44100,
-    n_fft: int = 4096,
-    hop: int = 1024,
-    n_mels: int = 256,
-    hpss_kernel: int = 31,
-    hpss_stride: int = 3,
-    context: int = 2,
-    alpha: float = 1e-3,
-    info: dict[str, object] | None = None,
-    log: Callable[[str], None] | None = None,
-) -> StemModel:
-    """Learn a stems model from multitracks: dictionaries, then the maps.
-
-    Parameters
-    ----------
-    songs : sequence of Multitrack
-        Training songs at ``sr``, each with the four stems of ``STEM_NAMES``.
-    weights : sequence of float
-        Weight of each song's frames (the dictionaries keep about one frame in
-        ``1 / weight`` of songs weighted below one).
-    fit_iter : int
-        Activation fit iterations on the training mixtures; use the
-        ``stems_iter`` the model will run with.
-
-    Returns
-    -------
-    StemModel
-    """
-    from .separate import magnitude  # separate imports this module
-    from .stft import stft
-
-    def spectrum(audio: np.ndarray) -> np.ndarray:
-        return magnitude(stft(audio, n_fft=n_fft, hop=hop))
-
-    for song in songs:
-        if song.sr != sr:
-            raise ParameterError(f"training songs must be at {sr} Hz, got {song.sr}")
-    spectrograms: dict[str, list[np.ndarray]] = {k: [] for k in STEM_NAMES}
-    for song, weight in zip(songs, weights, strict=True):
-        step = 1 if weight >= 1 else max(1, round(1 / weight))
-        for k in STEM_NAMES:
-            spectrograms[k].append(spectrum(song.stems[k])[:, ::step])
-    W, groups = train_dictionaries(spectrograms, atoms=atoms, n_iter=n_iter)
-    del spectrograms
-    if log:
-        log(f"dictionaries: {W.shape[1]} templates")
-    features = 2 * W.shape[1] * (2 * context + 1)
-    model = StemModel(
-        W=W,
-        groups=groups,
-        names=STEM_NAMES,
-        sr=sr,
-        n_fft=n_fft,
-        hop=hop,
-        maps=np.zeros((len(STEM_NAMES), n_mels, features), np.float32),
-        n_mels=n_mels,
-        hpss_kernel=hpss_kernel,
-        hpss_stride=hpss_stride,
-        context=context,
-        info={
-            **(info or {}),
-            "atoms": atoms,
-            "n_iter": n_iter,
-            "fit_iter": fit_iter,
-            "alpha": alpha,
-        },
-    )
-    gram = np.zeros((features, features))
-    cross = [np.zeros((n_mels, features)) for _ in STEM_NAMES]
-    for song, weight in zip(songs, weights, strict=True):
-        fit = model.activations(spectrum(song.mix), sr=sr, n_fft=n_fft, n_iter=fit_iter)
-        F64 = fit.features.astype(np.float64)
-        gram += weight * (F64 @ F64.T)
-        for j, k in enumerate(STEM_NAMES):
-            target = (fit.mel_sparse @ spectrum(song.stems[k])).astype(np.float64)
-            cross[j] += weight * (target @ F64.T)
-    # The model ships its maps as float16: train with exactly what ships.
-    maps = fit_maps(gram, cross, alpha=alpha).astype(np.float16).astype(np.float32)
-    model = replace(model, maps=maps)
-    if log:
-        log(f"maps: {model.maps.shape}")
-    return model
-
-
-def fit_maps(gram: np.ndarray, cross: Sequence[np.ndarray], *, alpha: float) -> np.ndarray:
-    """Ridge regression maps from accumulated statistics.
-
-    Parameters
-    ----------
-    gram : np.ndarray, shape (D, D)
-        ``sum F F^T`` over the training frames (``F`` the features).
-    cross : list of np.ndarray, each shape (n_mels, D)
-        ``sum T_j F^T`` for each stem's target mel spectrum ``T_j``.
-    alpha : float
-        Regularization relative to the mean feature energy (``trace(gram) / D``).
-
-    Returns
-    -------
-    maps : np.ndarray, shape (stems, n_mels, D), float32
-    """
-    D = gram.shape[0]
-    lam = alpha * np.trace(gram) / D
-    inverse = np.linalg.inv(gram + lam * np.eye(D))
-    return np.stack([(c @ inverse).astype(np.float32) for c in cross])

@@ -16,21 +16,21 @@ from pathlib import Path
 
 import numpy as np
 
-from stemdeck.core.errors import ParameterError
-from stemdeck.core.separation.audio import load
-from stemdeck.core.separation.cache import SeparationCache
-from stemdeck.core.separation.presets import SeparationParams, load_separation_preset
-from stemdeck.core.separation.separate import ChannelSink, Separation, separate
-from stemdeck.core.separation.stemfile import (
+from stemdeck.core.audiofile.files import load, probe_audio
+from stemdeck.core.audiofile.mp4 import is_mp4_path
+from stemdeck.core.audiofile.stemfile import (
     Tags,
     channel_keys,
-    check_encodable,
-    is_mp4_path,
     probe,
     read_stem_file,
     read_tags,
     stem_track_name,
 )
+from stemdeck.core.audiofile.stemfile_write import check_encodable
+from stemdeck.core.errors import ParameterError
+from stemdeck.core.separation.cache import SeparationCache
+from stemdeck.core.separation.presets import SeparationParams, load_separation_preset
+from stemdeck.core.separation.separate import ChannelSink, Separation, separate
 
 from ..outputs import (
     ChannelFiles,
@@ -210,17 +210,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ..serve import DEMO, Daemon, ServeOptions
 
     track = getattr(args, "track", None) or DEMO
-    if track != DEMO and is_mp4_path(track):
-        probe(track)  # a damaged or non-stem MP4 is one clear error before anything starts
-    elif track != DEMO:
-        # A missing or unreadable file is one clear error before anything starts; the
-        # header is enough here (the daemon decodes the file once, itself).
-        import soundfile as sf
-
-        try:
-            sf.info(track)
-        except Exception:
-            load(track)  # raises the AudioFileError that says what is wrong
+    if track != DEMO:
+        # A missing, unreadable or damaged file is one clear error before anything
+        # starts; the header is enough here (the daemon decodes the file once, itself).
+        probe_audio(track)
     params = _params(args)
     opts = ServeOptions(
         track=track,

@@ -12,8 +12,8 @@ import logging
 import sys
 
 from stemdeck.core import __version__
+from stemdeck.core.audiofile.stemfile_write import CODECS
 from stemdeck.core.separation.presets import list_presets
-from stemdeck.core.separation.stemfile import CODECS
 
 __all__ = [
     "EXIT_ERROR",

@@ -27,7 +27,8 @@ Modules
 job
     :class:`PrepOptions` and :func:`run_prep`: one run, each track recorded once.
 discover
-    :data:`AUDIO_SUFFIXES`, :func:`find_tracks`: the audio files under folders.
+    :func:`find_tracks`: the audio files under folders (``core/audiofile/files.py``
+    ``AUDIO_SUFFIXES``).
 cluster
     ``prep_task`` (what a worker runs), ``PrepCluster`` (the client and its
     LocalCluster, started when the first track needs one), ``SINGLE_THREAD_ENV``.
@@ -40,12 +41,11 @@ report
     ``write_report`` (``--report``), ``Tally`` (the progress line's figures).
 """
 
-from .discover import AUDIO_SUFFIXES, find_tracks
+from .discover import find_tracks
 from .job import PrepOptions, run_prep
 from .report import PrepSummary, Record, summary_lines
 
 __all__ = [
-    "AUDIO_SUFFIXES",
     "PrepOptions",
     "PrepSummary",
     "Record",

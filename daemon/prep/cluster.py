@@ -21,7 +21,6 @@ from typing import Any
 from threadpoolctl import threadpool_limits
 
 from stemdeck.core.errors import ParameterError, StemdeckError
-from stemdeck.core.separation import nmf
 from stemdeck.core.separation.prep import TrackResult, prepare_track
 
 __all__ = ["SINGLE_THREAD_ENV", "PrepCluster", "prep_task"]
@@ -36,9 +35,8 @@ SINGLE_THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_N
 def prep_task(data: bytes, **kwargs: Any) -> tuple[str, TrackResult]:
     """:func:`~stemdeck.core.separation.prep.prepare_track` on a worker, one thread,
     single-threaded BLAS; returns the worker's address with the result."""
-    nmf.set_threads(1)
     with threadpool_limits(limits=1):
-        result = prepare_track(data, **kwargs)
+        result = prepare_track(data, nmf_threads=1, **kwargs)
     try:
         from distributed import get_worker  # imported already: this runs on a worker
 

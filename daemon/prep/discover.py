@@ -6,17 +6,11 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import soundfile as sf
+from stemdeck.core.audiofile.files import AUDIO_SUFFIXES, probe_audio
+from stemdeck.core.audiofile.mp4 import is_mp4_path
+from stemdeck.core.errors import AudioFileError
 
-from stemdeck.core.separation.stemfile import is_mp4_path
-
-__all__ = ["AUDIO_SUFFIXES", "find_tracks", "header_duration"]
-
-#: File extensions prep looks for (lower case).
-AUDIO_SUFFIXES = frozenset(
-    {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".aifc", ".w64", ".caf"}
-    | {".opus", ".m4a", ".mp4"}
-)
+__all__ = ["find_tracks", "header_duration"]
 
 
 def find_tracks(
@@ -77,10 +71,9 @@ def find_tracks(
 def header_duration(path: Path) -> float | None:
     """Seconds of audio as the file's header says; None for an MP4 or an unreadable header
     (decoding says what is wrong)."""
-    if is_mp4_path(path):
+    if is_mp4_path(path):  # its header is read by PyAV: not worth it for an estimate
         return None
     try:
-        info = sf.info(str(path))
-    except Exception:  # libsndfile raises several types; decoding says what is wrong
+        return probe_audio(path).seconds
+    except AudioFileError:
         return None
-    return info.frames / info.samplerate if info.samplerate else None

@@ -120,7 +120,7 @@ class TrackIndex:
         The cache folder.
     settings : str
         Digest of the separation settings
-        (:func:`stemdeck.core.separation.separate.settings_digest`): a file has
+        (:func:`stemdeck.core.separation.keys.settings_digest`): a file has
         one key per settings.
     """
 

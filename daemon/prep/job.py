@@ -20,25 +20,20 @@ from typing import Any
 
 import numpy as np
 
+from stemdeck.core.audiofile.files import load
+from stemdeck.core.audiofile.mp4 import is_mp4_path
+from stemdeck.core.audiofile.stemfile import probe, read_tags, stem_track_name
+from stemdeck.core.audiofile.stemfile_write import check_encodable
 from stemdeck.core.errors import CacheError, ParameterError, StemdeckError
-from stemdeck.core.separation.audio import load
 from stemdeck.core.separation.cache import SeparationCache
+from stemdeck.core.separation.keys import separation_key, settings_digest
 from stemdeck.core.separation.prep import TOKEN_PREFIX, TrackResult, decode_bytes
 from stemdeck.core.separation.presets import SeparationParams
 from stemdeck.core.separation.separate import (
     Separation,
     channel_names,
     load_separation,
-    separation_key,
-    settings_digest,
     store_separation,
-)
-from stemdeck.core.separation.stemfile import (
-    check_encodable,
-    is_mp4_path,
-    probe,
-    read_tags,
-    stem_track_name,
 )
 
 from ..outputs import ChannelFiles, check_format, make_folder, write_separated_stem_file

@@ -23,10 +23,10 @@ class WorkerSetup(WorkerPlugin):
     one), before it takes a task.
 
     The worker imports the separation here, as it starts, rather than in its
-    first task, and sets one thread for its BLAS pools and the NMF for its whole
-    life (its environment already asks for one BLAS thread; this also holds
-    should the worker be started another way, such as forked from a process
-    whose pools are sized already).
+    first task, and sets one thread for its BLAS pools for its whole life (its
+    environment already asks for one BLAS thread; this also holds should the
+    worker be started another way, such as forked from a process whose pools are
+    sized already). Each task runs its NMF on one thread (``nmf_threads=1``).
     """
 
     name = "stemdeck-prep-setup"
@@ -37,7 +37,6 @@ class WorkerSetup(WorkerPlugin):
         from stemdeck.core.separation import nmf, separate  # noqa: F401
 
         threadpool_limits(limits=1)  # not a context: for the worker's life
-        nmf.set_threads(1)
 
     def teardown(self, worker: Any) -> None:
         """The worker is closing: its process then ends without the interpreter's

@@ -18,9 +18,9 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from stemdeck.core.audiofile.stemfile import NI_STEMS
 from stemdeck.core.control.registry import CHANNEL_PARAMS, MASTER_PARAMS
 from stemdeck.core.mixer.params import MAX_DB, MAX_GAIN, OFF_DB
-from stemdeck.core.separation.stemfile import NI_STEMS
 
 __all__ = [
     "ATTRIBUTES",

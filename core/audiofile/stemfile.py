@@ -1,61 +1,61 @@
-"""NI Stems files (``.stem.mp4``, ``.stem.m4a``): read and write.
+"""NI Stems files (``.stem.mp4``, ``.stem.m4a``): the manifest, names, and decoding.
 
 A stem file is an MP4 (ISO base media) file with one stereo audio track for the
 master (the full mix, the only track marked enabled, so an ordinary player plays
 it) followed by the stems, in NI's order drums, bass, other, vocals. A ``stem``
 box in ``moov/udta`` holds a JSON manifest with the stems' names and colours and
 the master's mastering DSP. ``docs/stemfiles.md`` describes the layout as this
-module writes and reads it.
+module reads it and :mod:`stemdeck.core.audiofile.stemfile_write` writes it.
 
-Audio is encoded and decoded with PyAV (its own FFmpeg); the boxes around it
-(the manifest, the tags, the track flags) are read and written by the small
-parser in this module, which checks every size against its parent, so a damaged
-file is one :class:`AudioFileError`, never a crash or a hang.
+Audio is decoded with PyAV (its own FFmpeg); the boxes around it are read by
+:mod:`stemdeck.core.audiofile.mp4`, which checks every size against its parent,
+so a damaged file is one :class:`AudioFileError`, never a crash or a hang.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import re
-import struct
-import tempfile
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import AudioFileError, ParameterError
+from .mp4 import read_moov, read_stem_box
+from .samples import resample, resample_channels
 
 __all__ = [
-    "CODECS",
+    "MANIFEST_VERSION",
+    "MAX_STEMS",
+    "MIN_STEMS",
+    "NI_COLOURS",
+    "NI_NAMES",
     "NI_STEMS",
+    "STEM_SUFFIXES",
     "StemFile",
     "StemFileInfo",
     "Tags",
     "channel_keys",
-    "check_encodable",
+    "ffmpeg_reason",
+    "import_av",
     "is_stem_path",
     "make_manifest",
     "manifest_problems",
+    "mp4_header",
     "probe",
     "read_mp4_audio",
-    "read_stem_box",
     "read_stem_file",
     "read_tags",
     "stem_track_name",
-    "track_flags",
-    "write_stem_file",
 ]
 
-log = logging.getLogger("stemdeck")
+log = logging.getLogger(__name__)
 
 #: The four stems of an NI Stems file, in track order (tracks 2-5), with the
 #: colours stemdeck writes (the palette Mixxx also falls back to).
@@ -69,213 +69,12 @@ NI_STEMS: tuple[tuple[str, str], ...] = (
 NI_NAMES = tuple(n.capitalize() for n, _ in NI_STEMS)
 NI_COLOURS = tuple(c for _, c in NI_STEMS)
 STEM_SUFFIXES = (".stem.mp4", ".stem.m4a")
-CODECS = ("aac", "alac")
-#: Sample rates the AAC encoder takes (ALAC takes any).
-AAC_RATES = (
-    7350,
-    8000,
-    11025,
-    12000,
-    16000,
-    22050,
-    24000,
-    32000,
-    44100,
-    48000,
-    64000,
-    88200,
-    96000,
-)
 MIN_STEMS, MAX_STEMS = 2, 4
 MANIFEST_VERSION = 1
 
-# Boxes that only hold other boxes (the ones on the paths we read and write).
-_CONTAINERS = frozenset({"moov", "trak", "mdia", "minf", "stbl", "udta", "edts", "dinf", "ilst"})
-_MAX_MOOV = 64 << 20  # a 3-hour 5-track file has a moov of a few MB
-_MAX_DEPTH = 16
 _COLOUR = re.compile(r"#[0-9A-Fa-f]{6}\Z")
-_BLOCK = 1 << 16  # samples encoded per track in turn, so the tracks interleave in the file
-_TKHD_ENABLED, _TKHD_IN_MOVIE = 0x1, 0x2
 _FIRST_BUFFER_SECONDS = 600
-# FFmpeg's AAC encoder, tuned for stems that must add back up to the track. Noise
-# substitution and intensity stereo replace waveforms by parametric imitations, which
-# a sum of stems cannot survive: off. The fast coder, and no TNS or M/S search, cost
-# nothing in fidelity at 256 kb/s. Against FFmpeg's defaults, on 20 s of each demo
-# stem: SNR 24.2/46.8/51.8/69.9 dB (drums/bass/other/vocals) instead of
-# 23.7/44.9/38.6/57.8, in less than half the time.
-_AAC_OPTIONS = {
-    "aac_coder": "fast",
-    "aac_pns": "0",
-    "aac_is": "0",
-    "aac_tns": "0",
-    "aac_ms": "0",
-}
 _MAX_PEAK = 16.0  # +24 dBFS: float stems may pass full scale, never by this much
-
-
-# -- boxes --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Box:
-    type: str
-    start: int  # offset of the header
-    header: int  # 8, or 16 with a 64-bit size
-    size: int  # header included
-
-    @property
-    def body(self) -> int:
-        return self.start + self.header
-
-    @property
-    def end(self) -> int:
-        return self.start + self.size
-
-
-def _box_type(raw: bytes) -> str:
-    return raw.decode("latin-1")
-
-
-def _box_header(data: bytes, offset: int, left: int) -> tuple[str, int, int]:
-    """(type, size, header length) of the box at ``data[offset:]``, with ``left`` bytes
-    to the end of its parent; a header length of 0 means a cut 64-bit size."""
-    size, raw = struct.unpack_from(">I4s", data, offset)
-    header = 8
-    if size == 1:
-        if len(data) - offset < 16 or left < 16:
-            return _box_type(raw), size, 0
-        (size,) = struct.unpack_from(">Q", data, offset + 8)
-        header = 16
-    elif size == 0:
-        size = left
-    return _box_type(raw), size, header
-
-
-def _boxes(buf: bytes, start: int, end: int, *, where: str) -> Iterator[_Box]:
-    """The boxes in ``buf[start:end]``; raises AudioFileError on a size that does not fit."""
-    pos = start
-    while pos < end:
-        if end - pos < 8:
-            raise AudioFileError(f"{where}: {end - pos} stray bytes where a box should start")
-        kind, size, header = _box_header(buf, pos, end - pos)
-        if header == 0:
-            raise AudioFileError(f"{where}: box {kind!r} has a cut 64-bit size")
-        if size < header or pos + size > end:
-            raise AudioFileError(
-                f"{where}: box {kind!r} at byte {pos} claims {size} bytes, {end - pos} are left"
-            )
-        yield _Box(kind, pos, header, size)
-        pos += size
-
-
-def _top_level(f: Any, file_size: int, *, where: str) -> list[_Box]:
-    """The top-level boxes of an open file, read by seeking (mdat is never read)."""
-    boxes = []
-    pos = 0
-    while pos < file_size:
-        f.seek(pos)
-        head = f.read(16)
-        if len(head) < 8:
-            raise AudioFileError(f"{where}: {len(head)} stray bytes at the end of the file")
-        kind, size, header = _box_header(head, 0, file_size - pos)
-        if header == 0:
-            raise AudioFileError(f"{where}: the last box has a cut 64-bit size")
-        if size < header or pos + size > file_size:
-            raise AudioFileError(
-                f"{where}: box {kind!r} at byte {pos} claims {size} bytes but the "
-                f"file has {file_size - pos} left (truncated or damaged file)"
-            )
-        boxes.append(_Box(kind, pos, header, size))
-        pos += size
-    return boxes
-
-
-def _read_moov(path: Path) -> tuple[bytes, list[_Box], _Box] | None:
-    """The moov box's bytes, the top-level boxes and the moov box; None if not an MP4."""
-    where = repr(str(path))
-    try:
-        file_size = path.stat().st_size
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) < 8 or head[4:8] not in (b"ftyp", b"moov", b"free", b"mdat", b"wide"):
-                return None
-            boxes = _top_level(f, file_size, where=where)
-            moovs = [b for b in boxes if b.type == "moov"]
-            if len(moovs) != 1:
-                raise AudioFileError(
-                    f"{where}: {len(moovs)} moov boxes (an MP4 file has exactly one); "
-                    "the file is damaged"
-                )
-            moov = moovs[0]
-            if moov.size > _MAX_MOOV:
-                raise AudioFileError(f"{where}: moov box of {moov.size} bytes is implausibly large")
-            f.seek(moov.start)
-            data = f.read(moov.size)
-    except OSError as exc:
-        raise AudioFileError(f"{where} cannot be read: {exc.strerror or exc}") from None
-    if len(data) != moov.size:
-        raise AudioFileError(f"{where}: the file changed while it was read")
-    return data, boxes, moov
-
-
-def _find(buf: bytes, box: _Box, path: Sequence[str], *, where: str) -> _Box | None:
-    """The first box along ``path`` below ``box`` (strictly checked), or None."""
-    node = box
-    for name in path:
-        found = None
-        for child in _boxes(buf, node.body, node.end, where=where):
-            if child.type == name:
-                found = child
-                break
-        if found is None:
-            return None
-        node = found
-    return node
-
-
-def _check_tree(buf: bytes, box: _Box, *, where: str, depth: int = 0) -> None:
-    """Walk every container below ``box`` so a damaged size anywhere is found now."""
-    if depth > _MAX_DEPTH:
-        raise AudioFileError(f"{where}: boxes nested deeper than {_MAX_DEPTH} levels")
-    for child in _boxes(buf, box.body, box.end, where=where):
-        if child.type in _CONTAINERS:
-            _check_tree(buf, child, where=where, depth=depth + 1)
-
-
-def read_stem_box(path: str | os.PathLike[str]) -> bytes | None:
-    """The payload of the ``moov/udta/stem`` box, or None when the file has none.
-
-    Raises
-    ------
-    AudioFileError
-        The file is not an MP4 file, or a box size is damaged.
-    """
-    p = Path(path)
-    got = _read_moov(p)
-    if got is None:
-        raise AudioFileError(f"{str(p)!r} is not an MP4 file")
-    buf, _, moov = got
-    local = _Box("moov", 0, moov.header, moov.size)
-    _check_tree(buf, local, where=repr(str(p)))
-    stem = _find(buf, local, ("udta", "stem"), where=repr(str(p)))
-    return None if stem is None else bytes(buf[stem.body : stem.end])
-
-
-def track_flags(path: str | os.PathLike[str]) -> list[int]:
-    """The ``tkhd`` flags of every track, in file order (bit 0: enabled)."""
-    p = Path(path)
-    got = _read_moov(p)
-    if got is None:
-        raise AudioFileError(f"{str(p)!r} is not an MP4 file")
-    buf, _, moov = got
-    local = _Box("moov", 0, moov.header, moov.size)
-    flags = []
-    for trak in _boxes(buf, local.body, local.end, where=repr(str(p))):
-        if trak.type != "trak":
-            continue
-        tkhd = _find(buf, trak, ("tkhd",), where=repr(str(p)))
-        if tkhd is None or tkhd.size - tkhd.header < 4:
-            raise AudioFileError(f"{str(p)!r}: a track has no valid tkhd box")
-        flags.append(int.from_bytes(buf[tkhd.body + 1 : tkhd.body + 4], "big"))
-    return flags
 
 
 # -- the manifest -------------------------------------------------------------------------
@@ -391,7 +190,7 @@ def channel_keys(names: Sequence[str]) -> list[str]:
     return keys
 
 
-# -- reading ------------------------------------------------------------------------------
+# -- file names ---------------------------------------------------------------------------
 def is_stem_path(path: str | os.PathLike[str]) -> bool:
     """True for a name ending in ``.stem.mp4`` or ``.stem.m4a`` (any case)."""
     return str(path).lower().endswith(STEM_SUFFIXES)
@@ -405,11 +204,7 @@ def stem_track_name(path: str | os.PathLike[str]) -> str:
     return Path(name).stem
 
 
-def is_mp4_path(path: str | os.PathLike[str]) -> bool:
-    """True for an MP4-family audio name (``.mp4``, ``.m4a``), stem files included."""
-    return str(path).lower().endswith((".mp4", ".m4a"))
-
-
+# -- reading ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class StemFileInfo:
     """What :func:`probe` finds in a stem file, before any audio is decoded.
@@ -476,9 +271,16 @@ class StemFile:
         return np.asarray(self.stems.sum(axis=0, dtype=np.float32))
 
 
-def _av() -> Any:
+def import_av() -> Any:
+    """PyAV, with FFmpeg's own logging off: its errors come back as exceptions.
+
+    Raises
+    ------
+    AudioFileError
+        PyAV is not installed.
+    """
     try:
-        import av
+        import av  # here, not at the top: PyAV costs ~50 ms, and most imports never decode
     except ImportError:  # pragma: no cover - a dependency; a broken install
         raise AudioFileError("stem files need PyAV: pip install av") from None
     av.logging.set_level(av.logging.PANIC)  # errors come back as exceptions; no stderr noise
@@ -486,16 +288,17 @@ def _av() -> Any:
 
 
 def _open(path: Path) -> Any:
-    av = _av()
+    av = import_av()
     try:
         return av.open(str(path), metadata_errors="replace")
     except av.FFmpegError as exc:
-        raise AudioFileError(f"{str(path)!r} cannot be opened: {_reason(exc)}") from None
+        raise AudioFileError(f"{str(path)!r} cannot be opened: {ffmpeg_reason(exc)}") from None
     except OSError as exc:
         raise AudioFileError(f"{str(path)!r} cannot be read: {exc.strerror or exc}") from None
 
 
-def _reason(exc: BaseException) -> str:
+def ffmpeg_reason(exc: BaseException) -> str:
+    """The reason an FFmpeg or OS error gives, without the file name PyAV appends."""
     text = getattr(exc, "strerror", None) or str(exc)
     return str(text).split(": '", 1)[0]
 
@@ -521,8 +324,7 @@ def probe(path: str | os.PathLike[str]) -> StemFileInfo | None:
         raise AudioFileError(f"{where}: no such file")
     if p.is_dir():
         raise AudioFileError(f"{where} is a folder, not an audio file")
-    got = _read_moov(p)
-    if got is None:
+    if read_moov(p) is None:
         raise AudioFileError(f"{where} is not an MP4 file; a stem file is an MP4 (.stem.mp4)")
     payload = read_stem_box(p)
     manifest = None if payload is None else _parse_manifest(payload, where=where)
@@ -594,20 +396,57 @@ def _to_float(frame: Any) -> np.ndarray:
     raise AudioFileError(f"unexpected decoded sample format {fmt!r}")
 
 
+def _declared_length(stream: Any, rate: int) -> int | None:
+    """Samples a stream's header declares, or None when it declares no duration."""
+    if stream.duration is None or stream.time_base is None:
+        return None
+    return round(stream.duration * stream.time_base * rate)
+
+
+def mp4_header(path: str | os.PathLike[str]) -> tuple[int | None, int, int]:
+    """What an MP4 file's header says of its audio, without decoding any.
+
+    Returns
+    -------
+    frames : int or None
+        Samples per channel: a stem file's shortest stem, a plain MP4's one audio
+        stream; None when the header declares no duration (a fragmented file).
+    channels : int
+        Channels of the audio (of the widest stem).
+    sr : int
+        Sample rate.
+
+    Raises
+    ------
+    AudioFileError
+        See :func:`probe`.
+    """
+    p = Path(path)
+    info = probe(p)
+    with _open(p) as container:
+        if info is None:  # a plain MP4: exactly one audio stream
+            streams = [s for s in container.streams if s.type == "audio"]
+        else:
+            streams = [container.streams[i] for i in info.streams[1:]]
+        rate = int(streams[0].codec_context.sample_rate or 0)
+        channels = max(int(s.codec_context.channels or 0) for s in streams)
+        lengths = [_declared_length(s, rate) for s in streams]
+    known = [n for n in lengths if n is not None]
+    return (min(known) if known else None), channels, rate
+
+
 def _decode_stream(path: Path, index: int) -> np.ndarray:
     """Decode one audio stream into one growing buffer, trimmed to its declared length.
 
     A stream whose decoded audio falls short of its declared length is a
     truncated file: an error, so a cut file never plays with silent stems.
     """
-    av = _av()
+    av = import_av()
     where = repr(str(path))
     with _open(path) as container:
         stream = container.streams[index]
         rate = int(stream.codec_context.sample_rate)
-        declared = None
-        if stream.duration is not None and stream.time_base is not None:
-            declared = round(stream.duration * stream.time_base * rate)
+        declared = _declared_length(stream, rate)
         # The declared length sizes the buffer, bounded: a damaged header must not
         # make us allocate what the file cannot hold. The buffer doubles if needed.
         capacity = min(declared or 0, _FIRST_BUFFER_SECONDS * rate) + 8192
@@ -629,7 +468,7 @@ def _decode_stream(path: Path, index: int) -> np.ndarray:
                     n += y.shape[1]
         except av.FFmpegError as exc:
             raise AudioFileError(
-                f"{where} is damaged: its audio cannot be decoded ({_reason(exc)})"
+                f"{where} is damaged: its audio cannot be decoded ({ffmpeg_reason(exc)})"
             ) from None
         except (ValueError, MemoryError) as exc:
             raise AudioFileError(f"{where} is damaged: {exc}") from None
@@ -676,8 +515,6 @@ def read_stem_file(
         See :func:`probe`; also a file that is a plain MP4 (one audio stream),
         damaged audio data, a truncated file, or NaN/inf samples.
     """
-    from .audio import resample
-
     p = Path(path)
     where = repr(str(p))
     info = probe(p)
@@ -723,12 +560,7 @@ def read_stem_file(
             )
     rate = info.sr
     if sr is not None and sr != rate:
-        first = resample(stems[0], rate, sr)
-        out = np.empty((len(stems), channels, first.shape[1]), dtype=np.float32)
-        out[0] = first
-        for k in range(1, len(stems)):
-            out[k] = resample(stems[k], rate, sr)
-        stems = out
+        stems = resample_channels(stems, rate, sr)
         if master_y is not None:
             master_y = resample(master_y, rate, sr)
         rate = sr
@@ -760,7 +592,7 @@ def read_mp4_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
 def read_tags(path: str | os.PathLike[str]) -> Tags:
     """Title, artist, album and artwork of any file FFmpeg reads (none is an error)."""
     p = Path(path)
-    av = _av()
+    av = import_av()
     try:
         container = av.open(str(p), metadata_errors="replace")
     except (av.FFmpegError, OSError):
@@ -786,290 +618,3 @@ def read_tags(path: str | os.PathLike[str]) -> Tags:
         return value.strip() or None if isinstance(value, str) else None
 
     return Tags(text("title"), text("artist"), text("album"), artwork, mime)
-
-
-# -- writing ------------------------------------------------------------------------------
-def _box(kind: str, payload: bytes) -> bytes:
-    if len(payload) + 8 > 0xFFFFFFFF:
-        return struct.pack(">I4sQ", 1, kind.encode("latin-1"), len(payload) + 16) + payload
-    return struct.pack(">I4s", len(payload) + 8, kind.encode("latin-1")) + payload
-
-
-def _ilst(tags: Tags, encoder: str) -> bytes:
-    items = []
-
-    def item(kind: str, type_code: int, value: bytes) -> None:
-        items.append(_box(kind, _box("data", struct.pack(">II", type_code, 0) + value)))
-
-    for kind, value in (("©nam", tags.title), ("©ART", tags.artist), ("©alb", tags.album)):
-        if value:
-            item(kind, 1, value.encode("utf-8"))
-    item("©too", 1, encoder.encode("utf-8"))
-    if tags.artwork:
-        item("covr", 14 if tags.artwork_mime == "image/png" else 13, tags.artwork)
-    return _box("ilst", b"".join(items))
-
-
-def _udta(manifest: dict[str, Any], tags: Tags, encoder: str) -> bytes:
-    hdlr = _box("hdlr", struct.pack(">I I 4s 4s I I", 0, 0, b"mdir", b"appl", 0, 0) + b"\0")
-    meta = _box("meta", b"\0\0\0\0" + hdlr + _ilst(tags, encoder))
-    stem = _box("stem", json.dumps(manifest, separators=(", ", ": ")).encode("utf-8"))
-    return _box("udta", meta + stem)
-
-
-def _patch_tkhd(buf: bytearray, tkhd: _Box, *, enabled: bool) -> None:
-    body = tkhd.body
-    version = buf[body]
-    flags = (_TKHD_ENABLED | _TKHD_IN_MOVIE) if enabled else _TKHD_IN_MOVIE
-    buf[body + 1 : body + 4] = flags.to_bytes(3, "big")
-    # Every audio track is an alternative of the others: a player plays one, the enabled one.
-    alt = body + (46 if version == 1 else 34)
-    buf[alt : alt + 2] = (1).to_bytes(2, "big")
-
-
-def _finish_moov(path: Path, manifest: dict[str, Any], tags: Tags, encoder: str) -> None:
-    """Rewrite the moov box FFmpeg wrote at the end: track flags, tags and the stem box."""
-    got = _read_moov(path)
-    if got is None:  # pragma: no cover - we just wrote it
-        raise AudioFileError(f"{str(path)!r}: the encoder wrote no MP4 file")
-    data, boxes, moov = got
-    if boxes[-1] is not moov or not any(b.type == "mdat" for b in boxes[:-1]):
-        raise AudioFileError(f"{str(path)!r}: unexpected layout from the encoder (moov not last)")
-    buf = bytearray(data)
-    where = repr(str(path))
-    local = _Box("moov", 0, moov.header, moov.size)
-    children = []
-    first = True
-    for child in _boxes(bytes(buf), local.body, local.end, where=where):
-        if child.type == "udta":
-            continue  # replaced below
-        if child.type == "trak":
-            tkhd = _find(bytes(buf), child, ("tkhd",), where=where)
-            if tkhd is None:
-                raise AudioFileError(f"{where}: a track without tkhd from the encoder")
-            _patch_tkhd(buf, tkhd, enabled=first)
-            first = False
-        children.append(bytes(buf[child.start : child.end]))
-    children.append(_udta(manifest, tags, encoder))
-    new_moov = _box("moov", b"".join(children))
-    with open(path, "r+b") as f:
-        f.seek(moov.start)
-        f.write(new_moov)
-        f.truncate()
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _encode(
-    path: Path,
-    tracks: Sequence[np.ndarray],
-    sr: int,
-    *,
-    codec: str,
-    bitrate: int,
-    progress: Callable[[float], None] | None,
-) -> None:
-    av = _av()
-    n = tracks[0].shape[1]
-    fmt = "fltp" if codec == "aac" else "s32p"
-    # The movie timescale is the sample rate, so the edit lists that skip the
-    # encoder's priming samples and cut its padding are exact to the sample.
-    with av.open(str(path), "w", format="ipod", options={"movie_timescale": str(sr)}) as out:
-        streams = []
-        for i in range(len(tracks)):
-            opts = _AAC_OPTIONS if codec == "aac" else {}
-            s = out.add_stream(codec, rate=sr, layout="stereo", options=opts)
-            s.codec_context.format = fmt
-            if codec == "aac":
-                s.bit_rate = bitrate
-            s.disposition = av.stream.Disposition.default if i == 0 else 0
-            streams.append(s)
-        time_base = Fraction(1, sr)
-        packets: list[list[Any]] = [[] for _ in tracks]
-        reached = [-math.inf] * len(tracks)  # time of each track's latest packet so far
-        finished = [False] * len(tracks)
-        done = [0] * len(tracks)  # samples encoded per track, for progress
-        stop = threading.Event()
-        failures: list[BaseException] = []
-
-        def add(k: int, new: list[Any]) -> None:
-            if new:
-                packets[k].extend(new)
-                reached[k] = seconds(new[-1])  # after: the muxer reads it as a promise
-
-        def encode(k: int) -> None:
-            s, y = streams[k], tracks[k]
-            try:
-                for pos in range(0, n, _BLOCK):
-                    if stop.is_set():
-                        return
-                    block = y[:, pos : pos + _BLOCK]
-                    if codec == "alac":
-                        # 24-bit: the top 24 bits of s32; float -> int24 rounds, full
-                        # scale clips.
-                        q = np.clip(np.round(block * 8388608.0), -8388608, 8388607)
-                        block = np.left_shift(q.astype(np.int32), 8)
-                    frame = av.AudioFrame.from_ndarray(
-                        np.ascontiguousarray(block), format=fmt, layout="stereo"
-                    )
-                    frame.sample_rate = sr
-                    frame.pts = pos
-                    frame.time_base = time_base
-                    add(k, s.encode(frame))
-                    done[k] = min(n, pos + _BLOCK)
-                add(k, s.encode(None))  # flush
-            except BaseException as exc:  # re-raised in the calling thread
-                failures.append(exc)
-                stop.set()
-            finally:
-                finished[k] = True
-
-        def seconds(packet: Any) -> float:
-            # Floats, not Fractions: Fraction arithmetic on every packet cost a second
-            # on a 3-minute file.
-            return float(packet.dts * packet.time_base.numerator / packet.time_base.denominator)
-
-        cursor = [0] * len(tracks)
-
-        def mux_ready(final: bool) -> None:
-            """Mux, in time order, every packet no track can still precede: up to the
-            latest time each unfinished track has reached. Muxed packets are dropped,
-            so memory holds a few blocks, not the whole file."""
-            horizon = math.inf
-            if not final:
-                for k in range(len(tracks)):
-                    if not finished[k]:
-                        horizon = min(horizon, reached[k])
-            ready = []
-            for k, ps in enumerate(packets):
-                i, end = cursor[k], len(ps)
-                while i < end and (t := seconds(ps[i])) <= horizon:
-                    ready.append((t, k, i))
-                    i += 1
-                cursor[k] = i
-            ready.sort()
-            for _, k, i in ready:
-                out.mux(packets[k][i])
-                packets[k][i] = None
-
-        # One thread per track, no barrier between them: FFmpeg encodes without the
-        # GIL, so the cores stay busy until the last block of the last track (a pool
-        # stepping all tracks block by block idled a core at every step). This thread
-        # muxes what they made in time order as they go, so the file is interleaved.
-        threads = [
-            threading.Thread(target=encode, args=(k,), name=f"stem-encode-{k}", daemon=True)
-            for k in range(len(tracks))
-        ]
-        for t in threads:
-            t.start()
-        try:
-            for t in threads:
-                while t.is_alive():
-                    t.join(0.1)
-                    if failures:
-                        break
-                    mux_ready(final=False)
-                    if progress is not None:
-                        progress(sum(done) / (n * len(tracks)))
-        finally:
-            stop.set()  # Ctrl-C or a failure: the other tracks stop at their next block
-            for t in threads:
-                t.join()
-        if failures:
-            raise failures[0]
-        mux_ready(final=True)
-        if progress is not None:
-            progress(1.0)
-
-
-def check_encodable(sr: int, *, codec: str = "aac", bitrate: int = 256_000) -> None:
-    """Raise ParameterError unless a stem file of this rate and codec can be written
-    (callers check before a long separation, not after it)."""
-    if codec not in CODECS:
-        raise ParameterError(f"unknown codec {codec!r}; use aac or alac")
-    if codec == "aac" and sr not in AAC_RATES:
-        raise ParameterError(f"AAC cannot store {sr} Hz; use --codec alac or resample the track")
-    if codec == "aac" and not 32_000 <= bitrate <= 512_000:
-        raise ParameterError(f"AAC bit rate {bitrate} is outside 32000..512000 bits/s")
-
-
-def write_stem_file(
-    path: str | os.PathLike[str],
-    master: np.ndarray,
-    stems: np.ndarray,
-    sr: int,
-    *,
-    names: Sequence[str] = NI_NAMES,
-    colours: Sequence[str] = NI_COLOURS,
-    codec: str = "aac",
-    bitrate: int = 256_000,
-    tags: Tags | None = None,
-    progress: Callable[[float], None] | None = None,
-) -> None:
-    """Write an NI Stems file, atomically (a temporary file renamed into place).
-
-    Parameters
-    ----------
-    path : path-like
-        Destination, normally ``<name>.stem.mp4``.
-    master : np.ndarray, shape (channels, samples)
-        The full mix: track 1, the only enabled track.
-    stems : np.ndarray, shape (n_stems, channels, samples)
-        2 to 4 stems in NI's order (drums, bass, other, vocals for four).
-        Mono is written as stereo (NI's players expect stereo tracks).
-    sr : int
-    names, colours : sequence of str
-        One display name and ``#RRGGBB`` colour per stem, for the manifest.
-    codec : {"aac", "alac"}
-        AAC (lossy, ``bitrate`` bits/s per stereo track) or ALAC (lossless, 24-bit).
-    tags : Tags, optional
-        Title, artist, album and artwork to carry over.
-    progress : callable, optional
-        Called with the fraction encoded, 0..1.
-
-    Raises
-    ------
-    ParameterError
-        Unknown codec, a sample rate AAC cannot take, a stem count outside 2-4,
-        shapes that do not match, bad names or colours.
-    AudioFileError
-        The file cannot be written (folder missing, disk full, permissions).
-    """
-    from .. import __version__
-    from .audio import validate_audio
-
-    check_encodable(sr, codec=codec, bitrate=bitrate)
-    stems = np.asarray(stems)
-    if stems.ndim != 3 or not MIN_STEMS <= stems.shape[0] <= MAX_STEMS:
-        raise ParameterError(f"stems must be (2..4, channels, samples), got shape {stems.shape}")
-    master = validate_audio(master, name="master")
-    if master.shape != stems.shape[1:] or master.shape[0] > 2:
-        raise ParameterError(f"master {master.shape} and stems {stems.shape[1:]} do not match")
-    manifest = make_manifest(list(names), list(colours))
-    problems = manifest_problems(manifest, n_stems=stems.shape[0])
-    if problems:
-        raise ParameterError("; ".join(problems))
-    tracks = [master] + [
-        validate_audio(s, name=f"stem {n}") for n, s in zip(names, stems, strict=True)
-    ]
-    if master.shape[0] == 1:
-        tracks = [np.repeat(t, 2, axis=0) for t in tracks]
-    dest = Path(path)
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}-", suffix=".part", dir=dest.parent)
-    except OSError as exc:
-        raise AudioFileError(f"cannot write {str(dest)!r}: {exc.strerror or exc}") from None
-    os.close(fd)
-    tmp = Path(tmp_name)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the result is an ordinary file
-    av = _av()
-    try:
-        _encode(tmp, tracks, sr, codec=codec, bitrate=bitrate, progress=progress)
-        _finish_moov(tmp, manifest, tags or Tags(), f"stemdeck {__version__}")
-        os.replace(tmp, dest)
-    except (OSError, av.FFmpegError) as exc:
-        raise AudioFileError(f"cannot write {str(dest)!r}: {_reason(exc)}") from None
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -1,0 +1,20 @@
+"""Audio file formats: what stemdeck reads and writes, apart from separating.
+
+Modules and their public names:
+
+- :mod:`.files`: ``AUDIO_SUFFIXES`` (the files stemdeck opens), ``probe_audio``
+  and ``AudioInfo`` (a header check), ``load`` and ``write``.
+- :mod:`.samples`: sample arrays: ``validate_audio``, ``resample``,
+  ``resample_channels``, ``downmix_to_stereo``.
+- :mod:`.stemfile`: NI Stems files read: ``probe``, ``StemFileInfo``,
+  ``read_stem_file``, ``StemFile``, ``read_mp4_audio``, ``mp4_header``,
+  ``read_tags``, ``Tags``; the manifest (``make_manifest``, ``manifest_problems``,
+  ``NI_STEMS``, ``NI_NAMES``, ``NI_COLOURS``); names (``channel_keys``,
+  ``is_stem_path``, ``stem_track_name``); PyAV (``import_av``, ``ffmpeg_reason``).
+- :mod:`.stemfile_write`: ``write_stem_file``, ``check_encodable``, ``CODECS``,
+  ``AAC_RATES``.
+- :mod:`.mp4`: MP4 boxes: ``is_mp4_path``, ``read_moov``, ``iter_boxes``,
+  ``find_box``, ``check_tree``, ``read_stem_box``, ``make_box``, ``rewrite_moov``.
+
+``docs/stemfiles.md`` describes the stem file format as these modules write and read it.
+"""

@@ -1,0 +1,135 @@
+"""Spectral helpers of the separation: the shared magnitude, mel bands, HPSS.
+
+Pure functions on spectrograms, shaped ``(bins, frames)``: :func:`magnitude`
+(one magnitude for all audio channels), :func:`mel_filterbank` and
+:class:`BandExpansion` (mel bands and back), :func:`hpss` (harmonic/percussive
+split). The stems model (:mod:`stemdeck.core.separation.stems`) and the
+separation (:mod:`stemdeck.core.separation.separate`) build on them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.ndimage
+
+from ..errors import ParameterError
+
+__all__ = ["BandExpansion", "hpss", "magnitude", "mel_filterbank"]
+
+
+def magnitude(X: np.ndarray) -> np.ndarray:
+    """Magnitude spectrogram shared by the channels: the mean of their magnitudes.
+
+    Parameters
+    ----------
+    X : np.ndarray, shape (channels, bins, frames), complex
+
+    Returns
+    -------
+    V : np.ndarray, shape (bins, frames), float32, frames-contiguous
+    """
+    channels = X.shape[0]
+    VT = np.abs(X[0].T)
+    for c in range(1, channels):
+        VT += np.abs(X[c].T)
+    if channels > 1:
+        VT /= channels
+    return VT.T
+
+
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale: linear below 1 kHz, logarithmic above (as librosa's default)."""
+    hz = np.asarray(hz, dtype=np.float64)
+    f_sp = 200.0 / 3
+    mel = hz / f_sp
+    log_step = np.log(6.4) / 27.0
+    high = hz >= 1000.0
+    mel[high] = 15.0 + np.log(hz[high] / 1000.0) / log_step
+    return mel
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    mel = np.asarray(mel, dtype=np.float64)
+    f_sp = 200.0 / 3
+    hz = mel * f_sp
+    log_step = np.log(6.4) / 27.0
+    high = mel >= 15.0
+    hz[high] = 1000.0 * np.exp(log_step * (mel[high] - 15.0))
+    return hz
+
+
+def mel_filterbank(sr: int, n_fft: int, n_mels: int, fmax: float) -> np.ndarray:
+    """Triangular mel filters (peak 1) on the bins of an ``n_fft``-point FFT at ``sr``.
+
+    The bands are fixed in Hz (0 to ``fmax``), whatever the rate: above the
+    Nyquist frequency a band simply has no bins.
+
+    Returns
+    -------
+    M : np.ndarray, shape (n_mels, n_fft // 2 + 1), float32
+    """
+    freqs = np.arange(n_fft // 2 + 1) * sr / n_fft
+    edges = _mel_to_hz(np.linspace(0.0, _hz_to_mel(np.array([fmax]))[0], n_mels + 2))
+    lower, center, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    rising = (freqs - lower) / (center - lower)
+    falling = (upper - freqs) / (upper - center)
+    return np.maximum(0.0, np.minimum(rising, falling)).astype(np.float32)
+
+
+def hpss(V: np.ndarray, kernel: int, *, stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Split a magnitude spectrogram into harmonic and percussive parts (Fitzgerald 2010).
+
+    Median filters across time (``kernel`` frames) and across frequency
+    (``kernel`` bands) give the two models; Wiener-like soft masks (power 2)
+    share every bin between them, so the parts add up to ``V``. With ``stride``
+    above one the medians take every ``stride``-th value of the same span: as
+    wide, and ``stride`` times cheaper.
+
+    Parameters
+    ----------
+    V : np.ndarray, shape (bins, frames), non-negative
+
+    Returns
+    -------
+    harmonic, percussive : np.ndarray, shape (bins, frames), float32
+    """
+    taps = np.zeros(kernel, dtype=bool)
+    taps[kernel // 2 % stride :: stride] = True
+    harm = scipy.ndimage.median_filter(V, footprint=taps[np.newaxis, :], mode="reflect")
+    perc = scipy.ndimage.median_filter(V, footprint=taps[:, np.newaxis], mode="reflect")
+    np.square(harm, out=harm)
+    np.square(perc, out=perc)
+    den = harm + perc
+    den += np.finfo(np.float32).tiny
+    share = np.divide(harm, den, out=harm)
+    harmonic = V * share
+    return harmonic, V - harmonic
+
+
+class BandExpansion:
+    """Values per mel band spread onto FFT bins: each bin takes the (at most two)
+    triangular bands covering it, weighted by their filters and normalized."""
+
+    def __init__(self, mel: np.ndarray) -> None:
+        n_mels, bins = mel.shape
+        cover = mel.sum(axis=0)
+        first = np.argmax(mel > 0, axis=0)  # lowest band covering each bin
+        self.low = np.minimum(first, n_mels - 2).astype(np.intp)
+        self.high = self.low + 1
+        cols = np.arange(bins)
+        safe = np.where(cover > 0, cover, 1.0)
+        self.w_low = (mel[self.low, cols] / safe).astype(np.float32)
+        self.w_high = (mel[self.high, cols] / safe).astype(np.float32)
+        if np.count_nonzero(mel, axis=0).max(initial=0) > 2:
+            raise ParameterError("mel bands overlap by more than two per bin")
+
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        """``values`` shape (frames, n_mels) -> (frames, bins), float32."""
+        # np.take keeps rows contiguous (values[:, idx] would come out column-major,
+        # and every product with it strided).
+        out = np.take(values, self.low, axis=1)
+        out *= self.w_low
+        high = np.take(values, self.high, axis=1)
+        high *= self.w_high
+        out += high
+        return out
