@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from daemon_helpers import Client, Daemon
+from daemon_helpers import Client, Daemon, wait_played
 
 from conftest import tone_mix
 from stemdeck.core.separation.stemfile import write_stem_file
@@ -123,9 +123,14 @@ def strip(driver: object, address: str) -> object:
 
 
 def wait_for(driver: object, check, message: str) -> None:
+    """Until ``check(driver)`` holds. An element the page replaced while it was read
+    (a list refilled, strips rebuilt) is no answer: the check is made again."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    WebDriverWait(driver, WAIT, poll_frequency=0.05).until(lambda d: check(d), message)
+    WebDriverWait(
+        driver, WAIT, poll_frequency=0.05, ignored_exceptions=(StaleElementReferenceException,)
+    ).until(lambda d: check(d), message)
 
 
 def osc_value(client: Client, address: str) -> float:
@@ -571,8 +576,6 @@ def test_a_late_echo_never_throws_the_fader_back(served: tuple[Daemon, Path]) ->
     """Two nudges a moment apart on a slow connection: the echo of the first arrives
     after the second is done. The fader must not jump back to it (and then forward
     again): once the second nudge shows, only its value does."""
-    import time
-
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
@@ -595,11 +598,20 @@ def test_a_late_echo_never_throws_the_fader_back(served: tuple[Daemon, Path]) ->
         d.execute_script("window.__watch(arguments[0])", fader)  # type: ignore[attr-defined]
         nudge = ActionChains(d, duration=0).click_and_hold(fader).move_by_offset(0, -24).release()
         nudge.perform()
-        time.sleep(0.08)  # the first value goes out in its own frame
-        ActionChains(d, duration=0).click_and_hold(fader).move_by_offset(0, -24).release().perform()
         first, second = f"{0.3 + 24 / height:.3f}", f"{0.3 + 48 / height:.3f}"
-        wait_osc(client, "/ch/drums/fader", lambda v: f"{v:.3f}" == second, "nudges not sent")
-        time.sleep(1.5)  # every echo is in: 250 ms late, held back at most 500 ms
+        # the first value goes out in its own frame
+        wait_osc(client, "/ch/drums/fader", lambda v: f"{v:.3f}" == first, "first nudge not sent")
+        ActionChains(d, duration=0).click_and_hold(fader).move_by_offset(0, -24).release().perform()
+        value = wait_osc(
+            client, "/ch/drums/fader", lambda v: f"{v:.3f}" == second, "nudges not sent"
+        )
+        # Every echo is in once the page shows the daemon's last value: the echoes
+        # arrive in order, 250 ms late, and are held back until the fader is left alone.
+        wait_for(
+            d,
+            lambda d: strip(d, "/ch/1").get_attribute("data-fader") == f"{value:.4f}",
+            "the daemon's last value not shown",
+        )
         shown = d.execute_script("return window.__shown")  # type: ignore[attr-defined]
         assert shown[0] == first and second in shown, shown
         after = shown[shown.index(second) :]
@@ -848,9 +860,7 @@ def test_two_browsers_osc_and_the_recording(served: tuple[Daemon, Path]) -> None
         client.close()
 
     # Let half a second more play with the drums muted, then read the recording.
-    import time
-
-    time.sleep(0.6)
+    wait_played(daemon.client, 0.6)
     code, err = daemon.stop()
     assert code == 0, err
     rec, sr = sf.read(root / "rec.wav", dtype="float32")
