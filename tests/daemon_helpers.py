@@ -75,7 +75,8 @@ class Client:
     def send_bundle(self, messages: list[tuple[str, list[Any]]], at: float = 0.0) -> None:
         from pythonosc import osc_bundle_builder
 
-        b = OscBundleBuilder(at if at else osc_bundle_builder.IMMEDIATELY)
+        # python-osc takes a time tag as Unix seconds (a float), though its hint says int
+        b = OscBundleBuilder(at if at else osc_bundle_builder.IMMEDIATELY)  # type: ignore[arg-type]
         from pythonosc.osc_message import OscMessage
 
         for address, args in messages:

@@ -40,7 +40,7 @@ class FakeHost:
         self.engine.process(np.zeros((BLOCK, 2), np.float32))
 
     def post(self, command: object) -> bool:
-        return self.engine.post(command)  # type: ignore[arg-type]
+        return self.engine.post(command)
 
     def load_track(self, path: str) -> None:
         if path.startswith("/bad"):
@@ -95,5 +95,5 @@ class FakeHost:
 
 def make_server(**kwargs: object) -> tuple[FakeHost, OscServer]:
     host = FakeHost()
-    server = OscServer(OscControl(host, **kwargs), port=0)  # type: ignore[arg-type]
+    server = OscServer(OscControl(host, **kwargs), port=0)
     return host, server

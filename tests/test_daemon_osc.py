@@ -6,6 +6,7 @@ import math
 import os
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,7 @@ def served(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture
-def client(served) -> Client:
+def client(served) -> Iterator[Client]:
     daemon, _ = served
     c = Client(daemon.port)
     yield c
@@ -426,7 +427,9 @@ def test_heap_is_settled_before_the_audio_starts(served, client: Client) -> None
     heap = [i for i, line in enumerate(lines) if "objects at start frozen" in line]
     audio = [i for i, line in enumerate(lines) if "audio: " in line]
     assert len(heap) == 1 and len(audio) == 1 and heap[0] < audio[0], "\n".join(lines)
-    frozen = int(re.search(r"heap: (\d+) objects at start frozen", lines[heap[0]]).group(1))
+    found = re.search(r"heap: (\d+) objects at start frozen", lines[heap[0]])
+    assert found is not None, lines[heap[0]]
+    frozen = int(found.group(1))
     assert frozen > 20_000
     status = client.ask("/status")[-1][1][0]
     assert re.search(r" gc passes max \d+\.\d ms \(\d+ full\) \|", status), status

@@ -428,7 +428,7 @@ def test_buffer_formats() -> None:
     from stemdeck.core.mixer import _kernel
 
     native = np.ones((2, 4), np.float32)
-    _kernel.zero(memoryview(native))  # format "f"; ctypes gives "<f" (tested above)
+    _kernel.zero(native.data)  # a memoryview, format "f"; ctypes gives "<f" (tested above)
     assert not native.any()
     for bad in (np.ones(4, ">f4"), np.ones(4, np.float16), np.ones(4, np.int32), b"abcd", 3):
         with pytest.raises(ValueError):

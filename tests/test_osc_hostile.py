@@ -280,8 +280,8 @@ def messages(sock: socket.socket, until: str) -> list[tuple[str, list]]:
     while True:
         data, _ = sock.recvfrom(65536)
         msg = decode(data)
-        out.append((msg.address, list(msg.args)))  # type: ignore[union-attr]
-        if msg.address == until:  # type: ignore[union-attr]
+        out.append((msg.address, list(msg.args)))
+        if msg.address == until:
             return out
 
 

@@ -199,7 +199,7 @@ def test_local_cluster_listens_on_loopback_with_single_threaded_blas(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     lib = make_library(tmp_path, broken=False, tracks=TRACKS[:1])
-    seen: dict[str, object] = {}
+    seen: dict[str, Any] = {}
 
     def inspect(client) -> None:
         # Before any task: a worker comes up with the separation imported (forked from
@@ -221,23 +221,23 @@ def test_local_cluster_listens_on_loopback_with_single_threaded_blas(
     opts = PrepOptions(paths=[str(lib)], params=params, mode="components", workers=2)
     summary = run_prep(opts, on_client=inspect)
     assert [r.outcome for r in summary.records] == ["separated"]
-    assert summary.workers == 2 and len(seen["workers"]) == 2  # type: ignore[arg-type]
-    for threads in seen["blas"].values():  # type: ignore[attr-defined]
+    assert summary.workers == 2 and len(seen["workers"]) == 2
+    for threads in seen["blas"].values():
         assert threads and set(threads) == {1}
-    assert set(seen["env"].values()) == {"1"}  # type: ignore[attr-defined]
-    assert set(seen["ready"].values()) == {True}  # type: ignore[attr-defined]
-    assert set(seen["trim"].values()) == {None}  # glibc's own: Dask's costs 10-20 % a track  # type: ignore[attr-defined]
+    assert set(seen["env"].values()) == {"1"}
+    assert set(seen["ready"].values()) == {True}
+    assert set(seen["trim"].values()) == {None}  # glibc's own: Dask's costs 10-20 % a track
     addresses = seen["listening"]
-    assert addresses and all(a.startswith("127.0.0.1:") for a in addresses), addresses  # type: ignore[union-attr]
-    for w in seen["workers"]:  # type: ignore[attr-defined]
+    assert addresses and all(a.startswith("127.0.0.1:") for a in addresses), addresses
+    for w in seen["workers"]:
         assert w.startswith("tcp://127.0.0.1:")
     # The close: every worker's process is gone, its work folder removed by the worker
     # itself, and its interpreter never ran its exit handlers (nor, so, the 0.25-0.4 s
     # of finalizing every module it imported).
-    assert set(seen["handlers"].values()) == {True}  # type: ignore[attr-defined]
-    for pid in seen["pids"]:  # type: ignore[attr-defined]
+    assert set(seen["handlers"].values()) == {True}
+    for pid in seen["pids"]:
         assert not Path(f"/proc/{pid}").exists()  # ended, and reaped by its nanny
-    assert [Path(f).exists() for f in seen["folders"]] == [False, False]  # type: ignore[attr-defined]
+    assert [Path(f).exists() for f in seen["folders"]] == [False, False]
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("exit-handler")) == []
 
 
@@ -727,7 +727,7 @@ def test_the_dashboard_is_served_on_loopback(tmp_path: Path) -> None:
     import urllib.request
 
     lib = make_library(tmp_path, broken=False, tracks=TRACKS[:1])
-    seen: dict[str, object] = {}
+    seen: dict[str, Any] = {}
 
     def fetch(client) -> None:
         link = client.dashboard_link  # 8787, or a free port when that one is taken
@@ -742,4 +742,4 @@ def test_the_dashboard_is_served_on_loopback(tmp_path: Path) -> None:
     assert str(seen["link"]).startswith("http://127.0.0.1:")
     assert seen["status"] == 200 and "Dask" in str(seen["html"])
     addresses = seen["listening"]
-    assert addresses and all(a.startswith("127.0.0.1:") for a in addresses), addresses  # type: ignore[union-attr]
+    assert addresses and all(a.startswith("127.0.0.1:") for a in addresses), addresses

@@ -21,7 +21,12 @@ NAMES = ["drums", "bass", "vocals", "other"]
 def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SceneStore:
     monkeypatch.chdir(tmp_path)  # the daemon's working directory
     posted: list[Command] = []
-    return SceneStore(Registry(NAMES), lambda c: posted.append(c) or True, tmp_path / "scenes")
+
+    def post(command: Command) -> bool:
+        posted.append(command)
+        return True
+
+    return SceneStore(Registry(NAMES), post, tmp_path / "scenes")
 
 
 def test_save_then_recall(store: SceneStore) -> None:

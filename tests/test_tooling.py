@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
     [
         ["ruff", "check", "."],
         ["ruff", "format", "--check", "."],
-        ["mypy", "core", "daemon"],
+        ["mypy", "core", "daemon", "tests"],
     ],
 )
 def test_tool_is_clean(command: list[str]) -> None:
