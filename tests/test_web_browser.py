@@ -259,18 +259,33 @@ def test_keyboard_seek_and_loop(served: tuple[Daemon, Path]) -> None:
         bar = d.find_element(By.ID, "posbar")
         width = bar.size["width"]
 
+        def page_position(d: Chrome) -> float:
+            """The play head as the page shows it ("m:ss.s / length")."""
+            minutes, seconds = d.find_element(By.ID, "time").text.split(" / ")[0].split(":")
+            return 60 * int(minutes) + float(seconds)
+
         def seek(fraction: float) -> float:
             ActionChains(d).move_to_element_with_offset(
                 bar, int((fraction - 0.5) * width), 0
             ).click().perform()
             want = fraction * 4.0  # the track is 4 s long
-            return wait_osc(
+            got = wait_osc(
                 client,
                 "/transport/position",
                 lambda v: abs(v - want) < 0.05,
                 f"a click at {fraction:.0%} of the bar did not seek",
             )
+            # loop in and out take the position the page has: it must have this one
+            wait_for(
+                d,
+                lambda d: abs(page_position(d) - got) <= 0.051,
+                f"the page did not show the seek to {got:.3f}",
+            )
+            return got
 
+        # Paused at 2 s, away from both seeks: a position near one is the seek's.
+        client.send("/transport/seek", 2.0)
+        wait_osc(client, "/transport/position", lambda v: v == 2.0, "the seek to 2 s")
         start = seek(0.25)
         d.find_element(By.ID, "loop-in").click()
         end = seek(0.75)
