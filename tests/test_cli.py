@@ -100,6 +100,7 @@ def test_plot_writes_png(tmp_path: Path, track: Path) -> None:
     assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -182,6 +183,7 @@ def test_send_takes_negative_values(value: str, expected: float) -> None:
     assert type(peer.got[0][1][0]) is (int if value == "-6" else float)
 
 
+@pytest.mark.e2e
 def test_send_into_a_closed_pipe_is_quiet() -> None:
     peer = _Responder(replies=200)  # 100 KB of output: flushed after head is gone
     try:

@@ -17,6 +17,7 @@ from daemon_helpers import Client, Daemon, poll
 from conftest import tone_mix
 
 SR = 48000
+pytestmark = pytest.mark.e2e  # a `stemdeck serve` subprocess
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 from daemon_helpers import Daemon, poll, wait_played
 
 from conftest import tone_mix
 
 SR = 48000
+pytestmark = pytest.mark.e2e  # `stemdeck serve` subprocesses
 
 
 def _children(pid: int) -> set[int]:
@@ -42,6 +44,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.slow
 def test_sigkill_leaves_a_playable_recording_and_no_worker(tmp_path: Path) -> None:
     library = tmp_path / "library"
     library.mkdir()

@@ -20,7 +20,7 @@ from stemdeck.core.separation.separate import cached_separation
 from stemdeck.daemon.realtime import SWITCH_INTERVAL_S
 
 SR = 48000
-pytestmark = pytest.mark.jack
+pytestmark = [pytest.mark.jack, pytest.mark.e2e]
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -167,6 +167,7 @@ print("moved", moved)
 """
 
 
+@pytest.mark.e2e
 def test_a_block_never_hands_the_gil_over() -> None:
     """numpy hands the GIL over in every call on more than 500 elements; a
     control thread then takes it and the audio callback waits for it back (the
@@ -344,6 +345,7 @@ def test_a_track_of_no_channels_sums_to_silence() -> None:
     assert not np.any(outs[-1])
 
 
+@pytest.mark.e2e
 def test_buffers_without_strides_are_read_as_c_contiguous() -> None:
     # ctypes arrays export no strides whatever the flags ask: the kernel read
     # strides[0] through a NULL pointer (a segfault).
@@ -370,6 +372,7 @@ except ValueError:
     )
 
 
+@pytest.mark.e2e
 def test_block_never_writes_a_read_only_co() -> None:
     # block clears and adds to the per-strip outputs, but took them read-only: it
     # wrote into immutable bytes, and into a read-only mapping (a segfault).
@@ -436,6 +439,7 @@ def test_buffer_formats() -> None:
     assert _kernel.ABI == 2
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "channels",
     [

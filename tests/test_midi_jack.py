@@ -15,7 +15,7 @@ from jack_helpers import JackRecorder, env_for, jack_in_this_process
 from conftest import tone_mix
 
 SR = 48000
-pytestmark = pytest.mark.jack
+pytestmark = [pytest.mark.jack, pytest.mark.e2e]
 PORT = "stemdeck-midi-test"
 
 

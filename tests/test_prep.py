@@ -124,6 +124,7 @@ def test_find_tracks_recursive_skips_hidden_outputs_and_loops(tmp_path: Path) ->
     assert problems == [f"{str(tmp_path / 'missing')!r}: no such file or folder"]
 
 
+@pytest.mark.e2e
 def test_in_process_cluster_workers_without_the_cache_send_results_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -195,6 +196,7 @@ def test_in_process_cluster_workers_without_the_cache_send_results_back(
             assert_same_audio_file(mine / f"{name}.wav", ref / f"{name}.wav")
 
 
+@pytest.mark.e2e
 def test_local_cluster_listens_on_loopback_with_single_threaded_blas(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -311,6 +313,8 @@ def scheduler_pair(tmp_path: Path) -> Iterator[tuple[str, list[int]]]:
                 p.wait()
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_scheduler_and_worker_pair_rerun_does_nothing(
     tmp_path: Path, scheduler_pair: tuple[str, list[int]]
 ) -> None:
@@ -347,6 +351,7 @@ def test_scheduler_and_worker_pair_rerun_does_nothing(
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [INDEX_NAME, *entries]
 
 
+@pytest.mark.e2e
 def test_a_worker_killed_mid_task_the_track_comes_out_once(tmp_path: Path) -> None:
     lib = make_library(tmp_path, broken=False, tracks=TRACKS[:1])
     hold = tmp_path / "hold"
@@ -407,6 +412,7 @@ def sigint_in(mask: str, pid: int) -> bool:
     raise AssertionError(f"no {mask} line for pid {pid}")
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_as_foreground_takes_ctrl_c_even_when_pytest_ignores_it() -> None:
     """The test below must not depend on how pytest was started: from a process
@@ -422,6 +428,7 @@ def test_as_foreground_takes_ctrl_c_even_when_pytest_ignores_it() -> None:
     assert fixed.stdout.split() == ["True"], fixed.stderr
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_ctrl_c_while_the_cluster_starts_waits_and_what_starts_never_takes_it() -> None:
     """What ``_connect`` starts the LocalCluster in: a Ctrl-C (here sent to this
@@ -458,6 +465,8 @@ def test_a_ctrl_c_while_the_cluster_starts_waits_and_what_starts_never_takes_it(
             p.wait()
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_ctrl_c_stops_cleanly_and_a_rerun_resumes(tmp_path: Path) -> None:
     lib = make_library(tmp_path, broken=False)
@@ -509,6 +518,7 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_resumes(tmp_path: Path) -> None:
             assert sr == SR and np.isfinite(data).all()
 
 
+@pytest.mark.e2e
 def test_stem_files_are_those_separate_writes(tmp_path: Path) -> None:
     """Stems mode into NI Stems files, on an in-process cluster: the same file as
     `stemdeck separate --format stem.mp4` (every decoded sample, names, colours, tags),
@@ -595,6 +605,7 @@ def components_job(lib: Path, cache: Path, **options: Any) -> PrepOptions:
     )
 
 
+@pytest.mark.e2e
 def test_a_rerun_only_stats_files_and_a_changed_file_is_hashed_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -637,6 +648,7 @@ def _hostile_index(lib: Path, settings: str) -> dict:
     return {"version": 1, "files": {str(one): rec}}
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "damage",
     ["not json", "binary", "nested", "wrong types", "key out of the cache", "too large"],
@@ -683,6 +695,7 @@ def test_a_corrupt_or_hostile_index_is_ignored_with_one_warning(
     assert decoded == []
 
 
+@pytest.mark.e2e
 def test_the_local_cluster_workers_take_the_keys_and_the_client_decodes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -720,6 +733,7 @@ def test_the_local_cluster_workers_take_the_keys_and_the_client_decodes_nothing(
     ]
 
 
+@pytest.mark.e2e
 def test_the_dashboard_is_served_on_loopback(tmp_path: Path) -> None:
     """`--dashboard`: Dask's dashboard answers on 127.0.0.1 while the job runs, and
     nothing of the job listens anywhere else."""

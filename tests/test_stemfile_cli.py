@@ -127,6 +127,7 @@ def test_separate_a_stem_file_runs_no_separation(tmp_path: Path, capsys) -> None
     assert read_tags(out / "Set Piece.stem.mp4") == tags
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -151,6 +152,7 @@ def test_separate_stem_format_errors_are_one_line(tmp_path: Path, args, message)
     assert not (tmp_path / "o").exists() or list((tmp_path / "o").iterdir()) == []
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("content", "reason"),
     [
@@ -181,6 +183,8 @@ def _musdb_like(path: Path, stems: np.ndarray) -> None:
                 out.mux(p)
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_serve_plays_the_stems_as_channels(tmp_path: Path) -> None:
     library = tmp_path / "library"
     library.mkdir()
@@ -285,6 +289,7 @@ def _umask() -> int:
     return mask
 
 
+@pytest.mark.e2e
 def test_components_of_a_stem_file_is_refused(tmp_path: Path) -> None:
     stems = _stems(1.0)
     path = tmp_path / "x.stem.mp4"
@@ -300,6 +305,7 @@ REAL = Path(
 )
 
 
+@pytest.mark.e2e
 def test_serve_plays_real_stem_files(tmp_path: Path) -> None:
     """NI's own file and a MUSDB18 preview, where they are on the machine."""
     ni = sorted(REAL.glob("*Falcon 69 (NI ALAC).stem.m4a")) if REAL.is_dir() else []

@@ -36,6 +36,7 @@ except ImportError:
     HAVE_SELENIUM = False
 
 pytestmark = [
+    pytest.mark.e2e,
     pytest.mark.slow,
     pytest.mark.skipif(
         not (CHROMIUM and DRIVER and HAVE_SELENIUM),
