@@ -14,7 +14,7 @@ import av
 import numpy as np
 import pytest
 import soundfile as sf
-from daemon_helpers import Client, Daemon
+from daemon_helpers import Client, Daemon, wait_played
 
 from conftest import tone_mix
 from stemdeck.core.errors import AudioFileError
@@ -225,7 +225,7 @@ def test_serve_plays_the_stems_as_channels(tmp_path: Path) -> None:
         assert state["/channels"] == ["drums", "bass", "other", "vox"]
         assert state["/channels/colors"] == ["#FD4A4A", "#AD65FF", "#3F8BFE", "#FA8D29"]
         assert client.query("/ch/vox/fader") == pytest.approx(0.75)
-        time.sleep(1.5)  # record a while at unity
+        wait_played(client, 1.5)  # record a while at unity
 
         def channels_after_load(path: Path) -> list[str]:
             replies = client.ask("/track/load", str(path))
