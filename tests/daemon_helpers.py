@@ -8,13 +8,16 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pythonosc import osc_packet
 from pythonosc.osc_bundle_builder import OscBundleBuilder
 
 from stemdeck.daemon.osc.wire import encode_message
+
+T = TypeVar("T")
 
 
 def burners(n: int = 2) -> list[subprocess.Popen]:
@@ -23,6 +26,29 @@ def burners(n: int = 2) -> list[subprocess.Popen]:
         subprocess.Popen([sys.executable, "-c", "while 1: pass"], stdout=subprocess.DEVNULL)
         for _ in range(n)
     ]
+
+
+def poll(
+    read: Callable[[], T],
+    check: Callable[[T], bool],
+    what: str,
+    timeout: float = 60.0,
+    every: float = 0.01,
+) -> T:
+    """``read()`` again and again until ``check`` holds for its value, which is returned.
+
+    For a condition a test needs, instead of a fixed sleep: it ends as soon as the
+    condition holds, and on a busy machine it waits longer. After ``timeout`` seconds,
+    an AssertionError names ``what`` and the last value read.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = read()
+        if check(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not in {timeout:g} s; last {value!r}")
+        time.sleep(every)
 
 
 def free_udp_port() -> int:
@@ -49,7 +75,8 @@ class Client:
     def send_bundle(self, messages: list[tuple[str, list[Any]]], at: float = 0.0) -> None:
         from pythonosc import osc_bundle_builder
 
-        b = OscBundleBuilder(at if at else osc_bundle_builder.IMMEDIATELY)
+        # python-osc takes a time tag as Unix seconds (a float), though its hint says int
+        b = OscBundleBuilder(at if at else osc_bundle_builder.IMMEDIATELY)  # type: ignore[arg-type]
         from pythonosc.osc_message import OscMessage
 
         for address, args in messages:
@@ -115,6 +142,22 @@ class Client:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def wait_played(client: Client, seconds: float, timeout: float = 60.0) -> None:
+    """Until the daemon's play head has moved ``seconds`` forward (a looping track
+    wraps: the steps are counted modulo its length)."""
+    length = float(client.query("/transport/length"))
+    played = 0.0
+    last = float(client.query("/transport/position"))
+    deadline = time.monotonic() + timeout
+    while played < seconds:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"played {played:.3f} s of {seconds:g} in {timeout:g} s")
+        time.sleep(0.01)
+        now = float(client.query("/transport/position"))
+        played += (now - last) % length if length else max(now - last, 0.0)
+        last = now
 
 
 class Daemon:

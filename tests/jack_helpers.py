@@ -103,16 +103,42 @@ class JackRecorder:
             time.sleep(0.1)
         raise AssertionError(f"no JACK output ports matching {pattern!r}")
 
-    def record(self, seconds: float) -> tuple[int, np.ndarray]:
-        """Record for ``seconds``; returns (JACK frame time of the first sample, audio)."""
-        self.blocks = []
-        self.recording = True
-        time.sleep(seconds)
-        self.recording = False
+    def record(self, seconds: float, timeout: float = 60.0) -> tuple[int, np.ndarray]:
+        """Record ``seconds`` of JACK time (not of wall-clock time, which a busy machine
+        stretches); returns (JACK frame time of the first sample, audio)."""
+        self.start()
+        try:
+            self.wait_frames(round(seconds * self.sr), timeout=timeout)
+        finally:
+            self.stop()
         return self.take()
 
-    def take(self) -> tuple[int, np.ndarray]:
-        blocks = list(self.blocks)
+    def start(self) -> None:
+        """Forget what was recorded and record from the next block on."""
+        self.blocks = []
+        self.recording = True
+
+    def stop(self) -> None:
+        self.recording = False
+
+    def wait_frames(
+        self, frames: int, since: int | None = None, timeout: float = 60.0
+    ) -> tuple[int, np.ndarray]:
+        """Until ``frames`` frames are recorded (of the blocks stamped at JACK frame time
+        ``since`` or later); returns :meth:`take` of them. Recording goes on."""
+        deadline = time.monotonic() + timeout
+        while True:
+            first, audio = self.take(since)
+            if len(audio) >= frames:
+                return first, audio
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{len(audio)} of {frames} frames recorded in {timeout:g} s")
+            time.sleep(0.01)
+
+    def take(self, since: int | None = None) -> tuple[int, np.ndarray]:
+        """(JACK frame time of the first sample, audio) of the blocks recorded so far,
+        or of those stamped at ``since`` or later."""
+        blocks = [b for b in list(self.blocks) if since is None or b[0] >= since]
         if not blocks:
             return 0, np.zeros((0, len(self.inports)), np.float32)
         return blocks[0][0], np.concatenate([b for _, b in blocks])

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 from daemon_helpers import Daemon
 
@@ -39,6 +40,7 @@ def _wait_loaded(daemon: Daemon, name: str, timeout: float = 60.0) -> str:
     raise AssertionError(f"{name} not ready: {status}\n{daemon.stderr[-2000:]}")
 
 
+@pytest.mark.e2e
 def test_separated_track_starts_from_the_cache_at_another_rate(tmp_path: Path, monkeypatch) -> None:
     cache = tmp_path / "cache"
     monkeypatch.setenv("STEMDECK_CACHE", str(cache))

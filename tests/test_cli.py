@@ -100,6 +100,7 @@ def test_plot_writes_png(tmp_path: Path, track: Path) -> None:
     assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -185,6 +186,7 @@ def test_send_takes_negative_values(value: str, expected: float) -> None:
     assert type(peer.got[0][1][0]) is (int if value == "-6" else float)
 
 
+@pytest.mark.e2e
 def test_send_into_a_closed_pipe_is_quiet() -> None:
     peer = _Responder(replies=200)  # 100 KB of output: flushed after head is gone
     try:
@@ -211,10 +213,11 @@ def test_send_prints_each_message_of_a_bundle_with_every_type_the_daemon_sends(
     from pythonosc.osc_message_builder import OscMessageBuilder
 
     first = OscMessageBuilder("/ch/1/fader")
-    for value, tag in [
+    typed: list[tuple[float | str | bytes | None, str]] = [
         (0.5, "f"), (3, "i"), (2**40, "h"), (1e300, "d"), ("vocals", "s"),
         (True, "T"), (False, "F"), (None, "N"), (b"\x01\x02", "b"),
-    ]:  # fmt: skip
+    ]  # fmt: skip
+    for value, tag in typed:
         first.add_arg(value, tag)
     bundle = OscBundleBuilder(IMMEDIATELY)
     bundle.add_content(first.build())

@@ -6,16 +6,18 @@ import math
 import os
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
-from daemon_helpers import Client, Daemon
+from daemon_helpers import Client, Daemon, poll
 
 from conftest import tone_mix
 
 SR = 48000
+pytestmark = pytest.mark.e2e  # a `stemdeck serve` subprocess
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +44,7 @@ def served(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture
-def client(served) -> Client:
+def client(served) -> Iterator[Client]:
     daemon, _ = served
     c = Client(daemon.port)
     yield c
@@ -93,25 +95,55 @@ def test_db_off(client: Client) -> None:
     client.send("/ch/2/fader", 0.75)
 
 
-def test_transport(client: Client) -> None:
+def _rendered(root: Path) -> int:
+    """Frames the daemon has rendered so far, playing or not: what its recording holds
+    (stereo float32; the header and the writer's lag are a constant offset)."""
+    return (root / "rec.wav").stat().st_size // 8
+
+
+def test_transport(served, client: Client) -> None:
+    _, root = served
+
+    def position() -> float:
+        return float(client.query("/transport/position"))
+
+    sent = time.monotonic()
     client.send("/transport/seek", 2.0)
-    time.sleep(0.1)
-    assert 2.0 <= client.query("/transport/seek") < 3.0
+    # At 2.0 s plus what played since (the null clock runs at most a block ahead of
+    # real time); the play head is anywhere until the seek is applied.
+    poll(
+        lambda: (client.query("/transport/seek"), time.monotonic() - sent),
+        lambda got: 2.0 <= got[0] <= 2.0 + got[1] + 0.05,
+        "the play head at 2.0 s plus the time since the seek",
+    )
     client.send("/transport/pause")
-    time.sleep(0.2)
-    held = client.query("/transport/position")
-    time.sleep(0.3)
-    assert client.query("/transport/position") == pytest.approx(held)
+    poll(lambda: client.query("/transport/playing"), lambda v: v == 0, "the pause")
+
+    def twice() -> tuple[float, float]:
+        first = position()
+        time.sleep(0.1)
+        return first, position()
+
+    # Still once the pause's fade is over; and still while the clock renders 0.3 s more.
+    held = poll(twice, lambda p: p[0] == p[1], "the play head at rest")[1]
+    rendered = _rendered(root)
+    poll(lambda: _rendered(root), lambda n: n >= rendered + 0.3 * SR, "0.3 s rendered")
+    assert position() == pytest.approx(held)
     client.send("/transport/toggle")  # plays again
-    time.sleep(0.3)
-    assert client.query("/transport/position") > held
+    poll(position, lambda p: p > held, "the play head moving again")
     client.send("/transport/loop", 1.0, 1.5)
-    time.sleep(1.0)
-    assert 1.0 <= client.query("/transport/position") <= 1.55
+    # Into the loop at once (the play head was past it), then inside it until it wraps.
+    seen = [poll(position, lambda p: 1.0 <= p <= 1.55, "the play head in the loop")]
+    deadline = time.monotonic() + 60
+    while len(seen) < 2 or seen[-1] >= seen[-2]:
+        assert time.monotonic() < deadline, f"the loop never wrapped: {seen}"
+        time.sleep(0.01)
+        seen.append(position())
+        assert 1.0 <= seen[-1] <= 1.55, seen
     client.send("/transport/loop/off")
     client.send("/transport/stop")
-    time.sleep(0.2)
-    assert client.query("/transport/position") == 0.0
+    poll(position, lambda p: p == 0.0, "the play head back at 0 after stop")
+    assert client.query("/transport/playing") == 0
     client.send("/transport/play")
 
 
@@ -158,19 +190,27 @@ def test_garbage_burst_does_not_stop_the_server(client: Client) -> None:
         client.send_raw(rng.bytes(int(rng.integers(1, 200))))
         if i % 50 == 0:
             client.send_raw(b"/ch/1/fader\x00,f\x00\x00\x00")  # truncated message
-    time.sleep(0.3)
-    assert ("/pong", []) in client.ask("/ping")
+    client.drain()
+    client.send("/ping")  # answered after the burst, whatever the burst's replies
+    assert ("/pong", []) in client.receive(60.0, until="/pong")
 
 
 def test_bundles_apply_together_and_future_bundles_wait(client: Client) -> None:
     client.send_bundle([("/ch/1/pan", [0.25]), ("/ch/2/pan", [-0.25])])
-    time.sleep(0.1)
-    assert client.query("/ch/1/pan") == 0.25 and client.query("/ch/2/pan") == -0.25
-    client.send_bundle([("/ch/3/pan", [0.75])], at=time.time() + 0.8)
-    time.sleep(0.3)
-    assert client.query("/ch/3/pan") == 0.0  # not yet
-    time.sleep(0.9)
-    assert client.query("/ch/3/pan") == 0.75
+    poll(lambda: client.query("/ch/1/pan"), lambda v: v == 0.25, "the bundle applied")
+    assert client.query("/ch/2/pan") == -0.25  # together
+    at = time.time() + 0.8
+    client.send_bundle([("/ch/3/pan", [0.75])], at=at)
+    # Every answer given before its time says "not yet", and there is one; then it
+    # comes, and only after its time (less a millisecond: the time tag's rounding).
+    early = []
+    while (pan := client.query("/ch/3/pan")) != 0.75:
+        if time.time() < at:
+            early.append(pan)
+        assert time.time() < at + 60, "the future bundle never applied"
+        time.sleep(0.01)
+    assert time.time() >= at - 1e-3
+    assert early and set(early) == {0.0}, early
     client.send("/ch/*/pan", 0.0)
 
 
@@ -211,14 +251,19 @@ def test_scenes_save_recall_and_morph(served, client: Client) -> None:
     client.send("/ch/1/fader", 0.75)
     client.send("/ch/2/mute", 0)
     client.send("/scene/recall", "verse")
-    time.sleep(0.1)
-    assert client.query("/ch/1/fader") == pytest.approx(0.5)
+    poll(lambda: client.query("/ch/1/fader"), lambda v: v == pytest.approx(0.5), "the recall")
     assert client.query("/ch/2/mute") == 1
+    sent = time.monotonic()
     client.send("/scene/recall", "unity", 0.6)  # shipped scene, morphing
-    time.sleep(0.3)
-    assert 0.5 < client.query("/ch/1/fader") < 0.75  # on its way
-    time.sleep(0.6)
-    assert client.query("/ch/1/fader") == pytest.approx(0.75)
+    seen: list[float] = []
+
+    def fader() -> float:
+        seen.append(client.query("/ch/1/fader"))
+        return seen[-1]
+
+    poll(fader, lambda v: v == pytest.approx(0.75), "the end of the morph")
+    assert time.monotonic() - sent >= 0.6  # the morph takes its time
+    assert any(0.5 < v < 0.75 for v in seen), seen  # on its way
     assert client.query("/ch/2/mute") == 0
 
 
@@ -375,7 +420,9 @@ def test_heap_is_settled_before_the_audio_starts(served, client: Client) -> None
     heap = [i for i, line in enumerate(lines) if "objects at start frozen" in line]
     audio = [i for i, line in enumerate(lines) if "audio: " in line]
     assert len(heap) == 1 and len(audio) == 1 and heap[0] < audio[0], "\n".join(lines)
-    frozen = int(re.search(r"heap: (\d+) objects at start frozen", lines[heap[0]]).group(1))
+    found = re.search(r"heap: (\d+) objects at start frozen", lines[heap[0]])
+    assert found is not None, lines[heap[0]]
+    frozen = int(found.group(1))
     assert frozen > 20_000
     status = client.ask("/status")[-1][1][0]
     assert re.search(r" gc passes max \d+\.\d ms \(\d+ full\) \|", status), status

@@ -9,12 +9,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
-from daemon_helpers import Daemon
+from daemon_helpers import Daemon, poll, wait_played
 
 from conftest import tone_mix
 
 SR = 48000
+pytestmark = pytest.mark.e2e  # `stemdeck serve` subprocesses
 
 
 def _children(pid: int) -> set[int]:
@@ -42,6 +44,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.slow
 def test_sigkill_leaves_a_playable_recording_and_no_worker(tmp_path: Path) -> None:
     library = tmp_path / "library"
     library.mkdir()
@@ -74,7 +77,8 @@ def test_sigkill_leaves_a_playable_recording_and_no_worker(tmp_path: Path) -> No
             }
             (separation,) = [w for w in workers if b"spawn_main" in _cmdline(w)]
             assert os.sched_getaffinity(separation) == cpus
-        time.sleep(1.6)  # more than one header update
+        # 2 s played: a header every 0.5 s leaves at least a second in the file (below)
+        wait_played(daemon.client, 2.0)
         daemon.proc.send_signal(signal.SIGKILL)
         daemon.proc.wait(timeout=10)
         deadline = time.monotonic() + 3
@@ -119,7 +123,13 @@ def test_a_damaged_cache_entry_is_never_played(tmp_path: Path) -> None:
     try:
         daemon.wait_ready()
         daemon.client.send("/transport/seek", 1.9)  # play across the damaged samples
-        time.sleep(1.0)
+        # the seek applied (the play head was anywhere before it), then a second played
+        poll(
+            lambda: daemon.client.query("/transport/position"),
+            lambda p: 1.9 <= p < 2.5,
+            "the play head at 1.9 s",
+        )
+        wait_played(daemon.client, 1.0)
     finally:
         code, err = daemon.stop()
     assert code == 0, err

@@ -352,7 +352,12 @@ def test_strip_targets_recomputed_once_per_block(monkeypatch: pytest.MonkeyPatch
     m.post(SetTrack(Track(stems(n=64, seconds=0.1), SR, tuple(map(str, range(64))))))
     calls = []
     real = m._retarget
-    monkeypatch.setattr(m, "_retarget", lambda **kw: (calls.append(1), real(**kw)))
+
+    def counted(*, immediate: bool = False) -> None:
+        calls.append(1)
+        real(immediate=immediate)
+
+    monkeypatch.setattr(m, "_retarget", counted)
     for i in range(64):
         m.post(strip(i, solo=True))
     m.process(np.zeros((64, 2), np.float32))

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
-from daemon_helpers import Daemon
+from daemon_helpers import Daemon, poll, wait_played
 from jack_helpers import JackRecorder, chunk_residuals, env_for, start_jack
 
 from conftest import tone_mix
@@ -21,7 +20,7 @@ from stemdeck.core.separation.separate import cached_separation
 from stemdeck.daemon.realtime import SWITCH_INTERVAL_S
 
 SR = 48000
-pytestmark = pytest.mark.jack
+pytestmark = [pytest.mark.jack, pytest.mark.e2e]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -68,7 +67,7 @@ def playing(jack_server: str, tmp_path_factory: pytest.TempPathFactory):
     assert separated is not None, daemon.client.query("/status")
     recorder = JackRecorder(jack_server)
     recorder.connect_from("PortAudio")
-    time.sleep(1.0)  # let the graph settle after the new connections
+    recorder.record(1.0)  # let the graph settle after the new connections
     yield daemon, recorder, y.T.copy(), separated
     recorder.close()
     code, err = daemon.stop()
@@ -91,8 +90,12 @@ def test_unity_plays_the_original_track(playing) -> None:
 def test_muted_channel_is_gone(playing) -> None:
     daemon, recorder, track, separated = playing
     daemon.client.send("/ch/1/mute", 1)
-    time.sleep(0.3)
-    _, audio = recorder.record(2.0)
+    poll(lambda: daemon.client.query("/ch/1/mute"), lambda v: v == 1, "the mute")
+    # Heard 0.3 s of JACK time after the daemon took it (it takes < 150 ms: below).
+    settled = recorder.now() + int(0.3 * SR)
+    recorder.start()
+    _, audio = recorder.wait_frames(2 * SR, since=settled)
+    recorder.stop()
     daemon.client.send("/ch/1/mute", 0)
     muted = np.asarray(separated.channels[0]).T
     without = track - muted
@@ -106,14 +109,12 @@ def test_muted_channel_is_gone(playing) -> None:
 
 def test_fader_move_is_heard_quickly(playing) -> None:
     daemon, recorder, _, _ = playing
-    time.sleep(0.2)
-    recorder.blocks = []
-    recorder.recording = True
-    time.sleep(0.3)
+    recorder.start()
+    recorder.wait_frames(SR // 2)  # the sound before the change (JACK time)
     sent = recorder.now()
     daemon.client.send("/master/fader", 0.0)
-    time.sleep(0.4)
-    recorder.recording = False
+    recorder.wait_frames(int(0.4 * SR), since=sent)
+    recorder.stop()
     first, audio = recorder.take()
     daemon.client.send("/master/fader", 0.75)
     loud = np.abs(audio).max(axis=1) >= 1e-6
@@ -136,7 +137,7 @@ def test_record_file_and_clean_shutdown(jack_server: str, tmp_path: Path) -> Non
         [str(track), "--record", str(tmp_path / "out.wav"), "--no-cache"], env, tmp_path
     )
     daemon.wait_ready(separated=False)
-    time.sleep(1.0)
+    wait_played(daemon.client, 1.0)
     code, err = daemon.stop()
     assert code == 0, err
     info = sf.info(tmp_path / "out.wav")

@@ -168,6 +168,7 @@ print("moved", moved)
 """
 
 
+@pytest.mark.e2e
 def test_a_block_never_hands_the_gil_over() -> None:
     """numpy hands the GIL over in every call on more than 500 elements; a
     control thread then takes it and the audio callback waits for it back (the
@@ -345,6 +346,7 @@ def test_a_track_of_no_channels_sums_to_silence() -> None:
     assert not np.any(outs[-1])
 
 
+@pytest.mark.e2e
 def test_buffers_without_strides_are_read_as_c_contiguous() -> None:
     # ctypes arrays export no strides whatever the flags ask: the kernel read
     # strides[0] through a NULL pointer (a segfault).
@@ -371,6 +373,7 @@ except ValueError:
     )
 
 
+@pytest.mark.e2e
 def test_block_never_writes_a_read_only_co() -> None:
     # block clears and adds to the per-strip outputs, but took them read-only: it
     # wrote into immutable bytes, and into a read-only mapping (a segfault).
@@ -429,7 +432,7 @@ def test_buffer_formats() -> None:
     from stemdeck.core.mixer import _kernel
 
     native = np.ones((2, 4), np.float32)
-    _kernel.zero(memoryview(native))  # format "f"; ctypes gives "<f" (tested above)
+    _kernel.zero(native.data)  # a memoryview, format "f"; ctypes gives "<f" (tested above)
     assert not native.any()
     for bad in (np.ones(4, ">f4"), np.ones(4, np.float16), np.ones(4, np.int32), b"abcd", 3):
         with pytest.raises(ValueError):
@@ -437,6 +440,7 @@ def test_buffer_formats() -> None:
     assert _kernel.ABI == 2
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "channels",
     [

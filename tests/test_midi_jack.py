@@ -15,7 +15,7 @@ from jack_helpers import JackRecorder, env_for, jack_in_this_process
 from conftest import tone_mix
 
 SR = 48000
-pytestmark = pytest.mark.jack
+pytestmark = [pytest.mark.jack, pytest.mark.e2e]
 PORT = "stemdeck-midi-test"
 
 
@@ -182,8 +182,17 @@ def test_midi_learn_binds_and_saves(rig) -> None:
 
 def test_bad_learn_target_is_an_error(rig) -> None:
     daemon, *_ = rig
+    (channels,) = [args for a, args in daemon.client.ask("/channels") if a == "/channels"]
     replies = daemon.client.ask("/midi/learn", "/ch/99/fader")
-    assert any(a == "/error" for a, _ in replies)
+    assert replies == [
+        (
+            "/error",
+            [
+                "/midi/learn: unknown channel '99' in /ch/99/fader; "
+                f"channels are 1..4 or {', '.join(channels)}"
+            ],
+        )
+    ]
 
 
 def test_unknown_port_and_bad_map_are_one_line_errors(tmp_path: Path) -> None:

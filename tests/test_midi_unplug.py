@@ -20,7 +20,7 @@ from jack_helpers import env_for, jack_in_this_process
 from conftest import tone_mix
 
 SR = 48000
-pytestmark = pytest.mark.jack
+pytestmark = [pytest.mark.jack, pytest.mark.e2e, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -172,7 +172,22 @@ def test_led_state() -> None:
 
 
 def test_map_type() -> None:
-    assert isinstance(load_midi_map("generic"), MidiMap)
+    """The generic map is what its header says, binding for binding."""
+    m = load_midi_map("generic")
+    assert type(m) is MidiMap
+    assert (m.name, m.source, m.program_channel) == ("generic", "midi/generic.toml", None)
+    assert m.programs == {1: "unity", 2: "acapella", 3: "instrumental"}
+    expected = [
+        *(("cc", 20 + i, f"/ch/{i + 1}/fader", "absolute", False) for i in range(8)),
+        *(("cc", 28 + i, f"/ch/{i + 1}/pan", "absolute", False) for i in range(8)),
+        ("cc", 36, "/master/fader", "absolute", False),
+        *(("note", 36 + i, f"/ch/{i + 1}/mute", "toggle", True) for i in range(8)),
+        *(("note", 44 + i, f"/ch/{i + 1}/solo", "press", True) for i in range(8)),
+        ("note", 52, "/transport/toggle", "trigger", True),
+    ]
+    assert [(b.kind, b.number, b.target, b.mode, b.led) for b in m.bindings] == expected
+    # all on MIDI channel 1, plain 7-bit values, no arguments
+    assert {(b.channel, b.lsb, b.args) for b in m.bindings} == {(0, None, ())}
 
 
 def test_transport_leds_follow_the_transport() -> None:

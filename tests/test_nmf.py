@@ -43,6 +43,7 @@ def test_same_seed_same_output_other_seed_differs(V: np.ndarray) -> None:
     assert not np.array_equal(a.W, c.W)
 
 
+@pytest.mark.slow
 def test_tolerance_stops_early(V: np.ndarray) -> None:
     result = nmf(V, 5, n_iter=2000, tol=1e-3, check_every=5)
     assert 5 <= result.n_iter < 2000
@@ -159,6 +160,7 @@ def _nmf_in_child(V: np.ndarray, expected: np.ndarray) -> None:
     os._exit(0 if np.array_equal(nmf(V, 4, n_iter=5, tol=0).W, expected) else 3)
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork only")
 def test_a_forked_child_runs_nmf_on_its_own_threads(rng: np.random.Generator) -> None:
     """`stemdeck prep` forks its workers from a client that may have run NMF: a

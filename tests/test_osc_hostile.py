@@ -17,7 +17,13 @@ import pytest
 from osc_host import FakeHost, make_server
 
 from stemdeck.daemon.osc import Feedback, OscServer, limits
-from stemdeck.daemon.osc.wire import decode, encode_bundle, encode_message, unix_to_timetag
+from stemdeck.daemon.osc.wire import (
+    Message,
+    decode,
+    encode_bundle,
+    encode_message,
+    unix_to_timetag,
+)
 
 SENDER = ("127.0.0.1", 40000)
 
@@ -279,8 +285,8 @@ def messages(sock: socket.socket, until: str) -> list[tuple[str, list]]:
     while True:
         data, _ = sock.recvfrom(65536)
         msg = decode(data)
-        out.append((msg.address, list(msg.args)))  # type: ignore[union-attr]
-        if msg.address == until:  # type: ignore[union-attr]
+        out.append((msg.address, list(msg.args)))
+        if msg.address == until:
             return out
 
 
@@ -368,7 +374,8 @@ def _arrived(sock: socket.socket, seconds: float) -> list[tuple[str, list]]:
         while (left := deadline - time.monotonic()) > 0:
             sock.settimeout(left)
             msg = decode(sock.recvfrom(65536)[0])
-            out.append((msg.address, list(msg.args)))  # type: ignore[union-attr]
+            assert isinstance(msg, Message), msg  # feedback is never a bundle
+            out.append((msg.address, list(msg.args)))
     except TimeoutError:
         pass
     finally:

@@ -136,6 +136,7 @@ def test_find_tracks_recursive_skips_hidden_outputs_and_loops(tmp_path: Path) ->
     assert problems == [f"{str(tmp_path / 'missing')!r}: no such file or folder"]
 
 
+@pytest.mark.e2e
 def test_in_process_cluster_workers_without_the_cache_send_results_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -207,11 +208,12 @@ def test_in_process_cluster_workers_without_the_cache_send_results_back(
             assert_same_audio_file(mine / f"{name}.wav", ref / f"{name}.wav")
 
 
+@pytest.mark.e2e
 def test_local_cluster_listens_on_loopback_with_single_threaded_blas(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     lib = make_library(tmp_path, broken=False, tracks=TRACKS[:1])
-    seen: dict[str, object] = {}
+    seen: dict[str, Any] = {}
 
     def inspect(client) -> None:
         # Before any task: a worker comes up with the separation imported (forked from
@@ -233,23 +235,23 @@ def test_local_cluster_listens_on_loopback_with_single_threaded_blas(
     opts = PrepOptions(paths=[str(lib)], params=params, mode="components", workers=2)
     summary = run_prep(opts, on_client=inspect)
     assert [r.outcome for r in summary.records] == ["separated"]
-    assert summary.workers == 2 and len(seen["workers"]) == 2  # type: ignore[arg-type]
-    for threads in seen["blas"].values():  # type: ignore[attr-defined]
+    assert summary.workers == 2 and len(seen["workers"]) == 2
+    for threads in seen["blas"].values():
         assert threads and set(threads) == {1}
-    assert set(seen["env"].values()) == {"1"}  # type: ignore[attr-defined]
-    assert set(seen["ready"].values()) == {True}  # type: ignore[attr-defined]
-    assert set(seen["trim"].values()) == {None}  # glibc's own: Dask's costs 10-20 % a track  # type: ignore[attr-defined]
+    assert set(seen["env"].values()) == {"1"}
+    assert set(seen["ready"].values()) == {True}
+    assert set(seen["trim"].values()) == {None}  # glibc's own: Dask's costs 10-20 % a track
     addresses = seen["listening"]
-    assert addresses and all(a.startswith("127.0.0.1:") for a in addresses), addresses  # type: ignore[union-attr]
-    for w in seen["workers"]:  # type: ignore[attr-defined]
+    assert addresses and all(a.startswith("127.0.0.1:") for a in addresses), addresses
+    for w in seen["workers"]:
         assert w.startswith("tcp://127.0.0.1:")
     # The close: every worker's process is gone, its work folder removed by the worker
     # itself, and its interpreter never ran its exit handlers (nor, so, the 0.25-0.4 s
     # of finalizing every module it imported).
-    assert set(seen["handlers"].values()) == {True}  # type: ignore[attr-defined]
-    for pid in seen["pids"]:  # type: ignore[attr-defined]
+    assert set(seen["handlers"].values()) == {True}
+    for pid in seen["pids"]:
         assert not Path(f"/proc/{pid}").exists()  # ended, and reaped by its nanny
-    assert [Path(f).exists() for f in seen["folders"]] == [False, False]  # type: ignore[attr-defined]
+    assert [Path(f).exists() for f in seen["folders"]] == [False, False]
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("exit-handler")) == []
 
 
@@ -323,6 +325,8 @@ def scheduler_pair(tmp_path: Path) -> Iterator[tuple[str, list[int]]]:
                 p.wait()
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_scheduler_and_worker_pair_rerun_does_nothing(
     tmp_path: Path, scheduler_pair: tuple[str, list[int]]
 ) -> None:
@@ -359,6 +363,7 @@ def test_scheduler_and_worker_pair_rerun_does_nothing(
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [INDEX_NAME, *entries]
 
 
+@pytest.mark.e2e
 def test_a_worker_killed_mid_task_the_track_comes_out_once(tmp_path: Path) -> None:
     lib = make_library(tmp_path, broken=False, tracks=TRACKS[:1])
     hold = tmp_path / "hold"
@@ -419,6 +424,7 @@ def sigint_in(mask: str, pid: int) -> bool:
     raise AssertionError(f"no {mask} line for pid {pid}")
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_as_foreground_takes_ctrl_c_even_when_pytest_ignores_it() -> None:
     """The test below must not depend on how pytest was started: from a process
@@ -434,6 +440,7 @@ def test_as_foreground_takes_ctrl_c_even_when_pytest_ignores_it() -> None:
     assert fixed.stdout.split() == ["True"], fixed.stderr
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_ctrl_c_while_the_cluster_starts_waits_and_what_starts_never_takes_it() -> None:
     """What ``PrepCluster`` starts the LocalCluster in: a Ctrl-C (here sent to this
@@ -470,6 +477,8 @@ def test_a_ctrl_c_while_the_cluster_starts_waits_and_what_starts_never_takes_it(
             p.wait()
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_ctrl_c_stops_cleanly_and_a_rerun_resumes(tmp_path: Path) -> None:
     lib = make_library(tmp_path, broken=False)
@@ -521,6 +530,7 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_resumes(tmp_path: Path) -> None:
             assert sr == SR and np.isfinite(data).all()
 
 
+@pytest.mark.e2e
 def test_stem_files_are_those_separate_writes(tmp_path: Path) -> None:
     """Stems mode into NI Stems files, on an in-process cluster: the same file as
     `stemdeck separate --format stem.mp4` (every decoded sample, names, colours, tags),
@@ -607,6 +617,7 @@ def components_job(lib: Path, cache: Path, **options: Any) -> PrepOptions:
     )
 
 
+@pytest.mark.e2e
 def test_a_rerun_only_stats_files_and_a_changed_file_is_hashed_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -649,6 +660,7 @@ def _hostile_index(lib: Path, settings: str) -> dict:
     return {"version": 1, "files": {str(one): rec}}
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "damage",
     ["not json", "binary", "nested", "wrong types", "key out of the cache", "too large"],
@@ -697,6 +709,7 @@ def test_a_corrupt_or_hostile_index_is_ignored_with_one_warning(
     assert decoded == []
 
 
+@pytest.mark.e2e
 def test_the_local_cluster_workers_take_the_keys_and_the_client_decodes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -734,6 +747,7 @@ def test_the_local_cluster_workers_take_the_keys_and_the_client_decodes_nothing(
     ]
 
 
+@pytest.mark.e2e
 def test_the_dashboard_is_served_on_loopback(tmp_path: Path) -> None:
     """`--dashboard`: Dask's dashboard answers on 127.0.0.1 while the job runs, and
     nothing of the job listens anywhere else."""
@@ -741,7 +755,7 @@ def test_the_dashboard_is_served_on_loopback(tmp_path: Path) -> None:
     import urllib.request
 
     lib = make_library(tmp_path, broken=False, tracks=TRACKS[:1])
-    seen: dict[str, object] = {}
+    seen: dict[str, Any] = {}
 
     def fetch(client) -> None:
         link = client.dashboard_link  # 8787, or a free port when that one is taken
@@ -756,4 +770,4 @@ def test_the_dashboard_is_served_on_loopback(tmp_path: Path) -> None:
     assert str(seen["link"]).startswith("http://127.0.0.1:")
     assert seen["status"] == 200 and "Dask" in str(seen["html"])
     addresses = seen["listening"]
-    assert addresses and all(a.startswith("127.0.0.1:") for a in addresses), addresses  # type: ignore[union-attr]
+    assert addresses and all(a.startswith("127.0.0.1:") for a in addresses), addresses

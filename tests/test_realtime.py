@@ -30,6 +30,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.e2e
 def test_settled_heap_leaves_the_collector_little_to_traverse() -> None:
     import json
 
@@ -144,6 +145,7 @@ def _pin_probe(mode: str) -> dict:
     return got
 
 
+@pytest.mark.e2e
 def test_no_thread_takes_the_gil_from_the_callback_in_a_block() -> None:
     """A thread that waits for the GIL one switch interval forces the holder to hand
     it over: a control thread woken mid-block took it from the callback (the web
@@ -169,6 +171,7 @@ def test_no_thread_takes_the_gil_from_the_callback_in_a_block() -> None:
     assert control["moved"] > 0  # the probe sees the switch the pin prevents
 
 
+@pytest.mark.e2e
 def test_an_overloaded_callback_gives_the_cpus_back() -> None:
     """Pinned, a callback that takes most of each block would leave every other thread
     of the daemon (OSC, web, the main loop) only the kernel's real-time allowance,

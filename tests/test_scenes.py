@@ -21,7 +21,12 @@ NAMES = ["drums", "bass", "vocals", "other"]
 def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SceneStore:
     monkeypatch.chdir(tmp_path)  # the daemon's working directory
     posted: list[Command] = []
-    return SceneStore(Registry(NAMES), lambda c: posted.append(c) or True, tmp_path / "scenes")
+
+    def post(command: Command) -> bool:
+        posted.append(command)
+        return True
+
+    return SceneStore(Registry(NAMES), post, tmp_path / "scenes")
 
 
 def test_save_then_recall(store: SceneStore) -> None:
@@ -91,7 +96,10 @@ def test_values_a_scene_does_not_name_keep_their_current_value(
     if fade:
         time.sleep(0.1)  # mid-morph: the untouched values do not move either
         assert store.registry.snapshot()["channels"]["bass"] == before["channels"]["bass"]
-        time.sleep(fade + 0.3)
+        deadline = time.monotonic() + 60  # until the morph has ended, however busy the machine
+        while store.registry.snapshot()["channels"]["drums"]["gain"] != 0.5:
+            assert time.monotonic() < deadline, "the morph never ended"
+            time.sleep(0.01)
     after = store.registry.snapshot()
     assert after["channels"]["drums"]["gain"] == 0.5
     for name in ("bass", "vocals", "other"):

@@ -90,6 +90,7 @@ def _decode_with_pyav(path: Path) -> list[np.ndarray]:
                     a = a.astype(np.float32) / 2.0**31
                 frames.append(a)
             y = np.concatenate(frames, axis=1)
+            assert stream.duration is not None and stream.time_base is not None
             n = round(stream.duration * stream.time_base * stream.codec_context.sample_rate)
             out.append(y[:, :n])
     return out

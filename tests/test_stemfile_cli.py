@@ -14,7 +14,7 @@ import av
 import numpy as np
 import pytest
 import soundfile as sf
-from daemon_helpers import Client, Daemon
+from daemon_helpers import Client, Daemon, wait_played
 from mp4_helpers import track_flags
 
 from conftest import tone_mix
@@ -127,6 +127,7 @@ def test_separate_a_stem_file_runs_no_separation(tmp_path: Path, capsys) -> None
     assert read_tags(out / "Set Piece.stem.mp4") == tags
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -151,6 +152,7 @@ def test_separate_stem_format_errors_are_one_line(tmp_path: Path, args, message)
     assert not (tmp_path / "o").exists() or list((tmp_path / "o").iterdir()) == []
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("content", "reason"),
     [
@@ -181,6 +183,8 @@ def _musdb_like(path: Path, stems: np.ndarray) -> None:
                 out.mux(p)
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_serve_plays_the_stems_as_channels(tmp_path: Path) -> None:
     library = tmp_path / "library"
     library.mkdir()
@@ -221,7 +225,7 @@ def test_serve_plays_the_stems_as_channels(tmp_path: Path) -> None:
         assert state["/channels"] == ["drums", "bass", "other", "vox"]
         assert state["/channels/colors"] == ["#FD4A4A", "#AD65FF", "#3F8BFE", "#FA8D29"]
         assert client.query("/ch/vox/fader") == pytest.approx(0.75)
-        time.sleep(1.5)  # record a while at unity
+        wait_played(client, 1.5)  # record a while at unity
 
         def channels_after_load(path: Path) -> list[str]:
             replies = client.ask("/track/load", str(path))
@@ -285,6 +289,7 @@ def _umask() -> int:
     return mask
 
 
+@pytest.mark.e2e
 def test_components_of_a_stem_file_is_refused(tmp_path: Path) -> None:
     stems = _stems(1.0)
     path = tmp_path / "x.stem.mp4"
@@ -300,6 +305,7 @@ REAL = Path(
 )
 
 
+@pytest.mark.e2e
 def test_serve_plays_real_stem_files(tmp_path: Path) -> None:
     """NI's own file and a MUSDB18 preview, where they are on the machine."""
     ni = sorted(REAL.glob("*Falcon 69 (NI ALAC).stem.m4a")) if REAL.is_dir() else []

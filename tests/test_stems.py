@@ -150,6 +150,7 @@ def test_held_back_song_separates() -> None:
         assert sdr[k] >= mixture[k] + 5.0, (k, sdr, mixture)
 
 
+@pytest.mark.slow
 def test_training_learns_to_separate_generated_songs(tmp_path: Path) -> None:
     """The whole training recipe, on songs the test makes: dictionaries and maps
     learned from four songs separate a fifth, unseen one well above the mixture."""

@@ -9,12 +9,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "command",
     [
         ["ruff", "check", "."],
         ["ruff", "format", "--check", "."],
-        ["mypy", "core", "daemon"],
+        ["mypy", "core", "daemon", "tests"],
     ],
 )
 def test_tool_is_clean(command: list[str]) -> None:

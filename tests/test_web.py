@@ -492,7 +492,7 @@ def test_per_connection_rate_limit(monkeypatch: pytest.MonkeyPatch) -> None:
         ws = await client.ws_connect("/")
         for _ in range(FRAMES_BURST + 50):
             await ws.send_bytes(encode_message("/ping"))
-        got = []
+        got: list[tuple[str, list[Any]]] = []
         while len(got) < FRAMES_BURST + 1:
             got += await receive_osc(ws)
         errors = [m for m in got if m[0] == "/error"]
@@ -669,7 +669,8 @@ def test_pings_are_under_the_rate_limit(monkeypatch: pytest.MonkeyPatch) -> None
         ws = await client.ws_connect("/", autoping=False)
         for i in range(FRAMES_BURST + 50):
             await ws.ping(b"%d" % i)
-        pongs, errors = [], []
+        pongs: list[bytes] = []
+        errors: list[tuple[str, list[Any]]] = []
         while not errors:
             msg = await ws.receive(timeout=30)
             if msg.type == WSMsgType.PONG:

@@ -10,16 +10,21 @@ from __future__ import annotations
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
 import soundfile as sf
-from daemon_helpers import Client, Daemon
+from daemon_helpers import Client, Daemon, wait_played
 
 from conftest import tone_mix
 from stemdeck.core.audiofile.stemfile_write import write_stem_file
+
+if TYPE_CHECKING:  # selenium is optional: the module is skipped without it
+    from selenium.webdriver import Chrome
+    from selenium.webdriver.remote.webelement import WebElement
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -31,6 +36,7 @@ except ImportError:
     HAVE_SELENIUM = False
 
 pytestmark = [
+    pytest.mark.e2e,
     pytest.mark.slow,
     pytest.mark.skipif(
         not (CHROMIUM and DRIVER and HAVE_SELENIUM),
@@ -101,7 +107,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, P
     daemon.stop()
 
 
-def browser(phone: bool = False) -> object:
+def browser(phone: bool = False) -> Chrome:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -116,16 +122,28 @@ def browser(phone: bool = False) -> object:
     return webdriver.Chrome(service=Service(DRIVER or ""), options=options)
 
 
-def strip(driver: object, address: str) -> object:
+def strip(driver: Chrome, address: str) -> WebElement:
     from selenium.webdriver.common.by import By
 
-    return driver.find_element(By.CSS_SELECTOR, f'.strip[data-address="{address}"]')  # type: ignore[attr-defined]
+    return driver.find_element(By.CSS_SELECTOR, f'.strip[data-address="{address}"]')
 
 
-def wait_for(driver: object, check, message: str) -> None:
+def attribute(element: WebElement, name: str) -> str:
+    """An attribute the page sets on ``element`` (an AssertionError if it has not)."""
+    value = element.get_attribute(name)
+    assert value is not None, f"no {name} attribute"
+    return value
+
+
+def wait_for(driver: Chrome, check: Callable[[Chrome], Any], message: str) -> None:
+    """Until ``check(driver)`` holds. An element the page replaced while it was read
+    (a list refilled, strips rebuilt) is no answer: the check is made again."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    WebDriverWait(driver, WAIT, poll_frequency=0.05).until(lambda d: check(d), message)
+    WebDriverWait(
+        driver, WAIT, poll_frequency=0.05, ignored_exceptions=(StaleElementReferenceException,)
+    ).until(lambda d: check(d), message)
 
 
 def osc_value(client: Client, address: str) -> float:
@@ -144,10 +162,10 @@ def wait_osc(client: Client, address: str, check, message: str) -> float:
     raise AssertionError(f"{message}: {address} is {value}")
 
 
-def open_page(driver: object, url: str) -> None:
+def open_page(driver: Chrome, url: str) -> None:
     from selenium.webdriver.common.by import By
 
-    driver.get(url)  # type: ignore[attr-defined]
+    driver.get(url)
     wait_for(driver, lambda d: d.find_element(By.ID, "conn").text == "live", "page not live")
     wait_for(
         driver,
@@ -184,12 +202,12 @@ def test_two_fingers_move_two_faders_and_double_tap_resets(served: tuple[Daemon,
             finger.create_pointer_up(MouseButton.LEFT)
         actions.perform()
         for address, name in (("/ch/1", "drums"), ("/ch/3", "other")):
-            wait_for(
-                d,
-                lambda d, a=address: float(strip(d, a).get_attribute("data-fader") or 0) > 0.8,
-                f"{name} fader did not move under its finger",
-            )
-            shown = float(strip(d, address).get_attribute("data-fader"))
+
+            def moved(d: Chrome, a: str = address) -> bool:
+                return float(strip(d, a).get_attribute("data-fader") or 0) > 0.8
+
+            wait_for(d, moved, f"{name} fader did not move under its finger")
+            shown = float(attribute(strip(d, address), "data-fader"))
             got = wait_osc(client, f"/ch/{name}/fader", lambda v: v > 0.8, f"{name} not sent")
             assert got == pytest.approx(shown, abs=1e-3)
         # A double tap puts a fader back at unity.
@@ -205,13 +223,13 @@ def test_two_fingers_move_two_faders_and_double_tap_resets(served: tuple[Daemon,
             finger.create_pointer_up(MouseButton.LEFT)
             taps.perform()
             wait_osc(client, f"/ch/{name}/fader", lambda v: v == 0.75, f"{name} not back at unity")
-            wait_for(
-                d,
-                lambda d, a=address: strip(d, a).get_attribute("data-fader") == "0.7500",
-                f"{name} fader not shown at unity",
-            )
+
+            def at_unity(d: Chrome, a: str = address) -> bool:
+                return strip(d, a).get_attribute("data-fader") == "0.7500"
+
+            wait_for(d, at_unity, f"{name} fader not shown at unity")
     finally:
-        d.quit()  # type: ignore[attr-defined]
+        d.quit()
         client.close()
 
 
@@ -226,7 +244,7 @@ def test_keyboard_seek_and_loop(served: tuple[Daemon, Path]) -> None:
     d = browser()
     try:
         open_page(d, daemon.http_url())
-        body = d.find_element(By.TAG_NAME, "body")  # type: ignore[attr-defined]
+        body = d.find_element(By.TAG_NAME, "body")
         body.send_keys("2")
         wait_osc(client, "/ch/bass/mute", lambda v: v == 1, "key 2 did not mute the bass")
         body.send_keys("2")
@@ -239,32 +257,47 @@ def test_keyboard_seek_and_loop(served: tuple[Daemon, Path]) -> None:
             "pause not shown",
         )
 
-        bar = d.find_element(By.ID, "posbar")  # type: ignore[attr-defined]
+        bar = d.find_element(By.ID, "posbar")
         width = bar.size["width"]
+
+        def page_position(d: Chrome) -> float:
+            """The play head as the page shows it ("m:ss.s / length")."""
+            minutes, seconds = d.find_element(By.ID, "time").text.split(" / ")[0].split(":")
+            return 60 * int(minutes) + float(seconds)
 
         def seek(fraction: float) -> float:
             ActionChains(d).move_to_element_with_offset(
                 bar, int((fraction - 0.5) * width), 0
             ).click().perform()
             want = fraction * 4.0  # the track is 4 s long
-            return wait_osc(
+            got = wait_osc(
                 client,
                 "/transport/position",
                 lambda v: abs(v - want) < 0.05,
                 f"a click at {fraction:.0%} of the bar did not seek",
             )
+            # loop in and out take the position the page has: it must have this one
+            wait_for(
+                d,
+                lambda d: abs(page_position(d) - got) <= 0.051,
+                f"the page did not show the seek to {got:.3f}",
+            )
+            return got
 
+        # Paused at 2 s, away from both seeks: a position near one is the seek's.
+        client.send("/transport/seek", 2.0)
+        wait_osc(client, "/transport/position", lambda v: v == 2.0, "the seek to 2 s")
         start = seek(0.25)
-        d.find_element(By.ID, "loop-in").click()  # type: ignore[attr-defined]
+        d.find_element(By.ID, "loop-in").click()
         end = seek(0.75)
-        d.find_element(By.ID, "loop-out").click()  # type: ignore[attr-defined]
+        d.find_element(By.ID, "loop-out").click()
         for _ in range(200):
             replies = client.ask("/transport/loop")
             if replies and replies[0][1][1] > 0:
                 break
         assert replies[0][0] == "/transport/loop"
         assert replies[0][1] == [pytest.approx(start, abs=1e-3), pytest.approx(end, abs=1e-3)]
-        d.find_element(By.ID, "loop-off").click()  # type: ignore[attr-defined]
+        d.find_element(By.ID, "loop-off").click()
         for _ in range(200):
             replies = client.ask("/transport/loop")
             if replies and replies[0][1] == [0.0, 0.0]:
@@ -273,7 +306,7 @@ def test_keyboard_seek_and_loop(served: tuple[Daemon, Path]) -> None:
         body.send_keys(" ")
         wait_osc(client, "/transport/playing", lambda v: v == 1, "space did not play")
     finally:
-        d.quit()  # type: ignore[attr-defined]
+        d.quit()
         client.close()
 
 
@@ -343,8 +376,8 @@ def test_scene_saved_and_recalled_with_a_morph_from_the_page(served: tuple[Daemo
         assert saved["/ch/4/solo"] == 1 and saved["/master/fader"] == 0.625
 
         playing = osc_value(client, "/transport/playing")
-        d.find_element(By.ID, "scene-name").send_keys(name)  # type: ignore[attr-defined]
-        d.find_element(By.ID, "scene-save").click()  # type: ignore[attr-defined]
+        d.find_element(By.ID, "scene-name").send_keys(name)
+        d.find_element(By.ID, "scene-save").click()
         wait_osc_reply(client, "/scene/list", lambda names: name in names, "scene not saved")
         assert controls(client) == saved
         assert osc_value(client, "/transport/playing") == playing
@@ -374,13 +407,13 @@ def test_scene_saved_and_recalled_with_a_morph_from_the_page(served: tuple[Daemo
             return changed
 
         def recall(morph: str) -> float:
-            Select(d.find_element(By.ID, "scene-list")).select_by_value(name)  # type: ignore[attr-defined]
-            box = d.find_element(By.ID, "morph")  # type: ignore[attr-defined]
+            Select(d.find_element(By.ID, "scene-list")).select_by_value(name)
+            box = d.find_element(By.ID, "morph")
             box.clear()
             box.send_keys(morph)
             assert box.get_attribute("value") == morph
             start = time.monotonic()
-            d.find_element(By.ID, "scene-recall").click()  # type: ignore[attr-defined]
+            d.find_element(By.ID, "scene-recall").click()
             return start
 
         # With a morph of 3 s: the drums fader glides from 1.0 down to 0.5 along the
@@ -419,7 +452,7 @@ def test_scene_saved_and_recalled_with_a_morph_from_the_page(served: tuple[Daemo
             assert time.monotonic() < deadline, f"the scene did not come back: {got} != {saved}"
             time.sleep(0.05)
     finally:
-        d.quit()  # type: ignore[attr-defined]
+        d.quit()
         reset_mix(client)
         client.close()
 
@@ -460,16 +493,14 @@ def test_fine_adjust_moves_a_tenth_as_far(served: tuple[Daemon, Path]) -> None:
             chain.perform()
             return wait_osc(client, f"/ch/{name}/fader", lambda v: v != before, f"{name} unmoved")
 
-        height = d.execute_script(  # type: ignore[attr-defined]
-            "return document.querySelector('.strip .fader').clientHeight"
-        )
+        height = d.execute_script("return document.querySelector('.strip .fader').clientHeight")
         coarse = moved("/ch/1", "drums") - before
         assert coarse == pytest.approx(drag / height, abs=1.01 / height)
-        d.find_element(By.ID, "fine").click()  # type: ignore[attr-defined]
-        assert d.find_element(By.ID, "fine").is_selected()  # type: ignore[attr-defined]
+        d.find_element(By.ID, "fine").click()
+        assert d.find_element(By.ID, "fine").is_selected()
         fine = moved("/ch/2", "bass") - before
-        d.find_element(By.ID, "fine").click()  # type: ignore[attr-defined]
-        assert not d.find_element(By.ID, "fine").is_selected()  # type: ignore[attr-defined]
+        d.find_element(By.ID, "fine").click()
+        assert not d.find_element(By.ID, "fine").is_selected()
         shifted = moved("/ch/3", "other", shift=True) - before
         # The same pixels: only the factor differs (1 px either way is 1/60 of it).
         assert fine / coarse == pytest.approx(0.1, abs=0.004)
@@ -479,6 +510,12 @@ def test_fine_adjust_moves_a_tenth_as_far(served: tuple[Daemon, Path]) -> None:
         # at a tenth of the rate; it does not jump back towards where the drag began.
         client.send("/ch/vocals/fader", start)
         wait_osc(client, "/ch/vocals/fader", lambda v: v == before, "vocals not at 0.3")
+        # and the page has it: a drag goes on from the value the page shows
+        wait_for(
+            d,
+            lambda d: strip(d, "/ch/4").get_attribute("data-fader") == "0.3000",
+            "vocals not shown at 0.3",
+        )
         fader = strip(d, "/ch/4").find_element(By.CSS_SELECTOR, ".fader")
         ActionChains(d, duration=0).click_and_hold(fader).move_by_offset(0, -drag).key_down(
             Keys.SHIFT
@@ -491,7 +528,7 @@ def test_fine_adjust_moves_a_tenth_as_far(served: tuple[Daemon, Path]) -> None:
             f"Shift mid-drag: the fader did not go on from {before + drag / height:.3f}",
         )
     finally:
-        d.quit()  # type: ignore[attr-defined]
+        d.quit()
         reset_mix(client)
         client.close()
 
@@ -516,12 +553,12 @@ def test_two_quick_drags_are_no_double_click(served: tuple[Daemon, Path]) -> Non
         )
         before = osc_value(client, "/ch/drums/fader")
         fader = strip(d, "/ch/1").find_element(By.CSS_SELECTOR, ".fader")
-        height = d.execute_script("return arguments[0].clientHeight", fader)  # type: ignore[attr-defined]
+        height = d.execute_script("return arguments[0].clientHeight", fader)
         ActionChains(d, duration=0).click_and_hold(fader).move_by_offset(
             0, -24
         ).release().click_and_hold(fader).move_by_offset(0, -24).release().perform()
         # perform() returns once the page handled the events, a double-click included.
-        shown = float(fader.get_attribute("aria-valuenow"))
+        shown = float(attribute(fader, "aria-valuenow"))
         assert shown == pytest.approx(before + 48 / height, abs=1.01 / height)
         wait_osc(client, "/ch/drums/fader", lambda v: abs(v - shown) < 6e-4, "the nudges not sent")
         ActionChains(d).double_click(fader).perform()
@@ -529,17 +566,17 @@ def test_two_quick_drags_are_no_double_click(served: tuple[Daemon, Path]) -> Non
 
         # The pan likewise: two quick nudges right, then a double-click centres it.
         pan = strip(d, "/ch/1").find_element(By.CSS_SELECTOR, ".pan")
-        width = d.execute_script("return arguments[0].clientWidth", pan)  # type: ignore[attr-defined]
+        width = d.execute_script("return arguments[0].clientWidth", pan)
         ActionChains(d, duration=0).click_and_hold(pan).move_by_offset(
             10, 0
         ).release().click_and_hold(pan).move_by_offset(10, 0).release().perform()
-        shown = float(pan.get_attribute("aria-valuenow"))
+        shown = float(attribute(pan, "aria-valuenow"))
         assert shown == pytest.approx(2 * 2 * 10 / width, abs=2.02 / width + 0.005)
         wait_osc(client, "/ch/drums/pan", lambda v: abs(v - shown) < 6e-3, "pan nudges not sent")
         ActionChains(d).double_click(pan).perform()
         wait_osc(client, "/ch/drums/pan", lambda v: v == 0.0, "a double-click did not centre")
     finally:
-        d.quit()  # type: ignore[attr-defined]
+        d.quit()
         reset_mix(client)
         client.close()
 
@@ -571,8 +608,6 @@ def test_a_late_echo_never_throws_the_fader_back(served: tuple[Daemon, Path]) ->
     """Two nudges a moment apart on a slow connection: the echo of the first arrives
     after the second is done. The fader must not jump back to it (and then forward
     again): once the second nudge shows, only its value does."""
-    import time
-
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
@@ -580,9 +615,7 @@ def test_a_late_echo_never_throws_the_fader_back(served: tuple[Daemon, Path]) ->
     client = Client(daemon.port)
     d = browser()
     try:
-        d.execute_cdp_cmd(  # type: ignore[attr-defined]
-            "Page.addScriptToEvaluateOnNewDocument", {"source": _SLOW_SOCKET}
-        )
+        d.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": _SLOW_SOCKET})
         open_page(d, daemon.http_url())
         client.send("/ch/drums/fader", 0.3)
         wait_for(
@@ -591,16 +624,25 @@ def test_a_late_echo_never_throws_the_fader_back(served: tuple[Daemon, Path]) ->
             "drums not shown at 0.3",
         )
         fader = strip(d, "/ch/1").find_element(By.CSS_SELECTOR, ".fader")
-        height = d.execute_script("return arguments[0].clientHeight", fader)  # type: ignore[attr-defined]
-        d.execute_script("window.__watch(arguments[0])", fader)  # type: ignore[attr-defined]
+        height = d.execute_script("return arguments[0].clientHeight", fader)
+        d.execute_script("window.__watch(arguments[0])", fader)
         nudge = ActionChains(d, duration=0).click_and_hold(fader).move_by_offset(0, -24).release()
         nudge.perform()
-        time.sleep(0.08)  # the first value goes out in its own frame
-        ActionChains(d, duration=0).click_and_hold(fader).move_by_offset(0, -24).release().perform()
         first, second = f"{0.3 + 24 / height:.3f}", f"{0.3 + 48 / height:.3f}"
-        wait_osc(client, "/ch/drums/fader", lambda v: f"{v:.3f}" == second, "nudges not sent")
-        time.sleep(1.5)  # every echo is in: 250 ms late, held back at most 500 ms
-        shown = d.execute_script("return window.__shown")  # type: ignore[attr-defined]
+        # the first value goes out in its own frame
+        wait_osc(client, "/ch/drums/fader", lambda v: f"{v:.3f}" == first, "first nudge not sent")
+        ActionChains(d, duration=0).click_and_hold(fader).move_by_offset(0, -24).release().perform()
+        value = wait_osc(
+            client, "/ch/drums/fader", lambda v: f"{v:.3f}" == second, "nudges not sent"
+        )
+        # Every echo is in once the page shows the daemon's last value: the echoes
+        # arrive in order, 250 ms late, and are held back until the fader is left alone.
+        wait_for(
+            d,
+            lambda d: strip(d, "/ch/1").get_attribute("data-fader") == f"{value:.4f}",
+            "the daemon's last value not shown",
+        )
+        shown = d.execute_script("return window.__shown")
         assert shown[0] == first and second in shown, shown
         after = shown[shown.index(second) :]
         assert after == [second] * len(after), shown
@@ -608,7 +650,7 @@ def test_a_late_echo_never_throws_the_fader_back(served: tuple[Daemon, Path]) ->
         value = osc_value(client, "/ch/drums/fader")
         assert strip(d, "/ch/1").get_attribute("data-fader") == f"{value:.4f}"
     finally:
-        d.quit()  # type: ignore[attr-defined]
+        d.quit()
         reset_mix(client)
         client.close()
 
@@ -627,19 +669,14 @@ def test_phone_width_no_page_scroll_every_fader_reachable(served: tuple[Daemon, 
     d = browser(phone=True)
     try:
         open_page(d, daemon.http_url())
-        width = d.execute_script("return window.innerWidth")  # type: ignore[attr-defined]
+        width = d.execute_script("return window.innerWidth")
         assert width == PHONE["width"]
-        assert (
-            d.execute_script(  # type: ignore[attr-defined]
-                "return document.scrollingElement.scrollWidth"
-            )
-            <= width
-        )
-        box = d.find_element(By.ID, "strips")  # type: ignore[attr-defined]
+        assert d.execute_script("return document.scrollingElement.scrollWidth") <= width
+        box = d.find_element(By.ID, "strips")
         assert d.execute_script("return arguments[0].scrollWidth > arguments[0].clientWidth", box)
         for address in ("/ch/1", "/ch/2", "/ch/3", "/ch/4", "/master"):
             fader = strip(d, address).find_element(By.CSS_SELECTOR, ".fader")
-            on_top = d.execute_script(  # type: ignore[attr-defined]
+            on_top = d.execute_script(
                 """const f = arguments[0];
                 f.scrollIntoView({block: "center", inline: "center"});
                 const r = f.getBoundingClientRect();
@@ -651,12 +688,7 @@ def test_phone_width_no_page_scroll_every_fader_reachable(served: tuple[Daemon, 
                 fader,
             )
             assert on_top, f"the {address} fader is not reachable at phone width"
-            assert (
-                d.execute_script(  # type: ignore[attr-defined]
-                    "return document.scrollingElement.scrollWidth"
-                )
-                <= width
-            )
+            assert d.execute_script("return document.scrollingElement.scrollWidth") <= width
             actions = ActionBuilder(d)
             finger = actions.add_pointer_input(interaction.POINTER_TOUCH, "finger")
             finger.create_pointer_move(origin=fader)
@@ -666,7 +698,7 @@ def test_phone_width_no_page_scroll_every_fader_reachable(served: tuple[Daemon, 
             actions.perform()
             wait_osc(client, f"{address}/fader", lambda v: v < 0.7, f"{address} fader unmoved")
     finally:
-        d.quit()  # type: ignore[attr-defined]
+        d.quit()
         reset_mix(client)
         client.close()
 
@@ -696,11 +728,11 @@ def test_track_picked_separates_then_its_strips_show(served: tuple[Daemon, Path]
             ),
             f"{name} not in the page's track list",
         )
-        Select(d.find_element(By.ID, "track-list")).select_by_value(path)  # type: ignore[attr-defined]
-        d.find_element(By.ID, "track-load").click()  # type: ignore[attr-defined]
+        Select(d.find_element(By.ID, "track-list")).select_by_value(path)
+        d.find_element(By.ID, "track-load").click()
 
-    def names(d: object) -> list[str]:
-        return [e.text for e in d.find_elements(By.CSS_SELECTOR, ".strip .name")]  # type: ignore[attr-defined]
+    def names(d: Chrome) -> list[str]:
+        return [e.text for e in d.find_elements(By.CSS_SELECTOR, ".strip .name")]
 
     def ready(track: str, channels: list[str]) -> None:
         wait_osc_reply(client, "/track/name", lambda a: a == [track], f"{track} not loaded")
@@ -714,7 +746,7 @@ def test_track_picked_separates_then_its_strips_show(served: tuple[Daemon, Path]
             lambda d: (
                 d.find_element(By.ID, "track-name").text == track
                 and d.execute_script("return document.getElementById('progress').hidden")
-                and "separating" not in d.find_element(By.ID, "strips").get_attribute("class")
+                and "separating" not in attribute(d.find_element(By.ID, "strips"), "class")
                 and names(d) == [*channels, "master"]
             ),
             f"the page did not show {track} ready with its strips",
@@ -722,7 +754,7 @@ def test_track_picked_separates_then_its_strips_show(served: tuple[Daemon, Path]
 
     try:
         open_page(d, daemon.http_url())
-        options = Select(d.find_element(By.ID, "track-list")).options  # type: ignore[attr-defined]
+        options = Select(d.find_element(By.ID, "track-list")).options
         assert [o.text for o in options] == ["duo.stem.mp4", "second.wav", "tones.stem.mp4"]
 
         load("second.wav")
@@ -733,7 +765,7 @@ def test_track_picked_separates_then_its_strips_show(served: tuple[Daemon, Path]
                 d.find_element(By.ID, "track-name").text == "second"
                 and d.find_element(By.ID, "progress").is_displayed()
                 and re.fullmatch(r"separating \d+%", d.find_element(By.ID, "progress-text").text)
-                and "separating" in d.find_element(By.ID, "strips").get_attribute("class")
+                and "separating" in attribute(d.find_element(By.ID, "strips"), "class")
             ),
             "no separation progress shown",
         )
@@ -744,7 +776,7 @@ def test_track_picked_separates_then_its_strips_show(served: tuple[Daemon, Path]
         colours = wait_osc_reply(client, "/channels/colors", lambda a: len(a) == 2, "colours")
         assert [c.upper() for c in colours] == list(DUO_COLOURS)
         shown = [
-            d.execute_script(  # type: ignore[attr-defined]
+            d.execute_script(
                 "return arguments[0].style.getPropertyValue('--colour')", strip(d, f"/ch/{i}")
             )
             for i in (1, 2)
@@ -761,7 +793,7 @@ def test_track_picked_separates_then_its_strips_show(served: tuple[Daemon, Path]
             "a strip that came back does not follow the daemon",
         )
     finally:
-        d.quit()  # type: ignore[attr-defined]
+        d.quit()
         reset_mix(client)
         client.close()
 
@@ -777,7 +809,7 @@ def test_two_browsers_osc_and_the_recording(served: tuple[Daemon, Path]) -> None
     b = browser()
     try:
         for d in (a, b):
-            d.get(url)  # type: ignore[attr-defined]
+            d.get(url)
             wait_for(d, lambda d: d.find_element(By.ID, "conn").text == "live", "page not live")
             wait_for(
                 d,
@@ -787,7 +819,7 @@ def test_two_browsers_osc_and_the_recording(served: tuple[Daemon, Path]) -> None
                 ),
                 "strips not shown with their values",
             )
-        names = [e.text for e in a.find_elements(By.CSS_SELECTOR, ".strip .name")]  # type: ignore[attr-defined]
+        names = [e.text for e in a.find_elements(By.CSS_SELECTOR, ".strip .name")]
         assert names == ["drums", "bass", "other", "vocals", "master"]
 
         # Browser A moves the bass fader down: the daemon has the page's value.
@@ -800,7 +832,7 @@ def test_two_browsers_osc_and_the_recording(served: tuple[Daemon, Path]) -> None
             lambda d: float(strip(d, "/ch/2").get_attribute("data-fader") or 1) < 0.7,
             "bass fader did not move in the page",
         )
-        shown = float(strip(a, "/ch/2").get_attribute("data-fader"))
+        shown = float(attribute(strip(a, "/ch/2"), "data-fader"))
         bass = wait_osc(client, "/ch/bass/fader", lambda v: v < 0.7, "bass fader not sent")
         assert bass == pytest.approx(shown, abs=1e-3)
 
@@ -815,7 +847,7 @@ def test_two_browsers_osc_and_the_recording(served: tuple[Daemon, Path]) -> None
             lambda d: (
                 strip(d, "/ch/1").get_attribute("data-mute") == "1"
                 and "on"
-                in strip(d, "/ch/1").find_element(By.CSS_SELECTOR, ".mute").get_attribute("class")
+                in attribute(strip(d, "/ch/1").find_element(By.CSS_SELECTOR, ".mute"), "class")
             ),
             "the second browser did not show the mute",
         )
@@ -843,14 +875,12 @@ def test_two_browsers_osc_and_the_recording(served: tuple[Daemon, Path]) -> None
         )
         position = client.query("/transport/position")
     finally:
-        a.quit()  # type: ignore[attr-defined]
-        b.quit()  # type: ignore[attr-defined]
+        a.quit()
+        b.quit()
         client.close()
 
     # Let half a second more play with the drums muted, then read the recording.
-    import time
-
-    time.sleep(0.6)
+    wait_played(daemon.client, 0.6)
     code, err = daemon.stop()
     assert code == 0, err
     rec, sr = sf.read(root / "rec.wav", dtype="float32")
@@ -890,7 +920,7 @@ def test_page_reconnects_and_shows_the_new_state(tmp_path: Path) -> None:
         code, err = first.stop()
         assert code == 0, err
         wait_for(d, lambda d: d.find_element(By.ID, "conn").text != "live", "loss not shown")
-        assert d.find_element(By.ID, "conn").text.startswith("reconnecting")  # type: ignore[attr-defined]
+        assert d.find_element(By.ID, "conn").text.startswith("reconnecting")
         second = Daemon(args, env, tmp_path)
         second.wait_ready()
         second.client.send("/ch/bass/mute", 1)
@@ -905,7 +935,7 @@ def test_page_reconnects_and_shows_the_new_state(tmp_path: Path) -> None:
             "the page did not show the new daemon's state",
         )
     finally:
-        d.quit()  # type: ignore[attr-defined]
+        d.quit()
         first.stop()
         if second is not None:
             code, err = second.stop()

@@ -17,6 +17,7 @@ from daemon_helpers import Daemon
 from conftest import tone_mix
 
 SR = 48000
+pytestmark = pytest.mark.e2e  # `stemdeck serve` subprocesses
 
 
 @pytest.fixture

@@ -42,6 +42,34 @@
   function send(address, args = []) {
     if (ws && ws.readyState === WebSocket.OPEN) ws.send(OSC.message(address, args));
   }
+  // /state, /track/list and /scene/list answer more than they ask: the daemon takes 4
+  // of them at once, then 2 a second per connection, and refuses the rest (the limits in
+  // docs/osc.md). A refused one would never be answered (a saved scene missing from the
+  // list), so the page paces its own: one that has to wait goes out as soon as the
+  // daemon takes it again, once however often it was wanted meanwhile. The page counts
+  // 1.5 a second, short of the 2, for a network that delivers two closer than they left.
+  const BULK_BURST = 4;
+  const BULK_PER_SECOND = 1.5;
+  const bulk = { tokens: BULK_BURST, at: 0, waiting: new Set(), timer: 0 };
+  function ask(address) {
+    bulk.waiting.add(address);
+    askWaiting();
+  }
+  function askWaiting() {
+    const now = performance.now() / 1000;
+    bulk.tokens = Math.min(BULK_BURST, bulk.tokens + (now - bulk.at) * BULK_PER_SECOND);
+    bulk.at = now;
+    for (const address of bulk.waiting) {
+      if (bulk.tokens < 1) break;
+      bulk.waiting.delete(address);
+      bulk.tokens -= 1;
+      send(address);
+    }
+    if (bulk.waiting.size && !bulk.timer) {
+      const wait = (1 - bulk.tokens) / BULK_PER_SECOND;
+      bulk.timer = setTimeout(() => { bulk.timer = 0; askWaiting(); }, 1000 * wait);
+    }
+  }
   function command(name, data) {
     if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ COMMAND: name, DATA: data }));
   }
@@ -64,11 +92,14 @@
     socket.onopen = () => {
       retry = 500;
       setConn("live", "live");
+      // a new connection is a new sender to the daemon, with all its requests
+      bulk.tokens = BULK_BURST;
+      bulk.at = performance.now() / 1000;
       for (const a of GLOBAL_LISTENS) command("LISTEN", a);
       listenChannels(1, strips.length);
-      send("/state"); // then every value, whatever happened while away
-      send("/track/list");
-      send("/scene/list");
+      ask("/state"); // then every value, whatever happened while away
+      ask("/track/list");
+      ask("/scene/list");
     };
     socket.onmessage = (ev) => {
       if (typeof ev.data === "string") return onCommand(JSON.parse(ev.data));
@@ -83,7 +114,7 @@
     };
   }
   function onCommand(msg) {
-    if (msg.COMMAND === "PATH_CHANGED") send("/state"); // /channels rebuilds the strips
+    if (msg.COMMAND === "PATH_CHANGED") ask("/state"); // /channels rebuilds the strips
     else if (msg.COMMAND === "ERROR") toast(msg.DATA);
   }
 
@@ -114,7 +145,7 @@
       case "/meter/rms": meters.rms = args; break;
       case "/track/list": fillSelect($("track-list"), args, (p) => p.split("/").pop()); break;
       case "/scene/list": fillSelect($("scene-list"), args, (n) => n); break;
-      case "/scene/save": send("/scene/list"); toast(`saved scene ${args[0]}`, true); break;
+      case "/scene/save": ask("/scene/list"); toast(`saved scene ${args[0]}`, true); break;
       case "/track/load": toast(`loading ${String(args[0]).split("/").pop()}`, true); break;
       case "/error": toast(args[0]); break;
       default: break;
@@ -377,7 +408,7 @@
     box.append(master.root);
     colourStrips();
     if (names.length > before) listenChannels(before + 1, names.length);
-    send("/state"); // values of the new strips
+    ask("/state"); // values of the new strips
   }
 
   function colourStrips() {
