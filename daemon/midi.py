@@ -19,13 +19,14 @@ import logging
 import os
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from stemdeck.core.control.midimap import MidiMap, MidiMapper, binding_toml, load_midi_map
 from stemdeck.core.errors import ParameterError, PresetError, StemdeckError
 
-log = logging.getLogger("stemdeck")
+from .config import config_dir
+
+log = logging.getLogger(__name__)
 
 APIS = {"alsa": "mido.backends.rtmidi/LINUX_ALSA", "jack": "mido.backends.rtmidi/UNIX_JACK"}
 
@@ -38,18 +39,9 @@ def backend_name(api: str | None) -> str:
     return os.environ.get("MIDO_BACKEND", "mido.backends.rtmidi")
 
 
-def user_map_dir() -> Path:
-    env = os.environ.get("STEMDECK_CONFIG")
-    if env:
-        return Path(env).expanduser() / "midi"
-    import platformdirs
-
-    return Path(platformdirs.user_config_dir("stemdeck")) / "midi"
-
-
 def resolve_map(name_or_path: str) -> MidiMap:
     """The user's copy of a map (saved by MIDI learn) wins over the shipped one."""
-    own = user_map_dir() / f"{name_or_path}.toml"
+    own = config_dir("midi") / f"{name_or_path}.toml"
     if own.is_file():
         return load_midi_map(str(own))
     return load_midi_map(name_or_path)
@@ -311,7 +303,7 @@ class MidiControl:
         log.info("MIDI learn: move a control for %s", address)
 
     def _save_learned(self) -> None:
-        folder = user_map_dir()
+        folder = config_dir("midi")
         m = self.mapper.map
         lines = [f"# {m.name}: saved by stemdeck MIDI learn", f'name = "{m.name}"', ""]
         if m.programs:

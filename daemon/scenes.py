@@ -1,10 +1,10 @@
 """Scenes: snapshots of every level, saved as TOML, recalled at once or as a morph.
 
 A scene is read only from the user's scene folder (``$STEMDECK_CONFIG/scenes``
-or the platform's config folder) and from the shipped ``presets/scenes/``, and
-only from regular files: a name never becomes a path relative to the working
-directory, and a FIFO or device in the scene folder is refused without being
-opened for reading.
+or the platform's config folder, :func:`.config.config_dir`) and from the shipped
+``presets/scenes/``, and only from regular files: a name never becomes a path
+relative to the working directory, and a FIFO or device in the scene folder is
+refused without being opened for reading.
 """
 
 from __future__ import annotations
@@ -26,22 +26,14 @@ from stemdeck.core.errors import ParameterError
 from stemdeck.core.mixer.commands import Command
 from stemdeck.core.mixer.params import fader_to_gain, gain_to_fader
 
-__all__ = ["SceneStore", "scene_dir"]
+from .config import config_dir
 
-log = logging.getLogger("stemdeck")
+__all__ = ["SceneStore"]
+
+log = logging.getLogger(__name__)
 
 SCENE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}\Z")
 _MAX_SCENE_BYTES = 1 << 20
-
-
-def scene_dir() -> Path:
-    """``$STEMDECK_CONFIG/scenes``, else the platform's user config folder's ``scenes``."""
-    env = os.environ.get("STEMDECK_CONFIG")
-    if env:
-        return Path(env).expanduser() / "scenes"
-    import platformdirs
-
-    return Path(platformdirs.user_config_dir("stemdeck")) / "scenes"
 
 
 def _check_name(name: str) -> None:
@@ -83,7 +75,7 @@ class SceneStore:
     post : callable
         Hands one engine command to the audio thread (``Mixer.post``).
     folder : Path, optional
-        Where scenes are saved; default :func:`scene_dir` (read at each call).
+        Where scenes are saved; default ``config_dir("scenes")`` (read at each call).
     """
 
     def __init__(
@@ -101,7 +93,7 @@ class SceneStore:
 
     @property
     def folder(self) -> Path:
-        return self._folder if self._folder is not None else scene_dir()
+        return self._folder if self._folder is not None else config_dir("scenes")
 
     # -- files -------------------------------------------------------------------------
     def save(self, name: str) -> Path:

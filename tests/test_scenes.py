@@ -12,6 +12,7 @@ import pytest
 from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import ParameterError
 from stemdeck.core.mixer.commands import Command
+from stemdeck.daemon.config import config_dir
 from stemdeck.daemon.scenes import SceneStore
 
 NAMES = ["drums", "bass", "vocals", "other"]
@@ -107,3 +108,16 @@ def test_a_bad_scene_changes_nothing(store: SceneStore) -> None:
         with pytest.raises(ParameterError, match="not a number"):
             store.recall("bad", fade)
     assert store.registry.snapshot() == before
+
+
+def test_scenes_and_learned_maps_share_one_config_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import platformdirs
+
+    monkeypatch.setenv("STEMDECK_CONFIG", str(tmp_path / "cfg"))
+    assert SceneStore(Registry(NAMES), lambda c: True).folder == tmp_path / "cfg" / "scenes"
+    assert config_dir("midi") == tmp_path / "cfg" / "midi"
+    monkeypatch.delenv("STEMDECK_CONFIG")
+    home = Path(platformdirs.user_config_dir("stemdeck"))
+    assert SceneStore(Registry(NAMES), lambda c: True).folder == home / "scenes"
