@@ -11,6 +11,11 @@ python-rtmidi holds the GIL in its calls, and under JACK a new client (what mido
 waits for rtmidi's process thread, which waits for the GIL to hand our callback a
 message: nothing moves until JACK times out (5 or 10 s under the tests' jackd, -t 5000).
 Listing ports and opening or closing a port on a client that exists waits for no graph.
+
+A mapped control moves the registry and the engine through one
+:class:`~stemdeck.core.control.registry.Transaction`, as OSC does: when the engine's
+queue is full the move is dropped, the registry keeps the old value, and the
+message counts as an error (the status line's MIDI errors).
 """
 
 from __future__ import annotations
@@ -266,20 +271,22 @@ class MidiControl:
             log.warning("MIDI message %s failed: %r", msg, exc)
 
     def _apply(self, verb: str, address: str, args: list[Any]) -> None:
-        reg = self.host.registry
-        if verb == "norm":
-            commands = reg.set_norm(address, args[0])
-        elif verb == "set":
-            commands = reg.set(address, args)
+        if verb in ("norm", "set"):
+            with self.host.registry.transaction() as txn:
+                if verb == "norm":
+                    txn.set_norm(address, args[0])
+                else:
+                    txn.set(address, args)
+                posted = txn.commit(self.host.post)
+            if not posted:
+                # A controller sends a stream: counted, logged quietly, never a flood.
+                self.errors += 1
+                log.debug("MIDI %s: engine queue full; not applied", address)
         elif verb == "learned":
             self._save_learned()
             log.info("MIDI learn: bound %s", address)
-            return
         else:
             self._action(address, args)
-            return
-        for c in commands:
-            self.host.post(c)
 
     def _action(self, address: str, args: list[Any]) -> None:
         if address.startswith("/transport/"):

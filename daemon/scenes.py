@@ -5,6 +5,10 @@ or the platform's config folder, :func:`.config.config_dir`) and from the shippe
 ``presets/scenes/``, and only from regular files: a name never becomes a path
 relative to the working directory, and a FIFO or device in the scene folder is
 refused without being opened for reading.
+
+A recall, and each step of a morph, goes to the registry and the engine through one
+:class:`~stemdeck.core.control.registry.Transaction`: the registry takes a scene's
+values only once the engine has accepted them.
 """
 
 from __future__ import annotations
@@ -71,9 +75,10 @@ class SceneStore:
     Parameters
     ----------
     registry : Registry
-        The control side's truth; a recall goes through it.
+        The control side's truth; a recall goes through one of its transactions.
     post : callable
-        Hands one engine command to the audio thread (``Mixer.post``).
+        Hands one engine command to the audio thread (``Mixer.post``); False if
+        the engine's queue is full.
     folder : Path, optional
         Where scenes are saved; default ``config_dir("scenes")`` (read at each call).
     """
@@ -172,21 +177,29 @@ class SceneStore:
         Both forms agree on the end state: a channel or value the scene does not
         name keeps its current value. The whole scene is validated before
         anything moves; a recall stops a morph in progress.
+
+        Raises
+        ------
+        ParameterError
+            Bad name, no such scene, a bad value in it; or, recalled at once, the
+            engine's queue is full (the scene is not recalled: nothing changed).
         """
         scene = self.load(name)
-        probe = Registry(self.registry.names)
-        probe.restore(self.registry.snapshot())  # start from the current values
-        probe.restore(scene)  # raises before anything changes
+        with self.registry.transaction() as txn:
+            txn.restore(scene)  # raises before anything changes
+            end = txn.snapshot()  # never committed: the morph's end
         with self._lock:
             self.stop()
             if fade <= 0:
-                for cmd in self.registry.restore(scene):
-                    self.post(cmd)
+                with self.registry.transaction() as txn:
+                    txn.restore(scene)
+                    if not txn.commit(self.post):
+                        raise ParameterError("engine queue full: scene not recalled; try again")
                 return
             self._morph_stop = threading.Event()
             self._morph_thread = threading.Thread(
                 target=self._morph,
-                args=(self.registry.snapshot(), probe.snapshot(), fade, self._morph_stop),
+                args=(self.registry.snapshot(), end, fade, self._morph_stop),
                 name="stemdeck-morph",
                 daemon=True,
             )
@@ -202,7 +215,11 @@ class SceneStore:
     def _morph(
         self, start: dict[str, Any], end: dict[str, Any], fade: float, stop: threading.Event
     ) -> None:
-        """Glide fader positions and pans from ``start`` to ``end``; switches flip at the end."""
+        """Glide fader positions and pans from ``start`` to ``end``; switches flip at the end.
+
+        A step the engine refuses (queue full) changes nothing; the next step posts the
+        frame of its own time, and the last is retried until it is posted.
+        """
         t0 = time.monotonic()
 
         def glide(a: dict[str, Any], b: dict[str, Any], x: float) -> dict[str, Any]:
@@ -228,8 +245,11 @@ class SceneStore:
                 },
                 "master": glide(start["master"], end["master"], x),
             }
-            for cmd in self.registry.restore(frame):
-                self.post(cmd)
-            if x >= 1.0:
+            with self.registry.transaction() as txn:
+                txn.restore(frame)
+                posted = txn.commit(self.post)
+            if not posted:
+                log.debug("scene morph: engine queue full; the next step catches up")
+            elif x >= 1.0:
                 return
             stop.wait(0.02)

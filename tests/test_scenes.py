@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from registry_helpers import set_value
 
 from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import ParameterError
@@ -26,12 +27,12 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SceneStore:
 
 
 def test_save_then_recall(store: SceneStore) -> None:
-    store.registry.set("/ch/bass/fader", [0.5])
-    store.registry.set("/ch/vocals/mute", [1])
+    set_value(store.registry, "/ch/bass/fader", [0.5])
+    set_value(store.registry, "/ch/vocals/mute", [1])
     path = store.save("verse")
     assert path == store.folder / "verse.toml"
-    store.registry.set("/ch/*/fader", [0.75])
-    store.registry.set("/ch/*/mute", [0])
+    set_value(store.registry, "/ch/*/fader", [0.75])
+    set_value(store.registry, "/ch/*/mute", [0])
     store.recall("verse")
     assert store.registry.get("/ch/2/fader") == pytest.approx(0.5)
     assert store.registry.get("/ch/3/mute") == 1
@@ -71,9 +72,9 @@ def test_a_fifo_is_refused_without_blocking(store: SceneStore) -> None:
 
 
 def test_saved_scene_wins_over_shipped(store: SceneStore) -> None:
-    store.registry.set("/ch/drums/fader", [0.25])
+    set_value(store.registry, "/ch/drums/fader", [0.25])
     store.save("unity")
-    store.registry.set("/ch/drums/fader", [0.75])
+    set_value(store.registry, "/ch/drums/fader", [0.75])
     store.recall("unity")
     assert store.registry.get("/ch/1/fader") == pytest.approx(0.25)
 
@@ -84,9 +85,9 @@ def test_values_a_scene_does_not_name_keep_their_current_value(
 ) -> None:
     store.folder.mkdir(parents=True)
     (store.folder / "drums-only.toml").write_text('[channels."drums"]\ngain = 0.5\n')
-    store.registry.set("/ch/bass/fader", [0.5])
-    store.registry.set("/ch/vocals/pan", [-0.5])
-    store.registry.set("/master/fader", [0.6])
+    set_value(store.registry, "/ch/bass/fader", [0.5])
+    set_value(store.registry, "/ch/vocals/pan", [-0.5])
+    set_value(store.registry, "/master/fader", [0.6])
     before = store.registry.snapshot()
     store.recall("drums-only", fade)
     if fade:
