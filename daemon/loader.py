@@ -21,6 +21,13 @@ Sequence of one load (a background thread per request)::
 
 A track separated by ``stemdeck separate`` or ``stemdeck prep`` at 44.1 kHz is
 therefore a cache hit on a 48 kHz device too.
+
+Every ``SetTrack`` goes to the engine in one command with the registry's whole state
+(a :class:`~stemdeck.core.control.registry.Transaction` committed with the
+``SetTrack`` as its extra command), so a track never plays with stale strip targets,
+and the registry takes the track's channel names only if the engine took the track.
+If the engine's queue is full the post is retried for :data:`POST_RETRY_S`, then the
+load is given up and says why (the status line's problem): the old track plays on.
 """
 
 from __future__ import annotations
@@ -61,6 +68,10 @@ __all__ = ["DEMO", "TrackLoader", "read_source"]
 log = logging.getLogger(__name__)
 
 DEMO = "demo:"  # the built-in demo track, as a track source
+# A track refused by a full engine queue is posted again for this long: the audio
+# thread empties the queue every block, so only a stalled stream outlasts it.
+POST_RETRY_S = 1.0
+POST_RETRY_INTERVAL_S = 0.01
 
 
 def read_source(source: str, sr: int | None) -> tuple[np.ndarray, int, str]:
@@ -157,8 +168,8 @@ class TrackLoader:
     ----------
     engine : the mixer (``sr`` and ``post`` are used)
     registry : Registry
-        Its commands are posted after each set of channels, so they take the
-        current levels.
+        Its whole state is posted with each ``SetTrack``, in one command, so the
+        channels start at the current levels.
     names : sequence of str
         Channel names a separation gives (the engine has exactly this many strips).
     mode, params : the separation
@@ -294,13 +305,18 @@ class TrackLoader:
             if not self.current(gen):
                 return False
             self._end_worker_locked()
+
+        def posted() -> None:
             self.track_name = name
             self.problem = None
             self.separated = False
             self.progress = ("starting", 0.0)
-            self._set_names(self.names, [])
-            self.post(SetTrack(Track(mix[np.newaxis], self.engine.sr, ("mix",), is_mix=True)))
-            return True
+            self.colours = []
+
+        track = Track(mix[np.newaxis], self.engine.sr, ("mix",), is_mix=True)
+        return self._post_track(
+            gen, SetTrack(track), self.names, posted, f"{name} not loaded; load it again"
+        )
 
     def _channels(self, source: str, y: np.ndarray, sr: int, gen: int, name: str) -> None:
         """From the cache (verified) or a worker: the channels of request ``gen``."""
@@ -420,18 +436,24 @@ class TrackLoader:
                 f"{self.engine.max_channels} channels"
             )
         keys = tuple(channel_keys(stems.names))
+        name = stem_track_name(source)
         with self._lock:
             if not self.current(gen):
                 return
             self._end_worker_locked()
-            self.track_name = stem_track_name(source)
+
+        def posted() -> None:
+            self.track_name = name
             self.problem = None
             self.progress = None
-            self._set_names(keys, stems.colours)
-            self.post(SetTrack(Track(stems.stems, self.engine.sr, keys)))
-            for cmd in self.registry.all_commands():
-                self.post(cmd)
+            self.colours = list(stems.colours)
             self.separated = True
+
+        track = Track(stems.stems, self.engine.sr, keys)
+        if not self._post_track(
+            gen, SetTrack(track), keys, posted, f"{name} not loaded; load it again"
+        ):
+            return
         log.info(
             "%s: %d stems from the file: %s",
             self.track_name,
@@ -439,11 +461,39 @@ class TrackLoader:
             ", ".join(f"{n} {c}" for n, c in zip(stems.names, stems.colours, strict=True)),
         )
 
-    def _set_names(self, names: Sequence[str], colours: Sequence[str]) -> None:
-        """The channels of the playing track (a stem file's, or the separation's)."""
-        self.colours = list(colours)
-        if list(names) != self.registry.names:
-            self.registry.set_names(names)
+    def _post_track(
+        self,
+        gen: int,
+        command: SetTrack,
+        names: Sequence[str],
+        posted: Callable[[], None],
+        refused: str,
+    ) -> bool:
+        """Post ``command`` of request ``gen`` with the registry's whole state for the
+        channels ``names``, as one command; on success call ``posted`` under the lock.
+
+        A full engine queue is retried for :data:`POST_RETRY_S` (the lock is let go
+        between tries, so a newer request is never held up); then the problem is
+        ``"engine queue full: " + refused``, and False. False too, silently, once a
+        newer request has been made.
+        """
+        deadline = time.monotonic() + POST_RETRY_S
+        while True:
+            with self._lock:
+                if not self.current(gen):
+                    return False
+                with self.registry.transaction() as txn:
+                    txn.set_names(names)
+                    ok = txn.commit(self.post, [command])
+                if ok:
+                    posted()
+                    return True
+                if time.monotonic() >= deadline:
+                    self.problem = f"engine queue full: {refused}"
+                    self.progress = None
+                    log.warning("%s", self.problem)
+                    return False
+            time.sleep(POST_RETRY_INTERVAL_S)
 
     def _publish(self, channels: np.ndarray, channels_sr: int, gen: int) -> bool:
         """Swap the channels (at the source rate ``channels_sr``) in for the original
@@ -456,15 +506,19 @@ class TrackLoader:
                 return False
             channels = resample_channels(channels, channels_sr, sr)
         will_need(channels, 0, 10 * sr)  # the first seconds, before they play
-        with self._lock:
-            if not self.current(gen):
-                return False
-            self.post(SetTrack(Track(channels, sr, self.names), same_audio=True))
-            for cmd in self.registry.all_commands():
-                self.post(cmd)
+
+        def posted() -> None:
             self.progress = None
             self.separated = True
-        return True
+
+        track = Track(channels, sr, self.names)
+        return self._post_track(
+            gen,
+            SetTrack(track, same_audio=True),
+            self.names,
+            posted,
+            "channels not published; playing the original",
+        )
 
     # -- the worker ------------------------------------------------------------------------
     @property

@@ -11,6 +11,11 @@ python-rtmidi holds the GIL in its calls, and under JACK a new client (what mido
 waits for rtmidi's process thread, which waits for the GIL to hand our callback a
 message: nothing moves until JACK times out (5 or 10 s under the tests' jackd, -t 5000).
 Listing ports and opening or closing a port on a client that exists waits for no graph.
+
+A mapped control moves the registry and the engine through one
+:class:`~stemdeck.core.control.registry.Transaction`, as OSC does: when the engine's
+queue is full the move is dropped, the registry keeps the old value, and the
+message counts as an error (the status line's MIDI errors).
 """
 
 from __future__ import annotations
@@ -19,13 +24,14 @@ import logging
 import os
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from stemdeck.core.control.midimap import MidiMap, MidiMapper, binding_toml, load_midi_map
 from stemdeck.core.errors import ParameterError, PresetError, StemdeckError
 
-log = logging.getLogger("stemdeck")
+from .config import config_dir
+
+log = logging.getLogger(__name__)
 
 APIS = {"alsa": "mido.backends.rtmidi/LINUX_ALSA", "jack": "mido.backends.rtmidi/UNIX_JACK"}
 
@@ -38,18 +44,9 @@ def backend_name(api: str | None) -> str:
     return os.environ.get("MIDO_BACKEND", "mido.backends.rtmidi")
 
 
-def user_map_dir() -> Path:
-    env = os.environ.get("STEMDECK_CONFIG")
-    if env:
-        return Path(env).expanduser() / "midi"
-    import platformdirs
-
-    return Path(platformdirs.user_config_dir("stemdeck")) / "midi"
-
-
 def resolve_map(name_or_path: str) -> MidiMap:
     """The user's copy of a map (saved by MIDI learn) wins over the shipped one."""
-    own = user_map_dir() / f"{name_or_path}.toml"
+    own = config_dir("midi") / f"{name_or_path}.toml"
     if own.is_file():
         return load_midi_map(str(own))
     return load_midi_map(name_or_path)
@@ -274,20 +271,22 @@ class MidiControl:
             log.warning("MIDI message %s failed: %r", msg, exc)
 
     def _apply(self, verb: str, address: str, args: list[Any]) -> None:
-        reg = self.host.registry
-        if verb == "norm":
-            commands = reg.set_norm(address, args[0])
-        elif verb == "set":
-            commands = reg.set(address, args)
+        if verb in ("norm", "set"):
+            with self.host.registry.transaction() as txn:
+                if verb == "norm":
+                    txn.set_norm(address, args[0])
+                else:
+                    txn.set(address, args)
+                posted = txn.commit(self.host.post)
+            if not posted:
+                # A controller sends a stream: counted, logged quietly, never a flood.
+                self.errors += 1
+                log.debug("MIDI %s: engine queue full; not applied", address)
         elif verb == "learned":
             self._save_learned()
             log.info("MIDI learn: bound %s", address)
-            return
         else:
             self._action(address, args)
-            return
-        for c in commands:
-            self.host.post(c)
 
     def _action(self, address: str, args: list[Any]) -> None:
         if address.startswith("/transport/"):
@@ -311,7 +310,7 @@ class MidiControl:
         log.info("MIDI learn: move a control for %s", address)
 
     def _save_learned(self) -> None:
-        folder = user_map_dir()
+        folder = config_dir("midi")
         m = self.mapper.map
         lines = [f"# {m.name}: saved by stemdeck MIDI learn", f'name = "{m.name}"', ""]
         if m.programs:

@@ -1,10 +1,14 @@
 """Scenes: snapshots of every level, saved as TOML, recalled at once or as a morph.
 
 A scene is read only from the user's scene folder (``$STEMDECK_CONFIG/scenes``
-or the platform's config folder) and from the shipped ``presets/scenes/``, and
-only from regular files: a name never becomes a path relative to the working
-directory, and a FIFO or device in the scene folder is refused without being
-opened for reading.
+or the platform's config folder, :func:`.config.config_dir`) and from the shipped
+``presets/scenes/``, and only from regular files: a name never becomes a path
+relative to the working directory, and a FIFO or device in the scene folder is
+refused without being opened for reading.
+
+A recall, and each step of a morph, goes to the registry and the engine through one
+:class:`~stemdeck.core.control.registry.Transaction`: the registry takes a scene's
+values only once the engine has accepted them.
 """
 
 from __future__ import annotations
@@ -26,22 +30,14 @@ from stemdeck.core.errors import ParameterError
 from stemdeck.core.mixer.commands import Command
 from stemdeck.core.mixer.params import fader_to_gain, gain_to_fader
 
-__all__ = ["SceneStore", "scene_dir"]
+from .config import config_dir
 
-log = logging.getLogger("stemdeck")
+__all__ = ["SceneStore"]
+
+log = logging.getLogger(__name__)
 
 SCENE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}\Z")
 _MAX_SCENE_BYTES = 1 << 20
-
-
-def scene_dir() -> Path:
-    """``$STEMDECK_CONFIG/scenes``, else the platform's user config folder's ``scenes``."""
-    env = os.environ.get("STEMDECK_CONFIG")
-    if env:
-        return Path(env).expanduser() / "scenes"
-    import platformdirs
-
-    return Path(platformdirs.user_config_dir("stemdeck")) / "scenes"
 
 
 def _check_name(name: str) -> None:
@@ -79,11 +75,12 @@ class SceneStore:
     Parameters
     ----------
     registry : Registry
-        The control side's truth; a recall goes through it.
+        The control side's truth; a recall goes through one of its transactions.
     post : callable
-        Hands one engine command to the audio thread (``Mixer.post``).
+        Hands one engine command to the audio thread (``Mixer.post``); False if
+        the engine's queue is full.
     folder : Path, optional
-        Where scenes are saved; default :func:`scene_dir` (read at each call).
+        Where scenes are saved; default ``config_dir("scenes")`` (read at each call).
     """
 
     def __init__(
@@ -101,7 +98,7 @@ class SceneStore:
 
     @property
     def folder(self) -> Path:
-        return self._folder if self._folder is not None else scene_dir()
+        return self._folder if self._folder is not None else config_dir("scenes")
 
     # -- files -------------------------------------------------------------------------
     def save(self, name: str) -> Path:
@@ -180,21 +177,29 @@ class SceneStore:
         Both forms agree on the end state: a channel or value the scene does not
         name keeps its current value. The whole scene is validated before
         anything moves; a recall stops a morph in progress.
+
+        Raises
+        ------
+        ParameterError
+            Bad name, no such scene, a bad value in it; or, recalled at once, the
+            engine's queue is full (the scene is not recalled: nothing changed).
         """
         scene = self.load(name)
-        probe = Registry(self.registry.names)
-        probe.restore(self.registry.snapshot())  # start from the current values
-        probe.restore(scene)  # raises before anything changes
+        with self.registry.transaction() as txn:
+            txn.restore(scene)  # raises before anything changes
+            end = txn.snapshot()  # never committed: the morph's end
         with self._lock:
             self.stop()
             if fade <= 0:
-                for cmd in self.registry.restore(scene):
-                    self.post(cmd)
+                with self.registry.transaction() as txn:
+                    txn.restore(scene)
+                    if not txn.commit(self.post):
+                        raise ParameterError("engine queue full: scene not recalled; try again")
                 return
             self._morph_stop = threading.Event()
             self._morph_thread = threading.Thread(
                 target=self._morph,
-                args=(self.registry.snapshot(), probe.snapshot(), fade, self._morph_stop),
+                args=(self.registry.snapshot(), end, fade, self._morph_stop),
                 name="stemdeck-morph",
                 daemon=True,
             )
@@ -210,7 +215,11 @@ class SceneStore:
     def _morph(
         self, start: dict[str, Any], end: dict[str, Any], fade: float, stop: threading.Event
     ) -> None:
-        """Glide fader positions and pans from ``start`` to ``end``; switches flip at the end."""
+        """Glide fader positions and pans from ``start`` to ``end``; switches flip at the end.
+
+        A step the engine refuses (queue full) changes nothing; the next step posts the
+        frame of its own time, and the last is retried until it is posted.
+        """
         t0 = time.monotonic()
 
         def glide(a: dict[str, Any], b: dict[str, Any], x: float) -> dict[str, Any]:
@@ -236,8 +245,11 @@ class SceneStore:
                 },
                 "master": glide(start["master"], end["master"], x),
             }
-            for cmd in self.registry.restore(frame):
-                self.post(cmd)
-            if x >= 1.0:
+            with self.registry.transaction() as txn:
+                txn.restore(frame)
+                posted = txn.commit(self.post)
+            if not posted:
+                log.debug("scene morph: engine queue full; the next step catches up")
+            elif x >= 1.0:
                 return
             stop.wait(0.02)

@@ -1,7 +1,8 @@
 """``stemdeck serve``: the live daemon, wired from components with one job each.
 
 - :class:`~stemdeck.core.mixer.engine.Mixer`: the audio callback's only call;
-- :class:`~stemdeck.core.control.registry.Registry`: every control value (OSC, MIDI, scenes);
+- :class:`~stemdeck.core.control.registry.Registry`: every control value; OSC, MIDI,
+  scenes and the loader change it only through its transactions, which post to the engine;
 - :class:`.transport.TransportControl`: the transport verbs OSC and MIDI share;
 - :class:`.scenes.SceneStore`: scene files and morphs;
 - :class:`.loader.TrackLoader`: tracks, the separation worker, the cache;
@@ -249,9 +250,7 @@ class Daemon:
             self.memory = lock_memory()  # the engine's buffers, before any track is mapped
         if opts.record:
             self.recorder = Recorder(opts.record, rate, 2, max_block=opts.block * 4)
-        for cmd in self.registry.all_commands():
-            self.post(cmd)
-        self.loader.open(opts.track)
+        self.loader.open(opts.track)  # the track, with the registry's whole state
         self.post(Play())
         # MIDI before the audio stream: opening a JACK MIDI client while our JACK
         # audio client runs would stall the graph on this process's GIL.

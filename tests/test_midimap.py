@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from registry_helpers import commit, set_value
 
 from stemdeck.core.control.midimap import (
     LONG_PRESS_S,
@@ -71,9 +72,9 @@ def mapper(text: str, names: int = 4) -> tuple[MidiMapper, Registry]:
 def apply(reg: Registry, actions: list) -> None:
     for verb, address, args in actions:
         if verb == "norm":
-            reg.set_norm(address, args[0])
+            commit(reg, lambda txn, address=address, x=args[0]: txn.set_norm(address, x))
         elif verb == "set":
-            reg.set(address, args)
+            set_value(reg, address, args)
 
 
 FADER = "[[binding]]\ncc = 7\ntarget = '/ch/1/fader'\n"
@@ -88,7 +89,7 @@ def test_absolute_soft_takeover() -> None:
     apply(reg, out)
     apply(reg, m.handle("cc", 0, 7, 20, 0.0))  # fast move after pick-up still follows
     assert reg.get_norm("/ch/1/fader") == pytest.approx(20 / 127)
-    reg.set("/ch/1/fader", [0.75])  # changed elsewhere (OSC, scene): pick up again
+    set_value(reg, "/ch/1/fader", [0.75])  # changed elsewhere (OSC, scene): pick up again
     assert m.handle("cc", 0, 7, 21, 0.0) == []
     assert m.handle("cc", 0, 7, 120, 0.0)  # jumped across the value: crossing picks up
 
@@ -167,7 +168,7 @@ def test_led_state() -> None:
         "[[binding]]\nnote = 2\ntarget = '/ch/9/mute'\n"
     )  # no channel 9: skipped
     assert m.led_messages() == [("note", 0, 1, 0)]
-    reg.set("/ch/1/mute", [True])
+    set_value(reg, "/ch/1/mute", [True])
     assert m.led_messages() == [("note", 0, 1, 127)]
 
 

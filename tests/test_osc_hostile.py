@@ -15,6 +15,7 @@ import time
 
 import pytest
 from osc_host import FakeHost, make_server
+from registry_helpers import set_value
 
 from stemdeck.daemon.osc import Feedback, OscServer, limits
 from stemdeck.daemon.osc.wire import (
@@ -138,8 +139,7 @@ def test_issue_datagrams_answer_one_error_and_change_nothing(
     served, hexdata: str, reply: str
 ) -> None:
     host, server = served
-    host.registry.set("/ch/1/fader", [0.5])  # something not at its default
-    host.post(host.registry.all_commands()[0])
+    set_value(host.registry, "/ch/1/fader", [0.5], host.post)  # something not at its default
     before = snapshot(host)
     assert server.datagram(bytes.fromhex(hexdata), SENDER) == [("/error", [reply])]
     assert unchanged(host, before)

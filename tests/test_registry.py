@@ -2,10 +2,11 @@ import itertools
 import math
 
 import pytest
+from registry_helpers import commit, set_value
 
 from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import ParameterError
-from stemdeck.core.mixer.commands import MasterTarget, StripTarget
+from stemdeck.core.mixer.commands import Batch, Command, MasterTarget, Play, StripTarget
 from stemdeck.core.mixer.params import db_to_fader, fader_to_db
 
 NAMES = ["drums", "bass", "vocals", "other"]
@@ -29,23 +30,23 @@ def test_taper_is_monotone_and_invertible() -> None:
 
 def test_names_indices_and_views() -> None:
     reg = Registry(NAMES)
-    (cmd,) = reg.set("/ch/bass/fader", [0.5])
+    (cmd,) = set_value(reg, "/ch/bass/fader", [0.5])
     assert cmd == StripTarget(1, pytest.approx(10 ** (-10 / 20)), False, False, 0.0)
     assert reg.get("/ch/2/db") == pytest.approx(-10.0)
     assert reg.get("/ch/2/fader") == pytest.approx(0.5)
-    reg.set("/ch/2/db", [float("-inf")])
+    set_value(reg, "/ch/2/db", [float("-inf")])
     assert reg.get("/ch/2/gain") == 0.0 and reg.get("/ch/2/fader") == 0.0
-    reg.set("/ch/2/gain", [1.0])
+    set_value(reg, "/ch/2/gain", [1.0])
     assert reg.get("/ch/2/fader") == pytest.approx(0.75)
-    reg.set("/ch/vocals/mute", [True])
+    set_value(reg, "/ch/vocals/mute", [True])
     assert reg.get("/ch/3/mute") == 1
-    (cmd,) = reg.set("/master/db", [-6.0])
+    (cmd,) = set_value(reg, "/master/db", [-6.0])
     assert isinstance(cmd, MasterTarget) and cmd.gain == pytest.approx(0.501, abs=1e-3)
 
 
 def test_patterns() -> None:
     reg = Registry(NAMES)
-    commands = reg.set("/ch/*/mute", [1])
+    commands = set_value(reg, "/ch/*/mute", [1])
     assert len(commands) == 4 and all(c.mute for c in commands)
     assert reg.resolve("/ch/[1-2]/solo") == ["/ch/1/solo", "/ch/2/solo"]
     assert reg.resolve("/ch/{bass,other}/pan") == ["/ch/2/pan", "/ch/4/pan"]
@@ -74,18 +75,57 @@ def test_bad_input_changes_nothing(address: str, args: list, reason: str) -> Non
     reg = Registry(NAMES)
     before = reg.snapshot()
     with pytest.raises(ParameterError, match=reason):
-        reg.set(address, args)
+        set_value(reg, address, args)
     assert reg.snapshot() == before
 
 
 def test_norm_views_and_snapshot_roundtrip() -> None:
     reg = Registry(NAMES)
-    reg.set_norm("/ch/1/fader", 0.5)
+    commit(reg, lambda txn: txn.set_norm("/ch/1/fader", 0.5))
     assert reg.get_norm("/ch/1/db") == pytest.approx(0.5)
-    reg.set_norm("/ch/1/pan", 0.0)
+    commit(reg, lambda txn: txn.set_norm("/ch/1/pan", 0.0))
     assert reg.get("/ch/1/pan") == -1.0
-    reg.set_norm("/ch/2/mute", 1.0)
+    commit(reg, lambda txn: txn.set_norm("/ch/2/mute", 1.0))
     scene = reg.snapshot()
     other = Registry(NAMES)
-    commands = other.restore(scene)
+    commands = commit(other, lambda txn: txn.restore(scene))
     assert other.snapshot() == scene and len(commands) == 5
+
+
+def test_a_refused_commit_keeps_nothing_and_can_be_retried() -> None:
+    reg = Registry(NAMES)
+    before = reg.snapshot()
+    offered: list[Command] = []
+    room = [False]
+
+    def post(command: Command) -> bool:
+        offered.append(command)
+        return room[0]
+
+    with reg.transaction() as txn:
+        txn.set("/ch/1/fader", [0.5])
+        txn.set("/master/mute", [1])
+        assert txn.get("/ch/1/fader") == pytest.approx(0.5)  # staged, read back
+        assert not txn.commit(post, [Play()])  # the queue is full
+        assert reg.snapshot() == before
+        room[0] = True
+        assert txn.commit(post, [Play()])
+    (batch,) = set(offered)  # the same one command, offered twice
+    assert isinstance(batch, Batch) and batch.commands[-1] == Play()  # extra after the state
+    assert reg.get("/ch/1/fader") == pytest.approx(0.5) and reg.get("/master/mute") == 1
+
+
+def test_set_names_takes_effect_with_the_commit_and_sends_the_whole_state() -> None:
+    reg = Registry(NAMES)
+    set_value(reg, "/ch/2/fader", [0.5])
+    with reg.transaction() as txn:
+        txn.set_names(["kick", "bass", "keys"])
+        assert txn.snapshot()["channels"]["bass"]["gain"] == pytest.approx(10 ** (-10 / 20))
+        assert reg.names == NAMES
+        with pytest.raises(RuntimeError, match="before set_names"):
+            txn.set("/ch/1/mute", [1])
+        commands = txn.commands()
+        assert txn.commit(lambda command: True)
+    assert [type(c) for c in commands] == [MasterTarget] + [StripTarget] * 3
+    assert reg.names == ["kick", "bass", "keys"] and len(reg.strips) == 3
+    assert reg.get("/ch/2/fader") == pytest.approx(0.5)

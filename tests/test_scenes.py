@@ -8,10 +8,12 @@ import time
 from pathlib import Path
 
 import pytest
+from registry_helpers import set_value
 
 from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import ParameterError
 from stemdeck.core.mixer.commands import Command
+from stemdeck.daemon.config import config_dir
 from stemdeck.daemon.scenes import SceneStore
 
 NAMES = ["drums", "bass", "vocals", "other"]
@@ -30,12 +32,12 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SceneStore:
 
 
 def test_save_then_recall(store: SceneStore) -> None:
-    store.registry.set("/ch/bass/fader", [0.5])
-    store.registry.set("/ch/vocals/mute", [1])
+    set_value(store.registry, "/ch/bass/fader", [0.5])
+    set_value(store.registry, "/ch/vocals/mute", [1])
     path = store.save("verse")
     assert path == store.folder / "verse.toml"
-    store.registry.set("/ch/*/fader", [0.75])
-    store.registry.set("/ch/*/mute", [0])
+    set_value(store.registry, "/ch/*/fader", [0.75])
+    set_value(store.registry, "/ch/*/mute", [0])
     store.recall("verse")
     assert store.registry.get("/ch/2/fader") == pytest.approx(0.5)
     assert store.registry.get("/ch/3/mute") == 1
@@ -75,9 +77,9 @@ def test_a_fifo_is_refused_without_blocking(store: SceneStore) -> None:
 
 
 def test_saved_scene_wins_over_shipped(store: SceneStore) -> None:
-    store.registry.set("/ch/drums/fader", [0.25])
+    set_value(store.registry, "/ch/drums/fader", [0.25])
     store.save("unity")
-    store.registry.set("/ch/drums/fader", [0.75])
+    set_value(store.registry, "/ch/drums/fader", [0.75])
     store.recall("unity")
     assert store.registry.get("/ch/1/fader") == pytest.approx(0.25)
 
@@ -88,9 +90,9 @@ def test_values_a_scene_does_not_name_keep_their_current_value(
 ) -> None:
     store.folder.mkdir(parents=True)
     (store.folder / "drums-only.toml").write_text('[channels."drums"]\ngain = 0.5\n')
-    store.registry.set("/ch/bass/fader", [0.5])
-    store.registry.set("/ch/vocals/pan", [-0.5])
-    store.registry.set("/master/fader", [0.6])
+    set_value(store.registry, "/ch/bass/fader", [0.5])
+    set_value(store.registry, "/ch/vocals/pan", [-0.5])
+    set_value(store.registry, "/master/fader", [0.6])
     before = store.registry.snapshot()
     store.recall("drums-only", fade)
     if fade:
@@ -115,3 +117,16 @@ def test_a_bad_scene_changes_nothing(store: SceneStore) -> None:
         with pytest.raises(ParameterError, match="not a number"):
             store.recall("bad", fade)
     assert store.registry.snapshot() == before
+
+
+def test_scenes_and_learned_maps_share_one_config_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import platformdirs
+
+    monkeypatch.setenv("STEMDECK_CONFIG", str(tmp_path / "cfg"))
+    assert SceneStore(Registry(NAMES), lambda c: True).folder == tmp_path / "cfg" / "scenes"
+    assert config_dir("midi") == tmp_path / "cfg" / "midi"
+    monkeypatch.delenv("STEMDECK_CONFIG")
+    home = Path(platformdirs.user_config_dir("stemdeck"))
+    assert SceneStore(Registry(NAMES), lambda c: True).folder == home / "scenes"

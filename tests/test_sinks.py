@@ -47,7 +47,8 @@ def test_scene_with_a_bad_value_changes_nothing() -> None:
     before = reg.snapshot()
     scene = {"channels": {"a": {"gain": 0.5}, "b": {"gain": "loud"}}}
     with pytest.raises(ParameterError, match="not a number"):
-        reg.restore(scene)
+        with reg.transaction() as txn:
+            txn.restore(scene)
     assert reg.snapshot() == before
 
 

@@ -5,9 +5,13 @@ a type, a range and a 0..1 view. Channels may also be named in an address
 (``/ch/bass/mute`` is ``/ch/2/mute``), and OSC 1.0 address patterns select
 several keys at once (``/ch/*/mute``).
 
-The registry is the control side's truth: it validates a request, updates its
-own state and returns the immutable engine commands that carry the change to
-the audio thread. A lock serializes control threads (never the audio thread).
+The registry is the control side's truth, and it has one write path: every
+writer (OSC, the WebSocket, MIDI, a scene recall or morph, the track loader)
+stages its changes in a :class:`Transaction`, which validates them, then
+:meth:`Transaction.commit` posts their engine commands as one command and the
+registry keeps the change only if the engine accepted it. So the registry never
+runs ahead of the audio, even when the engine's queue is full. A lock
+serializes control threads (never the audio thread).
 """
 
 from __future__ import annotations
@@ -86,7 +90,9 @@ class Registry:
 
     # -- structure ------------------------------------------------------------------
     def set_names(self, names: Sequence[str]) -> None:
-        """New channel names (a new track); states of channels that remain are kept."""
+        """New channel names; states of channels that remain are kept, new ones start
+        at the defaults. The engine is not told: a daemon changes channels with a
+        track, through :meth:`Transaction.set_names`."""
         with self._lock:
             old = len(self.strips)
             self.names = list(names)
@@ -199,25 +205,10 @@ class Registry:
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
         """Stage changes, then :meth:`Transaction.commit` them with their engine
-        commands in one step; the lock is held throughout, so the registry and
-        what the engine was sent never disagree."""
+        commands in one step: the only way a value changes. The lock is held
+        throughout, so the registry and what the engine was sent never disagree."""
         with self._lock:
             yield Transaction(self)
-
-    def set(self, address: str, args: Sequence[object]) -> list[object]:
-        """Validate and apply; returns the engine commands to post (one per strip touched).
-
-        Raises
-        ------
-        ParameterError
-            Unknown address or channel, wrong argument count or type, NaN, out of range.
-            Nothing is changed then, for any of the matched keys.
-        """
-        with self.transaction() as txn:
-            txn.set(address, args)
-            commands: list[object] = list(txn.commands())
-            txn.commit(lambda command: True)
-            return commands
 
     def _updated(
         self, state: StripState, param: str, args: Sequence[object], key: str
@@ -246,17 +237,6 @@ class Registry:
             return replace(state, pan=p)
         raise ParameterError(f"unknown address {key}")
 
-    def _command(self, index: int | None) -> object:
-        if index is None:
-            return MasterTarget(self.master.gain, self.master.mute)
-        s = self.strips[index]
-        return StripTarget(index, s.gain, s.mute, s.solo, s.pan)
-
-    def all_commands(self) -> list[object]:
-        """Commands that bring an engine to the registry's whole state."""
-        with self._lock:
-            return [self._command(i) for i in range(len(self.strips))] + [self._command(None)]
-
     # -- 0..1 views (MIDI) ----------------------------------------------------------------
     def get_norm(self, key: str) -> float:
         """The 0..1 view: fader position for levels, -1..1 mapped to 0..1 for pan."""
@@ -268,52 +248,23 @@ class Registry:
             return (float(value) + 1.0) / 2.0
         return float(value)
 
-    def set_norm(self, address: str, x: float) -> list[object]:
-        """Set from a 0..1 view (clamped): levels through the fader taper."""
-        x = min(max(float(x), 0.0), 1.0)
-        keys = self.resolve(address)
-        commands: list[object] = []
-        for key in keys:
-            _, param = self._target(key)
-            base = key.rsplit("/", 1)[0]
-            if param in ("fader", "gain", "db"):
-                commands += self.set(base + "/fader", [x])
-            elif param == "pan":
-                commands += self.set(key, [x * 2.0 - 1.0])
-            else:
-                commands += self.set(key, [x >= 0.5])
-        return commands
-
     # -- snapshots (scenes, /state) ---------------------------------------------------------
     def snapshot(self) -> dict[str, object]:
         """Every channel's and the master's state, by channel name: a scene."""
         with self._lock:
-            return {
-                "channels": {
-                    n: {"gain": s.gain, "mute": s.mute, "solo": s.solo, "pan": s.pan}
-                    for n, s in zip(self.names, self.strips, strict=True)
-                },
-                "master": {"gain": self.master.gain, "mute": self.master.mute},
-            }
+            return _snapshot(self.names, self.strips, self.master)
 
-    def restore(self, scene: dict[str, object]) -> list[object]:
-        """Apply a snapshot (channels matched by name; unknown names ignored)."""
-        with self._lock:
-            channels = scene.get("channels", {})
-            if not isinstance(channels, dict):
-                raise ParameterError("scene 'channels' must be a table")
-            # Validate everything first: a bad value anywhere changes nothing.
-            strips = list(self.strips)
-            for name, values in channels.items():
-                if name in self.names and isinstance(values, dict):
-                    i = self.names.index(name)
-                    strips[i] = _state_from(values, strips[i])
-            master = scene.get("master")
-            new_master = (
-                _state_from(master, self.master) if isinstance(master, dict) else self.master
-            )
-            self.strips, self.master = strips, new_master
-            return self.all_commands()
+
+def _snapshot(
+    names: Sequence[str], strips: Sequence[StripState], master: StripState
+) -> dict[str, object]:
+    return {
+        "channels": {
+            n: {"gain": s.gain, "mute": s.mute, "solo": s.solo, "pan": s.pan}
+            for n, s in zip(names, strips, strict=True)
+        },
+        "master": {"gain": master.gain, "mute": master.mute},
+    }
 
 
 def _state_from(values: dict[str, object], current: StripState) -> StripState:
@@ -349,18 +300,37 @@ def _value(state: StripState, param: str) -> float | int:
     return state.pan
 
 
-class Transaction:
-    """Changes to a :class:`Registry` staged under its lock (see ``Registry.transaction``).
+def _command(index: int | None, state: StripState) -> Command:
+    """The engine command that aims strip ``index`` (None: the master) at ``state``."""
+    if index is None:
+        return MasterTarget(state.gain, state.mute)
+    return StripTarget(index, state.gain, state.mute, state.solo, state.pan)
 
-    :meth:`set` validates and stages; :meth:`get` reads staged values first;
-    :meth:`commit` posts one engine command for everything staged (plus
-    ``extra`` commands) and keeps the staged state only if the post succeeds.
-    Leaving the ``with`` block without committing changes nothing.
+
+class Transaction:
+    """Changes to a :class:`Registry` staged under its lock (see ``Registry.transaction``):
+    the one way a value changes.
+
+    :meth:`set`, :meth:`set_norm`, :meth:`restore` and :meth:`set_names` validate
+    and stage; :meth:`get` and :meth:`snapshot` read the staged state;
+    :meth:`commit` posts one engine command for everything staged (plus ``extra``
+    commands) and keeps the staged state only if the post succeeds. Leaving the
+    ``with`` block without committing changes nothing.
+
+    Examples
+    --------
+    >>> registry = Registry(["drums", "bass"])
+    >>> with registry.transaction() as txn:
+    ...     txn.set("/ch/bass/mute", [1])
+    ...     posted = txn.commit(lambda command: True)  # Mixer.post in the daemon
+    >>> registry.get("/ch/2/mute")
+    1
     """
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self.staged: dict[int | None, StripState] = {}
+        self.names: list[str] | None = None  # new channel names, staged by set_names
 
     def _state(self, index: int | None) -> StripState:
         if index in self.staged:
@@ -368,41 +338,119 @@ class Transaction:
         reg = self.registry
         return reg.master if index is None else reg.strips[index]
 
+    def _resolve(self, address: str) -> list[str]:
+        if self.names is not None:
+            # Addresses resolve against the committed channels, not the staged ones.
+            raise RuntimeError("stage values before set_names, not after")
+        return self.registry.resolve(address)
+
     def get(self, key: str) -> float | int:
+        """Value of a canonical key, staged or else current."""
         index, param = self.registry._target(key)
         return _value(self._state(index), param)
 
     def set(self, address: str, args: Sequence[object]) -> None:
-        """Validate and stage one message; an error stages nothing of it."""
+        """Validate and stage one message (an address or pattern and its arguments).
+
+        Raises
+        ------
+        ParameterError
+            Unknown address or channel, wrong argument count or type, NaN, out of range.
+            Nothing of the message is staged then, for any of the matched keys.
+        """
         reg = self.registry
         updates: dict[int | None, StripState] = {}
-        for key in reg.resolve(address):
+        for key in self._resolve(address):
             index, param = reg._target(key)
             state = updates[index] if index in updates else self._state(index)
             updates[index] = reg._updated(state, param, args, key)
         self.staged.update(updates)
 
+    def set_norm(self, address: str, x: float) -> None:
+        """Stage from a 0..1 view (clamped; MIDI): levels through the fader taper, pan
+        from -1..1, switches on at 0.5 and above."""
+        x = min(max(float(x), 0.0), 1.0)
+        for key in self._resolve(address):
+            _, param = self.registry._target(key)
+            if param in ("fader", "gain", "db"):
+                self.set(key.rsplit("/", 1)[0] + "/fader", [x])
+            elif param == "pan":
+                self.set(key, [x * 2.0 - 1.0])
+            else:
+                self.set(key, [x >= 0.5])
+
+    def restore(self, scene: dict[str, object]) -> None:
+        """Stage a snapshot (a scene): channels matched by name, unknown names ignored,
+        values it does not name kept. Every strip and the master are staged, so the
+        commit sends the whole state.
+
+        Raises
+        ------
+        ParameterError
+            A value of the wrong type anywhere: nothing is staged then.
+        """
+        reg = self.registry
+        channels = scene.get("channels", {})
+        if not isinstance(channels, dict):
+            raise ParameterError("scene 'channels' must be a table")
+        names = self.names if self.names is not None else reg.names
+        strips = [self._state(i) for i in range(len(names))]
+        for name, values in channels.items():
+            if name in names and isinstance(values, dict):
+                i = names.index(name)
+                strips[i] = _state_from(values, strips[i])
+        master = scene.get("master")
+        current = self._state(None)
+        new_master = _state_from(master, current) if isinstance(master, dict) else current
+        self.staged.update(enumerate(strips))
+        self.staged[None] = new_master
+
+    def set_names(self, names: Sequence[str]) -> None:
+        """Stage the channels of a new track: strips that remain keep their state, new
+        ones start at the defaults, and every strip and the master are staged, so the
+        commit sends the whole state (with the ``SetTrack`` passed as ``extra``)."""
+        reg = self.registry
+        kept = min(len(names), len(reg.strips))
+        strips = [self._state(i) for i in range(kept)] + [StripState()] * (len(names) - kept)
+        master = self._state(None)
+        self.names = list(names)
+        self.staged = dict(enumerate(strips))
+        self.staged[None] = master
+
+    def snapshot(self) -> dict[str, object]:
+        """The state a commit would leave, as :meth:`Registry.snapshot` gives it."""
+        names = self.names if self.names is not None else self.registry.names
+        strips = [self._state(i) for i in range(len(names))]
+        return _snapshot(names, strips, self._state(None))
+
     def commands(self) -> list[Command]:
         """One engine command per strip (and the master) staged, from the staged state."""
-        out: list[Command] = []
-        for index, s in sorted(self.staged.items(), key=lambda kv: -1 if kv[0] is None else kv[0]):
-            if index is None:
-                out.append(MasterTarget(s.gain, s.mute))
-            else:
-                out.append(StripTarget(index, s.gain, s.mute, s.solo, s.pan))
-        return out
+        order = sorted(self.staged, key=lambda index: -1 if index is None else index)
+        return [_command(index, self.staged[index]) for index in order]
 
     def commit(self, post: Callable[[Command], bool], extra: Sequence[Command] = ()) -> bool:
         """Post the staged state and ``extra`` as one command, then keep the staged
-        state; if the post is refused (queue full) nothing changes. True if posted."""
+        state; if the post is refused (queue full) nothing changes. True if posted.
+
+        Parameters
+        ----------
+        post : callable
+            Hands one command to the engine (``Mixer.post``); False if refused.
+        extra : sequence of Command
+            Applied in the same block, after the staged state (transport commands,
+            a ``SetTrack``).
+        """
         commands = self.commands() + list(extra)
         if commands and not post(commands[0] if len(commands) == 1 else Batch(tuple(commands))):
             return False
         reg = self.registry
+        if self.names is not None and self.names != reg.names:
+            reg.set_names(self.names)
         for index, state in self.staged.items():
             if index is None:
                 reg.master = state
             else:
                 reg.strips[index] = state
         self.staged = {}
+        self.names = None
         return True
