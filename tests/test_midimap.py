@@ -12,7 +12,7 @@ from stemdeck.core.control.midimap import (
     load_midi_map,
     parse_midi_map,
 )
-from stemdeck.core.control.registry import Registry
+from stemdeck.core.control.registry import Registry, Transaction
 from stemdeck.core.errors import PresetError
 from stemdeck.core.separation.presets import list_presets
 
@@ -72,7 +72,11 @@ def mapper(text: str, names: int = 4) -> tuple[MidiMapper, Registry]:
 def apply(reg: Registry, actions: list) -> None:
     for verb, address, args in actions:
         if verb == "norm":
-            commit(reg, lambda txn, address=address, x=args[0]: txn.set_norm(address, x))
+
+            def stage(txn: Transaction, address: str = address, x: float = args[0]) -> None:
+                txn.set_norm(address, x)
+
+            commit(reg, stage)
         elif verb == "set":
             set_value(reg, address, args)
 
