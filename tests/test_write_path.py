@@ -24,11 +24,11 @@ import pytest
 from osc_host import NAMES, FakeHost
 from registry_helpers import set_value
 
+from stemdeck.core.audiofile.stemfile_write import write_stem_file
 from stemdeck.core.control.midimap import load_midi_map
 from stemdeck.core.errors import ParameterError
 from stemdeck.core.mixer.commands import Batch, Command, Play, SetTrack
 from stemdeck.core.separation.presets import SeparationParams
-from stemdeck.core.separation.stemfile import write_stem_file
 from stemdeck.daemon import loader as loader_module
 from stemdeck.daemon.loader import TrackLoader
 from stemdeck.daemon.midi import MidiControl
