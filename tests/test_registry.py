@@ -31,7 +31,8 @@ def test_taper_is_monotone_and_invertible() -> None:
 def test_names_indices_and_views() -> None:
     reg = Registry(NAMES)
     (cmd,) = set_value(reg, "/ch/bass/fader", [0.5])
-    assert cmd == StripTarget(1, pytest.approx(10 ** (-10 / 20)), False, False, 0.0)
+    assert isinstance(cmd, StripTarget) and cmd.gain == pytest.approx(10 ** (-10 / 20))
+    assert cmd == StripTarget(1, cmd.gain, False, False, 0.0)
     assert reg.get("/ch/2/db") == pytest.approx(-10.0)
     assert reg.get("/ch/2/fader") == pytest.approx(0.5)
     set_value(reg, "/ch/2/db", [float("-inf")])
@@ -47,7 +48,8 @@ def test_names_indices_and_views() -> None:
 def test_patterns() -> None:
     reg = Registry(NAMES)
     commands = set_value(reg, "/ch/*/mute", [1])
-    assert len(commands) == 4 and all(c.mute for c in commands)
+    assert len(commands) == 4
+    assert all(isinstance(c, StripTarget) and c.mute for c in commands)
     assert reg.resolve("/ch/[1-2]/solo") == ["/ch/1/solo", "/ch/2/solo"]
     assert reg.resolve("/ch/{bass,other}/pan") == ["/ch/2/pan", "/ch/4/pan"]
     assert reg.resolve("/ch/?/fader") == [f"/ch/{i}/fader" for i in range(1, 5)]

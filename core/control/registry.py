@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from typing import TypedDict
 
 from ..errors import ParameterError
 from ..mixer.commands import Batch, Command, MasterTarget, StripTarget
@@ -35,7 +36,16 @@ from ..mixer.params import (
 )
 from .pattern import MAX_PATTERN, compile_pattern, is_pattern
 
-__all__ = ["CHANNEL_PARAMS", "MASTER_PARAMS", "Registry", "StripState", "Transaction"]
+__all__ = [
+    "CHANNEL_PARAMS",
+    "MASTER_PARAMS",
+    "ChannelState",
+    "MasterState",
+    "Registry",
+    "SceneState",
+    "StripState",
+    "Transaction",
+]
 
 CHANNEL_PARAMS = ("fader", "gain", "db", "mute", "solo", "pan")
 MASTER_PARAMS = ("fader", "gain", "db", "mute")
@@ -47,6 +57,30 @@ class StripState:
     mute: bool = False
     solo: bool = False
     pan: float = 0.0
+
+
+class ChannelState(TypedDict):
+    """One channel in a :class:`SceneState`."""
+
+    gain: float
+    mute: bool
+    solo: bool
+    pan: float
+
+
+class MasterState(TypedDict):
+    """The master in a :class:`SceneState`."""
+
+    gain: float
+    mute: bool
+
+
+class SceneState(TypedDict):
+    """Every channel's state by name, and the master's: what :meth:`Registry.snapshot`
+    gives and :meth:`Transaction.restore` takes back (a scene)."""
+
+    channels: dict[str, ChannelState]
+    master: MasterState
 
 
 def _number(args: Sequence[object], address: str) -> float:
@@ -249,15 +283,13 @@ class Registry:
         return float(value)
 
     # -- snapshots (scenes, /state) ---------------------------------------------------------
-    def snapshot(self) -> dict[str, object]:
+    def snapshot(self) -> SceneState:
         """Every channel's and the master's state, by channel name: a scene."""
         with self._lock:
             return _snapshot(self.names, self.strips, self.master)
 
 
-def _snapshot(
-    names: Sequence[str], strips: Sequence[StripState], master: StripState
-) -> dict[str, object]:
+def _snapshot(names: Sequence[str], strips: Sequence[StripState], master: StripState) -> SceneState:
     return {
         "channels": {
             n: {"gain": s.gain, "mute": s.mute, "solo": s.solo, "pan": s.pan}
@@ -267,7 +299,7 @@ def _snapshot(
     }
 
 
-def _state_from(values: dict[str, object], current: StripState) -> StripState:
+def _state_from(values: Mapping[str, object], current: StripState) -> StripState:
     def num(key: str, lo: float, hi: float, default: float) -> float:
         v = values.get(key, default)
         if isinstance(v, bool) or not isinstance(v, int | float) or math.isnan(v):
@@ -379,8 +411,9 @@ class Transaction:
             else:
                 self.set(key, [x >= 0.5])
 
-    def restore(self, scene: dict[str, object]) -> None:
-        """Stage a snapshot (a scene): channels matched by name, unknown names ignored,
+    def restore(self, scene: Mapping[str, object]) -> None:
+        """Stage a snapshot (a scene: a :class:`SceneState`, or a table read from a file,
+        so every value is checked here): channels matched by name, unknown names ignored,
         values it does not name kept. Every strip and the master are staged, so the
         commit sends the whole state.
 
@@ -391,17 +424,17 @@ class Transaction:
         """
         reg = self.registry
         channels = scene.get("channels", {})
-        if not isinstance(channels, dict):
+        if not isinstance(channels, Mapping):
             raise ParameterError("scene 'channels' must be a table")
         names = self.names if self.names is not None else reg.names
         strips = [self._state(i) for i in range(len(names))]
         for name, values in channels.items():
-            if name in names and isinstance(values, dict):
+            if name in names and isinstance(values, Mapping):
                 i = names.index(name)
                 strips[i] = _state_from(values, strips[i])
         master = scene.get("master")
         current = self._state(None)
-        new_master = _state_from(master, current) if isinstance(master, dict) else current
+        new_master = _state_from(master, current) if isinstance(master, Mapping) else current
         self.staged.update(enumerate(strips))
         self.staged[None] = new_master
 
@@ -417,7 +450,7 @@ class Transaction:
         self.staged = dict(enumerate(strips))
         self.staged[None] = master
 
-    def snapshot(self) -> dict[str, object]:
+    def snapshot(self) -> SceneState:
         """The state a commit would leave, as :meth:`Registry.snapshot` gives it."""
         names = self.names if self.names is not None else self.registry.names
         strips = [self._state(i) for i in range(len(names))]
