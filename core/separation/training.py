@@ -69,11 +69,17 @@ def train_dictionaries(
 
 
 class Multitrack(Protocol):
-    """A training song: ``mix`` and ``stems[name]``, each (channels, samples), at ``sr``."""
+    """A training song: ``mix`` and ``stems[name]``, each (channels, samples), at ``sr``.
 
-    mix: np.ndarray
-    stems: dict[str, np.ndarray]
-    sr: int
+    Read only, so a frozen dataclass (``stemdeck.core.material.songs.Song``) is one.
+    """
+
+    @property
+    def mix(self) -> np.ndarray: ...
+    @property
+    def stems(self) -> Mapping[str, np.ndarray]: ...
+    @property
+    def sr(self) -> int: ...
 
 
 def train_stem_model(
