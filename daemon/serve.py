@@ -206,11 +206,7 @@ class Daemon:
             engine_errors=sink.errors if sink else 0,
             nonfinite_blocks=m.nonfinite_blocks,
             osc_clients=self.server.control.subscriber_count() if self.server else 0,
-            osc=(lambda c: (c.received, c.errors, c.refused, c.scheduled))(
-                self.server.control.counts()
-            )
-            if self.server
-            else None,
+            osc=self.server.control.counts() if self.server else None,
             midi=(self.midi.received, self.midi.errors) if self.midi is not None else None,
             web=(self.web.clients, self.web.refused) if self.web is not None else None,
             recorder=(rec.overruns, rec.error) if rec is not None else None,

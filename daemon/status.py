@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .osc import Counters
+
 __all__ = ["Status", "format_status"]
 
 
@@ -32,7 +34,7 @@ class Status:
     engine_errors: int = 0
     nonfinite_blocks: int = 0
     osc_clients: int = 0
-    osc: tuple[int, int, int, int] | None = None  # datagrams in, errors, refused, scheduled
+    osc: Counters | None = None  # datagrams in, errors, refused, scheduled
     midi: tuple[int, int] | None = None  # messages in, bad
     web: tuple[int, int] | None = None  # WebSocket clients, requests and messages refused
     recorder: tuple[int, str | None] | None = None  # overruns, error
@@ -83,7 +85,8 @@ def format_status(s: Status) -> str:
         parts.append(f"midi {s.midi[0]} in {s.midi[1]} bad")
     osc = f"osc clients {s.osc_clients}"
     if s.osc is not None:
-        osc += f" in {s.osc[0]} errors {s.osc[1]} refused {s.osc[2]} scheduled {s.osc[3]}"
+        c = s.osc
+        osc += f" in {c.received} errors {c.errors} refused {c.refused} scheduled {c.scheduled}"
     parts.append(osc)
     if s.web is not None:
         parts.append(f"web clients {s.web[0]} refused {s.web[1]}")

@@ -1,10 +1,12 @@
 """The one status line (console and OSC /status)."""
 
 import math
+from dataclasses import replace
 
+from stemdeck.daemon.osc import Counters
 from stemdeck.daemon.status import Status, format_status
 
-BASE = dict(
+BASE = Status(
     track="my song",
     playing=True,
     position=75.25,
@@ -20,7 +22,7 @@ BASE = dict(
 
 
 def test_everything_on_one_line() -> None:
-    assert format_status(Status(**BASE)) == (
+    assert format_status(BASE) == (
         "my song playing 1:15.2/3:20.0 ready | drums +0 bass off vocals -6 | "
         "xruns 2 drops 1 slowest block 0.42 ms | osc clients 3 | SCHED_FIFO 70, memory locked"
     )
@@ -28,8 +30,10 @@ def test_everything_on_one_line() -> None:
 
 def test_problems_are_shown() -> None:
     line = format_status(
-        Status(
-            **{**BASE, "progress": ("nmf", 0.5), "playing": False},
+        replace(
+            BASE,
+            progress=("nmf", 0.5),
+            playing=False,
             engine_errors=4,
             nonfinite_blocks=1,
             recorder=(7, None),
@@ -39,28 +43,30 @@ def test_problems_are_shown() -> None:
     )
     assert line.startswith("my song stopped 1:15.2/3:20.0 separating 50% | ")
     assert "engine errors 4 silenced non-finite blocks 1" in line
-    recent = format_status(Status(**{**BASE, "recent_slowest_ms": 1.5}))
+    recent = format_status(replace(BASE, recent_slowest_ms=1.5))
     assert "xruns 2 drops 1 slowest block 0.42 ms (last 5 s 1.50 ms) |" in recent
     assert "| rec overruns 7 |" in line and "| midi 10 in 2 bad |" in line
     assert line.endswith("| problem: file vanished")
-    assert "verifying the cache" in format_status(Status(**{**BASE, "progress": ("verifying", 0)}))
-    gave_up = format_status(Status(**BASE, separated=False, problem="separation failed: boom"))
+    assert "verifying the cache" in format_status(replace(BASE, progress=("verifying", 0)))
+    gave_up = format_status(replace(BASE, separated=False, problem="separation failed: boom"))
     assert gave_up.startswith("my song playing 1:15.2/3:20.0 original only | ")
     assert gave_up.endswith("| problem: separation failed: boom")
 
 
 def test_osc_counters_are_shown() -> None:
-    line = format_status(Status(**BASE, osc=(1200, 17, 5, 3)))
+    line = format_status(
+        replace(BASE, osc=Counters(received=1200, errors=17, refused=5, scheduled=3))
+    )
     assert "| osc clients 3 in 1200 errors 17 refused 5 scheduled 3 |" in line
 
 
 def test_garbage_collector_passes_are_shown() -> None:
-    line = format_status(Status(**BASE, gc=(3, 0.4567)))
+    line = format_status(replace(BASE, gc=(3, 0.4567)))
     assert line.split(" | ")[2] == (
         "xruns 2 drops 1 slowest block 0.42 ms gc passes max 0.5 ms (3 full)"
     )
 
 
 def test_web_clients_are_shown() -> None:
-    line = format_status(Status(**BASE, osc=(1, 0, 0, 0), web=(2, 5)))
+    line = format_status(replace(BASE, osc=Counters(received=1), web=(2, 5)))
     assert "| osc clients 3 in 1 errors 0 refused 0 scheduled 0 | web clients 2 refused 5 |" in line
