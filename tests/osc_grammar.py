@@ -141,7 +141,8 @@ def valid_or_bad_message(draw: st.DrawFn, subscribe: bool = True) -> Case:
         return _message_case(*draw(transport()))
     if kind == 6:
         which = draw(st.sampled_from(["/ping", "/status", "/unsubscribe", "/state"]))
-        extra = draw(st.sampled_from([[], [1, 2], ["x"], [0.5]]))
+        extras: list[list[object]] = [[], [1, 2], ["x"], [0.5]]
+        extra = draw(st.sampled_from(extras))
         if which == "/unsubscribe" and not subscribe:
             extra = [1, 2]
         if not extra:

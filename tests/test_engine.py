@@ -2,12 +2,14 @@
 
 import itertools
 import tracemalloc
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pytest
 
 from stemdeck.core.mixer.commands import (
     Batch,
+    Command,
     Loop,
     MasterTarget,
     Pause,
@@ -43,7 +45,9 @@ def mixer_with(channels: np.ndarray, *, block: int = 256, **kwargs) -> Mixer:
     return m
 
 
-def run(m: Mixer, frames: int, block: int, events: dict[int, list] | None = None) -> np.ndarray:
+def run(
+    m: Mixer, frames: int, block: int, events: Mapping[int, Sequence[Command]] | None = None
+) -> np.ndarray:
     """Process ``frames`` samples in blocks of ``block``, posting ``events[t]`` at sample t
     (blocks are cut at event times, as a real stream delivers commands between blocks)."""
     events = events or {}
@@ -65,7 +69,7 @@ def strip(
     return StripTarget(i, gain, mute, solo, pan)
 
 
-SCENARIO = {
+SCENARIO: dict[int, list[Command]] = {
     0: [Play()],
     3000: [strip(1, gain=0.3)],
     7000: [strip(2, mute=True)],
@@ -316,7 +320,12 @@ def test_seek_during_crossfade_keeps_the_fading_head(gap: int) -> None:
     channels = stems()
     x = round(5e-3 * SR)
     assert gap < x
-    events = {0: [Play()], 5000: [Seek(0.5)], 5000 + gap: [Seek(0.25)], 9000: [Seek(0.6)]}
+    events: dict[int, list[Command]] = {
+        0: [Play()],
+        5000: [Seek(0.5)],
+        5000 + gap: [Seek(0.25)],
+        9000: [Seek(0.6)],
+    }
     out = run(mixer_with(channels), 20000, 64, events)
     natural = np.abs(np.diff(channels.sum(axis=0), axis=1)).max()
     assert np.abs(np.diff(out, axis=0)).max() < natural + 0.01

@@ -57,7 +57,8 @@ def _random_command(rng: np.random.Generator, tracks: list[Track], length: int) 
         start = float(rng.uniform(0, length / SR))
         return Loop(start, start + float(rng.uniform(0, 0.3)))
     if kind == 9:
-        return [Play(), Pause(), Stop()][int(rng.integers(0, 3))]
+        transport: list[Command] = [Play(), Pause(), Stop()]
+        return transport[int(rng.integers(0, 3))]
     if kind == 10:
         return SetTrack(tracks[int(rng.integers(0, len(tracks)))], bool(rng.random() < 0.5))
     return Play()
@@ -432,9 +433,19 @@ def test_buffer_formats() -> None:
     from stemdeck.core.mixer import _kernel
 
     native = np.ones((2, 4), np.float32)
-    _kernel.zero(native.data)  # a memoryview, format "f"; ctypes gives "<f" (tested above)
+    # The C takes any buffer; its stub names the ndarray the mixer passes (Any: past it).
+    view: Any = native.data  # a memoryview, format "f"; ctypes gives "<f" (tested above)
+    _kernel.zero(view)
     assert not native.any()
-    for bad in (np.ones(4, ">f4"), np.ones(4, np.float16), np.ones(4, np.int32), b"abcd", 3):
+    # Wrong on purpose (Any: past the stub): the C must refuse each at run time.
+    wrong: tuple[Any, ...] = (
+        np.ones(4, ">f4"),
+        np.ones(4, np.float16),
+        np.ones(4, np.int32),
+        b"abcd",
+        3,
+    )
+    for bad in wrong:
         with pytest.raises(ValueError):
             _kernel.zero(bad)
     assert _kernel.ABI == 2

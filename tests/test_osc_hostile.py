@@ -285,6 +285,7 @@ def messages(sock: socket.socket, until: str) -> list[tuple[str, list]]:
     while True:
         data, _ = sock.recvfrom(65536)
         msg = decode(data)
+        assert isinstance(msg, Message), msg  # replies and feedback are plain messages
         out.append((msg.address, list(msg.args)))
         if msg.address == until:
             return out

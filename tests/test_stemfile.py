@@ -161,7 +161,7 @@ def test_round_trip_aac_snr_and_lengths(written: dict[str, Path]) -> None:
     assert [y.shape for y in by_pyav] == [(2, n)] * 5
     ours = read_stem_file(written["aac"])
     assert ours.stems.shape == (4, 2, n)
-    assert ours.master.shape == (2, n)
+    assert ours.master is not None and ours.master.shape == (2, n)  # decoded by default
     for k, name in enumerate(NI_ORDER):
         snr_pyav = _snr(stems[k], by_pyav[k + 1])
         snr_ours = _snr(stems[k], ours.stems[k])
@@ -180,7 +180,7 @@ def test_round_trip_alac_is_bit_exact(written: dict[str, Path]) -> None:
         assert np.array_equal(by_pyav[k + 1], _int24(stems[k]))
     ours = read_stem_file(written["alac"])
     assert np.array_equal(ours.stems, _int24(stems))
-    assert np.array_equal(ours.master, _int24(mix))
+    assert ours.master is not None and np.array_equal(ours.master, _int24(mix))
     assert ours.names == ["Drums", "Bass", "Other", "Vocals"]
     assert ours.colours == [c for _, c in NI_STEMS]
     stems_only = read_stem_file(written["alac"], master=False)
@@ -582,7 +582,7 @@ def test_ni_written_file(kind: str) -> None:
     assert f.sr == 44100
     assert f.stems.shape[:2] == (4, 2)
     assert f.stems.shape[2] > 6 * 44100
-    assert f.master.shape == f.stems.shape[1:]
+    assert f.master is not None and f.master.shape == f.stems.shape[1:]
     assert f.manifest is not None and f.manifest["version"] == 1
     assert _mixxx_accepts(f.manifest) == []
     assert track_flags(path) == [1, 0, 0, 0, 0]
@@ -598,7 +598,7 @@ def test_musdb_preview_takes_default_names(caplog: pytest.LogCaptureFixture) -> 
     assert f.names == NI_ORDER
     assert f.manifest is None
     assert f"{path.name} has no stem manifest: its 4 stems take the default names " in caplog.text
-    assert f.stems.shape == (4, 2, f.master.shape[1])
+    assert f.master is not None and f.stems.shape == (4, 2, f.master.shape[1])
     # MUSDB's master is the sum of its stems, to AAC's precision.
     assert _snr(f.master, f.mix) > 20
 

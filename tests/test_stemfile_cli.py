@@ -89,7 +89,7 @@ def test_separate_writes_one_stem_file(tmp_path: Path, tagged_track: Path, capsy
     assert stems.tags == Tags("My Song", "The Testers", "Fixtures")
     # The master is the original track, and the stems (24-bit) add up to it.
     original, _ = load(tagged_track)
-    assert np.array_equal(stems.master, _int24(original))
+    assert stems.master is not None and np.array_equal(stems.master, _int24(original))
     residual = np.sum((stems.mix - original) ** 2) / np.sum(original**2)
     assert 10 * np.log10(residual) < -100  # 24-bit rounding of four stems, nothing more
     # The stems are the separation's, in NI's order.
