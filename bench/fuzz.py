@@ -375,7 +375,7 @@ def main() -> int:
         how = (
             f"the fuzz's state silent, heard {'silent' if quiet else 'NOT silent'}; unmuted: {how}"
         )
-    p = np.percentile(np.array(rtts) * 1000, [50, 99]) if rtts else [float("nan")] * 2
+    rtt_ms = np.percentile(np.array(rtts) * 1000, [50, 99]) if rtts else [float("nan")] * 2
     counters = status.split(" | ")
     print(f"ran {elapsed:.0f} s: {sent} datagrams ({sent / elapsed:.0f}/s), half of them fuzzed")
     print(f"verdict failures: {failures}; unanswered: {unanswered}; /ping over 50 ms: {hangs}")
@@ -386,7 +386,8 @@ def main() -> int:
         "status after: " + " | ".join(c for c in counters if c.startswith(("xruns", "osc", "rec")))
     )
     print(f"RssAnon: start {rss_start}, end {rss_end}")
-    print(f"/ping round trip: p50 {p[0]:.2f} ms, p99 {p[1]:.2f} ms, max {max(rtts) * 1000:.1f} ms")
+    p50, p99 = rtt_ms
+    print(f"/ping round trip: p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {max(rtts) * 1000:.1f} ms")
     print(f"state read back vs recording: {'agree' if ok else 'DISAGREE'} ({how})")
     for line in problems[:10]:
         print("  problem:", line)

@@ -200,11 +200,11 @@ def main() -> None:
                         break
             rec.recording = False
             client = Client(port)
-            status = wait_ready(client)
+            ready = wait_ready(client)
             print(
                 f"time to first sound, {label}: "
                 f"{(heard - start) / SR if heard else float('nan'):.2f} s  target <= 1.5 s  "
-                f"({status.split(' xruns')[0]})"
+                f"({ready.split(' xruns')[0]})"
             )
             if label == "cached":
                 break

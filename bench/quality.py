@@ -54,6 +54,8 @@ def _museval_metrics():
         raise SystemExit("museval is not installed: pip install -e '.[test]'")
     path = Path(next(iter(spec.submodule_search_locations))) / "metrics.py"
     mspec = importlib.util.spec_from_file_location("museval_metrics", path)
+    if mspec is None or mspec.loader is None:
+        raise SystemExit(f"museval's {path} cannot be loaded")
     module = importlib.util.module_from_spec(mspec)
     mspec.loader.exec_module(module)
     return module

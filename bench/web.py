@@ -271,7 +271,7 @@ def main() -> None:
     if args.no_pin:
         import stemdeck.daemon.audio as audio
 
-        audio.pin_threads = lambda: ""  # type: ignore[assignment]
+        audio.pin_threads = lambda: ""
     daemon = Daemon(ServeOptions(no_audio=True, osc_port=0, http_port=0, block=args.block))
     daemon.start()
     try:
