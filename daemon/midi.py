@@ -30,6 +30,7 @@ from stemdeck.core.control.midimap import MidiMap, MidiMapper, binding_toml, loa
 from stemdeck.core.errors import ParameterError, PresetError, StemdeckError
 
 from .config import config_dir
+from .host import Host
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,8 @@ class MidiControl:
 
     Parameters
     ----------
-    host : the daemon (registry, post, recall_scene, save_scene)
+    host : Host
+        The daemon: its registry, engine, transport, post and scenes.
     port : str, optional
         Input port name prefix (a hardware controller); its output twin gets LEDs.
     virtual : str, optional
@@ -123,7 +125,7 @@ class MidiControl:
 
     def __init__(
         self,
-        host: Any,
+        host: Host,
         midi_map: MidiMap,
         *,
         port: str | None = None,

@@ -10,22 +10,12 @@ thread). Arrays in memory need nothing.
 from __future__ import annotations
 
 import mmap
-from typing import Protocol
 
 import numpy as np
 
-from stemdeck.core.mixer.commands import Track
+from stemdeck.core.mixer.engine import Mixer
 
 __all__ = ["Prefetcher", "mapping_of", "will_need"]
-
-
-class _Transport(Protocol):
-    position: int
-    sr: int
-    track: Track | None
-
-    @property
-    def loop(self) -> tuple[int, int] | None: ...
 
 
 def mapping_of(array: np.ndarray) -> tuple[mmap.mmap, int] | None:
@@ -69,7 +59,7 @@ def will_need(channels: np.ndarray, start: int, end: int) -> int:
 class Prefetcher:
     """Keeps the next ``seconds`` after the play head and the loop start in memory."""
 
-    def __init__(self, engine: _Transport, *, seconds: float = 8.0) -> None:
+    def __init__(self, engine: Mixer, *, seconds: float = 8.0) -> None:
         self.engine = engine
         self.seconds = seconds
 

@@ -48,7 +48,9 @@ from .status import Status, format_status
 from .supervisor import AudioSupervisor
 from .transport import TransportControl
 
-if TYPE_CHECKING:  # imported by start_web() only: --http off never loads aiohttp
+if TYPE_CHECKING:  # imported where they start: mido, aiohttp, zeroconf only when used
+    from .midi import MidiControl
+    from .web.advertise import Advertiser
     from .web.server import WebServer
 
 __all__ = ["DEMO", "Daemon", "ServeOptions", "read_source"]
@@ -98,9 +100,9 @@ class Daemon:
         self.audio: AudioSupervisor | None = None
         self.server: OscServer | None = None
         self.feedback: Feedback | None = None
-        self.midi: Any = None
+        self.midi: MidiControl | None = None
         self.web: WebServer | None = None
-        self.advertiser: Any = None
+        self.advertiser: Advertiser | None = None
         self.memory = ""
         self.gc = GcWatch()
         self.names = channel_names(opts.mode, opts.params)

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 from stemdeck.core.errors import ParameterError, StemdeckError
+from stemdeck.core.mixer.engine import Mixer
 
 from .audio import NullSink, Recorder, Sink, SoundDeviceSink, output_device
 
 __all__ = ["AudioSupervisor"]
 
-log = logging.getLogger("stemdeck")
+log = logging.getLogger(__name__)
 
 
 class AudioSupervisor:
@@ -27,7 +27,8 @@ class AudioSupervisor:
 
     Parameters
     ----------
-    engine : the prepared mixer
+    engine : Mixer
+        The prepared mixer.
     device : int or None
         PortAudio device index; None runs the null clock.
     device_name : str or None
@@ -42,7 +43,7 @@ class AudioSupervisor:
 
     def __init__(
         self,
-        engine: Any,
+        engine: Mixer,
         *,
         device: int | None,
         device_name: str | None,

@@ -89,20 +89,16 @@ def test_port_polling_never_stalls_other_threads(jack_name: str, caplog) -> None
     ever held up for long (a JACK client opened per check, GIL held, deadlocked with
     rtmidi's process thread waiting for the GIL to deliver a message: 10 s and more)."""
     import threading
-    from types import SimpleNamespace
 
     import mido
+    from osc_host import FakeHost
 
     from stemdeck.core.control.midimap import load_midi_map
-    from stemdeck.core.control.registry import Registry
     from stemdeck.daemon.midi import MidiControl
 
     backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK", load=True)
     controller = backend.open_output("busy-controller", virtual=True)
-    host = SimpleNamespace(
-        registry=Registry(["c1"]), engine=SimpleNamespace(rolling=True), post=lambda c: None
-    )
-    midi = MidiControl(host, load_midi_map("generic"), port="busy-controller", api="jack")
+    midi = MidiControl(FakeHost(), load_midi_map("generic"), port="busy-controller", api="jack")
     midi.start()
     stop = threading.Event()
     worst = [0.0]

@@ -21,6 +21,7 @@ trigger      each press fires the action (transport, scenes)
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -201,7 +202,12 @@ class MidiMapper:
         Transport state, for the LEDs of play, stop and toggle buttons.
     """
 
-    def __init__(self, midi_map: MidiMap, get_norm: Any, get_playing: Any = None) -> None:
+    def __init__(
+        self,
+        midi_map: MidiMap,
+        get_norm: Callable[[str], float],
+        get_playing: Callable[[], bool] | None = None,
+    ) -> None:
         self.map = midi_map
         self.get_norm = get_norm
         self.get_playing = get_playing
