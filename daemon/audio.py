@@ -25,7 +25,7 @@ from stemdeck.core.mixer.engine import enter_audio_thread
 
 from .realtime import make_realtime, pin_threads, unpin_threads
 
-log = logging.getLogger("stemdeck")
+log = logging.getLogger(__name__)
 
 
 class Engine(Protocol):

@@ -80,7 +80,7 @@ CONTROL_NICE = -10
 #: How long another thread may keep the GIL once the audio thread asks for it.
 SWITCH_INTERVAL_S = 1e-4
 _MCL_CURRENT = 1
-log = logging.getLogger("stemdeck")
+log = logging.getLogger(__name__)
 _PR_SET_NAME = 15
 
 

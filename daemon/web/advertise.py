@@ -15,7 +15,7 @@ from typing import Any
 
 __all__ = ["Advertiser"]
 
-log = logging.getLogger("stemdeck")
+log = logging.getLogger(__name__)
 
 
 def _addresses(host: str) -> list[bytes]:
