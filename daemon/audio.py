@@ -335,6 +335,8 @@ class SoundDeviceSink(Sink):
 
     def __init__(self, *args: Any, device: str | int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # sounddevice loads PortAudio as it is imported (OSError without it): only a
+        # daemon with a device does; --no-audio and the null clock never need it.
         import sounddevice as sd
 
         self._sd = sd
@@ -382,7 +384,7 @@ def output_device(name: str | None) -> tuple[int | None, int | None, str]:
     Returns (device index or None, its default rate or None, reason when none).
     """
     try:
-        import sounddevice as sd
+        import sounddevice as sd  # PortAudio may be missing: that is an answer here
 
         devices = sd.query_devices()
     except (OSError, ImportError) as exc:

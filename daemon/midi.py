@@ -26,6 +26,8 @@ import threading
 import time
 from typing import Any
 
+import mido
+
 from stemdeck.core.control.midimap import MidiMap, MidiMapper, binding_toml, load_midi_map
 from stemdeck.core.errors import ParameterError, PresetError, StemdeckError
 
@@ -72,6 +74,8 @@ class _Controller:
     (see the module docstring: a new JACK client per check stalls every thread)."""
 
     def __init__(self, api: str | None, on_message: Any) -> None:
+        # Here, not at the top: mido's backend has loaded rtmidi by now, or failed with
+        # a clear "MIDI backend unavailable" (MidiControl) where an import would not.
         import rtmidi
 
         rtapi = getattr(rtmidi, f"API_{api}") if api else rtmidi.API_UNSPECIFIED
@@ -96,8 +100,6 @@ class _Controller:
         return _Port(self._out, name)
 
     def _deliver(self, event: tuple[list[int], float], data: Any) -> None:
-        import mido
-
         try:
             msg = mido.Message.from_bytes(event[0])
         except ValueError:
@@ -132,8 +134,6 @@ class MidiControl:
         virtual: str | None = None,
         api: str | None = None,
     ) -> None:
-        import mido
-
         if (port is None) == (virtual is None):
             raise ParameterError("give --midi PORT or --midi-virtual NAME")
         self.host = host
@@ -331,8 +331,6 @@ class MidiControl:
     # -- LEDs ------------------------------------------------------------------------------
     def _feedback(self) -> None:
         """Echo switch states (mute, solo) to the controller when they change."""
-        import mido
-
         while not self._stop.wait(0.05):
             out = self.outport
             if out is None:

@@ -36,6 +36,8 @@ def _db(S: np.ndarray, ref: float) -> np.ndarray:
 
 def plot_separation(y: np.ndarray, result: Separation, path: Path, *, title: str) -> None:
     """Render the separation figure to ``path`` (PNG, or any format matplotlib knows)."""
+    # matplotlib here, not at the top: the backend is chosen (Agg: no display) before
+    # pyplot is imported, and importing this module chooses nothing for its importer.
     import matplotlib
 
     matplotlib.use("Agg")

@@ -47,6 +47,7 @@ from .scenes import SceneStore
 from .status import Status, format_status
 from .supervisor import AudioSupervisor
 from .transport import TransportControl
+from .web.namespace import channel_colours
 
 if TYPE_CHECKING:  # imported where they start: mido, aiohttp, zeroconf only when used
     from .midi import MidiControl
@@ -135,8 +136,6 @@ class Daemon:
     def colours(self) -> list[str]:
         """#RRGGBB per channel: the track's own (a stem file), else the default colours
         (``daemon/web/namespace.py``)."""
-        from .web.namespace import channel_colours
-
         return channel_colours(self.registry.names, self.loader.colours)
 
     def load_track(self, path: str) -> None:
@@ -253,7 +252,7 @@ class Daemon:
         # MIDI before the audio stream: opening a JACK MIDI client while our JACK
         # audio client runs would stall the graph on this process's GIL.
         if opts.midi_port or opts.midi_virtual:
-            from .midi import MidiControl, resolve_map
+            from .midi import MidiControl, resolve_map  # mido: only a daemon with MIDI
 
             self.midi = MidiControl(
                 self,
@@ -309,7 +308,7 @@ class Daemon:
             else:
                 log.info("mixer on %s", self.web.url)
         if opts.advertise and self.web is not None:
-            from .web.advertise import Advertiser
+            from .web.advertise import Advertiser  # zeroconf: only with --advertise
 
             self.advertiser = Advertiser(
                 http_port=self.web.address[1],
@@ -324,7 +323,7 @@ class Daemon:
 
     def start_web(self) -> None:
         """The browser mixer, OSCQuery and the WebSocket, in their own thread."""
-        from .web.server import WebServer
+        from .web.server import WebServer  # aiohttp (~0.2 s): --http off never loads it
 
         opts = self.opts
         assert self.server is not None and self.feedback is not None

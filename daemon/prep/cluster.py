@@ -38,7 +38,9 @@ def prep_task(data: bytes, **kwargs: Any) -> tuple[str, TrackResult]:
     with threadpool_limits(limits=1):
         result = prepare_track(data, nmf_threads=1, **kwargs)
     try:
-        from distributed import get_worker  # imported already: this runs on a worker
+        # Not at the top: every prep run imports this module, distributed only once a
+        # worker is needed; on a worker it is imported already.
+        from distributed import get_worker
 
         worker = str(get_worker().address)
     except ValueError:  # not inside a Dask worker (the in-process loop of bench/prep.py)

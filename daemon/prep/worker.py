@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 from distributed import WorkerPlugin
+from threadpoolctl import threadpool_limits
 
 __all__ = ["WorkerSetup"]
 
@@ -32,8 +33,7 @@ class WorkerSetup(WorkerPlugin):
     name = "stemdeck-prep-setup"
 
     def setup(self, worker: Any) -> None:
-        from threadpoolctl import threadpool_limits
-
+        # The import is this method's work: loading the separation as the worker starts.
         from stemdeck.core.separation import nmf, separate  # noqa: F401
 
         threadpool_limits(limits=1)  # not a context: for the worker's life

@@ -3,7 +3,8 @@
 OSC tools (Chataigne, ossia score, VDMX, TouchDesigner) browse ``_oscjson._tcp``
 for OSCQuery servers and ``_osc._udp`` for OSC servers. Off by default: it sends
 multicast to the LAN. Registration probes the network for a second or so, so it
-runs in its own thread (``stemdeck-advertise``) and never delays the set.
+runs in its own thread (``stemdeck-advertise``) and never delays the set. The daemon
+imports this module (and zeroconf with it) only with ``--advertise``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from typing import Any
+
+import zeroconf
+
+from .lan import lan_address
 
 __all__ = ["Advertiser"]
 
@@ -20,9 +24,7 @@ log = logging.getLogger(__name__)
 
 def _addresses(host: str) -> list[bytes]:
     if host in ("0.0.0.0", "::", ""):
-        from .server import _lan_address
-
-        host = _lan_address()
+        host = lan_address()
     try:
         return [socket.inet_aton(host)]
     except OSError:
@@ -54,8 +56,8 @@ class Advertiser:
         self.name = name or f"stemdeck on {socket.gethostname()}"
         self.http_port, self.osc_port, self.host = http_port, osc_port, host
         self.osc_host = osc_host
-        self.zeroconf: Any = None
-        self.services: list[Any] = []
+        self.zeroconf: zeroconf.Zeroconf | None = None
+        self.services: list[zeroconf.ServiceInfo] = []
         self._thread = threading.Thread(target=self._register, name="stemdeck-advertise")
         self._lock = threading.Lock()
         self._stopped = False
@@ -71,8 +73,6 @@ class Advertiser:
 
     def _register(self) -> None:
         try:
-            from zeroconf import ServiceInfo, Zeroconf
-
             server = socket.gethostname().split(".")[0] + ".local."
             services = [("_oscjson._tcp", self.host, self.http_port)]
             if _loopback(self.osc_host):
@@ -85,7 +85,7 @@ class Advertiser:
             else:
                 services.append(("_osc._udp", self.osc_host, self.osc_port))
             infos = [
-                ServiceInfo(
+                zeroconf.ServiceInfo(
                     f"{kind}.local.",
                     f"{self.name}.{kind}.local.",
                     addresses=_addresses(host),
@@ -98,7 +98,7 @@ class Advertiser:
             with self._lock:
                 if self._stopped:
                     return
-                self.zeroconf = Zeroconf()
+                self.zeroconf = zeroconf.Zeroconf()
             for info in infos:
                 self.zeroconf.register_service(info)
                 self.services.append(info)
