@@ -109,14 +109,29 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+# A Host header (RFC 9110 7.2, RFC 3986 3.2.2): a name or IPv4 address, or an IPv6
+# address in brackets, then an optional port; nothing else (no user info, no path).
+_HOST = re.compile(
+    r"(?:\[(?P<ipv6>[0-9a-f:.]+)\]|(?P<name>[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?))(?::[0-9]{1,5})?"
+)
+
+
 def host_name(host: str) -> str:
     """The name in a Host header: ``[::1]:8080`` and ``[::1]`` give ``::1``,
-    ``localhost:8080`` gives ``localhost``; anything malformed gives ``""``."""
-    host = host.lower()
-    if host.startswith("["):
-        name, bracket, rest = host[1:].partition("]")
-        return name if bracket and (not rest or rest.startswith(":")) else ""
-    return host.rsplit(":", 1)[0]
+    ``localhost:8080`` gives ``localhost``; anything else gives ``""``: a header is a
+    host name (letters, digits, dots and hyphens) or an IPv4 address, or an IPv6
+    address in brackets, then at most a colon and a port of 1 to 5 digits.
+    ``127.0.0.1:80@evil.example``, ``127.0.0.1:80:80``, ``::1``, ``[127.0.0.1]`` and
+    ``[::1].evil.example`` are malformed."""
+    found = _HOST.fullmatch(host.lower())
+    if found is None:
+        return ""
+    if found["ipv6"] is None:
+        return str(found["name"])
+    try:
+        return str(ipaddress.IPv6Address(found["ipv6"]))  # brackets hold IPv6 only
+    except ValueError:
+        return ""
 
 
 def origin_ok(request: web.Request) -> bool:
