@@ -46,6 +46,7 @@ from .realtime import (
     SWITCH_INTERVAL_S,
     GcWatch,
     lock_memory,
+    raise_open_files,
     settle_heap,
 )
 from .scenes import SceneStore
@@ -232,6 +233,10 @@ class Daemon:
         # The audio callback needs the GIL within a fraction of a block: other
         # threads must hand it over far sooner than CPython's default 5 ms.
         sys.setswitchinterval(SWITCH_INTERVAL_S)
+        # Web connections, tracks, scenes, the cache and the recording share one table
+        # of descriptors: the most the system allows (the web keeps some free for the
+        # rest, daemon/web/gate.py).
+        log.info("%s", raise_open_files())
         opts = self.opts
         if opts.block < 16 or opts.block > 8192:
             raise ParameterError(f"--block must be 16..8192 frames, got {opts.block}")
