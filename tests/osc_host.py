@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
 from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import ParameterError
@@ -132,6 +134,22 @@ class LibraryHost(FakeHost):
 
     def track_info(self) -> tuple[str, str, float]:
         return self.track, "ready", 1.0
+
+
+LATIN1 = b"caf\xe9 live.wav"  # 'café live.wav' as an old disk or a zip wrote it
+
+
+def latin1_library(root: Path) -> tuple[Path, str]:
+    """A library folder with a real WAV named in Latin-1 and one named in UTF-8;
+    returns the folder and the Latin-1 file's path as Python reads it."""
+    library = (root / "library").resolve()
+    library.mkdir()
+    audio = np.zeros((4800, 2), np.float32)
+    audio[::100] = 0.25
+    raw = os.fsencode(library) + b"/" + LATIN1
+    sf.write(raw, audio, 48000, format="WAV", subtype="FLOAT")  # bytes: soundfile takes them
+    sf.write(library / "song.wav", audio, 48000, subtype="FLOAT")
+    return library, os.fsdecode(raw)
 
 
 def make_server(

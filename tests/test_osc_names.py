@@ -12,12 +12,10 @@ import os
 import socket
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from osc_host import FakeHost, LibraryHost, make_server
+from osc_host import FakeHost, LibraryHost, latin1_library, make_server
 
 from stemdeck.core.control.registry import Registry
 from stemdeck.core.mixer.engine import Mixer
@@ -32,21 +30,6 @@ from stemdeck.daemon.osc.wire import (
     text_bytes,
 )
 from stemdeck.daemon.pathnames import library_files, listed, resolve_listed, unlisted
-
-LATIN1 = b"caf\xe9 live.wav"  # 'café live.wav' as an old disk or a zip wrote it
-
-
-def latin1_library(root: Path) -> tuple[Path, str]:
-    """A library folder with a real WAV named in Latin-1 and one named in UTF-8;
-    returns the folder and the Latin-1 file's path as Python reads it."""
-    library = (root / "library").resolve()
-    library.mkdir()
-    audio = np.zeros((4800, 2), np.float32)
-    audio[::100] = 0.25
-    raw = os.fsencode(library) + b"/" + LATIN1
-    sf.write(raw, audio, 48000, format="WAV", subtype="FLOAT")  # bytes: soundfile takes them
-    sf.write(library / "song.wav", audio, 48000, subtype="FLOAT")
-    return library, os.fsdecode(raw)
 
 
 # -- the listed form ------------------------------------------------------------------------
