@@ -61,6 +61,7 @@ from stemdeck.core.separation.cache import SeparationCache
 from stemdeck.core.separation.presets import SeparationParams
 from stemdeck.core.separation.separate import cached_separation, separate
 
+from .pathnames import resolve_listed
 from .realtime import children_on_every_cpu
 
 __all__ = ["DEMO", "TrackLoader", "read_source"]
@@ -219,9 +220,10 @@ class TrackLoader:
         Only regular files under a library folder (after resolving ``..`` and
         symlinks), whose header says they hold audio (:func:`probe_audio`: for an
         MP4, its boxes and a stem file's manifest; the audio is decoded in the
-        background).
+        background). A name as ``/track/list`` escapes it is taken back
+        (:func:`~stemdeck.daemon.pathnames.resolve_listed`).
         """
-        target = Path(path).expanduser()
+        target = Path(resolve_listed(path)).expanduser()
         try:
             resolved = target.resolve(strict=True)
         except (OSError, RuntimeError):

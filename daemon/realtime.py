@@ -50,6 +50,7 @@ import functools
 import gc
 import logging
 import os
+import resource
 import threading
 import time
 from collections.abc import Iterator
@@ -66,6 +67,7 @@ __all__ = [
     "make_realtime",
     "name_os_thread",
     "pin_threads",
+    "raise_open_files",
     "raise_priority",
     "settle_heap",
     "unpin_threads",
@@ -248,6 +250,25 @@ def lock_memory() -> str:
     except (OSError, AttributeError) as exc:
         return f"memory not locked ({exc})"
     return "memory locked"
+
+
+def raise_open_files() -> str:
+    """Raise the soft limit on open files (``RLIMIT_NOFILE``) to the hard limit, the
+    most an unprivileged process may have: the usual soft limit, 1,024, is few for a
+    daemon serving web connections beside its tracks, scenes, cache and recording.
+    The web server still keeps descriptors free for those (``daemon/web/gate.py``).
+    Returns what the limit is now, for the log: ``"open files: at most 524288 (raised
+    from 1024)"``."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft == resource.RLIM_INFINITY:
+        return "open files: no limit"
+    if soft >= hard:
+        return f"open files: at most {soft} (the hard limit)"
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as exc:
+        return f"open files: at most {soft} (raising it to {hard} failed: {exc})"
+    return f"open files: at most {hard} (raised from {soft})"
 
 
 def settle_heap() -> int:

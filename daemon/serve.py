@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import signal
 import sys
 import threading
@@ -29,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stemdeck.core.audiofile.files import AUDIO_SUFFIXES
 from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import ParameterError
 from stemdeck.core.mixer.commands import Command, Play
@@ -41,8 +39,16 @@ from stemdeck.core.separation.separate import channel_names
 from .audio import Recorder, output_device
 from .loader import DEMO, TrackLoader, read_source
 from .osc import Feedback, OscControl, OscServer
+from .pathnames import library_files
 from .prefetch import Prefetcher
-from .realtime import CONTROL_NICE, SWITCH_INTERVAL_S, GcWatch, lock_memory, settle_heap
+from .realtime import (
+    CONTROL_NICE,
+    SWITCH_INTERVAL_S,
+    GcWatch,
+    lock_memory,
+    raise_open_files,
+    settle_heap,
+)
 from .scenes import SceneStore
 from .status import Status, format_status
 from .supervisor import AudioSupervisor
@@ -168,18 +174,10 @@ class Daemon:
 
     def library_tracks(self) -> list[str]:
         """Audio files ``/track/load`` may open: every file under the library folders
-        with an audio suffix (:data:`AUDIO_SUFFIXES`, docs/osc.md), sorted, at most
-        :data:`LIBRARY_LIST_MAX` (checked again when loaded)."""
-        found: list[str] = []
-        for root in self.loader.library:
-            for dirpath, dirnames, filenames in os.walk(root):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                for name in sorted(filenames):
-                    if Path(name).suffix.lower() in AUDIO_SUFFIXES and not name.startswith("."):
-                        found.append(os.path.join(dirpath, name))
-                        if len(found) >= LIBRARY_LIST_MAX:
-                            return found
-        return found
+        with an audio suffix (docs/osc.md), sorted, at most :data:`LIBRARY_LIST_MAX`
+        (checked again when loaded). A name that is not UTF-8 is listed escaped
+        (:func:`.pathnames.listed`); ``/track/load`` takes that form back."""
+        return library_files(self.loader.library, LIBRARY_LIST_MAX)
 
     def scene_names(self) -> list[str]:
         return self.scenes.names()
@@ -232,6 +230,10 @@ class Daemon:
         # The audio callback needs the GIL within a fraction of a block: other
         # threads must hand it over far sooner than CPython's default 5 ms.
         sys.setswitchinterval(SWITCH_INTERVAL_S)
+        # Web connections, tracks, scenes, the cache and the recording share one table
+        # of descriptors: the most the system allows (the web keeps some free for the
+        # rest, daemon/web/gate.py).
+        log.info("%s", raise_open_files())
         opts = self.opts
         if opts.block < 16 or opts.block > 8192:
             raise ParameterError(f"--block must be 16..8192 frames, got {opts.block}")

@@ -161,9 +161,17 @@ def wait_played(client: Client, seconds: float, timeout: float = 60.0) -> None:
 
 
 class Daemon:
-    """`stemdeck serve` in a subprocess; stopped with SIGTERM."""
+    """`stemdeck serve` in a subprocess (``preexec`` runs in it before it starts);
+    stopped with SIGTERM."""
 
-    def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        env: dict[str, str],
+        cwd: Path,
+        *,
+        preexec: Callable[[], Any] | None = None,
+    ) -> None:
         self.port = free_udp_port()
         self.proc = subprocess.Popen(
             [
@@ -182,6 +190,7 @@ class Daemon:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=preexec,  # e.g. a lower RLIMIT_NOFILE
         )
         self.client = Client(self.port)
         # stderr is read as it comes: to see our daemon take its port, and so a

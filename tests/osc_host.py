@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
 from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import ParameterError
 from stemdeck.core.mixer.commands import Command, Play, SetTrack, Track
 from stemdeck.core.mixer.engine import Mixer
+from stemdeck.core.separation.presets import SeparationParams
+from stemdeck.daemon.loader import TrackLoader
 from stemdeck.daemon.osc import OscControl, OscServer
 from stemdeck.daemon.osc.dispatch import SUBSCRIPTION_SECONDS
+from stemdeck.daemon.pathnames import library_files
+from stemdeck.daemon.serve import LIBRARY_LIST_MAX
 from stemdeck.daemon.transport import TransportControl
 
 NAMES = ("drums", "bass", "vocals", "other")
@@ -97,11 +104,62 @@ class FakeHost:
         )
 
 
+@dataclass
+class LibraryHost(FakeHost):
+    """A :class:`FakeHost` whose track list and load check are the daemon's own, on a
+    library folder ``root``: ``/track/load`` records the path the check resolved."""
+
+    root: Path = Path("/nonexistent")
+    track: str = "song"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.loader = TrackLoader(
+            self.engine,
+            self.registry,
+            NAMES,
+            mode="stems",
+            params=SeparationParams(),
+            cache=None,
+            library=[self.root],
+        )
+
+    def library_tracks(self) -> list[str]:
+        return library_files([self.root], LIBRARY_LIST_MAX)
+
+    def load_track(self, path: str) -> None:
+        resolved = self.loader.check(path)
+        self.calls.append(("load", resolved))
+        self.track = Path(resolved).stem
+
+    def track_info(self) -> tuple[str, str, float]:
+        return self.track, "ready", 1.0
+
+
+LATIN1 = b"caf\xe9 live.wav"  # 'café live.wav' as an old disk or a zip wrote it
+
+
+def latin1_library(root: Path) -> tuple[Path, str]:
+    """A library folder with a real WAV named in Latin-1 and one named in UTF-8;
+    returns the folder and the Latin-1 file's path as Python reads it."""
+    library = (root / "library").resolve()
+    library.mkdir()
+    audio = np.zeros((4800, 2), np.float32)
+    audio[::100] = 0.25
+    raw = os.fsencode(library) + b"/" + LATIN1
+    sf.write(raw, audio, 48000, format="WAV", subtype="FLOAT")  # bytes: soundfile takes them
+    sf.write(library / "song.wav", audio, 48000, subtype="FLOAT")
+    return library, os.fsdecode(raw)
+
+
 def make_server(
-    *, feedback_form: str = "names", subscription_seconds: float = SUBSCRIPTION_SECONDS
+    *,
+    feedback_form: str = "names",
+    subscription_seconds: float = SUBSCRIPTION_SECONDS,
+    host: FakeHost | None = None,
 ) -> tuple[FakeHost, OscServer]:
-    """A :class:`FakeHost` and an OSC server on a free port (not started)."""
-    host = FakeHost()
+    """A :class:`FakeHost` (or ``host``) and an OSC server on a free port (not started)."""
+    host = FakeHost() if host is None else host
     control = OscControl(
         host, feedback_form=feedback_form, subscription_seconds=subscription_seconds
     )

@@ -15,6 +15,7 @@ import soundfile as sf
 from daemon_helpers import Client, Daemon, poll
 
 from conftest import tone_mix
+from stemdeck.daemon.pathnames import library_files
 
 SR = 48000
 pytestmark = pytest.mark.e2e  # a `stemdeck serve` subprocess
@@ -351,6 +352,24 @@ def test_two_loads_in_a_row_the_last_wins(served, client: Client) -> None:
         time.sleep(0.1)
     new = set((root / "cache").iterdir()) - entries
     assert len(new) == 1, new  # the first request's separation never finished
+
+
+def test_a_library_name_that_is_not_utf8_is_listed_and_loads(served, client: Client) -> None:
+    # Issue 21, item 2: one Latin-1 name made /track/list unanswerable.
+    _, root = served
+    library = root / "library"
+    raw = os.fsencode(library) + b"/caf\xe9 live.wav"
+    sf.write(raw, tone_mix(3.0, sr=SR, seed=7).T, SR, format="WAV", subtype="FLOAT")
+    try:
+        shown = f"{library}/caf\\xe9 live.wav"
+        expected = library_files([library], 200)
+        assert shown in expected and os.fsdecode(raw) not in expected
+        assert client.ask("/track/list") == [("/track/list", expected)]
+        assert client.ask("/track/load", shown) == [("/track/load", [shown])]
+        _wait_status(client, "caf\\xe9 live")
+        assert client.ask("/track/name") == [("/track/name", ["caf\\xe9 live"])]
+    finally:
+        os.unlink(raw)
 
 
 @pytest.mark.parametrize(

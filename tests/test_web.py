@@ -14,13 +14,14 @@ import time
 import urllib.request
 import weakref
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient, TestServer
-from osc_host import FakeHost, make_server
+from osc_host import FakeHost, LibraryHost, latin1_library, make_server
 
 from stemdeck.daemon.osc import Feedback, OscServer
 from stemdeck.daemon.osc.wire import Bundle, Message, decode, encode_bundle, encode_message
@@ -31,9 +32,9 @@ from stemdeck.daemon.web.websocket import FRAMES_BURST, SEND_QUEUE
 Run = Callable[[TestClient, FakeHost, OscServer, Feedback, WebApp], Awaitable[None]]
 
 
-def run(test: Run, **app_kwargs: Any) -> None:
+def run(test: Run, *, fake: FakeHost | None = None, **app_kwargs: Any) -> None:
     async def main() -> None:
-        host, osc = make_server()
+        host, osc = make_server(host=fake)
         feedback = Feedback(osc)
         app = WebApp(osc, **app_kwargs)
         app.attach(feedback)
@@ -910,6 +911,68 @@ def test_dns_rebinding_host_is_refused_on_loopback() -> None:
         assert r.status == 403
 
     run(body)
+
+
+@pytest.mark.parametrize(
+    ("header", "status"),
+    [
+        ("127.0.0.1:{port}", 200),
+        ("127.0.0.1", 200),
+        ("LOCALHOST:{port}", 200),
+        ("[::1]:{port}", 200),
+        ("127.0.0.1:{port}@evil.example", 403),  # user info after the port
+        ("evil.example@127.0.0.1:{port}", 403),
+        ("127.0.0.1:{port}:{port}", 403),
+        ("127.0.0.1:{port}/x", 403),
+        ("127.0.0.1:", 403),
+        ("127.0.0.1:123456", 403),
+        ("127.0.0.1.evil.example", 403),
+        ("::1", 403),  # IPv6 only in brackets
+        ("[::1]x", 403),
+        ("[127.0.0.1]", 403),
+    ],
+)
+def test_the_host_header_is_parsed_strictly(header: str, status: int) -> None:
+    async def body(client, host, osc, feedback, app) -> None:
+        sent = header.format(port=client.port)
+        r = await client.get("/?HOST_INFO", headers={"Host": sent})
+        assert r.status == status
+        if status == 403:
+            assert await r.json() == {
+                "error": f"Host {sent!r} is not this machine: open http://127.0.0.1"
+            }
+
+    run(body)
+
+
+def test_a_library_name_that_is_not_utf8_over_the_websocket_and_oscquery(
+    tmp_path: Path,
+) -> None:
+    library, latin1 = latin1_library(tmp_path)
+    shown, song = f"{library}/caf\\xe9 live.wav", f"{library}/song.wav"
+
+    async def body(client, host, osc, feedback, app) -> None:
+        ws = await client.ws_connect("/")
+        await listen(ws, "/track/name")
+        await tick(host, feedback, app)
+        assert await receive_osc(ws) == [("/track/name", ["song"])]
+        await ws.send_bytes(encode_message("/track/list"))
+        assert await receive_osc(ws) == [("/track/list", [shown, song])]
+        await ws.send_bytes(encode_message("/track/load", [shown]))
+        assert await receive_osc(ws) == [("/track/load", [shown])]
+        assert host.calls == [("load", latin1)]
+        await tick(host, feedback, app)  # the name streamed as the encoder writes it
+        assert await receive_osc(ws) == [("/track/name", ["caf\\xe9 live"])]
+        await ws.send_bytes(encode_message("/track/name"))
+        assert await receive_osc(ws) == [("/track/name", ["caf\\xe9 live"])]
+        assert await (await client.get("/track/list?VALUE")).json() == {"VALUE": [shown, song]}
+        assert await (await client.get("/track/name?VALUE")).json() == {"VALUE": ["caf\\xe9 live"]}
+        await ws.send_bytes(encode_message("/ping"))  # the connection lives on
+        assert await receive_osc(ws) == [("/pong", [])]
+        await ws.close()
+        assert osc.control.counts().errors == 0
+
+    run(body, fake=LibraryHost(root=library))
 
 
 # -- the server thread and zeroconf ---------------------------------------------------------

@@ -113,7 +113,9 @@ def probe_audio(path: str | os.PathLike[str]) -> AudioInfo:
             raise AudioFileError(f"{str(p)!r}: its audio stream declares no channels or rate")
         return AudioInfo(frames, channels, sr)
     try:
-        info = sf.info(str(p))
+        # As bytes: libsndfile's path is bytes, and soundfile encodes a str strictly,
+        # so a name that is not UTF-8 (a Latin-1 'caf\xe9.wav') would look unreadable.
+        info = sf.info(os.fsencode(p))
     except (*_NOT_AUDIO, OSError) as exc:
         raise _not_audio(p, exc) from None
     return AudioInfo(int(info.frames), int(info.channels), int(info.samplerate))
@@ -148,7 +150,7 @@ def load(path: str | os.PathLike[str], *, sr: int | None = None) -> tuple[np.nda
     if is_mp4_path(p):
         return _load_mp4(p, sr=sr)
     try:
-        data, file_sr = sf.read(str(p), dtype="float32", always_2d=True)
+        data, file_sr = sf.read(os.fsencode(p), dtype="float32", always_2d=True)
     except (*_NOT_AUDIO, OSError) as exc:
         raise _not_audio(p, exc) from None
     return _finish(data.T, int(file_sr), p, sr)

@@ -54,7 +54,7 @@ from .limits import (
     TokenBucket,
     reply_size,
 )
-from .wire import Message
+from .wire import Message, text_bytes
 
 __all__ = [
     "SUBSCRIPTION_SECONDS",
@@ -242,8 +242,9 @@ class OscControl:
         self.bad_log("OSC from %s:%d: %s", sender[0], sender[1], text)
         if budget is not None:
             room = max(budget - 16, 16)
-            if len(text.encode()) > room:
-                text = text.encode()[: room - 3].decode("utf-8", "ignore") + "..."
+            raw = text_bytes(text)
+            if len(raw) > room:
+                text = raw[: room - 3].decode("utf-8", "ignore") + "..."
         return ("/error", [text])
 
     def handle(

@@ -17,12 +17,16 @@ from typing import Any
 
 from stemdeck.core.errors import ParameterError
 
+from .wire import message_size
+
 __all__ = [
+    "ERROR_BUDGET",
     "HORIZON_SECONDS",
     "HOST_BURST",
     "HOST_PER_SECOND",
     "LOG_LINES",
     "LOG_WINDOW",
+    "MAX_DATAGRAM",
     "MAX_MESSAGES",
     "MAX_PENDING",
     "MAX_PENDING_PER_HOST",
@@ -44,6 +48,8 @@ __all__ = [
 ]
 
 MAX_MESSAGES = 128  # messages in one datagram
+MAX_DATAGRAM = 65507  # bytes a UDP datagram over IPv4 holds: a larger reply is an /error
+ERROR_BUDGET = 1024  # bytes of an /error that stands for a reply that could not be sent
 MAX_TRANSPORT_COMMANDS = 16  # transport commands in one bundle
 REPLY_BYTES_PER_BYTE = 4  # replies to a datagram: at most 4 bytes per byte received...
 REPLY_BYTES_BASE = 96  # ...plus this much, so an /error with its reason always fits
@@ -65,17 +71,10 @@ WebSocket connection (``daemon/web/websocket.py``)."""
 
 
 def reply_size(address: str, args: Sequence[Any]) -> int:
-    """Bytes of the encoded message, without encoding it."""
-    n = (len(address.encode()) + 4) & ~3
-    n += (len(args) + 2 + 3) & ~3
-    for a in args:
-        if isinstance(a, bool) or a is None:
-            continue
-        if isinstance(a, int | float):
-            n += 4
-        else:
-            n += (len(str(a).encode()) + 4) & ~3
-    return n
+    """Bytes of the encoded message, without encoding it: exactly what
+    :func:`~stemdeck.daemon.osc.wire.encode_message` sends, a string's replaced
+    characters included."""
+    return message_size(address, args)
 
 
 class Refused(ParameterError):
@@ -106,13 +105,19 @@ class TokenBucket:
 
 class RateLimitedLog:
     """At most ``lines`` log lines per ``window`` seconds to ``logger``; then one line
-    says how many were left out. A flood of bad datagrams cannot fill a disk."""
+    (``more``, with the count) says how many were left out. A flood of bad datagrams
+    cannot fill a disk."""
 
     def __init__(
-        self, logger: logging.Logger, lines: int = LOG_LINES, window: float = LOG_WINDOW
+        self,
+        logger: logging.Logger,
+        lines: int = LOG_LINES,
+        window: float = LOG_WINDOW,
+        more: str = "OSC: %d more bad messages not logged",
     ) -> None:
         self.log = logger
         self.lines, self.window = lines, window
+        self.more = more
         self._start = -float("inf")
         self._count = 0
         self._dropped = 0
@@ -123,7 +128,7 @@ class RateLimitedLog:
         with self._lock:
             if now - self._start >= self.window:
                 if self._dropped:
-                    self.log.info("OSC: %d more bad messages not logged", self._dropped)
+                    self.log.info(self.more, self._dropped)
                 self._start, self._count, self._dropped = now, 0, 0
             if self._count >= self.lines:
                 self._dropped += 1

@@ -9,6 +9,8 @@ callable instead (:meth:`OscServer.route`).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import heapq
 import ipaddress
 import socket
@@ -23,7 +25,9 @@ from stemdeck.core.errors import ParameterError
 from ..realtime import name_os_thread, raise_priority
 from .dispatch import OscControl
 from .limits import (
+    ERROR_BUDGET,
     HORIZON_SECONDS,
+    MAX_DATAGRAM,
     MAX_MESSAGES,
     MAX_PENDING,
     MAX_PENDING_PER_HOST,
@@ -37,6 +41,7 @@ from .wire import (
     IMMEDIATELY,
     Message,
     OscDecodeError,
+    OscEncodeError,
     decode,
     encode_message,
     groups,
@@ -149,14 +154,32 @@ class OscServer:
             return self._routes.get(sender)
 
     def send(self, address: Sender, message: str, args: Sequence[Any] = ()) -> None:
+        """Send one message to ``address`` (a reply or feedback). One that cannot be
+        encoded, or is larger than a UDP datagram, is answered by one ``/error``
+        saying so (counted) instead: never dropped without a word."""
         route = self._route(address)
         if route is not None:
             route([(message, args)])
             return
         try:
-            self.sock.sendto(encode_message(message, args), address)
-        except OSError:
-            pass  # a vanished client is not our problem
+            data = encode_message(message, args)
+        except OscEncodeError as exc:
+            error = self.control.error(f"{message}: reply not sent: {exc}", address, ERROR_BUDGET)
+            data = encode_message(*error)
+        if len(data) > MAX_DATAGRAM:
+            text = f"more than a UDP datagram holds ({MAX_DATAGRAM})"
+            error = self.control.error(_not_sent(message, len(data), text), address, ERROR_BUDGET)
+            data = encode_message(*error)
+        try:
+            self.sock.sendto(data, address)
+        except OSError as exc:
+            if exc.errno != errno.EMSGSIZE:
+                return  # a vanished client is not our problem
+            # A socket that takes less than an IPv4 datagram: say so, as above.
+            text = "more than this socket sends in one datagram"
+            error = self.control.error(_not_sent(message, len(data), text), address, ERROR_BUDGET)
+            with contextlib.suppress(OSError):
+                self.sock.sendto(encode_message(*error), address)
 
     def _allowed(self, ip: str) -> bool:
         if not self._allow:
@@ -298,3 +321,7 @@ class OscServer:
             except Exception as exc:  # the scheduler must outlive any bundle
                 self.control.count("errors")
                 self.control.bad_log("OSC scheduled bundle failed: %r", exc)
+
+
+def _not_sent(message: str, size: int, why: str) -> str:
+    return f"{message}: reply not sent: {size} bytes, {why}"

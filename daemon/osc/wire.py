@@ -8,11 +8,18 @@ element has a positive size that is a multiple of 4 and fits inside its bundle.
 Anything else raises :class:`OscDecodeError` with a reason that names the byte
 offset and what is wrong; the server answers it with one ``/error`` and applies
 nothing. No loop here can run longer than the datagram is long.
+
+The encoder takes any string: one that UTF-8 cannot hold (a lone surrogate, as
+Python reads a file name that is not UTF-8) is sent with each such character
+replaced (:func:`text_bytes`). A value it cannot encode at all (an integer beyond
+64 bits) raises :class:`OscEncodeError`, which the senders answer with ``/error``.
+:func:`message_size` is the size of an encoded message, computed without encoding it.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -29,12 +36,15 @@ __all__ = [
     "Message",
     "Midi",
     "OscDecodeError",
+    "OscEncodeError",
     "Rgba",
     "TimeTag",
     "decode",
     "encode_bundle",
     "encode_message",
     "groups",
+    "message_size",
+    "text_bytes",
     "timetag_to_unix",
     "unix_to_timetag",
 ]
@@ -47,6 +57,10 @@ _FLOAT32_MAX = 3.4028234663852886e38  # seconds from 1900-01-01 to 1970-01-01
 
 class OscDecodeError(ParameterError):
     """The datagram is not well-formed OSC 1.0 (the message says where and why)."""
+
+
+class OscEncodeError(ParameterError):
+    """A reply holds a value OSC cannot carry (the message says which)."""
 
 
 @dataclass(frozen=True)
@@ -280,8 +294,33 @@ def iter_messages(packet: Message | Bundle) -> Iterator[Message]:
 # -- encoding ---------------------------------------------------------------------------
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _unpaired(match: re.Match[str]) -> str:
+    n = ord(match.group())
+    # U+DC80..U+DCFF is how Python holds a byte that was not UTF-8 (surrogateescape):
+    # written \xNN, as daemon/pathnames.py lists file names.
+    return f"\\x{n - 0xDC00:02x}" if 0xDC80 <= n <= 0xDCFF else "\ufffd"
+
+
+def text_bytes(text: str) -> bytes:
+    """``text`` as UTF-8; a lone surrogate, which UTF-8 cannot hold, is replaced: a
+    byte Python read from a name that is not UTF-8 (U+DC80..U+DCFF) by ``\\xNN``,
+    any other by U+FFFD."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub(_unpaired, text).encode("utf-8")
+
+
 def _pad(b: bytes) -> bytes:
     return b + b"\x00" * (4 - len(b) % 4)
+
+
+def _padded(n: int) -> int:
+    """Bytes of an OSC-string of ``n`` bytes: NUL-terminated, padded to 4."""
+    return (n + 4) & ~3
 
 
 def _blob(b: bytes) -> bytes:
@@ -290,8 +329,13 @@ def _blob(b: bytes) -> bytes:
 
 def encode_message(address: str, args: Iterable[Any] = ()) -> bytes:
     """One message: bools as T/F, ints as i (h beyond 32 bits), floats as f (d beyond
-    32 bits), bytes as b,
-    None as N, everything else as a string."""
+    32 bits), bytes as b, None as N, everything else as a string (:func:`text_bytes`).
+
+    Raises
+    ------
+    OscEncodeError
+        An integer beyond 64 bits.
+    """
     tags = [","]
     body: list[bytes] = []
     for a in args:
@@ -301,9 +345,11 @@ def encode_message(address: str, args: Iterable[Any] = ()) -> bytes:
             if -(2**31) <= a < 2**31:
                 tags.append("i")
                 body.append(struct.pack(">i", a))
-            else:
+            elif -(2**63) <= a < 2**63:
                 tags.append("h")
                 body.append(struct.pack(">q", a))
+            else:
+                raise OscEncodeError(f"the integer {a} does not fit in 64 bits")
         elif isinstance(a, float):
             if math.isfinite(a) and abs(a) > _FLOAT32_MAX:
                 tags.append("d")  # too large for 32 bits
@@ -318,8 +364,26 @@ def encode_message(address: str, args: Iterable[Any] = ()) -> bytes:
             tags.append("N")
         else:
             tags.append("s")
-            body.append(_pad(str(a).encode("utf-8")))
-    return _pad(address.encode("utf-8")) + _pad("".join(tags).encode()) + b"".join(body)
+            body.append(_pad(text_bytes(str(a))))
+    return _pad(text_bytes(address)) + _pad("".join(tags).encode()) + b"".join(body)
+
+
+def message_size(address: str, args: Sequence[Any]) -> int:
+    """Bytes :func:`encode_message` gives for ``address`` and ``args``, without
+    building them (an integer it cannot encode counts as 8)."""
+    n = _padded(len(text_bytes(address))) + _padded(1 + len(args))
+    for a in args:
+        if isinstance(a, bool) or a is None:
+            continue
+        if isinstance(a, int):
+            n += 4 if -(2**31) <= a < 2**31 else 8
+        elif isinstance(a, float):
+            n += 8 if math.isfinite(a) and abs(a) > _FLOAT32_MAX else 4
+        elif isinstance(a, bytes):
+            n += 4 + len(a) + (-len(a) % 4)
+        else:
+            n += _padded(len(text_bytes(str(a))))
+    return n
 
 
 def encode_bundle(elements: Sequence[bytes], timetag: int = IMMEDIATELY) -> bytes:

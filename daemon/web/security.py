@@ -17,6 +17,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -25,6 +26,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from ..osc.limits import TokenBucket
+from ..osc.wire import text_bytes
 
 __all__ = [
     "COOKIE",
@@ -36,6 +38,7 @@ __all__ = [
     "host_name",
     "is_loopback",
     "json_response",
+    "json_text",
     "origin_ok",
 ]
 
@@ -48,13 +51,48 @@ LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+_LONE_SURROGATE = re.compile(r"\\ud[89a-f][0-9a-f]{2}")
+
+
+def _text_only(data: Any) -> Any:
+    """``data`` with every string as the OSC encoder sends it (``text_bytes``)."""
+    if isinstance(data, str):
+        return text_bytes(data).decode("utf-8")
+    if isinstance(data, dict):
+        return {_text_only(k): _text_only(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [_text_only(v) for v in data]
+    return data
+
+
+def json_text(data: Any) -> str:
+    """``data`` as strict JSON (no NaN). A string UTF-8 cannot hold (a lone surrogate:
+    a file or stem name that was not UTF-8) is written as OSC writes it
+    (:func:`~stemdeck.daemon.osc.wire.text_bytes`), never as a ``\\udXXX`` escape that
+    a JSON reader may refuse.
+
+    Raises
+    ------
+    ValueError
+        A number JSON cannot hold (NaN, infinity), or a value that is not JSON.
+    """
+    try:
+        text = json.dumps(data, allow_nan=False)
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
+    if _LONE_SURROGATE.search(text):  # rare: redone with every string replaced
+        text = json.dumps(_text_only(data), allow_nan=False)
+    return text
+
+
 def json_response(data: Any, status: int = 200) -> web.Response:
-    """``data`` as strict JSON (no NaN)."""
-    return web.Response(
-        text=json.dumps(data, allow_nan=False),
-        status=status,
-        content_type="application/json",
-    )
+    """``data`` as strict JSON (:func:`json_text`); what JSON cannot hold is a 500
+    saying so, never a traceback."""
+    try:
+        text = json_text(data)
+    except ValueError as exc:
+        text, status = json.dumps({"error": f"reply not sent: {exc}"}), 500
+    return web.Response(text=text, status=status, content_type="application/json")
 
 
 def error_response(status: int, text: str) -> web.Response:
@@ -71,14 +109,29 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+# A Host header (RFC 9110 7.2, RFC 3986 3.2.2): a name or IPv4 address, or an IPv6
+# address in brackets, then an optional port; nothing else (no user info, no path).
+_HOST = re.compile(
+    r"(?:\[(?P<ipv6>[0-9a-f:.]+)\]|(?P<name>[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?))(?::[0-9]{1,5})?"
+)
+
+
 def host_name(host: str) -> str:
     """The name in a Host header: ``[::1]:8080`` and ``[::1]`` give ``::1``,
-    ``localhost:8080`` gives ``localhost``; anything malformed gives ``""``."""
-    host = host.lower()
-    if host.startswith("["):
-        name, bracket, rest = host[1:].partition("]")
-        return name if bracket and (not rest or rest.startswith(":")) else ""
-    return host.rsplit(":", 1)[0]
+    ``localhost:8080`` gives ``localhost``; anything else gives ``""``: a header is a
+    host name (letters, digits, dots and hyphens) or an IPv4 address, or an IPv6
+    address in brackets, then at most a colon and a port of 1 to 5 digits.
+    ``127.0.0.1:80@evil.example``, ``127.0.0.1:80:80``, ``::1``, ``[127.0.0.1]`` and
+    ``[::1].evil.example`` are malformed."""
+    found = _HOST.fullmatch(host.lower())
+    if found is None:
+        return ""
+    if found["ipv6"] is None:
+        return str(found["name"])
+    try:
+        return str(ipaddress.IPv6Address(found["ipv6"]))  # brackets hold IPv6 only
+    except ValueError:
+        return ""
 
 
 def origin_ok(request: web.Request) -> bool:

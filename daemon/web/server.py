@@ -5,8 +5,10 @@ server): the page's files, the OSCQuery namespace over HTTP, and WebSocket
 upgrades handed to :class:`~stemdeck.daemon.web.websocket.WebSockets`; every
 request passes :class:`~stemdeck.daemon.web.security.Guard` first.
 :class:`WebServer` runs it in its own thread with its own asyncio loop
-(``stemdeck-web``). The audio thread never waits on it: control goes through
-the OSC server's ``datagram`` like UDP, which posts to the engine's bounded queue.
+(``stemdeck-web``), behind :class:`~stemdeck.daemon.web.gate.Gate`, which takes
+the TCP connections (limits, timeouts, descriptors kept free). The audio thread
+never waits on it: control goes through the OSC server's ``datagram`` like UDP,
+which posts to the engine's bounded queue.
 
 The page in ``static/`` speaks exactly this. ``docs/web.md`` describes the
 protocol and the security rules (token, Host and Origin checks, limits).
@@ -31,6 +33,7 @@ from ..osc.feedback import Feedback, FeedbackFrame
 from ..osc.server import OscServer
 from ..realtime import name_os_thread, raise_priority
 from . import namespace
+from .gate import Gate, QuietLog, quiet_exceptions
 from .security import Guard, error_response, is_loopback, json_response
 from .websocket import MAX_FRAME, Connection, WebSockets
 
@@ -222,7 +225,9 @@ class WebServer:
     """:class:`WebApp` served on ``host:port`` from the ``stemdeck-web`` thread.
 
     A bind that is not loopback gets a random token (``secrets.token_urlsafe``)
-    unless one is given; :attr:`url` carries it.
+    unless one is given; :attr:`url` carries it. ``gate`` (a
+    :class:`~stemdeck.daemon.web.gate.Gate` with the default limits unless given)
+    accepts the connections: how many, from where, and for how long.
     """
 
     def __init__(
@@ -233,8 +238,10 @@ class WebServer:
         host: str = "127.0.0.1",
         port: int = 8080,
         token: str | None = None,
+        gate: Gate | None = None,
     ) -> None:
         loopback = is_loopback(host)
+        self.gate = gate or Gate()
         if token is None and not loopback:
             token = secrets.token_urlsafe(16)
         self.host = host
@@ -259,8 +266,9 @@ class WebServer:
 
     @property
     def refused(self) -> int:
-        """HTTP requests and WebSockets turned away, frames over the limit (any thread)."""
-        return self.app.refused
+        """Connections, HTTP requests and WebSockets turned away, frames over the
+        limit (any thread)."""
+        return self.gate.refused + self.app.refused
 
     @property
     def url(self) -> str:
@@ -286,6 +294,7 @@ class WebServer:
         if nice is not None:
             raise_priority(nice)  # a control thread like OSC in (daemon/realtime.py)
         loop = asyncio.new_event_loop()
+        loop.set_exception_handler(quiet_exceptions())  # never a traceback per connection
         self._loop = loop
         try:
             loop.run_until_complete(self._serve())
@@ -299,25 +308,28 @@ class WebServer:
             loop.close()
 
     async def _serve(self) -> None:
+        # keepalive_timeout: aiohttp starts it when a connection opens too, so it is
+        # the header timeout as well (daemon/web/gate.py).
         runner = web.AppRunner(
-            self.app.app, access_log=None, handle_signals=False, shutdown_timeout=1.0
+            self.app.app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=1.0,
+            keepalive_timeout=self.gate.idle_timeout,
+            logger=QuietLog(),  # never a traceback per malformed request
         )
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port)
+        assert runner.server is not None
         try:
-            await site.start()
-        except OSError as exc:
+            self.gate.listen(runner.server, self.host, self.port)
+        except ParameterError:
             await runner.cleanup()
-            raise ParameterError(
-                f"cannot serve HTTP on {self.host}:{self.port} ({exc.strerror}); "
-                "pick another --http PORT, or --http off"
-            ) from None
-        for address in runner.addresses:  # the port chosen, for --http 0
-            self.address = (self.host, int(address[1]))
-            break
+            raise
+        self.address = self.gate.address  # the port chosen, for --http 0
         self._stopped = asyncio.Event()
         self._ready.set()
         await self._stopped.wait()
+        self.gate.close()
         await runner.cleanup()
 
     def stop(self) -> None:

@@ -15,8 +15,9 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -25,10 +26,10 @@ from stemdeck.core.control.pattern import is_pattern
 from stemdeck.core.errors import ParameterError, StemdeckError
 
 from ..osc.feedback import Feedback, FeedbackFrame
-from ..osc.limits import Reply, Sender, TokenBucket
+from ..osc.limits import ERROR_BUDGET, Reply, Sender, TokenBucket
 from ..osc.server import OscServer
-from ..osc.wire import encode_bundle, encode_message
-from .security import error_response, origin_ok
+from ..osc.wire import OscEncodeError, encode_bundle, encode_message
+from .security import error_response, json_text, origin_ok
 
 __all__ = [
     "CLOSE_TIMEOUT",
@@ -71,11 +72,21 @@ VALUE_ADDRESSES = (
 STREAMS = ("/meter", "/meter/rms", "/transport/position", "/status")
 
 
-def packet(replies: Sequence[Reply]) -> bytes:
-    """One OSC packet: the message itself, or a bundle of several (sent at once)."""
+def packet(
+    replies: Sequence[Reply], on_error: Callable[[str], Reply] = lambda text: ("/error", [text])
+) -> bytes:
+    """One OSC packet: the message itself, or a bundle of several (sent at once). A
+    message that cannot be encoded is replaced by ``on_error(reason)`` (an ``/error``)."""
+
+    def encoded(address: str, args: Sequence[Any]) -> bytes:
+        try:
+            return encode_message(address, args)
+        except OscEncodeError as exc:
+            return encode_message(*on_error(f"{address}: reply not sent: {exc}"))
+
     if len(replies) == 1:
-        return encode_message(replies[0][0], replies[0][1])
-    return encode_bundle([encode_message(a, v) for a, v in replies])
+        return encoded(replies[0][0], replies[0][1])
+    return encode_bundle([encoded(a, v) for a, v in replies])
 
 
 class Pong(bytes):
@@ -290,12 +301,16 @@ class WebSockets:
         self.send(conn, replies)
 
     def send(self, conn: Connection, replies: list[Reply]) -> None:
-        """Queue ``replies`` for ``conn`` as one OSC packet (in the web loop)."""
+        """Queue ``replies`` for ``conn`` as one OSC packet (in the web loop); one that
+        cannot be encoded is an ``/error`` (counted) in its place."""
         if replies:
-            conn.put(packet(replies))
+            conn.put(packet(replies, partial(self._error, conn.sender)))
+
+    def _error(self, sender: Sender, text: str) -> Reply:
+        return self.control.error(text, sender, ERROR_BUDGET)
 
     def _command(self, conn: Connection, command: str, data: Any) -> None:
-        conn.put(json.dumps({"COMMAND": command, "DATA": data}))
+        conn.put(json_text({"COMMAND": command, "DATA": data}))
 
     def _text(self, conn: Connection, text: str) -> None:
         if not self._admit(conn, False):
@@ -367,7 +382,7 @@ class WebSockets:
         def message(address: str, args: Sequence[Any]) -> bytes:
             data = encoded.get(address)
             if data is None:
-                data = encoded[address] = encode_message(address, args)
+                data = encoded[address] = packet([(address, args)], self._round_error)
             return data
 
         for conn in list(self.connections):
@@ -384,6 +399,12 @@ class WebSockets:
                     out.append(message(used, args))
             if out:
                 conn.put(out[0] if len(out) == 1 else encode_bundle(out))
+
+    def _round_error(self, text: str) -> Reply:
+        """The ``/error`` that stands for a streamed value that could not be encoded."""
+        self.control.count("errors")
+        self.control.bad_log("WebSocket feedback: %s", text)
+        return ("/error", [text[:ERROR_BUDGET]])
 
     def _namespace_changed(self, old: list[str], new: list[str]) -> None:
         def nodes(names: list[str]) -> list[str]:

@@ -1,0 +1,348 @@
+"""The web port's limits against floods of plain TCP connections (issue 21, item 3).
+
+Connections beyond the per-address and total limits, or that would take one of the
+descriptors kept free, are closed at once with a 503; the rest are closed when they
+have not sent a request's headers in time (idle and slowloris alike); the log says
+so once per window. ``daemon/web/gate.py``; ``bench/faults.py`` runs the full flood.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import logging
+import resource
+import select
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+from daemon_helpers import Client, Daemon, poll
+from osc_host import make_server
+
+from conftest import tone_mix
+from stemdeck.daemon.osc import Feedback, OscServer
+from stemdeck.daemon.osc.wire import Message, decode, encode_message
+from stemdeck.daemon.web.gate import Gate, quiet_exceptions
+from stemdeck.daemon.web.server import WebServer
+
+SLOW_HEADER = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+
+
+def refusal(why: str) -> bytes:
+    """The whole answer to a connection refused at once (daemon/web/gate.py)."""
+    body = json.dumps({"error": f"connection refused: {why}"}).encode()
+    return (
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\nRetry-After: 1\r\nConnection: close\r\n\r\n" % len(body) + body
+    )
+
+
+def connect(port: int, source: str = "127.0.0.1") -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind((source, 0))
+    s.connect(("127.0.0.1", port))
+    return s
+
+
+def start_slow(slow: set[socket.socket]) -> None:
+    """Begin a request on each socket of ``slow`` (its headers follow slowly)."""
+    for s in slow:
+        try:
+            s.sendall(SLOW_HEADER)
+        except OSError:
+            pass  # closed already (refused at once): seen when read
+
+
+def until_closed(
+    socks: list[socket.socket], slow: set[socket.socket], timeout: float
+) -> dict[socket.socket, tuple[float, bytes]]:
+    """Wait until the server closes every socket in ``socks``, dribbling a header line
+    to the ``slow`` ones (begun with :func:`start_slow`) every 0.1 s, as a slowloris
+    does; for each, the time it was closed (``time.monotonic()``) and everything it
+    received."""
+    got: dict[socket.socket, bytes] = {s: b"" for s in socks}
+    closed: dict[socket.socket, tuple[float, bytes]] = {}
+    deadline = time.monotonic() + timeout
+    next_dribble = time.monotonic() + 0.1
+    while len(closed) < len(socks):
+        now = time.monotonic()
+        assert now < deadline, f"{len(socks) - len(closed)} sockets still open"
+        if now >= next_dribble:
+            next_dribble = now + 0.1
+            for s in slow - closed.keys():
+                try:
+                    s.sendall(b"X-Slow: 1\r\n")
+                except OSError:
+                    pass  # closed: seen by the read below
+        ready, _, _ = select.select([s for s in socks if s not in closed], [], [], 0.05)
+        for s in ready:
+            try:
+                data = s.recv(65536)
+            except ConnectionResetError:
+                data = b""
+            if data:
+                got[s] += data
+            else:
+                closed[s] = (time.monotonic(), got[s])
+    return closed
+
+
+def web_server(gate: Gate) -> tuple[OscServer, WebServer]:
+    _host, osc = make_server()
+    feedback = Feedback(osc)
+    server = WebServer(osc, feedback, host="127.0.0.1", port=0, gate=gate)
+    osc.start()
+    server.start()
+    return osc, server
+
+
+def osc_reply(osc: OscServer, address: str, *args: object) -> list[tuple[str, list]]:
+    """Send over UDP; the replies before the answer to a ``/track/name`` sent after it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(10)
+        s.sendto(encode_message(address, args), osc.address)
+        s.sendto(encode_message("/track/name"), osc.address)
+        out: list[tuple[str, list]] = []
+        while True:
+            msg = decode(s.recvfrom(65536)[0])
+            assert isinstance(msg, Message)
+            if msg.address == "/track/name":
+                return out
+            out.append((msg.address, list(msg.args)))
+
+
+def test_connections_beyond_the_limits_are_refused_at_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    osc, server = web_server(Gate(total=8, per_address=4, idle_timeout=60.0))
+    port = server.address[1]
+    socks: list[socket.socket] = []
+    try:
+        with caplog.at_level(logging.INFO, logger="stemdeck.daemon.web.gate"):
+            # One device floods: 4 connections are taken, the next 4 refused at once.
+            flood = [connect(port) for _ in range(8)]
+            socks += flood
+            poll(lambda: server.gate.refused, lambda n: n == 4, "the refusals")
+            refused = until_closed(flood[4:], set(), timeout=30)
+            per_address = refusal("4 connections from 127.0.0.1 already")
+            assert [refused[s][1] for s in flood[4:]] == [per_address] * 4
+            # Another address is still served, and control goes on.
+            other = http.client.HTTPConnection(
+                "127.0.0.1", port, timeout=30, source_address=("127.0.0.2", 0)
+            )
+            other.request("GET", "/master/mute?VALUE")
+            assert json.load(other.getresponse()) == {"VALUE": [0]}
+            other.close()
+            poll(lambda: server.gate.connections, lambda n: n == 4, "its connection closed")
+            assert osc_reply(osc, "/ping") == [("/pong", [])]
+            assert osc_reply(osc, "/track/load", "/music/song.wav") == [
+                ("/track/load", ["/music/song.wav"])
+            ]
+            # The total: 4 more from a third address fill it, a fourth is refused.
+            third = [connect(port, "127.0.0.3") for _ in range(4)]
+            socks += third
+            poll(lambda: server.gate.connections, lambda n: n == 8, "8 connections")
+            last = connect(port, "127.0.0.4")
+            socks.append(last)
+            total = until_closed([last], set(), timeout=30)
+            assert total[last][1] == refusal("8 connections to the web port already")
+            assert server.gate.refused == 5 and server.refused == 5
+            # Connections that end give their places back.
+            for s in flood[:4] + third:
+                s.close()
+            poll(lambda: server.gate.connections, lambda n: n == 0, "no connection left")
+        # One log line for the whole window, not one per connection.
+        assert [r.getMessage() for r in caplog.records] == [
+            "web: connection from 127.0.0.1 refused: 4 connections from 127.0.0.1 already"
+        ]
+    finally:
+        for s in socks:
+            s.close()
+        server.stop()
+        osc.stop()
+
+
+def test_idle_and_slow_connections_are_closed_after_the_idle_timeout() -> None:
+    timeout = 0.5
+    osc, server = web_server(Gate(idle_timeout=timeout))
+    port = server.address[1]
+    try:
+        opened = time.monotonic()
+        idle = [connect(port) for _ in range(3)]
+        slow = [connect(port) for _ in range(3)]
+        # A client that sent one request and keeps the connection: idle after the reply.
+        kept = connect(port)
+        kept.sendall(b"GET /master/mute?VALUE HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        start_slow(set(slow))
+        closed = until_closed([*idle, *slow, kept], set(slow), timeout=30)
+        for s in idle + slow + [kept]:
+            at, data = closed[s]
+            # Closed by the timeout, whatever the socket sent meanwhile: not at once,
+            # and not an hour later (aiohttp's own default is 3,630 s).
+            assert timeout - 0.05 <= at - opened <= timeout + 10, at - opened
+            assert data == (b"" if s is not kept else data)
+        assert closed[kept][1].startswith(b"HTTP/1.1 200 OK\r\n")
+        assert closed[kept][1].endswith(b'{"VALUE": [0]}')
+        assert server.gate.refused == 0
+        poll(lambda: server.gate.connections, lambda n: n == 0, "no connection left")
+    finally:
+        server.stop()
+        osc.stop()
+
+
+def test_descriptors_kept_free_are_never_taken_by_a_connection() -> None:
+    # Every descriptor is within the headroom: each connection is refused, and
+    # accepting pauses (the next ones wait in the backlog, then are refused too).
+    osc, server = web_server(Gate(headroom=64, files_limit=lambda: 64))
+    port = server.address[1]
+    try:
+        socks = [connect(port) for _ in range(3)]
+        closed = until_closed(socks, set(), timeout=30)
+        why = "the daemon keeps its last 64 of 64 file descriptors for its tracks and scenes"
+        assert [closed[s][1] for s in socks] == [refusal(why)] * 3
+        assert server.gate.connections == 0 and server.gate.refused == 3
+        for s in socks:
+            s.close()
+    finally:
+        server.stop()
+        osc.stop()
+
+
+def test_malformed_requests_are_one_log_line_not_a_traceback_each(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    osc, server = web_server(Gate())
+    try:
+        with caplog.at_level(logging.INFO):
+            for _ in range(50):
+                with connect(server.address[1]) as s:
+                    s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nbad header\r\n\r\n")
+                    assert s.recv(100).startswith(b"HTTP/1.0 400 Bad Request\r\n")
+        assert [(r.name, r.getMessage(), r.exc_info) for r in caplog.records] == [
+            (
+                "stemdeck.daemon.web.gate",
+                "web: Error handling request from 127.0.0.1: BadHttpMessage: 400, message: "
+                "Invalid header token: b'bad header' ^",
+                None,
+            )
+        ]
+    finally:
+        server.stop()
+        osc.stop()
+
+
+def test_event_loop_errors_are_one_line_a_window(caplog: pytest.LogCaptureFixture) -> None:
+    window = 0.2
+    handler = quiet_exceptions(window)
+    error = OSError(24, "Too many open files")
+    loop = asyncio.new_event_loop()
+    loop.close()  # the handler never uses it
+    with caplog.at_level(logging.INFO, logger="stemdeck.daemon.web.gate"):
+        began = time.monotonic()
+        for _ in range(1000):
+            handler(loop, {"message": "socket.accept() out of system resource", "exception": error})
+        assert time.monotonic() - began < window  # else the count below spans windows
+        while time.monotonic() - began < window:
+            time.sleep(0.01)
+        handler(loop, {"message": "Task exception was never retrieved"})
+    assert [r.getMessage() for r in caplog.records] == [
+        "web: socket.accept() out of system resource: OSError: [Errno 24] Too many open files",
+        "web: 999 more event loop errors in the last window",
+        "web: Task exception was never retrieved",
+    ]
+    assert not any(r.exc_info for r in caplog.records)
+
+
+def test_the_open_files_limit_is_raised_to_the_hard_limit() -> None:
+    code = (
+        "import resource\n"
+        "from stemdeck.daemon.realtime import raise_open_files\n"
+        "print(raise_open_files())\n"
+        "print(resource.getrlimit(resource.RLIMIT_NOFILE))\n"
+    )
+    for soft, hard, said in (
+        (256, 512, "open files: at most 512 (raised from 256)"),
+        (256, 256, "open files: at most 256 (the hard limit)"),
+    ):
+
+        def lower(soft: int = soft, hard: int = hard) -> None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            preexec_fn=lower,
+        ).stdout
+        now = f"({hard}, {hard})"
+        assert out.splitlines() == [said, now]
+
+
+# -- a real daemon under a low descriptor limit --------------------------------------------
+@pytest.fixture
+def library(tmp_path: Path) -> Iterator[Path]:
+    folder = tmp_path / "library"
+    folder.mkdir()
+    sf.write(folder / "song.wav", tone_mix(3.0, sr=48000).T, 48000, subtype="FLOAT")
+    sf.write(folder / "next.wav", tone_mix(3.0, sr=48000, seed=5).T, 48000, subtype="FLOAT")
+    yield folder
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_a_flood_under_a_low_descriptor_limit_never_fails_a_load(
+    tmp_path: Path, library: Path
+) -> None:
+    """Issue 21, item 3 scaled down: 128 descriptors in all (set before the daemon
+    starts, so it cannot raise them), a flood of 200 connections from 5 addresses,
+    half idle and half slowloris. A valid load, a scene save and /ping still work."""
+    limit = 128
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    env = {"STEMDECK_CACHE": str(tmp_path / "cache"), "STEMDECK_CONFIG": str(tmp_path / "cfg")}
+    daemon = Daemon([str(library / "song.wav"), "--no-audio"], env, tmp_path, preexec=low_limit)
+    socks: list[socket.socket] = []
+    try:
+        daemon.wait_ready()
+        port = int(daemon.http_url().rsplit(":", 1)[1].strip("/"))
+        before = len(daemon.lines)
+        flood = [connect(port, f"127.0.0.{1 + k % 5}") for k in range(200)]
+        socks += flood
+        slow = set(flood[::2])
+        start_slow(slow)
+        client = Client(daemon.port)
+        assert client.ask("/ping") == [("/pong", [])]
+        assert client.ask("/scene/save", "flood") == [("/scene/save", ["flood"])]
+        path = str(library / "next.wav")
+        assert client.ask("/track/load", path) == [("/track/load", [path])]
+        poll(
+            lambda: client.ask("/status")[0][1][0],
+            lambda status: status.startswith("next ") and " ready |" in status,
+            "the next track separated and playing",
+            every=0.2,  # /status is rate-limited
+        )
+        client.close()
+        closed = until_closed(flood, slow, timeout=60)  # 503 at once, or the 5 s timeout
+        refused = sum(data.startswith(b"HTTP/1.1 503 ") for _, data in closed.values())
+        assert 0 < refused < len(flood)
+        flood_log = daemon.lines[before:]
+    finally:
+        for s in socks:
+            s.close()
+        code, err = daemon.stop()
+    assert code == 0, err
+    assert "Traceback" not in err and "Too many open files" not in err
+    refusals = [line for line in flood_log if "web: " in line]
+    assert 1 <= len(refusals) <= 4, flood_log  # one line per 10 s window, with counts
+    assert "open files: at most 128 (the hard limit)" in err
