@@ -8,7 +8,9 @@ refused without being opened for reading.
 
 A recall, and each step of a morph, goes to the registry and the engine through one
 :class:`~stemdeck.core.control.registry.Transaction`: the registry takes a scene's
-values only once the engine has accepted them.
+values only once the engine has accepted them. A morph writes only the values the
+scene names, and leaves any of them that another writer moves meanwhile
+(:meth:`~stemdeck.core.control.registry.Registry.written_since`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ __all__ = ["SceneStore"]
 log = logging.getLogger(__name__)
 
 SCENE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}\Z")
+MORPH_STEP_S = 0.02  # a morph's step: 50 a second
 _MAX_SCENE_BYTES = 1 << 20
 
 
@@ -81,6 +84,8 @@ class SceneStore:
         the engine's queue is full.
     folder : Path, optional
         Where scenes are saved; default ``config_dir("scenes")`` (read at each call).
+    clock : callable, optional
+        Seconds, for a morph's course (default ``time.monotonic``; a test's fake clock).
     """
 
     def __init__(
@@ -88,10 +93,12 @@ class SceneStore:
         registry: Registry,
         post: Callable[[Command], bool],
         folder: Path | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.registry = registry
         self.post = post
         self._folder = folder
+        self._clock = clock
         self._morph_stop = threading.Event()
         self._morph_thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -175,8 +182,8 @@ class SceneStore:
         """Recall a scene; with ``fade`` > 0 levels and pans glide there (a morph).
 
         Both forms agree on the end state: a channel or value the scene does not
-        name keeps its current value. The whole scene is validated before
-        anything moves; a recall stops a morph in progress.
+        name keeps its current value, and a morph never writes it. The whole scene
+        is validated before anything moves; a recall stops a morph in progress.
 
         Raises
         ------
@@ -187,23 +194,31 @@ class SceneStore:
         scene = self.load(name)
         with self.registry.transaction() as txn:
             txn.restore(scene)  # raises before anything changes
-            end = txn.snapshot()  # never committed: the morph's end
         with self._lock:
             self.stop()
-            if fade <= 0:
-                with self.registry.transaction() as txn:
-                    txn.restore(scene)
+            with self.registry.transaction() as txn:
+                txn.restore(scene)
+                if fade <= 0:
                     if not txn.commit(self.post):
                         raise ParameterError("engine queue full: scene not recalled; try again")
-                return
+                    return
+                # The morph's course, read with the generation it starts from (never committed).
+                course = {key: (self.registry.get(key), txn.get(key)) for key in txn.written}
+                since = self.registry.generation
             self._morph_stop = threading.Event()
             self._morph_thread = threading.Thread(
                 target=self._morph,
-                args=(self.registry.snapshot(), end, fade, self._morph_stop),
+                args=(course, since, self._clock(), fade, self._morph_stop),
                 name="stemdeck-morph",
                 daemon=True,
             )
             self._morph_thread.start()
+
+    @property
+    def morphing(self) -> bool:
+        """True while a morph is under way (until it has reached its end or stopped)."""
+        thread = self._morph_thread
+        return thread is not None and thread.is_alive()
 
     def stop(self) -> None:
         """Stop a morph in progress where it is."""
@@ -213,43 +228,59 @@ class SceneStore:
             thread.join(timeout=1)
 
     def _morph(
-        self, start: dict[str, Any], end: dict[str, Any], fade: float, stop: threading.Event
+        self,
+        course: dict[str, tuple[float | int, float | int]],
+        since: int,
+        t0: float,
+        fade: float,
+        stop: threading.Event,
     ) -> None:
-        """Glide fader positions and pans from ``start`` to ``end``; switches flip at the end.
+        """Glide the values of ``course`` (value key: start, end) over ``fade`` seconds
+        from the clock's ``t0``.
 
-        A step the engine refuses (queue full) changes nothing; the next step posts the
-        frame of its own time, and the last is retried until it is posted.
+        Levels move along the fader and pans linearly; switches flip at the end. A
+        value another writer writes after generation ``since`` (a hand on OSC, the
+        WebSocket or MIDI; a new track's channels) leaves the morph: it is never
+        written again, and the others glide on. A step the engine refuses (queue
+        full) changes nothing; the next step posts the frame of its own time, and
+        the last is retried until it is posted.
         """
-        t0 = time.monotonic()
-
-        def glide(a: dict[str, Any], b: dict[str, Any], x: float) -> dict[str, Any]:
-            # Levels move along the fader (as a hand would), pan linearly.
-            fa, fb = gain_to_fader(a["gain"]), gain_to_fader(b["gain"])
-            out: dict[str, Any] = {
-                k: (b[k] if x >= 1.0 else a[k]) for k in ("mute", "solo") if k in a
-            }
-            # The end is the scene's exact gain, not its fader position rounded back.
-            end_gain = b["gain"]
-            f = min(max(fa + (fb - fa) * x, 0.0), 1.0)
-            out["gain"] = end_gain if x >= 1.0 else fader_to_gain(f)
-            if "pan" in a:
-                out["pan"] = a["pan"] + (b["pan"] - a["pan"]) * x
-            return out
-
+        registry = self.registry
+        held = set(course)
         while not stop.is_set():
-            x = min((time.monotonic() - t0) / fade, 1.0)
-            frame = {
-                "channels": {
-                    name: glide(a, end["channels"].get(name, a), x)
-                    for name, a in start["channels"].items()
-                },
-                "master": glide(start["master"], end["master"], x),
-            }
-            with self.registry.transaction() as txn:
-                txn.restore(frame)
-                posted = txn.commit(self.post)
+            x = min((self._clock() - t0) / fade, 1.0)
+            with registry.transaction() as txn:
+                if stop.is_set():  # a newer recall may have committed since the check above
+                    return
+                held -= registry.written_since(since)
+                if not held:
+                    return
+                for key in sorted(held):
+                    value = _glide(key, *course[key], x)
+                    if value is not None:
+                        txn.set(key, [value])
+                posted = True  # a step with nothing to write yet (switches only)
+                if txn.written:
+                    posted = txn.commit(self.post)
+                    if posted:
+                        since = registry.generation  # this step's own writes
             if not posted:
                 log.debug("scene morph: engine queue full; the next step catches up")
             elif x >= 1.0:
                 return
-            stop.wait(0.02)
+            stop.wait(MORPH_STEP_S)
+
+
+def _glide(key: str, a: float | int, b: float | int, x: float) -> float | int | None:
+    """The value of ``key`` a fraction ``x`` of the way from ``a`` to ``b``: a level
+    along the fader (as a hand would move it), a pan linearly, a switch at the end
+    (None before: not written)."""
+    param = key.rsplit("/", 1)[1]
+    if x >= 1.0:
+        return b  # the scene's exact value, not a fader position rounded back
+    if param == "gain":
+        fa, fb = gain_to_fader(a), gain_to_fader(b)
+        return fader_to_gain(min(max(fa + (fb - fa) * x, 0.0), 1.0))
+    if param == "pan":
+        return a + (b - a) * x
+    return None

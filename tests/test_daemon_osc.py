@@ -8,6 +8,7 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -266,6 +267,36 @@ def test_scenes_save_recall_and_morph(served, client: Client) -> None:
     assert time.monotonic() - sent >= 0.6  # the morph takes its time
     assert any(0.5 < v < 0.75 for v in seen), seen  # on its way
     assert client.query("/ch/2/mute") == 0
+
+
+# The values the morph test starts from and leaves behind.
+AT_REST: list[tuple[str, list[Any]]] = [("/master/fader", [0.75]), ("/ch/2/mute", [0])]
+AT_REST += [("/ch/3/fader", [0.75]), ("/ch/4/solo", [0])]
+
+
+def test_a_morph_leaves_hand_moves_alone(served, client: Client) -> None:
+    """#21 item 5 over OSC: a long morph naming only the master's gain; hand moves on
+    three channels mid-morph stand through the morph's later steps and its stop."""
+    _, root = served
+    (root / "config" / "scenes").mkdir(parents=True, exist_ok=True)
+    (root / "config" / "scenes" / "master-half.toml").write_text("[master]\ngain = 0.5\n")
+    client.send_bundle(AT_REST)
+    poll(lambda: client.query("/master/gain"), lambda g: g == 1.0, "the master at unity")
+    client.send("/scene/recall", "master-half", 60.0)
+    master = poll(lambda: client.query("/master/gain"), lambda g: g < 1.0, "the morph under way")
+    client.send("/ch/2/mute", 1)
+    client.send("/ch/3/fader", 0.2)
+    client.send("/ch/4/solo", 1)
+    hands = {"/ch/2/mute": 1, "/ch/3/fader": pytest.approx(0.2), "/ch/4/solo": 1}
+    assert {key: client.query(key) for key in hands} == hands
+    # A step after the hands (the master moved on), then the scene at once stops the morph.
+    master = client.query("/master/gain")
+    poll(lambda: client.query("/master/gain"), lambda g: 0.5 < g < master, "a later step")
+    assert {key: client.query(key) for key in hands} == hands
+    client.send("/scene/recall", "master-half")
+    poll(lambda: client.query("/master/gain"), lambda g: g == 0.5, "the recall")
+    assert {key: client.query(key) for key in hands} == hands
+    client.send_bundle(AT_REST)
 
 
 def _load_error(client: Client, path: str) -> str:

@@ -333,6 +333,44 @@ def test_seek_during_crossfade_keeps_the_fading_head(gap: int) -> None:
     np.testing.assert_allclose(chunked, out, atol=1e-6)
 
 
+@pytest.mark.parametrize("block", [64, 256])
+def test_a_seek_to_the_end_lets_the_old_head_fade_out(block: int) -> None:
+    """The play head reaches the end at once; the head the seek left behind ends its
+    crossfade (it was cut, #21 item 10), then the transport stops at position 0 with
+    the loop kept, as at any end of the track."""
+    channels = stems()
+    m = mixer_with(channels, block=block)
+    run(m, 10000, block, {0: [Play(), Loop(0.1, 0.2)]})
+    pos, loop = m.position, m.loop
+    m.post(Seek(1e9))
+    out = run(m, block, block)
+    assert not m.rolling  # the play LED is off from the end on
+    out = np.concatenate([out, run(m, 1024 - block, block)])
+    x = m._xfade_len
+    fade_out = 1 - np.arange(1, x + 1) / x
+    np.testing.assert_allclose(
+        out[:x, 0], channels[:, 0, pos : pos + x].sum(axis=0) * fade_out, atol=1e-6
+    )
+    assert np.abs(out[x:]).max() == 0.0
+    assert (m.playing, m.position, m.loop) == (False, 0, loop)
+
+
+def test_play_as_the_end_fades_starts_from_the_beginning() -> None:
+    channels = stems()
+    m = mixer_with(channels)
+    run(m, 10000, 64, {0: [Play()]})
+    pos = m.position
+    out = run(m, 2000, 64, {0: [Seek(1e9)], 100: [Play()]})
+    x = m._xfade_len
+    t = np.arange(2000)
+    old = np.zeros(2000)
+    old[:x] = channels[:, 0, pos : pos + x].sum(axis=0) * (1 - (t[:x] + 1) / x)
+    new = np.zeros(2000)
+    new[100:] = channels[:, 0, : 2000 - 100].sum(axis=0) * np.minimum((t[:1900] + 1) / x, 1)
+    np.testing.assert_allclose(out[:, 0], old + new, atol=1e-6)
+    assert m.rolling and m.position == 1900
+
+
 def test_short_loops_are_lengthened_and_wrap_without_clicks() -> None:
     channels = stems()
     m = mixer_with(channels)

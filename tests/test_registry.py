@@ -131,3 +131,44 @@ def test_set_names_takes_effect_with_the_commit_and_sends_the_whole_state() -> N
     assert [type(c) for c in commands] == [MasterTarget] + [StripTarget] * 3
     assert reg.names == ["kick", "bass", "keys"] and len(reg.strips) == 3
     assert reg.get("/ch/2/fader") == pytest.approx(0.5)
+
+
+def test_written_since_names_the_values_each_kept_commit_wrote() -> None:
+    reg = Registry(NAMES)
+    g0 = reg.generation
+    assert reg.written_since(g0) == set()
+    set_value(reg, "/ch/bass/fader", [0.5])
+    set_value(reg, "/ch/*/mute", [0])  # the value it had: written all the same
+    commit(reg, lambda txn: txn.set_norm("/master/db", 0.5))
+    g1 = reg.generation
+    assert g1 == g0 + 3
+    assert reg.written_since(g0) == {"/ch/2/gain", "/master/gain"} | {
+        f"/ch/{i}/mute" for i in range(1, 5)
+    }
+    assert reg.written_since(g1) == set()
+    # A scene writes what it names, though its commit sends every strip.
+    scene = {"channels": {"vocals": {"pan": 0.5, "solo": True}, "piano": {"gain": 0.1}}}
+    commit(reg, lambda txn: txn.restore(scene | {"master": {"mute": True}}))
+    assert reg.written_since(g1) == {"/ch/3/pan", "/ch/3/solo", "/master/mute"}
+    # A refused commit writes nothing; a commit with nothing staged writes nothing.
+    with reg.transaction() as txn:
+        txn.set("/ch/1/pan", [0.25])
+        assert txn.written == {"/ch/1/pan"}
+        assert not txn.commit(lambda command: False)
+    g2 = reg.generation
+    assert reg.written_since(g2 - 1) == {"/ch/3/pan", "/ch/3/solo", "/master/mute"}
+    commit(reg, lambda txn: None)
+    assert reg.written_since(g2) == set()
+
+
+def test_new_channel_names_count_as_a_write_of_every_channel_value() -> None:
+    reg = Registry(NAMES)
+    set_value(reg, "/master/fader", [0.5])
+    g = reg.generation
+    commit(reg, lambda txn: txn.set_names(NAMES))  # the same channels: nothing written
+    assert reg.written_since(g) == set()
+    commit(reg, lambda txn: txn.set_names(["piano", "voice"]))
+    assert reg.written_since(g) == {
+        f"/ch/{i}/{p}" for i in (1, 2) for p in ("gain", "mute", "solo", "pan")
+    }
+    assert reg.written_since(g - 1) == reg.written_since(g) | {"/master/gain"}

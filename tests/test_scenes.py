@@ -1,18 +1,23 @@
-"""Scenes: where they are read from, and recall and morph agreeing on the end state."""
+"""Scenes: where they are read from, recall and morph agreeing on the end state, and
+a morph that moves only what its scene names and leaves what a hand moves."""
 
 from __future__ import annotations
 
 import os
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from registry_helpers import set_value
+from daemon_helpers import poll
+from registry_helpers import commit, set_value
 
 from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import ParameterError
-from stemdeck.core.mixer.commands import Command
+from stemdeck.core.mixer.commands import Batch, Command, MasterTarget, StripTarget
+from stemdeck.core.mixer.params import fader_to_gain, gain_to_fader
 from stemdeck.daemon.config import config_dir
 from stemdeck.daemon.scenes import SceneStore
 
@@ -130,3 +135,153 @@ def test_scenes_and_learned_maps_share_one_config_folder(
     monkeypatch.delenv("STEMDECK_CONFIG")
     home = Path(platformdirs.user_config_dir("stemdeck"))
     assert SceneStore(Registry(NAMES), lambda c: True).folder == home / "scenes"
+
+
+class FakeClock:
+    """The morph's clock, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Morphing:
+    """A scene store on a fake clock, with what it posted to the engine."""
+
+    store: SceneStore
+    clock: FakeClock
+    posted: list[Command]
+
+    def scene(self, name: str, text: str) -> None:
+        self.store.folder.mkdir(parents=True, exist_ok=True)
+        (self.store.folder / f"{name}.toml").write_text(text)
+
+    def at(self, t: float, key: str, value: float) -> None:
+        """Move the clock to ``t`` seconds after the recall; wait for the step there."""
+        self.clock.now = 100.0 + t
+        poll(lambda: self.store.registry.get(key), lambda v: v == value, f"{key} at {t} s")
+
+    def commands(self) -> list[Command]:
+        """The morph's engine commands so far (a Batch unpacked), then forgotten."""
+        out = [c for p in self.posted for c in (p.commands if isinstance(p, Batch) else [p])]
+        self.posted.clear()
+        return out
+
+
+@pytest.fixture
+def morphing(tmp_path: Path) -> Iterator[Morphing]:
+    posted: list[Command] = []
+
+    def post(command: Command) -> bool:
+        posted.append(command)
+        return True
+
+    clock = FakeClock()
+    m = Morphing(SceneStore(Registry(NAMES), post, tmp_path / "scenes", clock=clock), clock, posted)
+    yield m
+    m.store.stop()
+
+
+def fader_at(start: float, end: float, x: float) -> float:
+    """The gain a morph's level has a fraction ``x`` of the way (along the fader)."""
+    fa, fb = gain_to_fader(start), gain_to_fader(end)
+    return fader_to_gain(fa + (fb - fa) * x)
+
+
+def ended(store: SceneStore) -> None:
+    poll(lambda: store.morphing, lambda busy: not busy, "the end of the morph")
+
+
+def test_a_morph_moves_only_what_the_scene_names_and_never_a_hand(morphing: Morphing) -> None:
+    """The reproduction of #21 item 5: a scene naming only the master's gain, a 5 s
+    morph, three hand moves on other channels 1 s in; they stay, half a second later
+    and after the morph, and the master reaches the scene's gain."""
+    reg = morphing.store.registry
+    morphing.scene("master-half", "[master]\ngain = 0.5\n")
+    morphing.store.recall("master-half", 5.0)
+    morphing.at(1.0, "/master/gain", fader_at(1.0, 0.5, 0.2))
+    set_value(reg, "/ch/2/mute", [1])
+    set_value(reg, "/ch/3/fader", [0.2])
+    set_value(reg, "/ch/4/solo", [1])
+    hands = {"/ch/2/mute": 1, "/ch/3/fader": pytest.approx(0.2), "/ch/4/solo": 1}
+    morphing.at(1.5, "/master/gain", fader_at(1.0, 0.5, 0.3))
+    assert {key: reg.get(key) for key in hands} == hands
+    morphing.at(5.0, "/master/gain", 0.5)
+    ended(morphing.store)
+    assert {key: reg.get(key) for key in hands} == hands
+    assert reg.snapshot()["channels"]["drums"] == {
+        "gain": 1.0,
+        "mute": False,
+        "solo": False,
+        "pan": 0.0,
+    }
+    assert reg.get("/master/mute") == 0
+    # The engine was sent the master's values only: no channel was ever written.
+    commands = morphing.commands()
+    assert commands and all(isinstance(c, MasterTarget) and not c.mute for c in commands)
+
+
+def test_a_hand_on_a_value_the_scene_names_takes_it_from_the_morph(morphing: Morphing) -> None:
+    """The hand's value stays (a switch the scene would flip included, even set to
+    the value it had); the rest of the scene completes."""
+    reg = morphing.store.registry
+    morphing.scene(
+        "verse",
+        '[channels."drums"]\ngain = 0.25\npan = 0.5\n'
+        '[channels."bass"]\nmute = true\ngain = 0.5\n[master]\ngain = 0.5\n',
+    )
+    morphing.store.recall("verse", 2.0)
+    morphing.at(0.5, "/ch/1/gain", fader_at(1.0, 0.25, 0.25))
+    set_value(reg, "/ch/drums/fader", [0.6])  # a level the scene names
+    set_value(reg, "/ch/bass/mute", [0])  # a switch it would flip: kept as it is
+    morphing.at(1.0, "/ch/1/pan", 0.25)
+    assert reg.get("/ch/1/fader") == pytest.approx(0.6)
+    morphing.at(2.0, "/master/gain", 0.5)
+    ended(morphing.store)
+    after = reg.snapshot()["channels"]
+    assert after["drums"] == {"gain": fader_to_gain(0.6), "mute": False, "solo": False, "pan": 0.5}
+    assert after["bass"] == {"gain": 0.5, "mute": False, "solo": False, "pan": 0.0}
+    assert (
+        after["vocals"]
+        == after["other"]
+        == {
+            "gain": 1.0,
+            "mute": False,
+            "solo": False,
+            "pan": 0.0,
+        }
+    )
+
+
+def test_a_second_recall_stops_the_first_morph(morphing: Morphing) -> None:
+    reg = morphing.store.registry
+    morphing.scene("first", '[channels."drums"]\npan = -1.0\n[master]\ngain = 0.5\n')
+    morphing.scene("second", '[channels."bass"]\npan = 1.0\n')
+    morphing.store.recall("first", 5.0)
+    morphing.at(1.0, "/master/gain", fader_at(1.0, 0.5, 0.2))
+    assert reg.get("/ch/1/pan") == pytest.approx(-0.2)
+    morphing.commands()
+    morphing.store.recall("second", 2.0)  # its course starts at this clock's time
+    morphing.at(3.0, "/ch/2/pan", 1.0)
+    ended(morphing.store)
+    # The first morph wrote nothing after the second recall: its values stay halfway.
+    assert reg.get("/master/gain") == fader_at(1.0, 0.5, 0.2)
+    assert reg.get("/ch/1/pan") == pytest.approx(-0.2)
+    commands = morphing.commands()
+    assert commands and all(isinstance(c, StripTarget) and c.index == 1 for c in commands)
+
+
+def test_a_new_track_with_other_channels_takes_them_from_the_morph(morphing: Morphing) -> None:
+    """Channel indices mean other stems after a track change: the morph leaves the
+    channels to the new track and glides the master on."""
+    reg = morphing.store.registry
+    morphing.scene("verse", '[channels."bass"]\npan = 1.0\n[master]\ngain = 0.5\n')
+    morphing.store.recall("verse", 2.0)
+    morphing.at(1.0, "/ch/2/pan", 0.5)
+    commit(reg, lambda txn: txn.set_names(["piano", "voice"]))
+    morphing.at(2.0, "/master/gain", 0.5)
+    ended(morphing.store)
+    assert reg.get("/ch/2/pan") == 0.5

@@ -12,6 +12,11 @@ stages its changes in a :class:`Transaction`, which validates them, then
 registry keeps the change only if the engine accepted it. So the registry never
 runs ahead of the audio, even when the engine's queue is full. A lock
 serializes control threads (never the audio thread).
+
+Each kept commit gets the next :attr:`Registry.generation` and stamps the values
+it wrote with it, so a writer that takes its time (a scene morph) asks
+:meth:`Registry.written_since` which of its values someone else has written
+since its own last commit, and leaves those to them.
 """
 
 from __future__ import annotations
@@ -49,6 +54,15 @@ __all__ = [
 
 CHANNEL_PARAMS = ("fader", "gain", "db", "mute", "solo", "pan")
 MASTER_PARAMS = ("fader", "gain", "db", "mute")
+# The values behind the parameters: fader, gain and db are three views of one gain.
+_VALUE_OF = {
+    "fader": "gain",
+    "gain": "gain",
+    "db": "gain",
+    "mute": "mute",
+    "solo": "solo",
+    "pan": "pan",
+}
 
 
 @dataclass(frozen=True)
@@ -120,14 +134,24 @@ class Registry:
         self.names: list[str] = []
         self.strips: list[StripState] = []
         self.master = StripState()
+        self._generation = 0
+        self._stamps: dict[str, int] = {}  # value key -> generation of its last write
+        self._renamed = 0  # generation from which every channel value counts as written
         self.set_names(names)
 
     # -- structure ------------------------------------------------------------------
     def set_names(self, names: Sequence[str]) -> None:
         """New channel names; states of channels that remain are kept, new ones start
         at the defaults. The engine is not told: a daemon changes channels with a
-        track, through :meth:`Transaction.set_names`."""
+        track, through :meth:`Transaction.set_names`.
+
+        Different names count as a write of every channel value
+        (:meth:`written_since`): what a channel index meant has changed."""
         with self._lock:
+            if list(names) != self.names:
+                self._generation += 1
+                self._renamed = self._generation
+                self._stamps = {k: g for k, g in self._stamps.items() if k.startswith("/master/")}
             old = len(self.strips)
             self.names = list(names)
             self.strips = self.strips[: len(names)] + [StripState()] * max(0, len(names) - old)
@@ -222,6 +246,39 @@ class Registry:
     def resolve(self, address: str) -> list[str]:
         """Canonical keys an address or pattern names (see :meth:`match`)."""
         return [key for key, _ in self.match(address)]
+
+    # -- who wrote what -----------------------------------------------------------------
+    @property
+    def generation(self) -> int:
+        """A count of the commits kept (and renames) so far: the stamp of the latest.
+
+        Read it in the same transaction as the commit it should stand for."""
+        with self._lock:
+            return self._generation
+
+    def written_since(self, generation: int) -> set[str]:
+        """Value keys written by a commit after ``generation``.
+
+        A value key is the canonical key of one stored value: ``/ch/N/gain`` (for
+        the fader, gain and db views alike), ``/ch/N/mute``, ``/ch/N/solo``,
+        ``/ch/N/pan``, ``/master/gain``, ``/master/mute``. A value is written when
+        a kept commit staged it by :meth:`Transaction.set`, :meth:`Transaction.set_norm`
+        or, if the scene names it, :meth:`Transaction.restore` (even to the value it
+        had); every channel value is written when the channel names change."""
+        with self._lock:
+            out = {key for key, g in self._stamps.items() if g > generation}
+            if self._renamed > generation:
+                out.update(
+                    f"/ch/{i}/{p}"
+                    for i in range(1, len(self.names) + 1)
+                    for p in ("gain", "mute", "solo", "pan")
+                )
+            return out
+
+    def value_key(self, key: str) -> str:
+        """The value key (see :meth:`written_since`) behind a canonical key."""
+        head, _, param = key.rpartition("/")
+        return f"{head}/{_VALUE_OF[param]}"
 
     # -- values -----------------------------------------------------------------------
     def _target(self, key: str) -> tuple[int | None, str]:
@@ -363,6 +420,13 @@ class Transaction:
         self.registry = registry
         self.staged: dict[int | None, StripState] = {}
         self.names: list[str] | None = None  # new channel names, staged by set_names
+        self._written: set[str] = set()  # value keys staged (Registry.written_since)
+
+    @property
+    def written(self) -> frozenset[str]:
+        """Value keys (see :meth:`Registry.written_since`) staged so far: what the
+        commit will stamp as written."""
+        return frozenset(self._written)
 
     def _state(self, index: int | None) -> StripState:
         if index in self.staged:
@@ -392,11 +456,13 @@ class Transaction:
         """
         reg = self.registry
         updates: dict[int | None, StripState] = {}
-        for key in self._resolve(address):
+        keys = self._resolve(address)
+        for key in keys:
             index, param = reg._target(key)
             state = updates[index] if index in updates else self._state(index)
             updates[index] = reg._updated(state, param, args, key)
         self.staged.update(updates)
+        self._written.update(reg.value_key(key) for key in keys)
 
     def set_norm(self, address: str, x: float) -> None:
         """Stage from a 0..1 view (clamped; MIDI): levels through the fader taper, pan
@@ -415,7 +481,8 @@ class Transaction:
         """Stage a snapshot (a scene: a :class:`SceneState`, or a table read from a file,
         so every value is checked here): channels matched by name, unknown names ignored,
         values it does not name kept. Every strip and the master are staged, so the
-        commit sends the whole state.
+        commit sends the whole state; the values the scene names count as written
+        (:attr:`written`).
 
         Raises
         ------
@@ -428,15 +495,23 @@ class Transaction:
             raise ParameterError("scene 'channels' must be a table")
         names = self.names if self.names is not None else reg.names
         strips = [self._state(i) for i in range(len(names))]
+        written: list[str] = []
         for name, values in channels.items():
             if name in names and isinstance(values, Mapping):
                 i = names.index(name)
                 strips[i] = _state_from(values, strips[i])
+                written += [
+                    f"/ch/{i + 1}/{p}" for p in ("gain", "mute", "solo", "pan") if p in values
+                ]
         master = scene.get("master")
         current = self._state(None)
-        new_master = _state_from(master, current) if isinstance(master, Mapping) else current
+        new_master = current
+        if isinstance(master, Mapping):
+            new_master = _state_from(master, current)
+            written += [f"/master/{p}" for p in ("gain", "mute") if p in master]
         self.staged.update(enumerate(strips))
         self.staged[None] = new_master
+        self._written.update(written)
 
     def set_names(self, names: Sequence[str]) -> None:
         """Stage the channels of a new track: strips that remain keep their state, new
@@ -465,6 +540,9 @@ class Transaction:
         """Post the staged state and ``extra`` as one command, then keep the staged
         state; if the post is refused (queue full) nothing changes. True if posted.
 
+        A kept commit takes the next :attr:`Registry.generation` and stamps the
+        values it wrote (:attr:`written`) with it.
+
         Parameters
         ----------
         post : callable
@@ -484,6 +562,10 @@ class Transaction:
                 reg.master = state
             else:
                 reg.strips[index] = state
+        reg._generation += 1
+        for key in self._written:
+            reg._stamps[key] = reg._generation
         self.staged = {}
         self.names = None
+        self._written = set()
         return True

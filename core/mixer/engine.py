@@ -47,7 +47,8 @@ block drives are in :mod:`.heads`.
 A play head that jumps leaves a *fading head* behind (up to
 :data:`FADING_HEADS` at once), which goes straight on reading its own track
 while it fades out, so a jump during a crossfade, or a track change, never
-cuts audio that is still audible.
+cuts audio that is still audible; nor does the end of the track (a seek to the
+end): the transport stops there once no fading head sounds.
 
 The output is always finite: a block with a NaN or infinite sample (a damaged
 file that slipped through) is replaced by silence and counted in
@@ -206,13 +207,15 @@ class Mixer:
         self.position = 0
         self.playing = False
         self._pausing = False
+        self._ending = False
         self._loop: tuple[int, int] | None = None
 
     # -- public transport state (read from control threads) ---------------------
     @property
     def rolling(self) -> bool:
-        """Playing and not fading out to a pause or stop: what a play LED shows."""
-        return self.playing and not self._pausing
+        """Playing and not fading out to a pause or stop (or past the track's end):
+        what a play LED shows."""
+        return self.playing and not self._pausing and not self._ending
 
     @property
     def loop(self) -> tuple[int, int] | None:
@@ -295,6 +298,7 @@ class Mixer:
         self.playing = False
         self._pausing = False
         self._stopping = False
+        self._ending = False  # past the track's end while fading heads finish (_render)
         self._loop = None
         self._head = Ramp(1.0)
         self._fading = [FadingHead() for _ in range(FADING_HEADS)]
@@ -305,7 +309,7 @@ class Mixer:
         self._queue.clear()
         self.position = 0
         self.playing = False
-        self._pausing = self._stopping = False
+        self._pausing = self._stopping = self._ending = False
         self._loop = None
         self._transport.jump(0.0)
         self._head.jump(1.0)
@@ -418,6 +422,10 @@ class Mixer:
             self._master.aim(0.0 if cmd.mute else self._master_state[0], self._ramp_len)
         elif isinstance(cmd, Play):
             if self.track is not None:
+                if self._ending:  # as after the end: the play head fades in where it is
+                    self._ending = False
+                    self._head.jump(0.0)
+                    self._head.aim(1.0, self._xfade_len)
                 self.playing = True
                 self._pausing = self._stopping = False
                 self._transport.aim(1.0, self._xfade_len)
@@ -530,7 +538,12 @@ class Mixer:
         """Move the play head to ``target`` at ``offset`` in the block, crossfading:
         the old head (of ``track``, default the current one) fades out from where it was."""
         old = track if track is not None else self.track
-        if self.playing and old is not None and (target != self.position or track is not None):
+        if (
+            self.playing
+            and not self._ending  # the play head is silent already: nothing to fade
+            and old is not None
+            and (target != self.position or track is not None)
+        ):
             slot = self._fading[0]
             for h in self._fading:  # a free slot, else the quietest head
                 if h.left == 0:
@@ -737,7 +750,7 @@ class Mixer:
     def _after_block(self) -> None:
         if self._pausing and self._transport.left == 0:
             self.playing = False
-            self._pausing = False
+            self._pausing = self._ending = False
             for h in self._fading:
                 h.track, h.left = None, 0
             self._head.jump(1.0)
@@ -745,6 +758,17 @@ class Mixer:
                 self._stopping = False
                 self.position = 0
                 self._loop = None
+        elif self._ending:  # past the track's end: stop once no head sounds
+            for h in self._fading:
+                if h.left:
+                    return
+            self._stop_at_end()
+
+    def _stop_at_end(self) -> None:
+        """The end of the track: stopped, the transport at 0, the play head unfaded."""
+        self.playing = self._pausing = self._ending = False
+        self._transport.jump(0.0)
+        self._head.jump(1.0)
 
     def _silence(
         self, out: np.ndarray, mix: np.ndarray, chan_out: np.ndarray | None, frames: int
@@ -776,6 +800,10 @@ class Mixer:
         kern = self._kern
         # No fade anywhere in this block (the transport curve was made before the loop).
         unity = not self._transport_moving and self._transport.current == 1.0
+        if self._ending:  # past the track's end: only the fading heads sound
+            kern.zero(mix)
+            kern.zero(self._metered[:, :, :frames])
+            off = frames
         while off < frames:
             # Boundaries are handled when the next sample is needed, so a jump
             # lands on the same sample however the stream is cut into blocks.
@@ -791,15 +819,17 @@ class Mixer:
                     self._jump(0, off)
                     pos = 0
                     continue
-                # End of the track: the rest of the block is silent and we stop.
+                # End of the track: the rest of the block is silent and we stop, at
+                # position 0. A head a jump left behind (a seek to the end) may
+                # still sound: it ends its fade first, never cut (_after_block).
                 kern.zero(mix[:, off:])
                 kern.zero(self._metered[:, :, off:frames])
-                self.playing = self._pausing = False
-                self._transport.jump(0.0)
-                self._head.jump(1.0)
-                for h in self._fading:
-                    h.track, h.left = None, 0
                 pos = 0
+                for h in self._fading:
+                    if h.left:
+                        self._ending = True
+                if not self._ending:
+                    self._stop_at_end()
                 break
             end = loop[1] if loop is not None and pos < loop[1] else length
             count = min(frames - off, end - pos)
