@@ -377,3 +377,19 @@ def test_separate_a_stem_file_with_a_deeply_nested_manifest_is_one_line(
         "deep; a manifest has at most 32)\n"
     )
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.e2e
+def test_serve_a_deeply_nested_manifest_is_one_line_error(tmp_path: Path) -> None:
+    stems = _stems(1.0)
+    good = tmp_path / "good.stem.mp4"
+    write_stem_file(good, stems.sum(axis=0), stems, SR, codec="alac")
+    payload = b'{"version": 1, "stems": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    path = with_stem_box(good, tmp_path / "deep.stem.mp4", payload)
+    proc = run_cli("serve", str(path), "--no-audio", "--osc-port", "0")
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert [ln for ln in proc.stderr.splitlines() if "error" in ln] == [
+        f"stemdeck: error: {str(path)!r}: broken stem box (its JSON nests 100001 levels "
+        "deep; a manifest has at most 32)"
+    ]
