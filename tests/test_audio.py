@@ -1,11 +1,18 @@
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from stemdeck.core.audiofile.files import AUDIO_SUFFIXES, load, probe_audio, write
+from stemdeck.core.audiofile.files import (
+    AUDIO_SUFFIXES,
+    load,
+    printable_name,
+    probe_audio,
+    write,
+)
 from stemdeck.core.audiofile.mp4 import MP4_SUFFIXES
 from stemdeck.core.errors import AudioFileError
 
@@ -177,3 +184,38 @@ def _written(path: Path, data: bytes) -> Path:
 def _silent(path: Path, frames: int) -> Path:
     sf.write(path, np.zeros((frames, 2)), 44100)
     return path
+
+
+def test_a_file_whose_name_is_not_utf8_is_read_and_written(tmp_path: Path) -> None:
+    """soundfile encodes a str path strictly: a Latin-1 name was a UnicodeEncodeError."""
+    path = Path(os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9 live.wav"))
+    y = np.linspace(-0.5, 0.5, 2000, dtype=np.float32).reshape(2, 1000)
+    write(path, y, 22050)
+    assert os.listdir(os.fsencode(tmp_path)) == [b"caf\xe9 live.wav"]
+    assert probe_audio(path).frames == 1000
+    back, sr = load(path)
+    assert sr == 22050 and np.array_equal(back, y)
+    (tmp_path / "x").mkdir()
+    bad = Path(os.fsdecode(os.fsencode(tmp_path) + b"/x/caf\xe9.wav"))
+    bad.write_bytes(b"not audio")
+    with pytest.raises(AudioFileError) as err:
+        load(bad)
+    assert str(err.value) == (
+        f"{str(bad)!r} is not a readable audio file (Format not recognised.); "
+        "use wav, flac, ogg or mp3"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        (os.fsdecode(b"lib/caf\xe9 live.wav"), "lib/caf\\xe9 live.wav"),
+        (os.fsdecode(b"\xff\xfe/x"), "\\xff\\xfe/x"),
+        ("caf\u00e9 \U0001f3b5.wav", "caf\u00e9 \U0001f3b5.wav"),
+        ("lone \ud800", "lone \\ud800"),
+    ],
+)
+def test_printable_names_are_valid_text(name: str, shown: str) -> None:
+    assert printable_name(name) == shown
+    assert printable_name(Path(name)) == shown
+    shown.encode("utf-8")  # never fails

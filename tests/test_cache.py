@@ -226,3 +226,39 @@ def test_an_unreadable_entry_is_kept(
     monkeypatch.undo()
     entry = cache.load(key)
     assert entry is not None and entry.verified
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("1e400", "is not a finite number"),
+        ("nan", "is not a finite number"),
+        ("-1", "leaves no room: the cache would empty itself on every write"),
+        ("0", "leaves no room: the cache would empty itself on every write"),
+        ("abc", "is not a number"),
+        ("2e6", "is more than 1048576 GiB"),
+    ],
+)
+def test_a_bad_cache_size_setting_is_one_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str, problem: str
+) -> None:
+    monkeypatch.setenv("STEMDECK_CACHE_MAX_GB", value)
+    with pytest.raises(CacheError) as err:
+        SeparationCache(tmp_path / "c")
+    assert str(err.value) == (
+        f"STEMDECK_CACHE_MAX_GB={value!r} {problem}; set it to the cache's size in GiB, "
+        "above 0 and at most 1048576 (unset, it is 20)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "size"), [("0.5", 2**29), ("1048576", 2**50), ("", 20 * 2**30), (None, 20 * 2**30)]
+)
+def test_the_cache_size_setting_is_in_gib(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str | None, size: int
+) -> None:
+    if value is None:
+        monkeypatch.delenv("STEMDECK_CACHE_MAX_GB", raising=False)
+    else:
+        monkeypatch.setenv("STEMDECK_CACHE_MAX_GB", value)
+    assert SeparationCache(tmp_path / "c").max_bytes == size

@@ -1,5 +1,7 @@
 """The command line as a user meets it: files written, errors as one line."""
 
+import errno
+import os
 import subprocess
 import sys
 import time
@@ -10,6 +12,7 @@ import pytest
 import soundfile as sf
 
 from conftest import SR, tone_mix
+from stemdeck.daemon import outputs
 from stemdeck.daemon.cli import main
 
 FAST = Path(__file__).parent / "data" / "tiny.toml"
@@ -254,3 +257,89 @@ def test_send_a_malformed_reply_is_one_error_line(
     (line,) = err.splitlines()
     assert line.startswith(f"stemdeck: error: malformed reply from 127.0.0.1:{peer.port}: ")
     assert why in line, line
+
+
+# -- outputs: modes, all or nothing, a full disk, odd names -------------------------------
+def _error_lines(err: str) -> list[str]:
+    assert "Traceback" not in err, err
+    return [ln for ln in err.splitlines() if "error" in ln]
+
+
+def _disk_full(folder: Path) -> str:
+    mount = folder.parent.resolve()
+    while not os.path.ismount(mount):
+        mount = mount.parent
+    return (
+        f"stemdeck: error: cannot write {str(folder)!r}: No space left on device (the disk "
+        f"at {str(mount)!r} is full; free some space on it or choose another output folder)"
+    )
+
+
+def test_separate_writes_files_with_the_mode_the_umask_gives(tmp_path: Path, track: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        assert main(["separate", str(track), "-o", str(tmp_path / "o"), "--preset", str(FAST)]) == 0
+    finally:
+        os.umask(old)
+    folder = tmp_path / "o" / "my song"
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in folder.iterdir()}
+    assert modes == {f"{n}.wav": "0o644" for n in ["bass", "drums", "other", "vocals"]}
+    assert oct(folder.stat().st_mode & 0o777) == "0o755"
+
+
+@pytest.mark.parametrize("older", [False, True])
+def test_separate_on_a_full_disk_writes_no_stem_and_keeps_the_older_set(
+    tmp_path: Path,
+    track: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    older: bool,
+) -> None:
+    """It used to say "System error" and leave 2 of the 4 stems."""
+    out = tmp_path / "o"
+    folder = out / "my song"
+    args = ["separate", str(track), "-o", str(out), "--preset", str(FAST), "--no-cache"]
+    if older:
+        assert main(args) == 0
+        (folder / "notes.txt").write_text("mine")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()} if older else None
+    real = outputs.write
+    calls: list[str] = []
+
+    def third_fills_the_disk(path, y, sr, *, fmt="wav"):
+        calls.append(Path(path).name)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        real(path, y, sr, fmt=fmt)
+
+    monkeypatch.setattr(outputs, "write", third_fills_the_disk)
+    capsys.readouterr()
+    assert main(args) == 1
+    assert _error_lines(capsys.readouterr().err) == [_disk_full(folder)]
+    assert len(calls) == 3
+    if older:
+        assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert [p.name for p in out.iterdir()] == (["my song"] if older else [])
+
+
+def test_separate_names_its_outputs_safely(tmp_path: Path) -> None:
+    """A hidden name with a control character, and a name whose stem file name would
+    pass 255 bytes (it was "File name too long", after the separation)."""
+    odd = tmp_path / ".odd\x01name.wav"
+    emoji = tmp_path / ("\U0001f3b5" * 62 + ".wav")  # 252 bytes; + .stem.mp4: 257
+    for path in (odd, emoji):
+        sf.write(path, tone_mix(1.0).T, 44100)
+    out = tmp_path / "o"
+    assert main(["separate", str(odd), "-o", str(out), "--preset", str(FAST)]) == 0
+    stem = ["separate", str(emoji), "-o", str(out), "--preset", str(FAST), "--format", "stem.mp4"]
+    assert main(stem) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "_odd_name",
+        "\U0001f3b5" * 61 + ".stem.mp4",
+    ]
+    assert sorted(p.name for p in (out / "_odd_name").iterdir()) == [
+        "bass.wav",
+        "drums.wav",
+        "other.wav",
+        "vocals.wav",
+    ]

@@ -771,3 +771,82 @@ def test_the_dashboard_is_served_on_loopback(tmp_path: Path) -> None:
     assert seen["status"] == 200 and "Dask" in str(seen["html"])
     addresses = seen["listening"]
     assert addresses and all(a.startswith("127.0.0.1:") for a in addresses), addresses
+
+
+def _bytes_path(folder: Path, name: bytes) -> Path:
+    """``folder/name`` for a name that need not be UTF-8 (as Python gives it back)."""
+    return Path(os.fsdecode(os.fsencode(folder) + b"/" + name))
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["wav", "cache"])
+def test_a_name_that_is_not_utf8_is_one_note_and_prep_goes_on(tmp_path: Path, fmt: str) -> None:
+    """A Latin-1 name (from an old disk or a zip) was a UnicodeEncodeError traceback that
+    stopped the whole library at that file, on every rerun."""
+    lib = tmp_path / "lib"
+    (lib / "x").mkdir(parents=True)
+    os.rename(lib / "x", _bytes_path(lib, b"\xff dir"))
+    names = [b"a.wav", b"caf\xe9 live.wav", b"\xff dir/song.wav"]
+    for i, name in enumerate(names):
+        sf.write(os.fsencode(lib) + b"/" + name, tone_mix(1.0 + i, seed=40 + i).T, SR)
+    out, report = tmp_path / "out", tmp_path / "report.json"
+    args = [str(lib), "--format", fmt, "--report", str(report), "--workers", "1", *COMMON]
+    if fmt != "cache":
+        args += ["-o", str(out)]
+    # A terminal's strict UTF-8, not the C locale's surrogateescape: nothing raw may reach it.
+    env = {"STEMDECK_CACHE": str(tmp_path / "cache"), "PYTHONIOENCODING": "utf-8:strict"}
+    shown = [f"{lib}/a.wav", f"{lib}/caf\\xe9 live.wav", f"{lib}/\\xff dir/song.wav"]
+    note = (
+        "its name is not UTF-8: a byte that is not is shown as \\xNN, and is _ in the names "
+        "of its output files"
+    )
+    for outcome in ("separated", "up-to-date" if fmt == "wav" else "cached"):
+        done = prep_cli(*args, env=env)
+        assert done.returncode == 0, done.stderr
+        assert "Traceback" not in done.stderr
+        lines = done.stdout.splitlines()
+        counts = {"separated": "3 separated, 0 cached, 0 up to date",
+                  "cached": "0 separated, 3 cached, 0 up to date",
+                  "up-to-date": "0 separated, 0 cached, 3 up to date"}[outcome]  # fmt: skip
+        assert lines[0].endswith(f"{counts}, 0 stem files, 0 failed"), lines
+        assert lines[1:] == [f"note: {shown[1]}: {note}", f"note: {shown[2]}: {note}"]
+        warned = [ln for ln in done.stderr.splitlines() if "UTF-8" in ln]
+        assert warned == [f"stemdeck: warning: {s}: {note}" for s in shown[1:]]
+        tracks = json.loads(report.read_text(encoding="utf-8"))["tracks"]
+        assert [(t["source"], t["outcome"], t.get("note")) for t in tracks] == [
+            (shown[0], outcome, None),
+            (shown[1], outcome, note),
+            (shown[2], outcome, note),
+        ]
+    if fmt == "wav":
+        assert sorted(str(p.relative_to(out)) for p in out.rglob("*.wav")) == [
+            f"{folder}/{n}.wav" for folder in ("_ dir/song", "a", "caf_ live") for n in NAMES
+        ]
+
+
+def test_the_report_and_the_closing_lines_never_hold_a_raw_name(tmp_path: Path) -> None:
+    from stemdeck.daemon.prep.report import NOT_UTF8, PrepSummary, Record, write_report
+
+    bad = os.fsdecode(b"lib/caf\xe9 live.wav")
+    summary = PrepSummary(
+        records=[
+            Record(bad, outcome="failed", error=os.fsdecode(b"caf\xe9 broke"), index=1),
+            Record("lib/ok.wav", outcome="separated", index=0),
+        ],
+        problems=[os.fsdecode(b"lib/\xff: cannot be listed")],
+    )
+    lines = summary_lines(summary)
+    assert lines[1:] == [
+        "failed: lib/caf\\xe9 live.wav: caf\\xe9 broke",
+        "failed: lib/\\xff: cannot be listed",
+        f"note: lib/caf\\xe9 live.wav: {NOT_UTF8}",
+    ]
+    "\n".join(lines).encode("utf-8")  # what a strict terminal does
+    write_report(str(tmp_path / "r.json"), summary)
+    doc = json.loads((tmp_path / "r.json").read_bytes().decode("utf-8"))
+    assert [(t["source"], t.get("error"), t.get("note")) for t in doc["tracks"]] == [
+        ("lib/ok.wav", None, None),
+        ("lib/caf\\xe9 live.wav", "caf\\xe9 broke", NOT_UTF8),
+    ]
+    assert doc["problems"] == ["lib/\\xff: cannot be listed"]

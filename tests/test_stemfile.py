@@ -15,14 +15,14 @@ import os
 import re
 import signal
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
-from mp4_helpers import track_flags
+from mp4_helpers import track_flags, with_stem_box
 
 from stemdeck.core.audiofile.files import load, probe_audio
 from stemdeck.core.audiofile.mp4 import read_stem_box
@@ -30,6 +30,7 @@ from stemdeck.core.audiofile.stemfile import (
     NI_STEMS,
     Tags,
     channel_keys,
+    display_name,
     make_manifest,
     manifest_problems,
     probe,
@@ -365,6 +366,44 @@ def test_channel_keys_are_osc_safe_and_unique() -> None:
     ]
 
 
+def test_channel_keys_are_capped_unique_and_safe_as_file_names() -> None:
+    names = [
+        "x" * 60_000,
+        "x" * 60_000 + "y",
+        "../a/b",
+        "\x00\n\x1b[31mred",
+        "\U0001f3b5" * 100,  # 400 bytes of emoji: nothing of it is a key
+        ".",
+        "-" * 40 + "a" * 40,
+        "A" * 31 + "!b",
+    ]
+    assert channel_keys(names) == [
+        "x" * 32,
+        "x" * 30 + "-2",
+        "a-b",
+        "31mred",
+        "stem5",
+        "stem6",
+        "a" * 32,
+        "a" * 31,
+    ]
+    assert channel_keys(["y" * 40] * 11) == (
+        ["y" * 32]
+        + [f"{'y' * 30}-{n}" for n in range(2, 10)]
+        + ["y" * 29 + "-10", "y" * 29 + "-11"]
+    )
+
+
+def test_display_names_are_printable_and_capped() -> None:
+    assert display_name("x" * 60_000) == "x" * 63 + "\u2026"
+    assert display_name("  Lead\x00Vox\n ") == "Lead Vox"
+    assert display_name("\x1b[31mred\x9b") == "[31mred"
+    assert display_name("bad\ud800") == "bad\ufffd"
+    assert display_name("\x00\x01\t") == ""
+    assert display_name("Vox") == "Vox"
+    assert display_name("a" * 62 + " " + "b" * 10) == "a" * 62 + "\u2026"
+
+
 # -- hostile and odd files -------------------------------------------------------------
 def _copy(src: Path, dst: Path) -> Path:
     dst.write_bytes(src.read_bytes())
@@ -415,21 +454,7 @@ def test_broken_stem_box(written: dict[str, Path], tmp_path: Path) -> None:
 
 
 def _with_manifest(src: Path, dst: Path, manifest: object) -> Path:
-    _copy(src, dst)
-    payload = json.dumps(manifest).encode()
-    data = dst.read_bytes()
-    stem = _box_offset(data, b"stem")
-    (size,) = struct.unpack_from(">I", data, stem)
-    assert stem + size == len(data)  # the stem box is the moov's last box, the file's end
-    moov = _box_offset(data, b"moov")
-    udta = _box_offset(data, b"udta")
-    grow = len(payload) + 8 - size
-    out = bytearray(data[:stem]) + struct.pack(">I4s", len(payload) + 8, b"stem") + payload
-    for at in (moov, udta):
-        (old,) = struct.unpack_from(">I", out, at)
-        struct.pack_into(">I", out, at, old + grow)
-    dst.write_bytes(bytes(out))
-    return dst
+    return with_stem_box(src, dst, json.dumps(manifest).encode())
 
 
 def test_manifest_with_a_missing_stream_or_bad_version(written: dict[str, Path], tmp_path):
@@ -447,6 +472,65 @@ def test_manifest_with_a_missing_stream_or_bad_version(written: dict[str, Path],
     f = read_stem_file(path)
     assert f.names == ["Kick", "stem2", "stem3", "stem4"]
     assert f.colours == ["#009E73", "#010203", "#CC79A7", "#56B4E9"]
+
+
+@pytest.mark.parametrize("read", [probe, read_stem_file, probe_audio, load])
+def test_a_deeply_nested_manifest_is_one_error(
+    written: dict[str, Path], tmp_path: Path, read: Callable[[Path], object]
+) -> None:
+    """100,000 nested lists overflowed the JSON decoder's stack: a RecursionError
+    that no caller caught."""
+    payload = b'{"version": 1, "stems": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    path = with_stem_box(written["alac"], tmp_path / "deep.stem.mp4", payload)
+    with pytest.raises(AudioFileError) as err:
+        read(path)
+    assert str(err.value) == (
+        f"{str(path)!r}: broken stem box (its JSON nests 100001 levels deep; "
+        "a manifest has at most 32)"
+    )
+
+
+def test_a_manifest_too_large_is_one_error(written: dict[str, Path], tmp_path: Path) -> None:
+    payload = b'{"version": 1, "pad": "' + b"a" * (1 << 20) + b'"}'
+    path = with_stem_box(written["alac"], tmp_path / "large.stem.mp4", payload)
+    with pytest.raises(AudioFileError) as err:
+        probe(path)
+    assert str(err.value) == (
+        f"{str(path)!r}: broken stem box ({len(payload)} bytes of JSON; "
+        "a manifest has at most 1048576)"
+    )
+
+
+def test_a_manifest_nested_32_deep_with_brackets_in_strings_is_read(
+    written: dict[str, Path], tmp_path: Path
+) -> None:
+    manifest = make_manifest(list("abcd"), ["#000000"] * 4)
+    deep: object = '[[[{{{ not nesting: inside a string \\" ]]]'
+    for _ in range(31):  # 31 lists in the manifest object: 32 levels
+        deep = [deep]
+    path = _with_manifest(written["alac"], tmp_path / "ok.stem.mp4", {**manifest, "x": deep})
+    info = probe(path)
+    assert info is not None and info.names == ("a", "b", "c", "d")
+    too_deep = _with_manifest(written["alac"], tmp_path / "no.stem.mp4", {**manifest, "x": [deep]})
+    with pytest.raises(AudioFileError, match=r"its JSON nests 33 levels deep"):
+        probe(too_deep)
+
+
+def test_long_and_odd_stem_names_are_capped_for_display_and_keys(
+    written: dict[str, Path], tmp_path: Path
+) -> None:
+    names = ["x" * 60_000, "../a/b", "\x00\n\x1b[31mred", "\U0001f3b5" * 100]
+    manifest = make_manifest(names, ["#000000"] * 4)
+    path = _with_manifest(written["alac"], tmp_path / "odd.stem.mp4", manifest)
+    info = probe(path)
+    assert info is not None
+    assert info.names == (
+        "x" * 63 + "\u2026",
+        "../a/b",
+        "[31mred",
+        "\U0001f3b5" * 63 + "\u2026",
+    )
+    assert channel_keys(info.names) == ["x" * 32, "a-b", "31mred", "stem4"]
 
 
 def test_damaged_box_size(written: dict[str, Path], tmp_path: Path) -> None:

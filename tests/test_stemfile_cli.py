@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from daemon_helpers import Client, Daemon, wait_played
-from mp4_helpers import track_flags
+from mp4_helpers import track_flags, with_stem_box
 
 from conftest import tone_mix
 from stemdeck.core.audiofile.files import load
@@ -335,3 +335,61 @@ def test_serve_plays_real_stem_files(tmp_path: Path) -> None:
     assert code == 0, err
     assert "The Easton Ellises - Falcon 69 (NI ALAC): 4 stems from the file: Drums #FD4A4A" in err
     assert f"{musdb[0].name} has no stem manifest: its 4 stems take the default names" in err
+
+
+def test_separate_a_stem_file_with_long_and_odd_stem_names(tmp_path: Path, capsys) -> None:
+    """A 60,000-character stem name was "File name too long" after an empty folder."""
+    stems = _stems(1.0)
+    names = ["x" * 60_000, "../a/b", "\x00\n\x1b[31mred", "\U0001f3b5" * 100]
+    src = tmp_path / "odd.stem.mp4"
+    write_stem_file(
+        src, stems.sum(axis=0), stems, SR, names=names, colours=["#000000"] * 4, codec="alac"
+    )
+    out = tmp_path / "out"
+    assert main(["separate", str(src), "-o", str(out), "--format", "wav"]) == 0
+    folder = out / "odd"
+    assert f"wrote 4 files to {folder} (stems from the file, not separated)" in (
+        capsys.readouterr().out
+    )
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["x" * 32 + ".wav", "a-b.wav", "31mred.wav", "stem4.wav"]
+    )
+    assert (
+        main(["separate", str(src), "-o", str(out), "--format", "stem.mp4", "--codec", "alac"]) == 0
+    )
+    again = read_stem_file(out / "odd.stem.mp4")
+    assert again.names == ["x" * 63 + "\u2026", "../a/b", "[31mred", "\U0001f3b5" * 63 + "\u2026"]
+
+
+def test_separate_a_stem_file_with_a_deeply_nested_manifest_is_one_line(
+    tmp_path: Path, capsys
+) -> None:
+    """It was a RecursionError: a 26-line traceback."""
+    stems = _stems(1.0)
+    good = tmp_path / "good.stem.mp4"
+    write_stem_file(good, stems.sum(axis=0), stems, SR, codec="alac")
+    payload = b'{"version": 1, "stems": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    path = with_stem_box(good, tmp_path / "deep.stem.mp4", payload)
+    assert main(["separate", str(path), "-o", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        f"stemdeck: error: {str(path)!r}: broken stem box (its JSON nests 100001 levels "
+        "deep; a manifest has at most 32)\n"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.e2e
+def test_serve_a_deeply_nested_manifest_is_one_line_error(tmp_path: Path) -> None:
+    stems = _stems(1.0)
+    good = tmp_path / "good.stem.mp4"
+    write_stem_file(good, stems.sum(axis=0), stems, SR, codec="alac")
+    payload = b'{"version": 1, "stems": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    path = with_stem_box(good, tmp_path / "deep.stem.mp4", payload)
+    proc = run_cli("serve", str(path), "--no-audio", "--osc-port", "0")
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert [ln for ln in proc.stderr.splitlines() if "error" in ln] == [
+        f"stemdeck: error: {str(path)!r}: broken stem box (its JSON nests 100001 levels "
+        "deep; a manifest has at most 32)"
+    ]

@@ -3,13 +3,16 @@
 Modules and their public names:
 
 - :mod:`.files`: ``AUDIO_SUFFIXES`` (the files stemdeck opens), ``probe_audio``
-  and ``AudioInfo`` (a header check), ``load`` and ``write``.
+  and ``AudioInfo`` (a header check), ``load`` and ``write``; ``printable_name`` (a
+  file name that need not be UTF-8, as valid text); for writers ``create_temp``,
+  ``is_disk_full``, ``disk_full_message``.
 - :mod:`.samples`: sample arrays: ``validate_audio``, ``resample``,
   ``resample_channels``, ``downmix_to_stereo``.
 - :mod:`.stemfile`: NI Stems files read: ``probe``, ``StemFileInfo``,
   ``read_stem_file``, ``StemFile``, ``read_mp4_audio``, ``mp4_header``,
   ``read_tags``, ``Tags``; the manifest (``make_manifest``, ``manifest_problems``,
-  ``NI_STEMS``, ``NI_NAMES``, ``NI_COLOURS``); names (``channel_keys``,
+  ``NI_STEMS``, ``NI_NAMES``, ``NI_COLOURS``, ``MANIFEST_MAX``, ``MANIFEST_DEPTH_MAX``);
+  names (``channel_keys`` and ``KEY_MAX``, ``display_name`` and ``NAME_MAX``,
   ``is_stem_path``, ``stem_track_name``); PyAV (``import_av``, ``ffmpeg_reason``).
 - :mod:`.stemfile_write`: ``write_stem_file``, ``check_encodable``, ``CODECS``,
   ``AAC_RATES``.

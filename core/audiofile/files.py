@@ -4,12 +4,20 @@ libsndfile reads wav, flac, ogg/opus, mp3, aiff, w64, rf64 and caf; PyAV reads
 MP4/M4A, stem files (:mod:`stemdeck.core.audiofile.stemfile`) among them. Audio
 comes back as float32 ``(channels, samples)``, one or two channels
 (:mod:`stemdeck.core.audiofile.samples`).
+
+File names are whatever the file system holds: a name that is not UTF-8 (copied
+from an old disk or a zip) reaches Python with its bad bytes as surrogate
+escapes. Every function here opens such a file; :func:`printable_name` gives
+the form to show or write into a report; :func:`create_temp` and
+:func:`disk_full_message` serve the writers of outputs.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +29,17 @@ from .mp4 import MP4_SUFFIXES, is_mp4_path
 from .samples import downmix_to_stereo, resample, validate_audio
 from .stemfile import mp4_header, probe, read_mp4_audio, read_stem_file
 
-__all__ = ["AUDIO_SUFFIXES", "AudioInfo", "load", "probe_audio", "write"]
+__all__ = [
+    "AUDIO_SUFFIXES",
+    "AudioInfo",
+    "create_temp",
+    "disk_full_message",
+    "is_disk_full",
+    "load",
+    "printable_name",
+    "probe_audio",
+    "write",
+]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +54,25 @@ AUDIO_SUFFIXES: frozenset[str] = frozenset(
 _FORMATS = {"wav": ("WAV", "FLOAT"), "flac": ("FLAC", "PCM_24")}
 # What libsndfile raises for a file it cannot read as audio (OSError apart).
 _NOT_AUDIO = (sf.LibsndfileError, RuntimeError, TypeError, ValueError)
+# The errors of a disk with no room left: full, or the user's quota reached.
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def printable_name(name: str | os.PathLike[str]) -> str:
+    """A file name as valid text, to show or to write into a report.
+
+    A name that is not UTF-8 reaches Python with each bad byte as a surrogate
+    escape, which no UTF-8 encoder takes; here each such byte is written
+    ``\\xNN`` (its value in hex): the Latin-1 ``caf\\xe9 live.wav`` stays
+    readable and tells which byte it was. Any other lone surrogate is written
+    ``\\udNNN``. A UTF-8 name comes back as it is.
+    """
+    text = os.fspath(name)
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that no file name decoded to
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 @dataclass(frozen=True)
@@ -189,12 +226,82 @@ def write(path: str | os.PathLike[str], y: np.ndarray, sr: int, *, fmt: str = "w
     ParameterError
         Unknown format.
     AudioFileError
-        The file cannot be written (folder missing, disk full, permissions).
+        The file cannot be written (folder missing, permissions).
+    OSError
+        ``ENOSPC``: the disk is full (libsndfile says only "System error": a
+        failed write that the disk's free space could not have held is taken
+        for a full disk).
     """
     if fmt not in _FORMATS:
         raise ParameterError(f"unknown format {fmt!r}; use one of {sorted(_FORMATS)}")
     container, subtype = _FORMATS[fmt]
+    y = np.asarray(y)
     try:
-        sf.write(str(path), np.asarray(y).T, sr, format=container, subtype=subtype)
+        sf.write(os.fsencode(path), y.T, sr, format=container, subtype=subtype)
     except (OSError, sf.LibsndfileError, RuntimeError) as exc:
+        if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
+            raise
+        if _short_of(Path(path).parent, 4 * y.size + 4096):  # float32 samples, a header
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fspath(path)) from None
         raise AudioFileError(f"cannot write {str(path)!r}: {exc}") from None
+
+
+def _short_of(folder: Path, size: int) -> bool:
+    """True when the disk of ``folder`` has less than ``size`` bytes free for us."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < size
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for an ``OSError`` (PyAV's among them) that says the disk has no room left."""
+    return isinstance(exc, OSError) and exc.errno in _NO_SPACE
+
+
+def _mount_point(path: Path) -> Path:
+    """The mount point of the file system that holds ``path`` (or would hold it)."""
+    p = Path(os.path.abspath(path))
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    while not os.path.ismount(p):
+        p = p.parent
+    return p
+
+
+def disk_full_message(where: str | os.PathLike[str]) -> str:
+    """The one line for a write to ``where`` (a file or a folder) that found its disk full."""
+    return (
+        f"cannot write {os.fspath(where)!r}: {os.strerror(errno.ENOSPC)} (the disk at "
+        f"{str(_mount_point(Path(where)))!r} is full; free some space on it or choose "
+        "another output folder)"
+    )
+
+
+def create_temp(
+    parent: Path, *, label: str = "stemdeck", suffix: str, folder: bool = False
+) -> Path:
+    """A new empty file (or folder) with a hidden random name in ``parent``:
+    ``.<label>-<random><suffix>``, ``label`` cut to 32 characters.
+
+    Its mode is what the umask gives an ordinary file (``0666``, ``0777`` for a
+    folder), as for any file a program writes: ``tempfile`` makes them private,
+    and a mode survives the rename into place.
+
+    Raises
+    ------
+    OSError
+        ``parent`` cannot be written.
+    """
+    for _ in range(100):
+        path = parent / f".{label[:32]}-{secrets.token_hex(4)}{suffix}"
+        try:
+            if folder:
+                os.mkdir(path, 0o777)
+            else:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(errno.EEXIST, "no free temporary name", os.fspath(parent))

@@ -31,9 +31,13 @@ from .mp4 import read_moov, read_stem_box
 from .samples import resample, resample_channels
 
 __all__ = [
+    "KEY_MAX",
+    "MANIFEST_DEPTH_MAX",
+    "MANIFEST_MAX",
     "MANIFEST_VERSION",
     "MAX_STEMS",
     "MIN_STEMS",
+    "NAME_MAX",
     "NI_COLOURS",
     "NI_NAMES",
     "NI_STEMS",
@@ -42,6 +46,7 @@ __all__ = [
     "StemFileInfo",
     "Tags",
     "channel_keys",
+    "display_name",
     "ffmpeg_reason",
     "import_av",
     "is_stem_path",
@@ -72,7 +77,25 @@ STEM_SUFFIXES = (".stem.mp4", ".stem.m4a")
 MIN_STEMS, MAX_STEMS = 2, 4
 MANIFEST_VERSION = 1
 
+#: Most characters of a channel key (``/ch/<key>/...``): a reply naming every channel
+#: stays far below a UDP datagram.
+KEY_MAX = 32
+#: Most characters of a stem's display name (longer ones end in an ellipsis).
+NAME_MAX = 64
+#: Most bytes, and most levels of nesting, of a ``stem`` box's JSON. NI's manifest is
+#: about 600 bytes and 4 levels deep; these leave room for other tools' additions and
+#: keep a hostile manifest from exhausting the parser (100,000 nested lists overflowed
+#: the stack of Python's JSON decoder).
+MANIFEST_MAX = 1 << 20
+MANIFEST_DEPTH_MAX = 32
+
 _COLOUR = re.compile(r"#[0-9A-Fa-f]{6}\Z")
+# A string, possessive and open-ended so an unterminated one costs one pass, not one per quote.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*+"?', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+# C0 and C1 control characters and lone surrogates: what breaks a log line or an encoder.
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 _FIRST_BUFFER_SECONDS = 600
 _MAX_PEAK = 16.0  # +24 dBFS: float stems may pass full scale, never by this much
 
@@ -148,9 +171,38 @@ def manifest_problems(manifest: object, *, n_stems: int | None = None) -> list[s
     return problems
 
 
+def _json_depth(text: bytes) -> int:
+    """How deep arrays and objects nest in ``text``, brackets inside strings aside.
+
+    Linear in the length and without recursion, so it is safe on any input; on
+    text that is not JSON the figure means nothing (the parser then says why).
+    """
+    brackets = _JSON_STRING.sub(b'""', text).translate(None, _NOT_BRACKETS)
+    if not brackets:
+        return 0
+    codes = np.frombuffer(brackets, dtype=np.uint8)
+    steps = np.where((codes == ord("[")) | (codes == ord("{")), 1, -1)
+    return max(0, int(np.cumsum(steps).max()))
+
+
 def _parse_manifest(payload: bytes, *, where: str) -> dict[str, Any]:
-    """Decode the ``stem`` box; the parts a player needs must be there and sound."""
+    """Decode the ``stem`` box; the parts a player needs must be there and sound.
+
+    Its size and nesting are checked before it is parsed (:data:`MANIFEST_MAX`,
+    :data:`MANIFEST_DEPTH_MAX`).
+    """
     text = payload.rstrip(b"\0")  # some writers end the JSON with a NUL
+    if len(text) > MANIFEST_MAX:
+        raise AudioFileError(
+            f"{where}: broken stem box ({len(text)} bytes of JSON; a manifest has at most "
+            f"{MANIFEST_MAX})"
+        )
+    depth = _json_depth(text)
+    if depth > MANIFEST_DEPTH_MAX:
+        raise AudioFileError(
+            f"{where}: broken stem box (its JSON nests {depth} levels deep; a manifest "
+            f"has at most {MANIFEST_DEPTH_MAX})"
+        )
     try:
         manifest = json.loads(text.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
@@ -170,24 +222,48 @@ def _parse_manifest(payload: bytes, *, where: str) -> dict[str, Any]:
     return manifest
 
 
+def _short(value: object, limit: int = 40) -> str:
+    """``repr(value)``, cut to ``limit`` characters: a log line stays one short line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 # -- names for the mixer ------------------------------------------------------------------
 def channel_keys(names: Sequence[str]) -> list[str]:
     """Mixer channel names for stem names: lower case, OSC-safe, unique, never all digits.
 
     ``/ch/NAME/...`` must stay one OSC address component, and a name made of
-    digits would read as a channel index.
+    digits would read as a channel index. Runs of anything but ``a-z 0-9 _ -``
+    become ``-``; a key has at most :data:`KEY_MAX` characters, a duplicate
+    (also one made by the cut) gets ``-2``, ``-3``... within that length. A key
+    is also a safe file name (``separate`` names a stem file's stems by them).
     """
     keys: list[str] = []
     for i, name in enumerate(names, 1):
         key = re.sub(r"[^a-z0-9_-]+", "-", name.strip().lower()).strip("-")
+        key = key[:KEY_MAX].rstrip("-")
         if not key or key.isdigit():
             key = f"stem{i}"
         base, n = key, 2
         while key in keys:
-            key = f"{base}-{n}"
+            tail = f"-{n}"
+            key = base[: KEY_MAX - len(tail)].rstrip("-") + tail
             n += 1
         keys.append(key)
     return keys
+
+
+def display_name(name: str) -> str:
+    """A stem's name as shown: control characters become spaces, a lone surrogate
+    U+FFFD, the ends are stripped, and a name longer than :data:`NAME_MAX`
+    characters is cut to that length, its last character an ellipsis.
+
+    Empty when nothing printable is left.
+    """
+    text = _SURROGATE.sub("\ufffd", _UNPRINTABLE.sub(" ", name)).strip()
+    if len(text) > NAME_MAX:
+        text = text[: NAME_MAX - 1].rstrip() + "\u2026"
+    return text
 
 
 # -- file names ---------------------------------------------------------------------------
@@ -367,15 +443,17 @@ def probe(path: str | os.PathLike[str]) -> StemFileInfo | None:
     names_l, colours_l = [], []
     for i, stem in enumerate(manifest["stems"]):
         name, colour = stem.get("name"), stem.get("color")
-        if not isinstance(name, str) or not name.strip():
+        if isinstance(name, str):
+            name = display_name(name)
+        if not isinstance(name, str) or not name:
             log.warning(
                 "%s: stem %d has no name in the manifest; calling it stem%d", where, i + 1, i + 1
             )
             name = f"stem{i + 1}"
         if not isinstance(colour, str) or not _COLOUR.match(colour):
-            log.warning("%s: stem %r has colour %r; using the default", where, name, colour)
+            log.warning("%s: stem %r has colour %s; using the default", where, name, _short(colour))
             colour = NI_STEMS[i][1]
-        names_l.append(name.strip())
+        names_l.append(name)
         colours_l.append(colour.upper())
     return StemFileInfo(tuple(names_l), tuple(colours_l), manifest, streams, sr)
 

@@ -13,7 +13,6 @@ import json
 import math
 import os
 import struct
-import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from fractions import Fraction
@@ -24,6 +23,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import AudioFileError, ParameterError
+from .files import create_temp, disk_full_message, is_disk_full
 from .mp4 import make_box, rewrite_moov
 from .samples import validate_audio
 from .stemfile import (
@@ -318,20 +318,20 @@ def write_stem_file(
         tracks = [np.repeat(t, 2, axis=0) for t in tracks]
     dest = Path(path)
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}-", suffix=".part", dir=dest.parent)
+        tmp = create_temp(dest.parent, label=dest.name, suffix=".part")
     except OSError as exc:
+        if is_disk_full(exc):
+            raise AudioFileError(disk_full_message(dest)) from None
         raise AudioFileError(f"cannot write {str(dest)!r}: {exc.strerror or exc}") from None
-    os.close(fd)
-    tmp = Path(tmp_name)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the result is an ordinary file
     av = import_av()
     try:
         _encode(tmp, tracks, sr, codec=codec, bitrate=bitrate, progress=progress)
         rewrite_moov(tmp, _udta(manifest, tags or Tags(), f"stemdeck {__version__}"))
         os.replace(tmp, dest)
     except (OSError, av.FFmpegError) as exc:
+        tmp.unlink(missing_ok=True)  # first: the space it holds is what the message is about
+        if is_disk_full(exc):
+            raise AudioFileError(disk_full_message(dest)) from None
         raise AudioFileError(f"cannot write {str(dest)!r}: {ffmpeg_reason(exc)}") from None
     finally:
         tmp.unlink(missing_ok=True)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -55,6 +56,7 @@ __all__ = [
 FORMAT_VERSION = 3  # 2: a CRC32 for every block; 3: keyed by the source at its own rate
 CHECK_BLOCK = 1 << 20  # bytes per checksum block
 _DEFAULT_MAX_BYTES = 20 * 2**30
+_MAX_GB = 2**20  # 1 PiB: more than any disk, and finite
 
 
 def default_cache_dir() -> Path:
@@ -173,6 +175,36 @@ class EntryWriter:
             self._file.close()
 
 
+def _max_bytes_from_env() -> int:
+    """The cache's size limit from ``$STEMDECK_CACHE_MAX_GB`` (GiB), else 20 GiB.
+
+    Raises
+    ------
+    CacheError
+        The value is not a finite number above 0 and at most :data:`_MAX_GB`.
+    """
+    env = os.environ.get("STEMDECK_CACHE_MAX_GB")
+    if not env:
+        return _DEFAULT_MAX_BYTES
+    try:
+        gib = float(env)
+    except ValueError:
+        problem = "is not a number"
+    else:
+        if not math.isfinite(gib):
+            problem = "is not a finite number"
+        elif gib <= 0:
+            problem = "leaves no room: the cache would empty itself on every write"
+        elif gib > _MAX_GB:
+            problem = f"is more than {_MAX_GB} GiB"
+        else:
+            return max(1, int(gib * 2**30))
+    raise CacheError(
+        f"STEMDECK_CACHE_MAX_GB={env!r} {problem}; set it to the cache's size in GiB, "
+        f"above 0 and at most {_MAX_GB} (unset, it is {_DEFAULT_MAX_BYTES // 2**30})"
+    )
+
+
 class SeparationCache:
     """Separations on disk, keyed by :func:`cache_key`.
 
@@ -182,7 +214,8 @@ class SeparationCache:
         Cache folder; default :func:`default_cache_dir`.
     max_bytes : int, optional
         After a store, least recently used entries are removed until the cache
-        fits (default 20 GiB, or ``$STEMDECK_CACHE_MAX_GB``).
+        fits (default 20 GiB, or ``$STEMDECK_CACHE_MAX_GB``: a number of GiB above 0
+        and at most 1048576; any other value is a :class:`CacheError`).
     verify_on_load : bool
         Default of :meth:`load`'s ``verify``. The daemon sets it False and
         verifies in the background (:meth:`verify`) while the original plays.
@@ -197,11 +230,7 @@ class SeparationCache:
     ) -> None:
         self.root = Path(root) if root is not None else default_cache_dir()
         if max_bytes is None:
-            env = os.environ.get("STEMDECK_CACHE_MAX_GB")
-            try:
-                max_bytes = int(float(env) * 2**30) if env else _DEFAULT_MAX_BYTES
-            except ValueError:
-                raise CacheError(f"STEMDECK_CACHE_MAX_GB={env!r} is not a number of GiB") from None
+            max_bytes = _max_bytes_from_env()
         self.max_bytes = max_bytes
         self.verify_on_load = verify_on_load
         self.last_problem: str | None = None

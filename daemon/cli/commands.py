@@ -36,7 +36,7 @@ from ..outputs import (
     ChannelFiles,
     check_format,
     make_folder,
-    write_atomic,
+    output_path,
     write_separated_stem_file,
     write_stem_mp4,
 )
@@ -124,7 +124,7 @@ def _separate_stem_file(args: argparse.Namespace) -> int:
     if args.format == "stem.mp4":
         check_encodable(stems.sr, codec=args.codec)
         make_folder(out)
-        path = out / f"{name}.stem.mp4"
+        path = output_path(out, [name], suffix=".stem.mp4")
         if path.resolve() == Path(args.track).resolve():
             raise ParameterError(f"{str(path)!r} is the input file; choose another -o DIR")
         write_stem_mp4(
@@ -139,10 +139,10 @@ def _separate_stem_file(args: argparse.Namespace) -> int:
         )
         print(f"wrote {path}")
         return 0
-    folder = out / name
-    make_folder(folder)
-    for key, audio in zip(channel_keys(stems.names), stems.stems, strict=True):
-        write_atomic(folder / f"{key}.{args.format}", audio, stems.sr, args.format)
+    folder = output_path(out, [name])
+    with ChannelFiles(folder, stems.sr, args.format) as files:
+        for i, (key, audio) in enumerate(zip(channel_keys(stems.names), stems.stems, strict=True)):
+            files(i, key, audio)
     print(f"wrote {len(stems.names)} files to {folder} (stems from the file, not separated)")
     return 0
 
@@ -159,13 +159,13 @@ def cmd_separate(args: argparse.Namespace) -> int:
         make_folder(out)
         tags = _source_tags(args, name)
         result = _separate(args, y, sr, name)
-        path = out / f"{name}.stem.mp4"
+        path = output_path(out, [name], suffix=".stem.mp4")
         write_separated_stem_file(
             path, y, list(result.names), result.channels, sr, codec=args.codec, tags=tags
         )
         print(f"wrote {path}")
         return 0
-    folder = Path(args.output) / name
+    folder = output_path(Path(args.output), [name])
     # The files are written while the next channels are computed.
     with ChannelFiles(folder, sr, args.format) as files:
         result = _separate(args, y, sr, name, on_channel=files)

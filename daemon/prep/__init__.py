@@ -16,7 +16,8 @@ explains the design; in short:
 - workers that see the client's cache folder write the cache entries there
   (atomic, a key already there is kept); others send the separation back and
   the client stores it; per-track files (wav, flac, stem.mp4) are written by
-  the client, atomically;
+  the client, atomically, a track's set all or nothing, under safe names
+  (``daemon/outputs.py``);
 - a worker that dies mid-task: the scheduler runs the task again elsewhere, and
   the client still records the track once;
 - Ctrl-C cancels the tasks and closes the cluster; nothing half-written stays
@@ -38,7 +39,8 @@ index
     ``TrackIndex``: the key each unchanged file had (``.prep-index.json``).
 report
     :class:`PrepSummary`, :class:`Record`, :func:`summary_lines`,
-    ``write_report`` (``--report``), ``Tally`` (the progress line's figures).
+    ``write_report`` (``--report``), ``Tally`` (the progress line's figures),
+    ``NOT_UTF8`` (the note of a name that is not UTF-8).
 """
 
 from .discover import find_tracks

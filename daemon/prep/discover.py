@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from stemdeck.core.audiofile.files import AUDIO_SUFFIXES, probe_audio
+from stemdeck.core.audiofile.files import AUDIO_SUFFIXES, printable_name, probe_audio
 from stemdeck.core.audiofile.mp4 import is_mp4_path
 from stemdeck.core.errors import AudioFileError
 
+from .report import NOT_UTF8, not_utf8
+
 __all__ = ["find_tracks", "header_duration"]
+
+log = logging.getLogger(__name__)
 
 
 def find_tracks(
@@ -23,7 +28,9 @@ def find_tracks(
     line per path or folder that could not be read. Hidden files and folders
     (temporary files of an interrupted write among them) and the folders in
     ``exclude`` (the output and cache folders) are skipped; symbolic links to
-    folders are not followed, so a link loop cannot recurse forever.
+    folders are not followed, so a link loop cannot recurse forever. A file
+    whose path is not UTF-8 is found like any other, with one warning
+    (:data:`~stemdeck.daemon.prep.report.NOT_UTF8`).
     """
     skip = {p.resolve() for p in exclude}
     found: list[tuple[Path, Path]] = []
@@ -39,6 +46,8 @@ def find_tracks(
         if real not in seen:
             seen.add(real)
             found.append((file, rel))
+            if not_utf8(str(file)):
+                log.warning("%s: %s", printable_name(file), NOT_UTF8)
 
     for given in paths:
         root = Path(given).expanduser()

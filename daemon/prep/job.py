@@ -36,7 +36,14 @@ from stemdeck.core.separation.separate import (
     store_separation,
 )
 
-from ..outputs import ChannelFiles, check_format, make_folder, write_separated_stem_file
+from ..outputs import (
+    ChannelFiles,
+    check_format,
+    make_folder,
+    output_names,
+    output_path,
+    write_separated_stem_file,
+)
 from ..progress import ProgressLine
 from .cluster import PrepCluster, prep_task
 from .discover import find_tracks, header_duration
@@ -71,7 +78,7 @@ class Track:
 
     index: int
     path: Path
-    base: Path | None  # output folder (wav, flac) or file stem path (stem.mp4), no suffix
+    base: Path | None  # output folder (wav, flac) or stem file (stem.mp4)
     duration: float | None  # from the header; None when unknown before decoding
     stamp: FileStamp | None = None  # taken before the file was read, for the index
 
@@ -112,8 +119,8 @@ class _Job:
     def outputs(self, track: Track) -> list[Path]:
         assert track.base is not None
         if self.opts.fmt == "stem.mp4":
-            return [track.base.with_name(track.base.name + ".stem.mp4")]
-        return [track.base / f"{n}.{self.opts.fmt}" for n in self.names]
+            return [track.base]
+        return [track.base / n for n in output_names(self.names, suffix=f".{self.opts.fmt}")]
 
     def up_to_date(self, track: Track) -> bool:
         try:
@@ -317,7 +324,8 @@ def run_prep(opts: PrepOptions, *, on_client: Callable[[Any], None] | None = Non
     for i, (path, rel) in enumerate(found):
         base = None
         if job.out is not None:
-            base = job.out / rel.parent / stem_track_name(path)
+            suffix = ".stem.mp4" if opts.fmt == "stem.mp4" else ""
+            base = output_path(job.out, [*rel.parent.parts, stem_track_name(path)], suffix=suffix)
         tracks.append(Track(i, path, base, header_duration(path)))
     audio_total = sum(t.duration or 0.0 for t in tracks)
     _check_cache_room(job, audio_total)

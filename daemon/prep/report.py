@@ -1,5 +1,11 @@
 """What a library prep tells: the progress line while it runs, the closing lines and
-the JSON report at the end."""
+the JSON report at the end.
+
+Paths are shown by :func:`~stemdeck.core.audiofile.files.printable_name`: a name
+that is not UTF-8 has each byte that is not written ``\\xNN``, and gets one note
+(:data:`NOT_UTF8`) in the report and the closing lines, so no encoder (the
+terminal's, the report's) ever meets it raw.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +17,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stemdeck.core.audiofile.files import printable_name
 from stemdeck.core.errors import AudioFileError
 
-__all__ = ["PrepSummary", "Record", "Tally", "summary_lines", "write_report"]
+__all__ = ["NOT_UTF8", "PrepSummary", "Record", "Tally", "summary_lines", "write_report"]
+
+#: The note of a track whose path is not UTF-8 (:func:`not_utf8`).
+NOT_UTF8 = (
+    "its name is not UTF-8: a byte that is not is shown as \\xNN, "
+    "and is _ in the names of its output files"
+)
+
+
+def not_utf8(path: str) -> bool:
+    """True when ``path`` holds bytes that are not UTF-8 (Python's surrogate escapes)."""
+    return printable_name(path) != path
 
 
 @dataclass
@@ -30,9 +48,15 @@ class Record:
     index: int = -1  # the track's place in the job, for the report's order
     finished: float = 0.0  # seconds from the start of the job to this record
 
+    @property
+    def note(self) -> str | None:
+        """:data:`NOT_UTF8` for a source whose name is not UTF-8, else None."""
+        return NOT_UTF8 if not_utf8(self.source) else None
+
     def as_dict(self) -> dict[str, Any]:
+        """The record as the report writes it: every string valid UTF-8."""
         out: dict[str, Any] = {
-            "source": self.source,
+            "source": printable_name(self.source),
             "hash": self.hash,
             "duration": round(self.duration, 3),
             "seconds": round(self.seconds, 3),
@@ -41,7 +65,9 @@ class Record:
             "finished": round(self.finished, 3),
         }
         if self.error is not None:
-            out["error"] = self.error
+            out["error"] = printable_name(self.error)
+        if self.note is not None:
+            out["note"] = self.note
         return out
 
 
@@ -109,7 +135,7 @@ def write_report(path: str | None, summary: PrepSummary) -> None:
     target = Path(path).expanduser()
     doc = {
         "tracks": [r.as_dict() for r in sorted(summary.records, key=lambda r: r.index)],
-        "problems": summary.problems,
+        "problems": [printable_name(p) for p in summary.problems],
         "seconds": round(summary.seconds, 3),
         "workers": summary.workers,
         "interrupted": summary.interrupted,
@@ -127,7 +153,7 @@ def write_report(path: str | None, summary: PrepSummary) -> None:
 
 def summary_lines(summary: PrepSummary) -> list[str]:
     """The closing lines: counts, then one line per failure (a track, or a path that
-    could not be searched)."""
+    could not be searched), then one note per track whose name is not UTF-8."""
     n = len(summary.records)
     audio = sum(r.duration for r in summary.records)
     rate = n / summary.seconds * 60 if summary.seconds > 0 else math.nan
@@ -137,6 +163,11 @@ def summary_lines(summary: PrepSummary) -> list[str]:
         f"{summary.count('cached')} cached, {summary.count('up-to-date')} up to date, "
         f"{summary.count('stem-file')} stem files, {len(summary.failed)} failed"
     ]
-    lines += [f"failed: {r.source}: {r.error}" for r in summary.failed]
-    lines += [f"failed: {problem}" for problem in summary.problems]
+    lines += [
+        f"failed: {printable_name(r.source)}: {printable_name(r.error or '')}"
+        for r in summary.failed
+    ]
+    lines += [f"failed: {printable_name(problem)}" for problem in summary.problems]
+    ordered = sorted(summary.records, key=lambda r: r.index)
+    lines += [f"note: {printable_name(r.source)}: {r.note}" for r in ordered if r.note]
     return lines
