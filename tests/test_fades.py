@@ -218,7 +218,8 @@ def random_command(rng: np.random.Generator, tracks: list[Track]) -> Command:
         start = float(rng.uniform(0, 0.5))
         return Loop(start, start + float(rng.uniform(0, 0.2)))
     if kind in (7, 8):
-        return [Play(), Pause(), Stop()][int(rng.integers(0, 3))]
+        transport: list[Command] = [Play(), Pause(), Stop()]
+        return transport[int(rng.integers(0, 3))]
     if kind == 9:
         # "Same audio" only with the same length: what the loader posts.
         k = int(rng.integers(0, 3))

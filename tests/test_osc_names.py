@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -143,7 +144,7 @@ def until(sock: socket.socket, address: str) -> list[tuple[str, list]]:
             return out
 
 
-def as_sent(address: str, args: list) -> tuple[str, list]:
+def as_sent(address: str, args: Sequence[object]) -> tuple[str, list]:
     """A message as a client reads it (floats in 32 bits)."""
     msg = decode(encode_message(address, args))
     assert isinstance(msg, Message)
