@@ -112,6 +112,11 @@ def timetag_to_unix(tag: int) -> float:
 
 
 def unix_to_timetag(t: float) -> int:
+    """The NTP time tag of a Unix time: :func:`timetag_to_unix`'s inverse, for senders.
+
+    The daemon only reads time tags; this stays beside its inverse so a client (the
+    tests' scheduled bundles) builds them with the same arithmetic.
+    """
     seconds = math.floor(t)
     frac = round((t - seconds) * 2**32)
     return ((seconds + _NTP_EPOCH) << 32) + min(frac, 0xFFFFFFFF)
