@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import logging
 import secrets
-import socket
 import threading
 from importlib import resources
 from typing import Any
@@ -34,6 +33,7 @@ from ..osc.server import OscServer
 from ..realtime import name_os_thread, raise_priority
 from . import namespace
 from .gate import Gate, QuietLog, quiet_exceptions
+from .lan import lan_address
 from .security import Guard, error_response, is_loopback, json_response
 from .websocket import MAX_FRAME, Connection, WebSockets
 
@@ -274,7 +274,7 @@ class WebServer:
     def url(self) -> str:
         """The page's address, with the token when one is needed."""
         host, port = self.address
-        shown = _lan_address() if host in ("0.0.0.0", "::") else host
+        shown = lan_address() if host in ("0.0.0.0", "::") else host
         if ":" in shown:
             shown = f"[{shown}]"
         query = f"?token={self.token}" if self.token else ""
@@ -338,13 +338,3 @@ class WebServer:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(stopped.set)
         self._thread.join(timeout=5)
-
-
-def _lan_address() -> str:
-    """This machine's address on its LAN (a UDP socket's route choice; nothing is sent)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect(("10.255.255.255", 1))
-            return str(s.getsockname()[0])
-        except OSError:
-            return socket.gethostname()
