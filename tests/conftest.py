@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from stemdeck.core.separation.presets import SeparationParams
 
 SR = 22050
+ROOT = Path(__file__).resolve().parents[1]  # the repository
+TINY = ROOT / "tests" / "data" / "tiny.toml"  # a separation preset that runs in a blink
 
 
 @pytest.fixture(autouse=True)

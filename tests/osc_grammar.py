@@ -11,7 +11,7 @@ datagram comes with its verdict as the generator knows it:
 - ``"any"``: either (a mutation that may or may not leave a valid datagram, or a
   request a rate limit may refuse).
 
-Used by ``tests/test_osc_fuzz.py`` (a short, deterministic budget) and by
+Used by ``tests/daemon/osc/test_osc_fuzz.py`` (a short, deterministic budget) and by
 ``bench/fuzz.py`` (long runs against a live daemon).
 """
 

@@ -1,4 +1,4 @@
-"""A Dask worker preload for tests/test_prep.py: every prep task waits before it starts.
+"""A Dask worker preload for tests/daemon/prep/test_prep.py: every prep task waits before it starts.
 
 A `stemdeck prep` started with :func:`hold_env` in its environment gives each of
 its LocalCluster's workers this file as a preload (Dask's own

@@ -10,7 +10,7 @@ bytes each, no data), Python/numpy scalars, and the buffers numpy 2's ufunc
 iterator takes for non-contiguous operands (``bufsize`` elements per operand,
 freed when the call returns). :func:`enter_audio_thread` sets that size to
 :data:`AUDIO_BUFSIZE` elements in the calling thread only, which keeps each
-under 1 KiB; every sink calls it in its audio thread. ``tests/test_engine.py``
+under 1 KiB; every sink calls it in its audio thread. ``tests/core/mixer/test_engine.py``
 (``test_block_allocates_no_array_data``) holds every block, ramps and
 crossfades included, under 8 KiB of transient allocation (less than one
 channel's block of audio) and a block with no command under 4 KiB.
@@ -41,7 +41,7 @@ elements and the callback then waits for a control thread to give it back
 work on one row (transport and head fades, the master ramp): below that size
 for blocks up to 500 frames (the daemon's is 256). The numpy kernel
 (:class:`~.kernel.NumpyKernel`) stays as the reference: the compiled one computes
-the same float32 operations in the same order, and ``tests/test_kernel.py``
+the same float32 operations in the same order, and ``tests/core/mixer/test_kernel.py``
 checks the two give the same samples. The scalar ramps and fading heads the
 block drives are in :mod:`.heads`.
 A play head that jumps leaves a *fading head* behind (up to
@@ -646,7 +646,7 @@ class Mixer:
         (nothing done); the general path below then takes it.
 
         The numpy reference has no such shortcut (``_compiled`` is None): it
-        takes every block the general way, which ``tests/test_kernel.py``
+        takes every block the general way, which ``tests/core/mixer/test_kernel.py``
         compares this one against."""
         kern = self._compiled
         t, h = self._transport, self._head

@@ -11,7 +11,7 @@ through one :class:`Kernel` chosen when it is prepared, so the engine has no
   It has a fifth call, ``block``, the common block in one call
   (:class:`CompiledKernel`).
 - :class:`NumpyKernel` computes the same float32 operations in the same order
-  with numpy, on scratch buffers of its own; ``tests/test_kernel.py`` checks the
+  with numpy, on scratch buffers of its own; ``tests/core/mixer/test_kernel.py`` checks the
   two give the same samples. It has no ``block``: the engine's numpy path takes
   every block the general way, which is what the compiled shortcut is compared
   against.

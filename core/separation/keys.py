@@ -2,7 +2,7 @@
 
 A key hashes the decoded track at its own rate and everything that changes its
 separation: every parameter, the mode, the stems model's digest in stems mode,
-and the cache's ``FORMAT_VERSION``. ``tests/test_cache_keys.py`` pins the keys of
+and the cache's ``FORMAT_VERSION``. ``tests/core/separation/test_cache_keys.py`` pins the keys of
 the shipped presets, so no change turns a prepared library cold unnoticed.
 ``stemdeck prep`` and the daemon take keys without separating anything.
 """

@@ -25,7 +25,7 @@ import pytest
 import soundfile as sf
 from prep_hold import hold_env
 
-from conftest import SR, tone_mix
+from conftest import SR, TINY, tone_mix
 from stemdeck.core.audiofile.files import load
 from stemdeck.core.separation import prep as core_prep
 from stemdeck.core.separation.cache import SeparationCache
@@ -36,7 +36,7 @@ from stemdeck.daemon.prep import cluster as prep_cluster
 from stemdeck.daemon.prep import job as prep_job
 from stemdeck.daemon.prep.index import INDEX_NAME
 
-FAST = Path(__file__).parent / "data" / "tiny.toml"
+FAST = TINY
 COMMON = ["--preset", str(FAST), "--components", "3"]
 NAMES = ["component_01", "component_02", "component_03"]
 TRACKS = ["a/one.wav", "a/deeper/two.flac", "three.wav"]

@@ -48,7 +48,7 @@ def test_shipped_model_is_complete() -> None:
 
 
 def test_shipped_model_is_small() -> None:
-    folder = Path(__file__).parents[1] / "presets" / "stems"
+    folder = Path(__file__).parents[3] / "presets" / "stems"
     assert sum(p.stat().st_size for p in folder.glob("*.npz")) < 5_000_000
 
 

@@ -11,11 +11,11 @@ import pytest
 import soundfile as sf
 from daemon_helpers import Daemon
 
-from conftest import SR, tone_mix
+from conftest import SR, TINY, tone_mix
 from stemdeck.core.audiofile.samples import resample, resample_channels
 from stemdeck.daemon.cli import main
 
-FAST = Path(__file__).parent / "data" / "tiny.toml"
+FAST = TINY
 NULL_CLOCK_RATE = 48000  # what `serve --no-audio` runs at (daemon/serve.py)
 
 

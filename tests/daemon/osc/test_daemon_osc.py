@@ -217,7 +217,8 @@ def test_bundles_apply_together_and_future_bundles_wait(client: Client) -> None:
 
 
 def test_subscriptions_feedback(served) -> None:
-    # Expiry and renewal: tests/test_osc_hostile.py (in-process, a short subscription time).
+    # Expiry and renewal: tests/daemon/osc/test_osc_hostile.py (in-process, a short
+    # subscription time).
     daemon, _ = served
     a, b = Client(daemon.port), Client(daemon.port)
     try:
@@ -445,7 +446,8 @@ def test_bad_track_is_one_line_error(tmp_path: Path, content, reason: str) -> No
 
 def test_hostile_datagrams_over_udp(client: Client) -> None:
     """Issue 9's hang and ReDoS datagrams against the real daemon: one exact /error each,
-    and the server answers at once afterwards (tests/test_osc_hostile.py has them all)."""
+    and the server answers at once afterwards (tests/daemon/osc/test_osc_hostile.py has them
+    all)."""
     client.drain()
     client.send_raw(bytes.fromhex("2362756e646c65000000000000000001fffffffc"))
     assert client.receive(2.0, settle=0.2) == [

@@ -17,7 +17,7 @@ import soundfile as sf
 from daemon_helpers import Client, Daemon, wait_played
 from mp4_helpers import track_flags, with_stem_box
 
-from conftest import tone_mix
+from conftest import TINY, tone_mix
 from stemdeck.core.audiofile.files import load
 from stemdeck.core.audiofile.mp4 import read_stem_box
 from stemdeck.core.audiofile.stemfile import (
@@ -32,7 +32,7 @@ from stemdeck.core.audiofile.stemfile_write import write_stem_file
 from stemdeck.core.errors import AudioFileError
 from stemdeck.daemon.cli import main
 
-FAST = Path(__file__).parent / "data" / "tiny.toml"
+FAST = TINY
 SR = 48000  # the rate `serve --no-audio` runs at: recorded samples compare one to one
 
 

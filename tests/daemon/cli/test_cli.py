@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import SR, tone_mix
+from conftest import SR, TINY, tone_mix
 from stemdeck.daemon import outputs
 from stemdeck.daemon.cli import main
 
-FAST = Path(__file__).parent / "data" / "tiny.toml"
+FAST = TINY
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -11,7 +11,7 @@ from stemdeck.daemon import audio, realtime, supervisor
 from stemdeck.daemon.cli.parser import setup_logging
 from stemdeck.daemon.web import advertise
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
