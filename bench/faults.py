@@ -1,7 +1,10 @@
 """Faults a live daemon must survive, measured from outside; each case is one function.
 
-    .venv/bin/python bench/faults.py [--case flood ...] [--seconds 40] [--sockets 1100]
-                                     [--addresses 4] [--nofile 1024] [--hard-nofile N]
+    .venv/bin/python bench/faults.py [--case flood|loads|morph|soak ...] [--seconds 40]
+                                     [--sockets 1100] [--addresses 4] [--soak 600]
+                                     [--nofile 1024] [--hard-nofile N]
+
+Without ``--case``: flood, loads and morph. ``--case soak`` is the issue's 10-minute run.
 
 Starts ``stemdeck serve --no-audio --record`` on a generated track, with a library
 of two more, under an open-files limit of ``--nofile`` (soft; the hard limit stays,
@@ -27,6 +30,24 @@ flood
     connections opened, refused at once (a 503), closed by the idle timeout, the
     longest a connection stayed, and how long the last ones took to close once the
     flood stopped sending.
+loads
+    Requests a playing, separating daemon must answer without losing its track: a good
+    load, then at once a float WAV with one NaN sample (its header is fine, the read
+    fails late), a stem file whose manifest nests 100,000 levels, a FLAC whose
+    STREAMINFO claims ten hours (a few KiB on disk), a real three-hour silent FLAC, a
+    file with an audio suffix that is not audio, and a library name that is not UTF-8
+    (loaded back from its listed form). Each request must get exactly one answer, the
+    success reply (``/track/load path``) only for the good ones; after the bad ones the
+    last good track still plays and its separation completes.
+morph
+    A scene naming only ``[master] gain = 0.5`` recalled with a 5 s morph; 1 s in, hands
+    mute channel 2, pull channel 3 to 0.2 and solo channel 4. After the morph the hand
+    moves stand and the master is at 0.5.
+soak
+    Everything at once for ``--soak`` seconds: the flood keeps ``--sockets`` connections
+    up while the loads and morph cases run over and over beside it. Prints the figures
+    the issue asks for: xruns, slowest block, ``/ping`` p99, RssAnon at start and end,
+    the log's size, tracebacks, unanswered requests, and that the last track separated.
 """
 
 from __future__ import annotations
@@ -54,8 +75,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from daemon_helpers import free_udp_port  # noqa: E402
+from mp4_helpers import with_stem_box  # noqa: E402
 
 from conftest import tone_mix  # noqa: E402
+from stemdeck.core.audiofile.stemfile_write import write_stem_file  # noqa: E402
 from stemdeck.daemon.osc.wire import Message, decode, encode_message  # noqa: E402
 
 SR = 48000
@@ -151,6 +174,50 @@ class Live:
                     return out
                 out.append((msg.address, list(msg.args)))
             raise Failed(f"no answer to {address} in {timeout:g} s (got {out})")
+
+    def request(
+        self, address: str, *args: object, timeout: float = 120.0
+    ) -> list[tuple[str, list]]:
+        """Send a request whose answer may come late (``/track/load`` replies once the
+        track is loaded); every message until the first ``address`` reply or ``/error``,
+        then 0.3 s more to catch a second answer, which must not come."""
+        with self.lock:
+            self.sock.sendto(encode_message(address, args), ("127.0.0.1", self.osc_port))
+            out: list[tuple[str, list]] = []
+            deadline = time.monotonic() + timeout
+            answered = False
+            while (left := deadline - time.monotonic()) > 0:
+                self.sock.settimeout(left)
+                try:
+                    msg = decode(self.sock.recvfrom(65536)[0])
+                except TimeoutError:
+                    break
+                assert isinstance(msg, Message)
+                out.append((msg.address, list(msg.args)))
+                if msg.address in (address, "/error") and not answered:
+                    answered = True
+                    deadline = time.monotonic() + 0.3
+            if not answered:
+                raise Failed(f"no answer to {address} {args} in {timeout:g} s (got {out})")
+            return out
+
+    def value(self, address: str) -> list:
+        """A control's value, by query (the reply on the address as sent)."""
+        got = self.ask(address)
+        if len(got) != 1 or got[0][0] != address:
+            raise Failed(f"query {address} answered {got}")
+        return got[0][1]
+
+    def wait_separated(self, name: str, timeout: float = 180.0) -> None:
+        """Until ``name`` plays with its separation complete (the status line)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.status()
+            if status.startswith(f"{name} ") and " ready |" in status:
+                return
+            if time.monotonic() > deadline:
+                raise Failed(f"{name} never separated: {status}")
+            time.sleep(0.5)
 
     def status(self) -> str:
         for _ in range(50):
@@ -307,7 +374,7 @@ def flood(live: Live, args: argparse.Namespace) -> list[str]:
 
     lines = []
     began = time.monotonic()
-    checks = [began + args.seconds / 3, began + 2 * args.seconds / 3]
+    checks = [] if args.soaking else [began + args.seconds / 3, began + 2 * args.seconds / 3]
     loads = ["first", "second"]
     last = "song"
     end = began + args.seconds
@@ -316,7 +383,7 @@ def flood(live: Live, args: argparse.Namespace) -> list[str]:
         if checks and time.monotonic() >= checks[0]:
             checks.pop(0)
             path = str(live.library / f"{loads[0]}.wav")
-            got = live.ask("/track/load", path)
+            got = live.request("/track/load", path)
             if got != [("/track/load", [path])]:
                 raise Failed(f"flood: /track/load {path} answered {got}")
             saved = live.ask("/scene/save", "flood")
@@ -336,11 +403,8 @@ def flood(live: Live, args: argparse.Namespace) -> list[str]:
     for c in list(conns.values()):
         sel.unregister(c.sock)
         c.sock.close()
-    deadline = time.monotonic() + 180
-    while not live.status().startswith(f"{last} ") or " ready |" not in live.status():
-        if time.monotonic() > deadline:
-            raise Failed(f"flood: {last} never separated: {live.status()}")
-        time.sleep(0.5)
+    if not args.soaking:
+        live.wait_separated(last)
     lines += [
         f"{args.sockets} sockets ({args.sockets // 2} idle, {args.sockets - args.sockets // 2} "
         f"slowloris) from {args.addresses} address(es) for {args.seconds:g} s",
@@ -348,14 +412,186 @@ def flood(live: Live, args: argparse.Namespace) -> list[str]:
         f"timeout {timed_out}, longest open {longest:.1f} s",
         f"when the flood stopped: {still} open, all closed by the daemon within {took:.1f} s"
         + (f" ({len(conns)} NOT closed)" if conns else ""),
-        f"the last load ({last}) separated and playing",
     ]
+    if not args.soaking:
+        lines.append(f"the last load ({last}) separated and playing")
     if conns:
         raise Failed("\n".join(lines))
     return lines
 
 
-CASES: dict[str, Callable[[Live, argparse.Namespace], list[str]]] = {"flood": flood}
+# -- loads that fail, late or early ------------------------------------------------------
+def _lying_flac(path: Path, seconds: float) -> None:
+    """A real one-second FLAC whose STREAMINFO claims ``seconds``: what a header check
+    sees, in a few KiB."""
+    sf.write(path, np.zeros((SR, 2), dtype=np.float32), SR, format="FLAC", subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    assert data[:4] == b"fLaC" and data[4] & 0x7F == 0  # STREAMINFO first
+    at = 8 + 10  # sample rate (20 bits), channels (3), bits (5), total samples (36)
+    packed = int.from_bytes(data[at : at + 8], "big")
+    packed = (packed & ~((1 << 36) - 1)) | int(seconds * SR)
+    data[at : at + 8] = packed.to_bytes(8, "big")
+    path.write_bytes(bytes(data))
+
+
+def _silent_flac(path: Path, seconds: float, sr: int = 8000) -> None:
+    """A real silent mono FLAC of ``seconds``, written a minute at a time."""
+    block = np.zeros(sr * 60, dtype=np.int16)
+    with sf.SoundFile(path, "w", sr, 1, format="FLAC", subtype="PCM_16") as f:
+        for _ in range(int(seconds // 60)):
+            f.write(block)
+
+
+@dataclass
+class Files:
+    """The files of the loads case, made once."""
+
+    good: list[Path]
+    bad: dict[str, Path]
+    latin1: bytes
+
+
+def make_files(live: Live) -> Files:
+    folder = live.library
+    nan = tone_mix(5.0, sr=SR, seed=3)
+    nan[0, SR] = np.nan
+    sf.write(folder / "one-nan.wav", nan.T, SR, subtype="FLOAT")
+    stems = np.stack([tone_mix(2.0, sr=SR, seed=k) for k in range(4)]) / 4
+    write_stem_file(folder / "_good.stem.mp4", stems.sum(axis=0), stems, SR, codec="alac")
+    deep = b'{"version": 1, "stems": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with_stem_box(folder / "_good.stem.mp4", folder / "deep.stem.mp4", deep)
+    (folder / "_good.stem.mp4").unlink()
+    _lying_flac(folder / "ten-hours.flac", 10 * 3600)
+    _silent_flac(folder / "three-hours.flac", 3 * 3600)
+    (folder / "noise.wav").write_bytes(os.urandom(4096))
+    latin1 = os.fsencode(folder) + b"/caf\xe9 live.wav"
+    sf.write(latin1, tone_mix(5.0, sr=SR, seed=4).T, SR, subtype="FLOAT")
+    bad = {
+        "one NaN sample": folder / "one-nan.wav",
+        "manifest 100,000 deep": folder / "deep.stem.mp4",
+        "header claims 10 h": folder / "ten-hours.flac",
+        "3 h of silence": folder / "three-hours.flac",
+        "not audio": folder / "noise.wav",
+    }
+    return Files([folder / "first.wav", folder / "second.wav"], bad, latin1)
+
+
+def _load_ok(live: Live, path: str) -> float:
+    """Load ``path``; it must be answered with exactly its success reply. Seconds taken."""
+    began = time.monotonic()
+    got = live.request("/track/load", path)
+    if got != [("/track/load", [path])]:
+        raise Failed(f"/track/load {path} answered {got}")
+    return time.monotonic() - began
+
+
+def loads(live: Live, args: argparse.Namespace) -> list[str]:
+    """A good load, then bad ones while it separates; the good one must survive."""
+    files = args.files
+    lines = []
+    good = files.good[args.round % 2]
+    args.round += 1
+    took = _load_ok(live, str(good))
+    lines.append(f"{good.name}: loaded in {took:.2f} s (the reply when it plays)")
+    for what, path in files.bad.items():
+        began = time.monotonic()
+        got = live.request("/track/load", str(path))
+        took = time.monotonic() - began
+        if len(got) != 1 or got[0][0] != "/error":
+            raise Failed(f"{what}: /track/load {path.name} answered {got}")
+        lines.append(f"{what}: one /error in {took:.2f} s: {got[0][1][0]}")
+    listed = live.ask("/track/list")
+    names = listed[0][1] if listed and listed[0][0] == "/track/list" else []
+    shown = [n for n in names if n.startswith(f"{live.library}/caf")]
+    if len(shown) != 1:
+        raise Failed(f"the Latin-1 name is not listed once: {listed}")
+    lines.append(f"Latin-1 name listed as {shown[0]!r}")
+    live.wait_separated(good.stem)
+    lines.append(f"{good.stem}: still playing, separation complete after the bad loads")
+    took = _load_ok(live, shown[0])
+    lines.append(f"{shown[0]!r}: loaded back in {took:.2f} s")
+    took = _load_ok(live, str(good))
+    live.wait_separated(good.stem)
+    lines.append(f"{good.name}: loaded again in {took:.2f} s and separated")
+    return lines
+
+
+# -- a morph against hands ----------------------------------------------------------------
+def morph(live: Live, args: argparse.Namespace) -> list[str]:
+    """Hands move three channels during a morph of a scene that names only the master."""
+    scenes = live.tmp / "config" / "scenes"
+    scenes.mkdir(parents=True, exist_ok=True)
+    (scenes / "master-half.toml").write_text("[master]\ngain = 0.5\n")
+    channels = live.ask("/channels")
+    if len(channels) != 1 or len(channels[0][1]) < 4:
+        raise Failed(f"morph needs 4 channels: {channels}")
+    for address, value in (("/ch/2/mute", 0), ("/ch/3/fader", 0.75), ("/ch/4/solo", 0)):
+        live.ask(address, value)
+    live.ask("/master/gain", 1.0)
+    began = time.monotonic()
+    got = live.request("/scene/recall", "master-half", 5.0, timeout=5.0)
+    if got != [("/scene/recall", ["master-half", 5.0])]:
+        raise Failed(f"/scene/recall answered {got}")
+    time.sleep(max(0.0, began + 1.0 - time.monotonic()))
+    hands = {"/ch/2/mute": 1, "/ch/3/fader": 0.2, "/ch/4/solo": 1}
+    for address, value in hands.items():
+        live.ask(address, value)
+    moved = {address: live.value(address) for address in hands}
+    time.sleep(max(0.0, began + 1.5 - time.monotonic()))
+    halfway = {address: live.value(address) for address in hands}
+    time.sleep(max(0.0, began + 6.0 - time.monotonic()))
+    after = {address: live.value(address) for address in hands}
+    master = live.value("/master/gain")
+    if halfway != moved or after != moved:
+        raise Failed(f"hand moves undone: set {moved}, 0.5 s later {halfway}, after {after}")
+    if master != [0.5]:
+        raise Failed(f"the morph did not reach master gain 0.5: {master}")
+    for address, value in (("/ch/2/mute", 0), ("/ch/3/fader", 0.75), ("/ch/4/solo", 0)):
+        live.ask(address, value)
+    live.ask("/master/gain", 1.0)
+    return [f"hand moves {moved} stood through the morph; master gain {master[0]:g} at its end"]
+
+
+# -- all of it at once --------------------------------------------------------------------
+def soak(live: Live, args: argparse.Namespace) -> list[str]:
+    """The flood for ``--soak`` seconds, with the loads and morph cases looping beside it."""
+    flood_args = argparse.Namespace(**{**vars(args), "seconds": args.soak, "soaking": True})
+    outcome: dict[str, list[str] | Failed] = {}
+
+    def flooding() -> None:
+        try:
+            outcome["flood"] = flood(live, flood_args)
+        except Failed as exc:
+            outcome["flood"] = exc
+
+    flooder = threading.Thread(target=flooding, name="flood", daemon=True)
+    flooder.start()
+    rounds = {"loads": 0, "morph": 0}
+    began = time.monotonic()
+    while flooder.is_alive() and time.monotonic() - began < args.soak:
+        for name in ("loads", "morph"):
+            CASES[name](live, args)
+            rounds[name] += 1
+    flooder.join()
+    if isinstance(outcome["flood"], Failed):
+        raise outcome["flood"]
+    last = args.files.good[(args.round - 1) % 2].stem
+    live.wait_separated(last)
+    log = live.log_path.stat().st_size
+    lines = [f"{args.soak:g} s: {rounds['loads']} rounds of loads, {rounds['morph']} of morph"]
+    lines += outcome["flood"]
+    lines.append(f"the last track ({last}) separated and playing; whole log {log} bytes")
+    if log >= 1 << 20:
+        raise Failed("\n".join([*lines, "the log passed 1 MB"]))
+    return lines
+
+
+CASES: dict[str, Callable[[Live, argparse.Namespace], list[str]]] = {
+    "flood": flood,
+    "loads": loads,
+    "morph": morph,
+    "soak": soak,
+}
 
 
 def _figures(status: str) -> str:
@@ -366,7 +602,9 @@ def _figures(status: str) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--case", action="append", choices=sorted(CASES), help="(all)")
+    parser.add_argument(
+        "--case", action="append", choices=sorted(CASES), help="(flood, loads, morph)"
+    )
     parser.add_argument("--seconds", type=float, default=40.0)
     parser.add_argument("--sockets", type=int, default=1100)
     parser.add_argument("--addresses", type=int, default=4, help="loopback sources")
@@ -374,14 +612,17 @@ def main() -> int:
     parser.add_argument("--hard-nofile", type=int, default=0, help="and hard (0: as is)")
     parser.add_argument("--block", type=int, default=256)
     parser.add_argument("--track-seconds", type=float, default=20.0)
+    parser.add_argument("--soak", type=float, default=600.0, help="seconds of the soak case")
     args = parser.parse_args()
+    args.soaking, args.round = False, 0
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     tmp = Path(tempfile.mkdtemp(prefix="stemdeck-faults-"))
     live = Live(tmp, args)
+    args.files = make_files(live)
     failed = False
     try:
         print(f"daemon: {next(ln for ln in live.log().splitlines() if 'open files' in ln)}")
-        for name in args.case or list(CASES):
+        for name in args.case or ["flood", "loads", "morph"]:
             before_status = live.status()
             before_log = live.log_path.stat().st_size
             rss = rss_anon(live.proc.pid)
