@@ -7,8 +7,14 @@ could not be saved and a good track was refused as unreadable. :class:`Gate` run
 the listening sockets' accept loop itself, ahead of aiohttp (``docs/web.md``):
 
 - at most ``total`` connections at once, ``per_address`` of them from one IP
-  address; one over is closed at once with a short ``503`` (before aiohttp spends
-  anything on it);
+  address (an IPv6 host counts by its /64: it may choose any address in it). At a
+  limit, the oldest connection of the full group (all, or that address) that has
+  not yet sent a whole request's headers is closed with a short ``503`` to make
+  room: a flood of idle or slow connections, from however many addresses, cannot
+  keep a real client (whose request comes in its first packet) out. Only when
+  every connection of the group is a request or a WebSocket being served is the
+  newcomer itself closed at once with the ``503`` (before aiohttp spends anything
+  on it);
 - a connection whose descriptor is among the last ``headroom`` of the process's
   limit (``RLIMIT_NOFILE``) is closed the same way and accepting stops for
   :data:`ACCEPT_PAUSE`: the kernel hands out the lowest free descriptor, so web
@@ -33,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import resource
@@ -59,6 +66,7 @@ __all__ = [
     "REFUSALS_PER_SECOND",
     "Gate",
     "QuietLog",
+    "address_group",
     "open_files_limit",
     "quiet_exceptions",
 ]
@@ -95,17 +103,30 @@ def _refusal(text: str) -> bytes:
 
 
 class _Tracked(asyncio.Protocol):
-    """aiohttp's protocol for one admitted connection; tells the gate when it ends."""
+    """aiohttp's protocol for one admitted connection; tells the gate when it ends,
+    and whether it has sent a whole request's headers yet (until then the gate may
+    close it to make room)."""
 
     def __init__(self, gate: Gate, inner: asyncio.Protocol, address: str) -> None:
         self.gate, self.inner, self.address = gate, inner, address
         self.made = False
+        self.requested = False  # a blank line ended a request's headers
+        self.evicted = False  # closed by the gate: its place is given back already
+        self.transport: asyncio.Transport | None = None
+        self._tail = b""  # the last 3 bytes, for a blank line split between packets
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.made = True
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.gate.opened(self)
         self.inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
+        if not self.requested:
+            seen = self._tail + data
+            self.requested = b"\r\n\r\n" in seen or b"\n\n" in seen
+            self._tail = seen[-3:]
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
@@ -121,7 +142,8 @@ class _Tracked(asyncio.Protocol):
         try:
             self.inner.connection_lost(exc)
         finally:
-            self.gate.release(self.address)
+            if not self.evicted:
+                self.gate.release(self)
 
 
 class Gate:
@@ -154,9 +176,11 @@ class Gate:
         self.files_limit = files_limit
         self.connections = 0  # open now
         self.refused = 0  # closed at once: a limit, or too few descriptors left
+        self.evicted = 0  # closed to make room: the oldest that had sent no request
         self.accept_errors = 0  # accept() failed (out of descriptors or memory)
         self.address: tuple[str, int] = ("", 0)  # the first socket's, once listening
         self._by_address: dict[str, int] = {}
+        self._open: dict[_Tracked, None] = {}  # made connections, oldest first
         self._sockets: list[socket.socket] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._factory: Callable[[], asyncio.Protocol] | None = None
@@ -243,7 +267,7 @@ class Gate:
                 return
 
     def _admit(self, conn: socket.socket, peer: Any) -> None:
-        address = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+        address = address_group(peer)
         limit = self.files_limit()
         if conn.fileno() >= limit - self.headroom:
             self._pause()
@@ -254,17 +278,35 @@ class Gate:
                 "for its tracks and scenes",
             )
             return
-        if self.connections >= self.total:
+        if self.connections >= self.total and not self._evict(None):
             self._refuse(conn, address, f"{self.total} connections to the web port already")
             return
-        mine = self._by_address.get(address, 0)
-        if mine >= self.per_address:
+        if self._by_address.get(address, 0) >= self.per_address and not self._evict(address):
             self._refuse(conn, address, f"{self.per_address} connections from {address} already")
             return
         self.connections += 1
-        self._by_address[address] = mine + 1
+        self._by_address[address] = self._by_address.get(address, 0) + 1
         assert self._loop is not None
         self._loop.create_task(self._connect(conn, address))
+
+    def _evict(self, address: str | None) -> bool:
+        """Close the oldest connection (from ``address``, or any) that has not sent a
+        whole request's headers, with a ``503``; False if there is none."""
+        for tracked in self._open:
+            if tracked.requested or (address is not None and tracked.address != address):
+                continue
+            tracked.evicted = True
+            self.evicted += 1
+            self._release(tracked.address)
+            del self._open[tracked]
+            assert tracked.transport is not None
+            why = "a newer connection took its place (no request was sent)"
+            with contextlib.suppress(OSError, RuntimeError):
+                tracked.transport.write(_refusal(f"connection closed: {why}"))
+            tracked.transport.close()
+            self._refused_log("web: connection from %s closed: %s", tracked.address, why)
+            return True
+        return False
 
     async def _connect(self, conn: socket.socket, address: str) -> None:
         assert self._loop is not None and self._factory is not None
@@ -282,11 +324,24 @@ class Gate:
         except (OSError, RuntimeError) as exc:  # gone before its transport was made
             if protocol is None or not protocol.made:
                 conn.close()
-                self.release(address)
+                self._release(address)
             log.debug("web connection from %s not set up: %r", address, exc)
 
-    def release(self, address: str) -> None:
-        """A connection from ``address`` ended."""
+    @property
+    def waiting(self) -> int:
+        """Connections set up that have not sent a whole request's headers yet."""
+        return sum(not tracked.requested for tracked in list(self._open))
+
+    def opened(self, tracked: _Tracked) -> None:
+        """``tracked``'s transport is made: it may be evicted from now on."""
+        self._open[tracked] = None
+
+    def release(self, tracked: _Tracked) -> None:
+        """``tracked`` ended (not by eviction, which gave its place back already)."""
+        self._open.pop(tracked, None)
+        self._release(tracked.address)
+
+    def _release(self, address: str) -> None:
         self.connections -= 1
         left = self._by_address.get(address, 1) - 1
         if left > 0:
@@ -307,6 +362,22 @@ class Gate:
             self._refusals.take("all", now)
         else:
             self._pause()
+
+
+def address_group(peer: Any) -> str:
+    """Whom a connection counts against: its IPv4 address, or its IPv6 address's /64
+    (one host may use any address of its /64), an IPv4-mapped IPv6 one as IPv4."""
+    host = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        if not ip.is_loopback:
+            return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 def _one_line(exc: BaseException) -> str:

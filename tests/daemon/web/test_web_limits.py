@@ -29,7 +29,7 @@ from osc_host import make_server
 from conftest import tone_mix
 from stemdeck.daemon.osc import Feedback, OscServer
 from stemdeck.daemon.osc.wire import Message, decode, encode_message
-from stemdeck.daemon.web.gate import Gate, quiet_exceptions
+from stemdeck.daemon.web.gate import Gate, address_group, quiet_exceptions
 from stemdeck.daemon.web.server import WebServer
 
 SLOW_HEADER = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n"
@@ -119,7 +119,41 @@ def osc_reply(osc: OscServer, address: str, *args: object) -> list[tuple[str, li
             out.append((msg.address, list(msg.args)))
 
 
-def test_connections_beyond_the_limits_are_refused_at_once(
+def evicted_answer() -> bytes:
+    """What a connection closed to make room receives (daemon/web/gate.py)."""
+    why = "a newer connection took its place (no request was sent)"
+    body = json.dumps({"error": f"connection closed: {why}"}).encode()
+    return (
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\nRetry-After: 1\r\nConnection: close\r\n\r\n" % len(body) + body
+    )
+
+
+def open_idle(server: WebServer, port: int, source: str) -> socket.socket:
+    """A connection that sends nothing, once the gate has set it up."""
+
+    def seen() -> int:  # set up, whether still open or closed to make room since
+        return server.gate.waiting + server.gate.evicted
+
+    before = seen()
+    s = connect(port, source)
+    poll(seen, lambda n: n > before, "the connection set up")
+    return s
+
+
+def open_requested(server: WebServer, port: int, source: str) -> socket.socket:
+    """A keep-alive connection that has sent one request and read its answer."""
+    s = connect(port, source)
+    s.sendall(b"GET /master/mute?VALUE HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    s.settimeout(30)
+    got = b""
+    while not got.endswith(b'{"VALUE": [0]}'):
+        got += s.recv(65536)
+    assert got.startswith(b"HTTP/1.1 200 OK\r\n")
+    return s
+
+
+def test_at_a_limit_the_oldest_silent_connection_makes_room(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     osc, server = web_server(Gate(total=8, per_address=4, idle_timeout=60.0))
@@ -127,47 +161,131 @@ def test_connections_beyond_the_limits_are_refused_at_once(
     socks: list[socket.socket] = []
     try:
         with caplog.at_level(logging.INFO, logger="stemdeck.daemon.web.gate"):
-            # One device floods: 4 connections are taken, the next 4 refused at once.
-            flood = [connect(port) for _ in range(8)]
+            # One device opens 8 silent connections: each past its 4 closes its oldest.
+            flood = [open_idle(server, port, "127.0.0.1") for _ in range(4)]
+            for _ in range(4):
+                flood.append(open_idle(server, port, "127.0.0.1"))
             socks += flood
-            poll(lambda: server.gate.refused, lambda n: n == 4, "the refusals")
-            refused = until_closed(flood[4:], set(), timeout=30)
-            per_address = refusal("4 connections from 127.0.0.1 already")
-            assert [refused[s][1] for s in flood[4:]] == [per_address] * 4
-            # Another address is still served, and control goes on.
+            evicted = until_closed(flood[:4], set(), timeout=30)
+            assert [evicted[s][1] for s in flood[:4]] == [evicted_answer()] * 4
+            assert (server.gate.evicted, server.gate.refused) == (4, 0)
+            assert server.gate.connections == 4
+            # Connections that made requests are served, never closed for room: past
+            # the address's 4 of them, a newcomer is refused at once.
+            for s in flood[4:]:
+                s.close()
+            poll(lambda: server.gate.connections, lambda n: n == 0, "the flood closed")
+            kept = [open_requested(server, port, "127.0.0.1") for _ in range(4)]
+            socks += kept
+            fifth = connect(port)
+            socks.append(fifth)
+            refused = until_closed([fifth], set(), timeout=30)
+            assert refused[fifth][1] == refusal("4 connections from 127.0.0.1 already")
+            assert (server.gate.evicted, server.gate.refused) == (4, 1)
+            # The total: silent ones from 2 more addresses fill it; a client from a
+            # fourth address closes the oldest silent one and is served.
+            silent = [open_idle(server, port, f"127.0.0.{2 + k % 2}") for k in range(4)]
+            socks += silent
             other = http.client.HTTPConnection(
-                "127.0.0.1", port, timeout=30, source_address=("127.0.0.2", 0)
+                "127.0.0.1", port, timeout=30, source_address=("127.0.0.4", 0)
             )
             other.request("GET", "/master/mute?VALUE")
             assert json.load(other.getresponse()) == {"VALUE": [0]}
             other.close()
-            poll(lambda: server.gate.connections, lambda n: n == 4, "its connection closed")
-            assert osc_reply(osc, "/ping") == [("/pong", [])]
-            assert osc_reply(osc, "/track/load", "/music/song.wav") == [
-                ("/track/load", ["/music/song.wav"])
-            ]
-            # The total: 4 more from a third address fill it, a fourth is refused.
-            third = [connect(port, "127.0.0.3") for _ in range(4)]
-            socks += third
-            poll(lambda: server.gate.connections, lambda n: n == 8, "8 connections")
-            last = connect(port, "127.0.0.4")
+            gone = until_closed(silent[:1], set(), timeout=30)
+            assert gone[silent[0]][1] == evicted_answer()
+            assert (server.gate.evicted, server.gate.refused) == (5, 1)
+            # Every place taken by a served request: a newcomer is refused at once.
+            poll(lambda: server.gate.connections, lambda n: n == 7, "7 connections")
+            for s in silent[1:]:
+                s.close()
+            poll(lambda: server.gate.connections, lambda n: n == 4, "4 connections")
+            kept += [open_requested(server, port, f"127.0.0.{2 + k}") for k in range(4)]
+            socks += kept[4:]
+            last = connect(port, "127.0.0.9")
             socks.append(last)
             total = until_closed([last], set(), timeout=30)
             assert total[last][1] == refusal("8 connections to the web port already")
-            assert server.gate.refused == 5 and server.refused == 5
-            # Connections that end give their places back.
-            for s in flood[:4] + third:
+            assert (server.gate.evicted, server.gate.refused) == (5, 2)
+            assert server.refused == 2
+            assert osc_reply(osc, "/ping") == [("/pong", [])]
+            for s in kept:
                 s.close()
             poll(lambda: server.gate.connections, lambda n: n == 0, "no connection left")
         # One log line for the whole window, not one per connection.
         assert [r.getMessage() for r in caplog.records] == [
-            "web: connection from 127.0.0.1 refused: 4 connections from 127.0.0.1 already"
+            "web: connection from 127.0.0.1 closed: a newer connection took its place "
+            "(no request was sent)"
         ]
     finally:
         for s in socks:
             s.close()
         server.stop()
         osc.stop()
+
+
+def keep_up(server: WebServer, port: int, flood: dict[socket.socket, str]) -> None:
+    """Reopen every flood connection the gate closed (as a script keeping a flood up
+    does), until the total is full of them again and none is being closed."""
+    deadline = time.monotonic() + 60
+    while True:
+        ready, _, _ = select.select(list(flood), [], [], 0.1)
+        for s in ready:  # its 503, then its end
+            source = flood.pop(s)
+            s.close()
+            flood[connect(port, source)] = source
+        if not ready and server.gate.waiting == server.gate.connections == server.gate.total:
+            return
+        assert time.monotonic() < deadline, "the flood did not fill the total again"
+
+
+def test_four_addresses_flooding_silent_connections_never_lock_a_client_out() -> None:
+    # The hostile review's lockout: 4 addresses keep the total full of connections
+    # that send nothing, reopening each one the gate closes; a client from a fifth
+    # address (a phone reconnecting) must still be served, every time.
+    osc, server = web_server(Gate(total=16, per_address=4, idle_timeout=60.0))
+    port = server.address[1]
+    sources = [f"127.0.0.{2 + k}" for k in range(4)]
+    flood: dict[socket.socket, str] = {}
+    try:
+        for source in sources:
+            for _ in range(4):
+                flood[connect(port, source)] = source
+        poll(lambda: server.gate.waiting, lambda n: n == 16, "the total full")
+        served = 0
+        for _ in range(20):
+            client = http.client.HTTPConnection(
+                "127.0.0.1", port, timeout=30, source_address=("127.0.0.9", 0)
+            )
+            client.request("GET", "/master/mute?VALUE")
+            response = client.getresponse()
+            served += (response.status, json.load(response)) == (200, {"VALUE": [0]})
+            client.close()
+            keep_up(server, port, flood)
+        assert served == 20  # (the flood's own reopenings may be refused: its business)
+    finally:
+        for s in flood:
+            s.close()
+        server.stop()
+        osc.stop()
+
+
+@pytest.mark.parametrize(
+    ("peer", "group"),
+    [
+        (("192.0.2.7", 5000), "192.0.2.7"),
+        (("::ffff:192.0.2.7", 5000, 0, 0), "192.0.2.7"),
+        (("2001:db8:1:2:aaaa:bbbb:cccc:dddd", 5000, 0, 0), "2001:db8:1:2::/64"),
+        (("2001:db8:1:2::1", 5000, 0, 0), "2001:db8:1:2::/64"),
+        (("2001:db8:1:3::1", 5000, 0, 0), "2001:db8:1:3::/64"),
+        (("fe80::1%lo", 5000, 0, 1), "fe80::/64"),
+        (("::1", 5000, 0, 0), "::1"),
+        (("127.0.0.5", 5000), "127.0.0.5"),
+        ("/run/socket", "unknown"),
+    ],
+)
+def test_an_ipv6_host_counts_once_for_its_whole_64(peer: object, group: str) -> None:
+    assert address_group(peer) == group
 
 
 def test_idle_and_slow_connections_are_closed_after_the_idle_timeout() -> None:
