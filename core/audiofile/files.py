@@ -18,6 +18,7 @@ import errno
 import logging
 import os
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,20 +60,35 @@ _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 def printable_name(name: str | os.PathLike[str]) -> str:
-    """A file name as valid text, to show or to write into a report.
+    """A file name as valid, inert text, to show, log or write into a report.
 
     A name that is not UTF-8 reaches Python with each bad byte as a surrogate
     escape, which no UTF-8 encoder takes; here each such byte is written
     ``\\xNN`` (its value in hex): the Latin-1 ``caf\\xe9 live.wav`` stays
     readable and tells which byte it was. Any other lone surrogate is written
-    ``\\udNNN``. A UTF-8 name comes back as it is.
+    ``\\udNNN``. Control characters (C0, DEL, C1: a newline would forge a log
+    line, an escape sequence recolour the terminal) are written ``\\xNN``, and
+    the invisible format characters (a right-to-left override reverses what
+    follows it) ``\\uNNNN``; spaces of every kind stay. Any other UTF-8 name
+    comes back as it is.
     """
     text = os.fspath(name)
     try:
         raw = text.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:  # a lone surrogate that no file name decoded to
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return raw.decode("utf-8", "backslashreplace")
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    else:
+        text = raw.decode("utf-8", "backslashreplace")
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() or unicodedata.category(c) == "Zs" else _escaped(c) for c in text
+    )
+
+
+def _escaped(c: str) -> str:
+    """One unprintable character as Python writes it in a string: ``\\x1b``, ``\\u202e``."""
+    return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
 
 
 @dataclass(frozen=True)
@@ -241,7 +257,14 @@ def write(path: str | os.PathLike[str], y: np.ndarray, sr: int, *, fmt: str = "w
     except (OSError, sf.LibsndfileError, RuntimeError) as exc:
         if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
             raise
-        if _short_of(Path(path).parent, 4 * y.size + 4096):  # float32 samples, a header
+        # libsndfile says only "System error": name a missing folder or a refused
+        # one first, and take the failure for a full disk only when neither.
+        folder = Path(path).parent
+        if not folder.is_dir():
+            raise AudioFileError(f"cannot write {str(path)!r}: its folder does not exist") from None
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise AudioFileError(f"cannot write {str(path)!r}: permission denied") from None
+        if _short_of(folder, 4 * y.size + 4096):  # float32 samples, a header
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fspath(path)) from None
         raise AudioFileError(f"cannot write {str(path)!r}: {exc}") from None
 

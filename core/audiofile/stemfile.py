@@ -96,6 +96,8 @@ _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 # C0 and C1 control characters and lone surrogates: what breaks a log line or an encoder.
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
+# The bidirectional controls: invisible, and a right-to-left override reverses what follows.
+_BIDI = re.compile(r"[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _FIRST_BUFFER_SECONDS = 600
 _MAX_PEAK = 16.0  # +24 dBFS: float stems may pass full scale, never by this much
 
@@ -211,10 +213,12 @@ def _parse_manifest(payload: bytes, *, where: str) -> dict[str, Any]:
         raise AudioFileError(f"{where}: broken stem box (a JSON {type(manifest).__name__})")
     version = manifest.get("version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise AudioFileError(f"{where}: broken stem box (version {version!r}, expected >= 1)")
+        raise AudioFileError(f"{where}: broken stem box (version {_short(version)}, expected >= 1)")
     if version > MANIFEST_VERSION:
         log.warning(
-            "%s: stem manifest version %d is newer than 1; reading it anyway", where, version
+            "%s: stem manifest version %s is newer than 1; reading it anyway",
+            where,
+            _short(version),
         )
     stems = manifest.get("stems")
     if not isinstance(stems, list) or not all(isinstance(s, dict) for s in stems):
@@ -255,12 +259,13 @@ def channel_keys(names: Sequence[str]) -> list[str]:
 
 def display_name(name: str) -> str:
     """A stem's name as shown: control characters become spaces, a lone surrogate
-    U+FFFD, the ends are stripped, and a name longer than :data:`NAME_MAX`
-    characters is cut to that length, its last character an ellipsis.
+    U+FFFD, bidirectional controls (U+202E...) are dropped, the ends are stripped,
+    and a name longer than :data:`NAME_MAX` characters is cut to that length, its
+    last character an ellipsis.
 
     Empty when nothing printable is left.
     """
-    text = _SURROGATE.sub("\ufffd", _UNPRINTABLE.sub(" ", name)).strip()
+    text = _BIDI.sub("", _SURROGATE.sub("\ufffd", _UNPRINTABLE.sub(" ", name))).strip()
     if len(text) > NAME_MAX:
         text = text[: NAME_MAX - 1].rstrip() + "\u2026"
     return text

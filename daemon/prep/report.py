@@ -31,7 +31,11 @@ NOT_UTF8 = (
 
 def not_utf8(path: str) -> bool:
     """True when ``path`` holds bytes that are not UTF-8 (Python's surrogate escapes)."""
-    return printable_name(path) != path
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 @dataclass

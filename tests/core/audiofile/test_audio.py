@@ -213,6 +213,13 @@ def test_a_file_whose_name_is_not_utf8_is_read_and_written(tmp_path: Path) -> No
         (os.fsdecode(b"\xff\xfe/x"), "\\xff\\xfe/x"),
         ("caf\u00e9 \U0001f3b5.wav", "caf\u00e9 \U0001f3b5.wav"),
         ("lone \ud800", "lone \\ud800"),
+        # Hostile review, issue 21: control characters reached logs and terminals raw.
+        ("ctl\x1b[31mred\x07.wav", "ctl\\x1b[31mred\\x07.wav"),
+        ("two\nlines\r.wav", "two\\x0alines\\x0d.wav"),
+        ("del\x7f c1\x9b.wav", "del\\x7f c1\\x9b.wav"),
+        ("rlo\u202evaw.exe", "rlo\\u202evaw.exe"),
+        ("tab\there.wav", "tab\\x09here.wav"),
+        ("nbsp\u00a0and\u3000ideographic spaces.wav", "nbsp\u00a0and\u3000ideographic spaces.wav"),
     ],
 )
 def test_printable_names_are_valid_text(name: str, shown: str) -> None:

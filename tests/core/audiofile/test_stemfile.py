@@ -402,6 +402,9 @@ def test_display_names_are_printable_and_capped() -> None:
     assert display_name("\x00\x01\t") == ""
     assert display_name("Vox") == "Vox"
     assert display_name("a" * 62 + " " + "b" * 10) == "a" * 62 + "\u2026"
+    # Hostile review, issue 21: a right-to-left override reversed what followed it.
+    assert display_name("Vox\u202e\u2066lead\u2069") == "Voxlead"
+    assert display_name("\U0001f469\u200d\U0001f3a4 Vox") == "\U0001f469\u200d\U0001f3a4 Vox"
 
 
 # -- hostile and odd files -------------------------------------------------------------
@@ -472,6 +475,27 @@ def test_manifest_with_a_missing_stream_or_bad_version(written: dict[str, Path],
     f = read_stem_file(path)
     assert f.names == ["Kick", "stem2", "stem3", "stem4"]
     assert f.colours == ["#009E73", "#010203", "#CC79A7", "#56B4E9"]
+
+
+def test_a_manifest_version_of_4000_digits_is_one_short_line(
+    written: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Hostile review, issue 21: the version was logged whole, 4 KB a line."""
+    big = int("9" * 4000)
+    newer = {**make_manifest(list("abcd"), ["#000000"] * 4), "version": big}
+    path = _with_manifest(written["alac"], tmp_path / "v-big.stem.mp4", newer)
+    with caplog.at_level(logging.WARNING, logger="stemdeck.core.audiofile.stemfile"):
+        probe(path)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{str(path)!r}: stem manifest version {'9' * 37}... is newer than 1; reading it anyway"
+    ]
+    older = {**newer, "version": -big}
+    path = _with_manifest(written["alac"], tmp_path / "v-neg.stem.mp4", older)
+    with pytest.raises(AudioFileError) as err:
+        probe(path)
+    assert str(err.value) == (
+        f"{str(path)!r}: broken stem box (version -{'9' * 36}..., expected >= 1)"
+    )
 
 
 @pytest.mark.parametrize("read", [probe, read_stem_file, probe_audio, load])
