@@ -5,7 +5,8 @@ track prepared either way gives the same files under the same names:
 
 - **Names.** Every file and folder name made from a track's or a stem's name
   goes through :func:`output_name`: no ``/``, no control character, no byte
-  that is not UTF-8, no leading dot, at most 255 bytes, unique in its folder.
+  that is not UTF-8, none of what FAT refuses, no leading dot, at most 255 bytes,
+  unique in its folder (without regard to case).
 - **A set is all or nothing.** :class:`ChannelFiles` writes a track's channel
   files into a hidden temporary folder beside the output folder and moves them
   into place only once every one is written: Ctrl-C, a killed process, an
@@ -55,9 +56,12 @@ log = logging.getLogger(__name__)
 
 #: Most bytes of a file name (``NAME_MAX`` of Linux, macOS and Windows file systems).
 NAME_MAX_BYTES = 255
-# Replaced by "_" in a name: "/", C0 and C1 control characters, and the surrogate
-# escapes that stand for the bytes of a file name that are not UTF-8.
-_UNSAFE = re.compile(r"[/\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# Replaced by "_" in a name: "/", C0 and C1 control characters, the surrogate
+# escapes that stand for the bytes of a file name that are not UTF-8, and what
+# FAT and exFAT (a USB stick) and Windows refuse: " * : < > ? \ |.
+_UNSAFE = re.compile(r'[/\x00-\x1f\x7f-\x9f\ud800-\udfff"*:<>?\\|]')
+# Dots and spaces ending a name: Windows and FAT drop them ("Song." is "Song").
+_TRAILING = re.compile(r"[. ]+\Z")
 
 #: Writes one channel's audio ``(channels, samples)`` to a path: ``(path, audio, sr, fmt)``.
 ChannelWriter = Callable[[Path, np.ndarray, int, str], None]
@@ -86,8 +90,10 @@ def _fit(text: str, size: int) -> str:
 def output_name(name: str, *, suffix: str = "", taken: Collection[str] = ()) -> str:
     """A file or folder name for ``name`` followed by ``suffix``, safe on any file system.
 
-    ``/``, control characters and the bytes of a name that are not UTF-8 become
-    ``_``, as does a leading dot (a hidden file), and an empty name is ``_``;
+    ``/``, control characters, the bytes of a name that are not UTF-8 and the
+    characters FAT and Windows refuse (``" * : < > ? \\ |``) become ``_``, as do a
+    leading dot (a hidden file) and, in a name with no suffix (a folder), dots and
+    spaces that end it (FAT drops them); an empty name is ``_``;
     the name is cut so that it and ``suffix`` fit in :data:`NAME_MAX_BYTES` bytes
     of UTF-8, and a name already in ``taken`` (compared without case: ``Drums``
     and ``drums`` are one file on some disks) gets ``-2``, ``-3``... before the
@@ -105,6 +111,8 @@ def output_name(name: str, *, suffix: str = "", taken: Collection[str] = ()) -> 
     stem = _UNSAFE.sub("_", name)
     if stem.startswith("."):
         stem = "_" + stem[1:]
+    if not suffix:
+        stem = _TRAILING.sub(lambda m: "_" * len(m[0]), stem)
     stem = stem or "_"
     room = NAME_MAX_BYTES - len(suffix.encode("utf-8"))
     out = _fit(stem, room) + suffix

@@ -17,7 +17,10 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import secrets
+import shutil
+import time
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +58,8 @@ AUDIO_SUFFIXES: frozenset[str] = frozenset(
 _FORMATS = {"wav": ("WAV", "FLOAT"), "flac": ("FLAC", "PCM_24")}
 # What libsndfile raises for a file it cannot read as audio (OSError apart).
 _NOT_AUDIO = (sf.LibsndfileError, RuntimeError, TypeError, ValueError)
+#: A temporary output untouched this long was left by a killed process (:func:`create_temp`).
+STALE_TEMP_SECONDS = 3600.0
 # The errors of a disk with no room left: full, or the user's quota reached.
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
@@ -310,13 +315,16 @@ def create_temp(
 
     Its mode is what the umask gives an ordinary file (``0666``, ``0777`` for a
     folder), as for any file a program writes: ``tempfile`` makes them private,
-    and a mode survives the rename into place.
+    and a mode survives the rename into place. Those of the same label and suffix
+    left by a process killed mid-write (untouched for :data:`STALE_TEMP_SECONDS`)
+    are removed first, so a killed write never leaves its partial output forever.
 
     Raises
     ------
     OSError
         ``parent`` cannot be written.
     """
+    _remove_stale(parent, label[:32], suffix)
     for _ in range(100):
         path = parent / f".{label[:32]}-{secrets.token_hex(4)}{suffix}"
         try:
@@ -328,3 +336,27 @@ def create_temp(
             continue
         return path
     raise FileExistsError(errno.EEXIST, "no free temporary name", os.fspath(parent))
+
+
+def _remove_stale(parent: Path, label: str, suffix: str) -> None:
+    """Remove :func:`create_temp`'s files and folders of ``label`` and ``suffix`` in
+    ``parent`` (exactly its name pattern) untouched for :data:`STALE_TEMP_SECONDS`."""
+    own = re.compile(re.escape(f".{label}-") + "[0-9a-f]{8}" + re.escape(suffix) + r"\Z")
+    now = time.time()
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return
+    for entry in entries:
+        if not own.match(entry.name):
+            continue
+        try:
+            if now - entry.stat(follow_symlinks=False).st_mtime <= STALE_TEMP_SECONDS:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+        except OSError:
+            continue  # another user's, or gone meanwhile: not ours to force
+        log.info("removed %s, left by a write that was killed", printable_name(entry.path))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -84,10 +85,15 @@ def channels(seed: int) -> np.ndarray:
         (os.fsdecode(b"caf\xe9 live"), "", "caf_ live"),
         ("a/b\x00c\x1b[31m\x85", ".wav", "a_b_c_[31m_.wav"),
         (".hidden", "", "_hidden"),
-        ("..", "", "_."),
+        ("..", "", "__"),
         ("", ".wav", "_.wav"),
         ("\U0001f3b5" * 62, ".stem.mp4", "\U0001f3b5" * 61 + ".stem.mp4"),
         ("x" * 60_000, ".flac", "x" * 250 + ".flac"),
+        # Hostile review, issue 21: what FAT and exFAT (a USB stick) refuse.
+        ('What? "Live": a*b <c> d\\e|f', ".wav", "What_ _Live__ a_b _c_ d_e_f.wav"),
+        ("Song. ", "", "Song__"),
+        ("Song.", ".wav", "Song..wav"),
+        ("...", "", "___"),
     ],
 )
 def test_output_names_are_safe_on_any_file_system(name: str, suffix: str, expected: str) -> None:
@@ -119,6 +125,38 @@ def test_files_and_folder_get_the_mode_the_umask_gives(tmp_path: Path, umask_022
     assert sorted(p.name for p in folder.iterdir()) == sorted(f"{n}.wav" for n in NAMES)
     assert [oct(p.stat().st_mode & 0o777) for p in files.written] == ["0o644"] * 4
     assert oct(folder.stat().st_mode & 0o777) == "0o755"
+
+
+@pytest.mark.parametrize(
+    ("umask", "file", "folder"), [(0o002, 0o664, 0o775), (0o077, 0o600, 0o700)]
+)
+def test_every_umask_is_followed(tmp_path: Path, umask: int, file: int, folder: int) -> None:
+    """Not a fixed 0644: what the umask gives, whatever it is."""
+    old = os.umask(umask)
+    try:
+        files = write_set(tmp_path / "song", channels(1))
+    finally:
+        os.umask(old)
+    assert [p.stat().st_mode & 0o777 for p in files.written] == [file] * 4
+    assert (tmp_path / "song").stat().st_mode & 0o777 == folder
+
+
+def test_a_killed_writes_leftovers_are_removed_by_the_next_write(tmp_path: Path) -> None:
+    """Hostile review, issue 21: a kill -9 mid-set left a hidden partial set forever."""
+    stale = tmp_path / ".song-17c8c480.part"
+    stale.mkdir()
+    (stale / "drums.wav").write_bytes(b"half a file")
+    fresh = tmp_path / ".song-0123abcd.part"  # another process writing right now
+    fresh.mkdir()
+    lookalike = tmp_path / ".song-notours.part"
+    lookalike.mkdir()
+    hour_ago = time.time() - 3601
+    for p in (stale, lookalike):
+        os.utime(p, (hour_ago, hour_ago))
+    write_set(tmp_path / "song", channels(1))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [".song-0123abcd.part", ".song-notours.part", "song"]
+    )
 
 
 # -- all or nothing -----------------------------------------------------------------------
