@@ -222,6 +222,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         osc_host=args.osc_host,
         osc_port=args.osc_port,
         osc_allow=list(args.osc_allow),
+        feedback=list(args.feedback),
         audio_device=args.audio_device,
         no_audio=args.no_audio,
         record=args.record,

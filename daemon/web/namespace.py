@@ -349,10 +349,10 @@ def build(snap: Snapshot) -> dict[str, Any]:
         "state": _method("/state", "", 0, "replies every value, one message each, then /state/end"),
         "subscribe": _method(
             "/subscribe",
-            "is",
+            "isf",
             2,
-            "UDP feedback for 10 s to (your host, port): [i port] [s 'names'|'index'], "
-            "both optional",
+            "UDP feedback to (your host, port) for 10 s or f seconds (0: until "
+            "/unsubscribe): [i port] [s 'names'|'index'] [f seconds], each optional",
         ),
         "unsubscribe": _method("/unsubscribe", "i", 2, "stop UDP feedback: [i port], optional"),
         "ping": _method("/ping", "", 0, "replies /pong"),
