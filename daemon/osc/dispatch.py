@@ -166,6 +166,7 @@ class OscControl:
         self.map("/midi/learn", self._midi_learn)
         for address in ("/track/name", "/track/progress", "/channels", "/channels/colors"):
             self.map(address, self._track_query)
+        self.map("/channels/names", self._track_query)  # /channels, as OSCQuery lists it
         for address in ("/track/list", "/scene/list"):
             self.map(address, self._list)
         self.map_prefix("/ch/", self._control)
@@ -349,7 +350,7 @@ class OscControl:
         if verb == "position" or (verb == "seek" and not args):
             no_args(address, args)
             group.plan.replies.append((address, [transport.position()]))
-        elif verb in ("playing", "length") or (verb == "loop" and not args):
+        elif verb in ("playing", "length") or (verb in ("loop", "loop/region") and not args):
             group.plan.replies.append((address, transport.value(verb)))
         else:
             group.plan.commands.append(transport.command(verb, args))
@@ -371,7 +372,8 @@ class OscControl:
 
     def _track_query(self, address: str, args: list[Any], group: Group) -> None:
         no_args(address, args)
-        group.plan.replies += [r for r in self.track_state() if r[0] == address]
+        key = "/channels" if address == "/channels/names" else address
+        group.plan.replies += [(address, v) for a, v in self.track_state() if a == key]
 
     def _list(self, address: str, args: list[Any], group: Group) -> None:
         # Lists answer more than they were sent: rate-limited like /state.
