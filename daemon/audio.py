@@ -23,6 +23,7 @@ import numpy as np
 from stemdeck.core.errors import AudioFileError, ParameterError
 from stemdeck.core.mixer.engine import enter_audio_thread
 
+from .c_stderr import captured
 from .realtime import make_realtime, pin_threads, unpin_threads
 
 log = logging.getLogger(__name__)
@@ -194,7 +195,17 @@ class Recorder:
 
 
 class Sink:
-    """Base: runs ``engine.process`` on blocks and counts xruns."""
+    """Base: runs ``engine.process`` on blocks and counts xruns.
+
+    The first block also sets the audio thread up (scheduling, CPU pinning) and may
+    come late, with nothing played yet to miss: that is the stream's start, not an
+    xrun. So a null clock does not count the first block's lateness, and a sound
+    card's underflow flag is not counted in the first :data:`START_BLOCKS` callbacks
+    (PortAudio reports the first block's lateness with the next one).
+    """
+
+    #: Callbacks at a stream's start whose underflow flag is not an xrun (see above).
+    START_BLOCKS = 2
 
     RECENT_S = 5
 
@@ -317,8 +328,9 @@ class NullSink(Sink):
             delay = deadline - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            elif delay < -period:
-                self.xruns += 1  # fell behind by more than a block: resynchronize
+            elif delay < -period:  # fell behind by more than a block: resynchronize
+                if self._rendered >= self.START_BLOCKS:  # not the first block (the start)
+                    self.xruns += 1
                 deadline = time.monotonic()
 
     def start(self) -> None:
@@ -362,7 +374,7 @@ class SoundDeviceSink(Sink):
         )
 
     def _callback(self, outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
-        if status.output_underflow:
+        if status.output_underflow and self._rendered >= self.START_BLOCKS:
             self.xruns += 1
         self._render(outdata)
 
@@ -384,9 +396,12 @@ def output_device(name: str | None) -> tuple[int | None, int | None, str]:
     Returns (device index or None, its default rate or None, reason when none).
     """
     try:
-        import sounddevice as sd  # PortAudio may be missing: that is an answer here
+        # PortAudio starts as sounddevice is imported, and probes ALSA and JACK, whose
+        # libraries print what they do not find: that goes to the debug log.
+        with captured(log, "PortAudio"):
+            import sounddevice as sd  # PortAudio may be missing: that is an answer here
 
-        devices = sd.query_devices()
+            devices = sd.query_devices()
     except (OSError, ImportError) as exc:
         return None, None, f"PortAudio unavailable ({exc})"
     outputs = [(i, d) for i, d in enumerate(devices) if d["max_output_channels"] >= 2]

@@ -235,7 +235,7 @@ class Daemon:
         # Web connections, tracks, scenes, the cache and the recording share one table
         # of descriptors: the most the system allows (the web keeps some free for the
         # rest, daemon/web/gate.py).
-        log.info("%s", raise_open_files())
+        log.debug("%s", raise_open_files())
         opts = self.opts
         if opts.block < 16 or opts.block > 8192:
             raise ParameterError(f"--block must be 16..8192 frames, got {opts.block}")
@@ -272,7 +272,7 @@ class Daemon:
         # later pass holds the GIL (and the callback) for tens of ms (daemon/realtime.py).
         frozen = settle_heap()
         self.gc.start()
-        log.info("heap: %d objects at start frozen out of the collector's passes", frozen)
+        log.debug("heap: %d objects at start frozen out of the collector's passes", frozen)
         self.audio = AudioSupervisor(
             self.engine,
             device=index,
@@ -369,7 +369,7 @@ class Daemon:
                 sink = self.audio.sink
                 if not reported and sink is not None and sink.scheduling != "not started":
                     reported = True
-                    log.info(
+                    log.debug(
                         "audio thread: %s; %s; mixer kernel %s",
                         sink.scheduling,
                         self.memory or "memory not locked (off)",

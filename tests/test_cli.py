@@ -472,3 +472,84 @@ def test_separate_names_its_outputs_safely(tmp_path: Path) -> None:
         "other.wav",
         "vocals.wav",
     ]
+
+
+# -- a quiet, plain start (issue 26) -----------------------------------------------------
+def test_c_library_stderr_goes_to_the_debug_log(
+    capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from stemdeck.daemon.c_stderr import captured
+
+    log = logging.getLogger("stemdeck.test")
+    with caplog.at_level(logging.DEBUG, logger="stemdeck.test"):
+        with captured(log, "ALSA"):
+            os.write(2, b"ALSA lib seq_hw.c:466:(snd_seq_hw_open) open /dev/snd/seq failed\n\n")
+            os.write(2, b"Cannot connect to server socket\n")
+        os.write(2, b"after\n")
+    assert capfd.readouterr().err == "after\n"
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.DEBUG, "ALSA: ALSA lib seq_hw.c:466:(snd_seq_hw_open) open /dev/snd/seq failed"),
+        (logging.DEBUG, "ALSA: Cannot connect to server socket"),
+    ]
+
+
+@pytest.mark.e2e  # PortAudio and rtmidi probe ALSA and JACK for real
+@pytest.mark.skipif(
+    os.path.exists("/dev/snd"), reason="the exact lines are those of a machine with no sound card"
+)
+def test_devices_prints_plain_lines_and_no_library_noise(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("MIDO_BACKEND", "JACK_DEFAULT_SERVER")}
+    env["JACK_DEFAULT_SERVER"] = f"stemdeck-none-{os.getpid()}"  # no JACK server by that name
+    proc = subprocess.run(
+        [sys.executable, "-m", "stemdeck.daemon.cli", "devices"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert proc.stdout.splitlines() == [
+        "audio outputs:",
+        "  none (serve runs on a null clock)",
+        "MIDI: unavailable (ALSA: error creating ALSA sequencer client object.; "
+        "JACK: JACK server not running?)",
+    ]
+    verbose = subprocess.run(
+        [sys.executable, "-m", "stemdeck.daemon.cli", "-v", "devices"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert verbose.stdout == proc.stdout
+    assert "stemdeck: debug: rtmidi: ALSA lib seq_hw.c" in verbose.stderr  # kept, for -v
+
+
+@pytest.mark.e2e  # a `stemdeck demo` subprocess
+def test_demo_start_prints_only_what_a_user_needs(tmp_path: Path) -> None:
+    from daemon_helpers import Daemon
+
+    env = {"STEMDECK_CACHE": str(tmp_path / "cache"), "STEMDECK_CONFIG": str(tmp_path / "c")}
+    daemon = Daemon(["--no-audio"], env, tmp_path, command="demo")
+    try:
+        daemon.wait_ready()
+        url = daemon.http_url()
+    finally:
+        code, err = daemon.stop()
+    assert code == 0, err
+    lines = err.splitlines()
+    assert lines[-1] == "stemdeck: info: stopped", err
+    # The loader's lines and the servers' come from different threads: any order.
+    assert sorted(lines[:-1]) == sorted(
+        [
+            "stemdeck: info: no audio output (--no-audio): a real-time null clock drives "
+            "the engine",
+            "stemdeck: info: audio: null clock, 48000 Hz, 256 frames",
+            "stemdeck: info: stemdeck-demo: playing the original while separating (stems mode)",
+            f"stemdeck: info: OSC on 127.0.0.1:{daemon.port}",
+            f"stemdeck: info: mixer on {url}",
+            "stemdeck: info: stemdeck-demo: channels ready",
+        ]
+    ), err

@@ -34,8 +34,11 @@ def served(tmp_path_factory: pytest.TempPathFactory):
         "STEMDECK_CACHE": str(root / "cache"),
         "STEMDECK_CONFIG": str(root / "config"),
     }
-    daemon = Daemon(
-        [str(library / "song.wav"), "--no-audio", "--record", str(root / "rec.wav")], env, root
+    daemon = Daemon(  # -v: the heap and audio thread lines are debug lines
+        [str(library / "song.wav"), "--no-audio", "--record", str(root / "rec.wav")],
+        env,
+        root,
+        verbose=True,
     )
     daemon.wait_ready()
     yield daemon, root

@@ -109,3 +109,88 @@ def test_a_full_disk_stops_the_recording_and_says_so(
         )
     )
     assert "| rec recording stopped: No space left on device |" in line
+
+
+# -- xruns: the stream's start is not one (issue 26) -------------------------------------
+class _SlowEngine:
+    """An engine whose blocks take ``cost[k]`` seconds of a fake clock (``clock``)."""
+
+    max_block = 256
+
+    def __init__(self, clock: list[float], cost: dict[int, float], stop_after: int, sink_stop):
+        self.clock, self.cost, self.stop_after, self.sink_stop = clock, cost, stop_after, sink_stop
+        self.blocks = 0
+
+    def process(self, out: np.ndarray) -> None:
+        self.clock[0] += self.cost.get(self.blocks, 0.0)
+        self.blocks += 1
+        if self.blocks == self.stop_after:
+            self.sink_stop()
+
+    def master_view(self, frames: int) -> np.ndarray:
+        return np.zeros((frames, 2), np.float32)
+
+
+@pytest.mark.parametrize(
+    ("cost", "xruns"),
+    [
+        ({0: 0.5}, 0),  # the first block sets the thread up: late, and no xrun
+        ({0: 0.5, 5: 0.5}, 1),  # a late block afterwards is one
+        ({1: 0.5}, 1),  # so is the second
+    ],
+)
+def test_null_clock_counts_no_xrun_for_its_start(
+    monkeypatch: pytest.MonkeyPatch, cost: dict[int, float], xruns: int
+) -> None:
+    """The clock is a fake one (no sleeping, no busy machine): a block late by 0.5 s,
+    100 periods, is an xrun unless it is the first."""
+    import stemdeck.daemon.audio as audio
+
+    clock = [0.0]
+
+    class FakeTime:
+        @staticmethod
+        def monotonic() -> float:
+            return clock[0]
+
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            clock[0] += seconds
+
+        perf_counter = staticmethod(time.perf_counter)
+
+    monkeypatch.setattr(audio, "time", FakeTime)
+    sink = NullSink(_SlowEngine(clock, {}, 0, lambda: None), SR, 256, 2, None)
+    sink.engine = _SlowEngine(clock, cost, 10, sink._stop.set)
+    sink._run()  # in this thread, to its stop
+    assert sink.engine.blocks == 10
+    assert sink.xruns == xruns
+
+
+class _Status:
+    def __init__(self, underflow: bool) -> None:
+        self.output_underflow = underflow
+
+
+@pytest.mark.parametrize(
+    ("underflows", "xruns"),
+    [
+        ([True, True, False, False], 0),  # the first two callbacks: the stream's start
+        ([True, True, True, False], 1),
+        ([False, False, False, True], 1),
+    ],
+)
+def test_sound_card_underflows_at_the_start_are_no_xruns(
+    underflows: list[bool], xruns: int
+) -> None:
+    """The callback of :class:`SoundDeviceSink`, called as PortAudio does, no device."""
+    from stemdeck.daemon.audio import Sink, SoundDeviceSink
+
+    engine = _SlowEngine([0.0], {}, 0, lambda: None)
+    sink = SoundDeviceSink.__new__(SoundDeviceSink)
+    Sink.__init__(sink, engine, SR, 256, 2, None)  # no stream: its callback only
+    out = np.zeros((256, 2), np.float32)
+    for flag in underflows:
+        sink._callback(out, 256, None, _Status(flag))
+    assert engine.blocks == len(underflows)
+    assert sink.xruns == xruns
