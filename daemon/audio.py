@@ -352,6 +352,7 @@ class SoundDeviceSink(Sink):
         import sounddevice as sd
 
         self._sd = sd
+        self._check_outputs(sd, device)
         try:
             self.stream = sd.OutputStream(
                 samplerate=self.sr,
@@ -371,6 +372,26 @@ class SoundDeviceSink(Sink):
         self.description = (
             f"{info['name']} ({api}), {self.sr} Hz, {self.block} frames, "
             f"{self.stream.latency * 1000:.1f} ms"
+        )
+
+    def _check_outputs(self, sd: Any, device: str | int | None) -> None:
+        """PortAudio says only "Invalid number of channels" when the device has fewer
+        outputs than the stream needs: ``--outputs channels`` needs two per channel,
+        and a JACK device has as many as the server's ``system:playback`` ports."""
+        try:
+            info = sd.query_devices(device, "output")
+        except (sd.PortAudioError, ValueError):
+            return  # no such device: opening the stream says so
+        have = int(info["max_output_channels"])
+        if self.channels <= have:
+            return
+        need = f"{self.channels} outputs"
+        if self.channels > 2:
+            need += f" (--outputs channels: 2 for each of {self.channels // 2} channels)"
+        raise ParameterError(
+            f"cannot open audio output {info['name']!r}: {need}, it has {have}; use a "
+            "device with more outputs (under JACK: a server with that many playback ports), "
+            "or --outputs mix"
         )
 
     def _callback(self, outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:

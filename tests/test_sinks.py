@@ -194,3 +194,59 @@ def test_sound_card_underflows_at_the_start_are_no_xruns(
         sink._callback(out, 256, None, _Status(flag))
     assert engine.blocks == len(underflows)
     assert sink.xruns == xruns
+
+
+class _FakeSoundDevice:
+    """sounddevice with one output device of ``outputs`` channels, no PortAudio."""
+
+    class PortAudioError(Exception):
+        pass
+
+    def __init__(self, outputs: int) -> None:
+        self.outputs = outputs
+        self.opened: list[int] = []
+
+    def query_devices(self, device=None, kind=None):
+        return {"name": "system", "max_output_channels": self.outputs, "hostapi": 0}
+
+    def query_hostapis(self, index):
+        return {"name": "JACK Audio Connection Kit"}
+
+    def OutputStream(self, **kwargs):  # sounddevice's name
+        self.opened.append(kwargs["channels"])
+        raise self.PortAudioError("Invalid number of channels [PaErrorCode -9998]")
+
+
+@pytest.mark.parametrize(
+    ("channels", "outputs", "error"),
+    [
+        (
+            8,
+            2,
+            "cannot open audio output 'system': 8 outputs (--outputs channels: 2 for each of "
+            "4 channels), it has 2; use a device with more outputs (under JACK: a server with "
+            "that many playback ports), or --outputs mix",
+        ),
+        (
+            2,
+            1,
+            "cannot open audio output 'system': 2 outputs, it has 1; use a device with more "
+            "outputs (under JACK: a server with that many playback ports), or --outputs mix",
+        ),
+        (8, 8, "cannot open audio output 3: Invalid number of channels [PaErrorCode -9998]"),
+    ],
+)
+def test_too_few_device_outputs_is_one_clear_error(
+    monkeypatch: pytest.MonkeyPatch, channels: int, outputs: int, error: str
+) -> None:
+    import sys
+
+    from stemdeck.daemon.audio import SoundDeviceSink
+
+    fake = _FakeSoundDevice(outputs)
+    monkeypatch.setitem(sys.modules, "sounddevice", fake)
+    engine = _SlowEngine([0.0], {}, 0, lambda: None)
+    with pytest.raises(ParameterError) as err:
+        SoundDeviceSink(engine, SR, 256, channels, None, device=3)
+    assert str(err.value) == error
+    assert fake.opened == ([] if channels > outputs else [channels])
