@@ -9,10 +9,12 @@ without an output or for ``--no-audio``. Both feed an optional
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 import struct
+import sys
 import threading
 import time
 from pathlib import Path
@@ -416,10 +418,12 @@ def output_device(name: str | None) -> tuple[int | None, int | None, str]:
 
     Returns (device index or None, its default rate or None, reason when none).
     """
+    # PortAudio starts as sounddevice is first imported, and probes ALSA and JACK, whose
+    # libraries print what they do not find: that goes to the debug log. Only then: a
+    # stream reopened later (other threads logging meanwhile) probes nothing new.
+    first = "sounddevice" not in sys.modules
     try:
-        # PortAudio starts as sounddevice is imported, and probes ALSA and JACK, whose
-        # libraries print what they do not find: that goes to the debug log.
-        with captured(log, "PortAudio"):
+        with captured(log, "PortAudio") if first else contextlib.nullcontext():
             import sounddevice as sd  # PortAudio may be missing: that is an answer here
 
             devices = sd.query_devices()

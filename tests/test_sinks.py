@@ -250,3 +250,25 @@ def test_too_few_device_outputs_is_one_clear_error(
         SoundDeviceSink(engine, SR, 256, channels, None, device=3)
     assert str(err.value) == error
     assert fake.opened == ([] if channels > outputs else [channels])
+
+
+def test_a_reopened_stream_leaves_stderr_alone(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Only PortAudio's first start is captured (daemon/c_stderr.py): when a stalled
+    stream is reopened, other threads may be logging, and their lines must stay."""
+    import os
+    import sys
+
+    from stemdeck.daemon.audio import output_device
+
+    class Started(_FakeSoundDevice):
+        default = type("default", (), {"device": [None, 0]})
+
+        def query_devices(self, device=None, kind=None):
+            os.write(2, b"stemdeck: warning: another thread's line\n")
+            return [{"name": "system", "max_output_channels": 2, "default_samplerate": 48000.0}]
+
+    monkeypatch.setitem(sys.modules, "sounddevice", Started(2))
+    assert output_device(None) == (0, 48000, "")
+    assert capfd.readouterr().err == "stemdeck: warning: another thread's line\n"
