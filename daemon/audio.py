@@ -9,10 +9,12 @@ without an output or for ``--no-audio``. Both feed an optional
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 import struct
+import sys
 import threading
 import time
 from pathlib import Path
@@ -23,6 +25,7 @@ import numpy as np
 from stemdeck.core.errors import AudioFileError, ParameterError
 from stemdeck.core.mixer.engine import enter_audio_thread
 
+from .c_stderr import captured
 from .realtime import make_realtime, pin_threads, unpin_threads
 
 log = logging.getLogger(__name__)
@@ -194,7 +197,17 @@ class Recorder:
 
 
 class Sink:
-    """Base: runs ``engine.process`` on blocks and counts xruns."""
+    """Base: runs ``engine.process`` on blocks and counts xruns.
+
+    The first block also sets the audio thread up (scheduling, CPU pinning) and may
+    come late, with nothing played yet to miss: that is the stream's start, not an
+    xrun. So a null clock does not count the first block's lateness, and a sound
+    card's underflow flag is not counted in the first :data:`START_BLOCKS` callbacks
+    (PortAudio reports the first block's lateness with the next one).
+    """
+
+    #: Callbacks at a stream's start whose underflow flag is not an xrun (see above).
+    START_BLOCKS = 2
 
     RECENT_S = 5
 
@@ -317,8 +330,9 @@ class NullSink(Sink):
             delay = deadline - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            elif delay < -period:
-                self.xruns += 1  # fell behind by more than a block: resynchronize
+            elif delay < -period:  # fell behind by more than a block: resynchronize
+                if self._rendered >= self.START_BLOCKS:  # not the first block (the start)
+                    self.xruns += 1
                 deadline = time.monotonic()
 
     def start(self) -> None:
@@ -340,6 +354,7 @@ class SoundDeviceSink(Sink):
         import sounddevice as sd
 
         self._sd = sd
+        self._check_outputs(sd, device)
         try:
             self.stream = sd.OutputStream(
                 samplerate=self.sr,
@@ -361,8 +376,28 @@ class SoundDeviceSink(Sink):
             f"{self.stream.latency * 1000:.1f} ms"
         )
 
+    def _check_outputs(self, sd: Any, device: str | int | None) -> None:
+        """PortAudio says only "Invalid number of channels" when the device has fewer
+        outputs than the stream needs: ``--outputs channels`` needs two per channel,
+        and a JACK device has as many as the server's ``system:playback`` ports."""
+        try:
+            info = sd.query_devices(device, "output")
+        except (sd.PortAudioError, ValueError):
+            return  # no such device: opening the stream says so
+        have = int(info["max_output_channels"])
+        if self.channels <= have:
+            return
+        need = f"{self.channels} outputs"
+        if self.channels > 2:
+            need += f" (--outputs channels: 2 for each of {self.channels // 2} channels)"
+        raise ParameterError(
+            f"cannot open audio output {info['name']!r}: {need}, it has {have}; use a "
+            "device with more outputs (under JACK: a server with that many playback ports), "
+            "or --outputs mix"
+        )
+
     def _callback(self, outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
-        if status.output_underflow:
+        if status.output_underflow and self._rendered >= self.START_BLOCKS:
             self.xruns += 1
         self._render(outdata)
 
@@ -383,10 +418,15 @@ def output_device(name: str | None) -> tuple[int | None, int | None, str]:
 
     Returns (device index or None, its default rate or None, reason when none).
     """
+    # PortAudio starts as sounddevice is first imported, and probes ALSA and JACK, whose
+    # libraries print what they do not find: that goes to the debug log. Only then: a
+    # stream reopened later (other threads logging meanwhile) probes nothing new.
+    first = "sounddevice" not in sys.modules
     try:
-        import sounddevice as sd  # PortAudio may be missing: that is an answer here
+        with captured(log, "PortAudio") if first else contextlib.nullcontext():
+            import sounddevice as sd  # PortAudio may be missing: that is an answer here
 
-        devices = sd.query_devices()
+            devices = sd.query_devices()
     except (OSError, ImportError) as exc:
         return None, None, f"PortAudio unavailable ({exc})"
     outputs = [(i, d) for i, d in enumerate(devices) if d["max_output_channels"] >= 2]

@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from ipaddress import ip_address
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +76,7 @@ class ServeOptions:
     osc_host: str = "127.0.0.1"
     osc_port: int = 9000
     osc_allow: list[str] = field(default_factory=list)
+    feedback: list[tuple[str, int]] = field(default_factory=list)  # fixed surfaces (host, port)
     audio_device: str | None = None
     no_audio: bool = False
     record: str | None = None
@@ -233,7 +235,7 @@ class Daemon:
         # Web connections, tracks, scenes, the cache and the recording share one table
         # of descriptors: the most the system allows (the web keeps some free for the
         # rest, daemon/web/gate.py).
-        log.info("%s", raise_open_files())
+        log.debug("%s", raise_open_files())
         opts = self.opts
         if opts.block < 16 or opts.block > 8192:
             raise ParameterError(f"--block must be 16..8192 frames, got {opts.block}")
@@ -270,7 +272,7 @@ class Daemon:
         # later pass holds the GIL (and the callback) for tens of ms (daemon/realtime.py).
         frozen = settle_heap()
         self.gc.start()
-        log.info("heap: %d objects at start frozen out of the collector's passes", frozen)
+        log.debug("heap: %d objects at start frozen out of the collector's passes", frozen)
         self.audio = AudioSupervisor(
             self.engine,
             device=index,
@@ -291,6 +293,21 @@ class Daemon:
             allow=opts.osc_allow,
             nice=CONTROL_NICE if opts.realtime else None,
         )
+        for host, port in opts.feedback:
+            target = self.server.resolve(host, port, what="--feedback")
+            control.add_feedback_target(target)
+            if (
+                ip_address(target[0]).is_loopback
+                or not ip_address(self.server.address[0]).is_loopback
+            ):
+                continue
+            log.warning(
+                "--feedback %s:%d: OSC listens on %s (this machine only), so no feedback "
+                "reaches it; listen with --osc-host 0.0.0.0 (and --osc-allow)",
+                host,
+                port,
+                self.server.address[0],
+            )
         self.server.start()
         if opts.osc_host not in ("127.0.0.1", "::1", "localhost") and not opts.osc_allow:
             log.warning(
@@ -304,6 +321,8 @@ class Daemon:
         # Said once everything listens: tests and scripts take this line (and the mixer's)
         # as the daemon being up, and SIGTERM is handled from run() on.
         log.info("OSC on %s:%d", *self.server.address)
+        for host, port in opts.feedback:
+            log.info("OSC feedback to %s:%d until the daemon stops (--feedback)", host, port)
         if self.web is not None:
             if self.web.token:
                 log.info("mixer on %s (open it from a phone on this network)", self.web.url)
@@ -350,7 +369,7 @@ class Daemon:
                 sink = self.audio.sink
                 if not reported and sink is not None and sink.scheduling != "not started":
                     reported = True
-                    log.info(
+                    log.debug(
                         "audio thread: %s; %s; mixer kernel %s",
                         sink.scheduling,
                         self.memory or "memory not locked (off)",

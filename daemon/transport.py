@@ -11,7 +11,7 @@ from stemdeck.core.mixer.commands import Command, Loop, Pause, Play, Seek, Stop,
 
 __all__ = ["VERBS", "TransportControl"]
 
-VERBS = ("play", "pause", "stop", "toggle", "seek", "loop", "loop/off")
+VERBS = ("play", "pause", "stop", "toggle", "seek", "loop", "loop/region", "loop/off")
 
 
 class TransportState(Protocol):
@@ -51,7 +51,8 @@ class TransportControl:
 
     def value(self, query: str) -> list[Any]:
         """The reply to ``/transport/<query>``: ``playing`` (1/0), ``length`` (seconds)
-        or ``loop`` (start and end seconds; 0 0 when there is no loop)."""
+        or ``loop`` and ``loop/region`` (start and end seconds; 0 0 when there is no
+        loop)."""
         if query == "playing":
             return [int(bool(self.engine.rolling))]
         if query == "length":
@@ -87,11 +88,12 @@ class TransportControl:
             if seconds < 0:
                 raise ParameterError(f"seek position must be >= 0 s, got {seconds:g}")
             return Seek(seconds)
-        if verb == "loop":
+        if verb in ("loop", "loop/region"):  # the same: /transport/loop also has children
+            address = f"/transport/{verb}"
             if len(args) != 2:
-                raise ParameterError("/transport/loop takes start and end seconds")
-            start = _seconds("/transport/loop", args[:1])
-            end = _seconds("/transport/loop", args[1:])
+                raise ParameterError(f"{address} takes start and end seconds")
+            start = _seconds(address, args[:1])
+            end = _seconds(address, args[1:])
             if not 0 <= start < end:
                 raise ParameterError(f"loop needs 0 <= start < end, got {start:g}..{end:g}")
             # Checked against the track here, so the audio thread never converts

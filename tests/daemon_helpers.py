@@ -161,8 +161,9 @@ def wait_played(client: Client, seconds: float, timeout: float = 60.0) -> None:
 
 
 class Daemon:
-    """`stemdeck serve` in a subprocess (``preexec`` runs in it before it starts);
-    stopped with SIGTERM."""
+    """`stemdeck serve` (or ``command``, ``"demo"``) in a subprocess (``preexec`` runs
+    in it before it starts); stopped with SIGTERM. ``verbose`` runs it with ``-v``
+    (debug lines too)."""
 
     def __init__(
         self,
@@ -171,6 +172,8 @@ class Daemon:
         cwd: Path,
         *,
         preexec: Callable[[], Any] | None = None,
+        verbose: bool = False,
+        command: str = "serve",
     ) -> None:
         self.port = free_udp_port()
         self.proc = subprocess.Popen(
@@ -178,7 +181,8 @@ class Daemon:
                 sys.executable,
                 "-m",
                 "stemdeck.daemon.cli",
-                "serve",
+                *(["-v"] if verbose else []),
+                command,
                 *args,
                 "--osc-port",
                 str(self.port),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import time
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from stemdeck.core.separation.cache import SeparationCache
 from stemdeck.core.separation.presets import SeparationParams, load_separation_preset
 from stemdeck.core.separation.separate import ChannelSink, Separation, separate
 
+from ..c_stderr import captured
 from ..outputs import (
     ChannelFiles,
     check_format,
@@ -222,6 +224,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         osc_host=args.osc_host,
         osc_port=args.osc_port,
         osc_allow=list(args.osc_allow),
+        feedback=list(args.feedback),
         audio_device=args.audio_device,
         no_audio=args.no_audio,
         record=args.record,
@@ -257,24 +260,43 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return daemon.run()
 
 
-def cmd_devices(args: argparse.Namespace) -> int:
-    try:
-        import sounddevice as sd
+#: How ``devices`` names mido's rtmidi backends: by the MIDI system they reach.
+_MIDI_SYSTEMS = {
+    "mido.backends.rtmidi": "ALSA",
+    "mido.backends.rtmidi/LINUX_ALSA": "ALSA",
+    "mido.backends.rtmidi/UNIX_JACK": "JACK",
+}
+_RTMIDI_WHERE = re.compile(r"^\w+::\w+: ")  # the C++ function an rtmidi error names
 
-        print("audio outputs:")
-        found = False
-        for i, d in enumerate(sd.query_devices()):
-            if d["max_output_channels"] > 0:
-                api = sd.query_hostapis(d["hostapi"])["name"]
-                print(
-                    f"  {i}: {d['name']} ({api}, {d['max_output_channels']} out, "
-                    f"{d['default_samplerate']:.0f} Hz)"
-                )
-                found = True
-        if not found:
-            print("  none (serve runs on a null clock)")
-    except (OSError, ImportError) as exc:
-        print(f"audio outputs: unavailable ({exc})")
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    """Audio outputs and MIDI ports, in plain lines; what ALSA's and JACK's libraries
+    print while they are probed goes to the debug log (``-v``; ``daemon/c_stderr.py``)."""
+    # libjack starts a JACK server to answer a probe unless told not to: a list must not.
+    os.environ.setdefault("JACK_NO_START_SERVER", "1")
+    for line in _audio_lines() + _midi_lines():
+        print(line)
+    return 0
+
+
+def _audio_lines() -> list[str]:
+    lines = ["audio outputs:"]
+    with captured(log, "PortAudio"):
+        try:
+            import sounddevice as sd  # PortAudio starts here: ALSA and JACK are probed
+
+            outputs = [
+                f"  {i}: {d['name']} ({sd.query_hostapis(d['hostapi'])['name']}, "
+                f"{d['max_output_channels']} out, {d['default_samplerate']:.0f} Hz)"
+                for i, d in enumerate(sd.query_devices())
+                if d["max_output_channels"] > 0
+            ]
+        except (OSError, ImportError) as exc:
+            return [f"audio outputs: unavailable ({exc})"]
+    return lines + (outputs or ["  none (serve runs on a null clock)"])
+
+
+def _midi_lines() -> list[str]:
     import mido  # only this command and serve need it
 
     backends = [os.environ.get("MIDO_BACKEND", "mido.backends.rtmidi")]
@@ -282,16 +304,19 @@ def cmd_devices(args: argparse.Namespace) -> int:
         backends.append("mido.backends.rtmidi/UNIX_JACK")  # no ALSA sequencer: try JACK
     problems = []
     for name in backends:
+        system = _MIDI_SYSTEMS.get(name, name)
         try:
-            backend = mido.Backend(name, load=True)
-            inputs, outputs = backend.get_input_names(), backend.get_output_names()
+            with captured(log, "rtmidi"):
+                backend = mido.Backend(name, load=True)
+                inputs, outputs = backend.get_input_names(), backend.get_output_names()
         except Exception as exc:  # rtmidi raises its own error types per API
-            problems.append(f"{name}: {str(exc).strip()}")
+            # "MidiInAlsa::initialize: error creating ..." -> "error creating ..."
+            reason = _RTMIDI_WHERE.sub("", str(exc).strip())
+            problems.append(f"{system}: {reason}")
             continue
-        print(f"MIDI ({name}):")
-        print("  inputs: " + (", ".join(inputs) or "none"))
-        print("  outputs: " + (", ".join(outputs) or "none"))
-        break
-    else:
-        print("MIDI: unavailable (" + "; ".join(problems) + ")")
-    return 0
+        return [
+            f"MIDI ({system}):",
+            "  inputs: " + (", ".join(inputs) or "none"),
+            "  outputs: " + (", ".join(outputs) or "none"),
+        ]
+    return ["MIDI: unavailable (" + "; ".join(problems) + ")"]

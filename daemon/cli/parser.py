@@ -69,6 +69,18 @@ def _port(text: str) -> int:
     return value
 
 
+def _host_port(text: str) -> tuple[str, int]:
+    """``[HOST:]PORT`` (an IPv6 host in brackets) as (host, port); host 127.0.0.1 by default."""
+    host, _, port_text = text.rpartition(":")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected [HOST:]PORT, got {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 1..65535, got {text!r}")
+    return host.removeprefix("[").removesuffix("]") or "127.0.0.1", port
+
+
 def _http_port(text: str) -> int | None:
     if text == "off":
         return None
@@ -94,6 +106,15 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="ADDR",
         help="client addresses or networks allowed to control (with a wider bind)",
+    )
+    p.add_argument(
+        "--feedback",
+        action="append",
+        default=[],
+        type=_host_port,
+        metavar="HOST:PORT",
+        help="send feedback to this control surface until the daemon stops, with no "
+        "/subscribe (repeatable)",
     )
     out = p.add_mutually_exclusive_group()
     out.add_argument("--audio-device", metavar="NAME", help="output device name (prefix)")
@@ -232,7 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", metavar="[HOST:]PORT")
     p.add_argument("address")
     p.add_argument("args", nargs="*", metavar="ARG", help="numbers (1, 0.5, -inf), T/F, or strings")
-    p.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for replies")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=1.0,
+        help="seconds to wait for the daemon's answer (default 1); none, or an /error, exits 1",
+    )
 
     p = sub.add_parser("prep", help="separate every track under folders, in parallel (Dask)")
     p.add_argument(

@@ -14,12 +14,14 @@ under the registry's lock, so the registry and the audio never disagree. A bad
 message answers one ``/error`` with the reason, is counted, and changes nothing.
 
 Subscribers (``/subscribe``) live here too: feedback goes to one for
-``subscription_seconds`` unless it renews.
+``subscription_seconds`` unless it renews, or for the seconds it asks for (0: until
+``/unsubscribe``); a fixed target (``serve --feedback``) never expires.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -87,9 +89,10 @@ class Counters:
 @dataclass
 class Subscriber:
     address: Sender
-    expires: float  # time.monotonic()
+    expires: float  # time.monotonic(); math.inf: until /unsubscribe
     form: str = "names"  # feedback addresses by channel name or by index
     fresh: bool = True  # the full state is still to be sent
+    fixed: bool = False  # serve --feedback: never expires, outside the per-host caps
 
 
 @dataclass
@@ -163,6 +166,7 @@ class OscControl:
         self.map("/midi/learn", self._midi_learn)
         for address in ("/track/name", "/track/progress", "/channels", "/channels/colors"):
             self.map(address, self._track_query)
+        self.map("/channels/names", self._track_query)  # /channels, as OSCQuery lists it
         for address in ("/track/list", "/scene/list"):
             self.map(address, self._list)
         self.map_prefix("/ch/", self._control)
@@ -217,6 +221,16 @@ class OscControl:
         """Who is subscribed now, in the order they first subscribed."""
         with self._lock:
             return list(self._subscribers)
+
+    def add_feedback_target(self, address: Sender) -> None:
+        """Send feedback to ``address`` until the daemon stops (``serve --feedback``):
+        a fixed subscriber, in the default address form, outside the subscriber caps.
+        Its own ``/subscribe`` may change its form, not its lifetime; ``/unsubscribe``
+        ends it."""
+        with self._lock:
+            self._subscribers[address] = Subscriber(
+                address, math.inf, self.feedback_form, fixed=True
+            )
 
     def unsubscribe(self, address: Sender) -> None:
         """Stop feedback to ``address`` (nothing if it has none)."""
@@ -336,7 +350,7 @@ class OscControl:
         if verb == "position" or (verb == "seek" and not args):
             no_args(address, args)
             group.plan.replies.append((address, [transport.position()]))
-        elif verb in ("playing", "length") or (verb == "loop" and not args):
+        elif verb in ("playing", "length") or (verb in ("loop", "loop/region") and not args):
             group.plan.replies.append((address, transport.value(verb)))
         else:
             group.plan.commands.append(transport.command(verb, args))
@@ -358,7 +372,8 @@ class OscControl:
 
     def _track_query(self, address: str, args: list[Any], group: Group) -> None:
         no_args(address, args)
-        group.plan.replies += [r for r in self.track_state() if r[0] == address]
+        key = "/channels" if address == "/channels/names" else address
+        group.plan.replies += [(address, v) for a, v in self.track_state() if a == key]
 
     def _list(self, address: str, args: list[Any], group: Group) -> None:
         # Lists answer more than they were sent: rate-limited like /state.
@@ -407,39 +422,65 @@ class OscControl:
     def _subscribe(self, address: str, args: list[Any], group: Group) -> None:
         sender = group.sender
         port, form = sender[1], self.feedback_form
+        seconds: int | float | None = None  # None: subscription_seconds
         rest = list(args)
         if rest and not isinstance(rest[0], str):
             port = own_port("/subscribe", rest.pop(0), sender)
-        if rest:
-            if not isinstance(rest[0], str) or rest[0] not in ("names", "index"):
+        if rest and isinstance(rest[0], str):
+            if rest[0] not in ("names", "index"):
                 raise ParameterError(
-                    f"/subscribe takes [port] ['names' or 'index'], got {rest[0]!r}"
+                    f"/subscribe takes [port] ['names' or 'index'] [seconds], got {rest[0]!r}"
                 )
             form = rest.pop(0)
         if rest:
-            raise ParameterError(f"/subscribe takes [port] [form], got {len(args)} arguments")
+            seconds = rest.pop(0)
+            if (
+                isinstance(seconds, bool)
+                or not isinstance(seconds, int | float)
+                or not 0 <= seconds < math.inf
+            ):
+                raise ParameterError(
+                    "/subscribe seconds must be a number >= 0 (0: until /unsubscribe), "
+                    f"got {seconds!r}"
+                )
+        if rest:
+            raise ParameterError(
+                f"/subscribe takes [port] [form] [seconds], got {len(args)} arguments"
+            )
         key = (sender[0], port)
         with self._lock:
             new = key not in self._subscribers
             if new:
-                from_host = sum(1 for k in self._subscribers if k[0] == sender[0])
+                from_host = sum(
+                    1 for k, s in self._subscribers.items() if k[0] == sender[0] and not s.fixed
+                )
                 if from_host >= SUBSCRIBERS_PER_HOST:
                     raise Refused(
                         f"{from_host} subscribers from {sender[0]} already; "
                         f"at most {SUBSCRIBERS_PER_HOST} per host"
                     )
-                if len(self._subscribers) >= SUBSCRIBERS_TOTAL:
+                if sum(not s.fixed for s in self._subscribers.values()) >= SUBSCRIBERS_TOTAL:
                     raise Refused(f"{SUBSCRIBERS_TOTAL} subscribers already; no room for more")
         if new:
             self._bulk_allowed(group)
-        self._later(group, "/subscribe", partial(self._add_subscriber, key, form), [port, form])
+        echo: list[Any] = [port, form] if seconds is None else [port, form, seconds]
+        add = partial(self._add_subscriber, key, form, seconds)
+        self._later(group, "/subscribe", add, echo)
 
-    def _add_subscriber(self, key: Sender, form: str) -> None:
+    def _add_subscriber(self, key: Sender, form: str, seconds: float | None) -> None:
+        """Feedback to ``key`` for ``seconds`` from now (None: the subscription time;
+        0: until /unsubscribe); a fixed target keeps its lifetime."""
         with self._lock:
             old = self._subscribers.get(key)
             fresh = old is None or old.form != form or old.fresh
-            expires = time.monotonic() + self.subscription_seconds
-            self._subscribers[key] = Subscriber(key, expires, form, fresh)
+            fixed = old is not None and old.fixed
+            if fixed or seconds == 0:
+                expires = math.inf
+            else:
+                expires = time.monotonic() + (
+                    self.subscription_seconds if seconds is None else seconds
+                )
+            self._subscribers[key] = Subscriber(key, expires, form, fresh, fixed)
 
     def _bulk_allowed(
         self, group: Group, bucket: TokenBucket | None = None, what: str = "/state"

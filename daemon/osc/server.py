@@ -181,6 +181,23 @@ class OscServer:
             with contextlib.suppress(OSError):
                 self.sock.sendto(encode_message(*error), address)
 
+    def resolve(self, host: str, port: int, *, what: str = "address") -> Sender:
+        """The address this server's socket sends to for ``host`` (a name or an IP)
+        and ``port``, looked up once.
+
+        Raises
+        ------
+        ParameterError
+            ``host`` has no address of the socket's family (IPv4 or IPv6).
+        """
+        try:
+            found = socket.getaddrinfo(host, port, self.sock.family, socket.SOCK_DGRAM)
+        except (socket.gaierror, UnicodeError) as exc:
+            why = exc.strerror if isinstance(exc, socket.gaierror) else str(exc)
+            raise ParameterError(f"{what} {host}:{port}: cannot resolve {host!r} ({why})") from None
+        address = found[0][4]
+        return (str(address[0]), int(address[1]))
+
     def _allowed(self, ip: str) -> bool:
         if not self._allow:
             return True

@@ -9,6 +9,14 @@ gives another tree. ``docs/web.md`` lists it.
 ``ACCESS`` is a mask: 1 the value can be read (a query, or LISTEN), 2 it can be
 set; 0 for an action without a value (``/transport/play``). An action takes no
 arguments and its ``TYPE`` is the empty type tag string.
+
+No node is both a value and a container, as clients such as python-oscquery
+require: where an OSC address has a value and addresses below it, the tree
+lists the value one level down (:data:`VALUE_CHILDREN`: ``/transport/loop`` as
+``/transport/loop/region``, ``/meter`` as ``/meter/peak``, ``/channels`` as
+``/channels/names``); OSC answers on both. A write-only node (``ACCESS`` 2)
+carries a placeholder ``VALUE`` of its ``TYPE`` (0, 0.0, ""): such clients take
+a method's types from its ``VALUE``.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ __all__ = [
     "ATTRIBUTES",
     "EXTENSIONS",
     "METER_FLOOR_DB",
+    "VALUE_CHILDREN",
     "Snapshot",
     "build",
     "channel_colours",
@@ -55,7 +64,16 @@ EXTENSIONS = {
     "PATH_RENAMED": False,
 }
 
+#: OSC addresses with a value and children, and the child that carries the value in
+#: the tree (OSC answers on both; LISTEN takes both).
+VALUE_CHILDREN = {
+    "/transport/loop": "/transport/loop/region",
+    "/meter": "/meter/peak",
+    "/channels": "/channels/names",
+}
+
 _STEM_COLOURS = dict(NI_STEMS)
+_PLACEHOLDER = {"i": 0, "f": 0.0, "s": ""}
 
 
 def channel_colours(names: Sequence[str], given: Sequence[str] = ()) -> list[str]:
@@ -128,6 +146,8 @@ def _method(
     }
     if value is not None and access & 1:
         node["VALUE"] = [_json_number(v) for v in value]
+    elif access == 2:
+        node["VALUE"] = [_PLACEHOLDER[t] for t in type_]
     if range_ is not None:
         node["RANGE"] = list(range_)
     if unit is not None:
@@ -215,19 +235,20 @@ def build(snap: Snapshot) -> dict[str, Any]:
         range_=[seconds],
         unit=["time.second"],
     )
-    loop = _method(
-        "/transport/loop",
-        "ff",
-        3,
-        "loop region start, end (at least 20 ms); 0 0 when there is none",
-        value=v.get("/transport/loop"),
-        range_=[seconds, seconds],
-        unit=["time.second", "time.second"],
-    )
-    loop["CONTENTS"] = {
+    loop = {
+        "region": _method(
+            "/transport/loop/region",
+            "ff",
+            3,
+            "loop region start, end (at least 20 ms); 0 0 when there is none "
+            "(also /transport/loop)",
+            value=v.get("/transport/loop"),
+            range_=[seconds, seconds],
+            unit=["time.second", "time.second"],
+        ),
         "off": _method("/transport/loop/off", "", 0, "clear the loop region"),
     }
-    transport["loop"] = loop
+    transport["loop"] = _container("/transport/loop", "the loop region", loop)
     transport["position"] = _method(
         "/transport/position",
         "f",
@@ -297,45 +318,46 @@ def build(snap: Snapshot) -> dict[str, Any]:
         ),
     }
     meter_range = [{"MIN": METER_FLOOR_DB, "MAX": 0.0}] * (n + 1)
-    meter = _method(
-        "/meter",
-        "f" * (n + 1),
-        1,
-        "peak dBFS of every channel (what it sends to the master) then the master, "
-        "about 25 a second (LISTEN, or /subscribe over UDP)",
-        value=snap.peak_db or None,
-        range_=meter_range,
-        unit=["gain.db"] * (n + 1),
-    )
-    meter["CONTENTS"] = {
+    silent = [METER_FLOOR_DB] * (n + 1)  # before the first feedback round
+    meter = {
+        "peak": _method(
+            "/meter/peak",
+            "f" * (n + 1),
+            1,
+            "peak dBFS of every channel (what it sends to the master) then the master, "
+            "about 25 a second (LISTEN; /meter over UDP with /subscribe)",
+            value=snap.peak_db or silent,
+            range_=meter_range,
+            unit=["gain.db"] * (n + 1),
+        ),
         "rms": _method(
             "/meter/rms",
             "f" * (n + 1),
             1,
             "RMS dBFS of every channel then the master, about 25 a second (LISTEN)",
-            value=snap.rms_db or None,
+            value=snap.rms_db or silent,
             range_=meter_range,
             unit=["gain.db"] * (n + 1),
+        ),
+    }
+    chan = {
+        "names": _method(
+            "/channels/names",
+            "s" * n,
+            1,
+            "channel names, in index order (also /channels)",
+            value=names,
         )
     }
-    chan = _method(
-        "/channels",
-        "s" * n,
-        1,
-        "channel names, in index order",
-        value=names,
-    )
     colours = v.get("/channels/colors")
     if colours is not None:
-        chan["CONTENTS"] = {
-            "colors": _method(
-                "/channels/colors",
-                "s" * n,
-                1,
-                "channel colours, #RRGGBB",
-                value=colours,
-            )
-        }
+        chan["colors"] = _method(
+            "/channels/colors",
+            "s" * n,
+            1,
+            "channel colours, #RRGGBB",
+            value=colours,
+        )
     contents: dict[str, Any] = {
         "ch": _container("/ch", "channels, by index and by name", channels),
         "master": _container(
@@ -344,15 +366,15 @@ def build(snap: Snapshot) -> dict[str, Any]:
         "transport": _container("/transport", "transport", transport),
         "track": _container("/track", "the track", track),
         "scene": _container("/scene", "scenes (snapshots of every level)", scene),
-        "channels": chan,
-        "meter": meter,
+        "channels": _container("/channels", "the channels", chan),
+        "meter": _container("/meter", "levels", meter),
         "state": _method("/state", "", 0, "replies every value, one message each, then /state/end"),
         "subscribe": _method(
             "/subscribe",
-            "is",
+            "isf",
             2,
-            "UDP feedback for 10 s to (your host, port): [i port] [s 'names'|'index'], "
-            "both optional",
+            "UDP feedback to (your host, port) for 10 s or f seconds (0: until "
+            "/unsubscribe): [i port] [s 'names'|'index'] [f seconds], each optional",
         ),
         "unsubscribe": _method("/unsubscribe", "i", 2, "stop UDP feedback: [i port], optional"),
         "ping": _method("/ping", "", 0, "replies /pong"),

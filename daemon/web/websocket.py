@@ -29,6 +29,7 @@ from ..osc.feedback import Feedback, FeedbackFrame
 from ..osc.limits import ERROR_BUDGET, Reply, Sender, TokenBucket
 from ..osc.server import OscServer
 from ..osc.wire import OscEncodeError, encode_bundle, encode_message
+from .namespace import VALUE_CHILDREN
 from .security import error_response, json_text, origin_ok
 
 __all__ = [
@@ -70,6 +71,8 @@ VALUE_ADDRESSES = (
     "/channels/colors",
 )
 STREAMS = ("/meter", "/meter/rms", "/transport/position", "/status")
+# The tree's names for addresses with children (namespace.VALUE_CHILDREN): the same values.
+_ALIASES = {child: address for address, child in VALUE_CHILDREN.items()}
 
 
 def packet(
@@ -355,6 +358,8 @@ class WebSockets:
             raise ParameterError(f"LISTEN takes one address, not a pattern: {path!r}")
         if path in VALUE_ADDRESSES or path in STREAMS:
             return path
+        if path in _ALIASES:
+            return _ALIASES[path]
         if path.startswith(("/ch/", "/master/")):
             matches = self.control.host.registry.match(path)
             if len(matches) == 1:

@@ -154,10 +154,14 @@
 
   function fillSelect(select, items, label) {
     const keep = select.value;
-    if (!items.length) {
+    if (select.id === "track-list") {
+      // No track to load (the demo, an empty --library): no track picker at all.
+      select.parentElement.hidden = !items.length;
+      if (!items.length) { select.replaceChildren(); return; }
+    } else if (!items.length) {
       const o = document.createElement("option");
       o.value = "";
-      o.textContent = select.id === "track-list" ? "no tracks (--library)" : "no scenes";
+      o.textContent = "no scenes";
       select.replaceChildren(o);
       return;
     }

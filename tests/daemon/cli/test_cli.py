@@ -137,19 +137,23 @@ def test_errors_are_one_line_no_traceback(
 
 
 class _Responder:
-    """A UDP OSC peer on 127.0.0.1 that records what it gets and answers ``replies``."""
+    """A UDP OSC peer on 127.0.0.1 that records every datagram it gets, answers the
+    first with ``replies`` messages (or the bytes ``raw``), and a ``/ping`` with
+    ``/pong`` when ``pong`` (as the daemon does); silent otherwise."""
 
-    def __init__(self, replies: int = 0, raw: bytes | None = None) -> None:
+    def __init__(self, replies: int = 0, raw: bytes | None = None, *, pong: bool = True) -> None:
         import socket
         import threading
 
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(5.0)
+        self.sock.settimeout(0.05)
         self.port = self.sock.getsockname()[1]
         self.replies = replies
         self.raw = raw  # one reply of these very bytes
+        self.pong = pong
         self.got: list[tuple[str, list]] = []
+        self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -158,19 +162,29 @@ class _Responder:
 
         from stemdeck.daemon.osc.wire import encode_message
 
-        try:
-            data, sender = self.sock.recvfrom(65536)
-        except OSError:
-            return
-        for timed in osc_packet.OscPacket(data).messages:
-            self.got.append((timed.message.address, list(timed.message.params)))
-        if self.raw is not None:
-            self.sock.sendto(self.raw, sender)
-        for i in range(self.replies):  # paced: a burst would overflow the socket buffer
-            self.sock.sendto(encode_message(f"/ch/{i}/name", ["x" * 500]), sender)
-            time.sleep(0.001)
+        first = True
+        while not self.stop.is_set():
+            try:
+                data, sender = self.sock.recvfrom(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            for timed in osc_packet.OscPacket(data).messages:
+                self.got.append((timed.message.address, list(timed.message.params)))
+            if self.got[-1] == ("/ping", []) and not first:
+                if self.pong:
+                    self.sock.sendto(encode_message("/pong", []), sender)
+                continue
+            first = False
+            if self.raw is not None:
+                self.sock.sendto(self.raw, sender)
+            for i in range(self.replies):  # paced: a burst would overflow the socket buffer
+                self.sock.sendto(encode_message(f"/ch/{i}/name", ["x" * 500]), sender)
+                time.sleep(0.001)
 
     def close(self) -> None:
+        self.stop.set()
         self.thread.join(timeout=5)
         self.sock.close()
 
@@ -182,10 +196,10 @@ class _Responder:
 def test_send_takes_negative_values(value: str, expected: float) -> None:
     peer = _Responder()
     try:
-        assert main(["send", str(peer.port), "/ch/1/db", value, "--timeout", "0.2"]) == 0
+        assert main(["send", str(peer.port), "/ch/1/db", value, "--timeout", "5"]) == 0
     finally:
         peer.close()
-    assert peer.got == [("/ch/1/db", [pytest.approx(expected)])]
+    assert peer.got == [("/ch/1/db", [pytest.approx(expected)]), ("/ping", [])]
     assert type(peer.got[0][1][0]) is (int if value == "-6" else float)
 
 
@@ -257,6 +271,121 @@ def test_send_a_malformed_reply_is_one_error_line(
     (line,) = err.splitlines()
     assert line.startswith(f"stemdeck: error: malformed reply from 127.0.0.1:{peer.port}: ")
     assert why in line, line
+
+
+@pytest.fixture
+def osc_daemon(monkeypatch: pytest.MonkeyPatch):
+    """The daemon's OSC server, in-process on a free port (``tests/osc_host.py``); its
+    log (which would share ``send``'s stderr here) is off."""
+    import logging
+
+    from osc_host import make_server
+
+    monkeypatch.setattr(logging.getLogger("stemdeck.daemon.osc.dispatch"), "disabled", True)
+    host, server = make_server()
+    server.start()
+    yield host, server.address[1]
+    server.stop()
+
+
+def test_send_a_set_prints_nothing_and_exits_0_once_the_daemon_answered(
+    osc_daemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    host, port = osc_daemon
+    started = time.monotonic()
+    assert main(["send", str(port), "/ch/vocals/fader", "0.5", "--timeout", "60"]) == 0
+    assert time.monotonic() - started < 30  # ended by the daemon's /pong, not the timeout
+    assert capsys.readouterr() == ("", "")
+    assert host.registry.get("/ch/3/fader") == 0.5
+
+
+def test_send_prints_the_replies_of_a_query_and_exits_0(
+    osc_daemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _host, port = osc_daemon
+    assert main(["send", str(port), "/ch/*/mute", "--timeout", "60"]) == 0
+    assert capsys.readouterr() == (
+        "/ch/1/mute 0\n/ch/2/mute 0\n/ch/3/mute 0\n/ch/4/mute 0\n",
+        "",
+    )
+    assert main(["send", str(port), "/ping", "--timeout", "60"]) == 0
+    assert capsys.readouterr() == ("/pong\n", "")
+
+
+@pytest.mark.parametrize(
+    ("message", "error"),
+    [
+        (
+            ["/ch/9/fader", "0.5"],
+            "unknown channel '9' in /ch/9/fader; channels are 1..4 or drums, bass, vocals, other",
+        ),
+        (["/nope", "1"], "/nope: unknown address"),
+    ],
+)
+def test_send_an_error_reply_is_one_line_on_stderr_and_exit_1(
+    osc_daemon, capsys: pytest.CaptureFixture[str], message: list[str], error: str
+) -> None:
+    host, port = osc_daemon
+    before = host.registry.snapshot()
+    assert main(["send", str(port), *message, "--timeout", "60"]) == 1
+    assert capsys.readouterr() == (
+        "",
+        f"stemdeck: error: /error from 127.0.0.1:{port}: {error}\n",
+    )
+    assert host.registry.snapshot() == before
+
+
+def test_send_to_a_port_where_nothing_listens_exits_1(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    assert main(["send", str(port), "/ch/1/fader", "0.5", "--timeout", "60"]) == 1
+    assert capsys.readouterr() == (
+        "",
+        f"stemdeck: error: no reply from 127.0.0.1:{port}: nothing listens on that port "
+        f"(is stemdeck serve running with --osc-port {port}?)\n",
+    )
+
+
+def test_send_to_a_silent_peer_exits_1_after_the_timeout(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    peer = _Responder(pong=False)
+    try:
+        assert main(["send", str(peer.port), "/ch/1/mute", "1", "--timeout", "0.3"]) == 1
+    finally:
+        peer.close()
+    assert peer.got == [("/ch/1/mute", [1]), ("/ping", [])]
+    assert capsys.readouterr() == (
+        "",
+        f"stemdeck: error: no reply from 127.0.0.1:{peer.port} within 0.3 s "
+        "(is stemdeck serve running there? a longer --timeout waits more)\n",
+    )
+
+
+def test_send_a_peer_that_answers_without_pong_is_an_answer(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Another OSC program answers a query but not /ping: its replies count."""
+    peer = _Responder(replies=1, pong=False)
+    try:
+        assert main(["send", str(peer.port), "/ch/0/name", "--timeout", "60"]) == 0
+    finally:
+        peer.close()
+    assert capsys.readouterr() == (f"/ch/0/name '{'x' * 500}'\n", "")
+
+
+@pytest.mark.parametrize("timeout", ["0", "-1", "nan"])
+def test_send_timeout_must_be_positive(capsys: pytest.CaptureFixture[str], timeout: str) -> None:
+    assert main(["send", "9", "/ping", "--timeout", timeout]) == 1
+    assert capsys.readouterr() == (
+        "",
+        f"stemdeck: error: --timeout must be a positive number of seconds, got {float(timeout)}\n",
+    )
 
 
 # -- outputs: modes, all or nothing, a full disk, odd names -------------------------------
@@ -343,3 +472,84 @@ def test_separate_names_its_outputs_safely(tmp_path: Path) -> None:
         "other.wav",
         "vocals.wav",
     ]
+
+
+# -- a quiet, plain start (issue 26) -----------------------------------------------------
+def test_c_library_stderr_goes_to_the_debug_log(
+    capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from stemdeck.daemon.c_stderr import captured
+
+    log = logging.getLogger("stemdeck.test")
+    with caplog.at_level(logging.DEBUG, logger="stemdeck.test"):
+        with captured(log, "ALSA"):
+            os.write(2, b"ALSA lib seq_hw.c:466:(snd_seq_hw_open) open /dev/snd/seq failed\n\n")
+            os.write(2, b"Cannot connect to server socket\n")
+        os.write(2, b"after\n")
+    assert capfd.readouterr().err == "after\n"
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.DEBUG, "ALSA: ALSA lib seq_hw.c:466:(snd_seq_hw_open) open /dev/snd/seq failed"),
+        (logging.DEBUG, "ALSA: Cannot connect to server socket"),
+    ]
+
+
+@pytest.mark.e2e  # PortAudio and rtmidi probe ALSA and JACK for real
+@pytest.mark.skipif(
+    os.path.exists("/dev/snd"), reason="the exact lines are those of a machine with no sound card"
+)
+def test_devices_prints_plain_lines_and_no_library_noise(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("MIDO_BACKEND", "JACK_DEFAULT_SERVER")}
+    env["JACK_DEFAULT_SERVER"] = f"stemdeck-none-{os.getpid()}"  # no JACK server by that name
+    proc = subprocess.run(
+        [sys.executable, "-m", "stemdeck.daemon.cli", "devices"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert proc.stdout.splitlines() == [
+        "audio outputs:",
+        "  none (serve runs on a null clock)",
+        "MIDI: unavailable (ALSA: error creating ALSA sequencer client object.; "
+        "JACK: JACK server not running?)",
+    ]
+    verbose = subprocess.run(
+        [sys.executable, "-m", "stemdeck.daemon.cli", "-v", "devices"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert verbose.stdout == proc.stdout
+    assert "stemdeck: debug: rtmidi: ALSA lib seq_hw.c" in verbose.stderr  # kept, for -v
+
+
+@pytest.mark.e2e  # a `stemdeck demo` subprocess
+def test_demo_start_prints_only_what_a_user_needs(tmp_path: Path) -> None:
+    from daemon_helpers import Daemon
+
+    env = {"STEMDECK_CACHE": str(tmp_path / "cache"), "STEMDECK_CONFIG": str(tmp_path / "c")}
+    daemon = Daemon(["--no-audio"], env, tmp_path, command="demo")
+    try:
+        daemon.wait_ready()
+        url = daemon.http_url()
+    finally:
+        code, err = daemon.stop()
+    assert code == 0, err
+    lines = err.splitlines()
+    assert lines[-1] == "stemdeck: info: stopped", err
+    # The loader's lines and the servers' come from different threads: any order.
+    assert sorted(lines[:-1]) == sorted(
+        [
+            "stemdeck: info: no audio output (--no-audio): a real-time null clock drives "
+            "the engine",
+            "stemdeck: info: audio: null clock, 48000 Hz, 256 frames",
+            "stemdeck: info: stemdeck-demo: playing the original while separating (stems mode)",
+            f"stemdeck: info: OSC on 127.0.0.1:{daemon.port}",
+            f"stemdeck: info: mixer on {url}",
+            "stemdeck: info: stemdeck-demo: channels ready",
+        ]
+    ), err

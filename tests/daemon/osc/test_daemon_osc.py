@@ -34,8 +34,11 @@ def served(tmp_path_factory: pytest.TempPathFactory):
         "STEMDECK_CACHE": str(root / "cache"),
         "STEMDECK_CONFIG": str(root / "config"),
     }
-    daemon = Daemon(
-        [str(library / "song.wav"), "--no-audio", "--record", str(root / "rec.wav")], env, root
+    daemon = Daemon(  # -v: the heap and audio thread lines are debug lines
+        [str(library / "song.wav"), "--no-audio", "--record", str(root / "rec.wav")],
+        env,
+        root,
+        verbose=True,
     )
     daemon.wait_ready()
     yield daemon, root
@@ -243,6 +246,44 @@ def test_subscriptions_feedback(served) -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_feedback_flag_feeds_a_surface_that_never_subscribes(tmp_path: Path) -> None:
+    """``serve --feedback HOST:PORT``: a fixed surface gets every value, then every
+    change, with no /subscribe (issue 26); seconds 0 keeps a subscription too
+    (expiry itself: tests/test_osc_feedback.py)."""
+    sf.write(tmp_path / "song.wav", tone_mix(2.0, sr=SR).T, SR, subtype="FLOAT")
+    surface = Client(1)  # only its socket: it listens, and never sends
+    env = {"STEMDECK_CACHE": str(tmp_path / "cache"), "STEMDECK_CONFIG": str(tmp_path / "c")}
+    target = f"127.0.0.1:{surface.port}"
+    daemon = Daemon(
+        [str(tmp_path / "song.wav"), "--no-audio", "--http", "off", "--feedback", target],
+        env,
+        tmp_path,
+    )
+    try:
+        daemon.wait_ready(separated=False)
+        assert (
+            f"stemdeck: info: OSC feedback to {target} until the daemon stops (--feedback)\n"
+            in (daemon.lines)
+        )
+        state = surface.receive(30.0, until="/transport/position")
+        assert ("/ch/vocals/mute", [0]) in state
+        daemon.client.send("/ch/vocals/mute", 1)
+        poll(
+            lambda: surface.receive(0.5),
+            lambda got: ("/ch/vocals/mute", [1]) in got,
+            "the change fed back to the --feedback surface",
+        )
+        daemon.client.send("/subscribe", daemon.client.port, "index", 0)
+        assert ("/subscribe", [daemon.client.port, "index", 0]) in daemon.client.receive(
+            5.0, until="/subscribe"
+        )
+        assert ("/ch/3/mute", [1]) in daemon.client.receive(5.0, until="/transport/position")
+    finally:
+        surface.close()
+        code, err = daemon.stop()
+    assert code == 0, err
 
 
 def test_scenes_save_recall_and_morph(served, client: Client) -> None:

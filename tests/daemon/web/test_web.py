@@ -132,7 +132,7 @@ def test_channels_by_index_and_name_and_values_follow_osc() -> None:
         # An off level is -inf dB: JSON has no infinity, so VALUE is null.
         assert await (await client.get("/ch/1/db?VALUE")).json() == {"VALUE": [None]}
         assert await (await client.get("/ch/drums/fader?VALUE")).json() == {"VALUE": [0.0]}
-        assert await (await client.get("/channels?VALUE")).json() == {
+        assert await (await client.get("/channels/names?VALUE")).json() == {
             "VALUE": ["drums", "bass", "vocals", "other"]
         }
         assert await (await client.get("/track/list?VALUE")).json() == {
@@ -171,7 +171,7 @@ def test_every_namespace_method_is_an_osc_address() -> None:
         assert len(methods) == 8 * 6 + 4 + 10 + 4 + 3 + 1 + 2 + 5 + 1
         sender = ("127.0.0.1", 7)
         for node in methods:
-            if node["ACCESS"] & 1 and node["FULL_PATH"] not in ("/meter", "/meter/rms"):
+            if node["ACCESS"] & 1 and node["FULL_PATH"] not in ("/meter/peak", "/meter/rms"):
                 path = node["FULL_PATH"]
                 replies = osc.datagram(encode_message(path), sender)
                 assert replies, path
@@ -297,6 +297,46 @@ def test_listen_streams_changes_from_any_source_and_ignore_stops_them() -> None:
         assert osc.datagram(encode_message("/ch/2/fader", [0.25]), udp) == []
         await tick(host, feedback, app)
         assert await receive_osc(ws) == [("/ch/bass/fader", [0.25])]
+        await ws.close()
+
+    run(body)
+
+
+def test_the_tree_names_of_values_with_children_are_listened_and_answered() -> None:
+    """/transport/loop, /meter and /channels are listed one level down in the tree
+    (docs/web.md): LISTEN and OSC take those names, on the name used."""
+
+    async def body(client, host, osc, feedback, app) -> None:
+        ws = await client.ws_connect("/")
+        await listen(ws, "/transport/loop/region", "/meter/peak", "/channels/names")
+        await tick(host, feedback, app)
+        first = await receive_osc(ws)
+        assert [a for a, _ in first] == [
+            "/transport/loop/region",
+            "/meter/peak",
+            "/channels/names",
+        ]
+        assert first[0] == ("/transport/loop/region", [0.0, 0.0])
+        assert first[2] == ("/channels/names", ["drums", "bass", "vocals", "other"])
+        assert len(first[1][1]) == 5  # four channels and the master
+        udp = ("127.0.0.1", 40000)
+        region = encode_message("/transport/loop/region", [0.5, 1.5])
+        assert osc.datagram(region, udp) == []
+        await tick(host, feedback, app)
+        got = await receive_osc(ws)
+        assert got[0] == ("/transport/loop/region", [0.5, 1.5])
+        assert [a for a, _ in got] == ["/transport/loop/region", "/meter/peak"]
+        for address in ("/transport/loop/region", "/transport/loop"):
+            assert osc.datagram(encode_message(address), udp) == [(address, [0.5, 1.5])]
+        assert osc.datagram(encode_message("/channels/names"), udp) == [
+            ("/channels/names", ["drums", "bass", "vocals", "other"])
+        ]
+        assert osc.datagram(encode_message("/transport/loop/region", [1.0]), udp) == [
+            ("/error", ["/transport/loop/region takes start and end seconds"])
+        ]
+        assert osc.datagram(encode_message("/channels/names", [1]), udp) == [
+            ("/error", ["/channels/names takes no arguments, got 1"])
+        ]
         await ws.close()
 
     run(body)

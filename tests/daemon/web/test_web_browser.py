@@ -754,6 +754,7 @@ def test_track_picked_separates_then_its_strips_show(served: tuple[Daemon, Path]
 
     try:
         open_page(d, daemon.http_url())
+        wait_for(d, lambda d: d.find_element(By.ID, "track-list").is_displayed(), "no picker")
         options = Select(d.find_element(By.ID, "track-list")).options
         assert [o.text for o in options] == ["duo.stem.mp4", "second.wav", "tones.stem.mp4"]
 
@@ -940,3 +941,34 @@ def test_page_reconnects_and_shows_the_new_state(tmp_path: Path) -> None:
         if second is not None:
             code, err = second.stop()
             assert code == 0, err
+
+
+def test_the_demo_has_no_track_picker(tmp_path: Path) -> None:
+    """The demo has no library: no track picker (it said "no tracks (--library)"),
+    the scene picker as ever (issue 26)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    env = {"STEMDECK_CACHE": str(tmp_path / "cache"), "STEMDECK_CONFIG": str(tmp_path / "cfg")}
+    daemon = Daemon(["--no-audio"], env, tmp_path, command="demo")
+    d = browser()
+    try:
+        daemon.wait_ready(separated=False)
+        open_page(d, daemon.http_url())
+        # The page asks /state, /track/list, /scene/list in that order: answered in order.
+        wait_for(
+            d,
+            lambda d: (
+                [o.text for o in Select(d.find_element(By.ID, "scene-list")).options]
+                == ["acapella", "instrumental", "unity"]
+            ),
+            "the scene list not filled",
+        )
+        assert not d.find_element(By.ID, "track-list").is_displayed()
+        assert not d.find_element(By.ID, "track-load").is_displayed()
+        assert d.find_element(By.ID, "scene-list").is_displayed()
+        assert Select(d.find_element(By.ID, "track-list")).options == []
+    finally:
+        d.quit()
+        code, err = daemon.stop()
+        assert code == 0, err

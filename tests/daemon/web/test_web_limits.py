@@ -429,7 +429,9 @@ def test_a_flood_under_a_low_descriptor_limit_never_fails_a_load(
         resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 
     env = {"STEMDECK_CACHE": str(tmp_path / "cache"), "STEMDECK_CONFIG": str(tmp_path / "cfg")}
-    daemon = Daemon([str(library / "song.wav"), "--no-audio"], env, tmp_path, preexec=low_limit)
+    daemon = Daemon(  # -v: the open-files line is a debug line
+        [str(library / "song.wav"), "--no-audio"], env, tmp_path, preexec=low_limit, verbose=True
+    )
     socks: list[socket.socket] = []
     try:
         daemon.wait_ready()
