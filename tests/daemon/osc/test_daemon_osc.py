@@ -251,7 +251,7 @@ def test_subscriptions_feedback(served) -> None:
 def test_feedback_flag_feeds_a_surface_that_never_subscribes(tmp_path: Path) -> None:
     """``serve --feedback HOST:PORT``: a fixed surface gets every value, then every
     change, with no /subscribe (issue 26); seconds 0 keeps a subscription too
-    (expiry itself: tests/test_osc_feedback.py)."""
+    (expiry itself: tests/daemon/osc/test_osc_feedback.py)."""
     sf.write(tmp_path / "song.wav", tone_mix(2.0, sr=SR).T, SR, subtype="FLOAT")
     surface = Client(1)  # only its socket: it listens, and never sends
     env = {"STEMDECK_CACHE": str(tmp_path / "cache"), "STEMDECK_CONFIG": str(tmp_path / "c")}
