@@ -10,14 +10,24 @@ been made, so the last request wins and an earlier request's worker is ended.
 Sequence of one load (a background thread per request)::
 
     request(path)          validate: library, regular file, audio header -> ack
-      read + decode        the source at its own rate (the cache key hashes it)
+      read + decode        the source at its own rate, once: everything below uses
+                           this audio
       post SetTrack(mix)   the original, resampled to the engine's rate, plays from
                            its start (old track fades out)
+      key                  one hash of the decoded audio (SeparationSpec.key)
       cache hit?           verify every block in the background, resample the
                            channels to the engine's rate when the rates differ, then
                            post SetTrack(channels, same_audio=True)
-      else                 worker process separates at the source rate; the watcher
-                           publishes the channels the same way when it reports "done"
+      else                 the decoded audio goes to a worker process in shared
+                           memory (separation_worker.py) with the key; it separates
+                           at the source rate into the cache under that key and
+                           reports ("done", key); the watcher opens that entry,
+                           verifies it and publishes the channels the same way, and
+                           releases the shared memory (as do a superseded request,
+                           an ended worker and close())
+
+The file is never read again once decoded: a file rewritten meanwhile changes
+neither what plays nor what is separated.
 
 A track separated by ``stemdeck separate`` or ``stemdeck prep`` at 44.1 kHz is
 therefore a cache hit on a 48 kHz device too.
@@ -34,8 +44,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
-import os
-import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -58,11 +66,10 @@ from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import AudioFileError, ParameterError, StemdeckError
 from stemdeck.core.mixer.commands import Command, SetTrack, Track
 from stemdeck.core.separation.cache import SeparationCache
-from stemdeck.core.separation.presets import SeparationParams
-from stemdeck.core.separation.separate import cached_separation, separate
+from stemdeck.core.separation.keys import SeparationSpec
 
 from .pathnames import resolve_listed
-from .realtime import children_on_every_cpu
+from .separation_worker import ProcessContext, SeparationWorker
 
 __all__ = ["DEMO", "TrackLoader", "read_source"]
 
@@ -96,72 +103,6 @@ def read_stem_source(source: str, sr: int) -> StemFile | None:
     return read_stem_file(source, sr=sr, master=False)
 
 
-def _exit_with_parent(parent: int) -> None:
-    """Worker: end at once, quietly, when the daemon is gone (even by SIGKILL)."""
-    while True:
-        if os.getppid() != parent:
-            os._exit(0)
-        time.sleep(0.1)
-
-
-def _worker(
-    source: str,
-    sr: int | None,
-    params: SeparationParams,
-    mode: str,
-    cache_root: str | None,
-    conn: Any,
-    parent: int,
-) -> None:
-    """Separation in its own process; reports progress and 'done' through ``conn``."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
-    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # ended: no traceback
-    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
-    nmf_threads = max(1, (os.cpu_count() or 1) - 1)  # a core for the audio
-    try:
-        y, sr, _ = read_source(source, sr)
-        cache = SeparationCache(cache_root) if cache_root else None
-        last = [0.0]
-
-        def progress(stage: str, fraction: float) -> None:
-            now = time.monotonic()
-            if now - last[0] > 0.2 or fraction >= 1.0:
-                last[0] = now
-                conn.send(("progress", stage, fraction))
-
-        result = separate(
-            y,
-            sr,
-            params=params,
-            mode=mode,
-            cache=cache,
-            progress=progress,
-            nmf_threads=nmf_threads,
-        )
-        if result.info.get("cache_path"):
-            conn.send(("done", None))
-        else:  # no cache (disabled or full disk): hand the audio over
-            conn.send(("data", np.asarray(result.channels)))
-    except (BrokenPipeError, EOFError, ConnectionError):
-        os._exit(0)  # the daemon went away: nobody to tell
-    except StemdeckError as exc:
-        _send_quietly(conn, ("error", str(exc)))
-    except Exception as exc:  # report, the parent keeps playing the original
-        _send_quietly(conn, ("error", f"separation failed: {exc!r}"))
-    finally:
-        try:
-            conn.close()
-        except OSError:
-            pass
-
-
-def _send_quietly(conn: Any, message: tuple[Any, ...]) -> None:
-    try:
-        conn.send(message)
-    except OSError:
-        os._exit(0)
-
-
 class TrackLoader:
     """Loads tracks into an engine: the original at once, then its channels.
 
@@ -173,12 +114,15 @@ class TrackLoader:
         channels start at the current levels.
     names : sequence of str
         Channel names a separation gives (the engine has exactly this many strips).
-    mode, params : the separation
+    spec : SeparationSpec
+        The separation.
     cache : SeparationCache or None
         Opened with ``verify_on_load=False``: the loader verifies every block
         in the background while the original plays.
     library : list of Path
         Folders ``/track/load`` may read from.
+    mp_context : multiprocessing context, optional
+        How the separation worker is started (default: spawn; a test forks).
     """
 
     def __init__(
@@ -187,18 +131,18 @@ class TrackLoader:
         registry: Registry,
         names: Sequence[str],
         *,
-        mode: str,
-        params: SeparationParams,
+        spec: SeparationSpec,
         cache: SeparationCache | None,
         library: Sequence[Path],
+        mp_context: ProcessContext | None = None,
     ) -> None:
         self.engine = engine
         self.registry = registry
         self.names = tuple(names)
-        self.mode = mode
-        self.params = params
+        self.spec = spec
         self.cache = cache
         self.library = list(library)
+        self.mp_context: ProcessContext = mp_context or mp.get_context("spawn")
         self.generation = 0
         self.track_name = ""
         self.progress: tuple[str, float] | None = None
@@ -206,7 +150,7 @@ class TrackLoader:
         self.separated = False  # the current track's channels play (not its original)
         self.colours: list[str] = []  # #RRGGBB per channel, when the track names them
         self._lock = threading.Lock()
-        self._worker: Any = None
+        self._worker: SeparationWorker | None = None
         self._closed = False
 
     @property
@@ -272,7 +216,7 @@ class TrackLoader:
         if self._begin(y, sr, name, gen):
             threading.Thread(
                 target=self._channels,
-                args=(source, y, sr, gen, name),
+                args=(y, sr, gen, name),
                 name="stemdeck-load",
                 daemon=True,
             ).start()
@@ -295,7 +239,7 @@ class TrackLoader:
                 log.warning("track not loaded: %s", exc)
             return
         if self._begin(y, sr, name, gen):
-            self._channels(source, y, sr, gen, name)
+            self._channels(y, sr, gen, name)
 
     def _begin(self, y: np.ndarray, sr: int, name: str, gen: int) -> bool:
         """Play the original of request ``gen`` (if still current) from its start;
@@ -320,75 +264,86 @@ class TrackLoader:
             gen, SetTrack(track), self.names, posted, f"{name} not loaded; load it again"
         )
 
-    def _channels(self, source: str, y: np.ndarray, sr: int, gen: int, name: str) -> None:
-        """From the cache (verified) or a worker: the channels of request ``gen``."""
-        if self.cache is not None and self._from_cache(y, sr, gen, name):
-            return
-        self._spawn(source, y, sr, gen, name)
+    def _channels(self, y: np.ndarray, sr: int, gen: int, name: str) -> None:
+        """From the cache (verified) or a worker: the channels of request ``gen``.
 
-    def _from_cache(self, y: np.ndarray, sr: int, gen: int, name: str) -> bool:
-        """Publish a verified cache entry; False when there is none (or it was damaged)."""
+        ``y`` (the source at its own rate ``sr``, decoded once) is hashed once for
+        its key; the worker separates this very audio under this key."""
+        key = None
+        if self.cache is not None:
+            try:
+                key = self.spec.key(y, sr)
+            except StemdeckError as exc:
+                log.warning("cache: %s", exc)
+            if key is not None and self._from_cache(key, sr, gen, name):
+                return
+        self._spawn(y, sr, key, gen, name)
+
+    def _verified(self, key: str, gen: int | None = None) -> np.ndarray | None:
+        """The channels of the cache entry ``key``, every block verified; None (the
+        reason logged) when absent, damaged or unreadable. With ``gen``, request
+        ``gen``'s progress says ``verifying`` while the blocks are checked."""
         assert self.cache is not None
-        try:
-            cached = cached_separation(y, sr, params=self.params, mode=self.mode, cache=self.cache)
-        except StemdeckError as exc:
-            log.warning("cache: %s", exc)
-            cached = None
-        if cached is None:
-            self._cache_problem()
+        found = self.cache.load(key)
+        if found.entry is not None:
+            if gen is not None:
+                with self._lock:
+                    if self.current(gen):
+                        self.progress = ("verifying", 0.0)
+            found = self.cache.verify(found.entry)  # every block, while the original plays
+        if found.entry is None:
+            if found.problem:
+                log.warning(found.problem)
+            return None
+        return found.entry.channels
+
+    def _from_cache(self, key: str, sr: int, gen: int, name: str) -> bool:
+        """Publish a verified cache entry; False when there is none (or it was damaged)."""
+        channels = self._verified(key, gen)
+        if channels is None:
             return False
-        with self._lock:
-            if self.current(gen):
-                self.progress = ("verifying", 0.0)
-        path = Path(str(cached.info["cache_path"]))
-        if not self.cache.verify(path):  # every block, while the original plays
-            self._cache_problem()
-            return False
-        if self._publish(cached.channels, sr, gen):
-            log.info("%s: %d channels from the cache", name, len(cached.names))
+        if self._publish(channels, sr, gen):
+            log.info("%s: %d channels from the cache", name, len(channels))
         return True
 
-    def _cache_problem(self) -> None:
-        assert self.cache is not None
-        if self.cache.last_problem:
-            log.warning(self.cache.last_problem)
-            self.cache.last_problem = None
+    def _spawn(self, y: np.ndarray, sr: int, key: str | None, gen: int, name: str) -> None:
+        """Start request ``gen``'s worker on ``y`` (filed under ``key`` when there is a cache).
 
-    def _spawn(self, source: str, y: np.ndarray, sr: int, gen: int, name: str) -> None:
-        ctx = mp.get_context("spawn")
-        parent, child = ctx.Pipe(duplex=False)
-        cache_root = str(self.cache.root) if self.cache is not None else None
+        Under the lock, so that a newer request or :meth:`close` ends it and releases
+        its audio whenever it comes: writing a 10-minute track into shared memory
+        takes about 0.1 s, which a request made meanwhile waits for.
+        """
+        cache_root = str(self.cache.root) if self.cache is not None and key is not None else None
         with self._lock:
             if not self.current(gen):
                 return
-            worker = ctx.Process(
-                target=_worker,
-                name="stemdeck-separate",
-                daemon=True,
-                args=(source, None, self.params, self.mode, cache_root, child, os.getpid()),
-            )
-            with children_on_every_cpu():  # not the audio's pin (daemon/realtime.py)
-                worker.start()
-            self._worker = worker
-        if worker.pid is not None:
-            try:  # niced from its first instruction, imports included
-                os.setpriority(os.PRIO_PROCESS, worker.pid, 10)
-            except (OSError, AttributeError):
-                pass
-        child.close()
-        log.info("%s: playing the original while separating (%s mode)", name, self.mode)
+            try:
+                worker = SeparationWorker.start(
+                    self.mp_context,
+                    y,
+                    sr,
+                    spec=self.spec,
+                    key=key if cache_root is not None else None,
+                    cache_root=cache_root,
+                )
+            except OSError as exc:  # no process or pipe to be had (too many open files)
+                failed = f"separation not started: {exc.strerror or exc}"
+            else:
+                failed = ""
+                self._worker = worker
+        if failed:
+            self._give_up(gen, failed)
+            return
+        log.info("%s: playing the original while separating (%s mode)", name, self.spec.mode)
         threading.Thread(
-            target=self._watch,
-            args=(parent, worker, y, sr, gen),
-            name="stemdeck-watch",
-            daemon=True,
+            target=self._watch, args=(worker, sr, gen), name="stemdeck-watch", daemon=True
         ).start()
 
-    def _watch(self, conn: Any, worker: Any, y: np.ndarray, sr: int, gen: int) -> None:
+    def _watch(self, worker: SeparationWorker, sr: int, gen: int) -> None:
         try:
             while True:
                 try:
-                    msg = conn.recv()
+                    msg = worker.recv()
                 except (EOFError, OSError):
                     self._give_up(gen, "separation stopped before it finished")
                     return
@@ -398,20 +353,16 @@ class TrackLoader:
                 if kind == "progress":
                     self.progress = (msg[1], float(msg[2]))
                 elif kind == "done":
-                    assert self.cache is not None
-                    result = cached_separation(
-                        y, sr, params=self.params, mode=self.mode, cache=self.cache
-                    )
-                    if result is None or not self.cache.verify(
-                        Path(str(result.info["cache_path"]))
-                    ):
-                        self._cache_problem()
+                    worker.release()  # the audio is separated: its memory goes now
+                    channels = self._verified(str(msg[1]))
+                    if channels is None:
                         self._give_up(gen, "separated channels unusable in the cache")
                         return
-                    if self._publish(result.channels, sr, gen):
+                    if self._publish(channels, sr, gen):
                         log.info("%s: channels ready", self.track_name)
                     return
                 elif kind == "data":
+                    worker.release()
                     if self._publish(msg[1], sr, gen):
                         log.info("%s: channels ready (not cached)", self.track_name)
                     return
@@ -419,8 +370,7 @@ class TrackLoader:
                     self._give_up(gen, str(msg[1]))
                     return
         finally:
-            conn.close()
-            worker.join(timeout=10)  # it ends after its last message: no zombie left
+            worker.finish()
 
     def _give_up(self, gen: int, reason: str) -> None:
         """No channels for request ``gen``: the original goes on playing, and says so."""
@@ -523,33 +473,21 @@ class TrackLoader:
         )
 
     # -- the worker ------------------------------------------------------------------------
-    @property
-    def worker_pid(self) -> int | None:
-        worker = self._worker
-        return worker.pid if worker is not None and worker.is_alive() else None
-
     def _end_worker(self) -> None:
         with self._lock:
             worker, self._worker = self._worker, None
-        _end(worker)
+        if worker is not None:
+            worker.end()
 
     def _end_worker_locked(self) -> None:
         worker, self._worker = self._worker, None
         if worker is not None:
-            threading.Thread(target=_end, args=(worker,), daemon=True).start()
+            threading.Thread(target=worker.end, daemon=True).start()
 
     def close(self) -> None:
-        """End the worker; nothing more is published."""
+        """End the worker and release its audio; nothing more is published."""
         with self._lock:
             self._closed = True
             worker, self._worker = self._worker, None
-        _end(worker)
-
-
-def _end(worker: Any) -> None:
-    if worker is not None and worker.is_alive():
-        worker.terminate()
-        worker.join(timeout=2)
-        if worker.is_alive():
-            worker.kill()
-            worker.join(timeout=2)
+        if worker is not None:
+            worker.end()

@@ -33,8 +33,7 @@ from stemdeck.core.errors import ParameterError
 from stemdeck.core.mixer.commands import Command, Play
 from stemdeck.core.mixer.engine import Mixer
 from stemdeck.core.separation.cache import SeparationCache
-from stemdeck.core.separation.presets import SeparationParams
-from stemdeck.core.separation.separate import channel_names
+from stemdeck.core.separation.keys import SeparationSpec
 
 from .audio import Recorder, output_device
 from .loader import DEMO, TrackLoader, read_source
@@ -70,8 +69,7 @@ LIBRARY_LIST_MAX = 200
 @dataclass
 class ServeOptions:
     track: str = DEMO
-    mode: str = "stems"
-    params: SeparationParams = field(default_factory=SeparationParams)
+    spec: SeparationSpec = field(default_factory=SeparationSpec)
     osc_host: str = "127.0.0.1"
     osc_port: int = 9000
     osc_allow: list[str] = field(default_factory=list)
@@ -112,7 +110,7 @@ class Daemon:
         self.advertiser: Advertiser | None = None
         self.memory = ""
         self.gc = GcWatch()
-        self.names = channel_names(opts.mode, opts.params)
+        self.names = opts.spec.channel_names()
         self.registry = Registry(self.names)
         # One strip per channel the separation gives, no more.
         self.engine = Mixer(max_channels=len(self.names), at_end=opts.at_end)
@@ -125,8 +123,7 @@ class Daemon:
             self.engine,
             self.registry,
             self.names,
-            mode=opts.mode,
-            params=opts.params,
+            spec=opts.spec,
             cache=self.cache,
             library=library,
         )
@@ -283,7 +280,7 @@ class Daemon:
         self.first_sound = time.monotonic()
         log.info("audio: %s", sink.description)
         # Feedback by channel name for stems, by index for components (docs/osc.md).
-        control = OscControl(self, feedback_form="names" if opts.mode == "stems" else "index")
+        control = OscControl(self, feedback_form="names" if opts.spec.mode == "stems" else "index")
         self.server = OscServer(
             control,
             host=opts.osc_host,

@@ -13,7 +13,7 @@ from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import ParameterError
 from stemdeck.core.mixer.commands import Command, Play, SetTrack, Track
 from stemdeck.core.mixer.engine import Mixer
-from stemdeck.core.separation.presets import SeparationParams
+from stemdeck.core.separation.keys import SeparationSpec
 from stemdeck.daemon.loader import TrackLoader
 from stemdeck.daemon.osc import OscControl, OscServer
 from stemdeck.daemon.osc.dispatch import SUBSCRIPTION_SECONDS
@@ -118,8 +118,7 @@ class LibraryHost(FakeHost):
             self.engine,
             self.registry,
             NAMES,
-            mode="stems",
-            params=SeparationParams(),
+            spec=SeparationSpec(),
             cache=None,
             library=[self.root],
         )

@@ -1,0 +1,303 @@
+"""The track loader's separation: one decode and one hash per load, the worker
+separating exactly the audio that plays, and its shared memory released on every path.
+
+An in-process :class:`TrackLoader` on an engine that records what it is posted,
+with a real worker process (``e2e``).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import multiprocessing as mp
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+from daemon_helpers import poll
+
+from conftest import SR, tone_mix
+from stemdeck.core.control.registry import Registry
+from stemdeck.core.mixer.commands import Batch, Command, SetTrack
+from stemdeck.core.separation import keys as keys_module
+from stemdeck.core.separation.cache import SeparationCache
+from stemdeck.core.separation.keys import SeparationSpec
+from stemdeck.core.separation.presets import SeparationParams
+from stemdeck.daemon import loader as loader_module
+from stemdeck.daemon import separation_worker as worker_module
+from stemdeck.daemon.loader import TrackLoader
+from stemdeck.daemon.separation_worker import SHARED_PREFIX
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # a separation worker process each
+
+PARAMS = SeparationParams(
+    n_fft=512, hop=128, n_components=4, n_iter=30, fit_frames=0, refine_iter=0, tol=0.0
+)
+SPEC = SeparationSpec("components", PARAMS)
+NAMES = tuple(SPEC.channel_names())
+
+
+@dataclass
+class RecordingEngine:
+    """What the loader uses of the mixer: its rate, its strips, and ``post``."""
+
+    sr: int = SR
+    max_channels: int = len(NAMES)
+    posted: list[Command] = field(default_factory=list)
+
+    def post(self, command: Command) -> bool:
+        self.posted.append(command)
+        return True
+
+    def tracks(self) -> list[SetTrack]:
+        """Every ``SetTrack`` posted, in order."""
+        out = []
+        for command in self.posted:
+            inner = command.commands if isinstance(command, Batch) else (command,)
+            out += [c for c in inner if isinstance(c, SetTrack)]
+        return out
+
+
+def _library(tmp_path: Path, y: np.ndarray) -> Path:
+    library = tmp_path / "library"
+    library.mkdir()
+    sf.write(library / "song.wav", y.T, SR, subtype="FLOAT")
+    return library / "song.wav"
+
+
+def _settled(loader: TrackLoader) -> None:
+    poll(
+        lambda: (loader.separated, loader.problem),
+        lambda state: state[0] or state[1] is not None,
+        "the channels, or a problem",
+        timeout=120,
+    )
+
+
+def _entries(cache: SeparationCache) -> list[str]:
+    return sorted(p.name for p in cache.root.iterdir() if not p.name.startswith("."))
+
+
+def _segments() -> list[str]:
+    """This process's shared memory segments (the workers' audio)."""
+    return sorted(p.name for p in Path("/dev/shm").glob(f"{SHARED_PREFIX}{os.getpid()}-*"))
+
+
+@pytest.fixture
+def shared_memory_checked() -> Iterator[None]:
+    """No segment of this process before the test, and none left after it."""
+    if not Path("/dev/shm").is_dir():
+        pytest.skip("no /dev/shm to look at")
+    assert _segments() == []
+    yield
+    assert _segments() == []
+
+
+def test_a_file_replaced_after_the_read_is_separated_as_it_plays(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, shared_memory_checked: None
+) -> None:
+    """The file changes between the loader's read and the worker's start (a file still
+    being written): the channels are those of the audio that plays, filed under its key,
+    with no warning and no other entry."""
+    y = tone_mix(3.0, seed=1)
+    path = _library(tmp_path, y)
+    later = 0.5 * tone_mix(3.0, seed=2)
+    cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
+    engine = RecordingEngine()
+
+    class Replacing(TrackLoader):
+        def _spawn(self, *args: Any, **kwargs: Any) -> None:
+            sf.write(path, later.T, SR, subtype="FLOAT")  # the file changes under the load
+            super()._spawn(*args, **kwargs)
+
+    loader = Replacing(
+        engine, Registry(NAMES), NAMES, spec=SPEC, cache=cache, library=[path.parent]
+    )
+    with caplog.at_level(logging.INFO):
+        loader.request(str(path))
+        _settled(loader)
+    loader.close()
+    assert loader.problem is None and loader.separated
+    original, separated = engine.tracks()
+    np.testing.assert_array_equal(original.track.channels[0], y)
+    assert separated.same_audio and separated.track.names == NAMES
+    np.testing.assert_allclose(np.asarray(separated.track.channels).sum(axis=0), y, atol=1e-5)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == []
+    assert _entries(cache) == [SPEC.key(y, SR)]
+
+
+def test_one_decode_and_one_hash_per_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_memory_checked: None
+) -> None:
+    """Counted in the daemon and in the worker (forked here, so it runs the counting
+    functions too): the file is decoded once and the audio hashed once."""
+    y = tone_mix(3.0, seed=3)
+    path = _library(tmp_path, y)
+    counts = tmp_path / "counts"
+    counts.touch()
+
+    def counted(what: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with counts.open("a") as f:
+                f.write(f"{what}\n")
+            return function(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(loader_module, "load", counted("decode", loader_module.load))
+    monkeypatch.setattr(keys_module, "cache_key", counted("hash", keys_module.cache_key))
+    cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
+    engine = RecordingEngine()
+    loader = TrackLoader(
+        engine,
+        Registry(NAMES),
+        NAMES,
+        spec=SPEC,
+        cache=cache,
+        library=[path.parent],
+        mp_context=mp.get_context("fork"),
+    )
+    loader.request(str(path))
+    _settled(loader)
+    loader.close()
+    assert loader.problem is None and loader.separated
+    assert sorted(counts.read_text().split()) == ["decode", "hash"]
+
+
+class HeldContext:
+    """A fork context whose workers wait for :meth:`go` before they start separating:
+    a test sees a worker alive and its audio in shared memory for as long as it needs.
+
+    The gate is a file (an ``mp.Event`` would hang ``set()`` on a waiter that was
+    killed, as a superseded worker is)."""
+
+    def __init__(self, gate: Path) -> None:
+        self.context = mp.get_context("fork")
+        self.gate = gate
+        self.processes: list[BaseProcess] = []
+
+    def go(self) -> None:
+        self.gate.touch()
+
+    def Pipe(self, duplex: bool = True) -> tuple[Connection, Connection]:
+        return self.context.Pipe(duplex)
+
+    def Process(self, *, target: Callable[..., None], args: tuple, **kwargs: Any) -> BaseProcess:
+        process = self.context.Process(target=_held, args=(self.gate, target, *args), **kwargs)
+        self.processes.append(process)
+        return process
+
+
+def _held(gate: Path, target: Callable[..., None], *args: Any) -> None:
+    while not gate.exists():
+        time.sleep(0.01)
+    target(*args)
+
+
+def _held_loader(tmp_path: Path, context: HeldContext) -> tuple[TrackLoader, Path]:
+    library = tmp_path / "library"
+    library.mkdir()
+    for i, name in enumerate(("first.wav", "second.wav")):
+        sf.write(library / name, tone_mix(3.0, seed=10 + i).T, SR, subtype="FLOAT")
+    loader = TrackLoader(
+        RecordingEngine(),
+        Registry(NAMES),
+        NAMES,
+        spec=SPEC,
+        cache=SeparationCache(tmp_path / "cache", verify_on_load=False),
+        library=[library],
+        mp_context=context,
+    )
+    return loader, library
+
+
+def test_a_superseded_load_releases_its_shared_memory(
+    tmp_path: Path, shared_memory_checked: None
+) -> None:
+    context = HeldContext(tmp_path / "go")
+    loader, library = _held_loader(tmp_path, context)
+    loader.request(str(library / "first.wav"))
+    (first,) = poll(_segments, lambda names: len(names) == 1, "the first track's audio shared")
+    loader.request(str(library / "second.wav"))
+    poll(_segments, lambda names: len(names) == 1 and names != [first], "only the second's shared")
+    assert not context.processes[0].is_alive()
+    context.go()
+    _settled(loader)
+    assert loader.problem is None and loader.track_name == "second"
+    poll(_segments, lambda names: names == [], "the second's audio released once separated")
+    loader.close()
+
+
+def test_a_killed_worker_releases_its_shared_memory(
+    tmp_path: Path, shared_memory_checked: None
+) -> None:
+    context = HeldContext(tmp_path / "go")
+    loader, library = _held_loader(tmp_path, context)
+    loader.request(str(library / "first.wav"))
+    poll(_segments, lambda names: len(names) == 1, "the track's audio shared")
+    (worker,) = poll(
+        lambda: list(context.processes),
+        lambda started: len(started) == 1 and started[0].pid is not None,
+        "the worker started",
+    )
+    assert worker.pid is not None
+    os.kill(worker.pid, signal.SIGKILL)
+    _settled(loader)
+    assert loader.problem == "separation stopped before it finished"
+    poll(_segments, lambda names: names == [], "the audio released")
+    loader.close()
+
+
+def test_close_releases_the_shared_memory_at_once(
+    tmp_path: Path, shared_memory_checked: None
+) -> None:
+    context = HeldContext(tmp_path / "go")
+    loader, library = _held_loader(tmp_path, context)
+    loader.request(str(library / "first.wav"))
+    poll(_segments, lambda names: len(names) == 1, "the track's audio shared")
+    loader.close()  # the daemon's exit
+    assert _segments() == []
+    assert not context.processes[0].is_alive()
+
+
+def test_without_room_in_shared_memory_the_audio_goes_with_the_start(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    shared_memory_checked: None,
+) -> None:
+    """A full /dev/shm (a container's 64 MB) is no reason not to separate."""
+
+    def full(y: np.ndarray) -> Any:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(worker_module, "share_audio", full)
+    y = tone_mix(3.0, seed=4)
+    path = _library(tmp_path, y)
+    engine = RecordingEngine()
+    cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
+    loader = TrackLoader(
+        engine, Registry(NAMES), NAMES, spec=SPEC, cache=cache, library=[path.parent]
+    )
+    with caplog.at_level(logging.INFO):
+        loader.request(str(path))
+        _settled(loader)
+    loader.close()
+    assert loader.problem is None
+    _, separated = engine.tracks()
+    np.testing.assert_allclose(np.asarray(separated.track.channels).sum(axis=0), y, atol=1e-5)
+    assert (
+        "no room in shared memory (No space left on device): the track goes to the "
+        "separation with its start"
+    ) in caplog.messages
+    assert _entries(cache) == [SPEC.key(y, SR)]
