@@ -48,7 +48,8 @@ ChannelSink = Callable[[int, str, np.ndarray], None]
 # FFT releases the GIL.
 _RECONSTRUCT_THREADS = 2
 
-#: Share of the whole job each stage takes, for one overall progress figure.
+#: Share of the whole job each stage takes, for one overall progress figure (the
+#: status line's, and the page's: daemon/web/static/mixer.js mirrors these weights).
 STAGES = {"stft": 0.05, "nmf": 0.55, "activations": 0.15, "reconstruct": 0.25}
 
 
