@@ -36,7 +36,7 @@ from stemdeck.core.separation.cache import SeparationCache
 from stemdeck.core.separation.keys import SeparationSpec
 
 from .audio import Recorder, output_device
-from .loader import DEMO, TrackLoader, read_source
+from .loader import TrackLoader
 from .osc import Feedback, OscControl, OscServer
 from .pathnames import library_files
 from .prefetch import Prefetcher
@@ -51,6 +51,8 @@ from .realtime import (
 from .scenes import SceneStore
 from .status import Status, format_status
 from .supervisor import AudioSupervisor
+from .track_limits import MAX_MINUTES, TrackLimits
+from .track_source import DEMO, LoadDone, read_source
 from .transport import TransportControl
 from .web.namespace import channel_colours
 
@@ -70,6 +72,7 @@ LIBRARY_LIST_MAX = 200
 class ServeOptions:
     track: str = DEMO
     spec: SeparationSpec = field(default_factory=SeparationSpec)
+    max_minutes: float = MAX_MINUTES  # the longest track (daemon/track_limits.py)
     osc_host: str = "127.0.0.1"
     osc_port: int = 9000
     osc_allow: list[str] = field(default_factory=list)
@@ -126,6 +129,7 @@ class Daemon:
             spec=opts.spec,
             cache=self.cache,
             library=library,
+            limits=TrackLimits(opts.max_minutes, opts.spec.mode),
         )
         self.prefetcher = Prefetcher(self.engine)
         self.started_at = time.monotonic()
@@ -141,10 +145,11 @@ class Daemon:
         (``daemon/web/namespace.py``)."""
         return channel_colours(self.registry.names, self.loader.colours)
 
-    def load_track(self, path: str) -> None:
-        """OSC /track/load: checked now (library, regular file, audio header), loaded
-        in the background; the last request wins."""
-        self.loader.request(path)
+    def load_track(self, path: str, done: LoadDone) -> None:
+        """OSC /track/load: checked now (library, regular file, audio header, length
+        and memory), loaded in the background; ``done`` is told once how it ended
+        (the last request wins)."""
+        self.loader.request(path, done)
 
     def save_scene(self, name: str) -> None:
         self.scenes.save(name)
@@ -163,11 +168,7 @@ class Daemon:
 
     def track_info(self) -> tuple[str, str, float]:
         """The track's name and where its separation is: (name, stage, fraction)."""
-        loader = self.loader
-        progress = loader.progress
-        if progress is None:
-            return loader.track_name, "ready" if loader.separated else "original only", 1.0
-        return loader.track_name, progress[0], float(progress[1])
+        return self.loader.track_info()
 
     def library_tracks(self) -> list[str]:
         """Audio files ``/track/load`` may open: every file under the library folders
@@ -194,6 +195,7 @@ class Daemon:
             position=m.position / m.sr if m.sr else 0.0,
             length=track.length / m.sr if track is not None and m.sr else 0.0,
             progress=self.loader.progress,
+            loading=self.loader.requested,
             levels=tuple(levels),
             xruns=sink.xruns if sink else 0,
             drops=m.dropped,

@@ -19,6 +19,7 @@ from stemdeck.daemon.osc import OscControl, OscServer
 from stemdeck.daemon.osc.dispatch import SUBSCRIPTION_SECONDS
 from stemdeck.daemon.pathnames import library_files
 from stemdeck.daemon.serve import LIBRARY_LIST_MAX
+from stemdeck.daemon.track_source import LoadDone
 from stemdeck.daemon.transport import TransportControl
 
 NAMES = ("drums", "bass", "vocals", "other")
@@ -51,10 +52,11 @@ class FakeHost:
     def post(self, command: Command) -> bool:
         return self.engine.post(command)
 
-    def load_track(self, path: str) -> None:
+    def load_track(self, path: str, done: LoadDone) -> None:
         if path.startswith("/bad"):
             raise ParameterError(f"refused {path!r}: no such file")
         self.calls.append(("load", path))
+        done(None)  # loaded at once
 
     def save_scene(self, name: str) -> None:
         self.calls.append(("save", name))
@@ -126,10 +128,11 @@ class LibraryHost(FakeHost):
     def library_tracks(self) -> list[str]:
         return library_files([self.root], LIBRARY_LIST_MAX)
 
-    def load_track(self, path: str) -> None:
+    def load_track(self, path: str, done: LoadDone) -> None:
         resolved = self.loader.check(path)
         self.calls.append(("load", resolved))
         self.track = Path(resolved).stem
+        done(None)
 
     def track_info(self) -> tuple[str, str, float]:
         return self.track, "ready", 1.0

@@ -12,6 +12,7 @@ import logging
 import multiprocessing as mp
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,18 +25,22 @@ import numpy as np
 import pytest
 import soundfile as sf
 from daemon_helpers import poll
+from mp4_helpers import damaged_stem_file
 
 from conftest import SR, tone_mix
+from stemdeck.core.audiofile.stemfile import read_stem_file
 from stemdeck.core.control.registry import Registry
+from stemdeck.core.errors import AudioFileError, ParameterError
 from stemdeck.core.mixer.commands import Batch, Command, SetTrack
 from stemdeck.core.separation import keys as keys_module
 from stemdeck.core.separation.cache import SeparationCache
 from stemdeck.core.separation.keys import SeparationSpec
 from stemdeck.core.separation.presets import SeparationParams
-from stemdeck.daemon import loader as loader_module
 from stemdeck.daemon import separation_worker as worker_module
+from stemdeck.daemon import track_source as source_module
 from stemdeck.daemon.loader import TrackLoader
 from stemdeck.daemon.separation_worker import SHARED_PREFIX
+from stemdeck.daemon.track_limits import TrackLimits, mem_available
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # a separation worker process each
 
@@ -154,7 +159,7 @@ def test_one_decode_and_one_hash_per_load(
 
         return wrapper
 
-    monkeypatch.setattr(loader_module, "load", counted("decode", loader_module.load))
+    monkeypatch.setattr(source_module, "load", counted("decode", source_module.load))
     monkeypatch.setattr(keys_module, "cache_key", counted("hash", keys_module.cache_key))
     cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
     engine = RecordingEngine()
@@ -301,3 +306,178 @@ def test_without_room_in_shared_memory_the_audio_goes_with_the_start(
         "separation with its start"
     ) in caplog.messages
     assert _entries(cache) == [SPEC.key(y, SR)]
+
+
+# -- loads are transactions (#21 items 1, 4) ---------------------------------------------
+
+
+def _playing_and_separating(tmp_path: Path) -> tuple[TrackLoader, HeldContext, Path]:
+    """A loader whose track ``first`` plays its original while its worker is held."""
+    context = HeldContext(tmp_path / "go")
+    loader, library = _held_loader(tmp_path, context)
+    loader.request(str(library / "first.wav"))
+    poll(_segments, lambda names: len(names) == 1, "the first track's audio shared")
+    poll(lambda: context.processes, lambda started: len(started) == 1, "its worker started")
+    assert loader.track_name == "first" and loader.generation == 1
+    return loader, context, library
+
+
+def _bad_load(
+    case: str, loader: TrackLoader, library: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[str | None], str]:
+    """Request the bad track of ``case``; what its requester is told, and the reason
+    it should be told."""
+    told: list[str | None] = []
+    bad = library / "bad.wav"
+    y = tone_mix(2.0, seed=20)
+    if case == "nan":
+        y[0, 1000] = np.nan  # the header is fine
+        sf.write(bad, y.T, SR, subtype="FLOAT")
+        loader.request(str(bad), told.append)
+        return told, f"{str(bad)!r}: 1 samples are NaN or infinite; re-export the file"
+    if case == "damaged stem file":
+        bad = damaged_stem_file(library / "bad.stem.mp4", SR)
+        with pytest.raises(AudioFileError) as damaged:
+            read_stem_file(bad, sr=SR, master=False)
+        loader.request(str(bad), told.append)
+        return told, str(damaged.value)
+    if case == "replaced":
+        sf.write(bad, y.T, SR, subtype="FLOAT")
+        resolved = loader.check(str(bad))
+        bad.write_bytes(b"not audio any more" * 100)  # between the check and the read
+        loader.start(resolved, told.append)
+        with pytest.raises(AudioFileError) as unreadable:
+            source_module.load(bad)
+        return told, str(unreadable.value)
+    assert case == "MemoryError"
+    sf.write(bad, y.T, SR, subtype="FLOAT")
+
+    def no_memory(path: str, *, sr: int | None = None) -> tuple[np.ndarray, int]:
+        raise MemoryError
+
+    monkeypatch.setattr(source_module, "load", no_memory)
+    loader.request(str(bad), told.append)
+    return told, "bad: not enough memory to load it"
+
+
+@pytest.mark.parametrize("case", ["nan", "damaged stem file", "replaced", "MemoryError"])
+def test_a_load_that_fails_late_leaves_the_playing_track_separating(
+    case: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    shared_memory_checked: None,
+) -> None:
+    """#21 item 1: the failed load ended the playing track's worker and bumped the
+    generation; the requester was told it succeeded. Now the requester is told why,
+    once, and the first track plays and separates on untouched."""
+    loader, context, library = _playing_and_separating(tmp_path)
+    engine = loader.engine
+    (worker,) = context.processes
+    with caplog.at_level(logging.INFO):
+        told, reason = _bad_load(case, loader, library, monkeypatch)
+        poll(lambda: list(told), lambda t: t != [], "the requester told")
+        assert told == [reason]
+        assert loader.problem == reason and loader.requested is None
+        assert loader.generation == 1 and worker.is_alive()  # untouched
+        assert loader.track_info() == ("first", "load failed", 0.0)
+        assert len(engine.tracks()) == 1  # the first's original only
+        context.go()  # its separation goes on to the end
+        poll(lambda: loader.separated, bool, "the first track's channels", timeout=120)
+    assert loader.track_name == "first" and loader.problem == reason
+    original, separated = engine.tracks()
+    assert separated.same_audio
+    np.testing.assert_allclose(
+        np.asarray(separated.track.channels).sum(axis=0),
+        original.track.channels[0],
+        atol=1e-5,
+    )
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == [f"track not loaded: {reason}"]
+    loader.close()
+
+
+def test_two_loads_in_a_row_the_first_requester_is_told_it_was_superseded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_memory_checked: None
+) -> None:
+    loader, context, library = _playing_and_separating(tmp_path)
+    for name, seed in (("slow", 30), ("fast", 31)):
+        sf.write(library / f"{name}.wav", tone_mix(2.0, seed=seed).T, SR, subtype="FLOAT")
+    reading = threading.Event()
+    release = threading.Event()
+    real_load = source_module.load
+
+    def held_load(path: str, *, sr: int | None = None) -> tuple[np.ndarray, int]:
+        if Path(path).stem == "slow":  # still being read when the next request comes
+            reading.set()
+            assert release.wait(30)
+        return real_load(path, sr=sr)
+
+    monkeypatch.setattr(source_module, "load", held_load)
+    first: list[str | None] = []
+    second: list[str | None] = []
+    loader.request(str(library / "slow.wav"), first.append)
+    assert reading.wait(30)
+    assert loader.requested == "slow"
+    loader.request(str(library / "fast.wav"), second.append)
+    assert first == ["superseded by fast"]  # at once, not when its read ends
+    poll(lambda: list(second), lambda t: t != [], "the second requester told")
+    assert second == [None] and loader.track_name == "fast" and loader.generation == 2
+    release.set()  # the first read ends: nothing of it is played, nobody told twice
+    context.go()
+    _settled(loader)
+    assert first == ["superseded by fast"] and second == [None]
+    assert loader.track_name == "fast" and loader.problem is None
+    assert [t.track.names for t in loader.engine.tracks()] == [("mix",), ("mix",), NAMES]
+    loader.close()
+
+
+def test_a_track_longer_than_the_limit_is_refused_before_it_is_decoded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """#21 item 4: a three-minute silent FLAC (a few KiB) against a two-minute limit,
+    and a one-minute one against the memory a small machine has."""
+    library = tmp_path / "library"
+    library.mkdir()
+    long = library / "long.flac"
+    sf.write(long, np.zeros((180 * SR, 2), np.float32), SR, subtype="PCM_16")
+    short = library / "short.flac"
+    sf.write(short, np.zeros((60 * SR, 2), np.float32), SR, subtype="PCM_16")
+    assert long.stat().st_size < 200_000
+
+    def decoded(path: str, *, sr: int | None = None) -> tuple[np.ndarray, int]:
+        raise AssertionError("decoded")
+
+    monkeypatch.setattr(source_module, "load", decoded)
+    engine = RecordingEngine()
+    limits = TrackLimits(2.0, "components", available=lambda: 200 * 2**20)
+    loader = TrackLoader(
+        engine, Registry(NAMES), NAMES, spec=SPEC, cache=None, library=[library], limits=limits
+    )
+    with pytest.raises(ParameterError) as too_long:
+        loader.request(str(long))
+    assert str(too_long.value) == (
+        f"refused {str(long)!r}: 3 minutes long; at most 2 (serve --max-minutes)"
+    )
+    # 60 s of stereo at 48 kHz: 22 MiB decoded, (2 + 32) x that and the original.
+    need = limits.needed(60 * SR, 2, SR, SR, outputs=len(NAMES), stems=0)
+    assert need == 34 * 60 * SR * 2 * 4 + 60 * SR * 2 * 4
+    with pytest.raises(ParameterError) as no_room:
+        loader.request(str(short))
+    assert str(no_room.value) == (
+        f"refused {str(short)!r}: it needs about {need / 2**30:.1f} GiB of memory to "
+        "load and separate (1 minute of audio); 0.2 GiB available"
+    )
+    with pytest.raises(ParameterError) as at_start:
+        loader.open(str(long))  # serve's own track too
+    assert str(at_start.value) == "3 minutes long; at most 2 (serve --max-minutes)"
+    assert engine.posted == [] and loader.track_name == ""
+
+
+def test_mem_available_reads_proc_meminfo(tmp_path: Path) -> None:
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:  8000000 kB\nMemFree:  100 kB\nMemAvailable:  2048 kB\n")
+    assert mem_available(meminfo) == 2048 * 1024
+    meminfo.write_text("MemTotal:  8000000 kB\n")
+    assert mem_available(meminfo) is None
+    assert mem_available(tmp_path / "absent") is None

@@ -216,6 +216,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     opts = ServeOptions(
         track=track,
         spec=_spec(args),
+        max_minutes=args.max_minutes,
         osc_host=args.osc_host,
         osc_port=args.osc_port,
         osc_allow=list(args.osc_allow),
