@@ -69,8 +69,8 @@ from .track_limits import TrackLimits
 from .track_source import (
     LoadDone,
     LoadRequest,
-    check_limits,
     check_path,
+    check_start,
     read_source,
     read_stem_source,
 )
@@ -187,7 +187,7 @@ class TrackLoader:
     def open(self, source: str) -> None:
         """Start-up: read ``source`` now (errors raise: StemdeckError, MemoryError),
         play its original, and bring its channels in the background."""
-        check_limits(source, self.limits, self.engine.sr, len(self.names))
+        check_start(source, self.limits, self.engine.sr, len(self.names))
         request = LoadRequest(source, None)
         with self._lock:
             self._request = request

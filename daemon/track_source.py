@@ -31,6 +31,7 @@ __all__ = [
     "LoadRequest",
     "check_limits",
     "check_path",
+    "check_start",
     "read_source",
     "read_stem_source",
     "source_name",
@@ -106,6 +107,20 @@ def check_limits(source: str, limits: TrackLimits, engine_sr: int, outputs: int)
         outputs=outputs,
         stems=len(stems.names) if stems is not None else 0,
     )
+
+
+def check_start(source: str, limits: TrackLimits, engine_sr: int, outputs: int) -> None:
+    """:func:`check_limits` for the track ``serve`` starts with: a refusal names it.
+
+    Raises
+    ------
+    AudioFileError, ParameterError
+        As :func:`check_limits`.
+    """
+    try:
+        check_limits(source, limits, engine_sr, outputs)
+    except ParameterError as exc:
+        raise ParameterError(f"{source!r}: {exc}") from None
 
 
 def check_path(

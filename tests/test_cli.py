@@ -343,3 +343,20 @@ def test_separate_names_its_outputs_safely(tmp_path: Path) -> None:
         "other.wav",
         "vocals.wav",
     ]
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "nan", "inf", "1e400", "two"])
+def test_max_minutes_must_be_a_finite_number_above_zero(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from stemdeck.daemon.cli.parser import EXIT_USAGE, build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["serve", "t.wav"]).max_minutes == 120.0
+    assert parser.parse_args(["serve", "t.wav", "--max-minutes", "1.5"]).max_minutes == 1.5
+    with pytest.raises(SystemExit) as exit:
+        parser.parse_args(["serve", "t.wav", "--max-minutes", value])
+    assert exit.value.code == EXIT_USAGE
+    assert capsys.readouterr().err.endswith(
+        f"error: argument --max-minutes: expected minutes above 0, got {value!r}\n"
+    )

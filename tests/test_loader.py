@@ -470,7 +470,7 @@ def test_a_track_longer_than_the_limit_is_refused_before_it_is_decoded(
     )
     with pytest.raises(ParameterError) as at_start:
         loader.open(str(long))  # serve's own track too
-    assert str(at_start.value) == "3 minutes long; at most 2 (serve --max-minutes)"
+    assert str(at_start.value) == f"{str(long)!r}: 3 minutes long; at most 2 (serve --max-minutes)"
     assert engine.posted == [] and loader.track_name == ""
 
 
