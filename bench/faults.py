@@ -27,6 +27,11 @@ flood
     connections opened, refused at once (a 503), closed by the idle timeout, the
     longest a connection stayed, and how long the last ones took to close once the
     flood stopped sending.
+late
+    Loads that fail after their header check (a float WAV with a NaN sample, a stem
+    file with damaged audio) and one refused by its length (130 silent minutes): each
+    gets exactly one ``/error`` with its reason, and the playing track plays on,
+    separated.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from daemon_helpers import free_udp_port  # noqa: E402
+from mp4_helpers import damaged_stem_file  # noqa: E402
 
 from conftest import tone_mix  # noqa: E402
 from stemdeck.daemon.osc.wire import Message, decode, encode_message  # noqa: E402
@@ -151,6 +157,23 @@ class Live:
                     return out
                 out.append((msg.address, list(msg.args)))
             raise Failed(f"no answer to {address} in {timeout:g} s (got {out})")
+
+    def load(self, path: str, timeout: float = 60.0) -> list[tuple[str, list]]:
+        """``/track/load``: its one reply, which comes once the track plays or failed
+        (docs/osc.md), or a refusal at once."""
+        with self.lock:
+            self.sock.sendto(encode_message("/track/load", [path]), ("127.0.0.1", self.osc_port))
+            deadline = time.monotonic() + timeout
+            while (left := deadline - time.monotonic()) > 0:
+                self.sock.settimeout(left)
+                try:
+                    msg = decode(self.sock.recvfrom(65536)[0])
+                except TimeoutError:
+                    break
+                assert isinstance(msg, Message)
+                if msg.address in ("/track/load", "/error"):
+                    return [(msg.address, list(msg.args))]
+            raise Failed(f"no answer to /track/load {path} in {timeout:g} s")
 
     def status(self) -> str:
         for _ in range(50):
@@ -316,7 +339,7 @@ def flood(live: Live, args: argparse.Namespace) -> list[str]:
         if checks and time.monotonic() >= checks[0]:
             checks.pop(0)
             path = str(live.library / f"{loads[0]}.wav")
-            got = live.ask("/track/load", path)
+            got = live.load(path)
             if got != [("/track/load", [path])]:
                 raise Failed(f"flood: /track/load {path} answered {got}")
             saved = live.ask("/scene/save", "flood")
@@ -355,7 +378,41 @@ def flood(live: Live, args: argparse.Namespace) -> list[str]:
     return lines
 
 
-CASES: dict[str, Callable[[Live, argparse.Namespace], list[str]]] = {"flood": flood}
+def late(live: Live, args: argparse.Namespace) -> list[str]:
+    """Loads that fail after their check, and one too long to be read at all: each
+    requester gets its ``/error``, the playing track plays and stays separated."""
+    playing = live.status().split(" ")[0]
+    nan = tone_mix(3.0, sr=SR, seed=9)
+    nan[0, 100] = np.nan  # the header is fine
+    sf.write(live.library / "nan.wav", nan.T, SR, subtype="FLOAT")
+    damaged_stem_file(live.library / "damaged.stem.mp4", SR)
+    long = live.library / "long.flac"  # 130 minutes of silence: 1.4 MB, 2.9 GB decoded
+    with sf.SoundFile(long, "w", SR, 2, subtype="PCM_16", format="FLAC") as f:
+        silence = np.zeros((60 * SR, 2), np.float32)
+        for _ in range(130):
+            f.write(silence)
+    expected = {
+        "nan.wav": f"{str(live.library / 'nan.wav')!r}: 1 samples are NaN or infinite; "
+        "re-export the file",
+        "damaged.stem.mp4": "is damaged: its audio cannot be decoded",
+        "long.flac": f"refused {str(long)!r}: 130 minutes long; at most 120 (serve --max-minutes)",
+    }
+    lines = []
+    for name, reason in expected.items():
+        t0 = time.monotonic()
+        got = live.load(str(live.library / name))
+        took = time.monotonic() - t0
+        if len(got) != 1 or got[0][0] != "/error" or reason not in got[0][1][0]:
+            raise Failed(f"late: /track/load {name} answered {got}")
+        lines.append(f"/track/load {name}: /error in {took * 1000:.0f} ms: {got[0][1][0]}")
+    status = live.status()
+    if not status.startswith(f"{playing} playing ") or " ready |" not in status:
+        raise Failed(f"late: the playing track was disturbed: {status}")
+    lines.append(f"{playing} plays on, separated")
+    return lines
+
+
+CASES: dict[str, Callable[[Live, argparse.Namespace], list[str]]] = {"flood": flood, "late": late}
 
 
 def _figures(status: str) -> str:
