@@ -360,3 +360,31 @@ def test_max_minutes_must_be_a_finite_number_above_zero(
     assert capsys.readouterr().err.endswith(
         f"error: argument --max-minutes: expected minutes above 0, got {value!r}\n"
     )
+
+
+def test_send_waits_for_the_track_load_reply_that_comes_when_the_load_ends(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """/track/load is answered once the track plays: later than send's usual second."""
+    import socket
+    import threading
+
+    from stemdeck.daemon.osc.wire import encode_message
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.bind(("127.0.0.1", 0))
+        peer.settimeout(10)
+
+        def answer_late() -> None:
+            _, sender = peer.recvfrom(65536)
+            time.sleep(1.5)  # the file being read
+            peer.sendto(encode_message("/track/load", ["/music/a.wav"]), sender)
+
+        thread = threading.Thread(target=answer_late)
+        thread.start()
+        began = time.monotonic()
+        assert main(["send", str(peer.getsockname()[1]), "/track/load", "/music/a.wav"]) == 0
+        took = time.monotonic() - began
+        thread.join()
+    assert took < 30  # done once the reply came, not at the end of the 60 s
+    assert capsys.readouterr().out == "/track/load '/music/a.wav'\n"

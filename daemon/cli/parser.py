@@ -252,7 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", metavar="[HOST:]PORT")
     p.add_argument("address")
     p.add_argument("args", nargs="*", metavar="ARG", help="numbers (1, 0.5, -inf), T/F, or strings")
-    p.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for replies")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds to wait for replies (default 1; 60 for /track/load, answered when "
+        "the track plays or failed)",
+    )
 
     p = sub.add_parser("prep", help="separate every track under folders, in parallel (Dask)")
     p.add_argument(

@@ -17,7 +17,10 @@ import time
 from stemdeck.core.errors import ParameterError
 from stemdeck.daemon.osc.wire import Message, OscDecodeError, decode, encode_message, iter_messages
 
-__all__ = ["cmd_send", "osc_value", "reply_line"]
+__all__ = ["LOAD_TIMEOUT_S", "cmd_send", "osc_value", "reply_line"]
+
+#: How long ``send`` waits for the reply to ``/track/load`` unless ``--timeout`` says.
+LOAD_TIMEOUT_S = 60.0
 
 #: Python types of the arguments the daemon sends (bool is an int).
 _SENT = (str, int, float, bytes, type(None))
@@ -71,15 +74,19 @@ def cmd_send(args: argparse.Namespace) -> int:
     if not args.address.startswith("/"):
         raise ParameterError(f"an OSC address starts with '/', got {args.address!r}")
     values = [osc_value(a) for a in args.args]
+    timeout = args.timeout
+    if timeout is None:  # a load is answered when it ends: reading a long file takes a while
+        timeout = LOAD_TIMEOUT_S if args.address == "/track/load" else 1.0
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(args.timeout)
+        sock.settimeout(timeout)
         try:
             sock.sendto(encode_message(args.address, values), (host, port))
         except OSError as exc:
             raise ParameterError(f"cannot send to {host}:{port}: {exc.strerror}") from None
-        deadline = time.monotonic() + args.timeout
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)  # the deadline shrinks once replies come
             try:
                 data, sender = sock.recvfrom(65536)
             except (TimeoutError, ConnectionRefusedError):
