@@ -283,6 +283,8 @@ def run(job: WorkerJob, conn: Connection) -> None:
         os._exit(0)  # the daemon went away: nobody to tell
     except StemdeckError as exc:
         _send_quietly(conn, ("error", str(exc)))
+    except MemoryError:
+        _send_quietly(conn, ("error", "separation failed: not enough memory"))
     except Exception as exc:  # report, the parent keeps playing the original
         _send_quietly(conn, ("error", f"separation failed: {exc!r}"))
     finally:

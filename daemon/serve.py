@@ -248,7 +248,10 @@ class Daemon:
             self.memory = lock_memory()  # the engine's buffers, before any track is mapped
         if opts.record:
             self.recorder = Recorder(opts.record, rate, 2, max_block=opts.block * 4)
-        self.loader.open(opts.track)  # the track, with the registry's whole state
+        try:
+            self.loader.open(opts.track)  # the track, with the registry's whole state
+        except MemoryError:
+            raise ParameterError(f"{opts.track!r}: not enough memory to load it") from None
         self.post(Play())
         # MIDI before the audio stream: opening a JACK MIDI client while our JACK
         # audio client runs would stall the graph on this process's GIL.

@@ -481,3 +481,21 @@ def test_mem_available_reads_proc_meminfo(tmp_path: Path) -> None:
     meminfo.write_text("MemTotal:  8000000 kB\n")
     assert mem_available(meminfo) is None
     assert mem_available(tmp_path / "absent") is None
+
+
+def test_a_worker_out_of_memory_reports_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_memory(*args: Any, **kwargs: Any) -> Any:
+        raise MemoryError
+
+    monkeypatch.setattr(worker_module, "separate", no_memory)  # forked: the worker has it
+    context = mp.get_context("fork")
+    parent, child = context.Pipe(duplex=False)
+    y = tone_mix(1.0, seed=40)
+    job = worker_module.WorkerJob(y, SR, SPEC, None, None, os.getpid())
+    process = context.Process(target=worker_module.run, args=(job, child))
+    process.start()
+    child.close()
+    assert parent.poll(60)
+    assert parent.recv() == ("error", "separation failed: not enough memory")
+    process.join(10)
+    assert process.exitcode == 0
