@@ -12,6 +12,8 @@ nothing: every message is validated and staged in a
 new state and the transport commands go to the engine as one command, posted
 under the registry's lock, so the registry and the audio never disagree. A bad
 message answers one ``/error`` with the reason, is counted, and changes nothing.
+``/track/load`` is checked with its group and answered when the load ends
+(:class:`LateReply`, sent through the server's deliver callback).
 
 Subscribers (``/subscribe``) live here too: feedback goes to one for
 ``subscription_seconds`` unless it renews.
