@@ -8,13 +8,15 @@ import asyncio
 import logging
 import socket
 from dataclasses import dataclass, field
+from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from osc_host import FakeHost, make_server
 
 from stemdeck.daemon.osc import Feedback
-from stemdeck.daemon.osc.wire import Message, decode, encode_bundle, encode_message
+from stemdeck.daemon.osc.wire import Bundle, Message, decode, encode_bundle, encode_message
 from stemdeck.daemon.track_source import LoadDone
 from stemdeck.daemon.web.server import WebApp
 
@@ -91,9 +93,20 @@ def test_the_track_load_reply_comes_when_the_load_ends_over_udp(
         client.close()
 
 
-def test_the_track_load_reply_comes_when_the_load_ends_over_the_websocket() -> None:
-    from test_web import receive_osc
+async def receive_osc(ws: aiohttp.ClientWebSocketResponse) -> list[tuple[str, list[Any]]]:
+    """The messages of the next binary frame (one OSC message or bundle)."""
+    msg = await ws.receive(timeout=10)
+    assert msg.type == aiohttp.WSMsgType.BINARY, msg
+    packet = decode(msg.data)
+    items = packet.elements if isinstance(packet, Bundle) else [packet]
+    out = []
+    for m in items:
+        assert isinstance(m, Message)
+        out.append((m.address, list(m.args)))
+    return out
 
+
+def test_the_track_load_reply_comes_when_the_load_ends_over_the_websocket() -> None:
     async def main() -> None:
         host, osc = make_server(host=LateHost())
         assert isinstance(host, LateHost)

@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from stemdeck.core.separation.separate import STAGES
+from stemdeck.daemon import web
 from stemdeck.daemon.osc import Counters
 from stemdeck.daemon.status import Status, format_status
 
@@ -95,7 +96,7 @@ def test_a_requested_track_being_read_is_shown_beside_the_playing_one() -> None:
 
 
 def test_the_page_weighs_the_stages_as_the_status_line() -> None:
-    script = Path(__file__).parent.parent / "daemon" / "web" / "static" / "mixer.js"
+    script = Path(web.__file__).parent / "static" / "mixer.js"
     found = re.search(r"const STAGES = (\[.*\]);", script.read_text())
     assert found is not None
     assert dict(json.loads(found.group(1))) == STAGES
