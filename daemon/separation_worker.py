@@ -206,16 +206,20 @@ class SeparationWorker:
         return message
 
     def release(self) -> None:
-        """Unlink the audio's segment (the worker's mapping, if any, stays valid)."""
+        """Unlink the audio's segment (the worker's mapping, if any, stays valid).
+
+        Under the lock: a call made while another is releasing returns once the
+        segment is gone (the watcher and :meth:`end` may release at once).
+        """
         with self._lock:
             shm, self._shm = self._shm, None
-        if shm is None:
-            return
-        shm.close()
-        try:
-            shm.unlink()
-        except FileNotFoundError:
-            pass
+            if shm is None:
+                return
+            shm.close()
+            try:
+                shm.unlink()
+            except FileNotFoundError:
+                pass
 
     def finish(self, timeout: float = 10.0) -> None:
         """After the last message: close the pipe, reap the process, release."""

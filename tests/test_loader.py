@@ -499,3 +499,30 @@ def test_a_worker_out_of_memory_reports_one_line(monkeypatch: pytest.MonkeyPatch
     assert parent.recv() == ("error", "separation failed: not enough memory")
     process.join(10)
     assert process.exitcode == 0
+
+
+def test_a_release_during_another_returns_once_the_segment_is_gone(
+    monkeypatch: pytest.MonkeyPatch, shared_memory_checked: None
+) -> None:
+    """The watcher (the worker ended) and close() release at once: the second call
+    returned while the first was still unlinking, and close() left the segment."""
+    shm = worker_module.share_audio(tone_mix(0.5, seed=41))
+    receiving, sending = mp.Pipe(duplex=False)
+    worker = worker_module.SeparationWorker(BaseProcess(), receiving, shm)
+    unlinking = threading.Event()
+    real_unlink = type(shm).unlink
+
+    def slow_unlink(self: Any) -> None:
+        unlinking.set()
+        time.sleep(0.3)  # a busy machine
+        real_unlink(self)
+
+    monkeypatch.setattr(type(shm), "unlink", slow_unlink)
+    first = threading.Thread(target=worker.release)
+    first.start()
+    assert unlinking.wait(10)
+    worker.release()  # the second call, while the first unlinks
+    assert _segments() == []
+    first.join()
+    receiving.close()
+    sending.close()
