@@ -54,7 +54,7 @@ def main() -> None:
             w.add_array("W", np.ones((1025, 64), np.float32))
             w.add_array("H", np.ones((64, samples // 512), np.float32))
             w.meta["sr"] = args.sr
-        entry = cache.load(key)
+        entry = cache.load(key).entry
         assert entry is not None
         size = sum(p.stat().st_size for p in entry.path.iterdir())
         timings: dict[str, list[float]] = {"warm": [], "cold": []}
@@ -66,9 +66,9 @@ def main() -> None:
                 else:
                     cache.verify(entry)  # bring it into the page cache
                 t0 = time.perf_counter()
-                ok = cache.verify(entry)
+                checked = cache.verify(entry)
                 timings[kind].append(time.perf_counter() - t0)
-                assert ok
+                assert checked.found, checked.problem
         print(
             f"entry {size / 1e6:.0f} MB ({args.seconds:g} s, 4 stereo stems, {args.sr} Hz); "
             f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}; "

@@ -33,7 +33,8 @@ flood
 loads
     Requests a playing, separating daemon must answer without losing its track: a good
     load, then at once a float WAV with one NaN sample (its header is fine, the read
-    fails late), a stem file whose manifest nests 100,000 levels, a FLAC whose
+    fails late), a stem file whose boxes are fine and whose audio is noise, a stem
+    file whose manifest nests 100,000 levels, a FLAC whose
     STREAMINFO claims ten hours (a few KiB on disk), a real three-hour silent FLAC, a
     file with an audio suffix that is not audio, and a library name that is not UTF-8
     (loaded back from its listed form). Each request must get exactly one answer, the
@@ -75,7 +76,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from daemon_helpers import free_udp_port  # noqa: E402
-from mp4_helpers import with_stem_box  # noqa: E402
+from mp4_helpers import damaged_stem_file, with_stem_box  # noqa: E402
 
 from conftest import tone_mix  # noqa: E402
 from stemdeck.core.audiofile.stemfile_write import write_stem_file  # noqa: E402
@@ -461,6 +462,7 @@ def make_files(live: Live) -> Files:
     deep = b'{"version": 1, "stems": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     with_stem_box(folder / "_good.stem.mp4", folder / "deep.stem.mp4", deep)
     (folder / "_good.stem.mp4").unlink()
+    damaged_stem_file(folder / "damaged.stem.mp4", SR)
     _lying_flac(folder / "ten-hours.flac", 10 * 3600)
     _silent_flac(folder / "three-hours.flac", 3 * 3600)
     (folder / "noise.wav").write_bytes(os.urandom(4096))
@@ -469,6 +471,7 @@ def make_files(live: Live) -> Files:
     bad = {
         "one NaN sample": folder / "one-nan.wav",
         "manifest 100,000 deep": folder / "deep.stem.mp4",
+        "stem file, damaged audio": folder / "damaged.stem.mp4",
         "header claims 10 h": folder / "ten-hours.flac",
         "3 h of silence": folder / "three-hours.flac",
         "not audio": folder / "noise.wav",

@@ -120,6 +120,7 @@ def loop_process(preset: str, cache_root: Path, paths: list[Path]) -> None:
     from threadpoolctl import threadpool_limits
 
     from stemdeck.core.separation import nmf, separate  # noqa: F401  (as the worker plugin)
+    from stemdeck.core.separation.keys import SeparationSpec
     from stemdeck.core.separation.prep import TOKEN_PREFIX
     from stemdeck.core.separation.presets import load_separation_preset
     from stemdeck.daemon.prep.cluster import prep_task
@@ -136,8 +137,7 @@ def loop_process(preset: str, cache_root: Path, paths: list[Path]) -> None:
             path.read_bytes(),
             suffix=path.suffix,
             name=path.name,
-            params=params,
-            mode="stems",
+            spec=SeparationSpec(params=params),
             cache_root=str(cache_root),
             cache_token=token,
         )
@@ -157,6 +157,7 @@ def blas_threads() -> list[int]:
 
 
 def dask_run(paths: list[Path], params: Any, cache_root: Path, workers: int) -> dict[str, Any]:
+    from stemdeck.core.separation.keys import SeparationSpec
     from stemdeck.daemon.prep import PrepOptions, run_prep
 
     seen: dict[str, Any] = {}
@@ -168,8 +169,7 @@ def dask_run(paths: list[Path], params: Any, cache_root: Path, workers: int) -> 
 
     opts = PrepOptions(
         paths=[str(paths[0].parent)],
-        params=params,
-        mode="stems",
+        spec=SeparationSpec(params=params),
         workers=workers,
         cache_root=str(cache_root),
     )

@@ -37,6 +37,7 @@ import material  # noqa: E402
 import musdb  # noqa: E402
 
 from stemdeck.core.material.demo import demo_track  # noqa: E402
+from stemdeck.core.separation.keys import SeparationSpec  # noqa: E402
 from stemdeck.core.separation.presets import SeparationParams  # noqa: E402
 from stemdeck.core.separation.separate import separate  # noqa: E402
 from stemdeck.core.separation.spectral import magnitude  # noqa: E402
@@ -137,7 +138,7 @@ def score_group(label: str, songs, sdr, params: SeparationParams) -> dict[str, n
     for song in songs:
         refs = np.stack([song.stems[k] for k in STEM_NAMES])
         y = song.mix
-        result = separate(y, song.sr, params=params, mode="stems")
+        result = separate(y, song.sr, spec=SeparationSpec(params=params))
         assert list(result.names) == list(STEM_NAMES)
         scores["stemdeck"].append(sdr(refs, np.asarray(result.channels), song.sr))
         scores["seed (oracle)"].append(seed_method(y, refs, sdr, song.sr))

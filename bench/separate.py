@@ -51,6 +51,7 @@ def main() -> None:
     from stemdeck.core.audiofile.files import load, write
     from stemdeck.core.material.demo import demo_track
     from stemdeck.core.separation.cache import SeparationCache
+    from stemdeck.core.separation.keys import SeparationSpec
     from stemdeck.core.separation.nmf import _init_factors, nmf
     from stemdeck.core.separation.presets import load_separation_preset
     from stemdeck.core.separation.separate import separate
@@ -121,7 +122,7 @@ def main() -> None:
     for _ in range(max(args.runs, 3)):
         t0 = time.perf_counter()
         y, sr = load(track)
-        result = separate(y, sr, params=params, mode="components", cache=cache)
+        result = separate(y, sr, spec=SeparationSpec("components", params), cache=cache)
         hits.append(time.perf_counter() - t0)
         assert result.from_cache
     print(
@@ -182,14 +183,14 @@ def main() -> None:
 
 def stems_stages(y: np.ndarray, sr: int, runs: int) -> None:
     """Where stems mode spends its time, in this process (medians of ``runs``)."""
-    from stemdeck.core.separation.presets import SeparationParams
-    from stemdeck.core.separation.separate import reconstruct_spectra, stems_params
+    from stemdeck.core.separation.keys import SeparationSpec
+    from stemdeck.core.separation.separate import reconstruct_spectra
     from stemdeck.core.separation.spectral import magnitude
     from stemdeck.core.separation.stems import load_stem_model
     from stemdeck.core.separation.stft import stft
 
     model = load_stem_model()
-    params = stems_params(SeparationParams(), model, sr)
+    params = SeparationSpec().settings_at(sr)
     stages: dict[str, list[float]] = {}
 
     def timed(name: str, t0: float) -> float:

@@ -44,6 +44,7 @@ def main() -> None:
     from stemdeck.core.audiofile.stemfile import NI_STEMS, read_stem_file
     from stemdeck.core.audiofile.stemfile_write import write_stem_file
     from stemdeck.core.material.demo import demo_track
+    from stemdeck.core.separation.keys import SeparationSpec
     from stemdeck.core.separation.presets import load_separation_preset
     from stemdeck.core.separation.separate import separate
 
@@ -83,7 +84,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.runs):
             t0 = time.perf_counter()
-            result = separate(y, sr, params=params, mode="stems", cache=None)
+            result = separate(y, sr, spec=SeparationSpec(params=params), cache=None)
             times["separate"].append(time.perf_counter() - t0)
             names = list(result.names)
             stems = np.stack([result.channels[names.index(n)] for n, _ in NI_STEMS])

@@ -12,6 +12,7 @@ from stemdeck.core.control.registry import Registry
 from stemdeck.core.mixer.commands import Command
 from stemdeck.core.mixer.engine import Mixer
 
+from .track_source import LoadDone
 from .transport import TransportControl
 
 __all__ = ["Host"]
@@ -37,8 +38,11 @@ class Host(Protocol):
         """Queue ``command`` for the audio thread; False when the queue is full."""
         ...
 
-    def load_track(self, path: str) -> None:
-        """``/track/load``: check ``path`` now, load it in the background.
+    def load_track(self, path: str, done: LoadDone) -> None:
+        """``/track/load``: check ``path`` now, load it in the background, and tell
+        ``done`` once how it ended: None once the track plays, else why not
+        (:class:`~stemdeck.daemon.loader.TrackLoader`). ``done`` may be called
+        before this returns.
 
         Raises
         ------

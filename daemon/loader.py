@@ -1,41 +1,53 @@
 """Track loading: the original at once, separated channels when they are ready.
 
-One :class:`TrackLoader` owns everything a track change involves: reading the
-file, the separation worker process and its pipe, the cache and its
-background verification, and publishing channels to the engine. Requests are
-numbered (:attr:`TrackLoader.generation`); one lock guards the number and the
-worker, and nothing from an older request is ever posted once a newer one has
-been made, so the last request wins and an earlier request's worker is ended.
+One :class:`TrackLoader` owns a track change: reading the file, the separation
+worker and its pipe, the cache and its background verification, publishing to
+the engine. It keeps apart the **requested** track (the last ``/track/load``,
+being read) and the **playing** one (its original or channels, its separation).
 
-Sequence of one load (a background thread per request)::
+A load is a transaction: the requested track replaces the playing one only once
+it has been read, decoded and checked and the engine took it; until then the
+playing track plays and separates on (its worker is not ended, its generation,
+:attr:`TrackLoader.generation`, not bumped). One lock guards the request, the
+generation and the worker; nothing of an older generation is posted once a newer
+one plays. Each request is answered once through the ``done`` callback the
+OSC/web layer hands over: ``done(None)`` once it plays; ``done(reason)`` when it
+fails (logged once, the status line's problem, ``/track/progress`` says ``load
+failed``; the old track plays on); ``done("superseded by NAME")`` when a newer
+request comes first: the last request wins.
 
-    request(path)          validate: library, regular file, audio header -> ack
-      read + decode        the source at its own rate (the cache key hashes it)
-      post SetTrack(mix)   the original, resampled to the engine's rate, plays from
-                           its start (old track fades out)
-      cache hit?           verify every block in the background, resample the
-                           channels to the engine's rate when the rates differ, then
-                           post SetTrack(channels, same_audio=True)
-      else                 worker process separates at the source rate; the watcher
-                           publishes the channels the same way when it reports "done"
+One load (a background thread per request)::
 
-A track separated by ``stemdeck separate`` or ``stemdeck prep`` at 44.1 kHz is
-therefore a cache hit on a 48 kHz device too.
+    request(path)          check (track_source.py): library, regular file, audio
+                           header, length and memory -> refused now, or requested
+      read + decode        once, at the source's rate; a failure (damaged audio,
+                           NaN, a file replaced, MemoryError) -> done(reason)
+      post SetTrack(mix)   the original at the engine's rate plays from its start
+                           (old track fades out, its worker ends) -> done(None)
+      key                  one hash of the decoded audio (SeparationSpec.key)
+      cache hit?           verify every block in the background, resample to the
+                           engine's rate if needed, post SetTrack(channels,
+                           same_audio=True)
+      else                 the decoded audio goes to a worker in shared memory
+                           (separation_worker.py) with the key; it separates into
+                           the cache under that key and reports ("done", key); the
+                           entry is verified and published the same way
 
-Every ``SetTrack`` goes to the engine in one command with the registry's whole state
-(a :class:`~stemdeck.core.control.registry.Transaction` committed with the
-``SetTrack`` as its extra command), so a track never plays with stale strip targets,
-and the registry takes the track's channel names only if the engine took the track.
-If the engine's queue is full the post is retried for :data:`POST_RETRY_S`, then the
-load is given up and says why (the status line's problem): the old track plays on.
+The file is never read again once decoded: a file rewritten meanwhile changes
+neither what plays nor what is separated. A track separated by ``stemdeck
+separate`` or ``prep`` at 44.1 kHz is a cache hit on a 48 kHz device too.
+
+Every ``SetTrack`` goes to the engine in one command with the registry's whole
+state (a :class:`~stemdeck.core.control.registry.Transaction` with the ``SetTrack``
+as its extra command): a track never plays with stale strip targets, and the
+registry takes its channel names only if the engine took it. A full queue is
+retried for :data:`POST_RETRY_S`, then the load fails and says why.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing as mp
-import os
-import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -44,122 +56,35 @@ from typing import Any
 
 import numpy as np
 
-from stemdeck.core.audiofile.files import load, probe_audio
-from stemdeck.core.audiofile.mp4 import is_mp4_path
 from stemdeck.core.audiofile.samples import resample, resample_channels
-from stemdeck.core.audiofile.stemfile import (
-    StemFile,
-    channel_keys,
-    probe,
-    read_stem_file,
-    stem_track_name,
-)
+from stemdeck.core.audiofile.stemfile import StemFile, channel_keys, stem_track_name
 from stemdeck.core.control.registry import Registry
-from stemdeck.core.errors import AudioFileError, ParameterError, StemdeckError
-from stemdeck.core.mixer.commands import Command, SetTrack, Track
+from stemdeck.core.errors import ParameterError, StemdeckError
+from stemdeck.core.mixer.commands import SetTrack, Track
 from stemdeck.core.separation.cache import SeparationCache
-from stemdeck.core.separation.presets import SeparationParams
-from stemdeck.core.separation.separate import cached_separation, separate
+from stemdeck.core.separation.keys import SeparationSpec
 
-from .pathnames import resolve_listed
-from .realtime import children_on_every_cpu
+from .separation_worker import ProcessContext, SeparationWorker
+from .track_limits import TrackLimits
+from .track_source import (
+    LoadDone,
+    LoadRequest,
+    check_path,
+    check_start,
+    read_source,
+    read_stem_source,
+)
 
-__all__ = ["DEMO", "TrackLoader", "read_source"]
+__all__ = ["LOAD_FAILED", "TrackLoader"]
 
 log = logging.getLogger(__name__)
 
-DEMO = "demo:"  # the built-in demo track, as a track source
 # A track refused by a full engine queue is posted again for this long: the audio
 # thread empties the queue every block, so only a stalled stream outlasts it.
 POST_RETRY_S = 1.0
 POST_RETRY_INTERVAL_S = 0.01
-
-
-def read_source(source: str, sr: int | None) -> tuple[np.ndarray, int, str]:
-    """Audio of a track source (a path or the demo), at ``sr`` when given."""
-    if source == DEMO:
-        from stemdeck.core.material.demo import demo_track
-
-        demo = demo_track()
-        y = demo.mix
-        if sr is not None and sr != demo.sr:
-            y = resample(y, demo.sr, sr)
-        return y, sr or demo.sr, demo.name
-    y, file_sr = load(source, sr=sr)
-    return y, file_sr, stem_track_name(source)
-
-
-def read_stem_source(source: str, sr: int) -> StemFile | None:
-    """A stem file's stems at ``sr`` (decoded whole, or AudioFileError), else None."""
-    if source == DEMO or not is_mp4_path(source) or probe(source) is None:
-        return None
-    return read_stem_file(source, sr=sr, master=False)
-
-
-def _exit_with_parent(parent: int) -> None:
-    """Worker: end at once, quietly, when the daemon is gone (even by SIGKILL)."""
-    while True:
-        if os.getppid() != parent:
-            os._exit(0)
-        time.sleep(0.1)
-
-
-def _worker(
-    source: str,
-    sr: int | None,
-    params: SeparationParams,
-    mode: str,
-    cache_root: str | None,
-    conn: Any,
-    parent: int,
-) -> None:
-    """Separation in its own process; reports progress and 'done' through ``conn``."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
-    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # ended: no traceback
-    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
-    nmf_threads = max(1, (os.cpu_count() or 1) - 1)  # a core for the audio
-    try:
-        y, sr, _ = read_source(source, sr)
-        cache = SeparationCache(cache_root) if cache_root else None
-        last = [0.0]
-
-        def progress(stage: str, fraction: float) -> None:
-            now = time.monotonic()
-            if now - last[0] > 0.2 or fraction >= 1.0:
-                last[0] = now
-                conn.send(("progress", stage, fraction))
-
-        result = separate(
-            y,
-            sr,
-            params=params,
-            mode=mode,
-            cache=cache,
-            progress=progress,
-            nmf_threads=nmf_threads,
-        )
-        if result.info.get("cache_path"):
-            conn.send(("done", None))
-        else:  # no cache (disabled or full disk): hand the audio over
-            conn.send(("data", np.asarray(result.channels)))
-    except (BrokenPipeError, EOFError, ConnectionError):
-        os._exit(0)  # the daemon went away: nobody to tell
-    except StemdeckError as exc:
-        _send_quietly(conn, ("error", str(exc)))
-    except Exception as exc:  # report, the parent keeps playing the original
-        _send_quietly(conn, ("error", f"separation failed: {exc!r}"))
-    finally:
-        try:
-            conn.close()
-        except OSError:
-            pass
-
-
-def _send_quietly(conn: Any, message: tuple[Any, ...]) -> None:
-    try:
-        conn.send(message)
-    except OSError:
-        os._exit(0)
+#: The stage ``/track/progress`` shows while the last request's failure stands.
+LOAD_FAILED = "load failed"
 
 
 class TrackLoader:
@@ -167,18 +92,24 @@ class TrackLoader:
 
     Parameters
     ----------
-    engine : the mixer (``sr`` and ``post`` are used)
+    engine : the mixer (``sr``, ``max_channels`` and ``post`` are used)
     registry : Registry
         Its whole state is posted with each ``SetTrack``, in one command, so the
         channels start at the current levels.
     names : sequence of str
         Channel names a separation gives (the engine has exactly this many strips).
-    mode, params : the separation
+    spec : SeparationSpec
+        The separation.
     cache : SeparationCache or None
         Opened with ``verify_on_load=False``: the loader verifies every block
         in the background while the original plays.
     library : list of Path
         Folders ``/track/load`` may read from.
+    mp_context : multiprocessing context, optional
+        How the separation worker is started (default: spawn; a test forks).
+    limits : TrackLimits, optional
+        The longest track and the memory check (default: :class:`TrackLimits`
+        for ``spec``'s mode).
     """
 
     def __init__(
@@ -187,251 +118,186 @@ class TrackLoader:
         registry: Registry,
         names: Sequence[str],
         *,
-        mode: str,
-        params: SeparationParams,
+        spec: SeparationSpec,
         cache: SeparationCache | None,
         library: Sequence[Path],
+        mp_context: ProcessContext | None = None,
+        limits: TrackLimits | None = None,
     ) -> None:
         self.engine = engine
         self.registry = registry
         self.names = tuple(names)
-        self.mode = mode
-        self.params = params
+        self.spec = spec
         self.cache = cache
         self.library = list(library)
-        self.generation = 0
-        self.track_name = ""
-        self.progress: tuple[str, float] | None = None
-        self.problem: str | None = None  # the last load's failure, for the status line
-        self.separated = False  # the current track's channels play (not its original)
+        self.mp_context: ProcessContext = mp_context or mp.get_context("spawn")
+        self.limits = limits or TrackLimits(mode=spec.mode)
+        self.generation = 0  # of the playing track
+        self.track_name = ""  # the playing track
+        self.progress: tuple[str, float] | None = None  # the playing track's separation
+        self.problem: str | None = None  # the last failure, for the status line
+        self.load_failed = False  # the last request failed (until the next one)
+        self.separated = False  # the playing track's channels play (not its original)
         self.colours: list[str] = []  # #RRGGBB per channel, when the track names them
         self._lock = threading.Lock()
-        self._worker: Any = None
+        self._request: LoadRequest | None = None  # the requested track, being read
+        self._worker: SeparationWorker | None = None
         self._closed = False
 
     @property
-    def post(self) -> Callable[[Command], bool]:
-        return self.engine.post
+    def requested(self) -> str | None:
+        """The name of the track being read for the last request, if any."""
+        request = self._request
+        return request.name if request is not None else None
+
+    def track_info(self) -> tuple[str, str, float]:
+        """The playing track's name and where its separation is (``/track/progress``):
+        ``load failed 0`` while the last request's failure stands."""
+        progress = self.progress
+        if self.load_failed:
+            return self.track_name, LOAD_FAILED, 0.0
+        if progress is None:
+            return self.track_name, "ready" if self.separated else "original only", 1.0
+        return self.track_name, progress[0], float(progress[1])
 
     # -- requests ---------------------------------------------------------------------
     def check(self, path: str) -> str:
-        """The resolved path of a ``/track/load`` request, or ParameterError saying why not.
+        """The resolved path of a ``/track/load`` request, or ParameterError saying why
+        not (:func:`~stemdeck.daemon.track_source.check_path`, within :attr:`limits`)."""
+        return check_path(path, self.library, self.limits, self.engine.sr, len(self.names))
 
-        Only regular files under a library folder (after resolving ``..`` and
-        symlinks), whose header says they hold audio (:func:`probe_audio`: for an
-        MP4, its boxes and a stem file's manifest; the audio is decoded in the
-        background). A name as ``/track/list`` escapes it is taken back
-        (:func:`~stemdeck.daemon.pathnames.resolve_listed`).
-        """
-        target = Path(resolve_listed(path)).expanduser()
-        try:
-            resolved = target.resolve(strict=True)
-        except (OSError, RuntimeError):
-            raise ParameterError(f"refused {path!r}: no such file") from None
-        if not any(resolved.is_relative_to(root) for root in self.library):
-            roots = ", ".join(str(r) for r in self.library) or "(none: use --library)"
-            raise ParameterError(f"refused {path!r}: outside the library folders {roots}")
-        if not resolved.is_file():
-            raise ParameterError(f"refused {path!r}: not a regular file")
-        try:
-            info = probe_audio(resolved)
-        except AudioFileError as exc:
-            # A stem file's reader says what is damaged; for the rest, that is enough.
-            reason = str(exc) if is_mp4_path(resolved) else "not a readable audio file"
-            raise ParameterError(f"refused {path!r}: {reason}") from None
-        if not info.holds_audio:
-            raise ParameterError(f"refused {path!r}: the file holds no audio")
-        return str(resolved)
+    def request(self, path: str, done: LoadDone | None = None) -> None:
+        """Check ``path`` (:meth:`check`, raises now), then load it in the background;
+        ``done`` is told once how it ended."""
+        self.start(self.check(path), done)
 
-    def request(self, path: str) -> int:
-        """Validate (:meth:`check`), then load in the background; returns the request number."""
-        resolved = self.check(path)
-        return self.start(resolved)
-
-    def start(self, source: str) -> int:
-        """Load ``source`` (a checked path or :data:`DEMO`) in the background."""
+    def start(self, source: str, done: LoadDone | None = None) -> None:
+        """Load ``source`` (a checked path or :data:`DEMO`) in the background; a request
+        still being read is superseded (its ``done`` says so)."""
+        request = LoadRequest(source, done)
         with self._lock:
-            self.generation += 1
-            gen = self.generation
+            old, self._request = self._request, request
+            self.load_failed = False
+        if old is not None:
+            self._answer(old, f"superseded by {request.name}")
         threading.Thread(
-            target=self._load, args=(source, gen), name="stemdeck-load", daemon=True
+            target=self._load, args=(request,), name="stemdeck-load", daemon=True
         ).start()
-        return gen
 
     def open(self, source: str) -> None:
-        """Start-up: read ``source`` now (errors raise), play its original, and
-        bring its channels in the background."""
+        """Start-up: read ``source`` now (errors raise: StemdeckError, MemoryError),
+        play its original, and bring its channels in the background."""
+        check_start(source, self.limits, self.engine.sr, len(self.names))
+        request = LoadRequest(source, None)
         with self._lock:
-            self.generation += 1
-            gen = self.generation
-        stems = read_stem_source(source, self.engine.sr)
-        if stems is not None:
-            self._publish_stems(stems, source, gen)
-            return
-        y, sr, name = read_source(source, None)
-        if self._begin(y, sr, name, gen):
-            threading.Thread(
-                target=self._channels,
-                args=(source, y, sr, gen, name),
-                name="stemdeck-load",
-                daemon=True,
-            ).start()
+            self._request = request
+        try:
+            self._read_and_play(request, background=True)
+        finally:
+            with self._lock:
+                if self._request is request:
+                    self._request = None
 
     def current(self, gen: int) -> bool:
         return gen == self.generation and not self._closed
 
-    # -- the work (background threads) -------------------------------------------------
-    def _load(self, source: str, gen: int) -> None:
-        self._end_worker()  # an earlier request's worker ends now, not when it finishes
+    # -- the requested track (background threads) ----------------------------------------
+    def _load(self, request: LoadRequest) -> None:
+        if not self._wanted(request):
+            return  # superseded before it was read: answered so already
         try:
-            stems = read_stem_source(source, self.engine.sr)
-            if stems is not None:
-                self._publish_stems(stems, source, gen)
-                return
-            y, sr, name = read_source(source, None)
+            self._read_and_play(request, background=False)
         except StemdeckError as exc:
-            if self.current(gen):
-                self.problem = str(exc)
-                log.warning("track not loaded: %s", exc)
-            return
-        if self._begin(y, sr, name, gen):
-            self._channels(source, y, sr, gen, name)
+            self._fail(request, str(exc))
+        except MemoryError:
+            self._fail(request, f"{request.name}: not enough memory to load it")
+        except Exception as exc:  # one line, never a traceback nor a dead thread
+            self._fail(request, f"{request.name}: {exc!r}")
 
-    def _begin(self, y: np.ndarray, sr: int, name: str, gen: int) -> bool:
-        """Play the original of request ``gen`` (if still current) from its start;
-        ``y`` is the source at its own rate ``sr``."""
-        if not self.current(gen):
-            return False
+    def _read_and_play(self, request: LoadRequest, *, background: bool) -> None:
+        """Read ``request``'s source; once it is decoded and the engine took it, it
+        plays. Its channels follow (in this thread, or another with ``background``)."""
+        stems = read_stem_source(request.source, self.engine.sr)
+        if stems is not None:
+            self._publish_stems(stems, request)
+            return
+        y, sr, name = read_source(request.source, None)
         mix = y if sr == self.engine.sr else resample(y, sr, self.engine.sr)
-        with self._lock:
-            if not self.current(gen):
-                return False
-            self._end_worker_locked()
+        track = Track(mix[np.newaxis], self.engine.sr, ("mix",), is_mix=True)
+        gen = self._play(request, SetTrack(track), self.names, name, colours=[], separated=False)
+        if gen is None:
+            return
+        if background:
+            threading.Thread(
+                target=self._channels, args=(y, sr, gen, name), name="stemdeck-load", daemon=True
+            ).start()
+        else:
+            self._channels(y, sr, gen, name)
+
+    def _wanted(self, request: LoadRequest) -> bool:
+        return self._request is request and not self._closed
+
+    def _play(
+        self,
+        request: LoadRequest,
+        command: SetTrack,
+        names: Sequence[str],
+        name: str,
+        *,
+        colours: list[str],
+        separated: bool,
+    ) -> int | None:
+        """Post ``request``'s track (still the last request); once the engine took it,
+        it is the playing track under a new generation (returned) and the old one's
+        worker ends. None when superseded meanwhile."""
+        gen = 0
 
         def posted() -> None:
+            nonlocal gen
+            self.generation += 1
+            gen = self.generation
+            self._end_worker_locked()
+            self._request = None
             self.track_name = name
             self.problem = None
-            self.separated = False
-            self.progress = ("starting", 0.0)
-            self.colours = []
+            self.separated = separated
+            self.progress = None if separated else ("starting", 0.0)
+            self.colours = colours
 
-        track = Track(mix[np.newaxis], self.engine.sr, ("mix",), is_mix=True)
-        return self._post_track(
-            gen, SetTrack(track), self.names, posted, f"{name} not loaded; load it again"
-        )
+        if not self._post_track(lambda: self._wanted(request), command, names, posted):
+            # Nothing, if superseded meanwhile.
+            self._fail(request, f"engine queue full: {name} not loaded; load it again")
+            return None
+        self._answer(request, None)
+        return gen
 
-    def _channels(self, source: str, y: np.ndarray, sr: int, gen: int, name: str) -> None:
-        """From the cache (verified) or a worker: the channels of request ``gen``."""
-        if self.cache is not None and self._from_cache(y, sr, gen, name):
-            return
-        self._spawn(source, y, sr, gen, name)
-
-    def _from_cache(self, y: np.ndarray, sr: int, gen: int, name: str) -> bool:
-        """Publish a verified cache entry; False when there is none (or it was damaged)."""
-        assert self.cache is not None
-        try:
-            cached = cached_separation(y, sr, params=self.params, mode=self.mode, cache=self.cache)
-        except StemdeckError as exc:
-            log.warning("cache: %s", exc)
-            cached = None
-        if cached is None:
-            self._cache_problem()
-            return False
+    def _fail(self, request: LoadRequest, reason: str) -> None:
+        """``request`` failed: told (and logged) once, if still the last request; the
+        playing track plays and separates on."""
         with self._lock:
-            if self.current(gen):
-                self.progress = ("verifying", 0.0)
-        path = Path(str(cached.info["cache_path"]))
-        if not self.cache.verify(path):  # every block, while the original plays
-            self._cache_problem()
-            return False
-        if self._publish(cached.channels, sr, gen):
-            log.info("%s: %d channels from the cache", name, len(cached.names))
-        return True
-
-    def _cache_problem(self) -> None:
-        assert self.cache is not None
-        if self.cache.last_problem:
-            log.warning(self.cache.last_problem)
-            self.cache.last_problem = None
-
-    def _spawn(self, source: str, y: np.ndarray, sr: int, gen: int, name: str) -> None:
-        ctx = mp.get_context("spawn")
-        parent, child = ctx.Pipe(duplex=False)
-        cache_root = str(self.cache.root) if self.cache is not None else None
-        with self._lock:
-            if not self.current(gen):
-                return
-            worker = ctx.Process(
-                target=_worker,
-                name="stemdeck-separate",
-                daemon=True,
-                args=(source, None, self.params, self.mode, cache_root, child, os.getpid()),
-            )
-            with children_on_every_cpu():  # not the audio's pin (daemon/realtime.py)
-                worker.start()
-            self._worker = worker
-        if worker.pid is not None:
-            try:  # niced from its first instruction, imports included
-                os.setpriority(os.PRIO_PROCESS, worker.pid, 10)
-            except (OSError, AttributeError):
-                pass
-        child.close()
-        log.info("%s: playing the original while separating (%s mode)", name, self.mode)
-        threading.Thread(
-            target=self._watch,
-            args=(parent, worker, y, sr, gen),
-            name="stemdeck-watch",
-            daemon=True,
-        ).start()
-
-    def _watch(self, conn: Any, worker: Any, y: np.ndarray, sr: int, gen: int) -> None:
-        try:
-            while True:
-                try:
-                    msg = conn.recv()
-                except (EOFError, OSError):
-                    self._give_up(gen, "separation stopped before it finished")
-                    return
-                if not self.current(gen):
-                    return  # superseded by another track
-                kind = msg[0]
-                if kind == "progress":
-                    self.progress = (msg[1], float(msg[2]))
-                elif kind == "done":
-                    assert self.cache is not None
-                    result = cached_separation(
-                        y, sr, params=self.params, mode=self.mode, cache=self.cache
-                    )
-                    if result is None or not self.cache.verify(
-                        Path(str(result.info["cache_path"]))
-                    ):
-                        self._cache_problem()
-                        self._give_up(gen, "separated channels unusable in the cache")
-                        return
-                    if self._publish(result.channels, sr, gen):
-                        log.info("%s: channels ready", self.track_name)
-                    return
-                elif kind == "data":
-                    if self._publish(msg[1], sr, gen):
-                        log.info("%s: channels ready (not cached)", self.track_name)
-                    return
-                elif kind == "error":
-                    self._give_up(gen, str(msg[1]))
-                    return
-        finally:
-            conn.close()
-            worker.join(timeout=10)  # it ends after its last message: no zombie left
-
-    def _give_up(self, gen: int, reason: str) -> None:
-        """No channels for request ``gen``: the original goes on playing, and says so."""
-        with self._lock:
-            if self.current(gen) and not self.separated:
-                log.warning("%s; playing the original", reason)
+            latest = self._wanted(request)
+            if latest:
+                self._request = None
                 self.problem = reason
-                self.progress = None
+                self.load_failed = True
+        if latest:
+            log.warning("track not loaded: %s", reason)
+            self._answer(request, reason)
 
-    def _publish_stems(self, stems: StemFile, source: str, gen: int) -> None:
+    def _answer(self, request: LoadRequest, failure: str | None) -> None:
+        with self._lock:
+            if request.answered:
+                return
+            request.answered = True
+        if request.done is not None:
+            try:
+                request.done(failure)
+            except Exception as exc:  # a reply that cannot go is not the load's failure
+                log.warning("track load reply not sent: %r", exc)
+
+    def _publish_stems(self, stems: StemFile, request: LoadRequest) -> None:
         """A stem file's stems are its channels: no original phase, nothing separated."""
+        source = request.source
         if len(stems.names) > self.engine.max_channels:
             raise ParameterError(
                 f"{Path(source).name} has {len(stems.names)} stems; this mixer has "
@@ -439,67 +305,161 @@ class TrackLoader:
             )
         keys = tuple(channel_keys(stems.names))
         name = stem_track_name(source)
+        track = Track(stems.stems, self.engine.sr, keys)
+        colours = list(stems.colours)
+        if self._play(request, SetTrack(track), keys, name, colours=colours, separated=True):
+            named = ", ".join(f"{n} {c}" for n, c in zip(stems.names, colours, strict=True))
+            log.info("%s: %d stems from the file: %s", name, len(stems.names), named)
+
+    # -- the playing track's channels (background threads) -------------------------------
+    def _channels(self, y: np.ndarray, sr: int, gen: int, name: str) -> None:
+        """From the cache (verified) or a worker: the channels of generation ``gen``.
+
+        ``y`` (the source at its own rate ``sr``, decoded once) is hashed once for
+        its key; the worker separates this very audio under this key."""
+        try:
+            key = None
+            if self.cache is not None:
+                try:
+                    key = self.spec.key(y, sr)
+                except StemdeckError as exc:
+                    log.warning("cache: %s", exc)
+                channels = None if key is None else self._verified(key, gen)
+                if channels is not None:
+                    if self._publish(channels, sr, gen):
+                        log.info("%s: %d channels from the cache", name, len(channels))
+                    return
+            self._spawn(y, sr, key, gen, name)
+        except MemoryError:
+            self._give_up(gen, "separation not started: not enough memory")
+
+    def _verified(self, key: str, gen: int | None = None) -> np.ndarray | None:
+        """The channels of the cache entry ``key``, every block verified; None (the
+        reason logged) when absent, damaged or unreadable. With ``gen``, generation
+        ``gen``'s progress says ``verifying`` while the blocks are checked."""
+        assert self.cache is not None
+        found = self.cache.load(key)
+        if found.entry is not None:
+            if gen is not None:
+                with self._lock:
+                    if self.current(gen):
+                        self.progress = ("verifying", 0.0)
+            found = self.cache.verify(found.entry)  # every block, while the original plays
+        if found.entry is None:
+            if found.problem:
+                log.warning(found.problem)
+            return None
+        return found.entry.channels
+
+    def _spawn(self, y: np.ndarray, sr: int, key: str | None, gen: int, name: str) -> None:
+        """Start generation ``gen``'s worker on ``y`` (filed under ``key`` when there is
+        a cache).
+
+        Under the lock, so that a newer track or :meth:`close` ends it and releases
+        its audio whenever it comes: writing a 10-minute track into shared memory
+        takes about 0.1 s, which a track posted meanwhile waits for.
+        """
+        cache_root = str(self.cache.root) if self.cache is not None and key is not None else None
         with self._lock:
             if not self.current(gen):
                 return
-            self._end_worker_locked()
-
-        def posted() -> None:
-            self.track_name = name
-            self.problem = None
-            self.progress = None
-            self.colours = list(stems.colours)
-            self.separated = True
-
-        track = Track(stems.stems, self.engine.sr, keys)
-        if not self._post_track(
-            gen, SetTrack(track), keys, posted, f"{name} not loaded; load it again"
-        ):
+            try:
+                worker = SeparationWorker.start(
+                    self.mp_context,
+                    y,
+                    sr,
+                    spec=self.spec,
+                    key=key if cache_root is not None else None,
+                    cache_root=cache_root,
+                )
+            except OSError as exc:  # no process or pipe to be had (too many open files)
+                failed = f"separation not started: {exc.strerror or exc}"
+            else:
+                failed = ""
+                self._worker = worker
+        if failed:
+            self._give_up(gen, failed)
             return
-        log.info(
-            "%s: %d stems from the file: %s",
-            self.track_name,
-            len(stems.names),
-            ", ".join(f"{n} {c}" for n, c in zip(stems.names, stems.colours, strict=True)),
-        )
+        log.info("%s: playing the original while separating (%s mode)", name, self.spec.mode)
+        threading.Thread(
+            target=self._watch, args=(worker, sr, gen, name), name="stemdeck-watch", daemon=True
+        ).start()
+
+    def _watch(self, worker: SeparationWorker, sr: int, gen: int, name: str) -> None:
+        try:
+            while True:
+                try:
+                    msg = worker.recv()
+                except (EOFError, OSError):
+                    self._give_up(gen, "separation stopped before it finished")
+                    return
+                if not self.current(gen):
+                    return  # another track plays
+                kind = msg[0]
+                if kind == "progress":
+                    with self._lock:
+                        if self.current(gen):
+                            self.progress = (msg[1], float(msg[2]))
+                elif kind == "done":
+                    worker.release()  # the audio is separated: its memory goes now
+                    channels = self._verified(str(msg[1]))
+                    if channels is None:
+                        self._give_up(gen, "separated channels unusable in the cache")
+                        return
+                    if self._publish(channels, sr, gen):
+                        log.info("%s: channels ready", name)
+                    return
+                elif kind == "data":
+                    worker.release()
+                    if self._publish(msg[1], sr, gen):
+                        log.info("%s: channels ready (not cached)", name)
+                    return
+                elif kind == "error":
+                    self._give_up(gen, str(msg[1]))
+                    return
+        except MemoryError:
+            self._give_up(gen, "channels not published: not enough memory")
+        finally:
+            worker.finish()
+
+    def _give_up(self, gen: int, reason: str) -> None:
+        """No channels for generation ``gen``: the original goes on playing, and says so."""
+        with self._lock:
+            if self.current(gen) and not self.separated:
+                log.warning("%s; playing the original", reason)
+                self.problem = reason
+                self.progress = None
 
     def _post_track(
         self,
-        gen: int,
+        wanted: Callable[[], bool],
         command: SetTrack,
         names: Sequence[str],
         posted: Callable[[], None],
-        refused: str,
     ) -> bool:
-        """Post ``command`` of request ``gen`` with the registry's whole state for the
+        """Post ``command`` while ``wanted()`` with the registry's whole state for the
         channels ``names``, as one command; on success call ``posted`` under the lock.
-
         A full engine queue is retried for :data:`POST_RETRY_S` (the lock is let go
-        between tries, so a newer request is never held up); then the problem is
-        ``"engine queue full: " + refused``, and False. False too, silently, once a
-        newer request has been made.
-        """
+        between tries, so a newer request is never held up); then False, as once no
+        longer wanted."""
         deadline = time.monotonic() + POST_RETRY_S
         while True:
             with self._lock:
-                if not self.current(gen):
+                if not wanted():
                     return False
                 with self.registry.transaction() as txn:
                     txn.set_names(names)
-                    ok = txn.commit(self.post, [command])
+                    ok = txn.commit(self.engine.post, [command])
                 if ok:
                     posted()
                     return True
                 if time.monotonic() >= deadline:
-                    self.problem = f"engine queue full: {refused}"
-                    self.progress = None
-                    log.warning("%s", self.problem)
                     return False
             time.sleep(POST_RETRY_INTERVAL_S)
 
     def _publish(self, channels: np.ndarray, channels_sr: int, gen: int) -> bool:
         """Swap the channels (at the source rate ``channels_sr``) in for the original
-        of request ``gen``, if still current."""
+        of generation ``gen``, if it still plays."""
         from .prefetch import will_need
 
         sr = self.engine.sr
@@ -513,43 +473,25 @@ class TrackLoader:
             self.progress = None
             self.separated = True
 
-        track = Track(channels, sr, self.names)
-        return self._post_track(
-            gen,
-            SetTrack(track, same_audio=True),
-            self.names,
-            posted,
-            "channels not published; playing the original",
-        )
+        command = SetTrack(Track(channels, sr, self.names), same_audio=True)
+        if self._post_track(lambda: self.current(gen), command, self.names, posted):
+            return True
+        self._give_up(gen, "engine queue full: channels not published")
+        return False
 
     # -- the worker ------------------------------------------------------------------------
-    @property
-    def worker_pid(self) -> int | None:
-        worker = self._worker
-        return worker.pid if worker is not None and worker.is_alive() else None
-
-    def _end_worker(self) -> None:
-        with self._lock:
-            worker, self._worker = self._worker, None
-        _end(worker)
-
     def _end_worker_locked(self) -> None:
         worker, self._worker = self._worker, None
         if worker is not None:
-            threading.Thread(target=_end, args=(worker,), daemon=True).start()
+            threading.Thread(target=worker.end, daemon=True).start()
 
     def close(self) -> None:
-        """End the worker; nothing more is published."""
+        """End the worker and release its audio; nothing more is published."""
         with self._lock:
             self._closed = True
             worker, self._worker = self._worker, None
-        _end(worker)
-
-
-def _end(worker: Any) -> None:
-    if worker is not None and worker.is_alive():
-        worker.terminate()
-        worker.join(timeout=2)
-        if worker.is_alive():
-            worker.kill()
-            worker.join(timeout=2)
+            request, self._request = self._request, None
+        if request is not None:
+            self._answer(request, "the daemon is shutting down")
+        if worker is not None:
+            worker.end()

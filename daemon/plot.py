@@ -45,7 +45,7 @@ def plot_separation(y: np.ndarray, result: Separation, path: Path, *, title: str
     from matplotlib.axes import Axes
     from matplotlib.image import AxesImage
 
-    p = result.params
+    p = result.settings
     sr = result.sr
     V = magnitude(stft(y, n_fft=p.n_fft, hop=p.hop))
     ref = max(float(V.max()), 1e-12)
@@ -86,7 +86,7 @@ def plot_separation(y: np.ndarray, result: Separation, path: Path, *, title: str
     fig.colorbar(img, ax=ax, label="dB")
 
     k = W.shape[1]
-    if result.mode == "stems":
+    if result.spec.mode == "stems":
         # Templates come grouped by stem: one tick per stem, lines between stems.
         ticks = [float(np.mean(g)) + 1 for g in result.groups]
         labels = list(result.names)
@@ -151,7 +151,7 @@ def plot_separation(y: np.ndarray, result: Separation, path: Path, *, title: str
         Vi = magnitude(stft(np.asarray(result.channels[i]), n_fft=p.n_fft, hop=p.hop))
         spectro(ax, Vi, name)
     fig.suptitle(
-        f"stemdeck separation of {title}: {result.mode}, K = {k}, "
+        f"stemdeck separation of {title}: {result.spec.mode}, K = {k}, "
         f"n_fft {p.n_fft}, hop {p.hop}, beta {p.beta:g}"
     )
     try:

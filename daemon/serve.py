@@ -34,11 +34,10 @@ from stemdeck.core.errors import ParameterError
 from stemdeck.core.mixer.commands import Command, Play
 from stemdeck.core.mixer.engine import Mixer
 from stemdeck.core.separation.cache import SeparationCache
-from stemdeck.core.separation.presets import SeparationParams
-from stemdeck.core.separation.separate import channel_names
+from stemdeck.core.separation.keys import SeparationSpec
 
 from .audio import Recorder, output_device
-from .loader import DEMO, TrackLoader, read_source
+from .loader import TrackLoader
 from .osc import Feedback, OscControl, OscServer
 from .pathnames import library_files
 from .prefetch import Prefetcher
@@ -53,6 +52,8 @@ from .realtime import (
 from .scenes import SceneStore
 from .status import Status, format_status
 from .supervisor import AudioSupervisor
+from .track_limits import MAX_MINUTES, TrackLimits
+from .track_source import DEMO, LoadDone, read_source
 from .transport import TransportControl
 from .web.namespace import channel_colours
 
@@ -71,8 +72,8 @@ LIBRARY_LIST_MAX = 200
 @dataclass
 class ServeOptions:
     track: str = DEMO
-    mode: str = "stems"
-    params: SeparationParams = field(default_factory=SeparationParams)
+    spec: SeparationSpec = field(default_factory=SeparationSpec)
+    max_minutes: float = MAX_MINUTES  # the longest track (daemon/track_limits.py)
     osc_host: str = "127.0.0.1"
     osc_port: int = 9000
     osc_allow: list[str] = field(default_factory=list)
@@ -114,7 +115,7 @@ class Daemon:
         self.advertiser: Advertiser | None = None
         self.memory = ""
         self.gc = GcWatch()
-        self.names = channel_names(opts.mode, opts.params)
+        self.names = opts.spec.channel_names()
         self.registry = Registry(self.names)
         # One strip per channel the separation gives, no more.
         self.engine = Mixer(max_channels=len(self.names), at_end=opts.at_end)
@@ -127,10 +128,10 @@ class Daemon:
             self.engine,
             self.registry,
             self.names,
-            mode=opts.mode,
-            params=opts.params,
+            spec=opts.spec,
             cache=self.cache,
             library=library,
+            limits=TrackLimits(opts.max_minutes, opts.spec.mode),
         )
         self.prefetcher = Prefetcher(self.engine)
         self.started_at = time.monotonic()
@@ -146,10 +147,11 @@ class Daemon:
         (``daemon/web/namespace.py``)."""
         return channel_colours(self.registry.names, self.loader.colours)
 
-    def load_track(self, path: str) -> None:
-        """OSC /track/load: checked now (library, regular file, audio header), loaded
-        in the background; the last request wins."""
-        self.loader.request(path)
+    def load_track(self, path: str, done: LoadDone) -> None:
+        """OSC /track/load: checked now (library, regular file, audio header, length
+        and memory), loaded in the background; ``done`` is told once how it ended
+        (the last request wins)."""
+        self.loader.request(path, done)
 
     def save_scene(self, name: str) -> None:
         self.scenes.save(name)
@@ -168,11 +170,7 @@ class Daemon:
 
     def track_info(self) -> tuple[str, str, float]:
         """The track's name and where its separation is: (name, stage, fraction)."""
-        loader = self.loader
-        progress = loader.progress
-        if progress is None:
-            return loader.track_name, "ready" if loader.separated else "original only", 1.0
-        return loader.track_name, progress[0], float(progress[1])
+        return self.loader.track_info()
 
     def library_tracks(self) -> list[str]:
         """Audio files ``/track/load`` may open: every file under the library folders
@@ -199,6 +197,7 @@ class Daemon:
             position=m.position / m.sr if m.sr else 0.0,
             length=track.length / m.sr if track is not None and m.sr else 0.0,
             progress=self.loader.progress,
+            loading=self.loader.requested,
             levels=tuple(levels),
             xruns=sink.xruns if sink else 0,
             drops=m.dropped,
@@ -251,7 +250,10 @@ class Daemon:
             self.memory = lock_memory()  # the engine's buffers, before any track is mapped
         if opts.record:
             self.recorder = Recorder(opts.record, rate, 2, max_block=opts.block * 4)
-        self.loader.open(opts.track)  # the track, with the registry's whole state
+        try:
+            self.loader.open(opts.track)  # the track, with the registry's whole state
+        except MemoryError:
+            raise ParameterError(f"{opts.track!r}: not enough memory to load it") from None
         self.post(Play())
         # MIDI before the audio stream: opening a JACK MIDI client while our JACK
         # audio client runs would stall the graph on this process's GIL.
@@ -285,7 +287,7 @@ class Daemon:
         self.first_sound = time.monotonic()
         log.info("audio: %s", sink.description)
         # Feedback by channel name for stems, by index for components (docs/osc.md).
-        control = OscControl(self, feedback_form="names" if opts.mode == "stems" else "index")
+        control = OscControl(self, feedback_form="names" if opts.spec.mode == "stems" else "index")
         self.server = OscServer(
             control,
             host=opts.osc_host,

@@ -1,8 +1,11 @@
 """The one status line: the console shows it, OSC ``/status`` sends it.
 
-It starts with the track's name and says ``ready`` once the channels play
-(``separating N%`` or ``verifying the cache`` before; ``original only`` when the
-separation failed and the original goes on), then the transport, levels and
+It starts with the playing track's name and says ``ready`` once the channels play
+(before: ``separating N% (STAGE M%)``, N the share of the whole separation done
+by the stages' weights :data:`~stemdeck.core.separation.separate.STAGES`, M the
+stage's own, or ``verifying the cache``; ``original only`` when the separation
+failed and the original goes on), ``loading NAME`` while a requested track is
+read, then the transport, levels and
 every counter that says something went wrong: xruns, dropped commands, engine
 errors, silenced non-finite blocks, recorder overruns and errors, MIDI errors.
 """
@@ -11,6 +14,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+from stemdeck.core.separation.separate import STAGES
 
 from .osc import Counters
 
@@ -40,12 +45,27 @@ class Status:
     recorder: tuple[int, str | None] | None = None  # overruns, error
     scheduling: str = ""
     problem: str | None = None  # the last track load's or separation's failure
+    loading: str | None = None  # the requested track, being read
     separated: bool = True  # the channels play (False: the original, separation failed)
     gc: tuple[int, float] | None = None  # full collector passes, the longest pass (ms)
 
 
 def _clock(seconds: float) -> str:
     return f"{int(seconds // 60)}:{seconds % 60:04.1f}"
+
+
+def _share(stage: str, fraction: float) -> float:
+    """The share of the whole separation done at ``fraction`` of ``stage``."""
+    done = 0.0
+    for name, weight in STAGES.items():
+        if name == stage:
+            return done + weight * min(max(fraction, 0.0), 1.0)
+        done += weight
+    return 0.0  # "starting", or a stage this line does not know
+
+
+def _stage(stage: str, fraction: float) -> str:
+    return f"{stage} {fraction * 100:.0f}%" if stage in STAGES else stage
 
 
 def format_status(s: Status) -> str:
@@ -55,7 +75,9 @@ def format_status(s: Status) -> str:
     elif s.progress[0] == "verifying":
         state = "verifying the cache"
     else:
-        state = f"separating {s.progress[1] * 100:.0f}%"
+        state = f"separating {_share(*s.progress) * 100:.0f}% ({_stage(*s.progress)})"
+    if s.loading is not None:
+        state += f" | loading {s.loading}"
     parts = [
         f"{s.track} {'playing' if s.playing else 'stopped'} "
         f"{_clock(s.position)}/{_clock(s.length)} {state}"

@@ -6,7 +6,24 @@ import os
 import struct
 from pathlib import Path
 
+import numpy as np
+
 from stemdeck.core.audiofile.mp4 import find_box, iter_boxes, read_moov
+from stemdeck.core.audiofile.stemfile_write import write_stem_file
+
+
+def damaged_stem_file(path: Path, sr: int = 48000) -> Path:
+    """A one-second stem file at ``path`` whose boxes and manifest are fine and whose
+    audio is noise: it passes the header check and fails when it is decoded."""
+    rng = np.random.default_rng(1)
+    stems = rng.uniform(-0.1, 0.1, (4, 2, sr)).astype(np.float32)
+    write_stem_file(path, stems.sum(axis=0), stems, sr, names=("a", "b", "c", "d"))
+    data = bytearray(path.read_bytes())
+    start = data.index(b"mdat") + 4  # the samples; the boxes around them stay
+    end = data.index(b"moov") - 4
+    data[start:end] = rng.integers(0, 256, end - start, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    return path
 
 
 def track_flags(path: str | os.PathLike[str]) -> list[int]:

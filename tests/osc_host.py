@@ -13,12 +13,13 @@ from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import ParameterError
 from stemdeck.core.mixer.commands import Command, Play, SetTrack, Track
 from stemdeck.core.mixer.engine import Mixer
-from stemdeck.core.separation.presets import SeparationParams
+from stemdeck.core.separation.keys import SeparationSpec
 from stemdeck.daemon.loader import TrackLoader
 from stemdeck.daemon.osc import OscControl, OscServer
 from stemdeck.daemon.osc.dispatch import SUBSCRIPTION_SECONDS
 from stemdeck.daemon.pathnames import library_files
 from stemdeck.daemon.serve import LIBRARY_LIST_MAX
+from stemdeck.daemon.track_source import LoadDone
 from stemdeck.daemon.transport import TransportControl
 
 NAMES = ("drums", "bass", "vocals", "other")
@@ -51,10 +52,11 @@ class FakeHost:
     def post(self, command: Command) -> bool:
         return self.engine.post(command)
 
-    def load_track(self, path: str) -> None:
+    def load_track(self, path: str, done: LoadDone) -> None:
         if path.startswith("/bad"):
             raise ParameterError(f"refused {path!r}: no such file")
         self.calls.append(("load", path))
+        done(None)  # loaded at once
 
     def save_scene(self, name: str) -> None:
         self.calls.append(("save", name))
@@ -118,8 +120,7 @@ class LibraryHost(FakeHost):
             self.engine,
             self.registry,
             NAMES,
-            mode="stems",
-            params=SeparationParams(),
+            spec=SeparationSpec(),
             cache=None,
             library=[self.root],
         )
@@ -127,10 +128,11 @@ class LibraryHost(FakeHost):
     def library_tracks(self) -> list[str]:
         return library_files([self.root], LIBRARY_LIST_MAX)
 
-    def load_track(self, path: str) -> None:
+    def load_track(self, path: str, done: LoadDone) -> None:
         resolved = self.loader.check(path)
         self.calls.append(("load", resolved))
         self.track = Path(resolved).stem
+        done(None)
 
     def track_info(self) -> tuple[str, str, float]:
         return self.track, "ready", 1.0

@@ -4,11 +4,11 @@ Modules and their public names (audio files and stem files are
 :mod:`stemdeck.core.audiofile`):
 
 - :mod:`.separate`: ``separate`` and its result ``Separation``; ``factorize``,
-  ``reconstruct``, ``reconstruct_spectra``; the cache side: ``cached_separation``,
-  ``load_separation``, ``store_separation``; ``channel_names``,
-  ``component_centroids``, ``stems_params``, ``STAGES``, ``ChannelSink``.
-- :mod:`.keys`: cache keys: ``separation_key``, ``settings_digest``,
-  ``described_settings``, ``key_of_validated``.
+  ``reconstruct``, ``reconstruct_spectra``, ``store_separation``,
+  ``component_centroids``, ``STAGES``, ``ChannelSink``.
+- :mod:`.keys`: what a separation is asked to be and its cache key:
+  ``SeparationSpec`` (``key``, ``digest``, ``settings_at``, ``channel_names``),
+  ``Mode``, ``MODES``.
 - :mod:`.stems`: the stems model: ``load_stem_model``, ``StemModel``,
   ``StemEstimate``, ``Activations``, ``STEM_NAMES``.
 - :mod:`.spectral`: ``magnitude``, ``mel_filterbank``, ``BandExpansion``, ``hpss``.
@@ -17,7 +17,8 @@ Modules and their public names (audio files and stem files are
 - :mod:`.nmf`: ``nmf``, ``NMFResult``, ``solve_activations``, ``beta_divergence``,
   ``DEFAULT_THREADS``.
 - :mod:`.stft`: ``stft``, ``istft``, ``n_frames``, ``check_stft_params``.
-- :mod:`.cache`: ``SeparationCache``, ``CacheEntry``, ``cache_key``,
+- :mod:`.cache`: ``SeparationCache``, ``CacheEntry``, ``CacheLookup``,
+  ``LookupStatus``, ``cache_key``,
   ``FORMAT_VERSION``, ``default_cache_dir``, ``block_checksums``.
 - :mod:`.presets`: ``SeparationParams``, ``load_separation_preset``,
   ``list_presets``, ``read_preset_text``.

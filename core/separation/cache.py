@@ -13,7 +13,8 @@ calls :meth:`SeparationCache.verify` from a background thread before the
 channels go live (the daemon plays the original track meanwhile). An entry is
 deleted only when it is proven damaged (a checksum, size or format mismatch, a
 missing file); an entry that cannot be read now (permissions, too many open
-files) is left alone.
+files) is left alone. Both return a :class:`CacheLookup`: what was found, or
+why not; the caller logs it.
 
 Layout of an entry::
 
@@ -37,7 +38,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -47,6 +48,8 @@ __all__ = [
     "CHECK_BLOCK",
     "FORMAT_VERSION",
     "CacheEntry",
+    "CacheLookup",
+    "LookupStatus",
     "SeparationCache",
     "block_checksums",
     "cache_key",
@@ -118,6 +121,36 @@ class CacheEntry:
     H: np.ndarray
     extra: dict[str, Any]
     verified: bool = True
+
+
+LookupStatus = Literal["found", "absent", "damaged", "unreadable"]
+
+
+@dataclass(frozen=True)
+class CacheLookup:
+    """What a look-up in the cache found, or why it found nothing.
+
+    Attributes
+    ----------
+    status : {"found", "absent", "damaged", "unreadable"}
+        ``found``: the entry is there (and checked as far as asked);
+        ``absent``: no entry under the key; ``damaged``: the entry was proven
+        damaged and removed; ``unreadable``: it cannot be read just now
+        (permissions, too many open files) and is kept.
+    entry : CacheEntry or None
+        The entry, when found (None from :meth:`SeparationCache.verify` given
+        a folder).
+    problem : str or None
+        Why not, one line for the log: set when damaged or unreadable.
+    """
+
+    status: LookupStatus
+    entry: CacheEntry | None = None
+    problem: str | None = None
+
+    @property
+    def found(self) -> bool:
+        return self.status == "found"
 
 
 class EntryWriter:
@@ -233,46 +266,56 @@ class SeparationCache:
             max_bytes = _max_bytes_from_env()
         self.max_bytes = max_bytes
         self.verify_on_load = verify_on_load
-        self.last_problem: str | None = None
 
     # -- reading -----------------------------------------------------------------
-    def load(self, key: str, *, verify: bool = True) -> CacheEntry | None:
-        """The entry for ``key``, or None when absent, damaged or unreadable.
+    def load(self, key: str, *, verify: bool = True) -> CacheLookup:
+        """The entry for ``key``, or why there is none.
 
         With ``verify`` (default) every block checksum is checked first; with
         ``verify=False`` only the format and sizes are, and ``entry.verified`` is
-        False: call :meth:`verify` before the audio is used. A damaged entry is
-        removed; an unreadable one is left (``last_problem`` says which).
+        False: call :meth:`verify` before the audio is used.
+
+        Returns
+        -------
+        CacheLookup
+            ``found`` with the entry; ``absent``; ``damaged``: the entry was
+            removed; ``unreadable``: it cannot be read just now and is kept. The
+            last two say why in ``problem``, a line for the log.
         """
         path = self.root / key
         if not path.is_dir():
-            return None
+            return CacheLookup("absent")
         verify = verify and self.verify_on_load
         try:
             entry = self._open(key, path, verify=verify)
         except FileNotFoundError as exc:  # a listed file is missing: damaged
-            self._damaged(path, exc)
-            return None
+            return self._damaged(path, exc)
         except OSError as exc:
-            self.last_problem = (
-                f"cache entry {key[:12]} is unreadable ({exc.strerror or exc}); "
-                "separating again, the entry is kept"
+            return CacheLookup(
+                "unreadable",
+                problem=(
+                    f"cache entry {key[:12]} is unreadable ({exc.strerror or exc}); "
+                    "separating again, the entry is kept"
+                ),
             )
-            return None
         except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError is a ValueError
-            self._damaged(path, exc)
-            return None
+            return self._damaged(path, exc)
         try:
             os.utime(path / "meta.json")  # recency for the LRU eviction
         except OSError:
             pass
-        return entry
+        return CacheLookup("found", entry)
 
-    def verify(self, entry: CacheEntry | Path) -> bool:
+    def verify(self, entry: CacheEntry | Path) -> CacheLookup:
         """Check every block of an entry's files; remove the entry if one is wrong.
 
-        Returns True when every byte matches. An entry that cannot be read just
-        now (an OSError other than a missing file) gives False and is kept.
+        Returns
+        -------
+        CacheLookup
+            ``found`` when every byte matches (with the entry, now
+            ``verified``, when one was given rather than a folder);
+            ``damaged``: the entry was removed; ``unreadable`` (an OSError other
+            than a missing file): the entry is kept.
         """
         path = entry.path if isinstance(entry, CacheEntry) else Path(entry)
         try:
@@ -280,21 +323,24 @@ class SeparationCache:
                 meta = json.load(f)
             self._check(path, meta, full=True)
         except FileNotFoundError as exc:
-            self._damaged(path, exc)
-            return False
+            return self._damaged(path, exc)
         except OSError as exc:
-            self.last_problem = f"cache entry {path.name[:12]} is unreadable ({exc})"
-            return False
+            return CacheLookup(
+                "unreadable", problem=f"cache entry {path.name[:12]} is unreadable ({exc})"
+            )
         except (ValueError, KeyError, TypeError) as exc:
-            self._damaged(path, exc)
-            return False
+            return self._damaged(path, exc)
         if isinstance(entry, CacheEntry):
             entry.verified = True
-        return True
+            return CacheLookup("found", entry)
+        return CacheLookup("found")
 
-    def _damaged(self, path: Path, exc: BaseException) -> None:
-        self.last_problem = f"cache entry {path.name[:12]} was damaged ({exc}); rebuilding it"
+    @staticmethod
+    def _damaged(path: Path, exc: BaseException) -> CacheLookup:
         shutil.rmtree(path, ignore_errors=True)
+        return CacheLookup(
+            "damaged", problem=f"cache entry {path.name[:12]} was damaged ({exc}); rebuilding it"
+        )
 
     @staticmethod
     def _check(path: Path, meta: dict[str, Any], *, full: bool) -> None:

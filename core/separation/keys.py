@@ -1,9 +1,14 @@
-"""Cache keys of separations: what a separation's entry is filed under.
+"""What a separation is asked to be, and the cache key its entry is filed under.
 
-A key hashes the decoded track at its own rate and everything that changes its
-separation: every parameter, the mode, the stems model's digest in stems mode,
-and the cache's ``FORMAT_VERSION``. ``tests/core/separation/test_cache_keys.py`` pins the keys of
-the shipped presets, so no change turns a prepared library cold unnoticed.
+A :class:`SeparationSpec` is the request: the mode and the parameters as asked.
+Its key hashes the decoded track at its own rate and everything in the request
+that changes the separation: every parameter, the mode, the stems model's digest
+in stems mode, and the cache's ``FORMAT_VERSION``. What really runs at a rate is
+:meth:`SeparationSpec.settings_at`: in stems mode the model's FFT size, hop and
+mask exponent replace the requested ones. Keys are taken from the request,
+never from those settings (a :class:`~.presets.SeparationParams` has no key), so
+every rate finds the same entry. ``tests/core/separation/test_cache_keys.py`` pins the
+keys of the shipped presets, so no change turns a prepared library cold unnoticed.
 ``stemdeck prep`` and the daemon take keys without separating anything.
 """
 
@@ -11,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -20,66 +27,105 @@ from .cache import FORMAT_VERSION, cache_key
 from .presets import SeparationParams
 from .stems import load_stem_model
 
-__all__ = ["described_settings", "key_of_validated", "separation_key", "settings_digest"]
+__all__ = ["MODES", "Mode", "SeparationSpec"]
+
+Mode = Literal["stems", "components"]
+#: The separation modes: the stems model's four stems, or NMF components.
+MODES: tuple[Mode, ...] = ("stems", "components")
 
 
-def described_settings(params: SeparationParams, mode: str) -> dict[str, object]:
-    """Everything but the audio that a key hashes: the parameters as requested, the
-    mode, and in stems mode the model's digest.
+@dataclass(frozen=True)
+class SeparationSpec:
+    """A separation as requested: its mode and parameters.
 
-    Raises
-    ------
-    ParameterError
-        ``mode`` is neither 'stems' nor 'components'.
-    PresetError
-        The stems model cannot be loaded.
-    """
-    if mode not in ("stems", "components"):
-        raise ParameterError(f"unknown separation mode {mode!r}; use 'stems' or 'components'")
-    described: dict[str, object] = {**params.as_dict(), "mode": mode}
-    if mode == "stems":
-        described["model"] = load_stem_model(params.stems_model).digest
-    return described
+    Two fields, both immutable: it pickles in a few hundred bytes (it crosses to
+    the separation worker process and to Dask workers). The stems model it names
+    is loaded, once per process, only when a key, a digest, the settings or the
+    channel names are asked for.
 
-
-def key_of_validated(y: np.ndarray, sr: int, params: SeparationParams, mode: str) -> str:
-    """:func:`separation_key` of a track already checked by
-    :func:`~stemdeck.core.audiofile.samples.validate_audio` (not checked again)."""
-    return cache_key(y, sr, described_settings(params, mode))
-
-
-def settings_digest(params: SeparationParams | None = None, *, mode: str = "stems") -> str:
-    """Hex digest of everything but the audio that goes into :func:`separation_key`:
-    two keys of the same audio are equal exactly when these digests are.
+    Parameters
+    ----------
+    mode : {"stems", "components"}
+        ``stems`` (default): four channels ``drums``, ``bass``, ``vocals``,
+        ``other`` from the stems model ``params.stems_model``;
+        ``components``: ``params.n_components`` NMF components.
+    params : SeparationParams
+        As requested (default: the ``default`` preset's values).
 
     Raises
     ------
     ParameterError
-        ``mode`` is neither 'stems' nor 'components'.
+        ``mode`` is not one of :data:`MODES`, or ``params`` is not a
+        :class:`~.presets.SeparationParams`.
     """
-    described = {
-        "format": FORMAT_VERSION,
-        "params": described_settings(params or SeparationParams(), mode),
-    }
-    text = json.dumps(described, sort_keys=True).encode()
-    return hashlib.blake2b(text, digest_size=16).hexdigest()
 
+    mode: Mode = "stems"
+    params: SeparationParams = field(default_factory=SeparationParams)
 
-def separation_key(
-    y: np.ndarray, sr: int, *, params: SeparationParams | None = None, mode: str = "stems"
-) -> str:
-    """The cache key :func:`~stemdeck.core.separation.separate.separate` files the
-    separation of ``y`` under.
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ParameterError(
+                f"unknown separation mode {self.mode!r}; use 'stems' or 'components'"
+            )
+        if not isinstance(self.params, SeparationParams):
+            raise ParameterError(
+                f"separation parameters must be SeparationParams, got {self.params!r}"
+            )
 
-    ``y`` is the track at its own rate ``sr`` (as decoded from its file), so a
-    track is found in the cache whatever rate it is played at.
+    def _described(self) -> dict[str, object]:
+        """Everything but the audio that a key hashes: the parameters as requested,
+        the mode, and in stems mode the model's digest."""
+        described: dict[str, object] = {**self.params.as_dict(), "mode": self.mode}
+        if self.mode == "stems":
+            described["model"] = load_stem_model(self.params.stems_model).digest
+        return described
 
-    Raises
-    ------
-    AudioFileError
-        Empty signal or NaN/inf samples.
-    ParameterError
-        Unknown mode.
-    """
-    y = validate_audio(y, name="track")
-    return key_of_validated(y, sr, params or SeparationParams(), mode)
+    @property
+    def digest(self) -> str:
+        """Hex digest of everything but the audio that goes into :meth:`key`: two
+        keys of the same audio are equal exactly when these digests are.
+
+        Raises
+        ------
+        PresetError
+            The stems model cannot be loaded.
+        """
+        described = {"format": FORMAT_VERSION, "params": self._described()}
+        text = json.dumps(described, sort_keys=True).encode()
+        return hashlib.blake2b(text, digest_size=16).hexdigest()
+
+    def key(self, y: np.ndarray, sr: int) -> str:
+        """The cache key the separation of ``y`` is filed under: one hash of the audio.
+
+        ``y`` is the track at its own rate ``sr`` (as decoded from its file), so a
+        track is found in the cache whatever rate it is played at.
+
+        Raises
+        ------
+        AudioFileError
+            Empty signal or NaN/inf samples.
+        PresetError
+            The stems model cannot be loaded.
+        """
+        y = validate_audio(y, name="track")
+        return cache_key(y, sr, self._described())
+
+    def settings_at(self, sr: int) -> SeparationParams:
+        """The parameters a separation at rate ``sr`` really runs with.
+
+        Components mode: the parameters as requested. Stems mode: the model's
+        analysis at this rate (FFT size, hop, mask exponent) replaces the
+        requested one; ``stems_iter`` and the rest are as requested.
+        """
+        if self.mode == "components":
+            return self.params
+        model = load_stem_model(self.params.stems_model)
+        n_fft, hop = model.analysis_for(sr)
+        return self.params.with_overrides(n_fft=n_fft, hop=hop, mask_power=model.mask_power)
+
+    def channel_names(self) -> list[str]:
+        """Names of the channels the separation gives, known before it runs: the
+        model's stem names, or ``component_01`` ... in components mode."""
+        if self.mode == "stems":
+            return list(load_stem_model(self.params.stems_model).names)
+        return [f"component_{i + 1:02d}" for i in range(self.params.n_components)]

@@ -30,8 +30,7 @@ import numpy as np
 from ..audiofile.files import load
 from ..errors import AudioFileError, StemdeckError
 from .cache import SeparationCache
-from .keys import separation_key
-from .presets import SeparationParams
+from .keys import SeparationSpec
 from .separate import Separation, separate
 
 __all__ = ["TOKEN_PREFIX", "TrackResult", "decode_bytes", "prepare_track", "sees_cache"]
@@ -108,8 +107,7 @@ def prepare_track(
     *,
     suffix: str,
     name: str = "track",
-    params: SeparationParams,
-    mode: str,
+    spec: SeparationSpec,
     cache_root: str | None = None,
     cache_token: str | None = None,
     cache_max_bytes: int | None = None,
@@ -125,7 +123,8 @@ def prepare_track(
         Its extension, to tell MP4s from the rest.
     name : str
         What to call the track in an error message.
-    params, mode : the separation
+    spec : SeparationSpec
+        The separation.
     cache_root, cache_token : str, optional
         The client's cache folder and the token it left there: when this
         process finds the token (:func:`sees_cache`), the entry is written there
@@ -144,7 +143,7 @@ def prepare_track(
     t0 = time.perf_counter()
     try:
         y, sr = decode_bytes(data, suffix=suffix, name=name)
-        key = separation_key(y, sr, params=params, mode=mode)
+        key = spec.key(y, sr)  # the one hash: separate() files the entry under it
         duration = y.shape[1] / sr
         shared = (
             cache_root is not None
@@ -154,7 +153,7 @@ def prepare_track(
         if shared:
             assert cache_root is not None
             cache = SeparationCache(cache_root, max_bytes=cache_max_bytes)
-            result = separate(y, sr, params=params, mode=mode, cache=cache, nmf_threads=nmf_threads)
+            result = separate(y, sr, spec=spec, cache=cache, key=key, nmf_threads=nmf_threads)
             if result.info.get("cache_path"):
                 return TrackResult(
                     key,
@@ -166,7 +165,7 @@ def prepare_track(
             # The shared folder could not be written (full disk): the client tries.
             result.channels = np.asarray(result.channels)
         else:
-            result = separate(y, sr, params=params, mode=mode, nmf_threads=nmf_threads)
+            result = separate(y, sr, spec=spec, nmf_threads=nmf_threads)
         return TrackResult(key, duration, time.perf_counter() - t0, separation=result)
     except StemdeckError as exc:
         return TrackResult("", 0.0, time.perf_counter() - t0, error=str(exc))

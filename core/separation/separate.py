@@ -19,25 +19,23 @@ import numpy as np
 
 from ..audiofile.samples import validate_audio
 from ..errors import CacheError, ParameterError
-from .cache import SeparationCache
-from .keys import key_of_validated
+from .cache import CacheEntry, SeparationCache
+from .keys import SeparationSpec
 from .nmf import nmf, solve_activations
 from .presets import SeparationParams
 from .spectral import magnitude
-from .stems import StemEstimate, StemModel, load_stem_model
+from .stems import StemEstimate, load_stem_model
 from .stft import istft, stft
 
 __all__ = [
+    "STAGES",
+    "ChannelSink",
     "Separation",
-    "cached_separation",
-    "channel_names",
     "component_centroids",
     "factorize",
-    "load_separation",
     "reconstruct",
     "reconstruct_spectra",
     "separate",
-    "stems_params",
     "store_separation",
 ]
 
@@ -50,7 +48,8 @@ ChannelSink = Callable[[int, str, np.ndarray], None]
 # FFT releases the GIL.
 _RECONSTRUCT_THREADS = 2
 
-#: Share of the whole job each stage takes, for one overall progress figure.
+#: Share of the whole job each stage takes, for one overall progress figure (the
+#: status line's, and the page's: daemon/web/static/mixer.js mirrors these weights).
 STAGES = {"stft": 0.05, "nmf": 0.55, "activations": 0.15, "reconstruct": 0.25}
 
 
@@ -72,10 +71,13 @@ class Separation:
         Activations matching ``W``.
     groups : list of list of int
         Which columns of ``W`` make each channel.
-    mode : str
-        ``"components"`` or ``"stems"``.
-    params : SeparationParams
+    spec : SeparationSpec
+        The separation as requested (its key is the cache key); what ran is
+        :attr:`settings`.
     from_cache : bool
+        Served from a cache entry made before.
+    info : dict
+        ``cache_path``: the entry's folder, when the channels are its memory map.
     """
 
     channels: np.ndarray
@@ -84,10 +86,31 @@ class Separation:
     W: np.ndarray
     H: np.ndarray
     groups: list[list[int]]
-    mode: str
-    params: SeparationParams
+    spec: SeparationSpec
     from_cache: bool = False
     info: dict[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def from_entry(
+        cls, entry: CacheEntry, spec: SeparationSpec, *, from_cache: bool = True
+    ) -> Separation:
+        """The separation a cache entry holds; ``spec`` is what it was filed under."""
+        return cls(
+            channels=entry.channels,
+            names=entry.names,
+            sr=entry.sr,
+            W=entry.W,
+            H=entry.H,
+            groups=[list(g) for g in entry.extra.get("groups", [])],
+            spec=spec,
+            from_cache=from_cache,
+            info={"cache_path": str(entry.path)},
+        )
+
+    @property
+    def settings(self) -> SeparationParams:
+        """The parameters the separation ran with (:meth:`SeparationSpec.settings_at`)."""
+        return self.spec.settings_at(self.sr)
 
 
 def component_centroids(W: np.ndarray, sr: int, n_fft: int) -> np.ndarray:
@@ -287,63 +310,6 @@ def reconstruct_spectra(
     yield from _render_all(render, n, y, progress)
 
 
-def load_separation(
-    cache: SeparationCache, key: str, *, mode: str, params: SeparationParams
-) -> Separation | None:
-    """The separation stored under ``key`` (every block verified), or None.
-
-    ``mode`` and ``params`` describe it (they are part of the key); a damaged
-    entry is removed, and the problem logged as a warning.
-    """
-    entry = cache.load(key)
-    if cache.last_problem:
-        log.warning(cache.last_problem)
-        cache.last_problem = None
-    if entry is None:
-        return None
-    groups = [list(g) for g in entry.extra.get("groups", [])]
-    return Separation(
-        channels=entry.channels,
-        names=entry.names,
-        sr=entry.sr,
-        W=entry.W,
-        H=entry.H,
-        groups=groups,
-        mode=mode,
-        params=params,
-        from_cache=True,
-        info={"cache_path": str(entry.path)},
-    )
-
-
-def stems_params(params: SeparationParams, model: StemModel, sr: int) -> SeparationParams:
-    """The parameters a stems-mode separation really runs with: the model's analysis
-    (FFT size, hop, mask exponent) at this rate; ``stems_iter`` and the rest as given."""
-    n_fft, hop = model.analysis_for(sr)
-    return params.with_overrides(n_fft=n_fft, hop=hop, mask_power=model.mask_power)
-
-
-def cached_separation(
-    y: np.ndarray,
-    sr: int,
-    *,
-    params: SeparationParams | None = None,
-    mode: str = "stems",
-    cache: SeparationCache,
-) -> Separation | None:
-    """The separation :func:`separate` would return, if the cache has it; else None.
-
-    Cheap (hash the audio, open a memory map): the daemon asks this before
-    deciding whether a track needs a worker process.
-    """
-    y = validate_audio(y, name="track")
-    params = params or SeparationParams()
-    key = key_of_validated(y, sr, params, mode)
-    if mode == "stems":
-        params = stems_params(params, load_stem_model(params.stems_model), sr)
-    return load_separation(cache, key, mode=mode, params=params)
-
-
 def _write_entry(
     cache: SeparationCache,
     key: str,
@@ -355,11 +321,11 @@ def _write_entry(
     H: np.ndarray,
     sr: int,
     groups: list[list[int]],
-    mode: str,
-    params: SeparationParams,
+    spec: SeparationSpec,
     on_channel: Callable[[int, np.ndarray], None] | None = None,
 ) -> None:
-    """One cache entry, written atomically, channel by channel as they come."""
+    """One cache entry, written atomically, channel by channel as they come; its
+    metadata records the settings that ran."""
     shape = (int(audio_shape[0]), int(audio_shape[1]))
     with cache.writer(key, len(names), shape) as w:
         for i, (name, audio) in enumerate(zip(names, channels, strict=True)):
@@ -369,7 +335,11 @@ def _write_entry(
         w.add_array("W", W)
         w.add_array("H", H)
         w.meta["sr"] = sr
-        w.meta["extra"] = {"groups": groups, "mode": mode, "params": params.as_dict()}
+        w.meta["extra"] = {
+            "groups": groups,
+            "mode": spec.mode,
+            "params": spec.settings_at(sr).as_dict(),
+        }
 
 
 def store_separation(cache: SeparationCache, key: str, result: Separation) -> Separation:
@@ -395,33 +365,23 @@ def store_separation(cache: SeparationCache, key: str, result: Separation) -> Se
         H=result.H,
         sr=result.sr,
         groups=result.groups,
-        mode=result.mode,
-        params=result.params,
+        spec=result.spec,
     )
-    stored = load_separation(cache, key, mode=result.mode, params=result.params)
-    if stored is None:
+    stored = cache.load(key)
+    if stored.entry is None:
+        if stored.problem:
+            log.warning(stored.problem)
         raise CacheError(f"cache entry {key[:12]} vanished right after it was written")
-    return stored
-
-
-def channel_names(mode: str, params: SeparationParams) -> list[str]:
-    """Names the channels of a separation will have, known before it runs."""
-    if mode == "stems":
-        return list(load_stem_model(params.stems_model).names)
-    return _component_names(params.n_components)
-
-
-def _component_names(k: int) -> list[str]:
-    return [f"component_{i + 1:02d}" for i in range(k)]
+    return Separation.from_entry(stored.entry, result.spec)
 
 
 def separate(
     y: np.ndarray,
     sr: int,
     *,
-    params: SeparationParams | None = None,
-    mode: str = "stems",
+    spec: SeparationSpec | None = None,
     cache: SeparationCache | None = None,
+    key: str | None = None,
     progress: Progress | None = None,
     on_channel: ChannelSink | None = None,
     nmf_threads: int | None = None,
@@ -434,15 +394,18 @@ def separate(
         The track, mono or stereo, float32.
     sr : int
         Its sample rate.
-    params : SeparationParams, optional
-        Default: the ``default`` preset's values.
-    mode : {"stems", "components"}
-        ``stems`` (default): four channels ``drums``, ``bass``, ``vocals``,
+    spec : SeparationSpec, optional
+        The mode and parameters. Default: stems mode with the ``default``
+        preset's values: four channels ``drums``, ``bass``, ``vocals``,
         ``other`` from the shipped stems model (:mod:`stemdeck.core.separation.stems`);
-        ``components``: one channel per NMF component, low to high by centroid.
+        components mode gives one channel per NMF component, low to high by centroid.
     cache : SeparationCache, optional
         Served from and stored into this cache. A cache that cannot be written
         (disk full) is reported with a warning and the separation is still returned.
+    key : str, optional
+        With ``cache``: the key of ``y`` under ``spec`` (:meth:`SeparationSpec.key`),
+        when the caller has taken it already; it is then not taken again. The
+        caller answers for it: the entry is filed under this key.
     progress : callable, optional
         ``progress(stage, fraction)`` for stages ``stft``, ``nmf``,
         ``activations``, ``reconstruct``.
@@ -464,23 +427,28 @@ def separate(
     AudioFileError
         Empty signal or NaN/inf samples.
     ParameterError
-        Unknown mode or bad parameters.
+        Bad sample rate.
+    PresetError
+        The stems model cannot be loaded.
     """
     y = validate_audio(y, name="track")
     if not isinstance(sr, int | np.integer) or sr <= 0:
         raise ParameterError(f"sample rate must be a positive integer, got {sr!r}")
-    params = params or SeparationParams()
-    key = key_of_validated(y, sr, params, mode)
-    model = load_stem_model(params.stems_model) if mode == "stems" else None
-    if model is not None:
-        params = stems_params(params, model, sr)
+    spec = spec or SeparationSpec()
     if cache is not None:
-        cached = load_separation(cache, key, mode=mode, params=params)
-        if cached is not None:
+        if key is None:
+            key = spec.key(y, sr)
+        found = cache.load(key)
+        if found.entry is not None:
+            cached = Separation.from_entry(found.entry, spec)
             if on_channel is not None:
                 for i, name in enumerate(cached.names):
                     on_channel(i, name, cached.channels[i])
             return cached
+        if found.problem:
+            log.warning(found.problem)
+    params = spec.settings_at(sr)
+    model = load_stem_model(params.stems_model) if spec.mode == "stems" else None
 
     t0 = time.perf_counter()
     X = stft(y, n_fft=params.n_fft, hop=params.hop)
@@ -492,7 +460,6 @@ def separate(
     if model is None:
         W, H = factorize(V, params, sr=sr, progress=progress, threads=nmf_threads)
         groups = [[k] for k in range(params.n_components)]
-        names = _component_names(params.n_components)
     else:
         estimate = model.estimate(
             V, sr=sr, n_fft=params.n_fft, n_iter=params.stems_iter, threads=nmf_threads
@@ -502,7 +469,7 @@ def separate(
             progress("nmf", 1.0)
             progress("activations", 1.0)
         groups = [list(g) for g in model.groups]
-        names = list(model.names)
+    names = spec.channel_names()
     del V
     log.debug("stft %.2f s, nmf %.2f s", t1 - t0, time.perf_counter() - t1)
 
@@ -531,6 +498,7 @@ def separate(
         )
 
     if cache is not None:
+        assert key is not None
         try:
             _write_entry(
                 cache,
@@ -542,30 +510,19 @@ def separate(
                 H=H,
                 sr=sr,
                 groups=groups,
-                mode=mode,
-                params=params,
+                spec=spec,
                 on_channel=deliver,
             )
             log.debug("reconstructed into the cache in %.2f s", time.perf_counter() - t0)
-            entry = cache.load(key)
-            if entry is not None:
-                return Separation(
-                    channels=entry.channels,
-                    names=names,
-                    sr=sr,
-                    W=W,
-                    H=H,
-                    groups=groups,
-                    mode=mode,
-                    params=params,
-                    info={"cache_path": str(entry.path)},
-                )
+            written = cache.load(key)
+            if written.entry is not None:
+                return Separation.from_entry(written.entry, spec, from_cache=False)
+            if written.problem:
+                log.warning(written.problem)
         except CacheError as exc:
             log.warning("%s (continuing without the cache)", exc)
     out = np.empty((len(names), *y.shape), dtype=np.float32)
     for i, audio in enumerate(channels()):
         out[i] = audio
         deliver(i, out[i])
-    return Separation(
-        channels=out, names=names, sr=sr, W=W, H=H, groups=groups, mode=mode, params=params
-    )
+    return Separation(channels=out, names=names, sr=sr, W=W, H=H, groups=groups, spec=spec)

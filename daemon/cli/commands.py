@@ -30,7 +30,8 @@ from stemdeck.core.audiofile.stemfile import (
 from stemdeck.core.audiofile.stemfile_write import check_encodable
 from stemdeck.core.errors import ParameterError
 from stemdeck.core.separation.cache import SeparationCache
-from stemdeck.core.separation.presets import SeparationParams, load_separation_preset
+from stemdeck.core.separation.keys import Mode, SeparationSpec
+from stemdeck.core.separation.presets import load_separation_preset
 from stemdeck.core.separation.separate import ChannelSink, Separation, separate
 
 from ..c_stderr import captured
@@ -67,13 +68,13 @@ def _read_track(args: argparse.Namespace) -> tuple[np.ndarray, int, str]:
     return y, sr, stem_track_name(args.track)
 
 
-def _mode(args: argparse.Namespace) -> str:
+def _mode(args: argparse.Namespace) -> Mode:
     return "components" if args.components else "stems"
 
 
-def _params(args: argparse.Namespace) -> SeparationParams:
-    params = load_separation_preset(args.preset)
-    return params.with_overrides(n_components=args.components)
+def _spec(args: argparse.Namespace) -> SeparationSpec:
+    params = load_separation_preset(args.preset).with_overrides(n_components=args.components)
+    return SeparationSpec(_mode(args), params)
 
 
 def _separate(
@@ -84,7 +85,7 @@ def _separate(
     *,
     on_channel: ChannelSink | None = None,
 ) -> Separation:
-    params = _params(args)
+    spec = _spec(args)
     cache = None if args.no_cache else SeparationCache()
     if cache is not None:
         cache.clean_stale()
@@ -94,8 +95,7 @@ def _separate(
         result = separate(
             y,
             sr,
-            params=params,
-            mode=_mode(args),
+            spec=spec,
             cache=cache,
             progress=bar,
             on_channel=on_channel,
@@ -180,8 +180,7 @@ def cmd_prep(args: argparse.Namespace) -> int:
 
     opts = PrepOptions(
         paths=list(args.paths),
-        params=_params(args),
-        mode=_mode(args),
+        spec=_spec(args),
         fmt=args.format,
         output=args.output,
         codec=args.codec,
@@ -216,11 +215,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # A missing, unreadable or damaged file is one clear error before anything
         # starts; the header is enough here (the daemon decodes the file once, itself).
         probe_audio(track)
-    params = _params(args)
     opts = ServeOptions(
         track=track,
-        mode=_mode(args),
-        params=params,
+        spec=_spec(args),
+        max_minutes=args.max_minutes,
         osc_host=args.osc_host,
         osc_port=args.osc_port,
         osc_allow=list(args.osc_allow),

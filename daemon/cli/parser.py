@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 
 from stemdeck.core import __version__
 from stemdeck.core.audiofile.stemfile_write import CODECS
 from stemdeck.core.separation.presets import list_presets
+
+from ..track_limits import MAX_MINUTES
 
 __all__ = [
     "EXIT_ERROR",
@@ -47,6 +50,16 @@ def setup_logging(verbose: bool) -> None:
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _positive_minutes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected minutes above 0, got {text!r}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -143,6 +156,13 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
         help="what the end of the track does (default loop)",
     )
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    p.add_argument(
+        "--max-minutes",
+        type=_positive_minutes,
+        default=MAX_MINUTES,
+        metavar="M",
+        help=f"longest track serve and /track/load accept (default {MAX_MINUTES:g})",
+    )
     midi = p.add_mutually_exclusive_group()
     midi.add_argument("--midi", metavar="PORT", help="MIDI input port (name prefix)")
     midi.add_argument("--midi-virtual", metavar="NAME", help="create a virtual MIDI port")
@@ -256,8 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--timeout",
         type=float,
-        default=1.0,
-        help="seconds to wait for the daemon's answer (default 1); none, or an /error, exits 1",
+        default=None,
+        help="seconds to wait for the daemon's answer (default 1; 60 for /track/load, "
+        "answered when the track plays or failed); none, or an /error, exits 1",
     )
 
     p = sub.add_parser("prep", help="separate every track under folders, in parallel (Dask)")

@@ -24,7 +24,10 @@ import time
 from stemdeck.core.errors import ParameterError
 from stemdeck.daemon.osc.wire import Message, OscDecodeError, decode, encode_message, iter_messages
 
-__all__ = ["cmd_send", "osc_value", "reply_line"]
+__all__ = ["LOAD_TIMEOUT_S", "cmd_send", "osc_value", "reply_line"]
+
+#: How long ``send`` waits for the reply to ``/track/load`` unless ``--timeout`` says.
+LOAD_TIMEOUT_S = 60.0
 
 #: Python types of the arguments the daemon sends (bool is an int).
 _SENT = (str, int, float, bytes, type(None))
@@ -77,14 +80,18 @@ def cmd_send(args: argparse.Namespace) -> int:
         raise ParameterError(f"target must be [HOST:]PORT, got {args.target!r}") from None
     if not args.address.startswith("/"):
         raise ParameterError(f"an OSC address starts with '/', got {args.address!r}")
-    if not (math.isfinite(args.timeout) and args.timeout > 0):
-        raise ParameterError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    timeout = args.timeout
+    if timeout is None:  # a load is answered when it ends: reading a long file takes a while
+        timeout = LOAD_TIMEOUT_S if args.address == "/track/load" else 1.0
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise ParameterError(f"--timeout must be a positive number of seconds, got {timeout}")
     values = [osc_value(a) for a in args.args]
     target = _peer((host, port))
     # The daemon answers a control it sets with nothing; a /ping after the message is
     # answered once the message is done (the daemon answers datagrams in order), so
-    # silence means nothing listens.
-    marker = args.address != "/ping"
+    # silence means nothing listens. /track/load is answered when the load ends, after
+    # that /pong: its own reply (or /error) is what to wait for.
+    marker = args.address not in ("/ping", "/track/load")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
         try:
@@ -97,14 +104,14 @@ def cmd_send(args: argparse.Namespace) -> int:
             raise ParameterError(_nothing_listens(target, port)) from None
         except OSError as exc:
             raise ParameterError(f"cannot send to {target}: {exc.strerror}") from None
-        answered, error = _replies(sock, args.address, marker, args.timeout)
+        answered, error = _replies(sock, args.address, marker, timeout)
     if error is not None:
         raise ParameterError(f"/error from {target}: {error}")
     if answered is None:
         raise ParameterError(_nothing_listens(target, port))
     if not answered:
         raise ParameterError(
-            f"no reply from {target} within {args.timeout:g} s "
+            f"no reply from {target} within {timeout:g} s "
             "(is stemdeck serve running there? a longer --timeout waits more)"
         )
     return 0

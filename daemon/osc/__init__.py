@@ -14,7 +14,9 @@ limits
 dispatch
     :class:`OscControl`, the address space (a table of handlers: ``map``,
     ``map_prefix``, ``Handler``, ``Group``), its counters (``Counters``) and
-    subscribers (``Subscriber``, ``SUBSCRIPTION_SECONDS``).
+    subscribers (``Subscriber``, ``SUBSCRIPTION_SECONDS``), replies that come after
+    their request was handled (``LateReply``, ``LateDeliver``: ``/track/load`` is
+    answered when the load ends).
 args
     The handlers' argument checks (``no_args``, ``number``, ``string``...).
 server

@@ -12,6 +12,8 @@ nothing: every message is validated and staged in a
 new state and the transport commands go to the engine as one command, posted
 under the registry's lock, so the registry and the audio never disagree. A bad
 message answers one ``/error`` with the reason, is counted, and changes nothing.
+``/track/load`` is checked with its group and answered when the load ends
+(:class:`LateReply`, sent through the server's deliver callback).
 
 Subscribers (``/subscribe``) live here too: feedback goes to one for
 ``subscription_seconds`` unless it renews, or for the seconds it asks for (0: until
@@ -37,6 +39,7 @@ from stemdeck.core.mixer.commands import Command
 from ..host import Host
 from .args import no_args, number, own_port, scene_name, string
 from .limits import (
+    ERROR_BUDGET,
     HOST_BURST,
     HOST_PER_SECOND,
     MAX_MESSAGES,
@@ -64,6 +67,8 @@ __all__ = [
     "Counters",
     "Group",
     "Handler",
+    "LateDeliver",
+    "LateReply",
     "OscControl",
     "Plan",
     "Subscriber",
@@ -102,7 +107,8 @@ class Plan:
     replies: list[Reply] = field(default_factory=list)
     bulk: list[Reply] = field(default_factory=list)  # /state: rate-limited, not budgeted
     commands: list[Command] = field(default_factory=list)  # transport commands
-    after: list[tuple[str, Callable[[], Reply]]] = field(default_factory=list)
+    # Run once the group is posted: the reply now, or None when it comes later.
+    after: list[tuple[str, Callable[[], Reply | None]]] = field(default_factory=list)
 
 
 @dataclass
@@ -114,6 +120,52 @@ class Group:
     txn: Transaction
     plan: Plan
     dry: bool  # validate only: take no rate-limit tokens
+
+
+LateDeliver = Callable[[Sender, Reply], None]
+"""Sends one reply to a sender, after :meth:`OscControl.handle` has returned."""
+
+
+class LateReply:
+    """The one reply to a request that ends later (``/track/load``), as a callback:
+    ``reply(None)`` answers ``address echo``, ``reply(reason)`` an ``/error``.
+
+    Called before :meth:`settle`, the reply joins the group's replies; after it, it
+    goes through the control's deliver callback. Only the first call counts.
+    """
+
+    def __init__(self, control: OscControl, sender: Sender, address: str, echo: list[Any]):
+        self.control = control
+        self.sender = sender
+        self.address = address
+        self.echo = echo
+        self._lock = threading.Lock()
+        self._answered = False
+        self._settled = False
+        self._now: Reply | None = None
+
+    def __call__(self, failure: str | None) -> None:
+        with self._lock:
+            if self._answered:
+                return
+            self._answered = True
+        if failure is None:
+            reply: Reply = (self.address, self.echo)
+        else:
+            text = f"{self.address}: {failure}"
+            # The loader logged the failure once; the reply is counted, not logged again.
+            reply = self.control.error(text, self.sender, ERROR_BUDGET, logged=False)
+        with self._lock:
+            if not self._settled:
+                self._now = reply
+                return
+        self.control.deliver(self.sender, reply)
+
+    def settle(self) -> Reply | None:
+        """The reply if it came already; from now on it is delivered when it comes."""
+        with self._lock:
+            self._settled = True
+            return self._now
 
 
 Handler = Callable[[str, list[Any], Group], None]
@@ -153,6 +205,7 @@ class OscControl:
         self._state_sender = TokenBucket(STATE_BURST, STATE_PER_SECOND)
         self._status_sender = TokenBucket(STATUS_BURST, STATUS_PER_SECOND)
         self._state_host = TokenBucket(HOST_BURST, HOST_PER_SECOND)
+        self._deliver: LateDeliver | None = None
         self._exact: dict[str, Handler] = {}
         self._prefixes: list[tuple[str, Handler]] = []
         self.map("/ping", self._ping)
@@ -250,10 +303,14 @@ class OscControl:
         return targets
 
     # -- requests -----------------------------------------------------------------------
-    def error(self, text: str, sender: Sender, budget: int | None = None) -> Reply:
-        """An ``/error`` reply (counted, logged at a limited rate), cut to ``budget`` bytes."""
+    def error(
+        self, text: str, sender: Sender, budget: int | None = None, *, logged: bool = True
+    ) -> Reply:
+        """An ``/error`` reply (counted, logged at a limited rate unless ``logged`` is
+        False), cut to ``budget`` bytes."""
         self.count("errors")
-        self.bad_log("OSC from %s:%d: %s", sender[0], sender[1], text)
+        if logged:
+            self.bad_log("OSC from %s:%d: %s", sender[0], sender[1], text)
         if budget is not None:
             room = max(budget - 16, 16)
             raw = text_bytes(text)
@@ -319,10 +376,27 @@ class OscControl:
         replies = plan.replies + plan.bulk
         for address, action in plan.after:
             try:
-                replies.append(action())
+                reply = action()
             except (StemdeckError, ValueError, TypeError, OSError) as exc:
-                replies.append(self.error(f"{address}: {exc}", sender, budget))
+                reply = self.error(f"{address}: {exc}", sender, budget)
+            except MemoryError:
+                reply = self.error(f"{address}: not enough memory", sender, budget)
+            if reply is not None:
+                replies.append(reply)
         return replies
+
+    def set_deliver(self, deliver: LateDeliver) -> None:
+        """How a reply that comes after :meth:`handle` returned reaches its sender
+        (the OSC server sets it: UDP, or the WebSocket of a routed sender)."""
+        self._deliver = deliver
+
+    def deliver(self, sender: Sender, reply: Reply) -> None:
+        """Send ``reply`` to ``sender`` now, through the deliver callback (any thread)."""
+        deliver = self._deliver
+        if deliver is None:
+            log.warning("reply %s to %s:%d not sent: no server", reply[0], *sender)
+            return
+        deliver(sender, reply)
 
     # -- handlers: each validates now, and applies now or once the group is posted ------
     @staticmethod
@@ -384,8 +458,18 @@ class OscControl:
         group.plan.bulk.append((address, list(names)))
 
     def _track_load(self, address: str, args: list[Any], group: Group) -> None:
+        """Checked now (a refusal is the group's ``/error``); the reply, ``/track/load
+        path`` or ``/error``, comes once the track plays or failed: in the group's
+        replies if that is before :meth:`handle` returns, else delivered later."""
         path = string(address, args)
-        self._later(group, address, partial(self.host.load_track, path), [path])
+        sender = group.sender
+
+        def run() -> Reply | None:
+            reply = LateReply(self, sender, address, [path])
+            self.host.load_track(path, reply)
+            return reply.settle()
+
+        group.plan.after.append((address, run))
 
     def _scene_save(self, address: str, args: list[Any], group: Group) -> None:
         name = scene_name(address, args)

@@ -91,6 +91,7 @@ class OscServer:
         nice: int | None = None,
     ) -> None:
         self.control = control
+        control.set_deliver(self._late)  # a /track/load's reply, once the track plays
         self.nice = nice
         self.scheduling = "normal priority"
         try:
@@ -197,6 +198,13 @@ class OscServer:
             raise ParameterError(f"{what} {host}:{port}: cannot resolve {host!r} ({why})") from None
         address = found[0][4]
         return (str(address[0]), int(address[1]))
+
+    def _late(self, sender: Sender, reply: Reply) -> None:
+        """A reply that comes after its datagram was answered (any thread)."""
+        try:
+            self._reply([reply], sender)
+        except Exception as exc:  # a vanished client, a closed socket
+            self.control.bad_log("OSC late reply to %s failed: %r", sender, exc)
 
     def _allowed(self, ip: str) -> bool:
         if not self._allow:

@@ -1,7 +1,8 @@
 """The prep index: the cache key each file had, so a rerun of an unchanged library only
 stats its files.
 
-A key is a hash of the decoded audio (``separation_key``), so finding out that a
+A key is a hash of the decoded audio
+(:meth:`~stemdeck.core.separation.keys.SeparationSpec.key`), so finding out that a
 track is already in the cache costs a decode and a hash. DJ tools keep an index
 instead; so does prep, in the cache folder (``.prep-index.json``): for each file
 (resolved path) its size, its modification time in nanoseconds, its duration,
@@ -120,7 +121,7 @@ class TrackIndex:
         The cache folder.
     settings : str
         Digest of the separation settings
-        (:func:`stemdeck.core.separation.keys.settings_digest`): a file has
+        (:attr:`stemdeck.core.separation.keys.SeparationSpec.digest`): a file has
         one key per settings.
     """
 

@@ -25,16 +25,10 @@ from stemdeck.core.audiofile.mp4 import is_mp4_path
 from stemdeck.core.audiofile.stemfile import probe, read_tags, stem_track_name
 from stemdeck.core.audiofile.stemfile_write import check_encodable
 from stemdeck.core.errors import CacheError, ParameterError, StemdeckError
-from stemdeck.core.separation.cache import SeparationCache
-from stemdeck.core.separation.keys import separation_key, settings_digest
+from stemdeck.core.separation.cache import CacheLookup, SeparationCache
+from stemdeck.core.separation.keys import SeparationSpec
 from stemdeck.core.separation.prep import TOKEN_PREFIX, TrackResult, decode_bytes
-from stemdeck.core.separation.presets import SeparationParams
-from stemdeck.core.separation.separate import (
-    Separation,
-    channel_names,
-    load_separation,
-    store_separation,
-)
+from stemdeck.core.separation.separate import Separation, store_separation
 
 from ..outputs import (
     ChannelFiles,
@@ -60,8 +54,7 @@ class PrepOptions:
     """What ``stemdeck prep`` was asked (its flags), and the cache folder (tests)."""
 
     paths: list[str]
-    params: SeparationParams
-    mode: str = "stems"
+    spec: SeparationSpec
     fmt: str = "cache"  # cache, wav, flac or stem.mp4
     output: str | None = None
     codec: str = "aac"
@@ -91,7 +84,7 @@ class _Job:
         self.opts = opts
         if opts.fmt not in ("cache", "wav", "flac", "stem.mp4"):
             raise ParameterError(f"unknown --format {opts.fmt!r}; use cache, wav, flac or stem.mp4")
-        check_format(opts.fmt, mode=opts.mode)
+        check_format(opts.fmt, mode=opts.spec.mode)
         if opts.fmt != "cache" and not opts.output:
             raise ParameterError(f"--format {opts.fmt} writes files: give -o DIR")
         if opts.workers is not None and opts.scheduler:
@@ -100,14 +93,14 @@ class _Job:
             )
         self.out = Path(opts.output).expanduser() if opts.output else None
         self.cache = SeparationCache(opts.cache_root)
-        self.index = TrackIndex(self.cache.root, settings_digest(opts.params, mode=opts.mode))
+        self.index = TrackIndex(self.cache.root, opts.spec.digest)
         # The workers of our LocalCluster run this very code and share the cache
         # folder: they take the key and look it up themselves, so the client does not
         # decode and hash a track too (a tenth of a track's CPU, and the first
         # track's start). Another cluster's workers may not see the folder or run
         # another version: the client takes the key first.
         self.client_hashes = opts.scheduler is not None
-        self.names = channel_names(opts.mode, opts.params)
+        self.names = opts.spec.channel_names()
         self.token = uuid.uuid4().hex
         self.summary = PrepSummary()
         self.by_base: dict[Path, Path] = {}
@@ -184,13 +177,12 @@ class _Job:
             return data, None
         try:
             y, sr = decode_bytes(data, suffix=track.path.suffix, name=track.path.name)
-            key = separation_key(y, sr, params=self.opts.params, mode=self.opts.mode)
+            key = self.opts.spec.key(y, sr)
         except StemdeckError as exc:
             self.fail(track, str(exc), worker="client")
             return None
         if self.from_cache(track, key, y.shape[1] / sr, t0):
             return None
-        self._cache_problem()
         return data, key
 
     def from_cache(self, track: Track, key: str, duration: float, t0: float) -> bool:
@@ -199,17 +191,18 @@ class _Job:
             self.tally.audio_total += duration
         track.duration = duration
         rec = Record(str(track.path), key, duration, worker="client", outcome="cached")
+        # With --format cache, sizes and format only: ``serve`` checks every block
+        # before playing. Files are written from verified entries only.
+        found = self.cache.load(key, verify=self.opts.fmt != "cache")
+        if found.entry is None:
+            if found.problem:
+                log.warning(found.problem)
+            return False
         if self.opts.fmt == "cache":
-            # Sizes and format only: ``serve`` checks every block before playing.
-            if self.cache.load(key, verify=False) is not None:
-                self.record(rec, track)
-                return True
+            self.record(rec, track)
         else:
-            sep = load_separation(self.cache, key, mode=self.opts.mode, params=self.opts.params)
-            if sep is not None:
-                self.finish(track, rec, sep, t0)
-                return True
-        return False
+            self.finish(track, rec, Separation.from_entry(found.entry, self.opts.spec), t0)
+        return True
 
     # -- after ---------------------------------------------------------------------------
     def finish(self, track: Track, rec: Record, sep: Separation, t0: float) -> None:
@@ -242,11 +235,6 @@ class _Job:
         with ChannelFiles(track.base, sep.sr, self.opts.fmt) as files:
             for i, name in enumerate(sep.names):
                 files(i, name, np.asarray(sep.channels[i]))
-
-    def _cache_problem(self) -> None:
-        if self.cache.last_problem:
-            log.warning(self.cache.last_problem)
-            self.cache.last_problem = None
 
     def after(self, track: Track, key: str | None, worker: str, result: TrackResult) -> None:
         t0 = time.perf_counter()
@@ -283,26 +271,26 @@ class _Job:
             except CacheError as exc:
                 log.warning("%s (writing %s without the cache)", exc, track.path.name)
                 sep = result.separation
-        elif self.opts.fmt == "cache":
-            # The worker wrote the entry and nothing else is to be written: its
-            # format and sizes are checked here, every block by serve before it plays.
-            if self.cache.load(key, verify=False) is None:
-                self._entry_unusable(rec, track)
-                return
-            rec.seconds += time.perf_counter() - t0
-            self.record(rec, track)
-            return
         else:
-            sep = load_separation(self.cache, key, mode=self.opts.mode, params=self.opts.params)
-            if sep is None:
-                self._entry_unusable(rec, track)
+            # The worker wrote the entry. With nothing else to write, its format and
+            # sizes are checked here, every block by serve before it plays.
+            found = self.cache.load(key, verify=self.opts.fmt != "cache")
+            if found.entry is None:
+                self._entry_unusable(rec, track, found)
                 return
+            if self.opts.fmt == "cache":
+                rec.seconds += time.perf_counter() - t0
+                self.record(rec, track)
+                return
+            sep = Separation.from_entry(found.entry, self.opts.spec)
         self.finish(track, rec, sep, t0)
 
-    def _entry_unusable(self, rec: Record, track: Track) -> None:
+    def _entry_unusable(self, rec: Record, track: Track, found: CacheLookup) -> None:
+        if found.problem:
+            log.warning(found.problem)
+        why = found.problem or f"cache entry {rec.hash[:12]} is not there"
         rec.outcome = "failed"
-        rec.error = f"the cache entry the worker wrote is unusable: {self.cache.last_problem}"
-        self.cache.last_problem = None
+        rec.error = f"the cache entry the worker wrote is unusable: {why}"
         self.record(rec, track)
 
 
@@ -423,8 +411,7 @@ def _submit_all(
                 data,
                 suffix=track.path.suffix,
                 name=track.path.name,
-                params=opts.params,
-                mode=opts.mode,
+                spec=opts.spec,
                 cache_root=str(job.cache.root),
                 cache_token=job.token,
                 cache_max_bytes=job.cache.max_bytes,

@@ -77,6 +77,11 @@ def test_sigkill_leaves_a_playable_recording_and_no_worker(tmp_path: Path) -> No
             }
             (separation,) = [w for w in workers if b"spawn_main" in _cmdline(w)]
             assert os.sched_getaffinity(separation) == cpus
+        # The track's audio, handed to the worker in shared memory (daemon/separation_worker.py).
+        shared = Path("/dev/shm")
+        pattern = f"stemdeck-{daemon.proc.pid}-*"
+        if shared.is_dir():
+            assert len(list(shared.glob(pattern))) == 1
         # 2 s played: a header every 0.5 s leaves at least a second in the file (below)
         wait_played(daemon.client, 2.0)
         daemon.proc.send_signal(signal.SIGKILL)
@@ -85,6 +90,8 @@ def test_sigkill_leaves_a_playable_recording_and_no_worker(tmp_path: Path) -> No
         while any(_alive(w) for w in workers) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not any(_alive(w) for w in workers), "the worker outlived the daemon"
+        # multiprocessing's resource tracker outlives both and releases the memory.
+        poll(lambda: list(shared.glob(pattern)), lambda left: left == [], "shared memory released")
         daemon._reader.join(timeout=10)  # stderr ends when the worker (sharing it) is gone
         err = daemon.stderr
         assert "Traceback" not in err, err
@@ -102,6 +109,7 @@ def test_sigkill_leaves_a_playable_recording_and_no_worker(tmp_path: Path) -> No
 def test_a_damaged_cache_entry_is_never_played(tmp_path: Path) -> None:
     """4 KiB of NaN in the middle of a cached track: found before it plays, rebuilt."""
     from stemdeck.core.separation.cache import SeparationCache
+    from stemdeck.core.separation.keys import SeparationSpec
     from stemdeck.core.separation.presets import SeparationParams
     from stemdeck.core.separation.separate import separate
 
@@ -110,7 +118,7 @@ def test_a_damaged_cache_entry_is_never_played(tmp_path: Path) -> None:
     y = tone_mix(10.0, sr=SR)
     sf.write(library / "song.wav", y.T, SR, subtype="FLOAT")
     cache = SeparationCache(tmp_path / "cache")
-    separate(y, SR, params=SeparationParams(), mode="stems", cache=cache)
+    separate(y, SR, spec=SeparationSpec("stems", SeparationParams()), cache=cache)
     (entry,) = [p for p in cache.root.iterdir() if not p.name.startswith(".")]
     data = entry / "channels.f32"
     assert data.stat().st_size > 8 * 2**20
@@ -136,5 +144,5 @@ def test_a_damaged_cache_entry_is_never_played(tmp_path: Path) -> None:
     assert "damaged" in err and "checksum mismatch" in err, err
     audio, _ = sf.read(rec, dtype="float32")
     assert len(audio) > SR and np.isfinite(audio).all()
-    rebuilt = SeparationCache(cache.root).load(entry.name)
+    rebuilt = SeparationCache(cache.root).load(entry.name).entry
     assert rebuilt is not None and np.isfinite(np.asarray(rebuilt.channels)).all()

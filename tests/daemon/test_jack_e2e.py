@@ -15,8 +15,8 @@ from jack_helpers import JackRecorder, chunk_residuals, env_for, start_jack
 
 from conftest import tone_mix
 from stemdeck.core.separation.cache import SeparationCache
-from stemdeck.core.separation.presets import SeparationParams
-from stemdeck.core.separation.separate import cached_separation
+from stemdeck.core.separation.keys import SeparationSpec
+from stemdeck.core.separation.separate import Separation
 from stemdeck.daemon.realtime import SWITCH_INTERVAL_S
 
 SR = 48000
@@ -61,10 +61,9 @@ def playing(jack_server: str, tmp_path_factory: pytest.TempPathFactory):
     daemon.wait_ready()
     # Heavy work first: once our JACK client is active, its process callback needs
     # this process's GIL every 5 ms, and a late callback delays the whole graph.
-    separated = cached_separation(
-        y, SR, params=SeparationParams(), cache=SeparationCache(root / "cache")
-    )
-    assert separated is not None, daemon.client.query("/status")
+    found = SeparationCache(root / "cache").load(SeparationSpec().key(y, SR))
+    assert found.entry is not None, daemon.client.query("/status")
+    separated = Separation.from_entry(found.entry, SeparationSpec())
     recorder = JackRecorder(jack_server)
     recorder.connect_from("PortAudio")
     recorder.record(1.0)  # let the graph settle after the new connections

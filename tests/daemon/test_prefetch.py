@@ -19,7 +19,7 @@ def test_finds_the_mapping_of_a_cached_entry(tmp_path: Path) -> None:
         w.add_array("W", np.ones(1))
         w.add_array("H", np.ones(1))
         w.meta["sr"] = 48000
-    entry = cache.load("k" * 40)
+    entry = cache.load("k" * 40).entry
     assert entry is not None
     found = mapping_of(entry.channels)
     assert found is not None

@@ -1,8 +1,13 @@
 """The one status line (console and OSC /status)."""
 
+import json
 import math
+import re
 from dataclasses import replace
+from pathlib import Path
 
+from stemdeck.core.separation.separate import STAGES
+from stemdeck.daemon import web
 from stemdeck.daemon.osc import Counters
 from stemdeck.daemon.status import Status, format_status
 
@@ -41,7 +46,8 @@ def test_problems_are_shown() -> None:
             problem="file vanished",
         )
     )
-    assert line.startswith("my song stopped 1:15.2/3:20.0 separating 50% | ")
+    # The share of the whole separation (stft 5% + half of nmf's 55%), then the stage's own.
+    assert line.startswith("my song stopped 1:15.2/3:20.0 separating 32% (nmf 50%) | ")
     assert "engine errors 4 silenced non-finite blocks 1" in line
     recent = format_status(replace(BASE, recent_slowest_ms=1.5))
     assert "xruns 2 drops 1 slowest block 0.42 ms (last 5 s 1.50 ms) |" in recent
@@ -70,3 +76,27 @@ def test_garbage_collector_passes_are_shown() -> None:
 def test_web_clients_are_shown() -> None:
     line = format_status(replace(BASE, osc=Counters(received=1), web=(2, 5)))
     assert "| osc clients 3 in 1 errors 0 refused 0 scheduled 0 | web clients 2 refused 5 |" in line
+
+
+def test_progress_is_the_share_of_the_whole_separation_not_the_stage() -> None:
+    """#21: with only the STFT done the line said ``separating 100%``."""
+    stft_done = format_status(replace(BASE, progress=("stft", 1.0)))
+    assert stft_done.startswith("my song playing 1:15.2/3:20.0 separating 5% (stft 100%) | ")
+    nearly = format_status(replace(BASE, progress=("reconstruct", 0.5)))
+    assert nearly.startswith("my song playing 1:15.2/3:20.0 separating 88% (reconstruct 50%) | ")
+    starting = format_status(replace(BASE, progress=("starting", 0.0)))
+    assert starting.startswith("my song playing 1:15.2/3:20.0 separating 0% (starting) | ")
+
+
+def test_a_requested_track_being_read_is_shown_beside_the_playing_one() -> None:
+    line = format_status(replace(BASE, progress=("nmf", 0.0), loading="next song"))
+    assert line.startswith(
+        "my song playing 1:15.2/3:20.0 separating 5% (nmf 0%) | loading next song | "
+    )
+
+
+def test_the_page_weighs_the_stages_as_the_status_line() -> None:
+    script = Path(web.__file__).parent / "static" / "mixer.js"
+    found = re.search(r"const STAGES = (\[.*\]);", script.read_text())
+    assert found is not None
+    assert dict(json.loads(found.group(1))) == STAGES

@@ -28,7 +28,7 @@ from stemdeck.core.audiofile.stemfile_write import write_stem_file
 from stemdeck.core.control.midimap import load_midi_map
 from stemdeck.core.errors import ParameterError
 from stemdeck.core.mixer.commands import Batch, Command, Play, SetTrack
-from stemdeck.core.separation.presets import SeparationParams
+from stemdeck.core.separation.keys import SeparationSpec
 from stemdeck.daemon import loader as loader_module
 from stemdeck.daemon.loader import TrackLoader
 from stemdeck.daemon.midi import MidiControl
@@ -154,8 +154,7 @@ def test_a_track_load_on_a_full_queue_is_reported(
         host.engine,
         host.registry,
         NAMES,
-        mode="stems",
-        params=SeparationParams(),
+        spec=SeparationSpec(),
         cache=None,
         library=[tmp_path],
     )

@@ -146,7 +146,7 @@
       case "/track/list": fillSelect($("track-list"), args, (p) => p.split("/").pop()); break;
       case "/scene/list": fillSelect($("scene-list"), args, (n) => n); break;
       case "/scene/save": ask("/scene/list"); toast(`saved scene ${args[0]}`, true); break;
-      case "/track/load": toast(`loading ${String(args[0]).split("/").pop()}`, true); break;
+      case "/track/load": toast(`loaded ${String(args[0]).split("/").pop()}`, true); break;
       case "/error": toast(args[0]); break;
       default: break;
     }
@@ -174,12 +174,27 @@
     if (items.includes(keep)) select.value = keep;
   }
 
+  // The share of the whole separation each stage stands for (core/separation/separate.py STAGES).
+  const STAGES = [["stft", 0.05], ["nmf", 0.55], ["activations", 0.15], ["reconstruct", 0.25]];
+
+  function share(stage, fraction) {
+    let done = 0;
+    for (const [name, weight] of STAGES) {
+      if (name === stage) return done + weight * Math.min(Math.max(fraction || 0, 0), 1);
+      done += weight;
+    }
+    return 0;  // "starting"
+  }
+
   function showProgress(stage, fraction) {
-    const done = stage === "ready" || stage === "original only";
+    // "load failed": the last /track/load failed (its /error said why); the track plays on.
+    const done = stage === "ready" || stage === "original only" || stage === "load failed";
     state.separating = !done;
     $("progress").hidden = done;
-    $("progress-fill").style.width = `${Math.round((fraction || 0) * 100)}%`;
-    $("progress-text").textContent = stage === "verifying" ? "verifying" : `separating ${Math.round((fraction || 0) * 100)}%`;
+    const whole = Math.round(share(stage, fraction) * 100);
+    const own = STAGES.some(([name]) => name === stage) ? ` ${Math.round((fraction || 0) * 100)}%` : "";
+    $("progress-fill").style.width = `${whole}%`;
+    $("progress-text").textContent = stage === "verifying" ? "verifying" : `separating ${whole}% (${stage}${own})`;
     $("strips").classList.toggle("separating", !done);
   }
 

@@ -8,7 +8,8 @@ import pytest
 from conftest import SR, tone_mix
 from stemdeck.core.errors import CacheError
 from stemdeck.core.separation import cache as cache_mod
-from stemdeck.core.separation.cache import SeparationCache, default_cache_dir
+from stemdeck.core.separation.cache import CacheLookup, SeparationCache, default_cache_dir
+from stemdeck.core.separation.keys import SeparationSpec
 from stemdeck.core.separation.presets import SeparationParams
 from stemdeck.core.separation.separate import separate
 
@@ -31,9 +32,9 @@ def test_miss_then_hit_memory_mapped(
     cache: SeparationCache, small_params: SeparationParams
 ) -> None:
     y = tone_mix(2.0)
-    first = separate(y, SR, mode="components", params=small_params, cache=cache)
+    first = separate(y, SR, spec=SeparationSpec("components", small_params), cache=cache)
     assert not first.from_cache and len(entries(cache)) == 1
-    second = separate(y, SR, mode="components", params=small_params, cache=cache)
+    second = separate(y, SR, spec=SeparationSpec("components", small_params), cache=cache)
     assert second.from_cache
     assert isinstance(second.channels, np.memmap) and not second.channels.flags.writeable
     np.testing.assert_array_equal(np.asarray(first.channels), np.asarray(second.channels))
@@ -45,15 +46,20 @@ def test_key_changes_with_audio_and_every_parameter(
     cache: SeparationCache, small_params: SeparationParams
 ) -> None:
     y = tone_mix(1.0)
-    separate(y, SR, mode="components", params=small_params, cache=cache)
+    separate(y, SR, spec=SeparationSpec("components", small_params), cache=cache)
     z = y.copy()
     z[0, 100] += 1e-6
-    assert not separate(z, SR, mode="components", params=small_params, cache=cache).from_cache
     assert not separate(
-        y, SR, mode="components", params=small_params.with_overrides(seed=1), cache=cache
+        z, SR, spec=SeparationSpec("components", small_params), cache=cache
     ).from_cache
     assert not separate(
-        y, SR, mode="components", params=small_params.with_overrides(mask_power=2.0), cache=cache
+        y, SR, spec=SeparationSpec("components", small_params.with_overrides(seed=1)), cache=cache
+    ).from_cache
+    assert not separate(
+        y,
+        SR,
+        spec=SeparationSpec("components", small_params.with_overrides(mask_power=2.0)),
+        cache=cache,
     ).from_cache
     assert len(entries(cache)) == 4
 
@@ -67,7 +73,7 @@ def test_damaged_entry_is_detected_and_rebuilt(
 ) -> None:
     y = tone_mix(2.0)
     good = np.asarray(
-        separate(y, SR, mode="components", params=small_params, cache=cache).channels
+        separate(y, SR, spec=SeparationSpec("components", small_params), cache=cache).channels
     ).copy()
     (entry,) = entries(cache)
     data = entry / "channels.f32"
@@ -87,11 +93,11 @@ def test_damaged_entry_is_detected_and_rebuilt(
         meta = (entry / "meta.json").read_text().replace(version, '"format": 999')
         (entry / "meta.json").write_text(meta)
     with caplog.at_level(logging.WARNING, logger="stemdeck"):
-        again = separate(y, SR, mode="components", params=small_params, cache=cache)
+        again = separate(y, SR, spec=SeparationSpec("components", small_params), cache=cache)
     assert not again.from_cache  # rebuilt, never played damaged
     assert "damaged" in caplog.text
     np.testing.assert_array_equal(np.asarray(again.channels), good)
-    assert separate(y, SR, mode="components", params=small_params, cache=cache).from_cache
+    assert separate(y, SR, spec=SeparationSpec("components", small_params), cache=cache).from_cache
 
 
 def test_interrupted_write_leaves_nothing(cache: SeparationCache) -> None:
@@ -128,14 +134,14 @@ def test_separate_survives_a_full_disk(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     y = tone_mix(2.0)
-    reference = separate(y, SR, mode="components", params=small_params)
+    reference = separate(y, SR, spec=SeparationSpec("components", small_params))
 
     def full(self: object, name: str, audio: np.ndarray) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(cache_mod.EntryWriter, "add_channel", full)
     with caplog.at_level(logging.WARNING, logger="stemdeck"):
-        result = separate(y, SR, mode="components", params=small_params, cache=cache)
+        result = separate(y, SR, spec=SeparationSpec("components", small_params), cache=cache)
     assert "disk full" in caplog.text and "continuing without the cache" in caplog.text
     np.testing.assert_array_equal(result.channels, reference.channels)  # nothing lost
     assert entries(cache) == []
@@ -145,11 +151,15 @@ def test_least_recently_used_entries_evicted(
     tmp_path: Path, small_params: SeparationParams
 ) -> None:
     cache = SeparationCache(tmp_path / "c", max_bytes=1)  # keeps only the newest
-    separate(tone_mix(1.0, seed=1), SR, mode="components", params=small_params, cache=cache)
-    separate(tone_mix(1.0, seed=2), SR, mode="components", params=small_params, cache=cache)
+    separate(
+        tone_mix(1.0, seed=1), SR, spec=SeparationSpec("components", small_params), cache=cache
+    )
+    separate(
+        tone_mix(1.0, seed=2), SR, spec=SeparationSpec("components", small_params), cache=cache
+    )
     assert len(entries(cache)) == 1
     assert separate(
-        tone_mix(1.0, seed=2), SR, mode="components", params=small_params, cache=cache
+        tone_mix(1.0, seed=2), SR, spec=SeparationSpec("components", small_params), cache=cache
     ).from_cache
 
 
@@ -175,7 +185,7 @@ def test_every_block_of_a_big_entry_is_checked(
     channels = _big_entry(cache, key)
     data = cache.root / key / "channels.f32"
     assert data.stat().st_size == channels.nbytes == 12 * 2**20
-    loaded = cache.load(key)
+    loaded = cache.load(key).entry
     assert loaded is not None and loaded.verified
     np.testing.assert_array_equal(np.asarray(loaded.channels), channels)
     del loaded
@@ -184,9 +194,11 @@ def test_every_block_of_a_big_entry_is_checked(
         chunk = bytearray(f.read(4096))
         f.seek(offset % data.stat().st_size)
         f.write(bytes(b ^ 0x5A for b in chunk))
-    assert cache.load(key) is None
-    assert "damaged" in (cache.last_problem or "") and "checksum" in (cache.last_problem or "")
+    found = cache.load(key)
+    assert found.status == "damaged" and found.entry is None
+    assert "damaged" in (found.problem or "") and "checksum" in (found.problem or "")
     assert not (cache.root / key).exists()
+    assert cache.load(key) == CacheLookup("absent")
 
 
 def test_deferred_verification_opens_at_once_and_verify_finds_damage(
@@ -195,16 +207,19 @@ def test_deferred_verification_opens_at_once_and_verify_finds_damage(
     cache = SeparationCache(tmp_path / "c", verify_on_load=False)
     key = "d" * 40
     _big_entry(cache, key)
-    entry = cache.load(key)
+    entry = cache.load(key).entry
     assert entry is not None and not entry.verified
-    assert cache.verify(entry) and entry.verified
+    checked = cache.verify(entry)
+    assert checked.status == "found" and checked.entry is entry and entry.verified
     data = cache.root / key / "channels.f32"
     with data.open("r+b") as f:
         f.seek(9 * 2**20)
         f.write(b"\xff" * 4096)
-    entry = cache.load(key)  # sizes match: opens, unverified
+    entry = cache.load(key).entry  # sizes match: opens, unverified
     assert entry is not None and not entry.verified
-    assert not cache.verify(entry)
+    checked = cache.verify(entry)
+    assert checked.status == "damaged" and checked.entry is None and not entry.verified
+    assert "checksum mismatch" in (checked.problem or "")
     assert not (cache.root / key).exists()
 
 
@@ -219,12 +234,14 @@ def test_an_unreadable_entry_is_kept(
         raise OSError(errno.EMFILE, "Too many open files")
 
     monkeypatch.setattr(cache_mod, "block_checksums", busy)
-    assert cache.load(key) is None
-    assert "unreadable" in (cache.last_problem or "") and "kept" in (cache.last_problem or "")
-    assert not cache.verify(cache.root / key)
+    found = cache.load(key)
+    assert found.status == "unreadable" and found.entry is None
+    assert "unreadable" in (found.problem or "") and "kept" in (found.problem or "")
+    checked = cache.verify(cache.root / key)
+    assert checked.status == "unreadable" and "Too many open files" in (checked.problem or "")
     assert (cache.root / key / "channels.f32").is_file()
     monkeypatch.undo()
-    entry = cache.load(key)
+    entry = cache.load(key).entry
     assert entry is not None and entry.verified
 
 

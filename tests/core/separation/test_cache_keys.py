@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from stemdeck.core.separation.cache import SeparationCache
-from stemdeck.core.separation.keys import separation_key, settings_digest
+from stemdeck.core.separation.keys import Mode, SeparationSpec
 from stemdeck.core.separation.presets import load_separation_preset
 from stemdeck.core.separation.separate import separate
 from stemdeck.core.separation.stems import load_stem_model
@@ -61,13 +61,13 @@ def test_the_stems_model_digest_is_pinned() -> None:
 
 
 @pytest.mark.parametrize(("preset", "mode"), sorted(PINNED))
-def test_keys_of_the_shipped_presets_are_pinned(preset: str, mode: str) -> None:
-    params = load_separation_preset(preset)
+def test_keys_of_the_shipped_presets_are_pinned(preset: str, mode: Mode) -> None:
+    spec = SeparationSpec(mode, load_separation_preset(preset))
     digest, stereo, mono = PINNED[preset, mode]
     y = _signal()
-    assert settings_digest(params, mode=mode) == digest
-    assert separation_key(y, 44100, params=params, mode=mode) == stereo
-    assert separation_key(y[:1], 22050, params=params, mode=mode) == mono
+    assert spec.digest == digest
+    assert spec.key(y, 44100) == stereo
+    assert spec.key(y[:1], 22050) == mono
 
 
 def test_separate_files_its_entry_under_the_pinned_key(tmp_path: Path) -> None:
@@ -75,6 +75,6 @@ def test_separate_files_its_entry_under_the_pinned_key(tmp_path: Path) -> None:
     analysis settings rewrite them: the entry's folder is the pinned key."""
     cache = SeparationCache(tmp_path)
     params = load_separation_preset("fast")
-    separate(_signal()[:1], 22050, params=params, mode="stems", cache=cache)
+    separate(_signal()[:1], 22050, spec=SeparationSpec("stems", params), cache=cache)
     entries = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("."))
     assert entries == [PINNED["fast", "stems"][2]]

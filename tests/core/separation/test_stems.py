@@ -9,6 +9,7 @@ import pytest
 from conftest import SR, tone_mix
 from stemdeck.core.errors import PresetError
 from stemdeck.core.material.songs import random_song, render_song
+from stemdeck.core.separation.keys import SeparationSpec
 from stemdeck.core.separation.presets import SeparationParams
 from stemdeck.core.separation.separate import separate
 from stemdeck.core.separation.spectral import BandExpansion, hpss, mel_filterbank
@@ -102,8 +103,8 @@ def test_hpss_parts_add_up(rng: np.random.Generator) -> None:
 def test_four_named_stems_sum_to_the_input(stereo: bool, length: int) -> None:
     y = tone_mix(3.0, stereo=stereo)[:, :length]
     params = SeparationParams(stems_iter=20)
-    result = separate(y, SR, params=params)
-    assert result.mode == "stems" and result.names == list(STEM_NAMES)
+    result = separate(y, SR, spec=SeparationSpec(params=params))
+    assert result.spec.mode == "stems" and result.names == list(STEM_NAMES)
     assert result.channels.shape == (4, y.shape[0], length)
     res = y.astype(np.float64) - result.channels.astype(np.float64).sum(axis=0)
     assert np.sum(res**2) <= 1e-6 * np.sum(y.astype(np.float64) ** 2)  # below -60 dB
@@ -111,18 +112,18 @@ def test_four_named_stems_sum_to_the_input(stereo: bool, length: int) -> None:
 
 def test_stems_at_48k_use_the_scaled_analysis() -> None:
     y = tone_mix(2.0, sr=48000)
-    result = separate(y, 48000, params=SeparationParams(stems_iter=10))
+    result = separate(y, 48000, spec=SeparationSpec(params=SeparationParams(stems_iter=10)))
     model = load_stem_model()
-    assert (result.params.n_fft, result.params.hop) == model.analysis_for(48000)
-    assert result.params.mask_power == model.mask_power
+    assert (result.settings.n_fft, result.settings.hop) == model.analysis_for(48000)
+    assert result.settings.mask_power == model.mask_power
     res = y.astype(np.float64) - result.channels.astype(np.float64).sum(axis=0)
     assert np.sum(res**2) <= 1e-6 * np.sum(y.astype(np.float64) ** 2)
 
 
 def test_stems_are_deterministic() -> None:
     y = tone_mix(2.0)
-    a = separate(y, SR, params=SeparationParams(stems_iter=15))
-    b = separate(y, SR, params=SeparationParams(stems_iter=15))
+    a = separate(y, SR, spec=SeparationSpec(params=SeparationParams(stems_iter=15)))
+    b = separate(y, SR, spec=SeparationSpec(params=SeparationParams(stems_iter=15)))
     assert np.array_equal(np.asarray(a.channels), np.asarray(b.channels))
 
 
@@ -165,7 +166,9 @@ def test_training_learns_to_separate_generated_songs(tmp_path: Path) -> None:
     assert loaded.digest == model.digest  # the saved maps (float16) are what the digest hashes
     held_out = render_song(replace(random_song(HELD_BACK_SEED), bars=8))
     result = separate(
-        held_out.mix, held_out.sr, params=SeparationParams(stems_model=str(path), stems_iter=20)
+        held_out.mix,
+        held_out.sr,
+        spec=SeparationSpec(params=SeparationParams(stems_model=str(path), stems_iter=20)),
     )
     gains = [
         windowed_sdr(held_out.stems[k], result.channels[i], held_out.sr)
@@ -181,16 +184,16 @@ def test_model_is_part_of_the_cache_key(tmp_path: Path) -> None:
     cache = SeparationCache(tmp_path)
     y = tone_mix(1.0)
     params = SeparationParams(stems_iter=10)
-    separate(y, SR, params=params, cache=cache)
-    assert separate(y, SR, params=params, cache=cache).from_cache
-    assert not separate(y, SR, params=params, mode="components", cache=cache).from_cache
+    separate(y, SR, spec=SeparationSpec(params=params), cache=cache)
+    assert separate(y, SR, spec=SeparationSpec(params=params), cache=cache).from_cache
+    assert not separate(y, SR, spec=SeparationSpec("components", params), cache=cache).from_cache
     # Another model (here: the same templates, other maps) is another key.
     model = load_stem_model()
     other = replace(model, maps=model.maps * 0.5)
     other.save(tmp_path / "other.npz")
     assert load_stem_model(str(tmp_path / "other.npz")).digest != model.digest
     changed = params.with_overrides(stems_model=str(tmp_path / "other.npz"))
-    assert not separate(y, SR, params=changed, cache=cache).from_cache
+    assert not separate(y, SR, spec=SeparationSpec(params=changed), cache=cache).from_cache
 
 
 def test_bad_model_file(tmp_path: Path) -> None:

@@ -553,3 +553,48 @@ def test_demo_start_prints_only_what_a_user_needs(tmp_path: Path) -> None:
             "stemdeck: info: stemdeck-demo: channels ready",
         ]
     ), err
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "nan", "inf", "1e400", "two"])
+def test_max_minutes_must_be_a_finite_number_above_zero(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from stemdeck.daemon.cli.parser import EXIT_USAGE, build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["serve", "t.wav"]).max_minutes == 120.0
+    assert parser.parse_args(["serve", "t.wav", "--max-minutes", "1.5"]).max_minutes == 1.5
+    with pytest.raises(SystemExit) as exit:
+        parser.parse_args(["serve", "t.wav", "--max-minutes", value])
+    assert exit.value.code == EXIT_USAGE
+    assert capsys.readouterr().err.endswith(
+        f"error: argument --max-minutes: expected minutes above 0, got {value!r}\n"
+    )
+
+
+def test_send_waits_for_the_track_load_reply_that_comes_when_the_load_ends(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """/track/load is answered once the track plays: later than send's usual second."""
+    import socket
+    import threading
+
+    from stemdeck.daemon.osc.wire import encode_message
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.bind(("127.0.0.1", 0))
+        peer.settimeout(10)
+
+        def answer_late() -> None:
+            _, sender = peer.recvfrom(65536)
+            time.sleep(1.5)  # the file being read
+            peer.sendto(encode_message("/track/load", ["/music/a.wav"]), sender)
+
+        thread = threading.Thread(target=answer_late)
+        thread.start()
+        began = time.monotonic()
+        assert main(["send", str(peer.getsockname()[1]), "/track/load", "/music/a.wav"]) == 0
+        took = time.monotonic() - began
+        thread.join()
+    assert took < 30  # done once the reply came, not at the end of the 60 s
+    assert capsys.readouterr().out == "/track/load '/music/a.wav'\n"

@@ -29,7 +29,7 @@ from conftest import SR, TINY, tone_mix
 from stemdeck.core.audiofile.files import load
 from stemdeck.core.separation import prep as core_prep
 from stemdeck.core.separation.cache import SeparationCache
-from stemdeck.core.separation.keys import separation_key
+from stemdeck.core.separation.keys import SeparationSpec
 from stemdeck.core.separation.presets import load_separation_preset
 from stemdeck.daemon.prep import PrepOptions, find_tracks, run_prep, summary_lines
 from stemdeck.daemon.prep import cluster as prep_cluster
@@ -161,8 +161,7 @@ def test_in_process_cluster_workers_without_the_cache_send_results_back(
         (worker,) = cluster.scheduler.workers  # its address, as the report names it
         opts = PrepOptions(
             paths=[str(lib)],
-            params=params,
-            mode="components",
+            spec=SeparationSpec("components", params),
             fmt="wav",
             output=str(tmp_path / "out"),
             scheduler=cluster.scheduler_address,
@@ -195,10 +194,10 @@ def test_in_process_cluster_workers_without_the_cache_send_results_back(
             assert rec["error"] == BROKEN[Path(rec["source"]).name]
             continue
         y, sr = load(rec["source"])
-        key = separation_key(y, sr, params=params, mode="components")
+        key = SeparationSpec("components", params).key(y, sr)
         assert rec["hash"] == key and rec["worker"] == worker
         assert rec["duration"] == round(y.shape[1] / sr, 3)
-        assert store.load(key) is not None  # the client stored what came back
+        assert store.load(key).found  # the client stored what came back
     # The same files `stemdeck separate` writes: format and every sample.
     for rel in TRACKS:
         ref = separate_reference(lib / rel, tmp_path / "ref")
@@ -232,7 +231,7 @@ def test_local_cluster_listens_on_loopback_with_single_threaded_blas(
         seen["handlers"] = client.run(_leave_a_file_at_exit, str(tmp_path / "exit-handler"))
 
     params = load_separation_preset(str(FAST)).with_overrides(n_components=3)
-    opts = PrepOptions(paths=[str(lib)], params=params, mode="components", workers=2)
+    opts = PrepOptions(paths=[str(lib)], spec=SeparationSpec("components", params), workers=2)
     summary = run_prep(opts, on_client=inspect)
     assert [r.outcome for r in summary.records] == ["separated"]
     assert summary.workers == 2 and len(seen["workers"]) == 2
@@ -544,7 +543,7 @@ def test_stem_files_are_those_separate_writes(tmp_path: Path) -> None:
     with in_process_cluster() as cluster:
         opts = PrepOptions(
             paths=[str(lib)],
-            params=params,
+            spec=SeparationSpec(params=params),
             fmt="stem.mp4",
             output=str(out),
             scheduler=cluster.scheduler_address,
@@ -613,7 +612,10 @@ def components_job(lib: Path, cache: Path, **options: Any) -> PrepOptions:
     """Prep of ``lib`` into ``cache``: 3 components with the fast test preset."""
     params = load_separation_preset(str(FAST)).with_overrides(n_components=3)
     return PrepOptions(
-        paths=[str(lib)], params=params, mode="components", cache_root=str(cache), **options
+        paths=[str(lib)],
+        spec=SeparationSpec("components", params),
+        cache_root=str(cache),
+        **options,
     )
 
 
@@ -668,7 +670,6 @@ def _hostile_index(lib: Path, settings: str) -> dict:
 def test_a_corrupt_or_hostile_index_is_ignored_with_one_warning(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, damage: str
 ) -> None:
-    from stemdeck.core.separation.keys import settings_digest
     from stemdeck.daemon.prep import index as prep_index
 
     lib = make_library(tmp_path, broken=False, tracks=TRACKS[:2])
@@ -679,7 +680,7 @@ def test_a_corrupt_or_hostile_index_is_ignored_with_one_warning(
 
     index = cache / INDEX_NAME
     good = index.read_bytes()
-    settings = settings_digest(opts.params, mode="components")
+    settings = opts.spec.digest
     wrong_types = {"size": "1", "mtime_ns": 1, "duration": 1.0, "keys": {}}
     damaged = {
         "not json": b'{"version": 1, "files": {',
@@ -732,7 +733,7 @@ def test_the_local_cluster_workers_take_the_keys_and_the_client_decodes_nothing(
     assert records[0].worker.startswith("tcp://127.0.0.1:")
     for r in records[:2]:
         y, sr = load(r.source)
-        assert r.hash == separation_key(y, sr, params=opts.params, mode="components")
+        assert r.hash == opts.spec.key(y, sr)
         assert r.duration == y.shape[1] / sr
     ref = separate_reference(lib / TRACKS[0], tmp_path / "ref")
     for name in NAMES:

@@ -759,13 +759,17 @@ def test_track_picked_separates_then_its_strips_show(served: tuple[Daemon, Path]
         assert [o.text for o in options] == ["duo.stem.mp4", "second.wav", "tones.stem.mp4"]
 
         load("second.wav")
-        # The page shows the separation under way: progress with a percentage, strips dimmed.
+        # The page shows the separation under way: the share of the whole separation done
+        # and the stage's own (never "separating 100%" with only the STFT done), strips dimmed.
         wait_for(
             d,
             lambda d: (
                 d.find_element(By.ID, "track-name").text == "second"
                 and d.find_element(By.ID, "progress").is_displayed()
-                and re.fullmatch(r"separating \d+%", d.find_element(By.ID, "progress-text").text)
+                and re.fullmatch(
+                    r"separating \d+% \((starting|(stft|nmf|activations|reconstruct) \d+%)\)",
+                    d.find_element(By.ID, "progress-text").text,
+                )
                 and "separating" in attribute(d.find_element(By.ID, "strips"), "class")
             ),
             "no separation progress shown",

@@ -1,0 +1,305 @@
+"""The separation worker process: what it is handed, its body, and its pipe.
+
+The daemon (``loader.py``) decodes a track once and takes its cache key once;
+the worker separates exactly that audio, under that key, in its own process (the
+GIL and the CPU stay with the audio thread). The audio crosses in POSIX shared
+memory: the daemon writes it into a segment named ``stemdeck-<pid>-<random>``
+and the worker maps it, so neither a second decode nor a copy in the worker's
+heap is needed, and a file rewritten on disk meanwhile changes nothing. Should
+shared memory have no room (a container's small ``/dev/shm``), the samples are
+pickled to the worker instead, with its start.
+
+The segment is released (unlinked) by :meth:`SeparationWorker.release`, which
+the daemon calls once the worker has reported or been ended: on "done", an
+error, a superseded request, a killed worker and the daemon's exit. If the
+daemon itself is killed, multiprocessing's resource tracker, which outlives it,
+unlinks the segment once the worker has gone (within 0.1 s of its parent).
+
+Messages, worker to daemon, over a one-way pipe::
+
+    ("progress", stage, fraction)   at most every 0.2 s, and at each stage's end
+    ("done", key)                   the channels are in the cache under ``key``
+    ("data", channels)              no cache (disabled, or full): the channels
+    ("error", message)              one line; the daemon plays the original on
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from multiprocessing.shared_memory import SharedMemory
+from typing import Any, Protocol
+
+import numpy as np
+
+from stemdeck.core.errors import StemdeckError
+from stemdeck.core.separation.cache import SeparationCache
+from stemdeck.core.separation.keys import SeparationSpec
+from stemdeck.core.separation.separate import separate
+
+from .realtime import children_on_every_cpu
+
+__all__ = ["SHARED_PREFIX", "ProcessContext", "SeparationWorker", "SharedAudio", "WorkerJob"]
+
+log = logging.getLogger(__name__)
+
+#: Name prefix of the shared memory segments (``/dev/shm/stemdeck-<pid>-...`` on Linux).
+SHARED_PREFIX = "stemdeck-"
+_WRITE_CHUNK = 64 << 20  # bytes per write into the segment
+
+
+class ProcessContext(Protocol):
+    """What a worker's start uses of a multiprocessing context (``get_context``)."""
+
+    @property
+    def Process(self) -> Callable[..., BaseProcess]: ...
+
+    def Pipe(self, duplex: bool = True) -> tuple[Connection, Connection]: ...
+
+
+@dataclass(frozen=True)
+class SharedAudio:
+    """Where a track's samples wait for the worker: float32, C order, ``shape``."""
+
+    name: str
+    shape: tuple[int, int]
+
+    def attach(self) -> tuple[SharedMemory, np.ndarray]:
+        """Map the segment; the array is read-only and lives as long as the segment object."""
+        shm = SharedMemory(name=self.name)
+        y = np.ndarray(self.shape, dtype=np.float32, buffer=shm.buf)
+        y.flags.writeable = False
+        return shm, y
+
+
+@dataclass(frozen=True)
+class WorkerJob:
+    """Everything a worker needs, pickled to it with its start.
+
+    ``audio`` is the segment holding the samples, or the samples themselves when
+    shared memory had no room; ``key`` and ``cache_root`` come together (the
+    entry is filed under ``key``) or not at all (no cache: the channels come back
+    through the pipe).
+    """
+
+    audio: SharedAudio | np.ndarray
+    sr: int
+    spec: SeparationSpec
+    key: str | None
+    cache_root: str | None
+    parent: int
+
+
+def share_audio(y: np.ndarray) -> SharedMemory:
+    """A new shared memory segment holding ``y`` (float32, C order).
+
+    Written through the segment's file descriptor where there is one: a full
+    ``/dev/shm`` is then an OSError (ENOSPC) here, where writing through the
+    mapping would be a SIGBUS; and no page of the daemon's mapping is touched.
+
+    Raises
+    ------
+    OSError
+        No room, or no shared memory.
+    """
+    data = np.ascontiguousarray(y, dtype=np.float32).data.cast("B")
+    shm = SharedMemory(
+        name=f"{SHARED_PREFIX}{os.getpid()}-{secrets.token_hex(4)}", create=True, size=data.nbytes
+    )
+    try:
+        # CPython keeps a POSIX segment's descriptor here; -1 elsewhere (Windows).
+        fd = getattr(shm, "_fd", -1)
+        if fd >= 0:
+            done = 0
+            while done < data.nbytes:
+                done += os.pwrite(fd, data[done : done + _WRITE_CHUNK], done)
+        else:
+            assert shm.buf is not None
+            shm.buf[: data.nbytes] = data
+    except BaseException:
+        shm.close()
+        shm.unlink()
+        raise
+    return shm
+
+
+class SeparationWorker:
+    """A started worker process, the pipe it reports through, and its audio's segment.
+
+    Use :meth:`start`. :meth:`end` stops the process and releases the segment;
+    :meth:`release` releases it only. Both may be called from any thread, any
+    number of times.
+    """
+
+    def __init__(self, process: BaseProcess, conn: Connection, shm: SharedMemory | None) -> None:
+        self.process = process
+        self.conn = conn
+        self._shm = shm
+        self._lock = threading.Lock()
+
+    @classmethod
+    def start(
+        cls,
+        context: ProcessContext,
+        y: np.ndarray,
+        sr: int,
+        *,
+        spec: SeparationSpec,
+        key: str | None,
+        cache_root: str | None,
+    ) -> SeparationWorker:
+        """Hand ``y`` (the track at its own rate ``sr``) over and start a worker on it.
+
+        ``key`` with ``cache_root``: the entry is filed under ``key`` in that cache
+        folder, and "done" carries it.
+        """
+        shm: SharedMemory | None = None
+        audio: SharedAudio | np.ndarray
+        try:
+            shm = share_audio(y)
+            audio = SharedAudio(shm.name, (int(y.shape[0]), int(y.shape[1])))
+        except OSError as exc:
+            log.info(
+                "no room in shared memory (%s): the track goes to the separation with its start",
+                exc.strerror or exc,
+            )
+            audio = np.ascontiguousarray(y, dtype=np.float32)
+        job = WorkerJob(audio, sr, spec, key, cache_root, os.getpid())
+        parent, child = context.Pipe(duplex=False)
+        process = context.Process(
+            target=run, name="stemdeck-separate", daemon=True, args=(job, child)
+        )
+        worker = cls(process, parent, shm)
+        try:
+            with children_on_every_cpu():  # not the audio's pin (realtime.py)
+                process.start()
+        except BaseException:
+            parent.close()
+            worker.release()
+            raise
+        finally:
+            child.close()
+        if process.pid is not None:
+            try:  # niced from its first instruction, imports included
+                os.setpriority(os.PRIO_PROCESS, process.pid, 10)
+            except (OSError, AttributeError):
+                pass
+        return worker
+
+    @property
+    def shared_name(self) -> str | None:
+        """The segment's name while it exists (None once released, or never made)."""
+        shm = self._shm
+        return shm.name if shm is not None else None
+
+    def recv(self) -> tuple[Any, ...]:
+        """The next message (EOFError or OSError once the worker is gone)."""
+        message: tuple[Any, ...] = self.conn.recv()
+        return message
+
+    def release(self) -> None:
+        """Unlink the audio's segment (the worker's mapping, if any, stays valid).
+
+        Under the lock: a call made while another is releasing returns once the
+        segment is gone (the watcher and :meth:`end` may release at once).
+        """
+        with self._lock:
+            shm, self._shm = self._shm, None
+            if shm is None:
+                return
+            shm.close()
+            try:
+                shm.unlink()
+            except FileNotFoundError:
+                pass
+
+    def finish(self, timeout: float = 10.0) -> None:
+        """After the last message: close the pipe, reap the process, release."""
+        self.conn.close()
+        self.process.join(timeout=timeout)  # it ends after its last message: no zombie
+        self.release()
+
+    def end(self) -> None:
+        """Stop the process now (SIGTERM, then SIGKILL) and release the segment."""
+        process = self.process
+        if process.is_alive():
+            process.terminate()
+            process.join(timeout=2)
+            if process.is_alive():
+                process.kill()
+                process.join(timeout=2)
+        self.release()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Worker: end at once, quietly, when the daemon is gone (even by SIGKILL)."""
+    while True:
+        if os.getppid() != parent:
+            os._exit(0)
+        time.sleep(0.1)
+
+
+def run(job: WorkerJob, conn: Connection) -> None:
+    """The worker process: separate ``job``'s audio, report through ``conn``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # ended: no traceback
+    threading.Thread(target=_exit_with_parent, args=(job.parent,), daemon=True).start()
+    nmf_threads = max(1, (os.cpu_count() or 1) - 1)  # a core for the audio
+    try:
+        if isinstance(job.audio, SharedAudio):
+            try:
+                _shm, y = job.audio.attach()  # mapped until the process ends
+            except FileNotFoundError:
+                os._exit(0)  # released before we mapped it: the daemon ended this request
+        else:
+            y = job.audio
+        cache = SeparationCache(job.cache_root) if job.cache_root else None
+        last = [0.0]
+
+        def progress(stage: str, fraction: float) -> None:
+            now = time.monotonic()
+            if now - last[0] > 0.2 or fraction >= 1.0:
+                last[0] = now
+                conn.send(("progress", stage, fraction))
+
+        result = separate(
+            y,
+            job.sr,
+            spec=job.spec,
+            cache=cache,
+            key=job.key,
+            progress=progress,
+            nmf_threads=nmf_threads,
+        )
+        if result.info.get("cache_path"):
+            conn.send(("done", job.key))
+        else:  # no cache (disabled or full disk): hand the audio over
+            conn.send(("data", np.asarray(result.channels)))
+    except (BrokenPipeError, EOFError, ConnectionError):
+        os._exit(0)  # the daemon went away: nobody to tell
+    except StemdeckError as exc:
+        _send_quietly(conn, ("error", str(exc)))
+    except MemoryError:
+        _send_quietly(conn, ("error", "separation failed: not enough memory"))
+    except Exception as exc:  # report, the parent keeps playing the original
+        _send_quietly(conn, ("error", f"separation failed: {exc!r}"))
+    finally:
+        try:
+            conn.close()
+        except OSError:
+            pass
+
+
+def _send_quietly(conn: Connection, message: tuple[Any, ...]) -> None:
+    try:
+        conn.send(message)
+    except OSError:
+        os._exit(0)

@@ -1,0 +1,155 @@
+"""What a track load reads: its source, the check before it, and the request.
+
+A source is a path (checked by :func:`check_path`) or :data:`DEMO`. The check
+is made from the file's header alone, before anything is decoded: under a
+library folder, a regular file, audio (for an MP4, its boxes and a stem file's
+manifest), within :class:`~stemdeck.daemon.track_limits.TrackLimits` (length and
+memory). :class:`LoadRequest` is one ``/track/load`` on its way: its source and
+whom to tell, once, how it ended.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from stemdeck.core.audiofile.files import load, probe_audio
+from stemdeck.core.audiofile.mp4 import is_mp4_path
+from stemdeck.core.audiofile.samples import resample
+from stemdeck.core.audiofile.stemfile import StemFile, probe, read_stem_file, stem_track_name
+from stemdeck.core.errors import AudioFileError, ParameterError
+
+from .pathnames import resolve_listed
+from .track_limits import TrackLimits
+
+__all__ = [
+    "DEMO",
+    "LoadDone",
+    "LoadRequest",
+    "check_limits",
+    "check_path",
+    "check_start",
+    "read_source",
+    "read_stem_source",
+    "source_name",
+]
+
+DEMO = "demo:"  # the built-in demo track, as a track source
+
+LoadDone = Callable[[str | None], None]
+"""Told once how a request ended: None once the track plays, else why it did not."""
+
+
+def source_name(source: str) -> str:
+    """What the status line calls a source."""
+    return "demo" if source == DEMO else stem_track_name(source)
+
+
+@dataclass(eq=False)
+class LoadRequest:
+    """One load: its source, and whom to tell how it ended (``answered`` once)."""
+
+    source: str
+    done: LoadDone | None
+    answered: bool = False
+
+    @property
+    def name(self) -> str:
+        return source_name(self.source)
+
+
+def read_source(source: str, sr: int | None) -> tuple[np.ndarray, int, str]:
+    """Audio of a track source (a path or the demo), at ``sr`` when given."""
+    if source == DEMO:
+        from stemdeck.core.material.demo import demo_track
+
+        demo = demo_track()
+        y = demo.mix
+        if sr is not None and sr != demo.sr:
+            y = resample(y, demo.sr, sr)
+        return y, sr or demo.sr, demo.name
+    y, file_sr = load(source, sr=sr)
+    return y, file_sr, stem_track_name(source)
+
+
+def read_stem_source(source: str, sr: int) -> StemFile | None:
+    """A stem file's stems at ``sr`` (decoded whole, or AudioFileError), else None."""
+    if source == DEMO or not is_mp4_path(source) or probe(source) is None:
+        return None
+    return read_stem_file(source, sr=sr, master=False)
+
+
+def check_limits(source: str, limits: TrackLimits, engine_sr: int, outputs: int) -> None:
+    """From the header: ``source`` holds audio within ``limits``, played at
+    ``engine_sr`` on ``outputs`` channels.
+
+    Raises
+    ------
+    AudioFileError
+        Not an audio file, or damaged.
+    ParameterError
+        No audio, too long, or more than the memory available needs.
+    """
+    if source == DEMO:
+        return
+    info = probe_audio(source)
+    if not info.holds_audio:
+        raise ParameterError("the file holds no audio")
+    stems = probe(source) if is_mp4_path(source) else None
+    limits.check(
+        info.frames,
+        info.channels,
+        info.sr,
+        engine_sr,
+        outputs=outputs,
+        stems=len(stems.names) if stems is not None else 0,
+    )
+
+
+def check_start(source: str, limits: TrackLimits, engine_sr: int, outputs: int) -> None:
+    """:func:`check_limits` for the track ``serve`` starts with: a refusal names it.
+
+    Raises
+    ------
+    AudioFileError, ParameterError
+        As :func:`check_limits`.
+    """
+    try:
+        check_limits(source, limits, engine_sr, outputs)
+    except ParameterError as exc:
+        raise ParameterError(f"{source!r}: {exc}") from None
+
+
+def check_path(
+    path: str, library: Sequence[Path], limits: TrackLimits, engine_sr: int, outputs: int
+) -> str:
+    """The resolved path of a ``/track/load`` request, or ParameterError saying why not.
+
+    Only regular files under a ``library`` folder (after resolving ``..`` and
+    symlinks), whose header says they hold audio (:func:`probe_audio`: for an
+    MP4, its boxes and a stem file's manifest; the audio is decoded later),
+    within ``limits`` (:func:`check_limits`). A name as ``/track/list`` escapes
+    it is taken back (:func:`~stemdeck.daemon.pathnames.resolve_listed`).
+    """
+    target = Path(resolve_listed(path)).expanduser()
+    try:
+        resolved = target.resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise ParameterError(f"refused {path!r}: no such file") from None
+    if not any(resolved.is_relative_to(root) for root in library):
+        roots = ", ".join(str(r) for r in library) or "(none: use --library)"
+        raise ParameterError(f"refused {path!r}: outside the library folders {roots}")
+    if not resolved.is_file():
+        raise ParameterError(f"refused {path!r}: not a regular file")
+    try:
+        check_limits(str(resolved), limits, engine_sr, outputs)
+    except AudioFileError as exc:
+        # A stem file's reader says what is damaged; for the rest, that is enough.
+        reason = str(exc) if is_mp4_path(resolved) else "not a readable audio file"
+        raise ParameterError(f"refused {path!r}: {reason}") from None
+    except ParameterError as exc:
+        raise ParameterError(f"refused {path!r}: {exc}") from None
+    return str(resolved)

@@ -1,0 +1,528 @@
+"""The track loader's separation: one decode and one hash per load, the worker
+separating exactly the audio that plays, and its shared memory released on every path.
+
+An in-process :class:`TrackLoader` on an engine that records what it is posted,
+with a real worker process (``e2e``).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+from daemon_helpers import poll
+from mp4_helpers import damaged_stem_file
+
+from conftest import SR, tone_mix
+from stemdeck.core.audiofile.stemfile import read_stem_file
+from stemdeck.core.control.registry import Registry
+from stemdeck.core.errors import AudioFileError, ParameterError
+from stemdeck.core.mixer.commands import Batch, Command, SetTrack
+from stemdeck.core.separation import keys as keys_module
+from stemdeck.core.separation.cache import SeparationCache
+from stemdeck.core.separation.keys import SeparationSpec
+from stemdeck.core.separation.presets import SeparationParams
+from stemdeck.daemon import separation_worker as worker_module
+from stemdeck.daemon import track_source as source_module
+from stemdeck.daemon.loader import TrackLoader
+from stemdeck.daemon.separation_worker import SHARED_PREFIX
+from stemdeck.daemon.track_limits import TrackLimits, mem_available
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # a separation worker process each
+
+PARAMS = SeparationParams(
+    n_fft=512, hop=128, n_components=4, n_iter=30, fit_frames=0, refine_iter=0, tol=0.0
+)
+SPEC = SeparationSpec("components", PARAMS)
+NAMES = tuple(SPEC.channel_names())
+
+
+@dataclass
+class RecordingEngine:
+    """What the loader uses of the mixer: its rate, its strips, and ``post``."""
+
+    sr: int = SR
+    max_channels: int = len(NAMES)
+    posted: list[Command] = field(default_factory=list)
+
+    def post(self, command: Command) -> bool:
+        self.posted.append(command)
+        return True
+
+    def tracks(self) -> list[SetTrack]:
+        """Every ``SetTrack`` posted, in order."""
+        out = []
+        for command in self.posted:
+            inner = command.commands if isinstance(command, Batch) else (command,)
+            out += [c for c in inner if isinstance(c, SetTrack)]
+        return out
+
+
+def _library(tmp_path: Path, y: np.ndarray) -> Path:
+    library = tmp_path / "library"
+    library.mkdir()
+    sf.write(library / "song.wav", y.T, SR, subtype="FLOAT")
+    return library / "song.wav"
+
+
+def _settled(loader: TrackLoader) -> None:
+    poll(
+        lambda: (loader.separated, loader.problem),
+        lambda state: state[0] or state[1] is not None,
+        "the channels, or a problem",
+        timeout=120,
+    )
+
+
+def _entries(cache: SeparationCache) -> list[str]:
+    return sorted(p.name for p in cache.root.iterdir() if not p.name.startswith("."))
+
+
+def _segments() -> list[str]:
+    """This process's shared memory segments (the workers' audio)."""
+    return sorted(p.name for p in Path("/dev/shm").glob(f"{SHARED_PREFIX}{os.getpid()}-*"))
+
+
+@pytest.fixture
+def shared_memory_checked() -> Iterator[None]:
+    """No segment of this process before the test, and none left after it."""
+    if not Path("/dev/shm").is_dir():
+        pytest.skip("no /dev/shm to look at")
+    assert _segments() == []
+    yield
+    assert _segments() == []
+
+
+def test_a_file_replaced_after_the_read_is_separated_as_it_plays(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, shared_memory_checked: None
+) -> None:
+    """The file changes between the loader's read and the worker's start (a file still
+    being written): the channels are those of the audio that plays, filed under its key,
+    with no warning and no other entry."""
+    y = tone_mix(3.0, seed=1)
+    path = _library(tmp_path, y)
+    later = 0.5 * tone_mix(3.0, seed=2)
+    cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
+    engine = RecordingEngine()
+
+    class Replacing(TrackLoader):
+        def _spawn(self, *args: Any, **kwargs: Any) -> None:
+            sf.write(path, later.T, SR, subtype="FLOAT")  # the file changes under the load
+            super()._spawn(*args, **kwargs)
+
+    loader = Replacing(
+        engine, Registry(NAMES), NAMES, spec=SPEC, cache=cache, library=[path.parent]
+    )
+    with caplog.at_level(logging.INFO):
+        loader.request(str(path))
+        _settled(loader)
+    loader.close()
+    assert loader.problem is None and loader.separated
+    original, separated = engine.tracks()
+    np.testing.assert_array_equal(original.track.channels[0], y)
+    assert separated.same_audio and separated.track.names == NAMES
+    np.testing.assert_allclose(np.asarray(separated.track.channels).sum(axis=0), y, atol=1e-5)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == []
+    assert _entries(cache) == [SPEC.key(y, SR)]
+
+
+def test_one_decode_and_one_hash_per_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_memory_checked: None
+) -> None:
+    """Counted in the daemon and in the worker (forked here, so it runs the counting
+    functions too): the file is decoded once and the audio hashed once."""
+    y = tone_mix(3.0, seed=3)
+    path = _library(tmp_path, y)
+    counts = tmp_path / "counts"
+    counts.touch()
+
+    def counted(what: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with counts.open("a") as f:
+                f.write(f"{what}\n")
+            return function(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(source_module, "load", counted("decode", source_module.load))
+    monkeypatch.setattr(keys_module, "cache_key", counted("hash", keys_module.cache_key))
+    cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
+    engine = RecordingEngine()
+    loader = TrackLoader(
+        engine,
+        Registry(NAMES),
+        NAMES,
+        spec=SPEC,
+        cache=cache,
+        library=[path.parent],
+        mp_context=mp.get_context("fork"),
+    )
+    loader.request(str(path))
+    _settled(loader)
+    loader.close()
+    assert loader.problem is None and loader.separated
+    assert sorted(counts.read_text().split()) == ["decode", "hash"]
+
+
+class HeldContext:
+    """A fork context whose workers wait for :meth:`go` before they start separating:
+    a test sees a worker alive and its audio in shared memory for as long as it needs.
+
+    The gate is a file (an ``mp.Event`` would hang ``set()`` on a waiter that was
+    killed, as a superseded worker is)."""
+
+    def __init__(self, gate: Path) -> None:
+        self.context = mp.get_context("fork")
+        self.gate = gate
+        self.processes: list[BaseProcess] = []
+
+    def go(self) -> None:
+        self.gate.touch()
+
+    def Pipe(self, duplex: bool = True) -> tuple[Connection, Connection]:
+        return self.context.Pipe(duplex)
+
+    def Process(self, *, target: Callable[..., None], args: tuple, **kwargs: Any) -> BaseProcess:
+        process = self.context.Process(target=_held, args=(self.gate, target, *args), **kwargs)
+        self.processes.append(process)
+        return process
+
+
+def _held(gate: Path, target: Callable[..., None], *args: Any) -> None:
+    while not gate.exists():
+        time.sleep(0.01)
+    target(*args)
+
+
+def _held_loader(tmp_path: Path, context: HeldContext) -> tuple[TrackLoader, Path]:
+    library = tmp_path / "library"
+    library.mkdir()
+    for i, name in enumerate(("first.wav", "second.wav")):
+        sf.write(library / name, tone_mix(3.0, seed=10 + i).T, SR, subtype="FLOAT")
+    loader = TrackLoader(
+        RecordingEngine(),
+        Registry(NAMES),
+        NAMES,
+        spec=SPEC,
+        cache=SeparationCache(tmp_path / "cache", verify_on_load=False),
+        library=[library],
+        mp_context=context,
+    )
+    return loader, library
+
+
+def test_a_superseded_load_releases_its_shared_memory(
+    tmp_path: Path, shared_memory_checked: None
+) -> None:
+    context = HeldContext(tmp_path / "go")
+    loader, library = _held_loader(tmp_path, context)
+    loader.request(str(library / "first.wav"))
+    (first,) = poll(_segments, lambda names: len(names) == 1, "the first track's audio shared")
+    loader.request(str(library / "second.wav"))
+    poll(_segments, lambda names: len(names) == 1 and names != [first], "only the second's shared")
+    assert not context.processes[0].is_alive()
+    context.go()
+    _settled(loader)
+    assert loader.problem is None and loader.track_name == "second"
+    poll(_segments, lambda names: names == [], "the second's audio released once separated")
+    loader.close()
+
+
+def test_a_killed_worker_releases_its_shared_memory(
+    tmp_path: Path, shared_memory_checked: None
+) -> None:
+    context = HeldContext(tmp_path / "go")
+    loader, library = _held_loader(tmp_path, context)
+    loader.request(str(library / "first.wav"))
+    poll(_segments, lambda names: len(names) == 1, "the track's audio shared")
+    (worker,) = poll(
+        lambda: list(context.processes),
+        lambda started: len(started) == 1 and started[0].pid is not None,
+        "the worker started",
+    )
+    assert worker.pid is not None
+    os.kill(worker.pid, signal.SIGKILL)
+    _settled(loader)
+    assert loader.problem == "separation stopped before it finished"
+    poll(_segments, lambda names: names == [], "the audio released")
+    loader.close()
+
+
+def test_close_releases_the_shared_memory_at_once(
+    tmp_path: Path, shared_memory_checked: None
+) -> None:
+    context = HeldContext(tmp_path / "go")
+    loader, library = _held_loader(tmp_path, context)
+    loader.request(str(library / "first.wav"))
+    poll(_segments, lambda names: len(names) == 1, "the track's audio shared")
+    loader.close()  # the daemon's exit
+    assert _segments() == []
+    assert not context.processes[0].is_alive()
+
+
+def test_without_room_in_shared_memory_the_audio_goes_with_the_start(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    shared_memory_checked: None,
+) -> None:
+    """A full /dev/shm (a container's 64 MB) is no reason not to separate."""
+
+    def full(y: np.ndarray) -> Any:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(worker_module, "share_audio", full)
+    y = tone_mix(3.0, seed=4)
+    path = _library(tmp_path, y)
+    engine = RecordingEngine()
+    cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
+    loader = TrackLoader(
+        engine, Registry(NAMES), NAMES, spec=SPEC, cache=cache, library=[path.parent]
+    )
+    with caplog.at_level(logging.INFO):
+        loader.request(str(path))
+        _settled(loader)
+    loader.close()
+    assert loader.problem is None
+    _, separated = engine.tracks()
+    np.testing.assert_allclose(np.asarray(separated.track.channels).sum(axis=0), y, atol=1e-5)
+    assert (
+        "no room in shared memory (No space left on device): the track goes to the "
+        "separation with its start"
+    ) in caplog.messages
+    assert _entries(cache) == [SPEC.key(y, SR)]
+
+
+# -- loads are transactions (#21 items 1, 4) ---------------------------------------------
+
+
+def _playing_and_separating(tmp_path: Path) -> tuple[TrackLoader, HeldContext, Path]:
+    """A loader whose track ``first`` plays its original while its worker is held."""
+    context = HeldContext(tmp_path / "go")
+    loader, library = _held_loader(tmp_path, context)
+    loader.request(str(library / "first.wav"))
+    poll(_segments, lambda names: len(names) == 1, "the first track's audio shared")
+    poll(lambda: context.processes, lambda started: len(started) == 1, "its worker started")
+    assert loader.track_name == "first" and loader.generation == 1
+    return loader, context, library
+
+
+def _bad_load(
+    case: str, loader: TrackLoader, library: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[str | None], str]:
+    """Request the bad track of ``case``; what its requester is told, and the reason
+    it should be told."""
+    told: list[str | None] = []
+    bad = library / "bad.wav"
+    y = tone_mix(2.0, seed=20)
+    if case == "nan":
+        y[0, 1000] = np.nan  # the header is fine
+        sf.write(bad, y.T, SR, subtype="FLOAT")
+        loader.request(str(bad), told.append)
+        return told, f"{str(bad)!r}: 1 samples are NaN or infinite; re-export the file"
+    if case == "damaged stem file":
+        bad = damaged_stem_file(library / "bad.stem.mp4", SR)
+        with pytest.raises(AudioFileError) as damaged:
+            read_stem_file(bad, sr=SR, master=False)
+        loader.request(str(bad), told.append)
+        return told, str(damaged.value)
+    if case == "replaced":
+        sf.write(bad, y.T, SR, subtype="FLOAT")
+        resolved = loader.check(str(bad))
+        bad.write_bytes(b"not audio any more" * 100)  # between the check and the read
+        loader.start(resolved, told.append)
+        with pytest.raises(AudioFileError) as unreadable:
+            source_module.load(bad)
+        return told, str(unreadable.value)
+    assert case == "MemoryError"
+    sf.write(bad, y.T, SR, subtype="FLOAT")
+
+    def no_memory(path: str, *, sr: int | None = None) -> tuple[np.ndarray, int]:
+        raise MemoryError
+
+    monkeypatch.setattr(source_module, "load", no_memory)
+    loader.request(str(bad), told.append)
+    return told, "bad: not enough memory to load it"
+
+
+@pytest.mark.parametrize("case", ["nan", "damaged stem file", "replaced", "MemoryError"])
+def test_a_load_that_fails_late_leaves_the_playing_track_separating(
+    case: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    shared_memory_checked: None,
+) -> None:
+    """#21 item 1: the failed load ended the playing track's worker and bumped the
+    generation; the requester was told it succeeded. Now the requester is told why,
+    once, and the first track plays and separates on untouched."""
+    loader, context, library = _playing_and_separating(tmp_path)
+    engine = loader.engine
+    (worker,) = context.processes
+    with caplog.at_level(logging.INFO):
+        told, reason = _bad_load(case, loader, library, monkeypatch)
+        poll(lambda: list(told), lambda t: t != [], "the requester told")
+        assert told == [reason]
+        assert loader.problem == reason and loader.requested is None
+        assert loader.generation == 1 and worker.is_alive()  # untouched
+        assert loader.track_info() == ("first", "load failed", 0.0)
+        assert len(engine.tracks()) == 1  # the first's original only
+        context.go()  # its separation goes on to the end
+        poll(lambda: loader.separated, bool, "the first track's channels", timeout=120)
+    assert loader.track_name == "first" and loader.problem == reason
+    original, separated = engine.tracks()
+    assert separated.same_audio
+    np.testing.assert_allclose(
+        np.asarray(separated.track.channels).sum(axis=0),
+        original.track.channels[0],
+        atol=1e-5,
+    )
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == [f"track not loaded: {reason}"]
+    loader.close()
+
+
+def test_two_loads_in_a_row_the_first_requester_is_told_it_was_superseded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_memory_checked: None
+) -> None:
+    loader, context, library = _playing_and_separating(tmp_path)
+    for name, seed in (("slow", 30), ("fast", 31)):
+        sf.write(library / f"{name}.wav", tone_mix(2.0, seed=seed).T, SR, subtype="FLOAT")
+    reading = threading.Event()
+    release = threading.Event()
+    real_load = source_module.load
+
+    def held_load(path: str, *, sr: int | None = None) -> tuple[np.ndarray, int]:
+        if Path(path).stem == "slow":  # still being read when the next request comes
+            reading.set()
+            assert release.wait(30)
+        return real_load(path, sr=sr)
+
+    monkeypatch.setattr(source_module, "load", held_load)
+    first: list[str | None] = []
+    second: list[str | None] = []
+    loader.request(str(library / "slow.wav"), first.append)
+    assert reading.wait(30)
+    assert loader.requested == "slow"
+    loader.request(str(library / "fast.wav"), second.append)
+    assert first == ["superseded by fast"]  # at once, not when its read ends
+    poll(lambda: list(second), lambda t: t != [], "the second requester told")
+    assert second == [None] and loader.track_name == "fast" and loader.generation == 2
+    release.set()  # the first read ends: nothing of it is played, nobody told twice
+    context.go()
+    _settled(loader)
+    assert first == ["superseded by fast"] and second == [None]
+    assert loader.track_name == "fast" and loader.problem is None
+    assert [t.track.names for t in loader.engine.tracks()] == [("mix",), ("mix",), NAMES]
+    loader.close()
+
+
+def test_a_track_longer_than_the_limit_is_refused_before_it_is_decoded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """#21 item 4: a three-minute silent FLAC (a few KiB) against a two-minute limit,
+    and a one-minute one against the memory a small machine has."""
+    library = tmp_path / "library"
+    library.mkdir()
+    long = library / "long.flac"
+    sf.write(long, np.zeros((180 * SR, 2), np.float32), SR, subtype="PCM_16")
+    short = library / "short.flac"
+    sf.write(short, np.zeros((60 * SR, 2), np.float32), SR, subtype="PCM_16")
+    assert long.stat().st_size < 200_000
+
+    def decoded(path: str, *, sr: int | None = None) -> tuple[np.ndarray, int]:
+        raise AssertionError("decoded")
+
+    monkeypatch.setattr(source_module, "load", decoded)
+    engine = RecordingEngine()
+    limits = TrackLimits(2.0, "components", available=lambda: 200 * 2**20)
+    loader = TrackLoader(
+        engine, Registry(NAMES), NAMES, spec=SPEC, cache=None, library=[library], limits=limits
+    )
+    with pytest.raises(ParameterError) as too_long:
+        loader.request(str(long))
+    assert str(too_long.value) == (
+        f"refused {str(long)!r}: 3 minutes long; at most 2 (serve --max-minutes)"
+    )
+    # 60 s of stereo at 48 kHz: 22 MiB decoded, (2 + 32) x that and the original.
+    need = limits.needed(60 * SR, 2, SR, SR, outputs=len(NAMES), stems=0)
+    assert need == 34 * 60 * SR * 2 * 4 + 60 * SR * 2 * 4
+    with pytest.raises(ParameterError) as no_room:
+        loader.request(str(short))
+    assert str(no_room.value) == (
+        f"refused {str(short)!r}: it needs about {need / 2**30:.1f} GiB of memory to "
+        "load and separate (1 minute of audio); 0.2 GiB available"
+    )
+    with pytest.raises(ParameterError) as at_start:
+        loader.open(str(long))  # serve's own track too
+    assert str(at_start.value) == f"{str(long)!r}: 3 minutes long; at most 2 (serve --max-minutes)"
+    assert engine.posted == [] and loader.track_name == ""
+
+
+def test_mem_available_reads_proc_meminfo(tmp_path: Path) -> None:
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:  8000000 kB\nMemFree:  100 kB\nMemAvailable:  2048 kB\n")
+    assert mem_available(meminfo) == 2048 * 1024
+    meminfo.write_text("MemTotal:  8000000 kB\n")
+    assert mem_available(meminfo) is None
+    assert mem_available(tmp_path / "absent") is None
+
+
+def test_a_worker_out_of_memory_reports_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_memory(*args: Any, **kwargs: Any) -> Any:
+        raise MemoryError
+
+    monkeypatch.setattr(worker_module, "separate", no_memory)  # forked: the worker has it
+    context = mp.get_context("fork")
+    parent, child = context.Pipe(duplex=False)
+    y = tone_mix(1.0, seed=40)
+    job = worker_module.WorkerJob(y, SR, SPEC, None, None, os.getpid())
+    process = context.Process(target=worker_module.run, args=(job, child))
+    process.start()
+    child.close()
+    assert parent.poll(60)
+    assert parent.recv() == ("error", "separation failed: not enough memory")
+    process.join(10)
+    assert process.exitcode == 0
+
+
+def test_a_release_during_another_returns_once_the_segment_is_gone(
+    monkeypatch: pytest.MonkeyPatch, shared_memory_checked: None
+) -> None:
+    """The watcher (the worker ended) and close() release at once: the second call
+    returned while the first was still unlinking, and close() left the segment."""
+    shm = worker_module.share_audio(tone_mix(0.5, seed=41))
+    receiving, sending = mp.Pipe(duplex=False)
+    worker = worker_module.SeparationWorker(BaseProcess(), receiving, shm)
+    unlinking = threading.Event()
+    real_unlink = type(shm).unlink
+
+    def slow_unlink(self: Any) -> None:
+        unlinking.set()
+        time.sleep(0.3)  # a busy machine
+        real_unlink(self)
+
+    monkeypatch.setattr(type(shm), "unlink", slow_unlink)
+    first = threading.Thread(target=worker.release)
+    first.start()
+    assert unlinking.wait(10)
+    worker.release()  # the second call, while the first unlinks
+    assert _segments() == []
+    first.join()
+    receiving.close()
+    sending.close()
