@@ -16,7 +16,7 @@ from stemdeck.core.mixer.engine import Mixer
 from stemdeck.core.separation.keys import SeparationSpec
 from stemdeck.daemon.loader import TrackLoader
 from stemdeck.daemon.osc import OscControl, OscServer
-from stemdeck.daemon.osc.dispatch import SUBSCRIPTION_SECONDS
+from stemdeck.daemon.osc.subscriptions import SUBSCRIPTION_SECONDS
 from stemdeck.daemon.pathnames import library_files
 from stemdeck.daemon.serve import LIBRARY_LIST_MAX
 from stemdeck.daemon.track_source import LoadDone

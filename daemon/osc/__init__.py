@@ -13,10 +13,12 @@ limits
     ``TokenBucket``, ``RateLimitedLog``, ``Refused``.
 dispatch
     :class:`OscControl`, the address space (a table of handlers: ``map``,
-    ``map_prefix``, ``Handler``, ``Group``), its counters (``Counters``) and
-    subscribers (``Subscriber``, ``SUBSCRIPTION_SECONDS``), replies that come after
-    their request was handled (``LateReply``, ``LateDeliver``: ``/track/load`` is
-    answered when the load ends).
+    ``map_prefix``, ``Handler``, ``Group``), its counters (``Counters``), replies
+    that come after their request was handled (``LateReply``, ``LateDeliver``:
+    ``/track/load`` is answered when the load ends).
+subscriptions
+    Who gets feedback: ``Subscriptions`` (``/subscribe`` within the caps, the fixed
+    targets of ``serve --feedback``), ``Subscriber``, ``SUBSCRIPTION_SECONDS``.
 args
     The handlers' argument checks (``no_args``, ``number``, ``string``...).
 server

@@ -15,15 +15,13 @@ message answers one ``/error`` with the reason, is counted, and changes nothing.
 ``/track/load`` is checked with its group and answered when the load ends
 (:class:`LateReply`, sent through the server's deliver callback).
 
-Subscribers (``/subscribe``) live here too: feedback goes to one for
-``subscription_seconds`` unless it renews, or for the seconds it asks for (0: until
-``/unsubscribe``); a fixed target (``serve --feedback``) never expires.
+``/subscribe`` and ``/unsubscribe`` change :class:`~.subscriptions.Subscriptions`
+(``subscriptions.py``), which the feedback thread reads.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -50,8 +48,6 @@ from .limits import (
     STATE_PER_SECOND,
     STATUS_BURST,
     STATUS_PER_SECOND,
-    SUBSCRIBERS_PER_HOST,
-    SUBSCRIBERS_TOTAL,
     RateLimitedLog,
     Refused,
     Reply,
@@ -59,10 +55,10 @@ from .limits import (
     TokenBucket,
     reply_size,
 )
+from .subscriptions import SUBSCRIPTION_SECONDS, Subscriptions, subscribe_args
 from .wire import Message, text_bytes
 
 __all__ = [
-    "SUBSCRIPTION_SECONDS",
     "Counter",
     "Counters",
     "Group",
@@ -71,12 +67,9 @@ __all__ = [
     "LateReply",
     "OscControl",
     "Plan",
-    "Subscriber",
 ]
 
 log = logging.getLogger(__name__)
-
-SUBSCRIPTION_SECONDS = 10.0  # feedback goes to a subscriber this long unless it renews
 
 Counter = Literal["received", "errors", "refused", "scheduled"]
 
@@ -89,15 +82,6 @@ class Counters:
     errors: int = 0  # /error replies
     refused: int = 0  # senders outside --osc-allow, rate limits, caps, full scheduler
     scheduled: int = 0  # bundles scheduled for later
-
-
-@dataclass
-class Subscriber:
-    address: Sender
-    expires: float  # time.monotonic(); math.inf: until /unsubscribe
-    form: str = "names"  # feedback addresses by channel name or by index
-    fresh: bool = True  # the full state is still to be sent
-    fixed: bool = False  # serve --feedback: never expires, outside the per-host caps
 
 
 @dataclass
@@ -196,12 +180,10 @@ class OscControl:
     ) -> None:
         self.host = host
         self.feedback_form = feedback_form
-        self.subscription_seconds = subscription_seconds
         self.bad_log = RateLimitedLog(log)
         self._counters = Counters()
         self._counters_lock = threading.Lock()
-        self._subscribers: dict[Sender, Subscriber] = {}
-        self._lock = threading.Lock()  # the subscribers
+        self.subscriptions = Subscriptions(subscription_seconds)
         self._state_sender = TokenBucket(STATE_BURST, STATE_PER_SECOND)
         self._status_sender = TokenBucket(STATUS_BURST, STATUS_PER_SECOND)
         self._state_host = TokenBucket(HOST_BURST, HOST_PER_SECOND)
@@ -267,40 +249,26 @@ class OscControl:
     # -- subscribers --------------------------------------------------------------------
     def subscriber_count(self) -> int:
         """Subscribers now (some may have expired since the last feedback round)."""
-        with self._lock:
-            return len(self._subscribers)
+        return self.subscriptions.count()
 
     def subscribed(self) -> list[Sender]:
         """Who is subscribed now, in the order they first subscribed."""
-        with self._lock:
-            return list(self._subscribers)
+        return self.subscriptions.senders()
 
     def add_feedback_target(self, address: Sender) -> None:
         """Send feedback to ``address`` until the daemon stops (``serve --feedback``):
         a fixed subscriber, in the default address form, outside the subscriber caps.
         Its own ``/subscribe`` may change its form, not its lifetime; ``/unsubscribe``
         ends it."""
-        with self._lock:
-            self._subscribers[address] = Subscriber(
-                address, math.inf, self.feedback_form, fixed=True
-            )
+        self.subscriptions.add_fixed(address, self.feedback_form)
 
     def unsubscribe(self, address: Sender) -> None:
         """Stop feedback to ``address`` (nothing if it has none)."""
-        with self._lock:
-            self._subscribers.pop(address, None)
+        self.subscriptions.remove(address)
 
     def feedback_targets(self, now: float) -> list[tuple[Sender, str, bool]]:
-        """Drop the subscribers expired at ``now`` (``time.monotonic()``); for each
-        other one, (address, address form, whether it needs the full state). The
-        full state is then taken as sent."""
-        with self._lock:
-            for key in [k for k, s in self._subscribers.items() if s.expires < now]:
-                del self._subscribers[key]
-            targets = [(s.address, s.form, s.fresh) for s in self._subscribers.values()]
-            for s in self._subscribers.values():
-                s.fresh = False
-        return targets
+        """:meth:`Subscriptions.targets <.subscriptions.Subscriptions.targets>`."""
+        return self.subscriptions.targets(now)
 
     # -- requests -----------------------------------------------------------------------
     def error(
@@ -504,67 +472,13 @@ class OscControl:
         self._later(group, address, partial(self.unsubscribe, (sender[0], port)), [port])
 
     def _subscribe(self, address: str, args: list[Any], group: Group) -> None:
-        sender = group.sender
-        port, form = sender[1], self.feedback_form
-        seconds: int | float | None = None  # None: subscription_seconds
-        rest = list(args)
-        if rest and not isinstance(rest[0], str):
-            port = own_port("/subscribe", rest.pop(0), sender)
-        if rest and isinstance(rest[0], str):
-            if rest[0] not in ("names", "index"):
-                raise ParameterError(
-                    f"/subscribe takes [port] ['names' or 'index'] [seconds], got {rest[0]!r}"
-                )
-            form = rest.pop(0)
-        if rest:
-            seconds = rest.pop(0)
-            if (
-                isinstance(seconds, bool)
-                or not isinstance(seconds, int | float)
-                or not 0 <= seconds < math.inf
-            ):
-                raise ParameterError(
-                    "/subscribe seconds must be a number >= 0 (0: until /unsubscribe), "
-                    f"got {seconds!r}"
-                )
-        if rest:
-            raise ParameterError(
-                f"/subscribe takes [port] [form] [seconds], got {len(args)} arguments"
-            )
-        key = (sender[0], port)
-        with self._lock:
-            new = key not in self._subscribers
-            if new:
-                from_host = sum(
-                    1 for k, s in self._subscribers.items() if k[0] == sender[0] and not s.fixed
-                )
-                if from_host >= SUBSCRIBERS_PER_HOST:
-                    raise Refused(
-                        f"{from_host} subscribers from {sender[0]} already; "
-                        f"at most {SUBSCRIBERS_PER_HOST} per host"
-                    )
-                if sum(not s.fixed for s in self._subscribers.values()) >= SUBSCRIBERS_TOTAL:
-                    raise Refused(f"{SUBSCRIBERS_TOTAL} subscribers already; no room for more")
-        if new:
-            self._bulk_allowed(group)
+        port, form, seconds = subscribe_args(args, group.sender, self.feedback_form)
+        key = (group.sender[0], port)
+        if self.subscriptions.check_room(key):
+            self._bulk_allowed(group)  # a new subscriber is sent the whole state
         echo: list[Any] = [port, form] if seconds is None else [port, form, seconds]
-        add = partial(self._add_subscriber, key, form, seconds)
+        add = partial(self.subscriptions.add, key, form, seconds)
         self._later(group, "/subscribe", add, echo)
-
-    def _add_subscriber(self, key: Sender, form: str, seconds: float | None) -> None:
-        """Feedback to ``key`` for ``seconds`` from now (None: the subscription time;
-        0: until /unsubscribe); a fixed target keeps its lifetime."""
-        with self._lock:
-            old = self._subscribers.get(key)
-            fresh = old is None or old.form != form or old.fresh
-            fixed = old is not None and old.fixed
-            if fixed or seconds == 0:
-                expires = math.inf
-            else:
-                expires = time.monotonic() + (
-                    self.subscription_seconds if seconds is None else seconds
-                )
-            self._subscribers[key] = Subscriber(key, expires, form, fresh, fixed)
 
     def _bulk_allowed(
         self, group: Group, bucket: TokenBucket | None = None, what: str = "/state"
