@@ -70,13 +70,17 @@ def valid_value(param: str) -> st.SearchStrategy[object]:
         return st.one_of(st.floats(-120.0, 10.0, width=32), st.just(float("-inf")))
     if param in ("mute", "solo"):
         return st.sampled_from([0, 1, True, False])
-    return st.floats(-1.0, 1.0, width=32)  # pan
+    if param == "filter/res":
+        return st.floats(0.0, 1.0, width=32)
+    return st.floats(-1.0, 1.0, width=32)  # pan, filter
 
 
 def bad_value(param: str) -> st.SearchStrategy[object]:
     if param in ("mute", "solo"):
         return st.sampled_from([2, -1, 0.5, "on", float("nan")])
-    high = {"fader": 1.0, "gain": 3.2, "db": 10.0, "pan": 1.0}[param]
+    high = {"fader": 1.0, "gain": 3.2, "db": 10.0, "pan": 1.0, "filter": 1.0, "filter/res": 1.0}[
+        param
+    ]
     return st.one_of(
         st.just(float("nan")),
         st.floats(_f32(high + 0.01), _f32(1e30), width=32),

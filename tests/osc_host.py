@@ -89,6 +89,7 @@ class FakeHost:
             tuple(s.solo for s in strips),
             tuple(s.pan for s in strips),
             (master.gain, master.mute),
+            (*(m.filter_state(i) for i in range(m.max_channels)), m.filter_state(None)),
             m.loop,
         )
 
@@ -101,6 +102,7 @@ class FakeHost:
             tuple(s.solo for s in r.strips),
             tuple(s.pan for s in r.strips),
             (r.master.gain, r.master.mute),
+            (*((s.filter, s.res) for s in r.strips), (r.master.filter, r.master.res)),
         )
 
 

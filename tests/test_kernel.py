@@ -448,7 +448,7 @@ def test_buffer_formats() -> None:
     for bad in wrong:
         with pytest.raises(ValueError):
             _kernel.zero(bad)
-    assert _kernel.ABI == 2
+    assert _kernel.ABI == 3
 
 
 @pytest.mark.e2e

@@ -53,7 +53,9 @@ def test_patterns() -> None:
     assert reg.resolve("/ch/[1-2]/solo") == ["/ch/1/solo", "/ch/2/solo"]
     assert reg.resolve("/ch/{bass,other}/pan") == ["/ch/2/pan", "/ch/4/pan"]
     assert reg.resolve("/ch/?/fader") == [f"/ch/{i}/fader" for i in range(1, 5)]
-    assert reg.resolve("/master/*") == [f"/master/{p}" for p in ("fader", "gain", "db", "mute")]
+    assert reg.resolve("/master/*") == [
+        f"/master/{p}" for p in ("fader", "gain", "db", "mute", "filter")
+    ]
     assert reg.resolve("/ch/[!1]/mute") == ["/ch/2/mute", "/ch/3/mute", "/ch/4/mute"]
 
 
@@ -169,6 +171,8 @@ def test_new_channel_names_count_as_a_write_of_every_channel_value() -> None:
     assert reg.written_since(g) == set()
     commit(reg, lambda txn: txn.set_names(["piano", "voice"]))
     assert reg.written_since(g) == {
-        f"/ch/{i}/{p}" for i in (1, 2) for p in ("gain", "mute", "solo", "pan")
+        f"/ch/{i}/{p}"
+        for i in (1, 2)
+        for p in ("gain", "mute", "solo", "pan", "filter", "filter/res")
     }
     assert reg.written_since(g - 1) == reg.written_since(g) | {"/master/gain"}

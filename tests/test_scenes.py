@@ -217,6 +217,8 @@ def test_a_morph_moves_only_what_the_scene_names_and_never_a_hand(morphing: Morp
         "mute": False,
         "solo": False,
         "pan": 0.0,
+        "filter": 0.0,
+        "res": 0.0,
     }
     assert reg.get("/master/mute") == 0
     # The engine was sent the master's values only: no channel was ever written.
@@ -242,8 +244,15 @@ def test_a_hand_on_a_value_the_scene_names_takes_it_from_the_morph(morphing: Mor
     morphing.at(2.0, "/master/gain", 0.5)
     ended(morphing.store)
     after = reg.snapshot()["channels"]
-    assert after["drums"] == {"gain": fader_to_gain(0.6), "mute": False, "solo": False, "pan": 0.5}
-    assert after["bass"] == {"gain": 0.5, "mute": False, "solo": False, "pan": 0.0}
+    rest = {"filter": 0.0, "res": 0.0}
+    assert after["drums"] == {
+        "gain": fader_to_gain(0.6),
+        "mute": False,
+        "solo": False,
+        "pan": 0.5,
+        **rest,
+    }
+    assert after["bass"] == {"gain": 0.5, "mute": False, "solo": False, "pan": 0.0, **rest}
     assert (
         after["vocals"]
         == after["other"]
@@ -252,6 +261,8 @@ def test_a_hand_on_a_value_the_scene_names_takes_it_from_the_morph(morphing: Mor
             "mute": False,
             "solo": False,
             "pan": 0.0,
+            "filter": 0.0,
+            "res": 0.0,
         }
     )
 
@@ -285,3 +296,27 @@ def test_a_new_track_with_other_channels_takes_them_from_the_morph(morphing: Mor
     morphing.at(2.0, "/master/gain", 0.5)
     ended(morphing.store)
     assert reg.get("/ch/2/pan") == 0.5
+
+
+def test_scenes_save_recall_and_morph_the_filters(morphing: Morphing) -> None:
+    """A saved scene holds every DJ filter and resonance (channels and master); a
+    recall restores them at once; a morph glides them linearly."""
+    reg = morphing.store.registry
+    set_value(reg, "/ch/bass/filter", [-0.5])
+    set_value(reg, "/ch/bass/filter/res", [0.5])
+    set_value(reg, "/master/filter", [0.25])
+    path = morphing.store.save("dub")
+    text = path.read_text()
+    assert "filter = -0.5\nres = 0.5\n" in text and "filter = 0.25\nres = 0.0\n" in text
+    set_value(reg, "/ch/bass/filter", [0.0])
+    set_value(reg, "/master/filter", [0.0])
+    morphing.store.recall("dub")
+    assert reg.get("/ch/2/filter") == -0.5 and reg.get("/ch/2/filter/res") == 0.5
+    assert reg.get("/master/filter") == 0.25
+    morphing.commands()
+    set_value(reg, "/ch/bass/filter", [0.5])
+    morphing.store.recall("dub", 2.0)
+    morphing.at(1.0, "/ch/2/filter", 0.0)  # halfway from 0.5 to -0.5
+    morphing.at(2.0, "/ch/2/filter", -0.5)
+    ended(morphing.store)
+    assert any(isinstance(c, StripTarget) and c.filter == 0.0 for c in morphing.commands())

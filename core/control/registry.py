@@ -52,8 +52,8 @@ __all__ = [
     "Transaction",
 ]
 
-CHANNEL_PARAMS = ("fader", "gain", "db", "mute", "solo", "pan")
-MASTER_PARAMS = ("fader", "gain", "db", "mute")
+CHANNEL_PARAMS = ("fader", "gain", "db", "mute", "solo", "pan", "filter", "filter/res")
+MASTER_PARAMS = ("fader", "gain", "db", "mute", "filter", "filter/res")
 # The values behind the parameters: fader, gain and db are three views of one gain.
 _VALUE_OF = {
     "fader": "gain",
@@ -62,15 +62,34 @@ _VALUE_OF = {
     "mute": "mute",
     "solo": "solo",
     "pan": "pan",
+    "filter": "filter",
+    "filter/res": "filter/res",
 }
+# A channel's value keys (Registry.written_since), after /ch/N/.
+_CHANNEL_VALUES = ("gain", "mute", "solo", "pan", "filter", "filter/res")
+# The values a scene may name (SceneState keys) and their value keys.
+_SCENE_VALUES = {
+    "gain": "gain",
+    "mute": "mute",
+    "solo": "solo",
+    "pan": "pan",
+    "filter": "filter",
+    "res": "filter/res",
+}
+_MASTER_SCENE_VALUES = {"gain": "gain", "mute": "mute", "filter": "filter", "res": "filter/res"}
 
 
 @dataclass(frozen=True)
 class StripState:
+    """A channel's (or the master's) values; ``filter`` is the DJ filter's knob
+    (-1..1, 0 off) and ``res`` its resonance (0..1)."""
+
     gain: float = 1.0
     mute: bool = False
     solo: bool = False
     pan: float = 0.0
+    filter: float = 0.0
+    res: float = 0.0
 
 
 class ChannelState(TypedDict):
@@ -80,6 +99,8 @@ class ChannelState(TypedDict):
     mute: bool
     solo: bool
     pan: float
+    filter: float
+    res: float
 
 
 class MasterState(TypedDict):
@@ -87,6 +108,8 @@ class MasterState(TypedDict):
 
     gain: float
     mute: bool
+    filter: float
+    res: float
 
 
 class SceneState(TypedDict):
@@ -201,14 +224,14 @@ class Registry:
     def _match(self, address: str) -> list[tuple[str, str]]:
         parts = address.split("/")
         if not is_pattern(address):
-            if len(parts) == 4 and parts[0] == "" and parts[1] == "ch":
+            if len(parts) >= 4 and parts[0] == "" and parts[1] == "ch":
                 i = self._channel_index(parts[2])
                 if i is None:
                     raise ParameterError(
                         f"unknown channel {parts[2]!r} in {address}; channels are "
                         f"1..{len(self.names)} or {', '.join(self.names)}"
                     )
-                key = f"/ch/{i}/{parts[3]}"
+                key = f"/ch/{i}/{'/'.join(parts[3:])}"
                 if key in self._address_set:
                     return [(key, address)]
             elif address in self._address_set:
@@ -226,9 +249,16 @@ class Registry:
             m = matchers[level]
             return m.match(candidate) if m is not None else parts[level] == candidate
 
+        def fits_param(level: int, param: str) -> bool:
+            # A parameter may have parts of its own (filter/res): each fits its level.
+            steps = param.split("/")
+            return len(parts) == level + len(steps) and all(
+                fits(level + k, step) for k, step in enumerate(steps)
+            )
+
         out: list[tuple[str, str]] = []
-        if parts[0] == "" and len(parts) == 4 and fits(1, "ch"):
-            params = [p for p in CHANNEL_PARAMS if fits(3, p)]
+        if parts[0] == "" and len(parts) >= 4 and fits(1, "ch"):
+            params = [p for p in CHANNEL_PARAMS if fits_param(3, p)]
             for i, name in enumerate(self.names, 1):
                 if fits(2, str(i)):
                     token = str(i)
@@ -237,8 +267,8 @@ class Registry:
                 else:
                     continue
                 out += [(f"/ch/{i}/{p}", f"/ch/{token}/{p}") for p in params]
-        elif parts[0] == "" and len(parts) == 3 and fits(1, "master"):
-            out = [(f"/master/{p}", f"/master/{p}") for p in MASTER_PARAMS if fits(2, p)]
+        elif parts[0] == "" and len(parts) >= 3 and fits(1, "master"):
+            out = [(f"/master/{p}", f"/master/{p}") for p in MASTER_PARAMS if fits_param(2, p)]
         if not out:
             raise ParameterError(f"no control matches {address}")
         return out
@@ -261,7 +291,8 @@ class Registry:
 
         A value key is the canonical key of one stored value: ``/ch/N/gain`` (for
         the fader, gain and db views alike), ``/ch/N/mute``, ``/ch/N/solo``,
-        ``/ch/N/pan``, ``/master/gain``, ``/master/mute``. A value is written when
+        ``/ch/N/pan``, ``/ch/N/filter``, ``/ch/N/filter/res``, ``/master/gain``,
+        ``/master/mute``, ``/master/filter``, ``/master/filter/res``. A value is written when
         a kept commit staged it by :meth:`Transaction.set`, :meth:`Transaction.set_norm`
         or, if the scene names it, :meth:`Transaction.restore` (even to the value it
         had); every channel value is written when the channel names change."""
@@ -269,22 +300,21 @@ class Registry:
             out = {key for key, g in self._stamps.items() if g > generation}
             if self._renamed > generation:
                 out.update(
-                    f"/ch/{i}/{p}"
-                    for i in range(1, len(self.names) + 1)
-                    for p in ("gain", "mute", "solo", "pan")
+                    f"/ch/{i}/{p}" for i in range(1, len(self.names) + 1) for p in _CHANNEL_VALUES
                 )
             return out
 
     def value_key(self, key: str) -> str:
         """The value key (see :meth:`written_since`) behind a canonical key."""
-        head, _, param = key.rpartition("/")
+        index, param = self._target(key)
+        head = "/master" if index is None else f"/ch/{index + 1}"
         return f"{head}/{_VALUE_OF[param]}"
 
     # -- values -----------------------------------------------------------------------
     def _target(self, key: str) -> tuple[int | None, str]:
-        parts = key.split("/")
+        parts = key.split("/", 3)
         if parts[1] == "master":
-            return None, parts[2]
+            return None, key[len("/master/") :]
         return int(parts[2]) - 1, parts[3]
 
     def get(self, key: str) -> float | int:
@@ -326,16 +356,28 @@ class Registry:
             if not -1.0 <= p <= 1.0:
                 raise ParameterError(f"{key} takes -1..1, got {p:g}")
             return replace(state, pan=p)
+        if param == "filter":
+            f = _number(args, key)
+            if not -1.0 <= f <= 1.0:
+                raise ParameterError(
+                    f"{key} takes -1..1 (below 0 low-pass, above 0 high-pass), got {f:g}"
+                )
+            return replace(state, filter=f)
+        if param == "filter/res":
+            r = _number(args, key)
+            if not 0.0 <= r <= 1.0:
+                raise ParameterError(f"{key} takes 0..1, got {r:g}")
+            return replace(state, res=r)
         raise ParameterError(f"unknown address {key}")
 
     # -- 0..1 views (MIDI) ----------------------------------------------------------------
     def get_norm(self, key: str) -> float:
-        """The 0..1 view: fader position for levels, -1..1 mapped to 0..1 for pan."""
+        """The 0..1 view: fader position for levels, -1..1 mapped to 0..1 for pan and filter."""
         _, param = self._target(key)
         value = self.get(key)
         if param in ("fader", "gain", "db"):
             return float(self.get(key.rsplit("/", 1)[0] + "/fader"))
-        if param == "pan":
+        if param in ("pan", "filter"):
             return (float(value) + 1.0) / 2.0
         return float(value)
 
@@ -349,10 +391,22 @@ class Registry:
 def _snapshot(names: Sequence[str], strips: Sequence[StripState], master: StripState) -> SceneState:
     return {
         "channels": {
-            n: {"gain": s.gain, "mute": s.mute, "solo": s.solo, "pan": s.pan}
+            n: {
+                "gain": s.gain,
+                "mute": s.mute,
+                "solo": s.solo,
+                "pan": s.pan,
+                "filter": s.filter,
+                "res": s.res,
+            }
             for n, s in zip(names, strips, strict=True)
         },
-        "master": {"gain": master.gain, "mute": master.mute},
+        "master": {
+            "gain": master.gain,
+            "mute": master.mute,
+            "filter": master.filter,
+            "res": master.res,
+        },
     }
 
 
@@ -374,6 +428,8 @@ def _state_from(values: Mapping[str, object], current: StripState) -> StripState
         mute=flag("mute", current.mute),
         solo=flag("solo", current.solo),
         pan=num("pan", -1.0, 1.0, current.pan),
+        filter=num("filter", -1.0, 1.0, current.filter),
+        res=num("res", 0.0, 1.0, current.res),
     )
 
 
@@ -386,14 +442,20 @@ def _value(state: StripState, param: str) -> float | int:
         return gain_to_fader(state.gain)
     if param in ("mute", "solo"):
         return int(getattr(state, param))
+    if param == "filter":
+        return state.filter
+    if param == "filter/res":
+        return state.res
     return state.pan
 
 
 def _command(index: int | None, state: StripState) -> Command:
     """The engine command that aims strip ``index`` (None: the master) at ``state``."""
     if index is None:
-        return MasterTarget(state.gain, state.mute)
-    return StripTarget(index, state.gain, state.mute, state.solo, state.pan)
+        return MasterTarget(state.gain, state.mute, state.filter, state.res)
+    return StripTarget(
+        index, state.gain, state.mute, state.solo, state.pan, state.filter, state.res
+    )
 
 
 class Transaction:
@@ -466,7 +528,9 @@ class Transaction:
 
     def set_norm(self, address: str, x: float) -> None:
         """Stage from a 0..1 view (clamped; MIDI): levels through the fader taper, pan
-        from -1..1, switches on at 0.5 and above."""
+        and filter from -1..1 (a filter within 1.5/127 of the centre is off: a
+        knob's centre detent, 64 of 0..127, is a true bypass), the resonance as it
+        is, switches on at 0.5 and above."""
         x = min(max(float(x), 0.0), 1.0)
         for key in self._resolve(address):
             _, param = self.registry._target(key)
@@ -474,6 +538,11 @@ class Transaction:
                 self.set(key.rsplit("/", 1)[0] + "/fader", [x])
             elif param == "pan":
                 self.set(key, [x * 2.0 - 1.0])
+            elif param == "filter":
+                f = x * 2.0 - 1.0
+                self.set(key, [0.0 if abs(f) < 1.5 / 127 else f])
+            elif param == "filter/res":
+                self.set(key, [x])
             else:
                 self.set(key, [x >= 0.5])
 
@@ -500,15 +569,13 @@ class Transaction:
             if name in names and isinstance(values, Mapping):
                 i = names.index(name)
                 strips[i] = _state_from(values, strips[i])
-                written += [
-                    f"/ch/{i + 1}/{p}" for p in ("gain", "mute", "solo", "pan") if p in values
-                ]
+                written += [f"/ch/{i + 1}/{v}" for p, v in _SCENE_VALUES.items() if p in values]
         master = scene.get("master")
         current = self._state(None)
         new_master = current
         if isinstance(master, Mapping):
             new_master = _state_from(master, current)
-            written += [f"/master/{p}" for p in ("gain", "mute") if p in master]
+            written += [f"/master/{v}" for p, v in _MASTER_SCENE_VALUES.items() if p in master]
         self.staged.update(enumerate(strips))
         self.staged[None] = new_master
         self._written.update(written)

@@ -3,9 +3,9 @@
 - :mod:`.commands`: what control threads post (``StripTarget``, ``Play``, ``Loop``,
   ``SetTrack`` with a ``Track``...; the ``Command`` union).
 - :mod:`.engine`: ``Mixer`` (prepare, process, post, read_meters, strip_state,
-  master_state), ``Meters``, ``StripState``, ``MasterState``, ``enter_audio_thread``.
+  master_state, filter_state), ``Meters``, ``StripState``, ``MasterState``, ``enter_audio_thread``.
 - :mod:`.heads`: ``Ramp`` and ``FadingHead``, the block's scalar ramps and fading play heads.
-- :mod:`.kernel`: the block arithmetic, ``COMPILED`` (``_kernel.c``) or ``NumpyKernel``
-  (its reference); ``KERNEL_BUILT``.
+- :mod:`.kernel`: the block arithmetic (the DJ filter included), ``COMPILED``
+  (``_kernel.c``) or ``NumpyKernel`` (its reference); ``KERNEL_BUILT``.
 - :mod:`.params`: the fader taper and level conversions (``fader_to_db``, ``db_to_gain``...).
 """

@@ -520,6 +520,193 @@ done:
     return to_bool(r);
 }
 
+/* filter(x, rows, frames, tgt, step, left, rtgt, rstep, rleft, state, table)
+ *
+ * The DJ filter of ``rows`` strips, in place on x (float32 (>= rows, 2, >= frames)):
+ * one knob k in -1..1 per strip (low-pass below 0, high-pass above, 0 a true
+ * bypass) and its resonance r in 0..1, both gliding per sample. A ramp is
+ * (tgt, step, left), float64 (m,) each: sample t of the block stands at
+ *   tgt - step * max(left - (t + 1), 0),
+ * so it ends exactly on its target whatever the blocks (left counts down in
+ * whole samples); every one of the m ramps moves on, filtered or not.
+ *
+ * The filter is a TPT (topology-preserving, Zavalishin) state-variable filter,
+ * stable for every cutoff below Nyquist and every damping above 0, with its
+ * state (ic1, ic2) per (strip, side) in ``state`` float64 (m, 2, 2). Its cutoff
+ * coefficient g = tan(pi fc / sr) is read from ``table`` float64 (2, T + 1):
+ * row 0 the low-pass at |k| = i / T, row 1 the high-pass, interpolated linearly
+ * (the engine fills it for its sample rate). Damping kd = sqrt 2 - 1.3142... r
+ * (Q 0.707 at r = 0, 10 at r = 1). The output is x + w (f - x), f the low or
+ * high output, w = min(20 |k|, 1): at k = 0 the strip is exactly x. A strip whose
+ * knob stands at 0 for the whole block is not touched, and its state is cleared.
+ * All in float64, in the order the numpy reference (core/mixer/kernel.py) uses.
+ */
+static int
+check_filter(Buf *x, Py_ssize_t rows, Py_ssize_t frames, Buf *p[6], Buf *state, Buf *table)
+{
+    Py_ssize_t m = SHAPE(p[0], 0);
+    if (frames < 1 || rows < 0 || rows > m || SHAPE(x, 0) < rows || SHAPE(x, 1) != 2
+        || SHAPE(x, 2) < frames || SHAPE(state, 0) != m || SHAPE(state, 1) != 2
+        || SHAPE(state, 2) != 2 || SHAPE(table, 0) != 2 || SHAPE(table, 1) < 2)
+        return bad("filter");
+    for (int j = 1; j < 6; j++)
+        if (SHAPE(p[j], 0) != m)
+            return bad("filter");
+    return 0;
+}
+
+static double
+ramp_at(double tgt, double step, double left, Py_ssize_t t)
+{
+    double rem = left - (double)(t + 1);
+    return rem > 0.0 ? tgt - step * rem : tgt;
+}
+
+static void
+run_filter(Buf *x, Py_ssize_t rows, Py_ssize_t frames, Buf *p[6], Buf *state, Buf *table)
+{
+    Py_ssize_t m = SHAPE(p[0], 0), tn = SHAPE(table, 1) - 1;
+    double tscale = (double)tn;
+    for (Py_ssize_t i = 0; i < m; i++) {
+        double kt = *AT1(p[0], double, i), ks = *AT1(p[1], double, i);
+        double kl = *AT1(p[2], double, i);
+        double rt = *AT1(p[3], double, i), rs = *AT1(p[4], double, i);
+        double rl = *AT1(p[5], double, i);
+        if (i < rows) {
+            double *ic = AT3(state, double, i, 0, 0);
+            double *s1 = AT3(state, double, i, 1, 0);
+            if (kl == 0.0 && kt == 0.0) {
+                *ic = *AT3(state, double, i, 0, 1) = 0.0;
+                *s1 = *AT3(state, double, i, 1, 1) = 0.0;
+            }
+            else {
+                double c1[2], c2[2];
+                for (int s = 0; s < 2; s++) {
+                    c1[s] = *AT3(state, double, i, s, 0);
+                    c2[s] = *AT3(state, double, i, s, 1);
+                }
+                for (Py_ssize_t t = 0; t < frames; t++) {
+                    double k = ramp_at(kt, ks, kl, t), r = ramp_at(rt, rs, rl, t);
+                    int hp = k > 0.0;
+                    double a = fabs(k);
+                    double idx = a * tscale;
+                    double fl = floor(idx);
+                    if (fl > (double)(tn - 1))
+                        fl = (double)(tn - 1);
+                    double frac = idx - fl;
+                    Py_ssize_t ii = (Py_ssize_t)fl;
+                    double g0 = *AT2(table, double, hp, ii), g1 = *AT2(table, double, hp, ii + 1);
+                    double g = g0 + frac * (g1 - g0);
+                    double kd = 1.4142135623730951 - r * 1.3142135623730951;
+                    double a1 = 1.0 / (1.0 + g * (g + kd));
+                    double a2 = g * a1, a3 = g * a2;
+                    double w = a * 20.0;
+                    if (w > 1.0)
+                        w = 1.0;
+                    for (int s = 0; s < 2; s++) {
+                        float *xp = AT3(x, float, i, s, t);
+                        double v = (double)*xp;
+                        double v3 = v - c2[s];
+                        double v1 = a1 * c1[s] + a2 * v3;
+                        double v2 = (c2[s] + a2 * c1[s]) + a3 * v3;
+                        c1[s] = 2.0 * v1 - c1[s];
+                        c2[s] = 2.0 * v2 - c2[s];
+                        double f = hp ? (v - kd * v1) - v2 : v2;
+                        *xp = (float)(v + w * (f - v));
+                    }
+                }
+                for (int s = 0; s < 2; s++) {
+                    *AT3(state, double, i, s, 0) = c1[s];
+                    *AT3(state, double, i, s, 1) = c2[s];
+                }
+            }
+        }
+        double nl = kl - (double)frames;
+        *AT1(p[2], double, i) = nl > 0.0 ? nl : 0.0;
+        nl = rl - (double)frames;
+        *AT1(p[5], double, i) = nl > 0.0 ? nl : 0.0;
+    }
+}
+
+static PyObject *
+filter(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *o_x, *o_p[6], *o_state, *o_table;
+    Py_ssize_t rows, frames;
+    Buf bx, bp[6], bs, bt;
+    Buf *pp[6] = {&bp[0], &bp[1], &bp[2], &bp[3], &bp[4], &bp[5]};
+    static const char *names[6] = {"tgt", "step", "left", "rtgt", "rstep", "rleft"};
+    memset(&bx, 0, sizeof bx), memset(bp, 0, sizeof bp);
+    memset(&bs, 0, sizeof bs), memset(&bt, 0, sizeof bt);
+    PyObject *result = NULL;
+    if (!PyArg_ParseTuple(args, "OnnOOOOOOOO", &o_x, &rows, &frames, &o_p[0], &o_p[1], &o_p[2],
+                          &o_p[3], &o_p[4], &o_p[5], &o_state, &o_table))
+        return NULL;
+    int ok = get_buf(o_x, &bx, "x", 'f', 1, 3) == 0;
+    for (int j = 0; ok && j < 6; j++)
+        ok = get_buf(o_p[j], &bp[j], names[j], 'd', j == 2 || j == 5, 1) == 0;
+    ok = ok && get_buf(o_state, &bs, "state", 'd', 1, 3) == 0
+         && get_buf(o_table, &bt, "table", 'd', 0, 2) == 0
+         && check_filter(&bx, rows, frames, pp, &bs, &bt) == 0;
+    if (ok) {
+        run_filter(&bx, rows, frames, pp, &bs, &bt);
+        result = Py_NewRef(Py_None);
+    }
+    release(&bx), release_all(bp, 6), release(&bs), release(&bt);
+    return result;
+}
+
+/* mixdown(x, rows, frames, mix, prod, co)
+ *
+ * The FX path's strips into the master bus: mix (2, >= frames) = the sum of
+ * rows 0..rows-1 of x (float32 (>= rows, 2, >= frames)) in strip order; each row
+ * also into row 1 + i of prod (the strips' meters) and, given co (>= rows, 2, B),
+ * into co (the per-strip outputs). rows 0: mix is silence.
+ */
+static PyObject *
+mixdown(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *o_x, *o_mix, *o_prod, *o_co;
+    Py_ssize_t rows, frames;
+    Buf b[4];
+    memset(b, 0, sizeof b);
+    PyObject *result = NULL;
+    if (!PyArg_ParseTuple(args, "OnnOOO", &o_x, &rows, &frames, &o_mix, &o_prod, &o_co))
+        return NULL;
+    if (get_buf(o_x, &b[0], "x", 'f', 0, 3) < 0 || get_buf(o_mix, &b[1], "mix", 'f', 1, 2) < 0
+        || get_buf(o_prod, &b[2], "prod", 'f', 1, 3) < 0
+        || (o_co != Py_None && get_buf(o_co, &b[3], "co", 'f', 1, 3) < 0))
+        goto done;
+    if (frames < 1 || rows < 0 || SHAPE(&b[0], 0) < rows || SHAPE(&b[0], 1) != 2
+        || SHAPE(&b[0], 2) < frames || SHAPE(&b[1], 0) != 2 || SHAPE(&b[1], 1) < frames
+        || !span_ok(1, rows, SHAPE(&b[2], 0)) || SHAPE(&b[2], 1) != 2
+        || SHAPE(&b[2], 2) < frames
+        || (b[3].held
+            && (SHAPE(&b[3], 0) < rows || SHAPE(&b[3], 1) != 2 || SHAPE(&b[3], 2) < frames))) {
+        bad("mixdown");
+        goto done;
+    }
+    for (Py_ssize_t s = 0; s < 2; s++)
+        for (Py_ssize_t t = 0; t < frames; t++) {
+            float acc = rows > 0 ? *AT3(&b[0], float, 0, s, t) : 0.0f;
+            for (Py_ssize_t i = 1; i < rows; i++)
+                acc = acc + *AT3(&b[0], float, i, s, t);
+            *AT2(&b[1], float, s, t) = acc;
+            for (Py_ssize_t i = 0; i < rows; i++) {
+                float v = *AT3(&b[0], float, i, s, t);
+                *AT3(&b[2], float, 1 + i, s, t) = v;
+                if (b[3].held)
+                    *AT3(&b[3], float, i, s, t) = v;
+            }
+        }
+    result = Py_NewRef(Py_None);
+done:
+    release_all(b, 4);
+    return result;
+}
+
 /* zero(buf): fill a float32 buffer of 1 to 3 dimensions, any strides, with 0. */
 static PyObject *
 zero(PyObject *self, PyObject *obj)
@@ -541,6 +728,8 @@ static PyMethodDef methods[] = {
     {"segment", segment, METH_VARARGS, "A track's strips into the mix (see _kernel.c)."},
     {"finish", finish, METH_VARARGS, "Master gain, meters and output (see _kernel.c)."},
     {"block", block, METH_VARARGS, "A steady block in one call (see _kernel.c)."},
+    {"filter", filter, METH_VARARGS, "The DJ filter of strips, in place (see _kernel.c)."},
+    {"mixdown", mixdown, METH_VARARGS, "The FX path's strips into the mix (see _kernel.c)."},
     {"zero", zero, METH_O, "Fill a float32 buffer with zeros."},
     {NULL, NULL, 0, NULL},
 };
@@ -555,7 +744,7 @@ static struct PyModuleDef module = {
 
 /* Bumped with every change of a signature or a meaning: core/mixer/engine.py
  * runs numpy rather than a stale build (an editable install not rebuilt). */
-#define KERNEL_ABI 2
+#define KERNEL_ABI 3
 
 PyMODINIT_FUNC
 PyInit__kernel(void)

@@ -53,19 +53,29 @@ class Track:
 
 @dataclass(frozen=True)
 class StripTarget:
-    """New target state of channel strip ``index`` (0-based)."""
+    """New target state of channel strip ``index`` (0-based).
+
+    ``filter`` is the DJ filter's knob (-1..1: low-pass below 0, high-pass above,
+    0 a true bypass) and ``res`` its resonance (0..1).
+    """
 
     index: int
     gain: float
     mute: bool
     solo: bool
     pan: float
+    filter: float = 0.0
+    res: float = 0.0
 
 
 @dataclass(frozen=True)
 class MasterTarget:
+    """The master's gain and mute, and its DJ filter (as :class:`StripTarget`'s)."""
+
     gain: float
     mute: bool
+    filter: float = 0.0
+    res: float = 0.0
 
 
 @dataclass(frozen=True)

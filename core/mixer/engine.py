@@ -50,6 +50,12 @@ while it fades out, so a jump during a crossfade, or a track change, never
 cuts audio that is still audible; nor does the end of the track (a seek to the
 end): the transport stops there once no fading head sounds.
 
+Every strip and the master have a DJ filter (``StripTarget.filter``, ``.res``):
+while every knob stands at 0 the block is exactly as described above; while one
+is engaged or gliding, the block renders through the FX path
+(:meth:`Mixer._fx_block`: per-strip sums over every play head, each strip's
+filter, the mixdown, the master's filter), never the one-call shortcut.
+
 The output is always finite: a block with a NaN or infinite sample (a damaged
 file that slipped through) is replaced by silence and counted in
 :attr:`Mixer.nonfinite_blocks`.
@@ -57,6 +63,7 @@ file that slipped through) is replaced by silence and counted in
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -93,7 +100,20 @@ __all__ = [
 ]
 
 FADING_HEADS = 4  # play heads that can fade out at once (jumps within one crossfade)
+FILTER_TABLE = 4096  # steps of the DJ filter's cutoff table over |knob| 0..1
+# The DJ filter's cutoff at |knob| 0 and 1: the low-pass closes from 20 kHz to
+# 20 Hz, the high-pass opens from 20 Hz to 20 kHz (exponentially: even in pitch).
+FILTER_LP_HZ = (20000.0, 20.0)
+FILTER_HP_HZ = (20.0, 20000.0)
 AUDIO_BUFSIZE = 64  # numpy iterator buffer (elements) in the audio thread
+
+
+# A DJ filter's knob and resonance ramps: (target, step, samples left) each, float64.
+FilterRamps = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _filter_ramps(n: int) -> FilterRamps:
+    return (np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n))
 
 
 def enter_audio_thread() -> None:
@@ -288,6 +308,7 @@ class Mixer:
         self._master = Ramp(1.0)
         self._transport = Ramp(0.0)
         self._master_state = (1.0, False)
+        self._prepare_fx(n, b)
         # Meters, in the rows' order: master, then strips (read_meters reorders).
         self._peak = np.zeros(n + 1, np.float32)
         self._sumsq = np.zeros(n + 1, np.float32)
@@ -304,6 +325,32 @@ class Mixer:
         self._fading = [FadingHead() for _ in range(FADING_HEADS)]
         self._prepared = True
 
+    def _prepare_fx(self, n: int, b: int) -> None:
+        """The DJ filters' buffers: one per strip and one on the master.
+
+        While no filter is engaged (every knob at 0, no glide under way) the
+        block does not touch them: ``_fx`` is False and the output is exactly
+        what it is without them."""
+        self._fx = False  # the FX path runs (some filter engaged or gliding)
+        self._fx_params: list[tuple[float, float]] = [(0.0, 0.0)] * n  # (filter, res)
+        self._master_fx = (0.0, 0.0)
+        self._filtered: set[int] = set()  # strips (and -1, the master) with a knob off 0
+        self._filter_frames = 0  # samples until the longest filter glide ends
+        # Knob and resonance ramps (target, step, samples left), strips and master.
+        self._fparams = _filter_ramps(n)
+        self._mfparams = _filter_ramps(1)
+        self._fstate = np.zeros((n, 2, 2))  # (ic1, ic2) per (strip, side)
+        self._mfstate = np.zeros((1, 2, 2))
+        self._strip_sum = np.zeros((n, 2, b), np.float32)  # each strip, all heads
+        self._mix3 = self._mix[np.newaxis]  # the master bus as one "strip" to filter
+        table = np.zeros((2, FILTER_TABLE + 1))
+        nyquist_guard = 0.45 * self.sr  # keeps tan() far from its pole
+        for row, (f0, f1) in enumerate((FILTER_LP_HZ, FILTER_HP_HZ)):
+            for i in range(FILTER_TABLE + 1):
+                fc = min(f0 * (f1 / f0) ** (i / FILTER_TABLE), nyquist_guard)
+                table[row, i] = math.tan(math.pi * fc / self.sr)
+        self._ftable = table
+
     def reset(self) -> None:
         """Back to the start: stopped, position 0, ramps settled, meters cleared."""
         self._queue.clear()
@@ -316,6 +363,8 @@ class Mixer:
         for h in self._fading:
             h.track, h.left = None, 0
         self._retarget(immediate=True)
+        self._fstate.fill(0.0)
+        self._mfstate.fill(0.0)
         self._peak[:] = 0.0
         self._sumsq[:] = 0.0
         self._count = 0
@@ -400,6 +449,24 @@ class Mixer:
             raise ParameterError("the mixer is not prepared: no master yet")
         return MasterState(*self._master_state)
 
+    def filter_state(self, index: int | None) -> tuple[float, float]:
+        """The DJ filter (knob, resonance) of strip ``index`` (None: the master) as
+        the audio thread last applied it (clamped). For control threads and tests;
+        consistent as :meth:`strip_state` is (one tuple, replaced whole).
+
+        Raises
+        ------
+        ParameterError
+            Not prepared yet, or ``index`` outside ``0..max_channels - 1``.
+        """
+        if not self._prepared:
+            raise ParameterError("the mixer is not prepared: no filters yet")
+        if index is None:
+            return self._master_fx
+        if not 0 <= index < self.max_channels:
+            raise ParameterError(f"strip {index} out of 0..{self.max_channels - 1}")
+        return self._fx_params[index]
+
     # -- commands (audio thread) --------------------------------------------------
     def _apply(self, cmd: Command) -> None:
         if isinstance(cmd, StripTarget):
@@ -417,9 +484,17 @@ class Mixer:
                 )
                 self._dirty_strips.add(i)
                 self._dirty = True  # re-aimed once, after the queue
+                fx = (min(max(float(cmd.filter), -1.0), 1.0), min(max(float(cmd.res), 0.0), 1.0))
+                if fx != self._fx_params[i]:
+                    self._fx_params[i] = fx
+                    self._aim_filter(self._fparams, i, fx)
         elif isinstance(cmd, MasterTarget):
             self._master_state = (min(max(cmd.gain, 0.0), MAX_GAIN), cmd.mute)
             self._master.aim(0.0 if cmd.mute else self._master_state[0], self._ramp_len)
+            fx = (min(max(float(cmd.filter), -1.0), 1.0), min(max(float(cmd.res), 0.0), 1.0))
+            if fx != self._master_fx:
+                self._master_fx = fx
+                self._aim_filter(self._mfparams, 0, fx, master=True)
         elif isinstance(cmd, Play):
             if self.track is not None:
                 if self._ending:  # as after the end: the play head fades in where it is
@@ -448,6 +523,31 @@ class Mixer:
         elif isinstance(cmd, Batch):
             for c in cmd.commands:
                 self._apply(c)
+
+    def _aim_filter(
+        self,
+        params: FilterRamps,
+        i: int,
+        fx: tuple[float, float],
+        *,
+        master: bool = False,
+    ) -> None:
+        """Glide filter ``i`` of ``params`` (strips', or the master's) to ``fx``
+        (knob, resonance) over ``ramp_ms``, from where it stands now."""
+        length = self._ramp_len
+        for j, want in ((0, fx[0]), (3, fx[1])):
+            tgt, step, left = params[j], params[j + 1], params[j + 2]
+            now = tgt[i] - step[i] * left[i]  # the ramp's value at the last sample played
+            tgt[i] = want
+            step[i] = (want - now) / length
+            left[i] = float(length)
+        key = -1 if master else i
+        if fx[0] != 0.0:
+            self._filtered.add(key)
+        else:
+            self._filtered.discard(key)
+        self._filter_frames = length
+        self._fx = True
 
     def _set_loop(self, cmd: Loop) -> None:
         track = self.track
@@ -711,7 +811,7 @@ class Mixer:
     def _process_block(self, out: np.ndarray) -> None:
         frames = out.shape[0]
         track = self.track
-        if track is not None and self._steady_block(track, frames, out):
+        if track is not None and not self._fx and self._steady_block(track, frames, out):
             return
         moving = self._transport_curve_for(frames)
         self._strip_curves(frames)
@@ -725,7 +825,10 @@ class Mixer:
             return
         if chan_out is not None:
             kern.zero(chan_out[:, :, :frames])
-        self._render(track, frames, mix, chan_out)  # the main head writes every sample of mix
+        if self._fx:
+            self._fx_block(track, frames, chan_out)
+        else:
+            self._render(track, frames, mix, chan_out)  # the main head writes all of mix
         gain = self._master.current
         curve = self._master_curve_for(frames)
         rows = 1 if track.is_mix else 1 + track.channels.shape[0]
@@ -746,6 +849,32 @@ class Mixer:
             return
         self._count += frames
         self._after_block()
+
+    def _fx_block(self, track: Track, frames: int, chan_out: np.ndarray | None) -> None:
+        """Render through the FX: every play head into its strips (``_strip_sum``),
+        each strip through its DJ filter, the strips into the master bus (and the
+        strips' meters and outputs), the master's filter on the bus."""
+        rows = filtered = 0
+        for t in (track, *(h.track for h in self._fading if h.left)):
+            if t is not None:
+                m = t.channels.shape[0]
+                rows = max(rows, m)
+                if not t.is_mix:
+                    filtered = max(filtered, m)
+        kern = self._kern
+        sums = self._strip_sum
+        kern.zero(sums[:rows, :, :frames])
+        self._render(track, frames, self._mix[:, :frames], sums)
+        kern.filter(sums, filtered, frames, *self._fparams, self._fstate, self._ftable)
+        kern.mixdown(sums, rows, frames, self._mix, self._metered, chan_out)
+        kern.filter(self._mix3, 1, frames, *self._mfparams, self._mfstate, self._ftable)
+        self._filter_frames = max(self._filter_frames - frames, 0)
+        if not self._filter_frames and not self._filtered:
+            # Every knob has come back to 0: the plain path from the next block on,
+            # with clean filter states for the next time one is engaged.
+            self._fx = False
+            self._fstate.fill(0.0)
+            self._mfstate.fill(0.0)
 
     def _after_block(self) -> None:
         if self._pausing and self._transport.left == 0:

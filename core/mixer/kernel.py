@@ -27,11 +27,11 @@ import numpy as np
 
 __all__ = ["COMPILED", "KERNEL_ABI", "KERNEL_BUILT", "CompiledKernel", "Kernel", "NumpyKernel"]
 
-KERNEL_ABI = 2  # the _kernel.c this package calls (its KERNEL_ABI)
+KERNEL_ABI = 3  # the _kernel.c this package calls (its KERNEL_ABI)
 
 
 class Kernel(Protocol):
-    """The four calls every kernel has (``core/mixer/_kernel.c`` documents each)."""
+    """The calls every kernel has (``core/mixer/_kernel.c`` documents each)."""
 
     def ramp_curves(
         self,
@@ -76,11 +76,38 @@ class Kernel(Protocol):
         /,
     ) -> bool: ...
 
+    def filter(
+        self,
+        x: np.ndarray,
+        rows: int,
+        frames: int,
+        tgt: np.ndarray,
+        step: np.ndarray,
+        left: np.ndarray,
+        rtgt: np.ndarray,
+        rstep: np.ndarray,
+        rleft: np.ndarray,
+        state: np.ndarray,
+        table: np.ndarray,
+        /,
+    ) -> None: ...
+
+    def mixdown(
+        self,
+        x: np.ndarray,
+        rows: int,
+        frames: int,
+        mix: np.ndarray,
+        prod: np.ndarray,
+        co: np.ndarray | None,
+        /,
+    ) -> None: ...
+
     def zero(self, a: np.ndarray, /) -> None: ...
 
 
 class CompiledKernel(Kernel, Protocol):
-    """The compiled kernel: the four calls, and the common block in one."""
+    """The compiled kernel: the calls of :class:`Kernel`, and the common block in one."""
 
     def block(
         self,
@@ -123,6 +150,10 @@ COMPILED: CompiledKernel | None = _load()
 KERNEL_BUILT = COMPILED is not None
 
 
+_FILTER_COEFFS = ("k", "r", "a", "g", "g1", "kd", "a1", "a2", "a3", "w")
+_FILTER_STEP = ("v", "v1", "v2", "v3", "f", "tmp")
+
+
 class NumpyKernel:
     """The reference arithmetic in numpy, with the compiled kernel's calls.
 
@@ -146,6 +177,15 @@ class NumpyKernel:
         self._block_peak = np.zeros(n + 1, np.float32)  # each row's peak in this block
         self._block_sumsq = np.zeros(n + 1, np.float32)  # each row's sum of squares
         self._fading_sum = np.zeros((2, b), np.float32)  # a fading head's strips summed
+        # The DJ filter's per-sample coefficients, (strip, sample), float64, and
+        # its per-sample state arithmetic on (strip, side).
+        self._t1 = np.arange(1, b + 1, dtype=np.float64)  # t + 1
+        self._fc = {name: np.zeros((n, b)) for name in _FILTER_COEFFS}
+        self._fi = np.zeros((n, b), np.intp)
+        self._fi2 = np.zeros((n, b), np.intp)
+        self._fhp = np.zeros((n, b), bool)
+        self._fmask = np.zeros((n, b), bool)
+        self._fs = {name: np.zeros((n, 2)) for name in _FILTER_STEP}
 
     def ramp_curves(
         self,
@@ -247,6 +287,127 @@ class NumpyKernel:
         else:
             np.copyto(out.T, co[:, :, :frames].reshape(2 * co.shape[0], frames))
         return True
+
+    def filter(
+        self,
+        x: np.ndarray,
+        rows: int,
+        frames: int,
+        tgt: np.ndarray,
+        step: np.ndarray,
+        left: np.ndarray,
+        rtgt: np.ndarray,
+        rstep: np.ndarray,
+        rleft: np.ndarray,
+        state: np.ndarray,
+        table: np.ndarray,
+        /,
+    ) -> None:
+        """The DJ filter of the first ``rows`` strips of ``x``, in place (see ``_kernel.c``).
+
+        The coefficients of every sample are computed at once; the recursion then
+        runs sample by sample over every (strip, side), in float64 and in the
+        compiled kernel's order. Strips whose knob stands at 0 come out exactly as
+        they went in (the wet share is 0) and their state is cleared."""
+        if rows:
+            c, n = self._fc, rows
+            t1 = self._t1[:frames]
+            k, r, a, g, g1 = (c[name][:n, :frames] for name in ("k", "r", "a", "g", "g1"))
+            kd, a1, a2, a3, w = (c[name][:n, :frames] for name in ("kd", "a1", "a2", "a3", "w"))
+            ii, hp, mask = self._fi[:n, :frames], self._fhp[:n, :frames], self._fmask[:n, :frames]
+            for value, ramp_tgt, ramp_step, ramp_left in (
+                (k, tgt, step, left),
+                (r, rtgt, rstep, rleft),
+            ):
+                # tgt - step * rem where rem = left - (t + 1) > 0, else tgt
+                np.subtract(ramp_left[:n, np.newaxis], t1, out=a)
+                np.greater(a, 0.0, out=mask)
+                np.multiply(ramp_step[:n, np.newaxis], a, out=a)
+                np.subtract(ramp_tgt[:n, np.newaxis], a, out=value)
+                np.copyto(
+                    value, np.broadcast_to(ramp_tgt[:n, np.newaxis], value.shape), where=~mask
+                )
+            np.greater(k, 0.0, out=hp)
+            np.abs(k, out=a)
+            tn = table.shape[1] - 1
+            np.multiply(a, float(tn), out=g1)  # idx
+            np.floor(g1, out=g)
+            np.minimum(g, float(tn - 1), out=g)
+            np.subtract(g1, g, out=g1)  # frac
+            # The flat table index: hp * (tn + 1) + floor(idx).
+            flat = table.reshape(-1)
+            np.copyto(ii, g, casting="unsafe")
+            base = self._fi2[:n, :frames]
+            np.multiply(hp, tn + 1, out=base, casting="unsafe")
+            np.add(ii, base, out=ii)
+            np.take(flat, ii, out=a2)  # g0
+            np.add(ii, 1, out=ii)
+            np.take(flat, ii, out=a3)  # g1
+            np.subtract(a3, a2, out=a3)
+            np.multiply(g1, a3, out=a3)
+            np.add(a2, a3, out=g)
+            np.multiply(r, 1.3142135623730951, out=kd)
+            np.subtract(1.4142135623730951, kd, out=kd)
+            np.add(g, kd, out=a1)
+            np.multiply(g, a1, out=a1)
+            np.add(1.0, a1, out=a1)
+            np.divide(1.0, a1, out=a1)
+            np.multiply(g, a1, out=a2)
+            np.multiply(g, a2, out=a3)
+            np.multiply(a, 20.0, out=w)
+            np.minimum(w, 1.0, out=w)
+            s = self._fs
+            v, v1, v2, v3, f, tmp = (s[name][:n] for name in _FILTER_STEP)
+            c1, c2 = state[:n, :, 0], state[:n, :, 1]
+            for t in range(frames):
+                col = np.s_[:, t, np.newaxis]
+                np.copyto(v, x[:n, :, t])
+                np.subtract(v, c2, out=v3)
+                np.multiply(a1[col], c1, out=v1)
+                np.multiply(a2[col], v3, out=tmp)
+                np.add(v1, tmp, out=v1)
+                np.multiply(a2[col], c1, out=v2)
+                np.add(c2, v2, out=v2)
+                np.multiply(a3[col], v3, out=tmp)
+                np.add(v2, tmp, out=v2)
+                np.multiply(v1, 2.0, out=tmp)
+                np.subtract(tmp, c1, out=c1)
+                np.multiply(v2, 2.0, out=tmp)
+                np.subtract(tmp, c2, out=c2)
+                np.multiply(kd[col], v1, out=f)
+                np.subtract(v, f, out=f)
+                np.subtract(f, v2, out=f)
+                np.copyto(f, v2, where=~hp[col])
+                np.subtract(f, v, out=f)
+                np.multiply(w[col], f, out=f)
+                np.add(v, f, out=f)
+                np.copyto(x[:n, :, t], f, casting="same_kind")
+            bypassed = (left[:n] == 0.0) & (tgt[:n] == 0.0)
+            state[:n][bypassed] = 0.0
+        np.subtract(left, frames, out=left)
+        np.maximum(left, 0.0, out=left)
+        np.subtract(rleft, frames, out=rleft)
+        np.maximum(rleft, 0.0, out=rleft)
+
+    def mixdown(
+        self,
+        x: np.ndarray,
+        rows: int,
+        frames: int,
+        mix: np.ndarray,
+        prod: np.ndarray,
+        co: np.ndarray | None,
+        /,
+    ) -> None:
+        """Rows of ``x`` summed into ``mix``, and copied to the meters and ``co``."""
+        strips = x[:rows, :, :frames]
+        if rows:
+            np.add.reduce(strips, axis=0, out=mix[:, :frames])
+        else:
+            mix[:, :frames].fill(0.0)
+        np.copyto(prod[1 : 1 + rows, :, :frames], strips)
+        if co is not None:
+            np.copyto(co[:rows, :, :frames], strips)
 
     def zero(self, a: np.ndarray, /) -> None:
         """Fill ``a`` with zeros."""

@@ -498,7 +498,7 @@ class OscControl:
     def form(key: str, form: str, names: Sequence[str]) -> str:
         """A canonical key (``/ch/2/mute``) in the address form a client asked for."""
         if form == "names" and key.startswith("/ch/"):
-            _, _, index, param = key.split("/")
+            _, _, index, param = key.split("/", 3)
             i = int(index) - 1
             if 0 <= i < len(names):
                 return f"/ch/{names[i]}/{param}"

@@ -161,14 +161,21 @@ _LEVEL = {
         "1 solos: any solo mutes every channel not soloed; takes 1/0 or T/F",
     ),
     "pan": ("f", [{"MIN": -1.0, "MAX": 1.0}], None, "balance, -1 left .. 1 right"),
+    "filter": (
+        "f",
+        [{"MIN": -1.0, "MAX": 1.0}],
+        None,
+        "DJ filter: below 0 low-pass, above 0 high-pass, 0 off (a true bypass)",
+    ),
+    "filter/res": ("f", [{"MIN": 0.0, "MAX": 1.0}], None, "the DJ filter's resonance"),
 }
 
 
 def _strip(base: str, params: Sequence[str], snap: Snapshot, key_base: str) -> dict[str, Any]:
-    out = {}
+    out: dict[str, Any] = {}
     for p in params:
         type_, range_, unit, text = _LEVEL[p]
-        out[p] = _method(
+        node = _method(
             f"{base}/{p}",
             type_,
             3,
@@ -177,6 +184,11 @@ def _strip(base: str, params: Sequence[str], snap: Snapshot, key_base: str) -> d
             range_=range_,
             unit=unit,
         )
+        parent, _, leaf = p.rpartition("/")
+        if parent:  # filter/res: a node inside the filter's node
+            out[parent].setdefault("CONTENTS", {})[leaf] = node
+        else:
+            out[p] = node
     return out
 
 
