@@ -119,6 +119,9 @@ class SceneStore:
         lines += ["[master]", f"gain = {master['gain']!r}"]
         lines += [f"mute = {str(master['mute']).lower()}"]
         lines += [f"filter = {master['filter']!r}", f"res = {master['res']!r}", ""]
+        echo: dict[str, Any] = snap["echo"]
+        lines += ["[echo]"] + [f"{k} = {echo[k]!r}" for k in ("ms", "feedback", "filter", "level")]
+        lines += [""]
         for ch, values in channels.items():
             lines.append(f'[channels."{ch}"]')
             lines += [
@@ -128,6 +131,8 @@ class SceneStore:
                 f"pan = {values['pan']!r}",
                 f"filter = {values['filter']!r}",
                 f"res = {values['res']!r}",
+                f"echo = {values['echo']!r}",
+                f"echo_pre = {str(values['echo_pre']).lower()}",
                 "",
             ]
         target = folder / f"{name}.toml"
@@ -276,8 +281,8 @@ class SceneStore:
 
 def _glide(key: str, a: float | int, b: float | int, x: float) -> float | int | None:
     """The value of ``key`` a fraction ``x`` of the way from ``a`` to ``b``: a level
-    along the fader (as a hand would move it), a pan, a DJ filter and its resonance
-    linearly, a switch at the end
+    along the fader (as a hand would move it), a pan, a DJ filter, its resonance,
+    an echo send and the echo bus's values linearly, a switch at the end
     (None before: not written)."""
     param = key.rsplit("/", 1)[1]
     if x >= 1.0:
@@ -285,6 +290,6 @@ def _glide(key: str, a: float | int, b: float | int, x: float) -> float | int | 
     if param == "gain":
         fa, fb = gain_to_fader(a), gain_to_fader(b)
         return fader_to_gain(min(max(fa + (fb - fa) * x, 0.0), 1.0))
-    if param in ("pan", "filter", "res"):
+    if param in ("pan", "filter", "res", "echo", "ms", "feedback", "return"):
         return a + (b - a) * x
     return None

@@ -90,6 +90,7 @@ class FakeHost:
             tuple(s.pan for s in strips),
             (master.gain, master.mute),
             (*(m.filter_state(i) for i in range(m.max_channels)), m.filter_state(None)),
+            (*(m.echo_state(i) for i in range(m.max_channels)), m.echo_state(None)),
             m.loop,
         )
 
@@ -103,6 +104,10 @@ class FakeHost:
             tuple(s.pan for s in r.strips),
             (r.master.gain, r.master.mute),
             (*((s.filter, s.res) for s in r.strips), (r.master.filter, r.master.res)),
+            (
+                *((s.echo, float(s.echo_pre)) for s in r.strips),
+                (r.echo.ms, r.echo.feedback, r.echo.filter, r.echo.level),
+            ),
         )
 
 

@@ -1,4 +1,5 @@
-"""Per-stem FX in the mixer: the DJ filter on every strip and on the master.
+"""Per-stem FX in the mixer: the DJ filter on every strip and on the master, and
+the echo bus every strip sends to.
 
 The compiled kernel against its numpy reference, block-size independence, no
 allocation per block, exactness at rest, stability at every setting and rate,
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import itertools
 import socket
+import subprocess
+import sys
 import tracemalloc
 from collections.abc import Mapping, Sequence
 
@@ -17,15 +20,18 @@ import numpy as np
 import pytest
 from osc_host import make_server
 from scipy import signal
+from test_kernel import _GIL_PROBE
 
 from stemdeck.core.control.registry import Registry
 from stemdeck.core.mixer.commands import (
     Command,
+    EchoTarget,
     MasterTarget,
     Pause,
     Play,
     Seek,
     SetTrack,
+    Stop,
     StripTarget,
     Track,
 )
@@ -376,7 +382,7 @@ def test_filter_over_osc_set_query_patterns_bundles_and_errors() -> None:
         bundle = encode_bundle([_m("/ch/3/filter", 0.5), _m("/ch/4/filter", 2.0)])
         assert server.datagram(bundle, SENDER)[0][0] == "/error"
         assert server.datagram(_m("/ch/3/filter"), SENDER) == [("/ch/3/filter", [0.0])]
-        assert host.registry_as_engine() == host.engine_state()[:6]
+        assert host.registry_as_engine() == host.engine_state()[:7]
     finally:
         server.sock.close()
 
@@ -427,6 +433,8 @@ def test_scenes_keep_and_morph_filters() -> None:
         "pan": 0.0,
         "filter": -0.5,
         "res": 0.5,
+        "echo": 0.0,
+        "echo_pre": False,
     }
     assert scene["master"] == {"gain": 1.0, "mute": False, "filter": 0.25, "res": 0.0}
     other = Registry(["drums", "bass"])
@@ -442,3 +450,266 @@ def test_scenes_keep_and_morph_filters() -> None:
         txn.commit(lambda c: True)
     assert other.get("/ch/1/filter") == 0.0 and other.get("/ch/2/filter") == 1.0
     assert other.get_norm("/ch/2/filter") == 1.0
+
+
+# -- the echo -----------------------------------------------------------------------
+
+
+def _send(
+    i: int, echo: float, *, pre: bool = False, gain: float = 1.0, mute: bool = False
+) -> StripTarget:
+    return StripTarget(i, gain, mute, False, 0.0, 0.0, 0.0, echo, pre)
+
+
+def _echo_events(rng: np.random.Generator, length: int, other: Track) -> dict[int, list[Command]]:
+    events: dict[int, list[Command]] = {0: [EchoTarget(30.0, 0.6, 0.0, 1.0)]}
+    for _ in range(40):
+        t = int(rng.integers(0, length - 1))
+        kind = rng.integers(0, 8)
+        cmd: Command
+        if kind < 3:
+            cmd = _send(
+                int(rng.integers(0, 4)),
+                float(rng.choice([0.0, 1.0, rng.uniform(0, 1)])),
+                pre=bool(rng.random() < 0.3),
+                gain=float(rng.uniform(0, 1)),
+                mute=bool(rng.random() < 0.2),
+            )
+        elif kind == 3:
+            cmd = EchoTarget(
+                float(rng.uniform(1, 60)),
+                float(rng.uniform(0, 1)),
+                float(rng.choice([0.0, rng.uniform(-1, 1)])),
+                float(rng.uniform(0, 1)),
+            )
+        elif kind == 4:
+            cmd = _filt(int(rng.integers(0, 4)), float(rng.uniform(-1, 1)))
+        elif kind == 5:
+            cmd = Seek(float(rng.uniform(0, length / SR)))
+        elif kind == 6:
+            cmd = SetTrack(other)
+        elif rng.random() < 0.5:
+            cmd = Pause()
+        else:
+            cmd = Play()
+        events.setdefault(t, []).append(cmd)
+    return events
+
+
+@pytest.mark.skipif(not KERNEL_BUILT, reason="the compiled kernel is not built")
+@pytest.mark.parametrize("outputs", ["mix", "channels"])
+@pytest.mark.parametrize("seed", range(2))
+def test_compiled_echo_is_the_numpy_reference(outputs: str, seed: int) -> None:
+    """Random sends (pre and post), bus moves (delay glides, feedback, its filter),
+    mutes, pauses, seeks and track changes: the same samples from both kernels,
+    master and outputs, bit for bit."""
+    rng = np.random.default_rng(seed + 10)
+    length = SR // 4
+    other = Track(_noise(3, 0.2, seed + 1), SR, ("x", "y", "z"))
+    events = _echo_events(rng, length, other)
+    block = int(rng.choice([1, 64, 97, 256]))
+    outs, masters = [], []
+    for compiled in (True, False):
+        m = _mixer(_noise(4, length / SR, seed), block=256, outputs=outputs, compiled=compiled)
+        recorded = np.zeros((length, 2), np.float32)
+        out = np.zeros((length, m.out_channels), np.float32)
+        cuts = sorted({*range(0, length, block), *events, length})
+        for a, b in itertools.pairwise(cuts):
+            for cmd in events.get(a, []):
+                m.post(cmd)
+            m.process(out[a:b])
+            recorded[a:b] = m.master_view(b - a)
+        outs.append(out)
+        masters.append(recorded)
+    np.testing.assert_array_equal(outs[0], outs[1])
+    np.testing.assert_array_equal(masters[0], masters[1])
+    assert np.abs(masters[0]).max() > 0.1
+
+
+def _burst_track(seconds: float = 3.0) -> Track:
+    """Strip 0: a 20 ms burst of 440 Hz at the start, then silence; strip 1: a quiet
+    steady tone (what a mute or fader move leaves playing, or not)."""
+    n = int(seconds * SR)
+    ch = np.zeros((2, 2, n), np.float32)
+    t = np.arange(int(0.02 * SR)) / SR
+    ch[0, :, : len(t)] = 0.5 * np.sin(2 * np.pi * 440 * t)
+    ch[1] = 0.05 * np.sin(2 * np.pi * 220 * np.arange(n) / SR)
+    return Track(ch, SR, ("burst", "bed"))
+
+
+@pytest.mark.parametrize("how", ["mute", "fader", "pause", "stop", "track"])
+def test_the_echo_tail_rings_out_as_its_feedback_says(how: str) -> None:
+    """A burst sent to the echo (100 ms, feedback 0.7), then the channel muted, its
+    fader pulled down, the transport paused or stopped, or another track loaded:
+    nothing new enters, and the recorded master holds echo after echo, each 0.7 of
+    the one before, for at least 8 (here 14) repeats; the bus then stops by itself."""
+    m = Mixer(max_channels=4)
+    m.prepare(SR, 256)
+    m.post(SetTrack(_burst_track()))
+    m.post(Play())
+    m.post(_send(0, 1.0))
+    m.post(EchoTarget(100.0, 0.7, 0.0, 1.0))
+    cut: dict[str, list[Command]] = {
+        "mute": [_send(0, 1.0, mute=True), _send(1, 0.0, mute=True)],
+        "fader": [_send(0, 1.0, gain=0.0), _send(1, 0.0, gain=0.0)],
+        "pause": [Pause()],
+        "stop": [Stop()],
+        "track": [SetTrack(Track(np.zeros((2, 2, SR * 3), np.float32), SR, ("a", "b")))],
+    }
+    frames = int(1.6 * SR)
+    master = np.zeros((frames, 2), np.float32)
+    out = np.zeros((256, 2), np.float32)
+    for b in range(0, frames, 256):
+        if b == 2560:  # 53 ms: the burst is over, its echoes to come
+            for cmd in cut[how]:
+                m.post(cmd)
+        m.process(out)
+        master[b : b + 256] = m.master_view(256)
+    assert m.echo_running
+    if how in ("pause", "stop"):
+        assert not m.playing
+    step = int(0.1 * SR)
+    peaks = np.array([np.abs(master[k * step : k * step + 960, 0]).max() for k in range(1, 15)])
+    np.testing.assert_allclose(peaks[0], 0.5, rtol=1e-3)
+    np.testing.assert_allclose(peaks[1:] / peaks[:-1], 0.7, rtol=1e-3)
+    # Between the echoes (and the bed, where it still plays): nothing else.
+    if how != "track":
+        gaps = np.concatenate([master[k * step + 960 : (k + 1) * step, 0] for k in range(1, 14)])
+        assert np.abs(gaps).max() < 1e-4
+    # The tail dies away (0.7 ** 40 of 0.5 is under 1e-6) and the bus stops: at
+    # once when stopped or paused; playing, once the send is closed too.
+    if how not in ("pause", "stop"):
+        m.post(_send(0, 0.0, mute=how == "mute", gain=0.0 if how == "fader" else 1.0))
+    quiet = np.zeros((256, 2), np.float32)
+    for _ in range(int(5.0 * SR) // 256):
+        m.process(quiet)
+        if not m.echo_running:
+            break
+    assert not m.echo_running
+
+
+def test_an_echo_delay_change_glides_without_a_click() -> None:
+    """The tones sent to the echo; its delay moved from 100 to 337 ms and back in
+    single commands: the delay glides (tape-like) and stays under the click threshold;
+    the same change as a jump (a glide of one sample) does not."""
+    threshold = _hard_step_energy() / 100
+    moves: dict[int, list[Command]] = {
+        0: [_send(0, 1.0), _send(1, 1.0), EchoTarget(100.0, 0.5, 0.0, 1.0)],
+        20480: [EchoTarget(337.0, 0.5, 0.0, 1.0)],
+        36864: [EchoTarget(100.0, 0.5, -0.5, 1.0)],
+    }
+    assert _click_energy(_run(_mixer(_tones()), SR, 256, moves)) < threshold
+    jumpy = _mixer(_tones())
+    jumpy._echo_glide = 1  # what the glide prevents
+    assert _click_energy(_run(jumpy, SR, 256, moves)) > 3 * threshold
+
+
+def test_echo_at_rest_is_exactly_the_plain_mix() -> None:
+    """Sends opened then closed: once the tail has died away the bus stops and the
+    output is, bit for bit, that of a mixer no send ever touched."""
+    channels = _noise(4, 2.0)
+    plain = _run(_mixer(channels), 2 * SR, 256)
+    m = _mixer(channels)
+    events: dict[int, list[Command]] = {
+        512: [_send(1, 0.8), EchoTarget(50.0, 0.3, 0.0, 1.0)],
+        4096: [_send(1, 0.0)],
+    }
+    sent = _run(m, 2 * SR, 256, events)
+    assert not m.echo_running and not m._fx
+    assert np.abs(sent[3000:8000] - plain[3000:8000]).max() > 0.01  # it did echo
+    done = SR  # 0.3 ** k of the loudest echo is under 1e-6 long before a second
+    np.testing.assert_array_equal(sent[done:], plain[done:])
+
+
+def test_a_block_with_the_echo_allocates_no_array_data() -> None:
+    channels = _noise(8, 3.0)
+    m = Mixer(max_channels=8)
+    m.prepare(SR, 1024)
+    m.post(SetTrack(Track(channels, SR, tuple(map(str, range(8))))))
+    out = np.zeros((1024, 2), np.float32)
+    m.post(Play())
+    m.post(EchoTarget(120.0, 0.7, 0.3, 0.8))
+    for i in range(8):
+        m.post(_send(i, 0.5, pre=i % 2 == 0))
+    for _ in range(5):
+        m.process(out)
+    enter_audio_thread()
+    tracemalloc.start()
+    worst = steady = 0
+    try:
+        for i in range(100):
+            if i % 10 == 0:
+                m.post(_send(i % 8, 0.9 if i % 20 else 0.1, pre=i % 30 == 0))
+            if i % 25 == 3:
+                m.post(Seek(0.5))
+            if i == 60:
+                m.post(Pause())  # the tail blocks too
+            base = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
+            m.process(out)
+            took = tracemalloc.get_traced_memory()[1] - base
+            worst = max(worst, took)
+            if i % 10 not in (0, 3, 8):
+                steady = max(steady, took)
+    finally:
+        tracemalloc.stop()
+        np.setbufsize(8192)
+    assert m.echo_running and not m.playing
+    assert worst < 8192 and steady < 4096, (worst, steady)
+
+
+def test_echo_over_osc_set_query_patterns_and_errors() -> None:
+    host, server = make_server()
+    try:
+        assert server.datagram(_m("/fx/echo/ms"), SENDER) == [("/fx/echo/ms", [500.0])]
+        bundle = encode_bundle(
+            [
+                _m("/fx/echo/ms", 250.0),
+                _m("/fx/echo/feedback", 0.75),
+                _m("/fx/echo/filter", 0.5),
+                _m("/fx/echo/return", 0.5),
+                _m("/ch/vocals/echo", 0.5),
+                _m("/ch/3/echo/pre", 1),
+            ]
+        )
+        assert server.datagram(bundle, SENDER) == []
+        assert server.datagram(_m("/fx/echo/*"), SENDER) == [
+            ("/fx/echo/ms", [250.0]),
+            ("/fx/echo/feedback", [0.75]),
+            ("/fx/echo/filter", [0.5]),
+            ("/fx/echo/return", [0.5]),
+        ]
+        assert server.datagram(_m("/ch/vocals/echo/pre"), SENDER) == [("/ch/vocals/echo/pre", [1])]
+        host.block()
+        assert host.engine.echo_state(None) == (250.0, 0.75, 0.5, 0.5)
+        assert host.engine.echo_state(2) == (0.5, 1.0)
+        for bad, reason in (
+            (_m("/fx/echo/ms", 0.5), "/fx/echo/ms takes 1..4000 ms, got 0.5"),
+            (_m("/fx/echo/ms", 4001.0), "/fx/echo/ms takes 1..4000 ms, got 4001"),
+            (_m("/fx/echo/feedback", 1.5), "/fx/echo/feedback takes 0..1, got 1.5"),
+            (_m("/fx/echo/return", float("nan")), "/fx/echo/return got NaN"),
+            (_m("/ch/1/echo", -0.5), "/ch/1/echo takes 0..1, got -0.5"),
+            (_m("/ch/1/echo/pre", 2), "/ch/1/echo/pre takes 1/0 or T/F, got 2"),
+            (_m("/fx/echo/beats", 1.0), "unknown address /fx/echo/beats"),
+        ):
+            before = host.registry.snapshot()
+            assert server.datagram(bad, SENDER) == [("/error", [reason])]
+            assert host.registry.snapshot() == before
+        assert host.registry_as_engine() == host.engine_state()[:7]
+    finally:
+        server.sock.close()
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(not KERNEL_BUILT, reason="the compiled kernel is not built")
+def test_an_fx_block_never_hands_the_gil_over() -> None:
+    """tests/test_kernel.py's probe, with a filter and an echo send (pre and post) on
+    all 16 strips: the FX path keeps the GIL through every block too."""
+    done = subprocess.run(
+        [sys.executable, "-c", _GIL_PROBE, "compiled", "fx"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["moved", "0"]

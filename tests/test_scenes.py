@@ -219,6 +219,8 @@ def test_a_morph_moves_only_what_the_scene_names_and_never_a_hand(morphing: Morp
         "pan": 0.0,
         "filter": 0.0,
         "res": 0.0,
+        "echo": 0.0,
+        "echo_pre": False,
     }
     assert reg.get("/master/mute") == 0
     # The engine was sent the master's values only: no channel was ever written.
@@ -244,7 +246,7 @@ def test_a_hand_on_a_value_the_scene_names_takes_it_from_the_morph(morphing: Mor
     morphing.at(2.0, "/master/gain", 0.5)
     ended(morphing.store)
     after = reg.snapshot()["channels"]
-    rest = {"filter": 0.0, "res": 0.0}
+    rest = {"filter": 0.0, "res": 0.0, "echo": 0.0, "echo_pre": False}
     assert after["drums"] == {
         "gain": fader_to_gain(0.6),
         "mute": False,
@@ -263,6 +265,8 @@ def test_a_hand_on_a_value_the_scene_names_takes_it_from_the_morph(morphing: Mor
             "pan": 0.0,
             "filter": 0.0,
             "res": 0.0,
+            "echo": 0.0,
+            "echo_pre": False,
         }
     )
 
@@ -320,3 +324,26 @@ def test_scenes_save_recall_and_morph_the_filters(morphing: Morphing) -> None:
     morphing.at(2.0, "/ch/2/filter", -0.5)
     ended(morphing.store)
     assert any(isinstance(c, StripTarget) and c.filter == 0.0 for c in morphing.commands())
+
+
+def test_scenes_save_recall_and_morph_the_echo(morphing: Morphing) -> None:
+    """A saved scene holds every echo send (and its tap) and the echo bus; a recall
+    restores them; a morph glides the sends and the bus, and flips a tap at the end."""
+    reg = morphing.store.registry
+    set_value(reg, "/ch/vocals/echo", [0.5])
+    set_value(reg, "/ch/vocals/echo/pre", [1])
+    set_value(reg, "/fx/echo/ms", [250.0])
+    set_value(reg, "/fx/echo/return", [0.75])
+    text = morphing.store.save("throw").read_text()
+    assert "echo = 0.5\necho_pre = true\n" in text
+    assert "[echo]\nms = 250.0\nfeedback = 0.5\nfilter = 0.0\nlevel = 0.75\n" in text
+    set_value(reg, "/ch/vocals/echo", [0.0])
+    set_value(reg, "/ch/vocals/echo/pre", [0])
+    set_value(reg, "/fx/echo/ms", [450.0])
+    morphing.store.recall("throw", 2.0)
+    morphing.at(1.0, "/fx/echo/ms", 350.0)
+    assert reg.get("/ch/3/echo") == 0.25 and reg.get("/ch/3/echo/pre") == 0
+    morphing.at(2.0, "/ch/3/echo/pre", 1)
+    ended(morphing.store)
+    assert reg.snapshot()["echo"] == {"ms": 250.0, "feedback": 0.5, "filter": 0.0, "level": 0.75}
+    assert reg.get("/ch/3/echo") == 0.5

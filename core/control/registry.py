@@ -29,8 +29,13 @@ from dataclasses import dataclass, replace
 from typing import TypedDict
 
 from ..errors import ParameterError
-from ..mixer.commands import Batch, Command, MasterTarget, StripTarget
+from ..mixer.commands import Batch, Command, EchoTarget, MasterTarget, StripTarget
 from ..mixer.params import (
+    ECHO_FEEDBACK,
+    ECHO_MAX_MS,
+    ECHO_MIN_MS,
+    ECHO_MS,
+    ECHO_RETURN,
     MAX_DB,
     MAX_GAIN,
     OFF_DB,
@@ -43,8 +48,11 @@ from .pattern import MAX_PATTERN, compile_pattern, is_pattern
 
 __all__ = [
     "CHANNEL_PARAMS",
+    "ECHO_PARAMS",
     "MASTER_PARAMS",
     "ChannelState",
+    "EchoSceneState",
+    "EchoState",
     "MasterState",
     "Registry",
     "SceneState",
@@ -52,7 +60,20 @@ __all__ = [
     "Transaction",
 ]
 
-CHANNEL_PARAMS = ("fader", "gain", "db", "mute", "solo", "pan", "filter", "filter/res")
+CHANNEL_PARAMS = (
+    "fader",
+    "gain",
+    "db",
+    "mute",
+    "solo",
+    "pan",
+    "filter",
+    "filter/res",
+    "echo",
+    "echo/pre",
+)
+ECHO_PARAMS = ("ms", "feedback", "filter", "return")  # /fx/echo/<param>
+ECHO = -1  # the echo bus's index in a (index, param) target (None is the master)
 MASTER_PARAMS = ("fader", "gain", "db", "mute", "filter", "filter/res")
 # The values behind the parameters: fader, gain and db are three views of one gain.
 _VALUE_OF = {
@@ -64,9 +85,14 @@ _VALUE_OF = {
     "pan": "pan",
     "filter": "filter",
     "filter/res": "filter/res",
+    "echo": "echo",
+    "echo/pre": "echo/pre",
+    "ms": "ms",
+    "feedback": "feedback",
+    "return": "return",
 }
 # A channel's value keys (Registry.written_since), after /ch/N/.
-_CHANNEL_VALUES = ("gain", "mute", "solo", "pan", "filter", "filter/res")
+_CHANNEL_VALUES = ("gain", "mute", "solo", "pan", "filter", "filter/res", "echo", "echo/pre")
 # The values a scene may name (SceneState keys) and their value keys.
 _SCENE_VALUES = {
     "gain": "gain",
@@ -75,7 +101,10 @@ _SCENE_VALUES = {
     "pan": "pan",
     "filter": "filter",
     "res": "filter/res",
+    "echo": "echo",
+    "echo_pre": "echo/pre",
 }
+_ECHO_SCENE = {"ms": "ms", "feedback": "feedback", "filter": "filter", "level": "return"}
 _MASTER_SCENE_VALUES = {"gain": "gain", "mute": "mute", "filter": "filter", "res": "filter/res"}
 
 
@@ -90,6 +119,18 @@ class StripState:
     pan: float = 0.0
     filter: float = 0.0
     res: float = 0.0
+    echo: float = 0.0
+    echo_pre: bool = False
+
+
+@dataclass(frozen=True)
+class EchoState:
+    """The echo bus: delay (ms), feedback, the DJ filter on its return, return level."""
+
+    ms: float = ECHO_MS
+    feedback: float = ECHO_FEEDBACK
+    filter: float = 0.0
+    level: float = ECHO_RETURN
 
 
 class ChannelState(TypedDict):
@@ -101,6 +142,17 @@ class ChannelState(TypedDict):
     pan: float
     filter: float
     res: float
+    echo: float
+    echo_pre: bool
+
+
+class EchoSceneState(TypedDict):
+    """The echo bus in a :class:`SceneState` (``return`` is its return level)."""
+
+    ms: float
+    feedback: float
+    filter: float
+    level: float
 
 
 class MasterState(TypedDict):
@@ -118,6 +170,7 @@ class SceneState(TypedDict):
 
     channels: dict[str, ChannelState]
     master: MasterState
+    echo: EchoSceneState
 
 
 def _number(args: Sequence[object], address: str) -> float:
@@ -157,6 +210,7 @@ class Registry:
         self.names: list[str] = []
         self.strips: list[StripState] = []
         self.master = StripState()
+        self.echo = EchoState()
         self._generation = 0
         self._stamps: dict[str, int] = {}  # value key -> generation of its last write
         self._renamed = 0  # generation from which every channel value counts as written
@@ -182,6 +236,7 @@ class Registry:
                 f"/ch/{i}/{p}" for i in range(1, len(names) + 1) for p in CHANNEL_PARAMS
             ]
             self._addresses += [f"/master/{p}" for p in MASTER_PARAMS]
+            self._addresses += [f"/fx/echo/{p}" for p in ECHO_PARAMS]
             self._address_set = frozenset(self._addresses)
             self._match_cache: dict[str, tuple[tuple[str, str], ...]] = {}
 
@@ -269,6 +324,8 @@ class Registry:
                 out += [(f"/ch/{i}/{p}", f"/ch/{token}/{p}") for p in params]
         elif parts[0] == "" and len(parts) >= 3 and fits(1, "master"):
             out = [(f"/master/{p}", f"/master/{p}") for p in MASTER_PARAMS if fits_param(2, p)]
+        elif parts[0] == "" and len(parts) == 4 and fits(1, "fx") and fits(2, "echo"):
+            out = [(f"/fx/echo/{p}", f"/fx/echo/{p}") for p in ECHO_PARAMS if fits(3, p)]
         if not out:
             raise ParameterError(f"no control matches {address}")
         return out
@@ -307,6 +364,8 @@ class Registry:
     def value_key(self, key: str) -> str:
         """The value key (see :meth:`written_since`) behind a canonical key."""
         index, param = self._target(key)
+        if index == ECHO:
+            return key
         head = "/master" if index is None else f"/ch/{index + 1}"
         return f"{head}/{_VALUE_OF[param]}"
 
@@ -315,12 +374,16 @@ class Registry:
         parts = key.split("/", 3)
         if parts[1] == "master":
             return None, key[len("/master/") :]
+        if parts[1] == "fx":
+            return ECHO, parts[3]
         return int(parts[2]) - 1, parts[3]
 
     def get(self, key: str) -> float | int:
         """Current value of a canonical key, as its OSC reply carries it."""
         with self._lock:
             index, param = self._target(key)
+            if index == ECHO:
+                return _echo_value(self.echo, param)
             return _value(self.master if index is None else self.strips[index], param)
 
     @contextmanager
@@ -368,27 +431,39 @@ class Registry:
             if not 0.0 <= r <= 1.0:
                 raise ParameterError(f"{key} takes 0..1, got {r:g}")
             return replace(state, res=r)
+        if param == "echo":
+            e = _number(args, key)
+            if not 0.0 <= e <= 1.0:
+                raise ParameterError(f"{key} takes 0..1, got {e:g}")
+            return replace(state, echo=e)
+        if param == "echo/pre":
+            return replace(state, echo_pre=_switch(args, key))
         raise ParameterError(f"unknown address {key}")
 
     # -- 0..1 views (MIDI) ----------------------------------------------------------------
     def get_norm(self, key: str) -> float:
-        """The 0..1 view: fader position for levels, -1..1 mapped to 0..1 for pan and filter."""
-        _, param = self._target(key)
+        """The 0..1 view: fader position for levels, -1..1 mapped to 0..1 for pan and
+        filters, the echo's delay exponentially over its range (:meth:`Transaction.set_norm`)."""
+        index, param = self._target(key)
         value = self.get(key)
         if param in ("fader", "gain", "db"):
             return float(self.get(key.rsplit("/", 1)[0] + "/fader"))
         if param in ("pan", "filter"):
             return (float(value) + 1.0) / 2.0
+        if index == ECHO and param == "ms":
+            return math.log(float(value) / ECHO_MIN_MS) / math.log(ECHO_MAX_MS / ECHO_MIN_MS)
         return float(value)
 
     # -- snapshots (scenes, /state) ---------------------------------------------------------
     def snapshot(self) -> SceneState:
         """Every channel's and the master's state, by channel name: a scene."""
         with self._lock:
-            return _snapshot(self.names, self.strips, self.master)
+            return _snapshot(self.names, self.strips, self.master, self.echo)
 
 
-def _snapshot(names: Sequence[str], strips: Sequence[StripState], master: StripState) -> SceneState:
+def _snapshot(
+    names: Sequence[str], strips: Sequence[StripState], master: StripState, echo: EchoState
+) -> SceneState:
     return {
         "channels": {
             n: {
@@ -398,6 +473,8 @@ def _snapshot(names: Sequence[str], strips: Sequence[StripState], master: StripS
                 "pan": s.pan,
                 "filter": s.filter,
                 "res": s.res,
+                "echo": s.echo,
+                "echo_pre": s.echo_pre,
             }
             for n, s in zip(names, strips, strict=True)
         },
@@ -406,6 +483,12 @@ def _snapshot(names: Sequence[str], strips: Sequence[StripState], master: StripS
             "mute": master.mute,
             "filter": master.filter,
             "res": master.res,
+        },
+        "echo": {
+            "ms": echo.ms,
+            "feedback": echo.feedback,
+            "filter": echo.filter,
+            "level": echo.level,
         },
     }
 
@@ -430,7 +513,48 @@ def _state_from(values: Mapping[str, object], current: StripState) -> StripState
         pan=num("pan", -1.0, 1.0, current.pan),
         filter=num("filter", -1.0, 1.0, current.filter),
         res=num("res", 0.0, 1.0, current.res),
+        echo=num("echo", 0.0, 1.0, current.echo),
+        echo_pre=flag("echo_pre", current.echo_pre),
     )
+
+
+def _echo_from(values: Mapping[str, object], current: EchoState) -> EchoState:
+    def num(key: str, lo: float, hi: float, default: float) -> float:
+        v = values.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, int | float) or math.isnan(v):
+            raise ParameterError(f"scene value echo {key}={v!r} is not a number")
+        return min(max(float(v), lo), hi)
+
+    return EchoState(
+        ms=num("ms", ECHO_MIN_MS, ECHO_MAX_MS, current.ms),
+        feedback=num("feedback", 0.0, 1.0, current.feedback),
+        filter=num("filter", -1.0, 1.0, current.filter),
+        level=num("level", 0.0, 1.0, current.level),
+    )
+
+
+def _echo_value(state: EchoState, param: str) -> float:
+    if param == "return":
+        return state.level
+    value: float = getattr(state, param)
+    return value
+
+
+def _echo_updated(state: EchoState, param: str, args: Sequence[object], key: str) -> EchoState:
+    x = _number(args, key)
+    if param == "ms":
+        if not ECHO_MIN_MS <= x <= ECHO_MAX_MS:
+            raise ParameterError(f"{key} takes {ECHO_MIN_MS:g}..{ECHO_MAX_MS:g} ms, got {x:g}")
+        return replace(state, ms=x)
+    if param == "filter":
+        if not -1.0 <= x <= 1.0:
+            raise ParameterError(
+                f"{key} takes -1..1 (below 0 low-pass, above 0 high-pass), got {x:g}"
+            )
+        return replace(state, filter=x)
+    if not 0.0 <= x <= 1.0:
+        raise ParameterError(f"{key} takes 0..1, got {x:g}")
+    return replace(state, feedback=x) if param == "feedback" else replace(state, level=x)
 
 
 def _value(state: StripState, param: str) -> float | int:
@@ -446,6 +570,10 @@ def _value(state: StripState, param: str) -> float | int:
         return state.filter
     if param == "filter/res":
         return state.res
+    if param == "echo":
+        return state.echo
+    if param == "echo/pre":
+        return int(state.echo_pre)
     return state.pan
 
 
@@ -454,7 +582,15 @@ def _command(index: int | None, state: StripState) -> Command:
     if index is None:
         return MasterTarget(state.gain, state.mute, state.filter, state.res)
     return StripTarget(
-        index, state.gain, state.mute, state.solo, state.pan, state.filter, state.res
+        index,
+        state.gain,
+        state.mute,
+        state.solo,
+        state.pan,
+        state.filter,
+        state.res,
+        state.echo,
+        state.echo_pre,
     )
 
 
@@ -481,6 +617,7 @@ class Transaction:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self.staged: dict[int | None, StripState] = {}
+        self.staged_echo: EchoState | None = None  # the echo bus, if staged
         self.names: list[str] | None = None  # new channel names, staged by set_names
         self._written: set[str] = set()  # value keys staged (Registry.written_since)
 
@@ -505,7 +642,12 @@ class Transaction:
     def get(self, key: str) -> float | int:
         """Value of a canonical key, staged or else current."""
         index, param = self.registry._target(key)
+        if index == ECHO:
+            return _echo_value(self._echo(), param)
         return _value(self._state(index), param)
+
+    def _echo(self) -> EchoState:
+        return self.staged_echo if self.staged_echo is not None else self.registry.echo
 
     def set(self, address: str, args: Sequence[object]) -> None:
         """Validate and stage one message (an address or pattern and its arguments).
@@ -518,30 +660,40 @@ class Transaction:
         """
         reg = self.registry
         updates: dict[int | None, StripState] = {}
+        echo: EchoState | None = None
         keys = self._resolve(address)
         for key in keys:
             index, param = reg._target(key)
+            if index == ECHO:
+                echo = _echo_updated(echo or self._echo(), param, args, key)
+                continue
             state = updates[index] if index in updates else self._state(index)
             updates[index] = reg._updated(state, param, args, key)
         self.staged.update(updates)
+        if echo is not None:
+            self.staged_echo = echo
         self._written.update(reg.value_key(key) for key in keys)
 
     def set_norm(self, address: str, x: float) -> None:
         """Stage from a 0..1 view (clamped; MIDI): levels through the fader taper, pan
         and filter from -1..1 (a filter within 1.5/127 of the centre is off: a
         knob's centre detent, 64 of 0..127, is a true bypass), the resonance as it
-        is, switches on at 0.5 and above."""
+        is, switches on at 0.5 and above; the echo's delay exponentially over its
+        range (1 ms at 0, 4 s at 1), its feedback and return as they are."""
         x = min(max(float(x), 0.0), 1.0)
         for key in self._resolve(address):
-            _, param = self.registry._target(key)
-            if param in ("fader", "gain", "db"):
+            index, param = self.registry._target(key)
+            if index == ECHO and param == "ms":
+                ms = ECHO_MIN_MS * (ECHO_MAX_MS / ECHO_MIN_MS) ** x
+                self.set(key, [min(max(ms, ECHO_MIN_MS), ECHO_MAX_MS)])
+            elif param in ("fader", "gain", "db"):
                 self.set(key.rsplit("/", 1)[0] + "/fader", [x])
             elif param == "pan":
                 self.set(key, [x * 2.0 - 1.0])
             elif param == "filter":
                 f = x * 2.0 - 1.0
                 self.set(key, [0.0 if abs(f) < 1.5 / 127 else f])
-            elif param == "filter/res":
+            elif param in ("filter/res", "echo", "feedback", "return"):
                 self.set(key, [x])
             else:
                 self.set(key, [x >= 0.5])
@@ -576,8 +728,15 @@ class Transaction:
         if isinstance(master, Mapping):
             new_master = _state_from(master, current)
             written += [f"/master/{v}" for p, v in _MASTER_SCENE_VALUES.items() if p in master]
+        echo = scene.get("echo")
+        new_echo = None
+        if isinstance(echo, Mapping):  # the echo bus is staged only if the scene has it
+            new_echo = _echo_from(echo, self._echo())
+            written += [f"/fx/echo/{_ECHO_SCENE[p]}" for p in _ECHO_SCENE if p in echo]
         self.staged.update(enumerate(strips))
         self.staged[None] = new_master
+        if new_echo is not None:
+            self.staged_echo = new_echo
         self._written.update(written)
 
     def set_names(self, names: Sequence[str]) -> None:
@@ -596,12 +755,16 @@ class Transaction:
         """The state a commit would leave, as :meth:`Registry.snapshot` gives it."""
         names = self.names if self.names is not None else self.registry.names
         strips = [self._state(i) for i in range(len(names))]
-        return _snapshot(names, strips, self._state(None))
+        return _snapshot(names, strips, self._state(None), self._echo())
 
     def commands(self) -> list[Command]:
         """One engine command per strip (and the master) staged, from the staged state."""
         order = sorted(self.staged, key=lambda index: -1 if index is None else index)
-        return [_command(index, self.staged[index]) for index in order]
+        out = [_command(index, self.staged[index]) for index in order]
+        e = self.staged_echo
+        if e is not None:
+            out.append(EchoTarget(e.ms, e.feedback, e.filter, e.level))
+        return out
 
     def commit(self, post: Callable[[Command], bool], extra: Sequence[Command] = ()) -> bool:
         """Post the staged state and ``extra`` as one command, then keep the staged
@@ -629,10 +792,13 @@ class Transaction:
                 reg.master = state
             else:
                 reg.strips[index] = state
+        if self.staged_echo is not None:
+            reg.echo = self.staged_echo
         reg._generation += 1
         for key in self._written:
             reg._stamps[key] = reg._generation
         self.staged = {}
+        self.staged_echo = None
         self.names = None
         self._written = set()
         return True

@@ -86,3 +86,16 @@ def mixdown(
     co: np.ndarray | None,
     /,
 ) -> None: ...
+def echo(
+    x: np.ndarray,
+    xpre: np.ndarray,
+    rows: int,
+    frames: int,
+    sends: np.ndarray,
+    bus: np.ndarray,
+    line: np.ndarray,
+    fstate: np.ndarray,
+    table: np.ndarray,
+    mix: np.ndarray,
+    /,
+) -> None: ...

@@ -21,11 +21,21 @@ Every call's arguments and meaning are documented in ``core/mixer/_kernel.c``.
 
 from __future__ import annotations
 
+import math
 from typing import Protocol
 
 import numpy as np
 
-__all__ = ["COMPILED", "KERNEL_ABI", "KERNEL_BUILT", "CompiledKernel", "Kernel", "NumpyKernel"]
+__all__ = [
+    "COMPILED",
+    "ECHO_BUS_FIELDS",
+    "KERNEL_ABI",
+    "KERNEL_BUILT",
+    "CompiledKernel",
+    "Kernel",
+    "NumpyKernel",
+    "glide_at",
+]
 
 KERNEL_ABI = 3  # the _kernel.c this package calls (its KERNEL_ABI)
 
@@ -92,6 +102,21 @@ class Kernel(Protocol):
         /,
     ) -> None: ...
 
+    def echo(
+        self,
+        x: np.ndarray,
+        xpre: np.ndarray,
+        rows: int,
+        frames: int,
+        sends: np.ndarray,
+        bus: np.ndarray,
+        line: np.ndarray,
+        fstate: np.ndarray,
+        table: np.ndarray,
+        mix: np.ndarray,
+        /,
+    ) -> None: ...
+
     def mixdown(
         self,
         x: np.ndarray,
@@ -150,6 +175,62 @@ COMPILED: CompiledKernel | None = _load()
 KERNEL_BUILT = COMPILED is not None
 
 
+# The echo bus's scalars (``_kernel.c``'s ``echo``): the write position, the
+# delay's glide (target, span, samples left: ``glide_at``), the ramps (target,
+# step, samples left) of the feedback, return and filter knob, the samples it
+# has been quiet, and the delay glide's length.
+_B_POS, _B_D, _B_FB, _B_RET, _B_K, _B_QUIET, _B_DLEN = 0, 1, 4, 7, 10, 13, 14
+ECHO_BUS_FIELDS = 15
+
+
+def _ramp_at(tgt: float, step: float, left: float, t: int) -> float:
+    rem = left - float(t + 1)
+    return tgt - step * rem if rem > 0.0 else tgt
+
+
+def glide_at(tgt: float, span: float, left: float, length: float, t: int) -> float:
+    """The echo delay's raised-cosine glide at sample ``t`` (``_kernel.c``'s ``glide_at``)."""
+    rem = left - float(t + 1)
+    if not rem > 0.0:
+        return tgt
+    q = rem / length
+    return tgt - span * ((1.0 - math.cos(3.141592653589793 * q)) * 0.5)
+
+
+def _svf_coeffs(
+    table: np.ndarray, tn: int, k: float, r: float
+) -> tuple[float, float, float, float, float, bool]:
+    """One sample's DJ filter coefficients (a1, a2, a3, kd, w, hp), as ``_kernel.c``."""
+    hp = k > 0.0
+    a = abs(k)
+    idx = a * float(tn)
+    fl = min(float(math.floor(idx)), float(tn - 1))
+    frac = idx - fl
+    ii = int(fl)
+    g0, g1 = float(table[int(hp), ii]), float(table[int(hp), ii + 1])
+    g = g0 + frac * (g1 - g0)
+    kd = 1.4142135623730951 - r * 1.3142135623730951
+    a1 = 1.0 / (1.0 + g * (g + kd))
+    a2 = g * a1
+    a3 = g * a2
+    w = min(a * 20.0, 1.0)
+    return a1, a2, a3, kd, w, hp
+
+
+def _svf_tick(
+    c: tuple[float, float, float, float, float, bool], v: float, c1: float, c2: float
+) -> tuple[float, float, float]:
+    """One sample through the filter: (output, c1, c2)."""
+    a1, a2, a3, kd, w, hp = c
+    v3 = v - c2
+    v1 = a1 * c1 + a2 * v3
+    v2 = (c2 + a2 * c1) + a3 * v3
+    c1 = 2.0 * v1 - c1
+    c2 = 2.0 * v2 - c2
+    f = (v - kd * v1) - v2 if hp else v2
+    return v + w * (f - v), c1, c2
+
+
 _FILTER_COEFFS = ("k", "r", "a", "g", "g1", "kd", "a1", "a2", "a3", "w")
 _FILTER_STEP = ("v", "v1", "v2", "v3", "f", "tmp")
 
@@ -186,6 +267,11 @@ class NumpyKernel:
         self._fhp = np.zeros((n, b), bool)
         self._fmask = np.zeros((n, b), bool)
         self._fs = {name: np.zeros((n, 2)) for name in _FILTER_STEP}
+        self._echo_in = np.zeros((2, b))  # what the strips send, float64
+        self._echo_send = np.zeros(b)  # one strip's send ramp
+        self._echo_tmp = np.zeros((2, b))
+        self._echo_mask = np.zeros(b, bool)
+        self._echo_ret = np.zeros((2, b), np.float32)  # the return, to add to the mix
 
     def ramp_curves(
         self,
@@ -388,6 +474,90 @@ class NumpyKernel:
         np.maximum(left, 0.0, out=left)
         np.subtract(rleft, frames, out=rleft)
         np.maximum(rleft, 0.0, out=rleft)
+
+    def echo(
+        self,
+        x: np.ndarray,
+        xpre: np.ndarray,
+        rows: int,
+        frames: int,
+        sends: np.ndarray,
+        bus: np.ndarray,
+        line: np.ndarray,
+        fstate: np.ndarray,
+        table: np.ndarray,
+        mix: np.ndarray,
+        /,
+    ) -> None:
+        """The echo bus into ``mix`` (see ``_kernel.c``): the sends summed with numpy,
+        then the delay line, its filter and feedback sample by sample in Python
+        floats (float64, the compiled kernel's order). The reference only: slow."""
+        t1 = self._t1[:frames]
+        into, tmp = self._echo_in[:, :frames], self._echo_tmp[:, :frames]
+        sd, mask = self._echo_send[:frames], self._echo_mask[:frames]
+        into.fill(0.0)
+        for i in range(rows):
+            np.subtract(sends[2, i], t1, out=sd)
+            np.greater(sd, 0.0, out=mask)
+            np.multiply(sends[1, i], sd, out=sd)
+            np.subtract(sends[0, i], sd, out=sd)
+            np.copyto(sd, sends[0, i], where=~mask)
+            src = xpre if sends[3, i] != 0.0 else x
+            np.multiply(src[i, :, :frames], sd, out=tmp)
+            np.add(into, tmp, out=into)
+        size = line.shape[1]
+        tn = table.shape[1] - 1
+        v = [float(a) for a in bus]
+        pos, quiet = int(v[_B_POS]), v[_B_QUIET]
+        bypass = v[_B_K + 2] == 0.0 and v[_B_K] == 0.0
+        c1 = [float(fstate[0, 0]), float(fstate[1, 0])]
+        c2 = [float(fstate[0, 1]), float(fstate[1, 1])]
+        ins = into.tolist()
+        ret_out = self._echo_ret[:, :frames]
+        coeffs = (0.0, 0.0, 0.0, 0.0, 0.0, False)
+        for t in range(frames):
+            d = glide_at(v[_B_D], v[_B_D + 1], v[_B_D + 2], v[_B_DLEN], t)
+            d = min(max(d, 1.0), float(size - 2))
+            rp = float(pos) - d
+            if rp < 0.0:
+                rp = rp + float(size)
+            fl = float(math.floor(rp))
+            frac = rp - fl
+            i0 = min(int(fl), size - 1)
+            i1 = 0 if i0 + 1 == size else i0 + 1
+            if not bypass:
+                k = _ramp_at(v[_B_K], v[_B_K + 1], v[_B_K + 2], t)
+                coeffs = _svf_coeffs(table, tn, k, 0.0)
+            fb = _ramp_at(v[_B_FB], v[_B_FB + 1], v[_B_FB + 2], t)
+            ret = _ramp_at(v[_B_RET], v[_B_RET + 1], v[_B_RET + 2], t)
+            loud = abs(ins[0][t]) > 1e-6 or abs(ins[1][t]) > 1e-6
+            for side in (0, 1):
+                l0, l1 = float(line[side, i0]), float(line[side, i1])
+                r = l0 + frac * (l1 - l0)
+                if bypass:
+                    y = r
+                else:
+                    y, c1[side], c2[side] = _svf_tick(coeffs, r, c1[side], c2[side])
+                w = ins[side][t] + fb * y
+                if not w <= 4.0:
+                    w = 4.0 if w > 4.0 else 0.0
+                w = max(w, -4.0)
+                line[side, pos] = w
+                ret_out[side, t] = ret * y
+                if abs(y) > 1e-6:
+                    loud = True
+            quiet = 0.0 if loud else quiet + 1.0
+            pos = 0 if pos + 1 == size else pos + 1
+        np.add(mix[:, :frames], ret_out, out=mix[:, :frames])
+        for side in (0, 1):
+            fstate[side, 0] = 0.0 if bypass else c1[side]
+            fstate[side, 1] = 0.0 if bypass else c2[side]
+        np.subtract(sends[2], frames, out=sends[2])
+        np.maximum(sends[2], 0.0, out=sends[2])
+        bus[_B_POS] = pos
+        for j in (_B_D + 2, _B_FB + 2, _B_RET + 2, _B_K + 2):
+            bus[j] = max(v[j] - frames, 0.0)
+        bus[_B_QUIET] = quiet
 
     def mixdown(
         self,

@@ -20,7 +20,7 @@ from typing import Any
 
 from stemdeck.core.audiofile.stemfile import NI_STEMS
 from stemdeck.core.control.registry import CHANNEL_PARAMS, MASTER_PARAMS
-from stemdeck.core.mixer.params import MAX_DB, MAX_GAIN, OFF_DB
+from stemdeck.core.mixer.params import ECHO_MAX_MS, ECHO_MIN_MS, MAX_DB, MAX_GAIN, OFF_DB
 
 __all__ = [
     "ATTRIBUTES",
@@ -168,6 +168,35 @@ _LEVEL = {
         "DJ filter: below 0 low-pass, above 0 high-pass, 0 off (a true bypass)",
     ),
     "filter/res": ("f", [{"MIN": 0.0, "MAX": 1.0}], None, "the DJ filter's resonance"),
+    "echo": (
+        "f",
+        [{"MIN": 0.0, "MAX": 1.0}],
+        None,
+        "send to the echo bus, after the fader and mute (unless echo/pre)",
+    ),
+    "echo/pre": (
+        "i",
+        [{"MIN": 0, "MAX": 1}],
+        None,
+        "1 taps the echo send before the fader, mute and filter; takes 1/0 or T/F",
+    ),
+}
+
+_ECHO = {
+    "ms": (
+        "f",
+        [{"MIN": ECHO_MIN_MS, "MAX": ECHO_MAX_MS}],
+        ["time.millisecond"],
+        "the echo's delay in milliseconds (beats come with the tempo grid); a change glides",
+    ),
+    "feedback": ("f", [{"MIN": 0.0, "MAX": 1.0}], None, "each repeat's level: the tail"),
+    "filter": (
+        "f",
+        [{"MIN": -1.0, "MAX": 1.0}],
+        None,
+        "DJ filter on the echo's return and in its feedback: thins the tail, 0 off",
+    ),
+    "return": ("f", [{"MIN": 0.0, "MAX": 1.0}], None, "the echo's level in the master"),
 }
 
 
@@ -352,6 +381,28 @@ def build(snap: Snapshot) -> dict[str, Any]:
         "ch": _container("/ch", "channels, by index and by name", channels),
         "master": _container(
             "/master", "master bus", _strip("/master", MASTER_PARAMS, snap, "/master")
+        ),
+        "fx": _container(
+            "/fx",
+            "the FX buses",
+            {
+                "echo": _container(
+                    "/fx/echo",
+                    "the echo bus: every channel's echo send",
+                    {
+                        p: _method(
+                            f"/fx/echo/{p}",
+                            type_,
+                            3,
+                            text,
+                            value=v.get(f"/fx/echo/{p}"),
+                            range_=range_,
+                            unit=unit,
+                        )
+                        for p, (type_, range_, unit, text) in _ECHO.items()
+                    },
+                )
+            },
         ),
         "transport": _container("/transport", "transport", transport),
         "track": _container("/track", "the track", track),

@@ -355,7 +355,7 @@ class WebSockets:
             raise ParameterError(f"LISTEN takes one address, not a pattern: {path!r}")
         if path in VALUE_ADDRESSES or path in STREAMS:
             return path
-        if path.startswith(("/ch/", "/master/")):
+        if path.startswith(("/ch/", "/master/", "/fx/")):
             matches = self.control.host.registry.match(path)
             if len(matches) == 1:
                 return matches[0][0]
