@@ -450,6 +450,7 @@ def test_scenes_keep_and_morph_filters() -> None:
         txn.commit(lambda c: True)
     assert other.get("/ch/1/filter") == 0.0 and other.get("/ch/2/filter") == 1.0
     assert other.get_norm("/ch/2/filter") == 1.0
+    assert other.get_norm("/ch/1/filter") == 64 / 127
 
 
 # -- the echo -----------------------------------------------------------------------

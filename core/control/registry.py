@@ -442,14 +442,18 @@ class Registry:
 
     # -- 0..1 views (MIDI) ----------------------------------------------------------------
     def get_norm(self, key: str) -> float:
-        """The 0..1 view: fader position for levels, -1..1 mapped to 0..1 for pan and
-        filters, the echo's delay exponentially over its range (:meth:`Transaction.set_norm`)."""
+        """The 0..1 view: fader position for levels, -1..1 mapped to 0..1 for pan, a
+        filter with its 0 at 64/127 and the echo's delay exponentially over its range
+        (the inverses of :meth:`Transaction.set_norm`)."""
         index, param = self._target(key)
         value = self.get(key)
         if param in ("fader", "gain", "db"):
             return float(self.get(key.rsplit("/", 1)[0] + "/fader"))
-        if param in ("pan", "filter"):
+        if param == "pan":
             return (float(value) + 1.0) / 2.0
+        if param == "filter":
+            f = float(value)
+            return (64.0 + (63.0 if f >= 0.0 else 64.0) * f) / 127.0
         if index == ECHO and param == "ms":
             return math.log(float(value) / ECHO_MIN_MS) / math.log(ECHO_MAX_MS / ECHO_MIN_MS)
         return float(value)
@@ -676,8 +680,8 @@ class Transaction:
 
     def set_norm(self, address: str, x: float) -> None:
         """Stage from a 0..1 view (clamped; MIDI): levels through the fader taper, pan
-        and filter from -1..1 (a filter within 1.5/127 of the centre is off: a
-        knob's centre detent, 64 of 0..127, is a true bypass), the resonance as it
+        from -1..1, a filter with its 0 (off, a true bypass) at 64/127, a 7-bit
+        knob's centre (-1 at 0, 1 at 1, linear on each side), the resonance as it
         is, switches on at 0.5 and above; the echo's delay exponentially over its
         range (1 ms at 0, 4 s at 1), its feedback and return as they are."""
         x = min(max(float(x), 0.0), 1.0)
@@ -691,8 +695,8 @@ class Transaction:
             elif param == "pan":
                 self.set(key, [x * 2.0 - 1.0])
             elif param == "filter":
-                f = x * 2.0 - 1.0
-                self.set(key, [0.0 if abs(f) < 1.5 / 127 else f])
+                c = x * 127.0 - 64.0  # 64 of a 7-bit knob's 0..127 is the centre
+                self.set(key, [max(-1.0, min(1.0, c / (63.0 if c >= 0.0 else 64.0)))])
             elif param in ("filter/res", "echo", "feedback", "return"):
                 self.set(key, [x])
             else:
