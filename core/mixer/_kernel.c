@@ -625,9 +625,14 @@ run_filter(Buf *x, Py_ssize_t rows, Py_ssize_t frames, Buf *p[6], Buf *state, Bu
                     c1[s] = *AT3(state, double, i, s, 0);
                     c2[s] = *AT3(state, double, i, s, 1);
                 }
+                /* Not gliding: the same coefficients for every sample, made once. */
+                int steady = kl == 0.0 && rl == 0.0;
+                Svf c;
+                if (steady)
+                    svf_coeffs(table, tn, kt, rt, &c);
                 for (Py_ssize_t t = 0; t < frames; t++) {
-                    Svf c;
-                    svf_coeffs(table, tn, ramp_at(kt, ks, kl, t), ramp_at(rt, rs, rl, t), &c);
+                    if (!steady)
+                        svf_coeffs(table, tn, ramp_at(kt, ks, kl, t), ramp_at(rt, rs, rl, t), &c);
                     for (int s = 0; s < 2; s++) {
                         float *xp = AT3(x, float, i, s, t);
                         *xp = (float)svf_tick(&c, (double)*xp, &c1[s], &c2[s]);
@@ -756,6 +761,10 @@ echo(PyObject *self, PyObject *args)
         c2[s] = *AT2(fst, double, s, 1);
     }
     double quiet = v[B_QUIET];
+    int kstill = v[B_K + 2] == 0.0; /* the filter's knob is not gliding: one set of coefficients */
+    Svf c;
+    if (!bypass && kstill)
+        svf_coeffs(table, tn, v[B_K], 0.0, &c);
     for (Py_ssize_t t = 0; t < frames; t++) {
         double in[2] = {0.0, 0.0};
         for (Py_ssize_t i = 0; i < rows; i++) {
@@ -779,8 +788,7 @@ echo(PyObject *self, PyObject *args)
         if (i0 >= D)
             i0 = D - 1;
         Py_ssize_t i1 = i0 + 1 == D ? 0 : i0 + 1;
-        Svf c;
-        if (!bypass)
+        if (!bypass && !kstill)
             svf_coeffs(table, tn, ramp_at(v[B_K], v[B_K + 1], v[B_K + 2], t), 0.0, &c);
         double fb = ramp_at(v[B_FB], v[B_FB + 1], v[B_FB + 2], t);
         double ret = ramp_at(v[B_RET], v[B_RET + 1], v[B_RET + 2], t);

@@ -160,9 +160,10 @@ class Meters:
     """Levels since the last :meth:`Mixer.read_meters`, linear: channels then master.
 
     Channel meters show what each strip sends to the master bus (after its
-    fader, pan and the transport fades); the master meter shows the output
-    (after the master fader). There is always one value per strip: while the
-    original track stands in during separation, the strips are silent.
+    fader, pan, filter and the transport fades); the master meter shows the
+    output (after the master fader, the echo's return included). There is
+    always one value per strip: while the original track stands in during
+    separation, the strips are silent.
     """
 
     peak: np.ndarray
