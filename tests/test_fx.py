@@ -605,6 +605,26 @@ def test_an_echo_delay_change_glides_without_a_click() -> None:
     assert _click_energy(_run(jumpy, SR, 256, moves)) > 3 * threshold
 
 
+def test_fast_send_changes_never_click() -> None:
+    """Echo throws: both sends opened and closed in single commands every 40 ms (one
+    strip also switching between pre and post, at unity where both taps are equal),
+    the echo at a short delay and high feedback: under the click threshold."""
+    threshold = _hard_step_energy() / 100
+    throws: dict[int, list[Command]] = {0: [EchoTarget(60.0, 0.8, 0.0, 1.0)]}
+    for j in range(20):
+        on = j % 2 == 0
+        throws[4096 + 1920 * j] = [
+            _send(0, 1.0 if on else 0.0),
+            _send(1, 0.7 if on else 0.2, pre=on),
+        ]
+    out = _run(_mixer(_tones()), SR, 256, throws)
+    assert np.abs(out[SR // 2 :]).max() > 0.5  # the echo sounds
+    assert _click_energy(out) < threshold
+    # The same throws as jumps (ramps of one sample): the detector hears them.
+    jumps = _run(_mixer(_tones(), ramp_ms=1000 / SR), SR, 256, throws)
+    assert _click_energy(jumps) > 3 * threshold
+
+
 def test_echo_at_rest_is_exactly_the_plain_mix() -> None:
     """Sends opened then closed: once the tail has died away the bus stops and the
     output is, bit for bit, that of a mixer no send ever touched."""

@@ -378,12 +378,13 @@ class Mixer:
         self._pre_sum = np.zeros((n, 2, b), np.float32)  # strips before their faders
         self._pre_prod = np.zeros((n, 2, b), np.float32)  # scratch of their segments
         self._pre_mix = np.zeros((2, b), np.float32)
+        # g = tan(pi fc / sr) at |knob| = i / FILTER_TABLE, low-pass then high-pass;
+        # both kernels read this one table, so how tan rounds does not matter.
+        share = np.arange(FILTER_TABLE + 1) / FILTER_TABLE
         table = np.zeros((2, FILTER_TABLE + 1))
-        nyquist_guard = 0.45 * self.sr  # keeps tan() far from its pole
         for row, (f0, f1) in enumerate((FILTER_LP_HZ, FILTER_HP_HZ)):
-            for i in range(FILTER_TABLE + 1):
-                fc = min(f0 * (f1 / f0) ** (i / FILTER_TABLE), nyquist_guard)
-                table[row, i] = math.tan(math.pi * fc / self.sr)
+            fc = np.minimum(f0 * (f1 / f0) ** share, 0.45 * self.sr)  # far from tan's pole
+            np.tan(np.pi * fc / self.sr, out=table[row])
         self._ftable = table
 
     def reset(self) -> None:

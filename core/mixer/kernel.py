@@ -8,13 +8,18 @@ through one :class:`Kernel` chosen when it is prepared, so the engine has no
   was not built, or is a stale build). Each call keeps the GIL from start to
   end. It is used as it is, not wrapped: a wrapper class would put a Python call
   or an attribute lookup between the engine and every C call, in every block.
-  It has a fifth call, ``block``, the common block in one call
+  It has one more call, ``block``, the common block in one call
   (:class:`CompiledKernel`).
 - :class:`NumpyKernel` computes the same float32 operations in the same order
   with numpy, on scratch buffers of its own; ``tests/test_kernel.py`` checks the
   two give the same samples. It has no ``block``: the engine's numpy path takes
   every block the general way, which is what the compiled shortcut is compared
   against.
+
+The FX calls (issue #25) are here too: ``filter`` (the DJ filter of strips or of
+the master bus), ``mixdown`` (the FX path's strips into the bus) and ``echo`` (the
+echo bus, sample by sample; its numpy reference loops in Python floats, fine as a
+reference, too slow for an FX-heavy real-time block).
 
 Every call's arguments and meaning are documented in ``core/mixer/_kernel.c``.
 """
