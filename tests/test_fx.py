@@ -734,3 +734,22 @@ def test_an_fx_block_never_hands_the_gil_over() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["moved", "0"]
+
+
+def test_broken_fx_values_never_reach_the_audio() -> None:
+    """Commands that slipped past the registry (NaN, infinities, out of range) are
+    clamped, NaN to the bottom of the range: the output stays finite and the engine
+    shows what it applies."""
+    m = _mixer(_noise(2, 0.5))
+    nan, inf = float("nan"), float("inf")
+    m.post(StripTarget(0, 1.0, False, False, 0.0, nan, inf, nan, True))
+    m.post(StripTarget(1, 1.0, False, False, 0.0, -inf, nan, inf, False))
+    m.post(MasterTarget(1.0, False, inf, -inf))
+    m.post(EchoTarget(nan, inf, nan, inf))
+    out = _run(m, SR // 2, 256)
+    assert np.isfinite(out).all() and np.abs(out).max() > 0.01
+    assert m.nonfinite_blocks == 0
+    assert m.filter_state(0) == (-1.0, 1.0) and m.filter_state(1) == (-1.0, 0.0)
+    assert m.filter_state(None) == (1.0, 0.0)
+    assert m.echo_state(0) == (0.0, 1.0) and m.echo_state(1) == (1.0, 0.0)
+    assert m.echo_state(None) == (1.0, 1.0, -1.0, 1.0)

@@ -129,6 +129,13 @@ def _filter_ramps(n: int) -> FilterRamps:
     return (np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n))
 
 
+def _within(value: float, lo: float, hi: float) -> float:
+    """An FX value clamped to lo..hi; NaN is lo (the registry refuses NaN, and a
+    command that slips past it must not reach the filters or the echo)."""
+    v = float(value)
+    return lo if v != v else min(max(v, lo), hi)
+
+
 def enter_audio_thread() -> None:
     """Set up the calling thread to run :meth:`Mixer.process`: numpy's ufunc
     buffer size there becomes :data:`AUDIO_BUFSIZE` (numpy keeps it per thread)."""
@@ -547,17 +554,17 @@ class Mixer:
                 )
                 self._dirty_strips.add(i)
                 self._dirty = True  # re-aimed once, after the queue
-                fx = (min(max(float(cmd.filter), -1.0), 1.0), min(max(float(cmd.res), 0.0), 1.0))
+                fx = (_within(cmd.filter, -1.0, 1.0), _within(cmd.res, 0.0, 1.0))
                 if fx != self._fx_params[i]:
                     self._fx_params[i] = fx
                     self._aim_filter(self._fparams, i, fx)
-                send = (min(max(float(cmd.echo), 0.0), 1.0), bool(cmd.echo_pre))
+                send = (_within(cmd.echo, 0.0, 1.0), bool(cmd.echo_pre))
                 if send != self._send_params[i]:
                     self._aim_send(i, send)
         elif isinstance(cmd, MasterTarget):
             self._master_state = (min(max(cmd.gain, 0.0), MAX_GAIN), cmd.mute)
             self._master.aim(0.0 if cmd.mute else self._master_state[0], self._ramp_len)
-            fx = (min(max(float(cmd.filter), -1.0), 1.0), min(max(float(cmd.res), 0.0), 1.0))
+            fx = (_within(cmd.filter, -1.0, 1.0), _within(cmd.res, 0.0, 1.0))
             if fx != self._master_fx:
                 self._master_fx = fx
                 self._aim_filter(self._mfparams, 0, fx, master=True)
@@ -652,10 +659,10 @@ class Mixer:
         over ``ramp_ms``; at once while the bus is not running (it is silent). The
         bus then runs until it is quiet again."""
         state = (
-            min(max(float(cmd.ms), ECHO_MIN_MS), ECHO_MAX_MS),
-            min(max(float(cmd.feedback), 0.0), 1.0),
-            min(max(float(cmd.filter), -1.0), 1.0),
-            min(max(float(cmd.level), 0.0), 1.0),
+            _within(cmd.ms, ECHO_MIN_MS, ECHO_MAX_MS),
+            _within(cmd.feedback, 0.0, 1.0),
+            _within(cmd.filter, -1.0, 1.0),
+            _within(cmd.level, 0.0, 1.0),
         )
         if state == self._echo_state:
             return
