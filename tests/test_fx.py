@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import itertools
 import socket
-import subprocess
-import sys
 import tracemalloc
 from collections.abc import Mapping, Sequence
 
@@ -20,7 +18,6 @@ import numpy as np
 import pytest
 from osc_host import make_server
 from scipy import signal
-from test_kernel import _GIL_PROBE
 
 from stemdeck.core.control.registry import Registry
 from stemdeck.core.mixer.commands import (
@@ -719,21 +716,6 @@ def test_echo_over_osc_set_query_patterns_and_errors() -> None:
         assert host.registry_as_engine() == host.engine_state()[:7]
     finally:
         server.sock.close()
-
-
-@pytest.mark.e2e
-@pytest.mark.skipif(not KERNEL_BUILT, reason="the compiled kernel is not built")
-def test_an_fx_block_never_hands_the_gil_over() -> None:
-    """tests/test_kernel.py's probe, with a filter and an echo send (pre and post) on
-    all 16 strips: the FX path keeps the GIL through every block too."""
-    done = subprocess.run(
-        [sys.executable, "-c", _GIL_PROBE, "compiled", "fx"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["moved", "0"]
 
 
 def test_broken_fx_values_never_reach_the_audio() -> None:

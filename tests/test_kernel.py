@@ -195,6 +195,21 @@ def test_a_block_never_hands_the_gil_over() -> None:
     assert done.stdout.split() == ["moved", "0"]
 
 
+@pytest.mark.e2e
+def test_an_fx_block_never_hands_the_gil_over() -> None:
+    """The probe above with a DJ filter and an echo send (pre and post) on all 16
+    strips (tests/test_fx.py has the FX): the FX path keeps the GIL through every
+    block too."""
+    done = subprocess.run(
+        [sys.executable, "-c", _GIL_PROBE, "compiled", "fx"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["moved", "0"]
+
+
 def test_the_kernel_refuses_bad_arguments() -> None:
     from stemdeck.core.mixer import _kernel
 
