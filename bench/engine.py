@@ -12,6 +12,13 @@ sum of the channels' block (no gains, no ramps).
 Targets (p99 share of the block budget): 64 channels at 64 frames <= 25 %,
 4 channels at 32 frames <= 25 %.
 
+FX cases (issue #25) run beside the same cases without FX: ``filter`` puts the
+DJ filter on every strip (knobs off 0, one gliding every 50 blocks with the gain
+change), ``filter+echo`` also opens every strip's echo send (the bus at 375 ms,
+feedback 0.6, its filter at 0.2). Target: 16 channels at 64 frames with filter
+and echo, p99 <= 25 %. ``--baseline`` times the cases without FX only (an older
+engine has none).
+
 ``--baseline PATH`` times another checkout's engine against this one's, side by
 side in one run: every case of every run is measured twice, each time in a
 fresh process, once with ``stemdeck`` imported from PATH (old) and once from
@@ -45,22 +52,42 @@ from statistics import median
 
 import numpy as np
 
-from stemdeck.core.mixer.commands import Batch, Play, SetTrack, StripTarget, Track
+from stemdeck.core.mixer.commands import Batch, EchoTarget, Play, SetTrack, StripTarget, Track
 from stemdeck.core.mixer.engine import Mixer, enter_audio_thread
 
 SR = 48000
-CASES = ((4, 32), (4, 256), (16, 256), (64, 64), (64, 256))
-TARGETS = {(64, 64): 0.25, (4, 32): 0.25}
+# (channels, frames, FX): "" none, "filter" on every strip, "filter+echo" and every send.
+CASES = (
+    (4, 32, ""),
+    (4, 256, ""),
+    (16, 64, ""),
+    (16, 64, "filter+echo"),
+    (16, 256, ""),
+    (64, 64, ""),
+    (64, 256, ""),
+    (64, 256, "filter"),
+)
+TARGETS = {(64, 64, ""): 0.25, (4, 32, ""): 0.25, (16, 64, "filter+echo"): 0.25}
 
 
-def run(n: int, block: int, blocks: int) -> tuple[np.ndarray, np.ndarray]:
+def run(n: int, block: int, blocks: int, fx: str = "") -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(n)
+    filtered, echoed = "filter" in fx, "echo" in fx
+
+    def strip(i: int, gain: float, solo: bool) -> StripTarget:
+        knob = float(rng.uniform(-0.9, 0.9)) if filtered else 0.0
+        return StripTarget(i, gain, False, solo, 0.0, knob, 0.3, 0.3 if echoed else 0.0)
+
     seconds = blocks * block / SR + 1
     channels = (0.1 * rng.standard_normal((n, 2, int(seconds * SR)))).astype(np.float32)
     m = Mixer(max_channels=n)
     m.prepare(SR, block)
     m.post(SetTrack(Track(channels, SR, tuple(f"c{i}" for i in range(n)))))
     m.post(Play())
+    if echoed:
+        m.post(EchoTarget(375.0, 0.6, 0.2, 0.8))
+    if fx:
+        m.post(Batch(tuple(strip(i, 1.0, False) for i in range(n))))
     out = np.zeros((block, 2), np.float32)
     for _ in range(50):
         m.process(out)
@@ -69,10 +96,10 @@ def run(n: int, block: int, blocks: int) -> tuple[np.ndarray, np.ndarray]:
     pos = 0
     for b in range(blocks):
         if b % 50 == 0:
-            m.post(StripTarget(b % n, float(rng.uniform(0.2, 1.0)), False, False, 0.0))
+            m.post(strip(b % n, float(rng.uniform(0.2, 1.0)), False))
         if b % 400 == 200:  # /ch/*/solo 1, then 0: every strip re-aimed
             solo = b % 800 == 200
-            m.post(Batch(tuple(StripTarget(i, 1.0, False, solo, 0.0) for i in range(n))))
+            m.post(Batch(tuple(strip(i, 1.0, solo) for i in range(n))))
         t0 = time.perf_counter()
         m.process(out)
         t1 = time.perf_counter()
@@ -81,6 +108,7 @@ def run(n: int, block: int, blocks: int) -> tuple[np.ndarray, np.ndarray]:
         engine[b] = t1 - t0
         base[b] = t2 - t1
         pos += block
+    assert m._fx == bool(fx), "the FX path runs exactly in the FX cases"
     return engine, base
 
 
@@ -99,7 +127,7 @@ def _child(case: str, blocks: int, realtime: bool) -> None:
 
     n, block = (int(x) for x in case.split(","))
     scheduling = _scheduling(realtime)
-    engine, base = run(n, block, blocks)
+    engine, base = run(n, block, blocks)  # no FX: an older engine has none
     result = {
         "file": engine_module.__file__,
         "kernel": Mixer(max_channels=1).kernel,
@@ -124,6 +152,9 @@ def _baseline_path(path: Path, keep: tempfile.TemporaryDirectory[str]) -> Path:
     return target
 
 
+BASELINE_CASES = tuple((n, block) for n, block, fx in CASES if not fx)
+
+
 def _measure(case: tuple[int, int], blocks: int, realtime: bool, site: Path | None) -> dict:
     env = dict(os.environ)
     if site is not None:
@@ -146,16 +177,16 @@ def side_by_side(args: argparse.Namespace, baseline: Path) -> None:
     with keep:
         site = _baseline_path(baseline.resolve(), keep)
         results: dict[tuple[int, int], dict[str, list[dict]]] = {
-            case: {"old": [], "new": []} for case in CASES
+            case: {"old": [], "new": []} for case in BASELINE_CASES
         }
         for r in range(args.runs):
-            for c, case in enumerate(CASES):
+            for c, case in enumerate(BASELINE_CASES):
                 order = ("old", "new") if (r + c) % 2 == 0 else ("new", "old")
                 for side in order:
                     where = site if side == "old" else None
                     results[case][side].append(_measure(case, args.blocks, args.realtime, where))
             print(f"run {r + 1} of {args.runs} done", file=sys.stderr, flush=True)
-    first = results[CASES[0]]
+    first = results[BASELINE_CASES[0]]
     print(
         f"48 kHz; {first['new'][0]['scheduling']}; "
         f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}; "
@@ -170,7 +201,7 @@ def side_by_side(args: argparse.Namespace, baseline: Path) -> None:
         f"{'p99 old':>8} {'p99 new':>8} {'new/old':>7} {'spread old':>10} {'spread new':>10}"
     )
     per_run = []
-    for n, block in CASES:
+    for n, block in BASELINE_CASES:
         budget = block / SR
         row = {}
         for side in ("old", "new"):
@@ -224,25 +255,25 @@ def main() -> None:
         f"medians of {args.runs} runs of {args.blocks} blocks"
     )
     print(
-        f"{'channels':>8} {'frames':>6} {'median':>9} {'p99':>9} {'median %':>9} {'p99 %':>7} "
-        f"{'baseline':>9} {'x baseline':>10} target"
+        f"{'channels':>8} {'frames':>6} {'fx':>11} {'median':>9} {'p99':>9} {'median %':>9} "
+        f"{'p99 %':>7} {'baseline':>9} {'x baseline':>10} target"
     )
-    for n, block in CASES:
+    for n, block, fx in CASES:
         budget = block / SR
         meds, p99s, bases = [], [], []
         for _ in range(args.runs):
-            engine, base = run(n, block, args.blocks)
+            engine, base = run(n, block, args.blocks, fx)
             meds.append(float(np.median(engine)))
             p99s.append(float(np.percentile(engine, 99)))
             bases.append(float(np.median(base)))
         med, p99, b = median(meds), median(p99s), median(bases)
-        target = TARGETS.get((n, block))
+        target = TARGETS.get((n, block, fx))
         verdict = ""
         if target is not None:
             ok = p99 / budget <= target
             verdict = f"p99 <= {target * 100:.0f} %: {'met' if ok else 'MISSED'}"
         print(
-            f"{n:>8} {block:>6} {med * 1e3:>7.3f}ms {p99 * 1e3:>7.3f}ms "
+            f"{n:>8} {block:>6} {fx or '-':>11} {med * 1e3:>7.3f}ms {p99 * 1e3:>7.3f}ms "
             f"{med / budget * 100:>8.1f}% {p99 / budget * 100:>6.1f}% {b * 1e3:>7.3f}ms "
             f"{med / b:>9.1f}x {verdict}"
         )

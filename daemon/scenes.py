@@ -117,7 +117,11 @@ class SceneStore:
         master: dict[str, Any] = snap["master"]
         channels: dict[str, dict[str, Any]] = snap["channels"]
         lines += ["[master]", f"gain = {master['gain']!r}"]
-        lines += [f"mute = {str(master['mute']).lower()}", ""]
+        lines += [f"mute = {str(master['mute']).lower()}"]
+        lines += [f"filter = {master['filter']!r}", f"res = {master['res']!r}", ""]
+        echo: dict[str, Any] = snap["echo"]
+        lines += ["[echo]"] + [f"{k} = {echo[k]!r}" for k in ("ms", "feedback", "filter", "level")]
+        lines += [""]
         for ch, values in channels.items():
             lines.append(f'[channels."{ch}"]')
             lines += [
@@ -125,6 +129,10 @@ class SceneStore:
                 f"mute = {str(values['mute']).lower()}",
                 f"solo = {str(values['solo']).lower()}",
                 f"pan = {values['pan']!r}",
+                f"filter = {values['filter']!r}",
+                f"res = {values['res']!r}",
+                f"echo = {values['echo']!r}",
+                f"echo_pre = {str(values['echo_pre']).lower()}",
                 "",
             ]
         target = folder / f"{name}.toml"
@@ -179,7 +187,7 @@ class SceneStore:
 
     # -- recall ------------------------------------------------------------------------
     def recall(self, name: str, fade: float = 0.0) -> None:
-        """Recall a scene; with ``fade`` > 0 levels and pans glide there (a morph).
+        """Recall a scene; with ``fade`` > 0 levels, pans and filters glide there (a morph).
 
         Both forms agree on the end state: a channel or value the scene does not
         name keeps its current value, and a morph never writes it. The whole scene
@@ -238,7 +246,7 @@ class SceneStore:
         """Glide the values of ``course`` (value key: start, end) over ``fade`` seconds
         from the clock's ``t0``.
 
-        Levels move along the fader and pans linearly; switches flip at the end. A
+        Levels move along the fader, pans and filters linearly; switches flip at the end. A
         value another writer writes after generation ``since`` (a hand on OSC, the
         WebSocket or MIDI; a new track's channels) leaves the morph: it is never
         written again, and the others glide on. A step the engine refuses (queue
@@ -273,7 +281,8 @@ class SceneStore:
 
 def _glide(key: str, a: float | int, b: float | int, x: float) -> float | int | None:
     """The value of ``key`` a fraction ``x`` of the way from ``a`` to ``b``: a level
-    along the fader (as a hand would move it), a pan linearly, a switch at the end
+    along the fader (as a hand would move it), a pan, a DJ filter, its resonance,
+    an echo send and the echo bus's values linearly, a switch at the end
     (None before: not written)."""
     param = key.rsplit("/", 1)[1]
     if x >= 1.0:
@@ -281,6 +290,6 @@ def _glide(key: str, a: float | int, b: float | int, x: float) -> float | int | 
     if param == "gain":
         fa, fb = gain_to_fader(a), gain_to_fader(b)
         return fader_to_gain(min(max(fa + (fb - fa) * x, 0.0), 1.0))
-    if param == "pan":
+    if param in ("pan", "filter", "res", "echo", "ms", "feedback", "return"):
         return a + (b - a) * x
     return None

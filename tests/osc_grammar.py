@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from hypothesis import strategies as st
 
-from stemdeck.core.control.registry import CHANNEL_PARAMS, MASTER_PARAMS
+from stemdeck.core.control.registry import CHANNEL_PARAMS, ECHO_PARAMS, MASTER_PARAMS
 from stemdeck.daemon.osc.wire import encode_bundle, encode_message, unix_to_timetag
 
 NAMES = ("drums", "bass", "vocals", "other")
@@ -68,15 +68,25 @@ def valid_value(param: str) -> st.SearchStrategy[object]:
         return st.floats(0.0, 3.0, width=32)
     if param == "db":
         return st.one_of(st.floats(-120.0, 10.0, width=32), st.just(float("-inf")))
-    if param in ("mute", "solo"):
+    if param in ("mute", "solo", "echo/pre"):
         return st.sampled_from([0, 1, True, False])
-    return st.floats(-1.0, 1.0, width=32)  # pan
+    if param in ("filter/res", "echo"):
+        return st.floats(0.0, 1.0, width=32)
+    return st.floats(-1.0, 1.0, width=32)  # pan, filter
 
 
 def bad_value(param: str) -> st.SearchStrategy[object]:
-    if param in ("mute", "solo"):
+    if param in ("mute", "solo", "echo/pre"):
         return st.sampled_from([2, -1, 0.5, "on", float("nan")])
-    high = {"fader": 1.0, "gain": 3.2, "db": 10.0, "pan": 1.0}[param]
+    high = {
+        "fader": 1.0,
+        "gain": 3.2,
+        "db": 10.0,
+        "pan": 1.0,
+        "filter": 1.0,
+        "filter/res": 1.0,
+        "echo": 1.0,
+    }[param]
     return st.one_of(
         st.just(float("nan")),
         st.floats(_f32(high + 0.01), _f32(1e30), width=32),
@@ -88,6 +98,14 @@ def bad_value(param: str) -> st.SearchStrategy[object]:
 @st.composite
 def control_set(draw: st.DrawFn, names: tuple[str, ...] = NAMES) -> tuple[str, list, bool]:
     """(address, args, valid) for a control change, by index, name or pattern."""
+    if draw(st.integers(0, 5)) == 0:  # the echo bus
+        param = draw(st.sampled_from(ECHO_PARAMS))
+        address = f"/fx/echo/{param}"
+        low, high = {"ms": (1.0, 4000.0), "filter": (-1.0, 1.0)}.get(param, (0.0, 1.0))
+        if draw(st.integers(0, 4)) == 0:
+            bad = st.floats(_f32(high + 0.01), _f32(1e30), width=32)
+            return address, [draw(st.one_of(st.just(float("nan")), bad, st.just("x")))], False
+        return address, [draw(st.floats(low, high, width=32))], True
     if draw(st.booleans()):
         param = draw(st.sampled_from(CHANNEL_PARAMS))
         token = draw(st.one_of(channel_token(names), channel_pattern(names)))

@@ -91,6 +91,8 @@ class FakeHost:
             tuple(s.solo for s in strips),
             tuple(s.pan for s in strips),
             (master.gain, master.mute),
+            (*(m.filter_state(i) for i in range(m.max_channels)), m.filter_state(None)),
+            (*(m.echo_state(i) for i in range(m.max_channels)), m.echo_state(None)),
             m.loop,
         )
 
@@ -103,6 +105,11 @@ class FakeHost:
             tuple(s.solo for s in r.strips),
             tuple(s.pan for s in r.strips),
             (r.master.gain, r.master.mute),
+            (*((s.filter, s.res) for s in r.strips), (r.master.filter, r.master.res)),
+            (
+                *((s.echo, float(s.echo_pre)) for s in r.strips),
+                (r.echo.ms, r.echo.feedback, r.echo.filter, r.echo.level),
+            ),
         )
 
 

@@ -127,7 +127,7 @@ def parse_midi_map(text: str, source: str) -> MidiMap:
             raise _entry_error(source, where, f"unknown action {target!r}")
         if is_action and mode != "trigger":
             mode = "trigger"
-        if not is_action and not (target.startswith("/ch/") or target.startswith("/master/")):
+        if not is_action and not target.startswith(("/ch/", "/master/", "/fx/")):
             raise _entry_error(source, where, f"unknown target {target!r}")
         if target.startswith("/scene/") and not entry.get("args"):
             raise _entry_error(source, where, f'{target} needs args = ["scene name"]')

@@ -29,8 +29,13 @@ from dataclasses import dataclass, replace
 from typing import TypedDict
 
 from ..errors import ParameterError
-from ..mixer.commands import Batch, Command, MasterTarget, StripTarget
+from ..mixer.commands import Batch, Command, EchoTarget, MasterTarget, StripTarget
 from ..mixer.params import (
+    ECHO_FEEDBACK,
+    ECHO_MAX_MS,
+    ECHO_MIN_MS,
+    ECHO_MS,
+    ECHO_RETURN,
     MAX_DB,
     MAX_GAIN,
     OFF_DB,
@@ -43,8 +48,12 @@ from .pattern import MAX_PATTERN, compile_pattern, is_pattern
 
 __all__ = [
     "CHANNEL_PARAMS",
+    "ECHO_PARAMS",
     "MASTER_PARAMS",
+    "PARAM_ALIASES",
     "ChannelState",
+    "EchoSceneState",
+    "EchoState",
     "MasterState",
     "Registry",
     "SceneState",
@@ -52,8 +61,25 @@ __all__ = [
     "Transaction",
 ]
 
-CHANNEL_PARAMS = ("fader", "gain", "db", "mute", "solo", "pan")
-MASTER_PARAMS = ("fader", "gain", "db", "mute")
+CHANNEL_PARAMS = (
+    "fader",
+    "gain",
+    "db",
+    "mute",
+    "solo",
+    "pan",
+    "filter",
+    "filter/res",
+    "echo",
+    "echo/pre",
+)
+# Second names of the parameters that have parameters below them (/ch/N/filter has
+# filter/res): the value one level down, as OSCQuery lists it (no node there is both
+# a value and a container). Plain addresses only; patterns match the first names.
+PARAM_ALIASES = {"filter/knob": "filter", "echo/send": "echo"}
+ECHO_PARAMS = ("ms", "feedback", "filter", "return")  # /fx/echo/<param>
+ECHO = -1  # the echo bus's index in a (index, param) target (None is the master)
+MASTER_PARAMS = ("fader", "gain", "db", "mute", "filter", "filter/res")
 # The values behind the parameters: fader, gain and db are three views of one gain.
 _VALUE_OF = {
     "fader": "gain",
@@ -62,15 +88,54 @@ _VALUE_OF = {
     "mute": "mute",
     "solo": "solo",
     "pan": "pan",
+    "filter": "filter",
+    "filter/res": "filter/res",
+    "echo": "echo",
+    "echo/pre": "echo/pre",
+    "ms": "ms",
+    "feedback": "feedback",
+    "return": "return",
 }
+# A channel's value keys (Registry.written_since), after /ch/N/.
+_CHANNEL_VALUES = ("gain", "mute", "solo", "pan", "filter", "filter/res", "echo", "echo/pre")
+# The values a scene may name (SceneState keys) and their value keys.
+_SCENE_VALUES = {
+    "gain": "gain",
+    "mute": "mute",
+    "solo": "solo",
+    "pan": "pan",
+    "filter": "filter",
+    "res": "filter/res",
+    "echo": "echo",
+    "echo_pre": "echo/pre",
+}
+_ECHO_SCENE = {"ms": "ms", "feedback": "feedback", "filter": "filter", "level": "return"}
+_MASTER_SCENE_VALUES = {"gain": "gain", "mute": "mute", "filter": "filter", "res": "filter/res"}
 
 
 @dataclass(frozen=True)
 class StripState:
+    """A channel's (or the master's) values; ``filter`` is the DJ filter's knob
+    (-1..1, 0 off) and ``res`` its resonance (0..1)."""
+
     gain: float = 1.0
     mute: bool = False
     solo: bool = False
     pan: float = 0.0
+    filter: float = 0.0
+    res: float = 0.0
+    echo: float = 0.0
+    echo_pre: bool = False
+
+
+@dataclass(frozen=True)
+class EchoState:
+    """The echo bus: delay (ms), feedback, the DJ filter on its return, return level."""
+
+    ms: float = ECHO_MS
+    feedback: float = ECHO_FEEDBACK
+    filter: float = 0.0
+    level: float = ECHO_RETURN
 
 
 class ChannelState(TypedDict):
@@ -80,6 +145,19 @@ class ChannelState(TypedDict):
     mute: bool
     solo: bool
     pan: float
+    filter: float
+    res: float
+    echo: float
+    echo_pre: bool
+
+
+class EchoSceneState(TypedDict):
+    """The echo bus in a :class:`SceneState` (``return`` is its return level)."""
+
+    ms: float
+    feedback: float
+    filter: float
+    level: float
 
 
 class MasterState(TypedDict):
@@ -87,6 +165,8 @@ class MasterState(TypedDict):
 
     gain: float
     mute: bool
+    filter: float
+    res: float
 
 
 class SceneState(TypedDict):
@@ -95,6 +175,7 @@ class SceneState(TypedDict):
 
     channels: dict[str, ChannelState]
     master: MasterState
+    echo: EchoSceneState
 
 
 def _number(args: Sequence[object], address: str) -> float:
@@ -134,6 +215,7 @@ class Registry:
         self.names: list[str] = []
         self.strips: list[StripState] = []
         self.master = StripState()
+        self.echo = EchoState()
         self._generation = 0
         self._stamps: dict[str, int] = {}  # value key -> generation of its last write
         self._renamed = 0  # generation from which every channel value counts as written
@@ -159,6 +241,7 @@ class Registry:
                 f"/ch/{i}/{p}" for i in range(1, len(names) + 1) for p in CHANNEL_PARAMS
             ]
             self._addresses += [f"/master/{p}" for p in MASTER_PARAMS]
+            self._addresses += [f"/fx/echo/{p}" for p in ECHO_PARAMS]
             self._address_set = frozenset(self._addresses)
             self._match_cache: dict[str, tuple[tuple[str, str], ...]] = {}
 
@@ -201,18 +284,23 @@ class Registry:
     def _match(self, address: str) -> list[tuple[str, str]]:
         parts = address.split("/")
         if not is_pattern(address):
-            if len(parts) == 4 and parts[0] == "" and parts[1] == "ch":
+            if len(parts) >= 4 and parts[0] == "" and parts[1] == "ch":
                 i = self._channel_index(parts[2])
                 if i is None:
                     raise ParameterError(
                         f"unknown channel {parts[2]!r} in {address}; channels are "
                         f"1..{len(self.names)} or {', '.join(self.names)}"
                     )
-                key = f"/ch/{i}/{parts[3]}"
+                param = "/".join(parts[3:])
+                key = f"/ch/{i}/{PARAM_ALIASES.get(param, param)}"
                 if key in self._address_set:
                     return [(key, address)]
             elif address in self._address_set:
                 return [(address, address)]
+            elif address.startswith("/master/"):
+                key = f"/master/{PARAM_ALIASES.get(address[8:], '')}"
+                if key in self._address_set:
+                    return [(key, address)]
             raise ParameterError(f"unknown address {address}")
         if len(address) > MAX_PATTERN:
             raise ParameterError(
@@ -226,9 +314,16 @@ class Registry:
             m = matchers[level]
             return m.match(candidate) if m is not None else parts[level] == candidate
 
+        def fits_param(level: int, param: str) -> bool:
+            # A parameter may have parts of its own (filter/res): each fits its level.
+            steps = param.split("/")
+            return len(parts) == level + len(steps) and all(
+                fits(level + k, step) for k, step in enumerate(steps)
+            )
+
         out: list[tuple[str, str]] = []
-        if parts[0] == "" and len(parts) == 4 and fits(1, "ch"):
-            params = [p for p in CHANNEL_PARAMS if fits(3, p)]
+        if parts[0] == "" and len(parts) >= 4 and fits(1, "ch"):
+            params = [p for p in CHANNEL_PARAMS if fits_param(3, p)]
             for i, name in enumerate(self.names, 1):
                 if fits(2, str(i)):
                     token = str(i)
@@ -237,8 +332,10 @@ class Registry:
                 else:
                     continue
                 out += [(f"/ch/{i}/{p}", f"/ch/{token}/{p}") for p in params]
-        elif parts[0] == "" and len(parts) == 3 and fits(1, "master"):
-            out = [(f"/master/{p}", f"/master/{p}") for p in MASTER_PARAMS if fits(2, p)]
+        elif parts[0] == "" and len(parts) >= 3 and fits(1, "master"):
+            out = [(f"/master/{p}", f"/master/{p}") for p in MASTER_PARAMS if fits_param(2, p)]
+        elif parts[0] == "" and len(parts) == 4 and fits(1, "fx") and fits(2, "echo"):
+            out = [(f"/fx/echo/{p}", f"/fx/echo/{p}") for p in ECHO_PARAMS if fits(3, p)]
         if not out:
             raise ParameterError(f"no control matches {address}")
         return out
@@ -261,7 +358,8 @@ class Registry:
 
         A value key is the canonical key of one stored value: ``/ch/N/gain`` (for
         the fader, gain and db views alike), ``/ch/N/mute``, ``/ch/N/solo``,
-        ``/ch/N/pan``, ``/master/gain``, ``/master/mute``. A value is written when
+        ``/ch/N/pan``, ``/ch/N/filter``, ``/ch/N/filter/res``, ``/master/gain``,
+        ``/master/mute``, ``/master/filter``, ``/master/filter/res``. A value is written when
         a kept commit staged it by :meth:`Transaction.set`, :meth:`Transaction.set_norm`
         or, if the scene names it, :meth:`Transaction.restore` (even to the value it
         had); every channel value is written when the channel names change."""
@@ -269,28 +367,33 @@ class Registry:
             out = {key for key, g in self._stamps.items() if g > generation}
             if self._renamed > generation:
                 out.update(
-                    f"/ch/{i}/{p}"
-                    for i in range(1, len(self.names) + 1)
-                    for p in ("gain", "mute", "solo", "pan")
+                    f"/ch/{i}/{p}" for i in range(1, len(self.names) + 1) for p in _CHANNEL_VALUES
                 )
             return out
 
     def value_key(self, key: str) -> str:
         """The value key (see :meth:`written_since`) behind a canonical key."""
-        head, _, param = key.rpartition("/")
+        index, param = self._target(key)
+        if index == ECHO:
+            return key
+        head = "/master" if index is None else f"/ch/{index + 1}"
         return f"{head}/{_VALUE_OF[param]}"
 
     # -- values -----------------------------------------------------------------------
     def _target(self, key: str) -> tuple[int | None, str]:
-        parts = key.split("/")
+        parts = key.split("/", 3)
         if parts[1] == "master":
-            return None, parts[2]
+            return None, key[len("/master/") :]
+        if parts[1] == "fx":
+            return ECHO, parts[3]
         return int(parts[2]) - 1, parts[3]
 
     def get(self, key: str) -> float | int:
         """Current value of a canonical key, as its OSC reply carries it."""
         with self._lock:
             index, param = self._target(key)
+            if index == ECHO:
+                return _echo_value(self.echo, param)
             return _value(self.master if index is None else self.strips[index], param)
 
     @contextmanager
@@ -326,33 +429,81 @@ class Registry:
             if not -1.0 <= p <= 1.0:
                 raise ParameterError(f"{key} takes -1..1, got {p:g}")
             return replace(state, pan=p)
+        if param == "filter":
+            f = _number(args, key)
+            if not -1.0 <= f <= 1.0:
+                raise ParameterError(
+                    f"{key} takes -1..1 (below 0 low-pass, above 0 high-pass), got {f:g}"
+                )
+            return replace(state, filter=f)
+        if param == "filter/res":
+            r = _number(args, key)
+            if not 0.0 <= r <= 1.0:
+                raise ParameterError(f"{key} takes 0..1, got {r:g}")
+            return replace(state, res=r)
+        if param == "echo":
+            e = _number(args, key)
+            if not 0.0 <= e <= 1.0:
+                raise ParameterError(f"{key} takes 0..1, got {e:g}")
+            return replace(state, echo=e)
+        if param == "echo/pre":
+            return replace(state, echo_pre=_switch(args, key))
         raise ParameterError(f"unknown address {key}")
 
     # -- 0..1 views (MIDI) ----------------------------------------------------------------
     def get_norm(self, key: str) -> float:
-        """The 0..1 view: fader position for levels, -1..1 mapped to 0..1 for pan."""
-        _, param = self._target(key)
+        """The 0..1 view: fader position for levels, -1..1 mapped to 0..1 for pan, a
+        filter with its 0 at 64/127 and the echo's delay exponentially over its range
+        (the inverses of :meth:`Transaction.set_norm`)."""
+        index, param = self._target(key)
         value = self.get(key)
         if param in ("fader", "gain", "db"):
             return float(self.get(key.rsplit("/", 1)[0] + "/fader"))
         if param == "pan":
             return (float(value) + 1.0) / 2.0
+        if param == "filter":
+            f = float(value)
+            return (64.0 + (63.0 if f >= 0.0 else 64.0) * f) / 127.0
+        if index == ECHO and param == "ms":
+            return math.log(float(value) / ECHO_MIN_MS) / math.log(ECHO_MAX_MS / ECHO_MIN_MS)
         return float(value)
 
     # -- snapshots (scenes, /state) ---------------------------------------------------------
     def snapshot(self) -> SceneState:
         """Every channel's and the master's state, by channel name: a scene."""
         with self._lock:
-            return _snapshot(self.names, self.strips, self.master)
+            return _snapshot(self.names, self.strips, self.master, self.echo)
 
 
-def _snapshot(names: Sequence[str], strips: Sequence[StripState], master: StripState) -> SceneState:
+def _snapshot(
+    names: Sequence[str], strips: Sequence[StripState], master: StripState, echo: EchoState
+) -> SceneState:
     return {
         "channels": {
-            n: {"gain": s.gain, "mute": s.mute, "solo": s.solo, "pan": s.pan}
+            n: {
+                "gain": s.gain,
+                "mute": s.mute,
+                "solo": s.solo,
+                "pan": s.pan,
+                "filter": s.filter,
+                "res": s.res,
+                "echo": s.echo,
+                "echo_pre": s.echo_pre,
+            }
             for n, s in zip(names, strips, strict=True)
         },
-        "master": {"gain": master.gain, "mute": master.mute},
+        "master": {
+            "gain": master.gain,
+            "mute": master.mute,
+            "filter": master.filter,
+            "res": master.res,
+        },
+        "echo": {
+            "ms": echo.ms,
+            "feedback": echo.feedback,
+            "filter": echo.filter,
+            "level": echo.level,
+        },
     }
 
 
@@ -374,7 +525,50 @@ def _state_from(values: Mapping[str, object], current: StripState) -> StripState
         mute=flag("mute", current.mute),
         solo=flag("solo", current.solo),
         pan=num("pan", -1.0, 1.0, current.pan),
+        filter=num("filter", -1.0, 1.0, current.filter),
+        res=num("res", 0.0, 1.0, current.res),
+        echo=num("echo", 0.0, 1.0, current.echo),
+        echo_pre=flag("echo_pre", current.echo_pre),
     )
+
+
+def _echo_from(values: Mapping[str, object], current: EchoState) -> EchoState:
+    def num(key: str, lo: float, hi: float, default: float) -> float:
+        v = values.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, int | float) or math.isnan(v):
+            raise ParameterError(f"scene value echo {key}={v!r} is not a number")
+        return min(max(float(v), lo), hi)
+
+    return EchoState(
+        ms=num("ms", ECHO_MIN_MS, ECHO_MAX_MS, current.ms),
+        feedback=num("feedback", 0.0, 1.0, current.feedback),
+        filter=num("filter", -1.0, 1.0, current.filter),
+        level=num("level", 0.0, 1.0, current.level),
+    )
+
+
+def _echo_value(state: EchoState, param: str) -> float:
+    if param == "return":
+        return state.level
+    value: float = getattr(state, param)
+    return value
+
+
+def _echo_updated(state: EchoState, param: str, args: Sequence[object], key: str) -> EchoState:
+    x = _number(args, key)
+    if param == "ms":
+        if not ECHO_MIN_MS <= x <= ECHO_MAX_MS:
+            raise ParameterError(f"{key} takes {ECHO_MIN_MS:g}..{ECHO_MAX_MS:g} ms, got {x:g}")
+        return replace(state, ms=x)
+    if param == "filter":
+        if not -1.0 <= x <= 1.0:
+            raise ParameterError(
+                f"{key} takes -1..1 (below 0 low-pass, above 0 high-pass), got {x:g}"
+            )
+        return replace(state, filter=x)
+    if not 0.0 <= x <= 1.0:
+        raise ParameterError(f"{key} takes 0..1, got {x:g}")
+    return replace(state, feedback=x) if param == "feedback" else replace(state, level=x)
 
 
 def _value(state: StripState, param: str) -> float | int:
@@ -386,14 +580,32 @@ def _value(state: StripState, param: str) -> float | int:
         return gain_to_fader(state.gain)
     if param in ("mute", "solo"):
         return int(getattr(state, param))
+    if param == "filter":
+        return state.filter
+    if param == "filter/res":
+        return state.res
+    if param == "echo":
+        return state.echo
+    if param == "echo/pre":
+        return int(state.echo_pre)
     return state.pan
 
 
 def _command(index: int | None, state: StripState) -> Command:
     """The engine command that aims strip ``index`` (None: the master) at ``state``."""
     if index is None:
-        return MasterTarget(state.gain, state.mute)
-    return StripTarget(index, state.gain, state.mute, state.solo, state.pan)
+        return MasterTarget(state.gain, state.mute, state.filter, state.res)
+    return StripTarget(
+        index,
+        state.gain,
+        state.mute,
+        state.solo,
+        state.pan,
+        state.filter,
+        state.res,
+        state.echo,
+        state.echo_pre,
+    )
 
 
 class Transaction:
@@ -419,6 +631,7 @@ class Transaction:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self.staged: dict[int | None, StripState] = {}
+        self.staged_echo: EchoState | None = None  # the echo bus, if staged
         self.names: list[str] | None = None  # new channel names, staged by set_names
         self._written: set[str] = set()  # value keys staged (Registry.written_since)
 
@@ -443,7 +656,12 @@ class Transaction:
     def get(self, key: str) -> float | int:
         """Value of a canonical key, staged or else current."""
         index, param = self.registry._target(key)
+        if index == ECHO:
+            return _echo_value(self._echo(), param)
         return _value(self._state(index), param)
+
+    def _echo(self) -> EchoState:
+        return self.staged_echo if self.staged_echo is not None else self.registry.echo
 
     def set(self, address: str, args: Sequence[object]) -> None:
         """Validate and stage one message (an address or pattern and its arguments).
@@ -456,24 +674,41 @@ class Transaction:
         """
         reg = self.registry
         updates: dict[int | None, StripState] = {}
+        echo: EchoState | None = None
         keys = self._resolve(address)
         for key in keys:
             index, param = reg._target(key)
+            if index == ECHO:
+                echo = _echo_updated(echo or self._echo(), param, args, key)
+                continue
             state = updates[index] if index in updates else self._state(index)
             updates[index] = reg._updated(state, param, args, key)
         self.staged.update(updates)
+        if echo is not None:
+            self.staged_echo = echo
         self._written.update(reg.value_key(key) for key in keys)
 
     def set_norm(self, address: str, x: float) -> None:
         """Stage from a 0..1 view (clamped; MIDI): levels through the fader taper, pan
-        from -1..1, switches on at 0.5 and above."""
+        from -1..1, a filter with its 0 (off, a true bypass) at 64/127, a 7-bit
+        knob's centre (-1 at 0, 1 at 1, linear on each side), the resonance as it
+        is, switches on at 0.5 and above; the echo's delay exponentially over its
+        range (1 ms at 0, 4 s at 1), its feedback and return as they are."""
         x = min(max(float(x), 0.0), 1.0)
         for key in self._resolve(address):
-            _, param = self.registry._target(key)
-            if param in ("fader", "gain", "db"):
+            index, param = self.registry._target(key)
+            if index == ECHO and param == "ms":
+                ms = ECHO_MIN_MS * (ECHO_MAX_MS / ECHO_MIN_MS) ** x
+                self.set(key, [min(max(ms, ECHO_MIN_MS), ECHO_MAX_MS)])
+            elif param in ("fader", "gain", "db"):
                 self.set(key.rsplit("/", 1)[0] + "/fader", [x])
             elif param == "pan":
                 self.set(key, [x * 2.0 - 1.0])
+            elif param == "filter":
+                c = x * 127.0 - 64.0  # 64 of a 7-bit knob's 0..127 is the centre
+                self.set(key, [max(-1.0, min(1.0, c / (63.0 if c >= 0.0 else 64.0)))])
+            elif param in ("filter/res", "echo", "feedback", "return"):
+                self.set(key, [x])
             else:
                 self.set(key, [x >= 0.5])
 
@@ -500,17 +735,22 @@ class Transaction:
             if name in names and isinstance(values, Mapping):
                 i = names.index(name)
                 strips[i] = _state_from(values, strips[i])
-                written += [
-                    f"/ch/{i + 1}/{p}" for p in ("gain", "mute", "solo", "pan") if p in values
-                ]
+                written += [f"/ch/{i + 1}/{v}" for p, v in _SCENE_VALUES.items() if p in values]
         master = scene.get("master")
         current = self._state(None)
         new_master = current
         if isinstance(master, Mapping):
             new_master = _state_from(master, current)
-            written += [f"/master/{p}" for p in ("gain", "mute") if p in master]
+            written += [f"/master/{v}" for p, v in _MASTER_SCENE_VALUES.items() if p in master]
+        echo = scene.get("echo")
+        new_echo = None
+        if isinstance(echo, Mapping):  # the echo bus is staged only if the scene has it
+            new_echo = _echo_from(echo, self._echo())
+            written += [f"/fx/echo/{_ECHO_SCENE[p]}" for p in _ECHO_SCENE if p in echo]
         self.staged.update(enumerate(strips))
         self.staged[None] = new_master
+        if new_echo is not None:
+            self.staged_echo = new_echo
         self._written.update(written)
 
     def set_names(self, names: Sequence[str]) -> None:
@@ -529,12 +769,16 @@ class Transaction:
         """The state a commit would leave, as :meth:`Registry.snapshot` gives it."""
         names = self.names if self.names is not None else self.registry.names
         strips = [self._state(i) for i in range(len(names))]
-        return _snapshot(names, strips, self._state(None))
+        return _snapshot(names, strips, self._state(None), self._echo())
 
     def commands(self) -> list[Command]:
         """One engine command per strip (and the master) staged, from the staged state."""
         order = sorted(self.staged, key=lambda index: -1 if index is None else index)
-        return [_command(index, self.staged[index]) for index in order]
+        out = [_command(index, self.staged[index]) for index in order]
+        e = self.staged_echo
+        if e is not None:
+            out.append(EchoTarget(e.ms, e.feedback, e.filter, e.level))
+        return out
 
     def commit(self, post: Callable[[Command], bool], extra: Sequence[Command] = ()) -> bool:
         """Post the staged state and ``extra`` as one command, then keep the staged
@@ -562,10 +806,13 @@ class Transaction:
                 reg.master = state
             else:
                 reg.strips[index] = state
+        if self.staged_echo is not None:
+            reg.echo = self.staged_echo
         reg._generation += 1
         for key in self._written:
             reg._stamps[key] = reg._generation
         self.staged = {}
+        self.staged_echo = None
         self.names = None
         self._written = set()
         return True

@@ -1,11 +1,13 @@
 """The mixer: commands, the real-time engine, its block arithmetic, the fader taper.
 
-- :mod:`.commands`: what control threads post (``StripTarget``, ``Play``, ``Loop``,
-  ``SetTrack`` with a ``Track``...; the ``Command`` union).
+- :mod:`.commands`: what control threads post (``StripTarget``, ``EchoTarget``,
+  ``Play``, ``Loop``, ``SetTrack`` with a ``Track``...; the ``Command`` union).
 - :mod:`.engine`: ``Mixer`` (prepare, process, post, read_meters, strip_state,
-  master_state), ``Meters``, ``StripState``, ``MasterState``, ``enter_audio_thread``.
+  master_state, filter_state, echo_state, echo_running), ``Meters``,
+  ``StripState``, ``MasterState``, ``enter_audio_thread``.
 - :mod:`.heads`: ``Ramp`` and ``FadingHead``, the block's scalar ramps and fading play heads.
-- :mod:`.kernel`: the block arithmetic, ``COMPILED`` (``_kernel.c``) or ``NumpyKernel``
-  (its reference); ``KERNEL_BUILT``.
-- :mod:`.params`: the fader taper and level conversions (``fader_to_db``, ``db_to_gain``...).
+- :mod:`.kernel`: the block arithmetic (the DJ filter and the echo bus included),
+  ``COMPILED`` (``_kernel.c``) or ``NumpyKernel`` (its reference); ``KERNEL_BUILT``.
+- :mod:`.params`: the fader taper and level conversions (``fader_to_db``,
+  ``db_to_gain``...), the echo's range and defaults (``ECHO_MAX_MS``...).
 """

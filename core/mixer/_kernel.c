@@ -520,6 +520,368 @@ done:
     return to_bool(r);
 }
 
+/* filter(x, rows, frames, tgt, step, left, rtgt, rstep, rleft, state, table)
+ *
+ * The DJ filter of ``rows`` strips, in place on x (float32 (>= rows, 2, >= frames)):
+ * one knob k in -1..1 per strip (low-pass below 0, high-pass above, 0 a true
+ * bypass) and its resonance r in 0..1, both gliding per sample. A ramp is
+ * (tgt, step, left), float64 (m,) each: sample t of the block stands at
+ *   tgt - step * max(left - (t + 1), 0),
+ * so it ends exactly on its target whatever the blocks (left counts down in
+ * whole samples); every one of the m ramps moves on, filtered or not.
+ *
+ * The filter is a TPT (topology-preserving, Zavalishin) state-variable filter,
+ * stable for every cutoff below Nyquist and every damping above 0, with its
+ * state (ic1, ic2) per (strip, side) in ``state`` float64 (m, 2, 2). Its cutoff
+ * coefficient g = tan(pi fc / sr) is read from ``table`` float64 (2, T + 1):
+ * row 0 the low-pass at |k| = i / T, row 1 the high-pass, interpolated linearly
+ * (the engine fills it for its sample rate). Damping kd = sqrt 2 - 1.3142... r
+ * (Q 0.707 at r = 0, 10 at r = 1). The output is x + w (f - x), f the low or
+ * high output, w = min(20 |k|, 1): at k = 0 the strip is exactly x. A strip whose
+ * knob stands at 0 for the whole block is not touched, and its state is cleared.
+ * All in float64, in the order the numpy reference (core/mixer/kernel.py) uses.
+ */
+static int
+check_filter(Buf *x, Py_ssize_t rows, Py_ssize_t frames, Buf *p[6], Buf *state, Buf *table)
+{
+    Py_ssize_t m = SHAPE(p[0], 0);
+    if (frames < 1 || rows < 0 || rows > m || SHAPE(x, 0) < rows || SHAPE(x, 1) != 2
+        || SHAPE(x, 2) < frames || SHAPE(state, 0) != m || SHAPE(state, 1) != 2
+        || SHAPE(state, 2) != 2 || SHAPE(table, 0) != 2 || SHAPE(table, 1) < 2)
+        return bad("filter");
+    for (int j = 1; j < 6; j++)
+        if (SHAPE(p[j], 0) != m)
+            return bad("filter");
+    return 0;
+}
+
+static double
+ramp_at(double tgt, double step, double left, Py_ssize_t t)
+{
+    double rem = left - (double)(t + 1);
+    return rem > 0.0 ? tgt - step * rem : tgt;
+}
+
+/* One sample's filter coefficients: knob k, resonance r. */
+typedef struct {
+    double a1, a2, a3, kd, w;
+    int hp;
+} Svf;
+
+static void
+svf_coeffs(Buf *table, Py_ssize_t tn, double k, double r, Svf *c)
+{
+    c->hp = k > 0.0;
+    double a = fabs(k);
+    double idx = a * (double)tn;
+    double fl = floor(idx);
+    if (fl > (double)(tn - 1))
+        fl = (double)(tn - 1);
+    double frac = idx - fl;
+    Py_ssize_t ii = (Py_ssize_t)fl;
+    double g0 = *AT2(table, double, c->hp, ii), g1 = *AT2(table, double, c->hp, ii + 1);
+    double g = g0 + frac * (g1 - g0);
+    c->kd = 1.4142135623730951 - r * 1.3142135623730951;
+    c->a1 = 1.0 / (1.0 + g * (g + c->kd));
+    c->a2 = g * c->a1;
+    c->a3 = g * c->a2;
+    c->w = a * 20.0;
+    if (c->w > 1.0)
+        c->w = 1.0;
+}
+
+/* One sample v through the filter of state (c1, c2): the DJ filter's output. */
+static double
+svf_tick(const Svf *c, double v, double *c1, double *c2)
+{
+    double v3 = v - *c2;
+    double v1 = c->a1 * *c1 + c->a2 * v3;
+    double v2 = (*c2 + c->a2 * *c1) + c->a3 * v3;
+    *c1 = 2.0 * v1 - *c1;
+    *c2 = 2.0 * v2 - *c2;
+    double f = c->hp ? (v - c->kd * v1) - v2 : v2;
+    return v + c->w * (f - v);
+}
+
+static void
+run_filter(Buf *x, Py_ssize_t rows, Py_ssize_t frames, Buf *p[6], Buf *state, Buf *table)
+{
+    Py_ssize_t m = SHAPE(p[0], 0), tn = SHAPE(table, 1) - 1;
+    for (Py_ssize_t i = 0; i < m; i++) {
+        double kt = *AT1(p[0], double, i), ks = *AT1(p[1], double, i);
+        double kl = *AT1(p[2], double, i);
+        double rt = *AT1(p[3], double, i), rs = *AT1(p[4], double, i);
+        double rl = *AT1(p[5], double, i);
+        if (i < rows) {
+            double *ic = AT3(state, double, i, 0, 0);
+            double *s1 = AT3(state, double, i, 1, 0);
+            if (kl == 0.0 && kt == 0.0) {
+                *ic = *AT3(state, double, i, 0, 1) = 0.0;
+                *s1 = *AT3(state, double, i, 1, 1) = 0.0;
+            }
+            else {
+                double c1[2], c2[2];
+                for (int s = 0; s < 2; s++) {
+                    c1[s] = *AT3(state, double, i, s, 0);
+                    c2[s] = *AT3(state, double, i, s, 1);
+                }
+                /* Not gliding: the same coefficients for every sample, made once. */
+                int steady = kl == 0.0 && rl == 0.0;
+                Svf c;
+                if (steady)
+                    svf_coeffs(table, tn, kt, rt, &c);
+                for (Py_ssize_t t = 0; t < frames; t++) {
+                    if (!steady)
+                        svf_coeffs(table, tn, ramp_at(kt, ks, kl, t), ramp_at(rt, rs, rl, t), &c);
+                    for (int s = 0; s < 2; s++) {
+                        float *xp = AT3(x, float, i, s, t);
+                        *xp = (float)svf_tick(&c, (double)*xp, &c1[s], &c2[s]);
+                    }
+                }
+                for (int s = 0; s < 2; s++) {
+                    *AT3(state, double, i, s, 0) = c1[s];
+                    *AT3(state, double, i, s, 1) = c2[s];
+                }
+            }
+        }
+        double nl = kl - (double)frames;
+        *AT1(p[2], double, i) = nl > 0.0 ? nl : 0.0;
+        nl = rl - (double)frames;
+        *AT1(p[5], double, i) = nl > 0.0 ? nl : 0.0;
+    }
+}
+
+static PyObject *
+filter(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *o_x, *o_p[6], *o_state, *o_table;
+    Py_ssize_t rows, frames;
+    Buf bx, bp[6], bs, bt;
+    Buf *pp[6] = {&bp[0], &bp[1], &bp[2], &bp[3], &bp[4], &bp[5]};
+    static const char *names[6] = {"tgt", "step", "left", "rtgt", "rstep", "rleft"};
+    memset(&bx, 0, sizeof bx), memset(bp, 0, sizeof bp);
+    memset(&bs, 0, sizeof bs), memset(&bt, 0, sizeof bt);
+    PyObject *result = NULL;
+    if (!PyArg_ParseTuple(args, "OnnOOOOOOOO", &o_x, &rows, &frames, &o_p[0], &o_p[1], &o_p[2],
+                          &o_p[3], &o_p[4], &o_p[5], &o_state, &o_table))
+        return NULL;
+    int ok = get_buf(o_x, &bx, "x", 'f', 1, 3) == 0;
+    for (int j = 0; ok && j < 6; j++)
+        ok = get_buf(o_p[j], &bp[j], names[j], 'd', j == 2 || j == 5, 1) == 0;
+    ok = ok && get_buf(o_state, &bs, "state", 'd', 1, 3) == 0
+         && get_buf(o_table, &bt, "table", 'd', 0, 2) == 0
+         && check_filter(&bx, rows, frames, pp, &bs, &bt) == 0;
+    if (ok) {
+        run_filter(&bx, rows, frames, pp, &bs, &bt);
+        result = Py_NewRef(Py_None);
+    }
+    release(&bx), release_all(bp, 6), release(&bs), release(&bt);
+    return result;
+}
+
+/* echo(x, xpre, rows, frames, sends, bus, line, fstate, table, mix)
+ *
+ * The echo bus, sample by sample, added to the master bus mix (2, >= frames):
+ *   in[t]   = sum over strips i < rows, in strip order, of src_i[t] * send_i[t]
+ *             (float64), src the strip after its fader (x) or, where sends[3][i]
+ *             is not 0, before it (xpre); both float32 (>= rows, 2, >= frames);
+ *   r[t]    = the delay line read d[t] samples back, interpolated linearly;
+ *   y[t]    = r[t] through the bus's DJ filter (resonance 0), or r[t] at knob 0;
+ *   line[t] = in[t] + feedback[t] * y[t], kept within +-4 (a runaway never grows
+ *             past it, a non-finite value is 0); mix[t] += return[t] * y[t].
+ * sends: float64 (4, n): each strip's send ramp (target, step, samples left, as
+ * filter's) and its pre flag; every strip's ramp moves on. bus: float64 (15,):
+ * the write position, then the ramps of the delay (samples: target, span, left:
+ * glide_at), feedback, return and filter knob (target, step, left each), the
+ * samples the bus has been quiet (|in| and |y| under 1e-6: the engine stops
+ * running it once that exceeds the delay), and the delay glide's length.
+ * line: float32 (2, D); fstate: float64 (2, 2), the filter's state.
+ */
+enum { B_POS, B_D, B_FB = 4, B_RET = 7, B_K = 10, B_QUIET = 13, B_DLEN, B_SIZE };
+
+/* The delay's glide: (target, span, samples left) over ``length`` samples on a
+ * raised cosine, so the read head's speed changes smoothly (no corner, no click):
+ * target - span * (1 - cos(pi q)) / 2, q = the share of the glide still to go. */
+static double
+glide_at(double tgt, double span, double left, double length, Py_ssize_t t)
+{
+    double rem = left - (double)(t + 1);
+    if (!(rem > 0.0))
+        return tgt;
+    double q = rem / length;
+    return tgt - span * ((1.0 - cos(3.141592653589793 * q)) * 0.5);
+}
+
+static PyObject *
+echo(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *o[8];
+    Py_ssize_t rows, frames;
+    Buf b[8];
+    memset(b, 0, sizeof b);
+    PyObject *result = NULL;
+    if (!PyArg_ParseTuple(args, "OOnnOOOOOO", &o[0], &o[1], &rows, &frames, &o[2], &o[3], &o[4],
+                          &o[5], &o[6], &o[7]))
+        return NULL;
+    if (get_buf(o[0], &b[0], "x", 'f', 0, 3) < 0 || get_buf(o[1], &b[1], "xpre", 'f', 0, 3) < 0
+        || get_buf(o[2], &b[2], "sends", 'd', 1, 2) < 0
+        || get_buf(o[3], &b[3], "bus", 'd', 1, 1) < 0
+        || get_buf(o[4], &b[4], "line", 'f', 1, 2) < 0
+        || get_buf(o[5], &b[5], "fstate", 'd', 1, 2) < 0
+        || get_buf(o[6], &b[6], "table", 'd', 0, 2) < 0
+        || get_buf(o[7], &b[7], "mix", 'f', 1, 2) < 0)
+        goto done;
+    Buf *x = &b[0], *xpre = &b[1], *sends = &b[2], *bus = &b[3], *line = &b[4];
+    Buf *fst = &b[5], *table = &b[6], *mix = &b[7];
+    Py_ssize_t n = SHAPE(sends, 1), D = SHAPE(line, 1);
+    if (frames < 1 || rows < 0 || rows > n || SHAPE(sends, 0) != 4 || SHAPE(x, 0) < rows
+        || SHAPE(x, 1) != 2 || SHAPE(x, 2) < frames || SHAPE(xpre, 0) < rows
+        || SHAPE(xpre, 1) != 2 || SHAPE(xpre, 2) < frames || SHAPE(bus, 0) != B_SIZE
+        || SHAPE(line, 0) != 2 || D < 4 || SHAPE(fst, 0) != 2 || SHAPE(fst, 1) != 2
+        || SHAPE(table, 0) != 2 || SHAPE(table, 1) < 2 || SHAPE(mix, 0) != 2
+        || SHAPE(mix, 1) < frames) {
+        bad("echo");
+        goto done;
+    }
+    double v[B_SIZE];
+    for (int j = 0; j < B_SIZE; j++)
+        v[j] = *AT1(bus, double, j);
+    if (!(v[B_POS] >= 0.0 && v[B_POS] < (double)D) || v[B_POS] != floor(v[B_POS])
+        || !(v[B_DLEN] >= 1.0)) {
+        bad("echo: position");
+        goto done;
+    }
+    Py_ssize_t pos = (Py_ssize_t)v[B_POS], tn = SHAPE(table, 1) - 1;
+    int bypass = v[B_K + 2] == 0.0 && v[B_K] == 0.0;
+    double c1[2], c2[2];
+    for (int s = 0; s < 2; s++) {
+        c1[s] = *AT2(fst, double, s, 0);
+        c2[s] = *AT2(fst, double, s, 1);
+    }
+    double quiet = v[B_QUIET];
+    int kstill = v[B_K + 2] == 0.0; /* the filter's knob is not gliding: one set of coefficients */
+    Svf c;
+    if (!bypass && kstill)
+        svf_coeffs(table, tn, v[B_K], 0.0, &c);
+    for (Py_ssize_t t = 0; t < frames; t++) {
+        double in[2] = {0.0, 0.0};
+        for (Py_ssize_t i = 0; i < rows; i++) {
+            double sd = ramp_at(*AT2(sends, double, 0, i), *AT2(sends, double, 1, i),
+                                *AT2(sends, double, 2, i), t);
+            Buf *src = *AT2(sends, double, 3, i) != 0.0 ? xpre : x;
+            for (int s = 0; s < 2; s++)
+                in[s] = in[s] + (double)*AT3(src, float, i, s, t) * sd;
+        }
+        double d = glide_at(v[B_D], v[B_D + 1], v[B_D + 2], v[B_DLEN], t);
+        if (!(d >= 1.0))
+            d = 1.0;
+        if (d > (double)(D - 2))
+            d = (double)(D - 2);
+        double rp = (double)pos - d;
+        if (rp < 0.0)
+            rp = rp + (double)D;
+        double fl = floor(rp);
+        double frac = rp - fl;
+        Py_ssize_t i0 = (Py_ssize_t)fl;
+        if (i0 >= D)
+            i0 = D - 1;
+        Py_ssize_t i1 = i0 + 1 == D ? 0 : i0 + 1;
+        if (!bypass && !kstill)
+            svf_coeffs(table, tn, ramp_at(v[B_K], v[B_K + 1], v[B_K + 2], t), 0.0, &c);
+        double fb = ramp_at(v[B_FB], v[B_FB + 1], v[B_FB + 2], t);
+        double ret = ramp_at(v[B_RET], v[B_RET + 1], v[B_RET + 2], t);
+        int loud = fabs(in[0]) > 1e-6 || fabs(in[1]) > 1e-6;
+        for (int s = 0; s < 2; s++) {
+            double l0 = (double)*AT2(line, float, s, i0), l1 = (double)*AT2(line, float, s, i1);
+            double r = l0 + frac * (l1 - l0);
+            double y = bypass ? r : svf_tick(&c, r, &c1[s], &c2[s]);
+            double w = in[s] + fb * y;
+            if (!(w <= 4.0))
+                w = w > 4.0 ? 4.0 : 0.0; /* NaN: 0 */
+            if (w < -4.0)
+                w = -4.0;
+            *AT2(line, float, s, pos) = (float)w;
+            float *m = AT2(mix, float, s, t);
+            *m = *m + (float)(ret * y);
+            if (fabs(y) > 1e-6)
+                loud = 1;
+        }
+        quiet = loud ? 0.0 : quiet + 1.0;
+        pos = pos + 1 == D ? 0 : pos + 1;
+    }
+    for (int s = 0; s < 2; s++) {
+        *AT2(fst, double, s, 0) = bypass ? 0.0 : c1[s];
+        *AT2(fst, double, s, 1) = bypass ? 0.0 : c2[s];
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double *l = AT2(sends, double, 2, i);
+        double nl = *l - (double)frames;
+        *l = nl > 0.0 ? nl : 0.0;
+    }
+    *AT1(bus, double, B_POS) = (double)pos;
+    for (int j = B_D + 2; j <= B_K + 2; j += 3) {
+        double nl = v[j] - (double)frames;
+        *AT1(bus, double, j) = nl > 0.0 ? nl : 0.0;
+    }
+    *AT1(bus, double, B_QUIET) = quiet;
+    result = Py_NewRef(Py_None);
+done:
+    release_all(b, 8);
+    return result;
+}
+
+/* mixdown(x, rows, frames, mix, prod, co)
+ *
+ * The FX path's strips into the master bus: mix (2, >= frames) = the sum of
+ * rows 0..rows-1 of x (float32 (>= rows, 2, >= frames)) in strip order; each row
+ * also into row 1 + i of prod (the strips' meters) and, given co (>= rows, 2, B),
+ * into co (the per-strip outputs). rows 0: mix is silence.
+ */
+static PyObject *
+mixdown(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *o_x, *o_mix, *o_prod, *o_co;
+    Py_ssize_t rows, frames;
+    Buf b[4];
+    memset(b, 0, sizeof b);
+    PyObject *result = NULL;
+    if (!PyArg_ParseTuple(args, "OnnOOO", &o_x, &rows, &frames, &o_mix, &o_prod, &o_co))
+        return NULL;
+    if (get_buf(o_x, &b[0], "x", 'f', 0, 3) < 0 || get_buf(o_mix, &b[1], "mix", 'f', 1, 2) < 0
+        || get_buf(o_prod, &b[2], "prod", 'f', 1, 3) < 0
+        || (o_co != Py_None && get_buf(o_co, &b[3], "co", 'f', 1, 3) < 0))
+        goto done;
+    if (frames < 1 || rows < 0 || SHAPE(&b[0], 0) < rows || SHAPE(&b[0], 1) != 2
+        || SHAPE(&b[0], 2) < frames || SHAPE(&b[1], 0) != 2 || SHAPE(&b[1], 1) < frames
+        || !span_ok(1, rows, SHAPE(&b[2], 0)) || SHAPE(&b[2], 1) != 2
+        || SHAPE(&b[2], 2) < frames
+        || (b[3].held
+            && (SHAPE(&b[3], 0) < rows || SHAPE(&b[3], 1) != 2 || SHAPE(&b[3], 2) < frames))) {
+        bad("mixdown");
+        goto done;
+    }
+    for (Py_ssize_t s = 0; s < 2; s++)
+        for (Py_ssize_t t = 0; t < frames; t++) {
+            float acc = rows > 0 ? *AT3(&b[0], float, 0, s, t) : 0.0f;
+            for (Py_ssize_t i = 1; i < rows; i++)
+                acc = acc + *AT3(&b[0], float, i, s, t);
+            *AT2(&b[1], float, s, t) = acc;
+            for (Py_ssize_t i = 0; i < rows; i++) {
+                float v = *AT3(&b[0], float, i, s, t);
+                *AT3(&b[2], float, 1 + i, s, t) = v;
+                if (b[3].held)
+                    *AT3(&b[3], float, i, s, t) = v;
+            }
+        }
+    result = Py_NewRef(Py_None);
+done:
+    release_all(b, 4);
+    return result;
+}
+
 /* zero(buf): fill a float32 buffer of 1 to 3 dimensions, any strides, with 0. */
 static PyObject *
 zero(PyObject *self, PyObject *obj)
@@ -541,6 +903,9 @@ static PyMethodDef methods[] = {
     {"segment", segment, METH_VARARGS, "A track's strips into the mix (see _kernel.c)."},
     {"finish", finish, METH_VARARGS, "Master gain, meters and output (see _kernel.c)."},
     {"block", block, METH_VARARGS, "A steady block in one call (see _kernel.c)."},
+    {"filter", filter, METH_VARARGS, "The DJ filter of strips, in place (see _kernel.c)."},
+    {"echo", echo, METH_VARARGS, "The echo bus into the mix (see _kernel.c)."},
+    {"mixdown", mixdown, METH_VARARGS, "The FX path's strips into the mix (see _kernel.c)."},
     {"zero", zero, METH_O, "Fill a float32 buffer with zeros."},
     {NULL, NULL, 0, NULL},
 };
@@ -555,7 +920,7 @@ static struct PyModuleDef module = {
 
 /* Bumped with every change of a signature or a meaning: core/mixer/engine.py
  * runs numpy rather than a stale build (an editable install not rebuilt). */
-#define KERNEL_ABI 2
+#define KERNEL_ABI 3
 
 PyMODINIT_FUNC
 PyInit__kernel(void)

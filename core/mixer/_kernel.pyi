@@ -63,3 +63,39 @@ def block(
     /,
 ) -> bool: ...
 def zero(a: np.ndarray, /) -> None: ...
+def filter(
+    x: np.ndarray,
+    rows: int,
+    frames: int,
+    tgt: np.ndarray,
+    step: np.ndarray,
+    left: np.ndarray,
+    rtgt: np.ndarray,
+    rstep: np.ndarray,
+    rleft: np.ndarray,
+    state: np.ndarray,
+    table: np.ndarray,
+    /,
+) -> None: ...
+def mixdown(
+    x: np.ndarray,
+    rows: int,
+    frames: int,
+    mix: np.ndarray,
+    prod: np.ndarray,
+    co: np.ndarray | None,
+    /,
+) -> None: ...
+def echo(
+    x: np.ndarray,
+    xpre: np.ndarray,
+    rows: int,
+    frames: int,
+    sends: np.ndarray,
+    bus: np.ndarray,
+    line: np.ndarray,
+    fstate: np.ndarray,
+    table: np.ndarray,
+    mix: np.ndarray,
+    /,
+) -> None: ...

@@ -14,6 +14,7 @@ import numpy as np
 __all__ = [
     "Batch",
     "Command",
+    "EchoTarget",
     "Loop",
     "MasterTarget",
     "Pause",
@@ -53,19 +54,44 @@ class Track:
 
 @dataclass(frozen=True)
 class StripTarget:
-    """New target state of channel strip ``index`` (0-based)."""
+    """New target state of channel strip ``index`` (0-based).
+
+    ``filter`` is the DJ filter's knob (-1..1: low-pass below 0, high-pass above,
+    0 a true bypass) and ``res`` its resonance (0..1). ``echo`` is the send to the
+    echo bus (0..1), tapped after the fader, mute and filter, or before the fader
+    and mute (and the filter) with ``echo_pre``.
+    """
 
     index: int
     gain: float
     mute: bool
     solo: bool
     pan: float
+    filter: float = 0.0
+    res: float = 0.0
+    echo: float = 0.0
+    echo_pre: bool = False
+
+
+@dataclass(frozen=True)
+class EchoTarget:
+    """The echo bus: delay in milliseconds (clamped to the mixer's range), feedback
+    (0..1), the DJ filter knob on its return (-1..1) and the return level (0..1)."""
+
+    ms: float
+    feedback: float
+    filter: float
+    level: float
 
 
 @dataclass(frozen=True)
 class MasterTarget:
+    """The master's gain and mute, and its DJ filter (as :class:`StripTarget`'s)."""
+
     gain: float
     mute: bool
+    filter: float = 0.0
+    res: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -124,4 +150,6 @@ class Batch:
     commands: tuple[Command, ...]
 
 
-Command = StripTarget | MasterTarget | Play | Pause | Stop | Seek | Loop | SetTrack | Batch
+Command = (
+    StripTarget | MasterTarget | EchoTarget | Play | Pause | Stop | Seek | Loop | SetTrack | Batch
+)

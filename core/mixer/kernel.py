@@ -8,7 +8,7 @@ through one :class:`Kernel` chosen when it is prepared, so the engine has no
   was not built, or is a stale build). Each call keeps the GIL from start to
   end. It is used as it is, not wrapped: a wrapper class would put a Python call
   or an attribute lookup between the engine and every C call, in every block.
-  It has a fifth call, ``block``, the common block in one call
+  It has one more call, ``block``, the common block in one call
   (:class:`CompiledKernel`).
 - :class:`NumpyKernel` computes the same float32 operations in the same order
   with numpy, on scratch buffers of its own; ``tests/core/mixer/test_kernel.py`` checks the
@@ -16,22 +16,37 @@ through one :class:`Kernel` chosen when it is prepared, so the engine has no
   every block the general way, which is what the compiled shortcut is compared
   against.
 
+The FX calls (issue #25) are here too: ``filter`` (the DJ filter of strips or of
+the master bus), ``mixdown`` (the FX path's strips into the bus) and ``echo`` (the
+echo bus, sample by sample; its numpy reference loops in Python floats, fine as a
+reference, too slow for an FX-heavy real-time block).
+
 Every call's arguments and meaning are documented in ``core/mixer/_kernel.c``.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Protocol
 
 import numpy as np
 
-__all__ = ["COMPILED", "KERNEL_ABI", "KERNEL_BUILT", "CompiledKernel", "Kernel", "NumpyKernel"]
+__all__ = [
+    "COMPILED",
+    "ECHO_BUS_FIELDS",
+    "KERNEL_ABI",
+    "KERNEL_BUILT",
+    "CompiledKernel",
+    "Kernel",
+    "NumpyKernel",
+    "glide_at",
+]
 
-KERNEL_ABI = 2  # the _kernel.c this package calls (its KERNEL_ABI)
+KERNEL_ABI = 3  # the _kernel.c this package calls (its KERNEL_ABI)
 
 
 class Kernel(Protocol):
-    """The four calls every kernel has (``core/mixer/_kernel.c`` documents each)."""
+    """The calls every kernel has (``core/mixer/_kernel.c`` documents each)."""
 
     def ramp_curves(
         self,
@@ -76,11 +91,53 @@ class Kernel(Protocol):
         /,
     ) -> bool: ...
 
+    def filter(
+        self,
+        x: np.ndarray,
+        rows: int,
+        frames: int,
+        tgt: np.ndarray,
+        step: np.ndarray,
+        left: np.ndarray,
+        rtgt: np.ndarray,
+        rstep: np.ndarray,
+        rleft: np.ndarray,
+        state: np.ndarray,
+        table: np.ndarray,
+        /,
+    ) -> None: ...
+
+    def echo(
+        self,
+        x: np.ndarray,
+        xpre: np.ndarray,
+        rows: int,
+        frames: int,
+        sends: np.ndarray,
+        bus: np.ndarray,
+        line: np.ndarray,
+        fstate: np.ndarray,
+        table: np.ndarray,
+        mix: np.ndarray,
+        /,
+    ) -> None: ...
+
+    def mixdown(
+        self,
+        x: np.ndarray,
+        rows: int,
+        frames: int,
+        mix: np.ndarray,
+        prod: np.ndarray,
+        co: np.ndarray | None,
+        /,
+    ) -> None: ...
+
     def zero(self, a: np.ndarray, /) -> None: ...
 
 
 class CompiledKernel(Kernel, Protocol):
-    """The compiled kernel: the four calls, and the common block in one."""
+    """The compiled kernel: the calls of :class:`Kernel`, and the common block in one."""
 
     def block(
         self,
@@ -123,6 +180,66 @@ COMPILED: CompiledKernel | None = _load()
 KERNEL_BUILT = COMPILED is not None
 
 
+# The echo bus's scalars (``_kernel.c``'s ``echo``): the write position, the
+# delay's glide (target, span, samples left: ``glide_at``), the ramps (target,
+# step, samples left) of the feedback, return and filter knob, the samples it
+# has been quiet, and the delay glide's length.
+_B_POS, _B_D, _B_FB, _B_RET, _B_K, _B_QUIET, _B_DLEN = 0, 1, 4, 7, 10, 13, 14
+ECHO_BUS_FIELDS = 15
+
+
+def _ramp_at(tgt: float, step: float, left: float, t: int) -> float:
+    rem = left - float(t + 1)
+    return tgt - step * rem if rem > 0.0 else tgt
+
+
+def glide_at(tgt: float, span: float, left: float, length: float, t: int) -> float:
+    """The echo delay's raised-cosine glide at sample ``t`` (``_kernel.c``'s ``glide_at``)."""
+    rem = left - float(t + 1)
+    if not rem > 0.0:
+        return tgt
+    q = rem / length
+    return tgt - span * ((1.0 - math.cos(3.141592653589793 * q)) * 0.5)
+
+
+def _svf_coeffs(
+    table: np.ndarray, tn: int, k: float, r: float
+) -> tuple[float, float, float, float, float, bool]:
+    """One sample's DJ filter coefficients (a1, a2, a3, kd, w, hp), as ``_kernel.c``."""
+    hp = k > 0.0
+    a = abs(k)
+    idx = a * float(tn)
+    fl = min(float(math.floor(idx)), float(tn - 1))
+    frac = idx - fl
+    ii = int(fl)
+    g0, g1 = float(table[int(hp), ii]), float(table[int(hp), ii + 1])
+    g = g0 + frac * (g1 - g0)
+    kd = 1.4142135623730951 - r * 1.3142135623730951
+    a1 = 1.0 / (1.0 + g * (g + kd))
+    a2 = g * a1
+    a3 = g * a2
+    w = min(a * 20.0, 1.0)
+    return a1, a2, a3, kd, w, hp
+
+
+def _svf_tick(
+    c: tuple[float, float, float, float, float, bool], v: float, c1: float, c2: float
+) -> tuple[float, float, float]:
+    """One sample through the filter: (output, c1, c2)."""
+    a1, a2, a3, kd, w, hp = c
+    v3 = v - c2
+    v1 = a1 * c1 + a2 * v3
+    v2 = (c2 + a2 * c1) + a3 * v3
+    c1 = 2.0 * v1 - c1
+    c2 = 2.0 * v2 - c2
+    f = (v - kd * v1) - v2 if hp else v2
+    return v + w * (f - v), c1, c2
+
+
+_FILTER_COEFFS = ("k", "r", "a", "g", "g1", "kd", "a1", "a2", "a3", "w")
+_FILTER_STEP = ("v", "v1", "v2", "v3", "f", "tmp")
+
+
 class NumpyKernel:
     """The reference arithmetic in numpy, with the compiled kernel's calls.
 
@@ -146,6 +263,20 @@ class NumpyKernel:
         self._block_peak = np.zeros(n + 1, np.float32)  # each row's peak in this block
         self._block_sumsq = np.zeros(n + 1, np.float32)  # each row's sum of squares
         self._fading_sum = np.zeros((2, b), np.float32)  # a fading head's strips summed
+        # The DJ filter's per-sample coefficients, (strip, sample), float64, and
+        # its per-sample state arithmetic on (strip, side).
+        self._t1 = np.arange(1, b + 1, dtype=np.float64)  # t + 1
+        self._fc = {name: np.zeros((n, b)) for name in _FILTER_COEFFS}
+        self._fi = np.zeros((n, b), np.intp)
+        self._fi2 = np.zeros((n, b), np.intp)
+        self._fhp = np.zeros((n, b), bool)
+        self._fmask = np.zeros((n, b), bool)
+        self._fs = {name: np.zeros((n, 2)) for name in _FILTER_STEP}
+        self._echo_in = np.zeros((2, b))  # what the strips send, float64
+        self._echo_send = np.zeros(b)  # one strip's send ramp
+        self._echo_tmp = np.zeros((2, b))
+        self._echo_mask = np.zeros(b, bool)
+        self._echo_ret = np.zeros((2, b), np.float32)  # the return, to add to the mix
 
     def ramp_curves(
         self,
@@ -247,6 +378,211 @@ class NumpyKernel:
         else:
             np.copyto(out.T, co[:, :, :frames].reshape(2 * co.shape[0], frames))
         return True
+
+    def filter(
+        self,
+        x: np.ndarray,
+        rows: int,
+        frames: int,
+        tgt: np.ndarray,
+        step: np.ndarray,
+        left: np.ndarray,
+        rtgt: np.ndarray,
+        rstep: np.ndarray,
+        rleft: np.ndarray,
+        state: np.ndarray,
+        table: np.ndarray,
+        /,
+    ) -> None:
+        """The DJ filter of the first ``rows`` strips of ``x``, in place (see ``_kernel.c``).
+
+        The coefficients of every sample are computed at once; the recursion then
+        runs sample by sample over every (strip, side), in float64 and in the
+        compiled kernel's order. Strips whose knob stands at 0 come out exactly as
+        they went in (the wet share is 0) and their state is cleared."""
+        if rows:
+            c, n = self._fc, rows
+            t1 = self._t1[:frames]
+            k, r, a, g, g1 = (c[name][:n, :frames] for name in ("k", "r", "a", "g", "g1"))
+            kd, a1, a2, a3, w = (c[name][:n, :frames] for name in ("kd", "a1", "a2", "a3", "w"))
+            ii, hp, mask = self._fi[:n, :frames], self._fhp[:n, :frames], self._fmask[:n, :frames]
+            for value, ramp_tgt, ramp_step, ramp_left in (
+                (k, tgt, step, left),
+                (r, rtgt, rstep, rleft),
+            ):
+                # tgt - step * rem where rem = left - (t + 1) > 0, else tgt
+                np.subtract(ramp_left[:n, np.newaxis], t1, out=a)
+                np.greater(a, 0.0, out=mask)
+                np.multiply(ramp_step[:n, np.newaxis], a, out=a)
+                np.subtract(ramp_tgt[:n, np.newaxis], a, out=value)
+                np.copyto(
+                    value, np.broadcast_to(ramp_tgt[:n, np.newaxis], value.shape), where=~mask
+                )
+            np.greater(k, 0.0, out=hp)
+            np.abs(k, out=a)
+            tn = table.shape[1] - 1
+            np.multiply(a, float(tn), out=g1)  # idx
+            np.floor(g1, out=g)
+            np.minimum(g, float(tn - 1), out=g)
+            np.subtract(g1, g, out=g1)  # frac
+            # The flat table index: hp * (tn + 1) + floor(idx).
+            flat = table.reshape(-1)
+            np.copyto(ii, g, casting="unsafe")
+            base = self._fi2[:n, :frames]
+            np.multiply(hp, tn + 1, out=base, casting="unsafe")
+            np.add(ii, base, out=ii)
+            np.take(flat, ii, out=a2)  # g0
+            np.add(ii, 1, out=ii)
+            np.take(flat, ii, out=a3)  # g1
+            np.subtract(a3, a2, out=a3)
+            np.multiply(g1, a3, out=a3)
+            np.add(a2, a3, out=g)
+            np.multiply(r, 1.3142135623730951, out=kd)
+            np.subtract(1.4142135623730951, kd, out=kd)
+            np.add(g, kd, out=a1)
+            np.multiply(g, a1, out=a1)
+            np.add(1.0, a1, out=a1)
+            np.divide(1.0, a1, out=a1)
+            np.multiply(g, a1, out=a2)
+            np.multiply(g, a2, out=a3)
+            np.multiply(a, 20.0, out=w)
+            np.minimum(w, 1.0, out=w)
+            s = self._fs
+            v, v1, v2, v3, f, tmp = (s[name][:n] for name in _FILTER_STEP)
+            c1, c2 = state[:n, :, 0], state[:n, :, 1]
+            for t in range(frames):
+                col = np.s_[:, t, np.newaxis]
+                np.copyto(v, x[:n, :, t])
+                np.subtract(v, c2, out=v3)
+                np.multiply(a1[col], c1, out=v1)
+                np.multiply(a2[col], v3, out=tmp)
+                np.add(v1, tmp, out=v1)
+                np.multiply(a2[col], c1, out=v2)
+                np.add(c2, v2, out=v2)
+                np.multiply(a3[col], v3, out=tmp)
+                np.add(v2, tmp, out=v2)
+                np.multiply(v1, 2.0, out=tmp)
+                np.subtract(tmp, c1, out=c1)
+                np.multiply(v2, 2.0, out=tmp)
+                np.subtract(tmp, c2, out=c2)
+                np.multiply(kd[col], v1, out=f)
+                np.subtract(v, f, out=f)
+                np.subtract(f, v2, out=f)
+                np.copyto(f, v2, where=~hp[col])
+                np.subtract(f, v, out=f)
+                np.multiply(w[col], f, out=f)
+                np.add(v, f, out=f)
+                np.copyto(x[:n, :, t], f, casting="same_kind")
+            bypassed = (left[:n] == 0.0) & (tgt[:n] == 0.0)
+            state[:n][bypassed] = 0.0
+        np.subtract(left, frames, out=left)
+        np.maximum(left, 0.0, out=left)
+        np.subtract(rleft, frames, out=rleft)
+        np.maximum(rleft, 0.0, out=rleft)
+
+    def echo(
+        self,
+        x: np.ndarray,
+        xpre: np.ndarray,
+        rows: int,
+        frames: int,
+        sends: np.ndarray,
+        bus: np.ndarray,
+        line: np.ndarray,
+        fstate: np.ndarray,
+        table: np.ndarray,
+        mix: np.ndarray,
+        /,
+    ) -> None:
+        """The echo bus into ``mix`` (see ``_kernel.c``): the sends summed with numpy,
+        then the delay line, its filter and feedback sample by sample in Python
+        floats (float64, the compiled kernel's order). The reference only: slow."""
+        t1 = self._t1[:frames]
+        into, tmp = self._echo_in[:, :frames], self._echo_tmp[:, :frames]
+        sd, mask = self._echo_send[:frames], self._echo_mask[:frames]
+        into.fill(0.0)
+        for i in range(rows):
+            np.subtract(sends[2, i], t1, out=sd)
+            np.greater(sd, 0.0, out=mask)
+            np.multiply(sends[1, i], sd, out=sd)
+            np.subtract(sends[0, i], sd, out=sd)
+            np.copyto(sd, sends[0, i], where=~mask)
+            src = xpre if sends[3, i] != 0.0 else x
+            np.multiply(src[i, :, :frames], sd, out=tmp)
+            np.add(into, tmp, out=into)
+        size = line.shape[1]
+        tn = table.shape[1] - 1
+        v = [float(a) for a in bus]
+        pos, quiet = int(v[_B_POS]), v[_B_QUIET]
+        bypass = v[_B_K + 2] == 0.0 and v[_B_K] == 0.0
+        c1 = [float(fstate[0, 0]), float(fstate[1, 0])]
+        c2 = [float(fstate[0, 1]), float(fstate[1, 1])]
+        ins = into.tolist()
+        ret_out = self._echo_ret[:, :frames]
+        coeffs = (0.0, 0.0, 0.0, 0.0, 0.0, False)
+        for t in range(frames):
+            d = glide_at(v[_B_D], v[_B_D + 1], v[_B_D + 2], v[_B_DLEN], t)
+            d = min(max(d, 1.0), float(size - 2))
+            rp = float(pos) - d
+            if rp < 0.0:
+                rp = rp + float(size)
+            fl = float(math.floor(rp))
+            frac = rp - fl
+            i0 = min(int(fl), size - 1)
+            i1 = 0 if i0 + 1 == size else i0 + 1
+            if not bypass:
+                k = _ramp_at(v[_B_K], v[_B_K + 1], v[_B_K + 2], t)
+                coeffs = _svf_coeffs(table, tn, k, 0.0)
+            fb = _ramp_at(v[_B_FB], v[_B_FB + 1], v[_B_FB + 2], t)
+            ret = _ramp_at(v[_B_RET], v[_B_RET + 1], v[_B_RET + 2], t)
+            loud = abs(ins[0][t]) > 1e-6 or abs(ins[1][t]) > 1e-6
+            for side in (0, 1):
+                l0, l1 = float(line[side, i0]), float(line[side, i1])
+                r = l0 + frac * (l1 - l0)
+                if bypass:
+                    y = r
+                else:
+                    y, c1[side], c2[side] = _svf_tick(coeffs, r, c1[side], c2[side])
+                w = ins[side][t] + fb * y
+                if not w <= 4.0:
+                    w = 4.0 if w > 4.0 else 0.0
+                w = max(w, -4.0)
+                line[side, pos] = w
+                ret_out[side, t] = ret * y
+                if abs(y) > 1e-6:
+                    loud = True
+            quiet = 0.0 if loud else quiet + 1.0
+            pos = 0 if pos + 1 == size else pos + 1
+        np.add(mix[:, :frames], ret_out, out=mix[:, :frames])
+        for side in (0, 1):
+            fstate[side, 0] = 0.0 if bypass else c1[side]
+            fstate[side, 1] = 0.0 if bypass else c2[side]
+        np.subtract(sends[2], frames, out=sends[2])
+        np.maximum(sends[2], 0.0, out=sends[2])
+        bus[_B_POS] = pos
+        for j in (_B_D + 2, _B_FB + 2, _B_RET + 2, _B_K + 2):
+            bus[j] = max(v[j] - frames, 0.0)
+        bus[_B_QUIET] = quiet
+
+    def mixdown(
+        self,
+        x: np.ndarray,
+        rows: int,
+        frames: int,
+        mix: np.ndarray,
+        prod: np.ndarray,
+        co: np.ndarray | None,
+        /,
+    ) -> None:
+        """Rows of ``x`` summed into ``mix``, and copied to the meters and ``co``."""
+        strips = x[:rows, :, :frames]
+        if rows:
+            np.add.reduce(strips, axis=0, out=mix[:, :frames])
+        else:
+            mix[:, :frames].fill(0.0)
+        np.copyto(prod[1 : 1 + rows, :, :frames], strips)
+        if co is not None:
+            np.copyto(co[:rows, :, :frames], strips)
 
     def zero(self, a: np.ndarray, /) -> None:
         """Fill ``a`` with zeros."""

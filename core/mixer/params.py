@@ -17,6 +17,11 @@ import math
 from ..errors import ParameterError
 
 __all__ = [
+    "ECHO_FEEDBACK",
+    "ECHO_MAX_MS",
+    "ECHO_MIN_MS",
+    "ECHO_MS",
+    "ECHO_RETURN",
     "MAX_DB",
     "OFF_DB",
     "UNITY_FADER",
@@ -32,6 +37,13 @@ MAX_DB = 10.0
 OFF_DB = -90.0  # at or below this a level is off
 UNITY_FADER = 0.75
 MAX_GAIN = 10 ** (MAX_DB / 20)
+# The echo bus: its delay's range (the delay line is allocated for the longest)
+# and the values it starts at.
+ECHO_MIN_MS = 1.0
+ECHO_MAX_MS = 4000.0
+ECHO_MS = 500.0
+ECHO_FEEDBACK = 0.5
+ECHO_RETURN = 1.0
 
 # (fader position where the segment starts, slope in dB per unit, offset in dB)
 _TAPER = ((0.5, 40.0, -30.0), (0.25, 80.0, -50.0), (0.0625, 160.0, -70.0), (0.0, 480.0, -90.0))

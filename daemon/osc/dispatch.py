@@ -2,8 +2,8 @@
 
 :class:`OscControl` maps each address to a small handler, as python-osc's
 ``Dispatcher.map`` and Ardour's surface register theirs: exact addresses
-(``/ping``, ``/scene/recall``...) in one table, then the prefixes ``/ch/`` and
-``/master/`` (and any OSC pattern) for the registry's controls, and
+(``/ping``, ``/scene/recall``...) in one table, then the prefixes ``/ch/``,
+``/master/``, ``/fx/`` (and any OSC pattern) for the registry's controls, and
 ``/transport/`` for the transport verbs.
 
 A group of messages (a datagram, or one time-tagged bundle in it) is all or
@@ -206,6 +206,7 @@ class OscControl:
             self.map(address, self._list)
         self.map_prefix("/ch/", self._control)
         self.map_prefix("/master/", self._control)
+        self.map_prefix("/fx/", self._control)
         self.map_prefix("/transport/", self._transport)
 
     def map(self, address: str, handler: Handler) -> None:
@@ -537,7 +538,7 @@ class OscControl:
     def form(key: str, form: str, names: Sequence[str]) -> str:
         """A canonical key (``/ch/2/mute``) in the address form a client asked for."""
         if form == "names" and key.startswith("/ch/"):
-            _, _, index, param = key.split("/")
+            _, _, index, param = key.split("/", 3)
             i = int(index) - 1
             if 0 <= i < len(names):
                 return f"/ch/{names[i]}/{param}"

@@ -14,7 +14,8 @@ No node is both a value and a container, as clients such as python-oscquery
 require: where an OSC address has a value and addresses below it, the tree
 lists the value one level down (:data:`VALUE_CHILDREN`: ``/transport/loop`` as
 ``/transport/loop/region``, ``/meter`` as ``/meter/peak``, ``/channels`` as
-``/channels/names``); OSC answers on both. A write-only node (``ACCESS`` 2)
+``/channels/names``, ``/ch/N/filter`` as ``/ch/N/filter/knob`` and ``/ch/N/echo``
+as ``/ch/N/echo/send``); OSC answers on both. A write-only node (``ACCESS`` 2)
 carries a placeholder ``VALUE`` of its ``TYPE`` (0, 0.0, ""): such clients take
 a method's types from its ``VALUE``.
 """
@@ -27,8 +28,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from stemdeck.core.audiofile.stemfile import NI_STEMS
-from stemdeck.core.control.registry import CHANNEL_PARAMS, MASTER_PARAMS
-from stemdeck.core.mixer.params import MAX_DB, MAX_GAIN, OFF_DB
+from stemdeck.core.control.registry import CHANNEL_PARAMS, MASTER_PARAMS, PARAM_ALIASES
+from stemdeck.core.mixer.params import ECHO_MAX_MS, ECHO_MIN_MS, MAX_DB, MAX_GAIN, OFF_DB
 
 __all__ = [
     "ATTRIBUTES",
@@ -72,6 +73,9 @@ VALUE_CHILDREN = {
     "/channels": "/channels/names",
 }
 
+# A parameter with parameters below it (filter has filter/res) -> the child that
+# carries its own value in the tree: /ch/N/filter/knob, /ch/N/echo/send.
+_VALUE_LEAF = {alias.split("/")[0]: alias.split("/")[1] for alias in PARAM_ALIASES}
 _STEM_COLOURS = dict(NI_STEMS)
 _PLACEHOLDER = {"i": 0, "f": 0.0, "s": ""}
 
@@ -181,14 +185,50 @@ _LEVEL = {
         "1 solos: any solo mutes every channel not soloed; takes 1/0 or T/F",
     ),
     "pan": ("f", [{"MIN": -1.0, "MAX": 1.0}], None, "balance, -1 left .. 1 right"),
+    "filter": (
+        "f",
+        [{"MIN": -1.0, "MAX": 1.0}],
+        None,
+        "DJ filter: below 0 low-pass, above 0 high-pass, 0 off (a true bypass)",
+    ),
+    "filter/res": ("f", [{"MIN": 0.0, "MAX": 1.0}], None, "the DJ filter's resonance"),
+    "echo": (
+        "f",
+        [{"MIN": 0.0, "MAX": 1.0}],
+        None,
+        "send to the echo bus, after the fader and mute (unless echo/pre)",
+    ),
+    "echo/pre": (
+        "i",
+        [{"MIN": 0, "MAX": 1}],
+        None,
+        "1 taps the echo send before the fader, mute and filter; takes 1/0 or T/F",
+    ),
+}
+
+_ECHO = {
+    "ms": (
+        "f",
+        [{"MIN": ECHO_MIN_MS, "MAX": ECHO_MAX_MS}],
+        ["time.millisecond"],
+        "the echo's delay in milliseconds (beats come with the tempo grid); a change glides",
+    ),
+    "feedback": ("f", [{"MIN": 0.0, "MAX": 1.0}], None, "each repeat's level: the tail"),
+    "filter": (
+        "f",
+        [{"MIN": -1.0, "MAX": 1.0}],
+        None,
+        "DJ filter on the echo's return and in its feedback: thins the tail, 0 off",
+    ),
+    "return": ("f", [{"MIN": 0.0, "MAX": 1.0}], None, "the echo's level in the master"),
 }
 
 
 def _strip(base: str, params: Sequence[str], snap: Snapshot, key_base: str) -> dict[str, Any]:
-    out = {}
+    out: dict[str, Any] = {}
     for p in params:
         type_, range_, unit, text = _LEVEL[p]
-        out[p] = _method(
+        node = _method(
             f"{base}/{p}",
             type_,
             3,
@@ -197,6 +237,14 @@ def _strip(base: str, params: Sequence[str], snap: Snapshot, key_base: str) -> d
             range_=range_,
             unit=unit,
         )
+        parent, _, leaf = p.rpartition("/")
+        if parent:  # filter/res: a node inside the filter's container
+            out[parent]["CONTENTS"][leaf] = node
+        elif p in _VALUE_LEAF:  # filter: a container, its value one level down
+            node["FULL_PATH"] = f"{base}/{p}/{_VALUE_LEAF[p]}"
+            out[p] = _container(f"{base}/{p}", text, {_VALUE_LEAF[p]: node})
+        else:
+            out[p] = node
     return out
 
 
@@ -362,6 +410,28 @@ def build(snap: Snapshot) -> dict[str, Any]:
         "ch": _container("/ch", "channels, by index and by name", channels),
         "master": _container(
             "/master", "master bus", _strip("/master", MASTER_PARAMS, snap, "/master")
+        ),
+        "fx": _container(
+            "/fx",
+            "the FX buses",
+            {
+                "echo": _container(
+                    "/fx/echo",
+                    "the echo bus: every channel's echo send",
+                    {
+                        p: _method(
+                            f"/fx/echo/{p}",
+                            type_,
+                            3,
+                            text,
+                            value=v.get(f"/fx/echo/{p}"),
+                            range_=range_,
+                            unit=unit,
+                        )
+                        for p, (type_, range_, unit, text) in _ECHO.items()
+                    },
+                )
+            },
         ),
         "transport": _container("/transport", "transport", transport),
         "track": _container("/track", "the track", track),

@@ -360,7 +360,7 @@ class WebSockets:
             return path
         if path in _ALIASES:
             return _ALIASES[path]
-        if path.startswith(("/ch/", "/master/")):
+        if path.startswith(("/ch/", "/master/", "/fx/")):
             matches = self.control.host.registry.match(path)
             if len(matches) == 1:
                 return matches[0][0]

@@ -217,6 +217,10 @@ def test_a_morph_moves_only_what_the_scene_names_and_never_a_hand(morphing: Morp
         "mute": False,
         "solo": False,
         "pan": 0.0,
+        "filter": 0.0,
+        "res": 0.0,
+        "echo": 0.0,
+        "echo_pre": False,
     }
     assert reg.get("/master/mute") == 0
     # The engine was sent the master's values only: no channel was ever written.
@@ -242,8 +246,15 @@ def test_a_hand_on_a_value_the_scene_names_takes_it_from_the_morph(morphing: Mor
     morphing.at(2.0, "/master/gain", 0.5)
     ended(morphing.store)
     after = reg.snapshot()["channels"]
-    assert after["drums"] == {"gain": fader_to_gain(0.6), "mute": False, "solo": False, "pan": 0.5}
-    assert after["bass"] == {"gain": 0.5, "mute": False, "solo": False, "pan": 0.0}
+    rest = {"filter": 0.0, "res": 0.0, "echo": 0.0, "echo_pre": False}
+    assert after["drums"] == {
+        "gain": fader_to_gain(0.6),
+        "mute": False,
+        "solo": False,
+        "pan": 0.5,
+        **rest,
+    }
+    assert after["bass"] == {"gain": 0.5, "mute": False, "solo": False, "pan": 0.0, **rest}
     assert (
         after["vocals"]
         == after["other"]
@@ -252,6 +263,10 @@ def test_a_hand_on_a_value_the_scene_names_takes_it_from_the_morph(morphing: Mor
             "mute": False,
             "solo": False,
             "pan": 0.0,
+            "filter": 0.0,
+            "res": 0.0,
+            "echo": 0.0,
+            "echo_pre": False,
         }
     )
 
@@ -285,3 +300,50 @@ def test_a_new_track_with_other_channels_takes_them_from_the_morph(morphing: Mor
     morphing.at(2.0, "/master/gain", 0.5)
     ended(morphing.store)
     assert reg.get("/ch/2/pan") == 0.5
+
+
+def test_scenes_save_recall_and_morph_the_filters(morphing: Morphing) -> None:
+    """A saved scene holds every DJ filter and resonance (channels and master); a
+    recall restores them at once; a morph glides them linearly."""
+    reg = morphing.store.registry
+    set_value(reg, "/ch/bass/filter", [-0.5])
+    set_value(reg, "/ch/bass/filter/res", [0.5])
+    set_value(reg, "/master/filter", [0.25])
+    path = morphing.store.save("dub")
+    text = path.read_text()
+    assert "filter = -0.5\nres = 0.5\n" in text and "filter = 0.25\nres = 0.0\n" in text
+    set_value(reg, "/ch/bass/filter", [0.0])
+    set_value(reg, "/master/filter", [0.0])
+    morphing.store.recall("dub")
+    assert reg.get("/ch/2/filter") == -0.5 and reg.get("/ch/2/filter/res") == 0.5
+    assert reg.get("/master/filter") == 0.25
+    morphing.commands()
+    set_value(reg, "/ch/bass/filter", [0.5])
+    morphing.store.recall("dub", 2.0)
+    morphing.at(1.0, "/ch/2/filter", 0.0)  # halfway from 0.5 to -0.5
+    morphing.at(2.0, "/ch/2/filter", -0.5)
+    ended(morphing.store)
+    assert any(isinstance(c, StripTarget) and c.filter == 0.0 for c in morphing.commands())
+
+
+def test_scenes_save_recall_and_morph_the_echo(morphing: Morphing) -> None:
+    """A saved scene holds every echo send (and its tap) and the echo bus; a recall
+    restores them; a morph glides the sends and the bus, and flips a tap at the end."""
+    reg = morphing.store.registry
+    set_value(reg, "/ch/vocals/echo", [0.5])
+    set_value(reg, "/ch/vocals/echo/pre", [1])
+    set_value(reg, "/fx/echo/ms", [250.0])
+    set_value(reg, "/fx/echo/return", [0.75])
+    text = morphing.store.save("throw").read_text()
+    assert "echo = 0.5\necho_pre = true\n" in text
+    assert "[echo]\nms = 250.0\nfeedback = 0.5\nfilter = 0.0\nlevel = 0.75\n" in text
+    set_value(reg, "/ch/vocals/echo", [0.0])
+    set_value(reg, "/ch/vocals/echo/pre", [0])
+    set_value(reg, "/fx/echo/ms", [450.0])
+    morphing.store.recall("throw", 2.0)
+    morphing.at(1.0, "/fx/echo/ms", 350.0)
+    assert reg.get("/ch/3/echo") == 0.25 and reg.get("/ch/3/echo/pre") == 0
+    morphing.at(2.0, "/ch/3/echo/pre", 1)
+    ended(morphing.store)
+    assert reg.snapshot()["echo"] == {"ms": 250.0, "feedback": 0.5, "filter": 0.0, "level": 0.75}
+    assert reg.get("/ch/3/echo") == 0.5

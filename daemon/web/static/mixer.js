@@ -74,13 +74,13 @@
     if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ COMMAND: name, DATA: data }));
   }
   const GLOBAL_LISTENS = [
-    "/master/fader", "/master/mute", "/transport/playing", "/transport/position", "/transport/loop",
+    "/master/fader", "/master/mute", "/master/filter", "/transport/playing", "/transport/position", "/transport/loop",
     "/transport/length", "/track/name", "/track/progress", "/channels", "/channels/colors",
     "/meter", "/meter/rms",
   ];
   function listenChannels(from, to) {
     for (let i = from; i <= to; i++) {
-      for (const p of ["fader", "mute", "solo", "pan"]) command("LISTEN", `/ch/${i}/${p}`);
+      for (const p of ["fader", "mute", "solo", "pan", "filter", "echo"]) command("LISTEN", `/ch/${i}/${p}`);
     }
   }
   function connect() {
@@ -125,14 +125,15 @@
   const meters = { peak: [], rms: [] };
 
   function onMessage(address, args) {
-    const m = /^\/ch\/(\d+)\/(fader|mute|solo|pan)$/.exec(address);
+    const m = /^\/ch\/(\d+)\/(fader|mute|solo|pan|filter|echo)$/.exec(address);
     if (m) {
       const s = strips[Number(m[1]) - 1];
       if (s) s.set(m[2], args[0]);
       return;
     }
     switch (address) {
-      case "/master/fader": case "/master/mute": master.set(address.slice(8), args[0]); break;
+      case "/master/fader": case "/master/mute": case "/master/filter":
+        master.set(address.slice(8), args[0]); break;
       case "/transport/playing": state.playing = !!args[0]; drawTransport(); break;
       case "/transport/position": state.position = args[0]; drawTransport(); break;
       case "/transport/length": state.length = args[0]; drawTransport(); break;
@@ -318,16 +319,18 @@
     };
   }
 
-  function makePan(el, onChange) {
+  // A horizontal slider from lo to hi (pan and filter -1..1, an echo send 0..1) with a
+  // detent at 0, which a double-click (that did not drag) returns it to.
+  function makeSlider(el, lo, hi, onChange) {
     const thumb = el.querySelector(".pan-thumb");
     let value = 0;
     let drag = null;
     let stillPresses = 0;
-    const show = (v) => { thumb.style.left = `${(v + 1) * 50}%`; el.setAttribute("aria-valuenow", v.toFixed(2)); };
+    const show = (v) => { thumb.style.left = `${((v - lo) / (hi - lo)) * 100}%`; el.setAttribute("aria-valuenow", v.toFixed(2)); };
     const guard = echoGuard(() => drag !== null, (v) => { value = v; show(v); });
     const move = (v) => {
-      v = Math.min(1, Math.max(-1, v));
-      if (Math.abs(v) < 0.03) v = 0;
+      v = Math.min(hi, Math.max(lo, v));
+      if (Math.abs(v) < 0.015 * (hi - lo)) v = 0; // the detent: exactly 0 (a filter is off)
       guard.moved();
       if (v !== value) { value = v; show(v); onChange(v); }
     };
@@ -342,7 +345,7 @@
       if (fine !== drag.fine) { drag.start = value; drag.x = drag.last; drag.fine = fine; } // as the fader
       drag.last = e.clientX;
       if (Math.abs(e.clientX - drag.x0) >= MOVED_PX) drag.moved = true;
-      move(drag.start + ((e.clientX - drag.x) / (el.clientWidth || 1)) * 2 * fine);
+      move(drag.start + ((e.clientX - drag.x) / (el.clientWidth || 1)) * (hi - lo) * fine);
     });
     const end = (e) => {
       if (drag && e.pointerId === drag.id) {
@@ -386,12 +389,17 @@
     let soloed = false;
     muteBtn.addEventListener("click", () => send(`${base}/mute`, [{ i: muted ? 0 : 1 }]));
     let pan = null;
+    let echo = null;
+    // The DJ filter: left low-pass, right high-pass, centre off (the master has one too).
+    const filter = makeSlider(root.querySelector(".filter"), -1, 1, (v) => queue("filter", v));
     if (withSoloPan) {
       soloBtn.addEventListener("click", () => send(`${base}/solo`, [{ i: soloed ? 0 : 1 }]));
-      pan = makePan(root.querySelector(".pan"), (v) => queue("pan", v));
+      pan = makeSlider(root.querySelector(".pan"), -1, 1, (v) => queue("pan", v));
+      echo = makeSlider(root.querySelector(".echo"), 0, 1, (v) => queue("echo", v));
     } else {
       soloBtn.remove();
       root.querySelector(".pan").style.visibility = "hidden";
+      root.querySelector(".echo").style.visibility = "hidden";
       root.classList.add("master");
     }
     const canvas = root.querySelector(".meter");
@@ -406,6 +414,8 @@
         else if (param === "mute") { muted = !!v; muteBtn.classList.toggle("on", muted); root.dataset.mute = muted ? "1" : "0"; drawSolo(); }
         else if (param === "solo") { soloed = !!v; soloBtn.classList.toggle("on", soloed); root.dataset.solo = soloed ? "1" : "0"; drawSolo(); }
         else if (param === "pan" && pan) pan.set(v);
+        else if (param === "filter") filter.set(v);
+        else if (param === "echo" && echo) echo.set(v);
       },
     };
     return strip;

@@ -209,3 +209,35 @@ def test_transport_leds_follow_the_transport() -> None:
     assert m.led_messages() == [("cc", 0, 41, 127), ("cc", 0, 42, 0)]
     playing[0] = False
     assert m.led_messages() == [("cc", 0, 41, 0), ("cc", 0, 42, 127)]
+
+
+def test_shipped_maps_put_the_filter_on_the_knobs() -> None:
+    """Launch Control XL: Send A knobs filter, Send B knobs echo send; X-Touch Mini:
+    layer B encoders; nanoKONTROL2: its knobs. Each the channel of its strip."""
+    expected = {
+        "launchcontrol-xl": {
+            **{(9, 13 + i): f"/ch/{i + 1}/filter" for i in range(8)},
+            **{(9, 29 + i): f"/ch/{i + 1}/echo" for i in range(8)},
+        },
+        "x-touch-mini": {(11, 11 + i): f"/ch/{i + 1}/filter" for i in range(8)},
+        "nanokontrol2": {(1, 16 + i): f"/ch/{i + 1}/filter" for i in range(8)},
+    }
+    for name, want in expected.items():
+        fx = {
+            (b.channel + 1, b.number): b.target
+            for b in load_midi_map(name).bindings
+            if b.target.endswith(("/filter", "/echo"))
+        }
+        assert fx == want, name
+
+
+def test_a_filter_knob_at_its_centre_is_off() -> None:
+    """A knob picks the filter up at its centre (64 of 0..127, where the value 0 sits)
+    and leaves it exactly at 0 there: a true bypass; the ends are -1 and 1."""
+    m, reg = mapper("[[binding]]\ncc = 16\ntarget = '/ch/1/filter'\nmode = 'absolute'\n")
+    apply(reg, m.handle("cc", 0, 16, 64, 0.0))
+    assert reg.get("/ch/1/filter") == 0.0
+    apply(reg, m.handle("cc", 0, 16, 127, 0.0))
+    assert reg.get("/ch/1/filter") == 1.0
+    apply(reg, m.handle("cc", 0, 16, 0, 0.0))
+    assert reg.get("/ch/1/filter") == -1.0

@@ -45,6 +45,22 @@ def test_names_indices_and_views() -> None:
     assert isinstance(cmd, MasterTarget) and cmd.gain == pytest.approx(0.501, abs=1e-3)
 
 
+def test_a_value_with_parameters_below_it_has_a_second_name_one_level_down() -> None:
+    """OSCQuery lists /ch/N/filter as /ch/N/filter/knob (no node is both a value and a
+    container); OSC takes both names, answers on the one sent, patterns the first."""
+    reg = Registry(["drums", "bass"])
+    assert reg.match("/ch/bass/filter/knob") == [("/ch/2/filter", "/ch/bass/filter/knob")]
+    assert reg.match("/ch/1/echo/send") == [("/ch/1/echo", "/ch/1/echo/send")]
+    assert reg.match("/master/filter/knob") == [("/master/filter", "/master/filter/knob")]
+    assert reg.match("/ch/2/filter/res") == [("/ch/2/filter/res", "/ch/2/filter/res")]
+    for address in ("/ch/1/fader/knob", "/master/echo/send", "/master/knob", "/ch/1/knob"):
+        with pytest.raises(ParameterError, match=f"unknown address {address}"):
+            reg.match(address)
+    assert reg.match("/ch/1/filter/*") == [("/ch/1/filter/res", "/ch/1/filter/res")]
+    set_value(reg, "/ch/bass/filter/knob", [-0.5])
+    assert reg.get("/ch/2/filter") == -0.5
+
+
 def test_patterns() -> None:
     reg = Registry(NAMES)
     commands = set_value(reg, "/ch/*/mute", [1])
@@ -53,7 +69,9 @@ def test_patterns() -> None:
     assert reg.resolve("/ch/[1-2]/solo") == ["/ch/1/solo", "/ch/2/solo"]
     assert reg.resolve("/ch/{bass,other}/pan") == ["/ch/2/pan", "/ch/4/pan"]
     assert reg.resolve("/ch/?/fader") == [f"/ch/{i}/fader" for i in range(1, 5)]
-    assert reg.resolve("/master/*") == [f"/master/{p}" for p in ("fader", "gain", "db", "mute")]
+    assert reg.resolve("/master/*") == [
+        f"/master/{p}" for p in ("fader", "gain", "db", "mute", "filter")
+    ]
     assert reg.resolve("/ch/[!1]/mute") == ["/ch/2/mute", "/ch/3/mute", "/ch/4/mute"]
 
 
@@ -91,7 +109,8 @@ def test_norm_views_and_snapshot_roundtrip() -> None:
     scene = reg.snapshot()
     other = Registry(NAMES)
     commands = commit(other, lambda txn: txn.restore(scene))
-    assert other.snapshot() == scene and len(commands) == 5
+    # Four strips, the master and the echo bus (a snapshot holds it).
+    assert other.snapshot() == scene and len(commands) == 6
 
 
 def test_a_refused_commit_keeps_nothing_and_can_be_retried() -> None:
@@ -169,6 +188,8 @@ def test_new_channel_names_count_as_a_write_of_every_channel_value() -> None:
     assert reg.written_since(g) == set()
     commit(reg, lambda txn: txn.set_names(["piano", "voice"]))
     assert reg.written_since(g) == {
-        f"/ch/{i}/{p}" for i in (1, 2) for p in ("gain", "mute", "solo", "pan")
+        f"/ch/{i}/{p}"
+        for i in (1, 2)
+        for p in ("gain", "mute", "solo", "pan", "filter", "filter/res", "echo", "echo/pre")
     }
     assert reg.written_since(g - 1) == reg.written_since(g) | {"/master/gain"}

@@ -130,16 +130,19 @@ def test_a_non_finite_block_is_silenced_on_both_paths() -> None:
 _GIL_PROBE = """
 import gc, sys, threading, time
 import numpy as np
-from stemdeck.core.mixer.commands import Play, Seek, SetTrack, StripTarget, Track
+from stemdeck.core.mixer.commands import EchoTarget, Play, Seek, SetTrack, StripTarget, Track
 from stemdeck.core.mixer.engine import Mixer, enter_audio_thread
 
 SR = 48000
+fx = sys.argv[2:] == ["fx"]  # every strip filtered and sending to the echo
 m = Mixer(max_channels=16, compiled=sys.argv[1] == "compiled")
 m.prepare(SR, 256, outputs="channels")  # the daemon's block
 rng = np.random.default_rng(1)
 channels = (rng.standard_normal((16, 2, SR)) * 0.2).astype(np.float32)
 m.post(SetTrack(Track(channels, SR, tuple(f"c{i}" for i in range(16)))))
 m.post(Play())
+if fx:
+    m.post(EchoTarget(120.0, 0.7, 0.3, 1.0))
 out = np.zeros((256, m.out_channels), np.float32)
 enter_audio_thread()
 count = [0]
@@ -158,13 +161,17 @@ while count[0] < 10:  # it runs; from here on it waits for the GIL whenever we h
 gc.disable()
 moved = 0
 for i in range(300):
-    m.post(StripTarget(i % 16, 0.5 + (i % 7) / 10, i % 5 == 0, False, 0.0))
+    knob = (0.2 + (i % 3) / 5) if fx else 0.0
+    send = 0.5 if fx else 0.0
+    gain, pre = 0.5 + (i % 7) / 10, i % 4 == 0
+    m.post(StripTarget(i % 16, gain, i % 5 == 0, False, 0.0, knob, 0.5, send, pre))
     if i % 50 == 0:
         m.post(Seek(0.1 * (i // 50)))  # crossfades: a fading head too
     before = count[0]
     m.process(out)
     moved += count[0] != before
 stop.set()
+assert m._fx == fx
 print("moved", moved)
 """
 
@@ -180,6 +187,21 @@ def test_a_block_never_hands_the_gil_over() -> None:
     one (the numpy path moves it in most of the 300 blocks)."""
     done = subprocess.run(
         [sys.executable, "-c", _GIL_PROBE, "compiled"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["moved", "0"]
+
+
+@pytest.mark.e2e
+def test_an_fx_block_never_hands_the_gil_over() -> None:
+    """The probe above with a DJ filter and an echo send (pre and post) on all 16
+    strips (tests/core/mixer/test_fx.py has the FX): the FX path keeps the GIL through every
+    block too."""
+    done = subprocess.run(
+        [sys.executable, "-c", _GIL_PROBE, "compiled", "fx"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -448,7 +470,7 @@ def test_buffer_formats() -> None:
     for bad in wrong:
         with pytest.raises(ValueError):
             _kernel.zero(bad)
-    assert _kernel.ABI == 2
+    assert _kernel.ABI == 3
 
 
 @pytest.mark.e2e

@@ -112,6 +112,7 @@ def test_channels_by_index_and_name_and_values_follow_osc() -> None:
         assert list(root["CONTENTS"]) == [
             "ch",
             "master",
+            "fx",
             "transport",
             "track",
             "scene",
@@ -126,8 +127,40 @@ def test_channels_by_index_and_name_and_values_follow_osc() -> None:
         ]
         ch = root["CONTENTS"]["ch"]["CONTENTS"]
         assert list(ch) == ["1", "drums", "2", "bass", "3", "vocals", "4", "other"]
-        assert list(ch["vocals"]["CONTENTS"]) == ["fader", "gain", "db", "mute", "solo", "pan"]
-        assert list(root["CONTENTS"]["master"]["CONTENTS"]) == ["fader", "gain", "db", "mute"]
+        assert list(ch["vocals"]["CONTENTS"]) == [
+            "fader",
+            "gain",
+            "db",
+            "mute",
+            "solo",
+            "pan",
+            "filter",
+            "echo",
+        ]
+        master = root["CONTENTS"]["master"]["CONTENTS"]
+        assert list(master) == ["fader", "gain", "db", "mute", "filter"]
+        res = ch["vocals"]["CONTENTS"]["filter"]["CONTENTS"]["res"]
+        assert (res["FULL_PATH"], res["RANGE"]) == (
+            "/ch/vocals/filter/res",
+            [{"MIN": 0.0, "MAX": 1.0}],
+        )
+        # filter has filter/res below it: its own value is one level down, so no node
+        # is both a value and a container (python-oscquery refuses such a tree).
+        knob = ch["2"]["CONTENTS"]["filter"]["CONTENTS"]["knob"]
+        assert (knob["FULL_PATH"], knob["RANGE"]) == (
+            "/ch/2/filter/knob",
+            [{"MIN": -1.0, "MAX": 1.0}],
+        )
+        assert list(ch["2"]["CONTENTS"]["filter"]["CONTENTS"]) == ["knob", "res"]
+        assert "VALUE" not in ch["2"]["CONTENTS"]["filter"]
+        assert list(ch["2"]["CONTENTS"]["echo"]["CONTENTS"]) == ["send", "pre"]
+        assert list(master["filter"]["CONTENTS"]) == ["knob", "res"]
+        echo = root["CONTENTS"]["fx"]["CONTENTS"]["echo"]["CONTENTS"]
+        assert list(echo) == ["ms", "feedback", "filter", "return"]
+        assert echo["ms"]["RANGE"] == [{"MIN": 1.0, "MAX": 4000.0}]
+        assert echo["ms"]["VALUE"] == [500.0] and echo["return"]["VALUE"] == [1.0]
+        pre = ch["bass"]["CONTENTS"]["echo"]["CONTENTS"]["pre"]
+        assert (pre["FULL_PATH"], pre["TYPE"], pre["VALUE"]) == ("/ch/bass/echo/pre", "i", [0])
         assert osc.datagram(encode_message("/ch/drums/fader", [0.0]), ("127.0.0.1", 9)) == []
         # An off level is -inf dB: JSON has no infinity, so VALUE is null.
         assert await (await client.get("/ch/1/db?VALUE")).json() == {"VALUE": [None]}
@@ -166,9 +199,10 @@ def test_every_namespace_method_is_an_osc_address() -> None:
                 walk(child)
 
         walk(root)
-        # ch (by index and name), master, transport, track, scene, channels, meter,
-        # state/subscribe/unsubscribe/ping/status, midi
-        assert len(methods) == 8 * 6 + 4 + 10 + 4 + 3 + 1 + 2 + 5 + 1
+        # ch (by index and name, filters and echo sends included), master, fx/echo,
+        # transport, track, scene, channels, meter, state/subscribe/unsubscribe/ping/status,
+        # midi
+        assert len(methods) == 8 * 10 + 6 + 4 + 10 + 4 + 3 + 1 + 2 + 5 + 1
         sender = ("127.0.0.1", 7)
         for node in methods:
             if node["ACCESS"] & 1 and node["FULL_PATH"] not in ("/meter/peak", "/meter/rms"):
@@ -425,7 +459,7 @@ def test_binary_osc_sets_queries_and_replies_on_the_websocket() -> None:
         await ws.send_bytes(encode_message("/ch/bass/db", [-6.0]))
         await ws.send_bytes(encode_message("/ch/bass/db"))
         assert await receive_osc(ws) == [("/ch/bass/db", [pytest.approx(-6.0, abs=1e-5)])]
-        assert host.registry_as_engine() == host.engine_state()[:5]
+        assert host.registry_as_engine() == host.engine_state()[:7]
         # /state: every value in one bundle, exactly what UDP gets.
         await ws.send_bytes(encode_message("/state"))
         got = await receive_osc(ws)
@@ -467,7 +501,7 @@ def test_bad_binary_osc_is_one_error_and_changes_nothing(data: bytes, reply: str
         else:
             assert got[0][1][0].startswith("malformed OSC: ")
         assert host.registry.snapshot() == before
-        assert host.registry_as_engine() == host.engine_state()[:5]
+        assert host.registry_as_engine() == host.engine_state()[:7]
         await ws.close()
 
     run(body)

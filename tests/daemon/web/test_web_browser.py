@@ -604,6 +604,50 @@ window.__watch = (el) => new MutationObserver(() => {
 """
 
 
+def test_filter_and_echo_send_per_strip_and_the_master_filter(
+    served: tuple[Daemon, Path],
+) -> None:
+    """Every strip has a filter slider (left low-pass, right high-pass) and an echo
+    send; the master a filter. A drag sends what the page shows, a double-click turns
+    the filter off exactly (0, the bypass), and values set over OSC show on the page."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    daemon, _ = served
+    client = Client(daemon.port)
+    d = browser()
+    try:
+        open_page(d, daemon.http_url())
+        knob = strip(d, "/ch/2").find_element(By.CSS_SELECTOR, ".filter")
+        width = d.execute_script("return arguments[0].clientWidth", knob)
+        ActionChains(d, duration=0).click_and_hold(knob).move_by_offset(-20, 0).release().perform()
+        shown = float(attribute(knob, "aria-valuenow"))
+        assert shown == pytest.approx(-2 * 20 / width, abs=2.02 / width + 0.005)
+        wait_osc(client, "/ch/bass/filter", lambda v: abs(v - shown) < 6e-3, "filter not sent")
+        ActionChains(d).double_click(knob).perform()
+        wait_osc(
+            client, "/ch/bass/filter", lambda v: v == 0.0, "a double-click did not turn it off"
+        )
+        client.send("/ch/vocals/echo", 0.5)
+        echo = strip(d, "/ch/4").find_element(By.CSS_SELECTOR, ".echo")  # NI order
+        wait_for(d, lambda d: attribute(echo, "aria-valuenow") == "0.50", "echo send not shown")
+        client.send("/master/filter", -0.25)
+        master = strip(d, "/master").find_element(By.CSS_SELECTOR, ".filter")
+        wait_for(d, lambda d: attribute(master, "aria-valuenow") == "-0.25", "master filter")
+        hidden = "return getComputedStyle(arguments[0]).visibility"
+        assert (
+            d.execute_script(hidden, strip(d, "/master").find_element(By.CSS_SELECTOR, ".echo"))
+            == "hidden"
+        )
+    finally:
+        d.quit()
+        client.send("/ch/vocals/echo", 0.0)
+        client.send("/master/filter", 0.0)
+        client.send("/ch/bass/filter", 0.0)
+        wait_osc(client, "/master/filter", lambda v: v == 0.0, "master filter not reset")
+        reset_mix(client)
+
+
 def test_a_late_echo_never_throws_the_fader_back(served: tuple[Daemon, Path]) -> None:
     """Two nudges a moment apart on a slow connection: the echo of the first arrives
     after the second is done. The fader must not jump back to it (and then forward
