@@ -57,7 +57,7 @@ from typing import Any
 import numpy as np
 
 from stemdeck.core.audiofile.samples import resample, resample_channels
-from stemdeck.core.audiofile.stemfile import StemFile, channel_keys, stem_track_name
+from stemdeck.core.audiofile.stemfile import StemFile, channel_keys
 from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import ParameterError, StemdeckError
 from stemdeck.core.mixer.commands import SetTrack, Track
@@ -73,6 +73,7 @@ from .track_source import (
     check_start,
     read_source,
     read_stem_source,
+    source_name,
 )
 
 __all__ = ["LOAD_FAILED", "TrackLoader"]
@@ -304,7 +305,7 @@ class TrackLoader:
                 f"{self.engine.max_channels} channels"
             )
         keys = tuple(channel_keys(stems.names))
-        name = stem_track_name(source)
+        name = source_name(source)
         track = Track(stems.stems, self.engine.sr, keys)
         colours = list(stems.colours)
         if self._play(request, SetTrack(track), keys, name, colours=colours, separated=True):

@@ -7,10 +7,12 @@ carry text. :func:`listed` writes such a name the way bash's ``$'...'`` does, an
 :func:`unlisted` reads it back, so ``/track/list`` can show every file and
 ``/track/load`` can open it (``docs/osc.md``, "File names"):
 
-- a name that is UTF-8 and holds no escape sequence (below) is listed as it is: every
-  ordinary name is unchanged;
-- any other name is escaped: each byte that is not part of a UTF-8 character becomes
-  ``\\xNN`` (two lowercase hex digits) and each backslash becomes ``\\\\``.
+- a name that is UTF-8, holds no escape sequence (below) and no control or format
+  character is listed as it is: every ordinary name is unchanged;
+- any other name is escaped: each byte that is not part of a UTF-8 character, and
+  each byte of a control or format character (a newline, an escape, a right-to-left
+  override: what would forge a log line or garble a display), becomes ``\\xNN`` (two
+  lowercase hex digits), and each backslash becomes ``\\\\``.
 
 An escape sequence is a backslash followed by a backslash, or by ``x`` and two
 lowercase hex digits. So a listed name holds an escape sequence exactly when it was
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -46,9 +49,25 @@ def listed(path: str) -> str:
     except UnicodeDecodeError:
         pass
     else:
-        if not _ESCAPE.search(text):
+        if not _ESCAPE.search(text) and _inert(text):
             return text
-    return raw.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
+    escaped = raw.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
+    if _inert(escaped):
+        return escaped
+    return "".join(c if _inert(c) else _bytes_escaped(c) for c in escaped)
+
+
+def _inert(text: str) -> bool:
+    """No control or format character: nothing that forges a log line, recolours a
+    terminal or reverses the text after it (spaces of every kind are fine)."""
+    return text.isprintable() or all(
+        c.isprintable() or unicodedata.category(c) == "Zs" for c in text
+    )
+
+
+def _bytes_escaped(c: str) -> str:
+    """``c``'s UTF-8 bytes as ``\\xNN`` escape sequences."""
+    return "".join(f"\\x{b:02x}" for b in c.encode("utf-8"))
 
 
 def unlisted(text: str) -> str | None:

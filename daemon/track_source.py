@@ -22,7 +22,7 @@ from stemdeck.core.audiofile.samples import resample
 from stemdeck.core.audiofile.stemfile import StemFile, probe, read_stem_file, stem_track_name
 from stemdeck.core.errors import AudioFileError, ParameterError
 
-from .pathnames import resolve_listed
+from .pathnames import listed, resolve_listed
 from .track_limits import TrackLimits
 
 __all__ = [
@@ -44,8 +44,10 @@ LoadDone = Callable[[str | None], None]
 
 
 def source_name(source: str) -> str:
-    """What the status line calls a source."""
-    return "demo" if source == DEMO else stem_track_name(source)
+    """What the status line, ``/track/name`` and the log call a source: its file's name
+    without suffix, in :func:`~stemdeck.daemon.pathnames.listed` form (a name that is
+    not UTF-8, or holds control characters, escaped: one-to-one, and inert text)."""
+    return "demo" if source == DEMO else listed(stem_track_name(source))
 
 
 @dataclass(eq=False)
@@ -72,7 +74,7 @@ def read_source(source: str, sr: int | None) -> tuple[np.ndarray, int, str]:
             y = resample(y, demo.sr, sr)
         return y, sr or demo.sr, demo.name
     y, file_sr = load(source, sr=sr)
-    return y, file_sr, stem_track_name(source)
+    return y, file_sr, source_name(source)
 
 
 def read_stem_source(source: str, sr: int) -> StemFile | None:

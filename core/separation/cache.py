@@ -60,6 +60,8 @@ FORMAT_VERSION = 3  # 2: a CRC32 for every block; 3: keyed by the source at its 
 CHECK_BLOCK = 1 << 20  # bytes per checksum block
 _DEFAULT_MAX_BYTES = 20 * 2**30
 _MAX_GB = 2**20  # 1 PiB: more than any disk, and finite
+# Less than one 3-minute track's channels (about 250 MB) would be emptied on every write.
+_MIN_GB = 0.25
 
 
 def default_cache_dir() -> Path:
@@ -214,7 +216,7 @@ def _max_bytes_from_env() -> int:
     Raises
     ------
     CacheError
-        The value is not a finite number above 0 and at most :data:`_MAX_GB`.
+        The value is not a finite number from :data:`_MIN_GB` to :data:`_MAX_GB`.
     """
     env = os.environ.get("STEMDECK_CACHE_MAX_GB")
     if not env:
@@ -226,15 +228,15 @@ def _max_bytes_from_env() -> int:
     else:
         if not math.isfinite(gib):
             problem = "is not a finite number"
-        elif gib <= 0:
+        elif gib < _MIN_GB:
             problem = "leaves no room: the cache would empty itself on every write"
         elif gib > _MAX_GB:
             problem = f"is more than {_MAX_GB} GiB"
         else:
-            return max(1, int(gib * 2**30))
+            return int(gib * 2**30)
     raise CacheError(
         f"STEMDECK_CACHE_MAX_GB={env!r} {problem}; set it to the cache's size in GiB, "
-        f"above 0 and at most {_MAX_GB} (unset, it is {_DEFAULT_MAX_BYTES // 2**30})"
+        f"at least {_MIN_GB} and at most {_MAX_GB} (unset, it is {_DEFAULT_MAX_BYTES // 2**30})"
     )
 
 

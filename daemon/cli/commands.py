@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stemdeck.core.audiofile.files import load, probe_audio
+from stemdeck.core.audiofile.files import load, printable_name, probe_audio
 from stemdeck.core.audiofile.mp4 import is_mp4_path
 from stemdeck.core.audiofile.stemfile import (
     Tags,
@@ -139,13 +139,16 @@ def _separate_stem_file(args: argparse.Namespace) -> int:
             codec=args.codec,
             tags=stems.tags,
         )
-        print(f"wrote {path}")
+        print(f"wrote {printable_name(path)}")
         return 0
     folder = output_path(out, [name])
     with ChannelFiles(folder, stems.sr, args.format) as files:
         for i, (key, audio) in enumerate(zip(channel_keys(stems.names), stems.stems, strict=True)):
             files(i, key, audio)
-    print(f"wrote {len(stems.names)} files to {folder} (stems from the file, not separated)")
+    print(
+        f"wrote {len(stems.names)} files to {printable_name(folder)} "
+        "(stems from the file, not separated)"
+    )
     return 0
 
 
@@ -165,13 +168,13 @@ def cmd_separate(args: argparse.Namespace) -> int:
         write_separated_stem_file(
             path, y, list(result.names), result.channels, sr, codec=args.codec, tags=tags
         )
-        print(f"wrote {path}")
+        print(f"wrote {printable_name(path)}")
         return 0
     folder = output_path(Path(args.output), [name])
     # The files are written while the next channels are computed.
     with ChannelFiles(folder, sr, args.format) as files:
         result = _separate(args, y, sr, name, on_channel=files)
-    print(f"wrote {len(files.written)} files to {folder}")
+    print(f"wrote {len(files.written)} files to {printable_name(folder)}")
     return 0 if len(files.written) == len(result.names) else EXIT_ERROR
 
 
@@ -202,7 +205,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     result = _separate(args, y, sr, name)
     out = Path(args.output)
     plot_separation(y, result, out, title=name)
-    print(f"wrote {out}")
+    print(f"wrote {printable_name(out)}")
     return 0
 
 

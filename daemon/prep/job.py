@@ -152,7 +152,9 @@ class _Job:
             self.fail(track, str(exc), worker="client")
             return None
         if track.base is not None:
-            first = self.by_base.setdefault(track.base, track.path)
+            # Without regard to case: on a case-insensitive disk (a USB stick, macOS)
+            # Song and SONG are one folder, and the second set would replace the first.
+            first = self.by_base.setdefault(Path(str(track.base).casefold()), track.path)
             if first != track.path:
                 self.fail(track, f"same output as {str(first)!r}; rename one", worker="client")
                 return None

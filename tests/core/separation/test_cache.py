@@ -252,6 +252,9 @@ def test_an_unreadable_entry_is_kept(
         ("nan", "is not a finite number"),
         ("-1", "leaves no room: the cache would empty itself on every write"),
         ("0", "leaves no room: the cache would empty itself on every write"),
+        # Hostile review, issue 21: a tiny positive size emptied the cache on every write.
+        ("1e-30", "leaves no room: the cache would empty itself on every write"),
+        ("0.2", "leaves no room: the cache would empty itself on every write"),
         ("abc", "is not a number"),
         ("2e6", "is more than 1048576 GiB"),
     ],
@@ -264,12 +267,13 @@ def test_a_bad_cache_size_setting_is_one_clear_error(
         SeparationCache(tmp_path / "c")
     assert str(err.value) == (
         f"STEMDECK_CACHE_MAX_GB={value!r} {problem}; set it to the cache's size in GiB, "
-        "above 0 and at most 1048576 (unset, it is 20)"
+        "at least 0.25 and at most 1048576 (unset, it is 20)"
     )
 
 
 @pytest.mark.parametrize(
-    ("value", "size"), [("0.5", 2**29), ("1048576", 2**50), ("", 20 * 2**30), (None, 20 * 2**30)]
+    ("value", "size"),
+    [("0.25", 2**28), ("0.5", 2**29), ("1048576", 2**50), ("", 20 * 2**30), (None, 20 * 2**30)],
 )
 def test_the_cache_size_setting_is_in_gib(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str | None, size: int

@@ -474,6 +474,32 @@ def test_separate_names_its_outputs_safely(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.e2e  # a strict UTF-8 stdout, as a pipe into a UTF-8-only tool gives
+def test_separate_into_a_folder_whose_name_is_not_utf8_says_so_in_text(
+    tmp_path: Path, track: Path
+) -> None:
+    """Hostile review, issue 21: the files were written, then printing the folder's name
+    raised UnicodeEncodeError (a traceback, exit status 1)."""
+    out = os.fsdecode(os.fsencode(tmp_path) + b"/o\xe9")
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}
+    command = ["separate", str(track), "-o", out, "--preset", str(FAST)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "stemdeck.daemon.cli", *command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert proc.stdout == f"wrote 4 files to {tmp_path}/o\\xe9/my song\n"
+    assert sorted(p.name for p in (Path(out) / "my song").iterdir()) == [
+        "bass.wav",
+        "drums.wav",
+        "other.wav",
+        "vocals.wav",
+    ]
+
+
 # -- a quiet, plain start (issue 26) -----------------------------------------------------
 def test_c_library_stderr_goes_to_the_debug_log(
     capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -46,6 +47,12 @@ from stemdeck.daemon.pathnames import library_files, listed, resolve_listed, unl
         (b"/m/caf\\xe9 live.wav", "/m/caf\\\\xe9 live.wav"),
         (b"/m/a\\\\b.wav", "/m/a\\\\\\\\b.wav"),
         (b"/m/caf\xe9\\b.wav", "/m/caf\\xe9\\\\b.wav"),  # escaped: every backslash doubled
+        # Hostile review, issue 21: control and format characters reached logs raw.
+        (b"/m/ctl\x1b[31mred\x07.wav", "/m/ctl\\x1b[31mred\\x07.wav"),
+        (b"/m/two\nlines.wav", "/m/two\\x0alines.wav"),
+        (b"/m/rlo\xe2\x80\xaevaw.exe", "/m/rlo\\xe2\\x80\\xaevaw.exe"),
+        (b"/m/a\\b\n.wav", "/m/a\\\\b\\x0a.wav"),
+        (b"/m/nbsp\xc2\xa0.wav", "/m/nbsp\u00a0.wav"),
     ],
 )
 def test_names_are_listed_exactly(raw: bytes, shown: str) -> None:
@@ -63,6 +70,7 @@ def test_listing_is_lossless_and_one_to_one(names: list[bytes]) -> None:
     assert len(set(shown)) == len(set(paths))  # no two files share a listed name
     for path, text in zip(paths, shown, strict=True):
         text.encode("utf-8")  # every encoder takes it
+        assert all(c.isprintable() or unicodedata.category(c) == "Zs" for c in text)
         back = unlisted(text)
         assert (text if back is None else back) == path
 

@@ -826,6 +826,28 @@ def test_a_name_that_is_not_utf8_is_one_note_and_prep_goes_on(tmp_path: Path, fm
         ]
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_two_tracks_whose_outputs_differ_only_in_case_are_one_failure(tmp_path: Path) -> None:
+    """Hostile review, issue 21: Song.wav and SONG.wav were written to out/Song and
+    out/SONG, one folder on a case-insensitive disk, the second set over the first."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for i, name in enumerate(["SONG.flac", "Song.wav"]):
+        sf.write(lib / name, tone_mix(1.0, seed=60 + i).T, SR)
+    out, report = tmp_path / "out", tmp_path / "report.json"
+    env = {"STEMDECK_CACHE": str(tmp_path / "cache")}
+    args = [str(lib), "--format", "wav", "-o", str(out), "--report", str(report)]
+    done = prep_cli(*args, "--workers", "1", *COMMON, env=env)
+    assert done.returncode == 1, done.stderr
+    tracks = json.loads(report.read_text(encoding="utf-8"))["tracks"]
+    assert [(t["source"], t["outcome"], t.get("error")) for t in tracks] == [
+        (f"{lib}/SONG.flac", "separated", None),
+        (f"{lib}/Song.wav", "failed", f"same output as {str(lib / 'SONG.flac')!r}; rename one"),
+    ]
+    assert [p.name for p in out.iterdir()] == ["SONG"]
+
+
 def test_the_report_and_the_closing_lines_never_hold_a_raw_name(tmp_path: Path) -> None:
     from stemdeck.daemon.prep.report import NOT_UTF8, PrepSummary, Record, write_report
 
