@@ -18,6 +18,8 @@ import json
 import logging
 import os
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -187,7 +189,7 @@ def _json_depth(text: bytes) -> int:
     return max(0, int(np.cumsum(steps).max()))
 
 
-def _parse_manifest(payload: bytes, *, where: str) -> dict[str, Any]:
+def _parse_manifest(payload: bytes, *, where: str, path: Path) -> dict[str, Any]:
     """Decode the ``stem`` box; the parts a player needs must be there and sound.
 
     Its size and nesting are checked before it is parsed (:data:`MANIFEST_MAX`,
@@ -215,7 +217,8 @@ def _parse_manifest(payload: bytes, *, where: str) -> dict[str, Any]:
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise AudioFileError(f"{where}: broken stem box (version {_short(version)}, expected >= 1)")
     if version > MANIFEST_VERSION:
-        log.warning(
+        _warn_once(
+            path,
             "%s: stem manifest version %s is newer than 1; reading it anyway",
             where,
             _short(version),
@@ -224,6 +227,30 @@ def _parse_manifest(payload: bytes, *, where: str) -> dict[str, Any]:
     if not isinstance(stems, list) or not all(isinstance(s, dict) for s in stems):
         raise AudioFileError(f"{where}: broken stem box ('stems' is not a list of objects)")
     return manifest
+
+
+# What _warn_once said already: (path, size and mtime, message), the latest 256.
+_WARNED: OrderedDict[tuple[str, tuple[int, int] | None, str], None] = OrderedDict()
+_WARNED_LOCK = threading.Lock()
+
+
+def _warn_once(path: Path, fmt: str, *args: object) -> None:
+    """``log.warning(fmt, *args)``, once for one version (size, mtime) of the file at
+    ``path``: a load probes a stem file up to three times (header, limits, decode)."""
+    try:
+        st = path.stat()
+        version: tuple[int, int] | None = (st.st_size, st.st_mtime_ns)
+    except OSError:
+        version = None
+    key = (str(path), version, fmt % args)
+    with _WARNED_LOCK:
+        if key in _WARNED:
+            _WARNED.move_to_end(key)
+            return
+        _WARNED[key] = None
+        if len(_WARNED) > 256:
+            _WARNED.popitem(last=False)
+    log.warning(fmt, *args)
 
 
 def _short(value: object, limit: int = 40) -> str:
@@ -408,7 +435,7 @@ def probe(path: str | os.PathLike[str]) -> StemFileInfo | None:
     if read_moov(p) is None:
         raise AudioFileError(f"{where} is not an MP4 file; a stem file is an MP4 (.stem.mp4)")
     payload = read_stem_box(p)
-    manifest = None if payload is None else _parse_manifest(payload, where=where)
+    manifest = None if payload is None else _parse_manifest(payload, where=where, path=p)
     with _open(p) as container:
         audio = [s for s in container.streams if s.type == "audio"]
         if not audio:
@@ -451,12 +478,14 @@ def probe(path: str | os.PathLike[str]) -> StemFileInfo | None:
         if isinstance(name, str):
             name = display_name(name)
         if not isinstance(name, str) or not name:
-            log.warning(
-                "%s: stem %d has no name in the manifest; calling it stem%d", where, i + 1, i + 1
+            _warn_once(
+                p, "%s: stem %d has no name in the manifest; calling it stem%d", where, i + 1, i + 1
             )
             name = f"stem{i + 1}"
         if not isinstance(colour, str) or not _COLOUR.match(colour):
-            log.warning("%s: stem %r has colour %s; using the default", where, name, _short(colour))
+            _warn_once(
+                p, "%s: stem %r has colour %s; using the default", where, name, _short(colour)
+            )
             colour = NI_STEMS[i][1]
         names_l.append(name)
         colours_l.append(colour.upper())
