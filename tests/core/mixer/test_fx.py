@@ -131,7 +131,8 @@ def _fx_events(rng: np.random.Generator, length: int) -> dict[int, list[Command]
 
 @pytest.mark.skipif(not KERNEL_BUILT, reason="the compiled kernel is not built")
 @pytest.mark.parametrize("outputs", ["mix", "channels"])
-@pytest.mark.parametrize("seed", range(3))
+# Seed 1 draws 1-frame blocks: 2 s of Python per case, so it is in the slow tier.
+@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow), 2])
 def test_compiled_filters_are_the_numpy_reference(outputs: str, seed: int) -> None:
     """Random filter moves on strips and the master, seeks (fading heads through the
     filters), pauses: the same samples from both kernels, bit for bit."""
@@ -496,7 +497,8 @@ def _echo_events(rng: np.random.Generator, length: int, other: Track) -> dict[in
 
 @pytest.mark.skipif(not KERNEL_BUILT, reason="the compiled kernel is not built")
 @pytest.mark.parametrize("outputs", ["mix", "channels"])
-@pytest.mark.parametrize("seed", range(2))
+# Seed 1 draws 1-frame blocks: 2 s of Python per case, so it is in the slow tier.
+@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow)])
 def test_compiled_echo_is_the_numpy_reference(outputs: str, seed: int) -> None:
     """Random sends (pre and post), bus moves (delay glides, feedback, its filter),
     mutes, pauses, seeks and track changes: the same samples from both kernels,
