@@ -45,7 +45,8 @@ _RANGES = 4
 #: at most one per core.
 DEFAULT_THREADS = min(_RANGES, os.cpu_count() or 1)
 
-Progress = Callable[[float], None]
+#: Told the fraction of an NMF fit done (0..1).
+FitProgress = Callable[[float], None]
 _T = TypeVar("_T")
 
 
@@ -343,7 +344,7 @@ def nmf(
     W_init: np.ndarray | None = None,
     H_init: np.ndarray | None = None,
     check_every: int = 10,
-    progress: Progress | None = None,
+    progress: FitProgress | None = None,
     threads: int | None = None,
 ) -> NMFResult:
     """Factorize a non-negative matrix by multiplicative updates.

@@ -41,7 +41,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str, float], None]
+#: Told a separation's stage (``stft``, ``nmf``...) and that stage's fraction done.
+StageProgress = Callable[[str, float], None]
 ChannelSink = Callable[[int, str, np.ndarray], None]
 
 # Threads that invert the masked spectra, one (group, audio channel) job each; the
@@ -125,7 +126,7 @@ def factorize(
     params: SeparationParams,
     *,
     sr: int,
-    progress: Progress | None = None,
+    progress: StageProgress | None = None,
     threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Learn templates and activations, ordered low to high by spectral centroid.
@@ -189,7 +190,7 @@ def reconstruct(
     n_fft: int,
     hop: int,
     mask_power: float = 2.0,
-    progress: Progress | None = None,
+    progress: StageProgress | None = None,
 ) -> Iterator[np.ndarray]:
     """Yield each group's audio, shape (channels, samples), in order.
 
@@ -238,7 +239,7 @@ def reconstruct(
 
 
 def _render_all(
-    render: Callable[[int, int], np.ndarray], n: int, y: np.ndarray, progress: Progress | None
+    render: Callable[[int, int], np.ndarray], n: int, y: np.ndarray, progress: StageProgress | None
 ) -> Iterator[np.ndarray]:
     """Yield groups ``0 ... n - 2`` (``render(g, c)`` gives audio channel ``c`` of group
     ``g``), then ``y`` minus their sum: the channels add up to ``y`` to float rounding.
@@ -276,7 +277,7 @@ def reconstruct_spectra(
     y: np.ndarray,
     n_fft: int,
     hop: int,
-    progress: Progress | None = None,
+    progress: StageProgress | None = None,
 ) -> Iterator[np.ndarray]:
     """Yield each stem's audio, shape (channels, samples), in order.
 
@@ -382,7 +383,7 @@ def separate(
     spec: SeparationSpec | None = None,
     cache: SeparationCache | None = None,
     key: str | None = None,
-    progress: Progress | None = None,
+    progress: StageProgress | None = None,
     on_channel: ChannelSink | None = None,
     nmf_threads: int | None = None,
 ) -> Separation:

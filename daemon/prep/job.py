@@ -66,7 +66,7 @@ class PrepOptions:
 
 
 @dataclass
-class Track:
+class PrepTrack:
     """One track of the job, from the moment it is found."""
 
     index: int
@@ -109,20 +109,20 @@ class _Job:
         self.t_start = time.monotonic()
 
     # -- before a track is sent ----------------------------------------------------------
-    def outputs(self, track: Track) -> list[Path]:
+    def outputs(self, track: PrepTrack) -> list[Path]:
         assert track.base is not None
         if self.opts.fmt == "stem.mp4":
             return [track.base]
         return [track.base / n for n in output_names(self.names, suffix=f".{self.opts.fmt}")]
 
-    def up_to_date(self, track: Track) -> bool:
+    def up_to_date(self, track: PrepTrack) -> bool:
         try:
             source = track.path.stat().st_mtime
             return all(p.stat().st_mtime >= source for p in self.outputs(track))
         except OSError:
             return False
 
-    def record(self, rec: Record, track: Track) -> None:
+    def record(self, rec: Record, track: PrepTrack) -> None:
         rec.index = track.index
         rec.finished = time.monotonic() - self.t_start
         self.summary.records.append(rec)
@@ -136,10 +136,10 @@ class _Job:
                 log.debug("failed: %s: %s", rec.source, rec.error)
             self.progress.show(self.tally.line(), force=rec.outcome == "failed")
 
-    def fail(self, track: Track, error: str, **kwargs: Any) -> None:
+    def fail(self, track: PrepTrack, error: str, **kwargs: Any) -> None:
         self.record(Record(str(track.path), outcome="failed", error=error, **kwargs), track)
 
-    def before(self, track: Track) -> tuple[bytes, str | None] | None:
+    def before(self, track: PrepTrack) -> tuple[bytes, str | None] | None:
         """What to send for ``track`` (its bytes, and its key when the client takes
         it), or None when it is done here (recorded)."""
         t0 = time.perf_counter()
@@ -187,7 +187,7 @@ class _Job:
             return None
         return data, key
 
-    def from_cache(self, track: Track, key: str, duration: float, t0: float) -> bool:
+    def from_cache(self, track: PrepTrack, key: str, duration: float, t0: float) -> bool:
         """Record ``track`` as cached (writing its files) if ``key`` is in the cache."""
         if track.duration is None and self.tally is not None:
             self.tally.audio_total += duration
@@ -207,7 +207,7 @@ class _Job:
         return True
 
     # -- after ---------------------------------------------------------------------------
-    def finish(self, track: Track, rec: Record, sep: Separation, t0: float) -> None:
+    def finish(self, track: PrepTrack, rec: Record, sep: Separation, t0: float) -> None:
         """Write the track's files (if any) from its separation, then record it."""
         if self.opts.fmt != "cache":
             try:
@@ -217,7 +217,7 @@ class _Job:
         rec.seconds += time.perf_counter() - t0
         self.record(rec, track)
 
-    def write_files(self, track: Track, sep: Separation) -> None:
+    def write_files(self, track: PrepTrack, sep: Separation) -> None:
         assert track.base is not None
         if self.opts.fmt == "stem.mp4":
             check_encodable(sep.sr, codec=self.opts.codec)
@@ -238,7 +238,7 @@ class _Job:
             for i, name in enumerate(sep.names):
                 files(i, name, np.asarray(sep.channels[i]))
 
-    def after(self, track: Track, key: str | None, worker: str, result: TrackResult) -> None:
+    def after(self, track: PrepTrack, key: str | None, worker: str, result: TrackResult) -> None:
         t0 = time.perf_counter()
         rec = Record(
             str(track.path),
@@ -287,7 +287,7 @@ class _Job:
             sep = Separation.from_entry(found.entry, self.opts.spec)
         self.finish(track, rec, sep, t0)
 
-    def _entry_unusable(self, rec: Record, track: Track, found: CacheLookup) -> None:
+    def _entry_unusable(self, rec: Record, track: PrepTrack, found: CacheLookup) -> None:
         if found.problem:
             log.warning(found.problem)
         why = found.problem or f"cache entry {rec.hash[:12]} is not there"
@@ -316,7 +316,7 @@ def run_prep(opts: PrepOptions, *, on_client: Callable[[Any], None] | None = Non
         if job.out is not None:
             suffix = ".stem.mp4" if opts.fmt == "stem.mp4" else ""
             base = output_path(job.out, [*rel.parent.parts, stem_track_name(path)], suffix=suffix)
-        tracks.append(Track(i, path, base, header_duration(path)))
+        tracks.append(PrepTrack(i, path, base, header_duration(path)))
     audio_total = sum(t.duration or 0.0 for t in tracks)
     _check_cache_room(job, audio_total)
     if not tracks:
@@ -337,7 +337,7 @@ def run_prep(opts: PrepOptions, *, on_client: Callable[[Any], None] | None = Non
         dashboard=opts.dashboard,
         on_client=on_client,
     )
-    futures: dict[Any, tuple[Track, str | None]] = {}
+    futures: dict[Any, tuple[PrepTrack, str | None]] = {}
     try:
         job.progress.show(job.tally.line(), force=True)
         # Imported here, once the progress line is up: distributed takes about a second.
@@ -375,8 +375,8 @@ def run_prep(opts: PrepOptions, *, on_client: Callable[[Any], None] | None = Non
 def _submit_all(
     job: _Job,
     cluster: PrepCluster,
-    pending: Iterator[Track],
-    futures: dict[Any, tuple[Track, str | None]],
+    pending: Iterator[PrepTrack],
+    futures: dict[Any, tuple[PrepTrack, str | None]],
 ) -> None:
     """Keep ``cluster.window()`` tracks in flight, and record each as it completes.
 
@@ -387,7 +387,7 @@ def _submit_all(
 
     opts = job.opts
     window = 0
-    waiting: dict[str, list[Track]] = {}  # same audio as a track in flight
+    waiting: dict[str, list[PrepTrack]] = {}  # same audio as a track in flight
     in_flight: dict[str, Any] = {}
     done: Any = None
 
