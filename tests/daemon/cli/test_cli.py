@@ -2,6 +2,7 @@
 
 import errno
 import os
+import re
 import subprocess
 import sys
 import time
@@ -490,7 +491,8 @@ def test_separate_into_a_folder_whose_name_is_not_utf8_says_so_in_text(
         timeout=120,
         env=env,
     )
-    assert (proc.returncode, proc.stderr) == (0, "")
+    assert proc.returncode == 0, proc.stderr
+    assert re.fullmatch(r"stemdeck: info: my song: 4 channels in \d+\.\d s\n", proc.stderr)
     assert proc.stdout == f"wrote 4 files to {tmp_path}/o\\xe9/my song\n"
     assert sorted(p.name for p in (Path(out) / "my song").iterdir()) == [
         "bass.wav",
