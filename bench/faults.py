@@ -624,7 +624,8 @@ def main() -> int:
     args.files = make_files(live)
     failed = False
     try:
-        print(f"daemon: {next(ln for ln in live.log().splitlines() if 'open files' in ln)}")
+        limits = Path(f"/proc/{live.proc.pid}/limits").read_text().splitlines()
+        print(f"daemon: {next(ln for ln in limits if ln.startswith('Max open files'))}")
         for name in args.case or ["flood", "loads", "morph"]:
             before_status = live.status()
             before_log = live.log_path.stat().st_size
