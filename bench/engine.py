@@ -16,8 +16,8 @@ FX cases (issue #25) run beside the same cases without FX: ``filter`` puts the
 DJ filter on every strip (knobs off 0, one gliding every 50 blocks with the gain
 change), ``filter+echo`` also opens every strip's echo send (the bus at 375 ms,
 feedback 0.6, its filter at 0.2). Target: 16 channels at 64 frames with filter
-and echo, p99 <= 25 %. ``--baseline`` times the cases without FX only (an older
-engine has none).
+and echo, p99 <= 25 %. ``--baseline`` times the FX cases too when the old engine
+has FX (``Mixer.filter_state``); an older one shows them as ``-``.
 
 ``--baseline PATH`` times another checkout's engine against this one's, side by
 side in one run: every case of every run is measured twice, each time in a
@@ -108,7 +108,7 @@ def run(n: int, block: int, blocks: int, fx: str = "") -> tuple[np.ndarray, np.n
         engine[b] = t1 - t0
         base[b] = t2 - t1
         pos += block
-    assert m._fx == bool(fx), "the FX path runs exactly in the FX cases"
+    assert _fx_path(m) == bool(fx), "the FX path runs exactly in the FX cases"
     return engine, base
 
 
@@ -121,13 +121,23 @@ def _scheduling(realtime: bool) -> str:
     return make_realtime()
 
 
+def _fx_path(m: Mixer) -> bool:
+    """The FX path runs: ``Mixer.fx.active`` (``Mixer._fx`` in a ``--baseline``
+    engine from before ``core/mixer/fx.py``)."""
+    return bool(m.fx.active if hasattr(m, "fx") else getattr(m, "_fx"))  # noqa: B009
+
+
 def _child(case: str, blocks: int, realtime: bool) -> None:
     """One case in this process: a JSON line of its statistics (``--baseline``'s worker)."""
     import stemdeck.core.mixer.engine as engine_module
 
-    n, block = (int(x) for x in case.split(","))
+    n_text, block_text, fx = case.split(",")
+    n, block = int(n_text), int(block_text)
     scheduling = _scheduling(realtime)
-    engine, base = run(n, block, blocks)  # no FX: an older engine has none
+    if fx and not hasattr(Mixer, "filter_state"):  # an engine from before the FX (#25)
+        print(json.dumps({"file": engine_module.__file__, "kernel": "compiled", "skip": True}))
+        return
+    engine, base = run(n, block, blocks, fx)
     result = {
         "file": engine_module.__file__,
         "kernel": Mixer(max_channels=1).kernel,
@@ -152,14 +162,15 @@ def _baseline_path(path: Path, keep: tempfile.TemporaryDirectory[str]) -> Path:
     return target
 
 
-BASELINE_CASES = tuple((n, block) for n, block, fx in CASES if not fx)
+BASELINE_CASES = CASES
 
 
-def _measure(case: tuple[int, int], blocks: int, realtime: bool, site: Path | None) -> dict:
+def _measure(case: tuple[int, int, str], blocks: int, realtime: bool, site: Path | None) -> dict:
     env = dict(os.environ)
     if site is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")]))
-    command = [sys.executable, __file__, "--child", f"{case[0]},{case[1]}", "--blocks", str(blocks)]
+    child = ",".join(map(str, case))
+    command = [sys.executable, __file__, "--child", child, "--blocks", str(blocks)]
     if realtime:
         command.append("--realtime")
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
@@ -176,7 +187,7 @@ def side_by_side(args: argparse.Namespace, baseline: Path) -> None:
     keep = tempfile.TemporaryDirectory(prefix="engine-baseline-")
     with keep:
         site = _baseline_path(baseline.resolve(), keep)
-        results: dict[tuple[int, int], dict[str, list[dict]]] = {
+        results: dict[tuple[int, int, str], dict[str, list[dict]]] = {
             case: {"old": [], "new": []} for case in BASELINE_CASES
         }
         for r in range(args.runs):
@@ -197,25 +208,29 @@ def side_by_side(args: argparse.Namespace, baseline: Path) -> None:
     print(f"new: {first['new'][0]['file']} (kernel {first['new'][0]['kernel']})")
     print("shares of the block budget, medians over the runs; spread: largest / smallest p99")
     print(
-        f"{'channels':>8} {'frames':>6} {'med old':>8} {'med new':>8} {'new/old':>7} "
+        f"{'channels':>8} {'frames':>6} {'fx':>11} {'med old':>8} {'med new':>8} {'new/old':>7} "
         f"{'p99 old':>8} {'p99 new':>8} {'new/old':>7} {'spread old':>10} {'spread new':>10}"
     )
     per_run = []
-    for n, block in BASELINE_CASES:
+    for n, block, fx in BASELINE_CASES:
         budget = block / SR
+        if any(g.get("skip") for side in ("old", "new") for g in results[(n, block, fx)][side]):
+            print(f"{n:>8} {block:>6} {fx:>11} {'-':>8}")  # the old engine has no FX
+            continue
         row = {}
         for side in ("old", "new"):
-            got = results[(n, block)][side]
+            got = results[(n, block, fx)][side]
             p99s = [g["p99"] / budget for g in got]
             row[side] = (median(g["median"] / budget for g in got), median(p99s), p99s)
         (mo, po, p99s_old), (mn, pn, p99s_new) = row["old"], row["new"]
         print(
-            f"{n:>8} {block:>6} {mo * 100:>7.1f}% {mn * 100:>7.1f}% {mn / mo:>6.2f}x "
+            f"{n:>8} {block:>6} {fx or '-':>11} "
+            f"{mo * 100:>7.1f}% {mn * 100:>7.1f}% {mn / mo:>6.2f}x "
             f"{po * 100:>7.1f}% {pn * 100:>7.1f}% {pn / po:>6.2f}x "
             f"{max(p99s_old) / min(p99s_old):>9.2f}x {max(p99s_new) / min(p99s_new):>9.2f}x"
         )
         per_run.append(
-            f"{n:>8} {block:>6}  old "
+            f"{n:>8} {block:>6} {fx or '-':>11}  old "
             + " ".join(f"{p * 100:.1f}%" for p in p99s_old)
             + "  new "
             + " ".join(f"{p * 100:.1f}%" for p in p99s_new)
@@ -240,7 +255,7 @@ def main() -> None:
         help="time the engine imported from PATH (an installed stemdeck, or a source "
         "checkout to install) side by side with this checkout's",
     )
-    ap.add_argument("--child", help=argparse.SUPPRESS)  # "channels,frames": one case, as JSON
+    ap.add_argument("--child", help=argparse.SUPPRESS)  # "channels,frames,fx": one case, JSON
     args = ap.parse_args()
     if args.child:
         _child(args.child, args.blocks, args.realtime)

@@ -5,6 +5,9 @@
 - :mod:`.engine`: ``Mixer`` (prepare, process, post, read_meters, strip_state,
   master_state, filter_state, echo_state, echo_running), ``Meters``,
   ``StripState``, ``MasterState``, ``enter_audio_thread``.
+- :mod:`.fx`: ``Effects`` (``Mixer.fx``), the DJ filters and the echo bus: their
+  ramps, states, delay line and the FX path of a block; ``FILTER_TABLE``,
+  ``FILTER_LP_HZ``, ``FILTER_HP_HZ``, ``ECHO_GLIDE_S``.
 - :mod:`.heads`: ``Ramp`` and ``FadingHead``, the block's scalar ramps and fading play heads.
 - :mod:`.kernel`: the block arithmetic (the DJ filter and the echo bus included),
   ``COMPILED`` (``_kernel.c``) or ``NumpyKernel`` (its reference); ``KERNEL_BUILT``.

@@ -52,13 +52,14 @@ end): the transport stops there once no fading head sounds.
 
 Every strip and the master have a DJ filter (``StripTarget.filter``, ``.res``),
 and every strip a send to one stereo echo bus (``StripTarget.echo``, ``.echo_pre``;
-the bus by :class:`~stemdeck.core.mixer.commands.EchoTarget`): while every knob
-stands at 0 and no send is open and the echo is silent, the block is exactly as
-described above; otherwise it renders through the FX path
-(:meth:`Mixer._fx_block`: per-strip sums over every play head, each strip's
-filter, the mixdown, the echo bus, the master's filter), never the one-call
-shortcut. The echo's tail rings out after mute, pause, stop and track change
-(:meth:`Mixer._tail_block` runs the bus while no head sounds), until it is quiet.
+the bus by :class:`~stemdeck.core.mixer.commands.EchoTarget`), held by the
+:class:`~.fx.Effects` the Mixer owns (``Mixer.fx``): while every knob stands at 0
+and no send is open and the echo is silent, the block is exactly as described
+above; otherwise it renders through the FX path (:meth:`.fx.Effects.block`:
+per-strip sums over every play head, each strip's filter, the mixdown, the echo
+bus, the master's filter), never the one-call shortcut. The echo's tail rings
+out after mute, pause, stop and track change (:meth:`.fx.Effects.tail` runs the
+bus while no head sounds), until it is quiet.
 
 The output is always finite: a block with a NaN or infinite sample (a damaged
 file that slipped through) is replaced by silence and counted in
@@ -67,7 +68,6 @@ file that slipped through) is replaced by silence and counted in
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -90,16 +90,10 @@ from .commands import (
     StripTarget,
     Track,
 )
+from .fx import Effects
 from .heads import FadingHead, Ramp
-from .kernel import ECHO_BUS_FIELDS, Kernel, NumpyKernel, glide_at
-from .params import (
-    ECHO_FEEDBACK,
-    ECHO_MAX_MS,
-    ECHO_MIN_MS,
-    ECHO_MS,
-    ECHO_RETURN,
-    MAX_GAIN,
-)
+from .kernel import Kernel, NumpyKernel
+from .params import MAX_GAIN
 
 __all__ = [
     "AUDIO_BUFSIZE",
@@ -112,28 +106,7 @@ __all__ = [
 ]
 
 FADING_HEADS = 4  # play heads that can fade out at once (jumps within one crossfade)
-ECHO_GLIDE_S = 0.25  # a change of the echo's delay glides over this (tape-like)
-FILTER_TABLE = 4096  # steps of the DJ filter's cutoff table over |knob| 0..1
-# The DJ filter's cutoff at |knob| 0 and 1: the low-pass closes from 20 kHz to
-# 20 Hz, the high-pass opens from 20 Hz to 20 kHz (exponentially: even in pitch).
-FILTER_LP_HZ = (20000.0, 20.0)
-FILTER_HP_HZ = (20.0, 20000.0)
 AUDIO_BUFSIZE = 64  # numpy iterator buffer (elements) in the audio thread
-
-
-# A DJ filter's knob and resonance ramps: (target, step, samples left) each, float64.
-FilterRamps = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
-
-
-def _filter_ramps(n: int) -> FilterRamps:
-    return (np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n))
-
-
-def _within(value: float, lo: float, hi: float) -> float:
-    """An FX value clamped to lo..hi; NaN is lo (the registry refuses NaN, and a
-    command that slips past it must not reach the filters or the echo)."""
-    v = float(value)
-    return lo if v != v else min(max(v, lo), hi)
 
 
 def enter_audio_thread() -> None:
@@ -329,7 +302,6 @@ class Mixer:
         self._master = Ramp(1.0)
         self._transport = Ramp(0.0)
         self._master_state = (1.0, False)
-        self._prepare_fx(n, b)
         # Meters, in the rows' order: master, then strips (read_meters reorders).
         self._peak = np.zeros(n + 1, np.float32)
         self._sumsq = np.zeros(n + 1, np.float32)
@@ -344,55 +316,20 @@ class Mixer:
         self._loop = None
         self._head = Ramp(1.0)
         self._fading = [FadingHead() for _ in range(FADING_HEADS)]
+        #: The DJ filters and the echo bus (:class:`~.fx.Effects`); the block reads
+        #: ``fx.active`` (the FX path runs) and ``fx.echo_on`` (the echo rings).
+        self.fx = Effects(
+            self._kern,
+            n,
+            b,
+            self.sr,
+            self._ramp_len,
+            mix=self._mix,
+            metered=self._metered,
+            fading=self._fading,
+            render=self._render,
+        )
         self._prepared = True
-
-    def _prepare_fx(self, n: int, b: int) -> None:
-        """The DJ filters' buffers: one per strip and one on the master.
-
-        While no filter is engaged (every knob at 0, no glide under way) the
-        block does not touch them: ``_fx`` is False and the output is exactly
-        what it is without them."""
-        self._fx = False  # the FX path runs (some filter engaged or gliding)
-        self._fx_params: list[tuple[float, float]] = [(0.0, 0.0)] * n  # (filter, res)
-        self._master_fx = (0.0, 0.0)
-        self._filtered: set[int] = set()  # strips (and -1, the master) with a knob off 0
-        self._filter_frames = 0  # samples until the longest filter glide ends
-        # Knob and resonance ramps (target, step, samples left), strips and master.
-        self._fparams = _filter_ramps(n)
-        self._mfparams = _filter_ramps(1)
-        self._fstate = np.zeros((n, 2, 2))  # (ic1, ic2) per (strip, side)
-        self._mfstate = np.zeros((1, 2, 2))
-        self._strip_sum = np.zeros((n, 2, b), np.float32)  # each strip, all heads
-        self._mix3 = self._mix[np.newaxis]  # the master bus as one "strip" to filter
-        # The echo bus: each strip's send ramp (target, step, left) and pre flag,
-        # the delay line (its longest delay, fixed here) and the bus's scalars.
-        self._sends = np.zeros((4, n))
-        self._send_params: list[tuple[float, bool]] = [(0.0, False)] * n  # (send, pre)
-        self._sending: set[int] = set()  # strips whose send is off 0
-        self._send_frames = 0  # samples until the longest send glide ends
-        self._pre_taps = 0  # strips tapped before the fader
-        self._echo_on = False  # the bus runs (a send, or something still in it)
-        self._echo_len = math.ceil(ECHO_MAX_MS * 1e-3 * self.sr) + 4
-        self._echo_line = np.zeros((2, self._echo_len), np.float32)
-        self._echo_bus = np.zeros(ECHO_BUS_FIELDS)
-        self._echo_fstate = np.zeros((2, 2))
-        self._echo_glide = max(self._ramp_len, round(ECHO_GLIDE_S * self.sr))
-        self._echo_state = (ECHO_MS, ECHO_FEEDBACK, 0.0, ECHO_RETURN)
-        bus = self._echo_bus
-        bus[1], bus[4], bus[7] = self._echo_delay(ECHO_MS), ECHO_FEEDBACK, ECHO_RETURN
-        bus[14] = float(self._echo_glide)
-        bus[13] = 2.0 * self._echo_len  # quiet for longer than any delay: silent
-        self._pre_sum = np.zeros((n, 2, b), np.float32)  # strips before their faders
-        self._pre_prod = np.zeros((n, 2, b), np.float32)  # scratch of their segments
-        self._pre_mix = np.zeros((2, b), np.float32)
-        # g = tan(pi fc / sr) at |knob| = i / FILTER_TABLE, low-pass then high-pass;
-        # both kernels read this one table, so how tan rounds does not matter.
-        share = np.arange(FILTER_TABLE + 1) / FILTER_TABLE
-        table = np.zeros((2, FILTER_TABLE + 1))
-        for row, (f0, f1) in enumerate((FILTER_LP_HZ, FILTER_HP_HZ)):
-            fc = np.minimum(f0 * (f1 / f0) ** share, 0.45 * self.sr)  # far from tan's pole
-            np.tan(np.pi * fc / self.sr, out=table[row])
-        self._ftable = table
 
     def reset(self) -> None:
         """Back to the start: stopped, position 0, ramps settled, meters cleared."""
@@ -406,11 +343,7 @@ class Mixer:
         for h in self._fading:
             h.track, h.left = None, 0
         self._retarget(immediate=True)
-        self._fstate.fill(0.0)
-        self._mfstate.fill(0.0)
-        self._echo_line.fill(0.0)
-        self._echo_fstate.fill(0.0)
-        self._echo_bus[13] = 2.0 * self._echo_len
+        self.fx.reset()
         self._peak[:] = 0.0
         self._sumsq[:] = 0.0
         self._count = 0
@@ -507,11 +440,9 @@ class Mixer:
         """
         if not self._prepared:
             raise ParameterError("the mixer is not prepared: no filters yet")
-        if index is None:
-            return self._master_fx
-        if not 0 <= index < self.max_channels:
+        if index is not None and not 0 <= index < self.max_channels:
             raise ParameterError(f"strip {index} out of 0..{self.max_channels - 1}")
-        return self._fx_params[index]
+        return self.fx.filter_state(index)
 
     def echo_state(self, index: int | None) -> tuple[float, ...]:
         """Strip ``index``'s echo send (send, pre as 0/1), or with None the echo bus
@@ -525,17 +456,14 @@ class Mixer:
         """
         if not self._prepared:
             raise ParameterError("the mixer is not prepared: no echo yet")
-        if index is None:
-            return self._echo_state
-        if not 0 <= index < self.max_channels:
+        if index is not None and not 0 <= index < self.max_channels:
             raise ParameterError(f"strip {index} out of 0..{self.max_channels - 1}")
-        send, pre = self._send_params[index]
-        return (send, float(pre))
+        return self.fx.echo_state(index)
 
     @property
     def echo_running(self) -> bool:
         """The echo bus runs: a send is open, or its tail has not died away yet."""
-        return self._echo_on
+        return self._prepared and self.fx.echo_on
 
     # -- commands (audio thread) --------------------------------------------------
     def _apply(self, cmd: Command) -> None:
@@ -554,22 +482,13 @@ class Mixer:
                 )
                 self._dirty_strips.add(i)
                 self._dirty = True  # re-aimed once, after the queue
-                fx = (_within(cmd.filter, -1.0, 1.0), _within(cmd.res, 0.0, 1.0))
-                if fx != self._fx_params[i]:
-                    self._fx_params[i] = fx
-                    self._aim_filter(self._fparams, i, fx)
-                send = (_within(cmd.echo, 0.0, 1.0), bool(cmd.echo_pre))
-                if send != self._send_params[i]:
-                    self._aim_send(i, send)
+                self.fx.strip(i, cmd)
         elif isinstance(cmd, MasterTarget):
             self._master_state = (min(max(cmd.gain, 0.0), MAX_GAIN), cmd.mute)
             self._master.aim(0.0 if cmd.mute else self._master_state[0], self._ramp_len)
-            fx = (_within(cmd.filter, -1.0, 1.0), _within(cmd.res, 0.0, 1.0))
-            if fx != self._master_fx:
-                self._master_fx = fx
-                self._aim_filter(self._mfparams, 0, fx, master=True)
+            self.fx.master(cmd)
         elif isinstance(cmd, EchoTarget):
-            self._aim_echo(cmd)
+            self.fx.echo(cmd)
         elif isinstance(cmd, Play):
             if self.track is not None:
                 if self._ending:  # as after the end: the play head fades in where it is
@@ -579,8 +498,7 @@ class Mixer:
                 self.playing = True
                 self._pausing = self._stopping = False
                 self._transport.aim(1.0, self._xfade_len)
-                if self._sending:  # a send is open: the bus runs again
-                    self._echo_on = self._fx = True
+                self.fx.play()  # a send is open: the bus runs again
         elif isinstance(cmd, Pause | Stop):
             if self.playing:
                 self._pausing = True
@@ -600,89 +518,6 @@ class Mixer:
         elif isinstance(cmd, Batch):
             for c in cmd.commands:
                 self._apply(c)
-
-    def _aim_filter(
-        self,
-        params: FilterRamps,
-        i: int,
-        fx: tuple[float, float],
-        *,
-        master: bool = False,
-    ) -> None:
-        """Glide filter ``i`` of ``params`` (strips', or the master's) to ``fx``
-        (knob, resonance) over ``ramp_ms``, from where it stands now."""
-        length = self._ramp_len
-        for j, want in ((0, fx[0]), (3, fx[1])):
-            tgt, step, left = params[j], params[j + 1], params[j + 2]
-            now = tgt[i] - step[i] * left[i]  # the ramp's value at the last sample played
-            tgt[i] = want
-            step[i] = (want - now) / length
-            left[i] = float(length)
-        key = -1 if master else i
-        if fx[0] != 0.0:
-            self._filtered.add(key)
-        else:
-            self._filtered.discard(key)
-        self._filter_frames = length
-        self._fx = True
-
-    def _aim_send(self, i: int, send: tuple[float, bool]) -> None:
-        """Glide strip ``i``'s echo send to ``send`` (level, pre) over ``ramp_ms``.
-
-        A change of the tap (pre or post) switches at once: its level may jump."""
-        self._pre_taps += int(send[1]) - int(self._send_params[i][1])
-        self._send_params[i] = send
-        tgt, step, left = self._sends[0], self._sends[1], self._sends[2]
-        now = tgt[i] - step[i] * left[i]
-        tgt[i] = send[0]
-        step[i] = (send[0] - now) / self._ramp_len
-        left[i] = float(self._ramp_len)
-        self._sends[3, i] = 1.0 if send[1] else 0.0
-        if send[0] != 0.0:
-            self._sending.add(i)
-        else:
-            self._sending.discard(i)
-        self._send_frames = self._ramp_len
-        self._echo_on = self._fx = True
-
-    def _echo_delay(self, ms: float) -> float:
-        """A delay in milliseconds as samples, within what the line holds."""
-        return min(max(ms, ECHO_MIN_MS), ECHO_MAX_MS) * 1e-3 * self.sr
-
-    def _echo_silent(self) -> bool:
-        """Nothing audible is left in the echo bus: quiet for longer than its delay."""
-        bus = self._echo_bus
-        return bool(bus[13] > max(bus[1], bus[1] - bus[2]) + 2.0)
-
-    def _aim_echo(self, cmd: EchoTarget) -> None:
-        """Glide the echo bus to ``cmd``: the delay over ``ECHO_GLIDE_S``, the rest
-        over ``ramp_ms``; at once while the bus is not running (it is silent). The
-        bus then runs until it is quiet again."""
-        state = (
-            _within(cmd.ms, ECHO_MIN_MS, ECHO_MAX_MS),
-            _within(cmd.feedback, 0.0, 1.0),
-            _within(cmd.filter, -1.0, 1.0),
-            _within(cmd.level, 0.0, 1.0),
-        )
-        if state == self._echo_state:
-            return
-        self._echo_state = state
-        bus = self._echo_bus
-        if self._echo_silent():  # nothing in the bus to click: it stands there at once
-            bus[1], bus[2], bus[3] = self._echo_delay(state[0]), 0.0, 0.0
-            for j, want in ((4, state[1]), (7, state[3]), (10, state[2])):
-                bus[j], bus[j + 1], bus[j + 2] = want, 0.0, 0.0
-            self._echo_fstate.fill(0.0)
-            self._echo_on = self._fx = True
-            return
-        # The delay on a raised cosine (its span, not a step: kernel.glide_at).
-        delay = self._echo_delay(state[0])
-        now = glide_at(bus[1], bus[2], bus[3] + 1.0, bus[14], 0)  # where it stands
-        bus[1], bus[2], bus[3] = delay, delay - now, float(self._echo_glide)
-        for j, want in ((4, state[1]), (7, state[3]), (10, state[2])):
-            now = bus[j] - bus[j + 1] * bus[j + 2]
-            bus[j], bus[j + 1], bus[j + 2] = want, (want - now) / self._ramp_len, self._ramp_len
-        self._echo_on = self._fx = True
 
     def _set_loop(self, cmd: Loop) -> None:
         track = self.track
@@ -946,30 +781,36 @@ class Mixer:
     def _process_block(self, out: np.ndarray) -> None:
         frames = out.shape[0]
         track = self.track
-        if track is not None and not self._fx and self._steady_block(track, frames, out):
+        fx = self.fx
+        if track is not None and not fx.active and self._steady_block(track, frames, out):
             return
         moving = self._transport_curve_for(frames)
         self._strip_curves(frames)
         mix = self._mix[:, :frames]
         chan_out = self._chan_out
         kern = self._kern
-        if track is None or (not self.playing and not moving and self._transport.current == 0):
-            if self._echo_on:  # stopped, but the echo rings out
-                self._tail_block(frames, out, chan_out)
-                return
+        tail = track is None or (not self.playing and not moving and self._transport.current == 0)
+        if tail and not fx.echo_on:
             kern.zero(out)  # the compiled zero keeps the GIL, where a large fill hands it over
             kern.zero(mix)
             self._count += frames
             return
         if chan_out is not None:
             kern.zero(chan_out[:, :, :frames])
-        if self._fx:
-            self._fx_block(track, frames, chan_out)
+        if tail:
+            # No play head sounds, but the echo rings out: its return, through the
+            # master's filter, is the master bus (per-strip outputs stay silent).
+            fx.tail(frames)
+            rows = 1
         else:
-            self._render(track, frames, mix, chan_out)  # the main head writes all of mix
+            assert track is not None
+            if fx.active:
+                fx.block(track, frames, chan_out)
+            else:
+                self._render(track, frames, mix, chan_out, None)  # the main head writes all of mix
+            rows = 1 if track.is_mix else 1 + track.channels.shape[0]
         gain = self._master.current
         curve = self._master_curve_for(frames)
-        rows = 1 if track.is_mix else 1 + track.channels.shape[0]
         finite = kern.finish(
             self._metered,
             rows,
@@ -986,103 +827,8 @@ class Mixer:
             self._silence(out, mix, chan_out, frames)
             return
         self._count += frames
-        self._after_block()
-
-    def _fx_block(self, track: Track, frames: int, chan_out: np.ndarray | None) -> None:
-        """Render through the FX: every play head into its strips (``_strip_sum``),
-        each strip through its DJ filter, the strips into the master bus (and the
-        strips' meters and outputs), the master's filter on the bus."""
-        rows = filtered = 0
-        for t in (track, *(h.track for h in self._fading if h.left)):
-            if t is not None:
-                m = t.channels.shape[0]
-                rows = max(rows, m)
-                if not t.is_mix:
-                    filtered = max(filtered, m)
-        kern = self._kern
-        sums = self._strip_sum
-        kern.zero(sums[:rows, :, :frames])
-        if self._pre_taps:
-            kern.zero(self._pre_sum[:rows, :, :frames])
-        self._render(track, frames, self._mix[:, :frames], sums)
-        kern.filter(sums, filtered, frames, *self._fparams, self._fstate, self._ftable)
-        kern.mixdown(sums, rows, frames, self._mix, self._metered, chan_out)
-        if self._echo_on:
-            kern.echo(
-                sums,
-                self._pre_sum,
-                filtered,
-                frames,
-                self._sends,
-                self._echo_bus,
-                self._echo_line,
-                self._echo_fstate,
-                self._ftable,
-                self._mix,
-            )
-        kern.filter(self._mix3, 1, frames, *self._mfparams, self._mfstate, self._ftable)
-        self._fx_moved_on(frames)
-
-    def _tail_block(self, frames: int, out: np.ndarray, chan_out: np.ndarray | None) -> None:
-        """A block with no play head sounding (paused, stopped, past the end, no
-        track) while the echo bus rings out: nothing enters it, its return goes
-        through the master's filter and gain to the output (the master meter
-        shows it). Per-strip outputs stay silent: the echo is on the master only."""
-        kern = self._kern
-        kern.zero(self._mix)
-        if chan_out is not None:
-            kern.zero(chan_out[:, :, :frames])
-        # Every strip's filter and send ramp moves on, as in any block.
-        kern.filter(self._strip_sum, 0, frames, *self._fparams, self._fstate, self._ftable)
-        kern.echo(
-            self._strip_sum,
-            self._pre_sum,
-            0,
-            frames,
-            self._sends,
-            self._echo_bus,
-            self._echo_line,
-            self._echo_fstate,
-            self._ftable,
-            self._mix,
-        )
-        kern.filter(self._mix3, 1, frames, *self._mfparams, self._mfstate, self._ftable)
-        curve = self._master_curve_for(frames)
-        finite = kern.finish(
-            self._metered,
-            1,
-            frames,
-            self._mix,
-            curve,
-            self._master.current,
-            self._peak,
-            self._sumsq,
-            out,
-            chan_out,
-        )
-        if not finite:
-            self._silence(out, self._mix[:, :frames], chan_out, frames)
-        else:
-            self._count += frames
-        self._fx_moved_on(frames, tail=True)
-
-    def _fx_moved_on(self, frames: int, *, tail: bool = False) -> None:
-        """After an FX block: glides counted down; the echo bus stops once nothing
-        can send to it (no send open, or a ``tail`` block: no head sounds, until
-        the next Play) and it has been quiet for longer than its delay; the plain
-        path comes back when no filter is engaged and the bus has stopped."""
-        self._filter_frames = max(self._filter_frames - frames, 0)
-        self._send_frames = max(self._send_frames - frames, 0)
-        if self._echo_on and (tail or not self._sending) and not self._send_frames:
-            if self._echo_silent() and not self._echo_bus[3]:
-                self._echo_on = False
-                self._echo_fstate.fill(0.0)
-        if not self._filter_frames and not self._filtered and not self._echo_on:
-            # Every knob is back at 0 and the echo is silent: the plain path from the
-            # next block on, with clean filter states for the next time.
-            self._fx = False
-            self._fstate.fill(0.0)
-            self._mfstate.fill(0.0)
+        if not tail:
+            self._after_block()
 
     def _after_block(self) -> None:
         if self._pausing and self._transport.left == 0:
@@ -1122,9 +868,17 @@ class Mixer:
         self._count += frames
 
     def _render(
-        self, track: Track, frames: int, mix: np.ndarray, chan_out: np.ndarray | None
+        self,
+        track: Track,
+        frames: int,
+        mix: np.ndarray,
+        chan_out: np.ndarray | None,
+        pre: Effects | None,
     ) -> None:
-        """Mix ``frames`` samples of every play head into ``mix`` (2, frames).
+        """Mix ``frames`` samples of every play head into ``mix`` (2, frames),
+        and each strip into its row of ``chan_out`` when given; with ``pre`` (the
+        FX path while a send is tapped before its fader) also each strip before
+        its fader into ``pre.pre_sum``.
 
         The main head's block is cut where it meets the loop end or the track
         end, so every jump and its crossfade happen at the same sample whatever
@@ -1193,29 +947,32 @@ class Mixer:
                 False,
                 chan_out,
             )
-            if self._pre_taps and self._fx and not track.is_mix:  # before the faders
+            if pre is not None and not track.is_mix:  # before the faders
                 kern.segment(
                     track.channels,
                     pos,
                     count,
                     None,
                     gain,
-                    self._pre_prod,
+                    pre.pre_prod,
                     0,
                     off,
-                    self._pre_mix,
+                    pre.pre_mix,
                     False,
-                    self._pre_sum,
+                    pre.pre_sum,
                 )
             pos += count
             off += count
         self.position = pos
         for h in self._fading:
             if h.left > 0 and h.track is not None:
-                self._fade_out(h, frames, chan_out)
+                self._fade_out(h, frames, chan_out, pre)
 
-    def _fade_out(self, h: FadingHead, frames: int, chan_out: np.ndarray | None) -> None:
-        """Add fading head ``h``'s share of this block to the mix, and move it on."""
+    def _fade_out(
+        self, h: FadingHead, frames: int, chan_out: np.ndarray | None, pre: Effects | None
+    ) -> None:
+        """Add fading head ``h``'s share of this block to the mix (and to ``chan_out``
+        and ``pre`` as :meth:`_render` says), and move it on."""
         track = h.track
         assert track is not None
         off = h.offset
@@ -1241,19 +998,19 @@ class Mixer:
                 True,
                 chan_out,
             )
-            if self._pre_taps and self._fx and not track.is_mix:  # before the faders
+            if pre is not None and not track.is_mix:  # before the faders
                 self._kern.segment(
                     track.channels,
                     h.position,
                     available,
                     None,
                     gain,
-                    self._pre_prod,
+                    pre.pre_prod,
                     0,
                     off,
-                    self._pre_mix,
+                    pre.pre_mix,
                     False,
-                    self._pre_sum,
+                    pre.pre_sum,
                 )
         h.position += count
         h.left -= count

@@ -171,8 +171,8 @@ def test_the_filter_call_is_the_numpy_reference_on_every_path() -> None:
             np.zeros(n),
             np.zeros(n),
         )
-        kern.filter(xx, 4, b, *params, state, table._ftable)
-        kern.filter(xx, 4, b - 10, *params, state, table._ftable)
+        kern.filter(xx, 4, b, *params, state, table.fx.table)
+        kern.filter(xx, 4, b - 10, *params, state, table.fx.table)
         results.append((xx, state, params[2]))
     np.testing.assert_array_equal(results[0][0], results[1][0])
     np.testing.assert_array_equal(results[0][1], results[1][1])
@@ -227,7 +227,7 @@ def test_a_filtered_block_allocates_no_array_data(outputs: str) -> None:
     finally:
         tracemalloc.stop()
         np.setbufsize(8192)
-    assert m._fx
+    assert m.fx.active
     assert worst < 8192 and steady < 4096, (worst, steady)
 
 
@@ -250,7 +250,7 @@ def test_every_filter_at_rest_is_exactly_the_plain_mix(compiled: bool | None) ->
     }
     m = _mixer(channels, compiled=compiled)
     back = _run(m, 24000, 256, moved)
-    assert not m._fx
+    assert not m.fx.active
     settled = 4096 + m._ramp_len + 256  # the glide back, and the block it ends in
     assert np.abs(back[600:4096] - plain[600:4096]).max() > 0.05  # it did filter
     np.testing.assert_array_equal(back[settled:], plain[settled:])
@@ -600,7 +600,7 @@ def test_an_echo_delay_change_glides_without_a_click() -> None:
     }
     assert _click_energy(_run(_mixer(_tones()), SR, 256, moves)) < threshold
     jumpy = _mixer(_tones())
-    jumpy._echo_glide = 1  # what the glide prevents
+    jumpy.fx.echo_glide = 1  # what the glide prevents
     assert _click_energy(_run(jumpy, SR, 256, moves)) > 3 * threshold
 
 
@@ -635,7 +635,7 @@ def test_echo_at_rest_is_exactly_the_plain_mix() -> None:
         4096: [_send(1, 0.0)],
     }
     sent = _run(m, 2 * SR, 256, events)
-    assert not m.echo_running and not m._fx
+    assert not m.echo_running and not m.fx.active
     assert np.abs(sent[3000:8000] - plain[3000:8000]).max() > 0.01  # it did echo
     done = SR  # 0.3 ** k of the loudest echo is under 1e-6 long before a second
     np.testing.assert_array_equal(sent[done:], plain[done:])

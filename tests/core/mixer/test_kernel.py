@@ -171,7 +171,7 @@ for i in range(300):
     m.process(out)
     moved += count[0] != before
 stop.set()
-assert m._fx == fx
+assert m.fx.active == fx
 print("moved", moved)
 """
 
