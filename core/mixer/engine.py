@@ -438,10 +438,7 @@ class Mixer:
         ParameterError
             Not prepared yet, or ``index`` outside ``0..max_channels - 1``.
         """
-        if not self._prepared:
-            raise ParameterError("the mixer is not prepared: no filters yet")
-        if index is not None and not 0 <= index < self.max_channels:
-            raise ParameterError(f"strip {index} out of 0..{self.max_channels - 1}")
+        self._check_fx_index(index, "no filters yet")
         return self.fx.filter_state(index)
 
     def echo_state(self, index: int | None) -> tuple[float, ...]:
@@ -454,11 +451,14 @@ class Mixer:
         ParameterError
             Not prepared yet, or ``index`` outside ``0..max_channels - 1``.
         """
+        self._check_fx_index(index, "no echo yet")
+        return self.fx.echo_state(index)
+
+    def _check_fx_index(self, index: int | None, unprepared: str) -> None:
         if not self._prepared:
-            raise ParameterError("the mixer is not prepared: no echo yet")
+            raise ParameterError(f"the mixer is not prepared: {unprepared}")
         if index is not None and not 0 <= index < self.max_channels:
             raise ParameterError(f"strip {index} out of 0..{self.max_channels - 1}")
-        return self.fx.echo_state(index)
 
     @property
     def echo_running(self) -> bool:
