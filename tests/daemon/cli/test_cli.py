@@ -98,6 +98,7 @@ def test_mono_track_gives_mono_files(tmp_path: Path) -> None:
     assert info.channels == 1 and info.samplerate == 16000
 
 
+@pytest.mark.slow  # about 2 s
 def test_plot_writes_png(tmp_path: Path, track: Path) -> None:
     fig = tmp_path / "fig.png"
     assert main(["plot", str(track), "-o", str(fig), "--preset", str(FAST)]) == 0
@@ -600,6 +601,7 @@ def test_max_minutes_must_be_a_finite_number_above_zero(
     )
 
 
+@pytest.mark.slow  # about 2 s
 def test_send_waits_for_the_track_load_reply_that_comes_when_the_load_ends(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

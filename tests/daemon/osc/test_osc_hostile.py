@@ -396,6 +396,7 @@ def _drain(sock: socket.socket) -> None:
         sock.settimeout(5.0)
 
 
+@pytest.mark.slow  # about 2 s
 def test_subscriptions_expire_unless_renewed() -> None:
     # docs/osc.md: feedback goes to a subscriber for the subscription time (10 s; here
     # 0.5 s) unless it renews, and stops at /unsubscribe.

@@ -820,6 +820,7 @@ async def _raw_websocket(port: int) -> socket.socket:
     return sock
 
 
+@pytest.mark.slow  # about 2 s
 def test_a_client_that_never_reads_is_dropped_and_frees_its_slot() -> None:
     # A client that stops reading fills its queue; it used to be "closed" with a close
     # frame that could never be sent (its TCP window is shut), so its handler, its

@@ -239,6 +239,7 @@ def keep_up(server: WebServer, port: int, flood: dict[socket.socket, str]) -> No
         assert time.monotonic() < deadline, "the flood did not fill the total again"
 
 
+@pytest.mark.slow  # about 2 s
 def test_four_addresses_flooding_silent_connections_never_lock_a_client_out() -> None:
     # The hostile review's lockout: 4 addresses keep the total full of connections
     # that send nothing, reopening each one the gate closes; a client from a fifth
