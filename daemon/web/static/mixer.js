@@ -387,7 +387,10 @@
     const soloBtn = root.querySelector(".solo");
     let muted = false;
     let soloed = false;
-    muteBtn.addEventListener("click", () => send(`${base}/mute`, [{ i: muted ? 0 : 1 }]));
+    // A press toggles what the page last asked for, not what feedback last showed: a
+    // second press before the first one's feedback arrives must undo it, not repeat it.
+    const toggleMute = () => { muted = !muted; send(`${base}/mute`, [{ i: muted ? 1 : 0 }]); };
+    muteBtn.addEventListener("click", toggleMute);
     let pan = null;
     let echo = null;
     // The DJ filter: left low-pass, right high-pass, centre off (the master has one too).
@@ -408,7 +411,7 @@
       canvas,
       get soloed() { return soloed; },
       get muted() { return muted; },
-      toggleMute: () => send(`${base}/mute`, [{ i: muted ? 0 : 1 }]),
+      toggleMute,
       set(param, v) {
         if (param === "fader") fader.set(v); // shown when the fader is left alone (echoGuard)
         else if (param === "mute") { muted = !!v; muteBtn.classList.toggle("on", muted); root.dataset.mute = muted ? "1" : "0"; drawSolo(); }
