@@ -26,11 +26,10 @@ from __future__ import annotations
 
 import os
 import re
-import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
-from stemdeck.core.audiofile.files import AUDIO_SUFFIXES
+from stemdeck.core.audiofile.files import AUDIO_SUFFIXES, is_inert
 
 __all__ = ["library_files", "listed", "resolve_listed", "unlisted"]
 
@@ -49,20 +48,12 @@ def listed(path: str) -> str:
     except UnicodeDecodeError:
         pass
     else:
-        if not _ESCAPE.search(text) and _inert(text):
+        if not _ESCAPE.search(text) and is_inert(text):
             return text
     escaped = raw.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
-    if _inert(escaped):
+    if is_inert(escaped):
         return escaped
-    return "".join(c if _inert(c) else _bytes_escaped(c) for c in escaped)
-
-
-def _inert(text: str) -> bool:
-    """No control or format character: nothing that forges a log line, recolours a
-    terminal or reverses the text after it (spaces of every kind are fine)."""
-    return text.isprintable() or all(
-        c.isprintable() or unicodedata.category(c) == "Zs" for c in text
-    )
+    return "".join(c if is_inert(c) else _bytes_escaped(c) for c in escaped)
 
 
 def _bytes_escaped(c: str) -> str:

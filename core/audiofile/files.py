@@ -39,6 +39,7 @@ __all__ = [
     "create_temp",
     "disk_full_message",
     "is_disk_full",
+    "is_inert",
     "load",
     "printable_name",
     "probe_audio",
@@ -86,8 +87,14 @@ def printable_name(name: str | os.PathLike[str]) -> str:
         text = raw.decode("utf-8", "backslashreplace")
     if text.isprintable():
         return text
-    return "".join(
-        c if c.isprintable() or unicodedata.category(c) == "Zs" else _escaped(c) for c in text
+    return "".join(c if is_inert(c) else _escaped(c) for c in text)
+
+
+def is_inert(text: str) -> bool:
+    """No control or format character in ``text``: nothing that forges a log line,
+    recolours a terminal or reverses the text after it (spaces of every kind are fine)."""
+    return text.isprintable() or all(
+        c.isprintable() or unicodedata.category(c) == "Zs" for c in text
     )
 
 
