@@ -48,13 +48,14 @@ import ctypes
 import ctypes.util
 import functools
 import gc
+import importlib
 import logging
 import os
-import resource
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import ModuleType
 from typing import Any
 
 __all__ = [
@@ -66,6 +67,7 @@ __all__ = [
     "lock_memory",
     "make_realtime",
     "name_os_thread",
+    "open_files_limits",
     "pin_threads",
     "raise_open_files",
     "raise_priority",
@@ -252,6 +254,25 @@ def lock_memory() -> str:
     return "memory locked"
 
 
+def _resource() -> ModuleType | None:
+    """The POSIX ``resource`` module, or ``None`` where there is none (Windows)."""
+    try:
+        return importlib.import_module("resource")
+    except ImportError:
+        return None
+
+
+def open_files_limits() -> tuple[int, int] | None:
+    """The soft and hard limits on open files (``RLIMIT_NOFILE``), unlimited as
+    ``1 << 30``; ``None`` where the platform has no such limit (Windows)."""
+    res = _resource()
+    if res is None:
+        return None
+    soft, hard = res.getrlimit(res.RLIMIT_NOFILE)
+    unlimited = res.RLIM_INFINITY
+    return (1 << 30 if soft == unlimited else soft, 1 << 30 if hard == unlimited else hard)
+
+
 def raise_open_files() -> str:
     """Raise the soft limit on open files (``RLIMIT_NOFILE``) to the hard limit, the
     most an unprivileged process may have: the usual soft limit, 1,024, is few for a
@@ -259,13 +280,16 @@ def raise_open_files() -> str:
     The web server still keeps descriptors free for those (``daemon/web/gate.py``).
     Returns what the limit is now, for the log: ``"open files: at most 524288 (raised
     from 1024)"``."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft == resource.RLIM_INFINITY:
+    res = _resource()
+    if res is None:
+        return "open files: no per-process limit on this platform"
+    soft, hard = res.getrlimit(res.RLIMIT_NOFILE)
+    if hard == res.RLIM_INFINITY or soft == res.RLIM_INFINITY:
         return "open files: no limit"
     if soft >= hard:
         return f"open files: at most {soft} (the hard limit)"
     try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        res.setrlimit(res.RLIMIT_NOFILE, (hard, hard))
     except (ValueError, OSError) as exc:
         return f"open files: at most {soft} (raising it to {hard} failed: {exc})"
     return f"open files: at most {hard} (raised from {soft})"

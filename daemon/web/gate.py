@@ -42,7 +42,6 @@ import contextlib
 import ipaddress
 import json
 import logging
-import resource
 import socket
 import sys
 import time
@@ -52,6 +51,7 @@ from typing import Any
 from stemdeck.core.errors import ParameterError
 
 from ..osc.limits import RateLimitedLog, TokenBucket
+from ..realtime import open_files_limits
 
 __all__ = [
     "ACCEPT_BATCH",
@@ -88,9 +88,10 @@ LOG_WINDOW = 10.0  # s: refusals and accept errors are logged once per window
 
 
 def open_files_limit() -> int:
-    """The process's soft limit on open files (``RLIMIT_NOFILE``)."""
-    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    return soft if soft != resource.RLIM_INFINITY else 1 << 30
+    """The process's soft limit on open files (``RLIMIT_NOFILE``); ``1 << 30`` where
+    it is unlimited or the platform has none (Windows)."""
+    limits = open_files_limits()
+    return 1 << 30 if limits is None else limits[0]
 
 
 def _refusal(text: str) -> bytes:

@@ -406,6 +406,27 @@ def test_the_open_files_limit_is_raised_to_the_hard_limit() -> None:
         assert out.splitlines() == [said, now]
 
 
+def test_a_platform_without_rlimits_starts_and_says_so() -> None:
+    # Windows has no ``resource`` module: the daemon must still import and say plainly
+    # that there is no limit to raise, and the web gate must not refuse connections.
+    code = (
+        "import sys\n"
+        "sys.modules['resource'] = None\n"
+        "import stemdeck.daemon.serve\n"
+        "from stemdeck.daemon.realtime import open_files_limits, raise_open_files\n"
+        "from stemdeck.daemon.web.gate import open_files_limit\n"
+        "print(raise_open_files())\n"
+        "print(open_files_limits())\n"
+        "print(open_files_limit())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == [
+        "open files: no per-process limit on this platform",
+        "None",
+        str(1 << 30),
+    ]
+
+
 # -- a real daemon under a low descriptor limit --------------------------------------------
 @pytest.fixture
 def library(tmp_path: Path) -> Iterator[Path]:
