@@ -292,7 +292,9 @@ class MidiControl:
 
     def _action(self, address: str, args: list[Any]) -> None:
         if address.startswith("/transport/"):
-            self.host.post(self.host.transport.command(address[len("/transport/") :]))
+            command = self.host.transport.command(address[len("/transport/") :])
+            if command is not None:
+                self.host.post(command)
         elif address == "/scene/recall":
             try:
                 self.host.recall_scene(str(args[0]), float(args[1]) if len(args) > 1 else 0.0)

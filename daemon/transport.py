@@ -60,11 +60,15 @@ class TransportControl:
         loop, sr = self.engine.loop, self.engine.sr
         return [loop[0] / sr, loop[1] / sr] if loop is not None and sr else [0.0, 0.0]
 
-    def command(self, verb: str, args: Sequence[Any] = ()) -> Command:
-        """The command for one verb (``play``, ``seek``, ``loop/off``...).
+    def command(self, verb: str, args: Sequence[Any] = ()) -> Command | None:
+        """The command for one verb (``play``, ``seek``, ``loop/off``...), or ``None``
+        for a button's release.
 
         ``toggle`` pauses a rolling transport (one that is not already fading
-        out) and plays otherwise.
+        out) and plays otherwise. The verbs without a value (``play``, ``pause``,
+        ``stop``, ``toggle``, ``loop/off``) also take one number or boolean, as a
+        button on a control surface sends them (TouchOSC, Open Stage Control: 1 on
+        press, 0 on release): non-zero acts, zero is the release and does nothing.
 
         Raises
         ------
@@ -72,8 +76,8 @@ class TransportControl:
             Unknown verb, wrong argument count or type, NaN, negative times.
         """
         if verb in ("play", "pause", "stop", "toggle", "loop/off"):
-            if args:
-                raise ParameterError(f"/transport/{verb} takes no arguments, got {len(args)}")
+            if args and not _pressed(f"/transport/{verb}", args):
+                return None
             if verb == "play":
                 return Play()
             if verb == "pause":
@@ -105,6 +109,19 @@ class TransportControl:
                 )
             return Loop(start, end)
         raise ParameterError(f"unknown address /transport/{verb}")
+
+
+def _pressed(address: str, args: Sequence[Any]) -> bool:
+    """Whether a button's one value is a press (non-zero) rather than its release."""
+    if len(args) != 1 or not isinstance(args[0], int | float):
+        raise ParameterError(
+            f"{address} takes no arguments or one button value (1 press, 0 release), "
+            f"got {list(args)!r}"
+        )
+    value = float(args[0])
+    if math.isnan(value):
+        raise ParameterError(f"{address} got {value}")
+    return value != 0.0
 
 
 def _seconds(address: str, args: Sequence[Any]) -> float:

@@ -395,8 +395,8 @@ class OscControl:
             group.plan.replies.append((address, [transport.position()]))
         elif verb in ("playing", "length") or (verb in ("loop", "loop/region") and not args):
             group.plan.replies.append((address, transport.value(verb)))
-        else:
-            group.plan.commands.append(transport.command(verb, args))
+        elif (command := transport.command(verb, args)) is not None:
+            group.plan.commands.append(command)
 
     def _ping(self, address: str, args: list[Any], group: Group) -> None:
         no_args(address, args)

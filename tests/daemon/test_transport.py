@@ -33,10 +33,34 @@ def test_verbs(mixer: Mixer) -> None:
     assert t.command("loop/off") == Loop(0.0, 0.0)
 
 
+def test_a_button_acts_on_its_press_and_not_on_its_release(mixer: Mixer) -> None:
+    # TouchOSC and Open Stage Control buttons send 1 on press and 0 on release.
+    t = TransportControl(mixer)
+    for press in ([1], [1.0], [True], [127]):
+        assert t.command("play", press) == Play()
+        assert t.command("pause", press) == Pause()
+        assert t.command("stop", press) == Stop()
+        assert t.command("toggle", press) == Play()  # the fixture's mixer is not rolling
+        assert t.command("loop/off", press) == Loop(0.0, 0.0)
+    for release in ([0], [0.0], [False]):
+        for verb in ("play", "pause", "stop", "toggle", "loop/off"):
+            assert t.command(verb, release) is None
+
+
 @pytest.mark.parametrize(
     ("verb", "args", "reason"),
     [
-        ("play", [1], "takes no arguments"),
+        (
+            "play",
+            [1, 0],
+            r"takes no arguments or one button value \(1 press, 0 release\), got \[1, 0\]",
+        ),
+        (
+            "stop",
+            ["go"],
+            r"takes no arguments or one button value \(1 press, 0 release\), got \['go'\]",
+        ),
+        ("toggle", [float("nan")], r"/transport/toggle got nan"),
         ("seek", [], "takes a number"),
         ("seek", [-1.0], ">= 0"),
         ("seek", [float("nan")], "nan"),

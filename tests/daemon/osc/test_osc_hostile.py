@@ -209,6 +209,31 @@ def test_limits_on_one_datagram(served) -> None:
     assert server.control.counts().refused == 3
 
 
+def test_a_surface_button_press_and_release_over_osc(served) -> None:
+    # A TouchOSC button sends "/transport/stop 1.0" on press, "... 0.0" on release:
+    # the press stops, the release neither errs nor acts again.
+    host, server = served
+    assert host.engine.rolling
+    assert server.datagram(m("/transport/stop", 1.0), SENDER) == []
+    host.block()
+    assert not host.engine.rolling
+    assert server.datagram(m("/transport/play", 0.0), SENDER) == []
+    host.block()
+    assert not host.engine.rolling
+    assert server.datagram(m("/transport/play", 1.0), SENDER) == []
+    host.block()
+    assert host.engine.rolling
+    assert server.datagram(m("/transport/play", "x"), SENDER) == [
+        (
+            "/error",
+            [
+                "/transport/play takes no arguments or one button value (1 press, 0 release), "
+                "got ['x']"
+            ],
+        )
+    ]
+
+
 def test_replies_are_limited_to_four_bytes_per_byte_received(served) -> None:
     _host, server = served
     # 4 replies of 20 bytes to a 16-byte query: within 4 * 16 + 96.
