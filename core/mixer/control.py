@@ -11,7 +11,8 @@ command changed are re-aimed once, however many commands came
 (:meth:`MixerControl._retarget`: every strip when the solo set changed). A block
 with no command runs none of this. The play head's crossfading jump
 (:meth:`MixerControl._jump`) is here too: seeks, loops and track changes make
-it, and the block makes it where the loop wraps or the track ends.
+it, and so does the block where the loop wraps (or, with ``at_end="loop"``, at the
+track's end).
 
 This is the middle layer of the Mixer (see :mod:`.state`): a base class, not an
 object the Mixer holds, so the block calls ``self._apply`` and reads
@@ -89,6 +90,9 @@ class MixerControl(MixerState):
         return True
 
     def _apply(self, cmd: Command) -> None:
+        """Apply one drained command (audio thread; scalar work only). A ``Batch``
+        applies its commands in order. A ``StripTarget`` outside the strips, and
+        ``Play`` or ``Seek`` with no track, change nothing."""
         if isinstance(cmd, StripTarget):
             i = cmd.index
             if 0 <= i < self.max_channels:
