@@ -17,6 +17,10 @@ Each kept commit gets the next :attr:`Registry.generation` and stamps the values
 it wrote with it, so a writer that takes its time (a scene morph) asks
 :meth:`Registry.written_since` which of its values someone else has written
 since its own last commit, and leaves those to them.
+
+The values themselves (the states, the check of a new value, the scene tables, the
+engine command of a state) are pure functions in :mod:`.values`; this module is the
+address space and the write path.
 """
 
 from __future__ import annotations
@@ -25,39 +29,31 @@ import math
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from typing import TypedDict
 
 from ..errors import ParameterError
-from ..mixer.commands import Batch, Command, EchoTarget, MasterTarget, StripTarget
-from ..mixer.params import (
-    ECHO_FEEDBACK,
-    ECHO_MAX_MS,
-    ECHO_MIN_MS,
-    ECHO_MS,
-    ECHO_RETURN,
-    MAX_DB,
-    MAX_GAIN,
-    OFF_DB,
-    db_to_gain,
-    fader_to_gain,
-    gain_to_db,
-    gain_to_fader,
-)
+from ..mixer.commands import Batch, Command, EchoTarget
+from ..mixer.params import ECHO_MAX_MS, ECHO_MIN_MS
 from .pattern import MAX_PATTERN, compile_pattern, is_pattern
+from .values import (
+    EchoState,
+    SceneState,
+    StripState,
+    echo_from_scene,
+    echo_updated,
+    echo_value,
+    scene_of,
+    strip_command,
+    strip_from_scene,
+    strip_updated,
+    strip_value,
+)
 
 __all__ = [
     "CHANNEL_PARAMS",
     "ECHO_PARAMS",
     "MASTER_PARAMS",
     "PARAM_ALIASES",
-    "ChannelState",
-    "EchoSceneState",
-    "EchoState",
-    "MasterState",
     "Registry",
-    "SceneState",
-    "StripState",
     "Transaction",
 ]
 
@@ -111,94 +107,6 @@ _SCENE_VALUES = {
 }
 _ECHO_SCENE = {"ms": "ms", "feedback": "feedback", "filter": "filter", "level": "return"}
 _MASTER_SCENE_VALUES = {"gain": "gain", "mute": "mute", "filter": "filter", "res": "filter/res"}
-
-
-@dataclass(frozen=True)
-class StripState:
-    """A channel's (or the master's) values; ``filter`` is the DJ filter's knob
-    (-1..1, 0 off) and ``res`` its resonance (0..1)."""
-
-    gain: float = 1.0
-    mute: bool = False
-    solo: bool = False
-    pan: float = 0.0
-    filter: float = 0.0
-    res: float = 0.0
-    echo: float = 0.0
-    echo_pre: bool = False
-
-
-@dataclass(frozen=True)
-class EchoState:
-    """The echo bus: delay (ms), feedback, the DJ filter on its return, return level."""
-
-    ms: float = ECHO_MS
-    feedback: float = ECHO_FEEDBACK
-    filter: float = 0.0
-    level: float = ECHO_RETURN
-
-
-class ChannelState(TypedDict):
-    """One channel in a :class:`SceneState`."""
-
-    gain: float
-    mute: bool
-    solo: bool
-    pan: float
-    filter: float
-    res: float
-    echo: float
-    echo_pre: bool
-
-
-class EchoSceneState(TypedDict):
-    """The echo bus in a :class:`SceneState` (``return`` is its return level)."""
-
-    ms: float
-    feedback: float
-    filter: float
-    level: float
-
-
-class MasterState(TypedDict):
-    """The master in a :class:`SceneState`."""
-
-    gain: float
-    mute: bool
-    filter: float
-    res: float
-
-
-class SceneState(TypedDict):
-    """Every channel's state by name, and the master's: what :meth:`Registry.snapshot`
-    gives and :meth:`Transaction.restore` takes back (a scene)."""
-
-    channels: dict[str, ChannelState]
-    master: MasterState
-    echo: EchoSceneState
-
-
-def _number(args: Sequence[object], address: str) -> float:
-    if len(args) != 1:
-        raise ParameterError(f"{address} takes one number, got {len(args)} arguments")
-    value = args[0]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ParameterError(f"{address} takes a number, got {type(value).__name__} {value!r}")
-    if math.isnan(value):
-        raise ParameterError(f"{address} got NaN")
-    return float(value)
-
-
-def _switch(args: Sequence[object], address: str) -> bool:
-    if len(args) != 1:
-        raise ParameterError(f"{address} takes one of 1/0/T/F, got {len(args)} arguments")
-    value = args[0]
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | float) and not (isinstance(value, float) and math.isnan(value)):
-        if value in (0, 1):
-            return bool(value)
-    raise ParameterError(f"{address} takes 1/0 or T/F, got {value!r}")
 
 
 class Registry:
@@ -393,8 +301,8 @@ class Registry:
         with self._lock:
             index, param = self._target(key)
             if index == ECHO:
-                return _echo_value(self.echo, param)
-            return _value(self.master if index is None else self.strips[index], param)
+                return echo_value(self.echo, param)
+            return strip_value(self.master if index is None else self.strips[index], param)
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
@@ -403,52 +311,6 @@ class Registry:
         throughout, so the registry and what the engine was sent never disagree."""
         with self._lock:
             yield Transaction(self)
-
-    def _updated(
-        self, state: StripState, param: str, args: Sequence[object], key: str
-    ) -> StripState:
-        if param == "fader":
-            f = _number(args, key)
-            if not 0.0 <= f <= 1.0:
-                raise ParameterError(f"{key} takes 0..1, got {f:g}")
-            return replace(state, gain=fader_to_gain(f))
-        if param == "gain":
-            g = _number(args, key)
-            if not 0.0 <= g <= MAX_GAIN * (1 + 1e-9):
-                raise ParameterError(f"{key} takes 0..{MAX_GAIN:.3f} (+{MAX_DB:g} dB), got {g:g}")
-            return replace(state, gain=min(g, MAX_GAIN))
-        if param == "db":
-            db = _number(args, key)
-            if db > MAX_DB + 1e-9:
-                raise ParameterError(f"{key} takes at most +{MAX_DB:g} dB, got {db:g}")
-            return replace(state, gain=0.0 if db <= OFF_DB else db_to_gain(db))
-        if param in ("mute", "solo"):
-            return replace(state, **{param: _switch(args, key)})
-        if param == "pan":
-            p = _number(args, key)
-            if not -1.0 <= p <= 1.0:
-                raise ParameterError(f"{key} takes -1..1, got {p:g}")
-            return replace(state, pan=p)
-        if param == "filter":
-            f = _number(args, key)
-            if not -1.0 <= f <= 1.0:
-                raise ParameterError(
-                    f"{key} takes -1..1 (below 0 low-pass, above 0 high-pass), got {f:g}"
-                )
-            return replace(state, filter=f)
-        if param == "filter/res":
-            r = _number(args, key)
-            if not 0.0 <= r <= 1.0:
-                raise ParameterError(f"{key} takes 0..1, got {r:g}")
-            return replace(state, res=r)
-        if param == "echo":
-            e = _number(args, key)
-            if not 0.0 <= e <= 1.0:
-                raise ParameterError(f"{key} takes 0..1, got {e:g}")
-            return replace(state, echo=e)
-        if param == "echo/pre":
-            return replace(state, echo_pre=_switch(args, key))
-        raise ParameterError(f"unknown address {key}")
 
     # -- 0..1 views (MIDI) ----------------------------------------------------------------
     def get_norm(self, key: str) -> float:
@@ -472,140 +334,7 @@ class Registry:
     def snapshot(self) -> SceneState:
         """Every channel's and the master's state, by channel name: a scene."""
         with self._lock:
-            return _snapshot(self.names, self.strips, self.master, self.echo)
-
-
-def _snapshot(
-    names: Sequence[str], strips: Sequence[StripState], master: StripState, echo: EchoState
-) -> SceneState:
-    return {
-        "channels": {
-            n: {
-                "gain": s.gain,
-                "mute": s.mute,
-                "solo": s.solo,
-                "pan": s.pan,
-                "filter": s.filter,
-                "res": s.res,
-                "echo": s.echo,
-                "echo_pre": s.echo_pre,
-            }
-            for n, s in zip(names, strips, strict=True)
-        },
-        "master": {
-            "gain": master.gain,
-            "mute": master.mute,
-            "filter": master.filter,
-            "res": master.res,
-        },
-        "echo": {
-            "ms": echo.ms,
-            "feedback": echo.feedback,
-            "filter": echo.filter,
-            "level": echo.level,
-        },
-    }
-
-
-def _state_from(values: Mapping[str, object], current: StripState) -> StripState:
-    def num(key: str, lo: float, hi: float, default: float) -> float:
-        v = values.get(key, default)
-        if isinstance(v, bool) or not isinstance(v, int | float) or math.isnan(v):
-            raise ParameterError(f"scene value {key}={v!r} is not a number")
-        return min(max(float(v), lo), hi)
-
-    def flag(key: str, default: bool) -> bool:
-        v = values.get(key, default)
-        if not isinstance(v, bool):
-            raise ParameterError(f"scene value {key}={v!r} is not true/false")
-        return v
-
-    return StripState(
-        gain=num("gain", 0.0, MAX_GAIN, current.gain),
-        mute=flag("mute", current.mute),
-        solo=flag("solo", current.solo),
-        pan=num("pan", -1.0, 1.0, current.pan),
-        filter=num("filter", -1.0, 1.0, current.filter),
-        res=num("res", 0.0, 1.0, current.res),
-        echo=num("echo", 0.0, 1.0, current.echo),
-        echo_pre=flag("echo_pre", current.echo_pre),
-    )
-
-
-def _echo_from(values: Mapping[str, object], current: EchoState) -> EchoState:
-    def num(key: str, lo: float, hi: float, default: float) -> float:
-        v = values.get(key, default)
-        if isinstance(v, bool) or not isinstance(v, int | float) or math.isnan(v):
-            raise ParameterError(f"scene value echo {key}={v!r} is not a number")
-        return min(max(float(v), lo), hi)
-
-    return EchoState(
-        ms=num("ms", ECHO_MIN_MS, ECHO_MAX_MS, current.ms),
-        feedback=num("feedback", 0.0, 1.0, current.feedback),
-        filter=num("filter", -1.0, 1.0, current.filter),
-        level=num("level", 0.0, 1.0, current.level),
-    )
-
-
-def _echo_value(state: EchoState, param: str) -> float:
-    if param == "return":
-        return state.level
-    value: float = getattr(state, param)
-    return value
-
-
-def _echo_updated(state: EchoState, param: str, args: Sequence[object], key: str) -> EchoState:
-    x = _number(args, key)
-    if param == "ms":
-        if not ECHO_MIN_MS <= x <= ECHO_MAX_MS:
-            raise ParameterError(f"{key} takes {ECHO_MIN_MS:g}..{ECHO_MAX_MS:g} ms, got {x:g}")
-        return replace(state, ms=x)
-    if param == "filter":
-        if not -1.0 <= x <= 1.0:
-            raise ParameterError(
-                f"{key} takes -1..1 (below 0 low-pass, above 0 high-pass), got {x:g}"
-            )
-        return replace(state, filter=x)
-    if not 0.0 <= x <= 1.0:
-        raise ParameterError(f"{key} takes 0..1, got {x:g}")
-    return replace(state, feedback=x) if param == "feedback" else replace(state, level=x)
-
-
-def _value(state: StripState, param: str) -> float | int:
-    if param == "gain":
-        return state.gain
-    if param == "db":
-        return gain_to_db(state.gain)
-    if param == "fader":
-        return gain_to_fader(state.gain)
-    if param in ("mute", "solo"):
-        return int(getattr(state, param))
-    if param == "filter":
-        return state.filter
-    if param == "filter/res":
-        return state.res
-    if param == "echo":
-        return state.echo
-    if param == "echo/pre":
-        return int(state.echo_pre)
-    return state.pan
-
-
-def _command(index: int | None, state: StripState) -> Command:
-    """The engine command that aims strip ``index`` (None: the master) at ``state``."""
-    if index is None:
-        return MasterTarget(state.gain, state.mute, state.filter, state.res)
-    return StripTarget(
-        index,
-        state.gain,
-        state.mute,
-        state.solo,
-        state.pan,
-        state.filter,
-        state.res,
-        state.echo,
-        state.echo_pre,
-    )
+            return scene_of(self.names, self.strips, self.master, self.echo)
 
 
 class Transaction:
@@ -657,8 +386,8 @@ class Transaction:
         """Value of a canonical key, staged or else current."""
         index, param = self.registry._target(key)
         if index == ECHO:
-            return _echo_value(self._echo(), param)
-        return _value(self._state(index), param)
+            return echo_value(self._echo(), param)
+        return strip_value(self._state(index), param)
 
     def _echo(self) -> EchoState:
         return self.staged_echo if self.staged_echo is not None else self.registry.echo
@@ -679,10 +408,10 @@ class Transaction:
         for key in keys:
             index, param = reg._target(key)
             if index == ECHO:
-                echo = _echo_updated(echo or self._echo(), param, args, key)
+                echo = echo_updated(echo or self._echo(), param, args, key)
                 continue
             state = updates[index] if index in updates else self._state(index)
-            updates[index] = reg._updated(state, param, args, key)
+            updates[index] = strip_updated(state, param, args, key)
         self.staged.update(updates)
         if echo is not None:
             self.staged_echo = echo
@@ -713,11 +442,11 @@ class Transaction:
                 self.set(key, [x >= 0.5])
 
     def restore(self, scene: Mapping[str, object]) -> None:
-        """Stage a snapshot (a scene: a :class:`SceneState`, or a table read from a file,
-        so every value is checked here): channels matched by name, unknown names ignored,
-        values it does not name kept. Every strip and the master are staged, so the
-        commit sends the whole state; the values the scene names count as written
-        (:attr:`written`).
+        """Stage a snapshot (a scene: a :class:`~.values.SceneState`, or a table read
+        from a file, so every value is checked here): channels matched by name, unknown
+        names ignored, values it does not name kept. Every strip and the master are
+        staged, so the commit sends the whole state; the values the scene names count
+        as written (:attr:`written`).
 
         Raises
         ------
@@ -734,18 +463,18 @@ class Transaction:
         for name, values in channels.items():
             if name in names and isinstance(values, Mapping):
                 i = names.index(name)
-                strips[i] = _state_from(values, strips[i])
+                strips[i] = strip_from_scene(values, strips[i])
                 written += [f"/ch/{i + 1}/{v}" for p, v in _SCENE_VALUES.items() if p in values]
         master = scene.get("master")
         current = self._state(None)
         new_master = current
         if isinstance(master, Mapping):
-            new_master = _state_from(master, current)
+            new_master = strip_from_scene(master, current)
             written += [f"/master/{v}" for p, v in _MASTER_SCENE_VALUES.items() if p in master]
         echo = scene.get("echo")
         new_echo = None
         if isinstance(echo, Mapping):  # the echo bus is staged only if the scene has it
-            new_echo = _echo_from(echo, self._echo())
+            new_echo = echo_from_scene(echo, self._echo())
             written += [f"/fx/echo/{_ECHO_SCENE[p]}" for p in _ECHO_SCENE if p in echo]
         self.staged.update(enumerate(strips))
         self.staged[None] = new_master
@@ -769,12 +498,12 @@ class Transaction:
         """The state a commit would leave, as :meth:`Registry.snapshot` gives it."""
         names = self.names if self.names is not None else self.registry.names
         strips = [self._state(i) for i in range(len(names))]
-        return _snapshot(names, strips, self._state(None), self._echo())
+        return scene_of(names, strips, self._state(None), self._echo())
 
     def commands(self) -> list[Command]:
         """One engine command per strip (and the master) staged, from the staged state."""
         order = sorted(self.staged, key=lambda index: -1 if index is None else index)
-        out = [_command(index, self.staged[index]) for index in order]
+        out = [strip_command(index, self.staged[index]) for index in order]
         e = self.staged_echo
         if e is not None:
             out.append(EchoTarget(e.ms, e.feedback, e.filter, e.level))

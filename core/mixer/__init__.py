@@ -2,9 +2,13 @@
 
 - :mod:`.commands`: what control threads post (``StripTarget``, ``EchoTarget``,
   ``Play``, ``Loop``, ``SetTrack`` with a ``Track``...; the ``Command`` union).
-- :mod:`.engine`: ``Mixer`` (prepare, process, post, read_meters, strip_state,
-  master_state, filter_state, echo_state, echo_running), ``Meters``,
-  ``StripState``, ``MasterState``, ``enter_audio_thread``.
+- :mod:`.engine`: ``Mixer`` (prepare, process, reset, and what the layers below
+  give it), ``enter_audio_thread``, ``FADING_HEADS``, ``AUDIO_BUFSIZE``.
+- :mod:`.control`: ``MixerControl``, the Mixer's command side: ``post``, and what
+  a drained command changes (strip targets, master, transport, loop, track, jumps).
+- :mod:`.state`: ``MixerState``, what control threads read of the Mixer
+  (read_meters, strip_state, master_state, filter_state, echo_state, rolling,
+  loop, echo_running), and its views ``Meters``, ``StripState``, ``MasterState``.
 - :mod:`.fx`: ``Effects`` (``Mixer.fx``), the DJ filters and the echo bus: their
   ramps, states, delay line and the FX path of a block; ``FILTER_TABLE``,
   ``FILTER_LP_HZ``, ``FILTER_HP_HZ``, ``ECHO_GLIDE_S``.

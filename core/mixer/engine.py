@@ -19,7 +19,15 @@ Control threads talk to it only through :meth:`Mixer.post`, a bounded,
 non-blocking queue of the small immutable commands of
 :mod:`stemdeck.core.mixer.commands` (a full queue is counted and the command
 refused); a new set of channels is published by handing over one
-:class:`~stemdeck.core.mixer.commands.Track` reference.
+:class:`~stemdeck.core.mixer.commands.Track` reference. They read it through
+the methods of :mod:`.state` (``read_meters``, ``strip_state``...).
+
+The Mixer is one class in three layers, one module each: :mod:`.state` (the
+state control threads read, and the read side), :mod:`.control` (``post`` and
+what a drained command changes), this module (set-up and the block). Base
+classes, not objects the Mixer holds: the block reads every attribute as its
+own and calls every method on ``self``, as in one class, with no extra lookup
+or call per block.
 
 Every level change is a linear ramp of ``ramp_ms`` (mute and solo are fades
 too); seeks, loop wraps and track changes crossfade over ``xfade_ms``; play
@@ -69,41 +77,18 @@ file that slipped through) is replaced by silence and counted in
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import numpy as np
 
 from ..errors import ParameterError
 from . import kernel
-from .commands import (
-    Batch,
-    Command,
-    EchoTarget,
-    Loop,
-    MasterTarget,
-    Pause,
-    Play,
-    Seek,
-    SetTrack,
-    Stop,
-    StripTarget,
-    Track,
-)
+from .commands import Track
+from .control import MixerControl
 from .fx import Effects
 from .heads import FadingHead, Ramp
 from .kernel import Kernel, NumpyKernel
-from .params import MAX_GAIN
 
-__all__ = [
-    "AUDIO_BUFSIZE",
-    "FADING_HEADS",
-    "MasterState",
-    "Meters",
-    "Mixer",
-    "StripState",
-    "enter_audio_thread",
-]
+__all__ = ["AUDIO_BUFSIZE", "FADING_HEADS", "Mixer", "enter_audio_thread"]
 
 FADING_HEADS = 4  # play heads that can fade out at once (jumps within one crossfade)
 AUDIO_BUFSIZE = 64  # numpy iterator buffer (elements) in the audio thread
@@ -115,47 +100,7 @@ def enter_audio_thread() -> None:
     np.setbufsize(AUDIO_BUFSIZE)
 
 
-class StripState(NamedTuple):
-    """One strip's parameters as the engine holds them (:meth:`Mixer.strip_state`).
-
-    Clamped as the engine applies them: ``gain`` linear in 0..+10 dB, ``pan``
-    in -1 (left) .. 1 (right).
-    """
-
-    gain: float
-    mute: bool
-    solo: bool
-    pan: float
-
-
-class MasterState(NamedTuple):
-    """The master's gain (linear, clamped) and mute (:meth:`Mixer.master_state`)."""
-
-    gain: float
-    mute: bool
-
-
-@dataclass
-class Meters:
-    """Levels since the last :meth:`Mixer.read_meters`, linear: channels then master.
-
-    Channel meters show what each strip sends to the master bus (after its
-    fader, pan, filter and the transport fades); the master meter shows the
-    output (after the master fader, the echo's return included). There is
-    always one value per strip: while the original track stands in during
-    separation, the strips are silent.
-    """
-
-    peak: np.ndarray
-    rms: np.ndarray
-    position: float
-    playing: bool
-    blocks: int
-    dropped: int = 0
-    names: tuple[str, ...] = field(default_factory=tuple)
-
-
-class Mixer:
+class Mixer(MixerControl):
     """Channel strips into a stereo master, with transport and meters.
 
     Parameters
@@ -208,11 +153,11 @@ class Mixer:
         self.xfade_ms = xfade_ms
         self.min_loop_ms = min_loop_ms
         self.at_end = at_end
-        self._queue: deque[Command] = deque()
+        self._queue = deque()
         self._queue_size = queue_size
         self.dropped = 0
         self.nonfinite_blocks = 0
-        self.track: Track | None = None
+        self.track = None
         self.sr = 0
         self.max_block = 0
         self.outputs = "mix"
@@ -222,19 +167,7 @@ class Mixer:
         self.playing = False
         self._pausing = False
         self._ending = False
-        self._loop: tuple[int, int] | None = None
-
-    # -- public transport state (read from control threads) ---------------------
-    @property
-    def rolling(self) -> bool:
-        """Playing and not fading out to a pause or stop (or past the track's end):
-        what a play LED shows."""
-        return self.playing and not self._pausing and not self._ending
-
-    @property
-    def loop(self) -> tuple[int, int] | None:
-        """The loop region in samples (start, end), or None."""
-        return self._loop
+        self._loop = None
 
     # -- set-up (not real-time) -------------------------------------------------
     def prepare(self, samplerate: int, max_block: int, *, outputs: str = "mix") -> None:
@@ -267,11 +200,11 @@ class Mixer:
         # and an object in between would add a lookup to each, in every block.
         # One (gain, mute, solo, pan) tuple per strip, replaced whole by a command,
         # so a control thread reading one (strip_state) never sees half of two.
-        self._strip_params: list[tuple[float, bool, bool, float]] = [(1.0, False, False, 0.0)] * n
+        self._strip_params = [(1.0, False, False, 0.0)] * n
         self._solos = 0  # strips soloed
         self._dirty = False  # some strip must be re-aimed
         self._dirty_all = False  # every strip must (the solo set changed)
-        self._dirty_strips: set[int] = set()
+        self._dirty_strips = set()
         self._ramp_frames = 0  # samples until the longest running strip ramp ends
         # Each (strip, side)'s ramp: where it is, where it heads, its step a
         # sample and the samples it has left (float64).
@@ -359,279 +292,6 @@ class Mixer:
     @property
     def out_channels(self) -> int:
         return 2 if self.outputs == "mix" else 2 * self.max_channels
-
-    # -- control side -------------------------------------------------------------
-    def post(self, command: Command) -> bool:
-        """Queue a command for the next block; False (and counted) if the queue is full.
-
-        Safe from any number of control threads: deque appends are atomic.
-        """
-        if len(self._queue) >= self._queue_size:
-            self.dropped += 1
-            return False
-        self._queue.append(command)
-        return True
-
-    def read_meters(self) -> Meters:
-        """Peak and RMS since the last read (control side; a torn read only blurs a meter)."""
-        count = max(self._count, 1)
-        peaks = np.roll(self._peak, -1)  # strips, then the master
-        rms = np.sqrt(np.roll(self._sumsq, -1).astype(np.float64) / (2 * count)).astype(np.float32)
-        self._peak[:] = 0.0
-        self._sumsq[:] = 0.0
-        self._count = 0
-        track = self.track
-        names = track.names if track is not None and not track.is_mix else ()
-        return Meters(
-            peak=peaks,
-            rms=rms,
-            position=self.position / self.sr if self.sr else 0.0,
-            playing=self.rolling,
-            blocks=self.blocks,
-            dropped=self.dropped,
-            names=names,
-        )
-
-    def strip_state(self, index: int) -> StripState:
-        """Strip ``index``'s parameters as the audio thread last applied them.
-
-        For control threads and tests; never called in the audio thread. Safe
-        from any thread: the audio thread replaces a strip's parameters as one
-        tuple (one list store, atomic under the GIL), and this reads it in one
-        step, so the value is that of one command, never half of two. Strips
-        read one after another may be from different blocks; a command still
-        in the queue shows only after the block that applies it.
-
-        Raises
-        ------
-        ParameterError
-            Not prepared yet, or ``index`` outside ``0..max_channels - 1``.
-        """
-        if not self._prepared:
-            raise ParameterError("the mixer is not prepared: no strips yet")
-        if not 0 <= index < self.max_channels:
-            raise ParameterError(f"strip {index} out of 0..{self.max_channels - 1}")
-        return StripState(*self._strip_params[index])
-
-    def master_state(self) -> MasterState:
-        """The master's gain and mute as the audio thread last applied them.
-
-        For control threads and tests, never the audio thread. Consistent from
-        any thread: the pair is one tuple, replaced whole by each command.
-
-        Raises
-        ------
-        ParameterError
-            Not prepared yet.
-        """
-        if not self._prepared:
-            raise ParameterError("the mixer is not prepared: no master yet")
-        return MasterState(*self._master_state)
-
-    def filter_state(self, index: int | None) -> tuple[float, float]:
-        """The DJ filter (knob, resonance) of strip ``index`` (None: the master) as
-        the audio thread last applied it (clamped). For control threads and tests;
-        consistent as :meth:`strip_state` is (one tuple, replaced whole).
-
-        Raises
-        ------
-        ParameterError
-            Not prepared yet, or ``index`` outside ``0..max_channels - 1``.
-        """
-        self._check_fx_index(index, "no filters yet")
-        return self.fx.filter_state(index)
-
-    def echo_state(self, index: int | None) -> tuple[float, ...]:
-        """Strip ``index``'s echo send (send, pre as 0/1), or with None the echo bus
-        (ms, feedback, filter, return), as the audio thread last applied them. For
-        control threads and tests, as :meth:`filter_state`.
-
-        Raises
-        ------
-        ParameterError
-            Not prepared yet, or ``index`` outside ``0..max_channels - 1``.
-        """
-        self._check_fx_index(index, "no echo yet")
-        return self.fx.echo_state(index)
-
-    def _check_fx_index(self, index: int | None, unprepared: str) -> None:
-        if not self._prepared:
-            raise ParameterError(f"the mixer is not prepared: {unprepared}")
-        if index is not None and not 0 <= index < self.max_channels:
-            raise ParameterError(f"strip {index} out of 0..{self.max_channels - 1}")
-
-    @property
-    def echo_running(self) -> bool:
-        """The echo bus runs: a send is open, or its tail has not died away yet."""
-        return self._prepared and self.fx.echo_on
-
-    # -- commands (audio thread) --------------------------------------------------
-    def _apply(self, cmd: Command) -> None:
-        if isinstance(cmd, StripTarget):
-            i = cmd.index
-            if 0 <= i < self.max_channels:
-                solo = bool(cmd.solo)
-                if solo != self._strip_params[i][2]:
-                    self._solos += 1 if solo else -1
-                    self._dirty_all = True  # who is audible may change on every strip
-                self._strip_params[i] = (
-                    min(max(float(cmd.gain), 0.0), MAX_GAIN),
-                    bool(cmd.mute),
-                    solo,
-                    min(max(float(cmd.pan), -1.0), 1.0),
-                )
-                self._dirty_strips.add(i)
-                self._dirty = True  # re-aimed once, after the queue
-                self.fx.strip(i, cmd)
-        elif isinstance(cmd, MasterTarget):
-            self._master_state = (min(max(cmd.gain, 0.0), MAX_GAIN), cmd.mute)
-            self._master.aim(0.0 if cmd.mute else self._master_state[0], self._ramp_len)
-            self.fx.master(cmd)
-        elif isinstance(cmd, EchoTarget):
-            self.fx.echo(cmd)
-        elif isinstance(cmd, Play):
-            if self.track is not None:
-                if self._ending:  # as after the end: the play head fades in where it is
-                    self._ending = False
-                    self._head.jump(0.0)
-                    self._head.aim(1.0, self._xfade_len)
-                self.playing = True
-                self._pausing = self._stopping = False
-                self._transport.aim(1.0, self._xfade_len)
-                self.fx.play()  # a send is open: the bus runs again
-        elif isinstance(cmd, Pause | Stop):
-            if self.playing:
-                self._pausing = True
-                self._stopping = isinstance(cmd, Stop)
-                self._transport.aim(0.0, self._xfade_len)
-            elif isinstance(cmd, Stop):
-                self.position = 0
-                self._loop = None
-        elif isinstance(cmd, Seek):
-            if self.track is not None:
-                target = round(min(max(cmd.seconds, 0.0), self.track.length / self.sr) * self.sr)
-                self._jump(min(target, self.track.length), 0)
-        elif isinstance(cmd, Loop):
-            self._set_loop(cmd)
-        elif isinstance(cmd, SetTrack):
-            self._set_track(cmd.track, cmd.same_audio)
-        elif isinstance(cmd, Batch):
-            for c in cmd.commands:
-                self._apply(c)
-
-    def _set_loop(self, cmd: Loop) -> None:
-        track = self.track
-        if cmd.end <= cmd.start or track is None:
-            self._loop = None
-            return
-        length = track.length
-        start = min(round(max(cmd.start, 0.0) * self.sr), length)
-        end = min(round(cmd.end * self.sr), length)
-        if end - start < self._min_loop:
-            end = min(start + self._min_loop, length)
-            start = max(0, end - self._min_loop)
-        if end - start < self._min_loop:
-            self._loop = None  # the whole track is shorter than a loop can be
-            return
-        self._loop = (start, end)
-        if not start <= self.position < end:
-            self._jump(start, 0)  # outside the new region: go there now
-
-    def _set_track(self, track: Track, same_audio: bool) -> None:
-        ch = track.channels
-        if (
-            not isinstance(ch, np.ndarray)
-            or ch.ndim != 3
-            or ch.shape[0] > self.max_channels
-            or ch.shape[1] not in (1, 2)  # mono or stereo channels
-            or ch.shape[2] < 1  # no samples: at_end="loop" would jump to 0 forever
-            or track.sr != self.sr
-            or ch.dtype != np.float32
-        ):
-            self.dropped += 1  # refused: the daemon checks this before posting
-            return
-        previous = self.track
-        self.track = track
-        if same_audio and previous is not None:
-            # The same music in other channels (separation replacing the original
-            # that stood in): keep the position and loop. The channels sum to the
-            # original, so every strip starts at unity and glides to its level.
-            if previous.is_mix and not track.is_mix:
-                self._cur.fill(1.0)
-                self._tgt.fill(1.0)
-                self._left.fill(0.0)
-                self._curves_ok = False
-                self._dirty = self._dirty_all = True
-            self.position = min(self.position, track.length)
-            if self._loop is not None and self._loop[1] > track.length:
-                self._loop = None  # not the same length after all: no region past its end
-            return
-        # Another track: it starts from its beginning, with no loop; the old one
-        # fades out from where it was (the strips keep their levels).
-        self._loop = None
-        self._jump(0, 0, previous)
-
-    def _retarget(self, *, immediate: bool = False) -> None:
-        """Aim the strips that changed (every strip if the solo set changed, or
-        ``immediate``) at their gain, mute, solo and pan: scalar work per strip."""
-        n = self.max_channels
-        strips = range(n) if immediate or self._dirty_all else self._dirty_strips
-        any_solo = self._solos > 0
-        params = self._strip_params
-        cur, tgt, step, left = self._cur, self._tgt, self._step, self._left
-        ramp = self._ramp_len
-        for i in strips:
-            gain, muted, soloed, p = params[i]
-            audible = (1.0 if soloed else 0.0) if any_solo else 1.0
-            audible = audible * (0.0 if muted else 1.0) * gain
-            # Balance law: centre is unity on both sides; turning towards one side
-            # lowers the other linearly to silence at the end (-1 left, +1 right).
-            # Written out here, not called from params.py: a call per strip would
-            # add up to max_channels Python calls to a block that re-aims them all.
-            for side, want in ((0, min(1.0 - p, 1.0) * audible), (1, min(1.0 + p, 1.0) * audible)):
-                if immediate:
-                    cur[i, side] = tgt[i, side] = want
-                    step[i, side] = left[i, side] = 0.0
-                elif want != tgt[i, side]:
-                    step[i, side] = (want - cur[i, side]) / ramp
-                    left[i, side] = float(ramp)
-                    tgt[i, side] = want
-                    self._ramping = True
-                    self._ramp_frames = ramp
-        self._dirty = self._dirty_all = False
-        self._dirty_strips.clear()
-        if immediate:
-            self._ramp_frames = 0
-            self._curves_ok = False
-
-    def _jump(self, target: int, offset: int, track: Track | None = None) -> None:
-        """Move the play head to ``target`` at ``offset`` in the block, crossfading:
-        the old head (of ``track``, default the current one) fades out from where it was."""
-        old = track if track is not None else self.track
-        if (
-            self.playing
-            and not self._ending  # the play head is silent already: nothing to fade
-            and old is not None
-            and (target != self.position or track is not None)
-        ):
-            slot = self._fading[0]
-            for h in self._fading:  # a free slot, else the quietest head
-                if h.left == 0:
-                    slot = h
-                    break
-                if h.gain < slot.gain:
-                    slot = h
-            slot.track = old
-            slot.position = self.position
-            slot.gain = self._head.current
-            slot.step = -slot.gain / self._xfade_len
-            slot.left = self._xfade_len
-            slot.offset = offset
-            head = self._head
-            head.current, head.target = 0.0, 1.0
-            head.left = self._xfade_len
-            head.step = 1.0 / self._xfade_len
-        self.position = target
 
     # -- the audio callback -------------------------------------------------------
     def process(self, out: np.ndarray) -> None:
