@@ -52,7 +52,7 @@ from statistics import median
 
 import numpy as np
 
-from stemdeck.core.mixer.commands import Batch, EchoTarget, Play, SetTrack, StripTarget, Track
+from stemdeck.core.mixer.commands import Batch, Play, SetTrack, StripTarget, Track
 from stemdeck.core.mixer.engine import Mixer, enter_audio_thread
 
 SR = 48000
@@ -75,6 +75,8 @@ def run(n: int, block: int, blocks: int, fx: str = "") -> tuple[np.ndarray, np.n
     filtered, echoed = "filter" in fx, "echo" in fx
 
     def strip(i: int, gain: float, solo: bool) -> StripTarget:
+        if not fx:  # the fields every engine has, so a --baseline from before FX runs
+            return StripTarget(i, gain, False, solo, 0.0)
         knob = float(rng.uniform(-0.9, 0.9)) if filtered else 0.0
         return StripTarget(i, gain, False, solo, 0.0, knob, 0.3, 0.3 if echoed else 0.0)
 
@@ -85,6 +87,10 @@ def run(n: int, block: int, blocks: int, fx: str = "") -> tuple[np.ndarray, np.n
     m.post(SetTrack(Track(channels, SR, tuple(f"c{i}" for i in range(n)))))
     m.post(Play())
     if echoed:
+        # Imported here: a --baseline engine from before the FX work has no EchoTarget
+        # and runs only the cases without FX.
+        from stemdeck.core.mixer.commands import EchoTarget
+
         m.post(EchoTarget(375.0, 0.6, 0.2, 0.8))
     if fx:
         m.post(Batch(tuple(strip(i, 1.0, False) for i in range(n))))
@@ -123,8 +129,9 @@ def _scheduling(realtime: bool) -> str:
 
 def _fx_path(m: Mixer) -> bool:
     """The FX path runs: ``Mixer.fx.active`` (``Mixer._fx`` in a ``--baseline``
-    engine from before ``core/mixer/fx.py``)."""
-    return bool(m.fx.active if hasattr(m, "fx") else getattr(m, "_fx"))  # noqa: B009
+    engine from before ``core/mixer/fx.py``; an engine from before the FX work has
+    neither and no FX path)."""
+    return bool(m.fx.active if hasattr(m, "fx") else getattr(m, "_fx", False))
 
 
 def _child(case: str, blocks: int, realtime: bool) -> None:
