@@ -127,7 +127,9 @@ class TransportFollower:
     def __init__(self, engine: FollowedEngine, sync: SyncControl) -> None:
         self.engine = engine
         self.sync = sync
-        self._following = False
+        #: Following now: False until the first block with the source ``jack``, and
+        #: again once it is not (the caller may set it so, instead of calling).
+        self.following = False
         self._playing = False  # what the follower last asked for
         self._expect = 0  # the next block's frame, if nothing moves the transport
         self._anchor = 0
@@ -139,17 +141,17 @@ class TransportFollower:
         """One block: ``rolling`` (None: starting, no change), the transport ``frame``
         of the block's first sample, the block's ``frames``."""
         if self.sync.source != "jack":
-            self._following = False
+            self.following = False
             return
         engine = self.engine
         sr = engine.sr
         anchor = round(self.sync.anchor * sr)
         track = engine.track
-        first = not self._following
+        first = not self.following
         if rolling is None:
             rolling = self._playing
         moved = frame != self._expect or anchor != self._anchor or track is not self._track
-        self._following = True
+        self.following = True
         self._expect = frame + frames if rolling else frame
         self._anchor = anchor
         self._track = track

@@ -18,6 +18,7 @@ one line when libjack or the server is missing.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -73,10 +74,14 @@ def open_client(name: str = CLIENT_NAME) -> Any:
         # no server: the one line below says it (c_stderr.py).
         with captured(log, "JACK"):
             return jack.Client(name, no_start_server=True)
-    except jack.JackError as exc:
-        raise ParameterError(
-            f"cannot open a JACK client: is a JACK server running? ({exc})"
-        ) from None
+    except jack.JackOpenError as exc:
+        if exc.status.server_failed:
+            server = os.environ.get("JACK_DEFAULT_SERVER", "default")
+            raise ParameterError(
+                f"cannot open a JACK client: no JACK server {server!r} is running; "
+                "start jackd, or drop --audio jack"
+            ) from None
+        raise ParameterError(f"cannot open a JACK client: {exc}") from None
 
 
 def port_names(names: Sequence[str], outputs: str) -> list[str]:
@@ -192,9 +197,13 @@ class JackSink(Sink):
         try:
             follower = self.follower
             if follower is not None:
-                state, pos = self.client.transport_query_struct()
-                rolling = None if state in self._starting_states else state == self._rolling_state
-                follower.block(rolling, int(pos.frame), frames)
+                if follower.sync.source == "jack":  # else no JACK call: sync off costs nothing
+                    state, pos = self.client.transport_query_struct()
+                    starting = state in self._starting_states
+                    rolling = None if starting else state == self._rolling_state
+                    follower.block(rolling, int(pos.frame), frames)
+                elif follower.following:
+                    follower.following = False  # the next "jack" starts afresh
             buf = self._buf
             if frames > buf.shape[0]:  # before the block size callback: never seen
                 buf = np.zeros((frames, self.channels), np.float32)
@@ -260,5 +269,8 @@ class JackSink(Sink):
     def stop(self) -> None:
         if self.shutdown_reason is None:
             self.client.deactivate()
-        self.client.close()
+            self.client.close()
+        else:  # libjack says "Server is not running" as the client closes: debug log
+            with captured(log, "JACK"):
+                self.client.close()
         self._unpin()

@@ -6,6 +6,7 @@ a JACK server that dies is said once and survived."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -274,3 +275,80 @@ def test_jackd_killed_mid_play_is_said_once(tmp_path: Path) -> None:
     lines = [line for line in err.splitlines() if "JACK stopped" in line]
     assert len(lines) == 1, err
     assert "Traceback" not in err
+
+
+def test_ports_are_renamed_after_a_new_tracks_channels(
+    jack_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In this process: a JackSink on the real mixer, renamed as the supervisor does
+    when a track with other channel names is loaded."""
+    import jack
+
+    from stemdeck.core.mixer.engine import Mixer
+    from stemdeck.daemon.audio.jack import JackSink, open_client
+
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", jack_server)
+    mixer = Mixer(max_channels=2)
+    client = open_client("stemdeck-rename")
+    mixer.prepare(int(client.samplerate), int(client.blocksize), outputs="channels")
+    sink = JackSink(
+        mixer,
+        mixer.sr,
+        mixer.max_block,
+        mixer.out_channels,
+        None,
+        client=client,
+        names=["drums", "bass"],
+        outputs="channels",
+        connect=False,
+    )
+    probe = jack.Client("stemdeck-probe-rename", servername=jack_server, no_start_server=True)
+    try:
+        sink.start()
+
+        def ports() -> list[str]:
+            return [p.name for p in probe.get_ports("stemdeck-rename:", is_output=True)]
+
+        first = ("drums_L", "drums_R", "bass_L", "bass_R")
+        assert ports() == [f"stemdeck-rename:{n}" for n in first]
+        sink.rename(["Vox", "Inst"])
+        poll(
+            ports,
+            lambda p: p == [f"stemdeck-rename:{n}" for n in ("Vox_L", "Vox_R", "Inst_L", "Inst_R")],
+            "the ports renamed",
+        )
+        poll(lambda: mixer.blocks, lambda b: b > 10, "the mixer called by JACK")
+        assert sink.errors == 0
+    finally:
+        probe.close()
+        sink.stop()
+
+
+def _serve_error(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, list[str]]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "stemdeck.daemon.cli", "serve", *args, "--http", "off"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        env={**os.environ, **env},
+    )
+    return proc.returncode, [ln for ln in proc.stderr.splitlines() if ": error: " in ln]
+
+
+def test_no_jack_server_is_one_line(tmp_path: Path) -> None:
+    track = tmp_path / "t.wav"
+    sf.write(track, np.zeros((SR, 2), np.float32), SR, subtype="FLOAT")
+    env = {**env_for("stemdeck-no-such-server"), "STEMDECK_CACHE": str(tmp_path / "cache")}
+    code, errors = _serve_error([str(track), "--audio", "jack", "--osc-port", "0"], env, tmp_path)
+    assert code == 1
+    assert errors == [
+        "stemdeck: error: cannot open a JACK client: no JACK server 'stemdeck-no-such-server' "
+        "is running; start jackd, or drop --audio jack"
+    ]
+    code, errors = _serve_error([str(track), "--sync", "jack", "--no-audio"], env, tmp_path)
+    assert code == 1
+    assert errors == ["stemdeck: error: jack sync needs stemdeck's JACK client: serve --audio jack"]
+    code, errors = _serve_error([str(track), "--sync", "midi", "--no-audio"], env, tmp_path)
+    assert code == 1
+    assert errors == ["stemdeck: error: midi sync is not available yet; off or jack"]
