@@ -112,6 +112,7 @@ def _marker_frame(blocks: list[tuple[int, bool, np.ndarray]]) -> int:
     frames, audio = _frames(blocks)
     loudest = int(np.argmax(np.abs(audio[:, 0])))
     assert abs(audio[loudest, 0]) > 0.5, "the marker was not heard"
+    print(f"marker heard at transport frame {int(frames[loudest])}")
     return int(frames[loudest])
 
 
