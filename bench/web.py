@@ -264,12 +264,12 @@ def main() -> None:
 
     import logging
 
-    from stemdeck.daemon.audio import NullSink
+    from stemdeck.daemon.audio.sinks import NullSink
     from stemdeck.daemon.serve import Daemon, ServeOptions
 
     logging.basicConfig(level=logging.WARNING)
     if args.no_pin:
-        import stemdeck.daemon.audio as audio
+        import stemdeck.daemon.audio.sinks as audio
 
         audio.pin_threads = lambda: ""
     daemon = Daemon(ServeOptions(no_audio=True, osc_port=0, http_port=0, block=args.block))

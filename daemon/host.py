@@ -12,6 +12,7 @@ from stemdeck.core.control.registry import Registry
 from stemdeck.core.mixer.commands import Command
 from stemdeck.core.mixer.engine import Mixer
 
+from .sync import SyncControl
 from .track_source import LoadDone
 from .transport import TransportControl
 
@@ -22,12 +23,14 @@ class Host(Protocol):
     """What OSC dispatch and the web server need from the daemon.
 
     ``registry`` holds every control value, ``engine`` is read for its public
-    state (transport, meters) and written only through :meth:`post`.
+    state (transport, meters) and written only through :meth:`post`; ``sync`` is
+    who leads the play head (``/sync/source``, ``/sync/anchor``).
     """
 
     registry: Registry
     engine: Mixer
     transport: TransportControl
+    sync: SyncControl
 
     @property
     def colours(self) -> list[str]:

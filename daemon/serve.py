@@ -6,7 +6,10 @@
 - :class:`.transport.TransportControl`: the transport verbs OSC and MIDI share;
 - :class:`.scenes.SceneStore`: scene files and morphs;
 - :class:`.loader.TrackLoader`: tracks, the separation worker, the cache;
-- :class:`.supervisor.AudioSupervisor`: the audio stream and its recovery;
+- :class:`.supervisor.AudioSupervisor`: the audio stream (PortAudio, stemdeck's own
+  JACK client, or a null clock) and its recovery;
+- :class:`.sync.SyncControl` and :class:`.sync.TransportFollower`: who leads the play
+  head (``--sync``, ``/sync/source``), followed in the JACK process callback;
 - :class:`.prefetch.Prefetcher`: memory-mapped audio read ahead of the play head;
 - :func:`.status.format_status`: the status line (console and OSC ``/status``);
 - :class:`.osc.OscServer` and :class:`.midi.MidiControl`: the control surfaces, through
@@ -36,7 +39,9 @@ from stemdeck.core.mixer.engine import Mixer
 from stemdeck.core.separation.cache import SeparationCache
 from stemdeck.core.separation.keys import SeparationSpec
 
-from .audio import Recorder, output_device
+from .audio.jack import JackOutput, open_client
+from .audio.recorder import Recorder
+from .audio.sinks import output_device
 from .loader import TrackLoader
 from .osc import Feedback, OscControl, OscServer
 from .pathnames import library_files
@@ -52,6 +57,7 @@ from .realtime import (
 from .scenes import SceneStore
 from .status import Status, format_status
 from .supervisor import AudioSupervisor
+from .sync import SyncControl, TransportFollower
 from .track_limits import MAX_MINUTES, TrackLimits
 from .track_source import DEMO, LoadDone, read_source
 from .transport import TransportControl
@@ -78,8 +84,11 @@ class ServeOptions:
     osc_port: int = 9000
     osc_allow: list[str] = field(default_factory=list)
     feedback: list[tuple[str, int]] = field(default_factory=list)  # fixed surfaces (host, port)
+    audio: str = "portaudio"  # or "jack": stemdeck's own JACK client (daemon/audio/jack.py)
     audio_device: str | None = None
     no_audio: bool = False
+    connect: bool | None = None  # JACK ports to playback; None: for mix only
+    sync: str = "off"  # who leads the play head (daemon/sync.py)
     record: str | None = None
     block: int = 256
     outputs: str = "mix"
@@ -120,6 +129,7 @@ class Daemon:
         # One strip per channel the separation gives, no more.
         self.engine = Mixer(max_channels=len(self.names), at_end=opts.at_end)
         self.transport = TransportControl(self.engine)
+        self.sync = SyncControl(jack=opts.audio == "jack")
         self.scenes = SceneStore(self.registry, self.engine.post)
         library = [Path(p).expanduser().resolve() for p in opts.library]
         if not library and opts.track != DEMO:
@@ -238,18 +248,36 @@ class Daemon:
         opts = self.opts
         if opts.block < 16 or opts.block > 8192:
             raise ParameterError(f"--block must be 16..8192 frames, got {opts.block}")
-        index, rate, reason = (
-            (None, None, "--no-audio") if opts.no_audio else output_device(opts.audio_device)
-        )
-        if index is None:
-            rate = 48000
-            log.info("no audio output (%s): a real-time null clock drives the engine", reason)
+        if opts.audio not in ("portaudio", "jack"):
+            raise ParameterError(f"--audio must be portaudio or jack, got {opts.audio!r}")
+        if opts.audio == "jack" and (opts.no_audio or opts.audio_device):
+            raise ParameterError(
+                "--audio jack plays through stemdeck's own JACK client: "
+                "drop --audio-device and --no-audio"
+            )
+        if opts.sync != "off":
+            self.sync.set_source(opts.sync)  # --sync midi, or jack without JACK: said now
+        jack_client = None
+        block = opts.block
+        index: int | None
+        rate: int | None
+        if opts.audio == "jack":
+            # Opened (not activated) now: the engine takes the server's rate and block.
+            jack_client = open_client()
+            index, rate, block = None, int(jack_client.samplerate), int(jack_client.blocksize)
+        else:
+            index, rate, reason = (
+                (None, None, "--no-audio") if opts.no_audio else output_device(opts.audio_device)
+            )
+            if index is None:
+                rate = 48000
+                log.info("no audio output (%s): a real-time null clock drives the engine", reason)
         assert rate is not None
-        self.engine.prepare(rate, opts.block, outputs=opts.outputs)
+        self.engine.prepare(rate, block, outputs=opts.outputs)
         if opts.realtime:
             self.memory = lock_memory()  # the engine's buffers, before any track is mapped
         if opts.record:
-            self.recorder = Recorder(opts.record, rate, 2, max_block=opts.block * 4)
+            self.recorder = Recorder(opts.record, rate, 2, max_block=block * 4)
         try:
             self.loader.open(opts.track)  # the track, with the registry's whole state
         except MemoryError:
@@ -275,13 +303,24 @@ class Daemon:
         frozen = settle_heap()
         self.gc.start()
         log.debug("heap: %d objects at start frozen out of the collector's passes", frozen)
+        jack = None
+        if jack_client is not None:
+            jack = JackOutput(
+                jack_client,
+                names=lambda: self.registry.names,
+                outputs=opts.outputs,
+                connect=opts.outputs == "mix" if opts.connect is None else opts.connect,
+                follower=TransportFollower(self.engine, self.sync),
+            )
         self.audio = AudioSupervisor(
             self.engine,
             device=index,
             device_name=opts.audio_device,
-            block=opts.block,
+            block=block,
             recorder=self.recorder,
             realtime=opts.realtime,
+            jack=jack,
+            on_jack_lost=self.sync.jack_lost,
         )
         sink = self.audio.start()
         self.first_sound = time.monotonic()

@@ -1,21 +1,28 @@
 """The audio output and its recovery.
 
-:class:`AudioSupervisor` opens the sink (a PortAudio stream, or the null clock
-when there is no device or ``--no-audio``), and, checked from the daemon's main
-loop, reopens it when the stream stopped calling the engine for a second (the
-audio server dropped the client, the device went away). Until the device is
-back a null clock keeps time, so the transport and recording go on.
+:class:`AudioSupervisor` opens the sink (a PortAudio stream, stemdeck's own
+JACK client with ``--audio jack``, or the null clock when there is no device or
+``--no-audio``), and, checked from the daemon's main loop, reopens it when the
+stream stopped calling the engine for a second (the audio server dropped the
+client, the device went away). Until the device is back a null clock keeps
+time, so the transport and recording go on. A JACK server that shuts down (or
+stops calling the client) is said in one line, and a null clock takes over for
+the rest of the run: the JACK ports and the transport sync are gone with it.
+The main loop's check also renames the JACK ports after a new track's channels.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from stemdeck.core.errors import ParameterError, StemdeckError
 from stemdeck.core.mixer.engine import Mixer
 
-from .audio import NullSink, Recorder, Sink, SoundDeviceSink, output_device
+from .audio.jack import JackOutput, JackSink
+from .audio.recorder import Recorder
+from .audio.sinks import NullSink, Sink, SoundDeviceSink, output_device
 
 __all__ = ["AudioSupervisor"]
 
@@ -39,6 +46,10 @@ class AudioSupervisor:
         Ask for SCHED_FIFO in the audio thread (daemon/realtime.py).
     stall_s : float
         How long the engine may go without a block before the stream is reopened.
+    jack : JackOutput or None
+        Play through this JACK client (``--audio jack``) instead of ``device``.
+    on_jack_lost : callable or None
+        Called once when the JACK client is gone (the daemon turns sync off).
     """
 
     def __init__(
@@ -51,6 +62,8 @@ class AudioSupervisor:
         recorder: Recorder | None,
         realtime: bool = True,
         stall_s: float = 1.0,
+        jack: JackOutput | None = None,
+        on_jack_lost: Callable[[], None] | None = None,
     ) -> None:
         self.engine = engine
         self.device = device
@@ -59,6 +72,8 @@ class AudioSupervisor:
         self.recorder = recorder
         self.realtime = realtime
         self.stall_s = stall_s
+        self.jack = jack
+        self.on_jack_lost = on_jack_lost
         self.sink: Sink | None = None
         self.restarts = 0
         self._last_blocks = -1
@@ -67,6 +82,17 @@ class AudioSupervisor:
     def _make(self, device: int | None) -> Sink:
         e = self.engine
         args = (e, e.sr, self.block, e.out_channels, self.recorder)
+        if self.jack is not None:
+            j = self.jack
+            return JackSink(
+                *args,
+                client=j.client,
+                names=j.names(),
+                outputs=j.outputs,
+                connect=j.connect,
+                follower=j.follower,
+                realtime=self.realtime,
+            )
         if device is None:
             return NullSink(*args, realtime=self.realtime)
         return SoundDeviceSink(*args, device=device, realtime=self.realtime)
@@ -82,7 +108,14 @@ class AudioSupervisor:
         return self.sink.xruns if self.sink is not None else 0
 
     def check(self) -> None:
-        """From the main loop: reopen the stream if it stalled."""
+        """From the main loop: reopen the stream if it stalled; a JACK client that the
+        server dropped gives way to a null clock; JACK ports follow the channel names."""
+        sink = self.sink
+        if isinstance(sink, JackSink) and self.jack is not None:
+            if sink.shutdown_reason is not None:
+                self._jack_lost(sink.shutdown_reason)
+                return
+            sink.rename(self.jack.names())
         blocks = self.engine.blocks
         now = time.monotonic()
         if blocks != self._last_blocks:
@@ -91,7 +124,31 @@ class AudioSupervisor:
             self.restart()
             self._since = time.monotonic()
 
+    def _jack_lost(self, reason: str) -> None:
+        """One line, and a null clock for the rest of the run."""
+        log.warning(
+            "JACK stopped (%s): a null clock keeps time, without JACK ports or "
+            "transport sync, until serve is restarted",
+            reason,
+        )
+        old = self.sink
+        if old is not None:
+            old.stop()
+        self.jack = None
+        if self.on_jack_lost is not None:
+            self.on_jack_lost()
+        sink = self._make(None)
+        sink.xruns = old.xruns if old is not None else 0
+        sink.start()
+        self.sink = sink
+        self.restarts += 1
+        self._since = time.monotonic()
+        self._last_blocks = -1
+
     def restart(self) -> None:
+        if isinstance(self.sink, JackSink):
+            self._jack_lost("the server stopped calling stemdeck")
+            return
         log.warning("audio stream stalled; reopening it")
         old = self.sink
         if old is not None:

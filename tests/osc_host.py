@@ -19,6 +19,7 @@ from stemdeck.daemon.osc import OscControl, OscServer
 from stemdeck.daemon.osc.subscriptions import SUBSCRIPTION_SECONDS
 from stemdeck.daemon.pathnames import library_files
 from stemdeck.daemon.serve import LIBRARY_LIST_MAX
+from stemdeck.daemon.sync import SyncControl
 from stemdeck.daemon.track_source import LoadDone
 from stemdeck.daemon.transport import TransportControl
 
@@ -35,6 +36,7 @@ class FakeHost:
     engine: Mixer = field(default_factory=lambda: Mixer(max_channels=len(NAMES)))
     calls: list[tuple[str, object]] = field(default_factory=list)
     colours: list[str] = field(default_factory=list)  # none: no /channels/colors
+    sync: SyncControl = field(default_factory=SyncControl)  # no JACK client
 
     def __post_init__(self) -> None:
         self.transport = TransportControl(self.engine)

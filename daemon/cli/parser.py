@@ -129,6 +129,27 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
         help="send feedback to this control surface until the daemon stops, with no "
         "/subscribe (repeatable)",
     )
+    p.add_argument(
+        "--audio",
+        choices=("portaudio", "jack"),
+        default="portaudio",
+        help="portaudio (default), or jack: stemdeck's own JACK client, ports named "
+        "after the channels",
+    )
+    p.add_argument(
+        "--connect",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="--audio jack: connect the ports to the system playback ports "
+        "(default: with --outputs mix only)",
+    )
+    p.add_argument(
+        "--sync",
+        choices=("off", "jack", "midi", "link"),
+        default="off",
+        help="who leads the play head: off (default) or jack (the JACK transport, with "
+        "--audio jack); midi and link are not available yet",
+    )
     out = p.add_mutually_exclusive_group()
     out.add_argument("--audio-device", metavar="NAME", help="output device name (prefix)")
     out.add_argument(

@@ -204,6 +204,8 @@ class OscControl:
         self.map("/channels/names", self._track_query)  # /channels, as OSCQuery lists it
         for address in ("/track/list", "/scene/list"):
             self.map(address, self._list)
+        self.map("/sync/source", self._sync_source)
+        self.map("/sync/anchor", self._sync_anchor)
         self.map_prefix("/ch/", self._control)
         self.map_prefix("/master/", self._control)
         self.map_prefix("/fx/", self._control)
@@ -397,6 +399,26 @@ class OscControl:
             group.plan.replies.append((address, transport.value(verb)))
         elif (command := transport.command(verb, args)) is not None:
             group.plan.commands.append(command)
+
+    def _sync_source(self, address: str, args: list[Any], group: Group) -> None:
+        """``/sync/source``: the leader (a query answers it); a change is echoed."""
+        sync = self.host.sync
+        if not args:
+            group.plan.replies.append((address, [sync.source]))
+            return
+        source = string(address, args)
+        sync.check_source(source)
+        self._later(group, address, partial(sync.set_source, source), [source])
+
+    def _sync_anchor(self, address: str, args: list[Any], group: Group) -> None:
+        """``/sync/anchor``: the track's second at the session's frame 0; echoed."""
+        sync = self.host.sync
+        if not args:
+            group.plan.replies.append((address, [sync.anchor]))
+            return
+        seconds = number(address, args)
+        sync.check_anchor(seconds)
+        self._later(group, address, partial(sync.set_anchor, seconds), [seconds])
 
     def _ping(self, address: str, args: list[Any], group: Group) -> None:
         no_args(address, args)

@@ -322,6 +322,24 @@ def build(snap: Snapshot) -> dict[str, Any]:
         value=[length],
         unit=["time.second"],
     )
+    sync = {
+        "source": _method(
+            "/sync/source",
+            "s",
+            3,
+            "who leads the play head: off, or jack (the JACK transport; serve --audio jack)",
+            value=v.get("/sync/source"),
+            range_=[{"VALS": ["off", "jack"]}],
+        ),
+        "anchor": _method(
+            "/sync/anchor",
+            "f",
+            3,
+            "the second of the track at the session's frame 0",
+            value=v.get("/sync/anchor"),
+            unit=["time.second"],
+        ),
+    }
     track = {
         "load": _method(
             "/track/load",
@@ -434,6 +452,7 @@ def build(snap: Snapshot) -> dict[str, Any]:
             },
         ),
         "transport": _container("/transport", "transport", transport),
+        "sync": _container("/sync", "who leads the play head", sync),
         "track": _container("/track", "the track", track),
         "scene": _container("/scene", "scenes (snapshots of every level)", scene),
         "channels": _container("/channels", "the channels", chan),

@@ -209,6 +209,8 @@ class WebApp:
         frame = self.last_frame
         names = values.get("/channels", [])
         host = self.control.host
+        values["/sync/source"] = [host.sync.source]
+        values["/sync/anchor"] = [host.sync.anchor]
         n = len(names) + 1
         return namespace.Snapshot(
             values,

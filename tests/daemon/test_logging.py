@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from stemdeck.daemon import audio, realtime, supervisor
+from stemdeck.daemon import realtime, supervisor
+from stemdeck.daemon.audio import jack, recorder, sinks
 from stemdeck.daemon.cli.parser import setup_logging
 from stemdeck.daemon.web import advertise
 
@@ -28,7 +29,7 @@ def test_a_module_logger_prints_through_the_cli_handler(
     package_logger: logging.Logger, capsys: pytest.CaptureFixture[str]
 ) -> None:
     setup_logging(verbose=False)  # here, where stderr is the captured one
-    modules = (audio, realtime, supervisor, advertise)
+    modules = (sinks, jack, recorder, realtime, supervisor, advertise)
     for module in modules:
         assert module.log.name == module.__name__
         module.log.warning("from %s", module.__name__)

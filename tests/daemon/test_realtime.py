@@ -49,7 +49,7 @@ def test_settled_heap_leaves_the_collector_little_to_traverse() -> None:
 # In a fresh interpreter: the suite's own threads would be pinned with the probe's.
 PIN_PROBE = r"""
 import json, os, sys, threading, time
-import stemdeck.daemon.audio as audio
+import stemdeck.daemon.audio.sinks as audio
 from stemdeck.daemon.realtime import children_on_every_cpu
 
 if sys.argv[1] == "unpinned":

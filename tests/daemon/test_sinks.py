@@ -11,7 +11,8 @@ from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import ParameterError
 from stemdeck.core.mixer.commands import Play, SetTrack, StripTarget, Track
 from stemdeck.core.mixer.engine import Mixer
-from stemdeck.daemon.audio import NullSink, Recorder
+from stemdeck.daemon.audio.recorder import Recorder
+from stemdeck.daemon.audio.sinks import NullSink
 
 SR = 48000
 
@@ -76,7 +77,7 @@ def test_a_full_disk_stops_the_recording_and_says_so(
 ) -> None:
     import errno
 
-    from stemdeck.daemon import audio
+    from stemdeck.daemon.audio import recorder as audio
     from stemdeck.daemon.status import Status, format_status
 
     recorder = Recorder(tmp_path / "rec.wav", SR, 2, max_block=1024)
@@ -144,7 +145,7 @@ def test_null_clock_counts_no_xrun_for_its_start(
 ) -> None:
     """The clock is a fake one (no sleeping, no busy machine): a block late by 0.5 s,
     100 periods, is an xrun unless it is the first."""
-    import stemdeck.daemon.audio as audio
+    import stemdeck.daemon.audio.sinks as audio
 
     clock = [0.0]
 
@@ -184,7 +185,7 @@ def test_sound_card_underflows_at_the_start_are_no_xruns(
     underflows: list[bool], xruns: int
 ) -> None:
     """The callback of :class:`SoundDeviceSink`, called as PortAudio does, no device."""
-    from stemdeck.daemon.audio import Sink, SoundDeviceSink
+    from stemdeck.daemon.audio.sinks import Sink, SoundDeviceSink
 
     engine = _SlowEngine([0.0], {}, 0, lambda: None)
     sink = SoundDeviceSink.__new__(SoundDeviceSink)
@@ -241,7 +242,7 @@ def test_too_few_device_outputs_is_one_clear_error(
 ) -> None:
     import sys
 
-    from stemdeck.daemon.audio import SoundDeviceSink
+    from stemdeck.daemon.audio.sinks import SoundDeviceSink
 
     fake = _FakeSoundDevice(outputs)
     monkeypatch.setitem(sys.modules, "sounddevice", fake)
@@ -260,7 +261,7 @@ def test_a_reopened_stream_leaves_stderr_alone(
     import os
     import sys
 
-    from stemdeck.daemon.audio import output_device
+    from stemdeck.daemon.audio.sinks import output_device
 
     class Started(_FakeSoundDevice):
         default = type("default", (), {"device": [None, 0]})

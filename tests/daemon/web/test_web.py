@@ -114,6 +114,7 @@ def test_channels_by_index_and_name_and_values_follow_osc() -> None:
             "master",
             "fx",
             "transport",
+            "sync",
             "track",
             "scene",
             "channels",
@@ -125,6 +126,10 @@ def test_channels_by_index_and_name_and_values_follow_osc() -> None:
             "status",
             "midi",
         ]
+        sync = root["CONTENTS"]["sync"]["CONTENTS"]
+        assert sync["source"]["VALUE"] == ["off"]
+        assert sync["source"]["RANGE"] == [{"VALS": ["off", "jack"]}]
+        assert sync["anchor"]["VALUE"] == [0.0]
         ch = root["CONTENTS"]["ch"]["CONTENTS"]
         assert list(ch) == ["1", "drums", "2", "bass", "3", "vocals", "4", "other"]
         assert list(ch["vocals"]["CONTENTS"]) == [
@@ -200,9 +205,9 @@ def test_every_namespace_method_is_an_osc_address() -> None:
 
         walk(root)
         # ch (by index and name, filters and echo sends included), master, fx/echo,
-        # transport, track, scene, channels, meter, state/subscribe/unsubscribe/ping/status,
-        # midi
-        assert len(methods) == 8 * 10 + 6 + 4 + 10 + 4 + 3 + 1 + 2 + 5 + 1
+        # transport, sync, track, scene, channels, meter,
+        # state/subscribe/unsubscribe/ping/status, midi
+        assert len(methods) == 8 * 10 + 6 + 4 + 10 + 2 + 4 + 3 + 1 + 2 + 5 + 1
         sender = ("127.0.0.1", 7)
         for node in methods:
             if node["ACCESS"] & 1 and node["FULL_PATH"] not in ("/meter/peak", "/meter/rms"):

@@ -1,0 +1,176 @@
+"""Who leads the play head: the sync source, its anchor, and the JACK transport follower.
+
+:class:`SyncControl` holds what ``serve --sync`` and OSC ``/sync/source`` and
+``/sync/anchor`` set (docs/osc.md): the source (``off`` or ``jack``; ``midi`` and
+``link`` are named but not available yet) and the anchor, the second of the
+track that sits at the session's frame 0. :class:`TransportFollower` runs in
+the JACK process callback (``audio/jack.py``): it reads the transport once per
+block and turns its changes into the mixer's own Play, Pause and Seek, so a
+locate crossfades as a seek does and a start or stop fades as play and pause do.
+A rolling transport that moves by the block posts nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+from stemdeck.core.errors import ParameterError
+from stemdeck.core.mixer.commands import Batch, Command, Pause, Play, Seek, Track
+
+__all__ = [
+    "AVAILABLE_SOURCES",
+    "MAX_ANCHOR_S",
+    "SOURCES",
+    "SyncControl",
+    "TransportFollower",
+]
+
+#: Every sync source ``--sync`` and ``/sync/source`` name.
+SOURCES = ("off", "jack", "midi", "link")
+#: Those that work today.
+AVAILABLE_SOURCES = ("off", "jack")
+#: The largest anchor, either way (a day: no track is longer).
+MAX_ANCHOR_S = 86400.0
+
+
+class SyncControl:
+    """The sync source and anchor (any thread writes; the audio thread reads).
+
+    Parameters
+    ----------
+    jack : bool
+        The JACK transport can be read: the daemon plays through its own JACK
+        client (``--audio jack``).
+    """
+
+    def __init__(self, *, jack: bool = False) -> None:
+        self.jack = jack
+        #: One of :data:`AVAILABLE_SOURCES`; the audio thread reads it every block.
+        self.source = "off"
+        #: Seconds of the track at the session's frame 0.
+        self.anchor = 0.0
+
+    def check_source(self, source: str) -> None:
+        """Raise unless ``source`` can lead now.
+
+        Raises
+        ------
+        ParameterError
+            An unknown source, one not available yet (``midi``, ``link``), or
+            ``jack`` without the JACK backend.
+        """
+        if source not in SOURCES:
+            raise ParameterError(f"unknown sync source {source!r}; one of {', '.join(SOURCES)}")
+        if source not in AVAILABLE_SOURCES:
+            raise ParameterError(f"{source} sync is not available yet; off or jack")
+        if source == "jack" and not self.jack:
+            raise ParameterError("jack sync needs stemdeck's JACK client: serve --audio jack")
+
+    def set_source(self, source: str) -> None:
+        """Follow ``source`` from the next block on (checked by :meth:`check_source`)."""
+        self.check_source(source)
+        self.source = source
+
+    @staticmethod
+    def check_anchor(seconds: float) -> None:
+        """Raise unless ``seconds`` is a finite anchor within :data:`MAX_ANCHOR_S`."""
+        if not math.isfinite(seconds) or abs(seconds) > MAX_ANCHOR_S:
+            raise ParameterError(
+                f"anchor must be finite and within +-{MAX_ANCHOR_S:g} s, got {seconds:g}"
+            )
+
+    def set_anchor(self, seconds: float) -> None:
+        """The track's second ``seconds`` sits at the session's frame 0 from now on
+        (negative: the track starts that long into the session)."""
+        self.check_anchor(seconds)
+        self.anchor = float(seconds)
+
+    def jack_lost(self) -> None:
+        """The JACK client is gone (the server shut down): nothing to follow."""
+        self.jack = False
+        self.source = "off"
+
+
+class FollowedEngine(Protocol):
+    """What the follower reads of the mixer (audio thread) and posts to it."""
+
+    position: int
+    sr: int
+    track: Track | None
+
+    def post(self, command: Command) -> bool: ...
+
+
+class TransportFollower:
+    """Audio thread: the JACK transport of each block into Play, Pause and Seek.
+
+    Called once per block, before the mixer renders it, with the transport's state
+    and frame at the block's first sample. The track position the transport asks
+    for is ``frame + anchor * sr``. A change posts, to be applied at the top of
+    this very block:
+
+    - the transport starts rolling (with the target inside the track): a Seek to
+      the target when the play head is elsewhere, then Play (a fade in);
+    - it stops, or the target leaves the track (before its start, or within a
+      block of its end): Pause (a fade out);
+    - a locate (a frame other than the last one plus the block), a new anchor or
+      a new track: a Seek to the target when the play head is elsewhere (the
+      crossfade of any seek).
+
+    A rolling transport that moves by the block posts nothing, and nothing between
+    changes overrides the local transport verbs (``/transport/pause`` while the
+    session rolls pauses until the next change). A transport that is starting
+    (``STARTING``: waiting for slow clients) keeps the last state.
+    """
+
+    def __init__(self, engine: FollowedEngine, sync: SyncControl) -> None:
+        self.engine = engine
+        self.sync = sync
+        #: Following now: False until the first block with the source ``jack``, and
+        #: again once it is not (the caller may set it so, instead of calling).
+        self.following = False
+        self._playing = False  # what the follower last asked for
+        self._expect = 0  # the next block's frame, if nothing moves the transport
+        self._anchor = 0
+        self._track: Track | None = None
+        self._play = Play()
+        self._pause = Pause()
+
+    def block(self, rolling: bool | None, frame: int, frames: int) -> None:
+        """One block: ``rolling`` (None: starting, no change), the transport ``frame``
+        of the block's first sample, the block's ``frames``."""
+        if self.sync.source != "jack":
+            self.following = False
+            return
+        engine = self.engine
+        sr = engine.sr
+        anchor = round(self.sync.anchor * sr)
+        track = engine.track
+        first = not self.following
+        if rolling is None:
+            rolling = self._playing
+        moved = frame != self._expect or anchor != self._anchor or track is not self._track
+        self.following = True
+        self._expect = frame + frames if rolling else frame
+        self._anchor = anchor
+        self._track = track
+        if track is None or sr <= 0:
+            return
+        target = frame + anchor
+        inside = 0 <= target and target + frames < track.length
+        want = rolling and inside
+        if not first and want == self._playing and not moved:
+            return  # the steady state: nothing to post
+        seek = None
+        if (want or moved) and engine.position != target:
+            clamped = min(max(target, 0), track.length)
+            seek = Seek(clamped / sr)
+        if first or want != self._playing:
+            self._playing = want
+            if want:
+                engine.post(Batch((seek, self._play)) if seek is not None else self._play)
+            else:
+                engine.post(self._pause)  # a seek waits for the start: no fade to fight
+        elif seek is not None:
+            engine.post(seek)

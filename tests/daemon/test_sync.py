@@ -1,0 +1,190 @@
+"""The sync source and the JACK transport follower, with the real mixer and no JACK:
+a fake transport (state and frame per block) drives the follower as the JACK process
+callback does, and the assertions are on the mixer's output."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from osc_host import FakeHost
+
+from stemdeck.core.errors import ParameterError
+from stemdeck.core.mixer.commands import Command, Play, SetTrack, Track
+from stemdeck.core.mixer.engine import Mixer
+from stemdeck.daemon.audio.jack import port_names
+from stemdeck.daemon.osc import OscControl
+from stemdeck.daemon.sync import SyncControl, TransportFollower
+
+SR = 8000
+BLOCK = 64
+LENGTH = 4 * SR
+MARKER = SR + 123
+
+
+class Counting(Mixer):
+    """The mixer, counting what is posted to it."""
+
+    def __init__(self) -> None:
+        super().__init__(max_channels=1)
+        self.posted: list[Command] = []
+
+    def post(self, command: Command) -> bool:
+        self.posted.append(command)
+        return super().post(command)
+
+
+@pytest.fixture
+def rig() -> tuple[Counting, SyncControl, TransportFollower]:
+    engine = Counting()
+    engine.prepare(SR, BLOCK)
+    audio = np.zeros((1, 2, LENGTH), np.float32)
+    audio[0, :, MARKER] = 1.0
+    engine.post(SetTrack(Track(audio, SR, ("click",))))
+    engine.post(Play())
+    engine.process(np.zeros((BLOCK, 2), np.float32))
+    sync = SyncControl(jack=True)
+    sync.set_source("jack")
+    engine.posted.clear()
+    return engine, sync, TransportFollower(engine, sync)
+
+
+def run(
+    engine: Mixer, follower: TransportFollower, rolling: bool, frame: int, blocks: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``blocks`` blocks from transport ``frame`` (rolling or not); returns the
+    transport frame of every output sample (-1 stopped) and the output."""
+    frames, out = [], []
+    for _ in range(blocks):
+        follower.block(rolling, frame, BLOCK)
+        block = np.zeros((BLOCK, 2), np.float32)
+        engine.process(block)
+        out.append(block)
+        frames.append(frame + np.arange(BLOCK) if rolling else np.full(BLOCK, -1))
+        if rolling:
+            frame += BLOCK
+    return np.concatenate(frames), np.concatenate(out)
+
+
+def marker_at(frames: np.ndarray, out: np.ndarray) -> int:
+    loudest = int(np.argmax(np.abs(out[:, 0])))
+    assert out[loudest, 0] > 0.5
+    return int(frames[loudest])
+
+
+def test_start_from_a_located_frame_lands_the_marker_on_its_frame(rig) -> None:
+    engine, _, follower = rig
+    _, out = run(engine, follower, False, 0, 10)  # stopped: faded out, silent
+    assert np.abs(out[-BLOCK:]).max() == 0.0
+    start = MARKER - 1000 - 17  # not a block boundary
+    frames, out = run(engine, follower, True, start, 40)
+    assert marker_at(frames, out) == MARKER
+
+
+def test_a_rolling_transport_posts_nothing_per_block(rig) -> None:
+    engine, _, follower = rig
+    run(engine, follower, True, 0, 3)
+    engine.posted.clear()
+    run(engine, follower, True, 3 * BLOCK, 50)
+    assert engine.posted == []
+
+
+def test_a_locate_while_rolling_is_one_seek(rig) -> None:
+    engine, _, follower = rig
+    run(engine, follower, True, 0, 3)
+    engine.posted.clear()
+    frames, out = run(engine, follower, True, MARKER - 777, 20)
+    assert [type(c).__name__ for c in engine.posted] == ["Seek"]
+    assert marker_at(frames, out) == MARKER
+
+
+def test_stop_pauses_and_local_verbs_are_not_fought(rig) -> None:
+    engine, _, follower = rig
+    run(engine, follower, True, 0, 3)
+    engine.posted.clear()
+    _, out = run(engine, follower, False, 3 * BLOCK, 10)
+    assert [type(c).__name__ for c in engine.posted] == ["Pause"]
+    assert np.abs(out[-BLOCK:]).max() == 0.0
+    engine.posted.clear()
+    engine.post(Play())  # a local /transport/play while the session is stopped
+    engine.posted.clear()
+    run(engine, follower, False, 3 * BLOCK, 10)
+    assert engine.posted == []
+    assert engine.rolling
+
+
+def test_anchor_shifts_the_track(rig) -> None:
+    engine, sync, follower = rig
+    sync.set_anchor(0.5)  # the track's 0.5 s at the session's frame 0
+    frames, out = run(engine, follower, True, MARKER - SR // 2 - 300, 10)
+    assert marker_at(frames, out) == MARKER - SR // 2
+
+
+def test_before_the_anchor_and_past_the_end_are_silent(rig) -> None:
+    engine, sync, follower = rig
+    sync.set_anchor(-1.0)  # the track starts 1 s into the session
+    _, out = run(engine, follower, True, 0, SR // 2 // BLOCK)
+    assert np.abs(out[-BLOCK:]).max() == 0.0
+    sync.set_anchor(0.0)
+    _, out = run(engine, follower, True, LENGTH - 2 * BLOCK, 6)
+    assert type(engine.posted[-1]).__name__ == "Pause"
+    assert np.abs(out[-BLOCK:]).max() == 0.0
+
+
+def test_source_off_leaves_the_mixer_alone(rig) -> None:
+    engine, sync, follower = rig
+    sync.set_source("off")
+    run(engine, follower, False, 0, 5)
+    run(engine, follower, True, 999, 5)
+    assert engine.posted == []
+
+
+def test_sync_control_checks() -> None:
+    sync = SyncControl()
+    with pytest.raises(ParameterError, match=r"^jack sync needs stemdeck's JACK client"):
+        sync.set_source("jack")
+    with pytest.raises(ParameterError, match=r"^midi sync is not available yet; off or jack$"):
+        sync.set_source("midi")
+    with pytest.raises(ParameterError, match=r"^unknown sync source 'beat'"):
+        sync.set_source("beat")
+    with pytest.raises(ParameterError, match=r"^anchor must be finite"):
+        sync.set_anchor(float("nan"))
+    assert sync.source == "off"
+    assert sync.anchor == 0.0
+
+
+def test_port_names() -> None:
+    assert port_names(["drums", "bass"], "mix") == ["master_L", "master_R"]
+    assert port_names(["drums", "Lead vox", "a:b", "DRUMS"], "channels") == [
+        "drums_L",
+        "drums_R",
+        "Lead_vox_L",
+        "Lead_vox_R",
+        "a_b_L",
+        "a_b_R",
+        "DRUMS-2_L",
+        "DRUMS-2_R",
+    ]
+    assert all(len(n.encode()) <= 64 for n in port_names(["é" * 100], "channels"))
+
+
+def test_sync_over_osc() -> None:
+    host = FakeHost()
+    control = OscControl(host)
+    sender = ("127.0.0.1", 9999)
+    assert control.handle([("/sync/source", [])], sender) == [("/sync/source", ["off"])]
+    assert control.handle([("/sync/source", ["midi"])], sender) == [
+        ("/error", ["/sync/source: midi sync is not available yet; off or jack"])
+    ]
+    assert control.handle([("/sync/source", ["link"])], sender) == [
+        ("/error", ["/sync/source: link sync is not available yet; off or jack"])
+    ]
+    assert control.handle([("/sync/source", ["jack"])], sender) == [
+        ("/error", ["/sync/source: jack sync needs stemdeck's JACK client: serve --audio jack"])
+    ]
+    assert control.handle([("/sync/source", ["off"])], sender) == [("/sync/source", ["off"])]
+    assert control.handle([("/sync/anchor", [1.25])], sender) == [("/sync/anchor", [1.25])]
+    assert control.handle([("/sync/anchor", [])], sender) == [("/sync/anchor", [1.25])]
+    assert control.handle([("/sync/anchor", [float("inf")])], sender) == [
+        ("/error", ["/sync/anchor got inf"])
+    ]
+    assert host.sync.anchor == 1.25
