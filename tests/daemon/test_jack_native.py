@@ -5,6 +5,7 @@ a JACK server that dies is said once and survived."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -66,6 +67,11 @@ class Session:
         self.inports = [self.client.inports.register(f"in_{i + 1}") for i in range(channels)]
         self.blocks: list[tuple[int, bool, np.ndarray]] = []
         self.recording = False
+        self.xruns = 0  # every client's xruns on the server, as JACK reports them
+
+        @self.client.set_xrun_callback
+        def xrun(delay: float) -> None:
+            self.xruns += 1
 
         @self.client.set_process_callback
         def process(frames: int) -> None:
@@ -187,14 +193,22 @@ def test_jack_ports_carry_the_mixers_output_exactly(jack_server: str, tmp_path: 
         code, err = daemon.stop()
     assert code == 0, err
     written, _ = sf.read(out, dtype="float32")
-    # where the recording starts in the file: the first block, matched exactly
-    first = heard[:256]
-    starts = [
-        i for i in range(0, len(written) - len(heard) + 1) if np.array_equal(written[i], first[0])
-    ]
-    start = next(i for i in starts if np.array_equal(written[i : i + 256], first))
-    np.testing.assert_array_equal(heard, written[start : start + len(heard)])
+    # Every block heard on the ports is a block the mixer wrote, sample for sample, in
+    # order. On a loaded machine a late client (ours records in Python) may miss or
+    # repeat a period; each break in the sequence must then be one JACK reported.
+    offsets = [_block_offset(written, heard[i : i + 256]) for i in range(0, len(heard), 256)]
+    assert all(o >= 0 for o in offsets), offsets
+    breaks = sum(b - a != 256 for a, b in itertools.pairwise(offsets))
+    assert breaks <= session.xruns, (breaks, session.xruns, offsets)
     assert np.abs(heard).max() > 0.1
+
+
+def _block_offset(written: np.ndarray, block: np.ndarray) -> int:
+    """Where ``block`` stands in ``written``, matched exactly (-1: nowhere)."""
+    for i in np.flatnonzero(np.all(written == block[0], axis=1)):
+        if np.array_equal(written[i : i + len(block)], block):
+            return int(i)
+    return -1
 
 
 def test_transport_start_stop_and_locate_move_the_play_head(following) -> None:
