@@ -53,6 +53,11 @@ DJ_RANGE = (70.0, 180.0)
 _PRIOR_BPM = 120.0
 _PRIOR_OCTAVES = 0.9  # standard deviation of the log2-tempo prior
 _LOW_HZ = 200.0
+_FOLD_BINS = 48  # phase bins of a beat: a quarter to half an envelope frame each
+# The off-beat ratios (see _choose_octave) beyond which the fold decides an
+# octave; between them the prior does. Set on the generated songs (bench/beats.py).
+_OFFBEAT_DOUBLE = 0.55
+_OFFBEAT_SINGLE = 0.42
 _BASS_SR = 5512  # the bass register's chroma needs nothing above 2.7 kHz
 _BASS_N_FFT = 2048
 _BASS_HOP = 256  # the low band's top: kick drums and bass notes
@@ -211,18 +216,41 @@ def _prior(bpm: float) -> float:
     return math.exp(-0.5 * (math.log2(bpm / _PRIOR_BPM) / _PRIOR_OCTAVES) ** 2)
 
 
-def _choose_octave(coarse: float, ac_full: np.ndarray, ac_low: np.ndarray) -> float:
-    """Of the coarse tempo, its half and its double, the one inside
-    :data:`DJ_RANGE` best supported by both bands and the prior.
+def _offbeat_ratio(env: np.ndarray, bpm: float) -> float:
+    """How strong the envelope is half a beat after its strongest phase at
+    ``bpm``, relative to that phase (0: nothing between beats, 1: as strong)."""
+    fold = _smoothed_fold(env, 60.0 * ANALYSIS_SR / HOP / bpm, _FOLD_BINS)
+    k = int(np.argmax(fold))
+    peak = float(fold[k])
+    return float(fold[(k + _FOLD_BINS // 2) % _FOLD_BINS]) / peak if peak > 0 else 0.0
+
+
+def _choose_octave(
+    coarse: float, full: np.ndarray, ac_full: np.ndarray, ac_low: np.ndarray
+) -> float:
+    """Of the tempo's octaves (x1/4 to x4) inside :data:`DJ_RANGE`, the beat.
+
+    When two octaves are in range, the slower one's fold decides when it is
+    clear: a strong pulse half way between its beats (kick on one, snare on
+    the next: :data:`_OFFBEAT_DOUBLE`) makes the faster the beat; a weak one
+    (hi-hats only: :data:`_OFFBEAT_SINGLE`) the slower. Otherwise, and when
+    only the coarse tempo is in range, the autocorrelation of both bands
+    weighted by a log-normal prior around 120 BPM decides.
 
     Only octaves are weighed: a syncopated kick (on eighths 1, 4 and 6) makes
-    the 2/3 and 4/3 relatives look strong, and taking them in made more
-    errors than it mended on the generated songs.
+    the 2/3 and 4/3 relatives look strong, and taking them in made more errors
+    than it mended on the generated songs.
     """
     lo, hi = DJ_RANGE
-    candidates = [coarse * r for r in (0.5, 1.0, 2.0) if lo <= coarse * r <= hi]
+    candidates = [coarse * r for r in (0.25, 0.5, 1.0, 2.0, 4.0) if lo <= coarse * r <= hi]
     if not candidates:
         return min(max(coarse, lo), hi)
+    if len(candidates) == 2:
+        ratio = _offbeat_ratio(full, candidates[0])
+        if ratio >= _OFFBEAT_DOUBLE:
+            return candidates[1]
+        if ratio <= _OFFBEAT_SINGLE:
+            return candidates[0]
 
     def score(bpm: float) -> float:
         return (_ac_at(ac_full, bpm) + _ac_at(ac_low, bpm)) * _prior(bpm)
@@ -245,17 +273,21 @@ def _fold(env: np.ndarray, period: float, bins: int) -> np.ndarray:
     return sums / np.maximum(counts, 1e-9)
 
 
+def _smoothed_fold(env: np.ndarray, period: float, bins: int) -> np.ndarray:
+    """:func:`_fold` smoothed over three bins (circularly): a peak split between
+    two bins counts whole."""
+    fold = _fold(env, period, bins)
+    return fold + 0.5 * (np.roll(fold, 1) + np.roll(fold, -1))
+
+
 def _fine_tempo(env: np.ndarray, bpm: float) -> tuple[float, float]:
     """The tempo within ±4 % of ``bpm`` whose fold peaks sharpest, and the
     first beat's time (s) in ``[0, period)``."""
     fps = ANALYSIS_SR / HOP
-    bins = 48
+    bins = _FOLD_BINS
     best = (-1.0, bpm, 0.0)
     for b in np.linspace(bpm * 0.96, bpm * 1.04, 321):
-        period = 60.0 * fps / b
-        fold = _fold(env, period, bins)
-        # circular smoothing over three bins: a peak split between two bins counts whole
-        smooth = fold + 0.5 * (np.roll(fold, 1) + np.roll(fold, -1))
+        smooth = _smoothed_fold(env, 60.0 * fps / b, bins)
         k = int(np.argmax(smooth))
         if smooth[k] > best[0]:
             left, mid, right = smooth[k - 1], smooth[k], smooth[(k + 1) % bins]
@@ -392,8 +424,10 @@ def analyze_beats(
     max_lag = int(2 * 60.0 * fps / 50.0) + 2
     ac_full = _autocorrelation(full_w, max_lag)
     ac_low = _autocorrelation(low_w, max_lag)
-    bpm = _choose_octave(_coarse_tempo(ac_full), ac_full, ac_low)
-    bpm, first_beat = _fine_tempo(full_w + 0.5 * low_w, bpm)
+    pulse = full_w + 0.5 * low_w
+    bpm, _ = _fine_tempo(pulse, _coarse_tempo(ac_full))
+    bpm = _choose_octave(bpm, full_w, ac_full, ac_low)
+    bpm, first_beat = _fine_tempo(pulse, bpm)
     period = 60.0 / bpm
     beats = np.arange(first_beat, duration, period)
     if len(beats) > 3:

@@ -19,11 +19,13 @@ import numpy as np
 
 from ..errors import ParameterError
 
-__all__ = ["BPM_LIMITS", "BeatGrid", "TapTempo"]
+__all__ = ["BPM_LIMITS", "EDGE", "BeatGrid", "TapTempo", "fit_taps"]
 
 #: The tempi a grid may have (BPM), edits included.
 BPM_LIMITS = (20.0, 400.0)
 _MAX_BEATS_PER_BAR = 32
+#: Seconds before 0 within which a grid point still counts as the track's first.
+EDGE = 0.02
 
 
 def _check_bpm(bpm: float) -> float:
@@ -97,14 +99,22 @@ class BeatGrid:
         return BeatGrid(self.bpm, self.downbeat % self.bar, self.beats_per_bar)
 
     def beats(self, duration: float) -> np.ndarray:
-        """Every beat in ``[0, duration)`` seconds, shape (n,)."""
-        first = self.downbeat % self.period
-        return first + self.period * np.arange(max(0, math.ceil((duration - first) / self.period)))
+        """Every beat in ``[0, duration)`` seconds, shape (n,); see :meth:`_points`."""
+        return self._points(self.period, duration)
 
     def downbeats(self, duration: float) -> np.ndarray:
         """Every bar start in ``[0, duration)`` seconds, shape (n,)."""
-        first = self.downbeat % self.bar
-        return first + self.bar * np.arange(max(0, math.ceil((duration - first) / self.bar)))
+        return self._points(self.bar, duration)
+
+    def _points(self, step: float, duration: float) -> np.ndarray:
+        """The grid's points ``step`` apart in ``[0, duration)``; a point up to
+        :data:`EDGE` before 0 is the track's first beat, a hair early, and is
+        listed at 0."""
+        first = self.downbeat % step
+        if first > step - EDGE:
+            first -= step
+        points = first + step * np.arange(max(0, math.ceil((duration - first) / step)))
+        return np.maximum(points, 0.0)
 
     def beat_at(self, t: float) -> float:
         """The grid position of time ``t`` in beats from ``downbeat`` (fractional)."""
@@ -192,14 +202,16 @@ class TapTempo:
         return None if fit is None else 60.0 / fit[0]
 
     def grid(self, beats_per_bar: int = 4) -> BeatGrid | None:
-        """A grid with the tapped tempo whose downbeat is the last kept tap, or
-        ``None`` before three taps that agree (or a tempo out of :data:`BPM_LIMITS`)."""
+        """A grid with the tapped tempo and a bar starting on the last kept tap
+        (normalized), or ``None`` before three taps that agree (or for a tempo
+        out of :data:`BPM_LIMITS`). Its phase means something when the taps
+        were given in track time (the play head's positions)."""
         fit = self._fit()
         if fit is None:
             return None
         period, last = fit
         try:
-            return BeatGrid(60.0 / period, last, beats_per_bar)
+            return BeatGrid(60.0 / period, last, beats_per_bar).normalized()
         except ParameterError:
             return None
 

@@ -132,7 +132,13 @@ def _grid_from(obj: object, where: str) -> BeatGrid:
 def _parse(text: bytes, path: Path) -> BeatRecord:
     where = f"beat sidecar {str(path)!r}"
     try:
-        data = json.loads(text)
+        decoded = text.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BeatStoreError(
+            f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
+    try:
+        data = json.loads(decoded)
     except (ValueError, RecursionError) as exc:
         raise BeatStoreError(f"{where}: not JSON ({exc})") from None
     if not isinstance(data, dict):

@@ -43,6 +43,12 @@ def _edit_of(args: argparse.Namespace) -> tuple[str, Callable[[BeatGrid], BeatGr
     return None
 
 
+def _first_downbeat(analysis: BeatAnalysis) -> float:
+    """The first bar start the track holds (the grid's, for a track shorter than a bar)."""
+    downbeats = analysis.downbeats()
+    return float(downbeats[0]) if len(downbeats) else analysis.grid.downbeat
+
+
 def summary_lines(name: str, record: BeatRecord) -> list[str]:
     """The text form: the grid in force, how many beats and bars, the key."""
     shown = record.effective()
@@ -50,15 +56,14 @@ def summary_lines(name: str, record: BeatRecord) -> list[str]:
     grid = shown.grid
     lines = [
         f"{name}: {grid.bpm:.2f} BPM, {grid.beats_per_bar} beats a bar, "
-        f"first downbeat at {grid.downbeat:.3f} s",
+        f"first downbeat at {_first_downbeat(shown):.3f} s",
         f"{len(shown.beats())} beats, {len(shown.downbeats())} bars in {shown.duration:.1f} s; "
         f"key: {shown.key or 'not estimated'}",
     ]
     if record.edit is not None and record.analysis is not None:
-        a = record.analysis.grid
         lines.append(
-            f"edited grid (the analysis found {a.bpm:.2f} BPM, "
-            f"first downbeat at {a.downbeat:.3f} s)"
+            f"edited grid (the analysis found {record.analysis.bpm:.2f} BPM, "
+            f"first downbeat at {_first_downbeat(record.analysis):.3f} s)"
         )
     return lines
 
