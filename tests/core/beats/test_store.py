@@ -187,3 +187,15 @@ def test_a_store_whose_folder_is_a_file_is_one_error(tmp_path: Path) -> None:
     with pytest.raises(BeatStoreError) as info:
         store.save(KEY, BeatRecord(ANALYSIS, None))
     assert str(info.value) == f"cannot write beat sidecar '{store.path(KEY)}': File exists"
+
+
+def test_the_separation_cache_never_evicts_the_beat_sidecars(tmp_path: Path) -> None:
+    from stemdeck.core.separation.cache import SeparationCache
+
+    BeatStore(tmp_path).save(KEY, BeatRecord(ANALYSIS, BeatGrid(100.0)))
+    cache = SeparationCache(tmp_path, max_bytes=1)  # every write evicts all it can
+    for key in ("a" * 40, "b" * 40):
+        with cache.writer(key, 1, (1, 10)) as w:
+            w.add_channel("x", np.zeros((1, 10), np.float32))
+    assert not (tmp_path / ("a" * 40)).exists()  # evicted: the limit is real
+    assert BeatStore(tmp_path).load(KEY) == BeatRecord(ANALYSIS, BeatGrid(100.0))
