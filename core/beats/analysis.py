@@ -21,7 +21,7 @@ tempo is constant, as in the music a DJ grid is made for:
    this fits the period to a few hundredths of a BPM.
 4. **Downbeats.** Each of the ``beats_per_bar`` beat phases is scored by the
    low-band onsets on it and by the change of the bass register's pitch
-   classes from the two beats before it to the two after: chords, bass roots
+   classes from the bar before it to the bar after: chords, bass roots
    and kicks change or fall on bar starts.
 
 The result is a :class:`~.grid.BeatGrid` (bpm, first downbeat, beats per bar:
@@ -58,6 +58,7 @@ _FOLD_BINS = 48  # phase bins of a beat: a quarter to half an envelope frame eac
 # octave; between them the prior does. Set on the generated songs (bench/beats.py).
 _OFFBEAT_DOUBLE = 0.55
 _OFFBEAT_SINGLE = 0.42
+_LOW_WEIGHT = 0.5  # the low band's onsets against the harmonic change, for downbeats
 _BASS_SR = 5512  # the bass register's chroma needs nothing above 2.7 kHz
 _BASS_N_FFT = 2048
 _BASS_HOP = 256  # the low band's top: kick drums and bass notes
@@ -315,9 +316,10 @@ def _bass_chroma(mono: np.ndarray) -> tuple[np.ndarray, float]:
     return np.asarray(fb @ (spec * spec)), _BASS_SR / _BASS_HOP
 
 
-def _harmonic_change(chroma: np.ndarray, fps: float, beats: np.ndarray) -> np.ndarray:
-    """How much the pitch classes of the two beats after each beat differ from
-    those of the two beats before it (0 same, 1 unrelated), shape (beats,).
+def _harmonic_change(chroma: np.ndarray, fps: float, beats: np.ndarray, width: int) -> np.ndarray:
+    """How much the pitch classes of the ``width`` beats after each beat differ
+    from those of the ``width`` beats before it (0 same, 1 unrelated), shape (beats,).
+    With ``width`` a bar, the change is whole at a bar start and partial elsewhere.
 
     Whole beats are compared, not a fixed window around the beat: a pad's slow
     attack moves the change of a fixed window late, a beat's mean keeps it.
@@ -329,9 +331,9 @@ def _harmonic_change(chroma: np.ndarray, fps: float, beats: np.ndarray) -> np.nd
     per_beat /= np.maximum(np.linalg.norm(per_beat, axis=1, keepdims=True), 1e-9)
     n = len(beats)
     change = np.zeros(n)
-    for b in range(2, n - 1):
-        before = per_beat[b - 2 : b].sum(axis=0)
-        after = per_beat[b : b + 2].sum(axis=0)
+    for b in range(width, n - width + 1):
+        before = per_beat[b - width : b].sum(axis=0)
+        after = per_beat[b : b + width].sum(axis=0)
         norm = np.linalg.norm(before) * np.linalg.norm(after)
         change[b] = 1.0 - float(before @ after) / norm if norm > 0 else 0.0
     return change
@@ -357,8 +359,10 @@ def _downbeat_phase(
     changes = changes.copy()
     lows /= max(float(lows.mean()), 1e-9)
     changes /= max(float(changes.mean()), 1e-9)
+    # Weights set on the generated songs (bench/beats.py): the harmonic change
+    # is the surer sign, kicks fall on other beats too.
     scores = [
-        float(lows[p::beats_per_bar].mean() + changes[p::beats_per_bar].mean())
+        float(_LOW_WEIGHT * lows[p::beats_per_bar].mean() + changes[p::beats_per_bar].mean())
         for p in range(min(beats_per_bar, len(beats)))
     ]
     return int(np.argmax(scores)) if scores else 0
@@ -430,8 +434,8 @@ def analyze_beats(
     bpm, first_beat = _fine_tempo(pulse, bpm)
     period = 60.0 / bpm
     beats = np.arange(first_beat, duration, period)
-    if len(beats) > 3:
-        changes = _harmonic_change(*_bass_chroma(mono), beats)
+    if len(beats) >= 2 * beats_per_bar:
+        changes = _harmonic_change(*_bass_chroma(mono), beats, int(beats_per_bar))
     else:
         changes = np.zeros(len(beats))
     phase = _downbeat_phase(beats, low_w, changes, int(beats_per_bar))
