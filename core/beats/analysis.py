@@ -394,24 +394,31 @@ def analyze_beats(
     Returns
     -------
     BeatAnalysis
-        The grid and the track's duration; ``key`` is ``None``: a chroma-profile
-        key estimate is right on about half of real pop tracks only, and a wrong
-        key is worse than none.
+        The grid and the track's duration; ``key`` is ``None``: a template key
+        estimate's accuracy on real music could not be measured here, and a
+        wrong key is worse than none (docs/beats.md).
 
     Raises
     ------
     AudioFileError
         Empty audio or NaN/inf samples.
     ParameterError
-        ``sr`` or ``beats_per_bar`` below 1, or the track shorter than two
-        seconds (too short to hold a tempo).
+        ``sr`` or ``beats_per_bar`` below 1, the track shorter than two
+        seconds (too short to hold a tempo), or a channel of another length
+        than the track.
     """
     if int(sr) < 1:
         raise ParameterError(f"sample rate must be positive, got {sr!r}")
     if int(beats_per_bar) < 1:
         raise ParameterError(f"beats per bar must be at least 1, got {beats_per_bar!r}")
     mono = _mono(y, sr, "track")
-    duration = validate_audio(y).shape[1] / sr
+    n = np.shape(y)[-1]
+    duration = n / sr
+    for name, channel in (("drums", drums), ("bass", bass)):
+        if channel is not None and np.shape(channel)[-1] != n:
+            raise ParameterError(
+                f"the {name} channel has {np.shape(channel)[-1]} samples, the track {n}"
+            )
     if duration < 2.0:
         raise ParameterError(
             f"track is {duration:.2f} s long: a beat grid needs at least 2 s of audio"

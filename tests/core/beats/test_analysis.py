@@ -124,6 +124,13 @@ def test_bad_input_is_one_exact_error(y, kwargs, error, message: str) -> None:
     assert str(info.value) == message
 
 
+def test_a_channel_of_another_length_is_one_exact_error(song_120: Song) -> None:
+    n = song_120.mix.shape[1]
+    with pytest.raises(ParameterError) as info:
+        analyze_beats(song_120.mix, SR, bass=song_120.stems["bass"][:, :-5])
+    assert str(info.value) == f"the bass channel has {n - 5} samples, the track {n}"
+
+
 def test_silence_gives_a_grid_and_no_crash() -> None:
     a = analyze_beats(np.zeros((2, 4 * SR), np.float32), SR)
     assert 70.0 <= a.bpm <= 180.0
