@@ -113,8 +113,14 @@ def test_a_mono_track_at_another_rate_gives_the_same_grid(song_120: Song) -> Non
         (
             np.zeros((2, 3 * SR)),
             {"drums": np.zeros((2, 0))},
+            ParameterError,
+            "the drums channel has 0 samples, the track 66150",
+        ),
+        (
+            np.zeros((2, 3 * SR)),
+            {"drums": np.full((2, 3 * SR), np.inf)},
             AudioFileError,
-            "drums channel: no samples (zero-length audio)",
+            "drums channel: 132300 samples are NaN or infinite; re-export the file",
         ),
     ],
 )
