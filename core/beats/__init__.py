@@ -11,13 +11,23 @@ grid
     tempo, shift, move a downbeat to the play head), :class:`TapTempo`,
     ``BPM_LIMITS``.
 store
-    :class:`BeatStore`: the analysis and the user's edit of each track in a
-    sidecar ``<cache>/beats/<audio hash>.json``; :func:`audio_hash`.
+    :class:`BeatStore`: the analysis and the user's edit of each track
+    (:class:`BeatRecord`) in a sidecar ``<cache>/beats/<audio hash>.json``;
+    :func:`audio_hash`.
 """
 
 from __future__ import annotations
 
 from .analysis import BeatAnalysis, analyze_beats
 from .grid import BeatGrid, TapTempo
+from .store import BeatRecord, BeatStore, audio_hash
 
-__all__ = ["BeatAnalysis", "BeatGrid", "TapTempo", "analyze_beats"]
+__all__ = [
+    "BeatAnalysis",
+    "BeatGrid",
+    "BeatRecord",
+    "BeatStore",
+    "TapTempo",
+    "analyze_beats",
+    "audio_hash",
+]
