@@ -169,6 +169,8 @@ def main() -> None:
 
     specs = song_specs(args.songs)
     ours, with_drums, base = Score(), Score(), Score()
+    # the same figures for the random songs alone (85-140 BPM) and the moved ones
+    split = {k: (Score(), Score(), Score()) for k in ("random", "moved")}
     analyze_beats(render_song(random_song(0)).mix, 44100)  # warm: imports, caches
     for name, spec in specs:
         song = render_song(spec)
@@ -177,21 +179,32 @@ def main() -> None:
         period = 60.0 / spec.bpm
         truth = period * np.arange(spec.bars * 4)
         truth_db = truth[::4]
-        for score, drums in ((ours, None), (with_drums, song.stems["drums"])):
+        part = split["moved" if "@" in name else "random"]
+        for scores, drums in (
+            ((ours, part[0]), None),
+            ((with_drums, part[1]), song.stems["drums"]),
+        ):
             t0 = time.perf_counter()
             a = analyze_beats(song.mix, sr, drums=drums)
-            score.seconds += time.perf_counter() - t0
-            score.audio_seconds += end
-            score.beat_f.append(f_measure(truth, a.beats(), end))
-            score.downbeat_f.append(f_measure(truth_db, a.downbeats(), end))
-            score.add_tempo(name, a.bpm, spec.bpm)
+            took = time.perf_counter() - t0
+            beat_f = f_measure(truth, a.beats(), end)
+            downbeat_f = f_measure(truth_db, a.downbeats(), end)
+            for score in scores:
+                score.seconds += took
+                score.audio_seconds += end
+                score.beat_f.append(beat_f)
+                score.downbeat_f.append(downbeat_f)
+                score.add_tempo(name, a.bpm, spec.bpm)
         mono = resample(song.mix.mean(axis=0, keepdims=True), sr, ANALYSIS_SR)[0]
         t0 = time.perf_counter()
         tempo, beats = librosa_track(mono)
-        base.seconds += time.perf_counter() - t0
-        base.audio_seconds += end
-        base.beat_f.append(f_measure(truth, beats, end))
-        base.add_tempo(name, tempo, spec.bpm)
+        took = time.perf_counter() - t0
+        beat_f = f_measure(truth, beats, end)
+        for score in (base, part[2]):
+            score.seconds += took
+            score.audio_seconds += end
+            score.beat_f.append(beat_f)
+            score.add_tempo(name, tempo, spec.bpm)
         if args.verbose:
             print(f"  {name}: true {spec.bpm:.2f}; ours {a.bpm:.2f}, librosa {tempo:.2f}")
     n = len(specs)
@@ -202,6 +215,15 @@ def main() -> None:
     print(ours.line("stemdeck (mix)", n))
     print(with_drums.line("stemdeck (mix + true drums)", n))
     print(base.line("librosa beat_track (mix)", n))
+    for part_name, label in (("random", "85-140 BPM"), ("moved", "70-175 BPM")):
+        m = len(split[part_name][0].beat_f)
+        if not m:
+            continue
+        print(f"of which {m} at {label}:")
+        for method, score in zip(
+            ("stemdeck", "stemdeck + drums", "librosa"), split[part_name], strict=True
+        ):
+            print("  " + score.line(method, m))
     for label, score in (("stemdeck", ours), ("with drums", with_drums), ("librosa", base)):
         for failure in score.failures:
             print(f"  {label} tempo error: {failure}")
