@@ -25,3 +25,7 @@ class CacheError(StemdeckError):
 
 class PresetError(StemdeckError):
     """A shipped or user preset file cannot be loaded."""
+
+
+class BeatStoreError(StemdeckError):
+    """A beat sidecar is damaged or cannot be read or written, or holds no grid to edit."""

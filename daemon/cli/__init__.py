@@ -12,6 +12,8 @@ parser
 commands
     ``cmd_separate``, ``cmd_prep``, ``cmd_plot``, ``cmd_serve`` (also ``demo``),
     ``cmd_devices``.
+beats
+    ``cmd_beats``: a track's beat grid, from the store or analysed, and its edits.
 send
     ``cmd_send``: one OSC message, the replies decoded by ``daemon/osc/wire.py``.
 
@@ -28,6 +30,7 @@ from collections.abc import Callable, Sequence
 
 from stemdeck.core.errors import StemdeckError
 
+from .beats import cmd_beats
 from .commands import cmd_devices, cmd_plot, cmd_prep, cmd_separate, cmd_serve
 from .parser import (
     EXIT_ERROR,
@@ -50,6 +53,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "send": cmd_send,
     "prep": cmd_prep,
     "plot": cmd_plot,
+    "beats": cmd_beats,
 }
 
 

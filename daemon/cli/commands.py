@@ -1,4 +1,4 @@
-"""The bodies of the ``stemdeck`` commands but ``send`` (``send.py``).
+"""The bodies of the ``stemdeck`` commands but ``send`` (``send.py``) and ``beats`` (``beats.py``).
 
 Each takes the parsed arguments and returns the exit status; a user error
 raises a :class:`~stemdeck.core.errors.StemdeckError`, which ``main`` prints as

@@ -62,6 +62,16 @@ def _positive_minutes(text: str) -> float:
     return value
 
 
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -339,6 +349,37 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset",
         default="default",
         help=f"separation preset: {', '.join(list_presets())} or a .toml file",
+    )
+
+    p = sub.add_parser("beats", help="a track's tempo, beats and downbeats; edit its grid")
+    p.add_argument(
+        "track", help="audio file (wav, flac, ogg, mp3) or stem file (.stem.mp4: its mix)"
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"bpm", "beats", "downbeats", "beats_per_bar", "key"} (times in s)',
+    )
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="neither read nor write the stored analysis and edit",
+    )
+    edit = p.add_mutually_exclusive_group()
+    edit.add_argument("--halve", action="store_true", help="halve the grid's tempo (kept)")
+    edit.add_argument("--double", action="store_true", help="double the grid's tempo (kept)")
+    edit.add_argument("--set-bpm", type=_finite, metavar="BPM", help="set the grid's tempo (kept)")
+    edit.add_argument(
+        "--shift", type=_finite, metavar="MS", help="move the grid later by MS ms (kept)"
+    )
+    edit.add_argument(
+        "--downbeat-at",
+        type=_finite,
+        metavar="SECONDS",
+        help="move the grid so a bar starts at this time of the track (kept)",
+    )
+    edit.add_argument(
+        "--reset-edit", action="store_true", help="drop your edit: the analysis's grid again"
     )
 
     p = sub.add_parser("plot", help="figure of the spectrogram, W, H and the channels")

@@ -1,0 +1,33 @@
+"""Beat analysis: tempo, a constant-tempo beat grid, downbeats, and its edits.
+
+Modules
+-------
+analysis
+    :func:`analyze_beats` (audio, optionally the drums and bass channels, to a
+    :class:`BeatAnalysis`), :func:`onset_envelopes`, ``ANALYSIS_SR``, ``HOP``,
+    ``DJ_RANGE``.
+grid
+    :class:`BeatGrid` (bpm, a downbeat, beats per bar; halve, double, set the
+    tempo, shift, move a downbeat to the play head), :class:`TapTempo`,
+    ``BPM_LIMITS``.
+store
+    :class:`BeatStore`: the analysis and the user's edit of each track
+    (:class:`BeatRecord`) in a sidecar ``<cache>/beats/<audio hash>.json``;
+    :func:`audio_hash`.
+"""
+
+from __future__ import annotations
+
+from .analysis import BeatAnalysis, analyze_beats
+from .grid import BeatGrid, TapTempo
+from .store import BeatRecord, BeatStore, audio_hash
+
+__all__ = [
+    "BeatAnalysis",
+    "BeatGrid",
+    "BeatRecord",
+    "BeatStore",
+    "TapTempo",
+    "analyze_beats",
+    "audio_hash",
+]

@@ -1,0 +1,450 @@
+"""Beat analysis of a track: tempo, a constant-tempo grid, beat and downbeat times.
+
+The analysis runs on an onset envelope (spectral flux of a log-mel spectrogram
+at :data:`ANALYSIS_SR`, one frame every :data:`HOP` samples) and assumes the
+tempo is constant, as in the music a DJ grid is made for:
+
+1. **Tempo, coarse.** The envelope's autocorrelation is read at the lags of
+   every tempo from 50 to 220 BPM.
+2. **Tempo octave.** The candidates are the coarse tempo, its half and its
+   double inside :data:`DJ_RANGE`. Each is scored by the
+   autocorrelation of the full-band envelope *and* of the low band (kick and
+   bass, below about 200 Hz, which mark beats rather than subdivisions), with a
+   log-normal prior centred on 120 BPM. Hi-hats on eighth notes, which pull a
+   plain tracker to double tempo, weigh little in the low band; a half-time
+   kick pattern, which pulls it to half tempo, is countered by the prior and the
+   full band. A separated drums (and bass) channel can stand in for the mix's
+   envelopes (``drums=``, ``bass=``).
+3. **Tempo, fine, and phase.** The envelope is folded modulo each period in a
+   narrow band around the chosen tempo; the period whose fold has the sharpest
+   peak wins, and that peak's phase places the first beat. Over a whole track
+   this fits the period to a few hundredths of a BPM.
+4. **Downbeats.** Each of the ``beats_per_bar`` beat phases is scored by the
+   low-band onsets on it and by the change of the bass register's pitch
+   classes from the bar before it to the bar after: chords, bass roots
+   and kicks change or fall on bar starts.
+
+The result is a :class:`~.grid.BeatGrid` (bpm, first downbeat, beats per bar:
+what the mixer quantizes to) plus the beat and downbeat times it lays over the
+track. The key is left out (``None``): see :func:`analyze_beats`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..audiofile.samples import resample, validate_audio
+from ..errors import ParameterError
+from .grid import BeatGrid
+
+__all__ = ["ANALYSIS_SR", "DJ_RANGE", "HOP", "BeatAnalysis", "analyze_beats", "onset_envelopes"]
+
+#: Rate the analysis runs at (Hz): onsets need nothing above 11 kHz.
+ANALYSIS_SR = 22050
+#: Samples per envelope frame at :data:`ANALYSIS_SR` (about 11.6 ms).
+HOP = 256
+_N_FFT = 1024
+_N_MELS = 64
+#: Tempi a grid may have (BPM): a DJ's range; relatives outside it are not chosen.
+DJ_RANGE = (70.0, 180.0)
+_PRIOR_BPM = 120.0
+_PRIOR_OCTAVES = 0.9  # standard deviation of the log2-tempo prior
+_LOW_HZ = 200.0
+_FOLD_BINS = 48  # phase bins of a beat: a quarter to half an envelope frame each
+# The off-beat ratios (see _choose_octave) beyond which the fold decides an
+# octave; between them the prior does. Set on the generated songs (bench/beats.py).
+_OFFBEAT_DOUBLE = 0.55
+_OFFBEAT_SINGLE = 0.42
+_LOW_WEIGHT = 0.5  # the low band's onsets against the harmonic change, for downbeats
+_BASS_SR = 5512  # the bass register's chroma needs nothing above 2.7 kHz
+_BASS_N_FFT = 2048
+_BASS_HOP = 256  # the low band's top: kick drums and bass notes
+
+
+@dataclass(frozen=True)
+class BeatAnalysis:
+    """What the analysis found in a track.
+
+    Attributes
+    ----------
+    grid : BeatGrid
+        The constant-tempo grid: bpm, first downbeat (s), beats per bar.
+    duration : float
+        Track length in seconds: the grid's beats are laid over ``[0, duration)``.
+    key : str or None
+        The musical key; ``None``: not estimated (see :func:`analyze_beats`).
+    """
+
+    grid: BeatGrid
+    duration: float
+    key: str | None = None
+
+    @property
+    def bpm(self) -> float:
+        """The grid's tempo in beats per minute."""
+        return self.grid.bpm
+
+    def beats(self) -> np.ndarray:
+        """Beat times in seconds of the track, shape (n,)."""
+        return self.grid.beats(self.duration)
+
+    def downbeats(self) -> np.ndarray:
+        """Bar starts in seconds of the track, shape (n,)."""
+        return self.grid.downbeats(self.duration)
+
+    def as_dict(self) -> dict[str, object]:
+        """The ``stemdeck beats --json`` form: ``bpm``, ``beats``, ``downbeats``,
+        ``beats_per_bar``, ``key``; times in seconds, rounded to 0.1 ms."""
+        return {
+            "bpm": round(self.grid.bpm, 4),
+            "beats": [round(float(t), 4) for t in self.beats()],
+            "downbeats": [round(float(t), 4) for t in self.downbeats()],
+            "beats_per_bar": self.grid.beats_per_bar,
+            "key": self.key,
+        }
+
+
+def _mono(y: np.ndarray, sr: int, name: str) -> np.ndarray:
+    y = validate_audio(y, name=name)
+    mono = y.mean(axis=0, keepdims=True)
+    if sr != ANALYSIS_SR:
+        mono = resample(mono, sr, ANALYSIS_SR)
+    return np.ascontiguousarray(mono[0])
+
+
+def _stft_magnitude(mono: np.ndarray, n_fft: int = 1024, hop: int = 256) -> np.ndarray:
+    """|STFT| (bins, frames) of a mono signal: Hann window of ``n_fft``, frames
+    centred every ``hop`` samples (the signal padded by reflection).
+
+    numpy's FFT over blocks of frames: librosa's ``stft`` spends about two
+    seconds compiling on its first call, which a first grid cannot afford.
+    """
+    pad = n_fft // 2
+    x = np.pad(mono, pad, mode="reflect" if len(mono) > pad else "constant")
+    n_frames = 1 + (len(x) - n_fft) // hop
+    window = np.hanning(n_fft + 1)[:-1].astype(np.float32)
+    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop][:n_frames]
+    out = np.empty((n_fft // 2 + 1, n_frames), np.float32)
+    step = max(1, (2 << 20) // n_fft)  # frames a block: bounds the temporary copies
+    for i in range(0, n_frames, step):
+        block = frames[i : i + step] * window
+        out[:, i : i + step] = np.abs(np.fft.rfft(block, axis=1)).T
+    return out
+
+
+def _mel_flux(mono: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Full-band and low-band onset envelopes (frames,)."""
+    import librosa  # its filter banks only; imported late, as the CLI's other commands
+
+    spec = _stft_magnitude(mono, _N_FFT, HOP)
+    mel_fb = librosa.filters.mel(sr=ANALYSIS_SR, n_fft=_N_FFT, n_mels=_N_MELS, fmax=8000.0)
+    mel = np.log1p(1000.0 * (mel_fb @ (spec * spec)))
+    flux = np.maximum(mel[:, 1:] - mel[:, :-1], 0.0)
+    flux = np.concatenate([np.zeros((_N_MELS, 1), flux.dtype), flux], axis=1)
+    centres = librosa.mel_frequencies(n_mels=_N_MELS + 2, fmax=8000.0)[1:-1]
+    low = centres < _LOW_HZ
+    return flux.mean(axis=0).astype(float), flux[low].mean(axis=0).astype(float)
+
+
+def onset_envelopes(y: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
+    """The full-band and low-band onset envelopes of ``y``, one value a :data:`HOP`.
+
+    Parameters
+    ----------
+    y : np.ndarray, shape (samples,) or (channels, samples)
+        Audio at rate ``sr``.
+    sr : int
+        Its sample rate.
+
+    Returns
+    -------
+    full, low : np.ndarray, shape (frames,)
+        Spectral flux of the log-mel spectrogram over all bands, and over those
+        below about 200 Hz; frame ``i`` is at ``i * HOP / ANALYSIS_SR`` seconds.
+    """
+    return _mel_flux(_mono(y, sr, "track"))
+
+
+def _whiten(env: np.ndarray) -> np.ndarray:
+    """The envelope less its running mean (about 1 s), so that loud and quiet
+    passages weigh alike and only the pulse is left."""
+    width = max(1, round(ANALYSIS_SR / HOP))
+    kernel = np.ones(width) / width
+    out = env - np.convolve(env, kernel, mode="same")
+    out = np.maximum(out, 0.0)
+    scale = float(out.std())
+    return out / scale if scale > 0 else out
+
+
+def _autocorrelation(env: np.ndarray, max_lag: int) -> np.ndarray:
+    n = len(env)
+    size = 1 << math.ceil(math.log2(2 * n))
+    f = np.fft.rfft(env - env.mean(), size)
+    ac = np.fft.irfft(f * np.conj(f), size)[: max_lag + 1]
+    return ac / ac[0] if ac[0] > 0 else ac
+
+
+def _ac_at(ac: np.ndarray, bpm: float) -> float:
+    """Autocorrelation at the lag of ``bpm``, interpolated, with its first
+    multiple (a pulse repeats at twice its period too)."""
+    fps = ANALYSIS_SR / HOP
+    total = 0.0
+    for mult, weight in ((1, 1.0), (2, 0.5)):
+        lag = mult * 60.0 * fps / bpm
+        i = int(lag)
+        if i + 1 >= len(ac):
+            continue
+        frac = lag - i
+        # the peak of a pulse's autocorrelation is one frame wide: take the best
+        # of the neighbourhood so a fractional lag does not fall beside it
+        lo, hi = max(0, i - 1), min(len(ac), i + 3)
+        total += weight * max(float(ac[lo:hi].max()), (1 - frac) * ac[i] + frac * ac[i + 1])
+    return total
+
+
+def _coarse_tempo(ac: np.ndarray) -> float:
+    """The tempo (50-220 BPM, 0.5 BPM apart) whose lag the envelope repeats at
+    most strongly."""
+    bpms = np.arange(50.0, 220.0, 0.5)
+    scores = np.array([_ac_at(ac, b) for b in bpms])
+    return float(bpms[int(np.argmax(scores))])
+
+
+def _prior(bpm: float) -> float:
+    return math.exp(-0.5 * (math.log2(bpm / _PRIOR_BPM) / _PRIOR_OCTAVES) ** 2)
+
+
+def _offbeat_ratio(env: np.ndarray, bpm: float) -> float:
+    """How strong the envelope is half a beat after its strongest phase at
+    ``bpm``, relative to that phase (0: nothing between beats, 1: as strong)."""
+    fold = _smoothed_fold(env, 60.0 * ANALYSIS_SR / HOP / bpm, _FOLD_BINS)
+    k = int(np.argmax(fold))
+    peak = float(fold[k])
+    return float(fold[(k + _FOLD_BINS // 2) % _FOLD_BINS]) / peak if peak > 0 else 0.0
+
+
+def _choose_octave(
+    coarse: float, full: np.ndarray, ac_full: np.ndarray, ac_low: np.ndarray
+) -> float:
+    """Of the tempo's octaves (x1/4 to x4) inside :data:`DJ_RANGE`, the beat.
+
+    When two octaves are in range, the slower one's fold decides when it is
+    clear: a strong pulse half way between its beats (kick on one, snare on
+    the next: :data:`_OFFBEAT_DOUBLE`) makes the faster the beat; a weak one
+    (hi-hats only: :data:`_OFFBEAT_SINGLE`) the slower. Otherwise, and when
+    only the coarse tempo is in range, the autocorrelation of both bands
+    weighted by a log-normal prior around 120 BPM decides.
+
+    Only octaves are weighed: a syncopated kick (on eighths 1, 4 and 6) makes
+    the 2/3 and 4/3 relatives look strong, and taking them in made more errors
+    than it mended on the generated songs.
+    """
+    lo, hi = DJ_RANGE
+    candidates = [coarse * r for r in (0.25, 0.5, 1.0, 2.0, 4.0) if lo <= coarse * r <= hi]
+    if not candidates:
+        return min(max(coarse, lo), hi)
+    if len(candidates) == 2:
+        ratio = _offbeat_ratio(full, candidates[0])
+        if ratio >= _OFFBEAT_DOUBLE:
+            return candidates[1]
+        if ratio <= _OFFBEAT_SINGLE:
+            return candidates[0]
+
+    def score(bpm: float) -> float:
+        return (_ac_at(ac_full, bpm) + _ac_at(ac_low, bpm)) * _prior(bpm)
+
+    return max(candidates, key=score)
+
+
+def _fold(env: np.ndarray, period: float, bins: int) -> np.ndarray:
+    """Mean of ``env`` by phase of ``period`` frames, in ``bins`` phase bins; each
+    frame is shared between its two nearest bins, so no bin is left empty when a
+    bin is narrower than a frame."""
+    pos = (np.arange(len(env)) / period % 1.0) * bins
+    lo = pos.astype(np.intp) % bins
+    frac = pos - np.floor(pos)
+    hi = (lo + 1) % bins
+    sums = np.bincount(lo, weights=env * (1 - frac), minlength=bins)
+    sums += np.bincount(hi, weights=env * frac, minlength=bins)
+    counts = np.bincount(lo, weights=1 - frac, minlength=bins)
+    counts += np.bincount(hi, weights=frac, minlength=bins)
+    return sums / np.maximum(counts, 1e-9)
+
+
+def _smoothed_fold(env: np.ndarray, period: float, bins: int) -> np.ndarray:
+    """:func:`_fold` smoothed over three bins (circularly): a peak split between
+    two bins counts whole."""
+    fold = _fold(env, period, bins)
+    return fold + 0.5 * (np.roll(fold, 1) + np.roll(fold, -1))
+
+
+def _fine_tempo(env: np.ndarray, bpm: float) -> tuple[float, float]:
+    """The tempo within ±4 % of ``bpm`` whose fold peaks sharpest, and the
+    first beat's time (s) in ``[0, period)``."""
+    fps = ANALYSIS_SR / HOP
+    bins = _FOLD_BINS
+    best = (-1.0, bpm, 0.0)
+    for b in np.linspace(bpm * 0.96, bpm * 1.04, 321):
+        smooth = _smoothed_fold(env, 60.0 * fps / b, bins)
+        k = int(np.argmax(smooth))
+        if smooth[k] > best[0]:
+            left, mid, right = smooth[k - 1], smooth[k], smooth[(k + 1) % bins]
+            denom = left - 2 * mid + right
+            offset = 0.5 * (left - right) / denom if denom < 0 else 0.0
+            phase = ((k + 0.5 + offset) / bins) % 1.0
+            best = (float(smooth[k]), float(b), phase * 60.0 / float(b))
+    return best[1], best[2]
+
+
+def _bass_chroma(mono: np.ndarray) -> tuple[np.ndarray, float]:
+    """Pitch-class energy of the bass register (12, frames), and its frames a second.
+
+    A long window (0.37 s) resolves semitones down to 40 Hz; the chroma
+    weights centre on C3 and fall off within an octave, so the bass line and
+    the chords' roots count and a sung melody, which changes on any beat, little.
+    """
+    import librosa  # its filter bank only
+
+    low = resample(mono[np.newaxis], ANALYSIS_SR, _BASS_SR)[0]
+    spec = _stft_magnitude(low, _BASS_N_FFT, _BASS_HOP)
+    fb = librosa.filters.chroma(
+        sr=_BASS_SR, n_fft=_BASS_N_FFT, tuning=0.0, ctroct=3.0, octwidth=1.0
+    )
+    return np.asarray(fb @ (spec * spec)), _BASS_SR / _BASS_HOP
+
+
+def _harmonic_change(chroma: np.ndarray, fps: float, beats: np.ndarray, width: int) -> np.ndarray:
+    """How much the pitch classes of the ``width`` beats after each beat differ
+    from those of the ``width`` beats before it (0 same, 1 unrelated), shape (beats,).
+    With ``width`` a bar, the change is whole at a bar start and partial elsewhere.
+
+    Whole beats are compared, not a fixed window around the beat: a pad's slow
+    attack moves the change of a fixed window late, a beat's mean keeps it.
+    """
+    edges = np.clip(np.round(np.append(beats, beats[-1] + np.diff(beats[-2:])) * fps), 0, None)
+    edges = np.minimum(edges.astype(np.intp), chroma.shape[1])
+    cs = np.concatenate([np.zeros((12, 1)), np.cumsum(chroma, axis=1)], axis=1)
+    per_beat = (cs[:, edges[1:]] - cs[:, edges[:-1]]).T  # (beats, 12)
+    per_beat /= np.maximum(np.linalg.norm(per_beat, axis=1, keepdims=True), 1e-9)
+    n = len(beats)
+    change = np.zeros(n)
+    for b in range(width, n - width + 1):
+        before = per_beat[b - width : b].sum(axis=0)
+        after = per_beat[b : b + width].sum(axis=0)
+        norm = np.linalg.norm(before) * np.linalg.norm(after)
+        change[b] = 1.0 - float(before @ after) / norm if norm > 0 else 0.0
+    return change
+
+
+def _at(env: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """The envelope's largest value within ±2 frames of each time (s)."""
+    fps = ANALYSIS_SR / HOP
+    idx = np.round(times * fps).astype(np.intp)
+    out = np.zeros(len(idx))
+    for d in range(-2, 3):
+        j = np.clip(idx + d, 0, len(env) - 1)
+        out = np.maximum(out, env[j])
+    return out
+
+
+def _downbeat_phase(
+    beats: np.ndarray, low: np.ndarray, changes: np.ndarray, beats_per_bar: int
+) -> int:
+    """Which of the first ``beats_per_bar`` beats starts a bar: the phase with
+    the most low-band onsets and harmonic change on it."""
+    lows = _at(low, beats)
+    changes = changes.copy()
+    lows /= max(float(lows.mean()), 1e-9)
+    changes /= max(float(changes.mean()), 1e-9)
+    # Weights set on the generated songs (bench/beats.py): the harmonic change
+    # is the surer sign, kicks fall on other beats too.
+    scores = [
+        float(_LOW_WEIGHT * lows[p::beats_per_bar].mean() + changes[p::beats_per_bar].mean())
+        for p in range(min(beats_per_bar, len(beats)))
+    ]
+    return int(np.argmax(scores)) if scores else 0
+
+
+def analyze_beats(
+    y: np.ndarray,
+    sr: int,
+    *,
+    drums: np.ndarray | None = None,
+    bass: np.ndarray | None = None,
+    beats_per_bar: int = 4,
+) -> BeatAnalysis:
+    """Tempo, beat grid and downbeats of a track.
+
+    Parameters
+    ----------
+    y : np.ndarray, shape (samples,) or (channels, samples)
+        The track (the mix) at rate ``sr``.
+    sr : int
+        Its sample rate.
+    drums, bass : np.ndarray or None, shape like ``y``
+        The separation's drums and bass channels, when there are any: the
+        drums' envelope replaces the mix's for the tempo and phase, the bass's
+        low band joins the kick's for the octave and the downbeats.
+    beats_per_bar : int
+        Beats in a bar (default 4).
+
+    Returns
+    -------
+    BeatAnalysis
+        The grid and the track's duration; ``key`` is ``None``: a template key
+        estimate's accuracy on real music could not be measured here, and a
+        wrong key is worse than none (docs/beats.md).
+
+    Raises
+    ------
+    AudioFileError
+        Empty audio or NaN/inf samples.
+    ParameterError
+        ``sr`` or ``beats_per_bar`` below 1, the track shorter than two
+        seconds (too short to hold a tempo), or a channel of another length
+        than the track.
+    """
+    if int(sr) < 1:
+        raise ParameterError(f"sample rate must be positive, got {sr!r}")
+    if int(beats_per_bar) < 1:
+        raise ParameterError(f"beats per bar must be at least 1, got {beats_per_bar!r}")
+    mono = _mono(y, sr, "track")
+    n = np.shape(y)[-1]
+    duration = n / sr
+    for name, channel in (("drums", drums), ("bass", bass)):
+        if channel is not None and np.shape(channel)[-1] != n:
+            raise ParameterError(
+                f"the {name} channel has {np.shape(channel)[-1]} samples, the track {n}"
+            )
+    if duration < 2.0:
+        raise ParameterError(
+            f"track is {duration:.2f} s long: a beat grid needs at least 2 s of audio"
+        )
+    full, low = _mel_flux(mono)
+    full_w, low_w = _whiten(full), _whiten(low)
+    if drums is not None:
+        full_d, low_d = _mel_flux(_mono(drums, sr, "drums channel"))
+        full_w = full_w + _whiten(full_d)[: len(full_w)]
+        low_w = low_w + _whiten(low_d)[: len(low_w)]
+    if bass is not None:
+        low_w = low_w + _whiten(_mel_flux(_mono(bass, sr, "bass channel"))[1])[: len(low_w)]
+    fps = ANALYSIS_SR / HOP
+    max_lag = int(2 * 60.0 * fps / 50.0) + 2
+    ac_full = _autocorrelation(full_w, max_lag)
+    ac_low = _autocorrelation(low_w, max_lag)
+    pulse = full_w + 0.5 * low_w
+    bpm, _ = _fine_tempo(pulse, _coarse_tempo(ac_full))
+    bpm = _choose_octave(bpm, full_w, ac_full, ac_low)
+    bpm, first_beat = _fine_tempo(pulse, bpm)
+    period = 60.0 / bpm
+    beats = np.arange(first_beat, duration, period)
+    if len(beats) >= 2 * beats_per_bar:
+        changes = _harmonic_change(*_bass_chroma(mono), beats, int(beats_per_bar))
+    else:
+        changes = np.zeros(len(beats))
+    phase = _downbeat_phase(beats, low_w, changes, int(beats_per_bar))
+    grid = BeatGrid(bpm=bpm, downbeat=first_beat + phase * period, beats_per_bar=beats_per_bar)
+    return BeatAnalysis(grid=grid.normalized(), duration=duration, key=None)

@@ -1,0 +1,142 @@
+"""Beat analysis on generated songs whose beats are exact (core/material/songs.py:
+beat k at k * 60 / bpm, a bar every four beats from 0 s)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stemdeck.core.beats.analysis import analyze_beats
+from stemdeck.core.errors import AudioFileError, ParameterError
+from stemdeck.core.material.songs import Song, SongSpec, render_song
+
+SR = 22050
+TOLERANCE = 0.015  # s: a fifth of mir_eval's 70 ms window; measured error is under 7 ms
+
+
+def _song(bpm: float, bars: int, drum_pattern: int) -> Song:
+    return render_song(SongSpec(bpm=bpm, bars=bars, drum_pattern=drum_pattern), sr=SR)
+
+
+@pytest.fixture(scope="module")
+def song_120() -> Song:
+    return _song(120.0, 12, 0)
+
+
+def _truth(bpm: float, bars: int) -> np.ndarray:
+    return 60.0 / bpm * np.arange(bars * 4)
+
+
+def _assert_on_truth(est: np.ndarray, truth: np.ndarray, duration: float) -> None:
+    """Every true beat has its estimate within TOLERANCE, in order; the only
+    other beat allowed is one at the very end (the truth's next beat falls on
+    the track's last sample, a grid a hair slower lists it)."""
+    assert np.abs(est[: len(truth)] - truth).max() < TOLERANCE
+    extra = est[len(truth) :]
+    assert len(extra) == 0 or (len(extra) == 1 and extra[0] > duration - TOLERANCE), extra
+
+
+def test_the_grid_of_a_120_bpm_song_lands_on_every_true_beat_and_bar(song_120: Song) -> None:
+    a = analyze_beats(song_120.mix, SR)
+    truth = _truth(120.0, 12)
+    assert abs(a.bpm - 120.0) < 0.1
+    assert a.grid.beats_per_bar == 4
+    beats, downbeats = a.beats(), a.downbeats()
+    assert len(beats) == len(truth) and len(downbeats) == 12
+    assert np.abs(beats - truth).max() < TOLERANCE
+    assert np.abs(downbeats - truth[::4]).max() < TOLERANCE
+    assert a.key is None
+    assert a.duration == song_120.mix.shape[1] / SR
+
+
+def test_as_dict_is_the_cli_json_form(song_120: Song) -> None:
+    a = analyze_beats(song_120.mix, SR)
+    d = a.as_dict()
+    assert list(d) == ["bpm", "beats", "downbeats", "beats_per_bar", "key"]
+    assert d["bpm"] == round(a.bpm, 4) and d["beats_per_bar"] == 4 and d["key"] is None
+    assert d["beats"] == [round(float(t), 4) for t in a.beats()]
+    assert d["downbeats"] == [round(float(t), 4) for t in a.downbeats()]
+
+
+@pytest.mark.parametrize(
+    ("bpm", "pattern"),
+    [
+        (70.0, 0),  # hi-hats on eighths pull a plain tracker to 140
+        (170.0, 0),  # kick on one and three pulls it to 85
+        (120.0, 2),  # a half-time pattern (snare on three) pulls it to 60
+    ],
+)
+def test_the_tempo_octave_is_the_true_one(bpm: float, pattern: int) -> None:
+    song = _song(bpm, 12, pattern)
+    a = analyze_beats(song.mix, SR)
+    assert abs(a.bpm / bpm - 1) < 0.005, a.bpm
+    _assert_on_truth(a.beats(), _truth(bpm, 12), a.duration)
+
+
+def test_the_drums_and_bass_channels_are_taken_as_evidence(song_120: Song) -> None:
+    a = analyze_beats(song_120.mix, SR, drums=song_120.stems["drums"], bass=song_120.stems["bass"])
+    assert abs(a.bpm - 120.0) < 0.1
+    assert np.abs(a.downbeats() - _truth(120.0, 12)[::4]).max() < TOLERANCE
+
+
+def test_a_mono_track_at_another_rate_gives_the_same_grid(song_120: Song) -> None:
+    from stemdeck.core.audiofile.samples import resample
+
+    mono = resample(song_120.mix.mean(axis=0, keepdims=True), SR, 44100)
+    a = analyze_beats(mono[0], 44100)
+    assert abs(a.bpm - 120.0) < 0.1
+    assert np.abs(a.downbeats() - _truth(120.0, 12)[::4]).max() < TOLERANCE
+
+
+@pytest.mark.parametrize(
+    ("y", "kwargs", "error", "message"),
+    [
+        (
+            np.zeros((2, SR)),
+            {},
+            ParameterError,
+            "track is 1.00 s long: a beat grid needs at least 2 s of audio",
+        ),
+        (
+            np.full((2, 3 * SR), np.nan),
+            {},
+            AudioFileError,
+            "track: 132300 samples are NaN or infinite; re-export the file",
+        ),
+        (np.zeros((2, 0)), {}, AudioFileError, "track: no samples (zero-length audio)"),
+        (
+            np.zeros((2, 3 * SR)),
+            {"beats_per_bar": 0},
+            ParameterError,
+            "beats per bar must be at least 1, got 0",
+        ),
+        (
+            np.zeros((2, 3 * SR)),
+            {"drums": np.zeros((2, 0))},
+            ParameterError,
+            "the drums channel has 0 samples, the track 66150",
+        ),
+        (
+            np.zeros((2, 3 * SR)),
+            {"drums": np.full((2, 3 * SR), np.inf)},
+            AudioFileError,
+            "drums channel: 132300 samples are NaN or infinite; re-export the file",
+        ),
+    ],
+)
+def test_bad_input_is_one_exact_error(y, kwargs, error, message: str) -> None:
+    with pytest.raises(error) as info:
+        analyze_beats(y, SR, **kwargs)
+    assert str(info.value) == message
+
+
+def test_a_channel_of_another_length_is_one_exact_error(song_120: Song) -> None:
+    n = song_120.mix.shape[1]
+    with pytest.raises(ParameterError) as info:
+        analyze_beats(song_120.mix, SR, bass=song_120.stems["bass"][:, :-5])
+    assert str(info.value) == f"the bass channel has {n - 5} samples, the track {n}"
+
+
+def test_silence_gives_a_grid_and_no_crash() -> None:
+    a = analyze_beats(np.zeros((2, 4 * SR), np.float32), SR)
+    assert 70.0 <= a.bpm <= 180.0
