@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import re
 
 import numpy as np
 import pytest
 
 from conftest import SR, tone_mix
-from stemdeck.core.errors import ParameterError
+from stemdeck.core.errors import CacheError, ParameterError
 from stemdeck.core.material.demo import demo_track
 from stemdeck.core.separation import stems as stems_module
 from stemdeck.core.separation.cache import SeparationCache
@@ -218,3 +219,39 @@ def test_clean_stale_removes_abandoned_partial_entries_only(song: np.ndarray, tm
     assert not (tmp_path / f".partial-{'a' * 40}").exists()
     assert (tmp_path / f".partial-{'b' * 40}").is_dir()
     live.close()
+
+
+def test_a_garbled_ready_record_starts_the_entry_afresh(song: np.ndarray, tmp_path) -> None:
+    cache = SeparationCache(tmp_path)
+    key = "c" * 40
+    separator = ChunkedSeparator(song, 22050, chunk_seconds=5.0)
+    it = separator.into_cache(cache, key)
+    assert it is not None
+    next(it)
+    it.close()
+    (tmp_path / f".partial-{key}" / "ready.json").write_text("{not json", encoding="utf-8")
+    assert cache.open_partial(key) is None
+    again = separator.into_cache(cache, key)
+    assert again is not None
+    assert [c.index for c in again] == [0, 1, 2, 3, 4]
+    assert cache.load(key).status == "found"
+
+
+def test_an_incomplete_entry_is_never_sealed(song: np.ndarray, tmp_path) -> None:
+    cache = SeparationCache(tmp_path)
+    separator = ChunkedSeparator(song, 22050, chunk_seconds=5.0)
+    writer = cache.chunk_writer(
+        "d" * 40,
+        separator.names,
+        (2, song.shape[1]),
+        W=separator.W,
+        frames=separator.plan.frames,
+        meta=separator.entry_meta(),
+    )
+    assert writer is not None
+    c = separator.chunk(1)
+    writer.add_chunk(c.start, c.stop, c.channels, c.frames, c.H)
+    message = "cache entry dddddddddddd is missing chunks: ready [(110080, 220160)]"
+    with pytest.raises(CacheError, match=f"^{re.escape(message)}$"):
+        writer.finish()
+    assert cache.load("d" * 40).status == "absent"
