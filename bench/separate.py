@@ -5,7 +5,10 @@ Prints, from one run (medians of --runs repeats):
 - the cached repeat inside the process (load + hash + open the memory-mapped entry);
 - the NMF solver against scikit-learn's KL multiplicative-update solver, same spectrogram,
   same K, same start, same number of iterations, and the ratio;
-- the seed's baseline, librosa.decompose.decompose, on the same spectrogram (reference).
+- the seed's baseline, librosa.decompose.decompose, on the same spectrogram (reference);
+- separation in chunks (core/separation/chunks.py): stems mode's time on 1 and 2 threads
+  beside the whole-track code's, the time to the first chunk, and the chunked result's
+  SDR against the whole-track one, per mode.
 
     .venv/bin/python bench/separate.py [--seconds 180] [--runs 3] [--iters 20]
 """
@@ -115,6 +118,7 @@ def main() -> None:
         mode_medians.append(median(walls))
     print(f"stems / components time, same run: {mode_medians[0] / mode_medians[1]:.2f}")
     stems_stages(load(track)[0], demo.sr, args.runs)
+    chunked(load(track)[0], demo.sr, args.runs)
 
     # 2. cached repeat inside this process
     cache = SeparationCache(work / "cache-2-0")
@@ -212,6 +216,65 @@ def stems_stages(y: np.ndarray, sr: int, runs: int) -> None:
     print(f"stems mode in process, {params.n_fft}/{params.hop}, {params.stems_iter} iterations:")
     for name, values in stages.items():
         print(f"  {name:28s} median {median(values):5.2f} s  ({median(values) / total:4.0%})")
+
+
+def chunked(y: np.ndarray, sr: int, runs: int) -> None:
+    """Chunked against whole-track separation, in this process: time and SDR."""
+    from stemdeck.core.separation.chunks import ChunkedSeparator
+    from stemdeck.core.separation.keys import SeparationSpec
+    from stemdeck.core.separation.presets import load_separation_preset
+    from stemdeck.core.separation.separate import separate
+
+    def run(spec: SeparationSpec, workers: int) -> tuple[np.ndarray, float, float]:
+        t0 = time.perf_counter()
+        separator = ChunkedSeparator(y, sr, spec)
+        out = np.empty(separator.shape, dtype=np.float32)
+        first = None
+        for c in separator.stream(workers=workers):
+            out[:, :, c.start : c.stop] = c.channels
+            first = first if first is not None else time.perf_counter() - t0
+        assert first is not None
+        return out, first, time.perf_counter() - t0
+
+    print(f"chunks ({y.shape[1] / sr:.0f} s track, 15-s chunks, in process, no cache):")
+    stems = SeparationSpec()
+    times: dict[str, list[float]] = {}
+    firsts: dict[int, list[float]] = {1: [], 2: []}
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        whole = separate(y, sr, spec=stems).channels
+        times.setdefault("whole-track separate()", []).append(time.perf_counter() - t0)
+        for workers in (1, 2):
+            out, first, took = run(stems, workers)
+            times.setdefault(f"chunked, {workers} thread(s)", []).append(took)
+            firsts[workers].append(first)
+    base = median(times["whole-track separate()"])
+    for name, values in times.items():
+        print(
+            f"  stems {name:24s} median {median(values):5.2f} s  ({median(values) / base:4.0%} "
+            f"of whole)  runs {[round(v, 2) for v in values]}"
+        )
+    for workers, values in firsts.items():
+        print(f"  stems first chunk, {workers} thread(s): median {median(values):.2f} s")
+    components = SeparationSpec("components", load_separation_preset("default"))
+    for label, spec, reference in (
+        ("stems", stems, whole),
+        ("components", components, separate(y, sr, spec=components).channels),
+    ):
+        out, _, _ = run(spec, 2)
+        sdr = [_sdr_db(reference[j], out[j]) for j in range(len(out))]
+        exact = "equal bit for bit" if np.array_equal(reference, out) else "not bit-equal"
+        print(
+            f"  {label}: chunked against whole-track SDR, worst channel "
+            f"{min(sdr):.1f} dB, median {median(sdr):.1f} dB ({exact}; 300 dB+ is exact)  "
+            "target >= 60 dB"
+        )
+
+
+def _sdr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
+    ref = reference.astype(np.float64)
+    err = float(np.sum((ref - estimate) ** 2))
+    return float(10 * np.log10(max(float(np.sum(ref**2)), 1e-300) / max(err, 1e-300)))
 
 
 if __name__ == "__main__":

@@ -6,19 +6,23 @@ Modules and their public names (audio files and stem files are
 - :mod:`.separate`: ``separate`` and its result ``Separation``; ``factorize``,
   ``reconstruct``, ``reconstruct_spectra``, ``store_separation``,
   ``component_centroids``, ``STAGES``, ``ChannelSink``.
+- :mod:`.chunks`: separation in overlapping chunks, in play order, on two
+  threads, into the cache: ``ChunkedSeparator``, ``ChunkPlan``, ``Chunk``,
+  ``iter_chunks``, ``CHUNK_SECONDS``.
 - :mod:`.keys`: what a separation is asked to be and its cache key:
   ``SeparationSpec`` (``key``, ``digest``, ``settings_at``, ``channel_names``),
   ``Mode``, ``MODES``.
 - :mod:`.stems`: the stems model: ``load_stem_model``, ``StemModel``,
-  ``StemEstimate``, ``Activations``, ``STEM_NAMES``.
+  ``StemEstimate``, ``Activations``, ``STEM_NAMES``, ``LEVEL_FRAMES``.
 - :mod:`.spectral`: ``magnitude``, ``mel_filterbank``, ``BandExpansion``, ``hpss``.
 - :mod:`.training`: training the stems model: ``train_stem_model``,
   ``train_dictionaries``, ``fit_maps``, ``Multitrack``.
 - :mod:`.nmf`: ``nmf``, ``NMFResult``, ``solve_activations``, ``beta_divergence``,
   ``DEFAULT_THREADS``.
-- :mod:`.stft`: ``stft``, ``istft``, ``n_frames``, ``check_stft_params``.
+- :mod:`.stft`: ``stft``, ``istft``, ``n_frames``, ``check_stft_params``,
+  ``stft_frames``, ``spread_frames``, ``frame_blocks``.
 - :mod:`.cache`: ``SeparationCache``, ``CacheEntry``, ``CacheLookup``,
-  ``LookupStatus``, ``cache_key``,
+  ``LookupStatus``, ``cache_key``, ``ChunkWriter``, ``PartialEntry``,
   ``FORMAT_VERSION``, ``default_cache_dir``, ``block_checksums``.
 - :mod:`.presets`: ``SeparationParams``, ``load_separation_preset``,
   ``list_presets``, ``read_preset_text``.

@@ -25,7 +25,7 @@ from .nmf import nmf, solve_activations
 from .presets import SeparationParams
 from .spectral import magnitude
 from .stems import StemEstimate, load_stem_model
-from .stft import istft, stft
+from .stft import frame_blocks, istft, spread_frames, stft
 
 __all__ = [
     "STAGES",
@@ -143,12 +143,9 @@ def factorize(
     """
     frames = V.shape[1]
     k = params.n_components
-    subset = 0 < params.fit_frames < frames
-    V_fit = V
-    picked = np.arange(frames)
-    if subset:
-        picked = np.unique(np.linspace(0, frames - 1, params.fit_frames).round().astype(np.intp))
-        V_fit = np.asfortranarray(V[:, picked])
+    picked = spread_frames(frames, params.fit_frames)
+    subset = len(picked) < frames
+    V_fit = np.asfortranarray(V[:, picked]) if subset else V
     result = nmf(
         V_fit,
         k,
@@ -191,13 +188,19 @@ def reconstruct(
     hop: int,
     mask_power: float = 2.0,
     progress: StageProgress | None = None,
+    h_peak: float | None = None,
+    threads: int = _RECONSTRUCT_THREADS,
+    first_frame: int = 0,
 ) -> Iterator[np.ndarray]:
     """Yield each group's audio, shape (channels, samples), in order.
 
     Group ``g`` gets the soft mask ``sum_{k in g} (W_k H_k)^p / sum_j (W_j H_j)^p``
     applied to every channel's complex STFT. The last group is ``y`` minus the
     others: the same signal, and the channels add up to ``y`` to float rounding.
-    Two groups are inverted at a time on two threads (the FFT releases the GIL).
+    Two groups are inverted at a time on ``threads`` threads (the FFT releases the GIL).
+    ``h_peak``: the largest activation the flush of tiny ones is relative to
+    (default ``H``'s own; a chunk of a track passes the track's). ``first_frame``:
+    index of ``X``'s first frame in the track it is a chunk of (:func:`~.stft.istft`'s).
     """
     length = y.shape[1]
     WpT = np.ascontiguousarray((W**mask_power).T, dtype=np.float32)  # (K, bins)
@@ -205,17 +208,18 @@ def reconstruct(
     # Subnormal floats make every product ~100x slower; at these levels a
     # template or activation is silent anyway (masks are ratios of sums).
     WpT[WpT < WpT.max(initial=0.0) * 1e-15] = 0.0
-    HpT[HpT < HpT.max(initial=0.0) * 1e-15] = 0.0
+    h_top = HpT.max(initial=0.0) if h_peak is None else np.float32(h_peak) ** mask_power
+    HpT[HpT < h_top * 1e-15] = 0.0
     # Z = X / sum_j (W_j H_j)^p, once; each group then only multiplies by its numerator.
     Z = np.empty_like(X)
     tiny = np.finfo(np.float32).tiny
     frames = X.shape[2]
-    for s in range(0, frames, 1024):
-        den = HpT[s : s + 1024] @ WpT
+    for s, e in frame_blocks(frames, first_frame, 1024):
+        den = HpT[s:e] @ WpT
         den += tiny
         np.reciprocal(den, out=den)
         for c in range(X.shape[0]):
-            np.multiply(X[c].T[s : s + 1024], den, out=Z[c].T[s : s + 1024])
+            np.multiply(X[c].T[s:e], den, out=Z[c].T[s:e])
 
     def render(g: int, c: int) -> np.ndarray:
         group = groups[g]
@@ -229,34 +233,46 @@ def reconstruct(
                 length=length,
                 bin_weights=WpT[k],
                 frame_weights=HpT[:, k].copy(),
+                first_frame=first_frame,
             )[0]
         idx = np.asarray(group, dtype=np.intp)
         Wg = np.ascontiguousarray(WpT[idx])
         Hg = np.ascontiguousarray(HpT[:, idx])
-        return istft(Zc, n_fft=n_fft, hop=hop, length=length, mask=lambda s, e: Hg[s:e] @ Wg)[0]
+        return istft(
+            Zc,
+            n_fft=n_fft,
+            hop=hop,
+            length=length,
+            mask=lambda s, e: Hg[s:e] @ Wg,
+            first_frame=first_frame,
+        )[0]
 
-    yield from _render_all(render, len(groups), y, progress)
+    yield from _render_all(render, len(groups), y, progress, threads)
 
 
 def _render_all(
-    render: Callable[[int, int], np.ndarray], n: int, y: np.ndarray, progress: StageProgress | None
+    render: Callable[[int, int], np.ndarray],
+    n: int,
+    y: np.ndarray,
+    progress: StageProgress | None,
+    threads: int = _RECONSTRUCT_THREADS,
 ) -> Iterator[np.ndarray]:
     """Yield groups ``0 ... n - 2`` (``render(g, c)`` gives audio channel ``c`` of group
     ``g``), then ``y`` minus their sum: the channels add up to ``y`` to float rounding.
 
-    Each audio channel of each group is one job, two at a time on two threads (the
-    FFT releases the GIL): a stereo track keeps both threads busy to the end.
+    Each audio channel of each group is one job, ``threads`` at a time (the FFT
+    releases the GIL): a stereo track keeps two threads busy to the end.
     """
     channels = y.shape[0]
     jobs = [(g, c) for g in range(n - 1) for c in range(channels)]
     total = np.zeros(y.shape, dtype=np.float32)
-    with ThreadPoolExecutor(max_workers=_RECONSTRUCT_THREADS) as pool:
+    with ThreadPoolExecutor(max_workers=threads) as pool:
         pending: deque[Future[np.ndarray]] = deque()
         submitted = 0
         for g in range(n - 1):
             audio = np.empty(y.shape, dtype=np.float32)
             for c in range(channels):
-                while submitted < len(jobs) and len(pending) < _RECONSTRUCT_THREADS + 1:
+                while submitted < len(jobs) and len(pending) < threads + 1:
                     pending.append(pool.submit(render, *jobs[submitted]))
                     submitted += 1
                 audio[c] = pending.popleft().result()
@@ -278,37 +294,51 @@ def reconstruct_spectra(
     n_fft: int,
     hop: int,
     progress: StageProgress | None = None,
+    frame_floor: bool = False,
+    threads: int = _RECONSTRUCT_THREADS,
+    first_frame: int = 0,
 ) -> Iterator[np.ndarray]:
     """Yield each stem's audio, shape (channels, samples), in order.
 
     Stem ``j`` gets the soft mask ``S_j^p / sum_k S_k^p`` of every channel's
     complex STFT, with ``S_j`` the estimate's model spectrum. The masks are made
     one block of frames at a time; the last stem is ``y`` minus the others.
+    A bin whose model sum is below ``1e-10`` of the block's largest goes to the
+    last stem; with ``frame_floor``, of its own frame's largest (which does not
+    depend on where a block starts: what a chunk of a track uses). ``threads``
+    invert the stems, ``first_frame`` places a chunk (:func:`reconstruct`'s).
     """
     n = len(estimate.groups)
     frames, bins = X.shape[2], X.shape[1]
     # The masks of all stems but the last (the remainder), made once, block by
     # block: together smaller than the spectrogram itself.
     masks = np.empty((n - 1, frames, bins), dtype=np.float32)
-    for s in range(0, frames, 1024):
-        e = min(s + 1024, frames)
+    for s, e in frame_blocks(frames, first_frame, 1024):
         powers = [estimate.stem_power(j, s, e) for j in range(n)]
         den = powers[0].copy()
         for P in powers[1:]:
             den += P
         # A bin the model leaves (nearly) empty gets no share: its masks are zero
         # and the last stem, the remainder, takes it.
-        np.maximum(den, den.max(initial=0.0) * 1e-10, out=den)
+        if frame_floor:
+            np.maximum(den, den.max(axis=1, initial=0.0, keepdims=True) * 1e-10, out=den)
+        else:
+            np.maximum(den, den.max(initial=0.0) * 1e-10, out=den)
         np.reciprocal(den, out=den, where=den > 0)
         for j in range(n - 1):
             np.multiply(powers[j], den, out=masks[j, s:e])
 
     def render(j: int, c: int) -> np.ndarray:
         return istft(
-            X[c : c + 1], n_fft=n_fft, hop=hop, length=y.shape[1], mask=lambda s, e: masks[j, s:e]
+            X[c : c + 1],
+            n_fft=n_fft,
+            hop=hop,
+            length=y.shape[1],
+            mask=lambda s, e: masks[j, s:e],
+            first_frame=first_frame,
         )[0]
 
-    yield from _render_all(render, n, y, progress)
+    yield from _render_all(render, n, y, progress, threads)
 
 
 def _write_entry(
@@ -462,8 +492,9 @@ def separate(
         W, H = factorize(V, params, sr=sr, progress=progress, threads=nmf_threads)
         groups = [[k] for k in range(params.n_components)]
     else:
+        level = model.track_level(y, sr=sr, n_fft=params.n_fft, hop=params.hop)
         estimate = model.estimate(
-            V, sr=sr, n_fft=params.n_fft, n_iter=params.stems_iter, threads=nmf_threads
+            V, sr=sr, n_fft=params.n_fft, n_iter=params.stems_iter, threads=nmf_threads, level=level
         )
         W, H = estimate.W, estimate.H
         if progress:
@@ -484,7 +515,13 @@ def separate(
     def channels() -> Iterator[np.ndarray]:
         if estimate is not None:
             return reconstruct_spectra(
-                X, estimate, y=y, n_fft=params.n_fft, hop=params.hop, progress=progress
+                X,
+                estimate,
+                y=y,
+                n_fft=params.n_fft,
+                hop=params.hop,
+                progress=progress,
+                frame_floor=True,
             )
         return reconstruct(
             X,

@@ -93,10 +93,8 @@ def hpss(V: np.ndarray, kernel: int, *, stride: int = 1) -> tuple[np.ndarray, np
     -------
     harmonic, percussive : np.ndarray, shape (bins, frames), float32
     """
-    taps = np.zeros(kernel, dtype=bool)
-    taps[kernel // 2 % stride :: stride] = True
-    harm = scipy.ndimage.median_filter(V, footprint=taps[np.newaxis, :], mode="reflect")
-    perc = scipy.ndimage.median_filter(V, footprint=taps[:, np.newaxis], mode="reflect")
+    harm = _median(V, kernel, stride, axis=1)
+    perc = _median(V, kernel, stride, axis=0)
     np.square(harm, out=harm)
     np.square(perc, out=perc)
     den = harm + perc
@@ -104,6 +102,31 @@ def hpss(V: np.ndarray, kernel: int, *, stride: int = 1) -> tuple[np.ndarray, np
     share = np.divide(harm, den, out=harm)
     harmonic = V * share
     return harmonic, V - harmonic
+
+
+def _median(V: np.ndarray, kernel: int, stride: int, *, axis: int) -> np.ndarray:
+    """Median over every ``stride``-th value of ``kernel`` along ``axis``, edges
+    reflected: the values ``scipy.ndimage.median_filter`` gives (a median only picks
+    a value), in half its time and with half of it outside the GIL (the stacking),
+    which lets two chunks of a track separate side by side."""
+    taps = np.zeros(kernel, dtype=bool)
+    taps[kernel // 2 % stride :: stride] = True
+    n = V.shape[axis]
+    count = int(taps.sum())
+    if n < kernel or count % 2 == 0:  # reflections of reflections; an even median
+        footprint = taps[np.newaxis, :] if axis == 1 else taps[:, np.newaxis]
+        return scipy.ndimage.median_filter(V, footprint=footprint, mode="reflect")
+    half = kernel // 2
+    pad = [(0, 0), (0, 0)]
+    pad[axis] = (half, half)
+    padded = np.pad(V, pad, mode="symmetric")  # scipy's "reflect": d c b a | a b c d
+    offsets = np.flatnonzero(taps)
+    if axis == 1:
+        stack = np.stack([padded[:, o : o + n] for o in offsets])
+    else:
+        stack = np.stack([padded[o : o + n] for o in offsets])
+    stack.partition(count // 2, axis=0)
+    return stack[count // 2]
 
 
 class BandExpansion:

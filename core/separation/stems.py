@@ -43,9 +43,11 @@ import scipy.sparse
 
 from ..errors import PresetError
 from .nmf import solve_activations
-from .spectral import BandExpansion, hpss, mel_filterbank
+from .spectral import BandExpansion, hpss, magnitude, mel_filterbank
+from .stft import n_frames, spread_frames, stft_frames
 
 __all__ = [
+    "LEVEL_FRAMES",
     "MODEL_FORMAT",
     "STEM_NAMES",
     "Activations",
@@ -55,6 +57,8 @@ __all__ = [
 ]
 
 STEM_NAMES = ("drums", "bass", "vocals", "other")
+#: Frames at most a track's level is taken on (:meth:`StemModel.track_level`).
+LEVEL_FRAMES = 3000
 MODEL_FORMAT = 2
 _FLUSH = np.float32(1e-15)
 _FLUSH_GAIN = np.float32(1e-12)
@@ -273,7 +277,14 @@ class StemModel:
         )
 
     def estimate(
-        self, V: np.ndarray, *, sr: int, n_fft: int, n_iter: int, threads: int | None = None
+        self,
+        V: np.ndarray,
+        *,
+        sr: int,
+        n_fft: int,
+        n_iter: int,
+        threads: int | None = None,
+        level: float | None = None,
     ) -> StemEstimate:
         """Each stem's model spectrum for a track (see the module docstring).
 
@@ -282,11 +293,18 @@ class StemModel:
         V : np.ndarray, shape (n_fft // 2 + 1, frames)
         threads : int, optional
             Threads of the activation fit (:meth:`activations`).
+        level : float, optional
+            The track's mean mel magnitude, which sets the floor of the models the
+            maps are divided by; default the mean of ``V``'s. A separation passes
+            :meth:`track_level`, so a chunk of a track divides by the same floor as
+            the whole track.
         """
         fit = self.activations(V, sr=sr, n_fft=n_fft, n_iter=n_iter, threads=threads)
         features, H, W_mel = fit.features, fit.H, fit.W_mel
         frames = V.shape[1]
-        floor = np.float32(1e-7 * max(float(fit.V_mel.mean()), 1e-20))
+        if level is None:
+            level = float(fit.V_mel.mean())
+        floor = np.float32(1e-7 * max(level, 1e-20))
         gains = np.empty((len(self.groups), frames, self.n_mels), dtype=np.float32)
         # All stems' maps in one product (frames-major): one large GEMM, rows ready
         # for the frame blocks of the masks.
@@ -305,6 +323,23 @@ class StemModel:
             expand=BandExpansion(fit.mel),
             power=self.mask_power,
         )
+
+    def track_level(self, y: np.ndarray, *, sr: int, n_fft: int, hop: int) -> float:
+        """A track's mean mel magnitude, the ``level`` of :meth:`estimate`.
+
+        Taken on at most :data:`LEVEL_FRAMES` frames spread evenly over the track
+        (every frame of a shorter one), computed alone: the cost and the memory
+        are bounded whatever the track's length, and the same whether the track
+        is separated whole or chunk by chunk.
+
+        Parameters
+        ----------
+        y : np.ndarray, shape (channels, samples), float32
+        """
+        frames = spread_frames(n_frames(y.shape[-1], n_fft, hop), LEVEL_FRAMES)
+        V = magnitude(stft_frames(y, frames, n_fft=n_fft, hop=hop))
+        mel = scipy.sparse.csr_matrix(mel_filterbank(sr, n_fft, self.n_mels, self.fmax))
+        return float(np.asarray(mel @ V, dtype=np.float32).mean())
 
     def save(self, path: str | Path) -> None:
         meta = {**self._described(), "info": self.info}

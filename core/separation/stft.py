@@ -9,13 +9,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import lru_cache
+from itertools import pairwise
 
 import numpy as np
 import scipy.fft
 
 from ..errors import ParameterError
 
-__all__ = ["check_stft_params", "istft", "n_frames", "stft"]
+__all__ = [
+    "check_stft_params",
+    "frame_blocks",
+    "istft",
+    "n_frames",
+    "spread_frames",
+    "stft",
+    "stft_frames",
+]
 
 _CHUNK_FRAMES = 256
 _WORKERS = 1
@@ -79,6 +88,48 @@ def stft(y: np.ndarray, *, n_fft: int = 2048, hop: int = 512) -> np.ndarray:
     return out.transpose(0, 2, 1)
 
 
+def spread_frames(frames: int, count: int) -> np.ndarray:
+    """At most ``count`` frame indices spread evenly over ``frames`` (all of them when
+    there are no more, or ``count`` is 0), ascending and distinct."""
+    if count <= 0 or count >= frames:
+        return np.arange(frames)
+    return np.unique(np.linspace(0, frames - 1, count).round().astype(np.intp))
+
+
+def stft_frames(
+    y: np.ndarray, frames: np.ndarray, *, n_fft: int = 2048, hop: int = 512
+) -> np.ndarray:
+    """Frames ``frames`` of :func:`stft` alone, the same values, without the others.
+
+    Parameters
+    ----------
+    y : np.ndarray, shape (channels, samples), float32
+    frames : np.ndarray of int
+        Frame indices (frame ``t`` is centred on sample ``t * hop``).
+
+    Returns
+    -------
+    X : np.ndarray, shape (channels, 1 + n_fft // 2, len(frames)), complex64
+    """
+    check_stft_params(n_fft, hop)
+    y = np.asarray(y, dtype=np.float32)
+    if y.ndim == 1:
+        y = y[np.newaxis]
+    channels, length = y.shape
+    frames = np.asarray(frames, dtype=np.intp)
+    pad = n_fft // 2
+    window = _window(n_fft)
+    offsets = np.arange(n_fft)
+    out = np.empty((channels, len(frames), n_fft // 2 + 1), dtype=np.complex64)
+    padded = np.zeros(n_frames(length, n_fft, hop) * hop + n_fft, dtype=np.float32)
+    for c in range(channels):
+        padded[pad : pad + length] = y[c]
+        for s in range(0, len(frames), _CHUNK_FRAMES):
+            block = padded[frames[s : s + _CHUNK_FRAMES, np.newaxis] * hop + offsets] * window
+            out[c, s : s + _CHUNK_FRAMES] = scipy.fft.rfft(block, axis=1, workers=_WORKERS)
+    return out.transpose(0, 2, 1)
+
+
 @lru_cache(maxsize=8)
 def _ola_norm(n_fft: int, hop: int, frames: int) -> np.ndarray:
     """1 / overlap-added squared window; the same for every channel of a separation,
@@ -106,6 +157,13 @@ def _overlap_add(out: np.ndarray, frames: np.ndarray, first: int, hop: int) -> N
 MaskFn = Callable[[int, int], np.ndarray]
 
 
+def frame_blocks(frames: int, first_frame: int, size: int = _CHUNK_FRAMES) -> list[tuple[int, int]]:
+    """Blocks ``[s, e)`` of ``size`` frames on the grid of a spectrogram whose frame
+    ``first_frame`` is this one's frame 0."""
+    edges = [0, *range((-first_frame) % size or size, frames, size), frames]
+    return [(s, e) for s, e in pairwise(edges) if s < e]
+
+
 def istft(
     X: np.ndarray,
     *,
@@ -115,6 +173,7 @@ def istft(
     mask: MaskFn | None = None,
     bin_weights: np.ndarray | None = None,
     frame_weights: np.ndarray | None = None,
+    first_frame: int = 0,
 ) -> np.ndarray:
     """Invert :func:`stft` by weighted overlap-add.
 
@@ -134,6 +193,11 @@ def istft(
     frame_weights : np.ndarray, shape (frames,), optional
         Real gain of each frame, applied after the inverse FFT (cheaper than on
         the complex spectrum, and the same by linearity).
+    first_frame : int
+        Index of ``X``'s first frame in a longer spectrogram ``X`` is part of: the
+        frames are added up in blocks on that one's grid, so every sample both
+        cover is the same float sum (a chunk of a track inverts to the track's
+        samples bit for bit).
 
     Returns
     -------
@@ -152,8 +216,7 @@ def istft(
     pad = n_fft // 2
     out = np.zeros((channels, (frames - 1) * hop + n_fft), dtype=np.float32)
     spec_buf = np.empty((_CHUNK_FRAMES, bins), dtype=np.complex64)
-    for s in range(0, frames, _CHUNK_FRAMES):
-        e = min(s + _CHUNK_FRAMES, frames)
+    for s, e in frame_blocks(frames, first_frame):
         chunk_mask = None if mask is None else mask(s, e)
         for c in range(channels):
             spec = X[c].T[s:e]  # (frames, bins), contiguous for stft's output

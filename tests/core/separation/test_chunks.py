@@ -1,0 +1,257 @@
+"""Separation in overlapping chunks: the same as the whole track, in any order, into the cache."""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+import numpy as np
+import pytest
+
+from conftest import SR, tone_mix
+from stemdeck.core.errors import CacheError, ParameterError
+from stemdeck.core.material.demo import demo_track
+from stemdeck.core.separation import stems as stems_module
+from stemdeck.core.separation.cache import SeparationCache
+from stemdeck.core.separation.chunks import ChunkedSeparator, ChunkPlan, iter_chunks
+from stemdeck.core.separation.keys import SeparationSpec
+from stemdeck.core.separation.presets import SeparationParams
+from stemdeck.core.separation.separate import reconstruct_spectra, separate
+from stemdeck.core.separation.spectral import magnitude
+from stemdeck.core.separation.stems import load_stem_model
+from stemdeck.core.separation.stft import istft, stft
+
+
+def sdr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
+    ref = reference.astype(np.float64)
+    err = np.sum((ref - estimate.astype(np.float64)) ** 2)
+    return float(10 * np.log10(np.sum(ref**2) / max(err, 1e-300)))
+
+
+def assemble(separator: ChunkedSeparator, *, workers: int = 1) -> tuple[np.ndarray, list[int]]:
+    out = np.full(separator.shape, np.nan, dtype=np.float32)
+    order = []
+    for c in separator.stream(workers=workers):
+        out[:, :, c.start : c.stop] = c.channels
+        order.append(c.index)
+    return out, order
+
+
+@pytest.fixture(scope="module")
+def song() -> np.ndarray:
+    return demo_track(sr=22050, seconds=24.0).mix
+
+
+def test_istft_of_a_chunk_on_the_tracks_grid_is_the_tracks_samples(rng: np.random.Generator):
+    y = rng.standard_normal((2, 200_000)).astype(np.float32)
+    X = stft(y, n_fft=1024, hop=256)
+    whole = istft(X, n_fft=1024, hop=256, length=y.shape[1])
+    first, last = 301, 650  # not on the 256-frame block grid
+    part = istft(
+        np.ascontiguousarray(X[:, :, first:last]),
+        n_fft=1024,
+        hop=256,
+        length=(last - first - 1) * 256,
+        first_frame=first,
+    )
+    inner = slice(4 * 256, (last - first - 5) * 256)  # samples every chunk frame covers
+    np.testing.assert_array_equal(part[:, inner], whole[:, first * 256 :][:, inner])
+
+
+def test_plan_covers_the_track_once_in_play_order() -> None:
+    plan = ChunkPlan(length=100_000, hop=256, chunk_frames=50, margin=7)
+    assert plan.n_chunks == 8  # 12800 samples a chunk
+    spans = [plan.samples(i) for i in range(plan.n_chunks)]
+    assert spans[0] == (0, 12800) and spans[-1] == (89600, 100_000)
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))
+    owned = [plan.owned(i) for i in range(plan.n_chunks)]
+    assert owned[0][0] == 0 and owned[-1][1] == plan.frames == 392
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(owned))
+    assert plan.analysed(0) == (0, 57) and plan.analysed(3) == (143, 207)
+    assert plan.order(50_000) == [3, 4, 5, 6, 7, 2, 1, 0]
+    assert plan.order(0) == list(range(8))
+    assert plan.order(10**9) == [7, 6, 5, 4, 3, 2, 1, 0]
+
+
+def test_stems_chunked_equals_whole(song: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A level on fewer frames than the track has: the bounded first pass as on a long track.
+    monkeypatch.setattr(stems_module, "LEVEL_FRAMES", 200)
+    whole = separate(song, 22050)
+    separator = ChunkedSeparator(song, 22050, chunk_seconds=5.0)
+    assert separator.plan.n_chunks == 5
+    chunked, _ = assemble(separator)
+    for j in range(4):
+        assert sdr_db(whole.channels[j], chunked[j]) >= 120.0
+    # The channels add up to the track as the whole separation's do.
+    residual = np.abs(chunked.astype(np.float64).sum(axis=0) - song).max()
+    assert residual <= 1e-6 * np.abs(song).max()
+
+
+def test_chunk_rules_cost_nothing_against_the_previous_whole_track_ones(song: np.ndarray) -> None:
+    """The frame-relative mask floor and the sampled level (what makes chunks equal)
+    against the block-relative floor and the full mean the separation had before."""
+    spec = SeparationSpec()
+    params = spec.settings_at(22050)
+    model = load_stem_model()
+    X = stft(song, n_fft=params.n_fft, hop=params.hop)
+    est = model.estimate(magnitude(X), sr=22050, n_fft=params.n_fft, n_iter=params.stems_iter)
+    before = list(reconstruct_spectra(X, est, y=song, n_fft=params.n_fft, hop=params.hop))
+    now = separate(song, 22050, spec=spec).channels
+    for j in range(4):
+        assert sdr_db(before[j], now[j]) >= 60.0
+
+
+def test_components_chunked_close_to_whole(small_params: SeparationParams) -> None:
+    y = tone_mix(12.0)
+    params = small_params.with_overrides(fit_frames=400, refine_iter=10)
+    spec = SeparationSpec("components", params)
+    whole = separate(y, SR, spec=spec)
+    separator = ChunkedSeparator(y, SR, spec, chunk_seconds=2.0)
+    np.testing.assert_array_equal(separator.W, whole.W)
+    chunked, _ = assemble(separator)
+    for j in range(4):
+        assert sdr_db(whole.channels[j], chunked[j]) >= 100.0
+    residual = np.abs(chunked.astype(np.float64).sum(axis=0) - y).max()
+    assert residual <= 1e-6 * np.abs(y).max()
+
+
+def test_two_threads_give_the_same_chunks_in_the_same_order(song: np.ndarray) -> None:
+    separator = ChunkedSeparator(song, 22050, chunk_seconds=5.0)
+    one, order_one = assemble(separator, workers=1)
+    two, order_two = assemble(separator, workers=2)
+    assert order_one == order_two == [0, 1, 2, 3, 4]
+    np.testing.assert_array_equal(one, two)
+
+
+def test_iter_chunks_starts_at_the_play_head(song: np.ndarray) -> None:
+    got = [(start, stop) for start, stop, _ in iter_chunks(song, 22050, position=20 * 22050)]
+    step = 646 * 512  # 15 s at 22050 Hz in whole frames of the model's hop there (512)
+    assert got == [(step, song.shape[1]), (0, step)]
+
+
+def test_bad_chunk_requests_are_refused(song: np.ndarray) -> None:
+    separator = ChunkedSeparator(song, 22050, chunk_seconds=5.0)
+    with pytest.raises(ParameterError, match=r"^chunk 5 is not one of the track's 5$"):
+        separator.chunk(5)
+    with pytest.raises(ParameterError, match=r"^workers must be a positive integer, got 0$"):
+        next(separator.stream(workers=0))
+    with pytest.raises(ParameterError, match=r"^chunk_seconds must be a positive number, got 0$"):
+        ChunkedSeparator(song, 22050, chunk_seconds=0)
+
+
+def test_into_cache_makes_the_entry_separate_serves(song: np.ndarray, tmp_path) -> None:
+    cache = SeparationCache(tmp_path)
+    spec = SeparationSpec()
+    key = spec.key(song, 22050)
+    separator = ChunkedSeparator(song, 22050, spec, chunk_seconds=5.0)
+    chunks = separator.into_cache(cache, key, position=11 * 22050)
+    assert chunks is not None
+    assert [c.index for c in chunks] == [2, 3, 4, 1, 0]
+    assert cache.open_partial(key) is None
+    served = separate(song, 22050, spec=spec, cache=cache)
+    assert served.from_cache
+    direct = separate(song, 22050, spec=spec)
+    np.testing.assert_array_equal(np.asarray(served.channels), direct.channels)
+    np.testing.assert_array_equal(served.H, direct.H)
+    assert served.names == direct.names and served.groups == direct.groups
+
+
+def test_partial_entry_is_readable_and_resumed(song: np.ndarray, tmp_path) -> None:
+    cache = SeparationCache(tmp_path)
+    key = SeparationSpec().key(song, 22050)
+    separator = ChunkedSeparator(song, 22050, chunk_seconds=5.0)
+    first = separator.into_cache(cache, key, position=6 * 22050)
+    assert first is not None
+    got = [next(first), next(first)]
+    partial = cache.open_partial(key)
+    assert partial is not None
+    assert partial.ready() == [(got[0].start, got[0].stop), (got[1].start, got[1].stop)]
+    assert partial.writer_alive() and not partial.complete
+    ready = partial.channels[:, :, got[0].start : got[0].stop]
+    np.testing.assert_array_equal(ready, got[0].channels)
+    assert not partial.channels[:, :, : got[0].start].any()
+    assert cache.load(key).status == "absent"  # never served before it is complete
+    assert separator.into_cache(cache, key) is None  # another writer is alive
+    first.close()  # the writer stops (as a killed one would): the entry stays partial
+    assert not partial.writer_alive()
+
+    resumed = separator.into_cache(cache, key)
+    assert resumed is not None
+    assert [c.index for c in resumed] == [0, 3, 4]  # only what was missing
+    assert partial.complete and partial.ready() == [(0, song.shape[1])]
+    found = cache.load(key)
+    assert found.status == "found" and found.entry is not None
+    np.testing.assert_array_equal(np.asarray(found.entry.channels), np.asarray(partial.channels))
+    whole, _ = assemble(separator)
+    np.testing.assert_array_equal(np.asarray(found.entry.channels), whole)
+
+
+def test_damaged_chunk_of_a_dead_writer_is_redone(song: np.ndarray, tmp_path) -> None:
+    cache = SeparationCache(tmp_path)
+    key = SeparationSpec().key(song, 22050)
+    separator = ChunkedSeparator(song, 22050, chunk_seconds=5.0)
+    it = separator.into_cache(cache, key)
+    assert it is not None
+    done = [next(it), next(it)]
+    it.close()
+    with (tmp_path / f".partial-{key}" / "channels.f32").open("r+b") as f:
+        f.seek(4 * (done[1].start + 10))  # channel 0, audio channel 0, inside chunk 1
+        f.write(np.float32(0.5).tobytes())
+    resumed = separator.into_cache(cache, key)
+    assert resumed is not None
+    assert [c.index for c in resumed] == [1, 2, 3, 4]
+    whole, _ = assemble(separator)
+    found = cache.load(key)
+    assert found.entry is not None
+    np.testing.assert_array_equal(np.asarray(found.entry.channels), whole)
+
+
+def test_clean_stale_removes_abandoned_partial_entries_only(song: np.ndarray, tmp_path) -> None:
+    cache = SeparationCache(tmp_path)
+    separator = ChunkedSeparator(song, 22050, chunk_seconds=5.0)
+    abandoned = separator.into_cache(cache, "a" * 40)
+    live = separator.into_cache(cache, "b" * 40)
+    assert abandoned is not None and live is not None
+    next(abandoned)
+    abandoned.close()
+    next(live)
+    cache.clean_stale(older_than=-1.0)
+    assert not (tmp_path / f".partial-{'a' * 40}").exists()
+    assert (tmp_path / f".partial-{'b' * 40}").is_dir()
+    live.close()
+
+
+def test_a_garbled_ready_record_starts_the_entry_afresh(song: np.ndarray, tmp_path) -> None:
+    cache = SeparationCache(tmp_path)
+    key = "c" * 40
+    separator = ChunkedSeparator(song, 22050, chunk_seconds=5.0)
+    it = separator.into_cache(cache, key)
+    assert it is not None
+    next(it)
+    it.close()
+    (tmp_path / f".partial-{key}" / "ready.json").write_text("{not json", encoding="utf-8")
+    assert cache.open_partial(key) is None
+    again = separator.into_cache(cache, key)
+    assert again is not None
+    assert [c.index for c in again] == [0, 1, 2, 3, 4]
+    assert cache.load(key).status == "found"
+
+
+def test_an_incomplete_entry_is_never_sealed(song: np.ndarray, tmp_path) -> None:
+    cache = SeparationCache(tmp_path)
+    separator = ChunkedSeparator(song, 22050, chunk_seconds=5.0)
+    writer = cache.chunk_writer(
+        "d" * 40,
+        separator.names,
+        (2, song.shape[1]),
+        W=separator.W,
+        frames=separator.plan.frames,
+        meta=separator.entry_meta(),
+    )
+    assert writer is not None
+    c = separator.chunk(1)
+    writer.add_chunk(c.start, c.stop, c.channels, c.frames, c.H)
+    message = "cache entry dddddddddddd is missing chunks: ready [(110080, 220160)]"
+    with pytest.raises(CacheError, match=f"^{re.escape(message)}$"):
+        writer.finish()
+    assert cache.load("d" * 40).status == "absent"
