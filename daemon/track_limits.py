@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from stemdeck.core.errors import ParameterError
+from stemdeck.core.mixer.params import plays_at
 
 if TYPE_CHECKING:  # the CLI's parser imports this module: no numpy for --help
     from stemdeck.core.separation.keys import Mode
@@ -105,7 +106,9 @@ class TrackLimits:
         if stems:
             return int(2 * stems * at_engine)
         decoded = frames * ch * 4
-        resampled = 0 if sr == engine_sr else outputs * at_engine
+        # The mixer's read head converts a rate it plays (plays_at) as it reads:
+        # no copy of the channels at the engine's rate then.
+        resampled = 0 if sr == engine_sr or plays_at(sr) else outputs * at_engine
         return int(decoded * (2 + WORKING_SET[self.mode]) + at_engine + resampled)
 
     def check(

@@ -18,11 +18,12 @@ class TransportState(Protocol):
     """The mixer's public transport state (:class:`stemdeck.core.mixer.engine.Mixer`)."""
 
     position: int
-    sr: int
     track: Track | None
 
     @property
     def rolling(self) -> bool: ...
+
+    def seconds(self, frames: int) -> float: ...
 
     @property
     def loop(self) -> tuple[int, int] | None: ...
@@ -40,14 +41,13 @@ class TransportControl:
         self.engine = engine
 
     def position(self) -> float:
-        """Play head position in seconds."""
-        sr = self.engine.sr
-        return float(self.engine.position) / sr if sr else 0.0
+        """Play head position in seconds (of the track's time)."""
+        return float(self.engine.seconds(self.engine.position))
 
     def length(self) -> float:
         """The track's length in seconds (0.0 with no track)."""
-        track, sr = self.engine.track, self.engine.sr
-        return track.length / sr if track is not None and sr else 0.0
+        track = self.engine.track
+        return self.engine.seconds(track.length) if track is not None else 0.0
 
     def value(self, query: str) -> list[Any]:
         """The reply to ``/transport/<query>``: ``playing`` (1/0), ``length`` (seconds)
@@ -57,8 +57,11 @@ class TransportControl:
             return [int(bool(self.engine.rolling))]
         if query == "length":
             return [self.length()]
-        loop, sr = self.engine.loop, self.engine.sr
-        return [loop[0] / sr, loop[1] / sr] if loop is not None and sr else [0.0, 0.0]
+        engine = self.engine
+        loop = engine.loop
+        if loop is None:
+            return [0.0, 0.0]
+        return [engine.seconds(loop[0]), engine.seconds(loop[1])]
 
     def command(self, verb: str, args: Sequence[Any] = ()) -> Command | None:
         """The command for one verb (``play``, ``seek``, ``loop/off``...), or ``None``

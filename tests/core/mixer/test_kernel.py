@@ -470,7 +470,7 @@ def test_buffer_formats() -> None:
     for bad in wrong:
         with pytest.raises(ValueError):
             _kernel.zero(bad)
-    assert _kernel.ABI == 3
+    assert _kernel.ABI == 4
 
 
 @pytest.mark.e2e
