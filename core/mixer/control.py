@@ -34,6 +34,7 @@ from .commands import (
     MasterTarget,
     Pause,
     Play,
+    Rate,
     Seek,
     SetTrack,
     Stop,
@@ -41,7 +42,7 @@ from .commands import (
     Track,
 )
 from .heads import FadingHead, Ramp
-from .params import MAX_GAIN, plays_at
+from .params import MAX_GAIN, MAX_RATE, MIN_RATE, plays_at
 from .state import MixerState
 
 __all__ = ["MixerControl"]
@@ -85,6 +86,7 @@ class MixerControl(MixerState):
     _exact: bool
     _fast: float
     _base_step: float
+    _glide_len: int  # frames of a rate change's glide
 
     def post(self, command: Command) -> bool:
         """Queue a command for the next block; False (and counted) if the queue is full.
@@ -145,11 +147,16 @@ class MixerControl(MixerState):
         elif isinstance(cmd, Seek):
             track = self.track
             if track is not None:
-                rate = track.sr  # positions count the track's own frames
-                target = round(min(max(cmd.seconds, 0.0), track.length / rate) * rate)
+                fps = track.sr  # positions count the track's own frames
+                target = round(min(max(cmd.seconds, 0.0), track.length / fps) * fps)
                 self._jump(min(target, track.length), 0)
         elif isinstance(cmd, Loop):
             self._set_loop(cmd)
+        elif isinstance(cmd, Rate):
+            rate = min(max(float(cmd.rate), MIN_RATE), MAX_RATE)
+            if rate == rate and rate != self.rate:  # NaN changes nothing
+                self.rate = rate
+                self._aim_step(self._glide_len)
         elif isinstance(cmd, SetTrack):
             self._set_track(cmd.track, cmd.same_audio)
         elif isinstance(cmd, Batch):
@@ -162,9 +169,9 @@ class MixerControl(MixerState):
             self._loop = None
             return
         length = track.length
-        rate = track.sr  # positions count the track's own frames
-        start = min(round(max(cmd.start, 0.0) * rate), length)
-        end = min(round(cmd.end * rate), length)
+        fps = track.sr  # positions count the track's own frames
+        start = min(round(max(cmd.start, 0.0) * fps), length)
+        end = min(round(cmd.end * fps), length)
         shortest = self._shortest_loop(track)
         if end - start < shortest:
             end = min(start + shortest, length)
@@ -206,8 +213,9 @@ class MixerControl(MixerState):
             if self._loop is not None:
                 self._loop = (round(self._loop[0] * ratio), round(self._loop[1] * ratio))
             self._rewind_phase()
-        self._base_step = track.sr / self.sr
-        self._aim_step(0)
+        if track.sr / self.sr != self._base_step:  # another rate: that step at once
+            self._base_step = track.sr / self.sr
+            self._aim_step(0)
         if same_audio and previous is not None:
             # The same music in other channels (separation replacing the original
             # that stood in): keep the position and loop. The channels sum to the
@@ -261,10 +269,10 @@ class MixerControl(MixerState):
             self._curves_ok = False
 
     def _aim_step(self, glide: int) -> None:
-        """Aim the main head's step at the track's rate over the device's (over
-        ``glide`` frames, or at once with 0)."""
+        """Aim the main head's step at the track's rate over the device's times the
+        vinyl rate (over ``glide`` frames, or at once with 0)."""
         rd = self._rd
-        target = self._base_step
+        target = self._base_step * self.rate
         if glide > 0 and rd[2] != target:
             rd[3] = target
             rd[4] = (target - rd[2]) / glide
@@ -275,13 +283,27 @@ class MixerControl(MixerState):
         self._settle_step()
 
     def _settle_step(self) -> None:
-        """After the head moved between rates: read frame for frame again if the
-        step is 1 and the phase 0, and the largest step it may take before its
-        glide ends (audio thread; scalar work)."""
+        """After the head moved between rates: the largest step it may take before
+        its glide ends, and whether it reads frame for frame (step 1, phase 0).
+        Back at step 1 between two frames (a rate that glided back to 1.0), it
+        lands on the nearest whole frame with a jump's crossfade, and from then on
+        plays exactly what it would have had the rate never changed (audio thread;
+        scalar work)."""
         rd = self._rd
         step, target = float(rd[2]), float(rd[3])
-        self._exact = step == 1.0 and rd[1] == 0.0 and rd[5] == 0.0
         self._fast = max(step, target)
+        if step != 1.0 or rd[5] != 0.0:
+            self._exact = False
+            return
+        if rd[1] == 0.0:
+            self._exact = True
+            return
+        self._exact = False
+        track = self.track
+        if track is not None:
+            # Crossfaded even when the nearest frame is this one (track given).
+            land = self.position + (1 if rd[1] >= 0.5 else 0)
+            self._jump(min(land, track.length), 0, track)  # phase 0: exact again
 
     def _rewind_phase(self) -> None:
         """The head lands on a whole frame (a seek, a stop): phase 0."""

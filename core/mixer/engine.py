@@ -118,6 +118,8 @@ class Mixer(MixerControl):
         Commands that can wait for the next block.
     at_end : {"stop", "loop"}
         What the end of the track does when no loop region is set.
+    rate_glide_ms : float
+        How long the read head's step takes to glide to a new rate (:class:`~.commands.Rate`).
     compiled : bool or None
         Do the block arithmetic in the compiled kernel (``core/mixer/_kernel.c``),
         which keeps the GIL for the whole of each step, or in numpy, which hands
@@ -135,6 +137,7 @@ class Mixer(MixerControl):
         min_loop_ms: float = 20.0,
         queue_size: int = 1024,
         at_end: str = "stop",
+        rate_glide_ms: float = 30.0,
         compiled: bool | None = None,
     ) -> None:
         if at_end not in ("stop", "loop"):
@@ -152,6 +155,8 @@ class Mixer(MixerControl):
         self.ramp_ms = ramp_ms
         self.xfade_ms = xfade_ms
         self.min_loop_ms = min_loop_ms
+        self.rate_glide_ms = rate_glide_ms
+        self.rate = 1.0
         self.at_end = at_end
         self._queue = deque()
         self._queue_size = queue_size
@@ -189,6 +194,7 @@ class Mixer(MixerControl):
         self._ramp_len = max(1, round(self.ramp_ms * 1e-3 * samplerate))
         self._xfade_len = max(1, round(self.xfade_ms * 1e-3 * samplerate))
         self._min_loop = max(2 * self._xfade_len, round(self.min_loop_ms * 1e-3 * samplerate))
+        self._glide_len = max(1, round(self.rate_glide_ms * 1e-3 * samplerate))
         self._ramp = np.arange(1, max(b, self._xfade_len, self._ramp_len) + 1, dtype=np.float64)
         self._kern: Kernel = self._compiled if self._compiled is not None else NumpyKernel(n, b)
         # Strip parameters (set by commands) and their gain ramps, one per (strip, side).
@@ -255,7 +261,7 @@ class Mixer(MixerControl):
         self._rd = np.array([0.0, 0.0, 1.0, 1.0, 0.0, 0.0])
         self._exact = True
         self._fast = 1.0  # the largest step the head may take before its glide ends
-        self._base_step = 1.0  # the track's rate over the device's
+        self._base_step = 1.0  # the track's rate over the device's (times self.rate: the step)
         self._resampled = np.zeros((n, 2, b), np.float32)  # a head's frames between rates
         #: The DJ filters and the echo bus (:class:`~.fx.Effects`); the block reads
         #: ``fx.active`` (the FX path runs) and ``fx.echo_on`` (the echo rings).
@@ -670,11 +676,11 @@ class Mixer(MixerControl):
                 )
             off += count
         self.position = pos
-        if not self._exact:
-            self._settle_step()
         for h in self._fading:
             if h.left > 0 and h.track is not None:
                 self._fade_out(h, frames, chan_out, pre)
+        if not self._exact:  # last: a landing jump it makes starts with the next block
+            self._settle_step()
 
     def _fade_out(
         self, h: FadingHead, frames: int, chan_out: np.ndarray | None, pre: Effects | None

@@ -89,6 +89,9 @@ class MixerState:
     #: The main play head, in the track's frames (at its own rate: :attr:`frame_rate`).
     position: int
     playing: bool
+    #: The vinyl rate (:class:`~.commands.Rate`): the speed and pitch over the
+    #: track's own, 1.0 by default; the read head glides to it.
+    rate: float
     #: Blocks processed, and commands refused (a full queue, a track that does not fit).
     blocks: int
     dropped: int

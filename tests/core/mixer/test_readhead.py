@@ -14,6 +14,7 @@ from stemdeck.core.mixer.commands import (
     MasterTarget,
     Pause,
     Play,
+    Rate,
     Seek,
     SetTrack,
     Stop,
@@ -258,14 +259,17 @@ def _random_command(rng: np.random.Generator, tracks: list[Track]) -> Command:
         return transport[int(rng.integers(0, 3))]
     if kind == 9:
         return SetTrack(tracks[int(rng.integers(0, len(tracks)))], bool(rng.random() < 0.5))
+    if kind == 10:
+        return Rate(float(rng.choice([1.0, 0.5, 2.0, 1.08, rng.uniform(0.5, 2.0)])))
     return Play()
 
 
 @pytest.mark.parametrize("seed", range(4))
 def test_tracks_at_other_rates_mix_the_same_on_both_kernels(seed: int) -> None:
     """Random command streams over tracks at 44.1, 32, 48 and 96 kHz (swaps of the
-    same audio across rates, loops, seeks, fading heads of another rate), blocks
-    of every size: the compiled kernel gives the numpy reference's samples."""
+    same audio across rates, loops, seeks, fading heads of another rate, rate
+    changes and their glides), blocks of every size: the compiled kernel gives the
+    numpy reference's samples."""
     rng = np.random.default_rng(100 + seed)
 
     def channels(n: int, sides: int, sr: int) -> np.ndarray:
@@ -302,14 +306,17 @@ def test_tracks_at_other_rates_mix_the_same_on_both_kernels(seed: int) -> None:
 
 def test_a_track_at_another_rate_is_the_same_in_any_blocks() -> None:
     """The output does not depend on how the stream is cut into blocks (positions,
-    loop wraps, seeks and their crossfades all between rates)."""
+    loop wraps, seeks and their crossfades, rate glides, all between rates)."""
     rng = np.random.default_rng(3)
     track = Track(
         (rng.standard_normal((3, 2, 44100)) * 0.2).astype(np.float32), 44100, tuple("abc")
     )
     plan: dict[int, list[Command]] = {0: [Play(), Loop(0.2, 0.31)], 30000: [Seek(0.05)]}
+    plan[40000] = [Rate(1.7)]
     plan[50000] = [Loop(0.0, 0.0)]
+    plan[60000] = [Rate(0.6)]
     plan[70000] = [Seek(0.4)]
+    plan[80000] = [Rate(1.0)]
     outs = []
     for cuts in ([256] * 400, [int(c) for c in rng.integers(1, 256, 1000)]):
         m = Mixer(max_channels=4)
@@ -338,3 +345,117 @@ def test_a_track_at_another_rate_is_the_same_in_any_blocks() -> None:
         outs.append(np.concatenate(chunks))
     np.testing.assert_array_equal(outs[0], outs[1])
     assert np.abs(outs[0]).max() > 0.1
+
+
+def _play_blocks(m: Mixer, frames: int, block: int = 256) -> np.ndarray:
+    out = np.zeros((frames, m.out_channels), np.float32)
+    for i in range(0, frames, block):
+        m.process(out[i : i + block])
+    return out
+
+
+def _peak_hz(y: np.ndarray) -> float:
+    y = y.astype(np.float64) * np.hanning(len(y))
+    spectrum = np.abs(np.fft.rfft(y, 8 * len(y)))
+    return float(np.fft.rfftfreq(8 * len(y), 1 / SR)[np.argmax(spectrum)])
+
+
+@pytest.mark.parametrize("sr", [48000, 44100])
+def test_the_rate_plays_faster_and_higher(sr: int) -> None:
+    """Vinyl mode: at rate 1.08 a 1 kHz sine sounds at 1080 Hz and the play head
+    moves 1.08 seconds of the track a second."""
+    m = Mixer(max_channels=4)
+    m.prepare(SR, 256)
+    m.post(SetTrack(_sine_track(sr, 1000.0, 3.0)))
+    m.post(Rate(1.08))
+    m.post(Play())
+    assert m.rate == 1.0  # applied with the next block
+    _play_blocks(m, 2560)  # the glide (30 ms) is over
+    assert m.rate == 1.08
+    start = m.position
+    out = _play_blocks(m, SR)
+    assert m.position - start == pytest.approx(1.08 * sr, abs=2)
+    assert _peak_hz(out[:, 0]) == pytest.approx(1080.0, abs=1.0)
+    assert np.sqrt(2 * np.mean(out[:, 0].astype(np.float64) ** 2)) == pytest.approx(1.0, rel=1e-3)
+
+
+def _second_difference_peak(y: np.ndarray) -> float:
+    return float(np.abs(np.diff(y.astype(np.float64), 2)).max())
+
+
+def test_a_rate_change_glides_without_a_click() -> None:
+    """From 1.0 to 2.0 and back the step glides (30 ms): the sine's curvature never
+    exceeds that of its highest pitch (a step that jumped would put a corner in it:
+    the same check catches that with no glide), and after 40 ms the pitch is there."""
+    amplitude, hz = 1.0, 1000.0  # two channels of 0.5
+    bound = amplitude * (2 * np.pi * 2 * hz / SR) ** 2  # the curvature at 2 kHz
+
+    def run(glide_ms: float) -> tuple[float, np.ndarray]:
+        m = Mixer(max_channels=4, rate_glide_ms=glide_ms)
+        m.prepare(SR, 256)
+        m.post(SetTrack(_sine_track(SR, hz, 3.0)))
+        m.post(Play())
+        _play_blocks(m, 2560)  # the fade in is over
+        m.post(Rate(2.0))
+        up = _play_blocks(m, 2560)
+        m.post(Rate(1.0))
+        down = _play_blocks(m, 4096)
+        both = np.concatenate([up[:, 0], down[:, 0]])
+        return _second_difference_peak(both) / bound, up
+
+    ratio, up = run(30.0)
+    assert ratio < 1.01
+    assert _peak_hz(up[1920:, 0]) == pytest.approx(2000.0, abs=4.0)
+    clicked, _ = run(0.0)  # the step jumps in one frame
+    assert clicked > 1.5
+
+
+def test_back_at_rate_one_the_output_is_exact_again() -> None:
+    """After a rate excursion the head lands on a whole frame (crossfaded) and
+    then plays the track sample for sample, as if the rate had never changed."""
+    rng = np.random.default_rng(5)
+    audio = (rng.standard_normal((1, 2, SR * 2)) * 0.3).astype(np.float32)
+    m = Mixer(max_channels=4)
+    m.prepare(SR, 256)
+    m.post(SetTrack(Track(audio, SR, ("a",))))
+    m.post(Play())
+    _play_blocks(m, 1024)
+    m.post(Rate(1.3))
+    _play_blocks(m, 2048)
+    m.post(Rate(1.0))
+    _play_blocks(m, 2048)  # the glide (1440 frames), then the landing crossfade (240)
+    pos = m.position
+    out = _play_blocks(m, 1024)
+    np.testing.assert_array_equal(out.T, audio[0, :, pos : pos + 1024])
+    assert m.position == pos + 1024
+
+
+def test_loops_and_seeks_work_at_any_rate() -> None:
+    """At rate 0.5 and 2.0 a loop keeps the head inside it, a seek lands where it is sent."""
+    for rate in (0.5, 2.0):
+        m = Mixer(max_channels=4)
+        m.prepare(SR, 256)
+        m.post(SetTrack(_sine_track(44100, 440.0, 2.0)))
+        m.post(Rate(rate))
+        m.post(Loop(0.5, 0.6))
+        m.post(Play())
+        out = np.zeros((256, 2), np.float32)
+        for _ in range(100):  # 0.53 s of output: the 0.1 s loop wraps 2.6 or 10.7 times
+            m.process(out)
+            assert 22050 <= m.position < 26460
+        m.post(Loop(0.0, 0.0))
+        m.post(Seek(1.0))
+        m.process(out)
+        assert (
+            m.position == 44100 + round(256 * rate * 44100 / SR)
+            or abs(m.position - (44100 + 256 * rate * 44100 / SR)) <= 1
+        )
+
+
+def test_a_rate_out_of_range_is_clamped_and_nan_ignored() -> None:
+    m = Mixer(max_channels=4)
+    m.prepare(SR, 256)
+    for sent, held in ((5.0, 2.0), (0.1, 0.5), (float("nan"), 0.5), (1.25, 1.25)):
+        m.post(Rate(sent))
+        m.process(np.zeros((256, 2), np.float32))
+        assert m.rate == held
