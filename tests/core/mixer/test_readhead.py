@@ -459,3 +459,44 @@ def test_a_rate_out_of_range_is_clamped_and_nan_ignored() -> None:
         m.post(Rate(sent))
         m.process(np.zeros((256, 2), np.float32))
         assert m.rate == held
+
+
+def test_a_block_between_rates_allocates_no_array_data() -> None:
+    """As ``test_block_allocates_no_array_data`` (test_engine.py), with a 44.1 kHz
+    track on the 48 kHz mixer and rate changes gliding: the compiled read head
+    writes into the buffer prepare made; a block makes only views and scalars."""
+    import tracemalloc
+
+    rng = np.random.default_rng(9)
+    channels = (rng.standard_normal((8, 2, 44100 * 3)) * 0.1).astype(np.float32)
+    m = Mixer(max_channels=8)
+    m.prepare(SR, 1024)
+    m.post(SetTrack(Track(channels, 44100, tuple(map(str, range(8))))))
+    out = np.zeros((1024, 2), np.float32)
+    m.post(Play())
+    for _ in range(5):
+        m.process(out)
+    enter_audio_thread()
+    tracemalloc.start()
+    worst = steady = 0
+    try:
+        for i in range(100):
+            if i % 10 == 0:
+                m.post(StripTarget(i % 8, 0.5, False, i % 20 == 0, 0.3))
+            if i % 25 == 3:
+                m.post(Seek(0.5))
+            if i % 30 == 8:
+                m.post(Rate(1.08 if i < 60 else 0.93))
+            if i == 50:
+                m.post(Loop(1.0, 1.05))
+            base = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
+            m.process(out)
+            took = tracemalloc.get_traced_memory()[1] - base
+            worst = max(worst, took)
+            if i % 10 not in (0, 3, 8):  # no command this block
+                steady = max(steady, took)
+    finally:
+        tracemalloc.stop()
+        np.setbufsize(8192)
+    assert worst < 8192 and steady < 4096, (worst, steady)
