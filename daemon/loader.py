@@ -228,9 +228,8 @@ class TrackLoader:
         if plays_at(sr):  # the read head converts the rate as it reads
             track = Track(y[np.newaxis], sr, ("mix",), is_mix=True)
         else:
-            track = Track(
-                resample(y, sr, self.engine.sr)[np.newaxis], self.engine.sr, ("mix",), True
-            )
+            at_engine = resample(y, sr, self.engine.sr)  # a rate the read head does not take
+            track = Track(at_engine[np.newaxis], self.engine.sr, ("mix",), is_mix=True)
         gen = self._play(request, SetTrack(track), self.names, name, colours=[], separated=False)
         if gen is None:
             return

@@ -25,11 +25,12 @@ ratio 1 the track is read as it is, sample for sample.
 
 The interpolator, measured by ``tests/core/mixer/test_readhead.py``: a Kaiser
 window (beta :data:`READ_BETA`) over 32 taps, cutoff at :data:`READ_CUT` of the
-lower rate's Nyquist; passband ripple under 0.01 dB up to 0.4 of the lower
-rate, stop band attenuated by at least 80 dB from 0.6 of it (what folds back
-lands above 0.4: nothing aliases into the passband), and against
-``scipy.signal.resample_poly`` on band-limited noise the difference is
-under -80 dB.
+lower rate's Nyquist. Measured: passband ripple 0.0012 dB (within 0.0008 dB
+of unity) up to 0.4 of the lower rate; stop band at least 83 dB down from 0.6
+of the output's rate when the head reads faster (what folds back from 0.5..0.6
+lands above 0.4: nothing aliases into the passband); a sum of sines up to 0.4
+comes out within 86.5-87.5 dB SNR of the ideal band-limited signal, and of
+``scipy.signal.resample_poly`` with a long filter alike.
 
 The FX calls (issue #25) are here too: ``filter`` (the DJ filter of strips or of
 the master bus), ``mixdown`` (the FX path's strips into the bus) and ``echo`` (the
