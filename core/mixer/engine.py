@@ -52,6 +52,13 @@ for blocks up to 500 frames (the daemon's is 256). The numpy kernel
 the same float32 operations in the same order, and ``tests/core/mixer/test_kernel.py``
 checks the two give the same samples. The scalar ramps and fading heads the
 block drives are in :mod:`.heads`.
+A track plays at its own rate: positions (the play head, the loop, seeks, the
+length) count its frames, and the read head steps through them by
+``track.sr / sr`` times the vinyl rate (:class:`~.commands.Rate`) per output
+frame, interpolating (the kernel's ``read``, into ``_resampled``) whenever that
+step is not exactly 1 or the head stands between two frames; otherwise it
+reads the track as it is, with no extra call. A rate change glides the step
+over ``rate_glide_ms``.
 A play head that jumps leaves a *fading head* behind (up to
 :data:`FADING_HEADS` at once), which goes straight on reading its own track
 while it fades out, so a jump during a crossfade, or a track change, never
