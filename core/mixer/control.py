@@ -213,10 +213,8 @@ class MixerControl(MixerState):
             if self._loop is not None:
                 self._loop = (round(self._loop[0] * ratio), round(self._loop[1] * ratio))
             self._rewind_phase()
-        if track.sr / self.sr != self._base_step:  # another rate: that step at once
-            self._base_step = track.sr / self.sr
-            self._aim_step(0)
         if same_audio and previous is not None:
+            self._track_step(track)
             # The same music in other channels (separation replacing the original
             # that stood in): keep the position and loop. The channels sum to the
             # original, so every strip starts at unity and glides to its level.
@@ -231,9 +229,18 @@ class MixerControl(MixerState):
                 self._loop = None  # not the same length after all: no region past its end
             return
         # Another track: it starts from its beginning, with no loop; the old one
-        # fades out from where it was, at its own step (the strips keep their levels).
+        # fades out from where it was, at its own step (taken before the new
+        # track's), and the strips keep their levels.
         self._loop = None
         self._jump(0, 0, previous)
+        self._track_step(track)
+
+    def _track_step(self, track: Track) -> None:
+        """The main head's step for ``track``'s rate, at once (a glide of the vinyl
+        rate goes on when the rate is the same)."""
+        if track.sr / self.sr != self._base_step:
+            self._base_step = track.sr / self.sr
+            self._aim_step(0)
 
     def _retarget(self, *, immediate: bool = False) -> None:
         """Aim the strips that changed (every strip if the solo set changed, or

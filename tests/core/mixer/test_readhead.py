@@ -500,3 +500,21 @@ def test_a_block_between_rates_allocates_no_array_data() -> None:
         tracemalloc.stop()
         np.setbufsize(8192)
     assert worst < 8192 and steady < 4096, (worst, steady)
+
+
+def test_the_old_track_fades_out_at_its_own_rate() -> None:
+    """A track change leaves the old head reading at the old track's step: over
+    the crossfade the output is the same whatever the new (silent) track's rate."""
+    outs = []
+    for new_sr in (96000, 48000, 22050):
+        m = Mixer(max_channels=4)
+        m.prepare(SR, 256)
+        m.post(SetTrack(_sine_track(96000, 1000.0, 1.0)))
+        m.post(Play())
+        _play_blocks(m, 2560)
+        silent = Track(np.zeros((2, 1, new_sr), np.float32), new_sr, ("a", "b"))
+        m.post(SetTrack(silent))
+        outs.append(_play_blocks(m, 512))
+    assert np.abs(outs[0][:200]).max() > 0.1  # the old track sounds while it fades
+    np.testing.assert_array_equal(outs[1], outs[0])
+    np.testing.assert_array_equal(outs[2], outs[0])
