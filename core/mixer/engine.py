@@ -201,7 +201,6 @@ class Mixer(MixerControl):
         self._ramp_len = max(1, round(self.ramp_ms * 1e-3 * samplerate))
         self._xfade_len = max(1, round(self.xfade_ms * 1e-3 * samplerate))
         self._min_loop = max(2 * self._xfade_len, round(self.min_loop_ms * 1e-3 * samplerate))
-        self._glide_len = max(1, round(self.rate_glide_ms * 1e-3 * samplerate))
         self._ramp = np.arange(1, max(b, self._xfade_len, self._ramp_len) + 1, dtype=np.float64)
         self._kern: Kernel = self._compiled if self._compiled is not None else NumpyKernel(n, b)
         # Strip parameters (set by commands) and their gain ramps, one per (strip, side).
@@ -270,6 +269,9 @@ class Mixer(MixerControl):
         self._fast = 1.0  # the largest step the head may take before its glide ends
         self._base_step = 1.0  # the track's rate over the device's (times self.rate: the step)
         self._resampled = np.zeros((n, 2, b), np.float32)  # a head's frames between rates
+        self._glide_len = max(1, round(self.rate_glide_ms * 1e-3 * samplerate))
+        if self.track is not None:  # prepared again with a track in: its step at this rate
+            self._track_step(self.track)
         #: The DJ filters and the echo bus (:class:`~.fx.Effects`); the block reads
         #: ``fx.active`` (the FX path runs) and ``fx.echo_on`` (the echo rings).
         self.fx = Effects(

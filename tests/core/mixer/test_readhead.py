@@ -518,3 +518,16 @@ def test_the_old_track_fades_out_at_its_own_rate() -> None:
     assert np.abs(outs[0][:200]).max() > 0.1  # the old track sounds while it fades
     np.testing.assert_array_equal(outs[1], outs[0])
     np.testing.assert_array_equal(outs[2], outs[0])
+
+
+def test_prepared_again_the_track_keeps_its_speed() -> None:
+    """``prepare`` again with a track in (a new stream): the head steps at that
+    track's rate over the new device rate, not at 1."""
+    m = Mixer(max_channels=4)
+    m.prepare(SR, 256)
+    m.post(SetTrack(_sine_track(44100, 440.0, 2.0)))
+    m.process(np.zeros((256, 2), np.float32))
+    m.prepare(SR, 256)
+    m.post(Play())
+    _play_blocks(m, SR // 2)
+    assert m.position == pytest.approx(22050, abs=1)
