@@ -22,12 +22,13 @@ One load (a background thread per request)::
                            header, length and memory -> refused now, or requested
       read + decode        once, at the source's rate; a failure (damaged audio,
                            NaN, a file replaced, MemoryError) -> done(reason)
-      post SetTrack(mix)   the original at the engine's rate plays from its start
-                           (old track fades out, its worker ends) -> done(None)
+      post SetTrack(mix)   the original at its own rate plays from its start (the
+                           mixer's read head converts it to the device's as it
+                           reads; old track fades out, its worker ends) -> done(None)
       key                  one hash of the decoded audio (SeparationSpec.key)
-      cache hit?           verify every block in the background, resample to the
-                           engine's rate if needed, post SetTrack(channels,
-                           same_audio=True)
+      cache hit?           verify every block in the background, post
+                           SetTrack(channels, same_audio=True): the memory map
+                           itself, at the source's rate (no resampled copy)
       else                 the decoded audio goes to a worker in shared memory
                            (separation_worker.py) with the key; it separates into
                            the cache under that key and reports ("done", key); the
@@ -61,6 +62,7 @@ from stemdeck.core.audiofile.stemfile import StemFile, channel_keys
 from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import ParameterError, StemdeckError
 from stemdeck.core.mixer.commands import SetTrack, Track
+from stemdeck.core.mixer.params import plays_at
 from stemdeck.core.separation.cache import SeparationCache
 from stemdeck.core.separation.keys import SeparationSpec
 
@@ -223,8 +225,11 @@ class TrackLoader:
             self._publish_stems(stems, request)
             return
         y, sr, name = read_source(request.source, None)
-        mix = y if sr == self.engine.sr else resample(y, sr, self.engine.sr)
-        track = Track(mix[np.newaxis], self.engine.sr, ("mix",), is_mix=True)
+        if plays_at(sr):  # the read head converts the rate as it reads
+            track = Track(y[np.newaxis], sr, ("mix",), is_mix=True)
+        else:
+            at_engine = resample(y, sr, self.engine.sr)  # a rate the read head does not take
+            track = Track(at_engine[np.newaxis], self.engine.sr, ("mix",), is_mix=True)
         gen = self._play(request, SetTrack(track), self.names, name, colours=[], separated=False)
         if gen is None:
             return
@@ -463,10 +468,11 @@ class TrackLoader:
         of generation ``gen``, if it still plays."""
         from .prefetch import will_need
 
-        sr = self.engine.sr
-        if channels_sr != sr:
+        sr = channels_sr
+        if not plays_at(sr):  # a rate the read head does not take: a copy at the device's
             if not self.current(gen):
                 return False
+            sr = self.engine.sr
             channels = resample_channels(channels, channels_sr, sr)
         will_need(channels, 0, 10 * sr)  # the first seconds, before they play
 

@@ -204,8 +204,8 @@ class Daemon:
         return Status(
             track=self.loader.track_name,
             playing=m.rolling,
-            position=m.position / m.sr if m.sr else 0.0,
-            length=track.length / m.sr if track is not None and m.sr else 0.0,
+            position=m.seconds(m.position),
+            length=m.seconds(track.length) if track is not None else 0.0,
             progress=self.loader.progress,
             loading=self.loader.requested,
             levels=tuple(levels),

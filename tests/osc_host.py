@@ -96,6 +96,7 @@ class FakeHost:
             (*(m.filter_state(i) for i in range(m.max_channels)), m.filter_state(None)),
             (*(m.echo_state(i) for i in range(m.max_channels)), m.echo_state(None)),
             m.loop,
+            m.rate,
         )
 
     def registry_as_engine(self) -> tuple:

@@ -395,7 +395,9 @@ class OscControl:
         if verb == "position" or (verb == "seek" and not args):
             no_args(address, args)
             group.plan.replies.append((address, [transport.position()]))
-        elif verb in ("playing", "length") or (verb in ("loop", "loop/region") and not args):
+        elif verb in ("playing", "length") or (
+            verb in ("loop", "loop/region", "rate") and not args
+        ):
             group.plan.replies.append((address, transport.value(verb)))
         elif (command := transport.command(verb, args)) is not None:
             group.plan.commands.append(command)
@@ -538,6 +540,7 @@ class OscControl:
         out.append(("/transport/position", [transport.position()]))
         out.append(("/transport/loop", transport.value("loop")))
         out.append(("/transport/length", transport.value("length")))
+        out.append(("/transport/rate", transport.value("rate")))
         out += self.track_state(names)
         return out
 

@@ -29,7 +29,15 @@ from typing import Any
 
 from stemdeck.core.audiofile.stemfile import NI_STEMS
 from stemdeck.core.control.registry import CHANNEL_PARAMS, MASTER_PARAMS, PARAM_ALIASES
-from stemdeck.core.mixer.params import ECHO_MAX_MS, ECHO_MIN_MS, MAX_DB, MAX_GAIN, OFF_DB
+from stemdeck.core.mixer.params import (
+    ECHO_MAX_MS,
+    ECHO_MIN_MS,
+    MAX_DB,
+    MAX_GAIN,
+    MAX_RATE,
+    MIN_RATE,
+    OFF_DB,
+)
 
 __all__ = [
     "ATTRIBUTES",
@@ -313,6 +321,14 @@ def build(snap: Snapshot) -> dict[str, Any]:
         "1 while playing (not fading out to a pause or stop)",
         value=v.get("/transport/playing"),
         range_=[{"MIN": 0, "MAX": 1}],
+    )
+    transport["rate"] = _method(
+        "/transport/rate",
+        "f",
+        3,
+        "vinyl rate: speed and pitch together, gliding (1 the track's own speed)",
+        value=v.get("/transport/rate", [1.0]),
+        range_=[{"MIN": MIN_RATE, "MAX": MAX_RATE}],
     )
     transport["length"] = _method(
         "/transport/length",

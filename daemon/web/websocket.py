@@ -65,6 +65,7 @@ VALUE_ADDRESSES = (
     "/transport/playing",
     "/transport/loop",
     "/transport/length",
+    "/transport/rate",
     "/track/name",
     "/track/progress",
     "/channels",
