@@ -27,6 +27,8 @@ from prep_hold import hold_env
 
 from conftest import SR, TINY, tone_mix
 from stemdeck.core.audiofile.files import load
+from stemdeck.core.beats.analysis import analyze_beats
+from stemdeck.core.beats.store import BeatRecord, BeatStore, audio_hash
 from stemdeck.core.separation import prep as core_prep
 from stemdeck.core.separation.cache import SeparationCache
 from stemdeck.core.separation.keys import SeparationSpec
@@ -189,15 +191,26 @@ def test_in_process_cluster_workers_without_the_cache_send_results_back(
     assert lines[1:] == [f"failed: {lib / name}: {why}" for name, why in BROKEN.items()]
     report = json.loads((tmp_path / "report.json").read_text())
     store = SeparationCache(cache)
+    beats = BeatStore(cache)
     for rec in report["tracks"]:
         if rec["outcome"] != "separated":
             assert rec["error"] == BROKEN[Path(rec["source"]).name]
+            assert rec["beats"] is None
             continue
         y, sr = load(rec["source"])
         key = SeparationSpec("components", params).key(y, sr)
         assert rec["hash"] == key and rec["worker"] == worker
         assert rec["duration"] == round(y.shape[1] / sr, 3)
         assert store.load(key).found  # the client stored what came back
+        # the beat grid came back with it, was kept in the beat store, and is reported
+        analysis = analyze_beats(y, sr)
+        assert beats.load(audio_hash(y, sr)) == BeatRecord(analysis)
+        assert rec["beats"] == {
+            "bpm": round(analysis.grid.bpm, 4),
+            "downbeat": round(analysis.grid.downbeat, 4),
+            "beats_per_bar": 4,
+            "key": None,
+        }
     # The same files `stemdeck separate` writes: format and every sample.
     for rel in TRACKS:
         ref = separate_reference(lib / rel, tmp_path / "ref")
