@@ -416,3 +416,29 @@ def test_the_status_line_shows_the_tempo() -> None:
     assert format_status(s).split(" | ")[0] == "song playing 1:01.0/3:00.0 128.0 BPM ready"
     s = Status("song", True, 61.0, 180.0, None, (), 0, 0, 0.5)
     assert format_status(s).split(" | ")[0] == "song playing 1:01.0/3:00.0 ready"
+
+
+def test_the_generic_midi_maps_note_53_taps_the_tempo() -> None:
+    import mido
+
+    from stemdeck.core.control.midimap import load_midi_map
+    from stemdeck.daemon.midi import MidiControl
+
+    host = FakeHost()
+    midi = MidiControl(host, load_midi_map("generic"), virtual="stemdeck-test")  # not started
+    tap = mido.Message("note_on", channel=0, note=53, velocity=100)
+    midi._on_message(tap)  # no grid yet: counted as a MIDI error, nothing else
+    assert (midi.received, midi.errors) == (1, 1)
+    now = [10.0]
+    beats = host.give_grid(GRID, clock=lambda: now[0])
+    for _ in range(3):
+        midi._on_message(tap)
+        midi._on_message(mido.Message("note_off", channel=0, note=53))  # a release: no tap
+        now[0] += 0.5
+    assert (midi.received, midi.errors) == (7, 1)
+    taps = TapTempo()
+    for t in (10.0, 10.5, 11.0):  # 0.5 s apart: 120 BPM, as the least-squares fit gives it
+        taps.tap(t)
+    assert taps.bpm is not None and taps.bpm == pytest.approx(120.0)
+    assert beats.grid() == GRID.with_bpm(taps.bpm, anchor=HEAD)
+    assert beats.require().record.edit is not None  # kept as the user's edit
