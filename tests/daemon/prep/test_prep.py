@@ -407,7 +407,9 @@ def test_a_worker_killed_mid_task_the_track_comes_out_once(tmp_path: Path) -> No
     records = json.loads(report.read_text())["tracks"]
     assert [(r["source"], r["outcome"]) for r in records] == [(str(lib / TRACKS[0]), "separated")]
     assert sorted(p.name for p in (out / "a" / "one").iterdir()) == [f"{n}.wav" for n in NAMES]
-    assert len([p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")]) == 1
+    cache = tmp_path / "cache"
+    assert len([p for p in cache.iterdir() if p.name[0] != "." and p.name != "beats"]) == 1
+    assert len(list((cache / "beats").iterdir())) == 1  # the track's beat grid, once
 
 
 def with_sigint(disposition: str) -> list[str]:
