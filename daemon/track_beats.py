@@ -155,7 +155,7 @@ class TrackBeats:
             self._track = TrackGrid(gen, name, key, record)
             self.last_seconds = time.monotonic() - t0
         grid = self._track.grid
-        log.info(
+        log.debug(  # a debug line: what serve says by default stays what a user needs
             "%s: %.2f BPM, first downbeat at %.3f s (beat grid %s in %.2f s)",
             name,
             grid.bpm,

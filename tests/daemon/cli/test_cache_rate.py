@@ -74,5 +74,5 @@ def test_separated_track_starts_from_the_cache_at_another_rate(tmp_path: Path, m
     assert code == 0, err
     assert f"null clock, {NULL_CLOCK_RATE} Hz" in err
     assert "while separating" not in err  # no separation worker ever started
-    assert sorted(p.name for p in cache.iterdir()) == [*entries, "beats"]  # nothing new cached
+    assert sorted(p.name for p in cache.iterdir()) == sorted([*entries, "beats"])  # nothing new
     assert sorted(p.name for p in (cache / "beats").iterdir()) == grids  # the grids: read
