@@ -25,6 +25,8 @@ One load (a background thread per request)::
       post SetTrack(mix)   the original at its own rate plays from its start (the
                            mixer's read head converts it to the device's as it
                            reads; old track fades out, its worker ends) -> done(None)
+      beat grid            found or analysed in a thread of its own
+                           (track_beats.py; a stem file's: of its mix)
       key                  one hash of the decoded audio (SeparationSpec.key)
       cache hit?           verify every block in the background, post
                            SetTrack(channels, same_audio=True): the memory map
@@ -67,6 +69,7 @@ from stemdeck.core.separation.cache import SeparationCache
 from stemdeck.core.separation.keys import SeparationSpec
 
 from .separation_worker import ProcessContext, SeparationWorker
+from .track_beats import TrackBeats
 from .track_limits import TrackLimits
 from .track_source import (
     LoadDone,
@@ -113,6 +116,8 @@ class TrackLoader:
     limits : TrackLimits, optional
         The longest track and the memory check (default: :class:`TrackLimits`
         for ``spec``'s mode).
+    beats : TrackBeats, optional
+        Told of every track that starts playing, to find or compute its beat grid.
     """
 
     def __init__(
@@ -126,6 +131,7 @@ class TrackLoader:
         library: Sequence[Path],
         mp_context: ProcessContext | None = None,
         limits: TrackLimits | None = None,
+        beats: TrackBeats | None = None,
     ) -> None:
         self.engine = engine
         self.registry = registry
@@ -135,6 +141,7 @@ class TrackLoader:
         self.library = list(library)
         self.mp_context: ProcessContext = mp_context or mp.get_context("spawn")
         self.limits = limits or TrackLimits(mode=spec.mode)
+        self.beats = beats
         self.generation = 0  # of the playing track
         self.track_name = ""  # the playing track
         self.progress: tuple[str, float] | None = None  # the playing track's separation
@@ -233,6 +240,8 @@ class TrackLoader:
         gen = self._play(request, SetTrack(track), self.names, name, colours=[], separated=False)
         if gen is None:
             return
+        if self.beats is not None:
+            self.beats.start(y, sr, gen, name)
         if background:
             threading.Thread(
                 target=self._channels, args=(y, sr, gen, name), name="stemdeck-load", daemon=True
@@ -313,7 +322,10 @@ class TrackLoader:
         name = source_name(source)
         track = Track(stems.stems, self.engine.sr, keys)
         colours = list(stems.colours)
-        if self._play(request, SetTrack(track), keys, name, colours=colours, separated=True):
+        gen = self._play(request, SetTrack(track), keys, name, colours=colours, separated=True)
+        if gen is not None:
+            if self.beats is not None:
+                self.beats.start(stems.mix, stems.sr, gen, name)
             named = ", ".join(f"{n} {c}" for n, c in zip(stems.names, colours, strict=True))
             log.info("%s: %d stems from the file: %s", name, len(stems.names), named)
 

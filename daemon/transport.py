@@ -10,7 +10,7 @@ from stemdeck.core.errors import ParameterError
 from stemdeck.core.mixer.commands import Command, Loop, Pause, Play, Rate, Seek, Stop, Track
 from stemdeck.core.mixer.params import MAX_RATE, MIN_RATE
 
-__all__ = ["VERBS", "TransportControl"]
+__all__ = ["VERBS", "TransportControl", "pressed"]
 
 VERBS = ("play", "pause", "stop", "toggle", "seek", "loop", "loop/region", "loop/off", "rate")
 
@@ -83,7 +83,7 @@ class TransportControl:
             Unknown verb, wrong argument count or type, NaN, negative times.
         """
         if verb in ("play", "pause", "stop", "toggle", "loop/off"):
-            if args and not _pressed(f"/transport/{verb}", args):
+            if args and not pressed(f"/transport/{verb}", args):
                 return None
             if verb == "play":
                 return Play()
@@ -125,7 +125,7 @@ class TransportControl:
         raise ParameterError(f"unknown address /transport/{verb}")
 
 
-def _pressed(address: str, args: Sequence[Any]) -> bool:
+def pressed(address: str, args: Sequence[Any]) -> bool:
     """Whether a button's one value is a press (non-zero) rather than its release."""
     if len(args) != 1 or not isinstance(args[0], int | float):
         raise ParameterError(

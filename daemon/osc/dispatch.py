@@ -29,12 +29,14 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Literal
 
+from stemdeck.core.beats.grid import BeatGrid
 from stemdeck.core.control.pattern import is_pattern
 from stemdeck.core.control.registry import Transaction
 from stemdeck.core.errors import ParameterError, StemdeckError
 from stemdeck.core.mixer.commands import Command
 
 from ..host import Host
+from ..transport import pressed
 from .args import no_args, number, own_port, scene_name, string
 from .limits import (
     ERROR_BUDGET,
@@ -59,6 +61,9 @@ from .subscriptions import SUBSCRIPTION_SECONDS, Subscriptions, subscribe_args
 from .wire import Message, text_bytes
 
 __all__ = [
+    "GRID_EDITS",
+    "GRID_VALUE",
+    "MAX_SHIFT_MS",
     "Counter",
     "Counters",
     "Group",
@@ -67,11 +72,27 @@ __all__ = [
     "LateReply",
     "OscControl",
     "Plan",
+    "grid_args",
 ]
 
 log = logging.getLogger(__name__)
 
 Counter = Literal["received", "errors", "refused", "scheduled"]
+
+#: The beat grid's edits, ``/track/grid/<verb>``.
+GRID_EDITS = ("halve", "double", "shift", "downbeat", "tap", "reset")
+#: ``/track/grid`` as OSCQuery lists it (a node with a value has no children there).
+GRID_VALUE = "/track/grid/current"
+#: The most ``/track/grid/shift`` moves the grid at once (ms).
+MAX_SHIFT_MS = 60_000.0
+
+
+def grid_args(grid: BeatGrid | None) -> list[Any]:
+    """``/track/grid``'s arguments: bpm, first downbeat (s), beats per bar; ``0.0 0.0
+    0`` with no grid (in ``/state`` and feedback)."""
+    if grid is None:
+        return [0.0, 0.0, 0]
+    return [grid.bpm, grid.downbeat, grid.beats_per_bar]
 
 
 @dataclass
@@ -104,6 +125,7 @@ class Group:
     txn: Transaction
     plan: Plan
     dry: bool  # validate only: take no rate-limit tokens
+    grid: BeatGrid | None = None  # the beat grid as this group's edits leave it
 
 
 LateDeliver = Callable[[Sender, Reply], None]
@@ -206,6 +228,12 @@ class OscControl:
             self.map(address, self._list)
         self.map("/sync/source", self._sync_source)
         self.map("/sync/anchor", self._sync_anchor)
+        self.map("/track/bpm", self._track_bpm)
+        self.map("/track/key", self._track_key)
+        for address in ("/track/grid", GRID_VALUE):
+            self.map(address, self._grid_query)
+        for verb in GRID_EDITS:
+            self.map(f"/track/grid/{verb}", self._grid_edit)
         self.map_prefix("/ch/", self._control)
         self.map_prefix("/master/", self._control)
         self.map_prefix("/fx/", self._control)
@@ -395,6 +423,10 @@ class OscControl:
         if verb == "position" or (verb == "seek" and not args):
             no_args(address, args)
             group.plan.replies.append((address, [transport.position()]))
+        elif verb == "beat":
+            no_args(address, args)
+            grid = self.host.beats.require().grid
+            group.plan.replies.append((address, [grid.beat_at(transport.position())]))
         elif verb in ("playing", "length") or (
             verb in ("loop", "loop/region", "rate") and not args
         ):
@@ -421,6 +453,90 @@ class OscControl:
         seconds = number(address, args)
         sync.check_anchor(seconds)
         self._later(group, address, partial(sync.set_anchor, seconds), [seconds])
+
+    # -- the beat grid -------------------------------------------------------------------
+    def _track_key(self, address: str, args: list[Any], group: Group) -> None:
+        """``/track/key``: the musical key, ``""`` while unknown (never an error)."""
+        no_args(address, args)
+        group.plan.replies.append((address, [self.host.beats.key()]))
+
+    def _grid_query(self, address: str, args: list[Any], group: Group) -> None:
+        no_args(address, args)
+        group.plan.replies.append((address, grid_args(self.host.beats.require().grid)))
+
+    def _track_bpm(self, address: str, args: list[Any], group: Group) -> None:
+        """``/track/bpm``: the grid's tempo; ``/track/bpm f`` sets it, the bar start
+        nearest the play head staying where it is."""
+        track = self.host.beats.require()
+        if not args:
+            group.plan.replies.append((address, [track.grid.bpm]))
+            return
+        bpm = number(address, args)
+        at = self.host.transport.position()
+        self._stage_edit(group, address, track.gen, lambda g: g.with_bpm(bpm, anchor=at))
+
+    def _grid_edit(self, address: str, args: list[Any], group: Group) -> None:
+        """``/track/grid/<verb>``: validated against the grid as the group's earlier
+        edits leave it; applied and stored once the group is posted; answered with
+        ``/track/grid`` (the grid in force)."""
+        beats = self.host.beats
+        track = beats.require()
+        verb = address[len("/track/grid/") :]
+        change: Callable[[BeatGrid], BeatGrid]
+        if verb in ("halve", "double", "tap", "reset"):
+            if args and not pressed(address, args):
+                return  # a button's release
+            if verb == "halve":
+                change = BeatGrid.halved
+            elif verb == "double":
+                change = BeatGrid.doubled
+            elif verb == "tap":
+                at = self.host.transport.position()
+                gen = track.gen
+                group.plan.after.append(
+                    (address, lambda: ("/track/grid", grid_args(beats.tap(at, gen=gen))))
+                )
+                return
+            else:
+                analysis = track.record.analysis
+                assert analysis is not None  # a published record has one
+                group.grid = analysis.grid.normalized()
+                gen = track.gen
+                group.plan.after.append(
+                    (address, lambda: ("/track/grid", grid_args(beats.reset(gen=gen))))
+                )
+                return
+        elif verb == "shift":
+            ms = number(address, args)
+            if abs(ms) > MAX_SHIFT_MS:
+                raise ParameterError(
+                    f"shift must be -{MAX_SHIFT_MS:g} to {MAX_SHIFT_MS:g} ms, got {ms:g}"
+                )
+            change = partial(BeatGrid.shifted, ms=ms)
+        else:  # downbeat: the play head, or the given second
+            if args:
+                t = number(address, args)
+                length = self.host.transport.length()
+                if not 0.0 <= t <= length:
+                    raise ParameterError(
+                        f"downbeat must be 0 to {length:.3f} s (the track), got {t:g}"
+                    )
+            else:
+                t = self.host.transport.position()
+            change = partial(BeatGrid.with_downbeat_at, t=t)
+        self._stage_edit(group, address, track.gen, change)
+
+    def _stage_edit(
+        self, group: Group, address: str, gen: int, change: Callable[[BeatGrid], BeatGrid]
+    ) -> None:
+        """Check ``change`` on the group's grid now (a tempo out of range refuses the
+        group); apply it to the track of generation ``gen`` once the group is posted."""
+        staged = group.grid or self.host.beats.require().grid
+        group.grid = change(staged).normalized()
+        beats = self.host.beats
+        group.plan.after.append(
+            (address, lambda: ("/track/grid", grid_args(beats.edit(change, gen=gen))))
+        )
 
     def _ping(self, address: str, args: list[Any], group: Group) -> None:
         no_args(address, args)
@@ -542,7 +658,19 @@ class OscControl:
         out.append(("/transport/length", transport.value("length")))
         out.append(("/transport/rate", transport.value("rate")))
         out += self.track_state(names)
+        out += self.beat_state()
         return out
+
+    def beat_state(self) -> list[Reply]:
+        """The beat grid's values: ``/track/bpm`` (0.0 with no grid), ``/track/grid``
+        (``0.0 0.0 0`` with none) and ``/track/key`` (``""`` while unknown)."""
+        beats = self.host.beats
+        grid = beats.grid()
+        return [
+            ("/track/bpm", [grid.bpm if grid is not None else 0.0]),
+            ("/track/grid", grid_args(grid)),
+            ("/track/key", [beats.key()]),
+        ]
 
     def track_state(self, names: Sequence[str] | None = None) -> list[Reply]:
         """The track's name, separation progress, channel names (and colours, for a
