@@ -36,8 +36,8 @@ from stemdeck.core.errors import ParameterError, StemdeckError
 from stemdeck.core.mixer.commands import Command
 
 from ..host import Host
-from ..transport import pressed
 from .args import no_args, number, own_port, scene_name, string
+from .grid import GRID_EDITS, GRID_VALUE, GridHandlers, grid_args
 from .limits import (
     ERROR_BUDGET,
     HOST_BURST,
@@ -61,9 +61,6 @@ from .subscriptions import SUBSCRIPTION_SECONDS, Subscriptions, subscribe_args
 from .wire import Message, text_bytes
 
 __all__ = [
-    "GRID_EDITS",
-    "GRID_VALUE",
-    "MAX_SHIFT_MS",
     "Counter",
     "Counters",
     "Group",
@@ -72,27 +69,11 @@ __all__ = [
     "LateReply",
     "OscControl",
     "Plan",
-    "grid_args",
 ]
 
 log = logging.getLogger(__name__)
 
 Counter = Literal["received", "errors", "refused", "scheduled"]
-
-#: The beat grid's edits, ``/track/grid/<verb>``.
-GRID_EDITS = ("halve", "double", "shift", "downbeat", "tap", "reset")
-#: ``/track/grid`` as OSCQuery lists it (a node with a value has no children there).
-GRID_VALUE = "/track/grid/current"
-#: The most ``/track/grid/shift`` moves the grid at once (ms).
-MAX_SHIFT_MS = 60_000.0
-
-
-def grid_args(grid: BeatGrid | None) -> list[Any]:
-    """``/track/grid``'s arguments: bpm, first downbeat (s), beats per bar; ``0.0 0.0
-    0`` with no grid (in ``/state`` and feedback)."""
-    if grid is None:
-        return [0.0, 0.0, 0]
-    return [grid.bpm, grid.downbeat, grid.beats_per_bar]
 
 
 @dataclass
@@ -228,12 +209,13 @@ class OscControl:
             self.map(address, self._list)
         self.map("/sync/source", self._sync_source)
         self.map("/sync/anchor", self._sync_anchor)
-        self.map("/track/bpm", self._track_bpm)
-        self.map("/track/key", self._track_key)
+        grid = GridHandlers(self.host)
+        self.map("/track/bpm", grid.track_bpm)
+        self.map("/track/key", grid.track_key)
         for address in ("/track/grid", GRID_VALUE):
-            self.map(address, self._grid_query)
+            self.map(address, grid.query)
         for verb in GRID_EDITS:
-            self.map(f"/track/grid/{verb}", self._grid_edit)
+            self.map(f"/track/grid/{verb}", grid.edit)
         self.map_prefix("/ch/", self._control)
         self.map_prefix("/master/", self._control)
         self.map_prefix("/fx/", self._control)
@@ -453,90 +435,6 @@ class OscControl:
         seconds = number(address, args)
         sync.check_anchor(seconds)
         self._later(group, address, partial(sync.set_anchor, seconds), [seconds])
-
-    # -- the beat grid -------------------------------------------------------------------
-    def _track_key(self, address: str, args: list[Any], group: Group) -> None:
-        """``/track/key``: the musical key, ``""`` while unknown (never an error)."""
-        no_args(address, args)
-        group.plan.replies.append((address, [self.host.beats.key()]))
-
-    def _grid_query(self, address: str, args: list[Any], group: Group) -> None:
-        no_args(address, args)
-        group.plan.replies.append((address, grid_args(self.host.beats.require().grid)))
-
-    def _track_bpm(self, address: str, args: list[Any], group: Group) -> None:
-        """``/track/bpm``: the grid's tempo; ``/track/bpm f`` sets it, the bar start
-        nearest the play head staying where it is."""
-        track = self.host.beats.require()
-        if not args:
-            group.plan.replies.append((address, [track.grid.bpm]))
-            return
-        bpm = number(address, args)
-        at = self.host.transport.position()
-        self._stage_edit(group, address, track.gen, lambda g: g.with_bpm(bpm, anchor=at))
-
-    def _grid_edit(self, address: str, args: list[Any], group: Group) -> None:
-        """``/track/grid/<verb>``: validated against the grid as the group's earlier
-        edits leave it; applied and stored once the group is posted; answered with
-        ``/track/grid`` (the grid in force)."""
-        beats = self.host.beats
-        track = beats.require()
-        verb = address[len("/track/grid/") :]
-        change: Callable[[BeatGrid], BeatGrid]
-        if verb in ("halve", "double", "tap", "reset"):
-            if args and not pressed(address, args):
-                return  # a button's release
-            if verb == "halve":
-                change = BeatGrid.halved
-            elif verb == "double":
-                change = BeatGrid.doubled
-            elif verb == "tap":
-                at = self.host.transport.position()
-                gen = track.gen
-                group.plan.after.append(
-                    (address, lambda: ("/track/grid", grid_args(beats.tap(at, gen=gen))))
-                )
-                return
-            else:
-                analysis = track.record.analysis
-                assert analysis is not None  # a published record has one
-                group.grid = analysis.grid.normalized()
-                gen = track.gen
-                group.plan.after.append(
-                    (address, lambda: ("/track/grid", grid_args(beats.reset(gen=gen))))
-                )
-                return
-        elif verb == "shift":
-            ms = number(address, args)
-            if abs(ms) > MAX_SHIFT_MS:
-                raise ParameterError(
-                    f"shift must be -{MAX_SHIFT_MS:g} to {MAX_SHIFT_MS:g} ms, got {ms:g}"
-                )
-            change = partial(BeatGrid.shifted, ms=ms)
-        else:  # downbeat: the play head, or the given second
-            if args:
-                t = number(address, args)
-                length = self.host.transport.length()
-                if not 0.0 <= t <= length:
-                    raise ParameterError(
-                        f"downbeat must be 0 to {length:.3f} s (the track), got {t:g}"
-                    )
-            else:
-                t = self.host.transport.position()
-            change = partial(BeatGrid.with_downbeat_at, t=t)
-        self._stage_edit(group, address, track.gen, change)
-
-    def _stage_edit(
-        self, group: Group, address: str, gen: int, change: Callable[[BeatGrid], BeatGrid]
-    ) -> None:
-        """Check ``change`` on the group's grid now (a tempo out of range refuses the
-        group); apply it to the track of generation ``gen`` once the group is posted."""
-        staged = group.grid or self.host.beats.require().grid
-        group.grid = change(staged).normalized()
-        beats = self.host.beats
-        group.plan.after.append(
-            (address, lambda: ("/track/grid", grid_args(beats.edit(change, gen=gen))))
-        )
 
     def _ping(self, address: str, args: list[Any], group: Group) -> None:
         no_args(address, args)

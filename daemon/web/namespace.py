@@ -41,7 +41,7 @@ from stemdeck.core.mixer.params import (
     OFF_DB,
 )
 
-from ..osc.dispatch import GRID_VALUE, MAX_SHIFT_MS
+from ..osc.grid import GRID_VALUE, MAX_SHIFT_MS
 
 __all__ = [
     "ATTRIBUTES",
