@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -122,7 +122,7 @@ def _marker_frame(blocks: list[tuple[int, bool, np.ndarray]]) -> int:
     return int(frames[loudest])
 
 
-def _passed(frame: int) -> object:
+def _passed(frame: int) -> Callable[[list[tuple[int, bool, np.ndarray]]], bool]:
     return lambda blocks: bool(blocks) and blocks[-1][1] and blocks[-1][0] > frame
 
 
@@ -225,7 +225,14 @@ def test_transport_start_stop_and_locate_move_the_play_head(following) -> None:
     assert abs(_marker_frame(session.blocks) - MARKER) <= MAX_ERROR
     # A locate while rolling: the marker again, at its frame.
     client.transport_frame = MARKER - SR // 3 - 11
-    session.record_until(_passed(MARKER + SR // 10), "the transport past the marker again")
+    # A locate takes effect at a later JACK cycle: until then the transport is still past
+    # the marker, so wait for a block from before it, then for the transport passing it.
+    session.record_until(
+        lambda b: (
+            any(r and f < MARKER - SR // 10 for f, r, _ in b) and _passed(MARKER + SR // 10)(b)
+        ),
+        "the transport located before the marker and past it again",
+    )
     assert abs(_marker_frame(session.blocks) - MARKER) <= MAX_ERROR
     # Stopped: the music stops (after its 5 ms fade).
     client.transport_stop()
