@@ -145,6 +145,7 @@ def test_silence_gives_a_grid_and_no_crash() -> None:
     assert 70.0 <= a.bpm <= 180.0
 
 
+@pytest.mark.slow  # about a second: the fast tier stays under a minute
 def test_the_filter_banks_are_librosas_without_importing_it() -> None:
     """The analysis computes librosa's mel and chroma filter banks itself: importing
     ``librosa.filters`` (scipy.signal, numba) took about 2 s of a first grid."""

@@ -43,6 +43,7 @@ def test_miss_then_hit_memory_mapped(
     assert second.names == first.names and second.groups == first.groups
 
 
+@pytest.mark.slow  # about a second: the fast tier stays under a minute
 def test_key_changes_with_audio_and_every_parameter(
     cache: SeparationCache, small_params: SeparationParams
 ) -> None:

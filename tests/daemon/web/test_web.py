@@ -680,6 +680,7 @@ def test_a_client_that_falls_behind_is_closed_with_1013() -> None:
     run(body)
 
 
+@pytest.mark.slow  # about a second: the fast tier stays under a minute
 def test_a_client_that_never_reads_is_cut_when_the_heartbeat_fails(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
