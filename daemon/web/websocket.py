@@ -69,6 +69,7 @@ VALUE_ADDRESSES = (
     "/track/progress",
     "/channels",
     "/channels/colors",
+    "/channels/labels",
 )
 STREAMS = ("/meter", "/meter/rms", "/transport/position", "/status")
 # The tree's names for addresses with children (namespace.VALUE_CHILDREN): the same values.

@@ -136,7 +136,7 @@ def test_separate_survives_a_full_disk(
     y = tone_mix(2.0)
     reference = separate(y, SR, spec=SeparationSpec("components", small_params))
 
-    def full(self: object, name: str, audio: np.ndarray) -> None:
+    def full(self: object, name: str, audio: np.ndarray, *, index: int | None = None) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(cache_mod.EntryWriter, "add_channel", full)

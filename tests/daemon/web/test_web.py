@@ -205,9 +205,9 @@ def test_every_namespace_method_is_an_osc_address() -> None:
 
         walk(root)
         # ch (by index and name, filters and echo sends included), master, fx/echo,
-        # transport, sync, track, scene, channels, meter,
+        # transport, sync, track, scene, channels (names, labels), meter,
         # state/subscribe/unsubscribe/ping/status, midi
-        assert len(methods) == 8 * 10 + 6 + 4 + 10 + 2 + 4 + 3 + 1 + 2 + 5 + 1
+        assert len(methods) == 8 * 10 + 6 + 4 + 10 + 2 + 4 + 3 + 2 + 2 + 5 + 1
         sender = ("127.0.0.1", 7)
         for node in methods:
             if node["ACCESS"] & 1 and node["FULL_PATH"] not in ("/meter/peak", "/meter/rms"):
