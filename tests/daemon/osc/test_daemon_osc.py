@@ -573,3 +573,51 @@ def test_control_threads_outweigh_busy_neighbours(served, client: Client) -> Non
         assert _thread_nice(daemon.proc.pid, name) == nice, name
     # The main thread and the unnamed rest (BLAS, the loader's): unchanged.
     assert set(_thread_nice(daemon.proc.pid, "python")) == {0}
+
+
+def test_a_stem_file_answers_on_roles_and_a_scene_says_what_it_lacks(tmp_path: Path) -> None:
+    """NI's "Vox" is /ch/vocals, labelled "Vox"; the shipped acapella scene on a file
+    without an "other" stem sets the rest and answers one /error naming it."""
+    from stemdeck.core.audiofile.stemfile_write import write_stem_file
+
+    rng = np.random.default_rng(5)
+    stems = rng.uniform(-0.1, 0.1, (3, 2, SR)).astype(np.float32)
+    track = tmp_path / "three.stem.m4a"
+    write_stem_file(
+        track,
+        stems.sum(axis=0),
+        stems,
+        SR,
+        names=["Vox", "Drums", "Bass"],
+        colours=["#FF0000", "#00FF00", "#0000FF"],
+        codec="alac",
+    )
+    env = {"STEMDECK_CACHE": str(tmp_path / "cache"), "STEMDECK_CONFIG": str(tmp_path / "c")}
+    daemon = Daemon([str(track), "--no-audio"], env, tmp_path)
+    daemon.wait_ready()
+    client = Client(daemon.port)
+    try:
+        assert client.ask("/channels") == [("/channels", ["drums", "bass", "vocals"])]
+        assert client.ask("/channels/labels") == [("/channels/labels", ["Drums", "Bass", "Vox"])]
+        assert client.ask("/channels/colors") == [
+            ("/channels/colors", ["#00FF00", "#0000FF", "#FF0000"])
+        ]
+        assert client.ask("/scene/recall", "acapella") == [
+            (
+                "/error",
+                [
+                    "/scene/recall: scene 'acapella' recalled without 'other': "
+                    "this track has no such channel"
+                ],
+            )
+        ]
+        assert [client.query(f"/ch/{k}/gain") for k in ("drums", "bass", "vocals")] == [
+            0.0,
+            0.0,
+            1.0,
+        ]
+    finally:
+        client.close()
+        code, err = daemon.stop()
+    assert code == 0, err
+    assert err.count("recalled without 'other'") == 1, err
