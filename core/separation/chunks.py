@@ -169,6 +169,7 @@ class ChunkedSeparator:
     W : np.ndarray, shape (bins, K)
         The templates, as :attr:`~.separate.Separation.W`.
     groups : list of list of int
+        The columns of ``W`` each channel is made of, in channel order.
     shape : tuple of int
         ``(n_channels, audio_channels, samples)`` of the whole separation.
 

@@ -65,8 +65,8 @@ def test_ping(client: Client) -> None:
     [
         ("/ch/1/fader", 0.5, "/ch/1/db", -10.0),
         ("/ch/bass/db", -6.0, "/ch/2/gain", 10 ** (-6 / 20)),
-        ("/ch/3/gain", 1.0, "/ch/vocals/fader", 0.75),
-        ("/ch/4/pan", -0.5, "/ch/other/pan", -0.5),
+        ("/ch/3/gain", 1.0, "/ch/other/fader", 0.75),  # drums, bass, other, vocals
+        ("/ch/4/pan", -0.5, "/ch/vocals/pan", -0.5),
         ("/master/fader", 0.75, "/master/db", 0.0),
         ("/master/db", -3.0, "/master/gain", 10 ** (-3 / 20)),
     ],
@@ -160,7 +160,13 @@ def test_state_lists_every_value(client: Client) -> None:
         for p in ("fader", "gain", "db", "mute", "solo", "pan"):
             assert f"/ch/{i}/{p}" in addresses
     assert "/master/fader" in addresses and "/transport/position" in addresses
-    assert ["drums", "bass", "vocals", "other"] in [args for a, args in replies if a == "/channels"]
+    # The separation's channels in the order of every source; labelled by their names.
+    assert [args for a, args in replies if a == "/channels"] == [
+        ["drums", "bass", "other", "vocals"]
+    ]
+    assert [args for a, args in replies if a == "/channels/labels"] == [
+        ["drums", "bass", "other", "vocals"]
+    ]
 
 
 @pytest.mark.parametrize(
