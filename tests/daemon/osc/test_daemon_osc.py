@@ -243,7 +243,7 @@ def test_subscriptions_feedback(served) -> None:
             assert len(meters[-1]) == 5  # four channels and the master, dBFS
         a.send("/ch/4/fader", 0.5)  # a change reaches every subscriber, by name (stems)
         changed = b.receive(0.5)
-        assert ("/ch/other/fader", [pytest.approx(0.5)]) in changed
+        assert ("/ch/vocals/fader", [pytest.approx(0.5)]) in changed  # drums, bass, other, vocals
         a.send("/ch/4/fader", 0.75)
         a.send("/unsubscribe")
         assert ("/unsubscribe", [a.port]) in a.receive(2.0, until="/unsubscribe")
@@ -285,7 +285,8 @@ def test_feedback_flag_feeds_a_surface_that_never_subscribes(tmp_path: Path) -> 
         assert ("/subscribe", [daemon.client.port, "index", 0]) in daemon.client.receive(
             5.0, until="/subscribe"
         )
-        assert ("/ch/3/mute", [1]) in daemon.client.receive(5.0, until="/transport/position")
+        # /ch/vocals is channel 4: drums, bass, other, vocals
+        assert ("/ch/4/mute", [1]) in daemon.client.receive(5.0, until="/transport/position")
     finally:
         surface.close()
         code, err = daemon.stop()
