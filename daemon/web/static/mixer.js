@@ -76,7 +76,7 @@
   const GLOBAL_LISTENS = [
     "/master/fader", "/master/mute", "/master/filter", "/transport/playing", "/transport/position", "/transport/loop",
     "/transport/length", "/track/name", "/track/progress", "/channels", "/channels/colors",
-    "/meter", "/meter/rms", "/track/grid", "/transport/beat",
+    "/channels/labels", "/meter", "/meter/rms", "/track/grid", "/transport/beat",
   ];
   function listenChannels(from, to) {
     for (let i = from; i <= to; i++) {
@@ -120,7 +120,7 @@
 
   // --- state from the daemon -------------------------------------------------------------
   const state = {
-    playing: false, position: 0, length: 0, loop: [0, 0], names: [], colours: [], separating: false,
+    playing: false, position: 0, length: 0, loop: [0, 0], names: [], colours: [], labels: [], separating: false,
     grid: [0, 0, 0], beat: null, // /track/grid (bpm 0: no grid yet), /transport/beat
   };
   let strips = [];
@@ -147,6 +147,7 @@
       case "/transport/beat": state.beat = args[0]; drawTempo(); break;
       case "/channels": setChannels(args.map(String)); break;
       case "/channels/colors": state.colours = args.map(String); colourStrips(); break;
+      case "/channels/labels": state.labels = args.map(String); labelStrips(); break;
       case "/meter": meters.peak = args; break;
       case "/meter/rms": meters.rms = args; break;
       case "/track/list": fillSelect($("track-list"), args, (p) => p.split("/").pop()); break;
@@ -444,8 +445,19 @@
     for (const s of strips) box.append(s.root);
     box.append(master.root);
     colourStrips();
+    labelStrips();
     if (names.length > before) listenChannels(before + 1, names.length);
     ask("/state"); // values of the new strips
+  }
+
+  // The file's own stem names ("Vox") label the strips; the key (/ch/vocals) is the tooltip.
+  function labelStrips() {
+    const n = strips.length;
+    strips.forEach((s, i) => {
+      const name = s.root.querySelector(".name");
+      name.textContent = state.labels.length === n ? state.labels[i] : state.names[i];
+      name.title = `/ch/${state.names[i]}`;
+    });
   }
 
   function colourStrips() {
