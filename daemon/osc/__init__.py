@@ -20,6 +20,8 @@ grid
     The beat grid's addresses: ``GridHandlers`` (``/track/bpm``, ``/track/grid``,
     ``/track/key``, the grid's edits), ``grid_args``, ``GRID_EDITS``, ``GRID_VALUE``,
     ``MAX_SHIFT_MS``.
+tempo
+    ``/transport/bpm``: ``TempoHandlers``, ``tempo_rate``, ``current_bpm``.
 subscriptions
     Who gets feedback: ``Subscriptions`` (``/subscribe`` within the caps, the fixed
     targets of ``serve --feedback``), ``Subscriber``, ``SUBSCRIPTION_SECONDS``.

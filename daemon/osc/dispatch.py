@@ -58,6 +58,7 @@ from .limits import (
     reply_size,
 )
 from .subscriptions import SUBSCRIPTION_SECONDS, Subscriptions, subscribe_args
+from .tempo import TempoHandlers, current_bpm
 from .wire import Message, text_bytes
 
 __all__ = [
@@ -216,6 +217,7 @@ class OscControl:
             self.map(address, grid.query)
         for verb in GRID_EDITS:
             self.map(f"/track/grid/{verb}", grid.edit)
+        self.map("/transport/bpm", TempoHandlers(self.host).bpm)
         self.map_prefix("/ch/", self._control)
         self.map_prefix("/master/", self._control)
         self.map_prefix("/fx/", self._control)
@@ -555,6 +557,7 @@ class OscControl:
         out.append(("/transport/loop", transport.value("loop")))
         out.append(("/transport/length", transport.value("length")))
         out.append(("/transport/rate", transport.value("rate")))
+        out.append(("/transport/bpm", [current_bpm(self.host) or 0.0]))
         out += self.track_state(names)
         out += self.beat_state()
         return out
