@@ -51,6 +51,8 @@ def _ssid(address: str, value: Any) -> str:
         raise ParameterError(f"{address} takes a strip number first, got {value!r}")
     if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
         raise ParameterError(f"{address} takes a whole strip number, got {value!r}")
+    if not -(2**31) <= value < 2**31:  # as Ardour reads it: a 32-bit int
+        raise ParameterError(f"{address} takes a 32-bit strip number, got {value!r}")
     return str(int(value))
 
 

@@ -422,6 +422,10 @@ STRIPS = "strips are 1..4 (drums, bass, vocals, other)"
         ),
         (osc("/strip/fader"), "/strip/fader takes a strip number, then the value"),
         (
+            osc("/strip/fader", "ff", 1e30, 0.5),
+            "/strip/fader takes a 32-bit strip number, got 1.0000000150474662e+30",
+        ),
+        (
             osc("/strip/fader", "iff", 1, 0.5, 0.7),
             "/strip/fader takes a strip number and one value, got [1, 0.5, 0.699999988079071]",
         ),
