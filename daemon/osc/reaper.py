@@ -5,10 +5,10 @@ REAPER is an OSC server; with ``presets/daw/stemdeck.ReaperOSC`` as the pattern 
 an OSC device aimed at stemdeck's port, it sends stemdeck its transport as feedback:
 
 - ``/play``, ``/stop``, ``/pause`` with 1 (or 1.0) when that state begins and 0 when
-  it ends: a 1 plays, stops or pauses stemdeck (REAPER's stop is stemdeck's pause:
-  the position follows REAPER's ``/time``), a 0 does nothing (the state that begins
-  says it). A play from standing starts at REAPER's last ``/time`` (stemdeck's
-  pause fade moved its play head on by a few milliseconds);
+  it ends: ``/play 1`` plays stemdeck, ``/stop 1`` and ``/pause 1`` pause it (REAPER's
+  stop is stemdeck's pause: the position follows REAPER's ``/time``), a 0 does
+  nothing (the state that begins says it). A play from standing starts at REAPER's
+  last ``/time`` (stemdeck's pause fade moved its play head on by a few milliseconds);
 - ``/time f``, the project's seconds, many times a second: stemdeck follows a jump
   (a locate), not every tick. :class:`Reaper` predicts REAPER's time from its last
   report, its play state and its play rate; a report off that prediction by more
