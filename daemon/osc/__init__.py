@@ -20,6 +20,13 @@ grid
     The beat grid's addresses: ``GridHandlers`` (``/track/bpm``, ``/track/grid``,
     ``/track/key``, the grid's edits), ``grid_args``, ``GRID_EDITS``, ``GRID_VALUE``,
     ``MAX_SHIFT_MS``.
+tempo
+    ``/transport/bpm``: ``TempoHandlers``, ``tempo_rate``, ``current_bpm``.
+reaper
+    REAPER's dialect (docs/daw.md): ``Reaper`` (its transport feedback followed, its
+    track addresses on the channels), ``reaper_feedback``, ``channel_number``.
+ardour
+    Ardour's strip dialect: ``Ardour``, ``ardour_feedback``.
 subscriptions
     Who gets feedback: ``Subscriptions`` (``/subscribe`` within the caps, the fixed
     targets of ``serve --feedback``), ``Subscriber``, ``SUBSCRIPTION_SECONDS``.

@@ -3,8 +3,9 @@
 :class:`OscControl` maps each address to a small handler, as python-osc's
 ``Dispatcher.map`` and Ardour's surface register theirs: exact addresses
 (``/ping``, ``/scene/recall``...) in one table, then the prefixes ``/ch/``,
-``/master/``, ``/fx/`` (and any OSC pattern) for the registry's controls, and
-``/transport/`` for the transport verbs.
+``/master/``, ``/fx/`` (and any OSC pattern) for the registry's controls,
+``/transport/`` for the transport verbs, and the DAWs' dialects: ``/track/`` for
+REAPER's track addresses (``reaper.py``) and ``/strip/`` for Ardour's (``ardour.py``).
 
 A group of messages (a datagram, or one time-tagged bundle in it) is all or
 nothing: every message is validated and staged in a
@@ -36,6 +37,7 @@ from stemdeck.core.errors import ParameterError, StemdeckError
 from stemdeck.core.mixer.commands import Command
 
 from ..host import Host
+from .ardour import Ardour, ardour_feedback
 from .args import no_args, number, own_port, scene_name, string
 from .grid import GRID_EDITS, GRID_VALUE, GridHandlers, grid_args
 from .limits import (
@@ -57,7 +59,9 @@ from .limits import (
     TokenBucket,
     reply_size,
 )
+from .reaper import Reaper, reaper_feedback
 from .subscriptions import SUBSCRIPTION_SECONDS, Subscriptions, subscribe_args
+from .tempo import TempoHandlers, current_bpm
 from .wire import Message, text_bytes
 
 __all__ = [
@@ -107,6 +111,8 @@ class Group:
     plan: Plan
     dry: bool  # validate only: take no rate-limit tokens
     grid: BeatGrid | None = None  # the beat grid as this group's edits leave it
+    # A family's own state as this group's messages leave it, by family (reaper.py)
+    staged: dict[str, Any] = field(default_factory=dict)
 
 
 LateDeliver = Callable[[Sender, Reply], None]
@@ -222,6 +228,12 @@ class OscControl:
             self.map(address, grid.query)
         for verb in GRID_EDITS:
             self.map(f"/track/grid/{verb}", grid.edit)
+        self.map("/transport/bpm", TempoHandlers(self.host).bpm)
+        self.reaper = Reaper(self.host)  # REAPER's transport, as its feedback said
+        for address, handler in self.reaper.handlers().items():
+            self.map(address, handler)
+        self.map_prefix("/track/", self.reaper.track)
+        self.map_prefix("/strip/", Ardour(self.host).strip)
         self.map_prefix("/ch/", self._control)
         self.map_prefix("/master/", self._control)
         self.map_prefix("/fx/", self._control)
@@ -561,6 +573,7 @@ class OscControl:
         out.append(("/transport/loop", transport.value("loop")))
         out.append(("/transport/length", transport.value("length")))
         out.append(("/transport/rate", transport.value("rate")))
+        out.append(("/transport/bpm", [current_bpm(self.host) or 0.0]))
         out += self.track_state(names)
         out += self.beat_state()
         return out
@@ -592,6 +605,16 @@ class OscControl:
         if colours and len(colours) == len(names):
             out.append(("/channels/colors", [*colours]))
         return out
+
+    def in_form(self, replies: Sequence[Reply], form: str, names: Sequence[str]) -> list[Reply]:
+        """``replies`` (channels by index) as a subscriber of ``form`` gets them: by
+        name or index (:meth:`form`), or in REAPER's or Ardour's dialect
+        (``reaper.py``, ``ardour.py``)."""
+        if form == "reaper":
+            return reaper_feedback(replies)
+        if form == "ardour":
+            return ardour_feedback(replies)
+        return [(self.form(address, form, names), args) for address, args in replies]
 
     @staticmethod
     def form(key: str, form: str, names: Sequence[str]) -> str:

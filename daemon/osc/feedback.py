@@ -135,8 +135,8 @@ class Feedback:
             for listener, _ in listeners:
                 listener(frame)
         for target, form, fresh in targets:
-            for address, args in (state if fresh else changes) + tail:
-                self.server.send(target, control.form(address, form, names), args)
+            for address, args in control.in_form((state if fresh else changes) + tail, form, names):
+                self.server.send(target, address, args)
 
     def changes(self, state: list[Reply]) -> list[Reply]:
         """Values that changed since the last call (all of them the first time)."""

@@ -20,16 +20,18 @@ from stemdeck.core.errors import ParameterError
 from .args import own_port
 from .limits import SUBSCRIBERS_PER_HOST, SUBSCRIBERS_TOTAL, Refused, Sender
 
-__all__ = ["SUBSCRIPTION_SECONDS", "Subscriber", "Subscriptions", "subscribe_args"]
+__all__ = ["FORMS", "SUBSCRIPTION_SECONDS", "Subscriber", "Subscriptions", "subscribe_args"]
 
 SUBSCRIPTION_SECONDS = 10.0  # feedback goes to a subscriber this long unless it renews
+#: Feedback's address forms: channels by name or index, or REAPER's or Ardour's dialect.
+FORMS = ("names", "index", "reaper", "ardour")
 
 
 @dataclass
 class Subscriber:
     address: Sender
     expires: float  # time.monotonic(); math.inf: until /unsubscribe
-    form: str = "names"  # feedback addresses by channel name or by index
+    form: str = "names"  # feedback addresses by channel name or index, or a DAW's (FORMS)
     fresh: bool = True  # the full state is still to be sent
     fixed: bool = False  # serve --feedback: never expires, outside the per-host caps
 
@@ -51,9 +53,10 @@ def subscribe_args(
     if rest and not isinstance(rest[0], str):
         port = own_port("/subscribe", rest.pop(0), sender)
     if rest and isinstance(rest[0], str):
-        if rest[0] not in ("names", "index"):
+        if rest[0] not in FORMS:
             raise ParameterError(
-                f"/subscribe takes [port] ['names' or 'index'] [seconds], got {rest[0]!r}"
+                "/subscribe takes [port] ['names', 'index', 'reaper' or 'ardour'] [seconds], "
+                f"got {rest[0]!r}"
             )
         form = rest.pop(0)
     if rest:

@@ -338,6 +338,14 @@ def build(snap: Snapshot) -> dict[str, Any]:
         value=v.get("/transport/rate", [1.0]),
         range_=[{"MIN": MIN_RATE, "MAX": MAX_RATE}],
     )
+    transport["bpm"] = _method(
+        "/transport/bpm",
+        "f",
+        3,
+        "the tempo the track plays at: the beat grid's tempo times the rate (0.0: no grid "
+        "yet); setting it sets the rate (0.5..2; vinyl: the pitch follows)",
+        value=v.get("/transport/bpm", [0.0]),
+    )
     transport["beat"] = _method(
         "/transport/beat",
         "f",

@@ -66,6 +66,7 @@ VALUE_ADDRESSES = (
     "/transport/loop",
     "/transport/length",
     "/transport/rate",
+    "/transport/bpm",
     "/track/name",
     "/track/progress",
     "/channels",

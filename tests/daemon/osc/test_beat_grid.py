@@ -247,9 +247,10 @@ def test_state_and_feedback_carry_the_grid_and_the_beat() -> None:
         changes = _until(surface, "/transport/beat")
         position = float(host.engine.read_meters().position)  # as OSC carries it: float32
         assert changes == [
+            ("/transport/bpm", [120.0]),  # the tempo that plays: the grid's at rate 1
             ("/track/bpm", [120.0]),
             ("/track/grid", [120.0, 0.5, 4]),
-            ("/meter", changes[2][1]),
+            ("/meter", changes[3][1]),
             ("/transport/position", [float(np.float32(position))]),
             ("/transport/beat", [float(np.float32((position - 0.5) / 0.5))]),
         ]

@@ -113,7 +113,8 @@ def test_subscriptions_until_unsubscribe_count_in_the_caps(served) -> None:
         ((9001, "names", "index"), "/subscribe seconds must be a number >= 0 "
          "(0: until /unsubscribe), got 'index'"),
         ((9001, "names", 0, 1), "/subscribe takes [port] [form] [seconds], got 4 arguments"),
-        (("forever",), "/subscribe takes [port] ['names' or 'index'] [seconds], got 'forever'"),
+        (("forever",), "/subscribe takes [port] ['names', 'index', 'reaper' or 'ardour'] "
+         "[seconds], got 'forever'"),
     ],
 )  # fmt: skip
 def test_bad_seconds_are_refused_and_subscribe_nothing(served, args: tuple, error: str) -> None:

@@ -519,7 +519,13 @@ def test_components_mode_feeds_back_by_index() -> None:
             ("/subscribe", [50001, "names"])
         ]
         assert server.datagram(m("/subscribe", 50002, "loud"), SENDER) == [
-            ("/error", ["/subscribe takes [port] ['names' or 'index'] [seconds], got 'loud'"])
+            (
+                "/error",
+                [
+                    "/subscribe takes [port] ['names', 'index', 'reaper' or 'ardour'] "
+                    "[seconds], got 'loud'"
+                ],
+            )
         ]
     finally:
         server.sock.close()
