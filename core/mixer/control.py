@@ -46,6 +46,25 @@ from .state import MixerState
 __all__ = ["MixerControl"]
 
 
+def _progressive_fits(track: Track, reach: int) -> bool:
+    """Whether a track separated as it plays has an original, flags and chunks
+    that fit its channels (else refused: the audio thread never indexes past them),
+    its chunks at least ``reach`` samples (a block and a crossfade: the block's
+    check looks at two flags)."""
+    mix, ready, ch = track.mix, track.ready, track.channels
+    return (
+        isinstance(mix, np.ndarray)
+        and isinstance(ready, np.ndarray)
+        and mix.dtype == np.float32
+        and mix.shape == (1, *ch.shape[1:])
+        and ready.dtype == np.uint8
+        and ready.ndim == 1
+        and isinstance(track.chunk, int)
+        and track.chunk >= reach
+        and len(ready) == -(-ch.shape[2] // track.chunk)
+    )
+
+
 class MixerControl(MixerState):
     """The Mixer's command side: :meth:`post`, and what a drained command changes.
 
@@ -77,6 +96,13 @@ class MixerControl(MixerState):
     _head: Ramp  # the main play head's fade-in after a jump
     _fading: list[FadingHead]  # the heads a jump left behind, fading out
     _stopping: bool  # the fade out is a stop: then position 0, no loop
+    max_block: int
+    # A track separated as it plays, or None; its ready flags, their last index and
+    # the samples a flag stands for.
+    _progressive: Track | None
+    _progressive_flags: np.ndarray
+    _progressive_last: int
+    _progressive_chunk: int
 
     def post(self, command: Command) -> bool:
         """Queue a command for the next block; False (and counted) if the queue is full.
@@ -173,21 +199,31 @@ class MixerControl(MixerState):
             or ch.shape[2] < 1  # no samples: at_end="loop" would jump to 0 forever
             or track.sr != self.sr
             or ch.dtype != np.float32
+            or (
+                track.ready is not None
+                and not _progressive_fits(track, self.max_block + self._xfade_len)
+            )
         ):
             self.dropped += 1  # refused: the daemon checks this before posting
             return
         previous = self.track
+        if track.ready is not None:
+            # Separated as it plays: the original stands in until the block's
+            # chunks are ready (the block's check in engine.py switches).
+            self._progressive = track
+            self._progressive_flags = track.ready
+            self._progressive_last = len(track.ready) - 1
+            self._progressive_chunk = track.chunk
+            track = track.original  # type: ignore[assignment]  # _progressive_fits
+        else:
+            self._progressive = None
         self.track = track
         if same_audio and previous is not None:
             # The same music in other channels (separation replacing the original
             # that stood in): keep the position and loop. The channels sum to the
             # original, so every strip starts at unity and glides to its level.
             if previous.is_mix and not track.is_mix:
-                self._cur.fill(1.0)
-                self._tgt.fill(1.0)
-                self._left.fill(0.0)
-                self._curves_ok = False
-                self._dirty = self._dirty_all = True
+                self._from_unity()
             self.position = min(self.position, track.length)
             if self._loop is not None and self._loop[1] > track.length:
                 self._loop = None  # not the same length after all: no region past its end
@@ -196,6 +232,31 @@ class MixerControl(MixerState):
         # fades out from where it was (the strips keep their levels).
         self._loop = None
         self._jump(0, 0, previous)
+
+    def _from_unity(self) -> None:
+        """Every strip stands at unity and is re-aimed at its level (a glide): the
+        channels that replace the original sum to it, so nothing is heard to jump."""
+        self._cur.fill(1.0)
+        self._tgt.fill(1.0)
+        self._left.fill(0.0)
+        self._curves_ok = False
+        self._dirty = self._dirty_all = True
+
+    def _switch_view(self, view: Track) -> None:
+        """Audio thread, at a block's start: the separated-as-it-plays track's
+        main head reads ``view`` (its channels or its original) from now on.
+
+        Original to channels (the block's chunks became ready): every strip glides
+        from unity, as when a separation replaces the original. Channels to
+        original (the head went where nothing is separated yet): the jump's
+        crossfade at the same position, the channels fading out."""
+        previous = self.track
+        self.track = view
+        if view.is_mix:
+            self._jump(self.position, 0, previous)
+        else:
+            self._from_unity()
+            self._retarget()
 
     def _retarget(self, *, immediate: bool = False) -> None:
         """Aim the strips that changed (every strip if the solo set changed, or
