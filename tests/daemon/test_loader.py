@@ -53,10 +53,11 @@ NAMES = tuple(SPEC.channel_names())
 
 @dataclass
 class RecordingEngine:
-    """What the loader uses of the mixer: its rate, its strips, and ``post``."""
+    """What the loader uses of the mixer: its rate, its strips, its play head and ``post``."""
 
     sr: int = SR
     max_channels: int = len(NAMES)
+    position: int = 0
     posted: list[Command] = field(default_factory=list)
 
     def post(self, command: Command) -> bool:
@@ -132,8 +133,14 @@ def test_a_file_replaced_after_the_read_is_separated_as_it_plays(
         _settled(loader)
     loader.close()
     assert loader.problem is None and loader.separated
-    original, separated = engine.tracks()
+    original, progressive, separated = engine.tracks()
     np.testing.assert_array_equal(original.track.channels[0], y)
+    # The entry played as it filled, over the same original, then alone once complete.
+    assert progressive.same_audio and progressive.track.names == NAMES
+    assert progressive.track.ready is not None and progressive.track.mix is not None
+    np.testing.assert_array_equal(progressive.track.mix[0], y)
+    assert progressive.track.ready.tolist() == [1]  # one chunk: 3 s
+    assert separated.track.channels is progressive.track.channels
     assert separated.same_audio and separated.track.names == NAMES
     np.testing.assert_allclose(np.asarray(separated.track.channels).sum(axis=0), y, atol=1e-5)
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
@@ -196,6 +203,9 @@ class HeldContext:
 
     def Pipe(self, duplex: bool = True) -> tuple[Connection, Connection]:
         return self.context.Pipe(duplex)
+
+    def RawValue(self, typecode_or_type: Any, *args: Any) -> Any:
+        return self.context.RawValue(typecode_or_type, *args)
 
     def Process(self, *, target: Callable[..., None], args: tuple, **kwargs: Any) -> BaseProcess:
         process = self.context.Process(target=_held, args=(self.gate, target, *args), **kwargs)
@@ -299,7 +309,8 @@ def test_without_room_in_shared_memory_the_audio_goes_with_the_start(
         _settled(loader)
     loader.close()
     assert loader.problem is None
-    _, separated = engine.tracks()
+    _, progressive, separated = engine.tracks()  # the entry as it filled, then whole
+    assert progressive.track.ready is not None
     np.testing.assert_allclose(np.asarray(separated.track.channels).sum(axis=0), y, atol=1e-5)
     assert (
         "no room in shared memory (No space left on device): the track goes to the "
@@ -385,7 +396,8 @@ def test_a_load_that_fails_late_leaves_the_playing_track_separating(
         context.go()  # its separation goes on to the end
         poll(lambda: loader.separated, bool, "the first track's channels", timeout=120)
     assert loader.track_name == "first" and loader.problem == reason
-    original, separated = engine.tracks()
+    original, progressive, separated = engine.tracks()
+    assert progressive.same_audio and progressive.track.ready is not None
     assert separated.same_audio
     np.testing.assert_allclose(
         np.asarray(separated.track.channels).sum(axis=0),
@@ -428,7 +440,10 @@ def test_two_loads_in_a_row_the_first_requester_is_told_it_was_superseded(
     _settled(loader)
     assert first == ["superseded by fast"] and second == [None]
     assert loader.track_name == "fast" and loader.problem is None
-    assert [t.track.names for t in loader.engine.tracks()] == [("mix",), ("mix",), NAMES]
+    # Both originals, then the second's entry as it filled, then whole.
+    tracks = loader.engine.tracks()
+    assert [t.track.names for t in tracks] == [("mix",), ("mix",), NAMES, NAMES]
+    assert tracks[2].track.ready is not None and tracks[3].track.ready is None
     loader.close()
 
 
