@@ -190,13 +190,17 @@
   function showProgress(stage, fraction) {
     // "load failed": the last /track/load failed (its /error said why); the track plays on.
     const done = stage === "ready" || stage === "original only" || stage === "load failed";
-    state.separating = !done;
+    // "stems": the stems play where their chunks are separated (fraction: the share
+    // ready), the original elsewhere: the strips are live, the bar shows what is ready.
+    const stems = stage === "stems";
+    state.separating = !done && !stems;
     $("progress").hidden = done;
-    const whole = Math.round(share(stage, fraction) * 100);
+    const whole = Math.round((stems ? Math.min(Math.max(fraction || 0, 0), 1) : share(stage, fraction)) * 100);
     const own = STAGES.some(([name]) => name === stage) ? ` ${Math.round((fraction || 0) * 100)}%` : "";
     $("progress-fill").style.width = `${whole}%`;
-    $("progress-text").textContent = stage === "verifying" ? "verifying" : `separating ${whole}% (${stage}${own})`;
-    $("strips").classList.toggle("separating", !done);
+    $("progress-text").textContent = stage === "verifying" ? "verifying"
+      : stems ? `stems ${whole}% ready` : `separating ${whole}% (${stage}${own})`;
+    $("strips").classList.toggle("separating", state.separating);
   }
 
   let toastTimer = 0;
