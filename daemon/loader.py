@@ -146,7 +146,7 @@ class TrackLoader:
         How the separation worker is started (default: spawn; a test forks).
     limits : TrackLimits, optional
         The longest track and the memory check (default: :class:`TrackLimits`
-        for ``spec``'s mode).
+        for ``spec``'s mode, chunked with a cache).
     """
 
     def __init__(
@@ -168,7 +168,7 @@ class TrackLoader:
         self.cache = cache
         self.library = list(library)
         self.mp_context: ProcessContext = mp_context or mp.get_context("spawn")
-        self.limits = limits or TrackLimits(mode=spec.mode)
+        self.limits = limits or TrackLimits(mode=spec.mode, chunked=cache is not None)
         self.generation = 0  # of the playing track
         self.track_name = ""  # the playing track
         self.progress: tuple[str, float] | None = None  # the playing track's separation
