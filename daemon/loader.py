@@ -258,7 +258,11 @@ class TrackLoader:
         if stems is not None:
             self._publish_stems(stems, request)
             return
-        y, sr, name = read_source(request.source, None)
+        # Decoded into a memory map of a file in the cache folder (page cache, not
+        # the daemon's heap: its RssAnon stays flat in the track's length).
+        y, sr, name = read_source(
+            request.source, None, self.cache.root if self.cache is not None else None
+        )
         mix = y if sr == self.engine.sr else resample(y, sr, self.engine.sr)
         track = Track(mix[np.newaxis], self.engine.sr, ("mix",), is_mix=True)
         gen = self._play(request, SetTrack(track), self.names, name, colours=[], separated=False)
