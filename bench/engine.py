@@ -19,6 +19,12 @@ feedback 0.6, its filter at 0.2). Target: 16 channels at 64 frames with filter
 and echo, p99 <= 25 %. ``--baseline`` times the FX cases too when the old engine
 has FX (``Mixer.filter_state``); an older one shows them as ``-``.
 
+Read-head cases (issues #22 and #23) run beside the same cases at equal rates:
+``44k`` plays a 44.1 kHz track on the 48 kHz engine (the read head converts the
+rate as it reads, a windowed sinc of 32 taps per frame), ``r1.08`` at the vinyl
+rate 1.08, ``44k+r1.08`` both. Target: 64 channels at 64 frames within the same
+25 %. A ``--baseline`` engine from before the read head shows them as ``-``.
+
 ``--baseline PATH`` times another checkout's engine against this one's, side by
 side in one run: every case of every run is measured twice, each time in a
 fresh process, once with ``stemdeck`` imported from PATH (old) and once from
@@ -66,33 +72,58 @@ CASES = (
     (64, 64, ""),
     (64, 256, ""),
     (64, 256, "filter"),
+    (4, 256, "44k"),
+    (16, 64, "44k"),
+    (64, 64, "44k"),
+    (64, 64, "r1.08"),
+    (64, 64, "44k+r1.08"),
+    (64, 256, "44k"),
+    (64, 256, "44k+r1.08"),
 )
-TARGETS = {(64, 64, ""): 0.25, (4, 32, ""): 0.25, (16, 64, "filter+echo"): 0.25}
+TARGETS = {
+    (64, 64, ""): 0.25,
+    (4, 32, ""): 0.25,
+    (16, 64, "filter+echo"): 0.25,
+    (64, 64, "44k"): 0.25,
+    (64, 64, "44k+r1.08"): 0.25,
+}
+
+
+def _mode(fx: str) -> tuple[bool, bool, int, float]:
+    """A case's fourth field: (filter on, echo on, the track's rate, the vinyl rate)."""
+    parts = fx.split("+") if fx else []
+    rate = next((float(p[1:]) for p in parts if p.startswith("r")), 1.0)
+    return "filter" in parts, "echo" in parts, 44100 if "44k" in parts else SR, rate
 
 
 def run(n: int, block: int, blocks: int, fx: str = "") -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(n)
-    filtered, echoed = "filter" in fx, "echo" in fx
+    filtered, echoed, track_sr, rate = _mode(fx)
 
     def strip(i: int, gain: float, solo: bool) -> StripTarget:
-        if not fx:  # the fields every engine has, so a --baseline from before FX runs
+        if not (filtered or echoed):  # the fields every engine has (a --baseline before FX)
             return StripTarget(i, gain, False, solo, 0.0)
         knob = float(rng.uniform(-0.9, 0.9)) if filtered else 0.0
         return StripTarget(i, gain, False, solo, 0.0, knob, 0.3, 0.3 if echoed else 0.0)
 
-    seconds = blocks * block / SR + 1
-    channels = (0.1 * rng.standard_normal((n, 2, int(seconds * SR)))).astype(np.float32)
+    seconds = (blocks + 60) * block / SR * rate + 1
+    channels = (0.1 * rng.standard_normal((n, 2, int(seconds * track_sr)))).astype(np.float32)
     m = Mixer(max_channels=n)
     m.prepare(SR, block)
-    m.post(SetTrack(Track(channels, SR, tuple(f"c{i}" for i in range(n)))))
+    m.post(SetTrack(Track(channels, track_sr, tuple(f"c{i}" for i in range(n)))))
     m.post(Play())
+    if rate != 1.0:
+        # Imported here: a --baseline engine from before the read head has no Rate.
+        from stemdeck.core.mixer.commands import Rate
+
+        m.post(Rate(rate))
     if echoed:
         # Imported here: a --baseline engine from before the FX work has no EchoTarget
         # and runs only the cases without FX.
         from stemdeck.core.mixer.commands import EchoTarget
 
         m.post(EchoTarget(375.0, 0.6, 0.2, 0.8))
-    if fx:
+    if filtered or echoed:
         m.post(Batch(tuple(strip(i, 1.0, False) for i in range(n))))
     out = np.zeros((block, 2), np.float32)
     for _ in range(50):
@@ -109,12 +140,14 @@ def run(n: int, block: int, blocks: int, fx: str = "") -> tuple[np.ndarray, np.n
         t0 = time.perf_counter()
         m.process(out)
         t1 = time.perf_counter()
-        channels[:, :, pos : pos + block].sum(axis=0, out=out.T)
+        at = pos % (channels.shape[2] - block)  # a slower track is shorter in frames
+        channels[:, :, at : at + block].sum(axis=0, out=out.T)
         t2 = time.perf_counter()
         engine[b] = t1 - t0
         base[b] = t2 - t1
         pos += block
-    assert _fx_path(m) == bool(fx), "the FX path runs exactly in the FX cases"
+    assert _fx_path(m) == (filtered or echoed), "the FX path runs exactly in the FX cases"
+    assert m.dropped == 0 and m.playing, "the track plays (a refused one would be silence)"
     return engine, base
 
 
@@ -141,7 +174,10 @@ def _child(case: str, blocks: int, realtime: bool) -> None:
     n_text, block_text, fx = case.split(",")
     n, block = int(n_text), int(block_text)
     scheduling = _scheduling(realtime)
-    if fx and not hasattr(Mixer, "filter_state"):  # an engine from before the FX (#25)
+    filtered, echoed, track_sr, rate = _mode(fx)
+    old_fx = (filtered or echoed) and not hasattr(Mixer, "filter_state")  # before #25
+    old_rate = (track_sr != SR or rate != 1.0) and not hasattr(Mixer, "seconds")  # before #22
+    if old_fx or old_rate:
         print(json.dumps({"file": engine_module.__file__, "kernel": "compiled", "skip": True}))
         return
     engine, base = run(n, block, blocks, fx)

@@ -13,6 +13,7 @@ from stemdeck.core.mixer.commands import Command
 from stemdeck.core.mixer.engine import Mixer
 
 from .sync import SyncControl
+from .track_beats import TrackBeats
 from .track_source import LoadDone
 from .transport import TransportControl
 
@@ -24,13 +25,15 @@ class Host(Protocol):
 
     ``registry`` holds every control value, ``engine`` is read for its public
     state (transport, meters) and written only through :meth:`post`; ``sync`` is
-    who leads the play head (``/sync/source``, ``/sync/anchor``).
+    who leads the play head (``/sync/source``, ``/sync/anchor``); ``beats`` the
+    playing track's beat grid (``/track/grid`` and its edits).
     """
 
     registry: Registry
     engine: Mixer
     transport: TransportControl
     sync: SyncControl
+    beats: TrackBeats
 
     @property
     def colours(self) -> list[str]:

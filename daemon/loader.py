@@ -22,12 +22,15 @@ One load (a background thread per request)::
                            header, length and memory -> refused now, or requested
       read + decode        once, at the source's rate; a failure (damaged audio,
                            NaN, a file replaced, MemoryError) -> done(reason)
-      post SetTrack(mix)   the original at the engine's rate plays from its start
-                           (old track fades out, its worker ends) -> done(None)
+      post SetTrack(mix)   the original at its own rate plays from its start (the
+                           mixer's read head converts it to the device's as it
+                           reads; old track fades out, its worker ends) -> done(None)
+      beat grid            found or analysed in a thread of its own
+                           (track_beats.py; a stem file's: of its mix)
       key                  one hash of the decoded audio (SeparationSpec.key)
-      cache hit?           verify every block in the background, resample to the
-                           engine's rate if needed, post SetTrack(channels,
-                           same_audio=True)
+      cache hit?           verify every block in the background, post
+                           SetTrack(channels, same_audio=True): the memory map
+                           itself, at the source's rate (no resampled copy)
       else                 the decoded audio goes to a worker in shared memory
                            (separation_worker.py) with the key; it separates into
                            the cache under that key and reports ("done", key); the
@@ -61,10 +64,12 @@ from stemdeck.core.audiofile.stemfile import StemFile, channel_keys
 from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import ParameterError, StemdeckError
 from stemdeck.core.mixer.commands import SetTrack, Track
+from stemdeck.core.mixer.params import plays_at
 from stemdeck.core.separation.cache import SeparationCache
 from stemdeck.core.separation.keys import SeparationSpec
 
 from .separation_worker import ProcessContext, SeparationWorker
+from .track_beats import TrackBeats
 from .track_limits import TrackLimits
 from .track_source import (
     LoadDone,
@@ -129,7 +134,8 @@ class TrackLoader:
 
     Parameters
     ----------
-    engine : the mixer (``sr``, ``max_channels`` and ``post`` are used)
+    engine : the mixer (``sr``, ``max_channels``, ``post``, ``position`` and
+        ``frame_rate`` are used)
     registry : Registry
         Its whole state is posted with each ``SetTrack``, in one command, so the
         channels start at the current levels.
@@ -147,6 +153,8 @@ class TrackLoader:
     limits : TrackLimits, optional
         The longest track and the memory check (default: :class:`TrackLimits`
         for ``spec``'s mode, chunked with a cache).
+    beats : TrackBeats, optional
+        Told of every track that starts playing, to find or compute its beat grid.
     """
 
     def __init__(
@@ -160,6 +168,7 @@ class TrackLoader:
         library: Sequence[Path],
         mp_context: ProcessContext | None = None,
         limits: TrackLimits | None = None,
+        beats: TrackBeats | None = None,
     ) -> None:
         self.engine = engine
         self.registry = registry
@@ -169,6 +178,7 @@ class TrackLoader:
         self.library = list(library)
         self.mp_context: ProcessContext = mp_context or mp.get_context("spawn")
         self.limits = limits or TrackLimits(mode=spec.mode, chunked=cache is not None)
+        self.beats = beats
         self.generation = 0  # of the playing track
         self.track_name = ""  # the playing track
         self.progress: tuple[str, float] | None = None  # the playing track's separation
@@ -263,11 +273,16 @@ class TrackLoader:
         y, sr, name = read_source(
             request.source, None, self.cache.root if self.cache is not None else None
         )
-        mix = y if sr == self.engine.sr else resample(y, sr, self.engine.sr)
-        track = Track(mix[np.newaxis], self.engine.sr, ("mix",), is_mix=True)
+        if plays_at(sr):  # the read head converts the rate as it reads
+            track = Track(y[np.newaxis], sr, ("mix",), is_mix=True)
+        else:
+            at_engine = resample(y, sr, self.engine.sr)  # a rate the read head does not take
+            track = Track(at_engine[np.newaxis], self.engine.sr, ("mix",), is_mix=True)
         gen = self._play(request, SetTrack(track), self.names, name, colours=[], separated=False)
         if gen is None:
             return
+        if self.beats is not None:
+            self.beats.start(y, sr, gen, name)
         if background:
             threading.Thread(
                 target=self._channels, args=(y, sr, gen, name), name="stemdeck-load", daemon=True
@@ -348,7 +363,10 @@ class TrackLoader:
         name = source_name(source)
         track = Track(stems.stems, self.engine.sr, keys)
         colours = list(stems.colours)
-        if self._play(request, SetTrack(track), keys, name, colours=colours, separated=True):
+        gen = self._play(request, SetTrack(track), keys, name, colours=colours, separated=True)
+        if gen is not None:
+            if self.beats is not None:
+                self.beats.start(stems.mix, stems.sr, gen, name)
             named = ", ".join(f"{n} {c}" for n, c in zip(stems.names, colours, strict=True))
             log.info("%s: %d stems from the file: %s", name, len(stems.names), named)
 
@@ -433,8 +451,8 @@ class TrackLoader:
     def _watch(self, worker: SeparationWorker, y: np.ndarray, sr: int, gen: int, name: str) -> None:
         """Generation ``gen``'s worker's reports, until its channels play or it fails.
 
-        Chunks stream in (``("entry", ...)``, then ``("chunk", start, stop)``): at the
-        engine's rate the partial entry plays as it fills (:class:`Progressive`); every
+        Chunks stream in (``("entry", ...)``, then ``("chunk", start, stop)``): at a
+        rate the read head takes the partial entry plays as it fills (:class:`Progressive`); every
         :data:`HEAD_POLL_S` the play head goes to the worker, which separates from it."""
         progressive: Progressive | None = None
         try:
@@ -458,7 +476,7 @@ class TrackLoader:
                 elif kind == "entry":
                     progressive = self._progressive(str(msg[1]), int(msg[2]), int(msg[3]), y, sr)
                     if progressive is not None:
-                        self._post_progressive(progressive, gen, name)
+                        self._post_progressive(progressive, sr, gen, name)
                 elif kind == "chunk":
                     if progressive is not None:
                         progressive.land(int(msg[1]), int(msg[2]))
@@ -494,22 +512,27 @@ class TrackLoader:
             worker.finish()
 
     def _head(self, sr: int) -> int:
-        """The engine's play head in samples at the rate ``sr``."""
-        return int(self.engine.position) * sr // self.engine.sr
+        """The engine's play head in samples at the rate ``sr`` (the engine counts
+        the frames of the track it plays, at that track's own rate)."""
+        engine = self.engine
+        rate = engine.frame_rate or sr
+        return int(engine.position) * sr // rate
 
     def _progressive(
         self, key: str, chunks: int, size: int, y: np.ndarray, sr: int
     ) -> Progressive | None:
         """The partial entry ``key`` to play as it fills, or None when it cannot
-        (the track's rate is not the engine's, or the entry cannot be read)."""
-        if self.cache is None or sr != self.engine.sr:
+        (a rate the read head does not take, or the entry cannot be read). Its
+        channels and original play at the source's rate ``sr``: the mixer's read
+        head converts it to the device's as it reads."""
+        if self.cache is None or not plays_at(sr):
             return None
         partial = self.cache.open_partial(key)
         if partial is None or partial.channels.shape != (len(self.names), *y.shape):
             return None
         return Progressive(partial.channels, y[np.newaxis], chunks, size)
 
-    def _post_progressive(self, progressive: Progressive, gen: int, name: str) -> None:
+    def _post_progressive(self, progressive: Progressive, sr: int, gen: int, name: str) -> None:
         """Play generation ``gen``'s partial entry in place of its original (the
         original plays on where no chunk is ready yet)."""
 
@@ -517,7 +540,7 @@ class TrackLoader:
             progressive.posted = True
             self.progress = (STEMS_STAGE, progressive.fraction)
 
-        command = SetTrack(progressive.track(self.engine.sr, self.names), same_audio=True)
+        command = SetTrack(progressive.track(sr, self.names), same_audio=True)
         if self._post_track(lambda: self.current(gen), command, self.names, posted):
             log.info("%s: stems play as their chunks are separated", name)
 
@@ -561,10 +584,11 @@ class TrackLoader:
         of generation ``gen``, if it still plays."""
         from .prefetch import will_need
 
-        sr = self.engine.sr
-        if channels_sr != sr:
+        sr = channels_sr
+        if not plays_at(sr):  # a rate the read head does not take: a copy at the device's
             if not self.current(gen):
                 return False
+            sr = self.engine.sr
             channels = resample_channels(channels, channels_sr, sr)
         will_need(channels, 0, 10 * sr)  # the first seconds, before they play
 

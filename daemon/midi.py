@@ -302,6 +302,8 @@ class MidiControl:
                 log.warning("MIDI scene recall: %s", exc)
         elif address == "/scene/save":
             self.host.save_scene(str(args[0]))
+        elif address == "/track/grid/tap":  # no grid yet: counted as a MIDI error
+            self.host.beats.tap(self.host.transport.position())
 
     # -- learn -----------------------------------------------------------------------------
     def learn(self, address: str) -> None:

@@ -66,9 +66,9 @@ class Prefetcher:
     def tick(self) -> None:
         engine = self.engine
         track = engine.track
-        if track is None or not engine.sr:
+        if track is None:
             return
-        ahead = int(self.seconds * engine.sr)
+        ahead = int(self.seconds * track.sr)  # positions count the track's frames
         starts = [engine.position]
         loop = engine.loop
         if loop is not None:

@@ -6,6 +6,8 @@
 - :class:`.transport.TransportControl`: the transport verbs OSC and MIDI share;
 - :class:`.scenes.SceneStore`: scene files and morphs;
 - :class:`.loader.TrackLoader`: tracks, the separation worker, the cache;
+- :class:`.track_beats.TrackBeats`: the playing track's beat grid (found or analysed on
+  load, edited over OSC, kept in the beat store);
 - :class:`.supervisor.AudioSupervisor`: the audio stream (PortAudio, stemdeck's own
   JACK client, or a null clock) and its recovery;
 - :class:`.sync.SyncControl` and :class:`.sync.TransportFollower`: who leads the play
@@ -32,6 +34,7 @@ from ipaddress import ip_address
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from stemdeck.core.beats.store import BeatStore
 from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import ParameterError
 from stemdeck.core.mixer.commands import Command, Play
@@ -58,6 +61,7 @@ from .scenes import SceneStore
 from .status import Status, format_status
 from .supervisor import AudioSupervisor
 from .sync import SyncControl, TransportFollower
+from .track_beats import TrackBeats
 from .track_limits import MAX_MINUTES, TrackLimits
 from .track_source import DEMO, LoadDone, read_source
 from .transport import TransportControl
@@ -134,6 +138,10 @@ class Daemon:
         library = [Path(p).expanduser().resolve() for p in opts.library]
         if not library and opts.track != DEMO:
             library = [Path(opts.track).expanduser().resolve().parent]
+        self.beats = TrackBeats(
+            BeatStore(self.cache.root) if self.cache is not None else None,
+            current=lambda gen: self.loader.current(gen),
+        )
         self.loader = TrackLoader(
             self.engine,
             self.registry,
@@ -142,6 +150,7 @@ class Daemon:
             cache=self.cache,
             library=library,
             limits=TrackLimits(opts.max_minutes, opts.spec.mode, chunked=self.cache is not None),
+            beats=self.beats,
         )
         self.prefetcher = Prefetcher(self.engine)
         self.started_at = time.monotonic()
@@ -201,11 +210,12 @@ class Daemon:
             db = float(self.registry.get(f"/ch/{i}/db"))
             levels.append((name, -math.inf if math.isinf(db) else db))
         rec = self.recorder
+        grid = self.beats.grid()
         return Status(
             track=self.loader.track_name,
             playing=m.rolling,
-            position=m.position / m.sr if m.sr else 0.0,
-            length=track.length / m.sr if track is not None and m.sr else 0.0,
+            position=m.seconds(m.position),
+            length=m.seconds(track.length) if track is not None else 0.0,
             progress=self.loader.progress,
             loading=self.loader.requested,
             levels=tuple(levels),
@@ -234,6 +244,7 @@ class Daemon:
             problem=self.loader.problem,
             separated=self.loader.separated,
             gc=(self.gc.full, self.gc.longest_s * 1000),
+            bpm=grid.bpm if grid is not None else None,
         )
 
     # -- lifecycle -------------------------------------------------------------------------

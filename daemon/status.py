@@ -6,7 +6,8 @@ by the stages' weights :data:`~stemdeck.core.separation.separate.STAGES`, M the
 stage's own, or ``verifying the cache``; ``stems N% ready`` while the stems play
 as their chunks are separated, N the share of chunks ready; ``original only`` when the separation
 failed and the original goes on), ``loading NAME`` while a requested track is
-read, then the transport, levels and
+read, then the transport (with the beat grid's tempo, ``128.0 BPM``, once there is
+one), levels and
 every counter that says something went wrong: xruns, dropped commands, engine
 errors, silenced non-finite blocks, recorder overruns and errors, MIDI errors.
 """
@@ -50,6 +51,7 @@ class Status:
     loading: str | None = None  # the requested track, being read
     separated: bool = True  # the channels play (False: the original, separation failed)
     gc: tuple[int, float] | None = None  # full collector passes, the longest pass (ms)
+    bpm: float | None = None  # the beat grid's tempo (None: no grid yet)
 
 
 def _clock(seconds: float) -> str:
@@ -82,9 +84,10 @@ def format_status(s: Status) -> str:
         state = f"separating {_share(*s.progress) * 100:.0f}% ({_stage(*s.progress)})"
     if s.loading is not None:
         state += f" | loading {s.loading}"
+    tempo = f" {s.bpm:.1f} BPM" if s.bpm is not None else ""
     parts = [
         f"{s.track} {'playing' if s.playing else 'stopped'} "
-        f"{_clock(s.position)}/{_clock(s.length)} {state}"
+        f"{_clock(s.position)}/{_clock(s.length)}{tempo} {state}"
     ]
     if s.levels:
         parts.append(

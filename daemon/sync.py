@@ -107,8 +107,9 @@ class TransportFollower:
 
     Called once per block, before the mixer renders it, with the transport's state
     and frame at the block's first sample. The track position the transport asks
-    for is ``frame + anchor * sr``. A change posts, to be applied at the top of
-    this very block:
+    for is ``frame / sr + anchor`` seconds, in the track's own frames (its rate may
+    not be the device's ``sr``: the mixer's read head converts it). A change
+    posts, to be applied at the top of this very block:
 
     - the transport starts rolling (with the target inside the track): a Seek to
       the target when the play head is elsewhere, then Play (a fade in);
@@ -157,15 +158,19 @@ class TransportFollower:
         self._track = track
         if track is None or sr <= 0:
             return
-        target = frame + anchor
-        inside = 0 <= target and target + frames < track.length
+        target = frame + anchor  # device frames, the track's at the device's rate
+        span = frames
+        if track.sr != sr:  # the track's own frames
+            target = round(target * track.sr / sr)
+            span = math.ceil(frames * track.sr / sr)
+        inside = 0 <= target and target + span < track.length
         want = rolling and inside
         if not first and want == self._playing and not moved:
             return  # the steady state: nothing to post
         seek = None
         if (want or moved) and engine.position != target:
             clamped = min(max(target, 0), track.length)
-            seek = Seek(clamped / sr)
+            seek = Seek(clamped / track.sr)
         if first or want != self._playing:
             self._playing = want
             if want:

@@ -10,8 +10,10 @@ The memory a load needs, in bytes of the decoded track (float32, at most two
 channels, at its own rate):
 
 - the daemon: the decoded track, its copy in shared memory for the worker, the
-  original at the engine's rate, and, when the rates differ, the channels
-  resampled to it (the cache's channels at the source rate are a memory map);
+  original, and the channels at the source rate (a memory map of the cache: the
+  mixer's read head converts the rate as it reads); only a rate the read head
+  does not take (``plays_at``: outside 8..192 kHz) adds the channels resampled
+  to the engine's rate;
 - the separation worker's working set, measured with ``separate()`` on 30 s and
   60 s of stereo noise at 44.1 kHz, no cache (peak RSS over the process's RSS
   before, per byte of decoded audio): stems mode 19 to 22, components mode (the
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from stemdeck.core.errors import ParameterError
+from stemdeck.core.mixer.params import plays_at
 
 if TYPE_CHECKING:  # the CLI's parser imports this module: no numpy for --help
     from stemdeck.core.separation.keys import Mode
@@ -115,7 +118,9 @@ class TrackLimits:
         if stems:
             return int(2 * stems * at_engine)
         decoded = frames * ch * 4
-        resampled = 0 if sr == engine_sr else outputs * at_engine
+        # The mixer's read head converts a rate it plays (plays_at) as it reads:
+        # no copy of the channels at the engine's rate then.
+        resampled = 0 if sr == engine_sr or plays_at(sr) else outputs * at_engine
         worker = CHUNKED_WORKING_SET if self.chunked else decoded * WORKING_SET[self.mode]
         return int(decoded * 2 + worker + at_engine + resampled)
 

@@ -7,22 +7,25 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from stemdeck.core.errors import ParameterError
-from stemdeck.core.mixer.commands import Command, Loop, Pause, Play, Seek, Stop, Track
+from stemdeck.core.mixer.commands import Command, Loop, Pause, Play, Rate, Seek, Stop, Track
+from stemdeck.core.mixer.params import MAX_RATE, MIN_RATE
 
-__all__ = ["VERBS", "TransportControl"]
+__all__ = ["VERBS", "TransportControl", "pressed"]
 
-VERBS = ("play", "pause", "stop", "toggle", "seek", "loop", "loop/region", "loop/off")
+VERBS = ("play", "pause", "stop", "toggle", "seek", "loop", "loop/region", "loop/off", "rate")
 
 
 class TransportState(Protocol):
     """The mixer's public transport state (:class:`stemdeck.core.mixer.engine.Mixer`)."""
 
     position: int
-    sr: int
     track: Track | None
+    rate: float
 
     @property
     def rolling(self) -> bool: ...
+
+    def seconds(self, frames: int) -> float: ...
 
     @property
     def loop(self) -> tuple[int, int] | None: ...
@@ -40,25 +43,29 @@ class TransportControl:
         self.engine = engine
 
     def position(self) -> float:
-        """Play head position in seconds."""
-        sr = self.engine.sr
-        return float(self.engine.position) / sr if sr else 0.0
+        """Play head position in seconds (of the track's time)."""
+        return float(self.engine.seconds(self.engine.position))
 
     def length(self) -> float:
         """The track's length in seconds (0.0 with no track)."""
-        track, sr = self.engine.track, self.engine.sr
-        return track.length / sr if track is not None and sr else 0.0
+        track = self.engine.track
+        return self.engine.seconds(track.length) if track is not None else 0.0
 
     def value(self, query: str) -> list[Any]:
-        """The reply to ``/transport/<query>``: ``playing`` (1/0), ``length`` (seconds)
-        or ``loop`` and ``loop/region`` (start and end seconds; 0 0 when there is no
-        loop)."""
+        """The reply to ``/transport/<query>``: ``playing`` (1/0), ``length`` (seconds),
+        ``rate`` (the vinyl rate) or ``loop`` and ``loop/region`` (start and end
+        seconds; 0 0 when there is no loop)."""
         if query == "playing":
             return [int(bool(self.engine.rolling))]
         if query == "length":
             return [self.length()]
-        loop, sr = self.engine.loop, self.engine.sr
-        return [loop[0] / sr, loop[1] / sr] if loop is not None and sr else [0.0, 0.0]
+        if query == "rate":
+            return [float(self.engine.rate)]
+        engine = self.engine
+        loop = engine.loop
+        if loop is None:
+            return [0.0, 0.0]
+        return [engine.seconds(loop[0]), engine.seconds(loop[1])]
 
     def command(self, verb: str, args: Sequence[Any] = ()) -> Command | None:
         """The command for one verb (``play``, ``seek``, ``loop/off``...), or ``None``
@@ -76,7 +83,7 @@ class TransportControl:
             Unknown verb, wrong argument count or type, NaN, negative times.
         """
         if verb in ("play", "pause", "stop", "toggle", "loop/off"):
-            if args and not _pressed(f"/transport/{verb}", args):
+            if args and not pressed(f"/transport/{verb}", args):
                 return None
             if verb == "play":
                 return Play()
@@ -87,6 +94,13 @@ class TransportControl:
             if verb == "toggle":
                 return Pause() if self.engine.rolling else Play()
             return Loop(0.0, 0.0)
+        if verb == "rate":
+            rate = _number("/transport/rate", args)
+            if not MIN_RATE <= rate <= MAX_RATE:
+                raise ParameterError(
+                    f"/transport/rate must be within {MIN_RATE:g}..{MAX_RATE:g}, got {rate:g}"
+                )
+            return Rate(rate)
         if verb == "seek":
             seconds = _seconds("/transport/seek", args)
             if seconds < 0:
@@ -111,7 +125,7 @@ class TransportControl:
         raise ParameterError(f"unknown address /transport/{verb}")
 
 
-def _pressed(address: str, args: Sequence[Any]) -> bool:
+def pressed(address: str, args: Sequence[Any]) -> bool:
     """Whether a button's one value is a press (non-zero) rather than its release."""
     if len(args) != 1 or not isinstance(args[0], int | float):
         raise ParameterError(
@@ -125,6 +139,11 @@ def _pressed(address: str, args: Sequence[Any]) -> bool:
 
 
 def _seconds(address: str, args: Sequence[Any]) -> float:
+    return _number(address, args)
+
+
+def _number(address: str, args: Sequence[Any]) -> float:
+    """One finite number (not a boolean), or ParameterError."""
     if len(args) != 1 or isinstance(args[0], bool) or not isinstance(args[0], int | float):
         raise ParameterError(f"{address} takes a number, got {list(args)!r}")
     value = float(args[0])

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
+from stemdeck.core.beats.analysis import BeatAnalysis
+from stemdeck.core.beats.grid import BeatGrid
+from stemdeck.core.beats.store import BeatStore
 from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import ParameterError
 from stemdeck.core.mixer.commands import Command, Play, SetTrack, Track
@@ -20,6 +25,7 @@ from stemdeck.daemon.osc.subscriptions import SUBSCRIPTION_SECONDS
 from stemdeck.daemon.pathnames import library_files
 from stemdeck.daemon.serve import LIBRARY_LIST_MAX
 from stemdeck.daemon.sync import SyncControl
+from stemdeck.daemon.track_beats import TrackBeats
 from stemdeck.daemon.track_source import LoadDone
 from stemdeck.daemon.transport import TransportControl
 
@@ -37,6 +43,7 @@ class FakeHost:
     calls: list[tuple[str, object]] = field(default_factory=list)
     colours: list[str] = field(default_factory=list)  # none: no /channels/colors
     sync: SyncControl = field(default_factory=SyncControl)  # no JACK client
+    beats: TrackBeats = field(default_factory=lambda: TrackBeats(None))  # no grid yet
 
     def __post_init__(self) -> None:
         self.transport = TransportControl(self.engine)
@@ -46,6 +53,25 @@ class FakeHost:
         self.engine.post(SetTrack(Track(channels, SR, NAMES)))
         self.engine.post(Play())
         self.block()
+
+    def give_grid(
+        self,
+        grid: BeatGrid,
+        *,
+        store: BeatStore | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> TrackBeats:
+        """Give the playing track ``grid`` (as its analysis found it), kept in
+        ``store``; tap tempo reads ``clock``. Returns the new :attr:`beats`."""
+        self.beats = TrackBeats(
+            store,
+            clock=clock or time.monotonic,
+            analyze=lambda y, sr: BeatAnalysis(grid, 4.0),
+        )
+        track = self.engine.track
+        assert track is not None
+        self.beats.start(track.channels.sum(axis=0), SR, 1, "song").join()
+        return self.beats
 
     def block(self) -> None:
         """One audio block: the engine takes what was posted."""
@@ -96,6 +122,7 @@ class FakeHost:
             (*(m.filter_state(i) for i in range(m.max_channels)), m.filter_state(None)),
             (*(m.echo_state(i) for i in range(m.max_channels)), m.echo_state(None)),
             m.loop,
+            m.rate,
         )
 
     def registry_as_engine(self) -> tuple:

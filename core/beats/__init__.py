@@ -13,14 +13,15 @@ grid
 store
     :class:`BeatStore`: the analysis and the user's edit of each track
     (:class:`BeatRecord`) in a sidecar ``<cache>/beats/<audio hash>.json``;
-    :func:`audio_hash`.
+    :func:`audio_hash`, :func:`track_record` (a track's record, stored or analysed
+    now).
 """
 
 from __future__ import annotations
 
 from .analysis import BeatAnalysis, analyze_beats
 from .grid import BeatGrid, TapTempo
-from .store import BeatRecord, BeatStore, audio_hash
+from .store import BeatRecord, BeatStore, audio_hash, track_record
 
 __all__ = [
     "BeatAnalysis",
@@ -30,4 +31,5 @@ __all__ = [
     "TapTempo",
     "analyze_beats",
     "audio_hash",
+    "track_record",
 ]

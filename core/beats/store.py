@@ -40,7 +40,14 @@ from ..errors import BeatStoreError, ParameterError
 from .analysis import BeatAnalysis
 from .grid import BeatGrid
 
-__all__ = ["ANALYSIS_VERSION", "SIDECAR_FORMAT", "BeatRecord", "BeatStore", "audio_hash"]
+__all__ = [
+    "ANALYSIS_VERSION",
+    "SIDECAR_FORMAT",
+    "BeatRecord",
+    "BeatStore",
+    "audio_hash",
+    "track_record",
+]
 
 log = logging.getLogger(__name__)
 
@@ -313,3 +320,25 @@ class BeatStore:
         updated = BeatRecord(record.analysis, None)
         self.save(key, updated)
         return updated
+
+
+def track_record(
+    y: np.ndarray, sr: int, store: BeatStore | None, analyze: Callable[[], BeatAnalysis]
+) -> tuple[str, BeatRecord, bool]:
+    """A track's record: its :func:`audio_hash`, the stored record (with the user's
+    edit) or ``analyze()`` stored now (:meth:`BeatStore.load_or_analyze`), and
+    whether it was computed now. With no ``store`` (no cache), computed and kept
+    nowhere.
+
+    Raises
+    ------
+    AudioFileError
+        Empty audio or NaN/inf samples (the hash).
+    Exception
+        Whatever ``analyze`` raises.
+    """
+    key = audio_hash(y, sr)
+    if store is None:
+        return key, BeatRecord(analyze()), True
+    record, computed = store.load_or_analyze(key, analyze)
+    return key, record, computed

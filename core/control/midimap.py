@@ -52,6 +52,7 @@ ACTIONS = (
     "/transport/toggle",
     "/scene/recall",
     "/scene/save",
+    "/track/grid/tap",
 )
 
 
@@ -122,7 +123,7 @@ def parse_midi_map(text: str, source: str) -> MidiMap:
         mode = entry.get("mode", "absolute" if kind == "cc" else "toggle")
         if mode not in MODES:
             raise _entry_error(source, where, f"mode {mode!r} is not one of {', '.join(MODES)}")
-        is_action = target.split("/")[1] in ("transport", "scene")
+        is_action = target.split("/")[1] in ("transport", "scene") or target in ACTIONS
         if is_action and target not in ACTIONS:
             raise _entry_error(source, where, f"unknown action {target!r}")
         if is_action and mode != "trigger":

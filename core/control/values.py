@@ -235,6 +235,17 @@ def scene_of(
     }
 
 
+def _scene_number(
+    values: Mapping[str, object], key: str, lo: float, hi: float, default: float, what: str
+) -> float:
+    """A scene table's number ``key`` clamped to ``lo..hi`` (``default`` when absent);
+    ``what`` prefixes the key in the error (``"echo "``)."""
+    v = values.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int | float) or math.isnan(v):
+        raise ParameterError(f"scene value {what}{key}={v!r} is not a number")
+    return min(max(float(v), lo), hi)
+
+
 def strip_from_scene(values: Mapping[str, object], current: StripState) -> StripState:
     """A channel's (or the master's) state from its scene table ``values`` (as read
     from a file: any types), clamped to range; what it does not name stays ``current``.
@@ -246,10 +257,7 @@ def strip_from_scene(values: Mapping[str, object], current: StripState) -> Strip
     """
 
     def num(key: str, lo: float, hi: float, default: float) -> float:
-        v = values.get(key, default)
-        if isinstance(v, bool) or not isinstance(v, int | float) or math.isnan(v):
-            raise ParameterError(f"scene value {key}={v!r} is not a number")
-        return min(max(float(v), lo), hi)
+        return _scene_number(values, key, lo, hi, default, "")
 
     def flag(key: str, default: bool) -> bool:
         v = values.get(key, default)
@@ -279,10 +287,7 @@ def echo_from_scene(values: Mapping[str, object], current: EchoState) -> EchoSta
     """
 
     def num(key: str, lo: float, hi: float, default: float) -> float:
-        v = values.get(key, default)
-        if isinstance(v, bool) or not isinstance(v, int | float) or math.isnan(v):
-            raise ParameterError(f"scene value echo {key}={v!r} is not a number")
-        return min(max(float(v), lo), hi)
+        return _scene_number(values, key, lo, hi, default, "echo ")
 
     return EchoState(
         ms=num("ms", ECHO_MIN_MS, ECHO_MAX_MS, current.ms),

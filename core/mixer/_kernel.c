@@ -882,6 +882,158 @@ done:
     return result;
 }
 
+/* read(src, state, count, end, dst, table) -> int
+ *
+ * The read head between rates: up to ``count`` frames of a track read at a
+ * fractional position that steps by ``step`` track frames per output frame,
+ * each interpolated by a windowed sinc (band-limited: no aliasing into the
+ * passband, see core/mixer/kernel.py for the figures), into dst.
+ *   src: float32 (n, a, length), a = 1 or 2; samples outside 0..length-1 are 0;
+ *   state: float64 (6,): pos (the integer frame), phase (0 <= phase < 1), step,
+ *     and the step's glide: target, inc (the change a frame), frames left. After
+ *     each frame: phase += step, its integer part moves pos; then, while frames
+ *     are left, left -= 1 and step = target - inc * left (target at 0).
+ *     Written back after the call;
+ *   end: no frame is read once pos >= end (the loop end or the track's end);
+ *   dst: float32 (>= n, >= a, >= count), row (i, s) of src into dst[i, s, :];
+ *   table: float64 (READ_HALF * READ_RES + 2,): the kernel h(w) at w = i / READ_RES
+ *     (sinc times a Kaiser window that ends at w = READ_HALF).
+ * Returns the frames read (0 if pos >= end at once).
+ *
+ * The cutoff, in track frames, is fc = READ_CUT, or READ_CUT / step when the
+ * step exceeds 1 (reading faster than the output: the filter narrows so nothing
+ * aliases). Each frame at x = pos + phase takes the taps k with
+ * w = |k - phase| * fc < READ_HALF: v_k = lerp of the table at w * READ_RES, the
+ * coefficients v_k / (sum of v_k in k order); each row's sample is then
+ * the sum, in k order in float64, of coefficient times sample (taps outside the
+ * track add nothing), cast to float32. The numpy reference (kernel.py) does the
+ * same operations in the same order.
+ */
+#define READ_HALF 16
+#define READ_RES 512
+#define READ_CUT 0.96
+#define READ_MAX_STEP 32.0
+/* 2 * ceil(READ_HALF * READ_MAX_STEP / READ_CUT) + 4: the taps of the fastest read */
+#define READ_MAX_TAPS 1072
+
+static PyObject *
+read_head(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *o_src, *o_state, *o_dst, *o_table;
+    Py_ssize_t count, end;
+    Buf b[4];
+    memset(b, 0, sizeof b);
+    PyObject *result = NULL;
+    if (!PyArg_ParseTuple(args, "OOnnOO", &o_src, &o_state, &count, &end, &o_dst, &o_table))
+        return NULL;
+    if (get_buf(o_src, &b[0], "src", 'f', 0, 3) < 0
+        || get_buf(o_state, &b[1], "state", 'd', 1, 1) < 0
+        || get_buf(o_dst, &b[2], "dst", 'f', 1, 3) < 0
+        || get_buf(o_table, &b[3], "table", 'd', 0, 1) < 0)
+        goto done;
+    Buf *src = &b[0], *st = &b[1], *dst = &b[2], *tab = &b[3];
+    Py_ssize_t n = SHAPE(src, 0), a = SHAPE(src, 1), length = SHAPE(src, 2);
+    if (count < 1 || (a != 1 && a != 2) || SHAPE(st, 0) != 6 || SHAPE(dst, 0) < n
+        || SHAPE(dst, 1) < a || SHAPE(dst, 2) < count
+        || SHAPE(tab, 0) != READ_HALF * READ_RES + 2 || end < 0 || end > length) {
+        bad("read");
+        goto done;
+    }
+    double pos = *AT1(st, double, 0), ph = *AT1(st, double, 1), step = *AT1(st, double, 2);
+    double tgt = *AT1(st, double, 3), inc = *AT1(st, double, 4), left = *AT1(st, double, 5);
+    /* Every value checked so no index below can leave its buffer, whatever the
+     * state holds (NaN fails every comparison). */
+    if (!(pos >= 0.0 && pos <= 9007199254740992.0 && pos == floor(pos)) || !(ph >= 0.0 && ph < 1.0)
+        || !(step > 0.0 && step <= READ_MAX_STEP) || !(tgt > 0.0 && tgt <= READ_MAX_STEP)
+        || !(left >= 0.0 && left <= 1e9 && left == floor(left))
+        || !(fabs(inc) * left <= READ_MAX_STEP)) {
+        bad("read: state");
+        goto done;
+    }
+    double coef[READ_MAX_TAPS];
+    Py_ssize_t rows = n * a, produced = 0;
+    while (produced < count && pos < (double)end) {
+        double fc = step > 1.0 ? READ_CUT / step : READ_CUT;
+        double reach = (double)READ_HALF / fc;
+        /* k runs over lo..hi, a range one wider than the support each side;
+         * the test w < READ_HALF decides. */
+        Py_ssize_t lo = (Py_ssize_t)floor(ph - reach), hi = (Py_ssize_t)ceil(ph + reach);
+        if (hi - lo + 1 > READ_MAX_TAPS)
+            hi = lo + READ_MAX_TAPS - 1; /* never: step <= READ_MAX_STEP */
+        double sum = 0.0;
+        for (Py_ssize_t k = lo; k <= hi; k++) {
+            double w = fabs((double)k - ph) * fc;
+            double v = 0.0;
+            if (w < (double)READ_HALF) {
+                double u = w * (double)READ_RES;
+                Py_ssize_t ii = (Py_ssize_t)u;
+                double fr = u - (double)ii;
+                double t0 = *AT1(tab, double, ii), t1 = *AT1(tab, double, ii + 1);
+                v = t0 + fr * (t1 - t0);
+            }
+            coef[k - lo] = v;
+            sum = sum + v;
+        }
+        for (Py_ssize_t k = lo; k <= hi; k++)
+            coef[k - lo] = coef[k - lo] / sum;
+        Py_ssize_t ip = (Py_ssize_t)pos;
+        /* Only the taps inside the track: the rest read 0. */
+        Py_ssize_t klo = ip + lo < 0 ? -ip : lo;
+        Py_ssize_t khi = hi;
+        if (ip + hi > length - 1)
+            khi = length - 1 - ip;
+        /* Four rows at a time, each its own sum in k order: four independent
+         * chains in registers (one row's chain alone waits on every add). */
+        const Py_ssize_t sk = src->st[2];
+        const double *cf = coef - lo;
+        Py_ssize_t row = 0;
+        for (; row + 4 <= rows; row += 4) {
+            const char *p0 = (const char *)AT3(src, float, row / a, row % a, ip);
+            const char *p1 = (const char *)AT3(src, float, (row + 1) / a, (row + 1) % a, ip);
+            const char *p2 = (const char *)AT3(src, float, (row + 2) / a, (row + 2) % a, ip);
+            const char *p3 = (const char *)AT3(src, float, (row + 3) / a, (row + 3) % a, ip);
+            double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
+            for (Py_ssize_t k = klo; k <= khi; k++) {
+                double c = cf[k];
+                Py_ssize_t byte = k * sk;
+                a0 = a0 + c * (double)*(const float *)(p0 + byte);
+                a1 = a1 + c * (double)*(const float *)(p1 + byte);
+                a2 = a2 + c * (double)*(const float *)(p2 + byte);
+                a3 = a3 + c * (double)*(const float *)(p3 + byte);
+            }
+            *AT3(dst, float, row / a, row % a, produced) = (float)a0;
+            *AT3(dst, float, (row + 1) / a, (row + 1) % a, produced) = (float)a1;
+            *AT3(dst, float, (row + 2) / a, (row + 2) % a, produced) = (float)a2;
+            *AT3(dst, float, (row + 3) / a, (row + 3) % a, produced) = (float)a3;
+        }
+        for (; row < rows; row++) {
+            const char *p0 = (const char *)AT3(src, float, row / a, row % a, ip);
+            double a0 = 0.0;
+            for (Py_ssize_t k = klo; k <= khi; k++)
+                a0 = a0 + cf[k] * (double)*(const float *)(p0 + k * sk);
+            *AT3(dst, float, row / a, row % a, produced) = (float)a0;
+        }
+        produced++;
+        ph = ph + step;
+        double fl = floor(ph);
+        pos = pos + fl;
+        ph = ph - fl;
+        if (left > 0.0) {
+            left = left - 1.0;
+            step = left > 0.0 ? tgt - inc * left : tgt;
+        }
+    }
+    *AT1(st, double, 0) = pos;
+    *AT1(st, double, 1) = ph;
+    *AT1(st, double, 2) = step;
+    *AT1(st, double, 5) = left;
+    result = PyLong_FromSsize_t(produced);
+done:
+    release_all(b, 4);
+    return result;
+}
+
 /* zero(buf): fill a float32 buffer of 1 to 3 dimensions, any strides, with 0. */
 static PyObject *
 zero(PyObject *self, PyObject *obj)
@@ -906,6 +1058,7 @@ static PyMethodDef methods[] = {
     {"filter", filter, METH_VARARGS, "The DJ filter of strips, in place (see _kernel.c)."},
     {"echo", echo, METH_VARARGS, "The echo bus into the mix (see _kernel.c)."},
     {"mixdown", mixdown, METH_VARARGS, "The FX path's strips into the mix (see _kernel.c)."},
+    {"read", read_head, METH_VARARGS, "The read head between rates (see _kernel.c)."},
     {"zero", zero, METH_O, "Fill a float32 buffer with zeros."},
     {NULL, NULL, 0, NULL},
 };
@@ -920,7 +1073,7 @@ static struct PyModuleDef module = {
 
 /* Bumped with every change of a signature or a meaning: core/mixer/engine.py
  * runs numpy rather than a stale build (an editable install not rebuilt). */
-#define KERNEL_ABI 3
+#define KERNEL_ABI 4
 
 PyMODINIT_FUNC
 PyInit__kernel(void)

@@ -99,3 +99,12 @@ def echo(
     mix: np.ndarray,
     /,
 ) -> None: ...
+def read(
+    src: np.ndarray,
+    state: np.ndarray,
+    count: int,
+    end: int,
+    dst: np.ndarray,
+    table: np.ndarray,
+    /,
+) -> int: ...

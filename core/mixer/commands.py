@@ -19,6 +19,7 @@ __all__ = [
     "MasterTarget",
     "Pause",
     "Play",
+    "Rate",
     "Seek",
     "SetTrack",
     "Stop",
@@ -135,6 +136,15 @@ class Seek:
 
 
 @dataclass(frozen=True)
+class Rate:
+    """Play at ``rate`` times the track's speed, pitch following (vinyl mode):
+    0.5..2.0 (clamped; NaN changes nothing), 1.0 the track's own. The read head's
+    step glides to it over the mixer's ``rate_glide_ms``, so a change never clicks."""
+
+    rate: float
+
+
+@dataclass(frozen=True)
 class Loop:
     """Loop ``start``..``end`` seconds; ``end <= start`` clears the loop.
 
@@ -171,5 +181,15 @@ class Batch:
 
 
 Command = (
-    StripTarget | MasterTarget | EchoTarget | Play | Pause | Stop | Seek | Loop | SetTrack | Batch
+    StripTarget
+    | MasterTarget
+    | EchoTarget
+    | Play
+    | Pause
+    | Stop
+    | Seek
+    | Loop
+    | Rate
+    | SetTrack
+    | Batch
 )

@@ -21,6 +21,7 @@ object the Mixer holds, so the block calls ``self._apply`` and reads
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
 import numpy as np
@@ -33,6 +34,7 @@ from .commands import (
     MasterTarget,
     Pause,
     Play,
+    Rate,
     Seek,
     SetTrack,
     Stop,
@@ -40,19 +42,22 @@ from .commands import (
     Track,
 )
 from .heads import FadingHead, Ramp
-from .params import MAX_GAIN
+from .kernel import READ_REACH
+from .params import MAX_GAIN, MAX_RATE, MIN_RATE, plays_at
 from .state import MixerState
 
 __all__ = ["MixerControl"]
 
 
-def _progressive_fits(track: Track, reach: int) -> bool:
+def _progressive_fits(track: Track, block: int, sr: int) -> bool:
     """Whether a track separated as it plays has an original, flags and chunks
     that fit its channels (else refused: the audio thread never indexes past them),
-    its chunks at least ``reach`` samples (a block and a crossfade: the block's
-    check looks at two flags)."""
+    its chunks longer than what one block of ``block`` output frames at ``sr`` and
+    its crossfade read at the fastest step (the track's rate over ``sr`` times
+    ``MAX_RATE``), the read head's taps on both sides and a loop's wrap included:
+    the block's check looks at two flags."""
     mix, ready, ch = track.mix, track.ready, track.channels
-    return (
+    if not (
         isinstance(mix, np.ndarray)
         and isinstance(ready, np.ndarray)
         and mix.dtype == np.float32
@@ -60,9 +65,16 @@ def _progressive_fits(track: Track, reach: int) -> bool:
         and ready.dtype == np.uint8
         and ready.ndim == 1
         and isinstance(track.chunk, int)
-        and track.chunk >= reach
+        and track.chunk >= 1
         and len(ready) == -(-ch.shape[2] // track.chunk)
-    )
+    ):
+        return False
+    fast = max(MAX_RATE * track.sr / sr, 1.0)
+    taps = READ_REACH * fast
+    # engine.py's check between rates, at its widest: the taps behind (twice on a
+    # wrap), the block and the crossfade ahead.
+    span = 2 * (int(taps) + 1) + int(block * fast + taps) + 2
+    return track.chunk > span
 
 
 class MixerControl(MixerState):
@@ -103,6 +115,14 @@ class MixerControl(MixerState):
     _progressive_flags: np.ndarray
     _progressive_last: int
     _progressive_chunk: int
+    # The main read head between rates (engine.py): the kernel's ``read`` state,
+    # whether it reads frame for frame, the largest step it may take, and the
+    # track's rate over the device's.
+    _rd: np.ndarray
+    _exact: bool
+    _fast: float
+    _base_step: float
+    _glide_len: int  # frames of a rate change's glide
 
     def post(self, command: Command) -> bool:
         """Queue a command for the next block; False (and counted) if the queue is full.
@@ -158,13 +178,21 @@ class MixerControl(MixerState):
                 self._transport.aim(0.0, self._xfade_len)
             elif isinstance(cmd, Stop):
                 self.position = 0
+                self._rewind_phase()
                 self._loop = None
         elif isinstance(cmd, Seek):
-            if self.track is not None:
-                target = round(min(max(cmd.seconds, 0.0), self.track.length / self.sr) * self.sr)
-                self._jump(min(target, self.track.length), 0)
+            track = self.track
+            if track is not None:
+                fps = track.sr  # positions count the track's own frames
+                target = round(min(max(cmd.seconds, 0.0), track.length / fps) * fps)
+                self._jump(min(target, track.length), 0)
         elif isinstance(cmd, Loop):
             self._set_loop(cmd)
+        elif isinstance(cmd, Rate):
+            rate = min(max(float(cmd.rate), MIN_RATE), MAX_RATE)
+            if rate == rate and rate != self.rate:  # NaN changes nothing
+                self.rate = rate
+                self._aim_step(self._glide_len)
         elif isinstance(cmd, SetTrack):
             self._set_track(cmd.track, cmd.same_audio)
         elif isinstance(cmd, Batch):
@@ -177,17 +205,27 @@ class MixerControl(MixerState):
             self._loop = None
             return
         length = track.length
-        start = min(round(max(cmd.start, 0.0) * self.sr), length)
-        end = min(round(cmd.end * self.sr), length)
-        if end - start < self._min_loop:
-            end = min(start + self._min_loop, length)
-            start = max(0, end - self._min_loop)
-        if end - start < self._min_loop:
+        fps = track.sr  # positions count the track's own frames
+        start = min(round(max(cmd.start, 0.0) * fps), length)
+        end = min(round(cmd.end * fps), length)
+        shortest = self._shortest_loop(track)
+        if end - start < shortest:
+            end = min(start + shortest, length)
+            start = max(0, end - shortest)
+        if end - start < shortest:
             self._loop = None  # the whole track is shorter than a loop can be
             return
         self._loop = (start, end)
         if not start <= self.position < end:
             self._jump(start, 0)  # outside the new region: go there now
+
+    def _shortest_loop(self, track: Track) -> int:
+        """The shortest loop in ``track``'s frames: ``min_loop_ms`` of its time, and
+        at least two crossfades of output at the head's step now."""
+        if track.sr == self.sr and self._fast <= 1.0:
+            return self._min_loop
+        ms = round(self._min_loop / self.sr * track.sr)
+        return max(ms, math.ceil(2 * self._xfade_len * max(self._fast, 1.0)))
 
     def _set_track(self, track: Track, same_audio: bool) -> None:
         ch = track.channels
@@ -197,11 +235,11 @@ class MixerControl(MixerState):
             or ch.shape[0] > self.max_channels
             or ch.shape[1] not in (1, 2)  # mono or stereo channels
             or ch.shape[2] < 1  # no samples: at_end="loop" would jump to 0 forever
-            or track.sr != self.sr
+            or not plays_at(track.sr)
             or ch.dtype != np.float32
             or (
                 track.ready is not None
-                and not _progressive_fits(track, self.max_block + self._xfade_len)
+                and not _progressive_fits(track, self.max_block + self._xfade_len, self.sr)
             )
         ):
             self.dropped += 1  # refused: the daemon checks this before posting
@@ -218,7 +256,15 @@ class MixerControl(MixerState):
         else:
             self._progressive = None
         self.track = track
+        if same_audio and previous is not None and previous.sr != track.sr:
+            # The same music at another rate: the same time in the new track's frames.
+            ratio = track.sr / previous.sr
+            self.position = round(self.position * ratio)
+            if self._loop is not None:
+                self._loop = (round(self._loop[0] * ratio), round(self._loop[1] * ratio))
+            self._rewind_phase()
         if same_audio and previous is not None:
+            self._track_step(track)
             # The same music in other channels (separation replacing the original
             # that stood in): keep the position and loop. The channels sum to the
             # original, so every strip starts at unity and glides to its level.
@@ -229,9 +275,18 @@ class MixerControl(MixerState):
                 self._loop = None  # not the same length after all: no region past its end
             return
         # Another track: it starts from its beginning, with no loop; the old one
-        # fades out from where it was (the strips keep their levels).
+        # fades out from where it was, at its own step (taken before the new
+        # track's), and the strips keep their levels.
         self._loop = None
         self._jump(0, 0, previous)
+        self._track_step(track)
+
+    def _track_step(self, track: Track) -> None:
+        """The main head's step for ``track``'s rate, at once (a glide of the vinyl
+        rate goes on when the rate is the same)."""
+        if track.sr / self.sr != self._base_step:
+            self._base_step = track.sr / self.sr
+            self._aim_step(0)
 
     def _from_unity(self) -> None:
         """Every strip stands at unity and is re-aimed at its level (a glide): the
@@ -253,7 +308,8 @@ class MixerControl(MixerState):
         previous = self.track
         self.track = view
         if view.is_mix:
-            self._jump(self.position, 0, previous)
+            # The same music at the same rate: the head keeps its fraction of a frame.
+            self._jump(self.position, 0, previous, keep_phase=True)
         else:
             self._from_unity()
             self._retarget()
@@ -291,9 +347,57 @@ class MixerControl(MixerState):
             self._ramp_frames = 0
             self._curves_ok = False
 
-    def _jump(self, target: int, offset: int, track: Track | None = None) -> None:
+    def _aim_step(self, glide: int) -> None:
+        """Aim the main head's step at the track's rate over the device's times the
+        vinyl rate (over ``glide`` frames, or at once with 0)."""
+        rd = self._rd
+        target = self._base_step * self.rate
+        if glide > 0 and rd[2] != target:
+            rd[3] = target
+            rd[4] = (target - rd[2]) / glide
+            rd[5] = float(glide)
+        else:
+            rd[2] = rd[3] = target
+            rd[4] = rd[5] = 0.0
+        self._settle_step()
+
+    def _settle_step(self) -> None:
+        """After the head moved between rates: the largest step it may take before
+        its glide ends, and whether it reads frame for frame (step 1, phase 0).
+        Back at step 1 between two frames (a rate that glided back to 1.0), it
+        lands on the nearest whole frame with a jump's crossfade, and from then on
+        plays exactly what it would have had the rate never changed (audio thread;
+        scalar work)."""
+        rd = self._rd
+        step, target = float(rd[2]), float(rd[3])
+        self._fast = max(step, target)
+        if step != 1.0 or rd[5] != 0.0:
+            self._exact = False
+            return
+        if rd[1] == 0.0:
+            self._exact = True
+            return
+        self._exact = False
+        track = self.track
+        if track is not None:
+            # Crossfaded even when the nearest frame is this one (track given).
+            land = self.position + (1 if rd[1] >= 0.5 else 0)
+            self._jump(min(land, track.length), 0, track)  # phase 0: exact again
+
+    def _rewind_phase(self) -> None:
+        """The head lands on a whole frame (a seek, a stop): phase 0."""
+        if self._rd[1] != 0.0:
+            self._rd[1] = 0.0
+            self._settle_step()
+
+    def _jump(
+        self, target: int, offset: int, track: Track | None = None, *, keep_phase: bool = False
+    ) -> None:
         """Move the play head to ``target`` at ``offset`` in the block, crossfading:
-        the old head (of ``track``, default the current one) fades out from where it was."""
+        the old head (of ``track``, default the current one) fades out from where it
+        was, at the step the main head had. ``keep_phase`` (a loop wrap between
+        rates): the head keeps its fraction of a frame, so a loop lasts as long at
+        every pass; otherwise it lands on the whole frame ``target``."""
         old = track if track is not None else self.track
         if (
             self.playing
@@ -314,8 +418,16 @@ class MixerControl(MixerState):
             slot.step = -slot.gain / self._xfade_len
             slot.left = self._xfade_len
             slot.offset = offset
+            slot.exact = self._exact
+            if not self._exact:  # its own read head, at the step the main one has now
+                st = slot.state
+                np.copyto(st, self._rd)
+                st[3] = st[2]
+                st[4] = st[5] = 0.0
             head = self._head
             head.current, head.target = 0.0, 1.0
             head.left = self._xfade_len
             head.step = 1.0 / self._xfade_len
         self.position = target
+        if not keep_phase and not self._exact:
+            self._rewind_phase()

@@ -52,6 +52,13 @@ for blocks up to 500 frames (the daemon's is 256). The numpy kernel
 the same float32 operations in the same order, and ``tests/core/mixer/test_kernel.py``
 checks the two give the same samples. The scalar ramps and fading heads the
 block drives are in :mod:`.heads`.
+A track plays at its own rate: positions (the play head, the loop, seeks, the
+length) count its frames, and the read head steps through them by
+``track.sr / sr`` times the vinyl rate (:class:`~.commands.Rate`) per output
+frame, interpolating (the kernel's ``read``, into ``_resampled``) whenever that
+step is not exactly 1 or the head stands between two frames; otherwise it
+reads the track as it is, with no extra call. A rate change glides the step
+over ``rate_glide_ms``.
 A play head that jumps leaves a *fading head* behind (up to
 :data:`FADING_HEADS` at once), which goes straight on reading its own track
 while it fades out, so a jump during a crossfade, or a track change, never
@@ -60,11 +67,12 @@ end): the transport stops there once no fading head sounds.
 
 A track separated as it plays (``Track.ready``, one flag per chunk, set by the
 loader as chunks land) plays its channels where the block, and the crossfade
-after it, lie in ready chunks and its original (``Track.original``, master only)
-elsewhere: one check of two flags a block. Original to channels glides every
-strip from unity (the channels sum to the original, so nothing jumps); channels
-to original (a seek or the play head into an unseparated region) is the jump's
-crossfade at the same position (:meth:`~.control.MixerControl._switch_view`).
+after it (between rates with the interpolator's taps), lie in ready chunks and
+its original (``Track.original``, master only) elsewhere: one check of two flags
+a block. Original to channels glides every strip from unity (the channels sum
+to the original, so nothing jumps); channels to original (a seek or the play
+head into an unseparated region) is the jump's crossfade at the same position
+(:meth:`~.control.MixerControl._switch_view`).
 
 Every strip and the master have a DJ filter (``StripTarget.filter``, ``.res``),
 and every strip a send to one stereo echo bus (``StripTarget.echo``, ``.echo_pre``;
@@ -94,7 +102,7 @@ from .commands import Track
 from .control import MixerControl
 from .fx import Effects
 from .heads import FadingHead, Ramp
-from .kernel import Kernel, NumpyKernel
+from .kernel import READ_REACH, READ_TABLE, Kernel, NumpyKernel
 
 __all__ = ["AUDIO_BUFSIZE", "FADING_HEADS", "Mixer", "enter_audio_thread"]
 
@@ -126,6 +134,8 @@ class Mixer(MixerControl):
         Commands that can wait for the next block.
     at_end : {"stop", "loop"}
         What the end of the track does when no loop region is set.
+    rate_glide_ms : float
+        How long the read head's step takes to glide to a new rate (:class:`~.commands.Rate`).
     compiled : bool or None
         Do the block arithmetic in the compiled kernel (``core/mixer/_kernel.c``),
         which keeps the GIL for the whole of each step, or in numpy, which hands
@@ -143,6 +153,7 @@ class Mixer(MixerControl):
         min_loop_ms: float = 20.0,
         queue_size: int = 1024,
         at_end: str = "stop",
+        rate_glide_ms: float = 30.0,
         compiled: bool | None = None,
     ) -> None:
         if at_end not in ("stop", "loop"):
@@ -160,6 +171,8 @@ class Mixer(MixerControl):
         self.ramp_ms = ramp_ms
         self.xfade_ms = xfade_ms
         self.min_loop_ms = min_loop_ms
+        self.rate_glide_ms = rate_glide_ms
+        self.rate = 1.0
         self.at_end = at_end
         self._queue = deque()
         self._queue_size = queue_size
@@ -261,6 +274,17 @@ class Mixer(MixerControl):
         self._loop = None
         self._head = Ramp(1.0)
         self._fading = [FadingHead() for _ in range(FADING_HEADS)]
+        # The main read head between rates (the kernel's ``read`` state: position,
+        # phase, step, and the step's glide target, change a frame, frames left).
+        # ``_exact``: the step is 1 and the phase 0, the track is read as it is.
+        self._rd = np.array([0.0, 0.0, 1.0, 1.0, 0.0, 0.0])
+        self._exact = True
+        self._fast = 1.0  # the largest step the head may take before its glide ends
+        self._base_step = 1.0  # the track's rate over the device's (times self.rate: the step)
+        self._resampled = np.zeros((n, 2, b), np.float32)  # a head's frames between rates
+        self._glide_len = max(1, round(self.rate_glide_ms * 1e-3 * samplerate))
+        if self.track is not None:  # prepared again with a track in: its step at this rate
+            self._track_step(self.track)
         #: The DJ filters and the echo bus (:class:`~.fx.Effects`); the block reads
         #: ``fx.active`` (the FX path runs) and ``fx.echo_on`` (the echo rings).
         self.fx = Effects(
@@ -287,6 +311,7 @@ class Mixer(MixerControl):
         self._head.jump(1.0)
         for h in self._fading:
             h.track, h.left = None, 0
+        self._rewind_phase()
         self._retarget(immediate=True)
         self.fx.reset()
         self._peak[:] = 0.0
@@ -403,12 +428,24 @@ class Mixer(MixerControl):
         loop = self._loop
         if loop is not None and pos < loop[1]:
             end = loop[1]
-        elif loop is not None and pos == loop[1]:
+        elif loop is not None and self._wraps(pos, loop[1]):
             return False  # the loop wraps at the block's first sample
         else:
             end = track.length
-        if pos + frames > end:
-            return False
+        src = track.channels
+        at = pos
+        if self._exact:
+            if pos + frames > end:
+                return False
+        else:
+            # Between rates: the head must stay short of the end for the whole block.
+            if pos + 1 + frames * self._fast >= end:
+                return False
+            rd = self._rd
+            rd[0] = pos
+            kern.read(src, rd, frames, end, self._resampled, READ_TABLE)
+            src = self._resampled[: src.shape[0], : src.shape[1]]
+            at = 0
         rows = 0 if track.is_mix else track.channels.shape[0]
         if self._ramping:
             curve_frames = frames
@@ -425,8 +462,8 @@ class Mixer(MixerControl):
             self._curves,
             curve_frames,
             rows,
-            track.channels,
-            pos,
+            src,
+            at,
             frames,
             track.is_mix,
             self._metered,
@@ -443,7 +480,11 @@ class Mixer(MixerControl):
         elif curve_frames:
             self._curves_ok = True
             self._flat_rows = rows
-        self.position = pos + frames
+        if self._exact:
+            self.position = pos + frames
+        else:
+            self.position = int(self._rd[0])
+            self._settle_step()
         if finite:
             self._count += frames
         else:
@@ -455,18 +496,32 @@ class Mixer(MixerControl):
         track = self.track
         prog = self._progressive
         if prog is not None:
-            # Separated as it plays: its channels where every frame of the block,
+            # Separated as it plays: its channels where every frame the block reads,
             # and the crossfade after it, is in a ready chunk (a head the block leaves
             # fades out over ready frames), the original elsewhere; the same for a
-            # loop's wrap in the block. The reach is at most one chunk (_set_track).
+            # loop's wrap in the block. Between rates the read head also reads its
+            # interpolator's taps on either side, and up to ``_fast`` frames an
+            # output frame. The span is at most one chunk (_set_track), so two
+            # flags cover it.
             flags, last = self._progressive_flags, self._progressive_last
             size, pos = self._progressive_chunk, self.position
-            reach = frames + self._xfade_len - 1
-            ok = flags[min(pos // size, last)] and flags[min((pos + reach) // size, last)]
+            if self._exact:
+                back, ahead, reach = 0, frames, frames + self._xfade_len - 1
+            else:
+                fast = self._fast
+                taps = READ_REACH * fast if fast > 1.0 else READ_REACH
+                back = int(taps) + 1
+                ahead = int(frames * fast) + 2
+                reach = int((frames + self._xfade_len) * fast + taps) + 2
+            lo = pos - back if pos > back else 0
+            ok = flags[min(lo // size, last)] and flags[min((pos + reach) // size, last)]
             loop = self._loop
-            if ok and loop is not None and pos < loop[1] < pos + frames:
+            if ok and loop is not None and pos - back <= loop[1] < pos + ahead:
+                # The head wraps in the block: to the loop's start (between rates
+                # at most a step past it).
                 pos = loop[0]
-                ok = flags[min(pos // size, last)] and flags[min((pos + reach) // size, last)]
+                lo = pos - back if pos > back else 0
+                ok = flags[min(lo // size, last)] and flags[min((pos + back + reach) // size, last)]
             view = prog if ok else prog.original
             if view is not track:
                 self._switch_view(view)  # type: ignore[arg-type]  # never None (_set_track)
@@ -520,6 +575,13 @@ class Mixer(MixerControl):
         if not tail:
             self._after_block()
 
+    def _wraps(self, pos: int, end: int) -> bool:
+        """The head at ``pos`` has just reached the loop's ``end``: exactly there, or
+        between rates up to one step past it (a seek further on plays on)."""
+        if pos == end:
+            return True
+        return not self._exact and end < pos <= end + self._fast
+
     def _after_block(self) -> None:
         if self._pausing and self._transport.left == 0:
             self.playing = False
@@ -530,6 +592,7 @@ class Mixer(MixerControl):
             if self._stopping:
                 self._stopping = False
                 self.position = 0
+                self._rewind_phase()
                 self._loop = None
         elif self._ending:  # past the track's end: stop once no head sounds
             for h in self._fading:
@@ -589,10 +652,11 @@ class Mixer(MixerControl):
             # Boundaries are handled when the next sample is needed, so a jump
             # lands on the same sample however the stream is cut into blocks.
             loop = self._loop
-            if loop is not None and pos == loop[1]:
+            if loop is not None and self._wraps(pos, loop[1]):
+                # Between rates the head may pass the end: it wraps by as much.
                 self.position = pos
-                self._jump(loop[0], off)
-                pos = loop[0]
+                self._jump(min(loop[0] + (pos - loop[1]), loop[1] - 1), off, keep_phase=True)
+                pos = self.position
                 continue
             if pos >= length:
                 if self.at_end == "loop":
@@ -606,6 +670,8 @@ class Mixer(MixerControl):
                 kern.zero(mix[:, off:])
                 kern.zero(self._metered[:, :, off:frames])
                 pos = 0
+                if not self._exact:
+                    self._rewind_phase()
                 for h in self._fading:
                     if h.left:
                         self._ending = True
@@ -613,7 +679,18 @@ class Mixer(MixerControl):
                     self._stop_at_end()
                 break
             end = loop[1] if loop is not None and pos < loop[1] else length
-            count = min(frames - off, end - pos)
+            src = track.channels
+            at = pos
+            if self._exact:
+                count = min(frames - off, end - pos)
+                pos += count
+            else:  # between rates: the kernel reads up to the end, into _resampled
+                rd = self._rd
+                rd[0] = pos
+                count = kern.read(src, rd, frames - off, end, self._resampled, READ_TABLE)
+                src = self._resampled[: src.shape[0], : src.shape[1]]
+                at = 0
+                pos = int(rd[0])
             fades = self._segment_gain[:count]
             gain: np.ndarray | None = fades
             if self._head.left and self._head.curve(count, self._head_fade64, self._ramp):
@@ -625,8 +702,8 @@ class Mixer(MixerControl):
                 np.copyto(fades, self._transport_curve[off : off + count])
             # The main head's strip signals stay in rows 1.. of _metered for the meters.
             kern.segment(
-                track.channels,
-                pos,
+                src,
+                at,
                 count,
                 None if track.is_mix else self._curves,
                 gain,
@@ -639,8 +716,8 @@ class Mixer(MixerControl):
             )
             if pre is not None and not track.is_mix:  # before the faders
                 kern.segment(
-                    track.channels,
-                    pos,
+                    src,
+                    at,
                     count,
                     None,
                     gain,
@@ -651,12 +728,13 @@ class Mixer(MixerControl):
                     False,
                     pre.pre_sum,
                 )
-            pos += count
             off += count
         self.position = pos
         for h in self._fading:
             if h.left > 0 and h.track is not None:
                 self._fade_out(h, frames, chan_out, pre)
+        if not self._exact:  # last: a landing jump it makes starts with the next block
+            self._settle_step()
 
     def _fade_out(
         self, h: FadingHead, frames: int, chan_out: np.ndarray | None, pre: Effects | None
@@ -667,7 +745,20 @@ class Mixer(MixerControl):
         assert track is not None
         off = h.offset
         count = min(frames - off, h.left)
-        available = max(0, min(count, track.length - h.position))
+        src = track.channels
+        at = h.position
+        if h.exact:
+            available = max(0, min(count, track.length - h.position))
+            h.position += count
+        elif h.position < track.length:  # between rates: read into _resampled
+            st = h.state
+            st[0] = h.position
+            available = self._kern.read(src, st, count, track.length, self._resampled, READ_TABLE)
+            src = self._resampled[: src.shape[0], : src.shape[1]]
+            at = 0
+            h.position = int(st[0])
+        else:
+            available = 0
         if available > 0:  # past the end of its track a head is silence
             gain = self._segment_gain[:available]
             fade = self._head_fade64[:available]
@@ -676,8 +767,8 @@ class Mixer(MixerControl):
             np.copyto(gain, fade)
             np.multiply(gain, self._transport_curve[off : off + available], out=gain)
             self._kern.segment(
-                track.channels,
-                h.position,
+                src,
+                at,
                 available,
                 None if track.is_mix else self._curves,
                 gain,
@@ -690,8 +781,8 @@ class Mixer(MixerControl):
             )
             if pre is not None and not track.is_mix:  # before the faders
                 self._kern.segment(
-                    track.channels,
-                    h.position,
+                    src,
+                    at,
                     available,
                     None,
                     gain,
@@ -702,7 +793,6 @@ class Mixer(MixerControl):
                     False,
                     pre.pre_sum,
                 )
-        h.position += count
         h.left -= count
         h.gain = 0.0 if h.left == 0 else h.gain + h.step * count
         h.offset = 0

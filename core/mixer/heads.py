@@ -70,9 +70,13 @@ class FadingHead:
 
     Free when ``left`` is 0. ``gain`` falls by ``step`` a sample; ``offset`` is
     where in the current block it starts (the sample of the jump that left it).
+    ``exact``: it reads the track frame for frame (the main head's step was 1 and
+    its phase 0 when it was left); otherwise ``state`` is its own read head between
+    rates (the kernel's ``read`` state: position, phase, step and a glide that
+    has ended), at the step the main head had.
     """
 
-    __slots__ = ("gain", "left", "offset", "position", "step", "track")
+    __slots__ = ("exact", "gain", "left", "offset", "position", "state", "step", "track")
 
     def __init__(self) -> None:
         self.track: Track | None = None
@@ -81,3 +85,5 @@ class FadingHead:
         self.step = 0.0
         self.left = 0
         self.offset = 0
+        self.exact = True
+        self.state = np.array([0.0, 0.0, 1.0, 1.0, 0.0, 0.0])

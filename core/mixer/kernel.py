@@ -16,6 +16,22 @@ through one :class:`Kernel` chosen when it is prepared, so the engine has no
   every block the general way, which is what the compiled shortcut is compared
   against.
 
+``read`` is the read head between rates: a track read at a fractional position
+that steps by the track's rate over the device's (times the vinyl rate), each
+frame a windowed sinc (:data:`READ_TABLE`) over :data:`READ_TAPS` frames of the
+track, its cutoff lowered when the head reads faster than the output. The
+engine calls it only when the step is not exactly 1 (or the phase not 0): at
+ratio 1 the track is read as it is, sample for sample.
+
+The interpolator, measured by ``tests/core/mixer/test_readhead.py``: a Kaiser
+window (beta :data:`READ_BETA`) over 32 taps, cutoff at :data:`READ_CUT` of the
+lower rate's Nyquist. Measured: passband ripple 0.0012 dB (within 0.0008 dB
+of unity) up to 0.4 of the lower rate; stop band at least 83 dB down from 0.6
+of the output's rate when the head reads faster (what folds back from 0.5..0.6
+lands above 0.4: nothing aliases into the passband); a sum of sines up to 0.4
+comes out within 86.5-87.5 dB SNR of the ideal band-limited signal, and of
+``scipy.signal.resample_poly`` with a long filter alike.
+
 The FX calls (issue #25) are here too: ``filter`` (the DJ filter of strips or of
 the master bus), ``mixdown`` (the FX path's strips into the bus) and ``echo`` (the
 echo bus, sample by sample; its numpy reference loops in Python floats, fine as a
@@ -36,13 +52,22 @@ __all__ = [
     "ECHO_BUS_FIELDS",
     "KERNEL_ABI",
     "KERNEL_BUILT",
+    "READ_BETA",
+    "READ_CUT",
+    "READ_HALF",
+    "READ_MAX_STEP",
+    "READ_REACH",
+    "READ_RES",
+    "READ_TABLE",
+    "READ_TAPS",
     "CompiledKernel",
     "Kernel",
     "NumpyKernel",
     "glide_at",
+    "read_table",
 ]
 
-KERNEL_ABI = 3  # the _kernel.c this package calls (its KERNEL_ABI)
+KERNEL_ABI = 4  # the _kernel.c this package calls (its KERNEL_ABI)
 
 
 class Kernel(Protocol):
@@ -133,6 +158,17 @@ class Kernel(Protocol):
         /,
     ) -> None: ...
 
+    def read(
+        self,
+        src: np.ndarray,
+        state: np.ndarray,
+        count: int,
+        end: int,
+        dst: np.ndarray,
+        table: np.ndarray,
+        /,
+    ) -> int: ...
+
     def zero(self, a: np.ndarray, /) -> None: ...
 
 
@@ -162,6 +198,35 @@ class CompiledKernel(Kernel, Protocol):
         co: np.ndarray | None,
         /,
     ) -> bool: ...
+
+
+# The read head's interpolator (``_kernel.c``'s READ_* constants: keep them equal).
+READ_HALF = 16  # taps each side of the read position at cutoff READ_CUT
+READ_TAPS = 2 * READ_HALF
+READ_RES = 512  # table entries per unit of w (lerped between)
+READ_CUT = 0.96  # the cutoff, as a share of the lower rate's Nyquist
+READ_BETA = 8.0  # the Kaiser window's beta
+READ_MAX_STEP = 32.0  # the fastest read: track frames per output frame
+#: Track frames the read head's taps reach on either side of its position at a
+#: step up to 1 (times the step above 1, where the cutoff is lowered).
+READ_REACH = READ_HALF / READ_CUT
+
+
+def read_table() -> np.ndarray:
+    """The read head's kernel h(w) = sinc(w) * kaiser(w / READ_HALF) at
+    w = i / READ_RES, i = 0 .. READ_HALF * READ_RES, and one 0 past the end
+    (float64, READ_HALF * READ_RES + 2 entries)."""
+    w = np.arange(READ_HALF * READ_RES + 2, dtype=np.float64) / READ_RES
+    x = np.minimum(w / READ_HALF, 1.0)
+    window = np.i0(READ_BETA * np.sqrt(1.0 - x * x)) / np.i0(READ_BETA)
+    table = np.sinc(w) * window
+    table[READ_HALF * READ_RES :] = 0.0
+    return table
+
+
+#: The read head's kernel table (:func:`read_table`), made once at import.
+READ_TABLE = read_table()
+READ_TABLE.flags.writeable = False
 
 
 def _load() -> CompiledKernel | None:
@@ -277,6 +342,10 @@ class NumpyKernel:
         self._echo_tmp = np.zeros((2, b))
         self._echo_mask = np.zeros(b, bool)
         self._echo_ret = np.zeros((2, b), np.float32)  # the return, to add to the mix
+        # The read head: each frame's position, phase and cutoff.
+        self._rd_pos = np.zeros(b)
+        self._rd_phase = np.zeros(b)
+        self._rd_fc = np.zeros(b)
 
     def ramp_curves(
         self,
@@ -583,6 +652,74 @@ class NumpyKernel:
         np.copyto(prod[1 : 1 + rows, :, :frames], strips)
         if co is not None:
             np.copyto(co[:rows, :, :frames], strips)
+
+    def read(
+        self,
+        src: np.ndarray,
+        state: np.ndarray,
+        count: int,
+        end: int,
+        dst: np.ndarray,
+        table: np.ndarray,
+        /,
+    ) -> int:
+        """The read head between rates (see ``_kernel.c``): the positions frame
+        by frame in Python floats, then every frame's taps at once, summed tap by
+        tap in ``_kernel.c``'s order. A reference, not made for speed: it makes
+        arrays of (frames, taps) and (channels, sides, frames)."""
+        n, a, length = src.shape
+        if count < 1 or not 0 <= end <= length or dst.shape[0] < n or dst.shape[1] < a:
+            raise ValueError("out of bounds: read")
+        pos, ph, step, tgt, inc, left = (float(v) for v in state)
+        if not (0.0 <= pos and pos == math.floor(pos) and 0.0 <= ph < 1.0):
+            raise ValueError("out of bounds: read: state")
+        if not (0.0 < step <= READ_MAX_STEP and 0.0 < tgt <= READ_MAX_STEP and left >= 0.0):
+            raise ValueError("out of bounds: read: state")
+        at, phase, cut = self._rd_pos, self._rd_phase, self._rd_fc
+        frames = 0
+        while frames < count and pos < end:
+            at[frames], phase[frames] = pos, ph
+            cut[frames] = READ_CUT / step if step > 1.0 else READ_CUT
+            frames += 1
+            ph = ph + step
+            fl = float(math.floor(ph))
+            pos = pos + fl
+            ph = ph - fl
+            if left > 0.0:
+                left = left - 1.0
+                step = tgt - inc * left if left > 0.0 else tgt
+        state[0], state[1], state[2], state[5] = pos, ph, step, left
+        if frames == 0:
+            return 0
+        at, phase, cut = at[:frames], phase[:frames], cut[:frames]
+        reach = float(READ_HALF) / cut
+        lo = np.floor(phase - reach).astype(np.intp)
+        hi = np.ceil(phase + reach).astype(np.intp)
+        taps = np.arange(int(lo.min()), int(hi.max()) + 1)
+        # w = |k - phase| * fc per (frame, tap); v the table's lerp where w < READ_HALF
+        w = np.abs(taps[np.newaxis, :].astype(np.float64) - phase[:, np.newaxis])
+        w = w * cut[:, np.newaxis]
+        inside = w < float(READ_HALF)
+        u = np.where(inside, w, 0.0) * float(READ_RES)
+        ii = u.astype(np.intp)
+        fr = u - ii.astype(np.float64)
+        t0, t1 = table[ii], table[ii + 1]
+        v = np.where(inside, t0 + fr * (t1 - t0), 0.0)
+        total = np.zeros(frames)
+        for j in range(taps.size):
+            total = total + v[:, j]
+        coef = v / total[:, np.newaxis]
+        first = at.astype(np.intp)
+        acc = np.zeros((n, a, frames))
+        for j, k in enumerate(taps):
+            idx = first + k
+            valid = (idx >= 0) & (idx < length)
+            x = src[:, :, np.clip(idx, 0, length - 1)].astype(np.float64)
+            term = x * coef[:, j]
+            np.copyto(term, 0.0, where=~valid)
+            acc = acc + term
+        dst[:n, :a, :frames] = acc.astype(np.float32)
+        return frames
 
     def zero(self, a: np.ndarray, /) -> None:
         """Fill ``a`` with zeros."""

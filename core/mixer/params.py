@@ -23,6 +23,10 @@ __all__ = [
     "ECHO_MS",
     "ECHO_RETURN",
     "MAX_DB",
+    "MAX_RATE",
+    "MAX_TRACK_RATE",
+    "MIN_RATE",
+    "MIN_TRACK_RATE",
     "OFF_DB",
     "UNITY_FADER",
     "db_to_fader",
@@ -31,12 +35,19 @@ __all__ = [
     "fader_to_gain",
     "gain_to_db",
     "gain_to_fader",
+    "plays_at",
 ]
 
 MAX_DB = 10.0
 OFF_DB = -90.0  # at or below this a level is off
 UNITY_FADER = 0.75
 MAX_GAIN = 10 ** (MAX_DB / 20)
+# The rates a track may have (Hz): the read head converts any of them to the device's.
+MIN_TRACK_RATE = 8000
+MAX_TRACK_RATE = 192000
+# The transport's rate (vinyl mode: pitch follows), a factor on the read head's step.
+MIN_RATE = 0.5
+MAX_RATE = 2.0
 # The echo bus: its delay's range (the delay line is allocated for the longest)
 # and the values it starts at.
 ECHO_MIN_MS = 1.0
@@ -110,3 +121,9 @@ def fader_to_gain(position: float) -> float:
 def gain_to_fader(gain: float) -> float:
     """Linear gain to fader position 0..1 (gains above +10 dB sit at the top)."""
     return db_to_fader(min(gain_to_db(gain), MAX_DB))
+
+
+def plays_at(sr: int) -> bool:
+    """Whether the mixer plays a track at ``sr`` Hz as it is (its read head converts
+    the rate as it reads): an integer in ``MIN_TRACK_RATE..MAX_TRACK_RATE``."""
+    return isinstance(sr, int) and MIN_TRACK_RATE <= sr <= MAX_TRACK_RATE

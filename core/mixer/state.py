@@ -86,9 +86,12 @@ class MixerState:
     sr: int
     #: The track the main play head reads, or None before the first ``SetTrack``.
     track: Track | None
-    #: The main play head, in samples.
+    #: The main play head, in the track's frames (at its own rate: :attr:`frame_rate`).
     position: int
     playing: bool
+    #: The vinyl rate (:class:`~.commands.Rate`): the speed and pitch over the
+    #: track's own, 1.0 by default; the read head glides to it.
+    rate: float
     #: Blocks processed, and commands refused (a full queue, a track that does not fit).
     blocks: int
     dropped: int
@@ -116,8 +119,23 @@ class MixerState:
 
     @property
     def loop(self) -> tuple[int, int] | None:
-        """The loop region in samples (start, end), or None."""
+        """The loop region in the track's frames (start, end), or None."""
         return self._loop
+
+    @property
+    def frame_rate(self) -> int:
+        """Frames a second of what :attr:`position`, :attr:`loop` and the track's
+        length count: the track's own rate (the read head converts it to the
+        device's as it reads), or the device's with no track; 0 before
+        ``prepare`` with no track."""
+        track = self.track
+        return track.sr if track is not None else self.sr
+
+    def seconds(self, frames: int) -> float:
+        """``frames`` of the track (a position, a length) in seconds (0.0 when
+        there is no rate yet)."""
+        rate = self.frame_rate
+        return frames / rate if rate else 0.0
 
     def read_meters(self) -> Meters:
         """Peak and RMS since the last read (control side; a torn read only blurs a meter)."""
@@ -132,7 +150,7 @@ class MixerState:
         return Meters(
             peak=peaks,
             rms=rms,
-            position=self.position / self.sr if self.sr else 0.0,
+            position=self.seconds(self.position),
             playing=self.rolling,
             blocks=self.blocks,
             dropped=self.dropped,

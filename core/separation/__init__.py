@@ -21,9 +21,12 @@ Modules and their public names (audio files and stem files are
   ``DEFAULT_THREADS``.
 - :mod:`.stft`: ``stft``, ``istft``, ``n_frames``, ``check_stft_params``,
   ``stft_frames``, ``spread_frames``, ``frame_blocks``.
-- :mod:`.cache`: ``SeparationCache``, ``CacheEntry``, ``CacheLookup``,
-  ``LookupStatus``, ``cache_key``, ``ChunkWriter``, ``PartialEntry``,
-  ``FORMAT_VERSION``, ``default_cache_dir``, ``block_checksums``.
+- :mod:`.cache`: the store: ``SeparationCache``, ``CacheEntry``, ``CacheLookup``,
+  ``LookupStatus``, ``cache_key``, ``default_cache_dir``.
+- :mod:`.entry`: an entry's format on disk: ``FORMAT_VERSION``, ``CHECK_BLOCK``,
+  ``DamagedEntry``, ``block_checksums``, ``seal_entry``.
+- :mod:`.partial`: entries growing chunk by chunk: ``ChunkWriter``, ``PartialEntry``,
+  ``try_lock``, ``writer_alive``.
 - :mod:`.presets`: ``SeparationParams``, ``load_separation_preset``,
   ``list_presets``, ``read_preset_text``.
 - :mod:`.prep`: one track of a library prep: ``prepare_track``, ``TrackResult``,

@@ -35,7 +35,6 @@ each), and ``writer.lock``, which its writer holds locked while it lives.
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import json
 import math
@@ -53,23 +52,18 @@ from typing import Any, Literal
 import numpy as np
 
 from ..errors import CacheError
+from .entry import FORMAT_VERSION, DamagedEntry, block_checksums, seal_entry
+from .partial import LOCK, PARTIAL_PREFIX, RECORD, ChunkWriter, PartialEntry, try_lock
 
 __all__ = [
-    "CHECK_BLOCK",
-    "FORMAT_VERSION",
     "CacheEntry",
     "CacheLookup",
-    "ChunkWriter",
     "LookupStatus",
-    "PartialEntry",
     "SeparationCache",
-    "block_checksums",
     "cache_key",
     "default_cache_dir",
 ]
 
-FORMAT_VERSION = 3  # 2: a CRC32 for every block; 3: keyed by the source at its own rate
-CHECK_BLOCK = 1 << 20  # bytes per checksum block
 _DEFAULT_MAX_BYTES = 20 * 2**30
 _MAX_GB = 2**20  # 1 PiB: more than any disk, and finite
 # Less than one 3-minute track's channels (about 250 MB) would be emptied on every write.
@@ -99,27 +93,6 @@ def cache_key(y: np.ndarray, sr: int, params: Mapping[str, Any]) -> str:
     h.update(json.dumps(described, sort_keys=True).encode())
     h.update(np.ascontiguousarray(y).data)
     return h.hexdigest()
-
-
-class DamagedEntry(ValueError):
-    """Proof that an entry is damaged (as opposed to unreadable just now)."""
-
-
-def block_checksums(path: Path, block: int = CHECK_BLOCK) -> list[int]:
-    """CRC32 of every ``block`` bytes of ``path`` (the last block may be shorter).
-
-    Reads through one reusable buffer; zlib releases the GIL on large buffers,
-    so other threads (the audio callback) run meanwhile.
-    """
-    out: list[int] = []
-    buf = bytearray(block)
-    view = memoryview(buf)
-    with path.open("rb", buffering=0) as f:
-        while True:
-            n = f.readinto(buf)
-            if not n:
-                return out
-            out.append(zlib.crc32(view[:n]))
 
 
 @dataclass
@@ -167,31 +140,6 @@ class CacheLookup:
         return self.status == "found"
 
 
-def _seal(
-    folder: Path, fields: Mapping[str, Any], names: list[str], shape: tuple[int, ...]
-) -> None:
-    """Write an entry's ``meta.json``: ``fields``, the format, and every file's checksums."""
-    meta = dict(fields)
-    meta.update(
-        {
-            "format": FORMAT_VERSION,
-            "names": names,
-            "shape": list(shape),
-            "files": {
-                p.name: {
-                    "size": p.stat().st_size,
-                    "block": CHECK_BLOCK,
-                    "crc": block_checksums(p),
-                }
-                for p in sorted(folder.iterdir())
-            },
-            "created": time.time(),
-        }
-    )
-    with (folder / "meta.json").open("w", encoding="utf-8") as f:
-        json.dump(meta, f)
-
-
 class EntryWriter:
     """Collects one entry in a temporary folder; see :meth:`SeparationCache.writer`."""
 
@@ -222,7 +170,7 @@ class EntryWriter:
         self._file.close()
         if len(self.names) != self.n_channels:
             raise ValueError(f"entry has {len(self.names)} channels, expected {self.n_channels}")
-        _seal(self.tmp, self.meta, self.names, (self.n_channels, *self.audio_shape))
+        seal_entry(self.tmp, self.meta, self.names, (self.n_channels, *self.audio_shape))
 
     def _abort(self) -> None:
         if not self._file.closed:
@@ -431,15 +379,16 @@ class SeparationCache:
             if w is not None:
                 w._abort()
             shutil.rmtree(tmp, ignore_errors=True)
-            raise self._write_error(exc) from None
+            raise self.write_error(exc) from None
         except BaseException:
             if w is not None:
                 w._abort()
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        self._evict(keep=key)
+        self.evict(keep=key)
 
-    def _write_error(self, exc: OSError) -> CacheError:
+    def write_error(self, exc: OSError) -> CacheError:
+        """The one error for a failed cache write: disk full, or the OS's reason."""
         if exc.errno == errno.ENOSPC:
             return CacheError(
                 f"disk full writing the cache in {str(self.root)!r}; free space or "
@@ -497,22 +446,20 @@ class SeparationCache:
         CacheError
             The cache folder cannot be created or written.
         """
-        folder = self.root / f"{_PARTIAL_PREFIX}{key}"
+        folder = self.root / f"{PARTIAL_PREFIX}{key}"
         shape = (len(names), int(audio_shape[0]), int(audio_shape[1]))
         W = np.asarray(W, dtype=np.float32)
         lock_fd = -1
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            lock_fd = os.open(folder / _LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            lock_fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+            if not try_lock(lock_fd):
                 os.close(lock_fd)
                 return None
             chunks = self._resumable(folder, list(names), shape, frames, W)
             if chunks is None:
                 for p in folder.iterdir():
-                    if p.name != _LOCK:
+                    if p.name != LOCK:
                         p.unlink()
                 with (folder / "channels.f32").open("wb") as f:
                     f.truncate(4 * math.prod(shape))
@@ -533,7 +480,7 @@ class SeparationCache:
                     os.close(lock_fd)
                 except OSError:
                     pass
-            raise self._write_error(exc) from None
+            raise self.write_error(exc) from None
 
     @staticmethod
     def _resumable(
@@ -542,7 +489,7 @@ class SeparationCache:
         """The chunks of a dead writer's partial entry that are still good, or None
         when nothing of it can be kept."""
         try:
-            with (folder / _RECORD).open(encoding="utf-8") as f:
+            with (folder / RECORD).open(encoding="utf-8") as f:
                 record = json.load(f)
             if (
                 record["format"] != FORMAT_VERSION
@@ -580,9 +527,9 @@ class SeparationCache:
             (:meth:`PartialEntry.ready`, to poll); None when there is no partial
             entry under ``key`` or it cannot be read (a complete one is :meth:`load`'s).
         """
-        folder = self.root / f"{_PARTIAL_PREFIX}{key}"
+        folder = self.root / f"{PARTIAL_PREFIX}{key}"
         try:
-            with (folder / _RECORD).open(encoding="utf-8") as f:
+            with (folder / RECORD).open(encoding="utf-8") as f:
                 record = json.load(f)
             shape = tuple(int(v) for v in record["shape"])
             channels = np.memmap(folder / "channels.f32", dtype=np.float32, mode="r", shape=shape)
@@ -596,7 +543,8 @@ class SeparationCache:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    def _evict(self, *, keep: str) -> None:
+    def evict(self, *, keep: str) -> None:
+        """Remove the least recently used entries past the size limit, never ``keep``."""
         entries = []
         total = 0
         for p in self.root.iterdir():
@@ -629,266 +577,17 @@ class SeparationCache:
                     shutil.rmtree(p, ignore_errors=True)
             except OSError:
                 pass
-        for p in self.root.glob(f"{_PARTIAL_PREFIX}*"):
+        for p in self.root.glob(f"{PARTIAL_PREFIX}*"):
             try:
                 if now - p.stat().st_mtime <= older_than:
                     continue
-                fd = os.open(p / _LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+                fd = os.open(p / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError:
                 continue
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # no live writer
-                shutil.rmtree(p, ignore_errors=True)
+                if try_lock(fd):  # no live writer
+                    shutil.rmtree(p, ignore_errors=True)
             except OSError:
                 pass
             finally:
                 os.close(fd)
-
-
-# -- entries written chunk by chunk ----------------------------------------------
-_PARTIAL_PREFIX = ".partial-"
-_RECORD = "ready.json"
-_LOCK = "writer.lock"
-
-
-def _writer_alive(folder: Path) -> bool:
-    """Whether a process holds the writer lock of a partial entry's folder."""
-    try:
-        fd = os.open(folder / _LOCK, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)  # closing drops a shared lock taken here
-    return False
-
-
-def _covered(ranges: list[tuple[int, int]], length: int) -> bool:
-    """Whether ``ranges`` (sorted, disjoint) cover ``[0, length)``."""
-    at = 0
-    for start, stop in ranges:
-        if start > at:
-            return False
-        at = max(at, stop)
-    return at >= length
-
-
-@dataclass
-class PartialEntry:
-    """An entry being written chunk by chunk, as a reader sees it.
-
-    Attributes
-    ----------
-    key : str
-    path : Path
-        The partial entry's folder (``.partial-<key>`` in the cache folder).
-    channels : np.ndarray, shape (n_channels, audio_channels, samples), float32
-        A read-only memory map of the whole entry: the samples of :meth:`ready`
-        ranges hold the separation, the others zeros.
-    names : list of str
-    sr : int
-    """
-
-    key: str
-    path: Path
-    channels: np.ndarray
-    names: list[str]
-    sr: int
-
-    def ready(self) -> list[tuple[int, int]]:
-        """Sample ranges ``[start, stop)`` written so far, sorted; read afresh each call.
-
-        Once the entry is complete and moved into place, its whole length.
-        """
-        try:
-            with (self.path / _RECORD).open(encoding="utf-8") as f:
-                record = json.load(f)
-            return sorted((int(c["start"]), int(c["stop"])) for c in record["chunks"])
-        except (OSError, ValueError, KeyError, TypeError):
-            final = self.path.parent / self.key
-            if (final / "meta.json").is_file():
-                return [(0, int(self.channels.shape[2]))]
-            return []
-
-    @property
-    def complete(self) -> bool:
-        """Every sample is in (the entry may still be sealing: :meth:`SeparationCache.load`
-        finds it once it is in place)."""
-        return _covered(self.ready(), int(self.channels.shape[2]))
-
-    def writer_alive(self) -> bool:
-        """Whether a process is still writing it (False: complete, or its writer died)."""
-        return _writer_alive(self.path)
-
-
-class ChunkWriter:
-    """Writes one entry chunk by chunk; see :meth:`SeparationCache.chunk_writer`.
-
-    Attributes
-    ----------
-    ready : list of (int, int)
-        Sample ranges already in (a resumed entry's verified chunks, then each
-        :meth:`add_chunk`'s), sorted.
-    """
-
-    def __init__(
-        self,
-        cache: SeparationCache,
-        key: str,
-        folder: Path,
-        lock_fd: int,
-        names: list[str],
-        shape: tuple[int, int, int],
-        frames: int,
-        meta: dict[str, Any],
-        chunks: list[dict[str, Any]],
-    ) -> None:
-        self.cache = cache
-        self.key = key
-        self.folder = folder
-        self._lock_fd = lock_fd
-        self.names = names
-        self.shape = shape
-        self.frames = frames
-        self.meta = meta
-        self._chunks = chunks
-        self._fd = os.open(folder / "channels.f32", os.O_RDWR)
-        self._H = np.load(folder / "H.npy", mmap_mode="r+")
-        self.closed = False
-
-    @property
-    def ready(self) -> list[tuple[int, int]]:
-        return sorted((int(c["start"]), int(c["stop"])) for c in self._chunks)
-
-    @property
-    def complete(self) -> bool:
-        return _covered(self.ready, self.shape[2])
-
-    def add_chunk(
-        self, start: int, stop: int, channels: np.ndarray, frames: tuple[int, int], H: np.ndarray
-    ) -> None:
-        """Write samples ``[start, stop)`` of every channel and their activations, then
-        record them as ready (the record is replaced in one rename, after the data).
-
-        Parameters
-        ----------
-        channels : np.ndarray, shape (n_channels, audio_channels, stop - start)
-        frames : (int, int)
-            The activations' frames ``[start, stop)``.
-        H : np.ndarray, shape (K, frames[1] - frames[0])
-
-        Raises
-        ------
-        CacheError
-            The disk is full or the folder cannot be written.
-        ValueError
-            Shapes that do not fit the entry.
-        """
-        n, audio, length = self.shape
-        block = np.ascontiguousarray(channels, dtype=np.float32)
-        if block.shape != (n, audio, stop - start) or not 0 <= start < stop <= length:
-            raise ValueError(
-                f"chunk {start}:{stop} of shape {block.shape} does not fit {self.shape}"
-            )
-        f0, f1 = frames
-        if H.shape != (self._H.shape[0], f1 - f0) or not 0 <= f0 < f1 <= self.frames:
-            raise ValueError(f"activations of shape {H.shape} do not fit frames {f0}:{f1}")
-        try:
-            for j in range(n):
-                for c in range(audio):
-                    offset = ((j * audio + c) * length + start) * 4
-                    data = block[j, c].data
-                    written = os.pwrite(self._fd, data, offset)
-                    if written != data.nbytes:
-                        raise OSError(errno.EIO, "short write")
-            self._H[:, f0:f1] = H
-            self._H.flush()
-            self._chunks.append(
-                {
-                    "start": int(start),
-                    "stop": int(stop),
-                    "crc": zlib.crc32(block.data),
-                    "frames": [int(f0), int(f1)],
-                    "h_crc": zlib.crc32(np.ascontiguousarray(H, dtype=np.float32).data),
-                }
-            )
-            self._write_record()
-        except OSError as exc:
-            raise self.cache._write_error(exc) from None
-
-    def _write_record(self) -> None:
-        record = {
-            "format": FORMAT_VERSION,
-            "names": self.names,
-            "shape": list(self.shape),
-            "frames": self.frames,
-            "meta": self.meta,
-            "chunks": self._chunks,
-        }
-        tmp = self.folder / f".{_RECORD}.{uuid.uuid4().hex[:8]}"
-        with tmp.open("w", encoding="utf-8") as f:
-            json.dump(record, f)
-        os.replace(tmp, self.folder / _RECORD)
-
-    def finish(self) -> None:
-        """Seal the complete entry and move it into place (one rename): from then on
-        :meth:`SeparationCache.load` serves it like any other.
-
-        Raises
-        ------
-        CacheError
-            Chunks are missing, or the folder cannot be written.
-        """
-        if not self.complete:
-            raise CacheError(f"cache entry {self.key[:12]} is missing chunks: ready {self.ready}")
-        try:
-            self._close_files()
-            fields = dict(self.meta)
-            names = self.names
-            # The record goes last: a reader polling it meanwhile sees every chunk
-            # ready, then the entry in place.
-            sealed = self.folder.parent / f".tmp-{self.key[:12]}-{uuid.uuid4().hex[:8]}"
-            sealed.mkdir()
-            for name in ("channels.f32", "W.npy", "H.npy"):
-                os.link(self.folder / name, sealed / name)
-            _seal(sealed, fields, names, self.shape)
-            try:
-                os.rename(sealed, self.folder.parent / self.key)
-            except OSError as exc:
-                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                    raise
-                shutil.rmtree(sealed, ignore_errors=True)  # another process stored it first
-        except OSError as exc:
-            raise self.cache._write_error(exc) from None
-        finally:
-            self.close()
-        shutil.rmtree(self.folder, ignore_errors=True)
-        self.cache._evict(keep=self.key)
-
-    def _close_files(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-        if self._H is not None:
-            self._H.flush()
-            self._H = None
-
-    def close(self) -> None:
-        """Stop writing: the lock is released and the partial entry left for a later
-        writer to resume (or :meth:`SeparationCache.clean_stale` to remove)."""
-        if self.closed:
-            return
-        self._close_files()
-        os.close(self._lock_fd)
-        self.closed = True
-
-    def __enter__(self) -> ChunkWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

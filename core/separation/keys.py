@@ -23,7 +23,8 @@ import numpy as np
 
 from ..audiofile.samples import validate_audio
 from ..errors import ParameterError
-from .cache import FORMAT_VERSION, cache_key
+from .cache import cache_key
+from .entry import FORMAT_VERSION
 from .presets import SeparationParams
 from .stems import load_stem_model
 

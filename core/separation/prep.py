@@ -15,6 +15,10 @@ Where the result goes depends on what the worker sees:
   writes one twice;
 - otherwise the separation comes back to the client, which stores it
   (:func:`stemdeck.core.separation.separate.store_separation`).
+
+The track's beat grid is found or computed with it (``core/beats``): kept in the
+shared cache folder's beat store by the worker, else returned for the client to
+keep.
 """
 
 from __future__ import annotations
@@ -28,12 +32,21 @@ from pathlib import Path
 import numpy as np
 
 from ..audiofile.files import load
+from ..beats.analysis import analyze_beats
+from ..beats.store import BeatRecord, BeatStore, track_record
 from ..errors import AudioFileError, StemdeckError
 from .cache import SeparationCache
 from .keys import SeparationSpec
 from .separate import Separation, separate
 
-__all__ = ["TOKEN_PREFIX", "TrackResult", "decode_bytes", "prepare_track", "sees_cache"]
+__all__ = [
+    "TOKEN_PREFIX",
+    "TrackResult",
+    "decode_bytes",
+    "prepare_track",
+    "sees_cache",
+    "track_beats",
+]
 
 #: Name prefix of the file a prep client leaves in its cache folder while it runs.
 TOKEN_PREFIX = ".prep-"
@@ -60,6 +73,13 @@ class TrackResult:
         Why the track failed: one line.
     cached : bool
         The entry was in the shared cache already: nothing was separated.
+    beat_key : str
+        The track's audio hash, its beat sidecar's name (empty without a grid).
+    beats : BeatRecord or None
+        Its beat analysis (and the user's edit, from a shared cache folder); None
+        when the analysis failed (``beats_error`` says why).
+    beats_error : str or None
+        Why the track has no beat grid: one line.
     """
 
     key: str
@@ -69,6 +89,9 @@ class TrackResult:
     entry: str | None = None
     error: str | None = None
     cached: bool = False
+    beat_key: str = ""
+    beats: BeatRecord | None = None
+    beats_error: str | None = None
 
 
 def sees_cache(root: str | os.PathLike[str], token: str) -> bool:
@@ -100,6 +123,19 @@ def decode_bytes(data: bytes, *, suffix: str, name: str = "track") -> tuple[np.n
         except AudioFileError as exc:
             message = str(exc).replace(repr(str(path)), repr(name)).replace(str(path), name)
             raise AudioFileError(message) from None
+
+
+def track_beats(
+    y: np.ndarray, sr: int, root: str | None
+) -> tuple[str, BeatRecord | None, str | None]:
+    """(audio hash, beat record, why there is none) of a decoded track; the record
+    read from or stored in the beat store under ``root`` when given."""
+    try:
+        store = BeatStore(root) if root is not None else None
+        key, record, _ = track_record(y, sr, store, lambda: analyze_beats(y, sr))
+    except StemdeckError as exc:
+        return "", None, str(exc)
+    return key, record, None
 
 
 def prepare_track(
@@ -150,6 +186,7 @@ def prepare_track(
             and cache_token is not None
             and sees_cache(cache_root, cache_token)
         )
+        beats = track_beats(y, sr, cache_root if shared else None)
         if shared:
             assert cache_root is not None
             cache = SeparationCache(cache_root, max_bytes=cache_max_bytes)
@@ -161,11 +198,22 @@ def prepare_track(
                     time.perf_counter() - t0,
                     entry=str(result.info["cache_path"]),
                     cached=result.from_cache,
+                    beat_key=beats[0],
+                    beats=beats[1],
+                    beats_error=beats[2],
                 )
             # The shared folder could not be written (full disk): the client tries.
             result.channels = np.asarray(result.channels)
         else:
             result = separate(y, sr, spec=spec, nmf_threads=nmf_threads)
-        return TrackResult(key, duration, time.perf_counter() - t0, separation=result)
+        return TrackResult(
+            key,
+            duration,
+            time.perf_counter() - t0,
+            separation=result,
+            beat_key=beats[0],
+            beats=beats[1],
+            beats_error=beats[2],
+        )
     except StemdeckError as exc:
         return TrackResult("", 0.0, time.perf_counter() - t0, error=str(exc))

@@ -31,6 +31,7 @@ from stemdeck.core.audiofile.stemfile_write import check_encodable
 from stemdeck.core.errors import ParameterError
 from stemdeck.core.separation.cache import SeparationCache
 from stemdeck.core.separation.keys import Mode, SeparationSpec
+from stemdeck.core.separation.prep import track_beats
 from stemdeck.core.separation.presets import load_separation_preset
 from stemdeck.core.separation.separate import ChannelSink, Separation, separate
 
@@ -84,7 +85,10 @@ def _separate(
     name: str,
     *,
     on_channel: ChannelSink | None = None,
+    grid: bool = False,
 ) -> Separation:
+    """Separate ``y`` (through the cache unless ``--no-cache``); with ``grid``, the
+    track's beat grid is found or computed and kept in the cache's beat store too."""
     spec = _spec(args)
     cache = None if args.no_cache else SeparationCache()
     if cache is not None:
@@ -105,6 +109,14 @@ def _separate(
     took = time.perf_counter() - t0
     source = "from the cache" if result.from_cache else f"in {took:.1f} s"
     log.info("%s: %d channels %s", name, len(result.names), source)
+    if grid and cache is not None:
+        beat_key, record, failed = track_beats(y, sr, str(cache.root))
+        if record is None:
+            log.warning("%s: no beat grid: %s", name, failed)
+        else:
+            shown = record.grid
+            assert shown is not None
+            log.debug("%s: beat grid %.2f BPM kept as %s", name, shown.bpm, beat_key[:12])
     return result
 
 
@@ -163,7 +175,7 @@ def cmd_separate(args: argparse.Namespace) -> int:
         out = Path(args.output)
         make_folder(out)
         tags = _source_tags(args, name)
-        result = _separate(args, y, sr, name)
+        result = _separate(args, y, sr, name, grid=True)
         path = output_path(out, [name], suffix=".stem.mp4")
         write_separated_stem_file(
             path, y, list(result.names), result.channels, sr, codec=args.codec, tags=tags
@@ -173,7 +185,7 @@ def cmd_separate(args: argparse.Namespace) -> int:
     folder = output_path(Path(args.output), [name])
     # The files are written while the next channels are computed.
     with ChannelFiles(folder, sr, args.format) as files:
-        result = _separate(args, y, sr, name, on_channel=files)
+        result = _separate(args, y, sr, name, on_channel=files, grid=True)
     print(f"wrote {len(files.written)} files to {printable_name(folder)}")
     return 0 if len(files.written) == len(result.names) else EXIT_ERROR
 

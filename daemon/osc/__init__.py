@@ -16,6 +16,10 @@ dispatch
     ``map_prefix``, ``Handler``, ``Group``), its counters (``Counters``), replies
     that come after their request was handled (``LateReply``, ``LateDeliver``:
     ``/track/load`` is answered when the load ends).
+grid
+    The beat grid's addresses: ``GridHandlers`` (``/track/bpm``, ``/track/grid``,
+    ``/track/key``, the grid's edits), ``grid_args``, ``GRID_EDITS``, ``GRID_VALUE``,
+    ``MAX_SHIFT_MS``.
 subscriptions
     Who gets feedback: ``Subscriptions`` (``/subscribe`` within the caps, the fixed
     targets of ``serve --feedback``), ``Subscriber``, ``SUBSCRIPTION_SECONDS``.

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Literal
 
+from stemdeck.core.beats.grid import BeatGrid
 from stemdeck.core.control.pattern import is_pattern
 from stemdeck.core.control.registry import Transaction
 from stemdeck.core.errors import ParameterError, StemdeckError
@@ -36,6 +37,7 @@ from stemdeck.core.mixer.commands import Command
 
 from ..host import Host
 from .args import no_args, number, own_port, scene_name, string
+from .grid import GRID_EDITS, GRID_VALUE, GridHandlers, grid_args
 from .limits import (
     ERROR_BUDGET,
     HOST_BURST,
@@ -104,6 +106,7 @@ class Group:
     txn: Transaction
     plan: Plan
     dry: bool  # validate only: take no rate-limit tokens
+    grid: BeatGrid | None = None  # the beat grid as this group's edits leave it
 
 
 LateDeliver = Callable[[Sender, Reply], None]
@@ -206,6 +209,13 @@ class OscControl:
             self.map(address, self._list)
         self.map("/sync/source", self._sync_source)
         self.map("/sync/anchor", self._sync_anchor)
+        grid = GridHandlers(self.host)
+        self.map("/track/bpm", grid.track_bpm)
+        self.map("/track/key", grid.track_key)
+        for address in ("/track/grid", GRID_VALUE):
+            self.map(address, grid.query)
+        for verb in GRID_EDITS:
+            self.map(f"/track/grid/{verb}", grid.edit)
         self.map_prefix("/ch/", self._control)
         self.map_prefix("/master/", self._control)
         self.map_prefix("/fx/", self._control)
@@ -395,7 +405,13 @@ class OscControl:
         if verb == "position" or (verb == "seek" and not args):
             no_args(address, args)
             group.plan.replies.append((address, [transport.position()]))
-        elif verb in ("playing", "length") or (verb in ("loop", "loop/region") and not args):
+        elif verb == "beat":
+            no_args(address, args)
+            grid = self.host.beats.require().grid
+            group.plan.replies.append((address, [grid.beat_at(transport.position())]))
+        elif verb in ("playing", "length") or (
+            verb in ("loop", "loop/region", "rate") and not args
+        ):
             group.plan.replies.append((address, transport.value(verb)))
         elif (command := transport.command(verb, args)) is not None:
             group.plan.commands.append(command)
@@ -538,8 +554,21 @@ class OscControl:
         out.append(("/transport/position", [transport.position()]))
         out.append(("/transport/loop", transport.value("loop")))
         out.append(("/transport/length", transport.value("length")))
+        out.append(("/transport/rate", transport.value("rate")))
         out += self.track_state(names)
+        out += self.beat_state()
         return out
+
+    def beat_state(self) -> list[Reply]:
+        """The beat grid's values: ``/track/bpm`` (0.0 with no grid), ``/track/grid``
+        (``0.0 0.0 0`` with none) and ``/track/key`` (``""`` while unknown)."""
+        beats = self.host.beats
+        grid = beats.grid()
+        return [
+            ("/track/bpm", [grid.bpm if grid is not None else 0.0]),
+            ("/track/grid", grid_args(grid)),
+            ("/track/key", [beats.key()]),
+        ]
 
     def track_state(self, names: Sequence[str] | None = None) -> list[Reply]:
         """The track's name, separation progress, channel names (and colours, for a

@@ -23,7 +23,8 @@ class FeedbackFrame:
 
     ``state`` is every value (channels by index, no position), ``changes`` the part
     of it that changed since the last round; meters are dBFS (floor -120), one per
-    channel then the master.
+    channel then the master; ``beat`` is the play head's beat position on the grid
+    (None: no grid).
     """
 
     state: list[Reply]
@@ -33,6 +34,7 @@ class FeedbackFrame:
     position: float
     names: list[str]
     status: str
+    beat: float | None = None
 
 
 Listener = Callable[[FeedbackFrame], None]
@@ -109,10 +111,14 @@ class Feedback:
         changes = self.changes(state)
         names = list(control.host.registry.names)
         peak_db = [max(gain_to_db(float(p)), -120.0) for p in meters.peak]
+        position = float(meters.position)
         tail: list[Reply] = [
             ("/meter", peak_db),
-            ("/transport/position", [float(meters.position)]),
+            ("/transport/position", [position]),
         ]
+        beat = control.host.beats.beat(position)
+        if beat is not None:  # at the position's rate, while there is a grid
+            tail.append(("/transport/beat", [beat]))
         if self.extra is not None:
             tail += self.extra()
         if wanted:
@@ -121,9 +127,10 @@ class Feedback:
                 changes=changes,
                 peak_db=peak_db,
                 rms_db=[max(gain_to_db(float(r)), -120.0) for r in meters.rms],
-                position=float(meters.position),
+                position=position,
                 names=names,
                 status=next((a[0] for k, a in tail if k == "/status"), ""),
+                beat=beat,
             )
             for listener, _ in listeners:
                 listener(frame)

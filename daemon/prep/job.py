@@ -24,6 +24,7 @@ from stemdeck.core.audiofile.files import load
 from stemdeck.core.audiofile.mp4 import is_mp4_path
 from stemdeck.core.audiofile.stemfile import probe, read_tags, stem_track_name
 from stemdeck.core.audiofile.stemfile_write import check_encodable
+from stemdeck.core.beats.store import BeatStore
 from stemdeck.core.errors import CacheError, ParameterError, StemdeckError
 from stemdeck.core.separation.cache import CacheLookup, SeparationCache
 from stemdeck.core.separation.keys import SeparationSpec
@@ -266,6 +267,7 @@ class _Job:
             return
         if self.tally is not None and not result.cached:
             self.tally.audio_separated += result.duration
+        rec.beats = self.keep_beats(track, result)
         sep: Separation | None
         if result.separation is not None:
             try:
@@ -286,6 +288,24 @@ class _Job:
                 return
             sep = Separation.from_entry(found.entry, self.opts.spec)
         self.finish(track, rec, sep, t0)
+
+    def keep_beats(self, track: PrepTrack, result: TrackResult) -> dict[str, Any] | None:
+        """Keep the worker's beat analysis in this cache's beat store (unless one is
+        stored: it and the user's edit stay); the report's form of the grid in force."""
+        analysis = result.beats.analysis if result.beats is not None else None
+        if analysis is None or not result.beat_key:
+            if result.beats_error:
+                log.warning("%s: no beat grid: %s", track.path.name, result.beats_error)
+            return None
+        record, _ = BeatStore(self.cache.root).load_or_analyze(result.beat_key, lambda: analysis)
+        grid = record.grid
+        assert grid is not None  # load_or_analyze gives an analysis
+        return {
+            "bpm": round(grid.bpm, 4),
+            "downbeat": round(grid.normalized().downbeat, 4),
+            "beats_per_bar": grid.beats_per_bar,
+            "key": record.analysis.key if record.analysis is not None else None,
+        }
 
     def _entry_unusable(self, rec: Record, track: PrepTrack, found: CacheLookup) -> None:
         if found.problem:

@@ -51,6 +51,8 @@ class Record:
     error: str | None = None
     index: int = -1  # the track's place in the job, for the report's order
     finished: float = 0.0  # seconds from the start of the job to this record
+    # The beat grid in force: bpm, downbeat, beats_per_bar, key (None: not known here)
+    beats: dict[str, Any] | None = None
 
     @property
     def note(self) -> str | None:
@@ -67,6 +69,7 @@ class Record:
             "worker": self.worker,
             "outcome": self.outcome,
             "finished": round(self.finished, 3),
+            "beats": self.beats,
         }
         if self.error is not None:
             out["error"] = printable_name(self.error)

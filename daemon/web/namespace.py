@@ -14,8 +14,9 @@ No node is both a value and a container, as clients such as python-oscquery
 require: where an OSC address has a value and addresses below it, the tree
 lists the value one level down (:data:`VALUE_CHILDREN`: ``/transport/loop`` as
 ``/transport/loop/region``, ``/meter`` as ``/meter/peak``, ``/channels`` as
-``/channels/names``, ``/ch/N/filter`` as ``/ch/N/filter/knob`` and ``/ch/N/echo``
-as ``/ch/N/echo/send``); OSC answers on both. A write-only node (``ACCESS`` 2)
+``/channels/names``, ``/track/grid`` as ``/track/grid/current``, ``/ch/N/filter`` as
+``/ch/N/filter/knob`` and ``/ch/N/echo`` as ``/ch/N/echo/send``); OSC answers on
+both. A write-only node (``ACCESS`` 2)
 carries a placeholder ``VALUE`` of its ``TYPE`` (0, 0.0, ""): such clients take
 a method's types from its ``VALUE``.
 """
@@ -28,8 +29,19 @@ from collections.abc import Sequence
 from typing import Any
 
 from stemdeck.core.audiofile.stemfile import NI_STEMS
+from stemdeck.core.beats.grid import BPM_LIMITS
 from stemdeck.core.control.registry import CHANNEL_PARAMS, MASTER_PARAMS, PARAM_ALIASES
-from stemdeck.core.mixer.params import ECHO_MAX_MS, ECHO_MIN_MS, MAX_DB, MAX_GAIN, OFF_DB
+from stemdeck.core.mixer.params import (
+    ECHO_MAX_MS,
+    ECHO_MIN_MS,
+    MAX_DB,
+    MAX_GAIN,
+    MAX_RATE,
+    MIN_RATE,
+    OFF_DB,
+)
+
+from ..osc.grid import GRID_VALUE, MAX_SHIFT_MS
 
 __all__ = [
     "ATTRIBUTES",
@@ -71,6 +83,7 @@ VALUE_CHILDREN = {
     "/transport/loop": "/transport/loop/region",
     "/meter": "/meter/peak",
     "/channels": "/channels/names",
+    "/track/grid": GRID_VALUE,
 }
 
 # A parameter with parameters below it (filter has filter/res) -> the child that
@@ -314,6 +327,23 @@ def build(snap: Snapshot) -> dict[str, Any]:
         value=v.get("/transport/playing"),
         range_=[{"MIN": 0, "MAX": 1}],
     )
+    transport["rate"] = _method(
+        "/transport/rate",
+        "f",
+        3,
+        "vinyl rate: speed and pitch together, gliding (1 the track's own speed)",
+        value=v.get("/transport/rate", [1.0]),
+        range_=[{"MIN": MIN_RATE, "MAX": MAX_RATE}],
+    )
+    transport["beat"] = _method(
+        "/transport/beat",
+        "f",
+        1,
+        "the play head's position on the beat grid, in beats from the first bar start "
+        "(negative before it; VALUE 0.0 with no grid); streamed with the position while "
+        "there is a grid",
+        value=v.get("/transport/beat", [0.0]),
+    )
     transport["length"] = _method(
         "/transport/length",
         "f",
@@ -357,6 +387,63 @@ def build(snap: Snapshot) -> dict[str, Any]:
             "the stems play as they are separated; 'ready' 1 when the channels play)",
             value=v.get("/track/progress"),
             range_=[None, {"MIN": 0.0, "MAX": 1.0}],
+        ),
+        "bpm": _method(
+            "/track/bpm",
+            "f",
+            3,
+            "the beat grid's tempo (0.0: no grid yet); setting it keeps the bar start "
+            "nearest the play head in place, and is stored with the track",
+            value=v.get("/track/bpm"),
+            range_=[{"MIN": BPM_LIMITS[0], "MAX": BPM_LIMITS[1]}],
+        ),
+        "key": _method(
+            "/track/key",
+            "s",
+            1,
+            "the musical key ('' while unknown: not estimated yet)",
+            value=v.get("/track/key"),
+        ),
+        "grid": _container(
+            "/track/grid",
+            "the beat grid and its edits (each stored with the track, answered with /track/grid)",
+            {
+                "current": _method(
+                    GRID_VALUE,
+                    "ffi",
+                    1,
+                    "bpm, first downbeat (s), beats per bar (0.0 0.0 0: no grid yet; "
+                    "also /track/grid)",
+                    value=v.get("/track/grid"),
+                    unit=["", "time.second", ""],
+                ),
+                "halve": _method("/track/grid/halve", "", 0, "half the tempo"),
+                "double": _method("/track/grid/double", "", 0, "twice the tempo"),
+                "shift": _method(
+                    "/track/grid/shift",
+                    "f",
+                    2,
+                    "move the grid later by f ms (earlier if negative)",
+                    range_=[{"MIN": -MAX_SHIFT_MS, "MAX": MAX_SHIFT_MS}],
+                ),
+                "downbeat": _method(
+                    "/track/grid/downbeat",
+                    "f",
+                    2,
+                    "a bar starts at f seconds (optional; default the play head)",
+                    range_=[seconds],
+                    unit=["time.second"],
+                ),
+                "tap": _method(
+                    "/track/grid/tap",
+                    "",
+                    0,
+                    "tap tempo: from three taps that agree, the tempo is the tapped one",
+                ),
+                "reset": _method(
+                    "/track/grid/reset", "", 0, "drop the edits: the analysis's grid again"
+                ),
+            },
         ),
         "list": _method(
             "/track/list",

@@ -211,6 +211,9 @@ class WebApp:
         host = self.control.host
         values["/sync/source"] = [host.sync.source]
         values["/sync/anchor"] = [host.sync.anchor]
+        beat = host.beats.beat(host.transport.position())
+        if beat is not None:
+            values["/transport/beat"] = [beat]
         n = len(names) + 1
         return namespace.Snapshot(
             values,

@@ -65,12 +65,16 @@ VALUE_ADDRESSES = (
     "/transport/playing",
     "/transport/loop",
     "/transport/length",
+    "/transport/rate",
     "/track/name",
     "/track/progress",
     "/channels",
     "/channels/colors",
+    "/track/bpm",
+    "/track/grid",
+    "/track/key",
 )
-STREAMS = ("/meter", "/meter/rms", "/transport/position", "/status")
+STREAMS = ("/meter", "/meter/rms", "/transport/position", "/transport/beat", "/status")
 # The tree's names for addresses with children (namespace.VALUE_CHILDREN): the same values.
 _ALIASES = {child: address for address, child in VALUE_CHILDREN.items()}
 
@@ -380,6 +384,8 @@ class WebSockets:
             "/transport/position": [frame.position],
             "/status": [frame.status],
         }
+        if frame.beat is not None:  # no grid: nothing to stream
+            streams["/transport/beat"] = [frame.beat]
         # Every client gets its own packet, made of messages encoded once per round.
         changes = dict(frame.changes)
         encoded: dict[str, bytes] = {}

@@ -53,7 +53,8 @@ NAMES = tuple(SPEC.channel_names())
 
 @dataclass
 class RecordingEngine:
-    """What the loader uses of the mixer: its rate, its strips, its play head and ``post``."""
+    """What the loader uses of the mixer: its rate, its strips, its play head (in the
+    frames of the track it plays: ``frame_rate``) and ``post``."""
 
     sr: int = SR
     max_channels: int = len(NAMES)
@@ -63,6 +64,12 @@ class RecordingEngine:
     def post(self, command: Command) -> bool:
         self.posted.append(command)
         return True
+
+    @property
+    def frame_rate(self) -> int:
+        """The rate of the last track posted (the mixer's :attr:`frame_rate`)."""
+        tracks = self.tracks()
+        return tracks[-1].track.sr if tracks else self.sr
 
     def tracks(self) -> list[SetTrack]:
         """Every ``SetTrack`` posted, in order."""
@@ -146,6 +153,42 @@ def test_a_file_replaced_after_the_read_is_separated_as_it_plays(
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert warnings == []
     assert _entries(cache) == [SPEC.key(y, SR)]
+
+
+def test_a_track_at_another_rate_than_the_engines_is_separated_as_it_plays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_memory_checked: None
+) -> None:
+    """A track at 22.05 kHz on a 48 kHz engine: its partial entry plays as it fills,
+    at the track's own rate (the mixer's read head converts it), over the original
+    at that rate; the worker separates from the play head in the track's frames."""
+    y = tone_mix(3.0, seed=4)
+    path = _library(tmp_path, y)
+    heads: list[int] = []
+    real_start = worker_module.SeparationWorker.start.__func__  # type: ignore[attr-defined]
+
+    def start(cls: type, *args: Any, **kwargs: Any) -> Any:
+        heads.append(kwargs["position"])
+        return real_start(cls, *args, **kwargs)
+
+    monkeypatch.setattr(worker_module.SeparationWorker, "start", classmethod(start))
+    cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
+    engine = RecordingEngine(sr=48000, position=SR)  # one second into the track
+    loader = TrackLoader(
+        engine, Registry(NAMES), NAMES, spec=SPEC, cache=cache, library=[path.parent]
+    )
+    loader.request(str(path))
+    _settled(loader)
+    loader.close()
+    assert loader.problem is None and loader.separated
+    original, progressive, separated = engine.tracks()
+    assert original.track.sr == SR and original.track.is_mix
+    np.testing.assert_array_equal(original.track.channels[0], y)
+    assert progressive.same_audio and progressive.track.sr == SR
+    assert progressive.track.ready is not None and progressive.track.mix is not None
+    np.testing.assert_array_equal(progressive.track.mix[0], y)
+    assert progressive.track.ready.tolist() == [1]
+    assert separated.track.sr == SR and separated.track.channels is progressive.track.channels
+    assert heads == [SR]  # the engine's position counts the playing track's frames
 
 
 def test_one_decode_and_one_hash_per_load(

@@ -17,6 +17,7 @@ from stemdeck.daemon.audio.sinks import NullSink
 SR = 48000
 
 
+@pytest.mark.slow  # about a second: the fast tier stays under a minute
 def test_null_clock_runs_in_real_time_and_records_the_master(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     channels = (0.1 * rng.standard_normal((3, 2, SR * 3))).astype(np.float32)

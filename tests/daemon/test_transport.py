@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from stemdeck.core.errors import ParameterError
-from stemdeck.core.mixer.commands import Loop, Pause, Play, Seek, SetTrack, Stop, Track
+from stemdeck.core.mixer.commands import Loop, Pause, Play, Rate, Seek, SetTrack, Stop, Track
 from stemdeck.core.mixer.engine import Mixer
 from stemdeck.daemon.transport import TransportControl
 
@@ -31,6 +31,10 @@ def test_verbs(mixer: Mixer) -> None:
     assert t.command("seek", [2]) == Seek(2.0)
     assert t.command("loop", [0.5, 1.0]) == Loop(0.5, 1.0)
     assert t.command("loop/off") == Loop(0.0, 0.0)
+    assert t.command("rate", [1.08]) == Rate(1.08)
+    assert t.command("rate", [2]) == Rate(2.0)
+    assert t.command("rate", [0.5]) == Rate(0.5)
+    assert t.value("rate") == [1.0]
 
 
 def test_a_button_acts_on_its_press_and_not_on_its_release(mixer: Mixer) -> None:
@@ -70,6 +74,11 @@ def test_a_button_acts_on_its_press_and_not_on_its_release(mixer: Mixer) -> None
         ("loop", [0.0, 1e306], r"loop end 1e\+306 s is past the end of the track \(1.000 s\)"),
         ("loop", [0.5, 1.01], r"loop end 1.01 s is past the end of the track \(1.000 s\)"),
         ("rewind", [], "unknown address /transport/rewind"),
+        ("rate", [2.01], r"^/transport/rate must be within 0.5..2, got 2.01$"),
+        ("rate", [0.25], r"^/transport/rate must be within 0.5..2, got 0.25$"),
+        ("rate", [float("nan")], r"^/transport/rate got nan$"),
+        ("rate", [True], r"^/transport/rate takes a number, got \[True\]$"),
+        ("rate", [1.0, 2.0], r"^/transport/rate takes a number, got \[1.0, 2.0\]$"),
     ],
 )
 def test_bad_verbs(mixer: Mixer, verb: str, args: list, reason: str) -> None:

@@ -76,7 +76,7 @@
   const GLOBAL_LISTENS = [
     "/master/fader", "/master/mute", "/master/filter", "/transport/playing", "/transport/position", "/transport/loop",
     "/transport/length", "/track/name", "/track/progress", "/channels", "/channels/colors",
-    "/meter", "/meter/rms",
+    "/meter", "/meter/rms", "/track/grid", "/transport/beat",
   ];
   function listenChannels(from, to) {
     for (let i = from; i <= to; i++) {
@@ -119,7 +119,10 @@
   }
 
   // --- state from the daemon -------------------------------------------------------------
-  const state = { playing: false, position: 0, length: 0, loop: [0, 0], names: [], colours: [], separating: false };
+  const state = {
+    playing: false, position: 0, length: 0, loop: [0, 0], names: [], colours: [], separating: false,
+    grid: [0, 0, 0], beat: null, // /track/grid (bpm 0: no grid yet), /transport/beat
+  };
   let strips = [];
   let master = null;
   const meters = { peak: [], rms: [] };
@@ -140,6 +143,8 @@
       case "/transport/loop": state.loop = [args[0], args[1]]; drawTransport(); break;
       case "/track/name": $("track-name").textContent = args[0] || "—"; break;
       case "/track/progress": showProgress(args[0], args[1]); break;
+      case "/track/grid": state.grid = args; if (!(args[0] > 0)) state.beat = null; drawTempo(); break;
+      case "/transport/beat": state.beat = args[0]; drawTempo(); break;
       case "/channels": setChannels(args.map(String)); break;
       case "/channels/colors": state.colours = args.map(String); colourStrips(); break;
       case "/meter": meters.peak = args; break;
@@ -496,6 +501,20 @@
     zone.style.left = `${(a / len) * 100}%`;
     zone.style.width = `${((b - a) / len) * 100}%`;
   }
+  // "128.0 BPM  bar 12 . 3": the grid's tempo, then the play head's bar and beat in it
+  function drawTempo() {
+    const [bpm, , perBar] = state.grid;
+    let text = bpm > 0 ? `${bpm.toFixed(1)} BPM` : "— BPM";
+    if (bpm > 0 && perBar > 0 && typeof state.beat === "number") {
+      const bar = Math.floor(state.beat / perBar) + 1;
+      const beat = Math.floor(((state.beat % perBar) + perBar) % perBar) + 1;
+      text += `  bar ${bar} . ${beat}`;
+    }
+    $("tempo").textContent = text;
+  }
+  $("grid-tap").addEventListener("click", () => send("/track/grid/tap"));
+  $("grid-halve").addEventListener("click", () => send("/track/grid/halve"));
+  $("grid-double").addEventListener("click", () => send("/track/grid/double"));
   let loopIn = null;
   $("play").addEventListener("click", () => send("/transport/toggle"));
   $("stop").addEventListener("click", () => send("/transport/stop"));

@@ -3,6 +3,9 @@ beat k at k * 60 / bpm, a bar every four beats from 0 s)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -140,3 +143,40 @@ def test_a_channel_of_another_length_is_one_exact_error(song_120: Song) -> None:
 def test_silence_gives_a_grid_and_no_crash() -> None:
     a = analyze_beats(np.zeros((2, 4 * SR), np.float32), SR)
     assert 70.0 <= a.bpm <= 180.0
+
+
+@pytest.mark.slow  # about a second: the fast tier stays under a minute
+def test_the_filter_banks_are_librosas_without_importing_it() -> None:
+    """The analysis computes librosa's mel and chroma filter banks itself: importing
+    ``librosa.filters`` (scipy.signal, numba) took about 2 s of a first grid."""
+    import librosa
+
+    from stemdeck.core.beats.analysis import chroma_filters, mel_filters, mel_frequencies
+
+    for sr, n_fft, n_mels, fmax in ((22050, 1024, 64, 8000.0), (44100, 2048, 40, 500.0)):
+        expected = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmax=fmax)
+        assert np.array_equal(mel_filters(sr, n_fft, n_mels, fmax), expected)
+        assert mel_filters(sr, n_fft, n_mels, fmax).dtype == expected.dtype == np.float32
+        assert np.array_equal(
+            mel_frequencies(n_mels, fmax), librosa.mel_frequencies(n_mels=n_mels, fmax=fmax)
+        )
+    for sr, n_fft, ctroct, octwidth in ((5512, 2048, 3.0, 1.0), (22050, 4096, 5.0, 2.0)):
+        expected = librosa.filters.chroma(
+            sr=sr, n_fft=n_fft, tuning=0.0, ctroct=ctroct, octwidth=octwidth
+        )
+        got = chroma_filters(sr, n_fft, ctroct=ctroct, octwidth=octwidth)
+        assert got.dtype == np.float32 and np.array_equal(got, expected)
+
+
+@pytest.mark.e2e  # a fresh interpreter: what the analysis imports
+def test_the_analysis_imports_no_librosa() -> None:
+    code = (
+        "import sys, numpy as np\n"
+        "from stemdeck.core.beats.analysis import analyze_beats\n"
+        "rng = np.random.default_rng(0)\n"
+        "analyze_beats(rng.uniform(-0.5, 0.5, (2, 3 * 22050)).astype(np.float32), 22050)\n"
+        "heavy = ('librosa', 'scipy', 'numba')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout == "[]\n"

@@ -189,6 +189,7 @@ def test_map_type() -> None:
         *(("note", 36 + i, f"/ch/{i + 1}/mute", "toggle", True) for i in range(8)),
         *(("note", 44 + i, f"/ch/{i + 1}/solo", "press", True) for i in range(8)),
         ("note", 52, "/transport/toggle", "trigger", True),
+        ("note", 53, "/track/grid/tap", "trigger", False),
     ]
     assert [(b.kind, b.number, b.target, b.mode, b.led) for b in m.bindings] == expected
     # all on MIDI channel 1, plain 7-bit values, no arguments

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from stemdeck.core.material.demo import STEM_NAMES, demo_track
 
@@ -16,6 +17,7 @@ def test_demo_is_deterministic_and_consistent() -> None:
     assert abs(20 * np.log10(np.abs(a.mix).max()) - (-1.0)) < 0.01
 
 
+@pytest.mark.slow  # about a second: the fast tier stays under a minute
 def test_demo_full_length_has_all_stems_active() -> None:
     demo = demo_track()
     assert 29 <= demo.mix.shape[1] / demo.sr <= 31

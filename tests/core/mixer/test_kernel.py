@@ -130,17 +130,22 @@ def test_a_non_finite_block_is_silenced_on_both_paths() -> None:
 _GIL_PROBE = """
 import gc, sys, threading, time
 import numpy as np
-from stemdeck.core.mixer.commands import EchoTarget, Play, Seek, SetTrack, StripTarget, Track
+from stemdeck.core.mixer.commands import (
+    EchoTarget, Play, Rate, Seek, SetTrack, StripTarget, Track
+)
 from stemdeck.core.mixer.engine import Mixer, enter_audio_thread
 
 SR = 48000
-fx = sys.argv[2:] == ["fx"]  # every strip filtered and sending to the echo
+fx = "fx" in sys.argv[2:]  # every strip filtered and sending to the echo
+rate = "rate" in sys.argv[2:]  # a 44.1 kHz track at rate 1.08: the read head between rates
 m = Mixer(max_channels=16, compiled=sys.argv[1] == "compiled")
 m.prepare(SR, 256, outputs="channels")  # the daemon's block
 rng = np.random.default_rng(1)
 channels = (rng.standard_normal((16, 2, SR)) * 0.2).astype(np.float32)
-m.post(SetTrack(Track(channels, SR, tuple(f"c{i}" for i in range(16)))))
+m.post(SetTrack(Track(channels, 44100 if rate else SR, tuple(f"c{i}" for i in range(16)))))
 m.post(Play())
+if rate:
+    m.post(Rate(1.08))
 if fx:
     m.post(EchoTarget(120.0, 0.7, 0.3, 1.0))
 out = np.zeros((256, m.out_channels), np.float32)
@@ -202,6 +207,20 @@ def test_an_fx_block_never_hands_the_gil_over() -> None:
     block too."""
     done = subprocess.run(
         [sys.executable, "-c", _GIL_PROBE, "compiled", "fx"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["moved", "0"]
+
+
+@pytest.mark.e2e
+def test_a_block_between_rates_never_hands_the_gil_over() -> None:
+    """The probe above with a 44.1 kHz track at rate 1.08: the read head's
+    interpolation (the kernel's ``read``) keeps the GIL through every block too."""
+    done = subprocess.run(
+        [sys.executable, "-c", _GIL_PROBE, "compiled", "rate"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -470,7 +489,7 @@ def test_buffer_formats() -> None:
     for bad in wrong:
         with pytest.raises(ValueError):
             _kernel.zero(bad)
-    assert _kernel.ABI == 3
+    assert _kernel.ABI == 4
 
 
 @pytest.mark.e2e

@@ -5,7 +5,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from stemdeck.core.mixer.commands import Loop, Play, Seek, SetTrack, StripTarget, Track
+from stemdeck.core.mixer.commands import Loop, Play, Rate, Seek, SetTrack, StripTarget, Track
 from stemdeck.core.mixer.engine import Mixer, enter_audio_thread
 
 SR = 48000
@@ -13,11 +13,11 @@ CHUNK = 4800  # samples per ready flag
 BLOCK = 256
 
 
-def exact_stems(n: int = 3, seconds: float = 1.0, seed: int = 0) -> np.ndarray:
+def exact_stems(n: int = 3, seconds: float = 1.0, seed: int = 0, sr: int = SR) -> np.ndarray:
     """Channels on a grid of 2**-12, small: their float32 sums are exact in any order,
     so the channels at unity equal the original sample for sample."""
     rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * SR)) / SR
+    t = np.arange(int(seconds * sr)) / sr
     out = np.empty((n, 2, len(t)), np.float32)
     for i in range(n):
         for side in (0, 1):
@@ -26,14 +26,14 @@ def exact_stems(n: int = 3, seconds: float = 1.0, seed: int = 0) -> np.ndarray:
     return out
 
 
-def _track(channels: np.ndarray, ready: np.ndarray) -> Track:
+def _track(channels: np.ndarray, ready: np.ndarray, sr: int = SR) -> Track:
     partial = channels.copy()
     for i, flag in enumerate(ready):  # unready chunks of a partial entry hold zeros
         if not flag:
             partial[:, :, i * CHUNK : (i + 1) * CHUNK] = 0.0
     names = tuple(f"ch{i}" for i in range(len(channels)))
     mix = channels.sum(axis=0, keepdims=True)
-    return Track(partial, SR, names, mix=mix, ready=ready, chunk=CHUNK)
+    return Track(partial, sr, names, mix=mix, ready=ready, chunk=CHUNK)
 
 
 def land(track: Track, channels: np.ndarray, *chunks: int) -> None:
@@ -182,6 +182,38 @@ def test_loop_wrapping_in_a_block_counts_its_start(loop_ready: bool) -> None:
     assert m.track is not None and not m.track.is_mix
     m.process(block)  # wraps to the loop's start: stems only if it is ready
     assert m.track.is_mix != loop_ready
+
+
+@pytest.mark.parametrize("rate", [1.0, 2.0])
+def test_at_another_rate_the_stems_play_only_where_every_tap_is_ready(rate: float) -> None:
+    """A 44.1 kHz track on a 48 kHz mixer, at the vinyl rate ``rate``: the read head
+    reads up to twice as many track frames as output frames, and its interpolator's
+    taps on either side. The stems (their unready chunks zeros) play only where all
+    of that is ready, so the output is the original's, read the same way, throughout;
+    the original takes over before the head's reach meets the first unready chunk."""
+    sr = 44100
+    channels = exact_stems(seconds=1.0, sr=sr)
+    ready = np.zeros(-(-channels.shape[2] // CHUNK), np.uint8)
+    ready[:4] = 1
+    original = Track(channels.sum(axis=0, keepdims=True), sr, ("mix",), is_mix=True)
+    outs = []
+    views = []
+    for track in (original, _track(channels, ready, sr)):
+        m = Mixer(max_channels=4)
+        m.prepare(SR, BLOCK)
+        m.post(SetTrack(track))
+        m.post(Rate(rate))
+        m.post(Play())
+        out = np.zeros((BLOCK * int(5 * CHUNK * SR / sr / (BLOCK * rate)), 2), np.float32)
+        for a in range(0, len(out), BLOCK):
+            m.process(out[a : a + BLOCK])
+            assert m.track is not None
+            views.append((m.position, m.track.is_mix))
+        outs.append(out)
+    np.testing.assert_allclose(outs[1], outs[0], atol=2e-6)
+    stems = [pos for pos, is_mix in views[len(views) // 2 :] if not is_mix]
+    assert stems and max(stems) < 4 * CHUNK  # the stems played, and only in ready chunks
+    assert views[-1][1]  # the original past them
 
 
 def test_progressive_blocks_allocate_no_array_data() -> None:

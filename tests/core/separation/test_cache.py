@@ -8,6 +8,7 @@ import pytest
 from conftest import SR, tone_mix
 from stemdeck.core.errors import CacheError
 from stemdeck.core.separation import cache as cache_mod
+from stemdeck.core.separation import entry as entry_mod
 from stemdeck.core.separation.cache import CacheLookup, SeparationCache, default_cache_dir
 from stemdeck.core.separation.keys import SeparationSpec
 from stemdeck.core.separation.presets import SeparationParams
@@ -42,6 +43,7 @@ def test_miss_then_hit_memory_mapped(
     assert second.names == first.names and second.groups == first.groups
 
 
+@pytest.mark.slow  # about a second: the fast tier stays under a minute
 def test_key_changes_with_audio_and_every_parameter(
     cache: SeparationCache, small_params: SeparationParams
 ) -> None:
@@ -89,7 +91,7 @@ def test_damaged_entry_is_detected_and_rebuilt(
     elif damage == "missing":
         (entry / "W.npy").unlink()
     elif damage == "version":
-        version = f'"format": {cache_mod.FORMAT_VERSION}'
+        version = f'"format": {entry_mod.FORMAT_VERSION}'
         meta = (entry / "meta.json").read_text().replace(version, '"format": 999')
         (entry / "meta.json").write_text(meta)
     with caplog.at_level(logging.WARNING, logger="stemdeck"):
@@ -230,7 +232,7 @@ def test_an_unreadable_entry_is_kept(
     key = "e" * 40
     _big_entry(cache, key)
 
-    def busy(path: Path, block: int = cache_mod.CHECK_BLOCK) -> list[int]:
+    def busy(path: Path, block: int = entry_mod.CHECK_BLOCK) -> list[int]:
         raise OSError(errno.EMFILE, "Too many open files")
 
     monkeypatch.setattr(cache_mod, "block_checksums", busy)

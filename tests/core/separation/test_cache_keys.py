@@ -1,6 +1,6 @@
 """Cache keys are a promise to every user's cache: pinned here, so no refactor turns
 a prepared library cold. If a change means to alter a key, it bumps
-``FORMAT_VERSION`` (core/separation/cache.py) and updates these digests on purpose."""
+``FORMAT_VERSION`` (core/separation/entry.py) and updates these digests on purpose."""
 
 from __future__ import annotations
 

@@ -73,6 +73,7 @@ def test_plan_covers_the_track_once_in_play_order() -> None:
     assert plan.order(10**9) == [7, 6, 5, 4, 3, 2, 1, 0]
 
 
+@pytest.mark.slow  # about a second: the fast tier stays under a minute
 def test_stems_chunked_equals_whole(song: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
     # A level on fewer frames than the track has: the bounded first pass as on a long track.
     monkeypatch.setattr(stems_module, "LEVEL_FRAMES", 200)
@@ -87,6 +88,7 @@ def test_stems_chunked_equals_whole(song: np.ndarray, monkeypatch: pytest.Monkey
     assert residual <= 1e-6 * np.abs(song).max()
 
 
+@pytest.mark.slow  # about a second: the fast tier stays under a minute
 def test_chunk_rules_cost_nothing_against_the_previous_whole_track_ones(song: np.ndarray) -> None:
     """The frame-relative mask floor and the sampled level (what makes chunks equal)
     against the block-relative floor and the full mean the separation had before."""
@@ -101,6 +103,7 @@ def test_chunk_rules_cost_nothing_against_the_previous_whole_track_ones(song: np
         assert sdr_db(before[j], now[j]) >= 60.0
 
 
+@pytest.mark.slow  # about a second: the fast tier stays under a minute
 def test_components_chunked_close_to_whole(small_params: SeparationParams) -> None:
     y = tone_mix(12.0)
     params = small_params.with_overrides(fit_frames=400, refine_iter=10)
@@ -115,6 +118,7 @@ def test_components_chunked_close_to_whole(small_params: SeparationParams) -> No
     assert residual <= 1e-6 * np.abs(y).max()
 
 
+@pytest.mark.slow  # about a second: the fast tier stays under a minute
 def test_two_threads_give_the_same_chunks_in_the_same_order(song: np.ndarray) -> None:
     separator = ChunkedSeparator(song, 22050, chunk_seconds=5.0)
     one, order_one = assemble(separator, workers=1)
@@ -139,6 +143,7 @@ def test_bad_chunk_requests_are_refused(song: np.ndarray) -> None:
         ChunkedSeparator(song, 22050, chunk_seconds=0)
 
 
+@pytest.mark.slow  # about a second: the fast tier stays under a minute
 def test_into_cache_makes_the_entry_separate_serves(song: np.ndarray, tmp_path) -> None:
     cache = SeparationCache(tmp_path)
     spec = SeparationSpec()
@@ -156,6 +161,7 @@ def test_into_cache_makes_the_entry_separate_serves(song: np.ndarray, tmp_path) 
     assert served.names == direct.names and served.groups == direct.groups
 
 
+@pytest.mark.slow  # about a second: the fast tier stays under a minute
 def test_partial_entry_is_readable_and_resumed(song: np.ndarray, tmp_path) -> None:
     cache = SeparationCache(tmp_path)
     key = SeparationSpec().key(song, 22050)
@@ -186,6 +192,7 @@ def test_partial_entry_is_readable_and_resumed(song: np.ndarray, tmp_path) -> No
     np.testing.assert_array_equal(np.asarray(found.entry.channels), whole)
 
 
+@pytest.mark.slow  # about a second: the fast tier stays under a minute
 def test_damaged_chunk_of_a_dead_writer_is_redone(song: np.ndarray, tmp_path) -> None:
     cache = SeparationCache(tmp_path)
     key = SeparationSpec().key(song, 22050)
@@ -206,6 +213,7 @@ def test_damaged_chunk_of_a_dead_writer_is_redone(song: np.ndarray, tmp_path) ->
     np.testing.assert_array_equal(np.asarray(found.entry.channels), whole)
 
 
+@pytest.mark.slow  # about a second: the fast tier stays under a minute
 def test_clean_stale_removes_abandoned_partial_entries_only(song: np.ndarray, tmp_path) -> None:
     cache = SeparationCache(tmp_path)
     separator = ChunkedSeparator(song, 22050, chunk_seconds=5.0)
@@ -221,6 +229,7 @@ def test_clean_stale_removes_abandoned_partial_entries_only(song: np.ndarray, tm
     live.close()
 
 
+@pytest.mark.slow  # about a second: the fast tier stays under a minute
 def test_a_garbled_ready_record_starts_the_entry_afresh(song: np.ndarray, tmp_path) -> None:
     cache = SeparationCache(tmp_path)
     key = "c" * 40

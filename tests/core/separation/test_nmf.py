@@ -81,6 +81,7 @@ def test_matches_scikit_learn_multiplicative_updates(V: np.ndarray) -> None:
     np.testing.assert_allclose(ours, HT.T, rtol=1e-3, atol=1e-5)
 
 
+@pytest.mark.slow  # about a second: the fast tier stays under a minute
 def test_solve_activations_fits_fixed_templates(V: np.ndarray) -> None:
     learned = nmf(V, 5, n_iter=60, tol=0)
     block = V[:, 100:164]

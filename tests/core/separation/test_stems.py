@@ -132,6 +132,7 @@ def test_silence() -> None:
     assert np.abs(result.channels).max() == 0.0
 
 
+@pytest.mark.slow  # about a second: the fast tier stays under a minute
 def test_held_back_song_separates() -> None:
     """A generated song from an evaluation seed: every stem well above the mixture.
 
@@ -178,6 +179,7 @@ def test_training_learns_to_separate_generated_songs(tmp_path: Path) -> None:
     assert min(gains) > 1.0, gains
 
 
+@pytest.mark.slow  # about a second: the fast tier stays under a minute
 def test_model_is_part_of_the_cache_key(tmp_path: Path) -> None:
     from stemdeck.core.separation.cache import SeparationCache
 

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from conftest import TINY
 from stemdeck.core.audiofile.files import load
 from stemdeck.core.beats.analysis import analyze_beats
-from stemdeck.core.beats.store import BeatStore, audio_hash
+from stemdeck.core.beats.store import BeatRecord, BeatStore, audio_hash
 from stemdeck.core.material.songs import SongSpec, render_song
 from stemdeck.core.separation.cache import default_cache_dir
 from stemdeck.daemon.cli import main
@@ -155,3 +156,24 @@ def test_a_file_that_is_not_audio_is_the_error_every_command_gives(tmp_path: Pat
     beats_err = capsys.readouterr().err
     assert main(["plot", str(notaudio), "-o", str(tmp_path / "x.png")]) == 1
     assert beats_err == capsys.readouterr().err
+
+
+def test_separate_keeps_the_grid_with_the_separation(
+    tmp_path: Path, song_wav: Path, capsys, monkeypatch
+) -> None:
+    """A separated track has its grid at once: `stemdeck beats` then reads it."""
+    y, sr = load(song_wav)
+    store = BeatStore(default_cache_dir())
+    key = audio_hash(y, sr)
+    store.path(key).unlink(missing_ok=True)  # another test of this module may have kept it
+    out = tmp_path / "out"
+    assert main(["separate", str(song_wav), "-o", str(out), "--preset", str(TINY)]) == 0
+    capsys.readouterr()
+    expected = analyze_beats(y, sr)
+    assert store.load(key) == BeatRecord(expected)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("analysed again although separate kept the analysis")
+
+    monkeypatch.setattr("stemdeck.daemon.cli.beats.analyze_beats", refuse)
+    assert _json(capsys, str(song_wav)) == expected.as_dict()

@@ -52,8 +52,11 @@ def test_separated_track_starts_from_the_cache_at_another_rate(tmp_path: Path, m
     common = ["--preset", str(FAST), "--components", "3"]
     for track in (first, second):
         assert main(["separate", str(track), "-o", str(tmp_path / "out"), *common]) == 0
-    entries = sorted(p.name for p in cache.iterdir())
+    # two separations, and beside them the beat store with each track's grid
+    entries = sorted(p.name for p in cache.iterdir() if p.name != "beats")
     assert len(entries) == 2
+    grids = sorted(p.name for p in (cache / "beats").iterdir())
+    assert [Path(g).suffix for g in grids] == [".json", ".json"]
     daemon = Daemon(
         [str(first), "--no-audio", *common, "--library", str(library)],
         {"STEMDECK_CACHE": str(cache), "STEMDECK_CONFIG": str(tmp_path / "config")},
@@ -71,4 +74,5 @@ def test_separated_track_starts_from_the_cache_at_another_rate(tmp_path: Path, m
     assert code == 0, err
     assert f"null clock, {NULL_CLOCK_RATE} Hz" in err
     assert "while separating" not in err  # no separation worker ever started
-    assert sorted(p.name for p in cache.iterdir()) == entries  # nothing new cached
+    assert sorted(p.name for p in cache.iterdir()) == sorted([*entries, "beats"])  # nothing new
+    assert sorted(p.name for p in (cache / "beats").iterdir()) == grids  # the grids: read

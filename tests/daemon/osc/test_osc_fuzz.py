@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from osc_grammar import Case, datagram
@@ -25,6 +26,7 @@ SENDER = ("127.0.0.1", 41000)
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+@pytest.mark.slow  # about a second: the fast tier stays under a minute
 @given(st.lists(datagram(), min_size=1, max_size=12))
 def test_fuzzed_datagrams_get_their_verdict(cases: list[Case]) -> None:
     host, server = make_server()

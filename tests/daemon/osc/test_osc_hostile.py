@@ -317,6 +317,7 @@ def messages(sock: socket.socket, until: str) -> list[tuple[str, list]]:
             return out
 
 
+@pytest.mark.slow  # about a second: the fast tier stays under a minute
 def test_the_scheduler_survives_a_bundle_that_fails_when_due() -> None:
     host, server = make_server()
     client = receiver()

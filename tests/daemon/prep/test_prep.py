@@ -27,6 +27,8 @@ from prep_hold import hold_env
 
 from conftest import SR, TINY, tone_mix
 from stemdeck.core.audiofile.files import load
+from stemdeck.core.beats.analysis import analyze_beats
+from stemdeck.core.beats.store import BeatRecord, BeatStore, audio_hash
 from stemdeck.core.separation import prep as core_prep
 from stemdeck.core.separation.cache import SeparationCache
 from stemdeck.core.separation.keys import SeparationSpec
@@ -189,15 +191,26 @@ def test_in_process_cluster_workers_without_the_cache_send_results_back(
     assert lines[1:] == [f"failed: {lib / name}: {why}" for name, why in BROKEN.items()]
     report = json.loads((tmp_path / "report.json").read_text())
     store = SeparationCache(cache)
+    beats = BeatStore(cache)
     for rec in report["tracks"]:
         if rec["outcome"] != "separated":
             assert rec["error"] == BROKEN[Path(rec["source"]).name]
+            assert rec["beats"] is None
             continue
         y, sr = load(rec["source"])
         key = SeparationSpec("components", params).key(y, sr)
         assert rec["hash"] == key and rec["worker"] == worker
         assert rec["duration"] == round(y.shape[1] / sr, 3)
         assert store.load(key).found  # the client stored what came back
+        # the beat grid came back with it, was kept in the beat store, and is reported
+        analysis = analyze_beats(y, sr)
+        assert beats.load(audio_hash(y, sr)) == BeatRecord(analysis)
+        assert rec["beats"] == {
+            "bpm": round(analysis.grid.bpm, 4),
+            "downbeat": round(analysis.grid.downbeat, 4),
+            "beats_per_bar": 4,
+            "key": None,
+        }
     # The same files `stemdeck separate` writes: format and every sample.
     for rel in TRACKS:
         ref = separate_reference(lib / rel, tmp_path / "ref")
@@ -351,15 +364,18 @@ def test_scheduler_and_worker_pair_rerun_does_nothing(
     assert len(workers) == 1 and workers.pop().startswith("tcp://127.0.0.1:")
     entries = sorted(p.name for p in (tmp_path / "cache").iterdir())
     assert entries[0] == INDEX_NAME  # the rerun below stats the files, decodes none
-    entries = entries[1:]
+    entries = [e for e in entries[1:] if e != "beats"]  # beats/: the grids, apart
     assert len(entries) == 3 and not any(e.startswith(".") for e in entries)
+    assert len(list((tmp_path / "cache" / "beats").iterdir())) == 3
     again = prep_cli(*args, *COMMON, env=env)
     assert again.stdout.splitlines()[0].endswith(
         "0 separated, 3 cached, 0 up to date, 0 stem files, 2 failed"
     ), again.stdout
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["workers"] == 0  # nothing to do: the cluster was not even used
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [INDEX_NAME, *entries]
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted(
+        [INDEX_NAME, *entries, "beats"]
+    )
 
 
 @pytest.mark.e2e
@@ -394,7 +410,9 @@ def test_a_worker_killed_mid_task_the_track_comes_out_once(tmp_path: Path) -> No
     records = json.loads(report.read_text())["tracks"]
     assert [(r["source"], r["outcome"]) for r in records] == [(str(lib / TRACKS[0]), "separated")]
     assert sorted(p.name for p in (out / "a" / "one").iterdir()) == [f"{n}.wav" for n in NAMES]
-    assert len([p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")]) == 1
+    cache = tmp_path / "cache"
+    assert len([p for p in cache.iterdir() if p.name[0] != "." and p.name != "beats"]) == 1
+    assert len(list((cache / "beats").iterdir())) == 1  # the track's beat grid, once
 
 
 def with_sigint(disposition: str) -> list[str]:

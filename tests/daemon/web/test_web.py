@@ -23,6 +23,7 @@ from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient, TestServer
 from osc_host import FakeHost, LibraryHost, latin1_library, make_server
 
+from stemdeck.core.beats.grid import BeatGrid
 from stemdeck.daemon.osc import Feedback, OscServer
 from stemdeck.daemon.osc.wire import Bundle, Message, decode, encode_bundle, encode_message
 from stemdeck.daemon.web import namespace, security, websocket
@@ -194,6 +195,7 @@ def test_every_namespace_method_is_an_osc_address() -> None:
     (a query for readable ones), none is unknown to dispatch."""
 
     async def body(client, host, osc, feedback, app) -> None:
+        host.give_grid(BeatGrid(120.0, 0.5, 4))  # /track/bpm, /track/grid answer
         root = await (await client.get("/")).json()
         methods = []
 
@@ -205,9 +207,9 @@ def test_every_namespace_method_is_an_osc_address() -> None:
 
         walk(root)
         # ch (by index and name, filters and echo sends included), master, fx/echo,
-        # transport, sync, track, scene, channels, meter,
+        # transport, sync, track (the beat grid's 9 included), scene, channels, meter,
         # state/subscribe/unsubscribe/ping/status, midi
-        assert len(methods) == 8 * 10 + 6 + 4 + 10 + 2 + 4 + 3 + 1 + 2 + 5 + 1
+        assert len(methods) == 8 * 10 + 6 + 4 + 12 + 2 + 4 + 9 + 3 + 1 + 2 + 5 + 1
         sender = ("127.0.0.1", 7)
         for node in methods:
             if node["ACCESS"] & 1 and node["FULL_PATH"] not in ("/meter/peak", "/meter/rms"):
@@ -678,6 +680,7 @@ def test_a_client_that_falls_behind_is_closed_with_1013() -> None:
     run(body)
 
 
+@pytest.mark.slow  # about a second: the fast tier stays under a minute
 def test_a_client_that_never_reads_is_cut_when_the_heartbeat_fails(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

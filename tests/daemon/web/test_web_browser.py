@@ -747,6 +747,42 @@ def test_phone_width_no_page_scroll_every_fader_reachable(served: tuple[Daemon, 
         client.close()
 
 
+def test_the_page_shows_the_tempo_and_the_bar_and_edits_the_grid(
+    served: tuple[Daemon, Path],
+) -> None:
+    """``128.0 BPM  bar N . B`` from /track/grid and the streamed /transport/beat; the
+    page's halve and double are the daemon's grid edits."""
+    from selenium.webdriver.common.by import By
+
+    daemon, _ = served
+    client = Client(daemon.port)
+    d = browser()
+
+    def tempo(d: Chrome) -> str:
+        return str(d.find_element(By.ID, "tempo").text)
+
+    def shows(bpm: str) -> Callable[[Chrome], bool]:
+        return lambda d: re.fullmatch(rf"{bpm} BPM  bar -?\d+ \. [1-4]", tempo(d)) is not None
+
+    try:
+        wait_osc_reply(client, "/track/name", lambda a: a == ["tones"], "tones not playing")
+        wait_osc_reply(client, "/track/bpm", lambda a: len(a) == 1, "no beat grid", 3 * WAIT)
+        replies = client.ask("/track/bpm", 128.0)  # the downbeat: the play head's bar's
+        assert [(a, v[0], v[2]) for a, v in replies] == [("/track/grid", 128.0, 4)]
+        open_page(d, daemon.http_url())
+        wait_for(d, shows("128.0"), "the page does not show 128.0 BPM and the bar")
+        d.find_element(By.ID, "grid-halve").click()
+        wait_for(d, shows("64.0"), "halved: the page does not show 64.0 BPM")
+        assert osc_value(client, "/track/bpm") == 64.0
+        d.find_element(By.ID, "grid-double").click()
+        wait_for(d, shows("128.0"), "doubled: the page does not show 128.0 BPM")
+        assert osc_value(client, "/track/bpm") == 128.0
+    finally:
+        d.quit()
+        client.send("/track/grid/reset")
+        client.close()
+
+
 def test_track_picked_separates_then_its_strips_show(served: tuple[Daemon, Path]) -> None:
     """Picked in the page's track list and loaded: a plain file shows its separation
     progress (the strips dimmed meanwhile), then plays its channels; a stem file with
