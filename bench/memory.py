@@ -1,6 +1,6 @@
 """Memory and time to stems of the daemon, by the track's length (issue #22).
 
-    .venv/bin/python bench/memory.py [--minutes 3 10 60] [--rate 48000]
+    .venv/bin/python bench/memory.py [--minutes 3 10 60] [--rate 44100]
 
 For each length a track is generated (tones and noise bursts, 16-bit WAV, so any
 machine can run it) and served by ``stemdeck serve TRACK --no-audio`` as a
@@ -19,9 +19,10 @@ start:
 
 Targets (the issue): first stems <= 2 s for every length; all stems for 3 minutes
 <= 3 s; daemon steady RssAnon <= 150 MB and peak <= 300 MB; worker peak <= 600 MB.
-``--rate`` is the generated track's rate: 48000 (default) plays without any
-resampling on the 48 kHz null clock; at 44100 the daemon resamples the channels
-until the mixer reads at the track's own rate.
+``--rate`` is the generated track's rate: 44100 (default, the issue's case) plays
+at its own rate through the mixer's read head on the 48 kHz null clock, as any rate
+from 8 to 192 kHz does (no resampled copy, the stems as they come alike); 48000
+reads frame for frame.
 """
 
 from __future__ import annotations
@@ -167,7 +168,7 @@ def serve_once(track: Path, cache: Path) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, nargs="+", default=[3.0, 10.0, 60.0])
-    parser.add_argument("--rate", type=int, default=48000)
+    parser.add_argument("--rate", type=int, default=44100)
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="stemdeck-memory-") as tmp:

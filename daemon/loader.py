@@ -542,7 +542,9 @@ class TrackLoader:
 
         command = SetTrack(progressive.track(sr, self.names), same_audio=True)
         if self._post_track(lambda: self.current(gen), command, self.names, posted):
-            log.info("%s: stems play as their chunks are separated", name)
+            # A debug line: the status line and /track/progress say it ("stems N%
+            # ready"), and a start prints only what a user needs (tests/daemon/cli).
+            log.debug("%s: stems play as their chunks are separated", name)
 
     def _give_up(self, gen: int, reason: str) -> None:
         """No channels for generation ``gen``: the original goes on playing, and says so."""
