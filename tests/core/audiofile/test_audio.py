@@ -1,3 +1,4 @@
+import errno
 import logging
 import mmap
 import os
@@ -258,3 +259,42 @@ def test_load_mapped_refuses_what_load_refuses(tmp_path: Path) -> None:
         load(path)
     assert str(mapped.value) == str(loaded.value)
     assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_load_mapped_writes_whole_blocks_through_short_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(7)
+    path = tmp_path / "song.wav"
+    sf.write(path, 0.3 * rng.standard_normal((5000, 2)), 22050, subtype="FLOAT")
+    real = os.pwrite
+
+    def short(fd: int, data: bytes | memoryview, offset: int) -> int:
+        return real(fd, data[:1000], offset)  # the kernel may write less than asked
+
+    monkeypatch.setattr(os, "pwrite", short)
+    y, _ = load_mapped(path, tmp_path / "cache", block=1024)
+    monkeypatch.undo()
+    np.testing.assert_array_equal(y, load(path)[0])
+
+
+def test_load_mapped_on_a_full_disk_is_an_oserror_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk is an OSError the caller can fall back from (the loader decodes
+    into memory then), not a SIGBUS in a store into the map; no file nor descriptor
+    stays behind."""
+    path = tmp_path / "song.wav"
+    sf.write(path, np.zeros((5000, 2)), 22050, subtype="PCM_16")
+
+    def full(fd: int, data: bytes | memoryview, offset: int) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    fds = sorted(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(os, "pwrite", full)
+    with pytest.raises(OSError) as raised:
+        load_mapped(path, tmp_path / "cache", block=1024)
+    monkeypatch.undo()
+    assert raised.value.errno == errno.ENOSPC
+    assert list((tmp_path / "cache").iterdir()) == []
+    assert sorted(os.listdir("/proc/self/fd")) == fds
