@@ -175,7 +175,8 @@ class Live:
             if self.proc.poll() is not None:
                 raise SystemExit(f"daemon exited:\n{self.log()[-3000:]}")
             found = re.search(r"mixer on http://[^:]+:(\d+)/", self.log())
-            if found and self.status().split(" | ")[0].endswith(" ready"):
+            state = self.status().split(" | ")[0]  # ready: not "stems N% ready"
+            if found and state.endswith(" ready") and not state.endswith("% ready"):
                 return int(found.group(1))
             time.sleep(0.3)
         raise SystemExit(f"daemon not ready:\n{self.log()[-3000:]}")

@@ -86,7 +86,8 @@ def wait_ready(client: Client, timeout: float = 120.0) -> str:
         client.drain()
         client.send("/status")
         for addr, args in client.receive(0.3, settle=0.0):
-            if addr == "/status" and args[0].split(" | ")[0].endswith(" ready"):
+            state = args[0].split(" | ")[0]  # ready: not "stems N% ready"
+            if addr == "/status" and state.endswith(" ready") and not state.endswith("% ready"):
                 return args[0]
     raise SystemExit("daemon not ready")
 

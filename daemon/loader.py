@@ -81,7 +81,7 @@ from .track_source import (
     source_name,
 )
 
-__all__ = ["LOAD_FAILED", "TrackLoader"]
+__all__ = ["LOAD_FAILED", "STEMS_STAGE", "Progressive", "TrackLoader"]
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,42 @@ POST_RETRY_S = 1.0
 POST_RETRY_INTERVAL_S = 0.01
 #: The stage ``/track/progress`` shows while the last request's failure stands.
 LOAD_FAILED = "load failed"
+#: The stage ``/track/progress`` shows while the stems play as their chunks come in;
+#: its fraction is the share of chunks ready.
+STEMS_STAGE = "stems"
+#: How often the play head is handed to the separation worker, in seconds.
+HEAD_POLL_S = 0.1
+
+
+class Progressive:
+    """A track's cache entry played as it fills: its channels (a read-only memory
+    map of the partial entry), its original, and one ready flag per chunk.
+
+    The flags are written by the loader's watcher thread once a chunk's samples are
+    in the entry (the worker wrote them before it reported the chunk), and read by
+    the audio thread: one byte each, no lock.
+    """
+
+    def __init__(self, channels: np.ndarray, mix: np.ndarray, chunks: int, size: int) -> None:
+        self.channels = channels
+        self.mix = mix
+        self.size = size
+        self.ready = np.zeros(chunks, np.uint8)
+        self.posted = False  # the engine took it
+
+    def track(self, sr: int, names: Sequence[str]) -> Track:
+        return Track(
+            self.channels, sr, tuple(names), mix=self.mix, ready=self.ready, chunk=self.size
+        )
+
+    def land(self, start: int, stop: int) -> None:
+        """Samples ``[start, stop)`` are in: their chunk is ready."""
+        self.ready[min(start // self.size, len(self.ready) - 1)] = 1
+
+    @property
+    def fraction(self) -> float:
+        """The share of chunks ready."""
+        return float(np.count_nonzero(self.ready)) / len(self.ready)
 
 
 class TrackLoader:
@@ -98,7 +134,8 @@ class TrackLoader:
 
     Parameters
     ----------
-    engine : the mixer (``sr``, ``max_channels`` and ``post`` are used)
+    engine : the mixer (``sr``, ``max_channels``, ``post``, ``position`` and
+        ``frame_rate`` are used)
     registry : Registry
         Its whole state is posted with each ``SetTrack``, in one command, so the
         channels start at the current levels.
@@ -115,7 +152,7 @@ class TrackLoader:
         How the separation worker is started (default: spawn; a test forks).
     limits : TrackLimits, optional
         The longest track and the memory check (default: :class:`TrackLimits`
-        for ``spec``'s mode).
+        for ``spec``'s mode, chunked with a cache).
     beats : TrackBeats, optional
         Told of every track that starts playing, to find or compute its beat grid.
     """
@@ -140,7 +177,7 @@ class TrackLoader:
         self.cache = cache
         self.library = list(library)
         self.mp_context: ProcessContext = mp_context or mp.get_context("spawn")
-        self.limits = limits or TrackLimits(mode=spec.mode)
+        self.limits = limits or TrackLimits(mode=spec.mode, chunked=cache is not None)
         self.beats = beats
         self.generation = 0  # of the playing track
         self.track_name = ""  # the playing track
@@ -232,7 +269,11 @@ class TrackLoader:
         if stems is not None:
             self._publish_stems(stems, request)
             return
-        y, sr, name = read_source(request.source, None)
+        # Decoded into a memory map of a file in the cache folder (page cache, not
+        # the daemon's heap: its RssAnon stays flat in the track's length).
+        y, sr, name = read_source(
+            request.source, None, self.cache.root if self.cache is not None else None
+        )
         if plays_at(sr):  # the read head converts the rate as it reads
             track = Track(y[np.newaxis], sr, ("mix",), is_mix=True)
         else:
@@ -397,6 +438,7 @@ class TrackLoader:
                     spec=self.spec,
                     key=key if cache_root is not None else None,
                     cache_root=cache_root,
+                    position=self._head(sr),
                 )
             except OSError as exc:  # no process or pipe to be had (too many open files)
                 failed = f"separation not started: {exc.strerror or exc}"
@@ -408,13 +450,26 @@ class TrackLoader:
             return
         log.info("%s: playing the original while separating (%s mode)", name, self.spec.mode)
         threading.Thread(
-            target=self._watch, args=(worker, sr, gen, name), name="stemdeck-watch", daemon=True
+            target=self._watch,
+            args=(worker, y, sr, gen, name),
+            name="stemdeck-watch",
+            daemon=True,
         ).start()
 
-    def _watch(self, worker: SeparationWorker, sr: int, gen: int, name: str) -> None:
+    def _watch(self, worker: SeparationWorker, y: np.ndarray, sr: int, gen: int, name: str) -> None:
+        """Generation ``gen``'s worker's reports, until its channels play or it fails.
+
+        Chunks stream in (``("entry", ...)``, then ``("chunk", start, stop)``): at a
+        rate the read head takes the partial entry plays as it fills (:class:`Progressive`); every
+        :data:`HEAD_POLL_S` the play head goes to the worker, which separates from it."""
+        progressive: Progressive | None = None
         try:
             while True:
                 try:
+                    if worker.position is not None:  # where to separate next
+                        worker.position.value = self._head(sr)
+                    if not worker.poll(HEAD_POLL_S):
+                        continue
                     msg = worker.recv()
                 except (EOFError, OSError):
                     self._give_up(gen, "separation stopped before it finished")
@@ -426,6 +481,22 @@ class TrackLoader:
                     with self._lock:
                         if self.current(gen):
                             self.progress = (msg[1], float(msg[2]))
+                elif kind == "entry":
+                    progressive = self._progressive(str(msg[1]), int(msg[2]), int(msg[3]), y, sr)
+                    if progressive is not None:
+                        self._post_progressive(progressive, sr, gen, name)
+                elif kind == "chunk":
+                    if progressive is not None:
+                        progressive.land(int(msg[1]), int(msg[2]))
+                        with self._lock:
+                            if self.current(gen) and not self.separated:
+                                self.progress = (STEMS_STAGE, progressive.fraction)
+                elif kind == "done" and progressive is not None and progressive.posted:
+                    worker.release()
+                    # Every chunk is in: the channels alone (the original goes).
+                    if self._publish(progressive.channels, sr, gen):
+                        log.info("%s: channels ready", name)
+                    return
                 elif kind == "done":
                     worker.release()  # the audio is separated: its memory goes now
                     channels = self._verified(str(msg[1]))
@@ -447,6 +518,41 @@ class TrackLoader:
             self._give_up(gen, "channels not published: not enough memory")
         finally:
             worker.finish()
+
+    def _head(self, sr: int) -> int:
+        """The engine's play head in samples at the rate ``sr`` (the engine counts
+        the frames of the track it plays, at that track's own rate)."""
+        engine = self.engine
+        rate = engine.frame_rate or sr
+        return int(engine.position) * sr // rate
+
+    def _progressive(
+        self, key: str, chunks: int, size: int, y: np.ndarray, sr: int
+    ) -> Progressive | None:
+        """The partial entry ``key`` to play as it fills, or None when it cannot
+        (a rate the read head does not take, or the entry cannot be read). Its
+        channels and original play at the source's rate ``sr``: the mixer's read
+        head converts it to the device's as it reads."""
+        if self.cache is None or not plays_at(sr):
+            return None
+        partial = self.cache.open_partial(key)
+        if partial is None or partial.channels.shape != (len(self.names), *y.shape):
+            return None
+        return Progressive(partial.channels, y[np.newaxis], chunks, size)
+
+    def _post_progressive(self, progressive: Progressive, sr: int, gen: int, name: str) -> None:
+        """Play generation ``gen``'s partial entry in place of its original (the
+        original plays on where no chunk is ready yet)."""
+
+        def posted() -> None:
+            progressive.posted = True
+            self.progress = (STEMS_STAGE, progressive.fraction)
+
+        command = SetTrack(progressive.track(sr, self.names), same_audio=True)
+        if self._post_track(lambda: self.current(gen), command, self.names, posted):
+            # A debug line: the status line and /track/progress say it ("stems N%
+            # ready"), and a start prints only what a user needs (tests/daemon/cli).
+            log.debug("%s: stems play as their chunks are separated", name)
 
     def _give_up(self, gen: int, reason: str) -> None:
         """No channels for generation ``gen``: the original goes on playing, and says so."""

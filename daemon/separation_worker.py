@@ -15,9 +15,21 @@ error, a superseded request, a killed worker and the daemon's exit. If the
 daemon itself is killed, multiprocessing's resource tracker, which outlives it,
 unlinks the segment once the worker has gone (within 0.1 s of its parent).
 
+With a cache the track is separated in chunks (``core/separation/chunks.py``),
+each written into the cache entry as it is done (``.partial-<key>``), two at a
+time, in play order: the chunk under the play head first, then those after it,
+then those before it. The play head is re-read before each chunk is started,
+from a shared 64-bit integer the daemon writes (:attr:`SeparationWorker.position`,
+in samples of the track's own rate), so a seek re-prioritises within a chunk's
+time without restarting anything (a restarted stream would first re-verify
+every chunk written so far). Chunks a killed worker left in the entry are kept.
+
 Messages, worker to daemon, over a one-way pipe::
 
     ("progress", stage, fraction)   at most every 0.2 s, and at each stage's end
+    ("entry", key, chunks, size)    the partial entry exists (``open_partial``):
+                                    ``chunks`` chunks of ``size`` samples
+    ("chunk", start, stop)          samples ``[start, stop)`` are in the entry
     ("done", key)                   the channels are in the cache under ``key``
     ("data", channels)              no cache (disabled, or full): the channels
     ("error", message)              one line; the daemon plays the original on
@@ -32,6 +44,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -42,12 +55,20 @@ import numpy as np
 
 from stemdeck.core.errors import StemdeckError
 from stemdeck.core.separation.cache import SeparationCache
+from stemdeck.core.separation.chunks import CHUNK_SECONDS, Chunk, ChunkedSeparator
 from stemdeck.core.separation.keys import SeparationSpec
 from stemdeck.core.separation.separate import separate
 
 from .realtime import children_on_every_cpu
 
-__all__ = ["SHARED_PREFIX", "ProcessContext", "SeparationWorker", "SharedAudio", "WorkerJob"]
+__all__ = [
+    "SHARED_PREFIX",
+    "ProcessContext",
+    "SeparationWorker",
+    "SharedAudio",
+    "WorkerJob",
+    "stream_into_cache",
+]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +84,8 @@ class ProcessContext(Protocol):
     def Process(self) -> Callable[..., BaseProcess]: ...
 
     def Pipe(self, duplex: bool = True) -> tuple[Connection, Connection]: ...
+
+    def RawValue(self, typecode_or_type: Any, *args: Any) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -96,6 +119,7 @@ class WorkerJob:
     key: str | None
     cache_root: str | None
     parent: int
+    position: Any = None  # the play head (a shared int64, ``RawValue("q")``), or None
 
 
 def share_audio(y: np.ndarray) -> SharedMemory:
@@ -139,11 +163,20 @@ class SeparationWorker:
     number of times.
     """
 
-    def __init__(self, process: BaseProcess, conn: Connection, shm: SharedMemory | None) -> None:
+    def __init__(
+        self,
+        process: BaseProcess,
+        conn: Connection,
+        shm: SharedMemory | None,
+        position: Any = None,
+    ) -> None:
         self.process = process
         self.conn = conn
         self._shm = shm
         self._lock = threading.Lock()
+        #: The play head the worker separates from (samples at the track's rate):
+        #: a shared int64 (``.value``) the daemon writes, or None.
+        self.position = position
 
     @classmethod
     def start(
@@ -155,11 +188,13 @@ class SeparationWorker:
         spec: SeparationSpec,
         key: str | None,
         cache_root: str | None,
+        position: int = 0,
     ) -> SeparationWorker:
         """Hand ``y`` (the track at its own rate ``sr``) over and start a worker on it.
 
         ``key`` with ``cache_root``: the entry is filed under ``key`` in that cache
-        folder, and "done" carries it.
+        folder, and "done" carries it; its chunks are separated from the play head
+        ``position`` (samples at ``sr``; later ones through :attr:`position`).
         """
         shm: SharedMemory | None = None
         audio: SharedAudio | np.ndarray
@@ -172,12 +207,13 @@ class SeparationWorker:
                 exc.strerror or exc,
             )
             audio = np.ascontiguousarray(y, dtype=np.float32)
-        job = WorkerJob(audio, sr, spec, key, cache_root, os.getpid())
+        head = context.RawValue("q", int(position))
+        job = WorkerJob(audio, sr, spec, key, cache_root, os.getpid(), head)
         parent, child = context.Pipe(duplex=False)
         process = context.Process(
             target=run, name="stemdeck-separate", daemon=True, args=(job, child)
         )
-        worker = cls(process, parent, shm)
+        worker = cls(process, parent, shm, head)
         try:
             with children_on_every_cpu():  # not the audio's pin (realtime.py)
                 process.start()
@@ -199,6 +235,10 @@ class SeparationWorker:
         """The segment's name while it exists (None once released, or never made)."""
         shm = self._shm
         return shm.name if shm is not None else None
+
+    def poll(self, timeout: float) -> bool:
+        """Whether a message (or the pipe's end) is there within ``timeout`` s."""
+        return self.conn.poll(timeout)
 
     def recv(self) -> tuple[Any, ...]:
         """The next message (EOFError or OSError once the worker is gone)."""
@@ -270,6 +310,9 @@ def run(job: WorkerJob, conn: Connection) -> None:
                 last[0] = now
                 conn.send(("progress", stage, fraction))
 
+        if cache is not None and job.key is not None:
+            if stream_into_cache(y, job, cache, job.key, conn, threads=nmf_threads):
+                return
         result = separate(
             y,
             job.sr,
@@ -296,6 +339,74 @@ def run(job: WorkerJob, conn: Connection) -> None:
             conn.close()
         except OSError:
             pass
+
+
+def stream_into_cache(
+    y: np.ndarray,
+    job: WorkerJob,
+    cache: SeparationCache,
+    key: str,
+    conn: Connection,
+    *,
+    threads: int | None = None,
+    workers: int = 2,
+    chunk_seconds: float = CHUNK_SECONDS,
+) -> bool:
+    """Separate ``y`` chunk by chunk into the cache entry ``key`` and report each
+    chunk through ``conn`` as it lands (the module's messages).
+
+    ``workers`` chunks at a time, each started in play order
+    (:meth:`~stemdeck.core.separation.chunks.ChunkPlan.order`) from the play head
+    read from ``job.position`` at that moment. Chunks a killed writer left are
+    reported first and kept.
+
+    Returns
+    -------
+    bool
+        False (nothing done) when another live process writes the entry:
+        :func:`separate` then goes its way as before.
+    """
+    conn.send(("progress", "starting", 0.0))
+    separator = ChunkedSeparator(y, job.sr, job.spec, threads=threads, chunk_seconds=chunk_seconds)
+    plan = separator.plan
+    writer = cache.chunk_writer(
+        key,
+        separator.names,
+        (int(y.shape[0]), int(y.shape[1])),
+        W=separator.W,
+        frames=plan.frames,
+        meta=separator.entry_meta(),
+    )
+    if writer is None:
+        return False
+    with writer:
+        conn.send(("entry", key, plan.n_chunks, plan.chunk_frames * plan.hop))
+        kept = writer.ready
+        done: set[int] = set()
+        for i in range(plan.n_chunks):
+            start, stop = plan.samples(i)
+            if any(a <= start and stop <= b for a, b in kept):  # left by a killed worker
+                done.add(i)
+                conn.send(("chunk", start, stop))
+        with ThreadPoolExecutor(workers, thread_name_prefix="stemdeck-chunk") as pool:
+            running: dict[Future[Chunk], int] = {}
+            while len(done) < plan.n_chunks:
+                head = int(job.position.value) if job.position is not None else 0
+                for i in plan.order(head):
+                    if len(running) >= workers:
+                        break
+                    if i not in done and i not in running.values():
+                        running[pool.submit(separator.chunk, i)] = i
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    i = running.pop(future)
+                    c = future.result()
+                    writer.add_chunk(c.start, c.stop, c.channels, c.frames, c.H)
+                    done.add(i)
+                    conn.send(("chunk", c.start, c.stop))
+        writer.finish()
+    conn.send(("done", key))
+    return True
 
 
 def _send_quietly(conn: Connection, message: tuple[Any, ...]) -> None:

@@ -149,7 +149,7 @@ class Daemon:
             spec=opts.spec,
             cache=self.cache,
             library=library,
-            limits=TrackLimits(opts.max_minutes, opts.spec.mode),
+            limits=TrackLimits(opts.max_minutes, opts.spec.mode, chunked=self.cache is not None),
             beats=self.beats,
         )
         self.prefetcher = Prefetcher(self.engine)

@@ -3,7 +3,8 @@
 It starts with the playing track's name and says ``ready`` once the channels play
 (before: ``separating N% (STAGE M%)``, N the share of the whole separation done
 by the stages' weights :data:`~stemdeck.core.separation.separate.STAGES`, M the
-stage's own, or ``verifying the cache``; ``original only`` when the separation
+stage's own, or ``verifying the cache``; ``stems N% ready`` while the stems play
+as their chunks are separated, N the share of chunks ready; ``original only`` when the separation
 failed and the original goes on), ``loading NAME`` while a requested track is
 read, then the transport (with the beat grid's tempo, ``128.0 BPM``, once there is
 one), levels and
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 
 from stemdeck.core.separation.separate import STAGES
 
+from .loader import STEMS_STAGE
 from .osc import Counters
 
 __all__ = ["Status", "format_status"]
@@ -76,6 +78,8 @@ def format_status(s: Status) -> str:
         state = "ready" if s.separated else "original only"
     elif s.progress[0] == "verifying":
         state = "verifying the cache"
+    elif s.progress[0] == STEMS_STAGE:  # the stems play where ready, the original elsewhere
+        state = f"stems {min(max(s.progress[1], 0.0), 1.0) * 100:.0f}% ready"
     else:
         state = f"separating {_share(*s.progress) * 100:.0f}% ({_stage(*s.progress)})"
     if s.loading is not None:

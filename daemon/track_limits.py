@@ -17,7 +17,10 @@ channels, at its own rate):
 - the separation worker's working set, measured with ``separate()`` on 30 s and
   60 s of stereo noise at 44.1 kHz, no cache (peak RSS over the process's RSS
   before, per byte of decoded audio): stems mode 19 to 22, components mode (the
-  default preset, 8 components) 30 to 31. :data:`WORKING_SET` rounds up.
+  default preset, 8 components) 30 to 31. :data:`WORKING_SET` rounds up. With a
+  cache the worker separates in chunks (``separation_worker.py``): its working set
+  is that of two chunks whatever the track's length, :data:`CHUNKED_WORKING_SET`
+  (``bench/memory.py`` measures it).
 
 A stem file is not separated: its stems are decoded at the engine's rate (about
 twice their size while decoding).
@@ -37,12 +40,15 @@ from stemdeck.core.mixer.params import plays_at
 if TYPE_CHECKING:  # the CLI's parser imports this module: no numpy for --help
     from stemdeck.core.separation.keys import Mode
 
-__all__ = ["MAX_MINUTES", "WORKING_SET", "TrackLimits", "mem_available"]
+__all__ = ["CHUNKED_WORKING_SET", "MAX_MINUTES", "WORKING_SET", "TrackLimits", "mem_available"]
 
 #: Default longest track, in minutes: a two-hour set, the longest a DJ set commonly runs.
 MAX_MINUTES = 120.0
 #: The separation worker's peak memory per byte of the decoded track (measured, above).
 WORKING_SET: dict[str, float] = {"stems": 22.0, "components": 32.0}
+#: The separation worker's peak memory in bytes when it separates in chunks into the
+#: cache: bounded, whatever the track's length (the issue's target for the worker).
+CHUNKED_WORKING_SET = 600 * 2**20
 _MEMINFO = Path("/proc/meminfo")
 
 
@@ -85,11 +91,15 @@ class TrackLimits:
     available : callable
         Bytes of memory the machine can give now, or None when unknown
         (default :func:`mem_available`; a test passes its own).
+    chunked : bool
+        The worker separates in chunks (there is a cache): its working set is
+        :data:`CHUNKED_WORKING_SET`, not a multiple of the track.
     """
 
     max_minutes: float = MAX_MINUTES
     mode: Mode = "stems"
     available: Callable[[], int | None] = mem_available
+    chunked: bool = False
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.max_minutes) and self.max_minutes > 0):
@@ -111,7 +121,8 @@ class TrackLimits:
         # The mixer's read head converts a rate it plays (plays_at) as it reads:
         # no copy of the channels at the engine's rate then.
         resampled = 0 if sr == engine_sr or plays_at(sr) else outputs * at_engine
-        return int(decoded * (2 + WORKING_SET[self.mode]) + at_engine + resampled)
+        worker = CHUNKED_WORKING_SET if self.chunked else decoded * WORKING_SET[self.mode]
+        return int(decoded * 2 + worker + at_engine + resampled)
 
     def check(
         self,

@@ -10,13 +10,14 @@ whom to tell, once, how it ended.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from stemdeck.core.audiofile.files import load, probe_audio
+from stemdeck.core.audiofile.files import load, load_mapped, probe_audio
 from stemdeck.core.audiofile.mp4 import is_mp4_path
 from stemdeck.core.audiofile.samples import resample
 from stemdeck.core.audiofile.stemfile import StemFile, probe, read_stem_file, stem_track_name
@@ -36,6 +37,8 @@ __all__ = [
     "read_stem_source",
     "source_name",
 ]
+
+log = logging.getLogger(__name__)
 
 DEMO = "demo:"  # the built-in demo track, as a track source
 
@@ -63,8 +66,14 @@ class LoadRequest:
         return source_name(self.source)
 
 
-def read_source(source: str, sr: int | None) -> tuple[np.ndarray, int, str]:
-    """Audio of a track source (a path or the demo), at ``sr`` when given."""
+def read_source(
+    source: str, sr: int | None, folder: Path | None = None
+) -> tuple[np.ndarray, int, str]:
+    """Audio of a track source (a path or the demo), at ``sr`` when given.
+
+    With ``folder`` (and ``sr`` None) a file's audio is a read-only memory map of
+    an unlinked file there (:func:`~stemdeck.core.audiofile.files.load_mapped`),
+    not the process's heap."""
     if source == DEMO:
         from stemdeck.core.material.demo import demo_track
 
@@ -73,7 +82,14 @@ def read_source(source: str, sr: int | None) -> tuple[np.ndarray, int, str]:
         if sr is not None and sr != demo.sr:
             y = resample(y, demo.sr, sr)
         return y, sr or demo.sr, demo.name
-    y, file_sr = load(source, sr=sr)
+    if folder is not None and sr is None:
+        try:
+            y, file_sr = load_mapped(source, folder)
+        except OSError as exc:  # no room there: the heap, as without a folder
+            log.info("the track goes to memory, not %s: %s", folder, exc.strerror or exc)
+            y, file_sr = load(source, sr=sr)
+    else:
+        y, file_sr = load(source, sr=sr)
     return y, file_sr, source_name(source)
 
 

@@ -246,8 +246,10 @@ class Daemon:
             self.client.send("/status")
             for addr, args in self.client.receive(0.3, settle=0.0):
                 # the state is the last word before the first " | " (daemon/status.py)
+                # ``ready``, not ``stems N% ready`` (stems as their chunks come).
+                state = args[0].split(" | ")[0]
                 if addr == "/status" and (
-                    not separated or args[0].split(" | ")[0].endswith(" ready")
+                    not separated or (state.endswith(" ready") and not state.endswith("% ready"))
                 ):
                     return
             time.sleep(0.1)  # /status is rate-limited (docs/osc.md): poll, do not flood

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import mmap
 import os
 import re
 import secrets
@@ -41,6 +42,7 @@ __all__ = [
     "is_disk_full",
     "is_inert",
     "load",
+    "load_mapped",
     "printable_name",
     "probe_audio",
     "write",
@@ -219,6 +221,120 @@ def load(path: str | os.PathLike[str], *, sr: int | None = None) -> tuple[np.nda
     except (*_NOT_AUDIO, OSError) as exc:
         raise _not_audio(p, exc) from None
     return _finish(data.T, int(file_sr), p, sr)
+
+
+#: Frames decoded at a time by :func:`load_mapped` (8 MiB of stereo float32).
+MAPPED_BLOCK = 1 << 20
+
+
+def load_mapped(
+    path: str | os.PathLike[str], folder: str | os.PathLike[str], *, block: int = MAPPED_BLOCK
+) -> tuple[np.ndarray, int]:
+    """:func:`load` at the file's own rate, into a read-only memory map of a file
+    in ``folder`` rather than the process's heap: the same samples, decoded
+    ``block`` frames at a time (MP4/M4A whole, then copied).
+
+    The file is unlinked as soon as it is made: it takes disk space while the
+    map lives and nothing after, even if the process is killed. Its pages are the
+    kernel's page cache (``RssFile``), which it writes back and drops under
+    pressure, not anonymous memory (``RssAnon``). The blocks are written with
+    ``pwrite`` and mapped once written: as fast as :func:`load` (stores into a
+    fresh shared map fault on every page, which took twice as long), and a full
+    disk is an ``OSError``, never a ``SIGBUS`` in a store.
+
+    Raises
+    ------
+    AudioFileError
+        As :func:`load`'s.
+    OSError
+        ``folder`` cannot hold the file (missing, read-only, full).
+    """
+    p = Path(path)
+    _check_path(p)
+    if is_mp4_path(p):
+        y, sr = load(p)
+        return _mapped(y, folder), sr
+    try:
+        f = sf.SoundFile(os.fsencode(p))
+    except (*_NOT_AUDIO, OSError) as exc:
+        raise _not_audio(p, exc) from None
+    with f:
+        frames, channels, sr = int(f.frames), int(f.channels), int(f.samplerate)
+        if frames <= 0 or channels > 2:  # load says why (or downmixes, with its warning)
+            return _mapped(load(p)[0], folder), sr
+        fd = _new_file(folder, 4 * channels * frames)
+        try:
+            at = _decode_into(f, p, fd, frames, channels, block)
+            out = _map(fd, (channels, frames))
+        finally:
+            os.close(fd)
+    if at == 0:
+        load(p)  # no samples: load's error
+    return (out if at == frames else np.ascontiguousarray(out[:, :at])), sr
+
+
+def _decode_into(f: sf.SoundFile, p: Path, fd: int, frames: int, channels: int, block: int) -> int:
+    """Decode ``f`` ``block`` frames at a time into ``fd``, planar float32 of
+    ``frames`` a channel; the frames decoded (fewer when the file ends early)."""
+    interleaved = np.empty((block, channels), np.float32)
+    planar = np.empty((channels, block), np.float32)
+    at = 0
+    while at < frames:
+        try:
+            data = f.read(
+                dtype="float32", always_2d=True, out=interleaved[: min(block, frames - at)]
+            )
+        except (*_NOT_AUDIO, OSError) as exc:
+            raise _not_audio(p, exc) from None
+        n = len(data)
+        if n == 0:
+            break
+        if not np.isfinite(data.sum(dtype=np.float64)):
+            load(p)  # raises load's own error (the count of bad samples)
+        np.copyto(planar[:, :n], data.T)
+        for c in range(channels):
+            _write_at(fd, planar[c, :n], 4 * (c * frames + at))
+        at += n
+    return at
+
+
+def _new_file(folder: str | os.PathLike[str], size: int) -> int:
+    """The descriptor of a new file of ``size`` bytes in ``folder``, already unlinked."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    name = Path(folder) / f".tmp-original-{os.getpid()}-{secrets.token_hex(4)}"
+    fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.unlink(name)
+        os.ftruncate(fd, size)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _write_at(fd: int, a: np.ndarray, offset: int) -> None:
+    """All of the contiguous array ``a`` into ``fd`` at ``offset``."""
+    view = memoryview(a.data).cast("B")
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
+
+def _map(fd: int, shape: tuple[int, int]) -> np.ndarray:
+    """A read-only float32 memory map of ``fd``'s first ``shape`` samples."""
+    size = 4 * shape[0] * shape[1]
+    return np.ndarray(shape, np.float32, buffer=mmap.mmap(fd, size, prot=mmap.PROT_READ))
+
+
+def _mapped(y: np.ndarray, folder: str | os.PathLike[str]) -> np.ndarray:
+    """``y`` (channels, frames) as a read-only memory map of a new file in ``folder``."""
+    shape = (int(y.shape[0]), int(y.shape[1]))
+    fd = _new_file(folder, 4 * shape[0] * shape[1])
+    try:
+        _write_at(fd, np.ascontiguousarray(y, np.float32), 0)
+        return _map(fd, shape)
+    finally:
+        os.close(fd)
 
 
 def _finish(y: np.ndarray, file_sr: int, p: Path, sr: int | None) -> tuple[np.ndarray, int]:

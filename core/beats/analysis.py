@@ -35,6 +35,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import soxr
 
 from ..audiofile.samples import resample, validate_audio
 from ..errors import ParameterError
@@ -107,31 +108,68 @@ class BeatAnalysis:
         }
 
 
+#: Frames of the track mixed to mono and resampled at a time (:func:`_mono`).
+_MONO_BLOCK = 1 << 20
+
+
 def _mono(y: np.ndarray, sr: int, name: str) -> np.ndarray:
+    """The channels' mean at :data:`ANALYSIS_SR` (float32), mixed and resampled
+    :data:`_MONO_BLOCK` frames at a time through one soxr stream: the same samples
+    as the whole track's mean resampled at once, with no copy of the track at its
+    own rate (an hour of a memory-mapped track at 44.1 kHz would be 635 MB)."""
     y = validate_audio(y, name=name)
-    mono = y.mean(axis=0, keepdims=True)
-    if sr != ANALYSIS_SR:
-        mono = resample(mono, sr, ANALYSIS_SR)
-    return np.ascontiguousarray(mono[0])
+    n = y.shape[1]
+    if sr == ANALYSIS_SR:
+        return np.ascontiguousarray(y.mean(axis=0))
+    if sr <= 0:
+        raise ParameterError(f"sample rates must be positive, got {sr} -> {ANALYSIS_SR}")
+    stream = soxr.ResampleStream(sr, ANALYSIS_SR, 1, dtype="float32", quality="VHQ")
+    out = np.empty(math.ceil(n * ANALYSIS_SR / sr) + 64, np.float32)
+    at = 0
+    for a in range(0, n, _MONO_BLOCK):
+        block = y[:, a : a + _MONO_BLOCK].mean(axis=0)
+        part = stream.resample_chunk(block, last=a + _MONO_BLOCK >= n)
+        if at + len(part) > len(out):  # never: soxr gives n * ratio, rounded
+            out = np.concatenate([out[:at], np.empty(len(part), np.float32)])
+        out[at : at + len(part)] = part
+        at += len(part)
+    return out[:at]
 
 
-def _stft_magnitude(mono: np.ndarray, n_fft: int = 1024, hop: int = 256) -> np.ndarray:
-    """|STFT| (bins, frames) of a mono signal: Hann window of ``n_fft``, frames
-    centred every ``hop`` samples (the signal padded by reflection).
+def _stft_power(mono: np.ndarray, n_fft: int, hop: int, bank: np.ndarray) -> np.ndarray:
+    """``bank @ |STFT|**2`` (bank rows, frames) of a mono signal: Hann window of
+    ``n_fft``, frames centred every ``hop`` samples (the signal padded by reflection).
 
     numpy's FFT over blocks of frames: librosa's ``stft`` spends about two
-    seconds compiling on its first call, which a first grid cannot afford.
+    seconds compiling on its first call, which a first grid cannot afford. Each
+    block's power goes through ``bank`` at once, so no spectrogram of the whole
+    track is ever held (an hour's would be 636 MB, twice over for its square),
+    nor a padded copy of the signal. The values are the bank times the whole
+    spectrogram's square to float32 rounding (a few ulps: how BLAS splits a
+    product's sums depends on its width, the whole track's product's too).
     """
     pad = n_fft // 2
-    x = np.pad(mono, pad, mode="reflect" if len(mono) > pad else "constant")
-    n_frames = 1 + (len(x) - n_fft) // hop
+    n = len(mono)
+    if n <= pad:  # too short to reflect: zeros around it (a few samples, padded whole)
+        mono, n, pad = np.pad(mono, pad), n + 2 * pad, 0
+    n_frames = 1 + (n + 2 * pad - n_fft) // hop
     window = np.hanning(n_fft + 1)[:-1].astype(np.float32)
-    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop][:n_frames]
-    out = np.empty((n_fft // 2 + 1, n_frames), np.float32)
+    out = np.empty((bank.shape[0], n_frames), np.float32)
     step = max(1, (2 << 20) // n_fft)  # frames a block: bounds the temporary copies
     for i in range(0, n_frames, step):
-        block = frames[i : i + step] * window
-        out[:, i : i + step] = np.abs(np.fft.rfft(block, axis=1)).T
+        count = min(step, n_frames - i)
+        # This block's stretch of the signal padded by reflection (np.pad's
+        # "reflect"), made for the block alone: index k - pad of the signal.
+        k = np.arange(i * hop - pad, (i + count - 1) * hop - pad + n_fft)
+        if k[0] >= 0 and k[-1] < n:
+            x = mono[k[0] : k[-1] + 1]
+        else:
+            x = mono[np.where(k < 0, -k, np.where(k >= n, 2 * (n - 1) - k, k))]
+        frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop]
+        block = frames * window
+        power = np.ascontiguousarray(np.abs(np.fft.rfft(block, axis=1)).T)
+        np.multiply(power, power, out=power)
+        out[:, i : i + count] = bank @ power
     return out
 
 
@@ -197,9 +235,8 @@ def chroma_filters(sr: int, n_fft: int, ctroct: float, octwidth: float) -> np.nd
 
 def _mel_flux(mono: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Full-band and low-band onset envelopes (frames,)."""
-    spec = _stft_magnitude(mono, _N_FFT, HOP)
     mel_fb = mel_filters(ANALYSIS_SR, _N_FFT, _N_MELS, 8000.0)
-    mel = np.log1p(1000.0 * (mel_fb @ (spec * spec)))
+    mel = np.log1p(1000.0 * _stft_power(mono, _N_FFT, HOP, mel_fb))
     flux = np.maximum(mel[:, 1:] - mel[:, :-1], 0.0)
     flux = np.concatenate([np.zeros((_N_MELS, 1), flux.dtype), flux], axis=1)
     centres = mel_frequencies(_N_MELS + 2, 8000.0)[1:-1]
@@ -365,9 +402,8 @@ def _bass_chroma(mono: np.ndarray) -> tuple[np.ndarray, float]:
     the chords' roots count and a sung melody, which changes on any beat, little.
     """
     low = resample(mono[np.newaxis], ANALYSIS_SR, _BASS_SR)[0]
-    spec = _stft_magnitude(low, _BASS_N_FFT, _BASS_HOP)
     fb = chroma_filters(_BASS_SR, _BASS_N_FFT, ctroct=3.0, octwidth=1.0)
-    return np.asarray(fb @ (spec * spec)), _BASS_SR / _BASS_HOP
+    return _stft_power(low, _BASS_N_FFT, _BASS_HOP, fb), _BASS_SR / _BASS_HOP
 
 
 def _harmonic_change(chroma: np.ndarray, fps: float, beats: np.ndarray, width: int) -> np.ndarray:

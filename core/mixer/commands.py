@@ -7,7 +7,7 @@ producer (OSC, MIDI, scenes, the track loader) and the consumer
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -41,12 +41,32 @@ class Track:
     is_mix : bool
         The original track standing in while separation runs: it plays through
         the master only, at unity, whatever the strips say.
+    mix : np.ndarray or None
+        A track separated as it plays: the original, shape (1, audio_channels,
+        samples), which plays (as an ``is_mix`` track, :attr:`original`) wherever
+        ``channels`` are not ready yet. With ``ready`` and ``chunk``.
+    ready : np.ndarray or None
+        One flag (uint8) per chunk of ``chunk`` samples: 1 once that chunk of
+        ``channels`` holds its separation. Set by one control thread after the
+        samples are in, read by the audio thread (a byte: no lock); never cleared.
+    chunk : int
+        Samples per ready flag (the last chunk may be shorter).
+    original : Track or None
+        The ``is_mix`` track over ``mix`` (made from it; None without it).
     """
 
     channels: np.ndarray
     sr: int
     names: tuple[str, ...]
     is_mix: bool = False
+    mix: np.ndarray | None = None
+    ready: np.ndarray | None = None
+    chunk: int = 0
+    original: Track | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        if self.mix is not None:
+            object.__setattr__(self, "original", Track(self.mix, self.sr, ("mix",), is_mix=True))
 
     @property
     def length(self) -> int:

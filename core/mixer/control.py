@@ -42,10 +42,39 @@ from .commands import (
     Track,
 )
 from .heads import FadingHead, Ramp
+from .kernel import READ_REACH
 from .params import MAX_GAIN, MAX_RATE, MIN_RATE, plays_at
 from .state import MixerState
 
 __all__ = ["MixerControl"]
+
+
+def _progressive_fits(track: Track, block: int, sr: int) -> bool:
+    """Whether a track separated as it plays has an original, flags and chunks
+    that fit its channels (else refused: the audio thread never indexes past them),
+    its chunks longer than what one block of ``block`` output frames at ``sr`` and
+    its crossfade read at the fastest step (the track's rate over ``sr`` times
+    ``MAX_RATE``), the read head's taps on both sides and a loop's wrap included:
+    the block's check looks at two flags."""
+    mix, ready, ch = track.mix, track.ready, track.channels
+    if not (
+        isinstance(mix, np.ndarray)
+        and isinstance(ready, np.ndarray)
+        and mix.dtype == np.float32
+        and mix.shape == (1, *ch.shape[1:])
+        and ready.dtype == np.uint8
+        and ready.ndim == 1
+        and isinstance(track.chunk, int)
+        and track.chunk >= 1
+        and len(ready) == -(-ch.shape[2] // track.chunk)
+    ):
+        return False
+    fast = max(MAX_RATE * track.sr / sr, 1.0)
+    taps = READ_REACH * fast
+    # engine.py's check between rates, at its widest: the taps behind (twice on a
+    # wrap), the block and the crossfade ahead.
+    span = 2 * (int(taps) + 1) + int(block * fast + taps) + 2
+    return track.chunk > span
 
 
 class MixerControl(MixerState):
@@ -79,6 +108,13 @@ class MixerControl(MixerState):
     _head: Ramp  # the main play head's fade-in after a jump
     _fading: list[FadingHead]  # the heads a jump left behind, fading out
     _stopping: bool  # the fade out is a stop: then position 0, no loop
+    max_block: int
+    # A track separated as it plays, or None; its ready flags, their last index and
+    # the samples a flag stands for.
+    _progressive: Track | None
+    _progressive_flags: np.ndarray
+    _progressive_last: int
+    _progressive_chunk: int
     # The main read head between rates (engine.py): the kernel's ``read`` state,
     # whether it reads frame for frame, the largest step it may take, and the
     # track's rate over the device's.
@@ -201,10 +237,24 @@ class MixerControl(MixerState):
             or ch.shape[2] < 1  # no samples: at_end="loop" would jump to 0 forever
             or not plays_at(track.sr)
             or ch.dtype != np.float32
+            or (
+                track.ready is not None
+                and not _progressive_fits(track, self.max_block + self._xfade_len, self.sr)
+            )
         ):
             self.dropped += 1  # refused: the daemon checks this before posting
             return
         previous = self.track
+        if track.ready is not None:
+            # Separated as it plays: the original stands in until the block's
+            # chunks are ready (the block's check in engine.py switches).
+            self._progressive = track
+            self._progressive_flags = track.ready
+            self._progressive_last = len(track.ready) - 1
+            self._progressive_chunk = track.chunk
+            track = track.original  # type: ignore[assignment]  # _progressive_fits
+        else:
+            self._progressive = None
         self.track = track
         if same_audio and previous is not None and previous.sr != track.sr:
             # The same music at another rate: the same time in the new track's frames.
@@ -219,11 +269,7 @@ class MixerControl(MixerState):
             # that stood in): keep the position and loop. The channels sum to the
             # original, so every strip starts at unity and glides to its level.
             if previous.is_mix and not track.is_mix:
-                self._cur.fill(1.0)
-                self._tgt.fill(1.0)
-                self._left.fill(0.0)
-                self._curves_ok = False
-                self._dirty = self._dirty_all = True
+                self._from_unity()
             self.position = min(self.position, track.length)
             if self._loop is not None and self._loop[1] > track.length:
                 self._loop = None  # not the same length after all: no region past its end
@@ -241,6 +287,32 @@ class MixerControl(MixerState):
         if track.sr / self.sr != self._base_step:
             self._base_step = track.sr / self.sr
             self._aim_step(0)
+
+    def _from_unity(self) -> None:
+        """Every strip stands at unity and is re-aimed at its level (a glide): the
+        channels that replace the original sum to it, so nothing is heard to jump."""
+        self._cur.fill(1.0)
+        self._tgt.fill(1.0)
+        self._left.fill(0.0)
+        self._curves_ok = False
+        self._dirty = self._dirty_all = True
+
+    def _switch_view(self, view: Track) -> None:
+        """Audio thread, at a block's start: the separated-as-it-plays track's
+        main head reads ``view`` (its channels or its original) from now on.
+
+        Original to channels (the block's chunks became ready): every strip glides
+        from unity, as when a separation replaces the original. Channels to
+        original (the head went where nothing is separated yet): the jump's
+        crossfade at the same position, the channels fading out."""
+        previous = self.track
+        self.track = view
+        if view.is_mix:
+            # The same music at the same rate: the head keeps its fraction of a frame.
+            self._jump(self.position, 0, previous, keep_phase=True)
+        else:
+            self._from_unity()
+            self._retarget()
 
     def _retarget(self, *, immediate: bool = False) -> None:
         """Aim the strips that changed (every strip if the solo set changed, or

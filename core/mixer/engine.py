@@ -65,6 +65,15 @@ while it fades out, so a jump during a crossfade, or a track change, never
 cuts audio that is still audible; nor does the end of the track (a seek to the
 end): the transport stops there once no fading head sounds.
 
+A track separated as it plays (``Track.ready``, one flag per chunk, set by the
+loader as chunks land) plays its channels where the block, and the crossfade
+after it (between rates with the interpolator's taps), lie in ready chunks and
+its original (``Track.original``, master only) elsewhere: one check of two flags
+a block. Original to channels glides every strip from unity (the channels sum
+to the original, so nothing jumps); channels to original (a seek or the play
+head into an unseparated region) is the jump's crossfade at the same position
+(:meth:`~.control.MixerControl._switch_view`).
+
 Every strip and the master have a DJ filter (``StripTarget.filter``, ``.res``),
 and every strip a send to one stereo echo bus (``StripTarget.echo``, ``.echo_pre``;
 the bus by :class:`~stemdeck.core.mixer.commands.EchoTarget`), held by the
@@ -93,7 +102,7 @@ from .commands import Track
 from .control import MixerControl
 from .fx import Effects
 from .heads import FadingHead, Ramp
-from .kernel import READ_TABLE, Kernel, NumpyKernel
+from .kernel import READ_REACH, READ_TABLE, Kernel, NumpyKernel
 
 __all__ = ["AUDIO_BUFSIZE", "FADING_HEADS", "Mixer", "enter_audio_thread"]
 
@@ -170,6 +179,10 @@ class Mixer(MixerControl):
         self.dropped = 0
         self.nonfinite_blocks = 0
         self.track = None
+        self._progressive = None
+        self._progressive_flags = np.zeros(1, np.uint8)
+        self._progressive_last = 0
+        self._progressive_chunk = 1
         self.sr = 0
         self.max_block = 0
         self.outputs = "mix"
@@ -481,6 +494,38 @@ class Mixer(MixerControl):
     def _process_block(self, out: np.ndarray) -> None:
         frames = out.shape[0]
         track = self.track
+        prog = self._progressive
+        if prog is not None:
+            # Separated as it plays: its channels where every frame the block reads,
+            # and the crossfade after it, is in a ready chunk (a head the block leaves
+            # fades out over ready frames), the original elsewhere; the same for a
+            # loop's wrap in the block. Between rates the read head also reads its
+            # interpolator's taps on either side, and up to ``_fast`` frames an
+            # output frame. The span is at most one chunk (_set_track), so two
+            # flags cover it.
+            flags, last = self._progressive_flags, self._progressive_last
+            size, pos = self._progressive_chunk, self.position
+            if self._exact:
+                back, ahead, reach = 0, frames, frames + self._xfade_len - 1
+            else:
+                fast = self._fast
+                taps = READ_REACH * fast if fast > 1.0 else READ_REACH
+                back = int(taps) + 1
+                ahead = int(frames * fast) + 2
+                reach = int((frames + self._xfade_len) * fast + taps) + 2
+            lo = pos - back if pos > back else 0
+            ok = flags[min(lo // size, last)] and flags[min((pos + reach) // size, last)]
+            loop = self._loop
+            if ok and loop is not None and pos - back <= loop[1] < pos + ahead:
+                # The head wraps in the block: to the loop's start (between rates
+                # at most a step past it).
+                pos = loop[0]
+                lo = pos - back if pos > back else 0
+                ok = flags[min(lo // size, last)] and flags[min((pos + back + reach) // size, last)]
+            view = prog if ok else prog.original
+            if view is not track:
+                self._switch_view(view)  # type: ignore[arg-type]  # never None (_set_track)
+                track = view
         fx = self.fx
         if track is not None and not fx.active and self._steady_block(track, frames, out):
             return

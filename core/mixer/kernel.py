@@ -56,6 +56,7 @@ __all__ = [
     "READ_CUT",
     "READ_HALF",
     "READ_MAX_STEP",
+    "READ_REACH",
     "READ_RES",
     "READ_TABLE",
     "READ_TAPS",
@@ -206,6 +207,9 @@ READ_RES = 512  # table entries per unit of w (lerped between)
 READ_CUT = 0.96  # the cutoff, as a share of the lower rate's Nyquist
 READ_BETA = 8.0  # the Kaiser window's beta
 READ_MAX_STEP = 32.0  # the fastest read: track frames per output frame
+#: Track frames the read head's taps reach on either side of its position at a
+#: step up to 1 (times the step above 1, where the cutoff is lowered).
+READ_REACH = READ_HALF / READ_CUT
 
 
 def read_table() -> np.ndarray:

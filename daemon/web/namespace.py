@@ -394,7 +394,8 @@ def build(snap: Snapshot) -> dict[str, Any]:
             "/track/progress",
             "sf",
             1,
-            "separation stage and fraction done ('ready' 1 when the channels play)",
+            "separation stage and fraction done ('stems' and the share of chunks ready while "
+            "the stems play as they are separated; 'ready' 1 when the channels play)",
             value=v.get("/track/progress"),
             range_=[None, {"MIN": 0.0, "MAX": 1.0}],
         ),

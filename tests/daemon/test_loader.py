@@ -53,15 +53,23 @@ NAMES = tuple(SPEC.channel_names())
 
 @dataclass
 class RecordingEngine:
-    """What the loader uses of the mixer: its rate, its strips, and ``post``."""
+    """What the loader uses of the mixer: its rate, its strips, its play head (in the
+    frames of the track it plays: ``frame_rate``) and ``post``."""
 
     sr: int = SR
     max_channels: int = len(NAMES)
+    position: int = 0
     posted: list[Command] = field(default_factory=list)
 
     def post(self, command: Command) -> bool:
         self.posted.append(command)
         return True
+
+    @property
+    def frame_rate(self) -> int:
+        """The rate of the last track posted (the mixer's :attr:`frame_rate`)."""
+        tracks = self.tracks()
+        return tracks[-1].track.sr if tracks else self.sr
 
     def tracks(self) -> list[SetTrack]:
         """Every ``SetTrack`` posted, in order."""
@@ -132,13 +140,55 @@ def test_a_file_replaced_after_the_read_is_separated_as_it_plays(
         _settled(loader)
     loader.close()
     assert loader.problem is None and loader.separated
-    original, separated = engine.tracks()
+    original, progressive, separated = engine.tracks()
     np.testing.assert_array_equal(original.track.channels[0], y)
+    # The entry played as it filled, over the same original, then alone once complete.
+    assert progressive.same_audio and progressive.track.names == NAMES
+    assert progressive.track.ready is not None and progressive.track.mix is not None
+    np.testing.assert_array_equal(progressive.track.mix[0], y)
+    assert progressive.track.ready.tolist() == [1]  # one chunk: 3 s
+    assert separated.track.channels is progressive.track.channels
     assert separated.same_audio and separated.track.names == NAMES
     np.testing.assert_allclose(np.asarray(separated.track.channels).sum(axis=0), y, atol=1e-5)
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert warnings == []
     assert _entries(cache) == [SPEC.key(y, SR)]
+
+
+def test_a_track_at_another_rate_than_the_engines_is_separated_as_it_plays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_memory_checked: None
+) -> None:
+    """A track at 22.05 kHz on a 48 kHz engine: its partial entry plays as it fills,
+    at the track's own rate (the mixer's read head converts it), over the original
+    at that rate; the worker separates from the play head in the track's frames."""
+    y = tone_mix(3.0, seed=4)
+    path = _library(tmp_path, y)
+    heads: list[int] = []
+    real_start = worker_module.SeparationWorker.start.__func__  # type: ignore[attr-defined]
+
+    def start(cls: type, *args: Any, **kwargs: Any) -> Any:
+        heads.append(kwargs["position"])
+        return real_start(cls, *args, **kwargs)
+
+    monkeypatch.setattr(worker_module.SeparationWorker, "start", classmethod(start))
+    cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
+    engine = RecordingEngine(sr=48000, position=SR)  # one second into the track
+    loader = TrackLoader(
+        engine, Registry(NAMES), NAMES, spec=SPEC, cache=cache, library=[path.parent]
+    )
+    loader.request(str(path))
+    _settled(loader)
+    loader.close()
+    assert loader.problem is None and loader.separated
+    original, progressive, separated = engine.tracks()
+    assert original.track.sr == SR and original.track.is_mix
+    np.testing.assert_array_equal(original.track.channels[0], y)
+    assert progressive.same_audio and progressive.track.sr == SR
+    assert progressive.track.ready is not None and progressive.track.mix is not None
+    np.testing.assert_array_equal(progressive.track.mix[0], y)
+    assert progressive.track.ready.tolist() == [1]
+    assert separated.track.sr == SR and separated.track.channels is progressive.track.channels
+    assert heads == [SR]  # the engine's position counts the playing track's frames
 
 
 def test_one_decode_and_one_hash_per_load(
@@ -160,6 +210,7 @@ def test_one_decode_and_one_hash_per_load(
         return wrapper
 
     monkeypatch.setattr(source_module, "load", counted("decode", source_module.load))
+    monkeypatch.setattr(source_module, "load_mapped", counted("decode", source_module.load_mapped))
     monkeypatch.setattr(keys_module, "cache_key", counted("hash", keys_module.cache_key))
     cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
     engine = RecordingEngine()
@@ -196,6 +247,9 @@ class HeldContext:
 
     def Pipe(self, duplex: bool = True) -> tuple[Connection, Connection]:
         return self.context.Pipe(duplex)
+
+    def RawValue(self, typecode_or_type: Any, *args: Any) -> Any:
+        return self.context.RawValue(typecode_or_type, *args)
 
     def Process(self, *, target: Callable[..., None], args: tuple, **kwargs: Any) -> BaseProcess:
         process = self.context.Process(target=_held, args=(self.gate, target, *args), **kwargs)
@@ -299,7 +353,8 @@ def test_without_room_in_shared_memory_the_audio_goes_with_the_start(
         _settled(loader)
     loader.close()
     assert loader.problem is None
-    _, separated = engine.tracks()
+    _, progressive, separated = engine.tracks()  # the entry as it filled, then whole
+    assert progressive.track.ready is not None
     np.testing.assert_allclose(np.asarray(separated.track.channels).sum(axis=0), y, atol=1e-5)
     assert (
         "no room in shared memory (No space left on device): the track goes to the "
@@ -355,7 +410,11 @@ def _bad_load(
     def no_memory(path: str, *, sr: int | None = None) -> tuple[np.ndarray, int]:
         raise MemoryError
 
+    def no_memory_mapped(path: str, folder: Path) -> tuple[np.ndarray, int]:
+        raise MemoryError
+
     monkeypatch.setattr(source_module, "load", no_memory)
+    monkeypatch.setattr(source_module, "load_mapped", no_memory_mapped)
     loader.request(str(bad), told.append)
     return told, "bad: not enough memory to load it"
 
@@ -385,7 +444,8 @@ def test_a_load_that_fails_late_leaves_the_playing_track_separating(
         context.go()  # its separation goes on to the end
         poll(lambda: loader.separated, bool, "the first track's channels", timeout=120)
     assert loader.track_name == "first" and loader.problem == reason
-    original, separated = engine.tracks()
+    original, progressive, separated = engine.tracks()
+    assert progressive.same_audio and progressive.track.ready is not None
     assert separated.same_audio
     np.testing.assert_allclose(
         np.asarray(separated.track.channels).sum(axis=0),
@@ -413,7 +473,16 @@ def test_two_loads_in_a_row_the_first_requester_is_told_it_was_superseded(
             assert release.wait(30)
         return real_load(path, sr=sr)
 
+    real_mapped = source_module.load_mapped
+
+    def held_mapped(path: str, folder: Path) -> tuple[np.ndarray, int]:
+        if Path(path).stem == "slow":  # still being read when the next request comes
+            reading.set()
+            assert release.wait(30)
+        return real_mapped(path, folder)
+
     monkeypatch.setattr(source_module, "load", held_load)
+    monkeypatch.setattr(source_module, "load_mapped", held_mapped)
     first: list[str | None] = []
     second: list[str | None] = []
     loader.request(str(library / "slow.wav"), first.append)
@@ -428,7 +497,10 @@ def test_two_loads_in_a_row_the_first_requester_is_told_it_was_superseded(
     _settled(loader)
     assert first == ["superseded by fast"] and second == [None]
     assert loader.track_name == "fast" and loader.problem is None
-    assert [t.track.names for t in loader.engine.tracks()] == [("mix",), ("mix",), NAMES]
+    # Both originals, then the second's entry as it filled, then whole.
+    tracks = loader.engine.tracks()
+    assert [t.track.names for t in tracks] == [("mix",), ("mix",), NAMES, NAMES]
+    assert tracks[2].track.ready is not None and tracks[3].track.ready is None
     loader.close()
 
 

@@ -100,3 +100,8 @@ def test_the_page_weighs_the_stages_as_the_status_line() -> None:
     found = re.search(r"const STAGES = (\[.*\]);", script.read_text())
     assert found is not None
     assert dict(json.loads(found.group(1))) == STAGES
+
+
+def test_stems_playing_as_they_come_show_the_share_ready() -> None:
+    line = format_status(replace(BASE, progress=("stems", 0.375)))
+    assert line.startswith("my song playing 1:15.2/3:20.0 stems 38% ready | drums +0 ")

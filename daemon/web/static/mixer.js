@@ -121,6 +121,7 @@
   // --- state from the daemon -------------------------------------------------------------
   const state = {
     playing: false, position: 0, length: 0, loop: [0, 0], names: [], colours: [], labels: [], separating: false,
+    pending: false, // a separation under way (its stems, or the original standing in)
     grid: [0, 0, 0], beat: null, // /track/grid (bpm 0: no grid yet), /transport/beat
   };
   let strips = [];
@@ -196,14 +197,19 @@
   function showProgress(stage, fraction) {
     // "load failed": the last /track/load failed (its /error said why); the track plays on.
     const done = stage === "ready" || stage === "original only" || stage === "load failed";
-    if (state.separating && done) overviewSoon(); // the stems replace the original
-    state.separating = !done;
+    // "stems": the stems play where their chunks are separated (fraction: the share
+    // ready), the original elsewhere: the strips are live, the bar shows what is ready.
+    const stems = stage === "stems";
+    if (state.pending && done) overviewSoon(); // the stems replace the original
+    state.pending = !done;
+    state.separating = !done && !stems;
     $("progress").hidden = done;
-    const whole = Math.round(share(stage, fraction) * 100);
+    const whole = Math.round((stems ? Math.min(Math.max(fraction || 0, 0), 1) : share(stage, fraction)) * 100);
     const own = STAGES.some(([name]) => name === stage) ? ` ${Math.round((fraction || 0) * 100)}%` : "";
     $("progress-fill").style.width = `${whole}%`;
-    $("progress-text").textContent = stage === "verifying" ? "verifying" : `separating ${whole}% (${stage}${own})`;
-    $("strips").classList.toggle("separating", !done);
+    $("progress-text").textContent = stage === "verifying" ? "verifying"
+      : stems ? `stems ${whole}% ready` : `separating ${whole}% (${stage}${own})`;
+    $("strips").classList.toggle("separating", state.separating);
   }
 
   let toastTimer = 0;

@@ -1,4 +1,6 @@
+import errno
 import logging
+import mmap
 import os
 from pathlib import Path
 
@@ -9,6 +11,7 @@ import soundfile as sf
 from stemdeck.core.audiofile.files import (
     AUDIO_SUFFIXES,
     load,
+    load_mapped,
     printable_name,
     probe_audio,
     write,
@@ -226,3 +229,72 @@ def test_printable_names_are_valid_text(name: str, shown: str) -> None:
     assert printable_name(name) == shown
     assert printable_name(Path(name)) == shown
     shown.encode("utf-8")  # never fails
+
+
+@pytest.mark.parametrize("channels", [1, 2, 6])
+def test_load_mapped_gives_load_samples_in_a_map_of_an_unlinked_file(
+    tmp_path: Path, channels: int
+) -> None:
+    rng = np.random.default_rng(channels)
+    path = tmp_path / "song.wav"
+    sf.write(path, 0.3 * rng.standard_normal((5000, channels)), 22050, subtype="PCM_16")
+    folder = tmp_path / "cache"
+    y, sr = load_mapped(path, folder, block=1024)  # blocks that do not divide the track
+    want, want_sr = load(path)
+    assert sr == want_sr == 22050 and y.dtype == np.float32 and y.flags.c_contiguous
+    np.testing.assert_array_equal(y, want)
+    assert not y.flags.writeable
+    assert list(folder.iterdir()) == []  # unlinked once mapped: nothing left behind
+    assert isinstance(y.base, mmap.mmap) or isinstance(getattr(y.base, "base", None), mmap.mmap)
+
+
+def test_load_mapped_refuses_what_load_refuses(tmp_path: Path) -> None:
+    bad = np.zeros((3000, 2), np.float32)
+    bad[2500, 1] = np.nan
+    path = tmp_path / "nan.wav"
+    sf.write(path, bad, 22050, subtype="FLOAT")
+    with pytest.raises(AudioFileError) as mapped:
+        load_mapped(path, tmp_path / "cache", block=1024)
+    with pytest.raises(AudioFileError) as loaded:
+        load(path)
+    assert str(mapped.value) == str(loaded.value)
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_load_mapped_writes_whole_blocks_through_short_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(7)
+    path = tmp_path / "song.wav"
+    sf.write(path, 0.3 * rng.standard_normal((5000, 2)), 22050, subtype="FLOAT")
+    real = os.pwrite
+
+    def short(fd: int, data: bytes | memoryview, offset: int) -> int:
+        return real(fd, data[:1000], offset)  # the kernel may write less than asked
+
+    monkeypatch.setattr(os, "pwrite", short)
+    y, _ = load_mapped(path, tmp_path / "cache", block=1024)
+    monkeypatch.undo()
+    np.testing.assert_array_equal(y, load(path)[0])
+
+
+def test_load_mapped_on_a_full_disk_is_an_oserror_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk is an OSError the caller can fall back from (the loader decodes
+    into memory then), not a SIGBUS in a store into the map; no file nor descriptor
+    stays behind."""
+    path = tmp_path / "song.wav"
+    sf.write(path, np.zeros((5000, 2)), 22050, subtype="PCM_16")
+
+    def full(fd: int, data: bytes | memoryview, offset: int) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    fds = sorted(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(os, "pwrite", full)
+    with pytest.raises(OSError) as raised:
+        load_mapped(path, tmp_path / "cache", block=1024)
+    monkeypatch.undo()
+    assert raised.value.errno == errno.ENOSPC
+    assert list((tmp_path / "cache").iterdir()) == []
+    assert sorted(os.listdir("/proc/self/fd")) == fds

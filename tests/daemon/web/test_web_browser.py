@@ -1010,21 +1010,25 @@ def test_track_picked_separates_then_its_strips_show(served: tuple[Daemon, Path]
         assert [o.text for o in options] == ["duo.stem.mp4", "second.wav", "tones.stem.mp4"]
 
         load("second.wav")
+
         # The page shows the separation under way: the share of the whole separation done
-        # and the stage's own (never "separating 100%" with only the STFT done), strips dimmed.
-        wait_for(
-            d,
-            lambda d: (
+        # and the stage's own (never "separating 100%" with only the STFT done), strips
+        # dimmed; or, once the stems play as their chunks come, the share of chunks
+        # ready, the strips live.
+        def under_way(d: Chrome) -> bool:
+            text = d.find_element(By.ID, "progress-text").text
+            dimmed = "separating" in attribute(d.find_element(By.ID, "strips"), "class")
+            separating = re.fullmatch(
+                r"separating \d+% \((starting|(stft|nmf|activations|reconstruct) \d+%)\)", text
+            )
+            stems = re.fullmatch(r"stems \d+% ready", text)
+            return (
                 d.find_element(By.ID, "track-name").text == "second"
                 and d.find_element(By.ID, "progress").is_displayed()
-                and re.fullmatch(
-                    r"separating \d+% \((starting|(stft|nmf|activations|reconstruct) \d+%)\)",
-                    d.find_element(By.ID, "progress-text").text,
-                )
-                and "separating" in attribute(d.find_element(By.ID, "strips"), "class")
-            ),
-            "no separation progress shown",
-        )
+                and ((separating is not None and dimmed) or (stems is not None and not dimmed))
+            )
+
+        wait_for(d, under_way, "no separation progress shown")
         ready("second", ["drums", "bass", "other", "vocals"])  # the order of every source
 
         load("duo.stem.mp4")

@@ -1,0 +1,208 @@
+"""Memory and time to stems of the daemon, by the track's length (issue #22).
+
+    .venv/bin/python bench/memory.py [--minutes 3 10 60] [--rate 44100]
+
+For each length a track is generated (tones and noise bursts, 16-bit WAV, so any
+machine can run it) and served by ``stemdeck serve TRACK --no-audio`` as a
+subprocess (the null clock runs at 48 kHz), with an empty cache (uncached) and
+again with the entry the first run wrote (cached). Measured from the process's
+start:
+
+- first stems: ``/track/progress`` says ``stems`` with a share above 0 (the chunk
+  under the play head plays its stems), or ``ready``;
+- all stems: ``/track/progress`` says ``ready`` (every channel plays from the cache);
+- peak and steady RssAnon (``/proc/PID/status``, sampled every 0.1 s) of the daemon
+  and of its separation worker (its child processes): steady is the daemon's last
+  sample, 2 s after all stems. RssAnon is each process's own heap: the cache entry
+  (a memory map of a file) and the worker's audio in shared memory are RssFile and
+  RssShmem, which the kernel can drop or which stand once for the track.
+
+Targets (the issue): first stems <= 2 s for every length; all stems for 3 minutes
+<= 3 s; daemon steady RssAnon <= 150 MB and peak <= 300 MB; worker peak <= 600 MB.
+``--rate`` is the generated track's rate: 44100 (default, the issue's case) plays
+at its own rate through the mixer's read head on the 48 kHz null clock, as any rate
+from 8 to 192 kHz does (no resampled copy, the stems as they come alike); 48000
+reads frame for frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from daemon_helpers import Client, free_udp_port  # noqa: E402
+
+POLL_S = 0.05
+
+
+def generate(path: Path, minutes: float, sr: int) -> None:
+    """A stereo track of tones and noise bursts, written in blocks (16-bit WAV)."""
+    rng = np.random.default_rng(int(minutes * 10))
+    block = 30 * sr
+    total = int(minutes * 60 * sr)
+    with sf.SoundFile(path, "w", sr, 2, subtype="PCM_16") as f:
+        for start in range(0, total, block):
+            n = min(block, total - start)
+            t = (start + np.arange(n)) / sr
+            low = 0.3 * np.sin(2 * np.pi * 55 * t)
+            high = 0.15 * np.sin(2 * np.pi * 880 * t + 0.3 * np.sin(2 * np.pi * 0.5 * t))
+            beat = (np.floor(t * 2) % 2 == 0) & ((t * 2) % 1 < 0.05)
+            noise = 0.2 * rng.standard_normal(n) * beat
+            f.write(np.stack([low + high + noise, 0.9 * low + high + noise], axis=1))
+
+
+def rss_anon_kb(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return 0
+
+
+def children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            out += [int(c) for c in (task / "children").read_text().split()]
+    except OSError:
+        pass
+    return out
+
+
+class Sampler(threading.Thread):
+    """RssAnon of a process and of its children every 0.1 s: peaks and the last sample."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.daemon_peak = self.worker_peak = self.daemon_last = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.1):
+            own = rss_anon_kb(self.pid)
+            if own is None:
+                return
+            self.daemon_last = own
+            self.daemon_peak = max(self.daemon_peak, own)
+            for child in children(self.pid):
+                kb = rss_anon_kb(child)
+                if kb:
+                    self.worker_peak = max(self.worker_peak, kb)
+
+
+def serve_once(track: Path, cache: Path) -> dict[str, float]:
+    port = free_udp_port()
+    env = {**os.environ, "STEMDECK_CACHE": str(cache)}
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "stemdeck.daemon.cli",
+            "serve",
+            str(track),
+            "--no-audio",
+            "--osc-port",
+            str(port),
+            "--http",
+            "off",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    sampler = Sampler(proc.pid)
+    sampler.start()
+    client = Client(port)
+    first = every = float("nan")
+    try:
+        deadline = started + 900
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise SystemExit(f"the daemon exited ({proc.returncode})")
+            client.drain()
+            client.send("/track/progress")
+            for addr, args in client.receive(0.3, settle=0.0):
+                if addr != "/track/progress":
+                    continue
+                stage, fraction = args[0], float(args[1])
+                now = time.monotonic() - started
+                if first != first and (stage == "ready" or (stage == "stems" and fraction > 0)):
+                    first = now
+                if stage == "ready":
+                    every = now
+            if every == every:
+                break
+            time.sleep(POLL_S)
+        time.sleep(2.0)  # steady: playing, every channel from the cache
+    finally:
+        sampler.stop.set()
+        sampler.join()
+        client.close()
+        proc.terminate()
+        proc.wait(timeout=30)
+    return {
+        "first": first,
+        "all": every,
+        "daemon_peak": sampler.daemon_peak / 1024,
+        "daemon_steady": sampler.daemon_last / 1024,
+        "worker_peak": sampler.worker_peak / 1024,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--minutes", type=float, nargs="+", default=[3.0, 10.0, 60.0])
+    parser.add_argument("--rate", type=int, default=44100)
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="stemdeck-memory-") as tmp:
+        for minutes in args.minutes:
+            track = Path(tmp) / f"track-{minutes:g}min.wav"
+            generate(track, minutes, args.rate)
+            cache = Path(tmp) / f"cache-{minutes:g}"
+            for state in ("uncached", "cached"):
+                r = serve_once(track, cache)
+                rows.append((minutes, state, r))
+                print(
+                    f"{minutes:g} min {state}: first stems {r['first']:.2f} s, all "
+                    f"{r['all']:.2f} s, daemon RssAnon peak {r['daemon_peak']:.0f} MB steady "
+                    f"{r['daemon_steady']:.0f} MB, worker peak {r['worker_peak']:.0f} MB",
+                    flush=True,
+                )
+            track.unlink()
+    print()
+    print(f"source {args.rate} Hz, served on the 48 kHz null clock (--no-audio)")
+    print(
+        "| length | cache | first stems (s) | all stems (s) | daemon RssAnon peak (MB) "
+        "| daemon steady (MB) | worker peak (MB) |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for minutes, state, r in rows:
+        print(
+            f"| {minutes:g} min | {state} | {r['first']:.2f} | {r['all']:.2f} "
+            f"| {r['daemon_peak']:.0f} | {r['daemon_steady']:.0f} | {r['worker_peak']:.0f} |"
+        )
+    print(
+        "targets: first stems <= 2 s; all stems <= 3 s for 3 min; daemon steady <= 150 MB, "
+        "peak <= 300 MB; worker peak <= 600 MB"
+    )
+
+
+if __name__ == "__main__":
+    main()
