@@ -116,7 +116,7 @@ def test_reaper_and_surfaces_drive_a_running_daemon(tmp_path: Path) -> None:
                 "/error",
                 [
                     "/track/9/volume: track '9' is not a channel; tracks are 1..4 "
-                    "(drums, bass, vocals, other)"
+                    "(drums, bass, other, vocals)"
                 ],
             )
         ]
