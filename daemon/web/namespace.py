@@ -357,9 +357,11 @@ def build(snap: Snapshot) -> dict[str, Any]:
             "/sync/source",
             "s",
             3,
-            "who leads the play head: off, or jack (the JACK transport; serve --audio jack)",
+            "who leads the play head: off, jack (the JACK transport; serve --audio jack) "
+            "or midi (a MIDI clock; serve --sync-midi PORT); the status says the leader's "
+            "tempo and the phase error",
             value=v.get("/sync/source"),
-            range_=[{"VALS": ["off", "jack"]}],
+            range_=[{"VALS": ["off", "jack", "midi"]}],
         ),
         "anchor": _method(
             "/sync/anchor",

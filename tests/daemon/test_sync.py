@@ -142,8 +142,14 @@ def test_sync_control_checks() -> None:
     sync = SyncControl()
     with pytest.raises(ParameterError, match=r"^jack sync needs stemdeck's JACK client"):
         sync.set_source("jack")
-    with pytest.raises(ParameterError, match=r"^midi sync is not available yet; off or jack$"):
+    with pytest.raises(
+        ParameterError, match=r"^midi sync needs a MIDI clock input: serve --sync-midi PORT$"
+    ):
         sync.set_source("midi")
+    with pytest.raises(
+        ParameterError, match=r"^link sync is not available yet; off, jack or midi$"
+    ):
+        sync.set_source("link")
     with pytest.raises(ParameterError, match=r"^unknown sync source 'beat'"):
         sync.set_source("beat")
     with pytest.raises(ParameterError, match=r"^anchor must be finite"):
@@ -173,10 +179,10 @@ def test_sync_over_osc() -> None:
     sender = ("127.0.0.1", 9999)
     assert control.handle([("/sync/source", [])], sender) == [("/sync/source", ["off"])]
     assert control.handle([("/sync/source", ["midi"])], sender) == [
-        ("/error", ["/sync/source: midi sync is not available yet; off or jack"])
+        ("/error", ["/sync/source: midi sync needs a MIDI clock input: serve --sync-midi PORT"])
     ]
     assert control.handle([("/sync/source", ["link"])], sender) == [
-        ("/error", ["/sync/source: link sync is not available yet; off or jack"])
+        ("/error", ["/sync/source: link sync is not available yet; off, jack or midi"])
     ]
     assert control.handle([("/sync/source", ["jack"])], sender) == [
         ("/error", ["/sync/source: jack sync needs stemdeck's JACK client: serve --audio jack"])

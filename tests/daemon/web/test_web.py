@@ -129,7 +129,7 @@ def test_channels_by_index_and_name_and_values_follow_osc() -> None:
         ]
         sync = root["CONTENTS"]["sync"]["CONTENTS"]
         assert sync["source"]["VALUE"] == ["off"]
-        assert sync["source"]["RANGE"] == [{"VALS": ["off", "jack"]}]
+        assert sync["source"]["RANGE"] == [{"VALS": ["off", "jack", "midi"]}]
         assert sync["anchor"]["VALUE"] == [0.0]
         ch = root["CONTENTS"]["ch"]["CONTENTS"]
         assert list(ch) == ["1", "drums", "2", "bass", "3", "vocals", "4", "other"]

@@ -1,0 +1,426 @@
+"""MIDI clock in: a leader's 24 PPQN clock into a smooth tempo and beat position.
+
+:class:`ClockFollower` is the algorithm, fed time-stamped messages and asked for
+the leader's state at any time; it opens no port, so tests and
+``bench/sync.py`` drive it with made-up clocks. The tempo is a least-squares
+line through the last :data:`WINDOW` ticks (four beats): clock jitter moves it
+by hundredths of a BPM, not enough to be heard as pitch wobble. A tempo change
+is noticed when the last :data:`DETECT` ticks arrive early or late on average
+by more than the jitter can explain; the window then starts again from them,
+so the new tempo is in force within two beats.
+
+The tick counter runs whether or not the leader plays (many clocks tick while
+stopped so a follower knows the tempo before Start); the position counts from
+Start (beat 0), from a Song Position Pointer (sixteenths), and on from where
+the leader stopped on Continue. The first tick after Start or Continue falls
+on the position (the MIDI 1.0 specification).
+
+:class:`MidiClockIn` is the daemon's side (``serve --sync midi --sync-midi
+PORT``): an rtmidi input whose messages carry the backend's time stamps (JACK's
+frame time under ``--midi-api jack``), so the callback's own lateness (the GIL)
+is not jitter, and a thread that makes the play head follow while
+``/sync/source`` is ``midi``: the track's second ``anchor + beat * period`` of its
+grid is heard at the leader's beat, the vinyl rate is the leader's tempo over
+the track's, and the phase error is taken out by nudging that rate by at most
+:data:`NUDGE` (a jump only on Start, Continue, Song Position Pointer, or an
+error over :data:`JUMP_S`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from stemdeck.core.beats.grid import BeatGrid
+from stemdeck.core.errors import ParameterError
+from stemdeck.core.mixer.commands import Batch, Command, Pause, Play, Rate, Seek
+from stemdeck.core.mixer.params import MAX_RATE, MIN_RATE
+
+from .playhead import HeardPlayHead, PlayedEngine
+from .sync import SyncControl
+
+__all__ = [
+    "DETECT",
+    "JUMP_S",
+    "NUDGE",
+    "PPQN",
+    "WINDOW",
+    "ClockFollower",
+    "LeaderState",
+    "MidiClockIn",
+]
+
+log = logging.getLogger(__name__)
+
+#: Clock ticks per quarter note (beat).
+PPQN = 24
+#: Ticks in the tempo fit (four beats).
+WINDOW = 4 * PPQN
+#: Ticks whose mean prediction error tells a tempo change from jitter.
+DETECT = 8
+#: The least standard deviation of the clock's jitter assumed (s): a clean clock
+#: must not make the change test hair-triggered.
+MIN_JITTER = 0.0003
+#: Ticks further apart than this many periods (or a second): the clock stopped.
+GAP_PERIODS = 4.0
+#: The largest rate nudge that takes out a phase error (a fraction of the rate).
+NUDGE = 0.01
+#: Seconds over which a phase error is taken out (before the nudge's bound).
+CORRECT_S = 1.0
+#: A phase error larger than this (s) is a jump, not a nudge.
+JUMP_S = 0.25
+#: How often the follower thread looks (s).
+FOLLOW_S = 0.01
+
+
+@dataclass(frozen=True)
+class LeaderState:
+    """The leader at one moment.
+
+    Attributes
+    ----------
+    running : bool
+        Between Start (or Continue) and Stop.
+    bpm : float or None
+        The smoothed tempo; None until two ticks came.
+    beat : float or None
+        The leader's position in beats from its song's start, at that moment;
+        None while stopped or before the first tick after Start.
+    jumps : int
+        Counts Start, Continue and Song Position Pointer: a change tells a
+        follower to jump, not to glide.
+    """
+
+    running: bool
+    bpm: float | None
+    beat: float | None
+    jumps: int
+
+
+class ClockFollower:
+    """A leader's MIDI clock, time-stamped, into its tempo and position.
+
+    Every method takes the message's time ``t`` in seconds of the receiver's
+    clock; times must not go backwards by more than jitter. Not thread-safe: one
+    thread feeds it (the MIDI port's), others read :meth:`state`, which only
+    reads fields replaced whole.
+    """
+
+    def __init__(self) -> None:
+        self._ticks: deque[tuple[float, int]] = deque(maxlen=WINDOW)
+        self._errors: deque[float] = deque(maxlen=DETECT)
+        self._k = 0  # raw ticks since the first one
+        self._noise = MIN_JITTER
+        self._fit: tuple[float, float, float] | None = None  # (t mean, k mean, s per tick)
+        self._running = False
+        self._armed = False  # Start or Continue came: the next tick is at _position
+        self._position = 0  # ticks of the song at the next armed tick
+        self._origin: tuple[int, int] | None = None  # (raw tick, song tick) while running
+        self._last_song_tick = 0
+        self.jumps = 0
+        #: Tempo changes noticed (the window started again).
+        self.changes = 0
+
+    # -- messages ------------------------------------------------------------------------
+    def tick(self, t: float) -> None:
+        """A Clock message (0xF8)."""
+        ticks = self._ticks
+        fit = self._fit
+        if ticks:
+            gap = t - ticks[-1][0]
+            period = fit[2] if fit is not None else 0.0
+            if gap > max(GAP_PERIODS * period, 1.0) or gap < 0:
+                ticks.clear()
+                self._errors.clear()
+                fit = self._fit = None
+        self._k += 1
+        k = self._k
+        if fit is not None:
+            error = t - self._time_of(fit, k)
+            errors = self._errors
+            errors.append(error)
+            if len(errors) == DETECT:
+                mean = sum(errors) / DETECT
+                if abs(mean) > 4.5 * self._noise / math.sqrt(DETECT):
+                    # A new tempo: keep only the ticks that show it.
+                    recent = list(ticks)[-(DETECT - 1) :]
+                    ticks.clear()
+                    ticks.extend(recent)
+                    errors.clear()
+                    self.changes += 1
+                elif abs(error) < 4.0 * self._noise:  # a step's errors are not jitter
+                    self._noise = max(MIN_JITTER, 0.98 * self._noise + 0.02 * abs(error) * 1.25)
+        ticks.append((t, k))
+        self._fit = self._solve()
+        if self._armed:
+            self._armed = False
+            self._origin = (k, self._position)
+        if self._running and self._origin is not None:
+            self._last_song_tick = k - self._origin[0] + self._origin[1]
+
+    def start(self, t: float) -> None:
+        """Start (0xFA): play from the song's start at the next tick."""
+        self._arm(0)
+
+    def continue_(self, t: float) -> None:
+        """Continue (0xFB): play on from the position at the next tick."""
+        self._arm(self._position)
+
+    def stop(self, t: float) -> None:
+        """Stop (0xFC): the position stays after the last tick played."""
+        if self._running and self._origin is not None:
+            self._position = self._last_song_tick + 1
+        self._running = False
+        self._armed = False
+        self._origin = None
+
+    def song_position(self, t: float, sixteenths: int) -> None:
+        """Song Position Pointer (0xF2): the position in sixteenth notes (6 ticks each)."""
+        self._position = 6 * int(sixteenths)
+        if self._running:  # a leader may locate while playing: the next tick is there
+            self._armed = True
+            self._origin = None
+        self.jumps += 1
+
+    def _arm(self, position: int) -> None:
+        self._position = position
+        self._running = True
+        self._armed = True
+        self._origin = None
+        self.jumps += 1
+
+    # -- reading -------------------------------------------------------------------------
+    @property
+    def bpm(self) -> float | None:
+        """The smoothed tempo, or None before two ticks."""
+        fit = self._fit
+        return None if fit is None else 60.0 / (PPQN * fit[2])
+
+    def state(self, t: float) -> LeaderState:
+        """The leader at time ``t`` (now, or a little ahead)."""
+        fit, origin = self._fit, self._origin
+        bpm = None if fit is None else 60.0 / (PPQN * fit[2])
+        beat = None
+        if self._running and origin is not None and fit is not None:
+            k = fit[1] + (t - fit[0]) / fit[2]  # raw ticks at t
+            beat = (k - origin[0] + origin[1]) / PPQN
+        return LeaderState(self._running, bpm, beat, self.jumps)
+
+    @staticmethod
+    def _time_of(fit: tuple[float, float, float], k: int) -> float:
+        return fit[0] + (k - fit[1]) * fit[2]
+
+    def _solve(self) -> tuple[float, float, float] | None:
+        """The least-squares line t = a + s*k through the window."""
+        ticks = self._ticks
+        n = len(ticks)
+        if n < 2:
+            return None
+        t_mean = sum(t for t, _ in ticks) / n
+        k_mean = sum(k for _, k in ticks) / n
+        skk = sum((k - k_mean) ** 2 for _, k in ticks)
+        stk = sum((t - t_mean) * (k - k_mean) for t, k in ticks)
+        slope = stk / skk
+        if not slope > 0:  # a clock gone backwards: no tempo from it
+            return None
+        return (t_mean, k_mean, slope)
+
+
+#: ``--midi-api`` to rtmidi's API constant.
+_RTAPI: dict[str, Callable[[Any], int]] = {
+    "alsa": lambda rtmidi: rtmidi.API_LINUX_ALSA,
+    "jack": lambda rtmidi: rtmidi.API_UNIX_JACK,
+}
+
+
+class _Engine(PlayedEngine, Protocol):
+    def post(self, command: Command) -> bool: ...
+
+
+class _Beats(Protocol):
+    def grid(self) -> BeatGrid | None: ...
+
+
+class MidiClockIn:
+    """A MIDI clock input and the thread that makes the play head follow it.
+
+    Parameters
+    ----------
+    engine : the mixer
+    beats : the playing track's grid (:class:`~stemdeck.daemon.track_beats.TrackBeats`)
+    sync : SyncControl
+        Followed while its source is ``midi``; its :attr:`~SyncControl.leader`
+        fields say the tempo and the phase error.
+    port : str
+        ``virtual:NAME`` (a port for the leader to connect to) or a name (part of
+        an input port's name).
+    api : str or None
+        rtmidi's API (``alsa``, ``jack``; None: rtmidi's default).
+    block_s, latency_s : float
+        The audio block and the output latency (s).
+
+    Raises
+    ------
+    ParameterError
+        The MIDI backend is missing or the port cannot be opened.
+    """
+
+    def __init__(
+        self,
+        engine: _Engine,
+        beats: _Beats,
+        sync: SyncControl,
+        port: str,
+        *,
+        api: str | None = None,
+        block_s: float,
+        latency_s: float = 0.0,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.engine = engine
+        self.beats = beats
+        self.sync = sync
+        self.clock = clock
+        self.follower = ClockFollower()
+        self.head = HeardPlayHead(engine, block_s=block_s, latency_s=latency_s, clock=clock)
+        self.ahead_s = 1.5 * block_s + latency_s  # a seek posted now is heard then
+        self.received = 0
+        self.errors = 0
+        self._stamp: float | None = None  # the backend's time of the last message
+        self._offset = math.inf  # wall time minus backend time, least seen
+        self._playing = False
+        self._jumps = -1
+        self._rate = 0.0
+        self._lock = threading.Lock()  # the follower: fed by rtmidi, read by the thread
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stemdeck-midi-clock", daemon=True)
+        self.name = port
+        self._in: Any = None
+        self._open(port, api)
+        sync.midi = True
+
+    def _open(self, port: str, api: str | None) -> None:
+        """Open the rtmidi input and set :attr:`name` (tests replace this)."""
+        try:
+            import rtmidi
+        except ImportError as exc:
+            raise ParameterError(f"MIDI backend unavailable: {exc}") from None
+        rtapi = _RTAPI[api](rtmidi) if api else rtmidi.API_UNSPECIFIED
+        try:
+            self._in = rtmidi.MidiIn(rtapi=rtapi, name="stemdeck-sync")
+            self._in.ignore_types(True, False, True)  # keep timing messages, drop the rest
+            if port.startswith("virtual:"):
+                self._in.open_virtual_port(port[len("virtual:") :] or "clock_in")
+                self.name = port
+            else:
+                names = list(self._in.get_ports())
+                match = [i for i, n in enumerate(names) if port in n]
+                if not match:
+                    raise ParameterError(f"no MIDI input named like {port!r} for --sync-midi")
+                self._in.open_port(match[0])
+                self.name = names[match[0]]
+            self._in.set_callback(self._message)
+        except ParameterError:
+            raise
+        except Exception as exc:  # rtmidi raises its own types
+            raise ParameterError(f"cannot open the MIDI clock input: {exc}") from None
+
+    # -- rtmidi's thread -----------------------------------------------------------------
+    def _message(self, event: tuple[list[int], float], data: Any) -> None:
+        """One message with rtmidi's delta time; never raises."""
+        try:
+            message, delta = event
+            arrival = self.clock()
+            stamp = 0.0 if self._stamp is None else self._stamp + float(delta)
+            self._stamp = stamp
+            # The backend's clock against ours: the earliest arrival is the least
+            # delayed; allow 0.1 ms/s of drift between the two clocks.
+            self._offset = min(self._offset + 1e-4 * float(delta), arrival - stamp)
+            t = stamp + self._offset
+            self.received += 1
+            status = message[0] if message else 0
+            with self._lock:
+                if status == 0xF8:
+                    self.follower.tick(t)
+                elif status == 0xFA:
+                    self.follower.start(t)
+                elif status == 0xFB:
+                    self.follower.continue_(t)
+                elif status == 0xFC:
+                    self.follower.stop(t)
+                elif status == 0xF2 and len(message) == 3:
+                    self.follower.song_position(t, message[1] | message[2] << 7)
+        except Exception as exc:
+            self.errors += 1
+            log.debug("MIDI clock message %r: %r", event, exc)
+
+    # -- following -----------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
+        try:
+            if self._in is not None:
+                self._in.close_port()
+                self._in.delete()
+        except Exception:
+            pass
+        self.sync.midi = False
+
+    def _run(self) -> None:
+        while not self._stop.wait(FOLLOW_S):
+            try:
+                self.follow()
+            except Exception as exc:  # the music goes on; counted
+                self.errors += 1
+                log.debug("MIDI clock follow: %r", exc)
+
+    def follow(self) -> None:
+        """One look: post what the play head needs to follow the leader (any thread,
+        one at a time)."""
+        sync = self.sync
+        head = self.head.sample()
+        now = self.clock()
+        with self._lock:
+            leader = self.follower.state(now)
+            ahead = self.follower.state(now + self.ahead_s)
+        sync.leader_bpm = leader.bpm
+        if sync.source != "midi":
+            self._jumps = -1  # the next "midi" starts afresh
+            self._playing = False
+            sync.phase_error = None
+            return
+        grid = self.beats.grid()
+        engine = self.engine
+        if not leader.running or leader.beat is None or leader.bpm is None or grid is None:
+            if self._playing:
+                self._playing = False
+                engine.post(Pause())
+            sync.phase_error = None
+            return
+        base = min(max(leader.bpm / grid.bpm, MIN_RATE), MAX_RATE)
+        target = sync.anchor + leader.beat * grid.period
+        error = (head.seconds_at(now) - target) / base if head.rolling else math.inf
+        if not self._playing or leader.jumps != self._jumps or abs(error) > JUMP_S:
+            assert ahead.beat is not None
+            seek = max(0.0, sync.anchor + ahead.beat * grid.period)
+            self._rate = base
+            if engine.post(Batch((Seek(seek), Rate(base), Play()))):
+                self._playing = True
+                self._jumps = leader.jumps
+            sync.phase_error = None
+            return
+        nudge = min(max(-error / CORRECT_S, -NUDGE), NUDGE)
+        rate = min(max(base * (1.0 + nudge), MIN_RATE), MAX_RATE)
+        if abs(rate - self._rate) > 1e-6 * base and engine.post(Rate(rate)):
+            self._rate = rate
+        sync.phase_error = error

@@ -1,0 +1,173 @@
+"""MIDI clock in: the follower fed made-up clocks, and the play head following it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stemdeck.core.beats.grid import BeatGrid
+from stemdeck.core.mixer.commands import Batch, Command, Pause, Play, Rate, Seek, Track
+from stemdeck.daemon.clock_in import NUDGE, PPQN, ClockFollower, MidiClockIn
+from stemdeck.daemon.sync import SyncControl
+
+
+def feed(f: ClockFollower, bpm: float, beats: float, t0: float, jitter: float, rng) -> float:
+    """Ticks at ``bpm`` for ``beats`` from ``t0`` with uniform jitter; the next tick's time."""
+    period = 60.0 / bpm / PPQN
+    n = round(beats * PPQN)
+    for i in range(n):
+        f.tick(t0 + i * period + rng.uniform(-jitter, jitter))
+    return t0 + n * period
+
+
+def test_steady_tempo_and_phase_with_jitter() -> None:
+    rng = np.random.default_rng(1)
+    f = ClockFollower()
+    f.start(-0.01)
+    period = 60.0 / 120.0 / PPQN
+    tempo_errors, phase_errors = [], []
+    for i in range(32 * PPQN):
+        f.tick(i * period + rng.uniform(-0.001, 0.001))
+        if i >= 4 * PPQN:
+            t = (i + 0.5) * period
+            state = f.state(t)
+            assert state.bpm is not None and state.beat is not None
+            tempo_errors.append(abs(state.bpm - 120.0))
+            phase_errors.append(abs(state.beat - (i + 0.5) / PPQN) * 0.5)
+    assert max(tempo_errors) <= 0.1
+    assert max(phase_errors) <= 0.002
+    assert f.changes == 0  # jitter is not a tempo change
+
+
+def test_a_tempo_step_locks_within_two_beats() -> None:
+    rng = np.random.default_rng(2)
+    f = ClockFollower()
+    f.start(-0.01)
+    t = feed(f, 120.0, 8, 0.0, 0.001, rng)
+    period = 60.0 / 126.0 / PPQN
+    for i in range(8 * PPQN):
+        f.tick(t + i * period + rng.uniform(-0.001, 0.001))
+        if i >= 2 * PPQN:
+            state = f.state(t + (i + 0.5) * period)
+            assert state.bpm is not None and state.beat is not None
+            assert abs(state.bpm - 126.0) <= 0.1
+            assert abs(state.beat - (8 + (i + 0.5) / PPQN)) * 60 / 126 <= 0.002
+    assert f.changes >= 1
+
+
+def test_start_stop_continue_and_song_position() -> None:
+    f = ClockFollower()
+    period = 60.0 / 120.0 / PPQN
+    for i in range(24):  # a clock that ticks while stopped: the tempo, no position
+        f.tick(i * period)
+    state = f.state(24 * period)
+    assert not state.running and state.beat is None
+    assert state.bpm == pytest.approx(120.0)
+    f.start(24 * period - 0.001)
+    assert f.state(24 * period).beat is None  # not before the first tick
+    for i in range(24, 48):
+        f.tick(i * period)
+    assert f.state(47 * period).beat == pytest.approx(23 / 24)
+    f.stop(47.5 * period)
+    assert f.state(48 * period).beat is None
+    f.song_position(47.7 * period, 16)  # bar 2 of 4/4: beat 4
+    f.continue_(47.8 * period)
+    f.tick(48 * period)
+    assert f.state(48 * period).beat == pytest.approx(4.0)
+    assert f.state(48.5 * period).beat == pytest.approx(4.0 + 0.5 / 24)
+    f.stop(48.7 * period)
+    f.continue_(48.8 * period)  # on from after the last tick played
+    f.tick(49 * period)
+    assert f.state(49 * period).beat == pytest.approx(4.0 + 1 / 24)
+    assert f.jumps == 4  # Start, the pointer, two Continues
+
+
+def test_a_silent_gap_starts_the_tempo_afresh() -> None:
+    f = ClockFollower()
+    feed(f, 120.0, 4, 0.0, 0.0, np.random.default_rng(0))
+    feed(f, 90.0, 1, 10.0, 0.0, np.random.default_rng(0))  # 8 s later, another tempo
+    assert f.bpm == pytest.approx(90.0)
+
+
+class FakeEngine:
+    sr = 48000
+
+    def __init__(self) -> None:
+        self.track: Track | None = Track(np.zeros((1, 2, 48000 * 60), np.float32), 48000, ("mix",))
+        self.position = 0
+        self.rate = 1.0
+        self.playing = False
+        self.posted: list[Command] = []
+
+    @property
+    def rolling(self) -> bool:
+        return self.playing
+
+    def seconds(self, frames: int) -> float:
+        return frames / 48000
+
+    def post(self, command: Command) -> bool:
+        self.posted.append(command)
+        return True
+
+
+class Grid:
+    def __init__(self, grid: BeatGrid) -> None:
+        self._grid = grid
+
+    def grid(self) -> BeatGrid | None:
+        return self._grid
+
+
+class PortlessClockIn(MidiClockIn):
+    def _open(self, port: str, api: str | None) -> None:
+        self.name = port
+
+
+def test_the_play_head_follows_with_bounded_nudges() -> None:
+    now = [0.0]
+    engine = FakeEngine()
+    sync = SyncControl()
+    clock_in = PortlessClockIn(
+        engine,
+        Grid(BeatGrid(100.0, 0.5)),
+        sync,
+        "virtual:test",
+        block_s=0.0,
+        clock=lambda: now[0],
+    )
+    assert sync.midi
+    sync.set_source("midi")
+    sync.set_anchor(0.5)  # the track's first downbeat at the leader's beat 0
+    f = clock_in.follower
+    period = 60.0 / 120.0 / PPQN
+    f.start(0.0)
+    for i in range(48):
+        f.tick(i * period)
+    now[0] = 47 * period
+    clock_in.follow()  # the leader plays at 120 BPM, beat 47/24: a jump there
+    (batch,) = engine.posted
+    assert isinstance(batch, Batch)
+    seek, rate, play = batch.commands
+    assert isinstance(seek, Seek) and isinstance(rate, Rate) and play == Play()
+    assert seek.seconds == pytest.approx(0.5 + 47 / 24 * 0.6, abs=1e-9)
+    assert rate.rate == pytest.approx(1.2, abs=1e-9)
+    assert sync.phase_error is None
+    # The play head plays there, 10 ms ahead of the leader: a nudge down, bounded.
+    engine.posted.clear()
+    engine.playing, engine.rate = True, 1.2
+    engine.position = round((0.5 + 47 / 24 * 0.6 + 0.012) * 48000)
+    clock_in.head.head = clock_in.head.head.__class__(now[0], 0.0, 0.0, 0)
+    clock_in.head.sample()  # the line starts at the play head
+    clock_in.follow()
+    assert sync.phase_error == pytest.approx(0.01, abs=1e-6)
+    (nudged,) = engine.posted
+    assert isinstance(nudged, Rate)
+    assert nudged.rate == pytest.approx(1.2 * (1 - NUDGE), abs=1e-9)
+    assert sync.describe() == "midi 120.00 BPM +10.0 ms"
+    # The leader stops: a pause.
+    engine.posted.clear()
+    f.stop(now[0])
+    clock_in.follow()
+    assert engine.posted == [Pause()]
+    assert sync.describe() == "midi 120.00 BPM"
