@@ -88,12 +88,19 @@ class RollingEngine:
     rolling = True
 
     def __init__(self) -> None:
-        self.track = Track(np.zeros((1, 2, SR * 600), np.float32), SR, ("mix",))
+        self.track: Track | None = Track(np.zeros((1, 2, SR * 600), np.float32), SR, ("mix",))
         self.t0 = time.perf_counter()
+        self.position = 0
+        self._stop = threading.Event()
+        threading.Thread(target=self._blocks, daemon=True).start()
 
-    @property
-    def position(self) -> int:
-        return int((time.perf_counter() - self.t0) * SR) // BLOCK * BLOCK
+    def _blocks(self) -> None:
+        """The mixer's pace: a block's worth of frames at each block's deadline."""
+        period = BLOCK / SR
+        n = 0
+        while not self._stop.wait(max(0.0, self.t0 + (n + 1) * period - time.perf_counter())):
+            n += 1
+            self.position = n * BLOCK
 
     def seconds(self, frames: int) -> float:
         return frames / SR
@@ -123,10 +130,12 @@ def clock_out(server: str, seconds: float) -> dict[str, float]:
     rec.activate()
     sender = JackClockPort("virtual:clock")
     rec.connect(sender.name, inport.name)
-    out = MidiClockOut(RollingEngine(), Grid(), sender, block_s=BLOCK / SR)
+    engine = RollingEngine()
+    out = MidiClockOut(engine, Grid(), sender, block_s=BLOCK / SR)
     out.start()
     time.sleep(seconds)
     out.stop()
+    engine._stop.set()
     rec.deactivate()
     rec.close()
     f = np.array(frames[PPQN:], np.float64) / SR  # the first beat: the line settles
