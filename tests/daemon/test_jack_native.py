@@ -263,7 +263,7 @@ def test_sync_source_over_osc(following) -> None:
     daemon, _ = following
     assert daemon.client.ask("/sync/source") == [("/sync/source", ["jack"])]
     assert daemon.client.ask("/sync/source", "link") == [
-        ("/error", ["/sync/source: link sync is not available yet; off or jack"])
+        ("/error", ["/sync/source: link sync is not available yet; off, jack or midi"])
     ]
     assert daemon.client.ask("/sync/source", "off") == [("/sync/source", ["off"])]
     assert daemon.client.ask("/sync/source", "jack") == [("/sync/source", ["jack"])]
