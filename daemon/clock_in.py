@@ -20,9 +20,11 @@ the leader stopped on Continue. The first tick after Start or Continue falls
 on the position (the MIDI 1.0 specification).
 
 :class:`MidiClockIn` is the daemon's side (``serve --sync midi --sync-midi
-PORT``): an rtmidi input whose messages carry the backend's time stamps (JACK's
-frame time under ``--midi-api jack``), so the callback's own lateness (the GIL)
-is not jitter, and a thread that makes the play head follow while
+PORT``): an input whose messages carry the time they were sent at, so the
+callback's own lateness (the GIL) is not jitter (under ``--midi-api jack`` a JACK
+MIDI port of a JACK client of its own, ``stemdeck-sync``, each message stamped
+with its frame; else an rtmidi input with the backend's time stamps), and a
+thread that makes the play head follow while
 ``/sync/source`` is ``midi``: the track's second ``anchor + beat * period`` of its
 grid is heard at the leader's beat, the vinyl rate is the leader's tempo over
 the track's, and the phase error is taken out by nudging that rate by at most
@@ -415,8 +417,10 @@ class MidiClockIn:
         an input port's name).
     api : str or None
         rtmidi's API (``alsa``, ``jack``; None: rtmidi's default).
-    block_s, latency_s : float
-        The audio block and the output latency (s).
+    block_s : float
+        The audio block (s).
+    latency : callable
+        The output's latency beyond the block (s), as the sink reports it now.
 
     Raises
     ------
@@ -433,7 +437,7 @@ class MidiClockIn:
         *,
         api: str | None = None,
         block_s: float,
-        latency_s: float = 0.0,
+        latency: Callable[[], float] = lambda: 0.0,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.engine = engine
@@ -441,12 +445,18 @@ class MidiClockIn:
         self.sync = sync
         self.clock = clock
         self.follower = ClockFollower()
-        self.head = HeardPlayHead(engine, block_s=block_s, latency_s=latency_s, clock=clock)
-        self.ahead_s = 1.5 * block_s + latency_s  # a seek posted now is heard then
+        self.head = HeardPlayHead(engine, block_s=block_s, latency=latency, clock=clock)
+        self.block_s = block_s
+        self.latency = latency
         self.received = 0
         self.errors = 0
         self._stamp: float | None = None  # the backend's time of the last message
         self._offset = math.inf  # wall time minus backend time, least seen
+        self._jack: Any = None  # the JACK client of --midi-api jack
+        # Messages with their times from the JACK process callback, to the follower
+        # from the follow thread: one producer, one consumer.
+        self._inbox: deque[tuple[float, bytes]] = deque()
+        self._frames = 0  # JACK frame time unwrapped (its counter is 32 bits)
         self._playing = False
         self._jumps = -1
         self._rate = 0.0
@@ -459,7 +469,11 @@ class MidiClockIn:
         sync.midi = True
 
     def _open(self, port: str, api: str | None) -> None:
-        """Open the rtmidi input and set :attr:`name` (tests replace this)."""
+        """Open the input and set :attr:`name` (tests replace this): a JACK MIDI port
+        of a JACK client of its own under ``--midi-api jack``, else rtmidi's."""
+        if api == "jack":
+            self._open_jack(port)
+            return
         try:
             import rtmidi
         except ImportError as exc:
@@ -484,9 +498,63 @@ class MidiClockIn:
         except Exception as exc:  # rtmidi raises its own types
             raise ParameterError(f"cannot open the MIDI clock input: {exc}") from None
 
-    # -- rtmidi's thread -----------------------------------------------------------------
+    def _open_jack(self, port: str) -> None:
+        """A JACK client ``stemdeck-sync`` with one MIDI input: ``virtual:NAME`` is the
+        port NAME for the leader to connect to; else the port ``clock_in``, connected
+        from the first JACK MIDI output whose name contains ``port``. Its messages
+        carry the frame they were written at (rtmidi's JACK backend stamps them at
+        the period instead: up to 5 ms of jitter at 256 frames)."""
+        from .audio.jack import open_client  # JACK-Client loads libjack: only with JACK
+
+        virtual = port.startswith("virtual:")
+        name = (port[len("virtual:") :] or "clock_in") if virtual else "clock_in"
+        client = open_client("stemdeck-sync")
+        try:
+            self._jack_port = client.midi_inports.register(name)
+            self._sr = float(client.samplerate)
+            client.set_process_callback(self._jack_process)
+            client.activate()
+            if virtual:
+                self.name = self._jack_port.name
+            else:
+                sources = [
+                    p
+                    for p in client.get_ports(is_midi=True, is_output=True)
+                    if port in p.name and not p.name.startswith(client.name + ":")
+                ]
+                if not sources:
+                    raise ParameterError(f"no JACK MIDI output named like {port!r} for --sync-midi")
+                client.connect(sources[0], self._jack_port)
+                self.name = sources[0].name
+        except BaseException:
+            client.close()
+            raise
+        self._jack = client
+
+    # -- the input's thread ----------------------------------------------------------------
+    def _jack_process(self, frames: int) -> None:
+        """JACK's process callback: each message with the wall time of its frame, to
+        :attr:`_inbox` (the follow thread feeds the follower: no fit here)."""
+        try:
+            client = self._jack
+            now = self.clock()
+            since = client.frames_since_cycle_start
+            base = client.last_frame_time
+            self._frames += (base - self._frames) % (1 << 32)  # unwrapped
+            stamp = self._frames / self._sr
+            # The frame clock against ours: the least delayed callback says it; allow
+            # 0.1 ms/s of drift between the two clocks.
+            self._offset = min(
+                self._offset + 1e-4 * frames / self._sr, now - since / self._sr - stamp
+            )
+            for offset, data in self._jack_port.incoming_midi_events():
+                self._inbox.append((stamp + offset / self._sr + self._offset, bytes(data)))
+        except Exception as exc:
+            self.errors += 1
+            log.debug("MIDI clock JACK input: %r", exc)
+
     def _message(self, event: tuple[list[int], float], data: Any) -> None:
-        """One message with rtmidi's delta time; never raises."""
+        """rtmidi's callback: one message with its delta time; never raises."""
         try:
             message, delta = event
             arrival = self.clock()
@@ -495,23 +563,26 @@ class MidiClockIn:
             # The backend's clock against ours: the earliest arrival is the least
             # delayed; allow 0.1 ms/s of drift between the two clocks.
             self._offset = min(self._offset + 1e-4 * float(delta), arrival - stamp)
-            t = stamp + self._offset
-            self.received += 1
-            status = message[0] if message else 0
             with self._lock:
-                if status == 0xF8:
-                    self.follower.tick(t)
-                elif status == 0xFA:
-                    self.follower.start(t)
-                elif status == 0xFB:
-                    self.follower.continue_(t)
-                elif status == 0xFC:
-                    self.follower.stop(t)
-                elif status == 0xF2 and len(message) == 3:
-                    self.follower.song_position(t, message[1] | message[2] << 7)
+                self._deliver(stamp + self._offset, message)
         except Exception as exc:
             self.errors += 1
             log.debug("MIDI clock message %r: %r", event, exc)
+
+    def _deliver(self, t: float, message: bytes | list[int]) -> None:
+        """One message at wall time ``t`` to the follower (under :attr:`_lock`)."""
+        self.received += 1
+        status = message[0] if message else 0
+        if status == 0xF8:
+            self.follower.tick(t)
+        elif status == 0xFA:
+            self.follower.start(t)
+        elif status == 0xFB:
+            self.follower.continue_(t)
+        elif status == 0xFC:
+            self.follower.stop(t)
+        elif status == 0xF2 and len(message) == 3:
+            self.follower.song_position(t, message[1] | message[2] << 7)
 
     # -- following -----------------------------------------------------------------------
     def start(self) -> None:
@@ -525,8 +596,11 @@ class MidiClockIn:
             if self._in is not None:
                 self._in.close_port()
                 self._in.delete()
-        except Exception:
-            pass
+            if self._jack is not None:
+                self._jack.deactivate()
+                self._jack.close()
+        except Exception as exc:  # the server may be gone
+            log.debug("MIDI clock in: closing: %r", exc)
         self.sync.midi = False
 
     def _run(self) -> None:
@@ -544,8 +618,16 @@ class MidiClockIn:
         head = self.head.sample()
         now = self.clock()
         with self._lock:
+            inbox = self._inbox
+            while inbox:
+                try:
+                    self._deliver(*inbox.popleft())
+                except Exception as exc:  # one bad message: counted, the rest go on
+                    self.errors += 1
+                    log.debug("MIDI clock message: %r", exc)
             leader = self.follower.state(now)
-            ahead = self.follower.state(now + self.ahead_s)
+            # A seek posted now is heard a block and a half and the latency later.
+            ahead = self.follower.state(now + 1.5 * self.block_s + self.latency())
         sync.leader_bpm = leader.bpm
         if sync.source != "midi":
             self._jumps = -1  # the next "midi" starts afresh

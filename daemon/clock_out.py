@@ -288,9 +288,11 @@ class MidiClockOut:
     beats : BeatSource
         The playing track's grid (:class:`~stemdeck.daemon.track_beats.TrackBeats`).
     sender : ClockSender
-    block_s, latency_s : float
-        The audio block's duration and the output's latency (s): the tick falls
-        where its beat is heard.
+    block_s : float
+        The audio block's duration (s).
+    latency : callable
+        The output's latency beyond the block (s), as the sink reports it now: the
+        tick falls where its beat is heard.
     """
 
     def __init__(
@@ -300,13 +302,13 @@ class MidiClockOut:
         sender: ClockSender,
         *,
         block_s: float,
-        latency_s: float = 0.0,
+        latency: Callable[[], float] = lambda: 0.0,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.beats = beats
         self.sender = sender
         self.clock = clock
-        self.head = HeardPlayHead(engine, block_s=block_s, latency_s=latency_s, clock=clock)
+        self.head = HeardPlayHead(engine, block_s=block_s, latency=latency, clock=clock)
         self.schedule = ClockOutSchedule()
         self.errors = 0
         self._stop = threading.Event()

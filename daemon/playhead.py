@@ -82,8 +82,11 @@ class HeardPlayHead:
     block_s : float
         The audio block's duration (s): a reading is on average half a block
         behind the block it ends, and a block ahead of the sound.
-    latency_s : float
-        The output's latency beyond the block (s), where the sink knows it.
+    latency : callable
+        The output's latency beyond the block (s), as the sink reports it now
+        (:attr:`AudioSupervisor.output_latency_s
+        <stemdeck.daemon.supervisor.AudioSupervisor.output_latency_s>`; read at
+        every reading: a reopened stream may have another).
     clock : callable
         Wall time in seconds (``time.perf_counter``).
     """
@@ -93,12 +96,13 @@ class HeardPlayHead:
         engine: PlayedEngine,
         *,
         block_s: float,
-        latency_s: float = 0.0,
+        latency: Callable[[], float] = lambda: 0.0,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.engine = engine
         self.clock = clock
-        self.ahead_s = 0.5 * block_s + latency_s
+        self.block_s = block_s
+        self.latency = latency
         self.head = Head(0.0, 0.0, 0.0, 0)
         self._track: Track | None = None
 
@@ -110,7 +114,8 @@ class HeardPlayHead:
         rolling = engine.rolling and track is not None
         speed = float(engine.rate) if rolling else 0.0
         now = self.clock()
-        heard = engine.seconds(engine.position) - self.ahead_s * speed
+        ahead_s = 0.5 * self.block_s + self.latency()
+        heard = engine.seconds(engine.position) - ahead_s * speed
         head = self.head
         predicted = head.seconds_at(now)
         jumped = (

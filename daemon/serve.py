@@ -262,6 +262,17 @@ class Daemon:
         )
 
     # -- lifecycle -------------------------------------------------------------------------
+    def _output_latency(self) -> float:
+        """The audio output's latency beyond the block (s), as its sink reports it
+        now (the MIDI clocks' heard play head; the sink opens after them)."""
+        if self.opts.audio == "jack" and self.opts.midi_api == "jack":
+            # The clocks' JACK MIDI ports and the audio ports are in one JACK graph:
+            # a tick at a port's frame meets the audio of that frame at every client,
+            # and both go on to the outputs with the same latency.
+            return 0.0
+        audio = self.audio
+        return audio.output_latency_s if audio is not None else 0.0
+
     def _open_clocks(self, block_s: float) -> None:
         """Open ``--sync-midi`` and ``--clock-out`` (before the audio stream, as MIDI)."""
         opts = self.opts
@@ -275,6 +286,7 @@ class Daemon:
                 opts.sync_midi,
                 api=opts.midi_api,
                 block_s=block_s,
+                latency=self._output_latency,
             )
             self.clock_in.start()
             log.info("MIDI clock in: %s", self.clock_in.name)
@@ -286,7 +298,9 @@ class Daemon:
                 sender = JackClockPort(opts.clock_out)
             else:
                 sender = RtMidiClockPort(opts.clock_out, api=opts.midi_api)
-            self.clock_out = MidiClockOut(self.engine, self.beats, sender, block_s=block_s)
+            self.clock_out = MidiClockOut(
+                self.engine, self.beats, sender, block_s=block_s, latency=self._output_latency
+            )
             self.clock_out.start()
             log.info("MIDI clock out: %s", sender.name)
 

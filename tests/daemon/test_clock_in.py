@@ -209,3 +209,62 @@ def test_the_play_head_follows_with_bounded_nudges() -> None:
     clock_in.follow()
     assert engine.posted == [Pause()]
     assert sync.describe() == "midi 120.00 BPM"
+
+
+class FakeJackClient:
+    """What the JACK input's process callback reads of its client."""
+
+    def __init__(self) -> None:
+        self.last_frame_time = 0
+        self.frames_since_cycle_start = 0
+
+
+class FakeMidiPort:
+    def __init__(self) -> None:
+        self.events: list[tuple[int, bytes]] = []
+
+    def incoming_midi_events(self) -> list[tuple[int, bytes]]:
+        return self.events
+
+
+def test_the_jack_input_stamps_each_message_at_its_frame() -> None:
+    """Under --midi-api jack each message is timed by its frame, not by the period it
+    came in (rtmidi's JACK backend stamps the period: up to 5 ms of jitter), and a
+    late process callback does not move it."""
+    now = [10.0]
+    clock_in = PortlessClockIn(
+        FakeEngine(),
+        Grid(BeatGrid(120.0, 0.0)),
+        SyncControl(),
+        "virtual:test",
+        block_s=256 / 48000,
+        clock=lambda: now[0],
+    )
+    jack, port = FakeJackClient(), FakeMidiPort()
+    clock_in._jack, clock_in._jack_port, clock_in._sr = jack, port, 48000.0
+    period = 60.0 / 120.0 / PPQN * 48000  # 1000 frames a tick
+    frame, sent = 0, 0
+    for cycle in range(200):
+        base = cycle * 256
+        jack.last_frame_time = base
+        # The callback runs late by 0..2 ms of JACK time: the frame clock says so.
+        late = (cycle * 37) % 97
+        jack.frames_since_cycle_start = late
+        now[0] = 10.0 + (base + late) / 48000
+        port.events = []
+        while frame < base + 256:
+            if frame >= base:
+                port.events.append((frame - base, b"\xf8"))
+            frame = round((sent + 1) * period)
+            sent += 1
+        if cycle == 0:
+            port.events.insert(0, (0, b"\xfa"))
+        clock_in._jack_process(256)
+    clock_in.follow()
+    assert not clock_in._inbox  # all delivered: Start and every tick
+    assert (clock_in.errors, clock_in.received) == (0, sent + 1)
+    f = clock_in.follower
+    assert f.bpm == pytest.approx(120.0, abs=1e-6)
+    assert f.changes == 0
+    state = f.state(10.0 + 50 * 256 / 48000)
+    assert state.running and state.beat == pytest.approx(50 * 256 / 24000, abs=1e-6)
