@@ -371,6 +371,20 @@ def build(snap: Snapshot) -> dict[str, Any]:
             value=v.get("/sync/anchor"),
             unit=["time.second"],
         ),
+        "tempo": _method(
+            "/sync/tempo",
+            "f",
+            1,
+            "the MIDI clock's tempo in BPM (0 while none is heard)",
+            value=v.get("/sync/tempo", [0.0]),
+        ),
+        "phase": _method(
+            "/sync/phase",
+            "f",
+            1,
+            "how far the play head is ahead of the leader, in ms (0 while not following)",
+            value=v.get("/sync/phase", [0.0]),
+        ),
     }
     track = {
         "load": _method(

@@ -73,6 +73,8 @@ VALUE_ADDRESSES = (
     "/track/bpm",
     "/track/grid",
     "/track/key",
+    "/sync/tempo",
+    "/sync/phase",
 )
 STREAMS = ("/meter", "/meter/rms", "/transport/position", "/transport/beat", "/status")
 # The tree's names for addresses with children (namespace.VALUE_CHILDREN): the same values.

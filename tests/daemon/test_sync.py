@@ -194,3 +194,20 @@ def test_sync_over_osc() -> None:
         ("/error", ["/sync/anchor got inf"])
     ]
     assert host.sync.anchor == 1.25
+
+
+def test_the_leaders_tempo_and_phase_over_osc_and_in_the_state() -> None:
+    host = FakeHost()
+    control = OscControl(host)
+    sender = ("127.0.0.1", 9999)
+    assert control.handle([("/sync/tempo", [])], sender) == [("/sync/tempo", [0.0])]
+    assert control.handle([("/sync/phase", [])], sender) == [("/sync/phase", [0.0])]
+    host.sync.leader_bpm, host.sync.phase_error = 126.5, -0.00125
+    assert control.handle([("/sync/tempo", [])], sender) == [("/sync/tempo", [126.5])]
+    assert control.handle([("/sync/phase", [])], sender) == [("/sync/phase", [-1.25])]
+    assert control.handle([("/sync/tempo", [120.0])], sender) == [
+        ("/error", ["/sync/tempo takes no arguments, got 1"])
+    ]
+    state = control.state()
+    at = [a for a, _ in state].index("/transport/rate")
+    assert state[at + 1 : at + 3] == [("/sync/tempo", [126.5]), ("/sync/phase", [-1.25])]
