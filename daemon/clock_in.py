@@ -53,6 +53,7 @@ from .sync import SyncControl
 
 __all__ = [
     "DETECT",
+    "INBOX",
     "JUMP_S",
     "KNEE_SEARCH",
     "NUDGE",
@@ -86,6 +87,10 @@ CORRECT_S = 1.0
 JUMP_S = 0.25
 #: How often the follower thread looks (s).
 FOLLOW_S = 0.01
+#: Messages the JACK input holds for the follower thread (seconds of a fast clock).
+INBOX = 1024
+#: The status bytes the clock is made of: Clock, Start, Continue, Stop, Song Position.
+_CLOCK_STATUS = frozenset((0xF8, 0xFA, 0xFB, 0xFC, 0xF2))
 
 
 @dataclass(frozen=True)
@@ -170,9 +175,10 @@ class ClockFollower:
                     self._noise = max(MIN_JITTER, 0.98 * self._noise + 0.02 * abs(error) * 1.25)
         if bend is not None and bend.after_knee() >= WINDOW:
             bend = self._bend = None  # the window holds the new tempo alone
-        if bend is not None:
-            self._fit = bend.fit()
-        else:
+        bent = bend.fit() if bend is not None else None
+        if bent is not None:
+            self._fit = bent
+        else:  # the plain line (also while too few ticks say where a change began)
             line = _line(list(ticks), None)
             self._fit = None if line is None else line[:3]
         if self._armed:
@@ -547,8 +553,15 @@ class MidiClockIn:
             self._offset = min(
                 self._offset + 1e-4 * frames / self._sr, now - since / self._sr - stamp
             )
+            inbox = self._inbox
             for offset, data in self._jack_port.incoming_midi_events():
-                self._inbox.append((stamp + offset / self._sr + self._offset, bytes(data)))
+                message = bytes(data)  # a cffi buffer: indexing it gives bytes, not ints
+                if not message or message[0] not in _CLOCK_STATUS:
+                    continue  # notes, controllers, SysEx: not the clock's
+                if len(inbox) >= INBOX:  # a flood, or the follow thread stalled
+                    self.errors += 1
+                    continue
+                inbox.append((stamp + offset / self._sr + self._offset, message))
         except Exception as exc:
             self.errors += 1
             log.debug("MIDI clock JACK input: %r", exc)

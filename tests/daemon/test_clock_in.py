@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import cffi
 import numpy as np
 import pytest
 
 from stemdeck.core.beats.grid import BeatGrid
 from stemdeck.core.mixer.commands import Batch, Command, Pause, Play, Rate, Seek, Track
-from stemdeck.daemon.clock_in import NUDGE, PPQN, ClockFollower, MidiClockIn
+from stemdeck.daemon.clock_in import INBOX, NUDGE, PPQN, ClockFollower, MidiClockIn
 from stemdeck.daemon.sync import SyncControl
 
 
@@ -220,11 +223,14 @@ class FakeJackClient:
 
 
 class FakeMidiPort:
+    """Events as JACK-Client gives them: cffi buffers (indexing one gives bytes)."""
+
     def __init__(self) -> None:
         self.events: list[tuple[int, bytes]] = []
 
-    def incoming_midi_events(self) -> list[tuple[int, bytes]]:
-        return self.events
+    def incoming_midi_events(self) -> list[tuple[int, Any]]:
+        ffi = cffi.FFI()
+        return [(o, ffi.buffer(ffi.new("unsigned char[]", d), len(d))) for o, d in self.events]
 
 
 def test_the_jack_input_stamps_each_message_at_its_frame() -> None:
@@ -268,3 +274,20 @@ def test_the_jack_input_stamps_each_message_at_its_frame() -> None:
     assert f.changes == 0
     state = f.state(10.0 + 50 * 256 / 48000)
     assert state.running and state.beat == pytest.approx(50 * 256 / 24000, abs=1e-6)
+
+
+def test_the_jack_input_keeps_the_clock_out_of_a_flood() -> None:
+    """Other messages on the port are not the clock's; a flood past what the follower
+    thread takes is counted, not held without bound."""
+    clock_in = PortlessClockIn(
+        FakeEngine(), Grid(BeatGrid(120.0, 0.0)), SyncControl(), "virtual:test", block_s=0.0
+    )
+    jack, port = FakeJackClient(), FakeMidiPort()
+    clock_in._jack, clock_in._jack_port, clock_in._sr = jack, port, 48000.0
+    port.events = [(0, b"\x90\x40\x7f"), (1, b"\xf0\x01\xf7"), (2, b""), (3, b"\xf8")]
+    clock_in._jack_process(256)
+    assert [m for _, m in clock_in._inbox] == [b"\xf8"]
+    port.events = [(0, b"\xf8")] * 2000
+    clock_in._jack_process(256)
+    assert len(clock_in._inbox) == INBOX
+    assert clock_in.errors == 2000 - (INBOX - 1)
