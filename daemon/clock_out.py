@@ -4,7 +4,8 @@
 head (:mod:`.playhead`) and the track's beat grid it says which messages fall
 due and when. Tick ``k`` falls where the play head is heard at beat ``k / 24``
 of the grid (beats from the first bar start), at the grid's tempo times the
-vinyl rate. Play from the grid's first beat or before it sends Start, and the
+vinyl rate. Play from the grid's first beat or before it (within its first
+tick: the play head is read a block or so after play began) sends Start, and the
 first tick falls on beat 0; play from anywhere else (after a pause, a seek, a
 loop's wrap) sends Continue, after a Song Position Pointer at the next
 sixteenth unless the follower is already there. Pause sends Stop; a jump while
@@ -103,7 +104,10 @@ class ClockOutSchedule:
                 out.append((now, STOP))
             beat = grid.beat_at(head.seconds_at(now))
             first = math.ceil(beat * PPQN - 1e-6)  # the next tick at or after now
-            if first <= 0:
+            if beat * PPQN < 1.0:
+                # From the first beat or before: the play head is read a block or so
+                # after play began, so "at the first beat" is within its first tick;
+                # tick 0 then goes at once, a few ms late, and the rest on time.
                 out.append((now, START))
                 self.next_tick = 0
             elif not self.playing and self._sent_any and first == self.next_tick:

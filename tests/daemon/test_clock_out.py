@@ -51,3 +51,19 @@ def test_no_grid_no_clock() -> None:
     s = ClockOutSchedule()
     assert s.plan(0.0, Head(0.0, 0.0, 1.0, 1), None, 1.0) == []
     assert song_position(20000) == bytes((0xF2, 0x7F, 0x7F))
+
+
+def test_play_from_the_first_beat_read_a_block_late_still_sends_start() -> None:
+    """The play head is read a block or so after play began: a few ms past beat 0 is
+    still play from the first beat (it sent a pointer and Continue: a follower never
+    saw Start)."""
+    s = ClockOutSchedule()
+    head = Head(10.0, 1.003, 1.25, 1)  # beat 0 (1.0 s) was heard 2.4 ms ago
+    out = s.plan(10.0, head, GRID, 10.0 + 2 * TICK / 1.25)
+    assert out[:2] == [(10.0, START), (10.0, CLOCK)]  # tick 0 at once
+    assert [d for d, _ in out[2:]] == pytest.approx(
+        [10.0 + (k * TICK - 0.003) / 1.25 for k in (1, 2)], abs=1e-9
+    )
+    s = ClockOutSchedule()
+    later = Head(10.0, 1.0 + 1.5 * TICK, 1.0, 1)  # past tick 1: a pointer, the next sixteenth
+    assert s.plan(10.0, later, GRID, 10.0)[:2] == [(10.0, song_position(1)), (10.0, CONTINUE)]
