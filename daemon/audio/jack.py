@@ -167,7 +167,6 @@ class JackSink(Sink):
         #: Why the server dropped the client (set by JACK's shutdown thread), or None.
         self.shutdown_reason: str | None = None
         self._rolling_state = jack.ROLLING
-        self._playback_latency = jack.PLAYBACK_LATENCY
         self._starting_states = (jack.STARTING, jack.NETSTARTING)
         # The port buffers, fetched each block as JACK 2 requires (JACK-Client's own
         # get_array would also ask the client its block size on every call).
@@ -217,16 +216,6 @@ class JackSink(Sink):
                 dst[:] = out[:, i]
         except Exception:  # JACK drops a client whose callback fails: count it, go on
             self.errors += 1
-
-    @property
-    def output_latency_s(self) -> float:
-        """The first port's playback latency (JACK's, the most of its range: the
-        buffering downstream, a period of it the block's own) less the block."""
-        try:
-            latency = max(self.ports[0].get_latency_range(self._playback_latency))
-        except Exception:  # the server gone, or no ports: no latency known
-            return 0.0
-        return max(0.0, (latency - int(self.client.blocksize)) / self.sr)
 
     def _xrun(self, delayed_usecs: float) -> None:
         if self._rendered >= self.START_BLOCKS:  # not the client's own start

@@ -142,7 +142,10 @@ class Sink:
     def output_latency_s(self) -> float:
         """How long after its block's start a sample rendered at a block's start is
         heard, beyond the block itself (s): the output's buffering, as the stream
-        reports it; 0 for a clock with no output. Read from control threads."""
+        reports it. 0 for a clock with no output, and for stemdeck's JACK client:
+        JACK-Client has no call for a port's latency, and a JACK MIDI port's clock
+        meets the audio of its frame anyway (one graph, one latency downstream).
+        Read from control threads."""
         return 0.0
 
     @property
