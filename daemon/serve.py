@@ -12,6 +12,8 @@
   JACK client, or a null clock) and its recovery;
 - :class:`.sync.SyncControl` and :class:`.sync.TransportFollower`: who leads the play
   head (``--sync``, ``/sync/source``), followed in the JACK process callback;
+  :class:`.clock_in.MidiClockIn` follows a MIDI clock (``--sync-midi``) and
+  :class:`.clock_out.MidiClockOut` sends one (``--clock-out midi PORT``);
 - :class:`.prefetch.Prefetcher`: memory-mapped audio read ahead of the play head;
 - :func:`.status.format_status`: the status line (console and OSC ``/status``);
 - :class:`.osc.OscServer` and :class:`.midi.MidiControl`: the control surfaces, through
@@ -68,6 +70,8 @@ from .transport import TransportControl
 from .web.namespace import channel_colours
 
 if TYPE_CHECKING:  # imported where they start: mido, aiohttp, zeroconf only when used
+    from .clock_in import MidiClockIn
+    from .clock_out import MidiClockOut
     from .midi import MidiControl
     from .web.advertise import Advertiser
     from .web.server import WebServer
@@ -93,6 +97,8 @@ class ServeOptions:
     no_audio: bool = False
     connect: bool | None = None  # JACK ports to playback; None: for mix only
     sync: str = "off"  # who leads the play head (daemon/sync.py)
+    sync_midi: str | None = None  # the MIDI clock input (daemon/clock_in.py)
+    clock_out: str | None = None  # the MIDI clock output (daemon/clock_out.py)
     record: str | None = None
     block: int = 256
     outputs: str = "mix"
@@ -133,7 +139,9 @@ class Daemon:
         # One strip per channel the separation gives, no more.
         self.engine = Mixer(max_channels=len(self.names), at_end=opts.at_end)
         self.transport = TransportControl(self.engine)
-        self.sync = SyncControl(jack=opts.audio == "jack")
+        self.sync = SyncControl(jack=opts.audio == "jack", midi=opts.sync_midi is not None)
+        self.clock_in: MidiClockIn | None = None
+        self.clock_out: MidiClockOut | None = None
         self.scenes = SceneStore(self.registry, self.engine.post)
         library = [Path(p).expanduser().resolve() for p in opts.library]
         if not library and opts.track != DEMO:
@@ -255,9 +263,57 @@ class Daemon:
             separated=self.loader.separated,
             gc=(self.gc.full, self.gc.longest_s * 1000),
             bpm=grid.bpm if grid is not None else None,
+            sync=self.sync.describe(),
+            clock_out=(
+                (self.clock_out.schedule.ticks, self.clock_out.late)
+                if self.clock_out is not None
+                else None
+            ),
         )
 
     # -- lifecycle -------------------------------------------------------------------------
+    def _output_latency(self) -> float:
+        """The audio output's latency beyond the block (s), as its sink reports it
+        now (the MIDI clocks' heard play head; the sink opens after them)."""
+        if self.opts.audio == "jack" and self.opts.midi_api == "jack":
+            # The clocks' JACK MIDI ports and the audio ports are in one JACK graph:
+            # a tick at a port's frame meets the audio of that frame at every client,
+            # and both go on to the outputs with the same latency.
+            return 0.0
+        audio = self.audio
+        return audio.output_latency_s if audio is not None else 0.0
+
+    def _open_clocks(self, block_s: float) -> None:
+        """Open ``--sync-midi`` and ``--clock-out`` (before the audio stream, as MIDI)."""
+        opts = self.opts
+        if opts.sync_midi is not None:
+            from .clock_in import MidiClockIn  # rtmidi: only a daemon with MIDI clock
+
+            self.clock_in = MidiClockIn(
+                self.engine,
+                self.beats,
+                self.sync,
+                opts.sync_midi,
+                api=opts.midi_api,
+                block_s=block_s,
+                latency=self._output_latency,
+            )
+            self.clock_in.start()
+            log.info("MIDI clock in: %s", self.clock_in.name)
+        if opts.clock_out is not None:
+            from .clock_out import JackClockPort, MidiClockOut, RtMidiClockPort
+
+            sender: JackClockPort | RtMidiClockPort
+            if opts.midi_api == "jack":
+                sender = JackClockPort(opts.clock_out)
+            else:
+                sender = RtMidiClockPort(opts.clock_out, api=opts.midi_api)
+            self.clock_out = MidiClockOut(
+                self.engine, self.beats, sender, block_s=block_s, latency=self._output_latency
+            )
+            self.clock_out.start()
+            log.info("MIDI clock out: %s", sender.name)
+
     def start(self) -> None:
         # The audio callback needs the GIL within a fraction of a block: other
         # threads must hand it over far sooner than CPython's default 5 ms.
@@ -319,6 +375,8 @@ class Daemon:
             self.midi.start()
             if opts.midi_learn:
                 self.midi.learn(opts.midi_learn)
+        # The MIDI clock's ports too (JACK clients of their own under --midi-api jack).
+        self._open_clocks(block / rate)
         # Everything alive now lives until exit: out of the collector's sight, so no
         # later pass holds the GIL (and the callback) for tens of ms (daemon/realtime.py).
         frozen = settle_heap()
@@ -463,6 +521,10 @@ class Daemon:
             # After the audio stream: closing a JACK MIDI client while our JACK audio
             # client runs would deadlock on the GIL (see start()).
             self.midi.stop()
+        if self.clock_in is not None:
+            self.clock_in.stop()
+        if self.clock_out is not None:
+            self.clock_out.stop()
         if self.recorder:
             self.recorder.close()
             if self.recorder.error:

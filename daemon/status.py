@@ -9,7 +9,9 @@ failed and the original goes on), ``loading NAME`` while a requested track is
 read, then the transport (with the beat grid's tempo, ``128.0 BPM``, once there is
 one), levels and
 every counter that says something went wrong: xruns, dropped commands, engine
-errors, silenced non-finite blocks, recorder overruns and errors, MIDI errors.
+errors, silenced non-finite blocks, recorder overruns and errors, MIDI errors;
+then who leads when a leader is chosen (``sync midi 120.00 BPM +0.4 ms``: the
+MIDI clock's tempo and the play head's phase error) and the MIDI clock sent.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ class Status:
     separated: bool = True  # the channels play (False: the original, separation failed)
     gc: tuple[int, float] | None = None  # full collector passes, the longest pass (ms)
     bpm: float | None = None  # the beat grid's tempo (None: no grid yet)
+    sync: str = "off"  # who leads (SyncControl.describe): shown unless off
+    clock_out: tuple[int, int] | None = None  # MIDI clock ticks sent, late
 
 
 def _clock(seconds: float) -> str:
@@ -112,6 +116,10 @@ def format_status(s: Status) -> str:
             parts[-1] += f" overruns {overruns}"
     if s.midi is not None:
         parts.append(f"midi {s.midi[0]} in {s.midi[1]} bad")
+    if s.sync != "off":
+        parts.append(f"sync {s.sync}")
+    if s.clock_out is not None:
+        parts.append(f"clock out {s.clock_out[0]} ticks {s.clock_out[1]} late")
     osc = f"osc clients {s.osc_clients}"
     if s.osc is not None:
         c = s.osc

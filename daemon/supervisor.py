@@ -104,6 +104,12 @@ class AudioSupervisor:
         return self.sink
 
     @property
+    def output_latency_s(self) -> float:
+        """The sink's output latency beyond the block (s; 0 before the start)."""
+        sink = self.sink
+        return sink.output_latency_s if sink is not None else 0.0
+
+    @property
     def xruns(self) -> int:
         return self.sink.xruns if self.sink is not None else 0
 

@@ -1,9 +1,11 @@
 """Who leads the play head: the sync source, its anchor, and the JACK transport follower.
 
 :class:`SyncControl` holds what ``serve --sync`` and OSC ``/sync/source`` and
-``/sync/anchor`` set (docs/osc.md): the source (``off`` or ``jack``; ``midi`` and
-``link`` are named but not available yet) and the anchor, the second of the
-track that sits at the session's frame 0. :class:`TransportFollower` runs in
+``/sync/anchor`` set (docs/osc.md): the source (``off``, ``jack`` or ``midi``;
+``link`` is named but not available yet), the anchor, the second of the track
+that sits at the session's frame 0 (for MIDI clock: at the leader's song
+position 0), and what the leader says (:meth:`SyncControl.describe`: its tempo
+and the phase error; ``clock_in.py`` follows MIDI clock). :class:`TransportFollower` runs in
 the JACK process callback (``audio/jack.py``): it reads the transport once per
 block and turns its changes into the mixer's own Play, Pause and Seek, so a
 locate crossfades as a seek does and a start or stop fades as play and pause do.
@@ -29,7 +31,7 @@ __all__ = [
 #: Every sync source ``--sync`` and ``/sync/source`` name.
 SOURCES = ("off", "jack", "midi", "link")
 #: Those that work today.
-AVAILABLE_SOURCES = ("off", "jack")
+AVAILABLE_SOURCES = ("off", "jack", "midi")
 #: The largest anchor, either way (a day: no track is longer).
 MAX_ANCHOR_S = 86400.0
 
@@ -42,14 +44,21 @@ class SyncControl:
     jack : bool
         The JACK transport can be read: the daemon plays through its own JACK
         client (``--audio jack``).
+    midi : bool
+        A MIDI clock input is open (``--sync-midi PORT``).
     """
 
-    def __init__(self, *, jack: bool = False) -> None:
+    def __init__(self, *, jack: bool = False, midi: bool = False) -> None:
         self.jack = jack
+        self.midi = midi
         #: One of :data:`AVAILABLE_SOURCES`; the audio thread reads it every block.
         self.source = "off"
         #: Seconds of the track at the session's frame 0.
         self.anchor = 0.0
+        #: The MIDI clock's smoothed tempo (None: no clock heard).
+        self.leader_bpm: float | None = None
+        #: The play head's distance ahead of the leader (s; None: not following).
+        self.phase_error: float | None = None
 
     def check_source(self, source: str) -> None:
         """Raise unless ``source`` can lead now.
@@ -57,15 +66,17 @@ class SyncControl:
         Raises
         ------
         ParameterError
-            An unknown source, one not available yet (``midi``, ``link``), or
-            ``jack`` without the JACK backend.
+            An unknown source, one not available yet (``link``), ``jack``
+            without the JACK backend, or ``midi`` without a clock input.
         """
         if source not in SOURCES:
             raise ParameterError(f"unknown sync source {source!r}; one of {', '.join(SOURCES)}")
         if source not in AVAILABLE_SOURCES:
-            raise ParameterError(f"{source} sync is not available yet; off or jack")
+            raise ParameterError(f"{source} sync is not available yet; off, jack or midi")
         if source == "jack" and not self.jack:
             raise ParameterError("jack sync needs stemdeck's JACK client: serve --audio jack")
+        if source == "midi" and not self.midi:
+            raise ParameterError("midi sync needs a MIDI clock input: serve --sync-midi PORT")
 
     def set_source(self, source: str) -> None:
         """Follow ``source`` from the next block on (checked by :meth:`check_source`)."""
@@ -85,6 +96,18 @@ class SyncControl:
         (negative: the track starts that long into the session)."""
         self.check_anchor(seconds)
         self.anchor = float(seconds)
+
+    def describe(self) -> str:
+        """Who leads, for the status line: ``off``, ``jack``, or ``midi`` with the
+        leader's tempo and the phase error (``midi 120.00 BPM +0.4 ms``; ``midi
+        no clock`` before any tick)."""
+        if self.source != "midi":
+            return self.source
+        bpm, error = self.leader_bpm, self.phase_error
+        if bpm is None:
+            return "midi no clock"
+        text = f"midi {bpm:.2f} BPM"
+        return text if error is None else f"{text} {error * 1000:+.1f} ms"
 
     def jack_lost(self) -> None:
         """The JACK client is gone (the server shut down): nothing to follow."""

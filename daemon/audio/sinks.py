@@ -139,6 +139,16 @@ class Sink:
             unpin_threads()
 
     @property
+    def output_latency_s(self) -> float:
+        """How long after its block's start a sample rendered at a block's start is
+        heard, beyond the block itself (s): the output's buffering, as the stream
+        reports it. 0 for a clock with no output, and for stemdeck's JACK client:
+        JACK-Client has no call for a port's latency, and a JACK MIDI port's clock
+        meets the audio of its frame anyway (one graph, one latency downstream).
+        Read from control threads."""
+        return 0.0
+
+    @property
     def recent_max_render_s(self) -> float:
         """Slowest ``engine.process`` in about the last :attr:`RECENT_S` seconds."""
         return max(self._per_second)
@@ -238,6 +248,11 @@ class SoundDeviceSink(Sink):
             "device with more outputs (under JACK: a server with that many playback ports), "
             "or --outputs mix"
         )
+
+    @property
+    def output_latency_s(self) -> float:
+        """PortAudio's output latency (which counts the block) less the block."""
+        return max(0.0, float(self.stream.latency) - self.block / self.sr)
 
     def _callback(self, outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
         if status.output_underflow and self._rendered >= self.START_BLOCKS:

@@ -243,6 +243,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         audio_device=args.audio_device,
         connect=args.connect,
         sync=args.sync,
+        sync_midi=args.sync_midi,
+        clock_out=args.clock_out[1] if args.clock_out else None,
         no_audio=args.no_audio,
         record=args.record,
         block=args.block,
@@ -260,6 +262,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         http_host=args.http_host,
         advertise=args.advertise,
     )
+    if args.clock_out and args.clock_out[0] != "midi":
+        raise ParameterError(f"--clock-out takes midi PORT, got {args.clock_out[0]!r}")
     if args.advertise and args.http is None:
         raise ParameterError("--advertise announces the web server: drop --http off")
     if args.midi_learn and not (args.midi or args.midi_virtual):

@@ -157,8 +157,22 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
         "--sync",
         choices=("off", "jack", "midi", "link"),
         default="off",
-        help="who leads the play head: off (default) or jack (the JACK transport, with "
-        "--audio jack); midi and link are not available yet",
+        help="who leads the play head: off (default), jack (the JACK transport, with "
+        "--audio jack) or midi (a MIDI clock, with --sync-midi); link is not available yet",
+    )
+    p.add_argument(
+        "--sync-midi",
+        metavar="PORT",
+        help="MIDI clock input: part of a port's name, or virtual:NAME (a port of our own); "
+        "the rtmidi API is --midi-api's",
+    )
+    p.add_argument(
+        "--clock-out",
+        nargs=2,
+        metavar=("midi", "PORT"),
+        type=str,
+        help="send MIDI clock from the beat grid: PORT part of an input port's name, or "
+        "virtual:NAME (with --midi-api jack: a port of stemdeck-clock, time-stamped to the frame)",
     )
     out = p.add_mutually_exclusive_group()
     out.add_argument("--audio-device", metavar="NAME", help="output device name (prefix)")

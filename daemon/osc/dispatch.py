@@ -221,6 +221,8 @@ class OscControl:
             self.map(address, self._list)
         self.map("/sync/source", self._sync_source)
         self.map("/sync/anchor", self._sync_anchor)
+        for address in ("/sync/tempo", "/sync/phase"):
+            self.map(address, self._sync_query)
         grid = GridHandlers(self.host)
         self.map("/track/bpm", grid.track_bpm)
         self.map("/track/key", grid.track_key)
@@ -454,6 +456,11 @@ class OscControl:
         sync.check_anchor(seconds)
         self._later(group, address, partial(sync.set_anchor, seconds), [seconds])
 
+    def _sync_query(self, address: str, args: list[Any], group: Group) -> None:
+        """``/sync/tempo``, ``/sync/phase``: read-only, answered from :meth:`sync_state`."""
+        no_args(address, args)
+        group.plan.replies += [(a, v) for a, v in self.sync_state() if a == address]
+
     def _ping(self, address: str, args: list[Any], group: Group) -> None:
         no_args(address, args)
         group.plan.replies.append(("/pong", []))
@@ -574,9 +581,21 @@ class OscControl:
         out.append(("/transport/length", transport.value("length")))
         out.append(("/transport/rate", transport.value("rate")))
         out.append(("/transport/bpm", [current_bpm(self.host) or 0.0]))
+        out += self.sync_state()
         out += self.track_state(names)
         out += self.beat_state()
         return out
+
+    def sync_state(self) -> list[Reply]:
+        """What the leader says: ``/sync/tempo``, the MIDI clock's tempo in BPM (0.0
+        while none is heard), and ``/sync/phase``, how far the play head is ahead of
+        the leader in ms (0.0 while it does not follow one)."""
+        sync = self.host.sync
+        bpm, error = sync.leader_bpm, sync.phase_error
+        return [
+            ("/sync/tempo", [float(bpm) if bpm is not None else 0.0]),
+            ("/sync/phase", [float(error) * 1000.0 if error is not None else 0.0]),
+        ]
 
     def beat_state(self) -> list[Reply]:
         """The beat grid's values: ``/track/bpm`` (0.0 with no grid), ``/track/grid``

@@ -368,9 +368,11 @@ def build(snap: Snapshot) -> dict[str, Any]:
             "/sync/source",
             "s",
             3,
-            "who leads the play head: off, or jack (the JACK transport; serve --audio jack)",
+            "who leads the play head: off, jack (the JACK transport; serve --audio jack) "
+            "or midi (a MIDI clock; serve --sync-midi PORT); the status says the leader's "
+            "tempo and the phase error",
             value=v.get("/sync/source"),
-            range_=[{"VALS": ["off", "jack"]}],
+            range_=[{"VALS": ["off", "jack", "midi"]}],
         ),
         "anchor": _method(
             "/sync/anchor",
@@ -379,6 +381,20 @@ def build(snap: Snapshot) -> dict[str, Any]:
             "the second of the track at the session's frame 0",
             value=v.get("/sync/anchor"),
             unit=["time.second"],
+        ),
+        "tempo": _method(
+            "/sync/tempo",
+            "f",
+            1,
+            "the MIDI clock's tempo in BPM (0 while none is heard)",
+            value=v.get("/sync/tempo", [0.0]),
+        ),
+        "phase": _method(
+            "/sync/phase",
+            "f",
+            1,
+            "how far the play head is ahead of the leader, in ms (0 while not following)",
+            value=v.get("/sync/phase", [0.0]),
         ),
     }
     track = {

@@ -75,6 +75,8 @@ VALUE_ADDRESSES = (
     "/track/grid",
     "/track/key",
     "/channels/labels",
+    "/sync/tempo",
+    "/sync/phase",
 )
 STREAMS = ("/meter", "/meter/rms", "/transport/position", "/transport/beat", "/status")
 # The tree's names for addresses with children (namespace.VALUE_CHILDREN): the same values.

@@ -263,7 +263,7 @@ def test_sync_source_over_osc(following) -> None:
     daemon, _ = following
     assert daemon.client.ask("/sync/source") == [("/sync/source", ["jack"])]
     assert daemon.client.ask("/sync/source", "link") == [
-        ("/error", ["/sync/source: link sync is not available yet; off or jack"])
+        ("/error", ["/sync/source: link sync is not available yet; off, jack or midi"])
     ]
     assert daemon.client.ask("/sync/source", "off") == [("/sync/source", ["off"])]
     assert daemon.client.ask("/sync/source", "jack") == [("/sync/source", ["jack"])]
@@ -377,4 +377,4 @@ def test_no_jack_server_is_one_line(tmp_path: Path) -> None:
     assert errors == ["stemdeck: error: jack sync needs stemdeck's JACK client: serve --audio jack"]
     code, errors = _serve_error([str(track), "--sync", "midi", "--no-audio"], env, tmp_path)
     assert code == 1
-    assert errors == ["stemdeck: error: midi sync is not available yet; off or jack"]
+    assert errors == ["stemdeck: error: midi sync needs a MIDI clock input: serve --sync-midi PORT"]

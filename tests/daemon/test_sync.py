@@ -142,8 +142,14 @@ def test_sync_control_checks() -> None:
     sync = SyncControl()
     with pytest.raises(ParameterError, match=r"^jack sync needs stemdeck's JACK client"):
         sync.set_source("jack")
-    with pytest.raises(ParameterError, match=r"^midi sync is not available yet; off or jack$"):
+    with pytest.raises(
+        ParameterError, match=r"^midi sync needs a MIDI clock input: serve --sync-midi PORT$"
+    ):
         sync.set_source("midi")
+    with pytest.raises(
+        ParameterError, match=r"^link sync is not available yet; off, jack or midi$"
+    ):
+        sync.set_source("link")
     with pytest.raises(ParameterError, match=r"^unknown sync source 'beat'"):
         sync.set_source("beat")
     with pytest.raises(ParameterError, match=r"^anchor must be finite"):
@@ -173,10 +179,10 @@ def test_sync_over_osc() -> None:
     sender = ("127.0.0.1", 9999)
     assert control.handle([("/sync/source", [])], sender) == [("/sync/source", ["off"])]
     assert control.handle([("/sync/source", ["midi"])], sender) == [
-        ("/error", ["/sync/source: midi sync is not available yet; off or jack"])
+        ("/error", ["/sync/source: midi sync needs a MIDI clock input: serve --sync-midi PORT"])
     ]
     assert control.handle([("/sync/source", ["link"])], sender) == [
-        ("/error", ["/sync/source: link sync is not available yet; off or jack"])
+        ("/error", ["/sync/source: link sync is not available yet; off, jack or midi"])
     ]
     assert control.handle([("/sync/source", ["jack"])], sender) == [
         ("/error", ["/sync/source: jack sync needs stemdeck's JACK client: serve --audio jack"])
@@ -188,3 +194,24 @@ def test_sync_over_osc() -> None:
         ("/error", ["/sync/anchor got inf"])
     ]
     assert host.sync.anchor == 1.25
+
+
+def test_the_leaders_tempo_and_phase_over_osc_and_in_the_state() -> None:
+    host = FakeHost()
+    control = OscControl(host)
+    sender = ("127.0.0.1", 9999)
+    assert control.handle([("/sync/tempo", [])], sender) == [("/sync/tempo", [0.0])]
+    assert control.handle([("/sync/phase", [])], sender) == [("/sync/phase", [0.0])]
+    host.sync.leader_bpm, host.sync.phase_error = 126.5, -0.00125
+    assert control.handle([("/sync/tempo", [])], sender) == [("/sync/tempo", [126.5])]
+    assert control.handle([("/sync/phase", [])], sender) == [("/sync/phase", [-1.25])]
+    assert control.handle([("/sync/tempo", [120.0])], sender) == [
+        ("/error", ["/sync/tempo takes no arguments, got 1"])
+    ]
+    state = control.state()
+    at = [a for a, _ in state].index("/transport/rate")
+    assert state[at + 1 : at + 4] == [
+        ("/transport/bpm", [0.0]),  # no beat grid: no tempo plays
+        ("/sync/tempo", [126.5]),
+        ("/sync/phase", [-1.25]),
+    ]

@@ -123,3 +123,14 @@ def test_python_oscquery_walks_a_daemon_from_the_root_and_sets_a_channel(tmp_pat
     finally:
         code, err = daemon.stop()
     assert code == 0, err
+
+
+def test_the_leaders_tempo_and_phase_are_read_only_values() -> None:
+    host = FakeHost()
+    host.sync.leader_bpm, host.sync.phase_error = 126.0, 0.0004
+    sync = tree(host)["CONTENTS"]["sync"]["CONTENTS"]
+    assert {k: (n["TYPE"], n["ACCESS"], n["VALUE"]) for k, n in sync.items() if k != "source"} == {
+        "anchor": ("f", 3, [0.0]),
+        "tempo": ("f", 1, [126.0]),
+        "phase": ("f", 1, [0.4]),
+    }

@@ -1,0 +1,132 @@
+"""Where the play head is heard: a smooth line of track time over wall time.
+
+The mixer moves its play head a block at a time, in the audio thread, ahead of
+what is heard by the block and the output's latency. :class:`HeardPlayHead`
+reads it from a control thread (the MIDI clock's), with no call in the audio
+thread, and keeps a line ``seconds = s_ref + (t - t_ref) * speed`` that it pulls
+gently towards each reading: the clock's ticks and the follower's phase come
+from that line, not from the block-by-block steps. A reading far from the line
+(a seek, a loop wrap, a new track, play or pause) restarts it and counts a
+jump.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from stemdeck.core.mixer.commands import Track
+
+__all__ = ["Head", "HeardPlayHead", "PlayedEngine"]
+
+#: How far a reading may be from the line before it is a jump (s of track time).
+JUMP_S = 0.02
+#: How much of a reading's distance from the line is taken per reading.
+GAIN = 0.05
+
+
+class PlayedEngine(Protocol):
+    """What the estimator reads of the mixer (its public state)."""
+
+    position: int
+    rate: float
+    track: Track | None
+
+    @property
+    def rolling(self) -> bool: ...
+
+    def seconds(self, frames: int) -> float: ...
+
+
+@dataclass(frozen=True)
+class Head:
+    """The heard play head as a line.
+
+    Attributes
+    ----------
+    t_ref, s_ref : float
+        At wall time ``t_ref`` (s), the track's second ``s_ref`` is heard.
+    speed : float
+        Track seconds per second: the vinyl rate while rolling, else 0.
+    jumps : int
+        Counts restarts of the line (seeks, wraps, tracks, play and pause).
+    """
+
+    t_ref: float
+    s_ref: float
+    speed: float
+    jumps: int
+
+    @property
+    def rolling(self) -> bool:
+        return self.speed > 0.0
+
+    def seconds_at(self, t: float) -> float:
+        """The track second heard at wall time ``t``."""
+        return self.s_ref + (t - self.t_ref) * self.speed
+
+    def time_of(self, seconds: float) -> float:
+        """The wall time the track's second ``seconds`` is heard (rolling only)."""
+        return self.t_ref + (seconds - self.s_ref) / self.speed
+
+
+class HeardPlayHead:
+    """The mixer's play head as heard, from readings of its public state.
+
+    Parameters
+    ----------
+    engine : PlayedEngine
+        The mixer.
+    block_s : float
+        The audio block's duration (s): a reading is on average half a block
+        behind the block it ends, and a block ahead of the sound.
+    latency : callable
+        The output's latency beyond the block (s), as the sink reports it now
+        (:attr:`AudioSupervisor.output_latency_s
+        <stemdeck.daemon.supervisor.AudioSupervisor.output_latency_s>`; read at
+        every reading: a reopened stream may have another).
+    clock : callable
+        Wall time in seconds (``time.perf_counter``).
+    """
+
+    def __init__(
+        self,
+        engine: PlayedEngine,
+        *,
+        block_s: float,
+        latency: Callable[[], float] = lambda: 0.0,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.block_s = block_s
+        self.latency = latency
+        self.head = Head(0.0, 0.0, 0.0, 0)
+        self._track: Track | None = None
+
+    def sample(self) -> Head:
+        """Read the mixer now and return the line (replaced whole: any thread may
+        read :attr:`head`)."""
+        engine = self.engine
+        track = engine.track
+        rolling = engine.rolling and track is not None
+        speed = float(engine.rate) if rolling else 0.0
+        now = self.clock()
+        ahead_s = 0.5 * self.block_s + self.latency()
+        heard = engine.seconds(engine.position) - ahead_s * speed
+        head = self.head
+        predicted = head.seconds_at(now)
+        jumped = (
+            track is not self._track
+            or (speed > 0.0) != head.rolling
+            or abs(heard - predicted) > JUMP_S * max(speed, 1.0)
+        )
+        self._track = track
+        if jumped:
+            head = Head(now, heard, speed, head.jumps + 1)
+        else:
+            head = Head(now, predicted + GAIN * (heard - predicted), speed, head.jumps)
+        self.head = head
+        return head

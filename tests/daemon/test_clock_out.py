@@ -1,0 +1,69 @@
+"""MIDI clock out: the schedule from the heard play head and the grid (no port)."""
+
+from __future__ import annotations
+
+import pytest
+
+from stemdeck.core.beats.grid import BeatGrid
+from stemdeck.daemon.clock_out import CLOCK, CONTINUE, START, STOP, ClockOutSchedule, song_position
+from stemdeck.daemon.playhead import Head
+
+GRID = BeatGrid(120.0, 1.0)  # beat 0 at the track's 1.0 s; 0.5 s a beat
+TICK = 0.5 / 24
+
+
+def test_play_from_the_start_sends_start_and_ticks_on_the_beats() -> None:
+    s = ClockOutSchedule()
+    head = Head(10.0, 0.0, 1.0, 1)  # the track's 0 s heard at 10 s: beat 0 at 11 s
+    out = s.plan(10.0, head, GRID, 11.0 + 3 * TICK + 1e-9)
+    assert out[0] == (10.0, START)
+    assert [d for d, _ in out[1:]] == pytest.approx(
+        [11.0, 11.0 + TICK, 11.0 + 2 * TICK, 11.0 + 3 * TICK], abs=1e-9
+    )
+    assert {m for _, m in out[1:]} == {CLOCK}
+
+
+def test_rate_pause_continue_and_seek() -> None:
+    s = ClockOutSchedule()
+    fast = Head(0.0, 1.0, 1.5, 1)  # at beat 0, rate 1.5
+    out = s.plan(0.0, fast, GRID, 0.035)
+    assert out[0] == (0.0, START)
+    assert [d for d, _ in out[1:]] == pytest.approx([k * TICK / 1.5 for k in range(3)], abs=1e-9)
+    # Pause: Stop; the same place again: Continue, no pointer, the next tick on.
+    stopped = Head(0.04, 1.0 + 2.5 / 24 * 0.5, 0.0, 2)
+    assert s.plan(0.04, stopped, GRID, 1.0) == [(0.04, STOP)]
+    resumed = Head(5.0, 1.0 + 2.5 / 24 * 0.5, 1.5, 3)
+    out = s.plan(5.0, resumed, GRID, 5.0 + 0.001)
+    assert out == [(5.0, CONTINUE)]
+    assert s.next_tick == 3
+    # A seek while playing: Stop, the pointer at the next sixteenth, Continue.
+    seeked = Head(6.0, 1.0 + 2.3, 1.0, 4)  # beat 4.6
+    out = s.plan(6.0, seeked, GRID, 6.0)
+    assert out == [(6.0, STOP), (6.0, song_position(19)), (6.0, CONTINUE)]
+    assert s.next_tick == 19 * 6
+    out = s.plan(6.0, seeked, GRID, 6.1)
+    assert [d for d, _ in out] == pytest.approx(
+        [6.0 + (4.75 - 4.6) * 0.5 + k * TICK for k in range(len(out))], abs=1e-9
+    )
+
+
+def test_no_grid_no_clock() -> None:
+    s = ClockOutSchedule()
+    assert s.plan(0.0, Head(0.0, 0.0, 1.0, 1), None, 1.0) == []
+    assert song_position(20000) == bytes((0xF2, 0x7F, 0x7F))
+
+
+def test_play_from_the_first_beat_read_a_block_late_still_sends_start() -> None:
+    """The play head is read a block or so after play began: a few ms past beat 0 is
+    still play from the first beat (it sent a pointer and Continue: a follower never
+    saw Start)."""
+    s = ClockOutSchedule()
+    head = Head(10.0, 1.003, 1.25, 1)  # beat 0 (1.0 s) was heard 2.4 ms ago
+    out = s.plan(10.0, head, GRID, 10.0 + 2 * TICK / 1.25)
+    assert out[:2] == [(10.0, START), (10.0, CLOCK)]  # tick 0 at once
+    assert [d for d, _ in out[2:]] == pytest.approx(
+        [10.0 + (k * TICK - 0.003) / 1.25 for k in (1, 2)], abs=1e-9
+    )
+    s = ClockOutSchedule()
+    later = Head(10.0, 1.0 + 1.5 * TICK, 1.0, 1)  # past tick 1: a pointer, the next sixteenth
+    assert s.plan(10.0, later, GRID, 10.0)[:2] == [(10.0, song_position(1)), (10.0, CONTINUE)]
