@@ -12,6 +12,7 @@ from stemdeck.core.control.registry import Registry
 from stemdeck.core.mixer.commands import Command
 from stemdeck.core.mixer.engine import Mixer
 
+from .quantize import Quantizer
 from .sync import SyncControl
 from .track_beats import TrackBeats
 from .track_source import LoadDone
@@ -26,7 +27,9 @@ class Host(Protocol):
     ``registry`` holds every control value, ``engine`` is read for its public
     state (transport, meters) and written only through :meth:`post`; ``sync`` is
     who leads the play head (``/sync/source``, ``/sync/anchor``); ``beats`` the
-    playing track's beat grid (``/track/grid`` and its edits).
+    playing track's beat grid (``/track/grid`` and its edits); ``quantize`` the
+    ``/quantize`` mode and the post that makes a mute, solo or scene recall wait
+    for the next grid point.
     """
 
     registry: Registry
@@ -34,6 +37,7 @@ class Host(Protocol):
     transport: TransportControl
     sync: SyncControl
     beats: TrackBeats
+    quantize: Quantizer
 
     @property
     def colours(self) -> list[str]:

@@ -82,6 +82,10 @@ class SceneStore:
     post : callable
         Hands one engine command to the audio thread (``Mixer.post``); False if
         the engine's queue is full.
+    quantized : callable, optional
+        Posts a recall without fade so that it acts on the next grid point
+        (:meth:`.quantize.Quantizer.post`); default ``post``. A morph's steps
+        use ``post``.
     folder : Path, optional
         Where scenes are saved; default ``config_dir("scenes")`` (read at each call).
     clock : callable, optional
@@ -94,9 +98,12 @@ class SceneStore:
         post: Callable[[Command], bool],
         folder: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        quantized: Callable[[Command], bool] | None = None,
     ) -> None:
         self.registry = registry
         self.post = post
+        self.quantized = quantized if quantized is not None else post
         self._folder = folder
         self._clock = clock
         self._morph_stop = threading.Event()
@@ -189,6 +196,9 @@ class SceneStore:
     def recall(self, name: str, fade: float = 0.0) -> None:
         """Recall a scene; with ``fade`` > 0 levels, pans and filters glide there (a morph).
 
+        Recalled at once, it acts on the next grid point when quantize is on
+        (``quantized``); a morph starts at once.
+
         Both forms agree on the end state: a channel or value the scene does not
         name keeps its current value, and a morph never writes it. The whole scene
         is validated before anything moves; a recall stops a morph in progress.
@@ -207,7 +217,7 @@ class SceneStore:
             with self.registry.transaction() as txn:
                 txn.restore(scene)
                 if fade <= 0:
-                    if not txn.commit(self.post):
+                    if not txn.commit(self.quantized):
                         raise ParameterError("engine queue full: scene not recalled; try again")
                     return
                 # The morph's course, read with the generation it starts from (never committed).

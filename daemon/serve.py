@@ -49,6 +49,7 @@ from .loader import TrackLoader
 from .osc import Feedback, OscControl, OscServer
 from .pathnames import library_files
 from .prefetch import Prefetcher
+from .quantize import Quantizer
 from .realtime import (
     CONTROL_NICE,
     SWITCH_INTERVAL_S,
@@ -134,7 +135,8 @@ class Daemon:
         self.engine = Mixer(max_channels=len(self.names), at_end=opts.at_end)
         self.transport = TransportControl(self.engine)
         self.sync = SyncControl(jack=opts.audio == "jack")
-        self.scenes = SceneStore(self.registry, self.engine.post)
+        self.quantize = Quantizer(self.engine, lambda: self.beats.grid())
+        self.scenes = SceneStore(self.registry, self.engine.post, quantized=self.quantize.post)
         library = [Path(p).expanduser().resolve() for p in opts.library]
         if not library and opts.track != DEMO:
             library = [Path(opts.track).expanduser().resolve().parent]

@@ -23,6 +23,7 @@ from stemdeck.daemon.loader import TrackLoader
 from stemdeck.daemon.osc import OscControl, OscServer
 from stemdeck.daemon.osc.subscriptions import SUBSCRIPTION_SECONDS
 from stemdeck.daemon.pathnames import library_files
+from stemdeck.daemon.quantize import Quantizer
 from stemdeck.daemon.serve import LIBRARY_LIST_MAX
 from stemdeck.daemon.sync import SyncControl
 from stemdeck.daemon.track_beats import TrackBeats
@@ -47,6 +48,7 @@ class FakeHost:
 
     def __post_init__(self) -> None:
         self.transport = TransportControl(self.engine)
+        self.quantize = Quantizer(self.engine, lambda: self.beats.grid())
         self.engine.prepare(SR, BLOCK)
         rng = np.random.default_rng(0)
         channels = rng.uniform(-0.1, 0.1, (len(NAMES), 2, SR * 4)).astype(np.float32)

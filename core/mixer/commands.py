@@ -19,6 +19,7 @@ __all__ = [
     "MasterTarget",
     "Pause",
     "Play",
+    "Quantized",
     "Rate",
     "Seek",
     "SetTrack",
@@ -154,6 +155,23 @@ class SetTrack:
 
 
 @dataclass(frozen=True)
+class Quantized:
+    """Apply ``command`` when the main play head reaches track frame ``frame`` (a
+    grid point the control side computed), at that exact output sample.
+
+    While it waits: a strip or master command that arrives is applied at once,
+    except its mute and solo, which wait with it (the waiting command takes the
+    newer values). Applied at once instead: a ``frame`` the head has passed, a
+    transport that is not rolling, and anything that moves the head other than
+    by playing (a seek, a loop's wrap, a new track, a pause or stop): see
+    ``docs/quantize.md``.
+    """
+
+    frame: int
+    command: Command
+
+
+@dataclass(frozen=True)
 class Batch:
     """Commands applied together at the top of one block (an OSC bundle)."""
 
@@ -171,5 +189,6 @@ Command = (
     | Loop
     | Rate
     | SetTrack
+    | Quantized
     | Batch
 )

@@ -36,6 +36,7 @@ from stemdeck.core.errors import ParameterError, StemdeckError
 from stemdeck.core.mixer.commands import Command
 
 from ..host import Host
+from ..quantize import parse_quantize
 from .args import no_args, number, own_port, scene_name, string
 from .grid import GRID_EDITS, GRID_VALUE, GridHandlers, grid_args
 from .limits import (
@@ -209,6 +210,7 @@ class OscControl:
             self.map(address, self._list)
         self.map("/sync/source", self._sync_source)
         self.map("/sync/anchor", self._sync_anchor)
+        self.map("/quantize", self._quantize)
         grid = GridHandlers(self.host)
         self.map("/track/bpm", grid.track_bpm)
         self.map("/track/key", grid.track_key)
@@ -352,7 +354,9 @@ class OscControl:
                 return [self.error(text, sender, budget)]
             if dry:
                 return []
-            if not txn.commit(self.host.post, plan.commands):
+            # A group that mutes or solos waits whole for the grid point (quantize).
+            post = self.host.quantize.poster(txn.written, self.host.post)
+            if not txn.commit(post, plan.commands):
                 return [self.error("engine queue full: nothing applied; send slower", sender)]
         replies = plan.replies + plan.bulk
         for address, action in plan.after:
@@ -435,6 +439,18 @@ class OscControl:
         seconds = number(address, args)
         sync.check_anchor(seconds)
         self._later(group, address, partial(sync.set_anchor, seconds), [seconds])
+
+    def _quantize(self, address: str, args: list[Any], group: Group) -> None:
+        """``/quantize s``: when mutes, solos and scene recalls act (a query answers
+        the mode); a change is answered with the canonical mode."""
+        quantize = self.host.quantize
+        if not args:
+            group.plan.replies.append((address, [quantize.mode]))
+            return
+        if len(args) != 1:
+            raise ParameterError(f"/quantize takes one mode, got {len(args)} arguments")
+        mode = parse_quantize(args[0])
+        self._later(group, address, partial(quantize.set_mode, mode), [mode])
 
     def _ping(self, address: str, args: list[Any], group: Group) -> None:
         no_args(address, args)
@@ -555,6 +571,7 @@ class OscControl:
         out.append(("/transport/loop", transport.value("loop")))
         out.append(("/transport/length", transport.value("length")))
         out.append(("/transport/rate", transport.value("rate")))
+        out.append(("/quantize", [self.host.quantize.mode]))
         out += self.track_state(names)
         out += self.beat_state()
         return out

@@ -540,6 +540,15 @@ def build(snap: Snapshot) -> dict[str, Any]:
         ),
         "transport": _container("/transport", "transport", transport),
         "sync": _container("/sync", "who leads the play head", sync),
+        "quantize": _method(
+            "/quantize",
+            "s",
+            3,
+            "when mutes, solos and scene recalls act: off (at once), beat, bar, or a "
+            "number of beats as a string (1/32..64): on the next grid point",
+            value=v.get("/quantize", ["off"]),
+            range_=[{"VALS": ["off", "beat", "bar", "0.25", "0.5", "1", "2", "4", "8"]}],
+        ),
         "track": _container("/track", "the track", track),
         "scene": _container("/scene", "scenes (snapshots of every level)", scene),
         "channels": _container("/channels", "the channels", chan),

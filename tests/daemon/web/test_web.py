@@ -116,6 +116,7 @@ def test_channels_by_index_and_name_and_values_follow_osc() -> None:
             "fx",
             "transport",
             "sync",
+            "quantize",
             "track",
             "scene",
             "channels",
@@ -207,9 +208,9 @@ def test_every_namespace_method_is_an_osc_address() -> None:
 
         walk(root)
         # ch (by index and name, filters and echo sends included), master, fx/echo,
-        # transport, sync, track (the beat grid's 9 included), scene, channels, meter,
-        # state/subscribe/unsubscribe/ping/status, midi
-        assert len(methods) == 8 * 10 + 6 + 4 + 12 + 2 + 4 + 9 + 3 + 1 + 2 + 5 + 1
+        # transport, sync, quantize, track (the beat grid's 9 included), scene, channels,
+        # meter, state/subscribe/unsubscribe/ping/status, midi
+        assert len(methods) == 8 * 10 + 6 + 4 + 12 + 2 + 1 + 4 + 9 + 3 + 1 + 2 + 5 + 1
         sender = ("127.0.0.1", 7)
         for node in methods:
             if node["ACCESS"] & 1 and node["FULL_PATH"] not in ("/meter/peak", "/meter/rms"):
