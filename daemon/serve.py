@@ -133,7 +133,11 @@ class Daemon:
         self.registry = Registry(self.names)
         # One strip per channel the separation gives, no more.
         self.engine = Mixer(max_channels=len(self.names), at_end=opts.at_end)
-        self.transport = TransportControl(self.engine)
+        self.transport = TransportControl(
+            self.engine,
+            grid=lambda: self.beats.require().grid,
+            quantize=lambda: self.quantize.mode,
+        )
         self.sync = SyncControl(jack=opts.audio == "jack")
         self.quantize = Quantizer(self.engine, lambda: self.beats.grid())
         self.scenes = SceneStore(self.registry, self.engine.post, quantized=self.quantize.post)

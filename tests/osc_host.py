@@ -47,8 +47,12 @@ class FakeHost:
     beats: TrackBeats = field(default_factory=lambda: TrackBeats(None))  # no grid yet
 
     def __post_init__(self) -> None:
-        self.transport = TransportControl(self.engine)
         self.quantize = Quantizer(self.engine, lambda: self.beats.grid())
+        self.transport = TransportControl(
+            self.engine,
+            grid=lambda: self.beats.require().grid,
+            quantize=lambda: self.quantize.mode,
+        )
         self.engine.prepare(SR, BLOCK)
         rng = np.random.default_rng(0)
         channels = rng.uniform(-0.1, 0.1, (len(NAMES), 2, SR * 4)).astype(np.float32)

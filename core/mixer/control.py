@@ -38,12 +38,15 @@ from .commands import (
     Batch,
     Command,
     EchoTarget,
+    JumpBy,
     Loop,
     MasterTarget,
     Pause,
     Play,
     Quantized,
     Rate,
+    Roll,
+    RollEnd,
     Seek,
     SetTrack,
     Stop,
@@ -108,6 +111,11 @@ class MixerControl(MixerState):
     _pq_head: int
     _pq_count: int
     _firing: bool  # applying waiting commands: the newer-values rule is off
+    # A loop roll: running, the loop before it, and where the head would be without
+    # it less where it is (track frames; every jump during the roll adds to it).
+    _rolling: bool
+    _roll_saved: tuple[int, int] | None
+    _roll_offset: int
 
     def post(self, command: Command) -> bool:
         """Queue a command for the next block; False (and counted) if the queue is full.
@@ -162,6 +170,8 @@ class MixerControl(MixerState):
         elif isinstance(cmd, Pause | Stop):
             if self._pq_count:  # the head stops: what waits for it acts now
                 self._flush_pending()
+            if isinstance(cmd, Stop):
+                self._rolling = False
             if self.playing:
                 self._pausing = True
                 self._stopping = isinstance(cmd, Stop)
@@ -172,18 +182,34 @@ class MixerControl(MixerState):
                 self._loop = None
         elif isinstance(cmd, Seek):
             track = self.track
+            self._rolling = False
             if track is not None:
                 fps = track.sr  # positions count the track's own frames
                 target = round(min(max(cmd.seconds, 0.0), track.length / fps) * fps)
                 self._jump(min(target, track.length), 0)
         elif isinstance(cmd, Loop):
+            self._rolling = False
             self._set_loop(cmd)
+        elif isinstance(cmd, JumpBy):
+            self._jump_by(cmd)
+        elif isinstance(cmd, Roll):
+            if self.track is not None:
+                if not self._rolling:
+                    self._roll_saved, self._roll_offset = self._loop, 0
+                    self._rolling = True
+                self._set_loop(Loop(cmd.start, cmd.end))
+                if self._loop is None:  # no room for the loop: no roll
+                    self._end_roll()
+        elif isinstance(cmd, RollEnd):
+            self._end_roll()
         elif isinstance(cmd, Rate):
             rate = min(max(float(cmd.rate), MIN_RATE), MAX_RATE)
             if rate == rate and rate != self.rate:  # NaN changes nothing
                 self.rate = rate
                 self._aim_step(self._glide_len)
         elif isinstance(cmd, SetTrack):
+            if not cmd.same_audio:
+                self._rolling = False
             self._set_track(cmd.track, cmd.same_audio)
         elif isinstance(cmd, Batch):
             for c in cmd.commands:
@@ -338,6 +364,36 @@ class MixerControl(MixerState):
         if not start <= self.position < end:
             self._jump(start, 0)  # outside the new region: go there now
 
+    def _jump_by(self, cmd: JumpBy) -> None:
+        """:class:`~.commands.JumpBy`: the head (and the loop) ``frames`` on."""
+        track = self.track
+        if track is None:
+            return
+        frames = int(cmd.frames)
+        loop = self._loop
+        if cmd.with_loop and loop is not None:
+            if not (0 <= loop[0] + frames and loop[1] + frames <= track.length):
+                return  # the loop would leave the track
+            self._loop = (loop[0] + frames, loop[1] + frames)
+        self._rolling = False
+        target = min(max(self.position + frames, 0), track.length)
+        self._jump(target, 0, keep_phase=True)
+
+    def _end_roll(self) -> None:
+        """End a loop roll: back to where the head would be, the old loop back."""
+        if not self._rolling:
+            return
+        self._rolling = False
+        track = self.track
+        if track is None:
+            return
+        target = self.position + self._roll_offset
+        saved = self._roll_saved
+        self._loop = saved
+        if saved is not None and target >= saved[1]:  # it would have wrapped there
+            target = saved[0] + (target - saved[0]) % (saved[1] - saved[0])
+        self._jump(min(max(target, 0), track.length), 0, keep_phase=True)
+
     def _shortest_loop(self, track: Track) -> int:
         """The shortest loop in ``track``'s frames: ``min_loop_ms`` of its time, and
         at least two crossfades of output at the head's step now."""
@@ -486,6 +542,8 @@ class MixerControl(MixerState):
         commands still waiting act now: the head will not get to their frame."""
         if self._pq_count:
             self._flush_pending()
+        if self._rolling:  # a roll's wrap (or its start): where the head would be moves on
+            self._roll_offset += self.position - target
         old = track if track is not None else self.track
         if (
             self.playing

@@ -184,6 +184,9 @@ class Mixer(MixerControl):
         self._pq_cmd = [None] * PENDING_ACTIONS
         self._pq_head = self._pq_count = 0
         self._firing = False
+        self._rolling = False
+        self._roll_saved = None
+        self._roll_offset = 0
 
     # -- set-up (not real-time) -------------------------------------------------
     def prepare(self, samplerate: int, max_block: int, *, outputs: str = "mix") -> None:
@@ -297,6 +300,7 @@ class Mixer(MixerControl):
         self._queue.clear()
         self._pq_cmd[:] = [None] * PENDING_ACTIONS
         self._pq_head = self._pq_count = 0
+        self._rolling = False
         self.position = 0
         self.playing = False
         self._pausing = self._stopping = self._ending = False

@@ -6,12 +6,15 @@ import pytest
 
 from stemdeck.core.mixer.commands import (
     Batch,
+    JumpBy,
     Loop,
     MasterTarget,
     Pause,
     Play,
     Quantized,
     Rate,
+    Roll,
+    RollEnd,
     Seek,
     SetTrack,
     StripTarget,
@@ -213,3 +216,25 @@ def test_a_scene_batch_waits_whole() -> None:
     assert out[at - 1, 2] == pytest.approx(0.5)
     assert out[at, 2] < 0.5
     assert m.strip_state(1).gain == 0.25 and m.master_state().gain == 0.5
+
+
+def test_a_seek_during_a_roll_ends_it_where_it_is() -> None:
+    m = mixer(probe_track())
+    blocks(m, 10)
+    m.post(Roll(0.05, 0.1))
+    blocks(m, 10)
+    m.post(Seek(1.0))
+    m.post(RollEnd())  # nothing rolls any more: nothing happens
+    blocks(m, 1)
+    assert m.loop == (2400, 4800) and m.position == SR + BLOCK
+
+
+def test_a_jump_that_would_take_the_loop_off_the_track_changes_nothing() -> None:
+    m = mixer(probe_track(1.0))
+    blocks(m, 2)
+    m.post(Loop(0.5, 0.9))
+    blocks(m, 1)
+    head = m.position
+    m.post(JumpBy(SR // 2, with_loop=True))
+    blocks(m, 1)
+    assert m.loop == (SR // 2, round(0.9 * SR)) and m.position == head + BLOCK
