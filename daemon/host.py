@@ -6,6 +6,7 @@ fakes it with the real registry, mixer and transport and no devices.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from stemdeck.core.control.registry import Registry
@@ -63,7 +64,10 @@ class Host(Protocol):
 
     def save_scene(self, name: str) -> None: ...
 
-    def recall_scene(self, name: str, fade: float) -> None: ...
+    def recall_scene(self, name: str, fade: float, extra: Sequence[Command] = ()) -> None:
+        """``/scene/recall``: at once (on the grid point when quantize is on) with
+        ``extra`` commands in the same block (a hot cue's jump), or as a morph."""
+        ...
 
     def status(self) -> str:
         """The status line (``daemon/status.py``)."""

@@ -154,6 +154,21 @@ class Quantizer:
             frame = round((grid.downbeat + (k + 1) * step) * fps)
         return frame if frame < track.length else None
 
+    def snap(self, seconds: float, length: float) -> float:
+        """``seconds`` of the track snapped to the nearest grid point of the mode
+        (as it is with the mode off or no grid), kept within 0..``length``."""
+        grid = self._grid()
+        beats = None if grid is None else self.beats(grid)
+        if grid is None or beats is None:
+            return seconds
+        step = beats * grid.period
+        snapped = grid.downbeat + round((seconds - grid.downbeat) / step) * step
+        while snapped < 0.0:
+            snapped += step
+        while snapped > length and snapped - step >= 0.0:
+            snapped -= step
+        return min(snapped, length)
+
     def post(self, command: Command, via: Callable[[Command], bool] | None = None) -> bool:
         """Post ``command`` to act on the next grid point (at once when
         :meth:`target` is None) through ``via`` (default the engine's ``post``);

@@ -22,14 +22,14 @@ import stat
 import threading
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import ParameterError
-from stemdeck.core.mixer.commands import Command
+from stemdeck.core.mixer.commands import Batch, Command
 from stemdeck.core.mixer.params import fader_to_gain, gain_to_fader
 
 from .config import config_dir
@@ -193,11 +193,12 @@ class SceneStore:
         return sorted(found)
 
     # -- recall ------------------------------------------------------------------------
-    def recall(self, name: str, fade: float = 0.0) -> None:
+    def recall(self, name: str, fade: float = 0.0, *, extra: Sequence[Command] = ()) -> None:
         """Recall a scene; with ``fade`` > 0 levels, pans and filters glide there (a morph).
 
         Recalled at once, it acts on the next grid point when quantize is on
-        (``quantized``); a morph starts at once.
+        (``quantized``), with the ``extra`` commands in the same block (a hot
+        cue's jump); a morph starts at once (``extra`` posted first, at once).
 
         Both forms agree on the end state: a channel or value the scene does not
         name keeps its current value, and a morph never writes it. The whole scene
@@ -217,9 +218,11 @@ class SceneStore:
             with self.registry.transaction() as txn:
                 txn.restore(scene)
                 if fade <= 0:
-                    if not txn.commit(self.quantized):
+                    if not txn.commit(self.quantized, extra):
                         raise ParameterError("engine queue full: scene not recalled; try again")
                     return
+                if extra and not self.quantized(Batch(tuple(extra))):
+                    raise ParameterError("engine queue full: scene not recalled; try again")
                 # The morph's course, read with the generation it starts from (never committed).
                 course = {key: (self.registry.get(key), txn.get(key)) for key in txn.written}
                 since = self.registry.generation

@@ -29,6 +29,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from ipaddress import ip_address
 from pathlib import Path
@@ -181,8 +182,8 @@ class Daemon:
     def save_scene(self, name: str) -> None:
         self.scenes.save(name)
 
-    def recall_scene(self, name: str, fade: float) -> None:
-        self.scenes.recall(name, fade)
+    def recall_scene(self, name: str, fade: float, extra: Sequence[Command] = ()) -> None:
+        self.scenes.recall(name, fade, extra=extra)
 
     def midi_learn(self, address: str) -> None:
         """OSC /midi/learn: bind the next moved control to ``address``."""

@@ -38,6 +38,7 @@ from stemdeck.core.mixer.commands import Command
 from ..host import Host
 from ..quantize import parse_quantize
 from .args import no_args, number, own_port, scene_name, string
+from .cues import CueHandlers, cue_state
 from .grid import GRID_EDITS, GRID_VALUE, GridHandlers, grid_args
 from .limits import (
     ERROR_BUDGET,
@@ -222,6 +223,7 @@ class OscControl:
         self.map_prefix("/master/", self._control)
         self.map_prefix("/fx/", self._control)
         self.map_prefix("/transport/", self._transport)
+        self.map_prefix("/cue/", CueHandlers(self.host).handle)
 
     def map(self, address: str, handler: Handler) -> None:
         """Send messages to exactly ``address`` to ``handler(address, args, group)``."""
@@ -572,6 +574,7 @@ class OscControl:
         out.append(("/transport/length", transport.value("length")))
         out.append(("/transport/rate", transport.value("rate")))
         out.append(("/quantize", [self.host.quantize.mode]))
+        out += cue_state(self.host)
         out += self.track_state(names)
         out += self.beat_state()
         return out
