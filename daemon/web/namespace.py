@@ -14,7 +14,8 @@ No node is both a value and a container, as clients such as python-oscquery
 require: where an OSC address has a value and addresses below it, the tree
 lists the value one level down (:data:`VALUE_CHILDREN`: ``/transport/loop`` as
 ``/transport/loop/region``, ``/meter`` as ``/meter/peak``, ``/channels`` as
-``/channels/names``, ``/track/grid`` as ``/track/grid/current``, ``/ch/N/filter`` as
+``/channels/names``, ``/track/grid`` as ``/track/grid/current``, ``/cue/N`` as
+``/cue/N/position``, ``/ch/N/filter`` as
 ``/ch/N/filter/knob`` and ``/ch/N/echo`` as ``/ch/N/echo/send``); OSC answers on
 both. A write-only node (``ACCESS`` 2)
 carries a placeholder ``VALUE`` of its ``TYPE`` (0, 0.0, ""): such clients take
@@ -86,6 +87,7 @@ VALUE_CHILDREN = {
     "/meter": "/meter/peak",
     "/channels": "/channels/names",
     "/track/grid": GRID_VALUE,
+    **{f"/cue/{n}": f"/cue/{n}/position" for n in range(1, MAX_CUES + 1)},
 }
 
 # A parameter with parameters below it (filter has filter/res) -> the child that
