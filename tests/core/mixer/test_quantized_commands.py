@@ -1,6 +1,8 @@
 """Quantized commands in the mixer: applied at the output sample where the head
 reaches their frame, at any rate; held, flushed and bounded as documented."""
 
+import tracemalloc
+
 import numpy as np
 import pytest
 
@@ -21,7 +23,7 @@ from stemdeck.core.mixer.commands import (
     Track,
 )
 from stemdeck.core.mixer.control import PENDING_ACTIONS
-from stemdeck.core.mixer.engine import Mixer
+from stemdeck.core.mixer.engine import Mixer, enter_audio_thread
 
 SR = 48000
 BLOCK = 256
@@ -238,3 +240,32 @@ def test_a_jump_that_would_take_the_loop_off_the_track_changes_nothing() -> None
     m.post(JumpBy(SR // 2, with_loop=True))
     blocks(m, 1)
     assert m.loop == (SR // 2, round(0.9 * SR)) and m.position == head + BLOCK
+
+
+@pytest.mark.parametrize("rate", [1.0, 1.08])
+def test_a_block_with_commands_waiting_allocates_no_array_data(rate: float) -> None:
+    """As ``test_block_allocates_no_array_data`` (test_engine.py): a block while
+    quantized commands wait, and the block cut where one fires, stay under 4 KiB and
+    8 KiB of transient allocation."""
+    m = mixer(probe_track(), rate=rate)
+    out = np.zeros((BLOCK, m.out_channels), np.float32)
+    for _ in range(40):
+        m.process(out)
+    enter_audio_thread()
+    tracemalloc.start()
+    worst = waiting = 0
+    try:
+        for i in range(120):
+            if i % 30 == 0:
+                m.post(Quantized(m.position + 10 * BLOCK + 7, mute(1, i % 60 == 0)))
+            base = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
+            m.process(out)
+            took = tracemalloc.get_traced_memory()[1] - base
+            worst = max(worst, took)
+            if i % 30 not in (0, 9, 10, 11):  # neither posted nor firing this block
+                waiting = max(waiting, took)
+    finally:
+        tracemalloc.stop()
+        np.setbufsize(8192)
+    assert worst < 8192 and waiting < 4096, (worst, waiting)
