@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import material  # noqa: E402
 import musdb  # noqa: E402
 
+from stemdeck.core.audiofile.roles import ROLES  # noqa: E402
 from stemdeck.core.material.demo import demo_track  # noqa: E402
 from stemdeck.core.separation.keys import SeparationSpec  # noqa: E402
 from stemdeck.core.separation.presets import SeparationParams  # noqa: E402
@@ -139,8 +140,11 @@ def score_group(label: str, songs, sdr, params: SeparationParams) -> dict[str, n
         refs = np.stack([song.stems[k] for k in STEM_NAMES])
         y = song.mix
         result = separate(y, song.sr, spec=SeparationSpec(params=params))
-        assert list(result.names) == list(STEM_NAMES)
-        scores["stemdeck"].append(sdr(refs, np.asarray(result.channels), song.sr))
+        # The channels come in the mixer's order (drums, bass, other, vocals); the
+        # scores in the model's (STEM_NAMES), as the other methods give them.
+        assert list(result.names) == list(ROLES)
+        ours = np.stack([result.channels[result.names.index(k)] for k in STEM_NAMES])
+        scores["stemdeck"].append(sdr(refs, ours, song.sr))
         scores["seed (oracle)"].append(seed_method(y, refs, sdr, song.sr))
         scores["mixture"].append(sdr(refs, np.broadcast_to(y, refs.shape), song.sr))
         scores["IRM (bound)"].append(irm(y, refs, sdr, song.sr))

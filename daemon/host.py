@@ -45,6 +45,12 @@ class Host(Protocol):
         """``#RRGGBB`` per channel (empty: the channels have no colours)."""
         ...
 
+    @property
+    def labels(self) -> list[str]:
+        """Each channel's display name: a stem file's own name for its stem ("Vox"
+        on ``/ch/vocals``), else the channel's key."""
+        ...
+
     def post(self, command: Command) -> bool:
         """Queue ``command`` for the audio thread; False when the queue is full."""
         ...

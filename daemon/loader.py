@@ -60,7 +60,7 @@ from typing import Any
 import numpy as np
 
 from stemdeck.core.audiofile.samples import resample, resample_channels
-from stemdeck.core.audiofile.stemfile import StemFile, channel_keys
+from stemdeck.core.audiofile.stemfile import StemFile
 from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import ParameterError, StemdeckError
 from stemdeck.core.mixer.commands import SetTrack, Track
@@ -149,6 +149,7 @@ class TrackLoader:
         self.load_failed = False  # the last request failed (until the next one)
         self.separated = False  # the playing track's channels play (not its original)
         self.colours: list[str] = []  # #RRGGBB per channel, when the track names them
+        self.labels: list[str] = []  # display name per channel, when the track names them
         self._lock = threading.Lock()
         self._request: LoadRequest | None = None  # the requested track, being read
         self._worker: SeparationWorker | None = None
@@ -237,7 +238,9 @@ class TrackLoader:
         else:
             at_engine = resample(y, sr, self.engine.sr)  # a rate the read head does not take
             track = Track(at_engine[np.newaxis], self.engine.sr, ("mix",), is_mix=True)
-        gen = self._play(request, SetTrack(track), self.names, name, colours=[], separated=False)
+        gen = self._play(
+            request, SetTrack(track), self.names, name, colours=[], labels=[], separated=False
+        )
         if gen is None:
             return
         if self.beats is not None:
@@ -260,6 +263,7 @@ class TrackLoader:
         name: str,
         *,
         colours: list[str],
+        labels: list[str],
         separated: bool,
     ) -> int | None:
         """Post ``request``'s track (still the last request); once the engine took it,
@@ -278,6 +282,7 @@ class TrackLoader:
             self.separated = separated
             self.progress = None if separated else ("starting", 0.0)
             self.colours = colours
+            self.labels = labels
 
         if not self._post_track(lambda: self._wanted(request), command, names, posted):
             # Nothing, if superseded meanwhile.
@@ -318,11 +323,14 @@ class TrackLoader:
                 f"{Path(source).name} has {len(stems.names)} stems; this mixer has "
                 f"{self.engine.max_channels} channels"
             )
-        keys = tuple(channel_keys(stems.names))
+        keys = stems.arrange().keys  # drums, bass, other, vocals, then the rest
         name = source_name(source)
         track = Track(stems.stems, self.engine.sr, keys)
         colours = list(stems.colours)
-        gen = self._play(request, SetTrack(track), keys, name, colours=colours, separated=True)
+        labels = list(stems.names)
+        gen = self._play(
+            request, SetTrack(track), keys, name, colours=colours, labels=labels, separated=True
+        )
         if gen is not None:
             if self.beats is not None:
                 self.beats.start(stems.mix, stems.sr, gen, name)

@@ -28,7 +28,13 @@ from typing import Any
 
 import mido
 
-from stemdeck.core.control.midimap import MidiMap, MidiMapper, binding_toml, load_midi_map
+from stemdeck.core.control.midimap import (
+    MidiMap,
+    MidiMapper,
+    binding_toml,
+    load_midi_map,
+    track_target,
+)
 from stemdeck.core.errors import ParameterError, PresetError, StemdeckError
 
 from .config import config_dir
@@ -246,7 +252,7 @@ class MidiControl:
 
     # -- input -----------------------------------------------------------------------------
     def _get_norm(self, address: str) -> float:
-        keys = self.host.registry.resolve(address)
+        keys = self.host.registry.resolve(track_target(address, self.host.registry.names))
         return float(self.host.registry.get_norm(keys[0]))
 
     def _on_message(self, msg: Any) -> None:
@@ -274,6 +280,7 @@ class MidiControl:
 
     def _apply(self, verb: str, address: str, args: list[Any]) -> None:
         if verb in ("norm", "set"):
+            address = track_target(address, self.host.registry.names)
             with self.host.registry.transaction() as txn:
                 if verb == "norm":
                     txn.set_norm(address, args[0])

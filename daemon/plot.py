@@ -90,7 +90,7 @@ def plot_separation(y: np.ndarray, result: Separation, path: Path, *, title: str
         # Templates come grouped by stem: one tick per stem, lines between stems.
         ticks = [float(np.mean(g)) + 1 for g in result.groups]
         labels = list(result.names)
-        bounds = [g[-1] + 1.5 for g in result.groups[:-1]]
+        bounds = sorted(g[-1] + 1.5 for g in result.groups)[:-1]  # channel order != W's
         axis_label = "templates, grouped by stem"
     else:
         ticks = list(range(1, k + 1))

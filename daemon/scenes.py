@@ -34,13 +34,19 @@ from stemdeck.core.mixer.params import fader_to_gain, gain_to_fader
 
 from .config import config_dir
 
-__all__ = ["SceneStore"]
+__all__ = ["SceneStore", "scene_missing"]
 
 log = logging.getLogger(__name__)
 
 SCENE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}\Z")
 MORPH_STEP_S = 0.02  # a morph's step: 50 a second
 _MAX_SCENE_BYTES = 1 << 20
+
+
+def scene_missing(name: str, missing: list[str]) -> str:
+    """The one line saying a scene was recalled without the channels ``missing``."""
+    which = ", ".join(repr(m) for m in missing)
+    return f"scene {name!r} recalled without {which}: this track has no such channel"
 
 
 def _check_name(name: str) -> None:
@@ -193,7 +199,7 @@ class SceneStore:
         return sorted(found)
 
     # -- recall ------------------------------------------------------------------------
-    def recall(self, name: str, fade: float = 0.0, *, extra: Sequence[Command] = ()) -> None:
+    def recall(self, name: str, fade: float = 0.0, *, extra: Sequence[Command] = ()) -> list[str]:
         """Recall a scene; with ``fade`` > 0 levels, pans and filters glide there (a morph).
 
         Recalled at once, it acts on the next grid point when quantize is on
@@ -203,6 +209,13 @@ class SceneStore:
         Both forms agree on the end state: a channel or value the scene does not
         name keeps its current value, and a morph never writes it. The whole scene
         is validated before anything moves; a recall stops a morph in progress.
+        A scene's channel is found by its key or by its role (``vox`` sets
+        ``vocals``); channels the track lacks are left out, the rest is recalled.
+
+        Returns
+        -------
+        list of str
+            The scene's channels the track lacks (the caller says so).
 
         Raises
         ------
@@ -216,11 +229,11 @@ class SceneStore:
         with self._lock:
             self.stop()
             with self.registry.transaction() as txn:
-                txn.restore(scene)
+                missing = txn.restore(scene)
                 if fade <= 0:
                     if not txn.commit(self.quantized, extra):
                         raise ParameterError("engine queue full: scene not recalled; try again")
-                    return
+                    return missing
                 if extra and not self.quantized(Batch(tuple(extra))):
                     raise ParameterError("engine queue full: scene not recalled; try again")
                 # The morph's course, read with the generation it starts from (never committed).
@@ -234,6 +247,7 @@ class SceneStore:
                 daemon=True,
             )
             self._morph_thread.start()
+        return missing
 
     @property
     def morphing(self) -> bool:

@@ -59,7 +59,7 @@ from .realtime import (
     raise_open_files,
     settle_heap,
 )
-from .scenes import SceneStore
+from .scenes import SceneStore, scene_missing
 from .status import Status, format_status
 from .supervisor import AudioSupervisor
 from .sync import SyncControl, TransportFollower
@@ -173,6 +173,12 @@ class Daemon:
         (``daemon/web/namespace.py``)."""
         return channel_colours(self.registry.names, self.loader.colours)
 
+    @property
+    def labels(self) -> list[str]:
+        """Each channel's display name: the stem file's own names, else the keys."""
+        names, labels = self.registry.names, self.loader.labels
+        return list(labels) if len(labels) == len(names) else list(names)
+
     def load_track(self, path: str, done: LoadDone) -> None:
         """OSC /track/load: checked now (library, regular file, audio header, length
         and memory), loaded in the background; ``done`` is told once how it ended
@@ -183,7 +189,12 @@ class Daemon:
         self.scenes.save(name)
 
     def recall_scene(self, name: str, fade: float, extra: Sequence[Command] = ()) -> None:
-        self.scenes.recall(name, fade, extra=extra)
+        """Recall a scene (with ``extra`` commands in the same block: a hot cue's
+        jump); one the track lacks channels for is recalled for the rest, then raises
+        ParameterError naming them (``/error`` to the sender, one log line)."""
+        missing = self.scenes.recall(name, fade, extra=extra)
+        if missing:
+            raise ParameterError(scene_missing(name, missing))
 
     def midi_learn(self, address: str) -> None:
         """OSC /midi/learn: bind the next moved control to ``address``."""

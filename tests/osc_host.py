@@ -44,6 +44,7 @@ class FakeHost:
     engine: Mixer = field(default_factory=lambda: Mixer(max_channels=len(NAMES)))
     calls: list[tuple[str, object]] = field(default_factory=list)
     colours: list[str] = field(default_factory=list)  # none: no /channels/colors
+    labels: list[str] = field(default_factory=list)  # none: /channels/labels gives the names
     sync: SyncControl = field(default_factory=SyncControl)  # no JACK client
     beats: TrackBeats = field(default_factory=lambda: TrackBeats(None))  # no grid yet
     scenes: SceneStore | None = None  # None: recalls are recorded in calls

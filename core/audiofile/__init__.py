@@ -12,8 +12,12 @@ Modules and their public names:
   ``read_stem_file``, ``StemFile``, ``read_mp4_audio``, ``mp4_header``,
   ``read_tags``, ``Tags``; the manifest (``make_manifest``, ``manifest_problems``,
   ``NI_STEMS``, ``NI_NAMES``, ``NI_COLOURS``, ``MANIFEST_MAX``, ``MANIFEST_DEPTH_MAX``);
-  names (``channel_keys`` and ``KEY_MAX``, ``display_name`` and ``NAME_MAX``,
-  ``is_stem_path``, ``stem_track_name``); PyAV (``import_av``, ``ffmpeg_reason``).
+  names (``display_name`` and ``NAME_MAX``, ``is_stem_path``,
+  ``stem_track_name``); PyAV (``import_av``, ``ffmpeg_reason``).
+- :mod:`.roles`: stem roles: ``ROLES`` (drums, bass, other, vocals: the one order
+  of every source), ``ALIASES``, ``stem_role``, ``stem_layout`` and ``StemLayout``
+  (a source's stems in that order, with their keys), ``channel_keys`` and
+  ``KEY_MAX``, ``permute_rows``.
 - :mod:`.stemfile_write`: ``write_stem_file``, ``check_encodable``, ``CODECS``,
   ``AAC_RATES``.
 - :mod:`.mp4`: MP4 boxes: ``is_mp4_path``, ``read_moov``, ``iter_boxes``,

@@ -30,10 +30,10 @@ import numpy as np
 
 from ..errors import AudioFileError, ParameterError
 from .mp4 import read_moov, read_stem_box
+from .roles import StemLayout, permute_rows, stem_layout
 from .samples import resample, resample_channels
 
 __all__ = [
-    "KEY_MAX",
     "MANIFEST_DEPTH_MAX",
     "MANIFEST_MAX",
     "MANIFEST_VERSION",
@@ -47,7 +47,6 @@ __all__ = [
     "StemFile",
     "StemFileInfo",
     "Tags",
-    "channel_keys",
     "display_name",
     "ffmpeg_reason",
     "import_av",
@@ -79,9 +78,6 @@ STEM_SUFFIXES = (".stem.mp4", ".stem.m4a")
 MIN_STEMS, MAX_STEMS = 2, 4
 MANIFEST_VERSION = 1
 
-#: Most characters of a channel key (``/ch/<key>/...``): a reply naming every channel
-#: stays far below a UDP datagram.
-KEY_MAX = 32
 #: Most characters of a stem's display name (longer ones end in an ellipsis).
 NAME_MAX = 64
 #: Most bytes, and most levels of nesting, of a ``stem`` box's JSON. NI's manifest is
@@ -259,31 +255,7 @@ def _short(value: object, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-# -- names for the mixer ------------------------------------------------------------------
-def channel_keys(names: Sequence[str]) -> list[str]:
-    """Mixer channel names for stem names: lower case, OSC-safe, unique, never all digits.
-
-    ``/ch/NAME/...`` must stay one OSC address component, and a name made of
-    digits would read as a channel index. Runs of anything but ``a-z 0-9 _ -``
-    become ``-``; a key has at most :data:`KEY_MAX` characters, a duplicate
-    (also one made by the cut) gets ``-2``, ``-3``... within that length. A key
-    is also a safe file name (``separate`` names a stem file's stems by them).
-    """
-    keys: list[str] = []
-    for i, name in enumerate(names, 1):
-        key = re.sub(r"[^a-z0-9_-]+", "-", name.strip().lower()).strip("-")
-        key = key[:KEY_MAX].rstrip("-")
-        if not key or key.isdigit():
-            key = f"stem{i}"
-        base, n = key, 2
-        while key in keys:
-            tail = f"-{n}"
-            key = base[: KEY_MAX - len(tail)].rstrip("-") + tail
-            n += 1
-        keys.append(key)
-    return keys
-
-
+# -- names for the mixer (keys and roles: roles.py) -----------------------------------------
 def display_name(name: str) -> str:
     """A stem's name as shown: control characters become spaces, a lone surrogate
     U+FFFD, bidirectional controls (U+202E...) are dropped, the ends are stripped,
@@ -377,6 +349,18 @@ class StemFile:
     def mix(self) -> np.ndarray:
         """The sum of the stems, ``(channels, samples)``: what unity on every channel plays."""
         return np.asarray(self.stems.sum(axis=0, dtype=np.float32))
+
+    def arrange(self) -> StemLayout:
+        """Put the stems in the mixer's order (drums, bass, other, vocals, then the
+        stems with no role: :func:`~stemdeck.core.audiofile.roles.stem_layout`), in
+        place, names and colours with them; returns the layout, whose ``keys`` are
+        the channels' keys. The names stay the file's own (the labels shown)."""
+        layout = stem_layout(self.names)
+        if not layout.identity:
+            permute_rows(self.stems, layout.order)
+            self.names = layout.arrange(self.names)
+            self.colours = layout.arrange(self.colours)
+        return layout
 
 
 def import_av() -> Any:

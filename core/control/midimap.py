@@ -21,15 +21,16 @@ trigger      each press fires the action (transport, scenes)
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..audiofile.roles import ROLES, stem_role
 from ..errors import PresetError
 from ..separation.presets import read_preset_text
 
-__all__ = ["Binding", "MidiMap", "MidiMapper", "load_midi_map"]
+__all__ = ["Binding", "MidiMap", "MidiMapper", "load_midi_map", "track_target"]
 
 MODES = (
     "absolute",
@@ -54,6 +55,31 @@ ACTIONS = (
     "/scene/save",
     "/track/grid/tap",
 )
+
+
+def track_target(target: str, names: Sequence[str]) -> str:
+    """A binding's target on a track with channels ``names``.
+
+    The shipped maps address stems by role (``/ch/vocals/fader``), so a fader
+    controls the same stem on every file. On a track none of whose channels has a
+    role (components mode: ``component_01``...), a role target addresses the
+    channel at the role's place in :data:`~stemdeck.core.audiofile.roles.ROLES`
+    (drums 1, bass 2, other 3, vocals 4), as an index map would. Any other target
+    is returned as it is.
+
+    Examples
+    --------
+    >>> track_target("/ch/vocals/mute", ["component_01"] * 8)
+    '/ch/4/mute'
+    >>> track_target("/ch/vocals/mute", ["drums", "bass", "vocals"])
+    '/ch/vocals/mute'
+    """
+    parts = target.split("/", 3)
+    if len(parts) < 4 or parts[1] != "ch" or parts[2] not in ROLES or parts[2] in names:
+        return target
+    if any(stem_role(n) is not None for n in names):
+        return target  # a stem track without this stem: the target names nothing
+    return f"/ch/{ROLES.index(parts[2]) + 1}/{parts[3]}"
 
 
 @dataclass(frozen=True)

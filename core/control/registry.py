@@ -30,6 +30,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
+from ..audiofile.roles import find_channel
 from ..errors import ParameterError
 from ..mixer.commands import Batch, Command, EchoTarget
 from ..mixer.params import ECHO_MAX_MS, ECHO_MIN_MS
@@ -441,12 +442,19 @@ class Transaction:
             else:
                 self.set(key, [x >= 0.5])
 
-    def restore(self, scene: Mapping[str, object]) -> None:
+    def restore(self, scene: Mapping[str, object]) -> list[str]:
         """Stage a snapshot (a scene: a :class:`~.values.SceneState`, or a table read
-        from a file, so every value is checked here): channels matched by name, unknown
-        names ignored, values it does not name kept. Every strip and the master are
-        staged, so the commit sends the whole state; the values the scene names count
-        as written (:attr:`written`).
+        from a file, so every value is checked here): channels matched by name, or by
+        role (a scene saved on a file that named its vocals "Vox" sets ``vocals``:
+        :func:`~stemdeck.core.audiofile.roles.stem_role`); values it does not name
+        kept. Every strip and the master are staged, so the commit sends the whole
+        state; the values the scene names count as written (:attr:`written`).
+
+        Returns
+        -------
+        list of str
+            The scene's channels this track has none for (nothing staged for them),
+            in the scene's order.
 
         Raises
         ------
@@ -460,9 +468,12 @@ class Transaction:
         names = self.names if self.names is not None else reg.names
         strips = [self._state(i) for i in range(len(names))]
         written: list[str] = []
+        missing: list[str] = []
         for name, values in channels.items():
-            if name in names and isinstance(values, Mapping):
-                i = names.index(name)
+            i = find_channel(str(name), names)
+            if i is None:
+                missing.append(str(name))
+            elif isinstance(values, Mapping):
                 strips[i] = strip_from_scene(values, strips[i])
                 written += [f"/ch/{i + 1}/{v}" for p, v in _SCENE_VALUES.items() if p in values]
         master = scene.get("master")
@@ -481,6 +492,7 @@ class Transaction:
         if new_echo is not None:
             self.staged_echo = new_echo
         self._written.update(written)
+        return missing
 
     def set_names(self, names: Sequence[str]) -> None:
         """Stage the channels of a new track: strips that remain keep their state, new

@@ -10,7 +10,8 @@ Modules and their public names (audio files and stem files are
   threads, into the cache: ``ChunkedSeparator``, ``ChunkPlan``, ``Chunk``,
   ``iter_chunks``, ``CHUNK_SECONDS``.
 - :mod:`.keys`: what a separation is asked to be and its cache key:
-  ``SeparationSpec`` (``key``, ``digest``, ``settings_at``, ``channel_names``),
+  ``SeparationSpec`` (``key``, ``digest``, ``settings_at``, ``channel_names``,
+  ``channel_order``),
   ``Mode``, ``MODES``.
 - :mod:`.stems`: the stems model: ``load_stem_model``, ``StemModel``,
   ``StemEstimate``, ``Activations``, ``STEM_NAMES``, ``LEVEL_FRAMES``.

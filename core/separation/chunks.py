@@ -170,6 +170,7 @@ class ChunkedSeparator:
     W : np.ndarray, shape (bins, K)
         The templates, as :attr:`~.separate.Separation.W`.
     groups : list of list of int
+        The columns of ``W`` each channel is made of, in channel order.
     shape : tuple of int
         ``(n_channels, audio_channels, samples)`` of the whole separation.
 
@@ -221,6 +222,13 @@ class ChunkedSeparator:
             margin = 2 * overlap
             self._fit(frames, threads)
             self.groups = [[k] for k in range(p.n_components)]
+        # Computed in the model's order, stored in the order of every source
+        # (:meth:`~.keys.SeparationSpec.channel_order`): computed stem i is channel
+        # _slots[i], as separate() stores it.
+        order = self.spec.channel_order()
+        self._slots = [order.index(i) for i in range(len(order))]
+        self._computed_groups = self.groups
+        self.groups = [self.groups[i] for i in order]
         self.plan = ChunkPlan(y.shape[1], p.hop, chunk_frames, margin)
         self.shape = (len(self.names), *y.shape)
 
@@ -304,7 +312,7 @@ class ChunkedSeparator:
                 X,
                 self.W,
                 H,
-                self.groups,
+                self._computed_groups,
                 y=yc,
                 n_fft=p.n_fft,
                 hop=p.hop,
@@ -315,7 +323,7 @@ class ChunkedSeparator:
             )
         start, stop = plan.samples(i)
         out = np.empty((len(self.names), yc.shape[0], stop - start), dtype=np.float32)
-        for j, audio in enumerate(parts):
+        for j, audio in zip(self._slots, parts, strict=True):
             out[j] = audio[:, start - s0 : stop - s0]
         return Chunk(
             index=i,

@@ -21,6 +21,7 @@ from typing import Literal
 
 import numpy as np
 
+from ..audiofile.roles import stem_layout
 from ..audiofile.samples import validate_audio
 from ..errors import ParameterError
 from .cache import cache_key
@@ -126,7 +127,19 @@ class SeparationSpec:
 
     def channel_names(self) -> list[str]:
         """Names of the channels the separation gives, known before it runs: the
-        model's stem names, or ``component_01`` ... in components mode."""
+        model's stem names in the order of every source of stems (drums, bass,
+        other, vocals: :data:`~stemdeck.core.audiofile.roles.ROLES`), or
+        ``component_01`` ... in components mode."""
         if self.mode == "stems":
-            return list(load_stem_model(self.params.stems_model).names)
+            names = load_stem_model(self.params.stems_model).names
+            return stem_layout(names).arrange(names)
         return [f"component_{i + 1:02d}" for i in range(self.params.n_components)]
+
+    def channel_order(self) -> list[int]:
+        """For each channel of :meth:`channel_names`, in order, the index of the stem
+        (or component group) the separation computes it as: the stems model keeps
+        its own order (drums, bass, vocals, other: the last is the remainder), and
+        the channels are put in the order of every source where they are written."""
+        if self.mode == "stems":
+            return list(stem_layout(load_stem_model(self.params.stems_model).names).order)
+        return list(range(self.params.n_components))

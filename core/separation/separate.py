@@ -354,15 +354,18 @@ def _write_entry(
     groups: list[list[int]],
     spec: SeparationSpec,
     on_channel: Callable[[int, np.ndarray], None] | None = None,
+    slots: Sequence[int] | None = None,
 ) -> None:
     """One cache entry, written atomically, channel by channel as they come; its
-    metadata records the settings that ran."""
+    metadata records the settings that ran. The ``i``-th audio ``channels`` yields
+    is channel ``slots[i]`` (default ``i``): computed in one order, stored in another."""
     shape = (int(audio_shape[0]), int(audio_shape[1]))
+    places = list(range(len(names))) if slots is None else list(slots)
     with cache.writer(key, len(names), shape) as w:
-        for i, (name, audio) in enumerate(zip(names, channels, strict=True)):
-            w.add_channel(name, audio)
+        for j, audio in zip(places, channels, strict=True):
+            w.add_channel(names[j], audio, index=j)
             if on_channel is not None:
-                on_channel(i, audio)
+                on_channel(j, audio)
         w.add_array("W", W)
         w.add_array("H", H)
         w.meta["sr"] = sr
@@ -427,8 +430,9 @@ def separate(
         Its sample rate.
     spec : SeparationSpec, optional
         The mode and parameters. Default: stems mode with the ``default``
-        preset's values: four channels ``drums``, ``bass``, ``vocals``,
-        ``other`` from the shipped stems model (:mod:`stemdeck.core.separation.stems`);
+        preset's values: four channels ``drums``, ``bass``, ``other``,
+        ``vocals`` (the order of every source of stems) from the shipped stems
+        model (:mod:`stemdeck.core.separation.stems`);
         components mode gives one channel per NMF component, low to high by centroid.
     cache : SeparationCache, optional
         Served from and stored into this cache. A cache that cannot be written
@@ -502,6 +506,12 @@ def separate(
             progress("activations", 1.0)
         groups = [list(g) for g in model.groups]
     names = spec.channel_names()
+    # The stems are computed in the model's order (its last stem is the remainder)
+    # and stored in the order of every source (roles.py): computed stem i is channel
+    # slots[i]; the stored groups follow the channels.
+    order = spec.channel_order()
+    slots = [order.index(i) for i in range(len(order))]
+    groups = [groups[i] for i in order]
     del V
     log.debug("stft %.2f s, nmf %.2f s", t1 - t0, time.perf_counter() - t1)
 
@@ -550,6 +560,7 @@ def separate(
                 groups=groups,
                 spec=spec,
                 on_channel=deliver,
+                slots=slots,
             )
             log.debug("reconstructed into the cache in %.2f s", time.perf_counter() - t0)
             written = cache.load(key)
@@ -560,7 +571,7 @@ def separate(
         except CacheError as exc:
             log.warning("%s (continuing without the cache)", exc)
     out = np.empty((len(names), *y.shape), dtype=np.float32)
-    for i, audio in enumerate(channels()):
-        out[i] = audio
-        deliver(i, out[i])
+    for j, audio in zip(slots, channels(), strict=True):
+        out[j] = audio
+        deliver(j, out[j])
     return Separation(channels=out, names=names, sr=sr, W=W, H=H, groups=groups, spec=spec)

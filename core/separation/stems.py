@@ -56,6 +56,9 @@ __all__ = [
     "load_stem_model",
 ]
 
+#: The model's stems, in the order it computes them (the last is the remainder). The
+#: mixer's channels come in the order of every source of stems (drums, bass, other,
+#: vocals: :meth:`~.keys.SeparationSpec.channel_order`).
 STEM_NAMES = ("drums", "bass", "vocals", "other")
 #: Frames at most a track's level is taken on (:meth:`StemModel.track_level`).
 LEVEL_FRAMES = 3000

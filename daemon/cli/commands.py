@@ -19,9 +19,9 @@ import numpy as np
 
 from stemdeck.core.audiofile.files import load, printable_name, probe_audio
 from stemdeck.core.audiofile.mp4 import is_mp4_path
+from stemdeck.core.audiofile.roles import channel_keys
 from stemdeck.core.audiofile.stemfile import (
     Tags,
-    channel_keys,
     probe,
     read_stem_file,
     read_tags,
@@ -154,6 +154,7 @@ def _separate_stem_file(args: argparse.Namespace) -> int:
         print(f"wrote {printable_name(path)}")
         return 0
     folder = output_path(out, [name])
+    # Files named by the file's own stems (Vox is vox.wav), not by the mixer's roles.
     with ChannelFiles(folder, stems.sr, args.format) as files:
         for i, (key, audio) in enumerate(zip(channel_keys(stems.names), stems.stems, strict=True)):
             files(i, key, audio)

@@ -204,7 +204,13 @@ class OscControl:
         self.map("/scene/save", self._scene_save)
         self.map("/scene/recall", self._scene_recall)
         self.map("/midi/learn", self._midi_learn)
-        for address in ("/track/name", "/track/progress", "/channels", "/channels/colors"):
+        for address in (
+            "/track/name",
+            "/track/progress",
+            "/channels",
+            "/channels/colors",
+            "/channels/labels",
+        ):
             self.map(address, self._track_query)
         self.map("/channels/names", self._track_query)  # /channels, as OSCQuery lists it
         for address in ("/track/list", "/scene/list"):
@@ -591,8 +597,8 @@ class OscControl:
         ]
 
     def track_state(self, names: Sequence[str] | None = None) -> list[Reply]:
-        """The track's name, separation progress, channel names (and colours, for a
-        stem file that names them)."""
+        """The track's name, separation progress, channel names, their labels (the
+        display names: a stem file's own) and colours."""
         names = list(self.host.registry.names) if names is None else list(names)
         track, stage, fraction = self.host.track_info()
         out: list[Reply] = [
@@ -600,6 +606,8 @@ class OscControl:
             ("/track/progress", [stage, fraction]),
             ("/channels", names),
         ]
+        labels = self.host.labels
+        out.append(("/channels/labels", [*labels] if len(labels) == len(names) else [*names]))
         colours = self.host.colours
         if colours and len(colours) == len(names):
             out.append(("/channels/colors", [*colours]))

@@ -306,12 +306,15 @@ def build(snap: Snapshot) -> dict[str, Any]:
     length = float((v.get("/transport/length") or [0.0])[0])
     seconds = {"MIN": 0.0, "MAX": length}
 
+    labels = v.get("/channels/labels") or names
     channels: dict[str, Any] = {}
     for i, name in enumerate(names, 1):
+        label = labels[i - 1] if len(labels) == n else name
+        shown = f"{name!r}" if label == name else f"{name!r} ({label!r} in the track)"
         for token in (str(i), name):
             channels[token] = _container(
                 f"/ch/{token}",
-                f"channel {i}, {name!r} (also /ch/{name if token == str(i) else i})",
+                f"channel {i}, {shown} (also /ch/{name if token == str(i) else i})",
                 _strip(f"/ch/{token}", CHANNEL_PARAMS, snap, f"/ch/{i}"),
             )
     transport: dict[str, Any] = {
@@ -564,6 +567,14 @@ def build(snap: Snapshot) -> dict[str, Any]:
             value=names,
         )
     }
+    chan["labels"] = _method(
+        "/channels/labels",
+        "s" * n,
+        1,
+        "channel labels to show, in index order: a stem file's own stem names "
+        "('Vox' for /ch/vocals), else the names",
+        value=list(labels) if len(labels) == n else names,
+    )
     colours = v.get("/channels/colors")
     if colours is not None:
         chan["colors"] = _method(

@@ -34,6 +34,7 @@ from ..realtime import name_os_thread, raise_priority
 from . import namespace
 from .gate import Gate, QuietLog, quiet_exceptions
 from .lan import lan_address
+from .overview import Overviews
 from .security import Guard, error_response, is_loopback, json_response
 from .websocket import MAX_FRAME, Connection, WebSockets
 
@@ -82,6 +83,8 @@ class WebApp:
         self.sockets = WebSockets(osc)
         self._sweeper: asyncio.Task[None] | None = None
         self.app = web.Application(middlewares=[self.guard.middleware], client_max_size=MAX_FRAME)
+        self.overviews = Overviews()
+        self.app.router.add_get("/_mixer/overview", self._overview)
         self.app.router.add_get("/_mixer/{name}", self._static)
         self.app.router.add_route("GET", "/{path:.*}", self._get)
         self.app.router.add_route("*", "/{path:.*}", self._method_not_allowed)
@@ -144,6 +147,20 @@ class WebApp:
             return error_response(404, f"no file {name!r}")
         kind = STATIC_TYPES["." + name.rsplit(".", 1)[-1]]
         return web.Response(body=body, content_type=kind, headers={"Cache-Control": "no-cache"})
+
+    async def _overview(self, request: web.Request) -> web.Response:
+        """The playing track's overview as JSON (:mod:`.overview`): read in a worker
+        thread the first time, so the loop serves everyone else meanwhile."""
+        track = self.control.host.engine.track
+        if track is None:
+            return error_response(404, "no track plays")
+        loop = asyncio.get_running_loop()
+        try:
+            overview = await loop.run_in_executor(None, self.overviews.get, track)
+        except (OSError, MemoryError) as exc:  # a file gone or truncated under its map
+            log.warning("the track overview could not be read: %r", exc)
+            return error_response(503, f"the overview could not be read: {exc}")
+        return json_response(overview.as_json())
 
     async def _get(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get("Upgrade", "").lower() == "websocket":

@@ -74,6 +74,7 @@ VALUE_ADDRESSES = (
     "/track/bpm",
     "/track/grid",
     "/track/key",
+    "/channels/labels",
     "/quantize",
     *(f"/cue/{n}{part}" for n in range(1, MAX_CUES + 1) for part in ("", "/scene")),
 )

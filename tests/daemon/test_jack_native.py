@@ -167,7 +167,7 @@ def test_ports_are_named_after_the_channels(jack_server: str, tmp_path: Path) ->
     finally:
         code, err = daemon.stop()
     assert names == [
-        f"stemdeck:{c}_{side}" for c in ("drums", "bass", "vocals", "other") for side in "LR"
+        f"stemdeck:{c}_{side}" for c in ("drums", "bass", "other", "vocals") for side in "LR"
     ]
     assert linked == []
     assert code == 0, err

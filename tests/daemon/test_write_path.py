@@ -180,15 +180,17 @@ def test_a_track_load_on_a_full_queue_is_reported(
 
     loader.open(str(stem_file))  # room in the queue: the track and the whole state, at once
     assert loader.problem is None and loader.track_name == "song"
-    assert host.registry.names == ["kick", "bass", "keys", "voice"]
+    # Addressed by role, labelled by the file's own names.
+    assert host.registry.names == ["drums", "bass", "other", "vocals"]
+    assert loader.labels == ["Kick", "Bass", "Keys", "Voice"]
     (batch,) = posted
     assert isinstance(batch, Batch)
     assert [type(c).__name__ for c in batch.commands].count("StripTarget") == len(NAMES)
     assert isinstance(batch.commands[-1], SetTrack)
     agree(host)
     assert host.engine.track is not None and host.engine.track.names == (
-        "kick",
+        "drums",
         "bass",
-        "keys",
-        "voice",
+        "other",
+        "vocals",
     )

@@ -76,7 +76,7 @@
   const GLOBAL_LISTENS = [
     "/master/fader", "/master/mute", "/master/filter", "/transport/playing", "/transport/position", "/transport/loop",
     "/transport/length", "/track/name", "/track/progress", "/channels", "/channels/colors",
-    "/meter", "/meter/rms", "/track/grid", "/transport/beat", "/quantize",
+    "/channels/labels", "/meter", "/meter/rms", "/track/grid", "/transport/beat", "/quantize",
     ...[1, 2, 3, 4, 5, 6, 7, 8].flatMap((n) => [`/cue/${n}`, `/cue/${n}/scene`]),
   ];
   function listenChannels(from, to) {
@@ -121,7 +121,7 @@
 
   // --- state from the daemon -------------------------------------------------------------
   const state = {
-    playing: false, position: 0, length: 0, loop: [0, 0], names: [], colours: [], separating: false,
+    playing: false, position: 0, length: 0, loop: [0, 0], names: [], colours: [], labels: [], separating: false,
     grid: [0, 0, 0], beat: null, // /track/grid (bpm 0: no grid yet), /transport/beat
   };
   let strips = [];
@@ -146,14 +146,15 @@
         master.set(address.slice(8), args[0]); break;
       case "/transport/playing": state.playing = !!args[0]; drawTransport(); break;
       case "/transport/position": state.position = args[0]; drawTransport(); break;
-      case "/transport/length": state.length = args[0]; drawTransport(); break;
+      case "/transport/length": state.length = args[0]; drawTransport(); overviewSoon(); break;
       case "/transport/loop": state.loop = [args[0], args[1]]; drawTransport(); break;
-      case "/track/name": $("track-name").textContent = args[0] || "—"; break;
+      case "/track/name": $("track-name").textContent = args[0] || "—"; overviewSoon(); break;
       case "/track/progress": showProgress(args[0], args[1]); break;
       case "/track/grid": state.grid = args; if (!(args[0] > 0)) state.beat = null; drawTempo(); break;
       case "/transport/beat": state.beat = args[0]; drawTempo(); break;
       case "/channels": setChannels(args.map(String)); break;
-      case "/channels/colors": state.colours = args.map(String); colourStrips(); break;
+      case "/channels/colors": state.colours = args.map(String); colourStrips(); drawWaveSoon(); break;
+      case "/channels/labels": state.labels = args.map(String); labelStrips(); break;
       case "/meter": meters.peak = args; break;
       case "/meter/rms": meters.rms = args; break;
       case "/track/list": fillSelect($("track-list"), args, (p) => p.split("/").pop()); break;
@@ -202,6 +203,7 @@
   function showProgress(stage, fraction) {
     // "load failed": the last /track/load failed (its /error said why); the track plays on.
     const done = stage === "ready" || stage === "original only" || stage === "load failed";
+    if (state.separating && done) overviewSoon(); // the stems replace the original
     state.separating = !done;
     $("progress").hidden = done;
     const whole = Math.round(share(stage, fraction) * 100);
@@ -390,10 +392,11 @@
       pending[k] = v;
       if (!scheduled) { scheduled = true; requestAnimationFrame(flush); }
     };
+    let level = UNITY; // the fader as shown, for the overview's gains
     const fader = makeFader(
       root.querySelector(".fader"),
-      (v) => { dbLabel.textContent = dbText(faderToDb(v)); queue("fader", v); },
-      (v) => { dbLabel.textContent = dbText(faderToDb(v)); root.dataset.fader = Number(v).toFixed(4); },
+      (v) => { level = v; dbLabel.textContent = dbText(faderToDb(v)); queue("fader", v); drawWaveSoon(); },
+      (v) => { level = v; dbLabel.textContent = dbText(faderToDb(v)); root.dataset.fader = Number(v).toFixed(4); drawWaveSoon(); },
     );
     const muteBtn = root.querySelector(".mute");
     const soloBtn = root.querySelector(".solo");
@@ -423,6 +426,7 @@
       canvas,
       get soloed() { return soloed; },
       get muted() { return muted; },
+      get gain() { const db = faderToDb(level); return db <= -90 ? 0 : 10 ** (db / 20); },
       toggleMute,
       set(param, v) {
         if (param === "fader") fader.set(v); // shown when the fader is left alone (echoGuard)
@@ -439,6 +443,7 @@
   function drawSolo() {
     const any = strips.some((s) => s.soloed);
     for (const s of strips) s.root.classList.toggle("silenced", s.muted || (any && !s.soloed));
+    drawWaveSoon();
   }
 
   function setChannels(names) {
@@ -451,8 +456,20 @@
     for (const s of strips) box.append(s.root);
     box.append(master.root);
     colourStrips();
+    labelStrips();
+    overviewSoon();
     if (names.length > before) listenChannels(before + 1, names.length);
     ask("/state"); // values of the new strips
+  }
+
+  // The file's own stem names ("Vox") label the strips; the key (/ch/vocals) is the tooltip.
+  function labelStrips() {
+    const n = strips.length;
+    strips.forEach((s, i) => {
+      const name = s.root.querySelector(".name");
+      name.textContent = state.labels.length === n ? state.labels[i] : state.names[i];
+      name.title = `/ch/${state.names[i]}`;
+    });
   }
 
   function colourStrips() {
@@ -489,6 +506,93 @@
     });
     requestAnimationFrame(drawMeters);
   }
+
+  // --- the track overview: each channel's peaks (GET /_mixer/overview, docs/web.md), --------
+  // stacked from the centre line in the strips' colours at their gains, so a muted stem
+  // leaves the picture and a soloed one is all of it. Fetched again when the track or its
+  // channels change; drawn again when a gain, mute, solo or the size changes.
+  const overview = { data: null, timer: 0, tries: 0, frame: 0, scale: 1 };
+  function overviewSoon() {
+    clearTimeout(overview.timer);
+    overview.timer = setTimeout(fetchOverview, 300);
+  }
+  async function fetchOverview() {
+    let data = null;
+    try {
+      const r = await fetch(`/_mixer/overview${location.search}`, { cache: "no-store" });
+      if (r.ok) data = await r.json();
+    } catch (e) { data = null; }
+    // The original while the stems are made has one channel ("mix"); anything else must
+    // name the strips, or it is from a moment ago: asked again, a few times.
+    const fits = data && Array.isArray(data.peaks) && (data.names.join("\u0000") === state.names.join("\u0000")
+      || (data.names.length === 1 && data.names[0] === "mix"));
+    if (!fits) {
+      if (overview.tries++ < 5) overview.timer = setTimeout(fetchOverview, 1000);
+      return;
+    }
+    overview.tries = 0;
+    overview.data = data;
+    let top = 0; // the loudest stack at unity: the full height
+    for (let b = 0; b < data.bins; b++) {
+      let sum = 0;
+      for (const row of data.peaks) sum += row[b];
+      top = Math.max(top, sum);
+    }
+    overview.scale = top > 0 ? 1 / top : 0;
+    drawWaveSoon();
+  }
+  function drawWaveSoon() {
+    if (!overview.frame) overview.frame = requestAnimationFrame(drawWave);
+  }
+  function drawWave() {
+    overview.frame = 0;
+    const c = $("wave");
+    const ratio = window.devicePixelRatio || 1;
+    const w = Math.max(1, Math.round(c.clientWidth * ratio));
+    const h = Math.max(1, Math.round(c.clientHeight * ratio));
+    if (c.width !== w || c.height !== h) { c.width = w; c.height = h; }
+    const g = c.getContext("2d");
+    g.clearRect(0, 0, w, h);
+    const data = overview.data;
+    if (!data || !data.bins) return;
+    const mix = data.names.length === 1 && data.names[0] === "mix";
+    const any = strips.some((s) => s.soloed);
+    const rows = data.peaks.map((row, i) => {
+      const s = mix ? master : strips[i];
+      const silent = !s || s.muted || (!mix && any && !s.soloed);
+      const colour = mix ? "#8a90a0" : (s && s.root.style.getPropertyValue("--colour")) || "#8a90a0";
+      return { row, gain: silent ? 0 : s.gain, colour };
+    });
+    const mid = h / 2;
+    for (let x = 0; x < w; x++) {
+      const b0 = Math.floor((x / w) * data.bins);
+      const b1 = Math.max(b0 + 1, Math.floor(((x + 1) / w) * data.bins));
+      let y = 0;
+      for (const { row, gain, colour } of rows) {
+        if (gain <= 0) continue;
+        let peak = 0;
+        for (let b = b0; b < b1; b++) peak = Math.max(peak, row[b]);
+        const part = Math.min(1, peak * gain * overview.scale) * mid;
+        if (part <= 0) continue;
+        g.fillStyle = colour;
+        g.fillRect(x, mid - y - part, 1, part);
+        g.fillRect(x, mid + y, 1, part);
+        y += part;
+      }
+    }
+  }
+  window.addEventListener("resize", drawWaveSoon);
+  // On a short screen (a phone in landscape) the strips take the height below the
+  // transport, whatever it wrapped to, and the pickers follow below the fold.
+  const SHORT = window.matchMedia("(max-height: 520px)");
+  function fitStrips() {
+    const box = $("strips");
+    if (!SHORT.matches) { box.style.removeProperty("--strips-height"); return; }
+    const top = box.getBoundingClientRect().top + window.scrollY;
+    box.style.setProperty("--strips-height", `${Math.max(0, Math.floor(window.innerHeight - top - 8))}px`);
+  }
+  window.addEventListener("resize", fitStrips);
+  SHORT.addEventListener("change", fitStrips);
 
   // --- transport --------------------------------------------------------------------------
   function drawTransport() {
@@ -607,6 +711,7 @@
 
   master = makeStrip("/master", "master", false);
   $("strips").append(master.root);
+  fitStrips();
   requestAnimationFrame(drawMeters);
   connect();
 })();

@@ -26,10 +26,10 @@ from mp4_helpers import track_flags, with_stem_box
 
 from stemdeck.core.audiofile.files import load, probe_audio
 from stemdeck.core.audiofile.mp4 import read_stem_box
+from stemdeck.core.audiofile.roles import channel_keys
 from stemdeck.core.audiofile.stemfile import (
     NI_STEMS,
     Tags,
-    channel_keys,
     display_name,
     make_manifest,
     manifest_problems,

@@ -11,6 +11,7 @@ from stemdeck.core.control.midimap import (
     MidiMapper,
     load_midi_map,
     parse_midi_map,
+    track_target,
 )
 from stemdeck.core.control.registry import Registry, Transaction
 from stemdeck.core.errors import PresetError
@@ -20,14 +21,18 @@ SHIPPED = {"generic", "nanokontrol2", "midimix", "launchcontrol-xl", "x-touch-mi
 
 
 def test_every_shipped_map_loads_and_resolves() -> None:
+    """On a components track (no roles: strips 1-4 are channels 1-4) and on a stem
+    track with the four roles (strips 1-4 are its stems, 5-8 its other channels)."""
     assert SHIPPED <= set(list_presets("midi"))
-    reg = Registry([f"c{i}" for i in range(8)])
+    components = Registry([f"component_{i:02d}" for i in range(1, 9)])
+    stems = Registry(["drums", "bass", "other", "vocals", "fx", "pad", "lead", "noise"])
     for name in list_presets("midi"):
         m = load_midi_map(name)
         assert m.bindings, name
         for b in m.bindings:
             if b.target.startswith(("/ch/", "/master/")):
-                assert reg.resolve(b.target), (name, b)
+                for reg in (components, stems):
+                    assert reg.resolve(track_target(b.target, reg.names)), (name, b)
 
 
 @pytest.mark.parametrize(
@@ -182,12 +187,13 @@ def test_map_type() -> None:
     assert type(m) is MidiMap
     assert (m.name, m.source, m.program_channel) == ("generic", "midi/generic.toml", None)
     assert m.programs == {1: "unity", 2: "acapella", 3: "instrumental"}
+    strip = ["drums", "bass", "other", "vocals", "5", "6", "7", "8"]  # stems by role
     expected = [
-        *(("cc", 20 + i, f"/ch/{i + 1}/fader", "absolute", False) for i in range(8)),
-        *(("cc", 28 + i, f"/ch/{i + 1}/pan", "absolute", False) for i in range(8)),
+        *(("cc", 20 + i, f"/ch/{strip[i]}/fader", "absolute", False) for i in range(8)),
+        *(("cc", 28 + i, f"/ch/{strip[i]}/pan", "absolute", False) for i in range(8)),
         ("cc", 36, "/master/fader", "absolute", False),
-        *(("note", 36 + i, f"/ch/{i + 1}/mute", "toggle", True) for i in range(8)),
-        *(("note", 44 + i, f"/ch/{i + 1}/solo", "press", True) for i in range(8)),
+        *(("note", 36 + i, f"/ch/{strip[i]}/mute", "toggle", True) for i in range(8)),
+        *(("note", 44 + i, f"/ch/{strip[i]}/solo", "press", True) for i in range(8)),
         ("note", 52, "/transport/toggle", "trigger", True),
         ("note", 53, "/track/grid/tap", "trigger", False),
     ]
@@ -215,13 +221,14 @@ def test_transport_leds_follow_the_transport() -> None:
 def test_shipped_maps_put_the_filter_on_the_knobs() -> None:
     """Launch Control XL: Send A knobs filter, Send B knobs echo send; X-Touch Mini:
     layer B encoders; nanoKONTROL2: its knobs. Each the channel of its strip."""
+    strip = ["drums", "bass", "other", "vocals", "5", "6", "7", "8"]  # stems by role
     expected = {
         "launchcontrol-xl": {
-            **{(9, 13 + i): f"/ch/{i + 1}/filter" for i in range(8)},
-            **{(9, 29 + i): f"/ch/{i + 1}/echo" for i in range(8)},
+            **{(9, 13 + i): f"/ch/{strip[i]}/filter" for i in range(8)},
+            **{(9, 29 + i): f"/ch/{strip[i]}/echo" for i in range(8)},
         },
-        "x-touch-mini": {(11, 11 + i): f"/ch/{i + 1}/filter" for i in range(8)},
-        "nanokontrol2": {(1, 16 + i): f"/ch/{i + 1}/filter" for i in range(8)},
+        "x-touch-mini": {(11, 11 + i): f"/ch/{strip[i]}/filter" for i in range(8)},
+        "nanokontrol2": {(1, 16 + i): f"/ch/{strip[i]}/filter" for i in range(8)},
     }
     for name, want in expected.items():
         fx = {

@@ -138,7 +138,7 @@ def test_separate_survives_a_full_disk(
     y = tone_mix(2.0)
     reference = separate(y, SR, spec=SeparationSpec("components", small_params))
 
-    def full(self: object, name: str, audio: np.ndarray) -> None:
+    def full(self: object, name: str, audio: np.ndarray, *, index: int | None = None) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(cache_mod.EntryWriter, "add_channel", full)
@@ -285,3 +285,62 @@ def test_the_cache_size_setting_is_in_gib(
     else:
         monkeypatch.setenv("STEMDECK_CACHE_MAX_GB", value)
     assert SeparationCache(tmp_path / "c").max_bytes == size
+
+
+def test_an_entry_in_the_old_stem_order_is_rewritten_once_in_the_new(
+    cache: SeparationCache,
+) -> None:
+    """Entries made before every source shared one order list drums, bass, vocals, other:
+    served in the new order (drums, bass, other, vocals), each channel its own audio,
+    after one atomic rewrite; the next look-up opens the rewritten entry as it is."""
+    y = tone_mix(2.0)
+    spec = SeparationSpec(params=SeparationParams(stems_iter=10))
+    fresh = separate(y, SR, spec=spec)  # no cache: the channels as computed now
+    assert fresh.names == ["drums", "bass", "other", "vocals"]
+    key = spec.key(y, SR)
+    old_order = [0, 1, 3, 2]  # drums, bass, vocals, other
+    with cache.writer(key, 4, (y.shape[0], y.shape[1])) as w:
+        for i in old_order:
+            w.add_channel(fresh.names[i], fresh.channels[i])
+        w.add_array("W", fresh.W)
+        w.add_array("H", fresh.H)
+        w.meta["sr"] = SR
+        w.meta["extra"] = {
+            "groups": [fresh.groups[i] for i in old_order],
+            "mode": "stems",
+            "params": spec.settings_at(SR).as_dict(),
+        }
+    folder = cache.root / key
+    old_inode = (folder / "channels.f32").stat().st_ino
+
+    served = separate(y, SR, spec=spec, cache=cache)
+    assert served.from_cache
+    assert served.names == ["drums", "bass", "other", "vocals"]
+    np.testing.assert_array_equal(np.asarray(served.channels), fresh.channels)
+    assert served.groups == fresh.groups
+    new_inode = (folder / "channels.f32").stat().st_ino
+    assert new_inode != old_inode
+    assert entries(cache) == [folder]  # nothing left aside
+    again = cache.load(key)
+    assert again.entry is not None and again.entry.names == served.names
+    assert (folder / "channels.f32").stat().st_ino == new_inode  # not rewritten twice
+    assert cache.verify(folder).status == "found"
+
+
+def test_a_damaged_entry_in_the_old_order_is_removed_not_rewritten(
+    cache: SeparationCache,
+) -> None:
+    y = tone_mix(1.0)
+    with cache.writer("k" * 64, 2, (y.shape[0], y.shape[1])) as w:
+        w.add_channel("vocals", y)
+        w.add_channel("drums", y)
+        w.add_array("W", np.ones((4, 2)))
+        w.add_array("H", np.ones((2, 4)))
+        w.meta["sr"] = SR
+    with (cache.root / ("k" * 64) / "channels.f32").open("r+b") as f:
+        f.write(b"\xff\xff\xff\x7f")
+    found = cache.load("k" * 64, verify=False)
+    assert found.status == "damaged" and entries(cache) == []
+    assert found.problem == (
+        f"cache entry {'k' * 12} was damaged (channels.f32 checksum mismatch); rebuilding it"
+    )

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import SR, tone_mix
+from stemdeck.core.audiofile.roles import ROLES
 from stemdeck.core.errors import PresetError
 from stemdeck.core.material.songs import random_song, render_song
 from stemdeck.core.separation.keys import SeparationSpec
@@ -104,7 +105,7 @@ def test_four_named_stems_sum_to_the_input(stereo: bool, length: int) -> None:
     y = tone_mix(3.0, stereo=stereo)[:, :length]
     params = SeparationParams(stems_iter=20)
     result = separate(y, SR, spec=SeparationSpec(params=params))
-    assert result.spec.mode == "stems" and result.names == list(STEM_NAMES)
+    assert result.spec.mode == "stems" and result.names == list(ROLES)
     assert result.channels.shape == (4, y.shape[0], length)
     res = y.astype(np.float64) - result.channels.astype(np.float64).sum(axis=0)
     assert np.sum(res**2) <= 1e-6 * np.sum(y.astype(np.float64) ** 2)  # below -60 dB
@@ -142,8 +143,8 @@ def test_held_back_song_separates() -> None:
     song = render_song(replace(random_song(HELD_BACK_SEED), bars=8))
     result = separate(song.mix, song.sr)
     sdr = {
-        k: windowed_sdr(song.stems[k], result.channels[i], song.sr)
-        for i, k in enumerate(STEM_NAMES)
+        k: windowed_sdr(song.stems[k], result.channels[result.names.index(k)], song.sr)
+        for k in STEM_NAMES
     }
     mixture = {k: windowed_sdr(song.stems[k], song.mix, song.sr) for k in STEM_NAMES}
     floors = {"drums": 7.7, "bass": 2.6, "vocals": 2.0, "other": -0.4}
@@ -172,9 +173,9 @@ def test_training_learns_to_separate_generated_songs(tmp_path: Path) -> None:
         spec=SeparationSpec(params=SeparationParams(stems_model=str(path), stems_iter=20)),
     )
     gains = [
-        windowed_sdr(held_out.stems[k], result.channels[i], held_out.sr)
+        windowed_sdr(held_out.stems[k], result.channels[result.names.index(k)], held_out.sr)
         - windowed_sdr(held_out.stems[k], held_out.mix, held_out.sr)
-        for i, k in enumerate(STEM_NAMES)
+        for k in STEM_NAMES
     ]
     assert min(gains) > 1.0, gains
 

@@ -222,9 +222,11 @@ def test_serve_plays_the_stems_as_channels(tmp_path: Path) -> None:
     try:
         daemon.wait_ready()
         state = dict(client.ask("/state", timeout=3.0))
-        assert state["/channels"] == ["drums", "bass", "other", "vox"]
+        # NI's "Vox" is the vocals: addressed by its role, labelled by its own name.
+        assert state["/channels"] == ["drums", "bass", "other", "vocals"]
+        assert state["/channels/labels"] == ["Drums", "Bass", "Other", "Vox"]
         assert state["/channels/colors"] == ["#FD4A4A", "#AD65FF", "#3F8BFE", "#FA8D29"]
-        assert client.query("/ch/vox/fader") == pytest.approx(0.75)
+        assert client.query("/ch/vocals/fader") == pytest.approx(0.75)
         wait_played(client, 1.5)  # record a while at unity
 
         def channels_after_load(path: Path) -> list[str]:
@@ -318,7 +320,7 @@ def test_serve_plays_real_stem_files(tmp_path: Path) -> None:
     try:
         daemon.wait_ready()
         state = dict(client.ask("/state", timeout=3.0))
-        assert state["/channels"] == ["drums", "bass", "other", "vox"]
+        assert state["/channels"] == ["drums", "bass", "other", "vocals"]  # its Vox: vocals
         assert state["/channels/colors"] == ["#FD4A4A", "#AD65FF", "#3F8BFE", "#FA8D29"]
         replies = client.ask("/track/load", str(musdb[0]))
         assert ("/track/load", [str(musdb[0])]) in replies, replies

@@ -65,8 +65,8 @@ def test_ping(client: Client) -> None:
     [
         ("/ch/1/fader", 0.5, "/ch/1/db", -10.0),
         ("/ch/bass/db", -6.0, "/ch/2/gain", 10 ** (-6 / 20)),
-        ("/ch/3/gain", 1.0, "/ch/vocals/fader", 0.75),
-        ("/ch/4/pan", -0.5, "/ch/other/pan", -0.5),
+        ("/ch/3/gain", 1.0, "/ch/other/fader", 0.75),  # drums, bass, other, vocals
+        ("/ch/4/pan", -0.5, "/ch/vocals/pan", -0.5),
         ("/master/fader", 0.75, "/master/db", 0.0),
         ("/master/db", -3.0, "/master/gain", 10 ** (-3 / 20)),
     ],
@@ -160,7 +160,13 @@ def test_state_lists_every_value(client: Client) -> None:
         for p in ("fader", "gain", "db", "mute", "solo", "pan"):
             assert f"/ch/{i}/{p}" in addresses
     assert "/master/fader" in addresses and "/transport/position" in addresses
-    assert ["drums", "bass", "vocals", "other"] in [args for a, args in replies if a == "/channels"]
+    # The separation's channels in the order of every source; labelled by their names.
+    assert [args for a, args in replies if a == "/channels"] == [
+        ["drums", "bass", "other", "vocals"]
+    ]
+    assert [args for a, args in replies if a == "/channels/labels"] == [
+        ["drums", "bass", "other", "vocals"]
+    ]
 
 
 @pytest.mark.parametrize(
@@ -237,7 +243,7 @@ def test_subscriptions_feedback(served) -> None:
             assert len(meters[-1]) == 5  # four channels and the master, dBFS
         a.send("/ch/4/fader", 0.5)  # a change reaches every subscriber, by name (stems)
         changed = b.receive(0.5)
-        assert ("/ch/other/fader", [pytest.approx(0.5)]) in changed
+        assert ("/ch/vocals/fader", [pytest.approx(0.5)]) in changed  # drums, bass, other, vocals
         a.send("/ch/4/fader", 0.75)
         a.send("/unsubscribe")
         assert ("/unsubscribe", [a.port]) in a.receive(2.0, until="/unsubscribe")
@@ -279,7 +285,8 @@ def test_feedback_flag_feeds_a_surface_that_never_subscribes(tmp_path: Path) -> 
         assert ("/subscribe", [daemon.client.port, "index", 0]) in daemon.client.receive(
             5.0, until="/subscribe"
         )
-        assert ("/ch/3/mute", [1]) in daemon.client.receive(5.0, until="/transport/position")
+        # /ch/vocals is channel 4: drums, bass, other, vocals
+        assert ("/ch/4/mute", [1]) in daemon.client.receive(5.0, until="/transport/position")
     finally:
         surface.close()
         code, err = daemon.stop()
@@ -573,3 +580,51 @@ def test_control_threads_outweigh_busy_neighbours(served, client: Client) -> Non
         assert _thread_nice(daemon.proc.pid, name) == nice, name
     # The main thread and the unnamed rest (BLAS, the loader's): unchanged.
     assert set(_thread_nice(daemon.proc.pid, "python")) == {0}
+
+
+def test_a_stem_file_answers_on_roles_and_a_scene_says_what_it_lacks(tmp_path: Path) -> None:
+    """NI's "Vox" is /ch/vocals, labelled "Vox"; the shipped acapella scene on a file
+    without an "other" stem sets the rest and answers one /error naming it."""
+    from stemdeck.core.audiofile.stemfile_write import write_stem_file
+
+    rng = np.random.default_rng(5)
+    stems = rng.uniform(-0.1, 0.1, (3, 2, SR)).astype(np.float32)
+    track = tmp_path / "three.stem.m4a"
+    write_stem_file(
+        track,
+        stems.sum(axis=0),
+        stems,
+        SR,
+        names=["Vox", "Drums", "Bass"],
+        colours=["#FF0000", "#00FF00", "#0000FF"],
+        codec="alac",
+    )
+    env = {"STEMDECK_CACHE": str(tmp_path / "cache"), "STEMDECK_CONFIG": str(tmp_path / "c")}
+    daemon = Daemon([str(track), "--no-audio"], env, tmp_path)
+    daemon.wait_ready()
+    client = Client(daemon.port)
+    try:
+        assert client.ask("/channels") == [("/channels", ["drums", "bass", "vocals"])]
+        assert client.ask("/channels/labels") == [("/channels/labels", ["Drums", "Bass", "Vox"])]
+        assert client.ask("/channels/colors") == [
+            ("/channels/colors", ["#00FF00", "#0000FF", "#FF0000"])
+        ]
+        assert client.ask("/scene/recall", "acapella") == [
+            (
+                "/error",
+                [
+                    "/scene/recall: scene 'acapella' recalled without 'other': "
+                    "this track has no such channel"
+                ],
+            )
+        ]
+        assert [client.query(f"/ch/{k}/gain") for k in ("drums", "bass", "vocals")] == [
+            0.0,
+            0.0,
+            1.0,
+        ]
+    finally:
+        client.close()
+        code, err = daemon.stop()
+    assert code == 0, err
+    assert err.count("recalled without 'other'") == 1, err

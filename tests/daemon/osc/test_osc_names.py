@@ -204,6 +204,15 @@ def test_a_reply_larger_than_a_datagram_is_one_error_not_a_silent_drop() -> None
         "/error",
         [f"/channels: reply not sent: {size} bytes, more than a UDP datagram holds (65507)"],
     )
+    # The labels are the names (the track names no others): as large, the same error.
+    labels_size = message_size("/channels/labels", LONG)
+    labels_error = (
+        "/error",
+        [
+            f"/channels/labels: reply not sent: {labels_size} bytes, "
+            "more than a UDP datagram holds (65507)"
+        ],
+    )
     client = receiver()
     server.start()
     try:
@@ -211,15 +220,24 @@ def test_a_reply_larger_than_a_datagram_is_one_error_not_a_silent_drop() -> None
         state = until(client, "/state/end")
         expected = [as_sent(a, v) for a, v in server.control.state("index")]
         at = [a for a, _ in expected].index("/channels")
-        assert state == [*expected[:at], error, *expected[at + 1 :], ("/state/end", [])]
-        assert server.control.counts().errors == 1
-        # A subscriber's first full state: the same /error in the same place.
+        at_labels = [a for a, _ in expected].index("/channels/labels")
+        assert at_labels == at + 1
+        assert state == [
+            *expected[:at],
+            error,
+            labels_error,
+            *expected[at_labels + 1 :],
+            ("/state/end", []),
+        ]
+        assert server.control.counts().errors == 2
+        # A subscriber's first full state: the same /errors in the same place.
         port = client.getsockname()[1]
         assert ask(server, client, "/subscribe", port) == [("/subscribe", [port, "names"])]
         Feedback(server).tick()
         fed = until(client, "/transport/position")
         assert error in fed and not any(a == "/channels" for a, _ in fed)
-        assert server.control.counts().errors == 2
+        assert labels_error in fed and not any(a == "/channels/labels" for a, _ in fed)
+        assert server.control.counts().errors == 4
         # A query for it alone is refused by the reply budget, as before.
         assert ask(server, client, "/channels") == [
             (

@@ -119,7 +119,7 @@ def test_python_oscquery_walks_a_daemon_from_the_root_and_sets_a_channel(tmp_pat
             lambda node: node is not None and node.value == [0.5],
             "the fader set through python-oscquery's node",
         )
-        assert daemon.client.query("/ch/3/db") == pytest.approx(-10.0, abs=1e-4)
+        assert daemon.client.query("/ch/4/db") == pytest.approx(-10.0, abs=1e-4)  # vocals
     finally:
         code, err = daemon.stop()
     assert code == 0, err

@@ -210,9 +210,9 @@ def test_every_namespace_method_is_an_osc_address() -> None:
         walk(root)
         # ch (by index and name, filters and echo sends included), master, fx/echo,
         # transport (loops and jumps in beats included), sync, 8 hot cues, quantize, track
-        # (the beat grid's 9 included), scene, channels, meter,
+        # (the beat grid's 9 included), scene, channels (names, labels), meter,
         # state/subscribe/unsubscribe/ping/status, midi
-        assert len(methods) == (8 * 10 + 6 + 4 + 12 + 5 + 2 + 8 * 5 + 1 + 4 + 9 + 3 + 1 + 2 + 5 + 1)
+        assert len(methods) == (8 * 10 + 6 + 4 + 12 + 5 + 2 + 8 * 5 + 1 + 4 + 9 + 3 + 2 + 2 + 5 + 1)
         sender = ("127.0.0.1", 7)
         for node in methods:
             if node["ACCESS"] & 1 and node["FULL_PATH"] not in ("/meter/peak", "/meter/rms"):
@@ -875,17 +875,17 @@ def test_namespace_change_is_announced_and_listens_follow() -> None:
             "/ch/other/mute",
             "/channels",
         ]
-        host.registry.set_names(["drums", "bass", "other", "vox"])  # a stem file's channels
+        host.registry.set_names(["drums", "bass", "other", "fx"])  # a stem file's channels
         await tick(host, feedback, app)
         assert [await receive_json(ws) for _ in range(3)] == [
             {"COMMAND": "PATH_REMOVED", "DATA": "/ch/vocals"},
-            {"COMMAND": "PATH_ADDED", "DATA": "/ch/vox"},
+            {"COMMAND": "PATH_ADDED", "DATA": "/ch/fx"},
             {"COMMAND": "PATH_CHANGED", "DATA": "/"},
         ]
-        assert await receive_osc(ws) == [("/channels", ["drums", "bass", "other", "vox"])]
+        assert await receive_osc(ws) == [("/channels", ["drums", "bass", "other", "fx"])]
         (conn,) = app.connections
         assert conn.listens == {"/ch/3/mute": {"/ch/other/mute"}, "/channels": {"/channels"}}
-        r = await client.get("/ch/vox/mute?VALUE")
+        r = await client.get("/ch/fx/mute?VALUE")
         assert r.status == 200 and (await client.get("/ch/vocals")).status == 404
         await ws.close()
 
