@@ -996,15 +996,19 @@ def test_the_page_sets_quantize_loops_in_beats_and_hot_cues(
         wait_for(d, lambda d: "set" in str(pad(d, 3).get_attribute("class")), "pad 3 not lit")
         assert float(attribute(pad(d, 3), "data-position")) == pytest.approx(position, abs=1e-3)
         client.send("/quantize", "off")
-        client.send("/transport/seek", 3.5)
-        wait_osc(client, "/transport/position", lambda v: v >= 3.5, "the seek to 3.5 s")
+        # Paused, so the position says where the jump went (the daemon is shared).
+        client.send("/transport/pause")
+        wait_osc(client, "/transport/playing", lambda v: v == 0, "the pause")
+        client.send("/transport/seek", 3.0)
+        wait_osc(client, "/transport/position", lambda v: v == 3.0, "the seek to 3 s")
         pad(d, 3).click()  # set: jump there
         wait_osc(
             client,
             "/transport/position",
-            lambda v: position <= v < position + 1.0,
+            lambda v: abs(v - position) < 1e-3,
             "the pad did not jump to cue 3",
         )
+        client.send("/transport/play")
         ActionChains(d).context_click(pad(d, 3)).perform()  # clear
         wait_osc(client, "/cue/3", lambda v: v == -1.0, "a right-click did not clear cue 3")
         wait_for(d, lambda d: "set" not in str(pad(d, 3).get_attribute("class")), "pad 3 lit")
