@@ -6,12 +6,14 @@ fakes it with the real registry, mixer and transport and no devices.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from stemdeck.core.control.registry import Registry
 from stemdeck.core.mixer.commands import Command
 from stemdeck.core.mixer.engine import Mixer
 
+from .quantize import Quantizer
 from .sync import SyncControl
 from .track_beats import TrackBeats
 from .track_source import LoadDone
@@ -26,7 +28,9 @@ class Host(Protocol):
     ``registry`` holds every control value, ``engine`` is read for its public
     state (transport, meters) and written only through :meth:`post`; ``sync`` is
     who leads the play head (``/sync/source``, ``/sync/anchor``); ``beats`` the
-    playing track's beat grid (``/track/grid`` and its edits).
+    playing track's beat grid (``/track/grid`` and its edits); ``quantize`` the
+    ``/quantize`` mode and the post that makes a mute, solo or scene recall wait
+    for the next grid point.
     """
 
     registry: Registry
@@ -34,6 +38,7 @@ class Host(Protocol):
     transport: TransportControl
     sync: SyncControl
     beats: TrackBeats
+    quantize: Quantizer
 
     @property
     def colours(self) -> list[str]:
@@ -65,7 +70,10 @@ class Host(Protocol):
 
     def save_scene(self, name: str) -> None: ...
 
-    def recall_scene(self, name: str, fade: float) -> None: ...
+    def recall_scene(self, name: str, fade: float, extra: Sequence[Command] = ()) -> None:
+        """``/scene/recall``: at once (on the grid point when quantize is on) with
+        ``extra`` commands in the same block (a hot cue's jump), or as a morph."""
+        ...
 
     def status(self) -> str:
         """The status line (``daemon/status.py``)."""

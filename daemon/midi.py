@@ -286,7 +286,7 @@ class MidiControl:
                     txn.set_norm(address, args[0])
                 else:
                     txn.set(address, args)
-                posted = txn.commit(self.host.post)
+                posted = txn.commit(self.host.quantize.poster(txn.written, self.host.post))
             if not posted:
                 # A controller sends a stream: counted, logged quietly, never a flood.
                 self.errors += 1

@@ -22,14 +22,14 @@ import stat
 import threading
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import ParameterError
-from stemdeck.core.mixer.commands import Command
+from stemdeck.core.mixer.commands import Batch, Command
 from stemdeck.core.mixer.params import fader_to_gain, gain_to_fader
 
 from .config import config_dir
@@ -88,6 +88,10 @@ class SceneStore:
     post : callable
         Hands one engine command to the audio thread (``Mixer.post``); False if
         the engine's queue is full.
+    quantized : callable, optional
+        Posts a recall without fade so that it acts on the next grid point
+        (:meth:`.quantize.Quantizer.post`); default ``post``. A morph's steps
+        use ``post``.
     folder : Path, optional
         Where scenes are saved; default ``config_dir("scenes")`` (read at each call).
     clock : callable, optional
@@ -100,9 +104,12 @@ class SceneStore:
         post: Callable[[Command], bool],
         folder: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        quantized: Callable[[Command], bool] | None = None,
     ) -> None:
         self.registry = registry
         self.post = post
+        self.quantized = quantized if quantized is not None else post
         self._folder = folder
         self._clock = clock
         self._morph_stop = threading.Event()
@@ -192,8 +199,12 @@ class SceneStore:
         return sorted(found)
 
     # -- recall ------------------------------------------------------------------------
-    def recall(self, name: str, fade: float = 0.0) -> list[str]:
+    def recall(self, name: str, fade: float = 0.0, *, extra: Sequence[Command] = ()) -> list[str]:
         """Recall a scene; with ``fade`` > 0 levels, pans and filters glide there (a morph).
+
+        Recalled at once, it acts on the next grid point when quantize is on
+        (``quantized``), with the ``extra`` commands in the same block (a hot
+        cue's jump); a morph starts at once (``extra`` posted first, at once).
 
         Both forms agree on the end state: a channel or value the scene does not
         name keeps its current value, and a morph never writes it. The whole scene
@@ -220,9 +231,11 @@ class SceneStore:
             with self.registry.transaction() as txn:
                 missing = txn.restore(scene)
                 if fade <= 0:
-                    if not txn.commit(self.post):
+                    if not txn.commit(self.quantized, extra):
                         raise ParameterError("engine queue full: scene not recalled; try again")
                     return missing
+                if extra and not self.quantized(Batch(tuple(extra))):
+                    raise ParameterError("engine queue full: scene not recalled; try again")
                 # The morph's course, read with the generation it starts from (never committed).
                 course = {key: (self.registry.get(key), txn.get(key)) for key in txn.written}
                 since = self.registry.generation

@@ -31,6 +31,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from ipaddress import ip_address
 from pathlib import Path
@@ -51,6 +52,7 @@ from .loader import TrackLoader
 from .osc import Feedback, OscControl, OscServer
 from .pathnames import library_files
 from .prefetch import Prefetcher
+from .quantize import Quantizer
 from .realtime import (
     CONTROL_NICE,
     SWITCH_INTERVAL_S,
@@ -138,11 +140,16 @@ class Daemon:
         self.registry = Registry(self.names)
         # One strip per channel the separation gives, no more.
         self.engine = Mixer(max_channels=len(self.names), at_end=opts.at_end)
-        self.transport = TransportControl(self.engine)
+        self.transport = TransportControl(
+            self.engine,
+            grid=lambda: self.beats.require().grid,
+            quantize=lambda: self.quantize.mode,
+        )
         self.sync = SyncControl(jack=opts.audio == "jack", midi=opts.sync_midi is not None)
         self.clock_in: MidiClockIn | None = None
         self.clock_out: MidiClockOut | None = None
-        self.scenes = SceneStore(self.registry, self.engine.post)
+        self.quantize = Quantizer(self.engine, lambda: self.beats.grid())
+        self.scenes = SceneStore(self.registry, self.engine.post, quantized=self.quantize.post)
         library = [Path(p).expanduser().resolve() for p in opts.library]
         if not library and opts.track != DEMO:
             library = [Path(opts.track).expanduser().resolve().parent]
@@ -189,10 +196,11 @@ class Daemon:
     def save_scene(self, name: str) -> None:
         self.scenes.save(name)
 
-    def recall_scene(self, name: str, fade: float) -> None:
-        """Recall a scene; one the track lacks channels for is recalled for the rest,
-        then raises ParameterError naming them (``/error`` to the sender, one log line)."""
-        missing = self.scenes.recall(name, fade)
+    def recall_scene(self, name: str, fade: float, extra: Sequence[Command] = ()) -> None:
+        """Recall a scene (with ``extra`` commands in the same block: a hot cue's
+        jump); one the track lacks channels for is recalled for the rest, then raises
+        ParameterError naming them (``/error`` to the sender, one log line)."""
+        missing = self.scenes.recall(name, fade, extra=extra)
         if missing:
             raise ParameterError(scene_missing(name, missing))
 

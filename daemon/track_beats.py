@@ -12,7 +12,7 @@ before the first sound; a failure is one log line and no grid, never a failed lo
 Edits (``/track/grid/halve`` ... ``/track/grid/reset``, ``/track/bpm f``, tap
 tempo) change the grid in force and store it as the track's edit in the same
 sidecar, so it survives a restart; without a cache (``serve --no-cache``) they
-last until the next load.
+last until the next load. Hot cues (``/cue/N/...``) are kept the same way.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from stemdeck.core.beats.analysis import BeatAnalysis, analyze_beats
 from stemdeck.core.beats.grid import BeatGrid, TapTempo
-from stemdeck.core.beats.store import BeatRecord, BeatStore, track_record
+from stemdeck.core.beats.store import MAX_CUES, BeatRecord, BeatStore, HotCue, track_record
 from stemdeck.core.errors import BeatStoreError, ParameterError
 
 __all__ = ["TrackBeats", "TrackGrid"]
@@ -230,13 +230,13 @@ class TrackBeats:
         with self._edit_lock:
             track = self._check(gen)
             grid = change(track.grid)
-            return self._keep(track, BeatRecord(track.record.analysis, grid.normalized()))
+            return self._keep(track, replace(track.record, edit=grid.normalized()))
 
     def reset(self, *, gen: int | None = None) -> BeatGrid:
         """Drop the track's edit: the analysis's grid is in force again (returned)."""
         with self._edit_lock:
             track = self._check(gen)
-            return self._keep(track, BeatRecord(track.record.analysis, None))
+            return self._keep(track, replace(track.record, edit=None))
 
     def tap(self, at: float, *, gen: int | None = None) -> BeatGrid:
         """One tap now (:attr:`clock`); once three taps agree, the tempo is the
@@ -250,7 +250,32 @@ class TrackBeats:
             if bpm is None:
                 return track.grid
             grid = track.grid.with_bpm(bpm, anchor=at)
-            return self._keep(track, BeatRecord(track.record.analysis, grid))
+            return self._keep(track, replace(track.record, edit=grid))
+
+    # -- hot cues ------------------------------------------------------------------------
+    def cue(self, number: int) -> HotCue | None:
+        """Hot cue ``number`` (1..MAX_CUES) of the playing track; None: not set, or no
+        track with a grid plays."""
+        track = self.track()
+        return None if track is None else track.record.cues[number - 1]
+
+    def set_cue(self, number: int, cue: HotCue | None, *, gen: int | None = None) -> None:
+        """Set (or with None clear) hot cue ``number`` of the playing track and store
+        it with the grid (its sidecar): it survives a restart.
+
+        Raises
+        ------
+        ParameterError
+            No grid (:meth:`require`: cues live with the track's grid), another
+            track plays than generation ``gen``, or ``number`` outside 1..MAX_CUES.
+        """
+        if not 1 <= number <= MAX_CUES:
+            raise ParameterError(f"hot cues are numbered 1 to {MAX_CUES}, got {number}")
+        with self._edit_lock:
+            track = self._check(gen)
+            cues = list(track.record.cues)
+            cues[number - 1] = cue
+            self._keep(track, replace(track.record, cues=tuple(cues)), f"hot cue {number}")
 
     def _check(self, gen: int | None) -> TrackGrid:
         track = self.require()
@@ -258,8 +283,9 @@ class TrackBeats:
             raise ParameterError(f"another track plays now: the grid of {track.name} not edited")
         return track
 
-    def _keep(self, track: TrackGrid, record: BeatRecord) -> BeatGrid:
-        """Publish ``record`` for ``track`` (if it still plays) and store it."""
+    def _keep(self, track: TrackGrid, record: BeatRecord, what: str = "the grid edit") -> BeatGrid:
+        """Publish ``record`` for ``track`` (if it still plays) and store it (a failed
+        write logs that ``what`` lasts until the next load)."""
         updated = TrackGrid(track.gen, track.name, track.key, record)
         with self._lock:
             if self._track is track:
@@ -268,5 +294,5 @@ class TrackBeats:
             try:
                 self.store.save(track.key, record)
             except BeatStoreError as exc:
-                log.warning("%s; the grid edit of %s lasts until the next load", exc, track.name)
+                log.warning("%s; %s of %s lasts until the next load", exc, what, track.name)
         return updated.grid

@@ -1,18 +1,67 @@
-"""The transport verbs OSC and MIDI share: validated once, one engine command each."""
+"""The transport verbs OSC and MIDI share: validated once, one engine command each.
+
+The verbs in beats (``loop/beats``, ``loop/halve``, ``loop/double``, ``beatjump``,
+``roll``) read the playing track's beat grid and the ``/quantize`` mode
+(``docs/quantize.md``).
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from stemdeck.core.beats.grid import BeatGrid
 from stemdeck.core.errors import ParameterError
-from stemdeck.core.mixer.commands import Command, Loop, Pause, Play, Rate, Seek, Stop, Track
+from stemdeck.core.mixer.commands import (
+    Command,
+    JumpBy,
+    Loop,
+    Pause,
+    Play,
+    Rate,
+    Roll,
+    RollEnd,
+    Seek,
+    Stop,
+    Track,
+)
 from stemdeck.core.mixer.params import MAX_RATE, MIN_RATE
 
-__all__ = ["VERBS", "TransportControl", "pressed"]
+__all__ = [
+    "MAX_BEATJUMP",
+    "MAX_LOOP_BEATS",
+    "MIN_LOOP_BEATS",
+    "VERBS",
+    "TransportControl",
+    "pressed",
+]
 
-VERBS = ("play", "pause", "stop", "toggle", "seek", "loop", "loop/region", "loop/off", "rate")
+VERBS = (
+    "play",
+    "pause",
+    "stop",
+    "toggle",
+    "seek",
+    "loop",
+    "loop/region",
+    "loop/off",
+    "rate",
+    "loop/beats",
+    "loop/halve",
+    "loop/double",
+    "beatjump",
+    "roll",
+)
+#: A loop or roll in beats: 1/32 to 64 beats.
+MIN_LOOP_BEATS = 1 / 32
+MAX_LOOP_BEATS = 64.0
+#: The longest beat jump, in beats either way.
+MAX_BEATJUMP = 1024.0
+
+
+def _no_grid() -> BeatGrid:
+    raise ParameterError("no beat grid yet for the track")
 
 
 class TransportState(Protocol):
@@ -21,6 +70,7 @@ class TransportState(Protocol):
     position: int
     track: Track | None
     rate: float
+    min_loop_ms: float
 
     @property
     def rolling(self) -> bool: ...
@@ -37,10 +87,23 @@ class TransportControl:
     Parameters
     ----------
     engine : the mixer, read for its public transport state only
+    grid : callable, optional
+        The playing track's grid in force; raises ParameterError when there is
+        none (``TrackBeats.require``). Default: no grid, ever.
+    quantize : callable, optional
+        The ``/quantize`` mode (``Quantizer.mode``); default ``"off"``.
     """
 
-    def __init__(self, engine: TransportState) -> None:
+    def __init__(
+        self,
+        engine: TransportState,
+        *,
+        grid: Callable[[], BeatGrid] = _no_grid,
+        quantize: Callable[[], str] = lambda: "off",
+    ) -> None:
         self.engine = engine
+        self._grid = grid
+        self._quantize = quantize
 
     def position(self) -> float:
         """Play head position in seconds (of the track's time)."""
@@ -94,6 +157,8 @@ class TransportControl:
             if verb == "toggle":
                 return Pause() if self.engine.rolling else Play()
             return Loop(0.0, 0.0)
+        if verb in ("loop/beats", "loop/halve", "loop/double", "beatjump", "roll"):
+            return self._in_beats(verb, args)
         if verb == "rate":
             rate = _number("/transport/rate", args)
             if not MIN_RATE <= rate <= MAX_RATE:
@@ -123,6 +188,87 @@ class TransportControl:
                 )
             return Loop(start, end)
         raise ParameterError(f"unknown address /transport/{verb}")
+
+    # -- in beats ------------------------------------------------------------------------
+    def _in_beats(self, verb: str, args: Sequence[Any]) -> Command | None:
+        address = f"/transport/{verb}"
+        if verb in ("loop/halve", "loop/double"):
+            if args and not pressed(address, args):
+                return None
+            return self._resize(verb, address)
+        beats = _number(address, args)
+        if verb == "beatjump":
+            if not 0 < abs(beats) <= MAX_BEATJUMP:
+                raise ParameterError(
+                    f"{address} takes beats, non-zero, within ±{MAX_BEATJUMP:g}, got {beats:g}"
+                )
+            grid = self._grid()
+            track = self.engine.track
+            if track is None:
+                raise ParameterError("no track")
+            frames = round(beats * grid.period * track.sr)
+            loop = self.engine.loop
+            if loop is not None and not (
+                0 <= loop[0] + frames and loop[1] + frames <= track.length
+            ):
+                raise ParameterError(
+                    f"{address}: the loop would leave the track ({beats:g} beats from "
+                    f"{self.engine.seconds(loop[0]):.3f}..{self.engine.seconds(loop[1]):.3f} s)"
+                )
+            return JumpBy(frames, with_loop=loop is not None)
+        if verb == "roll" and beats == 0:
+            return RollEnd()  # the pad's release
+        if not MIN_LOOP_BEATS <= beats <= MAX_LOOP_BEATS:
+            extra = " (0 ends a roll)" if verb == "roll" else ""
+            raise ParameterError(f"{address} must be 1/32 to 64 beats{extra}, got {beats:g}")
+        grid = self._grid()
+        # A roll always starts on the grid; a loop does when quantize is on, else at the head.
+        snap = verb == "roll" or self._quantize() != "off"
+        start, end = self._beat_region(grid, beats, snap=snap)
+        length = self.length()
+        if end > length:
+            raise ParameterError(
+                f"{address}: {beats:g} beats from {start:.3f} s end past the end of the "
+                f"track ({length:.3f} s)"
+            )
+        return Roll(start, end) if verb == "roll" else Loop(start, end)
+
+    def _beat_region(self, grid: BeatGrid, beats: float, *, snap: bool) -> tuple[float, float]:
+        """``beats`` beats from the play head, or (``snap``) from the grid point at or
+        before it: whole beats for a loop of a beat or more, else its own length, so
+        the head is inside the loop and plays on without a jump."""
+        head = self.position()
+        if not snap:
+            return head, head + beats * grid.period
+        unit = min(1.0, beats)
+        # A hair of tolerance: a head exactly on a grid point (to 1e-9 beat) starts there.
+        first = math.floor(grid.beat_at(head) / unit + 1e-9) * unit
+        start = grid.downbeat + first * grid.period
+        while start < 0.0:  # before the first grid point of the track: the next one
+            start += unit * grid.period
+        return start, start + beats * grid.period
+
+    def _resize(self, verb: str, address: str) -> Loop:
+        """Halve or double the loop, its start kept."""
+        engine = self.engine
+        loop = engine.loop
+        if loop is None:
+            raise ParameterError(f"{address}: no loop is set")
+        start, end = engine.seconds(loop[0]), engine.seconds(loop[1])
+        span = (end - start) / 2 if verb == "loop/halve" else (end - start) * 2
+        shortest = engine.min_loop_ms / 1000.0
+        if span < shortest:
+            raise ParameterError(
+                f"{address}: the loop is at its shortest ({(end - start) * 1000:.1f} ms; "
+                f"at least {engine.min_loop_ms:g} ms)"
+            )
+        length = self.length()
+        if start + span > length:
+            raise ParameterError(
+                f"{address}: the doubled loop would end past the end of the track "
+                f"({start + span:.3f} s > {length:.3f} s)"
+            )
+        return Loop(start, start + span)
 
 
 def pressed(address: str, args: Sequence[Any]) -> bool:

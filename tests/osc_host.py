@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +23,8 @@ from stemdeck.daemon.loader import TrackLoader
 from stemdeck.daemon.osc import OscControl, OscServer
 from stemdeck.daemon.osc.subscriptions import SUBSCRIPTION_SECONDS
 from stemdeck.daemon.pathnames import library_files
+from stemdeck.daemon.quantize import Quantizer
+from stemdeck.daemon.scenes import SceneStore
 from stemdeck.daemon.serve import LIBRARY_LIST_MAX
 from stemdeck.daemon.sync import SyncControl
 from stemdeck.daemon.track_beats import TrackBeats
@@ -45,9 +47,15 @@ class FakeHost:
     labels: list[str] = field(default_factory=list)  # none: /channels/labels gives the names
     sync: SyncControl = field(default_factory=SyncControl)  # no JACK client
     beats: TrackBeats = field(default_factory=lambda: TrackBeats(None))  # no grid yet
+    scenes: SceneStore | None = None  # None: recalls are recorded in calls
 
     def __post_init__(self) -> None:
-        self.transport = TransportControl(self.engine)
+        self.quantize = Quantizer(self.engine, lambda: self.beats.grid())
+        self.transport = TransportControl(
+            self.engine,
+            grid=lambda: self.beats.require().grid,
+            quantize=lambda: self.quantize.mode,
+        )
         self.engine.prepare(SR, BLOCK)
         rng = np.random.default_rng(0)
         channels = rng.uniform(-0.1, 0.1, (len(NAMES), 2, SR * 4)).astype(np.float32)
@@ -90,8 +98,11 @@ class FakeHost:
     def save_scene(self, name: str) -> None:
         self.calls.append(("save", name))
 
-    def recall_scene(self, name: str, fade: float) -> None:
-        self.calls.append(("recall", (name, fade)))
+    def recall_scene(self, name: str, fade: float, extra: Sequence[Command] = ()) -> None:
+        if self.scenes is not None:  # a real store (hot cues' scenes)
+            self.scenes.recall(name, fade, extra=extra)
+        else:
+            self.calls.append(("recall", (name, fade)))
 
     def status(self) -> str:
         return "status line"

@@ -11,8 +11,9 @@ grid
     tempo, shift, move a downbeat to the play head), :class:`TapTempo`,
     ``BPM_LIMITS``.
 store
-    :class:`BeatStore`: the analysis and the user's edit of each track
-    (:class:`BeatRecord`) in a sidecar ``<cache>/beats/<audio hash>.json``;
+    :class:`BeatStore`: the analysis, the user's edit and the hot cues
+    (:class:`HotCue`, ``MAX_CUES``) of each track (:class:`BeatRecord`) in a
+    sidecar ``<cache>/beats/<audio hash>.json``;
     :func:`audio_hash`, :func:`track_record` (a track's record, stored or analysed
     now).
 """
@@ -21,13 +22,15 @@ from __future__ import annotations
 
 from .analysis import BeatAnalysis, analyze_beats
 from .grid import BeatGrid, TapTempo
-from .store import BeatRecord, BeatStore, audio_hash, track_record
+from .store import MAX_CUES, BeatRecord, BeatStore, HotCue, audio_hash, track_record
 
 __all__ = [
+    "MAX_CUES",
     "BeatAnalysis",
     "BeatGrid",
     "BeatRecord",
     "BeatStore",
+    "HotCue",
     "TapTempo",
     "analyze_beats",
     "audio_hash",

@@ -1,4 +1,4 @@
-"""Beat analyses and the user's grid edits, one small JSON sidecar per track.
+"""Beat analyses, the user's grid edits and hot cues, one small JSON sidecar per track.
 
 A track's sidecar is ``<cache>/beats/<audio hash>.json``, the hash taken of the
 decoded audio at its own rate (:func:`audio_hash`), so a renamed or moved file
@@ -10,7 +10,11 @@ parts, kept apart so that a new analysis never overwrites an edit::
     {"format": 1,
      "analysis": {"bpm": 120.0, "downbeat": 0.01, "beats_per_bar": 4,
                   "duration": 180.0, "key": null, "version": 1},
-     "edit": {"bpm": 60.0, "downbeat": 0.01, "beats_per_bar": 4} | null}
+     "edit": {"bpm": 60.0, "downbeat": 0.01, "beats_per_bar": 4} | null,
+     "cues": {"1": {"position": 12.3, "scene": "acapella" | null}, ...}}
+
+``cues`` (hot cues 1 to :data:`MAX_CUES`, positions in seconds of the track) is
+written only when a cue is set; a sidecar without it has none.
 
 Every write goes to a temporary file renamed into place, so a reader never sees
 half a sidecar. A sidecar that cannot be read as one (not JSON, too large, wrong
@@ -28,7 +32,7 @@ import logging
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +46,13 @@ from .grid import BeatGrid
 
 __all__ = [
     "ANALYSIS_VERSION",
+    "MAX_CUES",
+    "MAX_CUE_SCENE",
+    "NO_CUES",
     "SIDECAR_FORMAT",
     "BeatRecord",
     "BeatStore",
+    "HotCue",
     "audio_hash",
     "track_record",
 ]
@@ -59,6 +67,10 @@ ANALYSIS_VERSION = 1
 #: A sidecar is a few hundred bytes; anything past this is not one.
 MAX_SIDECAR_BYTES = 64 * 1024
 _HASH_CHARS = 40
+#: Hot cues a track has (numbered 1 to MAX_CUES).
+MAX_CUES = 8
+#: The longest scene name a cue keeps.
+MAX_CUE_SCENE = 64
 
 
 def audio_hash(y: np.ndarray, sr: int) -> str:
@@ -83,6 +95,18 @@ def audio_hash(y: np.ndarray, sr: int) -> str:
 
 
 @dataclass(frozen=True)
+class HotCue:
+    """A hot cue: a position (seconds of the track) and the scene a jump to it
+    recalls (None: none)."""
+
+    position: float
+    scene: str | None = None
+
+
+NO_CUES: tuple[HotCue | None, ...] = (None,) * MAX_CUES
+
+
+@dataclass(frozen=True)
 class BeatRecord:
     """What the store holds for one track.
 
@@ -92,10 +116,13 @@ class BeatRecord:
         The analysis as computed (``None``: not yet, or of an older version).
     edit : BeatGrid or None
         The user's grid, replacing the analysis's; ``None``: no edit.
+    cues : tuple of HotCue or None, length MAX_CUES
+        Hot cue ``n`` is ``cues[n - 1]`` (None: not set).
     """
 
     analysis: BeatAnalysis | None
     edit: BeatGrid | None = None
+    cues: tuple[HotCue | None, ...] = NO_CUES
 
     @property
     def grid(self) -> BeatGrid | None:
@@ -168,7 +195,28 @@ def _parse(text: bytes, path: Path) -> BeatRecord:
         if raw.get("version") == ANALYSIS_VERSION:
             analysis = BeatAnalysis(grid, duration, key)
     edit = None if data.get("edit") is None else _grid_from(data["edit"], f"{where} edit")
-    return BeatRecord(analysis, edit)
+    return BeatRecord(analysis, edit, _cues_from(data.get("cues"), f"{where} cues"))
+
+
+def _cues_from(obj: object, where: str) -> tuple[HotCue | None, ...]:
+    if obj is None:
+        return NO_CUES
+    if not isinstance(obj, dict):
+        raise BeatStoreError(f"{where}: expected an object, got {type(obj).__name__}")
+    cues: list[HotCue | None] = list(NO_CUES)
+    for name, raw in obj.items():
+        if name not in {str(n) for n in range(1, MAX_CUES + 1)}:
+            raise BeatStoreError(f"{where}: cue {name!r} is not 1 to {MAX_CUES}")
+        if not isinstance(raw, dict):
+            raise BeatStoreError(f"{where} {name}: expected an object, got {type(raw).__name__}")
+        position = _number(raw, "position", f"{where} {name}")
+        if position < 0:
+            raise BeatStoreError(f"{where} {name}: 'position' must be >= 0, got {position}")
+        scene = raw.get("scene")
+        if scene is not None and not (isinstance(scene, str) and 0 < len(scene) <= MAX_CUE_SCENE):
+            raise BeatStoreError(f"{where} {name}: 'scene' must be a scene name or null")
+        cues[int(name) - 1] = HotCue(position, scene)
+    return tuple(cues)
 
 
 def _serialize(record: BeatRecord) -> bytes:
@@ -181,7 +229,14 @@ def _serialize(record: BeatRecord) -> bytes:
             "version": ANALYSIS_VERSION,
         }
     edit = None if record.edit is None else record.edit.as_dict()
-    data = {"format": SIDECAR_FORMAT, "analysis": analysis, "edit": edit}
+    data: dict[str, Any] = {"format": SIDECAR_FORMAT, "analysis": analysis, "edit": edit}
+    cues = {
+        str(n): {"position": cue.position, "scene": cue.scene}
+        for n, cue in enumerate(record.cues, 1)
+        if cue is not None
+    }
+    if cues:
+        data["cues"] = cues
     return (json.dumps(data, indent=1, sort_keys=True) + "\n").encode()
 
 
@@ -276,7 +331,7 @@ class BeatStore:
         sidecar has none, holds an older analysis version, or is damaged (logged
         as one warning); returns (record, computed now).
 
-        A user's edit in a readable sidecar is kept. A store that cannot be
+        A user's edit and hot cues in a readable sidecar are kept. A store that cannot be
         written is logged as a warning: the analysis is still returned.
         """
         try:
@@ -286,8 +341,7 @@ class BeatStore:
             record = None
         if record is not None and record.analysis is not None:
             return record, False
-        edit = None if record is None else record.edit
-        record = BeatRecord(analyze(), edit)
+        record = BeatRecord(analyze()) if record is None else replace(record, analysis=analyze())
         try:
             self.save(key, record)
         except BeatStoreError as exc:
@@ -308,7 +362,7 @@ class BeatStore:
         record = self.load(key)
         if record is None or record.grid is None:
             raise BeatStoreError(f"no beat grid stored for track {key}; analyse it first")
-        updated = BeatRecord(record.analysis, change(record.grid))
+        updated = replace(record, edit=change(record.grid))
         self.save(key, updated)
         return updated
 
@@ -317,7 +371,7 @@ class BeatStore:
         record = self.load(key)
         if record is None or record.edit is None:
             return record
-        updated = BeatRecord(record.analysis, None)
+        updated = replace(record, edit=None)
         self.save(key, updated)
         return updated
 

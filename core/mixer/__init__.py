@@ -1,11 +1,13 @@
 """The mixer: commands, the real-time engine, its block arithmetic, the fader taper.
 
 - :mod:`.commands`: what control threads post (``StripTarget``, ``EchoTarget``,
-  ``Play``, ``Loop``, ``SetTrack`` with a ``Track``...; the ``Command`` union).
+  ``Play``, ``Loop``, ``SetTrack`` with a ``Track``, ``Quantized``...; the
+  ``Command`` union).
 - :mod:`.engine`: ``Mixer`` (prepare, process, reset, and what the layers below
   give it), ``enter_audio_thread``, ``FADING_HEADS``, ``AUDIO_BUFSIZE``.
 - :mod:`.control`: ``MixerControl``, the Mixer's command side: ``post``, and what
-  a drained command changes (strip targets, master, transport, loop, track, jumps).
+  a drained command changes (strip targets, master, transport, loop, track, jumps,
+  quantized commands waiting for their frame); ``PENDING_ACTIONS``.
 - :mod:`.state`: ``MixerState``, what control threads read of the Mixer
   (read_meters, strip_state, master_state, filter_state, echo_state, rolling,
   loop, echo_running), and its views ``Meters``, ``StripState``, ``MasterState``.

@@ -15,11 +15,15 @@ __all__ = [
     "Batch",
     "Command",
     "EchoTarget",
+    "JumpBy",
     "Loop",
     "MasterTarget",
     "Pause",
     "Play",
+    "Quantized",
     "Rate",
+    "Roll",
+    "RollEnd",
     "Seek",
     "SetTrack",
     "Stop",
@@ -159,6 +163,36 @@ class Loop:
 
 
 @dataclass(frozen=True)
+class JumpBy:
+    """Move the play head by ``frames`` of the track (negative: back), crossfading,
+    from where it is when the command is drained (a beat jump: exactly that many
+    frames, its fraction of a frame kept between rates); clamped to the track.
+    ``with_loop``: the loop region moves by as much, if it stays inside the track
+    (else the head stays where it is)."""
+
+    frames: int
+    with_loop: bool = False
+
+
+@dataclass(frozen=True)
+class Roll:
+    """Start (or resize) a loop roll: loop ``start``..``end`` seconds (as
+    :class:`Loop`) while the mixer counts where the head would have been without
+    it; :class:`RollEnd` goes there and puts back the loop there was before."""
+
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class RollEnd:
+    """End a loop roll (nothing if none runs): the head jumps, crossfading, to where
+    it would be had the roll not happened, and the loop from before the roll (or
+    none) is back. A seek, a stop, a new track or a loop command during the roll
+    ends it where it is instead."""
+
+
+@dataclass(frozen=True)
 class SetTrack:
     """Play ``track``.
 
@@ -171,6 +205,23 @@ class SetTrack:
 
     track: Track
     same_audio: bool = False
+
+
+@dataclass(frozen=True)
+class Quantized:
+    """Apply ``command`` when the main play head reaches track frame ``frame`` (a
+    grid point the control side computed), at that exact output sample.
+
+    While it waits: a strip or master command that arrives is applied at once,
+    except its mute and solo, which wait with it (the waiting command takes the
+    newer values). Applied at once instead: a ``frame`` the head has passed, a
+    transport that is not rolling, and anything that moves the head other than
+    by playing (a seek, a loop's wrap, a new track, a pause or stop): see
+    ``docs/quantize.md``.
+    """
+
+    frame: int
+    command: Command
 
 
 @dataclass(frozen=True)
@@ -189,7 +240,11 @@ Command = (
     | Stop
     | Seek
     | Loop
+    | JumpBy
+    | Roll
+    | RollEnd
     | Rate
     | SetTrack
+    | Quantized
     | Batch
 )

@@ -14,6 +14,13 @@ with no command runs none of this. The play head's crossfading jump
 it, and so does the block where the loop wraps (or, with ``at_end="loop"``, at the
 track's end).
 
+A :class:`~.commands.Quantized` command waits for its frame in a ring of
+:data:`PENDING_ACTIONS` slots made with the Mixer (:meth:`MixerControl._wait`);
+the block is cut where the head reaches it (``Mixer._quantized_block``, with
+:meth:`MixerControl._frames_to_due`) and it is applied there. What the head will
+never reach (a jump, a stop, a loop's wrap first) is applied at once
+(``docs/quantize.md``).
+
 This is the middle layer of the Mixer (see :mod:`.state`): a base class, not an
 object the Mixer holds, so the block calls ``self._apply`` and reads
 ``self._cur`` as it would in one class, with no lookup in between.
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from dataclasses import replace
 
 import numpy as np
 
@@ -30,11 +38,15 @@ from .commands import (
     Batch,
     Command,
     EchoTarget,
+    JumpBy,
     Loop,
     MasterTarget,
     Pause,
     Play,
+    Quantized,
     Rate,
+    Roll,
+    RollEnd,
     Seek,
     SetTrack,
     Stop,
@@ -46,7 +58,12 @@ from .kernel import READ_REACH
 from .params import MAX_GAIN, MAX_RATE, MIN_RATE, plays_at
 from .state import MixerState
 
-__all__ = ["MixerControl"]
+__all__ = ["PENDING_ACTIONS", "MixerControl"]
+
+#: Quantized commands (one per strip, master or transport command of a
+#: :class:`~.commands.Quantized`) that can wait for their frame at once; one more
+#: applies every waiting one at once first, so a flood never grows memory.
+PENDING_ACTIONS = 256
 
 
 def _progressive_fits(track: Track, block: int, sr: int) -> bool:
@@ -123,6 +140,18 @@ class MixerControl(MixerState):
     _fast: float
     _base_step: float
     _glide_len: int  # frames of a rate change's glide
+    # Quantized commands waiting for their frame: a ring of PENDING_ACTIONS slots
+    # (frame, command), oldest first; frames never decrease along it.
+    _pq_frame: list[int]
+    _pq_cmd: list[Command | None]
+    _pq_head: int
+    _pq_count: int
+    _firing: bool  # applying waiting commands: the newer-values rule is off
+    # A loop roll: running, the loop before it, and where the head would be without
+    # it less where it is (track frames; every jump during the roll adds to it).
+    _rolling: bool
+    _roll_saved: tuple[int, int] | None
+    _roll_offset: int
 
     def post(self, command: Command) -> bool:
         """Queue a command for the next block; False (and counted) if the queue is full.
@@ -138,7 +167,10 @@ class MixerControl(MixerState):
     def _apply(self, cmd: Command) -> None:
         """Apply one drained command (audio thread; scalar work only). A ``Batch``
         applies its commands in order. A ``StripTarget`` outside the strips, and
-        ``Play`` or ``Seek`` with no track, change nothing."""
+        ``Play`` or ``Seek`` with no track, change nothing. A ``Quantized`` waits
+        (:meth:`_wait`)."""
+        if self._pq_count and not self._firing and isinstance(cmd, StripTarget | MasterTarget):
+            cmd = self._hold_switches(cmd)
         if isinstance(cmd, StripTarget):
             i = cmd.index
             if 0 <= i < self.max_channels:
@@ -172,6 +204,10 @@ class MixerControl(MixerState):
                 self._transport.aim(1.0, self._xfade_len)
                 self.fx.play()  # a send is open: the bus runs again
         elif isinstance(cmd, Pause | Stop):
+            if self._pq_count:  # the head stops: what waits for it acts now
+                self._flush_pending()
+            if isinstance(cmd, Stop):
+                self._rolling = False
             if self.playing:
                 self._pausing = True
                 self._stopping = isinstance(cmd, Stop)
@@ -182,22 +218,167 @@ class MixerControl(MixerState):
                 self._loop = None
         elif isinstance(cmd, Seek):
             track = self.track
+            self._rolling = False
             if track is not None:
                 fps = track.sr  # positions count the track's own frames
                 target = round(min(max(cmd.seconds, 0.0), track.length / fps) * fps)
                 self._jump(min(target, track.length), 0)
         elif isinstance(cmd, Loop):
+            self._rolling = False
             self._set_loop(cmd)
+        elif isinstance(cmd, JumpBy):
+            self._jump_by(cmd)
+        elif isinstance(cmd, Roll):
+            if self.track is not None:
+                if not self._rolling:
+                    self._roll_saved, self._roll_offset = self._loop, 0
+                    self._rolling = True
+                self._set_loop(Loop(cmd.start, cmd.end))
+                if self._loop is None:  # no room for the loop: no roll
+                    self._end_roll()
+        elif isinstance(cmd, RollEnd):
+            self._end_roll()
         elif isinstance(cmd, Rate):
             rate = min(max(float(cmd.rate), MIN_RATE), MAX_RATE)
             if rate == rate and rate != self.rate:  # NaN changes nothing
                 self.rate = rate
                 self._aim_step(self._glide_len)
         elif isinstance(cmd, SetTrack):
+            if not cmd.same_audio:
+                self._rolling = False
             self._set_track(cmd.track, cmd.same_audio)
         elif isinstance(cmd, Batch):
             for c in cmd.commands:
                 self._apply(c)
+        elif isinstance(cmd, Quantized):
+            self._wait(cmd)
+
+    # -- quantized commands (audio thread; scalar work) ----------------------------------
+    def _wait(self, cmd: Quantized) -> None:
+        """Queue ``cmd``'s commands for its frame, after every command already
+        waiting (its frame is raised to theirs, so they act in the order sent).
+        With nothing waiting, a transport that is not rolling or a frame the head
+        has passed applies it at once. A full ring applies every waiting command
+        first (a flood never grows memory)."""
+        inner = cmd.command
+        if not self._pq_count and (
+            self.track is None or not self.rolling or cmd.frame <= self.position
+        ):
+            self._apply(inner)
+            return
+        size = len(self._pq_cmd)
+        frame = int(cmd.frame)
+        if self._pq_count:
+            last = self._pq_frame[(self._pq_head + self._pq_count - 1) % size]
+            frame = max(frame, last)
+        for c in inner.commands if isinstance(inner, Batch) else (inner,):
+            if isinstance(c, Quantized):  # nested (the daemon sends none): this frame rules
+                c = c.command
+            if self._pq_count == size:
+                self._flush_pending()
+            slot = (self._pq_head + self._pq_count) % size
+            self._pq_frame[slot] = frame
+            self._pq_cmd[slot] = c
+            self._pq_count += 1
+
+    def _hold_switches(self, cmd: StripTarget | MasterTarget) -> StripTarget | MasterTarget:
+        """A strip (or master) command while one for the same strip waits: the
+        waiting one takes the newer values (it applies them at its frame), and this
+        one applies now with the mute and solo the strip has now."""
+        size = len(self._pq_cmd)
+        index = cmd.index if isinstance(cmd, StripTarget) else None  # None: the master
+        found = -1
+        slot = self._pq_head
+        for _ in range(self._pq_count):
+            c = self._pq_cmd[slot]
+            if (isinstance(c, StripTarget) and c.index == index) or (
+                isinstance(c, MasterTarget) and index is None
+            ):
+                found = slot
+            slot = (slot + 1) % size
+        if found < 0:
+            return cmd
+        self._pq_cmd[found] = cmd
+        if isinstance(cmd, StripTarget):
+            if not 0 <= cmd.index < self.max_channels:
+                return cmd
+            now = self._strip_params[cmd.index]
+            return replace(cmd, mute=now[1], solo=now[2])
+        return replace(cmd, mute=self._master_state[1])
+
+    def _due(self, frame: int) -> bool:
+        """A command waiting for ``frame`` acts now: the head is there, or at the
+        loop's end (it wraps before it could get there)."""
+        loop = self._loop
+        return frame <= self.position or (loop is not None and self.position >= loop[1])
+
+    def _fire_due(self) -> int:
+        """Apply the waiting commands that are due (oldest first); how many."""
+        size = len(self._pq_cmd)
+        fired = 0
+        firing, self._firing = self._firing, True
+        while self._pq_count and self._due(self._pq_frame[self._pq_head]):
+            slot = self._pq_head
+            c = self._pq_cmd[slot]
+            self._pq_cmd[slot] = None
+            self._pq_head = (slot + 1) % size
+            self._pq_count -= 1
+            fired += 1
+            if c is not None:
+                self._apply(c)
+        self._firing = firing
+        return fired
+
+    def _flush_pending(self) -> None:
+        """Apply every waiting command now, oldest first (the head jumped or stops,
+        or the ring is full)."""
+        size = len(self._pq_cmd)
+        firing, self._firing = self._firing, True
+        while self._pq_count:
+            slot = self._pq_head
+            c = self._pq_cmd[slot]
+            self._pq_cmd[slot] = None
+            self._pq_head = (slot + 1) % size
+            self._pq_count -= 1
+            if c is not None:
+                self._apply(c)
+        self._firing = firing
+
+    def _frames_to_due(self, limit: int) -> int:
+        """Output frames until the oldest waiting command is due (0: now), if fewer
+        than ``limit``; else -1. The head's steps are the kernel's ``read``'s, so
+        between rates too this is the first output frame that reads at or past
+        the command's frame."""
+        target = self._pq_frame[self._pq_head]
+        pos = self.position
+        loop = self._loop
+        if loop is not None:
+            if pos >= loop[1]:
+                return 0
+            target = min(target, loop[1])
+        if target <= pos:
+            return 0
+        if self._exact:
+            n = target - pos
+            return n if n < limit else -1
+        if target - pos > limit * self._fast + 1.0:
+            return -1
+        rd = self._rd
+        p, ph, step, tgt, inc, left = (float(v) for v in rd)
+        p = float(pos)
+        n = 0
+        while p < target:
+            if n >= limit:
+                return -1
+            n += 1
+            ph = ph + step
+            fl = math.floor(ph)
+            p = p + fl
+            ph = ph - fl
+            if left > 0.0:
+                left = left - 1.0
+                step = tgt - inc * left if left > 0.0 else tgt
+        return n
 
     def _set_loop(self, cmd: Loop) -> None:
         track = self.track
@@ -218,6 +399,36 @@ class MixerControl(MixerState):
         self._loop = (start, end)
         if not start <= self.position < end:
             self._jump(start, 0)  # outside the new region: go there now
+
+    def _jump_by(self, cmd: JumpBy) -> None:
+        """:class:`~.commands.JumpBy`: the head (and the loop) ``frames`` on."""
+        track = self.track
+        if track is None:
+            return
+        frames = int(cmd.frames)
+        loop = self._loop
+        if cmd.with_loop and loop is not None:
+            if not (0 <= loop[0] + frames and loop[1] + frames <= track.length):
+                return  # the loop would leave the track
+            self._loop = (loop[0] + frames, loop[1] + frames)
+        self._rolling = False
+        target = min(max(self.position + frames, 0), track.length)
+        self._jump(target, 0, keep_phase=True)
+
+    def _end_roll(self) -> None:
+        """End a loop roll: back to where the head would be, the old loop back."""
+        if not self._rolling:
+            return
+        self._rolling = False
+        track = self.track
+        if track is None:
+            return
+        target = self.position + self._roll_offset
+        saved = self._roll_saved
+        self._loop = saved
+        if saved is not None and target >= saved[1]:  # it would have wrapped there
+            target = saved[0] + (target - saved[0]) % (saved[1] - saved[0])
+        self._jump(min(max(target, 0), track.length), 0, keep_phase=True)
 
     def _shortest_loop(self, track: Track) -> int:
         """The shortest loop in ``track``'s frames: ``min_loop_ms`` of its time, and
@@ -245,6 +456,8 @@ class MixerControl(MixerState):
             self.dropped += 1  # refused: the daemon checks this before posting
             return
         previous = self.track
+        if self._pq_count and not (same_audio and previous is not None and previous.sr == track.sr):
+            self._flush_pending()  # their frames count another track's (or rate's) frames
         if track.ready is not None:
             # Separated as it plays: the original stands in until the block's
             # chunks are ready (the block's check in engine.py switches).
@@ -397,7 +610,12 @@ class MixerControl(MixerState):
         the old head (of ``track``, default the current one) fades out from where it
         was, at the step the main head had. ``keep_phase`` (a loop wrap between
         rates): the head keeps its fraction of a frame, so a loop lasts as long at
-        every pass; otherwise it lands on the whole frame ``target``."""
+        every pass; otherwise it lands on the whole frame ``target``. Quantized
+        commands still waiting act now: the head will not get to their frame."""
+        if self._pq_count:
+            self._flush_pending()
+        if self._rolling:  # a roll's wrap (or its start): where the head would be moves on
+            self._roll_offset += self.position - target
         old = track if track is not None else self.track
         if (
             self.playing

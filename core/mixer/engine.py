@@ -99,7 +99,7 @@ import numpy as np
 from ..errors import ParameterError
 from . import kernel
 from .commands import Track
-from .control import MixerControl
+from .control import PENDING_ACTIONS, MixerControl
 from .fx import Effects
 from .heads import FadingHead, Ramp
 from .kernel import READ_REACH, READ_TABLE, Kernel, NumpyKernel
@@ -193,6 +193,13 @@ class Mixer(MixerControl):
         self._pausing = False
         self._ending = False
         self._loop = None
+        self._pq_frame = [0] * PENDING_ACTIONS
+        self._pq_cmd = [None] * PENDING_ACTIONS
+        self._pq_head = self._pq_count = 0
+        self._firing = False
+        self._rolling = False
+        self._roll_saved = None
+        self._roll_offset = 0
 
     # -- set-up (not real-time) -------------------------------------------------
     def prepare(self, samplerate: int, max_block: int, *, outputs: str = "mix") -> None:
@@ -301,8 +308,12 @@ class Mixer(MixerControl):
         self._prepared = True
 
     def reset(self) -> None:
-        """Back to the start: stopped, position 0, ramps settled, meters cleared."""
+        """Back to the start: stopped, position 0, ramps settled, meters cleared
+        (commands queued or waiting for a grid point dropped)."""
         self._queue.clear()
+        self._pq_cmd[:] = [None] * PENDING_ACTIONS
+        self._pq_head = self._pq_count = 0
+        self._rolling = False
         self.position = 0
         self.playing = False
         self._pausing = self._stopping = self._ending = False
@@ -341,7 +352,34 @@ class Mixer(MixerControl):
         total = out.shape[0]
         # A host may hand over a block larger than prepared: do it in pieces.
         for start in range(0, total, self.max_block):
-            self._process_block(out[start : start + self.max_block])
+            if self._pq_count:
+                self._quantized_block(out[start : start + self.max_block])
+            else:
+                self._process_block(out[start : start + self.max_block])
+
+    def _quantized_block(self, out: np.ndarray) -> None:
+        """A block while quantized commands wait (:class:`~.commands.Quantized`):
+        cut where the play head reaches the oldest one's frame, which is applied
+        between the two parts, so its ramp starts at that output sample. The
+        ramps run per sample, so the cut itself changes no sample."""
+        frames = out.shape[0]
+        off = 0
+        while off < frames and self._pq_count:
+            if self.track is None or not self.rolling:
+                self._flush_pending()  # the head will not get there: act now
+            else:
+                k = self._frames_to_due(frames - off)
+                if k < 0:
+                    break
+                if k:
+                    self._process_block(out[off : off + k])
+                    off += k
+                if not self._fire_due():
+                    self._flush_pending()  # never expected: no block is cut for nothing
+            if self._dirty:
+                self._retarget()
+        if off < frames:
+            self._process_block(out[off:])
 
     def _transport_curve_for(self, frames: int) -> bool:
         """The transport gain of each sample into ``_transport_curve``; True if it moves.

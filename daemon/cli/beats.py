@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from stemdeck.core.audiofile.files import load, printable_name
 from stemdeck.core.beats.analysis import BeatAnalysis, analyze_beats
@@ -91,7 +92,7 @@ def cmd_beats(args: argparse.Namespace) -> int:
         what, change = edit
         if args.no_cache:
             assert record.grid is not None  # an analysis was just made
-            record = BeatRecord(record.analysis, change(record.grid))
+            record = replace(record, edit=change(record.grid))
         else:
             record = store.edit(key, change)
         log.info("%s: grid %s", name, what)

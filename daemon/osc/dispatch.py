@@ -37,8 +37,10 @@ from stemdeck.core.errors import ParameterError, StemdeckError
 from stemdeck.core.mixer.commands import Command
 
 from ..host import Host
+from ..quantize import parse_quantize
 from .ardour import Ardour, ardour_feedback
 from .args import no_args, number, own_port, scene_name, string
+from .cues import CueHandlers, cue_state
 from .grid import GRID_EDITS, GRID_VALUE, GridHandlers, grid_args
 from .limits import (
     ERROR_BUDGET,
@@ -223,6 +225,7 @@ class OscControl:
         self.map("/sync/anchor", self._sync_anchor)
         for address in ("/sync/tempo", "/sync/phase"):
             self.map(address, self._sync_query)
+        self.map("/quantize", self._quantize)
         grid = GridHandlers(self.host)
         self.map("/track/bpm", grid.track_bpm)
         self.map("/track/key", grid.track_key)
@@ -240,6 +243,7 @@ class OscControl:
         self.map_prefix("/master/", self._control)
         self.map_prefix("/fx/", self._control)
         self.map_prefix("/transport/", self._transport)
+        self.map_prefix("/cue/", CueHandlers(self.host).handle)
 
     def map(self, address: str, handler: Handler) -> None:
         """Send messages to exactly ``address`` to ``handler(address, args, group)``."""
@@ -372,7 +376,9 @@ class OscControl:
                 return [self.error(text, sender, budget)]
             if dry:
                 return []
-            if not txn.commit(self.host.post, plan.commands):
+            # A group that mutes or solos waits whole for the grid point (quantize).
+            post = self.host.quantize.poster(txn.written, self.host.post)
+            if not txn.commit(post, plan.commands):
                 return [self.error("engine queue full: nothing applied; send slower", sender)]
         replies = plan.replies + plan.bulk
         for address, action in plan.after:
@@ -460,6 +466,18 @@ class OscControl:
         """``/sync/tempo``, ``/sync/phase``: read-only, answered from :meth:`sync_state`."""
         no_args(address, args)
         group.plan.replies += [(a, v) for a, v in self.sync_state() if a == address]
+
+    def _quantize(self, address: str, args: list[Any], group: Group) -> None:
+        """``/quantize s``: when mutes, solos and scene recalls act (a query answers
+        the mode); a change is answered with the canonical mode."""
+        quantize = self.host.quantize
+        if not args:
+            group.plan.replies.append((address, [quantize.mode]))
+            return
+        if len(args) != 1:
+            raise ParameterError(f"/quantize takes one mode, got {len(args)} arguments")
+        mode = parse_quantize(args[0])
+        self._later(group, address, partial(quantize.set_mode, mode), [mode])
 
     def _ping(self, address: str, args: list[Any], group: Group) -> None:
         no_args(address, args)
@@ -582,6 +600,8 @@ class OscControl:
         out.append(("/transport/rate", transport.value("rate")))
         out.append(("/transport/bpm", [current_bpm(self.host) or 0.0]))
         out += self.sync_state()
+        out.append(("/quantize", [self.host.quantize.mode]))
+        out += cue_state(self.host)
         out += self.track_state(names)
         out += self.beat_state()
         return out

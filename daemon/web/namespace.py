@@ -14,7 +14,8 @@ No node is both a value and a container, as clients such as python-oscquery
 require: where an OSC address has a value and addresses below it, the tree
 lists the value one level down (:data:`VALUE_CHILDREN`: ``/transport/loop`` as
 ``/transport/loop/region``, ``/meter`` as ``/meter/peak``, ``/channels`` as
-``/channels/names``, ``/track/grid`` as ``/track/grid/current``, ``/ch/N/filter`` as
+``/channels/names``, ``/track/grid`` as ``/track/grid/current``, ``/cue/N`` as
+``/cue/N/position``, ``/ch/N/filter`` as
 ``/ch/N/filter/knob`` and ``/ch/N/echo`` as ``/ch/N/echo/send``); OSC answers on
 both. A write-only node (``ACCESS`` 2)
 carries a placeholder ``VALUE`` of its ``TYPE`` (0, 0.0, ""): such clients take
@@ -25,11 +26,12 @@ from __future__ import annotations
 
 import colorsys
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from stemdeck.core.audiofile.stemfile import NI_STEMS
 from stemdeck.core.beats.grid import BPM_LIMITS
+from stemdeck.core.beats.store import MAX_CUES
 from stemdeck.core.control.registry import CHANNEL_PARAMS, MASTER_PARAMS, PARAM_ALIASES
 from stemdeck.core.mixer.params import (
     ECHO_MAX_MS,
@@ -42,6 +44,7 @@ from stemdeck.core.mixer.params import (
 )
 
 from ..osc.grid import GRID_VALUE, MAX_SHIFT_MS
+from ..transport import MAX_BEATJUMP, MAX_LOOP_BEATS, MIN_LOOP_BEATS
 
 __all__ = [
     "ATTRIBUTES",
@@ -84,6 +87,7 @@ VALUE_CHILDREN = {
     "/meter": "/meter/peak",
     "/channels": "/channels/names",
     "/track/grid": GRID_VALUE,
+    **{f"/cue/{n}": f"/cue/{n}/position" for n in range(1, MAX_CUES + 1)},
 }
 
 # A parameter with parameters below it (filter has filter/res) -> the child that
@@ -170,6 +174,39 @@ def _method(
     if unit is not None:
         node["UNIT"] = list(unit)
     return node
+
+
+def _cue_node(n: int, v: Mapping[str, Sequence[Any]]) -> dict[str, Any]:
+    """Hot cue ``n``: its position (the value of ``/cue/N``) and verbs."""
+    base = f"/cue/{n}"
+    return _container(
+        base,
+        f"hot cue {n}",
+        {
+            "position": _method(
+                f"{base}/position",
+                "f",
+                1,
+                f"where cue {n} is, in seconds (-1.0: not set; also {base})",
+                value=v.get(base, [-1.0]),
+                unit=["time.second"],
+            ),
+            "set": _method(
+                f"{base}/set", "", 0, "set the cue at the play head (snapped when quantized)"
+            ),
+            "jump": _method(
+                f"{base}/jump", "", 0, "jump to the cue (on the next grid point when quantized)"
+            ),
+            "clear": _method(f"{base}/clear", "", 0, "clear the cue"),
+            "scene": _method(
+                f"{base}/scene",
+                "s",
+                3,
+                "the scene a jump to the cue recalls ('' none)",
+                value=v.get(f"{base}/scene", [""]),
+            ),
+        },
+    )
 
 
 def _container(path: str, description: str, contents: dict[str, Any]) -> dict[str, Any]:
@@ -311,8 +348,33 @@ def build(snap: Snapshot) -> dict[str, Any]:
             unit=["time.second", "time.second"],
         ),
         "off": _method("/transport/loop/off", "", 0, "clear the loop region"),
+        "beats": _method(
+            "/transport/loop/beats",
+            "f",
+            2,
+            "loop f beats (1/32..64): from the play head, or with quantize on from the "
+            "grid point at or before it",
+            range_=[{"MIN": MIN_LOOP_BEATS, "MAX": MAX_LOOP_BEATS}],
+        ),
+        "halve": _method("/transport/loop/halve", "", 0, "half the loop, its start kept"),
+        "double": _method("/transport/loop/double", "", 0, "twice the loop, its start kept"),
     }
     transport["loop"] = _container("/transport/loop", "the loop region", loop)
+    transport["beatjump"] = _method(
+        "/transport/beatjump",
+        "f",
+        2,
+        "move the play head f beats (negative: back), the loop with it",
+        range_=[{"MIN": -MAX_BEATJUMP, "MAX": MAX_BEATJUMP}],
+    )
+    transport["roll"] = _method(
+        "/transport/roll",
+        "f",
+        2,
+        "a loop roll of f beats (1/32..64) while held; 0 ends it, back where the head "
+        "would have been",
+        range_=[{"MIN": 0.0, "MAX": MAX_LOOP_BEATS}],
+    )
     transport["position"] = _method(
         "/transport/position",
         "f",
@@ -576,6 +638,20 @@ def build(snap: Snapshot) -> dict[str, Any]:
         ),
         "transport": _container("/transport", "transport", transport),
         "sync": _container("/sync", "who leads the play head", sync),
+        "cue": _container(
+            "/cue",
+            "hot cues 1 to 8, stored with the track (docs/quantize.md)",
+            {str(n): _cue_node(n, v) for n in range(1, MAX_CUES + 1)},
+        ),
+        "quantize": _method(
+            "/quantize",
+            "s",
+            3,
+            "when mutes, solos and scene recalls act: off (at once), beat, bar, or a "
+            "number of beats as a string (1/32..64): on the next grid point",
+            value=v.get("/quantize", ["off"]),
+            range_=[{"VALS": ["off", "beat", "bar", "0.25", "0.5", "1", "2", "4", "8"]}],
+        ),
         "track": _container("/track", "the track", track),
         "scene": _container("/scene", "scenes (snapshots of every level)", scene),
         "channels": _container("/channels", "the channels", chan),

@@ -22,6 +22,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from stemdeck.core.beats.store import MAX_CUES
 from stemdeck.core.control.pattern import is_pattern
 from stemdeck.core.errors import ParameterError, StemdeckError
 
@@ -77,6 +78,8 @@ VALUE_ADDRESSES = (
     "/channels/labels",
     "/sync/tempo",
     "/sync/phase",
+    "/quantize",
+    *(f"/cue/{n}{part}" for n in range(1, MAX_CUES + 1) for part in ("", "/scene")),
 )
 STREAMS = ("/meter", "/meter/rms", "/transport/position", "/transport/beat", "/status")
 # The tree's names for addresses with children (namespace.VALUE_CHILDREN): the same values.

@@ -76,7 +76,8 @@
   const GLOBAL_LISTENS = [
     "/master/fader", "/master/mute", "/master/filter", "/transport/playing", "/transport/position", "/transport/loop",
     "/transport/length", "/track/name", "/track/progress", "/channels", "/channels/colors",
-    "/channels/labels", "/meter", "/meter/rms", "/track/grid", "/transport/beat",
+    "/channels/labels", "/meter", "/meter/rms", "/track/grid", "/transport/beat", "/quantize",
+    ...[1, 2, 3, 4, 5, 6, 7, 8].flatMap((n) => [`/cue/${n}`, `/cue/${n}/scene`]),
   ];
   function listenChannels(from, to) {
     for (let i = from; i <= to; i++) {
@@ -135,7 +136,13 @@
       if (s) s.set(m[2], args[0]);
       return;
     }
+    const cue = /^\/cue\/([1-8])(\/scene)?$/.exec(address);
+    if (cue) {
+      showCue(Number(cue[1]), cue[2] ? "scene" : "position", args[0]);
+      return;
+    }
     switch (address) {
+      case "/quantize": showQuantize(String(args[0])); break;
       case "/master/fader": case "/master/mute": case "/master/filter":
         master.set(address.slice(8), args[0]); break;
       case "/transport/playing": state.playing = !!args[0]; drawTransport(); break;
@@ -618,6 +625,47 @@
     }
     $("tempo").textContent = text;
   }
+  // --- quantize, loops in beats, hot cues -----------------------------------------------------
+  function showQuantize(mode) {
+    const select = $("quantize");
+    if (![...select.options].some((o) => o.value === mode)) {
+      const o = document.createElement("option");
+      o.value = mode;
+      o.textContent = `${mode} beats`;
+      select.append(o);
+    }
+    select.value = mode;
+  }
+  $("quantize").addEventListener("change", (e) => send("/quantize", [e.target.value]));
+  for (const b of $("loop-beats").querySelectorAll("button")) {
+    b.addEventListener("click", () => send("/transport/loop/beats", [Number(b.dataset.beats)]));
+  }
+  // A pad: empty, a click sets the cue; set, a click jumps there; right-click or a long
+  // press (the browser's context menu) clears it.
+  const cues = [];
+  for (let n = 1; n <= 8; n++) {
+    const pad = document.createElement("button");
+    pad.className = "btn small cue";
+    pad.textContent = String(n);
+    const cue = { pad, position: -1, scene: "" };
+    pad.addEventListener("click", () => send(`/cue/${n}/${cue.position >= 0 ? "jump" : "set"}`));
+    pad.addEventListener("contextmenu", (e) => { e.preventDefault(); send(`/cue/${n}/clear`); });
+    cues.push(cue);
+    $("cues").append(pad);
+  }
+  function showCue(n, what, value) {
+    const cue = cues[n - 1];
+    if (what === "scene") cue.scene = String(value);
+    else cue.position = Number(value);
+    const set = cue.position >= 0;
+    cue.pad.classList.toggle("set", set);
+    cue.pad.dataset.position = set ? cue.position.toFixed(3) : "";
+    cue.pad.title = set
+      ? `cue ${n} at ${clock(cue.position)}${cue.scene ? `, scene ${cue.scene}` : ""}: jump (right-click: clear)`
+      : `cue ${n}: set at the play head`;
+  }
+  for (let n = 1; n <= 8; n++) showCue(n, "position", -1);
+
   $("grid-tap").addEventListener("click", () => send("/track/grid/tap"));
   $("grid-halve").addEventListener("click", () => send("/track/grid/halve"));
   $("grid-double").addEventListener("click", () => send("/track/grid/double"));

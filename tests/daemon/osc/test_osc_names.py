@@ -136,6 +136,9 @@ def test_reply_size_is_the_encoded_size(address: str, args: list) -> None:
 # -- over UDP ---------------------------------------------------------------------------------
 def receiver() -> socket.socket:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    # Room for a whole feedback round of 60 kB names before the test reads it (the
+    # kernel caps it at net.core.rmem_max): else the round's last messages are dropped.
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     s.bind(("127.0.0.1", 0))
     s.settimeout(10.0)
     return s

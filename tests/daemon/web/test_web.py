@@ -116,6 +116,8 @@ def test_channels_by_index_and_name_and_values_follow_osc() -> None:
             "fx",
             "transport",
             "sync",
+            "cue",
+            "quantize",
             "track",
             "scene",
             "channels",
@@ -207,10 +209,10 @@ def test_every_namespace_method_is_an_osc_address() -> None:
 
         walk(root)
         # ch (by index and name, filters and echo sends included), master, fx/echo,
-        # transport (/transport/bpm included), sync (source, anchor, tempo, phase), track
-        # (the beat grid's 9 included), scene, channels (names, labels), meter,
-        # state/subscribe/unsubscribe/ping/status, midi
-        assert len(methods) == 8 * 10 + 6 + 4 + 13 + 4 + 4 + 9 + 3 + 2 + 2 + 5 + 1
+        # transport (/transport/bpm, loops and jumps in beats included), sync (source,
+        # anchor, tempo, phase), 8 hot cues, quantize, track (the beat grid's 9 included),
+        # scene, channels (names, labels), meter, state/subscribe/unsubscribe/ping/status, midi
+        assert len(methods) == (8 * 10 + 6 + 4 + 13 + 5 + 4 + 8 * 5 + 1 + 4 + 9 + 3 + 2 + 2 + 5 + 1)
         sender = ("127.0.0.1", 7)
         for node in methods:
             if node["ACCESS"] & 1 and node["FULL_PATH"] not in ("/meter/peak", "/meter/rms"):

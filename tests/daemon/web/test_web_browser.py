@@ -952,6 +952,75 @@ def test_the_page_shows_the_tempo_and_the_bar_and_edits_the_grid(
         client.close()
 
 
+def test_the_page_sets_quantize_loops_in_beats_and_hot_cues(
+    served: tuple[Daemon, Path],
+) -> None:
+    """The quantize selector is ``/quantize``; a loop-in-beats button loops that many
+    beats of the grid; an empty cue pad sets its cue, a set one jumps, a right-click
+    clears it, and the pads follow the daemon's cues."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    daemon, _ = served
+    client = Client(daemon.port)
+    d = browser()
+
+    def pad(d: Chrome, n: int) -> WebElement:
+        return d.find_elements(By.CSS_SELECTOR, "#cues .cue")[n - 1]
+
+    try:
+        wait_osc_reply(client, "/track/name", lambda a: a == ["tones"], "tones not playing")
+        wait_osc_reply(client, "/track/bpm", lambda a: len(a) == 1, "no beat grid", 3 * WAIT)
+        client.ask("/track/bpm", 120.0)  # a beat of 0.5 s
+        client.send("/transport/play")
+        open_page(d, daemon.http_url())
+        assert len(d.find_elements(By.CSS_SELECTOR, "#cues .cue")) == 8
+        Select(d.find_element(By.ID, "quantize")).select_by_value("beat")
+        wait_osc_reply(client, "/quantize", lambda a: a == ["beat"], "quantize not set")
+        client.send("/quantize", "bar")  # and the page follows the daemon
+        wait_for(
+            d,
+            lambda d: Select(d.find_element(By.ID, "quantize")).first_selected_option.text == "bar",
+            "the page does not show quantize bar",
+        )
+        d.find_element(By.CSS_SELECTOR, '#loop-beats [data-beats="1"]').click()
+        region = wait_osc_reply(
+            client, "/transport/loop", lambda a: a[1] > a[0], "no loop from the 1-beat button"
+        )
+        assert region[1] - region[0] == pytest.approx(0.5, abs=1e-4)
+        client.send("/transport/loop/off")
+
+        pad(d, 3).click()  # empty: set
+        position = wait_osc(client, "/cue/3", lambda v: v >= 0, "the pad did not set cue 3")
+        wait_for(d, lambda d: "set" in str(pad(d, 3).get_attribute("class")), "pad 3 not lit")
+        assert float(attribute(pad(d, 3), "data-position")) == pytest.approx(position, abs=1e-3)
+        client.send("/quantize", "off")
+        # Paused, so the position says where the jump went (the daemon is shared).
+        client.send("/transport/pause")
+        wait_osc(client, "/transport/playing", lambda v: v == 0, "the pause")
+        client.send("/transport/seek", 3.0)
+        wait_osc(client, "/transport/position", lambda v: v == 3.0, "the seek to 3 s")
+        pad(d, 3).click()  # set: jump there
+        wait_osc(
+            client,
+            "/transport/position",
+            lambda v: abs(v - position) < 1e-3,
+            "the pad did not jump to cue 3",
+        )
+        client.send("/transport/play")
+        ActionChains(d).context_click(pad(d, 3)).perform()  # clear
+        wait_osc(client, "/cue/3", lambda v: v == -1.0, "a right-click did not clear cue 3")
+        wait_for(d, lambda d: "set" not in str(pad(d, 3).get_attribute("class")), "pad 3 lit")
+    finally:
+        d.quit()
+        client.send("/quantize", "off")
+        client.send("/transport/loop/off")
+        client.send("/cue/3/clear")
+        client.send("/track/grid/reset")
+        client.close()
+
+
 def test_track_picked_separates_then_its_strips_show(served: tuple[Daemon, Path]) -> None:
     """Picked in the page's track list and loaded: a plain file shows its separation
     progress (the strips dimmed meanwhile), then plays its channels; a stem file with

@@ -1,0 +1,182 @@
+"""Hot cues over OSC (issue 23): ``/cue/N``, ``/cue/N/set``, ``/cue/N/jump``,
+``/cue/N/clear``, ``/cue/N/scene``; exact replies and errors, snapped and quantized,
+a cue's scene landing with its jump, /state, and cues kept with the track's grid in
+the beat store across a restart.
+
+In-process on the real registry and mixer (``tests/osc_host.py``, 8 kHz, blocks of
+64); strip 1 reads its own frame index, so the output says where the head read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from osc_host import BLOCK, NAMES, SR, FakeHost
+
+from stemdeck.core.beats.grid import BeatGrid
+from stemdeck.core.beats.store import BeatStore, HotCue
+from stemdeck.core.mixer.commands import Play, SetTrack, Track
+from stemdeck.daemon.osc import OscControl
+from stemdeck.daemon.scenes import SceneStore
+
+SENDER = ("127.0.0.1", 40000)
+GRID = BeatGrid(120.0, 0.3, 4)  # a beat every 0.5 s (4000 frames) from 0.3 s, bars of 2 s
+
+
+def ask(control: OscControl, address: str, *args: object) -> list[tuple[str, list]]:
+    return [(a, list(v)) for a, v in control.handle([(address, list(args))], SENDER)]
+
+
+def probe_host(*, grid: bool = True, store: BeatStore | None = None) -> FakeHost:
+    host = FakeHost()
+    n = 8 * SR
+    channels = np.full((len(NAMES), 2, n), 0.5, np.float32)
+    channels[0] = np.arange(n, dtype=np.float32)
+    host.engine.prepare(SR, BLOCK, outputs="channels")
+    host.engine.post(SetTrack(Track(channels, SR, NAMES)))
+    host.engine.post(Play())
+    if grid:
+        host.give_grid(GRID, store=store)
+    return host
+
+
+def render(host: FakeHost, blocks: int) -> np.ndarray:
+    m = host.engine
+    out = np.zeros((blocks * BLOCK, m.out_channels), np.float32)
+    for i in range(blocks):
+        m.process(out[i * BLOCK : (i + 1) * BLOCK])
+    return out
+
+
+def test_set_query_clear_and_state() -> None:
+    host = probe_host()
+    control = OscControl(host)
+    render(host, 100)  # head at 0.8 s
+    assert ask(control, "/cue/3") == [("/cue/3", [-1.0])]  # not set
+    assert ask(control, "/cue/3/set") == [("/cue/3", [0.8])]
+    assert ask(control, "/cue/3") == [("/cue/3", [0.8])]
+    assert ask(control, "/cue/3/position") == [("/cue/3/position", [0.8])]
+    assert ("/cue/3", [0.8]) in control.state() and ("/cue/3/scene", [""]) in control.state()
+    assert ("/cue/4", [-1.0]) in control.state()
+    assert ask(control, "/cue/3/set", 0) == []  # a pad's release: nothing
+    assert ask(control, "/cue/3/clear", 1) == [("/cue/3", [-1.0])]
+    assert ask(control, "/cue/3") == [("/cue/3", [-1.0])]
+
+
+def test_set_snaps_to_the_grid_with_quantize_on() -> None:
+    host = probe_host()
+    control = OscControl(host)
+    render(host, 110)  # head at 0.88 s: the nearest beat is 0.8 s, the nearest bar 0.3 s
+    ask(control, "/quantize", "beat")
+    assert ask(control, "/cue/1/set") == [("/cue/1", [0.8])]
+    ask(control, "/quantize", "bar")
+    assert ask(control, "/cue/2/set") == [("/cue/2", [0.3])]
+
+
+def test_a_jump_lands_on_the_next_bar_line_at_the_cue() -> None:
+    host = probe_host()
+    control = OscControl(host)
+    render(host, 100)
+    ask(control, "/cue/1/set")  # 0.8 s: frame 6400
+    render(host, 25)  # head at 1.0 s
+    ask(control, "/quantize", "bar")
+    assert ask(control, "/cue/1/jump") == []
+    out = render(host, 200)[:, 0]  # to 2.6 s: past the bar line at 2.3 s (frame 18400)
+    at = int(np.flatnonzero(np.diff(out) < 0)[0]) + 1  # the jump's first sample
+    # It starts where the head would read the bar line, crossfading to the cue.
+    assert out[at - 1] == 18399 and out[at + 40] == 6400 + 40
+    assert host.engine.position == 6400 + (200 * BLOCK - at)
+
+
+def test_a_jump_with_quantize_off_goes_at_once() -> None:
+    host = probe_host()
+    control = OscControl(host)
+    render(host, 100)
+    ask(control, "/cue/1/set")
+    render(host, 100)
+    ask(control, "/cue/1/jump")
+    render(host, 1)
+    assert host.engine.position == 6400 + BLOCK
+
+
+def test_a_cue_scene_lands_with_the_jump(tmp_path: Path) -> None:
+    host = probe_host()
+    host.scenes = SceneStore(host.registry, host.post, tmp_path, quantized=host.quantize.post)
+    control = OscControl(host)
+    ask(control, "/ch/vocals/mute", 1)
+    host.scenes.save("acapella")  # one of FakeHost.scene_names()
+    ask(control, "/ch/vocals/mute", 0)
+    render(host, 100)
+    ask(control, "/cue/2/set")
+    assert ask(control, "/cue/2/scene", "acapella") == [("/cue/2/scene", ["acapella"])]
+    assert ask(control, "/cue/2/scene") == [("/cue/2/scene", ["acapella"])]
+    ask(control, "/quantize", "bar")
+    assert ask(control, "/cue/2/jump", 1) == []
+    out = render(host, 200)
+    at = int(np.flatnonzero(np.diff(out[:, 0]) < 0)[0]) + 1  # the jump's first sample
+    assert out[at - 1, 0] == 18399  # on the bar line
+    vocals = out[:, 2 * NAMES.index("vocals")]
+    assert np.all(vocals[:at] == 0.5) and vocals[at] < 0.5  # the mute's ramp starts there too
+    assert host.engine.strip_state(NAMES.index("vocals")).mute
+    assert ask(control, "/cue/2/scene", "") == [("/cue/2/scene", [""])]
+    assert host.beats.cue(2) == HotCue(0.8, None)
+
+
+@pytest.mark.parametrize(
+    ("address", "args", "error"),
+    [
+        ("/cue/9/set", [], "/cue/9/set: hot cues are numbered 1 to 8, got '9'"),
+        ("/cue/0/jump", [], "/cue/0/jump: hot cues are numbered 1 to 8, got '0'"),
+        ("/cue/x", [], "/cue/x: hot cues are numbered 1 to 8, got 'x'"),
+        ("/cue/1/bogus", [], "/cue/1/bogus: unknown address"),
+        ("/cue/1/set/more", [], "/cue/1/set/more: unknown address"),
+        ("/cue/1/jump", [], "/cue/1/jump: cue 1 is not set"),
+        ("/cue/1/scene", ["acapella"], "/cue/1/scene: cue 1 is not set"),
+        ("/cue/1/scene", [3], '/cue/1/scene takes one scene name ("" for none), got [3]'),
+        ("/cue/1", [1.0], "/cue/1 takes no arguments, got 1"),
+        (
+            "/cue/1/set",
+            ["x"],
+            "/cue/1/set takes no arguments or one button value (1 press, 0 release), got ['x']",
+        ),
+    ],
+)
+def test_bad_input_is_one_exact_error(address: str, args: list, error: str) -> None:
+    host = probe_host()
+    control = OscControl(host)
+    assert ask(control, address, *args) == [("/error", [error])]
+    assert all(host.beats.cue(n) is None for n in range(1, 9))
+
+
+def test_an_unknown_scene_is_refused() -> None:
+    host = probe_host()
+    control = OscControl(host)
+    ask(control, "/cue/1/set")
+    assert ask(control, "/cue/1/scene", "nope") == [
+        ("/error", ["/cue/1/scene: no scene named 'nope'"])
+    ]
+    assert host.beats.cue(1) is not None and host.beats.cue(1).scene is None  # type: ignore[union-attr]
+
+
+def test_no_grid_no_cues() -> None:
+    control = OscControl(probe_host(grid=False))
+    assert ask(control, "/cue/1/set") == [
+        ("/error", ["/cue/1/set: no beat grid yet for the track"])
+    ]
+    assert ask(control, "/cue/1") == [("/cue/1", [-1.0])]
+
+
+def test_cues_are_kept_with_the_track_across_a_restart(tmp_path: Path) -> None:
+    store = BeatStore(tmp_path)
+    host = probe_host(store=store)
+    control = OscControl(host)
+    render(host, 100)
+    ask(control, "/cue/5/set")
+    ask(control, "/track/grid/halve")  # a grid edit keeps the cues
+    key = host.beats.require().key
+    assert store.load(key).cues[4] == HotCue(0.8, None)  # type: ignore[union-attr]
+    again = probe_host(store=store)  # a new daemon: the sidecar's record
+    assert ask(OscControl(again), "/cue/5") == [("/cue/5", [0.8])]
+    assert again.beats.require().record.edit == GRID.halved()
