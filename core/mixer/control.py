@@ -35,6 +35,7 @@ from .commands import (
     Pause,
     Play,
     Rate,
+    ReverbTarget,
     Seek,
     SetTrack,
     Stop,
@@ -125,6 +126,8 @@ class MixerControl(MixerState):
             self.fx.master(cmd)
         elif isinstance(cmd, EchoTarget):
             self.fx.echo(cmd)
+        elif isinstance(cmd, ReverbTarget):
+            self.fx.reverb(cmd)
         elif isinstance(cmd, Play):
             if self.track is not None:
                 if self._ending:  # as after the end: the play head fades in where it is
