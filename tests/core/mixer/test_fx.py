@@ -315,7 +315,7 @@ def test_filter_over_osc_set_query_patterns_bundles_and_errors() -> None:
         bundle = encode_bundle([_m("/ch/3/filter", 0.5), _m("/ch/4/filter", 2.0)])
         assert server.datagram(bundle, SENDER)[0][0] == "/error"
         assert server.datagram(_m("/ch/3/filter"), SENDER) == [("/ch/3/filter", [0.0])]
-        assert host.registry_as_engine() == host.engine_state()[:7]
+        assert host.registry_as_engine() == host.engine_state()[:8]
     finally:
         server.sock.close()
 
@@ -368,6 +368,7 @@ def test_scenes_keep_and_morph_filters() -> None:
         "res": 0.5,
         "echo": 0.0,
         "echo_pre": False,
+        "reverb": 0.0,
     }
     assert scene["master"] == {"gain": 1.0, "mute": False, "filter": 0.25, "res": 0.0}
     other = Registry(["drums", "bass"])
@@ -639,7 +640,7 @@ def test_echo_over_osc_set_query_patterns_and_errors() -> None:
             before = host.registry.snapshot()
             assert server.datagram(bad, SENDER) == [("/error", [reason])]
             assert host.registry.snapshot() == before
-        assert host.registry_as_engine() == host.engine_state()[:7]
+        assert host.registry_as_engine() == host.engine_state()[:8]
     finally:
         server.sock.close()
 

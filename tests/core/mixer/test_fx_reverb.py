@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import itertools
 import math
+import socket
 import tracemalloc
 
 import numpy as np
 import pytest
 from fx_helpers import SR, burst_track, click_energy, hard_step_energy, mixer, noise, run, tones
+from osc_host import make_server
 
+from stemdeck.core.control.registry import Registry
 from stemdeck.core.mixer.commands import (
     Command,
     EchoTarget,
@@ -38,6 +41,8 @@ from stemdeck.core.mixer.kernel import (
     REVERB_STATE,
     NumpyKernel,
 )
+from stemdeck.daemon.osc import Feedback
+from stemdeck.daemon.osc.wire import Message, decode, encode_bundle, encode_message
 
 
 def _rsend(i: int, send: float, *, gain: float = 1.0, mute: bool = False) -> StripTarget:
@@ -407,3 +412,118 @@ def test_broken_reverb_values_never_reach_the_audio() -> None:
     m.post(ReverbTarget(inf, nan, nan))
     run(m, 256, 256)
     assert m.reverb_state(None) == (1.0, 20.0, 0.0)
+
+
+# -- surfaces -----------------------------------------------------------------------
+
+SENDER = ("127.0.0.1", 40000)
+
+
+def _m(address: str, *args: object) -> bytes:
+    return encode_message(address, args)
+
+
+def test_reverb_over_osc_set_query_patterns_bundles_state_and_errors() -> None:
+    host, server = make_server()
+    try:
+        assert server.datagram(_m("/fx/reverb/*"), SENDER) == [
+            ("/fx/reverb/size", [0.5]),
+            ("/fx/reverb/lowcut", [200.0]),
+            ("/fx/reverb/return", [1.0]),
+        ]
+        bundle = encode_bundle(
+            [
+                _m("/fx/reverb/size", 0.75),
+                _m("/fx/reverb/lowcut", 350.0),
+                _m("/fx/reverb/return", 0.625),
+                _m("/ch/vocals/reverb", 0.5),
+                _m("/ch/[1-2]/reverb", 0.25),
+            ]
+        )
+        assert server.datagram(bundle, SENDER) == []
+        assert server.datagram(_m("/ch/*/reverb"), SENDER) == [
+            ("/ch/1/reverb", [0.25]),
+            ("/ch/2/reverb", [0.25]),
+            ("/ch/3/reverb", [0.5]),
+            ("/ch/4/reverb", [0.0]),
+        ]
+        assert server.datagram(_m("/fx/*/return"), SENDER) == [
+            ("/fx/echo/return", [1.0]),
+            ("/fx/reverb/return", [0.625]),
+        ]
+        host.block()
+        assert host.engine.reverb_state(None) == (0.75, 350.0, 0.625)
+        assert host.engine.reverb_state(2) == (0.5,) and host.engine.reverb_state(0) == (0.25,)
+        state = dict(server.control.state())
+        assert state["/ch/3/reverb"] == [0.5] and state["/fx/reverb/lowcut"] == [350.0]
+        for bad, reason in (
+            (_m("/fx/reverb/lowcut", 19.5), "/fx/reverb/lowcut takes 20..1000 Hz, got 19.5"),
+            (_m("/fx/reverb/lowcut", 1001.0), "/fx/reverb/lowcut takes 20..1000 Hz, got 1001"),
+            (_m("/fx/reverb/size", 1.5), "/fx/reverb/size takes 0..1, got 1.5"),
+            (_m("/fx/reverb/size", "big"), "/fx/reverb/size takes a number, got str 'big'"),
+            (_m("/fx/reverb/return", float("nan")), "/fx/reverb/return got NaN"),
+            (_m("/fx/reverb/size"), None),
+            (_m("/ch/1/reverb", -0.5), "/ch/1/reverb takes 0..1, got -0.5"),
+            (_m("/ch/1/reverb", 0.5, 0.5), "/ch/1/reverb takes one number, got 2 arguments"),
+            (_m("/fx/reverb/damp", 0.5), "unknown address /fx/reverb/damp"),
+            (_m("/ch/1/reverb/pre", 1), "unknown address /ch/1/reverb/pre"),
+        ):
+            before = host.registry.snapshot()
+            if reason is None:  # a query, not a change
+                assert server.datagram(bad, SENDER) == [("/fx/reverb/size", [0.75])]
+                continue
+            # One in a bundle with a good change: the bundle is all or nothing.
+            assert server.datagram(encode_bundle([_m("/fx/reverb/size", 0.1), bad]), SENDER) == [
+                ("/error", [reason])
+            ]
+            assert host.registry.snapshot() == before
+        assert host.registry_as_engine() == host.engine_state()[:8]
+    finally:
+        server.sock.close()
+
+
+def test_reverb_feedback_and_midi_views() -> None:
+    """Subscribers hear a reverb change by name; the 0..1 view (MIDI) puts the
+    low-cut exponentially over 20 Hz..1 kHz and the rest as it is."""
+    _host, server = make_server()
+    sub = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sub.bind(("127.0.0.1", 0))
+    sub.settimeout(5.0)
+    feedback = Feedback(server)
+    try:
+        server.datagram(_m("/subscribe", sub.getsockname()[1]), SENDER)
+        feedback.tick()
+        first = _messages(sub, "/transport/position")
+        assert ("/ch/vocals/reverb", [0.0]) in first and ("/fx/reverb/size", [0.5]) in first
+        server.datagram(_m("/ch/3/reverb", 0.5), SENDER)
+        server.datagram(_m("/fx/reverb/lowcut", 100.0), SENDER)
+        feedback.tick()
+        assert _messages(sub, "/meter")[:2] == [
+            ("/ch/vocals/reverb", [0.5]),
+            ("/fx/reverb/lowcut", [100.0]),
+        ]
+    finally:
+        sub.close()
+        server.sock.close()
+    reg = Registry(["drums", "bass"])
+    since = reg.generation
+    with reg.transaction() as txn:
+        txn.set_norm("/fx/reverb/lowcut", 0.5)
+        txn.set_norm("/fx/reverb/size", 0.25)
+        txn.set_norm("/ch/bass/reverb", 0.75)
+        assert txn.commit(lambda c: True)
+    assert reg.get("/fx/reverb/lowcut") == pytest.approx(math.sqrt(20.0 * 1000.0))
+    assert reg.get_norm("/fx/reverb/lowcut") == pytest.approx(0.5)
+    assert reg.get("/fx/reverb/size") == 0.25 and reg.get("/ch/2/reverb") == 0.75
+    assert reg.written_since(since) == {"/fx/reverb/lowcut", "/fx/reverb/size", "/ch/2/reverb"}
+
+
+def _messages(sock: socket.socket, until: str) -> list[tuple[str, list]]:
+    out: list[tuple[str, list]] = []
+    while True:
+        data, _ = sock.recvfrom(65536)
+        msg = decode(data)
+        assert isinstance(msg, Message), msg
+        out.append((msg.address, list(msg.args)))
+        if msg.address == until:
+            return out
