@@ -315,6 +315,33 @@ def test_the_reverb_tail_rings_out_as_its_size_says(how: str) -> None:
     assert not m.reverb_running and not m.fx.active
 
 
+@pytest.mark.parametrize("how", ["mute", "fader"])
+def test_the_send_taps_the_strip_after_its_fader_and_mute(how: str) -> None:
+    """The steady bed sent to the reverb: muted or pulled down, nothing of it enters
+    any more and the return dies away (more than 60 dB down a second later); left
+    alone, it keeps sounding."""
+    levels = []
+    for cut in (True, False):
+        m = Mixer(max_channels=4)
+        m.prepare(SR, 256)
+        m.post(SetTrack(burst_track()))
+        m.post(Play())
+        m.post(_rsend(1, 1.0))
+        m.post(ReverbTarget(0.0, 20.0, 1.0))  # feedback 0.7: about -90 dB a second
+        out = np.zeros((256, 2), np.float32)
+        tail = np.zeros((188 * 256, 2), np.float32)
+        for _ in range(100):
+            m.process(out)
+        if cut:
+            m.post(_rsend(1, 1.0, mute=how == "mute", gain=0.0 if how == "fader" else 1.0))
+        for b in range(0, len(tail), 256):
+            m.process(out)
+            tail[b : b + 256] = m.master_view(256)
+        levels.append(float(np.sqrt((tail[-4800:] ** 2).mean())))
+        assert m.reverb_running
+    assert levels[1] > 0.01 and levels[0] < levels[1] * 1e-3, levels
+
+
 def _comb_slopes(size: float) -> tuple[float, float]:
     """The decay (dB/s) the shortest and the longest comb give at room ``size``."""
     fb = 20 * math.log10(reverb_feedback(size))
