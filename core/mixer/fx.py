@@ -77,7 +77,6 @@ __all__ = [
 ]
 
 ECHO_GLIDE_S = 0.25  # a change of the echo's delay glides over this (tape-like)
-_REVERB_NEVER = float(2**53)  # the reverb's quiet count when it is silent
 FILTER_TABLE = 4096  # steps of the DJ filter's cutoff table over |knob| 0..1
 # The DJ filter's cutoff at |knob| 0 and 1: the low-pass closes from 20 kHz to
 # 20 Hz, the high-pass opens from 20 Hz to 20 kHz (exponentially: even in pitch).
@@ -92,6 +91,7 @@ REVERB_DAMP = 0.2  # Freeverb's default damping (0.5 of its 0.4 scale)
 # The reverb bus stops once quiet (-90 dBFS) for as many round trips of its longest
 # comb as its feedback needs to take what may be left 30 dB further down.
 _REVERB_MARGIN = 10 ** (-30 / 20)
+_REVERB_NEVER = float(2**53)  # the reverb's quiet count when it is silent
 
 # A DJ filter's knob and resonance ramps: (target, step, samples left) each, float64.
 FilterRamps = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
