@@ -15,9 +15,11 @@ Targets (p99 share of the block budget): 64 channels at 64 frames <= 25 %,
 FX cases (issue #25) run beside the same cases without FX: ``filter`` puts the
 DJ filter on every strip (knobs off 0, one gliding every 50 blocks with the gain
 change), ``filter+echo`` also opens every strip's echo send (the bus at 375 ms,
-feedback 0.6, its filter at 0.2). Target: 16 channels at 64 frames with filter
-and echo, p99 <= 25 %. ``--baseline`` times the FX cases too when the old engine
-has FX (``Mixer.filter_state``); an older one shows them as ``-``.
+feedback 0.6, its filter at 0.2), ``filter+echo+reverb`` also opens every
+strip's reverb send (size 0.7, low-cut 200 Hz). Targets: 16 channels at 64
+frames with filter and echo, and with filter, echo and reverb, p99 <= 25 %.
+``--baseline`` times the FX cases too when the old engine has them
+(``Mixer.filter_state``, ``Mixer.reverb_state``); an older one shows them as ``-``.
 
 Read-head cases (issues #22 and #23) run beside the same cases at equal rates:
 ``44k`` plays a 44.1 kHz track on the 48 kHz engine (the read head converts the
@@ -62,12 +64,14 @@ from stemdeck.core.mixer.commands import Batch, Play, SetTrack, StripTarget, Tra
 from stemdeck.core.mixer.engine import Mixer, enter_audio_thread
 
 SR = 48000
-# (channels, frames, FX): "" none, "filter" on every strip, "filter+echo" and every send.
+# (channels, frames, FX): "" none, "filter" on every strip, "filter+echo" and every echo
+# send, "filter+echo+reverb" and every reverb send too.
 CASES = (
     (4, 32, ""),
     (4, 256, ""),
     (16, 64, ""),
     (16, 64, "filter+echo"),
+    (16, 64, "filter+echo+reverb"),
     (16, 256, ""),
     (64, 64, ""),
     (64, 256, ""),
@@ -84,6 +88,7 @@ TARGETS = {
     (64, 64, ""): 0.25,
     (4, 32, ""): 0.25,
     (16, 64, "filter+echo"): 0.25,
+    (16, 64, "filter+echo+reverb"): 0.25,
     (64, 64, "44k"): 0.25,
     (64, 64, "44k+r1.08"): 0.25,
 }
@@ -92,19 +97,28 @@ TARGETS = {
 def _mode(fx: str) -> tuple[bool, bool, int, float]:
     """A case's fourth field: (filter on, echo on, the track's rate, the vinyl rate)."""
     parts = fx.split("+") if fx else []
-    rate = next((float(p[1:]) for p in parts if p.startswith("r")), 1.0)
+    rate = next((float(p[1:]) for p in parts if p[:1] == "r" and p[1:2].isdigit()), 1.0)
     return "filter" in parts, "echo" in parts, 44100 if "44k" in parts else SR, rate
+
+
+def _reverbed(fx: str) -> bool:
+    """A case with every reverb send open."""
+    return "reverb" in fx.split("+")
 
 
 def run(n: int, block: int, blocks: int, fx: str = "") -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(n)
     filtered, echoed, track_sr, rate = _mode(fx)
+    reverbed = _reverbed(fx)
 
     def strip(i: int, gain: float, solo: bool) -> StripTarget:
         if not (filtered or echoed):  # the fields every engine has (a --baseline before FX)
             return StripTarget(i, gain, False, solo, 0.0)
         knob = float(rng.uniform(-0.9, 0.9)) if filtered else 0.0
-        return StripTarget(i, gain, False, solo, 0.0, knob, 0.3, 0.3 if echoed else 0.0)
+        send = 0.3 if echoed else 0.0
+        if reverbed:  # a field only engines with the reverb have
+            return StripTarget(i, gain, False, solo, 0.0, knob, 0.3, send, reverb=0.3)
+        return StripTarget(i, gain, False, solo, 0.0, knob, 0.3, send)
 
     seconds = (blocks + 60) * block / SR * rate + 1
     channels = (0.1 * rng.standard_normal((n, 2, int(seconds * track_sr)))).astype(np.float32)
@@ -123,6 +137,10 @@ def run(n: int, block: int, blocks: int, fx: str = "") -> tuple[np.ndarray, np.n
         from stemdeck.core.mixer.commands import EchoTarget
 
         m.post(EchoTarget(375.0, 0.6, 0.2, 0.8))
+    if reverbed:
+        from stemdeck.core.mixer.commands import ReverbTarget  # as EchoTarget above
+
+        m.post(ReverbTarget(0.7, 200.0, 0.8))
     if filtered or echoed:
         m.post(Batch(tuple(strip(i, 1.0, False) for i in range(n))))
     out = np.zeros((block, 2), np.float32)
@@ -147,6 +165,7 @@ def run(n: int, block: int, blocks: int, fx: str = "") -> tuple[np.ndarray, np.n
         base[b] = t2 - t1
         pos += block
     assert _fx_path(m) == (filtered or echoed), "the FX path runs exactly in the FX cases"
+    assert not reverbed or m.reverb_running, "the reverb runs in its case"
     assert m.dropped == 0 and m.playing, "the track plays (a refused one would be silence)"
     return engine, base
 
@@ -176,6 +195,7 @@ def _child(case: str, blocks: int, realtime: bool) -> None:
     scheduling = _scheduling(realtime)
     filtered, echoed, track_sr, rate = _mode(fx)
     old_fx = (filtered or echoed) and not hasattr(Mixer, "filter_state")  # before #25
+    old_fx = old_fx or (_reverbed(fx) and not hasattr(Mixer, "reverb_state"))
     old_rate = (track_sr != SR or rate != 1.0) and not hasattr(Mixer, "seconds")  # before #22
     if old_fx or old_rate:
         print(json.dumps({"file": engine_module.__file__, "kernel": "compiled", "skip": True}))
@@ -251,14 +271,14 @@ def side_by_side(args: argparse.Namespace, baseline: Path) -> None:
     print(f"new: {first['new'][0]['file']} (kernel {first['new'][0]['kernel']})")
     print("shares of the block budget, medians over the runs; spread: largest / smallest p99")
     print(
-        f"{'channels':>8} {'frames':>6} {'fx':>11} {'med old':>8} {'med new':>8} {'new/old':>7} "
+        f"{'channels':>8} {'frames':>6} {'fx':>18} {'med old':>8} {'med new':>8} {'new/old':>7} "
         f"{'p99 old':>8} {'p99 new':>8} {'new/old':>7} {'spread old':>10} {'spread new':>10}"
     )
     per_run = []
     for n, block, fx in BASELINE_CASES:
         budget = block / SR
         if any(g.get("skip") for side in ("old", "new") for g in results[(n, block, fx)][side]):
-            print(f"{n:>8} {block:>6} {fx:>11} {'-':>8}")  # the old engine has no FX
+            print(f"{n:>8} {block:>6} {fx:>18} {'-':>8}")  # the old engine has no FX
             continue
         row = {}
         for side in ("old", "new"):
@@ -267,13 +287,13 @@ def side_by_side(args: argparse.Namespace, baseline: Path) -> None:
             row[side] = (median(g["median"] / budget for g in got), median(p99s), p99s)
         (mo, po, p99s_old), (mn, pn, p99s_new) = row["old"], row["new"]
         print(
-            f"{n:>8} {block:>6} {fx or '-':>11} "
+            f"{n:>8} {block:>6} {fx or '-':>18} "
             f"{mo * 100:>7.1f}% {mn * 100:>7.1f}% {mn / mo:>6.2f}x "
             f"{po * 100:>7.1f}% {pn * 100:>7.1f}% {pn / po:>6.2f}x "
             f"{max(p99s_old) / min(p99s_old):>9.2f}x {max(p99s_new) / min(p99s_new):>9.2f}x"
         )
         per_run.append(
-            f"{n:>8} {block:>6} {fx or '-':>11}  old "
+            f"{n:>8} {block:>6} {fx or '-':>18}  old "
             + " ".join(f"{p * 100:.1f}%" for p in p99s_old)
             + "  new "
             + " ".join(f"{p * 100:.1f}%" for p in p99s_new)
@@ -313,7 +333,7 @@ def main() -> None:
         f"medians of {args.runs} runs of {args.blocks} blocks"
     )
     print(
-        f"{'channels':>8} {'frames':>6} {'fx':>11} {'median':>9} {'p99':>9} {'median %':>9} "
+        f"{'channels':>8} {'frames':>6} {'fx':>18} {'median':>9} {'p99':>9} {'median %':>9} "
         f"{'p99 %':>7} {'baseline':>9} {'x baseline':>10} target"
     )
     for n, block, fx in CASES:
@@ -331,7 +351,7 @@ def main() -> None:
             ok = p99 / budget <= target
             verdict = f"p99 <= {target * 100:.0f} %: {'met' if ok else 'MISSED'}"
         print(
-            f"{n:>8} {block:>6} {fx or '-':>11} {med * 1e3:>7.3f}ms {p99 * 1e3:>7.3f}ms "
+            f"{n:>8} {block:>6} {fx or '-':>18} {med * 1e3:>7.3f}ms {p99 * 1e3:>7.3f}ms "
             f"{med / budget * 100:>8.1f}% {p99 / budget * 100:>6.1f}% {b * 1e3:>7.3f}ms "
             f"{med / b:>9.1f}x {verdict}"
         )

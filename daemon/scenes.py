@@ -135,6 +135,9 @@ class SceneStore:
         echo: dict[str, Any] = snap["echo"]
         lines += ["[echo]"] + [f"{k} = {echo[k]!r}" for k in ("ms", "feedback", "filter", "level")]
         lines += [""]
+        reverb: dict[str, Any] = snap["reverb"]
+        lines += ["[reverb]"] + [f"{k} = {reverb[k]!r}" for k in ("size", "lowcut", "level")]
+        lines += [""]
         for ch, values in channels.items():
             lines.append(f'[channels."{ch}"]')
             lines += [
@@ -146,6 +149,7 @@ class SceneStore:
                 f"res = {values['res']!r}",
                 f"echo = {values['echo']!r}",
                 f"echo_pre = {str(values['echo_pre']).lower()}",
+                f"reverb = {values['reverb']!r}",
                 "",
             ]
         target = folder / f"{name}.toml"
@@ -309,7 +313,7 @@ class SceneStore:
 def _glide(key: str, a: float | int, b: float | int, x: float) -> float | int | None:
     """The value of ``key`` a fraction ``x`` of the way from ``a`` to ``b``: a level
     along the fader (as a hand would move it), a pan, a DJ filter, its resonance,
-    an echo send and the echo bus's values linearly, a switch at the end
+    an echo or reverb send and the buses' values linearly, a switch at the end
     (None before: not written)."""
     param = key.rsplit("/", 1)[1]
     if x >= 1.0:
@@ -317,6 +321,17 @@ def _glide(key: str, a: float | int, b: float | int, x: float) -> float | int | 
     if param == "gain":
         fa, fb = gain_to_fader(a), gain_to_fader(b)
         return fader_to_gain(min(max(fa + (fb - fa) * x, 0.0), 1.0))
-    if param in ("pan", "filter", "res", "echo", "ms", "feedback", "return"):
+    if param in (
+        "pan",
+        "filter",
+        "res",
+        "echo",
+        "ms",
+        "feedback",
+        "return",
+        "reverb",
+        "size",
+        "lowcut",
+    ):
         return a + (b - a) * x
     return None

@@ -23,7 +23,12 @@ from dataclasses import dataclass
 
 from hypothesis import strategies as st
 
-from stemdeck.core.control.registry import CHANNEL_PARAMS, ECHO_PARAMS, MASTER_PARAMS
+from stemdeck.core.control.registry import (
+    CHANNEL_PARAMS,
+    ECHO_PARAMS,
+    MASTER_PARAMS,
+    REVERB_PARAMS,
+)
 from stemdeck.daemon.osc.wire import encode_bundle, encode_message, unix_to_timetag
 
 NAMES = ("drums", "bass", "vocals", "other")
@@ -70,7 +75,7 @@ def valid_value(param: str) -> st.SearchStrategy[object]:
         return st.one_of(st.floats(-120.0, 10.0, width=32), st.just(float("-inf")))
     if param in ("mute", "solo", "echo/pre"):
         return st.sampled_from([0, 1, True, False])
-    if param in ("filter/res", "echo"):
+    if param in ("filter/res", "echo", "reverb"):
         return st.floats(0.0, 1.0, width=32)
     return st.floats(-1.0, 1.0, width=32)  # pan, filter
 
@@ -86,6 +91,7 @@ def bad_value(param: str) -> st.SearchStrategy[object]:
         "filter": 1.0,
         "filter/res": 1.0,
         "echo": 1.0,
+        "reverb": 1.0,
     }[param]
     return st.one_of(
         st.just(float("nan")),
@@ -102,6 +108,14 @@ def control_set(draw: st.DrawFn, names: tuple[str, ...] = NAMES) -> tuple[str, l
         param = draw(st.sampled_from(ECHO_PARAMS))
         address = f"/fx/echo/{param}"
         low, high = {"ms": (1.0, 4000.0), "filter": (-1.0, 1.0)}.get(param, (0.0, 1.0))
+        if draw(st.integers(0, 4)) == 0:
+            bad = st.floats(_f32(high + 0.01), _f32(1e30), width=32)
+            return address, [draw(st.one_of(st.just(float("nan")), bad, st.just("x")))], False
+        return address, [draw(st.floats(low, high, width=32))], True
+    if draw(st.integers(0, 5)) == 0:  # the reverb bus
+        param = draw(st.sampled_from(REVERB_PARAMS))
+        address = f"/fx/reverb/{param}"
+        low, high = {"lowcut": (20.0, 1000.0)}.get(param, (0.0, 1.0))
         if draw(st.integers(0, 4)) == 0:
             bad = st.floats(_f32(high + 0.01), _f32(1e30), width=32)
             return address, [draw(st.one_of(st.just(float("nan")), bad, st.just("x")))], False

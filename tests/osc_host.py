@@ -133,6 +133,7 @@ class FakeHost:
             (master.gain, master.mute),
             (*(m.filter_state(i) for i in range(m.max_channels)), m.filter_state(None)),
             (*(m.echo_state(i) for i in range(m.max_channels)), m.echo_state(None)),
+            (*(m.reverb_state(i) for i in range(m.max_channels)), m.reverb_state(None)),
             m.loop,
             m.rate,
         )
@@ -150,6 +151,10 @@ class FakeHost:
             (
                 *((s.echo, float(s.echo_pre)) for s in r.strips),
                 (r.echo.ms, r.echo.feedback, r.echo.filter, r.echo.level),
+            ),
+            (
+                *((s.reverb,) for s in r.strips),
+                (r.reverb.size, r.reverb.lowcut, r.reverb.level),
             ),
         )
 

@@ -3,12 +3,13 @@
 - :mod:`.registry`: ``Registry`` (the address space: ``match``, ``resolve``, ``get``,
   ``get_norm``, ``snapshot``, ``written_since``) and ``Transaction``, the one write
   path (stage with ``set``, ``set_norm``, ``restore``, ``set_names``; ``commit``);
-  ``CHANNEL_PARAMS``, ``MASTER_PARAMS``, ``ECHO_PARAMS``, ``PARAM_ALIASES``.
-- :mod:`.values`: the states the registry holds (``StripState``, ``EchoState``), a
-  scene's tables (``SceneState``, ``ChannelState``, ``MasterState``,
-  ``EchoSceneState``), and the pure functions between them, a message's arguments
-  and the engine's commands (``strip_updated``, ``strip_value``, ``scene_of``,
-  ``strip_command``...).
+  ``CHANNEL_PARAMS``, ``MASTER_PARAMS``, ``ECHO_PARAMS``, ``REVERB_PARAMS``,
+  ``PARAM_ALIASES``.
+- :mod:`.values`: the states the registry holds (``StripState``, ``EchoState``,
+  ``ReverbState``), a scene's tables (``SceneState``, ``ChannelState``,
+  ``MasterState``, ``EchoSceneState``, ``ReverbSceneState``), and the pure
+  functions between them, a message's arguments and the engine's commands
+  (``strip_updated``, ``strip_value``, ``scene_of``, ``strip_command``...).
 - :mod:`.pattern`: OSC 1.0 address patterns, matched in linear time
   (``compile_pattern``, ``is_pattern``, ``MAX_PATTERN``).
 - :mod:`.midimap`: MIDI maps and the state machine that turns MIDI into control

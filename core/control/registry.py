@@ -32,16 +32,20 @@ from contextlib import contextmanager
 
 from ..audiofile.roles import find_channel
 from ..errors import ParameterError
-from ..mixer.commands import Batch, Command, EchoTarget
-from ..mixer.params import ECHO_MAX_MS, ECHO_MIN_MS
+from ..mixer.commands import Batch, Command, EchoTarget, ReverbTarget
+from ..mixer.params import ECHO_MAX_MS, ECHO_MIN_MS, REVERB_MAX_LOWCUT, REVERB_MIN_LOWCUT
 from .pattern import MAX_PATTERN, compile_pattern, is_pattern
 from .values import (
     EchoState,
+    ReverbState,
     SceneState,
     StripState,
     echo_from_scene,
     echo_updated,
     echo_value,
+    reverb_from_scene,
+    reverb_updated,
+    reverb_value,
     scene_of,
     strip_command,
     strip_from_scene,
@@ -54,6 +58,7 @@ __all__ = [
     "ECHO_PARAMS",
     "MASTER_PARAMS",
     "PARAM_ALIASES",
+    "REVERB_PARAMS",
     "Registry",
     "Transaction",
 ]
@@ -69,6 +74,7 @@ CHANNEL_PARAMS = (
     "filter/res",
     "echo",
     "echo/pre",
+    "reverb",
 )
 # Second names of the parameters that have parameters below them (/ch/N/filter has
 # filter/res): the value one level down, as OSCQuery lists it (no node there is both
@@ -76,6 +82,9 @@ CHANNEL_PARAMS = (
 PARAM_ALIASES = {"filter/knob": "filter", "echo/send": "echo"}
 ECHO_PARAMS = ("ms", "feedback", "filter", "return")  # /fx/echo/<param>
 ECHO = -1  # the echo bus's index in a (index, param) target (None is the master)
+REVERB_PARAMS = ("size", "lowcut", "return")  # /fx/reverb/<param>
+REVERB = -2  # the reverb bus's index in a (index, param) target
+_BUSES = {"echo": ECHO_PARAMS, "reverb": REVERB_PARAMS}  # /fx/<bus>/<param>
 MASTER_PARAMS = ("fader", "gain", "db", "mute", "filter", "filter/res")
 # The values behind the parameters: fader, gain and db are three views of one gain.
 _VALUE_OF = {
@@ -89,12 +98,25 @@ _VALUE_OF = {
     "filter/res": "filter/res",
     "echo": "echo",
     "echo/pre": "echo/pre",
+    "reverb": "reverb",
     "ms": "ms",
     "feedback": "feedback",
     "return": "return",
+    "size": "size",
+    "lowcut": "lowcut",
 }
 # A channel's value keys (Registry.written_since), after /ch/N/.
-_CHANNEL_VALUES = ("gain", "mute", "solo", "pan", "filter", "filter/res", "echo", "echo/pre")
+_CHANNEL_VALUES = (
+    "gain",
+    "mute",
+    "solo",
+    "pan",
+    "filter",
+    "filter/res",
+    "echo",
+    "echo/pre",
+    "reverb",
+)
 # The values a scene may name (SceneState keys) and their value keys.
 _SCENE_VALUES = {
     "gain": "gain",
@@ -105,8 +127,10 @@ _SCENE_VALUES = {
     "res": "filter/res",
     "echo": "echo",
     "echo_pre": "echo/pre",
+    "reverb": "reverb",
 }
 _ECHO_SCENE = {"ms": "ms", "feedback": "feedback", "filter": "filter", "level": "return"}
+_REVERB_SCENE = {"size": "size", "lowcut": "lowcut", "level": "return"}
 _MASTER_SCENE_VALUES = {"gain": "gain", "mute": "mute", "filter": "filter", "res": "filter/res"}
 
 
@@ -125,6 +149,7 @@ class Registry:
         self.strips: list[StripState] = []
         self.master = StripState()
         self.echo = EchoState()
+        self.reverb = ReverbState()
         self._generation = 0
         self._stamps: dict[str, int] = {}  # value key -> generation of its last write
         self._renamed = 0  # generation from which every channel value counts as written
@@ -150,7 +175,7 @@ class Registry:
                 f"/ch/{i}/{p}" for i in range(1, len(names) + 1) for p in CHANNEL_PARAMS
             ]
             self._addresses += [f"/master/{p}" for p in MASTER_PARAMS]
-            self._addresses += [f"/fx/echo/{p}" for p in ECHO_PARAMS]
+            self._addresses += [f"/fx/{b}/{p}" for b, params in _BUSES.items() for p in params]
             self._address_set = frozenset(self._addresses)
             self._match_cache: dict[str, tuple[tuple[str, str], ...]] = {}
 
@@ -243,8 +268,14 @@ class Registry:
                 out += [(f"/ch/{i}/{p}", f"/ch/{token}/{p}") for p in params]
         elif parts[0] == "" and len(parts) >= 3 and fits(1, "master"):
             out = [(f"/master/{p}", f"/master/{p}") for p in MASTER_PARAMS if fits_param(2, p)]
-        elif parts[0] == "" and len(parts) == 4 and fits(1, "fx") and fits(2, "echo"):
-            out = [(f"/fx/echo/{p}", f"/fx/echo/{p}") for p in ECHO_PARAMS if fits(3, p)]
+        elif parts[0] == "" and len(parts) == 4 and fits(1, "fx"):
+            out = [
+                (f"/fx/{b}/{p}", f"/fx/{b}/{p}")
+                for b, params in _BUSES.items()
+                if fits(2, b)
+                for p in params
+                if fits(3, p)
+            ]
         if not out:
             raise ParameterError(f"no control matches {address}")
         return out
@@ -267,8 +298,10 @@ class Registry:
 
         A value key is the canonical key of one stored value: ``/ch/N/gain`` (for
         the fader, gain and db views alike), ``/ch/N/mute``, ``/ch/N/solo``,
-        ``/ch/N/pan``, ``/ch/N/filter``, ``/ch/N/filter/res``, ``/master/gain``,
-        ``/master/mute``, ``/master/filter``, ``/master/filter/res``. A value is written when
+        ``/ch/N/pan``, ``/ch/N/filter``, ``/ch/N/filter/res``, ``/ch/N/echo``,
+        ``/ch/N/echo/pre``, ``/ch/N/reverb``, ``/master/gain``,
+        ``/master/mute``, ``/master/filter``, ``/master/filter/res``, and the
+        buses' keys as they are (``/fx/echo/ms``, ``/fx/reverb/size``...). A value is written when
         a kept commit staged it by :meth:`Transaction.set`, :meth:`Transaction.set_norm`
         or, if the scene names it, :meth:`Transaction.restore` (even to the value it
         had); every channel value is written when the channel names change."""
@@ -283,7 +316,7 @@ class Registry:
     def value_key(self, key: str) -> str:
         """The value key (see :meth:`written_since`) behind a canonical key."""
         index, param = self._target(key)
-        if index == ECHO:
+        if index in (ECHO, REVERB):
             return key
         head = "/master" if index is None else f"/ch/{index + 1}"
         return f"{head}/{_VALUE_OF[param]}"
@@ -294,7 +327,7 @@ class Registry:
         if parts[1] == "master":
             return None, key[len("/master/") :]
         if parts[1] == "fx":
-            return ECHO, parts[3]
+            return ECHO if parts[2] == "echo" else REVERB, parts[3]
         return int(parts[2]) - 1, parts[3]
 
     def get(self, key: str) -> float | int:
@@ -303,6 +336,8 @@ class Registry:
             index, param = self._target(key)
             if index == ECHO:
                 return echo_value(self.echo, param)
+            if index == REVERB:
+                return reverb_value(self.reverb, param)
             return strip_value(self.master if index is None else self.strips[index], param)
 
     @contextmanager
@@ -316,8 +351,8 @@ class Registry:
     # -- 0..1 views (MIDI) ----------------------------------------------------------------
     def get_norm(self, key: str) -> float:
         """The 0..1 view: fader position for levels, -1..1 mapped to 0..1 for pan, a
-        filter with its 0 at 64/127 and the echo's delay exponentially over its range
-        (the inverses of :meth:`Transaction.set_norm`)."""
+        filter with its 0 at 64/127, the echo's delay and the reverb's low-cut
+        exponentially over their ranges (the inverses of :meth:`Transaction.set_norm`)."""
         index, param = self._target(key)
         value = self.get(key)
         if param in ("fader", "gain", "db"):
@@ -329,13 +364,16 @@ class Registry:
             return (64.0 + (63.0 if f >= 0.0 else 64.0) * f) / 127.0
         if index == ECHO and param == "ms":
             return math.log(float(value) / ECHO_MIN_MS) / math.log(ECHO_MAX_MS / ECHO_MIN_MS)
+        if index == REVERB and param == "lowcut":
+            lo, hi = REVERB_MIN_LOWCUT, REVERB_MAX_LOWCUT
+            return math.log(float(value) / lo) / math.log(hi / lo)
         return float(value)
 
     # -- snapshots (scenes, /state) ---------------------------------------------------------
     def snapshot(self) -> SceneState:
-        """Every channel's and the master's state, by channel name: a scene."""
+        """Every channel's and the master's state, by channel name, and the buses': a scene."""
         with self._lock:
-            return scene_of(self.names, self.strips, self.master, self.echo)
+            return scene_of(self.names, self.strips, self.master, self.echo, self.reverb)
 
 
 class Transaction:
@@ -362,6 +400,7 @@ class Transaction:
         self.registry = registry
         self.staged: dict[int | None, StripState] = {}
         self.staged_echo: EchoState | None = None  # the echo bus, if staged
+        self.staged_reverb: ReverbState | None = None  # the reverb bus, if staged
         self.names: list[str] | None = None  # new channel names, staged by set_names
         self._written: set[str] = set()  # value keys staged (Registry.written_since)
 
@@ -388,10 +427,15 @@ class Transaction:
         index, param = self.registry._target(key)
         if index == ECHO:
             return echo_value(self._echo(), param)
+        if index == REVERB:
+            return reverb_value(self._reverb(), param)
         return strip_value(self._state(index), param)
 
     def _echo(self) -> EchoState:
         return self.staged_echo if self.staged_echo is not None else self.registry.echo
+
+    def _reverb(self) -> ReverbState:
+        return self.staged_reverb if self.staged_reverb is not None else self.registry.reverb
 
     def set(self, address: str, args: Sequence[object]) -> None:
         """Validate and stage one message (an address or pattern and its arguments).
@@ -405,17 +449,23 @@ class Transaction:
         reg = self.registry
         updates: dict[int | None, StripState] = {}
         echo: EchoState | None = None
+        reverb: ReverbState | None = None
         keys = self._resolve(address)
         for key in keys:
             index, param = reg._target(key)
             if index == ECHO:
                 echo = echo_updated(echo or self._echo(), param, args, key)
                 continue
+            if index == REVERB:
+                reverb = reverb_updated(reverb or self._reverb(), param, args, key)
+                continue
             state = updates[index] if index in updates else self._state(index)
             updates[index] = strip_updated(state, param, args, key)
         self.staged.update(updates)
         if echo is not None:
             self.staged_echo = echo
+        if reverb is not None:
+            self.staged_reverb = reverb
         self._written.update(reg.value_key(key) for key in keys)
 
     def set_norm(self, address: str, x: float) -> None:
@@ -423,13 +473,18 @@ class Transaction:
         from -1..1, a filter with its 0 (off, a true bypass) at 64/127, a 7-bit
         knob's centre (-1 at 0, 1 at 1, linear on each side), the resonance as it
         is, switches on at 0.5 and above; the echo's delay exponentially over its
-        range (1 ms at 0, 4 s at 1), its feedback and return as they are."""
+        range (1 ms at 0, 4 s at 1), its feedback and return as they are; the
+        reverb's low-cut exponentially (20 Hz at 0, 1 kHz at 1), its size, return
+        and the sends as they are."""
         x = min(max(float(x), 0.0), 1.0)
         for key in self._resolve(address):
             index, param = self.registry._target(key)
             if index == ECHO and param == "ms":
                 ms = ECHO_MIN_MS * (ECHO_MAX_MS / ECHO_MIN_MS) ** x
                 self.set(key, [min(max(ms, ECHO_MIN_MS), ECHO_MAX_MS)])
+            elif index == REVERB and param == "lowcut":
+                lo, hi = REVERB_MIN_LOWCUT, REVERB_MAX_LOWCUT
+                self.set(key, [min(max(lo * (hi / lo) ** x, lo), hi)])
             elif param in ("fader", "gain", "db"):
                 self.set(key.rsplit("/", 1)[0] + "/fader", [x])
             elif param == "pan":
@@ -437,7 +492,7 @@ class Transaction:
             elif param == "filter":
                 c = x * 127.0 - 64.0  # 64 of a 7-bit knob's 0..127 is the centre
                 self.set(key, [max(-1.0, min(1.0, c / (63.0 if c >= 0.0 else 64.0)))])
-            elif param in ("filter/res", "echo", "feedback", "return"):
+            elif param in ("filter/res", "echo", "feedback", "return", "reverb", "size"):
                 self.set(key, [x])
             else:
                 self.set(key, [x >= 0.5])
@@ -487,10 +542,17 @@ class Transaction:
         if isinstance(echo, Mapping):  # the echo bus is staged only if the scene has it
             new_echo = echo_from_scene(echo, self._echo())
             written += [f"/fx/echo/{_ECHO_SCENE[p]}" for p in _ECHO_SCENE if p in echo]
+        reverb = scene.get("reverb")
+        new_reverb = None
+        if isinstance(reverb, Mapping):  # the reverb bus too, only if the scene has it
+            new_reverb = reverb_from_scene(reverb, self._reverb())
+            written += [f"/fx/reverb/{_REVERB_SCENE[p]}" for p in _REVERB_SCENE if p in reverb]
         self.staged.update(enumerate(strips))
         self.staged[None] = new_master
         if new_echo is not None:
             self.staged_echo = new_echo
+        if new_reverb is not None:
+            self.staged_reverb = new_reverb
         self._written.update(written)
         return missing
 
@@ -510,7 +572,7 @@ class Transaction:
         """The state a commit would leave, as :meth:`Registry.snapshot` gives it."""
         names = self.names if self.names is not None else self.registry.names
         strips = [self._state(i) for i in range(len(names))]
-        return scene_of(names, strips, self._state(None), self._echo())
+        return scene_of(names, strips, self._state(None), self._echo(), self._reverb())
 
     def commands(self) -> list[Command]:
         """One engine command per strip (and the master) staged, from the staged state."""
@@ -519,6 +581,9 @@ class Transaction:
         e = self.staged_echo
         if e is not None:
             out.append(EchoTarget(e.ms, e.feedback, e.filter, e.level))
+        r = self.staged_reverb
+        if r is not None:
+            out.append(ReverbTarget(r.size, r.lowcut, r.level))
         return out
 
     def commit(self, post: Callable[[Command], bool], extra: Sequence[Command] = ()) -> bool:
@@ -549,11 +614,14 @@ class Transaction:
                 reg.strips[index] = state
         if self.staged_echo is not None:
             reg.echo = self.staged_echo
+        if self.staged_reverb is not None:
+            reg.reverb = self.staged_reverb
         reg._generation += 1
         for key in self._written:
             reg._stamps[key] = reg._generation
         self.staged = {}
         self.staged_echo = None
+        self.staged_reverb = None
         self.names = None
         self._written = set()
         return True

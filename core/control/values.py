@@ -4,13 +4,15 @@ Pure functions on immutable states, shared by the :class:`~stemdeck.core.control
 and its :class:`~stemdeck.core.control.registry.Transaction`:
 
 - the states the registry holds: :class:`StripState` (a channel's or the master's),
-  :class:`EchoState` (the echo bus); a scene's tables: :class:`SceneState` with
-  :class:`ChannelState`, :class:`MasterState` and :class:`EchoSceneState`;
+  :class:`EchoState` (the echo bus), :class:`ReverbState` (the reverb bus); a
+  scene's tables: :class:`SceneState` with :class:`ChannelState`,
+  :class:`MasterState`, :class:`EchoSceneState` and :class:`ReverbSceneState`;
 - a message's arguments checked and applied to a state (:func:`strip_updated`,
-  :func:`echo_updated`), a parameter's value as a reply carries it
-  (:func:`strip_value`, :func:`echo_value`);
+  :func:`echo_updated`, :func:`reverb_updated`), a parameter's value as a reply
+  carries it (:func:`strip_value`, :func:`echo_value`, :func:`reverb_value`);
 - a scene's table read back into states, every value checked (:func:`strip_from_scene`,
-  :func:`echo_from_scene`), and states written as one (:func:`scene_of`);
+  :func:`echo_from_scene`, :func:`reverb_from_scene`), and states written as one
+  (:func:`scene_of`);
 - the engine command that aims a strip or the master at a state (:func:`strip_command`).
 
 Every check raises :class:`~stemdeck.core.errors.ParameterError` quoting the bad value.
@@ -34,6 +36,11 @@ from ..mixer.params import (
     MAX_DB,
     MAX_GAIN,
     OFF_DB,
+    REVERB_LOWCUT,
+    REVERB_MAX_LOWCUT,
+    REVERB_MIN_LOWCUT,
+    REVERB_RETURN,
+    REVERB_SIZE,
     db_to_gain,
     fader_to_gain,
     gain_to_db,
@@ -45,11 +52,16 @@ __all__ = [
     "EchoSceneState",
     "EchoState",
     "MasterState",
+    "ReverbSceneState",
+    "ReverbState",
     "SceneState",
     "StripState",
     "echo_from_scene",
     "echo_updated",
     "echo_value",
+    "reverb_from_scene",
+    "reverb_updated",
+    "reverb_value",
     "scene_of",
     "strip_command",
     "strip_from_scene",
@@ -61,7 +73,8 @@ __all__ = [
 @dataclass(frozen=True)
 class StripState:
     """A channel's (or the master's) values; ``filter`` is the DJ filter's knob
-    (-1..1, 0 off) and ``res`` its resonance (0..1)."""
+    (-1..1, 0 off) and ``res`` its resonance (0..1); ``echo`` and ``reverb`` the
+    sends (0..1; the master has none)."""
 
     gain: float = 1.0
     mute: bool = False
@@ -71,6 +84,7 @@ class StripState:
     res: float = 0.0
     echo: float = 0.0
     echo_pre: bool = False
+    reverb: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -81,6 +95,15 @@ class EchoState:
     feedback: float = ECHO_FEEDBACK
     filter: float = 0.0
     level: float = ECHO_RETURN
+
+
+@dataclass(frozen=True)
+class ReverbState:
+    """The reverb bus: room size (0..1), the low-cut on its input (Hz), return level."""
+
+    size: float = REVERB_SIZE
+    lowcut: float = REVERB_LOWCUT
+    level: float = REVERB_RETURN
 
 
 class ChannelState(TypedDict):
@@ -94,6 +117,7 @@ class ChannelState(TypedDict):
     res: float
     echo: float
     echo_pre: bool
+    reverb: float
 
 
 class EchoSceneState(TypedDict):
@@ -102,6 +126,14 @@ class EchoSceneState(TypedDict):
     ms: float
     feedback: float
     filter: float
+    level: float
+
+
+class ReverbSceneState(TypedDict):
+    """The reverb bus in a :class:`SceneState` (``level`` is its return level)."""
+
+    size: float
+    lowcut: float
     level: float
 
 
@@ -115,7 +147,8 @@ class MasterState(TypedDict):
 
 
 class SceneState(TypedDict):
-    """Every channel's state by name, the master's and the echo bus's: what
+    """Every channel's state by name, the master's, the echo bus's and the reverb
+    bus's: what
     :meth:`Registry.snapshot <stemdeck.core.control.registry.Registry.snapshot>` gives
     and :meth:`Transaction.restore <stemdeck.core.control.registry.Transaction.restore>`
     takes back (a scene)."""
@@ -123,6 +156,7 @@ class SceneState(TypedDict):
     channels: dict[str, ChannelState]
     master: MasterState
     echo: EchoSceneState
+    reverb: ReverbSceneState
 
 
 def _number(args: Sequence[object], address: str) -> float:
@@ -198,14 +232,23 @@ def strip_updated(state: StripState, param: str, args: Sequence[object], key: st
         return replace(state, echo=e)
     if param == "echo/pre":
         return replace(state, echo_pre=_switch(args, key))
+    if param == "reverb":
+        r = _number(args, key)
+        if not 0.0 <= r <= 1.0:
+            raise ParameterError(f"{key} takes 0..1, got {r:g}")
+        return replace(state, reverb=r)
     raise ParameterError(f"unknown address {key}")
 
 
 def scene_of(
-    names: Sequence[str], strips: Sequence[StripState], master: StripState, echo: EchoState
+    names: Sequence[str],
+    strips: Sequence[StripState],
+    master: StripState,
+    echo: EchoState,
+    reverb: ReverbState,
 ) -> SceneState:
     """The scene of these states: channels by name (``names`` and ``strips`` in
-    channel order), the master and the echo bus."""
+    channel order), the master, the echo bus and the reverb bus."""
     return {
         "channels": {
             n: {
@@ -217,6 +260,7 @@ def scene_of(
                 "res": s.res,
                 "echo": s.echo,
                 "echo_pre": s.echo_pre,
+                "reverb": s.reverb,
             }
             for n, s in zip(names, strips, strict=True)
         },
@@ -232,6 +276,7 @@ def scene_of(
             "filter": echo.filter,
             "level": echo.level,
         },
+        "reverb": {"size": reverb.size, "lowcut": reverb.lowcut, "level": reverb.level},
     }
 
 
@@ -274,6 +319,7 @@ def strip_from_scene(values: Mapping[str, object], current: StripState) -> Strip
         res=num("res", 0.0, 1.0, current.res),
         echo=num("echo", 0.0, 1.0, current.echo),
         echo_pre=flag("echo_pre", current.echo_pre),
+        reverb=num("reverb", 0.0, 1.0, current.reverb),
     )
 
 
@@ -295,6 +341,53 @@ def echo_from_scene(values: Mapping[str, object], current: EchoState) -> EchoSta
         filter=num("filter", -1.0, 1.0, current.filter),
         level=num("level", 0.0, 1.0, current.level),
     )
+
+
+def reverb_from_scene(values: Mapping[str, object], current: ReverbState) -> ReverbState:
+    """The reverb bus's state from its scene table, as :func:`strip_from_scene`.
+
+    Raises
+    ------
+    ParameterError
+        A value of the wrong type, or NaN.
+    """
+
+    def num(key: str, lo: float, hi: float, default: float) -> float:
+        return _scene_number(values, key, lo, hi, default, "reverb ")
+
+    return ReverbState(
+        size=num("size", 0.0, 1.0, current.size),
+        lowcut=num("lowcut", REVERB_MIN_LOWCUT, REVERB_MAX_LOWCUT, current.lowcut),
+        level=num("level", 0.0, 1.0, current.level),
+    )
+
+
+def reverb_value(state: ReverbState, param: str) -> float:
+    """The reverb bus's ``param`` (``size``, ``lowcut``, ``return``)."""
+    if param == "return":
+        return state.level
+    value: float = getattr(state, param)
+    return value
+
+
+def reverb_updated(state: ReverbState, param: str, args: Sequence[object], key: str) -> ReverbState:
+    """``state`` with the reverb bus's ``param`` set from a message's ``args``, as
+    :func:`strip_updated`.
+
+    Raises
+    ------
+    ParameterError
+        Wrong argument count or type, NaN, out of range.
+    """
+    x = _number(args, key)
+    if param == "lowcut":
+        lo, hi = REVERB_MIN_LOWCUT, REVERB_MAX_LOWCUT
+        if not lo <= x <= hi:
+            raise ParameterError(f"{key} takes {lo:g}..{hi:g} Hz, got {x:g}")
+        return replace(state, lowcut=x)
+    if not 0.0 <= x <= 1.0:
+        raise ParameterError(f"{key} takes 0..1, got {x:g}")
+    return replace(state, size=x) if param == "size" else replace(state, level=x)
 
 
 def echo_value(state: EchoState, param: str) -> float:
@@ -349,6 +442,8 @@ def strip_value(state: StripState, param: str) -> float | int:
         return state.echo
     if param == "echo/pre":
         return int(state.echo_pre)
+    if param == "reverb":
+        return state.reverb
     return state.pan
 
 
@@ -366,4 +461,5 @@ def strip_command(index: int | None, state: StripState) -> Command:
         state.res,
         state.echo,
         state.echo_pre,
+        state.reverb,
     )

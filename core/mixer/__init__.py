@@ -1,22 +1,25 @@
 """The mixer: commands, the real-time engine, its block arithmetic, the fader taper.
 
 - :mod:`.commands`: what control threads post (``StripTarget``, ``EchoTarget``,
-  ``Play``, ``Loop``, ``SetTrack`` with a ``Track``, ``Quantized``...; the
-  ``Command`` union).
+  ``ReverbTarget``, ``Play``, ``Loop``, ``SetTrack`` with a ``Track``, ``Quantized``...;
+  the ``Command`` union).
 - :mod:`.engine`: ``Mixer`` (prepare, process, reset, and what the layers below
   give it), ``enter_audio_thread``, ``FADING_HEADS``, ``AUDIO_BUFSIZE``.
 - :mod:`.control`: ``MixerControl``, the Mixer's command side: ``post``, and what
   a drained command changes (strip targets, master, transport, loop, track, jumps,
   quantized commands waiting for their frame); ``PENDING_ACTIONS``.
 - :mod:`.state`: ``MixerState``, what control threads read of the Mixer
-  (read_meters, strip_state, master_state, filter_state, echo_state, rolling,
-  loop, echo_running), and its views ``Meters``, ``StripState``, ``MasterState``.
-- :mod:`.fx`: ``Effects`` (``Mixer.fx``), the DJ filters and the echo bus: their
-  ramps, states, delay line and the FX path of a block; ``FILTER_TABLE``,
-  ``FILTER_LP_HZ``, ``FILTER_HP_HZ``, ``ECHO_GLIDE_S``.
+  (read_meters, strip_state, master_state, filter_state, echo_state,
+  reverb_state, rolling, loop, echo_running, reverb_running), and its views
+  ``Meters``, ``StripState``, ``MasterState``.
+- :mod:`.fx`: ``Effects`` (``Mixer.fx``), the DJ filters, the echo bus and the
+  reverb bus: their ramps, states, delay lines and the FX path of a block;
+  ``FILTER_TABLE``, ``FILTER_LP_HZ``, ``FILTER_HP_HZ``, ``ECHO_GLIDE_S``, the
+  reverb's delays (``REVERB_COMBS_44K``...), ``reverb_lengths``, ``reverb_feedback``.
 - :mod:`.heads`: ``Ramp`` and ``FadingHead``, the block's scalar ramps and fading play heads.
-- :mod:`.kernel`: the block arithmetic (the DJ filter and the echo bus included),
+- :mod:`.kernel`: the block arithmetic (the DJ filter, the echo and reverb buses included),
   ``COMPILED`` (``_kernel.c``) or ``NumpyKernel`` (its reference); ``KERNEL_BUILT``.
 - :mod:`.params`: the fader taper and level conversions (``fader_to_db``,
-  ``db_to_gain``...), the echo's range and defaults (``ECHO_MAX_MS``...).
+  ``db_to_gain``...), the echo's and the reverb's ranges and defaults
+  (``ECHO_MAX_MS``, ``REVERB_MAX_LOWCUT``...).
 """

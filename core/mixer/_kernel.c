@@ -832,6 +832,192 @@ done:
     return result;
 }
 
+/* reverb(x, rows, frames, sends, bus, lens, lines, state, mix)
+ *
+ * The reverb bus, sample by sample, added to the master bus mix (2, >= frames).
+ * A Freeverb (Jezar's public-domain design): per side eight damped combs in
+ * parallel, then four allpasses in series; the right side's delays are longer
+ * by the stereo spread. Sample t:
+ *   in[t]   = sum over strips i < rows, in strip order, of
+ *             (x_i[0][t] + x_i[1][t]) * send_i[t] (float64, mono), x float32
+ *             (>= rows, 2, >= frames): the strips after their faders;
+ *   u[t]    = in[t] through the low-cut (a TPT state-variable high-pass,
+ *             Q 0.707, g = tan(pi lowcut / sr) gliding), times 0.015;
+ *   comb    : o = line[p]; store = o * (1 - damp) + store * damp;
+ *             line[p] = u + store * feedback;           (each comb's output o)
+ *   sum     = the eight combs' outputs in comb order;
+ *   allpass : b = line[p]; y = b - v; line[p] = v + b * 0.5; (v the input, y on)
+ *   mix[t] += return[t] * y (the last allpass's output, per side).
+ * Every line write is kept within +-1000 (a non-finite value is 0) and written 0
+ * below 1e-30 (no denormals however long the bus runs on silence).
+ * sends: float64 (3, n): each strip's send ramp (target, step, samples left, as
+ * filter's); every strip's ramp moves on. bus: float64 (RV_SIZE,): the ramps
+ * (target, step, left) of the feedback, the return and the low-cut's g, the
+ * damping, and the samples the bus has been quiet (|in| and |y| under
+ * -90 dBFS: the engine stops running it once that exceeds its decay).
+ * lens: float64 (2, 12): each side's eight comb and four allpass lengths
+ * (whole samples, >= 1), laid end to end in that side's row of lines float32
+ * (2, D); state: float64 (2, 22): each side's twelve read/write positions
+ * (0 <= p < its length), eight comb stores, and (side 0 only) the low-cut's
+ * state (ic1, ic2) at [20], [21].
+ */
+enum { R_FB, R_RET = 3, R_G = 6, R_DAMP = 9, R_QUIET, R_SIZE };
+#define RV_COMBS 8
+#define RV_STAGES 12
+#define RV_STATE 22
+#define RV_QUIET 3.1622776601683795e-05 /* -90 dBFS */
+
+static double
+rv_keep(double w)
+{
+    if (!(w <= 1000.0))
+        w = w > 1000.0 ? 1000.0 : 0.0; /* NaN: 0 */
+    if (w < -1000.0)
+        w = -1000.0;
+    if (fabs(w) < 1e-30)
+        w = 0.0;
+    return w;
+}
+
+static PyObject *
+reverb(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *o[7];
+    Py_ssize_t rows, frames;
+    Buf b[7];
+    memset(b, 0, sizeof b);
+    PyObject *result = NULL;
+    if (!PyArg_ParseTuple(args, "OnnOOOOOO", &o[0], &rows, &frames, &o[1], &o[2], &o[3], &o[4],
+                          &o[5], &o[6]))
+        return NULL;
+    if (get_buf(o[0], &b[0], "x", 'f', 0, 3) < 0 || get_buf(o[1], &b[1], "sends", 'd', 1, 2) < 0
+        || get_buf(o[2], &b[2], "bus", 'd', 1, 1) < 0
+        || get_buf(o[3], &b[3], "lens", 'd', 0, 2) < 0
+        || get_buf(o[4], &b[4], "lines", 'f', 1, 2) < 0
+        || get_buf(o[5], &b[5], "state", 'd', 1, 2) < 0
+        || get_buf(o[6], &b[6], "mix", 'f', 1, 2) < 0)
+        goto done;
+    Buf *x = &b[0], *sends = &b[1], *bus = &b[2], *lens = &b[3], *lines = &b[4];
+    Buf *st = &b[5], *mix = &b[6];
+    Py_ssize_t n = SHAPE(sends, 1), D = SHAPE(lines, 1);
+    if (frames < 1 || rows < 0 || rows > n || SHAPE(sends, 0) != 3 || SHAPE(x, 0) < rows
+        || SHAPE(x, 1) != 2 || SHAPE(x, 2) < frames || SHAPE(bus, 0) != R_SIZE
+        || SHAPE(lens, 0) != 2 || SHAPE(lens, 1) != RV_STAGES || SHAPE(lines, 0) != 2
+        || SHAPE(st, 0) != 2 || SHAPE(st, 1) != RV_STATE || SHAPE(mix, 0) != 2
+        || SHAPE(mix, 1) < frames) {
+        bad("reverb");
+        goto done;
+    }
+    /* Every length, offset and position checked: no index below leaves its line. */
+    Py_ssize_t len[2][RV_STAGES], off[2][RV_STAGES], pos[2][RV_STAGES];
+    for (int s = 0; s < 2; s++) {
+        Py_ssize_t used = 0;
+        for (int j = 0; j < RV_STAGES; j++) {
+            double l = *AT2(lens, double, s, j), p = *AT2(st, double, s, j);
+            if (!(l >= 1.0 && l <= (double)D && l == floor(l)) || !(p >= 0.0 && p < l)
+                || p != floor(p)) {
+                bad("reverb: lengths");
+                goto done;
+            }
+            len[s][j] = (Py_ssize_t)l;
+            if (!span_ok(used, len[s][j], D)) {
+                bad("reverb: lengths");
+                goto done;
+            }
+            off[s][j] = used;
+            used = used + len[s][j];
+            pos[s][j] = (Py_ssize_t)p;
+        }
+    }
+    double v[R_SIZE];
+    for (int j = 0; j < R_SIZE; j++)
+        v[j] = *AT1(bus, double, j);
+    double store[2][RV_COMBS];
+    for (int s = 0; s < 2; s++)
+        for (int j = 0; j < RV_COMBS; j++)
+            store[s][j] = *AT2(st, double, s, RV_STAGES + j);
+    double c1 = *AT2(st, double, 0, 20), c2 = *AT2(st, double, 0, 21);
+    double damp = v[R_DAMP], undamp = 1.0 - damp, quiet = v[R_QUIET];
+    const double kd = 1.4142135623730951;
+    int gstill = v[R_G + 2] == 0.0; /* the low-cut is not gliding: one set of coefficients */
+    double g = v[R_G], a1 = 1.0 / (1.0 + g * (g + kd)), a2 = g * a1, a3 = g * a2;
+    for (Py_ssize_t t = 0; t < frames; t++) {
+        double in = 0.0;
+        for (Py_ssize_t i = 0; i < rows; i++) {
+            double sd = ramp_at(*AT2(sends, double, 0, i), *AT2(sends, double, 1, i),
+                                *AT2(sends, double, 2, i), t);
+            double m = (double)*AT3(x, float, i, 0, t) + (double)*AT3(x, float, i, 1, t);
+            in = in + m * sd;
+        }
+        if (!gstill) {
+            g = ramp_at(v[R_G], v[R_G + 1], v[R_G + 2], t);
+            a1 = 1.0 / (1.0 + g * (g + kd));
+            a2 = g * a1;
+            a3 = g * a2;
+        }
+        double v3 = in - c2;
+        double v1 = a1 * c1 + a2 * v3;
+        double v2 = (c2 + a2 * c1) + a3 * v3;
+        c1 = rv_keep(2.0 * v1 - c1);
+        c2 = rv_keep(2.0 * v2 - c2);
+        double u = ((in - kd * v1) - v2) * 0.015;
+        double fb = ramp_at(v[R_FB], v[R_FB + 1], v[R_FB + 2], t);
+        double ret = ramp_at(v[R_RET], v[R_RET + 1], v[R_RET + 2], t);
+        int loud = fabs(in) > RV_QUIET;
+        for (int s = 0; s < 2; s++) {
+            float *ln = AT2(lines, float, s, 0);
+            const Py_ssize_t step = lines->st[1];
+#define LINE(k) (*(float *)((char *)ln + (k) * step))
+            double sum = 0.0;
+            for (int j = 0; j < RV_COMBS; j++) {
+                Py_ssize_t k = off[s][j] + pos[s][j];
+                double out = (double)LINE(k);
+                double fs = rv_keep(out * undamp + store[s][j] * damp);
+                store[s][j] = fs;
+                LINE(k) = (float)rv_keep(u + fs * fb);
+                sum = sum + out;
+                pos[s][j] = pos[s][j] + 1 == len[s][j] ? 0 : pos[s][j] + 1;
+            }
+            for (int j = RV_COMBS; j < RV_STAGES; j++) {
+                Py_ssize_t k = off[s][j] + pos[s][j];
+                double bo = (double)LINE(k);
+                LINE(k) = (float)rv_keep(sum + bo * 0.5);
+                sum = bo - sum;
+                pos[s][j] = pos[s][j] + 1 == len[s][j] ? 0 : pos[s][j] + 1;
+            }
+#undef LINE
+            float *mp = AT2(mix, float, s, t);
+            *mp = *mp + (float)(ret * sum);
+            if (fabs(sum) > RV_QUIET)
+                loud = 1;
+        }
+        quiet = loud ? 0.0 : quiet + 1.0;
+    }
+    for (int s = 0; s < 2; s++) {
+        for (int j = 0; j < RV_STAGES; j++)
+            *AT2(st, double, s, j) = (double)pos[s][j];
+        for (int j = 0; j < RV_COMBS; j++)
+            *AT2(st, double, s, RV_STAGES + j) = store[s][j];
+    }
+    *AT2(st, double, 0, 20) = c1;
+    *AT2(st, double, 0, 21) = c2;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double *l = AT2(sends, double, 2, i);
+        double nl = *l - (double)frames;
+        *l = nl > 0.0 ? nl : 0.0;
+    }
+    for (int j = R_FB + 2; j <= R_G + 2; j += 3) {
+        double nl = v[j] - (double)frames;
+        *AT1(bus, double, j) = nl > 0.0 ? nl : 0.0;
+    }
+    *AT1(bus, double, R_QUIET) = quiet;
+    result = Py_NewRef(Py_None);
+done:
+    release_all(b, 7);
+    return result;
+}
+
 /* mixdown(x, rows, frames, mix, prod, co)
  *
  * The FX path's strips into the master bus: mix (2, >= frames) = the sum of
@@ -1057,6 +1243,7 @@ static PyMethodDef methods[] = {
     {"block", block, METH_VARARGS, "A steady block in one call (see _kernel.c)."},
     {"filter", filter, METH_VARARGS, "The DJ filter of strips, in place (see _kernel.c)."},
     {"echo", echo, METH_VARARGS, "The echo bus into the mix (see _kernel.c)."},
+    {"reverb", reverb, METH_VARARGS, "The reverb bus into the mix (see _kernel.c)."},
     {"mixdown", mixdown, METH_VARARGS, "The FX path's strips into the mix (see _kernel.c)."},
     {"read", read_head, METH_VARARGS, "The read head between rates (see _kernel.c)."},
     {"zero", zero, METH_O, "Fill a float32 buffer with zeros."},
@@ -1073,7 +1260,7 @@ static struct PyModuleDef module = {
 
 /* Bumped with every change of a signature or a meaning: core/mixer/engine.py
  * runs numpy rather than a stale build (an editable install not rebuilt). */
-#define KERNEL_ABI 4
+#define KERNEL_ABI 5
 
 PyMODINIT_FUNC
 PyInit__kernel(void)

@@ -99,6 +99,18 @@ def echo(
     mix: np.ndarray,
     /,
 ) -> None: ...
+def reverb(
+    x: np.ndarray,
+    rows: int,
+    frames: int,
+    sends: np.ndarray,
+    bus: np.ndarray,
+    lens: np.ndarray,
+    lines: np.ndarray,
+    state: np.ndarray,
+    mix: np.ndarray,
+    /,
+) -> None: ...
 def read(
     src: np.ndarray,
     state: np.ndarray,

@@ -22,6 +22,7 @@ __all__ = [
     "Play",
     "Quantized",
     "Rate",
+    "ReverbTarget",
     "Roll",
     "RollEnd",
     "Seek",
@@ -84,7 +85,8 @@ class StripTarget:
     ``filter`` is the DJ filter's knob (-1..1: low-pass below 0, high-pass above,
     0 a true bypass) and ``res`` its resonance (0..1). ``echo`` is the send to the
     echo bus (0..1), tapped after the fader, mute and filter, or before the fader
-    and mute (and the filter) with ``echo_pre``.
+    and mute (and the filter) with ``echo_pre``. ``reverb`` is the send to the
+    reverb bus (0..1), tapped after the fader, mute and filter.
     """
 
     index: int
@@ -96,6 +98,7 @@ class StripTarget:
     res: float = 0.0
     echo: float = 0.0
     echo_pre: bool = False
+    reverb: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,16 @@ class EchoTarget:
     ms: float
     feedback: float
     filter: float
+    level: float
+
+
+@dataclass(frozen=True)
+class ReverbTarget:
+    """The reverb bus: room size (0..1, the combs' feedback), the low-cut on its
+    input in Hz (clamped to the mixer's range) and the return level (0..1)."""
+
+    size: float
+    lowcut: float
     level: float
 
 
@@ -235,6 +248,7 @@ Command = (
     StripTarget
     | MasterTarget
     | EchoTarget
+    | ReverbTarget
     | Play
     | Pause
     | Stop

@@ -45,6 +45,7 @@ from .commands import (
     Play,
     Quantized,
     Rate,
+    ReverbTarget,
     Roll,
     RollEnd,
     Seek,
@@ -193,6 +194,8 @@ class MixerControl(MixerState):
             self.fx.master(cmd)
         elif isinstance(cmd, EchoTarget):
             self.fx.echo(cmd)
+        elif isinstance(cmd, ReverbTarget):
+            self.fx.reverb(cmd)
         elif isinstance(cmd, Play):
             if self.track is not None:
                 if self._ending:  # as after the end: the play head fades in where it is

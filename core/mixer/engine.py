@@ -76,14 +76,16 @@ head into an unseparated region) is the jump's crossfade at the same position
 
 Every strip and the master have a DJ filter (``StripTarget.filter``, ``.res``),
 and every strip a send to one stereo echo bus (``StripTarget.echo``, ``.echo_pre``;
-the bus by :class:`~stemdeck.core.mixer.commands.EchoTarget`), held by the
+the bus by :class:`~stemdeck.core.mixer.commands.EchoTarget`) and one to a stereo
+reverb bus (``StripTarget.reverb``; the bus by
+:class:`~stemdeck.core.mixer.commands.ReverbTarget`), held by the
 :class:`~.fx.Effects` the Mixer owns (``Mixer.fx``): while every knob stands at 0
-and no send is open and the echo is silent, the block is exactly as described
+and no send is open and both buses are silent, the block is exactly as described
 above; otherwise it renders through the FX path (:meth:`.fx.Effects.block`:
 per-strip sums over every play head, each strip's filter, the mixdown, the echo
-bus, the master's filter), never the one-call shortcut. The echo's tail rings
-out after mute, pause, stop and track change (:meth:`.fx.Effects.tail` runs the
-bus while no head sounds), until it is quiet.
+and reverb buses, the master's filter), never the one-call shortcut. Their tails
+ring out after mute, pause, stop and track change (:meth:`.fx.Effects.tail` runs
+the buses while no head sounds), until they are quiet.
 
 The output is always finite: a block with a NaN or infinite sample (a damaged
 file that slipped through) is replaced by silence and counted in
@@ -293,7 +295,7 @@ class Mixer(MixerControl):
         if self.track is not None:  # prepared again with a track in: its step at this rate
             self._track_step(self.track)
         #: The DJ filters and the echo bus (:class:`~.fx.Effects`); the block reads
-        #: ``fx.active`` (the FX path runs) and ``fx.echo_on`` (the echo rings).
+        #: ``fx.active`` (the FX path runs), ``fx.echo_on`` and ``fx.reverb_on`` (they ring).
         self.fx = Effects(
             self._kern,
             n,
@@ -573,7 +575,7 @@ class Mixer(MixerControl):
         chan_out = self._chan_out
         kern = self._kern
         tail = track is None or (not self.playing and not moving and self._transport.current == 0)
-        if tail and not fx.echo_on:
+        if tail and not (fx.echo_on or fx.reverb_on):
             kern.zero(out)  # the compiled zero keeps the GIL, where a large fill hands it over
             kern.zero(mix)
             self._count += frames
@@ -581,7 +583,7 @@ class Mixer(MixerControl):
         if chan_out is not None:
             kern.zero(chan_out[:, :, :frames])
         if tail:
-            # No play head sounds, but the echo rings out: its return, through the
+            # No play head sounds, but a bus rings out: its return, through the
             # master's filter, is the master bus (per-strip outputs stay silent).
             fx.tail(frames)
             rows = 1

@@ -1,22 +1,32 @@
 """The mixer's FX (issue #25): a DJ filter on every strip and on the master, and
-one stereo echo bus every strip sends to.
+one stereo echo bus and one stereo reverb bus every strip sends to.
 
 :class:`Effects` holds their state, made by :meth:`Mixer.prepare
 <stemdeck.core.mixer.engine.Mixer.prepare>` (the ``Mixer.fx`` it owns): the
 filters' knob and resonance ramps and states, the echo's send ramps, delay line
-and scalars, the filter's cutoff table and the buffers of the FX path. Commands
+and scalars, the reverb's send ramps, delay lines (sized once, here) and
+scalars, the filter's cutoff table and the buffers of the FX path. Commands
 reach it from the audio thread (:meth:`Effects.strip`, :meth:`Effects.master`,
-:meth:`Effects.echo`), as the Mixer's own do: scalar work only.
+:meth:`Effects.echo`, :meth:`Effects.reverb`), as the Mixer's own do: scalar
+work only.
 
-While every knob stands at 0, no send is open and the echo is silent,
+While every knob stands at 0, no send is open and both buses are silent,
 :attr:`Effects.active` is False and the Mixer's block does not touch any of it:
 the output is exactly what it is without FX. Otherwise the block renders through
 :meth:`Effects.block` (one call, in place of the plain render: per-strip sums
 over every play head, each strip's filter, the mixdown, the echo bus, the
-master's filter); while no play head sounds and the echo still rings,
-:meth:`Effects.tail` runs the bus alone, so the tail is never cut. The
-arithmetic is the kernel's (:mod:`.kernel`: ``filter``, ``mixdown``, ``echo``);
-like the rest of the block, no call here allocates array data.
+reverb bus, the master's filter); while no play head sounds and a bus still
+rings, :meth:`Effects.tail` runs the buses alone, so no tail is cut. The
+arithmetic is the kernel's (:mod:`.kernel`: ``filter``, ``mixdown``, ``echo``,
+``reverb``); like the rest of the block, no call here allocates array data.
+
+The reverb is Jezar's Freeverb (public domain): per side eight damped combs in
+parallel and four allpasses in series, the right side's delays longer by the
+stereo spread (:data:`REVERB_COMBS_44K`, :data:`REVERB_ALLPASSES_44K`,
+:data:`REVERB_SPREAD_44K`, in samples at 44.1 kHz, scaled to the rate). The
+room size sets the combs' feedback (0.7 + 0.28 size, Freeverb's own law), the
+damping is fixed at Freeverb's default (:data:`REVERB_DAMP`), and a low-cut
+(12 dB/octave) on its input spares the bass.
 """
 
 from __future__ import annotations
@@ -26,19 +36,44 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .commands import EchoTarget, MasterTarget, StripTarget, Track
+from .commands import EchoTarget, MasterTarget, ReverbTarget, StripTarget, Track
 from .heads import FadingHead
-from .kernel import ECHO_BUS_FIELDS, Kernel, glide_at
-from .params import ECHO_FEEDBACK, ECHO_MAX_MS, ECHO_MIN_MS, ECHO_MS, ECHO_RETURN
+from .kernel import (
+    ECHO_BUS_FIELDS,
+    REVERB_BUS_FIELDS,
+    REVERB_COMBS,
+    REVERB_STATE,
+    Kernel,
+    glide_at,
+)
+from .params import (
+    ECHO_FEEDBACK,
+    ECHO_MAX_MS,
+    ECHO_MIN_MS,
+    ECHO_MS,
+    ECHO_RETURN,
+    MAX_TRACK_RATE,
+    REVERB_LOWCUT,
+    REVERB_MAX_LOWCUT,
+    REVERB_MIN_LOWCUT,
+    REVERB_RETURN,
+    REVERB_SIZE,
+)
 
 __all__ = [
     "ECHO_GLIDE_S",
     "FILTER_HP_HZ",
     "FILTER_LP_HZ",
     "FILTER_TABLE",
+    "REVERB_ALLPASSES_44K",
+    "REVERB_COMBS_44K",
+    "REVERB_DAMP",
+    "REVERB_SPREAD_44K",
     "Effects",
     "FilterRamps",
     "Render",
+    "reverb_feedback",
+    "reverb_lengths",
 ]
 
 ECHO_GLIDE_S = 0.25  # a change of the echo's delay glides over this (tape-like)
@@ -47,6 +82,16 @@ FILTER_TABLE = 4096  # steps of the DJ filter's cutoff table over |knob| 0..1
 # 20 Hz, the high-pass opens from 20 Hz to 20 kHz (exponentially: even in pitch).
 FILTER_LP_HZ = (20000.0, 20.0)
 FILTER_HP_HZ = (20.0, 20000.0)
+
+# Freeverb's delays in samples at 44.1 kHz (left side; the right adds the spread).
+REVERB_COMBS_44K = (1116, 1188, 1277, 1356, 1422, 1491, 1557, 1617)
+REVERB_ALLPASSES_44K = (556, 441, 341, 225)
+REVERB_SPREAD_44K = 23
+REVERB_DAMP = 0.2  # Freeverb's default damping (0.5 of its 0.4 scale)
+# The reverb bus stops once quiet (-90 dBFS) for as many round trips of its longest
+# comb as its feedback needs to take what may be left 30 dB further down.
+_REVERB_MARGIN = 10 ** (-30 / 20)
+_REVERB_NEVER = float(2**53)  # the reverb's quiet count when it is silent
 
 # A DJ filter's knob and resonance ramps: (target, step, samples left) each, float64.
 FilterRamps = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -58,6 +103,22 @@ Render = Callable[[Track, int, np.ndarray, "np.ndarray | None", "Effects | None"
 
 def _filter_ramps(n: int) -> FilterRamps:
     return (np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n))
+
+
+def reverb_lengths(sr: int) -> np.ndarray:
+    """The reverb's twelve delays per side at ``sr`` (eight combs, four allpasses),
+    float64 (2, 12), whole samples of at least 1: Freeverb's, scaled to the rate."""
+    out = np.zeros((2, 12))
+    for side in (0, 1):
+        spread = REVERB_SPREAD_44K * side
+        for j, t in enumerate((*REVERB_COMBS_44K, *REVERB_ALLPASSES_44K)):
+            out[side, j] = max(1, round((t + spread) * sr / 44100))
+    return out
+
+
+def reverb_feedback(size: float) -> float:
+    """The combs' feedback at room size 0..1 (Freeverb's law: 0.7 + 0.28 size)."""
+    return 0.7 + 0.28 * size
 
 
 def _within(value: float, lo: float, hi: float) -> float:
@@ -97,6 +158,8 @@ class Effects:
         the echo rings. Read by the Mixer's block; set here only.
     echo_on : bool
         The echo bus runs (a send is open, or its tail has not died away yet).
+    reverb_on : bool
+        The reverb bus runs (a send is open, or its tail has not died away yet).
     echo_glide : int
         Samples a change of the echo's delay glides over (``ECHO_GLIDE_S``, at
         least ``ramp_len``).
@@ -161,6 +224,25 @@ class Effects:
         bus[1], bus[4], bus[7] = self._delay(ECHO_MS), ECHO_FEEDBACK, ECHO_RETURN
         bus[14] = float(self.echo_glide)
         bus[13] = 2.0 * self._echo_len  # quiet for longer than any delay: silent
+        # The reverb bus: each strip's send ramp (target, step, left), its delay
+        # lines (sized for the highest rate, so no rate allocates more), its state
+        # (positions, comb stores, low-cut) and scalars.
+        self.reverb_on = False
+        self._rsends = np.zeros((3, n))
+        self._rsend_params = [0.0] * n
+        self._rsending: set[int] = set()
+        self._rsend_frames = 0
+        self._reverb_state = (REVERB_SIZE, REVERB_LOWCUT, REVERB_RETURN)
+        self._rlens = reverb_lengths(sr)
+        self._rlongest = int(self._rlens[:, :REVERB_COMBS].max())
+        capacity = int(reverb_lengths(max(sr, MAX_TRACK_RATE)).sum(axis=1).max())
+        self._rlines = np.zeros((2, capacity), np.float32)
+        self._rstate = np.zeros((2, REVERB_STATE))
+        self._rbus = np.zeros(REVERB_BUS_FIELDS)
+        rb = self._rbus
+        rb[0], rb[3] = reverb_feedback(REVERB_SIZE), REVERB_RETURN
+        rb[6], rb[9] = self._lowcut(REVERB_LOWCUT), REVERB_DAMP
+        rb[10] = _REVERB_NEVER  # quiet for longer than any decay: silent
         self.pre_sum = np.zeros((n, 2, b), np.float32)
         self.pre_prod = np.zeros((n, 2, b), np.float32)
         self.pre_mix = np.zeros((2, b), np.float32)
@@ -186,13 +268,23 @@ class Effects:
         send, pre = self._send_params[index]
         return (send, float(pre))
 
+    def reverb_state(self, index: int | None) -> tuple[float, ...]:
+        """Strip ``index``'s reverb send (send,), or with None the bus (size,
+        lowcut, return), as last applied (``Mixer.reverb_state`` checks ``index``)."""
+        if index is None:
+            return self._reverb_state
+        return (self._rsend_params[index],)
+
     def reset(self) -> None:
-        """Filter states and the echo's line cleared; the bus silent."""
+        """Filter states, the echo's line and the reverb's lines cleared; the buses silent."""
         self._fstate.fill(0.0)
         self._mfstate.fill(0.0)
         self._echo_line.fill(0.0)
         self._echo_fstate.fill(0.0)
         self._echo_bus[13] = 2.0 * self._echo_len
+        self._rlines.fill(0.0)
+        self._rstate.fill(0.0)
+        self._rbus[10] = _REVERB_NEVER
 
     # -- commands (audio thread) ----------------------------------------------------
     def strip(self, i: int, cmd: StripTarget) -> None:
@@ -204,6 +296,9 @@ class Effects:
         send = (_within(cmd.echo, 0.0, 1.0), bool(cmd.echo_pre))
         if send != self._send_params[i]:
             self._aim_send(i, send)
+        rsend = _within(cmd.reverb, 0.0, 1.0)
+        if rsend != self._rsend_params[i]:
+            self._aim_reverb_send(i, rsend)
 
     def master(self, cmd: MasterTarget) -> None:
         """The master's filter from ``cmd`` (clamped), gliding if it changed."""
@@ -213,9 +308,11 @@ class Effects:
             self._aim_filter(self._mfparams, 0, fx, master=True)
 
     def play(self) -> None:
-        """The transport plays: with a send open, the bus runs again."""
+        """The transport plays: with a send open, its bus runs again."""
         if self._sending:
             self.echo_on = self.active = True
+        if self._rsending:
+            self.reverb_on = self.active = True
 
     def _aim_filter(
         self,
@@ -260,6 +357,57 @@ class Effects:
             self._sending.discard(i)
         self._send_frames = self._ramp_len
         self.echo_on = self.active = True
+
+    def _aim_reverb_send(self, i: int, send: float) -> None:
+        """Glide strip ``i``'s reverb send to ``send`` over ``ramp_len``."""
+        self._rsend_params[i] = send
+        tgt, step, left = self._rsends[0], self._rsends[1], self._rsends[2]
+        now = tgt[i] - step[i] * left[i]
+        tgt[i] = send
+        step[i] = (send - now) / self._ramp_len
+        left[i] = float(self._ramp_len)
+        if send != 0.0:
+            self._rsending.add(i)
+        else:
+            self._rsending.discard(i)
+        self._rsend_frames = self._ramp_len
+        self.reverb_on = self.active = True
+
+    def _lowcut(self, hz: float) -> float:
+        """The reverb low-cut's coefficient g = tan(pi fc / sr) (fc far below Nyquist)."""
+        return math.tan(math.pi * min(hz, 0.45 * self._sr) / self._sr)
+
+    def _reverb_silent(self) -> bool:
+        """Nothing audible is left in the reverb: quiet (-90 dBFS) for as many round
+        trips of its longest comb as its feedback (the larger, while it glides) needs
+        to fall 30 dB further."""
+        rb = self._rbus
+        fb = max(rb[0], rb[0] - rb[1] * rb[2])
+        trips = math.ceil(math.log(_REVERB_MARGIN) / math.log(min(fb, 0.999)))
+        return bool(rb[10] > self._rlongest * trips)
+
+    def reverb(self, cmd: ReverbTarget) -> None:
+        """Glide the reverb bus to ``cmd`` over ``ramp_len`` (at once while the bus
+        is silent); the bus then runs until it is quiet again."""
+        state = (
+            _within(cmd.size, 0.0, 1.0),
+            _within(cmd.lowcut, REVERB_MIN_LOWCUT, REVERB_MAX_LOWCUT),
+            _within(cmd.level, 0.0, 1.0),
+        )
+        if state == self._reverb_state:
+            return
+        self._reverb_state = state
+        rb = self._rbus
+        wants = ((0, reverb_feedback(state[0])), (3, state[2]), (6, self._lowcut(state[1])))
+        if self._reverb_silent():  # nothing in the bus to click: it stands there at once
+            for j, want in wants:
+                rb[j], rb[j + 1], rb[j + 2] = want, 0.0, 0.0
+            self._rstate[0, 20:22] = 0.0
+        else:
+            for j, want in wants:
+                now = rb[j] - rb[j + 1] * rb[j + 2]
+                rb[j], rb[j + 1], rb[j + 2] = want, (want - now) / self._ramp_len, self._ramp_len
+        self.reverb_on = self.active = True
 
     def _delay(self, ms: float) -> float:
         """A delay in milliseconds as samples, within what the line holds."""
@@ -334,46 +482,82 @@ class Effects:
                 self.table,
                 self._mix,
             )
+        if self.reverb_on:
+            kern.reverb(
+                sums,
+                filtered,
+                frames,
+                self._rsends,
+                self._rbus,
+                self._rlens,
+                self._rlines,
+                self._rstate,
+                self._mix,
+            )
         kern.filter(self._mix3, 1, frames, *self._mfparams, self._mfstate, self.table)
         self._moved_on(frames)
 
     def tail(self, frames: int) -> None:
         """A block with no play head sounding (paused, stopped, past the end, no
-        track) while the echo bus rings out: nothing enters it, its return goes
-        through the master's filter into the master bus (the Mixer then applies
-        the master gain and meters it). The echo is on the master only."""
+        track) while the echo or the reverb rings out: nothing enters them, their
+        returns go through the master's filter into the master bus (the Mixer then
+        applies the master gain and meters it). The tails are on the master only."""
         kern = self._kern
         kern.zero(self._mix)
         # Every strip's filter and send ramp moves on, as in any block.
         kern.filter(self._strip_sum, 0, frames, *self._fparams, self._fstate, self.table)
-        kern.echo(
-            self._strip_sum,
-            self.pre_sum,
-            0,
-            frames,
-            self._sends,
-            self._echo_bus,
-            self._echo_line,
-            self._echo_fstate,
-            self.table,
-            self._mix,
-        )
+        if self.echo_on:
+            kern.echo(
+                self._strip_sum,
+                self.pre_sum,
+                0,
+                frames,
+                self._sends,
+                self._echo_bus,
+                self._echo_line,
+                self._echo_fstate,
+                self.table,
+                self._mix,
+            )
+        if self.reverb_on:
+            kern.reverb(
+                self._strip_sum,
+                0,
+                frames,
+                self._rsends,
+                self._rbus,
+                self._rlens,
+                self._rlines,
+                self._rstate,
+                self._mix,
+            )
         kern.filter(self._mix3, 1, frames, *self._mfparams, self._mfstate, self.table)
         self._moved_on(frames, tail=True)
 
     def _moved_on(self, frames: int, *, tail: bool = False) -> None:
-        """After an FX block: glides counted down; the echo bus stops once nothing
-        can send to it (no send open, or a ``tail`` block: no head sounds, until
-        the next Play) and it has been quiet for longer than its delay; the plain
-        path comes back when no filter is engaged and the bus has stopped."""
+        """After an FX block: glides counted down; a bus stops once nothing can
+        send to it (no send open, or a ``tail`` block: no head sounds, until the
+        next Play) and it has been quiet long enough (the echo: longer than its
+        delay; the reverb: see ``_reverb_silent``); the plain path comes back when
+        no filter is engaged and both buses have stopped."""
         self._filter_frames = max(self._filter_frames - frames, 0)
         self._send_frames = max(self._send_frames - frames, 0)
+        self._rsend_frames = max(self._rsend_frames - frames, 0)
         if self.echo_on and (tail or not self._sending) and not self._send_frames:
             if self._silent() and not self._echo_bus[3]:
                 self.echo_on = False
                 self._echo_fstate.fill(0.0)
-        if not self._filter_frames and not self._filtered and not self.echo_on:
-            # Every knob is back at 0 and the echo is silent: the plain path from the
+        if self.reverb_on and (tail or not self._rsending) and not self._rsend_frames:
+            if self._reverb_silent():
+                self.reverb_on = False
+                self._rstate[0, 20:22] = 0.0
+        if (
+            not self._filter_frames
+            and not self._filtered
+            and not self.echo_on
+            and not self.reverb_on
+        ):
+            # Every knob is back at 0 and the buses are silent: the plain path from the
             # next block on, with clean filter states for the next time.
             self.active = False
             self._fstate.fill(0.0)

@@ -33,9 +33,10 @@ comes out within 86.5-87.5 dB SNR of the ideal band-limited signal, and of
 ``scipy.signal.resample_poly`` with a long filter alike.
 
 The FX calls (issue #25) are here too: ``filter`` (the DJ filter of strips or of
-the master bus), ``mixdown`` (the FX path's strips into the bus) and ``echo`` (the
-echo bus, sample by sample; its numpy reference loops in Python floats, fine as a
-reference, too slow for an FX-heavy real-time block).
+the master bus), ``mixdown`` (the FX path's strips into the bus), ``echo`` (the
+echo bus) and ``reverb`` (the reverb bus: a Freeverb behind a low-cut), both
+sample by sample; their numpy references loop in Python floats, fine as
+references, too slow for an FX-heavy real-time block.
 
 Every call's arguments and meaning are documented in ``core/mixer/_kernel.c``.
 """
@@ -60,6 +61,11 @@ __all__ = [
     "READ_RES",
     "READ_TABLE",
     "READ_TAPS",
+    "REVERB_BUS_FIELDS",
+    "REVERB_COMBS",
+    "REVERB_QUIET",
+    "REVERB_STAGES",
+    "REVERB_STATE",
     "CompiledKernel",
     "Kernel",
     "NumpyKernel",
@@ -67,7 +73,7 @@ __all__ = [
     "read_table",
 ]
 
-KERNEL_ABI = 4  # the _kernel.c this package calls (its KERNEL_ABI)
+KERNEL_ABI = 5  # the _kernel.c this package calls (its KERNEL_ABI)
 
 
 class Kernel(Protocol):
@@ -143,6 +149,20 @@ class Kernel(Protocol):
         line: np.ndarray,
         fstate: np.ndarray,
         table: np.ndarray,
+        mix: np.ndarray,
+        /,
+    ) -> None: ...
+
+    def reverb(
+        self,
+        x: np.ndarray,
+        rows: int,
+        frames: int,
+        sends: np.ndarray,
+        bus: np.ndarray,
+        lens: np.ndarray,
+        lines: np.ndarray,
+        state: np.ndarray,
         mix: np.ndarray,
         /,
     ) -> None: ...
@@ -253,6 +273,29 @@ _B_POS, _B_D, _B_FB, _B_RET, _B_K, _B_QUIET, _B_DLEN = 0, 1, 4, 7, 10, 13, 14
 ECHO_BUS_FIELDS = 15
 
 
+# The reverb bus's scalars (``_kernel.c``'s ``reverb``): the ramps (target, step,
+# samples left) of the comb feedback, the return and the low-cut's g, the
+# damping, the samples it has been quiet. Its state per side: twelve positions
+# (eight combs, four allpasses), eight comb stores, the low-cut's (ic1, ic2).
+_R_FB, _R_RET, _R_G, _R_DAMP, _R_QUIET = 0, 3, 6, 9, 10
+REVERB_BUS_FIELDS = 11
+REVERB_COMBS = 8
+REVERB_STAGES = 12
+REVERB_STATE = 22
+REVERB_QUIET = 3.1622776601683795e-05  # -90 dBFS
+
+
+def _rv_keep(w: float) -> float:
+    """A reverb line's write within +-1000, NaN 0, 0 below 1e-30 (``_kernel.c``'s ``rv_keep``)."""
+    if not w <= 1000.0:
+        w = 1000.0 if w > 1000.0 else 0.0
+    if w < -1000.0:
+        w = -1000.0
+    if abs(w) < 1e-30:
+        w = 0.0
+    return w
+
+
 def _ramp_at(tgt: float, step: float, left: float, t: int) -> float:
     rem = left - float(t + 1)
     return tgt - step * rem if rem > 0.0 else tgt
@@ -342,6 +385,9 @@ class NumpyKernel:
         self._echo_tmp = np.zeros((2, b))
         self._echo_mask = np.zeros(b, bool)
         self._echo_ret = np.zeros((2, b), np.float32)  # the return, to add to the mix
+        self._rv_in = np.zeros(b)  # what the strips send to the reverb (mono), float64
+        self._rv_tmp = np.zeros(b)
+        self._rv_ret = np.zeros((2, b), np.float32)  # the reverb's return, to add to the mix
         # The read head: each frame's position, phase and cutoff.
         self._rd_pos = np.zeros(b)
         self._rd_phase = np.zeros(b)
@@ -632,6 +678,103 @@ class NumpyKernel:
         for j in (_B_D + 2, _B_FB + 2, _B_RET + 2, _B_K + 2):
             bus[j] = max(v[j] - frames, 0.0)
         bus[_B_QUIET] = quiet
+
+    def reverb(
+        self,
+        x: np.ndarray,
+        rows: int,
+        frames: int,
+        sends: np.ndarray,
+        bus: np.ndarray,
+        lens: np.ndarray,
+        lines: np.ndarray,
+        state: np.ndarray,
+        mix: np.ndarray,
+        /,
+    ) -> None:
+        """The reverb bus into ``mix`` (see ``_kernel.c``): the sends summed with
+        numpy, then the low-cut, the combs and the allpasses sample by sample in
+        Python floats (float64, the compiled kernel's order). The reference only: slow."""
+        t1 = self._t1[:frames]
+        into, tmp = self._rv_in[:frames], self._rv_tmp[:frames]
+        sd, mask = self._echo_send[:frames], self._echo_mask[:frames]
+        into.fill(0.0)
+        for i in range(rows):
+            np.subtract(sends[2, i], t1, out=sd)
+            np.greater(sd, 0.0, out=mask)
+            np.multiply(sends[1, i], sd, out=sd)
+            np.subtract(sends[0, i], sd, out=sd)
+            np.copyto(sd, sends[0, i], where=~mask)
+            np.add(x[i, 0, :frames], x[i, 1, :frames], out=tmp, dtype=np.float64)
+            np.multiply(tmp, sd, out=tmp)
+            np.add(into, tmp, out=into)
+        size = lines.shape[1]
+        length = [[int(a) for a in lens[s]] for s in (0, 1)]
+        offset = [[sum(length[s][:j]) for j in range(REVERB_STAGES)] for s in (0, 1)]
+        pos = [[int(a) for a in state[s, :REVERB_STAGES]] for s in (0, 1)]
+        for s in (0, 1):
+            if offset[s][-1] + length[s][-1] > size or min(length[s]) < 1:
+                raise ValueError("out of bounds: reverb: lengths")
+            if any(not 0 <= p < n for p, n in zip(pos[s], length[s], strict=True)):
+                raise ValueError("out of bounds: reverb: lengths")
+        store = [[float(a) for a in state[s, REVERB_STAGES:20]] for s in (0, 1)]
+        c1, c2 = float(state[0, 20]), float(state[0, 21])
+        v = [float(a) for a in bus]
+        damp = v[_R_DAMP]
+        undamp = 1.0 - damp
+        quiet = v[_R_QUIET]
+        kd = 1.4142135623730951
+        ins = into.tolist()
+        ret_out = self._rv_ret[:, :frames]
+        rows_l = [lines[0], lines[1]]
+        for t in range(frames):
+            g = _ramp_at(v[_R_G], v[_R_G + 1], v[_R_G + 2], t)
+            a1 = 1.0 / (1.0 + g * (g + kd))
+            a2 = g * a1
+            a3 = g * a2
+            xin = ins[t]
+            v3 = xin - c2
+            v1 = a1 * c1 + a2 * v3
+            v2 = (c2 + a2 * c1) + a3 * v3
+            c1 = _rv_keep(2.0 * v1 - c1)
+            c2 = _rv_keep(2.0 * v2 - c2)
+            u = ((xin - kd * v1) - v2) * 0.015
+            fb = _ramp_at(v[_R_FB], v[_R_FB + 1], v[_R_FB + 2], t)
+            ret = _ramp_at(v[_R_RET], v[_R_RET + 1], v[_R_RET + 2], t)
+            loud = abs(xin) > REVERB_QUIET
+            for s in (0, 1):
+                line, off, ln, ps, st = rows_l[s], offset[s], length[s], pos[s], store[s]
+                total = 0.0
+                for j in range(REVERB_COMBS):
+                    k = off[j] + ps[j]
+                    out = float(line[k])
+                    fs = _rv_keep(out * undamp + st[j] * damp)
+                    st[j] = fs
+                    line[k] = _rv_keep(u + fs * fb)
+                    total = total + out
+                    ps[j] = 0 if ps[j] + 1 == ln[j] else ps[j] + 1
+                for j in range(REVERB_COMBS, REVERB_STAGES):
+                    k = off[j] + ps[j]
+                    bo = float(line[k])
+                    line[k] = _rv_keep(total + bo * 0.5)
+                    total = bo - total
+                    ps[j] = 0 if ps[j] + 1 == ln[j] else ps[j] + 1
+                ret_out[s, t] = ret * total
+                if abs(total) > REVERB_QUIET:
+                    loud = True
+            quiet = 0.0 if loud else quiet + 1.0
+        np.add(mix[:, :frames], ret_out, out=mix[:, :frames])
+        for s in (0, 1):
+            for j in range(REVERB_STAGES):
+                state[s, j] = pos[s][j]
+            for j in range(REVERB_COMBS):
+                state[s, REVERB_STAGES + j] = store[s][j]
+        state[0, 20], state[0, 21] = c1, c2
+        np.subtract(sends[2], frames, out=sends[2])
+        np.maximum(sends[2], 0.0, out=sends[2])
+        for j in (_R_FB + 2, _R_RET + 2, _R_G + 2):
+            bus[j] = max(v[j] - frames, 0.0)
+        bus[_R_QUIET] = quiet
 
     def mixdown(
         self,

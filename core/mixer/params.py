@@ -28,6 +28,11 @@ __all__ = [
     "MIN_RATE",
     "MIN_TRACK_RATE",
     "OFF_DB",
+    "REVERB_LOWCUT",
+    "REVERB_MAX_LOWCUT",
+    "REVERB_MIN_LOWCUT",
+    "REVERB_RETURN",
+    "REVERB_SIZE",
     "UNITY_FADER",
     "db_to_fader",
     "db_to_gain",
@@ -55,6 +60,12 @@ ECHO_MAX_MS = 4000.0
 ECHO_MS = 500.0
 ECHO_FEEDBACK = 0.5
 ECHO_RETURN = 1.0
+# The reverb bus: its low-cut's range (Hz) and the values it starts at.
+REVERB_MIN_LOWCUT = 20.0
+REVERB_MAX_LOWCUT = 1000.0
+REVERB_SIZE = 0.5
+REVERB_LOWCUT = 200.0
+REVERB_RETURN = 1.0
 
 # (fader position where the segment starts, slope in dB per unit, offset in dB)
 _TAPER = ((0.5, 40.0, -30.0), (0.25, 80.0, -50.0), (0.0625, 160.0, -70.0), (0.0, 480.0, -90.0))

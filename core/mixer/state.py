@@ -8,8 +8,9 @@ between, and every call stays ``self.method``):
 - :class:`MixerState` (here): the state a control thread may read, declared, and
   the read side: :meth:`~MixerState.read_meters`, :meth:`~MixerState.strip_state`,
   :meth:`~MixerState.master_state`, :meth:`~MixerState.filter_state`,
-  :meth:`~MixerState.echo_state`, :attr:`~MixerState.rolling`,
-  :attr:`~MixerState.loop`, :attr:`~MixerState.echo_running`;
+  :meth:`~MixerState.echo_state`, :meth:`~MixerState.reverb_state`,
+  :attr:`~MixerState.rolling`, :attr:`~MixerState.loop`,
+  :attr:`~MixerState.echo_running`, :attr:`~MixerState.reverb_running`;
 - :class:`~stemdeck.core.mixer.control.MixerControl` (:mod:`.control`): the
   commands, from :meth:`~stemdeck.core.mixer.control.MixerControl.post` to what a
   drained command changes;
@@ -17,7 +18,7 @@ between, and every call stays ``self.method``):
   block.
 
 None of this runs in the audio thread. A torn read of the meters only blurs a
-meter; strip, master, filter and echo states are tuples the audio thread
+meter; strip, master, filter, echo and reverb states are tuples the audio thread
 replaces whole, so each read is the value of one command, never half of two.
 """
 
@@ -219,6 +220,19 @@ class MixerState:
         self._check_fx_index(index, "no echo yet")
         return self.fx.echo_state(index)
 
+    def reverb_state(self, index: int | None) -> tuple[float, ...]:
+        """Strip ``index``'s reverb send (send,), or with None the reverb bus (size,
+        lowcut in Hz, return), as the audio thread last applied them. For control
+        threads and tests, as :meth:`filter_state`.
+
+        Raises
+        ------
+        ParameterError
+            Not prepared yet, or ``index`` outside ``0..max_channels - 1``.
+        """
+        self._check_fx_index(index, "no reverb yet")
+        return self.fx.reverb_state(index)
+
     def _check_fx_index(self, index: int | None, unprepared: str) -> None:
         if not self._prepared:
             raise ParameterError(f"the mixer is not prepared: {unprepared}")
@@ -229,3 +243,8 @@ class MixerState:
     def echo_running(self) -> bool:
         """The echo bus runs: a send is open, or its tail has not died away yet."""
         return self._prepared and self.fx.echo_on
+
+    @property
+    def reverb_running(self) -> bool:
+        """The reverb bus runs: a send is open, or its tail has not died away yet."""
+        return self._prepared and self.fx.reverb_on

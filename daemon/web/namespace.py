@@ -41,6 +41,8 @@ from stemdeck.core.mixer.params import (
     MAX_RATE,
     MIN_RATE,
     OFF_DB,
+    REVERB_MAX_LOWCUT,
+    REVERB_MIN_LOWCUT,
 )
 
 from ..osc.grid import GRID_VALUE, MAX_SHIFT_MS
@@ -254,6 +256,12 @@ _LEVEL = {
         None,
         "1 taps the echo send before the fader, mute and filter; takes 1/0 or T/F",
     ),
+    "reverb": (
+        "f",
+        [{"MIN": 0.0, "MAX": 1.0}],
+        None,
+        "send to the reverb bus, after the fader, mute and filter",
+    ),
 }
 
 _ECHO = {
@@ -272,6 +280,42 @@ _ECHO = {
     ),
     "return": ("f", [{"MIN": 0.0, "MAX": 1.0}], None, "the echo's level in the master"),
 }
+
+_REVERB = {
+    "size": (
+        "f",
+        [{"MIN": 0.0, "MAX": 1.0}],
+        None,
+        "room size: how long the tail rings (0 short, 1 about 10 s to fall 60 dB)",
+    ),
+    "lowcut": (
+        "f",
+        [{"MIN": REVERB_MIN_LOWCUT, "MAX": REVERB_MAX_LOWCUT}],
+        ["time.hz"],
+        "low-cut on the reverb's input in Hz (12 dB/octave), so the bass stays dry",
+    ),
+    "return": ("f", [{"MIN": 0.0, "MAX": 1.0}], None, "the reverb's level in the master"),
+}
+
+
+def _bus(bus: str, text: str, params: dict[str, Any], snap: Snapshot) -> dict[str, Any]:
+    """The container of FX bus ``bus`` (``/fx/echo``...) with its parameters' nodes."""
+    return _container(
+        f"/fx/{bus}",
+        text,
+        {
+            p: _method(
+                f"/fx/{bus}/{p}",
+                type_,
+                3,
+                desc,
+                value=snap.values.get(f"/fx/{bus}/{p}"),
+                range_=range_,
+                unit=unit,
+            )
+            for p, (type_, range_, unit, desc) in params.items()
+        },
+    )
 
 
 def _strip(base: str, params: Sequence[str], snap: Snapshot, key_base: str) -> dict[str, Any]:
@@ -618,22 +662,10 @@ def build(snap: Snapshot) -> dict[str, Any]:
             "/fx",
             "the FX buses",
             {
-                "echo": _container(
-                    "/fx/echo",
-                    "the echo bus: every channel's echo send",
-                    {
-                        p: _method(
-                            f"/fx/echo/{p}",
-                            type_,
-                            3,
-                            text,
-                            value=v.get(f"/fx/echo/{p}"),
-                            range_=range_,
-                            unit=unit,
-                        )
-                        for p, (type_, range_, unit, text) in _ECHO.items()
-                    },
-                )
+                "echo": _bus("echo", "the echo bus: every channel's echo send", _ECHO, snap),
+                "reverb": _bus(
+                    "reverb", "the reverb bus: every channel's reverb send", _REVERB, snap
+                ),
             },
         ),
         "transport": _container("/transport", "transport", transport),

@@ -16,7 +16,7 @@ from registry_helpers import commit, set_value
 
 from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import ParameterError
-from stemdeck.core.mixer.commands import Batch, Command, MasterTarget, StripTarget
+from stemdeck.core.mixer.commands import Batch, Command, MasterTarget, ReverbTarget, StripTarget
 from stemdeck.core.mixer.params import fader_to_gain, gain_to_fader
 from stemdeck.daemon.config import config_dir
 from stemdeck.daemon.scenes import SceneStore
@@ -221,6 +221,7 @@ def test_a_morph_moves_only_what_the_scene_names_and_never_a_hand(morphing: Morp
         "res": 0.0,
         "echo": 0.0,
         "echo_pre": False,
+        "reverb": 0.0,
     }
     assert reg.get("/master/mute") == 0
     # The engine was sent the master's values only: no channel was ever written.
@@ -246,7 +247,7 @@ def test_a_hand_on_a_value_the_scene_names_takes_it_from_the_morph(morphing: Mor
     morphing.at(2.0, "/master/gain", 0.5)
     ended(morphing.store)
     after = reg.snapshot()["channels"]
-    rest = {"filter": 0.0, "res": 0.0, "echo": 0.0, "echo_pre": False}
+    rest = {"filter": 0.0, "res": 0.0, "echo": 0.0, "echo_pre": False, "reverb": 0.0}
     assert after["drums"] == {
         "gain": fader_to_gain(0.6),
         "mute": False,
@@ -267,6 +268,7 @@ def test_a_hand_on_a_value_the_scene_names_takes_it_from_the_morph(morphing: Mor
             "res": 0.0,
             "echo": 0.0,
             "echo_pre": False,
+            "reverb": 0.0,
         }
     )
 
@@ -347,3 +349,31 @@ def test_scenes_save_recall_and_morph_the_echo(morphing: Morphing) -> None:
     ended(morphing.store)
     assert reg.snapshot()["echo"] == {"ms": 250.0, "feedback": 0.5, "filter": 0.0, "level": 0.75}
     assert reg.get("/ch/3/echo") == 0.5
+
+
+def test_scenes_save_recall_and_morph_the_reverb(morphing: Morphing) -> None:
+    """A saved scene holds every reverb send and the reverb bus; a recall restores
+    them; a morph glides the sends and the bus's size, low-cut and return."""
+    reg = morphing.store.registry
+    set_value(reg, "/ch/vocals/reverb", [0.5])
+    set_value(reg, "/fx/reverb/size", [0.75])
+    set_value(reg, "/fx/reverb/lowcut", [400.0])
+    set_value(reg, "/fx/reverb/return", [0.5])
+    text = morphing.store.save("hall").read_text()
+    assert "echo_pre = false\nreverb = 0.5\n" in text
+    assert "[reverb]\nsize = 0.75\nlowcut = 400.0\nlevel = 0.5\n" in text
+    set_value(reg, "/ch/vocals/reverb", [0.0])
+    set_value(reg, "/fx/reverb/size", [0.25])
+    set_value(reg, "/fx/reverb/lowcut", [200.0])
+    set_value(reg, "/fx/reverb/return", [1.0])
+    morphing.store.recall("hall", 2.0)
+    morphing.at(1.0, "/fx/reverb/lowcut", 300.0)
+    assert reg.get("/ch/3/reverb") == 0.25 and reg.get("/fx/reverb/size") == 0.5
+    assert reg.get("/fx/reverb/return") == 0.75
+    morphing.at(2.0, "/fx/reverb/lowcut", 400.0)
+    ended(morphing.store)
+    assert reg.snapshot()["reverb"] == {"size": 0.75, "lowcut": 400.0, "level": 0.5}
+    assert reg.get("/ch/3/reverb") == 0.5
+    commands = morphing.commands()
+    assert any(isinstance(c, ReverbTarget) and c.lowcut == 300.0 for c in commands)
+    assert ReverbTarget(0.75, 400.0, 0.5) in commands

@@ -61,7 +61,7 @@ def fill(host: FakeHost) -> int:
 def agree(host: FakeHost) -> None:
     """Drain the queue (one audio block), then compare exactly, strip by strip and the master."""
     host.block()
-    assert host.engine_state()[:7] == host.registry_as_engine()
+    assert host.engine_state()[:8] == host.registry_as_engine()
 
 
 def wait_for(

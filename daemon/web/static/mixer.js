@@ -81,7 +81,7 @@
   ];
   function listenChannels(from, to) {
     for (let i = from; i <= to; i++) {
-      for (const p of ["fader", "mute", "solo", "pan", "filter", "echo"]) command("LISTEN", `/ch/${i}/${p}`);
+      for (const p of ["fader", "mute", "solo", "pan", "filter", "echo", "reverb"]) command("LISTEN", `/ch/${i}/${p}`);
     }
   }
   function connect() {
@@ -130,7 +130,7 @@
   const meters = { peak: [], rms: [] };
 
   function onMessage(address, args) {
-    const m = /^\/ch\/(\d+)\/(fader|mute|solo|pan|filter|echo)$/.exec(address);
+    const m = /^\/ch\/(\d+)\/(fader|mute|solo|pan|filter|echo|reverb)$/.exec(address);
     if (m) {
       const s = strips[Number(m[1]) - 1];
       if (s) s.set(m[2], args[0]);
@@ -414,16 +414,19 @@
     muteBtn.addEventListener("click", toggleMute);
     let pan = null;
     let echo = null;
+    let reverb = null;
     // The DJ filter: left low-pass, right high-pass, centre off (the master has one too).
     const filter = makeSlider(root.querySelector(".filter"), -1, 1, (v) => queue("filter", v));
     if (withSoloPan) {
       soloBtn.addEventListener("click", () => send(`${base}/solo`, [{ i: soloed ? 0 : 1 }]));
       pan = makeSlider(root.querySelector(".pan"), -1, 1, (v) => queue("pan", v));
       echo = makeSlider(root.querySelector(".echo"), 0, 1, (v) => queue("echo", v));
+      reverb = makeSlider(root.querySelector(".reverb"), 0, 1, (v) => queue("reverb", v));
     } else {
       soloBtn.remove();
       root.querySelector(".pan").style.visibility = "hidden";
       root.querySelector(".echo").style.visibility = "hidden";
+      root.querySelector(".reverb").style.visibility = "hidden";
       root.classList.add("master");
     }
     const canvas = root.querySelector(".meter");
@@ -441,6 +444,7 @@
         else if (param === "pan" && pan) pan.set(v);
         else if (param === "filter") filter.set(v);
         else if (param === "echo" && echo) echo.set(v);
+        else if (param === "reverb" && reverb) reverb.set(v);
       },
     };
     return strip;

@@ -239,6 +239,29 @@ def test_shipped_maps_put_the_filter_on_the_knobs() -> None:
         assert fx == want, name
 
 
+def test_the_midimix_middle_knob_row_is_the_reverb_send() -> None:
+    """The MIDImix's spare middle knob row (CC 17 21 25 29 47 51 55 59, factory
+    settings) sends each strip's channel to the reverb, 0..127 as 0..1 once the
+    knob has picked the send up; no other
+    shipped map binds the reverb (their knob rows are taken)."""
+    strip = ["drums", "bass", "other", "vocals", "5", "6", "7", "8"]
+    ccs = [17, 21, 25, 29, 47, 51, 55, 59]
+    for name in SHIPPED:
+        sends = {
+            (b.channel + 1, b.number): b.target
+            for b in load_midi_map(name).bindings
+            if b.target.endswith("/reverb")
+        }
+        want = {(1, c): f"/ch/{s}/reverb" for c, s in zip(ccs, strip, strict=True)}
+        assert sends == (want if name == "midimix" else {}), name
+    m, reg = mapper("[[binding]]\ncc = 17\ntarget = '/ch/1/reverb'\nmode = 'absolute'\n")
+    apply(reg, m.handle("cc", 0, 17, 0, 0.0))  # picked up where the send stands
+    apply(reg, m.handle("cc", 0, 17, 127, 0.0))
+    assert reg.get("/ch/1/reverb") == 1.0
+    apply(reg, m.handle("cc", 0, 17, 64, 0.0))
+    assert reg.get("/ch/1/reverb") == 64 / 127
+
+
 def test_a_filter_knob_at_its_centre_is_off() -> None:
     """A knob picks the filter up at its centre (64 of 0..127, where the value 0 sits)
     and leaves it exactly at 0 there: a true bypass; the ends are -1 and 1."""

@@ -109,8 +109,8 @@ def test_norm_views_and_snapshot_roundtrip() -> None:
     scene = reg.snapshot()
     other = Registry(NAMES)
     commands = commit(other, lambda txn: txn.restore(scene))
-    # Four strips, the master and the echo bus (a snapshot holds it).
-    assert other.snapshot() == scene and len(commands) == 6
+    # Four strips, the master, the echo and the reverb bus (a snapshot holds them).
+    assert other.snapshot() == scene and len(commands) == 7
 
 
 def test_a_refused_commit_keeps_nothing_and_can_be_retried() -> None:
@@ -190,6 +190,16 @@ def test_new_channel_names_count_as_a_write_of_every_channel_value() -> None:
     assert reg.written_since(g) == {
         f"/ch/{i}/{p}"
         for i in (1, 2)
-        for p in ("gain", "mute", "solo", "pan", "filter", "filter/res", "echo", "echo/pre")
+        for p in (
+            "gain",
+            "mute",
+            "solo",
+            "pan",
+            "filter",
+            "filter/res",
+            "echo",
+            "echo/pre",
+            "reverb",
+        )
     }
     assert reg.written_since(g - 1) == reg.written_since(g) | {"/master/gain"}

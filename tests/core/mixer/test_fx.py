@@ -12,12 +12,11 @@ from __future__ import annotations
 import itertools
 import socket
 import tracemalloc
-from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pytest
+from fx_helpers import SR, burst_track, click_energy, hard_step_energy, mixer, noise, run, tones
 from osc_host import make_server
-from scipy import signal
 
 from stemdeck.core.control.registry import Registry
 from stemdeck.core.mixer.commands import (
@@ -37,54 +36,7 @@ from stemdeck.core.mixer.kernel import KERNEL_BUILT, NumpyKernel
 from stemdeck.daemon.osc import Feedback
 from stemdeck.daemon.osc.wire import Message, decode, encode_bundle, encode_message
 
-SR = 48000
 SENDER = ("127.0.0.1", 40000)
-
-
-def _tones(seconds: float = 1.0, sr: int = SR) -> np.ndarray:
-    """Two stereo strips of low tones (nothing above 200 Hz)."""
-    t = np.arange(int(seconds * sr)) / sr
-    out = np.empty((2, 2, len(t)), np.float32)
-    out[0] = 0.3 * np.sin(2 * np.pi * 110 * t + 0.3)
-    out[1] = 0.3 * np.sin(2 * np.pi * 165 * t + 1.1)
-    return out
-
-
-def _noise(n: int, seconds: float, seed: int = 0, sr: int = SR) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return (rng.standard_normal((n, 2, int(seconds * sr))) * 0.2).astype(np.float32)
-
-
-def _mixer(
-    channels: np.ndarray,
-    *,
-    block: int = 256,
-    sr: int = SR,
-    outputs: str = "mix",
-    **kwargs: object,
-) -> Mixer:
-    m = Mixer(max_channels=8, **kwargs)  # type: ignore[arg-type]
-    m.prepare(sr, block, outputs=outputs)
-    m.post(SetTrack(Track(channels, sr, tuple(f"s{i}" for i in range(len(channels))))))
-    m.post(Play())
-    return m
-
-
-def _run(
-    m: Mixer, frames: int, block: int, events: Mapping[int, Sequence[Command]] | None = None
-) -> np.ndarray:
-    """``frames`` samples in blocks of ``block``, posting ``events[t]`` at sample t."""
-    events = events or {}
-    out = np.zeros((frames, m.out_channels), np.float32)
-    cuts = sorted({*range(0, frames, block), *events, frames})
-    for a, b in itertools.pairwise(cuts):
-        for cmd in events.get(a, []):
-            m.post(cmd)
-        while a < b:
-            n = min(block, b - a)
-            m.process(out[a : a + n])
-            a += n
-    return out
 
 
 def _filt(i: int, knob: float, res: float = 0.0, gain: float = 1.0) -> StripTarget:
@@ -138,13 +90,13 @@ def test_compiled_filters_are_the_numpy_reference(outputs: str, seed: int) -> No
     filters), pauses: the same samples from both kernels, bit for bit."""
     rng = np.random.default_rng(seed)
     length = SR // 3
-    channels = _noise(4, length / SR, seed)
+    channels = noise(4, length / SR, seed)
     events = _fx_events(rng, length)
     block = int(rng.choice([1, 64, 97, 256]))
     outs = []
     for compiled in (True, False):
-        m = _mixer(channels, block=256, outputs=outputs, compiled=compiled)
-        outs.append(_run(m, length, block, events))
+        m = mixer(channels, block=256, outputs=outputs, compiled=compiled)
+        outs.append(run(m, length, block, events))
     np.testing.assert_array_equal(outs[0], outs[1])
     assert np.abs(outs[0]).max() > 0.1
 
@@ -183,12 +135,12 @@ def test_the_filter_call_is_the_numpy_reference_on_every_path() -> None:
 
 @pytest.mark.parametrize("block", [1, 64, 65, 256, 4096])
 def test_chunked_filters_equal_whole(block: int) -> None:
-    channels = _noise(4, 0.5)
+    channels = noise(4, 0.5)
     events = _sweep(4, 1000, 80)
     events[9001] = [Seek(0.1)]
     events[15000] = [MasterTarget(1.0, False, 0.6)]
-    whole = _run(_mixer(channels, block=24000), 24000, 24000, events)
-    chunked = _run(_mixer(channels, block=block), 24000, block, events)
+    whole = run(mixer(channels, block=24000), 24000, 24000, events)
+    chunked = run(mixer(channels, block=block), 24000, block, events)
     np.testing.assert_allclose(chunked, whole, atol=1e-6)
     assert np.abs(whole).max() > 0.1
 
@@ -197,7 +149,7 @@ def test_chunked_filters_equal_whole(block: int) -> None:
 def test_a_filtered_block_allocates_no_array_data(outputs: str) -> None:
     """As tests/test_engine.py holds the plain block: a filter on every strip and on
     the master, gliding, adds no array allocation."""
-    channels = _noise(8, 3.0)
+    channels = noise(8, 3.0)
     m = Mixer(max_channels=8)
     m.prepare(SR, 1024, outputs=outputs)
     m.post(SetTrack(Track(channels, SR, tuple(map(str, range(8))))))
@@ -236,20 +188,20 @@ def test_every_filter_at_rest_is_exactly_the_plain_mix(compiled: bool | None) ->
     """Knobs at 0 from the start, or brought back to 0: once the glide has ended the
     output is bit for bit that of a mixer no filter ever touched (and the plain
     block path runs again)."""
-    channels = _noise(4, 0.5)
-    plain = _run(_mixer(channels, compiled=compiled), 24000, 256)
+    channels = noise(4, 0.5)
+    plain = run(mixer(channels, compiled=compiled), 24000, 256)
     at_zero: dict[int, list[Command]] = {
         0: [*(_filt(i, 0.0, 0.7) for i in range(4)), MasterTarget(1.0, False, 0.0, 1.0)]
     }
     np.testing.assert_array_equal(
-        _run(_mixer(channels, compiled=compiled), 24000, 256, at_zero), plain
+        run(mixer(channels, compiled=compiled), 24000, 256, at_zero), plain
     )
     moved: dict[int, list[Command]] = {
         512: [_filt(1, -0.8, 0.5), MasterTarget(1.0, False, 0.4)],
         4096: [_filt(1, 0.0, 0.5), MasterTarget(1.0, False, 0.0)],
     }
-    m = _mixer(channels, compiled=compiled)
-    back = _run(m, 24000, 256, moved)
+    m = mixer(channels, compiled=compiled)
+    back = run(m, 24000, 256, moved)
     assert not m.fx.active
     settled = 4096 + m._ramp_len + 256  # the glide back, and the block it ends in
     assert np.abs(back[600:4096] - plain[600:4096]).max() > 0.05  # it did filter
@@ -263,36 +215,19 @@ def test_the_filter_is_stable_at_every_setting_and_rate(sr: int) -> None:
     own peak gain (Q 10) times the input."""
     rng = np.random.default_rng(sr)
     seconds = 0.5
-    channels = _noise(2, seconds, sr, sr)
+    channels = noise(2, seconds, sr, sr)
     frames = int(seconds * sr)
     events: dict[int, list[Command]] = {}
     for t in range(0, frames, frames // 60):
         knob = float(rng.choice([-1.0, 1.0, -0.999, 0.999, rng.uniform(-1, 1)]))
         res = float(rng.choice([0.0, 1.0, rng.uniform(0, 1)]))
         events[t] = [_filt(0, knob, res), _filt(1, -knob, 1.0 - res)]
-    out = _run(_mixer(channels, sr=sr), frames, 256, events)
+    out = run(mixer(channels, sr=sr), frames, 256, events)
     assert np.isfinite(out).all()
     assert np.abs(out).max() < 12 * np.abs(channels).sum(axis=0).max()
 
 
 # -- clicks -------------------------------------------------------------------------
-
-_HIGHS = signal.butter(8, 4000, "highpass", fs=SR, output="sos")
-
-
-def _click_energy(out: np.ndarray) -> float:
-    """The largest energy above 4 kHz in a 64-sample frame, left side. The test
-    tones have nothing above 200 Hz: anything up there is made by the mixer (a
-    step, a zipper), and a glide moves too slowly to put energy there."""
-    highs = signal.sosfilt(_HIGHS, out[:, 0].astype(np.float64))
-    frames = highs[2048 : len(highs) // 64 * 64].reshape(-1, 64)
-    return float((frames**2).sum(axis=1).max())
-
-
-def _hard_step_energy() -> float:
-    """The calibration: the same tones with a gain step from 1 to 0.25 in one sample."""
-    hard = _mixer(_tones(), ramp_ms=1000 / SR)
-    return _click_energy(_run(hard, SR, 256, {25600: [_filt(0, 0.0, 0.0, 0.25)]}))
 
 
 def test_a_fast_filter_sweep_never_clicks() -> None:
@@ -301,34 +236,34 @@ def test_a_fast_filter_sweep_never_clicks() -> None:
     second, at any resonance, on strips and master, stays below it; the same
     sweep with no glide (each command a jump) does not: the detector sees zipper
     noise."""
-    threshold = _hard_step_energy() / 100
-    assert _click_energy(_run(_mixer(_tones()), SR, 256)) < threshold / 1000  # the tones
+    threshold = hard_step_energy() / 100
+    assert click_energy(run(mixer(tones()), SR, 256)) < threshold / 1000  # the tones
     for res in (0.0, 1.0):
         sweep = _sweep(2, 4096, 160, res=res)
-        assert _click_energy(_run(_mixer(_tones()), SR, 256, sweep)) < threshold, res
+        assert click_energy(run(mixer(tones()), SR, 256, sweep)) < threshold, res
     master: dict[int, list[Command]] = {
         4096 + 160 * j: [MasterTarget(1.0, False, float(k))] for j, k in enumerate(_knobs())
     }
-    assert _click_energy(_run(_mixer(_tones()), SR, 256, master)) < threshold
-    jumps = _run(_mixer(_tones(), ramp_ms=1000 / SR), SR, 256, _sweep(2, 4096, 160))
-    assert _click_energy(jumps) > 3 * threshold
+    assert click_energy(run(mixer(tones()), SR, 256, master)) < threshold
+    jumps = run(mixer(tones(), ramp_ms=1000 / SR), SR, 256, _sweep(2, 4096, 160))
+    assert click_energy(jumps) > 3 * threshold
     # A throw to either end and back, each in one command, glides too.
     throw: dict[int, list[Command]] = {
         4096: [_filt(0, -1.0)],
         20000: [_filt(0, 1.0)],
         36000: [_filt(0, 0.0)],
     }
-    assert _click_energy(_run(_mixer(_tones()), SR, 256, throw)) < threshold
+    assert click_energy(run(mixer(tones()), SR, 256, throw)) < threshold
 
 
 def test_the_filter_closes_and_opens_as_a_dj_expects() -> None:
     """Low-pass at -1 (20 Hz) nearly silences tones of 110 and 165 Hz, high-pass
     at 1 (20 kHz) does; low-pass at -0.3 and high-pass at 0.1 keep them, high-pass
     at 0.8 removes them (cutoffs exponential in the knob, docs/osc.md)."""
-    tones = _tones()
+    low = tones()
 
     def level(knob: float) -> float:
-        out = _run(_mixer(tones), SR, 256, {0: [_filt(0, knob), _filt(1, knob)]})
+        out = run(mixer(low), SR, 256, {0: [_filt(0, knob), _filt(1, knob)]})
         return float(np.sqrt((out[SR // 2 :] ** 2).mean()))
 
     open_ = level(0.0)
@@ -380,7 +315,7 @@ def test_filter_over_osc_set_query_patterns_bundles_and_errors() -> None:
         bundle = encode_bundle([_m("/ch/3/filter", 0.5), _m("/ch/4/filter", 2.0)])
         assert server.datagram(bundle, SENDER)[0][0] == "/error"
         assert server.datagram(_m("/ch/3/filter"), SENDER) == [("/ch/3/filter", [0.0])]
-        assert host.registry_as_engine() == host.engine_state()[:7]
+        assert host.registry_as_engine() == host.engine_state()[:8]
     finally:
         server.sock.close()
 
@@ -433,6 +368,7 @@ def test_scenes_keep_and_morph_filters() -> None:
         "res": 0.5,
         "echo": 0.0,
         "echo_pre": False,
+        "reverb": 0.0,
     }
     assert scene["master"] == {"gain": 1.0, "mute": False, "filter": 0.25, "res": 0.0}
     other = Registry(["drums", "bass"])
@@ -505,12 +441,12 @@ def test_compiled_echo_is_the_numpy_reference(outputs: str, seed: int) -> None:
     master and outputs, bit for bit."""
     rng = np.random.default_rng(seed + 10)
     length = SR // 4
-    other = Track(_noise(3, 0.2, seed + 1), SR, ("x", "y", "z"))
+    other = Track(noise(3, 0.2, seed + 1), SR, ("x", "y", "z"))
     events = _echo_events(rng, length, other)
     block = int(rng.choice([1, 64, 97, 256]))
     outs, masters = [], []
     for compiled in (True, False):
-        m = _mixer(_noise(4, length / SR, seed), block=256, outputs=outputs, compiled=compiled)
+        m = mixer(noise(4, length / SR, seed), block=256, outputs=outputs, compiled=compiled)
         recorded = np.zeros((length, 2), np.float32)
         out = np.zeros((length, m.out_channels), np.float32)
         cuts = sorted({*range(0, length, block), *events, length})
@@ -526,17 +462,6 @@ def test_compiled_echo_is_the_numpy_reference(outputs: str, seed: int) -> None:
     assert np.abs(masters[0]).max() > 0.1
 
 
-def _burst_track(seconds: float = 3.0) -> Track:
-    """Strip 0: a 20 ms burst of 440 Hz at the start, then silence; strip 1: a quiet
-    steady tone (what a mute or fader move leaves playing, or not)."""
-    n = int(seconds * SR)
-    ch = np.zeros((2, 2, n), np.float32)
-    t = np.arange(int(0.02 * SR)) / SR
-    ch[0, :, : len(t)] = 0.5 * np.sin(2 * np.pi * 440 * t)
-    ch[1] = 0.05 * np.sin(2 * np.pi * 220 * np.arange(n) / SR)
-    return Track(ch, SR, ("burst", "bed"))
-
-
 @pytest.mark.parametrize("how", ["mute", "fader", "pause", "stop", "track"])
 def test_the_echo_tail_rings_out_as_its_feedback_says(how: str) -> None:
     """A burst sent to the echo (100 ms, feedback 0.7), then the channel muted, its
@@ -545,7 +470,7 @@ def test_the_echo_tail_rings_out_as_its_feedback_says(how: str) -> None:
     the one before, for at least 8 (here 14) repeats; the bus then stops by itself."""
     m = Mixer(max_channels=4)
     m.prepare(SR, 256)
-    m.post(SetTrack(_burst_track()))
+    m.post(SetTrack(burst_track()))
     m.post(Play())
     m.post(_send(0, 1.0))
     m.post(EchoTarget(100.0, 0.7, 0.0, 1.0))
@@ -592,23 +517,23 @@ def test_an_echo_delay_change_glides_without_a_click() -> None:
     """The tones sent to the echo; its delay moved from 100 to 337 ms and back in
     single commands: the delay glides (tape-like) and stays under the click threshold;
     the same change as a jump (a glide of one sample) does not."""
-    threshold = _hard_step_energy() / 100
+    threshold = hard_step_energy() / 100
     moves: dict[int, list[Command]] = {
         0: [_send(0, 1.0), _send(1, 1.0), EchoTarget(100.0, 0.5, 0.0, 1.0)],
         20480: [EchoTarget(337.0, 0.5, 0.0, 1.0)],
         36864: [EchoTarget(100.0, 0.5, -0.5, 1.0)],
     }
-    assert _click_energy(_run(_mixer(_tones()), SR, 256, moves)) < threshold
-    jumpy = _mixer(_tones())
+    assert click_energy(run(mixer(tones()), SR, 256, moves)) < threshold
+    jumpy = mixer(tones())
     jumpy.fx.echo_glide = 1  # what the glide prevents
-    assert _click_energy(_run(jumpy, SR, 256, moves)) > 3 * threshold
+    assert click_energy(run(jumpy, SR, 256, moves)) > 3 * threshold
 
 
 def test_fast_send_changes_never_click() -> None:
     """Echo throws: both sends opened and closed in single commands every 40 ms (one
     strip also switching between pre and post, at unity where both taps are equal),
     the echo at a short delay and high feedback: under the click threshold."""
-    threshold = _hard_step_energy() / 100
+    threshold = hard_step_energy() / 100
     throws: dict[int, list[Command]] = {0: [EchoTarget(60.0, 0.8, 0.0, 1.0)]}
     for j in range(20):
         on = j % 2 == 0
@@ -616,25 +541,25 @@ def test_fast_send_changes_never_click() -> None:
             _send(0, 1.0 if on else 0.0),
             _send(1, 0.7 if on else 0.2, pre=on),
         ]
-    out = _run(_mixer(_tones()), SR, 256, throws)
+    out = run(mixer(tones()), SR, 256, throws)
     assert np.abs(out[SR // 2 :]).max() > 0.5  # the echo sounds
-    assert _click_energy(out) < threshold
+    assert click_energy(out) < threshold
     # The same throws as jumps (ramps of one sample): the detector hears them.
-    jumps = _run(_mixer(_tones(), ramp_ms=1000 / SR), SR, 256, throws)
-    assert _click_energy(jumps) > 3 * threshold
+    jumps = run(mixer(tones(), ramp_ms=1000 / SR), SR, 256, throws)
+    assert click_energy(jumps) > 3 * threshold
 
 
 def test_echo_at_rest_is_exactly_the_plain_mix() -> None:
     """Sends opened then closed: once the tail has died away the bus stops and the
     output is, bit for bit, that of a mixer no send ever touched."""
-    channels = _noise(4, 2.0)
-    plain = _run(_mixer(channels), 2 * SR, 256)
-    m = _mixer(channels)
+    channels = noise(4, 2.0)
+    plain = run(mixer(channels), 2 * SR, 256)
+    m = mixer(channels)
     events: dict[int, list[Command]] = {
         512: [_send(1, 0.8), EchoTarget(50.0, 0.3, 0.0, 1.0)],
         4096: [_send(1, 0.0)],
     }
-    sent = _run(m, 2 * SR, 256, events)
+    sent = run(m, 2 * SR, 256, events)
     assert not m.echo_running and not m.fx.active
     assert np.abs(sent[3000:8000] - plain[3000:8000]).max() > 0.01  # it did echo
     done = SR  # 0.3 ** k of the loudest echo is under 1e-6 long before a second
@@ -642,7 +567,7 @@ def test_echo_at_rest_is_exactly_the_plain_mix() -> None:
 
 
 def test_a_block_with_the_echo_allocates_no_array_data() -> None:
-    channels = _noise(8, 3.0)
+    channels = noise(8, 3.0)
     m = Mixer(max_channels=8)
     m.prepare(SR, 1024)
     m.post(SetTrack(Track(channels, SR, tuple(map(str, range(8))))))
@@ -715,7 +640,7 @@ def test_echo_over_osc_set_query_patterns_and_errors() -> None:
             before = host.registry.snapshot()
             assert server.datagram(bad, SENDER) == [("/error", [reason])]
             assert host.registry.snapshot() == before
-        assert host.registry_as_engine() == host.engine_state()[:7]
+        assert host.registry_as_engine() == host.engine_state()[:8]
     finally:
         server.sock.close()
 
@@ -724,13 +649,13 @@ def test_broken_fx_values_never_reach_the_audio() -> None:
     """Commands that slipped past the registry (NaN, infinities, out of range) are
     clamped, NaN to the bottom of the range: the output stays finite and the engine
     shows what it applies."""
-    m = _mixer(_noise(2, 0.5))
+    m = mixer(noise(2, 0.5))
     nan, inf = float("nan"), float("inf")
     m.post(StripTarget(0, 1.0, False, False, 0.0, nan, inf, nan, True))
     m.post(StripTarget(1, 1.0, False, False, 0.0, -inf, nan, inf, False))
     m.post(MasterTarget(1.0, False, inf, -inf))
     m.post(EchoTarget(nan, inf, nan, inf))
-    out = _run(m, SR // 2, 256)
+    out = run(m, SR // 2, 256)
     assert np.isfinite(out).all() and np.abs(out).max() > 0.01
     assert m.nonfinite_blocks == 0
     assert m.filter_state(0) == (-1.0, 1.0) and m.filter_state(1) == (-1.0, 0.0)

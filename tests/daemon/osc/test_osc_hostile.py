@@ -179,7 +179,7 @@ def test_a_bundle_lands_whole_and_registry_equals_engine(served) -> None:
     )
     assert server.datagram(data, SENDER) == [("/ch/2/fader", [0.75])]
     assert host.registry.get("/master/mute") == 1 and host.registry.get("/ch/2/pan") == 0.5
-    assert host.registry_as_engine() == host.engine_state()[:7]
+    assert host.registry_as_engine() == host.engine_state()[:8]
 
 
 def test_a_flood_of_strip_changes_is_one_command_per_strip(served) -> None:
@@ -189,7 +189,7 @@ def test_a_flood_of_strip_changes_is_one_command_per_strip(served) -> None:
     assert len(host.engine._queue) == 1  # one Batch
     (batch,) = host.engine._queue
     assert len(batch.commands) == 4  # one StripTarget per strip, the last value
-    assert host.registry_as_engine() == host.engine_state()[:7]
+    assert host.registry_as_engine() == host.engine_state()[:8]
     assert host.registry.get("/ch/3/gain") == pytest.approx(0.25 + 127 / 1000)
 
 
@@ -238,13 +238,13 @@ def test_replies_are_limited_to_four_bytes_per_byte_received(served) -> None:
     _host, server = served
     # 4 replies of 20 bytes to a 16-byte query: within 4 * 16 + 96.
     assert len(server.datagram(m("/ch/*/mute"), SENDER)) == 4
-    # Every channel control (filters and echo sends too: 656 bytes of replies) to a 12-byte
+    # Every channel control (filters, echo and reverb sends too: 752 bytes of replies) to a 12-byte
     # query: over 4 * 12 + 96.
     assert server.datagram(m("/*/*/*"), SENDER) == [
         (
             "/error",
             [
-                "656 bytes of replies, over the 144 allowed (4/byte sent + 96); "
+                "752 bytes of replies, over the 144 allowed (4/byte sent + 96); "
                 "ask for fewer controls"
             ],
         )

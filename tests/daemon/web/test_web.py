@@ -144,6 +144,7 @@ def test_channels_by_index_and_name_and_values_follow_osc() -> None:
             "pan",
             "filter",
             "echo",
+            "reverb",
         ]
         master = root["CONTENTS"]["master"]["CONTENTS"]
         assert list(master) == ["fader", "gain", "db", "mute", "filter"]
@@ -167,6 +168,17 @@ def test_channels_by_index_and_name_and_values_follow_osc() -> None:
         assert list(echo) == ["ms", "feedback", "filter", "return"]
         assert echo["ms"]["RANGE"] == [{"MIN": 1.0, "MAX": 4000.0}]
         assert echo["ms"]["VALUE"] == [500.0] and echo["return"]["VALUE"] == [1.0]
+        reverb = root["CONTENTS"]["fx"]["CONTENTS"]["reverb"]["CONTENTS"]
+        assert list(reverb) == ["size", "lowcut", "return"]
+        assert reverb["lowcut"]["RANGE"] == [{"MIN": 20.0, "MAX": 1000.0}]
+        assert reverb["lowcut"]["UNIT"] == ["time.hz"] and reverb["lowcut"]["VALUE"] == [200.0]
+        assert (reverb["size"]["RANGE"], reverb["size"]["VALUE"]) == (
+            [{"MIN": 0.0, "MAX": 1.0}],
+            [0.5],
+        )
+        send = ch["bass"]["CONTENTS"]["reverb"]
+        assert (send["FULL_PATH"], send["TYPE"], send["ACCESS"]) == ("/ch/bass/reverb", "f", 3)
+        assert (send["RANGE"], send["VALUE"]) == ([{"MIN": 0.0, "MAX": 1.0}], [0.0])
         pre = ch["bass"]["CONTENTS"]["echo"]["CONTENTS"]["pre"]
         assert (pre["FULL_PATH"], pre["TYPE"], pre["VALUE"]) == ("/ch/bass/echo/pre", "i", [0])
         assert osc.datagram(encode_message("/ch/drums/fader", [0.0]), ("127.0.0.1", 9)) == []
@@ -208,11 +220,14 @@ def test_every_namespace_method_is_an_osc_address() -> None:
                 walk(child)
 
         walk(root)
-        # ch (by index and name, filters and echo sends included), master, fx/echo,
-        # transport (/transport/bpm, loops and jumps in beats included), sync (source,
-        # anchor, tempo, phase), 8 hot cues, quantize, track (the beat grid's 9 included),
-        # scene, channels (names, labels), meter, state/subscribe/unsubscribe/ping/status, midi
-        assert len(methods) == (8 * 10 + 6 + 4 + 13 + 5 + 4 + 8 * 5 + 1 + 4 + 9 + 3 + 2 + 2 + 5 + 1)
+        # ch (by index and name, filters, echo and reverb sends included), master, fx/echo,
+        # fx/reverb, transport (/transport/bpm, loops and jumps in beats included), sync
+        # (source, anchor, tempo, phase), 8 hot cues, quantize, track (the beat grid's 9
+        # included), scene, channels (names, labels), meter,
+        # state/subscribe/unsubscribe/ping/status, midi
+        assert len(methods) == (
+            8 * 11 + 6 + 4 + 3 + 13 + 5 + 4 + 8 * 5 + 1 + 4 + 9 + 3 + 2 + 2 + 5 + 1
+        )
         sender = ("127.0.0.1", 7)
         for node in methods:
             if node["ACCESS"] & 1 and node["FULL_PATH"] not in ("/meter/peak", "/meter/rms"):
@@ -469,7 +484,7 @@ def test_binary_osc_sets_queries_and_replies_on_the_websocket() -> None:
         await ws.send_bytes(encode_message("/ch/bass/db", [-6.0]))
         await ws.send_bytes(encode_message("/ch/bass/db"))
         assert await receive_osc(ws) == [("/ch/bass/db", [pytest.approx(-6.0, abs=1e-5)])]
-        assert host.registry_as_engine() == host.engine_state()[:7]
+        assert host.registry_as_engine() == host.engine_state()[:8]
         # /state: every value in one bundle, exactly what UDP gets.
         await ws.send_bytes(encode_message("/state"))
         got = await receive_osc(ws)
@@ -511,7 +526,7 @@ def test_bad_binary_osc_is_one_error_and_changes_nothing(data: bytes, reply: str
         else:
             assert got[0][1][0].startswith("malformed OSC: ")
         assert host.registry.snapshot() == before
-        assert host.registry_as_engine() == host.engine_state()[:7]
+        assert host.registry_as_engine() == host.engine_state()[:8]
         await ws.close()
 
     run(body)

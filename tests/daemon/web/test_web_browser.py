@@ -662,6 +662,9 @@ def test_filter_and_echo_send_per_strip_and_the_master_filter(
         client.send("/ch/vocals/echo", 0.5)
         echo = strip(d, "/ch/4").find_element(By.CSS_SELECTOR, ".echo")  # NI order
         wait_for(d, lambda d: attribute(echo, "aria-valuenow") == "0.50", "echo send not shown")
+        client.send("/ch/vocals/reverb", 0.25)
+        reverb = strip(d, "/ch/4").find_element(By.CSS_SELECTOR, ".reverb")
+        wait_for(d, lambda d: attribute(reverb, "aria-valuenow") == "0.25", "reverb not shown")
         client.send("/master/filter", -0.25)
         master = strip(d, "/master").find_element(By.CSS_SELECTOR, ".filter")
         wait_for(d, lambda d: attribute(master, "aria-valuenow") == "-0.25", "master filter")
@@ -670,9 +673,14 @@ def test_filter_and_echo_send_per_strip_and_the_master_filter(
             d.execute_script(hidden, strip(d, "/master").find_element(By.CSS_SELECTOR, ".echo"))
             == "hidden"
         )
+        assert (
+            d.execute_script(hidden, strip(d, "/master").find_element(By.CSS_SELECTOR, ".reverb"))
+            == "hidden"
+        )
     finally:
         d.quit()
         client.send("/ch/vocals/echo", 0.0)
+        client.send("/ch/vocals/reverb", 0.0)
         client.send("/master/filter", 0.0)
         client.send("/ch/bass/filter", 0.0)
         wait_osc(client, "/master/filter", lambda v: v == 0.0, "master filter not reset")
