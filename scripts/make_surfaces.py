@@ -66,8 +66,8 @@ class Control:
 
     ``kind`` says what it sends: ``fader`` f 0..1, ``pan`` f -1..1, ``toggle`` i 1 / i 0,
     ``push`` i 1 on press and i 0 on release, ``scene`` s ``scene`` on press only.
-    ``strip`` is the column it sits in (a stem or ``master``), or ``""`` for the row
-    of buttons below the strips.
+    ``strip`` is the column it sits in (a stem or ``master``), or ``""`` for the
+    buttons below the strips.
     """
 
     name: str
@@ -100,7 +100,7 @@ def _controls() -> tuple[Control, ...]:
     return tuple(out)
 
 
-#: Every control of both layouts, strips left to right, then the button row.
+#: Every control of both layouts, strips left to right, then the buttons.
 CONTROLS = _controls()
 STRIPS = (*(stem for stem, _ in NI_STEMS), "master")
 
@@ -555,6 +555,8 @@ def open_stage_control_session() -> str:
         widgets = [_text(id=f"{strip}_name", height=40, default=strip, colorWidget=colour)]
         widgets += [_osc_control(c) for c in CONTROLS if c.strip == strip]
         strips.append(_panel(id=f"{strip}_strip", expand=True, layout="vertical", widgets=widgets))
+    # The buttons three to a row: six in one row clip "play/pause" and "instrumental"
+    # on a phone held upright.
     buttons = [_osc_control(c) for c in CONTROLS if not c.strip]
     content = _root(
         id="root",
@@ -562,7 +564,7 @@ def open_stage_control_session() -> str:
         onCreate=_osc_on_create(),
         widgets=[
             _panel(id="strips", expand=True, layout="horizontal", widgets=strips),
-            _panel(id="buttons", height=80, layout="horizontal", widgets=buttons),
+            _panel(id="buttons", height=140, layout="grid", gridTemplate=3, widgets=buttons),
         ],
     )
     session = {
