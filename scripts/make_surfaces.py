@@ -49,8 +49,9 @@ OPEN_STAGE_CONTROL_FILE = "stemdeck-open-stage-control.json"
 #: The UDP port the surface receives feedback on (TouchOSC's receive port, Open Stage
 #: Control's ``--osc-port``), named in the ``/subscribe`` each layout sends on load.
 FEEDBACK_PORT = 9001
-#: The Open Stage Control release whose session format is written (its ``version``).
-OPEN_STAGE_CONTROL_VERSION = "1.30.0"
+#: The Open Stage Control release whose session format is written (its ``version``):
+#: the one the session was opened in (tests/presets/test_surfaces_e2e.py).
+OPEN_STAGE_CONTROL_VERSION = "1.29.8"
 SCENES = ("unity", "acapella", "instrumental")
 #: A channel fader's position at unity gain (the console taper of docs/osc.md).
 UNITY = 0.75
@@ -65,8 +66,8 @@ class Control:
 
     ``kind`` says what it sends: ``fader`` f 0..1, ``pan`` f -1..1, ``toggle`` i 1 / i 0,
     ``push`` i 1 on press and i 0 on release, ``scene`` s ``scene`` on press only.
-    ``strip`` is the column it sits in (a stem or ``master``), or ``""`` for the row
-    of buttons below the strips.
+    ``strip`` is the column it sits in (a stem or ``master``), or ``""`` for the
+    buttons below the strips.
     """
 
     name: str
@@ -99,7 +100,7 @@ def _controls() -> tuple[Control, ...]:
     return tuple(out)
 
 
-#: Every control of both layouts, strips left to right, then the button row.
+#: Every control of both layouts, strips left to right, then the buttons.
 CONTROLS = _controls()
 STRIPS = (*(stem for stem, _ in NI_STEMS), "master")
 
@@ -517,12 +518,33 @@ def _osc_control(control: Control) -> Props:
     return _button(**common, **size, label=control.label, mode=mode, typeTags="i", decimals=0)
 
 
-def _osc_subscribe() -> str:
-    return (
-        "// stemdeck: feedback to this client until the daemon stops (docs/surfaces.md)\n"
+def _value_queries() -> list[str]:
+    """One pattern query per strip for the values its widgets show, by name
+    (``/ch/vocals/{pan,fader,mute,solo}``): one per strip, not one for all, as the
+    replies to a datagram may be at most 4 bytes per byte sent plus 96 (docs/osc.md)."""
+    out = []
+    for strip in STRIPS:
+        addresses = [c.address for c in CONTROLS if c.strip == strip]
+        prefix = addresses[0].rsplit("/", 1)[0]
+        assert all(a.rsplit("/", 1)[0] == prefix for a in addresses), addresses
+        out.append(prefix + "/{" + ",".join(a.rsplit("/", 1)[1] for a in addresses) + "}")
+    return out
+
+
+def _osc_on_create() -> str:
+    """The root's ``onCreate``, run by every client that opens the page: subscribe,
+    then ask for the current values. Only a new subscriber is sent the full state; a
+    renewal (a second page, a reload, Open Stage Control restarted) is not, so without
+    the queries its widgets would show their defaults. The replies go to the sender,
+    Open Stage Control's ``--osc-port``, and from there to every client's widgets."""
+    lines = [
+        "// stemdeck: feedback to this client until the daemon stops (docs/surfaces.md)",
         f"send('/subscribe', {{type: 'i', value: {FEEDBACK_PORT}}}, 'names', "
-        "{type: 'i', value: 0})\n"
-    )
+        "{type: 'i', value: 0})",
+        "// the values now: a renewed subscription brings no full state",
+        *(f"send('{query}')" for query in _value_queries()),
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def open_stage_control_session() -> str:
@@ -533,14 +555,16 @@ def open_stage_control_session() -> str:
         widgets = [_text(id=f"{strip}_name", height=40, default=strip, colorWidget=colour)]
         widgets += [_osc_control(c) for c in CONTROLS if c.strip == strip]
         strips.append(_panel(id=f"{strip}_strip", expand=True, layout="vertical", widgets=widgets))
+    # The buttons three to a row: six in one row clip "play/pause" and "instrumental"
+    # on a phone held upright.
     buttons = [_osc_control(c) for c in CONTROLS if not c.strip]
     content = _root(
         id="root",
         layout="vertical",
-        onCreate=_osc_subscribe(),
+        onCreate=_osc_on_create(),
         widgets=[
             _panel(id="strips", expand=True, layout="horizontal", widgets=strips),
-            _panel(id="buttons", height=80, layout="horizontal", widgets=buttons),
+            _panel(id="buttons", height=140, layout="grid", gridTemplate=3, widgets=buttons),
         ],
     )
     session = {

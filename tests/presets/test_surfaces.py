@@ -24,7 +24,8 @@ from xml.etree import ElementTree
 import pytest
 from osc_host import FakeHost, make_server
 
-from stemdeck.daemon.osc import OscServer, Reply
+from stemdeck.core.control.values import strip_value
+from stemdeck.daemon.osc import Feedback, OscServer, Reply
 from stemdeck.daemon.osc.wire import encode_message
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,6 +45,8 @@ ADDRESSES = {
     "/transport/stop",
     "/scene/recall",
 }
+#: The controls whose widgets follow the daemon's values (feedback, and on load).
+FOLLOWS = {a for a in ADDRESSES if a.startswith(("/ch/", "/master/"))}
 
 
 @dataclass(frozen=True)
@@ -213,13 +216,17 @@ def open_stage_control_messages(text: str) -> tuple[list[Sent], str]:
     return sent, root["onCreate"]
 
 
-def js_send(script: str) -> tuple[str, tuple[Any, ...]]:
-    """The one ``send(address, ...args)`` of an ``onCreate`` script."""
-    [(address, body)] = re.findall(r"^send\('([^']*)', (.*)\)$", script, re.M)
-    args: list[Any] = []
-    for tag, typed, string in re.findall(r"\{type: '(\w)', value: ([^}]*)\}|'([^']*)'", body):
-        args.append(_typed(typed, tag) if tag else string)
-    return address, tuple(args)
+def js_sends(script: str) -> list[tuple[str, tuple[Any, ...]]]:
+    """Every ``send(address, ...args)`` of an ``onCreate`` script, in order."""
+    out: list[tuple[str, tuple[Any, ...]]] = []
+    for address, body in re.findall(r"^send\('([^']*)'(?:, (.*))?\)$", script, re.M):
+        args: list[Any] = []
+        for tag, typed, string in re.findall(r"\{type: '(\w)', value: ([^}]*)\}|'([^']*)'", body):
+            args.append(_typed(typed, tag) if tag else string)
+        out.append((address, tuple(args)))
+    sends = [line for line in script.splitlines() if line.startswith("send(")]
+    assert len(out) == len(sends), sends  # every send parsed
+    return out
 
 
 # -- the replay ------------------------------------------------------------------------------
@@ -342,10 +349,56 @@ def test_open_stage_control_session_replays_against_the_daemon(daemon) -> None:
     assert [s.args for s in sent if s.control == "scene_acapella"] == [("acapella",), None]
     for message in sent:
         replay(host, server, message)
-    address, args = js_send(on_create)
+    (address, args), *queries = js_sends(on_create)
     assert (address, args) == ("/subscribe", (FEEDBACK_PORT, "names", 0))
     assert _send(server, host, address, args) == [("/subscribe", [FEEDBACK_PORT, "names", 0])]
     assert server.control.subscribed() == [SURFACE]
+    # Then it asks for the values its widgets show, by name: together, every control
+    # that follows feedback, each answered once with the daemon's value.
+    asked: list[str] = []
+    for address, args in queries:
+        assert args == (), address
+        replies = _send(server, host, address, args)
+        assert replies == [(a, [_value(host, a)]) for a, _ in replies], address
+        assert all(type(v[0]) is type(_value(host, a)) for a, v in replies), replies
+        asked += [a for a, _ in replies]
+    assert sorted(asked) == sorted(FOLLOWS)
+
+
+def _value(host: FakeHost, address: str) -> Any:
+    """The value the daemon holds for a control (``/ch/NAME/KEY``, ``/master/KEY``),
+    typed as its reply carries it."""
+    return strip_value(_strip(host, address), address.rsplit("/", 1)[1])
+
+
+def test_open_stage_control_session_shows_the_daemons_values_on_every_load(daemon) -> None:
+    """A second page, a reload or Open Stage Control restarted renews the surface's
+    subscription, and a renewal brings no full state (only a new subscriber gets one):
+    the session must ask for the values itself, or its widgets show their defaults
+    while the daemon plays other values (a fader then jumps from the wrong place)."""
+    host, server = daemon
+    _, on_create = open_stage_control_messages(
+        shipped("stemdeck-open-stage-control.json").decode("utf-8")
+    )
+    elsewhere = ("127.0.0.1", 9)  # another client: the browser mixer, a MIDI map
+    for address, value in (
+        ("/ch/vocals/mute", 1),
+        ("/ch/bass/fader", 0.0),
+        ("/ch/drums/pan", -1.0),
+        ("/master/fader", 1.0),
+    ):
+        assert server.datagram(encode_message(address, [value]), elsewhere) == []
+    host.block()
+    feedback = Feedback(server)
+    for load in ("first", "second"):
+        received: list[Reply] = []
+        server.route(SURFACE, received.extend)
+        for address, args in js_sends(on_create):
+            received += _send(server, host, address, args)
+        feedback.tick()  # a fresh subscriber's full state, or what changed since
+        shown = dict(received)  # the last value each address got
+        for address in sorted(FOLLOWS):
+            assert shown.get(address) == [_value(host, address)], (load, address, shown)
 
 
 def test_the_shipped_files_are_what_the_script_writes(monkeypatch: pytest.MonkeyPatch) -> None:
