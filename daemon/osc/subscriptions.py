@@ -132,10 +132,16 @@ class Subscriptions:
 
     def add(self, key: Sender, form: str, seconds: float | None) -> None:
         """Feedback to ``key`` for ``seconds`` from now (None: the subscription time;
-        0: until /unsubscribe); a fixed target keeps its lifetime."""
+        0: until /unsubscribe); a fixed target keeps its lifetime.
+
+        A new subscriber, a new form, and a ``/subscribe`` with 0 seconds get the full
+        state first. A subscription until /unsubscribe is never renewed, so its repeat
+        is a surface starting again (TouchOSC or Open Stage Control reloaded, a second
+        page), whose widgets show their defaults until they are sent the state. A
+        renewal with a lifetime gets only the changes."""
         with self._lock:
             old = self._subscribers.get(key)
-            fresh = old is None or old.form != form or old.fresh
+            fresh = old is None or old.form != form or old.fresh or seconds == 0
             fixed = old is not None and old.fixed
             if fixed or seconds == 0:
                 expires = math.inf

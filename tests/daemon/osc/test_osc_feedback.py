@@ -73,6 +73,24 @@ def test_seconds_0_subscribes_until_unsubscribe(served) -> None:
     assert left_at(server, 0.0) == []
 
 
+def test_a_repeated_subscribe_until_unsubscribe_gets_the_full_state_again(served) -> None:
+    """A surface that subscribes until /unsubscribe says /subscribe again only when it
+    starts again (a reload): it gets every value again. A renewal with a lifetime (a
+    client renewing every few seconds) gets only the changes."""
+    _host, server = served
+
+    def fresh() -> list[tuple[tuple[str, int], bool]]:
+        return [(t, f) for t, _, f in server.control.feedback_targets(time.monotonic())]
+
+    server.datagram(m("/subscribe", 50000, "names", 0), SENDER)
+    server.datagram(m("/subscribe", 50001, "names"), SENDER)
+    assert fresh() == [(("127.0.0.1", 50000), True), (("127.0.0.1", 50001), True)]
+    assert fresh() == [(("127.0.0.1", 50000), False), (("127.0.0.1", 50001), False)]
+    server.datagram(m("/subscribe", 50000, "names", 0), SENDER)  # reloaded
+    server.datagram(m("/subscribe", 50001, "names"), SENDER)  # renewed
+    assert fresh() == [(("127.0.0.1", 50000), True), (("127.0.0.1", 50001), False)]
+
+
 def test_the_latest_subscribe_sets_the_lifetime(served) -> None:
     _host, server = served
     server.datagram(m("/subscribe", "index", 0), SENDER)  # the sender's own port
