@@ -27,7 +27,10 @@ One load (a background thread per request)::
                            reads; old track fades out, its worker ends) -> done(None)
       beat grid            found or analysed in a thread of its own
                            (track_beats.py; a stem file's: of its mix)
-      key                  one hash of the decoded audio (SeparationSpec.key)
+      key                  one hash of the decoded audio (SeparationSpec.key); when
+                           no entry in the cache has the track's shape and rate
+                           (SeparationCache.may_hold) the worker starts first, on
+                           the chunk under the play head, and gets the key after
       cache hit?           verify the blocks of the 15 s under the play head and
                            post the entry as it is verified (Progressive: one
                            ready flag per 15 s, set once its blocks are checked),
@@ -402,6 +405,20 @@ class TrackLoader:
         its key; the worker separates this very audio under this key."""
         try:
             key = None
+            if self.cache is not None and not self._maybe_cached(y, sr):
+                # Not cached whatever its key: the worker starts on the chunk under
+                # the play head while the track is hashed (1.7 s for an hour).
+                self._spawn(y, sr, None, gen, name, key_later=True)
+                with self._lock:
+                    worker = self._worker if self.current(gen) else None
+                if worker is not None:
+                    try:
+                        key = self.spec.key(y, sr)
+                    except StemdeckError as exc:
+                        log.warning("cache: %s", exc)
+                    finally:  # the worker waits for it, whatever happened
+                        worker.send_key(key)
+                return
             if self.cache is not None:
                 try:
                     key = self.spec.key(y, sr)
@@ -491,15 +508,38 @@ class TrackLoader:
             return None
         return found.entry.channels
 
-    def _spawn(self, y: np.ndarray, sr: int, key: str | None, gen: int, name: str) -> None:
+    def _maybe_cached(self, y: np.ndarray, sr: int) -> bool:
+        """Whether the cache may hold ``y``'s entry (:meth:`SeparationCache.may_hold`);
+        a cache folder that cannot be listed: maybe."""
+        assert self.cache is not None
+        try:
+            return self.cache.may_hold(sr, (int(y.shape[0]), int(y.shape[1])))
+        except OSError:
+            return True
+
+    def _spawn(
+        self,
+        y: np.ndarray,
+        sr: int,
+        key: str | None,
+        gen: int,
+        name: str,
+        *,
+        key_later: bool = False,
+    ) -> None:
         """Start generation ``gen``'s worker on ``y`` (filed under ``key`` when there is
-        a cache).
+        a cache; with ``key_later``, under the key :meth:`SeparationWorker.send_key`
+        hands it).
 
         Under the lock, so that a newer track or :meth:`close` ends it and releases
         its audio whenever it comes: writing a 10-minute track into shared memory
         takes about 0.1 s, which a track posted meanwhile waits for.
         """
-        cache_root = str(self.cache.root) if self.cache is not None and key is not None else None
+        cache_root = (
+            str(self.cache.root)
+            if self.cache is not None and (key is not None or key_later)
+            else None
+        )
         with self._lock:
             if not self.current(gen):
                 return
@@ -512,6 +552,7 @@ class TrackLoader:
                     key=key if cache_root is not None else None,
                     cache_root=cache_root,
                     position=self._head(sr),
+                    key_later=key_later,
                 )
             except OSError as exc:  # no process or pipe to be had (too many open files)
                 failed = f"separation not started: {exc.strerror or exc}"

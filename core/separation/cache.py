@@ -726,6 +726,32 @@ class SeparationCache:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
+    def may_hold(self, sr: int, audio_shape: tuple[int, int]) -> bool:
+        """Whether an entry, finished or partial, may be the separation of audio of
+        ``audio_shape`` ``(channels, samples)`` at ``sr``: False only when none is
+        (a key hashes the shape and the rate), so the audio need not be hashed to
+        know it is not cached. Any entry that cannot be read counts as a maybe.
+        """
+        if not self.root.is_dir():
+            return False
+        want = [int(audio_shape[0]), int(audio_shape[1])]
+        for p in self.root.iterdir():
+            if p.name.startswith(PARTIAL_PREFIX):
+                record = p / RECORD
+            elif p.name.startswith(".") or not p.is_dir():
+                continue
+            else:
+                record = p / "meta.json"
+            try:
+                with record.open(encoding="utf-8") as f:
+                    meta = json.load(f)
+                fields = meta.get("meta", meta)  # a partial record keeps sr in its meta
+                if list(meta["shape"])[1:] == want and int(fields["sr"]) == int(sr):
+                    return True
+            except (OSError, ValueError, KeyError, TypeError):
+                return True
+        return False
+
     def evict(self, *, keep: str) -> None:
         """Remove the least recently used entries past the size limit, never ``keep``."""
         entries = []

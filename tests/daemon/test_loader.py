@@ -696,3 +696,50 @@ def test_a_cached_track_plays_from_the_entry_once_every_block_is_verified(
     assert at_post == [[0, 0, 0, 1]]
     assert cached.track.ready is not None and cached.track.ready.tolist() == [1, 1, 1, 1]
     assert separated.track.channels is cached.track.channels and separated.track.ready is None
+
+
+@pytest.mark.parametrize("cached_alike", [False, True])
+def test_the_worker_starts_before_the_hash_when_no_entry_can_match(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    cached_alike: bool,
+    shared_memory_checked: None,
+) -> None:
+    """No entry of the track's shape and rate in the cache: the worker starts on the
+    chunk under the play head first and files it under the key taken meanwhile. An
+    entry of another track of the same length: the key first (it may be a hit)."""
+    from stemdeck.core.separation.separate import separate
+
+    y = tone_mix(3.0, seed=8)
+    path = _library(tmp_path, y)
+    cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
+    if cached_alike:
+        separate(tone_mix(3.0, seed=9), SR, spec=SPEC, cache=cache)
+    events: list[str] = []
+    real_key = keys_module.cache_key
+    real_start = worker_module.SeparationWorker.start.__func__  # type: ignore[attr-defined]
+
+    def key(*args: Any, **kwargs: Any) -> str:
+        events.append("hash")
+        return real_key(*args, **kwargs)
+
+    def start(cls: type, *args: Any, **kwargs: Any) -> Any:
+        events.append("worker")
+        return real_start(cls, *args, **kwargs)
+
+    monkeypatch.setattr(keys_module, "cache_key", key)
+    monkeypatch.setattr(worker_module.SeparationWorker, "start", classmethod(start))
+    engine = RecordingEngine()
+    loader = TrackLoader(
+        engine, Registry(NAMES), NAMES, spec=SPEC, cache=cache, library=[path.parent]
+    )
+    loader.request(str(path))
+    _settled(loader)
+    loader.close()
+    assert loader.problem is None and loader.separated
+    assert events == (["hash", "worker"] if cached_alike else ["worker", "hash"])
+    _original, progressive, separated = engine.tracks()
+    assert progressive.track.ready is not None and progressive.track.ready.tolist() == [1]
+    assert separated.track.channels is progressive.track.channels
+    assert SPEC.key(y, SR) in _entries(cache)
+    np.testing.assert_allclose(np.asarray(separated.track.channels).sum(axis=0), y, atol=1e-5)

@@ -424,3 +424,15 @@ def test_a_checker_over_meta_without_every_block_is_damaged(tmp_path: Path) -> N
     assert found.problem == (
         f"cache entry {key[:12]} was damaged (channels.f32 has 11 block checksums); rebuilding it"
     )
+
+
+def test_may_hold_says_no_only_when_no_entry_has_the_shape_and_rate(tmp_path: Path) -> None:
+    cache = SeparationCache(tmp_path / "c")
+    assert not cache.may_hold(SR, (2, 393216))  # no folder yet
+    _big_entry(cache, "7" * 40)  # four channels of (2, 393216) at SR
+    assert cache.may_hold(SR, (2, 393216))
+    assert not cache.may_hold(SR, (2, 393217))
+    assert not cache.may_hold(SR, (1, 393216))
+    assert not cache.may_hold(44100, (2, 393216))
+    (cache.root / ("6" * 40)).mkdir()  # an entry whose meta cannot be read: maybe
+    assert cache.may_hold(44100, (2, 393216))
