@@ -27,10 +27,18 @@ One load (a background thread per request)::
                            reads; old track fades out, its worker ends) -> done(None)
       beat grid            found or analysed in a thread of its own
                            (track_beats.py; a stem file's: of its mix)
-      key                  one hash of the decoded audio (SeparationSpec.key)
-      cache hit?           verify every block in the background, post
-                           SetTrack(channels, same_audio=True): the memory map
-                           itself, at the source's rate (no resampled copy)
+      key                  one hash of the decoded audio (SeparationSpec.key); when
+                           no entry in the cache has the track's shape and rate
+                           (SeparationCache.may_hold) the worker starts first, on
+                           the chunk under the play head, and gets the key after
+      cache hit?           verify the blocks of the 15 s under the play head and
+                           post the entry as it is verified (Progressive: one
+                           ready flag per 15 s, set once its blocks are checked),
+                           then the rest in play order; once every block is
+                           checked, SetTrack(channels, same_audio=True): the
+                           memory map itself, at the source's rate (no resampled
+                           copy). A damaged block: the entry is removed, that
+                           span plays the original, and a worker separates again
       else                 the decoded audio goes to a worker in shared memory
                            (separation_worker.py) with the key; it separates into
                            the cache under that key and reports ("done", key); the
@@ -65,7 +73,7 @@ from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import ParameterError, StemdeckError
 from stemdeck.core.mixer.commands import SetTrack, Track
 from stemdeck.core.mixer.params import plays_at
-from stemdeck.core.separation.cache import SeparationCache
+from stemdeck.core.separation.cache import CacheLookup, SeparationCache
 from stemdeck.core.separation.keys import SeparationSpec
 
 from .separation_worker import ProcessContext, SeparationWorker
@@ -96,6 +104,17 @@ LOAD_FAILED = "load failed"
 STEMS_STAGE = "stems"
 #: How often the play head is handed to the separation worker, in seconds.
 HEAD_POLL_S = 0.1
+#: A cached entry's blocks are verified this many seconds of audio at a time (as
+#: long as the worker's chunks), each span's stems playing once it is checked: the
+#: one under the play head costs the same whatever the track's length.
+VERIFY_CHUNK_S = 15.0
+
+
+def _play_order(first: int, chunks: int) -> list[int]:
+    """Chunks in play order from chunk ``first``: it, those after it, then those
+    before it, nearest first (as the separation worker's)."""
+    first = min(max(0, first), chunks - 1)
+    return [*range(first, chunks), *range(first - 1, -1, -1)]
 
 
 class Progressive:
@@ -386,19 +405,90 @@ class TrackLoader:
         its key; the worker separates this very audio under this key."""
         try:
             key = None
+            if self.cache is not None and not self._maybe_cached(y, sr):
+                # Not cached whatever its key: the worker starts on the chunk under
+                # the play head while the track is hashed (1.7 s for an hour).
+                self._spawn(y, sr, None, gen, name, key_later=True)
+                with self._lock:
+                    worker = self._worker if self.current(gen) else None
+                if worker is not None:
+                    try:
+                        key = self.spec.key(y, sr)
+                    except StemdeckError as exc:
+                        log.warning("cache: %s", exc)
+                    finally:  # the worker waits for it, whatever happened
+                        worker.send_key(key)
+                return
             if self.cache is not None:
                 try:
                     key = self.spec.key(y, sr)
                 except StemdeckError as exc:
                     log.warning("cache: %s", exc)
-                channels = None if key is None else self._verified(key, gen)
-                if channels is not None:
-                    if self._publish(channels, sr, gen):
-                        log.info("%s: %d channels from the cache", name, len(channels))
-                    return
+                if key is not None and plays_at(sr):
+                    if self._cached_by_chunks(key, y, sr, gen, name):
+                        return
+                else:
+                    channels = None if key is None else self._verified(key, gen)
+                    if channels is not None:
+                        if self._publish(channels, sr, gen):
+                            log.info("%s: %d channels from the cache", name, len(channels))
+                        return
             self._spawn(y, sr, key, gen, name)
         except MemoryError:
             self._give_up(gen, "separation not started: not enough memory")
+
+    def _cached_by_chunks(self, key: str, y: np.ndarray, sr: int, gen: int, name: str) -> bool:
+        """Play the cache entry ``key`` chunk by chunk as its blocks are verified: the
+        chunk under the play head first (it plays its stems once its blocks and the
+        activations are checked), then those after it, then those before it.
+
+        Returns
+        -------
+        bool
+            True when the entry was found and every block checked (its channels
+            play, or generation ``gen`` no longer plays); False when there is none
+            to play: absent, damaged (removed; the chunks already verified play on
+            until the worker's new entry replaces them) or unreadable, said in the log.
+        """
+        assert self.cache is not None
+        found = self.cache.load(key, verify=False)
+        entry = found.entry
+        if entry is None or entry.channels.shape != (len(self.names), *y.shape):
+            if found.problem:
+                log.warning(found.problem)
+            return False
+        checker = self.cache.checker(entry)
+        if isinstance(checker, CacheLookup):
+            log.warning(checker.problem)
+            return False
+        size = max(1, int(VERIFY_CHUNK_S * sr))
+        chunks = -(-int(y.shape[1]) // size)
+        progressive = Progressive(entry.channels, y[np.newaxis], chunks, size)
+        with self._lock:
+            if self.current(gen):
+                self.progress = ("verifying", 0.0)
+        checked = checker.files()
+        done: set[int] = set()
+        while checked.found and len(done) < chunks:
+            if not self.current(gen):
+                return True  # another track plays
+            i = next(i for i in _play_order(self._head(sr) // size, chunks) if i not in done)
+            checked = checker.samples(i * size, (i + 1) * size)
+            if not checked.found:
+                break
+            done.add(i)
+            progressive.land(i * size, (i + 1) * size)
+            if not progressive.posted:
+                self._post_progressive(progressive, sr, gen, name)
+            with self._lock:
+                if self.current(gen) and not self.separated:
+                    self.progress = (STEMS_STAGE, progressive.fraction)
+        if not checked.found:
+            log.warning(checked.problem)
+            return False
+        if self._publish(entry.channels, sr, gen):
+            log.info("%s: %d channels from the cache", name, len(entry.channels))
+        return True
 
     def _verified(self, key: str, gen: int | None = None) -> np.ndarray | None:
         """The channels of the cache entry ``key``, every block verified; None (the
@@ -418,15 +508,38 @@ class TrackLoader:
             return None
         return found.entry.channels
 
-    def _spawn(self, y: np.ndarray, sr: int, key: str | None, gen: int, name: str) -> None:
+    def _maybe_cached(self, y: np.ndarray, sr: int) -> bool:
+        """Whether the cache may hold ``y``'s entry (:meth:`SeparationCache.may_hold`);
+        a cache folder that cannot be listed: maybe."""
+        assert self.cache is not None
+        try:
+            return self.cache.may_hold(sr, (int(y.shape[0]), int(y.shape[1])))
+        except OSError:
+            return True
+
+    def _spawn(
+        self,
+        y: np.ndarray,
+        sr: int,
+        key: str | None,
+        gen: int,
+        name: str,
+        *,
+        key_later: bool = False,
+    ) -> None:
         """Start generation ``gen``'s worker on ``y`` (filed under ``key`` when there is
-        a cache).
+        a cache; with ``key_later``, under the key :meth:`SeparationWorker.send_key`
+        hands it).
 
         Under the lock, so that a newer track or :meth:`close` ends it and releases
         its audio whenever it comes: writing a 10-minute track into shared memory
         takes about 0.1 s, which a track posted meanwhile waits for.
         """
-        cache_root = str(self.cache.root) if self.cache is not None and key is not None else None
+        cache_root = (
+            str(self.cache.root)
+            if self.cache is not None and (key is not None or key_later)
+            else None
+        )
         with self._lock:
             if not self.current(gen):
                 return
@@ -439,6 +552,7 @@ class TrackLoader:
                     key=key if cache_root is not None else None,
                     cache_root=cache_root,
                     position=self._head(sr),
+                    key_later=key_later,
                 )
             except OSError as exc:  # no process or pipe to be had (too many open files)
                 failed = f"separation not started: {exc.strerror or exc}"

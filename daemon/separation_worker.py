@@ -23,6 +23,10 @@ from a shared 64-bit integer the daemon writes (:attr:`SeparationWorker.position
 in samples of the track's own rate), so a seek re-prioritises within a chunk's
 time without restarting anything (a restarted stream would first re-verify
 every chunk written so far). Chunks a killed worker left in the entry are kept.
+When no entry of the track's shape and rate is in the cache, the daemon starts
+the worker before it has hashed the track: the worker starts on the chunk under
+the play head and takes the key from a second pipe (:meth:`SeparationWorker.send_key`)
+before it opens the entry.
 
 Messages, worker to daemon, over a one-way pipe::
 
@@ -120,6 +124,9 @@ class WorkerJob:
     cache_root: str | None
     parent: int
     position: Any = None  # the play head (a shared int64, ``RawValue("q")``), or None
+    #: With ``cache_root`` and no ``key``: the pipe the key comes through once the
+    #: daemon has taken it (None: no entry), while the worker starts separating.
+    key_later: Connection | None = None
 
 
 def share_audio(y: np.ndarray) -> SharedMemory:
@@ -173,6 +180,7 @@ class SeparationWorker:
         self.process = process
         self.conn = conn
         self._shm = shm
+        self._key_conn: Connection | None = None
         self._lock = threading.Lock()
         #: The play head the worker separates from (samples at the track's rate):
         #: a shared int64 (``.value``) the daemon writes, or None.
@@ -189,12 +197,16 @@ class SeparationWorker:
         key: str | None,
         cache_root: str | None,
         position: int = 0,
+        key_later: bool = False,
     ) -> SeparationWorker:
         """Hand ``y`` (the track at its own rate ``sr``) over and start a worker on it.
 
         ``key`` with ``cache_root``: the entry is filed under ``key`` in that cache
         folder, and "done" carries it; its chunks are separated from the play head
         ``position`` (samples at ``sr``; later ones through :attr:`position`).
+        ``key_later`` with ``cache_root`` and no ``key``: the worker starts on the
+        chunk under the play head at once, and files it under the key
+        :meth:`send_key` hands over (the daemon hashes the track meanwhile).
         """
         shm: SharedMemory | None = None
         audio: SharedAudio | np.ndarray
@@ -208,27 +220,50 @@ class SeparationWorker:
             )
             audio = np.ascontiguousarray(y, dtype=np.float32)
         head = context.RawValue("q", int(position))
-        job = WorkerJob(audio, sr, spec, key, cache_root, os.getpid(), head)
+        key_in: Connection | None = None
+        key_out: Connection | None = None
+        if key_later and key is None and cache_root is not None:
+            key_in, key_out = context.Pipe(duplex=False)
+        job = WorkerJob(audio, sr, spec, key, cache_root, os.getpid(), head, key_in)
         parent, child = context.Pipe(duplex=False)
         process = context.Process(
             target=run, name="stemdeck-separate", daemon=True, args=(job, child)
         )
         worker = cls(process, parent, shm, head)
+        worker._key_conn = key_out
         try:
             with children_on_every_cpu():  # not the audio's pin (realtime.py)
                 process.start()
         except BaseException:
             parent.close()
+            if key_out is not None:
+                key_out.close()
             worker.release()
             raise
         finally:
             child.close()
+            if key_in is not None:
+                key_in.close()
         if process.pid is not None:
             try:  # niced from its first instruction, imports included
                 os.setpriority(os.PRIO_PROCESS, process.pid, 10)
             except (OSError, AttributeError):
                 pass
         return worker
+
+    def send_key(self, key: str | None) -> None:
+        """Hand over the key of a worker started with ``key_later`` (None: the track is
+        separated without an entry, its channels sent back); once only. A worker gone
+        meanwhile is not an error here: its pipe says so."""
+        conn, self._key_conn = self._key_conn, None
+        if conn is None:
+            return
+        try:
+            conn.send(key)
+        except OSError:
+            pass
+        finally:
+            conn.close()
 
     @property
     def shared_name(self) -> str | None:
@@ -310,20 +345,35 @@ def run(job: WorkerJob, conn: Connection) -> None:
                 last[0] = now
                 conn.send(("progress", stage, fraction))
 
-        if cache is not None and job.key is not None:
-            if stream_into_cache(y, job, cache, job.key, conn, threads=nmf_threads):
+        keys = [job.key]
+        later = [job.key_later]
+
+        def key() -> str | None:
+            """The entry's key: the job's, or once the daemon has taken it."""
+            pipe = later[0]
+            if pipe is not None:
+                try:
+                    keys[0] = pipe.recv()
+                except (EOFError, OSError):
+                    os._exit(0)  # the daemon ended this request before it sent the key
+                pipe.close()
+                later[0] = None
+            return keys[0]
+
+        if cache is not None and (job.key is not None or job.key_later is not None):
+            if stream_into_cache(y, job, cache, key, conn, threads=nmf_threads):
                 return
         result = separate(
             y,
             job.sr,
             spec=job.spec,
-            cache=cache,
-            key=job.key,
+            cache=cache if key() is not None else None,
+            key=key(),
             progress=progress,
             nmf_threads=nmf_threads,
         )
         if result.info.get("cache_path"):
-            conn.send(("done", job.key))
+            conn.send(("done", key()))
         else:  # no cache (disabled or full disk): hand the audio over
             conn.send(("data", np.asarray(result.channels)))
     except (BrokenPipeError, EOFError, ConnectionError):
@@ -345,7 +395,7 @@ def stream_into_cache(
     y: np.ndarray,
     job: WorkerJob,
     cache: SeparationCache,
-    key: str,
+    key: str | Callable[[], str | None],
     conn: Connection,
     *,
     threads: int | None = None,
@@ -355,6 +405,9 @@ def stream_into_cache(
     """Separate ``y`` chunk by chunk into the cache entry ``key`` and report each
     chunk through ``conn`` as it lands (the module's messages).
 
+    ``key`` may be a callable that waits for it (None: no entry): the chunk under
+    the play head is separated meanwhile, and written once the entry is opened.
+
     ``workers`` chunks at a time, each started in play order
     (:meth:`~stemdeck.core.separation.chunks.ChunkPlan.order`) from the play head
     read from ``job.position`` at that moment. Chunks a killed writer left are
@@ -363,33 +416,44 @@ def stream_into_cache(
     Returns
     -------
     bool
-        False (nothing done) when another live process writes the entry:
-        :func:`separate` then goes its way as before.
+        False (nothing written) when another live process writes the entry, or
+        there is no key: :func:`separate` then goes its way as before.
     """
     conn.send(("progress", "starting", 0.0))
     separator = ChunkedSeparator(y, job.sr, job.spec, threads=threads, chunk_seconds=chunk_seconds)
     plan = separator.plan
-    writer = cache.chunk_writer(
-        key,
-        separator.names,
-        (int(y.shape[0]), int(y.shape[1])),
-        W=separator.W,
-        frames=plan.frames,
-        meta=separator.entry_meta(),
-    )
-    if writer is None:
-        return False
-    with writer:
-        conn.send(("entry", key, plan.n_chunks, plan.chunk_frames * plan.hop))
-        kept = writer.ready
-        done: set[int] = set()
-        for i in range(plan.n_chunks):
-            start, stop = plan.samples(i)
-            if any(a <= start and stop <= b for a, b in kept):  # left by a killed worker
-                done.add(i)
-                conn.send(("chunk", start, stop))
-        with ThreadPoolExecutor(workers, thread_name_prefix="stemdeck-chunk") as pool:
-            running: dict[Future[Chunk], int] = {}
+    with ThreadPoolExecutor(workers, thread_name_prefix="stemdeck-chunk") as pool:
+        running: dict[Future[Chunk], int] = {}
+        entry_key: str | None
+        if callable(key):  # the key is being taken: the chunk under the play head meanwhile
+            first = plan.order(int(job.position.value) if job.position is not None else 0)[0]
+            running[pool.submit(separator.chunk, first)] = first
+            entry_key = key()
+        else:
+            entry_key = key
+        writer = None
+        if entry_key is not None:
+            writer = cache.chunk_writer(
+                entry_key,
+                separator.names,
+                (int(y.shape[0]), int(y.shape[1])),
+                W=separator.W,
+                frames=plan.frames,
+                meta=separator.entry_meta(),
+            )
+        if writer is None or entry_key is None:
+            for future in running:
+                future.cancel()
+            return False
+        with writer:
+            conn.send(("entry", entry_key, plan.n_chunks, plan.chunk_frames * plan.hop))
+            kept = writer.ready
+            done: set[int] = set()
+            for i in range(plan.n_chunks):
+                start, stop = plan.samples(i)
+                if any(a <= start and stop <= b for a, b in kept):  # left by a killed worker
+                    done.add(i)
+                    conn.send(("chunk", start, stop))
             while len(done) < plan.n_chunks:
                 head = int(job.position.value) if job.position is not None else 0
                 for i in plan.order(head):
@@ -401,11 +465,12 @@ def stream_into_cache(
                 for future in finished:
                     i = running.pop(future)
                     c = future.result()
-                    writer.add_chunk(c.start, c.stop, c.channels, c.frames, c.H)
-                    done.add(i)
-                    conn.send(("chunk", c.start, c.stop))
-        writer.finish()
-    conn.send(("done", key))
+                    if i not in done:  # a chunk a killed worker left, separated meanwhile
+                        writer.add_chunk(c.start, c.stop, c.channels, c.frames, c.H)
+                        done.add(i)
+                        conn.send(("chunk", c.start, c.stop))
+            writer.finish()
+    conn.send(("done", entry_key))
     return True
 
 

@@ -59,6 +59,7 @@ from .partial import LOCK, PARTIAL_PREFIX, RECORD, ChunkWriter, PartialEntry, tr
 __all__ = [
     "CacheEntry",
     "CacheLookup",
+    "EntryChecker",
     "LookupStatus",
     "SeparationCache",
     "cache_key",
@@ -140,6 +141,93 @@ class CacheLookup:
     @property
     def found(self) -> bool:
         return self.status == "found"
+
+
+class EntryChecker:
+    """Checks one entry's blocks piece by piece: the audio under a play head first.
+
+    Made by :meth:`SeparationCache.checker`, which has checked the format and the
+    sizes. :meth:`files` checks every file but the channels (the templates and
+    activations); :meth:`samples` the blocks of ``channels.f32`` that hold the
+    samples ``[start, stop)`` of every channel. A block is read once, however many
+    ranges share it. Once every range has been checked, every byte of the entry has.
+
+    Both return a :class:`CacheLookup`: ``found`` (checked), ``damaged`` (a block
+    is wrong: the entry is removed; a memory map of it stays readable) or
+    ``unreadable`` (kept).
+    """
+
+    def __init__(self, cache: SeparationCache, entry: CacheEntry, meta: dict[str, Any]) -> None:
+        self.cache = cache
+        self.entry = entry
+        self._files = meta["files"]
+        shape = tuple(int(s) for s in meta["shape"])
+        self._planes = shape[0] * shape[1]
+        self._length = shape[2]
+        info = self._files["channels.f32"]
+        self._block = int(info["block"])
+        self._crc = [int(c) for c in info["crc"]]
+        if len(self._crc) != -(-int(info["size"]) // self._block):
+            raise DamagedEntry(f"channels.f32 has {len(self._crc)} block checksums")
+        self._checked = bytearray(len(self._crc))
+
+    @property
+    def complete(self) -> bool:
+        """Every block of the channels has been checked."""
+        return all(self._checked)
+
+    def files(self) -> CacheLookup:
+        """Check every block of every file but ``channels.f32``."""
+        path = self.entry.path
+        for name, info in self._files.items():
+            if name == "channels.f32":
+                continue
+            try:
+                if block_checksums(path / name, int(info["block"])) != list(info["crc"]):
+                    raise DamagedEntry(f"{name} checksum mismatch")
+            except FileNotFoundError as exc:
+                return self.cache._damaged(path, exc)
+            except OSError as exc:
+                return self._unreadable(exc)
+            except DamagedEntry as exc:
+                return self.cache._damaged(path, exc)
+        return CacheLookup("found", self.entry)
+
+    def samples(self, start: int, stop: int) -> CacheLookup:
+        """Check the blocks of ``channels.f32`` holding samples ``[start, stop)`` of
+        every channel (the whole entry once every range has been asked for)."""
+        start, stop = max(0, int(start)), min(self._length, int(stop))
+        path = self.entry.path / "channels.f32"
+        block = self._block
+        try:
+            with path.open("rb", buffering=0) as f:
+                buf = bytearray(block)
+                view = memoryview(buf)
+                for plane in range(self._planes):
+                    first = (plane * self._length + start) * 4 // block
+                    last = ((plane * self._length + stop) * 4 - 1) // block
+                    for b in range(first, last + 1):
+                        if self._checked[b]:
+                            continue
+                        f.seek(b * block)
+                        n = f.readinto(buf)
+                        if zlib.crc32(view[:n]) != self._crc[b]:
+                            raise DamagedEntry("channels.f32 checksum mismatch")
+                        self._checked[b] = 1
+        except FileNotFoundError as exc:
+            return self.cache._damaged(self.entry.path, exc)
+        except OSError as exc:
+            return self._unreadable(exc)
+        except DamagedEntry as exc:
+            return self.cache._damaged(self.entry.path, exc)
+        if self.complete:
+            self.entry.verified = True
+        return CacheLookup("found", self.entry)
+
+    def _unreadable(self, exc: OSError) -> CacheLookup:
+        return CacheLookup(
+            "unreadable", problem=f"cache entry {self.entry.path.name[:12]} is unreadable ({exc})"
+        )
 
 
 class EntryWriter:
@@ -317,6 +405,26 @@ class SeparationCache:
             entry.verified = True
             return CacheLookup("found", entry)
         return CacheLookup("found")
+
+    def checker(self, entry: CacheEntry) -> EntryChecker | CacheLookup:
+        """An :class:`EntryChecker` for an entry opened with ``verify=False``, to check
+        its blocks piece by piece; or, when its ``meta.json`` is not readable now or
+        no longer matches the files' sizes, the :class:`CacheLookup` saying why
+        (``damaged``: removed; ``unreadable``: kept)."""
+        path = entry.path
+        try:
+            with (path / "meta.json").open(encoding="utf-8") as f:
+                meta = json.load(f)
+            self._check(path, meta, full=False)
+            return EntryChecker(self, entry, meta)
+        except FileNotFoundError as exc:
+            return self._damaged(path, exc)
+        except OSError as exc:
+            return CacheLookup(
+                "unreadable", problem=f"cache entry {path.name[:12]} is unreadable ({exc})"
+            )
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            return self._damaged(path, exc)
 
     @staticmethod
     def _damaged(path: Path, exc: BaseException) -> CacheLookup:
@@ -617,6 +725,32 @@ class SeparationCache:
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None
+
+    def may_hold(self, sr: int, audio_shape: tuple[int, int]) -> bool:
+        """Whether an entry, finished or partial, may be the separation of audio of
+        ``audio_shape`` ``(channels, samples)`` at ``sr``: False only when none is
+        (a key hashes the shape and the rate), so the audio need not be hashed to
+        know it is not cached. Any entry that cannot be read counts as a maybe.
+        """
+        if not self.root.is_dir():
+            return False
+        want = [int(audio_shape[0]), int(audio_shape[1])]
+        for p in self.root.iterdir():
+            if p.name.startswith(PARTIAL_PREFIX):
+                record = p / RECORD
+            elif p.name.startswith(".") or not p.is_dir():
+                continue
+            else:
+                record = p / "meta.json"
+            try:
+                with record.open(encoding="utf-8") as f:
+                    meta = json.load(f)
+                fields = meta.get("meta", meta)  # a partial record keeps sr in its meta
+                if list(meta["shape"])[1:] == want and int(fields["sr"]) == int(sr):
+                    return True
+            except (OSError, ValueError, KeyError, TypeError):
+                return True
+        return False
 
     def evict(self, *, keep: str) -> None:
         """Remove the least recently used entries past the size limit, never ``keep``."""

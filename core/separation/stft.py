@@ -121,12 +121,19 @@ def stft_frames(
     window = _window(n_fft)
     offsets = np.arange(n_fft)
     out = np.empty((channels, len(frames), n_fft // 2 + 1), dtype=np.complex64)
-    padded = np.zeros(n_frames(length, n_fft, hop) * hop + n_fft, dtype=np.float32)
-    for c in range(channels):
-        padded[pad : pad + length] = y[c]
-        for s in range(0, len(frames), _CHUNK_FRAMES):
-            block = padded[frames[s : s + _CHUNK_FRAMES, np.newaxis] * hop + offsets] * window
-            out[c, s : s + _CHUNK_FRAMES] = scipy.fft.rfft(block, axis=1, workers=_WORKERS)
+    zero = np.float32(0.0)
+    # Each frame's samples are gathered from the track itself, zeros where the
+    # padded signal would hold them: no padded copy of the track (its length in
+    # memory, and a pass over all of it, for a few thousand frames).
+    for s in range(0, len(frames), _CHUNK_FRAMES):
+        at = frames[s : s + _CHUNK_FRAMES, np.newaxis] * hop - pad + offsets
+        inside = (at >= 0) & (at < length)
+        at = np.clip(at, 0, max(length - 1, 0))
+        for c in range(channels):
+            samples = np.where(inside, y[c][at], zero) if length else np.zeros(at.shape, np.float32)
+            out[c, s : s + _CHUNK_FRAMES] = scipy.fft.rfft(
+                samples * window, axis=1, workers=_WORKERS
+            )
     return out.transpose(0, 2, 1)
 
 

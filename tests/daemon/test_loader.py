@@ -598,3 +598,148 @@ def test_a_release_during_another_returns_once_the_segment_is_gone(
     first.join()
     receiving.close()
     sending.close()
+
+
+def test_a_cached_track_plays_its_stems_as_its_blocks_are_verified_head_first(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    shared_memory_checked: None,
+) -> None:
+    """A cached 48 s track, verified 12 s at a time, the play head at 13 s: the span
+    under it plays its stems before any other is read; a damaged block further on
+    leaves its span on the original (never played from the entry), the entry is
+    removed and separated again, and the new channels play."""
+    from stemdeck.core.separation.separate import separate
+    from stemdeck.daemon import loader as loader_module
+
+    monkeypatch.setattr(loader_module, "VERIFY_CHUNK_S", 12.0)
+    y = tone_mix(48.0, seed=6)
+    path = _library(tmp_path, y)
+    cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
+    separate(y, SR, spec=SPEC, cache=cache)
+    key = SPEC.key(y, SR)
+    data = cache.root / key / "channels.f32"
+    with data.open("r+b") as f:  # the first channel's left side at 47.8 s: the last span's
+        f.seek(int(47.8 * SR) * 4)
+        f.write(np.full(64, np.nan, np.float32).tobytes())
+    at_post: list[list[int]] = []
+
+    class Snapshot(RecordingEngine):
+        def post(self, command: Command) -> bool:
+            for c in command.commands if isinstance(command, Batch) else (command,):
+                if isinstance(c, SetTrack) and c.track.ready is not None:
+                    at_post.append(c.track.ready.tolist())
+            return super().post(command)
+
+    engine = Snapshot(position=13 * SR)
+    loader = TrackLoader(
+        engine, Registry(NAMES), NAMES, spec=SPEC, cache=cache, library=[path.parent]
+    )
+    with caplog.at_level(logging.INFO):
+        loader.request(str(path))
+        _settled(loader)
+    loader.close()
+    assert loader.problem is None and loader.separated
+    original, cached, rebuilt, separated = engine.tracks()
+    np.testing.assert_array_equal(original.track.channels[0], y)
+    assert at_post[0] == [0, 1, 0, 0]  # the span under the head, and nothing else, checked
+    assert cached.same_audio and cached.track.mix is not None and cached.track.ready is not None
+    assert cached.track.ready.tolist() == [0, 1, 1, 0]  # the damaged span never plays
+    assert rebuilt.track.channels is not cached.track.channels
+    assert separated.track.channels is rebuilt.track.channels
+    channels = np.asarray(separated.track.channels)
+    assert np.isfinite(channels).all()
+    np.testing.assert_allclose(channels.sum(axis=0), y, atol=1e-5)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == [
+        f"cache entry {key[:12]} was damaged (channels.f32 checksum mismatch); rebuilding it"
+    ]
+    assert _entries(cache) == [key]
+
+
+def test_a_cached_track_plays_from_the_entry_once_every_block_is_verified(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_memory_checked: None
+) -> None:
+    """No worker for a sound entry: the span under the head first, then every span."""
+    from stemdeck.core.separation.separate import separate
+    from stemdeck.daemon import loader as loader_module
+
+    monkeypatch.setattr(loader_module, "VERIFY_CHUNK_S", 12.0)
+    y = tone_mix(48.0, seed=7)
+    path = _library(tmp_path, y)
+    cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
+    separate(y, SR, spec=SPEC, cache=cache)
+    at_post: list[list[int]] = []
+
+    class Snapshot(RecordingEngine):
+        def post(self, command: Command) -> bool:
+            for c in command.commands if isinstance(command, Batch) else (command,):
+                if isinstance(c, SetTrack) and c.track.ready is not None:
+                    at_post.append(c.track.ready.tolist())
+            return super().post(command)
+
+    def no_worker(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a worker started for a sound entry")
+
+    monkeypatch.setattr(worker_module.SeparationWorker, "start", no_worker)
+    engine = Snapshot(position=40 * SR)
+    loader = TrackLoader(
+        engine, Registry(NAMES), NAMES, spec=SPEC, cache=cache, library=[path.parent]
+    )
+    loader.request(str(path))
+    _settled(loader)
+    loader.close()
+    assert loader.problem is None and loader.separated
+    original, cached, separated = engine.tracks()
+    assert original.track.is_mix
+    assert at_post == [[0, 0, 0, 1]]
+    assert cached.track.ready is not None and cached.track.ready.tolist() == [1, 1, 1, 1]
+    assert separated.track.channels is cached.track.channels and separated.track.ready is None
+
+
+@pytest.mark.parametrize("cached_alike", [False, True])
+def test_the_worker_starts_before_the_hash_when_no_entry_can_match(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    cached_alike: bool,
+    shared_memory_checked: None,
+) -> None:
+    """No entry of the track's shape and rate in the cache: the worker starts on the
+    chunk under the play head first and files it under the key taken meanwhile. An
+    entry of another track of the same length: the key first (it may be a hit)."""
+    from stemdeck.core.separation.separate import separate
+
+    y = tone_mix(3.0, seed=8)
+    path = _library(tmp_path, y)
+    cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
+    if cached_alike:
+        separate(tone_mix(3.0, seed=9), SR, spec=SPEC, cache=cache)
+    events: list[str] = []
+    real_key = keys_module.cache_key
+    real_start = worker_module.SeparationWorker.start.__func__  # type: ignore[attr-defined]
+
+    def key(*args: Any, **kwargs: Any) -> str:
+        events.append("hash")
+        return real_key(*args, **kwargs)
+
+    def start(cls: type, *args: Any, **kwargs: Any) -> Any:
+        events.append("worker")
+        return real_start(cls, *args, **kwargs)
+
+    monkeypatch.setattr(keys_module, "cache_key", key)
+    monkeypatch.setattr(worker_module.SeparationWorker, "start", classmethod(start))
+    engine = RecordingEngine()
+    loader = TrackLoader(
+        engine, Registry(NAMES), NAMES, spec=SPEC, cache=cache, library=[path.parent]
+    )
+    loader.request(str(path))
+    _settled(loader)
+    loader.close()
+    assert loader.problem is None and loader.separated
+    assert events == (["hash", "worker"] if cached_alike else ["worker", "hash"])
+    _original, progressive, separated = engine.tracks()
+    assert progressive.track.ready is not None and progressive.track.ready.tolist() == [1]
+    assert separated.track.channels is progressive.track.channels
+    assert SPEC.key(y, SR) in _entries(cache)
+    np.testing.assert_allclose(np.asarray(separated.track.channels).sum(axis=0), y, atol=1e-5)

@@ -344,3 +344,95 @@ def test_a_damaged_entry_in_the_old_order_is_removed_not_rewritten(
     assert found.problem == (
         f"cache entry {'k' * 12} was damaged (channels.f32 checksum mismatch); rebuilding it"
     )
+
+
+def test_an_entry_is_checked_range_by_range_the_one_asked_for_first(tmp_path: Path) -> None:
+    """The checker reads only the blocks of the samples asked for: the span under a
+    play head is checked (and plays) before a damaged block elsewhere is read; that
+    block is found once its samples are asked for, and the entry removed."""
+    cache = SeparationCache(tmp_path / "c", verify_on_load=False)
+    key = "f" * 40
+    _big_entry(cache, key)
+    data = cache.root / key / "channels.f32"
+    with data.open("r+b") as f:  # the last block: the end of the last channel's right side
+        f.seek(-4096, 2)
+        f.write(b"\xff" * 4096)
+    entry = cache.load(key).entry
+    assert entry is not None and not entry.verified
+    checker = cache.checker(entry)
+    assert not isinstance(checker, CacheLookup)
+    assert checker.files().status == "found"
+    first = checker.samples(0, 100000)
+    assert first.status == "found" and first.entry is entry
+    assert not checker.complete and not entry.verified
+    rest = checker.samples(100000, 393216)
+    assert rest.status == "damaged" and rest.entry is None
+    assert (
+        rest.problem
+        == f"cache entry {key[:12]} was damaged (channels.f32 checksum mismatch); rebuilding it"
+    )
+    assert not (cache.root / key).exists()
+
+
+def test_an_entry_checked_range_by_range_is_verified_once_every_block_is(tmp_path: Path) -> None:
+    cache = SeparationCache(tmp_path / "c", verify_on_load=False)
+    key = "a" * 40
+    _big_entry(cache, key)
+    entry = cache.load(key).entry
+    assert entry is not None
+    checker = cache.checker(entry)
+    assert not isinstance(checker, CacheLookup)
+    for start in (200000, 0, 300000):  # any order, ranges that share blocks
+        assert checker.samples(start, start + 100000).status == "found"
+    assert checker.complete and entry.verified
+
+
+def test_the_checker_finds_damaged_activations_first(tmp_path: Path) -> None:
+    cache = SeparationCache(tmp_path / "c", verify_on_load=False)
+    key = "9" * 40
+    _big_entry(cache, key)
+    with (cache.root / key / "H.npy").open("r+b") as f:
+        f.seek(-4, 2)
+        f.write(b"\x00\x00\x80\x7f")
+    entry = cache.load(key).entry
+    assert entry is not None
+    checker = cache.checker(entry)
+    assert not isinstance(checker, CacheLookup)
+    found = checker.files()
+    assert found.status == "damaged"
+    assert (
+        found.problem
+        == f"cache entry {key[:12]} was damaged (H.npy checksum mismatch); rebuilding it"
+    )
+    assert not (cache.root / key).exists()
+
+
+def test_a_checker_over_meta_without_every_block_is_damaged(tmp_path: Path) -> None:
+    import json
+
+    cache = SeparationCache(tmp_path / "c", verify_on_load=False)
+    key = "8" * 40
+    _big_entry(cache, key)
+    meta_path = cache.root / key / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["files"]["channels.f32"]["crc"].pop()
+    meta_path.write_text(json.dumps(meta))
+    entry = cache.load(key).entry
+    assert entry is not None
+    found = cache.checker(entry)
+    assert isinstance(found, CacheLookup) and found.status == "damaged"
+    assert found.problem == (
+        f"cache entry {key[:12]} was damaged (channels.f32 has 11 block checksums); rebuilding it"
+    )
+
+
+def test_may_hold_says_no_only_when_no_entry_has_the_shape_and_rate(tmp_path: Path) -> None:
+    cache = SeparationCache(tmp_path / "c")
+    assert not cache.may_hold(SR, (2, 393216))  # no folder yet
+    _big_entry(cache, "7" * 40)  # four channels of (2, 393216) at SR
+    assert cache.may_hold(SR, (2, 393216))
+    assert not cache.may_hold(SR, (2, 393217))
+    assert not cache.may_hold(SR, (1, 393216))
+    assert not cache.may_hold(44100, (2, 393216))
+    (cache.root / ("6" * 40)).mkdir()  # an entry whose meta cannot be read: maybe
+    assert cache.may_hold(44100, (2, 393216))

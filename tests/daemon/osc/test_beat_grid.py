@@ -9,6 +9,7 @@ In-process on the real registry and mixer (``tests/osc_host.py``): the play head
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 from pathlib import Path
@@ -443,3 +444,24 @@ def test_the_generic_midi_maps_note_53_taps_the_tempo() -> None:
     assert taps.bpm is not None and taps.bpm == pytest.approx(120.0)
     assert beats.grid() == GRID.with_bpm(taps.bpm, anchor=HEAD)
     assert beats.require().record.edit is not None  # kept as the user's edit
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="no per-thread niceness here")
+def test_the_analysis_runs_as_nice_as_the_separation_worker() -> None:
+    """The hash and the analysis run in a thread at the worker's niceness, the rest
+    of the daemon at its own: at 0 they took most of a core from the chunks under
+    the play head."""
+    from stemdeck.daemon.track_beats import ANALYSIS_NICE
+
+    seen: list[int] = []
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    def analyze(y: np.ndarray, sr: int) -> BeatAnalysis:
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return BeatAnalysis(BeatGrid(120.0), 3.0)
+
+    beats = TrackBeats(None, analyze=analyze)
+    beats.start(_audio(), 8000, 1, "song").join(10.0)
+    assert ANALYSIS_NICE == 10
+    assert seen == [max(10, base)]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
