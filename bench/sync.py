@@ -1,6 +1,6 @@
 """MIDI clock in and out, side by side: ``python bench/sync.py [--seconds S] [--runs N]``.
 
-Clock in (the algorithm, :class:`~stemdeck.daemon.clock_in.ClockFollower`, fed a
+Clock in (the algorithm, :class:`~stemdeck.daemon.clock_follow.ClockFollower`, fed a
 made-up clock with uniform ±1 ms jitter on every tick): segments of 16 beats at
 120, 126 (a step up), 90 (a step down), 121 (a step up) and 120 BPM (a small
 step down, whose knee the jitter hides best). Per run: the
@@ -39,7 +39,7 @@ from jack_helpers import start_jack  # noqa: E402
 
 from stemdeck.core.beats.grid import BeatGrid  # noqa: E402
 from stemdeck.core.mixer.commands import Track  # noqa: E402
-from stemdeck.daemon.clock_in import PPQN, ClockFollower  # noqa: E402
+from stemdeck.daemon.clock_follow import PPQN, ClockFollower  # noqa: E402
 
 SEGMENTS = ((120.0, 16), (126.0, 16), (90.0, 16), (121.0, 16), (120.0, 16))
 SR, BLOCK = 48000, 256

@@ -38,7 +38,7 @@ from typing import Protocol
 from stemdeck.core.beats.grid import BeatGrid
 from stemdeck.core.errors import ParameterError
 
-from .clock_in import PPQN
+from .clock_follow import PPQN
 from .playhead import Head, HeardPlayHead, PlayedEngine
 
 __all__ = [

@@ -10,7 +10,8 @@ import pytest
 
 from stemdeck.core.beats.grid import BeatGrid
 from stemdeck.core.mixer.commands import Batch, Command, Pause, Play, Rate, Seek, Track
-from stemdeck.daemon.clock_in import INBOX, NUDGE, PPQN, ClockFollower, MidiClockIn
+from stemdeck.daemon.clock_follow import PPQN, ClockFollower
+from stemdeck.daemon.clock_in import INBOX, NUDGE, MidiClockIn
 from stemdeck.daemon.sync import SyncControl
 
 
