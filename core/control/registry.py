@@ -40,12 +40,11 @@ from .values import (
     ReverbState,
     SceneState,
     StripState,
+    bus_value,
     echo_from_scene,
     echo_updated,
-    echo_value,
     reverb_from_scene,
     reverb_updated,
-    reverb_value,
     scene_of,
     strip_command,
     strip_from_scene,
@@ -334,10 +333,8 @@ class Registry:
         """Current value of a canonical key, as its OSC reply carries it."""
         with self._lock:
             index, param = self._target(key)
-            if index == ECHO:
-                return echo_value(self.echo, param)
-            if index == REVERB:
-                return reverb_value(self.reverb, param)
+            if index in (ECHO, REVERB):
+                return bus_value(self.echo if index == ECHO else self.reverb, param)
             return strip_value(self.master if index is None else self.strips[index], param)
 
     @contextmanager
@@ -425,10 +422,8 @@ class Transaction:
     def get(self, key: str) -> float | int:
         """Value of a canonical key, staged or else current."""
         index, param = self.registry._target(key)
-        if index == ECHO:
-            return echo_value(self._echo(), param)
-        if index == REVERB:
-            return reverb_value(self._reverb(), param)
+        if index in (ECHO, REVERB):
+            return bus_value(self._echo() if index == ECHO else self._reverb(), param)
         return strip_value(self._state(index), param)
 
     def _echo(self) -> EchoState:

@@ -9,7 +9,7 @@ and its :class:`~stemdeck.core.control.registry.Transaction`:
   :class:`MasterState`, :class:`EchoSceneState` and :class:`ReverbSceneState`;
 - a message's arguments checked and applied to a state (:func:`strip_updated`,
   :func:`echo_updated`, :func:`reverb_updated`), a parameter's value as a reply
-  carries it (:func:`strip_value`, :func:`echo_value`, :func:`reverb_value`);
+  carries it (:func:`strip_value`, :func:`bus_value`);
 - a scene's table read back into states, every value checked (:func:`strip_from_scene`,
   :func:`echo_from_scene`, :func:`reverb_from_scene`), and states written as one
   (:func:`scene_of`);
@@ -56,12 +56,11 @@ __all__ = [
     "ReverbState",
     "SceneState",
     "StripState",
+    "bus_value",
     "echo_from_scene",
     "echo_updated",
-    "echo_value",
     "reverb_from_scene",
     "reverb_updated",
-    "reverb_value",
     "scene_of",
     "strip_command",
     "strip_from_scene",
@@ -362,14 +361,6 @@ def reverb_from_scene(values: Mapping[str, object], current: ReverbState) -> Rev
     )
 
 
-def reverb_value(state: ReverbState, param: str) -> float:
-    """The reverb bus's ``param`` (``size``, ``lowcut``, ``return``)."""
-    if param == "return":
-        return state.level
-    value: float = getattr(state, param)
-    return value
-
-
 def reverb_updated(state: ReverbState, param: str, args: Sequence[object], key: str) -> ReverbState:
     """``state`` with the reverb bus's ``param`` set from a message's ``args``, as
     :func:`strip_updated`.
@@ -390,8 +381,9 @@ def reverb_updated(state: ReverbState, param: str, args: Sequence[object], key: 
     return replace(state, size=x) if param == "size" else replace(state, level=x)
 
 
-def echo_value(state: EchoState, param: str) -> float:
-    """The echo bus's ``param`` (``ms``, ``feedback``, ``filter``, ``return``)."""
+def bus_value(state: EchoState | ReverbState, param: str) -> float:
+    """An FX bus's ``param``: the echo's ``ms``, ``feedback``, ``filter``, the
+    reverb's ``size``, ``lowcut``, and either's ``return`` (its ``level``)."""
     if param == "return":
         return state.level
     value: float = getattr(state, param)
