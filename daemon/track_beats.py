@@ -31,6 +31,8 @@ from stemdeck.core.beats.grid import BeatGrid, TapTempo
 from stemdeck.core.beats.store import MAX_CUES, BeatRecord, BeatStore, HotCue, track_record
 from stemdeck.core.errors import BeatStoreError, ParameterError
 
+from .realtime import name_os_thread
+
 __all__ = ["TrackBeats", "TrackGrid"]
 
 log = logging.getLogger(__name__)
@@ -150,6 +152,7 @@ class TrackBeats:
         return token == self._token
 
     def _run(self, y: np.ndarray, sr: int, gen: int, name: str, token: int, t0: float) -> None:
+        name_os_thread()  # stemdeck-beats in top -H and /proc
         _lower_priority(ANALYSIS_NICE)
 
         def analyze() -> BeatAnalysis:

@@ -12,8 +12,10 @@ import argparse
 import logging
 import os
 import re
+import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
@@ -272,13 +274,51 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from ..midi import resolve_map
 
         resolve_map(args.midi_map)  # a broken map is one clear error before anything starts
+    _one_blas_thread()
     daemon = Daemon(opts)
     try:
         daemon.start()
     except BaseException:
         daemon.shutdown()
         raise
-    return daemon.run()
+    _end_process(daemon.run())
+
+
+def _one_blas_thread() -> None:
+    """The daemon's own BLAS calls (the beat analysis's products) run in the thread
+    that makes them, for the daemon's life.
+
+    OpenBLAS's helper threads would run them at niceness 0 whatever the analysis
+    thread's niceness (daemon/track_beats.py), beside the separation worker, a
+    process with pools of its own. Said in a debug line, from the pools themselves.
+    """
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")  # not a context: until the process ends
+    pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
+    log.debug(
+        "BLAS: %s (the daemon's own calls)",
+        ", ".join(
+            f"{p['internal_api']} {p['num_threads']} thread{'' if p['num_threads'] == 1 else 's'}"
+            for p in pools
+        ),
+    )
+
+
+def _end_process(code: int) -> NoReturn:
+    """End the daemon's process once it has shut itself down (every thread it owns
+    stopped, the worker ended, the recording closed, ``stopped`` logged).
+
+    Not through Python's finalization: the beat analysis runs in a daemon thread
+    that may be inside native code at exit, and finalizing around it ended the
+    daemon once in a few stops with SIGABRT (libsoxr's C++ unwound by the thread's
+    forced exit: std::terminate) or not at all (OpenBLAS's exit handler waiting for
+    a helper thread left mid-product).
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 #: How ``devices`` names mido's rtmidi backends: by the MIDI system they reach.

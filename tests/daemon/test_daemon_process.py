@@ -146,3 +146,52 @@ def test_a_damaged_cache_entry_is_never_played(tmp_path: Path) -> None:
     assert len(audio) > SR and np.isfinite(audio).all()
     rebuilt = SeparationCache(cache.root).load(entry.name).entry
     assert rebuilt is not None and np.isfinite(np.asarray(rebuilt.channels)).all()
+
+
+def _has_thread(pid: int, name: str) -> bool:
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return False
+    found = False
+    for task in tasks:
+        try:
+            found |= (task / "comm").read_text().strip() == name
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.slow
+def test_sigterm_during_the_beat_analysis_exits_at_once(tmp_path: Path) -> None:
+    """Stopped while the beat analysis runs: out within seconds, with status 0.
+
+    The analysis is a daemon thread, left running at exit. Python's finalization
+    around it ended the daemon once in a few stops with SIGABRT (the thread inside
+    libsoxr's C++ when the interpreter forced it to exit: std::terminate) or never
+    (OpenBLAS's exit handler waiting for a helper thread the analysis had left
+    mid-product, after ``stopped``): the daemon now ends its process itself once it
+    has shut down (daemon/cli/commands.py). Each stop lands somewhere else in the
+    analysis, so the test stops four daemons."""
+    track = tmp_path / "long.wav"
+    # 8 minutes: the analysis takes over a second even alone on a fast machine
+    sf.write(track, np.tile(tone_mix(60.0, sr=SR), 8).T, SR, subtype="PCM_16")
+    env = {"STEMDECK_CACHE": str(tmp_path / "cache"), "STEMDECK_CONFIG": str(tmp_path / "cfg")}
+    for run in range(4):
+        daemon = Daemon([str(track), "--no-audio", "--no-cache"], env, tmp_path, verbose=True)
+        try:
+            daemon.wait_ready(separated=False)
+            pid = daemon.proc.pid
+            poll(lambda: _has_thread(pid, "stemdeck-beats"), bool, "analysis runs")  # noqa: B023
+            time.sleep(0.15 * run)  # at another point of the analysis each time
+            assert _has_thread(pid, "stemdeck-beats"), "the analysis ended first"
+            daemon.proc.terminate()
+            code = daemon.proc.wait(timeout=20)
+        finally:
+            daemon.stop()
+        assert code == 0, daemon.stderr
+        blas = [line for line in daemon.stderr.splitlines() if "BLAS: " in line]
+        assert len(blas) == 1, daemon.stderr
+        pools = blas[0].count("openblas")  # numpy's, and scipy's where it is loaded
+        one = ", ".join(["openblas 1 thread"] * pools)
+        assert pools >= 1 and blas == [f"stemdeck: debug: BLAS: {one} (the daemon's own calls)"]
