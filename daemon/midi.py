@@ -39,6 +39,8 @@ from stemdeck.core.errors import ParameterError, PresetError, StemdeckError
 
 from .config import config_dir
 from .host import Host
+from .osc.cues import CueHandlers
+from .osc.dispatch import Group, Plan
 
 log = logging.getLogger(__name__)
 
@@ -299,9 +301,12 @@ class MidiControl:
 
     def _action(self, address: str, args: list[Any]) -> None:
         if address.startswith("/transport/"):
-            command = self.host.transport.command(address[len("/transport/") :])
-            if command is not None:
-                self.host.post(command)
+            # as OSC: a loop or roll in beats on the grid, a beat jump (docs/quantize.md)
+            command = self.host.transport.command(address[len("/transport/") :], args)
+            if command is not None and not self.host.post(command):
+                raise ParameterError(f"{address}: engine queue full; not applied")
+        elif address.startswith("/cue/"):
+            self._cue(address)
         elif address == "/scene/recall":
             try:
                 self.host.recall_scene(str(args[0]), float(args[1]) if len(args) > 1 else 0.0)
@@ -311,6 +316,15 @@ class MidiControl:
             self.host.save_scene(str(args[0]))
         elif address == "/track/grid/tap":  # no grid yet: counted as a MIDI error
             self.host.beats.tap(self.host.transport.position())
+
+    def _cue(self, address: str) -> None:
+        """A hot cue's pad, through the same handler as OSC's ``/cue/N/...``: set at the
+        head (snapped with quantize), clear, or jump on the grid with the cue's scene."""
+        with self.host.registry.transaction() as txn:
+            group = Group(("midi", 0), txn, Plan(), dry=False)
+            CueHandlers(self.host).handle(address, [], group)
+        for _, run in group.plan.after:
+            run()
 
     # -- learn -----------------------------------------------------------------------------
     def learn(self, address: str) -> None:

@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from stemdeck.core.beats.grid import BeatGrid
+from stemdeck.core.beats.grid import MAX_BEATJUMP, MAX_LOOP_BEATS, MIN_LOOP_BEATS, BeatGrid
 from stemdeck.core.errors import ParameterError
 from stemdeck.core.mixer.commands import (
     Command,
@@ -29,9 +29,6 @@ from stemdeck.core.mixer.commands import (
 from stemdeck.core.mixer.params import MAX_RATE, MIN_RATE
 
 __all__ = [
-    "MAX_BEATJUMP",
-    "MAX_LOOP_BEATS",
-    "MIN_LOOP_BEATS",
     "VERBS",
     "TransportControl",
     "pressed",
@@ -53,11 +50,6 @@ VERBS = (
     "beatjump",
     "roll",
 )
-#: A loop or roll in beats: 1/32 to 64 beats.
-MIN_LOOP_BEATS = 1 / 32
-MAX_LOOP_BEATS = 64.0
-#: The longest beat jump, in beats either way.
-MAX_BEATJUMP = 1024.0
 
 
 def _no_grid() -> BeatGrid:

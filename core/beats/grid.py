@@ -19,13 +19,27 @@ import numpy as np
 
 from ..errors import ParameterError
 
-__all__ = ["BPM_LIMITS", "EDGE", "BeatGrid", "TapTempo", "fit_taps"]
+__all__ = [
+    "BPM_LIMITS",
+    "EDGE",
+    "MAX_BEATJUMP",
+    "MAX_LOOP_BEATS",
+    "MIN_LOOP_BEATS",
+    "BeatGrid",
+    "TapTempo",
+    "fit_taps",
+]
 
 #: The tempi a grid may have (BPM), edits included.
 BPM_LIMITS = (20.0, 400.0)
 _MAX_BEATS_PER_BAR = 32
 #: Seconds before 0 within which a grid point still counts as the track's first.
 EDGE = 0.02
+#: A loop or roll in beats: 1/32 to 64 beats (OSC, MIDI maps).
+MIN_LOOP_BEATS = 1 / 32
+MAX_LOOP_BEATS = 64.0
+#: The longest beat jump, in beats either way.
+MAX_BEATJUMP = 1024.0
 
 
 def _check_bpm(bpm: float) -> float:

@@ -13,13 +13,20 @@ absolute14   14-bit CC pair (MSB on ``number``, LSB on ``lsb``), with soft takeo
 relative2c   encoder, two's complement (1..63 up, 127..65 down)
 relative64   encoder, offset 64 (65.. up, 63.. down)
 toggle       each press flips the switch
-momentary    on while held
+momentary    on while held (a loop roll: rolls while held)
 press        a short press toggles; held past 300 ms it is momentary
-trigger      each press fires the action (transport, scenes)
+trigger      each press fires the action (transport, scenes, loops, hot cues)
+
+Actions in beats take their number from ``args``: ``/transport/loop/beats`` and
+``/transport/roll`` 1/32 to 64 beats, ``/transport/beatjump`` non-zero beats (negative
+back); ``/cue/N/set``, ``/cue/N/jump`` and ``/cue/N/clear`` (N = 1..8) work hot cues.
+They act as the same OSC messages do (``docs/quantize.md``).
 """
 
 from __future__ import annotations
 
+import math
+import re
 import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from ..audiofile.roles import ROLES, stem_role
+from ..beats.grid import MAX_BEATJUMP, MAX_LOOP_BEATS, MIN_LOOP_BEATS
+from ..beats.store import MAX_CUES
 from ..errors import PresetError
 from ..separation.presets import read_preset_text
 
@@ -54,7 +63,15 @@ ACTIONS = (
     "/scene/recall",
     "/scene/save",
     "/track/grid/tap",
+    "/transport/loop/beats",
+    "/transport/loop/halve",
+    "/transport/loop/double",
+    "/transport/loop/off",
+    "/transport/beatjump",
+    "/transport/roll",
 )
+#: A hot cue's action: ``/cue/N/set``, ``/cue/N/jump``, ``/cue/N/clear``.
+CUE_ACTION = re.compile(rf"/cue/([1-{MAX_CUES}])/(set|jump|clear)")
 
 
 def track_target(target: str, names: Sequence[str]) -> str:
@@ -97,7 +114,10 @@ class Binding:
 
     @property
     def is_switch(self) -> bool:
-        return self.mode in ("toggle", "momentary", "press")
+        """A switch of the registry (a mute, a solo), not an action held (a roll)."""
+        return self.mode in ("toggle", "momentary", "press") and not self.target.startswith(
+            "/transport/"
+        )
 
 
 @dataclass
@@ -149,11 +169,12 @@ def parse_midi_map(text: str, source: str) -> MidiMap:
         mode = entry.get("mode", "absolute" if kind == "cc" else "toggle")
         if mode not in MODES:
             raise _entry_error(source, where, f"mode {mode!r} is not one of {', '.join(MODES)}")
-        is_action = target.split("/")[1] in ("transport", "scene") or target in ACTIONS
-        if is_action and target not in ACTIONS:
+        is_action = target.split("/")[1] in ("transport", "scene", "cue") or target in ACTIONS
+        if is_action and target not in ACTIONS and not CUE_ACTION.fullmatch(target):
             raise _entry_error(source, where, f"unknown action {target!r}")
-        if is_action and mode != "trigger":
-            mode = "trigger"
+        if is_action:
+            # a roll plays while its pad is held: it ends on the release
+            mode = "momentary" if target == "/transport/roll" else "trigger"
         if not is_action and not target.startswith(("/ch/", "/master/", "/fx/")):
             raise _entry_error(source, where, f"unknown target {target!r}")
         if target.startswith("/scene/") and not entry.get("args"):
@@ -167,6 +188,10 @@ def parse_midi_map(text: str, source: str) -> MidiMap:
         args = entry.get("args", [])
         if not isinstance(args, list):
             raise _entry_error(source, where, "args must be a list")
+        if target in _IN_BEATS:
+            why = _beats_error(target, args)
+            if why:
+                raise _entry_error(source, where, why)
         key = (kind, channel - 1, number)
         if key in seen:
             raise _entry_error(
@@ -199,6 +224,30 @@ def parse_midi_map(text: str, source: str) -> MidiMap:
         programs[int(key)] = scene
     name = data.get("name", Path(source).stem)
     return MidiMap(name=str(name), bindings=bindings, programs=programs, source=source)
+
+
+#: The actions in beats, with the beats they may take (bounds included).
+_IN_BEATS = {
+    "/transport/loop/beats": (MIN_LOOP_BEATS, MAX_LOOP_BEATS),
+    "/transport/roll": (MIN_LOOP_BEATS, MAX_LOOP_BEATS),
+    "/transport/beatjump": (-MAX_BEATJUMP, MAX_BEATJUMP),
+}
+
+
+def _beats_error(target: str, args: list[Any]) -> str:
+    """Why ``args`` is not the one number of beats ``target`` takes ("" when it is)."""
+    lo, hi = _IN_BEATS[target]
+    beats = args[0] if len(args) == 1 else None
+    if (
+        isinstance(beats, bool)
+        or not isinstance(beats, int | float)
+        or not math.isfinite(beats)
+        or not lo <= beats <= hi
+        or beats == 0
+    ):
+        what = "non-zero beats" if lo < 0 else "beats"
+        return f"{target} needs args = [{what}] within {lo:g}..{hi:g}, got {args!r}"
+    return ""
 
 
 def load_midi_map(name_or_path: str = "generic") -> MidiMap:
@@ -337,6 +386,8 @@ class MidiMapper:
         st = self._st(b)
         if b.mode == "trigger":
             return [("action", b.target, list(b.args))] if pressed else []
+        if b.target == "/transport/roll":  # momentary: 0 beats on the release ends it
+            return [("action", b.target, list(b.args) if pressed else [0.0])]
         current = float(self.get_norm(b.target)) >= 0.5
         if b.mode == "toggle":
             return [("set", b.target, [not current])] if pressed else []

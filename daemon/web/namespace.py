@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from stemdeck.core.audiofile.stemfile import NI_STEMS
-from stemdeck.core.beats.grid import BPM_LIMITS
+from stemdeck.core.beats.grid import BPM_LIMITS, MAX_BEATJUMP, MAX_LOOP_BEATS, MIN_LOOP_BEATS
 from stemdeck.core.beats.store import MAX_CUES
 from stemdeck.core.control.registry import CHANNEL_PARAMS, MASTER_PARAMS, PARAM_ALIASES
 from stemdeck.core.mixer.params import (
@@ -46,7 +46,6 @@ from stemdeck.core.mixer.params import (
 )
 
 from ..osc.grid import GRID_VALUE, MAX_SHIFT_MS
-from ..transport import MAX_BEATJUMP, MAX_LOOP_BEATS, MIN_LOOP_BEATS
 
 __all__ = [
     "ATTRIBUTES",

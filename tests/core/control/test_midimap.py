@@ -196,10 +196,24 @@ def test_map_type() -> None:
         *(("note", 44 + i, f"/ch/{strip[i]}/solo", "press", True) for i in range(8)),
         ("note", 52, "/transport/toggle", "trigger", True),
         ("note", 53, "/track/grid/tap", "trigger", False),
+        ("note", 54, "/transport/loop/beats", "trigger", False),
+        ("note", 55, "/transport/loop/off", "trigger", False),
+        ("note", 56, "/transport/loop/halve", "trigger", False),
+        ("note", 57, "/transport/loop/double", "trigger", False),
+        ("note", 58, "/transport/beatjump", "trigger", False),
+        ("note", 59, "/transport/beatjump", "trigger", False),
+        ("note", 60, "/transport/roll", "momentary", False),
+        *(("note", 61 + i, f"/cue/{i + 1}/jump", "trigger", False) for i in range(4)),
     ]
     assert [(b.kind, b.number, b.target, b.mode, b.led) for b in m.bindings] == expected
-    # all on MIDI channel 1, plain 7-bit values, no arguments
-    assert {(b.channel, b.lsb, b.args) for b in m.bindings} == {(0, None, ())}
+    # all on MIDI channel 1, plain 7-bit values; the beats of the actions in beats
+    assert {(b.channel, b.lsb) for b in m.bindings} == {(0, None)}
+    assert {b.number: b.args for b in m.bindings if b.args} == {
+        54: (4,),
+        58: (-4,),
+        59: (4,),
+        60: (0.5,),
+    }
 
 
 def test_transport_leds_follow_the_transport() -> None:
