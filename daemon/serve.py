@@ -93,7 +93,8 @@ class ServeOptions:
     osc_host: str = "127.0.0.1"
     osc_port: int = 9000
     osc_allow: list[str] = field(default_factory=list)
-    feedback: list[tuple[str, int]] = field(default_factory=list)  # fixed surfaces (host, port)
+    # fixed surfaces: (host, port, form of the addresses or None for the default)
+    feedback: list[tuple[str, int, str | None]] = field(default_factory=list)
     audio: str = "portaudio"  # or "jack": stemdeck's own JACK client (daemon/audio/jack.py)
     audio_device: str | None = None
     no_audio: bool = False
@@ -421,9 +422,9 @@ class Daemon:
             allow=opts.osc_allow,
             nice=CONTROL_NICE if opts.realtime else None,
         )
-        for host, port in opts.feedback:
+        for host, port, form in opts.feedback:
             target = self.server.resolve(host, port, what="--feedback")
-            control.add_feedback_target(target)
+            control.add_feedback_target(target, form)
             if (
                 ip_address(target[0]).is_loopback
                 or not ip_address(self.server.address[0]).is_loopback
@@ -449,8 +450,13 @@ class Daemon:
         # Said once everything listens: tests and scripts take this line (and the mixer's)
         # as the daemon being up, and SIGTERM is handled from run() on.
         log.info("OSC on %s:%d", *self.server.address)
-        for host, port in opts.feedback:
-            log.info("OSC feedback to %s:%d until the daemon stops (--feedback)", host, port)
+        for host, port, form in opts.feedback:
+            log.info(
+                "OSC feedback to %s:%d%s until the daemon stops (--feedback)",
+                host,
+                port,
+                f" ({form} addresses)" if form else "",
+            )
         if self.web is not None:
             if self.web.token:
                 log.info("mixer on %s (open it from a phone on this network)", self.web.url)

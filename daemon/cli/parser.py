@@ -16,6 +16,7 @@ from stemdeck.core import __version__
 from stemdeck.core.audiofile.stemfile_write import CODECS
 from stemdeck.core.separation.presets import list_presets
 
+from ..osc.subscriptions import FORMS
 from ..track_limits import MAX_MINUTES
 
 __all__ = [
@@ -104,6 +105,18 @@ def _host_port(text: str) -> tuple[str, int]:
     return host.removeprefix("[").removesuffix("]") or "127.0.0.1", port
 
 
+def _feedback_target(text: str) -> tuple[str, int, str | None]:
+    """``[HOST:]PORT[,FORM]`` as (host, port, form): the form of feedback's addresses
+    (``names``, ``index``, or a DAW's, ``reaper`` or ``ardour``); None: the default."""
+    target, comma, form = text.partition(",")
+    if comma and form not in FORMS:
+        raise argparse.ArgumentTypeError(
+            f"the form after the comma is one of {', '.join(FORMS)}, got {text!r}"
+        )
+    host, port = _host_port(target)
+    return host, port, form or None
+
+
 def _http_port(text: str) -> int | None:
     if text == "off":
         return None
@@ -134,10 +147,11 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
         "--feedback",
         action="append",
         default=[],
-        type=_host_port,
-        metavar="HOST:PORT",
+        type=_feedback_target,
+        metavar="HOST:PORT[,FORM]",
         help="send feedback to this control surface until the daemon stops, with no "
-        "/subscribe (repeatable)",
+        "/subscribe (repeatable); FORM: names, index, or a DAW's reaper or ardour "
+        "(docs/daw.md)",
     )
     p.add_argument(
         "--audio",

@@ -292,12 +292,13 @@ class OscControl:
         """Who is subscribed now, in the order they first subscribed."""
         return self.subscriptions.senders()
 
-    def add_feedback_target(self, address: Sender) -> None:
+    def add_feedback_target(self, address: Sender, form: str | None = None) -> None:
         """Send feedback to ``address`` until the daemon stops (``serve --feedback``):
-        a fixed subscriber, in the default address form, outside the subscriber caps.
+        a fixed subscriber, in address form ``form`` (one of
+        :data:`~.subscriptions.FORMS`; None: the default), outside the subscriber caps.
         Its own ``/subscribe`` may change its form, not its lifetime; ``/unsubscribe``
         ends it."""
-        self.subscriptions.add_fixed(address, self.feedback_form)
+        self.subscriptions.add_fixed(address, form or self.feedback_form)
 
     def unsubscribe(self, address: Sender) -> None:
         """Stop feedback to ``address`` (nothing if it has none)."""

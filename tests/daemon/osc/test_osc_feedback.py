@@ -159,6 +159,29 @@ def test_a_fixed_target_never_expires_and_is_outside_the_caps(served) -> None:
     assert left_at(server, 0.0) == []
 
 
+def test_a_fixed_target_in_reapers_form_gets_reapers_addresses() -> None:
+    """``--feedback HOST:PORT,reaper``: a surface laid out for REAPER (TouchOSC's
+    REAPER layouts) gets the channels as REAPER's tracks, with no /subscribe."""
+    _host, server = make_server()
+    surface = receiver()
+    try:
+        server.control.add_feedback_target(surface.getsockname(), "reaper")
+        assert server.control.feedback_targets(time.monotonic() + LATER) == [
+            (surface.getsockname(), "reaper", True)
+        ]
+        feedback = Feedback(server)
+        feedback.tick()
+        first = messages(surface, "/time")  # the full state, as REAPER sends it
+        assert ("/track/3/name", ["vocals"]) in first and ("/track/1/volume", [0.75]) in first
+        server.datagram(m("/ch/vocals/mute", 1), SENDER)  # channel 3 here (osc_host.py)
+        feedback.tick()
+        change = messages(surface, "/time")[0]
+        assert change == ("/track/3/mute", [1]) and type(change[1][0]) is int
+    finally:
+        surface.close()
+        server.sock.close()
+
+
 def test_a_fixed_target_gets_the_state_then_every_change() -> None:
     _host, server = make_server(subscription_seconds=0.0)  # a /subscribe would end at once
     surface = receiver()
@@ -193,14 +216,20 @@ def test_resolve_gives_the_address_the_socket_sends_to(served) -> None:
     ("argv", "targets"),
     [
         ([], []),
-        (["--feedback", "9001"], [("127.0.0.1", 9001)]),
+        (["--feedback", "9001"], [("127.0.0.1", 9001, None)]),
         (
             ["--feedback", "192.168.1.20:9001", "--feedback", "[::1]:8000"],
-            [("192.168.1.20", 9001), ("::1", 8000)],
+            [("192.168.1.20", 9001, None), ("::1", 8000, None)],
+        ),
+        (
+            ["--feedback", "127.0.0.1:9001,reaper", "--feedback", "8000,index"],
+            [("127.0.0.1", 9001, "reaper"), ("127.0.0.1", 8000, "index")],
         ),
     ],
 )
-def test_serve_takes_feedback_targets(argv: list[str], targets: list[tuple[str, int]]) -> None:
+def test_serve_takes_feedback_targets(
+    argv: list[str], targets: list[tuple[str, int, str | None]]
+) -> None:
     args = build_parser().parse_args(["serve", "song.wav", *argv])
     assert args.feedback == targets
 
@@ -210,6 +239,20 @@ def test_serve_takes_feedback_targets(argv: list[str], targets: list[tuple[str, 
     [
         ("host:0", "port must be 1..65535, got 'host:0'"),
         ("host:port", "expected [HOST:]PORT, got 'host:port'"),
+        (
+            "host:9001,cubase",
+            "the form after the comma is one of names, index, reaper, ardour, got "
+            "'host:9001,cubase'",
+        ),
+        (
+            "host:9001,",
+            "the form after the comma is one of names, index, reaper, ardour, got 'host:9001,'",
+        ),
+        (
+            "host:9001,reaper,x",
+            "the form after the comma is one of names, index, reaper, "
+            "ardour, got 'host:9001,reaper,x'",
+        ),
     ],
 )
 def test_serve_refuses_a_bad_feedback_target(
