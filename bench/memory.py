@@ -12,7 +12,8 @@ start:
   under the play head plays its stems), or ``ready``;
 - all stems: ``/track/progress`` says ``ready`` (every channel plays from the cache);
 - peak and steady RssAnon (``/proc/PID/status``, sampled every 0.1 s) of the daemon
-  and of its separation worker (its child processes): steady is the daemon's last
+  and of its separation worker (the largest of its descendants: the fork server, the
+  worker it forks, the resource tracker): steady is the daemon's last
   sample, 2 s after all stems. RssAnon is each process's own heap: the cache entry
   (a memory map of a file) and the worker's audio in shared memory are RssFile and
   RssShmem, which the kernel can drop or which stand once for the track.
@@ -73,14 +74,16 @@ def rss_anon_kb(pid: int) -> int | None:
     return 0
 
 
-def children(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
+    """``pid``'s children, theirs, and so on: the separation worker is a child of the
+    daemon's fork server (daemon/separation_worker.py)."""
     out: list[int] = []
     try:
         for task in Path(f"/proc/{pid}/task").iterdir():
             out += [int(c) for c in (task / "children").read_text().split()]
     except OSError:
         pass
-    return out
+    return out + [d for child in out for d in descendants(child)]
 
 
 class Sampler(threading.Thread):
@@ -99,7 +102,7 @@ class Sampler(threading.Thread):
                 return
             self.daemon_last = own
             self.daemon_peak = max(self.daemon_peak, own)
-            for child in children(self.pid):
+            for child in descendants(self.pid):
                 kb = rss_anon_kb(child)
                 if kb:
                     self.worker_peak = max(self.worker_peak, kb)

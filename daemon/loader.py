@@ -58,7 +58,6 @@ retried for :data:`POST_RETRY_S`, then the load fails and says why.
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -76,7 +75,7 @@ from stemdeck.core.mixer.params import plays_at
 from stemdeck.core.separation.cache import CacheLookup, SeparationCache
 from stemdeck.core.separation.keys import SeparationSpec
 
-from .separation_worker import ProcessContext, SeparationWorker
+from .separation_worker import ProcessContext, SeparationWorker, worker_context
 from .track_beats import TrackBeats
 from .track_limits import TrackLimits
 from .track_source import (
@@ -168,7 +167,9 @@ class TrackLoader:
     library : list of Path
         Folders ``/track/load`` may read from.
     mp_context : multiprocessing context, optional
-        How the separation worker is started (default: spawn; a test forks).
+        How the separation worker is started (default: forked from a fork server
+        that imported the separation once, :func:`~.separation_worker.worker_context`;
+        a test forks).
     limits : TrackLimits, optional
         The longest track and the memory check (default: :class:`TrackLimits`
         for ``spec``'s mode, chunked with a cache).
@@ -195,7 +196,7 @@ class TrackLoader:
         self.spec = spec
         self.cache = cache
         self.library = list(library)
-        self.mp_context: ProcessContext = mp_context or mp.get_context("spawn")
+        self.mp_context: ProcessContext = mp_context or worker_context()
         self.limits = limits or TrackLimits(mode=spec.mode, chunked=cache is not None)
         self.beats = beats
         self.generation = 0  # of the playing track

@@ -62,6 +62,7 @@ from .realtime import (
     settle_heap,
 )
 from .scenes import SceneStore, scene_missing
+from .separation_worker import warm_up
 from .status import Status, format_status
 from .supervisor import AudioSupervisor
 from .sync import SyncControl, TransportFollower
@@ -364,6 +365,8 @@ class Daemon:
             self.memory = lock_memory()  # the engine's buffers, before any track is mapped
         if opts.record:
             self.recorder = Recorder(opts.record, rate, 2, max_block=block * 4)
+        # The separation's fork server imports beside the decode (separation_worker.py).
+        warm_up(self.loader.mp_context)
         try:
             self.loader.open(opts.track)  # the track, with the registry's whole state
         except MemoryError:

@@ -36,6 +36,16 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
+def _fork_servers(pid: int) -> set[int]:
+    """``pid``'s children that are multiprocessing fork servers (the separation's)."""
+    return {c for c in _children(pid) if b"multiprocessing.forkserver" in _cmdline(c)}
+
+
+def _workers(pid: int) -> set[int]:
+    """The separation workers of the daemon ``pid``: its fork server's children."""
+    return {w for server in _fork_servers(pid) for w in _children(server)}
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
@@ -58,9 +68,10 @@ def test_sigkill_leaves_a_playable_recording_and_no_worker(tmp_path: Path) -> No
         deadline = time.monotonic() + 30
         workers: set[int] = set()
         while not workers and time.monotonic() < deadline:
-            workers = _children(daemon.proc.pid)
+            workers = _workers(daemon.proc.pid)
             time.sleep(0.05)
-        assert workers, "no separation worker"
+        assert len(workers) == 1, "no separation worker"
+        servers = _fork_servers(daemon.proc.pid)
         status = daemon.client.query("/status")
         assert "separating" in status, status
         cpus = os.sched_getaffinity(0)
@@ -75,7 +86,7 @@ def test_sigkill_leaves_a_playable_recording_and_no_worker(tmp_path: Path) -> No
             assert {frozenset(os.sched_getaffinity(int(t.name))) for t in tasks} == {
                 frozenset({cpu})
             }
-            (separation,) = [w for w in workers if b"spawn_main" in _cmdline(w)]
+            (separation,) = workers
             assert os.sched_getaffinity(separation) == cpus
         # The track's audio, handed to the worker in shared memory (daemon/separation_worker.py).
         shared = Path("/dev/shm")
@@ -87,9 +98,10 @@ def test_sigkill_leaves_a_playable_recording_and_no_worker(tmp_path: Path) -> No
         daemon.proc.send_signal(signal.SIGKILL)
         daemon.proc.wait(timeout=10)
         deadline = time.monotonic() + 3
-        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        while any(_alive(w) for w in workers | servers) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not any(_alive(w) for w in workers), "the worker outlived the daemon"
+        assert not any(_alive(s) for s in servers), "the fork server outlived the daemon"
         # multiprocessing's resource tracker outlives both and releases the memory.
         poll(lambda: list(shared.glob(pattern)), lambda left: left == [], "shared memory released")
         daemon._reader.join(timeout=10)  # stderr ends when the worker (sharing it) is gone
