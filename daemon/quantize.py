@@ -77,6 +77,9 @@ class QuantizeEngine(Protocol):
     @property
     def rolling(self) -> bool: ...
 
+    @property
+    def rate(self) -> float: ...
+
     def post(self, command: Command) -> bool: ...
 
 
@@ -153,6 +156,16 @@ class Quantizer:
         if frame < engine.position + lead:  # rounding: a point a hair early
             frame = round((grid.downbeat + (k + 1) * step) * fps)
         return frame if frame < track.length else None
+
+    def seconds_to_target(self) -> float | None:
+        """Seconds until the read head reaches :meth:`target` at the present rate
+        (what a scene's morph waits, its steps following the clock); None: at once."""
+        frame = self.target()
+        track = self.engine.track
+        if frame is None or track is None:
+            return None
+        rate = float(self.engine.rate) or 1.0
+        return max(0.0, (frame - self.engine.position) / (track.sr * rate))
 
     def snap(self, seconds: float, length: float) -> float:
         """``seconds`` of the track snapped to the nearest grid point of the mode

@@ -92,6 +92,10 @@ class SceneStore:
         Posts a recall without fade so that it acts on the next grid point
         (:meth:`.quantize.Quantizer.post`); default ``post``. A morph's steps
         use ``post``.
+    until_grid : callable, optional
+        Seconds until the next grid point, None for at once
+        (:meth:`.quantize.Quantizer.seconds_to_target`): a morph starts there;
+        default at once.
     folder : Path, optional
         Where scenes are saved; default ``config_dir("scenes")`` (read at each call).
     clock : callable, optional
@@ -106,10 +110,12 @@ class SceneStore:
         clock: Callable[[], float] = time.monotonic,
         *,
         quantized: Callable[[Command], bool] | None = None,
+        until_grid: Callable[[], float | None] = lambda: None,
     ) -> None:
         self.registry = registry
         self.post = post
         self.quantized = quantized if quantized is not None else post
+        self.until_grid = until_grid
         self._folder = folder
         self._clock = clock
         self._morph_stop = threading.Event()
@@ -208,7 +214,8 @@ class SceneStore:
 
         Recalled at once, it acts on the next grid point when quantize is on
         (``quantized``), with the ``extra`` commands in the same block (a hot
-        cue's jump); a morph starts at once (``extra`` posted first, at once).
+        cue's jump); a morph starts on that grid point too (``until_grid``; its
+        ``extra`` posted quantized, so a cue's jump and the morph's start agree).
 
         Both forms agree on the end state: a channel or value the scene does not
         name keeps its current value, and a morph never writes it. The whole scene
@@ -244,9 +251,11 @@ class SceneStore:
                 course = {key: (self.registry.get(key), txn.get(key)) for key in txn.written}
                 since = self.registry.generation
             self._morph_stop = threading.Event()
+            wait = self.until_grid()
+            start = self._clock() + (0.0 if wait is None else wait)
             self._morph_thread = threading.Thread(
                 target=self._morph,
-                args=(course, since, self._clock(), fade, self._morph_stop),
+                args=(course, since, start, fade, self._morph_stop),
                 name="stemdeck-morph",
                 daemon=True,
             )
@@ -275,7 +284,7 @@ class SceneStore:
         stop: threading.Event,
     ) -> None:
         """Glide the values of ``course`` (value key: start, end) over ``fade`` seconds
-        from the clock's ``t0``.
+        from the clock's ``t0`` (waiting for it: the next grid point with quantize on).
 
         Levels move along the fader, pans and filters linearly; switches flip at the end. A
         value another writer writes after generation ``since`` (a hand on OSC, the
@@ -286,6 +295,9 @@ class SceneStore:
         """
         registry = self.registry
         held = set(course)
+        while self._clock() < t0:
+            if stop.wait(min(MORPH_STEP_S, t0 - self._clock())):
+                return
         while not stop.is_set():
             x = min((self._clock() - t0) / fade, 1.0)
             with registry.transaction() as txn:

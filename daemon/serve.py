@@ -151,7 +151,12 @@ class Daemon:
         self.clock_in: MidiClockIn | None = None
         self.clock_out: MidiClockOut | None = None
         self.quantize = Quantizer(self.engine, lambda: self.beats.grid())
-        self.scenes = SceneStore(self.registry, self.engine.post, quantized=self.quantize.post)
+        self.scenes = SceneStore(
+            self.registry,
+            self.engine.post,
+            quantized=self.quantize.post,
+            until_grid=self.quantize.seconds_to_target,
+        )
         library = [Path(p).expanduser().resolve() for p in opts.library]
         if not library and opts.track != DEMO:
             library = [Path(opts.track).expanduser().resolve().parent]

@@ -180,3 +180,44 @@ def test_cues_are_kept_with_the_track_across_a_restart(tmp_path: Path) -> None:
     again = probe_host(store=store)  # a new daemon: the sidecar's record
     assert ask(OscControl(again), "/cue/5") == [("/cue/5", [0.8])]
     assert again.beats.require().record.edit == GRID.halved()
+
+
+def test_a_morph_starts_on_the_grid_point_with_quantize_on(tmp_path: Path) -> None:
+    """``/scene/recall NAME SECONDS`` with quantize on: the glide starts on the next bar
+    line (its steps follow the clock from there), as a recall without fade lands there."""
+    from daemon_helpers import poll
+
+    from stemdeck.core.mixer.commands import Rate
+    from stemdeck.core.mixer.params import fader_to_gain, gain_to_fader
+
+    host = probe_host()
+    render(host, 100)  # head at 0.8 s; bars at 0.3, 2.3, 4.3 s
+    now = [100.0]
+    host.scenes = SceneStore(
+        host.registry,
+        host.post,
+        tmp_path,
+        clock=lambda: now[0],
+        quantized=host.quantize.post,
+        until_grid=host.quantize.seconds_to_target,
+    )
+    control = OscControl(host)
+    assert host.quantize.seconds_to_target() is None  # quantize off: at once
+    ask(control, "/quantize", "bar")
+    assert host.quantize.seconds_to_target() == 1.5  # to frame 18400 from 6400, at 8 kHz
+    host.post(Rate(1.25))
+    render(host, 1)  # the rate glides there: the head moved 66 frames
+    assert host.engine.position == 6466
+    assert host.quantize.seconds_to_target() == (18400 - 6466) / 8000 / 1.25
+    host.post(Rate(1.0))
+    render(host, 2)
+    wait = (18400 - host.engine.position) / 8000
+    assert host.quantize.seconds_to_target() == wait
+    (tmp_path / "half.toml").write_text("[master]\ngain = 0.5\n")
+    assert ask(control, "/scene/recall", "half", 1.0) == [("/scene/recall", ["half", 1.0])]
+    halfway = fader_to_gain(gain_to_fader(1.0) + (gain_to_fader(0.5) - gain_to_fader(1.0)) / 2)
+    now[0] = 100.0 + wait + 0.5  # half the glide after the bar line
+    poll(lambda: host.registry.get("/master/gain"), lambda g: g == halfway, "halfway")
+    now[0] = 100.0 + wait + 1.0
+    poll(lambda: host.registry.get("/master/gain"), lambda g: g == 0.5, "the scene's gain")
+    host.scenes.stop()
