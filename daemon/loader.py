@@ -73,7 +73,8 @@ from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import ParameterError, StemdeckError
 from stemdeck.core.mixer.commands import SetTrack, Track
 from stemdeck.core.mixer.params import plays_at
-from stemdeck.core.separation.cache import CacheLookup, SeparationCache
+from stemdeck.core.separation.cache import SeparationCache
+from stemdeck.core.separation.checks import CacheLookup
 from stemdeck.core.separation.keys import SeparationSpec
 
 from .separation_worker import ProcessContext, SeparationWorker
