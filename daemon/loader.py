@@ -67,8 +67,8 @@ from typing import Any
 
 import numpy as np
 
+from stemdeck.core.audiofile.decode import StemFile
 from stemdeck.core.audiofile.samples import resample, resample_channels
-from stemdeck.core.audiofile.stemfile import StemFile
 from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import ParameterError, StemdeckError
 from stemdeck.core.mixer.commands import SetTrack, Track
