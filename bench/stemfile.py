@@ -41,7 +41,8 @@ def main() -> None:
     import av
     import numpy as np
 
-    from stemdeck.core.audiofile.stemfile import NI_STEMS, read_stem_file
+    from stemdeck.core.audiofile.decode import read_stem_file
+    from stemdeck.core.audiofile.manifest import NI_STEMS
     from stemdeck.core.audiofile.stemfile_write import write_stem_file
     from stemdeck.core.material.demo import demo_track
     from stemdeck.core.separation.keys import SeparationSpec

@@ -66,13 +66,14 @@ from typing import Any
 
 import numpy as np
 
+from stemdeck.core.audiofile.decode import StemFile
 from stemdeck.core.audiofile.samples import resample, resample_channels
-from stemdeck.core.audiofile.stemfile import StemFile
 from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import ParameterError, StemdeckError
 from stemdeck.core.mixer.commands import SetTrack, Track
 from stemdeck.core.mixer.params import plays_at
-from stemdeck.core.separation.cache import CacheLookup, SeparationCache
+from stemdeck.core.separation.cache import SeparationCache
+from stemdeck.core.separation.checks import CacheLookup
 from stemdeck.core.separation.keys import SeparationSpec
 
 from .separation_worker import ProcessContext, SeparationWorker, worker_context

@@ -31,8 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from stemdeck.core.audiofile.files import create_temp, disk_full_message, is_disk_full, write
-from stemdeck.core.audiofile.stemfile import NI_COLOURS, NI_NAMES, NI_STEMS, Tags
+from stemdeck.core.audiofile.manifest import NI_COLOURS, NI_NAMES, NI_STEMS
 from stemdeck.core.audiofile.stemfile_write import write_stem_file
+from stemdeck.core.audiofile.tags import Tags
 from stemdeck.core.errors import AudioFileError, ParameterError
 
 from .progress import ProgressLine

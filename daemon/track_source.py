@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from stemdeck.core.audiofile.decode import StemFile, read_stem_file
 from stemdeck.core.audiofile.files import load, load_mapped, probe_audio
 from stemdeck.core.audiofile.mp4 import is_mp4_path
 from stemdeck.core.audiofile.samples import resample
-from stemdeck.core.audiofile.stemfile import StemFile, probe, read_stem_file, stem_track_name
+from stemdeck.core.audiofile.stemfile import probe, stem_track_name
 from stemdeck.core.errors import AudioFileError, ParameterError
 
 from .pathnames import listed, resolve_listed

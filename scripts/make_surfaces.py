@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from stemdeck.core.audiofile.stemfile import NI_STEMS
+from stemdeck.core.audiofile.manifest import NI_STEMS
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "presets" / "surfaces"

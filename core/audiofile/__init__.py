@@ -8,12 +8,18 @@ Modules and their public names:
   ``is_disk_full``, ``disk_full_message``.
 - :mod:`.samples`: sample arrays: ``validate_audio``, ``resample``,
   ``resample_channels``, ``downmix_to_stereo``.
-- :mod:`.stemfile`: NI Stems files read: ``probe``, ``StemFileInfo``,
-  ``read_stem_file``, ``StemFile``, ``read_mp4_audio``, ``mp4_header``,
-  ``read_tags``, ``Tags``; the manifest (``make_manifest``, ``manifest_problems``,
-  ``NI_STEMS``, ``NI_NAMES``, ``NI_COLOURS``, ``MANIFEST_MAX``, ``MANIFEST_DEPTH_MAX``);
-  names (``display_name`` and ``NAME_MAX``, ``is_stem_path``,
-  ``stem_track_name``); PyAV (``import_av``, ``ffmpeg_reason``).
+- :mod:`.stemfile`: NI Stems files checked without decoding: ``probe``,
+  ``StemFileInfo``, ``mp4_header``, ``declared_length``; file names
+  (``is_stem_path``, ``stem_track_name``, ``STEM_SUFFIXES``); ``MIN_STEMS``,
+  ``MAX_STEMS``.
+- :mod:`.manifest`: the ``stem`` box's manifest: ``make_manifest``,
+  ``manifest_problems``, ``parse_manifest``, ``MANIFEST_VERSION``, ``MANIFEST_MAX``,
+  ``MANIFEST_DEPTH_MAX``; the stems' names (``NI_STEMS``, ``NI_NAMES``,
+  ``NI_COLOURS``, ``stem_names``, ``display_name`` and ``NAME_MAX``).
+- :mod:`.decode`: decoding with PyAV: ``read_stem_file``, ``StemFile``,
+  ``read_mp4_audio``.
+- :mod:`.tags`: ``Tags``, ``read_tags``.
+- :mod:`.pyav`: PyAV: ``import_av``, ``open_container``, ``ffmpeg_reason``.
 - :mod:`.roles`: stem roles: ``ROLES`` (drums, bass, other, vocals: the one order
   of every source), ``ALIASES``, ``stem_role``, ``stem_layout`` and ``StemLayout``
   (a source's stems in that order, with their keys), ``channel_keys`` and

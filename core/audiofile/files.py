@@ -1,7 +1,8 @@
 """Audio files: which ones stemdeck opens, their headers, loading and writing.
 
 libsndfile reads wav, flac, ogg/opus, mp3, aiff, w64, rf64 and caf; PyAV reads
-MP4/M4A, stem files (:mod:`stemdeck.core.audiofile.stemfile`) among them. Audio
+MP4/M4A, stem files (:mod:`stemdeck.core.audiofile.stemfile`,
+:mod:`stemdeck.core.audiofile.decode`) among them. Audio
 comes back as float32 ``(channels, samples)``, one or two channels
 (:mod:`stemdeck.core.audiofile.samples`).
 
@@ -30,9 +31,10 @@ import numpy as np
 import soundfile as sf
 
 from ..errors import AudioFileError, ParameterError
+from .decode import read_mp4_audio, read_stem_file
 from .mp4 import MP4_SUFFIXES, is_mp4_path
 from .samples import downmix_to_stereo, resample, validate_audio
-from .stemfile import mp4_header, probe, read_mp4_audio, read_stem_file
+from .stemfile import mp4_header, probe
 
 __all__ = [
     "AUDIO_SUFFIXES",

@@ -4,7 +4,7 @@ A small parser for the boxes around the audio of an MP4 file: the manifest,
 the tags and the track flags of a stem file (``docs/stemfiles.md``). It checks
 every size against its parent, so a damaged file is one :class:`AudioFileError`,
 never a crash or a hang. The audio itself (``mdat``) is never read here: PyAV
-decodes and encodes it (:mod:`stemdeck.core.audiofile.stemfile`,
+decodes and encodes it (:mod:`stemdeck.core.audiofile.decode`,
 :mod:`stemdeck.core.audiofile.stemfile_write`).
 """
 

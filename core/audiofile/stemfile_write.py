@@ -24,19 +24,12 @@ import numpy as np
 from .. import __version__
 from ..errors import AudioFileError, ParameterError
 from .files import create_temp, disk_full_message, is_disk_full
+from .manifest import NI_COLOURS, NI_NAMES, make_manifest, manifest_problems
 from .mp4 import make_box, rewrite_moov
+from .pyav import ffmpeg_reason, import_av
 from .samples import validate_audio
-from .stemfile import (
-    MAX_STEMS,
-    MIN_STEMS,
-    NI_COLOURS,
-    NI_NAMES,
-    Tags,
-    ffmpeg_reason,
-    import_av,
-    make_manifest,
-    manifest_problems,
-)
+from .stemfile import MAX_STEMS, MIN_STEMS
+from .tags import Tags
 
 __all__ = ["AAC_RATES", "CODECS", "check_encodable", "write_stem_file"]
 

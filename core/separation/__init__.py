@@ -22,12 +22,20 @@ Modules and their public names (audio files and stem files are
   ``DEFAULT_THREADS``.
 - :mod:`.stft`: ``stft``, ``istft``, ``n_frames``, ``check_stft_params``,
   ``stft_frames``, ``spread_frames``, ``frame_blocks``.
-- :mod:`.cache`: the store: ``SeparationCache``, ``CacheEntry``, ``CacheLookup``,
-  ``LookupStatus``, ``cache_key``, ``default_cache_dir``.
-- :mod:`.entry`: an entry's format on disk: ``FORMAT_VERSION``, ``CHECK_BLOCK``,
-  ``DamagedEntry``, ``block_checksums``, ``seal_entry``.
-- :mod:`.partial`: entries growing chunk by chunk: ``ChunkWriter``, ``PartialEntry``,
-  ``try_lock``, ``writer_alive``.
+- :mod:`.cache`: the store: ``SeparationCache`` (look-ups, eviction, clean-up),
+  ``cache_key``, ``default_cache_dir``.
+- :mod:`.entry`: an entry's format on disk and as opened: ``FORMAT_VERSION``,
+  ``CHECK_BLOCK``, ``CacheEntry``, ``DamagedEntry``, ``block_checksums``, ``seal_entry``.
+- :mod:`.checks`: an entry's checks: ``CacheLookup``, ``LookupStatus``,
+  ``EntryChecker``, ``entry_checker``, ``verify_entry``, ``check_entry``,
+  ``remove_damaged``, ``unreadable``.
+- :mod:`.writer`: a finished entry written whole: ``write_entry``, ``EntryWriter``;
+  ``reorder_entry`` (an old entry rewritten in the channel order).
+- :mod:`.partial`: entries growing chunk by chunk, as a reader sees them:
+  ``PartialEntry``, ``open_partial``, ``covered``, ``try_lock``, ``writer_alive``,
+  ``PARTIAL_PREFIX``, ``RECORD``, ``LOCK``.
+- :mod:`.chunk_writer`: writing them chunk by chunk: ``start_chunk_writer`` (a new
+  entry, or a dead writer's resumed), ``ChunkWriter``.
 - :mod:`.presets`: ``SeparationParams``, ``load_separation_preset``,
   ``list_presets``, ``read_preset_text``.
 - :mod:`.prep`: one track of a library prep: ``prepare_track``, ``TrackResult``,

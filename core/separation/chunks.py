@@ -44,9 +44,9 @@ import numpy as np
 from ..audiofile.samples import validate_audio
 from ..errors import ParameterError
 from .cache import SeparationCache
+from .chunk_writer import ChunkWriter
 from .keys import SeparationSpec
 from .nmf import nmf, solve_activations
-from .partial import ChunkWriter
 from .separate import component_centroids, reconstruct, reconstruct_spectra
 from .spectral import magnitude
 from .stems import StemModel, load_stem_model

@@ -1,7 +1,18 @@
-"""A cache entry's format on disk: its version, block checksums, and ``meta.json``.
+"""A cache entry: its format on disk (version, block checksums, ``meta.json``) and
+the entry as opened (:class:`CacheEntry`).
 
-Shared by the finished entries of :mod:`.cache` and the entries that grow chunk by
-chunk in :mod:`.partial`.
+Shared by the finished entries of :mod:`.cache` (checked by :mod:`.checks`, written
+by :mod:`.writer`) and the entries that grow chunk by chunk in :mod:`.partial`.
+
+Layout of an entry::
+
+    meta.json      format version, names, shapes, rate, parameters, block checksums
+    channels.f32   raw float32, shape (n_channels, audio_channels, samples)
+    W.npy, H.npy   NMF templates (bins, K) and activations (K, frames)
+
+A partial entry has the same files but ``meta.json``, preallocated, and
+``ready.json`` (the chunks written so far: sample and frame ranges, a CRC32 of
+each), and ``writer.lock``, which its writer holds locked while it lives.
 """
 
 from __future__ import annotations
@@ -10,10 +21,20 @@ import json
 import time
 import zlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CHECK_BLOCK", "FORMAT_VERSION", "DamagedEntry", "block_checksums", "seal_entry"]
+import numpy as np
+
+__all__ = [
+    "CHECK_BLOCK",
+    "FORMAT_VERSION",
+    "CacheEntry",
+    "DamagedEntry",
+    "block_checksums",
+    "seal_entry",
+]
 
 FORMAT_VERSION = 3  # 2: a CRC32 for every block; 3: keyed by the source at its own rate
 CHECK_BLOCK = 1 << 20  # bytes per checksum block
@@ -21,6 +42,21 @@ CHECK_BLOCK = 1 << 20  # bytes per checksum block
 
 class DamagedEntry(ValueError):
     """Proof that an entry is damaged (as opposed to unreadable just now)."""
+
+
+@dataclass
+class CacheEntry:
+    """A cached separation; ``channels`` is a read-only memory map."""
+
+    key: str
+    path: Path
+    channels: np.ndarray
+    names: list[str]
+    sr: int
+    W: np.ndarray
+    H: np.ndarray
+    extra: dict[str, Any]
+    verified: bool = True
 
 
 def block_checksums(path: Path, block: int = CHECK_BLOCK) -> list[int]:

@@ -19,7 +19,8 @@ import numpy as np
 
 from ..audiofile.samples import validate_audio
 from ..errors import CacheError, ParameterError
-from .cache import CacheEntry, SeparationCache
+from .cache import SeparationCache
+from .entry import CacheEntry
 from .keys import SeparationSpec
 from .nmf import nmf, solve_activations
 from .presets import SeparationParams

@@ -19,17 +19,13 @@ from typing import NoReturn
 
 import numpy as np
 
+from stemdeck.core.audiofile.decode import read_stem_file
 from stemdeck.core.audiofile.files import load, printable_name, probe_audio
 from stemdeck.core.audiofile.mp4 import is_mp4_path
 from stemdeck.core.audiofile.roles import channel_keys
-from stemdeck.core.audiofile.stemfile import (
-    Tags,
-    probe,
-    read_stem_file,
-    read_tags,
-    stem_track_name,
-)
+from stemdeck.core.audiofile.stemfile import probe, stem_track_name
 from stemdeck.core.audiofile.stemfile_write import check_encodable
+from stemdeck.core.audiofile.tags import Tags, read_tags
 from stemdeck.core.errors import ParameterError
 from stemdeck.core.separation.cache import SeparationCache
 from stemdeck.core.separation.keys import Mode, SeparationSpec

@@ -22,11 +22,13 @@ import numpy as np
 
 from stemdeck.core.audiofile.files import load
 from stemdeck.core.audiofile.mp4 import is_mp4_path
-from stemdeck.core.audiofile.stemfile import probe, read_tags, stem_track_name
+from stemdeck.core.audiofile.stemfile import probe, stem_track_name
 from stemdeck.core.audiofile.stemfile_write import check_encodable
+from stemdeck.core.audiofile.tags import read_tags
 from stemdeck.core.beats.store import BeatStore
 from stemdeck.core.errors import CacheError, ParameterError, StemdeckError
-from stemdeck.core.separation.cache import CacheLookup, SeparationCache
+from stemdeck.core.separation.cache import SeparationCache
+from stemdeck.core.separation.checks import CacheLookup
 from stemdeck.core.separation.keys import SeparationSpec
 from stemdeck.core.separation.prep import TOKEN_PREFIX, TrackResult, decode_bytes
 from stemdeck.core.separation.separate import Separation, store_separation

@@ -29,7 +29,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from stemdeck.core.audiofile.stemfile import NI_STEMS
+from stemdeck.core.audiofile.manifest import NI_STEMS
 from stemdeck.core.beats.grid import BPM_LIMITS, MAX_BEATJUMP, MAX_LOOP_BEATS, MIN_LOOP_BEATS
 from stemdeck.core.beats.store import MAX_CUES
 from stemdeck.core.control.registry import CHANNEL_PARAMS, MASTER_PARAMS, PARAM_ALIASES

@@ -28,7 +28,7 @@ from daemon_helpers import poll
 from mp4_helpers import damaged_stem_file
 
 from conftest import SR, tone_mix
-from stemdeck.core.audiofile.stemfile import read_stem_file
+from stemdeck.core.audiofile.decode import read_stem_file
 from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import AudioFileError, ParameterError
 from stemdeck.core.mixer.commands import Batch, Command, SetTrack

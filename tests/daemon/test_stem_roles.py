@@ -13,9 +13,11 @@ from osc_host import SR, FakeHost
 from registry_helpers import set_value
 
 from conftest import tone_mix
+from stemdeck.core.audiofile.decode import read_stem_file
+from stemdeck.core.audiofile.manifest import NI_COLOURS, NI_NAMES
 from stemdeck.core.audiofile.roles import ROLES
-from stemdeck.core.audiofile.stemfile import NI_COLOURS, NI_NAMES, Tags, read_stem_file
 from stemdeck.core.audiofile.stemfile_write import write_stem_file
+from stemdeck.core.audiofile.tags import Tags
 from stemdeck.core.control.midimap import load_midi_map, track_target
 from stemdeck.core.control.registry import Registry
 from stemdeck.core.mixer.commands import SetTrack, Track

@@ -24,19 +24,19 @@ import numpy as np
 import pytest
 from mp4_helpers import track_flags, with_stem_box
 
+from stemdeck.core.audiofile.decode import read_stem_file
 from stemdeck.core.audiofile.files import load, probe_audio
-from stemdeck.core.audiofile.mp4 import read_stem_box
-from stemdeck.core.audiofile.roles import channel_keys
-from stemdeck.core.audiofile.stemfile import (
+from stemdeck.core.audiofile.manifest import (
     NI_STEMS,
-    Tags,
     display_name,
     make_manifest,
     manifest_problems,
-    probe,
-    read_stem_file,
 )
+from stemdeck.core.audiofile.mp4 import read_stem_box
+from stemdeck.core.audiofile.roles import channel_keys
+from stemdeck.core.audiofile.stemfile import probe
 from stemdeck.core.audiofile.stemfile_write import write_stem_file
+from stemdeck.core.audiofile.tags import Tags
 from stemdeck.core.errors import AudioFileError, ParameterError
 
 SR = 44100
@@ -484,7 +484,7 @@ def test_a_manifest_version_of_4000_digits_is_one_short_line(
     big = int("9" * 4000)
     newer = {**make_manifest(list("abcd"), ["#000000"] * 4), "version": big}
     path = _with_manifest(written["alac"], tmp_path / "v-big.stem.mp4", newer)
-    with caplog.at_level(logging.WARNING, logger="stemdeck.core.audiofile.stemfile"):
+    with caplog.at_level(logging.WARNING, logger="stemdeck.core.audiofile.manifest"):
         probe(path)
         probe(path)  # a load probes up to three times: one warning, not three
         read_stem_file(path)
@@ -495,7 +495,7 @@ def test_a_manifest_version_of_4000_digits_is_one_short_line(
     # Written again (another version of the file): said again, once.
     caplog.clear()
     _with_manifest(written["alac"], path, {**newer, "stems": newer["stems"][::-1]})
-    with caplog.at_level(logging.WARNING, logger="stemdeck.core.audiofile.stemfile"):
+    with caplog.at_level(logging.WARNING, logger="stemdeck.core.audiofile.manifest"):
         probe(path)
         probe(path)
     assert [r.getMessage() for r in caplog.records] == [warning]

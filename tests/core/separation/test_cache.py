@@ -7,9 +7,11 @@ import pytest
 
 from conftest import SR, tone_mix
 from stemdeck.core.errors import CacheError
-from stemdeck.core.separation import cache as cache_mod
+from stemdeck.core.separation import checks as checks_mod
 from stemdeck.core.separation import entry as entry_mod
-from stemdeck.core.separation.cache import CacheLookup, SeparationCache, default_cache_dir
+from stemdeck.core.separation import writer as writer_mod
+from stemdeck.core.separation.cache import SeparationCache, default_cache_dir
+from stemdeck.core.separation.checks import CacheLookup
 from stemdeck.core.separation.keys import SeparationSpec
 from stemdeck.core.separation.presets import SeparationParams
 from stemdeck.core.separation.separate import separate
@@ -123,7 +125,7 @@ def test_disk_full_is_a_clear_error_and_leaves_no_entry(
     def full(self: object, name: str, audio: np.ndarray) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(cache_mod.EntryWriter, "add_channel", full)
+    monkeypatch.setattr(writer_mod.EntryWriter, "add_channel", full)
     with pytest.raises(CacheError, match="disk full"), cache.writer("k" * 40, 1, (1, 10)) as w:
         w.add_channel("a", np.zeros((1, 10), np.float32))
     assert entries(cache) == []
@@ -141,7 +143,7 @@ def test_separate_survives_a_full_disk(
     def full(self: object, name: str, audio: np.ndarray, *, index: int | None = None) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(cache_mod.EntryWriter, "add_channel", full)
+    monkeypatch.setattr(writer_mod.EntryWriter, "add_channel", full)
     with caplog.at_level(logging.WARNING, logger="stemdeck"):
         result = separate(y, SR, spec=SeparationSpec("components", small_params), cache=cache)
     assert "disk full" in caplog.text and "continuing without the cache" in caplog.text
@@ -235,7 +237,7 @@ def test_an_unreadable_entry_is_kept(
     def busy(path: Path, block: int = entry_mod.CHECK_BLOCK) -> list[int]:
         raise OSError(errno.EMFILE, "Too many open files")
 
-    monkeypatch.setattr(cache_mod, "block_checksums", busy)
+    monkeypatch.setattr(checks_mod, "block_checksums", busy)
     found = cache.load(key)
     assert found.status == "unreadable" and found.entry is None
     assert "unreadable" in (found.problem or "") and "kept" in (found.problem or "")

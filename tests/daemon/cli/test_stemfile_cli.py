@@ -18,17 +18,13 @@ from daemon_helpers import Client, Daemon, wait_played
 from mp4_helpers import track_flags, with_stem_box
 
 from conftest import TINY, tone_mix
+from stemdeck.core.audiofile.decode import read_stem_file
 from stemdeck.core.audiofile.files import load
+from stemdeck.core.audiofile.manifest import NI_STEMS, manifest_problems
 from stemdeck.core.audiofile.mp4 import read_stem_box
-from stemdeck.core.audiofile.stemfile import (
-    NI_STEMS,
-    Tags,
-    manifest_problems,
-    probe,
-    read_stem_file,
-    read_tags,
-)
+from stemdeck.core.audiofile.stemfile import probe
 from stemdeck.core.audiofile.stemfile_write import write_stem_file
+from stemdeck.core.audiofile.tags import Tags, read_tags
 from stemdeck.core.errors import AudioFileError
 from stemdeck.daemon.cli import main
 

@@ -553,7 +553,7 @@ def test_stem_files_are_those_separate_writes(tmp_path: Path) -> None:
     `stemdeck separate --format stem.mp4` (every decoded sample, names, colours, tags),
     the rerun finds it up to date, and a rerun after the track changed redoes it."""
 
-    from stemdeck.core.audiofile.stemfile import read_stem_file
+    from stemdeck.core.audiofile.decode import read_stem_file
 
     lib = make_library(tmp_path, broken=False, tracks=["album/song.wav"])
     params = load_separation_preset(str(FAST))

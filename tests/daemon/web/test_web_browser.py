@@ -22,7 +22,7 @@ import soundfile as sf
 from daemon_helpers import Client, Daemon, wait_played
 
 from conftest import tone_mix
-from stemdeck.core.audiofile.stemfile import NI_NAMES
+from stemdeck.core.audiofile.manifest import NI_NAMES
 from stemdeck.core.audiofile.stemfile_write import write_stem_file
 
 if TYPE_CHECKING:  # selenium is optional: the module is skipped without it

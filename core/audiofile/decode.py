@@ -1,0 +1,249 @@
+"""Decoding MP4 audio with PyAV: a stem file's stems and master, in full
+(:func:`read_stem_file`, a :class:`StemFile`), and a plain MP4's one track
+(:func:`read_mp4_audio`).
+
+Each stream is decoded on a thread of its own (FFmpeg decodes without the GIL)
+into one growing buffer, bounded by what the header declares. A truncated file, a
+stream that changes its channel count, NaN, infinite or deafening samples are each
+one :class:`AudioFileError`: a damaged file never plays silent or garbage stems.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import AudioFileError
+from .pyav import ffmpeg_reason, import_av, open_container
+from .roles import StemLayout, permute_rows, stem_layout
+from .samples import resample, resample_channels
+from .stemfile import declared_length, probe
+from .tags import Tags, read_tags
+
+__all__ = ["StemFile", "read_mp4_audio", "read_stem_file"]
+
+log = logging.getLogger(__name__)
+
+_FIRST_BUFFER_SECONDS = 600
+_MAX_PEAK = 16.0  # +24 dBFS: float stems may pass full scale, never by this much
+
+
+@dataclass
+class StemFile:
+    """A decoded stem file.
+
+    Attributes
+    ----------
+    stems : np.ndarray, shape (n_stems, channels, samples), float32
+        One row per stem, cut to one length.
+    names, colours : list of str
+        Display names and ``#RRGGBB`` colours, one per stem.
+    sr : int
+    master : np.ndarray, shape (channels, samples), float32, or None
+        The file's master track (it may differ from the sum of the stems by
+        the mastering the file's maker applied); None when not decoded.
+    manifest : dict or None
+    tags : Tags
+    """
+
+    stems: np.ndarray
+    names: list[str]
+    colours: list[str]
+    sr: int
+    master: np.ndarray | None
+    manifest: dict[str, Any] | None
+    tags: Tags = field(default_factory=Tags)
+
+    @property
+    def mix(self) -> np.ndarray:
+        """The sum of the stems, ``(channels, samples)``: what unity on every channel plays."""
+        return np.asarray(self.stems.sum(axis=0, dtype=np.float32))
+
+    def arrange(self) -> StemLayout:
+        """Put the stems in the mixer's order (drums, bass, other, vocals, then the
+        stems with no role: :func:`~stemdeck.core.audiofile.roles.stem_layout`), in
+        place, names and colours with them; returns the layout, whose ``keys`` are
+        the channels' keys. The names stay the file's own (the labels shown)."""
+        layout = stem_layout(self.names)
+        if not layout.identity:
+            permute_rows(self.stems, layout.order)
+            self.names = layout.arrange(self.names)
+            self.colours = layout.arrange(self.colours)
+        return layout
+
+
+def _to_float(frame: Any) -> np.ndarray:
+    """A decoded frame as float32 ``(channels, samples)``, exact for integer formats."""
+    fmt = frame.format.name
+    data = frame.to_ndarray()
+    channels = len(frame.layout.channels)
+    if not frame.format.is_planar:
+        data = data.reshape(-1, channels).T
+    if fmt.startswith("s16"):
+        return data.astype(np.float32) * np.float32(2.0**-15)
+    if fmt.startswith("s32"):
+        return data.astype(np.float32) * np.float32(2.0**-31)
+    if fmt.startswith(("flt", "dbl")):
+        return data.astype(np.float32, copy=False)
+    raise AudioFileError(f"unexpected decoded sample format {fmt!r}")
+
+
+def _decode_stream(path: Path, index: int) -> np.ndarray:
+    """Decode one audio stream into one growing buffer, trimmed to its declared length.
+
+    A stream whose decoded audio falls short of its declared length is a
+    truncated file: an error, so a cut file never plays with silent stems.
+    """
+    av = import_av()
+    where = repr(str(path))
+    with open_container(path) as container:
+        stream = container.streams[index]
+        rate = int(stream.codec_context.sample_rate)
+        declared = declared_length(stream, rate)
+        # The declared length sizes the buffer, bounded: a damaged header must not
+        # make us allocate what the file cannot hold. The buffer doubles if needed.
+        capacity = min(declared or 0, _FIRST_BUFFER_SECONDS * rate) + 8192
+        buf: np.ndarray | None = None
+        n = 0
+        try:
+            for packet in container.demux(stream):
+                for frame in packet.decode():
+                    y = _to_float(frame)
+                    if buf is None:
+                        buf = np.empty((y.shape[0], capacity), dtype=np.float32)
+                    elif y.shape[0] != buf.shape[0]:
+                        raise AudioFileError(f"{where}: stream {index} changes its channel count")
+                    if n + y.shape[1] > buf.shape[1]:
+                        bigger = np.empty((buf.shape[0], 2 * (n + y.shape[1])), dtype=np.float32)
+                        bigger[:, :n] = buf[:, :n]
+                        buf = bigger
+                    buf[:, n : n + y.shape[1]] = y
+                    n += y.shape[1]
+        except av.FFmpegError as exc:
+            raise AudioFileError(
+                f"{where} is damaged: its audio cannot be decoded ({ffmpeg_reason(exc)})"
+            ) from None
+        except (ValueError, MemoryError) as exc:
+            raise AudioFileError(f"{where} is damaged: {exc}") from None
+    if buf is None or n == 0:
+        raise AudioFileError(f"{where}: stream {index} holds no audio")
+    if declared is not None and declared > 0:
+        # One codec frame of slack: decoders differ in how they trim the last one.
+        if n < declared - 2048:
+            raise AudioFileError(
+                f"{where} is truncated: stream {index} decodes to {n} samples of "
+                f"the {declared} it declares"
+            )
+        n = min(n, declared)
+    return buf[:, :n]
+
+
+def _decode_streams(path: Path, streams: Sequence[int]) -> list[np.ndarray]:
+    """Decode audio streams side by side (FFmpeg decodes without the GIL)."""
+    workers = min(len(streams), os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        jobs = [pool.submit(_decode_stream, path, i) for i in streams]
+        return [job.result() for job in jobs]
+
+
+def read_stem_file(
+    path: str | os.PathLike[str], *, sr: int | None = None, master: bool = True
+) -> StemFile:
+    """Decode a stem file: every stem (and the master), fully, before anything plays.
+
+    Parameters
+    ----------
+    path : path-like
+        A ``.stem.mp4``/``.stem.m4a`` file: NI's layout, with or without a
+        ``stem`` box (MUSDB18's files have none: their stems take NI's default
+        names, and the log says so).
+    sr : int or None
+        Resample to this rate with soxr; None keeps the file's rate.
+    master : bool
+        Decode the master track too; players that mix the stems need not.
+
+    Raises
+    ------
+    AudioFileError
+        See :func:`probe`; also a file that is a plain MP4 (one audio stream),
+        damaged audio data, a truncated file, or NaN/inf samples.
+    """
+    p = Path(path)
+    where = repr(str(p))
+    info = probe(p)
+    if info is None:
+        raise AudioFileError(f"{where} is a plain MP4 with one audio stream, not a stem file")
+    if info.manifest is None:
+        log.info(
+            "%s has no stem manifest: its %d stems take the default names %s",
+            p.name,
+            len(info.names),
+            ", ".join(info.names),
+        )
+    decoded = _decode_streams(p, info.streams if master else info.streams[1:])
+    master_y = decoded.pop(0) if master else None
+    channels = max(y.shape[0] for y in decoded)
+    n = min(y.shape[1] for y in decoded)
+    longest = max(y.shape[1] for y in decoded)
+    if longest - n > 2048:
+        log.warning(
+            "%s: stems differ in length by %d samples; cut to the shortest", p.name, longest - n
+        )
+    # One array for the mixer; a mono stream is spread to both sides by broadcasting.
+    stems = np.empty((len(decoded), channels, n), dtype=np.float32)
+    for k, y in enumerate(decoded):
+        stems[k] = y[:, :n]
+    del decoded
+    if master_y is not None:
+        m = np.zeros((channels, n), dtype=np.float32)
+        m[:, : min(n, master_y.shape[1])] = master_y[:, :n]
+        master_y = m
+    # One track at a time, so the checks' temporaries stay small.
+    checks = [(f"stem {name!r}", y) for name, y in zip(info.names, stems, strict=True)]
+    if master_y is not None:
+        checks.append(("master", master_y))
+    for what, audio in checks:
+        if not np.isfinite(audio).all():
+            raise AudioFileError(f"{where}: its {what} holds NaN or infinite samples")
+        # Damaged AAC data can decode to finite but deafening values; no mix holds those.
+        peak = max(float(audio.max()), -float(audio.min()))
+        if peak > _MAX_PEAK:
+            raise AudioFileError(
+                f"{where} is damaged: its {what} peaks at {20 * np.log10(peak):+.0f} dBFS"
+            )
+    rate = info.sr
+    if sr is not None and sr != rate:
+        stems = resample_channels(stems, rate, sr)
+        if master_y is not None:
+            master_y = resample(master_y, rate, sr)
+        rate = sr
+    return StemFile(
+        stems=stems,
+        names=list(info.names),
+        colours=list(info.colours),
+        sr=rate,
+        master=master_y,
+        manifest=info.manifest,
+        tags=read_tags(p),
+    )
+
+
+def read_mp4_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
+    """Decode the one audio stream of a plain MP4/M4A file: ``(channels, samples)``, sr."""
+    p = Path(path)
+    with open_container(p) as container:
+        audio = [s for s in container.streams if s.type == "audio"]
+        if len(audio) != 1:
+            raise AudioFileError(
+                f"{str(p)!r} has {len(audio)} audio streams; name a stem file .stem.mp4"
+            )
+        index, rate = audio[0].index, int(audio[0].codec_context.sample_rate)
+    (y,) = _decode_streams(p, [index])
+    return y, rate
