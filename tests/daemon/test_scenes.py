@@ -338,7 +338,7 @@ def test_scenes_save_recall_and_morph_the_echo(morphing: Morphing) -> None:
     set_value(reg, "/fx/echo/return", [0.75])
     text = morphing.store.save("throw").read_text()
     assert "echo = 0.5\necho_pre = true\n" in text
-    assert "[echo]\nms = 250.0\nfeedback = 0.5\nfilter = 0.0\nlevel = 0.75\n" in text
+    assert "[echo]\nms = 250.0\nbeats = 0.0\nfeedback = 0.5\nfilter = 0.0\nlevel = 0.75\n" in text
     set_value(reg, "/ch/vocals/echo", [0.0])
     set_value(reg, "/ch/vocals/echo/pre", [0])
     set_value(reg, "/fx/echo/ms", [450.0])
@@ -347,7 +347,13 @@ def test_scenes_save_recall_and_morph_the_echo(morphing: Morphing) -> None:
     assert reg.get("/ch/3/echo") == 0.25 and reg.get("/ch/3/echo/pre") == 0
     morphing.at(2.0, "/ch/3/echo/pre", 1)
     ended(morphing.store)
-    assert reg.snapshot()["echo"] == {"ms": 250.0, "feedback": 0.5, "filter": 0.0, "level": 0.75}
+    assert reg.snapshot()["echo"] == {
+        "ms": 250.0,
+        "beats": 0.0,
+        "feedback": 0.5,
+        "filter": 0.0,
+        "level": 0.75,
+    }
     assert reg.get("/ch/3/echo") == 0.5
 
 
