@@ -471,11 +471,13 @@ class Transaction:
         return self.registry.grid_bpm, self.registry.rate
 
     def _follow(self, tempo: tuple[float | None, float]) -> None:
-        """Stage ``tempo`` and, if the echo's delay is in beats, its delay at it."""
+        """Stage ``tempo`` and, if the echo's delay is in beats and moves, its delay at
+        it (an unchanged delay posts nothing: the MIDI clock's small nudges of the
+        rate re-aim the echo only when they move it)."""
         self.staged_tempo = tempo
         echo = self._echo()
         followed = echo_followed(echo, *tempo)
-        if followed is not echo:
+        if followed.ms != echo.ms:
             self.staged_echo = followed
 
     def set_grid(self, bpm: float | None) -> None:

@@ -260,3 +260,12 @@ def test_the_echo_beats_0_to_1_view_steps_through_the_divisions() -> None:
 def _keep(out: list[Command], command: Command) -> bool:
     out.append(command)
     return True
+
+
+def test_a_tempo_that_leaves_the_echo_where_it_is_posts_no_echo() -> None:
+    reg = Registry(["a"])
+    commit(reg, lambda txn: txn.set_grid(120.0))
+    set_value(reg, "/fx/echo/beats", [1.0])
+    assert reg.echo.ms == 500.0
+    assert commit(reg, lambda txn: txn.set_grid(120.0)) == []  # the same grid again
+    assert commit(reg, lambda txn: txn.set_grid(60.0)) == [EchoTarget(1000.0, 0.5, 0.0, 1.0)]
