@@ -14,16 +14,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from osc_host import SR, FakeHost
+from osc_host import SR, FakeHost, make_server
 from registry_helpers import set_value
 
 from stemdeck.core.beats.analysis import BeatAnalysis
 from stemdeck.core.beats.grid import BeatGrid
 from stemdeck.core.control.registry import Registry
+from stemdeck.core.errors import ParameterError
 from stemdeck.core.mixer.commands import Batch, Command, EchoTarget, Rate
 from stemdeck.core.mixer.engine import Mixer
 from stemdeck.daemon.echo_beats import EchoBeats
-from stemdeck.daemon.osc import OscControl
+from stemdeck.daemon.osc import Feedback, OscControl
 from stemdeck.daemon.scenes import SceneStore
 
 SENDER = ("127.0.0.1", 40000)
@@ -300,3 +301,52 @@ class _Gate:
 
     def open(self) -> None:
         self._event.set()
+
+
+def test_feedback_says_the_unit_and_a_tempo_change_moves_the_ms(host: FakeHost) -> None:
+    _, server = make_server(host=host)
+    feedback = Feedback(server)
+    control = server.control
+    feedback.changes(control.state())  # every value once, as a new subscriber gets them
+    assert ask(control, "/fx/echo/beats", 0.5) == []
+    changed = dict(feedback.changes(control.state()))
+    assert (changed["/fx/echo/ms"], changed["/fx/echo/beats"]) == ([250.0], [0.5])
+    assert ask(control, "/transport/rate", 1.25) == []
+    host.block()
+    changed = dict(feedback.changes(control.state()))
+    assert (changed["/fx/echo/ms"], "/fx/echo/beats" in changed) == ([200.0], False)
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ('[echo]\nbeats = "half"\n', "scene value echo beats='half' is not a number"),
+        ("[echo]\nbeats = nan\n", "scene value echo beats=nan is not a number"),
+        ("[echo]\nbeats = true\n", "scene value echo beats=True is not a number"),
+    ],
+)
+def test_a_scene_with_bad_beats_is_one_error_and_changes_nothing(
+    host: FakeHost, tmp_path: Path, text: str, error: str
+) -> None:
+    store = SceneStore(host.registry, host.post, tmp_path / "scenes")
+    assert ask(OscControl(host), "/fx/echo/beats", 0.5) == []
+    before = (host.registry.snapshot(), delay(host))
+    (tmp_path / "scenes").mkdir()
+    (tmp_path / "scenes" / "bad.toml").write_text(text)
+    with pytest.raises(ParameterError) as caught:
+        store.recall("bad")
+    assert str(caught.value) == error
+    assert (host.registry.snapshot(), delay(host)) == before
+
+
+@pytest.mark.parametrize(("beats", "ms", "unit"), [(-1.0, 500.0, 0.0), (1e300, 2000.0, 4.0)])
+def test_a_scenes_beats_out_of_range_are_clamped(
+    host: FakeHost, tmp_path: Path, beats: float, ms: float, unit: float
+) -> None:
+    """As every scene value: below 0 is the delay in ms (the scene's, or as it is),
+    above 4 is 4 beats."""
+    store = SceneStore(host.registry, host.post, tmp_path / "scenes")
+    (tmp_path / "scenes").mkdir()
+    (tmp_path / "scenes" / "wide.toml").write_text(f"[echo]\nbeats = {beats!r}\n")
+    store.recall("wide")
+    assert echo_of(OscControl(host)) == [("/fx/echo/ms", [ms]), ("/fx/echo/beats", [unit])]
