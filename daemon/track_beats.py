@@ -135,12 +135,16 @@ class TrackBeats:
         """Call ``listener()`` after every change of the grid in force (a new track,
         a grid published, an edit), in the thread that made it, with no lock of this
         object held: it reads the grid itself (:meth:`grid`), so listeners told out
-        of order still end on the newest grid. It must not raise."""
+        of order still end on the newest grid. What it raises is logged, and the
+        grid (and the other listeners) go on."""
         self._listeners.append(listener)
 
     def _changed(self) -> None:
         for listener in self._listeners:
-            listener()
+            try:
+                listener()
+            except Exception as exc:  # a listener's bug: one line, the grid still stands
+                log.warning("beat grid listener %r failed: %r", listener, exc)
 
     # -- the track's grid arrives ----------------------------------------------------
     def start(self, y: np.ndarray, sr: int, gen: int, name: str) -> threading.Thread:

@@ -26,6 +26,7 @@ from stemdeck.core.mixer.engine import Mixer
 from stemdeck.daemon.echo_beats import EchoBeats
 from stemdeck.daemon.osc import Feedback, OscControl
 from stemdeck.daemon.scenes import SceneStore
+from stemdeck.daemon.track_beats import TrackBeats
 
 SENDER = ("127.0.0.1", 40000)
 GRID = BeatGrid(120.0, 0.5, 4)
@@ -350,3 +351,31 @@ def test_a_scenes_beats_out_of_range_are_clamped(
     (tmp_path / "scenes" / "wide.toml").write_text(f"[echo]\nbeats = {beats!r}\n")
     store.recall("wide")
     assert echo_of(OscControl(host)) == [("/fx/echo/ms", [ms]), ("/fx/echo/beats", [unit])]
+
+
+def test_grid_listeners_hear_every_change_and_a_failing_one_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A new track (no grid), the grid published, each edit: one call each, in the
+    thread that made it; a listener that raises is one log line and stops nothing."""
+    heard: list[float | None] = []
+    beats = TrackBeats(None, analyze=lambda y, sr: BeatAnalysis(GRID, 4.0))
+
+    def listener() -> None:
+        grid = beats.grid()
+        heard.append(None if grid is None else grid.bpm)
+
+    def broken() -> None:
+        raise RuntimeError("listener bug")
+
+    beats.add_listener(broken)
+    beats.add_listener(listener)
+    with caplog.at_level("WARNING", logger="stemdeck.daemon.track_beats"):
+        beats.start(np.zeros(SR, np.float32), SR, 1, "song").join()
+        beats.edit(BeatGrid.doubled)
+        beats.reset()
+        beats.edit(lambda g: g.with_bpm(90.0))
+    assert heard == [None, 120.0, 240.0, 120.0, 90.0]
+    failures = [r.getMessage() for r in caplog.records if "listener" in r.getMessage()]
+    assert len(failures) == 5
+    assert failures[0].endswith("failed: RuntimeError('listener bug')")
