@@ -83,6 +83,10 @@ class MidiClockIn:
         The audio block (s).
     latency : callable
         The output's latency beyond the block (s), as the sink reports it now.
+    post : callable, optional
+        Hands the follower's commands to the engine (default ``engine.post``); the
+        daemon's goes through the registry, so a ``Rate`` re-aims the echo's delay
+        in beats in the same command (``echo_beats.py``).
 
     Raises
     ------
@@ -101,8 +105,10 @@ class MidiClockIn:
         block_s: float,
         latency: Callable[[], float] = lambda: 0.0,
         clock: Callable[[], float] = time.perf_counter,
+        post: Callable[[Command], bool] | None = None,
     ) -> None:
         self.engine = engine
+        self.post = post if post is not None else engine.post
         self.beats = beats
         self.sync = sync
         self.clock = clock
@@ -304,11 +310,11 @@ class MidiClockIn:
             sync.phase_error = None
             return
         grid = self.beats.grid()
-        engine = self.engine
+        post = self.post
         if not leader.running or leader.beat is None or leader.bpm is None or grid is None:
             if self._playing:
                 self._playing = False
-                engine.post(Pause())
+                post(Pause())
             sync.phase_error = None
             return
         base = min(max(leader.bpm / grid.bpm, MIN_RATE), MAX_RATE)
@@ -318,13 +324,13 @@ class MidiClockIn:
             assert ahead.beat is not None
             seek = max(0.0, sync.anchor + ahead.beat * grid.period)
             self._rate = base
-            if engine.post(Batch((Seek(seek), Rate(base), Play()))):
+            if post(Batch((Seek(seek), Rate(base), Play()))):
                 self._playing = True
                 self._jumps = leader.jumps
             sync.phase_error = None
             return
         nudge = min(max(-error / CORRECT_S, -NUDGE), NUDGE)
         rate = min(max(base * (1.0 + nudge), MIN_RATE), MAX_RATE)
-        if abs(rate - self._rate) > 1e-6 * base and engine.post(Rate(rate)):
+        if abs(rate - self._rate) > 1e-6 * base and post(Rate(rate)):
             self._rate = rate
         sync.phase_error = error

@@ -139,7 +139,9 @@ class SceneStore:
         lines += [f"mute = {str(master['mute']).lower()}"]
         lines += [f"filter = {master['filter']!r}", f"res = {master['res']!r}", ""]
         echo: dict[str, Any] = snap["echo"]
-        lines += ["[echo]"] + [f"{k} = {echo[k]!r}" for k in ("ms", "feedback", "filter", "level")]
+        # beats 0: the delay is ms; else beats on the grid (ms: the delay it gave then).
+        keys = ("ms", "beats", "feedback", "filter", "level")
+        lines += ["[echo]"] + [f"{k} = {echo[k]!r}" for k in keys]
         lines += [""]
         reverb: dict[str, Any] = snap["reverb"]
         lines += ["[reverb]"] + [f"{k} = {reverb[k]!r}" for k in ("size", "lowcut", "level")]

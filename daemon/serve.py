@@ -8,6 +8,8 @@
 - :class:`.loader.TrackLoader`: tracks, the separation worker, the cache;
 - :class:`.track_beats.TrackBeats`: the playing track's beat grid (found or analysed on
   load, edited over OSC, kept in the beat store);
+- :class:`.echo_beats.EchoBeats`: the echo's delay in beats kept on the grid and the
+  rate (it hears the grid's changes and posts the MIDI clock follower's rates);
 - :class:`.supervisor.AudioSupervisor`: the audio stream (PortAudio, stemdeck's own
   JACK client, or a null clock) and its recovery;
 - :class:`.sync.SyncControl` and :class:`.sync.TransportFollower`: who leads the play
@@ -48,6 +50,7 @@ from stemdeck.core.separation.keys import SeparationSpec
 from .audio.jack import JackOutput, open_client
 from .audio.recorder import Recorder
 from .audio.sinks import output_device
+from .echo_beats import EchoBeats
 from .loader import TrackLoader
 from .osc import Feedback, OscControl, OscServer
 from .pathnames import library_files
@@ -164,6 +167,8 @@ class Daemon:
             BeatStore(self.cache.root) if self.cache is not None else None,
             current=lambda gen: self.loader.current(gen),
         )
+        self.echo_beats = EchoBeats(self.registry, self.beats, self.engine.post)
+        self.beats.add_listener(self.echo_beats.grid_changed)
         self.loader = TrackLoader(
             self.engine,
             self.registry,
@@ -312,6 +317,7 @@ class Daemon:
                 api=opts.midi_api,
                 block_s=block_s,
                 latency=self._output_latency,
+                post=self.echo_beats.post,
             )
             self.clock_in.start()
             log.info("MIDI clock in: %s", self.clock_in.name)

@@ -13,6 +13,10 @@ Edits (``/track/grid/halve`` ... ``/track/grid/reset``, ``/track/bpm f``, tap
 tempo) change the grid in force and store it as the track's edit in the same
 sidecar, so it survives a restart; without a cache (``serve --no-cache``) they
 last until the next load. Hot cues (``/cue/N/...``) are kept the same way.
+
+Listeners (:meth:`TrackBeats.add_listener`) hear every change of the grid in force:
+a new track (no grid yet), a grid published, an edit (the echo's delay in beats
+follows them: ``echo_beats.py``).
 """
 
 from __future__ import annotations
@@ -124,8 +128,25 @@ class TrackBeats:
         self._failed: str | None = None  # why the newest track has no grid
         self._track: TrackGrid | None = None
         self._tap = TapTempo()
+        self._listeners: list[Callable[[], None]] = []
         #: Seconds from :meth:`start` to the grid's publication, of the last grid.
         self.last_seconds: float | None = None
+
+    # -- who hears of a change ------------------------------------------------------------
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` after every change of the grid in force (a new track,
+        a grid published, an edit), in the thread that made it, with no lock of this
+        object held: it reads the grid itself (:meth:`grid`), so listeners told out
+        of order still end on the newest grid. What it raises is logged, and the
+        grid (and the other listeners) go on."""
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        for listener in self._listeners:
+            try:
+                listener()
+            except Exception as exc:  # a listener's bug: one line, the grid still stands
+                log.warning("beat grid listener %r failed: %r", listener, exc)
 
     # -- the track's grid arrives ----------------------------------------------------
     def start(self, y: np.ndarray, sr: int, gen: int, name: str) -> threading.Thread:
@@ -139,6 +160,7 @@ class TrackBeats:
             self._failed = None
             self._track = None
             self._tap.reset()
+        self._changed()
         thread = threading.Thread(
             target=self._run,
             args=(y, sr, gen, name, token, time.monotonic()),
@@ -175,6 +197,7 @@ class TrackBeats:
                 return  # another track plays: its own analysis publishes
             self._track = TrackGrid(gen, name, key, record)
             self.last_seconds = time.monotonic() - t0
+        self._changed()
         grid = self._track.grid
         log.debug(  # a debug line: what serve says by default stays what a user needs
             "%s: %.2f BPM, first downbeat at %.3f s (beat grid %s in %.2f s)",
@@ -251,13 +274,17 @@ class TrackBeats:
         with self._edit_lock:
             track = self._check(gen)
             grid = change(track.grid)
-            return self._keep(track, replace(track.record, edit=grid.normalized()))
+            kept = self._keep(track, replace(track.record, edit=grid.normalized()))
+        self._changed()
+        return kept
 
     def reset(self, *, gen: int | None = None) -> BeatGrid:
         """Drop the track's edit: the analysis's grid is in force again (returned)."""
         with self._edit_lock:
             track = self._check(gen)
-            return self._keep(track, replace(track.record, edit=None))
+            kept = self._keep(track, replace(track.record, edit=None))
+        self._changed()
+        return kept
 
     def tap(self, at: float, *, gen: int | None = None) -> BeatGrid:
         """One tap now (:attr:`clock`); once three taps agree, the tempo is the
@@ -271,7 +298,9 @@ class TrackBeats:
             if bpm is None:
                 return track.grid
             grid = track.grid.with_bpm(bpm, anchor=at)
-            return self._keep(track, replace(track.record, edit=grid))
+            kept = self._keep(track, replace(track.record, edit=grid))
+        self._changed()
+        return kept
 
     # -- hot cues ------------------------------------------------------------------------
     def cue(self, number: int) -> HotCue | None:

@@ -107,7 +107,9 @@ def control_set(draw: st.DrawFn, names: tuple[str, ...] = NAMES) -> tuple[str, l
     if draw(st.integers(0, 5)) == 0:  # the echo bus
         param = draw(st.sampled_from(ECHO_PARAMS))
         address = f"/fx/echo/{param}"
-        low, high = {"ms": (1.0, 4000.0), "filter": (-1.0, 1.0)}.get(param, (0.0, 1.0))
+        low, high = {"ms": (1.0, 4000.0), "beats": (0.0625, 4.0), "filter": (-1.0, 1.0)}.get(
+            param, (0.0, 1.0)
+        )
         if draw(st.integers(0, 4)) == 0:
             bad = st.floats(_f32(high + 0.01), _f32(1e30), width=32)
             return address, [draw(st.one_of(st.just(float("nan")), bad, st.just("x")))], False

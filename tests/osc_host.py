@@ -19,6 +19,7 @@ from stemdeck.core.errors import ParameterError
 from stemdeck.core.mixer.commands import Command, Play, SetTrack, Track
 from stemdeck.core.mixer.engine import Mixer
 from stemdeck.core.separation.keys import SeparationSpec
+from stemdeck.daemon.echo_beats import EchoBeats
 from stemdeck.daemon.loader import TrackLoader
 from stemdeck.daemon.osc import OscControl, OscServer
 from stemdeck.daemon.osc.subscriptions import SUBSCRIPTION_SECONDS
@@ -56,6 +57,8 @@ class FakeHost:
             grid=lambda: self.beats.require().grid,
             quantize=lambda: self.quantize.mode,
         )
+        self.echo_beats = EchoBeats(self.registry, self.beats, self.engine.post)
+        self.beats.add_listener(self.echo_beats.grid_changed)
         self.engine.prepare(SR, BLOCK)
         rng = np.random.default_rng(0)
         channels = rng.uniform(-0.1, 0.1, (len(NAMES), 2, SR * 4)).astype(np.float32)
@@ -77,6 +80,8 @@ class FakeHost:
             clock=clock or time.monotonic,
             analyze=lambda y, sr: BeatAnalysis(grid, 4.0),
         )
+        self.echo_beats.beats = self.beats  # as the daemon's: the echo follows its grid
+        self.beats.add_listener(self.echo_beats.grid_changed)
         track = self.engine.track
         assert track is not None
         self.beats.start(track.channels.sum(axis=0), SR, 1, "song").join()

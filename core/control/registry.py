@@ -13,6 +13,11 @@ registry keeps the change only if the engine accepted it. So the registry never
 runs ahead of the audio, even when the engine's queue is full. A lock
 serializes control threads (never the audio thread).
 
+The echo's delay may be set in beats (``/fx/echo/beats``): the registry keeps the
+tempo it follows (the grid's BPM, told by :meth:`Transaction.set_grid`, and the
+vinyl rate of the last ``Rate`` a commit posted), and a commit that changes either
+re-aims the echo in the same command (:func:`.values.echo_followed`).
+
 Each kept commit gets the next :attr:`Registry.generation` and stamps the values
 it wrote with it, so a writer that takes its time (a scene morph) asks
 :meth:`Registry.written_since` which of its values someone else has written
@@ -32,8 +37,16 @@ from contextlib import contextmanager
 
 from ..audiofile.roles import find_channel
 from ..errors import ParameterError
-from ..mixer.commands import Batch, Command, EchoTarget, ReverbTarget
-from ..mixer.params import ECHO_MAX_MS, ECHO_MIN_MS, REVERB_MAX_LOWCUT, REVERB_MIN_LOWCUT
+from ..mixer.commands import Batch, Command, EchoTarget, Quantized, Rate, ReverbTarget
+from ..mixer.params import (
+    ECHO_DIVISIONS,
+    ECHO_MAX_MS,
+    ECHO_MIN_MS,
+    MAX_RATE,
+    MIN_RATE,
+    REVERB_MAX_LOWCUT,
+    REVERB_MIN_LOWCUT,
+)
 from .pattern import MAX_PATTERN, compile_pattern, is_pattern
 from .values import (
     EchoState,
@@ -41,6 +54,7 @@ from .values import (
     SceneState,
     StripState,
     bus_value,
+    echo_followed,
     echo_from_scene,
     echo_updated,
     reverb_from_scene,
@@ -79,7 +93,7 @@ CHANNEL_PARAMS = (
 # filter/res): the value one level down, as OSCQuery lists it (no node there is both
 # a value and a container). Plain addresses only; patterns match the first names.
 PARAM_ALIASES = {"filter/knob": "filter", "echo/send": "echo"}
-ECHO_PARAMS = ("ms", "feedback", "filter", "return")  # /fx/echo/<param>
+ECHO_PARAMS = ("ms", "beats", "feedback", "filter", "return")  # /fx/echo/<param>
 ECHO = -1  # the echo bus's index in a (index, param) target (None is the master)
 REVERB_PARAMS = ("size", "lowcut", "return")  # /fx/reverb/<param>
 REVERB = -2  # the reverb bus's index in a (index, param) target
@@ -99,6 +113,7 @@ _VALUE_OF = {
     "echo/pre": "echo/pre",
     "reverb": "reverb",
     "ms": "ms",
+    "beats": "beats",
     "feedback": "feedback",
     "return": "return",
     "size": "size",
@@ -128,7 +143,13 @@ _SCENE_VALUES = {
     "echo_pre": "echo/pre",
     "reverb": "reverb",
 }
-_ECHO_SCENE = {"ms": "ms", "feedback": "feedback", "filter": "filter", "level": "return"}
+_ECHO_SCENE = {
+    "ms": "ms",
+    "beats": "beats",
+    "feedback": "feedback",
+    "filter": "filter",
+    "level": "return",
+}
 _REVERB_SCENE = {"size": "size", "lowcut": "lowcut", "level": "return"}
 _MASTER_SCENE_VALUES = {"gain": "gain", "mute": "mute", "filter": "filter", "res": "filter/res"}
 
@@ -149,6 +170,10 @@ class Registry:
         self.master = StripState()
         self.echo = EchoState()
         self.reverb = ReverbState()
+        #: The tempo the echo's delay in beats follows: the playing track's grid's
+        #: BPM (None: no grid; the echo keeps its last delay) and the vinyl rate.
+        self.grid_bpm: float | None = None
+        self.rate = 1.0
         self._generation = 0
         self._stamps: dict[str, int] = {}  # value key -> generation of its last write
         self._renamed = 0  # generation from which every channel value counts as written
@@ -349,7 +374,9 @@ class Registry:
     def get_norm(self, key: str) -> float:
         """The 0..1 view: fader position for levels, -1..1 mapped to 0..1 for pan, a
         filter with its 0 at 64/127, the echo's delay and the reverb's low-cut
-        exponentially over their ranges (the inverses of :meth:`Transaction.set_norm`)."""
+        exponentially over their ranges, the echo's beats as the step of the nearest
+        of ``ECHO_DIVISIONS`` (0 while the delay is in ms; the inverses of
+        :meth:`Transaction.set_norm`)."""
         index, param = self._target(key)
         value = self.get(key)
         if param in ("fader", "gain", "db"):
@@ -361,6 +388,11 @@ class Registry:
             return (64.0 + (63.0 if f >= 0.0 else 64.0) * f) / 127.0
         if index == ECHO and param == "ms":
             return math.log(float(value) / ECHO_MIN_MS) / math.log(ECHO_MAX_MS / ECHO_MIN_MS)
+        if index == ECHO and param == "beats":
+            if not value:
+                return 0.0
+            steps = [abs(math.log(float(value) / d)) for d in ECHO_DIVISIONS]
+            return steps.index(min(steps)) / (len(ECHO_DIVISIONS) - 1)
         if index == REVERB and param == "lowcut":
             lo, hi = REVERB_MIN_LOWCUT, REVERB_MAX_LOWCUT
             return math.log(float(value) / lo) / math.log(hi / lo)
@@ -398,6 +430,7 @@ class Transaction:
         self.staged: dict[int | None, StripState] = {}
         self.staged_echo: EchoState | None = None  # the echo bus, if staged
         self.staged_reverb: ReverbState | None = None  # the reverb bus, if staged
+        self.staged_tempo: tuple[float | None, float] | None = None  # (grid bpm, rate)
         self.names: list[str] | None = None  # new channel names, staged by set_names
         self._written: set[str] = set()  # value keys staged (Registry.written_since)
 
@@ -432,6 +465,27 @@ class Transaction:
     def _reverb(self) -> ReverbState:
         return self.staged_reverb if self.staged_reverb is not None else self.registry.reverb
 
+    def _tempo(self) -> tuple[float | None, float]:
+        if self.staged_tempo is not None:
+            return self.staged_tempo
+        return self.registry.grid_bpm, self.registry.rate
+
+    def _follow(self, tempo: tuple[float | None, float]) -> None:
+        """Stage ``tempo`` and, if the echo's delay is in beats and moves, its delay at
+        it (an unchanged delay posts nothing: the MIDI clock's small nudges of the
+        rate re-aim the echo only when they move it)."""
+        self.staged_tempo = tempo
+        echo = self._echo()
+        followed = echo_followed(echo, *tempo)
+        if followed.ms != echo.ms:
+            self.staged_echo = followed
+
+    def set_grid(self, bpm: float | None) -> None:
+        """Stage the playing track's grid tempo (None: no grid, the echo keeps its
+        delay): an echo delay in beats follows it. Not a written value (the daemon's
+        grid follower calls it when a grid is published, edited, or gone)."""
+        self._follow((bpm, self._tempo()[1]))
+
     def set(self, address: str, args: Sequence[object]) -> None:
         """Validate and stage one message (an address or pattern and its arguments).
 
@@ -458,7 +512,7 @@ class Transaction:
             updates[index] = strip_updated(state, param, args, key)
         self.staged.update(updates)
         if echo is not None:
-            self.staged_echo = echo
+            self.staged_echo = echo_followed(echo, *self._tempo())
         if reverb is not None:
             self.staged_reverb = reverb
         self._written.update(reg.value_key(key) for key in keys)
@@ -468,7 +522,8 @@ class Transaction:
         from -1..1, a filter with its 0 (off, a true bypass) at 64/127, a 7-bit
         knob's centre (-1 at 0, 1 at 1, linear on each side), the resonance as it
         is, switches on at 0.5 and above; the echo's delay exponentially over its
-        range (1 ms at 0, 4 s at 1), its feedback and return as they are; the
+        range (1 ms at 0, 4 s at 1), its beats in the steps of ``ECHO_DIVISIONS``
+        (1/16 at 0, 4 at 1), its feedback and return as they are; the
         reverb's low-cut exponentially (20 Hz at 0, 1 kHz at 1), its size, return
         and the sends as they are."""
         x = min(max(float(x), 0.0), 1.0)
@@ -477,6 +532,8 @@ class Transaction:
             if index == ECHO and param == "ms":
                 ms = ECHO_MIN_MS * (ECHO_MAX_MS / ECHO_MIN_MS) ** x
                 self.set(key, [min(max(ms, ECHO_MIN_MS), ECHO_MAX_MS)])
+            elif index == ECHO and param == "beats":
+                self.set(key, [ECHO_DIVISIONS[round(x * (len(ECHO_DIVISIONS) - 1))]])
             elif index == REVERB and param == "lowcut":
                 lo, hi = REVERB_MIN_LOWCUT, REVERB_MAX_LOWCUT
                 self.set(key, [min(max(lo * (hi / lo) ** x, lo), hi)])
@@ -535,8 +592,12 @@ class Transaction:
         echo = scene.get("echo")
         new_echo = None
         if isinstance(echo, Mapping):  # the echo bus is staged only if the scene has it
-            new_echo = echo_from_scene(echo, self._echo())
-            written += [f"/fx/echo/{_ECHO_SCENE[p]}" for p in _ECHO_SCENE if p in echo]
+            new_echo = echo_followed(echo_from_scene(echo, self._echo()), *self._tempo())
+            # ms and beats are one setting: the scene writes the one in force.
+            unit = "ms" if new_echo.beats else "beats"
+            written += [
+                f"/fx/echo/{_ECHO_SCENE[p]}" for p in _ECHO_SCENE if p in echo and p != unit
+            ]
         reverb = scene.get("reverb")
         new_reverb = None
         if isinstance(reverb, Mapping):  # the reverb bus too, only if the scene has it
@@ -574,7 +635,7 @@ class Transaction:
         order = sorted(self.staged, key=lambda index: -1 if index is None else index)
         out = [strip_command(index, self.staged[index]) for index in order]
         e = self.staged_echo
-        if e is not None:
+        if e is not None:  # ms is the delay in force (a delay in beats followed)
             out.append(EchoTarget(e.ms, e.feedback, e.filter, e.level))
         r = self.staged_reverb
         if r is not None:
@@ -586,7 +647,9 @@ class Transaction:
         state; if the post is refused (queue full) nothing changes. True if posted.
 
         A kept commit takes the next :attr:`Registry.generation` and stamps the
-        values it wrote (:attr:`written`) with it.
+        values it wrote (:attr:`written`) with it. A ``Rate`` in ``extra`` (the last
+        one, in a ``Batch`` or ``Quantized`` too) is the rate the echo's delay in
+        beats follows from then: the echo is re-aimed in the same command.
 
         Parameters
         ----------
@@ -596,6 +659,9 @@ class Transaction:
             Applied in the same block, after the staged state (transport commands,
             a ``SetTrack``).
         """
+        rate = _rate_of(extra)
+        if rate is not None and rate != self._tempo()[1]:
+            self._follow((self._tempo()[0], rate))
         commands = self.commands() + list(extra)
         if commands and not post(commands[0] if len(commands) == 1 else Batch(tuple(commands))):
             return False
@@ -611,12 +677,29 @@ class Transaction:
             reg.echo = self.staged_echo
         if self.staged_reverb is not None:
             reg.reverb = self.staged_reverb
+        if self.staged_tempo is not None:
+            reg.grid_bpm, reg.rate = self.staged_tempo
         reg._generation += 1
         for key in self._written:
             reg._stamps[key] = reg._generation
         self.staged = {}
         self.staged_echo = None
         self.staged_reverb = None
+        self.staged_tempo = None
         self.names = None
         self._written = set()
         return True
+
+
+def _rate_of(commands: Sequence[Command]) -> float | None:
+    """The rate the last ``Rate`` among ``commands`` (in a ``Batch`` or a
+    ``Quantized`` too) sets, as the engine takes it (clamped; NaN: none), or None."""
+    rate = None
+    for c in commands:
+        if isinstance(c, Batch):
+            rate = _rate_of(c.commands) or rate
+        elif isinstance(c, Quantized):
+            rate = _rate_of((c.command,)) or rate
+        elif isinstance(c, Rate) and c.rate == c.rate:
+            rate = min(max(float(c.rate), MIN_RATE), MAX_RATE)
+    return rate

@@ -9,7 +9,8 @@ and its :class:`~stemdeck.core.control.registry.Transaction`:
   :class:`MasterState`, :class:`EchoSceneState` and :class:`ReverbSceneState`;
 - a message's arguments checked and applied to a state (:func:`strip_updated`,
   :func:`echo_updated`, :func:`reverb_updated`), a parameter's value as a reply
-  carries it (:func:`strip_value`, :func:`bus_value`);
+  carries it (:func:`strip_value`, :func:`bus_value`); the echo's delay in beats
+  turned into milliseconds at a tempo (:func:`echo_followed`);
 - a scene's table read back into states, every value checked (:func:`strip_from_scene`,
   :func:`echo_from_scene`, :func:`reverb_from_scene`), and states written as one
   (:func:`scene_of`);
@@ -29,7 +30,9 @@ from ..errors import ParameterError
 from ..mixer.commands import Command, MasterTarget, StripTarget
 from ..mixer.params import (
     ECHO_FEEDBACK,
+    ECHO_MAX_BEATS,
     ECHO_MAX_MS,
+    ECHO_MIN_BEATS,
     ECHO_MIN_MS,
     ECHO_MS,
     ECHO_RETURN,
@@ -57,6 +60,7 @@ __all__ = [
     "SceneState",
     "StripState",
     "bus_value",
+    "echo_followed",
     "echo_from_scene",
     "echo_updated",
     "reverb_from_scene",
@@ -88,12 +92,19 @@ class StripState:
 
 @dataclass(frozen=True)
 class EchoState:
-    """The echo bus: delay (ms), feedback, the DJ filter on its return, return level."""
+    """The echo bus: delay (ms), feedback, the DJ filter on its return, return level,
+    and the delay in beats.
+
+    ``beats`` 0 means the delay is set in milliseconds (``/fx/echo/ms``); above 0
+    (1/16..4) it is set in beats (``/fx/echo/beats``) and ``ms`` is the delay in
+    force, followed from the grid and the rate (:func:`echo_followed`), or the last
+    one kept while there is no grid."""
 
     ms: float = ECHO_MS
     feedback: float = ECHO_FEEDBACK
     filter: float = 0.0
     level: float = ECHO_RETURN
+    beats: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -120,9 +131,12 @@ class ChannelState(TypedDict):
 
 
 class EchoSceneState(TypedDict):
-    """The echo bus in a :class:`SceneState` (``return`` is its return level)."""
+    """The echo bus in a :class:`SceneState` (``level`` is its return level;
+    ``beats`` 0: the delay is ``ms``, else ``beats`` on the grid, ``ms`` the delay it
+    gave when saved)."""
 
     ms: float
+    beats: float
     feedback: float
     filter: float
     level: float
@@ -271,6 +285,7 @@ def scene_of(
         },
         "echo": {
             "ms": echo.ms,
+            "beats": echo.beats,
             "feedback": echo.feedback,
             "filter": echo.filter,
             "level": echo.level,
@@ -323,7 +338,10 @@ def strip_from_scene(values: Mapping[str, object], current: StripState) -> Strip
 
 
 def echo_from_scene(values: Mapping[str, object], current: EchoState) -> EchoState:
-    """The echo bus's state from its scene table, as :func:`strip_from_scene`.
+    """The echo bus's state from its scene table, as :func:`strip_from_scene`; the
+    delay in beats if the table's ``beats`` is above 0 (clamped to 1/16..4), in
+    milliseconds if it is 0, or if the table names ``ms`` and no ``beats`` (a scene
+    saved before the delay had beats).
 
     Raises
     ------
@@ -334,11 +352,18 @@ def echo_from_scene(values: Mapping[str, object], current: EchoState) -> EchoSta
     def num(key: str, lo: float, hi: float, default: float) -> float:
         return _scene_number(values, key, lo, hi, default, "echo ")
 
+    beats = current.beats
+    if "beats" in values:
+        beats = num("beats", 0.0, ECHO_MAX_BEATS, beats)
+        beats = max(beats, ECHO_MIN_BEATS) if beats > 0.0 else 0.0
+    elif "ms" in values:
+        beats = 0.0
     return EchoState(
         ms=num("ms", ECHO_MIN_MS, ECHO_MAX_MS, current.ms),
         feedback=num("feedback", 0.0, 1.0, current.feedback),
         filter=num("filter", -1.0, 1.0, current.filter),
         level=num("level", 0.0, 1.0, current.level),
+        beats=beats,
     )
 
 
@@ -382,8 +407,9 @@ def reverb_updated(state: ReverbState, param: str, args: Sequence[object], key: 
 
 
 def bus_value(state: EchoState | ReverbState, param: str) -> float:
-    """An FX bus's ``param``: the echo's ``ms``, ``feedback``, ``filter``, the
-    reverb's ``size``, ``lowcut``, and either's ``return`` (its ``level``)."""
+    """An FX bus's ``param``: the echo's ``ms`` (the delay in force), ``beats`` (0
+    while the delay is set in ms), ``feedback``, ``filter``, the reverb's ``size``,
+    ``lowcut``, and either's ``return`` (its ``level``)."""
     if param == "return":
         return state.level
     value: float = getattr(state, param)
@@ -392,18 +418,27 @@ def bus_value(state: EchoState | ReverbState, param: str) -> float:
 
 def echo_updated(state: EchoState, param: str, args: Sequence[object], key: str) -> EchoState:
     """``state`` with the echo bus's ``param`` set from a message's ``args``, as
-    :func:`strip_updated`.
+    :func:`strip_updated`. ``ms`` and ``beats`` are one setting in two units:
+    setting either puts the delay in its unit (``beats`` keeps ``ms`` until
+    :func:`echo_followed` gives the tempo's).
 
     Raises
     ------
     ParameterError
-        Wrong argument count or type, NaN, out of range.
+        Wrong argument count or type, NaN, infinite, out of range.
     """
     x = _number(args, key)
     if param == "ms":
         if not ECHO_MIN_MS <= x <= ECHO_MAX_MS:
             raise ParameterError(f"{key} takes {ECHO_MIN_MS:g}..{ECHO_MAX_MS:g} ms, got {x:g}")
-        return replace(state, ms=x)
+        return replace(state, ms=x, beats=0.0)
+    if param == "beats":
+        if not ECHO_MIN_BEATS <= x <= ECHO_MAX_BEATS:
+            raise ParameterError(
+                f"{key} takes 1/16..{ECHO_MAX_BEATS:g} beats ({ECHO_MIN_BEATS:g}.."
+                f"{ECHO_MAX_BEATS:g}), got {x:g}"
+            )
+        return replace(state, beats=x)
     if param == "filter":
         if not -1.0 <= x <= 1.0:
             raise ParameterError(
@@ -413,6 +448,17 @@ def echo_updated(state: EchoState, param: str, args: Sequence[object], key: str)
     if not 0.0 <= x <= 1.0:
         raise ParameterError(f"{key} takes 0..1, got {x:g}")
     return replace(state, feedback=x) if param == "feedback" else replace(state, level=x)
+
+
+def echo_followed(state: EchoState, bpm: float | None, rate: float) -> EchoState:
+    """``state`` with its delay in beats as milliseconds at the tempo: ``beats`` ×
+    60000 / (``bpm`` × ``rate``), the grid's tempo at the transport's vinyl rate,
+    within the delay's range (1..4000 ms). The state as it is while the delay is in
+    ms, or without a grid (``bpm`` None: the last delay is kept)."""
+    if not state.beats or bpm is None:
+        return state
+    ms = state.beats * 60000.0 / (bpm * rate)
+    return replace(state, ms=min(max(ms, ECHO_MIN_MS), ECHO_MAX_MS))
 
 
 def strip_value(state: StripState, param: str) -> float | int:

@@ -9,7 +9,7 @@
   a drained command changes (strip targets, master, transport, loop, track, jumps,
   quantized commands waiting for their frame); ``PENDING_ACTIONS``.
 - :mod:`.state`: ``MixerState``, what control threads read of the Mixer
-  (read_meters, strip_state, master_state, filter_state, echo_state,
+  (read_meters, strip_state, master_state, filter_state, echo_state, echo_delay,
   reverb_state, rolling, loop, echo_running, reverb_running), and its views
   ``Meters``, ``StripState``, ``MasterState``.
 - :mod:`.fx`: ``Effects`` (``Mixer.fx``), the DJ filters, the echo bus and the
@@ -21,5 +21,5 @@
   ``COMPILED`` (``_kernel.c``) or ``NumpyKernel`` (its reference); ``KERNEL_BUILT``.
 - :mod:`.params`: the fader taper and level conversions (``fader_to_db``,
   ``db_to_gain``...), the echo's and the reverb's ranges and defaults
-  (``ECHO_MAX_MS``, ``REVERB_MAX_LOWCUT``...).
+  (``ECHO_MAX_MS``, ``ECHO_MAX_BEATS``, ``ECHO_DIVISIONS``, ``REVERB_MAX_LOWCUT``...).
 """

@@ -268,6 +268,11 @@ class Effects:
         send, pre = self._send_params[index]
         return (send, float(pre))
 
+    def echo_delay(self) -> float:
+        """The echo's delay in samples (of the device's rate), as last applied: where
+        its glide goes (``Mixer.echo_delay``)."""
+        return float(self._echo_bus[1])
+
     def reverb_state(self, index: int | None) -> tuple[float, ...]:
         """Strip ``index``'s reverb send (send,), or with None the bus (size,
         lowcut, return), as last applied (``Mixer.reverb_state`` checks ``index``)."""

@@ -17,8 +17,11 @@ import math
 from ..errors import ParameterError
 
 __all__ = [
+    "ECHO_DIVISIONS",
     "ECHO_FEEDBACK",
+    "ECHO_MAX_BEATS",
     "ECHO_MAX_MS",
+    "ECHO_MIN_BEATS",
     "ECHO_MIN_MS",
     "ECHO_MS",
     "ECHO_RETURN",
@@ -58,6 +61,11 @@ MAX_RATE = 2.0
 ECHO_MIN_MS = 1.0
 ECHO_MAX_MS = 4000.0
 ECHO_MS = 500.0
+# The echo's delay in beats (``/fx/echo/beats``): its range, and the divisions a
+# control with steps (a 7-bit knob, the browser mixer) offers, shortest first.
+ECHO_MIN_BEATS = 1 / 16
+ECHO_MAX_BEATS = 4.0
+ECHO_DIVISIONS = (1 / 16, 1 / 8, 3 / 16, 1 / 4, 3 / 8, 1 / 2, 3 / 4, 1.0, 1.5, 2.0, 3.0, 4.0)
 ECHO_FEEDBACK = 0.5
 ECHO_RETURN = 1.0
 # The reverb bus: its low-cut's range (Hz) and the values it starts at.

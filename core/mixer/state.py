@@ -8,7 +8,8 @@ between, and every call stays ``self.method``):
 - :class:`MixerState` (here): the state a control thread may read, declared, and
   the read side: :meth:`~MixerState.read_meters`, :meth:`~MixerState.strip_state`,
   :meth:`~MixerState.master_state`, :meth:`~MixerState.filter_state`,
-  :meth:`~MixerState.echo_state`, :meth:`~MixerState.reverb_state`,
+  :meth:`~MixerState.echo_state`, :meth:`~MixerState.echo_delay`,
+  :meth:`~MixerState.reverb_state`,
   :attr:`~MixerState.rolling`, :attr:`~MixerState.loop`,
   :attr:`~MixerState.echo_running`, :attr:`~MixerState.reverb_running`;
 - :class:`~stemdeck.core.mixer.control.MixerControl` (:mod:`.control`): the
@@ -219,6 +220,19 @@ class MixerState:
         """
         self._check_fx_index(index, "no echo yet")
         return self.fx.echo_state(index)
+
+    def echo_delay(self) -> float:
+        """The echo's delay in samples at the device's rate, as the audio thread last
+        applied it (where a glide goes): ``/fx/echo/ms`` or ``/fx/echo/beats`` as the
+        delay line sees it. For control threads and tests.
+
+        Raises
+        ------
+        ParameterError
+            Not prepared yet.
+        """
+        self._check_fx_index(None, "no echo yet")
+        return self.fx.echo_delay()
 
     def reverb_state(self, index: int | None) -> tuple[float, ...]:
         """Strip ``index``'s reverb send (send,), or with None the reverb bus (size,

@@ -34,7 +34,9 @@ from stemdeck.core.beats.grid import BPM_LIMITS, MAX_BEATJUMP, MAX_LOOP_BEATS, M
 from stemdeck.core.beats.store import MAX_CUES
 from stemdeck.core.control.registry import CHANNEL_PARAMS, MASTER_PARAMS, PARAM_ALIASES
 from stemdeck.core.mixer.params import (
+    ECHO_MAX_BEATS,
     ECHO_MAX_MS,
+    ECHO_MIN_BEATS,
     ECHO_MIN_MS,
     MAX_DB,
     MAX_GAIN,
@@ -268,7 +270,15 @@ _ECHO = {
         "f",
         [{"MIN": ECHO_MIN_MS, "MAX": ECHO_MAX_MS}],
         ["time.millisecond"],
-        "the echo's delay in milliseconds (beats come with the tempo grid); a change glides",
+        "the echo's delay in milliseconds, in force (set here, or followed from "
+        "/fx/echo/beats); setting it puts the delay in ms; a change glides",
+    ),
+    "beats": (
+        "f",
+        [{"MIN": ECHO_MIN_BEATS, "MAX": ECHO_MAX_BEATS}],
+        None,
+        "the echo's delay in beats of the grid, following the rate (1/16..4); setting "
+        "it puts the delay in beats; 0 while it is set in ms",
     ),
     "feedback": ("f", [{"MIN": 0.0, "MAX": 1.0}], None, "each repeat's level: the tail"),
     "filter": (

@@ -132,3 +132,41 @@ def _grid_of(client: Client, grid: BeatGrid) -> list:
         every=0.1,
     )
     return found[0][1]
+
+
+def test_the_echo_in_beats_follows_the_grid_the_rate_and_a_new_track(
+    library: Path, tmp_path: Path
+) -> None:
+    """``/fx/echo/beats`` in a running daemon (issue 25): set before the grid is there
+    or after, the delay follows the grid as it arrives, the rate, an edit, and the
+    next track's grid once it is published."""
+    fast = analyze_beats(*load(library / "fast.wav")).grid
+    slow = analyze_beats(*load(library / "slow.wav")).grid
+    daemon = _start(library, tmp_path)
+    try:
+        client = daemon.client
+        assert client.ask("/fx/echo/beats", 0.5) == []  # accepted, with a grid or without
+
+        def ms_at(grid: BeatGrid, rate: float) -> list:
+            want = [("/fx/echo/ms", [f32(0.5 * 60000.0 / (grid.bpm * rate))])]
+            return poll(
+                lambda: client.ask("/fx/echo/ms", timeout=10.0),
+                lambda r: r == want,
+                f"the echo at {grid.bpm:.2f} BPM × {rate:g}",
+                timeout=60.0,
+                every=0.1,
+            )
+
+        ms_at(fast, 1.0)
+        assert client.ask("/transport/rate", 1.25) == []
+        ms_at(fast, 1.25)
+        assert replies_to(client, "/track/grid/double") == [
+            ("/track/grid", grid_reply(fast.doubled()))
+        ]
+        ms_at(fast.doubled(), 1.25)
+        client.send("/track/load", str(library / "slow.wav"))
+        ms_at(slow, 1.25)
+        assert client.ask("/fx/echo/beats") == [("/fx/echo/beats", [0.5])]
+    finally:
+        code, err = daemon.stop()
+    assert code == 0, err

@@ -7,11 +7,23 @@ from typing import Any
 import cffi
 import numpy as np
 import pytest
+from registry_helpers import set_value
 
 from stemdeck.core.beats.grid import BeatGrid
-from stemdeck.core.mixer.commands import Batch, Command, Pause, Play, Rate, Seek, Track
+from stemdeck.core.control.registry import Registry
+from stemdeck.core.mixer.commands import (
+    Batch,
+    Command,
+    EchoTarget,
+    Pause,
+    Play,
+    Rate,
+    Seek,
+    Track,
+)
 from stemdeck.daemon.clock_follow import PPQN, ClockFollower
 from stemdeck.daemon.clock_in import INBOX, NUDGE, MidiClockIn
+from stemdeck.daemon.echo_beats import EchoBeats
 from stemdeck.daemon.sync import SyncControl
 
 
@@ -292,3 +304,36 @@ def test_the_jack_input_keeps_the_clock_out_of_a_flood() -> None:
     clock_in._jack_process(256)
     assert len(clock_in._inbox) == INBOX
     assert clock_in.errors == 2000 - (INBOX - 1)
+
+
+def test_the_followers_rates_go_through_the_registry_and_re_aim_the_echo() -> None:
+    """The daemon gives the follower the echo's post (``EchoBeats.post``): its jump's
+    rate and the echo's delay in beats at that rate land in one command."""
+    now = [0.0]
+    engine = FakeEngine()
+    registry = Registry(["a"])
+    grid = Grid(BeatGrid(100.0, 0.5))
+    echo = EchoBeats(registry, grid, engine.post)
+    echo.grid_changed()
+    set_value(registry, "/fx/echo/beats", [1.0])  # 600 ms at 100 BPM and rate 1
+    sync = SyncControl()
+    clock_in = PortlessClockIn(
+        engine, grid, sync, "virtual:test", block_s=0.0, clock=lambda: now[0], post=echo.post
+    )
+    sync.set_source("midi")
+    f = clock_in.follower
+    period = 60.0 / 120.0 / PPQN
+    f.start(0.0)
+    for i in range(48):
+        f.tick(i * period)
+    now[0] = 47 * period
+    engine.posted.clear()
+    clock_in.follow()
+    (batch,) = engine.posted
+    assert isinstance(batch, Batch)
+    target, jump = batch.commands
+    assert isinstance(jump, Batch)
+    rate = jump.commands[1]
+    assert isinstance(rate, Rate)
+    assert target == EchoTarget(60000.0 / (100.0 * rate.rate), 0.5, 0.0, 1.0)
+    assert (registry.rate, registry.echo.ms) == (rate.rate, target.ms)

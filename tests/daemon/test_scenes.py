@@ -338,7 +338,7 @@ def test_scenes_save_recall_and_morph_the_echo(morphing: Morphing) -> None:
     set_value(reg, "/fx/echo/return", [0.75])
     text = morphing.store.save("throw").read_text()
     assert "echo = 0.5\necho_pre = true\n" in text
-    assert "[echo]\nms = 250.0\nfeedback = 0.5\nfilter = 0.0\nlevel = 0.75\n" in text
+    assert "[echo]\nms = 250.0\nbeats = 0.0\nfeedback = 0.5\nfilter = 0.0\nlevel = 0.75\n" in text
     set_value(reg, "/ch/vocals/echo", [0.0])
     set_value(reg, "/ch/vocals/echo/pre", [0])
     set_value(reg, "/fx/echo/ms", [450.0])
@@ -347,7 +347,13 @@ def test_scenes_save_recall_and_morph_the_echo(morphing: Morphing) -> None:
     assert reg.get("/ch/3/echo") == 0.25 and reg.get("/ch/3/echo/pre") == 0
     morphing.at(2.0, "/ch/3/echo/pre", 1)
     ended(morphing.store)
-    assert reg.snapshot()["echo"] == {"ms": 250.0, "feedback": 0.5, "filter": 0.0, "level": 0.75}
+    assert reg.snapshot()["echo"] == {
+        "ms": 250.0,
+        "beats": 0.0,
+        "feedback": 0.5,
+        "filter": 0.0,
+        "level": 0.75,
+    }
     assert reg.get("/ch/3/echo") == 0.5
 
 
@@ -377,3 +383,29 @@ def test_scenes_save_recall_and_morph_the_reverb(morphing: Morphing) -> None:
     commands = morphing.commands()
     assert any(isinstance(c, ReverbTarget) and c.lowcut == 300.0 for c in commands)
     assert ReverbTarget(0.75, 400.0, 0.5) in commands
+
+
+def test_a_morph_glides_the_echo_towards_ms_and_sets_beats_at_its_end(morphing: Morphing) -> None:
+    """The echo's delay is one setting in two units: a morph to a scene in beats keeps
+    the delay until its end, then sets the beats (on the grid in force); a morph to a
+    scene in ms glides from the delay in force, in ms from its first step."""
+    reg = morphing.store.registry
+    commit(reg, lambda txn: txn.set_grid(120.0))
+    set_value(reg, "/fx/echo/beats", [0.5])
+    set_value(reg, "/ch/1/pan", [0.5])
+    morphing.store.save("half-beat")
+    set_value(reg, "/fx/echo/ms", [450.0])
+    set_value(reg, "/ch/1/pan", [0.0])
+    morphing.store.save("ms450")
+    morphing.store.recall("half-beat", 2.0)
+    morphing.at(1.0, "/ch/1/pan", 0.25)  # halfway: the delay has not moved
+    assert (reg.get("/fx/echo/ms"), reg.get("/fx/echo/beats")) == (450.0, 0.0)
+    morphing.at(2.0, "/fx/echo/beats", 0.5)
+    ended(morphing.store)
+    assert (reg.get("/fx/echo/ms"), reg.get("/fx/echo/beats")) == (250.0, 0.5)
+    morphing.clock.now = 100.0  # the next recall's start
+    morphing.store.recall("ms450", 2.0)
+    morphing.at(1.0, "/fx/echo/ms", 350.0)
+    assert reg.get("/fx/echo/beats") == 0.0
+    morphing.at(2.0, "/fx/echo/ms", 450.0)
+    ended(morphing.store)

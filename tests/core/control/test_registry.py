@@ -1,12 +1,23 @@
 import itertools
 import math
+from functools import partial
 
 import pytest
 from registry_helpers import commit, set_value
 
-from stemdeck.core.control.registry import Registry
+from stemdeck.core.control.registry import Registry, Transaction
 from stemdeck.core.errors import ParameterError
-from stemdeck.core.mixer.commands import Batch, Command, MasterTarget, Play, StripTarget
+from stemdeck.core.mixer.commands import (
+    Batch,
+    Command,
+    EchoTarget,
+    MasterTarget,
+    Play,
+    Quantized,
+    Rate,
+    Seek,
+    StripTarget,
+)
 from stemdeck.core.mixer.params import db_to_fader, fader_to_db
 
 NAMES = ["drums", "bass", "vocals", "other"]
@@ -203,3 +214,58 @@ def test_new_channel_names_count_as_a_write_of_every_channel_value() -> None:
         )
     }
     assert reg.written_since(g - 1) == reg.written_since(g) | {"/master/gain"}
+
+
+def test_the_echo_in_beats_follows_the_grid_and_every_rate_a_commit_posts() -> None:
+    """``/fx/echo/beats``: ms = beats × 60000 / (grid BPM × rate), re-aimed by
+    ``set_grid`` and by a ``Rate`` among a commit's extra commands (alone, in a
+    ``Batch`` or a ``Quantized``; clamped as the engine clamps it, NaN ignored)."""
+    reg = Registry(["a"])
+    set_value(reg, "/fx/echo/beats", [0.5])
+    assert (reg.echo.ms, reg.echo.beats) == (500.0, 0.5)  # no grid: the delay stays
+    assert commit(reg, lambda txn: txn.set_grid(120.0)) == [EchoTarget(250.0, 0.5, 0.0, 1.0)]
+    nan = Rate(float("nan"))
+    for extra, ms, sent in (
+        (Rate(1.25), 200.0, True),
+        (Batch((Seek(1.0), Rate(2.0))), 125.0, True),
+        (Quantized(96, Batch((Rate(0.25),))), 500.0, True),  # the engine's 0.5 at the least
+        (nan, 500.0, False),  # the engine keeps its rate: so does the echo
+        (Rate(0.5), 500.0, False),  # the rate it has
+    ):
+        posted: list[Command] = []
+        with reg.transaction() as txn:
+            assert txn.commit(partial(_keep, posted), [extra])
+        echo = EchoTarget(ms, 0.5, 0.0, 1.0)
+        assert posted == ([Batch((echo, extra))] if sent else [extra])
+        assert reg.echo.ms == ms
+    assert reg.rate == 0.5
+    assert commit(reg, lambda txn: txn.set_grid(None)) == []  # the grid gone: ms kept
+    assert (reg.echo.ms, reg.echo.beats, reg.grid_bpm) == (500.0, 0.5, None)
+    set_value(reg, "/fx/echo/ms", [300.0])  # ms again: the tempo no longer moves it
+    assert commit(reg, lambda txn: txn.set_grid(60.0)) == []
+    assert (reg.echo.ms, reg.echo.beats) == (300.0, 0.0)
+
+
+def test_the_echo_beats_0_to_1_view_steps_through_the_divisions() -> None:
+    reg = Registry(["a"])
+    assert reg.get_norm("/fx/echo/beats") == 0.0  # in ms
+    steps = []
+    for k in range(12):
+        commit(reg, partial(Transaction.set_norm, address="/fx/echo/beats", x=k / 11))
+        steps.append(reg.get("/fx/echo/beats"))
+        assert reg.get_norm("/fx/echo/beats") == k / 11
+    assert steps == [1 / 16, 1 / 8, 3 / 16, 1 / 4, 3 / 8, 1 / 2, 3 / 4, 1.0, 1.5, 2.0, 3.0, 4.0]
+
+
+def _keep(out: list[Command], command: Command) -> bool:
+    out.append(command)
+    return True
+
+
+def test_a_tempo_that_leaves_the_echo_where_it_is_posts_no_echo() -> None:
+    reg = Registry(["a"])
+    commit(reg, lambda txn: txn.set_grid(120.0))
+    set_value(reg, "/fx/echo/beats", [1.0])
+    assert reg.echo.ms == 500.0
+    assert commit(reg, lambda txn: txn.set_grid(120.0)) == []  # the same grid again
+    assert commit(reg, lambda txn: txn.set_grid(60.0)) == [EchoTarget(1000.0, 0.5, 0.0, 1.0)]

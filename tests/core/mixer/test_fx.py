@@ -620,6 +620,7 @@ def test_echo_over_osc_set_query_patterns_and_errors() -> None:
         assert server.datagram(bundle, SENDER) == []
         assert server.datagram(_m("/fx/echo/*"), SENDER) == [
             ("/fx/echo/ms", [250.0]),
+            ("/fx/echo/beats", [0.0]),  # 0: the delay is set in ms
             ("/fx/echo/feedback", [0.75]),
             ("/fx/echo/filter", [0.5]),
             ("/fx/echo/return", [0.5]),
@@ -635,7 +636,7 @@ def test_echo_over_osc_set_query_patterns_and_errors() -> None:
             (_m("/fx/echo/return", float("nan")), "/fx/echo/return got NaN"),
             (_m("/ch/1/echo", -0.5), "/ch/1/echo takes 0..1, got -0.5"),
             (_m("/ch/1/echo/pre", 2), "/ch/1/echo/pre takes 1/0 or T/F, got 2"),
-            (_m("/fx/echo/beats", 1.0), "unknown address /fx/echo/beats"),
+            (_m("/fx/echo/beats", 8.0), "/fx/echo/beats takes 1/16..4 beats (0.0625..4), got 8"),
         ):
             before = host.registry.snapshot()
             assert server.datagram(bad, SENDER) == [("/error", [reason])]

@@ -165,8 +165,10 @@ def test_channels_by_index_and_name_and_values_follow_osc() -> None:
         assert list(ch["2"]["CONTENTS"]["echo"]["CONTENTS"]) == ["send", "pre"]
         assert list(master["filter"]["CONTENTS"]) == ["knob", "res"]
         echo = root["CONTENTS"]["fx"]["CONTENTS"]["echo"]["CONTENTS"]
-        assert list(echo) == ["ms", "feedback", "filter", "return"]
+        assert list(echo) == ["ms", "beats", "feedback", "filter", "return"]
         assert echo["ms"]["RANGE"] == [{"MIN": 1.0, "MAX": 4000.0}]
+        assert echo["beats"]["RANGE"] == [{"MIN": 0.0625, "MAX": 4.0}]
+        assert echo["beats"]["VALUE"] == [0.0]  # the delay is set in ms
         assert echo["ms"]["VALUE"] == [500.0] and echo["return"]["VALUE"] == [1.0]
         reverb = root["CONTENTS"]["fx"]["CONTENTS"]["reverb"]["CONTENTS"]
         assert list(reverb) == ["size", "lowcut", "return"]
@@ -220,13 +222,14 @@ def test_every_namespace_method_is_an_osc_address() -> None:
                 walk(child)
 
         walk(root)
-        # ch (by index and name, filters, echo and reverb sends included), master, fx/echo,
+        # ch (by index and name, filters, echo and reverb sends included), master, fx/echo
+        # (ms and beats included),
         # fx/reverb, transport (/transport/bpm, loops and jumps in beats included), sync
         # (source, anchor, tempo, phase), 8 hot cues, quantize, track (the beat grid's 9
         # included), scene, channels (names, labels), meter,
         # state/subscribe/unsubscribe/ping/status, midi
         assert len(methods) == (
-            8 * 11 + 6 + 4 + 3 + 13 + 5 + 4 + 8 * 5 + 1 + 4 + 9 + 3 + 2 + 2 + 5 + 1
+            8 * 11 + 6 + 5 + 3 + 13 + 5 + 4 + 8 * 5 + 1 + 4 + 9 + 3 + 2 + 2 + 5 + 1
         )
         sender = ("127.0.0.1", 7)
         for node in methods:

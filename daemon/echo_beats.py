@@ -1,0 +1,84 @@
+"""The echo's delay in beats on the playing track's grid and the vinyl rate.
+
+``/fx/echo/beats f`` sets the echo's delay in beats: beats × 60 / (grid BPM ×
+rate) seconds. The registry does the arithmetic and keeps the tempo it follows
+(:meth:`Transaction.set_grid <stemdeck.core.control.registry.Transaction.set_grid>`,
+and the rate of every ``Rate`` a commit posts); :class:`EchoBeats` tells it the
+tempo from the two places that change it outside an OSC group:
+
+- :meth:`EchoBeats.grid_changed`, a :class:`~.track_beats.TrackBeats` listener: the
+  grid published (it arrives in a thread after the track starts), edited (halve,
+  double, ``/track/bpm``, tap, reset) or gone with a new track (the echo keeps its
+  last delay until the new grid is published);
+- :meth:`EchoBeats.post`, the post of a poster that sends ``Rate`` outside the
+  registry (the MIDI clock follower): the rate and the echo's new delay go in one
+  command.
+
+Each is one registry commit: the control side computes the delay and posts one
+``EchoTarget``; the audio thread does nothing more per block.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from stemdeck.core.beats.grid import BeatGrid
+from stemdeck.core.control.registry import Registry
+from stemdeck.core.mixer.commands import Command
+
+__all__ = ["RETRY_INTERVAL_S", "RETRY_S", "EchoBeats"]
+
+log = logging.getLogger(__name__)
+
+#: A re-aim the engine's full queue refuses is retried for this long (s), this often.
+RETRY_S = 1.0
+RETRY_INTERVAL_S = 0.01
+
+
+class _Beats(Protocol):
+    def grid(self) -> BeatGrid | None: ...
+
+
+class EchoBeats:
+    """Keeps the registry told of the tempo the echo's delay in beats follows.
+
+    Parameters
+    ----------
+    registry : Registry
+        The daemon's registry.
+    beats : the playing track's grid (:class:`~.track_beats.TrackBeats`), read by
+        :meth:`grid_changed`.
+    post : callable
+        Hands one command to the engine (``Mixer.post``); False if refused.
+    """
+
+    def __init__(self, registry: Registry, beats: _Beats, post: Callable[[Command], bool]) -> None:
+        self.registry = registry
+        self.beats = beats
+        self._post = post
+
+    def grid_changed(self) -> None:
+        """Tell the registry the grid's tempo now (None without one): an echo delay in
+        beats is re-aimed in the same commit. A full queue is retried for
+        :data:`RETRY_S`, then logged (the next change of grid or rate re-aims it)."""
+        deadline = time.monotonic() + RETRY_S
+        while True:
+            with self.registry.transaction() as txn:
+                grid = self.beats.grid()  # read under the lock: the newest wins
+                txn.set_grid(None if grid is None else grid.bpm)
+                if txn.commit(self._post):
+                    return
+            if time.monotonic() >= deadline:
+                log.warning("the echo's delay did not follow the beat grid: engine queue full")
+                return
+            time.sleep(RETRY_INTERVAL_S)
+
+    def post(self, command: Command) -> bool:
+        """Post ``command`` through a registry commit: a ``Rate`` in it re-aims an
+        echo delay in beats in the same command. False if the queue is full (nothing
+        changed)."""
+        with self.registry.transaction() as txn:
+            return txn.commit(self._post, (command,))
