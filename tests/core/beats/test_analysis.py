@@ -151,7 +151,7 @@ def test_the_filter_banks_are_librosas_without_importing_it() -> None:
     ``librosa.filters`` (scipy.signal, numba) took about 2 s of a first grid."""
     import librosa
 
-    from stemdeck.core.beats.analysis import chroma_filters, mel_filters, mel_frequencies
+    from stemdeck.core.beats.filters import chroma_filters, mel_filters, mel_frequencies
 
     for sr, n_fft, n_mels, fmax in ((22050, 1024, 64, 8000.0), (44100, 2048, 40, 500.0)):
         expected = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmax=fmax)
