@@ -100,7 +100,7 @@ def cache_key(y: np.ndarray, sr: int, params: Mapping[str, Any]) -> str:
 
 @dataclass
 class CacheEntry:
-    """A cached separation; ``channels`` is a read-only memory map."""
+    """A cached separation; ``channels`` and ``H`` are read-only memory maps."""
 
     key: str
     path: Path
@@ -464,7 +464,7 @@ class SeparationCache:
         shape = tuple(int(s) for s in meta["shape"])
         channels = np.memmap(path / "channels.f32", dtype=np.float32, mode="r", shape=shape)
         W = np.load(path / "W.npy")
-        H = np.load(path / "H.npy")
+        H = np.load(path / "H.npy", mmap_mode="r")  # (K, frames): grows with the track
         return CacheEntry(
             key=key,
             path=path,
