@@ -4,7 +4,8 @@ Modules
 -------
 analysis
     :func:`analyze_beats` (audio, optionally the drums and bass channels, to a
-    :class:`BeatAnalysis`), ``DJ_RANGE``.
+    :class:`BeatAnalysis`), :func:`autocorrelation` (of an envelope, at the
+    lags a tempo reads), ``DJ_RANGE``.
 features
     What the analysis reads of a track, streamed block by block (memory flat in
     the track's length): :func:`stream_features` (:class:`Features`: the onset
