@@ -34,7 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stemdeck.core.beats.analysis import ANALYSIS_SR, analyze_beats
+from stemdeck.core.beats.analysis import analyze_beats
+from stemdeck.core.beats.features import ANALYSIS_SR
 from stemdeck.core.material.songs import SongSpec, random_song, render_song
 
 EXTRA_TEMPI = (70.0, 75.0, 150.0, 165.0, 175.0)

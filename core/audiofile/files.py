@@ -272,7 +272,9 @@ def load_mapped(
             os.close(fd)
     if at == 0:
         load(p)  # no samples: load's error
-    return (out if at == frames else np.ascontiguousarray(out[:, :at])), sr
+    if at < frames:  # the file ended early: its frames into a map of their own size
+        out = _mapped(out[:, :at], folder, block=block)
+    return out, sr
 
 
 def _decode_into(f: sf.SoundFile, p: Path, fd: int, frames: int, channels: int, block: int) -> int:
@@ -328,12 +330,19 @@ def _map(fd: int, shape: tuple[int, int]) -> np.ndarray:
     return np.ndarray(shape, np.float32, buffer=mmap.mmap(fd, size, prot=mmap.PROT_READ))
 
 
-def _mapped(y: np.ndarray, folder: str | os.PathLike[str]) -> np.ndarray:
-    """``y`` (channels, frames) as a read-only memory map of a new file in ``folder``."""
+def _mapped(
+    y: np.ndarray, folder: str | os.PathLike[str], *, block: int = MAPPED_BLOCK
+) -> np.ndarray:
+    """``y`` (channels, frames) as a read-only memory map of a new file in ``folder``,
+    copied ``block`` frames of a channel at a time (``y`` may be a map itself: no
+    copy of it is made whole in the heap)."""
     shape = (int(y.shape[0]), int(y.shape[1]))
     fd = _new_file(folder, 4 * shape[0] * shape[1])
     try:
-        _write_at(fd, np.ascontiguousarray(y, np.float32), 0)
+        for c in range(shape[0]):
+            for a in range(0, shape[1], block):
+                part = np.ascontiguousarray(y[c, a : a + block], np.float32)
+                _write_at(fd, part, 4 * (c * shape[1] + a))
         return _map(fd, shape)
     finally:
         os.close(fd)

@@ -4,8 +4,16 @@ Modules
 -------
 analysis
     :func:`analyze_beats` (audio, optionally the drums and bass channels, to a
-    :class:`BeatAnalysis`), :func:`onset_envelopes`, ``ANALYSIS_SR``, ``HOP``,
-    ``DJ_RANGE``.
+    :class:`BeatAnalysis`), :func:`autocorrelation` (of an envelope, at the
+    lags a tempo reads), ``DJ_RANGE``.
+features
+    What the analysis reads of a track, streamed block by block (memory flat in
+    the track's length): :func:`stream_features` (:class:`Features`: the onset
+    envelopes, the bass chroma), :func:`onset_envelopes`, :func:`mono_pieces`,
+    :class:`BankedSTFT`, ``ANALYSIS_SR``, ``HOP``.
+filters
+    librosa's mel and chroma filter banks in numpy: :func:`mel_filters`,
+    :func:`chroma_filters`, :func:`mel_frequencies`.
 grid
     :class:`BeatGrid` (bpm, a downbeat, beats per bar; halve, double, set the
     tempo, shift, move a downbeat to the play head), :class:`TapTempo`,

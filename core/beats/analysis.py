@@ -1,8 +1,9 @@
 """Beat analysis of a track: tempo, a constant-tempo grid, beat and downbeat times.
 
 The analysis runs on an onset envelope (spectral flux of a log-mel spectrogram
-at :data:`ANALYSIS_SR`, one frame every :data:`HOP` samples) and assumes the
-tempo is constant, as in the music a DJ grid is made for:
+at 22,050 Hz, one frame every 256 samples), which :mod:`.features` computes in
+one pass over the track, block by block (its memory flat in the track's length),
+and assumes the tempo is constant, as in the music a DJ grid is made for:
 
 1. **Tempo, coarse.** The envelope's autocorrelation is read at the lags of
    every tempo from 50 to 220 BPM.
@@ -35,34 +36,24 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import soxr
 
-from ..audiofile.samples import resample, validate_audio
+from ..audiofile.samples import validate_audio
 from ..errors import ParameterError
+from .features import ANALYSIS_SR, BASS_FPS, HOP, stream_features
 from .grid import BeatGrid
 
-__all__ = ["ANALYSIS_SR", "DJ_RANGE", "HOP", "BeatAnalysis", "analyze_beats", "onset_envelopes"]
+__all__ = ["DJ_RANGE", "BeatAnalysis", "analyze_beats", "autocorrelation"]
 
-#: Rate the analysis runs at (Hz): onsets need nothing above 11 kHz.
-ANALYSIS_SR = 22050
-#: Samples per envelope frame at :data:`ANALYSIS_SR` (about 11.6 ms).
-HOP = 256
-_N_FFT = 1024
-_N_MELS = 64
 #: Tempi a grid may have (BPM): a DJ's range; relatives outside it are not chosen.
 DJ_RANGE = (70.0, 180.0)
 _PRIOR_BPM = 120.0
 _PRIOR_OCTAVES = 0.9  # standard deviation of the log2-tempo prior
-_LOW_HZ = 200.0
 _FOLD_BINS = 48  # phase bins of a beat: a quarter to half an envelope frame each
 # The off-beat ratios (see _choose_octave) beyond which the fold decides an
 # octave; between them the prior does. Set on the generated songs (bench/beats.py).
 _OFFBEAT_DOUBLE = 0.55
 _OFFBEAT_SINGLE = 0.42
 _LOW_WEIGHT = 0.5  # the low band's onsets against the harmonic change, for downbeats
-_BASS_SR = 5512  # the bass register's chroma needs nothing above 2.7 kHz
-_BASS_N_FFT = 2048
-_BASS_HOP = 256  # the low band's top: kick drums and bass notes
 
 
 @dataclass(frozen=True)
@@ -108,161 +99,6 @@ class BeatAnalysis:
         }
 
 
-#: Frames of the track mixed to mono and resampled at a time (:func:`_mono`).
-_MONO_BLOCK = 1 << 20
-
-
-def _mono(y: np.ndarray, sr: int, name: str) -> np.ndarray:
-    """The channels' mean at :data:`ANALYSIS_SR` (float32), mixed and resampled
-    :data:`_MONO_BLOCK` frames at a time through one soxr stream: the same samples
-    as the whole track's mean resampled at once, with no copy of the track at its
-    own rate (an hour of a memory-mapped track at 44.1 kHz would be 635 MB)."""
-    y = validate_audio(y, name=name)
-    n = y.shape[1]
-    if sr == ANALYSIS_SR:
-        return np.ascontiguousarray(y.mean(axis=0))
-    if sr <= 0:
-        raise ParameterError(f"sample rates must be positive, got {sr} -> {ANALYSIS_SR}")
-    stream = soxr.ResampleStream(sr, ANALYSIS_SR, 1, dtype="float32", quality="VHQ")
-    out = np.empty(math.ceil(n * ANALYSIS_SR / sr) + 64, np.float32)
-    at = 0
-    for a in range(0, n, _MONO_BLOCK):
-        block = y[:, a : a + _MONO_BLOCK].mean(axis=0)
-        part = stream.resample_chunk(block, last=a + _MONO_BLOCK >= n)
-        if at + len(part) > len(out):  # never: soxr gives n * ratio, rounded
-            out = np.concatenate([out[:at], np.empty(len(part), np.float32)])
-        out[at : at + len(part)] = part
-        at += len(part)
-    return out[:at]
-
-
-def _stft_power(mono: np.ndarray, n_fft: int, hop: int, bank: np.ndarray) -> np.ndarray:
-    """``bank @ |STFT|**2`` (bank rows, frames) of a mono signal: Hann window of
-    ``n_fft``, frames centred every ``hop`` samples (the signal padded by reflection).
-
-    numpy's FFT over blocks of frames: librosa's ``stft`` spends about two
-    seconds compiling on its first call, which a first grid cannot afford. Each
-    block's power goes through ``bank`` at once, so no spectrogram of the whole
-    track is ever held (an hour's would be 636 MB, twice over for its square),
-    nor a padded copy of the signal. The values are the bank times the whole
-    spectrogram's square to float32 rounding (a few ulps: how BLAS splits a
-    product's sums depends on its width, the whole track's product's too).
-    """
-    pad = n_fft // 2
-    n = len(mono)
-    if n <= pad:  # too short to reflect: zeros around it (a few samples, padded whole)
-        mono, n, pad = np.pad(mono, pad), n + 2 * pad, 0
-    n_frames = 1 + (n + 2 * pad - n_fft) // hop
-    window = np.hanning(n_fft + 1)[:-1].astype(np.float32)
-    out = np.empty((bank.shape[0], n_frames), np.float32)
-    step = max(1, (2 << 20) // n_fft)  # frames a block: bounds the temporary copies
-    for i in range(0, n_frames, step):
-        count = min(step, n_frames - i)
-        # This block's stretch of the signal padded by reflection (np.pad's
-        # "reflect"), made for the block alone: index k - pad of the signal.
-        k = np.arange(i * hop - pad, (i + count - 1) * hop - pad + n_fft)
-        if k[0] >= 0 and k[-1] < n:
-            x = mono[k[0] : k[-1] + 1]
-        else:
-            x = mono[np.where(k < 0, -k, np.where(k >= n, 2 * (n - 1) - k, k))]
-        frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop]
-        block = frames * window
-        power = np.ascontiguousarray(np.abs(np.fft.rfft(block, axis=1)).T)
-        np.multiply(power, power, out=power)
-        out[:, i : i + count] = bank @ power
-    return out
-
-
-# The filter banks are librosa's (``librosa.filters.mel`` with Slaney's mel scale and
-# norm, ``librosa.filters.chroma``), computed here in numpy by the same formulas:
-# importing ``librosa.filters`` takes about 2 s (scipy.signal, numba), more than a
-# first grid in the daemon may take. tests/core/beats/test_analysis.py holds them
-# equal to librosa's.
-_MEL_LOG_HZ = 1000.0  # Slaney's mel scale: linear below, logarithmic above
-_MEL_SP = 200.0 / 3
-_MEL_LOGSTEP = math.log(6.4) / 27.0
-
-
-def mel_frequencies(n_mels: int, fmax: float) -> np.ndarray:
-    """``n_mels`` frequencies (Hz) evenly spaced on Slaney's mel scale from 0 to
-    ``fmax`` (``librosa.mel_frequencies(n_mels, fmax=fmax)``)."""
-    log_mel = _MEL_LOG_HZ / _MEL_SP
-    top = fmax / _MEL_SP
-    if fmax >= _MEL_LOG_HZ:
-        top = log_mel + math.log(fmax / _MEL_LOG_HZ) / _MEL_LOGSTEP
-    mels = np.linspace(0.0, top, n_mels)
-    hz = _MEL_SP * mels
-    high = mels >= log_mel
-    hz[high] = _MEL_LOG_HZ * np.exp(_MEL_LOGSTEP * (mels[high] - log_mel))
-    return hz
-
-
-def mel_filters(sr: int, n_fft: int, n_mels: int, fmax: float) -> np.ndarray:
-    """Triangular mel filters (n_mels, n_fft // 2 + 1), float32, Slaney-normalized
-    (``librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmax=fmax)``)."""
-    fftfreqs = np.fft.rfftfreq(n=n_fft, d=1.0 / sr)
-    mel_f = mel_frequencies(n_mels + 2, fmax)
-    fdiff = np.diff(mel_f)
-    ramps = np.subtract.outer(mel_f, fftfreqs)
-    weights = np.zeros((n_mels, n_fft // 2 + 1), dtype=np.float32)
-    for i in range(n_mels):
-        weights[i] = np.maximum(0, np.minimum(-ramps[i] / fdiff[i], ramps[i + 2] / fdiff[i + 1]))
-    weights *= (2.0 / (mel_f[2 : n_mels + 2] - mel_f[:n_mels]))[:, np.newaxis]
-    return weights
-
-
-def chroma_filters(sr: int, n_fft: int, ctroct: float, octwidth: float) -> np.ndarray:
-    """Chroma filters (12, n_fft // 2 + 1), float32, C first, each FFT bin's column
-    of unit length before the octave weighting centred on octave ``ctroct``
-    (``librosa.filters.chroma(sr=sr, n_fft=n_fft, tuning=0.0, ctroct=ctroct,
-    octwidth=octwidth)``)."""
-    n_chroma = 12
-    frequencies = np.linspace(0, sr, n_fft, endpoint=False)[1:]
-    frqbins = n_chroma * np.log2(frequencies / (440.0 / 16))
-    frqbins = np.concatenate(([frqbins[0] - 1.5 * n_chroma], frqbins))
-    binwidthbins = np.concatenate((np.maximum(frqbins[1:] - frqbins[:-1], 1.0), [1]))
-    d = np.subtract.outer(frqbins, np.arange(0, n_chroma, dtype="d")).T
-    half = np.round(float(n_chroma) / 2)
-    d = np.remainder(d + half + 10 * n_chroma, n_chroma) - half
-    wts = np.exp(-0.5 * (2 * d / np.tile(binwidthbins, (n_chroma, 1))) ** 2)
-    length = np.sum(np.abs(wts) ** 2, axis=0, keepdims=True) ** 0.5
-    length[length < np.finfo(wts.dtype).tiny] = 1.0
-    wts = wts / length
-    wts *= np.tile(np.exp(-0.5 * (((frqbins / n_chroma - ctroct) / octwidth) ** 2)), (n_chroma, 1))
-    wts = np.roll(wts, -3, axis=0)
-    return np.ascontiguousarray(wts[:, : int(1 + n_fft / 2)], dtype=np.float32)
-
-
-def _mel_flux(mono: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Full-band and low-band onset envelopes (frames,)."""
-    mel_fb = mel_filters(ANALYSIS_SR, _N_FFT, _N_MELS, 8000.0)
-    mel = np.log1p(1000.0 * _stft_power(mono, _N_FFT, HOP, mel_fb))
-    flux = np.maximum(mel[:, 1:] - mel[:, :-1], 0.0)
-    flux = np.concatenate([np.zeros((_N_MELS, 1), flux.dtype), flux], axis=1)
-    centres = mel_frequencies(_N_MELS + 2, 8000.0)[1:-1]
-    low = centres < _LOW_HZ
-    return flux.mean(axis=0).astype(float), flux[low].mean(axis=0).astype(float)
-
-
-def onset_envelopes(y: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
-    """The full-band and low-band onset envelopes of ``y``, one value a :data:`HOP`.
-
-    Parameters
-    ----------
-    y : np.ndarray, shape (samples,) or (channels, samples)
-        Audio at rate ``sr``.
-    sr : int
-        Its sample rate.
-
-    Returns
-    -------
-    full, low : np.ndarray, shape (frames,)
-        Spectral flux of the log-mel spectrogram over all bands, and over those
-        below about 200 Hz; frame ``i`` is at ``i * HOP / ANALYSIS_SR`` seconds.
-    """
-    return _mel_flux(_mono(y, sr, "track"))
-
-
 def _whiten(env: np.ndarray) -> np.ndarray:
     """The envelope less its running mean (about 1 s), so that loud and quiet
     passages weigh alike and only the pulse is left."""
@@ -274,11 +110,29 @@ def _whiten(env: np.ndarray) -> np.ndarray:
     return out / scale if scale > 0 else out
 
 
-def _autocorrelation(env: np.ndarray, max_lag: int) -> np.ndarray:
-    n = len(env)
-    size = 1 << math.ceil(math.log2(2 * n))
-    f = np.fft.rfft(env - env.mean(), size)
-    ac = np.fft.irfft(f * np.conj(f), size)[: max_lag + 1]
+def autocorrelation(env: np.ndarray, max_lag: int) -> np.ndarray:
+    """The autocorrelation of ``env`` less its mean at lags 0..``max_lag``, divided
+    by lag 0's (when positive).
+
+    One product a lag: the analysis reads about 200 lags, and an FFT of the whole
+    envelope padded to twice its length held 24 MiB for an hour's envelope.
+
+    Parameters
+    ----------
+    env : np.ndarray, shape (frames,)
+        An onset envelope.
+    max_lag : int
+        The last lag, in frames; lags at or beyond ``frames`` are 0.
+
+    Returns
+    -------
+    np.ndarray, shape (max_lag + 1,), float64
+    """
+    x = env - env.mean()
+    n = len(x)
+    ac = np.zeros(max_lag + 1)
+    for lag in range(min(max_lag, n - 1) + 1):
+        ac[lag] = float(x[: n - lag] @ x[lag:])
     return ac / ac[0] if ac[0] > 0 else ac
 
 
@@ -394,18 +248,6 @@ def _fine_tempo(env: np.ndarray, bpm: float) -> tuple[float, float]:
     return best[1], best[2]
 
 
-def _bass_chroma(mono: np.ndarray) -> tuple[np.ndarray, float]:
-    """Pitch-class energy of the bass register (12, frames), and its frames a second.
-
-    A long window (0.37 s) resolves semitones down to 40 Hz; the chroma
-    weights centre on C3 and fall off within an octave, so the bass line and
-    the chords' roots count and a sung melody, which changes on any beat, little.
-    """
-    low = resample(mono[np.newaxis], ANALYSIS_SR, _BASS_SR)[0]
-    fb = chroma_filters(_BASS_SR, _BASS_N_FFT, ctroct=3.0, octwidth=1.0)
-    return _stft_power(low, _BASS_N_FFT, _BASS_HOP, fb), _BASS_SR / _BASS_HOP
-
-
 def _harmonic_change(chroma: np.ndarray, fps: float, beats: np.ndarray, width: int) -> np.ndarray:
     """How much the pitch classes of the ``width`` beats after each beat differ
     from those of the ``width`` beats before it (0 same, 1 unrelated), shape (beats,).
@@ -501,8 +343,8 @@ def analyze_beats(
         raise ParameterError(f"sample rate must be positive, got {sr!r}")
     if int(beats_per_bar) < 1:
         raise ParameterError(f"beats per bar must be at least 1, got {beats_per_bar!r}")
-    mono = _mono(y, sr, "track")
-    n = np.shape(y)[-1]
+    y = validate_audio(y, name="track")
+    n = y.shape[1]
     duration = n / sr
     for name, channel in (("drums", drums), ("bass", bass)):
         if channel is not None and np.shape(channel)[-1] != n:
@@ -513,26 +355,29 @@ def analyze_beats(
         raise ParameterError(
             f"track is {duration:.2f} s long: a beat grid needs at least 2 s of audio"
         )
-    full, low = _mel_flux(mono)
-    full_w, low_w = _whiten(full), _whiten(low)
+    # One pass over the track, block by block (features.py): the bass chroma is
+    # taken with the envelopes though a track too short for two bars needs none.
+    mix = stream_features(y, sr, chroma=True)
+    full_w, low_w = _whiten(mix.full), _whiten(mix.low)
     if drums is not None:
-        full_d, low_d = _mel_flux(_mono(drums, sr, "drums channel"))
-        full_w = full_w + _whiten(full_d)[: len(full_w)]
-        low_w = low_w + _whiten(low_d)[: len(low_w)]
+        drum_env = stream_features(validate_audio(drums, name="drums channel"), sr, chroma=False)
+        full_w = full_w + _whiten(drum_env.full)[: len(full_w)]
+        low_w = low_w + _whiten(drum_env.low)[: len(low_w)]
     if bass is not None:
-        low_w = low_w + _whiten(_mel_flux(_mono(bass, sr, "bass channel"))[1])[: len(low_w)]
+        bass_env = stream_features(validate_audio(bass, name="bass channel"), sr, chroma=False)
+        low_w = low_w + _whiten(bass_env.low)[: len(low_w)]
     fps = ANALYSIS_SR / HOP
     max_lag = int(2 * 60.0 * fps / 50.0) + 2
-    ac_full = _autocorrelation(full_w, max_lag)
-    ac_low = _autocorrelation(low_w, max_lag)
+    ac_full = autocorrelation(full_w, max_lag)
+    ac_low = autocorrelation(low_w, max_lag)
     pulse = full_w + 0.5 * low_w
     bpm, _ = _fine_tempo(pulse, _coarse_tempo(ac_full))
     bpm = _choose_octave(bpm, full_w, ac_full, ac_low)
     bpm, first_beat = _fine_tempo(pulse, bpm)
     period = 60.0 / bpm
     beats = np.arange(first_beat, duration, period)
-    if len(beats) >= 2 * beats_per_bar:
-        changes = _harmonic_change(*_bass_chroma(mono), beats, int(beats_per_bar))
+    if len(beats) >= 2 * beats_per_bar and mix.chroma is not None:
+        changes = _harmonic_change(mix.chroma, BASS_FPS, beats, int(beats_per_bar))
     else:
         changes = np.zeros(len(beats))
     phase = _downbeat_phase(beats, low_w, changes, int(beats_per_bar))

@@ -218,7 +218,7 @@ class SeparationCache:
         shape = tuple(int(s) for s in meta["shape"])
         channels = np.memmap(path / "channels.f32", dtype=np.float32, mode="r", shape=shape)
         W = np.load(path / "W.npy")
-        H = np.load(path / "H.npy")
+        H = np.load(path / "H.npy", mmap_mode="r")  # (K, frames): grows with the track
         return CacheEntry(
             key=key,
             path=path,

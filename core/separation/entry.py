@@ -46,7 +46,7 @@ class DamagedEntry(ValueError):
 
 @dataclass
 class CacheEntry:
-    """A cached separation; ``channels`` is a read-only memory map."""
+    """A cached separation; ``channels`` and ``H`` are read-only memory maps."""
 
     key: str
     path: Path

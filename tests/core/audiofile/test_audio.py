@@ -248,6 +248,27 @@ def test_load_mapped_gives_load_samples_in_a_map_of_an_unlinked_file(
     assert isinstance(y.base, mmap.mmap) or isinstance(getattr(y.base, "base", None), mmap.mmap)
 
 
+def test_a_file_that_ends_before_its_header_says_is_mapped_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A header that promises more frames than the file holds (a recording cut
+    short): the frames there are, in a map of their own size, never copied whole
+    into the heap."""
+    rng = np.random.default_rng(3)
+    path = tmp_path / "song.wav"
+    sf.write(path, 0.3 * rng.standard_normal((5000, 2)), 22050, subtype="PCM_16")
+    want, _ = load(path)
+    monkeypatch.setattr(sf.SoundFile, "frames", property(lambda f: 7000))
+    folder = tmp_path / "cache"
+    y, sr = load_mapped(path, folder, block=1024)
+    monkeypatch.undo()
+    assert sr == 22050 and y.shape == (2, 5000) and y.flags.c_contiguous
+    np.testing.assert_array_equal(y, want)
+    assert not y.flags.writeable
+    assert list(folder.iterdir()) == []
+    assert isinstance(y.base, mmap.mmap) or isinstance(getattr(y.base, "base", None), mmap.mmap)
+
+
 def test_load_mapped_refuses_what_load_refuses(tmp_path: Path) -> None:
     bad = np.zeros((3000, 2), np.float32)
     bad[2500, 1] = np.nan

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from stemdeck.core.beats.analysis import analyze_beats
+from stemdeck.core.beats.analysis import analyze_beats, autocorrelation
 from stemdeck.core.errors import AudioFileError, ParameterError
 from stemdeck.core.material.songs import Song, SongSpec, render_song
 
@@ -151,7 +151,7 @@ def test_the_filter_banks_are_librosas_without_importing_it() -> None:
     ``librosa.filters`` (scipy.signal, numba) took about 2 s of a first grid."""
     import librosa
 
-    from stemdeck.core.beats.analysis import chroma_filters, mel_filters, mel_frequencies
+    from stemdeck.core.beats.filters import chroma_filters, mel_filters, mel_frequencies
 
     for sr, n_fft, n_mels, fmax in ((22050, 1024, 64, 8000.0), (44100, 2048, 40, 500.0)):
         expected = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmax=fmax)
@@ -180,3 +180,26 @@ def test_the_analysis_imports_no_librosa() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout == "[]\n"
+
+
+def test_the_autocorrelation_is_numpys_at_the_lags_read_and_holds_no_fft_of_the_track() -> None:
+    """An hour's envelope (310,000 frames): the lags a tempo reads, as np.correlate
+    gives them, without a transform of the whole envelope padded to twice its length
+    (24 MiB; the envelope itself is 2.4 MiB)."""
+    import tracemalloc
+
+    env = np.maximum(np.random.default_rng(5).standard_normal(310_000), 0.0)
+    tracemalloc.start()
+    try:
+        ac = autocorrelation(env, 210)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    part = env[:10_000]  # np.correlate is quadratic: the reference on a shorter part
+    x = part - part.mean()
+    full = np.correlate(x, x, mode="full")[len(x) - 1 : len(x) + 210]
+    assert np.allclose(autocorrelation(part, 210), full / full[0], rtol=1e-12, atol=1e-15)
+    assert ac.shape == (211,) and ac[0] == 1.0
+    assert peak < 2 * env.nbytes, f"{peak / 2**20:.1f} MiB"
+    short = autocorrelation(np.array([0.0, 1.0, 0.0, 1.0]), 6)
+    assert short.tolist() == [1.0, -0.75, 0.5, -0.25, 0.0, 0.0, 0.0]
