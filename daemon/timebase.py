@@ -9,7 +9,8 @@ rate is the session's tempo over the track's (within the mixer's 0.5..2). The
 phase is measured every block, in the JACK process callback, exactly: the mixer's
 play head at the block's first sample against the session's beat at the
 transport frame of that sample. It is held by nudging that rate by at most
-:data:`~.clock_in.NUDGE` as the MIDI clock follower does; a locate, a start or
+:data:`~.clock_in.NUDGE` as the MIDI clock follower does (over :data:`CORRECT_S`,
+shorter than its); a locate, a start or
 an error over :data:`~.clock_in.JUMP_S` seeks. Without bars and beats in the
 transport (or without a grid) it is the position follower it extends.
 
@@ -32,11 +33,12 @@ from stemdeck.core.errors import ParameterError
 from stemdeck.core.mixer.commands import Batch, Command, Rate, Seek, Track
 from stemdeck.core.mixer.params import MAX_RATE, MIN_RATE
 
-from .clock_in import CORRECT_S, JUMP_S, NUDGE
+from .clock_in import JUMP_S, NUDGE
 from .sync import FollowedEngine, SyncControl, TransportFollower
 
 __all__ = [
     "BBT_VALID",
+    "CORRECT_S",
     "RATE_STEP",
     "TICKS_PER_BEAT",
     "BbtFollower",
@@ -50,9 +52,14 @@ BBT_VALID = 0x10
 #: Ticks per beat stemdeck writes as the timebase master (as Ardour and most
 #: JACK timebase masters do).
 TICKS_PER_BEAT = 1920.0
+#: Seconds over which a phase error is taken out (before the nudge's bound): the
+#: error is measured exactly every block (no clock jitter to smooth, unlike MIDI
+#: clock's :data:`~.clock_in.CORRECT_S`), so the few milliseconds a rate's glide
+#: leaves after a start or a tempo change are gone within a beat.
+CORRECT_S = 0.2
 #: The least change of the nudged rate worth a post (a fraction of the rate): a
 #: phase error moving by 0.1 ms; smaller ones wait, so a locked block posts nothing.
-RATE_STEP = 1e-4
+RATE_STEP = 5e-4
 #: The most beats in a session's bar that quantize follows (a grid's limit).
 MAX_BAR_BEATS = 32
 
