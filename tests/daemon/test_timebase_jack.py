@@ -14,16 +14,15 @@ import operator
 import os
 import re
 import sys
-import threading
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import soundfile as sf
 from daemon_helpers import Daemon, poll
+from jack_helpers import TimebaseSession as Master
 from jack_helpers import env_for, start_jack
 
 from stemdeck.daemon.realtime import SWITCH_INTERVAL_S
@@ -49,126 +48,6 @@ def _prompt_gil_handover() -> Iterator[None]:
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     yield
     sys.setswitchinterval(old)
-
-
-class Master:
-    """The test's JACK client: the timebase master of a tempo map (segments of
-    constant tempo, each from a frame and beat), and a recorder of two ports with
-    the transport's frame (and, as :attr:`positions`, the BBT any master wrote)."""
-
-    def __init__(self, server: str, *, master: bool = True) -> None:
-        import jack
-
-        self.jack = jack
-        self.client = jack.Client("timebase-test", servername=server, no_start_server=True)
-        self.inports = [self.client.inports.register(f"in_{i + 1}") for i in range(2)]
-        self.per_bar = 4
-        self.segments: list[tuple[int, float, float]] = [(0, 0.0, 126.0)]  # frame, beat, bpm
-        self.blocks: list[tuple[int, bool, np.ndarray]] = []
-        self.positions: list[tuple[int, int, int, int, float, float]] = []
-        self.recording = False
-        self.lock = threading.Lock()
-
-        @self.client.set_process_callback
-        def process(frames: int) -> None:
-            if not self.recording:
-                return
-            state, pos = self.client.transport_query_struct()
-            data = np.stack([p.get_array().copy() for p in self.inports], axis=1)
-            self.blocks.append((int(pos.frame), state == jack.ROLLING, data))
-            if pos.valid & jack.POSITION_BBT:
-                self.positions.append(
-                    (
-                        int(pos.frame),
-                        int(pos.bar),
-                        int(pos.beat),
-                        int(pos.tick),
-                        float(pos.beats_per_minute),
-                        float(pos.beats_per_bar),
-                    )
-                )
-
-        if master:
-            assert self.client.set_timebase_callback(self._timebase, False)
-        self.client.transport_stop()
-        self.client.transport_frame = 0
-        self.client.activate()
-
-    def _timebase(self, state: int, blocksize: int, pos: Any, new_pos: bool) -> None:
-        beat = self.beat_at(int(pos.frame))
-        bar = math.floor(beat / self.per_bar)
-        in_bar = beat - bar * self.per_bar
-        b = int(in_bar)
-        pos.valid = self.jack.POSITION_BBT
-        pos.bar = bar + 1
-        pos.beat = b + 1
-        pos.tick = int((in_bar - b) * TPB)  # cut, as Ardour does
-        pos.bar_start_tick = bar * self.per_bar * TPB
-        pos.beats_per_bar = float(self.per_bar)
-        pos.beat_type = 4.0
-        pos.ticks_per_beat = TPB
-        pos.beats_per_minute = self.segment(frame=int(pos.frame))[2]
-
-    def segment(self, *, frame: int | None = None, beat: float | None = None) -> tuple:
-        segments = self.segments
-        if frame is not None:
-            return [s for s in segments if s[0] <= frame][-1] if frame >= 0 else segments[0]
-        assert beat is not None
-        return [s for s in segments if s[1] <= beat][-1]
-
-    def beat_at(self, frame: int) -> float:
-        f0, b0, bpm = self.segment(frame=frame)
-        return b0 + (frame - f0) / SR * bpm / 60.0
-
-    def frame_of(self, beat: float) -> float:
-        f0, b0, bpm = self.segment(beat=beat)
-        return f0 + (beat - b0) * 60.0 / bpm * SR
-
-    def tempo_from(self, frame: int, bpm: float) -> None:
-        """The tempo ``bpm`` from ``frame`` on (the beat continuous)."""
-        segment = (frame, self.beat_at(frame), bpm)
-        self.segments = [s for s in self.segments if s[0] < frame] + [segment]
-
-    def reset(self, bpm: float, per_bar: int) -> None:
-        self.per_bar = per_bar
-        self.segments = [(0, 0.0, bpm)]
-
-    def frame(self) -> int:
-        return int(self.client.transport_query_struct()[1].frame)
-
-    def state(self) -> tuple[bool, int]:
-        """(rolling, frame) of the transport now."""
-        state, pos = self.client.transport_query_struct()
-        return state == self.jack.ROLLING, int(pos.frame)
-
-    def connect(self, ports: list[str]) -> None:
-        for src, dst in zip(ports, self.inports, strict=True):
-            self.client.connect(src, dst)
-
-    def record_until(self, frame: float, what: str, timeout: float = 60.0) -> None:
-        """Record (from now) until a rolling block past transport ``frame`` (polled)."""
-        self.blocks = []
-        self.positions = []
-        self.recording = True
-        try:
-            poll(
-                lambda: list(self.blocks),
-                lambda b: bool(b) and b[-1][1] and b[-1][0] > frame,
-                what,
-                timeout=timeout,
-            )
-        finally:
-            self.recording = False
-
-    def take(self) -> tuple[np.ndarray, np.ndarray]:
-        """(transport frame of every recorded sample, -1 where stopped; the audio)."""
-        blocks = list(self.blocks)
-        frames = [(f + np.arange(len(d))) if r else np.full(len(d), -1) for f, r, d in blocks]
-        return np.concatenate(frames), np.concatenate([d for _, _, d in blocks])
-
-    def close(self) -> None:
-        self.client.deactivate()
-        self.client.close()
 
 
 #: A click, and where its peak is (samples).
