@@ -250,6 +250,9 @@ class TimebaseSession:
         self.blocks: list[tuple[int, bool, np.ndarray]] = []
         self.positions: list[tuple[int, int, int, int, float, float]] = []
         self.recording = False
+        #: While recording: the beat and tempo written for each transport frame (the
+        #: map may change under frames a locate comes back to: this is what was said).
+        self.written: dict[int, tuple[float, float]] = {}
         self.lock = threading.Lock()
 
         @self.client.set_process_callback
@@ -279,6 +282,8 @@ class TimebaseSession:
 
     def _timebase(self, state: int, blocksize: int, pos: Any, new_pos: bool) -> None:
         beat = self.beat_at(int(pos.frame))
+        if self.recording:  # the beat and tempo given at each frame, exactly
+            self.written[int(pos.frame)] = (beat, self.segment(frame=int(pos.frame))[2])
         bar = math.floor(beat / self.per_bar)
         in_bar = beat - bar * self.per_bar
         b = int(in_bar)
