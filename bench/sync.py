@@ -1,4 +1,16 @@
-"""MIDI clock in and out, side by side: ``python bench/sync.py [--seconds S] [--runs N]``.
+"""JACK transport, MIDI clock in and out, side by side: ``python bench/sync.py
+[--seconds S] [--runs N]``.
+
+JACK transport (the follower in stemdeck's own JACK sink,
+:class:`~stemdeck.daemon.timebase.BbtFollower` in
+:class:`~stemdeck.daemon.audio.jack.JackSink` with the real mixer, ``jackd -d
+dummy``): a track of clicks on every beat at 120 BPM; a second JACK client is the
+timebase master (a tempo map of its own, 1920 ticks a beat) and records the sink's
+port with the transport frame. Every 2.5 s of JACK time it changes the tempo (to
+90..150 BPM) or locates (to a beat between 8 and 150, between beats), in turn.
+The position error is each click's distance (found by its peak) from the
+session's beat it stands for (ms, p50/p99/max): of every click, and of those a beat or more after a
+change; and the sink's xruns.
 
 Clock in (the algorithm, :class:`~stemdeck.daemon.clock_follow.ClockFollower`, fed a
 made-up clock with uniform ±1 ms jitter on every tick): segments of 16 beats at
@@ -43,6 +55,125 @@ from stemdeck.daemon.clock_follow import PPQN, ClockFollower  # noqa: E402
 
 SEGMENTS = ((120.0, 16), (126.0, 16), (90.0, 16), (121.0, 16), (120.0, 16))
 SR, BLOCK = 48000, 256
+#: The JACK transport's track: clicks on every beat at this tempo.
+TRACK_BPM = 120.0
+
+
+def jack_transport(server: str, seconds: float, seed: int) -> dict[str, float]:
+    from jack_helpers import TimebaseSession
+
+    from stemdeck.core.mixer.commands import Play, SetTrack
+    from stemdeck.core.mixer.engine import Mixer
+    from stemdeck.daemon.audio.jack import JackSink, open_client
+    from stemdeck.daemon.sync import SyncControl
+    from stemdeck.daemon.timebase import BbtFollower
+
+    rng = np.random.default_rng(seed)
+    period = 60.0 / TRACK_BPM
+    y = np.zeros((1, 2, round(200 * period * SR)), np.float32)
+    click = (0.8 * np.exp(-np.arange(480) / 60.0) * np.sin(np.arange(480) * 0.3)).astype(np.float32)
+    for beat in range(int(y.shape[2] / SR / period) - 1):
+        at = round(beat * period * SR)
+        y[0, :, at : at + 480] += click
+    engine = Mixer(max_channels=1)
+    engine.prepare(SR, BLOCK)
+    engine.post(SetTrack(Track(y, SR, ("mix",))))
+    engine.post(Play())
+    sync = SyncControl(jack=True)
+    sync.set_source("jack")
+    grid = BeatGrid(TRACK_BPM, 0.0)
+    sink = JackSink(
+        engine,
+        SR,
+        BLOCK,
+        2,
+        None,
+        client=open_client("bench-stemdeck"),
+        names=["mix"],
+        outputs="mix",
+        connect=False,
+        follower=BbtFollower(engine, sync, lambda: grid),
+    )
+    sink.start()
+    session = TimebaseSession(server, sr=SR)
+    try:
+        session.connect([sink.ports[0].name, sink.ports[1].name])
+        session.reset(120.0, 4)
+        session.client.transport_start()
+        session.blocks = []
+        session.written = {}
+        session.recording = True
+        t0, n = int(session.client.frame_time), 0
+        while (elapsed := int(session.client.frame_time) - t0) < seconds * SR:
+            frame = session.state()[1]
+            if elapsed >= (n + 1) * 2.5 * SR:  # JACK time: the transport's jumps with locates
+                n += 1
+                if n % 2:
+                    at = frame + SR // 10
+                    session.tempo_from(at, float(rng.uniform(90.0, 150.0)))
+                else:
+                    to = float(rng.integers(8, 150)) + float(rng.uniform(0.2, 0.8))
+                    session.client.transport_frame = round(session.frame_of(to))
+            time.sleep(0.01)
+        session.recording = False
+        session.client.transport_stop()
+        blocks = list(session.blocks)
+    finally:
+        session.close()
+        sink.stop()
+    frames = np.concatenate(
+        [(f + np.arange(len(d))) if r else np.full(len(d), -1) for f, r, d in blocks]
+    )
+    x = np.abs(np.concatenate([d for _, _, d in blocks])[:, 0])
+    # The beat and tempo the master said at each block's first sample, per sample (a
+    # tempo change rewrites the map under frames a later locate comes back to).
+    nan = (np.nan, np.nan)
+    said = [session.written.get(f, nan) if r else nan for f, r, _ in blocks]
+    sizes = [len(d) for _, _, d in blocks]
+    # Where the tempo changed or a locate landed (recording samples).
+    starts = np.cumsum([0, *sizes[:-1]])
+    marks = [
+        int(starts[k])
+        for k in range(1, len(blocks))
+        if blocks[k][1]
+        and (blocks[k][0] != blocks[k - 1][0] + sizes[k - 1] or said[k][1] != said[k - 1][1])
+    ]
+    first = np.repeat([f for f, _, _ in blocks], sizes)
+    beat0 = np.repeat([b for b, _ in said], sizes)
+    tempo = np.repeat([t for _, t in said], sizes)
+    peak_at = int(np.argmax(np.abs(click)))
+    errors: list[float] = []
+    settled: list[float] = []
+    last = -SR
+    for i in map(int, np.flatnonzero(x > 0.4)):
+        # A click's peak (its first samples, read between frames at a rate other than
+        # 1, rise gradually), less where the peak is in the click at the session's rate.
+        if i - last < SR // 10:
+            continue
+        last = i
+        peak = i + int(np.argmax(x[i : i + SR // 500]))
+        bpm = float(tempo[peak])
+        if frames[i] < 0 or frames[peak] < 0 or not bpm == bpm:
+            continue
+        onset = float(frames[peak]) - peak_at * TRACK_BPM / bpm
+        said_beat = float(beat0[peak]) + (onset - float(first[peak])) / SR * bpm / 60.0
+        error = (said_beat - round(said_beat)) * 60.0 / bpm * 1000
+        errors.append(abs(error))
+        since = [peak - m for m in marks if m <= peak]
+        if not since or min(since) >= 60.0 / bpm * SR:
+            settled.append(abs(error))
+    e, s_ = np.array(errors), np.array(settled)
+    return {
+        "clicks": float(len(e)),
+        "changes": float(len(marks)),
+        "p50": float(np.percentile(e, 50)),
+        "p99": float(np.percentile(e, 99)),
+        "max": float(e.max()),
+        "settled_p50": float(np.percentile(s_, 50)),
+        "settled_p99": float(np.percentile(s_, 99)),
+        "settled_max": float(s_.max()),
+        "xruns": float(sink.xruns),
+    }
 
 
 def clock_in(seed: int, jitter: float = 0.001) -> dict[str, float]:
@@ -160,6 +291,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0, help="clock out run length")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--clocks", type=int, default=100, help="clock in: more clocks' lock times")
+    ap.add_argument(
+        "--jack-seconds", type=float, default=60.0, help="JACK transport run length (JACK time)"
+    )
     args = ap.parse_args()
     server = f"stemdeck-bench-sync-{os.getpid()}"
     jackd = start_jack(server, rate=SR, period=BLOCK)
@@ -167,8 +301,9 @@ def main() -> None:
         raise SystemExit("needs jackd (apt-get install jackd2)")
     os.environ["JACK_DEFAULT_SERVER"] = server
     try:
-        ins, outs = [], []
+        ins, outs, jacks = [], [], []
         for run in range(args.runs):
+            jacks.append(jack_transport(server, args.jack_seconds, run))
             ins.append(clock_in(run))
             outs.append(clock_out(server, args.seconds))
             threading.Event().wait(0.2)
@@ -196,6 +331,22 @@ def main() -> None:
         f"{med_o['jitter_p50']:>12.3f} / {med_o['jitter_p99']:.3f} / "
         f"{med_o['jitter_max']:<13.3f} {med_o['bpm']:>9.3f} {int(med_o['late']):>5}"
     )
+    print(
+        f"{'run':>4} | {'JACK transport: position error p50/p99/max (ms)':>48} "
+        f"{'a beat after a change':>24} {'clicks':>7} {'changes':>8} {'xruns':>6}"
+    )
+    for n, j in enumerate(jacks):
+        print(
+            f"{n + 1:>4} | {j['p50']:>24.3f} / {j['p99']:.3f} / {j['max']:<14.3f} "
+            f"{j['settled_p50']:>8.3f}/{j['settled_p99']:.3f}/{j['settled_max']:<7.3f} "
+            f"{int(j['clicks']):>7} {int(j['changes']):>8} {int(j['xruns']):>6}"
+        )
+    med_j = {k: median(r[k] for r in jacks) for k in jacks[0]}
+    print(
+        f" med | {med_j['p50']:>24.3f} / {med_j['p99']:.3f} / {med_j['max']:<14.3f} "
+        f"{med_j['settled_p50']:>8.3f}/{med_j['settled_p99']:.3f}/{med_j['settled_max']:<7.3f} "
+        f"{int(med_j['clicks']):>7} {int(med_j['changes']):>8} {int(med_j['xruns']):>6}"
+    )
     if args.clocks:
         locks = np.array([clock_in(1000 + seed)["lock_max"] for seed in range(args.clocks)])
         print(
@@ -204,7 +355,8 @@ def main() -> None:
             f"{int(np.sum(locks <= 2.0))} of {args.clocks} within 2 beats after every step"
         )
     print(
-        "targets: tempo err <= 0.1 BPM, lock <= 2 beats, phase <= 2 ms; clock out jitter <= 0.5 ms"
+        "targets: JACK transport position <= 1 ms; clock in tempo err <= 0.1 BPM, lock <= 2 "
+        "beats, phase <= 2 ms; clock out jitter <= 0.5 ms"
     )
 
 

@@ -10,7 +10,9 @@ play head follow while ``/sync/source`` is ``midi``: the track's second ``anchor
 + beat * period`` of its grid is heard at the leader's beat, the vinyl rate is
 the leader's tempo over the track's, and the phase error is taken out by nudging
 that rate by at most :data:`NUDGE` (a jump only on Start, Continue, Song Position
-Pointer, or an error over :data:`JUMP_S`).
+Pointer, or an error over :data:`JUMP_S`). While it follows, its bars (from song
+position 0 at the anchor, the grid's beats per bar) are
+:attr:`SyncControl.bars <.sync.SyncControl.bars>`, which quantize follows.
 """
 
 from __future__ import annotations
@@ -305,6 +307,8 @@ class MidiClockIn:
             ahead = self.follower.state(now + 1.5 * self.block_s + self.latency())
         sync.leader_bpm = leader.bpm
         if sync.source != "midi":
+            if self._jumps != -1 and self._playing:  # the bars were ours
+                sync.bars = None
             self._jumps = -1  # the next "midi" starts afresh
             self._playing = False
             sync.phase_error = None
@@ -316,7 +320,12 @@ class MidiClockIn:
                 self._playing = False
                 post(Pause())
             sync.phase_error = None
+            sync.bars = None
             return
+        # The leader's bars (quantize follows them): its song position 0 at the anchor.
+        bars = (sync.anchor, grid.beats_per_bar)
+        if sync.bars != bars:
+            sync.bars = bars
         base = min(max(leader.bpm / grid.bpm, MIN_RATE), MAX_RATE)
         target = sync.anchor + leader.beat * grid.period
         error = (head.seconds_at(now) - target) / base if head.rolling else math.inf

@@ -12,8 +12,10 @@
   rate (it hears the grid's changes and posts the MIDI clock follower's rates);
 - :class:`.supervisor.AudioSupervisor`: the audio stream (PortAudio, stemdeck's own
   JACK client, or a null clock) and its recovery;
-- :class:`.sync.SyncControl` and :class:`.sync.TransportFollower`: who leads the play
-  head (``--sync``, ``/sync/source``), followed in the JACK process callback;
+- :class:`.sync.SyncControl` and :class:`.timebase.BbtFollower`: who leads the play
+  head (``--sync``, ``/sync/source``), followed in the JACK process callback (bars,
+  beats and tempo when a timebase master gives them); :class:`.timebase.TimebaseMaster`
+  gives them (``--jack-timebase``);
   :class:`.clock_in.MidiClockIn` follows a MIDI clock (``--sync-midi``) and
   :class:`.clock_out.MidiClockOut` sends one (``--clock-out midi PORT``);
 - :class:`.prefetch.Prefetcher`: memory-mapped audio read ahead of the play head;
@@ -68,7 +70,8 @@ from .scenes import SceneStore, scene_missing
 from .separation_worker import warm_up
 from .status import Status, format_status
 from .supervisor import AudioSupervisor
-from .sync import SyncControl, TransportFollower
+from .sync import SyncControl
+from .timebase import BbtFollower, TimebaseMaster, leader_grid
 from .track_beats import TrackBeats
 from .track_limits import MAX_MINUTES, TrackLimits
 from .track_source import DEMO, LoadDone, read_source
@@ -105,6 +108,7 @@ class ServeOptions:
     connect: bool | None = None  # JACK ports to playback; None: for mix only
     sync: str = "off"  # who leads the play head (daemon/sync.py)
     sync_midi: str | None = None  # the MIDI clock input (daemon/clock_in.py)
+    jack_timebase: str | None = None  # "always" or "conditional": the master (daemon/timebase.py)
     clock_out: str | None = None  # the MIDI clock output (daemon/clock_out.py)
     record: str | None = None
     block: int = 256
@@ -153,7 +157,10 @@ class Daemon:
         self.sync = SyncControl(jack=opts.audio == "jack", midi=opts.sync_midi is not None)
         self.clock_in: MidiClockIn | None = None
         self.clock_out: MidiClockOut | None = None
-        self.quantize = Quantizer(self.engine, lambda: self.beats.grid())
+        # Quantize on the leader's bars while a leader holds the track (daemon/timebase.py).
+        self.quantize = Quantizer(
+            self.engine, lambda: leader_grid(self.beats.grid(), self.sync.bars)
+        )
         self.scenes = SceneStore(
             self.registry,
             self.engine.post,
@@ -353,6 +360,12 @@ class Daemon:
                 "--audio jack plays through stemdeck's own JACK client: "
                 "drop --audio-device and --no-audio"
             )
+        if opts.jack_timebase not in (None, "always", "conditional"):
+            raise ParameterError(
+                f"--jack-timebase must be always or conditional, got {opts.jack_timebase!r}"
+            )
+        if opts.jack_timebase and opts.audio != "jack":
+            raise ParameterError("--jack-timebase needs stemdeck's JACK client: serve --audio jack")
         if opts.sync != "off":
             self.sync.set_source(opts.sync)  # --sync midi, or jack without JACK: said now
         jack_client = None
@@ -412,7 +425,13 @@ class Daemon:
                 names=lambda: self.registry.names,
                 outputs=opts.outputs,
                 connect=opts.outputs == "mix" if opts.connect is None else opts.connect,
-                follower=TransportFollower(self.engine, self.sync),
+                follower=BbtFollower(self.engine, self.sync, self.beats.grid),
+                timebase=(
+                    TimebaseMaster(self.engine, self.sync, self.beats.grid)
+                    if opts.jack_timebase
+                    else None
+                ),
+                conditional=opts.jack_timebase == "conditional",
             )
         self.audio = AudioSupervisor(
             self.engine,

@@ -10,8 +10,9 @@ read, then the transport (with the beat grid's tempo, ``128.0 BPM``, once there 
 one), levels and
 every counter that says something went wrong: xruns, dropped commands, engine
 errors, silenced non-finite blocks, recorder overruns and errors, MIDI errors;
-then who leads when a leader is chosen (``sync midi 120.00 BPM +0.4 ms``: the
-MIDI clock's tempo and the play head's phase error) and the MIDI clock sent.
+then who leads when a leader is chosen (``sync midi 120.00 BPM +0.4 ms``,
+``sync jack 126.00 BPM -0.1 ms``: the MIDI clock's or the JACK timebase's tempo
+and the play head's phase error) and the MIDI clock sent.
 """
 
 from __future__ import annotations

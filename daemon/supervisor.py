@@ -91,6 +91,8 @@ class AudioSupervisor:
                 outputs=j.outputs,
                 connect=j.connect,
                 follower=j.follower,
+                timebase=j.timebase,
+                conditional=j.conditional,
                 realtime=self.realtime,
             )
         if device is None:

@@ -4,18 +4,20 @@
 ``/sync/anchor`` set (docs/osc.md): the source (``off``, ``jack`` or ``midi``;
 ``link`` is named but not available yet), the anchor, the second of the track
 that sits at the session's frame 0 (for MIDI clock: at the leader's song
-position 0), and what the leader says (:meth:`SyncControl.describe`: its tempo
-and the phase error; ``clock_in.py`` follows MIDI clock). :class:`TransportFollower` runs in
-the JACK process callback (``audio/jack.py``): it reads the transport once per
-block and turns its changes into the mixer's own Play, Pause and Seek, so a
-locate crossfades as a seek does and a start or stop fades as play and pause do.
-A rolling transport that moves by the block posts nothing.
+position 0), and what the leader says (:meth:`SyncControl.describe`,
+:meth:`~SyncControl.tempo`, :meth:`~SyncControl.phase`: its tempo and the phase
+error; ``clock_in.py`` follows MIDI clock, ``timebase.py`` a JACK timebase master's
+bars and beats). :class:`TransportFollower` runs in the JACK process callback
+(``audio/jack.py``): it reads the transport once per block and turns its changes
+into the mixer's own Play, Pause and Seek, so a locate crossfades as a seek does
+and a start or stop fades as play and pause do. A rolling transport that moves by
+the block posts nothing.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Protocol
+from typing import Any, Protocol
 
 from stemdeck.core.errors import ParameterError
 from stemdeck.core.mixer.commands import Batch, Command, Pause, Play, Seek, Track
@@ -55,10 +57,25 @@ class SyncControl:
         self.source = "off"
         #: Seconds of the track at the session's frame 0.
         self.anchor = 0.0
+        #: The anchor was set (``/sync/anchor``, :meth:`set_anchor`): a JACK
+        #: timebase's bar 1 uses it, else the grid's first downbeat.
+        self.anchor_set = False
         #: The MIDI clock's smoothed tempo (None: no clock heard).
         self.leader_bpm: float | None = None
-        #: The play head's distance ahead of the leader (s; None: not following).
+        #: The play head's distance ahead of the MIDI clock (s; None: not following).
         self.phase_error: float | None = None
+        #: The JACK timebase master's tempo (None: no bars and beats in the transport).
+        self.jack_bpm: float | None = None
+        #: The play head's distance ahead of the JACK session's beat (s; None: not
+        #: locked to it).
+        self.jack_phase: float | None = None
+        #: stemdeck is the JACK timebase master (``--jack-timebase``): ``jack`` then
+        #: follows the transport's position only, not its own bars.
+        self.timebase_master = False
+        #: The leader's bar lines in the track while a leader holds the track's grid
+        #: (quantize follows them): (the track's second at the leader's bar 1 beat 1,
+        #: beats per bar), or None. Replaced whole by the follower.
+        self.bars: tuple[float, int] | None = None
 
     def check_source(self, source: str) -> None:
         """Raise unless ``source`` can lead now.
@@ -96,23 +113,37 @@ class SyncControl:
         (negative: the track starts that long into the session)."""
         self.check_anchor(seconds)
         self.anchor = float(seconds)
+        self.anchor_set = True
+
+    def tempo(self) -> float | None:
+        """The leader's tempo in BPM: the JACK timebase's under ``jack``, else the
+        MIDI clock's (heard whatever the source), or None."""
+        return self.jack_bpm if self.source == "jack" else self.leader_bpm
+
+    def phase(self) -> float | None:
+        """How far the play head is ahead of the leader (s), or None (not locked)."""
+        return self.jack_phase if self.source == "jack" else self.phase_error
 
     def describe(self) -> str:
-        """Who leads, for the status line: ``off``, ``jack``, or ``midi`` with the
-        leader's tempo and the phase error (``midi 120.00 BPM +0.4 ms``; ``midi
-        no clock`` before any tick)."""
-        if self.source != "midi":
-            return self.source
-        bpm, error = self.leader_bpm, self.phase_error
+        """Who leads, for the status line: ``off``; ``jack`` (the transport's
+        position alone) or ``jack`` with the timebase's tempo and the phase error
+        (``jack 126.00 BPM +0.1 ms``); ``midi`` with the leader's tempo and the
+        phase error (``midi 120.00 BPM +0.4 ms``; ``midi no clock`` before any tick)."""
+        source = self.source
+        if source not in ("jack", "midi"):
+            return source
+        bpm, error = self.tempo(), self.phase()
         if bpm is None:
-            return "midi no clock"
-        text = f"midi {bpm:.2f} BPM"
+            return "midi no clock" if source == "midi" else "jack"
+        text = f"{source} {bpm:.2f} BPM"
         return text if error is None else f"{text} {error * 1000:+.1f} ms"
 
     def jack_lost(self) -> None:
         """The JACK client is gone (the server shut down): nothing to follow."""
         self.jack = False
         self.source = "off"
+        self.jack_bpm = self.jack_phase = None
+        self.bars = None
 
 
 class FollowedEngine(Protocol):
@@ -161,9 +192,10 @@ class TransportFollower:
         self._play = Play()
         self._pause = Pause()
 
-    def block(self, rolling: bool | None, frame: int, frames: int) -> None:
+    def block(self, rolling: bool | None, frame: int, frames: int, pos: Any = None) -> None:
         """One block: ``rolling`` (None: starting, no change), the transport ``frame``
-        of the block's first sample, the block's ``frames``."""
+        of the block's first sample, the block's ``frames`` (``pos``, JACK's position
+        structure, is for :class:`~stemdeck.daemon.timebase.BbtFollower`)."""
         if self.sync.source != "jack":
             self.following = False
             return

@@ -1,7 +1,9 @@
-"""A JACK server with the dummy driver, and a JACK client that records ports."""
+"""A JACK server with the dummy driver, a JACK client that records ports, and one that
+is the timebase master of a tempo map (:class:`TimebaseSession`)."""
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import subprocess
@@ -9,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 
@@ -224,3 +227,136 @@ def change_latency_ms(first: int, sent: int, audio: np.ndarray, sr: int) -> tupl
         float(below[0]) if len(below) else float("nan"),
         float(silent[0]) if len(silent) else float("nan"),
     )
+
+
+class TimebaseSession:
+    """A JACK client of a test's (or a bench's) own: the timebase master of a tempo
+    map (segments of constant tempo, each from a frame and beat; ``self.TPB`` ticks a
+    beat, cut as Ardour does), and a recorder of two ports with the transport's
+    frame (and, as :attr:`positions`, the bars and beats any master wrote).
+    ``master=False``: a reader only. ``sr`` is the server's rate."""
+
+    TPB = 1920.0
+
+    def __init__(self, server: str, *, master: bool = True, sr: int = 48000) -> None:
+        import jack
+
+        self.jack = jack
+        self.sr = sr
+        self.client = jack.Client("timebase-test", servername=server, no_start_server=True)
+        self.inports = [self.client.inports.register(f"in_{i + 1}") for i in range(2)]
+        self.per_bar = 4
+        self.segments: list[tuple[int, float, float]] = [(0, 0.0, 126.0)]  # frame, beat, bpm
+        self.blocks: list[tuple[int, bool, np.ndarray]] = []
+        self.positions: list[tuple[int, int, int, int, float, float]] = []
+        self.recording = False
+        #: While recording: the beat and tempo written for each transport frame (the
+        #: map may change under frames a locate comes back to: this is what was said).
+        self.written: dict[int, tuple[float, float]] = {}
+        self.lock = threading.Lock()
+
+        @self.client.set_process_callback
+        def process(frames: int) -> None:
+            if not self.recording:
+                return
+            state, pos = self.client.transport_query_struct()
+            data = np.stack([p.get_array().copy() for p in self.inports], axis=1)
+            self.blocks.append((int(pos.frame), state == jack.ROLLING, data))
+            if pos.valid & jack.POSITION_BBT:
+                self.positions.append(
+                    (
+                        int(pos.frame),
+                        int(pos.bar),
+                        int(pos.beat),
+                        int(pos.tick),
+                        float(pos.beats_per_minute),
+                        float(pos.beats_per_bar),
+                    )
+                )
+
+        if master:
+            assert self.client.set_timebase_callback(self._timebase, False)
+        self.client.transport_stop()
+        self.client.transport_frame = 0
+        self.client.activate()
+
+    def _timebase(self, state: int, blocksize: int, pos: Any, new_pos: bool) -> None:
+        beat = self.beat_at(int(pos.frame))
+        if self.recording:  # the beat and tempo given at each frame, exactly
+            self.written[int(pos.frame)] = (beat, self.segment(frame=int(pos.frame))[2])
+        bar = math.floor(beat / self.per_bar)
+        in_bar = beat - bar * self.per_bar
+        b = int(in_bar)
+        pos.valid = self.jack.POSITION_BBT
+        pos.bar = bar + 1
+        pos.beat = b + 1
+        pos.tick = int((in_bar - b) * self.TPB)  # cut, as Ardour does
+        pos.bar_start_tick = bar * self.per_bar * self.TPB
+        pos.beats_per_bar = float(self.per_bar)
+        pos.beat_type = 4.0
+        pos.ticks_per_beat = self.TPB
+        pos.beats_per_minute = self.segment(frame=int(pos.frame))[2]
+
+    def segment(self, *, frame: int | None = None, beat: float | None = None) -> tuple:
+        segments = self.segments
+        if frame is not None:
+            return [s for s in segments if s[0] <= frame][-1] if frame >= 0 else segments[0]
+        assert beat is not None
+        return [s for s in segments if s[1] <= beat][-1]
+
+    def beat_at(self, frame: int) -> float:
+        f0, b0, bpm = self.segment(frame=frame)
+        return b0 + (frame - f0) / self.sr * bpm / 60.0
+
+    def frame_of(self, beat: float) -> float:
+        f0, b0, bpm = self.segment(beat=beat)
+        return f0 + (beat - b0) * 60.0 / bpm * self.sr
+
+    def tempo_from(self, frame: int, bpm: float) -> None:
+        """The tempo ``bpm`` from ``frame`` on (the beat continuous)."""
+        segment = (frame, self.beat_at(frame), bpm)
+        self.segments = [s for s in self.segments if s[0] < frame] + [segment]
+
+    def reset(self, bpm: float, per_bar: int) -> None:
+        self.per_bar = per_bar
+        self.segments = [(0, 0.0, bpm)]
+
+    def frame(self) -> int:
+        return int(self.client.transport_query_struct()[1].frame)
+
+    def state(self) -> tuple[bool, int]:
+        """(rolling, frame) of the transport now."""
+        state, pos = self.client.transport_query_struct()
+        return state == self.jack.ROLLING, int(pos.frame)
+
+    def connect(self, ports: list[str]) -> None:
+        for src, dst in zip(ports, self.inports, strict=True):
+            self.client.connect(src, dst)
+
+    def record_until(self, frame: float, what: str, timeout: float = 60.0) -> None:
+        """Record (from now) until a rolling block past transport ``frame`` (polled)."""
+        self.blocks = []
+        self.positions = []
+        self.recording = True
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                blocks = list(self.blocks)
+                if blocks and blocks[-1][1] and blocks[-1][0] > frame:
+                    return
+                if time.monotonic() > deadline:
+                    last = blocks[-1][:2] if blocks else None
+                    raise AssertionError(f"{what}: not in {timeout:g} s; last block {last}")
+                time.sleep(0.01)
+        finally:
+            self.recording = False
+
+    def take(self) -> tuple[np.ndarray, np.ndarray]:
+        """(transport frame of every recorded sample, -1 where stopped; the audio)."""
+        blocks = list(self.blocks)
+        frames = [(f + np.arange(len(d))) if r else np.full(len(d), -1) for f, r, d in blocks]
+        return np.concatenate(frames), np.concatenate([d for _, _, d in blocks])
+
+    def close(self) -> None:
+        self.client.deactivate()
+        self.client.close()

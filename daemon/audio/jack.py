@@ -30,6 +30,7 @@ from stemdeck.core.errors import ParameterError
 
 from ..c_stderr import captured
 from ..sync import TransportFollower
+from ..timebase import TimebaseMaster
 from .recorder import Recorder
 from .sinks import Engine, Sink
 
@@ -109,13 +110,17 @@ def port_names(names: Sequence[str], outputs: str) -> list[str]:
 class JackOutput:
     """What :class:`~stemdeck.daemon.supervisor.AudioSupervisor` needs to play
     through JACK: the opened client, where the channel names are read (for
-    renames), the output mode, ``--connect``, and the transport follower."""
+    renames), the output mode, ``--connect``, the transport follower, and the
+    timebase master (``--jack-timebase``)."""
 
     client: Any
     names: Callable[[], Sequence[str]]
     outputs: str
     connect: bool
     follower: TransportFollower | None = None
+    timebase: TimebaseMaster | None = None
+    #: Take the timebase only if no other master holds it (``--jack-timebase-conditional``).
+    conditional: bool = False
 
 
 def _padded(names: Sequence[str], channels: int) -> list[str]:
@@ -141,6 +146,10 @@ class JackSink(Sink):
         Connect the ports to the physical playback ports on :meth:`start`.
     follower : TransportFollower or None
         Reads the transport every block (``--sync jack``, ``/sync/source``).
+    timebase : TimebaseMaster or None
+        Fills the transport's bars, beats and tempo (``--jack-timebase``), taken
+        as the client starts (only if no other master holds it when
+        ``conditional``) and given up as it stops.
     """
 
     def __init__(
@@ -156,6 +165,8 @@ class JackSink(Sink):
         outputs: str,
         connect: bool,
         follower: TransportFollower | None = None,
+        timebase: TimebaseMaster | None = None,
+        conditional: bool = False,
         realtime: bool = False,
     ) -> None:
         super().__init__(engine, sr, block, channels, recorder, realtime=realtime)
@@ -164,6 +175,8 @@ class JackSink(Sink):
         self.outputs = outputs
         self.connect = connect
         self.follower = follower
+        self.timebase = timebase
+        self.conditional = conditional
         #: Why the server dropped the client (set by JACK's shutdown thread), or None.
         self.shutdown_reason: str | None = None
         self._rolling_state = jack.ROLLING
@@ -201,7 +214,7 @@ class JackSink(Sink):
                     state, pos = self.client.transport_query_struct()
                     starting = state in self._starting_states
                     rolling = None if starting else state == self._rolling_state
-                    follower.block(rolling, int(pos.frame), frames)
+                    follower.block(rolling, int(pos.frame), frames, pos)
                 elif follower.following:
                     follower.following = False  # the next "jack" starts afresh
             buf = self._buf
@@ -250,6 +263,16 @@ class JackSink(Sink):
             self.client.activate()
         except jack.JackError as exc:
             raise ParameterError(f"cannot start the JACK client: {exc}") from None
+        if self.timebase is not None:
+            try:
+                taken = self.timebase.attach(self.client, conditional=self.conditional)
+            except jack.JackError as exc:
+                log.warning("JACK timebase not taken: %s", exc)
+            else:
+                if taken:
+                    log.info("JACK timebase master: bars, beats and tempo from the beat grid")
+                else:
+                    log.warning("JACK timebase not taken: another client is the master")
         if not self.connect:
             return
         playback = self.client.get_ports(is_audio=True, is_input=True, is_physical=True)
@@ -268,6 +291,8 @@ class JackSink(Sink):
 
     def stop(self) -> None:
         if self.shutdown_reason is None:
+            if self.timebase is not None:
+                self.timebase.release(self.client)  # the transport rolls on, frames alone
             self.client.deactivate()
             self.client.close()
         else:  # libjack says "Server is not running" as the client closes: debug log

@@ -242,6 +242,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         connect=args.connect,
         sync=args.sync,
         sync_midi=args.sync_midi,
+        jack_timebase=args.jack_timebase,
         clock_out=args.clock_out[1] if args.clock_out else None,
         no_audio=args.no_audio,
         record=args.record,

@@ -175,6 +175,14 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
         "--audio jack) or midi (a MIDI clock, with --sync-midi); link is not available yet",
     )
     p.add_argument(
+        "--jack-timebase",
+        nargs="?",
+        const="always",
+        choices=("always", "conditional"),
+        help="--audio jack: be the JACK timebase master, filling bars, beats and tempo "
+        "from the beat grid and the rate (conditional: only if no other client is)",
+    )
+    p.add_argument(
         "--sync-midi",
         metavar="PORT",
         help="MIDI clock input: part of a port's name, or virtual:NAME (a port of our own); "

@@ -608,11 +608,12 @@ class OscControl:
         return out
 
     def sync_state(self) -> list[Reply]:
-        """What the leader says: ``/sync/tempo``, the MIDI clock's tempo in BPM (0.0
-        while none is heard), and ``/sync/phase``, how far the play head is ahead of
-        the leader in ms (0.0 while it does not follow one)."""
+        """What the leader says: ``/sync/tempo``, its tempo in BPM (under ``jack`` the
+        timebase master's, else the MIDI clock's; 0.0 while none is heard), and
+        ``/sync/phase``, how far the play head is ahead of the leader in ms (0.0
+        while it does not follow one)."""
         sync = self.host.sync
-        bpm, error = sync.leader_bpm, sync.phase_error
+        bpm, error = sync.tempo(), sync.phase()
         return [
             ("/sync/tempo", [float(bpm) if bpm is not None else 0.0]),
             ("/sync/phase", [float(error) * 1000.0 if error is not None else 0.0]),

@@ -493,7 +493,8 @@ def build(snap: Snapshot) -> dict[str, Any]:
             "/sync/anchor",
             "f",
             3,
-            "the second of the track at the session's frame 0",
+            "the second of the track at the session's frame 0 (a JACK timebase's "
+            "or a MIDI clock's bar 1)",
             value=v.get("/sync/anchor"),
             unit=["time.second"],
         ),
@@ -501,7 +502,8 @@ def build(snap: Snapshot) -> dict[str, Any]:
             "/sync/tempo",
             "f",
             1,
-            "the MIDI clock's tempo in BPM (0 while none is heard)",
+            "the leader's tempo in BPM: the JACK timebase master's under jack, else "
+            "the MIDI clock's (0 while none is heard)",
             value=v.get("/sync/tempo", [0.0]),
         ),
         "phase": _method(

@@ -1,0 +1,317 @@
+"""The JACK timebase with the real mixer and no JACK: a made-up session (a
+timebase master's bars, beats and tempo per block, as ``jack_position_t``'s
+fields) drives :class:`BbtFollower` as the JACK process callback does, and the
+assertions are on the mixer's output; :class:`TimebaseMaster` fills a position
+structure from the grid and the play head."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from stemdeck.core.beats.grid import BeatGrid
+from stemdeck.core.mixer.commands import Command, Play, Rate, SetTrack, Track
+from stemdeck.core.mixer.engine import Mixer
+from stemdeck.daemon.quantize import Quantizer
+from stemdeck.daemon.sync import SyncControl
+from stemdeck.daemon.timebase import (
+    BBT_VALID,
+    TICKS_PER_BEAT,
+    BbtFollower,
+    TimebaseMaster,
+    leader_grid,
+    session_beat,
+)
+
+SR = 8000
+BLOCK = 64
+LENGTH = 20 * SR
+#: The track's grid: 120 BPM, its first downbeat at 0.25 s.
+GRID = BeatGrid(120.0, 0.25, 4)
+#: Clicks on the track's beats 8 and 20 after the downbeat.
+CLICKS = (8, 20)
+#: Ticks per beat of the made-up session (as Ardour's).
+TPB = 1920.0
+
+
+class Counting(Mixer):
+    """The mixer, counting what is posted to it."""
+
+    def __init__(self) -> None:
+        super().__init__(max_channels=1)
+        self.posted: list[Command] = []
+
+    def post(self, command: Command) -> bool:
+        self.posted.append(command)
+        return super().post(command)
+
+
+class Session:
+    """A timebase master: the session's beat at each transport frame, from bar 1
+    beat 1 at frame 0 at ``bpm`` (changed with :meth:`tempo`, the beat continuous)."""
+
+    def __init__(self, bpm: float, per_bar: int = 4) -> None:
+        self.bpm = bpm
+        self.per_bar = per_bar
+        self.frame = 0
+        self.beat = 0.0  # at self.frame
+        self.rolling = True
+
+    def tempo(self, bpm: float) -> None:
+        self.bpm = bpm
+
+    def locate(self, beat: float) -> None:
+        self.frame = round(beat * 60.0 / self.bpm * SR)
+        self.beat = beat
+
+    def frame_of(self, beat: float) -> float:
+        """The transport frame of ``beat`` at the tempo now (from the current frame)."""
+        return self.frame + (beat - self.beat) * 60.0 / self.bpm * SR
+
+    def pos(self) -> SimpleNamespace:
+        bar = math.floor(self.beat / self.per_bar)
+        in_bar = self.beat - bar * self.per_bar
+        beat = int(in_bar)
+        return SimpleNamespace(
+            valid=BBT_VALID,
+            frame=self.frame,
+            bar=bar + 1,
+            beat=beat + 1,
+            tick=int((in_bar - beat) * TPB),
+            beats_per_bar=float(self.per_bar),
+            ticks_per_beat=TPB,
+            beats_per_minute=self.bpm,
+        )
+
+    def advance(self, frames: int) -> None:
+        if self.rolling:
+            self.frame += frames
+            self.beat += frames / SR * self.bpm / 60.0
+
+
+def make(clicks: tuple[int, ...] = CLICKS) -> tuple[Counting, SyncControl, BbtFollower]:
+    engine = Counting()
+    engine.prepare(SR, BLOCK)
+    audio = np.zeros((1, 2, LENGTH), np.float32)
+    for beat in clicks:
+        audio[0, :, round((GRID.downbeat + beat * GRID.period) * SR)] = 1.0
+    engine.post(SetTrack(Track(audio, SR, ("click",))))
+    engine.post(Play())
+    engine.process(np.zeros((BLOCK, 2), np.float32))
+    sync = SyncControl(jack=True)
+    sync.set_source("jack")
+    engine.posted.clear()
+    return engine, sync, BbtFollower(engine, sync, lambda: GRID)
+
+
+def run(
+    engine: Mixer, follower: BbtFollower, session: Session, blocks: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``blocks`` blocks of the session; (the transport frame of every output
+    sample, the output)."""
+    frames, out = [], []
+    for _ in range(blocks):
+        follower.block(session.rolling, session.frame, BLOCK, session.pos())
+        block = np.zeros((BLOCK, 2), np.float32)
+        engine.process(block)
+        out.append(block)
+        frames.append(session.frame + np.arange(BLOCK))
+        session.advance(BLOCK)
+    return np.concatenate(frames), np.concatenate(out)
+
+
+def heard(frames: np.ndarray, out: np.ndarray) -> list[float]:
+    """The transport frames where clicks sound (the centroid of each interpolated
+    impulse, in frames), in order."""
+    level = np.abs(out[:, 0])
+    peaks = [i for i in np.flatnonzero(level > 0.2) if level[i] >= level[max(i - 1, 0)]]
+    onsets: list[float] = []
+    for i in peaks:
+        if onsets and frames[i] - onsets[-1] < SR // 10:
+            continue
+        lo, hi = max(i - 3, 0), i + 4
+        w = level[lo:hi]
+        onsets.append(float(np.sum(frames[lo:hi] * w) / np.sum(w)))
+    return onsets
+
+
+def test_the_sessions_beat_plays_the_tracks_beat_at_its_tempo() -> None:
+    engine, sync, follower = make()
+    session = Session(126.0)
+    session.locate(4.0)  # bar 2 beat 1
+    frames, out = run(engine, follower, session, 12 * SR // BLOCK)
+    # The first downbeat is bar 1 beat 1 (no anchor set): track beat k at session beat k.
+    assert follower.locked
+    assert engine.rate == pytest.approx(126.0 / 120.0, abs=0.01 * 126 / 120)
+    assert sync.jack_bpm == 126.0
+    assert sync.bars == (GRID.downbeat, 4)
+    onsets = heard(frames, out)
+    wanted = [Session(126.0).frame_of(k) for k in CLICKS]
+    assert len(onsets) == 2, onsets
+    # Within 1 ms: the session's ticks (1/1920 beat, 0.25 ms) and the nudge's lag.
+    errors = [(o - w) / SR * 1000 for o, w in zip(onsets, wanted, strict=True)]
+    assert max(abs(e) for e in errors) <= 1.0, errors
+    assert sync.jack_phase is not None and abs(sync.jack_phase) <= 0.0005
+    assert sync.describe() == f"jack 126.00 BPM {sync.jack_phase * 1000:+.1f} ms"
+
+
+def test_a_tempo_change_moves_the_rate_and_keeps_the_beat() -> None:
+    engine, sync, follower = make(clicks=(16,))
+    session = Session(126.0)
+    run(engine, follower, session, 2 * SR // BLOCK)
+    engine.posted.clear()
+    session.tempo(100.0)
+    frames, out = run(engine, follower, session, 8 * SR // BLOCK)
+    rates = [c.rate for c in engine.posted if isinstance(c, Rate)]
+    assert rates and rates[0] == pytest.approx(100.0 / 120.0, rel=0.011)
+    assert engine.rate == pytest.approx(100.0 / 120.0, rel=0.001)
+    assert sync.jack_bpm == 100.0
+    (onset,) = heard(frames, out)
+    # Beat 16 at 100 BPM from where the tempo changed (the session's beat 2 * 126 / 60).
+    wanted = 2 * SR + (16 - 2 * 126.0 / 60.0) * 60.0 / 100.0 * SR
+    assert abs(onset - wanted) / SR * 1000 <= 1.0, (onset, wanted)
+
+
+def test_a_locate_seeks_once_and_a_steady_lock_posts_little() -> None:
+    engine, _, follower = make()
+    session = Session(126.0)
+    run(engine, follower, session, 3 * SR // BLOCK)
+    engine.posted.clear()
+    run(engine, follower, session, 3 * SR // BLOCK)
+    # Locked: a nudge post only when the rate moves by 0.01 %; 375 blocks here.
+    assert len(engine.posted) <= 5, engine.posted
+    engine.posted.clear()
+    session.locate(18.0)
+    frames, out = run(engine, follower, session, 2 * SR // BLOCK)
+    assert [type(c).__name__ for c in engine.posted[:1]] == ["Seek"]
+    (onset,) = heard(frames, out)
+    assert abs(onset - session.frame_of(20.0)) / SR * 1000 <= 1.0, onset
+
+
+def test_the_anchor_once_set_is_bar_one() -> None:
+    engine, sync, follower = make()
+    sync.set_anchor(GRID.downbeat + 4 * GRID.period)  # bar 1 is the track's bar 2
+    session = Session(120.0)
+    frames, out = run(engine, follower, session, 10 * SR // BLOCK)
+    onsets = heard(frames, out)
+    wanted = [Session(120.0).frame_of(k - 4) for k in CLICKS]
+    errors = [(o - w) / SR * 1000 for o, w in zip(onsets, wanted, strict=True)]
+    assert max(abs(e) for e in errors) <= 1.0, errors
+    assert sync.bars == (GRID.downbeat + 2.0, 4)
+
+
+def test_without_bars_it_follows_the_position_at_rate_one() -> None:
+    engine, sync, follower = make()
+    session = Session(126.0)
+    run(engine, follower, session, 20)
+    assert follower.locked
+    engine.posted.clear()
+    follower.block(True, session.frame, BLOCK, SimpleNamespace(valid=0))
+    assert not follower.locked
+    assert sync.jack_bpm is None and sync.jack_phase is None and sync.bars is None
+    assert sync.describe() == "jack"
+    assert [type(c).__name__ for c in engine.posted] == ["Rate", "Seek"]
+    assert engine.posted[0] == Rate(1.0)
+
+
+def test_source_off_and_timebase_master_do_not_lock() -> None:
+    engine, sync, follower = make()
+    session = Session(126.0)
+    run(engine, follower, session, 5)
+    sync.set_source("off")
+    engine.posted.clear()
+    run(engine, follower, session, 5)
+    assert engine.posted == []
+    assert sync.bars is None and sync.jack_phase is None and not follower.locked
+    sync.set_source("jack")
+    sync.timebase_master = True  # our own bars: the position alone
+    run(engine, follower, session, 5)
+    assert not follower.locked and sync.jack_bpm is None
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("valid", 0),
+        ("beats_per_minute", float("nan")),
+        ("beats_per_minute", 0.0),
+        ("beats_per_minute", 1e9),
+        ("beats_per_bar", 0.0),
+        ("ticks_per_beat", 0.0),
+        ("ticks_per_beat", float("inf")),
+        ("beat", 0),
+        ("beat", 6),
+        ("tick", -1),
+        ("tick", 1920),
+    ],
+)
+def test_a_broken_masters_position_is_no_bars(field: str, value: float) -> None:
+    pos = Session(120.0).pos()
+    assert session_beat(pos) == (0.0, 120.0, 4.0, 1 / 1920)
+    setattr(pos, field, value)
+    assert session_beat(pos) is None
+
+
+def test_session_beat_counts_bars_beats_and_ticks() -> None:
+    pos = SimpleNamespace(
+        valid=BBT_VALID | 0x1,
+        bar=3,
+        beat=2,
+        tick=480,
+        beats_per_bar=3.0,
+        ticks_per_beat=1920.0,
+        beats_per_minute=90.0,
+    )
+    assert session_beat(pos) == (2 * 3 + 1 + 0.25, 90.0, 3.0, 1 / 1920)
+
+
+def test_quantize_follows_the_leaders_bars() -> None:
+    assert leader_grid(GRID, None) is GRID
+    assert leader_grid(None, (1.0, 4)) is None
+    assert leader_grid(GRID, (1.1, 3)) == BeatGrid(120.0, 1.1, 3)
+    assert leader_grid(GRID, (1.1, 33)) is GRID  # no grid has such bars: the track's
+    engine, sync, follower = make()
+    sync.set_anchor(1.1)
+    session = Session(126.0, per_bar=3)
+    run(engine, follower, session, SR // BLOCK)
+    quantizer = Quantizer(engine, lambda: leader_grid(GRID, sync.bars))
+    quantizer.set_mode("bar")
+    frame = quantizer.target()
+    assert frame is not None
+    # The session's next bar (3 beats) as the track's frame: anchor + 3 n periods.
+    bars = (frame / SR - 1.1) / (3 * GRID.period)
+    assert abs(bars - round(bars)) < 1e-9 and frame > engine.position
+
+
+def test_the_master_fills_bars_from_the_grid_at_the_play_head() -> None:
+    engine, sync, _ = make()
+    sync.set_source("off")
+    master = TimebaseMaster(engine, sync, lambda: GRID)
+    for seconds, rate in ((0.25, 1.0), (3.125, 1.0), (0.1, 1.25), (9.0 + 1 / 3, 0.9)):
+        engine.position = round(seconds * SR)
+        engine.rate = rate
+        pos = SimpleNamespace(valid=0x1, frame=12345)
+        master.fill(pos)
+        beats = (engine.position / SR - GRID.downbeat) / GRID.period
+        bar = math.floor(beats / 4)
+        assert pos.valid == 0x1 | BBT_VALID
+        assert pos.bar == bar + 1
+        assert pos.beat == int(beats - 4 * bar) + 1
+        assert pos.tick == int((beats - 4 * bar - (pos.beat - 1)) * TICKS_PER_BEAT)
+        assert pos.bar_start_tick == bar * 4 * TICKS_PER_BEAT
+        assert (pos.beats_per_bar, pos.beat_type, pos.ticks_per_beat) == (4.0, 4.0, 1920.0)
+        assert pos.beats_per_minute == 120.0 * rate
+    # Following the transport's frames: the second the follower seeks to, at rate 1.
+    sync.set_source("jack")
+    sync.set_anchor(0.5)
+    pos = SimpleNamespace(valid=0, frame=3 * SR)
+    master.fill(pos)
+    assert (pos.bar, pos.beat, pos.tick) == (2, 3, int(0.5 * TICKS_PER_BEAT))
+    assert pos.beats_per_minute == 120.0
+    no_grid = TimebaseMaster(engine, sync, lambda: None)
+    pos = SimpleNamespace(valid=0x1 | BBT_VALID, frame=0)
+    no_grid.fill(pos)
+    assert pos.valid == 0x1

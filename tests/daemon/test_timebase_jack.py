@@ -1,0 +1,303 @@
+"""The JACK timebase end to end on jackd's dummy driver: a JACK client of the test's
+own is the timebase master (bars, beats and tempo from a tempo map of its own) and
+records stemdeck's ports stamped with the transport frame; ``serve --audio jack
+--sync jack`` locks the track's grid to it. The assertions are on the recorded
+audio: clicks on the track's beats sound on the session's beats, through a tempo
+change and a locate, and a quantized mute lands on the session's bar line. A
+second daemon with ``--jack-timebase`` is the master, and the test's client reads
+the bars, beats and tempo it writes."""
+
+from __future__ import annotations
+
+import math
+import operator
+import os
+import re
+import sys
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from daemon_helpers import Daemon, poll
+from jack_helpers import TimebaseSession as Master
+from jack_helpers import env_for, start_jack
+
+from stemdeck.daemon.realtime import SWITCH_INTERVAL_S
+
+SR = 48000
+PERIOD = 256
+pytestmark = [pytest.mark.jack, pytest.mark.e2e, pytest.mark.slow]
+
+#: The track: clicks on every beat at 120 BPM for its first CLICKS_S seconds, then
+#: a steady 1 kHz tone (for the mute's ramp).
+TRACK_BPM = 120.0
+CLICKS_S = 20
+TONE_S = 20
+#: The target: within a millisecond of the session's frame.
+MS = SR // 1000
+TPB = 1920.0
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _prompt_gil_handover() -> Iterator[None]:
+    """Our JACK client's callbacks must get the GIL quickly, as the daemon's do."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    yield
+    sys.setswitchinterval(old)
+
+
+#: A click, and where its peak is (samples).
+CLICK = 0.8 * np.exp(-np.arange(480) / 60.0) * np.sin(np.arange(480) * 0.3)
+CLICK_PEAK = int(np.argmax(np.abs(CLICK)))
+
+
+def _track(path: Path) -> None:
+    y = np.zeros(((CLICKS_S + TONE_S) * SR, 2), np.float32)
+    click = CLICK
+    for beat in range(int(CLICKS_S * TRACK_BPM / 60)):
+        at = round(beat * 60 / TRACK_BPM * SR)
+        y[at : at + 480] += click[:, None].astype(np.float32)
+    t = np.arange(TONE_S * SR) / SR
+    y[CLICKS_S * SR :] = (0.5 * np.sin(2 * np.pi * 1000.0 * t))[:, None].astype(np.float32)
+    sf.write(path, y, SR, subtype="FLOAT")
+
+
+def _set_grid(daemon: Daemon) -> None:
+    """The grid: the analysis's, then exactly 120 BPM with its downbeat on the first click."""
+    poll(
+        lambda: daemon.client.ask("/track/bpm"),
+        lambda r: len(r) == 1 and r[0][0] == "/track/bpm",
+        "a beat grid",
+    )
+    reply = daemon.client.ask("/track/bpm", TRACK_BPM)
+    assert [(a, v[0]) for a, v in reply] == [("/track/grid", TRACK_BPM)], reply
+    assert daemon.client.ask("/track/grid/downbeat", 0.0) == [("/track/grid", [TRACK_BPM, 0.0, 4])]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, Path]]:
+    name = f"stemdeck-timebase-{os.getpid()}"
+    jackd = start_jack(name, rate=SR, period=PERIOD)
+    if jackd is None:
+        pytest.skip("jackd is not installed (scripts/setup installs jackd2)")
+    root = tmp_path_factory.mktemp("timebase")
+    track = root / "clicks-tone.wav"
+    _track(track)
+    try:
+        yield name, root, track
+    finally:
+        jackd.terminate()
+        jackd.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def locked(server: tuple[str, Path, Path]) -> Iterator[tuple[Daemon, Master]]:
+    name, root, track = server
+    env = {
+        **env_for(name),
+        "STEMDECK_CACHE": str(root / "cache"),
+        "STEMDECK_CONFIG": str(root / "config"),
+    }
+    daemon = Daemon([str(track), "--audio", "jack", "--sync", "jack"], env, root)
+    master = None
+    try:
+        daemon.wait_ready(timeout=180)  # separated: no stems arrive while we record
+        _set_grid(daemon)
+        master = Master(name)
+        master.connect(["stemdeck:master_L", "stemdeck:master_R"])
+        yield daemon, master
+    finally:
+        if master is not None:
+            master.client.transport_stop()
+            master.close()
+        code, err = daemon.stop()
+    assert code == 0, err
+
+
+def _onsets(frames: np.ndarray, audio: np.ndarray) -> list[float]:
+    """Transport frames where a click starts: its peak (the separation smears a
+    little of a click into the milliseconds before it, so not its first sample)
+    less where the peak is in the click, :data:`CLICK_PEAK` (within a sample at
+    rates 0.8..1.1: a fifth of the distance between them)."""
+    x = np.abs(audio[:, 0])
+    out: list[float] = []
+    last = -SR
+    for i in map(int, np.flatnonzero(x > 0.4)):
+        if i - last < SR // 10:
+            continue
+        last = i
+        peak = i + int(np.argmax(x[i : i + 2 * MS]))
+        if frames[peak] >= 0 and frames[i] >= 0:
+            out.append(float(frames[peak]) - CLICK_PEAK)
+    return out
+
+
+def _beat_errors_ms(master: Master, onsets: list[float]) -> list[float]:
+    """Each click's distance from the session's nearest beat (ms)."""
+    out = []
+    for onset in onsets:
+        beat = round(master.beat_at(round(onset)))
+        out.append((onset - master.frame_of(beat)) / SR * 1000)
+    return out
+
+
+def test_clicks_sound_on_the_sessions_beats_through_a_tempo_change_and_a_locate(
+    locked: tuple[Daemon, Master],
+) -> None:
+    daemon, master = locked
+    client = daemon.client
+    master.reset(126.0, 4)
+    master.client.transport_frame = round(master.frame_of(2.0))  # bar 1 beat 3
+    master.client.transport_start()
+    try:
+        # Bar 1 beat 1 is the grid's first downbeat (no anchor set): the track's beat k
+        # sounds at the session's beat k, at 126 / 120 of the track's speed.
+        master.record_until(master.frame_of(14.0), "the session at beat 14")
+        onsets = [o for o in _onsets(*master.take()) if o > master.frame_of(4.0)]
+        errors = _beat_errors_ms(master, onsets)
+        print(f"126 BPM: click - beat (ms): {[round(e, 3) for e in errors]}")
+        assert len(onsets) >= 9, onsets
+        assert max(abs(e) for e in errors) <= 1.0, errors
+        assert client.ask("/sync/tempo") == [("/sync/tempo", [126.0])]
+        ((_, (phase,)),) = client.ask("/sync/phase")
+        assert abs(phase) <= 1.0, phase
+        rate = client.query("/transport/rate")
+        assert abs(rate - 126.0 / 120.0) <= 0.01 * 126.0 / 120.0, rate
+        ((address, (line,)),) = client.ask("/status")
+        said = re.search(r" \| sync jack 126\.00 BPM ([+-]\d+\.\d) ms(?: \||$)", line)
+        assert address == "/status" and said is not None, line
+        assert abs(float(said[1])) <= 1.0, line
+        # The master slows to 100 BPM half a second from now: the rate follows, the
+        # clicks stay on the beats.
+        change = master.frame() + SR // 2
+        master.tempo_from(change, 100.0)
+        master.record_until(change + 8 * 60 / 100 * SR, "eight beats at 100 BPM")
+        onsets = [o for o in _onsets(*master.take()) if o > change + 2 * 60 / 100 * SR]
+        errors = _beat_errors_ms(master, onsets)
+        print(f"100 BPM: click - beat (ms): {[round(e, 3) for e in errors]}")
+        assert len(onsets) >= 5, onsets
+        assert max(abs(e) for e in errors) <= 1.0, errors
+        assert client.ask("/sync/tempo") == [("/sync/tempo", [100.0])]
+        rate = client.query("/transport/rate")
+        assert abs(rate - 100.0 / 120.0) <= 0.01 * 100.0 / 120.0, rate
+        # A locate while rolling, between beats: the next clicks on the beats again.
+        target = master.beat_at(master.frame()) - 3.5
+        master.client.transport_frame = round(master.frame_of(target))
+        located = poll(master.frame, lambda f: f < master.frame_of(target + 1), "the locate")
+        master.record_until(located + 5 * 60 / 100 * SR, "five beats after the locate")
+        frames, audio = master.take()
+        onsets = [o for o in _onsets(frames, audio) if located < o]
+        errors = _beat_errors_ms(master, onsets)
+        print(f"after the locate: click - beat (ms): {[round(e, 3) for e in errors]}")
+        assert len(onsets) >= 3, onsets
+        assert max(abs(e) for e in errors) <= 1.0, errors
+    finally:
+        master.client.transport_stop()
+
+
+def _ramp_start(audio: np.ndarray, after: int) -> float:
+    """The sample where the mute's linear ramp (down from a steady tone) starts,
+    from the tone's envelope between 80 % and 20 % of its level, extrapolated up."""
+    from scipy.signal import hilbert
+
+    env = np.abs(hilbert(audio[:, 0].astype(np.float64)))
+    level = float(np.median(env[max(after - SR // 10, SR // 100) : after]))
+    below = np.flatnonzero(env[after:] < 0.5 * level)
+    assert len(below), "the mute never came"
+    mid = after + int(below[0])
+    span = np.arange(mid - SR // 50, mid + SR // 50)
+    part = span[(env[span] < 0.8 * level) & (env[span] > 0.2 * level)]
+    slope, icpt = np.polyfit(part, env[part], 1)
+    return (level - icpt) / slope
+
+
+def test_a_quantized_mute_lands_on_the_sessions_next_bar_line(
+    locked: tuple[Daemon, Master],
+) -> None:
+    daemon, master = locked
+    client = daemon.client
+    # Three beats a bar in the session (the track's grid has four), at 132 BPM, bar 1
+    # at the tone (the track's 20 s).
+    master.reset(132.0, 3)
+    assert client.ask("/sync/anchor", float(CLICKS_S)) == [("/sync/anchor", [float(CLICKS_S)])]
+    assert client.ask("/quantize", "bar") == [("/quantize", ["bar"])]
+    master.client.transport_frame = 0
+    master.client.transport_start()
+    try:
+        poll(master.state, lambda s: s[0] and s[1] < SR, "rolling from frame 0")
+        for bar in (3, 5):
+            # Send the mute in the middle of a bar (beat 2 of 3), then record past the
+            # next bar line.
+            send_at = master.frame_of(3 * (bar - 1) + 1.2)
+            poll(master.frame, partial(operator.le, send_at), f"bar {bar} beat 2")
+            master.blocks = []
+            master.positions = []
+            master.recording = True
+            sent = master.frame()
+            assert client.ask("/master/mute", 1) == []
+            line = master.frame_of(3 * math.ceil(master.beat_at(sent) / 3))
+            poll(master.frame, partial(operator.lt, line + SR // 10), "the bar line passed")
+            master.recording = False
+            frames, audio = master.take()
+            assert frames[0] >= 0 and np.all(np.diff(frames) == 1), "a gap in the recording"
+            landed = frames[0] + _ramp_start(audio, int(line - frames[0]) - SR // 20)
+            print(f"bar {bar}: the mute landed {(landed - line) / SR * 1000:+.3f} ms from the line")
+            assert abs(landed - line) <= MS, (landed, line)
+            assert client.ask("/master/mute", 0) == []
+    finally:
+        master.client.transport_stop()
+        client.ask("/quantize", "off")
+        client.ask("/master/mute", 0)
+        client.ask("/sync/anchor", 0.0)
+
+
+def test_jack_timebase_master_writes_the_grids_bars_beats_and_tempo(
+    server: tuple[str, Path, Path], locked: tuple[Daemon, Master]
+) -> None:
+    # After the locked daemon (module order): its client closes before this one starts.
+    name, root, track = server
+    env = {
+        **env_for(name),
+        "STEMDECK_CACHE": str(root / "cache"),
+        "STEMDECK_CONFIG": str(root / "config"),
+    }
+    args = [str(track), "--audio", "jack", "--sync", "jack", "--jack-timebase"]
+    daemon = Daemon(args, env, root)
+    reader = None
+    try:
+        daemon.wait_ready(separated=False)
+        _set_grid(daemon)
+        assert daemon.client.ask("/sync/anchor", 0.375) == [("/sync/anchor", [0.375])]
+        reader = Master(name, master=False)
+        reader.client.transport_frame = 3 * SR + 77
+        reader.client.transport_start()
+        reader.record_until(8 * SR, "the transport past 8 s")
+        reader.client.transport_stop()
+        positions = [p for p in reader.positions if p[0] >= 3 * SR + 77]
+        assert len(positions) >= 100, len(positions)
+        worst = 0.0
+        for frame, bar, beat, tick, bpm, per_bar in positions:
+            # The track's second at the frame (the follower's: anchor + frame / sr), in
+            # beats of the grid (120 BPM, bar 1 at 0 s, four beats).
+            beats = (0.375 + frame / SR) * TRACK_BPM / 60.0
+            got = (bar - 1) * 4 + (beat - 1) + tick / TPB
+            worst = max(worst, abs(got - beats) * TPB)
+            assert (bpm, per_bar) == (TRACK_BPM, 4.0)
+        # Ticks are cut to whole ones: at most one tick short (float rounding aside).
+        assert worst <= 1.0 + 1e-6, worst
+        # Given up at shutdown: the transport rolls on with frames alone.
+        code, err = daemon.stop()
+        assert code == 0, err
+        reader.client.transport_start()
+        reader.record_until(reader.frame() + SR // 2, "half a second without a master")
+        assert reader.positions == []
+    finally:
+        if reader is not None:
+            reader.client.transport_stop()
+            reader.close()
+        if daemon.proc.poll() is None:
+            daemon.stop()
