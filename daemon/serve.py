@@ -543,6 +543,8 @@ class Daemon:
                         self.engine.kernel,
                     )
             self.prefetcher.tick()
+            if self.sync.source == "jack":  # its follower sets the rate in the audio thread
+                self.echo_beats.leader_tempo(self.sync.jack_bpm)
             if tty and time.monotonic() - last_line > 0.25:
                 last_line = time.monotonic()
                 sys.stderr.write("\r" + self.status()[:160].ljust(100))

@@ -486,6 +486,12 @@ class Transaction:
         grid follower calls it when a grid is published, edited, or gone)."""
         self._follow((bpm, self._tempo()[1]))
 
+    def set_rate(self, rate: float) -> None:
+        """Stage the vinyl rate a follower in the audio thread set without a registry
+        commit (the JACK timebase follower): an echo delay in beats follows it. Not a
+        written value; nothing else is posted for it."""
+        self._follow((self._tempo()[0], float(rate)))
+
     def set(self, address: str, args: Sequence[object]) -> None:
         """Validate and stage one message (an address or pattern and its arguments).
 

@@ -212,6 +212,34 @@ def test_the_clock_followers_rate_re_aims_the_echo_in_the_same_command() -> None
     assert posted[-1] == Rate(1.25)
 
 
+def test_a_jack_leaders_tempo_re_aims_the_echo_without_a_rate() -> None:
+    """The JACK timebase follower sets the rate in the audio thread: the daemon's main
+    loop tells the echo the session's tempo (EchoBeats.leader_tempo), and only the
+    echo's delay is posted, never a Rate that would fight the follower."""
+    posted: list[Command] = []
+
+    def post(command: Command) -> bool:
+        posted.append(command)
+        return True
+
+    registry = Registry(["a"])
+    follower = EchoBeats(registry, _Grid(GRID), post)
+    follower.grid_changed()
+    set_value(registry, "/fx/echo/beats", [0.5])
+    follower.leader_tempo(150.0)  # 150 over the grid's 120: rate 1.25
+    assert posted == [EchoTarget(200.0, 0.5, 0.0, 1.0)]
+    assert registry.rate == 1.25
+    follower.leader_tempo(150.0)  # the same tempo: nothing
+    follower.leader_tempo(None)  # no tempo from the master: nothing
+    follower.leader_tempo(math.nan)
+    assert len(posted) == 1
+    follower.leader_tempo(1000.0)  # the rate stands at 2
+    assert posted[1:] == [EchoTarget(125.0, 0.5, 0.0, 1.0)] and registry.rate == 2.0
+    no_grid = EchoBeats(Registry(["a"]), _Grid(None), post)
+    no_grid.leader_tempo(150.0)
+    assert len(posted) == 2
+
+
 def test_a_full_queue_is_retried_until_the_grid_is_followed() -> None:
     refused = [3]
     posted: list[Command] = []
