@@ -224,3 +224,35 @@ def make_server(
         host, feedback_form=feedback_form, subscription_seconds=subscription_seconds
     )
     return host, OscServer(control, port=0)
+
+
+#: The grid of :func:`probe_host`'s track: a beat every 0.5 s (4000 frames) from 0.3 s,
+#: bars of 2 s.
+PROBE_GRID = BeatGrid(120.0, 0.3, 4)
+
+
+def probe_host(
+    seconds: float = 8.0, *, grid: bool = True, store: BeatStore | None = None
+) -> FakeHost:
+    """A host playing a track whose strip 1 reads its own frame index (the output says
+    where the head read) and strips 2-4 a constant 0.5, each strip on its own output
+    pair; with :data:`PROBE_GRID` (kept in ``store``) unless ``grid`` is False."""
+    host = FakeHost()
+    n = int(seconds * SR)
+    channels = np.full((len(NAMES), 2, n), 0.5, np.float32)
+    channels[0] = np.arange(n, dtype=np.float32)
+    host.engine.prepare(SR, BLOCK, outputs="channels")
+    host.engine.post(SetTrack(Track(channels, SR, NAMES)))
+    host.engine.post(Play())
+    if grid:
+        host.give_grid(PROBE_GRID, store=store)
+    return host
+
+
+def render(host: FakeHost, blocks: int) -> np.ndarray:
+    """``blocks`` blocks of the host's engine: its output, every output pair."""
+    m = host.engine
+    out = np.zeros((blocks * BLOCK, m.out_channels), np.float32)
+    for i in range(blocks):
+        m.process(out[i * BLOCK : (i + 1) * BLOCK])
+    return out

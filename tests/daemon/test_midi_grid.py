@@ -11,37 +11,16 @@ double, and roll 1/4 beat while held.
 from __future__ import annotations
 
 import mido
-import numpy as np
 import pytest
-from osc_host import BLOCK, NAMES, SR, FakeHost
+from osc_host import BLOCK, PROBE_GRID, FakeHost, probe_host, render
 
-from stemdeck.core.beats.grid import BeatGrid
 from stemdeck.core.control.midimap import Binding, MidiMapper, load_midi_map, parse_midi_map
 from stemdeck.core.errors import PresetError
-from stemdeck.core.mixer.commands import Play, SetTrack, Track
 from stemdeck.daemon.midi import MidiControl
 
-GRID = BeatGrid(120.0, 0.3, 4)  # a beat every 0.5 s (4000 frames) from 0.3 s
+GRID = PROBE_GRID  # a beat every 0.5 s (4000 frames) from 0.3 s
 BEAT = 4000
 XTOUCH = 10  # MIDI channel 11, as mido counts
-
-
-def probe_host() -> FakeHost:
-    host = FakeHost()
-    n = 8 * SR
-    channels = np.full((len(NAMES), 2, n), 0.5, np.float32)
-    channels[0] = np.arange(n, dtype=np.float32)
-    host.engine.prepare(SR, BLOCK, outputs="channels")
-    host.engine.post(SetTrack(Track(channels, SR, NAMES)))
-    host.engine.post(Play())
-    host.give_grid(GRID)
-    return host
-
-
-def render(host: FakeHost, blocks: int) -> None:
-    out = np.zeros((BLOCK, host.engine.out_channels), np.float32)
-    for _ in range(blocks):
-        host.engine.process(out)
 
 
 def pad(midi: MidiControl, note: int, *, held: bool = False) -> None:

@@ -11,40 +11,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from osc_host import BLOCK, NAMES, SR, FakeHost
+from osc_host import BLOCK, PROBE_GRID, SR, FakeHost, probe_host, render
 
-from stemdeck.core.beats.grid import BeatGrid
-from stemdeck.core.mixer.commands import Play, Rate, SetTrack, Track
+from stemdeck.core.mixer.commands import Rate
 from stemdeck.daemon.osc import OscControl
 
 SENDER = ("127.0.0.1", 40000)
-GRID = BeatGrid(120.0, 0.3, 4)  # a beat every 0.5 s (4000 frames) from 0.3 s
+GRID = PROBE_GRID  # a beat every 0.5 s (4000 frames) from 0.3 s
 BEAT = 4000
 
 
 def ask(control: OscControl, address: str, *args: object) -> list[tuple[str, list]]:
     return [(a, list(v)) for a, v in control.handle([(address, list(args))], SENDER)]
-
-
-def probe_host(seconds: float = 8.0, *, grid: bool = True) -> FakeHost:
-    host = FakeHost()
-    n = int(seconds * SR)
-    channels = np.full((len(NAMES), 2, n), 0.5, np.float32)
-    channels[0] = np.arange(n, dtype=np.float32)
-    host.engine.prepare(SR, BLOCK, outputs="channels")
-    host.engine.post(SetTrack(Track(channels, SR, NAMES)))
-    host.engine.post(Play())
-    if grid:
-        host.give_grid(GRID)
-    return host
-
-
-def render(host: FakeHost, blocks: int) -> np.ndarray:
-    m = host.engine
-    out = np.zeros((blocks * BLOCK, m.out_channels), np.float32)
-    for i in range(blocks):
-        m.process(out[i * BLOCK : (i + 1) * BLOCK])
-    return out
 
 
 @pytest.fixture

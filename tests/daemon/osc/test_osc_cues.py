@@ -13,41 +13,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from osc_host import BLOCK, NAMES, SR, FakeHost
+from osc_host import BLOCK, NAMES, PROBE_GRID, probe_host, render
 
-from stemdeck.core.beats.grid import BeatGrid
 from stemdeck.core.beats.store import BeatStore, HotCue
-from stemdeck.core.mixer.commands import Play, SetTrack, Track
 from stemdeck.daemon.osc import OscControl
 from stemdeck.daemon.scenes import SceneStore
 
 SENDER = ("127.0.0.1", 40000)
-GRID = BeatGrid(120.0, 0.3, 4)  # a beat every 0.5 s (4000 frames) from 0.3 s, bars of 2 s
+GRID = PROBE_GRID  # a beat every 0.5 s (4000 frames) from 0.3 s, bars of 2 s
 
 
 def ask(control: OscControl, address: str, *args: object) -> list[tuple[str, list]]:
     return [(a, list(v)) for a, v in control.handle([(address, list(args))], SENDER)]
-
-
-def probe_host(*, grid: bool = True, store: BeatStore | None = None) -> FakeHost:
-    host = FakeHost()
-    n = 8 * SR
-    channels = np.full((len(NAMES), 2, n), 0.5, np.float32)
-    channels[0] = np.arange(n, dtype=np.float32)
-    host.engine.prepare(SR, BLOCK, outputs="channels")
-    host.engine.post(SetTrack(Track(channels, SR, NAMES)))
-    host.engine.post(Play())
-    if grid:
-        host.give_grid(GRID, store=store)
-    return host
-
-
-def render(host: FakeHost, blocks: int) -> np.ndarray:
-    m = host.engine
-    out = np.zeros((blocks * BLOCK, m.out_channels), np.float32)
-    for i in range(blocks):
-        m.process(out[i * BLOCK : (i + 1) * BLOCK])
-    return out
 
 
 def test_set_query_clear_and_state() -> None:

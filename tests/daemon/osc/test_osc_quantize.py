@@ -10,43 +10,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from osc_host import BLOCK, NAMES, SR, FakeHost
+from osc_host import BLOCK, NAMES, PROBE_GRID, SR, FakeHost, probe_host, render
 
-from stemdeck.core.beats.grid import BeatGrid
-from stemdeck.core.mixer.commands import Play, SetTrack, Track
 from stemdeck.daemon.osc import OscControl
 from stemdeck.daemon.quantize import Quantizer, parse_quantize
 from stemdeck.daemon.scenes import SceneStore
 
 SENDER = ("127.0.0.1", 40000)
-GRID = BeatGrid(120.0, 0.3, 4)  # a bar every 2 s from 0.3 s
+GRID = PROBE_GRID  # a bar every 2 s from 0.3 s
 USAGE = "/quantize takes off, beat, bar or a number of beats (0.03125..64) as a string, got"
 
 
 def ask(control: OscControl, address: str, *args: object) -> list[tuple[str, list]]:
     return [(a, list(v)) for a, v in control.handle([(address, list(args))], SENDER)]
-
-
-def probe_host(seconds: float = 8.0) -> FakeHost:
-    """A host whose strip 1 reads its own frame index (the output says where the
-    head read) and strips 2-4 a constant 0.5; each strip on its own output pair."""
-    host = FakeHost()
-    n = int(seconds * SR)
-    channels = np.full((len(NAMES), 2, n), 0.5, np.float32)
-    channels[0] = np.arange(n, dtype=np.float32)
-    host.engine.prepare(SR, BLOCK, outputs="channels")
-    host.engine.post(SetTrack(Track(channels, SR, NAMES)))
-    host.engine.post(Play())
-    host.give_grid(GRID)
-    return host
-
-
-def render(host: FakeHost, blocks: int) -> np.ndarray:
-    m = host.engine
-    out = np.zeros((blocks * BLOCK, m.out_channels), np.float32)
-    for i in range(blocks):
-        m.process(out[i * BLOCK : (i + 1) * BLOCK])
-    return out
 
 
 @pytest.mark.parametrize("rate", [0.92, 1.0, 1.08])
