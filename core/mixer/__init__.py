@@ -1,8 +1,8 @@
 """The mixer: commands, the real-time engine, its block arithmetic, the fader taper.
 
 - :mod:`.commands`: what control threads post (``StripTarget``, ``EchoTarget``,
-  ``ReverbTarget``, ``Play``, ``Loop``, ``Rate``, ``Keylock``, ``Pitch``, ``SetTrack`` with a ``Track``, ``Quantized``...;
-  the ``Command`` union).
+  ``ReverbTarget``, ``Play``, ``Loop``, ``Rate``, ``Keylock``, ``Pitch``,
+  ``SetTrack`` with a ``Track``, ``Quantized``...; the ``Command`` union).
 - :mod:`.engine`: ``Mixer`` (prepare, process, reset, and what the layers below
   give it), ``enter_audio_thread``, ``FADING_HEADS``, ``AUDIO_BUFSIZE``.
 - :mod:`.control`: ``MixerControl``, the Mixer's command side: ``post``, and what

@@ -70,7 +70,12 @@ class Shifter:
     and calls :meth:`block` only while it is True.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, frame: int = FRAME) -> None:
+        if frame < 16 or frame > 16384 or frame & (frame - 1):
+            raise ValueError(f"frame must be a power of two in 16..16384, got {frame}")
+        #: The analysis frame (the latency, samples) and the hop (a quarter of it).
+        self.frame = frame
+        self.hop = frame // 4
         #: Keylock on: the pitch stays at any rate.
         self.keylock = False
         #: The pitch shift in semitones (-12..12).
@@ -79,35 +84,36 @@ class Shifter:
         self.active = False
         self.sr = 0
         self._kern = kernel.COMPILED
-        self._tables = np.zeros((2, FRAME))
+        self._tables = np.zeros((2, frame))
         self._state = np.zeros(SHIFT_FIELDS)
-        self._ring_in = np.zeros((2, FRAME), np.float32)
-        self._ring_out = np.zeros((2, FRAME))
-        self._work = np.zeros((SHIFT_ROWS, FRAME))
+        self._ring_in = np.zeros((2, frame), np.float32)
+        self._ring_out = np.zeros((2, frame))
+        self._work = np.zeros((SHIFT_ROWS, frame))
 
     @property
     def latency(self) -> int:
         """The shifter's fixed latency, in samples."""
-        return FRAME
+        return self.frame
 
     def prepare(self, samplerate: int) -> None:
         """Every buffer and table, for a stream at ``samplerate`` (not real-time)."""
         self.sr = int(samplerate)
-        n = np.arange(FRAME)
-        tables = np.zeros((2, FRAME))
-        tables[0] = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / FRAME)  # periodic Hann
-        k = np.arange(FRAME // 2)
-        tables[1, : FRAME // 2] = np.cos(2.0 * np.pi * k / FRAME)
-        tables[1, FRAME // 2 :] = np.sin(2.0 * np.pi * k / FRAME)
+        size = self.frame
+        n = np.arange(size)
+        tables = np.zeros((2, size))
+        tables[0] = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / size)  # periodic Hann
+        k = np.arange(size // 2)
+        tables[1, : size // 2] = np.cos(2.0 * np.pi * k / size)
+        tables[1, size // 2 :] = np.sin(2.0 * np.pi * k / size)
         tables.flags.writeable = False
         self._tables = tables
         st = self._state
         st[:] = 0.0
         st[_ALPHA] = 1.0
         st[_GSTEP] = 1.0 / max(1, round(XFADE_MS * 1e-3 * self.sr))
-        st[_HOP] = HOP
-        # Hann analysis and synthesis windows overlap-add to 3/8 * FRAME / HOP.
-        st[_SCALE] = 8.0 * HOP / (3.0 * FRAME)
+        st[_HOP] = self.hop
+        # Hann analysis and synthesis windows overlap-add to 3/8 * frame / hop.
+        st[_SCALE] = 8.0 * self.hop / (3.0 * size)
         st[_RESET] = 1.0
         self.active = False
 
@@ -135,7 +141,7 @@ class Shifter:
             if not self.active:  # from bypass: a clean shifter, heard once it has filled
                 st[_RESET] = 1.0
                 st[_G] = 0.0
-                st[_WAIT] = float(FRAME)
+                st[_WAIT] = float(self.frame)
                 self.active = True
             st[_GTGT] = 1.0
         else:
