@@ -29,9 +29,11 @@ Prints, side by side in one run (48 kHz):
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import time
 from dataclasses import replace
+from typing import Any
 
 import librosa
 import numpy as np
@@ -240,8 +242,9 @@ def _sine_cents(rate: float, frame: int) -> float:
 
 
 def quality() -> None:
-    try:
-        import python_stretch  # type: ignore[import-not-found]  # a bench-only extra
+    python_stretch: Any
+    try:  # a bench-only extra, imported by name: it may not be installed
+        python_stretch = importlib.import_module("python_stretch")
     except ImportError:
         python_stretch = None
     spec = replace(SongSpec(), bars=4)
@@ -262,7 +265,7 @@ def quality() -> None:
             st = python_stretch.Signalsmith.Stretch()
             st.preset(1, SR)
             st.setTimeFactor(rate)
-            out = st.process(song[:1].astype(np.float32))
+            out = np.asarray(st.process(song[:1].astype(np.float32)))
             row += f"  {_distance(_mel_db(out[0]), ideal):11.2f}"
         else:
             row += "            -"
