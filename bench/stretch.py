@@ -125,7 +125,7 @@ def latency() -> None:
         m.post(Batch((Keylock(keylock),)))
         m.post(Play())
         out = np.zeros((SR, 2), np.float32)
-        at = SR // 2
+        at = SR // 2 // 256 * 256  # on a block boundary: posted before that block
         for i in range(0, SR, 256):
             if i == at:
                 m.post(StripTarget(0, 1.0, True, False, 0.0))
