@@ -87,6 +87,10 @@ and reverb buses, the master's filter), never the one-call shortcut. Their tails
 ring out after mute, pause, stop and track change (:meth:`.fx.Effects.tail` runs
 the buses while no head sounds), until they are quiet.
 
+With keylock on or a pitch shift (:class:`~.commands.Keylock`, :class:`~.commands.Pitch`),
+the block's master then goes through the one pitch shifter :mod:`.keylock` holds
+(``Mixer.shifter``), one more compiled call; in bypass nothing is called.
+
 The output is always finite: a block with a NaN or infinite sample (a damaged
 file that slipped through) is replaced by silence and counted in
 :attr:`Mixer.nonfinite_blocks`.
