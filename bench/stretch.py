@@ -42,7 +42,7 @@ from scipy import signal
 from stemdeck.core.material.songs import SongSpec, render_song
 from stemdeck.core.mixer.commands import Batch, Keylock, Play, Rate, SetTrack, StripTarget, Track
 from stemdeck.core.mixer.engine import Mixer, enter_audio_thread
-from stemdeck.core.mixer.keylock import FRAME, Shifter
+from stemdeck.core.mixer.keylock import FRAME, LATENCY, Shifter
 
 SR = 48000
 RATES = (0.84, 0.92, 1.08, 1.16)
@@ -137,8 +137,8 @@ def latency() -> None:
     vinyl, kept = res
     print(
         f"3. control to audible (a mute): vinyl {vinyl} samples, keylock {kept} samples "
-        f"= {kept / SR * 1e3:.1f} ms at 48 kHz (the shifter's latency {FRAME} samples, "
-        f"{FRAME / SR * 1e3:.1f} ms; {FRAME / 44100 * 1e3:.1f} ms at 44.1 kHz)"
+        f"= {kept / SR * 1e3:.1f} ms at 48 kHz (the shifter's latency {LATENCY} samples, "
+        f"{LATENCY / SR * 1e3:.1f} ms; {LATENCY / 44100 * 1e3:.1f} ms at 44.1 kHz)"
     )
 
 

@@ -1237,7 +1237,9 @@ done:
  * phase its new bin had in the last output frame (the phase of the largest
  * share it took), at the new frequency. Both
  * sides take the same move and rotation (the stereo image is kept). One inverse
- * FFT, the Hann window again, overlap-add: a fixed latency of N samples.
+ * FFT, the Hann window again, overlap-add. A frame's work is spread over half a
+ * hop (below: the analysis, the moves, the synthesis, each at its own sample), so
+ * no block carries all of it: a fixed latency of N + hop / 2 samples.
  *   io: float32 (>= frames, 2), the block, in place: dry * (1 - g) + wet * g;
  *   tables: float64 (2, N): [0] the Hann window, [1][0..N/2) cos(2 pi k / N),
  *     [1][N/2..N) sin(2 pi k / N); N a power of two, 16..16384;
@@ -1253,8 +1255,12 @@ done:
  */
 enum { SH_ALPHA, SH_G, SH_GTGT, SH_GSTEP, SH_WAIT, SH_COUNT, SH_POS, SH_HOP, SH_SCALE,
        SH_RESET, SH_SIZE };
-enum { W_RE, W_IM, W_PHL, W_PHR, W_SYN, W_SYN2, W_MAG, W_XLR, W_XLI, W_XRR, W_XRI, W_YLR,
-       W_YLI, W_YRR, W_YRI, W_PEAK, W_WT, SH_ROWS };
+/* The work rows: the FFT's buffer, |L| + |R|, this frame's L and R, the last
+ * frame's (for the phase advance at a peak), the moved L and R, each output bin's
+ * value in the last output frame and in this one (its phase: the largest share's),
+ * the peaks, the largest share taken by each output bin. */
+enum { W_RE, W_IM, W_MAG, W_XLR, W_XLI, W_XRR, W_XRI, W_PLR, W_PLI, W_PRR, W_PRI, W_YLR,
+       W_YLI, W_YRR, W_YRI, W_SYR, W_SYI, W_SZR, W_SZI, W_PEAK, W_WT, SH_ROWS };
 #define SH_PI 3.14159265358979323846
 
 static double
@@ -1297,26 +1303,28 @@ sh_fft(double *re, double *im, Py_ssize_t n, const double *cs, const double *sn)
     }
 }
 
+/* A frame's work comes in three stages, each in its own block at 64 frames (the
+ * hop is 256): the analysis (sh_analyse) when the frame's last input is in,
+ * a quarter hop later the peaks and their moves (sh_move), half a hop later the
+ * synthesis (sh_synth) overlap-added from the current position: the latency is
+ * N + hop / 2. */
+
+/* The last N inputs (pos is the oldest), windowed and centred, through the FFT:
+ * L and R and |L| + |R|. */
 static void
-sh_frame(Py_ssize_t N, Py_ssize_t hop, double alpha, double scale, Py_ssize_t pos, float *in0,
-         float *in1, double *out0, double *out1, const double *win, const double *cs,
-         const double *sn, double *w)
+sh_analyse(Py_ssize_t N, Py_ssize_t pos, const float *in0, const float *in1,
+           const double *win, const double *cs, const double *sn, double *w)
 {
-    double *re = w + W_RE * N, *im = w + W_IM * N;
-    double *phl = w + W_PHL * N, *phr = w + W_PHR * N, *syn = w + W_SYN * N;
-    double *syn2 = w + W_SYN2 * N, *mag = w + W_MAG * N, *pk = w + W_PEAK * N;
+    double *re = w + W_RE * N, *im = w + W_IM * N, *mag = w + W_MAG * N;
     double *xlr = w + W_XLR * N, *xli = w + W_XLI * N, *xrr = w + W_XRR * N;
-    double *xri = w + W_XRI * N, *ylr = w + W_YLR * N, *yli = w + W_YLI * N;
-    double *yrr = w + W_YRR * N, *yri = w + W_YRI * N, *wt = w + W_WT * N;
+    double *xri = w + W_XRI * N;
     Py_ssize_t half = N / 2, M = half + 1;
-    /* The last N inputs, oldest first (pos is the oldest), windowed, centred. */
     for (Py_ssize_t n = 0; n < N; n++) {
         Py_ssize_t s = (pos + n) & (N - 1), d = (n + half) & (N - 1);
         re[d] = (double)in0[s] * win[n];
         im[d] = (double)in1[s] * win[n];
     }
     sh_fft(re, im, N, cs, sn);
-    double top = 0.0;
     for (Py_ssize_t k = 0; k < M; k++) {
         Py_ssize_t j = (N - k) & (N - 1);
         double ar = re[k], ai = im[k], br = re[j], bi = -im[j];
@@ -1324,11 +1332,31 @@ sh_frame(Py_ssize_t N, Py_ssize_t hop, double alpha, double scale, Py_ssize_t po
         xli[k] = 0.5 * (ai + bi);
         xrr[k] = 0.5 * (ai - bi);
         xri[k] = -0.5 * (ar - br);
-        mag[k] = hypot(xlr[k], xli[k]) + hypot(xrr[k], xri[k]);
+        mag[k] = sqrt(xlr[k] * xlr[k] + xli[k] * xli[k]) + sqrt(xrr[k] * xrr[k] + xri[k] * xri[k]);
+    }
+}
+
+/* The peaks, each region moved and turned (into YL, YR), the next frame's last
+ * L, R and output phases, and the spectrum to invert in the FFT's buffer. Two
+ * atan2 a peak: the phase of a bin is only ever needed at a peak. */
+static void
+sh_move(Py_ssize_t N, Py_ssize_t hop, double alpha, double *w)
+{
+    double *re = w + W_RE * N, *im = w + W_IM * N, *mag = w + W_MAG * N;
+    double *xlr = w + W_XLR * N, *xli = w + W_XLI * N, *xrr = w + W_XRR * N;
+    double *xri = w + W_XRI * N, *plr = w + W_PLR * N, *pli = w + W_PLI * N;
+    double *prr = w + W_PRR * N, *pri = w + W_PRI * N, *ylr = w + W_YLR * N;
+    double *yli = w + W_YLI * N, *yrr = w + W_YRR * N, *yri = w + W_YRI * N;
+    double *syr = w + W_SYR * N, *syi = w + W_SYI * N, *szr = w + W_SZR * N;
+    double *szi = w + W_SZI * N, *pk = w + W_PEAK * N, *wt = w + W_WT * N;
+    Py_ssize_t half = N / 2, M = half + 1;
+    double top = 0.0;
+    for (Py_ssize_t k = 0; k < M; k++) {
         if (mag[k] > top)
             top = mag[k];
         ylr[k] = yli[k] = yrr[k] = yri[k] = wt[k] = 0.0;
-        syn2[k] = syn[k];
+        szr[k] = syr[k];
+        szi[k] = syi[k];
     }
     Py_ssize_t peaks = 0;
     double floor_ = top * 1e-5;
@@ -1347,10 +1375,13 @@ sh_frame(Py_ssize_t N, Py_ssize_t hop, double alpha, double scale, Py_ssize_t po
         Py_ssize_t kp = (Py_ssize_t)pk[p];
         Py_ssize_t lo = p == 0 ? 0 : ((Py_ssize_t)pk[p - 1] + kp) / 2 + 1;
         Py_ssize_t hi = p + 1 == peaks ? M - 1 : (kp + (Py_ssize_t)pk[p + 1]) / 2;
-        int left = hypot(xlr[kp], xli[kp]) >= hypot(xrr[kp], xri[kp]);
-        double ph = left ? atan2(xli[kp], xlr[kp]) : atan2(xri[kp], xrr[kp]);
-        double prev = left ? phl[kp] : phr[kp];
-        double omega = bin * (double)kp + princarg(ph - prev - bin * (double)kp * (double)hop)
+        int left = xlr[kp] * xlr[kp] + xli[kp] * xli[kp] >= xrr[kp] * xrr[kp] + xri[kp] * xri[kp];
+        double xr = left ? xlr[kp] : xrr[kp], xi = left ? xli[kp] : xri[kp];
+        double qr = left ? plr[kp] : prr[kp], qi = left ? pli[kp] : pri[kp];
+        double ph = atan2(xi, xr);
+        /* The phase advance since the last frame: the angle of X conj(X_last). */
+        double adv = atan2(xi * qr - xr * qi, xr * qr + xi * qi);
+        double omega = bin * (double)kp + princarg(adv - bin * (double)kp * (double)hop)
                                               / (double)hop;
         double wout = alpha * omega;
         /* The region moves by (wout - omega) / bin bins: whole bins, and the
@@ -1362,13 +1393,12 @@ sh_frame(Py_ssize_t N, Py_ssize_t hop, double alpha, double scale, Py_ssize_t po
         if (!(kf >= 0.0 && kf <= (double)(M - 1)) || !(fabs(mv) <= (double)M))
             continue;
         Py_ssize_t kk = (Py_ssize_t)kf, shift = (Py_ssize_t)fl;
-        double phout = princarg(syn[kk] + wout * (double)hop);
+        double phout = princarg(atan2(syi[kk], syr[kk]) + wout * (double)hop);
         double rot = phout - ph, cr = cos(rot), ci = sin(rot);
         for (Py_ssize_t k = lo; k <= hi; k++) {
             double a = xlr[k] * cr - xli[k] * ci, b = xlr[k] * ci + xli[k] * cr;
             double c = xrr[k] * cr - xri[k] * ci, d = xrr[k] * ci + xri[k] * cr;
-            double phk = left ? atan2(b, a) : atan2(d, c);
-            double mk = left ? hypot(a, b) : hypot(c, d);
+            double mk = left ? sqrt(a * a + b * b) : sqrt(c * c + d * d);
             for (int side = 0; side < 2; side++) {
                 Py_ssize_t k2 = k + shift + side;
                 double share = side ? fr : 1.0 - fr;
@@ -1380,16 +1410,18 @@ sh_frame(Py_ssize_t N, Py_ssize_t hop, double alpha, double scale, Py_ssize_t po
                 yri[k2] += d * share;
                 if (mk * share > wt[k2]) { /* the bin's phase: its largest share's */
                     wt[k2] = mk * share;
-                    syn2[k2] = phk;
+                    szr[k2] = left ? a : c;
+                    szi[k2] = left ? b : d;
                 }
             }
         }
     }
-    for (Py_ssize_t k = 0; k < M; k++) {
-        phl[k] = atan2(xli[k], xlr[k]);
-        phr[k] = atan2(xri[k], xrr[k]);
-        syn[k] = syn2[k];
-    }
+    memcpy(plr, xlr, (size_t)M * sizeof(double));
+    memcpy(pli, xli, (size_t)M * sizeof(double));
+    memcpy(prr, xrr, (size_t)M * sizeof(double));
+    memcpy(pri, xri, (size_t)M * sizeof(double));
+    memcpy(syr, szr, (size_t)M * sizeof(double));
+    memcpy(syi, szi, (size_t)M * sizeof(double));
     /* Z = YL + i YR, Hermitian halves; the inverse as conj(FFT(conj(Z))) / N. */
     re[0] = ylr[0];
     im[0] = -yrr[0];
@@ -1401,6 +1433,15 @@ sh_frame(Py_ssize_t N, Py_ssize_t hop, double alpha, double scale, Py_ssize_t po
         re[N - k] = ylr[k] + yri[k];
         im[N - k] = -(-yli[k] + yrr[k]);
     }
+}
+
+/* The inverse FFT, the Hann window again, overlap-added from pos on. */
+static void
+sh_synth(Py_ssize_t N, double scale, Py_ssize_t pos, double *out0, double *out1,
+         const double *win, const double *cs, const double *sn, double *w)
+{
+    double *re = w + W_RE * N, *im = w + W_IM * N;
+    Py_ssize_t half = N / 2;
     sh_fft(re, im, N, cs, sn);
     double g = scale / (double)N;
     for (Py_ssize_t n = 0; n < N; n++) {
@@ -1479,10 +1520,14 @@ shift(PyObject *self, PyObject *args)
         double w0 = out0[pos], w1 = out1[pos];
         out0[pos] = out1[pos] = 0.0;
         pos = (pos + 1) & (N - 1);
-        if (++count == hop) {
+        if (++count == hop)
             count = 0;
-            sh_frame(N, hop, v[SH_ALPHA], v[SH_SCALE], pos, in0, in1, out0, out1, win, cs, sn, w);
-        }
+        if (count == 0)
+            sh_analyse(N, pos, in0, in1, win, cs, sn, w);
+        if (count == hop / 4)
+            sh_move(N, hop, v[SH_ALPHA], w);
+        if (count == hop / 2)
+            sh_synth(N, v[SH_SCALE], pos, out0, out1, win, cs, sn, w);
         if (gt == 0.0) {
             g = g - gs > 0.0 ? g - gs : 0.0;
         } else if (wait > 0.0) {
@@ -1552,7 +1597,7 @@ static struct PyModuleDef module = {
 
 /* Bumped with every change of a signature or a meaning: core/mixer/engine.py
  * runs numpy rather than a stale build (an editable install not rebuilt). */
-#define KERNEL_ABI 6
+#define KERNEL_ABI 7
 
 PyMODINIT_FUNC
 PyInit__kernel(void)

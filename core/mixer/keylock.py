@@ -8,12 +8,15 @@ shifter: its cost does not depend on the channel count (``bench/stretch.py``).
 
 The shifter is ``_kernel.c``'s ``shift`` (a phase vocoder moving spectral peaks
 with identity phase locking, documented there), every buffer made here once, in
-:meth:`Shifter.prepare`. Its latency is fixed: :data:`FRAME` samples (21.3 ms at
-48 kHz, 23.2 ms at 44.1 kHz). Keylock off and pitch 0 is *bypass*: the block
-does not call the shifter and the output is exactly the unshifted mix. Into and
-out of bypass the shifter's output crossfades with the dry mix over
-:data:`XFADE_MS`; switching on, the crossfade waits for the shifter to fill
-(:data:`FRAME` samples), so nothing but the mix is ever heard.
+:meth:`Shifter.prepare`. Its latency is fixed: :data:`LATENCY` samples, the frame
+and half a hop (24.0 ms at 48 kHz, 26.1 ms at 44.1 kHz): a frame's work is spread
+over half a hop (the analysis, the peaks' moves and the synthesis a quarter hop
+apart), so at 64-frame blocks no block carries a whole frame. Keylock off and
+pitch 0 is *bypass*: the block does not call the shifter and the output is
+exactly the unshifted mix. Into and out of bypass the shifter's output
+crossfades with the dry mix over :data:`XFADE_MS`; switching on, the crossfade
+waits for the shifter to fill (:data:`LATENCY` samples), so nothing but the mix
+is ever heard.
 
 With ``outputs="channels"`` (a pair per strip) the strips' outputs stay vinyl;
 the master the recorder takes (``Mixer.master_view``) is shifted. With no compiled
@@ -32,6 +35,7 @@ from . import kernel
 __all__ = [
     "FRAME",
     "HOP",
+    "LATENCY",
     "MAX_PITCH",
     "SHIFT_FIELDS",
     "SHIFT_ROWS",
@@ -40,7 +44,7 @@ __all__ = [
     "transpose",
 ]
 
-#: The analysis frame (samples): the shifter's latency. Chosen by ``bench/stretch.py``:
+#: The analysis frame (samples). Chosen by ``bench/stretch.py``:
 #: the log-mel distance to the ideal (the demo song synthesized at the new tempo, dB)
 #: at rates 0.84/0.92/1.08/1.16 was 3.14/2.35/2.70/3.64 at 512 (10.7 ms at 48 kHz),
 #: 2.73/1.98/2.30/3.24 at 1024 (21.3 ms), 2.38/1.80/2.14/2.96 at 2048 (42.7 ms);
@@ -49,13 +53,16 @@ __all__ = [
 FRAME = 1024
 #: The hop between frames: four frames overlap.
 HOP = FRAME // 4
+#: The shifter's latency (samples): the frame, and half a hop over which a frame's
+#: work is spread (``_kernel.c``'s ``shift``).
+LATENCY = FRAME + HOP // 2
 #: The pitch shift's range, semitones either way.
 MAX_PITCH = 12.0
 #: The crossfade into and out of bypass.
 XFADE_MS = 20.0
 #: ``_kernel.c``'s SH_SIZE and SH_ROWS: the state's fields, the work rows.
 SHIFT_FIELDS = 10
-SHIFT_ROWS = 17
+SHIFT_ROWS = 21
 # The state's fields (``_kernel.c``'s SH_* enum).
 _ALPHA, _G, _GTGT, _GSTEP, _WAIT, _COUNT, _POS, _HOP, _SCALE, _RESET = range(SHIFT_FIELDS)
 
@@ -77,7 +84,7 @@ class Shifter:
     def __init__(self, frame: int = FRAME) -> None:
         if frame < 16 or frame > 16384 or frame & (frame - 1):
             raise ValueError(f"frame must be a power of two in 16..16384, got {frame}")
-        #: The analysis frame (the latency, samples) and the hop (a quarter of it).
+        #: The analysis frame (samples) and the hop (a quarter of it).
         self.frame = frame
         self.hop = frame // 4
         #: Keylock on: the pitch stays at any rate.
@@ -96,8 +103,8 @@ class Shifter:
 
     @property
     def latency(self) -> int:
-        """The shifter's fixed latency, in samples."""
-        return self.frame
+        """The shifter's fixed latency, in samples: the frame and half a hop."""
+        return self.frame + self.hop // 2
 
     def prepare(self, samplerate: int) -> None:
         """Every buffer and table, for a stream at ``samplerate`` (not real-time)."""
@@ -145,7 +152,7 @@ class Shifter:
             if not self.active:  # from bypass: a clean shifter, heard once it has filled
                 st[_RESET] = 1.0
                 st[_G] = 0.0
-                st[_WAIT] = float(self.frame)
+                st[_WAIT] = float(self.latency)
                 self.active = True
             st[_GTGT] = 1.0
         else:

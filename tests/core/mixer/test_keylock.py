@@ -10,7 +10,7 @@ from fx_helpers import SR, click_energy, hard_step_energy, mixer, run, tones
 
 from stemdeck.core.mixer.commands import Command, Keylock, Pitch, Rate
 from stemdeck.core.mixer.kernel import COMPILED
-from stemdeck.core.mixer.keylock import FRAME, XFADE_MS, Shifter, transpose
+from stemdeck.core.mixer.keylock import FRAME, LATENCY, XFADE_MS, Shifter, transpose
 
 pytestmark = pytest.mark.skipif(COMPILED is None, reason="the compiled kernel is not built")
 
@@ -111,12 +111,12 @@ def test_switching_and_a_rate_sweep_never_click() -> None:
 
 
 def test_the_shifter_is_heard_only_once_it_has_filled() -> None:
-    """Switching on, the dry mix plays on for the shifter's latency (FRAME
+    """Switching on, the dry mix plays on for the shifter's latency (LATENCY
     samples), then the crossfade: the block's first samples are the dry mix."""
     reference = run(mixer(tones(1.0)), SR // 2, 256)
     on = run(mixer(tones(1.0)), SR // 2, 256, {8192: [Keylock(True)]})
-    np.testing.assert_array_equal(on[: 8192 + FRAME], reference[: 8192 + FRAME])
-    after = slice(8192 + FRAME, 8192 + FRAME + 64)
+    np.testing.assert_array_equal(on[: 8192 + LATENCY], reference[: 8192 + LATENCY])
+    after = slice(8192 + LATENCY, 8192 + LATENCY + 64)
     assert not np.array_equal(on[after], reference[after])
 
 
