@@ -54,7 +54,9 @@ FRAME = 1024
 #: The hop between frames: four frames overlap.
 HOP = FRAME // 4
 #: The shifter's latency (samples): the frame, and half a hop over which a frame's
-#: work is spread (``_kernel.c``'s ``shift``).
+#: work is spread (``_kernel.c``'s ``shift``). ``bench/stretch.py``'s engine p99 at
+#: 64 channels and 64 frames, keylock on (medians of 3 runs, 2 cores): the whole frame
+#: in one block 26.2 % of the block's time, spread 22.3 % (4 channels: 13.3 -> 5.4 %).
 LATENCY = FRAME + HOP // 2
 #: The pitch shift's range, semitones either way.
 MAX_PITCH = 12.0
