@@ -17,8 +17,8 @@
   ``FILTER_TABLE``, ``FILTER_LP_HZ``, ``FILTER_HP_HZ``, ``ECHO_GLIDE_S``, the
   reverb's delays (``REVERB_COMBS_44K``...), ``reverb_lengths``, ``reverb_feedback``.
 - :mod:`.keylock`: ``Shifter`` (``Mixer.shifter``), keylock and the pitch shift: one
-  spectral pitch shifter of the master; ``FRAME`` (its latency), ``HOP``, ``MAX_PITCH``,
-  ``XFADE_MS``, ``transpose``.
+  spectral pitch shifter of the master; ``FRAME``, ``HOP``, ``LATENCY`` (the frame and
+  half a hop), ``MAX_PITCH``, ``XFADE_MS``, ``transpose``.
 - :mod:`.heads`: ``Ramp`` and ``FadingHead``, the block's scalar ramps and fading play heads.
 - :mod:`.kernel`: the block arithmetic (the DJ filter, the echo and reverb buses included),
   ``COMPILED`` (``_kernel.c``) or ``NumpyKernel`` (its reference); ``KERNEL_BUILT``.
