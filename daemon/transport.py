@@ -16,8 +16,10 @@ from stemdeck.core.errors import ParameterError
 from stemdeck.core.mixer.commands import (
     Command,
     JumpBy,
+    Keylock,
     Loop,
     Pause,
+    Pitch,
     Play,
     Rate,
     Roll,
@@ -26,6 +28,7 @@ from stemdeck.core.mixer.commands import (
     Stop,
     Track,
 )
+from stemdeck.core.mixer.keylock import MAX_PITCH
 from stemdeck.core.mixer.params import MAX_RATE, MIN_RATE
 
 __all__ = [
@@ -44,6 +47,8 @@ VERBS = (
     "loop/region",
     "loop/off",
     "rate",
+    "keylock",
+    "pitch",
     "loop/beats",
     "loop/halve",
     "loop/double",
@@ -63,6 +68,12 @@ class TransportState(Protocol):
     track: Track | None
     rate: float
     min_loop_ms: float
+
+    @property
+    def keylock(self) -> bool: ...
+
+    @property
+    def pitch(self) -> float: ...
 
     @property
     def rolling(self) -> bool: ...
@@ -108,14 +119,18 @@ class TransportControl:
 
     def value(self, query: str) -> list[Any]:
         """The reply to ``/transport/<query>``: ``playing`` (1/0), ``length`` (seconds),
-        ``rate`` (the vinyl rate) or ``loop`` and ``loop/region`` (start and end
-        seconds; 0 0 when there is no loop)."""
+        ``rate`` (the vinyl rate), ``keylock`` (1/0), ``pitch`` (semitones) or ``loop``
+        and ``loop/region`` (start and end seconds; 0 0 when there is no loop)."""
         if query == "playing":
             return [int(bool(self.engine.rolling))]
         if query == "length":
             return [self.length()]
         if query == "rate":
             return [float(self.engine.rate)]
+        if query == "keylock":
+            return [int(bool(self.engine.keylock))]
+        if query == "pitch":
+            return [float(self.engine.pitch)]
         engine = self.engine
         loop = engine.loop
         if loop is None:
@@ -158,6 +173,18 @@ class TransportControl:
                     f"/transport/rate must be within {MIN_RATE:g}..{MAX_RATE:g}, got {rate:g}"
                 )
             return Rate(rate)
+        if verb == "keylock":
+            if len(args) != 1 or args[0] not in (0, 1) or isinstance(args[0], float):
+                raise ParameterError(f"/transport/keylock takes 0 or 1, got {list(args)!r}")
+            return Keylock(bool(args[0]))
+        if verb == "pitch":
+            semitones = _number("/transport/pitch", args)
+            if not -MAX_PITCH <= semitones <= MAX_PITCH:
+                raise ParameterError(
+                    f"/transport/pitch must be within {-MAX_PITCH:g}..{MAX_PITCH:g} "
+                    f"semitones, got {semitones:g}"
+                )
+            return Pitch(semitones)
         if verb == "seek":
             seconds = _seconds("/transport/seek", args)
             if seconds < 0:

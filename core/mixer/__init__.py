@@ -1,8 +1,8 @@
 """The mixer: commands, the real-time engine, its block arithmetic, the fader taper.
 
 - :mod:`.commands`: what control threads post (``StripTarget``, ``EchoTarget``,
-  ``ReverbTarget``, ``Play``, ``Loop``, ``SetTrack`` with a ``Track``, ``Quantized``...;
-  the ``Command`` union).
+  ``ReverbTarget``, ``Play``, ``Loop``, ``Rate``, ``Keylock``, ``Pitch``,
+  ``SetTrack`` with a ``Track``, ``Quantized``...; the ``Command`` union).
 - :mod:`.engine`: ``Mixer`` (prepare, process, reset, and what the layers below
   give it), ``enter_audio_thread``, ``FADING_HEADS``, ``AUDIO_BUFSIZE``.
 - :mod:`.control`: ``MixerControl``, the Mixer's command side: ``post``, and what
@@ -16,6 +16,9 @@
   reverb bus: their ramps, states, delay lines and the FX path of a block;
   ``FILTER_TABLE``, ``FILTER_LP_HZ``, ``FILTER_HP_HZ``, ``ECHO_GLIDE_S``, the
   reverb's delays (``REVERB_COMBS_44K``...), ``reverb_lengths``, ``reverb_feedback``.
+- :mod:`.keylock`: ``Shifter`` (``Mixer.shifter``), keylock and the pitch shift: one
+  spectral pitch shifter of the master; ``FRAME``, ``HOP``, ``LATENCY`` (the frame and
+  half a hop), ``MAX_PITCH``, ``XFADE_MS``, ``transpose``.
 - :mod:`.heads`: ``Ramp`` and ``FadingHead``, the block's scalar ramps and fading play heads.
 - :mod:`.kernel`: the block arithmetic (the DJ filter, the echo and reverb buses included),
   ``COMPILED`` (``_kernel.c``) or ``NumpyKernel`` (its reference); ``KERNEL_BUILT``.

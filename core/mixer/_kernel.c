@@ -1220,6 +1220,342 @@ done:
     return result;
 }
 
+/* shift(io, frames, tables, state, ring_in, ring_out, work, mix) -> True
+ *
+ * Keylock and pitch shift: one spectral pitch shifter of the stereo master,
+ * whatever the number of strips (core/mixer/keylock.py drives it). A phase
+ * vocoder that moves each spectral peak with its region (Laroche and Dolson,
+ * "New phase-vocoder techniques for pitch-shifting, harmonizing and other
+ * exotic effects", 1999, with identity phase locking): every ``hop`` samples
+ * the last N inputs, Hann-windowed and centred (the frame's middle at time 0,
+ * so the bins of one peak's main lobe share its phase), go through one complex
+ * FFT (left + i right), peaks are the local maxima of |L| + |R| over +-2 bins
+ * (above 1e-5 of the largest), each peak's region (up to halfway to the next
+ * peak) moves by a whole number of bins to the bin of alpha times the peak's
+ * true frequency (from its phase advance since the last frame, on the louder
+ * side), and its bins turn by one rotation: the peak's phase one hop on from the
+ * phase its new bin had in the last output frame (the phase of the largest
+ * share it took), at the new frequency. Both
+ * sides take the same move and rotation (the stereo image is kept). One inverse
+ * FFT, the Hann window again, overlap-add. A frame's work is spread over half a
+ * hop (below: the analysis, the moves, the synthesis, each at its own sample), so
+ * no block carries all of it: a fixed latency of N + hop / 2 samples.
+ *   io: float32 (>= frames, 2), the block, in place: dry * (1 - g) + wet * g;
+ *   tables: float64 (2, N): [0] the Hann window, [1][0..N/2) cos(2 pi k / N),
+ *     [1][N/2..N) sin(2 pi k / N); N a power of two, 16..16384;
+ *   state: float64 (SH_SIZE,): alpha (the transpose factor for the next frame,
+ *     0.25..4), g (the wet gain), its target (0 or 1), its step a sample, the
+ *     samples to wait before g moves towards 1 (the shifter fills first), the
+ *     samples since the last frame, the ring position, the hop, the overlap-add
+ *     scale, a reset flag (non-zero: rings, phases and positions cleared first);
+ *   ring_in: float32 (2, N); ring_out: float64 (2, N) (overlap-add); work:
+ *     float64 (SH_ROWS, N).
+ *   mix: float32 (2, >= frames) or None: the result copied there too.
+ * A non-finite result sample is written 0. Returns True.
+ */
+enum { SH_ALPHA, SH_G, SH_GTGT, SH_GSTEP, SH_WAIT, SH_COUNT, SH_POS, SH_HOP, SH_SCALE,
+       SH_RESET, SH_SIZE };
+/* The work rows: the FFT's buffer, |L| + |R|, this frame's L and R, the last
+ * frame's (for the phase advance at a peak), the moved L and R, each output bin's
+ * value in the last output frame and in this one (its phase: the largest share's),
+ * the peaks, the largest share taken by each output bin. */
+enum { W_RE, W_IM, W_MAG, W_XLR, W_XLI, W_XRR, W_XRI, W_PLR, W_PLI, W_PRR, W_PRI, W_YLR,
+       W_YLI, W_YRR, W_YRI, W_SYR, W_SYI, W_SZR, W_SZI, W_PEAK, W_WT, SH_ROWS };
+#define SH_PI 3.14159265358979323846
+
+static double
+princarg(double p)
+{
+    return p - 2.0 * SH_PI * floor((p + SH_PI) / (2.0 * SH_PI));
+}
+
+/* In-place complex FFT of size n (a power of two), e^{-i} (forward). */
+static void
+sh_fft(double *re, double *im, Py_ssize_t n, const double *cs, const double *sn)
+{
+    for (Py_ssize_t i = 1, j = 0; i < n; i++) {
+        Py_ssize_t bit = n >> 1;
+        for (; j & bit; bit >>= 1)
+            j ^= bit;
+        j ^= bit;
+        if (i < j) {
+            double t = re[i];
+            re[i] = re[j];
+            re[j] = t;
+            t = im[i];
+            im[i] = im[j];
+            im[j] = t;
+        }
+    }
+    for (Py_ssize_t len = 2; len <= n; len <<= 1) {
+        Py_ssize_t half = len >> 1, stride = n / len;
+        for (Py_ssize_t i = 0; i < n; i += len) {
+            for (Py_ssize_t k = 0; k < half; k++) {
+                double wr = cs[k * stride], wi = -sn[k * stride];
+                Py_ssize_t a = i + k, b = a + half;
+                double xr = re[b] * wr - im[b] * wi, xi = re[b] * wi + im[b] * wr;
+                re[b] = re[a] - xr;
+                im[b] = im[a] - xi;
+                re[a] = re[a] + xr;
+                im[a] = im[a] + xi;
+            }
+        }
+    }
+}
+
+/* A frame's work comes in three stages, each in its own block at 64 frames (the
+ * hop is 256): the analysis (sh_analyse) when the frame's last input is in,
+ * a quarter hop later the peaks and their moves (sh_move), half a hop later the
+ * synthesis (sh_synth) overlap-added from the current position: the latency is
+ * N + hop / 2. */
+
+/* The last N inputs (pos is the oldest), windowed and centred, through the FFT:
+ * L and R and |L| + |R|. */
+static void
+sh_analyse(Py_ssize_t N, Py_ssize_t pos, const float *in0, const float *in1,
+           const double *win, const double *cs, const double *sn, double *w)
+{
+    double *re = w + W_RE * N, *im = w + W_IM * N, *mag = w + W_MAG * N;
+    double *xlr = w + W_XLR * N, *xli = w + W_XLI * N, *xrr = w + W_XRR * N;
+    double *xri = w + W_XRI * N;
+    Py_ssize_t half = N / 2, M = half + 1;
+    for (Py_ssize_t n = 0; n < N; n++) {
+        Py_ssize_t s = (pos + n) & (N - 1), d = (n + half) & (N - 1);
+        re[d] = (double)in0[s] * win[n];
+        im[d] = (double)in1[s] * win[n];
+    }
+    sh_fft(re, im, N, cs, sn);
+    for (Py_ssize_t k = 0; k < M; k++) {
+        Py_ssize_t j = (N - k) & (N - 1);
+        double ar = re[k], ai = im[k], br = re[j], bi = -im[j];
+        xlr[k] = 0.5 * (ar + br);
+        xli[k] = 0.5 * (ai + bi);
+        xrr[k] = 0.5 * (ai - bi);
+        xri[k] = -0.5 * (ar - br);
+        mag[k] = sqrt(xlr[k] * xlr[k] + xli[k] * xli[k]) + sqrt(xrr[k] * xrr[k] + xri[k] * xri[k]);
+    }
+}
+
+/* The peaks, each region moved and turned (into YL, YR), the next frame's last
+ * L, R and output phases, and the spectrum to invert in the FFT's buffer. Two
+ * atan2 a peak: the phase of a bin is only ever needed at a peak. */
+static void
+sh_move(Py_ssize_t N, Py_ssize_t hop, double alpha, double *w)
+{
+    double *re = w + W_RE * N, *im = w + W_IM * N, *mag = w + W_MAG * N;
+    double *xlr = w + W_XLR * N, *xli = w + W_XLI * N, *xrr = w + W_XRR * N;
+    double *xri = w + W_XRI * N, *plr = w + W_PLR * N, *pli = w + W_PLI * N;
+    double *prr = w + W_PRR * N, *pri = w + W_PRI * N, *ylr = w + W_YLR * N;
+    double *yli = w + W_YLI * N, *yrr = w + W_YRR * N, *yri = w + W_YRI * N;
+    double *syr = w + W_SYR * N, *syi = w + W_SYI * N, *szr = w + W_SZR * N;
+    double *szi = w + W_SZI * N, *pk = w + W_PEAK * N, *wt = w + W_WT * N;
+    Py_ssize_t half = N / 2, M = half + 1;
+    double top = 0.0;
+    for (Py_ssize_t k = 0; k < M; k++) {
+        if (mag[k] > top)
+            top = mag[k];
+        ylr[k] = yli[k] = yrr[k] = yri[k] = wt[k] = 0.0;
+        szr[k] = syr[k];
+        szi[k] = syi[k];
+    }
+    Py_ssize_t peaks = 0;
+    double floor_ = top * 1e-5;
+    for (Py_ssize_t k = 0; k < M; k++) {
+        double m = mag[k];
+        if (m <= floor_)
+            continue;
+        if ((k >= 1 && !(m > mag[k - 1])) || (k >= 2 && !(m > mag[k - 2])))
+            continue;
+        if ((k + 1 < M && !(m >= mag[k + 1])) || (k + 2 < M && !(m >= mag[k + 2])))
+            continue;
+        pk[peaks++] = (double)k;
+    }
+    double bin = 2.0 * SH_PI / (double)N;
+    for (Py_ssize_t p = 0; p < peaks; p++) {
+        Py_ssize_t kp = (Py_ssize_t)pk[p];
+        Py_ssize_t lo = p == 0 ? 0 : ((Py_ssize_t)pk[p - 1] + kp) / 2 + 1;
+        Py_ssize_t hi = p + 1 == peaks ? M - 1 : (kp + (Py_ssize_t)pk[p + 1]) / 2;
+        int left = xlr[kp] * xlr[kp] + xli[kp] * xli[kp] >= xrr[kp] * xrr[kp] + xri[kp] * xri[kp];
+        double xr = left ? xlr[kp] : xrr[kp], xi = left ? xli[kp] : xri[kp];
+        double qr = left ? plr[kp] : prr[kp], qi = left ? pli[kp] : pri[kp];
+        double ph = atan2(xi, xr);
+        /* The phase advance since the last frame: the angle of X conj(X_last). */
+        double adv = atan2(xi * qr - xr * qi, xr * qr + xi * qi);
+        double omega = bin * (double)kp + princarg(adv - bin * (double)kp * (double)hop)
+                                              / (double)hop;
+        double wout = alpha * omega;
+        /* The region moves by (wout - omega) / bin bins: whole bins, and the
+         * fraction left by sharing each bin between its two new neighbours (the
+         * frame is centred: a main lobe's bins share one phase, so the shared
+         * lobe is one again, at the new frequency). */
+        double mv = (wout - omega) / bin, fl = floor(mv), fr = mv - fl;
+        double kf = (double)kp + floor(mv + 0.5);
+        if (!(kf >= 0.0 && kf <= (double)(M - 1)) || !(fabs(mv) <= (double)M))
+            continue;
+        Py_ssize_t kk = (Py_ssize_t)kf, shift = (Py_ssize_t)fl;
+        double phout = princarg(atan2(syi[kk], syr[kk]) + wout * (double)hop);
+        double rot = phout - ph, cr = cos(rot), ci = sin(rot);
+        for (Py_ssize_t k = lo; k <= hi; k++) {
+            double a = xlr[k] * cr - xli[k] * ci, b = xlr[k] * ci + xli[k] * cr;
+            double c = xrr[k] * cr - xri[k] * ci, d = xrr[k] * ci + xri[k] * cr;
+            double mk = left ? sqrt(a * a + b * b) : sqrt(c * c + d * d);
+            for (int side = 0; side < 2; side++) {
+                Py_ssize_t k2 = k + shift + side;
+                double share = side ? fr : 1.0 - fr;
+                if (k2 < 0 || k2 >= M || share == 0.0)
+                    continue;
+                ylr[k2] += a * share;
+                yli[k2] += b * share;
+                yrr[k2] += c * share;
+                yri[k2] += d * share;
+                if (mk * share > wt[k2]) { /* the bin's phase: its largest share's */
+                    wt[k2] = mk * share;
+                    szr[k2] = left ? a : c;
+                    szi[k2] = left ? b : d;
+                }
+            }
+        }
+    }
+    memcpy(plr, xlr, (size_t)M * sizeof(double));
+    memcpy(pli, xli, (size_t)M * sizeof(double));
+    memcpy(prr, xrr, (size_t)M * sizeof(double));
+    memcpy(pri, xri, (size_t)M * sizeof(double));
+    memcpy(syr, szr, (size_t)M * sizeof(double));
+    memcpy(syi, szi, (size_t)M * sizeof(double));
+    /* Z = YL + i YR, Hermitian halves; the inverse as conj(FFT(conj(Z))) / N. */
+    re[0] = ylr[0];
+    im[0] = -yrr[0];
+    re[half] = ylr[half];
+    im[half] = -yrr[half];
+    for (Py_ssize_t k = 1; k < half; k++) {
+        re[k] = ylr[k] - yri[k];
+        im[k] = -(yli[k] + yrr[k]);
+        re[N - k] = ylr[k] + yri[k];
+        im[N - k] = -(-yli[k] + yrr[k]);
+    }
+}
+
+/* The inverse FFT, the Hann window again, overlap-added from pos on. */
+static void
+sh_synth(Py_ssize_t N, double scale, Py_ssize_t pos, double *out0, double *out1,
+         const double *win, const double *cs, const double *sn, double *w)
+{
+    double *re = w + W_RE * N, *im = w + W_IM * N;
+    Py_ssize_t half = N / 2;
+    sh_fft(re, im, N, cs, sn);
+    double g = scale / (double)N;
+    for (Py_ssize_t n = 0; n < N; n++) {
+        Py_ssize_t s = (n + half) & (N - 1), d = (pos + n) & (N - 1);
+        out0[d] += re[s] * win[n] * g;
+        out1[d] += -im[s] * win[n] * g;
+    }
+}
+
+static PyObject *
+shift(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *o[7];
+    Py_ssize_t frames;
+    Buf b[7];
+    memset(b, 0, sizeof b);
+    PyObject *result = NULL;
+    if (!PyArg_ParseTuple(args, "OnOOOOOO", &o[0], &frames, &o[1], &o[2], &o[3], &o[4], &o[5],
+                          &o[6]))
+        return NULL;
+    if (get_buf(o[0], &b[0], "io", 'f', 1, 2) < 0
+        || get_buf(o[1], &b[1], "tables", 'd', 0, 2) < 0
+        || get_buf(o[2], &b[2], "state", 'd', 1, 1) < 0
+        || get_buf(o[3], &b[3], "ring_in", 'f', 1, 2) < 0
+        || get_buf(o[4], &b[4], "ring_out", 'd', 1, 2) < 0
+        || get_buf(o[5], &b[5], "work", 'd', 1, 2) < 0
+        || (o[6] != Py_None && get_buf(o[6], &b[6], "mix", 'f', 1, 2) < 0))
+        goto done;
+    Buf *io = &b[0], *tab = &b[1], *st = &b[2], *rin = &b[3], *rout = &b[4], *wk = &b[5];
+    Buf *mix = b[6].held ? &b[6] : NULL;
+    Py_ssize_t N = SHAPE(tab, 1);
+    /* Every table and ring one contiguous row each: the frame works on plain arrays. */
+    if (frames < 0 || SHAPE(io, 0) < frames || SHAPE(io, 1) != 2 || SHAPE(tab, 0) != 2
+        || N < 16 || N > 16384 || (N & (N - 1)) != 0 || SHAPE(st, 0) != SH_SIZE
+        || SHAPE(rin, 0) != 2 || SHAPE(rin, 1) != N || SHAPE(rout, 0) != 2
+        || SHAPE(rout, 1) != N || SHAPE(wk, 0) != SH_ROWS || SHAPE(wk, 1) != N
+        || tab->st[1] != 8 || rin->st[1] != 4 || rout->st[1] != 8 || wk->st[1] != 8
+        || wk->st[0] != 8 * N || (mix && (SHAPE(mix, 0) != 2 || SHAPE(mix, 1) < frames))) {
+        bad("shift");
+        goto done;
+    }
+    double v[SH_SIZE];
+    for (int j = 0; j < SH_SIZE; j++)
+        v[j] = *AT1(st, double, j);
+    if (!(v[SH_ALPHA] >= 0.25 && v[SH_ALPHA] <= 4.0) || !(v[SH_G] >= 0.0 && v[SH_G] <= 1.0)
+        || !(v[SH_GTGT] == 0.0 || v[SH_GTGT] == 1.0) || !(v[SH_GSTEP] > 0.0 && v[SH_GSTEP] <= 1.0)
+        || !(v[SH_WAIT] >= 0.0 && v[SH_WAIT] <= 1e9) || !(v[SH_HOP] >= 1.0 && v[SH_HOP] <= (double)N)
+        || v[SH_HOP] != floor(v[SH_HOP]) || !(v[SH_COUNT] >= 0.0 && v[SH_COUNT] < v[SH_HOP])
+        || v[SH_COUNT] != floor(v[SH_COUNT]) || !(v[SH_POS] >= 0.0 && v[SH_POS] < (double)N)
+        || v[SH_POS] != floor(v[SH_POS]) || !(fabs(v[SH_SCALE]) <= 1e6)) {
+        bad("shift: state");
+        goto done;
+    }
+    float *in0 = AT2(rin, float, 0, 0), *in1 = AT2(rin, float, 1, 0);
+    double *out0 = AT2(rout, double, 0, 0), *out1 = AT2(rout, double, 1, 0);
+    double *w = AT2(wk, double, 0, 0);
+    const double *win = AT2(tab, double, 0, 0), *cs = AT2(tab, double, 1, 0);
+    const double *sn = cs + N / 2;
+    if (v[SH_RESET] != 0.0) {
+        memset(in0, 0, (size_t)N * sizeof(float));
+        memset(in1, 0, (size_t)N * sizeof(float));
+        memset(out0, 0, (size_t)N * sizeof(double));
+        memset(out1, 0, (size_t)N * sizeof(double));
+        memset(w, 0, (size_t)(SH_ROWS * N) * sizeof(double));
+        v[SH_COUNT] = v[SH_POS] = v[SH_RESET] = 0.0;
+    }
+    Py_ssize_t hop = (Py_ssize_t)v[SH_HOP], count = (Py_ssize_t)v[SH_COUNT];
+    Py_ssize_t pos = (Py_ssize_t)v[SH_POS];
+    double g = v[SH_G], gt = v[SH_GTGT], gs = v[SH_GSTEP], wait = v[SH_WAIT];
+    for (Py_ssize_t t = 0; t < frames; t++) {
+        float *p0 = AT2(io, float, t, 0), *p1 = AT2(io, float, t, 1);
+        float d0 = *p0, d1 = *p1;
+        in0[pos] = d0;
+        in1[pos] = d1;
+        double w0 = out0[pos], w1 = out1[pos];
+        out0[pos] = out1[pos] = 0.0;
+        pos = (pos + 1) & (N - 1);
+        if (++count == hop)
+            count = 0;
+        if (count == 0)
+            sh_analyse(N, pos, in0, in1, win, cs, sn, w);
+        if (count == hop / 4)
+            sh_move(N, hop, v[SH_ALPHA], w);
+        if (count == hop / 2)
+            sh_synth(N, v[SH_SCALE], pos, out0, out1, win, cs, sn, w);
+        if (gt == 0.0) {
+            g = g - gs > 0.0 ? g - gs : 0.0;
+        } else if (wait > 0.0) {
+            wait = wait - 1.0;
+        } else {
+            g = g + gs < 1.0 ? g + gs : 1.0;
+        }
+        double r0 = g == 1.0 ? w0 : (double)d0 * (1.0 - g) + w0 * g;
+        double r1 = g == 1.0 ? w1 : (double)d1 * (1.0 - g) + w1 * g;
+        float f0 = isfinite(r0) ? (float)r0 : 0.0f, f1 = isfinite(r1) ? (float)r1 : 0.0f;
+        *p0 = f0;
+        *p1 = f1;
+        if (mix) {
+            *AT2(mix, float, 0, t) = f0;
+            *AT2(mix, float, 1, t) = f1;
+        }
+    }
+    *AT1(st, double, SH_G) = g;
+    *AT1(st, double, SH_WAIT) = wait;
+    *AT1(st, double, SH_COUNT) = (double)count;
+    *AT1(st, double, SH_POS) = (double)pos;
+    *AT1(st, double, SH_RESET) = 0.0;
+    result = Py_NewRef(Py_True);
+done:
+    release_all(b, 7);
+    return result;
+}
+
 /* zero(buf): fill a float32 buffer of 1 to 3 dimensions, any strides, with 0. */
 static PyObject *
 zero(PyObject *self, PyObject *obj)
@@ -1246,6 +1582,7 @@ static PyMethodDef methods[] = {
     {"reverb", reverb, METH_VARARGS, "The reverb bus into the mix (see _kernel.c)."},
     {"mixdown", mixdown, METH_VARARGS, "The FX path's strips into the mix (see _kernel.c)."},
     {"read", read_head, METH_VARARGS, "The read head between rates (see _kernel.c)."},
+    {"shift", shift, METH_VARARGS, "Keylock: the master's pitch shifter (see _kernel.c)."},
     {"zero", zero, METH_O, "Fill a float32 buffer with zeros."},
     {NULL, NULL, 0, NULL},
 };
@@ -1260,7 +1597,7 @@ static struct PyModuleDef module = {
 
 /* Bumped with every change of a signature or a meaning: core/mixer/engine.py
  * runs numpy rather than a stale build (an editable install not rebuilt). */
-#define KERNEL_ABI 5
+#define KERNEL_ABI 7
 
 PyMODINIT_FUNC
 PyInit__kernel(void)

@@ -120,3 +120,14 @@ def read(
     table: np.ndarray,
     /,
 ) -> int: ...
+def shift(
+    io: np.ndarray,
+    frames: int,
+    tables: np.ndarray,
+    state: np.ndarray,
+    ring_in: np.ndarray,
+    ring_out: np.ndarray,
+    work: np.ndarray,
+    mix: np.ndarray | None,
+    /,
+) -> bool: ...

@@ -16,9 +16,11 @@ __all__ = [
     "Command",
     "EchoTarget",
     "JumpBy",
+    "Keylock",
     "Loop",
     "MasterTarget",
     "Pause",
+    "Pitch",
     "Play",
     "Quantized",
     "Rate",
@@ -162,6 +164,23 @@ class Rate:
 
 
 @dataclass(frozen=True)
+class Keylock:
+    """Keylock on (True) or off: with it on, a rate changes the tempo and the
+    pitch stays (one pitch shifter of the master, :mod:`.keylock`). Switching
+    crossfades; off with :class:`Pitch` 0 is bypass (exactly the vinyl mix)."""
+
+    on: bool
+
+
+@dataclass(frozen=True)
+class Pitch:
+    """Shift the pitch by ``semitones`` (-12..12, clamped; not finite: nothing
+    changes), keylock on or off, through the master's pitch shifter."""
+
+    semitones: float
+
+
+@dataclass(frozen=True)
 class Loop:
     """Loop ``start``..``end`` seconds; ``end <= start`` clears the loop.
 
@@ -258,6 +277,8 @@ Command = (
     | Roll
     | RollEnd
     | Rate
+    | Keylock
+    | Pitch
     | SetTrack
     | Quantized
     | Batch

@@ -39,9 +39,11 @@ from .commands import (
     Command,
     EchoTarget,
     JumpBy,
+    Keylock,
     Loop,
     MasterTarget,
     Pause,
+    Pitch,
     Play,
     Quantized,
     Rate,
@@ -246,6 +248,10 @@ class MixerControl(MixerState):
             if rate == rate and rate != self.rate:  # NaN changes nothing
                 self.rate = rate
                 self._aim_step(self._glide_len)
+        elif isinstance(cmd, Keylock):
+            self.shifter.set(keylock=cmd.on)
+        elif isinstance(cmd, Pitch):
+            self.shifter.set(pitch=cmd.semitones)
         elif isinstance(cmd, SetTrack):
             if not cmd.same_audio:
                 self._rolling = False

@@ -87,6 +87,10 @@ and reverb buses, the master's filter), never the one-call shortcut. Their tails
 ring out after mute, pause, stop and track change (:meth:`.fx.Effects.tail` runs
 the buses while no head sounds), until they are quiet.
 
+With keylock on or a pitch shift (:class:`~.commands.Keylock`, :class:`~.commands.Pitch`),
+the block's master then goes through the one pitch shifter :mod:`.keylock` holds
+(``Mixer.shifter``), one more compiled call; in bypass nothing is called.
+
 The output is always finite: a block with a NaN or infinite sample (a damaged
 file that slipped through) is replaced by silence and counted in
 :attr:`Mixer.nonfinite_blocks`.
@@ -105,6 +109,7 @@ from .control import PENDING_ACTIONS, MixerControl
 from .fx import Effects
 from .heads import FadingHead, Ramp
 from .kernel import READ_REACH, READ_TABLE, Kernel, NumpyKernel
+from .keylock import Shifter
 
 __all__ = ["AUDIO_BUFSIZE", "FADING_HEADS", "Mixer", "enter_audio_thread"]
 
@@ -175,6 +180,7 @@ class Mixer(MixerControl):
         self.min_loop_ms = min_loop_ms
         self.rate_glide_ms = rate_glide_ms
         self.rate = 1.0
+        self.shifter = Shifter()
         self.at_end = at_end
         self._queue = deque()
         self._queue_size = queue_size
@@ -292,6 +298,8 @@ class Mixer(MixerControl):
         self._base_step = 1.0  # the track's rate over the device's (times self.rate: the step)
         self._resampled = np.zeros((n, 2, b), np.float32)  # a head's frames between rates
         self._glide_len = max(1, round(self.rate_glide_ms * 1e-3 * samplerate))
+        self.shifter.prepare(self.sr)
+        self.shifter.set()  # keylock or a pitch set before: engaged again
         if self.track is not None:  # prepared again with a track in: its step at this rate
             self._track_step(self.track)
         #: The DJ filters and the echo bus (:class:`~.fx.Effects`); the block reads
@@ -353,11 +361,20 @@ class Mixer(MixerControl):
         self.blocks += 1
         total = out.shape[0]
         # A host may hand over a block larger than prepared: do it in pieces.
+        shifter = self.shifter
         for start in range(0, total, self.max_block):
+            piece = out[start : start + self.max_block]
             if self._pq_count:
-                self._quantized_block(out[start : start + self.max_block])
+                self._quantized_block(piece)
             else:
-                self._process_block(out[start : start + self.max_block])
+                self._process_block(piece)
+            if shifter.active:  # keylock or a pitch shift: the master through the shifter
+                frames = piece.shape[0]
+                rate = float(self._rd[2]) / self._base_step
+                if self.outputs == "mix":
+                    shifter.block(piece, frames, rate, self._mix)
+                else:
+                    shifter.block(self._mix[:, :frames].T, frames, rate, None)
 
     def _quantized_block(self, out: np.ndarray) -> None:
         """A block while quantized commands wait (:class:`~.commands.Quantized`):

@@ -73,7 +73,7 @@ __all__ = [
     "read_table",
 ]
 
-KERNEL_ABI = 5  # the _kernel.c this package calls (its KERNEL_ABI)
+KERNEL_ABI = 7  # the _kernel.c this package calls (its KERNEL_ABI)
 
 
 class Kernel(Protocol):
@@ -216,6 +216,19 @@ class CompiledKernel(Kernel, Protocol):
         sumsq: np.ndarray,
         out: np.ndarray,
         co: np.ndarray | None,
+        /,
+    ) -> bool: ...
+
+    def shift(
+        self,
+        io: np.ndarray,
+        frames: int,
+        tables: np.ndarray,
+        state: np.ndarray,
+        ring_in: np.ndarray,
+        ring_out: np.ndarray,
+        work: np.ndarray,
+        mix: np.ndarray | None,
         /,
     ) -> bool: ...
 

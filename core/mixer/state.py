@@ -33,6 +33,7 @@ import numpy as np
 from ..errors import ParameterError
 from .commands import Track
 from .fx import Effects
+from .keylock import Shifter
 
 __all__ = ["MasterState", "Meters", "MixerState", "StripState"]
 
@@ -94,6 +95,8 @@ class MixerState:
     #: The vinyl rate (:class:`~.commands.Rate`): the speed and pitch over the
     #: track's own, 1.0 by default; the read head glides to it.
     rate: float
+    #: Keylock and the pitch shift (:mod:`.keylock`): the master's pitch shifter.
+    shifter: Shifter
     #: Blocks processed, and commands refused (a full queue, a track that does not fit).
     blocks: int
     dropped: int
@@ -112,6 +115,16 @@ class MixerState:
     _peak: np.ndarray
     _sumsq: np.ndarray
     _count: int
+
+    @property
+    def keylock(self) -> bool:
+        """Keylock on (:class:`~.commands.Keylock`): the pitch stays at any rate."""
+        return self.shifter.keylock
+
+    @property
+    def pitch(self) -> float:
+        """The pitch shift in semitones (:class:`~.commands.Pitch`), 0.0 by default."""
+        return self.shifter.pitch
 
     @property
     def rolling(self) -> bool:

@@ -437,7 +437,7 @@ class OscControl:
             grid = self.host.beats.require().grid
             group.plan.replies.append((address, [grid.beat_at(transport.position())]))
         elif verb in ("playing", "length") or (
-            verb in ("loop", "loop/region", "rate") and not args
+            verb in ("loop", "loop/region", "rate", "keylock", "pitch") and not args
         ):
             group.plan.replies.append((address, transport.value(verb)))
         elif (command := transport.command(verb, args)) is not None:
@@ -602,6 +602,8 @@ class OscControl:
         out.append(("/transport/bpm", [current_bpm(self.host) or 0.0]))
         out += self.sync_state()
         out.append(("/quantize", [self.host.quantize.mode]))
+        out.append(("/transport/keylock", transport.value("keylock")))
+        out.append(("/transport/pitch", transport.value("pitch")))
         out += cue_state(self.host)
         out += self.track_state(names)
         out += self.beat_state()

@@ -2,8 +2,8 @@
 
 The tempo is the beat grid's (``/track/bpm``) times the rate (``/transport/rate``):
 ``/transport/bpm f`` asks for the rate ``f / grid bpm``, within the rate's range
-0.5..2, else one ``/error`` and nothing changes. There is no keylock: the pitch
-follows the rate (docs/osc.md). :class:`TempoHandlers` holds the handler
+0.5..2, else one ``/error`` and nothing changes. The pitch follows the rate
+unless ``/transport/keylock`` is on (docs/osc.md). :class:`TempoHandlers` holds the handler
 :class:`~.dispatch.OscControl` maps the address to; :func:`tempo_rate` is the check
 the DAW followers (``reaper.py``) share.
 """

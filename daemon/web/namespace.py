@@ -33,6 +33,7 @@ from stemdeck.core.audiofile.manifest import NI_STEMS
 from stemdeck.core.beats.grid import BPM_LIMITS, MAX_BEATJUMP, MAX_LOOP_BEATS, MIN_LOOP_BEATS
 from stemdeck.core.beats.store import MAX_CUES
 from stemdeck.core.control.registry import CHANNEL_PARAMS, MASTER_PARAMS, PARAM_ALIASES
+from stemdeck.core.mixer.keylock import MAX_PITCH
 from stemdeck.core.mixer.params import (
     ECHO_MAX_BEATS,
     ECHO_MAX_MS,
@@ -452,6 +453,23 @@ def build(snap: Snapshot) -> dict[str, Any]:
         "vinyl rate: speed and pitch together, gliding (1 the track's own speed)",
         value=v.get("/transport/rate", [1.0]),
         range_=[{"MIN": MIN_RATE, "MAX": MAX_RATE}],
+    )
+    transport["keylock"] = _method(
+        "/transport/keylock",
+        "i",
+        3,
+        "1: keylock, the rate changes the tempo and the pitch stays (one pitch shifter "
+        "of the master, latency 1152 samples); 0: vinyl",
+        value=v.get("/transport/keylock", [0]),
+        range_=[{"MIN": 0, "MAX": 1}],
+    )
+    transport["pitch"] = _method(
+        "/transport/pitch",
+        "f",
+        3,
+        "pitch shift in semitones, keylock on or off (0: none)",
+        value=v.get("/transport/pitch", [0.0]),
+        range_=[{"MIN": -MAX_PITCH, "MAX": MAX_PITCH}],
     )
     transport["bpm"] = _method(
         "/transport/bpm",

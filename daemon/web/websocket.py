@@ -67,6 +67,8 @@ VALUE_ADDRESSES = (
     "/transport/loop",
     "/transport/length",
     "/transport/rate",
+    "/transport/keylock",
+    "/transport/pitch",
     "/transport/bpm",
     "/track/name",
     "/track/progress",

@@ -77,6 +77,7 @@
     "/master/fader", "/master/mute", "/master/filter", "/transport/playing", "/transport/position", "/transport/loop",
     "/transport/length", "/track/name", "/track/progress", "/channels", "/channels/colors",
     "/channels/labels", "/meter", "/meter/rms", "/track/grid", "/transport/beat", "/quantize",
+    "/transport/rate", "/transport/keylock", "/transport/pitch",
     ...[1, 2, 3, 4, 5, 6, 7, 8].flatMap((n) => [`/cue/${n}`, `/cue/${n}/scene`]),
   ];
   function listenChannels(from, to) {
@@ -151,7 +152,10 @@
       case "/transport/loop": state.loop = [args[0], args[1]]; drawTransport(); break;
       case "/track/name": $("track-name").textContent = args[0] || "—"; overviewSoon(); break;
       case "/track/progress": showProgress(args[0], args[1]); break;
-      case "/track/grid": state.grid = args; if (!(args[0] > 0)) state.beat = null; drawTempo(); break;
+      case "/track/grid": state.grid = args; if (!(args[0] > 0)) state.beat = null; drawTempo(); drawRate(); break;
+      case "/transport/rate": rateSlider.set(Math.log2(Math.min(2, Math.max(0.5, Number(args[0]) || 1)))); break;
+      case "/transport/keylock": showKeylock(!!args[0]); break;
+      case "/transport/pitch": showPitch(Number(args[0]) || 0); break;
       case "/transport/beat": state.beat = args[0]; drawTempo(); break;
       case "/channels": setChannels(args.map(String)); break;
       case "/channels/colors": state.colours = args.map(String); colourStrips(); drawWaveSoon(); break;
@@ -340,17 +344,27 @@
   }
 
   // A horizontal slider from lo to hi (pan and filter -1..1, an echo send 0..1) with a
-  // detent at 0, which a double-click (that did not drag) returns it to.
-  function makeSlider(el, lo, hi, onChange) {
+  // detent at 0, which a double-click (that did not drag) returns it to. Options:
+  // `detentPx` a detent that many pixels of travel wide at the drag's rate (a tenth of
+  // it fine) instead of 1.5 % of the range; `label(v)` its aria-valuenow; `shown(v)`
+  // called with every value shown, the page's own or the daemon's.
+  function makeSlider(el, lo, hi, onChange, opts = {}) {
     const thumb = el.querySelector(".pan-thumb");
+    const label = opts.label || ((v) => v.toFixed(2));
+    const shown = opts.shown || (() => {});
     let value = 0;
     let drag = null;
     let stillPresses = 0;
-    const show = (v) => { thumb.style.left = `${((v - lo) / (hi - lo)) * 100}%`; el.setAttribute("aria-valuenow", v.toFixed(2)); };
+    const show = (v) => {
+      thumb.style.left = `${((v - lo) / (hi - lo)) * 100}%`;
+      el.setAttribute("aria-valuenow", label(v));
+      shown(v);
+    };
     const guard = echoGuard(() => drag !== null, (v) => { value = v; show(v); });
-    const move = (v) => {
+    const move = (v, fine = 1) => {
       v = Math.min(hi, Math.max(lo, v));
-      if (Math.abs(v) < 0.015 * (hi - lo)) v = 0; // the detent: exactly 0 (a filter is off)
+      const detent = opts.detentPx ? (opts.detentPx / (el.clientWidth || 1)) * (hi - lo) * fine : 0.015 * (hi - lo);
+      if (Math.abs(v) < detent) v = 0; // the detent: exactly 0 (a filter is off)
       guard.moved();
       if (v !== value) { value = v; show(v); onChange(v); }
     };
@@ -365,7 +379,7 @@
       if (fine !== drag.fine) { drag.start = value; drag.x = drag.last; drag.fine = fine; } // as the fader
       drag.last = e.clientX;
       if (Math.abs(e.clientX - drag.x0) >= MOVED_PX) drag.moved = true;
-      move(drag.start + ((e.clientX - drag.x) / (el.clientWidth || 1)) * (hi - lo) * fine);
+      move(drag.start + ((e.clientX - drag.x) / (el.clientWidth || 1)) * (hi - lo) * fine, fine);
     });
     const end = (e) => {
       if (drag && e.pointerId === drag.id) {
@@ -377,7 +391,7 @@
     el.addEventListener("pointercancel", end);
     el.addEventListener("dblclick", () => { if (stillPresses >= 2) move(0); });
     show(0);
-    return { set: guard.remote };
+    return { set: guard.remote, reset: () => move(0) };
   }
 
   // One strip: `base` is its OSC address (/ch/2 or /master). Sends at most one value
@@ -629,6 +643,55 @@
     }
     $("tempo").textContent = text;
   }
+  // --- rate, keylock, pitch -------------------------------------------------------------------
+  // The rate slider moves in octaves (log2 of the rate, -1..1): 1.00 in its middle, 0.5 and
+  // 2 at its ends. The page sends the rate to four decimals; the button beside it shows
+  // the change in % and, with a beat grid, the tempo it plays at, and resets it to 1.00.
+  const speed = { rate: 1, keylock: false, pitch: 0 };
+  const RATE_DETENT_PX = 1.5;
+  const rateOf = (v) => Math.min(2, Math.max(0.5, Math.round(2 ** v * 10000) / 10000));
+  function drawRate() {
+    const pct = (speed.rate - 1) * 100;
+    let text = `${pct >= 0 ? (pct > 0 ? "+" : "±") : ""}${pct.toFixed(1)} %`;
+    const bpm = state.grid[0];
+    if (bpm > 0) text += `  ${(bpm * speed.rate).toFixed(1)} BPM`;
+    $("rate-reset").textContent = text;
+    $("rate").dataset.rate = String(speed.rate);
+  }
+  const rateSlider = makeSlider($("rate"), -1, 1, (v) => send("/transport/rate", [rateOf(v)]), {
+    detentPx: RATE_DETENT_PX,
+    label: (v) => rateOf(v).toFixed(4),
+    shown: (v) => { speed.rate = rateOf(v); drawRate(); },
+  });
+  $("rate-reset").addEventListener("click", () => rateSlider.reset());
+  // A press acts on what the page last asked for (as a mute does), not on late feedback.
+  function showKeylock(on) {
+    speed.keylock = on;
+    $("keylock").classList.toggle("on", on);
+    $("keylock").setAttribute("aria-pressed", on ? "true" : "false");
+  }
+  $("keylock").addEventListener("click", () => {
+    speed.keylock = !speed.keylock;
+    send("/transport/keylock", [{ i: speed.keylock ? 1 : 0 }]);
+  });
+  // The pitch shift in semitones (-12..12): a semitone a press, a tenth with Shift or fine.
+  function showPitch(p) {
+    speed.pitch = p;
+    const text = String(Number(p.toFixed(2)));
+    $("pitch-reset").textContent = `${p > 0 ? "+" : ""}${text} st`;
+    $("pitch-reset").dataset.pitch = text;
+  }
+  function pitchBy(e, sign) {
+    const p = Math.round((speed.pitch + sign * fineFactor(e)) * 100) / 100;
+    speed.pitch = Math.min(12, Math.max(-12, p));
+    send("/transport/pitch", [speed.pitch]);
+  }
+  $("pitch-down").addEventListener("click", (e) => pitchBy(e, -1));
+  $("pitch-up").addEventListener("click", (e) => pitchBy(e, 1));
+  $("pitch-reset").addEventListener("click", () => { speed.pitch = 0; send("/transport/pitch", [0]); });
+  showKeylock(false);
+  showPitch(0);
+
   // --- quantize, loops in beats, hot cues -----------------------------------------------------
   function showQuantize(mode) {
     const select = $("quantize");

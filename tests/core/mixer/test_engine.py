@@ -10,10 +10,13 @@ import pytest
 from stemdeck.core.mixer.commands import (
     Batch,
     Command,
+    Keylock,
     Loop,
     MasterTarget,
     Pause,
+    Pitch,
     Play,
+    Rate,
     Seek,
     SetTrack,
     Stop,
@@ -429,16 +432,20 @@ def test_a_non_finite_sample_is_never_output() -> None:
     assert np.isfinite(m.master_view(256)).all()
 
 
+@pytest.mark.parametrize("keylock", [False, True])
 @pytest.mark.parametrize("outputs", ["mix", "channels"])
-def test_block_allocates_no_array_data(outputs: str) -> None:
+def test_block_allocates_no_array_data(outputs: str, keylock: bool) -> None:
     """A block allocates less than one channel's stereo block of data (8 KiB at
     1024 frames), only views, scalars and numpy's iterator buffers of
-    AUDIO_BUFSIZE elements (see core/mixer/engine.py); a block with no command under 4 KiB."""
+    AUDIO_BUFSIZE elements (see core/mixer/engine.py); a block with no command under 4 KiB.
+    The same with keylock on and a pitch shift at another rate (the shifter runs)."""
     channels = stems(n=8, seconds=3.0)
     m = Mixer(max_channels=8)
     m.prepare(SR, 1024, outputs=outputs)
     m.post(SetTrack(Track(channels, SR, tuple(map(str, range(8))))))
     out = np.zeros((1024, m.out_channels), np.float32)
+    if keylock:
+        m.post(Batch((Rate(1.08), Keylock(True), Pitch(2.0))))
     m.post(Play())
     for _ in range(5):
         m.process(out)

@@ -223,13 +223,13 @@ def test_every_namespace_method_is_an_osc_address() -> None:
 
         walk(root)
         # ch (by index and name, filters, echo and reverb sends included), master, fx/echo
-        # (ms and beats included),
-        # fx/reverb, transport (/transport/bpm, loops and jumps in beats included), sync
+        # (ms and beats included), fx/reverb, transport (/transport/bpm, loops and jumps in
+        # beats, keylock and pitch included), sync
         # (source, anchor, tempo, phase), 8 hot cues, quantize, track (the beat grid's 9
         # included), scene, channels (names, labels), meter,
         # state/subscribe/unsubscribe/ping/status, midi
         assert len(methods) == (
-            8 * 11 + 6 + 5 + 3 + 13 + 5 + 4 + 8 * 5 + 1 + 4 + 9 + 3 + 2 + 2 + 5 + 1
+            8 * 11 + 6 + 5 + 3 + 15 + 5 + 4 + 8 * 5 + 1 + 4 + 9 + 3 + 2 + 2 + 5 + 1
         )
         sender = ("127.0.0.1", 7)
         for node in methods:

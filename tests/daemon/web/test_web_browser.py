@@ -24,6 +24,7 @@ from daemon_helpers import Client, Daemon, wait_played
 from conftest import tone_mix
 from stemdeck.core.audiofile.manifest import NI_NAMES
 from stemdeck.core.audiofile.stemfile_write import write_stem_file
+from stemdeck.core.mixer.params import fader_to_db
 
 if TYPE_CHECKING:  # selenium is optional: the module is skipped without it
     from selenium.webdriver import Chrome
@@ -960,6 +961,85 @@ def test_the_page_shows_the_tempo_and_the_bar_and_edits_the_grid(
         client.close()
 
 
+def test_the_page_sets_the_rate_keylock_and_pitch(served: tuple[Daemon, Path]) -> None:
+    """The rate slider sends the rate it shows (to four decimals), and its button shows
+    the change in % and the tempo on the grid, and resets it to exactly 1; the keylock
+    button toggles ``/transport/keylock``; the pitch buttons step a semitone (a tenth
+    fine) and reset to 0; all three follow the daemon."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    daemon, _ = served
+    client = Client(daemon.port)
+    d = browser()
+
+    def text(d: Chrome, element_id: str) -> str:
+        return str(d.find_element(By.ID, element_id).text)
+
+    def lit(d: Chrome) -> bool:
+        return "on" in str(d.find_element(By.ID, "keylock").get_attribute("class")).split()
+
+    try:
+        wait_osc_reply(client, "/track/name", lambda a: a == ["tones"], "tones not playing")
+        wait_osc_reply(client, "/track/bpm", lambda a: len(a) == 1, "no beat grid", 3 * WAIT)
+        client.ask("/track/bpm", 128.0)
+        open_page(d, daemon.http_url())
+        wait_for(d, lambda d: text(d, "rate-reset") == "±0.0 %  128.0 BPM", "rate 1 not shown")
+        assert text(d, "pitch-reset") == "0 st"
+        assert not lit(d)
+        knob = d.find_element(By.ID, "rate")
+        assert attribute(knob, "aria-valuenow") == "1.0000"
+        width = d.execute_script("return arguments[0].clientWidth", knob)
+        ActionChains(d, duration=0).click_and_hold(knob).move_by_offset(20, 0).release().perform()
+        shown = float(attribute(knob, "data-rate"))
+        assert shown == pytest.approx(2 ** (2 * 20 / width), abs=0.02)
+        assert shown == round(shown, 4) and shown > 1.0
+        # The daemon's rate is exactly the page's (an OSC float32 each way).
+        wait_osc(client, "/transport/rate", lambda v: v == float(np.float32(shown)), "rate")
+        assert text(d, "rate-reset") == f"{(shown - 1) * 100:+.1f} %  {128 * shown:.1f} BPM"
+        d.find_element(By.ID, "rate-reset").click()
+        wait_osc(client, "/transport/rate", lambda v: v == 1.0, "the reset did not send 1")
+        wait_for(d, lambda d: text(d, "rate-reset") == "±0.0 %  128.0 BPM", "reset not shown")
+        client.send("/transport/rate", 0.75)  # and the page follows the daemon
+        wait_for(d, lambda d: text(d, "rate-reset") == "-25.0 %  96.0 BPM", "0.75 not shown")
+        assert attribute(knob, "aria-valuenow") == "0.7500"
+
+        d.find_element(By.ID, "keylock").click()
+        wait_osc(client, "/transport/keylock", lambda v: v == 1, "keylock not switched on")
+        wait_for(d, lit, "keylock on not shown")
+        client.send("/transport/keylock", 0)
+        wait_for(d, lambda d: not lit(d), "keylock off from OSC not shown")
+        d.find_element(By.ID, "keylock").click()
+        wait_osc(client, "/transport/keylock", lambda v: v == 1, "keylock not on again")
+
+        d.find_element(By.ID, "pitch-up").click()
+        wait_for(d, lambda d: text(d, "pitch-reset") == "+1 st", "pitch +1 not shown")
+        d.find_element(By.ID, "pitch-up").click()
+        wait_osc(client, "/transport/pitch", lambda v: v == 2.0, "pitch not +2")
+        wait_for(d, lambda d: text(d, "pitch-reset") == "+2 st", "pitch +2 not shown")
+        d.find_element(By.ID, "fine").click()
+        d.find_element(By.ID, "pitch-down").click()
+        wait_osc(client, "/transport/pitch", lambda v: v == float(np.float32(1.9)), "pitch 1.9")
+        wait_for(d, lambda d: text(d, "pitch-reset") == "+1.9 st", "pitch 1.9 not shown")
+        client.send("/transport/pitch", -3.5)
+        wait_for(d, lambda d: text(d, "pitch-reset") == "-3.5 st", "pitch -3.5 not shown")
+        d.find_element(By.ID, "pitch-reset").click()
+        wait_osc(client, "/transport/pitch", lambda v: v == 0.0, "the reset did not send 0")
+        wait_for(d, lambda d: text(d, "pitch-reset") == "0 st", "pitch 0 not shown")
+        assert osc_value(client, "/transport/rate") == 0.75
+        assert osc_value(client, "/transport/keylock") == 1
+    finally:
+        d.quit()
+        client.send("/transport/rate", 1.0)
+        client.send("/transport/keylock", 0)
+        client.send("/transport/pitch", 0.0)
+        client.send("/track/grid/reset")
+        wait_osc(client, "/transport/rate", lambda v: v == 1.0, "rate not reset")
+        wait_osc(client, "/transport/keylock", lambda v: v == 0, "keylock not reset")
+        wait_osc(client, "/transport/pitch", lambda v: v == 0.0, "pitch not reset")
+        client.close()
+
+
 def test_the_page_sets_quantize_loops_in_beats_and_hot_cues(
     served: tuple[Daemon, Path],
 ) -> None:
@@ -1228,7 +1308,7 @@ def test_two_browsers_osc_and_the_recording(served: tuple[Daemon, Path]) -> None
     assert amplitude(after, TONES["drums"]) < 0.2 * 10 ** (-60 / 20)  # gone
     assert amplitude(after, TONES["other"]) == pytest.approx(0.2, rel=0.05)  # back at unity
     assert amplitude(after, TONES["vocals"]) == pytest.approx(0.2 * 10 ** (-10 / 20), rel=0.05)
-    bass_db = 40 * bass - 30 if bass >= 0.5 else 80 * bass - 50
+    bass_db = fader_to_db(bass)  # the console taper, every segment (60 px can pass 0.25)
     assert amplitude(after, TONES["bass"]) == pytest.approx(0.2 * 10 ** (bass_db / 20), rel=0.05)
     assert position > 0
 

@@ -1,0 +1,293 @@
+"""Keylock: the cost, latency, clicks and quality of the master's pitch shifter.
+
+    OPENBLAS_CORETYPE=... flock /tmp/heavy.lock .venv/bin/python bench/stretch.py [--blocks 3000]
+
+Prints, side by side in one run (48 kHz):
+
+1. CPU per block of one shifter alone (``Shifter.block``, 256 frames), and what
+   keylock adds to ``Mixer.process`` (keylock on minus off, rate 1.08) at 4 and 16
+   channels, each as a ratio to the one shifter (target <= 1.5x): the shifter
+   runs on the master, so the channel count should not matter.
+2. The engine's p50/p99 per block, as a share of the block's time, with keylock
+   on at rate 1.08, at 256 and 64 frames, for 4 and 64 channels (targets: 4
+   channels at 256 frames <= 25 %, 64 channels at 64 frames <= 25 %).
+3. The latency, control to audible: a mute posted with keylock on, the sample
+   where the output falls (the shifter's fixed latency plus the mute's ramp start).
+4. Clicks over a rate sweep 0.84..1.16 with keylock on: the largest 64-sample
+   energy above 4 kHz of a low two-tone mix, over 1/100 of a hard gain step's (the
+   tests' detector): under 1 is no click.
+5. Quality at rates 0.84, 0.92, 1.08, 1.16: the demo song played at rate r with
+   keylock against the ideal (the same song synthesized at r times its tempo, same
+   key): the mean absolute difference of log-mel spectra (dB, lower is better),
+   for the frames 512, 1024 and 2048, beside the offline references (librosa's
+   phase-vocoder ``time_stretch`` of the song, and Signalsmith Stretch through
+   ``python-stretch`` when installed: ``pip install python-stretch``, MIT, bench
+   only) and vinyl (no keylock: the pitch off by the rate); and the pitch of a
+   440 Hz sine kept (cents).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import time
+from dataclasses import replace
+from typing import Any
+
+import librosa
+import numpy as np
+from scipy import signal
+
+from stemdeck.core.material.songs import SongSpec, render_song
+from stemdeck.core.mixer.commands import Batch, Keylock, Play, Rate, SetTrack, StripTarget, Track
+from stemdeck.core.mixer.engine import Mixer, enter_audio_thread
+from stemdeck.core.mixer.keylock import FRAME, LATENCY, Shifter
+
+SR = 48000
+RATES = (0.84, 0.92, 1.08, 1.16)
+
+
+def _noise_track(n: int, seconds: float) -> Track:
+    rng = np.random.default_rng(1)
+    ch = (rng.standard_normal((n, 2, int(seconds * SR))) * 0.05).astype(np.float32)
+    return Track(ch, SR, tuple(f"s{i}" for i in range(n)))
+
+
+def _engine(n: int, block: int, keylock: bool, blocks: int) -> np.ndarray:
+    """Per-block seconds of Mixer.process, n channels, rate 1.08, keylock on or off."""
+    m = Mixer(max_channels=max(n, 4))
+    m.prepare(SR, block)
+    m.post(SetTrack(_noise_track(n, 20.0)))
+    m.post(Batch((Rate(1.08), Keylock(keylock))))
+    m.post(Play())
+    out = np.zeros((block, 2), np.float32)
+    enter_audio_thread()
+    for _ in range(200):
+        m.process(out)
+    times = np.empty(blocks)
+    for i in range(blocks):
+        if i % 50 == 0:
+            m.post(StripTarget(i % n, 0.5 + (i % 100) / 200, False, False, 0.0))
+        t0 = time.perf_counter()
+        m.process(out)
+        times[i] = time.perf_counter() - t0
+    np.setbufsize(8192)
+    return times
+
+
+def _shifter_alone(block: int, blocks: int) -> np.ndarray:
+    s = Shifter()
+    s.prepare(SR)
+    s.set(keylock=True)
+    rng = np.random.default_rng(2)
+    io = (rng.standard_normal((blocks, block, 2)) * 0.1).astype(np.float32)
+    times = np.empty(blocks)
+    for i in range(blocks):
+        t0 = time.perf_counter()
+        s.block(io[i], block, 1.08, None)
+        times[i] = time.perf_counter() - t0
+    return times
+
+
+def cost(blocks: int) -> None:
+    one = float(np.median(_shifter_alone(256, blocks)))
+    print(f"1. one shifter alone, 256 frames: {one * 1e6:.1f} us/block (median)")
+    for n in (4, 16):
+        on = float(np.median(_engine(n, 256, True, blocks)))
+        off = float(np.median(_engine(n, 256, False, blocks)))
+        print(
+            f"   {n:2d} channels: engine {off * 1e6:.1f} us -> {on * 1e6:.1f} us with keylock, "
+            f"keylock adds {(on - off) * 1e6:.1f} us = {(on - off) / one:.2f}x one shifter"
+        )
+
+
+def budget(blocks: int) -> None:
+    print("2. engine per block with keylock on (rate 1.08), share of the block's time")
+    for n, block in ((4, 256), (4, 64), (64, 256), (64, 64)):
+        times = _engine(n, block, True, blocks) / (block / SR)
+        print(
+            f"   {n:2d} ch {block:3d} frames: p50 {np.median(times):6.1%}  "
+            f"p99 {np.percentile(times, 99):6.1%}"
+        )
+
+
+def latency() -> None:
+    """Control to audible: a mute with keylock on, the sample where the output falls."""
+    t = np.arange(SR * 2) / SR
+    y = (0.5 * np.sin(2 * np.pi * 200 * t)).astype(np.float32)
+    track = Track(np.stack([y, y])[np.newaxis], SR, ("a",))
+    res = []
+    for keylock in (False, True):
+        m = Mixer(max_channels=4, ramp_ms=1000 / SR)  # a mute in one sample: the step shows
+        m.prepare(SR, 256)
+        m.post(SetTrack(track))
+        m.post(Batch((Keylock(keylock),)))
+        m.post(Play())
+        out = np.zeros((SR, 2), np.float32)
+        at = SR // 2 // 256 * 256  # on a block boundary: posted before that block
+        for i in range(0, SR, 256):
+            if i == at:
+                m.post(StripTarget(0, 1.0, True, False, 0.0))
+            m.process(out[i : i + 256])
+        env = np.abs(out[:, 0])
+        # The first sample after which the output stays under 1 % of the tone's peak.
+        loud = np.nonzero(env > 0.005)[0]
+        res.append(int(loud[-1]) + 1 - at)
+    vinyl, kept = res
+    print(
+        f"3. control to audible (a mute): vinyl {vinyl} samples, keylock {kept} samples "
+        f"= {kept / SR * 1e3:.1f} ms at 48 kHz (the shifter's latency {LATENCY} samples, "
+        f"{LATENCY / SR * 1e3:.1f} ms; {LATENCY / 44100 * 1e3:.1f} ms at 44.1 kHz)"
+    )
+
+
+HIGHS = signal.butter(8, 4000, "highpass", fs=SR, output="sos")
+
+
+def _click_energy(out: np.ndarray) -> float:
+    highs = signal.sosfilt(HIGHS, out[:, 0].astype(np.float64))
+    frames = highs[2048 : len(highs) // 64 * 64].reshape(-1, 64)
+    return float((frames**2).sum(axis=1).max())
+
+
+def _tones(seconds: float) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    out = np.empty((2, 2, len(t)), np.float32)
+    out[0] = 0.3 * np.sin(2 * np.pi * 110 * t + 0.3)
+    out[1] = 0.3 * np.sin(2 * np.pi * 165 * t + 1.1)
+    return out
+
+
+def _render(m: Mixer, frames: int, events: dict[int, list]) -> np.ndarray:
+    out = np.zeros((frames, 2), np.float32)
+    for i in range(0, frames, 256):
+        for cmd in events.get(i, []):
+            m.post(cmd)
+        m.process(out[i : i + 256])
+    return out
+
+
+def _mixer(channels: np.ndarray, **kw: float) -> Mixer:
+    m = Mixer(max_channels=8, **kw)  # type: ignore[arg-type]
+    m.prepare(SR, 256)
+    m.post(SetTrack(Track(channels, SR, ("a", "b"))))
+    m.post(Play())
+    return m
+
+
+def clicks() -> None:
+    hard = _render(
+        _mixer(_tones(1.0), ramp_ms=1000 / SR), SR, {25600: [StripTarget(0, 0.25, False, False, 0)]}
+    )
+    threshold = _click_energy(hard) / 100
+    sweep: dict[int, list] = {0: [Keylock(True)]}
+    for j in range(120):  # 0.84 -> 1.16 -> 0.84 over 2.5 s, a step every 10 ms
+        r = 0.84 + 0.32 * (j / 59 if j < 60 else (119 - j) / 59)
+        sweep[SR // 4 + 512 * j // 256 * 256] = [Rate(r)]
+    out = _render(_mixer(_tones(4.0)), 3 * SR, sweep)
+    switch = _render(
+        _mixer(_tones(4.0)), 3 * SR, {SR // 2: [Keylock(True)], 2 * SR: [Keylock(False)]}
+    )
+    print(
+        f"4. clicks, largest energy over the click threshold: rate sweep 0.84..1.16 with "
+        f"keylock {_click_energy(out) / threshold:.3f}, keylock on and off "
+        f"{_click_energy(switch) / threshold:.3f} (under 1: no click)"
+    )
+
+
+def _mel_db(x: np.ndarray) -> np.ndarray:
+    mel = librosa.feature.melspectrogram(
+        y=x.astype(np.float32), sr=SR, n_fft=2048, hop_length=512, n_mels=64
+    )
+    return np.maximum(librosa.power_to_db(mel, ref=1.0), -80.0)
+
+
+def _distance(a: np.ndarray, b: np.ndarray) -> float:
+    n = min(a.shape[1], b.shape[1])
+    return float(np.mean(np.abs(a[:, :n] - b[:, :n])))
+
+
+def _keylocked(song: np.ndarray, rate: float, frame: int | None, keylock: bool) -> np.ndarray:
+    """The song (2, n) through the read head at ``rate``, then (``frame``) a shifter of
+    that frame, its latency taken off."""
+    m = Mixer(max_channels=2)
+    m.prepare(SR, 256)
+    m.post(SetTrack(Track(song[np.newaxis], SR, ("mix",), is_mix=True)))
+    m.post(Rate(rate))
+    m.post(Play())
+    frames = int(song.shape[1] / rate) - 4096
+    out = _render(m, frames, {})
+    if frame is None or not keylock:
+        return out[:, 0]
+    s = Shifter(frame)
+    s.prepare(SR)
+    s.set(keylock=True)
+    s.xfade_samples(1)
+    padded = np.concatenate([out, np.zeros((frame, 2), np.float32)])
+    for i in range(0, len(padded), 256):
+        s.block(padded[i : i + 256], len(padded[i : i + 256]), rate, None)
+    return padded[frame:, 0]
+
+
+def _sine_cents(rate: float, frame: int) -> float:
+    t = np.arange(SR * 2) / SR
+    y = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    x = _keylocked(np.stack([y, y]), rate, frame, True)[SR // 2 :].astype(np.float64)
+    neg = np.signbit(x)
+    idx = np.nonzero(neg[:-1] & ~neg[1:])[0]
+    at = idx + x[idx] / (x[idx] - x[idx + 1])
+    hz = (len(at) - 1) * SR / (at[-1] - at[0])
+    return float(1200 * np.log2(hz / 440.0))
+
+
+def quality() -> None:
+    python_stretch: Any
+    try:  # a bench-only extra, imported by name: it may not be installed
+        python_stretch = importlib.import_module("python_stretch")
+    except ImportError:
+        python_stretch = None
+    spec = replace(SongSpec(), bars=4)
+    song = render_song(spec, sr=SR).mix
+    frames = (512, 1024, 2048)
+    head = "   rate  " + "".join(f"  frame {f:4d}" for f in frames)
+    head += "   librosa  signalsmith  vinyl   | 440 Hz kept (cents, frame 512/1024/2048)"
+    print("5. quality: log-mel distance to the ideal (dB, lower is better)")
+    print(head)
+    for rate in RATES:
+        ideal = _mel_db(render_song(replace(spec, bpm=spec.bpm * rate), sr=SR).mix[0])
+        row = f"   {rate:4.2f}  "
+        for f in frames:
+            row += f"  {_distance(_mel_db(_keylocked(song, rate, f, True)), ideal):10.2f}"
+        ref = librosa.effects.time_stretch(song[0], rate=rate, n_fft=2048)
+        row += f"  {_distance(_mel_db(ref), ideal):8.2f}"
+        if python_stretch is not None:
+            st = python_stretch.Signalsmith.Stretch()
+            st.preset(1, SR)
+            st.setTimeFactor(rate)
+            out = np.asarray(st.process(song[:1].astype(np.float32)))
+            row += f"  {_distance(_mel_db(out[0]), ideal):11.2f}"
+        else:
+            row += "            -"
+        row += f"  {_distance(_mel_db(_keylocked(song, rate, None, False)), ideal):6.2f}"
+        row += "   | " + " ".join(f"{_sine_cents(rate, f):+.2f}" for f in frames)
+        print(row)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--blocks", type=int, default=3000)
+    args = ap.parse_args()
+    print(
+        f"bench/stretch.py: {SR} Hz, shifter frame {FRAME}, "
+        f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}"
+    )
+    cost(args.blocks)
+    budget(args.blocks)
+    latency()
+    clicks()
+    quality()
+
+
+if __name__ == "__main__":
+    main()

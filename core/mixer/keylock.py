@@ -1,0 +1,182 @@
+"""Keylock and pitch shift: one spectral pitch shifter of the stereo master.
+
+The vinyl read head plays the track at rate r (pitch following); with keylock on,
+the master then goes through one pitch shifter with transpose factor
+``(1 / r) * 2 ** (semitones / 12)``, so the tempo changes and the key stays (or
+moves by ``semitones`` on its own). Whatever the number of strips, it is one
+shifter: its cost does not depend on the channel count (``bench/stretch.py``).
+
+The shifter is ``_kernel.c``'s ``shift`` (a phase vocoder moving spectral peaks
+with identity phase locking, documented there), every buffer made here once, in
+:meth:`Shifter.prepare`. Its latency is fixed: :data:`LATENCY` samples, the frame
+and half a hop (24.0 ms at 48 kHz, 26.1 ms at 44.1 kHz): a frame's work is spread
+over half a hop (the analysis, the peaks' moves and the synthesis a quarter hop
+apart), so at 64-frame blocks no block carries a whole frame. Keylock off and
+pitch 0 is *bypass*: the block does not call the shifter and the output is
+exactly the unshifted mix. Into and out of bypass the shifter's output
+crossfades with the dry mix over :data:`XFADE_MS`; switching on, the crossfade
+waits for the shifter to fill (:data:`LATENCY` samples), so nothing but the mix
+is ever heard.
+
+With ``outputs="channels"`` (a pair per strip) the strips' outputs stay vinyl;
+the master the recorder takes (``Mixer.master_view``) is shifted. With no compiled
+kernel (no C compiler) there is no shifter: keylock and pitch are recorded and
+reported but the mix plays vinyl.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import kernel
+
+__all__ = [
+    "FRAME",
+    "HOP",
+    "LATENCY",
+    "MAX_PITCH",
+    "SHIFT_FIELDS",
+    "SHIFT_ROWS",
+    "XFADE_MS",
+    "Shifter",
+    "transpose",
+]
+
+#: The analysis frame (samples). Chosen by ``bench/stretch.py``:
+#: the log-mel distance to the ideal (the demo song synthesized at the new tempo, dB)
+#: at rates 0.84/0.92/1.08/1.16 was 3.14/2.35/2.70/3.64 at 512 (10.7 ms at 48 kHz),
+#: 2.73/1.98/2.30/3.24 at 1024 (21.3 ms), 2.38/1.80/2.14/2.96 at 2048 (42.7 ms);
+#: librosa's phase vocoder 4.15/3.67/4.11/4.49, Signalsmith Stretch 2.00/1.64/1.49/2.04,
+#: vinyl 4.35/3.56/3.62/4.40. 1024: most of 2048's gain over 512 at half its latency.
+FRAME = 1024
+#: The hop between frames: four frames overlap.
+HOP = FRAME // 4
+#: The shifter's latency (samples): the frame, and half a hop over which a frame's
+#: work is spread (``_kernel.c``'s ``shift``). ``bench/stretch.py``'s engine p99 at
+#: 64 channels and 64 frames, keylock on (medians of 3 runs, 2 cores): the whole frame
+#: in one block 26.2 % of the block's time, spread 22.3 % (4 channels: 13.3 -> 5.4 %).
+LATENCY = FRAME + HOP // 2
+#: The pitch shift's range, semitones either way.
+MAX_PITCH = 12.0
+#: The crossfade into and out of bypass.
+XFADE_MS = 20.0
+#: ``_kernel.c``'s SH_SIZE and SH_ROWS: the state's fields, the work rows.
+SHIFT_FIELDS = 10
+SHIFT_ROWS = 21
+# The state's fields (``_kernel.c``'s SH_* enum).
+_ALPHA, _G, _GTGT, _GSTEP, _WAIT, _COUNT, _POS, _HOP, _SCALE, _RESET = range(SHIFT_FIELDS)
+
+
+def transpose(rate: float, semitones: float) -> float:
+    """The shifter's transpose factor at vinyl rate ``rate``, keylock on:
+    ``(1 / rate) * 2 ** (semitones / 12)``."""
+    return 2.0 ** (semitones / 12.0) / rate
+
+
+class Shifter:
+    """The keylock's state and buffers; :meth:`block` runs it on the master.
+
+    Control (``keylock``, ``pitch``) is set by the Mixer's command side in the
+    audio thread (:meth:`set`); the block reads :attr:`active` (one attribute)
+    and calls :meth:`block` only while it is True.
+    """
+
+    def __init__(self, frame: int = FRAME) -> None:
+        if frame < 16 or frame > 16384 or frame & (frame - 1):
+            raise ValueError(f"frame must be a power of two in 16..16384, got {frame}")
+        #: The analysis frame (samples) and the hop (a quarter of it).
+        self.frame = frame
+        self.hop = frame // 4
+        #: Keylock on: the pitch stays at any rate.
+        self.keylock = False
+        #: The pitch shift in semitones (-12..12).
+        self.pitch = 0.0
+        #: The shifter runs (on, or crossfading out of it): the block calls :meth:`block`.
+        self.active = False
+        self.sr = 0
+        self._kern = kernel.COMPILED
+        self._tables = np.zeros((2, frame))
+        self._state = np.zeros(SHIFT_FIELDS)
+        self._ring_in = np.zeros((2, frame), np.float32)
+        self._ring_out = np.zeros((2, frame))
+        self._work = np.zeros((SHIFT_ROWS, frame))
+
+    @property
+    def latency(self) -> int:
+        """The shifter's fixed latency, in samples: the frame and half a hop."""
+        return self.frame + self.hop // 2
+
+    def prepare(self, samplerate: int) -> None:
+        """Every buffer and table, for a stream at ``samplerate`` (not real-time)."""
+        self.sr = int(samplerate)
+        size = self.frame
+        n = np.arange(size)
+        tables = np.zeros((2, size))
+        tables[0] = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / size)  # periodic Hann
+        k = np.arange(size // 2)
+        tables[1, : size // 2] = np.cos(2.0 * np.pi * k / size)
+        tables[1, size // 2 :] = np.sin(2.0 * np.pi * k / size)
+        tables.flags.writeable = False
+        self._tables = tables
+        st = self._state
+        st[:] = 0.0
+        st[_ALPHA] = 1.0
+        st[_GSTEP] = 1.0 / max(1, round(XFADE_MS * 1e-3 * self.sr))
+        st[_HOP] = self.hop
+        # Hann analysis and synthesis windows overlap-add to 3/8 * frame / hop.
+        st[_SCALE] = 8.0 * self.hop / (3.0 * size)
+        st[_RESET] = 1.0
+        self.active = False
+
+    def xfade_samples(self, samples: int) -> None:
+        """Set the crossfade into and out of bypass to ``samples`` (at least 1;
+        :data:`XFADE_MS` by default, set again by :meth:`prepare`)."""
+        self._state[_GSTEP] = 1.0 / max(1, int(samples))
+
+    @property
+    def engaged(self) -> bool:
+        """Not bypass: keylock on or a pitch shift."""
+        return self.keylock or self.pitch != 0.0
+
+    def set(self, keylock: bool | None = None, pitch: float | None = None) -> None:
+        """Keylock and/or pitch (audio thread, from a drained command): a pitch is
+        clamped to +-:data:`MAX_PITCH`, a non-finite one changes nothing."""
+        if keylock is not None:
+            self.keylock = bool(keylock)
+        if pitch is not None and math.isfinite(pitch):
+            self.pitch = min(max(float(pitch), -MAX_PITCH), MAX_PITCH)
+        if self._kern is None or self.sr == 0:
+            return
+        st = self._state
+        if self.engaged:
+            if not self.active:  # from bypass: a clean shifter, heard once it has filled
+                st[_RESET] = 1.0
+                st[_G] = 0.0
+                st[_WAIT] = float(self.latency)
+                self.active = True
+            st[_GTGT] = 1.0
+        else:
+            st[_GTGT] = 0.0
+
+    def factor(self, rate: float) -> float:
+        """The transpose factor at the read head's current ``rate`` (vinyl rate 1
+        without keylock), within the kernel's 0.25..4."""
+        alpha = 2.0 ** (self.pitch / 12.0)
+        if self.keylock:
+            alpha /= rate
+        return min(max(alpha, 0.25), 4.0)
+
+    def block(self, io: np.ndarray, frames: int, rate: float, mix: np.ndarray | None) -> None:
+        """The block's master through the shifter, in place (``io`` (frames, 2)),
+        also into ``mix`` (2, >= frames) if given; at the read head's current
+        ``rate``. Leaves :attr:`active` False once it has crossfaded into bypass."""
+        kern = self._kern
+        if kern is None:
+            return
+        st = self._state
+        st[_ALPHA] = self.factor(rate)
+        kern.shift(io, frames, self._tables, st, self._ring_in, self._ring_out, self._work, mix)
+        if st[_GTGT] == 0.0 and st[_G] == 0.0:
+            self.active = False
