@@ -73,7 +73,15 @@ def test_sigkill_leaves_a_playable_recording_and_no_worker(tmp_path: Path) -> No
         assert len(workers) == 1, "no separation worker"
         servers = _fork_servers(daemon.proc.pid)
         status = daemon.client.query("/status")
-        assert "separating" in status, status
+        # Still separating: before the first chunk (``separating N% (STAGE M%)``) or with
+        # the stems under the play head playing (``stems N% ready``, N < 100), by the
+        # worker's pace (daemon/status.py).
+        state = status.split(" | ")[0]
+        assert re.fullmatch(
+            r"long playing \d+:\d\d\.\d/1:30\.0 (120\.0 BPM )?"  # the grid, once analysed
+            r"(separating \d+% \(\w+( \d+%)?\)|stems \d% ready|stems [1-9]\d% ready)",
+            state,
+        ), status
         cpus = os.sched_getaffinity(0)
         if "SCHED_FIFO" in status and len(cpus) > 1:
             # The audio thread pinned the daemon's threads to one CPU
