@@ -1,24 +1,30 @@
-"""Signals, mixers and measures the FX tests share (tests/core/mixer/test_fx*.py)."""
+"""Signals, mixers and measures the mixer tests share (tests/core/mixer/test_*.py)."""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+import tracemalloc
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from scipy import signal
 
-from stemdeck.core.mixer.commands import Command, Play, SetTrack, StripTarget, Track
-from stemdeck.core.mixer.engine import Mixer
+from stemdeck.core.mixer.commands import Command, Pause, Play, Seek, SetTrack, StripTarget, Track
+from stemdeck.core.mixer.engine import Mixer, enter_audio_thread
 
 __all__ = [
     "HIGHS",
     "SR",
+    "block_allocations",
     "burst_track",
+    "bus_events",
     "click_energy",
     "hard_step_energy",
+    "kernels_alike",
     "mixer",
     "noise",
+    "record",
+    "ring_out",
     "run",
     "tones",
 ]
@@ -99,3 +105,118 @@ def burst_track(seconds: float = 3.0) -> Track:
     ch[0, :, : len(t)] = 0.5 * np.sin(2 * np.pi * 440 * t)
     ch[1] = 0.05 * np.sin(2 * np.pi * 220 * np.arange(n) / SR)
     return Track(ch, SR, ("burst", "bed"))
+
+
+def kernels_alike(
+    channels: np.ndarray,
+    events: Mapping[int, Sequence[Command]],
+    *,
+    length: int,
+    block: int,
+    outputs: str,
+) -> tuple[np.ndarray, list[Mixer]]:
+    """The same events through the compiled kernel and its numpy reference: asserts
+    that outputs and recorded masters are equal bit for bit, and returns the master
+    and both mixers (compiled first)."""
+    outs, masters, mixers = [], [], []
+    for compiled in (True, False):
+        m = mixer(channels, block=256, outputs=outputs, compiled=compiled)
+        recorded = np.zeros((length, 2), np.float32)
+        out = np.zeros((length, m.out_channels), np.float32)
+        cuts = sorted({*range(0, length, block), *events, length})
+        for a, b in itertools.pairwise(cuts):
+            for cmd in events.get(a, []):
+                m.post(cmd)
+            m.process(out[a:b])
+            recorded[a:b] = m.master_view(b - a)
+        outs.append(out)
+        masters.append(recorded)
+        mixers.append(m)
+    np.testing.assert_array_equal(outs[0], outs[1])
+    np.testing.assert_array_equal(masters[0], masters[1])
+    return masters[0], mixers
+
+
+def block_allocations(
+    m: Mixer, out: np.ndarray, post: Callable[[int], bool], blocks: int = 100
+) -> tuple[int, int]:
+    """Bytes of Python allocation per block, measured by tracemalloc in the audio
+    thread's numpy set-up (``enter_audio_thread``, undone after): the most any
+    block took, and the most a block took that had no command. ``post(i)`` posts
+    block ``i``'s commands and says whether it posted any."""
+    enter_audio_thread()
+    tracemalloc.start()
+    worst = steady = 0
+    try:
+        for i in range(blocks):
+            posted = post(i)
+            base = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
+            m.process(out)
+            took = tracemalloc.get_traced_memory()[1] - base
+            worst = max(worst, took)
+            if not posted:
+                steady = max(steady, took)
+    finally:
+        tracemalloc.stop()
+        np.setbufsize(8192)
+    return worst, steady
+
+
+def record(m: Mixer, frames: int, at: int, commands: Sequence[Command]) -> np.ndarray:
+    """``frames`` of the master in blocks of 256, posting ``commands`` before the
+    block that starts at sample ``at`` (a multiple of 256)."""
+    master = np.zeros((frames, 2), np.float32)
+    out = np.zeros((256, m.out_channels), np.float32)
+    for b in range(0, frames, 256):
+        if b == at:
+            for cmd in commands:
+                m.post(cmd)
+        m.process(out)
+        master[b : b + 256] = m.master_view(min(256, frames - b))
+    return master
+
+
+def ring_out(m: Mixer, running: Callable[[], bool], seconds: float = 5.0) -> None:
+    """Silent blocks until ``running()`` turns false, ``seconds`` at the most."""
+    quiet = np.zeros((256, m.out_channels), np.float32)
+    for _ in range(int(seconds * SR) // 256):
+        m.process(quiet)
+        if not running():
+            return
+
+
+def bus_events(
+    rng: np.random.Generator,
+    length: int,
+    other: Track,
+    first: Command,
+    send: Callable[[], Command],
+    bus: Callable[[], Command],
+    aside: Callable[[], Command],
+) -> dict[int, list[Command]]:
+    """Forty random commands for a send bus (echo or reverb) over ``length`` samples,
+    after ``first`` at sample 0: three eighths sends, an eighth each a bus move,
+    something beside the bus (``aside``: a filter, the other bus), a seek, a track
+    change (to ``other``), and a pause or play."""
+    events: dict[int, list[Command]] = {0: [first]}
+    for _ in range(40):
+        t = int(rng.integers(0, length - 1))
+        kind = rng.integers(0, 8)
+        cmd: Command
+        if kind < 3:
+            cmd = send()
+        elif kind == 3:
+            cmd = bus()
+        elif kind == 4:
+            cmd = aside()
+        elif kind == 5:
+            cmd = Seek(float(rng.uniform(0, length / SR)))
+        elif kind == 6:
+            cmd = SetTrack(other)
+        elif rng.random() < 0.5:
+            cmd = Pause()
+        else:
+            cmd = Play()
+        events.setdefault(t, []).append(cmd)
+    return events

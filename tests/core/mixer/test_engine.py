@@ -1,11 +1,11 @@
 """The mixer called directly: block-size independence, click-free changes, logic."""
 
 import itertools
-import tracemalloc
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pytest
+from fx_helpers import block_allocations
 
 from stemdeck.core.mixer.commands import (
     Batch,
@@ -23,7 +23,7 @@ from stemdeck.core.mixer.commands import (
     StripTarget,
     Track,
 )
-from stemdeck.core.mixer.engine import Mixer, enter_audio_thread
+from stemdeck.core.mixer.engine import Mixer
 from stemdeck.core.mixer.params import db_to_gain, fader_to_db
 
 SR = 48000
@@ -449,28 +449,18 @@ def test_block_allocates_no_array_data(outputs: str, keylock: bool) -> None:
     m.post(Play())
     for _ in range(5):
         m.process(out)
-    enter_audio_thread()
-    tracemalloc.start()
-    worst = steady = 0
-    try:
-        for i in range(100):
-            if i % 10 == 0:
-                m.post(strip(i % 8, gain=0.5, solo=i % 20 == 0, pan=0.3))
-            if i % 25 == 3:
-                m.post(Seek(0.5))
-            if i == 50:
-                m.post(MasterTarget(0.7, False))
-                m.post(Loop(1.0, 1.05))
-            base = tracemalloc.get_traced_memory()[0]
-            tracemalloc.reset_peak()
-            m.process(out)
-            took = tracemalloc.get_traced_memory()[1] - base
-            worst = max(worst, took)
-            if i % 10 not in (0, 3, 8):  # no command this block
-                steady = max(steady, took)
-    finally:
-        tracemalloc.stop()
-        np.setbufsize(8192)
+
+    def post(i: int) -> bool:
+        if i % 10 == 0:
+            m.post(strip(i % 8, gain=0.5, solo=i % 20 == 0, pan=0.3))
+        if i % 25 == 3:
+            m.post(Seek(0.5))
+        if i == 50:
+            m.post(MasterTarget(0.7, False))
+            m.post(Loop(1.0, 1.05))
+        return i % 10 == 0 or i % 25 == 3
+
+    worst, steady = block_allocations(m, out, post)
     assert worst < 8192 and steady < 4096, (worst, steady)
 
 

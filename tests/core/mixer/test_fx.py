@@ -9,14 +9,26 @@ patterns, bundles, feedback) and in scenes.
 
 from __future__ import annotations
 
-import itertools
 import socket
-import tracemalloc
 
 import numpy as np
 import pytest
-from fx_helpers import SR, burst_track, click_energy, hard_step_energy, mixer, noise, run, tones
-from osc_host import make_server
+from fx_helpers import (
+    SR,
+    block_allocations,
+    burst_track,
+    bus_events,
+    click_energy,
+    hard_step_energy,
+    kernels_alike,
+    mixer,
+    noise,
+    record,
+    ring_out,
+    run,
+    tones,
+)
+from osc_host import SENDER, m, make_server, received
 
 from stemdeck.core.control.registry import Registry
 from stemdeck.core.mixer.commands import (
@@ -31,12 +43,10 @@ from stemdeck.core.mixer.commands import (
     StripTarget,
     Track,
 )
-from stemdeck.core.mixer.engine import Mixer, enter_audio_thread
+from stemdeck.core.mixer.engine import Mixer
 from stemdeck.core.mixer.kernel import KERNEL_BUILT, NumpyKernel
 from stemdeck.daemon.osc import Feedback
-from stemdeck.daemon.osc.wire import Message, decode, encode_bundle, encode_message
-
-SENDER = ("127.0.0.1", 40000)
+from stemdeck.daemon.osc.wire import encode_bundle
 
 
 def _filt(i: int, knob: float, res: float = 0.0, gain: float = 1.0) -> StripTarget:
@@ -160,25 +170,15 @@ def test_a_filtered_block_allocates_no_array_data(outputs: str) -> None:
         m.post(_filt(i, -0.5, 0.5))
     for _ in range(5):
         m.process(out)
-    enter_audio_thread()
-    tracemalloc.start()
-    worst = steady = 0
-    try:
-        for i in range(100):
-            if i % 10 == 0:
-                m.post(_filt(i % 8, 0.7 if i % 20 else -0.7, 0.9))
-            if i % 25 == 3:
-                m.post(Seek(0.5))
-            base = tracemalloc.get_traced_memory()[0]
-            tracemalloc.reset_peak()
-            m.process(out)
-            took = tracemalloc.get_traced_memory()[1] - base
-            worst = max(worst, took)
-            if i % 10 not in (0, 3, 8):
-                steady = max(steady, took)
-    finally:
-        tracemalloc.stop()
-        np.setbufsize(8192)
+
+    def post(i: int) -> bool:
+        if i % 10 == 0:
+            m.post(_filt(i % 8, 0.7 if i % 20 else -0.7, 0.9))
+        if i % 25 == 3:
+            m.post(Seek(0.5))
+        return i % 10 == 0 or i % 25 == 3
+
+    worst, steady = block_allocations(m, out, post)
     assert m.fx.active
     assert worst < 8192 and steady < 4096, (worst, steady)
 
@@ -276,59 +276,42 @@ def test_the_filter_closes_and_opens_as_a_dj_expects() -> None:
 # -- surfaces -----------------------------------------------------------------------
 
 
-def _m(address: str, *args: object) -> bytes:
-    return encode_message(address, args)
-
-
 def test_filter_over_osc_set_query_patterns_bundles_and_errors() -> None:
     host, server = make_server()
     try:
-        assert server.datagram(_m("/ch/bass/filter", -0.5), SENDER) == []
-        assert server.datagram(_m("/ch/2/filter"), SENDER) == [("/ch/2/filter", [-0.5])]
-        assert server.datagram(_m("/ch/bass/filter/res"), SENDER) == [
-            ("/ch/bass/filter/res", [0.0])
-        ]
-        assert server.datagram(_m("/ch/*/filter/res", 0.25), SENDER) == []
-        assert server.datagram(_m("/ch/[1-2]/filter/res"), SENDER) == [
+        assert server.datagram(m("/ch/bass/filter", -0.5), SENDER) == []
+        assert server.datagram(m("/ch/2/filter"), SENDER) == [("/ch/2/filter", [-0.5])]
+        assert server.datagram(m("/ch/bass/filter/res"), SENDER) == [("/ch/bass/filter/res", [0.0])]
+        assert server.datagram(m("/ch/*/filter/res", 0.25), SENDER) == []
+        assert server.datagram(m("/ch/[1-2]/filter/res"), SENDER) == [
             ("/ch/1/filter/res", [0.25]),
             ("/ch/2/filter/res", [0.25]),
         ]
-        bundle = encode_bundle([_m("/master/filter", 0.75), _m("/ch/drums/filter", 1.0)])
+        bundle = encode_bundle([m("/master/filter", 0.75), m("/ch/drums/filter", 1.0)])
         assert server.datagram(bundle, SENDER) == []
-        assert server.datagram(_m("/master/filter"), SENDER) == [("/master/filter", [0.75])]
+        assert server.datagram(m("/master/filter"), SENDER) == [("/master/filter", [0.75])]
         assert host.engine_state()[5][0] == (1.0, 0.25)  # the engine took it: strip 1
         assert host.engine.filter_state(1) == (-0.5, 0.25)
         assert host.engine.filter_state(None) == (0.75, 0.0)
         for bad, reason in (
             (
-                _m("/ch/1/filter", 1.5),
+                m("/ch/1/filter", 1.5),
                 "/ch/1/filter takes -1..1 (below 0 low-pass, above 0 high-pass), got 1.5",
             ),
-            (_m("/ch/1/filter/res", -0.1), "/ch/1/filter/res takes 0..1, got -0.1"),
-            (_m("/ch/1/filter", float("nan")), "/ch/1/filter got NaN"),
-            (_m("/master/filter/q", 0.5), "unknown address /master/filter/q"),
+            (m("/ch/1/filter/res", -0.1), "/ch/1/filter/res takes 0..1, got -0.1"),
+            (m("/ch/1/filter", float("nan")), "/ch/1/filter got NaN"),
+            (m("/master/filter/q", 0.5), "unknown address /master/filter/q"),
         ):
             before = host.registry.snapshot()
             assert server.datagram(bad, SENDER) == [("/error", [reason])]
             assert host.registry.snapshot() == before
         # A bundle with one bad filter changes nothing.
-        bundle = encode_bundle([_m("/ch/3/filter", 0.5), _m("/ch/4/filter", 2.0)])
+        bundle = encode_bundle([m("/ch/3/filter", 0.5), m("/ch/4/filter", 2.0)])
         assert server.datagram(bundle, SENDER)[0][0] == "/error"
-        assert server.datagram(_m("/ch/3/filter"), SENDER) == [("/ch/3/filter", [0.0])]
+        assert server.datagram(m("/ch/3/filter"), SENDER) == [("/ch/3/filter", [0.0])]
         assert host.registry_as_engine() == host.engine_state()[:8]
     finally:
         server.sock.close()
-
-
-def _messages(sock: socket.socket, until: str) -> list[tuple[str, list]]:
-    out: list[tuple[str, list]] = []
-    while True:
-        data, _ = sock.recvfrom(65536)
-        msg = decode(data)
-        assert isinstance(msg, Message), msg
-        out.append((msg.address, list(msg.args)))
-        if msg.address == until:
-            return out
 
 
 def test_filter_feedback_reaches_subscribers_by_name() -> None:
@@ -339,13 +322,13 @@ def test_filter_feedback_reaches_subscribers_by_name() -> None:
     feedback = Feedback(server)
     try:
         port = sub.getsockname()[1]
-        server.datagram(_m("/subscribe", port), SENDER)
+        server.datagram(m("/subscribe", port), SENDER)
         feedback.tick()
-        first = _messages(sub, "/transport/position")
+        first = received(sub, "/transport/position")
         assert ("/ch/vocals/filter/res", [0.0]) in first and ("/master/filter", [0.0]) in first
-        server.datagram(_m("/ch/3/filter", 0.5), SENDER)
+        server.datagram(m("/ch/3/filter", 0.5), SENDER)
         feedback.tick()
-        assert _messages(sub, "/meter")[0] == ("/ch/vocals/filter", [0.5])
+        assert received(sub, "/meter")[0] == ("/ch/vocals/filter", [0.5])
     finally:
         sub.close()
         server.sock.close()
@@ -397,38 +380,27 @@ def _send(
 
 
 def _echo_events(rng: np.random.Generator, length: int, other: Track) -> dict[int, list[Command]]:
-    events: dict[int, list[Command]] = {0: [EchoTarget(30.0, 0.6, 0.0, 1.0)]}
-    for _ in range(40):
-        t = int(rng.integers(0, length - 1))
-        kind = rng.integers(0, 8)
-        cmd: Command
-        if kind < 3:
-            cmd = _send(
-                int(rng.integers(0, 4)),
-                float(rng.choice([0.0, 1.0, rng.uniform(0, 1)])),
-                pre=bool(rng.random() < 0.3),
-                gain=float(rng.uniform(0, 1)),
-                mute=bool(rng.random() < 0.2),
-            )
-        elif kind == 3:
-            cmd = EchoTarget(
-                float(rng.uniform(1, 60)),
-                float(rng.uniform(0, 1)),
-                float(rng.choice([0.0, rng.uniform(-1, 1)])),
-                float(rng.uniform(0, 1)),
-            )
-        elif kind == 4:
-            cmd = _filt(int(rng.integers(0, 4)), float(rng.uniform(-1, 1)))
-        elif kind == 5:
-            cmd = Seek(float(rng.uniform(0, length / SR)))
-        elif kind == 6:
-            cmd = SetTrack(other)
-        elif rng.random() < 0.5:
-            cmd = Pause()
-        else:
-            cmd = Play()
-        events.setdefault(t, []).append(cmd)
-    return events
+    def send() -> Command:
+        return _send(
+            int(rng.integers(0, 4)),
+            float(rng.choice([0.0, 1.0, rng.uniform(0, 1)])),
+            pre=bool(rng.random() < 0.3),
+            gain=float(rng.uniform(0, 1)),
+            mute=bool(rng.random() < 0.2),
+        )
+
+    def bus() -> Command:
+        return EchoTarget(
+            float(rng.uniform(1, 60)),
+            float(rng.uniform(0, 1)),
+            float(rng.choice([0.0, rng.uniform(-1, 1)])),
+            float(rng.uniform(0, 1)),
+        )
+
+    def filt() -> Command:
+        return _filt(int(rng.integers(0, 4)), float(rng.uniform(-1, 1)))
+
+    return bus_events(rng, length, other, EchoTarget(30.0, 0.6, 0.0, 1.0), send, bus, filt)
 
 
 @pytest.mark.skipif(not KERNEL_BUILT, reason="the compiled kernel is not built")
@@ -444,22 +416,9 @@ def test_compiled_echo_is_the_numpy_reference(outputs: str, seed: int) -> None:
     other = Track(noise(3, 0.2, seed + 1), SR, ("x", "y", "z"))
     events = _echo_events(rng, length, other)
     block = int(rng.choice([1, 64, 97, 256]))
-    outs, masters = [], []
-    for compiled in (True, False):
-        m = mixer(noise(4, length / SR, seed), block=256, outputs=outputs, compiled=compiled)
-        recorded = np.zeros((length, 2), np.float32)
-        out = np.zeros((length, m.out_channels), np.float32)
-        cuts = sorted({*range(0, length, block), *events, length})
-        for a, b in itertools.pairwise(cuts):
-            for cmd in events.get(a, []):
-                m.post(cmd)
-            m.process(out[a:b])
-            recorded[a:b] = m.master_view(b - a)
-        outs.append(out)
-        masters.append(recorded)
-    np.testing.assert_array_equal(outs[0], outs[1])
-    np.testing.assert_array_equal(masters[0], masters[1])
-    assert np.abs(masters[0]).max() > 0.1
+    channels = noise(4, length / SR, seed)
+    master, _ = kernels_alike(channels, events, length=length, block=block, outputs=outputs)
+    assert np.abs(master).max() > 0.1
 
 
 @pytest.mark.parametrize("how", ["mute", "fader", "pause", "stop", "track"])
@@ -481,15 +440,7 @@ def test_the_echo_tail_rings_out_as_its_feedback_says(how: str) -> None:
         "stop": [Stop()],
         "track": [SetTrack(Track(np.zeros((2, 2, SR * 3), np.float32), SR, ("a", "b")))],
     }
-    frames = int(1.6 * SR)
-    master = np.zeros((frames, 2), np.float32)
-    out = np.zeros((256, 2), np.float32)
-    for b in range(0, frames, 256):
-        if b == 2560:  # 53 ms: the burst is over, its echoes to come
-            for cmd in cut[how]:
-                m.post(cmd)
-        m.process(out)
-        master[b : b + 256] = m.master_view(256)
+    master = record(m, int(1.6 * SR), 2560, cut[how])  # at 53 ms the burst is over
     assert m.echo_running
     if how in ("pause", "stop"):
         assert not m.playing
@@ -505,11 +456,7 @@ def test_the_echo_tail_rings_out_as_its_feedback_says(how: str) -> None:
     # once when stopped or paused; playing, once the send is closed too.
     if how not in ("pause", "stop"):
         m.post(_send(0, 0.0, mute=how == "mute", gain=0.0 if how == "fader" else 1.0))
-    quiet = np.zeros((256, 2), np.float32)
-    for _ in range(int(5.0 * SR) // 256):
-        m.process(quiet)
-        if not m.echo_running:
-            break
+    ring_out(m, lambda: m.echo_running)
     assert not m.echo_running
 
 
@@ -578,27 +525,17 @@ def test_a_block_with_the_echo_allocates_no_array_data() -> None:
         m.post(_send(i, 0.5, pre=i % 2 == 0))
     for _ in range(5):
         m.process(out)
-    enter_audio_thread()
-    tracemalloc.start()
-    worst = steady = 0
-    try:
-        for i in range(100):
-            if i % 10 == 0:
-                m.post(_send(i % 8, 0.9 if i % 20 else 0.1, pre=i % 30 == 0))
-            if i % 25 == 3:
-                m.post(Seek(0.5))
-            if i == 60:
-                m.post(Pause())  # the tail blocks too
-            base = tracemalloc.get_traced_memory()[0]
-            tracemalloc.reset_peak()
-            m.process(out)
-            took = tracemalloc.get_traced_memory()[1] - base
-            worst = max(worst, took)
-            if i % 10 not in (0, 3, 8):
-                steady = max(steady, took)
-    finally:
-        tracemalloc.stop()
-        np.setbufsize(8192)
+
+    def post(i: int) -> bool:
+        if i % 10 == 0:
+            m.post(_send(i % 8, 0.9 if i % 20 else 0.1, pre=i % 30 == 0))
+        if i % 25 == 3:
+            m.post(Seek(0.5))
+        if i == 60:
+            m.post(Pause())  # the tail blocks too
+        return i % 10 == 0 or i % 25 == 3
+
+    worst, steady = block_allocations(m, out, post)
     assert m.echo_running and not m.playing
     assert worst < 8192 and steady < 4096, (worst, steady)
 
@@ -606,37 +543,37 @@ def test_a_block_with_the_echo_allocates_no_array_data() -> None:
 def test_echo_over_osc_set_query_patterns_and_errors() -> None:
     host, server = make_server()
     try:
-        assert server.datagram(_m("/fx/echo/ms"), SENDER) == [("/fx/echo/ms", [500.0])]
+        assert server.datagram(m("/fx/echo/ms"), SENDER) == [("/fx/echo/ms", [500.0])]
         bundle = encode_bundle(
             [
-                _m("/fx/echo/ms", 250.0),
-                _m("/fx/echo/feedback", 0.75),
-                _m("/fx/echo/filter", 0.5),
-                _m("/fx/echo/return", 0.5),
-                _m("/ch/vocals/echo", 0.5),
-                _m("/ch/3/echo/pre", 1),
+                m("/fx/echo/ms", 250.0),
+                m("/fx/echo/feedback", 0.75),
+                m("/fx/echo/filter", 0.5),
+                m("/fx/echo/return", 0.5),
+                m("/ch/vocals/echo", 0.5),
+                m("/ch/3/echo/pre", 1),
             ]
         )
         assert server.datagram(bundle, SENDER) == []
-        assert server.datagram(_m("/fx/echo/*"), SENDER) == [
+        assert server.datagram(m("/fx/echo/*"), SENDER) == [
             ("/fx/echo/ms", [250.0]),
             ("/fx/echo/beats", [0.0]),  # 0: the delay is set in ms
             ("/fx/echo/feedback", [0.75]),
             ("/fx/echo/filter", [0.5]),
             ("/fx/echo/return", [0.5]),
         ]
-        assert server.datagram(_m("/ch/vocals/echo/pre"), SENDER) == [("/ch/vocals/echo/pre", [1])]
+        assert server.datagram(m("/ch/vocals/echo/pre"), SENDER) == [("/ch/vocals/echo/pre", [1])]
         host.block()
         assert host.engine.echo_state(None) == (250.0, 0.75, 0.5, 0.5)
         assert host.engine.echo_state(2) == (0.5, 1.0)
         for bad, reason in (
-            (_m("/fx/echo/ms", 0.5), "/fx/echo/ms takes 1..4000 ms, got 0.5"),
-            (_m("/fx/echo/ms", 4001.0), "/fx/echo/ms takes 1..4000 ms, got 4001"),
-            (_m("/fx/echo/feedback", 1.5), "/fx/echo/feedback takes 0..1, got 1.5"),
-            (_m("/fx/echo/return", float("nan")), "/fx/echo/return got NaN"),
-            (_m("/ch/1/echo", -0.5), "/ch/1/echo takes 0..1, got -0.5"),
-            (_m("/ch/1/echo/pre", 2), "/ch/1/echo/pre takes 1/0 or T/F, got 2"),
-            (_m("/fx/echo/beats", 8.0), "/fx/echo/beats takes 1/16..4 beats (0.0625..4), got 8"),
+            (m("/fx/echo/ms", 0.5), "/fx/echo/ms takes 1..4000 ms, got 0.5"),
+            (m("/fx/echo/ms", 4001.0), "/fx/echo/ms takes 1..4000 ms, got 4001"),
+            (m("/fx/echo/feedback", 1.5), "/fx/echo/feedback takes 0..1, got 1.5"),
+            (m("/fx/echo/return", float("nan")), "/fx/echo/return got NaN"),
+            (m("/ch/1/echo", -0.5), "/ch/1/echo takes 0..1, got -0.5"),
+            (m("/ch/1/echo/pre", 2), "/ch/1/echo/pre takes 1/0 or T/F, got 2"),
+            (m("/fx/echo/beats", 8.0), "/fx/echo/beats takes 1/16..4 beats (0.0625..4), got 8"),
         ):
             before = host.registry.snapshot()
             assert server.datagram(bad, SENDER) == [("/error", [reason])]

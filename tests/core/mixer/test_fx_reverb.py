@@ -10,15 +10,27 @@ values. Its surfaces (OSC, registry, scenes, OSCQuery) are tested with theirs.
 
 from __future__ import annotations
 
-import itertools
 import math
 import socket
-import tracemalloc
 
 import numpy as np
 import pytest
-from fx_helpers import SR, burst_track, click_energy, hard_step_energy, mixer, noise, run, tones
-from osc_host import make_server
+from fx_helpers import (
+    SR,
+    block_allocations,
+    burst_track,
+    bus_events,
+    click_energy,
+    hard_step_energy,
+    kernels_alike,
+    mixer,
+    noise,
+    record,
+    ring_out,
+    run,
+    tones,
+)
+from osc_host import SENDER, m, make_server, received
 
 from stemdeck.core.control.registry import Registry
 from stemdeck.core.mixer.commands import (
@@ -33,7 +45,7 @@ from stemdeck.core.mixer.commands import (
     StripTarget,
     Track,
 )
-from stemdeck.core.mixer.engine import Mixer, enter_audio_thread
+from stemdeck.core.mixer.engine import Mixer
 from stemdeck.core.mixer.fx import REVERB_COMBS_44K, reverb_feedback, reverb_lengths
 from stemdeck.core.mixer.kernel import (
     KERNEL_BUILT,
@@ -42,7 +54,7 @@ from stemdeck.core.mixer.kernel import (
     NumpyKernel,
 )
 from stemdeck.daemon.osc import Feedback
-from stemdeck.daemon.osc.wire import Message, decode, encode_bundle, encode_message
+from stemdeck.daemon.osc.wire import encode_bundle
 
 
 def _rsend(i: int, send: float, *, gain: float = 1.0, mute: bool = False) -> StripTarget:
@@ -50,38 +62,27 @@ def _rsend(i: int, send: float, *, gain: float = 1.0, mute: bool = False) -> Str
 
 
 def _reverb_events(rng: np.random.Generator, length: int, other: Track) -> dict[int, list[Command]]:
-    events: dict[int, list[Command]] = {0: [ReverbTarget(0.7, 150.0, 1.0)]}
-    for _ in range(40):
-        t = int(rng.integers(0, length - 1))
-        kind = rng.integers(0, 8)
-        cmd: Command
-        if kind < 3:
-            cmd = StripTarget(
-                int(rng.integers(0, 4)),
-                float(rng.uniform(0, 1)),
-                bool(rng.random() < 0.2),
-                False,
-                0.0,
-                float(rng.choice([0.0, rng.uniform(-1, 1)])),
-                echo=float(rng.choice([0.0, rng.uniform(0, 1)])),
-                reverb=float(rng.choice([0.0, 1.0, rng.uniform(0, 1)])),
-            )
-        elif kind == 3:
-            cmd = ReverbTarget(
-                float(rng.uniform(0, 1)), float(rng.uniform(20, 1000)), float(rng.uniform(0, 1))
-            )
-        elif kind == 4:
-            cmd = EchoTarget(float(rng.uniform(1, 60)), float(rng.uniform(0, 1)), 0.0, 1.0)
-        elif kind == 5:
-            cmd = Seek(float(rng.uniform(0, length / SR)))
-        elif kind == 6:
-            cmd = SetTrack(other)
-        elif rng.random() < 0.5:
-            cmd = Pause()
-        else:
-            cmd = Play()
-        events.setdefault(t, []).append(cmd)
-    return events
+    def send() -> Command:
+        return StripTarget(
+            int(rng.integers(0, 4)),
+            float(rng.uniform(0, 1)),
+            bool(rng.random() < 0.2),
+            False,
+            0.0,
+            float(rng.choice([0.0, rng.uniform(-1, 1)])),
+            echo=float(rng.choice([0.0, rng.uniform(0, 1)])),
+            reverb=float(rng.choice([0.0, 1.0, rng.uniform(0, 1)])),
+        )
+
+    def bus() -> Command:
+        return ReverbTarget(
+            float(rng.uniform(0, 1)), float(rng.uniform(20, 1000)), float(rng.uniform(0, 1))
+        )
+
+    def echo() -> Command:
+        return EchoTarget(float(rng.uniform(1, 60)), float(rng.uniform(0, 1)), 0.0, 1.0)
+
+    return bus_events(rng, length, other, ReverbTarget(0.7, 150.0, 1.0), send, bus, echo)
 
 
 @pytest.mark.skipif(not KERNEL_BUILT, reason="the compiled kernel is not built")
@@ -97,23 +98,10 @@ def test_compiled_reverb_is_the_numpy_reference(outputs: str, seed: int) -> None
     other = Track(noise(3, 0.2, seed + 1), SR, ("x", "y", "z"))
     events = _reverb_events(rng, length, other)
     block = int(rng.choice([1, 64, 97, 256]))
-    outs, masters = [], []
-    for compiled in (True, False):
-        m = mixer(noise(4, length / SR, seed), block=256, outputs=outputs, compiled=compiled)
-        recorded = np.zeros((length, 2), np.float32)
-        out = np.zeros((length, m.out_channels), np.float32)
-        cuts = sorted({*range(0, length, block), *events, length})
-        for a, b in itertools.pairwise(cuts):
-            for cmd in events.get(a, []):
-                m.post(cmd)
-            m.process(out[a:b])
-            recorded[a:b] = m.master_view(b - a)
-        outs.append(out)
-        masters.append(recorded)
-        assert m.reverb_running
-    np.testing.assert_array_equal(outs[0], outs[1])
-    np.testing.assert_array_equal(masters[0], masters[1])
-    assert np.abs(masters[0]).max() > 0.1
+    channels = noise(4, length / SR, seed)
+    master, mixers = kernels_alike(channels, events, length=length, block=block, outputs=outputs)
+    assert all(m.reverb_running for m in mixers)
+    assert np.abs(master).max() > 0.1
 
 
 def _call_args(n: int, b: int, sr: int = SR) -> tuple[np.ndarray, ...]:
@@ -223,29 +211,19 @@ def test_a_block_with_the_reverb_allocates_no_array_data() -> None:
         m.post(StripTarget(i, 1.0, False, False, 0.0, echo=0.3, reverb=0.5))
     for _ in range(5):
         m.process(out)
-    enter_audio_thread()
-    tracemalloc.start()
-    worst = steady = 0
-    try:
-        for i in range(100):
-            if i % 10 == 0:
-                m.post(_rsend(i % 8, 0.9 if i % 20 else 0.1))
-            if i % 10 == 5:
-                m.post(ReverbTarget(0.1 * (i % 7), 100.0 + i, 0.9))
-            if i % 25 == 3:
-                m.post(Seek(0.5))
-            if i == 60:
-                m.post(Pause())  # the tail blocks too
-            base = tracemalloc.get_traced_memory()[0]
-            tracemalloc.reset_peak()
-            m.process(out)
-            took = tracemalloc.get_traced_memory()[1] - base
-            worst = max(worst, took)
-            if i % 10 not in (0, 3, 5, 8):
-                steady = max(steady, took)
-    finally:
-        tracemalloc.stop()
-        np.setbufsize(8192)
+
+    def post(i: int) -> bool:
+        if i % 10 == 0:
+            m.post(_rsend(i % 8, 0.9 if i % 20 else 0.1))
+        if i % 10 == 5:
+            m.post(ReverbTarget(0.1 * (i % 7), 100.0 + i, 0.9))
+        if i % 25 == 3:
+            m.post(Seek(0.5))
+        if i == 60:
+            m.post(Pause())  # the tail blocks too
+        return i % 5 == 0 or i % 25 == 3
+
+    worst, steady = block_allocations(m, out, post)
     assert m.reverb_running and not m.playing
     assert worst < 8192 and steady < 4096, (worst, steady)
 
@@ -282,15 +260,7 @@ def test_the_reverb_tail_rings_out_as_its_size_says(how: str) -> None:
         "stop": [Stop()],
         "track": [SetTrack(Track(np.zeros((2, 2, SR * 3), np.float32), SR, ("a", "b")))],
     }
-    frames = 282 * 256  # 1.5 s
-    master = np.zeros((frames, 2), np.float32)
-    out = np.zeros((256, 2), np.float32)
-    for b in range(0, frames, 256):
-        if b == 2560:  # 53 ms: the burst is over, the reverb rings
-            for cmd in cut[how]:
-                m.post(cmd)
-        m.process(out)
-        master[b : b + 256] = m.master_view(256)
+    master = record(m, 282 * 256, 2560, cut[how])  # 1.5 s; at 53 ms the burst is over
     assert m.reverb_running
     if how in ("pause", "stop"):
         assert not m.playing
@@ -307,11 +277,7 @@ def test_the_reverb_tail_rings_out_as_its_size_says(how: str) -> None:
     # playing, once the send is closed too.
     if how not in ("pause", "stop"):
         m.post(_rsend(0, 0.0, mute=how == "mute", gain=0.0 if how == "fader" else 1.0))
-    quiet = np.zeros((256, 2), np.float32)
-    for _ in range(int(5.0 * SR) // 256):
-        m.process(quiet)
-        if not m.reverb_running:
-            break
+    ring_out(m, lambda: m.reverb_running)
     assert not m.reverb_running and not m.fx.active
 
 
@@ -358,13 +324,7 @@ def test_the_room_size_sets_the_decay(size: float, fit: tuple[float, float]) -> 
     m.post(Play())
     m.post(_rsend(0, 1.0))
     m.post(ReverbTarget(size, 100.0, 1.0))
-    master = np.zeros((375 * 256, 2), np.float32)  # 2 s
-    out = np.zeros((256, 2), np.float32)
-    for b in range(0, len(master), 256):
-        if b == 2560:
-            m.post(Pause())
-        m.process(out)
-        master[b : b + 256] = m.master_view(256)
+    master = record(m, 375 * 256, 2560, [Pause()])  # 2 s
     fast, slow = _comb_slopes(size)
     slope = _decay_db_per_s(master, *fit)
     assert fast < slope < slow * 0.95, (fast, slope, slow)
@@ -443,38 +403,32 @@ def test_broken_reverb_values_never_reach_the_audio() -> None:
 
 # -- surfaces -----------------------------------------------------------------------
 
-SENDER = ("127.0.0.1", 40000)
-
-
-def _m(address: str, *args: object) -> bytes:
-    return encode_message(address, args)
-
 
 def test_reverb_over_osc_set_query_patterns_bundles_state_and_errors() -> None:
     host, server = make_server()
     try:
-        assert server.datagram(_m("/fx/reverb/*"), SENDER) == [
+        assert server.datagram(m("/fx/reverb/*"), SENDER) == [
             ("/fx/reverb/size", [0.5]),
             ("/fx/reverb/lowcut", [200.0]),
             ("/fx/reverb/return", [1.0]),
         ]
         bundle = encode_bundle(
             [
-                _m("/fx/reverb/size", 0.75),
-                _m("/fx/reverb/lowcut", 350.0),
-                _m("/fx/reverb/return", 0.625),
-                _m("/ch/vocals/reverb", 0.5),
-                _m("/ch/[1-2]/reverb", 0.25),
+                m("/fx/reverb/size", 0.75),
+                m("/fx/reverb/lowcut", 350.0),
+                m("/fx/reverb/return", 0.625),
+                m("/ch/vocals/reverb", 0.5),
+                m("/ch/[1-2]/reverb", 0.25),
             ]
         )
         assert server.datagram(bundle, SENDER) == []
-        assert server.datagram(_m("/ch/*/reverb"), SENDER) == [
+        assert server.datagram(m("/ch/*/reverb"), SENDER) == [
             ("/ch/1/reverb", [0.25]),
             ("/ch/2/reverb", [0.25]),
             ("/ch/3/reverb", [0.5]),
             ("/ch/4/reverb", [0.0]),
         ]
-        assert server.datagram(_m("/fx/*/return"), SENDER) == [
+        assert server.datagram(m("/fx/*/return"), SENDER) == [
             ("/fx/echo/return", [1.0]),
             ("/fx/reverb/return", [0.625]),
         ]
@@ -484,23 +438,23 @@ def test_reverb_over_osc_set_query_patterns_bundles_state_and_errors() -> None:
         state = dict(server.control.state())
         assert state["/ch/3/reverb"] == [0.5] and state["/fx/reverb/lowcut"] == [350.0]
         for bad, reason in (
-            (_m("/fx/reverb/lowcut", 19.5), "/fx/reverb/lowcut takes 20..1000 Hz, got 19.5"),
-            (_m("/fx/reverb/lowcut", 1001.0), "/fx/reverb/lowcut takes 20..1000 Hz, got 1001"),
-            (_m("/fx/reverb/size", 1.5), "/fx/reverb/size takes 0..1, got 1.5"),
-            (_m("/fx/reverb/size", "big"), "/fx/reverb/size takes a number, got str 'big'"),
-            (_m("/fx/reverb/return", float("nan")), "/fx/reverb/return got NaN"),
-            (_m("/fx/reverb/size"), None),
-            (_m("/ch/1/reverb", -0.5), "/ch/1/reverb takes 0..1, got -0.5"),
-            (_m("/ch/1/reverb", 0.5, 0.5), "/ch/1/reverb takes one number, got 2 arguments"),
-            (_m("/fx/reverb/damp", 0.5), "unknown address /fx/reverb/damp"),
-            (_m("/ch/1/reverb/pre", 1), "unknown address /ch/1/reverb/pre"),
+            (m("/fx/reverb/lowcut", 19.5), "/fx/reverb/lowcut takes 20..1000 Hz, got 19.5"),
+            (m("/fx/reverb/lowcut", 1001.0), "/fx/reverb/lowcut takes 20..1000 Hz, got 1001"),
+            (m("/fx/reverb/size", 1.5), "/fx/reverb/size takes 0..1, got 1.5"),
+            (m("/fx/reverb/size", "big"), "/fx/reverb/size takes a number, got str 'big'"),
+            (m("/fx/reverb/return", float("nan")), "/fx/reverb/return got NaN"),
+            (m("/fx/reverb/size"), None),
+            (m("/ch/1/reverb", -0.5), "/ch/1/reverb takes 0..1, got -0.5"),
+            (m("/ch/1/reverb", 0.5, 0.5), "/ch/1/reverb takes one number, got 2 arguments"),
+            (m("/fx/reverb/damp", 0.5), "unknown address /fx/reverb/damp"),
+            (m("/ch/1/reverb/pre", 1), "unknown address /ch/1/reverb/pre"),
         ):
             before = host.registry.snapshot()
             if reason is None:  # a query, not a change
                 assert server.datagram(bad, SENDER) == [("/fx/reverb/size", [0.75])]
                 continue
             # One in a bundle with a good change: the bundle is all or nothing.
-            assert server.datagram(encode_bundle([_m("/fx/reverb/size", 0.1), bad]), SENDER) == [
+            assert server.datagram(encode_bundle([m("/fx/reverb/size", 0.1), bad]), SENDER) == [
                 ("/error", [reason])
             ]
             assert host.registry.snapshot() == before
@@ -518,14 +472,14 @@ def test_reverb_feedback_and_midi_views() -> None:
     sub.settimeout(5.0)
     feedback = Feedback(server)
     try:
-        server.datagram(_m("/subscribe", sub.getsockname()[1]), SENDER)
+        server.datagram(m("/subscribe", sub.getsockname()[1]), SENDER)
         feedback.tick()
-        first = _messages(sub, "/transport/position")
+        first = received(sub, "/transport/position")
         assert ("/ch/vocals/reverb", [0.0]) in first and ("/fx/reverb/size", [0.5]) in first
-        server.datagram(_m("/ch/3/reverb", 0.5), SENDER)
-        server.datagram(_m("/fx/reverb/lowcut", 100.0), SENDER)
+        server.datagram(m("/ch/3/reverb", 0.5), SENDER)
+        server.datagram(m("/fx/reverb/lowcut", 100.0), SENDER)
         feedback.tick()
-        assert _messages(sub, "/meter")[:2] == [
+        assert received(sub, "/meter")[:2] == [
             ("/ch/vocals/reverb", [0.5]),
             ("/fx/reverb/lowcut", [100.0]),
         ]
@@ -543,14 +497,3 @@ def test_reverb_feedback_and_midi_views() -> None:
     assert reg.get_norm("/fx/reverb/lowcut") == pytest.approx(0.5)
     assert reg.get("/fx/reverb/size") == 0.25 and reg.get("/ch/2/reverb") == 0.75
     assert reg.written_since(since) == {"/fx/reverb/lowcut", "/fx/reverb/size", "/ch/2/reverb"}
-
-
-def _messages(sock: socket.socket, until: str) -> list[tuple[str, list]]:
-    out: list[tuple[str, list]] = []
-    while True:
-        data, _ = sock.recvfrom(65536)
-        msg = decode(data)
-        assert isinstance(msg, Message), msg
-        out.append((msg.address, list(msg.args)))
-        if msg.address == until:
-            return out
