@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from stemdeck.daemon.echo_beats import EchoBeats
 from stemdeck.daemon.loader import TrackLoader
 from stemdeck.daemon.osc import OscControl, OscServer
 from stemdeck.daemon.osc.subscriptions import SUBSCRIPTION_SECONDS
+from stemdeck.daemon.osc.wire import Message, decode, encode_message
 from stemdeck.daemon.pathnames import library_files
 from stemdeck.daemon.quantize import Quantizer
 from stemdeck.daemon.scenes import SceneStore
@@ -33,6 +35,8 @@ from stemdeck.daemon.track_source import LoadDone
 from stemdeck.daemon.transport import TransportControl
 
 NAMES = ("drums", "bass", "vocals", "other")
+#: Where the tests' datagrams come from (a client's address; nothing listens there).
+SENDER = ("127.0.0.1", 40000)
 SR = 8000
 BLOCK = 64
 
@@ -256,3 +260,20 @@ def render(host: FakeHost, blocks: int) -> np.ndarray:
     for i in range(blocks):
         m.process(out[i * BLOCK : (i + 1) * BLOCK])
     return out
+
+
+def m(address: str, *args: object) -> bytes:
+    """One OSC message, encoded: ``m("/ch/1/mute", 1)``."""
+    return encode_message(address, args)
+
+
+def received(sock: socket.socket, until: str) -> list[tuple[str, list]]:
+    """The messages ``sock`` receives, up to and with the first at ``until``
+    (feedback and replies are plain messages, never bundles)."""
+    out: list[tuple[str, list]] = []
+    while True:
+        msg = decode(sock.recvfrom(65536)[0])
+        assert isinstance(msg, Message), msg
+        out.append((msg.address, list(msg.args)))
+        if msg.address == until:
+            return out

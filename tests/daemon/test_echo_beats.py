@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from osc_host import SR, FakeHost, make_server
+from osc_host import SENDER, SR, FakeHost, make_server
 from registry_helpers import set_value
 
 from stemdeck.core.beats.analysis import BeatAnalysis
@@ -28,7 +28,6 @@ from stemdeck.daemon.osc import Feedback, OscControl
 from stemdeck.daemon.scenes import SceneStore
 from stemdeck.daemon.track_beats import TrackBeats
 
-SENDER = ("127.0.0.1", 40000)
 GRID = BeatGrid(120.0, 0.5, 4)
 RANGE = "/fx/echo/beats takes 1/16..4 beats (0.0625..4), got"
 

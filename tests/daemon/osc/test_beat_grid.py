@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from osc_host import FakeHost, make_server
+from osc_host import SENDER, FakeHost, make_server
 
 from stemdeck.core.beats.analysis import BeatAnalysis
 from stemdeck.core.beats.grid import BeatGrid, TapTempo
@@ -28,7 +28,6 @@ from stemdeck.daemon.status import Status, format_status
 from stemdeck.daemon.track_beats import TrackBeats
 from stemdeck.daemon.web import websocket
 
-SENDER = ("127.0.0.1", 40000)
 HEAD = 64 / 8000  # the play head (s)
 GRID = BeatGrid(120.0, 0.5, 4)
 NO_GRID = "no beat grid yet for the track"

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from osc_host import BLOCK, PROBE_GRID, SR, FakeHost, probe_host, render
+from osc_host import BLOCK, PROBE_GRID, SENDER, SR, FakeHost, probe_host, render
 
 from stemdeck.core.mixer.commands import Rate
 from stemdeck.daemon.osc import OscControl
 
-SENDER = ("127.0.0.1", 40000)
 GRID = PROBE_GRID  # a beat every 0.5 s (4000 frames) from 0.3 s
 BEAT = 4000
 

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from osc_host import BLOCK, NAMES, PROBE_GRID, probe_host, render
+from osc_host import BLOCK, NAMES, PROBE_GRID, SENDER, probe_host, render
 
 from stemdeck.core.beats.store import BeatStore, HotCue
 from stemdeck.daemon.osc import OscControl
 from stemdeck.daemon.scenes import SceneStore
 
-SENDER = ("127.0.0.1", 40000)
 GRID = PROBE_GRID  # a beat every 0.5 s (4000 frames) from 0.3 s, bars of 2 s
 
 

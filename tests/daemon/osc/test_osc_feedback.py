@@ -14,19 +14,13 @@ import socket
 import time
 
 import pytest
-from osc_host import make_server
+from osc_host import SENDER, m, make_server, received
 
 from stemdeck.core.errors import ParameterError
 from stemdeck.daemon.cli.parser import build_parser
 from stemdeck.daemon.osc import Feedback, limits
-from stemdeck.daemon.osc.wire import Message, decode, encode_message
 
-SENDER = ("127.0.0.1", 40000)
 LATER = 1e6  # seconds: past any subscription but one until /unsubscribe
-
-
-def m(address: str, *args: object) -> bytes:
-    return encode_message(address, args)
 
 
 def left_at(server, seconds_ahead: float) -> list[tuple[str, int]]:
@@ -39,16 +33,6 @@ def receiver() -> socket.socket:
     s.bind(("127.0.0.1", 0))
     s.settimeout(5.0)
     return s
-
-
-def messages(sock: socket.socket, until: str) -> list[tuple[str, list]]:
-    out: list[tuple[str, list]] = []
-    while True:
-        msg = decode(sock.recvfrom(65536)[0])
-        assert isinstance(msg, Message), msg  # feedback is never a bundle
-        out.append((msg.address, list(msg.args)))
-        if msg.address == until:
-            return out
 
 
 @pytest.fixture
@@ -171,11 +155,11 @@ def test_a_fixed_target_in_reapers_form_gets_reapers_addresses() -> None:
         ]
         feedback = Feedback(server)
         feedback.tick()
-        first = messages(surface, "/time")  # the full state, as REAPER sends it
+        first = received(surface, "/time")  # the full state, as REAPER sends it
         assert ("/track/3/name", ["vocals"]) in first and ("/track/1/volume", [0.75]) in first
         server.datagram(m("/ch/vocals/mute", 1), SENDER)  # channel 3 here (osc_host.py)
         feedback.tick()
-        change = messages(surface, "/time")[0]
+        change = received(surface, "/time")[0]
         assert change == ("/track/3/mute", [1]) and type(change[1][0]) is int
     finally:
         surface.close()
@@ -191,11 +175,11 @@ def test_a_fixed_target_gets_the_state_then_every_change() -> None:
         assert left_at(server, 1.0) == [surface.getsockname()]
         feedback = Feedback(server)
         feedback.tick()
-        first = messages(surface, "/transport/position")
+        first = received(surface, "/transport/position")
         assert ("/ch/vocals/mute", [0]) in first and ("/master/fader", [0.75]) in first
         server.datagram(m("/ch/vocals/mute", 1), SENDER)
         feedback.tick()
-        assert messages(surface, "/transport/position")[0] == ("/ch/vocals/mute", [1])
+        assert received(surface, "/transport/position")[0] == ("/ch/vocals/mute", [1])
     finally:
         surface.close()
         server.sock.close()

@@ -14,7 +14,7 @@ import struct
 import time
 
 import pytest
-from osc_host import FakeHost, make_server
+from osc_host import SENDER, FakeHost, m, make_server, received
 from registry_helpers import set_value
 
 from stemdeck.daemon.osc import Feedback, OscServer, limits
@@ -22,15 +22,8 @@ from stemdeck.daemon.osc.wire import (
     Message,
     decode,
     encode_bundle,
-    encode_message,
     unix_to_timetag,
 )
-
-SENDER = ("127.0.0.1", 40000)
-
-
-def m(address: str, *args: object) -> bytes:
-    return encode_message(address, args)
 
 
 @pytest.fixture
@@ -306,17 +299,6 @@ def receiver() -> socket.socket:
     return s
 
 
-def messages(sock: socket.socket, until: str) -> list[tuple[str, list]]:
-    out: list[tuple[str, list]] = []
-    while True:
-        data, _ = sock.recvfrom(65536)
-        msg = decode(data)
-        assert isinstance(msg, Message), msg  # replies and feedback are plain messages
-        out.append((msg.address, list(msg.args)))
-        if msg.address == until:
-            return out
-
-
 @pytest.mark.slow  # about a second: the fast tier stays under a minute
 def test_the_scheduler_survives_a_bundle_that_fails_when_due() -> None:
     host, server = make_server()
@@ -331,8 +313,8 @@ def test_the_scheduler_survives_a_bundle_that_fails_when_due() -> None:
         assert server.datagram(first, sender) == [] and server.datagram(second, sender) == []
         host.registry.set_names(["drums", "bass"])
         client.sendto(m("/ping"), server.address)  # the answer arrives before the bundles
-        assert messages(client, "/pong") == [("/pong", [])]
-        assert messages(client, "/error") == [
+        assert received(client, "/pong") == [("/pong", [])]
+        assert received(client, "/error") == [
             ("/error", ["unknown channel '4' in /ch/4/mute; channels are 1..2 or drums, bass"])
         ]
         deadline = time.monotonic() + 10
@@ -371,20 +353,20 @@ def test_feedback_by_name_and_by_index_and_full_state_for_late_subscribers(serve
             ("/subscribe", [pb, "index"])
         ]
         feedback.tick()
-        got_a = messages(a, "/transport/position")
+        got_a = received(a, "/transport/position")
         assert ("/ch/bass/mute", [0]) in got_a and ("/channels", list(host.registry.names)) in got_a
-        got_b = messages(b, "/transport/position")
+        got_b = received(b, "/transport/position")
         assert ("/ch/2/mute", [0]) in got_b
         server.datagram(m("/ch/bass/mute", 1), SENDER)
         feedback.tick()
-        assert messages(a, "/meter")[0] == ("/ch/bass/mute", [1])
-        assert messages(b, "/meter")[0] == ("/ch/2/mute", [1])
-        messages(a, "/transport/position")
-        messages(b, "/transport/position")
+        assert received(a, "/meter")[0] == ("/ch/bass/mute", [1])
+        assert received(b, "/meter")[0] == ("/ch/2/mute", [1])
+        received(a, "/transport/position")
+        received(b, "/transport/position")
         # A late subscriber gets every current value, not only later changes.
         server.datagram(m("/subscribe", pc), SENDER)
         feedback.tick()
-        late = messages(c, "/transport/position")
+        late = received(c, "/transport/position")
         assert ("/ch/bass/mute", [1]) in late and ("/ch/drums/fader", [0.75]) in late
         # /unsubscribe stops that (host, port) only.
         assert server.datagram(m("/unsubscribe", pa), SENDER) == [("/unsubscribe", [pa])]
@@ -438,7 +420,7 @@ def test_subscriptions_expire_unless_renewed() -> None:
             ]
         feedback.tick()
         for s in (a, b):
-            assert ("/ch/bass/mute", [0]) in messages(s, "/transport/position")
+            assert ("/ch/bass/mute", [0]) in received(s, "/transport/position")
         # a renews all along; b never does, and its subscription runs out.
         deadline = time.monotonic() + 30
         while server.control.subscribed() != [(SENDER[0], pa)]:
@@ -451,7 +433,7 @@ def test_subscriptions_expire_unless_renewed() -> None:
         _drain(b)
         server.datagram(m("/ch/bass/mute", 1), SENDER)
         feedback.tick()
-        assert ("/ch/bass/mute", [1]) in messages(a, "/transport/position")
+        assert ("/ch/bass/mute", [1]) in received(a, "/transport/position")
         assert _arrived(b, 0.5) == []  # b's feedback stopped
         assert server.datagram(m("/unsubscribe", pa), SENDER) == [("/unsubscribe", [pa])]
         _drain(a)

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from osc_host import BLOCK, NAMES, PROBE_GRID, SR, FakeHost, probe_host, render
+from osc_host import BLOCK, NAMES, PROBE_GRID, SENDER, SR, FakeHost, probe_host, render
 
 from stemdeck.daemon.osc import OscControl
 from stemdeck.daemon.quantize import Quantizer, parse_quantize
 from stemdeck.daemon.scenes import SceneStore
 
-SENDER = ("127.0.0.1", 40000)
 GRID = PROBE_GRID  # a bar every 2 s from 0.3 s
 USAGE = "/quantize takes off, beat, bar or a number of beats (0.03125..64) as a string, got"
 

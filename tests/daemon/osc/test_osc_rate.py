@@ -4,16 +4,10 @@ feedback, and one exact error for each bad value (nothing applied)."""
 from __future__ import annotations
 
 import pytest
-from osc_host import FakeHost, make_server
+from osc_host import SENDER, FakeHost, m, make_server
 
 from stemdeck.daemon.osc import OscServer
-from stemdeck.daemon.osc.wire import encode_bundle, encode_message
-
-SENDER = ("127.0.0.1", 40000)
-
-
-def m(address: str, *args: object) -> bytes:
-    return encode_message(address, args)
+from stemdeck.daemon.osc.wire import encode_bundle
 
 
 @pytest.fixture

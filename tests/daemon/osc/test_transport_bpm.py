@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from osc_host import FakeHost, make_server
+from osc_host import SENDER, FakeHost, make_server
 from osc_replay import Recorder, osc
 
 from stemdeck.core.beats.grid import BeatGrid
@@ -14,7 +14,6 @@ from stemdeck.core.mixer.commands import Rate
 from stemdeck.daemon.osc import Feedback, OscServer
 from stemdeck.daemon.osc.wire import encode_bundle
 
-SENDER = ("127.0.0.1", 40000)
 GRID = BeatGrid(120.0, 0.5, 4)
 
 
