@@ -1,5 +1,6 @@
-"""A JACK server with the dummy driver, a JACK client that records ports, and one that
-is the timebase master of a tempo map (:class:`TimebaseSession`)."""
+"""A JACK server with the dummy driver, a JACK client that records ports, one that
+is the timebase master of a tempo map (:class:`TimebaseSession`), and a mixer that
+keeps what the transport followers post to it (:class:`Counting`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
+
+from stemdeck.core.mixer.commands import Command
+from stemdeck.core.mixer.engine import Mixer
 
 
 def start_jack(name: str, *, rate: int = 48000, period: int = 256) -> subprocess.Popen | None:
@@ -360,3 +364,15 @@ class TimebaseSession:
     def close(self) -> None:
         self.client.deactivate()
         self.client.close()
+
+
+class Counting(Mixer):
+    """The mixer, keeping every command posted to it (``posted``)."""
+
+    def __init__(self) -> None:
+        super().__init__(max_channels=1)
+        self.posted: list[Command] = []
+
+    def post(self, command: Command) -> bool:
+        self.posted.append(command)
+        return super().post(command)

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from jack_helpers import Counting
 from osc_host import FakeHost
 
 from stemdeck.core.errors import ParameterError
-from stemdeck.core.mixer.commands import Command, Play, SetTrack, Track
+from stemdeck.core.mixer.commands import Play, SetTrack, Track
 from stemdeck.core.mixer.engine import Mixer
 from stemdeck.daemon.audio.jack import port_names
 from stemdeck.daemon.osc import OscControl
@@ -19,18 +20,6 @@ SR = 8000
 BLOCK = 64
 LENGTH = 4 * SR
 MARKER = SR + 123
-
-
-class Counting(Mixer):
-    """The mixer, counting what is posted to it."""
-
-    def __init__(self) -> None:
-        super().__init__(max_channels=1)
-        self.posted: list[Command] = []
-
-    def post(self, command: Command) -> bool:
-        self.posted.append(command)
-        return super().post(command)
 
 
 @pytest.fixture

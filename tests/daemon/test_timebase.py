@@ -11,9 +11,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from jack_helpers import Counting
 
 from stemdeck.core.beats.grid import BeatGrid
-from stemdeck.core.mixer.commands import Command, Play, Rate, SetTrack, Track
+from stemdeck.core.mixer.commands import Play, Rate, SetTrack, Track
 from stemdeck.core.mixer.engine import Mixer
 from stemdeck.daemon.quantize import Quantizer
 from stemdeck.daemon.sync import SyncControl
@@ -35,18 +36,6 @@ GRID = BeatGrid(120.0, 0.25, 4)
 CLICKS = (8, 20)
 #: Ticks per beat of the made-up session (as Ardour's).
 TPB = 1920.0
-
-
-class Counting(Mixer):
-    """The mixer, counting what is posted to it."""
-
-    def __init__(self) -> None:
-        super().__init__(max_channels=1)
-        self.posted: list[Command] = []
-
-    def post(self, command: Command) -> bool:
-        self.posted.append(command)
-        return super().post(command)
 
 
 class Session:
