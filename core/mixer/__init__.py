@@ -20,8 +20,9 @@
   spectral pitch shifter of the master; ``FRAME``, ``HOP``, ``LATENCY`` (the frame and
   half a hop), ``MAX_PITCH``, ``XFADE_MS``, ``transpose``.
 - :mod:`.heads`: ``Ramp`` and ``FadingHead``, the block's scalar ramps and fading play heads.
-- :mod:`.kernel`: the block arithmetic (the DJ filter, the echo and reverb buses included),
-  ``COMPILED`` (``_kernel.c``) or ``NumpyKernel`` (its reference); ``KERNEL_BUILT``.
+- :mod:`.kernel`: the block arithmetic's calls (the DJ filter, the echo and reverb buses
+  included), ``COMPILED`` (``_kernel.c``), ``KERNEL_BUILT``, the read head's table.
+- :mod:`.numpy_kernel`: ``NumpyKernel``, the compiled kernel's numpy reference and fallback.
 - :mod:`.params`: the fader taper and level conversions (``fader_to_db``,
   ``db_to_gain``...), the echo's and the reverb's ranges and defaults
   (``ECHO_MAX_MS``, ``ECHO_MAX_BEATS``, ``ECHO_DIVISIONS``, ``REVERB_MAX_LOWCUT``...).

@@ -48,7 +48,7 @@ elements and the callback then waits for a control thread to give it back
 (``bench/web.py`` measured that wait). What stays in numpy here is per-sample
 work on one row (transport and head fades, the master ramp): below that size
 for blocks up to 500 frames (the daemon's is 256). The numpy kernel
-(:class:`~.kernel.NumpyKernel`) stays as the reference: the compiled one computes
+(:class:`~.numpy_kernel.NumpyKernel`) stays as the reference: the compiled one computes
 the same float32 operations in the same order, and ``tests/core/mixer/test_kernel.py``
 checks the two give the same samples. The scalar ramps and fading heads the
 block drives are in :mod:`.heads`.
@@ -108,8 +108,9 @@ from .commands import Track
 from .control import PENDING_ACTIONS, MixerControl
 from .fx import Effects
 from .heads import FadingHead, Ramp
-from .kernel import READ_REACH, READ_TABLE, Kernel, NumpyKernel
+from .kernel import READ_REACH, READ_TABLE, Kernel
 from .keylock import Shifter
+from .numpy_kernel import NumpyKernel
 
 __all__ = ["AUDIO_BUFSIZE", "FADING_HEADS", "Mixer", "enter_audio_thread"]
 

@@ -44,7 +44,8 @@ from stemdeck.core.mixer.commands import (
     Track,
 )
 from stemdeck.core.mixer.engine import Mixer
-from stemdeck.core.mixer.kernel import KERNEL_BUILT, NumpyKernel
+from stemdeck.core.mixer.kernel import KERNEL_BUILT
+from stemdeck.core.mixer.numpy_kernel import NumpyKernel
 from stemdeck.daemon.osc import Feedback
 from stemdeck.daemon.osc.wire import encode_bundle
 

@@ -51,8 +51,8 @@ from stemdeck.core.mixer.kernel import (
     KERNEL_BUILT,
     REVERB_BUS_FIELDS,
     REVERB_STATE,
-    NumpyKernel,
 )
+from stemdeck.core.mixer.numpy_kernel import NumpyKernel
 from stemdeck.daemon.osc import Feedback
 from stemdeck.daemon.osc.wire import encode_bundle
 

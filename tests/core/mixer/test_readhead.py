@@ -22,7 +22,8 @@ from stemdeck.core.mixer.commands import (
     Track,
 )
 from stemdeck.core.mixer.engine import Mixer, enter_audio_thread
-from stemdeck.core.mixer.kernel import COMPILED, READ_TABLE, NumpyKernel
+from stemdeck.core.mixer.kernel import COMPILED, READ_TABLE
+from stemdeck.core.mixer.numpy_kernel import NumpyKernel
 
 SR = 48000
 
