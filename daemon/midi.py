@@ -146,7 +146,9 @@ class MidiControl:
             raise ParameterError("give --midi PORT or --midi-virtual NAME")
         self.host = host
         self.map = midi_map
-        self.mapper = MidiMapper(midi_map, self._get_norm, lambda: host.engine.rolling)
+        self.mapper = MidiMapper(
+            midi_map, self._get_norm, lambda: host.engine.rolling, self._get_transport
+        )
         self.port_prefix = port
         self.virtual = virtual
         try:
@@ -257,6 +259,10 @@ class MidiControl:
         keys = self.host.registry.resolve(track_target(address, self.host.registry.names))
         return float(self.host.registry.get_norm(keys[0]))
 
+    def _get_transport(self, name: str) -> float:
+        """``rate``, ``pitch`` or ``keylock`` as ``/transport/<name>`` answers it."""
+        return float(self.host.transport.value(name)[0])
+
     def _on_message(self, msg: Any) -> None:
         """rtmidi's thread: decode, map, apply. Never raises."""
         self.received += 1
@@ -301,7 +307,8 @@ class MidiControl:
 
     def _action(self, address: str, args: list[Any]) -> None:
         if address.startswith("/transport/"):
-            # as OSC: a loop or roll in beats on the grid, a beat jump (docs/quantize.md)
+            # as OSC: a loop or roll in beats on the grid, a beat jump (docs/quantize.md),
+            # the rate, the pitch, keylock (the same checks and the same feedback)
             command = self.host.transport.command(address[len("/transport/") :], args)
             if command is not None and not self.host.post(command):
                 raise ParameterError(f"{address}: engine queue full; not applied")

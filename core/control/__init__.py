@@ -15,5 +15,6 @@
 - :mod:`.pattern`: OSC 1.0 address patterns, matched in linear time
   (``compile_pattern``, ``is_pattern``, ``MAX_PATTERN``).
 - :mod:`.midimap`: MIDI maps and the state machine that turns MIDI into control
-  changes (``load_midi_map``, ``MidiMap``, ``Binding``, ``MidiMapper``).
+  changes (``load_midi_map``, ``MidiMap``, ``Binding``, ``MidiMapper``; the transport
+  values a control drives, ``TRANSPORT_VALUES``).
 """

@@ -21,10 +21,23 @@ Actions in beats take their number from ``args``: ``/transport/loop/beats`` and
 ``/transport/roll`` 1/32 to 64 beats, ``/transport/beatjump`` non-zero beats (negative
 back); ``/cue/N/set``, ``/cue/N/jump`` and ``/cue/N/clear`` (N = 1..8) work hot cues.
 They act as the same OSC messages do (``docs/quantize.md``).
+
+Transport values
+----------------
+``/transport/rate`` takes a fader (``absolute``, ``absolute14``): ``range`` (default
+0.08, +/-8 %; at most 0.5) around 1.0, CC 64 (8192 in 14 bits) the centre, whose detent
+(the centre and one step either side) gives exactly 1.0; ``invert = true`` puts + at the
+bottom. ``/transport/pitch`` takes a knob (-12..12 semitones, snapped to whole ones
+unless ``fine = true``; ``invert`` too) or an encoder (one semitone a tick).
+``/transport/keylock`` takes a button (``toggle``, ``momentary``, ``press``; its LED
+follows keylock). Faders and knobs pick the value up as the level faders do (a rate
+beyond the fader's range at the fader's nearer end). They act as the same OSC
+messages do.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import tomllib
@@ -36,7 +49,9 @@ from typing import Any
 from ..audiofile.roles import ROLES, stem_role
 from ..beats.grid import MAX_BEATJUMP, MAX_LOOP_BEATS, MIN_LOOP_BEATS
 from ..beats.store import MAX_CUES
-from ..errors import PresetError
+from ..errors import ParameterError, PresetError
+from ..mixer.keylock import MAX_PITCH
+from ..mixer.params import MIN_RATE
 from ..separation.presets import read_preset_text
 
 __all__ = ["Binding", "MidiMap", "MidiMapper", "load_midi_map", "track_target"]
@@ -70,6 +85,14 @@ ACTIONS = (
     "/transport/beatjump",
     "/transport/roll",
 )
+#: The transport values a control drives, with the modes that can drive each.
+TRANSPORT_VALUES = {
+    "/transport/rate": ("absolute", "absolute14"),
+    "/transport/pitch": ("absolute", "absolute14", "relative2c", "relative64"),
+    "/transport/keylock": ("toggle", "momentary", "press"),
+}
+RATE_RANGE = 0.08  # a rate fader's default range: +/-8 %
+MAX_RATE_RANGE = 1.0 - MIN_RATE  # +/-50 %: the fader's bottom is the slowest rate
 #: A hot cue's action: ``/cue/N/set``, ``/cue/N/jump``, ``/cue/N/clear``.
 CUE_ACTION = re.compile(rf"/cue/([1-{MAX_CUES}])/(set|jump|clear)")
 
@@ -111,6 +134,9 @@ class Binding:
     args: tuple[Any, ...] = ()  # e.g. the scene name of /scene/recall
     lsb: int | None = None  # absolute14: the LSB controller
     led: bool = False  # echo the switch state to the controller
+    range: float | None = None  # /transport/rate: the fader's range around 1.0
+    invert: bool = False  # /transport/rate, /transport/pitch: + at the bottom
+    fine: bool = False  # /transport/pitch from a knob: not snapped to whole semitones
 
     @property
     def is_switch(self) -> bool:
@@ -152,7 +178,19 @@ def parse_midi_map(text: str, source: str) -> MidiMap:
         where = f"binding {i}"
         if not isinstance(entry, dict):
             raise _entry_error(source, where, "must be a table")
-        unknown = set(entry) - {"cc", "note", "channel", "target", "mode", "args", "lsb", "led"}
+        unknown = set(entry) - {
+            "cc",
+            "note",
+            "channel",
+            "target",
+            "mode",
+            "args",
+            "lsb",
+            "led",
+            "range",
+            "invert",
+            "fine",
+        }
         if unknown:
             raise _entry_error(source, where, f"unknown key {sorted(unknown)[0]!r}")
         if ("cc" in entry) == ("note" in entry):
@@ -169,13 +207,29 @@ def parse_midi_map(text: str, source: str) -> MidiMap:
         mode = entry.get("mode", "absolute" if kind == "cc" else "toggle")
         if mode not in MODES:
             raise _entry_error(source, where, f"mode {mode!r} is not one of {', '.join(MODES)}")
-        is_action = target.split("/")[1] in ("transport", "scene", "cue") or target in ACTIONS
+        is_value = target in TRANSPORT_VALUES
+        is_action = not is_value and (
+            target.split("/")[1] in ("transport", "scene", "cue") or target in ACTIONS
+        )
         if is_action and target not in ACTIONS and not CUE_ACTION.fullmatch(target):
+            if target.startswith("/transport/") and mode in CONTINUOUS:
+                raise _entry_error(
+                    source,
+                    where,
+                    f"unknown transport value {target!r}: a continuous control drives "
+                    "/transport/rate or /transport/pitch",
+                )
             raise _entry_error(source, where, f"unknown action {target!r}")
+        if is_value and mode not in TRANSPORT_VALUES[target]:
+            raise _entry_error(
+                source,
+                where,
+                f"mode {mode!r} cannot drive {target}: use " + ", ".join(TRANSPORT_VALUES[target]),
+            )
         if is_action:
             # a roll plays while its pad is held: it ends on the release
             mode = "momentary" if target == "/transport/roll" else "trigger"
-        if not is_action and not target.startswith(("/ch/", "/master/", "/fx/")):
+        if not is_action and not is_value and not target.startswith(("/ch/", "/master/", "/fx/")):
             raise _entry_error(source, where, f"unknown target {target!r}")
         if target.startswith("/scene/") and not entry.get("args"):
             raise _entry_error(source, where, f'{target} needs args = ["scene name"]')
@@ -192,6 +246,11 @@ def parse_midi_map(text: str, source: str) -> MidiMap:
             why = _beats_error(target, args)
             if why:
                 raise _entry_error(source, where, why)
+        if is_value and args:
+            raise _entry_error(source, where, f"{target} takes no args")
+        why = _value_error(target, mode, entry)
+        if why:
+            raise _entry_error(source, where, why)
         key = (kind, channel - 1, number)
         if key in seen:
             raise _entry_error(
@@ -210,6 +269,9 @@ def parse_midi_map(text: str, source: str) -> MidiMap:
                 args=tuple(args),
                 lsb=lsb,
                 led=bool(entry.get("led", kind == "note")),
+                range=entry.get("range", RATE_RANGE) if target == "/transport/rate" else None,
+                invert=entry.get("invert", False),
+                fine=entry.get("fine", False),
             )
         )
     programs: dict[int, str] = {}
@@ -250,6 +312,42 @@ def _beats_error(target: str, args: list[Any]) -> str:
     return ""
 
 
+def _value_error(target: str, mode: str, entry: dict[str, Any]) -> str:
+    """Why a binding's ``range``, ``invert`` or ``fine`` is wrong ("" when they are right)."""
+    if "range" in entry:
+        if target != "/transport/rate":
+            return "range applies to /transport/rate only"
+        value = entry["range"]
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not 0 < value <= MAX_RATE_RANGE
+        ):
+            return (
+                f"/transport/rate range must be a number above 0 and at most "
+                f"{MAX_RATE_RANGE:g} (+/-{MAX_RATE_RANGE * 100:g} %), got {value!r}"
+            )
+    for key, allowed, where in (
+        (
+            "invert",
+            target in ("/transport/rate", "/transport/pitch"),
+            "/transport/rate and /transport/pitch",
+        ),
+        (
+            "fine",
+            target == "/transport/pitch" and mode in ("absolute", "absolute14"),
+            "/transport/pitch from a knob or fader (absolute, absolute14)",
+        ),
+    ):
+        if key not in entry:
+            continue
+        if not allowed:
+            return f"{key} applies to {where} only"
+        if not isinstance(entry[key], bool):
+            return f"{key} must be true or false, got {entry[key]!r}"
+    return ""
+
+
 def load_midi_map(name_or_path: str = "generic") -> MidiMap:
     """A shipped map (``presets/midi/<name>.toml``) or a map file."""
     source, text = read_preset_text("midi", name_or_path)
@@ -264,6 +362,23 @@ class _State:
     msb: int | None = None
     pressed_at: float | None = None
     held_value: bool = False
+    # A transport value is applied by the engine a block later: the values this
+    # binding set (and the one it took over from) within PENDING_S are its own, not
+    # a move from elsewhere, while the engine catches up.
+    ours: list[tuple[float, float]] = field(default_factory=list)  # (value, when)
+
+
+PENDING_S = 0.25  # longer than any audio block: the engine has applied a value by then
+
+
+def _centre_offset(value: int, bits: int) -> float:
+    """A fader's value as -1..1 around its centre (64; 8192 in 14 bits), the
+    centre's detent (the centre and one step either side) exactly 0."""
+    centre = 1 << (bits - 1)
+    d = value - centre
+    if abs(d) <= 1:
+        return 0.0
+    return d / centre if d < 0 else d / (centre - 1)
 
 
 class MidiMapper:
@@ -276,6 +391,9 @@ class MidiMapper:
         The current 0..1 value of a registry key (for soft takeover and encoders).
     get_playing : callable() -> bool, optional
         Transport state, for the LEDs of play, stop and toggle buttons.
+    get_transport : callable(name) -> float, optional
+        The current ``rate``, ``pitch`` (semitones) or ``keylock`` (1.0 or 0.0), for
+        the bindings of transport values; without it they are an error.
     """
 
     def __init__(
@@ -283,10 +401,12 @@ class MidiMapper:
         midi_map: MidiMap,
         get_norm: Callable[[str], float],
         get_playing: Callable[[], bool] | None = None,
+        get_transport: Callable[[str], float] | None = None,
     ) -> None:
         self.map = midi_map
         self.get_norm = get_norm
         self.get_playing = get_playing
+        self.get_transport = get_transport
         self._state: dict[Binding, _State] = {}
         self.learning: str | None = None
         self.learned: Binding | None = None
@@ -329,7 +449,7 @@ class MidiMapper:
                 out += self._cc(b, value, now)
             for b in self.map.bindings:  # LSB of a 14-bit pair
                 if b.mode == "absolute14" and b.lsb == number and b.channel == channel:
-                    out += self._lsb(b, value)
+                    out += self._lsb(b, value, now)
         elif kind in ("note_on", "note_off"):
             pressed = kind == "note_on" and value > 0
             for b in self.map.find("note", channel, number):
@@ -340,6 +460,8 @@ class MidiMapper:
     def _cc(self, b: Binding, value: int, now: float) -> list[tuple[str, str, list[Any]]]:
         if b.mode in ("toggle", "momentary", "press", "trigger"):
             return self._button(b, value >= 64, now)
+        if b.target in TRANSPORT_VALUES:
+            return self._value_cc(b, value, now)
         if b.mode == "absolute":
             return self._absolute(b, value / 127.0)
         if b.mode == "absolute14":
@@ -356,10 +478,12 @@ class MidiMapper:
         st.last_set = target
         return [("norm", b.target, [target])]
 
-    def _lsb(self, b: Binding, value: int) -> list[tuple[str, str, list[Any]]]:
+    def _lsb(self, b: Binding, value: int, now: float) -> list[tuple[str, str, list[Any]]]:
         st = self._st(b)
         if st.msb is None:
             return []
+        if b.target in TRANSPORT_VALUES:
+            return self._value_absolute(b, _centre_offset((st.msb << 7) | value, 14), now)
         position = ((st.msb << 7) | value) / 16383.0
         return self._absolute(b, position)
 
@@ -381,6 +505,82 @@ class MidiMapper:
         st.last_set = position
         return [("norm", b.target, [position])]
 
+    # -- transport values ---------------------------------------------------------------
+    def _transport(self, b: Binding) -> float:
+        """The current value of ``b``'s transport value (rate, pitch, keylock)."""
+        if self.get_transport is None:
+            raise ParameterError(f"{b.target}: no transport to drive")
+        return float(self.get_transport(b.target[len("/transport/") :]))
+
+    @staticmethod
+    def _is_ours(st: _State, current: float, now: float) -> bool:
+        """Whether the engine's ``current`` is this binding's own doing."""
+        if st.last_set is not None and abs(current - st.last_set) <= 1e-9:
+            return True
+        return any(abs(current - v) <= 1e-9 and now - t <= PENDING_S for v, t in st.ours)
+
+    def _send(
+        self, b: Binding, st: _State, value: float, now: float
+    ) -> list[tuple[str, str, list[Any]]]:
+        st.last_set = value
+        st.ours = [(v, t) for v, t in st.ours if now - t <= PENDING_S] + [(value, now)]
+        return [("action", b.target, [value])]
+
+    def _value_cc(self, b: Binding, value: int, now: float) -> list[tuple[str, str, list[Any]]]:
+        """A rate fader or a pitch knob (7 bits), or a pitch encoder's ticks."""
+        if b.mode == "absolute":
+            return self._value_absolute(b, _centre_offset(value, 7), now)
+        if b.mode == "absolute14":
+            self._st(b).msb = value
+            return []  # waits for the LSB, which completes the value
+        step = value - 64 if b.mode == "relative64" else (value if value < 64 else value - 128)
+        if step == 0:
+            return []
+        # /transport/pitch: one semitone a tick, from the last one this encoder set
+        # while the engine has not applied it yet
+        st = self._st(b)
+        current = self._transport(b)
+        base = current
+        if st.last_set is not None and self._is_ours(st, current, now):
+            base = st.last_set
+        else:
+            st.ours = [(current, now)]
+        target = min(MAX_PITCH, max(-MAX_PITCH, base + step))
+        if target == base:
+            return []  # at the end of the range
+        return self._send(b, st, target, now)
+
+    def _value_absolute(
+        self, b: Binding, offset: float, now: float
+    ) -> list[tuple[str, str, list[Any]]]:
+        """A fader's ``offset`` (-1..1 around its centre) as a rate or a pitch, with soft
+        takeover as :meth:`_absolute`, in the fader's -1..1."""
+        sign = -1.0 if b.invert else 1.0
+        if b.target == "/transport/rate":
+            assert b.range is not None
+            scale, centre = b.range, 1.0
+            value = 1.0 + scale * offset * sign
+        else:
+            scale, centre = MAX_PITCH, 0.0
+            value = scale * offset * sign + 0.0  # never -0.0
+            if not b.fine:
+                value = float(round(value))
+        st = self._st(b)
+        current = self._transport(b)
+        # where the value is on the fader: a rate beyond its range at its nearer end
+        here = min(1.0, max(-1.0, (current - centre) / scale * sign))
+        if not self._is_ours(st, current, now):
+            st.picked_up = False  # the value moved elsewhere (OSC, the page, a track load)
+        if not st.picked_up:
+            crossed = st.last_in is not None and (st.last_in - here) * (offset - here) <= 0
+            if abs(offset - here) <= 2 * TAKEOVER or crossed:
+                st.picked_up = True
+                st.ours = [(current, now)]
+        st.last_in = offset
+        if not st.picked_up:
+            return []
+        return self._send(b, st, value, now)
+
     # -- buttons ------------------------------------------------------------------------
     def _button(self, b: Binding, pressed: bool, now: float) -> list[tuple[str, str, list[Any]]]:
         st = self._st(b)
@@ -388,19 +588,29 @@ class MidiMapper:
             return [("action", b.target, list(b.args))] if pressed else []
         if b.target == "/transport/roll":  # momentary: 0 beats on the release ends it
             return [("action", b.target, list(b.args) if pressed else [0.0])]
-        current = float(self.get_norm(b.target)) >= 0.5
+        if b.target == "/transport/keylock":  # an action: the OSC message's 1 or 0
+            current = self._transport(b) >= 0.5
+
+            def out(on: bool) -> list[tuple[str, str, list[Any]]]:
+                return [("action", b.target, [int(on)])]
+        else:
+            current = float(self.get_norm(b.target)) >= 0.5
+
+            def out(on: bool) -> list[tuple[str, str, list[Any]]]:
+                return [("set", b.target, [on])]
+
         if b.mode == "toggle":
-            return [("set", b.target, [not current])] if pressed else []
+            return out(not current) if pressed else []
         if b.mode == "momentary":
-            return [("set", b.target, [pressed])]
+            return out(pressed)
         # press: flip at once; on release, flip back if it was held long
         if pressed:
             st.pressed_at = now
             st.held_value = current
-            return [("set", b.target, [not current])]
+            return out(not current)
         if st.pressed_at is not None and now - st.pressed_at >= LONG_PRESS_S:
             st.pressed_at = None
-            return [("set", b.target, [st.held_value])]
+            return out(st.held_value)
         st.pressed_at = None
         return []
 
@@ -422,6 +632,10 @@ class MidiMapper:
                 )
                 out.append((b.kind, b.channel, b.number, 127 if lit else 0))
                 continue
+            if b.led and b.target == "/transport/keylock" and self.get_transport is not None:
+                on = float(self.get_transport("keylock")) >= 0.5
+                out.append((b.kind, b.channel, b.number, 127 if on else 0))
+                continue
             if not b.led or not b.is_switch:
                 continue
             try:
@@ -441,9 +655,22 @@ def binding_toml(b: Binding) -> str:
         f'target = "{b.target}"',
         f'mode = "{b.mode}"',
     ]
-    if b.args:
-        lines.append("args = [" + ", ".join(f'"{a}"' for a in b.args) + "]")
+    if b.args:  # a scene's name is a string, a loop's beats a number
+        lines.append("args = [" + ", ".join(_toml_value(a) for a in b.args) + "]")
     if b.lsb is not None:
         lines.append(f"lsb = {b.lsb}")
     lines.append(f"led = {str(b.led).lower()}")
+    if b.range is not None:
+        lines.append(f"range = {b.range!r}")
+    if b.invert:
+        lines.append("invert = true")
+    if b.fine:
+        lines.append("fine = true")
     return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    """A string or a number of a binding's ``args`` as TOML writes it."""
+    if isinstance(value, str):
+        return json.dumps(value)  # a TOML basic string: JSON's escapes are TOML's
+    return repr(value)

@@ -151,6 +151,45 @@ def test_midi_mutes_are_heard(rig) -> None:
     assert np.abs(audio).max() > 0.05
 
 
+def until(read, value, seconds: float = 10.0):
+    """Poll ``read()`` (bounded) until it gives ``value``; the last value read."""
+    deadline = time.monotonic() + seconds
+    got = read()
+    while got != value and time.monotonic() < deadline:
+        time.sleep(0.05)
+        got = read()
+    return got
+
+
+def test_the_rate_fader_and_keylock_over_a_real_port(rig) -> None:
+    """The generic map's rate fader (CC 37, +/-8 %) and keylock (note 65, lit while on):
+    ``/transport/rate`` reads back exactly (OSC's float32 of the rate)."""
+    import mido
+
+    daemon, to_daemon, leds, *_ = rig
+    for v in range(64, -1, -1):  # picked up at the centre (1.0), down to the bottom
+        to_daemon.send(mido.Message("control_change", channel=0, control=37, value=v))
+    bottom = float(np.float32(0.92))
+    assert until(lambda: daemon.client.query("/transport/rate"), bottom) == bottom
+    for v in range(1, 65):  # back to the centre: exactly 1.0
+        to_daemon.send(mido.Message("control_change", channel=0, control=37, value=v))
+    assert until(lambda: daemon.client.query("/transport/rate"), 1.0) == 1.0
+    for _ in leds.iter_pending():
+        pass
+    to_daemon.send(mido.Message("note_on", channel=0, note=65, velocity=127))
+    to_daemon.send(mido.Message("note_off", channel=0, note=65))
+    assert until(lambda: daemon.client.query("/transport/keylock"), 1) == 1
+    lit: list = []
+
+    def led() -> int | None:
+        lit.extend(m for m in leds.iter_pending() if m.type == "note_on" and m.note == 65)
+        return lit[-1].velocity if lit else None
+
+    assert until(led, 127) == 127  # the keylock button lights
+    daemon.client.send("/transport/keylock", 0)  # an OSC change reaches the LED too
+    assert until(led, 0) == 0
+
+
 def test_program_change_recalls_a_scene(rig) -> None:
     import mido
 
@@ -177,6 +216,11 @@ def test_midi_learn_binds_and_saves(rig) -> None:
     assert daemon.client.query("/ch/4/pan") == pytest.approx(1.0)
     saved = (root / "config" / "midi" / "generic.toml").read_text()
     assert "cc = 99" in saved and "channel = 6" in saved and '"/ch/4/pan"' in saved
+    # the saved map loads as it was, the rate fader's range and the loops' beats with it
+    from stemdeck.core.control.midimap import load_midi_map
+
+    mine = load_midi_map(str(root / "config" / "midi" / "generic.toml"))
+    assert mine.bindings[:-1] == load_midi_map("generic").bindings
     daemon.client.send("/ch/4/pan", 0.0)
 
 

@@ -204,8 +204,18 @@ def test_map_type() -> None:
         ("note", 59, "/transport/beatjump", "trigger", False),
         ("note", 60, "/transport/roll", "momentary", False),
         *(("note", 61 + i, f"/cue/{i + 1}/jump", "trigger", False) for i in range(4)),
+        ("cc", 37, "/transport/rate", "absolute", False),
+        ("cc", 38, "/transport/pitch", "absolute", False),
+        ("note", 65, "/transport/keylock", "toggle", True),
     ]
     assert [(b.kind, b.number, b.target, b.mode, b.led) for b in m.bindings] == expected
+    # the rate fader: +/-8 %, + at the top; the pitch knob in whole semitones
+    assert [
+        (b.range, b.invert, b.fine) for b in m.bindings if b.kind == "cc" and b.number in (37, 38)
+    ] == [
+        (0.08, False, False),
+        (None, False, False),
+    ]
     # all on MIDI channel 1, plain 7-bit values; the beats of the actions in beats
     assert {(b.channel, b.lsb) for b in m.bindings} == {(0, None)}
     assert {b.number: b.args for b in m.bindings if b.args} == {
