@@ -733,6 +733,15 @@
   }
   for (let n = 1; n <= 8; n++) showCue(n, "position", -1);
 
+  // A phone in portrait keeps the beats row behind this toggle (mixer.css); elsewhere the
+  // toggle is not shown and the row always is.
+  $("beats-toggle").addEventListener("click", () => {
+    const open = $("beats").classList.toggle("open");
+    $("beats-toggle").classList.toggle("on", open);
+    $("beats-toggle").setAttribute("aria-expanded", open ? "true" : "false");
+    $("beats-toggle").textContent = `rate · loops · cues ${open ? "▾" : "▸"}`;
+  });
+
   $("grid-tap").addEventListener("click", () => send("/track/grid/tap"));
   $("grid-halve").addEventListener("click", () => send("/track/grid/halve"));
   $("grid-double").addEventListener("click", () => send("/track/grid/double"));

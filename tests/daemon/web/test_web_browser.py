@@ -265,6 +265,107 @@ def test_two_fingers_move_two_faders_and_double_tap_resets(served: tuple[Daemon,
         client.close()
 
 
+def test_two_touch_points_move_two_faders_at_once_to_the_exact_values(
+    served: tuple[Daemon, Path],
+) -> None:
+    """Two fingers on one touch screen, as Chromium gets them from a tablet: every touch
+    event carries both touch points (``Input.dispatchTouchEvent``), one fader goes up and
+    the other down in the same events, and the daemon gets each fader's value exactly (a
+    relative drag: unity plus the travel over the fader's height, as an OSC float32)."""
+    from selenium.webdriver.common.by import By
+
+    daemon, _ = served
+    client = Client(daemon.port)
+    reset_mix(client)
+    d = browser(screen=SCREENS["tablet"])
+    try:
+        open_page(d, daemon.http_url())
+        for address in ("/ch/1", "/ch/3"):
+
+            def at_unity(d: Chrome, a: str = address) -> bool:
+                return strip(d, a).get_attribute("data-fader") == "0.7500"
+
+            wait_for(d, at_unity, f"{address} not at unity")
+        d.execute_cdp_cmd(
+            "Emulation.setTouchEmulationEnabled", {"enabled": True, "maxTouchPoints": 5}
+        )
+        faders = {
+            a: strip(d, a).find_element(By.CSS_SELECTOR, ".fader") for a in ("/ch/1", "/ch/3")
+        }
+        centre = {}
+        height = {}
+        for a, f in faders.items():
+            left, top, right, bottom = d.execute_script(RECT_JS, f)
+            centre[a] = (round((left + right) / 2), round((top + bottom) / 2))
+            height[a] = d.execute_script("return arguments[0].clientHeight", f)
+        travel = {"/ch/1": -36, "/ch/3": 30}  # drums up 36 px, other down 30 px: at once
+
+        def touch(kind: str, steps: float) -> None:
+            points = [
+                {"x": x, "y": y + round(travel[a] * steps), "id": n}
+                for n, (a, (x, y)) in enumerate(centre.items())
+            ]
+            d.execute_cdp_cmd("Input.dispatchTouchEvent", {"type": kind, "touchPoints": points})
+
+        touch("touchStart", 0)
+        for step in (1 / 3, 2 / 3, 1):
+            touch("touchMove", step)
+        d.execute_cdp_cmd("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+        for a, name in (("/ch/1", "drums"), ("/ch/3", "other")):
+            want = float(np.float32(0.75 + (-travel[a] / height[a])))
+            wait_osc(client, f"/ch/{name}/fader", lambda v, w=want: v == w, f"{name} not {want}")
+            assert osc_value(client, f"/ch/{name}/fader") == want
+        assert osc_value(client, "/ch/bass/fader") == 0.75
+        assert osc_value(client, "/ch/vocals/fader") == 0.75
+    finally:
+        d.quit()
+        reset_mix(client)
+        client.close()
+
+
+def test_the_overview_shows_the_play_head_and_the_loop(served: tuple[Daemon, Path]) -> None:
+    """The played part of the overview ends at the play head, the loop's region spans the
+    loop, to the pixel, and goes when the loop is off."""
+    from selenium.webdriver.common.by import By
+
+    daemon, _ = served
+    client = Client(daemon.port)
+    d = browser()
+    try:
+        open_page(d, daemon.http_url())
+        client.send("/transport/pause")
+        wait_osc(client, "/transport/playing", lambda v: v == 0, "still playing")
+        client.send("/transport/seek", 1.0)
+        wait_osc(client, "/transport/position", lambda v: v == 1.0, "the seek to 1 s")
+        length = osc_value(client, "/transport/length")
+        bar = d.find_element(By.ID, "posbar")
+        inner = (
+            "const e = arguments[0];"
+            "return [e.getBoundingClientRect().left + e.clientLeft, e.clientWidth]"
+        )
+        left, width = d.execute_script(inner, bar)
+
+        def edges(element_id: str) -> list[float]:
+            r = d.execute_script(RECT_JS, d.find_element(By.ID, element_id))
+            return [r[0] - left, r[2] - left]
+
+        head = 1.0 / length * width
+        wait_for(d, lambda d: abs(edges("posfill")[1] - head) <= 1, "the play head is not at 1 s")
+        assert edges("posfill")[0] == 0
+        assert not d.find_element(By.ID, "loopzone").is_displayed()
+        client.send("/transport/loop", 2.0, 3.0)
+        wait_for(d, lambda d: d.find_element(By.ID, "loopzone").is_displayed(), "no loop shown")
+        start, end = edges("loopzone")
+        assert abs(start - 2.0 / length * width) <= 1 and abs(end - 3.0 / length * width) <= 1
+        client.send("/transport/loop/off")
+        wait_for(d, lambda d: not d.find_element(By.ID, "loopzone").is_displayed(), "loop shown")
+    finally:
+        d.quit()
+        client.send("/transport/loop/off")
+        client.send("/transport/play")
+        client.close()
+
+
 def test_keyboard_seek_and_loop(served: tuple[Daemon, Path]) -> None:
     """Space pauses and plays, a digit mutes its channel, a click on the bar seeks,
     loop in/out set the loop and loop off clears it."""
@@ -788,6 +889,8 @@ def test_phone_width_no_page_scroll_every_fader_reachable(served: tuple[Daemon, 
 
 
 # Every control the page has, as the finger meets it; the fine checkbox is inside its label.
+TOUCHABLE = "button, select, input:not([type=checkbox]), label.fine, .fader, .knob, #posbar"
+BEATS_TOUCHABLE = ", ".join(f"#beats {c}" for c in TOUCHABLE.split(", "))
 CONTROLS_JS = """
 const out = [];
 for (const e of document.querySelectorAll(
@@ -817,6 +920,55 @@ for (let i = 0; i < px.length; i += 4) {
 }
 return out;"""
 
+# The beats row's controls: the rate slider, its button, keylock, pitch down, pitch,
+# pitch up; quantize; six loop buttons; eight cue pads.
+BEATS_CONTROLS = 6 + 1 + 6 + 8
+# All of them: fine; play, stop, the overview, loop in, out and off, tap, halve, double;
+# the beats row; track, load, scene, morph, recall, scene name, save; four strips of a
+# fader, four knobs, mute and solo; the master's fader, filter and mute.
+PAGE_CONTROLS = 1 + 9 + BEATS_CONTROLS + 7 + 4 * 7 + 3
+
+# Each shown control matching arguments[0] (and not arguments[1]) brought on screen the way
+# a user would (the page scrolled up or down when arguments[2], a strip by scrolling the
+# strips' row) and then checked: wholly inside the screen and inside every box that clips
+# it (a row that scrolls sideways hides what is past its edge), and on top at its centre.
+# Returns the count checked and what failed.
+REACH_JS = """
+const [selector, except, scroll] = arguments;
+const strips = document.getElementById('strips');
+const bad = [];
+let count = 0;
+for (const e of document.querySelectorAll(selector)) {
+  if (except && e.matches(except)) continue;
+  if (!e.getClientRects().length || getComputedStyle(e).visibility === 'hidden') continue;
+  count += 1;
+  if (strips.contains(e)) e.scrollIntoView({block: 'nearest', inline: 'center'});
+  else if (scroll) {
+    const r = e.getBoundingClientRect();
+    if (r.top < 0 || r.bottom > innerHeight) window.scrollBy(0, r.top - innerHeight / 2);
+  }
+  const r = e.getBoundingClientRect();
+  const name = `${e.id || e.className || e.tagName} ${e.textContent.trim()}`.trim();
+  const out = [];
+  if (r.left < 0 || r.top < 0 || r.right > innerWidth + 0.5 || r.bottom > innerHeight + 0.5) {
+    out.push('off screen');
+  }
+  for (let a = e.parentElement; a && a !== document.body; a = a.parentElement) {
+    const style = getComputedStyle(a);
+    if (style.overflowX === 'visible' && style.overflowY === 'visible') continue;
+    const c = a.getBoundingClientRect();
+    const left = c.left + a.clientLeft, top = c.top + a.clientTop;
+    if (r.left < left - 0.5 || r.top < top - 0.5 || r.right > left + a.clientWidth + 0.5
+        || r.bottom > top + a.clientHeight + 0.5) {
+      out.push(`cut by ${a.id || a.className}`);
+    }
+  }
+  const hit = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+  if (!(hit === e || e.contains(hit))) out.push(`under ${hit && (hit.id || hit.className)}`);
+  if (out.length) bad.push(`${name}: ${out.join(', ')}`);
+}
+return {bad, count};"""
+
 NI_RGB = {  # the NI Stems colours the page gives these stems (mixer.js NI_COLOURS)
     "drums": (0, 158, 115),
     "bass": (213, 94, 0),
@@ -839,7 +991,12 @@ def test_the_page_fits_the_screen_with_touch_targets_and_the_overview(
     master whole on screen (pinned at the right when the strips scroll), every mute and
     solo in view without scrolling the page (a phone held sideways included); on a tablet
     and a laptop the strips share the whole width. The overview shows every stem in its
-    colour. With ``STEMDECK_SCREENSHOTS=DIR`` the screens are saved there (docs/ has them)."""
+    colour. Every control is whole on screen and on top where a user brings it (no
+    scrolling on a tablet or a laptop; on a phone the page scrolled, a strip by scrolling
+    the strips' row): none scrolls out of a row or is cut (the beats row's rate, keylock,
+    pitch, quantize, loops and eight cue pads included; a phone in portrait shows them
+    with its toggle). With ``STEMDECK_SCREENSHOTS=DIR`` the screens are saved there
+    (docs/ has them, and the portrait phone with the beats row open)."""
     from selenium.webdriver.common.by import By
 
     daemon, _ = served
@@ -871,6 +1028,52 @@ def test_the_page_fits_the_screen_with_touch_targets_and_the_overview(
         folder = os.environ.get("STEMDECK_SCREENSHOTS")
         if folder:
             d.save_screenshot(str(Path(folder) / f"mixer-{screen.width}x{screen.height}.png"))
+        # Every control whole on screen and on top, none scrolled out of a row or cut:
+        # on a tablet and a laptop all at once; on a phone by scrolling the page (and
+        # the strips' row, which scrolls sideways by design), the beats row behind its
+        # toggle in portrait.
+        scroll = screen.width < 1024
+        toggles = d.find_elements(By.ID, "beats-toggle")
+        assert [t.is_displayed() for t in toggles] == [name == "phone"]
+        toggle = toggles[0]
+        if toggle.is_displayed():
+            assert toggle.text == "rate · loops · cues ▸"
+            assert attribute(toggle, "aria-expanded") == "false"
+            assert not d.find_element(By.ID, "beats").is_displayed()
+            checked = d.execute_script(REACH_JS, TOUCHABLE, "#beats *", scroll)
+            assert checked == {"bad": [], "count": PAGE_CONTROLS - BEATS_CONTROLS + 1}
+            d.execute_script("window.scrollTo(0, 0)")
+            toggle.click()
+            wait_for(d, lambda d: d.find_element(By.ID, "beats").is_displayed(), "no beats row")
+            assert toggle.text == "rate · loops · cues ▾"
+            assert attribute(toggle, "aria-expanded") == "true"
+            assert attribute(toggle, "class").split() == ["btn", "small", "beats-toggle", "on"]
+            checked = d.execute_script(REACH_JS, BEATS_TOUCHABLE, "", scroll)
+            assert checked == {"bad": [], "count": BEATS_CONTROLS}
+            assert d.execute_script(CONTROLS_JS, HIT) == []
+            if folder:
+                d.execute_script("window.scrollTo(0, 0)")
+                path = Path(folder) / f"mixer-{screen.width}x{screen.height}-beats.png"
+                d.save_screenshot(str(path))
+            toggle.click()
+            wait_for(d, lambda d: not d.find_element(By.ID, "beats").is_displayed(), "still open")
+            assert (toggle.text, attribute(toggle, "aria-expanded")) == (
+                "rate · loops · cues ▸",
+                "false",
+            )
+            assert attribute(toggle, "class").split() == ["btn", "small", "beats-toggle"]
+        else:
+            checked = d.execute_script(REACH_JS, TOUCHABLE, "", scroll)
+            fine = d.find_element(By.CSS_SELECTOR, "label.fine").is_displayed()
+            assert fine == (name != "phone-landscape")  # a short screen has no room for it
+            assert checked == {"bad": [], "count": PAGE_CONTROLS - (not fine)}
+            cues = d.execute_script(REACH_JS, BEATS_TOUCHABLE, "", scroll)
+            assert cues == {"bad": [], "count": BEATS_CONTROLS}
+        if not scroll:
+            assert d.execute_script("return [scrollY, document.scrollingElement.scrollHeight]") == [
+                0,
+                screen.height,
+            ]
     finally:
         d.quit()
 
