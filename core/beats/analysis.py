@@ -368,8 +368,9 @@ def analyze_beats(
         Its sample rate.
     drums, bass : np.ndarray or None, shape like ``y``
         The separation's drums and bass channels, when there are any: the
-        drums' envelope replaces the mix's for the tempo and phase, the bass's
-        low band joins the kick's for the octave and the downbeats.
+        drums' whitened envelopes (full, low and mid band) are added to the
+        mix's, the bass's low band to the mix's low band (the backbeat's kicks,
+        the octave and the downbeats).
     beats_per_bar : int
         Beats in a bar (default 4).
 
