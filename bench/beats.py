@@ -18,8 +18,11 @@ in for a perfect separation):
 
 ``--real DIR`` also scores every ``NAME.wav`` that has a ``NAME.beats`` beside
 it (one beat time in seconds per line, a beat number after it optional).
+``--tempi DIR`` prints the tempo of every ``mixture.wav`` and stem file
+(``*.stem.*``) under DIR, with no truth: real music whose tempo an analysis
+change must not move without a reason (run it before and after).
 
-    .venv/bin/python bench/beats.py [--songs 40] [--real DIR]
+    .venv/bin/python bench/beats.py [--songs 40] [--real DIR] [--tempi DIR]
 """
 
 from __future__ import annotations
@@ -89,10 +92,20 @@ def f_measure(truth: np.ndarray, est: np.ndarray, end: float, *, start: float = 
     return float(mir_eval.beat.f_measure(trim(truth), trim(est), f_measure_threshold=WINDOW))
 
 
-def song_specs(n: int) -> list[tuple[str, SongSpec]]:
-    specs = [(f"seed {s}", random_song(s)) for s in range(n)]
-    for i, bpm in enumerate(EXTRA_TEMPI):
-        for seed in (1000 + 2 * i, 1001 + 2 * i):
+def song_specs(
+    n: int,
+    *,
+    first_seed: int = 0,
+    extra_tempi: tuple[float, ...] = EXTRA_TEMPI,
+    moved_seed: int = 1000,
+    per_tempo: int = 2,
+) -> list[tuple[str, SongSpec]]:
+    """``random_song`` of seeds ``first_seed`` .. + n - 1, then ``per_tempo`` songs
+    moved to each of ``extra_tempi``, of seeds from ``moved_seed`` on."""
+    specs = [(f"seed {s}", random_song(s)) for s in range(first_seed, first_seed + n)]
+    for i, bpm in enumerate(extra_tempi):
+        for j in range(per_tempo):
+            seed = moved_seed + per_tempo * i + j
             specs.append((f"seed {seed} @ {bpm:g}", replace(random_song(seed), bpm=bpm)))
     return specs
 
@@ -159,16 +172,50 @@ def real_set(folder: Path, ours: Score, base: Score) -> int:
     return n
 
 
+def print_tempi(folder: Path) -> None:
+    """The tempo of every ``mixture.wav`` and ``*.stem.*`` file under ``folder``."""
+    from stemdeck.core.audiofile.files import load
+
+    files = sorted(folder.rglob("mixture.wav")) + sorted(folder.rglob("*.stem.*"))
+    seconds = audio = 0.0
+    for path in files:
+        y, sr = load(path)
+        t0 = time.perf_counter()
+        a = analyze_beats(y, sr)
+        seconds += time.perf_counter() - t0
+        audio += y.shape[1] / sr
+        name = path.parent.name if path.name == "mixture.wav" else path.name
+        print(f"  {name}\t{y.shape[1] / sr:.1f} s\t{a.bpm:.2f} BPM")
+    if files:
+        print(f"real tracks: {len(files)}, {seconds / (audio / 60):.3f} s per min of audio")
+    else:
+        print(f"real tracks: none found in {folder}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--songs", type=int, default=40, help="random songs (seeds 0..N-1)")
     ap.add_argument("--real", type=Path, metavar="DIR", help="NAME.wav + NAME.beats pairs")
+    ap.add_argument("--first-seed", type=int, default=0, help="the random songs' first seed")
+    ap.add_argument(
+        "--extra-tempi", type=float, nargs="*", default=list(EXTRA_TEMPI), metavar="BPM"
+    )
+    ap.add_argument("--moved-seed", type=int, default=1000, help="the moved songs' first seed")
+    ap.add_argument("--per-tempo", type=int, default=2, help="moved songs per extra tempo")
+    ap.add_argument("--tempi", type=Path, metavar="DIR", help="real tracks' tempi, no truth")
     ap.add_argument("--verbose", action="store_true", help="one line per song")
     args = ap.parse_args()
 
     from stemdeck.core.audiofile.samples import resample
 
-    specs = song_specs(args.songs)
+    extra = tuple(args.extra_tempi)
+    specs = song_specs(
+        args.songs,
+        first_seed=args.first_seed,
+        extra_tempi=extra,
+        moved_seed=args.moved_seed,
+        per_tempo=args.per_tempo,
+    )
     ours, with_drums, base = Score(), Score(), Score()
     # the same figures for the random songs alone (85-140 BPM) and the moved ones
     split = {k: (Score(), Score(), Score()) for k in ("random", "moved")}
@@ -181,12 +228,15 @@ def main() -> None:
         truth = period * np.arange(spec.bars * 4)
         truth_db = truth[::4]
         part = split["moved" if "@" in name else "random"]
+        mix_bpm = math.nan
         for scores, drums in (
             ((ours, part[0]), None),
             ((with_drums, part[1]), song.stems["drums"]),
         ):
             t0 = time.perf_counter()
             a = analyze_beats(song.mix, sr, drums=drums)
+            if drums is None:
+                mix_bpm = a.bpm
             took = time.perf_counter() - t0
             beat_f = f_measure(truth, a.beats(), end)
             downbeat_f = f_measure(truth_db, a.downbeats(), end)
@@ -207,11 +257,15 @@ def main() -> None:
             score.beat_f.append(beat_f)
             score.add_tempo(name, tempo, spec.bpm)
         if args.verbose:
-            print(f"  {name}: true {spec.bpm:.2f}; ours {a.bpm:.2f}, librosa {tempo:.2f}")
+            print(
+                f"  {name}: true {spec.bpm:.2f}; ours {mix_bpm:.2f} (with the drums "
+                f"{a.bpm:.2f}), librosa {tempo:.2f}"
+            )
     n = len(specs)
     print(
-        f"generated songs: {n} ({args.songs} random at 85-140 BPM, "
-        f"{n - args.songs} at {', '.join(f'{t:g}' for t in EXTRA_TEMPI)} BPM)"
+        f"generated songs: {n} ({args.songs} random at 85-140 BPM from seed "
+        f"{args.first_seed}, {n - args.songs} at {', '.join(f'{t:g}' for t in extra)} BPM "
+        f"from seed {args.moved_seed})"
     )
     print(ours.line("stemdeck (mix)", n))
     print(with_drums.line("stemdeck (mix + true drums)", n))
@@ -238,6 +292,8 @@ def main() -> None:
             print(r_base.line("librosa beat_track (real)", m))
         else:
             print(f"real annotated clips: none found in {args.real}")
+    if args.tempi:
+        print_tempi(args.tempi)
 
 
 if __name__ == "__main__":

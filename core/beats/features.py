@@ -50,6 +50,9 @@ _N_FFT = 1024
 _N_MELS = 64
 _MEL_FMAX = 8000.0
 _LOW_HZ = 200.0  # the low band's top: kick drums and bass notes
+# The mid band: a snare's noise and crack, above the bass and the kick's body and
+# below most of the hi-hats' energy.
+_MID_HZ = (1000.0, 5000.0)
 BASS_SR = 5512  # the bass register's chroma needs nothing above 2.7 kHz
 _BASS_N_FFT = 2048
 BASS_HOP = 256
@@ -192,13 +195,16 @@ def _row_mean(a: np.ndarray) -> np.ndarray:
 
 
 class _Flux:
-    """Spectral flux of the log-mel power, block by block: full and low band."""
+    """Spectral flux of the log-mel power, block by block: full, low and mid band."""
 
     def __init__(self) -> None:
-        self.low = mel_frequencies(_N_MELS + 2, _MEL_FMAX)[1:-1] < _LOW_HZ
+        centres = mel_frequencies(_N_MELS + 2, _MEL_FMAX)[1:-1]
+        self.low = centres < _LOW_HZ
+        self.mid = (centres >= _MID_HZ[0]) & (centres < _MID_HZ[1])
         self._last: np.ndarray | None = None  # the previous block's last frame
         self.full_parts: list[np.ndarray] = []
         self.low_parts: list[np.ndarray] = []
+        self.mid_parts: list[np.ndarray] = []
 
     def add(self, power: np.ndarray) -> None:
         if power.shape[1] == 0:
@@ -211,10 +217,12 @@ class _Flux:
         self._last = mel[:, -1:]
         self.full_parts.append(_row_mean(flux))
         self.low_parts.append(_row_mean(flux[self.low]))
+        self.mid_parts.append(_row_mean(flux[self.mid]))
 
-    def envelopes(self) -> tuple[np.ndarray, np.ndarray]:
+    def envelopes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         full = np.concatenate(self.full_parts).astype(float)
-        return full, np.concatenate(self.low_parts).astype(float)
+        low = np.concatenate(self.low_parts).astype(float)
+        return full, low, np.concatenate(self.mid_parts).astype(float)
 
 
 @dataclass(frozen=True)
@@ -223,9 +231,10 @@ class Features:
 
     Attributes
     ----------
-    full, low : np.ndarray, shape (frames,), float64
+    full, low, mid : np.ndarray, shape (frames,), float64
         Spectral flux of the 64-band log-mel spectrogram (1024-point FFT) over all
-        bands, and over those below about 200 Hz; frame ``i`` is at
+        bands, over those below about 200 Hz (kick drums, bass notes) and over
+        those from 1 to 5 kHz (snare drums); frame ``i`` is at
         ``i * HOP / ANALYSIS_SR`` seconds.
     chroma : np.ndarray or None, shape (12, frames), float32
         Pitch-class energy of the bass register, :data:`BASS_FPS` frames a second;
@@ -234,6 +243,7 @@ class Features:
 
     full: np.ndarray
     low: np.ndarray
+    mid: np.ndarray
     chroma: np.ndarray | None
 
 
@@ -278,11 +288,11 @@ def stream_features(y: np.ndarray, sr: int, *, chroma: bool) -> Features:
             chroma_parts.append(bass.process(low))
         piece = following
     flux.add(mel.flush())
-    full, low_band = flux.envelopes()
+    full, low_band, mid_band = flux.envelopes()
     if bass is None:
-        return Features(full, low_band, None)
+        return Features(full, low_band, mid_band, None)
     chroma_parts.append(bass.flush())
-    return Features(full, low_band, np.concatenate(chroma_parts, axis=1))
+    return Features(full, low_band, mid_band, np.concatenate(chroma_parts, axis=1))
 
 
 def onset_envelopes(y: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:

@@ -67,6 +67,20 @@ def test_as_dict_is_the_cli_json_form(song_120: Song) -> None:
         (70.0, 0),  # hi-hats on eighths pull a plain tracker to 140
         (170.0, 0),  # kick on one and three pulls it to 85
         (120.0, 2),  # a half-time pattern (snare on three) pulls it to 60
+        # The syncopated pattern (kicks on eighths 1, 4 and 6), read by the octave
+        # prior alone as 150, 75, 87.5 and 82.5: the backbeat decides.
+        (75.0, 1),
+        (150.0, 1),
+        (175.0, 1),
+        (165.0, 1),
+        # Read as 3:2 relatives (a kick every three eighths) before the 3:2
+        # families were weighed: 110 (165 x 2/3), 104 (78 x 4/3), 106.7 (160 x 2/3).
+        (165.0, 3),
+        (78.0, 1),
+        (160.0, 0),
+        # At the DJ range's top: a fine tempo of 180.03 is still in range (read
+        # as 90 or 120 before).
+        (180.0, 1),
     ],
 )
 def test_the_tempo_octave_is_the_true_one(bpm: float, pattern: int) -> None:

@@ -95,7 +95,9 @@ def test_the_bass_chroma_is_the_whole_mono_mixs_resampled_at_once() -> None:
     expected = _whole_stft(low, 2048, 256, chroma_filters(5512, 2048, ctroct=3.0, octwidth=1.0))
     assert features.chroma is not None and features.chroma.shape == expected.shape
     np.testing.assert_allclose(features.chroma, expected, rtol=1e-5, atol=1e-6 * expected.max())
-    assert features.full.shape == features.low.shape == (1 + len(mono) // 256,)
+    assert (
+        features.full.shape == features.low.shape == features.mid.shape == (1 + len(mono) // 256,)
+    )
     assert stream_features(y, 44100, chroma=False).chroma is None
 
 
