@@ -248,10 +248,13 @@ class LinkSession:
                 log.debug("Link: %r", exc)
 
     def close(self) -> None:
-        """Leave the session."""
+        """Leave the session (after the audio stream stopped: the follower reads
+        the instance in the audio callback) and free the instance now, while the
+        interpreter runs: its threads must not outlive it."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=2)
-        self.link.enabled = False
         self.follower.session = None
         self.sync.link_peers = None
+        self.link.enabled = False
+        self.link = None

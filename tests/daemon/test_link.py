@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import soundfile as sf
 from daemon_helpers import poll
 from osc_host import FakeHost, make_server
 
@@ -392,3 +393,19 @@ def test_no_grid_no_lock_and_another_source_lets_go(rig) -> None:
     assert engine.posted == []
     assert sync.bars is None and sync.link_phase is None
     assert not follower.following
+
+
+def test_serve_sync_link_without_the_extra_says_which_extra(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from stemdeck.daemon.cli import main
+
+    monkeypatch.setitem(sys.modules, "link", None)  # import link: ImportError
+    monkeypatch.setenv("STEMDECK_CONFIG", str(tmp_path / "config"))
+    monkeypatch.setenv("STEMDECK_CACHE", str(tmp_path / "cache"))
+    track = tmp_path / "t.wav"
+    sf.write(track, np.zeros((SR // 10, 2), np.float32), SR)
+    args = ["serve", str(track), "--no-audio", "--sync", "link", "--http", "off"]
+    assert main([*args, "--osc-port", "0", "--no-cache"]) == 1
+    err = capsys.readouterr().err
+    assert f"stemdeck: error: {MISSING}\n" in err, err
