@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,13 @@ class TimedRecorder:
         ptr = int(_ffi.cast("uintptr_t", self.client._ptr))
         self.blocks: list[tuple[int, np.ndarray]] = []
         self.recording = False
+        #: When the server reported an xrun (CLOCK_MONOTONIC µs, as notified).
+        self.xruns: list[float] = []
+
+        @self.client.set_xrun_callback
+        def xrun(delay: float) -> None:
+            if self.recording:
+                self.xruns.append(time.monotonic_ns() / 1000.0)
 
         @self.client.set_process_callback
         def process(frames: int) -> None:
@@ -137,25 +145,49 @@ def clicks(times: np.ndarray, audio: np.ndarray) -> list[tuple[float, bool]]:
     return out
 
 
+#: Clicks this close to an xrun the JACK server reported (s before, s after) are not
+#: measured: a block stemdeck lost is sought again with a crossfade, and the click in
+#: it is smeared (counted in ``near_xruns``).
+XRUN_WINDOW = (0.25, 1.0)
+
+
 def placed(
-    found: list[tuple[float, bool]], state: Any, offset: float, since: float, until: float
+    found: list[tuple[float, bool]],
+    state: Any,
+    offset: float,
+    since: float,
+    until: float,
+    xruns: Sequence[float] = (),
 ) -> dict[str, list]:
     """The clicks between ``since`` and ``until`` (Link µs) against ``state``, a
     session state captured while its timeline held: error to the nearest beat (ms),
-    and for a loud click the beat of its bar it fell on (0: the bar line)."""
+    for a loud click the beat of its bar it fell on (0: the bar line), and when each
+    was (ms after ``since``); those near an xrun (CLOCK_MONOTONIC µs) left out."""
     errors: list[float] = []
     bar_beats: list[int] = []
     soft_beats: list[int] = []
+    at_ms: list[float] = []
+    near: list[float] = []
     tempo = state.tempo()
     for mono, loud in found:
         t = mono + offset
         if not since <= t <= until:
             continue
+        if any(-XRUN_WINDOW[0] * 1e6 <= mono - x <= XRUN_WINDOW[1] * 1e6 for x in xruns):
+            near.append((t - since) / 1000.0)
+            continue
+        at_ms.append((t - since) / 1000.0)
         phase = state.phaseAtTime(round(t), QUANTUM)
         nearest = round(phase)
         errors.append((phase - nearest) * 60000.0 / tempo)
         (bar_beats if loud else soft_beats).append(int(nearest) % int(QUANTUM))
-    return {"errors_ms": errors, "loud_beats": bar_beats, "soft_beats": soft_beats}
+    return {
+        "errors_ms": errors,
+        "loud_beats": bar_beats,
+        "soft_beats": soft_beats,
+        "at_ms": at_ms,
+        "near_xruns": near,
+    }
 
 
 def commit(peer: Any, change: Any) -> int:
@@ -241,11 +273,13 @@ def run(seconds: float, tempo_to: float) -> dict[str, Any]:
         times, audio = rec.take()
         found = clicks(times, audio)
         settle = 2 * beat_us  # the first two beats after a start or a change: the lock settles
-        out["at_120"] = placed(found, s1, offset, phase0 + 2 * settle, change)
-        out["at_new"] = placed(found, s2, offset, change + settle, stop)
+        xr = list(rec.xruns)
+        out["xruns"] = len(xr)
+        out["at_120"] = placed(found, s1, offset, phase0 + 2 * settle, change, xr)
+        out["at_new"] = placed(found, s2, offset, change + settle, stop, xr)
         restarted = s3.timeForIsPlaying()
         out["restart_at"] = restarted - restart
-        out["after_restart"] = placed(found, s3, offset, restarted + 0.05e6, 1e300)
+        out["after_restart"] = placed(found, s3, offset, restarted + 0.05e6, 1e300, xr)
         # After the stop: the loudest sample from 30 ms after it (the pause's fade) to
         # the restart, and the clicks in that span.
         link_times = times + offset

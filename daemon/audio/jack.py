@@ -18,6 +18,7 @@ one line when libjack or the server is missing.
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
 import logging
 import os
 import re
@@ -115,13 +116,24 @@ def port_names(names: Sequence[str], outputs: str) -> list[str]:
     return out
 
 
+def _libjack() -> ctypes.PyDLL:
+    """libjack through ctypes (the library JACK-Client loaded: the same handle); PyDLL
+    keeps the GIL across a call (the calls used are short and never block)."""
+    try:
+        return ctypes.PyDLL("libjack.so.0")
+    except OSError:
+        name = ctypes.util.find_library("jack")
+        if name is None:
+            raise
+        return ctypes.PyDLL(name)
+
+
 def _frames_to_time(client: Any) -> tuple[Callable[[int, int], int], int]:
     """libjack's ``jack_frames_to_time`` (the CLOCK_MONOTONIC µs of a frame) through
     ctypes, and the address of ``client``'s ``jack_client_t`` to call it with."""
     from jack import _ffi  # JACK-Client's cffi handle: the client's C pointer
 
-    lib = ctypes.PyDLL("libjack.so.0")
-    fn = lib.jack_frames_to_time
+    fn = _libjack().jack_frames_to_time
     fn.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
     fn.restype = ctypes.c_uint64
     return fn, int(_ffi.cast("uintptr_t", client._ptr))
@@ -143,7 +155,7 @@ def playback_latency_s(sink: JackSink) -> float:
     control thread."""
     from jack import _ffi  # JACK-Client's cffi handle: the ports' C pointers
 
-    fn = ctypes.PyDLL("libjack.so.0").jack_port_get_latency_range
+    fn = _libjack().jack_port_get_latency_range
     fn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(_LatencyRange)]
     fn.restype = None
     frames = 0
