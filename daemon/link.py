@@ -135,7 +135,6 @@ class LinkFollower(BbtFollower):
         self.latency_us = 0.0
         #: The session's beat at the track's bar 1 beat 1 (NaN: not playing).
         self.origin = math.nan
-        self._started = -1  # the session's start time the origin is for
         self._next_us = math.nan  # the next block's time if no block is lost
 
     def block_at(self, monotonic_s: float, frames: int) -> None:
@@ -169,9 +168,10 @@ class LinkFollower(BbtFollower):
         beat = state.beatAtTime(host, quantum)
         rolling = bool(state.isPlaying())
         if rolling:
-            started = state.timeForIsPlaying()
-            if started != self._started or math.isnan(self.origin):
-                self._started = started
+            # Once per start: Link keeps the start in beats, so its time moves with a
+            # tempo change, and the bar line it fell on must not be chosen again.
+            if math.isnan(self.origin):
+                started = state.timeForIsPlaying()
                 self.origin = bar_origin(
                     state.beatAtTime(started, quantum),
                     state.phaseAtTime(started, quantum),
