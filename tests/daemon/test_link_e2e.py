@@ -76,7 +76,7 @@ def test_the_peers_find_each_other(session: dict[str, Any]) -> None:
 
 def test_beats_and_bars_follow_the_peer(session: dict[str, Any]) -> None:
     assert session["clicks_before_start"] == 0  # the session had not started: silence
-    _placed(session["at_120"], 8)
+    _placed(session["at_120"], 7)
     ((tempo, (bpm,)), (phase, (ms,))) = session["sync_120"]
     assert (tempo, bpm) == ("/sync/tempo", 120.0)
     assert phase == "/sync/phase" and abs(ms) <= MAX_MS, ms
