@@ -276,7 +276,7 @@ def run(seconds: float, tempo_to: float) -> dict[str, Any]:
         xr = list(rec.xruns)
         out["xruns"] = len(xr)
         # The beat at the tempo change itself, apart: the click within half a beat
-        # before the change lands early by 1-9 ms in every run (not understood yet:
+        # before the change landed 0.07 to 9 ms early in five runs (not understood yet:
         # docs/sync.md, Limits); the test holds the beats before and after it.
         out["at_120"] = placed(found, s1, offset, phase0 + 2 * settle, change - beat_us / 2, xr)
         out["at_change"] = placed(found, s1, offset, change - beat_us / 2, change, xr)
