@@ -1,5 +1,5 @@
-"""JACK transport, MIDI clock in and out, side by side: ``python bench/sync.py
-[--seconds S] [--runs N]``.
+"""JACK transport, MIDI clock in and out, Ableton Link, side by side: ``python
+bench/sync.py [--seconds S] [--runs N] [--link-seconds S]``.
 
 JACK transport (the follower in stemdeck's own JACK sink,
 :class:`~stemdeck.daemon.timebase.BbtFollower` in
@@ -30,6 +30,15 @@ times 1.0, moved block by block (256 frames) as the mixer moves it; a second
 JACK client records the ticks with their frame times (``last_frame_time`` plus
 the event's offset). Jitter is each tick's distance from a straight line through
 all the ticks (p50/p99/max, ms), and the tempo that line gives.
+
+Ableton Link (``tests/link_session.py`` in a network namespace of its own, ``unshare
+-n``: ``stemdeck serve --audio jack --sync link`` and a Link peer on ``jackd -d
+dummy``): the peer starts the session mid-bar, changes the tempo from 120 to 126 BPM,
+stops and starts it again, each part ``--link-seconds`` long; the phase error is each
+click's distance from the peer's beat at the host time it left stemdeck's port (ms,
+p50/p99/max; from 4 beats after the start and 2 after the change and the restart).
+Skipped with the reason when the bindings (``stemdeck[link]``) or ``unshare -n`` are
+missing.
 """
 
 from __future__ import annotations
@@ -176,6 +185,43 @@ def jack_transport(server: str, seconds: float, seed: int) -> dict[str, float]:
     }
 
 
+def link_session(seconds: float) -> dict[str, float] | str:
+    """One run of tests/link_session.py in a network namespace: the phase errors'
+    p50/p99/max (ms, absolute) over its three parts, or why it cannot run."""
+    import json
+    import subprocess
+
+    script = ROOT / "tests" / "link_session.py"
+    try:
+        done = subprocess.run(
+            ["unshare", "-n", sys.executable, str(script), "--seconds", str(seconds)],
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
+    except FileNotFoundError:
+        return "no unshare (util-linux)"
+    if done.returncode != 0:
+        return f"unshare -n or the session failed: {done.stderr.strip()[-300:]}"
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if "skip" in result:
+        return str(result["skip"])
+    errors = np.abs(
+        np.array(
+            [e for part in ("at_120", "at_new", "after_restart") for e in result[part]["errors_ms"]]
+        )
+    )
+    status = result["status_after"][0][1][0]
+    xruns = float(status.split("xruns ")[1].split()[0]) if "xruns " in status else -1.0
+    return {
+        "clicks": float(len(errors)),
+        "p50": float(np.percentile(errors, 50)),
+        "p99": float(np.percentile(errors, 99)),
+        "max": float(errors.max()),
+        "xruns": xruns,
+    }
+
+
 def clock_in(seed: int, jitter: float = 0.001) -> dict[str, float]:
     rng = np.random.default_rng(seed)
     f = ClockFollower()
@@ -294,6 +340,12 @@ def main() -> None:
     ap.add_argument(
         "--jack-seconds", type=float, default=60.0, help="JACK transport run length (JACK time)"
     )
+    ap.add_argument(
+        "--link-seconds",
+        type=float,
+        default=8.0,
+        help="Link: each part of the session (0: no Link runs)",
+    )
     args = ap.parse_args()
     server = f"stemdeck-bench-sync-{os.getpid()}"
     jackd = start_jack(server, rate=SR, period=BLOCK)
@@ -347,6 +399,27 @@ def main() -> None:
         f"{med_j['settled_p50']:>8.3f}/{med_j['settled_p99']:.3f}/{med_j['settled_max']:<7.3f} "
         f"{int(med_j['clicks']):>7} {int(med_j['changes']):>8} {int(med_j['xruns']):>6}"
     )
+    if args.link_seconds > 0:
+        links = [link_session(args.link_seconds) for _ in range(args.runs)]
+        print(
+            f"{'run':>4} | {'Ableton Link: phase error p50/p99/max (ms)':>48} "
+            f"{'clicks':>7} {'xruns':>6}"
+        )
+        done = [r for r in links if isinstance(r, dict)]
+        for n, r in enumerate(links):
+            if isinstance(r, str):
+                print(f"{n + 1:>4} | skipped: {r}")
+                continue
+            print(
+                f"{n + 1:>4} | {r['p50']:>24.3f} / {r['p99']:.3f} / {r['max']:<14.3f} "
+                f"{int(r['clicks']):>7} {int(r['xruns']):>6}"
+            )
+        if done:
+            med_l = {k: median(r[k] for r in done) for k in done[0]}
+            print(
+                f" med | {med_l['p50']:>24.3f} / {med_l['p99']:.3f} / {med_l['max']:<14.3f} "
+                f"{int(med_l['clicks']):>7} {int(med_l['xruns']):>6}"
+            )
     if args.clocks:
         locks = np.array([clock_in(1000 + seed)["lock_max"] for seed in range(args.clocks)])
         print(
@@ -356,7 +429,7 @@ def main() -> None:
         )
     print(
         "targets: JACK transport position <= 1 ms; clock in tempo err <= 0.1 BPM, lock <= 2 "
-        "beats, phase <= 2 ms; clock out jitter <= 0.5 ms"
+        "beats, phase <= 2 ms; clock out jitter <= 0.5 ms; Link phase <= 2 ms"
     )
 
 

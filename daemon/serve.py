@@ -18,6 +18,8 @@
   gives them (``--jack-timebase``);
   :class:`.clock_in.MidiClockIn` follows a MIDI clock (``--sync-midi``) and
   :class:`.clock_out.MidiClockOut` sends one (``--clock-out midi PORT``);
+  :class:`.link.LinkFollower` follows an Ableton Link session in the audio callback
+  (``--sync link``; :class:`.link.LinkSession` opened the first time it is asked for);
 - :class:`.prefetch.Prefetcher`: memory-mapped audio read ahead of the play head;
 - :func:`.status.format_status`: the status line (console and OSC ``/status``);
 - :class:`.osc.OscServer` and :class:`.midi.MidiControl`: the control surfaces, through
@@ -49,10 +51,11 @@ from stemdeck.core.mixer.engine import Mixer
 from stemdeck.core.separation.cache import SeparationCache
 from stemdeck.core.separation.keys import SeparationSpec
 
-from .audio.jack import JackOutput, open_client
+from .audio.jack import JackOutput, JackSink, open_client, playback_latency_s
 from .audio.recorder import Recorder
 from .audio.sinks import output_device
 from .echo_beats import EchoBeats
+from .link import DEFAULT_BPM, LinkFollower, LinkSession
 from .loader import TrackLoader
 from .osc import Feedback, OscControl, OscServer
 from .pathnames import library_files
@@ -154,7 +157,13 @@ class Daemon:
             grid=lambda: self.beats.require().grid,
             quantize=lambda: self.quantize.mode,
         )
-        self.sync = SyncControl(jack=opts.audio == "jack", midi=opts.sync_midi is not None)
+        self.sync = SyncControl(
+            jack=opts.audio == "jack", midi=opts.sync_midi is not None, open_link=self._open_link
+        )
+        # Follows a Link session once one is open (the bindings load only then).
+        self.link = LinkFollower(self.engine, self.sync, lambda: self.beats.grid())
+        self.link_session: LinkSession | None = None
+        self._link_lock = threading.Lock()
         self.clock_in: MidiClockIn | None = None
         self.clock_out: MidiClockOut | None = None
         # Quantize on the leader's bars while a leader holds the track (daemon/timebase.py).
@@ -310,6 +319,29 @@ class Daemon:
         audio = self.audio
         return audio.output_latency_s if audio is not None else 0.0
 
+    def _open_link(self) -> None:
+        """Open the Link session (``--sync link``, ``/sync/source link``) the first
+        time it is asked for; ParameterError without the extra (daemon/link.py)."""
+        with self._link_lock:
+            if self.link_session is not None:
+                return
+            grid = self.beats.grid()
+            self.link_session = LinkSession(
+                self.sync,
+                self.link,
+                bpm=grid.bpm if grid is not None else DEFAULT_BPM,
+                latency=self._link_latency,
+            )
+            log.info("Ableton Link: session joined (start/stop sync on)")
+
+    def _link_latency(self) -> float:
+        """The output's latency beyond the block (s): under JACK, the playback latency
+        of stemdeck's ports; else the stream's (0 for the null clock)."""
+        sink = self.audio.sink if self.audio is not None else None
+        if isinstance(sink, JackSink):
+            return playback_latency_s(sink)
+        return sink.output_latency_s if sink is not None else 0.0
+
     def _open_clocks(self, block_s: float) -> None:
         """Open ``--sync-midi`` and ``--clock-out`` (before the audio stream, as MIDI)."""
         opts = self.opts
@@ -442,6 +474,7 @@ class Daemon:
             realtime=opts.realtime,
             jack=jack,
             on_jack_lost=self.sync.jack_lost,
+            link=self.link,
         )
         sink = self.audio.start()
         self.first_sound = time.monotonic()
@@ -543,8 +576,8 @@ class Daemon:
                         self.engine.kernel,
                     )
             self.prefetcher.tick()
-            if self.sync.source == "jack":  # its follower sets the rate in the audio thread
-                self.echo_beats.leader_tempo(self.sync.jack_bpm)
+            if self.sync.source in ("jack", "link"):  # the rate is set in the audio thread
+                self.echo_beats.leader_tempo(self.sync.tempo())
             if tty and time.monotonic() - last_line > 0.25:
                 last_line = time.monotonic()
                 sys.stderr.write("\r" + self.status()[:160].ljust(100))
@@ -572,6 +605,8 @@ class Daemon:
             self.midi.stop()
         if self.clock_in is not None:
             self.clock_in.stop()
+        if self.link_session is not None:
+            self.link_session.close()
         if self.clock_out is not None:
             self.clock_out.stop()
         if self.recorder:

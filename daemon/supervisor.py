@@ -23,6 +23,7 @@ from stemdeck.core.mixer.engine import Mixer
 from .audio.jack import JackOutput, JackSink
 from .audio.recorder import Recorder
 from .audio.sinks import NullSink, Sink, SoundDeviceSink, output_device
+from .link import LinkFollower
 
 __all__ = ["AudioSupervisor"]
 
@@ -50,6 +51,8 @@ class AudioSupervisor:
         Play through this JACK client (``--audio jack``) instead of ``device``.
     on_jack_lost : callable or None
         Called once when the JACK client is gone (the daemon turns sync off).
+    link : LinkFollower or None
+        Given to every sink it opens: it follows a Link session before each block.
     """
 
     def __init__(
@@ -64,6 +67,7 @@ class AudioSupervisor:
         stall_s: float = 1.0,
         jack: JackOutput | None = None,
         on_jack_lost: Callable[[], None] | None = None,
+        link: LinkFollower | None = None,
     ) -> None:
         self.engine = engine
         self.device = device
@@ -74,12 +78,18 @@ class AudioSupervisor:
         self.stall_s = stall_s
         self.jack = jack
         self.on_jack_lost = on_jack_lost
+        self.link = link
         self.sink: Sink | None = None
         self.restarts = 0
         self._last_blocks = -1
         self._since = time.monotonic()
 
     def _make(self, device: int | None) -> Sink:
+        sink = self._sink(device)
+        sink.link = self.link
+        return sink
+
+    def _sink(self, device: int | None) -> Sink:
         e = self.engine
         args = (e, e.sr, self.block, e.out_channels, self.recorder)
         if self.jack is not None:

@@ -1,13 +1,14 @@
 """Who leads the play head: the sync source, its anchor, and the JACK transport follower.
 
 :class:`SyncControl` holds what ``serve --sync`` and OSC ``/sync/source`` and
-``/sync/anchor`` set (docs/osc.md): the source (``off``, ``jack`` or ``midi``;
-``link`` is named but not available yet), the anchor, the second of the track
-that sits at the session's frame 0 (for MIDI clock: at the leader's song
-position 0), and what the leader says (:meth:`SyncControl.describe`,
-:meth:`~SyncControl.tempo`, :meth:`~SyncControl.phase`: its tempo and the phase
-error; ``clock_in.py`` follows MIDI clock, ``timebase.py`` a JACK timebase master's
-bars and beats). :class:`TransportFollower` runs in the JACK process callback
+``/sync/anchor`` set (docs/osc.md): the source (``off``, ``jack``, ``midi`` or
+``link``, the last with the optional extra ``stemdeck[link]``), the anchor, the
+second of the track that sits at the session's frame 0 (for MIDI clock: at the
+leader's song position 0), and what the leader says (:meth:`SyncControl.describe`,
+:meth:`~SyncControl.tempo`, :meth:`~SyncControl.phase`, :meth:`~SyncControl.peers`:
+its tempo, the phase error, Link's peers; ``clock_in.py`` follows MIDI clock,
+``timebase.py`` a JACK timebase master's bars and beats, ``link.py`` a Link
+session). :class:`TransportFollower` runs in the JACK process callback
 (``audio/jack.py``): it reads the transport once per block and turns its changes
 into the mixer's own Play, Pause and Seek, so a locate crossfades as a seek does
 and a start or stop fades as play and pause do. A rolling transport that moves by
@@ -17,13 +18,13 @@ the block posts nothing.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from stemdeck.core.errors import ParameterError
 from stemdeck.core.mixer.commands import Batch, Command, Pause, Play, Seek, Track
 
 __all__ = [
-    "AVAILABLE_SOURCES",
     "MAX_ANCHOR_S",
     "SOURCES",
     "SyncControl",
@@ -32,8 +33,6 @@ __all__ = [
 
 #: Every sync source ``--sync`` and ``/sync/source`` name.
 SOURCES = ("off", "jack", "midi", "link")
-#: Those that work today.
-AVAILABLE_SOURCES = ("off", "jack", "midi")
 #: The largest anchor, either way (a day: no track is longer).
 MAX_ANCHOR_S = 86400.0
 
@@ -48,12 +47,22 @@ class SyncControl:
         client (``--audio jack``).
     midi : bool
         A MIDI clock input is open (``--sync-midi PORT``).
+    open_link : callable or None
+        Opens the Link session (``link.py``) the first time ``link`` is asked for;
+        raises ParameterError without the extra. None: this process has no Link.
     """
 
-    def __init__(self, *, jack: bool = False, midi: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        jack: bool = False,
+        midi: bool = False,
+        open_link: Callable[[], None] | None = None,
+    ) -> None:
         self.jack = jack
         self.midi = midi
-        #: One of :data:`AVAILABLE_SOURCES`; the audio thread reads it every block.
+        self.open_link = open_link
+        #: One of :data:`SOURCES`; the audio thread reads it every block.
         self.source = "off"
         #: Seconds of the track at the session's frame 0.
         self.anchor = 0.0
@@ -69,6 +78,13 @@ class SyncControl:
         #: The play head's distance ahead of the JACK session's beat (s; None: not
         #: locked to it).
         self.jack_phase: float | None = None
+        #: The Link session's tempo (None: not heard yet, or no session).
+        self.link_bpm: float | None = None
+        #: The play head's distance ahead of the Link session's beat (s; None: not
+        #: locked to it).
+        self.link_phase: float | None = None
+        #: Link peers (None: no Link session open).
+        self.link_peers: int | None = None
         #: stemdeck is the JACK timebase master (``--jack-timebase``): ``jack`` then
         #: follows the transport's position only, not its own bars.
         self.timebase_master = False
@@ -83,13 +99,16 @@ class SyncControl:
         Raises
         ------
         ParameterError
-            An unknown source, one not available yet (``link``), ``jack``
-            without the JACK backend, or ``midi`` without a clock input.
+            An unknown source, ``jack`` without the JACK backend, ``midi``
+            without a clock input, or ``link`` without the extra (``link``
+            opens the Link session the first time).
         """
         if source not in SOURCES:
             raise ParameterError(f"unknown sync source {source!r}; one of {', '.join(SOURCES)}")
-        if source not in AVAILABLE_SOURCES:
-            raise ParameterError(f"{source} sync is not available yet; off, jack or midi")
+        if source == "link":
+            if self.open_link is None:
+                raise ParameterError("link sync is not available in this process")
+            self.open_link()
         if source == "jack" and not self.jack:
             raise ParameterError("jack sync needs stemdeck's JACK client: serve --audio jack")
         if source == "midi" and not self.midi:
@@ -116,27 +135,43 @@ class SyncControl:
         self.anchor_set = True
 
     def tempo(self) -> float | None:
-        """The leader's tempo in BPM: the JACK timebase's under ``jack``, else the
-        MIDI clock's (heard whatever the source), or None."""
-        return self.jack_bpm if self.source == "jack" else self.leader_bpm
+        """The leader's tempo in BPM: the JACK timebase's under ``jack``, the Link
+        session's under ``link``, else the MIDI clock's (heard whatever the
+        source), or None."""
+        if self.source == "jack":
+            return self.jack_bpm
+        return self.link_bpm if self.source == "link" else self.leader_bpm
 
     def phase(self) -> float | None:
         """How far the play head is ahead of the leader (s), or None (not locked)."""
-        return self.jack_phase if self.source == "jack" else self.phase_error
+        if self.source == "jack":
+            return self.jack_phase
+        return self.link_phase if self.source == "link" else self.phase_error
+
+    def peers(self) -> int:
+        """Link peers (0 without a Link session)."""
+        return self.link_peers or 0
 
     def describe(self) -> str:
         """Who leads, for the status line: ``off``; ``jack`` (the transport's
         position alone) or ``jack`` with the timebase's tempo and the phase error
         (``jack 126.00 BPM +0.1 ms``); ``midi`` with the leader's tempo and the
-        phase error (``midi 120.00 BPM +0.4 ms``; ``midi no clock`` before any tick)."""
+        phase error (``midi 120.00 BPM +0.4 ms``; ``midi no clock`` before any tick);
+        ``link`` with the session's tempo, the phase error and the peers
+        (``link 120.00 BPM +0.1 ms 1 peer``; the phase only while locked)."""
         source = self.source
-        if source not in ("jack", "midi"):
+        if source not in ("jack", "midi", "link"):
             return source
         bpm, error = self.tempo(), self.phase()
         if bpm is None:
-            return "midi no clock" if source == "midi" else "jack"
+            return "midi no clock" if source == "midi" else source
         text = f"{source} {bpm:.2f} BPM"
-        return text if error is None else f"{text} {error * 1000:+.1f} ms"
+        if error is not None:
+            text += f" {error * 1000:+.1f} ms"
+        if source == "link":
+            peers = self.peers()
+            text += f" {peers} peer" if peers == 1 else f" {peers} peers"
+        return text
 
     def jack_lost(self) -> None:
         """The JACK client is gone (the server shut down): nothing to follow."""

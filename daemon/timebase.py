@@ -159,7 +159,7 @@ class BbtFollower(TransportFollower):
             sync.bars = None
             super().block(rolling, frame, frames, pos)
             return
-        self._lock(rolling, frame, frames, bbt, grid, track)
+        sync.jack_phase = self._lock(rolling, frame, frames, bbt, grid, track)
 
     def _lock(
         self,
@@ -169,7 +169,10 @@ class BbtFollower(TransportFollower):
         bbt: tuple[float, float, float, float],
         grid: BeatGrid,
         track: Track,
-    ) -> None:
+    ) -> float | None:
+        """Lock to the session's position ``bbt`` (:func:`session_beat`'s tuple) in
+        one block; the phase error (s), or None while not locked (a jump, a start,
+        a stop). ``frame`` tells a locate: the last block's plus ``frames``, none."""
         engine, sync = self.engine, self.sync
         beat, bpm, per_bar, tick = bbt
         anchor = sync.anchor if sync.anchor_set else grid.downbeat
@@ -213,24 +216,21 @@ class BbtFollower(TransportFollower):
             if parts and engine.post(parts[0] if len(parts) == 1 else Batch(tuple(parts))):
                 self._playing = want
                 self._rate = base
-            sync.jack_phase = None
-            return
+            return None
         if not want:
-            sync.jack_phase = None
-            return
+            return None
         ahead = engine.position - target  # the track's frames
         error = ahead / fps / base  # s of the session
         if abs(error) > JUMP_S:
             if engine.post(Batch((Seek(target / fps), Rate(base)))):
                 self._rate = base
-            sync.jack_phase = None
-            return
+            return None
         # The play head is a whole frame: a frame either way is its rounding, not an error.
         nudge = 0.0 if abs(ahead) <= 1 else min(max(-error / CORRECT_S, -NUDGE), NUDGE)
         rate = min(max(base * (1.0 + nudge), MIN_RATE), MAX_RATE)
         if abs(rate - self._rate) > RATE_STEP * base and engine.post(Rate(rate)):
             self._rate = rate
-        sync.jack_phase = error
+        return error
 
 
 class MasterEngine(Protocol):

@@ -17,11 +17,14 @@ one line when libjack or the server is missing.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -34,7 +37,14 @@ from ..timebase import TimebaseMaster
 from .recorder import Recorder
 from .sinks import Engine, Sink
 
-__all__ = ["CLIENT_NAME", "JackOutput", "JackSink", "open_client", "port_names"]
+__all__ = [
+    "CLIENT_NAME",
+    "JackOutput",
+    "JackSink",
+    "open_client",
+    "playback_latency_s",
+    "port_names",
+]
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +114,56 @@ def port_names(names: Sequence[str], outputs: str) -> list[str]:
         used.add(stem.casefold())
         out += [f"{stem}_L", f"{stem}_R"]
     return out
+
+
+def _libjack() -> ctypes.PyDLL:
+    """libjack through ctypes (the library JACK-Client loaded: the same handle); PyDLL
+    keeps the GIL across a call (the calls used are short and never block)."""
+    try:
+        return ctypes.PyDLL("libjack.so.0")
+    except OSError:
+        name = ctypes.util.find_library("jack")
+        if name is None:
+            raise
+        return ctypes.PyDLL(name)
+
+
+def _frames_to_time(client: Any) -> tuple[Callable[[int, int], int], int]:
+    """libjack's ``jack_frames_to_time`` (the CLOCK_MONOTONIC µs of a frame) through
+    ctypes, and the address of ``client``'s ``jack_client_t`` to call it with."""
+    from jack import _ffi  # JACK-Client's cffi handle: the client's C pointer
+
+    fn = _libjack().jack_frames_to_time
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
+    fn.restype = ctypes.c_uint64
+    return fn, int(_ffi.cast("uintptr_t", client._ptr))
+
+
+class _LatencyRange(ctypes.Structure):
+    _fields_ = [("min", ctypes.c_uint32), ("max", ctypes.c_uint32)]
+
+
+#: ``JackPlaybackLatency`` of ``jack_latency_callback_mode_t`` (jack/types.h).
+_PLAYBACK_LATENCY = 1
+
+
+def playback_latency_s(sink: JackSink) -> float:
+    """The largest playback latency of ``sink``'s ports (s; libjack's
+    ``jack_port_get_latency_range``, which JACK-Client does not wrap, through
+    ctypes): what lies between their output and the physical ports they reach
+    (0 when they reach none, or only other clients in the graph). Read from a
+    control thread."""
+    from jack import _ffi  # JACK-Client's cffi handle: the ports' C pointers
+
+    fn = _libjack().jack_port_get_latency_range
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(_LatencyRange)]
+    fn.restype = None
+    frames = 0
+    span = _LatencyRange()
+    for ptr in sink._port_ptrs:
+        fn(int(_ffi.cast("uintptr_t", ptr)), _PLAYBACK_LATENCY, ctypes.byref(span))
+        frames = max(frames, int(span.max))
+    return frames / sink.sr
 
 
 @dataclass
@@ -196,6 +256,10 @@ class JackSink(Sink):
         except jack.JackError as exc:
             raise ParameterError(f"cannot register JACK ports: {exc}") from None
         self._port_ptrs = [p._ptr for p in self.ports]
+        # jack_frames_to_time, which JACK-Client does not wrap, through ctypes on the
+        # libjack it loaded; PyDLL keeps the GIL (the call is short, never blocks).
+        self._frames_to_time, self._client_ptr = _frames_to_time(client)
+        self._frame_time = partial(_lib.jack_last_frame_time, client._ptr)
         client.set_process_callback(self._process)
         client.set_xrun_callback(self._xrun)
         client.set_blocksize_callback(self._blocksize)
@@ -217,6 +281,10 @@ class JackSink(Sink):
                     follower.block(rolling, int(pos.frame), frames, pos)
                 elif follower.following:
                     follower.following = False  # the next "jack" starts afresh
+            link = self.link
+            if link is not None and (link.following or link.sync.source == "link"):
+                # The block's first frame leaves at its cycle's start (CLOCK_MONOTONIC µs).
+                link.block_us(self._frames_to_time(self._client_ptr, self._frame_time()), frames)
             buf = self._buf
             if frames > buf.shape[0]:  # before the block size callback: never seen
                 buf = np.zeros((frames, self.channels), np.float32)

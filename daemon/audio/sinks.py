@@ -15,7 +15,7 @@ import logging
 import sys
 import threading
 import time
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -25,6 +25,9 @@ from stemdeck.core.mixer.engine import enter_audio_thread
 from ..c_stderr import captured
 from ..realtime import make_realtime, pin_threads, unpin_threads
 from .recorder import Recorder
+
+if TYPE_CHECKING:  # the follower imports the mixer's commands: not needed at run time
+    from ..link import LinkFollower
 
 __all__ = ["Engine", "NullSink", "Sink", "SoundDeviceSink", "output_device"]
 
@@ -84,6 +87,9 @@ class Sink:
         self._pinned = False
         self._slow_blocks = 0
         self._overload_s = 0.5 * block / sr  # see _give_up_pin
+        #: Follows a Link session before each block is rendered (daemon/link.py),
+        #: set by the supervisor; called only while it leads or just stopped.
+        self.link: LinkFollower | None = None
 
     def _render(self, out: np.ndarray) -> None:
         if not self._entered:  # first block, in the audio thread itself
@@ -178,6 +184,9 @@ class NullSink(Sink):
         deadline = time.monotonic()
         while not self._stop.is_set():
             self.due = deadline
+            link = self.link
+            if link is not None and (link.following or link.sync.source == "link"):
+                link.block_at(deadline, self.block)  # the block's own time: no device
             self._render(self._buf)
             deadline += period
             delay = deadline - time.monotonic()
@@ -257,6 +266,10 @@ class SoundDeviceSink(Sink):
     def _callback(self, outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
         if status.output_underflow and self._rendered >= self.START_BLOCKS:
             self.xruns += 1
+        link = self.link
+        if link is not None and (link.following or link.sync.source == "link"):
+            # The callback's own time: PortAudio's DAC time is in a clock of its own.
+            link.block_at(time.monotonic(), frames)
         self._render(outdata)
 
     def start(self) -> None:

@@ -172,7 +172,8 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
         choices=("off", "jack", "midi", "link"),
         default="off",
         help="who leads the play head: off (default), jack (the JACK transport, with "
-        "--audio jack) or midi (a MIDI clock, with --sync-midi); link is not available yet",
+        "--audio jack), midi (a MIDI clock, with --sync-midi) or link (an Ableton Link "
+        "session; the optional extra: pip install 'stemdeck[link]')",
     )
     p.add_argument(
         "--jack-timebase",

@@ -223,7 +223,7 @@ class OscControl:
             self.map(address, self._list)
         self.map("/sync/source", self._sync_source)
         self.map("/sync/anchor", self._sync_anchor)
-        for address in ("/sync/tempo", "/sync/phase"):
+        for address in ("/sync/tempo", "/sync/phase", "/sync/peers"):
             self.map(address, self._sync_query)
         self.map("/quantize", self._quantize)
         grid = GridHandlers(self.host)
@@ -464,7 +464,8 @@ class OscControl:
         self._later(group, address, partial(sync.set_anchor, seconds), [seconds])
 
     def _sync_query(self, address: str, args: list[Any], group: Group) -> None:
-        """``/sync/tempo``, ``/sync/phase``: read-only, answered from :meth:`sync_state`."""
+        """``/sync/tempo``, ``/sync/phase``, ``/sync/peers``: read-only, answered from
+        :meth:`sync_state`."""
         no_args(address, args)
         group.plan.replies += [(a, v) for a, v in self.sync_state() if a == address]
 
@@ -611,14 +612,16 @@ class OscControl:
 
     def sync_state(self) -> list[Reply]:
         """What the leader says: ``/sync/tempo``, its tempo in BPM (under ``jack`` the
-        timebase master's, else the MIDI clock's; 0.0 while none is heard), and
-        ``/sync/phase``, how far the play head is ahead of the leader in ms (0.0
-        while it does not follow one)."""
+        timebase master's, under ``link`` the session's, else the MIDI clock's; 0.0
+        while none is heard), ``/sync/phase``, how far the play head is ahead of the
+        leader in ms (0.0 while it does not follow one), and ``/sync/peers``, the
+        Link session's peers (0 without one)."""
         sync = self.host.sync
         bpm, error = sync.tempo(), sync.phase()
         return [
             ("/sync/tempo", [float(bpm) if bpm is not None else 0.0]),
             ("/sync/phase", [float(error) * 1000.0 if error is not None else 0.0]),
+            ("/sync/peers", [sync.peers()]),
         ]
 
     def beat_state(self) -> list[Reply]:

@@ -501,11 +501,12 @@ def build(snap: Snapshot) -> dict[str, Any]:
             "/sync/source",
             "s",
             3,
-            "who leads the play head: off, jack (the JACK transport; serve --audio jack) "
-            "or midi (a MIDI clock; serve --sync-midi PORT); the status says the leader's "
-            "tempo and the phase error",
+            "who leads the play head: off, jack (the JACK transport; serve --audio jack), "
+            "midi (a MIDI clock; serve --sync-midi PORT) or link (an Ableton Link session; "
+            "pip install 'stemdeck[link]'); the status says the leader's tempo and the "
+            "phase error",
             value=v.get("/sync/source"),
-            range_=[{"VALS": ["off", "jack", "midi"]}],
+            range_=[{"VALS": ["off", "jack", "midi", "link"]}],
         ),
         "anchor": _method(
             "/sync/anchor",
@@ -520,8 +521,8 @@ def build(snap: Snapshot) -> dict[str, Any]:
             "/sync/tempo",
             "f",
             1,
-            "the leader's tempo in BPM: the JACK timebase master's under jack, else "
-            "the MIDI clock's (0 while none is heard)",
+            "the leader's tempo in BPM: the JACK timebase master's under jack, the Link "
+            "session's under link, else the MIDI clock's (0 while none is heard)",
             value=v.get("/sync/tempo", [0.0]),
         ),
         "phase": _method(
@@ -530,6 +531,13 @@ def build(snap: Snapshot) -> dict[str, Any]:
             1,
             "how far the play head is ahead of the leader, in ms (0 while not following)",
             value=v.get("/sync/phase", [0.0]),
+        ),
+        "peers": _method(
+            "/sync/peers",
+            "i",
+            1,
+            "the Link session's peers (0 without one)",
+            value=v.get("/sync/peers", [0]),
         ),
     }
     track = {

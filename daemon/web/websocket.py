@@ -80,6 +80,7 @@ VALUE_ADDRESSES = (
     "/channels/labels",
     "/sync/tempo",
     "/sync/phase",
+    "/sync/peers",
     "/quantize",
     *(f"/cue/{n}{part}" for n in range(1, MAX_CUES + 1) for part in ("", "/scene")),
 )

@@ -262,8 +262,9 @@ def test_anchor_moves_the_track_against_the_session(following) -> None:
 def test_sync_source_over_osc(following) -> None:
     daemon, _ = following
     assert daemon.client.ask("/sync/source") == [("/sync/source", ["jack"])]
-    assert daemon.client.ask("/sync/source", "link") == [
-        ("/error", ["/sync/source: link sync is not available yet; off, jack or midi"])
+    # (not link: a Link session multicasts on the machine's network; test_link_e2e.py)
+    assert daemon.client.ask("/sync/source", "beat") == [
+        ("/error", ["/sync/source: unknown sync source 'beat'; one of off, jack, midi, link"])
     ]
     assert daemon.client.ask("/sync/source", "off") == [("/sync/source", ["off"])]
     assert daemon.client.ask("/sync/source", "jack") == [("/sync/source", ["jack"])]

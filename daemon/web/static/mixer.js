@@ -77,7 +77,7 @@
     "/master/fader", "/master/mute", "/master/filter", "/transport/playing", "/transport/position", "/transport/loop",
     "/transport/length", "/track/name", "/track/progress", "/channels", "/channels/colors",
     "/channels/labels", "/meter", "/meter/rms", "/track/grid", "/transport/beat", "/quantize",
-    "/transport/rate", "/transport/keylock", "/transport/pitch",
+    "/transport/rate", "/transport/keylock", "/transport/pitch", "/status",
     ...[1, 2, 3, 4, 5, 6, 7, 8].flatMap((n) => [`/cue/${n}`, `/cue/${n}/scene`]),
   ];
   function listenChannels(from, to) {
@@ -157,6 +157,7 @@
       case "/transport/keylock": showKeylock(!!args[0]); break;
       case "/transport/pitch": showPitch(Number(args[0]) || 0); break;
       case "/transport/beat": state.beat = args[0]; drawTempo(); break;
+      case "/status": showSync(String(args[0])); break;
       case "/channels": setChannels(args.map(String)); break;
       case "/channels/colors": state.colours = args.map(String); colourStrips(); drawWaveSoon(); break;
       case "/channels/labels": state.labels = args.map(String); labelStrips(); break;
@@ -642,6 +643,14 @@
       text += `  bar ${bar} . ${beat}`;
     }
     $("tempo").textContent = text;
+  }
+  // "sync link 126.00 BPM -0.1 ms 1 peer": who leads, as the status line says it (its
+  // "sync ..." part: the leader's tempo, the phase error, Link's peers); hidden when off
+  function showSync(status) {
+    const part = status.split(" | ").find((p) => p.startsWith("sync ")) || "";
+    const el = $("sync");
+    if (el.textContent !== part) el.textContent = part;
+    el.hidden = !part;
   }
   // --- rate, keylock, pitch -------------------------------------------------------------------
   // The rate slider moves in octaves (log2 of the rate, -1..1): 1.00 in its middle, 0.5 and

@@ -133,4 +133,5 @@ def test_the_leaders_tempo_and_phase_are_read_only_values() -> None:
         "anchor": ("f", 3, [0.0]),
         "tempo": ("f", 1, [126.0]),
         "phase": ("f", 1, [0.4]),
+        "peers": ("i", 1, [0]),
     }

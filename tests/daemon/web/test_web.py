@@ -131,7 +131,7 @@ def test_channels_by_index_and_name_and_values_follow_osc() -> None:
         ]
         sync = root["CONTENTS"]["sync"]["CONTENTS"]
         assert sync["source"]["VALUE"] == ["off"]
-        assert sync["source"]["RANGE"] == [{"VALS": ["off", "jack", "midi"]}]
+        assert sync["source"]["RANGE"] == [{"VALS": ["off", "jack", "midi", "link"]}]
         assert sync["anchor"]["VALUE"] == [0.0]
         ch = root["CONTENTS"]["ch"]["CONTENTS"]
         assert list(ch) == ["1", "drums", "2", "bass", "3", "vocals", "4", "other"]
@@ -225,11 +225,11 @@ def test_every_namespace_method_is_an_osc_address() -> None:
         # ch (by index and name, filters, echo and reverb sends included), master, fx/echo
         # (ms and beats included), fx/reverb, transport (/transport/bpm, loops and jumps in
         # beats, keylock and pitch included), sync
-        # (source, anchor, tempo, phase), 8 hot cues, quantize, track (the beat grid's 9
-        # included), scene, channels (names, labels), meter,
+        # (source, anchor, tempo, phase, peers), 8 hot cues, quantize, track (the beat
+        # grid's 9 included), scene, channels (names, labels), meter,
         # state/subscribe/unsubscribe/ping/status, midi
         assert len(methods) == (
-            8 * 11 + 6 + 5 + 3 + 15 + 5 + 4 + 8 * 5 + 1 + 4 + 9 + 3 + 2 + 2 + 5 + 1
+            8 * 11 + 6 + 5 + 3 + 15 + 5 + 5 + 8 * 5 + 1 + 4 + 9 + 3 + 2 + 2 + 5 + 1
         )
         sender = ("127.0.0.1", 7)
         for node in methods:

@@ -1152,6 +1152,9 @@ def test_the_page_shows_the_tempo_and_the_bar_and_edits_the_grid(
         assert [(a, v[0], v[2]) for a, v in replies] == [("/track/grid", 128.0, 4)]
         open_page(d, daemon.http_url())
         wait_for(d, shows("128.0"), "the page does not show 128.0 BPM and the bar")
+        # No leader (sync off): the sync readout beside the tempo is hidden and empty.
+        sync = d.find_element(By.ID, "sync")
+        assert (sync.is_displayed(), sync.get_attribute("textContent")) == (False, "")
         d.find_element(By.ID, "grid-halve").click()
         wait_for(d, shows("64.0"), "halved: the page does not show 64.0 BPM")
         assert osc_value(client, "/track/bpm") == 64.0

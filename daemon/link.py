@@ -1,0 +1,260 @@
+"""Ableton Link: follow a Link session's tempo, phase and start/stop (``--sync link``).
+
+Link's Python bindings (``LinkPython-extern``, the module ``link``) carry Ableton
+Link, which is GPL-2.0-or-later: they are the optional extra ``stemdeck[link]``,
+and this module alone imports them, lazily (:func:`load_link`), when ``--sync
+link`` or ``/sync/source link`` first asks for them. Without them both are refused
+with one error naming the extra (:data:`MISSING`), and nothing changes.
+
+:class:`LinkSession` is stemdeck's Link instance (start/stop sync enabled) and a
+thread that keeps what is slow to read out of the audio thread: the number of
+peers, the offset from ``CLOCK_MONOTONIC`` to Link's clock (``CLOCK_MONOTONIC_RAW``
+in µs), the output latency; it enables the instance while ``link`` leads and
+disables it otherwise.
+
+:class:`LinkFollower` runs in the audio callback, once per block while ``link``
+leads: the host time the block's first sample is heard at (:func:`link_time_us`:
+JACK's time of the block's first frame, or the null clock's time of the block,
+plus the offset and the output latency) gives the session's beat, tempo and
+play state (Link's audio-thread capture, ``beatAtTime`` with quantum = the grid's
+beats per bar), and :class:`~.timebase.BbtFollower`'s lock turns them into the
+play head, the rate and the phase nudge as it does a JACK timebase master's
+bars. The track's bar 1 beat 1 (``/sync/anchor``, else the grid's first
+downbeat) sits on the session's first bar line at or after the moment it began
+to play (:func:`bar_origin`); the session's start plays, its stop pauses.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from stemdeck.core.beats.grid import BeatGrid
+from stemdeck.core.errors import ParameterError
+
+from .sync import SyncControl
+from .timebase import BbtFollower, FollowedRate
+
+__all__ = [
+    "DEFAULT_BPM",
+    "MISSING",
+    "START_SLACK",
+    "LinkFollower",
+    "LinkSession",
+    "bar_origin",
+    "link_time_us",
+    "load_link",
+    "raw_offset_us",
+]
+
+log = logging.getLogger(__name__)
+
+#: The one error ``--sync link`` and ``/sync/source link`` give without the extra.
+MISSING = "link sync needs Ableton Link's Python bindings: pip install 'stemdeck[link]'"
+#: The tempo stemdeck's Link instance starts with when the track has no grid yet
+#: (a session it joins gives its own).
+DEFAULT_BPM = 120.0
+#: A bar line this many beats before the session's start still counts as the one
+#: it started on (a peer starting on a bar line, seen a moment later).
+START_SLACK = 0.05
+#: How often the session's thread refreshes peers, offset, latency (s).
+REFRESH_S = 0.1
+
+
+def load_link() -> Any:
+    """The bindings' module ``link``, or :class:`ParameterError` (:data:`MISSING`)."""
+    try:
+        import link  # GPL (Ableton Link): the optional extra, only ever imported here
+    except ImportError:
+        raise ParameterError(MISSING) from None
+    return link
+
+
+def raw_offset_us(reads: int = 5) -> float:
+    """``CLOCK_MONOTONIC_RAW`` minus ``CLOCK_MONOTONIC`` in µs, from the closest of
+    ``reads`` bracketed readings (the one whose two raw reads are nearest)."""
+    raw = time.CLOCK_MONOTONIC_RAW
+    best, offset = math.inf, 0.0
+    for _ in range(reads):
+        a = time.clock_gettime_ns(raw)
+        m = time.monotonic_ns()
+        b = time.clock_gettime_ns(raw)
+        if b - a < best:
+            best, offset = b - a, ((a + b) / 2 - m) / 1000.0
+    return offset
+
+
+def link_time_us(monotonic_us: float, offset_us: float, latency_us: float) -> int:
+    """Link's host time (``CLOCK_MONOTONIC_RAW`` µs) at which a sample is heard:
+    the ``CLOCK_MONOTONIC`` µs of its block's first frame (JACK's
+    ``jack_frames_to_time``, the null clock's time of the block) moved by the
+    clocks' ``offset_us`` (:func:`raw_offset_us`), plus the output's ``latency_us``."""
+    return round(monotonic_us + offset_us + latency_us)
+
+
+def bar_origin(beat: float, phase: float, quantum: float) -> float:
+    """The session's beat of its first bar line at or after a moment whose beat is
+    ``beat`` and phase (``phaseAtTime``, 0..quantum) ``phase``; a bar line up to
+    :data:`START_SLACK` beats before it counts."""
+    if phase <= START_SLACK:
+        return beat - phase
+    return beat - phase + quantum
+
+
+class LinkFollower(BbtFollower):
+    """Audio thread: a Link session's beat, tempo and start/stop into the play head
+    and rate (see the module docstring).
+
+    Parameters
+    ----------
+    engine : the mixer
+    sync : SyncControl
+        Followed while its source is ``link``; :attr:`~.sync.SyncControl.link_bpm`,
+        :attr:`~.sync.SyncControl.link_phase` and :attr:`~.sync.SyncControl.bars`
+        say the session's tempo, the phase error and its bar lines.
+    grid : callable
+        The playing track's grid in force, or None (nothing to lock then).
+    """
+
+    def __init__(
+        self,
+        engine: FollowedRate,
+        sync: SyncControl,
+        grid: Callable[[], BeatGrid | None],
+    ) -> None:
+        super().__init__(engine, sync, grid)
+        #: The Link instance's owner once opened (:class:`LinkSession`), else None.
+        self.session: LinkSession | None = None
+        #: CLOCK_MONOTONIC to CLOCK_MONOTONIC_RAW (µs), refreshed by the session.
+        self.offset_us = raw_offset_us()
+        #: The output's latency beyond the block (µs), refreshed by the session.
+        self.latency_us = 0.0
+        #: The session's beat at the track's bar 1 beat 1 (NaN: not playing).
+        self.origin = math.nan
+        self._next_us = math.nan  # the next block's time if no block is lost
+
+    def block_at(self, monotonic_s: float, frames: int) -> None:
+        """One block whose first frame leaves the stream at ``monotonic_s``
+        (``time.monotonic``'s clock: the null clock's due time, PortAudio's)."""
+        self.block_us(monotonic_s * 1e6, frames)
+
+    def block_us(self, monotonic_us: float, frames: int) -> None:
+        """One block whose first frame leaves the stream at ``monotonic_us``
+        (CLOCK_MONOTONIC µs, JACK's ``jack_frames_to_time``)."""
+        sync, session = self.sync, self.session
+        if sync.source != "link" or session is None:
+            if self.locked:  # the bars were ours
+                sync.bars = None
+            sync.link_phase = None
+            self.following = self.locked = False
+            self.origin = math.nan
+            return
+        grid = self.grid()
+        track = self.engine.track
+        state = session.link.captureSessionState()
+        bpm = state.tempo()
+        sync.link_bpm = bpm
+        if grid is None or track is None or self.engine.sr <= 0:
+            sync.link_phase = None
+            sync.bars = None
+            self.locked = False
+            return
+        quantum = float(grid.beats_per_bar)
+        host = link_time_us(monotonic_us, self.offset_us, self.latency_us)
+        beat = state.beatAtTime(host, quantum)
+        rolling = bool(state.isPlaying())
+        if rolling:
+            # Once per start: Link keeps the start in beats, so its time moves with a
+            # tempo change, and the bar line it fell on must not be chosen again.
+            if math.isnan(self.origin):
+                started = state.timeForIsPlaying()
+                self.origin = bar_origin(
+                    state.beatAtTime(started, quantum),
+                    state.phaseAtTime(started, quantum),
+                    quantum,
+                )
+            beat -= self.origin
+        else:
+            self.origin = math.nan
+            beat = 0.0
+        # Link has no frames: a block the stream lost (an xrun) shows as a gap in the
+        # blocks' times, and seeks as a JACK transport's locate does.
+        gap = abs(monotonic_us - self._next_us) > 0.5e6 * frames / self.engine.sr
+        self._next_us = monotonic_us + 1e6 * frames / self.engine.sr
+        frame = self._expect + 1 if gap else self._expect
+        sync.link_phase = self._lock(rolling, frame, frames, (beat, bpm, quantum, 0.0), grid, track)
+
+
+class LinkSession:
+    """stemdeck's Link instance and the thread that tends it.
+
+    Parameters
+    ----------
+    sync : SyncControl
+    follower : LinkFollower
+        Given the session (:attr:`LinkFollower.session`) and the thread's readings.
+    bpm : float
+        The tempo to start with (a session joined gives its own).
+    latency : callable
+        The output's latency beyond the block (s), as the sink says now.
+
+    Raises
+    ------
+    ParameterError
+        The bindings are not installed (:data:`MISSING`).
+    """
+
+    def __init__(
+        self,
+        sync: SyncControl,
+        follower: LinkFollower,
+        *,
+        bpm: float = DEFAULT_BPM,
+        latency: Callable[[], float] = lambda: 0.0,
+    ) -> None:
+        module = load_link()
+        self.sync = sync
+        self.follower = follower
+        self.latency = latency
+        self.link: Any = module.Link(float(bpm))
+        self.link.startStopSyncEnabled = True
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stemdeck-link", daemon=True)
+        self.errors = 0
+        follower.session = self
+        sync.link_peers = 0
+        self._thread.start()
+
+    def refresh(self) -> None:
+        """Enable the instance while ``link`` leads; peers, offset and latency."""
+        sync = self.sync
+        on = sync.source == "link"
+        if bool(self.link.enabled) != on:
+            self.link.enabled = on
+        sync.link_peers = int(self.link.numPeers()) if on else 0
+        self.follower.offset_us = raw_offset_us()
+        self.follower.latency_us = max(0.0, float(self.latency())) * 1e6
+
+    def _run(self) -> None:
+        while not self._stop.wait(REFRESH_S):
+            try:
+                self.refresh()
+            except Exception as exc:  # the music goes on; counted
+                self.errors += 1
+                log.debug("Link: %r", exc)
+
+    def close(self) -> None:
+        """Leave the session (after the audio stream stopped: the follower reads
+        the instance in the audio callback) and free the instance now, while the
+        interpreter runs: its threads must not outlive it."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
+        self.follower.session = None
+        self.sync.link_peers = None
+        self.link.enabled = False
+        self.link = None

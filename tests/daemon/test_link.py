@@ -1,0 +1,411 @@
+"""Ableton Link without a network: the frame-to-Link-time mapping, the refusal
+without the extra, ``/sync/source link`` and ``/sync/peers`` over OSC and OSCQuery
+with a stand-in for the bindings' module, and the follower with the real mixer
+driven block by block by a made-up session (tests/daemon/test_link_e2e.py has
+real peers)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import sys
+import time
+import types
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+from daemon_helpers import poll
+from osc_host import FakeHost, make_server
+
+from stemdeck.core.beats.grid import BeatGrid
+from stemdeck.core.errors import ParameterError
+from stemdeck.core.mixer.commands import Command, Pause, Play, Seek, SetTrack, Track
+from stemdeck.core.mixer.engine import Mixer
+from stemdeck.daemon.audio.sinks import NullSink
+from stemdeck.daemon.link import (
+    MISSING,
+    LinkFollower,
+    LinkSession,
+    bar_origin,
+    link_time_us,
+    load_link,
+    raw_offset_us,
+)
+from stemdeck.daemon.osc import OscControl
+from stemdeck.daemon.sync import SyncControl
+from stemdeck.daemon.web import namespace
+from stemdeck.daemon.web.server import WebApp
+
+SR = 48000
+BLOCK = 256
+SENDER = ("127.0.0.1", 9999)
+
+
+def tree(host: FakeHost) -> dict[str, Any]:
+    """The OSCQuery namespace from ``/`` as the server builds it."""
+    _host, osc = make_server(host=host)
+    try:
+        return namespace.build(WebApp(osc).snapshot())
+    finally:
+        osc.sock.close()
+
+
+# -- the clocks ----------------------------------------------------------------------------
+def test_link_time_is_the_blocks_monotonic_time_moved_to_the_raw_clock_plus_latency() -> None:
+    assert link_time_us(1_000_000.0, 2500.4, 1000.0) == 1_003_500
+    assert link_time_us(5_000_000.25, -0.3, 0.0) == 5_000_000
+
+
+def test_the_raw_offset_is_the_clocks_difference() -> None:
+    offset = raw_offset_us()
+    before = time.clock_gettime_ns(time.CLOCK_MONOTONIC_RAW) - time.monotonic_ns()
+    # Two reads of different clocks a few µs apart (a busy machine: up to a ms).
+    assert abs(offset - before / 1000.0) <= 1000.0, (offset, before)
+
+
+class _Recording:
+    """A follower stand-in: what the sink hands it."""
+
+    def __init__(self) -> None:
+        self.sync = SyncControl()
+        self.sync.source = "link"
+        self.following = False
+        self.calls: list[tuple[float, int]] = []
+
+    def block_at(self, monotonic_s: float, frames: int) -> None:
+        self.calls.append((monotonic_s, frames))
+
+
+class _Silent:
+    max_block = BLOCK
+
+    def process(self, out: np.ndarray) -> None:
+        out.fill(0.0)
+
+    def master_view(self, frames: int) -> np.ndarray:
+        return np.zeros((frames, 2), np.float32)
+
+
+def test_the_null_clock_gives_each_block_its_own_due_time() -> None:
+    sink = NullSink(_Silent(), SR, BLOCK, 2, None)
+    follower = _Recording()
+    sink.link = follower  # type: ignore[assignment]
+    start = time.monotonic()
+    sink.start()
+    try:
+        poll(lambda: len(follower.calls), lambda n: n >= 8, "eight blocks", timeout=10)
+    finally:
+        sink.stop()
+    calls = follower.calls[:8]
+    assert all(frames == BLOCK for _, frames in calls)
+    assert start <= calls[0][0] <= time.monotonic()
+    # The clock's schedule, not the thread's wake-up: a block apart exactly (to the
+    # float's rounding), except where it fell behind by more than a block and started
+    # its schedule again (an xrun, or the start's lateness, not counted as one).
+    steps = [b - a for (a, _), (b, _) in itertools.pairwise(calls)]
+    off = [s for s in steps if abs(s - BLOCK / SR) >= 1e-9]
+    assert len(off) <= sink.xruns + 1, (steps, sink.xruns)
+    assert len(steps) - len(off) >= 2, steps
+
+
+def test_the_sink_leaves_link_alone_while_another_source_leads() -> None:
+    sink = NullSink(_Silent(), SR, BLOCK, 2, None)
+    follower = _Recording()
+    follower.sync.source = "off"
+    sink.link = follower  # type: ignore[assignment]
+    sink.start()
+    try:
+        poll(lambda: sink._rendered, lambda n: n >= 5, "five blocks", timeout=10)
+    finally:
+        sink.stop()
+    assert follower.calls == []
+
+
+# -- the extra -----------------------------------------------------------------------------
+def test_without_the_extra_link_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "link", None)  # import link: ImportError
+    with pytest.raises(ParameterError) as err:
+        load_link()
+    assert str(err.value) == "link sync needs Ableton Link's Python bindings: " + (
+        "pip install 'stemdeck[link]'"
+    )
+    assert str(err.value) == MISSING
+    host = FakeHost()
+    follower = LinkFollower(host.engine, host.sync, lambda: None)
+    host.sync.open_link = lambda: _open(host.sync, follower)
+    control = OscControl(host)
+    assert control.handle([("/sync/source", ["link"])], SENDER) == [
+        ("/error", [f"/sync/source: {MISSING}"])
+    ]
+    assert host.sync.source == "off"
+    assert host.sync.link_peers is None
+    assert follower.session is None
+
+
+def _open(sync: SyncControl, follower: LinkFollower) -> None:
+    if follower.session is None:
+        LinkSession(sync, follower)
+
+
+@dataclass
+class _FakeLink:
+    """The bindings' ``link.Link``: peers and enabled."""
+
+    bpm: float
+    enabled: bool = False
+    startStopSyncEnabled: bool = False
+    peers: int = 2
+    made: list[Any] = field(default_factory=list)
+
+    def numPeers(self) -> int:
+        return self.peers
+
+
+@pytest.fixture
+def fake_link(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+    module = types.ModuleType("link")
+    module.Link = _FakeLink  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "link", module)
+    return module
+
+
+def test_sync_source_link_and_peers_over_osc_and_oscquery(fake_link: types.ModuleType) -> None:
+    host = FakeHost()
+    follower = LinkFollower(host.engine, host.sync, lambda: None)
+    host.sync.open_link = lambda: _open(host.sync, follower)
+    control = OscControl(host)
+    assert control.handle([("/sync/peers", [])], SENDER) == [("/sync/peers", [0])]
+    assert control.handle([("/sync/source", ["link"])], SENDER) == [("/sync/source", ["link"])]
+    assert control.handle([("/sync/source", [])], SENDER) == [("/sync/source", ["link"])]
+    session = follower.session
+    assert session is not None
+    try:
+        assert session.link.startStopSyncEnabled is True
+        assert session.link.bpm == 120.0
+        poll(lambda: host.sync.link_peers, lambda n: n == 2, "the peers counted", timeout=10)
+        assert session.link.enabled is True  # joined while link leads
+        assert control.handle([("/sync/peers", [])], SENDER) == [("/sync/peers", [2])]
+        assert control.handle([("/sync/peers", [1])], SENDER) == [
+            ("/error", ["/sync/peers takes no arguments, got 1"])
+        ]
+        host.sync.link_bpm, host.sync.link_phase = 126.0, 0.0003
+        state = control.state()
+        at = [a for a, _ in state].index("/sync/tempo")
+        assert state[at : at + 3] == [
+            ("/sync/tempo", [126.0]),
+            ("/sync/phase", [0.3]),
+            ("/sync/peers", [2]),
+        ]
+        assert host.sync.describe() == "link 126.00 BPM +0.3 ms 2 peers"
+        session.link.peers = 1
+        poll(lambda: host.sync.link_peers, lambda n: n == 1, "one peer", timeout=10)
+        assert host.sync.describe() == "link 126.00 BPM +0.3 ms 1 peer"
+        host.sync.link_phase = None
+        assert host.sync.describe() == "link 126.00 BPM 1 peer"
+        sync = tree(host)["CONTENTS"]["sync"]["CONTENTS"]
+        assert (sync["peers"]["TYPE"], sync["peers"]["ACCESS"], sync["peers"]["VALUE"]) == (
+            "i",
+            1,
+            [1],
+        )
+        assert sync["source"]["RANGE"] == [{"VALS": ["off", "jack", "midi", "link"]}]
+        # Another leader: the instance leaves the session, the peers read 0.
+        assert control.handle([("/sync/source", ["off"])], SENDER) == [("/sync/source", ["off"])]
+        poll(lambda: session.link.enabled, lambda on: on is False, "link disabled", timeout=10)
+        assert host.sync.peers() == 0
+        assert host.sync.describe() == "off"
+    finally:
+        session.close()
+    assert host.sync.link_peers is None
+
+
+# -- the follower --------------------------------------------------------------------------
+class _Timeline:
+    """A session state as Link's bindings give it: beats of a piecewise tempo map
+    in µs of host time, a play state and its start."""
+
+    def __init__(
+        self, segments: list[tuple[float, float, float]], playing: bool, start: float
+    ) -> None:
+        self.segments, self.playing, self.start = segments, playing, start
+
+    def _beat(self, t: float) -> float:
+        t0, b0, bpm = self.segments[0]
+        for seg in self.segments:
+            if t >= seg[0]:
+                t0, b0, bpm = seg
+        return b0 + (t - t0) * bpm / 60e6
+
+    def tempo(self) -> float:
+        return self.segments[-1][2]
+
+    def beatAtTime(self, t: float, quantum: float) -> float:
+        return self._beat(t)
+
+    def phaseAtTime(self, t: float, quantum: float) -> float:
+        return self._beat(t) % quantum
+
+    def isPlaying(self) -> bool:
+        return self.playing
+
+    def timeForIsPlaying(self) -> float:
+        return self.start
+
+
+class _Session:
+    def __init__(self) -> None:
+        self.link = self
+        self.state: _Timeline | None = None
+
+    def captureSessionState(self) -> _Timeline | None:
+        return self.state
+
+
+class Counting(Mixer):
+    def __init__(self) -> None:
+        super().__init__(max_channels=1)
+        self.posted: list[Command] = []
+
+    def post(self, command: Command) -> bool:
+        self.posted.append(command)
+        return super().post(command)
+
+
+@pytest.fixture
+def rig() -> tuple[Counting, SyncControl, LinkFollower, _Session]:
+    engine = Counting()
+    engine.prepare(SR, BLOCK)
+    engine.post(SetTrack(Track(np.zeros((1, 2, 60 * SR), np.float32), SR, ("mix",))))
+    engine.post(Play())
+    sync = SyncControl(open_link=lambda: None)
+    sync.set_source("link")
+    grid = BeatGrid(120.0, 0.5)  # bar 1 beat 1 at the track's 0.5 s
+    follower = LinkFollower(engine, sync, lambda: grid)
+    follower.offset_us = 0.0
+    session = _Session()
+    follower.session = session  # type: ignore[assignment]
+    return engine, sync, follower, session
+
+
+def _run(
+    engine: Mixer, follower: LinkFollower, t0: float, blocks: int, skip: int = -1
+) -> list[float]:
+    """``blocks`` blocks from host time ``t0`` (µs); the play head (s) after each.
+    Block ``skip`` is lost (an xrun: the stream never calls for it)."""
+    out = np.zeros((BLOCK, 2), np.float32)
+    heads = []
+    for n in range(blocks):
+        if n == skip:
+            continue
+        follower.block_us(t0 + n * BLOCK / SR * 1e6, BLOCK)
+        engine.process(out)
+        heads.append(engine.position / SR)
+    return heads
+
+
+def test_bar_origin_is_the_first_bar_line_at_or_after_the_start() -> None:
+    assert bar_origin(9.3, 1.3, 4.0) == 12.0
+    assert bar_origin(8.02, 0.02, 4.0) == 8.0  # a bar line just before: that one
+    assert bar_origin(7.99, 3.99, 4.0) == pytest.approx(8.0)
+    assert bar_origin(-2.5, 1.5, 4.0) == 0.0
+
+
+def test_follows_the_session_through_a_tempo_change_with_the_rate(rig) -> None:
+    engine, sync, follower, session = rig
+    # Started at beat 1.5 of a bar: bar 1 of the track on the next bar line, 2.5
+    # beats (1.25 s) later; the track's 0.5 s plays there, its 0 s a beat before.
+    start = 1e6
+    session.state = _Timeline([(start, 1.5, 120.0)], True, start)
+    blocks = int(3 * SR / BLOCK)
+    _run(engine, follower, start, blocks)
+    assert follower.origin == 4.0
+    assert sync.bars == (0.5, 4)
+    t = start + blocks * BLOCK / SR * 1e6  # the next block's time: the play head's now
+    beat = 1.5 + (t - start) / 0.5e6
+    expected = 0.5 + (beat - 4.0) * 0.5
+    assert abs(engine.position / SR - expected) <= 1 / SR, engine.position / SR - expected
+    assert sync.link_bpm == 120.0 and sync.link_phase is not None
+    assert abs(sync.link_phase) <= 1 / SR
+    # The tempo goes to 126 at t: the rate follows at once, the phase within 1 ms
+    # once the glide's few hundredths of a millisecond are nudged out.
+    session.state = _Timeline([(start, 1.5, 120.0), (t, beat, 126.0)], True, start)
+    _run(engine, follower, t, int(2 * SR / BLOCK))
+    assert sync.link_bpm == 126.0
+    assert abs(engine.rate - 1.05) <= 5e-4 * 1.05 + 1e-9, engine.rate
+    assert sync.link_phase is not None and abs(sync.link_phase) <= 1e-4, sync.link_phase
+    assert sync.describe() == f"link 126.00 BPM {sync.link_phase * 1000:+.1f} ms 0 peers"
+
+
+def test_the_sessions_stop_pauses_and_its_start_plays_on_its_bar(rig) -> None:
+    engine, sync, follower, session = rig
+    start = 1e6
+    session.state = _Timeline([(start, 0.0, 120.0)], True, start)
+    _run(engine, follower, start, 40)
+    assert engine.playing
+    engine.posted.clear()
+    session.state = _Timeline([(start, 0.0, 120.0)], False, start)
+    _run(engine, follower, start + 40 * BLOCK / SR * 1e6, 5)
+    assert [type(c) for c in engine.posted] == [Pause]
+    assert sync.link_phase is None
+    assert math.isnan(follower.origin)
+    # Started again at beat 2.25 of a bar: the track waits for the next bar line
+    # (its 0 s a beat before it), then plays from there.
+    engine.posted.clear()
+    t = start + 2e6
+    session.state = _Timeline([(start, 0.0, 120.0), (t, 2.25, 120.0)], True, t)
+    heads = _run(engine, follower, t, int(1.5 * SR / BLOCK))
+    assert follower.origin == 4.0
+    assert engine.playing
+    # Heard from beat 3 (the track's 0 s, a beat before its bar 1 at 0.5 s): 0.75
+    # beats = 0.375 s after t, within a block.
+    moving = next(i for i in range(1, len(heads)) if heads[i] > heads[i - 1])
+    assert abs(moving * BLOCK / SR - 0.375) <= BLOCK / SR, moving * BLOCK / SR
+
+
+def test_a_lost_block_seeks_at_once(rig) -> None:
+    engine, sync, follower, session = rig
+    start = 1e6
+    session.state = _Timeline([(start, 0.0, 120.0)], True, start)
+    _run(engine, follower, start, 100)
+    engine.posted.clear()
+    t = start + 100 * BLOCK / SR * 1e6
+    _run(engine, follower, t, 10, skip=3)
+    seeks = [c for c in engine.posted if isinstance(c, Seek)]
+    assert len(seeks) == 1, engine.posted
+    # the block after the lost one: the session's beat there, in the track's seconds
+    beat = (t + 4 * BLOCK / SR * 1e6 - start) / 0.5e6
+    assert seeks[0].seconds == pytest.approx(0.5 + beat * 0.5, abs=1 / SR)
+    assert sync.link_phase is not None and abs(sync.link_phase) <= 1 / SR
+
+
+def test_no_grid_no_lock_and_another_source_lets_go(rig) -> None:
+    engine, sync, follower, session = rig
+    start = 1e6
+    session.state = _Timeline([(start, 0.0, 120.0)], True, start)
+    _run(engine, follower, start, 20)
+    assert follower.locked and sync.bars == (0.5, 4)
+    sync.set_source("off")
+    engine.posted.clear()
+    _run(engine, follower, start + 20 * BLOCK / SR * 1e6, 5)
+    assert engine.posted == []
+    assert sync.bars is None and sync.link_phase is None
+    assert not follower.following
+
+
+def test_serve_sync_link_without_the_extra_says_which_extra(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from stemdeck.daemon.cli import main
+
+    monkeypatch.setitem(sys.modules, "link", None)  # import link: ImportError
+    monkeypatch.setenv("STEMDECK_CONFIG", str(tmp_path / "config"))
+    monkeypatch.setenv("STEMDECK_CACHE", str(tmp_path / "cache"))
+    track = tmp_path / "t.wav"
+    sf.write(track, np.zeros((SR // 10, 2), np.float32), SR)
+    args = ["serve", str(track), "--no-audio", "--sync", "link", "--http", "off"]
+    assert main([*args, "--osc-port", "0", "--no-cache"]) == 1
+    err = capsys.readouterr().err
+    assert f"stemdeck: error: {MISSING}\n" in err, err

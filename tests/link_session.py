@@ -1,0 +1,326 @@
+"""A Link session in a network namespace of its own, measured: run as
+``unshare -n python tests/link_session.py``; the measurements come back as JSON on
+stdout (tests/daemon/test_link_e2e.py asserts them, bench/sync.py prints them).
+
+Link multicasts on every interface that is up, so nothing here may run on the
+machine's network: the script brings the namespace's loopback up (``ip link set lo
+up``), starts ``jackd -d dummy``, a Link peer of its own (LinkPython ``link.Link``,
+start/stop sync on), a JACK client that records stemdeck's ports with the
+CLOCK_MONOTONIC µs of each block's first frame (``jack_frames_to_time`` through
+ctypes), and ``stemdeck serve --audio jack --sync link --no-connect`` on a click
+track (a click on every beat at 120 BPM, each bar's first one louder; the grid's
+first downbeat at :data:`DOWNBEAT` s). Then the peer starts the session at an
+arbitrary phase, changes its tempo, stops it and starts it again; every click
+stemdeck plays is placed against the peer's ``phaseAtTime`` (quantum 4) at the
+host time it left stemdeck's port (its frame's JACK time moved to
+CLOCK_MONOTONIC_RAW, Link's clock): the error in ms to the nearest beat, and
+whether a loud click fell on a bar line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from daemon_helpers import Daemon, poll
+from jack_helpers import env_for, start_jack
+
+SR = 48000
+PERIOD = 256
+TRACK_BPM = 120.0
+#: The grid's first downbeat (s): the first click, loud.
+DOWNBEAT = 0.0
+TRACK_S = 90
+QUANTUM = 4.0
+#: A click, and where its peak is (samples); bars' first clicks at LOUD, others at SOFT.
+CLICK = 0.8 * np.exp(-np.arange(480) / 60.0) * np.sin(np.arange(480) * 0.3)
+CLICK_PEAK = int(np.argmax(np.abs(CLICK)))
+LOUD, SOFT = 1.0, 0.5
+
+
+def write_track(path: Path) -> None:
+    y = np.zeros((TRACK_S * SR, 2), np.float32)
+    period = 60.0 / TRACK_BPM
+    for k in range(int(TRACK_S / period) - 1):
+        at = round(k * period * SR)
+        loud = round((k * period - DOWNBEAT) / period) % 4 == 0
+        y[at : at + 480] += ((LOUD if loud else SOFT) * CLICK)[:, None].astype(np.float32)
+    sf.write(path, y, SR, subtype="FLOAT")
+
+
+def raw_offset_us() -> float:
+    """CLOCK_MONOTONIC_RAW minus CLOCK_MONOTONIC (µs), the closest of a few reads."""
+    best, offset = float("inf"), 0.0
+    for _ in range(9):
+        a = time.clock_gettime_ns(time.CLOCK_MONOTONIC_RAW)
+        m = time.monotonic_ns()
+        b = time.clock_gettime_ns(time.CLOCK_MONOTONIC_RAW)
+        if b - a < best:
+            best, offset = b - a, ((a + b) / 2 - m) / 1000.0
+    return offset
+
+
+class TimedRecorder:
+    """Records JACK input ports; each block with the CLOCK_MONOTONIC µs of its first
+    frame (``jack_frames_to_time`` of ``jack_last_frame_time``)."""
+
+    def __init__(self, server: str) -> None:
+        import jack
+        from jack import _ffi, _lib  # the client's C pointer, for libjack's own call
+
+        self.client = jack.Client("link-rec", servername=server, no_start_server=True)
+        self.inports = [self.client.inports.register(f"in_{i + 1}") for i in range(2)]
+        fn = ctypes.PyDLL("libjack.so.0").jack_frames_to_time
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
+        fn.restype = ctypes.c_uint64
+        ptr = int(_ffi.cast("uintptr_t", self.client._ptr))
+        self.blocks: list[tuple[int, np.ndarray]] = []
+        self.recording = False
+        #: When the server reported an xrun (CLOCK_MONOTONIC µs, as notified).
+        self.xruns: list[float] = []
+
+        @self.client.set_xrun_callback
+        def xrun(delay: float) -> None:
+            if self.recording:
+                self.xruns.append(time.monotonic_ns() / 1000.0)
+
+        @self.client.set_process_callback
+        def process(frames: int) -> None:
+            if self.recording:
+                usecs = int(fn(ptr, _lib.jack_last_frame_time(self.client._ptr)))
+                data = self.inports[0].get_array().copy()
+                self.blocks.append((usecs, data))
+
+        self.client.activate()
+
+    def connect_from(self, pattern: str) -> None:
+        ports = poll(
+            lambda: [
+                p for p in self.client.get_ports(is_audio=True, is_output=True) if pattern in p.name
+            ],
+            lambda p: len(p) >= 2,
+            f"JACK ports like {pattern}",
+        )
+        for src, dst in zip(ports, self.inports, strict=False):
+            self.client.connect(src, dst)
+
+    def take(self) -> tuple[np.ndarray, np.ndarray]:
+        """(CLOCK_MONOTONIC µs of each sample, its audio) of what was recorded."""
+        blocks = list(self.blocks)
+        times = np.concatenate([u + np.arange(len(d)) * 1e6 / SR for u, d in blocks])
+        return times, np.concatenate([d for _, d in blocks])
+
+    def close(self) -> None:
+        self.client.deactivate()
+        self.client.close()
+
+
+def clicks(times: np.ndarray, audio: np.ndarray) -> list[tuple[float, bool]]:
+    """(CLOCK_MONOTONIC µs where a click starts, loud) of every click recorded: its
+    peak less where the peak is in the click."""
+    x = np.abs(audio)
+    out = []
+    last = -SR
+    for i in map(int, np.flatnonzero(x > 0.2)):
+        if i - last < SR // 10:
+            continue
+        last = i
+        peak = i + int(np.argmax(x[i : i + SR // 500]))
+        if peak - CLICK_PEAK >= 0:
+            out.append((float(times[peak - CLICK_PEAK]), float(x[peak]) > 0.55))
+    return out
+
+
+#: Clicks this close to an xrun the JACK server reported (s before, s after) are not
+#: measured: a block stemdeck lost is sought again with a crossfade, and the click in
+#: it is smeared (counted in ``near_xruns``).
+XRUN_WINDOW = (0.25, 1.0)
+
+
+def placed(
+    found: list[tuple[float, bool]],
+    state: Any,
+    offset: float,
+    since: float,
+    until: float,
+    xruns: Sequence[float] = (),
+) -> dict[str, list]:
+    """The clicks between ``since`` and ``until`` (Link µs) against ``state``, a
+    session state captured while its timeline held: error to the nearest beat (ms),
+    for a loud click the beat of its bar it fell on (0: the bar line), and when each
+    was (ms after ``since``); those near an xrun (CLOCK_MONOTONIC µs) left out."""
+    errors: list[float] = []
+    bar_beats: list[int] = []
+    soft_beats: list[int] = []
+    at_ms: list[float] = []
+    near: list[float] = []
+    tempo = state.tempo()
+    for mono, loud in found:
+        t = mono + offset
+        if not since <= t <= until:
+            continue
+        if any(-XRUN_WINDOW[0] * 1e6 <= mono - x <= XRUN_WINDOW[1] * 1e6 for x in xruns):
+            near.append((t - since) / 1000.0)
+            continue
+        at_ms.append((t - since) / 1000.0)
+        phase = state.phaseAtTime(round(t), QUANTUM)
+        nearest = round(phase)
+        errors.append((phase - nearest) * 60000.0 / tempo)
+        (bar_beats if loud else soft_beats).append(int(nearest) % int(QUANTUM))
+    return {
+        "errors_ms": errors,
+        "loud_beats": bar_beats,
+        "soft_beats": soft_beats,
+        "at_ms": at_ms,
+        "near_xruns": near,
+    }
+
+
+def commit(peer: Any, change: Any) -> int:
+    """Apply ``change(state, now)`` to the peer's session; the Link time it did."""
+    state = peer.captureAppSessionState()
+    now = peer.clock().micros()
+    change(state, now)
+    peer.commitAppSessionState(state)
+    return int(now)
+
+
+def run(seconds: float, tempo_to: float) -> dict[str, Any]:
+    import link
+
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    name = f"stemdeck-link-{os.getpid()}"
+    jackd = start_jack(name, rate=SR, period=PERIOD)
+    if jackd is None:
+        return {"skip": "jackd is not installed (scripts/setup installs jackd2)"}
+    root = Path(tempfile.mkdtemp(prefix="stemdeck-link-"))
+    track = root / "clicks.wav"
+    write_track(track)
+    peer = link.Link(TRACK_BPM)
+    peer.startStopSyncEnabled = True
+    peer.enabled = True
+    env = {
+        **env_for(name),
+        "STEMDECK_CACHE": str(root / "cache"),
+        "STEMDECK_CONFIG": str(root / "config"),
+    }
+    out: dict[str, Any] = {}
+    rec = None
+    daemon = Daemon([str(track), "--audio", "jack", "--sync", "link", "--no-connect"], env, root)
+    try:
+        daemon.wait_ready(timeout=300)
+        ask = daemon.client.ask
+        poll(lambda: ask("/track/bpm"), lambda r: len(r) == 1, "a beat grid")
+        ask("/track/bpm", TRACK_BPM)
+        out["grid"] = ask("/track/grid/downbeat", DOWNBEAT)
+        out["peers"] = poll(
+            lambda: ask("/sync/peers"), lambda r: r == [("/sync/peers", [1])], "one peer", 30
+        )
+        out["peer_peers"] = int(peer.numPeers())
+        # The peers' clocks are measured against each other as they meet: a moment
+        # for that to settle on a busy machine before the session starts.
+        time.sleep(2.0)
+        rec = TimedRecorder(name)
+        rec.connect_from("stemdeck:master_")
+        rec.recording = True
+        offset = raw_offset_us()
+        beat_us = 60e6 / TRACK_BPM
+
+        def wait_until(t_us: float) -> None:
+            poll(lambda: peer.clock().micros(), lambda now: now >= t_us, "session time", 120)
+
+        # 1. The session starts at an arbitrary phase (a bar and a quarter ahead).
+        phase0 = commit(
+            peer,
+            lambda s, now: s.setIsPlayingAndRequestBeatAtTime(True, now, 1.25, QUANTUM),
+        )
+        out["start_phase"] = peer.captureAppSessionState().phaseAtTime(phase0, QUANTUM)
+        wait_until(phase0 + seconds * 1e6)
+        s1 = peer.captureAppSessionState()
+        out["status_120"] = ask("/status")
+        out["sync_120"] = ask("/sync/tempo") + ask("/sync/phase")
+        # 2. A tempo change.
+        change = commit(peer, lambda s, now: s.setTempo(tempo_to, now))
+        wait_until(change + seconds * 1e6)
+        s2 = peer.captureAppSessionState()
+        out["sync_after"] = ask("/sync/tempo") + ask("/sync/phase") + ask("/sync/peers")
+        out["rate_after"] = ask("/transport/rate")
+        out["status_after"] = ask("/status")
+        # 3. The peer stops the session, 4. and starts it again at its next bar.
+        stop = commit(peer, lambda s, now: s.setIsPlaying(False, now))
+        wait_until(stop + 2e6)
+        restart = commit(
+            peer,
+            lambda s, now: s.setIsPlayingAndRequestBeatAtTime(True, now, 0.0, QUANTUM),
+        )
+        wait_until(restart + seconds * 1e6)
+        s3 = peer.captureAppSessionState()
+        rec.recording = False
+        times, audio = rec.take()
+        found = clicks(times, audio)
+        settle = 2 * beat_us  # the first two beats after a start or a change: the lock settles
+        xr = list(rec.xruns)
+        out["xruns"] = len(xr)
+        # The beat at the tempo change itself, apart: the click within half a beat
+        # before the change landed 0.07 to 9 ms early in five runs (not understood yet:
+        # docs/sync.md, Limits); the test holds the beats before and after it.
+        out["at_120"] = placed(found, s1, offset, phase0 + 2 * settle, change - beat_us / 2, xr)
+        out["at_change"] = placed(found, s1, offset, change - beat_us / 2, change, xr)
+        out["at_new"] = placed(found, s2, offset, change + settle, stop, xr)
+        restarted = s3.timeForIsPlaying()
+        out["restart_at"] = restarted - restart
+        out["after_restart"] = placed(found, s3, offset, restarted + 0.05e6, 1e300, xr)
+        # After the stop: the loudest sample from 30 ms after it (the pause's fade) to
+        # the restart, and the clicks in that span.
+        link_times = times + offset
+        quiet = (link_times > stop + 30e3) & (link_times < restarted)
+        out["stopped_peak"] = float(np.abs(audio[quiet]).max()) if quiet.any() else -1.0
+        out["clicks_while_stopped"] = sum(1 for t, _ in found if stop < t + offset < restarted)
+        out["first_click_after_restart_ms"] = next(
+            ((t + offset - restarted) / 1000.0 for t, _ in found if t + offset > restarted), None
+        )
+        # Before the start: stemdeck waited, silent, for the session.
+        out["clicks_before_start"] = sum(1 for t, _ in found if t + offset < phase0)
+    finally:
+        if rec is not None:
+            rec.close()
+        code, err = daemon.stop()
+        out["exit"] = code
+        if code != 0:
+            out["stderr"] = err[-3000:]
+        peer.enabled = False
+        jackd.terminate()
+        jackd.wait(timeout=10)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seconds", type=float, default=8.0, help="seconds of each part")
+    ap.add_argument("--tempo", type=float, default=126.0, help="the peer's tempo change to")
+    args = ap.parse_args()
+    try:
+        import link  # noqa: F401
+    except ImportError:
+        print(json.dumps({"skip": "no Link bindings: pip install 'stemdeck[link]'"}))
+        return
+    result = run(args.seconds, args.tempo)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
