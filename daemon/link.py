@@ -239,6 +239,25 @@ class LinkSession:
         self.follower.offset_us = raw_offset_us()
         self.follower.latency_us = max(0.0, float(self.latency())) * 1e6
 
+    def request_playing(self, playing: bool, quantum: float) -> None:
+        """Start or stop the session from stemdeck's own transport (a control thread).
+
+        Nothing changes when the session already plays (or stops). A start asks
+        for beat 0 now: alone in a session Link grants it and the track
+        plays at once; with peers the session's beats cannot move, and the follower
+        puts bar 1 on the next bar line as for any peer's start. A stop stops now.
+        """
+        link = self.link
+        state = link.captureAppSessionState()
+        if bool(state.isPlaying()) == playing:
+            return  # a second play must not move the session's beats
+        now = link.clock().micros()
+        if playing:
+            state.setIsPlayingAndRequestBeatAtTime(True, now, 0.0, quantum)
+        else:
+            state.setIsPlaying(False, now)
+        link.commitAppSessionState(state)
+
     def _run(self) -> None:
         while not self._stop.wait(REFRESH_S):
             try:

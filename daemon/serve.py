@@ -156,6 +156,7 @@ class Daemon:
             self.engine,
             grid=lambda: self.beats.require().grid,
             quantize=lambda: self.quantize.mode,
+            lead=lambda playing: self._lead_transport(playing),
         )
         self.sync = SyncControl(
             jack=opts.audio == "jack", midi=opts.sync_midi is not None, open_link=self._open_link
@@ -318,6 +319,16 @@ class Daemon:
             return 0.0
         audio = self.audio
         return audio.output_latency_s if audio is not None else 0.0
+
+    def _lead_transport(self, playing: bool) -> bool:
+        """A surface's start or stop while Link leads goes to the session (the peers
+        with start/stop sync start or stop too; the follower plays or pauses)."""
+        session = self.link_session
+        if self.sync.source != "link" or session is None:
+            return False
+        grid = self.beats.grid()
+        session.request_playing(playing, float(grid.beats_per_bar) if grid else 4.0)
+        return True
 
     def _open_link(self) -> None:
         """Open the Link session (``--sync link``, ``/sync/source link``) the first

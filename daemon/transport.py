@@ -95,6 +95,10 @@ class TransportControl:
         none (``TrackBeats.require``). Default: no grid, ever.
     quantize : callable, optional
         The ``/quantize`` mode (``Quantizer.mode``); default ``"off"``.
+    lead : callable, optional
+        Offered a surface's start (True) or stop (False) first: a sync leader that
+        takes it (a Link session, ``daemon/link.py``) returns True and no engine
+        command is made (the leader's follower plays or pauses). Default: none takes it.
     """
 
     def __init__(
@@ -103,10 +107,12 @@ class TransportControl:
         *,
         grid: Callable[[], BeatGrid] = _no_grid,
         quantize: Callable[[], str] = lambda: "off",
+        lead: Callable[[bool], bool] = lambda playing: False,
     ) -> None:
         self.engine = engine
         self._grid = grid
         self._quantize = quantize
+        self._lead = lead
 
     def position(self) -> float:
         """Play head position in seconds (of the track's time)."""
@@ -155,6 +161,10 @@ class TransportControl:
         if verb in ("play", "pause", "stop", "toggle", "loop/off"):
             if args and not pressed(f"/transport/{verb}", args):
                 return None
+            if verb != "loop/off":
+                starts = verb == "play" or (verb == "toggle" and not self.engine.rolling)
+                if self._lead(starts):
+                    return None
             if verb == "play":
                 return Play()
             if verb == "pause":

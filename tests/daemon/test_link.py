@@ -18,11 +18,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 from daemon_helpers import poll
+from jack_helpers import Counting
 from osc_host import FakeHost, make_server
 
 from stemdeck.core.beats.grid import BeatGrid
 from stemdeck.core.errors import ParameterError
-from stemdeck.core.mixer.commands import Command, Pause, Play, Seek, SetTrack, Track
+from stemdeck.core.mixer.commands import Loop, Pause, Play, Seek, SetTrack, Stop, Track
 from stemdeck.core.mixer.engine import Mixer
 from stemdeck.daemon.audio.sinks import NullSink
 from stemdeck.daemon.link import (
@@ -36,6 +37,7 @@ from stemdeck.daemon.link import (
 )
 from stemdeck.daemon.osc import OscControl
 from stemdeck.daemon.sync import SyncControl
+from stemdeck.daemon.transport import TransportControl
 from stemdeck.daemon.web import namespace
 from stemdeck.daemon.web.server import WebApp
 
@@ -264,16 +266,6 @@ class _Session:
         return self.state
 
 
-class Counting(Mixer):
-    def __init__(self) -> None:
-        super().__init__(max_channels=1)
-        self.posted: list[Command] = []
-
-    def post(self, command: Command) -> bool:
-        self.posted.append(command)
-        return super().post(command)
-
-
 @pytest.fixture
 def rig() -> tuple[Counting, SyncControl, LinkFollower, _Session]:
     engine = Counting()
@@ -409,3 +401,55 @@ def test_serve_sync_link_without_the_extra_says_which_extra(
     assert main([*args, "--osc-port", "0", "--no-cache"]) == 1
     err = capsys.readouterr().err
     assert f"stemdeck: error: {MISSING}\n" in err, err
+
+
+# -- stemdeck's own play and stop while Link leads ----------------------------------------
+def test_a_surfaces_play_and_stop_go_to_the_leader_that_takes_them() -> None:
+    """With a leader that takes them (Link), play, pause, stop and toggle make no
+    engine command and offer the leader a start or a stop; a release, loop/off and a
+    leader that declines leave today's commands."""
+    host = FakeHost()
+    offered: list[bool] = []
+    takes = True
+
+    def lead(playing: bool) -> bool:
+        offered.append(playing)
+        return takes
+
+    transport = TransportControl(host.engine, lead=lead)
+    rolling = host.engine.rolling
+    assert [transport.command(v) for v in ("play", "pause", "stop", "toggle")] == [None] * 4
+    want = [True, False, False, not rolling]  # toggle: a stop while rolling
+    assert offered == want
+    assert transport.command("play", [0]) is None and offered == want  # a release
+    assert transport.command("loop/off") == Loop(0.0, 0.0)
+    assert offered == want
+    takes = False
+    assert transport.command("play") == Play() and offered[-1] is True
+    assert transport.command("stop") == Stop() and offered[-1] is False
+
+
+def test_request_playing_starts_and_stops_the_session() -> None:
+    """The real bindings, the instance never enabled (no network): a start alone in
+    the session is beat 0 at once, a second start does not move the beats, a stop
+    stops."""
+    pytest.importorskip("link", reason="the optional extra stemdeck[link] is not installed")
+    sync = SyncControl(open_link=lambda: None)  # source off: the instance stays disabled
+    follower = LinkFollower(Counting(), sync, lambda: None)
+    session = LinkSession(sync, follower)
+    try:
+        assert session.link.enabled is False
+        session.request_playing(True, 4.0)
+        state = session.link.captureSessionState()
+        start = state.timeForIsPlaying()
+        assert state.isPlaying() is True
+        assert state.beatAtTime(start, 4.0) == 0.0 and state.phaseAtTime(start, 4.0) == 0.0
+        time.sleep(0.01)
+        session.request_playing(True, 4.0)  # already playing: nothing moves
+        state = session.link.captureSessionState()
+        assert state.timeForIsPlaying() == start and state.beatAtTime(start, 4.0) == 0.0
+        session.request_playing(False, 4.0)
+        assert session.link.captureSessionState().isPlaying() is False
+        assert session.link.enabled is False
+    finally:
+        session.close()
