@@ -42,7 +42,7 @@ from stemdeck.core.separation.keys import SeparationSpec  # noqa: E402
 from stemdeck.core.separation.presets import SeparationParams  # noqa: E402
 from stemdeck.core.separation.separate import separate  # noqa: E402
 from stemdeck.core.separation.spectral import magnitude  # noqa: E402
-from stemdeck.core.separation.stems import STEM_NAMES  # noqa: E402
+from stemdeck.core.separation.stem_model import STEM_NAMES  # noqa: E402
 from stemdeck.core.separation.stft import istft, stft  # noqa: E402
 
 

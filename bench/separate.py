@@ -190,7 +190,8 @@ def stems_stages(y: np.ndarray, sr: int, runs: int) -> None:
     from stemdeck.core.separation.keys import SeparationSpec
     from stemdeck.core.separation.separate import reconstruct_spectra
     from stemdeck.core.separation.spectral import magnitude
-    from stemdeck.core.separation.stems import load_stem_model
+    from stemdeck.core.separation.stem_model import load_stem_model
+    from stemdeck.core.separation.stems import estimate_stems
     from stemdeck.core.separation.stft import stft
 
     model = load_stem_model()
@@ -207,7 +208,7 @@ def stems_stages(y: np.ndarray, sr: int, runs: int) -> None:
         X = stft(y, n_fft=params.n_fft, hop=params.hop)
         V = magnitude(X)
         t = timed("stft", t)
-        estimate = model.estimate(V, sr=sr, n_fft=params.n_fft, n_iter=params.stems_iter)
+        estimate = estimate_stems(model, V, sr=sr, n_fft=params.n_fft, n_iter=params.stems_iter)
         t = timed("HPSS + activations + maps", t)
         for _audio in reconstruct_spectra(X, estimate, y=y, n_fft=params.n_fft, hop=params.hop):
             pass

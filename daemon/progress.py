@@ -14,7 +14,7 @@ import sys
 import time
 from typing import TextIO
 
-from stemdeck.core.separation.separate import STAGES
+from stemdeck.core.separation.keys import STAGES
 
 __all__ = ["ProgressLine"]
 

@@ -3,8 +3,8 @@
 On a busy machine a normal (SCHED_OTHER) audio thread waits behind CPU-bound
 processes and misses its deadline. :func:`make_realtime` asks the kernel to
 run the calling thread under SCHED_FIFO; :func:`lock_memory` locks the pages
-mapped so far (the engine's buffers, the interpreter) so the callback never
-waits for a page to come back. Both need privileges (CAP_SYS_NICE and
+in memory so far (the engine's buffers, written once before, the interpreter) so
+the callback never waits for a page to come back. Both need privileges (CAP_SYS_NICE and
 CAP_IPC_LOCK, or ``rtprio``/``memlock`` limits from the system's audio group);
 without them they change nothing and say why, in words the status line shows.
 
@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import functools
 import gc
 import importlib
@@ -84,6 +85,7 @@ CONTROL_NICE = -10
 #: How long another thread may keep the GIL once the audio thread asks for it.
 SWITCH_INTERVAL_S = 1e-4
 _MCL_CURRENT = 1
+_MCL_ONFAULT = 4  # Linux >= 4.4
 log = logging.getLogger(__name__)
 _PR_SET_NAME = 15
 
@@ -240,15 +242,27 @@ def name_os_thread() -> None:
 
 
 def lock_memory() -> str:
-    """Lock the process's current pages in RAM (``mlockall(MCL_CURRENT)``).
+    """Lock the process's pages in RAM: those in memory now, and the rest of what
+    is mapped now once first touched (``mlockall(MCL_CURRENT | MCL_ONFAULT)``).
+
+    Not ``MCL_CURRENT`` alone: that also fills every page mapped and never touched,
+    and a started daemon maps a lot it never touches: OpenBLAS reserves a 64 MiB
+    work buffer as it loads and a 32 MiB one at the first product, and each of its
+    helper threads an 8 MiB stack. Filled and locked, they were ~150 of the ~200 MB
+    the daemon held (``bench/memory.py``). The callback's own buffers are in memory
+    before the lock (:meth:`Mixer.fault_in <stemdeck.core.mixer.engine.Mixer.fault_in>`).
+    On a kernel older than 4.4 (no ``MCL_ONFAULT``): ``MCL_CURRENT`` alone.
 
     Pages mapped later (a new track's memory map) are not locked: locking
     gigabytes of cached audio is not the point, the prefetcher keeps those in.
     """
     try:
-        if _libc().mlockall(_MCL_CURRENT) != 0:
+        libc = _libc()
+        if libc.mlockall(_MCL_CURRENT | _MCL_ONFAULT) != 0:
             err = ctypes.get_errno()
-            return f"memory not locked ({os.strerror(err)})"
+            if err == errno.EINVAL and libc.mlockall(_MCL_CURRENT) == 0:
+                return "memory locked"
+            return f"memory not locked ({os.strerror(ctypes.get_errno())})"
     except (OSError, AttributeError) as exc:
         return f"memory not locked ({exc})"
     return "memory locked"

@@ -429,6 +429,7 @@ class Daemon:
         assert rate is not None
         self.engine.prepare(rate, block, outputs=opts.outputs)
         if opts.realtime:
+            self.engine.fault_in()  # in memory, so the lock keeps them (realtime.py)
             self.memory = lock_memory()  # the engine's buffers, before any track is mapped
         if opts.record:
             self.recorder = Recorder(opts.record, rate, 2, max_block=block * 4)

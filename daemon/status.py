@@ -2,7 +2,7 @@
 
 It starts with the playing track's name and says ``ready`` once the channels play
 (before: ``separating N% (STAGE M%)``, N the share of the whole separation done
-by the stages' weights :data:`~stemdeck.core.separation.separate.STAGES`, M the
+by the stages' weights :data:`~stemdeck.core.separation.keys.STAGES`, M the
 stage's own, or ``verifying the cache``; ``stems N% ready`` while the stems play
 as their chunks are separated, N the share of chunks ready; ``original only`` when the separation
 failed and the original goes on), ``loading NAME`` while a requested track is
@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from stemdeck.core.separation.separate import STAGES
+from stemdeck.core.separation.keys import STAGES
 
 from .loader import STEMS_STAGE
 from .osc import Counters

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import signal
 
-from ..separation.stems import STEM_NAMES
+from ..separation.stem_model import STEM_NAMES
 
 __all__ = ["STEM_NAMES", "Song", "SongSpec", "random_song", "render_song"]
 

@@ -318,6 +318,21 @@ class Mixer(MixerControl):
         )
         self._prepared = True
 
+    def fault_in(self) -> int:
+        """Write every buffer :meth:`prepare` made once (a byte of each page, left
+        as it was), so each is in memory before the audio starts: a page first
+        written in the callback is a page fault there, and the daemon's memory lock
+        (``daemon/realtime.py``) keeps only what is in memory, or touched later.
+        Not real-time; returns the bytes of the buffers."""
+        if not self._prepared:
+            raise RuntimeError("Mixer.fault_in before prepare")
+        total = 0
+        for array in _buffers(self):
+            pages = array.reshape(-1).view(np.uint8)[::_PAGE]
+            pages += 0  # a write to each page: no value changes
+            total += array.nbytes
+        return total
+
     def reset(self) -> None:
         """Back to the start: stopped, position 0, ramps settled, meters cleared
         (commands queued or waiting for a grid point dropped)."""
@@ -856,3 +871,32 @@ class Mixer(MixerControl):
         h.offset = 0
         if h.left == 0:
             h.track = None
+
+
+_PAGE = 4096  # bytes: the smallest page (a larger one is written more than once)
+
+
+def _buffers(root: object) -> list[np.ndarray]:
+    """The arrays owning their memory that ``root`` and the objects of this package
+    it holds (the effects, the shifter, the numpy kernel, the fading heads), in
+    attributes, lists, tuples and dicts, hold: each once. Not a track's audio."""
+    seen: set[int] = set()
+    found: list[np.ndarray] = []
+    todo: list[object] = [root]
+    while todo:
+        item = todo.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, np.ndarray):
+            if item.base is None and item.flags.c_contiguous and item.flags.writeable:
+                found.append(item)
+        elif isinstance(item, list | tuple):
+            todo.extend(item)
+        elif isinstance(item, dict):
+            todo.extend(item.values())
+        elif isinstance(item, Track):
+            continue
+        elif type(item).__module__.startswith(__package__ or "stemdeck.core.mixer"):
+            todo.extend(getattr(item, "__dict__", {}).values())
+    return found

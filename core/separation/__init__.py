@@ -5,22 +5,24 @@ Modules and their public names (audio files and stem files are
 
 - :mod:`.separate`: ``separate`` and its result ``Separation``; ``factorize``,
   ``reconstruct``, ``reconstruct_spectra``, ``store_separation``,
-  ``component_centroids``, ``STAGES``, ``ChannelSink``.
+  ``component_centroids``, ``ChannelSink``.
 - :mod:`.chunks`: separation in overlapping chunks, in play order, on two
   threads, into the cache: ``ChunkedSeparator``, ``ChunkPlan``, ``Chunk``,
   ``iter_chunks``, ``CHUNK_SECONDS``.
 - :mod:`.keys`: what a separation is asked to be and its cache key:
   ``SeparationSpec`` (``key``, ``digest``, ``settings_at``, ``channel_names``,
   ``channel_order``),
-  ``Mode``, ``MODES``.
-- :mod:`.stems`: the stems model: ``load_stem_model``, ``StemModel``,
-  ``StemEstimate``, ``Activations``, ``STEM_NAMES``, ``LEVEL_FRAMES``.
+  ``Mode``, ``MODES``, ``STAGES`` (the progress stages and their shares).
+- :mod:`.stem_model`: the stems model as data (numpy alone): ``load_stem_model``,
+  ``StemModel``, ``STEM_NAMES``, ``MODEL_FORMAT``.
+- :mod:`.stems`: the stems model applied to a track: ``estimate_stems``,
+  ``fit_activations``, ``track_level``, ``StemEstimate``, ``Activations``, ``LEVEL_FRAMES``.
 - :mod:`.spectral`: ``magnitude``, ``mel_filterbank``, ``BandExpansion``, ``hpss``.
 - :mod:`.training`: training the stems model: ``train_stem_model``,
   ``train_dictionaries``, ``fit_maps``, ``Multitrack``.
 - :mod:`.nmf`: ``nmf``, ``NMFResult``, ``solve_activations``, ``beta_divergence``,
   ``DEFAULT_THREADS``.
-- :mod:`.stft`: ``stft``, ``istft``, ``n_frames``, ``check_stft_params``,
+- :mod:`.stft`: ``stft``, ``istft``, ``n_frames``,
   ``stft_frames``, ``spread_frames``, ``frame_blocks``.
 - :mod:`.cache`: the store: ``SeparationCache`` (look-ups, eviction, clean-up),
   ``cache_key``, ``default_cache_dir``.
@@ -37,7 +39,7 @@ Modules and their public names (audio files and stem files are
 - :mod:`.chunk_writer`: writing them chunk by chunk: ``start_chunk_writer`` (a new
   entry, or a dead writer's resumed), ``ChunkWriter``.
 - :mod:`.presets`: ``SeparationParams``, ``load_separation_preset``,
-  ``list_presets``, ``read_preset_text``.
+  ``list_presets``, ``read_preset_text``, ``check_stft_params``.
 - :mod:`.prep`: one track of a library prep: ``prepare_track``, ``TrackResult``,
   ``decode_bytes``, ``sees_cache``, ``TOKEN_PREFIX``.
 

@@ -49,7 +49,8 @@ from .keys import SeparationSpec
 from .nmf import nmf, solve_activations
 from .separate import component_centroids, reconstruct, reconstruct_spectra
 from .spectral import magnitude
-from .stems import StemModel, load_stem_model
+from .stem_model import StemModel, load_stem_model
+from .stems import estimate_stems, track_level
 from .stft import n_frames, spread_frames, stft, stft_frames
 
 __all__ = [
@@ -215,7 +216,7 @@ class ChunkedSeparator:
             # frames; the HPSS medians half their span; a slice's STFT pads its
             # first and last n_fft/hop frames with zeros.
             margin = 2 * overlap + model.context + model.hpss_kernel // 2 + 2
-            self.level = model.track_level(y, sr=self.sr, n_fft=p.n_fft, hop=p.hop)
+            self.level = track_level(model, y, sr=self.sr, n_fft=p.n_fft, hop=p.hop)
             self.W = model.templates_for(self.sr, p.n_fft)
             self.groups = [list(g) for g in model.groups]
         else:
@@ -287,7 +288,8 @@ class ChunkedSeparator:
         X = stft(yc, n_fft=p.n_fft, hop=p.hop)
         own0, own1 = plan.owned(i)
         if self.model is not None:
-            estimate = self.model.estimate(
+            estimate = estimate_stems(
+                self.model,
                 magnitude(X),
                 sr=self.sr,
                 n_fft=p.n_fft,

@@ -27,13 +27,17 @@ from ..errors import ParameterError
 from .cache import cache_key
 from .entry import FORMAT_VERSION
 from .presets import SeparationParams
-from .stems import load_stem_model
+from .stem_model import load_stem_model
 
-__all__ = ["MODES", "Mode", "SeparationSpec"]
+__all__ = ["MODES", "STAGES", "Mode", "SeparationSpec"]
 
 Mode = Literal["stems", "components"]
 #: The separation modes: the stems model's four stems, or NMF components.
 MODES: tuple[Mode, ...] = ("stems", "components")
+#: The stages a separation reports its progress in, and the share of the whole job
+#: each takes, for one overall progress figure (the status line's, and the page's:
+#: daemon/web/static/mixer.js mirrors these weights).
+STAGES = {"stft": 0.05, "nmf": 0.55, "activations": 0.15, "reconstruct": 0.25}
 
 
 @dataclass(frozen=True)

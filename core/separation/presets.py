@@ -9,9 +9,24 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ParameterError, PresetError
-from .stft import check_stft_params
 
-__all__ = ["SeparationParams", "list_presets", "load_separation_preset", "read_preset_text"]
+__all__ = [
+    "SeparationParams",
+    "check_stft_params",
+    "list_presets",
+    "load_separation_preset",
+    "read_preset_text",
+]
+
+
+def check_stft_params(n_fft: int, hop: int) -> None:
+    """Raise ParameterError unless ``hop`` divides ``n_fft`` into 2..16 overlaps."""
+    if not isinstance(n_fft, int) or n_fft < 16 or n_fft % 2:
+        raise ParameterError(f"n_fft must be an even integer >= 16, got {n_fft!r}")
+    if not isinstance(hop, int) or hop < 1 or n_fft % hop or not 2 <= n_fft // hop <= 16:
+        raise ParameterError(
+            f"hop must divide n_fft={n_fft} into 2 to 16 overlapping frames, got {hop!r}"
+        )
 
 
 @dataclass(frozen=True)

@@ -25,11 +25,11 @@ from .keys import SeparationSpec
 from .nmf import nmf, solve_activations
 from .presets import SeparationParams
 from .spectral import magnitude
-from .stems import StemEstimate, load_stem_model
+from .stem_model import load_stem_model
+from .stems import StemEstimate, estimate_stems, track_level
 from .stft import frame_blocks, istft, spread_frames, stft
 
 __all__ = [
-    "STAGES",
     "ChannelSink",
     "Separation",
     "component_centroids",
@@ -49,10 +49,6 @@ ChannelSink = Callable[[int, str, np.ndarray], None]
 # Threads that invert the masked spectra, one (group, audio channel) job each; the
 # FFT releases the GIL.
 _RECONSTRUCT_THREADS = 2
-
-#: Share of the whole job each stage takes, for one overall progress figure (the
-#: status line's, and the page's: daemon/web/static/mixer.js mirrors these weights).
-STAGES = {"stft": 0.05, "nmf": 0.55, "activations": 0.15, "reconstruct": 0.25}
 
 
 @dataclass
@@ -497,9 +493,15 @@ def separate(
         W, H = factorize(V, params, sr=sr, progress=progress, threads=nmf_threads)
         groups = [[k] for k in range(params.n_components)]
     else:
-        level = model.track_level(y, sr=sr, n_fft=params.n_fft, hop=params.hop)
-        estimate = model.estimate(
-            V, sr=sr, n_fft=params.n_fft, n_iter=params.stems_iter, threads=nmf_threads, level=level
+        level = track_level(model, y, sr=sr, n_fft=params.n_fft, hop=params.hop)
+        estimate = estimate_stems(
+            model,
+            V,
+            sr=sr,
+            n_fft=params.n_fft,
+            n_iter=params.stems_iter,
+            threads=nmf_threads,
+            level=level,
         )
         W, H = estimate.W, estimate.H
         if progress:

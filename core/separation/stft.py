@@ -15,9 +15,9 @@ import numpy as np
 import scipy.fft
 
 from ..errors import ParameterError
+from .presets import check_stft_params
 
 __all__ = [
-    "check_stft_params",
     "frame_blocks",
     "istft",
     "n_frames",
@@ -28,16 +28,6 @@ __all__ = [
 
 _CHUNK_FRAMES = 256
 _WORKERS = 1
-
-
-def check_stft_params(n_fft: int, hop: int) -> None:
-    """Raise ParameterError unless ``hop`` divides ``n_fft`` into 2..16 overlaps."""
-    if not isinstance(n_fft, int) or n_fft < 16 or n_fft % 2:
-        raise ParameterError(f"n_fft must be an even integer >= 16, got {n_fft!r}")
-    if not isinstance(hop, int) or hop < 1 or n_fft % hop or not 2 <= n_fft // hop <= 16:
-        raise ParameterError(
-            f"hop must divide n_fft={n_fft} into 2 to 16 overlapping frames, got {hop!r}"
-        )
 
 
 def _window(n_fft: int) -> np.ndarray:

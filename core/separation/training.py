@@ -2,7 +2,8 @@
 
 Used by ``scripts/train_stems.py`` (which reproduces the shipped model,
 ``presets/stems/default.npz``) and the tests; a separation never trains.
-:mod:`stemdeck.core.separation.stems` describes the model and applies it.
+:mod:`stemdeck.core.separation.stem_model` describes the model,
+:mod:`stemdeck.core.separation.stems` applies it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import numpy as np
 from ..errors import ParameterError
 from .nmf import nmf
 from .spectral import magnitude
-from .stems import STEM_NAMES, StemModel
+from .stem_model import STEM_NAMES, StemModel
+from .stems import fit_activations
 from .stft import stft
 
 __all__ = ["Multitrack", "fit_maps", "train_dictionaries", "train_stem_model"]
@@ -157,7 +159,7 @@ def train_stem_model(
     gram = np.zeros((features, features))
     cross = [np.zeros((n_mels, features)) for _ in STEM_NAMES]
     for song, weight in zip(songs, weights, strict=True):
-        fit = model.activations(spectrum(song.mix), sr=sr, n_fft=n_fft, n_iter=fit_iter)
+        fit = fit_activations(model, spectrum(song.mix), sr=sr, n_fft=n_fft, n_iter=fit_iter)
         F64 = fit.features.astype(np.float64)
         gram += weight * (F64 @ F64.T)
         for j, k in enumerate(STEM_NAMES):

@@ -3,7 +3,9 @@
 Each takes the parsed arguments and returns the exit status; a user error
 raises a :class:`~stemdeck.core.errors.StemdeckError`, which ``main`` prints as
 one line. ``serve`` and ``prep`` import their machinery when they run, so the
-other commands start without it.
+other commands start without it; ``separate`` and ``plot`` import the separation
+(numpy's and scipy's stack) when they separate, so ``serve``, whose process never
+separates (its worker does), runs without scipy.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import numpy as np
 
@@ -29,9 +31,7 @@ from stemdeck.core.audiofile.tags import Tags, read_tags
 from stemdeck.core.errors import ParameterError
 from stemdeck.core.separation.cache import SeparationCache
 from stemdeck.core.separation.keys import Mode, SeparationSpec
-from stemdeck.core.separation.prep import track_beats
 from stemdeck.core.separation.presets import load_separation_preset
-from stemdeck.core.separation.separate import ChannelSink, Separation, separate
 
 from ..c_stderr import captured
 from ..outputs import (
@@ -44,6 +44,9 @@ from ..outputs import (
 )
 from ..progress import ProgressLine
 from .parser import EXIT_ERROR
+
+if TYPE_CHECKING:  # imported where they separate (the module's docstring)
+    from stemdeck.core.separation.separate import ChannelSink, Separation
 
 __all__ = ["cmd_devices", "cmd_plot", "cmd_prep", "cmd_separate", "cmd_serve"]
 
@@ -87,6 +90,10 @@ def _separate(
 ) -> Separation:
     """Separate ``y`` (through the cache unless ``--no-cache``); with ``grid``, the
     track's beat grid is found or computed and kept in the cache's beat store too."""
+    # Here, not at the top: serve's process never imports the separation (scipy).
+    from stemdeck.core.separation.prep import track_beats
+    from stemdeck.core.separation.separate import separate
+
     spec = _spec(args)
     cache = None if args.no_cache else SeparationCache()
     if cache is not None:

@@ -215,3 +215,44 @@ def test_sigterm_during_the_beat_analysis_exits_at_once(tmp_path: Path) -> None:
         pools = blas[0].count("openblas")  # numpy's, and scipy's where it is loaded
         one = ", ".join(["openblas 1 thread"] * pools)
         assert pools >= 1 and blas == [f"stemdeck: debug: BLAS: {one} (the daemon's own calls)"]
+
+
+def _mapped_files(pid: int) -> set[str]:
+    """The files ``pid`` has mapped (its libraries among them)."""
+    return {
+        line.split(maxsplit=5)[5]
+        for line in Path(f"/proc/{pid}/maps").read_text().splitlines()
+        if len(line.split(maxsplit=5)) == 6 and line.split(maxsplit=5)[5].startswith("/")
+    }
+
+
+def _scipy_files(pid: int) -> list[str]:
+    return sorted(f for f in _mapped_files(pid) if "/scipy" in f)
+
+
+def test_the_daemon_never_loads_the_separation_stack(tmp_path: Path) -> None:
+    """The separation (scipy, with an OpenBLAS of its own) runs in the worker, never in
+    the daemon: loaded there, it held ~18 MB of the daemon's memory for nothing. Seen
+    in the libraries the daemon's process maps, once a track was loaded, separated
+    (uncached) and its beats analysed; the fork server maps them (the check sees them)."""
+    library = tmp_path / "library"
+    library.mkdir()
+    sf.write(library / "song.wav", tone_mix(10.0, sr=SR).T, SR, subtype="FLOAT")
+    env = {"STEMDECK_CACHE": str(tmp_path / "cache"), "STEMDECK_CONFIG": str(tmp_path / "cfg")}
+    daemon = Daemon([str(library / "song.wav"), "--no-audio"], env, tmp_path)
+
+    def bpm() -> float | None:
+        try:
+            return float(daemon.client.query("/track/bpm"))
+        except AssertionError:  # no grid yet: an /error
+            return None
+
+    try:
+        daemon.wait_ready()  # separated: the fork server's imports are long done
+        poll(bpm, lambda v: v is not None, "the beat grid")
+        assert _scipy_files(daemon.proc.pid) == []
+        (server,) = _fork_servers(daemon.proc.pid)
+        assert any("scipy.libs/libscipy_openblas" in f for f in _scipy_files(server))
+    finally:
+        code, err = daemon.stop()
+    assert code == 0, err

@@ -36,6 +36,7 @@ from stemdeck.core.separation import keys as keys_module
 from stemdeck.core.separation.cache import SeparationCache
 from stemdeck.core.separation.keys import SeparationSpec
 from stemdeck.core.separation.presets import SeparationParams
+from stemdeck.daemon import separation_run
 from stemdeck.daemon import separation_worker as worker_module
 from stemdeck.daemon import track_source as source_module
 from stemdeck.daemon.loader import TrackLoader
@@ -559,12 +560,12 @@ def test_a_worker_out_of_memory_reports_one_line(monkeypatch: pytest.MonkeyPatch
     def no_memory(*args: Any, **kwargs: Any) -> Any:
         raise MemoryError
 
-    monkeypatch.setattr(worker_module, "separate", no_memory)  # forked: the worker has it
+    monkeypatch.setattr(separation_run, "separate", no_memory)  # forked: the worker has it
     context = mp.get_context("fork")
     parent, child = context.Pipe(duplex=False)
     y = tone_mix(1.0, seed=40)
     job = worker_module.WorkerJob(y, SR, SPEC, None, None, os.getpid())
-    process = context.Process(target=worker_module.run, args=(job, child))
+    process = context.Process(target=separation_run.run, args=(job, child))
     process.start()
     child.close()
     assert parent.poll(60)

@@ -6,7 +6,7 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
-from stemdeck.core.separation.separate import STAGES
+from stemdeck.core.separation.keys import STAGES
 from stemdeck.daemon import web
 from stemdeck.daemon.osc import Counters
 from stemdeck.daemon.status import Status, format_status

@@ -13,7 +13,8 @@ from conftest import SR, tone_mix
 from stemdeck.core.separation.cache import SeparationCache
 from stemdeck.core.separation.keys import SeparationSpec
 from stemdeck.core.separation.presets import SeparationParams
-from stemdeck.daemon.separation_worker import WorkerJob, stream_into_cache
+from stemdeck.daemon.separation_run import stream_into_cache
+from stemdeck.daemon.separation_worker import WorkerJob
 
 PARAMS = SeparationParams(
     n_fft=512, hop=128, n_components=4, n_iter=10, fit_frames=0, refine_iter=0, tol=0.0

@@ -40,7 +40,7 @@ def _alive(pid: int) -> bool:
 def test_the_worker_is_forked_from_the_warm_fork_server() -> None:
     context = worker_context()
     assert getattr(context, "_name", None) == "forkserver"
-    assert PRELOAD == ["__main__", "stemdeck.daemon.separation_worker"]
+    assert PRELOAD == ["__main__", "stemdeck.daemon.separation_run"]
     warm_up(context)
     y = (np.random.default_rng(0).standard_normal((2, 4 * SR)) * 0.1).astype(np.float32)
     spec = SeparationSpec("stems", SeparationParams())

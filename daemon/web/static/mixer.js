@@ -194,7 +194,7 @@
     if (items.includes(keep)) select.value = keep;
   }
 
-  // The share of the whole separation each stage stands for (core/separation/separate.py STAGES).
+  // The share of the whole separation each stage stands for (core/separation/keys.py STAGES).
   const STAGES = [["stft", 0.05], ["nmf", 0.55], ["activations", 0.15], ["reconstruct", 0.25]];
 
   function share(stage, fraction) {

@@ -520,3 +520,56 @@ def test_separation_replacing_the_original_reaims_every_strip() -> None:
     for _ in range(3):
         m.process(block)
     np.testing.assert_array_equal(m._cur, expected)
+
+
+def _pages_in_memory(array: np.ndarray) -> tuple[int, int]:
+    """(in memory, in all) of the pages under ``array`` (/proc/self/pagemap, bit 63)."""
+    import os
+
+    page = os.sysconf("SC_PAGE_SIZE")
+    first = array.ctypes.data // page
+    last = (array.ctypes.data + array.nbytes - 1) // page
+    with open("/proc/self/pagemap", "rb") as f:
+        f.seek(first * 8)
+        entries = np.frombuffer(f.read((last - first + 1) * 8), np.uint64)
+    return int((entries >> np.uint64(63)).sum()), len(entries)
+
+
+def _drop_pages(array: np.ndarray) -> None:
+    """Give the whole pages inside ``array``, all zeros, back to the kernel
+    (``madvise(MADV_DONTNEED)``): they read as zeros again, out of memory."""
+    import ctypes
+    import os
+
+    assert not array.any()
+    page = os.sysconf("SC_PAGE_SIZE")
+    start = -(-array.ctypes.data // page) * page
+    stop = (array.ctypes.data + array.nbytes) // page * page
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    assert libc.madvise(start, stop - start, 4) == 0, os.strerror(ctypes.get_errno())
+
+
+def test_fault_in_puts_every_buffer_in_memory_and_changes_none() -> None:
+    """The daemon locks only pages in memory (daemon/realtime.py): the buffers the
+    block writes must be there before the audio starts, or the callback takes the
+    page faults. The echo's delay line is the largest, and prepare leaves it
+    unwritten (a fresh mapping of zeros)."""
+    m = Mixer(max_channels=4)
+    m.prepare(48000, 256)
+    line = m.fx._echo_line
+    arrays = {name: v for name, v in vars(m).items() if isinstance(v, np.ndarray)}
+    before = {name: v.copy() for name, v in arrays.items()}
+    _drop_pages(line)  # as a fresh mapping has them (the heap may have reused some)
+    touched, pages = _pages_in_memory(line)
+    assert touched < pages  # not yet: the test would prove nothing otherwise
+    assert m.fault_in() >= line.nbytes + m._metered.nbytes
+    assert _pages_in_memory(line) == (pages, pages)
+    assert not line.any()
+    for name, value in before.items():
+        np.testing.assert_array_equal(getattr(m, name), value, err_msg=name)
+
+
+def test_fault_in_needs_prepare() -> None:
+    with pytest.raises(RuntimeError, match=r"^Mixer\.fault_in before prepare$"):
+        Mixer(max_channels=2).fault_in()

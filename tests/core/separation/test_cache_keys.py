@@ -13,7 +13,7 @@ from stemdeck.core.separation.cache import SeparationCache
 from stemdeck.core.separation.keys import Mode, SeparationSpec
 from stemdeck.core.separation.presets import load_separation_preset
 from stemdeck.core.separation.separate import separate
-from stemdeck.core.separation.stems import load_stem_model
+from stemdeck.core.separation.stem_model import load_stem_model
 
 # preset, mode: settings digest, key of the stereo 44.1 kHz signal, key of the mono 22.05 kHz one
 PINNED = {

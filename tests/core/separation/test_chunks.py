@@ -18,7 +18,8 @@ from stemdeck.core.separation.keys import SeparationSpec
 from stemdeck.core.separation.presets import SeparationParams
 from stemdeck.core.separation.separate import reconstruct_spectra, separate
 from stemdeck.core.separation.spectral import magnitude
-from stemdeck.core.separation.stems import load_stem_model
+from stemdeck.core.separation.stem_model import load_stem_model
+from stemdeck.core.separation.stems import estimate_stems
 from stemdeck.core.separation.stft import istft, stft
 
 
@@ -96,7 +97,9 @@ def test_chunk_rules_cost_nothing_against_the_previous_whole_track_ones(song: np
     params = spec.settings_at(22050)
     model = load_stem_model()
     X = stft(song, n_fft=params.n_fft, hop=params.hop)
-    est = model.estimate(magnitude(X), sr=22050, n_fft=params.n_fft, n_iter=params.stems_iter)
+    est = estimate_stems(
+        model, magnitude(X), sr=22050, n_fft=params.n_fft, n_iter=params.stems_iter
+    )
     before = list(reconstruct_spectra(X, est, y=song, n_fft=params.n_fft, hop=params.hop))
     now = separate(song, 22050, spec=spec).channels
     for j, i in enumerate(spec.channel_order()):  # computed stem i is channel j

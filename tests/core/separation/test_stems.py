@@ -14,7 +14,7 @@ from stemdeck.core.separation.keys import SeparationSpec
 from stemdeck.core.separation.presets import SeparationParams
 from stemdeck.core.separation.separate import separate
 from stemdeck.core.separation.spectral import BandExpansion, hpss, mel_filterbank
-from stemdeck.core.separation.stems import STEM_NAMES, load_stem_model
+from stemdeck.core.separation.stem_model import STEM_NAMES, load_stem_model
 from stemdeck.core.separation.training import train_stem_model
 
 # Measured on this held-back song (an evaluation seed, never used for training)

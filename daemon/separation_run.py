@@ -1,0 +1,213 @@
+"""The separation worker process's body: what runs in the worker, never in the daemon.
+
+:func:`run` separates a :class:`~.separation_worker.WorkerJob` and reports through
+its pipe (the messages are in ``separation_worker.py``); :func:`stream_into_cache`
+is its chunk by chunk path into a cache entry. This module imports the separation
+(numpy, scipy); the daemon's process never imports it: the worker's entry
+(``separation_worker._work``) does, in the worker, forked from the fork server that
+preloaded it (``separation_worker.PRELOAD``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+
+from stemdeck.core.errors import StemdeckError
+from stemdeck.core.separation.cache import SeparationCache
+from stemdeck.core.separation.chunks import CHUNK_SECONDS, Chunk, ChunkedSeparator
+from stemdeck.core.separation.separate import separate
+
+from .separation_worker import SharedAudio, WorkerJob
+
+__all__ = ["run", "stream_into_cache"]
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Worker: end at once, quietly, when its parent is gone (even by SIGKILL): the
+    daemon, or the fork server, which ends with the daemon."""
+    while True:
+        if os.getppid() != parent:
+            os._exit(0)
+        time.sleep(0.1)
+
+
+def _parent_of(pid: int) -> int | None:
+    """``pid``'s parent (``/proc``), or None where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def run(job: WorkerJob, conn: Connection) -> None:
+    """The worker process: separate ``job``'s audio, report through ``conn``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # ended: no traceback
+    # The parent it has now: the daemon (spawned) or the fork server (job.parent then
+    # being the daemon, the server's parent); gone already if the parent is init.
+    parent = os.getppid()
+    if parent == 1 or (parent != job.parent and _parent_of(parent) not in (job.parent, None)):
+        os._exit(0)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    nmf_threads = max(1, (os.cpu_count() or 1) - 1)  # a core for the audio
+    try:
+        if isinstance(job.audio, SharedAudio):
+            try:
+                _shm, y = job.audio.attach()  # mapped until the process ends
+            except FileNotFoundError:
+                os._exit(0)  # released before we mapped it: the daemon ended this request
+        else:
+            y = job.audio
+        cache = SeparationCache(job.cache_root) if job.cache_root else None
+        last = [0.0]
+
+        def progress(stage: str, fraction: float) -> None:
+            now = time.monotonic()
+            if now - last[0] > 0.2 or fraction >= 1.0:
+                last[0] = now
+                conn.send(("progress", stage, fraction))
+
+        keys = [job.key]
+        later = [job.key_later]
+
+        def key() -> str | None:
+            """The entry's key: the job's, or once the daemon has taken it."""
+            pipe = later[0]
+            if pipe is not None:
+                try:
+                    keys[0] = pipe.recv()
+                except (EOFError, OSError):
+                    os._exit(0)  # the daemon ended this request before it sent the key
+                pipe.close()
+                later[0] = None
+            return keys[0]
+
+        if cache is not None and (job.key is not None or job.key_later is not None):
+            if stream_into_cache(y, job, cache, key, conn, threads=nmf_threads):
+                return
+        result = separate(
+            y,
+            job.sr,
+            spec=job.spec,
+            cache=cache if key() is not None else None,
+            key=key(),
+            progress=progress,
+            nmf_threads=nmf_threads,
+        )
+        if result.info.get("cache_path"):
+            conn.send(("done", key()))
+        else:  # no cache (disabled or full disk): hand the audio over
+            conn.send(("data", np.asarray(result.channels)))
+    except (BrokenPipeError, EOFError, ConnectionError):
+        os._exit(0)  # the daemon went away: nobody to tell
+    except StemdeckError as exc:
+        _send_quietly(conn, ("error", str(exc)))
+    except MemoryError:
+        _send_quietly(conn, ("error", "separation failed: not enough memory"))
+    except Exception as exc:  # report, the parent keeps playing the original
+        _send_quietly(conn, ("error", f"separation failed: {exc!r}"))
+    finally:
+        try:
+            conn.close()
+        except OSError:
+            pass
+
+
+def stream_into_cache(
+    y: np.ndarray,
+    job: WorkerJob,
+    cache: SeparationCache,
+    key: str | Callable[[], str | None],
+    conn: Connection,
+    *,
+    threads: int | None = None,
+    workers: int = 2,
+    chunk_seconds: float = CHUNK_SECONDS,
+) -> bool:
+    """Separate ``y`` chunk by chunk into the cache entry ``key`` and report each
+    chunk through ``conn`` as it lands (the module's messages).
+
+    ``key`` may be a callable that waits for it (None: no entry): the chunk under
+    the play head is separated meanwhile, and written once the entry is opened.
+
+    ``workers`` chunks at a time, each started in play order
+    (:meth:`~stemdeck.core.separation.chunks.ChunkPlan.order`) from the play head
+    read from ``job.position`` at that moment. Chunks a killed writer left are
+    reported first and kept.
+
+    Returns
+    -------
+    bool
+        False (nothing written) when another live process writes the entry, or
+        there is no key: :func:`separate` then goes its way as before.
+    """
+    conn.send(("progress", "starting", 0.0))
+    separator = ChunkedSeparator(y, job.sr, job.spec, threads=threads, chunk_seconds=chunk_seconds)
+    plan = separator.plan
+    with ThreadPoolExecutor(workers, thread_name_prefix="stemdeck-chunk") as pool:
+        running: dict[Future[Chunk], int] = {}
+        entry_key: str | None
+        if callable(key):  # the key is being taken: the chunk under the play head meanwhile
+            first = plan.order(int(job.position.value) if job.position is not None else 0)[0]
+            running[pool.submit(separator.chunk, first)] = first
+            entry_key = key()
+        else:
+            entry_key = key
+        writer = None
+        if entry_key is not None:
+            writer = cache.chunk_writer(
+                entry_key,
+                separator.names,
+                (int(y.shape[0]), int(y.shape[1])),
+                W=separator.W,
+                frames=plan.frames,
+                meta=separator.entry_meta(),
+            )
+        if writer is None or entry_key is None:
+            for future in running:
+                future.cancel()
+            return False
+        with writer:
+            conn.send(("entry", entry_key, plan.n_chunks, plan.chunk_frames * plan.hop))
+            kept = writer.ready
+            done: set[int] = set()
+            for i in range(plan.n_chunks):
+                start, stop = plan.samples(i)
+                if any(a <= start and stop <= b for a, b in kept):  # left by a killed worker
+                    done.add(i)
+                    conn.send(("chunk", start, stop))
+            while len(done) < plan.n_chunks:
+                head = int(job.position.value) if job.position is not None else 0
+                for i in plan.order(head):
+                    if len(running) >= workers:
+                        break
+                    if i not in done and i not in running.values():
+                        running[pool.submit(separator.chunk, i)] = i
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    i = running.pop(future)
+                    c = future.result()
+                    if i not in done:  # a chunk a killed worker left, separated meanwhile
+                        writer.add_chunk(c.start, c.stop, c.channels, c.frames, c.H)
+                        done.add(i)
+                        conn.send(("chunk", c.start, c.stop))
+            writer.finish()
+    conn.send(("done", entry_key))
+    return True
+
+
+def _send_quietly(conn: Connection, message: tuple[Any, ...]) -> None:
+    try:
+        conn.send(message)
+    except OSError:
+        os._exit(0)
