@@ -2,28 +2,27 @@
 along the whole track, so the page can draw the waveform with every stem in its
 colour at the current gains (``docs/web.md``, "The overview").
 
-:func:`channel_peaks` reads a track's channels once, block by block (a one-hour
-track's memory map is never copied whole), into ``bins`` peaks per channel, each
-the largest absolute sample of either side in its stretch of the track, as
-integers 0..255 (255 is full scale or over). :class:`Overviews` keeps the last
-track's result, so every page that asks for the same track gets it without a
-second read, and reads one track at a time whatever the number of requests.
+The peaks are :func:`stemdeck.core.separation.overview.channel_peaks`: ``bins`` per
+channel, each the largest absolute sample of either side in its stretch of the
+track, as integers 0..255. A track from the cache has them in its entry, computed
+as the separation wrote the channels
+(:func:`~stemdeck.core.separation.overview.stored_peaks`): no pass over the
+channels. Any other track (stems from a file, a separation not cached, an entry
+older than the file or with a damaged one) has them read from its channels once.
+:class:`Overviews` keeps the last track's result, so every page that asks for the
+same track gets it without a second read, and reads one track at a time whatever
+the number of requests.
 """
 
 from __future__ import annotations
 
-import math
 import threading
 from dataclasses import dataclass
 
-import numpy as np
-
 from stemdeck.core.mixer.commands import Track
+from stemdeck.core.separation.overview import BINS, channel_peaks, stored_peaks
 
-__all__ = ["BINS", "Overview", "Overviews", "channel_peaks"]
-
-BINS = 2048  # about one bin per device pixel of a wide screen
-_BLOCK_FRAMES = 1 << 18  # frames read at a time: 2 MiB of a stereo channel
+__all__ = ["Overview", "Overviews"]
 
 
 @dataclass(frozen=True)
@@ -44,34 +43,6 @@ class Overview:
         }
 
 
-def channel_peaks(channels: np.ndarray, bins: int = BINS) -> np.ndarray:
-    """Peak per bin of every channel of ``channels`` (n, sides, frames), as uint8.
-
-    The track is cut into ``min(bins, frames)`` stretches of ``ceil(frames / bins)``
-    frames (the last one shorter, the count the number needed), so a bin never
-    mixes two points of the track far apart. Non-finite samples count as full scale.
-    """
-    n, _, frames = channels.shape
-    if frames == 0 or n == 0:
-        return np.zeros((n, 0), dtype=np.uint8)
-    step = math.ceil(frames / bins)
-    count = math.ceil(frames / step)
-    out = np.zeros((n, count), dtype=np.float32)
-    block = max(step, _BLOCK_FRAMES // step * step)  # whole bins per block
-    for c in range(n):
-        for start in range(0, frames, block):
-            part = np.abs(np.asarray(channels[c, :, start : start + block]))
-            peak = part.max(axis=0)
-            peak[~np.isfinite(peak)] = 1.0
-            whole = len(peak) // step * step
-            first = start // step
-            if whole:
-                out[c, first : first + whole // step] = peak[:whole].reshape(-1, step).max(axis=1)
-            if whole < len(peak):
-                out[c, first + whole // step] = peak[whole:].max()
-    return np.round(np.clip(out, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
 class Overviews:
     """The overview of the playing track, read once per track (any thread)."""
 
@@ -83,11 +54,14 @@ class Overviews:
 
     def get(self, track: Track) -> Overview:
         """``track``'s overview: the one kept when it is the last track asked for,
-        else read now (blocking: call it off the web loop)."""
+        else its cache entry's, else read from its channels now (blocking: call it
+        off the web loop)."""
         with self._lock:
             if self._track is track and self._overview is not None:
                 return self._overview
-            peaks = channel_peaks(track.channels, self.bins)
+            peaks = stored_peaks(track.channels, self.bins)
+            if peaks is None:
+                peaks = channel_peaks(track.channels, self.bins)
             overview = Overview(
                 tuple(track.names), track.length / track.sr, [row.tolist() for row in peaks]
             )
