@@ -117,7 +117,10 @@ class PeakAccumulator:
         self._fold(slice(index, index + 1), 0, audio[np.newaxis])
 
     def _fold(self, rows: slice, start: int, samples: np.ndarray) -> None:
+        samples = np.asarray(samples)  # a view (a memory map is read block by block below)
         length = int(samples.shape[-1])
+        if length == 0:
+            return
         if start < 0 or start + length > self.frames:
             raise ValueError(f"frames {start}:{start + length} are outside 0:{self.frames}")
         step = self.step

@@ -238,3 +238,37 @@ def test_an_entry_without_a_good_overview_has_it_read_from_the_channels(
 
     serve(fake, body)
     assert len(CountedMap.reads) == len(NAMES)  # one block a channel: 2 s of audio
+
+
+def test_stems_arriving_chunk_by_chunk_are_folded_in_as_they_come() -> None:
+    """A track whose stems arrive chunk by chunk (its ready flags), with no overview in an
+    entry: each request covers the chunks ready then (the others flat), each chunk is read
+    once, and the final overview is ``channel_peaks`` of the channels exactly."""
+    reads: list[Any] = []
+
+    class Counted(np.ndarray):
+        def __getitem__(self, key: Any) -> Any:
+            reads.append(key)
+            return super().__getitem__(key)
+
+    rng = np.random.default_rng(9)
+    channels = rng.uniform(-0.9, 0.9, (2, 2, 1000)).astype(np.float32)
+    channels[1, 0, 333] = np.nan
+    chunk = 300  # 10 frames a bin: chunk edges at 300, 600, 900 are bin edges; 7 a bin are not
+    for bins in (100, 143):
+        ready = np.zeros(4, np.uint8)
+        track = Track(
+            channels.view(Counted), 100, ("a", "b"), mix=channels[:1], ready=ready, chunk=chunk
+        )
+        keep = Overviews(bins=bins)
+        seen = np.zeros_like(channels)
+        for i in (1, 2, 0, 3):
+            ready[i] = 1
+            seen[:, :, i * chunk : (i + 1) * chunk] = channels[:, :, i * chunk : (i + 1) * chunk]
+            reads.clear()
+            got = keep.get(track)
+            assert got.peaks == channel_peaks(seen, bins).tolist(), (bins, i)
+            assert reads == [(slice(None), slice(None), slice(i * chunk, (i + 1) * chunk))]
+        assert got.peaks == channel_peaks(channels, bins).tolist()
+        reads.clear()
+        assert keep.get(track) is got and reads == []  # complete: kept
