@@ -185,7 +185,7 @@ def stored_peaks(channels: np.ndarray, bins: int = BINS) -> np.ndarray | None:
         want = (channels.shape[0], bin_layout(int(channels.shape[2]), bins)[1])
         if peaks.dtype != np.uint8 or peaks.shape != want:
             raise ValueError(f"{peaks.dtype} {peaks.shape} is not uint8 {want}")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as exc:
         log.debug("cache entry %s: overview unusable (%s); computing it", folder.name[:12], exc)
         return None
     return np.asarray(peaks)

@@ -85,7 +85,11 @@ def test_a_chunked_separation_stores_the_channels_peaks(song: np.ndarray, tmp_pa
     assert all(separator.plan.samples(i)[0] % step for i in range(1, separator.plan.n_chunks))
     chunks = separator.into_cache(cache, key, position=11 * SONG_SR)
     assert chunks is not None
-    assert [c.index for c in chunks] == [2, 3, 4, 1, 0]
+    order = [next(chunks).index]
+    partial = cache.open_partial(key)  # the map the daemon plays while chunks arrive
+    assert partial is not None and stored_peaks(partial.channels) is None  # not sealed yet
+    order += [c.index for c in chunks]
+    assert order == [2, 3, 4, 1, 0]
     found = cache.load(key)
     assert found.status == "found" and found.entry is not None
     stored = np.load(found.entry.path / OVERVIEW_FILE)
@@ -93,6 +97,9 @@ def test_a_chunked_separation_stores_the_channels_peaks(song: np.ndarray, tmp_pa
     assert stored.dtype == np.uint8 and stored.shape == (4, BINS - 4)  # 529200 / 259
     assert np.array_equal(stored, want)
     peaks = stored_peaks(found.entry.channels)
+    assert peaks is not None and np.array_equal(peaks, want)
+    # The partial entry's map, published once every chunk is in, finds the sealed entry's.
+    peaks = stored_peaks(partial.channels)
     assert peaks is not None and np.array_equal(peaks, want)
     assert cache.verify(found.entry).status == "found"  # its checksums cover the file
 
@@ -162,7 +169,9 @@ def reseal(folder: Path) -> None:
     seal_entry(folder, fields, meta["names"], tuple(meta["shape"]))
 
 
-@pytest.mark.parametrize("damage", ["missing", "truncated", "nan bytes", "wrong shape", "float"])
+@pytest.mark.parametrize(
+    "damage", ["missing", "truncated", "nan bytes", "wrong shape", "float", "empty", "garbage"]
+)
 def test_an_entry_without_a_good_overview_gives_none_and_one_debug_line(
     tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -191,10 +200,22 @@ def test_an_entry_without_a_good_overview_gives_none_and_one_debug_line(
         np.save(path, channel_peaks(channels)[:, :-1])
         reseal(folder)
         why = "overview unusable (uint8 (3, 1667) is not uint8 (3, 1668))"
-    else:
+    elif damage == "float":
         np.save(path, channel_peaks(channels).astype(np.float32))
         reseal(folder)
         why = "overview unusable (float32 (3, 1668) is not uint8 (3, 1668))"
+    elif damage == "empty":  # sealed empty: the checksums match, the file says nothing
+        path.write_bytes(b"")
+        reseal(folder)
+        why = "overview unusable (No data left in file)"
+    else:
+        path.write_bytes(b"not an array at all")
+        reseal(folder)
+        why = (
+            "overview unusable (This file contains pickled (object) data. If you trust the "
+            "file you can load it unsafely using the `allow_pickle=` keyword argument or "
+            "`pickle.load()`.)"
+        )
     with caplog.at_level(logging.DEBUG, logger=overview.__name__):
         assert stored_peaks(found.entry.channels) is None
     assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
