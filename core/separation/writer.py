@@ -142,7 +142,7 @@ def _reorder_overview(src: Path, dst: Path, order: list[int]) -> None:
         peaks = np.load(src, allow_pickle=False)
         if peaks.dtype != np.uint8 or peaks.ndim != 2 or len(peaks) != len(order):
             return
-    except (OSError, ValueError):
+    except (OSError, EOFError, ValueError):  # EOFError: an empty file
         return
     np.save(dst, peaks[order])
 

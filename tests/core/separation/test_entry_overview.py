@@ -227,3 +227,25 @@ def test_channels_that_are_not_an_entrys_have_no_stored_peaks(tmp_path: Path) ->
     assert stored_peaks(noisy((3, 2, 50))) is None
     other = np.memmap(tmp_path / "x.f32", dtype=np.float32, mode="w+", shape=(1, 2, 10))
     assert stored_peaks(other) is None
+
+
+@pytest.mark.parametrize("content", [b"", b"not an array at all"])
+def test_an_entry_rewritten_with_a_bad_overview_is_rewritten_without_it(
+    tmp_path: Path, content: bytes
+) -> None:
+    cache = SeparationCache(tmp_path)
+    channels = noisy((3, 2, 5003))
+    folder = whole_entry(cache, channels)
+    (folder / OVERVIEW_FILE).write_bytes(content)
+    reseal(folder)
+    meta = json.loads((folder / "meta.json").read_text())
+    reorder_entry(folder, meta, [2, 0, 1])
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "H.npy",
+        "W.npy",
+        "channels.f32",
+        "meta.json",
+    ]
+    found = cache.load("a" * 40)
+    assert found.entry is not None and found.entry.names == ["c2", "c0", "c1"]
+    assert stored_peaks(found.entry.channels) is None
