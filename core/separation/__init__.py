@@ -38,6 +38,9 @@ Modules and their public names (audio files and stem files are
   ``PARTIAL_PREFIX``, ``RECORD``, ``LOCK``.
 - :mod:`.chunk_writer`: writing them chunk by chunk: ``start_chunk_writer`` (a new
   entry, or a dead writer's resumed), ``ChunkWriter``.
+- :mod:`.overview`: a track's overview peaks, taken as an entry is written and kept
+  in it: ``channel_peaks``, ``PeakAccumulator``, ``stored_peaks``, ``BINS``,
+  ``OVERVIEW_FILE``.
 - :mod:`.presets`: ``SeparationParams``, ``load_separation_preset``,
   ``list_presets``, ``read_preset_text``, ``check_stft_params``.
 - :mod:`.prep`: one track of a library prep: ``prepare_track``, ``TrackResult``,

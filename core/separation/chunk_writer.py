@@ -24,6 +24,7 @@ import numpy as np
 
 from ..errors import CacheError
 from .entry import FORMAT_VERSION, seal_entry
+from .overview import PeakAccumulator
 from .partial import LOCK, PARTIAL_PREFIX, RECORD, covered, try_lock
 
 if TYPE_CHECKING:  # annotations only: cache.py imports this module
@@ -65,6 +66,13 @@ class ChunkWriter:
         self._chunks = chunks
         self._fd = os.open(folder / "channels.f32", os.O_RDWR)
         self._H = np.load(folder / "H.npy", mmap_mode="r+")
+        self._overview = PeakAccumulator(shape[0], shape[2])
+        if chunks:  # a dead writer's chunks, kept: their peaks from the file
+            written = np.memmap(folder / "channels.f32", dtype=np.float32, mode="r", shape=shape)
+            for c in chunks:
+                start, stop = int(c["start"]), int(c["stop"])
+                self._overview.add(start, written[:, :, start:stop])
+            del written
         self.closed = False
 
     @property
@@ -114,6 +122,7 @@ class ChunkWriter:
                         raise OSError(errno.EIO, "short write")
             self._H[:, f0:f1] = H
             self._H.flush()
+            self._overview.add(start, block)
             self._chunks.append(
                 {
                     "start": int(start),
@@ -142,8 +151,9 @@ class ChunkWriter:
         os.replace(tmp, self.folder / RECORD)
 
     def finish(self) -> None:
-        """Seal the complete entry and move it into place (one rename): from then on
-        :meth:`SeparationCache.load` serves it like any other.
+        """Seal the complete entry, with its channels' overview peaks (:mod:`.overview`,
+        taken chunk by chunk as they were written), and move it into place (one
+        rename): from then on :meth:`SeparationCache.load` serves it like any other.
 
         Raises
         ------
@@ -162,6 +172,7 @@ class ChunkWriter:
             sealed.mkdir()
             for name in ("channels.f32", "W.npy", "H.npy"):
                 os.link(self.folder / name, sealed / name)
+            self._overview.save(sealed)
             seal_entry(sealed, fields, names, self.shape)
             try:
                 os.rename(sealed, self.folder.parent / self.key)

@@ -9,6 +9,8 @@ Layout of an entry::
     meta.json      format version, names, shapes, rate, parameters, block checksums
     channels.f32   raw float32, shape (n_channels, audio_channels, samples)
     W.npy, H.npy   NMF templates (bins, K) and activations (K, frames)
+    overview.npy   the channels' overview peaks, uint8 (n_channels, bins) (:mod:`.overview`;
+                   entries written before it have none)
 
 A partial entry has the same files but ``meta.json``, preallocated, and
 ``ready.json`` (the chunks written so far: sample and frame ranges, a CRC32 of

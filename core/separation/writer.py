@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .entry import seal_entry
+from .overview import OVERVIEW_FILE, PeakAccumulator
 
 if TYPE_CHECKING:  # annotations only: cache.py imports this module
     from .cache import SeparationCache
@@ -40,6 +41,7 @@ class EntryWriter:
         self.audio_shape = audio_shape
         self._names: dict[int, str] = {}
         self._file = (tmp / "channels.f32").open("wb")
+        self._overview = PeakAccumulator(n_channels, audio_shape[1])
         self.meta: dict[str, Any] = {}
 
     @property
@@ -61,6 +63,7 @@ class EntryWriter:
         data = np.ascontiguousarray(audio, dtype=np.float32)
         self._file.seek(index * data.nbytes)
         data.tofile(self._file)
+        self._overview.add_channel(index, data)
         self._names[index] = name
 
     def add_array(self, name: str, array: np.ndarray) -> None:
@@ -73,6 +76,7 @@ class EntryWriter:
         self._file.close()
         if len(self.names) != self.n_channels:
             raise ValueError(f"entry has {len(self.names)} channels, expected {self.n_channels}")
+        self._overview.save(self.tmp)
         seal_entry(self.tmp, self.meta, self.names, (self.n_channels, *self.audio_shape))
 
     def _abort(self) -> None:
@@ -109,7 +113,9 @@ def reorder_entry(path: Path, meta: dict[str, Any], order: list[int]) -> None:
                     np.ascontiguousarray(old[src, :, start : start + _COPY_SAMPLES]).tofile(f)
         del old
         for name in meta["files"]:
-            if name != "channels.f32":
+            if name == OVERVIEW_FILE:
+                _reorder_overview(path / name, tmp / name, order)
+            elif name != "channels.f32":
                 shutil.copy2(path / name, tmp / name)
         fields = {k: v for k, v in meta.items() if k not in ("format", "names", "shape", "files")}
         extra = dict(fields.get("extra", {}))
@@ -129,6 +135,18 @@ def reorder_entry(path: Path, meta: dict[str, Any], order: list[int]) -> None:
         shutil.rmtree(aside, ignore_errors=True)
 
 
+def _reorder_overview(src: Path, dst: Path, order: list[int]) -> None:
+    """Write the overview ``src`` with its rows in ``order``; one that cannot be read
+    as the channels' peaks is left out (the daemon then computes it)."""
+    try:
+        peaks = np.load(src, allow_pickle=False)
+        if peaks.dtype != np.uint8 or peaks.ndim != 2 or len(peaks) != len(order):
+            return
+    except (OSError, EOFError, ValueError):  # EOFError: an empty file
+        return
+    np.save(dst, peaks[order])
+
+
 @contextmanager
 def write_entry(
     cache: SeparationCache, key: str, n_channels: int, audio_shape: tuple[int, int]
@@ -137,9 +155,10 @@ def write_entry(
 
     Use as ``with write_entry(cache, key, n, (channels, samples)) as w:`` then
     ``w.add_channel`` n times, ``w.add_array('W', W)``, ``w.meta[...] = ...``.
-    On leaving the block the entry appears in one rename and the cache evicts
-    what no longer fits; on any error the temporary folder is removed and
-    nothing is left behind.
+    Each channel's overview peaks (:mod:`.overview`) are taken as it is written
+    and stored beside the channels. On leaving the block the entry appears in one
+    rename and the cache evicts what no longer fits; on any error the temporary
+    folder is removed and nothing is left behind.
 
     Raises
     ------

@@ -124,6 +124,7 @@
   const state = {
     playing: false, position: 0, length: 0, loop: [0, 0], names: [], colours: [], labels: [], separating: false,
     pending: false, // a separation under way (its stems, or the original standing in)
+    stemsReady: 0, // the share of the stems' chunks in when the overview was last asked for
     grid: [0, 0, 0], beat: null, // /track/grid (bpm 0: no grid yet), /transport/beat
   };
   let strips = [];
@@ -213,6 +214,10 @@
     // ready), the original elsewhere: the strips are live, the bar shows what is ready.
     const stems = stage === "stems";
     if (state.pending && done) overviewSoon(); // the stems replace the original
+    // Stems arriving chunk by chunk: the overview again as each chunk comes (the daemon
+    // folds in only the new chunks), so it covers what is ready.
+    if (stems && (fraction || 0) > state.stemsReady) overviewSoon();
+    state.stemsReady = stems ? Math.max(state.stemsReady, fraction || 0) : 0;
     state.pending = !done;
     state.separating = !done && !stems;
     $("progress").hidden = done;

@@ -1,10 +1,12 @@
-"""The track overview the page draws (daemon/web/overview.py): exact peaks per bin,
-read block by block, kept per track, and served at /_mixer/overview."""
+"""The track overview the page draws (daemon/web/overview.py, its peaks
+core/separation/overview.py): exact peaks per bin, read block by block, kept per
+track, taken from the cache entry when there is one, and served at /_mixer/overview."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -13,8 +15,10 @@ from osc_host import BLOCK, NAMES, SR, FakeHost, make_server
 
 from stemdeck.core.mixer.commands import SetTrack, Track
 from stemdeck.core.mixer.engine import Mixer
-from stemdeck.daemon.web import overview
-from stemdeck.daemon.web.overview import Overviews, channel_peaks
+from stemdeck.core.separation import overview
+from stemdeck.core.separation.cache import SeparationCache
+from stemdeck.core.separation.overview import OVERVIEW_FILE, channel_peaks
+from stemdeck.daemon.web.overview import Overviews
 from stemdeck.daemon.web.server import WebApp
 
 
@@ -142,3 +146,129 @@ def test_no_track_and_an_unreadable_track_are_one_clear_error() -> None:
         }
 
     serve(fake, unreadable)
+
+
+class CountedMap(np.memmap):
+    """An entry's memory map that counts the reads of its samples."""
+
+    reads: ClassVar[list[Any]] = []
+
+    def __getitem__(self, key: Any) -> Any:
+        CountedMap.reads.append(key)
+        return super().__getitem__(key)
+
+
+def cached_track(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str | None = None
+) -> tuple[Track, np.ndarray]:
+    """A track playing from a cache entry (its channels the entry's memory map, reads
+    counted), and the peaks of its channels; ``damage`` done to the entry's overview
+    after it was opened."""
+    cache = SeparationCache(tmp_path)
+    rng = np.random.default_rng(5)
+    channels = rng.uniform(-0.5, 0.5, (len(NAMES), 2, SR * 2 + 7)).astype(np.float32)
+    key = "c" * 40
+    with cache.writer(key, len(NAMES), (2, channels.shape[2])) as w:
+        for i, name in enumerate(("drums", "bass", "other", "vocals")):  # the stored order
+            w.add_channel(name, channels[i])
+        w.add_array("W", np.ones((4, 2), np.float32))
+        w.add_array("H", np.ones((2, 3), np.float32))
+        w.meta["sr"] = SR
+    found = cache.load(key, verify=False)
+    assert found.entry is not None
+    path = found.entry.path / OVERVIEW_FILE
+    if damage == "missing":
+        path.unlink()
+    elif damage == "truncated":
+        with path.open("r+b") as f:
+            f.truncate(path.stat().st_size - 3)
+    elif damage == "nan bytes":
+        with path.open("r+b") as f:
+            f.seek(200)
+            f.write(np.full(8, np.nan, np.float32).tobytes())
+    elif damage == "wrong shape":
+        np.save(path, np.zeros((len(NAMES) - 1, 2048), np.uint8))
+    monkeypatch.setattr(CountedMap, "reads", [])
+    return Track(found.entry.channels.view(CountedMap), SR, NAMES), channel_peaks(channels)
+
+
+def test_a_cached_tracks_overview_comes_from_its_entry_without_reading_the_channels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeHost()
+    track, peaks = cached_track(tmp_path, monkeypatch)
+    fake.engine.post(SetTrack(track))
+    fake.block()
+    assert fake.engine.track is track
+    CountedMap.reads.clear()  # whatever the engine read to play its first block
+
+    async def body(client: TestClient) -> None:
+        r = await client.get("/_mixer/overview")
+        assert r.status == 200
+        assert await r.json() == {
+            "names": list(NAMES),
+            "seconds": (SR * 2 + 7) / SR,
+            "bins": peaks.shape[1],
+            "peaks": peaks.tolist(),
+        }
+
+    serve(fake, body)
+    assert CountedMap.reads == []
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated", "nan bytes", "wrong shape"])
+def test_an_entry_without_a_good_overview_has_it_read_from_the_channels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str
+) -> None:
+    fake = FakeHost()
+    track, peaks = cached_track(tmp_path, monkeypatch, damage)
+    fake.engine.post(SetTrack(track))
+    fake.block()
+    CountedMap.reads.clear()
+
+    async def body(client: TestClient) -> None:
+        r = await client.get("/_mixer/overview")
+        assert r.status == 200
+        assert await r.json() == {
+            "names": list(NAMES),
+            "seconds": (SR * 2 + 7) / SR,
+            "bins": peaks.shape[1],
+            "peaks": peaks.tolist(),
+        }
+
+    serve(fake, body)
+    assert len(CountedMap.reads) == len(NAMES)  # one block a channel: 2 s of audio
+
+
+def test_stems_arriving_chunk_by_chunk_are_folded_in_as_they_come() -> None:
+    """A track whose stems arrive chunk by chunk (its ready flags), with no overview in an
+    entry: each request covers the chunks ready then (the others flat), each chunk is read
+    once, and the final overview is ``channel_peaks`` of the channels exactly."""
+    reads: list[Any] = []
+
+    class Counted(np.ndarray):
+        def __getitem__(self, key: Any) -> Any:
+            reads.append(key)
+            return super().__getitem__(key)
+
+    rng = np.random.default_rng(9)
+    channels = rng.uniform(-0.9, 0.9, (2, 2, 1000)).astype(np.float32)
+    channels[1, 0, 333] = np.nan
+    chunk = 300  # 10 frames a bin: chunk edges at 300, 600, 900 are bin edges; 7 a bin are not
+    for bins in (100, 143):
+        ready = np.zeros(4, np.uint8)
+        track = Track(
+            channels.view(Counted), 100, ("a", "b"), mix=channels[:1], ready=ready, chunk=chunk
+        )
+        keep = Overviews(bins=bins)
+        seen = np.zeros_like(channels)
+        for i in (1, 2, 0, 3):
+            ready[i] = 1
+            seen[:, :, i * chunk : (i + 1) * chunk] = channels[:, :, i * chunk : (i + 1) * chunk]
+            reads.clear()
+            got = keep.get(track)
+            assert got.peaks == channel_peaks(seen, bins).tolist(), (bins, i)
+            assert reads == [(slice(None), slice(None), slice(i * chunk, (i + 1) * chunk))]
+        assert got.peaks == channel_peaks(channels, bins).tolist()
+        reads.clear()
+        assert keep.get(track) is got and reads == []  # complete: kept
