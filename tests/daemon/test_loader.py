@@ -29,6 +29,7 @@ from mp4_helpers import damaged_stem_file
 
 from conftest import SR, tone_mix
 from stemdeck.core.audiofile.decode import read_stem_file
+from stemdeck.core.audiofile.files import MappedDecode
 from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import AudioFileError, ParameterError
 from stemdeck.core.mixer.commands import Batch, Command, SetTrack
@@ -210,7 +211,7 @@ def test_one_decode_and_one_hash_per_load(
         return wrapper
 
     monkeypatch.setattr(source_module, "load", counted("decode", source_module.load))
-    monkeypatch.setattr(source_module, "load_mapped", counted("decode", source_module.load_mapped))
+    monkeypatch.setattr(source_module, "decode_mapped", counted("decode", source_module.decode_mapped))
     monkeypatch.setattr(keys_module, "cache_key", counted("hash", keys_module.cache_key))
     cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
     engine = RecordingEngine()
@@ -410,11 +411,11 @@ def _bad_load(
     def no_memory(path: str, *, sr: int | None = None) -> tuple[np.ndarray, int]:
         raise MemoryError
 
-    def no_memory_mapped(path: str, folder: Path) -> tuple[np.ndarray, int]:
+    def no_memory_mapped(path: str, folder: Path) -> MappedDecode:
         raise MemoryError
 
     monkeypatch.setattr(source_module, "load", no_memory)
-    monkeypatch.setattr(source_module, "load_mapped", no_memory_mapped)
+    monkeypatch.setattr(source_module, "decode_mapped", no_memory_mapped)
     loader.request(str(bad), told.append)
     return told, "bad: not enough memory to load it"
 
@@ -473,16 +474,16 @@ def test_two_loads_in_a_row_the_first_requester_is_told_it_was_superseded(
             assert release.wait(30)
         return real_load(path, sr=sr)
 
-    real_mapped = source_module.load_mapped
+    real_mapped = source_module.decode_mapped
 
-    def held_mapped(path: str, folder: Path) -> tuple[np.ndarray, int]:
+    def held_mapped(path: str, folder: Path) -> MappedDecode:
         if Path(path).stem == "slow":  # still being read when the next request comes
             reading.set()
             assert release.wait(30)
         return real_mapped(path, folder)
 
     monkeypatch.setattr(source_module, "load", held_load)
-    monkeypatch.setattr(source_module, "load_mapped", held_mapped)
+    monkeypatch.setattr(source_module, "decode_mapped", held_mapped)
     first: list[str | None] = []
     second: list[str | None] = []
     loader.request(str(library / "slow.wav"), first.append)
