@@ -211,7 +211,9 @@ def test_one_decode_and_one_hash_per_load(
         return wrapper
 
     monkeypatch.setattr(source_module, "load", counted("decode", source_module.load))
-    monkeypatch.setattr(source_module, "decode_mapped", counted("decode", source_module.decode_mapped))
+    monkeypatch.setattr(
+        source_module, "decode_mapped", counted("decode", source_module.decode_mapped)
+    )
     monkeypatch.setattr(keys_module, "cache_key", counted("hash", keys_module.cache_key))
     cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
     engine = RecordingEngine()
