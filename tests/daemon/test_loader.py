@@ -746,3 +746,146 @@ def test_the_worker_starts_before_the_hash_when_no_entry_can_match(
     assert separated.track.channels is progressive.track.channels
     assert SPEC.key(y, SR) in _entries(cache)
     np.testing.assert_allclose(np.asarray(separated.track.channels).sum(axis=0), y, atol=1e-5)
+
+
+@pytest.mark.parametrize("rewritten", [False, True])
+def test_a_file_found_by_its_identity_plays_its_stems_before_it_is_decoded_and_is_confirmed(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    rewritten: bool,
+    shared_memory_checked: None,
+) -> None:
+    """#22: the cache entry a file's identity indexes plays its stems while the file
+    is still being decoded (held after its first pieces until they are posted), then
+    is confirmed by the key of the whole audio. A file rewritten in place with its
+    size and mtime kept has the same identity: its stale stems go once the key says
+    so (the original plays again), and it is separated anew under its own key."""
+    from stemdeck.core.audiofile import files as files_module
+    from stemdeck.core.separation.cache import SOURCE_PREFIX, file_identity, identity_pieces
+    from stemdeck.daemon import loader as loader_module
+
+    y = tone_mix(20.0, seed=40)
+    path = _library(tmp_path, y)
+    cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
+    first = TrackLoader(
+        RecordingEngine(), Registry(NAMES), NAMES, spec=SPEC, cache=cache, library=[path.parent]
+    )
+    first.request(str(path))
+    _settled(first)
+    first.close()
+    old_key = SPEC.key(y, SR)
+    identity = file_identity(path, SPEC.digest)
+    assert cache.indexed_key(identity) == old_key
+    played = y
+    if rewritten:  # bytes no piece of the identity covers, the size and mtime kept
+        st = path.stat()
+        raw = bytearray(path.read_bytes())
+        data = len(raw) - y.size * 4  # the samples end the file, interleaved float32
+        pieces = identity_pieces(len(raw))
+        gap = (pieces[0][0] + pieces[0][1] + pieces[1][0]) // 2
+        frame = (gap - data) // 8
+        played = y.copy()
+        played[:, frame : frame + 64] *= -0.5
+        raw[data + frame * 8 : data + (frame + 64) * 8] = played[:, frame : frame + 64].T.tobytes()
+        assert gap + 512 < pieces[1][0]
+        path.write_bytes(bytes(raw))
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert file_identity(path, SPEC.digest) == identity
+        np.testing.assert_array_equal(sf.read(path, dtype="float32")[0].T, played)
+    else:
+
+        def no_worker(*args: Any, **kwargs: Any) -> None:
+            raise AssertionError("a worker started for a sound entry")
+
+        monkeypatch.setattr(worker_module.SeparationWorker, "start", no_worker)
+
+    # The decode 1 s at a time, held after 3 s until stems are posted.
+    stems_posted = threading.Event()
+    decoded_at_post: list[int] = []
+    decodes: list[MappedDecode] = []
+    real_decode = source_module.decode_mapped
+    real_landed = files_module.MappedDecode._landed
+
+    def decode_mapped(path: str, folder: Path) -> MappedDecode:
+        decodes.append(real_decode(path, folder, block=SR))
+        return decodes[-1]
+
+    def landed(self: MappedDecode, at: int) -> bool:
+        going = real_landed(self, at)
+        if at >= 3 * SR:
+            assert stems_posted.wait(30)
+        return going
+
+    class Snapshot(RecordingEngine):
+        def post(self, command: Command) -> bool:
+            for c in command.commands if isinstance(command, Batch) else (command,):
+                if isinstance(c, SetTrack) and c.track.ready is not None:
+                    decoded_at_post.append(decodes[0].decoded)
+                    stems_posted.set()
+            return super().post(command)
+
+    monkeypatch.setattr(source_module, "decode_mapped", decode_mapped)
+    monkeypatch.setattr(files_module.MappedDecode, "_landed", landed)
+    monkeypatch.setattr(loader_module, "FIRST_PIECE_S", 2.0)
+    engine = Snapshot()
+    loader = TrackLoader(
+        engine, Registry(NAMES), NAMES, spec=SPEC, cache=cache, library=[path.parent]
+    )
+    with caplog.at_level(logging.INFO):
+        loader.request(str(path))
+        _settled(loader)
+    loader.close()
+    assert loader.problem is None and loader.separated
+    assert decoded_at_post[0] == 3 * SR  # the first stems while the rest was held
+    tracks = engine.tracks()
+    original, indexed = tracks[:2]
+    assert original.track.is_mix and not original.same_audio
+    assert indexed.same_audio and indexed.track.ready is not None
+    assert indexed.track.mix is not None
+    assert np.shares_memory(indexed.track.mix, original.track.channels)  # the same map
+    infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    if not rewritten:
+        (separated,) = tracks[2:]
+        assert separated.track.channels is indexed.track.channels
+        assert separated.track.ready is None
+        assert _entries(cache) == [old_key]
+        assert (
+            "song: the cache entry its file named is not of its audio; separating it" not in infos
+        )
+    else:
+        again, progressive, separated = tracks[2:]
+        assert again.same_audio and again.track.is_mix and again.track.names == ("mix",)
+        np.testing.assert_array_equal(again.track.channels[0], played)
+        assert progressive.track.ready is not None
+        assert progressive.track.channels is not indexed.track.channels
+        assert separated.track.channels is progressive.track.channels
+        new_key = SPEC.key(played, SR)
+        assert _entries(cache) == sorted([old_key, new_key])
+        assert cache.indexed_key(identity) == new_key
+        np.testing.assert_allclose(
+            np.asarray(separated.track.channels).sum(axis=0), played, atol=1e-5
+        )
+        assert "song: the cache entry its file named is not of its audio; separating it" in infos
+    assert sorted(p.name for p in cache.root.glob(f"{SOURCE_PREFIX}*")) == [
+        f"{SOURCE_PREFIX}{identity}"
+    ]
+
+
+def test_a_forged_or_damaged_index_file_is_ignored(tmp_path: Path) -> None:
+    """An index file is a hint a hostile user could write: only a key (40 hex digits)
+    is taken from it, never a path; nothing is read for an identity that is not one."""
+    from stemdeck.core.separation.cache import SOURCE_PREFIX
+
+    cache = SeparationCache(tmp_path / "cache")
+    identity = "a" * 40
+    cache.index_source(identity, "b" * 40)
+    assert cache.indexed_key(identity) == "b" * 40
+    (cache.root / f"{SOURCE_PREFIX}{identity}").write_text("../../etc/passwd\n")
+    assert cache.indexed_key(identity) is None
+    (cache.root / f"{SOURCE_PREFIX}{identity}").write_bytes(b"\xff" * 40)
+    assert cache.indexed_key(identity) is None
+    assert cache.indexed_key("../" + "a" * 37) is None
+    cache.index_source("not an identity", "b" * 40)
+    cache.index_source(identity, "../x")
+    assert sorted(p.name for p in cache.root.iterdir()) == [f"{SOURCE_PREFIX}{identity}"]
