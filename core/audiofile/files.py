@@ -306,6 +306,8 @@ class MappedDecode:
             self._stop = True
 
     def _run(self, f: sf.SoundFile, p: Path, fd: int, folder: Path, block: int) -> None:
+        final: np.ndarray | None = None
+        error: BaseException | None = None
         try:
             with f:
                 at = _decode_into(f, p, fd, self._frames, int(self.audio.shape[0]), block, self)
@@ -316,20 +318,18 @@ class MappedDecode:
             if at < self._frames:  # the file ended early: its frames in a map of their own
                 final = _mapped(self.audio[:, :at], folder, block=block)
         except BaseException as exc:
-            with self._cond:
+            error = exc
+        finally:
+            os.close(fd)  # before the end is told: nothing of it stays open then
+        with self._cond:
+            if error is not None:
                 # The map goes with its last reader (its descriptor with it), not with
                 # this object, which the error's traceback keeps.
                 self.audio = np.empty((int(self.audio.shape[0]), 0), np.float32)
-                self._error = exc
-                self._done = True
-                self._cond.notify_all()
-        else:
-            with self._cond:
-                self._final = final
-                self._done = True
-                self._cond.notify_all()
-        finally:
-            os.close(fd)
+            self._final = final
+            self._error = error
+            self._done = True
+            self._cond.notify_all()
 
     def _landed(self, at: int) -> bool:
         """``at`` frames are in; False when cancelled."""
