@@ -20,14 +20,24 @@ One load (a background thread per request)::
 
     request(path)          check (track_source.py): library, regular file, audio
                            header, length and memory -> refused now, or requested
-      read + decode        once, at the source's rate; a failure (damaged audio,
-                           NaN, a file replaced, MemoryError) -> done(reason)
+      identity             the file's size, mtime and 16 pieces (file_identity)
+      read + decode        once, at the source's rate, block by block into a memory
+                           map, until its first FIRST_PIECE_S; a failure (damaged
+                           audio, NaN, a file replaced, MemoryError) -> done(reason)
       post SetTrack(mix)   the original at its own rate plays from its start (the
                            mixer's read head converts it to the device's as it
-                           reads; old track fades out, its worker ends) -> done(None)
-      beat grid            found or analysed in a thread of its own
-                           (track_beats.py; a stem file's: of its mix)
-      key                  one hash of the decoded audio (SeparationSpec.key); when
+                           reads; old track fades out, its worker ends) -> done(None);
+                           the rest decodes meanwhile (a damaged block later: the
+                           decoded part plays on, said once, nothing separated)
+      indexed entry?       the key the identity indexes in the cache: that entry
+                           plays as it is verified (as a cache hit below) while the
+                           file decodes, then is confirmed by the key; another key
+                           (a file rewritten with its size and mtime kept): its
+                           stems go, the original plays, and on as below
+      beat grid            once decoded whole, found or analysed in a thread of its
+                           own (track_beats.py; a stem file's: of its mix)
+      key                  one hash of the decoded audio (SeparationSpec.key), filed
+                           under the file's identity (index_source); when
                            no entry in the cache has the track's shape and rate
                            (SeparationCache.may_hold) the worker starts first, on
                            the chunk under the play head, and gets the key after
@@ -44,9 +54,10 @@ One load (a background thread per request)::
                            the cache under that key and reports ("done", key); the
                            entry is verified and published the same way
 
-The file is never read again once decoded: a file rewritten meanwhile changes
-neither what plays nor what is separated. A track separated by ``stemdeck
-separate`` or ``prep`` at 44.1 kHz is a cache hit on a 48 kHz device too.
+The file is never read again once decoded (its identity is read before): a file
+rewritten meanwhile changes neither what plays nor what is separated. A track
+separated by ``stemdeck separate`` or ``prep`` at 44.1 kHz is a cache hit on a
+48 kHz device too.
 
 Every ``SetTrack`` goes to the engine in one command with the registry's whole
 state (a :class:`~stemdeck.core.control.registry.Transaction` with the ``SetTrack``
