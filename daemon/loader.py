@@ -525,7 +525,15 @@ class TrackLoader:
             return load.whole
         gen, name = load.gen, load.name
         try:
-            y = load.decode.result()
+            while True:
+                if not self.current(gen):  # a newer track plays: its decode stops
+                    load.decode.cancel()
+                    return None
+                try:
+                    y = load.decode.result(timeout=HEAD_POLL_S)
+                    break
+                except TimeoutError:
+                    continue
         except StemdeckError as exc:
             load.failed = True
             self._give_up(gen, f"{name}: {exc}")

@@ -300,6 +300,11 @@ class MappedDecode:
             assert self._final is not None
             return self._final
 
+    @property
+    def cancelled(self) -> bool:
+        """:meth:`cancel` was called (the decode stops at its next block)."""
+        return self._stop
+
     def cancel(self) -> None:
         """Stop decoding (a superseded load): :meth:`result` raises ``AudioFileError``."""
         with self._cond:

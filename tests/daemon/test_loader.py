@@ -889,3 +889,57 @@ def test_a_forged_or_damaged_index_file_is_ignored(tmp_path: Path) -> None:
     cache.index_source("not an identity", "b" * 40)
     cache.index_source(identity, "../x")
     assert sorted(p.name for p in cache.root.iterdir()) == [f"{SOURCE_PREFIX}{identity}"]
+
+
+def test_a_track_superseded_while_it_decodes_stops_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_memory_checked: None
+) -> None:
+    """#22: the original plays from its first pieces while the rest decodes; a newer
+    track that plays meanwhile stops that decode at its next block (bounded work for
+    a track nobody hears), and nothing of the older one is posted after it."""
+    from stemdeck.core.audiofile import files as files_module
+    from stemdeck.daemon import loader as loader_module
+
+    library = tmp_path / "library"
+    library.mkdir()
+    sf.write(library / "long.wav", tone_mix(20.0, seed=41).T, SR, subtype="FLOAT")
+    sf.write(library / "short.wav", tone_mix(2.0, seed=42).T, SR, subtype="FLOAT")
+    release = threading.Event()
+    decodes: list[MappedDecode] = []
+    real_decode = source_module.decode_mapped
+    real_landed = files_module.MappedDecode._landed
+
+    def decode_mapped(path: str, folder: Path) -> MappedDecode:
+        decodes.append(real_decode(path, folder, block=SR))
+        return decodes[-1]
+
+    def landed(self: MappedDecode, at: int) -> bool:
+        if self is decodes[0] and at >= 3 * SR:
+            assert release.wait(30)
+        return real_landed(self, at)
+
+    monkeypatch.setattr(source_module, "decode_mapped", decode_mapped)
+    monkeypatch.setattr(files_module.MappedDecode, "_landed", landed)
+    monkeypatch.setattr(loader_module, "FIRST_PIECE_S", 2.0)
+    cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
+    engine = RecordingEngine()
+    loader = TrackLoader(engine, Registry(NAMES), NAMES, spec=SPEC, cache=cache, library=[library])
+    told: list[str | None] = []
+    loader.request(str(library / "long.wav"), told.append)
+    poll(lambda: list(told), lambda t: t == [None], "the long track playing")
+    assert loader.track_name == "long" and not decodes[0].done
+    loader.request(str(library / "short.wav"), told.append)
+    poll(lambda: decodes[0].cancelled, bool, "the long track's decode cancelled")
+    assert loader.track_name == "short"
+    release.set()
+    poll(lambda: decodes[0].done, bool, "the long track's decode ended")
+    assert decodes[0].decoded == 3 * SR  # not one block more
+    with pytest.raises(AudioFileError, match="decode cancelled"):
+        decodes[0].result()
+    _settled(loader)
+    loader.close()
+    assert told == [None, None] and loader.problem is None
+    long_original, short_original, *rest = engine.tracks()
+    assert long_original.track.channels.shape == (1, 2, 20 * SR)
+    assert short_original.track.channels.shape == (1, 2, 2 * SR)
+    assert all(t.track.channels.shape[-1] == 2 * SR for t in rest) and rest != []
