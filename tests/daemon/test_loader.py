@@ -943,3 +943,53 @@ def test_a_track_superseded_while_it_decodes_stops_decoding(
     assert long_original.track.channels.shape == (1, 2, 20 * SR)
     assert short_original.track.channels.shape == (1, 2, 2 * SR)
     assert all(t.track.channels.shape[-1] == 2 * SR for t in rest) and rest != []
+
+
+def test_a_block_damaged_after_the_first_pieces_is_one_clear_problem_and_no_nan_plays(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    shared_memory_checked: None,
+) -> None:
+    """#22: the original plays from its first pieces, so NaN samples 10 s into a
+    20 s file are found after it plays: said once (the log, the status line's
+    problem), the damaged block never reaches the map the engine reads, and nothing
+    is separated or hashed."""
+    from stemdeck.daemon import loader as loader_module
+
+    y = tone_mix(20.0, seed=43)
+    y[0, 10 * SR + 5] = np.nan
+    path = _library(tmp_path, y)
+    with pytest.raises(AudioFileError) as damaged:
+        source_module.load(path)
+    real_decode = source_module.decode_mapped
+
+    def decode_mapped(path: str, folder: Path) -> MappedDecode:
+        return real_decode(path, folder, block=SR)
+
+    def no_worker(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a worker started for a damaged track")
+
+    monkeypatch.setattr(source_module, "decode_mapped", decode_mapped)
+    monkeypatch.setattr(worker_module.SeparationWorker, "start", no_worker)
+    monkeypatch.setattr(loader_module, "FIRST_PIECE_S", 2.0)
+    cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
+    engine = RecordingEngine()
+    loader = TrackLoader(
+        engine, Registry(NAMES), NAMES, spec=SPEC, cache=cache, library=[path.parent]
+    )
+    told: list[str | None] = []
+    with caplog.at_level(logging.INFO):
+        loader.request(str(path), told.append)
+        _settled(loader)
+    loader.close()
+    reason = f"song: {damaged.value}"
+    assert told == [None] and loader.problem == reason and not loader.separated
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == [f"{reason}; playing the original"]
+    (original,) = engine.tracks()
+    played = np.asarray(original.track.channels[0])
+    assert np.isfinite(played).all()
+    np.testing.assert_array_equal(played[:, : 10 * SR], y[:, : 10 * SR])
+    assert not played[:, 11 * SR :].any()  # never decoded: silence, not NaN
+    assert _entries(cache) == []
