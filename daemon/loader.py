@@ -20,14 +20,24 @@ One load (a background thread per request)::
 
     request(path)          check (track_source.py): library, regular file, audio
                            header, length and memory -> refused now, or requested
-      read + decode        once, at the source's rate; a failure (damaged audio,
-                           NaN, a file replaced, MemoryError) -> done(reason)
+      identity             the file's size, mtime and 16 pieces (file_identity)
+      read + decode        once, at the source's rate, block by block into a memory
+                           map, until its first FIRST_PIECE_S; a failure (damaged
+                           audio, NaN, a file replaced, MemoryError) -> done(reason)
       post SetTrack(mix)   the original at its own rate plays from its start (the
                            mixer's read head converts it to the device's as it
-                           reads; old track fades out, its worker ends) -> done(None)
-      beat grid            found or analysed in a thread of its own
-                           (track_beats.py; a stem file's: of its mix)
-      key                  one hash of the decoded audio (SeparationSpec.key); when
+                           reads; old track fades out, its worker ends) -> done(None);
+                           the rest decodes meanwhile (a damaged block later: the
+                           decoded part plays on, said once, nothing separated)
+      indexed entry?       the key the identity indexes in the cache: that entry
+                           plays as it is verified (as a cache hit below) while the
+                           file decodes, then is confirmed by the key; another key
+                           (a file rewritten with its size and mtime kept): its
+                           stems go, the original plays, and on as below
+      beat grid            once decoded whole, found or analysed in a thread of its
+                           own (track_beats.py; a stem file's: of its mix)
+      key                  one hash of the decoded audio (SeparationSpec.key), filed
+                           under the file's identity (index_source); when
                            no entry in the cache has the track's shape and rate
                            (SeparationCache.may_hold) the worker starts first, on
                            the chunk under the play head, and gets the key after
@@ -44,9 +54,10 @@ One load (a background thread per request)::
                            the cache under that key and reports ("done", key); the
                            entry is verified and published the same way
 
-The file is never read again once decoded: a file rewritten meanwhile changes
-neither what plays nor what is separated. A track separated by ``stemdeck
-separate`` or ``prep`` at 44.1 kHz is a cache hit on a 48 kHz device too.
+The file is never read again once decoded (its identity is read before): a file
+rewritten meanwhile changes neither what plays nor what is separated. A track
+separated by ``stemdeck separate`` or ``prep`` at 44.1 kHz is a cache hit on a
+48 kHz device too.
 
 Every ``SetTrack`` goes to the engine in one command with the registry's whole
 state (a :class:`~stemdeck.core.control.registry.Transaction` with the ``SetTrack``
@@ -61,18 +72,20 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from stemdeck.core.audiofile.decode import StemFile
+from stemdeck.core.audiofile.files import MappedDecode
 from stemdeck.core.audiofile.samples import resample, resample_channels
 from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import ParameterError, StemdeckError
 from stemdeck.core.mixer.commands import SetTrack, Track
 from stemdeck.core.mixer.params import plays_at
-from stemdeck.core.separation.cache import SeparationCache
+from stemdeck.core.separation.cache import SeparationCache, file_identity
 from stemdeck.core.separation.checks import CacheLookup
 from stemdeck.core.separation.keys import SeparationSpec
 
@@ -80,11 +93,12 @@ from .separation_worker import ProcessContext, SeparationWorker, worker_context
 from .track_beats import TrackBeats
 from .track_limits import TrackLimits
 from .track_source import (
+    DEMO,
     LoadDone,
     LoadRequest,
     check_path,
     check_start,
-    read_source,
+    decode_source,
     read_stem_source,
     source_name,
 )
@@ -108,6 +122,9 @@ HEAD_POLL_S = 0.1
 #: long as the worker's chunks), each span's stems playing once it is checked: the
 #: one under the play head costs the same whatever the track's length.
 VERIFY_CHUNK_S = 15.0
+#: The original plays once this many seconds of it are decoded (and checked), the
+#: rest decoding meanwhile; a shorter track once decoded whole.
+FIRST_PIECE_S = 30.0
 
 
 def _play_order(first: int, chunks: int) -> list[int]:
@@ -146,6 +163,23 @@ class Progressive:
     def fraction(self) -> float:
         """The share of chunks ready."""
         return float(np.count_nonzero(self.ready)) / len(self.ready)
+
+
+@dataclass(eq=False)
+class _Load:
+    """One track's way to its channels once its original plays: the decode still
+    under way, the file's identity, and what is known so far."""
+
+    decode: MappedDecode
+    identity: str | None
+    gen: int
+    name: str
+    whole: np.ndarray | None = None  # the source decoded whole
+    key: str | None = None  # its audio's cache key, once taken
+    indexed: str | None = None  # the key its file's identity indexed
+    published: bool = False  # the indexed entry's stems play, not yet confirmed
+    confirmed: bool = False  # the indexed key is its audio's
+    failed: bool = False  # the decode failed after the original started
 
 
 class TrackLoader:
@@ -290,29 +324,50 @@ class TrackLoader:
         if stems is not None:
             self._publish_stems(stems, request)
             return
+        # The file's identity (its size, mtime, a few pieces) before it is decoded: it
+        # indexes the key its audio had last time, confirmed once all is decoded.
+        identity = self._identity(request.source)
         # Decoded into a memory map of a file in the cache folder (page cache, not
-        # the daemon's heap: its RssAnon stays flat in the track's length).
-        y, sr, name = read_source(
-            request.source, None, self.cache.root if self.cache is not None else None
+        # the daemon's heap: its RssAnon stays flat in the track's length), block by
+        # block: the original plays from its first piece while the rest decodes.
+        decode, name = decode_source(
+            request.source,
+            self.cache.root if self.cache is not None else None,
+            FIRST_PIECE_S,
         )
-        if plays_at(sr):  # the read head converts the rate as it reads
-            track = Track(y[np.newaxis], sr, ("mix",), is_mix=True)
-        else:
-            at_engine = resample(y, sr, self.engine.sr)  # a rate the read head does not take
-            track = Track(at_engine[np.newaxis], self.engine.sr, ("mix",), is_mix=True)
-        gen = self._play(
-            request, SetTrack(track), self.names, name, colours=[], labels=[], separated=False
-        )
+        try:
+            sr = decode.sr
+            if plays_at(sr):  # the read head converts the rate as it reads
+                track = Track(decode.audio[np.newaxis], sr, ("mix",), is_mix=True)
+            else:  # a rate the read head does not take: a copy of the whole
+                at_engine = resample(decode.result(), sr, self.engine.sr)
+                track = Track(at_engine[np.newaxis], self.engine.sr, ("mix",), is_mix=True)
+            gen = self._play(
+                request, SetTrack(track), self.names, name, colours=[], labels=[], separated=False
+            )
+        except BaseException:
+            decode.cancel()
+            raise
         if gen is None:
+            decode.cancel()
             return
-        if self.beats is not None:
-            self.beats.start(y, sr, gen, name)
+        load = _Load(decode, identity, gen, name)
         if background:
             threading.Thread(
-                target=self._channels, args=(y, sr, gen, name), name="stemdeck-load", daemon=True
+                target=self._channels, args=(load,), name="stemdeck-load", daemon=True
             ).start()
         else:
-            self._channels(y, sr, gen, name)
+            self._channels(load)
+
+    def _identity(self, source: str) -> str | None:
+        """``source``'s :func:`~stemdeck.core.separation.cache.file_identity` under the
+        spec, or None (no cache, the demo, or unreadable: the audio is hashed first)."""
+        if self.cache is None or source == DEMO:
+            return None
+        try:
+            return file_identity(source, self.spec.digest)
+        except (OSError, StemdeckError):
+            return None
 
     def _wanted(self, request: LoadRequest) -> bool:
         return self._request is request and not self._closed
@@ -400,14 +455,31 @@ class TrackLoader:
             log.info("%s: %d stems from the file: %s", name, len(stems.names), named)
 
     # -- the playing track's channels (background threads) -------------------------------
-    def _channels(self, y: np.ndarray, sr: int, gen: int, name: str) -> None:
-        """From the cache (verified) or a worker: the channels of generation ``gen``.
+    def _channels(self, load: _Load) -> None:
+        """From the cache (verified) or a worker: the channels of ``load``'s generation.
 
-        ``y`` (the source at its own rate ``sr``, decoded once) is hashed once for
-        its key; the worker separates this very audio under this key."""
+        The whole decoded source (at its own rate) is hashed once for its key; the
+        worker separates this very audio under this key. When the file's identity
+        indexes a key, that entry plays as it is verified while the file decodes,
+        and is confirmed by the key (:meth:`_confirm`)."""
+        gen, name, sr = load.gen, load.name, load.decode.sr
         try:
             key = None
-            if self.cache is not None and not self._maybe_cached(y, sr):
+            indexed = self._indexed(load)
+            if indexed is not None:
+                load.indexed = indexed
+                outcome = self._cached_by_chunks(indexed, load.decode.audio, sr, gen, name, load)
+                if outcome == "played":
+                    return
+                if load.published and not load.confirmed:
+                    self._confirm(load)  # absent or damaged: its stems go unless its audio's
+                if load.failed or not self.current(gen):
+                    return
+                key = load.key  # taken to confirm it (None: not taken yet)
+            y = self._whole(load)
+            if y is None:
+                return
+            if key is None and self.cache is not None and not self._maybe_cached(y, sr):
                 # Not cached whatever its key: the worker starts on the chunk under
                 # the play head while the track is hashed (1.7 s for an hour).
                 self._spawn(y, sr, None, gen, name, key_later=True)
@@ -415,19 +487,15 @@ class TrackLoader:
                     worker = self._worker if self.current(gen) else None
                 if worker is not None:
                     try:
-                        key = self.spec.key(y, sr)
-                    except StemdeckError as exc:
-                        log.warning("cache: %s", exc)
+                        key = self._key(load)
                     finally:  # the worker waits for it, whatever happened
                         worker.send_key(key)
                 return
             if self.cache is not None:
-                try:
-                    key = self.spec.key(y, sr)
-                except StemdeckError as exc:
-                    log.warning("cache: %s", exc)
+                if key is None:
+                    key = self._key(load)
                 if key is not None and plays_at(sr):
-                    if self._cached_by_chunks(key, y, sr, gen, name):
+                    if self._cached_by_chunks(key, y, sr, gen, name) == "played":
                         return
                 else:
                     channels = None if key is None else self._verified(key, gen)
@@ -438,19 +506,120 @@ class TrackLoader:
             self._spawn(y, sr, key, gen, name)
         except MemoryError:
             self._give_up(gen, "separation not started: not enough memory")
+        finally:
+            if not self.current(gen):
+                load.decode.cancel()
 
-    def _cached_by_chunks(self, key: str, y: np.ndarray, sr: int, gen: int, name: str) -> bool:
+    def _indexed(self, load: _Load) -> str | None:
+        """The key ``load``'s file identity indexes in the cache, when its entry can
+        play at the source's rate as it is verified; else None."""
+        if self.cache is None or load.identity is None or not plays_at(load.decode.sr):
+            return None
+        return self.cache.indexed_key(load.identity)
+
+    def _whole(self, load: _Load) -> np.ndarray | None:
+        """``load``'s source once decoded whole (its beat grid then found); None when
+        the decode failed (generation ``gen`` gives up, saying why: the original's
+        decoded part plays on) or the track no longer plays."""
+        if load.whole is not None or load.failed:
+            return load.whole
+        gen, name = load.gen, load.name
+        try:
+            while True:
+                if not self.current(gen):  # a newer track plays: its decode stops
+                    load.decode.cancel()
+                    return None
+                try:
+                    y = load.decode.result(timeout=HEAD_POLL_S)
+                    break
+                except TimeoutError:
+                    continue
+        except StemdeckError as exc:
+            load.failed = True
+            self._give_up(gen, f"{name}: {exc}")
+            return None
+        except OSError as exc:
+            load.failed = True
+            self._give_up(gen, f"{name}: not decoded whole: {exc.strerror or exc}")
+            return None
+        if not self.current(gen):
+            return None
+        if y is not load.decode.audio:  # the file ended before its header's count
+            track = Track(y[np.newaxis], load.decode.sr, ("mix",), is_mix=True)
+            self._post_track(
+                lambda: self.current(gen),
+                SetTrack(track, same_audio=True),
+                self.names,
+                lambda: None,
+            )
+        load.whole = y
+        if self.beats is not None:
+            self.beats.start(y, load.decode.sr, gen, name)
+        return y
+
+    def _key(self, load: _Load) -> str | None:
+        """The cache key of ``load``'s whole audio, taken once, and filed under the
+        file's identity; None when it cannot be taken (said in the log)."""
+        if load.key is not None:
+            return load.key
+        y = self._whole(load)
+        if y is None or self.cache is None:
+            return None
+        try:
+            load.key = self.spec.key(y, load.decode.sr)
+        except StemdeckError as exc:
+            log.warning("cache: %s", exc)
+            return None
+        if load.identity is not None:
+            self.cache.index_source(load.identity, load.key)
+        return load.key
+
+    def _confirm(self, load: _Load) -> bool:
+        """Whether the entry ``load``'s file identity indexed (and that played as it
+        was verified) is its audio's: its key once the whole file is decoded. When
+        not, its stems go (the original plays again) and it is separated anew."""
+        key = self._key(load)
+        if key is not None and key == load.indexed:
+            load.confirmed = True
+            return True
+        if load.published:
+            gen = load.gen
+            y = load.whole if load.whole is not None else load.decode.audio
+            track = Track(y[np.newaxis], load.decode.sr, ("mix",), is_mix=True)
+
+            def posted() -> None:
+                self.separated = False
+                self.progress = ("starting", 0.0)
+
+            self._post_track(
+                lambda: self.current(gen), SetTrack(track, same_audio=True), self.names, posted
+            )
+            load.published = False
+            log.info(
+                "%s: the cache entry its file named is not of its audio; separating it", load.name
+            )
+        return False
+
+    def _cached_by_chunks(
+        self, key: str, y: np.ndarray, sr: int, gen: int, name: str, load: _Load | None = None
+    ) -> str:
         """Play the cache entry ``key`` chunk by chunk as its blocks are verified: the
         chunk under the play head first (it plays its stems once its blocks and the
         activations are checked), then those after it, then those before it.
 
+        With ``load``, ``key`` is the one its file's identity indexed and ``y`` the
+        source still decoding: once it is decoded the key is confirmed
+        (:meth:`_confirm`; between two chunks, and before the entry plays alone).
+
         Returns
         -------
-        bool
-            True when the entry was found and every block checked (its channels
-            play, or generation ``gen`` no longer plays); False when there is none
+        str
+            ``played``: the entry was found and every block checked (its channels
+            play, or generation ``gen`` no longer plays); ``none`` when there is none
             to play: absent, damaged (removed; the chunks already verified play on
-            until the worker's new entry replaces them) or unreadable, said in the log.
+            until the worker's new entry replaces them) or unreadable, said in the
+            log; ``mismatch``: with ``load``, the key was not its audio's (its stems
+            went, the original plays).
         """
         assert self.cache is not None
         found = self.cache.load(key, verify=False)
@@ -458,11 +627,11 @@ class TrackLoader:
         if entry is None or entry.channels.shape != (len(self.names), *y.shape):
             if found.problem:
                 log.warning(found.problem)
-            return False
+            return "none"
         checker = self.cache.checker(entry)
         if isinstance(checker, CacheLookup):
             log.warning(checker.problem)
-            return False
+            return "none"
         size = max(1, int(VERIFY_CHUNK_S * sr))
         chunks = -(-int(y.shape[1]) // size)
         progressive = Progressive(entry.channels, y[np.newaxis], chunks, size)
@@ -473,7 +642,10 @@ class TrackLoader:
         done: set[int] = set()
         while checked.found and len(done) < chunks:
             if not self.current(gen):
-                return True  # another track plays
+                return "played"  # another track plays
+            if load is not None and load.decode.done and not load.confirmed:
+                if not self._confirm(load):
+                    return "mismatch"
             i = next(i for i in _play_order(self._head(sr) // size, chunks) if i not in done)
             checked = checker.samples(i * size, (i + 1) * size)
             if not checked.found:
@@ -482,15 +654,19 @@ class TrackLoader:
             progressive.land(i * size, (i + 1) * size)
             if not progressive.posted:
                 self._post_progressive(progressive, sr, gen, name)
+                if load is not None and progressive.posted:
+                    load.published = True
             with self._lock:
                 if self.current(gen) and not self.separated:
                     self.progress = (STEMS_STAGE, progressive.fraction)
         if not checked.found:
             log.warning(checked.problem)
-            return False
+            return "none"
+        if load is not None and not load.confirmed and not self._confirm(load):
+            return "mismatch"
         if self._publish(entry.channels, sr, gen):
             log.info("%s: %d channels from the cache", name, len(entry.channels))
-        return True
+        return "played"
 
     def _verified(self, key: str, gen: int | None = None) -> np.ndarray | None:
         """The channels of the cache entry ``key``, every block verified; None (the

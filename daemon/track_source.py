@@ -18,7 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from stemdeck.core.audiofile.decode import StemFile, read_stem_file
-from stemdeck.core.audiofile.files import load, load_mapped, probe_audio
+from stemdeck.core.audiofile.files import (
+    MappedDecode,
+    decode_mapped,
+    load,
+    load_mapped,
+    probe_audio,
+)
 from stemdeck.core.audiofile.mp4 import is_mp4_path
 from stemdeck.core.audiofile.samples import resample
 from stemdeck.core.audiofile.stemfile import probe, stem_track_name
@@ -34,6 +40,7 @@ __all__ = [
     "check_limits",
     "check_path",
     "check_start",
+    "decode_source",
     "read_source",
     "read_stem_source",
     "source_name",
@@ -92,6 +99,35 @@ def read_source(
     else:
         y, file_sr = load(source, sr=sr)
     return y, file_sr, source_name(source)
+
+
+def decode_source(source: str, folder: Path | None, first: float) -> tuple[MappedDecode, str]:
+    """A track source being decoded at its own rate, and its name, once its first
+    ``first`` seconds are in (all of a shorter track).
+
+    With ``folder`` a file is decoded block by block into a read-only memory map of
+    an unlinked file there (:func:`~stemdeck.core.audiofile.files.decode_mapped`),
+    the rest in the background; the demo, or a file when there is no folder or no
+    room there, is decoded whole into memory, and returned done.
+
+    Raises
+    ------
+    AudioFileError
+        Not audio, or damaged within its first ``first`` seconds.
+    MemoryError
+        No memory for it.
+    """
+    if source == DEMO or folder is None:
+        y, sr, name = read_source(source, None)
+        return MappedDecode(y, sr), name
+    try:
+        decode = decode_mapped(source, folder)
+        decode.wait(int(first * decode.sr))
+    except OSError as exc:  # no room there: the heap, as without a folder
+        log.info("the track goes to memory, not %s: %s", folder, exc.strerror or exc)
+        y, sr = load(source)
+        return MappedDecode(y, sr), source_name(source)
+    return decode, source_name(source)
 
 
 def read_stem_source(source: str, sr: int) -> StemFile | None:

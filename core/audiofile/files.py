@@ -22,6 +22,7 @@ import os
 import re
 import secrets
 import shutil
+import threading
 import time
 import unicodedata
 from dataclasses import dataclass
@@ -39,7 +40,9 @@ from .stemfile import mp4_header, probe
 __all__ = [
     "AUDIO_SUFFIXES",
     "AudioInfo",
+    "MappedDecode",
     "create_temp",
+    "decode_mapped",
     "disk_full_message",
     "is_disk_full",
     "is_inert",
@@ -229,12 +232,177 @@ def load(path: str | os.PathLike[str], *, sr: int | None = None) -> tuple[np.nda
 MAPPED_BLOCK = 1 << 20
 
 
+class MappedDecode:
+    """A file being decoded into a read-only memory map, ``block`` frames at a time,
+    in a thread of its own (:func:`decode_mapped`).
+
+    :attr:`audio` is the map of the whole track, ``(channels, frames)`` as the
+    header says, from the start: its first :attr:`decoded` frames hold the file's
+    samples (each block is checked before it is written: no NaN is ever in the
+    map), the rest zeros until decoded. :meth:`wait` waits for a number of frames,
+    :meth:`result` for the end; both raise what :func:`load_mapped` would.
+    """
+
+    def __init__(self, audio: np.ndarray, sr: int, *, frames: int | None = None) -> None:
+        self.audio = audio
+        self.sr = int(sr)
+        self._frames = int(audio.shape[1]) if frames is None else frames
+        self._decoded = self._frames if frames is None else 0
+        self._final: np.ndarray | None = audio if frames is None else None
+        self._error: BaseException | None = None
+        self._done = frames is None
+        self._stop = False
+        self._cond = threading.Condition()
+
+    @property
+    def decoded(self) -> int:
+        """Frames decoded so far (all of them once :attr:`done`, if it succeeded)."""
+        return self._decoded
+
+    @property
+    def done(self) -> bool:
+        """The decode ended (every frame in, the file ended early, or it failed)."""
+        return self._done
+
+    def wait(self, frames: int, timeout: float | None = None) -> int:
+        """Wait until ``frames`` frames are decoded (or the decode ends); the frames
+        decoded then.
+
+        Raises
+        ------
+        AudioFileError, OSError, MemoryError
+            The decode failed (as :func:`load_mapped`).
+        """
+        with self._cond:
+            self._cond.wait_for(
+                lambda: self._done or self._decoded >= min(frames, self._frames), timeout
+            )
+            if self._error is not None:
+                raise self._error
+            return self._decoded
+
+    def result(self, timeout: float | None = None) -> np.ndarray:
+        """The whole track once decoded: :attr:`audio`, or a map of the frames the
+        file held when it ended before its header's count.
+
+        Raises
+        ------
+        AudioFileError, OSError, MemoryError
+            The decode failed (as :func:`load_mapped`).
+        TimeoutError
+            Not decoded within ``timeout`` seconds.
+        """
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._done, timeout):
+                raise TimeoutError("the track is still being decoded")
+            if self._error is not None:
+                raise self._error
+            assert self._final is not None
+            return self._final
+
+    @property
+    def cancelled(self) -> bool:
+        """:meth:`cancel` was called (the decode stops at its next block)."""
+        return self._stop
+
+    def cancel(self) -> None:
+        """Stop decoding (a superseded load): :meth:`result` raises ``AudioFileError``."""
+        with self._cond:
+            self._stop = True
+
+    def _run(self, f: sf.SoundFile, p: Path, fd: int, folder: Path, block: int) -> None:
+        final: np.ndarray | None = None
+        error: BaseException | None = None
+        try:
+            with f:
+                at = _decode_into(f, p, fd, self._frames, int(self.audio.shape[0]), block, self)
+            if at == 0:
+                load(p)  # no samples: load's error
+                raise AudioFileError(f"{str(p)!r} holds no samples")
+            final = self.audio
+            if at < self._frames:  # the file ended early: its frames in a map of their own
+                final = _mapped(self.audio[:, :at], folder, block=block)
+        except BaseException as exc:
+            error = exc
+        finally:
+            os.close(fd)  # before the end is told: nothing of it stays open then
+        with self._cond:
+            if error is not None:
+                # The map goes with its last reader (its descriptor with it), not with
+                # this object, which the error's traceback keeps.
+                self.audio = np.empty((int(self.audio.shape[0]), 0), np.float32)
+            self._final = final
+            self._error = error
+            self._done = True
+            self._cond.notify_all()
+
+    def _landed(self, at: int) -> bool:
+        """``at`` frames are in; False when cancelled."""
+        with self._cond:
+            self._decoded = at
+            self._cond.notify_all()
+            return not self._stop
+
+
+def decode_mapped(
+    path: str | os.PathLike[str], folder: str | os.PathLike[str], *, block: int = MAPPED_BLOCK
+) -> MappedDecode:
+    """Start decoding ``path`` at its own rate into a read-only memory map of an
+    unlinked file in ``folder`` (as :func:`load_mapped`), ``block`` frames at a
+    time in a thread of its own; its first blocks can play while the rest decode.
+
+    A file that is not decoded block by block (MP4/M4A, more than two channels,
+    a header without frames) is decoded whole here, and returned done.
+
+    Raises
+    ------
+    AudioFileError
+        The file is missing or not audio (later errors: :meth:`MappedDecode.wait`,
+        :meth:`MappedDecode.result`).
+    OSError
+        ``folder`` cannot hold the file (missing, read-only, full).
+    """
+    p = Path(path)
+    _check_path(p)
+    if is_mp4_path(p):
+        y, sr = load(p)
+        return MappedDecode(_mapped(y, folder), sr)
+    try:
+        f = sf.SoundFile(os.fsencode(p))
+    except (*_NOT_AUDIO, OSError) as exc:
+        raise _not_audio(p, exc) from None
+    frames, channels, sr = int(f.frames), int(f.channels), int(f.samplerate)
+    if frames <= 0 or channels > 2:  # load says why (or downmixes, with its warning)
+        f.close()
+        return MappedDecode(_mapped(load(p)[0], folder), sr)
+    try:
+        fd = _new_file(folder, 4 * channels * frames)
+    except BaseException:
+        f.close()
+        raise
+    try:
+        out = _map(fd, (channels, frames))
+    except BaseException:
+        f.close()
+        os.close(fd)
+        raise
+    decode = MappedDecode(out, sr, frames=frames)
+    threading.Thread(
+        target=decode._run,
+        args=(f, p, fd, Path(folder), block),
+        name="stemdeck-decode",
+        daemon=True,
+    ).start()
+    return decode
+
+
 def load_mapped(
     path: str | os.PathLike[str], folder: str | os.PathLike[str], *, block: int = MAPPED_BLOCK
 ) -> tuple[np.ndarray, int]:
     """:func:`load` at the file's own rate, into a read-only memory map of a file
     in ``folder`` rather than the process's heap: the same samples, decoded
-    ``block`` frames at a time (MP4/M4A whole, then copied).
+    ``block`` frames at a time (MP4/M4A whole, then copied); :func:`decode_mapped`
+    waited for.
 
     The file is unlinked as soon as it is made: it takes disk space while the
     map lives and nothing after, even if the process is killed. Its pages are the
@@ -251,35 +419,23 @@ def load_mapped(
     OSError
         ``folder`` cannot hold the file (missing, read-only, full).
     """
-    p = Path(path)
-    _check_path(p)
-    if is_mp4_path(p):
-        y, sr = load(p)
-        return _mapped(y, folder), sr
-    try:
-        f = sf.SoundFile(os.fsencode(p))
-    except (*_NOT_AUDIO, OSError) as exc:
-        raise _not_audio(p, exc) from None
-    with f:
-        frames, channels, sr = int(f.frames), int(f.channels), int(f.samplerate)
-        if frames <= 0 or channels > 2:  # load says why (or downmixes, with its warning)
-            return _mapped(load(p)[0], folder), sr
-        fd = _new_file(folder, 4 * channels * frames)
-        try:
-            at = _decode_into(f, p, fd, frames, channels, block)
-            out = _map(fd, (channels, frames))
-        finally:
-            os.close(fd)
-    if at == 0:
-        load(p)  # no samples: load's error
-    if at < frames:  # the file ended early: its frames into a map of their own size
-        out = _mapped(out[:, :at], folder, block=block)
-    return out, sr
+    decode = decode_mapped(path, folder, block=block)
+    return decode.result(), decode.sr
 
 
-def _decode_into(f: sf.SoundFile, p: Path, fd: int, frames: int, channels: int, block: int) -> int:
+def _decode_into(
+    f: sf.SoundFile,
+    p: Path,
+    fd: int,
+    frames: int,
+    channels: int,
+    block: int,
+    decode: MappedDecode | None = None,
+) -> int:
     """Decode ``f`` ``block`` frames at a time into ``fd``, planar float32 of
-    ``frames`` a channel; the frames decoded (fewer when the file ends early)."""
+    ``frames`` a channel; the frames decoded (fewer when the file ends early).
+    Each block is told to ``decode`` once written; a cancelled one stops
+    (``AudioFileError``)."""
     interleaved = np.empty((block, channels), np.float32)
     planar = np.empty((channels, block), np.float32)
     at = 0
@@ -299,6 +455,8 @@ def _decode_into(f: sf.SoundFile, p: Path, fd: int, frames: int, channels: int, 
         for c in range(channels):
             _write_at(fd, planar[c, :n], 4 * (c * frames + at))
         at += n
+        if decode is not None and not decode._landed(at):
+            raise AudioFileError(f"{str(p)!r}: decode cancelled")
     return at
 
 

@@ -20,6 +20,12 @@ An entry can also grow chunk by chunk (:meth:`SeparationCache.chunk_writer`) in 
 ready so far (:meth:`SeparationCache.open_partial`), and moved into place, sealed
 like any other, once every chunk is in (:mod:`.chunk_writer`, :mod:`.partial`).
 
+A track file's cheap identity (:func:`file_identity`: its size, mtime and a hash
+of a few pieces) indexes the key its decoded audio had last time
+(:meth:`SeparationCache.index_source`, :meth:`SeparationCache.indexed_key`), so an
+entry can be found before the file is decoded. The index is a hint, never a key:
+the daemon confirms it with the key of the whole decoded audio.
+
 After a store the least recently used entries go until the cache fits its size
 (:meth:`SeparationCache.evict`). An entry's layout on disk is :mod:`.entry`'s.
 """
@@ -31,6 +37,8 @@ import hashlib
 import json
 import math
 import os
+import re
+import secrets
 import shutil
 import time
 from collections.abc import Mapping
@@ -55,7 +63,7 @@ from .entry import FORMAT_VERSION, CacheEntry
 from .partial import LOCK, PARTIAL_PREFIX, RECORD, PartialEntry, open_partial, try_lock
 from .writer import EntryWriter, reorder_entry, write_entry
 
-__all__ = ["SeparationCache", "cache_key", "default_cache_dir"]
+__all__ = ["SOURCE_PREFIX", "SeparationCache", "cache_key", "default_cache_dir", "file_identity"]
 
 _DEFAULT_MAX_BYTES = 20 * 2**30
 _MAX_GB = 2**20  # 1 PiB: more than any disk, and finite
@@ -85,6 +93,52 @@ def cache_key(y: np.ndarray, sr: int, params: Mapping[str, Any]) -> str:
     }
     h.update(json.dumps(described, sort_keys=True).encode())
     h.update(np.ascontiguousarray(y).data)
+    return h.hexdigest()
+
+
+#: Bytes hashed at each of :data:`IDENTITY_PIECES` places of a file for its identity.
+IDENTITY_PIECE = 64 << 10
+IDENTITY_PIECES = 16
+#: Name prefix of the index files in the cache folder: ``.source-<identity>`` holds a key.
+SOURCE_PREFIX = ".source-"
+_HEX40 = re.compile(r"[0-9a-f]{40}")
+
+
+def identity_pieces(size: int) -> list[tuple[int, int]]:
+    """``(offset, length)`` of the pieces of a file of ``size`` bytes that
+    :func:`file_identity` hashes: :data:`IDENTITY_PIECES` of :data:`IDENTITY_PIECE`
+    bytes spread evenly from its start to its end (the whole of a smaller file)."""
+    if size <= IDENTITY_PIECE * IDENTITY_PIECES:
+        return [(0, size)]
+    step = (size - IDENTITY_PIECE) / (IDENTITY_PIECES - 1)
+    return [(round(i * step), IDENTITY_PIECE) for i in range(IDENTITY_PIECES)]
+
+
+def file_identity(path: str | os.PathLike[str], digest: str) -> str:
+    """A file's cheap identity under a separation's ``digest``
+    (:attr:`~.keys.SeparationSpec.digest`): a hash of its size, its mtime and the
+    bytes of :func:`identity_pieces` (1 MiB at most, whatever its length).
+
+    Two files with the same identity are very likely the same audio, not surely
+    (a file rewritten in place with its size and mtime kept): it indexes a key,
+    which the decoded audio's key confirms.
+
+    Raises
+    ------
+    OSError
+        The file cannot be read.
+    """
+    with open(path, "rb") as f:
+        fd = f.fileno()
+        st = os.fstat(fd)
+        h = hashlib.blake2b(digest_size=20)
+        h.update(
+            json.dumps(
+                {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "digest": digest}, sort_keys=True
+            ).encode()
+        )
+        for offset, length in identity_pieces(st.st_size):
+            h.update(os.pread(fd, length, offset))
     return h.hexdigest()
 
 
@@ -305,6 +359,38 @@ class SeparationCache:
                 return True
         return False
 
+    # -- the index of track files ------------------------------------------------
+    def indexed_key(self, identity: str) -> str | None:
+        """The key :meth:`index_source` filed under a file's ``identity``
+        (:func:`file_identity`), or None: none, unreadable, or not a key (a damaged
+        or forged index file is ignored)."""
+        if not _HEX40.fullmatch(identity):
+            return None
+        try:
+            with (self.root / f"{SOURCE_PREFIX}{identity}").open("rb") as f:
+                text = f.read(64).decode("ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        return text if _HEX40.fullmatch(text) else None
+
+    def index_source(self, identity: str, key: str) -> None:
+        """File ``key`` under a file's ``identity``, replacing what was there (one
+        rename: a reader sees the old key or the new). A cache folder that cannot be
+        written keeps no index: the next load hashes the audio first, as without."""
+        if not (_HEX40.fullmatch(identity) and _HEX40.fullmatch(key)):
+            return
+        final = self.root / f"{SOURCE_PREFIX}{identity}"
+        temp = self.root / f".tmp-source-{secrets.token_hex(4)}"
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            temp.write_text(key + "\n", encoding="ascii")
+            os.replace(temp, final)
+        except OSError:
+            try:
+                temp.unlink()
+            except OSError:
+                pass
+
     def evict(self, *, keep: str) -> None:
         """Remove the least recently used entries past the size limit, never ``keep``."""
         entries = []
@@ -335,8 +421,12 @@ class SeparationCache:
         now = time.time()
         for p in self.root.glob(".tmp-*"):
             try:
-                if now - p.stat().st_mtime > older_than:
+                if now - p.stat().st_mtime <= older_than:
+                    continue
+                if p.is_dir():
                     shutil.rmtree(p, ignore_errors=True)
+                else:  # an index file's (:meth:`index_source`)
+                    p.unlink()
             except OSError:
                 pass
         for p in self.root.glob(f"{PARTIAL_PREFIX}*"):

@@ -29,6 +29,7 @@ from mp4_helpers import damaged_stem_file
 
 from conftest import SR, tone_mix
 from stemdeck.core.audiofile.decode import read_stem_file
+from stemdeck.core.audiofile.files import MappedDecode
 from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import AudioFileError, ParameterError
 from stemdeck.core.mixer.commands import Batch, Command, SetTrack
@@ -211,7 +212,9 @@ def test_one_decode_and_one_hash_per_load(
         return wrapper
 
     monkeypatch.setattr(source_module, "load", counted("decode", source_module.load))
-    monkeypatch.setattr(source_module, "load_mapped", counted("decode", source_module.load_mapped))
+    monkeypatch.setattr(
+        source_module, "decode_mapped", counted("decode", source_module.decode_mapped)
+    )
     monkeypatch.setattr(keys_module, "cache_key", counted("hash", keys_module.cache_key))
     cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
     engine = RecordingEngine()
@@ -411,11 +414,11 @@ def _bad_load(
     def no_memory(path: str, *, sr: int | None = None) -> tuple[np.ndarray, int]:
         raise MemoryError
 
-    def no_memory_mapped(path: str, folder: Path) -> tuple[np.ndarray, int]:
+    def no_memory_mapped(path: str, folder: Path) -> MappedDecode:
         raise MemoryError
 
     monkeypatch.setattr(source_module, "load", no_memory)
-    monkeypatch.setattr(source_module, "load_mapped", no_memory_mapped)
+    monkeypatch.setattr(source_module, "decode_mapped", no_memory_mapped)
     loader.request(str(bad), told.append)
     return told, "bad: not enough memory to load it"
 
@@ -474,16 +477,16 @@ def test_two_loads_in_a_row_the_first_requester_is_told_it_was_superseded(
             assert release.wait(30)
         return real_load(path, sr=sr)
 
-    real_mapped = source_module.load_mapped
+    real_mapped = source_module.decode_mapped
 
-    def held_mapped(path: str, folder: Path) -> tuple[np.ndarray, int]:
+    def held_mapped(path: str, folder: Path) -> MappedDecode:
         if Path(path).stem == "slow":  # still being read when the next request comes
             reading.set()
             assert release.wait(30)
         return real_mapped(path, folder)
 
     monkeypatch.setattr(source_module, "load", held_load)
-    monkeypatch.setattr(source_module, "load_mapped", held_mapped)
+    monkeypatch.setattr(source_module, "decode_mapped", held_mapped)
     first: list[str | None] = []
     second: list[str | None] = []
     loader.request(str(library / "slow.wav"), first.append)
@@ -744,3 +747,250 @@ def test_the_worker_starts_before_the_hash_when_no_entry_can_match(
     assert separated.track.channels is progressive.track.channels
     assert SPEC.key(y, SR) in _entries(cache)
     np.testing.assert_allclose(np.asarray(separated.track.channels).sum(axis=0), y, atol=1e-5)
+
+
+@pytest.mark.parametrize("rewritten", [False, True])
+def test_a_file_found_by_its_identity_plays_its_stems_before_it_is_decoded_and_is_confirmed(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    rewritten: bool,
+    shared_memory_checked: None,
+) -> None:
+    """#22: the cache entry a file's identity indexes plays its stems while the file
+    is still being decoded (held after its first pieces until they are posted), then
+    is confirmed by the key of the whole audio. A file rewritten in place with its
+    size and mtime kept has the same identity: its stale stems go once the key says
+    so (the original plays again), and it is separated anew under its own key."""
+    from stemdeck.core.audiofile import files as files_module
+    from stemdeck.core.separation.cache import SOURCE_PREFIX, file_identity, identity_pieces
+    from stemdeck.daemon import loader as loader_module
+
+    y = tone_mix(20.0, seed=40)
+    path = _library(tmp_path, y)
+    cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
+    first = TrackLoader(
+        RecordingEngine(), Registry(NAMES), NAMES, spec=SPEC, cache=cache, library=[path.parent]
+    )
+    first.request(str(path))
+    _settled(first)
+    first.close()
+    old_key = SPEC.key(y, SR)
+    identity = file_identity(path, SPEC.digest)
+    assert cache.indexed_key(identity) == old_key
+    played = y
+    if rewritten:  # bytes no piece of the identity covers, the size and mtime kept
+        st = path.stat()
+        raw = bytearray(path.read_bytes())
+        data = len(raw) - y.size * 4  # the samples end the file, interleaved float32
+        pieces = identity_pieces(len(raw))
+        gap = (pieces[0][0] + pieces[0][1] + pieces[1][0]) // 2
+        frame = (gap - data) // 8
+        played = y.copy()
+        played[:, frame : frame + 64] *= -0.5
+        raw[data + frame * 8 : data + (frame + 64) * 8] = played[:, frame : frame + 64].T.tobytes()
+        assert gap + 512 < pieces[1][0]
+        path.write_bytes(bytes(raw))
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert file_identity(path, SPEC.digest) == identity
+        np.testing.assert_array_equal(sf.read(path, dtype="float32")[0].T, played)
+    else:
+
+        def no_worker(*args: Any, **kwargs: Any) -> None:
+            raise AssertionError("a worker started for a sound entry")
+
+        monkeypatch.setattr(worker_module.SeparationWorker, "start", no_worker)
+
+    # The decode 1 s at a time, held after 3 s until stems are posted.
+    stems_posted = threading.Event()
+    decoded_at_post: list[int] = []
+    decodes: list[MappedDecode] = []
+    real_decode = source_module.decode_mapped
+    real_landed = files_module.MappedDecode._landed
+
+    def decode_mapped(path: str, folder: Path) -> MappedDecode:
+        decodes.append(real_decode(path, folder, block=SR))
+        return decodes[-1]
+
+    def landed(self: MappedDecode, at: int) -> bool:
+        going = real_landed(self, at)
+        if at >= 3 * SR:
+            assert stems_posted.wait(30)
+        return going
+
+    class Snapshot(RecordingEngine):
+        def post(self, command: Command) -> bool:
+            for c in command.commands if isinstance(command, Batch) else (command,):
+                if isinstance(c, SetTrack) and c.track.ready is not None:
+                    decoded_at_post.append(decodes[0].decoded)
+                    stems_posted.set()
+            return super().post(command)
+
+    monkeypatch.setattr(source_module, "decode_mapped", decode_mapped)
+    monkeypatch.setattr(files_module.MappedDecode, "_landed", landed)
+    monkeypatch.setattr(loader_module, "FIRST_PIECE_S", 2.0)
+    engine = Snapshot()
+    loader = TrackLoader(
+        engine, Registry(NAMES), NAMES, spec=SPEC, cache=cache, library=[path.parent]
+    )
+    with caplog.at_level(logging.INFO):
+        loader.request(str(path))
+        _settled(loader)
+    loader.close()
+    assert loader.problem is None and loader.separated
+    assert decoded_at_post[0] == 3 * SR  # the first stems while the rest was held
+    tracks = engine.tracks()
+    original, indexed = tracks[:2]
+    assert original.track.is_mix and not original.same_audio
+    assert indexed.same_audio and indexed.track.ready is not None
+    assert indexed.track.mix is not None
+    assert np.shares_memory(indexed.track.mix, original.track.channels)  # the same map
+    infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    if not rewritten:
+        (separated,) = tracks[2:]
+        assert separated.track.channels is indexed.track.channels
+        assert separated.track.ready is None
+        assert _entries(cache) == [old_key]
+        assert (
+            "song: the cache entry its file named is not of its audio; separating it" not in infos
+        )
+    else:
+        again, progressive, separated = tracks[2:]
+        assert again.same_audio and again.track.is_mix and again.track.names == ("mix",)
+        np.testing.assert_array_equal(again.track.channels[0], played)
+        assert progressive.track.ready is not None
+        assert progressive.track.channels is not indexed.track.channels
+        assert separated.track.channels is progressive.track.channels
+        new_key = SPEC.key(played, SR)
+        assert _entries(cache) == sorted([old_key, new_key])
+        assert cache.indexed_key(identity) == new_key
+        np.testing.assert_allclose(
+            np.asarray(separated.track.channels).sum(axis=0), played, atol=1e-5
+        )
+        assert "song: the cache entry its file named is not of its audio; separating it" in infos
+    assert sorted(p.name for p in cache.root.glob(f"{SOURCE_PREFIX}*")) == [
+        f"{SOURCE_PREFIX}{identity}"
+    ]
+
+
+def test_a_forged_or_damaged_index_file_is_ignored(tmp_path: Path) -> None:
+    """An index file is a hint a hostile user could write: only a key (40 hex digits)
+    is taken from it, never a path; nothing is read for an identity that is not one."""
+    from stemdeck.core.separation.cache import SOURCE_PREFIX
+
+    cache = SeparationCache(tmp_path / "cache")
+    identity = "a" * 40
+    cache.index_source(identity, "b" * 40)
+    assert cache.indexed_key(identity) == "b" * 40
+    (cache.root / f"{SOURCE_PREFIX}{identity}").write_text("../../etc/passwd\n")
+    assert cache.indexed_key(identity) is None
+    (cache.root / f"{SOURCE_PREFIX}{identity}").write_bytes(b"\xff" * 40)
+    assert cache.indexed_key(identity) is None
+    assert cache.indexed_key("../" + "a" * 37) is None
+    cache.index_source("not an identity", "b" * 40)
+    cache.index_source(identity, "../x")
+    assert sorted(p.name for p in cache.root.iterdir()) == [f"{SOURCE_PREFIX}{identity}"]
+
+
+def test_a_track_superseded_while_it_decodes_stops_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_memory_checked: None
+) -> None:
+    """#22: the original plays from its first pieces while the rest decodes; a newer
+    track that plays meanwhile stops that decode at its next block (bounded work for
+    a track nobody hears), and nothing of the older one is posted after it."""
+    from stemdeck.core.audiofile import files as files_module
+    from stemdeck.daemon import loader as loader_module
+
+    library = tmp_path / "library"
+    library.mkdir()
+    sf.write(library / "long.wav", tone_mix(20.0, seed=41).T, SR, subtype="FLOAT")
+    sf.write(library / "short.wav", tone_mix(2.0, seed=42).T, SR, subtype="FLOAT")
+    release = threading.Event()
+    decodes: list[MappedDecode] = []
+    real_decode = source_module.decode_mapped
+    real_landed = files_module.MappedDecode._landed
+
+    def decode_mapped(path: str, folder: Path) -> MappedDecode:
+        decodes.append(real_decode(path, folder, block=SR))
+        return decodes[-1]
+
+    def landed(self: MappedDecode, at: int) -> bool:
+        if self is decodes[0] and at >= 3 * SR:
+            assert release.wait(30)
+        return real_landed(self, at)
+
+    monkeypatch.setattr(source_module, "decode_mapped", decode_mapped)
+    monkeypatch.setattr(files_module.MappedDecode, "_landed", landed)
+    monkeypatch.setattr(loader_module, "FIRST_PIECE_S", 2.0)
+    cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
+    engine = RecordingEngine()
+    loader = TrackLoader(engine, Registry(NAMES), NAMES, spec=SPEC, cache=cache, library=[library])
+    told: list[str | None] = []
+    loader.request(str(library / "long.wav"), told.append)
+    poll(lambda: list(told), lambda t: t == [None], "the long track playing")
+    assert loader.track_name == "long" and not decodes[0].done
+    loader.request(str(library / "short.wav"), told.append)
+    poll(lambda: decodes[0].cancelled, bool, "the long track's decode cancelled")
+    assert loader.track_name == "short"
+    release.set()
+    poll(lambda: decodes[0].done, bool, "the long track's decode ended")
+    assert decodes[0].decoded == 3 * SR  # not one block more
+    with pytest.raises(AudioFileError, match="decode cancelled"):
+        decodes[0].result()
+    _settled(loader)
+    loader.close()
+    assert told == [None, None] and loader.problem is None
+    long_original, short_original, *rest = engine.tracks()
+    assert long_original.track.channels.shape == (1, 2, 20 * SR)
+    assert short_original.track.channels.shape == (1, 2, 2 * SR)
+    assert all(t.track.channels.shape[-1] == 2 * SR for t in rest) and rest != []
+
+
+def test_a_block_damaged_after_the_first_pieces_is_one_clear_problem_and_no_nan_plays(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    shared_memory_checked: None,
+) -> None:
+    """#22: the original plays from its first pieces, so NaN samples 10 s into a
+    20 s file are found after it plays: said once (the log, the status line's
+    problem), the damaged block never reaches the map the engine reads, and nothing
+    is separated or hashed."""
+    from stemdeck.daemon import loader as loader_module
+
+    y = tone_mix(20.0, seed=43)
+    y[0, 10 * SR + 5] = np.nan
+    path = _library(tmp_path, y)
+    with pytest.raises(AudioFileError) as damaged:
+        source_module.load(path)
+    real_decode = source_module.decode_mapped
+
+    def decode_mapped(path: str, folder: Path) -> MappedDecode:
+        return real_decode(path, folder, block=SR)
+
+    def no_worker(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a worker started for a damaged track")
+
+    monkeypatch.setattr(source_module, "decode_mapped", decode_mapped)
+    monkeypatch.setattr(worker_module.SeparationWorker, "start", no_worker)
+    monkeypatch.setattr(loader_module, "FIRST_PIECE_S", 2.0)
+    cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
+    engine = RecordingEngine()
+    loader = TrackLoader(
+        engine, Registry(NAMES), NAMES, spec=SPEC, cache=cache, library=[path.parent]
+    )
+    told: list[str | None] = []
+    with caplog.at_level(logging.INFO):
+        loader.request(str(path), told.append)
+        _settled(loader)
+    loader.close()
+    reason = f"song: {damaged.value}"
+    assert told == [None] and loader.problem == reason and not loader.separated
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == [f"{reason}; playing the original"]
+    (original,) = engine.tracks()
+    played = np.asarray(original.track.channels[0])
+    assert np.isfinite(played).all()
+    np.testing.assert_array_equal(played[:, : 10 * SR], y[:, : 10 * SR])
+    assert not played[:, 11 * SR :].any()  # never decoded: silence, not NaN
+    assert _entries(cache) == []
