@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from stemdeck.core.separation.keys import STAGES
 
-from .loader import STEMS_STAGE
+from .loader_base import STEMS_STAGE
 from .osc import Counters
 
 __all__ = ["Status", "format_status"]

@@ -615,9 +615,9 @@ def test_a_cached_track_plays_its_stems_as_its_blocks_are_verified_head_first(
     leaves its span on the original (never played from the entry), the entry is
     removed and separated again, and the new channels play."""
     from stemdeck.core.separation.separate import separate
-    from stemdeck.daemon import loader as loader_module
+    from stemdeck.daemon import loader_cache
 
-    monkeypatch.setattr(loader_module, "VERIFY_CHUNK_S", 12.0)
+    monkeypatch.setattr(loader_cache, "VERIFY_CHUNK_S", 12.0)
     y = tone_mix(48.0, seed=6)
     path = _library(tmp_path, y)
     cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
@@ -667,9 +667,9 @@ def test_a_cached_track_plays_from_the_entry_once_every_block_is_verified(
 ) -> None:
     """No worker for a sound entry: the span under the head first, then every span."""
     from stemdeck.core.separation.separate import separate
-    from stemdeck.daemon import loader as loader_module
+    from stemdeck.daemon import loader_cache
 
-    monkeypatch.setattr(loader_module, "VERIFY_CHUNK_S", 12.0)
+    monkeypatch.setattr(loader_cache, "VERIFY_CHUNK_S", 12.0)
     y = tone_mix(48.0, seed=7)
     path = _library(tmp_path, y)
     cache = SeparationCache(tmp_path / "cache", verify_on_load=False)

@@ -29,7 +29,7 @@ from stemdeck.core.control.midimap import load_midi_map
 from stemdeck.core.errors import ParameterError
 from stemdeck.core.mixer.commands import Batch, Command, Play, SetTrack
 from stemdeck.core.separation.keys import SeparationSpec
-from stemdeck.daemon import loader as loader_module
+from stemdeck.daemon import loader_base
 from stemdeck.daemon.loader import TrackLoader
 from stemdeck.daemon.midi import MidiControl
 from stemdeck.daemon.scenes import SceneStore
@@ -149,7 +149,7 @@ def stem_file(tmp_path: Path) -> Path:
 def test_a_track_load_on_a_full_queue_is_reported(
     host: FakeHost, stem_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(loader_module, "POST_RETRY_S", 0.05)
+    monkeypatch.setattr(loader_base, "POST_RETRY_S", 0.05)
     loader = TrackLoader(
         host.engine,
         host.registry,
