@@ -100,7 +100,8 @@ class TrackLoad:
 
 
 class LoaderBase:
-    """Loads tracks into an engine: the original at once, then its channels.
+    """The loader's state and its way to the engine (the base of
+    :class:`~.loader.TrackLoader`, which takes these parameters).
 
     Parameters
     ----------
