@@ -100,35 +100,8 @@ class TrackLoad:
 
 
 class LoaderBase:
-    """The loader's state and its way to the engine (the base of
-    :class:`~.loader.TrackLoader`, which takes these parameters).
-
-    Parameters
-    ----------
-    engine : the mixer (``sr``, ``max_channels``, ``post``, ``position`` and
-        ``frame_rate`` are used)
-    registry : Registry
-        Its whole state is posted with each ``SetTrack``, in one command, so the
-        channels start at the current levels.
-    names : sequence of str
-        Channel names a separation gives (the engine has exactly this many strips).
-    spec : SeparationSpec
-        The separation.
-    cache : SeparationCache or None
-        Opened with ``verify_on_load=False``: the loader verifies every block
-        in the background while the original plays.
-    library : list of Path
-        Folders ``/track/load`` may read from.
-    mp_context : multiprocessing context, optional
-        How the separation worker is started (default: forked from a fork server
-        that imported the separation once, :func:`~.separation_worker.worker_context`;
-        a test forks).
-    limits : TrackLimits, optional
-        The longest track and the memory check (default: :class:`TrackLimits`
-        for ``spec``'s mode, chunked with a cache).
-    beats : TrackBeats, optional
-        Told of every track that starts playing, to find or compute its beat grid.
-    """
+    """The loader's state and its way to the engine: the base of
+    :class:`~.loader.TrackLoader`, whose docstring says its parameters."""
 
     def __init__(
         self,
