@@ -13,6 +13,7 @@ from daemon_helpers import Daemon
 
 from conftest import SR, TINY, tone_mix
 from stemdeck.core.audiofile.samples import resample, resample_channels
+from stemdeck.core.separation.cache import SOURCE_PREFIX
 from stemdeck.daemon.cli import main
 
 FAST = TINY
@@ -74,5 +75,9 @@ def test_separated_track_starts_from_the_cache_at_another_rate(tmp_path: Path, m
     assert code == 0, err
     assert f"null clock, {NULL_CLOCK_RATE} Hz" in err
     assert "while separating" not in err  # no separation worker ever started
-    assert sorted(p.name for p in cache.iterdir()) == sorted([*entries, "beats"])  # nothing new
+    # nothing new but each file's index to its entry's key (core/separation/cache.py)
+    added = sorted(p.name for p in cache.iterdir() if p.name not in [*entries, "beats"])
+    assert [name[: len(SOURCE_PREFIX)] for name in added] == [SOURCE_PREFIX] * 2, added
+    indexed = sorted((cache / name).read_text(encoding="ascii").strip() for name in added)
+    assert indexed == entries
     assert sorted(p.name for p in (cache / "beats").iterdir()) == grids  # the grids: read

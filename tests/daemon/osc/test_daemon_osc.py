@@ -16,6 +16,8 @@ import soundfile as sf
 from daemon_helpers import Client, Daemon, poll
 
 from conftest import tone_mix
+from stemdeck.core.separation.cache import SOURCE_PREFIX
+from stemdeck.core.separation.partial import PARTIAL_PREFIX
 from stemdeck.daemon.pathnames import library_files
 
 SR = 48000
@@ -443,11 +445,27 @@ def test_two_loads_in_a_row_the_last_wins(served, client: Client) -> None:
     for _ in range(10):  # and it stays: the first never takes over
         assert client.query("/status").startswith("second ")
         time.sleep(0.1)
-    new = set((root / "cache").iterdir()) - entries
-    if replies[0][0] == "/error":  # superseded before it played: never separated
-        assert len(new) == 1, new
-    else:  # it played first: its separation may have finished before the second came
-        assert len(new) in (1, 2), new
+    # A played track's file is indexed to its audio's key once the key is taken
+    # (core/separation/cache.py, file_identity), and its entry made with that key:
+    # wait for both of the second's.
+    new = poll(
+        lambda: set((root / "cache").iterdir()) - entries,
+        lambda found: {p.name.startswith(SOURCE_PREFIX) for p in found} == {True, False},
+        "the second track's file index and entry",
+        timeout=30,
+    )
+    indexes = {p for p in new if p.name.startswith(SOURCE_PREFIX)}
+    separations = new - indexes
+    keys = {p.name.removeprefix(PARTIAL_PREFIX) for p in separations}
+    indexed = {p.read_text(encoding="ascii").strip() for p in indexes}
+    if replies[0][0] == "/error":  # superseded before it played: never separated nor indexed
+        assert len(separations) == 1, new
+        assert indexed == keys, (indexed, keys)
+    else:  # it played first: its separation may have finished before the second came,
+        # and its file may be indexed to a key whose partial entry went with its worker;
+        # the second's index names the second's entry
+        assert len(separations) in (1, 2), new
+        assert len(indexes) in (1, 2) and len(indexed & keys) >= 1, (indexed, keys)
 
 
 def test_a_library_name_that_is_not_utf8_is_listed_and_loads(served, client: Client) -> None:
