@@ -38,7 +38,7 @@ from .track_source import LoadRequest
 
 __all__ = ["HEAD_POLL_S", "POST_RETRY_S", "STEMS_STAGE", "LoaderBase", "Progressive", "TrackLoad"]
 
-log = logging.getLogger("stemdeck.daemon.loader")
+log = logging.getLogger(__name__)
 
 # A track refused by a full engine queue is posted again for this long: the audio
 # thread empties the queue every block, so only a stalled stream outlasts it.

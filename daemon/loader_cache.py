@@ -17,7 +17,7 @@ from .loader_base import STEMS_STAGE, LoaderBase, Progressive, TrackLoad
 
 __all__ = ["VERIFY_CHUNK_S", "CachedChannels"]
 
-log = logging.getLogger("stemdeck.daemon.loader")
+log = logging.getLogger(__name__)
 
 #: A cached entry's blocks are verified this many seconds of audio at a time (as
 #: long as the worker's chunks), each span's stems playing once it is checked: the

@@ -16,7 +16,7 @@ from .separation_worker import SeparationWorker
 
 __all__ = ["SeparatedChannels"]
 
-log = logging.getLogger("stemdeck.daemon.loader")
+log = logging.getLogger(__name__)
 
 
 class SeparatedChannels(LoaderBase):
