@@ -253,6 +253,11 @@ def lock_memory() -> str:
     before the lock (:meth:`Mixer.fault_in <stemdeck.core.mixer.engine.Mixer.fault_in>`).
     On a kernel older than 4.4 (no ``MCL_ONFAULT``): ``MCL_CURRENT`` alone.
 
+    The code is filled, as ``MCL_CURRENT`` filled it: every library's executable
+    pages and its read-only data (:func:`code_ranges`), so that a path the audio
+    thread runs for the first time (a tempo change, a locate) never waits for a
+    page of code from the disk.
+
     Pages mapped later (a new track's memory map) are not locked: locking
     gigabytes of cached audio is not the point, the prefetcher keeps those in.
     """
@@ -263,9 +268,31 @@ def lock_memory() -> str:
             if err == errno.EINVAL and libc.mlockall(_MCL_CURRENT) == 0:
                 return "memory locked"
             return f"memory not locked ({os.strerror(ctypes.get_errno())})"
+        for start, end in code_ranges():
+            libc.mlock(ctypes.c_void_p(start), ctypes.c_size_t(end - start))  # fills them
     except (OSError, AttributeError) as exc:
         return f"memory not locked ({exc})"
     return "memory locked"
+
+
+def code_ranges(maps: str = "/proc/self/maps") -> list[tuple[int, int]]:
+    """The address ranges of the process's code: each file mapped executable, with
+    its read-only private mappings (the library's constants and tables). Files
+    mapped without any executable part (a track's memory map) are left out."""
+    rows: list[tuple[int, int, str, str]] = []
+    with open(maps, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            parts = line.split(maxsplit=5)
+            if len(parts) < 6 or not parts[5].startswith("/"):
+                continue
+            lo, hi = (int(x, 16) for x in parts[0].split("-"))
+            rows.append((lo, hi, parts[1], parts[5].rstrip("\n")))
+    code = {path for _, _, perms, path in rows if "x" in perms}
+    return [
+        (lo, hi)
+        for lo, hi, perms, path in rows
+        if path in code and ("x" in perms or perms == "r--p")
+    ]
 
 
 def _resource() -> ModuleType | None:

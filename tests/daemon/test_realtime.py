@@ -212,14 +212,31 @@ def locked(array):  # kB locked in the mappings over the array (numpy splits the
             total += int(line.split()[1])
     return total
 
+def code_present():  # [in memory, in all] of the pages of numpy's core library's code
+    lib = np._core._multiarray_umath.__file__
+    got = [0, 0]
+    with open("/proc/self/pagemap", "rb") as pagemap:
+        for line in open("/proc/self/maps"):
+            parts = line.split()
+            if len(parts) == 6 and parts[5] == lib and "x" in parts[1]:
+                lo, hi = (int(x, 16) // PAGE for x in parts[0].split("-"))
+                pagemap.seek(lo * 8)
+                entries = np.frombuffer(pagemap.read((hi - lo) * 8), np.uint64)
+                got[0] += int((entries >> np.uint64(63)).sum())
+                got[1] += len(entries)
+    return got
+
 untouched = np.zeros(16 << 20, np.float32)  # 64 MiB mapped, no page written
 written = np.ones(4 << 20, np.float32)  # 16 MiB, every page written
+code_before = code_present()
 status = lock_memory()
 print(json.dumps({
     "status": status,
     "untouched": present(untouched),
     "written": present(written),
     "locked": locked(written) * 1024 >= written.nbytes,
+    "code_before": code_before,
+    "code": code_present(),
 }))
 """
 
@@ -241,3 +258,8 @@ def test_the_memory_lock_fills_no_page_never_touched() -> None:
     assert got["untouched"] == [1, pages]  # the first page only: the allocator's header's
     assert got["written"][0] == got["written"][1]
     assert got["locked"] is True
+    # The code is filled as MCL_CURRENT filled it: a path run first in the audio
+    # thread (a tempo change) never waits for a page of code from the disk.
+    code = got["code"][1]
+    assert got["code_before"][0] < code  # numpy has code it has not run yet
+    assert got["code"] == [code, code]
