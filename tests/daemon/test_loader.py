@@ -749,6 +749,23 @@ def test_the_worker_starts_before_the_hash_when_no_entry_can_match(
     np.testing.assert_allclose(np.asarray(separated.track.channels).sum(axis=0), y, atol=1e-5)
 
 
+def _decode_by_seconds(monkeypatch: pytest.MonkeyPatch) -> list[MappedDecode]:
+    """Loads decode a second a block and play once 2 s are in (``FIRST_PIECE_S``);
+    returns the decodes made, in order, as the test's thread sees them."""
+    from stemdeck.daemon import loader as loader_module
+
+    decodes: list[MappedDecode] = []
+    real_decode = source_module.decode_mapped
+
+    def decode_mapped(path: str, folder: Path) -> MappedDecode:
+        decodes.append(real_decode(path, folder, block=SR))
+        return decodes[-1]
+
+    monkeypatch.setattr(source_module, "decode_mapped", decode_mapped)
+    monkeypatch.setattr(loader_module, "FIRST_PIECE_S", 2.0)
+    return decodes
+
+
 @pytest.mark.parametrize("rewritten", [False, True])
 def test_a_file_found_by_its_identity_plays_its_stems_before_it_is_decoded_and_is_confirmed(
     tmp_path: Path,
@@ -764,7 +781,6 @@ def test_a_file_found_by_its_identity_plays_its_stems_before_it_is_decoded_and_i
     so (the original plays again), and it is separated anew under its own key."""
     from stemdeck.core.audiofile import files as files_module
     from stemdeck.core.separation.cache import SOURCE_PREFIX, file_identity, identity_pieces
-    from stemdeck.daemon import loader as loader_module
 
     y = tone_mix(20.0, seed=40)
     path = _library(tmp_path, y)
@@ -804,13 +820,8 @@ def test_a_file_found_by_its_identity_plays_its_stems_before_it_is_decoded_and_i
     # The decode 1 s at a time, held after 3 s until stems are posted.
     stems_posted = threading.Event()
     decoded_at_post: list[int] = []
-    decodes: list[MappedDecode] = []
-    real_decode = source_module.decode_mapped
+    decodes = _decode_by_seconds(monkeypatch)
     real_landed = files_module.MappedDecode._landed
-
-    def decode_mapped(path: str, folder: Path) -> MappedDecode:
-        decodes.append(real_decode(path, folder, block=SR))
-        return decodes[-1]
 
     def landed(self: MappedDecode, at: int) -> bool:
         going = real_landed(self, at)
@@ -826,9 +837,7 @@ def test_a_file_found_by_its_identity_plays_its_stems_before_it_is_decoded_and_i
                     stems_posted.set()
             return super().post(command)
 
-    monkeypatch.setattr(source_module, "decode_mapped", decode_mapped)
     monkeypatch.setattr(files_module.MappedDecode, "_landed", landed)
-    monkeypatch.setattr(loader_module, "FIRST_PIECE_S", 2.0)
     engine = Snapshot()
     loader = TrackLoader(
         engine, Registry(NAMES), NAMES, spec=SPEC, cache=cache, library=[path.parent]
@@ -899,20 +908,14 @@ def test_a_track_superseded_while_it_decodes_stops_decoding(
     track that plays meanwhile stops that decode at its next block (bounded work for
     a track nobody hears), and nothing of the older one is posted after it."""
     from stemdeck.core.audiofile import files as files_module
-    from stemdeck.daemon import loader as loader_module
 
     library = tmp_path / "library"
     library.mkdir()
     sf.write(library / "long.wav", tone_mix(20.0, seed=41).T, SR, subtype="FLOAT")
     sf.write(library / "short.wav", tone_mix(2.0, seed=42).T, SR, subtype="FLOAT")
     release = threading.Event()
-    decodes: list[MappedDecode] = []
-    real_decode = source_module.decode_mapped
+    decodes = _decode_by_seconds(monkeypatch)
     real_landed = files_module.MappedDecode._landed
-
-    def decode_mapped(path: str, folder: Path) -> MappedDecode:
-        decodes.append(real_decode(path, folder, block=SR))
-        return decodes[-1]
 
     def landed(self: MappedDecode, at: int) -> bool:
         # The long track's decode (known by its length: its thread may land blocks
@@ -921,9 +924,7 @@ def test_a_track_superseded_while_it_decodes_stops_decoding(
             assert release.wait(30)
         return real_landed(self, at)
 
-    monkeypatch.setattr(source_module, "decode_mapped", decode_mapped)
     monkeypatch.setattr(files_module.MappedDecode, "_landed", landed)
-    monkeypatch.setattr(loader_module, "FIRST_PIECE_S", 2.0)
     cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
     engine = RecordingEngine()
     loader = TrackLoader(engine, Registry(NAMES), NAMES, spec=SPEC, cache=cache, library=[library])
@@ -958,24 +959,18 @@ def test_a_block_damaged_after_the_first_pieces_is_one_clear_problem_and_no_nan_
     20 s file are found after it plays: said once (the log, the status line's
     problem), the damaged block never reaches the map the engine reads, and nothing
     is separated or hashed."""
-    from stemdeck.daemon import loader as loader_module
 
     y = tone_mix(20.0, seed=43)
     y[0, 10 * SR + 5] = np.nan
     path = _library(tmp_path, y)
     with pytest.raises(AudioFileError) as damaged:
         source_module.load(path)
-    real_decode = source_module.decode_mapped
-
-    def decode_mapped(path: str, folder: Path) -> MappedDecode:
-        return real_decode(path, folder, block=SR)
+    _decode_by_seconds(monkeypatch)
 
     def no_worker(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("a worker started for a damaged track")
 
-    monkeypatch.setattr(source_module, "decode_mapped", decode_mapped)
     monkeypatch.setattr(worker_module.SeparationWorker, "start", no_worker)
-    monkeypatch.setattr(loader_module, "FIRST_PIECE_S", 2.0)
     cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
     engine = RecordingEngine()
     loader = TrackLoader(
