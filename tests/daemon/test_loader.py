@@ -965,11 +965,22 @@ def test_a_block_damaged_after_the_first_pieces_is_one_clear_problem_and_no_nan_
     path = _library(tmp_path, y)
     with pytest.raises(AudioFileError) as damaged:
         source_module.load(path)
+    from stemdeck.core.audiofile import files as files_module
+
     _decode_by_seconds(monkeypatch)
+    real_landed = files_module.MappedDecode._landed
+
+    def landed(self: MappedDecode, at: int) -> bool:
+        # On a busy machine the decode could reach the damage before the original is
+        # posted (the load is then refused, as a file damaged early is): it waits.
+        if at >= 3 * SR:
+            poll(engine.tracks, bool, "the original posted", timeout=30)
+        return real_landed(self, at)
 
     def no_worker(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("a worker started for a damaged track")
 
+    monkeypatch.setattr(files_module.MappedDecode, "_landed", landed)
     monkeypatch.setattr(worker_module.SeparationWorker, "start", no_worker)
     cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
     engine = RecordingEngine()
