@@ -39,6 +39,7 @@ from .sync import FollowedEngine, SyncControl, TransportFollower
 __all__ = [
     "BBT_VALID",
     "CORRECT_S",
+    "MAX_SLIP_BLOCKS",
     "RATE_STEP",
     "TICKS_PER_BEAT",
     "BbtFollower",
@@ -62,6 +63,11 @@ CORRECT_S = 0.2
 RATE_STEP = 5e-4
 #: The most beats in a session's bar that quantize follows (a grid's limit).
 MAX_BAR_BEATS = 32
+#: A rolling transport's frame off from the one expected by at most this many
+#: blocks is a slip (a cycle missed or run twice on a busy machine), not a locate:
+#: the beat is carried on from the last block's, not read from a position the
+#: master may not have written for this cycle (see :meth:`BbtFollower._lock`).
+MAX_SLIP_BLOCKS = 4
 
 
 class FollowedRate(FollowedEngine, Protocol):
@@ -179,17 +185,26 @@ class BbtFollower(TransportFollower):
         first = not (self.following and self.locked)
         if rolling is None:
             rolling = self._playing
-        moved = (
-            frame != self._expect
-            or anchor != self._anchor_s
-            or grid.bpm != self._grid_bpm
-            or track is not self._track
-        )
+        same = anchor == self._anchor_s and grid.bpm == self._grid_bpm and track is self._track
+        moved = frame != self._expect or not same
         # The master's beat is to a tick (most cut it: the true beat is within the
         # tick after), 0.25 ms at 120 BPM: the beat carried on at the tempo from the
         # last block, held within that tick, is the session's without the steps.
         if not moved and beat - tick <= self._beat <= beat + 2.0 * tick:
             beat = min(max(self._beat, beat), beat + tick)
+        elif (
+            same
+            and not first
+            and rolling
+            and self._playing
+            and abs(frame - self._expect) <= MAX_SLIP_BLOCKS * frames
+        ):
+            # A slip, not a locate: a cycle this client missed (the frame is ahead)
+            # or ran twice (behind). The master missed it too, as a rule (one busy
+            # machine): JACK then moved the frame on under the bars and beats it
+            # wrote for the frame before. The beat carried on from the last block to
+            # this frame is the session's; the seek below puts the play head on it.
+            beat = self._beat + (frame - self._expect) / engine.sr * bpm / 60.0
         elif rolling:
             beat += 0.5 * tick  # a tick's middle: its mean
         self._beat = beat + frames / engine.sr * bpm / 60.0 if rolling else beat

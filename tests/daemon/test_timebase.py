@@ -180,6 +180,44 @@ def test_a_locate_seeks_once_and_a_steady_lock_posts_little() -> None:
     assert abs(onset - session.frame_of(20.0)) / SR * 1000 <= 1.0, onset
 
 
+@pytest.mark.parametrize("slip", ["missed", "missed, bars stale", "missed, stale, run twice"])
+def test_a_slipped_cycle_keeps_the_clicks_on_the_sessions_beats(slip: str) -> None:
+    """A busy machine: this client misses a cycle (the frame is two blocks on),
+    the master missed it too (JACK moved the frame on under the bars and beats
+    written for the missed cycle), and the late client runs that cycle twice. The
+    click 0.3 s later (the track's beat 8) sounds on the session's beat 8."""
+    engine, _, follower = make()
+    session = Session(126.0)
+    frames, out = [], []
+
+    def block(pos: SimpleNamespace, heard_: bool = True) -> None:
+        follower.block(True, session.frame, BLOCK, pos)
+        buf = np.zeros((BLOCK, 2), np.float32)
+        engine.process(buf)
+        if heard_:  # a cycle run twice: only the second reaches the port
+            frames.append(session.frame + np.arange(BLOCK))
+            out.append(buf)
+
+    while session.frame < session.frame_of(8.0) - 0.3 * SR:
+        block(session.pos())
+        session.advance(BLOCK)
+    missed = session.pos()  # written for the cycle this client misses
+    session.advance(BLOCK)
+    pos = session.pos()
+    if "stale" in slip:
+        pos = SimpleNamespace(**{**vars(missed), "frame": session.frame})
+    if "twice" in slip:
+        block(pos, heard_=False)
+    block(pos)
+    session.advance(BLOCK)
+    for _ in range(SR // BLOCK):
+        block(session.pos())
+        session.advance(BLOCK)
+    (onset,) = heard(np.concatenate(frames), np.concatenate(out))[:1]
+    wanted = Session(126.0).frame_of(8.0)
+    assert abs(onset - wanted) / SR * 1000 <= 1.0, (onset - wanted) / SR * 1000
+
+
 def test_the_anchor_once_set_is_bar_one() -> None:
     engine, sync, follower = make()
     sync.set_anchor(GRID.downbeat + 4 * GRID.period)  # bar 1 is the track's bar 2
