@@ -356,9 +356,22 @@ class TimebaseSession:
             self.recording = False
 
     def take(self) -> tuple[np.ndarray, np.ndarray]:
-        """(transport frame of every recorded sample, -1 where stopped; the audio)."""
+        """(transport frame of every recorded sample, -1 where stopped or unknown; the
+        audio). A block is unknown when its frame does not follow on from the block
+        before it, and so is that block: our callback ran late (a busy machine), read
+        the next cycle's position and stamped two blocks with one frame. Which of the
+        two holds which cycle's audio cannot be told, so neither is measured (a locate
+        costs its two blocks the same way; the tests record after their locates)."""
         blocks = list(self.blocks)
-        frames = [(f + np.arange(len(d))) if r else np.full(len(d), -1) for f, r, d in blocks]
+        known = [r for _, r, _ in blocks]
+        for i in range(1, len(blocks)):
+            (f0, r0, d0), (f1, r1, _) = blocks[i - 1], blocks[i]
+            if r0 and r1 and f1 != f0 + len(d0):
+                known[i - 1] = known[i] = False
+        frames = [
+            (f + np.arange(len(d))) if k else np.full(len(d), -1)
+            for (f, _, d), k in zip(blocks, known, strict=True)
+        ]
         return np.concatenate(frames), np.concatenate([d for _, _, d in blocks])
 
     def close(self) -> None:

@@ -16,6 +16,7 @@ import re
 import sys
 from collections.abc import Iterator
 from functools import partial
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -229,25 +230,41 @@ def test_a_quantized_mute_lands_on_the_sessions_next_bar_line(
     master.client.transport_start()
     try:
         poll(master.state, lambda s: s[0] and s[1] < SR, "rolling from frame 0")
-        for bar in (3, 5):
+        measured: list[float] = []
+        client.drain()
+        # Two bars measured: a bar whose recording our own callback stamped late around
+        # the line (see TimebaseSession.take) is not a measurement; the next but one is.
+        for bar in (3, 5, 7, 9, 11):
             # Send the mute in the middle of a bar (beat 2 of 3), then record past the
-            # next bar line.
+            # next bar line. (Sent, not asked: an ask waits its whole timeout for the
+            # reply that does not come, two seconds, and the next bar would be missed.)
             send_at = master.frame_of(3 * (bar - 1) + 1.2)
             poll(master.frame, partial(operator.le, send_at), f"bar {bar} beat 2")
             master.blocks = []
             master.positions = []
             master.recording = True
             sent = master.frame()
-            assert client.ask("/master/mute", 1) == []
+            client.send("/master/mute", 1)
             line = master.frame_of(3 * math.ceil(master.beat_at(sent) / 3))
             poll(master.frame, partial(operator.lt, line + SR // 10), "the bar line passed")
             master.recording = False
+            client.send("/master/mute", 0)  # at the next bar line, before the next send
+            assert client.receive(0.05) == [], "a reply to /master/mute"
             frames, audio = master.take()
-            assert frames[0] >= 0 and np.all(np.diff(frames) == 1), "a gap in the recording"
-            landed = frames[0] + _ramp_start(audio, int(line - frames[0]) - SR // 20)
+            # The window the ramp is read in: 1/5 s before the line to 1/20 s after it.
+            first = math.ceil(line) - SR // 5
+            at = int(np.argmax(frames == first))  # 0 when it is not there: then no window
+            window = frames[at : at + SR // 5 + SR // 20] if frames[at] == first else frames[:0]
+            if len(window) < SR // 5 + SR // 20 or not np.all(np.diff(window) == 1):
+                print(f"bar {bar}: the recording has a gap by the line; not measured")
+                continue
+            landed = first + _ramp_start(audio[at:], SR // 5 - SR // 20)
             print(f"bar {bar}: the mute landed {(landed - line) / SR * 1000:+.3f} ms from the line")
-            assert abs(landed - line) <= MS, (landed, line)
-            assert client.ask("/master/mute", 0) == []
+            measured.append(landed - line)
+            if len(measured) == 2:
+                break
+        assert len(measured) == 2, f"two bars without a gap in five: {measured}"
+        assert max(abs(d) for d in measured) <= MS, measured
     finally:
         master.client.transport_stop()
         client.ask("/quantize", "off")
@@ -279,8 +296,13 @@ def test_jack_timebase_master_writes_the_grids_bars_beats_and_tempo(
         reader.client.transport_stop()
         positions = [p for p in reader.positions if p[0] >= 3 * SR + 77]
         assert len(positions) >= 100, len(positions)
+        # A cycle the daemon missed (a busy machine): JACK moves the frame on under the
+        # bars, beats and ticks it wrote for the frame before, exactly those; not ours
+        # to measure, and a few at most.
+        stale = [b for a, b in pairwise(positions) if b[0] == a[0] + PERIOD and b[1:4] == a[1:4]]
+        assert len(stale) <= len(positions) // 10, (len(stale), len(positions))
         worst = 0.0
-        for frame, bar, beat, tick, bpm, per_bar in positions:
+        for frame, bar, beat, tick, bpm, per_bar in (p for p in positions if p not in stale):
             # The track's second at the frame (the follower's: anchor + frame / sr), in
             # beats of the grid (120 BPM, bar 1 at 0 s, four beats).
             beats = (0.375 + frame / SR) * TRACK_BPM / 60.0
