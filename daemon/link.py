@@ -120,6 +120,10 @@ class LinkFollower(BbtFollower):
         The playing track's grid in force, or None (nothing to lock then).
     """
 
+    #: Link's beat is read at each block's own time: after a lost block it is the
+    #: session's, never a stale one (a JACK master's can be: BbtFollower's slips).
+    slips = False
+
     def __init__(
         self,
         engine: FollowedRate,

@@ -127,6 +127,11 @@ class BbtFollower(TransportFollower):
         read once a block while locked).
     """
 
+    #: A frame a few blocks off the one expected is a slip (JACK's frames; see
+    #: :data:`MAX_SLIP_BLOCKS`). A follower whose session's beat is right in any
+    #: block (Link's, read at the block's time) has no slips.
+    slips = True
+
     def __init__(
         self,
         engine: FollowedRate,
@@ -193,7 +198,8 @@ class BbtFollower(TransportFollower):
         if not moved and beat - tick <= self._beat <= beat + 2.0 * tick:
             beat = min(max(self._beat, beat), beat + tick)
         elif (
-            same
+            self.slips
+            and same
             and not first
             and rolling
             and self._playing
