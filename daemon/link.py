@@ -262,6 +262,16 @@ class LinkSession:
             state.setIsPlaying(False, now)
         link.commitAppSessionState(state)
 
+    def request_tempo(self, bpm: float) -> None:
+        """Set the session's tempo from stemdeck's own transport (``/transport/bpm``,
+        ``/transport/rate``, a rate fader: a control thread), now: every peer takes it,
+        and the follower plays the track at it. Link keeps a session's tempo within
+        20..999 BPM (it clamps)."""
+        link = self.link
+        state = link.captureAppSessionState()
+        state.setTempo(float(bpm), link.clock().micros())
+        link.commitAppSessionState(state)
+
     def _run(self) -> None:
         while not self._stop.wait(REFRESH_S):
             try:

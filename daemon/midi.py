@@ -41,6 +41,7 @@ from .config import config_dir
 from .host import Host
 from .osc.cues import CueHandlers
 from .osc.dispatch import Group, Plan
+from .transport import Led
 
 log = logging.getLogger(__name__)
 
@@ -310,7 +311,9 @@ class MidiControl:
             # as OSC: a loop or roll in beats on the grid, a beat jump (docs/quantize.md),
             # the rate, the pitch, keylock (the same checks and the same feedback)
             command = self.host.transport.command(address[len("/transport/") :], args)
-            if command is not None and not self.host.post(command):
+            if isinstance(command, Led):  # a sync leader's (a Link session's tempo, start)
+                command.run()
+            elif command is not None and not self.host.post(command):
                 raise ParameterError(f"{address}: engine queue full; not applied")
         elif address.startswith("/cue/"):
             self._cue(address)

@@ -37,8 +37,9 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from ipaddress import ip_address
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,7 +74,7 @@ from .scenes import SceneStore, scene_missing
 from .separation_worker import warm_up
 from .status import Status, format_status
 from .supervisor import AudioSupervisor
-from .sync import SyncControl
+from .sync import LEADS_THE_RATE, SyncControl
 from .timebase import BbtFollower, TimebaseMaster, leader_grid
 from .track_beats import TrackBeats
 from .track_limits import MAX_MINUTES, TrackLimits
@@ -157,6 +158,7 @@ class Daemon:
             grid=lambda: self.beats.require().grid,
             quantize=lambda: self.quantize.mode,
             lead=lambda playing: self._lead_transport(playing),
+            lead_rate=lambda address, rate: self._lead_rate(address, rate),
         )
         self.sync = SyncControl(
             jack=opts.audio == "jack", midi=opts.sync_midi is not None, open_link=self._open_link
@@ -320,15 +322,30 @@ class Daemon:
         audio = self.audio
         return audio.output_latency_s if audio is not None else 0.0
 
-    def _lead_transport(self, playing: bool) -> bool:
+    def _lead_transport(self, playing: bool) -> Callable[[], None] | None:
         """A surface's start or stop while Link leads goes to the session (the peers
         with start/stop sync start or stop too; the follower plays or pauses)."""
         session = self.link_session
         if self.sync.source != "link" or session is None:
-            return False
+            return None
         grid = self.beats.grid()
-        session.request_playing(playing, float(grid.beats_per_bar) if grid else 4.0)
-        return True
+        return partial(session.request_playing, playing, float(grid.beats_per_bar) if grid else 4.0)
+
+    def _lead_rate(self, address: str, rate: float) -> Callable[[], None] | None:
+        """A rate a surface sets while a leader leads: under Link the session's tempo
+        (the grid's tempo times the rate: every peer follows, and so does the track);
+        a JACK transport or a MIDI clock holds it (docs/sync.md)."""
+        source = self.sync.source
+        if source in LEADS_THE_RATE:
+            raise ParameterError(
+                f"{address}: the tempo follows {LEADS_THE_RATE[source]}; set it there, "
+                "or /sync/source off first"
+            )
+        session = self.link_session
+        grid = self.beats.grid()
+        if source != "link" or session is None or grid is None:
+            return None  # Link without a grid does not lock the track: the rate is ours
+        return partial(session.request_tempo, grid.bpm * rate)
 
     def _open_link(self) -> None:
         """Open the Link session (``--sync link``, ``/sync/source link``) the first

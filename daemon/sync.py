@@ -22,9 +22,10 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from stemdeck.core.errors import ParameterError
-from stemdeck.core.mixer.commands import Batch, Command, Pause, Play, Seek, Track
+from stemdeck.core.mixer.commands import Batch, Command, Pause, Play, Rate, Seek, Track
 
 __all__ = [
+    "LEADS_THE_RATE",
     "MAX_ANCHOR_S",
     "SOURCES",
     "SyncControl",
@@ -35,6 +36,13 @@ __all__ = [
 SOURCES = ("off", "jack", "midi", "link")
 #: The largest anchor, either way (a day: no track is longer).
 MAX_ANCHOR_S = 86400.0
+#: Longer than the mixer's rate glide (``Mixer.rate_glide_ms``, 30 ms): the position
+#: follower seeks again this long after it set the rate back to 1.
+RATE_SETTLE_S = 0.05
+#: The leaders that hold the track's rate while they lead, as errors name them: their
+#: tempo is the rate (a timebase master's; a MIDI clock's; the JACK transport's 1
+#: without one), so a rate a surface sets is refused. Link's session takes it instead.
+LEADS_THE_RATE = {"jack": "the JACK transport", "midi": "the MIDI clock"}
 
 
 class SyncControl:
@@ -187,6 +195,7 @@ class FollowedEngine(Protocol):
     position: int
     sr: int
     track: Track | None
+    rate: float
 
     def post(self, command: Command) -> bool: ...
 
@@ -206,7 +215,10 @@ class TransportFollower:
       block of its end): Pause (a fade out);
     - a locate (a frame other than the last one plus the block), a new anchor or
       a new track: a Seek to the target when the play head is elsewhere (the
-      crossfade of any seek).
+      crossfade of any seek);
+    - the first block it follows, with the mixer at another rate: Rate 1 (a
+      surface's rate is refused while it leads, ``LEADS_THE_RATE``), and once the
+      rate has glided there (:data:`RATE_SETTLE_S`), a Seek to the target.
 
     A rolling transport that moves by the block posts nothing, and nothing between
     changes overrides the local transport verbs (``/transport/pause`` while the
@@ -226,6 +238,7 @@ class TransportFollower:
         self._track: Track | None = None
         self._play = Play()
         self._pause = Pause()
+        self._settling = 0  # blocks until a rate set back to 1 has glided there
 
     def block(self, rolling: bool | None, frame: int, frames: int, pos: Any = None) -> None:
         """One block: ``rolling`` (None: starting, no change), the transport ``frame``
@@ -242,6 +255,9 @@ class TransportFollower:
         if rolling is None:
             rolling = self._playing
         moved = frame != self._expect or anchor != self._anchor or track is not self._track
+        if self._settling > 0:
+            self._settling -= 1
+            moved = moved or self._settling == 0  # the glide is over: on the frame again
         self.following = True
         self._expect = frame + frames if rolling else frame
         self._anchor = anchor
@@ -261,6 +277,11 @@ class TransportFollower:
         if (want or moved) and engine.position != target:
             clamped = min(max(target, 0), track.length)
             seek = Seek(clamped / track.sr)
+        if first and engine.rate != 1.0 and engine.post(Rate(1.0)):
+            # The transport's frames are the track's at rate 1: a rate set before
+            # (a surface's, under another leader) would drift from them unseen. The
+            # rate glides there; a seek once it has puts the play head on the frame.
+            self._settling = math.ceil(RATE_SETTLE_S * sr / frames)
         if first or want != self._playing:
             self._playing = want
             if want:

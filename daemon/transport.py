@@ -1,5 +1,9 @@
 """The transport verbs OSC and MIDI share: validated once, one engine command each.
 
+While a sync leader leads, a start, a stop or a rate may be the leader's to act on
+(a Link session's start, stop and tempo: :class:`Led`, run once the surface's group
+is applied), or refused (the tempo of a JACK timebase master or a MIDI clock).
+
 The verbs in beats (``loop/beats``, ``loop/halve``, ``loop/double``, ``beatjump``,
 ``roll``) read the playing track's beat grid and the ``/quantize`` mode
 (``docs/quantize.md``).
@@ -9,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from stemdeck.core.beats.grid import MAX_BEATJUMP, MAX_LOOP_BEATS, MIN_LOOP_BEATS, BeatGrid
@@ -33,6 +38,7 @@ from stemdeck.core.mixer.params import MAX_RATE, MIN_RATE
 
 __all__ = [
     "VERBS",
+    "Led",
     "TransportControl",
     "pressed",
 ]
@@ -59,6 +65,24 @@ VERBS = (
 
 def _no_grid() -> BeatGrid:
     raise ParameterError("no beat grid yet for the track")
+
+
+#: What a sync leader does with a start or stop (the argument), or None to leave it
+#: to the engine.
+LeadPlaying = Callable[[bool], Callable[[], None] | None]
+#: What a sync leader does with a rate a surface sets (the address and the rate):
+#: its action, None to leave it to the engine, or ParameterError when the leader
+#: holds the rate.
+LeadRate = Callable[[str, float], Callable[[], None] | None]
+
+
+@dataclass(frozen=True)
+class Led:
+    """A transport change a sync leader acts on instead of the engine: ``run`` once
+    the surface's whole group (an OSC bundle) is applied, so a refused group moves
+    no session."""
+
+    run: Callable[[], None]
 
 
 class TransportState(Protocol):
@@ -97,8 +121,14 @@ class TransportControl:
         The ``/quantize`` mode (``Quantizer.mode``); default ``"off"``.
     lead : callable, optional
         Offered a surface's start (True) or stop (False) first: a sync leader that
-        takes it (a Link session, ``daemon/link.py``) returns True and no engine
-        command is made (the leader's follower plays or pauses). Default: none takes it.
+        takes it (a Link session, ``daemon/link.py``) returns its action, made a
+        :class:`Led` instead of an engine command (the leader's follower then plays
+        or pauses). Default: none takes it.
+    lead_rate : callable, optional
+        Offered a rate a surface sets (``/transport/rate``, ``/transport/bpm``,
+        REAPER's tempo, a MIDI rate fader), with the address: a leader that takes it
+        (Link: the session's tempo) returns its action, one that holds the rate
+        raises ParameterError. Default: the engine's.
     """
 
     def __init__(
@@ -107,12 +137,14 @@ class TransportControl:
         *,
         grid: Callable[[], BeatGrid] = _no_grid,
         quantize: Callable[[], str] = lambda: "off",
-        lead: Callable[[bool], bool] = lambda playing: False,
+        lead: LeadPlaying = lambda playing: None,
+        lead_rate: LeadRate = lambda address, rate: None,
     ) -> None:
         self.engine = engine
         self._grid = grid
         self._quantize = quantize
         self._lead = lead
+        self._lead_rate = lead_rate
 
     def position(self) -> float:
         """Play head position in seconds (of the track's time)."""
@@ -143,9 +175,16 @@ class TransportControl:
             return [0.0, 0.0]
         return [engine.seconds(loop[0]), engine.seconds(loop[1])]
 
-    def command(self, verb: str, args: Sequence[Any] = ()) -> Command | None:
-        """The command for one verb (``play``, ``seek``, ``loop/off``...), or ``None``
-        for a button's release.
+    def rate(self, address: str, rate: float) -> Rate | Led:
+        """The change of the vinyl rate to ``rate`` (checked by the caller), or the
+        sync leader's action for it; ParameterError when the leader holds the rate."""
+        run = self._lead_rate(address, rate)
+        return Rate(rate) if run is None else Led(run)
+
+    def command(self, verb: str, args: Sequence[Any] = ()) -> Command | Led | None:
+        """The command for one verb (``play``, ``seek``, ``loop/off``...), the sync
+        leader's :class:`Led` action for a start, a stop or a rate it takes, or
+        ``None`` for a button's release.
 
         ``toggle`` pauses a rolling transport (one that is not already fading
         out) and plays otherwise. The verbs without a value (``play``, ``pause``,
@@ -156,15 +195,16 @@ class TransportControl:
         Raises
         ------
         ParameterError
-            Unknown verb, wrong argument count or type, NaN, negative times.
+            Unknown verb, wrong argument count or type, NaN, negative times; a rate
+            the sync leader holds.
         """
         if verb in ("play", "pause", "stop", "toggle", "loop/off"):
             if args and not pressed(f"/transport/{verb}", args):
                 return None
             if verb != "loop/off":
                 starts = verb == "play" or (verb == "toggle" and not self.engine.rolling)
-                if self._lead(starts):
-                    return None
+                if (run := self._lead(starts)) is not None:
+                    return Led(run)
             if verb == "play":
                 return Play()
             if verb == "pause":
@@ -182,7 +222,7 @@ class TransportControl:
                 raise ParameterError(
                     f"/transport/rate must be within {MIN_RATE:g}..{MAX_RATE:g}, got {rate:g}"
                 )
-            return Rate(rate)
+            return self.rate("/transport/rate", rate)
         if verb == "keylock":
             if len(args) != 1 or args[0] not in (0, 1) or isinstance(args[0], float):
                 raise ParameterError(f"/transport/keylock takes 0 or 1, got {list(args)!r}")

@@ -295,6 +295,19 @@ def run(seconds: float, tempo_to: float) -> dict[str, Any]:
         )
         # Before the start: stemdeck waited, silent, for the session.
         out["clicks_before_start"] = sum(1 for t, _ in found if t + offset < phase0)
+        # 5. stemdeck sets the session's tempo: /transport/bpm, then /transport/rate.
+        for address, value, bpm in (
+            ("/transport/bpm", 132.0, 132.0),
+            ("/transport/rate", 1.0, 120.0),
+        ):
+            reply = ask(address, value)
+            tempo = poll(
+                lambda: peer.captureAppSessionState().tempo(),
+                lambda t, bpm=bpm: abs(t - bpm) < 0.01,
+                f"the peer's tempo at {bpm:g}",
+                10,
+            )
+            out[f"set {address}"] = [reply, tempo, ask("/sync/tempo")]
     finally:
         if rec is not None:
             rec.close()

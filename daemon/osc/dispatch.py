@@ -38,6 +38,7 @@ from stemdeck.core.mixer.commands import Command
 
 from ..host import Host
 from ..quantize import parse_quantize
+from ..transport import Led
 from .ardour import Ardour, ardour_feedback
 from .args import no_args, number, own_port, scene_name, string
 from .cues import CueHandlers, cue_state
@@ -101,6 +102,14 @@ class Plan:
     commands: list[Command] = field(default_factory=list)  # transport commands
     # Run once the group is posted: the reply now, or None when it comes later.
     after: list[tuple[str, Callable[[], Reply | None]]] = field(default_factory=list)
+
+    def transport(self, address: str, command: Command | Led | None) -> None:
+        """A transport verb's outcome: an engine command joins the group's, a sync
+        leader's action runs once the group is applied, a release does nothing."""
+        if isinstance(command, Led):
+            self.after.append((address, command.run))
+        elif command is not None:
+            self.commands.append(command)
 
 
 @dataclass
@@ -440,8 +449,8 @@ class OscControl:
             verb in ("loop", "loop/region", "rate", "keylock", "pitch") and not args
         ):
             group.plan.replies.append((address, transport.value(verb)))
-        elif (command := transport.command(verb, args)) is not None:
-            group.plan.commands.append(command)
+        else:
+            group.plan.transport(address, transport.command(verb, args))
 
     def _sync_source(self, address: str, args: list[Any], group: Group) -> None:
         """``/sync/source``: the leader (a query answers it); a change is echoed."""

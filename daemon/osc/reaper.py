@@ -37,7 +37,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from stemdeck.core.errors import ParameterError
-from stemdeck.core.mixer.commands import Command, Pause, Play, Rate, Seek
+from stemdeck.core.mixer.commands import Command, Pause, Play, Seek
 from stemdeck.core.mixer.params import MAX_RATE, MIN_RATE
 
 from ..host import Host
@@ -220,7 +220,8 @@ class Reaper:
             raise ParameterError(f"{address} takes a tempo above 0 BPM, got {bpm:g}")
         grid = group.grid or self.host.beats.require().grid
         was = self._staged(group)
-        group.plan.commands.append(Rate(tempo_rate(address, bpm * was.playrate, grid.bpm)))
+        rate = tempo_rate(address, bpm * was.playrate, grid.bpm)
+        group.plan.transport(address, self.host.transport.rate(address, rate))
         if was.time is not None and not was.rolling:
             self._seek(group, self.track_seconds(was.time[0], bpm, group))
         self._stage(group, replace(was, tempo=bpm))
@@ -239,7 +240,7 @@ class Reaper:
             raise ParameterError(
                 f"{address} must be within {MIN_RATE:g}..{MAX_RATE:g}, got {playrate:g}"
             )
-        group.plan.commands.append(Rate(rate))
+        group.plan.transport(address, self.host.transport.rate(address, rate))
         last = was.time
         if was.rolling and last is not None:
             # REAPER's clock runs at the new rate from now: predict from here.

@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from stemdeck.core.errors import ParameterError
-from stemdeck.core.mixer.commands import Rate
 from stemdeck.core.mixer.params import MAX_RATE, MIN_RATE
 
 from ..host import Host
@@ -67,4 +66,5 @@ class TempoHandlers:
             group.plan.replies.append((address, [grid.bpm * rate]))
             return
         bpm = number(address, args)
-        group.plan.commands.append(Rate(tempo_rate(address, bpm, grid.bpm)))
+        rate = tempo_rate(address, bpm, grid.bpm)
+        group.plan.transport(address, self.host.transport.rate(address, rate))

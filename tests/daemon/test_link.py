@@ -11,7 +11,9 @@ import math
 import sys
 import time
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -36,8 +38,9 @@ from stemdeck.daemon.link import (
     raw_offset_us,
 )
 from stemdeck.daemon.osc import OscControl
+from stemdeck.daemon.serve import Daemon
 from stemdeck.daemon.sync import SyncControl
-from stemdeck.daemon.transport import TransportControl
+from stemdeck.daemon.transport import Led, TransportControl
 from stemdeck.daemon.web import namespace
 from stemdeck.daemon.web.server import WebApp
 
@@ -403,30 +406,146 @@ def test_serve_sync_link_without_the_extra_says_which_extra(
     assert f"stemdeck: error: {MISSING}\n" in err, err
 
 
-# -- stemdeck's own play and stop while Link leads ----------------------------------------
+# -- stemdeck's own play, stop and tempo while Link leads -----------------------------------
 def test_a_surfaces_play_and_stop_go_to_the_leader_that_takes_them() -> None:
     """With a leader that takes them (Link), play, pause, stop and toggle make no
-    engine command and offer the leader a start or a stop; a release, loop/off and a
-    leader that declines leave today's commands."""
+    engine command but the leader's action (run later: nothing is offered until
+    then); a release, loop/off and a leader that declines leave today's commands."""
     host = FakeHost()
     offered: list[bool] = []
     takes = True
 
-    def lead(playing: bool) -> bool:
-        offered.append(playing)
-        return takes
+    def lead(playing: bool) -> Callable[[], None] | None:
+        return partial(offered.append, playing) if takes else None
 
     transport = TransportControl(host.engine, lead=lead)
     rolling = host.engine.rolling
-    assert [transport.command(v) for v in ("play", "pause", "stop", "toggle")] == [None] * 4
+    led = [transport.command(v) for v in ("play", "pause", "stop", "toggle")]
+    assert [type(c) for c in led] == [Led] * 4 and offered == []
+    for c in led:
+        assert isinstance(c, Led)
+        c.run()
     want = [True, False, False, not rolling]  # toggle: a stop while rolling
     assert offered == want
     assert transport.command("play", [0]) is None and offered == want  # a release
     assert transport.command("loop/off") == Loop(0.0, 0.0)
     assert offered == want
     takes = False
-    assert transport.command("play") == Play() and offered[-1] is True
-    assert transport.command("stop") == Stop() and offered[-1] is False
+    assert transport.command("play") == Play()
+    assert transport.command("stop") == Stop()
+    assert offered == want
+
+
+UNKNOWN_9 = "unknown channel '9' in /ch/9/mute; channels are 1..4 or drums, bass, vocals, other"
+
+
+def _led_host() -> tuple[FakeHost, OscControl, list[tuple[str, Any]]]:
+    """A host whose leader takes starts, stops and rates (as Link's does), each
+    action recorded when it runs."""
+    host = FakeHost()
+    host.give_grid(BeatGrid(120.0, 0.5, 4))
+    ran: list[tuple[str, Any]] = []
+    host.transport = TransportControl(
+        host.engine,
+        grid=lambda: host.beats.require().grid,
+        lead=lambda playing: partial(ran.append, ("playing", playing)),
+        lead_rate=lambda address, rate: partial(ran.append, (address, rate)),
+    )
+    return host, OscControl(host), ran
+
+
+def test_a_leaders_action_runs_once_its_bundle_is_applied_and_never_for_a_refused_one() -> None:
+    host, control, ran = _led_host()
+    before = host.engine_state()
+    bad = ("/ch/9/mute", [1])
+    for message in (("/transport/play", []), ("/transport/bpm", [132.0])):
+        assert control.handle([message, bad], SENDER) == [("/error", [UNKNOWN_9])]
+    assert ran == [] and host.engine_state() == before
+    assert control.handle([("/transport/play", []), ("/ch/1/mute", [1])], SENDER) == []
+    assert control.handle([("/transport/bpm", [132.0])], SENDER) == []
+    assert control.handle([("/transport/rate", [0.75])], SENDER) == []
+    assert ran == [("playing", True), ("/transport/bpm", 132.0 / 120.0), ("/transport/rate", 0.75)]
+    host.block()
+    assert host.engine.rate == 1.0  # the leader's: no Rate reached the engine
+    assert host.registry.get("/ch/1/mute") == 1
+    # Out of range is the rate's own error, before the leader sees it.
+    assert control.handle([("/transport/rate", [3.0])], SENDER) == [
+        ("/error", ["/transport/rate must be within 0.5..2, got 3"])
+    ]
+    assert len(ran) == 3
+
+
+def test_a_leader_that_holds_the_rate_refuses_it_in_one_error() -> None:
+    host = FakeHost()
+    host.give_grid(BeatGrid(120.0, 0.5, 4))
+    said = "the tempo follows the JACK transport; set it there, or /sync/source off first"
+
+    def hold(address: str, rate: float) -> None:
+        raise ParameterError(f"{address}: {said}")
+
+    host.transport = TransportControl(
+        host.engine, grid=lambda: host.beats.require().grid, lead_rate=hold
+    )
+    control = OscControl(host)
+    before = host.engine_state()
+    for address, value in (("/transport/rate", 1.2), ("/transport/bpm", 130.0)):
+        assert control.handle([(address, [value]), ("/ch/1/mute", [1])], SENDER) == [
+            ("/error", [f"{address}: {said}"])
+        ]
+    assert host.engine_state() == before and host.registry.get("/ch/1/mute") == 0
+
+
+@dataclass
+class _Grid:
+    """The daemon's ``beats``: the grid in force (``TrackBeats.grid``)."""
+
+    now: BeatGrid | None = None
+
+    def grid(self) -> BeatGrid | None:
+        return self.now
+
+
+@pytest.mark.parametrize(
+    ("source", "said"),
+    [
+        (
+            "jack",
+            "/transport/rate: the tempo follows the JACK transport; set it there, "
+            "or /sync/source off first",
+        ),
+        (
+            "midi",
+            "/transport/rate: the tempo follows the MIDI clock; set it there, "
+            "or /sync/source off first",
+        ),
+    ],
+)
+def test_the_daemon_refuses_a_rate_under_jack_and_midi(source: str, said: str) -> None:
+    sync = SyncControl(jack=True, midi=True)
+    sync.set_source(source)
+    daemon = types.SimpleNamespace(sync=sync, link_session=None, beats=_Grid())
+    with pytest.raises(ParameterError) as caught:
+        Daemon._lead_rate(daemon, "/transport/rate", 1.2)  # type: ignore[arg-type]
+    assert str(caught.value) == said
+
+
+def test_the_daemon_gives_a_rate_to_the_link_session_as_its_tempo() -> None:
+    """Under Link with a grid, a rate is the session's tempo (grid BPM times it);
+    without a grid, or under no leader, the rate is the engine's."""
+    sync = SyncControl(open_link=lambda: None)
+    sync.set_source("link")
+    asked: list[float] = []
+    session = types.SimpleNamespace(request_tempo=asked.append)
+    beats = _Grid()
+    daemon = types.SimpleNamespace(sync=sync, link_session=session, beats=beats)
+    assert Daemon._lead_rate(daemon, "/transport/rate", 1.1) is None  # type: ignore[arg-type]
+    beats.now = BeatGrid(120.0, 0.5, 4)
+    run = Daemon._lead_rate(daemon, "/transport/rate", 1.1)  # type: ignore[arg-type]
+    assert run is not None and asked == []  # nothing until the group is applied
+    run()
+    assert asked == [120.0 * 1.1]
+    sync.set_source("off")
+    assert Daemon._lead_rate(daemon, "/transport/rate", 1.1) is None  # type: ignore[arg-type]
 
 
 def test_request_playing_starts_and_stops_the_session() -> None:

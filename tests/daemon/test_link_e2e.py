@@ -26,6 +26,9 @@ SCRIPT = Path(__file__).resolve().parents[1] / "link_session.py"
 #: The target: stemdeck's beats within 2 ms of the peer's (issue #24).
 MAX_MS = 2.0
 TEMPO_TO = 126.0
+#: The fewest clicks measured in a part (of about ten): the clicks from a quarter second
+#: before to a second after an xrun are not measured, and a busy machine has a few.
+MEASURED = 4
 
 
 def _namespace_refused() -> str | None:
@@ -76,7 +79,7 @@ def test_the_peers_find_each_other(session: dict[str, Any]) -> None:
 
 def test_beats_and_bars_follow_the_peer(session: dict[str, Any]) -> None:
     assert session["clicks_before_start"] == 0  # the session had not started: silence
-    _placed(session["at_120"], 7)
+    _placed(session["at_120"], MEASURED)
     ((tempo, (bpm,)), (phase, (ms,))) = session["sync_120"]
     assert (tempo, bpm) == ("/sync/tempo", 120.0)
     assert phase == "/sync/phase" and abs(ms) <= MAX_MS, ms
@@ -95,11 +98,26 @@ def test_a_tempo_change_of_the_peer_sets_the_rate(session: dict[str, Any]) -> No
     (((address, (rate,)),)) = session["rate_after"]
     assert address == "/transport/rate"
     assert abs(rate - said / 120.0) <= 1e-3 * said / 120.0, rate
-    _placed(session["at_new"], 8)
+    _placed(session["at_new"], MEASURED)
     ((address, (line,)),) = session["status_after"]
     shown = re.search(r" \| sync link 126\.00 BPM ([+-]\d+\.\d) ms 1 peer \| ", line)
     assert address == "/status" and shown is not None, line
     assert abs(float(shown[1])) <= MAX_MS, line
+
+
+def test_stemdecks_tempo_is_the_sessions(session: dict[str, Any]) -> None:
+    """``/transport/bpm`` and ``/transport/rate`` while Link leads set the session's
+    tempo (the grid's 120 BPM times the rate), which the peer takes; nothing else
+    answers them."""
+    for address, bpm in (("/transport/bpm", 132.0), ("/transport/rate", 120.0)):
+        reply, tempo, sync_tempo = session[f"set {address}"]
+        said = 60e6 / round(60e6 / bpm)  # whole µs a beat
+        assert reply == [] and tempo == said, (reply, tempo)
+        # stemdeck's own reading: the tempo it committed, or the session's as the
+        # peers carry it (whole µs a beat) once its timeline comes back from them.
+        ((address, (value,)),) = sync_tempo
+        assert address == "/sync/tempo", sync_tempo
+        assert value in (float(np.float32(bpm)), float(np.float32(said))), value
 
 
 def test_the_peers_stop_and_start_stop_and_start_stemdeck(session: dict[str, Any]) -> None:
@@ -110,4 +128,4 @@ def test_the_peers_stop_and_start_stop_and_start_stemdeck(session: dict[str, Any
     # 126 BPM), then on the beats.
     first = session["first_click_after_restart_ms"]
     assert first is not None and 0.0 < first <= 4 * 60000.0 / TEMPO_TO + MAX_MS, first
-    _placed(session["after_restart"], 6)
+    _placed(session["after_restart"], MEASURED)

@@ -10,7 +10,7 @@ from jack_helpers import Counting
 from osc_host import FakeHost
 
 from stemdeck.core.errors import ParameterError
-from stemdeck.core.mixer.commands import Play, SetTrack, Track
+from stemdeck.core.mixer.commands import Play, Rate, SetTrack, Track
 from stemdeck.core.mixer.engine import Mixer
 from stemdeck.daemon.audio.jack import port_names
 from stemdeck.daemon.osc import OscControl
@@ -66,6 +66,22 @@ def test_start_from_a_located_frame_lands_the_marker_on_its_frame(rig) -> None:
     assert np.abs(out[-BLOCK:]).max() == 0.0
     start = MARKER - 1000 - 17  # not a block boundary
     frames, out = run(engine, follower, True, start, 40)
+    assert marker_at(frames, out) == MARKER
+
+
+def test_a_rate_set_before_is_rate_one_when_the_transport_leads(rig) -> None:
+    """The transport's frames are the track's at rate 1: a rate left from before
+    (set while another leader or none led) goes back to 1 on the first block, or
+    the marker would drift off its frame."""
+    engine, _, follower = rig
+    engine.post(Rate(1.25))
+    engine.process(np.zeros((BLOCK, 2), np.float32))
+    engine.posted.clear()
+    start = MARKER - 2000
+    frames, out = run(engine, follower, True, start, 60)
+    assert engine.posted[0] == Rate(1.0)
+    assert [type(c).__name__ for c in engine.posted] == ["Rate", "Batch", "Seek"]
+    assert engine.rate == 1.0
     assert marker_at(frames, out) == MARKER
 
 

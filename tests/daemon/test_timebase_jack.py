@@ -172,6 +172,10 @@ def test_clicks_sound_on_the_sessions_beats_through_a_tempo_change_and_a_locate(
         said = re.search(r" \| sync jack 126\.00 BPM ([+-]\d+\.\d) ms(?: \||$)", line)
         assert address == "/status" and said is not None, line
         assert abs(float(said[1])) <= 1.0, line
+        # The rate is the session's: a surface's is refused, naming the leader.
+        held = "the tempo follows the JACK transport; set it there, or /sync/source off first"
+        assert client.ask("/transport/rate", 1.2) == [("/error", [f"/transport/rate: {held}"])]
+        assert client.ask("/transport/bpm", 130.0) == [("/error", [f"/transport/bpm: {held}"])]
         # The master slows to 100 BPM half a second from now: the rate follows, the
         # clicks stay on the beats.
         change = master.frame() + SR // 2
