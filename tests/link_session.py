@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +200,10 @@ def commit(peer: Any, change: Any) -> int:
     return int(now)
 
 
+def _near(bpm: float, tempo: float) -> bool:
+    return abs(tempo - bpm) < 0.01
+
+
 def run(seconds: float, tempo_to: float) -> dict[str, Any]:
     import link
 
@@ -303,7 +308,7 @@ def run(seconds: float, tempo_to: float) -> dict[str, Any]:
             reply = ask(address, value)
             tempo = poll(
                 lambda: peer.captureAppSessionState().tempo(),
-                lambda t, bpm=bpm: abs(t - bpm) < 0.01,
+                partial(_near, bpm),
                 f"the peer's tempo at {bpm:g}",
                 10,
             )
