@@ -7,7 +7,7 @@ fakes it with the real registry, mixer and transport and no devices.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from stemdeck.core.control.registry import Registry
 from stemdeck.core.mixer.commands import Command
@@ -79,8 +79,8 @@ class Host(Protocol):
         """The status line (``daemon/status.py``)."""
         ...
 
-    def midi_learn(self, address: str) -> None:
-        """Bind the next moved MIDI control to ``address``."""
+    def midi_learn(self, address: str, args: Sequence[Any] = ()) -> None:
+        """Bind the next moved MIDI control to ``address`` (an action with ``args``)."""
         ...
 
     def track_info(self) -> tuple[str, str, float]:

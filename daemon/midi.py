@@ -24,17 +24,13 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import mido
 
-from stemdeck.core.control.midimap import (
-    MidiMap,
-    MidiMapper,
-    binding_toml,
-    load_midi_map,
-    track_target,
-)
+from stemdeck.core.control.bindings import binding_toml, learn_binding
+from stemdeck.core.control.midimap import MidiMap, MidiMapper, load_midi_map, track_target
 from stemdeck.core.errors import ParameterError, PresetError, StemdeckError
 
 from .config import config_dir
@@ -337,13 +333,16 @@ class MidiControl:
             run()
 
     # -- learn -----------------------------------------------------------------------------
-    def learn(self, address: str) -> None:
-        """Bind the next control moved to ``address`` and save it in the user's map."""
-        self.host.registry.resolve(address)  # a bad address is an error now, not later
-        if address.split("/")[1] in ("transport", "scene"):
-            raise ParameterError("MIDI learn binds channel and master controls")
+    def learn(self, address: str, args: Sequence[Any] = ()) -> None:
+        """Bind the next control moved to ``address`` (with ``args``: a loop's or a
+        jump's beats, a scene's name) and save it in the user's map. A bad address
+        or argument is an error now, not when the control moves."""
+        if address.startswith(("/ch/", "/master/", "/fx/")):
+            self.host.registry.resolve(address)  # a channel this track has
+        learn_binding(address, args, "cc", 0, 0)  # a map's checks, for any control
         with self._lock:
             self.mapper.learning = address
+            self.mapper.learning_args = tuple(args)
         log.info("MIDI learn: move a control for %s", address)
 
     def _save_learned(self) -> None:

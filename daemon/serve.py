@@ -235,11 +235,11 @@ class Daemon:
         if missing:
             raise ParameterError(scene_missing(name, missing))
 
-    def midi_learn(self, address: str) -> None:
-        """OSC /midi/learn: bind the next moved control to ``address``."""
+    def midi_learn(self, address: str, args: Sequence[Any] = ()) -> None:
+        """OSC /midi/learn: bind the next moved control to ``address`` (with ``args``)."""
         if self.midi is None:
             raise ParameterError("no MIDI input: start with --midi PORT or --midi-virtual NAME")
-        self.midi.learn(address)
+        self.midi.learn(address, args)
 
     def status(self) -> str:
         return format_status(self.status_values())

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -116,8 +117,8 @@ class FakeHost:
     def status(self) -> str:
         return "status line"
 
-    def midi_learn(self, address: str) -> None:
-        self.calls.append(("learn", address))
+    def midi_learn(self, address: str, args: Sequence[Any] = ()) -> None:
+        self.calls.append(("learn", (address, *args) if args else address))
 
     def track_info(self) -> tuple[str, str, float]:
         return "song", "ready", 1.0

@@ -550,8 +550,14 @@ class OscControl:
         self._later(group, address, partial(self.host.recall_scene, name, fade), list(args))
 
     def _midi_learn(self, address: str, args: list[Any], group: Group) -> None:
-        target = string(address, args)
-        self._later(group, address, partial(self.host.midi_learn, target), [target])
+        """``/midi/learn s [args...]``: the target, then an action's arguments (a loop's
+        or a jump's beats, a scene's name); echoed once the learn is armed."""
+        if not args or not isinstance(args[0], str):
+            raise ParameterError(
+                f"{address} takes an address, then an action's arguments, got {args!r}"
+            )
+        target, extra = args[0], tuple(args[1:])
+        self._later(group, address, partial(self.host.midi_learn, target, extra), list(args))
 
     def _unsubscribe(self, address: str, args: list[Any], group: Group) -> None:
         sender = group.sender

@@ -14,7 +14,8 @@ import mido
 import pytest
 from osc_host import BLOCK, PROBE_GRID, FakeHost, probe_host, render
 
-from stemdeck.core.control.midimap import Binding, MidiMapper, load_midi_map, parse_midi_map
+from stemdeck.core.control.bindings import Binding
+from stemdeck.core.control.midimap import MidiMapper, load_midi_map, parse_midi_map
 from stemdeck.core.errors import PresetError
 from stemdeck.daemon.midi import MidiControl
 

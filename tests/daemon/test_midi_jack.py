@@ -224,6 +224,41 @@ def test_midi_learn_binds_and_saves(rig) -> None:
     daemon.client.send("/ch/4/pan", 0.0)
 
 
+def test_midi_learn_binds_a_rate_fader_and_a_loop_pad(rig) -> None:
+    """Learn takes transport values and actions with their arguments: a pad moved
+    while the rate is learned is passed over, the fader after it is bound (soft
+    takeover at the centre, then +8 % at the top); a pad learned for a 4-beat loop
+    with its beats. Both are saved as a map file holds them."""
+    import mido
+
+    daemon, to_daemon, _, _, root = rig
+    assert daemon.client.ask("/midi/learn", "/transport/rate") == [
+        ("/midi/learn", ["/transport/rate"])
+    ]
+    to_daemon.send(mido.Message("note_on", channel=5, note=90, velocity=100))  # a pad
+    to_daemon.send(mido.Message("control_change", channel=5, control=98, value=64))
+    settle()
+    to_daemon.send(mido.Message("control_change", channel=5, control=98, value=127))
+    settle()
+    assert daemon.client.query("/transport/rate") == pytest.approx(1.08, abs=1e-6)
+    assert daemon.client.ask("/midi/learn", "/transport/loop/beats", 4) == [
+        ("/midi/learn", ["/transport/loop/beats", 4])
+    ]
+    to_daemon.send(mido.Message("note_on", channel=5, note=91, velocity=100))
+    settle()
+    saved = (root / "config" / "midi" / "generic.toml").read_text()
+    assert (
+        '[[binding]]\ncc = 98\nchannel = 6\ntarget = "/transport/rate"\nmode = "absolute"\n'
+        "led = false\nrange = 0.08\n" in saved
+    ), saved
+    assert (
+        '[[binding]]\nnote = 91\nchannel = 6\ntarget = "/transport/loop/beats"\n'
+        'mode = "trigger"\nargs = [4]\nled = false\n' in saved
+    ), saved
+    assert "note = 90" not in saved
+    daemon.client.send("/transport/rate", 1.0)
+
+
 def test_bad_learn_target_is_an_error(rig) -> None:
     daemon, *_ = rig
     (channels,) = [args for a, args in daemon.client.ask("/channels") if a == "/channels"]

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from registry_helpers import commit, set_value
 
+from stemdeck.core.control.bindings import Binding, binding_toml, learn_binding
 from stemdeck.core.control.midimap import (
     LONG_PRESS_S,
     MidiMap,
@@ -14,7 +15,7 @@ from stemdeck.core.control.midimap import (
     track_target,
 )
 from stemdeck.core.control.registry import Registry, Transaction
-from stemdeck.core.errors import PresetError
+from stemdeck.core.errors import ParameterError, PresetError
 from stemdeck.core.separation.presets import list_presets
 
 SHIPPED = {"generic", "nanokontrol2", "midimix", "launchcontrol-xl", "x-touch-mini"}
@@ -169,6 +170,132 @@ def test_learn_binds_the_next_control() -> None:
     assert m.handle("cc", 2, 44, 10, 0.0) == [("learned", "/ch/3/fader", [])]
     assert m.learned is not None and (m.learned.channel, m.learned.number) == (2, 44)
     assert m.handle("cc", 2, 44, 95, 0.0)  # now bound (and picked up near unity)
+
+
+def _learned(target: str, args: tuple = (), *moves: tuple[str, int, int]) -> list[object]:
+    """What MIDI learn answers to each of ``moves`` (kind, channel, number) while it
+    learns ``target``; the binding made last is ``m.learned``."""
+    m, _ = mapper(FADER)
+    m.learning, m.learning_args = target, args
+    out: list[object] = [m.handle(kind, ch, n, 100, 0.0) for kind, ch, n in moves]
+    return [*out, m.learned, m.learning]
+
+
+@pytest.mark.parametrize(
+    ("target", "args", "kind", "toml"),
+    [
+        # a rate fader: a pad does not bind it, the next fader does (the default range)
+        (
+            "/transport/rate",
+            (),
+            "cc",
+            'cc = 20\nchannel = 3\ntarget = "/transport/rate"\n'
+            'mode = "absolute"\nled = false\nrange = 0.08',
+        ),
+        (
+            "/transport/pitch",
+            (),
+            "cc",
+            'cc = 20\nchannel = 3\ntarget = "/transport/pitch"\nmode = "absolute"\nled = false',
+        ),
+        (
+            "/transport/keylock",
+            (),
+            "note",
+            'note = 20\nchannel = 3\ntarget = "/transport/keylock"\nmode = "toggle"\nled = true',
+        ),
+        (
+            "/transport/play",
+            (),
+            "note",
+            'note = 20\nchannel = 3\ntarget = "/transport/play"\nmode = "trigger"\nled = false',
+        ),
+        (
+            "/transport/loop/beats",
+            (4,),
+            "note",
+            "note = 20\nchannel = 3\ntarget = "
+            '"/transport/loop/beats"\nmode = "trigger"\nargs = [4]\nled = false',
+        ),
+        (
+            "/transport/roll",
+            (0.25,),
+            "note",
+            "note = 20\nchannel = 3\ntarget = "
+            '"/transport/roll"\nmode = "momentary"\nargs = [0.25]\nled = false',
+        ),
+        (
+            "/cue/3/jump",
+            (),
+            "cc",
+            'cc = 20\nchannel = 3\ntarget = "/cue/3/jump"\nmode = "trigger"\nled = false',
+        ),
+        (
+            "/scene/recall",
+            ("drop",),
+            "note",
+            "note = 20\nchannel = 3\ntarget = "
+            '"/scene/recall"\nmode = "trigger"\nargs = ["drop"]\nled = false',
+        ),
+        (
+            "/ch/2/mute",
+            (),
+            "note",
+            'note = 20\nchannel = 3\ntarget = "/ch/2/mute"\nmode = "toggle"\nled = true',
+        ),
+    ],
+)
+def test_learn_binds_a_transport_value_an_action_or_a_scene_as_a_map_would(
+    target: str, args: tuple, kind: str, toml: str
+) -> None:
+    """The binding learned is the one a map file with the saved entry loads, and a
+    control that cannot drive the target (a pad for a fader) is passed over."""
+    if kind == "cc":
+        moves = (
+            [("note_on", 2, 9), ("cc", 2, 20)]
+            if target.startswith("/transport/")
+            else [("cc", 2, 20)]
+        )
+    else:
+        moves = [("note_on", 2, 20)]
+    *answers, learned, learning = _learned(target, args, *moves)
+    assert answers[-1] == [("learned", target, [])]
+    assert answers[:-1] == [[]] * (len(moves) - 1)
+    assert learning is None
+    assert isinstance(learned, Binding)
+    saved = binding_toml(learned)
+    assert saved == f"[[binding]]\n{toml}\n"
+    (loaded,) = parse_midi_map(saved, "saved.toml").bindings
+    assert loaded == learned
+
+
+@pytest.mark.parametrize(
+    ("target", "args", "error"),
+    [
+        (
+            "/transport/beatjump",
+            (),
+            "/transport/beatjump needs args = [non-zero beats] within -1024..1024, got []",
+        ),
+        ("/transport/nope", (), "unknown action '/transport/nope'"),
+        ("/scene/recall", (), '/scene/recall needs args = ["scene name"]'),
+        ("/transport/rate", (1,), "/transport/rate takes no args"),
+        (
+            "/transport/loop/beats",
+            (b"4",),
+            "/transport/loop/beats: an argument must be a number or a name, got b'4'",
+        ),
+        (
+            "/transport/loop/beats",
+            (float("nan"),),
+            "/transport/loop/beats: an argument must be a number or a name, got nan",
+        ),
+    ],
+)
+def test_learn_refuses_what_no_map_may_hold(target: str, args: tuple, error: str) -> None:
+    with pytest.raises(ParameterError) as caught:
+        learn_binding(target, args, "cc", 0, 0)
+    assert str(caught.value) == error
 
 
 def test_led_state() -> None:

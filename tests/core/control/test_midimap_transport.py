@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from stemdeck.core.control.bindings import binding_toml
 from stemdeck.core.control.midimap import (
     PENDING_S,
     MidiMapper,
-    binding_toml,
     load_midi_map,
     parse_midi_map,
 )
