@@ -43,8 +43,11 @@ from jack_helpers import env_for, start_jack
 SR = 48000
 PERIOD = 256
 TRACK_BPM = 120.0
-#: The grid's first downbeat (s): the first click, loud.
-DOWNBEAT = 0.0
+#: The grid's first downbeat (s): the first click, loud, after a beat of silence as a
+#: track's lead-in (stemdeck's start after a quantized wait plays from the first
+#: block whose position is in the track: a downbeat on the track's first sample
+#: would lose up to a block of itself, docs/sync.md).
+DOWNBEAT = 0.5
 TRACK_S = 90
 QUANTUM = 4.0
 #: A click, and where its peak is (samples); bars' first clicks at LOUD, others at SOFT.
@@ -56,9 +59,9 @@ LOUD, SOFT = 1.0, 0.5
 def write_track(path: Path) -> None:
     y = np.zeros((TRACK_S * SR, 2), np.float32)
     period = 60.0 / TRACK_BPM
-    for k in range(int(TRACK_S / period) - 1):
-        at = round(k * period * SR)
-        loud = round((k * period - DOWNBEAT) / period) % 4 == 0
+    for k in range(int((TRACK_S - DOWNBEAT) / period) - 1):
+        at = round((DOWNBEAT + k * period) * SR)
+        loud = k % 4 == 0
         y[at : at + 480] += ((LOUD if loud else SOFT) * CLICK)[:, None].astype(np.float32)
     sf.write(path, y, SR, subtype="FLOAT")
 
@@ -295,8 +298,14 @@ def run(seconds: float, tempo_to: float) -> dict[str, Any]:
         quiet = (link_times > stop + 30e3) & (link_times < restarted)
         out["stopped_peak"] = float(np.abs(audio[quiet]).max()) if quiet.any() else -1.0
         out["clicks_while_stopped"] = sum(1 for t, _ in found if stop < t + offset < restarted)
-        out["first_click_after_restart_ms"] = next(
+        out["first_click_after_restart_ms"] = first = next(
             ((t + offset - restarted) / 1000.0 for t, _ in found if t + offset > restarted), None
+        )
+        # An xrun between the restart and that click can have swallowed bar 1's click.
+        out["xruns_before_first_click"] = (
+            sum(1 for x in xr if restarted < x + offset <= restarted + first * 1000.0)
+            if first is not None
+            else len(xr)
         )
         # Before the start: stemdeck waited, silent, for the session.
         out["clicks_before_start"] = sum(1 for t, _ in found if t + offset < phase0)

@@ -103,7 +103,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, P
     stems = tone_stems()
     write_stem_file(library / "tones.stem.mp4", stems.sum(axis=0), stems, SR, codec="alac")
     # For the track picker: a plain file to separate, and a stem file of other channels.
-    sf.write(library / "second.wav", tone_mix(1.0, sr=SR, seed=5).T, SR, subtype="FLOAT")
+    # 20 s: two chunks, so its separation is under way for a moment the page can show
+    sf.write(library / "second.wav", tone_mix(20.0, sr=SR, seed=5).T, SR, subtype="FLOAT")
     duo = tone_stems(1.0)[:2]
     write_stem_file(
         library / "duo.stem.mp4",
@@ -1372,27 +1373,43 @@ def test_track_picked_separates_then_its_strips_show(served: tuple[Daemon, Path]
         options = Select(d.find_element(By.ID, "track-list")).options
         assert [o.text for o in options] == ["duo.stem.mp4", "second.wav", "tones.stem.mp4"]
 
+        # Every state the page shows from here on (a separation can be over between two
+        # polls of a busy test): the track's name, the progress shown, its text, the
+        # strips dimmed.
+        d.execute_script(
+            """
+            const $ = (id) => document.getElementById(id);
+            window.shown = [];
+            const keep = () => window.shown.push([
+                $("track-name").textContent, !$("progress").hidden,
+                $("progress-text").textContent, $("strips").classList.contains("separating"),
+            ]);
+            new MutationObserver(keep).observe(document.body, {
+                subtree: true, childList: true, characterData: true, attributes: true,
+                attributeFilter: ["class", "hidden"],
+            });
+            """
+        )
         load("second.wav")
+        ready("second", ["drums", "bass", "other", "vocals"])  # the order of every source
 
-        # The page shows the separation under way: the share of the whole separation done
-        # and the stage's own (never "separating 100%" with only the STFT done), strips
-        # dimmed; or, once the stems play as their chunks come, the share of chunks
-        # ready, the strips live.
-        def under_way(d: Chrome) -> bool:
-            text = d.find_element(By.ID, "progress-text").text
-            dimmed = "separating" in attribute(d.find_element(By.ID, "strips"), "class")
+        # The page showed the separation under way: the share of the whole separation
+        # done and the stage's own (never "separating 100%" with only the STFT done),
+        # strips dimmed; or, once the stems play as their chunks come, the share of
+        # chunks ready, the strips live.
+        def under_way(name: str, shown: bool, text: str, dimmed: bool) -> bool:
             separating = re.fullmatch(
                 r"separating \d+% \((starting|(stft|nmf|activations|reconstruct) \d+%)\)", text
             )
             stems = re.fullmatch(r"stems \d+% ready", text)
             return (
-                d.find_element(By.ID, "track-name").text == "second"
-                and d.find_element(By.ID, "progress").is_displayed()
+                name == "second"
+                and shown
                 and ((separating is not None and dimmed) or (stems is not None and not dimmed))
             )
 
-        wait_for(d, under_way, "no separation progress shown")
-        ready("second", ["drums", "bass", "other", "vocals"])  # the order of every source
+        states = d.execute_script("return window.shown")
+        assert any(under_way(*state) for state in states), states
 
         load("duo.stem.mp4")
         ready("duo", ["other", "vocals"], list(DUO_NAMES))  # roles, labelled Keys, Voice
