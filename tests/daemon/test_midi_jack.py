@@ -236,9 +236,10 @@ def test_midi_learn_binds_a_rate_fader_and_a_loop_pad(rig) -> None:
         ("/midi/learn", ["/transport/rate"])
     ]
     to_daemon.send(mido.Message("note_on", channel=5, note=90, velocity=100))  # a pad
-    to_daemon.send(mido.Message("control_change", channel=5, control=98, value=64))
+    to_daemon.send(mido.Message("control_change", channel=5, control=98, value=64))  # learned
     settle()
-    to_daemon.send(mido.Message("control_change", channel=5, control=98, value=127))
+    for value in (64, 100, 127):  # picked up at the centre, then to the top
+        to_daemon.send(mido.Message("control_change", channel=5, control=98, value=value))
     settle()
     assert daemon.client.query("/transport/rate") == pytest.approx(1.08, abs=1e-6)
     assert daemon.client.ask("/midi/learn", "/transport/loop/beats", 4) == [
