@@ -231,7 +231,9 @@ class BbtFollower(TransportFollower):
             if (want or moved or first) and engine.position != target:
                 parts.append(Seek(min(max(target, 0), track.length) / fps))
             if base != self._rate or first:
-                parts.append(Rate(base))
+                # At once: under the seek's crossfade or the start's fade in, the step
+                # is not heard, and a glide would leave the first beats behind.
+                parts.append(Rate(base, at_once=True))
             if first or want != self._playing:
                 parts.append(self._play if want else self._pause)
             if parts and engine.post(parts[0] if len(parts) == 1 else Batch(tuple(parts))):
@@ -243,7 +245,7 @@ class BbtFollower(TransportFollower):
         ahead = engine.position - target  # the track's frames
         error = ahead / fps / base  # s of the session
         if abs(error) > JUMP_S:
-            if engine.post(Batch((Seek(target / fps), Rate(base)))):
+            if engine.post(Batch((Seek(target / fps), Rate(base, at_once=True)))):
                 self._rate = base
             return None
         # The play head is a whole frame: a frame either way is its rounding, not an error.

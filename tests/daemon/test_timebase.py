@@ -14,7 +14,7 @@ import pytest
 from jack_helpers import Counting
 
 from stemdeck.core.beats.grid import BeatGrid
-from stemdeck.core.mixer.commands import Play, Rate, SetTrack, Track
+from stemdeck.core.mixer.commands import Batch, Play, Rate, SetTrack, Track
 from stemdeck.core.mixer.engine import Mixer
 from stemdeck.daemon.quantize import Quantizer
 from stemdeck.daemon.sync import SyncControl
@@ -162,6 +162,24 @@ def test_a_tempo_change_moves_the_rate_and_keeps_the_beat() -> None:
     # Beat 16 at 100 BPM from where the tempo changed (the session's beat 2 * 126 / 60).
     wanted = 2 * SR + (16 - 2 * 126.0 / 60.0) * 60.0 / 100.0 * SR
     assert abs(onset - wanted) / SR * 1000 <= 1.0, (onset, wanted)
+
+
+def test_a_start_plays_the_first_beat_at_the_sessions_tempo() -> None:
+    """A start at 150 BPM (rate 1.25 from 1.0) sets the rate at once, under the
+    start's fade in: a glide over the mixer's 30 ms would leave the play head 3.75 ms
+    of the track behind, and the click a quarter beat after the start would sound
+    about 2 ms late (the 1 % nudge wins back 1 ms in 0.1 s)."""
+    engine, _, follower = make(clicks=(5,))
+    session = Session(150.0)
+    session.locate(4.75)
+    frames, out = run(engine, follower, session, SR // BLOCK)
+    start = engine.posted[0]
+    assert isinstance(start, Batch)
+    rates = [c for c in start.commands if isinstance(c, Rate)]
+    assert rates == [Rate(150.0 / 120.0, at_once=True)]
+    (onset,) = heard(frames, out)
+    wanted = Session(150.0).frame_of(5.0)
+    assert abs(onset - wanted) / SR * 1000 <= 0.25, (onset - wanted) / SR * 1000
 
 
 def test_a_locate_seeks_once_and_a_steady_lock_posts_little() -> None:

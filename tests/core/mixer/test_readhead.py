@@ -411,6 +411,25 @@ def test_a_rate_change_glides_without_a_click() -> None:
     assert clicked > 1.5
 
 
+def test_a_rate_at_once_steps_from_the_blocks_first_sample() -> None:
+    """``Rate(r, at_once=True)`` (a sync leader's start or locate, under its fade or
+    crossfade) takes the step from the block's first sample: 1.25 × 256 frames in
+    the first block, where the 30 ms glide had moved 256 and a bit."""
+    moved = []
+    for at_once in (True, False):
+        m = Mixer(max_channels=4)
+        m.prepare(SR, 256)
+        m.post(SetTrack(_sine_track(SR, 1000.0, 3.0)))
+        m.post(Play())
+        _play_blocks(m, 2560)
+        start = m.position
+        m.post(Rate(1.25, at_once=at_once))
+        _play_blocks(m, 256)
+        moved.append(m.position - start)
+    assert moved[0] == 320
+    assert moved[1] == 261  # the glide: 256 × (1 + 0.25 × 256 / 1440 / 2), rounded down
+
+
 def test_back_at_rate_one_the_output_is_exact_again() -> None:
     """After a rate excursion the head lands on a whole frame (crossfaded) and
     then plays the track sample for sample, as if the rate had never changed."""
