@@ -200,6 +200,7 @@ class BbtFollower(TransportFollower):
         elif (
             self.slips
             and same
+            and frame != self._expect
             and not first
             and rolling
             and self._playing

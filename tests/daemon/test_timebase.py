@@ -182,6 +182,51 @@ def test_a_start_plays_the_first_beat_at_the_sessions_tempo() -> None:
     assert abs(onset - wanted) / SR * 1000 <= 0.25, (onset - wanted) / SR * 1000
 
 
+def test_a_tempo_step_within_a_block_and_renumbered_beats_are_followed() -> None:
+    """A master changes the tempo on its own frame, half way through one of our
+    blocks (150 to 90 BPM): the clicks from two beats on sound on the session's
+    beats and the follower's beat is the master's again. Then the master renumbers
+    its beats by two with the frame rolling on (a bar offset edited): the next click
+    follows the new numbers. (With the frame where it was expected, the master's
+    beat is read again, never a beat carried on: a slip is a frame off.)"""
+    engine, sync, follower = make(clicks=(9, 30))
+    session = Session(150.0)
+    frames, out = [], []
+
+    def blocks(n: int) -> None:
+        for _ in range(n):
+            follower.block(True, session.frame, BLOCK, session.pos())
+            buf = np.zeros((BLOCK, 2), np.float32)
+            engine.process(buf)
+            frames.append(session.frame + np.arange(BLOCK))
+            out.append(buf)
+            session.advance(BLOCK)
+
+    blocks(2 * SR // BLOCK)  # beat 5 at 2 s
+    follower.block(True, session.frame, BLOCK, session.pos())
+    buf = np.zeros((BLOCK, 2), np.float32)
+    engine.process(buf)
+    frames.append(session.frame + np.arange(BLOCK))
+    out.append(buf)
+    session.advance(BLOCK // 2)
+    session.tempo(90.0)
+    session.advance(BLOCK // 2)
+    blocks(4 * SR // BLOCK)  # past beat 9
+    step_frame = 2 * SR + BLOCK // 2
+    step_beat = 5.0 + (BLOCK // 2) / SR * 150.0 / 60.0
+    (onset,) = heard(np.concatenate(frames), np.concatenate(out))
+    wanted = step_frame + (9 - step_beat) * 60.0 / 90.0 * SR
+    assert abs(onset - wanted) / SR * 1000 <= 1.0, (onset - wanted) / SR * 1000
+    assert abs(follower._beat - session.beat) <= 1 / TPB
+    frames.clear()
+    out.clear()
+    session.beat += 2.0  # beat 30 comes two beats sooner
+    blocks(12 * SR // BLOCK)
+    (onset,) = heard(np.concatenate(frames), np.concatenate(out))
+    assert abs(onset - session.frame_of(30.0)) / SR * 1000 <= 1.0, onset
+    assert sync.jack_phase is not None and abs(sync.jack_phase) <= 0.0005
+
+
 def test_a_locate_seeks_once_and_a_steady_lock_posts_little() -> None:
     engine, _, follower = make()
     session = Session(126.0)
