@@ -29,7 +29,7 @@ from typing import Any
 
 import mido
 
-from stemdeck.core.control.bindings import binding_toml, learn_binding
+from stemdeck.core.control.bindings import binding_toml, check_learn
 from stemdeck.core.control.midimap import MidiMap, MidiMapper, load_midi_map, track_target
 from stemdeck.core.errors import ParameterError, PresetError, StemdeckError
 
@@ -337,9 +337,7 @@ class MidiControl:
         """Bind the next control moved to ``address`` (with ``args``: a loop's or a
         jump's beats, a scene's name) and save it in the user's map. A bad address
         or argument is an error now, not when the control moves."""
-        if address.startswith(("/ch/", "/master/", "/fx/")):
-            self.host.registry.resolve(address)  # a channel this track has
-        learn_binding(address, args, "cc", 0, 0)  # a map's checks, for any control
+        check_learn(address, args, self.host.registry.resolve)
         with self._lock:
             self.mapper.learning = address
             self.mapper.learning_args = tuple(args)

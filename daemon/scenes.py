@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import stat
 import threading
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from stemdeck.core.control.registry import Registry
+from stemdeck.core.control.values import SCENE_NAME
 from stemdeck.core.errors import ParameterError
 from stemdeck.core.mixer.commands import Batch, Command
 from stemdeck.core.mixer.params import fader_to_gain, gain_to_fader
@@ -38,7 +38,6 @@ __all__ = ["SceneStore", "scene_missing"]
 
 log = logging.getLogger(__name__)
 
-SCENE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}\Z")
 MORPH_STEP_S = 0.02  # a morph's step: 50 a second
 _MAX_SCENE_BYTES = 1 << 20
 

@@ -158,7 +158,7 @@ class Daemon:
             grid=lambda: self.beats.require().grid,
             quantize=lambda: self.quantize.mode,
             lead=lambda playing: self._lead_transport(playing),
-            lead_rate=lambda address, rate: self._lead_rate(address, rate),
+            lead_rate=lambda address, rate, grid_bpm: self._lead_rate(address, rate, grid_bpm),
         )
         self.sync = SyncControl(
             jack=opts.audio == "jack", midi=opts.sync_midi is not None, open_link=self._open_link
@@ -331,10 +331,13 @@ class Daemon:
         grid = self.beats.grid()
         return partial(session.request_playing, playing, float(grid.beats_per_bar) if grid else 4.0)
 
-    def _lead_rate(self, address: str, rate: float) -> Callable[[], None] | None:
+    def _lead_rate(
+        self, address: str, rate: float, grid_bpm: float | None
+    ) -> Callable[[], None] | None:
         """A rate a surface sets while a leader leads: under Link the session's tempo
-        (the grid's tempo times the rate: every peer follows, and so does the track);
-        a JACK transport or a MIDI clock holds it (docs/sync.md)."""
+        (the tempo of ``grid_bpm``, the grid as the surface's bundle leaves it, times
+        the rate: every peer follows, and so does the track); a JACK transport or a
+        MIDI clock holds it (docs/sync.md)."""
         source = self.sync.source
         if source in LEADS_THE_RATE:
             raise ParameterError(
@@ -342,10 +345,9 @@ class Daemon:
                 "or /sync/source off first"
             )
         session = self.link_session
-        grid = self.beats.grid()
-        if source != "link" or session is None or grid is None:
+        if source != "link" or session is None or grid_bpm is None:
             return None  # Link without a grid does not lock the track: the rate is ours
-        return partial(session.request_tempo, grid.bpm * rate)
+        return partial(session.request_tempo, grid_bpm * rate)
 
     def _open_link(self) -> None:
         """Open the Link session (``--sync link``, ``/sync/source link``) the first

@@ -36,7 +36,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +44,8 @@ from ..beats.grid import MAX_BEATJUMP, MAX_LOOP_BEATS, MIN_LOOP_BEATS
 from ..beats.store import MAX_CUES
 from ..errors import ParameterError, PresetError
 from ..mixer.params import MIN_RATE
+from .pattern import is_pattern
+from .values import MAX_SCENE_FADE_S, SCENE_NAME
 
 __all__ = [
     "ACTIONS",
@@ -54,6 +56,7 @@ __all__ = [
     "TRANSPORT_VALUES",
     "Binding",
     "binding_toml",
+    "check_learn",
     "learn_binding",
     "map_error",
     "parse_binding",
@@ -121,6 +124,15 @@ class Binding:
         )
 
 
+def check_learn(target: str, args: Sequence[Any], resolve: Callable[[str], object]) -> None:
+    """Raise ParameterError now for a MIDI learn of ``target`` with ``args`` that no
+    control could complete: a target or arguments no map may hold, or a channel the
+    track lacks (``resolve``, the registry's, raises for it)."""
+    learn_binding(target, args, "cc", 0, 0)
+    if target.startswith(("/ch/", "/master/", "/fx/")):
+        resolve(target)
+
+
 def map_error(source: str, where: str, reason: str) -> PresetError:
     """A map's error: the file, the entry and the reason."""
     return PresetError(f"{source}: {where}: {reason}")
@@ -184,8 +196,10 @@ def parse_binding(entry: Any, source: str, where: str) -> Binding:
         mode = "momentary" if target == "/transport/roll" else "trigger"
     if not is_action and not is_value and not target.startswith(("/ch/", "/master/", "/fx/")):
         raise map_error(source, where, f"unknown target {target!r}")
-    if target.startswith("/scene/") and not entry.get("args"):
-        raise map_error(source, where, f'{target} needs args = ["scene name"]')
+    if target.startswith("/scene/"):
+        why = _scene_error(target, entry.get("args"))
+        if why:
+            raise map_error(source, where, why)
     lsb = entry.get("lsb")
     if mode == "absolute14":
         if kind != "cc" or not isinstance(lsb, int) or not 0 <= lsb <= 127 or lsb == number:
@@ -197,7 +211,7 @@ def parse_binding(entry: Any, source: str, where: str) -> Binding:
         why = _beats_error(target, args)
         if why:
             raise map_error(source, where, why)
-    if is_value and args:
+    if args and (is_value or (target not in _IN_BEATS and not target.startswith("/scene/"))):
         raise map_error(source, where, f"{target} takes no args")
     why = _value_error(target, mode, entry)
     if why:
@@ -233,6 +247,8 @@ def learn_binding(
     (with its LED), fires an action (a roll while held) or toggles keylock (lit
     while on). Raises ParameterError for a target or arguments no map may hold.
     """
+    if is_pattern(target):
+        raise ParameterError(f"{target}: MIDI learn binds one control, not a pattern")
     entry: dict[str, Any] = {kind: number, "channel": channel + 1, "target": target}
     if target in _FADER_VALUES:
         if kind != "cc":
@@ -284,6 +300,27 @@ def _beats_error(target: str, args: list[Any]) -> str:
     return ""
 
 
+def _scene_error(target: str, args: Any) -> str:
+    """Why ``args`` are not what ``target`` (``/scene/recall``: a name and an optional
+    fade in seconds; ``/scene/save``: a name) takes ("" when they are)."""
+    fades = target == "/scene/recall"
+    shape = '["scene name", fade s]' if fades else '["scene name"]'
+    if not isinstance(args, list) or not 1 <= len(args) <= (2 if fades else 1):
+        return f"{target} needs args = {shape}"
+    name = args[0]
+    if not isinstance(name, str) or not SCENE_NAME.match(name) or ".." in name:
+        return f"{target}: scene name {name!r}: use letters, digits, space, _ . -"
+    if len(args) == 2:
+        fade = args[1]
+        if (
+            isinstance(fade, bool)
+            or not isinstance(fade, int | float)
+            or not 0 <= fade <= MAX_SCENE_FADE_S
+        ):
+            return f"{target}: fade must be 0..{MAX_SCENE_FADE_S:g} s, got {fade!r}"
+    return ""
+
+
 def _value_error(target: str, mode: str, entry: dict[str, Any]) -> str:
     """Why a binding's ``range``, ``invert`` or ``fine`` is wrong ("" when they are right)."""
     if "range" in entry:
@@ -326,7 +363,7 @@ def binding_toml(b: Binding) -> str:
         "[[binding]]",
         f"{b.kind} = {b.number}",
         f"channel = {b.channel + 1}",
-        f'target = "{b.target}"',
+        f"target = {_toml_value(b.target)}",
         f'mode = "{b.mode}"',
     ]
     if b.args:  # a scene's name is a string, a loop's beats a number
@@ -346,5 +383,6 @@ def binding_toml(b: Binding) -> str:
 def _toml_value(value: Any) -> str:
     """A string or a number of a binding's ``args`` as TOML writes it."""
     if isinstance(value, str):
-        return json.dumps(value)  # a TOML basic string: JSON's escapes are TOML's
+        # a TOML basic string: JSON's escapes are TOML's, but not its surrogate pairs
+        return json.dumps(value, ensure_ascii=False)
     return repr(value)

@@ -198,17 +198,16 @@ class MidiMapper:
                 channel,
                 number,
             )
-            if learned is None:  # a pad for a fader: wait for a fader
-                return []
-            self.learned = learned
-            self.learning = None
-            self.learning_args = ()
-            self.map.bindings = [
-                b
-                for b in self.map.bindings
-                if not (b.kind == learned.kind and b.channel == channel and b.number == number)
-            ] + [learned]
-            return [("learned", learned.target, [])]
+            if learned is not None:  # else a pad moved for a fader: it does its own job
+                self.learned = learned
+                self.learning = None
+                self.learning_args = ()
+                self.map.bindings = [
+                    b
+                    for b in self.map.bindings
+                    if not (b.kind == learned.kind and b.channel == channel and b.number == number)
+                ] + [learned]
+                return [("learned", learned.target, [])]
         out: list[tuple[str, str, list[Any]]] = []
         if kind == "cc":
             for b in self.map.find("cc", channel, number):

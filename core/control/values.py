@@ -22,6 +22,7 @@ Every check raises :class:`~stemdeck.core.errors.ParameterError` quoting the bad
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TypedDict
@@ -51,6 +52,8 @@ from ..mixer.params import (
 )
 
 __all__ = [
+    "MAX_SCENE_FADE_S",
+    "SCENE_NAME",
     "ChannelState",
     "EchoSceneState",
     "EchoState",
@@ -71,6 +74,12 @@ __all__ = [
     "strip_updated",
     "strip_value",
 ]
+
+
+#: A scene's name: a file name on every system (letters, digits, space, _ . -).
+SCENE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}\Z")
+#: The longest fade (a morph) a scene recall takes, seconds.
+MAX_SCENE_FADE_S = 600.0
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,10 @@ from functools import partial
 from typing import Any, Literal
 
 from stemdeck.core.beats.grid import BeatGrid
+from stemdeck.core.control.bindings import check_learn
 from stemdeck.core.control.pattern import is_pattern
 from stemdeck.core.control.registry import Transaction
+from stemdeck.core.control.values import MAX_SCENE_FADE_S
 from stemdeck.core.errors import ParameterError, StemdeckError
 from stemdeck.core.mixer.commands import Command
 
@@ -103,11 +105,14 @@ class Plan:
     # Run once the group is posted: the reply now, or None when it comes later.
     after: list[tuple[str, Callable[[], Reply | None]]] = field(default_factory=list)
 
+    led: int = 0  # the sync leader's actions among ``after`` (capped as commands are)
+
     def transport(self, address: str, command: Command | Led | None) -> None:
         """A transport verb's outcome: an engine command joins the group's, a sync
         leader's action runs once the group is applied, a release does nothing."""
         if isinstance(command, Led):
             self.after.append((address, command.run))
+            self.led += 1
         elif command is not None:
             self.commands.append(command)
 
@@ -364,9 +369,10 @@ class OscControl:
                     current = m.address
                     self.handler(m.address)(m.address, list(m.args), group)
                 current = ""
-                if len(plan.commands) > MAX_TRANSPORT_COMMANDS:
+                moves = len(plan.commands) + plan.led  # a leader's actions count too
+                if moves > MAX_TRANSPORT_COMMANDS:
                     raise Refused(
-                        f"{len(plan.commands)} transport commands in one bundle; "
+                        f"{moves} transport commands in one bundle; "
                         f"at most {MAX_TRANSPORT_COMMANDS}"
                     )
                 if budget is not None:
@@ -450,7 +456,8 @@ class OscControl:
         ):
             group.plan.replies.append((address, transport.value(verb)))
         else:
-            group.plan.transport(address, transport.command(verb, args))
+            grid_bpm = group.grid.bpm if group.grid is not None else None
+            group.plan.transport(address, transport.command(verb, args, grid_bpm=grid_bpm))
 
     def _sync_source(self, address: str, args: list[Any], group: Group) -> None:
         """``/sync/source``: the leader (a query answers it); a change is echoed."""
@@ -543,8 +550,8 @@ class OscControl:
         fade = 0.0
         if len(args) == 2:
             fade = number(address, args[1:])
-            if not 0.0 <= fade <= 600.0:
-                raise ParameterError(f"fade must be 0..600 s, got {fade:g}")
+            if not 0.0 <= fade <= MAX_SCENE_FADE_S:
+                raise ParameterError(f"fade must be 0..{MAX_SCENE_FADE_S:g} s, got {fade:g}")
         elif len(args) > 2:
             raise ParameterError("/scene/recall takes a name and an optional fade time")
         self._later(group, address, partial(self.host.recall_scene, name, fade), list(args))
@@ -557,6 +564,7 @@ class OscControl:
                 f"{address} takes an address, then an action's arguments, got {args!r}"
             )
         target, extra = args[0], tuple(args[1:])
+        check_learn(target, extra, self.host.registry.resolve)  # refused whole, as any error
         self._later(group, address, partial(self.host.midi_learn, target, extra), list(args))
 
     def _unsubscribe(self, address: str, args: list[Any], group: Group) -> None:

@@ -67,4 +67,4 @@ class TempoHandlers:
             return
         bpm = number(address, args)
         rate = tempo_rate(address, bpm, grid.bpm)
-        group.plan.transport(address, self.host.transport.rate(address, rate))
+        group.plan.transport(address, self.host.transport.rate(address, rate, grid.bpm))

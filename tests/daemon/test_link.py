@@ -439,17 +439,17 @@ def test_a_surfaces_play_and_stop_go_to_the_leader_that_takes_them() -> None:
 UNKNOWN_9 = "unknown channel '9' in /ch/9/mute; channels are 1..4 or drums, bass, vocals, other"
 
 
-def _led_host() -> tuple[FakeHost, OscControl, list[tuple[str, Any]]]:
+def _led_host() -> tuple[FakeHost, OscControl, list[tuple[Any, ...]]]:
     """A host whose leader takes starts, stops and rates (as Link's does), each
     action recorded when it runs."""
     host = FakeHost()
     host.give_grid(BeatGrid(120.0, 0.5, 4))
-    ran: list[tuple[str, Any]] = []
+    ran: list[tuple[Any, ...]] = []
     host.transport = TransportControl(
         host.engine,
         grid=lambda: host.beats.require().grid,
         lead=lambda playing: partial(ran.append, ("playing", playing)),
-        lead_rate=lambda address, rate: partial(ran.append, (address, rate)),
+        lead_rate=lambda address, rate, bpm: partial(ran.append, (address, rate, bpm)),
     )
     return host, OscControl(host), ran
 
@@ -464,7 +464,11 @@ def test_a_leaders_action_runs_once_its_bundle_is_applied_and_never_for_a_refuse
     assert control.handle([("/transport/play", []), ("/ch/1/mute", [1])], SENDER) == []
     assert control.handle([("/transport/bpm", [132.0])], SENDER) == []
     assert control.handle([("/transport/rate", [0.75])], SENDER) == []
-    assert ran == [("playing", True), ("/transport/bpm", 132.0 / 120.0), ("/transport/rate", 0.75)]
+    assert ran == [
+        ("playing", True),
+        ("/transport/bpm", 132.0 / 120.0, 120.0),
+        ("/transport/rate", 0.75, 120.0),
+    ]
     host.block()
     assert host.engine.rate == 1.0  # the leader's: no Rate reached the engine
     assert host.registry.get("/ch/1/mute") == 1
@@ -473,6 +477,22 @@ def test_a_leaders_action_runs_once_its_bundle_is_applied_and_never_for_a_refuse
         ("/error", ["/transport/rate must be within 0.5..2, got 3"])
     ]
     assert len(ran) == 3
+    # A bundle's grid edit is the grid the rate is of: 120 BPM on a 100 BPM grid.
+    for message in (("/transport/bpm", [120.0]), ("/transport/rate", [1.2])):
+        assert control.handle([("/track/bpm", [100.0]), message], SENDER) == [
+            ("/track/grid", [100.0, 0.5, 4])
+        ]
+        assert ran[-1] == (message[0], 1.2, 100.0), ran
+        assert control.handle([("/track/bpm", [120.0])], SENDER) == [
+            ("/track/grid", [120.0, 0.5, 4])
+        ]
+    # A leader's actions count as transport commands: at most 16 in a bundle.
+    del ran[:]
+    plays: list[tuple[str, list[Any]]] = [("/transport/play", []), ("/transport/stop", [])] * 9
+    assert control.handle(plays, SENDER) == [
+        ("/error", ["18 transport commands in one bundle; at most 16"])
+    ]
+    assert ran == []
 
 
 def test_a_leader_that_holds_the_rate_refuses_it_in_one_error() -> None:
@@ -480,7 +500,7 @@ def test_a_leader_that_holds_the_rate_refuses_it_in_one_error() -> None:
     host.give_grid(BeatGrid(120.0, 0.5, 4))
     said = "the tempo follows the JACK transport; set it there, or /sync/source off first"
 
-    def hold(address: str, rate: float) -> None:
+    def hold(address: str, rate: float, grid_bpm: float | None) -> None:
         raise ParameterError(f"{address}: {said}")
 
     host.transport = TransportControl(
@@ -493,16 +513,6 @@ def test_a_leader_that_holds_the_rate_refuses_it_in_one_error() -> None:
             ("/error", [f"{address}: {said}"])
         ]
     assert host.engine_state() == before and host.registry.get("/ch/1/mute") == 0
-
-
-@dataclass
-class _Grid:
-    """The daemon's ``beats``: the grid in force (``TrackBeats.grid``)."""
-
-    now: BeatGrid | None = None
-
-    def grid(self) -> BeatGrid | None:
-        return self.now
 
 
 @pytest.mark.parametrize(
@@ -523,9 +533,9 @@ class _Grid:
 def test_the_daemon_refuses_a_rate_under_jack_and_midi(source: str, said: str) -> None:
     sync = SyncControl(jack=True, midi=True)
     sync.set_source(source)
-    daemon = types.SimpleNamespace(sync=sync, link_session=None, beats=_Grid())
+    daemon = types.SimpleNamespace(sync=sync, link_session=None)
     with pytest.raises(ParameterError) as caught:
-        Daemon._lead_rate(daemon, "/transport/rate", 1.2)  # type: ignore[arg-type]
+        Daemon._lead_rate(daemon, "/transport/rate", 1.2, 120.0)  # type: ignore[arg-type]
     assert str(caught.value) == said
 
 
@@ -536,16 +546,15 @@ def test_the_daemon_gives_a_rate_to_the_link_session_as_its_tempo() -> None:
     sync.set_source("link")
     asked: list[float] = []
     session = types.SimpleNamespace(request_tempo=asked.append)
-    beats = _Grid()
-    daemon = types.SimpleNamespace(sync=sync, link_session=session, beats=beats)
-    assert Daemon._lead_rate(daemon, "/transport/rate", 1.1) is None  # type: ignore[arg-type]
-    beats.now = BeatGrid(120.0, 0.5, 4)
-    run = Daemon._lead_rate(daemon, "/transport/rate", 1.1)  # type: ignore[arg-type]
+    daemon = types.SimpleNamespace(sync=sync, link_session=session)
+    lead = partial(Daemon._lead_rate, daemon, "/transport/rate")  # type: ignore[arg-type]
+    assert lead(1.1, None) is None
+    run = lead(1.1, 120.0)
     assert run is not None and asked == []  # nothing until the group is applied
     run()
     assert asked == [120.0 * 1.1]
     sync.set_source("off")
-    assert Daemon._lead_rate(daemon, "/transport/rate", 1.1) is None  # type: ignore[arg-type]
+    assert lead(1.1, 120.0) is None
 
 
 def test_request_playing_starts_and_stops_the_session() -> None:

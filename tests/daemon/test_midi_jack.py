@@ -226,7 +226,7 @@ def test_midi_learn_binds_and_saves(rig) -> None:
 
 def test_midi_learn_binds_a_rate_fader_and_a_loop_pad(rig) -> None:
     """Learn takes transport values and actions with their arguments: a pad moved
-    while the rate is learned is passed over, the fader after it is bound (soft
+    while the rate is learned does not bind it, the fader after it is bound (soft
     takeover at the centre, then +8 % at the top); a pad learned for a 4-beat loop
     with its beats. Both are saved as a map file holds them."""
     import mido

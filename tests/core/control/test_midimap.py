@@ -249,7 +249,7 @@ def test_learn_binds_a_transport_value_an_action_or_a_scene_as_a_map_would(
     target: str, args: tuple, kind: str, toml: str
 ) -> None:
     """The binding learned is the one a map file with the saved entry loads, and a
-    control that cannot drive the target (a pad for a fader) is passed over."""
+    control that cannot drive the target (a pad for a fader) binds nothing."""
     if kind == "cc":
         moves = (
             [("note_on", 2, 9), ("cc", 2, 20)]
@@ -269,6 +269,16 @@ def test_learn_binds_a_transport_value_an_action_or_a_scene_as_a_map_would(
     assert loaded == learned
 
 
+def test_a_pad_works_while_a_fader_is_learned() -> None:
+    """Learning the rate waits for a fader; a pad pressed meanwhile does what it is
+    bound to (a pads-only controller is not silenced by a learn it cannot finish)."""
+    m, _ = mapper("[[binding]]\nnote = 9\ntarget = '/transport/toggle'\n")
+    m.learning = "/transport/rate"
+    assert m.handle("note_on", 0, 9, 100, 0.0) == [("action", "/transport/toggle", [])]
+    assert m.learning == "/transport/rate"
+    assert m.handle("cc", 0, 20, 64, 0.0) == [("learned", "/transport/rate", [])]
+
+
 @pytest.mark.parametrize(
     ("target", "args", "error"),
     [
@@ -278,7 +288,26 @@ def test_learn_binds_a_transport_value_an_action_or_a_scene_as_a_map_would(
             "/transport/beatjump needs args = [non-zero beats] within -1024..1024, got []",
         ),
         ("/transport/nope", (), "unknown action '/transport/nope'"),
-        ("/scene/recall", (), '/scene/recall needs args = ["scene name"]'),
+        ("/scene/recall", (), '/scene/recall needs args = ["scene name", fade s]'),
+        ("/scene/recall", ("drop", 1e300), "/scene/recall: fade must be 0..600 s, got 1e+300"),
+        (
+            "/scene/save",
+            ("../x",),
+            "/scene/save: scene name '../x': use letters, digits, space, _ . -",
+        ),
+        (
+            "/scene/recall",
+            ("🎵",),
+            "/scene/recall: scene name '🎵': use letters, digits, space, _ . -",
+        ),
+        ("/transport/play", (1,), "/transport/play takes no args"),
+        ("/cue/3/jump", ("whatever", 5), "/cue/3/jump takes no args"),
+        ("/ch/*/fader", (), "/ch/*/fader: MIDI learn binds one control, not a pattern"),
+        (
+            '/ch/{drums,"}/fader',
+            (),
+            '/ch/{drums,"}/fader: MIDI learn binds one control, not a pattern',
+        ),
         ("/transport/rate", (1,), "/transport/rate takes no args"),
         (
             "/transport/loop/beats",

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from stemdeck.core.control.bindings import binding_toml
+from stemdeck.core.control.bindings import Binding, binding_toml
 from stemdeck.core.control.midimap import (
     PENDING_S,
     MidiMapper,
@@ -309,11 +309,21 @@ def test_a_saved_map_loads_as_it_was() -> None:
     custom = parse_midi_map(
         f"[[binding]]\n{RATE}\nrange = 0.16\ninvert = true\n[[binding]]\ncc = 38\n"
         'target = "/transport/pitch"\nfine = true\n[[binding]]\nnote = 1\n'
-        'target = "/scene/recall"\nargs = ["a \\"quoted\\" scene"]\n',
+        'target = "/scene/recall"\nargs = ["drop 2", 4.5]\n',
         "t.toml",
     )
     text = "\n".join(binding_toml(b) for b in custom.bindings)
     assert parse_midi_map(text, "saved.toml").bindings == custom.bindings
+
+
+def test_a_bindings_toml_is_valid_toml_for_any_text() -> None:
+    """Outside the Basic Multilingual Plane JSON's escapes are surrogate pairs, which
+    TOML refuses: the writer keeps such characters as they are."""
+    import tomllib
+
+    b = Binding(kind="note", channel=0, number=1, target="/ch/é/mute", args=('🎵 "q"\n',))
+    table = tomllib.loads(binding_toml(b))["binding"][0]
+    assert (table["target"], table["args"]) == ("/ch/é/mute", ['🎵 "q"\n'])
 
 
 @pytest.mark.parametrize(

@@ -165,6 +165,38 @@ def test_immediate_bundle_is_all_or_nothing(served, bad: str) -> None:
     assert host.registry.get("/master/mute") == 0
 
 
+@pytest.mark.parametrize(
+    ("learn", "error"),
+    [
+        (("/transport/nope",), "/midi/learn: unknown action '/transport/nope'"),
+        (
+            ("/transport/loop/beats", 1000),
+            "/midi/learn: /transport/loop/beats needs args = [beats] within 0.03125..64, "
+            "got [1000]",
+        ),
+        (("/ch/*/fader",), "/midi/learn: /ch/*/fader: MIDI learn binds one control, not a pattern"),
+        (("/scene/recall",), '/midi/learn: /scene/recall needs args = ["scene name", fade s]'),
+        (
+            ("/ch/9/fader",),
+            "/midi/learn: unknown channel '9' in /ch/9/fader; channels are 1..4 or "
+            "drums, bass, vocals, other",
+        ),
+    ],
+)
+def test_a_learn_no_control_could_complete_refuses_its_bundle(served, learn, error) -> None:
+    """Checked while the bundle is planned, not after it is applied: one error, and
+    neither the mute beside it nor the learn happens."""
+    host, server = served
+    before = snapshot(host)
+    data = encode_bundle([m("/midi/learn", *learn), m("/master/mute", 1)])
+    assert server.datagram(data, SENDER) == [("/error", [error])]
+    assert unchanged(host, before) and host.calls == []
+    assert server.datagram(m("/midi/learn", "/transport/loop/beats", 4), SENDER) == [
+        ("/midi/learn", ["/transport/loop/beats", 4])
+    ]
+    assert host.calls == [("learn", ("/transport/loop/beats", 4))]
+
+
 def test_a_bundle_lands_whole_and_registry_equals_engine(served) -> None:
     host, server = served
     data = encode_bundle(
