@@ -193,21 +193,20 @@ def test_a_tempo_step_within_a_block_and_renumbered_beats_are_followed() -> None
     session = Session(150.0)
     frames, out = [], []
 
+    def one() -> None:  # one block at the session's frame; the session stays there
+        follower.block(True, session.frame, BLOCK, session.pos())
+        buf = np.zeros((BLOCK, 2), np.float32)
+        engine.process(buf)
+        frames.append(session.frame + np.arange(BLOCK))
+        out.append(buf)
+
     def blocks(n: int) -> None:
         for _ in range(n):
-            follower.block(True, session.frame, BLOCK, session.pos())
-            buf = np.zeros((BLOCK, 2), np.float32)
-            engine.process(buf)
-            frames.append(session.frame + np.arange(BLOCK))
-            out.append(buf)
+            one()
             session.advance(BLOCK)
 
     blocks(2 * SR // BLOCK)  # beat 5 at 2 s
-    follower.block(True, session.frame, BLOCK, session.pos())
-    buf = np.zeros((BLOCK, 2), np.float32)
-    engine.process(buf)
-    frames.append(session.frame + np.arange(BLOCK))
-    out.append(buf)
+    one()
     session.advance(BLOCK // 2)
     session.tempo(90.0)
     session.advance(BLOCK // 2)
