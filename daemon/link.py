@@ -280,13 +280,19 @@ class LinkSession:
                 self.errors += 1
                 log.debug("Link: %r", exc)
 
+    def stop(self) -> None:
+        """Stop tending the session (peers, offset, latency): before the audio stream
+        closes, since the latency is read from its JACK ports (libjack aborts the
+        process on a port of a closed client)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
+
     def close(self) -> None:
         """Leave the session (after the audio stream stopped: the follower reads
         the instance in the audio callback) and free the instance now, while the
         interpreter runs: its threads must not outlive it."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=2)
+        self.stop()
         self.follower.session = None
         self.sync.link_peers = None
         self.link.enabled = False

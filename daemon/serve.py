@@ -628,6 +628,8 @@ class Daemon:
             self.feedback.stop()
         if self.server:
             self.server.stop()
+        if self.link_session is not None:
+            self.link_session.stop()  # its thread reads the JACK ports' latency
         if self.audio:
             self.audio.stop()
         if self.midi is not None:

@@ -30,6 +30,7 @@ from stemdeck.core.mixer.engine import Mixer
 from stemdeck.daemon.audio.sinks import NullSink
 from stemdeck.daemon.link import (
     MISSING,
+    REFRESH_S,
     LinkFollower,
     LinkSession,
     bar_origin,
@@ -225,6 +226,59 @@ def test_sync_source_link_and_peers_over_osc_and_oscquery(fake_link: types.Modul
     finally:
         session.close()
     assert host.sync.link_peers is None
+
+
+def test_the_session_reads_no_latency_once_stopped_and_before_the_audio_closes(
+    fake_link: types.ModuleType,
+) -> None:
+    """The session's thread reads the latency of the JACK ports: the daemon stops it
+    before the audio stream closes (libjack aborted the process, SIGABRT, on the
+    ports of the closed client: the Link e2e's daemon once exited -6)."""
+    sync = SyncControl(open_link=lambda: None)
+    order: list[str] = []
+    reads: list[float] = []
+
+    def latency() -> float:
+        reads.append(time.monotonic())
+        return 0.0
+
+    session = LinkSession(sync, LinkFollower(Counting(), sync, lambda: None), latency=latency)
+    poll(lambda: len(reads), lambda n: n >= 1, "the latency read", timeout=10)
+    session.stop()
+    stopped = len(reads)
+    time.sleep(3 * REFRESH_S)
+    assert len(reads) == stopped and not session._thread.is_alive()
+    session.close()
+
+    def step(name: str) -> types.SimpleNamespace:
+        return types.SimpleNamespace(
+            **{v: partial(order.append, f"{name}.{v}") for v in ("stop", "close")}
+        )
+
+    daemon = types.SimpleNamespace(
+        scenes=step("scenes"),
+        advertiser=None,
+        web=None,
+        feedback=None,
+        server=None,
+        audio=step("audio"),
+        midi=None,
+        clock_in=None,
+        link_session=step("link"),
+        clock_out=None,
+        recorder=None,
+        loader=step("loader"),
+        gc=step("gc"),
+    )
+    Daemon.shutdown(daemon)  # type: ignore[arg-type]
+    assert order == [
+        "scenes.stop",
+        "link.stop",
+        "audio.stop",
+        "link.close",
+        "loader.close",
+        "gc.stop",
+    ]
 
 
 # -- the follower --------------------------------------------------------------------------
