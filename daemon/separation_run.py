@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from stemdeck.core.errors import StemdeckError
+from stemdeck.core.separation.blas import one_blas_thread
 from stemdeck.core.separation.cache import SeparationCache
 from stemdeck.core.separation.chunks import CHUNK_SECONDS, Chunk, ChunkedSeparator
 from stemdeck.core.separation.separate import separate
@@ -59,6 +60,8 @@ def run(job: WorkerJob, conn: Connection) -> None:
     if parent == 1 or (parent != job.parent and _parent_of(parent) not in (job.parent, None)):
         os._exit(0)
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    hold = one_blas_thread()  # from this, the main thread, for the process's life (blas.py)
+    hold.__enter__()
     nmf_threads = max(1, (os.cpu_count() or 1) - 1)  # a core for the audio
     try:
         if isinstance(job.audio, SharedAudio):

@@ -43,6 +43,7 @@ import numpy as np
 
 from ..audiofile.samples import validate_audio
 from ..errors import ParameterError
+from .blas import one_blas_thread, with_one_blas_thread
 from .cache import SeparationCache
 from .chunk_writer import ChunkWriter
 from .keys import SeparationSpec
@@ -269,6 +270,7 @@ class ChunkedSeparator:
             self._h_peak = float(self._H_all.max(initial=0.0))
 
     # -- one chunk ---------------------------------------------------------------
+    @with_one_blas_thread
     def chunk(self, i: int) -> Chunk:
         """Separate chunk ``i`` (any order, any thread or process).
 
@@ -392,7 +394,10 @@ class ChunkedSeparator:
             for i in order:
                 yield self.chunk(i)
             return
-        with ThreadPoolExecutor(workers, thread_name_prefix="stemdeck-chunk") as pool:
+        with (
+            one_blas_thread(),
+            ThreadPoolExecutor(workers, thread_name_prefix="stemdeck-chunk") as pool,
+        ):
             pending: deque[Future[Chunk]] = deque()
             todo = iter(order)
             try:

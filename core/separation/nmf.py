@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from ..errors import ParameterError
+from .blas import one_blas_thread
 
 __all__ = ["DEFAULT_THREADS", "NMFResult", "beta_divergence", "nmf", "solve_activations"]
 
@@ -187,7 +187,7 @@ def beta_divergence(
             total += _divergence_block(VT[s:e], WH, beta)
         return total
 
-    with _workers(threads) as pool, threadpool_limits(1):
+    with _workers(threads) as pool, one_blas_thread():
         return float(sum(_run(work, VT.shape[0], pool)))
 
 
@@ -253,7 +253,7 @@ def _update_H(
             Hb[Hb < _FLUSH_H] = 0.0
         return total
 
-    with threadpool_limits(1):
+    with one_blas_thread():
         return float(sum(_run(work, VT.shape[0], pool)))
 
 
@@ -291,7 +291,7 @@ def _update_W(
                 den += Hb.T @ d
         return num, den
 
-    with threadpool_limits(1):
+    with one_blas_thread():
         parts = _run(work, VT.shape[0], pool)
     num = parts[0][0]
     for n, _ in parts[1:]:

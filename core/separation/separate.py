@@ -19,6 +19,7 @@ import numpy as np
 
 from ..audiofile.samples import validate_audio
 from ..errors import CacheError, ParameterError
+from .blas import with_one_blas_thread
 from .cache import SeparationCache
 from .entry import CacheEntry
 from .keys import SeparationSpec
@@ -406,6 +407,7 @@ def store_separation(cache: SeparationCache, key: str, result: Separation) -> Se
     return Separation.from_entry(stored.entry, result.spec)
 
 
+@with_one_blas_thread
 def separate(
     y: np.ndarray,
     sr: int,

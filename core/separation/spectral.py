@@ -10,7 +10,6 @@ separation (:mod:`stemdeck.core.separation.separate`) build on them.
 from __future__ import annotations
 
 import numpy as np
-import scipy.ndimage
 
 from ..errors import ParameterError
 
@@ -114,6 +113,10 @@ def _median(V: np.ndarray, kernel: int, stride: int, *, axis: int) -> np.ndarray
     n = V.shape[axis]
     count = int(taps.sum())
     if n < kernel or count % 2 == 0:  # reflections of reflections; an even median
+        # Imported here: 0.3 s that the separation worker's fork server would spend
+        # before the first worker can start, for a case a track of seconds meets.
+        import scipy.ndimage
+
         footprint = taps[np.newaxis, :] if axis == 1 else taps[:, np.newaxis]
         return scipy.ndimage.median_filter(V, footprint=footprint, mode="reflect")
     half = kernel // 2

@@ -159,8 +159,11 @@ def test_into_cache_makes_the_entry_separate_serves(song: np.ndarray, tmp_path) 
     served = separate(song, 22050, spec=spec, cache=cache)
     assert served.from_cache
     direct = separate(song, 22050, spec=spec)
-    np.testing.assert_array_equal(np.asarray(served.channels), direct.channels)
-    np.testing.assert_array_equal(served.H, direct.H)
+    # Equal to the last bits of float32: OpenBLAS 0.3.31 rounds a product's rows by
+    # the product's shape, and a chunk's products are shorter than the track's.
+    for j in range(4):
+        assert sdr_db(direct.channels[j], np.asarray(served.channels[j])) >= 120.0
+    np.testing.assert_allclose(served.H, direct.H, rtol=1e-5, atol=1e-6 * direct.H.max())
     assert served.names == direct.names and served.groups == direct.groups
 
 
