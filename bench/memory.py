@@ -140,7 +140,9 @@ def serve_once(track: Path, cache: Path) -> dict[str, float]:
                 raise SystemExit(f"the daemon exited ({proc.returncode})")
             client.drain()
             client.send("/track/progress")
-            for addr, args in client.receive(0.3, settle=0.0):
+            # A short wait: a query sent before the daemon listens is lost, and a long
+            # one would count its whole wait (0.3 s here once cost a cached load 0.35 s).
+            for addr, args in client.receive(POLL_S, settle=0.0):
                 if addr != "/track/progress":
                     continue
                 stage, fraction = args[0], float(args[1])

@@ -53,6 +53,10 @@ One load (a background thread per request)::
                            (separation_worker.py) with the key; it separates into
                            the cache under that key and reports ("done", key); the
                            entry is verified and published the same way
+      still decoding       a track longer than the first piece that no entry can
+                           hold starts its worker before the key, on the decode's
+                           own file as it fills (_separate_as_decoded): its stems
+                           play within 2 s whatever its length
 
 The file is never read again once decoded (its identity is read before): a file
 rewritten meanwhile changes neither what plays nor what is separated. A track
@@ -90,6 +94,7 @@ from stemdeck.core.separation.cache import file_identity
 from .loader_base import TrackLoad
 from .loader_cache import CachedChannels
 from .loader_worker import SeparatedChannels
+from .separation_worker import WORKER_NICE, SeparationWorker
 from .track_source import (
     DEMO,
     LoadDone,
@@ -243,7 +248,7 @@ class TrackLoader(CachedChannels, SeparatedChannels):
         if gen is None:
             decode.cancel()
             return
-        load = TrackLoad(decode, identity, gen, name)
+        load = TrackLoad(decode, identity, gen, name, original=track)
         if background:
             threading.Thread(
                 target=self._channels, args=(load,), name="stemdeck-load", daemon=True
@@ -368,6 +373,8 @@ class TrackLoader(CachedChannels, SeparatedChannels):
                 if load.failed or not self.current(gen):
                     return
                 key = load.key  # taken to confirm it (None: not taken yet)
+            if key is None and self._separate_as_decoded(load):
+                return
             y = self._whole(load)
             if y is None:
                 return
@@ -401,6 +408,70 @@ class TrackLoader(CachedChannels, SeparatedChannels):
         finally:
             if not self.current(gen):
                 load.decode.cancel()
+
+    def _separate_as_decoded(self, load: TrackLoad) -> bool:
+        """Start the worker on ``load``'s track while it is still decoded, when no cache
+        entry can be its (none of its shape and rate): it separates the chunk under the
+        play head from the first minute on, into an entry under a provisional name that
+        plays as it fills, and gets the key once the whole track is decoded and hashed.
+        True once that is under way or over (for better or worse, said); False when the
+        track is to go the way of a decoded one (no cache, no longer than the first
+        piece or decoded already, a rate the read head does not take, an entry that
+        may be its)."""
+        decode, gen, name, sr = load.decode, load.gen, load.name, load.decode.sr
+        if (
+            self.cache is None
+            or decode.audio.shape[1] <= FIRST_PIECE_S * sr  # decoded whole before it played
+            or decode.done
+            or not plays_at(sr)
+            or self._maybe_cached(decode.audio, sr)
+        ):
+            return False
+        worker = self._spawn(decode.audio, sr, None, gen, name, key_later=True, decode=decode)
+        if worker is None:
+            return True  # said why, or another track plays
+        # The rest of the decode shares the CPU with the worker as an equal, rather
+        # than taking a core from the chunk under the play head.
+        decode.lower_priority(WORKER_NICE)
+        key = None
+        try:
+            y = self._whole(load)
+            if y is None:  # the decode failed (said) or another track plays
+                self._drop_worker(worker, load)
+                return True
+            if y is not decode.audio:
+                # The file ended before its header's count (its original, shorter,
+                # plays again): the worker's track is not this one. Another worker
+                # separates the frames it held.
+                self._drop_worker(worker, None)
+                restarted = self._spawn(y, sr, None, gen, name, key_later=True)
+                if restarted is None:
+                    return True
+                worker = restarted
+            key = self._key(load)
+        finally:  # the worker waits for it, whatever happened
+            worker.send_key(key)
+        return True
+
+    def _drop_worker(self, worker: SeparationWorker, load: TrackLoad | None) -> None:
+        """End ``worker``, whose track will not be decoded whole, if it is still the
+        playing track's (quietly: the decode's end was said), and remove the entry it
+        was writing; with ``load``, its original plays again (not stems of the part
+        separated so far, while the status says the original plays)."""
+        with self._lock:
+            if self._worker is not worker:
+                return
+            self._worker = None
+        worker.end()
+        if worker.entry is not None and self.cache is not None:
+            self.cache.discard_partial(worker.entry)
+        if load is not None and load.original is not None:
+            self._post_track(
+                lambda: self.current(load.gen),
+                SetTrack(load.original, same_audio=True),
+                self.names,
+                lambda: None,
+            )
 
     # -- the worker ------------------------------------------------------------------------
     def close(self) -> None:

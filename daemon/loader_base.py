@@ -97,6 +97,7 @@ class TrackLoad:
     published: bool = False  # the indexed entry's stems play, not yet confirmed
     confirmed: bool = False  # the indexed key is its audio's
     failed: bool = False  # the decode failed after the original started
+    original: Track | None = None  # as it was posted
 
 
 class LoaderBase:

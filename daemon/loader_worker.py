@@ -9,6 +9,7 @@ import threading
 
 import numpy as np
 
+from stemdeck.core.audiofile.files import MappedDecode
 from stemdeck.core.mixer.params import plays_at
 
 from .loader_base import HEAD_POLL_S, STEMS_STAGE, LoaderBase, Progressive
@@ -31,10 +32,12 @@ class SeparatedChannels(LoaderBase):
         name: str,
         *,
         key_later: bool = False,
-    ) -> None:
+        decode: MappedDecode | None = None,
+    ) -> SeparationWorker | None:
         """Start generation ``gen``'s worker on ``y`` (filed under ``key`` when there is
         a cache; with ``key_later``, under the key :meth:`SeparationWorker.send_key`
-        hands it).
+        hands it; ``decode``: ``y`` is its map, read by the worker as it decodes).
+        The worker, or None when it did not start (said) or ``gen`` no longer plays.
 
         Under the lock, so that a newer track or :meth:`close` ends it and releases
         its audio whenever it comes: writing a 10-minute track into shared memory
@@ -47,7 +50,7 @@ class SeparatedChannels(LoaderBase):
         )
         with self._lock:
             if not self.current(gen):
-                return
+                return None
             try:
                 worker = SeparationWorker.start(
                     self.mp_context,
@@ -58,6 +61,7 @@ class SeparatedChannels(LoaderBase):
                     cache_root=cache_root,
                     position=self._head(sr),
                     key_later=key_later,
+                    decode=decode,
                 )
             except OSError as exc:  # no process or pipe to be had (too many open files)
                 failed = f"separation not started: {exc.strerror or exc}"
@@ -66,7 +70,7 @@ class SeparatedChannels(LoaderBase):
                 self._worker = worker
         if failed:
             self._give_up(gen, failed)
-            return
+            return None
         log.info("%s: playing the original while separating (%s mode)", name, self.spec.mode)
         threading.Thread(
             target=self._watch,
@@ -74,6 +78,7 @@ class SeparatedChannels(LoaderBase):
             name="stemdeck-watch",
             daemon=True,
         ).start()
+        return worker
 
     def _watch(self, worker: SeparationWorker, y: np.ndarray, sr: int, gen: int, name: str) -> None:
         """Generation ``gen``'s worker's reports, until its channels play or it fails.
@@ -91,10 +96,11 @@ class SeparatedChannels(LoaderBase):
                         continue
                     msg = worker.recv()
                 except (EOFError, OSError):
-                    self._give_up(gen, "separation stopped before it finished")
+                    if self._worker is worker:  # not ended for a newer start
+                        self._give_up(gen, "separation stopped before it finished")
                     return
-                if not self.current(gen):
-                    return  # another track plays
+                if not self.current(gen) or self._worker is not worker:
+                    return  # another track plays, or this worker was dropped
                 kind = msg[0]
                 if kind == "progress":
                     with self._lock:
@@ -102,6 +108,8 @@ class SeparatedChannels(LoaderBase):
                             self.progress = (msg[1], float(msg[2]))
                 elif kind == "entry":
                     progressive = self._progressive(str(msg[1]), int(msg[2]), int(msg[3]), y, sr)
+                    worker.entry = str(msg[1])
+                    worker.announced.set()  # opened: it may take its key's name now
                     if progressive is not None:
                         self._post_progressive(progressive, sr, gen, name)
                 elif kind == "chunk":
@@ -136,6 +144,7 @@ class SeparatedChannels(LoaderBase):
         except MemoryError:
             self._give_up(gen, "channels not published: not enough memory")
         finally:
+            worker.announced.set()
             worker.finish()
 
     def _progressive(

@@ -11,6 +11,7 @@ preloaded it (``separation_worker.PRELOAD``).
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import threading
 import time
@@ -24,12 +25,18 @@ import numpy as np
 from stemdeck.core.errors import StemdeckError
 from stemdeck.core.separation.blas import one_blas_thread
 from stemdeck.core.separation.cache import SeparationCache
+from stemdeck.core.separation.chunk_writer import ChunkWriter
 from stemdeck.core.separation.chunks import CHUNK_SECONDS, Chunk, ChunkedSeparator
 from stemdeck.core.separation.separate import separate
 
-from .separation_worker import SharedAudio, WorkerJob
+from .separation_worker import DecodeStopped, DecodingAudio, SharedAudio, WorkerJob
 
-__all__ = ["run", "stream_into_cache"]
+__all__ = ["PROVISIONAL", "KeyLater", "run", "stream_into_cache"]
+
+#: The name an entry is written under until its track's key comes (``new-<hex>``).
+PROVISIONAL = "new-"
+#: How long a worker whose track's decode stopped waits for the daemon to end it.
+STOPPED_WAIT_S = 30.0
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -64,11 +71,15 @@ def run(job: WorkerJob, conn: Connection) -> None:
     hold.__enter__()
     nmf_threads = max(1, (os.cpu_count() or 1) - 1)  # a core for the audio
     try:
+        available = decoding = None
         if isinstance(job.audio, SharedAudio):
             try:
                 _shm, y = job.audio.attach()  # mapped until the process ends
             except FileNotFoundError:
                 os._exit(0)  # released before we mapped it: the daemon ended this request
+        elif isinstance(job.audio, DecodingAudio):
+            y = job.audio.attach()
+            available, decoding = job.audio.available, job.audio.decoding
         else:
             y = job.audio
         cache = SeparationCache(job.cache_root) if job.cache_root else None
@@ -80,39 +91,44 @@ def run(job: WorkerJob, conn: Connection) -> None:
                 last[0] = now
                 conn.send(("progress", stage, fraction))
 
-        keys = [job.key]
-        later = [job.key_later]
-
-        def key() -> str | None:
-            """The entry's key: the job's, or once the daemon has taken it."""
-            pipe = later[0]
-            if pipe is not None:
-                try:
-                    keys[0] = pipe.recv()
-                except (EOFError, OSError):
-                    os._exit(0)  # the daemon ended this request before it sent the key
-                pipe.close()
-                later[0] = None
-            return keys[0]
-
-        if cache is not None and (job.key is not None or job.key_later is not None):
-            if stream_into_cache(y, job, cache, key, conn, threads=nmf_threads):
+        key: str | KeyLater | None = job.key
+        if job.key_later is not None:
+            key = KeyLater(job.key_later)
+        if cache is not None and key is not None:
+            if stream_into_cache(
+                y,
+                job,
+                cache,
+                key,
+                conn,
+                threads=nmf_threads,
+                available=available,
+                decoding=decoding,
+            ):
                 return
+        if available is not None:
+            available(y.shape[1])  # the whole track, for one separation of it
+        entry = key.get() if isinstance(key, KeyLater) else key
         result = separate(
             y,
             job.sr,
             spec=job.spec,
-            cache=cache if key() is not None else None,
-            key=key(),
+            cache=cache if entry is not None else None,
+            key=entry,
             progress=progress,
             nmf_threads=nmf_threads,
         )
         if result.info.get("cache_path"):
-            conn.send(("done", key()))
+            conn.send(("done", entry))
         else:  # no cache (disabled or full disk): hand the audio over
             conn.send(("data", np.asarray(result.channels)))
     except (BrokenPipeError, EOFError, ConnectionError):
         os._exit(0)  # the daemon went away: nobody to tell
+    except DecodeStopped:
+        # The daemon says why (the decode's failure) and ends this worker, or starts
+        # another on the track the file really held: nothing to report.
+        time.sleep(STOPPED_WAIT_S)
+        os._exit(0)
     except StemdeckError as exc:
         _send_quietly(conn, ("error", str(exc)))
     except MemoryError:
@@ -126,22 +142,62 @@ def run(job: WorkerJob, conn: Connection) -> None:
             pass
 
 
+class KeyLater:
+    """The key of an entry, which the daemon sends once it has taken it (after the
+    whole track is decoded and hashed; None: no entry)."""
+
+    def __init__(self, pipe: Connection) -> None:
+        self._pipe: Connection | None = pipe
+        self._key: str | None = None
+
+    def arrived(self) -> bool:
+        """Whether the key is here (taken without waiting)."""
+        pipe = self._pipe
+        if pipe is None:
+            return True
+        try:
+            if not pipe.poll():
+                return False
+        except (EOFError, OSError):
+            os._exit(0)  # the daemon ended this request before it sent the key
+        self.get()
+        return True
+
+    def get(self) -> str | None:
+        """The key, once it comes."""
+        pipe = self._pipe
+        if pipe is not None:
+            try:
+                self._key = pipe.recv()
+            except (EOFError, OSError):
+                os._exit(0)  # the daemon ended this request before it sent the key
+            pipe.close()
+            self._pipe = None
+        return self._key
+
+
 def stream_into_cache(
     y: np.ndarray,
     job: WorkerJob,
     cache: SeparationCache,
-    key: str | Callable[[], str | None],
+    key: str | KeyLater,
     conn: Connection,
     *,
     threads: int | None = None,
     workers: int = 2,
     chunk_seconds: float = CHUNK_SECONDS,
+    available: Callable[[int], None] | None = None,
+    decoding: Callable[[], bool] | None = None,
 ) -> bool:
     """Separate ``y`` chunk by chunk into the cache entry ``key`` and report each
     chunk through ``conn`` as it lands (the module's messages).
 
-    ``key`` may be a callable that waits for it (None: no entry): the chunk under
-    the play head is separated meanwhile, and written once the entry is opened.
+    ``key`` may be a :class:`KeyLater` (the daemon is taking it): the entry is
+    written under a provisional name (:data:`PROVISIONAL`) from the first chunk,
+    and filed under the key once it comes (None: no entry, the provisional one
+    removed). ``available`` (a track still being decoded into ``y``) returns once
+    that many samples are in, and ``decoding()`` says whether it still is
+    (:class:`~.separation_worker.DecodingAudio`).
 
     ``workers`` chunks at a time, each started in play order
     (:meth:`~stemdeck.core.separation.chunks.ChunkPlan.order`) from the play head
@@ -155,57 +211,75 @@ def stream_into_cache(
         there is no key: :func:`separate` then goes its way as before.
     """
     conn.send(("progress", "starting", 0.0))
-    separator = ChunkedSeparator(y, job.sr, job.spec, threads=threads, chunk_seconds=chunk_seconds)
+    separator = ChunkedSeparator(
+        y, job.sr, job.spec, threads=threads, chunk_seconds=chunk_seconds, available=available
+    )
     plan = separator.plan
-    with ThreadPoolExecutor(workers, thread_name_prefix="stemdeck-chunk") as pool:
+    later = key if isinstance(key, KeyLater) else None
+    writer = cache.chunk_writer(
+        f"{PROVISIONAL}{secrets.token_hex(16)}" if later is not None else str(key),
+        separator.names,
+        (int(y.shape[0]), int(y.shape[1])),
+        W=separator.W,
+        frames=plan.frames,
+        meta=separator.entry_meta(),
+    )
+    if writer is None:
+        return False
+    named = later is None
+    with (
+        writer,
+        one_blas_thread(),  # held while chunks come and go: never lifted between two
+        ThreadPoolExecutor(workers, thread_name_prefix="stemdeck-chunk") as pool,
+    ):
         running: dict[Future[Chunk], int] = {}
-        entry_key: str | None
-        if callable(key):  # the key is being taken: the chunk under the play head meanwhile
-            first = plan.order(int(job.position.value) if job.position is not None else 0)[0]
-            running[pool.submit(separator.chunk, first)] = first
-            entry_key = key()
-        else:
-            entry_key = key
-        writer = None
-        if entry_key is not None:
-            writer = cache.chunk_writer(
-                entry_key,
-                separator.names,
-                (int(y.shape[0]), int(y.shape[1])),
-                W=separator.W,
-                frames=plan.frames,
-                meta=separator.entry_meta(),
-            )
-        if writer is None or entry_key is None:
-            for future in running:
-                future.cancel()
-            return False
-        with writer:
-            conn.send(("entry", entry_key, plan.n_chunks, plan.chunk_frames * plan.hop))
-            kept = writer.ready
-            done: set[int] = set()
-            for i in range(plan.n_chunks):
-                start, stop = plan.samples(i)
-                if any(a <= start and stop <= b for a, b in kept):  # left by a killed worker
+        conn.send(("entry", writer.key, plan.n_chunks, plan.chunk_frames * plan.hop))
+        kept = writer.ready
+        done: set[int] = set()
+        landed = False  # a chunk of this run is in
+        for i in range(plan.n_chunks):
+            start, stop = plan.samples(i)
+            if any(a <= start and stop <= b for a, b in kept):  # left by a killed worker
+                done.add(i)
+                conn.send(("chunk", start, stop))
+        while len(done) < plan.n_chunks:
+            if not named and later is not None and later.arrived():
+                if not _file_under(writer, later.get()):
+                    return False
+                named = True
+            head = int(job.position.value) if job.position is not None else 0
+            # While the track is still decoded (a core busy with it), the chunk under
+            # the play head first goes alone: on the other core, not shared with a
+            # second chunk, its stems come in half the time.
+            alone = not landed and decoding is not None and decoding()
+            for i in plan.order(head):
+                if len(running) >= (1 if alone else workers):
+                    break
+                if i not in done and i not in running.values():
+                    running[pool.submit(separator.chunk, i)] = i
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                i = running.pop(future)
+                c = future.result()
+                if i not in done:  # a chunk a killed worker left, separated meanwhile
+                    writer.add_chunk(c.start, c.stop, c.channels, c.frames, c.H)
                     done.add(i)
-                    conn.send(("chunk", start, stop))
-            while len(done) < plan.n_chunks:
-                head = int(job.position.value) if job.position is not None else 0
-                for i in plan.order(head):
-                    if len(running) >= workers:
-                        break
-                    if i not in done and i not in running.values():
-                        running[pool.submit(separator.chunk, i)] = i
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    i = running.pop(future)
-                    c = future.result()
-                    if i not in done:  # a chunk a killed worker left, separated meanwhile
-                        writer.add_chunk(c.start, c.stop, c.channels, c.frames, c.H)
-                        done.add(i)
-                        conn.send(("chunk", c.start, c.stop))
-            writer.finish()
-    conn.send(("done", entry_key))
+                    landed = True
+                    conn.send(("chunk", c.start, c.stop))
+        if not named and later is not None and not _file_under(writer, later.get()):
+            return False
+        writer.finish()
+    conn.send(("done", writer.key))
+    return True
+
+
+def _file_under(writer: ChunkWriter, key: str | None) -> bool:
+    """File a provisional entry under its track's key; False (the entry removed) when
+    the track has none."""
+    if key is None:
+        writer.discard()
+        return False
+    writer.file_under(key)
     return True
 
 

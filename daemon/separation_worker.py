@@ -7,7 +7,11 @@ memory: the daemon writes it into a segment named ``stemdeck-<pid>-<random>``
 and the worker maps it, so neither a second decode nor a copy in the worker's
 heap is needed, and a file rewritten on disk meanwhile changes nothing. Should
 shared memory have no room (a container's small ``/dev/shm``), the samples are
-pickled to the worker instead, with its start.
+pickled to the worker instead, with its start. A track still being decoded
+(``decode``) crosses as the file it is decoded into (:class:`DecodingAudio`: a
+descriptor passed with the worker's start, which maps it) and a shared count of
+the frames in, so the worker starts on the first minute of an hour-long track
+while the rest decodes, with no copy at all.
 
 The segment is released (unlinked) by :meth:`SeparationWorker.release`, which
 the daemon calls once the worker has reported or been ended: on "done", an
@@ -24,9 +28,12 @@ in samples of the track's own rate), so a seek re-prioritises within a chunk's
 time without restarting anything (a restarted stream would first re-verify
 every chunk written so far). Chunks a killed worker left in the entry are kept.
 When no entry of the track's shape and rate is in the cache, the daemon starts
-the worker before it has hashed the track: the worker starts on the chunk under
-the play head and takes the key from a second pipe (:meth:`SeparationWorker.send_key`)
-before it opens the entry.
+the worker before it has decoded and hashed the track: the worker writes its
+chunks into an entry under a provisional name (``new-<random>``), which the
+daemon plays as it fills, and takes the key from a second pipe
+(:meth:`SeparationWorker.send_key`, sent once the daemon has opened that entry):
+the partial entry then takes the key's name, so that a worker killed from then
+on is resumed, and the entry is sealed under the key.
 
 Messages, worker to daemon, over a one-way pipe::
 
@@ -42,13 +49,16 @@ Messages, worker to daemon, over a one-way pipe::
 from __future__ import annotations
 
 import logging
+import mmap
 import multiprocessing as mp
 import multiprocessing.forkserver
 import os
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from multiprocessing import reduction
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from multiprocessing.shared_memory import SharedMemory
@@ -56,12 +66,16 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from stemdeck.core.audiofile.files import MappedDecode
 from stemdeck.core.separation.keys import SeparationSpec
 
 from .realtime import children_on_every_cpu
 
 __all__ = [
     "SHARED_PREFIX",
+    "WORKER_NICE",
+    "DecodeStopped",
+    "DecodingAudio",
     "ProcessContext",
     "SeparationWorker",
     "SharedAudio",
@@ -101,17 +115,80 @@ class SharedAudio:
         return shm, y
 
 
+class DecodeStopped(Exception):
+    """The track a worker reads as it is decoded will not be decoded whole (its
+    decode failed, was cancelled, or the file ended early): the daemon ends it."""
+
+
+#: The worker's niceness: the audio thread and the daemon's own work come first.
+WORKER_NICE = 10
+#: How often :meth:`SeparationWorker.send_key` looks whether its worker still lives.
+ANNOUNCE_POLL_S = 0.1
+#: How often a worker reading a track being decoded looks at the frames in.
+DECODE_POLL_S = 0.005
+
+
+@dataclass(frozen=True)
+class DecodingAudio:
+    """A track being decoded (:meth:`~stemdeck.core.audiofile.files.MappedDecode.share`):
+    the descriptor of the file it is decoded into, float32 ``shape`` planar as the
+    map, and the shared count of frames in (-1: it stops short).
+
+    Pickled with the worker's start, the descriptor goes as a descriptor
+    (``multiprocessing.reduction.DupFd``, as a pipe's does); a forked worker has it."""
+
+    fd: int
+    shape: tuple[int, int]
+    decoded: Any  # RawValue("q")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_decoding, (reduction.DupFd(self.fd), self.shape, self.decoded))
+
+    def attach(self) -> np.ndarray:
+        """Map the file (read-only; the descriptor is closed, the map keeps the file)."""
+        size = 4 * self.shape[0] * self.shape[1]
+        try:
+            mapping = mmap.mmap(self.fd, size, prot=mmap.PROT_READ)
+        finally:
+            os.close(self.fd)
+        return np.ndarray(self.shape, dtype=np.float32, buffer=mapping)
+
+    def decoding(self) -> bool:
+        """Whether frames are still to come (False too once the decode stopped)."""
+        return 0 <= int(self.decoded.value) < self.shape[1]
+
+    def available(self, frames: int) -> None:
+        """Return once the first ``frames`` frames are in.
+
+        Raises
+        ------
+        DecodeStopped
+            The decode stopped before them.
+        """
+        while True:
+            at = int(self.decoded.value)
+            if at < 0:
+                raise DecodeStopped("the track's decode stopped")
+            if at >= min(frames, self.shape[1]):
+                return
+            time.sleep(DECODE_POLL_S)
+
+
+def _rebuild_decoding(fd: Any, shape: tuple[int, int], decoded: Any) -> DecodingAudio:
+    return DecodingAudio(fd.detach(), shape, decoded)
+
+
 @dataclass(frozen=True)
 class WorkerJob:
     """Everything a worker needs, pickled to it with its start.
 
-    ``audio`` is the segment holding the samples, or the samples themselves when
-    shared memory had no room; ``key`` and ``cache_root`` come together (the
-    entry is filed under ``key``) or not at all (no cache: the channels come back
-    through the pipe).
+    ``audio`` is the segment holding the samples, the samples themselves when
+    shared memory had no room, or the track as it is decoded; ``key`` and
+    ``cache_root`` come together (the entry is filed under ``key``) or not at all
+    (no cache: the channels come back through the pipe).
     """
 
-    audio: SharedAudio | np.ndarray
+    audio: SharedAudio | np.ndarray | DecodingAudio
     sr: int
     spec: SeparationSpec
     key: str | None
@@ -176,6 +253,11 @@ class SeparationWorker:
         self._shm = shm
         self._key_conn: Connection | None = None
         self._lock = threading.Lock()
+        #: Set once the daemon has taken the worker's "entry" (or its watcher ended):
+        #: :meth:`send_key` waits for it, since the entry takes the key's name then.
+        self.announced = threading.Event()
+        #: The name of the entry it writes, once it said (its "entry" message).
+        self.entry: str | None = None
         #: The play head the worker separates from (samples at the track's rate):
         #: a shared int64 (``.value``) the daemon writes, or None.
         self.position = position
@@ -192,6 +274,7 @@ class SeparationWorker:
         cache_root: str | None,
         position: int = 0,
         key_later: bool = False,
+        decode: MappedDecode | None = None,
     ) -> SeparationWorker:
         """Hand ``y`` (the track at its own rate ``sr``) over and start a worker on it.
 
@@ -199,20 +282,51 @@ class SeparationWorker:
         folder, and "done" carries it; its chunks are separated from the play head
         ``position`` (samples at ``sr``; later ones through :attr:`position`).
         ``key_later`` with ``cache_root`` and no ``key``: the worker starts on the
-        chunk under the play head at once, and files it under the key
-        :meth:`send_key` hands over (the daemon hashes the track meanwhile).
+        chunk under the play head at once, into an entry under a provisional name,
+        and files it under the key :meth:`send_key` hands over (the daemon hashes
+        the track meanwhile). ``decode``: ``y`` is its map, still being decoded; the
+        worker reads it as it comes (:class:`DecodingAudio`; shared memory once the
+        decode has ended).
         """
         shm: SharedMemory | None = None
-        audio: SharedAudio | np.ndarray
+        audio: SharedAudio | np.ndarray | DecodingAudio | None = None
+        decoding = -1
+        if decode is not None:
+            counter = context.RawValue("q", 0)
+            shared = decode.share(counter)
+            if shared is not None:
+                decoding = shared
+                audio = DecodingAudio(shared, (int(y.shape[0]), int(y.shape[1])), counter)
         try:
-            shm = share_audio(y)
-            audio = SharedAudio(shm.name, (int(y.shape[0]), int(y.shape[1])))
-        except OSError as exc:
-            log.info(
-                "no room in shared memory (%s): the track goes to the separation with its start",
-                exc.strerror or exc,
-            )
-            audio = np.ascontiguousarray(y, dtype=np.float32)
+            if audio is None:
+                try:
+                    shm = share_audio(y)
+                    audio = SharedAudio(shm.name, (int(y.shape[0]), int(y.shape[1])))
+                except OSError as exc:
+                    log.info(
+                        "no room in shared memory (%s): the track goes to the separation "
+                        "with its start",
+                        exc.strerror or exc,
+                    )
+                    audio = np.ascontiguousarray(y, dtype=np.float32)
+            return cls._launch(context, audio, shm, sr, spec, key, cache_root, position, key_later)
+        finally:
+            if decoding >= 0:  # the worker has its own (or none: it did not start)
+                os.close(decoding)
+
+    @classmethod
+    def _launch(
+        cls,
+        context: ProcessContext,
+        audio: SharedAudio | np.ndarray | DecodingAudio,
+        shm: SharedMemory | None,
+        sr: int,
+        spec: SeparationSpec,
+        key: str | None,
+        cache_root: str | None,
+        position: int,
+        key_later: bool,
+    ) -> SeparationWorker:
         head = context.RawValue("q", int(position))
         key_in: Connection | None = None
         key_out: Connection | None = None
@@ -246,7 +360,7 @@ class SeparationWorker:
                 key_in.close()
         if process.pid is not None:
             try:  # niced from its first instruction, imports included
-                os.setpriority(os.PRIO_PROCESS, process.pid, 10)
+                os.setpriority(os.PRIO_PROCESS, process.pid, WORKER_NICE)
             except (OSError, AttributeError):
                 pass
         return worker
@@ -258,6 +372,9 @@ class SeparationWorker:
         conn, self._key_conn = self._key_conn, None
         if conn is None:
             return
+        # Not before the daemon opened the entry under its provisional name.
+        while not self.announced.wait(ANNOUNCE_POLL_S) and self.process.is_alive():
+            pass
         try:
             conn.send(key)
         except OSError:
@@ -304,6 +421,9 @@ class SeparationWorker:
 
     def end(self) -> None:
         """Stop the process now (SIGTERM, then SIGKILL) and release the segment."""
+        conn, self._key_conn = self._key_conn, None
+        if conn is not None:
+            conn.close()
         process = self.process
         if process.is_alive():
             process.terminate()

@@ -22,7 +22,6 @@ follows them: ``echo_beats.py``).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from stemdeck.core.beats.analysis import BeatAnalysis, analyze_beats
 from stemdeck.core.beats.grid import BeatGrid, TapTempo
 from stemdeck.core.beats.store import MAX_CUES, BeatRecord, BeatStore, HotCue, track_record
 from stemdeck.core.errors import BeatStoreError, ParameterError
+from stemdeck.core.priority import nice_this_thread
 
 from .realtime import name_os_thread
 
@@ -76,16 +76,6 @@ class TrackGrid:
         grid = self.record.grid
         assert grid is not None  # a published record has an analysis
         return grid.normalized()
-
-
-def _lower_priority(nice: int) -> None:
-    """This thread alone at niceness ``nice`` (at least as nice as it is): on Linux a
-    thread's id names it alone for ``setpriority``. Elsewhere, or refused, as it was."""
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, max(nice, os.getpriority(os.PRIO_PROCESS, tid)))
-    except (OSError, AttributeError):
-        pass
 
 
 class _Superseded(Exception):
@@ -175,7 +165,7 @@ class TrackBeats:
 
     def _run(self, y: np.ndarray, sr: int, gen: int, name: str, token: int, t0: float) -> None:
         name_os_thread()  # stemdeck-beats in top -H and /proc
-        _lower_priority(ANALYSIS_NICE)
+        nice_this_thread(ANALYSIS_NICE)
 
         def analyze() -> BeatAnalysis:
             if not self._latest(token):

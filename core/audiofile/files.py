@@ -27,11 +27,13 @@ import time
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
 
 from ..errors import AudioFileError, ParameterError
+from ..priority import nice_this_thread
 from .decode import read_mp4_audio, read_stem_file
 from .mp4 import MP4_SUFFIXES, is_mp4_path
 from .samples import downmix_to_stereo, resample, validate_audio
@@ -241,6 +243,7 @@ class MappedDecode:
     samples (each block is checked before it is written: no NaN is ever in the
     map), the rest zeros until decoded. :meth:`wait` waits for a number of frames,
     :meth:`result` for the end; both raise what :func:`load_mapped` would.
+    :meth:`share` hands the map's file to another process while it is decoded.
     """
 
     def __init__(self, audio: np.ndarray, sr: int, *, frames: int | None = None) -> None:
@@ -253,6 +256,9 @@ class MappedDecode:
         self._done = frames is None
         self._stop = False
         self._cond = threading.Condition()
+        self._fd = -1  # the file being decoded into, while it is
+        self._nice: int | None = None  # asked by lower_priority, not yet taken
+        self._counters: list[Any] = []  # shared frame counts (share)
 
     @property
     def decoded(self) -> int:
@@ -310,6 +316,25 @@ class MappedDecode:
         with self._cond:
             self._stop = True
 
+    def share(self, counter: Any) -> int | None:
+        """The file being decoded into, for another process to map and read while the
+        rest decodes: a new descriptor of it (the caller closes it), or None once the
+        decode has ended (:meth:`result` then has the track).
+
+        ``counter`` is a shared 64-bit integer (``multiprocessing.RawValue("q")``)
+        this object keeps up to date: the frames in after each block (every one of
+        them checked: the reader waits for the frames it reads), all of them at the
+        end, and -1 when the decode fails, is cancelled, or the file ends before its
+        header's count (the map is then not the track: :meth:`result` is another).
+        """
+        with self._cond:
+            if self._done or self._fd < 0:
+                return None
+            fd = os.dup(self._fd)
+            counter.value = self._decoded
+            self._counters.append(counter)
+            return fd
+
     def _run(self, f: sf.SoundFile, p: Path, fd: int, folder: Path, block: int) -> None:
         final: np.ndarray | None = None
         error: BaseException | None = None
@@ -324,9 +349,13 @@ class MappedDecode:
                 final = _mapped(self.audio[:, :at], folder, block=block)
         except BaseException as exc:
             error = exc
-        finally:
-            os.close(fd)  # before the end is told: nothing of it stays open then
         with self._cond:
+            self._fd = -1
+            os.close(fd)  # before the end is told: nothing of it stays open then
+            whole = error is None and final is self.audio
+            for counter in self._counters:
+                counter.value = self._frames if whole else -1
+            self._counters.clear()
             if error is not None:
                 # The map goes with its last reader (its descriptor with it), not with
                 # this object, which the error's traceback keeps.
@@ -336,12 +365,26 @@ class MappedDecode:
             self._done = True
             self._cond.notify_all()
 
+    def lower_priority(self, nice: int) -> None:
+        """Decode the rest at the niceness ``nice`` (from its next block): once the
+        original plays, the decode is background work beside a separation of the
+        part decoded, which it should not starve. Where threads have no niceness of
+        their own (not Linux), or it is refused, nothing changes."""
+        with self._cond:
+            self._nice = nice
+
     def _landed(self, at: int) -> bool:
-        """``at`` frames are in; False when cancelled."""
+        """``at`` frames are in; False when cancelled. In the decode's thread."""
         with self._cond:
             self._decoded = at
+            for counter in self._counters:
+                counter.value = at
             self._cond.notify_all()
-            return not self._stop
+            nice, self._nice = self._nice, None
+            stop = self._stop
+        if nice is not None:
+            nice_this_thread(nice)
+        return not stop
 
 
 def decode_mapped(
@@ -387,6 +430,7 @@ def decode_mapped(
         os.close(fd)
         raise
     decode = MappedDecode(out, sr, frames=frames)
+    decode._fd = fd  # closed by the decode's thread, at its end
     threading.Thread(
         target=decode._run,
         args=(f, p, fd, Path(folder), block),

@@ -333,6 +333,22 @@ class SeparationCache:
         (:func:`~.partial.open_partial`)."""
         return open_partial(self.root, key)
 
+    def discard_partial(self, key: str) -> None:
+        """Remove the partial entry ``key`` unless a process is writing it (one whose
+        writer was ended, for a track that will not be decoded whole)."""
+        folder = self.root / f"{PARTIAL_PREFIX}{key}"
+        try:
+            fd = os.open(folder / LOCK, os.O_RDWR)
+        except OSError:
+            return
+        try:
+            if try_lock(fd):
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
     def may_hold(self, sr: int, audio_shape: tuple[int, int]) -> bool:
         """Whether an entry, finished or partial, may be the separation of audio of
         ``audio_shape`` ``(channels, samples)`` at ``sr``: False only when none is

@@ -136,6 +136,35 @@ class ChunkWriter:
         except OSError as exc:
             raise self.cache.write_error(exc) from None
 
+    def file_under(self, key: str) -> None:
+        """File the entry under ``key``, its writer having been started under a
+        provisional name before the track's key was known: its folder becomes
+        ``.partial-<key>`` (a writer killed from then on is resumed under the key),
+        unless a folder of that name holds something already (another writer's:
+        this one goes on under its provisional name), and :meth:`finish` seals it
+        under ``key``. A reader's map of the entry stays valid.
+
+        Raises
+        ------
+        CacheError
+            The folder cannot be renamed for another reason than a taken name.
+        """
+        target = self.folder.parent / f"{PARTIAL_PREFIX}{key}"
+        try:
+            os.rename(self.folder, target)  # an empty folder there is replaced
+        except OSError as exc:
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR):
+                raise self.cache.write_error(exc) from None
+        else:
+            self.folder = target
+        self.key = key
+
+    def discard(self) -> None:
+        """Stop writing and remove the partial entry (a provisional one whose track
+        got no key)."""
+        self.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
     def _write_record(self) -> None:
         record = {
             "format": FORMAT_VERSION,

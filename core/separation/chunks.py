@@ -9,9 +9,9 @@ as the whole track:
   frames; the margin covers all three plus the frames the STFT of a slice pads
   with zeros. The only whole-track statistic of the stems model, the mean mel
   magnitude that floors the model spectra, is taken in a bounded first pass (on
-  at most :data:`~.stems.LEVEL_FRAMES` frames spread over the track, every frame of a
-  shorter track); the mask floor is relative to each frame's largest model sum
-  rather than to a block of 1024 frames (whose start depends on the chunk).
+  the frames of the track's first minute, :func:`~.stems.track_level`); the mask
+  floor is relative to each frame's largest model sum rather than to a block of
+  1024 frames (whose start depends on the chunk).
 - components mode: the templates are learned on at most ``fit_frames`` frames
   spread over the track (as :func:`~.separate.factorize` does), computed alone in
   the first pass; each chunk then solves its activations with the templates
@@ -28,13 +28,15 @@ chunked against one chunk spanning the track, and against
 :class:`ChunkedSeparator` prepares a track (the first pass) and separates any
 chunk (:meth:`~ChunkedSeparator.chunk`), or streams them in play order on
 threads (:meth:`~ChunkedSeparator.stream`);
-:func:`iter_chunks` yields ``(start, stop, channels)`` in one call.
+:func:`iter_chunks` yields ``(start, stop, channels)`` in one call. A track still
+being decoded can be separated as it comes (``available``): in stems mode the
+first pass needs the first minute, and each chunk waits for its own samples.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -51,7 +53,7 @@ from .nmf import nmf, solve_activations
 from .separate import component_centroids, reconstruct, reconstruct_spectra
 from .spectral import magnitude
 from .stem_model import StemModel, load_stem_model
-from .stems import estimate_stems, track_level
+from .stems import estimate_stems, level_samples, track_level
 from .stft import n_frames, spread_frames, stft, stft_frames
 
 __all__ = [
@@ -164,6 +166,13 @@ class ChunkedSeparator:
         frames; a chunk as long as the track separates it in one piece.
     threads : int, optional
         Threads of the components mode's template fit (the first pass).
+    available : callable, optional
+        For a track still being decoded into ``y`` (its full length, the samples
+        not decoded yet zeros): ``available(n)`` returns once the first ``n``
+        samples are in, or raises to stop. Each read of ``y`` waits for it, and
+        ``y`` is not checked for NaN here (the decoder checks each block before
+        it lands). Stems mode only: the components mode's first pass reads the
+        whole track, so it waits for all of it.
 
     Attributes
     ----------
@@ -194,8 +203,13 @@ class ChunkedSeparator:
         *,
         chunk_seconds: float = CHUNK_SECONDS,
         threads: int | None = None,
+        available: Callable[[int], None] | None = None,
     ) -> None:
-        y = validate_audio(y, name="track")
+        if available is None:
+            y = validate_audio(y, name="track")
+        elif not (isinstance(y, np.ndarray) and y.dtype == np.float32 and y.ndim == 2):
+            raise ParameterError("a track being decoded is a float32 (channels, samples) array")
+        self._available = available
         if not isinstance(sr, int | np.integer) or sr <= 0:
             raise ParameterError(f"sample rate must be a positive integer, got {sr!r}")
         if not (isinstance(chunk_seconds, int | float) and 0 < chunk_seconds < float("inf")):
@@ -217,11 +231,13 @@ class ChunkedSeparator:
             # frames; the HPSS medians half their span; a slice's STFT pads its
             # first and last n_fft/hop frames with zeros.
             margin = 2 * overlap + model.context + model.hpss_kernel // 2 + 2
+            self._wait(level_samples(y.shape[1], sr=self.sr, n_fft=p.n_fft, hop=p.hop))
             self.level = track_level(model, y, sr=self.sr, n_fft=p.n_fft, hop=p.hop)
             self.W = model.templates_for(self.sr, p.n_fft)
             self.groups = [list(g) for g in model.groups]
         else:
             margin = 2 * overlap
+            self._wait(y.shape[1])
             self._fit(frames, threads)
             self.groups = [[k] for k in range(p.n_components)]
         # Computed in the model's order, stored in the order of every source
@@ -233,6 +249,12 @@ class ChunkedSeparator:
         self.groups = [self.groups[i] for i in order]
         self.plan = ChunkPlan(y.shape[1], p.hop, chunk_frames, margin)
         self.shape = (len(self.names), *y.shape)
+
+    def _wait(self, samples: int) -> None:
+        """Return once the first ``samples`` of the track are in (at once unless it is
+        being decoded)."""
+        if self._available is not None:
+            self._available(samples)
 
     def _fit(self, frames: int, threads: int | None) -> None:
         """Components mode's first pass: templates as :func:`~.separate.factorize` learns them."""
@@ -286,6 +308,7 @@ class ChunkedSeparator:
         first, last = plan.analysed(i)
         s0 = first * p.hop
         s1 = self.y.shape[1] if last == plan.frames else (last - 1) * p.hop
+        self._wait(s1)
         yc = self.y[:, s0:s1]
         X = stft(yc, n_fft=p.n_fft, hop=p.hop)
         own0, own1 = plan.owned(i)

@@ -38,19 +38,25 @@ import scipy.sparse
 from .nmf import solve_activations
 from .spectral import BandExpansion, hpss, magnitude, mel_filterbank
 from .stem_model import StemModel
-from .stft import n_frames, spread_frames, stft_frames
+from .stft import n_frames, spread_frames, stft, stft_frames
 
 __all__ = [
     "LEVEL_FRAMES",
+    "LEVEL_SECONDS",
     "Activations",
     "StemEstimate",
     "estimate_stems",
     "fit_activations",
+    "level_samples",
     "track_level",
 ]
 
 #: Frames at most a track's level is taken on (:func:`track_level`).
 LEVEL_FRAMES = 3000
+#: A track's level is taken on its first this many seconds (:func:`track_level`):
+#: all of a song up to a minute, and what a separation of a longer track being
+#: decoded has at hand within a fraction of a second, whatever its length.
+LEVEL_SECONDS = 60.0
 _FLUSH = np.float32(1e-15)
 _FLUSH_GAIN = np.float32(1e-12)
 
@@ -228,17 +234,34 @@ def estimate_stems(
 def track_level(model: StemModel, y: np.ndarray, *, sr: int, n_fft: int, hop: int) -> float:
     """A track's mean mel magnitude, the ``level`` of :func:`estimate_stems`.
 
-    Taken on at most :data:`LEVEL_FRAMES` frames spread evenly over the track
-    (every frame of a shorter one), computed alone: the cost and the memory
-    are bounded whatever the track's length, and the same whether the track
-    is separated whole or chunk by chunk.
+    Taken on the frames of the track's first :data:`LEVEL_SECONDS` (at most
+    :data:`LEVEL_FRAMES` of them, spread evenly), computed alone: the cost and
+    the memory are bounded whatever the track's length, the same whether the
+    track is separated whole or chunk by chunk, and a separation of a track
+    still being decoded needs only its first minute (:func:`level_samples`).
 
     Parameters
     ----------
     model : StemModel
     y : np.ndarray, shape (channels, samples), float32
     """
-    frames = spread_frames(n_frames(y.shape[-1], n_fft, hop), LEVEL_FRAMES)
-    V = magnitude(stft_frames(y, frames, n_fft=n_fft, hop=hop))
+    count = _level_frames(y.shape[-1], sr=sr, n_fft=n_fft, hop=hop)
+    if count <= LEVEL_FRAMES:  # every frame of the first minute: one STFT of it
+        head = y[..., : level_samples(y.shape[-1], sr=sr, n_fft=n_fft, hop=hop)]
+        V = magnitude(stft(head, n_fft=n_fft, hop=hop)[..., :count])
+    else:
+        V = magnitude(stft_frames(y, spread_frames(count, LEVEL_FRAMES), n_fft=n_fft, hop=hop))
     mel = scipy.sparse.csr_matrix(mel_filterbank(sr, n_fft, model.n_mels, model.fmax))
     return float(np.asarray(mel @ V, dtype=np.float32).mean())
+
+
+def _level_frames(length: int, *, sr: int, n_fft: int, hop: int) -> int:
+    """How many of a track's first frames :func:`track_level` takes."""
+    return min(n_frames(length, n_fft, hop), n_frames(int(LEVEL_SECONDS * sr), n_fft, hop))
+
+
+def level_samples(length: int, *, sr: int, n_fft: int, hop: int) -> int:
+    """How many of a track's first samples (of ``length``) :func:`track_level` reads:
+    a separation of a track being decoded waits for these before it starts."""
+    last = _level_frames(length, sr=sr, n_fft=n_fft, hop=hop) - 1
+    return min(length, last * hop + n_fft // 2)

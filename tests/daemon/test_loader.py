@@ -34,14 +34,14 @@ from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import AudioFileError, ParameterError
 from stemdeck.core.mixer.commands import Batch, Command, SetTrack
 from stemdeck.core.separation import keys as keys_module
-from stemdeck.core.separation.cache import SeparationCache
+from stemdeck.core.separation.cache import SeparationCache, file_identity
 from stemdeck.core.separation.keys import SeparationSpec
 from stemdeck.core.separation.presets import SeparationParams
 from stemdeck.daemon import separation_run
 from stemdeck.daemon import separation_worker as worker_module
 from stemdeck.daemon import track_source as source_module
 from stemdeck.daemon.loader import TrackLoader
-from stemdeck.daemon.separation_worker import SHARED_PREFIX
+from stemdeck.daemon.separation_worker import SHARED_PREFIX, SeparationWorker
 from stemdeck.daemon.track_limits import TrackLimits, mem_available
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # a separation worker process each
@@ -130,9 +130,9 @@ def test_a_file_replaced_after_the_read_is_separated_as_it_plays(
     engine = RecordingEngine()
 
     class Replacing(TrackLoader):
-        def _spawn(self, *args: Any, **kwargs: Any) -> None:
+        def _spawn(self, *args: Any, **kwargs: Any) -> SeparationWorker | None:
             sf.write(path, later.T, SR, subtype="FLOAT")  # the file changes under the load
-            super()._spawn(*args, **kwargs)
+            return super()._spawn(*args, **kwargs)
 
     loader = Replacing(
         engine, Registry(NAMES), NAMES, spec=SPEC, cache=cache, library=[path.parent]
@@ -949,19 +949,23 @@ def test_a_track_superseded_while_it_decodes_stops_decoding(
     assert all(t.track.channels.shape[-1] == 2 * SR for t in rest) and rest != []
 
 
+@pytest.mark.parametrize("mode", ["components", "stems"])
 def test_a_block_damaged_after_the_first_pieces_is_one_clear_problem_and_no_nan_plays(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
     shared_memory_checked: None,
+    mode: str,
 ) -> None:
-    """#22: the original plays from its first pieces, so NaN samples 10 s into a
-    20 s file are found after it plays: said once (the log, the status line's
-    problem), the damaged block never reaches the map the engine reads, and nothing
-    is separated or hashed."""
+    """#22: the original plays from its first pieces, so NaN samples 72 s into an
+    80 s file are found after it plays: said once (the log, the status line's
+    problem), the damaged block never reaches the map the engine reads. The worker
+    started on the decoded part is ended and its entry removed; in stems mode its
+    first chunk's stems played meanwhile, and the original plays again (the status
+    says so). Nothing is hashed or cached."""
 
-    y = tone_mix(20.0, seed=43)
-    y[0, 10 * SR + 5] = np.nan
+    y = tone_mix(80.0, seed=43)
+    y[0, 72 * SR + 5] = np.nan
     path = _library(tmp_path, y)
     with pytest.raises(AudioFileError) as damaged:
         source_module.load(path)
@@ -969,36 +973,115 @@ def test_a_block_damaged_after_the_first_pieces_is_one_clear_problem_and_no_nan_
 
     _decode_by_seconds(monkeypatch)
     real_landed = files_module.MappedDecode._landed
+    # Stems mode: the chunk under the play head plays its stems once the first minute
+    # (the level) is in, before the damage is found; components mode waits for the
+    # whole track, so never does.
+    posted = 2 if mode == "stems" else 1
 
     def landed(self: MappedDecode, at: int) -> bool:
         # On a busy machine the decode could reach the damage before the original is
         # posted (the load is then refused, as a file damaged early is): it waits.
-        if at >= 3 * SR:
-            poll(engine.tracks, bool, "the original posted", timeout=30)
+        if at >= 71 * SR:
+            poll(engine.tracks, first_played, "the original, or its first stems", timeout=60)
         return real_landed(self, at)
 
-    def no_worker(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("a worker started for a damaged track")
+    def first_played(tracks: list[Any]) -> bool:
+        if len(tracks) != posted:
+            return False
+        return posted == 1 or tracks[1].track.ready[0] == 1  # the chunk under the head
 
     monkeypatch.setattr(files_module.MappedDecode, "_landed", landed)
-    monkeypatch.setattr(worker_module.SeparationWorker, "start", no_worker)
+    spec = SPEC if mode == "components" else SeparationSpec()
+    names = tuple(spec.channel_names())
     cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
     engine = RecordingEngine()
     loader = TrackLoader(
-        engine, Registry(NAMES), NAMES, spec=SPEC, cache=cache, library=[path.parent]
+        engine, Registry(names), names, spec=spec, cache=cache, library=[path.parent]
     )
     told: list[str | None] = []
     with caplog.at_level(logging.INFO):
         loader.request(str(path), told.append)
         _settled(loader)
+        tracks = poll(engine.tracks, lambda t: len(t) == posted + 1, "the original again")
+    worker = loader._worker
     loader.close()
     reason = f"song: {damaged.value}"
     assert told == [None] and loader.problem == reason and not loader.separated
+    assert loader.track_info() == ("song", "original only", 1.0)
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert warnings == [f"{reason}; playing the original"]
-    (original,) = engine.tracks()
+    assert worker is None
+    original, again = tracks[0], tracks[-1]
+    assert again.same_audio and again.track.channels is original.track.channels
+    if mode == "stems":
+        stems = tracks[1].track
+        assert stems.mix is not None and stems.ready is not None
+        assert stems.ready[0] == 1 and not stems.ready.all()  # the last never came
     played = np.asarray(original.track.channels[0])
     assert np.isfinite(played).all()
-    np.testing.assert_array_equal(played[:, : 10 * SR], y[:, : 10 * SR])
-    assert not played[:, 11 * SR :].any()  # never decoded: silence, not NaN
+    np.testing.assert_array_equal(played[:, : 72 * SR], y[:, : 72 * SR])
+    assert not played[:, 73 * SR :].any()  # never decoded: silence, not NaN
     assert _entries(cache) == []
+    assert list(cache.root.glob(".partial-*")) == []  # the worker's entry removed
+
+
+def test_a_long_track_plays_its_stems_before_it_is_decoded_and_is_filed_under_its_key(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    shared_memory_checked: None,
+) -> None:
+    """#22: the worker starts on the first minute of a track still being decoded (the
+    file the decode writes, no shared copy), its entry plays under a provisional
+    name as its chunks come, and once the track is decoded and hashed the entry is
+    filed under the key: the stems under the play head play before the decode ends."""
+    y = tone_mix(80.0, seed=44)
+    path = _library(tmp_path, y)
+    spec = SeparationSpec()
+    names = tuple(spec.channel_names())
+    from stemdeck.core.audiofile import files as files_module
+
+    _decode_by_seconds(monkeypatch)
+    real_landed = files_module.MappedDecode._landed
+
+    def landed(self: MappedDecode, at: int) -> bool:
+        if at >= 70 * SR:  # the stems under the play head, before the rest decodes
+            poll(engine.tracks, stems_played, "the first chunk's stems", timeout=60)
+        return real_landed(self, at)
+
+    def stems_played(tracks: list[Any]) -> bool:
+        return len(tracks) == 2 and tracks[1].track.ready[0] == 1
+
+    started: list[tuple[int, int]] = []
+    real_start = worker_module.SeparationWorker.start
+
+    def start(*args: Any, **kwargs: Any) -> SeparationWorker:
+        decode = kwargs["decode"]
+        started.append((decode.decoded, decode.audio.shape[1]) if decode else (-1, -1))
+        return real_start(*args, **kwargs)
+
+    monkeypatch.setattr(files_module.MappedDecode, "_landed", landed)
+    monkeypatch.setattr(worker_module.SeparationWorker, "start", start)
+    cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
+    engine = RecordingEngine()
+    loader = TrackLoader(
+        engine, Registry(names), names, spec=spec, cache=cache, library=[path.parent]
+    )
+    with caplog.at_level(logging.INFO):
+        loader.request(str(path))
+        _settled(loader)
+    loader.close()
+    assert loader.problem is None and loader.separated
+    ((decoded, frames),) = started  # one worker, on the track as it was decoded
+    assert 2 * SR <= decoded < frames == y.shape[1]
+    original, progressive, separated = engine.tracks()
+    np.testing.assert_array_equal(original.track.channels[0], y)
+    assert progressive.same_audio and progressive.track.mix is not None
+    assert progressive.track.ready is not None and progressive.track.ready.all()
+    assert separated.same_audio and separated.track.channels is progressive.track.channels
+    np.testing.assert_allclose(np.asarray(separated.track.channels).sum(axis=0), y, atol=1e-5)
+    key = spec.key(y, SR)
+    assert _entries(cache) == [key] and list(cache.root.glob(".partial-*")) == []
+    assert cache.indexed_key(file_identity(str(path), spec.digest)) == key
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == []

@@ -3,17 +3,20 @@ head it re-reads before each chunk, each reported as it lands (in-process, no wo
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from conftest import SR, tone_mix
 from stemdeck.core.separation.cache import SeparationCache
+from stemdeck.core.separation.chunks import ChunkedSeparator
 from stemdeck.core.separation.keys import SeparationSpec
 from stemdeck.core.separation.presets import SeparationParams
-from stemdeck.daemon.separation_run import stream_into_cache
+from stemdeck.core.separation.stems import level_samples
+from stemdeck.daemon.separation_run import KeyLater, stream_into_cache
 from stemdeck.daemon.separation_worker import WorkerJob
 
 PARAMS = SeparationParams(
@@ -103,3 +106,132 @@ def test_chunks_a_killed_writer_left_are_reported_first_and_kept(tmp_path: Path)
         ("chunk", 2 * size, 3 * size),
     ]
     assert second.sent[-1] == ("done", key)
+
+
+class KeyPipe:
+    """The daemon's end of the key's pipe, as ``KeyLater`` reads it: the key is there
+    once ``ready`` holds."""
+
+    def __init__(self, key: str | None, ready: Any) -> None:
+        self.key, self.ready, self.closed = key, ready, False
+
+    def poll(self) -> bool:
+        return bool(self.ready())
+
+    def recv(self) -> str | None:
+        assert self.ready(), "the worker waited for the key before its last chunk"
+        return self.key
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _partials(cache: SeparationCache) -> list[str]:
+    return sorted(p.name for p in cache.root.glob(".partial-*"))
+
+
+def test_a_key_taken_later_renames_the_provisional_entry_once_it_comes(tmp_path: Path) -> None:
+    """The entry is announced and written under a provisional name from the first chunk
+    (the daemon plays it), takes the key's name when the key comes (a killed worker is
+    resumed from then on), and is sealed under the key."""
+    y = tone_mix(3.5, seed=7)
+    cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
+    key = SPEC.key(y, SR)
+    size = round(CHUNK_S * SR / PARAMS.hop) * PARAMS.hop
+    seen: list[list[str]] = []
+
+    def look(message: tuple[Any, ...]) -> None:
+        seen.append(_partials(cache))
+
+    pipe: Any = Pipe(look)
+    later = KeyLater(cast(Any, KeyPipe(key, lambda: len(seen) >= 2)))  # as a Connection
+    job = WorkerJob(y, SR, SPEC, None, str(cache.root), 0, SimpleNamespace(value=0))
+    assert stream_into_cache(y, job, cache, later, pipe, workers=1, chunk_seconds=CHUNK_S)
+    _, provisional, chunks, chunk_size = pipe.sent[1]
+    assert pipe.sent[1][0] == "entry" and (chunks, chunk_size) == (4, size)
+    assert re.fullmatch(r"new-[0-9a-f]{32}", provisional)
+    # Chunks 0 and 1 land under the provisional name; the key is there after chunk 1,
+    # taken before chunk 2 starts: chunks 2 and 3 land in the entry under the key.
+    assert seen == [[f".partial-{provisional}"]] * 2 + [[f".partial-{key}"]] * 2
+    assert pipe.sent[-1] == ("done", key)
+    assert _partials(cache) == []
+    entry = cache.load(key).entry
+    assert entry is not None
+    np.testing.assert_allclose(np.asarray(entry.channels).sum(axis=0), y, atol=1e-5)
+
+
+def test_a_key_that_never_comes_leaves_no_entry(tmp_path: Path) -> None:
+    """No key (the daemon could not take it): the provisional entry is removed and the
+    worker goes the way of a separation without an entry (False)."""
+    y = tone_mix(2.5, seed=8)
+    cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
+    pipe: Any = Pipe()
+    later = KeyLater(cast(Any, KeyPipe(None, lambda: True)))
+    job = WorkerJob(y, SR, SPEC, None, str(cache.root), 0, SimpleNamespace(value=0))
+    assert not stream_into_cache(y, job, cache, later, pipe, workers=1, chunk_seconds=CHUNK_S)
+    assert [m[0] for m in pipe.sent] == ["progress", "entry"]  # stopped at the first look
+    assert _partials(cache) == [] and list(cache.root.iterdir()) == []
+
+
+def test_a_key_whose_partial_name_is_taken_seals_under_it_all_the_same(tmp_path: Path) -> None:
+    """Another writer's partial entry under the key (a prep of the same audio): this
+    one goes on under its provisional name and is sealed under the key."""
+    y = tone_mix(2.5, seed=9)
+    cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
+    key = SPEC.key(y, SR)
+    other = cache.root / f".partial-{key}"
+    other.mkdir(parents=True)
+    (other / "ready.json").write_text("{}")
+    pipe: Any = Pipe()
+    later = KeyLater(cast(Any, KeyPipe(key, lambda: True)))
+    job = WorkerJob(y, SR, SPEC, None, str(cache.root), 0, SimpleNamespace(value=0))
+    assert stream_into_cache(y, job, cache, later, pipe, workers=1, chunk_seconds=CHUNK_S)
+    assert pipe.sent[-1] == ("done", key)
+    assert _partials(cache) == [f".partial-{key}"]  # the other's, untouched
+    assert (other / "ready.json").read_text() == "{}"
+    assert cache.load(key).entry is not None
+
+
+def test_a_track_being_decoded_is_read_only_where_it_is_in(tmp_path: Path) -> None:
+    """Stems mode on a track that lands as it is separated: each read waits for the
+    samples it needs, the level for the first minute, and the entry equals the one
+    of the track decoded whole."""
+    y = tone_mix(80.0, seed=10)
+    spec = SeparationSpec()
+    cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
+    growing = np.zeros_like(y)
+    asked: list[int] = []
+
+    def available(samples: int) -> None:  # the decode lands what is asked, no more
+        asked.append(samples)
+        at = max(asked)
+        growing[:, :at] = y[:, :at]
+
+    key = spec.key(y, SR)
+    job = WorkerJob(growing, SR, spec, key, str(cache.root), 0, SimpleNamespace(value=0))
+    assert stream_into_cache(
+        growing,
+        job,
+        cache,
+        key,
+        cast(Any, Pipe()),
+        workers=1,
+        available=available,
+        decoding=lambda: True,
+    )
+    plan = ChunkedSeparator(y, SR, spec).plan
+    params = spec.settings_at(SR)
+    reads = [
+        y.shape[1] if plan.analysed(i)[1] == plan.frames else (plan.analysed(i)[1] - 1) * plan.hop
+        for i in plan.order(0)
+    ]
+    level = level_samples(y.shape[1], sr=SR, n_fft=params.n_fft, hop=params.hop)
+    assert level < 61 * SR  # the first minute, and a half window
+    assert asked == [level, *reads] and reads[-1] == y.shape[1]
+    # The same entry as the track's decoded whole gives.
+    whole = SeparationCache(tmp_path / "whole", verify_on_load=False)
+    job = WorkerJob(y, SR, spec, key, str(whole.root), 0, SimpleNamespace(value=0))
+    assert stream_into_cache(y, job, whole, key, cast(Any, Pipe()), workers=1)
+    grown, decoded = cache.load(key).entry, whole.load(key).entry
+    assert grown is not None and decoded is not None
+    np.testing.assert_array_equal(np.asarray(grown.channels), np.asarray(decoded.channels))

@@ -1,7 +1,9 @@
+import contextlib
 import errno
 import logging
 import mmap
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,8 @@ import soundfile as sf
 
 from stemdeck.core.audiofile.files import (
     AUDIO_SUFFIXES,
+    MappedDecode,
+    decode_mapped,
     load,
     load_mapped,
     printable_name,
@@ -319,3 +323,120 @@ def test_load_mapped_on_a_full_disk_is_an_oserror_and_leaves_nothing(
     assert raised.value.errno == errno.ENOSPC
     assert list((tmp_path / "cache").iterdir()) == []
     assert sorted(os.listdir("/proc/self/fd")) == fds
+
+
+class Counter:
+    """A shared frame count as ``MappedDecode.share`` keeps it (``RawValue("q")``), with
+    every value it was given."""
+
+    def __init__(self) -> None:
+        self.values: list[int] = []
+
+    @property
+    def value(self) -> int:
+        return self.values[-1]
+
+    @value.setter
+    def value(self, v: int) -> None:
+        self.values.append(int(v))
+
+
+def _paced(monkeypatch: pytest.MonkeyPatch, gate: threading.Event, at: int) -> None:
+    """The decode holds before landing ``at`` frames until ``gate`` is set."""
+    real = MappedDecode._landed
+
+    def landed(self: MappedDecode, frames: int) -> bool:
+        if frames >= at:
+            assert gate.wait(30), "the test never let the decode on"
+        return real(self, frames)
+
+    monkeypatch.setattr(MappedDecode, "_landed", landed)
+
+
+def test_a_decode_shares_its_file_and_counts_the_frames_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process maps the descriptor and reads the frames the count says are in:
+    the file's own samples, the count at every block, then all of them."""
+    rng = np.random.default_rng(4)
+    path = tmp_path / "song.wav"
+    sf.write(path, 0.3 * rng.standard_normal((5000, 2)), 22050, subtype="FLOAT")
+    want, _ = load(path)
+    gate = threading.Event()
+    _paced(monkeypatch, gate, 3072)
+    decode = decode_mapped(path, tmp_path / "cache", block=1024)
+    decode.wait(2048)
+    counter = Counter()
+    fd = decode.share(counter)
+    assert fd is not None
+    try:
+        mapped = np.ndarray((2, 5000), np.float32, buffer=mmap.mmap(fd, 40000, prot=mmap.PROT_READ))
+    finally:
+        os.close(fd)
+    assert counter.values == [2048]
+    np.testing.assert_array_equal(mapped[:, :2048], want[:, :2048])
+    gate.set()
+    decode.result()
+    assert counter.values == [2048, 3072, 4096, 5000, 5000]  # each block, then the end
+    np.testing.assert_array_equal(mapped, want)
+    assert decode.share(Counter()) is None  # decoded: result() has the track
+
+
+@pytest.mark.parametrize("end", ["short", "cancelled", "damaged"])
+def test_a_shared_decode_that_stops_short_says_so_to_its_reader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, end: str
+) -> None:
+    """-1 once the map will never be the track: the file ended before its header's
+    count (the track is another, shorter map), the load was superseded, a block is
+    damaged."""
+    rng = np.random.default_rng(5)
+    y = 0.3 * rng.standard_normal((5000, 2))
+    if end == "damaged":
+        y[4000, 0] = np.nan
+    path = tmp_path / "song.wav"
+    sf.write(path, y, 22050, subtype="FLOAT")
+    if end == "short":
+        monkeypatch.setattr(sf.SoundFile, "frames", property(lambda f: 7000))
+    gate = threading.Event()
+    _paced(monkeypatch, gate, 2048)
+    decode = decode_mapped(path, tmp_path / "cache", block=1024)
+    decode.wait(1024)
+    counter = Counter()
+    fd = decode.share(counter)
+    assert fd is not None
+    os.close(fd)
+    if end == "cancelled":
+        decode.cancel()
+    gate.set()
+    with contextlib.suppress(AudioFileError):
+        decode.result()
+    landed = {"short": [1024, 2048, 3072, 4096, 5000], "cancelled": [1024, 2048]}
+    assert counter.values == [*landed.get(end, [1024, 2048, 3072]), -1]
+
+
+def test_a_decode_lowers_its_own_threads_priority_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once asked, the decode's thread takes the niceness from its next block; the
+    thread that asked keeps its own."""
+    path = tmp_path / "song.wav"
+    sf.write(path, np.zeros((5000, 2)), 22050, subtype="FLOAT")
+    gate = threading.Event()
+    _paced(monkeypatch, gate, 2048)
+    niceness: list[int] = []
+    real = MappedDecode._landed
+
+    def landed(self: MappedDecode, frames: int) -> bool:
+        ok = real(self, frames)
+        niceness.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return ok
+
+    monkeypatch.setattr(MappedDecode, "_landed", landed)
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    decode = decode_mapped(path, tmp_path / "cache", block=1024)
+    decode.wait(1024)
+    decode.lower_priority(mine + 5)
+    gate.set()
+    decode.result()
+    assert niceness[0] == mine and niceness[-1] == mine + 5
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine

@@ -19,7 +19,7 @@ from stemdeck.core.separation.presets import SeparationParams
 from stemdeck.core.separation.separate import reconstruct_spectra, separate
 from stemdeck.core.separation.spectral import magnitude
 from stemdeck.core.separation.stem_model import load_stem_model
-from stemdeck.core.separation.stems import estimate_stems
+from stemdeck.core.separation.stems import estimate_stems, level_samples, track_level
 from stemdeck.core.separation.stft import istft, stft
 
 
@@ -122,6 +122,32 @@ def test_components_chunked_close_to_whole(small_params: SeparationParams) -> No
 
 
 @pytest.mark.slow  # about a second: the fast tier stays under a minute
+def test_a_long_tracks_level_is_its_first_minutes() -> None:
+    """The level reads the first minute and a half window, no more: a separation of a
+    track being decoded waits for that, and what follows changes nothing."""
+    model = load_stem_model()
+    params = SeparationSpec().settings_at(SR)
+    y = tone_mix(75.0, seed=11)
+    n = level_samples(y.shape[1], sr=SR, n_fft=params.n_fft, hop=params.hop)
+    last_frame = -(-60 * SR // params.hop)  # frames centred within the first minute
+    assert n == last_frame * params.hop + params.n_fft // 2
+    level = track_level(model, y, sr=SR, n_fft=params.n_fft, hop=params.hop)
+    other = y.copy()
+    other[:, n:] *= 3.0
+    assert track_level(model, other, sr=SR, n_fft=params.n_fft, hop=params.hop) == level
+    assert track_level(model, y[:, :n], sr=SR, n_fft=params.n_fft, hop=params.hop) == level
+    changed = y.copy()
+    changed[:, n - params.n_fft // 2] += 0.5  # the centre of the last frame it reads
+    assert track_level(model, changed, sr=SR, n_fft=params.n_fft, hop=params.hop) != level
+    short = y[:, : 20 * SR]  # a track under a minute: all of it
+    assert level_samples(short.shape[1], sr=SR, n_fft=params.n_fft, hop=params.hop) == 20 * SR
+
+
+def test_a_track_being_decoded_must_be_float32_channels_by_samples() -> None:
+    with pytest.raises(ParameterError, match=r"^a track being decoded is a float32"):
+        ChunkedSeparator(np.zeros(1000), SR, available=lambda n: None)
+
+
 def test_two_threads_give_the_same_chunks_in_the_same_order(song: np.ndarray) -> None:
     separator = ChunkedSeparator(song, 22050, chunk_seconds=5.0)
     one, order_one = assemble(separator, workers=1)

@@ -1,0 +1,20 @@
+"""A thread's own niceness (Linux: ``setpriority`` takes a thread's id)."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+__all__ = ["nice_this_thread"]
+
+
+def nice_this_thread(nice: int) -> None:
+    """The calling thread alone at niceness ``nice``, or nicer if it is already: a
+    background job (a decode, a beat analysis) that should not take the CPU from a
+    separation or the audio. Elsewhere than Linux (a process's niceness), or
+    refused, as it was."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, max(nice, os.getpriority(os.PRIO_PROCESS, tid)))
+    except (OSError, AttributeError):
+        pass
