@@ -416,13 +416,15 @@ class TrackLoader(CachedChannels, SeparatedChannels):
         plays as it fills, and gets the key once the whole track is decoded and hashed.
         True once that is under way or over (for better or worse, said); False when the
         track is to go the way of a decoded one (no cache, no longer than the first
-        piece or decoded already, a rate the read head does not take, an entry that
-        may be its)."""
+        piece, a decode that stopped short, a rate the read head does not take, an
+        entry that may be its). A track decoded by now goes this way too (its worker
+        maps the decode's file all the same, with every frame in): which way a track
+        goes does not hang on the decode's pace."""
         decode, gen, name, sr = load.decode, load.gen, load.name, load.decode.sr
         if (
             self.cache is None
             or decode.audio.shape[1] <= FIRST_PIECE_S * sr  # decoded whole before it played
-            or decode.done
+            or decode.stopped_short
             or not plays_at(sr)
             or self._maybe_cached(decode.audio, sr)
         ):
@@ -462,9 +464,7 @@ class TrackLoader(CachedChannels, SeparatedChannels):
             if self._worker is not worker:
                 return
             self._worker = None
-        worker.end()
-        if worker.entry is not None and self.cache is not None:
-            self.cache.discard_partial(worker.entry)
+        worker.end()  # its provisional entry with it
         if load is not None and load.original is not None:
             self._post_track(
                 lambda: self.current(load.gen),

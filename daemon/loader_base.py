@@ -216,9 +216,16 @@ class LoaderBase:
                     return False
             time.sleep(POST_RETRY_INTERVAL_S)
 
-    def _publish(self, channels: np.ndarray, channels_sr: int, gen: int) -> bool:
+    def _publish(
+        self,
+        channels: np.ndarray,
+        channels_sr: int,
+        gen: int,
+        worker: SeparationWorker | None = None,
+    ) -> bool:
         """Swap the channels (at the source rate ``channels_sr``) in for the original
-        of generation ``gen``, if it still plays."""
+        of generation ``gen``, if it still plays (and, with ``worker``, the channels
+        are still that worker's: it was not dropped meanwhile)."""
         from .prefetch import will_need
 
         sr = channels_sr
@@ -234,7 +241,7 @@ class LoaderBase:
             self.separated = True
 
         command = SetTrack(Track(channels, sr, self.names), same_audio=True)
-        if self._post_track(lambda: self.current(gen), command, self.names, posted):
+        if self._post_track(lambda: self._wanted_by(gen, worker), command, self.names, posted):
             return True
         self._give_up(gen, "engine queue full: channels not published")
         return False
@@ -247,16 +254,29 @@ class LoaderBase:
                 self.problem = reason
                 self.progress = None
 
-    def _post_progressive(self, progressive: Progressive, sr: int, gen: int, name: str) -> None:
+    def _wanted_by(self, gen: int, worker: SeparationWorker | None) -> bool:
+        """Generation ``gen`` plays and, with ``worker``, that worker is still its own
+        (under the lock, as ``_post_track`` asks)."""
+        return self.current(gen) and (worker is None or self._worker is worker)
+
+    def _post_progressive(
+        self,
+        progressive: Progressive,
+        sr: int,
+        gen: int,
+        name: str,
+        worker: SeparationWorker | None = None,
+    ) -> None:
         """Play generation ``gen``'s partial entry in place of its original (the
-        original plays on where no chunk is ready yet)."""
+        original plays on where no chunk is ready yet); with ``worker``, only if it is
+        still the worker of that generation."""
 
         def posted() -> None:
             progressive.posted = True
             self.progress = (STEMS_STAGE, progressive.fraction)
 
         command = SetTrack(progressive.track(sr, self.names), same_audio=True)
-        if self._post_track(lambda: self.current(gen), command, self.names, posted):
+        if self._post_track(lambda: self._wanted_by(gen, worker), command, self.names, posted):
             # A debug line: the status line and /track/progress say it ("stems N%
             # ready"), and a start prints only what a user needs (tests/daemon/cli).
             log.debug("%s: stems play as their chunks are separated", name)

@@ -108,10 +108,9 @@ class SeparatedChannels(LoaderBase):
                             self.progress = (msg[1], float(msg[2]))
                 elif kind == "entry":
                     progressive = self._progressive(str(msg[1]), int(msg[2]), int(msg[3]), y, sr)
-                    worker.entry = str(msg[1])
                     worker.announced.set()  # opened: it may take its key's name now
                     if progressive is not None:
-                        self._post_progressive(progressive, sr, gen, name)
+                        self._post_progressive(progressive, sr, gen, name, worker)
                 elif kind == "chunk":
                     if progressive is not None:
                         progressive.land(int(msg[1]), int(msg[2]))
@@ -121,7 +120,7 @@ class SeparatedChannels(LoaderBase):
                 elif kind == "done" and progressive is not None and progressive.posted:
                     worker.release()
                     # Every chunk is in: the channels alone (the original goes).
-                    if self._publish(progressive.channels, sr, gen):
+                    if self._publish(progressive.channels, sr, gen, worker):
                         log.info("%s: channels ready", name)
                     return
                 elif kind == "done":
@@ -130,12 +129,12 @@ class SeparatedChannels(LoaderBase):
                     if channels is None:
                         self._give_up(gen, "separated channels unusable in the cache")
                         return
-                    if self._publish(channels, sr, gen):
+                    if self._publish(channels, sr, gen, worker):
                         log.info("%s: channels ready", name)
                     return
                 elif kind == "data":
                     worker.release()
-                    if self._publish(msg[1], sr, gen):
+                    if self._publish(msg[1], sr, gen, worker):
                         log.info("%s: channels ready (not cached)", name)
                     return
                 elif kind == "error":

@@ -23,18 +23,23 @@ from typing import Any
 import numpy as np
 
 from stemdeck.core.errors import StemdeckError
-from stemdeck.core.separation.blas import one_blas_thread
+from stemdeck.core.separation.blas import keep_one_blas_thread
 from stemdeck.core.separation.cache import SeparationCache
 from stemdeck.core.separation.chunk_writer import ChunkWriter
 from stemdeck.core.separation.chunks import CHUNK_SECONDS, Chunk, ChunkedSeparator
 from stemdeck.core.separation.separate import separate
 
-from .separation_worker import DecodeStopped, DecodingAudio, SharedAudio, WorkerJob
+from .separation_worker import (
+    PROVISIONAL,
+    DecodeStopped,
+    DecodingAudio,
+    SharedAudio,
+    WorkerJob,
+)
 
-__all__ = ["PROVISIONAL", "KeyLater", "run", "stream_into_cache"]
-
-#: The name an entry is written under until its track's key comes (``new-<hex>``).
-PROVISIONAL = "new-"
+__all__ = ["KeyLater", "run", "stream_into_cache"]
+#: How often a worker writing under a provisional name looks for the key.
+KEY_POLL_S = 0.05
 #: How long a worker whose track's decode stopped waits for the daemon to end it.
 STOPPED_WAIT_S = 30.0
 
@@ -67,8 +72,7 @@ def run(job: WorkerJob, conn: Connection) -> None:
     if parent == 1 or (parent != job.parent and _parent_of(parent) not in (job.parent, None)):
         os._exit(0)
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
-    hold = one_blas_thread()  # from this, the main thread, for the process's life (blas.py)
-    hold.__enter__()
+    keep_one_blas_thread()  # from the main thread, at once (core/separation/blas.py)
     nmf_threads = max(1, (os.cpu_count() or 1) - 1)  # a core for the audio
     try:
         available = decoding = None
@@ -210,6 +214,7 @@ def stream_into_cache(
         False (nothing written) when another live process writes the entry, or
         there is no key: :func:`separate` then goes its way as before.
     """
+    keep_one_blas_thread()  # in this thread, before the chunks' threads
     conn.send(("progress", "starting", 0.0))
     separator = ChunkedSeparator(
         y, job.sr, job.spec, threads=threads, chunk_seconds=chunk_seconds, available=available
@@ -217,7 +222,9 @@ def stream_into_cache(
     plan = separator.plan
     later = key if isinstance(key, KeyLater) else None
     writer = cache.chunk_writer(
-        f"{PROVISIONAL}{secrets.token_hex(16)}" if later is not None else str(key),
+        (job.provisional or f"{PROVISIONAL}{secrets.token_hex(16)}")
+        if later is not None
+        else str(key),
         separator.names,
         (int(y.shape[0]), int(y.shape[1])),
         W=separator.W,
@@ -229,7 +236,6 @@ def stream_into_cache(
     named = later is None
     with (
         writer,
-        one_blas_thread(),  # held while chunks come and go: never lifted between two
         ThreadPoolExecutor(workers, thread_name_prefix="stemdeck-chunk") as pool,
     ):
         running: dict[Future[Chunk], int] = {}
@@ -257,7 +263,11 @@ def stream_into_cache(
                     break
                 if i not in done and i not in running.values():
                     running[pool.submit(separator.chunk, i)] = i
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            # Until the key comes, look for it every KEY_POLL_S: the entry takes the
+            # key's name as soon as it can (a worker killed from then on is resumed).
+            finished, _ = wait(
+                running, timeout=None if named else KEY_POLL_S, return_when=FIRST_COMPLETED
+            )
             for future in finished:
                 i = running.pop(future)
                 c = future.result()

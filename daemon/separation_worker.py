@@ -62,12 +62,14 @@ from multiprocessing import reduction
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from multiprocessing.shared_memory import SharedMemory
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from stemdeck.core.audiofile.files import MappedDecode
 from stemdeck.core.separation.keys import SeparationSpec
+from stemdeck.core.separation.partial import discard_partial
 
 from .realtime import children_on_every_cpu
 
@@ -84,6 +86,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: The name an entry is written under until its track's key comes (``new-<hex>``).
+PROVISIONAL = "new-"
 #: Name prefix of the shared memory segments (``/dev/shm/stemdeck-<pid>-...`` on Linux).
 SHARED_PREFIX = "stemdeck-"
 _WRITE_CHUNK = 64 << 20  # bytes per write into the segment
@@ -198,6 +202,9 @@ class WorkerJob:
     #: With ``cache_root`` and no ``key``: the pipe the key comes through once the
     #: daemon has taken it (None: no entry), while the worker starts separating.
     key_later: Connection | None = None
+    #: With ``key_later``: the name the entry is written under until the key comes
+    #: (the daemon's choice, so that it can remove the entry of a worker it ended).
+    provisional: str | None = None
 
 
 def share_audio(y: np.ndarray) -> SharedMemory:
@@ -256,8 +263,10 @@ class SeparationWorker:
         #: Set once the daemon has taken the worker's "entry" (or its watcher ended):
         #: :meth:`send_key` waits for it, since the entry takes the key's name then.
         self.announced = threading.Event()
-        #: The name of the entry it writes, once it said (its "entry" message).
-        self.entry: str | None = None
+        #: The cache folder and the provisional name its entry is written under
+        #: until the key comes: removed once the process is gone (:meth:`finish`,
+        #: :meth:`end`), unless the entry took the key's name (then it is resumed).
+        self._provisional: tuple[Path, str] | None = None
         #: The play head the worker separates from (samples at the track's rate):
         #: a shared int64 (``.value``) the daemon writes, or None.
         self.position = position
@@ -330,15 +339,19 @@ class SeparationWorker:
         head = context.RawValue("q", int(position))
         key_in: Connection | None = None
         key_out: Connection | None = None
+        provisional: str | None = None
         if key_later and key is None and cache_root is not None:
             key_in, key_out = context.Pipe(duplex=False)
-        job = WorkerJob(audio, sr, spec, key, cache_root, os.getpid(), head, key_in)
+            provisional = f"{PROVISIONAL}{secrets.token_hex(16)}"
+        job = WorkerJob(audio, sr, spec, key, cache_root, os.getpid(), head, key_in, provisional)
         parent, child = context.Pipe(duplex=False)
         process = context.Process(
             target=_work, name="stemdeck-separate", daemon=True, args=(job, child)
         )
         worker = cls(process, parent, shm, head)
         worker._key_conn = key_out
+        if provisional is not None and cache_root is not None:
+            worker._provisional = (Path(cache_root), provisional)
         try:
             if getattr(context, "_name", None) == "forkserver":
                 # The worker takes the fork server's CPUs, not this thread's: only the
@@ -418,6 +431,19 @@ class SeparationWorker:
         self.conn.close()
         self.process.join(timeout=timeout)  # it ends after its last message: no zombie
         self.release()
+        self._discard_provisional()
+
+    def _discard_provisional(self) -> None:
+        """The entry still under its provisional name, once the process is gone:
+        nobody could resume it (done, it is in place under the key; renamed to the
+        key's name, it is not there)."""
+        provisional, self._provisional = self._provisional, None
+        if provisional is None:
+            return
+        if self.process.is_alive():
+            self._provisional = provisional
+            return
+        discard_partial(*provisional)
 
     def end(self) -> None:
         """Stop the process now (SIGTERM, then SIGKILL) and release the segment."""
@@ -432,6 +458,7 @@ class SeparationWorker:
                 process.kill()
                 process.join(timeout=2)
         self.release()
+        self._discard_provisional()
 
 
 #: What the fork server imports once, so that each worker it forks has them: the

@@ -25,6 +25,7 @@ import shutil
 import threading
 import time
 import unicodedata
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -256,7 +257,8 @@ class MappedDecode:
         self._done = frames is None
         self._stop = False
         self._cond = threading.Condition()
-        self._fd = -1  # the file being decoded into, while it is
+        self._fd = -1  # the file decoded into (closed when this object goes)
+        self._fd_box: list[int] = []  # the same, for the finalizer
         self._nice: int | None = None  # asked by lower_priority, not yet taken
         self._counters: list[Any] = []  # shared frame counts (share)
 
@@ -317,9 +319,11 @@ class MappedDecode:
             self._stop = True
 
     def share(self, counter: Any) -> int | None:
-        """The file being decoded into, for another process to map and read while the
-        rest decodes: a new descriptor of it (the caller closes it), or None once the
-        decode has ended (:meth:`result` then has the track).
+        """The file decoded into, for another process to map and read while the rest
+        decodes (or once it has): a new descriptor of it (the caller closes it), or
+        None when the map is not the track (the decode failed, was cancelled or the
+        file ended early: :meth:`result` says how), or there is no such file (a track
+        decoded whole, in memory).
 
         ``counter`` is a shared 64-bit integer (``multiprocessing.RawValue("q")``)
         this object keeps up to date: the frames in after each block (every one of
@@ -328,12 +332,20 @@ class MappedDecode:
         header's count (the map is then not the track: :meth:`result` is another).
         """
         with self._cond:
-            if self._done or self._fd < 0:
+            if self._fd < 0 or (self._done and self._final is not self.audio):
                 return None
             fd = os.dup(self._fd)
             counter.value = self._decoded
-            self._counters.append(counter)
+            if not self._done:
+                self._counters.append(counter)
             return fd
+
+    @property
+    def stopped_short(self) -> bool:
+        """The decode ended and the map is not the track (failed, cancelled, or the file
+        held fewer frames than its header said)."""
+        with self._cond:
+            return self._done and self._final is not self.audio
 
     def _run(self, f: sf.SoundFile, p: Path, fd: int, folder: Path, block: int) -> None:
         final: np.ndarray | None = None
@@ -350,9 +362,10 @@ class MappedDecode:
         except BaseException as exc:
             error = exc
         with self._cond:
-            self._fd = -1
-            os.close(fd)  # before the end is told: nothing of it stays open then
             whole = error is None and final is self.audio
+            if not whole:  # nothing to share: its disk space goes with the last map now
+                _close_box(self._fd_box)
+                self._fd = -1
             for counter in self._counters:
                 counter.value = self._frames if whole else -1
             self._counters.clear()
@@ -385,6 +398,12 @@ class MappedDecode:
         if nice is not None:
             nice_this_thread(nice)
         return not stop
+
+
+def _close_box(box: list[int]) -> None:
+    """Close the descriptor ``box`` holds, once (a decode's, at its end or its object's)."""
+    while box:
+        os.close(box.pop())
 
 
 def decode_mapped(
@@ -430,7 +449,9 @@ def decode_mapped(
         os.close(fd)
         raise
     decode = MappedDecode(out, sr, frames=frames)
-    decode._fd = fd  # closed by the decode's thread, at its end
+    decode._fd = fd  # for share(), as long as the decode object lives
+    decode._fd_box.append(fd)
+    weakref.finalize(decode, _close_box, decode._fd_box)
     threading.Thread(
         target=decode._run,
         args=(f, p, fd, Path(folder), block),

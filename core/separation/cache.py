@@ -60,7 +60,14 @@ from .checks import (
 )
 from .chunk_writer import ChunkWriter, start_chunk_writer
 from .entry import FORMAT_VERSION, CacheEntry
-from .partial import LOCK, PARTIAL_PREFIX, RECORD, PartialEntry, open_partial, try_lock
+from .partial import (
+    LOCK,
+    PARTIAL_PREFIX,
+    RECORD,
+    PartialEntry,
+    open_partial,
+    try_lock,
+)
 from .writer import EntryWriter, reorder_entry, write_entry
 
 __all__ = ["SOURCE_PREFIX", "SeparationCache", "cache_key", "default_cache_dir", "file_identity"]
@@ -332,22 +339,6 @@ class SeparationCache:
         """An entry being written chunk by chunk (by any process), for reading, or None
         (:func:`~.partial.open_partial`)."""
         return open_partial(self.root, key)
-
-    def discard_partial(self, key: str) -> None:
-        """Remove the partial entry ``key`` unless a process is writing it (one whose
-        writer was ended, for a track that will not be decoded whole)."""
-        folder = self.root / f"{PARTIAL_PREFIX}{key}"
-        try:
-            fd = os.open(folder / LOCK, os.O_RDWR)
-        except OSError:
-            return
-        try:
-            if try_lock(fd):
-                shutil.rmtree(folder, ignore_errors=True)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
 
     def may_hold(self, sr: int, audio_shape: tuple[int, int]) -> bool:
         """Whether an entry, finished or partial, may be the separation of audio of

@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -30,6 +31,7 @@ __all__ = [
     "RECORD",
     "PartialEntry",
     "covered",
+    "discard_partial",
     "open_partial",
     "try_lock",
     "writer_alive",
@@ -80,6 +82,23 @@ def writer_alive(folder: Path) -> bool:
         return False
     finally:
         os.close(fd)  # closing drops a shared lock taken here
+
+
+def discard_partial(root: Path, key: str) -> None:
+    """Remove the partial entry ``key`` of the cache in ``root`` unless a process is
+    writing it (one whose writer was ended: nobody can resume a provisional name)."""
+    folder = root / f"{PARTIAL_PREFIX}{key}"
+    try:
+        fd = os.open(folder / LOCK, os.O_RDWR)
+    except OSError:
+        return
+    try:
+        if try_lock(fd):
+            shutil.rmtree(folder, ignore_errors=True)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def covered(ranges: list[tuple[int, int]], length: int) -> bool:

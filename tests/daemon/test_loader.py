@@ -11,6 +11,7 @@ import errno
 import logging
 import multiprocessing as mp
 import os
+import re
 import signal
 import threading
 import time
@@ -1085,3 +1086,114 @@ def test_a_long_track_plays_its_stems_before_it_is_decoded_and_is_filed_under_it
     assert cache.indexed_key(file_identity(str(path), spec.digest)) == key
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert warnings == []
+
+
+@pytest.mark.parametrize("end", ["superseded", "closed"])
+def test_a_worker_ended_under_its_provisional_name_leaves_no_entry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_memory_checked: None, end: str
+) -> None:
+    """A track separated as it decodes, ended before its key came (a newer track, the
+    daemon's exit): its worker is gone and so is the entry under the provisional name,
+    which nobody could resume."""
+    y = tone_mix(80.0, seed=45)
+    path = _library(tmp_path, y)
+    sf.write(path.parent / "next.wav", tone_mix(3.0, seed=46).T, SR, subtype="FLOAT")
+    spec = SeparationSpec()
+    names = tuple(spec.channel_names())
+    from stemdeck.core.audiofile import files as files_module
+
+    _decode_by_seconds(monkeypatch)
+    real_landed = files_module.MappedDecode._landed
+    gate = threading.Event()
+
+    def landed(self: MappedDecode, at: int) -> bool:
+        if at >= 70 * SR and self.audio.shape[1] == y.shape[1]:
+            assert gate.wait(60), "the test never let the decode on"
+        return real_landed(self, at)
+
+    workers: list[SeparationWorker] = []
+    real_start = worker_module.SeparationWorker.start
+
+    def start(*args: Any, **kwargs: Any) -> SeparationWorker:
+        workers.append(real_start(*args, **kwargs))
+        return workers[-1]
+
+    monkeypatch.setattr(files_module.MappedDecode, "_landed", landed)
+    monkeypatch.setattr(worker_module.SeparationWorker, "start", start)
+    cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
+    engine = RecordingEngine()
+    loader = TrackLoader(
+        engine, Registry(names), names, spec=spec, cache=cache, library=[path.parent]
+    )
+    loader.request(str(path))
+
+    def first_stems(tracks: list[Any]) -> bool:
+        return len(tracks) == 2 and tracks[1].track.ready[0] == 1
+
+    poll(engine.tracks, first_stems, "the first chunk's stems, provisionally", timeout=60)
+    (provisional,) = [p.name for p in cache.root.glob(".partial-*")]
+    assert re.fullmatch(r"\.partial-new-[0-9a-f]{32}", provisional)
+    if end == "superseded":
+        loader.request(str(path.parent / "next.wav"))
+        poll(lambda: loader.track_name, lambda n: n == "next", "the next track plays")
+    else:
+        loader.close()
+    try:
+        poll(lambda: workers[0].process.is_alive(), lambda alive: not alive, "the worker gone")
+        poll(
+            lambda: (cache.root / provisional).exists(),
+            lambda there: not there,
+            "the provisional entry removed",
+        )
+    finally:
+        gate.set()
+        loader.close()
+
+
+def test_a_worker_dropped_while_its_entry_is_opened_posts_no_stems(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_memory_checked: None
+) -> None:
+    """The decode fails while the watcher opens the worker's entry (a watcher thread
+    descheduled there): the worker is dropped and the original posted again, and the
+    entry the watcher opened is not posted after it (the stems of a dead worker over
+    the original, the status saying the original plays)."""
+    y = tone_mix(80.0, seed=47)
+    y[0, 72 * SR + 5] = np.nan
+    path = _library(tmp_path, y)
+    spec = SeparationSpec()
+    names = tuple(spec.channel_names())
+    _decode_by_seconds(monkeypatch)
+    from stemdeck.core.audiofile import files as files_module
+
+    real_landed = files_module.MappedDecode._landed
+    entered = threading.Event()
+
+    def landed(self: MappedDecode, at: int) -> bool:
+        if at >= 71 * SR:  # the damage is found once the watcher is opening the entry
+            assert entered.wait(60), "the worker's entry never came"
+        return real_landed(self, at)
+
+    monkeypatch.setattr(files_module.MappedDecode, "_landed", landed)
+    real_progressive = TrackLoader._progressive
+
+    def progressive(self: TrackLoader, *args: Any) -> Any:
+        opened = real_progressive(self, *args)
+        entered.set()
+        # Let go once the worker is dropped and the original posted again.
+        poll(engine.tracks, lambda t: len(t) == 2, "the original again", timeout=60)
+        return opened
+
+    monkeypatch.setattr(TrackLoader, "_progressive", progressive)
+    cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
+    engine = RecordingEngine()
+    loader = TrackLoader(
+        engine, Registry(names), names, spec=spec, cache=cache, library=[path.parent]
+    )
+    loader.request(str(path))
+    original, again = poll(engine.tracks, lambda t: len(t) == 2, "the original again")
+    assert again.same_audio and again.track.channels is original.track.channels
+    poll(lambda: list(cache.root.glob(".partial-*")), lambda p: p == [], "the entry removed")
+    time.sleep(0.5)  # the watcher, let go, had time to post
+    loader.close()
+    assert len(engine.tracks()) == 2
+    assert loader.track_info() == ("song", "original only", 1.0)

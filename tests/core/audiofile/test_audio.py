@@ -379,7 +379,10 @@ def test_a_decode_shares_its_file_and_counts_the_frames_in(
     decode.result()
     assert counter.values == [2048, 3072, 4096, 5000, 5000]  # each block, then the end
     np.testing.assert_array_equal(mapped, want)
-    assert decode.share(Counter()) is None  # decoded: result() has the track
+    late = Counter()  # shared once decoded: every frame in at once
+    fd = decode.share(late)
+    assert fd is not None and late.values == [5000]
+    os.close(fd)
 
 
 @pytest.mark.parametrize("end", ["short", "cancelled", "damaged"])
@@ -412,6 +415,7 @@ def test_a_shared_decode_that_stops_short_says_so_to_its_reader(
         decode.result()
     landed = {"short": [1024, 2048, 3072, 4096, 5000], "cancelled": [1024, 2048]}
     assert counter.values == [*landed.get(end, [1024, 2048, 3072]), -1]
+    assert decode.stopped_short and decode.share(Counter()) is None
 
 
 def test_a_decode_lowers_its_own_threads_priority_alone(
