@@ -151,6 +151,19 @@ def test_midi_mutes_are_heard(rig) -> None:
     assert np.abs(audio).max() > 0.05
 
 
+def sweep(port, control: int, values) -> None:
+    """A fader moved by hand: one CC a millisecond or so (a controller's pace), not
+    65 in one JACK cycle. A burst that size, sent while this process's own MIDI
+    clients wait for its GIL in JACK's process thread (rtmidi calls back there), cost
+    xruns, and JACK drops the MIDI of a cycle it skips: the sweep's last values went
+    missing in 2 of 2 runs on an idle machine with the code of 0939428 too."""
+    import mido
+
+    for v in values:
+        port.send(mido.Message("control_change", channel=0, control=control, value=v))
+        time.sleep(0.001)  # the GIL let go: the test's own JACK clients keep up
+
+
 def until(read, value, seconds: float = 10.0):
     """Poll ``read()`` (bounded) until it gives ``value``; the last value read."""
     deadline = time.monotonic() + seconds
@@ -167,12 +180,10 @@ def test_the_rate_fader_and_keylock_over_a_real_port(rig) -> None:
     import mido
 
     daemon, to_daemon, leds, *_ = rig
-    for v in range(64, -1, -1):  # picked up at the centre (1.0), down to the bottom
-        to_daemon.send(mido.Message("control_change", channel=0, control=37, value=v))
+    sweep(to_daemon, 37, range(64, -1, -1))  # picked up at the centre (1.0), to the bottom
     bottom = float(np.float32(0.92))
     assert until(lambda: daemon.client.query("/transport/rate"), bottom) == bottom
-    for v in range(1, 65):  # back to the centre: exactly 1.0
-        to_daemon.send(mido.Message("control_change", channel=0, control=37, value=v))
+    sweep(to_daemon, 37, range(1, 65))  # back to the centre: exactly 1.0
     assert until(lambda: daemon.client.query("/transport/rate"), 1.0) == 1.0
     for _ in leds.iter_pending():
         pass
