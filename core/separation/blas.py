@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
 from threadpoolctl import threadpool_limits
 
-__all__ = ["keep_one_blas_thread", "one_blas_thread", "with_one_blas_thread"]
+__all__ = ["keep_one_blas_thread", "with_one_blas_thread"]
 
 _lock = threading.Lock()
 _limit: Any = None  # taken once, never given back
@@ -43,19 +42,11 @@ def keep_one_blas_thread() -> None:
     global _limit
     with _lock:
         if _limit is None:
-            _limit = threadpool_limits(1)
-
-
-@contextmanager
-def one_blas_thread() -> Iterator[None]:
-    """BLAS runs one thread per call in this process from here on (the first entry,
-    from whichever thread, takes the limit; it is kept)."""
-    keep_one_blas_thread()
-    yield
+            _limit = threadpool_limits(1, user_api="blas")
 
 
 def with_one_blas_thread(fn: Callable[P, R]) -> Callable[P, R]:
-    """``fn`` run inside :func:`one_blas_thread`."""
+    """``fn`` run after :func:`keep_one_blas_thread`."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:

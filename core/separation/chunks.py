@@ -45,7 +45,7 @@ import numpy as np
 
 from ..audiofile.samples import validate_audio
 from ..errors import ParameterError
-from .blas import one_blas_thread, with_one_blas_thread
+from .blas import keep_one_blas_thread, with_one_blas_thread
 from .cache import SeparationCache
 from .chunk_writer import ChunkWriter
 from .keys import SeparationSpec
@@ -417,10 +417,8 @@ class ChunkedSeparator:
             for i in order:
                 yield self.chunk(i)
             return
-        with (
-            one_blas_thread(),
-            ThreadPoolExecutor(workers, thread_name_prefix="stemdeck-chunk") as pool,
-        ):
+        keep_one_blas_thread()  # in this thread, before the chunks' threads
+        with ThreadPoolExecutor(workers, thread_name_prefix="stemdeck-chunk") as pool:
             pending: deque[Future[Chunk]] = deque()
             todo = iter(order)
             try:

@@ -23,7 +23,7 @@ from typing import TypeVar
 import numpy as np
 
 from ..errors import ParameterError
-from .blas import one_blas_thread
+from .blas import keep_one_blas_thread
 
 __all__ = ["DEFAULT_THREADS", "NMFResult", "beta_divergence", "nmf", "solve_activations"]
 
@@ -187,7 +187,8 @@ def beta_divergence(
             total += _divergence_block(VT[s:e], WH, beta)
         return total
 
-    with _workers(threads) as pool, one_blas_thread():
+    keep_one_blas_thread()
+    with _workers(threads) as pool:
         return float(sum(_run(work, VT.shape[0], pool)))
 
 
@@ -253,8 +254,8 @@ def _update_H(
             Hb[Hb < _FLUSH_H] = 0.0
         return total
 
-    with one_blas_thread():
-        return float(sum(_run(work, VT.shape[0], pool)))
+    keep_one_blas_thread()
+    return float(sum(_run(work, VT.shape[0], pool)))
 
 
 def _update_W(
@@ -291,8 +292,8 @@ def _update_W(
                 den += Hb.T @ d
         return num, den
 
-    with one_blas_thread():
-        parts = _run(work, VT.shape[0], pool)
+    keep_one_blas_thread()
+    parts = _run(work, VT.shape[0], pool)
     num = parts[0][0]
     for n, _ in parts[1:]:
         num += n

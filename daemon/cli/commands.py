@@ -301,9 +301,11 @@ def _one_blas_thread() -> None:
     thread's niceness (daemon/track_beats.py), beside the separation worker, a
     process with pools of its own. Said in a debug line, from the pools themselves.
     """
-    from threadpoolctl import threadpool_info, threadpool_limits
+    from threadpoolctl import threadpool_info
 
-    threadpool_limits(limits=1, user_api="blas")  # not a context: until the process ends
+    from stemdeck.core.separation.blas import keep_one_blas_thread
+
+    keep_one_blas_thread()  # the separation's own limit: until the process ends
     pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
     log.debug(
         "BLAS: %s (the daemon's own calls)",

@@ -8,7 +8,7 @@ import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from stemdeck.core.separation import blas
-from stemdeck.core.separation.blas import one_blas_thread, with_one_blas_thread
+from stemdeck.core.separation.blas import keep_one_blas_thread, with_one_blas_thread
 
 
 def _blas_threads() -> list[int]:
@@ -31,14 +31,14 @@ def test_the_first_separation_keeps_blas_to_one_thread_and_threads_compute_alike
         return a @ b
 
     out: dict[str, np.ndarray] = {}
-    with one_blas_thread():
-        threads = [threading.Thread(target=lambda k=k: out.__setitem__(k, product())) for k in "xy"]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(10)
+    keep_one_blas_thread()
+    threads = [threading.Thread(target=lambda k=k: out.__setitem__(k, product())) for k in "xy"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
     assert blas._limit is not None
-    assert _blas_threads() == [1]  # kept after the hold
+    assert _blas_threads() == [1]  # kept
     np.testing.assert_array_equal(out["x"], alone)
     np.testing.assert_array_equal(out["y"], alone)
     np.testing.assert_array_equal(product(), alone)
