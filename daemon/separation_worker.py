@@ -126,6 +126,8 @@ class DecodeStopped(Exception):
 
 #: The worker's niceness: the audio thread and the daemon's own work come first.
 WORKER_NICE = 10
+#: How long removing a provisional entry waits for its ended worker to be gone.
+DISCARD_WAIT_S = 5.0
 #: How often :meth:`SeparationWorker.send_key` looks whether its worker still lives.
 ANNOUNCE_POLL_S = 0.1
 #: How often a worker reading a track being decoded looks at the frames in.
@@ -440,6 +442,7 @@ class SeparationWorker:
         provisional, self._provisional = self._provisional, None
         if provisional is None:
             return
+        self.process.join(timeout=DISCARD_WAIT_S)  # ended: gone within moments
         if self.process.is_alive():
             self._provisional = provisional
             return
