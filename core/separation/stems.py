@@ -38,7 +38,7 @@ import scipy.sparse
 from .nmf import solve_activations
 from .spectral import BandExpansion, hpss, magnitude, mel_filterbank
 from .stem_model import StemModel
-from .stft import n_frames, spread_frames, stft, stft_frames
+from .stft import n_frames, spread_frames, stft_frames
 
 __all__ = [
     "LEVEL_FRAMES",
@@ -51,8 +51,12 @@ __all__ = [
     "track_level",
 ]
 
-#: Frames at most a track's level is taken on (:func:`track_level`).
-LEVEL_FRAMES = 3000
+#: Frames at most a track's level is taken on (:func:`track_level`), spread evenly
+#: over its first minute: 30 ms, where the minute's 2,600 frames took 0.3 s in a
+#: worker's first moments (its FFTs and 80 MB of fresh pages), before any chunk;
+#: the level sets a floor 140 dB down, so its sampling error (a few percent)
+#: moves a stem 110-140 dB below itself (``docs/separation.md``).
+LEVEL_FRAMES = 512
 #: A track's level is taken on its first this many seconds (:func:`track_level`):
 #: all of a song up to a minute, and what a separation of a longer track being
 #: decoded has at hand within a fraction of a second, whatever its length.
@@ -246,11 +250,7 @@ def track_level(model: StemModel, y: np.ndarray, *, sr: int, n_fft: int, hop: in
     y : np.ndarray, shape (channels, samples), float32
     """
     count = _level_frames(y.shape[-1], sr=sr, n_fft=n_fft, hop=hop)
-    if count <= LEVEL_FRAMES:  # every frame of the first minute: one STFT of it
-        head = y[..., : level_samples(y.shape[-1], sr=sr, n_fft=n_fft, hop=hop)]
-        V = magnitude(stft(head, n_fft=n_fft, hop=hop)[..., :count])
-    else:
-        V = magnitude(stft_frames(y, spread_frames(count, LEVEL_FRAMES), n_fft=n_fft, hop=hop))
+    V = magnitude(stft_frames(y, spread_frames(count, LEVEL_FRAMES), n_fft=n_fft, hop=hop))
     mel = scipy.sparse.csr_matrix(mel_filterbank(sr, n_fft, model.n_mels, model.fmax))
     return float(np.asarray(mel @ V, dtype=np.float32).mean())
 

@@ -17,7 +17,7 @@ from stemdeck.core.separation.chunks import ChunkedSeparator, ChunkPlan, iter_ch
 from stemdeck.core.separation.keys import SeparationSpec
 from stemdeck.core.separation.presets import SeparationParams
 from stemdeck.core.separation.separate import reconstruct_spectra, separate
-from stemdeck.core.separation.spectral import magnitude
+from stemdeck.core.separation.spectral import magnitude, mel_filterbank
 from stemdeck.core.separation.stem_model import load_stem_model
 from stemdeck.core.separation.stems import estimate_stems, level_samples, track_level
 from stemdeck.core.separation.stft import istft, stft
@@ -141,6 +141,34 @@ def test_a_long_tracks_level_is_its_first_minutes() -> None:
     assert track_level(model, changed, sr=SR, n_fft=params.n_fft, hop=params.hop) != level
     short = y[:, : 20 * SR]  # a track under a minute: all of it
     assert level_samples(short.shape[1], sr=SR, n_fft=params.n_fft, hop=params.hop) == 20 * SR
+
+
+def test_a_tracks_level_reads_at_most_level_frames(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The level's cost is bounded: LEVEL_FRAMES frames spread over the first minute,
+    the first and the last of it included (every frame of a track with fewer)."""
+    model = load_stem_model()
+    params = SeparationSpec().settings_at(SR)
+    read: list[np.ndarray] = []
+    real = stems_module.stft_frames
+
+    def spy(y: np.ndarray, frames: np.ndarray, **kw: int) -> np.ndarray:
+        read.append(np.asarray(frames).copy())
+        return real(y, frames, **kw)
+
+    monkeypatch.setattr(stems_module, "stft_frames", spy)
+    y = tone_mix(75.0, seed=11)
+    track_level(model, y, sr=SR, n_fft=params.n_fft, hop=params.hop)
+    minute = -(-60 * SR // params.hop) + 1  # frames centred within the first minute
+    assert len(read) == 1 and len(read[0]) == stems_module.LEVEL_FRAMES == 512
+    assert read[0][0] == 0 and read[0][-1] == minute - 1
+    read.clear()
+    few = y[:, : 3 * SR]  # 3 s: fewer frames than that, all of them
+    level = track_level(model, few, sr=SR, n_fft=params.n_fft, hop=params.hop)
+    frames = -(-few.shape[1] // params.hop) + 1
+    np.testing.assert_array_equal(read[0], np.arange(frames))
+    V = magnitude(stft(few, n_fft=params.n_fft, hop=params.hop))
+    mel = mel_filterbank(SR, params.n_fft, model.n_mels, model.fmax)
+    assert level == pytest.approx(float((mel @ V).mean()), rel=1e-5)
 
 
 def test_a_track_being_decoded_must_be_float32_channels_by_samples() -> None:
