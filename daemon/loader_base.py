@@ -31,7 +31,8 @@ from stemdeck.core.mixer.params import plays_at
 from stemdeck.core.separation.cache import SeparationCache
 from stemdeck.core.separation.keys import SeparationSpec
 
-from .separation_worker import ProcessContext, SeparationWorker, worker_context
+from .forkserver import ProcessContext, worker_context
+from .separation_worker import SeparationWorker
 from .track_beats import TrackBeats
 from .track_limits import TrackLimits
 from .track_source import LoadRequest

@@ -50,20 +50,17 @@ from __future__ import annotations
 
 import logging
 import mmap
-import multiprocessing as mp
-import multiprocessing.forkserver
 import os
 import secrets
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing import reduction
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -71,6 +68,7 @@ from stemdeck.core.audiofile.files import MappedDecode
 from stemdeck.core.separation.keys import SeparationSpec
 from stemdeck.core.separation.partial import discard_partial
 
+from .forkserver import ProcessContext, warm_up
 from .realtime import children_on_every_cpu
 
 __all__ = [
@@ -91,17 +89,6 @@ PROVISIONAL = "new-"
 #: Name prefix of the shared memory segments (``/dev/shm/stemdeck-<pid>-...`` on Linux).
 SHARED_PREFIX = "stemdeck-"
 _WRITE_CHUNK = 64 << 20  # bytes per write into the segment
-
-
-class ProcessContext(Protocol):
-    """What a worker's start uses of a multiprocessing context (``get_context``)."""
-
-    @property
-    def Process(self) -> Callable[..., BaseProcess]: ...
-
-    def Pipe(self, duplex: bool = True) -> tuple[Connection, Connection]: ...
-
-    def RawValue(self, typecode_or_type: Any, *args: Any) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -462,40 +449,6 @@ class SeparationWorker:
                 process.join(timeout=2)
         self.release()
         self._discard_provisional()
-
-
-#: What the fork server imports once, so that each worker it forks has them: the
-#: main module (the ``stemdeck`` command), and the worker's body with the
-#: separation, numpy and scipy (about 0.9 s, paid again by every spawned worker).
-PRELOAD = ["__main__", f"{__package__}.separation_run"]
-
-
-def worker_context() -> ProcessContext:
-    """How the daemon starts its workers: forked from a server process that imported
-    the separation once (multiprocessing's forkserver, started by :func:`warm_up`),
-    so a worker starts separating in tens of milliseconds, not the 0.9 s a spawned
-    one spends importing. A worker is forked from that server, never from the
-    daemon, whose threads (the audio, OSC, JACK's) a fork would copy mid-step.
-    Where there is no forkserver, spawn."""
-    try:
-        context = mp.get_context("forkserver")
-    except ValueError:
-        return mp.get_context("spawn")
-    context.set_forkserver_preload(PRELOAD)
-    return context
-
-
-def warm_up(context: ProcessContext) -> None:
-    """Start ``context``'s fork server now, if it has one, with the process's CPUs
-    (not the audio's pin): its imports run beside the track's decode, so the first
-    worker does not wait for them. Nothing where it is not a forkserver context."""
-    if getattr(context, "_name", None) != "forkserver":
-        return
-    try:
-        with children_on_every_cpu():
-            multiprocessing.forkserver.ensure_running()
-    except OSError as exc:  # no room for a process: the worker's start says it again
-        log.debug("separation fork server not started: %s", exc)
 
 
 def _work(job: WorkerJob, conn: Connection) -> None:

@@ -56,6 +56,7 @@ from .audio.jack import JackOutput, JackSink, open_client, playback_latency_s
 from .audio.recorder import Recorder
 from .audio.sinks import output_device
 from .echo_beats import EchoBeats
+from .forkserver import warm_up
 from .link import DEFAULT_BPM, LinkFollower, LinkSession
 from .loader import TrackLoader
 from .osc import Feedback, OscControl, OscServer
@@ -71,7 +72,6 @@ from .realtime import (
     settle_heap,
 )
 from .scenes import SceneStore, scene_missing
-from .separation_worker import warm_up
 from .status import Status, format_status
 from .supervisor import AudioSupervisor
 from .sync import LEADS_THE_RATE, SyncControl

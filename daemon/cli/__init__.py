@@ -17,56 +17,84 @@ beats
 send
     ``cmd_send``: one OSC message, the replies decoded by ``daemon/osc/wire.py``.
 
-:data:`COMMANDS` maps each command's name to its body; ``python -m
-stemdeck.daemon.cli`` runs :func:`main` too.
+:data:`COMMANDS` maps each command's name to its body (:func:`command` imports
+it); ``python -m stemdeck.daemon.cli`` runs :func:`main` too.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
 
 from stemdeck.core.errors import StemdeckError
 
-from .beats import cmd_beats
-from .commands import cmd_devices, cmd_plot, cmd_prep, cmd_separate, cmd_serve
-from .parser import (
-    EXIT_ERROR,
-    EXIT_INTERRUPTED,
-    EXIT_USAGE,
-    build_parser,
-    send_positionals,
-    setup_logging,
-)
-from .send import cmd_send
-
 __all__ = ["COMMANDS", "main"]
 
-#: The body of each command, by the name the parser gives it (``args.command``).
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "separate": cmd_separate,
-    "serve": cmd_serve,
-    "demo": cmd_serve,
-    "devices": cmd_devices,
-    "send": cmd_send,
-    "prep": cmd_prep,
-    "plot": cmd_plot,
-    "beats": cmd_beats,
+#: The body of each command, by the name the parser gives it (``args.command``), as
+#: ``module:function`` of this package: a command imports what it needs (numpy, the
+#: audio files, the daemon) when it runs, so ``stemdeck serve`` starts the
+#: separation's fork server before those imports and the parser's (:func:`main`),
+#: and the fork server, which imports the ``stemdeck`` command as its main module,
+#: pays for this module alone.
+COMMANDS: dict[str, str] = {
+    "separate": "commands:cmd_separate",
+    "serve": "commands:cmd_serve",
+    "demo": "commands:cmd_serve",
+    "devices": "commands:cmd_devices",
+    "send": "send:cmd_send",
+    "prep": "commands:cmd_prep",
+    "plot": "commands:cmd_plot",
+    "beats": "beats:cmd_beats",
 }
+#: Commands that start separation workers: the fork server starts with them.
+_FORKING = frozenset({"serve", "demo"})
+
+
+def command(name: str) -> Callable[[argparse.Namespace], int]:
+    """The body of command ``name`` (:data:`COMMANDS`), its module imported."""
+    module, function = COMMANDS[name].split(":")
+    body: Callable[[argparse.Namespace], int] = getattr(
+        importlib.import_module(f"{__name__}.{module}"), function
+    )
+    return body
+
+
+def _command_word(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` names, read before the parser (whose imports take 0.2 s):
+    its first word that is not an option (the top level's take no values)."""
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``stemdeck`` command; returns the exit status."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    if _command_word(words) in _FORKING:
+        # First of all: the fork server's imports (0.4 s) run on the other core while
+        # this process imports the parser and the daemon and decodes the track, so
+        # the first worker forks from it at once (a usage error ends it with us).
+        from ..forkserver import warm_up, worker_context
+
+        warm_up(worker_context())
+    from .parser import (
+        EXIT_ERROR,
+        EXIT_INTERRUPTED,
+        EXIT_USAGE,
+        build_parser,
+        send_positionals,
+        setup_logging,
+    )
+
     parser = build_parser()
-    args = parser.parse_args(send_positionals(list(sys.argv[1:] if argv is None else argv)))
+    args = parser.parse_args(send_positionals(words))
     setup_logging(args.verbose)
     if not args.command:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
-        code = int(COMMANDS[args.command](args))
+        code = int(command(args.command)(args))
         sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
         return code
     except StemdeckError as exc:

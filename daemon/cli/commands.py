@@ -229,11 +229,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     # The daemon's machinery (aiohttp, mido, sounddevice): only serve pays for it.
-    from ..separation_worker import warm_up, worker_context
-
-    # The separation's fork server imports (about 0.6 s, on the other core) while the
-    # daemon starts: the first worker forks from it at once.
-    warm_up(worker_context())
+    # (The separation's fork server is importing meanwhile: daemon/cli/__init__.py.)
     from ..serve import DEMO, Daemon, ServeOptions
 
     track = getattr(args, "track", None) or DEMO

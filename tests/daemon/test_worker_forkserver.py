@@ -13,12 +13,8 @@ from daemon_helpers import poll
 
 from stemdeck.core.separation.keys import SeparationSpec
 from stemdeck.core.separation.presets import SeparationParams
-from stemdeck.daemon.separation_worker import (
-    PRELOAD,
-    SeparationWorker,
-    warm_up,
-    worker_context,
-)
+from stemdeck.daemon.forkserver import PRELOAD, warm_up, worker_context
+from stemdeck.daemon.separation_worker import SeparationWorker
 
 pytestmark = pytest.mark.e2e  # processes
 

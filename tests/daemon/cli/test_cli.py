@@ -628,3 +628,46 @@ def test_send_waits_for_the_track_load_reply_that_comes_when_the_load_ends(
         thread.join()
     assert took < 30  # done once the reply came, not at the end of the 60 s
     assert capsys.readouterr().out == "/track/load '/music/a.wav'\n"
+
+
+def test_serve_starts_the_fork_server_before_any_heavy_import() -> None:
+    """`stemdeck serve` starts the separation's fork server before it imports the
+    parser and numpy (0.2 s), and the command's module, which the fork server imports
+    as its main module, imports neither."""
+    script = """
+import sys
+import stemdeck.daemon.cli
+light = [m for m in ("numpy", "stemdeck.daemon.cli.parser") if m in sys.modules]
+import stemdeck.daemon.forkserver as fs
+seen = []
+fs.warm_up = lambda context: seen.append(
+    [m for m in ("numpy", "stemdeck.daemon.cli.parser") if m in sys.modules]
+)
+from stemdeck.daemon.cli import main
+for argv in (["-v", "demo", "--no-such-flag"], ["send", "--no-such-flag"]):
+    try:
+        main(argv)
+    except SystemExit:
+        pass
+print(light, seen)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[] [[]]"
+
+
+@pytest.mark.parametrize(
+    ("argv", "word"),
+    [
+        (["-v", "serve", "x.wav"], "serve"),
+        (["demo"], "demo"),
+        (["--version"], None),
+        ([], None),
+        (["send", "9000", "/state"], "send"),
+    ],
+)
+def test_the_command_word_is_read_before_the_parser(argv: list[str], word: str | None) -> None:
+    from stemdeck.daemon.cli import _command_word
+
+    assert _command_word(argv) == word
