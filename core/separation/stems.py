@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse
 
-from .nmf import solve_activations
+from .nmf import flush_below, solve_activations
 from .spectral import BandExpansion, hpss, magnitude, mel_filterbank
 from .stem_model import StemModel
 from .stft import n_frames, spread_frames, stft_frames
@@ -133,9 +133,9 @@ class StemEstimate:
         # a model spectrum 300 dB below full scale is silence, so it is set to zero
         # before each product that could make it subnormal.
         S = self._HT[stem][start:stop] @ self._WT[stem]
-        S[S < _FLUSH] = 0.0
+        flush_below(S, _FLUSH)
         S *= self.expand(self.gains[stem, start:stop])
-        S[S < _FLUSH] = 0.0
+        flush_below(S, _FLUSH)
         if self.power == 2.0:
             np.square(S, out=S)
         elif self.power != 1.0:
@@ -224,7 +224,7 @@ def estimate_stems(
         fitted = H[idx].T @ W_mel[:, idx].T
         fitted += floor
         np.divide(mapped[:, j * model.n_mels : (j + 1) * model.n_mels], fitted, out=gains[j])
-    gains[gains < _FLUSH_GAIN] = 0.0  # no subnormal products downstream
+    flush_below(gains, _FLUSH_GAIN)  # no subnormal products downstream
     return StemEstimate(
         W=fit.W,
         H=H,

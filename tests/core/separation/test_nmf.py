@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from stemdeck.core.errors import ParameterError
-from stemdeck.core.separation.nmf import beta_divergence, nmf, solve_activations
+from stemdeck.core.separation.nmf import beta_divergence, flush_below, nmf, solve_activations
 
 
 @pytest.fixture
@@ -181,3 +181,22 @@ def test_a_forked_child_runs_nmf_on_its_own_threads(rng: np.random.Generator) ->
         child.kill()
         child.join()
     assert child.exitcode == 0  # None: hung; 3: another result
+
+
+def test_flush_below_sets_what_a_masked_assignment_sets() -> None:
+    """Values below the floor become +0.0, the rest stay bit for bit: a masked
+    assignment's result, subnormals and the floor itself included."""
+    rng = np.random.default_rng(5)
+    a = (rng.random((300, 257), dtype=np.float32) ** 12) * np.float32(1e-25)
+    a[0, :4] = [0.0, 1e-15, np.nextafter(np.float32(1e-15), 0), 1e-45]
+    a[1] = rng.random(257, dtype=np.float32)
+    want = a.copy()
+    want[want < np.float32(1e-15)] = 0.0
+    view = a[:, 3:200]  # a strided view, as a block of a larger array is
+    before = a.copy()
+    flush_below(view, np.float32(1e-15))
+    np.testing.assert_array_equal(a[:, 3:200], want[:, 3:200])
+    assert not np.signbit(a).any()
+    np.testing.assert_array_equal(a[:, :3], before[:, :3])
+    np.testing.assert_array_equal(a[:, 200:], before[:, 200:])
+    assert 0 < np.count_nonzero(a[:, 3:200] == 0) < a[:, 3:200].size

@@ -10,6 +10,7 @@ from conftest import SR, tone_mix
 from stemdeck.core.audiofile.roles import ROLES
 from stemdeck.core.errors import PresetError
 from stemdeck.core.material.songs import random_song, render_song
+from stemdeck.core.separation import spectral as spectral_module
 from stemdeck.core.separation.keys import SeparationSpec
 from stemdeck.core.separation.presets import SeparationParams
 from stemdeck.core.separation.separate import separate
@@ -97,6 +98,43 @@ def test_hpss_parts_add_up(rng: np.random.Generator) -> None:
         h, p = hpss(V, 9, stride=stride)
         assert np.allclose(h + p, V, rtol=1e-6)
         assert p[25, 150] > 0.9 * V[25, 150] and h[10, 75] > 0.9 * V[10, 75]
+
+
+@pytest.mark.parametrize(("kernel", "stride"), [(31, 3), (9, 1), (9, 3), (15, 7), (3, 1)])
+def test_hpss_medians_are_scipys_exactly(
+    rng: np.random.Generator, kernel: int, stride: int
+) -> None:
+    """The selection network's medians are scipy's median filter's, value for value,
+    along both axes (ties and repeated values included)."""
+    import scipy.ndimage
+
+    V = rng.random((64, 90), dtype=np.float32) ** 3
+    V[:, ::7] = V[:, 3:4]  # repeated values: ties
+    V[5:9] = 0.0
+    taps = np.zeros(kernel, dtype=bool)
+    taps[kernel // 2 % stride :: stride] = True
+    for axis in (0, 1):
+        footprint = taps[np.newaxis, :] if axis == 1 else taps[:, np.newaxis]
+        want = scipy.ndimage.median_filter(V, footprint=footprint, mode="reflect")
+        got = spectral_module._median(V, kernel, stride, axis=axis)
+        assert got.dtype == np.float32 and got.flags.c_contiguous
+        np.testing.assert_array_equal(got, want)
+
+
+def test_the_median_network_selects_the_median_of_every_order() -> None:
+    """0-1 principle: a comparator network that brings the median of every 0/1 input
+    to the middle does so for any input."""
+    import itertools
+
+    for count in (1, 3, 5, 7, 9, 11, 13):
+        network = spectral_module._median_network(count)
+        for bits in itertools.product((0, 1), repeat=count):
+            v = list(bits)
+            for a, b in network:
+                if v[a] > v[b]:
+                    v[a], v[b] = v[b], v[a]
+            assert v[count // 2] == sorted(bits)[count // 2], (count, bits)
+    assert len(spectral_module._median_network(11)) == 32
 
 
 @pytest.mark.parametrize("stereo", [False, True])
