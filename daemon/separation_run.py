@@ -75,7 +75,7 @@ def run(job: WorkerJob, conn: Connection) -> None:
     keep_one_blas_thread()  # from the main thread, at once (core/separation/blas.py)
     nmf_threads = max(1, (os.cpu_count() or 1) - 1)  # a core for the audio
     try:
-        available = decoding = None
+        available = None
         if isinstance(job.audio, SharedAudio):
             try:
                 _shm, y = job.audio.attach()  # mapped until the process ends
@@ -83,7 +83,7 @@ def run(job: WorkerJob, conn: Connection) -> None:
                 os._exit(0)  # released before we mapped it: the daemon ended this request
         elif isinstance(job.audio, DecodingAudio):
             y = job.audio.attach()
-            available, decoding = job.audio.available, job.audio.decoding
+            available = job.audio.available
         else:
             y = job.audio
         cache = SeparationCache(job.cache_root) if job.cache_root else None
@@ -107,7 +107,6 @@ def run(job: WorkerJob, conn: Connection) -> None:
                 conn,
                 threads=nmf_threads,
                 available=available,
-                decoding=decoding,
             ):
                 return
         if available is not None:
@@ -191,7 +190,6 @@ def stream_into_cache(
     workers: int = 2,
     chunk_seconds: float = CHUNK_SECONDS,
     available: Callable[[int], None] | None = None,
-    decoding: Callable[[], bool] | None = None,
 ) -> bool:
     """Separate ``y`` chunk by chunk into the cache entry ``key`` and report each
     chunk through ``conn`` as it lands (the module's messages).
@@ -200,13 +198,12 @@ def stream_into_cache(
     written under a provisional name (:data:`PROVISIONAL`) from the first chunk,
     and filed under the key once it comes (None: no entry, the provisional one
     removed). ``available`` (a track still being decoded into ``y``) returns once
-    that many samples are in, and ``decoding()`` says whether it still is
-    (:class:`~.separation_worker.DecodingAudio`).
+    that many samples are in (:class:`~.separation_worker.DecodingAudio`).
 
     ``workers`` chunks at a time, each started in play order
     (:meth:`~stemdeck.core.separation.chunks.ChunkPlan.order`) from the play head
-    read from ``job.position`` at that moment. Chunks a killed writer left are
-    reported first and kept.
+    read from ``job.position`` at that moment, except the first of this run, which
+    goes alone. Chunks a killed writer left are reported first and kept.
 
     Returns
     -------
@@ -254,10 +251,10 @@ def stream_into_cache(
                     return False
                 named = True
             head = int(job.position.value) if job.position is not None else 0
-            # While the track is still decoded (a core busy with it), the chunk under
-            # the play head first goes alone: on the other core, not shared with a
-            # second chunk, its stems come in half the time.
-            alone = not landed and decoding is not None and decoding()
+            # The chunk under the play head goes alone: the daemon's decode, hash and
+            # beat analysis have the other core meanwhile, and the first stems, not
+            # sharing a core with a second chunk as well, come in half the time.
+            alone = not landed
             for i in plan.order(head):
                 if len(running) >= (1 if alone else workers):
                     break

@@ -146,10 +146,6 @@ class DecodingAudio:
             os.close(self.fd)
         return np.ndarray(self.shape, dtype=np.float32, buffer=mapping)
 
-    def decoding(self) -> bool:
-        """Whether frames are still to come (False too once the decode stopped)."""
-        return 0 <= int(self.decoded.value) < self.shape[1]
-
     def available(self, frames: int) -> None:
         """Return once the first ``frames`` frames are in.
 

@@ -217,7 +217,6 @@ def test_a_track_being_decoded_is_read_only_where_it_is_in(tmp_path: Path) -> No
         cast(Any, Pipe()),
         workers=1,
         available=available,
-        decoding=lambda: True,
     )
     plan = ChunkedSeparator(y, SR, spec).plan
     params = spec.settings_at(SR)
@@ -235,3 +234,44 @@ def test_a_track_being_decoded_is_read_only_where_it_is_in(tmp_path: Path) -> No
     grown, decoded = cache.load(key).entry, whole.load(key).entry
     assert grown is not None and decoded is not None
     np.testing.assert_array_equal(np.asarray(grown.channels), np.asarray(decoded.channels))
+
+
+def test_the_chunk_under_the_play_head_goes_alone_then_two_at_a_time(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """The first chunk of a run is separated alone (the first stems sooner: the other
+    core is the daemon's decode, hash and beat analysis), the rest ``workers`` at once."""
+    import threading
+    import time
+
+    y = tone_mix(5.5, seed=5)
+    cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
+    key = SPEC.key(y, SR)
+    lock = threading.Lock()
+    running: list[int] = []
+    beside: dict[int, list[int]] = {}  # each chunk: the chunks running when it started
+    real = ChunkedSeparator.chunk
+
+    def chunk(self: ChunkedSeparator, i: int) -> Any:
+        with lock:
+            beside[i] = sorted(running)
+            running.append(i)
+        try:
+            time.sleep(0.2)  # long enough for a second chunk to start, were it let
+            return real(self, i)
+        finally:
+            with lock:
+                running.remove(i)
+
+    monkeypatch.setattr(ChunkedSeparator, "chunk", chunk)
+    head = SimpleNamespace(value=int(2.5 * SR))  # in chunk 2
+    pipe: Any = Pipe()
+    assert stream_into_cache(
+        y, _job(y, head, key, cache.root), cache, key, pipe, workers=2, chunk_seconds=CHUNK_S
+    )
+    assert beside[2] == [] and not any(2 in others for others in beside.values())  # alone
+    started_with_another = [i for i, others in beside.items() if others]
+    assert len(beside) == 6 and started_with_another  # then two at a time
+    assert all(len(others) == 1 for others in beside.values() if others)
+    first = next(m for m in pipe.sent if m[0] == "chunk")
+    assert first[1] == 2 * round(CHUNK_S * SR / PARAMS.hop) * PARAMS.hop
