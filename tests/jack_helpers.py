@@ -96,8 +96,9 @@ class JackRecorder:
     def sr(self) -> int:
         return int(self.client.samplerate)
 
-    def connect_from(self, pattern: str, timeout: float = 10.0) -> list[str]:
-        """Connect the output ports whose names contain ``pattern`` to our inputs."""
+    def connect_from(self, pattern: str, timeout: float = 10.0, poll: float = 0.1) -> list[str]:
+        """Connect the output ports whose names contain ``pattern`` to our inputs, as
+        soon as they are there (looked for every ``poll`` seconds)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             ports = [
@@ -107,7 +108,7 @@ class JackRecorder:
                 for src, dst in zip(ports, self.inports, strict=False):
                     self.client.connect(src, dst)
                 return [p.name for p in ports]
-            time.sleep(0.1)
+            time.sleep(poll)
         raise AssertionError(f"no JACK output ports matching {pattern!r}")
 
     def record(self, seconds: float, timeout: float = 60.0) -> tuple[int, np.ndarray]:
