@@ -5,11 +5,10 @@ A worker is forked from a server process that imported the separation once
 not the 0.9 s a spawned one spends importing, and never from the daemon, whose
 threads (the audio, OSC, JACK's) a fork would copy mid-step.
 
-This module imports nothing heavy: ``stemdeck serve`` starts the server
-(:func:`warm_up`) as the first thing it does after reading its arguments, before
-its own imports (numpy, the audio files, the daemon's machinery), so the server's
-imports run on the other core meanwhile and the first worker does not wait for
-them (``daemon/cli/__init__.py``).
+``stemdeck serve`` starts the server (:func:`warm_up`) once its own modules are
+imported (``daemon/cli/__init__.py``), so the server's imports run on the other
+core while the daemon starts and decodes the track, and the first worker does not
+wait for them.
 """
 
 from __future__ import annotations

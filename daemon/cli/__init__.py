@@ -35,10 +35,9 @@ __all__ = ["COMMANDS", "main"]
 
 #: The body of each command, by the name the parser gives it (``args.command``), as
 #: ``module:function`` of this package: a command imports what it needs (numpy, the
-#: audio files, the daemon) when it runs, so ``stemdeck serve`` starts the
-#: separation's fork server before those imports and the parser's (:func:`main`),
-#: and the fork server, which imports the ``stemdeck`` command as its main module,
-#: pays for this module alone.
+#: audio files, the daemon) when it runs, and so does :func:`main` the parser: the
+#: separation's fork server, which imports the ``stemdeck`` command as its main
+#: module, pays for this module alone (it imported every command's, 0.2 s).
 COMMANDS: dict[str, str] = {
     "separate": "commands:cmd_separate",
     "serve": "commands:cmd_serve",
@@ -62,22 +61,8 @@ def command(name: str) -> Callable[[argparse.Namespace], int]:
     return body
 
 
-def _command_word(argv: Sequence[str]) -> str | None:
-    """The command ``argv`` names, read before the parser (whose imports take 0.2 s):
-    its first word that is not an option (the top level's take no values)."""
-    return next((a for a in argv if not a.startswith("-")), None)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``stemdeck`` command; returns the exit status."""
-    words = list(sys.argv[1:] if argv is None else argv)
-    if _command_word(words) in _FORKING:
-        # First of all: the fork server's imports (0.4 s) run on the other core while
-        # this process imports the parser and the daemon and decodes the track, so
-        # the first worker forks from it at once (a usage error ends it with us).
-        from ..forkserver import warm_up, worker_context
-
-        warm_up(worker_context())
     from .parser import (
         EXIT_ERROR,
         EXIT_INTERRUPTED,
@@ -88,13 +73,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     parser = build_parser()
-    args = parser.parse_args(send_positionals(words))
+    args = parser.parse_args(send_positionals(list(sys.argv[1:] if argv is None else argv)))
     setup_logging(args.verbose)
     if not args.command:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    body = command(args.command)
+    if args.command in _FORKING:
+        # The fork server's imports (0.4 s) run on the other core while the daemon
+        # starts and decodes the track, so the first worker forks from it at once.
+        # Not earlier: beside this process's own imports they slowed both (0.24 s
+        # of imports took 0.33 s) and the first sound by 0.1 s.
+        from ..forkserver import warm_up, worker_context
+
+        warm_up(worker_context())
     try:
-        code = int(command(args.command)(args))
+        code = int(body(args))
         sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
         return code
     except StemdeckError as exc:
