@@ -236,8 +236,12 @@ def main() -> None:
                 )
         assert proc is not None and client is not None
         for label, values in heard_s.items():
+            heard = [v for v in values if v == v]  # nan: no sound within 10 s
+            silent = len(values) - len(heard)
             print(
-                f"time to first sound, {label}, median of {len(values)}: {median(values):.2f} s "
+                f"time to first sound, {label}, median of {len(heard)}"
+                f"{f' ({silent} silent for 10 s)' if silent else ''}: "
+                f"{median(heard) if heard else float('nan'):.2f} s "
                 f"({', '.join(f'{v:.2f}' for v in values)})"
             )
         if args.sound_only:

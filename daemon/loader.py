@@ -138,7 +138,7 @@ class TrackLoader(CachedChannels, SeparatedChannels):
         Folders ``/track/load`` may read from.
     mp_context : multiprocessing context, optional
         How the separation worker is started (default: forked from a fork server
-        that imported the separation once, :func:`~.separation_worker.worker_context`;
+        that imported the separation once, :func:`~.forkserver.worker_context`;
         a test forks).
     limits : TrackLimits, optional
         The longest track and the memory check (default: :class:`TrackLimits`

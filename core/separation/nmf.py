@@ -196,7 +196,10 @@ def flush_below(a: np.ndarray, floor: float | np.floating) -> None:
     """Set the values of ``a`` below ``floor`` to zero, in place, so that no subnormal
     float slows the products downstream (x86 microcode assists, ~100x): ``a * (a >=
     floor)``, the values ``a[a < floor] = 0`` gives for the non-negative arrays of the
-    separation, in a tenth of its time (a masked assignment gathers and scatters)."""
+    separation, in a tenth of its time (a masked assignment gathers and scatters). A
+    negative value or -0.0 would keep its sign bit here (zero times a negative is
+    -0.0): none reaches the call sites, whose arrays are products of non-negative
+    factors."""
     np.multiply(a, a >= floor, out=a)
 
 

@@ -78,16 +78,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    body = command(args.command)
-    if args.command in _FORKING:
-        # The fork server's imports (0.4 s) run on the other core while the daemon
-        # starts and decodes the track, so the first worker forks from it at once.
-        # Not earlier: beside this process's own imports they slowed both (0.24 s
-        # of imports took 0.33 s) and the first sound by 0.1 s.
-        from ..forkserver import warm_up, worker_context
-
-        warm_up(worker_context())
     try:
+        body = command(args.command)
+        if args.command in _FORKING:
+            # The fork server's imports (0.4 s) run on the other core while the daemon
+            # starts and decodes the track, so the first worker forks from it at once.
+            # Not earlier: beside this process's own imports they slowed both (0.24 s
+            # of imports took 0.33 s) and the first sound by 0.1 s.
+            from ..forkserver import warm_up, worker_context
+
+            warm_up(worker_context())
         code = int(body(args))
         sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
         return code

@@ -1,8 +1,9 @@
 """The command line's grammar: the argparse parser, the exit statuses, the console log.
 
 :func:`build_parser` knows every command and flag; ``args.command`` names the
-command given (``stemdeck.daemon.cli.COMMANDS`` runs it). :func:`setup_logging`
-sends every record of the ``stemdeck`` loggers to stderr as one line.
+command given (``stemdeck.daemon.cli.command`` finds its body in ``COMMANDS``).
+:func:`setup_logging` sends every record of the ``stemdeck`` loggers to stderr as
+one line.
 """
 
 from __future__ import annotations

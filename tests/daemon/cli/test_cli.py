@@ -656,3 +656,18 @@ print(light, calls, codes)
     assert out.stdout.strip() == (
         "[] ['fork server', 'demo', 'devices', 'fork server', 'serve'] [0, 0, 0]"
     )
+
+
+def test_an_interrupt_while_the_fork_server_starts_is_one_line() -> None:
+    script = """
+import stemdeck.daemon.forkserver as fs
+
+def interrupted(context):
+    raise KeyboardInterrupt
+
+fs.warm_up = interrupted
+from stemdeck.daemon.cli import main
+print(main(["demo"]))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert (out.stdout, out.stderr) == ("130\n", "stemdeck: interrupted\n")
