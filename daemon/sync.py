@@ -142,6 +142,14 @@ class SyncControl:
         self.anchor = float(seconds)
         self.anchor_set = True
 
+    def anchor_in_force(self) -> float:
+        """The anchor the play head follows now, what ``/sync/anchor`` answers: while
+        a leader holds the track's grid, the track's second at the leader's bar 1
+        beat 1 (:attr:`bars`: the grid's first downbeat under a JACK timebase master
+        or Link until :attr:`anchor` is set); else :attr:`anchor`."""
+        bars = self.bars
+        return bars[0] if bars is not None else self.anchor
+
     def tempo(self) -> float | None:
         """The leader's tempo in BPM: the JACK timebase's under ``jack``, the Link
         session's under ``link``, else the MIDI clock's (heard whatever the

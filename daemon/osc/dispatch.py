@@ -470,10 +470,11 @@ class OscControl:
         self._later(group, address, partial(sync.set_source, source), [source])
 
     def _sync_anchor(self, address: str, args: list[Any], group: Group) -> None:
-        """``/sync/anchor``: the track's second at the session's frame 0; echoed."""
+        """``/sync/anchor``: the track's second at the session's frame 0 (a query: the
+        anchor in force, :meth:`~.sync.SyncControl.anchor_in_force`); echoed."""
         sync = self.host.sync
         if not args:
-            group.plan.replies.append((address, [sync.anchor]))
+            group.plan.replies.append((address, [sync.anchor_in_force()]))
             return
         seconds = number(address, args)
         sync.check_anchor(seconds)

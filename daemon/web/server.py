@@ -227,7 +227,7 @@ class WebApp:
         names = values.get("/channels", [])
         host = self.control.host
         values["/sync/source"] = [host.sync.source]
-        values["/sync/anchor"] = [host.sync.anchor]
+        values["/sync/anchor"] = [host.sync.anchor_in_force()]
         beat = host.beats.beat(host.transport.position())
         if beat is not None:
             values["/transport/beat"] = [beat]

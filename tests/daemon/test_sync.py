@@ -199,6 +199,22 @@ def test_sync_over_osc() -> None:
     assert host.sync.anchor == 1.25
 
 
+def test_the_anchor_query_answers_the_anchor_in_force() -> None:
+    """Under a leader holding the track's grid (a JACK timebase master, Link), bar 1
+    is the grid's first downbeat until /sync/anchor is set: the query says so, not
+    the 0.0 that was never set; once the leader lets go, the anchor set (or 0)."""
+    host = FakeHost()
+    control = OscControl(host)
+    sender = ("127.0.0.1", 9999)
+    host.sync.bars = (0.511, 4)  # the follower's lock: the grid's first downbeat
+    assert control.handle([("/sync/anchor", [])], sender) == [("/sync/anchor", [0.511])]
+    host.sync.bars = None
+    assert control.handle([("/sync/anchor", [])], sender) == [("/sync/anchor", [0.0])]
+    assert control.handle([("/sync/anchor", [2.0])], sender) == [("/sync/anchor", [2.0])]
+    host.sync.bars = (2.0, 4)
+    assert control.handle([("/sync/anchor", [])], sender) == [("/sync/anchor", [2.0])]
+
+
 def test_the_leaders_tempo_and_phase_over_osc_and_in_the_state() -> None:
     host = FakeHost()
     control = OscControl(host)
