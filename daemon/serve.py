@@ -157,8 +157,10 @@ class Daemon:
             self.engine,
             grid=lambda: self.beats.require().grid,
             quantize=lambda: self.quantize.mode,
-            lead=lambda playing: self._lead_transport(playing),
-            lead_rate=lambda address, rate, grid_bpm: self._lead_rate(address, rate, grid_bpm),
+            lead=lambda playing, source: self._lead_transport(playing, source),
+            lead_rate=lambda address, rate, grid_bpm, source: self._lead_rate(
+                address, rate, grid_bpm, source
+            ),
         )
         self.sync = SyncControl(
             jack=opts.audio == "jack", midi=opts.sync_midi is not None, open_link=self._open_link
@@ -322,23 +324,25 @@ class Daemon:
         audio = self.audio
         return audio.output_latency_s if audio is not None else 0.0
 
-    def _lead_transport(self, playing: bool) -> Callable[[], None] | None:
-        """A surface's start or stop while Link leads goes to the session (the peers
-        with start/stop sync start or stop too; the follower plays or pauses)."""
+    def _lead_transport(self, playing: bool, source: str | None) -> Callable[[], None] | None:
+        """A surface's start or stop while Link leads (``source``, a bundle's; None:
+        the one in force) goes to the session (the peers with start/stop sync start or
+        stop too; the follower plays or pauses)."""
         session = self.link_session
-        if self.sync.source != "link" or session is None:
+        if (self.sync.source if source is None else source) != "link" or session is None:
             return None
         grid = self.beats.grid()
         return partial(session.request_playing, playing, float(grid.beats_per_bar) if grid else 4.0)
 
     def _lead_rate(
-        self, address: str, rate: float, grid_bpm: float | None
+        self, address: str, rate: float, grid_bpm: float | None, source: str | None
     ) -> Callable[[], None] | None:
-        """A rate a surface sets while a leader leads: under Link the session's tempo
-        (the tempo of ``grid_bpm``, the grid as the surface's bundle leaves it, times
-        the rate: every peer follows, and so does the track); a JACK transport or a
-        MIDI clock holds it (docs/sync.md)."""
-        source = self.sync.source
+        """A rate a surface sets while a leader leads (``source``, the leader as the
+        surface's bundle leaves it; None: the one in force): under Link the session's
+        tempo (the tempo of ``grid_bpm``, the grid as the bundle leaves it, times the
+        rate: every peer follows, and so does the track); a JACK transport or a MIDI
+        clock holds it (docs/sync.md)."""
+        source = self.sync.source if source is None else source
         if source in LEADS_THE_RATE:
             raise ParameterError(
                 f"{address}: the tempo follows {LEADS_THE_RATE[source]}; set it there, "

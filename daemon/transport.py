@@ -67,13 +67,15 @@ def _no_grid() -> BeatGrid:
     raise ParameterError("no beat grid yet for the track")
 
 
-#: What a sync leader does with a start or stop (the argument), or None to leave it
-#: to the engine.
-LeadPlaying = Callable[[bool], Callable[[], None] | None]
-#: What a sync leader does with a rate a surface sets (the address, the rate, and the
-#: grid's tempo it is a rate of, None without a grid): its action, None to leave it
+#: What a sync leader does with a start or stop (the argument; then the sync source
+#: as the surface's group leaves it, None: the one in force), or None to leave it to
+#: the engine.
+LeadPlaying = Callable[[bool, str | None], Callable[[], None] | None]
+#: What a sync leader does with a rate a surface sets (the address, the rate, the
+#: grid's tempo it is a rate of, None without a grid, and the sync source as the
+#: surface's group leaves it, None: the one in force): its action, None to leave it
 #: to the engine, or ParameterError when the leader holds the rate.
-LeadRate = Callable[[str, float, float | None], Callable[[], None] | None]
+LeadRate = Callable[[str, float, float | None, str | None], Callable[[], None] | None]
 
 
 @dataclass(frozen=True)
@@ -137,8 +139,8 @@ class TransportControl:
         *,
         grid: Callable[[], BeatGrid] = _no_grid,
         quantize: Callable[[], str] = lambda: "off",
-        lead: LeadPlaying = lambda playing: None,
-        lead_rate: LeadRate = lambda address, rate, grid_bpm: None,
+        lead: LeadPlaying = lambda playing, source: None,
+        lead_rate: LeadRate = lambda address, rate, grid_bpm, source: None,
     ) -> None:
         self.engine = engine
         self._grid = grid
@@ -175,21 +177,34 @@ class TransportControl:
             return [0.0, 0.0]
         return [engine.seconds(loop[0]), engine.seconds(loop[1])]
 
-    def rate(self, address: str, rate: float, grid_bpm: float | None = None) -> Rate | Led:
+    def rate(
+        self,
+        address: str,
+        rate: float,
+        grid_bpm: float | None = None,
+        *,
+        source: str | None = None,
+    ) -> Rate | Led:
         """The change of the vinyl rate to ``rate`` (checked by the caller), or the
         sync leader's action for it; ParameterError when the leader holds the rate.
         ``grid_bpm``: the tempo of the grid the rate is of (a bundle's edit of it);
-        default, the track's grid in force."""
+        default, the track's grid in force. ``source``: the sync source the rate is
+        judged under (a bundle's ``/sync/source``); default, the one in force."""
         if grid_bpm is None:
             try:
                 grid_bpm = self._grid().bpm
             except ParameterError:  # no grid: a rate of nothing the leader knows
                 grid_bpm = None
-        run = self._lead_rate(address, rate, grid_bpm)
+        run = self._lead_rate(address, rate, grid_bpm, source)
         return Rate(rate) if run is None else Led(run)
 
     def command(
-        self, verb: str, args: Sequence[Any] = (), *, grid_bpm: float | None = None
+        self,
+        verb: str,
+        args: Sequence[Any] = (),
+        *,
+        grid_bpm: float | None = None,
+        source: str | None = None,
     ) -> Command | Led | None:
         """The command for one verb (``play``, ``seek``, ``loop/off``...), the sync
         leader's :class:`Led` action for a start, a stop or a rate it takes, or
@@ -212,7 +227,7 @@ class TransportControl:
                 return None
             if verb != "loop/off":
                 starts = verb == "play" or (verb == "toggle" and not self.engine.rolling)
-                if (run := self._lead(starts)) is not None:
+                if (run := self._lead(starts, source)) is not None:
                     return Led(run)
             if verb == "play":
                 return Play()
@@ -231,7 +246,7 @@ class TransportControl:
                 raise ParameterError(
                     f"/transport/rate must be within {MIN_RATE:g}..{MAX_RATE:g}, got {rate:g}"
                 )
-            return self.rate("/transport/rate", rate, grid_bpm)
+            return self.rate("/transport/rate", rate, grid_bpm, source=source)
         if verb == "keylock":
             if len(args) != 1 or args[0] not in (0, 1) or isinstance(args[0], float):
                 raise ParameterError(f"/transport/keylock takes 0 or 1, got {list(args)!r}")

@@ -127,6 +127,7 @@ class Group:
     plan: Plan
     dry: bool  # validate only: take no rate-limit tokens
     grid: BeatGrid | None = None  # the beat grid as this group's edits leave it
+    source: str | None = None  # the sync source as this group's /sync/source leaves it
     # A family's own state as this group's messages leave it, by family (reaper.py)
     staged: dict[str, Any] = field(default_factory=dict)
 
@@ -457,7 +458,9 @@ class OscControl:
             group.plan.replies.append((address, transport.value(verb)))
         else:
             grid_bpm = group.grid.bpm if group.grid is not None else None
-            group.plan.transport(address, transport.command(verb, args, grid_bpm=grid_bpm))
+            group.plan.transport(
+                address, transport.command(verb, args, grid_bpm=grid_bpm, source=group.source)
+            )
 
     def _sync_source(self, address: str, args: list[Any], group: Group) -> None:
         """``/sync/source``: the leader (a query answers it); a change is echoed."""
@@ -467,6 +470,7 @@ class OscControl:
             return
         source = string(address, args)
         sync.check_source(source)
+        group.source = source  # the rest of the group is judged under it
         self._later(group, address, partial(sync.set_source, source), [source])
 
     def _sync_anchor(self, address: str, args: list[Any], group: Group) -> None:

@@ -221,7 +221,9 @@ class Reaper:
         grid = group.grid or self.host.beats.require().grid
         was = self._staged(group)
         rate = tempo_rate(address, bpm * was.playrate, grid.bpm)
-        group.plan.transport(address, self.host.transport.rate(address, rate, grid.bpm))
+        group.plan.transport(
+            address, self.host.transport.rate(address, rate, grid.bpm, source=group.source)
+        )
         if was.time is not None and not was.rolling:
             self._seek(group, self.track_seconds(was.time[0], bpm, group))
         self._stage(group, replace(was, tempo=bpm))
@@ -241,7 +243,9 @@ class Reaper:
                 f"{address} must be within {MIN_RATE:g}..{MAX_RATE:g}, got {playrate:g}"
             )
         group_bpm = group.grid.bpm if group.grid is not None else None
-        group.plan.transport(address, self.host.transport.rate(address, rate, group_bpm))
+        group.plan.transport(
+            address, self.host.transport.rate(address, rate, group_bpm, source=group.source)
+        )
         last = was.time
         if was.rolling and last is not None:
             # REAPER's clock runs at the new rate from now: predict from here.

@@ -67,4 +67,6 @@ class TempoHandlers:
             return
         bpm = number(address, args)
         rate = tempo_rate(address, bpm, grid.bpm)
-        group.plan.transport(address, self.host.transport.rate(address, rate, grid.bpm))
+        group.plan.transport(
+            address, self.host.transport.rate(address, rate, grid.bpm, source=group.source)
+        )

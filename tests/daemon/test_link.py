@@ -469,7 +469,7 @@ def test_a_surfaces_play_and_stop_go_to_the_leader_that_takes_them() -> None:
     offered: list[bool] = []
     takes = True
 
-    def lead(playing: bool) -> Callable[[], None] | None:
+    def lead(playing: bool, source: str | None) -> Callable[[], None] | None:
         return partial(offered.append, playing) if takes else None
 
     transport = TransportControl(host.engine, lead=lead)
@@ -502,8 +502,8 @@ def _led_host() -> tuple[FakeHost, OscControl, list[tuple[Any, ...]]]:
     host.transport = TransportControl(
         host.engine,
         grid=lambda: host.beats.require().grid,
-        lead=lambda playing: partial(ran.append, ("playing", playing)),
-        lead_rate=lambda address, rate, bpm: partial(ran.append, (address, rate, bpm)),
+        lead=lambda playing, source: partial(ran.append, ("playing", playing)),
+        lead_rate=lambda address, rate, bpm, source: partial(ran.append, (address, rate, bpm)),
     )
     return host, OscControl(host), ran
 
@@ -554,7 +554,7 @@ def test_a_leader_that_holds_the_rate_refuses_it_in_one_error() -> None:
     host.give_grid(BeatGrid(120.0, 0.5, 4))
     said = "the tempo follows the JACK transport; set it there, or /sync/source off first"
 
-    def hold(address: str, rate: float, grid_bpm: float | None) -> None:
+    def hold(address: str, rate: float, grid_bpm: float | None, source: str | None) -> None:
         raise ParameterError(f"{address}: {said}")
 
     host.transport = TransportControl(
@@ -567,6 +567,40 @@ def test_a_leader_that_holds_the_rate_refuses_it_in_one_error() -> None:
             ("/error", [f"{address}: {said}"])
         ]
     assert host.engine_state() == before and host.registry.get("/ch/1/mute") == 0
+
+
+def test_a_bundle_that_lets_the_leader_go_sets_the_rate_it_holds() -> None:
+    """[/sync/source off, /transport/rate] under the JACK transport: the bundle is
+    judged in its order (the rate under the source it sets first), not refused whole
+    for the rate the leader held when it came; the other way round, the rate is
+    refused and nothing of the bundle is applied."""
+    host = FakeHost()
+    host.sync = SyncControl(jack=True)
+    host.sync.set_source("jack")
+    host.give_grid(BeatGrid(120.0, 0.5, 4))
+    daemon = types.SimpleNamespace(sync=host.sync, link_session=None)
+    host.transport = TransportControl(
+        host.engine,
+        grid=lambda: host.beats.require().grid,
+        lead_rate=partial(Daemon._lead_rate, daemon),  # type: ignore[arg-type]
+    )
+    control = OscControl(host)
+    assert control.handle([("/sync/source", ["off"]), ("/transport/rate", [1.25])], SENDER) == [
+        ("/sync/source", ["off"])
+    ]
+    host.block()
+    assert host.sync.source == "off" and host.engine.rate == 1.25
+    assert control.handle([("/sync/source", ["jack"]), ("/transport/rate", [0.9])], SENDER) == [
+        (
+            "/error",
+            [
+                "/transport/rate: the tempo follows the JACK transport; set it there, "
+                "or /sync/source off first"
+            ],
+        )
+    ]
+    host.block()
+    assert host.sync.source == "off" and host.engine.rate == 1.25
 
 
 @pytest.mark.parametrize(
@@ -589,7 +623,14 @@ def test_the_daemon_refuses_a_rate_under_jack_and_midi(source: str, said: str) -
     sync.set_source(source)
     daemon = types.SimpleNamespace(sync=sync, link_session=None)
     with pytest.raises(ParameterError) as caught:
-        Daemon._lead_rate(daemon, "/transport/rate", 1.2, 120.0)  # type: ignore[arg-type]
+        Daemon._lead_rate(daemon, "/transport/rate", 1.2, 120.0, None)  # type: ignore[arg-type]
+    assert str(caught.value) == said
+    # Judged under the source a bundle sets before it: off takes it back, and the
+    # other way round.
+    assert Daemon._lead_rate(daemon, "/transport/rate", 1.2, 120.0, "off") is None  # type: ignore[arg-type]
+    sync.set_source("off")
+    with pytest.raises(ParameterError) as caught:
+        Daemon._lead_rate(daemon, "/transport/rate", 1.2, 120.0, source)  # type: ignore[arg-type]
     assert str(caught.value) == said
 
 
@@ -602,13 +643,14 @@ def test_the_daemon_gives_a_rate_to_the_link_session_as_its_tempo() -> None:
     session = types.SimpleNamespace(request_tempo=asked.append)
     daemon = types.SimpleNamespace(sync=sync, link_session=session)
     lead = partial(Daemon._lead_rate, daemon, "/transport/rate")  # type: ignore[arg-type]
-    assert lead(1.1, None) is None
-    run = lead(1.1, 120.0)
+    assert lead(1.1, None, None) is None
+    run = lead(1.1, 120.0, None)
     assert run is not None and asked == []  # nothing until the group is applied
     run()
     assert asked == [120.0 * 1.1]
     sync.set_source("off")
-    assert lead(1.1, 120.0) is None
+    assert lead(1.1, 120.0, None) is None
+    assert lead(1.1, 120.0, "link") is not None  # a bundle's /sync/source link first
 
 
 def test_request_playing_starts_and_stops_the_session() -> None:
