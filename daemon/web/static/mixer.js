@@ -55,6 +55,13 @@
     bulk.waiting.add(address);
     askWaiting();
   }
+  // A refused change (the rate while a JACK transport or a MIDI clock leads it) left
+  // the control where the hand put it: ask the daemon's value again, which it shows.
+  function showAgain(error) {
+    const address = error.split(/[: ]/, 1)[0];
+    if (address === "/transport/rate" || address === "/transport/bpm") ask("/transport/rate");
+  }
+
   function askWaiting() {
     const now = performance.now() / 1000;
     bulk.tokens = Math.min(BULK_BURST, bulk.tokens + (now - bulk.at) * BULK_PER_SECOND);
@@ -168,7 +175,7 @@
       case "/scene/list": fillSelect($("scene-list"), args, (n) => n); break;
       case "/scene/save": ask("/scene/list"); toast(`saved scene ${args[0]}`, true); break;
       case "/track/load": toast(`loaded ${String(args[0]).split("/").pop()}`, true); break;
-      case "/error": toast(args[0]); break;
+      case "/error": toast(args[0]); showAgain(String(args[0])); break;
       default: break;
     }
   }
