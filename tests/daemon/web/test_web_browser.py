@@ -1279,6 +1279,11 @@ def test_the_page_sets_quantize_loops_in_beats_and_hot_cues(
             lambda d: Select(d.find_element(By.ID, "quantize")).first_selected_option.text == "bar",
             "the page does not show quantize bar",
         )
+        # From the start of the 4 s track: a beat from the head's in its last beat would
+        # end past the track (an /error, no loop): a head left there by the play so far
+        # failed one CI run in a few.
+        client.send("/transport/seek", 0.0)
+        wait_osc(client, "/transport/position", lambda v: v < 1.0, "the seek to 0")
         d.find_element(By.CSS_SELECTOR, '#loop-beats [data-beats="1"]').click()
         region = wait_osc_reply(
             client, "/transport/loop", lambda a: a[1] > a[0], "no loop from the 1-beat button"
@@ -1612,3 +1617,45 @@ def test_the_demo_has_no_track_picker(tmp_path: Path) -> None:
         d.quit()
         code, err = daemon.stop()
         assert code == 0, err
+
+
+def test_a_rate_the_leader_refuses_puts_the_slider_back(tmp_path: Path) -> None:
+    """Under the JACK transport the rate is the leader's: a rate the slider sends is
+    refused (the page says why) and the slider goes back to the daemon's rate, not
+    left where the hand put it."""
+    from jack_helpers import env_for, start_jack
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    name = f"stemdeck-web-{os.getpid()}"
+    jackd = start_jack(name)
+    if jackd is None:
+        pytest.skip("needs jackd (apt-get install jackd2)")
+    track = tmp_path / "tones.wav"
+    sf.write(track, tone_mix(6.0, sr=SR, seed=3).T, SR, subtype="FLOAT")
+    env = {
+        **env_for(name),
+        "STEMDECK_CACHE": str(tmp_path / "cache"),
+        "STEMDECK_CONFIG": str(tmp_path / "config"),
+    }
+    daemon = Daemon([str(track), "--audio", "jack", "--sync", "jack"], env, tmp_path)
+    d = None
+    try:
+        daemon.wait_ready(separated=False)
+        d = browser()
+        open_page(d, daemon.http_url())
+        knob = d.find_element(By.ID, "rate")
+        wait_for(d, lambda d: attribute(knob, "aria-valuenow") == "1.0000", "rate 1 not shown")
+        ActionChains(d, duration=0).click_and_hold(knob).move_by_offset(20, 0).release().perform()
+        said = "/transport/rate: the tempo follows the JACK transport"
+        wait_for(d, lambda d: said in d.find_element(By.ID, "toast").text, "no refusal shown")
+        wait_for(
+            d, lambda d: attribute(knob, "aria-valuenow") == "1.0000", "the slider stayed moved"
+        )
+        assert daemon.client.ask("/transport/rate") == [("/transport/rate", [1.0])]
+    finally:
+        if d is not None:
+            d.quit()
+        daemon.stop()
+        jackd.terminate()
+        jackd.wait(timeout=10)
