@@ -135,6 +135,11 @@ class LoaderBase:
         self.separated = False  # the playing track's channels play (not its original)
         self.colours: list[str] = []  # #RRGGBB per channel, when the track names them
         self.labels: list[str] = []  # display name per channel, when the track names them
+        #: Set once the daemon's audio runs (set from the start where nothing waits
+        #: for it): a worker is not started before, not to take the cores from the
+        #: daemon's first moments (:meth:`~.loader_worker.SeparatedChannels._spawn`).
+        self.sounding = threading.Event()
+        self.sounding.set()
         self._lock = threading.Lock()
         self._request: LoadRequest | None = None  # the requested track, being read
         self._worker: SeparationWorker | None = None

@@ -19,6 +19,9 @@ __all__ = ["SeparatedChannels"]
 
 log = logging.getLogger(__name__)
 
+#: Longest a worker's start waits for the daemon's audio to run (LoaderBase.sounding).
+SOUNDING_WAIT_S = 2.0
+
 
 class SeparatedChannels(LoaderBase):
     """The loader's separation side (a base of :class:`~.loader.TrackLoader`)."""
@@ -39,6 +42,10 @@ class SeparatedChannels(LoaderBase):
         hands it; ``decode``: ``y`` is its map, read by the worker as it decodes).
         The worker, or None when it did not start (said) or ``gen`` no longer plays.
 
+        Not before the daemon's audio runs (:attr:`~.loader_base.LoaderBase.sounding`,
+        at most :data:`SOUNDING_WAIT_S`): a worker started beside the daemon's first
+        moments took the first sound 0.2 s later in one start of two.
+
         Under the lock, so that a newer track or :meth:`close` ends it and releases
         its audio whenever it comes: writing a 10-minute track into shared memory
         takes about 0.1 s, which a track posted meanwhile waits for.
@@ -48,6 +55,7 @@ class SeparatedChannels(LoaderBase):
             if self.cache is not None and (key is not None or key_later)
             else None
         )
+        self.sounding.wait(SOUNDING_WAIT_S)
         with self._lock:
             if not self.current(gen):
                 return None

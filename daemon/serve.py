@@ -456,8 +456,11 @@ class Daemon:
             self.memory = lock_memory()  # the engine's buffers, before any track is mapped
         if opts.record:
             self.recorder = Recorder(opts.record, rate, 2, max_block=block * 4)
-        # The separation's fork server imports beside the decode (separation_worker.py).
+        # The separation's fork server imports beside the decode (forkserver.py).
         warm_up(self.loader.mp_context)
+        # The first worker waits for the audio to run: beside the daemon's start it
+        # took the first sound 0.2 s later in one start of two (bench/live.py).
+        self.loader.sounding.clear()
         try:
             self.loader.open(opts.track)  # the track, with the registry's whole state
         except MemoryError:
@@ -511,7 +514,10 @@ class Daemon:
             on_jack_lost=self.sync.jack_lost,
             link=self.link,
         )
-        sink = self.audio.start()
+        try:
+            sink = self.audio.start()
+        finally:
+            self.loader.sounding.set()
         self.first_sound = time.monotonic()
         log.info("audio: %s", sink.description)
         # Feedback by channel name for stems, by index for components (docs/osc.md).

@@ -1197,3 +1197,39 @@ def test_a_worker_dropped_while_its_entry_is_opened_posts_no_stems(
     loader.close()
     assert len(engine.tracks()) == 2
     assert loader.track_info() == ("song", "original only", 1.0)
+
+
+def test_no_worker_starts_before_the_daemons_audio_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_memory_checked: None
+) -> None:
+    """The daemon's first track plays (the original) before its audio runs; its worker
+    waits for the audio (LoaderBase.sounding): beside the daemon's start it delayed the
+    first sound. Once the audio runs, the worker starts and the stems come."""
+    y = tone_mix(3.0, seed=4)
+    path = _library(tmp_path, y)
+    started: list[float] = []
+    real_start = worker_module.SeparationWorker.start.__func__  # type: ignore[attr-defined]
+
+    def start(cls: type, *args: Any, **kwargs: Any) -> Any:
+        started.append(time.monotonic())
+        return real_start(cls, *args, **kwargs)
+
+    monkeypatch.setattr(worker_module.SeparationWorker, "start", classmethod(start))
+    cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
+    engine = RecordingEngine(sr=SR)
+    loader = TrackLoader(
+        engine, Registry(NAMES), NAMES, spec=SPEC, cache=cache, library=[path.parent]
+    )
+    loader.sounding.clear()
+    loader.open(str(path))
+    try:
+        poll(lambda: len(engine.tracks()), lambda n: n >= 1, "the original posted")
+        time.sleep(0.5)
+        assert started == [] and not loader.separated
+        sounding = time.monotonic()
+        loader.sounding.set()
+        _settled(loader)
+        assert loader.problem is None and loader.separated
+        assert len(started) == 1 and started[0] >= sounding
+    finally:
+        loader.close()
