@@ -99,6 +99,35 @@ def _settled(loader: TrackLoader) -> None:
     )
 
 
+@dataclass
+class WorkerStart:
+    """One :meth:`SeparationWorker.start`: its keyword arguments, when it was called,
+    and the worker it started (None: it did not)."""
+
+    kwargs: dict[str, Any]
+    at: float
+    worker: SeparationWorker | None
+
+
+def _worker_starts(
+    monkeypatch: pytest.MonkeyPatch, on_start: Callable[[dict[str, Any]], None] = lambda kw: None
+) -> list[WorkerStart]:
+    """Record every worker's start, in order (``on_start`` sees its keyword arguments
+    before it starts)."""
+    starts: list[WorkerStart] = []
+    real_start = worker_module.SeparationWorker.start
+
+    def start(*args: Any, **kwargs: Any) -> SeparationWorker | None:
+        at = time.monotonic()
+        on_start(kwargs)
+        worker = real_start(*args, **kwargs)
+        starts.append(WorkerStart(kwargs, at, worker))
+        return worker
+
+    monkeypatch.setattr(worker_module.SeparationWorker, "start", start)
+    return starts
+
+
 def _entries(cache: SeparationCache) -> list[str]:
     return sorted(p.name for p in cache.root.iterdir() if not p.name.startswith("."))
 
@@ -166,14 +195,7 @@ def test_a_track_at_another_rate_than_the_engines_is_separated_as_it_plays(
     at that rate; the worker separates from the play head in the track's frames."""
     y = tone_mix(3.0, seed=4)
     path = _library(tmp_path, y)
-    heads: list[int] = []
-    real_start = worker_module.SeparationWorker.start.__func__  # type: ignore[attr-defined]
-
-    def start(cls: type, *args: Any, **kwargs: Any) -> Any:
-        heads.append(kwargs["position"])
-        return real_start(cls, *args, **kwargs)
-
-    monkeypatch.setattr(worker_module.SeparationWorker, "start", classmethod(start))
+    starts = _worker_starts(monkeypatch)
     cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
     engine = RecordingEngine(sr=48000, position=SR)  # one second into the track
     loader = TrackLoader(
@@ -191,7 +213,8 @@ def test_a_track_at_another_rate_than_the_engines_is_separated_as_it_plays(
     np.testing.assert_array_equal(progressive.track.mix[0], y)
     assert progressive.track.ready.tolist() == [1]
     assert separated.track.sr == SR and separated.track.channels is progressive.track.channels
-    assert heads == [SR]  # the engine's position counts the playing track's frames
+    # The engine's position counts the playing track's frames.
+    assert [s.kwargs["position"] for s in starts] == [SR]
 
 
 def test_one_decode_and_one_hash_per_load(
@@ -722,18 +745,13 @@ def test_the_worker_starts_before_the_hash_when_no_entry_can_match(
         separate(tone_mix(3.0, seed=9), SR, spec=SPEC, cache=cache)
     events: list[str] = []
     real_key = keys_module.cache_key
-    real_start = worker_module.SeparationWorker.start.__func__  # type: ignore[attr-defined]
 
     def key(*args: Any, **kwargs: Any) -> str:
         events.append("hash")
         return real_key(*args, **kwargs)
 
-    def start(cls: type, *args: Any, **kwargs: Any) -> Any:
-        events.append("worker")
-        return real_start(cls, *args, **kwargs)
-
     monkeypatch.setattr(keys_module, "cache_key", key)
-    monkeypatch.setattr(worker_module.SeparationWorker, "start", classmethod(start))
+    _worker_starts(monkeypatch, lambda kwargs: events.append("worker"))
     engine = RecordingEngine()
     loader = TrackLoader(
         engine, Registry(NAMES), NAMES, spec=SPEC, cache=cache, library=[path.parent]
@@ -1054,15 +1072,13 @@ def test_a_long_track_plays_its_stems_before_it_is_decoded_and_is_filed_under_it
         return len(tracks) == 2 and tracks[1].track.ready[0] == 1
 
     started: list[tuple[int, int]] = []
-    real_start = worker_module.SeparationWorker.start
 
-    def start(*args: Any, **kwargs: Any) -> SeparationWorker:
+    def count_at_start(kwargs: dict[str, Any]) -> None:  # the count moves on after
         decode = kwargs["decode"]
         started.append((decode.decoded, decode.audio.shape[1]) if decode else (-1, -1))
-        return real_start(*args, **kwargs)
 
     monkeypatch.setattr(files_module.MappedDecode, "_landed", landed)
-    monkeypatch.setattr(worker_module.SeparationWorker, "start", start)
+    _worker_starts(monkeypatch, count_at_start)
     cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
     engine = RecordingEngine()
     loader = TrackLoader(
@@ -1111,15 +1127,8 @@ def test_a_worker_ended_under_its_provisional_name_leaves_no_entry(
             assert gate.wait(60), "the test never let the decode on"
         return real_landed(self, at)
 
-    workers: list[SeparationWorker] = []
-    real_start = worker_module.SeparationWorker.start
-
-    def start(*args: Any, **kwargs: Any) -> SeparationWorker:
-        workers.append(real_start(*args, **kwargs))
-        return workers[-1]
-
     monkeypatch.setattr(files_module.MappedDecode, "_landed", landed)
-    monkeypatch.setattr(worker_module.SeparationWorker, "start", start)
+    starts = _worker_starts(monkeypatch)
     cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
     engine = RecordingEngine()
     loader = TrackLoader(
@@ -1138,8 +1147,10 @@ def test_a_worker_ended_under_its_provisional_name_leaves_no_entry(
         poll(lambda: loader.track_name, lambda n: n == "next", "the next track plays")
     else:
         loader.close()
+    first = starts[0].worker
+    assert first is not None
     try:
-        poll(lambda: workers[0].process.is_alive(), lambda alive: not alive, "the worker gone")
+        poll(lambda: first.process.is_alive(), lambda alive: not alive, "the worker gone")
         poll(
             lambda: (cache.root / provisional).exists(),
             lambda there: not there,
@@ -1207,14 +1218,7 @@ def test_no_worker_starts_before_the_daemons_audio_runs(
     first sound. Once the audio runs, the worker starts and the stems come."""
     y = tone_mix(3.0, seed=4)
     path = _library(tmp_path, y)
-    started: list[float] = []
-    real_start = worker_module.SeparationWorker.start.__func__  # type: ignore[attr-defined]
-
-    def start(cls: type, *args: Any, **kwargs: Any) -> Any:
-        started.append(time.monotonic())
-        return real_start(cls, *args, **kwargs)
-
-    monkeypatch.setattr(worker_module.SeparationWorker, "start", classmethod(start))
+    starts = _worker_starts(monkeypatch)
     cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
     engine = RecordingEngine(sr=SR)
     loader = TrackLoader(
@@ -1225,11 +1229,11 @@ def test_no_worker_starts_before_the_daemons_audio_runs(
     try:
         poll(lambda: len(engine.tracks()), lambda n: n >= 1, "the original posted")
         time.sleep(0.5)
-        assert started == [] and not loader.separated
+        assert starts == [] and not loader.separated
         sounding = time.monotonic()
         loader.sounding.set()
         _settled(loader)
         assert loader.problem is None and loader.separated
-        assert len(started) == 1 and started[0] >= sounding
+        assert len(starts) == 1 and starts[0].at >= sounding
     finally:
         loader.close()
