@@ -245,6 +245,10 @@ class SeparationWorker:
         self._shm = shm
         self._key_conn: Connection | None = None
         self._lock = threading.Lock()
+        #: Held while the provisional entry is removed: :meth:`end` and the watcher's
+        #: :meth:`finish` may both come, and whichever comes second returns only once
+        #: the entry is gone (the first may still be removing it).
+        self._discard_lock = threading.Lock()
         #: Set once the daemon has taken the worker's "entry" (or its watcher ended):
         #: :meth:`send_key` waits for it, since the entry takes the key's name then.
         self.announced = threading.Event()
@@ -422,14 +426,15 @@ class SeparationWorker:
         """The entry still under its provisional name, once the process is gone:
         nobody could resume it (done, it is in place under the key; renamed to the
         key's name, it is not there)."""
-        provisional, self._provisional = self._provisional, None
-        if provisional is None:
-            return
-        self.process.join(timeout=DISCARD_WAIT_S)  # ended: gone within moments
-        if self.process.is_alive():
-            self._provisional = provisional
-            return
-        discard_partial(*provisional)
+        with self._discard_lock:
+            provisional = self._provisional
+            if provisional is None:
+                return
+            self.process.join(timeout=DISCARD_WAIT_S)  # ended: gone within moments
+            if self.process.is_alive():
+                return
+            self._provisional = None
+            discard_partial(*provisional)
 
     def end(self) -> None:
         """Stop the process now (SIGTERM, then SIGKILL) and release the segment."""

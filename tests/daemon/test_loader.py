@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -625,6 +626,40 @@ def test_a_release_during_another_returns_once_the_segment_is_gone(
     assert _segments() == []
     first.join()
     receiving.close()
+    sending.close()
+
+
+def test_an_end_during_the_watchers_finish_returns_once_the_provisional_entry_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker ended (a damaged file) while its watcher, seeing the pipe close,
+    finishes it: end() returned while the watcher was still removing the entry under
+    the provisional name, and the loader went on as if it were gone (CI saw it left)."""
+    from stemdeck.core.separation.partial import LOCK, PARTIAL_PREFIX
+
+    folder = tmp_path / f"{PARTIAL_PREFIX}new-{'0' * 32}"
+    folder.mkdir()
+    (folder / LOCK).touch()
+    (folder / "channels.f32").write_bytes(bytes(64))
+    receiving, sending = mp.Pipe(duplex=False)
+    gone = SimpleNamespace(join=lambda timeout=None: None, is_alive=lambda: False)
+    worker = worker_module.SeparationWorker(cast(BaseProcess, gone), receiving, None)
+    worker._provisional = (tmp_path, folder.name.removeprefix(PARTIAL_PREFIX))
+    removing = threading.Event()
+    real_discard = worker_module.discard_partial
+
+    def slow_discard(root: Path, key: str) -> None:
+        removing.set()
+        time.sleep(0.3)  # a busy machine
+        real_discard(root, key)
+
+    monkeypatch.setattr(worker_module, "discard_partial", slow_discard)
+    watcher = threading.Thread(target=worker.finish)
+    watcher.start()
+    assert removing.wait(10)
+    worker.end()  # the loader's, while the watcher removes the entry
+    assert not folder.exists()
+    watcher.join()
     sending.close()
 
 
