@@ -12,6 +12,13 @@ waits for rtmidi's process thread, which waits for the GIL to hand our callback 
 message: nothing moves until JACK times out (5 or 10 s under the tests' jackd, -t 5000).
 Listing ports and opening or closing a port on a client that exists waits for no graph.
 
+Input is never handed to Python on rtmidi's thread. Under JACK that thread is JACK's
+process thread: a callback there waits for the GIL, and while it waits (another thread
+holds the GIL, or its holder is descheduled on a busy machine) the client misses its
+cycles and the messages of those cycles are lost (four in five with the GIL held 50 ms
+at a time, in a test). rtmidi queues each message on its own thread (``queue_size_limit``,
+1024) and a thread of ours (:class:`_Input`) takes them every :data:`POLL_S`.
+
 A mapped control moves the registry and the engine through one
 :class:`~stemdeck.core.control.registry.Transaction`, as OSC does: when the engine's
 queue is full the move is dropped, the registry keeps the old value, and the
@@ -42,6 +49,9 @@ from .transport import Led
 log = logging.getLogger(__name__)
 
 APIS = {"alsa": "mido.backends.rtmidi/LINUX_ALSA", "jack": "mido.backends.rtmidi/UNIX_JACK"}
+#: How often an input's thread takes the messages rtmidi queued (the most a message
+#: waits, under a JACK period of 256 frames at 48 kHz).
+POLL_S = 0.002
 
 
 def backend_name(api: str | None) -> str:
@@ -60,8 +70,56 @@ def resolve_map(name_or_path: str) -> MidiMap:
     return load_midi_map(name_or_path)
 
 
+def _rtapi(api: str | None) -> Any:
+    """rtmidi's API constant for mido's API name (``UNIX_JACK``; None: rtmidi's default)."""
+    # Here, not at the top: mido's backend has loaded rtmidi by now, or failed with a
+    # clear "MIDI backend unavailable" (MidiControl) where an import would not.
+    import rtmidi
+
+    return getattr(rtmidi, f"API_{api}") if api else rtmidi.API_UNSPECIFIED
+
+
+class _Input:
+    """An open rtmidi input whose queue a thread of ours takes, message by message, to
+    ``on_message`` (never rtmidi's thread: see the module docstring).
+
+    ``owned``: the client is this input's alone (a virtual port), deleted on close.
+    """
+
+    def __init__(self, rt: Any, name: str, on_message: Any, *, owned: bool = False) -> None:
+        self._rt = rt
+        self.name = name
+        self._on_message = on_message
+        self._owned = owned
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stemdeck-midi-in", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        get = self._rt.get_message
+        while not self._stop.is_set():
+            event = get()
+            if event is None:
+                self._stop.wait(POLL_S)
+                continue
+            try:
+                msg = mido.Message.from_bytes(event[0])
+            except (ValueError, IndexError):  # IndexError: no bytes at all
+                continue  # as mido: an invalid message is ignored
+            self._on_message(msg)
+
+    def close(self) -> None:
+        """Stop taking messages, then close the port (never while the thread reads it)."""
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=2)
+        self._rt.close_port()
+        if self._owned:
+            self._rt.delete()
+
+
 class _Port:
-    """One port opened on a :class:`_Controller` client: what mido's ports offer us."""
+    """One output port opened on a :class:`_Controller` client: what mido's ports offer us."""
 
     def __init__(self, rt: Any, name: str) -> None:
         self._rt = rt
@@ -71,7 +129,21 @@ class _Port:
         self._rt.send_message(msg.bytes())
 
     def close(self) -> None:
-        self._rt.close_port()  # also cancels an input's callback
+        self._rt.close_port()
+
+
+def open_virtual_input(api: str | None, name: str, on_message: Any) -> _Input:
+    """A virtual input port ``name`` on a client of its own, as mido's backend names it."""
+    import rtmidi
+
+    rt = rtmidi.MidiIn(rtapi=_rtapi(api))
+    try:
+        rt.open_virtual_port(name)
+        rt.ignore_types(False, False, True)  # as mido: keep sysex and clock
+    except BaseException:
+        rt.delete()
+        raise
+    return _Input(rt, name, on_message, owned=True)
 
 
 class _Controller:
@@ -79,11 +151,9 @@ class _Controller:
     (see the module docstring: a new JACK client per check stalls every thread)."""
 
     def __init__(self, api: str | None, on_message: Any) -> None:
-        # Here, not at the top: mido's backend has loaded rtmidi by now, or failed with
-        # a clear "MIDI backend unavailable" (MidiControl) where an import would not.
         import rtmidi
 
-        rtapi = getattr(rtmidi, f"API_{api}") if api else rtmidi.API_UNSPECIFIED
+        rtapi = _rtapi(api)
         self._in = rtmidi.MidiIn(rtapi=rtapi)
         self._out = rtmidi.MidiOut(rtapi=rtapi)
         self._in.ignore_types(False, False, True)  # as mido: keep sysex and clock
@@ -95,21 +165,13 @@ class _Controller:
     def output_names(self) -> list[str]:
         return list(self._out.get_ports())
 
-    def open_input(self, name: str) -> _Port:
+    def open_input(self, name: str) -> _Input:
         self._in.open_port(self.input_names().index(name))
-        self._in.set_callback(self._deliver)
-        return _Port(self._in, name)
+        return _Input(self._in, name, self._on_message)
 
     def open_output(self, name: str) -> _Port:
         self._out.open_port(self.output_names().index(name))
         return _Port(self._out, name)
-
-    def _deliver(self, event: tuple[list[int], float], data: Any) -> None:
-        try:
-            msg = mido.Message.from_bytes(event[0])
-        except ValueError:
-            return  # as mido: an invalid message is ignored
-        self._on_message(msg)
 
     def delete(self) -> None:
         for rt in (self._in, self._out):
@@ -189,9 +251,7 @@ class MidiControl:
     def _open(self) -> None:
         try:
             if self.virtual is not None:
-                self.inport = self.backend.open_input(
-                    self.virtual, virtual=True, callback=self._on_message
-                )
+                self.inport = open_virtual_input(self.backend.api, self.virtual, self._on_message)
                 self.outport = self.backend.open_output(self.virtual, virtual=True)
             else:
                 assert self.controller is not None
@@ -261,7 +321,7 @@ class MidiControl:
         return float(self.host.transport.value(name)[0])
 
     def _on_message(self, msg: Any) -> None:
-        """rtmidi's thread: decode, map, apply. Never raises."""
+        """The input's thread (:class:`_Input`): decode, map, apply. Never raises."""
         self.received += 1
         try:
             if msg.type == "control_change":
