@@ -16,7 +16,6 @@ import re
 import sys
 from collections.abc import Iterator
 from functools import partial
-from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -300,21 +299,30 @@ def test_jack_timebase_master_writes_the_grids_bars_beats_and_tempo(
         reader.client.transport_stop()
         positions = [p for p in reader.positions if p[0] >= 3 * SR + 77]
         assert len(positions) >= 100, len(positions)
-        # A cycle the daemon missed (a busy machine): JACK moves the frame on under the
-        # bars, beats and ticks it wrote for the frame before, exactly those; not ours
-        # to measure, and a few at most.
-        stale = [b for a, b in pairwise(positions) if b[0] == a[0] + PERIOD and b[1:4] == a[1:4]]
-        assert len(stale) <= len(positions) // 10, (len(stale), len(positions))
-        worst = 0.0
-        for frame, bar, beat, tick, bpm, per_bar in (p for p in positions if p not in stale):
-            # The track's second at the frame (the follower's: anchor + frame / sr), in
-            # beats of the grid (120 BPM, bar 1 at 0 s, four beats).
+
+        def off(frame: int, bar: int, beat: int, tick: int) -> float:
+            """Ticks between what was written and the grid at ``frame``: the track's
+            second there (the follower's: anchor + frame / sr) in beats of the grid
+            (120 BPM, bar 1 at 0 s, four beats)."""
             beats = (0.375 + frame / SR) * TRACK_BPM / 60.0
-            got = (bar - 1) * 4 + (beat - 1) + tick / TPB
-            worst = max(worst, abs(got - beats) * TPB)
-            assert (bpm, per_bar) == (TRACK_BPM, 4.0)
+            return abs((bar - 1) * 4 + (beat - 1) + tick / TPB - beats) * TPB
+
         # Ticks are cut to whole ones: at most one tick short (float rounding aside).
-        assert worst <= 1.0 + 1e-6, worst
+        tick_most = 1.0 + 1e-6
+        # A cycle the daemon missed (a busy machine): JACK moves the frame on under the
+        # bars, beats and ticks it wrote a cycle or two before, exactly those (the cycle
+        # before may be one the reader missed too, CI saw it); not ours to measure, and
+        # a few at most.
+        stale = [
+            p
+            for p in positions
+            if off(*p[:4]) > tick_most
+            and any(off(p[0] - k * PERIOD, *p[1:4]) <= tick_most for k in (1, 2))
+        ]
+        assert len(stale) <= len(positions) // 10, (len(stale), len(positions))
+        worst = max(off(*p[:4]) for p in positions if p not in stale)
+        assert worst <= tick_most, worst
+        assert {p[4:] for p in positions} == {(TRACK_BPM, 4.0)}
         # Given up at shutdown: the transport rolls on with frames alone.
         code, err = daemon.stop()
         assert code == 0, err
