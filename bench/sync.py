@@ -270,6 +270,7 @@ class RollingEngine:
         self.track: Track | None = Track(np.zeros((1, 2, SR * 600), np.float32), SR, ("mix",))
         self.t0 = time.perf_counter()
         self.position = 0
+        self.jumps = 0
         self._stop = threading.Event()
         threading.Thread(target=self._blocks, daemon=True).start()
 

@@ -5,9 +5,18 @@ what is heard by the block and the output's latency. :class:`HeardPlayHead`
 reads it from a control thread (the MIDI clock's), with no call in the audio
 thread, and keeps a line ``seconds = s_ref + (t - t_ref) * speed`` that it pulls
 gently towards each reading: the clock's ticks and the follower's phase come
-from that line, not from the block-by-block steps. A reading far from the line
-(a seek, a loop wrap, a new track, play or pause) restarts it and counts a
-jump.
+from that line, not from the block-by-block steps.
+
+The line restarts and counts a jump when the mixer says its head jumped
+(:attr:`MixerState.jumps <stemdeck.core.mixer.state.MixerState.jumps>`: a seek,
+a loop wrap, a beat jump, a cue), on a new track, on play and on pause. A
+reading far from the line without any of those is a *slip*: the sound itself
+came late (an audio stall, an xrun) or the output's latency changed. The line
+restarts at the reading, since that is what is heard, but no jump is counted:
+the MIDI clock out goes on ticking (a follower sees one long tick) instead of
+sending Stop, Song Position Pointer and Continue mid-set. A reading the reading
+thread was held up in (more than :data:`READ_S` between the clock read before
+and after it) cannot be placed in time and is not taken.
 """
 
 from __future__ import annotations
@@ -21,8 +30,10 @@ from stemdeck.core.mixer.commands import Track
 
 __all__ = ["Head", "HeardPlayHead", "PlayedEngine"]
 
-#: How far a reading may be from the line before it is a jump (s of track time).
+#: How far a reading may be from the line before it is a slip (s of track time).
 JUMP_S = 0.02
+#: The longest a reading may take and still be placed in time (s).
+READ_S = 0.001
 #: How much of a reading's distance from the line is taken per reading.
 GAIN = 0.05
 
@@ -31,6 +42,7 @@ class PlayedEngine(Protocol):
     """What the estimator reads of the mixer (its public state)."""
 
     position: int
+    jumps: int
     rate: float
     track: Track | None
 
@@ -104,28 +116,38 @@ class HeardPlayHead:
         self.block_s = block_s
         self.latency = latency
         self.head = Head(0.0, 0.0, 0.0, 0)
+        #: Slips of the line (see the module docstring), for the log and the tests.
+        self.slips = 0
         self._track: Track | None = None
+        self._jumps = -1  # the mixer's count at the last reading
 
     def sample(self) -> Head:
         """Read the mixer now and return the line (replaced whole: any thread may
         read :attr:`head`)."""
         engine = self.engine
+        ahead_s = 0.5 * self.block_s + self.latency()
+        before = self.clock()
         track = engine.track
         rolling = engine.rolling and track is not None
         speed = float(engine.rate) if rolling else 0.0
-        now = self.clock()
-        ahead_s = 0.5 * self.block_s + self.latency()
-        heard = engine.seconds(engine.position) - ahead_s * speed
+        position = engine.position
+        jumps = engine.jumps  # after the position: the mixer counts after it moves
+        after = self.clock()
         head = self.head
+        if after - before > READ_S and self._jumps >= 0:
+            return head  # held up while reading: the reading's time is not known
+        now = 0.5 * (before + after)
+        heard = engine.seconds(position) - ahead_s * speed
         predicted = head.seconds_at(now)
-        jumped = (
-            track is not self._track
-            or (speed > 0.0) != head.rolling
-            or abs(heard - predicted) > JUMP_S * max(speed, 1.0)
-        )
+        jumped = track is not self._track or (speed > 0.0) != head.rolling or jumps != self._jumps
+        slipped = not jumped and abs(heard - predicted) > JUMP_S * max(speed, 1.0)
         self._track = track
+        self._jumps = jumps
         if jumped:
             head = Head(now, heard, speed, head.jumps + 1)
+        elif slipped:
+            self.slips += 1
+            head = Head(now, heard, speed, head.jumps)
         else:
             head = Head(now, predicted + GAIN * (heard - predicted), speed, head.jumps)
         self.head = head

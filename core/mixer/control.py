@@ -655,6 +655,9 @@ class MixerControl(MixerState):
             head.current, head.target = 0.0, 1.0
             head.left = self._xfade_len
             head.step = 1.0 / self._xfade_len
+        moved = abs(target - self.position) > 1  # not a landing on the nearest frame
         self.position = target
+        if moved:  # (a new track the reader tells by the track itself)
+            self.jumps += 1  # after the position (see MixerState.jumps)
         if not keep_phase and not self._exact:
             self._rewind_phase()

@@ -198,6 +198,7 @@ class Mixer(MixerControl):
         self._prepared = False
         self.blocks = 0
         self.position = 0
+        self.jumps = 0
         self.playing = False
         self._pausing = False
         self._ending = False

@@ -91,6 +91,11 @@ class MixerState:
     track: Track | None
     #: The main play head, in the track's frames (at its own rate: :attr:`frame_rate`).
     position: int
+    #: Jumps of the main play head in time (seeks, loop wraps, beat jumps, cues, a new
+    #: track), counted after :attr:`position` is set: a reader that takes the position
+    #: and then this count never pairs a jump's count with the position before it.
+    #: Whatever else moves the head against the wall clock (an audio stall) is not one.
+    jumps: int
     playing: bool
     #: The vinyl rate (:class:`~.commands.Rate`): the speed and pitch over the
     #: track's own, 1.0 by default; the read head glides to it.

@@ -149,6 +149,7 @@ class FakeEngine:
     def __init__(self) -> None:
         self.track: Track | None = Track(np.zeros((1, 2, 48000 * 60), np.float32), 48000, ("mix",))
         self.position = 0
+        self.jumps = 0
         self.rate = 1.0
         self.playing = False
         self.posted: list[Command] = []

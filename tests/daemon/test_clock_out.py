@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from stemdeck.core.beats.grid import BeatGrid
+from stemdeck.core.mixer.commands import Track
 from stemdeck.daemon.clock_out import CLOCK, CONTINUE, START, STOP, ClockOutSchedule, song_position
 from stemdeck.daemon.playhead import Head
 
@@ -67,3 +69,50 @@ def test_play_from_the_first_beat_read_a_block_late_still_sends_start() -> None:
     s = ClockOutSchedule()
     later = Head(10.0, 1.0 + 1.5 * TICK, 1.0, 1)  # past tick 1: a pointer, the next sixteenth
     assert s.plan(10.0, later, GRID, 10.0)[:2] == [(10.0, song_position(1)), (10.0, CONTINUE)]
+
+
+def test_an_audio_stall_mid_play_delays_the_ticks_and_sends_no_stop_pointer_or_continue() -> None:
+    """The audio stalled 30 ms (an xrun, a busy GIL) half a second in: the heard play
+    head is 30 ms late from then on. The clock out sent Stop, a Song Position Pointer
+    and Continue for it, so a drum machine following stopped and restarted mid-set.
+    Now the ticks go on in order, those across the stall 30 ms late in all and the
+    rest on the new line; a seek, which the mixer counts, still sends the three."""
+    from stemdeck.daemon.playhead import HeardPlayHead
+
+    sr = 48000
+
+    class Engine:
+        track: Track | None = Track(np.zeros((1, 2, sr * 10), np.float32), sr, ("mix",))
+        position = 0
+        jumps = 0
+        rate = 1.0
+        rolling = True
+
+        def seconds(self, frames: int) -> float:
+            return frames / sr
+
+    engine = Engine()
+    now = [10.0]
+    head = HeardPlayHead(engine, block_s=0.0, clock=lambda: now[0])
+    s = ClockOutSchedule()
+    grid = BeatGrid(120.0, 0.0)
+    sent: list[tuple[float, bytes]] = []
+    for step in range(250):  # a reading every 4 ms for a second
+        t = step * 0.004
+        now[0] = 10.0 + t
+        engine.position = round(sr * (t if t < 0.5 else max(0.5, t - 0.03)))
+        sent += s.plan(now[0], head.sample(), grid, now[0] + 0.004)
+    assert sent[0] == (10.0, START)
+    assert {m for _, m in sent[1:]} == {CLOCK}
+    ticks = np.array([d for d, _ in sent[1:]])
+    assert len(ticks) == 47  # the track to 0.97 s, heard by 11.0 s
+    late = np.diff(ticks) - TICK
+    assert (late > -1e-9).all()  # never a tick early (a burst)
+    assert late.sum() == pytest.approx(0.03, abs=1e-4)  # the stall, once, then on the line
+    assert late.max() > 0.02  # most of it across the stall
+    assert head.slips == 1
+    engine.position += sr // 10  # a seek 100 ms on
+    engine.jumps += 1
+    now[0] += 0.004
+    out = s.plan(now[0], head.sample(), grid, now[0])
+    assert [m for _, m in out] == [STOP, song_position(s.next_tick // 6), CONTINUE]

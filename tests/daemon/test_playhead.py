@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 
 from stemdeck.core.mixer.commands import Track
-from stemdeck.daemon.playhead import HeardPlayHead
+from stemdeck.daemon.playhead import GAIN, Head, HeardPlayHead
 
 
 class Engine:
     def __init__(self) -> None:
         self.track: Track | None = Track(np.zeros((1, 2, 48000), np.float32), 48000, ("mix",))
         self.position = 0
+        self.jumps = 0
         self.rate = 1.0
         self.rolling = True
 
@@ -32,9 +33,90 @@ def test_the_output_latency_is_read_at_every_reading() -> None:
     line = head.sample()
     assert line.s_ref == pytest.approx(0.5 - 0.002 - 0.010, abs=1e-12)
     assert line.time_of(0.5) == pytest.approx(1.0 + 0.012, abs=1e-12)
-    latency[0] = 0.050  # 40 ms more: a jump of the line, to the new latency
+    latency[0] = 0.050  # 40 ms more: the line restarts at the new latency (a slip)
     engine.position = 24048
     now[0] = 1.001
     line = head.sample()
-    assert line.jumps == 2
+    assert (line.jumps, head.slips) == (1, 1)
     assert line.s_ref == pytest.approx(0.501 - 0.002 - 0.050, abs=1e-12)
+
+
+def test_a_stall_is_a_slip_of_the_line_and_only_the_mixers_jumps_are_jumps() -> None:
+    """The audio stalled 30 ms (an xrun): the head is heard 30 ms late, and the line
+    restarts there without a jump (the MIDI clock out sent Stop, a pointer and
+    Continue for it). A seek of 10 ms, which the mixer counts, is a jump, however
+    small; a head off the line by less than JUMP_S is pulled, neither."""
+    engine = Engine()
+    now = [1.0]
+    head = HeardPlayHead(engine, block_s=0.0, clock=lambda: now[0])
+    engine.position = 48000
+    assert head.sample() == Head(1.0, 1.0, 1.0, 1)  # the first reading starts the line
+    now[0], engine.position = 1.1, 48000 + 4800 - 1440  # 100 ms on, 30 ms short
+    line = head.sample()
+    assert (line.jumps, head.slips) == (1, 1)
+    assert (line.t_ref, line.s_ref) == (1.1, pytest.approx(1.07, abs=1e-12))
+    now[0], engine.position = 1.2, 48000 + 9600 - 1440 + 480  # a seek 10 ms on
+    engine.jumps = 1
+    line = head.sample()
+    assert (line.jumps, head.slips) == (2, 1)
+    assert line.s_ref == pytest.approx(1.18, abs=1e-12)
+    now[0], engine.position = 1.3, 48000 + 14400 - 1440 + 480 + 480  # 10 ms off
+    line = head.sample()
+    assert (line.jumps, head.slips) == (2, 1)
+    assert line.s_ref == pytest.approx(1.28 + GAIN * 0.01, abs=1e-12)
+
+
+def test_a_reading_held_up_between_its_clock_reads_is_not_taken() -> None:
+    """The reading thread was held up (the GIL, the scheduler) between reading the
+    clock and the mixer: the reading's time is unknown, and taking it would be a
+    slip of the line (a burst or a gap of MIDI clock ticks)."""
+    engine = Engine()
+    times = iter([1.0, 1.0, 2.0, 2.05, 3.0, 3.0])
+    head = HeardPlayHead(engine, block_s=0.0, clock=lambda: next(times))
+    engine.position = 48000
+    first = head.sample()
+    engine.position = 96000  # the mixer 1 s on; the reading took 50 ms
+    assert head.sample() is first
+    assert head.slips == 0
+    engine.position = 144000
+    line = head.sample()
+    assert (line.t_ref, line.s_ref, line.jumps, head.slips) == (3.0, pytest.approx(3.0), 1, 0)
+
+
+def test_the_mixer_counts_its_heads_jumps_and_nothing_else() -> None:
+    """MixerState.jumps: a seek, a loop's wrap and the end's wrap count; a rate
+    change, the landing on a whole frame and a region's channels replacing its
+    original do not."""
+    from stemdeck.core.mixer.commands import Loop, Play, Rate, Seek, SetTrack
+    from stemdeck.core.mixer.engine import Mixer
+
+    sr, block = 48000, 256
+    mixer = Mixer(at_end="loop")
+    mixer.prepare(sr, block)
+    y = np.full((1, 2, sr), 0.1, np.float32)
+    mixer.post(SetTrack(Track(y, sr, ("mix",))))
+    mixer.post(Play())
+    out = np.zeros((block, 2), np.float32)
+
+    def blocks(n: int) -> int:
+        for _ in range(n):
+            mixer.process(out)
+        return mixer.jumps
+
+    start = blocks(1)
+    assert blocks(10) == start
+    mixer.post(Rate(1.07))
+    assert blocks(20) == start  # the read head between rates: no jump
+    mixer.post(Rate(1.0))
+    assert blocks(20) == start  # back to 1.0: the landing on a whole frame is none
+    assert mixer._exact
+    mixer.post(Seek(0.5))
+    assert blocks(1) == start + 1
+    mixer.post(Loop(0.5, 0.55))  # the head inside it: no jump; 2,400 frames
+    assert blocks(8) == start + 1  # to 26,304 of 26,400
+    assert blocks(1) == start + 2  # the wrap
+    assert blocks(10) == start + 3  # 2,560 frames: one more wrap
+    mixer.post(Loop(0.0, 0.0))
+    mixer.post(Seek(0.9))
+    assert blocks(1) == start + 4
+    assert blocks(36) == start + 5  # 9,216 frames: the track's end wraps to its start
