@@ -1,6 +1,6 @@
 """Memory and time to stems of the daemon, by the track's length (issue #22).
 
-    .venv/bin/python bench/memory.py [--minutes 3 10 60] [--rate 44100]
+    .venv/bin/python bench/memory.py [--minutes 3 10 60] [--rate 44100] [--stem-file]
 
 For each length a track is generated (tones and noise bursts, 16-bit WAV, so any
 machine can run it) and served by ``stemdeck serve TRACK --no-audio`` as a
@@ -17,6 +17,10 @@ start:
   sample, 2 s after all stems. RssAnon is each process's own heap: the cache entry
   (a memory map of a file) and the worker's audio in shared memory are RssFile and
   RssShmem, which the kernel can drop or which stand once for the track.
+
+``--stem-file``: the track is a four-stem file instead (ALAC, the generated track's
+low tone, high tone, noise bursts and a quiet hum as its stems), which is not
+separated: "first stems" and "all stems" are both the time it plays its stems.
 
 Targets (the issue): first stems <= 2 s for every length; all stems for 3 minutes
 <= 3 s; daemon steady RssAnon <= 150 MB and peak <= 300 MB; worker peak <= 600 MB.
@@ -108,6 +112,24 @@ class Sampler(threading.Thread):
                     self.worker_peak = max(self.worker_peak, kb)
 
 
+def generate_stem_file(path: Path, minutes: float, sr: int) -> None:
+    """A four-stem ALAC file of the generated track's parts (written whole: the writer
+    takes whole arrays)."""
+    from stemdeck.core.audiofile.stemfile_write import write_stem_file
+
+    rng = np.random.default_rng(int(minutes * 10))
+    total = int(minutes * 60 * sr)
+    t = np.arange(total) / sr
+    stems = np.empty((4, 2, total), np.float32)
+    stems[0] = 0.3 * np.sin(2 * np.pi * 55 * t)
+    stems[1] = 0.15 * np.sin(2 * np.pi * 880 * t + 0.3 * np.sin(2 * np.pi * 0.5 * t))
+    beat = (np.floor(t * 2) % 2 == 0) & ((t * 2) % 1 < 0.05)
+    stems[2] = 0.2 * rng.standard_normal(total) * beat
+    stems[3] = 0.02 * np.sin(2 * np.pi * 100 * t)
+    del t, beat
+    write_stem_file(path, stems.sum(axis=0), stems, sr, codec="alac")
+
+
 def serve_once(track: Path, cache: Path) -> dict[str, float]:
     port = free_udp_port()
     env = {**os.environ, "STEMDECK_CACHE": str(cache)}
@@ -174,12 +196,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, nargs="+", default=[3.0, 10.0, 60.0])
     parser.add_argument("--rate", type=int, default=44100)
+    parser.add_argument("--stem-file", action="store_true", help="a four-stem file, not a WAV")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="stemdeck-memory-") as tmp:
         for minutes in args.minutes:
-            track = Path(tmp) / f"track-{minutes:g}min.wav"
-            generate(track, minutes, args.rate)
+            if args.stem_file:
+                track = Path(tmp) / f"track-{minutes:g}min.stem.m4a"
+                generate_stem_file(track, minutes, args.rate)
+            else:
+                track = Path(tmp) / f"track-{minutes:g}min.wav"
+                generate(track, minutes, args.rate)
             cache = Path(tmp) / f"cache-{minutes:g}"
             for state in ("uncached", "cached"):
                 r = serve_once(track, cache)
@@ -192,7 +219,8 @@ def main() -> None:
                 )
             track.unlink()
     print()
-    print(f"source {args.rate} Hz, served on the 48 kHz null clock (--no-audio)")
+    kind = "a four-stem ALAC file" if args.stem_file else "a WAV"
+    print(f"source {kind} at {args.rate} Hz, served on the 48 kHz null clock (--no-audio)")
     print(
         "| length | cache | first stems (s) | all stems (s) | daemon RssAnon peak (MB) "
         "| daemon steady (MB) | worker peak (MB) |"

@@ -217,7 +217,9 @@ class TrackLoader(CachedChannels, SeparatedChannels):
     def _read_and_play(self, request: LoadRequest, *, background: bool) -> None:
         """Read ``request``'s source; once it is decoded and the engine took it, it
         plays. Its channels follow (in this thread, or another with ``background``)."""
-        stems = read_stem_source(request.source, self.engine.sr)
+        stems = read_stem_source(
+            request.source, self.engine.sr, self.cache.root if self.cache is not None else None
+        )
         if stems is not None:
             self._publish_stems(stems, request)
             return
@@ -339,7 +341,7 @@ class TrackLoader(CachedChannels, SeparatedChannels):
             )
         keys = stems.arrange().keys  # drums, bass, other, vocals, then the rest
         name = source_name(source)
-        track = Track(stems.stems, self.engine.sr, keys)
+        track = Track(stems.stems, stems.sr, keys)  # at its own rate, or resampled
         colours = list(stems.colours)
         labels = list(stems.names)
         gen = self._play(
@@ -347,7 +349,8 @@ class TrackLoader(CachedChannels, SeparatedChannels):
         )
         if gen is not None:
             if self.beats is not None:
-                self.beats.start(stems.mix, stems.sr, gen, name)
+                mix = stems.mixed(self.cache.root if self.cache is not None else None)
+                self.beats.start(mix, stems.sr, gen, name)
             named = ", ".join(f"{n} {c}" for n, c in zip(stems.names, colours, strict=True))
             log.info("%s: %d stems from the file: %s", name, len(stems.names), named)
 

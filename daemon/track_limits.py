@@ -22,8 +22,10 @@ channels, at its own rate):
   is that of two chunks whatever the track's length, :data:`CHUNKED_WORKING_SET`
   (``bench/memory.py`` measures it).
 
-A stem file is not separated: its stems are decoded at the engine's rate (about
-twice their size while decoding).
+A stem file is not separated. With a cache folder its stems are decoded at its own
+rate straight into a memory map of a scratch file there, and their mix beside them
+(page cache: the stems' size and the mix's, once); without one, at the engine's rate
+into the heap (about twice their size while decoding).
 """
 
 from __future__ import annotations
@@ -93,7 +95,8 @@ class TrackLimits:
         (default :func:`mem_available`; a test passes its own).
     chunked : bool
         The worker separates in chunks (there is a cache): its working set is
-        :data:`CHUNKED_WORKING_SET`, not a multiple of the track.
+        :data:`CHUNKED_WORKING_SET`, not a multiple of the track; a stem file is
+        mapped in the cache folder.
     """
 
     max_minutes: float = MAX_MINUTES
@@ -115,9 +118,11 @@ class TrackLimits:
         for a stem file of that many stems (not separated)."""
         ch = min(max(channels, 1), 2)
         at_engine = frames * engine_sr / sr * ch * 4
+        decoded = frames * ch * 4
+        if stems and self.chunked and plays_at(sr):
+            return int((stems + 1) * decoded)  # mapped at its own rate, and the mix
         if stems:
             return int(2 * stems * at_engine)
-        decoded = frames * ch * 4
         # The mixer's read head converts a rate it plays (plays_at) as it reads:
         # no copy of the channels at the engine's rate then.
         resampled = 0 if sr == engine_sr or plays_at(sr) else outputs * at_engine

@@ -24,10 +24,11 @@ from ..errors import AudioFileError
 from .pyav import ffmpeg_reason, import_av, open_container
 from .roles import StemLayout, permute_rows, stem_layout
 from .samples import resample, resample_channels
+from .scratch import scratch_array
 from .stemfile import declared_length, probe
 from .tags import Tags, read_tags
 
-__all__ = ["StemFile", "read_mp4_audio", "read_stem_file"]
+__all__ = ["StemFile", "map_mp4_audio", "map_stem_file", "read_mp4_audio", "read_stem_file"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,22 @@ class StemFile:
         """The sum of the stems, ``(channels, samples)``: what unity on every channel plays."""
         return np.asarray(self.stems.sum(axis=0, dtype=np.float32))
 
+    def mixed(self, folder: str | os.PathLike[str] | None, block: int = 1 << 18) -> np.ndarray:
+        """:attr:`mix`, summed ``block`` samples at a time into a read-only memory map
+        of an unlinked file in ``folder`` (None, or no room there: the heap), so a
+        long file's mix takes no more of the heap than its stems do."""
+        if folder is None:
+            return self.mix
+        try:
+            out = scratch_array(folder, self.stems.shape[1:])
+        except OSError as exc:
+            log.info("the stems' mix goes to memory, not %s: %s", folder, exc.strerror or exc)
+            return self.mix
+        for a in range(0, out.shape[1], block):
+            self.stems[:, :, a : a + block].sum(axis=0, dtype=np.float32, out=out[:, a : a + block])
+        out.flags.writeable = False
+        return out
+
     def arrange(self) -> StemLayout:
         """Put the stems in the mixer's order (drums, bass, other, vocals, then the
         stems with no role: :func:`~stemdeck.core.audiofile.roles.stem_layout`), in
@@ -95,8 +112,11 @@ def _to_float(frame: Any) -> np.ndarray:
     raise AudioFileError(f"unexpected decoded sample format {fmt!r}")
 
 
-def _decode_stream(path: Path, index: int) -> np.ndarray:
-    """Decode one audio stream into one growing buffer, trimmed to its declared length.
+def _decode_stream(path: Path, index: int, into: np.ndarray | None = None) -> np.ndarray:
+    """Decode one audio stream into one growing buffer, trimmed to its declared length;
+    or, with ``into`` (``(channels, samples)``, a stream's declared length at least),
+    into that array as it decodes (a mono stream into every row of a stereo one), and
+    its decoded part is returned.
 
     A stream whose decoded audio falls short of its declared length is a
     truncated file: an error, so a cut file never plays with silent stems.
@@ -110,22 +130,39 @@ def _decode_stream(path: Path, index: int) -> np.ndarray:
         # The declared length sizes the buffer, bounded: a damaged header must not
         # make us allocate what the file cannot hold. The buffer doubles if needed.
         capacity = min(declared or 0, _FIRST_BUFFER_SECONDS * rate) + 8192
-        buf: np.ndarray | None = None
+        buf: np.ndarray | None = into
+        width = 0  # the stream's channels
         n = 0
         try:
             for packet in container.demux(stream):
                 for frame in packet.decode():
                     y = _to_float(frame)
-                    if buf is None:
-                        buf = np.empty((y.shape[0], capacity), dtype=np.float32)
-                    elif y.shape[0] != buf.shape[0]:
+                    if width == 0:
+                        width = y.shape[0]
+                        if into is not None and width not in (1, into.shape[0]):
+                            raise AudioFileError(
+                                f"{where}: stream {index} has {width} channels, "
+                                f"the widest stem {into.shape[0]}"
+                            )
+                    elif y.shape[0] != width:
                         raise AudioFileError(f"{where}: stream {index} changes its channel count")
+                    if buf is None:
+                        buf = np.empty((width, capacity), dtype=np.float32)
+                    if into is not None:
+                        take = min(y.shape[1], into.shape[1] - n)
+                        into[:, n : n + take] = y[:, :take]
+                        n += take
+                        if n == into.shape[1]:
+                            break  # past every declared length: trimmed anyway
+                        continue
                     if n + y.shape[1] > buf.shape[1]:
                         bigger = np.empty((buf.shape[0], 2 * (n + y.shape[1])), dtype=np.float32)
                         bigger[:, :n] = buf[:, :n]
                         buf = bigger
                     buf[:, n : n + y.shape[1]] = y
                     n += y.shape[1]
+                if into is not None and n == into.shape[1]:
+                    break
         except av.FFmpegError as exc:
             raise AudioFileError(
                 f"{where} is damaged: its audio cannot be decoded ({ffmpeg_reason(exc)})"
@@ -151,6 +188,90 @@ def _decode_streams(path: Path, streams: Sequence[int]) -> list[np.ndarray]:
     with ThreadPoolExecutor(max_workers=workers) as pool:
         jobs = [pool.submit(_decode_stream, path, i) for i in streams]
         return [job.result() for job in jobs]
+
+
+def _check_audio(where: str, what: str, audio: np.ndarray, block: int = 1 << 20) -> None:
+    """NaN, infinite or deafening samples in ``audio`` (channels, samples) are an
+    AudioFileError; read ``block`` samples at a time (a map stays out of the heap)."""
+    for a in range(0, audio.shape[-1], block):
+        part = audio[..., a : a + block]
+        if not np.isfinite(part).all():
+            raise AudioFileError(f"{where}: its {what} holds NaN or infinite samples")
+        # Damaged AAC data can decode to finite but deafening values; no mix holds those.
+        peak = max(float(part.max()), -float(part.min()))
+        if peak > _MAX_PEAK:
+            raise AudioFileError(
+                f"{where} is damaged: its {what} peaks at {20 * np.log10(peak):+.0f} dBFS"
+            )
+
+
+def map_stem_file(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> StemFile:
+    """Decode a stem file's stems (not its master) at the file's own rate, in the
+    mixer's order (:meth:`StemFile.arrange` finds them arranged), into a read-only
+    memory map of an unlinked file in ``folder``: however long the file, the stems
+    take page cache, not the heap. Each stream goes straight into its row as it
+    decodes, side by side. A file whose header declares no length (a fragmented
+    MP4) is decoded as :func:`read_stem_file` does, then mapped.
+
+    Raises
+    ------
+    AudioFileError
+        As :func:`read_stem_file`.
+    OSError
+        ``folder`` cannot hold the stems (missing, read-only, full).
+    """
+    p = Path(path)
+    where = repr(str(p))
+    info = probe(p)
+    if info is None:
+        raise AudioFileError(f"{where} is a plain MP4 with one audio stream, not a stem file")
+    streams = list(info.streams[1:])
+    with open_container(p) as container:
+        audio = [container.streams[i] for i in streams]
+        declared = [declared_length(a, int(a.codec_context.sample_rate)) for a in audio]
+        widths = [int(a.codec_context.channels) for a in audio]
+    if any(d is None or d <= 0 for d in declared) or not 1 <= max(widths) <= 2:
+        whole = read_stem_file(p, master=False)
+        whole.arrange()
+        mapped = scratch_array(folder, whole.stems.shape)
+        mapped[...] = whole.stems
+        mapped.flags.writeable = False
+        whole.stems = mapped
+        return whole
+    if info.manifest is None:
+        log.info(
+            "%s has no stem manifest: its %d stems take the default names %s",
+            p.name,
+            len(info.names),
+            ", ".join(info.names),
+        )
+    layout = stem_layout(info.names)
+    rows = scratch_array(folder, (len(streams), max(widths), max(d or 0 for d in declared)))
+    workers = min(len(streams), os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        jobs = [
+            pool.submit(_decode_stream, p, streams[k], rows[layout.order.index(k)])
+            for k in range(len(streams))
+        ]
+        lengths = [int(job.result().shape[1]) for job in jobs]
+    n, longest = min(lengths), max(lengths)
+    if longest - n > 2048:
+        log.warning(
+            "%s: stems differ in length by %d samples; cut to the shortest", p.name, longest - n
+        )
+    stems = rows[:, :, :n]
+    stems.flags.writeable = False
+    for name, row in zip(layout.arrange(info.names), stems, strict=True):
+        _check_audio(where, f"stem {name!r}", row)
+    return StemFile(
+        stems=stems,
+        names=layout.arrange(info.names),
+        colours=layout.arrange(info.colours),
+        sr=info.sr,
+        master=None,
+        manifest=info.manifest,
+        tags=read_tags(p),
+    )
 
 
 def read_stem_file(
@@ -210,14 +331,7 @@ def read_stem_file(
     if master_y is not None:
         checks.append(("master", master_y))
     for what, audio in checks:
-        if not np.isfinite(audio).all():
-            raise AudioFileError(f"{where}: its {what} holds NaN or infinite samples")
-        # Damaged AAC data can decode to finite but deafening values; no mix holds those.
-        peak = max(float(audio.max()), -float(audio.min()))
-        if peak > _MAX_PEAK:
-            raise AudioFileError(
-                f"{where} is damaged: its {what} peaks at {20 * np.log10(peak):+.0f} dBFS"
-            )
+        _check_audio(where, what, audio)
     rate = info.sr
     if sr is not None and sr != rate:
         stems = resample_channels(stems, rate, sr)
@@ -233,6 +347,50 @@ def read_stem_file(
         manifest=info.manifest,
         tags=read_tags(p),
     )
+
+
+def map_mp4_audio(
+    path: str | os.PathLike[str], folder: str | os.PathLike[str]
+) -> tuple[np.ndarray, int] | None:
+    """A plain MP4's one audio stream decoded straight into a read-only memory map of
+    an unlinked file in ``folder`` (C-contiguous ``(channels, samples)``), and its
+    rate; None where its header declares no length or more than two channels (then
+    :func:`read_mp4_audio` decodes it).
+
+    Raises
+    ------
+    AudioFileError
+        As :func:`read_mp4_audio`; NaN or infinite samples, as
+        :func:`~.samples.validate_audio` says them.
+    OSError
+        ``folder`` cannot hold it.
+    """
+    p = Path(path)
+    with open_container(p) as container:
+        audio = [s for s in container.streams if s.type == "audio"]
+        if len(audio) != 1:
+            raise AudioFileError(
+                f"{str(p)!r} has {len(audio)} audio streams; name a stem file .stem.mp4"
+            )
+        index, rate = audio[0].index, int(audio[0].codec_context.sample_rate)
+        declared = declared_length(audio[0], rate)
+        width = int(audio[0].codec_context.channels)
+    if declared is None or declared <= 0 or not 1 <= width <= 2:
+        return None
+    rows = scratch_array(folder, (width, declared))
+    n = int(_decode_stream(p, index, rows).shape[1])
+    if n < declared:  # a frame or so short of the header: the map made exact
+        exact = scratch_array(folder, (width, n))
+        for a in range(0, n, 1 << 20):
+            b = min(a + (1 << 20), n)
+            exact[:, a:b] = rows[:, a:b]
+        rows = exact
+    blocks = [rows[:, a : a + (1 << 20)] for a in range(0, n, 1 << 20)]
+    if not all(np.isfinite(b.sum(dtype=np.float64)) for b in blocks):  # validate_audio's
+        bad = sum(int(b.size - np.count_nonzero(np.isfinite(b))) for b in blocks)
+        raise AudioFileError(f"{str(p)!r}: {bad} samples are NaN or infinite; re-export the file")
+    rows.flags.writeable = False
+    return rows, rate
 
 
 def read_mp4_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:

@@ -35,9 +35,10 @@ import soundfile as sf
 
 from ..errors import AudioFileError, ParameterError
 from ..priority import nice_this_thread
-from .decode import read_mp4_audio, read_stem_file
+from .decode import map_mp4_audio, read_mp4_audio, read_stem_file
 from .mp4 import MP4_SUFFIXES, is_mp4_path
 from .samples import downmix_to_stereo, resample, validate_audio
+from .scratch import new_file
 from .stemfile import mp4_header, probe
 
 __all__ = [
@@ -414,7 +415,10 @@ def decode_mapped(
     time in a thread of its own; its first blocks can play while the rest decode.
 
     A file that is not decoded block by block (MP4/M4A, more than two channels,
-    a header without frames) is decoded whole here, and returned done.
+    a header without frames) is decoded whole here, and returned done: a plain
+    MP4 whose header gives its length straight into the map
+    (:func:`~.decode.map_mp4_audio`: never whole in the heap), the others through
+    the heap.
 
     Raises
     ------
@@ -427,6 +431,10 @@ def decode_mapped(
     p = Path(path)
     _check_path(p)
     if is_mp4_path(p):
+        if probe(p) is None:  # a plain MP4: straight into the map, if its header allows
+            mapped = map_mp4_audio(p, folder)
+            if mapped is not None:
+                return MappedDecode(*mapped)
         y, sr = load(p)
         return MappedDecode(_mapped(y, folder), sr)
     try:
@@ -438,7 +446,7 @@ def decode_mapped(
         f.close()
         return MappedDecode(_mapped(load(p)[0], folder), sr)
     try:
-        fd = _new_file(folder, 4 * channels * frames)
+        fd = new_file(folder, 4 * channels * frames)
     except BaseException:
         f.close()
         raise
@@ -525,20 +533,6 @@ def _decode_into(
     return at
 
 
-def _new_file(folder: str | os.PathLike[str], size: int) -> int:
-    """The descriptor of a new file of ``size`` bytes in ``folder``, already unlinked."""
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    name = Path(folder) / f".tmp-original-{os.getpid()}-{secrets.token_hex(4)}"
-    fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.unlink(name)
-        os.ftruncate(fd, size)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
 def _write_at(fd: int, a: np.ndarray, offset: int) -> None:
     """All of the contiguous array ``a`` into ``fd`` at ``offset``."""
     view = memoryview(a.data).cast("B")
@@ -560,7 +554,7 @@ def _mapped(
     copied ``block`` frames of a channel at a time (``y`` may be a map itself: no
     copy of it is made whole in the heap)."""
     shape = (int(y.shape[0]), int(y.shape[1]))
-    fd = _new_file(folder, 4 * shape[0] * shape[1])
+    fd = new_file(folder, 4 * shape[0] * shape[1])
     try:
         for c in range(shape[0]):
             for a in range(0, shape[1], block):

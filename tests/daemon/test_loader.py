@@ -575,6 +575,19 @@ def test_a_track_longer_than_the_limit_is_refused_before_it_is_decoded(
     assert engine.posted == [] and loader.track_name == ""
 
 
+def test_a_stem_file_mapped_in_the_cache_counts_its_stems_and_mix_once() -> None:
+    """With a cache folder a stem file's stems are mapped at the file's rate (and their
+    mix beside them); without, decoded into the heap at the engine's rate, twice."""
+    frames, stems = 60 * 44100, 4
+    mapped = TrackLimits(chunked=True).needed(frames, 2, 44100, 48000, outputs=4, stems=stems)
+    assert mapped == (stems + 1) * frames * 2 * 4
+    heap = TrackLimits(chunked=False).needed(frames, 2, 44100, 48000, outputs=4, stems=stems)
+    assert heap == int(2 * stems * frames * 48000 / 44100 * 2 * 4)
+    # A rate the read head does not take is resampled whatever the folder.
+    low = TrackLimits(chunked=True).needed(60 * 4000, 2, 4000, 48000, outputs=4, stems=stems)
+    assert low == int(2 * stems * 60 * 48000 * 2 * 4)
+
+
 def test_mem_available_reads_proc_meminfo(tmp_path: Path) -> None:
     meminfo = tmp_path / "meminfo"
     meminfo.write_text("MemTotal:  8000000 kB\nMemFree:  100 kB\nMemAvailable:  2048 kB\n")

@@ -3,9 +3,12 @@ as it reads, so a cache entry goes live as its memory map, with no resampled cop
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import numpy as np
+import pytest
 
 from stemdeck.core.control.registry import Registry
 from stemdeck.core.mixer.commands import Batch, Command, SetTrack
@@ -63,3 +66,65 @@ def test_a_rate_the_read_head_does_not_take_is_resampled_to_the_engines() -> Non
     assert command.track.sr == 48000
     assert command.track.channels.shape == (3, 2, 48000)
     loader.close()
+
+
+class Beats:
+    """What the loader hands the beat analysis."""
+
+    def __init__(self) -> None:
+        self.started: list[tuple[np.ndarray, int]] = []
+
+    def start(self, y: np.ndarray, sr: int, gen: int, name: str) -> None:
+        self.started.append((y, sr))
+
+
+def _mapped_file(a: np.ndarray) -> bool:
+    """Whether ``a`` views a memory map (a file's pages), not the heap."""
+    base: object = a
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = base.obj if isinstance(base, memoryview) else getattr(base, "base", None)
+    return isinstance(base, mmap.mmap)
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_a_stem_file_goes_live_as_a_memory_map_at_its_own_rate(tmp_path, cached: bool) -> None:
+    """A stem file's stems were decoded whole into the daemon's heap at the engine's
+    rate, and its mix with them: a 60-minute file took gigabytes. With a cache folder
+    they go live as a map of a scratch file there, at the file's own rate (the read
+    head converts it), in the mixer's order, and so does the mix the beat analysis
+    reads; without one, as before."""
+    from stemdeck.core.audiofile.decode import read_stem_file
+    from stemdeck.core.audiofile.stemfile_write import write_stem_file
+    from stemdeck.core.separation.cache import SeparationCache
+
+    rng = np.random.default_rng(7)
+    stems = rng.uniform(-0.2, 0.2, (3, 2, 44100)).astype(np.float32)
+    path = tmp_path / "three.stem.m4a"
+    names = ["Vox", "Kick", "Sub"]
+    colours = ["#000001", "#000002", "#000003"]
+    write_stem_file(
+        path, stems.sum(axis=0), stems, 44100, names=names, colours=colours, codec="alac"
+    )
+    engine, beats = RecordingEngine(), Beats()
+    cache = SeparationCache(tmp_path / "cache") if cached else None
+    loader = TrackLoader(
+        engine,
+        Registry(NAMES),
+        NAMES,
+        spec=SeparationSpec(),
+        cache=cache,
+        library=[tmp_path],
+        beats=cast(Any, beats),
+    )
+    loader.open(str(path))
+    loader.close()
+    (command,) = engine.tracks()
+    track = command.track
+    whole = read_stem_file(path, master=False, sr=None if cached else 48000)
+    whole.arrange()  # drums (Kick), bass (Sub), then vocals (Vox)
+    assert loader.labels == ["Kick", "Sub", "Vox"]
+    np.testing.assert_array_equal(track.channels, whole.stems)
+    ((mix, mix_sr),) = beats.started
+    np.testing.assert_array_equal(mix, whole.mix)
+    assert (track.sr, mix_sr) == ((44100, 44100) if cached else (48000, 48000))
+    assert _mapped_file(track.channels) == _mapped_file(mix) == cached

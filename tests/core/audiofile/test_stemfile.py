@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from mp4_helpers import track_flags, with_stem_box
 
-from stemdeck.core.audiofile.decode import read_stem_file
+from stemdeck.core.audiofile.decode import map_stem_file, read_stem_file
 from stemdeck.core.audiofile.files import load, probe_audio
 from stemdeck.core.audiofile.manifest import (
     NI_STEMS,
@@ -216,6 +216,74 @@ def test_reading_holds_little_more_than_the_stems(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert f.stems.shape == long.shape
     assert peak < 2.2 * f.stems.nbytes, peak / f.stems.nbytes
+
+
+def _mapped_file(a: np.ndarray) -> bool:
+    """Whether ``a`` views a memory map (a file's pages), not the heap."""
+    import mmap
+
+    base: object = a
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = base.obj if isinstance(base, memoryview) else getattr(base, "base", None)
+    return isinstance(base, mmap.mmap)
+
+
+@pytest.mark.parametrize("codec", ["aac", "alac"])
+def test_mapped_stems_are_the_decoded_ones_in_the_mixers_order_off_the_heap(
+    tmp_path: Path, codec: str
+) -> None:
+    """A stem file decoded into a map of a scratch file: the same samples, bit for bit,
+    as decoded into memory, arranged as the mixer plays them (vocals first in the file
+    here), read-only, and the heap holds a small part of them while they decode (a
+    60-minute file's stems took gigabytes of the daemon's memory)."""
+    import tracemalloc
+
+    _, stems = _stems()
+    long = np.tile(stems[[3, 0, 1, 2]], (1, 1, 5))  # 20 s, vocals first
+    path = tmp_path / f"long-{codec}.stem.mp4"
+    names = ["Vox", "Drums", "Bass", "Other"]
+    colours = ["#000001", "#000002", "#000003", "#000004"]
+    write_stem_file(path, long.sum(axis=0), long, SR, names=names, colours=colours, codec=codec)
+    whole = read_stem_file(path, master=False)
+    whole.arrange()
+    tracemalloc.start()
+    try:
+        f = map_stem_file(path, tmp_path / "scratch")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert f.names == ["Drums", "Bass", "Other", "Vox"] == whole.names
+    assert f.colours == ["#000002", "#000003", "#000004", "#000001"]
+    assert (f.sr, f.master, f.tags) == (SR, None, whole.tags)
+    assert f.stems.shape == whole.stems.shape == long.shape
+    assert np.array_equal(f.stems, whole.stems)
+    assert _mapped_file(f.stems) and not f.stems.flags.writeable
+    assert peak < 0.1 * f.stems.nbytes, peak / f.stems.nbytes
+    assert f.arrange().identity  # arranged already: nothing to move in a read-only map
+    assert list((tmp_path / "scratch").iterdir()) == []  # unlinked: gone with the map
+
+
+def test_mapped_mono_stems_play_on_both_sides(tmp_path: Path) -> None:
+    mix, stems = _stems()
+    path = tmp_path / "mono.stem.mp4"
+    write_stem_file(path, mix[:1], stems[:, :1], SR, codec="alac")
+    f = map_stem_file(path, tmp_path)
+    assert f.stems.shape == (4, 2, mix.shape[1])
+    assert np.array_equal(f.stems[:, 0], f.stems[:, 1])
+    assert np.array_equal(f.stems[:, 0], _int24(stems[:, 0]))
+
+
+def test_a_stem_file_declaring_no_length_is_decoded_whole_then_mapped(
+    written: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stemdeck.core.audiofile import decode
+
+    monkeypatch.setattr(decode, "declared_length", lambda stream, rate: None)
+    f = decode.map_stem_file(written["alac"], tmp_path)
+    monkeypatch.undo()
+    whole = read_stem_file(written["alac"], master=False)
+    assert np.array_equal(f.stems, whole.stems)
+    assert _mapped_file(f.stems) and not f.stems.flags.writeable
 
 
 def test_two_and_three_stems(tmp_path: Path) -> None:
@@ -439,11 +507,12 @@ def test_truncated_files_are_one_clear_error(written: dict[str, Path], tmp_path:
     for cut in (0, 7, 100, len(data) // 2, len(data) - 2000, len(data) - 1):
         path = tmp_path / f"cut{cut}.stem.mp4"
         path.write_bytes(data[:cut])
-        with pytest.raises(AudioFileError) as err:
-            read_stem_file(path)
-        message = str(err.value)
-        assert "\n" not in message
-        assert str(path) in message
+        for read in (read_stem_file, lambda p: map_stem_file(p, tmp_path / "scratch")):
+            with pytest.raises(AudioFileError) as err:
+                read(path)
+            message = str(err.value)
+            assert "\n" not in message
+            assert str(path) in message
 
 
 def test_broken_stem_box(written: dict[str, Path], tmp_path: Path) -> None:
@@ -627,6 +696,41 @@ def test_plain_mp4_is_an_ordinary_track(tmp_path: Path) -> None:
     y, sr = load(path)
     assert sr == SR
     assert np.array_equal(y, _int24(mix))
+
+
+def test_a_plain_mp4_decodes_straight_into_its_map_off_the_heap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain MP4 was decoded whole into the heap and then copied into its map (an
+    hour of AAC: 1.3 GB of the daemon's heap at once). Its stream now goes straight
+    into the map: the same samples as load's, C-contiguous, read-only, the heap
+    holding a small part of them; a header that declares no length still decodes."""
+    import tracemalloc
+
+    from stemdeck.core.audiofile import decode as decode_module
+    from stemdeck.core.audiofile.files import decode_mapped
+
+    mix, _ = _stems()
+    path = _plain_mp4(tmp_path / "plain.m4a", np.tile(mix, (1, 5)))
+    y, sr = load(path)
+    tracemalloc.start()
+    try:
+        decode = decode_mapped(path, tmp_path / "scratch")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert decode.sr == sr == SR
+    assert np.array_equal(decode.audio, y)
+    assert decode.audio.flags.c_contiguous and not decode.audio.flags.writeable
+    assert _mapped_file(decode.audio)
+    assert peak < 0.1 * y.nbytes, peak / y.nbytes
+    real = decode_module.declared_length
+    # A header that declares a frame more than the stream holds: the map made exact.
+    monkeypatch.setattr(decode_module, "declared_length", lambda s, r: (real(s, r) or 0) + 100)
+    longer = decode_mapped(path, tmp_path / "scratch").audio
+    assert np.array_equal(longer, y) and longer.flags.c_contiguous
+    monkeypatch.setattr(decode_module, "declared_length", lambda stream, rate: None)
+    assert np.array_equal(decode_mapped(path, tmp_path / "scratch").audio, y)
 
 
 @pytest.mark.parametrize("codec", ["aac", "alac"])
