@@ -171,9 +171,10 @@ def _decode_stream(path: Path, index: int, into: np.ndarray | None = None) -> np
             raise AudioFileError(f"{where} is damaged: {exc}") from None
     if buf is None or n == 0:
         raise AudioFileError(f"{where}: stream {index} holds no audio")
+    filled = into is not None and n == into.shape[1]  # all that was asked for: not cut
     if declared is not None and declared > 0:
         # One codec frame of slack: decoders differ in how they trim the last one.
-        if n < declared - 2048:
+        if n < declared - 2048 and not filled:
             raise AudioFileError(
                 f"{where} is truncated: stream {index} decodes to {n} samples of "
                 f"the {declared} it declares"
@@ -246,19 +247,23 @@ def map_stem_file(path: str | os.PathLike[str], folder: str | os.PathLike[str]) 
             ", ".join(info.names),
         )
     layout = stem_layout(info.names)
-    rows = scratch_array(folder, (len(streams), max(widths), max(d or 0 for d in declared)))
+    # The stems are cut to the shortest: no row need hold more than the shortest declares
+    # (nor a forged header's longest make a file of that size).
+    shortest, longest = min(d or 0 for d in declared), max(d or 0 for d in declared)
+    if longest - shortest > 2048:
+        log.warning(
+            "%s: stems differ in length by %d samples; cut to the shortest",
+            p.name,
+            longest - shortest,
+        )
+    rows = scratch_array(folder, (len(streams), max(widths), shortest))
     workers = min(len(streams), os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         jobs = [
             pool.submit(_decode_stream, p, streams[k], rows[layout.order.index(k)])
             for k in range(len(streams))
         ]
-        lengths = [int(job.result().shape[1]) for job in jobs]
-    n, longest = min(lengths), max(lengths)
-    if longest - n > 2048:
-        log.warning(
-            "%s: stems differ in length by %d samples; cut to the shortest", p.name, longest - n
-        )
+        n = min(int(job.result().shape[1]) for job in jobs)
     stems = rows[:, :, :n]
     stems.flags.writeable = False
     for name, row in zip(layout.arrange(info.names), stems, strict=True):

@@ -18,6 +18,7 @@ import struct
 from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -261,6 +262,41 @@ def test_mapped_stems_are_the_decoded_ones_in_the_mixers_order_off_the_heap(
     assert peak < 0.1 * f.stems.nbytes, peak / f.stems.nbytes
     assert f.arrange().identity  # arranged already: nothing to move in a read-only map
     assert list((tmp_path / "scratch").iterdir()) == []  # unlinked: gone with the map
+
+
+def test_a_stem_declaring_a_huge_length_makes_no_huge_scratch_file(
+    written: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A forged header: one stem declares 10^12 samples. The stems are cut to the
+    shortest, so no row holds more than the shortest declares (the scratch file was
+    sized by the longest): the same stems as decoded in full, and a warning."""
+    import mmap
+
+    from stemdeck.core.audiofile import decode as decode_module
+
+    whole = read_stem_file(written["alac"], master=False)
+    real = decode_module.declared_length
+    forged = probe(written["alac"]).streams[3]  # type: ignore[union-attr]
+
+    def declared(stream: Any, rate: int) -> int | None:
+        length = real(stream, rate)
+        return 10**12 if stream.index == forged and length else length
+
+    monkeypatch.setattr(decode_module, "declared_length", declared)
+    with caplog.at_level(logging.WARNING):
+        f = decode_module.map_stem_file(written["alac"], tmp_path)
+    assert np.array_equal(f.stems, whole.stems)
+    base: object = f.stems
+    while not isinstance(base, mmap.mmap):
+        base = base.obj if isinstance(base, memoryview) else getattr(base, "base", None)
+    assert len(base) <= f.stems.nbytes + 4 * 4 * 2 * 2048
+    assert [r.getMessage() for r in caplog.records] == [
+        f"demo-alac.stem.mp4: stems differ in length by {10**12 - whole.stems.shape[2]} "
+        "samples; cut to the shortest"
+    ]
 
 
 def test_mapped_mono_stems_play_on_both_sides(tmp_path: Path) -> None:
