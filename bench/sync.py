@@ -271,6 +271,7 @@ class RollingEngine:
         self.t0 = time.perf_counter()
         self.position = 0
         self.jumps = 0
+        self.seq = 0
         self._stop = threading.Event()
         threading.Thread(target=self._blocks, daemon=True).start()
 

@@ -9,14 +9,23 @@ from that line, not from the block-by-block steps.
 
 The line restarts and counts a jump when the mixer says its head jumped
 (:attr:`MixerState.jumps <stemdeck.core.mixer.state.MixerState.jumps>`: a seek,
-a loop wrap, a beat jump, a cue), on a new track, on play and on pause. A
-reading far from the line without any of those is a *slip*: the sound itself
-came late (an audio stall, an xrun) or the output's latency changed. The line
-restarts at the reading, since that is what is heard, but no jump is counted:
-the MIDI clock out goes on ticking (a follower sees one long tick) instead of
-sending Stop, Song Position Pointer and Continue mid-set. A reading the reading
-thread was held up in (more than :data:`READ_S` between the clock read before
-and after it) cannot be placed in time and is not taken.
+a loop wrap, a beat jump, a cue, a new track), on play and on pause; not when
+the same music comes in other channels (the separation replacing the original,
+which plays on at the same place). A reading off the line by more than
+:data:`JUMP_S` without any of those is a *slip*: the sound itself came late
+(an audio stall, an xrun) or the output's latency changed. The line restarts at
+the reading, since that is what is heard, but no jump is counted: the MIDI
+clock out goes on ticking (a follower sees one long tick) instead of sending
+Stop, Song Position Pointer and Continue mid-set. A slip beyond
+:data:`SLIP_MAX_S` is taken for a jump (a follower that long out of place is
+told where to go).
+
+The mixer's track, position and jump count are read as a seqlock
+(:attr:`MixerState.seq <stemdeck.core.mixer.state.MixerState.seq>`): a reading
+during a change the audio thread is making (a seek's new position with the old
+count reads as a slip forward, and a burst of clock ticks) is not taken, nor is
+one the reading thread was held up in (more than :data:`READ_S` between the
+clock read before and after it: its time is not known).
 """
 
 from __future__ import annotations
@@ -34,6 +43,8 @@ __all__ = ["Head", "HeardPlayHead", "PlayedEngine"]
 JUMP_S = 0.02
 #: The longest a reading may take and still be placed in time (s).
 READ_S = 0.001
+#: The largest slip (s of track time) taken as a slip; beyond it, a jump.
+SLIP_MAX_S = 0.25
 #: How much of a reading's distance from the line is taken per reading.
 GAIN = 0.05
 
@@ -43,6 +54,7 @@ class PlayedEngine(Protocol):
 
     position: int
     jumps: int
+    seq: int
     rate: float
     track: Track | None
 
@@ -118,8 +130,7 @@ class HeardPlayHead:
         self.head = Head(0.0, 0.0, 0.0, 0)
         #: Slips of the line (see the module docstring), for the log and the tests.
         self.slips = 0
-        self._track: Track | None = None
-        self._jumps = -1  # the mixer's count at the last reading
+        self._jumps = -1  # the mixer's count at the last reading taken
 
     def sample(self) -> Head:
         """Read the mixer now and return the line (replaced whole: any thread may
@@ -127,21 +138,24 @@ class HeardPlayHead:
         engine = self.engine
         ahead_s = 0.5 * self.block_s + self.latency()
         before = self.clock()
+        seq = engine.seq
         track = engine.track
         rolling = engine.rolling and track is not None
         speed = float(engine.rate) if rolling else 0.0
         position = engine.position
-        jumps = engine.jumps  # after the position: the mixer counts after it moves
+        jumps = engine.jumps
+        heard = engine.seconds(position) - ahead_s * speed  # the track's rate: read now
+        consistent = not seq & 1 and engine.seq == seq
         after = self.clock()
         head = self.head
-        if after - before > READ_S and self._jumps >= 0:
-            return head  # held up while reading: the reading's time is not known
+        if not consistent or after - before > READ_S:
+            return head  # read mid-change, or held up: not placed in time
         now = 0.5 * (before + after)
-        heard = engine.seconds(position) - ahead_s * speed
         predicted = head.seconds_at(now)
-        jumped = track is not self._track or (speed > 0.0) != head.rolling or jumps != self._jumps
-        slipped = not jumped and abs(heard - predicted) > JUMP_S * max(speed, 1.0)
-        self._track = track
+        off = abs(heard - predicted) / max(speed, 1.0)
+        rolled = (speed > 0.0) != head.rolling
+        jumped = rolled or jumps != self._jumps or (speed > 0.0 and off > SLIP_MAX_S)
+        slipped = not jumped and off > JUMP_S
         self._jumps = jumps
         if jumped:
             head = Head(now, heard, speed, head.jumps + 1)

@@ -477,6 +477,14 @@ class MixerControl(MixerState):
             track = track.original  # type: ignore[assignment]  # _progressive_fits
         else:
             self._progressive = None
+        self._begin_write()  # the track, its position and (a new track) a jump, as one
+        try:
+            self._place(track, previous, same_audio)
+        finally:
+            self._end_write()
+
+    def _place(self, track: Track, previous: Track | None, same_audio: bool) -> None:
+        """:meth:`_set_track`'s play head on ``track`` (the one the main head reads)."""
         self.track = track
         if same_audio and previous is not None and previous.sr != track.sr:
             # The same music at another rate: the same time in the new track's frames.
@@ -500,7 +508,10 @@ class MixerControl(MixerState):
         # fades out from where it was, at its own step (taken before the new
         # track's), and the strips keep their levels.
         self._loop = None
+        jumps = self.jumps
         self._jump(0, 0, previous)
+        if self.jumps == jumps:  # it was at its start: a new track is a jump all the same
+            self.jumps += 1
         self._track_step(track)
 
     def _track_step(self, track: Track) -> None:
@@ -655,9 +666,22 @@ class MixerControl(MixerState):
             head.current, head.target = 0.0, 1.0
             head.left = self._xfade_len
             head.step = 1.0 / self._xfade_len
-        moved = abs(target - self.position) > 1  # not a landing on the nearest frame
+        self._begin_write()
+        if abs(target - self.position) > 1:  # not a landing on the nearest frame
+            self.jumps += 1
         self.position = target
-        if moved:  # (a new track the reader tells by the track itself)
-            self.jumps += 1  # after the position (see MixerState.jumps)
+        self._end_write()
         if not keep_phase and not self._exact:
             self._rewind_phase()
+
+    def _begin_write(self) -> None:
+        """Open a section that moves :attr:`track`, :attr:`position` or :attr:`jumps`
+        otherwise than by the head's advance (:attr:`MixerState.seq`: odd while open)."""
+        if self._writing == 0:
+            self.seq += 1
+        self._writing += 1
+
+    def _end_write(self) -> None:
+        self._writing -= 1
+        if self._writing == 0:
+            self.seq += 1

@@ -199,6 +199,8 @@ class Mixer(MixerControl):
         self.blocks = 0
         self.position = 0
         self.jumps = 0
+        self.seq = 0
+        self._writing = 0
         self.playing = False
         self._pausing = False
         self._ending = False

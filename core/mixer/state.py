@@ -92,10 +92,16 @@ class MixerState:
     #: The main play head, in the track's frames (at its own rate: :attr:`frame_rate`).
     position: int
     #: Jumps of the main play head in time (seeks, loop wraps, beat jumps, cues, a new
-    #: track), counted after :attr:`position` is set: a reader that takes the position
-    #: and then this count never pairs a jump's count with the position before it.
-    #: Whatever else moves the head against the wall clock (an audio stall) is not one.
+    #: track). Whatever else moves the head against the wall clock (an audio stall, a
+    #: same-audio track at another rate) is not one.
     jumps: int
+    #: A sequence count around every change of :attr:`track`, :attr:`position` and
+    #: :attr:`jumps` that is not the head's advance: odd while the audio thread makes
+    #: one, two more after it. A reader takes it, then those, then it again, and keeps
+    #: its reading only when both are the same even number (a seqlock: the audio thread
+    #: never waits).
+    seq: int
+    _writing: int  # nesting of the audio thread's sections that move the count
     playing: bool
     #: The vinyl rate (:class:`~.commands.Rate`): the speed and pitch over the
     #: track's own, 1.0 by default; the read head glides to it.

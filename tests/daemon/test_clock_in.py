@@ -150,6 +150,7 @@ class FakeEngine:
         self.track: Track | None = Track(np.zeros((1, 2, 48000 * 60), np.float32), 48000, ("mix",))
         self.position = 0
         self.jumps = 0
+        self.seq = 0
         self.rate = 1.0
         self.playing = False
         self.posted: list[Command] = []

@@ -85,6 +85,7 @@ def test_an_audio_stall_mid_play_delays_the_ticks_and_sends_no_stop_pointer_or_c
         track: Track | None = Track(np.zeros((1, 2, sr * 10), np.float32), sr, ("mix",))
         position = 0
         jumps = 0
+        seq = 0
         rate = 1.0
         rolling = True
 

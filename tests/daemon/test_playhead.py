@@ -14,6 +14,7 @@ class Engine:
         self.track: Track | None = Track(np.zeros((1, 2, 48000), np.float32), 48000, ("mix",))
         self.position = 0
         self.jumps = 0
+        self.seq = 0
         self.rate = 1.0
         self.rolling = True
 
@@ -120,3 +121,88 @@ def test_the_mixer_counts_its_heads_jumps_and_nothing_else() -> None:
     mixer.post(Seek(0.9))
     assert blocks(1) == start + 4
     assert blocks(36) == start + 5  # 9,216 frames: the track's end wraps to its start
+
+
+def test_a_reading_made_while_the_mixer_moves_its_head_is_not_taken() -> None:
+    """The audio thread sets a seek's position, then counts the jump: a reading
+    between the two paired the new position with the old count, a slip 30 s forward
+    (the clock out sent 1,438 ticks at once). The mixer's sequence count is odd while
+    it moves the head, and changes across a move: such a reading is not taken."""
+    engine = Engine()
+    now = [1.0]
+    head = HeardPlayHead(engine, block_s=0.0, clock=lambda: now[0])
+    engine.position = 48000
+    first = head.sample()
+    now[0], engine.position = 1.004, 48000 + 192 + 30 * 48000
+    engine.seq = 1  # the seek half made: the position moved, the count not yet
+    assert head.sample() is first
+    engine.seq, engine.jumps = 2, 1  # made
+    line = head.sample()
+    assert (line.jumps, head.slips) == (2, 0)
+    assert line.s_ref == pytest.approx(31.004, abs=1e-12)
+
+    class Moving(Engine):
+        """The move made between the reading's first look at the count and its last."""
+
+        @property
+        def seq(self) -> int:
+            self._reads += 1
+            return 2 if self._reads % 2 else 4
+
+        @seq.setter
+        def seq(self, value: int) -> None:
+            self._reads = 0
+
+    moving = Moving()
+    head = HeardPlayHead(moving, block_s=0.0, clock=lambda: now[0])
+    assert head.sample() == Head(0.0, 0.0, 0.0, 0)  # nothing taken
+
+
+def test_a_slip_beyond_a_quarter_second_is_a_jump() -> None:
+    engine = Engine()
+    now = [1.0]
+    head = HeardPlayHead(engine, block_s=0.0, clock=lambda: now[0])
+    engine.position = 48000
+    head.sample()
+    now[0], engine.position = 1.5, 48000 + 24000 - 12480  # 260 ms short: a dropout
+    line = head.sample()
+    assert (line.jumps, head.slips) == (2, 0)
+    now[0], engine.position = 2.0, 48000 + 48000 - 12480 + 11520  # 240 ms on: a slip
+    line = head.sample()
+    assert (line.jumps, head.slips) == (2, 1)
+
+
+def test_the_separation_replacing_the_original_is_no_jump_and_a_new_track_is_one() -> None:
+    """The track object changes when the separated channels replace the original
+    that stood in (the same music, the head where it was): that read as a jump, and
+    the clock out sent Stop, a pointer and Continue as the stems came in. A new track
+    counts a jump even from its start; the sequence count is even between blocks and
+    two more for each move."""
+    from stemdeck.core.mixer.commands import Play, SetTrack
+    from stemdeck.core.mixer.engine import Mixer
+
+    sr, block = 48000, 256
+    mixer = Mixer()
+    mixer.prepare(sr, block)
+    y = np.full((1, 2, sr), 0.1, np.float32)
+    mixer.post(SetTrack(Track(y, sr, ("mix",), is_mix=True)))
+    mixer.post(Play())
+    out = np.zeros((block, 2), np.float32)
+    for _ in range(4):
+        mixer.process(out)
+    assert (mixer.jumps, mixer.seq) == (1, 2)  # the first track, from its start
+    now = [1.0]
+    head = HeardPlayHead(mixer, block_s=block / sr, clock=lambda: now[0])
+    first = head.sample()
+    channels = np.full((2, 2, sr), 0.05, np.float32)
+    mixer.post(SetTrack(Track(channels, sr, ("a", "b")), same_audio=True))
+    mixer.process(out)
+    now[0] += block / sr
+    line = head.sample()
+    assert (line.jumps, head.slips) == (first.jumps, 0)
+    assert (mixer.jumps, mixer.seq) == (1, 4)
+    mixer.post(SetTrack(Track(channels, sr, ("a", "b"))))  # another track
+    mixer.process(out)
+    now[0] += block / sr
+    assert head.sample().jumps == first.jumps + 1
+    assert (mixer.jumps, mixer.seq) == (2, 6)
