@@ -116,6 +116,11 @@ class _Input:
         self._rt.close_port()
         if self._owned:
             self._rt.delete()
+            return
+        # The controller's client is kept for its return: what rtmidi queued before the
+        # port closed must not act then (a cue pad pressed minutes before).
+        while self._rt.get_message() is not None:
+            pass
 
 
 class _Port:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -24,7 +25,7 @@ from ..errors import AudioFileError
 from .pyav import ffmpeg_reason, import_av, open_container
 from .roles import StemLayout, permute_rows, stem_layout
 from .samples import resample, resample_channels
-from .scratch import scratch_array
+from .scratch import Rows, map_file, new_file, write_at
 from .stemfile import declared_length, probe
 from .tags import Tags, read_tags
 
@@ -69,19 +70,30 @@ class StemFile:
 
     def mixed(self, folder: str | os.PathLike[str] | None, block: int = 1 << 18) -> np.ndarray:
         """:attr:`mix`, summed ``block`` samples at a time into a read-only memory map
-        of an unlinked file in ``folder`` (None, or no room there: the heap), so a
-        long file's mix takes no more of the heap than its stems do."""
+        of an unlinked file in ``folder`` (None, or no room there, a full disk
+        included: the heap), so a long file's mix takes no more of the heap than its
+        stems do."""
         if folder is None:
             return self.mix
+        channels, n = self.stems.shape[1:]
         try:
-            out = scratch_array(folder, self.stems.shape[1:])
+            fd = new_file(folder, 4 * channels * n)
         except OSError as exc:
             log.info("the stems' mix goes to memory, not %s: %s", folder, exc.strerror or exc)
             return self.mix
-        for a in range(0, out.shape[1], block):
-            self.stems[:, :, a : a + block].sum(axis=0, dtype=np.float32, out=out[:, a : a + block])
-        out.flags.writeable = False
-        return out
+        try:
+            part = np.empty((channels, block), np.float32)
+            for a in range(0, n, block):
+                b = min(a + block, n)
+                self.stems[:, :, a:b].sum(axis=0, dtype=np.float32, out=part[:, : b - a])
+                for c in range(channels):
+                    write_at(fd, part[c, : b - a], 4 * (c * n + a))
+            return map_file(fd, (channels, n))
+        except OSError as exc:
+            log.info("the stems' mix goes to memory, not %s: %s", folder, exc.strerror or exc)
+            return self.mix
+        finally:
+            os.close(fd)
 
     def arrange(self) -> StemLayout:
         """Put the stems in the mixer's order (drums, bass, other, vocals, then the
@@ -112,75 +124,111 @@ def _to_float(frame: Any) -> np.ndarray:
     raise AudioFileError(f"unexpected decoded sample format {fmt!r}")
 
 
-def _decode_stream(path: Path, index: int, into: np.ndarray | None = None) -> np.ndarray:
-    """Decode one audio stream into one growing buffer, trimmed to its declared length;
-    or, with ``into`` (``(channels, samples)``, a stream's declared length at least),
-    into that array as it decodes (a mono stream into every row of a stereo one), and
-    its decoded part is returned.
+class _Growing:
+    """The heap buffer a stream decodes into: sized by what the header declares,
+    bounded (a damaged header must not make us allocate what the file cannot hold),
+    doubled when needed."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.buf: np.ndarray | None = None
+        self.count = 0
+        self.full = False
+
+    def put(self, y: np.ndarray) -> None:
+        n = self.count
+        if self.buf is None:
+            self.buf = np.empty((y.shape[0], self.capacity), dtype=np.float32)
+        if n + y.shape[1] > self.buf.shape[1]:
+            bigger = np.empty((self.buf.shape[0], 2 * (n + y.shape[1])), dtype=np.float32)
+            bigger[:, :n] = self.buf[:, :n]
+            self.buf = bigger
+        self.buf[:, n : n + y.shape[1]] = y
+        self.count += y.shape[1]
+
+
+class _Width(AudioFileError):
+    """A stream decodes to more channels than its rows were made for (its header said
+    fewer: HE-AAC v2's parametric stereo): decode it into the heap instead."""
+
+
+def _decode_stream(path: Path, index: int) -> np.ndarray:
+    """Decode one audio stream into one growing buffer, trimmed to its declared length.
 
     A stream whose decoded audio falls short of its declared length is a
     truncated file: an error, so a cut file never plays with silent stems.
     """
-    av = import_av()
-    where = repr(str(path))
     with open_container(path) as container:
         stream = container.streams[index]
         rate = int(stream.codec_context.sample_rate)
         declared = declared_length(stream, rate)
-        # The declared length sizes the buffer, bounded: a damaged header must not
-        # make us allocate what the file cannot hold. The buffer doubles if needed.
-        capacity = min(declared or 0, _FIRST_BUFFER_SECONDS * rate) + 8192
-        buf: np.ndarray | None = into
-        width = 0  # the stream's channels
-        n = 0
+    sink = _Growing(min(declared or 0, _FIRST_BUFFER_SECONDS * rate) + 8192)
+    n = _decode_into(path, index, sink)
+    assert sink.buf is not None
+    return sink.buf[:, :n]
+
+
+def _decode_into(
+    path: Path, index: int, sink: _Growing | Rows, cancel: threading.Event | None = None
+) -> int:
+    """Decode stream ``index`` of ``path`` into ``sink`` (a heap buffer, or rows of a
+    scratch file, which take a mono stream into each of their rows and no more than
+    their length); the samples it holds, trimmed to the declared length. Stops, an
+    AudioFileError, once ``cancel`` is set (another stream failed).
+
+    Raises
+    ------
+    AudioFileError
+        Damaged, truncated, no audio, a channel count that changes; :class:`_Width`.
+    OSError
+        The rows' file cannot take them (a full disk).
+    """
+    av = import_av()
+    where = repr(str(path))
+    width = 0  # the stream's channels
+    with open_container(path) as container:
+        stream = container.streams[index]
+        declared = declared_length(stream, int(stream.codec_context.sample_rate))
         try:
             for packet in container.demux(stream):
+                if cancel is not None and cancel.is_set():
+                    raise AudioFileError(f"{where}: stream {index} not decoded (another failed)")
                 for frame in packet.decode():
                     y = _to_float(frame)
                     if width == 0:
                         width = y.shape[0]
-                        if into is not None and width not in (1, into.shape[0]):
-                            raise AudioFileError(
+                        if isinstance(sink, Rows) and width not in (1, sink.channels):
+                            raise _Width(
                                 f"{where}: stream {index} has {width} channels, "
-                                f"the widest stem {into.shape[0]}"
+                                f"its header {sink.channels}"
                             )
                     elif y.shape[0] != width:
                         raise AudioFileError(f"{where}: stream {index} changes its channel count")
-                    if buf is None:
-                        buf = np.empty((width, capacity), dtype=np.float32)
-                    if into is not None:
-                        take = min(y.shape[1], into.shape[1] - n)
-                        into[:, n : n + take] = y[:, :take]
-                        n += take
-                        if n == into.shape[1]:
-                            break  # past every declared length: trimmed anyway
-                        continue
-                    if n + y.shape[1] > buf.shape[1]:
-                        bigger = np.empty((buf.shape[0], 2 * (n + y.shape[1])), dtype=np.float32)
-                        bigger[:, :n] = buf[:, :n]
-                        buf = bigger
-                    buf[:, n : n + y.shape[1]] = y
-                    n += y.shape[1]
-                if into is not None and n == into.shape[1]:
+                    sink.put(y)
+                    if sink.full:
+                        break  # all the rows take: the rest is cut anyway
+                if sink.full:
                     break
+            if isinstance(sink, Rows):
+                sink.flush()
         except av.FFmpegError as exc:
             raise AudioFileError(
                 f"{where} is damaged: its audio cannot be decoded ({ffmpeg_reason(exc)})"
             ) from None
         except (ValueError, MemoryError) as exc:
             raise AudioFileError(f"{where} is damaged: {exc}") from None
-    if buf is None or n == 0:
+    n = sink.count
+    if n == 0:
         raise AudioFileError(f"{where}: stream {index} holds no audio")
-    filled = into is not None and n == into.shape[1]  # all that was asked for: not cut
     if declared is not None and declared > 0:
         # One codec frame of slack: decoders differ in how they trim the last one.
-        if n < declared - 2048 and not filled:
+        if n < declared - 2048 and not sink.full:
             raise AudioFileError(
                 f"{where} is truncated: stream {index} decodes to {n} samples of "
                 f"the {declared} it declares"
             )
         n = min(n, declared)
-    return buf[:, :n]
+    return n
 
 
 def _decode_streams(path: Path, streams: Sequence[int]) -> list[np.ndarray]:
@@ -204,6 +252,46 @@ def _check_audio(where: str, what: str, audio: np.ndarray, block: int = 1 << 20)
             raise AudioFileError(
                 f"{where} is damaged: its {what} peaks at {20 * np.log10(peak):+.0f} dBFS"
             )
+
+
+def _header_channels(stream: Any) -> int:
+    """The channels a stream's header says it holds (its decoder may give more)."""
+    return int(stream.codec_context.channels)
+
+
+def _decode_side_by_side(path: Path, jobs: list[tuple[int, Rows]]) -> list[int]:
+    """Each (stream, rows) decoded on a thread of its own; the samples each holds.
+    The first failure stops the others (a damaged file costs no full decode) and is
+    raised."""
+    cancel = threading.Event()
+    with ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1)) as pool:
+        futures = [pool.submit(_decode_into, path, i, rows, cancel) for i, rows in jobs]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = [f for f in futures if f in done and f.exception() is not None]
+        if failed:
+            cancel.set()
+            wait(futures)
+            raise cast(BaseException, failed[0].exception())
+        return [f.result() for f in futures]
+
+
+def _mapped_whole(p: Path, folder: str | os.PathLike[str]) -> StemFile:
+    """A stem file decoded into the heap (:func:`read_stem_file`), arranged, then its
+    stems copied into a scratch file's read-only map (the heap's copy goes)."""
+    whole = read_stem_file(p, master=False)
+    whole.arrange()
+    shape = whole.stems.shape
+    fd = new_file(folder, 4 * int(np.prod(shape)))
+    try:
+        for i in range(shape[0]):
+            for c in range(shape[1]):
+                write_at(
+                    fd, np.ascontiguousarray(whole.stems[i, c]), 4 * (i * shape[1] + c) * shape[2]
+                )
+        whole.stems = map_file(fd, shape)
+    finally:
+        os.close(fd)
+    return whole
 
 
 def map_stem_file(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> StemFile:
@@ -230,15 +318,9 @@ def map_stem_file(path: str | os.PathLike[str], folder: str | os.PathLike[str]) 
     with open_container(p) as container:
         audio = [container.streams[i] for i in streams]
         declared = [declared_length(a, int(a.codec_context.sample_rate)) for a in audio]
-        widths = [int(a.codec_context.channels) for a in audio]
+        widths = [_header_channels(a) for a in audio]
     if any(d is None or d <= 0 for d in declared) or not 1 <= max(widths) <= 2:
-        whole = read_stem_file(p, master=False)
-        whole.arrange()
-        mapped = scratch_array(folder, whole.stems.shape)
-        mapped[...] = whole.stems
-        mapped.flags.writeable = False
-        whole.stems = mapped
-        return whole
+        return _mapped_whole(p, folder)
     if info.manifest is None:
         log.info(
             "%s has no stem manifest: its %d stems take the default names %s",
@@ -256,15 +338,20 @@ def map_stem_file(path: str | os.PathLike[str], folder: str | os.PathLike[str]) 
             p.name,
             longest - shortest,
         )
-    rows = scratch_array(folder, (len(streams), max(widths), shortest))
-    workers = min(len(streams), os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        jobs = [
-            pool.submit(_decode_stream, p, streams[k], rows[layout.order.index(k)])
-            for k in range(len(streams))
-        ]
-        n = min(int(job.result().shape[1]) for job in jobs)
-    stems = rows[:, :, :n]
+    shape = (len(streams), max(widths), shortest)
+    fd = new_file(folder, 4 * shape[0] * shape[1] * shape[2])
+    try:
+        rows = [Rows(fd, 4 * i * shape[1] * shape[2], shape[1], shape[2]) for i in range(shape[0])]
+        try:
+            counts = _decode_side_by_side(
+                p, [(streams[k], rows[layout.order.index(k)]) for k in range(len(streams))]
+            )
+        except _Width as exc:  # the header said fewer channels: decoded as in memory
+            log.info("%s", exc)
+            return _mapped_whole(p, folder)
+        stems = map_file(fd, shape)[:, :, : min(counts)]
+    finally:
+        os.close(fd)
     stems.flags.writeable = False
     for name, row in zip(layout.arrange(info.names), stems, strict=True):
         _check_audio(where, f"stem {name!r}", row)
@@ -379,23 +466,33 @@ def map_mp4_audio(
             )
         index, rate = audio[0].index, int(audio[0].codec_context.sample_rate)
         declared = declared_length(audio[0], rate)
-        width = int(audio[0].codec_context.channels)
+        width = _header_channels(audio[0])
     if declared is None or declared <= 0 or not 1 <= width <= 2:
         return None
-    rows = scratch_array(folder, (width, declared))
-    n = int(_decode_stream(p, index, rows).shape[1])
+    fd = new_file(folder, 4 * width * declared)
+    try:
+        try:
+            n = _decode_into(p, index, Rows(fd, 0, width, declared))
+        except _Width:
+            return None
+        y = map_file(fd, (width, declared))
+    finally:
+        os.close(fd)
     if n < declared:  # a frame or so short of the header: the map made exact
-        exact = scratch_array(folder, (width, n))
-        for a in range(0, n, 1 << 20):
-            b = min(a + (1 << 20), n)
-            exact[:, a:b] = rows[:, a:b]
-        rows = exact
-    blocks = [rows[:, a : a + (1 << 20)] for a in range(0, n, 1 << 20)]
+        fd = new_file(folder, 4 * width * n)
+        try:
+            for c in range(width):
+                for a in range(0, n, 1 << 20):
+                    b = min(a + (1 << 20), n)
+                    write_at(fd, np.ascontiguousarray(y[c, a:b]), 4 * (c * n + a))
+            y = map_file(fd, (width, n))
+        finally:
+            os.close(fd)
+    blocks = [y[:, a : a + (1 << 20)] for a in range(0, n, 1 << 20)]
     if not all(np.isfinite(b.sum(dtype=np.float64)) for b in blocks):  # validate_audio's
         bad = sum(int(b.size - np.count_nonzero(np.isfinite(b))) for b in blocks)
         raise AudioFileError(f"{str(p)!r}: {bad} samples are NaN or infinite; re-export the file")
-    rows.flags.writeable = False
-    return rows, rate
+    return y, rate
 
 
 def read_mp4_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:

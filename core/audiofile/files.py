@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import mmap
 import os
 import re
 import secrets
@@ -38,7 +37,7 @@ from ..priority import nice_this_thread
 from .decode import map_mp4_audio, read_mp4_audio, read_stem_file
 from .mp4 import MP4_SUFFIXES, is_mp4_path
 from .samples import downmix_to_stereo, resample, validate_audio
-from .scratch import new_file
+from .scratch import map_file, new_file, write_at
 from .stemfile import mp4_header, probe
 
 __all__ = [
@@ -451,7 +450,7 @@ def decode_mapped(
         f.close()
         raise
     try:
-        out = _map(fd, (channels, frames))
+        out = map_file(fd, (channels, frames))
     except BaseException:
         f.close()
         os.close(fd)
@@ -526,25 +525,11 @@ def _decode_into(
             load(p)  # raises load's own error (the count of bad samples)
         np.copyto(planar[:, :n], data.T)
         for c in range(channels):
-            _write_at(fd, planar[c, :n], 4 * (c * frames + at))
+            write_at(fd, planar[c, :n], 4 * (c * frames + at))
         at += n
         if decode is not None and not decode._landed(at):
             raise AudioFileError(f"{str(p)!r}: decode cancelled")
     return at
-
-
-def _write_at(fd: int, a: np.ndarray, offset: int) -> None:
-    """All of the contiguous array ``a`` into ``fd`` at ``offset``."""
-    view = memoryview(a.data).cast("B")
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view, offset = view[n:], offset + n
-
-
-def _map(fd: int, shape: tuple[int, int]) -> np.ndarray:
-    """A read-only float32 memory map of ``fd``'s first ``shape`` samples."""
-    size = 4 * shape[0] * shape[1]
-    return np.ndarray(shape, np.float32, buffer=mmap.mmap(fd, size, prot=mmap.PROT_READ))
 
 
 def _mapped(
@@ -559,8 +544,8 @@ def _mapped(
         for c in range(shape[0]):
             for a in range(0, shape[1], block):
                 part = np.ascontiguousarray(y[c, a : a + block], np.float32)
-                _write_at(fd, part, 4 * (c * shape[1] + a))
-        return _map(fd, shape)
+                write_at(fd, part, 4 * (c * shape[1] + a))
+        return map_file(fd, shape)
     finally:
         os.close(fd)
 

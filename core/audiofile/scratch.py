@@ -1,8 +1,12 @@
-"""Scratch files for decoded audio: unlinked files in a folder (the cache's), mapped,
-so a long track's samples live in the page cache and not in the process's heap.
+"""Scratch files for decoded audio: unlinked files in a folder (the cache's), written
+with ``pwrite`` and then mapped read-only, so a long track's samples live in the page
+cache and not in the process's heap.
 
 A file is unlinked as soon as it is made: it goes when its last descriptor and map do,
-whatever ends the process.
+whatever ends the process. It is written with ``pwrite``, never through a writable
+map: a disk that fills up is then an ``OSError`` (ENOSPC) the caller can answer,
+where a store into a map of a sparse file past the disk's room is a SIGBUS that
+kills the process.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["new_file", "scratch_array"]
+__all__ = ["Rows", "map_file", "new_file", "write_at"]
 
 
 def new_file(folder: str | os.PathLike[str], size: int) -> int:
@@ -32,19 +36,61 @@ def new_file(folder: str | os.PathLike[str], size: int) -> int:
     return fd
 
 
-def scratch_array(folder: str | os.PathLike[str], shape: tuple[int, ...]) -> np.ndarray:
-    """A writable float32 array of zeros, ``shape``, mapped from a new unlinked file
-    in ``folder`` (its pages written back there, never counted as anonymous memory).
+def write_at(fd: int, a: np.ndarray, offset: int) -> None:
+    """All of the contiguous array ``a`` into ``fd`` at ``offset``."""
+    view = memoryview(a.data).cast("B")
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
+
+def map_file(fd: int, shape: tuple[int, ...]) -> np.ndarray:
+    """A read-only float32 memory map of ``fd``'s first ``shape`` samples."""
+    size = 4 * int(np.prod(shape, dtype=np.int64))
+    return np.ndarray(shape, np.float32, buffer=mmap.mmap(fd, max(size, 1), prot=mmap.PROT_READ))
+
+
+class Rows:
+    """``channels`` rows of ``length`` float32 samples at byte ``offset`` of the file
+    ``fd`` (row after row), filled from their start a block at a time.
+
+    :meth:`put` takes ``(1 or channels, samples)`` (one row is written to every row),
+    up to :attr:`length` samples in all; :meth:`flush` writes what it holds.
 
     Raises
     ------
     OSError
-        ``folder`` cannot hold the file (missing and not creatable, read-only, full).
+        From :meth:`put` or :meth:`flush`: the file cannot take it (a full disk).
     """
-    size = 4 * int(np.prod(shape, dtype=np.int64))
-    fd = new_file(folder, max(size, 1))
-    try:
-        buffer = mmap.mmap(fd, max(size, 1))
-    finally:
-        os.close(fd)  # the map keeps the file
-    return np.ndarray(shape, np.float32, buffer=buffer)
+
+    def __init__(self, fd: int, offset: int, channels: int, length: int, block: int = 1 << 16):
+        self.fd = fd
+        self.offset = offset
+        self.channels = channels
+        self.length = length
+        self.count = 0  # samples taken
+        self._written = 0  # samples written
+        self._buf = np.empty((channels, block), np.float32)
+
+    @property
+    def full(self) -> bool:
+        return self.count == self.length
+
+    def put(self, y: np.ndarray) -> None:
+        y = y[:, : self.length - self.count]
+        block = self._buf.shape[1]
+        while y.shape[1]:
+            held = self.count - self._written
+            take = min(y.shape[1], block - held)
+            self._buf[:, held : held + take] = y[:, :take]
+            self.count += take
+            y = y[:, take:]
+            if self.count - self._written == block:
+                self.flush()
+
+    def flush(self) -> None:
+        held = self.count - self._written
+        for c in range(self.channels):
+            at = self.offset + 4 * (c * self.length + self._written)
+            write_at(self.fd, self._buf[c, :held], at)
+        self._written = self.count

@@ -128,3 +128,65 @@ def test_a_stem_file_goes_live_as_a_memory_map_at_its_own_rate(tmp_path, cached:
     np.testing.assert_array_equal(mix, whole.mix)
     assert (track.sr, mix_sr) == ((44100, 44100) if cached else (48000, 48000))
     assert _mapped_file(track.channels) == _mapped_file(mix) == cached
+
+
+def test_a_full_cache_disk_decodes_the_stems_into_memory_and_never_kills_the_daemon(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The scratch file was written through a map of a sparse file: a disk that filled
+    up was a SIGBUS, the daemon dead mid-set. It is written with pwrite: ENOSPC is an
+    OSError, and the stems and their mix go to memory (as without a cache), said."""
+    import errno
+    import logging
+    import os
+
+    from stemdeck.core.audiofile.decode import read_stem_file
+    from stemdeck.core.audiofile.stemfile_write import write_stem_file
+    from stemdeck.core.separation.cache import SeparationCache
+
+    rng = np.random.default_rng(8)
+    stems = rng.uniform(-0.2, 0.2, (3, 2, 44100)).astype(np.float32)
+    path = tmp_path / "three.stem.m4a"
+    colours = ["#000001", "#000002", "#000003"]
+    write_stem_file(
+        path,
+        stems.sum(axis=0),
+        stems,
+        44100,
+        names=["Vox", "Kick", "Sub"],
+        colours=colours,
+        codec="alac",
+    )
+    written = [0]
+    real_pwrite = os.pwrite
+
+    def pwrite(fd: int, data: Any, offset: int) -> int:
+        written[0] += len(data)
+        if written[0] > 100_000:  # the disk fills up a little way in
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    engine, beats = RecordingEngine(), Beats()
+    loader = TrackLoader(
+        engine,
+        Registry(NAMES),
+        NAMES,
+        spec=SeparationSpec(),
+        cache=SeparationCache(tmp_path / "cache"),
+        library=[tmp_path],
+        beats=cast(Any, beats),
+    )
+    with caplog.at_level(logging.INFO):
+        loader.open(str(path))
+    loader.close()
+    monkeypatch.undo()
+    (command,) = engine.tracks()
+    whole = read_stem_file(path, master=False, sr=48000)
+    whole.arrange()
+    np.testing.assert_array_equal(command.track.channels, whole.stems)
+    assert command.track.sr == 48000 and not _mapped_file(command.track.channels)
+    ((mix, _),) = beats.started
+    np.testing.assert_array_equal(mix, whole.mix)
+    said = [r.getMessage() for r in caplog.records if "go to memory" in r.getMessage()]
+    assert said == [f"the stems go to memory, not {tmp_path / 'cache'}: No space left on device"]

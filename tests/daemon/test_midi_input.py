@@ -45,6 +45,13 @@ def test_an_input_skips_what_it_cannot_decode_and_delivers_the_rest_in_order() -
 
 
 def test_a_controllers_input_leaves_its_shared_client_to_the_controller() -> None:
+    """The controller's client outlives an unplug: what rtmidi queued before its
+    port closed is dropped, not acted on when the controller returns."""
     rt = Queue([])
-    _Input(rt, "pads", print).close()
+    port = _Input(rt, "pads", print)
+    port._stop.set()
+    port._thread.join()
+    rt.events = [([0x90, 36, 127], 0.0)]  # queued as the port closed, after its last look
+    port.close()
     assert rt.calls == ["close_port"]
+    assert rt.events == []
