@@ -84,14 +84,14 @@ from pathlib import Path
 
 import numpy as np
 
-from stemdeck.core.audiofile.decode import StemFile
+from stemdeck.core.audiofile.decode import StemDecode, StemFile, check_audio, read_stem_file
 from stemdeck.core.audiofile.samples import resample
 from stemdeck.core.errors import ParameterError, StemdeckError
 from stemdeck.core.mixer.commands import SetTrack, Track
 from stemdeck.core.mixer.params import plays_at
 from stemdeck.core.separation.cache import file_identity
 
-from .loader_base import TrackLoad
+from .loader_base import STEMS_STAGE, Progressive, TrackLoad
 from .loader_cache import CachedChannels
 from .loader_worker import SeparatedChannels
 from .separation_worker import WORKER_NICE, SeparationWorker
@@ -115,6 +115,13 @@ LOAD_FAILED = "load failed"
 #: The original plays once this many seconds of it are decoded (and checked), the
 #: rest decoding meanwhile; a shorter track once decoded whole.
 FIRST_PIECE_S = 30.0
+#: A stem file decoding in the background plays once this many seconds of every stem
+#: are in (tens of milliseconds of decoding), ...
+STEM_FIRST_S = 10.0
+#: ... each span of this many seconds once it is in and checked ...
+STEM_CHUNK_S = 5.0
+#: ... looked at this often at most.
+STEM_POLL_S = 0.05
 
 
 class TrackLoader(CachedChannels, SeparatedChannels):
@@ -331,28 +338,144 @@ class TrackLoader(CachedChannels, SeparatedChannels):
             except Exception as exc:  # a reply that cannot go is not the load's failure
                 log.warning("track load reply not sent: %r", exc)
 
-    def _publish_stems(self, stems: StemFile, request: LoadRequest) -> None:
-        """A stem file's stems are its channels: no original phase, nothing separated."""
+    def _publish_stems(self, stems: StemFile | StemDecode, request: LoadRequest) -> None:
+        """A stem file's stems are its channels: no original phase, nothing separated.
+        Decoding in the background (:class:`StemDecode`), they play once the first
+        :data:`STEM_FIRST_S` are in, each span of :data:`STEM_CHUNK_S` once it is in
+        and checked (silence before: a seek ahead of the decode), and as a whole once
+        every one is (:meth:`_land_stems`)."""
         source = request.source
-        if len(stems.names) > self.engine.max_channels:
+        file = stems.file if isinstance(stems, StemDecode) else stems
+        if len(file.names) > self.engine.max_channels:
+            if isinstance(stems, StemDecode):
+                stems.cancel()
             raise ParameterError(
-                f"{Path(source).name} has {len(stems.names)} stems; this mixer has "
+                f"{Path(source).name} has {len(file.names)} stems; this mixer has "
                 f"{self.engine.max_channels} channels"
             )
-        keys = stems.arrange().keys  # drums, bass, other, vocals, then the rest
+        if isinstance(stems, StemDecode):
+            stems.wait(round(STEM_FIRST_S * file.sr))
+            if stems.done:
+                stems = file = self._stems_done(stems)  # short, or failed: raises
+        keys = file.arrange().keys  # drums, bass, other, vocals, then the rest
         name = source_name(source)
-        track = Track(stems.stems, stems.sr, keys)  # at its own rate, or resampled
-        colours = list(stems.colours)
-        labels = list(stems.names)
-        gen = self._play(
-            request, SetTrack(track), keys, name, colours=colours, labels=labels, separated=True
-        )
-        if gen is not None:
-            if self.beats is not None:
-                mix = stems.mixed(self.cache.root if self.cache is not None else None)
-                self.beats.start(mix, stems.sr, gen, name)
-            named = ", ".join(f"{n} {c}" for n, c in zip(stems.names, colours, strict=True))
-            log.info("%s: %d stems from the file: %s", name, len(stems.names), named)
+        colours = list(file.colours)
+        labels = list(file.names)
+        if isinstance(stems, StemDecode):
+            size = round(STEM_CHUNK_S * file.sr)
+            n = file.stems.shape[2]
+            # Where nothing is in yet (a seek ahead of the decode): silence, no memory.
+            shape = (1, *file.stems.shape[1:])
+            silence = np.broadcast_to(np.zeros((*shape[:2], 1), np.float32), shape)
+            progressive = Progressive(file.stems, silence, -(-n // size), size)
+            track = progressive.track(file.sr, keys)
+        else:
+            track = Track(file.stems, file.sr, keys)  # at its own rate, or resampled
+        try:
+            gen = self._play(
+                request,
+                SetTrack(track),
+                keys,
+                name,
+                colours=colours,
+                labels=labels,
+                separated=not isinstance(stems, StemDecode),
+            )
+        except BaseException:
+            if isinstance(stems, StemDecode):
+                stems.cancel()
+            raise
+        if gen is None:
+            if isinstance(stems, StemDecode):
+                stems.cancel()
+            return
+        named = ", ".join(f"{n} {c}" for n, c in zip(file.names, colours, strict=True))
+        log.info("%s: %d stems from the file: %s", name, len(file.names), named)
+        if isinstance(stems, StemDecode):
+            threading.Thread(
+                target=self._land_stems,
+                args=(stems, progressive, keys, gen, name),
+                name="stemdeck-load",
+                daemon=True,
+            ).start()
+        elif self.beats is not None:
+            mix = file.mixed(self.cache.root if self.cache is not None else None)
+            self.beats.start(mix, file.sr, gen, name)
+
+    def _stems_done(self, stems: StemDecode) -> StemFile:
+        """A stem file decoded into its scratch file; where the folder's disk filled up,
+        decoded again into the heap at the engine's rate (as with no cache folder).
+
+        Raises
+        ------
+        AudioFileError
+            Damaged.
+        """
+        try:
+            return stems.result()
+        except OSError as exc:
+            folder = self.cache.root if self.cache is not None else "the cache folder"
+            log.info("the stems go to memory, not %s: %s", folder, exc.strerror or exc)
+        file = read_stem_file(stems.path, sr=self.engine.sr, master=False)
+        file.arrange()
+        return file
+
+    def _land_stems(
+        self,
+        stems: StemDecode,
+        progressive: Progressive,
+        keys: Sequence[str],
+        gen: int,
+        name: str,
+    ) -> None:
+        """Generation ``gen``'s stem file as it decodes: each span ready once all its
+        stems are in and checked (no NaN or deafening sample ever plays), the status
+        saying how much; then the whole (cut to the shortest stem) and its beat grid.
+        A damaged file keeps what played and says why; a newer track cancels it."""
+        file = stems.file
+        size, flags = progressive.size, progressive.ready
+        where = repr(str(stems.path))
+        checked = 0
+        try:
+            while True:
+                if not self.current(gen):
+                    stems.cancel()
+                    return
+                done, complete = stems.done, stems.complete
+                landed = stems.landed()  # once complete, the length cut to the shortest
+                end = landed if complete else file.stems.shape[2]
+                while checked < len(flags) and min((checked + 1) * size, end) <= landed:
+                    span = file.stems[:, :, checked * size : min((checked + 1) * size, end)]
+                    for stem, row in zip(file.names, span, strict=True):
+                        check_audio(where, f"stem {stem!r}", row)
+                    flags[checked] = 1
+                    checked += 1
+                with self._lock:
+                    if self.current(gen):
+                        self.progress = (STEMS_STAGE, progressive.fraction)
+                if done:
+                    break
+                stems.wait(landed + size, timeout=STEM_POLL_S)
+            final = self._stems_done(stems)
+        except (StemdeckError, OSError) as exc:
+            reason = f"{name}: {exc}"
+            with self._lock:
+                if not self.current(gen):
+                    return
+                self.problem = reason  # the progress stays: the share of stems that play
+            log.warning("%s; playing what was decoded before it", reason)
+            return
+
+        def posted() -> None:
+            self.progress = None
+            self.separated = True
+
+        command = SetTrack(Track(final.stems, final.sr, tuple(keys)), same_audio=True)
+        if not self._post_track(lambda: self.current(gen), command, keys, posted):
+            return
+        if self.beats is not None:
+            mix = final.mixed(self.cache.root if self.cache is not None else None)
+            self.beats.start(mix, final.sr, gen, name)
 
     # -- the playing track's channels (background threads) -------------------------------
     def _channels(self, load: TrackLoad) -> None:

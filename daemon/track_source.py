@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stemdeck.core.audiofile.decode import StemFile, map_stem_file, read_stem_file
+from stemdeck.core.audiofile.decode import StemDecode, StemFile, open_stem_file, read_stem_file
 from stemdeck.core.audiofile.files import (
     MappedDecode,
     decode_mapped,
@@ -131,13 +131,14 @@ def decode_source(source: str, folder: Path | None, first: float) -> tuple[Mappe
     return decode, source_name(source)
 
 
-def read_stem_source(source: str, sr: int, folder: Path | None) -> StemFile | None:
+def read_stem_source(source: str, sr: int, folder: Path | None) -> StemFile | StemDecode | None:
     """A stem file's stems (or AudioFileError), else None.
 
     With ``folder``, at the file's own rate (the read head converts it) in a memory
-    map of an unlinked file there (:func:`~stemdeck.core.audiofile.decode.map_stem_file`:
-    page cache, not the daemon's heap, however long the file); without one, or no
-    room there, or a rate the read head does not take, decoded whole at ``sr``.
+    map of an unlinked file there, decoding in the background
+    (:func:`~stemdeck.core.audiofile.decode.open_stem_file`: page cache, not the
+    daemon's heap, however long the file); without one, or no room there, or a rate
+    the read head does not take, decoded whole at ``sr``.
     """
     if source == DEMO or not is_mp4_path(source):
         return None
@@ -146,7 +147,7 @@ def read_stem_source(source: str, sr: int, folder: Path | None) -> StemFile | No
         return None
     if folder is not None and plays_at(info.sr):
         try:
-            return map_stem_file(source, folder)
+            return open_stem_file(source, folder, check=False)  # the loader checks spans
         except OSError as exc:  # no room there: the heap, as without a folder
             log.info("the stems go to memory, not %s: %s", folder, exc.strerror or exc)
     return read_stem_file(source, sr=sr, master=False)

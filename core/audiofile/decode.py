@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Generator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,16 @@ from .scratch import Rows, map_file, new_file, write_at
 from .stemfile import declared_length, probe
 from .tags import Tags, read_tags
 
-__all__ = ["StemFile", "map_mp4_audio", "map_stem_file", "read_mp4_audio", "read_stem_file"]
+__all__ = [
+    "StemDecode",
+    "StemFile",
+    "check_audio",
+    "map_mp4_audio",
+    "map_stem_file",
+    "open_stem_file",
+    "read_mp4_audio",
+    "read_stem_file",
+]
 
 log = logging.getLogger(__name__)
 
@@ -171,10 +181,24 @@ def _decode_stream(path: Path, index: int) -> np.ndarray:
 def _decode_into(
     path: Path, index: int, sink: _Growing | Rows, cancel: threading.Event | None = None
 ) -> int:
+    """Decode stream ``index`` of ``path`` into ``sink`` (:func:`_decode_steps`, run
+    through); the samples it holds, trimmed to the declared length."""
+    steps = _decode_steps(path, index, sink, cancel)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return int(stop.value)
+
+
+def _decode_steps(
+    path: Path, index: int, sink: _Growing | Rows, cancel: threading.Event | None = None
+) -> Generator[None, None, int]:
     """Decode stream ``index`` of ``path`` into ``sink`` (a heap buffer, or rows of a
     scratch file, which take a mono stream into each of their rows and no more than
-    their length); the samples it holds, trimmed to the declared length. Stops, an
-    AudioFileError, once ``cancel`` is set (another stream failed).
+    their length), a packet a step; returns the samples it holds, trimmed to the
+    declared length. Stops, an AudioFileError, once ``cancel`` is set (another
+    stream failed).
 
     Raises
     ------
@@ -209,6 +233,7 @@ def _decode_into(
                         break  # all the rows take: the rest is cut anyway
                 if sink.full:
                     break
+                yield
             if isinstance(sink, Rows):
                 sink.flush()
         except av.FFmpegError as exc:
@@ -231,6 +256,20 @@ def _decode_into(
     return n
 
 
+def _round_robin(steps: list[Generator[None, None, int]]) -> list[int]:
+    """Run decodes a packet of each in turn, to their ends: what each returned."""
+    out = [0] * len(steps)
+    live = list(range(len(steps)))
+    while live:
+        for i in list(live):
+            try:
+                next(steps[i])
+            except StopIteration as stop:
+                out[i] = int(stop.value)
+                live.remove(i)
+    return out
+
+
 def _decode_streams(path: Path, streams: Sequence[int]) -> list[np.ndarray]:
     """Decode audio streams side by side (FFmpeg decodes without the GIL)."""
     workers = min(len(streams), os.cpu_count() or 1)
@@ -239,7 +278,7 @@ def _decode_streams(path: Path, streams: Sequence[int]) -> list[np.ndarray]:
         return [job.result() for job in jobs]
 
 
-def _check_audio(where: str, what: str, audio: np.ndarray, block: int = 1 << 20) -> None:
+def check_audio(where: str, what: str, audio: np.ndarray, block: int = 1 << 20) -> None:
     """NaN, infinite or deafening samples in ``audio`` (channels, samples) are an
     AudioFileError; read ``block`` samples at a time (a map stays out of the heap)."""
     for a in range(0, audio.shape[-1], block):
@@ -259,20 +298,30 @@ def _header_channels(stream: Any) -> int:
     return int(stream.codec_context.channels)
 
 
-def _decode_side_by_side(path: Path, jobs: list[tuple[int, Rows]]) -> list[int]:
+def _decode_side_by_side(
+    path: Path, jobs: list[tuple[int, Rows]], cancel: threading.Event | None = None
+) -> list[int]:
     """Each (stream, rows) decoded on a thread of its own; the samples each holds.
     The first failure stops the others (a damaged file costs no full decode) and is
-    raised."""
-    cancel = threading.Event()
-    with ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1)) as pool:
-        futures = [pool.submit(_decode_into, path, i, rows, cancel) for i, rows in jobs]
+    raised; so does ``cancel``, once set."""
+    cancel = cancel or threading.Event()
+    # A thread a core, each taking its streams a packet at a time in turn: the stems
+    # land side by side (what has landed of every one is what can play), never one
+    # pair after another; a thread a stream cost a quarter more CPU (the GIL).
+    workers = min(len(jobs), os.cpu_count() or 1)
+    steps = [_decode_steps(path, i, rows, cancel) for i, rows in jobs]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(_round_robin, steps[w::workers]) for w in range(workers)]
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
         failed = [f for f in futures if f in done and f.exception() is not None]
         if failed:
             cancel.set()
             wait(futures)
             raise cast(BaseException, failed[0].exception())
-        return [f.result() for f in futures]
+        out = [0] * len(jobs)
+        for w, future in enumerate(futures):
+            out[w::workers] = future.result()
+        return out
 
 
 def _mapped_whole(p: Path, folder: str | os.PathLike[str]) -> StemFile:
@@ -294,20 +343,132 @@ def _mapped_whole(p: Path, folder: str | os.PathLike[str]) -> StemFile:
     return whole
 
 
-def map_stem_file(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> StemFile:
-    """Decode a stem file's stems (not its master) at the file's own rate, in the
-    mixer's order (:meth:`StemFile.arrange` finds them arranged), into a read-only
-    memory map of an unlinked file in ``folder``: however long the file, the stems
-    take page cache, not the heap. Each stream goes straight into its row as it
-    decodes, side by side. A file whose header declares no length (a fragmented
-    MP4) is decoded as :func:`read_stem_file` does, then mapped.
+class StemDecode:
+    """A stem file's stems decoding into a scratch file's map on threads of their own
+    (:func:`open_stem_file`): :attr:`file` is the whole map now, read-only, zeros
+    where nothing has landed yet (:meth:`landed`, checked by nobody yet:
+    :func:`check_audio` a part before it plays); :meth:`result` the stems once all
+    are in (checked, unless opened with ``check=False``)."""
+
+    def __init__(
+        self,
+        p: Path,
+        file: StemFile,
+        fd: int,
+        jobs: list[tuple[int, Rows]],
+        folder: Any,
+        check: bool,
+    ) -> None:
+        self.file = file
+        self._check = check
+        self._path = p
+        self._folder = folder
+        self._rows = [rows for _, rows in jobs]
+        self._fd = fd
+        self._cancel = threading.Event()
+        self._done = threading.Event()
+        self._error: BaseException | None = None
+        self._n: int | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(jobs,), name="stemdeck-stem-decode", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, jobs: list[tuple[int, Rows]]) -> None:
+        try:
+            n = min(_decode_side_by_side(self._path, jobs, self._cancel))
+            where = repr(str(self._path))
+            stems = self.file.stems[:, :, :n] if self._check else ()
+            for name, row in zip(self.file.names, stems, strict=False):
+                check_audio(where, f"stem {name!r}", row)
+            self._n = n
+        except BaseException as exc:
+            self._error = exc
+        finally:
+            os.close(self._fd)
+            self._done.set()
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def complete(self) -> bool:
+        """Done, and every stem is in (:meth:`landed` is then their length)."""
+        return self._done.is_set() and self._n is not None
+
+    def landed(self) -> int:
+        """Samples of every stem written so far (all of them once done)."""
+        if self._done.is_set() and self._n is not None:
+            return self._n
+        return min(rows.landed for rows in self._rows)
+
+    def wait(self, samples: int, timeout: float | None = None) -> bool:
+        """Wait until ``samples`` of every stem are in, or the decode ended; whether
+        it is one or the other within ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.landed() < samples and not self._done.is_set():
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            self._done.wait(0.005)
+        return True
+
+    def result(self) -> StemFile:
+        """The stems once all are in, cut to the shortest, checked (waits).
+
+        Raises
+        ------
+        AudioFileError
+            Damaged, truncated, NaN or deafening samples, or cancelled.
+        OSError
+            The scratch file could not take them (a full disk).
+        """
+        self._done.wait()
+        if isinstance(self._error, _Width):  # the header said fewer channels
+            log.info("%s", self._error)
+            return _mapped_whole(self._path, self._folder)
+        if self._error is not None:
+            raise self._error
+        assert self._n is not None
+        file = self.file
+        return StemFile(
+            stems=file.stems[:, :, : self._n],
+            names=file.names,
+            colours=file.colours,
+            sr=file.sr,
+            master=None,
+            manifest=file.manifest,
+            tags=file.tags,
+        )
+
+    def cancel(self) -> None:
+        """Stop decoding (:meth:`result` then raises)."""
+        self._cancel.set()
+
+
+def open_stem_file(
+    path: str | os.PathLike[str], folder: str | os.PathLike[str], *, check: bool = True
+) -> StemDecode | StemFile:
+    """Start decoding a stem file's stems (not its master) at the file's own rate, in
+    the mixer's order (:meth:`StemFile.arrange` finds them arranged), into a
+    read-only memory map of an unlinked file in ``folder``: however long the file,
+    the stems take page cache, not the heap. Each stream goes straight into its row
+    as it decodes, side by side, in the background (:class:`StemDecode`). A file
+    whose header declares no length (a fragmented MP4) is decoded as
+    :func:`read_stem_file` does, then mapped, and returned done (a StemFile).
+    ``check=False``: :meth:`StemDecode.result` does not look for NaN or deafening
+    samples (its caller checks each part with :func:`check_audio` as it lands).
 
     Raises
     ------
     AudioFileError
-        As :func:`read_stem_file`.
+        Not a stem file (the rest: :meth:`StemDecode.result`).
     OSError
-        ``folder`` cannot hold the stems (missing, read-only, full).
+        ``folder`` cannot hold the stems (missing, read-only).
     """
     p = Path(path)
     where = repr(str(p))
@@ -342,28 +503,35 @@ def map_stem_file(path: str | os.PathLike[str], folder: str | os.PathLike[str]) 
     fd = new_file(folder, 4 * shape[0] * shape[1] * shape[2])
     try:
         rows = [Rows(fd, 4 * i * shape[1] * shape[2], shape[1], shape[2]) for i in range(shape[0])]
-        try:
-            counts = _decode_side_by_side(
-                p, [(streams[k], rows[layout.order.index(k)]) for k in range(len(streams))]
-            )
-        except _Width as exc:  # the header said fewer channels: decoded as in memory
-            log.info("%s", exc)
-            return _mapped_whole(p, folder)
-        stems = map_file(fd, shape)[:, :, : min(counts)]
-    finally:
+        stems = map_file(fd, shape)
+        file = StemFile(
+            stems=stems,
+            names=layout.arrange(info.names),
+            colours=layout.arrange(info.colours),
+            sr=info.sr,
+            master=None,
+            manifest=info.manifest,
+            tags=read_tags(p),
+        )
+        jobs = [(streams[k], rows[layout.order.index(k)]) for k in range(len(streams))]
+        return StemDecode(p, file, fd, jobs, folder, check)
+    except BaseException:
         os.close(fd)
-    stems.flags.writeable = False
-    for name, row in zip(layout.arrange(info.names), stems, strict=True):
-        _check_audio(where, f"stem {name!r}", row)
-    return StemFile(
-        stems=stems,
-        names=layout.arrange(info.names),
-        colours=layout.arrange(info.colours),
-        sr=info.sr,
-        master=None,
-        manifest=info.manifest,
-        tags=read_tags(p),
-    )
+        raise
+
+
+def map_stem_file(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> StemFile:
+    """:func:`open_stem_file`, waited for: the stems once all are in, checked.
+
+    Raises
+    ------
+    AudioFileError
+        As :func:`read_stem_file`.
+    OSError
+        ``folder`` cannot hold the stems (missing, read-only, full).
+    """
+    opened = open_stem_file(path, folder)
+    return opened.result() if isinstance(opened, StemDecode) else opened
 
 
 def read_stem_file(
@@ -423,7 +591,7 @@ def read_stem_file(
     if master_y is not None:
         checks.append(("master", master_y))
     for what, audio in checks:
-        _check_audio(where, what, audio)
+        check_audio(where, what, audio)
     rate = info.sr
     if sr is not None and sr != rate:
         stems = resample_channels(stems, rate, sr)

@@ -76,6 +76,11 @@ class Rows:
     def full(self) -> bool:
         return self.count == self.length
 
+    @property
+    def landed(self) -> int:
+        """Samples written to the file (readable through a map of it) so far."""
+        return self._written
+
     def put(self, y: np.ndarray) -> None:
         y = y[:, : self.length - self.count]
         block = self._buf.shape[1]

@@ -4,6 +4,7 @@ as it reads, so a cache entry goes live as its memory map, with no resampled cop
 from __future__ import annotations
 
 import mmap
+import time
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -190,3 +191,133 @@ def test_a_full_cache_disk_decodes_the_stems_into_memory_and_never_kills_the_dae
     np.testing.assert_array_equal(mix, whole.mix)
     said = [r.getMessage() for r in caplog.records if "go to memory" in r.getMessage()]
     assert said == [f"the stems go to memory, not {tmp_path / 'cache'}: No space left on device"]
+
+
+def _stem_file(path, seconds: float, seed: int):
+    from stemdeck.core.audiofile.stemfile_write import write_stem_file
+
+    rng = np.random.default_rng(seed)
+    stems = rng.uniform(-0.2, 0.2, (3, 2, int(seconds * 44100))).astype(np.float32)
+    colours = ["#000001", "#000002", "#000003"]
+    names = ["Vox", "Kick", "Sub"]
+    write_stem_file(
+        path, stems.sum(axis=0), stems, 44100, names=names, colours=colours, codec="alac"
+    )
+    return path
+
+
+def _stem_loader(tmp_path, engine: RecordingEngine, beats: Beats) -> TrackLoader:
+    from stemdeck.core.separation.cache import SeparationCache
+
+    return TrackLoader(
+        engine,
+        Registry(NAMES),
+        NAMES,
+        spec=SeparationSpec(),
+        cache=SeparationCache(tmp_path / "cache"),
+        library=[tmp_path],
+        beats=cast(Any, beats),
+    )
+
+
+def test_a_long_stem_file_plays_its_first_seconds_while_the_rest_decodes(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stem file played once it was decoded whole: a 10-minute one after 4.5 s, an
+    hour's after 32 s. It plays once its first seconds are in, each span of its stems
+    as it lands (silence where nothing is yet: a seek ahead), the status saying how
+    much; then the whole, and its beat grid."""
+    import threading
+
+    from stemdeck.core.audiofile import scratch
+    from stemdeck.core.audiofile.decode import read_stem_file
+    from stemdeck.daemon import loader as loader_module
+
+    path = _stem_file(tmp_path / "long.stem.m4a", 32.0, 9)
+    gate = threading.Event()
+    real_flush = scratch.Rows.flush
+
+    def flush(self: Any) -> None:
+        if self.count > 12 * 44100:  # the decode held at 12 s until the test lets it on
+            assert gate.wait(60), "the test never let the decode on"
+        real_flush(self)
+
+    monkeypatch.setattr(scratch.Rows, "flush", flush)
+    engine, beats = RecordingEngine(), Beats()
+    loader = _stem_loader(tmp_path, engine, beats)
+    try:
+        loader.open(str(path))
+        (first,) = engine.tracks()
+        track = first.track
+        size = round(loader_module.STEM_CHUNK_S * 44100)
+        assert (track.sr, track.chunk, track.channels.shape) == (44100, size, (3, 2, 32 * 44100))
+        assert track.ready is not None and len(track.ready) == 7
+        assert track.mix is not None and not track.mix.any()  # silence where nothing is
+        poll_until = time.monotonic() + 10
+        while track.ready[1] == 0 and time.monotonic() < poll_until:
+            time.sleep(0.01)
+        assert track.ready.tolist() == [1, 1, 0, 0, 0, 0, 0]  # the first 10 s, checked
+        assert loader.track_info() == ("long", "stems", pytest.approx(2 / 7))
+        assert beats.started == []
+        gate.set()
+        deadline = time.monotonic() + 30
+        while len(engine.tracks()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        gate.set()
+        loader.close()
+    first, final = engine.tracks()
+    whole = read_stem_file(path, master=False)
+    whole.arrange()
+    assert final.same_audio and final.track.ready is None and final.track.sr == 44100
+    np.testing.assert_array_equal(final.track.channels, whole.stems)
+    assert first.track.ready is not None and first.track.ready.all()
+    assert loader.track_info() == ("long", "ready", 1.0)
+    ((mix, _),) = beats.started
+    np.testing.assert_array_equal(mix, whole.mix)
+
+
+def test_a_stem_file_damaged_after_its_first_seconds_plays_what_came_and_says_why(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Damage found 20 s into a stem file that plays (its first spans checked): one
+    warning, the status's problem; what was checked plays on, the rest is silence,
+    and no whole nor grid comes."""
+    import logging
+    import threading
+
+    from stemdeck.core.audiofile import scratch
+    from stemdeck.core.errors import AudioFileError
+
+    path = _stem_file(tmp_path / "cut.stem.m4a", 40.0, 10)
+    real_flush = scratch.Rows.flush
+    playing = threading.Event()
+
+    def flush(self: Any) -> None:
+        if self.count > 20 * 44100:  # found once the file plays
+            assert playing.wait(60), "the file never played"
+            raise AudioFileError(f"{str(path)!r} is damaged: its audio cannot be decoded")
+        real_flush(self)
+
+    monkeypatch.setattr(scratch.Rows, "flush", flush)
+    engine, beats = RecordingEngine(), Beats()
+    loader = _stem_loader(tmp_path, engine, beats)
+    with caplog.at_level(logging.WARNING):
+        try:
+            loader.open(str(path))
+        finally:
+            playing.set()
+        deadline = time.monotonic() + 30
+        while loader.problem is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+    loader.close()
+    (only,) = engine.tracks()  # no whole: what was checked plays on
+    ready = only.track.ready
+    assert ready is not None and 2 <= int(ready.sum()) < len(ready)
+    assert ready[: int(ready.sum())].all()
+    problem = loader.problem
+    assert problem == f"cut: {str(path)!r} is damaged: its audio cannot be decoded"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == [f"{problem}; playing what was decoded before it"]
+    assert loader.track_info() == ("cut", "stems", int(ready.sum()) / len(ready))
+    assert beats.started == []
