@@ -321,3 +321,56 @@ def test_a_stem_file_damaged_after_its_first_seconds_plays_what_came_and_says_wh
     assert warnings == [f"{problem}; playing what was decoded before it"]
     assert loader.track_info() == ("cut", "stems", int(ready.sum()) / len(ready))
     assert beats.started == []
+
+
+def test_a_newer_track_stops_a_stem_file_decoding(tmp_path, monkeypatch: pytest.MonkeyPatch):
+    """A track loaded while a stem file decodes: the decode stops (its threads and
+    scratch file go) and nothing more of the stem file is posted."""
+    import threading
+
+    import soundfile as sf
+
+    from stemdeck.core.audiofile import scratch
+    from stemdeck.daemon import track_source
+
+    path = _stem_file(tmp_path / "long.stem.m4a", 32.0, 11)
+    sf.write(tmp_path / "next.wav", np.zeros((44100, 2), np.float32), 44100)
+    gate = threading.Event()
+    real_flush = scratch.Rows.flush
+
+    def flush(self: Any) -> None:
+        if self.count > 12 * 44100:
+            assert gate.wait(60), "the test never let the decode on"
+        real_flush(self)
+
+    opened: list[Any] = []
+    real_open = track_source.open_stem_file
+
+    def open_stem_file(*args: Any, **kwargs: Any) -> Any:
+        opened.append(real_open(*args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(scratch.Rows, "flush", flush)
+    monkeypatch.setattr(track_source, "open_stem_file", open_stem_file)
+    engine, beats = RecordingEngine(), Beats()
+    loader = _stem_loader(tmp_path, engine, beats)
+    try:
+        loader.open(str(path))
+        done: list[str | None] = []
+        loader.request(str(tmp_path / "next.wav"), done.append)
+        deadline = time.monotonic() + 30
+        while not done and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert done == [None] and loader.track_name == "next"
+        gate.set()
+        (decode,) = opened
+        assert decode._done.wait(30)
+        assert decode._error is not None and "not decoded (another failed)" in str(decode._error)
+        time.sleep(0.2)  # the stem file's thread, were it to post
+    finally:
+        gate.set()
+        loader.close()
+    first, *rest = [c.track for c in engine.tracks()]
+    assert first.ready is not None and first.names == ("drums", "bass", "vocals")
+    assert rest and all(t.names != first.names for t in rest)  # the next track's alone
+    assert all(y.shape[-1] == 44100 for y, _ in beats.started)  # no grid of the stem file
