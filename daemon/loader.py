@@ -355,8 +355,10 @@ class TrackLoader(CachedChannels, SeparatedChannels):
             )
         if isinstance(stems, StemDecode):
             stems.wait(round(STEM_FIRST_S * file.sr))
-            if stems.done:
-                stems = file = self._stems_done(stems)  # short, or failed: raises
+            if stems.done:  # short, or failed (raises): checked whole before it plays
+                stems = file = self._stems_done(stems)
+                for stem, row in zip(file.names, file.stems, strict=True):
+                    check_audio(repr(str(source)), f"stem {stem!r}", row)
         keys = file.arrange().keys  # drums, bass, other, vocals, then the rest
         name = source_name(source)
         colours = list(file.colours)
@@ -367,7 +369,12 @@ class TrackLoader(CachedChannels, SeparatedChannels):
             # Where nothing is in yet (a seek ahead of the decode): silence, no memory.
             shape = (1, *file.stems.shape[1:])
             silence = np.broadcast_to(np.zeros((*shape[:2], 1), np.float32), shape)
-            progressive = Progressive(file.stems, silence, -(-n // size), size)
+            progressive = Progressive(file.stems, silence, -(-n // size), size, silent=True)
+            try:  # its first seconds checked before it plays: damage there fails the load
+                checked = self._check_spans(stems, progressive, 0)
+            except BaseException:
+                stems.cancel()
+                raise
             track = progressive.track(file.sr, keys)
         else:
             track = Track(file.stems, file.sr, keys)  # at its own rate, or resampled
@@ -392,9 +399,12 @@ class TrackLoader(CachedChannels, SeparatedChannels):
         named = ", ".join(f"{n} {c}" for n, c in zip(file.names, colours, strict=True))
         log.info("%s: %d stems from the file: %s", name, len(file.names), named)
         if isinstance(stems, StemDecode):
+            with self._lock:
+                if self.current(gen):  # never "separating": a stem file is not separated
+                    self.progress = (STEMS_STAGE, progressive.fraction)
             threading.Thread(
                 target=self._land_stems,
-                args=(stems, progressive, keys, gen, name),
+                args=(stems, progressive, checked, keys, gen, name),
                 name="stemdeck-load",
                 daemon=True,
             ).start()
@@ -402,28 +412,57 @@ class TrackLoader(CachedChannels, SeparatedChannels):
             mix = file.mixed(self.cache.root if self.cache is not None else None)
             self.beats.start(mix, file.sr, gen, name)
 
-    def _stems_done(self, stems: StemDecode) -> StemFile:
+    def _stems_done(self, stems: StemDecode, gen: int | None = None) -> StemFile:
         """A stem file decoded into its scratch file; where the folder's disk filled up,
-        decoded again into the heap at the engine's rate (as with no cache folder).
+        decoded again into the heap at the engine's rate (as with no cache folder),
+        unless generation ``gen`` no longer plays.
 
         Raises
         ------
         AudioFileError
             Damaged.
+        OSError
+            The disk filled up and ``gen`` no longer plays.
         """
         try:
             return stems.result()
         except OSError as exc:
+            if gen is not None and not self.current(gen):
+                raise
             folder = self.cache.root if self.cache is not None else "the cache folder"
             log.info("the stems go to memory, not %s: %s", folder, exc.strerror or exc)
         file = read_stem_file(stems.path, sr=self.engine.sr, master=False)
         file.arrange()
         return file
 
+    @staticmethod
+    def _check_spans(stems: StemDecode, progressive: Progressive, checked: int) -> int:
+        """Check the spans of ``progressive`` from span ``checked`` on that have landed
+        (no NaN or deafening sample), and flag each ready; the first left unchecked.
+
+        Raises
+        ------
+        AudioFileError
+            A span holds such samples.
+        """
+        file, size, flags = stems.file, progressive.size, progressive.ready
+        complete = stems.complete
+        landed = stems.landed()  # once complete, the length cut to the shortest
+        end = landed if complete else file.stems.shape[2]
+        where = repr(str(stems.path))
+        while checked < len(flags) and min((checked + 1) * size, end) <= landed:
+            span = file.stems[:, :, checked * size : min((checked + 1) * size, end)]
+            for stem, row in zip(file.names, span, strict=True):
+                check_audio(where, f"stem {stem!r}", row)
+            flags[checked] = 1
+            checked += 1
+        return checked
+
     def _land_stems(
         self,
         stems: StemDecode,
         progressive: Progressive,
+        checked: int,
         keys: Sequence[str],
         gen: int,
         name: str,
@@ -432,33 +471,27 @@ class TrackLoader(CachedChannels, SeparatedChannels):
         stems are in and checked (no NaN or deafening sample ever plays), the status
         saying how much; then the whole (cut to the shortest stem) and its beat grid.
         A damaged file keeps what played and says why; a newer track cancels it."""
-        file = stems.file
-        size, flags = progressive.size, progressive.ready
-        where = repr(str(stems.path))
-        checked = 0
         try:
             while True:
                 if not self.current(gen):
                     stems.cancel()
                     return
-                done, complete = stems.done, stems.complete
-                landed = stems.landed()  # once complete, the length cut to the shortest
-                end = landed if complete else file.stems.shape[2]
-                while checked < len(flags) and min((checked + 1) * size, end) <= landed:
-                    span = file.stems[:, :, checked * size : min((checked + 1) * size, end)]
-                    for stem, row in zip(file.names, span, strict=True):
-                        check_audio(where, f"stem {stem!r}", row)
-                    flags[checked] = 1
-                    checked += 1
+                done = stems.done
+                checked = self._check_spans(stems, progressive, checked)
                 with self._lock:
                     if self.current(gen):
                         self.progress = (STEMS_STAGE, progressive.fraction)
                 if done:
                     break
-                stems.wait(landed + size, timeout=STEM_POLL_S)
-            final = self._stems_done(stems)
-        except (StemdeckError, OSError) as exc:
-            reason = f"{name}: {exc}"
+                stems.wait(stems.landed() + progressive.size, timeout=STEM_POLL_S)
+            final = self._stems_done(stems, gen)
+        except Exception as exc:  # MemoryError too: one line, never a dead thread
+            stems.cancel()
+            reason = (
+                f"{name}: {exc}"
+                if isinstance(exc, StemdeckError | OSError)
+                else (f"{name}: {exc!r}")
+            )
             with self._lock:
                 if not self.current(gen):
                     return

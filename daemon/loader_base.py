@@ -61,16 +61,25 @@ class Progressive:
     the audio thread: one byte each, no lock.
     """
 
-    def __init__(self, channels: np.ndarray, mix: np.ndarray, chunks: int, size: int) -> None:
+    def __init__(
+        self, channels: np.ndarray, mix: np.ndarray, chunks: int, size: int, *, silent: bool = False
+    ) -> None:
         self.channels = channels
         self.mix = mix
         self.size = size
+        self.silent = silent  # ``mix`` is silence (Track.silent_mix)
         self.ready = np.zeros(chunks, np.uint8)
         self.posted = False  # the engine took it
 
     def track(self, sr: int, names: Sequence[str]) -> Track:
         return Track(
-            self.channels, sr, tuple(names), mix=self.mix, ready=self.ready, chunk=self.size
+            self.channels,
+            sr,
+            tuple(names),
+            mix=self.mix,
+            ready=self.ready,
+            chunk=self.size,
+            silent_mix=self.silent,
         )
 
     def land(self, start: int, stop: int) -> None:

@@ -10,6 +10,7 @@ one :class:`AudioFileError`: a damaged file never plays silent or garbage stems.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import threading
@@ -257,16 +258,21 @@ def _decode_steps(
 
 
 def _round_robin(steps: list[Generator[None, None, int]]) -> list[int]:
-    """Run decodes a packet of each in turn, to their ends: what each returned."""
+    """Run decodes a packet of each in turn, to their ends: what each returned. On a
+    failure the others are closed (their files with them) before it is raised."""
     out = [0] * len(steps)
     live = list(range(len(steps)))
-    while live:
-        for i in list(live):
-            try:
-                next(steps[i])
-            except StopIteration as stop:
-                out[i] = int(stop.value)
-                live.remove(i)
+    try:
+        while live:
+            for i in list(live):
+                try:
+                    next(steps[i])
+                except StopIteration as stop:
+                    out[i] = int(stop.value)
+                    live.remove(i)
+    finally:
+        for step in steps:
+            step.close()
     return out
 
 
@@ -383,7 +389,9 @@ class StemDecode:
                 check_audio(where, f"stem {name!r}", row)
             self._n = n
         except BaseException as exc:
-            self._error = exc
+            # Without its traceback: its frames hold this decode (and its map of a file
+            # as large as the track) in a cycle only a full collection would break.
+            self._error = exc.with_traceback(None)
         finally:
             os.close(self._fd)
             self._done.set()
@@ -432,7 +440,9 @@ class StemDecode:
             log.info("%s", self._error)
             return _mapped_whole(self._path, self._folder)
         if self._error is not None:
-            raise self._error
+            # A copy: the one raised takes a traceback through frames that hold this
+            # decode; kept here it would close a cycle (and keep the scratch map open).
+            raise copy.copy(self._error)
         assert self._n is not None
         file = self.file
         return StemFile(
@@ -626,15 +636,7 @@ def map_mp4_audio(
         ``folder`` cannot hold it.
     """
     p = Path(path)
-    with open_container(p) as container:
-        audio = [s for s in container.streams if s.type == "audio"]
-        if len(audio) != 1:
-            raise AudioFileError(
-                f"{str(p)!r} has {len(audio)} audio streams; name a stem file .stem.mp4"
-            )
-        index, rate = audio[0].index, int(audio[0].codec_context.sample_rate)
-        declared = declared_length(audio[0], rate)
-        width = _header_channels(audio[0])
+    index, rate, declared, width = _one_audio_stream(p)
     if declared is None or declared <= 0 or not 1 <= width <= 2:
         return None
     fd = new_file(folder, 4 * width * declared)
@@ -663,15 +665,28 @@ def map_mp4_audio(
     return y, rate
 
 
-def read_mp4_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
-    """Decode the one audio stream of a plain MP4/M4A file: ``(channels, samples)``, sr."""
-    p = Path(path)
+def _one_audio_stream(p: Path) -> tuple[int, int, int | None, int]:
+    """A plain MP4's one audio stream: its index, rate, declared length (None: none
+    declared) and the channels its header says.
+
+    Raises
+    ------
+    AudioFileError
+        Not one audio stream (or not an MP4 PyAV opens).
+    """
     with open_container(p) as container:
         audio = [s for s in container.streams if s.type == "audio"]
         if len(audio) != 1:
             raise AudioFileError(
                 f"{str(p)!r} has {len(audio)} audio streams; name a stem file .stem.mp4"
             )
-        index, rate = audio[0].index, int(audio[0].codec_context.sample_rate)
+        rate = int(audio[0].codec_context.sample_rate)
+        return audio[0].index, rate, declared_length(audio[0], rate), _header_channels(audio[0])
+
+
+def read_mp4_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
+    """Decode the one audio stream of a plain MP4/M4A file: ``(channels, samples)``, sr."""
+    p = Path(path)
+    index, rate, _, _ = _one_audio_stream(p)
     (y,) = _decode_streams(p, [index])
     return y, rate

@@ -60,6 +60,10 @@ class Track:
         Samples per ready flag (the last chunk may be shorter).
     original : Track or None
         The ``is_mix`` track over ``mix`` (made from it; None without it).
+    silent_mix : bool
+        ``mix`` is silence, not the channels' sum (a stem file whose spans are not
+        decoded yet): channels coming in crossfade from it with every strip at its
+        level, where channels replacing an original glide from unity.
     """
 
     channels: np.ndarray
@@ -69,6 +73,7 @@ class Track:
     mix: np.ndarray | None = None
     ready: np.ndarray | None = None
     chunk: int = 0
+    silent_mix: bool = False
     original: Track | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:

@@ -467,6 +467,8 @@ class MixerControl(MixerState):
         previous = self.track
         if self._pq_count and not (same_audio and previous is not None and previous.sr == track.sr):
             self._flush_pending()  # their frames count another track's (or rate's) frames
+        # The silence a stem file's undecoded spans stood in with, if it plays now.
+        silent = self._progressive is not None and self._progressive.silent_mix
         if track.ready is not None:
             # Separated as it plays: the original stands in until the block's
             # chunks are ready (the block's check in engine.py switches).
@@ -479,11 +481,11 @@ class MixerControl(MixerState):
             self._progressive = None
         self._begin_write()  # the track, its position and (a new track) a jump, as one
         try:
-            self._place(track, previous, same_audio)
+            self._place(track, previous, same_audio, silent)
         finally:
             self._end_write()
 
-    def _place(self, track: Track, previous: Track | None, same_audio: bool) -> None:
+    def _place(self, track: Track, previous: Track | None, same_audio: bool, silent: bool) -> None:
         """:meth:`_set_track`'s play head on ``track`` (the one the main head reads)."""
         self.track = track
         if same_audio and previous is not None and previous.sr != track.sr:
@@ -498,8 +500,10 @@ class MixerControl(MixerState):
             # The same music in other channels (separation replacing the original
             # that stood in): keep the position and loop. The channels sum to the
             # original, so every strip starts at unity and glides to its level.
-            if previous.is_mix and not track.is_mix:
+            if previous.is_mix and not track.is_mix and not silent:
                 self._from_unity()
+            elif previous.is_mix and not track.is_mix:  # from silence: a fade in, as above
+                self._jump(self.position, 0, previous, keep_phase=True)
             self.position = min(self.position, track.length)
             if self._loop is not None and self._loop[1] > track.length:
                 self._loop = None  # not the same length after all: no region past its end
@@ -540,8 +544,11 @@ class MixerControl(MixerState):
         crossfade at the same position, the channels fading out."""
         previous = self.track
         self.track = view
-        if view.is_mix:
+        silent = self._progressive is not None and self._progressive.silent_mix
+        if view.is_mix or silent:
             # The same music at the same rate: the head keeps its fraction of a frame.
+            # From a silent stand-in (a stem file's span not decoded yet) the channels
+            # fade in at their strips' levels: a muted stem stays muted.
             self._jump(self.position, 0, previous, keep_phase=True)
         else:
             self._from_unity()

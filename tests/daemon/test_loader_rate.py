@@ -87,6 +87,35 @@ def _mapped_file(a: np.ndarray) -> bool:
     return isinstance(base, mmap.mmap)
 
 
+def _stem_file(path, seconds: float, seed: int):
+    from stemdeck.core.audiofile.stemfile_write import write_stem_file
+
+    rng = np.random.default_rng(seed)
+    stems = rng.uniform(-0.2, 0.2, (3, 2, int(seconds * 44100))).astype(np.float32)
+    colours = ["#000001", "#000002", "#000003"]
+    names = ["Vox", "Kick", "Sub"]
+    write_stem_file(
+        path, stems.sum(axis=0), stems, 44100, names=names, colours=colours, codec="alac"
+    )
+    return path
+
+
+def _stem_loader(
+    tmp_path, engine: RecordingEngine, beats: Beats, *, cached: bool = True
+) -> TrackLoader:
+    from stemdeck.core.separation.cache import SeparationCache
+
+    return TrackLoader(
+        engine,
+        Registry(NAMES),
+        NAMES,
+        spec=SeparationSpec(),
+        cache=SeparationCache(tmp_path / "cache") if cached else None,
+        library=[tmp_path],
+        beats=cast(Any, beats),
+    )
+
+
 @pytest.mark.parametrize("cached", [True, False])
 def test_a_stem_file_goes_live_as_a_memory_map_at_its_own_rate(tmp_path, cached: bool) -> None:
     """A stem file's stems were decoded whole into the daemon's heap at the engine's
@@ -95,28 +124,10 @@ def test_a_stem_file_goes_live_as_a_memory_map_at_its_own_rate(tmp_path, cached:
     head converts it), in the mixer's order, and so does the mix the beat analysis
     reads; without one, as before."""
     from stemdeck.core.audiofile.decode import read_stem_file
-    from stemdeck.core.audiofile.stemfile_write import write_stem_file
-    from stemdeck.core.separation.cache import SeparationCache
 
-    rng = np.random.default_rng(7)
-    stems = rng.uniform(-0.2, 0.2, (3, 2, 44100)).astype(np.float32)
-    path = tmp_path / "three.stem.m4a"
-    names = ["Vox", "Kick", "Sub"]
-    colours = ["#000001", "#000002", "#000003"]
-    write_stem_file(
-        path, stems.sum(axis=0), stems, 44100, names=names, colours=colours, codec="alac"
-    )
+    path = _stem_file(tmp_path / "three.stem.m4a", 1.0, 7)
     engine, beats = RecordingEngine(), Beats()
-    cache = SeparationCache(tmp_path / "cache") if cached else None
-    loader = TrackLoader(
-        engine,
-        Registry(NAMES),
-        NAMES,
-        spec=SeparationSpec(),
-        cache=cache,
-        library=[tmp_path],
-        beats=cast(Any, beats),
-    )
+    loader = _stem_loader(tmp_path, engine, beats, cached=cached)
     loader.open(str(path))
     loader.close()
     (command,) = engine.tracks()
@@ -142,22 +153,8 @@ def test_a_full_cache_disk_decodes_the_stems_into_memory_and_never_kills_the_dae
     import os
 
     from stemdeck.core.audiofile.decode import read_stem_file
-    from stemdeck.core.audiofile.stemfile_write import write_stem_file
-    from stemdeck.core.separation.cache import SeparationCache
 
-    rng = np.random.default_rng(8)
-    stems = rng.uniform(-0.2, 0.2, (3, 2, 44100)).astype(np.float32)
-    path = tmp_path / "three.stem.m4a"
-    colours = ["#000001", "#000002", "#000003"]
-    write_stem_file(
-        path,
-        stems.sum(axis=0),
-        stems,
-        44100,
-        names=["Vox", "Kick", "Sub"],
-        colours=colours,
-        codec="alac",
-    )
+    path = _stem_file(tmp_path / "three.stem.m4a", 1.0, 8)
     written = [0]
     real_pwrite = os.pwrite
 
@@ -169,15 +166,7 @@ def test_a_full_cache_disk_decodes_the_stems_into_memory_and_never_kills_the_dae
 
     monkeypatch.setattr(os, "pwrite", pwrite)
     engine, beats = RecordingEngine(), Beats()
-    loader = TrackLoader(
-        engine,
-        Registry(NAMES),
-        NAMES,
-        spec=SeparationSpec(),
-        cache=SeparationCache(tmp_path / "cache"),
-        library=[tmp_path],
-        beats=cast(Any, beats),
-    )
+    loader = _stem_loader(tmp_path, engine, beats)
     with caplog.at_level(logging.INFO):
         loader.open(str(path))
     loader.close()
@@ -191,33 +180,6 @@ def test_a_full_cache_disk_decodes_the_stems_into_memory_and_never_kills_the_dae
     np.testing.assert_array_equal(mix, whole.mix)
     said = [r.getMessage() for r in caplog.records if "go to memory" in r.getMessage()]
     assert said == [f"the stems go to memory, not {tmp_path / 'cache'}: No space left on device"]
-
-
-def _stem_file(path, seconds: float, seed: int):
-    from stemdeck.core.audiofile.stemfile_write import write_stem_file
-
-    rng = np.random.default_rng(seed)
-    stems = rng.uniform(-0.2, 0.2, (3, 2, int(seconds * 44100))).astype(np.float32)
-    colours = ["#000001", "#000002", "#000003"]
-    names = ["Vox", "Kick", "Sub"]
-    write_stem_file(
-        path, stems.sum(axis=0), stems, 44100, names=names, colours=colours, codec="alac"
-    )
-    return path
-
-
-def _stem_loader(tmp_path, engine: RecordingEngine, beats: Beats) -> TrackLoader:
-    from stemdeck.core.separation.cache import SeparationCache
-
-    return TrackLoader(
-        engine,
-        Registry(NAMES),
-        NAMES,
-        spec=SeparationSpec(),
-        cache=SeparationCache(tmp_path / "cache"),
-        library=[tmp_path],
-        beats=cast(Any, beats),
-    )
 
 
 def test_a_long_stem_file_plays_its_first_seconds_while_the_rest_decodes(
@@ -374,3 +336,58 @@ def test_a_newer_track_stops_a_stem_file_decoding(tmp_path, monkeypatch: pytest.
     assert first.ready is not None and first.names == ("drums", "bass", "vocals")
     assert rest and all(t.names != first.names for t in rest)  # the next track's alone
     assert all(y.shape[-1] == 44100 for y, _ in beats.started)  # no grid of the stem file
+
+
+@pytest.mark.parametrize("seconds", [4.0, 20.0])
+def test_deafening_samples_in_a_stem_files_first_seconds_fail_its_load(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, seconds: float
+) -> None:
+    """Damaged audio 2 s into a stem file: a short one was posted unchecked (peaks of
+    +66 dBFS played), a long one was posted before its first spans were checked
+    (its load answered a success, the track before it replaced by silence). Both
+    fail the load, and nothing is posted."""
+    from stemdeck.core.audiofile import scratch
+    from stemdeck.core.errors import AudioFileError
+
+    path = _stem_file(tmp_path / "loud.stem.m4a", seconds, 12)
+    real_put = scratch.Rows.put
+
+    def put(self: Any, y: np.ndarray) -> None:
+        real_put(self, y * 1e4 if self.count > 2 * 44100 else y)
+
+    monkeypatch.setattr(scratch.Rows, "put", put)
+    engine, beats = RecordingEngine(), Beats()
+    loader = _stem_loader(tmp_path, engine, beats)
+    with pytest.raises(AudioFileError) as loud:
+        loader.open(str(path))
+    loader.close()
+    assert str(loud.value).startswith(f"{str(path)!r} is damaged: its stem 'Kick' peaks at +")
+    assert engine.tracks() == [] and beats.started == []
+
+
+def test_a_cancelled_stem_decode_closes_its_files_at_once(tmp_path) -> None:
+    """A newer track cancels a stem file's decode: its inputs and its scratch file
+    (as large as the track) stayed open until a full garbage collection, held by
+    the decodes left suspended and the stored error's traceback."""
+    import gc
+    import os
+
+    from stemdeck.core.audiofile.decode import StemDecode, open_stem_file
+
+    path = _stem_file(tmp_path / "long.stem.m4a", 30.0, 13)
+
+    def open_files() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    gc.disable()
+    try:
+        before = open_files()
+        decode = open_stem_file(path, tmp_path / "scratch", check=False)
+        assert isinstance(decode, StemDecode)
+        decode.cancel()
+        with pytest.raises(Exception, match="another failed"):
+            decode.result()
+        del decode
+        assert open_files() == before
+    finally:
+        gc.enable()

@@ -242,3 +242,47 @@ def test_progressive_blocks_allocate_no_array_data() -> None:
         tracemalloc.stop()
         np.setbufsize(8192)
     assert worst < 8192, worst
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_stems_coming_in_after_silence_fade_in_at_their_levels(compiled: bool) -> None:
+    """A stem file's span lands while the head plays its silent stand-in: the stems
+    glided from unity (right where they replace an original they sum to), so a muted
+    stem sounded at full level for 10 ms and came in with a click. From silence they
+    now fade in over the crossfade with every strip at its level: a muted stem
+    stays silent, the others come in from zero, and the final whole takes over
+    without a step."""
+    if compiled and not Mixer(compiled=None).kernel == "compiled":
+        pytest.skip("the compiled kernel is not built")
+    n = 2 * SR
+    stems = np.zeros((3, 2, n), np.float32)
+    stems[1] = 0.25  # a steady level: any step or glide shows
+    stems[2] = 0.5  # muted
+    silence = np.broadcast_to(np.zeros((1, 2, 1), np.float32), (1, 2, n))
+    ready = np.zeros(-(-n // CHUNK), np.uint8)
+    track = Track(
+        stems, SR, ("a", "b", "v"), mix=silence, ready=ready, chunk=CHUNK, silent_mix=True
+    )
+    m = Mixer(max_channels=3, compiled=compiled)
+    m.prepare(SR, BLOCK)
+    m.post(StripTarget(2, 1.0, True, False, 0.0))
+    m.post(SetTrack(track))
+    m.post(Play())
+    out = np.zeros((BLOCK, 2), np.float32)
+    for _ in range(4):
+        m.process(out)
+        assert not out.any()  # silence: nothing decoded yet
+    ready[:] = 1
+    played = []
+    for _ in range(8):
+        m.process(out)
+        played.append(out[:, 0].copy())
+    level = np.concatenate(played)
+    xfade = round(m.xfade_ms * SR / 1000)
+    assert level.max() <= 0.25 + 1e-6  # never the muted stem
+    assert np.all(np.diff(level[: xfade + 1]) >= -1e-7)  # a fade in from 0
+    assert level[0] < 0.25 * 2 / xfade + 1e-6
+    np.testing.assert_allclose(level[xfade + 1 :], 0.25, atol=1e-6)
+    m.post(SetTrack(Track(stems, SR, ("a", "b", "v")), same_audio=True))  # the whole
+    m.process(out)
+    np.testing.assert_allclose(out[:, 0], 0.25, atol=1e-6)
