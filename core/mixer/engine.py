@@ -660,6 +660,7 @@ class Mixer(MixerControl):
 
     def _after_block(self) -> None:
         if self._pausing and self._transport.left == 0:
+            self._begin_write()  # stopped and at 0 as one (MixerState.seq)
             self.playing = False
             self._pausing = self._ending = False
             for h in self._fading:
@@ -670,6 +671,7 @@ class Mixer(MixerControl):
                 self.position = 0
                 self._rewind_phase()
                 self._loop = None
+            self._end_write()
         elif self._ending:  # past the track's end: stop once no head sounds
             for h in self._fading:
                 if h.left:
@@ -745,7 +747,8 @@ class Mixer(MixerControl):
                 # still sound: it ends its fade first, never cut (_after_block).
                 kern.zero(mix[:, off:])
                 kern.zero(self._metered[:, :, off:frames])
-                pos = 0
+                self._begin_write()  # at 0 and ending (or stopped) as one (MixerState.seq)
+                pos = self.position = 0
                 if not self._exact:
                     self._rewind_phase()
                 for h in self._fading:
@@ -753,6 +756,7 @@ class Mixer(MixerControl):
                         self._ending = True
                 if not self._ending:
                     self._stop_at_end()
+                self._end_write()
                 break
             end = loop[1] if loop is not None and pos < loop[1] else length
             src = track.channels

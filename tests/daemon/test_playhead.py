@@ -206,3 +206,31 @@ def test_the_separation_replacing_the_original_is_no_jump_and_a_new_track_is_one
     now[0] += block / sr
     assert head.sample().jumps == first.jumps + 1
     assert (mixer.jumps, mixer.seq) == (2, 6)
+
+
+def test_the_tracks_end_and_a_stop_take_the_head_to_0_inside_a_section() -> None:
+    """Past the track's end, and at a stop's end, the head goes to 0 as the transport
+    stops: a reading between the two paired 'rolling' with position 0, a jump to the
+    start while playing (the clock out sent a pointer to 0 and Continue, then Stop)."""
+    from stemdeck.core.mixer.commands import Play, SetTrack, Stop
+    from stemdeck.core.mixer.engine import Mixer
+
+    sr, block = 48000, 256
+    mixer = Mixer()
+    mixer.prepare(sr, block)
+    mixer.post(SetTrack(Track(np.full((1, 2, 4800), 0.1, np.float32), sr, ("mix",))))
+    mixer.post(Play())
+    out = np.zeros((block, 2), np.float32)
+    mixer.process(out)
+    seq = mixer.seq
+    while mixer.rolling:
+        mixer.process(out)
+    assert (mixer.position, mixer.seq) == (0, seq + 2)
+    mixer.post(Play())
+    for _ in range(4):
+        mixer.process(out)
+    mixer.post(Stop())
+    seq = mixer.seq
+    for _ in range(8):  # the stop's fade, then at 0
+        mixer.process(out)
+    assert (mixer.playing, mixer.position, mixer.seq) == (False, 0, seq + 2)
