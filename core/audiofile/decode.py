@@ -299,6 +299,17 @@ def check_audio(where: str, what: str, audio: np.ndarray, block: int = 1 << 20) 
             )
 
 
+def _say_default_names(p: Path, info: Any) -> None:
+    """Log that a stem file without a manifest (MUSDB18's) takes NI's default names."""
+    if info.manifest is None:
+        log.info(
+            "%s has no stem manifest: its %d stems take the default names %s",
+            p.name,
+            len(info.names),
+            ", ".join(info.names),
+        )
+
+
 def _header_channels(stream: Any) -> int:
     """The channels a stream's header says it holds (its decoder may give more)."""
     return int(stream.codec_context.channels)
@@ -492,13 +503,7 @@ def open_stem_file(
         widths = [_header_channels(a) for a in audio]
     if any(d is None or d <= 0 for d in declared) or not 1 <= max(widths) <= 2:
         return _mapped_whole(p, folder)
-    if info.manifest is None:
-        log.info(
-            "%s has no stem manifest: its %d stems take the default names %s",
-            p.name,
-            len(info.names),
-            ", ".join(info.names),
-        )
+    _say_default_names(p, info)
     layout = stem_layout(info.names)
     # The stems are cut to the shortest: no row need hold more than the shortest declares
     # (nor a forged header's longest make a file of that size).
@@ -571,13 +576,7 @@ def read_stem_file(
     info = probe(p)
     if info is None:
         raise AudioFileError(f"{where} is a plain MP4 with one audio stream, not a stem file")
-    if info.manifest is None:
-        log.info(
-            "%s has no stem manifest: its %d stems take the default names %s",
-            p.name,
-            len(info.names),
-            ", ".join(info.names),
-        )
+    _say_default_names(p, info)
     decoded = _decode_streams(p, info.streams if master else info.streams[1:])
     master_y = decoded.pop(0) if master else None
     channels = max(y.shape[0] for y in decoded)
