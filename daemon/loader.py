@@ -16,7 +16,14 @@ fails (logged once, the status line's problem, ``/track/progress`` says ``load
 failed``; the old track plays on); ``done("superseded by NAME")`` when a newer
 request comes first: the last request wins.
 
-One load (a background thread per request)::
+A stem file (``.stem.mp4``) is its own channels: with a cache folder its stems decode
+in the background into a scratch file's map (core/audiofile/decode.py,
+``open_stem_file``); it plays once its first STEM_FIRST_S are in and checked, each
+span of STEM_CHUNK_S once it is in and checked (silence where nothing is yet), then
+the whole and its grid (``_publish_stems``, ``_land_stems``); damage in its first
+seconds fails the load, later damage keeps what played and is said once.
+
+One load of any other track (a background thread per request)::
 
     request(path)          check (track_source.py): library, regular file, audio
                            header, length and memory -> refused now, or requested
