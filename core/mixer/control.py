@@ -67,6 +67,10 @@ __all__ = ["PENDING_ACTIONS", "MixerControl"]
 #: :class:`~.commands.Quantized`) that can wait for their frame at once; one more
 #: applies every waiting one at once first, so a flood never grows memory.
 PENDING_ACTIONS = 256
+#: A seek of at most this much (s of the track) to a frame at or before the oldest
+#: waiting command's keeps the waiting commands waiting (a sync follower's correction
+#: after a missed cycle); any other jump acts them at once.
+SEEK_KEEPS_WAITING_S = 0.05
 
 
 def _progressive_fits(track: Track, block: int, sr: int) -> bool:
@@ -226,8 +230,18 @@ class MixerControl(MixerState):
             self._rolling = False
             if track is not None:
                 fps = track.sr  # positions count the track's own frames
-                target = round(min(max(cmd.seconds, 0.0), track.length / fps) * fps)
-                self._jump(min(target, track.length), 0)
+                target = min(
+                    round(min(max(cmd.seconds, 0.0), track.length / fps) * fps), track.length
+                )
+                # A small seek (a follower's correction after a missed cycle) that the
+                # head will still play from to the oldest waiting frame keeps what waits:
+                # a quantized mute stays on its bar line.
+                keep = (
+                    self._pq_count > 0
+                    and abs(target - self.position) <= SEEK_KEEPS_WAITING_S * fps
+                    and target <= self._pq_frame[self._pq_head]
+                )
+                self._jump(target, 0, keep_waiting=keep)
         elif isinstance(cmd, Loop):
             self._rolling = False
             self._set_loop(cmd)
@@ -631,15 +645,22 @@ class MixerControl(MixerState):
             self._settle_step()
 
     def _jump(
-        self, target: int, offset: int, track: Track | None = None, *, keep_phase: bool = False
+        self,
+        target: int,
+        offset: int,
+        track: Track | None = None,
+        *,
+        keep_phase: bool = False,
+        keep_waiting: bool = False,
     ) -> None:
         """Move the play head to ``target`` at ``offset`` in the block, crossfading:
         the old head (of ``track``, default the current one) fades out from where it
         was, at the step the main head had. ``keep_phase`` (a loop wrap between
         rates): the head keeps its fraction of a frame, so a loop lasts as long at
         every pass; otherwise it lands on the whole frame ``target``. Quantized
-        commands still waiting act now: the head will not get to their frame."""
-        if self._pq_count:
+        commands still waiting act now: the head will not get to their frame
+        (``keep_waiting``: it will, and they wait on)."""
+        if self._pq_count and not keep_waiting:
             self._flush_pending()
         if self._rolling:  # a roll's wrap (or its start): where the head would be moves on
             self._roll_offset += self.position - target

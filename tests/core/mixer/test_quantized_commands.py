@@ -269,3 +269,22 @@ def test_a_block_with_commands_waiting_allocates_no_array_data(rate: float) -> N
         tracemalloc.stop()
         np.setbufsize(8192)
     assert worst < 8192 and waiting < 4096, (worst, waiting)
+
+
+@pytest.mark.parametrize("by_ms", [-10.0, 10.0])
+def test_a_small_seek_short_of_the_frame_keeps_what_waits_on_its_frame(by_ms: float) -> None:
+    """A JACK transport follower seeks a few milliseconds after a cycle the daemon
+    missed: that acted every command waiting at once, a quantized mute off its bar
+    line (CI: "the mute never came" in its window). A seek of at most 50 ms that
+    the head will still play on from to the waiting frame keeps the command on it."""
+    m = mixer(probe_track())
+    blocks(m, 4)
+    frame = m.position + 40 * BLOCK
+    m.post(Quantized(frame, mute(1)))
+    blocks(m, 1)
+    m.post(Seek(m.position / SR + by_ms / 1000))
+    out = blocks(m, 1)
+    assert not m.strip_state(1).mute  # still waiting
+    out = blocks(m, 44)
+    assert m.strip_state(1).mute
+    assert ramp_start(out) == crossing(out, frame)  # on its frame, where the head reads it
