@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 import struct
 from pathlib import Path
@@ -59,3 +60,11 @@ def with_stem_box(src: Path, dst: Path, payload: bytes) -> Path:
         struct.pack_into(">I", out, at, old + grow)
     dst.write_bytes(bytes(out))
     return dst
+
+
+def mapped_base(a: np.ndarray) -> mmap.mmap | None:
+    """The memory map (a file's pages) ``a`` views, or None: ``a`` is on the heap."""
+    base: object = a
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = base.obj if isinstance(base, memoryview) else getattr(base, "base", None)
+    return base if isinstance(base, mmap.mmap) else None

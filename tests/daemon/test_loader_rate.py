@@ -3,13 +3,13 @@ as it reads, so a cache entry goes live as its memory map, with no resampled cop
 
 from __future__ import annotations
 
-import mmap
 import time
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
 import pytest
+from mp4_helpers import mapped_base
 
 from stemdeck.core.control.registry import Registry
 from stemdeck.core.mixer.commands import Batch, Command, SetTrack
@@ -79,14 +79,6 @@ class Beats:
         self.started.append((y, sr))
 
 
-def _mapped_file(a: np.ndarray) -> bool:
-    """Whether ``a`` views a memory map (a file's pages), not the heap."""
-    base: object = a
-    while base is not None and not isinstance(base, mmap.mmap):
-        base = base.obj if isinstance(base, memoryview) else getattr(base, "base", None)
-    return isinstance(base, mmap.mmap)
-
-
 def _stem_file(path, seconds: float, seed: int):
     from stemdeck.core.audiofile.stemfile_write import write_stem_file
 
@@ -139,7 +131,7 @@ def test_a_stem_file_goes_live_as_a_memory_map_at_its_own_rate(tmp_path, cached:
     ((mix, mix_sr),) = beats.started
     np.testing.assert_array_equal(mix, whole.mix)
     assert (track.sr, mix_sr) == ((44100, 44100) if cached else (48000, 48000))
-    assert _mapped_file(track.channels) == _mapped_file(mix) == cached
+    assert (mapped_base(track.channels) is not None) == (mapped_base(mix) is not None) == cached
 
 
 def test_a_full_cache_disk_decodes_the_stems_into_memory_and_never_kills_the_daemon(
@@ -175,7 +167,7 @@ def test_a_full_cache_disk_decodes_the_stems_into_memory_and_never_kills_the_dae
     whole = read_stem_file(path, master=False, sr=48000)
     whole.arrange()
     np.testing.assert_array_equal(command.track.channels, whole.stems)
-    assert command.track.sr == 48000 and not _mapped_file(command.track.channels)
+    assert command.track.sr == 48000 and mapped_base(command.track.channels) is None
     ((mix, _),) = beats.started
     np.testing.assert_array_equal(mix, whole.mix)
     said = [r.getMessage() for r in caplog.records if "go to memory" in r.getMessage()]

@@ -23,7 +23,7 @@ from typing import Any
 import av
 import numpy as np
 import pytest
-from mp4_helpers import track_flags, with_stem_box
+from mp4_helpers import mapped_base, track_flags, with_stem_box
 
 from stemdeck.core.audiofile.decode import map_stem_file, read_stem_file
 from stemdeck.core.audiofile.files import load, probe_audio
@@ -219,16 +219,6 @@ def test_reading_holds_little_more_than_the_stems(tmp_path: Path) -> None:
     assert peak < 2.2 * f.stems.nbytes, peak / f.stems.nbytes
 
 
-def _mapped_file(a: np.ndarray) -> bool:
-    """Whether ``a`` views a memory map (a file's pages), not the heap."""
-    import mmap
-
-    base: object = a
-    while base is not None and not isinstance(base, mmap.mmap):
-        base = base.obj if isinstance(base, memoryview) else getattr(base, "base", None)
-    return isinstance(base, mmap.mmap)
-
-
 @pytest.mark.parametrize("codec", ["aac", "alac"])
 def test_mapped_stems_are_the_decoded_ones_in_the_mixers_order_off_the_heap(
     tmp_path: Path, codec: str
@@ -258,7 +248,7 @@ def test_mapped_stems_are_the_decoded_ones_in_the_mixers_order_off_the_heap(
     assert (f.sr, f.master, f.tags) == (SR, None, whole.tags)
     assert f.stems.shape == whole.stems.shape == long.shape
     assert np.array_equal(f.stems, whole.stems)
-    assert _mapped_file(f.stems) and not f.stems.flags.writeable
+    assert mapped_base(f.stems) is not None and not f.stems.flags.writeable
     assert peak < 6 * 2**20 < f.stems.nbytes / 4, peak  # the rows' blocks, whatever the length
     assert f.arrange().identity  # arranged already: nothing to move in a read-only map
     assert list((tmp_path / "scratch").iterdir()) == []  # unlinked: gone with the map
@@ -273,7 +263,6 @@ def test_a_stem_declaring_a_huge_length_makes_no_huge_scratch_file(
     """A forged header: one stem declares 10^12 samples. The stems are cut to the
     shortest, so no row holds more than the shortest declares (the scratch file was
     sized by the longest): the same stems as decoded in full, and a warning."""
-    import mmap
 
     from stemdeck.core.audiofile import decode as decode_module
 
@@ -289,10 +278,8 @@ def test_a_stem_declaring_a_huge_length_makes_no_huge_scratch_file(
     with caplog.at_level(logging.WARNING):
         f = decode_module.map_stem_file(written["alac"], tmp_path)
     assert np.array_equal(f.stems, whole.stems)
-    base: object = f.stems
-    while not isinstance(base, mmap.mmap):
-        base = base.obj if isinstance(base, memoryview) else getattr(base, "base", None)
-    assert len(base) <= f.stems.nbytes + 4 * 4 * 2 * 2048
+    base = mapped_base(f.stems)
+    assert base is not None and len(base) <= f.stems.nbytes + 4 * 4 * 2 * 2048
     assert [r.getMessage() for r in caplog.records] == [
         f"demo-alac.stem.mp4: stems differ in length by {10**12 - whole.stems.shape[2]} "
         "samples; cut to the shortest"
@@ -312,7 +299,7 @@ def test_a_stem_decoding_wider_than_its_header_says_is_decoded_in_memory_then_ma
     monkeypatch.undo()
     whole = read_stem_file(written["alac"], master=False)
     assert np.array_equal(f.stems, whole.stems)
-    assert _mapped_file(f.stems) and not f.stems.flags.writeable
+    assert mapped_base(f.stems) is not None and not f.stems.flags.writeable
 
 
 def test_mapped_mono_stems_play_on_both_sides(tmp_path: Path) -> None:
@@ -335,7 +322,7 @@ def test_a_stem_file_declaring_no_length_is_decoded_whole_then_mapped(
     monkeypatch.undo()
     whole = read_stem_file(written["alac"], master=False)
     assert np.array_equal(f.stems, whole.stems)
-    assert _mapped_file(f.stems) and not f.stems.flags.writeable
+    assert mapped_base(f.stems) is not None and not f.stems.flags.writeable
 
 
 def test_two_and_three_stems(tmp_path: Path) -> None:
@@ -774,7 +761,7 @@ def test_a_plain_mp4_decodes_straight_into_its_map_off_the_heap(
     assert decode.sr == sr == SR
     assert np.array_equal(decode.audio, y)
     assert decode.audio.flags.c_contiguous and not decode.audio.flags.writeable
-    assert _mapped_file(decode.audio)
+    assert mapped_base(decode.audio) is not None
     assert peak < 2**20 < y.nbytes / 4, peak  # a block of the rows, whatever the length
     real = decode_module.declared_length
     # A header that declares a frame more than the stream holds: the map made exact.
