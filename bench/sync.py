@@ -36,7 +36,8 @@ Ableton Link (``tests/link_session.py`` in a network namespace of its own, ``uns
 dummy``): the peer starts the session mid-bar, changes the tempo from 120 to 126 BPM,
 stops and starts it again, each part ``--link-seconds`` long; the phase error is each
 click's distance from the peer's beat at the host time it left stemdeck's port (ms,
-p50/p99/max; from 4 beats after the start and 2 after the change and the restart).
+p50/p99/max; from 4 beats after the start to the change, including the half beat
+before it, and from 2 beats after the change and after the restart).
 Skipped with the reason when the bindings (``stemdeck[link]``) or ``unshare -n`` are
 missing.
 """
@@ -186,7 +187,7 @@ def jack_transport(server: str, seconds: float, seed: int) -> dict[str, float]:
 
 def link_session(seconds: float) -> dict[str, float] | str:
     """One run of tests/link_session.py in a network namespace: the phase errors'
-    p50/p99/max (ms, absolute) over its three parts, or why it cannot run."""
+    p50/p99/max (ms, absolute) over its four parts, or why it cannot run."""
     import json
     import subprocess
 
@@ -207,7 +208,11 @@ def link_session(seconds: float) -> dict[str, float] | str:
         return str(result["skip"])
     errors = np.abs(
         np.array(
-            [e for part in ("at_120", "at_new", "after_restart") for e in result[part]["errors_ms"]]
+            [
+                e
+                for part in ("at_120", "at_change", "at_new", "after_restart")
+                for e in result[part]["errors_ms"]
+            ]
         )
     )
     status = result["status_after"][0][1][0]

@@ -8,14 +8,21 @@ with one error naming the extra (:data:`MISSING`), and nothing changes.
 
 :class:`LinkSession` is stemdeck's Link instance (start/stop sync enabled) and a
 thread that keeps what is slow to read out of the audio thread: the number of
-peers, the offset from ``CLOCK_MONOTONIC`` to Link's clock (``CLOCK_MONOTONIC_RAW``
-in µs), the output latency; it enables the instance while ``link`` leads and
-disables it otherwise.
+peers, the offsets to Link's clock from the clocks the blocks' times come in
+(``CLOCK_MONOTONIC``, and JACK's own clock under ``--audio jack``), the output
+latency; it enables the instance while ``link`` leads and disables it otherwise.
+
+The offsets are measured, not assumed (:func:`clock_offset_us`): Link's clock is
+``CLOCK_MONOTONIC_RAW`` on Linux, and JACK 2's (``jack_get_time``, the clock of
+``jack_frames_to_time``) is ``CLOCK_MONOTONIC_RAW`` too where the system has it.
+``CLOCK_MONOTONIC`` drifts from them as NTP slews it (0.32 s apart after nine
+hours on the development machine): a JACK time taken for ``CLOCK_MONOTONIC`` put
+stemdeck's beat that far off the session's.
 
 :class:`LinkFollower` runs in the audio callback, once per block while ``link``
 leads: the host time the block's first sample is heard at (:func:`link_time_us`:
 JACK's time of the block's first frame, or the null clock's time of the block,
-plus the offset and the output latency) gives the session's beat, tempo and
+moved to Link's clock by its offset, plus the output latency) gives the session's beat, tempo and
 play state (Link's audio-thread capture, ``beatAtTime`` with quantum = the grid's
 beats per bar), and :class:`~.timebase.BbtFollower`'s lock turns them into the
 play head, the rate and the phase nudge as it does a JACK timebase master's
@@ -46,9 +53,10 @@ __all__ = [
     "LinkFollower",
     "LinkSession",
     "bar_origin",
+    "clock_offset_us",
     "link_time_us",
     "load_link",
-    "raw_offset_us",
+    "monotonic_us",
 ]
 
 log = logging.getLogger(__name__)
@@ -74,26 +82,35 @@ def load_link() -> Any:
     return link
 
 
-def raw_offset_us(reads: int = 5) -> float:
-    """``CLOCK_MONOTONIC_RAW`` minus ``CLOCK_MONOTONIC`` in µs, from the closest of
-    ``reads`` bracketed readings (the one whose two raw reads are nearest)."""
-    raw = time.CLOCK_MONOTONIC_RAW
+def monotonic_us() -> float:
+    """``CLOCK_MONOTONIC`` now, in µs: the clock of the null clock's and PortAudio's
+    block times (``time.monotonic``)."""
+    return time.monotonic_ns() / 1000.0
+
+
+def clock_offset_us(
+    target: Callable[[], float], source: Callable[[], float], reads: int = 5
+) -> float:
+    """``target``'s clock minus ``source``'s (µs, both read in µs), from the closest
+    of ``reads`` bracketed readings: ``source`` read between two reads of
+    ``target``, the pair nearest together (the least preempted)."""
     best, offset = math.inf, 0.0
     for _ in range(reads):
-        a = time.clock_gettime_ns(raw)
-        m = time.monotonic_ns()
-        b = time.clock_gettime_ns(raw)
+        a = target()
+        m = source()
+        b = target()
         if b - a < best:
-            best, offset = b - a, ((a + b) / 2 - m) / 1000.0
+            best, offset = b - a, (a + b) / 2.0 - m
     return offset
 
 
-def link_time_us(monotonic_us: float, offset_us: float, latency_us: float) -> int:
-    """Link's host time (``CLOCK_MONOTONIC_RAW`` µs) at which a sample is heard:
-    the ``CLOCK_MONOTONIC`` µs of its block's first frame (JACK's
-    ``jack_frames_to_time``, the null clock's time of the block) moved by the
-    clocks' ``offset_us`` (:func:`raw_offset_us`), plus the output's ``latency_us``."""
-    return round(monotonic_us + offset_us + latency_us)
+def link_time_us(time_us: float, offset_us: float, latency_us: float) -> int:
+    """Link's host time (µs of Link's clock) at which a sample is heard: the time
+    of its block's first frame in the clock it came in (JACK's
+    ``jack_frames_to_time``, the null clock's time of the block), moved to Link's
+    clock by that clock's ``offset_us`` (:func:`clock_offset_us`), plus the
+    output's ``latency_us``."""
+    return round(time_us + offset_us + latency_us)
 
 
 def bar_origin(beat: float, phase: float, quantum: float) -> float:
@@ -133,13 +150,16 @@ class LinkFollower(BbtFollower):
         super().__init__(engine, sync, grid)
         #: The Link instance's owner once opened (:class:`LinkSession`), else None.
         self.session: LinkSession | None = None
-        #: CLOCK_MONOTONIC to CLOCK_MONOTONIC_RAW (µs), refreshed by the session.
-        self.offset_us = raw_offset_us()
+        #: Link's clock minus CLOCK_MONOTONIC (µs), and minus JACK's clock (NaN
+        #: without a JACK client): measured by the session before it is given to
+        #: the follower, and every :data:`REFRESH_S` after (:func:`clock_offset_us`).
+        self.offset_us = math.nan
+        self.jack_offset_us = math.nan
         #: The output's latency beyond the block (µs), refreshed by the session.
         self.latency_us = 0.0
         #: The session's beat at the track's bar 1 beat 1 (NaN: not playing).
         self.origin = math.nan
-        self._next_us = math.nan  # the next block's time if no block is lost
+        self._next_us = math.nan  # the next block's Link time if no block is lost
 
     def block_at(self, monotonic_s: float, frames: int) -> None:
         """One block whose first frame leaves the stream at ``monotonic_s``
@@ -148,9 +168,19 @@ class LinkFollower(BbtFollower):
 
     def block_us(self, monotonic_us: float, frames: int) -> None:
         """One block whose first frame leaves the stream at ``monotonic_us``
-        (CLOCK_MONOTONIC µs, JACK's ``jack_frames_to_time``)."""
+        (CLOCK_MONOTONIC µs)."""
+        self._block(monotonic_us, self.offset_us, frames)
+
+    def block_jack(self, jack_us: float, frames: int) -> None:
+        """One block whose first frame leaves the stream at ``jack_us`` (µs of JACK's
+        clock: ``jack_frames_to_time`` of the cycle's first frame)."""
+        self._block(jack_us, self.jack_offset_us, frames)
+
+    def _block(self, time_us: float, offset_us: float, frames: int) -> None:
+        """One block whose first frame leaves the stream at ``time_us`` of a clock
+        ``offset_us`` behind Link's (NaN: not measured yet)."""
         sync, session = self.sync, self.session
-        if sync.source != "link" or session is None:
+        if sync.source != "link" or session is None or math.isnan(offset_us):
             if self.locked:  # the bars were ours
                 sync.bars = None
             sync.link_phase = None
@@ -168,7 +198,7 @@ class LinkFollower(BbtFollower):
             self.locked = False
             return
         quantum = float(grid.beats_per_bar)
-        host = link_time_us(monotonic_us, self.offset_us, self.latency_us)
+        host = link_time_us(time_us, offset_us, self.latency_us)
         beat = state.beatAtTime(host, quantum)
         rolling = bool(state.isPlaying())
         if rolling:
@@ -187,8 +217,9 @@ class LinkFollower(BbtFollower):
             beat = 0.0
         # Link has no frames: a block the stream lost (an xrun) shows as a gap in the
         # blocks' times, and seeks as a JACK transport's locate does.
-        gap = abs(monotonic_us - self._next_us) > 0.5e6 * frames / self.engine.sr
-        self._next_us = monotonic_us + 1e6 * frames / self.engine.sr
+        link_us = time_us + offset_us
+        gap = abs(link_us - self._next_us) > 0.5e6 * frames / self.engine.sr
+        self._next_us = link_us + 1e6 * frames / self.engine.sr
         frame = self._expect + 1 if gap else self._expect
         sync.link_phase = self._lock(rolling, frame, frames, (beat, bpm, quantum, 0.0), grid, track)
 
@@ -205,6 +236,9 @@ class LinkSession:
         The tempo to start with (a session joined gives its own).
     latency : callable
         The output's latency beyond the block (s), as the sink says now.
+    jack_clock : callable
+        The JACK client's clock (``jack_get_time``, µs) while the audio goes to
+        JACK, else None: called for it at each refresh.
 
     Raises
     ------
@@ -219,29 +253,40 @@ class LinkSession:
         *,
         bpm: float = DEFAULT_BPM,
         latency: Callable[[], float] = lambda: 0.0,
+        jack_clock: Callable[[], Callable[[], float] | None] = lambda: None,
     ) -> None:
         module = load_link()
         self.sync = sync
         self.follower = follower
         self.latency = latency
+        self.jack_clock = jack_clock
         self.link: Any = module.Link(float(bpm))
         self.link.startStopSyncEnabled = True
+        self._link_us: Callable[[], float] = self.link.clock().micros
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="stemdeck-link", daemon=True)
         self.errors = 0
+        self.measure()  # before the follower has the session: no block on a guessed clock
         follower.session = self
         sync.link_peers = 0
         self._thread.start()
 
+    def measure(self) -> None:
+        """The clocks' offsets to Link's and the output's latency, for the follower."""
+        follower = self.follower
+        follower.offset_us = clock_offset_us(self._link_us, monotonic_us)
+        jack = self.jack_clock()
+        follower.jack_offset_us = math.nan if jack is None else clock_offset_us(self._link_us, jack)
+        follower.latency_us = max(0.0, float(self.latency())) * 1e6
+
     def refresh(self) -> None:
-        """Enable the instance while ``link`` leads; peers, offset and latency."""
+        """Enable the instance while ``link`` leads; peers, offsets and latency."""
         sync = self.sync
         on = sync.source == "link"
         if bool(self.link.enabled) != on:
             self.link.enabled = on
         sync.link_peers = int(self.link.numPeers()) if on else 0
-        self.follower.offset_us = raw_offset_us()
-        self.follower.latency_us = max(0.0, float(self.latency())) * 1e6
+        self.measure()
 
     def request_playing(self, playing: bool, quantum: float) -> None:
         """Start or stop the session from stemdeck's own transport (a control thread).

@@ -365,6 +365,7 @@ class Daemon:
                 self.link,
                 bpm=grid.bpm if grid is not None else DEFAULT_BPM,
                 latency=self._link_latency,
+                jack_clock=self._jack_clock,
             )
             log.info("Ableton Link: session joined (start/stop sync on)")
 
@@ -375,6 +376,12 @@ class Daemon:
         if isinstance(sink, JackSink):
             return playback_latency_s(sink)
         return sink.output_latency_s if sink is not None else 0.0
+
+    def _jack_clock(self) -> Callable[[], float] | None:
+        """The clock of the blocks' times under JACK (``JackSink.clock_us``), else None
+        (the null clock's and PortAudio's are ``CLOCK_MONOTONIC``)."""
+        sink = self.audio.sink if self.audio is not None else None
+        return sink.clock_us if isinstance(sink, JackSink) else None
 
     def _open_clocks(self, block_s: float) -> None:
         """Open ``--sync-midi`` and ``--clock-out`` (before the audio stream, as MIDI)."""

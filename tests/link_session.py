@@ -6,15 +6,20 @@ Link multicasts on every interface that is up, so nothing here may run on the
 machine's network: the script brings the namespace's loopback up (``ip link set lo
 up``), starts ``jackd -d dummy``, a Link peer of its own (LinkPython ``link.Link``,
 start/stop sync on), a JACK client that records stemdeck's ports with the
-CLOCK_MONOTONIC µs of each block's first frame (``jack_frames_to_time`` through
+JACK time (µs) of each block's first frame (``jack_frames_to_time`` through
 ctypes), and ``stemdeck serve --audio jack --sync link --no-connect`` on a click
 track (a click on every beat at 120 BPM, each bar's first one louder; the grid's
 first downbeat at :data:`DOWNBEAT` s). Then the peer starts the session at an
 arbitrary phase, changes its tempo, stops it and starts it again; every click
 stemdeck plays is placed against the peer's ``phaseAtTime`` (quantum 4) at the
-host time it left stemdeck's port (its frame's JACK time moved to
-CLOCK_MONOTONIC_RAW, Link's clock): the error in ms to the nearest beat, and
-whether a loud click fell on a bar line.
+host time it left stemdeck's port (its frame's JACK time moved to Link's clock by
+the offset between the two, measured here by reading both, independently of the
+daemon's own measurement): the error in ms to the nearest beat, and whether a
+loud click fell on a bar line. JACK's clock is not assumed to be any system
+clock: JACK 2 reads ``CLOCK_MONOTONIC_RAW`` on Linux, and a script (and once the
+daemon) that took it for ``CLOCK_MONOTONIC`` was off by however far NTP had
+slewed the two apart, the same for both at a steady tempo, so unseen until a
+tempo change.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -66,20 +71,30 @@ def write_track(path: Path) -> None:
     sf.write(path, y, SR, subtype="FLOAT")
 
 
-def raw_offset_us() -> float:
-    """CLOCK_MONOTONIC_RAW minus CLOCK_MONOTONIC (µs), the closest of a few reads."""
+def jack_get_time() -> Callable[[], int]:
+    """libjack's ``jack_get_time`` (µs of JACK's clock, ``jack_frames_to_time``'s),
+    for a process with a JACK client open."""
+    fn = ctypes.PyDLL("libjack.so.0").jack_get_time
+    fn.argtypes = []
+    fn.restype = ctypes.c_uint64
+    return fn
+
+
+def link_minus_jack_us(peer: Any, jack_now: Callable[[], int]) -> float:
+    """Link's clock minus JACK's (µs), the closest of a few bracketed reads."""
+    link_now = peer.clock().micros
     best, offset = float("inf"), 0.0
     for _ in range(9):
-        a = time.clock_gettime_ns(time.CLOCK_MONOTONIC_RAW)
-        m = time.monotonic_ns()
-        b = time.clock_gettime_ns(time.CLOCK_MONOTONIC_RAW)
+        a = link_now()
+        m = jack_now()
+        b = link_now()
         if b - a < best:
-            best, offset = b - a, ((a + b) / 2 - m) / 1000.0
+            best, offset = b - a, (a + b) / 2.0 - m
     return offset
 
 
 class TimedRecorder:
-    """Records JACK input ports; each block with the CLOCK_MONOTONIC µs of its first
+    """Records JACK input ports; each block with the JACK time (µs) of its first
     frame (``jack_frames_to_time`` of ``jack_last_frame_time``)."""
 
     def __init__(self, server: str) -> None:
@@ -94,13 +109,15 @@ class TimedRecorder:
         ptr = int(_ffi.cast("uintptr_t", self.client._ptr))
         self.blocks: list[tuple[int, np.ndarray]] = []
         self.recording = False
-        #: When the server reported an xrun (CLOCK_MONOTONIC µs, as notified).
+        #: JACK's clock now (µs).
+        self.now = jack_get_time()
+        #: When the server reported an xrun (JACK's clock, µs, as notified).
         self.xruns: list[float] = []
 
         @self.client.set_xrun_callback
         def xrun(delay: float) -> None:
             if self.recording:
-                self.xruns.append(time.monotonic_ns() / 1000.0)
+                self.xruns.append(float(self.now()))
 
         @self.client.set_process_callback
         def process(frames: int) -> None:
@@ -123,7 +140,7 @@ class TimedRecorder:
             self.client.connect(src, dst)
 
     def take(self) -> tuple[np.ndarray, np.ndarray]:
-        """(CLOCK_MONOTONIC µs of each sample, its audio) of what was recorded."""
+        """(JACK's µs of each sample, its audio) of what was recorded."""
         blocks = list(self.blocks)
         times = np.concatenate([u + np.arange(len(d)) * 1e6 / SR for u, d in blocks])
         return times, np.concatenate([d for _, d in blocks])
@@ -134,7 +151,7 @@ class TimedRecorder:
 
 
 def clicks(times: np.ndarray, audio: np.ndarray) -> list[tuple[float, bool]]:
-    """(CLOCK_MONOTONIC µs where a click starts, loud) of every click recorded: its
+    """(µs where a click starts, in ``times``' clock, loud) of every click recorded: its
     peak less where the peak is in the click."""
     x = np.abs(audio)
     out = []
@@ -158,7 +175,6 @@ XRUN_WINDOW = (0.25, 1.0)
 def placed(
     found: list[tuple[float, bool]],
     state: Any,
-    offset: float,
     since: float,
     until: float,
     xruns: Sequence[float] = (),
@@ -166,18 +182,17 @@ def placed(
     """The clicks between ``since`` and ``until`` (Link µs) against ``state``, a
     session state captured while its timeline held: error to the nearest beat (ms),
     for a loud click the beat of its bar it fell on (0: the bar line), and when each
-    was (ms after ``since``); those near an xrun (CLOCK_MONOTONIC µs) left out."""
+    was (ms after ``since``); those near an xrun (Link µs) left out."""
     errors: list[float] = []
     bar_beats: list[int] = []
     soft_beats: list[int] = []
     at_ms: list[float] = []
     near: list[float] = []
     tempo = state.tempo()
-    for mono, loud in found:
-        t = mono + offset
+    for t, loud in found:
         if not since <= t <= until:
             continue
-        if any(-XRUN_WINDOW[0] * 1e6 <= mono - x <= XRUN_WINDOW[1] * 1e6 for x in xruns):
+        if any(-XRUN_WINDOW[0] * 1e6 <= t - x <= XRUN_WINDOW[1] * 1e6 for x in xruns):
             near.append((t - since) / 1000.0)
             continue
         at_ms.append((t - since) / 1000.0)
@@ -245,7 +260,10 @@ def run(seconds: float, tempo_to: float) -> dict[str, Any]:
         rec = TimedRecorder(name)
         rec.connect_from("stemdeck:master_")
         rec.recording = True
-        offset = raw_offset_us()
+        # JACK's clock to Link's: measured here and again at the end (a JACK whose
+        # clock NTP slews while Link's is not would drift by up to 0.5 ms a second).
+        jack0 = float(rec.now())
+        offset0 = link_minus_jack_us(peer, rec.now)
         beat_us = 60e6 / TRACK_BPM
 
         def wait_until(t_us: float) -> None:
@@ -278,37 +296,43 @@ def run(seconds: float, tempo_to: float) -> dict[str, Any]:
         wait_until(restart + seconds * 1e6)
         s3 = peer.captureAppSessionState()
         rec.recording = False
+        jack1 = float(rec.now())
+        offset1 = link_minus_jack_us(peer, rec.now)
+        drift = (offset1 - offset0) / max(jack1 - jack0, 1.0)
+
+        def to_link(jack_us: Any) -> Any:
+            return jack_us + offset0 + (jack_us - jack0) * drift
+
+        out["jack_to_link_us"] = [offset0, offset1]
         times, audio = rec.take()
-        found = clicks(times, audio)
+        link_times = to_link(times)
+        found = clicks(link_times, audio)
         settle = 2 * beat_us  # the first two beats after a start or a change: the lock settles
-        xr = list(rec.xruns)
+        xr = [float(to_link(x)) for x in rec.xruns]
         out["xruns"] = len(xr)
-        # The beat at the tempo change itself, apart: the click within half a beat
-        # before the change landed 0.07 to 9 ms early in five runs (not understood yet:
-        # docs/sync.md, Limits); the test holds the beats before and after it.
-        out["at_120"] = placed(found, s1, offset, phase0 + 2 * settle, change - beat_us / 2, xr)
-        out["at_change"] = placed(found, s1, offset, change - beat_us / 2, change, xr)
-        out["at_new"] = placed(found, s2, offset, change + settle, stop, xr)
+        out["at_120"] = placed(found, s1, phase0 + 2 * settle, change - beat_us / 2, xr)
+        # The half beat before the peer's tempo change, apart: under the old timeline.
+        out["at_change"] = placed(found, s1, change - beat_us / 2, change, xr)
+        out["at_new"] = placed(found, s2, change + settle, stop, xr)
         restarted = s3.timeForIsPlaying()
         out["restart_at"] = restarted - restart
-        out["after_restart"] = placed(found, s3, offset, restarted + 0.05e6, 1e300, xr)
+        out["after_restart"] = placed(found, s3, restarted + 0.05e6, 1e300, xr)
         # After the stop: the loudest sample from 30 ms after it (the pause's fade) to
         # the restart, and the clicks in that span.
-        link_times = times + offset
         quiet = (link_times > stop + 30e3) & (link_times < restarted)
         out["stopped_peak"] = float(np.abs(audio[quiet]).max()) if quiet.any() else -1.0
-        out["clicks_while_stopped"] = sum(1 for t, _ in found if stop < t + offset < restarted)
+        out["clicks_while_stopped"] = sum(1 for t, _ in found if stop < t < restarted)
         out["first_click_after_restart_ms"] = first = next(
-            ((t + offset - restarted) / 1000.0 for t, _ in found if t + offset > restarted), None
+            ((t - restarted) / 1000.0 for t, _ in found if t > restarted), None
         )
         # An xrun between the restart and that click can have swallowed bar 1's click.
         out["xruns_before_first_click"] = (
-            sum(1 for x in xr if restarted < x + offset <= restarted + first * 1000.0)
+            sum(1 for x in xr if restarted < x <= restarted + first * 1000.0)
             if first is not None
             else len(xr)
         )
         # Before the start: stemdeck waited, silent, for the session.
-        out["clicks_before_start"] = sum(1 for t, _ in found if t + offset < phase0)
+        out["clicks_before_start"] = sum(1 for t, _ in found if t < phase0)
         # 5. stemdeck sets the session's tempo: /transport/bpm, then /transport/rate.
         for address, value, bpm in (
             ("/transport/bpm", 132.0, 132.0),

@@ -129,8 +129,9 @@ def _libjack() -> ctypes.PyDLL:
 
 
 def _frames_to_time(client: Any) -> tuple[Callable[[int, int], int], int]:
-    """libjack's ``jack_frames_to_time`` (the CLOCK_MONOTONIC µs of a frame) through
-    ctypes, and the address of ``client``'s ``jack_client_t`` to call it with."""
+    """libjack's ``jack_frames_to_time`` (the µs of a frame in JACK's clock,
+    :meth:`JackSink.clock_us`'s) through ctypes, and the address of ``client``'s
+    ``jack_client_t`` to call it with."""
     from jack import _ffi  # JACK-Client's cffi handle: the client's C pointer
 
     fn = _libjack().jack_frames_to_time
@@ -260,6 +261,10 @@ class JackSink(Sink):
         # libjack it loaded; PyDLL keeps the GIL (the call is short, never blocks).
         self._frames_to_time, self._client_ptr = _frames_to_time(client)
         self._frame_time = partial(_lib.jack_last_frame_time, client._ptr)
+        get_time = _libjack().jack_get_time
+        get_time.argtypes = []
+        get_time.restype = ctypes.c_uint64
+        self._get_time: Callable[[], int] = get_time
         client.set_process_callback(self._process)
         client.set_xrun_callback(self._xrun)
         client.set_blocksize_callback(self._blocksize)
@@ -283,8 +288,8 @@ class JackSink(Sink):
                     follower.following = False  # the next "jack" starts afresh
             link = self.link
             if link is not None and (link.following or link.sync.source == "link"):
-                # The block's first frame leaves at its cycle's start (CLOCK_MONOTONIC µs).
-                link.block_us(self._frames_to_time(self._client_ptr, self._frame_time()), frames)
+                # The block's first frame leaves at its cycle's start (JACK's clock, µs).
+                link.block_jack(self._frames_to_time(self._client_ptr, self._frame_time()), frames)
             buf = self._buf
             if frames > buf.shape[0]:  # before the block size callback: never seen
                 buf = np.zeros((frames, self.channels), np.float32)
@@ -310,6 +315,14 @@ class JackSink(Sink):
         self.shutdown_reason = reason or "the JACK server shut down"
 
     # -- control side ----------------------------------------------------------------------
+    def clock_us(self) -> float:
+        """JACK's clock now (µs; libjack's ``jack_get_time``): the clock of
+        ``jack_frames_to_time``, so of the blocks' times the Link follower gets.
+        Not ``CLOCK_MONOTONIC``: JACK 2 on Linux reads ``CLOCK_MONOTONIC_RAW`` where
+        there is one, which NTP's slewing moves away from ``CLOCK_MONOTONIC``
+        (daemon/link.py measures the offset to Link's clock from this clock)."""
+        return float(self._get_time())
+
     def rename(self, names: Sequence[str]) -> None:
         """Name the ports after ``names`` (a new track's channels); nothing if they are
         the same, or in ``mix`` mode. A refused rename is logged and leaves the name."""

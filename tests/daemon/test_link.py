@@ -25,7 +25,7 @@ from osc_host import FakeHost, make_server
 
 from stemdeck.core.beats.grid import BeatGrid
 from stemdeck.core.errors import ParameterError
-from stemdeck.core.mixer.commands import Loop, Pause, Play, Seek, SetTrack, Stop, Track
+from stemdeck.core.mixer.commands import Loop, Pause, Play, Rate, Seek, SetTrack, Stop, Track
 from stemdeck.core.mixer.engine import Mixer
 from stemdeck.daemon.audio.sinks import NullSink
 from stemdeck.daemon.link import (
@@ -34,9 +34,10 @@ from stemdeck.daemon.link import (
     LinkFollower,
     LinkSession,
     bar_origin,
+    clock_offset_us,
     link_time_us,
     load_link,
-    raw_offset_us,
+    monotonic_us,
 )
 from stemdeck.daemon.osc import OscControl
 from stemdeck.daemon.serve import Daemon
@@ -60,16 +61,36 @@ def tree(host: FakeHost) -> dict[str, Any]:
 
 
 # -- the clocks ----------------------------------------------------------------------------
-def test_link_time_is_the_blocks_monotonic_time_moved_to_the_raw_clock_plus_latency() -> None:
+def test_link_time_is_the_blocks_time_moved_to_links_clock_plus_latency() -> None:
     assert link_time_us(1_000_000.0, 2500.4, 1000.0) == 1_003_500
     assert link_time_us(5_000_000.25, -0.3, 0.0) == 5_000_000
 
 
-def test_the_raw_offset_is_the_clocks_difference() -> None:
-    offset = raw_offset_us()
+def test_a_clocks_offset_is_read_from_both_clocks() -> None:
+    """Measured, not assumed: the daemon once took JACK's clock for CLOCK_MONOTONIC
+    and Link's for CLOCK_MONOTONIC_RAW; JACK 2 reads CLOCK_MONOTONIC_RAW too, and
+    on a machine whose NTP had slewed the two 0.32 s apart the beat was that far
+    off the session's (hidden at a steady tempo, 9 ms early at a tempo change)."""
+    ticks = iter(range(0, 10**6, 7))
+
+    def source() -> float:
+        return float(next(ticks))
+
+    def target() -> float:  # 316 ms ahead of the source, read 3 µs later
+        return float(next(ticks)) + 316_000.0
+
+    assert clock_offset_us(target, source) == 316_000.0  # the bracket's middle
+    # The tightest of the brackets is taken: a read held up between is not.
+    held = iter([0.0, 500.0, 900.0, 1000.0, 1001.0, 1002.0])
+    assert clock_offset_us(lambda: next(held) + 316_000.0, lambda: next(held), reads=2) == (
+        316_000.0
+    )
+    raw = clock_offset_us(
+        lambda: time.clock_gettime_ns(time.CLOCK_MONOTONIC_RAW) / 1e3, monotonic_us
+    )
     before = time.clock_gettime_ns(time.CLOCK_MONOTONIC_RAW) - time.monotonic_ns()
     # Two reads of different clocks a few µs apart (a busy machine: up to a ms).
-    assert abs(offset - before / 1000.0) <= 1000.0, (offset, before)
+    assert abs(raw - before / 1000.0) <= 1000.0, (raw, before)
 
 
 class _Recording:
@@ -156,9 +177,19 @@ def _open(sync: SyncControl, follower: LinkFollower) -> None:
         LinkSession(sync, follower)
 
 
+#: The fake Link clock's lead on CLOCK_MONOTONIC (µs): as far as NTP had slewed
+#: CLOCK_MONOTONIC_RAW (Link's clock on Linux) from it on the development machine.
+LINK_AHEAD_US = -315_813
+
+
+class _FakeClock:
+    def micros(self) -> int:
+        return time.monotonic_ns() // 1000 + LINK_AHEAD_US
+
+
 @dataclass
 class _FakeLink:
-    """The bindings' ``link.Link``: peers and enabled."""
+    """The bindings' ``link.Link``: peers, enabled and the clock."""
 
     bpm: float
     enabled: bool = False
@@ -168,6 +199,9 @@ class _FakeLink:
 
     def numPeers(self) -> int:
         return self.peers
+
+    def clock(self) -> _FakeClock:
+        return _FakeClock()
 
 
 @pytest.fixture
@@ -226,6 +260,32 @@ def test_sync_source_link_and_peers_over_osc_and_oscquery(fake_link: types.Modul
     finally:
         session.close()
     assert host.sync.link_peers is None
+
+
+def test_the_session_measures_each_clocks_offset_to_links_before_the_follower_runs(
+    fake_link: types.ModuleType,
+) -> None:
+    """CLOCK_MONOTONIC's offset (the null clock's and PortAudio's block times) and
+    JACK's clock's (``jack_frames_to_time``'s) are each read against Link's own
+    clock, before the follower has the session, and again at each refresh."""
+    sync = SyncControl(open_link=lambda: None)
+    follower = LinkFollower(Counting(), sync, lambda: None)
+    assert math.isnan(follower.offset_us) and math.isnan(follower.jack_offset_us)
+    jack: list[Any] = [None]
+    session = LinkSession(sync, follower, jack_clock=lambda: jack[0])
+    try:
+        assert abs(follower.offset_us - LINK_AHEAD_US) <= 1000.0, follower.offset_us
+        assert math.isnan(follower.jack_offset_us)  # no JACK client
+        jack[0] = lambda: monotonic_us() + 2e6  # a JACK clock 2 s ahead of CLOCK_MONOTONIC
+        poll(
+            lambda: follower.jack_offset_us,
+            lambda us: abs(us - (LINK_AHEAD_US - 2e6)) <= 1000.0,
+            "JACK's offset measured",
+            timeout=10,
+        )
+        assert abs(follower.offset_us - LINK_AHEAD_US) <= 1000.0, follower.offset_us
+    finally:
+        session.close()
 
 
 def test_the_session_reads_no_latency_once_stopped_and_before_the_audio_closes(
@@ -386,6 +446,40 @@ def test_follows_the_session_through_a_tempo_change_with_the_rate(rig) -> None:
     assert abs(engine.rate - 1.05) <= 5e-4 * 1.05 + 1e-9, engine.rate
     assert sync.link_phase is not None and abs(sync.link_phase) <= 1e-4, sync.link_phase
     assert sync.describe() == f"link 126.00 BPM {sync.link_phase * 1000:+.1f} ms 0 peers"
+
+
+def test_a_jack_blocks_time_is_moved_to_links_clock_by_jacks_offset(rig) -> None:
+    """JACK's block times go through JACK's offset, the null clock's through
+    CLOCK_MONOTONIC's: the same beats, and a tempo change stays continuous. Taken
+    for CLOCK_MONOTONIC, a JACK time 0.32 s off put the new tempo that far before
+    the change (a jump back of 0.32 s times the tempo's change)."""
+    engine, sync, follower, session = rig
+    follower.offset_us = math.nan  # CLOCK_MONOTONIC's: not used under JACK
+    follower.jack_offset_us = float(-LINK_AHEAD_US)  # JACK's clock behind Link's
+    start = 1e6
+    session.state = _Timeline([(start, 1.5, 120.0)], True, start)
+    out = np.zeros((BLOCK, 2), np.float32)
+    jack0 = start - follower.jack_offset_us
+
+    def run(first: int, blocks: int) -> None:
+        for n in range(first, first + blocks):
+            follower.block_jack(jack0 + n * BLOCK / SR * 1e6, BLOCK)
+            engine.process(out)
+
+    blocks = int(3 * SR / BLOCK)
+    run(0, blocks)
+    assert follower.origin == 4.0
+    t = start + blocks * BLOCK / SR * 1e6
+    beat = 1.5 + (t - start) / 0.5e6
+    assert abs(engine.position / SR - (0.5 + (beat - 4.0) * 0.5)) <= 1 / SR
+    session.state = _Timeline([(start, 1.5, 120.0), (t, beat, 126.0)], True, start)
+    engine.posted.clear()
+    run(blocks, int(2 * SR / BLOCK))
+    assert engine.posted and all(isinstance(c, Rate) for c in engine.posted), engine.posted
+    assert sync.link_phase is not None and abs(sync.link_phase) <= 1e-4, sync.link_phase
+    # CLOCK_MONOTONIC's offset unknown: the null clock's blocks wait for it.
+    follower.block_at(time.monotonic(), BLOCK)
+    assert sync.link_phase is None and not follower.locked
 
 
 def test_the_sessions_stop_pauses_and_its_start_plays_on_its_bar(rig) -> None:
