@@ -144,6 +144,8 @@ class BbtFollower(TransportFollower):
         #: Locked to bars and beats now (False: the position follower, or not following).
         self.locked = False
         self._rate = 1.0  # the rate last posted
+        self._base = 0.0  # the session's tempo over the grid's at the last block
+        self._bend = False  # a tempo step's bend is half way: its second block next
         self._grid_bpm = 0.0  # the grid's tempo of the last block
         self._anchor_s = math.nan  # the anchor (s) of the last block
         self._beat = math.nan  # the session's beat expected at the next block
@@ -224,6 +226,8 @@ class BbtFollower(TransportFollower):
             sync.bars = (anchor, int(per_bar)) if whole else None
         fps = track.sr
         base = min(max(bpm / grid.bpm, MIN_RATE), MAX_RATE)
+        before, self._base = self._base, base
+        bend, self._bend = self._bend, False
         target = round((anchor + beat * grid.period) * fps)  # the track's frame now
         span = math.ceil(frames * base * fps / engine.sr)
         want = rolling and 0 <= target and target + span < track.length
@@ -249,6 +253,24 @@ class BbtFollower(TransportFollower):
             if engine.post(Batch((Seek(target / fps), Rate(base, at_once=True)))):
                 self._rate = base
             return None
+        if bend:  # a tempo step's second block: down (or up) to the tempo
+            if engine.post(Rate(base, glide=frames)):
+                self._rate = base
+            return error
+        if before > 0.0 and abs(base - before) > RATE_STEP * base:
+            # A tempo step of the leader: the rate bends to it over two blocks, past
+            # it and back, so the head covers what the new tempo does from this
+            # block's first frame (plus the error now): the beat is not left behind,
+            # as a glide leaves it (7.5 ms for 150 -> 90 BPM over 30 ms), and the
+            # pitch moves without a step. Through a linear rise from r0 to p over
+            # this block and a fall to ``base`` over the next, the head covers
+            # F (r0 + 2p + base) / 2 for 2 F base less the frames ahead.
+            r0, lead = self._rate, 0 if abs(ahead) <= 1 else ahead  # a frame: rounding
+            catch = min(max(-lead * engine.sr / (fps * frames), -abs(base - r0)), abs(base - r0))
+            peak = min(max(base + (base - r0) / 2.0 + catch, MIN_RATE), MAX_RATE)
+            if engine.post(Rate(peak, glide=frames)):
+                self._rate, self._bend = peak, True
+            return error
         # The play head is a whole frame: a frame either way is its rounding, not an error.
         nudge = 0.0 if abs(ahead) <= 1 else min(max(-error / CORRECT_S, -NUDGE), NUDGE)
         rate = min(max(base * (1.0 + nudge), MIN_RATE), MAX_RATE)

@@ -164,12 +164,15 @@ class Rate:
     """Play at ``rate`` times the track's speed, pitch following (vinyl mode):
     0.5..2.0 (clamped; NaN changes nothing), 1.0 the track's own. The read head's
     step glides to it over the mixer's ``rate_glide_ms``, so a fader's steps are
-    smooth; ``at_once``: from this block's first sample, as a leader's tempo step
-    is (the head's position stays continuous: no click, the pitch steps with the
-    tempo), so the beat is not left behind by the glide."""
+    smooth, or over ``glide`` frames of the output when given (a sync leader's
+    tempo step bends over two blocks: daemon/timebase.py); ``at_once`` (or
+    ``glide`` 0): from this block's first sample, as a leader's start or locate
+    is, under its fade (the head's position stays continuous, the pitch steps
+    with the tempo), so the beat is not left behind by the glide."""
 
     rate: float
     at_once: bool = False
+    glide: int | None = None
 
 
 @dataclass(frozen=True)

@@ -261,7 +261,8 @@ class MixerControl(MixerState):
             rate = min(max(float(cmd.rate), MIN_RATE), MAX_RATE)
             if rate == rate and rate != self.rate:  # NaN changes nothing
                 self.rate = rate
-                self._aim_step(0 if cmd.at_once else self._glide_len)
+                glide = self._glide_len if cmd.glide is None else max(0, int(cmd.glide))
+                self._aim_step(0 if cmd.at_once else glide)
         elif isinstance(cmd, Keylock):
             self.shifter.set(keylock=cmd.on)
         elif isinstance(cmd, Pitch):

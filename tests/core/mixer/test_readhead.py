@@ -411,6 +411,41 @@ def test_a_rate_change_glides_without_a_click() -> None:
     assert clicked > 1.5
 
 
+def test_a_bend_over_two_blocks_covers_a_step_at_once_without_a_corner() -> None:
+    """A sync leader's tempo step (daemon/timebase.py): ``Rate(peak, glide=256)`` then
+    ``Rate(rate, glide=256)``, the peak past the new rate by half the step, moves
+    the head as far as the step at once would have (to the frame) and, unlike the
+    step, puts no corner in the wave: its curvature stays within the sine's at the
+    highest pitch it passes (1 kHz), where a 30 ms glide to 0.75 lags 3.75 ms."""
+    hz, block, rate = 1000.0, 256, 0.75
+    bound = (2 * np.pi * hz / SR) ** 2  # amplitude 1
+
+    def mixer(lead: int) -> tuple[Mixer, np.ndarray]:
+        m = Mixer(max_channels=4)
+        m.prepare(SR, block)
+        m.post(SetTrack(_sine_track(SR, hz, 3.0)))
+        m.post(Play())
+        return m, _play_blocks(m, 2560 + lead)[-block:, 0]  # the fade in is over
+
+    m, before = mixer(0)
+    start = m.position
+    m.post(Rate(rate + (rate - 1.0) / 2, glide=block))
+    first = _play_blocks(m, block)
+    m.post(Rate(rate, glide=block))
+    second = _play_blocks(m, block)
+    assert abs(m.position - start - 2 * block * rate) <= 1, m.position - start
+    assert m.rate == rate
+    after = _play_blocks(m, 2048)
+    wave = np.concatenate([before, first[:, 0], second[:, 0], after[:, 0]])
+    assert _second_difference_peak(wave) / bound < 1.01
+    assert _peak_hz(after[:, 0]) == pytest.approx(rate * hz, abs=6.0)
+    # The step at once, where the sine is steep: a corner.
+    m, before = mixer(153)
+    m.post(Rate(rate, at_once=True))
+    stepped = np.concatenate([before, _play_blocks(m, 2 * block)[:, 0]])
+    assert _second_difference_peak(stepped) / bound > 1.5
+
+
 def test_a_rate_at_once_steps_from_the_blocks_first_sample() -> None:
     """``Rate(r, at_once=True)`` (a sync leader's start or locate, under its fade or
     crossfade) takes the step from the block's first sample: 1.25 × 256 frames in
