@@ -159,7 +159,7 @@ class LinkFollower(BbtFollower):
         self.latency_us = 0.0
         #: The session's beat at the track's bar 1 beat 1 (NaN: not playing).
         self.origin = math.nan
-        self._next_us = math.nan  # the next block's Link time if no block is lost
+        self._next_us = math.nan  # the next block's time if no block is lost
 
     def block_at(self, monotonic_s: float, frames: int) -> None:
         """One block whose first frame leaves the stream at ``monotonic_s``
@@ -171,9 +171,15 @@ class LinkFollower(BbtFollower):
         (CLOCK_MONOTONIC µs)."""
         self._block(monotonic_us, self.offset_us, frames)
 
-    def block_jack(self, jack_us: float, frames: int) -> None:
+    def block_jack(self, jack_us: float, frames: int, clock: Callable[[], float]) -> None:
         """One block whose first frame leaves the stream at ``jack_us`` (µs of JACK's
-        clock: ``jack_frames_to_time`` of the cycle's first frame)."""
+        clock: ``jack_frames_to_time`` of the cycle's first frame; ``clock`` reads
+        it). The first block after the session opened before the JACK client (``--sync
+        link`` at the start) measures JACK's offset itself: two clock reads a pair,
+        no lock; the session's thread refreshes it from then on."""
+        session = self.session
+        if math.isnan(self.jack_offset_us) and session is not None:
+            self.jack_offset_us = clock_offset_us(session.link_us, clock, reads=3)
         self._block(jack_us, self.jack_offset_us, frames)
 
     def _block(self, time_us: float, offset_us: float, frames: int) -> None:
@@ -181,6 +187,7 @@ class LinkFollower(BbtFollower):
         ``offset_us`` behind Link's (NaN: not measured yet)."""
         sync, session = self.sync, self.session
         if sync.source != "link" or session is None or math.isnan(offset_us):
+            self.end_bend(frames)
             if self.locked:  # the bars were ours
                 sync.bars = None
             sync.link_phase = None
@@ -193,6 +200,7 @@ class LinkFollower(BbtFollower):
         bpm = state.tempo()
         sync.link_bpm = bpm
         if grid is None or track is None or self.engine.sr <= 0:
+            self.end_bend(frames)
             sync.link_phase = None
             sync.bars = None
             self.locked = False
@@ -217,9 +225,9 @@ class LinkFollower(BbtFollower):
             beat = 0.0
         # Link has no frames: a block the stream lost (an xrun) shows as a gap in the
         # blocks' times, and seeks as a JACK transport's locate does.
-        link_us = time_us + offset_us
-        gap = abs(link_us - self._next_us) > 0.5e6 * frames / self.engine.sr
-        self._next_us = link_us + 1e6 * frames / self.engine.sr
+        # (In the blocks' own clock: an offset measured again is no gap.)
+        gap = abs(time_us - self._next_us) > 0.5e6 * frames / self.engine.sr
+        self._next_us = time_us + 1e6 * frames / self.engine.sr
         frame = self._expect + 1 if gap else self._expect
         sync.link_phase = self._lock(rolling, frame, frames, (beat, bpm, quantum, 0.0), grid, track)
 
@@ -262,11 +270,12 @@ class LinkSession:
         self.jack_clock = jack_clock
         self.link: Any = module.Link(float(bpm))
         self.link.startStopSyncEnabled = True
-        self._link_us: Callable[[], float] = self.link.clock().micros
+        #: Link's clock now (µs).
+        self.link_us: Callable[[], float] = self.link.clock().micros
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="stemdeck-link", daemon=True)
         self.errors = 0
-        self.measure()  # before the follower has the session: no block on a guessed clock
+        self.measure()  # before the follower has the session (JACK's: see block_jack)
         follower.session = self
         sync.link_peers = 0
         self._thread.start()
@@ -274,9 +283,9 @@ class LinkSession:
     def measure(self) -> None:
         """The clocks' offsets to Link's and the output's latency, for the follower."""
         follower = self.follower
-        follower.offset_us = clock_offset_us(self._link_us, monotonic_us)
+        follower.offset_us = clock_offset_us(self.link_us, monotonic_us)
         jack = self.jack_clock()
-        follower.jack_offset_us = math.nan if jack is None else clock_offset_us(self._link_us, jack)
+        follower.jack_offset_us = math.nan if jack is None else clock_offset_us(self.link_us, jack)
         follower.latency_us = max(0.0, float(self.latency())) * 1e6
 
     def refresh(self) -> None:

@@ -150,6 +150,9 @@ class AudioSupervisor:
             reason,
         )
         old = self.sink
+        # Out of sight before its client closes: the Link session's thread reads the
+        # ports' latency through the sink in force (libjack aborts on a closed client's).
+        self.sink = None
         if old is not None:
             old.stop()
         self.jack = None

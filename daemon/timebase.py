@@ -31,6 +31,7 @@ from typing import Any, Protocol
 from stemdeck.core.beats.grid import BeatGrid
 from stemdeck.core.errors import ParameterError
 from stemdeck.core.mixer.commands import Batch, Command, Rate, Seek, Track
+from stemdeck.core.mixer.keylock import Shifter
 from stemdeck.core.mixer.params import MAX_RATE, MIN_RATE
 
 from .clock_in import JUMP_S, NUDGE
@@ -71,9 +72,11 @@ MAX_SLIP_BLOCKS = 4
 
 
 class FollowedRate(FollowedEngine, Protocol):
-    """The follower also reads the mixer's vinyl rate."""
+    """The follower also reads the mixer's vinyl rate and whether its pitch shifter
+    is engaged (keylock or a pitch shift)."""
 
     rate: float
+    shifter: Shifter
 
 
 def session_beat(pos: Any) -> tuple[float, float, float, float] | None:
@@ -150,9 +153,18 @@ class BbtFollower(TransportFollower):
         self._anchor_s = math.nan  # the anchor (s) of the last block
         self._beat = math.nan  # the session's beat expected at the next block
 
+    def end_bend(self, frames: int) -> None:
+        """A tempo step's bend left half way (a block that does not lock: another
+        source, no grid, no bars): down (or up) to the step's rate over this block."""
+        if self._bend:
+            self._bend = False
+            if self.engine.post(Rate(self._base, glide=frames)):
+                self._rate = self._base
+
     def block(self, rolling: bool | None, frame: int, frames: int, pos: Any = None) -> None:
         sync = self.sync
         if sync.source != "jack":
+            self.end_bend(frames)
             if self.locked:  # the bars were ours
                 sync.bars = None
                 sync.jack_phase = None
@@ -163,6 +175,7 @@ class BbtFollower(TransportFollower):
         sync.jack_bpm = bbt[1] if bbt is not None else None
         track = self.engine.track
         if bbt is None or grid is None or track is None or self.engine.sr <= 0:
+            self.end_bend(frames)
             if self.locked:  # bars gone: position alone again, from a seek at rate 1
                 self.locked = False
                 self._expect = -1  # a locate to the position follower: it seeks
@@ -257,14 +270,18 @@ class BbtFollower(TransportFollower):
             if engine.post(Rate(base, glide=frames)):
                 self._rate = base
             return error
-        if before > 0.0 and abs(base - before) > RATE_STEP * base:
+        if before > 0.0 and abs(base - before) > RATE_STEP * base and not engine.shifter.engaged:
             # A tempo step of the leader: the rate bends to it over two blocks, past
             # it and back, so the head covers what the new tempo does from this
             # block's first frame (plus the error now): the beat is not left behind,
             # as a glide leaves it (7.5 ms for 150 -> 90 BPM over 30 ms), and the
             # pitch moves without a step. Through a linear rise from r0 to p over
             # this block and a fall to ``base`` over the next, the head covers
-            # F (r0 + 2p + base) / 2 for 2 F base less the frames ahead.
+            # F (r0 + 2p + base) / 2 for 2 F base less the frames ahead. Not with
+            # the pitch shifter engaged: its transpose takes the block's last rate,
+            # for audio read up to its latency before, and the overshoot chirped
+            # (a 1 kHz tone through 2.5 times its pitch for 150 -> 90 BPM); the
+            # mixer's glide then, and the nudge takes out what it leaves.
             r0, lead = self._rate, 0 if abs(ahead) <= 1 else ahead  # a frame: rounding
             catch = min(max(-lead * engine.sr / (fps * frames), -abs(base - r0)), abs(base - r0))
             peak = min(max(base + (base - r0) / 2.0 + catch, MIN_RATE), MAX_RATE)

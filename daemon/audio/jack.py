@@ -289,7 +289,8 @@ class JackSink(Sink):
             link = self.link
             if link is not None and (link.following or link.sync.source == "link"):
                 # The block's first frame leaves at its cycle's start (JACK's clock, µs).
-                link.block_jack(self._frames_to_time(self._client_ptr, self._frame_time()), frames)
+                at = self._frames_to_time(self._client_ptr, self._frame_time())
+                link.block_jack(at, frames, self._get_time)
             buf = self._buf
             if frames > buf.shape[0]:  # before the block size callback: never seen
                 buf = np.zeros((frames, self.channels), np.float32)

@@ -463,7 +463,7 @@ def test_a_jack_blocks_time_is_moved_to_links_clock_by_jacks_offset(rig) -> None
 
     def run(first: int, blocks: int) -> None:
         for n in range(first, first + blocks):
-            follower.block_jack(jack0 + n * BLOCK / SR * 1e6, BLOCK)
+            follower.block_jack(jack0 + n * BLOCK / SR * 1e6, BLOCK, monotonic_us)
             engine.process(out)
 
     blocks = int(3 * SR / BLOCK)
@@ -480,6 +480,21 @@ def test_a_jack_blocks_time_is_moved_to_links_clock_by_jacks_offset(rig) -> None
     # CLOCK_MONOTONIC's offset unknown: the null clock's blocks wait for it.
     follower.block_at(time.monotonic(), BLOCK)
     assert sync.link_phase is None and not follower.locked
+
+
+def test_the_first_jack_block_measures_jacks_offset_when_the_session_has_not(rig) -> None:
+    """``--sync link --audio jack``: the session opens before the JACK client, so its
+    first measurement has no JACK clock; the first JACK block measures it then,
+    rather than sitting out blocks until the session's next refresh."""
+    engine, _, follower, session = rig
+    engine.process(np.zeros((BLOCK, 2), np.float32))  # the track in
+    follower.jack_offset_us = math.nan
+    session.link_us = lambda: monotonic_us() + 5e6
+    start = 1e6
+    session.state = _Timeline([(start, 0.0, 120.0)], True, start)
+    follower.block_jack(start - 5e6 + 2e6, BLOCK, lambda: monotonic_us() + 2e6)
+    assert abs(follower.jack_offset_us - 3e6) <= 1000.0, follower.jack_offset_us
+    assert follower.locked
 
 
 def test_the_sessions_stop_pauses_and_its_start_plays_on_its_bar(rig) -> None:

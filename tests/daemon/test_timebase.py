@@ -11,11 +11,13 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from fx_helpers import cents, frequency
 from jack_helpers import Counting
 
 from stemdeck.core.beats.grid import BeatGrid
-from stemdeck.core.mixer.commands import Batch, Play, Rate, SetTrack, Track
+from stemdeck.core.mixer.commands import Batch, Keylock, Play, Rate, SetTrack, Track
 from stemdeck.core.mixer.engine import Mixer
+from stemdeck.core.mixer.kernel import COMPILED
 from stemdeck.daemon.quantize import Quantizer
 from stemdeck.daemon.sync import SyncControl
 from stemdeck.daemon.timebase import (
@@ -173,6 +175,63 @@ def test_a_tempo_change_moves_the_rate_and_keeps_the_beat() -> None:
     wanted = 2 * SR + (16 - 2 * 126.0 / 60.0) * 60.0 / 100.0 * SR
     # Within a tick of the session (1/1920 beat, 0.31 ms at 100 BPM): its beats are cut to ticks.
     assert abs(onset - wanted) / SR <= 60.0 / 100.0 / 1920, (onset, wanted)
+
+
+def test_a_bend_left_half_way_ends_on_the_steps_rate() -> None:
+    """A tempo step's first block bends past the new rate; when the next block does
+    not lock (another source), it still ends the bend on the step's rate, not at
+    the overshoot for the rest of the run."""
+    engine, sync, follower = make()
+    session = Session(150.0)
+    run(engine, follower, session, SR // BLOCK)
+    engine.posted.clear()
+    session.tempo(90.0)
+    run(engine, follower, session, 1)
+    assert isinstance(engine.posted[0], Rate) and engine.posted[0].glide == BLOCK
+    sync.set_source("off")
+    run(engine, follower, session, 2)
+    assert engine.posted[1:] == [Rate(0.75, glide=BLOCK)], engine.posted
+    assert engine.rate == 0.75
+
+
+def test_no_bend_with_the_pitch_shifter_engaged() -> None:
+    """Keylock on: a tempo step glides as the mixer does (the shifter's transpose
+    follows the block's last rate, and the bend's overshoot chirped)."""
+    engine, _, follower = make()
+    engine.post(Keylock(True))
+    session = Session(150.0)
+    run(engine, follower, session, SR // BLOCK)
+    engine.posted.clear()
+    session.tempo(90.0)
+    run(engine, follower, session, 1)
+    assert engine.posted == [Rate(0.75)], engine.posted
+
+
+@pytest.mark.skipif(COMPILED is None, reason="the compiled kernel is not built")
+@pytest.mark.parametrize("keylock", [True, False])
+def test_a_masters_tempo_change_keeps_the_key_with_keylock(keylock: bool) -> None:
+    """The master goes from 120 to 150 BPM: the rate follows (1.25) and, keylock on,
+    a 440 Hz tone stays at 440 Hz within a cent; keylock off it rises to 550 Hz."""
+    engine = Counting()
+    engine.prepare(SR, BLOCK)
+    t = np.arange(LENGTH) / SR
+    tone = (0.5 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32)
+    engine.post(SetTrack(Track(np.stack([tone, tone])[np.newaxis], SR, ("tone",))))
+    engine.post(Keylock(keylock))
+    engine.post(Play())
+    sync = SyncControl(jack=True)
+    sync.set_source("jack")
+    follower = BbtFollower(engine, sync, lambda: GRID)
+    session = Session(120.0)
+    run(engine, follower, session, SR // BLOCK)
+    session.tempo(150.0)
+    _, out = run(engine, follower, session, 3 * SR // BLOCK)
+    assert engine.rate == pytest.approx(1.25, rel=1e-3)
+    heard = frequency(out[SR:, 0], SR)  # a second on, the shifter filled and crossfaded
+    if keylock:
+        assert abs(cents(heard, 440.0)) < 1.0, heard
+    else:
+        assert heard == pytest.approx(550.0, rel=1e-3)
 
 
 def test_a_start_plays_the_first_beat_at_the_sessions_tempo() -> None:

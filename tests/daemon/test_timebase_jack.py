@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from daemon_helpers import Daemon, poll
+from fx_helpers import cents, frequency
 from jack_helpers import TimebaseSession as Master
 from jack_helpers import env_for, start_jack
 
@@ -279,6 +280,42 @@ def test_a_quantized_mute_lands_on_the_sessions_next_bar_line(
         master.client.transport_stop()
         client.ask("/quantize", "off")
         client.ask("/master/mute", 0)
+        client.ask("/sync/anchor", 0.0)
+
+
+def test_a_masters_tempo_change_keeps_the_key_with_keylock(
+    locked: tuple[Daemon, Master],
+) -> None:
+    """The master goes from 120 to 150 BPM with stemdeck's keylock on: the rate
+    follows (1.25), the 1 kHz tone of the track stays at 1 kHz within a cent."""
+    daemon, master = locked
+    client = daemon.client
+    master.reset(120.0, 4)
+    assert client.ask("/sync/anchor", float(CLICKS_S)) == [("/sync/anchor", [float(CLICKS_S)])]
+    assert client.ask("/transport/keylock", 1) == []  # a set answers nothing
+    assert client.query("/transport/keylock") == 1
+    master.client.transport_frame = 0
+    master.client.transport_start()
+    try:
+        poll(master.state, lambda s: s[0] and s[1] < SR, "rolling from frame 0")
+        change = master.frame() + SR // 2
+        master.tempo_from(change, 150.0)
+        master.record_until(change + 3 * SR, "three seconds at 150 BPM")
+        frames, audio = master.take()
+        assert client.ask("/sync/tempo") == [("/sync/tempo", [150.0])]
+        rate = client.query("/transport/rate")
+        assert abs(rate - 1.25) <= 0.01 * 1.25, rate
+        # From a second after the change, the longest stretch recorded without a gap
+        # (a cycle our own client missed would move the crossings), at least 0.5 s.
+        after = np.flatnonzero(frames > change + SR)
+        breaks = np.flatnonzero(np.diff(frames[after]) != 1) + 1
+        run = max(np.split(after, breaks), key=len)
+        assert len(run) >= SR // 2, len(run)
+        heard = frequency(audio[run, 0], SR)
+        assert abs(cents(heard, 1000.0)) < 1.0, heard
+    finally:
+        master.client.transport_stop()
+        client.ask("/transport/keylock", 0)
         client.ask("/sync/anchor", 0.0)
 
 

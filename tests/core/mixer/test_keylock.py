@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fx_helpers import SR, click_energy, hard_step_energy, mixer, run, tones
+from fx_helpers import SR, cents, click_energy, frequency, hard_step_energy, mixer, run, tones
 
 from stemdeck.core.mixer.commands import Command, Keylock, Pitch, Rate
 from stemdeck.core.mixer.kernel import COMPILED
@@ -20,20 +20,6 @@ def sine(hz: float, seconds: float) -> np.ndarray:
     t = np.arange(int(seconds * SR)) / SR
     y = (0.5 * np.sin(2 * np.pi * hz * t)).astype(np.float32)
     return np.stack([y, y])[np.newaxis]
-
-
-def frequency(x: np.ndarray) -> float:
-    """A steady tone's frequency from its upward zero crossings (interpolated),
-    the first to the last: exact to a small fraction of a cent over a second."""
-    x = x.astype(np.float64)
-    neg = np.signbit(x)
-    idx = np.nonzero(neg[:-1] & ~neg[1:])[0]
-    at = idx + x[idx] / (x[idx] - x[idx + 1])
-    return float((len(at) - 1) * SR / (at[-1] - at[0]))
-
-
-def cents(f: float, ref: float) -> float:
-    return float(1200 * np.log2(f / ref))
 
 
 @pytest.mark.parametrize("rate", [0.92, 1.08, 1.16, 0.84])
