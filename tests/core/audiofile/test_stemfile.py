@@ -295,9 +295,17 @@ def test_a_stem_decoding_wider_than_its_header_says_is_decoded_in_memory_then_ma
     from stemdeck.core.audiofile import decode as decode_module
 
     monkeypatch.setattr(decode_module, "_header_channels", lambda stream: 1)
-    f = decode_module.map_stem_file(written["alac"], tmp_path)
+    _mapped_as_read_whole(written["alac"], tmp_path, monkeypatch)
+
+
+def _mapped_as_read_whole(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``path`` mapped (with the test's patches), then read whole without them: the
+    same stems, and the mapped ones a read-only memory map."""
+    from stemdeck.core.audiofile.decode import map_stem_file as mapped
+
+    f = mapped(path, tmp_path)
     monkeypatch.undo()
-    whole = read_stem_file(written["alac"], master=False)
+    whole = read_stem_file(path, master=False)
     assert np.array_equal(f.stems, whole.stems)
     assert mapped_base(f.stems) is not None and not f.stems.flags.writeable
 
@@ -318,11 +326,7 @@ def test_a_stem_file_declaring_no_length_is_decoded_whole_then_mapped(
     from stemdeck.core.audiofile import decode
 
     monkeypatch.setattr(decode, "declared_length", lambda stream, rate: None)
-    f = decode.map_stem_file(written["alac"], tmp_path)
-    monkeypatch.undo()
-    whole = read_stem_file(written["alac"], master=False)
-    assert np.array_equal(f.stems, whole.stems)
-    assert mapped_base(f.stems) is not None and not f.stems.flags.writeable
+    _mapped_as_read_whole(written["alac"], tmp_path, monkeypatch)
 
 
 def test_two_and_three_stems(tmp_path: Path) -> None:
