@@ -10,9 +10,10 @@ play head follow while ``/sync/source`` is ``midi``: the track's second ``anchor
 + beat * period`` of its grid is heard at the leader's beat, the vinyl rate is
 the leader's tempo over the track's, and the phase error is taken out by nudging
 that rate by at most :data:`NUDGE` (a jump only on Start, Continue, Song Position
-Pointer, or an error over :data:`JUMP_S`). While it follows, its bars (from song
-position 0 at the anchor, the grid's beats per bar) are
-:attr:`SyncControl.bars <.sync.SyncControl.bars>`, which quantize follows.
+Pointer, an error over :data:`JUMP_S`, or the heard latency moving by more than
+:data:`LATENCY_STEP_S`: keylock on or off, whose shifter delays the audio). While
+it follows, its bars (from song position 0 at the anchor, the grid's beats per
+bar) are :attr:`SyncControl.bars <.sync.SyncControl.bars>`, which quantize follows.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ CORRECT_S = 1.0
 JUMP_S = 0.25
 #: How often the follower thread looks (s).
 FOLLOW_S = 0.01
+#: A change of the latency the play head is heard after (s) larger than this
+#: seeks at once (the keylock's shifter adds 24 ms): a nudge would take seconds.
+LATENCY_STEP_S = 0.002
 #: Messages the JACK input holds for the follower thread (seconds of a fast clock).
 INBOX = 1024
 #: The status bytes the clock is made of: Clock, Start, Continue, Stop, Song Position.
@@ -129,6 +133,7 @@ class MidiClockIn:
         self._frames = 0  # JACK frame time unwrapped (its counter is 32 bits)
         self._playing = False
         self._jumps = -1
+        self._latency = 0.0  # the latency the last seek was placed with (s)
         self._rate = 0.0
         self._lock = threading.Lock()  # the follower: fed by rtmidi, read by the thread
         self._stop = threading.Event()
@@ -304,7 +309,8 @@ class MidiClockIn:
                     log.debug("MIDI clock message: %r", exc)
             leader = self.follower.state(now)
             # A seek posted now is heard a block and a half and the latency later.
-            ahead = self.follower.state(now + 1.5 * self.block_s + self.latency())
+            latency = self.latency()
+            ahead = self.follower.state(now + 1.5 * self.block_s + latency)
         sync.leader_bpm = leader.bpm
         if sync.source != "midi":
             if self._jumps != -1 and self._playing:  # the bars were ours
@@ -329,13 +335,15 @@ class MidiClockIn:
         base = min(max(leader.bpm / grid.bpm, MIN_RATE), MAX_RATE)
         target = sync.anchor + leader.beat * grid.period
         error = (head.seconds_at(now) - target) / base if head.rolling else math.inf
-        if not self._playing or leader.jumps != self._jumps or abs(error) > JUMP_S:
+        moved = abs(latency - self._latency) > LATENCY_STEP_S
+        if not self._playing or leader.jumps != self._jumps or abs(error) > JUMP_S or moved:
             assert ahead.beat is not None
             seek = max(0.0, sync.anchor + ahead.beat * grid.period)
             self._rate = base
             if post(Batch((Seek(seek), Rate(base), Play()))):
                 self._playing = True
                 self._jumps = leader.jumps
+                self._latency = latency
             sync.phase_error = None
             return
         nudge = min(max(-error / CORRECT_S, -NUDGE), NUDGE)

@@ -314,15 +314,18 @@ class Daemon:
 
     # -- lifecycle -------------------------------------------------------------------------
     def _output_latency(self) -> float:
-        """The audio output's latency beyond the block (s), as its sink reports it
-        now (the MIDI clocks' heard play head; the sink opens after them)."""
+        """How long after its block the play head's audio is heard (s): the output's
+        latency beyond the block, as its sink reports it now, and the keylock's
+        shifter's delay (the MIDI clocks' heard play head; the sink opens after them)."""
+        engine = self.engine
+        delay = engine.output_delay / engine.sr if engine.sr > 0 else 0.0
         if self.opts.audio == "jack" and self.opts.midi_api == "jack":
             # The clocks' JACK MIDI ports and the audio ports are in one JACK graph:
             # a tick at a port's frame meets the audio of that frame at every client,
             # and both go on to the outputs with the same latency.
-            return 0.0
+            return delay
         audio = self.audio
-        return audio.output_latency_s if audio is not None else 0.0
+        return delay + (audio.output_latency_s if audio is not None else 0.0)
 
     def _lead_transport(self, playing: bool, source: str | None) -> Callable[[], None] | None:
         """A surface's start or stop while Link leads (``source``, a bundle's; None:

@@ -205,6 +205,12 @@ class FollowedEngine(Protocol):
     track: Track | None
     rate: float
 
+    @property
+    def output_delay(self) -> int:
+        """Frames the audio out lags the play head by (the keylock's shifter): the
+        play head is placed that far ahead of the session."""
+        ...
+
     def post(self, command: Command) -> bool: ...
 
 
@@ -214,16 +220,19 @@ class TransportFollower:
     Called once per block, before the mixer renders it, with the transport's state
     and frame at the block's first sample. The track position the transport asks
     for is ``frame / sr + anchor`` seconds, in the track's own frames (its rate may
-    not be the device's ``sr``: the mixer's read head converts it). A change
-    posts, to be applied at the top of this very block:
+    not be the device's ``sr``: the mixer's read head converts it), plus the
+    mixer's :attr:`~.FollowedEngine.output_delay` (the keylock's shifter delays
+    what the head reads by that much: the head reads it ahead, and the session
+    hears the track's second at its frame). A change posts, to be applied at the
+    top of this very block:
 
     - the transport starts rolling (with the target inside the track): a Seek to
       the target when the play head is elsewhere, then Play (a fade in);
     - it stops, or the target leaves the track (before its start, or within a
       block of its end): Pause (a fade out);
-    - a locate (a frame other than the last one plus the block), a new anchor or
-      a new track: a Seek to the target when the play head is elsewhere (the
-      crossfade of any seek);
+    - a locate (a frame other than the last one plus the block), a new anchor, a
+      new track or a new output delay (keylock on or off): a Seek to the target
+      when the play head is elsewhere (the crossfade of any seek);
     - the first block it follows, with the mixer at another rate: Rate 1 (a
       surface's rate is refused while it leads, ``LEADS_THE_RATE``), and once the
       rate has glided there (:data:`RATE_SETTLE_S`), a Seek to the target.
@@ -243,6 +252,7 @@ class TransportFollower:
         self._playing = False  # what the follower last asked for
         self._expect = 0  # the next block's frame, if nothing moves the transport
         self._anchor = 0
+        self._delay = 0  # the output delay of the last block
         self._track: Track | None = None
         self._play = Play()
         self._pause = Pause()
@@ -258,21 +268,28 @@ class TransportFollower:
         engine = self.engine
         sr = engine.sr
         anchor = round(self.sync.anchor * sr)
+        delay = engine.output_delay
         track = engine.track
         first = not self.following
         if rolling is None:
             rolling = self._playing
-        moved = frame != self._expect or anchor != self._anchor or track is not self._track
+        moved = (
+            frame != self._expect
+            or anchor != self._anchor
+            or track is not self._track
+            or delay != self._delay
+        )
         if self._settling > 0:
             self._settling -= 1
             moved = moved or self._settling == 0  # the glide is over: on the frame again
         self.following = True
         self._expect = frame + frames if rolling else frame
         self._anchor = anchor
+        self._delay = delay
         self._track = track
         if track is None or sr <= 0:
             return
-        target = frame + anchor  # device frames, the track's at the device's rate
+        target = frame + anchor + delay  # device frames, the track's at the device's rate
         span = frames
         if track.sr != sr:  # the track's own frames
             target = round(target * track.sr / sr)

@@ -151,6 +151,7 @@ class BbtFollower(TransportFollower):
         self._bend = False  # a tempo step's bend is half way: its second block next
         self._grid_bpm = 0.0  # the grid's tempo of the last block
         self._anchor_s = math.nan  # the anchor (s) of the last block
+        self._delay = 0  # the mixer's output delay at the last block (frames)
         self._beat = math.nan  # the session's beat expected at the next block
 
     def end_bend(self, frames: int) -> None:
@@ -205,7 +206,15 @@ class BbtFollower(TransportFollower):
         first = not (self.following and self.locked)
         if rolling is None:
             rolling = self._playing
-        same = anchor == self._anchor_s and grid.bpm == self._grid_bpm and track is self._track
+        # The keylock's shifter delays what the head reads: the head reads the beat the
+        # session reaches that much later (a change of it, keylock on or off, seeks).
+        delay = engine.output_delay
+        same = (
+            anchor == self._anchor_s
+            and grid.bpm == self._grid_bpm
+            and track is self._track
+            and delay == self._delay
+        )
         moved = frame != self._expect or not same
         # The master's beat is to a tick (most cut it: the true beat is within the
         # tick after), 0.25 ms at 120 BPM: the beat carried on at the tempo from the
@@ -233,6 +242,7 @@ class BbtFollower(TransportFollower):
         self.following = self.locked = True
         self._expect = frame + frames if rolling else frame
         self._anchor_s, self._grid_bpm, self._track = anchor, grid.bpm, track
+        self._delay = delay
         bars = sync.bars
         if bars is None or bars[0] != anchor or bars[1] != per_bar:  # a new tuple on change only
             whole = per_bar == int(per_bar) <= MAX_BAR_BEATS
@@ -241,7 +251,8 @@ class BbtFollower(TransportFollower):
         base = min(max(bpm / grid.bpm, MIN_RATE), MAX_RATE)
         before, self._base = self._base, base
         bend, self._bend = self._bend, False
-        target = round((anchor + beat * grid.period) * fps)  # the track's frame now
+        heard = beat + delay / engine.sr * bpm / 60.0  # the beat when this block is heard
+        target = round((anchor + heard * grid.period) * fps)  # the track's frame now
         span = math.ceil(frames * base * fps / engine.sr)
         want = rolling and 0 <= target and target + span < track.length
         if first or moved or want != self._playing:
@@ -304,6 +315,9 @@ class MasterEngine(Protocol):
     sr: int
     track: Track | None
 
+    @property
+    def output_delay(self) -> int: ...
+
 
 class TimebaseMaster:
     """stemdeck as the JACK timebase master (``--jack-timebase``).
@@ -311,8 +325,10 @@ class TimebaseMaster:
     JACK calls :meth:`callback` in stemdeck's process thread right after its
     process callback, with the position structure of the next cycle: the mixer's
     play head is then where that cycle starts. The bars and beats are the
-    track's grid there (bar 1 beat 1 the grid's first downbeat; before it, bar 0
-    and below), the tempo the grid's times the vinyl rate. While ``--sync jack``
+    track's grid at what the cycle sounds: the play head less the keylock's
+    delay (:attr:`~stemdeck.core.mixer.engine.Mixer.output_delay`) at the vinyl
+    rate (bar 1 beat 1 the grid's first downbeat; before it, bar 0 and below),
+    the tempo the grid's times the vinyl rate. While ``--sync jack``
     follows the transport's position, the track's second at the cycle is the one
     the follower seeks to (``anchor + frame / sr``, the rate 1: it moves frame by
     frame), so a locate's new position has its bars at once.
@@ -368,8 +384,11 @@ class TimebaseMaster:
             seconds = (int(pos.frame) + round(sync.anchor * engine.sr)) / engine.sr
             bpm = grid.bpm
         else:
-            seconds = engine.position / track.sr
-            bpm = grid.bpm * float(engine.rate)
+            # What the cycle's first frame sounds: the play head's less what the
+            # keylock's shifter holds back (its delay, at the vinyl rate).
+            rate = float(engine.rate)
+            seconds = engine.position / track.sr - engine.output_delay * rate / engine.sr
+            bpm = grid.bpm * rate
         per_bar = grid.beats_per_bar
         beats = (seconds - grid.downbeat) / grid.period
         bar = math.floor(beats / per_bar)

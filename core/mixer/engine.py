@@ -367,6 +367,14 @@ class Mixer(MixerControl):
         return self._mix[:, :frames].T
 
     @property
+    def output_delay(self) -> int:
+        """Frames the audio out lags the play head by (read by any thread): the pitch
+        shifter's latency while keylock or a pitch shift runs the master through it
+        (``outputs="mix"``), else 0 (the per-strip outputs are not shifted). A leader's
+        beat (docs/sync.md) is then placed that far ahead of the play head."""
+        return self.shifter.delay if self.outputs == "mix" else 0
+
+    @property
     def out_channels(self) -> int:
         return 2 if self.outputs == "mix" else 2 * self.max_channels
 

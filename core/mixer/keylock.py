@@ -140,6 +140,13 @@ class Shifter:
         """Not bypass: keylock on or a pitch shift."""
         return self.keylock or self.pitch != 0.0
 
+    @property
+    def delay(self) -> int:
+        """Samples the shifter delays the master by while engaged (:attr:`latency`;
+        0 in bypass, and with no compiled kernel, where nothing is shifted). From the
+        moment it engages: its output then crossfades in once it has filled."""
+        return self.latency if self.engaged and self._kern is not None and self.sr else 0
+
     def set(self, keylock: bool | None = None, pitch: float | None = None) -> None:
         """Keylock and/or pitch (audio thread, from a drained command): a pitch is
         clamped to +-:data:`MAX_PITCH`, a non-finite one changes nothing."""

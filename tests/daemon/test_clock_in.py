@@ -22,7 +22,7 @@ from stemdeck.core.mixer.commands import (
     Track,
 )
 from stemdeck.daemon.clock_follow import PPQN, ClockFollower
-from stemdeck.daemon.clock_in import INBOX, NUDGE, MidiClockIn
+from stemdeck.daemon.clock_in import INBOX, LATENCY_STEP_S, NUDGE, MidiClockIn
 from stemdeck.daemon.echo_beats import EchoBeats
 from stemdeck.daemon.sync import SyncControl
 
@@ -227,6 +227,53 @@ def test_the_play_head_follows_with_bounded_nudges() -> None:
     clock_in.follow()
     assert engine.posted == [Pause()]
     assert sync.describe() == "midi 120.00 BPM"
+
+
+def test_a_change_of_the_heard_latency_seeks_at_once() -> None:
+    """Keylock on adds the shifter's 24 ms to the latency the play head is heard
+    after: the follower seeks there at once (the 1 % nudge took 2.4 s), and again
+    when it goes; a change within LATENCY_STEP_S is left to the nudge."""
+    now = [0.0]
+    latency = [0.005]
+    engine = FakeEngine()
+    sync = SyncControl()
+    clock_in = PortlessClockIn(
+        engine,
+        Grid(BeatGrid(120.0, 0.0)),
+        sync,
+        "virtual:test",
+        block_s=0.0,
+        latency=lambda: latency[0],
+        clock=lambda: now[0],
+    )
+    sync.set_source("midi")
+    f = clock_in.follower
+    period = 60.0 / 120.0 / PPQN
+    f.start(0.0)
+    for i in range(48):
+        f.tick(i * period)
+    now[0] = 47 * period
+
+    def seek_to() -> float:
+        (batch,) = engine.posted
+        assert isinstance(batch, Batch)
+        seek = batch.commands[0]
+        assert isinstance(seek, Seek)
+        engine.posted.clear()
+        return seek.seconds
+
+    clock_in.follow()
+    first = seek_to()
+    assert first == pytest.approx(47 / 24 * 0.5 + 0.005, abs=1e-9)
+    engine.playing = True
+    engine.position = round(first * 48000)
+    clock_in.head.sample()
+    latency[0] = 0.005 + 0.024  # keylock on
+    clock_in.follow()
+    assert seek_to() == pytest.approx(first + 0.024, abs=1e-9)
+    latency[0] = 0.005 + 0.024 + LATENCY_STEP_S / 2  # within the step: no seek
+    clock_in.follow()
+    assert not [c for c in engine.posted if isinstance(c, Batch)], engine.posted
 
 
 class FakeJackClient:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
 from stemdeck.core.beats.grid import BeatGrid
-from stemdeck.core.mixer.commands import Track
+from stemdeck.core.mixer.commands import Keylock, Track
+from stemdeck.core.mixer.engine import Mixer
+from stemdeck.core.mixer.kernel import COMPILED
+from stemdeck.core.mixer.keylock import LATENCY
 from stemdeck.daemon.clock_out import CLOCK, CONTINUE, START, STOP, ClockOutSchedule, song_position
 from stemdeck.daemon.playhead import Head
+from stemdeck.daemon.serve import Daemon
 
 GRID = BeatGrid(120.0, 1.0)  # beat 0 at the track's 1.0 s; 0.5 s a beat
 TICK = 0.5 / 24
@@ -117,3 +123,28 @@ def test_an_audio_stall_mid_play_delays_the_ticks_and_sends_no_stop_pointer_or_c
     now[0] += 0.004
     out = s.plan(now[0], head.sample(), grid, now[0])
     assert [m for _, m in out] == [STOP, song_position(s.next_tick // 6), CONTINUE]
+
+
+@pytest.mark.skipif(COMPILED is None, reason="the compiled kernel is not built")
+def test_the_clocks_hear_the_play_head_after_the_output_and_the_keylock() -> None:
+    """The MIDI clocks' latency (the daemon's ``_output_latency``): the output's
+    beyond the block, plus the keylock's shifter's delay while it runs (without it
+    the clock out ticked 24 ms ahead of the audio, and clock in placed the beat
+    24 ms late); under JACK audio and JACK MIDI, the delay alone."""
+    engine = Mixer()
+    engine.prepare(48000, 256)
+    daemon = SimpleNamespace(
+        engine=engine,
+        opts=SimpleNamespace(audio="portaudio", midi_api="alsa"),
+        audio=SimpleNamespace(output_latency_s=0.01),
+    )
+    latency = Daemon._output_latency
+    assert latency(daemon) == 0.01  # type: ignore[arg-type]
+    engine.post(Keylock(True))
+    engine.process(np.zeros((256, 2), np.float32))
+    assert latency(daemon) == 0.01 + LATENCY / 48000  # type: ignore[arg-type]
+    daemon.opts = SimpleNamespace(audio="jack", midi_api="jack")
+    assert latency(daemon) == LATENCY / 48000  # type: ignore[arg-type]
+    engine.post(Keylock(False))
+    engine.process(np.zeros((256, 2), np.float32))
+    assert latency(daemon) == 0.0  # type: ignore[arg-type]

@@ -25,8 +25,20 @@ from osc_host import FakeHost, make_server
 
 from stemdeck.core.beats.grid import BeatGrid
 from stemdeck.core.errors import ParameterError
-from stemdeck.core.mixer.commands import Loop, Pause, Play, Rate, Seek, SetTrack, Stop, Track
+from stemdeck.core.mixer.commands import (
+    Keylock,
+    Loop,
+    Pause,
+    Play,
+    Rate,
+    Seek,
+    SetTrack,
+    Stop,
+    Track,
+)
 from stemdeck.core.mixer.engine import Mixer
+from stemdeck.core.mixer.kernel import COMPILED
+from stemdeck.core.mixer.keylock import LATENCY
 from stemdeck.daemon.audio.sinks import NullSink
 from stemdeck.daemon.link import (
     MISSING,
@@ -446,6 +458,25 @@ def test_follows_the_session_through_a_tempo_change_with_the_rate(rig) -> None:
     assert abs(engine.rate - 1.05) <= 5e-4 * 1.05 + 1e-9, engine.rate
     assert sync.link_phase is not None and abs(sync.link_phase) <= 1e-4, sync.link_phase
     assert sync.describe() == f"link 126.00 BPM {sync.link_phase * 1000:+.1f} ms 0 peers"
+
+
+@pytest.mark.skipif(COMPILED is None, reason="the compiled kernel is not built")
+def test_with_keylock_on_the_play_head_reads_the_shifters_latency_ahead(rig) -> None:
+    """Keylock on: the shifter delays the master by its latency, so the play head
+    reads the beat the session reaches that much later (the same play head as
+    keylock off, 1152 samples on: the session heard stemdeck 24 ms late at 48 kHz)."""
+    engine, sync, follower, session = rig
+    engine.post(Keylock(True))
+    start = 1e6
+    session.state = _Timeline([(start, 4.0, 120.0)], True, start)
+    blocks = int(2 * SR / BLOCK)
+    _run(engine, follower, start, blocks)
+    assert engine.output_delay == LATENCY
+    t = start + blocks * BLOCK / SR * 1e6  # the next block's time: the play head's now
+    beat = (t - start) / 0.5e6  # from the bar line at the start, the track's 0.5 s
+    expected = 0.5 + beat * 0.5 + LATENCY / SR
+    assert abs(engine.position / SR - expected) <= 1 / SR, engine.position / SR - expected
+    assert sync.link_phase is not None and abs(sync.link_phase) <= 1 / SR
 
 
 def test_a_jack_blocks_time_is_moved_to_links_clock_by_jacks_offset(rig) -> None:

@@ -10,8 +10,10 @@ from jack_helpers import Counting
 from osc_host import FakeHost
 
 from stemdeck.core.errors import ParameterError
-from stemdeck.core.mixer.commands import Play, Rate, SetTrack, Track
+from stemdeck.core.mixer.commands import Keylock, Play, Rate, SetTrack, Track
 from stemdeck.core.mixer.engine import Mixer
+from stemdeck.core.mixer.kernel import COMPILED
+from stemdeck.core.mixer.keylock import LATENCY
 from stemdeck.daemon.audio.jack import port_names
 from stemdeck.daemon.osc import OscControl
 from stemdeck.daemon.sync import SyncControl, TransportFollower
@@ -82,6 +84,30 @@ def test_a_rate_set_before_is_rate_one_when_the_transport_leads(rig) -> None:
     assert engine.posted[0] == Rate(1.0)
     assert [type(c).__name__ for c in engine.posted] == ["Rate", "Batch", "Seek"]
     assert engine.rate == 1.0
+    assert marker_at(frames, out) == MARKER
+
+
+@pytest.mark.skipif(COMPILED is None, reason="the compiled kernel is not built")
+def test_with_keylock_on_the_marker_still_sounds_on_its_frame(rig) -> None:
+    """The keylock's shifter delays the master by its latency (1152 samples): the
+    play head reads that far ahead of the transport, so the marker sounds on its
+    frame (it sounded 1152 frames late). Keylock off while rolling: one seek back,
+    and the marker on its frame again."""
+    engine, _, follower = rig
+    engine.post(Keylock(True))
+    engine.process(np.zeros((BLOCK, 2), np.float32))
+    assert engine.output_delay == LATENCY == 1152
+    frames, out = run(engine, follower, True, MARKER - 3000 - 17, 60)
+    loudest = int(np.argmax(np.abs(out[:, 0])))
+    assert frames[loudest] == MARKER, frames[loudest] - MARKER
+    assert np.abs(out[loudest, 0]) > 0.3  # the impulse, spread by the shifter's frames
+    frame = int(frames[-1]) + 1
+    engine.post(Keylock(False))
+    engine.posted.clear()
+    frames, out = run(engine, follower, True, frame, 2)  # rolling on: no locate
+    assert engine.output_delay == 0
+    assert [type(c).__name__ for c in engine.posted] == ["Seek"], engine.posted
+    frames, out = run(engine, follower, True, MARKER - 1000, 30)  # a locate
     assert marker_at(frames, out) == MARKER
 
 

@@ -18,6 +18,8 @@ from stemdeck.core.beats.grid import BeatGrid
 from stemdeck.core.mixer.commands import Batch, Keylock, Play, Rate, SetTrack, Track
 from stemdeck.core.mixer.engine import Mixer
 from stemdeck.core.mixer.kernel import COMPILED
+from stemdeck.core.mixer.keylock import LATENCY
+from stemdeck.daemon.clock_in import NUDGE
 from stemdeck.daemon.quantize import Quantizer
 from stemdeck.daemon.sync import SyncControl
 from stemdeck.daemon.timebase import (
@@ -196,7 +198,9 @@ def test_a_bend_left_half_way_ends_on_the_steps_rate() -> None:
 
 def test_no_bend_with_the_pitch_shifter_engaged() -> None:
     """Keylock on: a tempo step glides as the mixer does (the shifter's transpose
-    follows the block's last rate, and the bend's overshoot chirped)."""
+    follows the block's last rate, and the bend's overshoot chirped), nudged: what
+    the shifter holds was read at the old tempo, so the play head is ahead of the
+    beat the session reaches when this block is heard, and slows by the nudge's 1 %."""
     engine, _, follower = make()
     engine.post(Keylock(True))
     session = Session(150.0)
@@ -204,7 +208,7 @@ def test_no_bend_with_the_pitch_shifter_engaged() -> None:
     engine.posted.clear()
     session.tempo(90.0)
     run(engine, follower, session, 1)
-    assert engine.posted == [Rate(0.75)], engine.posted
+    assert engine.posted == [Rate(0.75 * (1.0 - NUDGE))], engine.posted
 
 
 @pytest.mark.skipif(COMPILED is None, reason="the compiled kernel is not built")
@@ -226,12 +230,44 @@ def test_a_masters_tempo_change_keeps_the_key_with_keylock(keylock: bool) -> Non
     run(engine, follower, session, SR // BLOCK)
     session.tempo(150.0)
     _, out = run(engine, follower, session, 3 * SR // BLOCK)
-    assert engine.rate == pytest.approx(1.25, rel=1e-3)
     heard = frequency(out[SR:, 0], SR)  # a second on, the shifter filled and crossfaded
     if keylock:
         assert abs(cents(heard, 440.0)) < 1.0, heard
     else:
         assert heard == pytest.approx(550.0, rel=1e-3)
+    # Keylock on, what the shifter held at the step (its latency, 144 ms at 8 kHz)
+    # was read at the old rate: heard 29 ms behind the session, which the nudge
+    # (1 %) takes out within 3 s. Then the rate is the session's.
+    run(engine, follower, session, 4 * SR // BLOCK)
+    assert engine.rate == pytest.approx(1.25, rel=1e-3)
+    assert sync.jack_phase is not None and abs(sync.jack_phase) <= 0.0005, sync.jack_phase
+
+
+@pytest.mark.skipif(COMPILED is None, reason="the compiled kernel is not built")
+def test_with_keylock_on_the_clicks_still_sound_on_the_sessions_beats() -> None:
+    """The keylock's shifter delays the master by its latency (1152 samples): the
+    follower places the play head that far ahead, so the session hears each click
+    on its beat (it heard them 24 ms late at 48 kHz). Keylock off again: one seek
+    back, and the next click on its beat as well."""
+    engine, sync, follower = make()
+    engine.post(Keylock(True))
+    session = Session(126.0)
+    session.locate(4.0)
+    frames, out = run(engine, follower, session, 7 * SR // BLOCK)
+    assert engine.output_delay == LATENCY == 1152
+    (onset,) = heard(frames, out)
+    late_ms = (onset - Session(126.0).frame_of(8.0)) / SR * 1000
+    assert abs(late_ms) <= 1.0, late_ms  # 144 ms late (1152 samples at 8 kHz) before
+    assert sync.jack_phase is not None and abs(sync.jack_phase) <= 0.0005
+    engine.posted.clear()
+    engine.post(Keylock(False))
+    engine.posted.clear()
+    frames, out = run(engine, follower, session, 7 * SR // BLOCK)
+    assert engine.output_delay == 0
+    assert [type(c).__name__ for c in engine.posted[:1]] == ["Seek"], engine.posted
+    (onset,) = heard(frames, out)
+    late_ms = (onset - Session(126.0).frame_of(20.0)) / SR * 1000
+    assert abs(late_ms) <= 1.0, late_ms
 
 
 def test_a_start_plays_the_first_beat_at_the_sessions_tempo() -> None:
@@ -470,6 +506,20 @@ def test_the_master_fills_bars_from_the_grid_at_the_play_head() -> None:
     master.fill(pos)
     assert (pos.bar, pos.beat, pos.tick) == (2, 3, int(0.5 * TICKS_PER_BEAT))
     assert pos.beats_per_minute == 120.0
+    # Keylock on, not following: the bars of what the cycle sounds, the play head
+    # less the shifter's latency at the vinyl rate (2 s less 1152 samples at 1.25).
+    if COMPILED is not None:
+        sync.set_source("off")
+        engine.post(Keylock(True))
+        engine.process(np.zeros((BLOCK, 2), np.float32))
+        assert engine.output_delay == LATENCY
+        engine.position = 2 * SR
+        engine.rate = 1.25
+        pos = SimpleNamespace(valid=0, frame=0)
+        master.fill(pos)
+        beats = (2.0 - LATENCY * 1.25 / SR - GRID.downbeat) / GRID.period
+        assert (pos.bar, pos.beat) == (1, int(beats) + 1)
+        assert pos.tick == int((beats - int(beats)) * TICKS_PER_BEAT)
     no_grid = TimebaseMaster(engine, sync, lambda: None)
     pos = SimpleNamespace(valid=0x1 | BBT_VALID, frame=0)
     no_grid.fill(pos)

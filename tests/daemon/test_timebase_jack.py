@@ -204,6 +204,38 @@ def test_clicks_sound_on_the_sessions_beats_through_a_tempo_change_and_a_locate(
         master.client.transport_stop()
 
 
+def test_with_keylock_on_the_clicks_still_sound_on_the_sessions_beats(
+    locked: tuple[Daemon, Master],
+) -> None:
+    """Keylock on, at 126 BPM (rate 1.05): the pitch shifter delays the master by
+    1152 samples, and the play head reads that far ahead, so the clicks sound on
+    the session's beats (they sounded 24.0 ms late). Off again: on the beats too."""
+    daemon, master = locked
+    client = daemon.client
+    master.reset(126.0, 4)
+    assert client.ask("/transport/keylock", 1) == []  # a set answers nothing
+    master.client.transport_frame = round(master.frame_of(2.0))  # bar 1 beat 3
+    master.client.transport_start()
+    try:
+        master.record_until(master.frame_of(14.0), "the session at beat 14")
+        onsets = [o for o in _onsets(*master.take()) if o > master.frame_of(4.0)]
+        errors = _beat_errors_ms(master, onsets)
+        print(f"keylock on: click - beat (ms): {[round(e, 3) for e in errors]}")
+        assert len(onsets) >= 9, onsets
+        assert max(abs(e) for e in errors) <= 1.0, errors
+        assert client.ask("/transport/keylock", 0) == []
+        start = master.frame()
+        master.record_until(start + 6 * 60 / 126 * SR, "six beats, keylock off")
+        onsets = [o for o in _onsets(*master.take()) if o > start + 2 * 60 / 126 * SR]
+        errors = _beat_errors_ms(master, onsets)
+        print(f"keylock off: click - beat (ms): {[round(e, 3) for e in errors]}")
+        assert len(onsets) >= 3, onsets
+        assert max(abs(e) for e in errors) <= 1.0, errors
+    finally:
+        master.client.transport_stop()
+        client.ask("/transport/keylock", 0)
+
+
 def _ramp_start(audio: np.ndarray, after: int) -> float:
     """The sample where the mute's linear ramp (down from a steady tone) starts,
     from the tone's envelope between 80 % and 20 % of its level, extrapolated up."""
