@@ -289,9 +289,10 @@ class BbtFollower(TransportFollower):
             # pitch moves without a step. Through a linear rise from r0 to p over
             # this block and a fall to ``base`` over the next, the head covers
             # F (r0 + 2p + base) / 2 for 2 F base less the frames ahead. Not with
-            # the pitch shifter engaged: its transpose takes the block's last rate,
-            # for audio read up to its latency before, and the overshoot chirped
-            # (a 1 kHz tone through 2.5 times its pitch for 150 -> 90 BPM); the
+            # the pitch shifter engaged: a rate moving that much within its frame
+            # puts audio read at two rates into one frame, whose pitch blips (a
+            # one-block glide from 1.5 to 0.9: 1,186 cents at 64 frames, the
+            # mixer's 30 ms glide 101; tests/core/mixer/test_keylock.py); the
             # mixer's glide then, and the nudge takes out what it leaves.
             r0, lead = self._rate, 0 if abs(ahead) <= 1 else ahead  # a frame: rounding
             catch = min(max(-lead * engine.sr / (fps * frames), -abs(base - r0)), abs(base - r0))

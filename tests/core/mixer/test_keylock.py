@@ -37,6 +37,61 @@ def test_keylock_keeps_the_key_at_another_rate(rate: float) -> None:
     assert abs(level) < 1.0
 
 
+def _pitch_cents(y: np.ndarray, hz: float) -> np.ndarray:
+    """The pitch of a tone in cents from ``hz``, sample by sample: the phase's
+    derivative (Hilbert), averaged over 2 ms."""
+    from scipy.signal import hilbert
+
+    phase = np.unwrap(np.angle(hilbert(y.astype(np.float64))))
+    f = np.convolve(np.diff(phase) * SR / (2 * np.pi), np.ones(96) / 96, mode="same")
+    return 1200 * np.log2(np.maximum(f, 1.0) / hz)
+
+
+@pytest.mark.parametrize("block", [64, 256])
+@pytest.mark.parametrize(
+    ("r0", "r1", "most", "mean"),
+    [(1.0, 1.08, 15.0, 2.0), (0.92, 1.0, 15.0, 2.0), (1.5, 0.9, 120.0, 20.0)],
+)
+def test_a_rate_change_keeps_the_pitch_through_its_glide(
+    block: int, r0: float, r1: float, most: float, mean: float
+) -> None:
+    """Keylock on, the rate glides (the mixer's 30 ms): the shifter transposes each
+    frame by the rate it was read at, so a 1 kHz tone stays within 15 cents through
+    a tempo fader's move to 1.08 (mean 2), and within 120 cents of a jump from 1.5
+    to 0.9 (mean 20). With the block's last rate for every frame it swept 68-84
+    cents (mean 13-17) and 471-618 (mean 82-103): every move of the fader blipped."""
+    m = mixer(sine(1000.0, 8.0), block=block)
+    at = SR // block * block
+    out = run(m, 2 * SR, block, {0: [Keylock(True), Rate(r0, at_once=True)], at: [Rate(r1)]})
+    dev = np.abs(_pitch_cents(out[:, 0], 1000.0)[at - SR // 20 : at + SR // 10])
+    assert dev[: SR // 20].max() < 1.0  # steady before
+    assert dev.max() < most, dev.max()
+    assert dev.mean() < mean, dev.mean()
+
+
+def test_the_rate_a_sample_was_read_at_is_the_line_between_blocks() -> None:
+    """``Shifter.rate_at``: the rate at each block's end, the line between two ends,
+    the first block's rate before it; forgotten when the shifter engages again."""
+    s = Shifter()
+    s.prepare(SR)
+    assert s.rate_at(0.0) == 1.0  # nothing recorded
+    s.set(keylock=True)
+    y = np.zeros((256, 2), np.float32)
+    for rate in (1.0, 1.25, 1.25, 0.75):
+        s.block(y, 256, rate, None)
+    assert [s.rate_at(t) for t in (256.0, 512.0, 768.0, 1024.0)] == [1.0, 1.25, 1.25, 0.75]
+    assert s.rate_at(384.0) == 1.125
+    assert s.rate_at(896.0) == 1.0
+    assert s.rate_at(-500.0) == 1.0  # before the first block's end: its rate
+    assert s.rate_at(5000.0) == 0.75  # past the last: the last
+    s.set(keylock=False)
+    while s.active:
+        s.block(y, 256, 0.75, None)
+    s.set(keylock=True)
+    s.block(y, 256, 1.5, None)
+    assert s.rate_at(0.0) == 1.5 and s.rate_at(256.0) == 1.5
+
+
 def test_the_rate_of_1_08_with_keylock_off_is_475_2_hz() -> None:
     out = run(mixer(sine(440.0, 3.0)), SR * 2, 256, {0: [Rate(1.08)]})
     assert frequency(out[SR:, 0]) == pytest.approx(475.2, abs=0.01)
