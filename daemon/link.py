@@ -301,9 +301,12 @@ class LinkSession:
         """Start or stop the session from stemdeck's own transport (a control thread).
 
         Nothing changes when the session already plays (or stops). A start asks
-        for beat 0 now: alone in a session Link grants it and the track
-        plays at once; with peers the session's beats cannot move, and the follower
-        puts bar 1 on the next bar line as for any peer's start. A stop stops now.
+        for beat 0 as soon as the track can sound there: now plus :meth:`lead_us`
+        (alone in a session Link grants it, and the track's anchor, bar 1 beat 1,
+        is heard on beat 0 whole: asked for now, the first 6 ms of it were never
+        heard, 30 ms with keylock on); with peers the session's beats cannot move,
+        and the follower puts bar 1 on the next bar line as for any peer's start.
+        A stop stops now.
         """
         link = self.link
         state = link.captureAppSessionState()
@@ -311,10 +314,20 @@ class LinkSession:
             return  # a second play must not move the session's beats
         now = link.clock().micros()
         if playing:
-            state.setIsPlayingAndRequestBeatAtTime(True, now, 0.0, quantum)
+            state.setIsPlayingAndRequestBeatAtTime(True, round(now + self.lead_us()), 0.0, quantum)
         else:
             state.setIsPlaying(False, now)
         link.commitAppSessionState(state)
+
+    def lead_us(self) -> float:
+        """How long after now the play head's audio can first be heard (µs): the
+        output's latency, the keylock's delay (the mixer's ``output_delay``) and
+        two blocks (the one the audio thread may be in, and the next)."""
+        engine = self.follower.engine
+        if engine.sr <= 0:
+            return self.follower.latency_us
+        blocks = (engine.output_delay + 2 * engine.max_block) / engine.sr
+        return self.follower.latency_us + blocks * 1e6
 
     def request_tempo(self, bpm: float) -> None:
         """Set the session's tempo from stemdeck's own transport (``/transport/bpm``,

@@ -386,7 +386,7 @@ class MidiControl:
         elif address == "/scene/save":
             self.host.save_scene(str(args[0]))
         elif address == "/track/grid/tap":  # no grid yet: counted as a MIDI error
-            self.host.beats.tap(self.host.transport.position())
+            self.host.beats.tap(self.host.transport.heard())
 
     def _cue(self, address: str) -> None:
         """A hot cue's pad, through the same handler as OSC's ``/cue/N/...``: set at the

@@ -77,6 +77,8 @@ class FollowedRate(FollowedEngine, Protocol):
 
     rate: float
     shifter: Shifter
+    #: The largest block the mixer was prepared for (frames).
+    max_block: int
 
 
 def session_beat(pos: Any) -> tuple[float, float, float, float] | None:

@@ -104,6 +104,11 @@ class TransportState(Protocol):
     @property
     def rolling(self) -> bool: ...
 
+    @property
+    def output_delay(self) -> int: ...
+
+    sr: int
+
     def seconds(self, frames: int) -> float: ...
 
     @property
@@ -151,6 +156,18 @@ class TransportControl:
     def position(self) -> float:
         """Play head position in seconds (of the track's time)."""
         return float(self.engine.seconds(self.engine.position))
+
+    def heard(self) -> float:
+        """The track's second heard now, rolling, as far as the mixer knows: the play
+        head less what the keylock's shifter holds back (its delay at the vinyl rate,
+        24 ms at rate 1 and 48 kHz); stopped, the play head. Where a tap, a cue or a
+        downbeat set by ear lands (the output's own latency is not taken off)."""
+        engine = self.engine
+        at = float(engine.seconds(engine.position))
+        delay = engine.output_delay
+        if not engine.rolling or delay <= 0 or engine.sr <= 0:
+            return at
+        return max(0.0, at - delay * float(engine.rate) / engine.sr)
 
     def length(self) -> float:
         """The track's length in seconds (0.0 with no track)."""

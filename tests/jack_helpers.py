@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from stemdeck.core.mixer.commands import Command
+from stemdeck.core.mixer.commands import Command, Keylock
 from stemdeck.core.mixer.engine import Mixer
 
 
@@ -390,3 +390,17 @@ class Counting(Mixer):
     def post(self, command: Command) -> bool:
         self.posted.append(command)
         return super().post(command)
+
+
+def keylock_heard(engine: Mixer, on: bool = True) -> int:
+    """Keylock on (or off), then blocks until the mixer says the shifter's output is
+    what is heard (or no longer is): its delay published, after the fill and half
+    the crossfade (1152 samples and 10 ms). Returns the blocks processed (at most
+    half a second of them)."""
+    engine.post(Keylock(on))
+    out = np.zeros((engine.max_block, engine.out_channels), np.float32)
+    for n in range(1, math.ceil(0.5 * engine.sr / engine.max_block) + 1):
+        engine.process(out)
+        if (engine.output_delay > 0) == on:
+            return n
+    raise AssertionError(f"keylock {'on' if on else 'off'}: output_delay {engine.output_delay}")

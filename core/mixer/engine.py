@@ -182,6 +182,7 @@ class Mixer(MixerControl):
         self.rate_glide_ms = rate_glide_ms
         self.rate = 1.0
         self.shifter = Shifter()
+        self._out_delay = 0  # output_delay, published after each block
         self.at_end = at_end
         self._queue = deque()
         self._queue_size = queue_size
@@ -304,6 +305,7 @@ class Mixer(MixerControl):
         self._glide_len = max(1, round(self.rate_glide_ms * 1e-3 * samplerate))
         self.shifter.prepare(self.sr)
         self.shifter.set()  # keylock or a pitch set before: engaged again
+        self._out_delay = 0
         if self.track is not None:  # prepared again with a track in: its step at this rate
             self._track_step(self.track)
         #: The DJ filters and the echo bus (:class:`~.fx.Effects`); the block reads
@@ -370,9 +372,11 @@ class Mixer(MixerControl):
     def output_delay(self) -> int:
         """Frames the audio out lags the play head by (read by any thread): the pitch
         shifter's latency while keylock or a pitch shift runs the master through it
-        (``outputs="mix"``), else 0 (the per-strip outputs are not shifted). A leader's
-        beat (docs/sync.md) is then placed that far ahead of the play head."""
-        return self.shifter.delay if self.outputs == "mix" else 0
+        and its output is heard (``outputs="mix"``; :attr:`.keylock.Shifter.delay`),
+        else 0 (the per-strip outputs are not shifted). Published once a block, after
+        it: a Batch of keylock off and a pitch is never seen half applied. A
+        leader's beat (docs/sync.md) is placed that far ahead of the play head."""
+        return self._out_delay
 
     @property
     def out_channels(self) -> int:
@@ -402,6 +406,7 @@ class Mixer(MixerControl):
                     shifter.block(piece, frames, rate, self._mix)
                 else:
                     shifter.block(self._mix[:, :frames].T, frames, rate, None)
+        self._out_delay = shifter.delay if self.outputs == "mix" else 0
 
     def _quantized_block(self, out: np.ndarray) -> None:
         """A block while quantized commands wait (:class:`~.commands.Quantized`):

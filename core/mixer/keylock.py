@@ -151,10 +151,13 @@ class Shifter:
 
     @property
     def delay(self) -> int:
-        """Samples the shifter delays the master by while engaged (:attr:`latency`;
-        0 in bypass, and with no compiled kernel, where nothing is shifted). From the
-        moment it engages: its output then crossfades in once it has filled."""
-        return self.latency if self.engaged and self._kern is not None and self.sr else 0
+        """Samples what is heard of the master lags what went in (audio thread, after a
+        block): :attr:`latency` once the shifter's output outweighs the dry mix (half
+        way through its crossfade in, until half way through its crossfade out), else
+        0: in bypass, while it fills (the dry mix plays on), and with no compiled
+        kernel (nothing is shifted). A pitch knob passing through 0, the shifter
+        engaged for less than its fill, delays nothing."""
+        return self.latency if self.active and self._state[_G] >= 0.5 else 0
 
     def set(self, keylock: bool | None = None, pitch: float | None = None) -> None:
         """Keylock and/or pitch (audio thread, from a drained command): a pitch is

@@ -76,12 +76,13 @@ class CueHandlers:
             self._jump(address, n, group)
 
     def _set(self, address: str, n: int, group: Group) -> None:
-        """At the play head, snapped to the grid when quantize is on; the cue keeps
-        its scene. Answers ``/cue/N f``."""
+        """At what is heard now (``TransportControl.heard``: the play head less the
+        keylock's delay), snapped to the grid when quantize is on; the cue keeps its
+        scene. Answers ``/cue/N f``."""
         host = self.host
         track = host.beats.require()  # cues live with the grid
         transport = host.transport
-        position = host.quantize.snap(transport.position(), transport.length())
+        position = host.quantize.snap(transport.heard(), transport.length())
         old = host.beats.cue(n)
         cue = HotCue(position, None if old is None else old.scene)
 

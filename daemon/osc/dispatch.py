@@ -641,8 +641,9 @@ class OscControl:
     def sync_state(self) -> list[Reply]:
         """What the leader says: ``/sync/tempo``, its tempo in BPM (under ``jack`` the
         timebase master's, under ``link`` the session's, else the MIDI clock's; 0.0
-        while none is heard), ``/sync/phase``, how far the play head is ahead of the
-        leader in ms (0.0 while it does not follow one), and ``/sync/peers``, the
+        while none is heard), ``/sync/phase``, how far what is heard is ahead of the
+        leader in ms (the play head less the keylock's delay; 0.0 while it does not
+        follow one), and ``/sync/peers``, the
         Link session's peers (0 without one)."""
         sync = self.host.sync
         bpm, error = sync.tempo(), sync.phase()

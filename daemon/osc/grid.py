@@ -58,13 +58,13 @@ class GridHandlers:
 
     def track_bpm(self, address: str, args: list[Any], group: Group) -> None:
         """``/track/bpm``: the grid's tempo; ``/track/bpm f`` sets it, the bar start
-        nearest the play head staying where it is."""
+        nearest what is heard (``TransportControl.heard``) staying where it is."""
         track = self.host.beats.require()
         if not args:
             group.plan.replies.append((address, [track.grid.bpm]))
             return
         bpm = number(address, args)
-        at = self.host.transport.position()
+        at = self.host.transport.heard()
         self._stage(group, address, track.gen, lambda g: g.with_bpm(bpm, anchor=at))
 
     def edit(self, address: str, args: list[Any], group: Group) -> None:
@@ -83,7 +83,7 @@ class GridHandlers:
             elif verb == "double":
                 change = BeatGrid.doubled
             elif verb == "tap":
-                at = self.host.transport.position()
+                at = self.host.transport.heard()
                 gen = track.gen
                 group.plan.after.append(
                     (address, lambda: ("/track/grid", grid_args(beats.tap(at, gen=gen))))
@@ -105,7 +105,7 @@ class GridHandlers:
                     f"shift must be -{MAX_SHIFT_MS:g} to {MAX_SHIFT_MS:g} ms, got {ms:g}"
                 )
             change = partial(BeatGrid.shifted, ms=ms)
-        else:  # downbeat: the play head, or the given second
+        else:  # downbeat: what is heard now, or the given second
             if args:
                 t = number(address, args)
                 length = self.host.transport.length()
@@ -114,7 +114,7 @@ class GridHandlers:
                         f"downbeat must be 0 to {length:.3f} s (the track), got {t:g}"
                     )
             else:
-                t = self.host.transport.position()
+                t = self.host.transport.heard()
             change = partial(BeatGrid.with_downbeat_at, t=t)
         self._stage(group, address, track.gen, change)
 

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from jack_helpers import keylock_heard
 
 from stemdeck.core.beats.grid import BeatGrid
 from stemdeck.core.mixer.commands import Keylock, Track
@@ -142,9 +143,10 @@ def test_the_clocks_hear_the_play_head_after_the_output_and_the_keylock() -> Non
     assert latency(daemon) == 0.01  # type: ignore[arg-type]
     engine.post(Keylock(True))
     engine.process(np.zeros((256, 2), np.float32))
+    assert latency(daemon) == 0.01  # type: ignore[arg-type]  # filling: the dry mix heard
+    keylock_heard(engine)
     assert latency(daemon) == 0.01 + LATENCY / 48000  # type: ignore[arg-type]
     daemon.opts = SimpleNamespace(audio="jack", midi_api="jack")
     assert latency(daemon) == LATENCY / 48000  # type: ignore[arg-type]
-    engine.post(Keylock(False))
-    engine.process(np.zeros((256, 2), np.float32))
+    keylock_heard(engine, False)
     assert latency(daemon) == 0.0  # type: ignore[arg-type]

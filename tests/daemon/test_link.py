@@ -466,16 +466,25 @@ def test_with_keylock_on_the_play_head_reads_the_shifters_latency_ahead(rig) -> 
     reads the beat the session reaches that much later (the same play head as
     keylock off, 1152 samples on: the session heard stemdeck 24 ms late at 48 kHz)."""
     engine, sync, follower, session = rig
-    engine.post(Keylock(True))
     start = 1e6
     session.state = _Timeline([(start, 4.0, 120.0)], True, start)
     blocks = int(2 * SR / BLOCK)
+
+    def head_ahead(blocks: int) -> float:
+        """The play head's lead (s) over the session's beat at the next block."""
+        t = start + blocks * BLOCK / SR * 1e6  # the next block's time: the play head's now
+        beat = (t - start) / 0.5e6  # from the bar line at the start, the track's 0.5 s
+        return engine.position / SR - (0.5 + beat * 0.5)
+
     _run(engine, follower, start, blocks)
+    assert abs(head_ahead(blocks)) <= 1 / SR
+    engine.posted.clear()
+    engine.post(Keylock(True))  # while rolling
+    engine.posted.clear()
+    _run(engine, follower, start + blocks * BLOCK / SR * 1e6, blocks)
     assert engine.output_delay == LATENCY
-    t = start + blocks * BLOCK / SR * 1e6  # the next block's time: the play head's now
-    beat = (t - start) / 0.5e6  # from the bar line at the start, the track's 0.5 s
-    expected = 0.5 + beat * 0.5 + LATENCY / SR
-    assert abs(engine.position / SR - expected) <= 1 / SR, engine.position / SR - expected
+    assert [type(c).__name__ for c in engine.posted] == ["Seek"], engine.posted
+    assert abs(head_ahead(2 * blocks) - LATENCY / SR) <= 1 / SR, head_ahead(2 * blocks)
     assert sync.link_phase is not None and abs(sync.link_phase) <= 1 / SR
 
 
@@ -795,18 +804,31 @@ def test_the_daemon_gives_a_rate_to_the_link_session_as_its_tempo() -> None:
 
 def test_request_playing_starts_and_stops_the_session() -> None:
     """The real bindings, the instance never enabled (no network): a start alone in
-    the session is beat 0 at once, a second start does not move the beats, a stop
-    stops."""
+    the session is beat 0 as soon as the track can sound there (the output's latency,
+    the keylock's delay and two blocks from now: asked for now, the anchor's first
+    30 ms were never heard with keylock on), a second start does not move the beats,
+    a stop stops."""
     pytest.importorskip("link", reason="the optional extra stemdeck[link] is not installed")
     sync = SyncControl(open_link=lambda: None)  # source off: the instance stays disabled
-    follower = LinkFollower(Counting(), sync, lambda: None)
-    session = LinkSession(sync, follower)
+    engine = Counting()
+    engine.prepare(48000, 256)
+    engine.post(Keylock(True))
+    for _ in range(8):  # the shifter filled and crossfaded in: its delay heard
+        engine.process(np.zeros((256, 2), np.float32))
+    assert engine.output_delay == LATENCY
+    follower = LinkFollower(engine, sync, lambda: None)
+    session = LinkSession(sync, follower, latency=lambda: 0.005)
     try:
         assert session.link.enabled is False
+        lead = 5000.0 + (LATENCY + 2 * 256) / 48000 * 1e6
+        assert session.lead_us() == lead
+        before = session.link.clock().micros()
         session.request_playing(True, 4.0)
+        after = session.link.clock().micros()
         state = session.link.captureSessionState()
         start = state.timeForIsPlaying()
         assert state.isPlaying() is True
+        assert before + lead - 1 <= start <= after + lead + 1, (start - before, lead)
         assert state.beatAtTime(start, 4.0) == 0.0 and state.phaseAtTime(start, 4.0) == 0.0
         time.sleep(0.01)
         session.request_playing(True, 4.0)  # already playing: nothing moves

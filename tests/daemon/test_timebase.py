@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from fx_helpers import cents, frequency
-from jack_helpers import Counting
+from jack_helpers import Counting, keylock_heard
 
 from stemdeck.core.beats.grid import BeatGrid
 from stemdeck.core.mixer.commands import Batch, Keylock, Play, Rate, SetTrack, Track
@@ -270,6 +270,29 @@ def test_with_keylock_on_the_clicks_still_sound_on_the_sessions_beats() -> None:
     assert abs(late_ms) <= 1.0, late_ms
 
 
+@pytest.mark.skipif(COMPILED is None, reason="the compiled kernel is not built")
+def test_with_keylock_on_a_track_at_its_own_rate_clicks_on_the_beats() -> None:
+    """A track at 11025 Hz on the 8 kHz clock, keylock on: the shifter's delay is in
+    the device's frames, the session's beat in its own; the click on the track's
+    beat 8 sounds on the session's beat 8 within 1 ms."""
+    rate = 11025
+    engine = Counting()
+    engine.prepare(SR, BLOCK)
+    audio = np.zeros((1, 2, 20 * rate), np.float32)
+    audio[0, :, round((GRID.downbeat + 8 * GRID.period) * rate)] = 1.0
+    engine.post(SetTrack(Track(audio, rate, ("click",))))
+    engine.post(Play())
+    keylock_heard(engine)
+    sync = SyncControl(jack=True)
+    sync.set_source("jack")
+    session = Session(126.0)
+    session.locate(4.0)
+    frames, out = run(engine, BbtFollower(engine, sync, lambda: GRID), session, 7 * SR // BLOCK)
+    (onset,) = heard(frames, out)
+    late_ms = (onset - Session(126.0).frame_of(8.0)) / SR * 1000
+    assert abs(late_ms) <= 1.0, late_ms
+
+
 def test_a_start_plays_the_first_beat_at_the_sessions_tempo() -> None:
     """A start at 150 BPM (rate 1.25 from 1.0) sets the rate at once, under the
     start's fade in: a glide over the mixer's 30 ms would leave the play head 3.75 ms
@@ -510,8 +533,7 @@ def test_the_master_fills_bars_from_the_grid_at_the_play_head() -> None:
     # less the shifter's latency at the vinyl rate (2 s less 1152 samples at 1.25).
     if COMPILED is not None:
         sync.set_source("off")
-        engine.post(Keylock(True))
-        engine.process(np.zeros((BLOCK, 2), np.float32))
+        keylock_heard(engine)
         assert engine.output_delay == LATENCY
         engine.position = 2 * SR
         engine.rate = 1.25
@@ -520,6 +542,13 @@ def test_the_master_fills_bars_from_the_grid_at_the_play_head() -> None:
         beats = (2.0 - LATENCY * 1.25 / SR - GRID.downbeat) / GRID.period
         assert (pos.bar, pos.beat) == (1, int(beats) + 1)
         assert pos.tick == int((beats - int(beats)) * TICKS_PER_BEAT)
+        # Following the transport: the second heard at the cycle is the frame's, as
+        # keylock off (the follower put the play head the delay ahead of it).
+        sync.set_source("jack")
+        pos = SimpleNamespace(valid=0, frame=3 * SR)
+        master.fill(pos)
+        assert (pos.bar, pos.beat, pos.tick) == (2, 3, int(0.5 * TICKS_PER_BEAT))
+        assert pos.beats_per_minute == 120.0
     no_grid = TimebaseMaster(engine, sync, lambda: None)
     pos = SimpleNamespace(valid=0x1 | BBT_VALID, frame=0)
     no_grid.fill(pos)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from jack_helpers import keylock_heard
 
 from stemdeck.core.errors import ParameterError
 from stemdeck.core.mixer.commands import Loop, Pause, Play, Rate, Seek, SetTrack, Stop, Track
 from stemdeck.core.mixer.engine import Mixer
+from stemdeck.core.mixer.kernel import COMPILED
+from stemdeck.core.mixer.keylock import LATENCY
 from stemdeck.daemon.transport import TransportControl
 
 SR = 48000
@@ -105,3 +108,21 @@ def test_no_loop_before_a_track() -> None:
     m.prepare(SR, 256)
     with pytest.raises(ParameterError, match=r"past the end of the track \(0.000 s\)"):
         TransportControl(m).command("loop", [0.0, 1.0])
+
+
+@pytest.mark.skipif(COMPILED is None, reason="the compiled kernel is not built")
+def test_what_is_heard_is_the_play_head_less_the_keylocks_delay(mixer: Mixer) -> None:
+    """``heard`` (where taps, cues and downbeats set by ear land): rolling with the
+    shifter heard, the play head less its 1152 samples at the vinyl rate; stopped,
+    or keylock off, the play head."""
+    t = TransportControl(mixer)
+    mixer.post(Rate(1.25, at_once=True))
+    mixer.post(Play())
+    keylock_heard(mixer)
+    head = mixer.position / SR
+    assert t.heard() == head - LATENCY * 1.25 / SR
+    assert t.heard() < t.position() == head
+    mixer.post(Pause())
+    for _ in range(40):  # faded out: stopped
+        mixer.process(np.zeros((256, 2), np.float32))
+    assert not mixer.rolling and t.heard() == t.position()

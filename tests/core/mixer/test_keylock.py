@@ -92,6 +92,17 @@ def test_the_rate_a_sample_was_read_at_is_the_line_between_blocks() -> None:
     assert s.rate_at(0.0) == 1.5 and s.rate_at(256.0) == 1.5
 
 
+def test_without_the_compiled_shifter_keylock_delays_nothing() -> None:
+    """No C compiler, no shifter: keylock is stored, the mix plays vinyl, and the
+    delay the sync followers place the play head by stays 0."""
+    m = mixer(sine(440.0, 2.0))
+    m.shifter._kern = None
+    vinyl = run(mixer(sine(440.0, 2.0)), SR, 256, {0: [Rate(1.08)]})
+    kept = run(m, SR, 256, {0: [Rate(1.08), Keylock(True)]})
+    assert m.keylock and m.output_delay == 0
+    np.testing.assert_array_equal(kept, vinyl)
+
+
 def test_the_rate_of_1_08_with_keylock_off_is_475_2_hz() -> None:
     out = run(mixer(sine(440.0, 3.0)), SR * 2, 256, {0: [Rate(1.08)]})
     assert frequency(out[SR:, 0]) == pytest.approx(475.2, abs=0.01)
