@@ -54,14 +54,15 @@ def _noise_track(n: int, seconds: float) -> Track:
     return Track(ch, SR, tuple(f"s{i}" for i in range(n)))
 
 
-def _engine(n: int, block: int, keylock: bool, blocks: int) -> np.ndarray:
-    """Per-block seconds of Mixer.process, n channels, rate 1.08, keylock on or off."""
+def _engine(n: int, block: int, keylock: bool, blocks: int, outputs: str = "mix") -> np.ndarray:
+    """Per-block seconds of Mixer.process, n channels, rate 1.08, keylock on or off;
+    ``outputs="channels"``: a pair a channel, each through its own shifter."""
     m = Mixer(max_channels=max(n, 4))
-    m.prepare(SR, block)
+    m.prepare(SR, block, outputs=outputs)
     m.post(SetTrack(_noise_track(n, 20.0)))
     m.post(Batch((Rate(1.08), Keylock(keylock))))
     m.post(Play())
-    out = np.zeros((block, 2), np.float32)
+    out = np.zeros((block, m.out_channels), np.float32)
     enter_audio_thread()
     for _ in range(200):
         m.process(out)
@@ -106,6 +107,13 @@ def budget(blocks: int) -> None:
     print("2. engine per block with keylock on (rate 1.08), share of the block's time")
     for n, block in ((4, 256), (4, 64), (64, 256), (64, 64)):
         times = _engine(n, block, True, blocks) / (block / SR)
+        print(
+            f"   {n:2d} ch {block:3d} frames: p50 {np.median(times):6.1%}  "
+            f"p99 {np.percentile(times, 99):6.1%}"
+        )
+    print("   --outputs channels (a shifter a channel, and the master's for the recorder):")
+    for n, block in ((4, 256), (4, 64), (16, 256), (16, 64)):
+        times = _engine(n, block, True, blocks, "channels") / (block / SR)
         print(
             f"   {n:2d} ch {block:3d} frames: p50 {np.median(times):6.1%}  "
             f"p99 {np.percentile(times, 99):6.1%}"

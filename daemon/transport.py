@@ -33,7 +33,7 @@ from stemdeck.core.mixer.commands import (
     Stop,
     Track,
 )
-from stemdeck.core.mixer.keylock import MAX_PITCH
+from stemdeck.core.mixer.keylock import MAX_PITCH, MAX_SHIFTED_STRIPS
 from stemdeck.core.mixer.params import MAX_RATE, MIN_RATE
 
 __all__ = [
@@ -108,6 +108,7 @@ class TransportState(Protocol):
     def output_delay(self) -> int: ...
 
     sr: int
+    outputs: str
 
     def seconds(self, frames: int) -> float: ...
 
@@ -156,6 +157,20 @@ class TransportControl:
     def position(self) -> float:
         """Play head position in seconds (of the track's time)."""
         return float(self.engine.seconds(self.engine.position))
+
+    def _shifts_every_channel(self, address: str) -> None:
+        """With ``outputs="channels"`` each channel's pair has a pitch shifter of its
+        own, for at most :data:`MAX_SHIFTED_STRIPS` channels: a track with more is
+        refused keylock and pitch (the rest would play unshifted, 24 ms early)."""
+        track = self.engine.track
+        if self.engine.outputs != "channels" or track is None or track.is_mix:
+            return
+        count = int(track.channels.shape[0])
+        if count > MAX_SHIFTED_STRIPS:
+            raise ParameterError(
+                f"{address}: with --outputs channels each channel has a pitch shifter "
+                f"of its own, at most {MAX_SHIFTED_STRIPS}; this track has {count} channels"
+            )
 
     def heard(self) -> float:
         """The track's second heard now, rolling, as far as the mixer knows: the play
@@ -267,6 +282,8 @@ class TransportControl:
         if verb == "keylock":
             if len(args) != 1 or args[0] not in (0, 1) or isinstance(args[0], float):
                 raise ParameterError(f"/transport/keylock takes 0 or 1, got {list(args)!r}")
+            if args[0]:
+                self._shifts_every_channel("/transport/keylock")
             return Keylock(bool(args[0]))
         if verb == "pitch":
             semitones = _number("/transport/pitch", args)
@@ -275,6 +292,8 @@ class TransportControl:
                     f"/transport/pitch must be within {-MAX_PITCH:g}..{MAX_PITCH:g} "
                     f"semitones, got {semitones:g}"
                 )
+            if semitones != 0.0:
+                self._shifts_every_channel("/transport/pitch")
             return Pitch(semitones)
         if verb == "seek":
             seconds = _seconds("/transport/seek", args)

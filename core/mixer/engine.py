@@ -89,7 +89,9 @@ the buses while no head sounds), until they are quiet.
 
 With keylock on or a pitch shift (:class:`~.commands.Keylock`, :class:`~.commands.Pitch`),
 the block's master then goes through the one pitch shifter :mod:`.keylock` holds
-(``Mixer.shifter``), one more compiled call; in bypass nothing is called.
+(``Mixer.shifter``), one more compiled call, and with ``outputs="channels"`` each
+channel's pair through its own (``Mixer.strip_shifters``, in step with the master's);
+in bypass nothing is called.
 
 The output is always finite: a block with a NaN or infinite sample (a damaged
 file that slipped through) is replaced by silence and counted in
@@ -109,7 +111,7 @@ from .control import PENDING_ACTIONS, MixerControl
 from .fx import Effects
 from .heads import FadingHead, Ramp
 from .kernel import READ_REACH, READ_TABLE, Kernel
-from .keylock import Shifter
+from .keylock import MAX_SHIFTED_STRIPS, Shifter
 from .numpy_kernel import NumpyKernel
 
 __all__ = ["AUDIO_BUFSIZE", "FADING_HEADS", "Mixer", "enter_audio_thread"]
@@ -182,6 +184,10 @@ class Mixer(MixerControl):
         self.rate_glide_ms = rate_glide_ms
         self.rate = 1.0
         self.shifter = Shifter()
+        #: With ``outputs="channels"``: a shifter a channel (the first
+        #: :data:`~.keylock.MAX_SHIFTED_STRIPS`), in step with :attr:`shifter`.
+        self.strip_shifters: list[Shifter] = []
+        self._shifted_rows = 0  # channels whose shifter ran in the last block
         self._out_delay = 0  # output_delay, published after each block
         self.at_end = at_end
         self._queue = deque()
@@ -306,6 +312,12 @@ class Mixer(MixerControl):
         self.shifter.prepare(self.sr)
         self.shifter.set()  # keylock or a pitch set before: engaged again
         self._out_delay = 0
+        count = min(n, MAX_SHIFTED_STRIPS) if outputs == "channels" else 0
+        if len(self.strip_shifters) != count:
+            self.strip_shifters = [Shifter() for _ in range(count)]
+        for strip in self.strip_shifters:
+            strip.prepare(self.sr)
+        self._shifted_rows = 0  # joined afresh at the next shifted block
         if self.track is not None:  # prepared again with a track in: its step at this rate
             self._track_step(self.track)
         #: The DJ filters and the echo bus (:class:`~.fx.Effects`); the block reads
@@ -371,10 +383,10 @@ class Mixer(MixerControl):
     @property
     def output_delay(self) -> int:
         """Frames the audio out lags the play head by (read by any thread): the pitch
-        shifter's latency while keylock or a pitch shift runs the master through it
-        and its output is heard (``outputs="mix"``; :attr:`.keylock.Shifter.delay`),
-        else 0 (the per-strip outputs are not shifted). Published once a block, after
-        it: a Batch of keylock off and a pitch is never seen half applied. A
+        shifter's latency while keylock or a pitch shift runs the master (and, with
+        ``outputs="channels"``, each channel's pair) through it and its output is
+        heard (:attr:`.keylock.Shifter.delay`), else 0. Published once a block,
+        after it: a Batch of keylock off and a pitch is never seen half applied. A
         leader's beat (docs/sync.md) is placed that far ahead of the play head."""
         return self._out_delay
 
@@ -406,7 +418,29 @@ class Mixer(MixerControl):
                     shifter.block(piece, frames, rate, self._mix)
                 else:
                     shifter.block(self._mix[:, :frames].T, frames, rate, None)
-        self._out_delay = shifter.delay if self.outputs == "mix" else 0
+                    self._shift_strips(piece, frames, rate)
+            else:
+                self._shifted_rows = 0
+        self._out_delay = shifter.delay
+
+    def _shift_strips(self, out: np.ndarray, frames: int, rate: float) -> None:
+        """``outputs="channels"``: each channel's pair through its own shifter, in step
+        with the master's (one that did not run in the last block joins it afresh)."""
+        rows = 0
+        for t in (self.track, *(h.track for h in self._fading if h.left)):
+            if t is not None and not t.is_mix and t.channels.shape[0] > rows:
+                rows = t.channels.shape[0]
+        strips = self.strip_shifters
+        rows = min(rows, len(strips))
+        lead = self.shifter
+        for i in range(rows):
+            strip = strips[i]
+            if i >= self._shifted_rows:
+                strip.join(lead, (i + 1) % 4 * lead.hop // 4)  # the master's at 0
+            else:
+                strip.follow(lead)
+            strip.block(out[:, 2 * i : 2 * i + 2], frames, rate, None)
+        self._shifted_rows = rows
 
     def _quantized_block(self, out: np.ndarray) -> None:
         """A block while quantized commands wait (:class:`~.commands.Quantized`):

@@ -4,7 +4,8 @@ The vinyl read head plays the track at rate r (pitch following); with keylock on
 the master then goes through one pitch shifter with transpose factor
 ``(1 / r) * 2 ** (semitones / 12)``, so the tempo changes and the key stays (or
 moves by ``semitones`` on its own). Whatever the number of strips, it is one
-shifter: its cost does not depend on the channel count (``bench/stretch.py``).
+shifter: its cost does not depend on the channel count (``bench/stretch.py``),
+except where each channel has an output of its own (``outputs="channels"``, below).
 
 The shifter is ``_kernel.c``'s ``shift`` (a phase vocoder moving spectral peaks
 with identity phase locking, documented there), every buffer made here once, in
@@ -18,8 +19,10 @@ crossfades with the dry mix over :data:`XFADE_MS`; switching on, the crossfade
 waits for the shifter to fill (:data:`LATENCY` samples), so nothing but the mix
 is ever heard.
 
-With ``outputs="channels"`` (a pair per strip) the strips' outputs stay vinyl;
-the master the recorder takes (``Mixer.master_view``) is shifted. With no compiled
+With ``outputs="channels"`` (a pair per strip) each channel's pair goes through a
+shifter of its own, joined to the master's (:meth:`Shifter.join`, :meth:`Shifter.follow`:
+the same state, the same latency), and the master the recorder takes
+(``Mixer.master_view``) through the master's. With no compiled
 kernel (no C compiler) there is no shifter: keylock and pitch are recorded and
 reported but the mix plays vinyl.
 """
@@ -37,6 +40,7 @@ __all__ = [
     "HOP",
     "LATENCY",
     "MAX_PITCH",
+    "MAX_SHIFTED_STRIPS",
     "SHIFT_FIELDS",
     "SHIFT_ROWS",
     "XFADE_MS",
@@ -66,6 +70,9 @@ XFADE_MS = 20.0
 #: block's frame is read at most 704 samples back, plus half a block (a block is
 #: at least 16 frames: 50 blocks).
 RATE_HISTORY = 128
+#: Channels each given a shifter of their own with ``outputs="channels"`` (their
+#: pairs keylocked as the master is): about 1.2 % of a 64-frame block each.
+MAX_SHIFTED_STRIPS = 16
 #: ``_kernel.c``'s SH_SIZE and SH_ROWS: the state's fields, the work rows.
 SHIFT_FIELDS = 10
 SHIFT_ROWS = 21
@@ -187,6 +194,33 @@ class Shifter:
         if self.keylock:
             alpha /= rate
         return min(max(alpha, 0.25), 4.0)
+
+    def join(self, lead: Shifter, phase: int = 0) -> None:
+        """Start afresh in step with ``lead`` (audio thread): a channel's shifter
+        under ``outputs="channels"`` takes the master's keylock, pitch, wet gain and
+        fill, with clean rings and no rate history, so its pair comes out as
+        delayed as the master (silent while its rings fill, if ``lead`` is heard).
+        Its frames start ``phase`` samples into a hop (0 to hop - 1): the latency is
+        the same whatever the phase, and channels a quarter hop apart do their
+        FFTs in different blocks, not all in one."""
+        self.keylock, self.pitch = lead.keylock, lead.pitch
+        st, ls = self._state, lead._state
+        for field in (_G, _GTGT, _GSTEP, _WAIT):
+            st[field] = ls[field]
+        self._ring_in.fill(0.0)
+        self._ring_out.fill(0.0)
+        self._work.fill(0.0)
+        st[_COUNT] = float(phase % self.hop)
+        st[_POS] = 0.0
+        st[_RESET] = 0.0
+        self._blocks = 0
+        self.active = True
+
+    def follow(self, lead: Shifter) -> None:
+        """Stay in step with ``lead`` (audio thread, each block after :meth:`join`):
+        its keylock, pitch, and whether it crossfades in or out."""
+        self.keylock, self.pitch = lead.keylock, lead.pitch
+        self._state[_GTGT] = lead._state[_GTGT]
 
     def rate_at(self, sample: float) -> float:
         """The read head's rate at ``sample`` (samples since the shifter engaged) as

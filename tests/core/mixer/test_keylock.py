@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from fx_helpers import SR, cents, click_energy, frequency, hard_step_energy, mixer, run, tones
 
-from stemdeck.core.mixer.commands import Command, Keylock, Pitch, Rate
+from stemdeck.core.mixer.commands import Command, Keylock, Pitch, Rate, SetTrack, Track
 from stemdeck.core.mixer.kernel import COMPILED
 from stemdeck.core.mixer.keylock import FRAME, LATENCY, XFADE_MS, Shifter, transpose
 
@@ -101,6 +101,76 @@ def test_without_the_compiled_shifter_keylock_delays_nothing() -> None:
     kept = run(m, SR, 256, {0: [Rate(1.08), Keylock(True)]})
     assert m.keylock and m.output_delay == 0
     np.testing.assert_array_equal(kept, vinyl)
+
+
+def _tones(freqs: tuple[float, ...], seconds: float) -> np.ndarray:
+    return np.concatenate([sine(f, seconds) for f in freqs])
+
+
+def _clicks(count: int, seconds: float, first: int) -> np.ndarray:
+    """``count`` channels of silence, channel i with a click at ``first + i * SR / 10``."""
+    out = np.zeros((count, 2, int(seconds * SR)), np.float32)
+    for i in range(count):
+        out[i, :, first + i * SR // 10] = 1.0
+    return out
+
+
+def _heard_at(x: np.ndarray) -> int:
+    return int(np.argmax(np.abs(x)))
+
+
+@pytest.mark.parametrize("block", [64, 256])
+def test_with_outputs_channels_every_pair_keeps_its_key(block: int) -> None:
+    """``outputs="channels"``: each channel's pair through a shifter of its own, in
+    step with the master's (the recorder's): at rate 1.08 every tone stays within a
+    cent and the delay the followers read is the shifter's; off again, each pair is
+    the vinyl pair sample for sample. (Every pair stayed vinyl before.)"""
+    freqs = (220.0, 440.0, 880.0, 1760.0)
+    m = mixer(_tones(freqs, 4.0), block=block, outputs="channels")
+    out = run(m, SR, block, {0: [Rate(1.08), Keylock(True)]})
+    for i, hz in enumerate(freqs):
+        assert abs(cents(frequency(out[SR // 2 :, 2 * i]), hz)) < 1.0, (i, hz)
+    assert m.output_delay == LATENCY
+    vinyl = run(
+        mixer(_tones(freqs, 4.0), block=block, outputs="channels"),
+        SR + SR // 2,
+        block,
+        {0: [Rate(1.08)]},
+    )
+    off = run(m, SR // 2, block, {0: [Keylock(False)]})
+    assert m.output_delay == 0 and not any(s.active for s in m.strip_shifters)
+    np.testing.assert_array_equal(off[SR // 4 :], vinyl[SR + SR // 4 : SR + SR // 2])
+
+
+@pytest.mark.parametrize("block", [64, 256])
+def test_every_pair_is_as_delayed_as_the_master(block: int) -> None:
+    """Keylock on: a click on each channel comes out of its pair the shifter's
+    latency late, as it does out of the master (``outputs="mix"``), whatever the
+    channel's place in the hop its shifter's frames are staggered by."""
+    first = SR // 2
+    m = mixer(_clicks(4, 2.0, first), block=block, outputs="channels")
+    out = run(m, SR + SR // 4, block, {0: [Keylock(True)]})
+    for i in range(4):
+        assert _heard_at(out[:, 2 * i]) == first + i * SR // 10 + LATENCY, i
+    mixed = run(
+        mixer(_clicks(4, 2.0, first), block=block), SR + SR // 4, block, {0: [Keylock(True)]}
+    )
+    for i in range(4):
+        at = first + i * SR // 10
+        assert _heard_at(mixed[at : at + SR // 20, 0]) == LATENCY, i
+
+
+def test_a_channel_that_joins_later_is_in_step() -> None:
+    """Keylock on with two channels, then a track of four: the new pairs' shifters
+    join the master's, and a click on each comes out as late as the others'."""
+    m = mixer(_clicks(2, 2.0, SR // 2), outputs="channels")
+    run(m, SR // 4, 256, {0: [Keylock(True)]})
+    four = Track(_clicks(4, 2.0, SR // 2), SR, ("a", "b", "c", "d"))
+    out = run(m, SR + SR // 4, 256, {0: [SetTrack(four)]})
+    start = m.position - len(out)  # the track's frame of the output's first sample
+    for i in range(4):
+        assert _heard_at(out[:, 2 * i]) + start == SR // 2 + i * SR // 10 + LATENCY, i
+    assert m.output_delay == LATENCY
 
 
 def test_the_rate_of_1_08_with_keylock_off_is_475_2_hz() -> None:
