@@ -112,7 +112,7 @@ def budget(blocks: int) -> None:
             f"p99 {np.percentile(times, 99):6.1%}"
         )
     print("   --outputs channels (a shifter a channel, and the master's for the recorder):")
-    for n, block in ((4, 256), (4, 64), (16, 256), (16, 64)):
+    for n, block in ((4, 256), (4, 64), (16, 256), (8, 128)):
         times = _engine(n, block, True, blocks, "channels") / (block / SR)
         print(
             f"   {n:2d} ch {block:3d} frames: p50 {np.median(times):6.1%}  "

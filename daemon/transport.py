@@ -109,6 +109,8 @@ class TransportState(Protocol):
 
     sr: int
     outputs: str
+    max_block: int
+    strip_shifters: list[Any]
 
     def seconds(self, frames: int) -> float: ...
 
@@ -160,23 +162,30 @@ class TransportControl:
 
     def _shifts_every_channel(self, address: str) -> None:
         """With ``outputs="channels"`` each channel's pair has a pitch shifter of its
-        own, for at most :data:`MAX_SHIFTED_STRIPS` channels: a track with more is
-        refused keylock and pitch (the rest would play unshifted, 24 ms early)."""
-        track = self.engine.track
-        if self.engine.outputs != "channels" or track is None or track.is_mix:
+        own, for as many channels as the block allows
+        (:func:`~stemdeck.core.mixer.keylock.shifted_channels`: 4 at 64 frames, 16
+        from 256): a track with more is refused keylock and pitch (the rest would
+        play unshifted, 24 ms early)."""
+        engine = self.engine
+        track = engine.track
+        if engine.outputs != "channels" or track is None or track.is_mix:
             return
         count = int(track.channels.shape[0])
-        if count > MAX_SHIFTED_STRIPS:
+        most = len(engine.strip_shifters)
+        if count > most:
             raise ParameterError(
                 f"{address}: with --outputs channels each channel has a pitch shifter "
-                f"of its own, at most {MAX_SHIFTED_STRIPS}; this track has {count} channels"
+                f"of its own, at most {most} at {engine.max_block}-frame blocks "
+                f"({MAX_SHIFTED_STRIPS} from 256); this track has {count} channels"
             )
 
     def heard(self) -> float:
         """The track's second heard now, rolling, as far as the mixer knows: the play
         head less what the keylock's shifter holds back (its delay at the vinyl rate,
         24 ms at rate 1 and 48 kHz); stopped, the play head. Where a tap, a cue or a
-        downbeat set by ear lands (the output's own latency is not taken off)."""
+        downbeat set by ear lands. Not taken off: the output's own latency, and a
+        jump in the last 24 ms (just after a loop's wrap or a seek, what is heard
+        is still from before it, and this is that far before the play head)."""
         engine = self.engine
         at = float(engine.seconds(engine.position))
         delay = engine.output_delay

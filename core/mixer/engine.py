@@ -111,7 +111,7 @@ from .control import PENDING_ACTIONS, MixerControl
 from .fx import Effects
 from .heads import FadingHead, Ramp
 from .kernel import READ_REACH, READ_TABLE, Kernel
-from .keylock import MAX_SHIFTED_STRIPS, Shifter
+from .keylock import Shifter, shifted_channels
 from .numpy_kernel import NumpyKernel
 
 __all__ = ["AUDIO_BUFSIZE", "FADING_HEADS", "Mixer", "enter_audio_thread"]
@@ -184,10 +184,11 @@ class Mixer(MixerControl):
         self.rate_glide_ms = rate_glide_ms
         self.rate = 1.0
         self.shifter = Shifter()
-        #: With ``outputs="channels"``: a shifter a channel (the first
-        #: :data:`~.keylock.MAX_SHIFTED_STRIPS`), in step with :attr:`shifter`.
+        #: With ``outputs="channels"``: a shifter a channel (as many as
+        #: :func:`~.keylock.shifted_channels` allows the block), in step with :attr:`shifter`.
         self.strip_shifters: list[Shifter] = []
-        self._shifted_rows = 0  # channels whose shifter ran in the last block
+        self._strip_tail: list[int] = []
+        self._strip_ran: list[bool] = []
         self._out_delay = 0  # output_delay, published after each block
         self.at_end = at_end
         self._queue = deque()
@@ -312,12 +313,16 @@ class Mixer(MixerControl):
         self.shifter.prepare(self.sr)
         self.shifter.set()  # keylock or a pitch set before: engaged again
         self._out_delay = 0
-        count = min(n, MAX_SHIFTED_STRIPS) if outputs == "channels" else 0
+        # A shifter costs about 1.2 % of a 64-frame block, and every channel's does
+        # its FFTs in the same blocks as the master's (their frames are the master's):
+        # 4 channels at 64-frame blocks, 16 from 256.
+        count = min(n, shifted_channels(b)) if outputs == "channels" else 0
         if len(self.strip_shifters) != count:
             self.strip_shifters = [Shifter() for _ in range(count)]
         for strip in self.strip_shifters:
             strip.prepare(self.sr)
-        self._shifted_rows = 0  # joined afresh at the next shifted block
+        self._strip_tail = [0] * count  # samples a quiet channel's shifter still rings
+        self._strip_ran = [False] * count  # ran in the last block: else joins afresh
         if self.track is not None:  # prepared again with a track in: its step at this rate
             self._track_step(self.track)
         #: The DJ filters and the echo bus (:class:`~.fx.Effects`); the block reads
@@ -417,30 +422,42 @@ class Mixer(MixerControl):
                 if self.outputs == "mix":
                     shifter.block(piece, frames, rate, self._mix)
                 else:
-                    shifter.block(self._mix[:, :frames].T, frames, rate, None)
-                    self._shift_strips(piece, frames, rate)
-            else:
-                self._shifted_rows = 0
+                    alpha = shifter.transpose_for(frames, rate)
+                    self._shift_strips(piece, frames, alpha)  # before the master's block
+                    shifter.run(self._mix[:, :frames].T, frames, alpha, None)
+            else:  # bypass: each channel's shifter joins afresh when it engages again
+                ran = self._strip_ran
+                for i in range(len(ran)):
+                    ran[i] = False
         self._out_delay = shifter.delay
 
-    def _shift_strips(self, out: np.ndarray, frames: int, rate: float) -> None:
+    def _shift_strips(self, out: np.ndarray, frames: int, alpha: float) -> None:
         """``outputs="channels"``: each channel's pair through its own shifter, in step
-        with the master's (one that did not run in the last block joins it afresh)."""
+        with the master's, at its transpose factor ``alpha``: from the block where
+        the channel sounds (a shifter that did not run in the last block joins the
+        master's before its block) until its last sound is out of the shifter (two
+        frames and a hop after the channel went quiet: a track with fewer channels,
+        an eject)."""
         rows = 0
         for t in (self.track, *(h.track for h in self._fading if h.left)):
             if t is not None and not t.is_mix and t.channels.shape[0] > rows:
                 rows = t.channels.shape[0]
-        strips = self.strip_shifters
-        rows = min(rows, len(strips))
         lead = self.shifter
-        for i in range(rows):
-            strip = strips[i]
-            if i >= self._shifted_rows:
-                strip.join(lead, (i + 1) % 4 * lead.hop // 4)  # the master's at 0
+        tails, ran = self._strip_tail, self._strip_ran
+        for i, strip in enumerate(self.strip_shifters):
+            if i < rows:  # its last sound is out of the shifter two frames and a hop on
+                tails[i] = 2 * lead.frame + lead.hop
+            elif tails[i] > 0:
+                tails[i] = max(0, tails[i] - frames)
             else:
+                ran[i] = False
+                continue
+            if ran[i]:
                 strip.follow(lead)
-            strip.block(out[:, 2 * i : 2 * i + 2], frames, rate, None)
-        self._shifted_rows = rows
+            else:
+                strip.join(lead)
+                ran[i] = True
+            strip.run(out[:, 2 * i : 2 * i + 2], frames, alpha, None)
 
     def _quantized_block(self, out: np.ndarray) -> None:
         """A block while quantized commands wait (:class:`~.commands.Quantized`):

@@ -45,6 +45,7 @@ __all__ = [
     "SHIFT_ROWS",
     "XFADE_MS",
     "Shifter",
+    "shifted_channels",
     "transpose",
 ]
 
@@ -71,8 +72,20 @@ XFADE_MS = 20.0
 #: at least 16 frames: 50 blocks).
 RATE_HISTORY = 128
 #: Channels each given a shifter of their own with ``outputs="channels"`` (their
-#: pairs keylocked as the master is): about 1.2 % of a 64-frame block each.
+#: pairs keylocked as the master is), at most: :func:`shifted_channels`.
 MAX_SHIFTED_STRIPS = 16
+
+
+def shifted_channels(block: int) -> int:
+    """How many channels get a shifter of their own with ``outputs="channels"`` at
+    blocks of ``block`` frames: 4 a 64 frames, at most :data:`MAX_SHIFTED_STRIPS`
+    (16 from 256-frame blocks; 1 at 16). Their frames are the master's, so all of
+    them do their FFTs in the same blocks: about 1.2 % of a 64-frame block each,
+    the engine's p99 at 4 channels and 64 frames 16-30 %, at 16 channels 50-96 %
+    (``bench/stretch.py``)."""
+    return max(0, min(MAX_SHIFTED_STRIPS, 4 * int(block) // 64))
+
+
 #: ``_kernel.c``'s SH_SIZE and SH_ROWS: the state's fields, the work rows.
 SHIFT_FIELDS = 10
 SHIFT_ROWS = 21
@@ -195,25 +208,22 @@ class Shifter:
             alpha /= rate
         return min(max(alpha, 0.25), 4.0)
 
-    def join(self, lead: Shifter, phase: int = 0) -> None:
-        """Start afresh in step with ``lead`` (audio thread): a channel's shifter
-        under ``outputs="channels"`` takes the master's keylock, pitch, wet gain and
-        fill, with clean rings and no rate history, so its pair comes out as
-        delayed as the master (silent while its rings fill, if ``lead`` is heard).
-        Its frames start ``phase`` samples into a hop (0 to hop - 1): the latency is
-        the same whatever the phase, and channels a quarter hop apart do their
-        FFTs in different blocks, not all in one."""
+    def join(self, lead: Shifter) -> None:
+        """Start afresh in step with ``lead`` (audio thread, before ``lead``'s block):
+        a channel's shifter under ``outputs="channels"`` takes the master's keylock,
+        pitch, wet gain and fill, with clean rings, its frames on the master's, so
+        its pair comes out as delayed as the master (silent while its rings fill,
+        if ``lead`` is heard), and content two channels share is shifted alike (the
+        same peaks, phases and moves: the pairs sum to the shifted mix)."""
         self.keylock, self.pitch = lead.keylock, lead.pitch
         st, ls = self._state, lead._state
-        for field in (_G, _GTGT, _GSTEP, _WAIT):
+        for field in (_G, _GTGT, _GSTEP, _WAIT, _COUNT):
             st[field] = ls[field]
         self._ring_in.fill(0.0)
         self._ring_out.fill(0.0)
         self._work.fill(0.0)
-        st[_COUNT] = float(phase % self.hop)
         st[_POS] = 0.0
         st[_RESET] = 0.0
-        self._blocks = 0
         self.active = True
 
     def follow(self, lead: Shifter) -> None:
@@ -243,18 +253,21 @@ class Shifter:
     def block(self, io: np.ndarray, frames: int, rate: float, mix: np.ndarray | None) -> None:
         """The block's master through the shifter, in place (``io`` (frames, 2)),
         also into ``mix`` (2, >= frames) if given; ``rate`` is the read head's at the
-        block's end. Leaves :attr:`active` False once it has crossfaded into bypass.
+        block's end (:meth:`transpose_for`, then :meth:`run`). Leaves
+        :attr:`active` False once it has crossfaded into bypass."""
+        self.run(io, frames, self.transpose_for(frames, rate), mix)
 
-        The transpose factor is the one for the rate the frame being moved was read
-        at (:meth:`rate_at`): a peak's frequency is measured by its phase advance
-        from the frame before, so the rate half way between the two frames' centres.
-        Its samples went in up to a frame before, and the rate of the block's end,
+    def transpose_for(self, frames: int, rate: float) -> float:
+        """The transpose factor of the next block of ``frames`` (audio thread, once a
+        block, before :meth:`run`), the read head's ``rate`` at its end recorded.
+
+        The factor is the one for the rate the frame being moved was read at
+        (:meth:`rate_at`): a peak's frequency is measured by its phase advance from
+        the frame before, so the rate half way between the two frames' centres. Its
+        samples went in up to a frame before, and the rate of the block's end,
         taken for all of them, swept the pitch through every rate change: 84 cents
-        at most for 1.0 -> 1.08 over the mixer's 30 ms glide (8 cents now), 618
-        for 1.5 -> 0.9 (74; ``tests/core/mixer/test_keylock.py``)."""
-        kern = self._kern
-        if kern is None:
-            return
+        at most for 1.0 -> 1.08 over the mixer's 30 ms glide (8 cents now), 618 for
+        1.5 -> 0.9 (74; ``tests/core/mixer/test_keylock.py``)."""
         n = self._blocks
         start = self._ends[(n - 1) % RATE_HISTORY] if n else 0
         self._ends[n % RATE_HISTORY] = start + frames
@@ -264,8 +277,17 @@ class Shifter:
         # analysed a quarter hop before it, centred half a frame before that, and
         # measured against the frame a hop before: half a hop further back.
         centre = start + 0.5 * frames - 0.75 * self.hop - 0.5 * self.frame
+        return self.factor(self.rate_at(centre))
+
+    def run(self, io: np.ndarray, frames: int, alpha: float, mix: np.ndarray | None) -> None:
+        """``io`` through the shifter at transpose factor ``alpha`` (0.25..4): the
+        master's from :meth:`transpose_for`, given as it is to each channel's shifter
+        in step with it. Leaves :attr:`active` False once crossfaded into bypass."""
+        kern = self._kern
+        if kern is None:
+            return
         st = self._state
-        st[_ALPHA] = self.factor(self.rate_at(centre))
+        st[_ALPHA] = alpha
         kern.shift(io, frames, self._tables, st, self._ring_in, self._ring_out, self._work, mix)
         if st[_GTGT] == 0.0 and st[_G] == 0.0:
             self.active = False

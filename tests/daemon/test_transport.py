@@ -140,26 +140,32 @@ def test_what_is_heard_is_the_play_head_less_the_keylocks_delay(mixer: Mixer) ->
 
 
 def test_outputs_channels_refuses_keylock_for_more_channels_than_shifters() -> None:
-    """``outputs="channels"`` gives each channel a shifter of its own, for at most
-    16 channels: keylock or a pitch for a track of more is refused in one line
-    (its other channels would play unshifted, 24 ms early); 16 take it, and off is
-    always taken."""
-    m = Mixer(max_channels=24)
-    m.prepare(SR, 256, outputs="channels")
-    t = TransportControl(m)
+    """``outputs="channels"`` gives each channel a shifter of its own, for as many
+    channels as the block allows (4 at 64 frames, 16 from 256): keylock or a pitch
+    for a track of more is refused in one line (its other channels would play
+    unshifted, 24 ms early); as many take it, and off is always taken."""
     names = tuple(f"c{i}" for i in range(24))
-    m.post(SetTrack(Track(np.zeros((24, 2, SR), np.float32), SR, names)))
-    m.process(np.zeros((256, m.out_channels), np.float32))
-    held = "with --outputs channels each channel has a pitch shifter of its own, at most 16"
-    with pytest.raises(ParameterError) as info:
-        t.command("keylock", [1])
-    assert str(info.value) == f"/transport/keylock: {held}; this track has 24 channels"
-    with pytest.raises(ParameterError) as info:
-        t.command("pitch", [-2.0])
-    assert str(info.value) == f"/transport/pitch: {held}; this track has 24 channels"
-    assert t.command("keylock", [0]) == Keylock(False)
-    assert t.command("pitch", [0.0]) == Pitch(0.0)
-    m.post(SetTrack(Track(np.zeros((16, 2, SR), np.float32), SR, names[:16])))
-    m.process(np.zeros((256, m.out_channels), np.float32))
-    assert t.command("keylock", [1]) == Keylock(True)
-    assert t.command("pitch", [-2.0]) == Pitch(-2.0)
+    for block, most, more in ((256, 16, 24), (64, 4, 8)):
+        m = Mixer(max_channels=24)
+        m.prepare(SR, block, outputs="channels")
+        assert len(m.strip_shifters) == most
+        t = TransportControl(m)
+        m.post(SetTrack(Track(np.zeros((more, 2, SR), np.float32), SR, names[:more])))
+        m.process(np.zeros((block, m.out_channels), np.float32))
+        held = (
+            "with --outputs channels each channel has a pitch shifter of its own, "
+            f"at most {most} at {block}-frame blocks (16 from 256); "
+            f"this track has {more} channels"
+        )
+        with pytest.raises(ParameterError) as info:
+            t.command("keylock", [1])
+        assert str(info.value) == f"/transport/keylock: {held}"
+        with pytest.raises(ParameterError) as info:
+            t.command("pitch", [-2.0])
+        assert str(info.value) == f"/transport/pitch: {held}"
+        assert t.command("keylock", [0]) == Keylock(False)
+        assert t.command("pitch", [0.0]) == Pitch(0.0)
+        m.post(SetTrack(Track(np.zeros((most, 2, SR), np.float32), SR, names[:most])))
+        m.process(np.zeros((block, m.out_channels), np.float32))
+        assert t.command("keylock", [1]) == Keylock(True)
+        assert t.command("pitch", [-2.0]) == Pitch(-2.0)

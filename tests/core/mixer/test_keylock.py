@@ -9,6 +9,7 @@ import pytest
 from fx_helpers import SR, cents, click_energy, frequency, hard_step_energy, mixer, run, tones
 
 from stemdeck.core.mixer.commands import Command, Keylock, Pitch, Rate, SetTrack, Track
+from stemdeck.core.mixer.engine import Mixer
 from stemdeck.core.mixer.kernel import COMPILED
 from stemdeck.core.mixer.keylock import FRAME, LATENCY, XFADE_MS, Shifter, transpose
 
@@ -142,11 +143,23 @@ def test_with_outputs_channels_every_pair_keeps_its_key(block: int) -> None:
     np.testing.assert_array_equal(off[SR // 4 :], vinyl[SR + SR // 4 : SR + SR // 2])
 
 
+def _with_master(m: Mixer, frames: int, block: int, events: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Like ``run``, and the master bus of each block (``outputs="channels"``)."""
+    out = np.zeros((frames, m.out_channels), np.float32)
+    master = np.zeros((frames, 2), np.float32)
+    for i in range(0, frames, block):
+        for cmd in events.get(i, []):
+            m.post(cmd)
+        n = min(block, frames - i)
+        m.process(out[i : i + n])
+        master[i : i + n] = m.master_view(n)
+    return out, master
+
+
 @pytest.mark.parametrize("block", [64, 256])
 def test_every_pair_is_as_delayed_as_the_master(block: int) -> None:
     """Keylock on: a click on each channel comes out of its pair the shifter's
-    latency late, as it does out of the master (``outputs="mix"``), whatever the
-    channel's place in the hop its shifter's frames are staggered by."""
+    latency late, as it does out of the master (``outputs="mix"``)."""
     first = SR // 2
     m = mixer(_clicks(4, 2.0, first), block=block, outputs="channels")
     out = run(m, SR + SR // 4, block, {0: [Keylock(True)]})
@@ -160,17 +173,49 @@ def test_every_pair_is_as_delayed_as_the_master(block: int) -> None:
         assert _heard_at(mixed[at : at + SR // 20, 0]) == LATENCY, i
 
 
+@pytest.mark.parametrize("block", [64, 256])
+def test_the_pairs_sum_to_the_shifted_mix(block: int) -> None:
+    """Two channels of the same tone at rate 1.08, keylock on: their pairs sum to the
+    master the recorder takes, the mix through one shifter (what two stems share is
+    shifted alike). Channels' frames a quarter hop apart summed to 0.47 of it."""
+    tone = sine(440.0, 4.0)
+    m = mixer(np.concatenate([tone, tone]), block=block, outputs="channels")
+    out, master = _with_master(m, SR, block, {0: [Rate(1.08), Keylock(True)]})
+    pairs = out[SR // 2 :, 0] + out[SR // 2 :, 2]
+    np.testing.assert_allclose(pairs, master[SR // 2 :, 0], rtol=0, atol=1e-5)
+    assert np.abs(master[SR // 2 :, 0]).max() > 0.9  # the two tones, shifted, in phase
+
+
 def test_a_channel_that_joins_later_is_in_step() -> None:
-    """Keylock on with two channels, then a track of four: the new pairs' shifters
-    join the master's, and a click on each comes out as late as the others'."""
+    """Keylock on with two channels, then a track of four whose third alone sounds:
+    the new pair's shifter joins the master's, and its output is the master's
+    (the mix is that channel) sample for sample, the click and all."""
     m = mixer(_clicks(2, 2.0, SR // 2), outputs="channels")
     run(m, SR // 4, 256, {0: [Keylock(True)]})
-    four = Track(_clicks(4, 2.0, SR // 2), SR, ("a", "b", "c", "d"))
-    out = run(m, SR + SR // 4, 256, {0: [SetTrack(four)]})
-    start = m.position - len(out)  # the track's frame of the output's first sample
-    for i in range(4):
-        assert _heard_at(out[:, 2 * i]) + start == SR // 2 + i * SR // 10 + LATENCY, i
+    third = _clicks(4, 2.0, SR // 2)
+    third[[0, 1, 3]] = 0.0
+    four = Track(third, SR, ("a", "b", "c", "d"))
+    out, master = _with_master(m, SR + SR // 4, 256, {0: [SetTrack(four)]})
+    late = slice(SR // 10, None)  # the old track's crossfade over
+    np.testing.assert_array_equal(out[late, 4:6], master[late])
+    assert np.abs(out[late, 4]).max() > 0.3  # the click
     assert m.output_delay == LATENCY
+
+
+def test_a_channel_that_goes_quiet_rings_out_of_its_shifter() -> None:
+    """A track of six channels, keylock on, replaced by one of two: the pairs of the
+    four that went quiet play out what their shifters held (the last 24 ms of
+    their sound, then silence), rather than stopping with a step."""
+    tone = sine(440.0, 4.0)
+    m = mixer(np.concatenate([tone] * 6), outputs="channels")
+    run(m, SR // 2, 64, {0: [Keylock(True)]})
+    out = run(m, SR // 4, 64, {0: [SetTrack(Track(np.concatenate([tone] * 2), SR, ("a", "b")))]})
+    quiet = out[:, 10].astype(np.float64)
+    steps = np.abs(np.diff(quiet))
+    assert steps.max() < 0.06, steps.max()  # a 440 Hz sine at 0.5 moves 0.029 a sample
+    heard = np.flatnonzero(np.abs(quiet) > 1e-4)
+    assert len(heard) and heard[-1] > LATENCY, heard[-1:]  # rang on through the latency
+    assert np.abs(quiet[heard[-1] + 1 :]).max(initial=0.0) <= 1e-4
 
 
 def test_the_rate_of_1_08_with_keylock_off_is_475_2_hz() -> None:
