@@ -138,7 +138,6 @@ class LoaderBase:
         self.beats = beats
         self.generation = 0  # of the playing track
         self.track_name = ""  # the playing track
-        self._unshifted_said = -1  # the generation _say_unshifted last spoke of
         self.progress: tuple[str, float] | None = None  # the playing track's separation
         self.problem: str | None = None  # the last failure, for the status line
         self.load_failed = False  # the last request failed (until the next one)
@@ -227,37 +226,10 @@ class LoaderBase:
                     ok = txn.commit(self.engine.post, [command])
                 if ok:
                     posted()
-                    self._say_unshifted(command.track)
                     return True
                 if time.monotonic() >= deadline:
                     return False
             time.sleep(POST_RETRY_INTERVAL_S)
-
-    def _say_unshifted(self, track: Track) -> None:
-        """With ``--outputs channels`` and keylock or a pitch on, a track of more
-        channels than the block gives shifters (core/mixer/keylock.py's
-        ``shifted_channels``) plays the rest unshifted: said once a track."""
-        engine = self.engine
-        shifters = getattr(engine, "strip_shifters", None)
-        if (
-            track.is_mix
-            or shifters is None
-            or getattr(engine, "outputs", "mix") != "channels"
-            or not engine.shifter.engaged
-            or track.channels.shape[0] <= len(shifters)
-            or self._unshifted_said == self.generation
-        ):
-            return
-        self._unshifted_said = self.generation
-        log.warning(
-            "keylock with --outputs channels: %d channels have a pitch shifter at "
-            "%d-frame blocks; channels %d to %d play unshifted (a larger --block "
-            "gives more, 16 from 256)",
-            len(shifters),
-            engine.max_block,
-            len(shifters) + 1,
-            track.channels.shape[0],
-        )
 
     def _publish(
         self,

@@ -202,6 +202,7 @@ class Daemon:
         )
         self.prefetcher = Prefetcher(self.engine)
         self.started_at = time.monotonic()
+        self._unshifted_said = -1  # the track generation _say_unshifted last spoke of
         self.first_sound: float | None = None
 
     # -- Host protocol (used by OSC and MIDI) ------------------------------------------
@@ -627,6 +628,7 @@ class Daemon:
                         self.engine.kernel,
                     )
             self.prefetcher.tick()
+            self._say_unshifted()
             if self.sync.source in ("jack", "link"):  # the rate is set in the audio thread
                 self.echo_beats.leader_tempo(self.sync.tempo())
             if tty and time.monotonic() - last_line > 0.25:
@@ -637,6 +639,28 @@ class Daemon:
             sys.stderr.write("\n")
         self.shutdown()
         return 0
+
+    def _say_unshifted(self) -> None:
+        """Keylock or a pitch under ``--outputs channels`` with a track of more channels
+        than the block gives shifters (core/mixer/keylock.py's ``shifted_channels``;
+        the transport refuses keylock for one, but not for a track loaded after it):
+        the channels past the last play unshifted, which is said once a track."""
+        engine = self.engine
+        extra = engine.unshifted
+        gen = self.loader.generation
+        if extra <= 0 or self._unshifted_said == gen:
+            return
+        self._unshifted_said = gen
+        shifted = len(engine.strip_shifters)
+        log.warning(
+            "keylock with --outputs channels: %d channels have a pitch shifter at "
+            "%d-frame blocks; channels %d to %d play unshifted (a larger --block "
+            "gives more, 16 from 256)",
+            shifted,
+            engine.max_block,
+            shifted + 1,
+            shifted + extra,
+        )
 
     def shutdown(self) -> None:
         self.scenes.stop()

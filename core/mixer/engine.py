@@ -189,6 +189,9 @@ class Mixer(MixerControl):
         self.strip_shifters: list[Shifter] = []
         self._strip_tail: list[int] = []
         self._strip_ran: list[bool] = []
+        #: Channels sounding past the last of :attr:`strip_shifters` while the
+        #: shifter runs (unshifted: the daemon says so), else 0; set each block.
+        self.unshifted = 0
         self._out_delay = 0  # output_delay, published after each block
         self.at_end = at_end
         self._queue = deque()
@@ -284,6 +287,7 @@ class Mixer(MixerControl):
         self._transport_curve = np.zeros(b, np.float32)
         self._master_curve = np.zeros(b, np.float32)
         self._chan_out = np.zeros((n, 2, b), np.float32) if outputs == "channels" else None
+        self._held_mix = np.zeros((2, b), np.float32)  # a cut block's master bus
         self._master = Ramp(1.0)
         self._transport = Ramp(0.0)
         self._master_state = (1.0, False)
@@ -426,9 +430,12 @@ class Mixer(MixerControl):
                     self._shift_strips(piece, frames, alpha)  # before the master's block
                     shifter.run(self._mix[:, :frames].T, frames, alpha, None)
             else:  # bypass: each channel's shifter joins afresh when it engages again
-                ran = self._strip_ran
+                ran, tails = self._strip_ran, self._strip_tail
                 for i in range(len(ran)):
                     ran[i] = False
+                    tails[i] = 0
+        if not shifter.active:
+            self.unshifted = 0
         self._out_delay = shifter.delay
 
     def _shift_strips(self, out: np.ndarray, frames: int, alpha: float) -> None:
@@ -444,6 +451,7 @@ class Mixer(MixerControl):
                 rows = t.channels.shape[0]
         lead = self.shifter
         tails, ran = self._strip_tail, self._strip_ran
+        self.unshifted = max(0, rows - len(tails))
         for i, strip in enumerate(self.strip_shifters):
             if i < rows:  # its last sound is out of the shifter two frames and a hop on
                 tails[i] = 2 * lead.frame + lead.hop
@@ -466,6 +474,7 @@ class Mixer(MixerControl):
         ramps run per sample, so the cut itself changes no sample."""
         frames = out.shape[0]
         off = 0
+        mix, held = self._mix, self._held_mix
         while off < frames and self._pq_count:
             if self.track is None or not self.rolling:
                 self._flush_pending()  # the head will not get there: act now
@@ -475,13 +484,21 @@ class Mixer(MixerControl):
                     break
                 if k:
                     self._process_block(out[off : off + k])
+                    np.copyto(held[:, off : off + k], mix[:, :k])
                     off += k
                 if not self._fire_due():
                     self._flush_pending()  # never expected: no block is cut for nothing
             if self._dirty:
                 self._retarget()
+        if off == 0:
+            self._process_block(out)
+            return
         if off < frames:
             self._process_block(out[off:])
+            np.copyto(held[:, off:frames], mix[:, : frames - off])
+        # Each piece wrote its master bus from the start of ``_mix``: the block's, in
+        # order (the recorder's, and under outputs="channels" the master's shifter's).
+        np.copyto(mix[:, :frames], held[:, :frames])
 
     def _transport_curve_for(self, frames: int) -> bool:
         """The transport gain of each sample into ``_transport_curve``; True if it moves.

@@ -217,18 +217,24 @@ class Shifter:
         same peaks, phases and moves: the pairs sum to the shifted mix)."""
         self.keylock, self.pitch = lead.keylock, lead.pitch
         st, ls = self._state, lead._state
-        for field in (_G, _GTGT, _GSTEP, _WAIT, _COUNT):
+        # A reset ``lead`` has pending (engaged afresh this block) resets this one in
+        # its own call the same way: its frames from the same sample.
+        for field in (_G, _GTGT, _GSTEP, _WAIT, _COUNT, _RESET):
             st[field] = ls[field]
         self._ring_in.fill(0.0)
         self._ring_out.fill(0.0)
         self._work.fill(0.0)
         st[_POS] = 0.0
-        st[_RESET] = 0.0
         self.active = True
 
     def follow(self, lead: Shifter) -> None:
-        """Stay in step with ``lead`` (audio thread, each block after :meth:`join`):
-        its keylock, pitch, and whether it crossfades in or out."""
+        """Stay in step with ``lead`` (audio thread, each block after :meth:`join`,
+        before ``lead``'s block): its keylock, pitch, and whether it crossfades in or
+        out; when ``lead`` starts afresh (engaged again from bypass, its reset
+        pending), :meth:`join` it again."""
+        if lead._state[_RESET]:
+            self.join(lead)
+            return
         self.keylock, self.pitch = lead.keylock, lead.pitch
         self._state[_GTGT] = lead._state[_GTGT]
 

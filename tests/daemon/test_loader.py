@@ -34,9 +34,7 @@ from stemdeck.core.audiofile.decode import read_stem_file
 from stemdeck.core.audiofile.files import MappedDecode
 from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import AudioFileError, ParameterError
-from stemdeck.core.mixer.commands import Batch, Command, Keylock, SetTrack, Track
-from stemdeck.core.mixer.engine import Mixer
-from stemdeck.core.mixer.kernel import COMPILED
+from stemdeck.core.mixer.commands import Batch, Command, SetTrack
 from stemdeck.core.separation import keys as keys_module
 from stemdeck.core.separation.cache import SeparationCache, file_identity
 from stemdeck.core.separation.keys import SeparationSpec
@@ -1287,27 +1285,3 @@ def test_no_worker_starts_before_the_daemons_audio_runs(
         assert len(starts) == 1 and starts[0].at >= sounding
     finally:
         loader.close()
-
-
-@pytest.mark.skipif(COMPILED is None, reason="the compiled kernel is not built")
-def test_a_track_of_more_channels_than_shifters_with_keylock_on_is_said_once(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """``--outputs channels`` at 64-frame blocks gives 4 channels a pitch shifter of
-    their own: with keylock on, a track of 6 plays channels 5 and 6 unshifted,
-    which the daemon says once for the track (not at each of its posts)."""
-    engine = Mixer(max_channels=8)
-    engine.prepare(SR, 64, outputs="channels")
-    engine.post(Keylock(True))
-    engine.process(np.zeros((64, engine.out_channels), np.float32))
-    six = tuple(f"c{i}" for i in range(6))
-    loader = TrackLoader(engine, Registry(six), six, spec=SPEC, cache=None, library=[])
-    track = Track(np.zeros((6, 2, SR), np.float32), SR, six)
-    with caplog.at_level(logging.WARNING, logger="stemdeck.daemon.loader_base"):
-        for _ in range(2):
-            assert loader._post_track(lambda: True, SetTrack(track), six, lambda: None)
-    assert [r.getMessage() for r in caplog.records] == [
-        "keylock with --outputs channels: 4 channels have a pitch shifter at 64-frame "
-        "blocks; channels 5 to 6 play unshifted (a larger --block gives more, 16 from 256)"
-    ]
-    loader.close()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from jack_helpers import keylock_heard
@@ -22,6 +25,7 @@ from stemdeck.core.mixer.commands import (
 from stemdeck.core.mixer.engine import Mixer
 from stemdeck.core.mixer.kernel import COMPILED
 from stemdeck.core.mixer.keylock import LATENCY
+from stemdeck.daemon.serve import Daemon
 from stemdeck.daemon.transport import TransportControl
 
 SR = 48000
@@ -169,3 +173,33 @@ def test_outputs_channels_refuses_keylock_for_more_channels_than_shifters() -> N
         m.process(np.zeros((block, m.out_channels), np.float32))
         assert t.command("keylock", [1]) == Keylock(True)
         assert t.command("pitch", [-2.0]) == Pitch(-2.0)
+
+
+@pytest.mark.skipif(COMPILED is None, reason="the compiled kernel is not built")
+def test_a_track_of_more_channels_than_shifters_is_said_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Keylock on under ``outputs="channels"`` at 64-frame blocks (4 shifters), then a
+    track of 6 (the refusal cannot stop a track loaded after keylock, or posted just
+    before it): the mixer counts the 2 channels it plays unshifted, and the daemon's
+    loop says so once for the track, not every quarter second."""
+    m = Mixer(max_channels=8)
+    m.prepare(SR, 64, outputs="channels")
+    keylock_heard(m)
+    six = tuple(f"c{i}" for i in range(6))
+    m.post(SetTrack(Track(np.zeros((6, 2, SR), np.float32), SR, six)))
+    m.post(Play())
+    m.process(np.zeros((64, m.out_channels), np.float32))
+    assert m.unshifted == 2
+    daemon = SimpleNamespace(engine=m, loader=SimpleNamespace(generation=3), _unshifted_said=-1)
+    with caplog.at_level(logging.WARNING, logger="stemdeck.daemon.serve"):
+        for _ in range(3):
+            Daemon._say_unshifted(daemon)  # type: ignore[arg-type]
+    assert [r.getMessage() for r in caplog.records] == [
+        "keylock with --outputs channels: 4 channels have a pitch shifter at 64-frame "
+        "blocks; channels 5 to 6 play unshifted (a larger --block gives more, 16 from 256)"
+    ]
+    keylock_heard(m, False)
+    while m.shifter.active:  # crossfaded into bypass: no shifter runs, none missing
+        m.process(np.zeros((64, m.out_channels), np.float32))
+    assert m.unshifted == 0

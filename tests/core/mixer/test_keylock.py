@@ -180,9 +180,10 @@ def test_the_pairs_sum_to_the_shifted_mix(block: int) -> None:
     shifted alike). Channels' frames a quarter hop apart summed to 0.47 of it."""
     tone = sine(440.0, 4.0)
     m = mixer(np.concatenate([tone, tone]), block=block, outputs="channels")
-    out, master = _with_master(m, SR, block, {0: [Rate(1.08), Keylock(True)]})
-    pairs = out[SR // 2 :, 0] + out[SR // 2 :, 2]
-    np.testing.assert_allclose(pairs, master[SR // 2 :, 0], rtol=0, atol=1e-5)
+    events = {0: [Rate(1.08), Keylock(True)], SR // 2: [Rate(0.92)]}  # and a glide
+    out, master = _with_master(m, SR, block, events)
+    pairs = out[SR // 4 :, 0] + out[SR // 4 :, 2]
+    np.testing.assert_allclose(pairs, master[SR // 4 :, 0], rtol=0, atol=1e-5)
     assert np.abs(master[SR // 2 :, 0]).max() > 0.9  # the two tones, shifted, in phase
 
 
@@ -200,6 +201,66 @@ def test_a_channel_that_joins_later_is_in_step() -> None:
     np.testing.assert_array_equal(out[late, 4:6], master[late])
     assert np.abs(out[late, 4]).max() > 0.3  # the click
     assert m.output_delay == LATENCY
+
+
+def _third_alone(seconds: float) -> np.ndarray:
+    """Four channels, the third a noise and the rest silent: its pair must be the
+    master (the mix is that channel) sample for sample, shifter or not."""
+    rng = np.random.default_rng(5)
+    channels = np.zeros((4, 2, int(seconds * SR)), np.float32)
+    channels[2] = (rng.standard_normal((2, channels.shape[2])) * 0.1).astype(np.float32)
+    return channels
+
+
+@pytest.mark.parametrize("host", [64, 1000])
+@pytest.mark.parametrize("engage", [Keylock, lambda on: Pitch(3.0 if on else 0.0)])
+def test_a_channel_stays_in_step_through_off_and_on_again(host: int, engage: object) -> None:
+    """Keylock (or a pitch) on, off, and on again the block after the master's
+    shifter went to bypass, and once more later: the third channel's pair, which
+    alone sounds, is the master's sample for sample throughout (its shifter joined
+    the master's stale frames, or followed without a fill, 0.75 apart), at 64-frame
+    blocks and with a host's 1000-frame block cut into them."""
+    on, off = engage(True), engage(False)  # type: ignore[operator]
+    m = mixer(_third_alone(4.0), block=64, outputs="channels")
+    m.post(Rate(1.08))
+    outs, masters = [], []
+
+    def blocks(n: int, first: list[Command] | None = None) -> None:
+        for i in range(n):
+            for cmd in first if i == 0 and first else []:
+                m.post(cmd)
+            out = np.zeros((host, m.out_channels), np.float32)
+            m.process(out)
+            last = host % 64 or 64  # the master bus is the last piece's
+            outs.append(out[-last:, 4:6])
+            masters.append(m.master_view(last).copy())
+
+    blocks(60, [on])
+    blocks(1, [off])
+    while m.shifter.active:
+        blocks(1)
+    blocks(40, [on])  # the block right after bypass
+    blocks(20, [off])
+    blocks(60)
+    blocks(40, [on])  # long after
+    np.testing.assert_array_equal(np.concatenate(outs), np.concatenate(masters))
+    assert np.abs(np.concatenate(outs)).max() > 0.1
+
+
+def test_a_quantized_cut_keeps_the_master_bus_whole() -> None:
+    """A block cut by a quantized command: each piece wrote the master bus from its
+    start, so the recorder's master (and the master's shifter) had only the last
+    piece. Now the third channel alone sounding, keylock on, its pair is the master
+    sample for sample across the cut, as with keylock off."""
+    from stemdeck.core.mixer.commands import Quantized, StripTarget
+
+    for keylock in (False, True):
+        m = mixer(_third_alone(4.0), block=256, outputs="channels")
+        out, master = _with_master(m, SR // 2, 256, {0: [Keylock(keylock)]})
+        due = m.position + 100  # inside the next block
+        cmd = Quantized(due, StripTarget(0, 0.5, False, False, 0.0))
+        out, master = _with_master(m, 2048, 256, {0: [cmd]})
+        np.testing.assert_array_equal(out[:, 4:6], master)
 
 
 def test_a_channel_that_goes_quiet_rings_out_of_its_shifter() -> None:
