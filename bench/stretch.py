@@ -313,7 +313,7 @@ def _glide_cents(r0: float, r1: float, block: int) -> tuple[float, float]:
 
 def _partials_cents(parts: list[tuple[float, float]], rate: float) -> float:
     t = np.arange(SR * 4) / SR
-    y = sum(a * np.sin(2 * np.pi * f * t) for f, a in parts).astype(np.float32)
+    y = np.sum([a * np.sin(2 * np.pi * f * t) for f, a in parts], axis=0).astype(np.float32)
     m = Mixer()
     m.prepare(SR, 256)
     m.post(SetTrack(Track(np.stack([y, y])[np.newaxis], SR, ("t",))))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import cffi
@@ -180,18 +181,27 @@ class PortlessClockIn(MidiClockIn):
         self.name = port
 
 
-def test_the_play_head_follows_with_bounded_nudges() -> None:
-    now = [0.0]
+def _following(
+    grid: BeatGrid, now: list[float], latency: Callable[[], float] = lambda: 0.0
+) -> tuple[FakeEngine, SyncControl, PortlessClockIn]:
+    """A clock in on a fake engine, following ``midi``, on the clock ``now[0]``."""
     engine = FakeEngine()
     sync = SyncControl()
     clock_in = PortlessClockIn(
         engine,
-        Grid(BeatGrid(100.0, 0.5)),
+        Grid(grid),
         sync,
         "virtual:test",
         block_s=0.0,
+        latency=latency,
         clock=lambda: now[0],
     )
+    return engine, sync, clock_in
+
+
+def test_the_play_head_follows_with_bounded_nudges() -> None:
+    now = [0.0]
+    engine, sync, clock_in = _following(BeatGrid(100.0, 0.5), now)
     assert sync.midi
     sync.set_source("midi")
     sync.set_anchor(0.5)  # the track's first downbeat at the leader's beat 0
@@ -235,17 +245,7 @@ def test_a_change_of_the_heard_latency_seeks_at_once() -> None:
     when it goes; a change within LATENCY_STEP_S is left to the nudge."""
     now = [0.0]
     latency = [0.005]
-    engine = FakeEngine()
-    sync = SyncControl()
-    clock_in = PortlessClockIn(
-        engine,
-        Grid(BeatGrid(120.0, 0.0)),
-        sync,
-        "virtual:test",
-        block_s=0.0,
-        latency=lambda: latency[0],
-        clock=lambda: now[0],
-    )
+    engine, sync, clock_in = _following(BeatGrid(120.0, 0.0), now, lambda: latency[0])
     sync.set_source("midi")
     f = clock_in.follower
     period = 60.0 / 120.0 / PPQN
