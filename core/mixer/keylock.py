@@ -78,11 +78,11 @@ MAX_SHIFTED_STRIPS = 16
 
 def shifted_channels(block: int) -> int:
     """How many channels get a shifter of their own with ``outputs="channels"`` at
-    blocks of ``block`` frames: 4 a 64 frames, at most :data:`MAX_SHIFTED_STRIPS`
+    blocks of ``block`` frames: 4 at 64 frames, at most :data:`MAX_SHIFTED_STRIPS`
     (16 from 256-frame blocks; 1 at 16). Their frames are the master's, so all of
-    them do their FFTs in the same blocks: about 1.2 % of a 64-frame block each,
-    the engine's p99 at 4 channels and 64 frames 16-30 %, at 16 channels 50-96 %
-    (``bench/stretch.py``)."""
+    them do their FFTs in the same blocks: about 1.2 % of a 64-frame block each;
+    the engine's p99 with keylock at 4 channels and 64 frames 27.5 %, 8 and 128
+    34.8 %, 16 and 256 44.1 % (``bench/stretch.py``, medians of 3)."""
     return max(0, min(MAX_SHIFTED_STRIPS, 4 * int(block) // 64))
 
 
