@@ -110,7 +110,9 @@ class TransportState(Protocol):
     sr: int
     outputs: str
     max_block: int
-    strip_shifters: list[Any]
+
+    @property
+    def strip_shifters(self) -> list[Any]: ...
 
     def seconds(self, frames: int) -> float: ...
 

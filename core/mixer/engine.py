@@ -111,7 +111,7 @@ from .control import PENDING_ACTIONS, MixerControl
 from .fx import Effects
 from .heads import FadingHead, Ramp
 from .kernel import READ_REACH, READ_TABLE, Kernel
-from .keylock import Shifter, shifted_channels
+from .keylock import ChannelShifters, Shifter, shifted_channels
 from .numpy_kernel import NumpyKernel
 
 __all__ = ["AUDIO_BUFSIZE", "FADING_HEADS", "Mixer", "enter_audio_thread"]
@@ -184,14 +184,8 @@ class Mixer(MixerControl):
         self.rate_glide_ms = rate_glide_ms
         self.rate = 1.0
         self.shifter = Shifter()
-        #: With ``outputs="channels"``: a shifter a channel (as many as
-        #: :func:`~.keylock.shifted_channels` allows the block), in step with :attr:`shifter`.
-        self.strip_shifters: list[Shifter] = []
-        self._strip_tail: list[int] = []
-        self._strip_ran: list[bool] = []
-        #: Channels sounding past the last of :attr:`strip_shifters` while the
-        #: shifter runs (unshifted: the daemon says so), else 0; set each block.
-        self.unshifted = 0
+        #: With ``outputs="channels"``: a shifter a channel, in step with :attr:`shifter`.
+        self.channel_shifters = ChannelShifters()
         self._out_delay = 0  # output_delay, published after each block
         self.at_end = at_end
         self._queue = deque()
@@ -321,12 +315,7 @@ class Mixer(MixerControl):
         # its FFTs in the same blocks as the master's (their frames are the master's):
         # 4 channels at 64-frame blocks, 16 from 256.
         count = min(n, shifted_channels(b)) if outputs == "channels" else 0
-        if len(self.strip_shifters) != count:
-            self.strip_shifters = [Shifter() for _ in range(count)]
-        for strip in self.strip_shifters:
-            strip.prepare(self.sr)
-        self._strip_tail = [0] * count  # samples a quiet channel's shifter still rings
-        self._strip_ran = [False] * count  # ran in the last block: else joins afresh
+        self.channel_shifters.prepare(self.sr, count)
         if self.track is not None:  # prepared again with a track in: its step at this rate
             self._track_step(self.track)
         #: The DJ filters and the echo bus (:class:`~.fx.Effects`); the block reads
@@ -427,45 +416,33 @@ class Mixer(MixerControl):
                     shifter.block(piece, frames, rate, self._mix)
                 else:
                     alpha = shifter.transpose_for(frames, rate)
-                    self._shift_strips(piece, frames, alpha)  # before the master's block
+                    # Before the master's block: each channel's joins it in step.
+                    self.channel_shifters.block(piece, frames, alpha, self._live_rows(), shifter)
                     shifter.run(self._mix[:, :frames].T, frames, alpha, None)
-            else:  # bypass: each channel's shifter joins afresh when it engages again
-                ran, tails = self._strip_ran, self._strip_tail
-                for i in range(len(ran)):
-                    ran[i] = False
-                    tails[i] = 0
         if not shifter.active:
-            self.unshifted = 0
+            self.channel_shifters.bypass()
         self._out_delay = shifter.delay
 
-    def _shift_strips(self, out: np.ndarray, frames: int, alpha: float) -> None:
-        """``outputs="channels"``: each channel's pair through its own shifter, in step
-        with the master's, at its transpose factor ``alpha``: from the block where
-        the channel sounds (a shifter that did not run in the last block joins the
-        master's before its block) until its last sound is out of the shifter (two
-        frames and a hop after the channel went quiet: a track with fewer channels,
-        an eject)."""
+    @property
+    def strip_shifters(self) -> list[Shifter]:
+        """With ``outputs="channels"``: each channel's pitch shifter (as many as
+        :func:`~.keylock.shifted_channels` allows the block), else none."""
+        return self.channel_shifters.shifters
+
+    @property
+    def unshifted(self) -> int:
+        """Channels sounding past the last of :attr:`strip_shifters` while keylock or
+        a pitch runs (unshifted: the daemon says so), else 0."""
+        return self.channel_shifters.unshifted
+
+    def _live_rows(self) -> int:
+        """The most channels a play head reads now (the main head's track's, or a
+        fading head's): 0 for the original while it plays alone."""
         rows = 0
         for t in (self.track, *(h.track for h in self._fading if h.left)):
             if t is not None and not t.is_mix and t.channels.shape[0] > rows:
                 rows = t.channels.shape[0]
-        lead = self.shifter
-        tails, ran = self._strip_tail, self._strip_ran
-        self.unshifted = max(0, rows - len(tails))
-        for i, strip in enumerate(self.strip_shifters):
-            if i < rows:  # its last sound is out of the shifter two frames and a hop on
-                tails[i] = 2 * lead.frame + lead.hop
-            elif tails[i] > 0:
-                tails[i] = max(0, tails[i] - frames)
-            else:
-                ran[i] = False
-                continue
-            if ran[i]:
-                strip.follow(lead)
-            else:
-                strip.join(lead)
-                ran[i] = True
-            strip.run(out[:, 2 * i : 2 * i + 2], frames, alpha, None)
+        return rows
 
     def _quantized_block(self, out: np.ndarray) -> None:
         """A block while quantized commands wait (:class:`~.commands.Quantized`):
@@ -533,10 +510,7 @@ class Mixer(MixerControl):
         Curves only for the strips a play head reads: the kernel's cost is then
         that of the track, not of ``max_channels`` (every strip's ramp still
         moves on)."""
-        rows = 0
-        for t in (self.track, *(h.track for h in self._fading if h.left)):
-            if t is not None and not t.is_mix and t.channels.shape[0] > rows:
-                rows = t.channels.shape[0]
+        rows = self._live_rows()
         if not self._ramping:
             if not self._curves_ok or rows > self._flat_rows:
                 # Every ramp has ended: the curves are flat at cur, written once.

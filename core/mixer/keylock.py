@@ -44,6 +44,7 @@ __all__ = [
     "SHIFT_FIELDS",
     "SHIFT_ROWS",
     "XFADE_MS",
+    "ChannelShifters",
     "Shifter",
     "shifted_channels",
     "transpose",
@@ -297,3 +298,71 @@ class Shifter:
         kern.shift(io, frames, self._tables, st, self._ring_in, self._ring_out, self._work, mix)
         if st[_GTGT] == 0.0 and st[_G] == 0.0:
             self.active = False
+
+
+class ChannelShifters:
+    """``outputs="channels"``: a :class:`Shifter` for each channel's pair, in step
+    with the master's (audio thread, :meth:`block` before the master's block).
+
+    A channel's shifter runs from the block where the channel sounds (one that did
+    not run in the last block joins the master's afresh) until its last sound is out
+    of it, two frames and a hop after the channel went quiet (a track of fewer
+    channels, an eject). As many as :func:`shifted_channels` allows the block.
+
+    Attributes
+    ----------
+    shifters : list of Shifter
+    unshifted : int
+        Channels sounding past the last shifter in the last block the master's
+        shifter ran (they play unshifted: the daemon says so), else 0.
+    """
+
+    def __init__(self) -> None:
+        self.shifters: list[Shifter] = []
+        self.unshifted = 0
+        self._tail: list[int] = []  # samples a quiet channel's shifter still rings
+        self._ran: list[bool] = []  # ran in the last block: else joins afresh
+        self._running = False  # any ran since the last bypass
+
+    def prepare(self, samplerate: int, count: int) -> None:
+        """``count`` shifters for a stream at ``samplerate`` (not real-time)."""
+        if len(self.shifters) != count:
+            self.shifters = [Shifter() for _ in range(count)]
+        for shifter in self.shifters:
+            shifter.prepare(samplerate)
+        self._tail = [0] * count
+        self._ran = [False] * count
+        self._running = False
+        self.unshifted = 0
+
+    def block(self, out: np.ndarray, frames: int, alpha: float, rows: int, lead: Shifter) -> None:
+        """Each sounding (or still ringing) channel's pair of ``out`` (frames, 2 n)
+        through its shifter at transpose factor ``alpha``, in step with ``lead``;
+        ``rows`` channels sound in this block."""
+        tails, ran = self._tail, self._ran
+        self.unshifted = max(0, rows - len(tails))
+        for i, shifter in enumerate(self.shifters):
+            if i < rows:
+                tails[i] = 2 * lead.frame + lead.hop
+            elif tails[i] > 0:
+                tails[i] = max(0, tails[i] - frames)
+            else:
+                ran[i] = False
+                continue
+            if ran[i]:
+                shifter.follow(lead)
+            else:
+                shifter.join(lead)
+                ran[i] = True
+                self._running = True
+            shifter.run(out[:, 2 * i : 2 * i + 2], frames, alpha, None)
+
+    def bypass(self) -> None:
+        """The master's shifter is in bypass: each channel's joins afresh when it
+        engages again, and none is missing."""
+        self.unshifted = 0
+        if self._running:
+            for i in range(len(self._ran)):
+                self._ran[i] = False
+                self._tail[i] = 0
+            self._running = False

@@ -181,6 +181,16 @@ class PortlessClockIn(MidiClockIn):
         self.name = port
 
 
+def _two_beats_at_120(f: ClockFollower, now: list[float]) -> None:
+    """A leader's Start and two beats of clock at 120 BPM into ``f``, the clock
+    ``now[0]`` at the last tick."""
+    period = 60.0 / 120.0 / PPQN
+    f.start(0.0)
+    for i in range(48):
+        f.tick(i * period)
+    now[0] = 47 * period
+
+
 def _following(
     grid: BeatGrid, now: list[float], latency: Callable[[], float] = lambda: 0.0
 ) -> tuple[FakeEngine, SyncControl, PortlessClockIn]:
@@ -206,11 +216,7 @@ def test_the_play_head_follows_with_bounded_nudges() -> None:
     sync.set_source("midi")
     sync.set_anchor(0.5)  # the track's first downbeat at the leader's beat 0
     f = clock_in.follower
-    period = 60.0 / 120.0 / PPQN
-    f.start(0.0)
-    for i in range(48):
-        f.tick(i * period)
-    now[0] = 47 * period
+    _two_beats_at_120(f, now)
     clock_in.follow()  # the leader plays at 120 BPM, beat 47/24: a jump there
     (batch,) = engine.posted
     assert isinstance(batch, Batch)
@@ -248,11 +254,7 @@ def test_a_change_of_the_heard_latency_seeks_at_once() -> None:
     engine, sync, clock_in = _following(BeatGrid(120.0, 0.0), now, lambda: latency[0])
     sync.set_source("midi")
     f = clock_in.follower
-    period = 60.0 / 120.0 / PPQN
-    f.start(0.0)
-    for i in range(48):
-        f.tick(i * period)
-    now[0] = 47 * period
+    _two_beats_at_120(f, now)
 
     def seek_to() -> float:
         (batch,) = engine.posted
@@ -371,11 +373,7 @@ def test_the_followers_rates_go_through_the_registry_and_re_aim_the_echo() -> No
     )
     sync.set_source("midi")
     f = clock_in.follower
-    period = 60.0 / 120.0 / PPQN
-    f.start(0.0)
-    for i in range(48):
-        f.tick(i * period)
-    now[0] = 47 * period
+    _two_beats_at_120(f, now)
     engine.posted.clear()
     clock_in.follow()
     (batch,) = engine.posted

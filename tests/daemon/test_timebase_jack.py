@@ -146,15 +146,22 @@ def _beat_errors_ms(master: Master, onsets: list[float]) -> list[float]:
     return out
 
 
-def _clicks_on_beats_4_to_14(master: Master, label: str) -> None:
-    """Record the session to its beat 14: every click after beat 4 on its beat, within
-    1 ms (at least 9 of them)."""
-    master.record_until(master.frame_of(14.0), "the session at beat 14")
-    onsets = [o for o in _onsets(*master.take()) if o > master.frame_of(4.0)]
+def _clicks_on_the_beats(
+    master: Master, until: float, after: float, label: str, at_least: int
+) -> None:
+    """Record the session to frame ``until``: every click after frame ``after`` on the
+    session's beat within 1 ms, at least ``at_least`` of them."""
+    master.record_until(until, f"the session at frame {until:.0f}")
+    onsets = [o for o in _onsets(*master.take()) if o > after]
     errors = _beat_errors_ms(master, onsets)
     print(f"{label}: click - beat (ms): {[round(e, 3) for e in errors]}")
-    assert len(onsets) >= 9, onsets
+    assert len(onsets) >= at_least, onsets
     assert max(abs(e) for e in errors) <= 1.0, errors
+
+
+def _clicks_on_beats_4_to_14(master: Master, label: str) -> None:
+    """Record the session to its beat 14: every click after beat 4 on its beat."""
+    _clicks_on_the_beats(master, master.frame_of(14.0), master.frame_of(4.0), label, 9)
 
 
 def test_clicks_sound_on_the_sessions_beats_through_a_tempo_change_and_a_locate(
@@ -186,12 +193,8 @@ def test_clicks_sound_on_the_sessions_beats_through_a_tempo_change_and_a_locate(
         # clicks stay on the beats.
         change = master.frame() + SR // 2
         master.tempo_from(change, 100.0)
-        master.record_until(change + 8 * 60 / 100 * SR, "eight beats at 100 BPM")
-        onsets = [o for o in _onsets(*master.take()) if o > change + 2 * 60 / 100 * SR]
-        errors = _beat_errors_ms(master, onsets)
-        print(f"100 BPM: click - beat (ms): {[round(e, 3) for e in errors]}")
-        assert len(onsets) >= 5, onsets
-        assert max(abs(e) for e in errors) <= 1.0, errors
+        beat = 60 / 100 * SR
+        _clicks_on_the_beats(master, change + 8 * beat, change + 2 * beat, "100 BPM", 5)
         assert client.ask("/sync/tempo") == [("/sync/tempo", [100.0])]
         rate = client.query("/transport/rate")
         assert abs(rate - 100.0 / 120.0) <= 0.01 * 100.0 / 120.0, rate
@@ -199,13 +202,7 @@ def test_clicks_sound_on_the_sessions_beats_through_a_tempo_change_and_a_locate(
         target = master.beat_at(master.frame()) - 3.5
         master.client.transport_frame = round(master.frame_of(target))
         located = poll(master.frame, lambda f: f < master.frame_of(target + 1), "the locate")
-        master.record_until(located + 5 * 60 / 100 * SR, "five beats after the locate")
-        frames, audio = master.take()
-        onsets = [o for o in _onsets(frames, audio) if located < o]
-        errors = _beat_errors_ms(master, onsets)
-        print(f"after the locate: click - beat (ms): {[round(e, 3) for e in errors]}")
-        assert len(onsets) >= 3, onsets
-        assert max(abs(e) for e in errors) <= 1.0, errors
+        _clicks_on_the_beats(master, located + 5 * beat, located, "after the locate", 3)
     finally:
         master.client.transport_stop()
 
@@ -225,13 +222,8 @@ def test_with_keylock_on_the_clicks_still_sound_on_the_sessions_beats(
     try:
         _clicks_on_beats_4_to_14(master, "keylock on")
         assert client.ask("/transport/keylock", 0) == []
-        start = master.frame()
-        master.record_until(start + 6 * 60 / 126 * SR, "six beats, keylock off")
-        onsets = [o for o in _onsets(*master.take()) if o > start + 2 * 60 / 126 * SR]
-        errors = _beat_errors_ms(master, onsets)
-        print(f"keylock off: click - beat (ms): {[round(e, 3) for e in errors]}")
-        assert len(onsets) >= 3, onsets
-        assert max(abs(e) for e in errors) <= 1.0, errors
+        start, beat = master.frame(), 60 / 126 * SR
+        _clicks_on_the_beats(master, start + 6 * beat, start + 2 * beat, "keylock off", 3)
     finally:
         master.client.transport_stop()
         client.ask("/transport/keylock", 0)
