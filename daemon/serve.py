@@ -49,6 +49,7 @@ from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import ParameterError
 from stemdeck.core.mixer.commands import Command, Play
 from stemdeck.core.mixer.engine import Mixer
+from stemdeck.core.mixer.keylock import MAX_SHIFTED_STRIPS, full_block
 from stemdeck.core.separation.cache import SeparationCache
 from stemdeck.core.separation.keys import SeparationSpec
 
@@ -655,11 +656,13 @@ class Daemon:
         log.warning(
             "keylock with --outputs channels: %d channels have a pitch shifter at "
             "%d-frame blocks; channels %d to %d play unshifted (a larger --block "
-            "gives more, 16 from 256)",
+            "gives more, %d from %d)",
             shifted,
             engine.max_block,
             shifted + 1,
             shifted + extra,
+            MAX_SHIFTED_STRIPS,
+            full_block(engine.shifter.frame),
         )
 
     def shutdown(self) -> None:

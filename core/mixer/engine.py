@@ -311,10 +311,10 @@ class Mixer(MixerControl):
         self.shifter.prepare(self.sr)
         self.shifter.set()  # keylock or a pitch set before: engaged again
         self._out_delay = 0
-        # A shifter costs about 1.2 % of a 64-frame block, and every channel's does
-        # its FFTs in the same blocks as the master's (their frames are the master's):
-        # 4 channels at 64-frame blocks, 16 from 256.
-        count = min(n, shifted_channels(b)) if outputs == "channels" else 0
+        # A shifter costs about 1.2 % of a 64-frame block at 48 kHz, and every
+        # channel's does its FFTs in the same blocks as the master's (their frames are
+        # the master's): 4 channels at 64-frame blocks, 16 from 256 (half at 96 kHz).
+        count = min(n, shifted_channels(b, self.shifter.frame)) if outputs == "channels" else 0
         self.channel_shifters.prepare(self.sr, count)
         if self.track is not None:  # prepared again with a track in: its step at this rate
             self._track_step(self.track)

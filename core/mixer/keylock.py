@@ -9,8 +9,10 @@ except where each channel has an output of its own (``outputs="channels"``, belo
 
 The shifter is ``_kernel.c``'s ``shift`` (a phase vocoder moving spectral peaks
 with identity phase locking, documented there), every buffer made here once, in
-:meth:`Shifter.prepare`. Its latency is fixed: :data:`LATENCY` samples, the frame
-and half a hop (24.0 ms at 48 kHz, 26.1 ms at 44.1 kHz): a frame's work is spread
+:meth:`Shifter.prepare`. Its frame lasts about 21 ms at any rate (:func:`frame_for`:
+1024 samples at 44.1 and 48 kHz, 2048 at 88.2 and 96 kHz), and its latency is fixed:
+:func:`latency_at`, the frame and half a hop (:data:`LATENCY`, 1152 samples, at 44.1
+and 48 kHz: 24.0 ms at 48 kHz, 26.1 ms at 44.1 kHz): a frame's work is spread
 over half a hop (the analysis, the peaks' moves and the synthesis a quarter hop
 apart), so at 64-frame blocks no block carries a whole frame. Keylock off and
 pitch 0 is *bypass*: the block does not call the shifter and the output is
@@ -37,6 +39,7 @@ from . import kernel
 
 __all__ = [
     "FRAME",
+    "FRAME_SECONDS",
     "HOP",
     "LATENCY",
     "MAX_PITCH",
@@ -46,6 +49,9 @@ __all__ = [
     "XFADE_MS",
     "ChannelShifters",
     "Shifter",
+    "frame_for",
+    "full_block",
+    "latency_at",
     "shifted_channels",
     "transpose",
 ]
@@ -56,7 +62,11 @@ __all__ = [
 #: 2.73/1.98/2.30/3.24 at 1024 (21.3 ms), 2.38/1.80/2.14/2.96 at 2048 (42.7 ms);
 #: librosa's phase vocoder 4.15/3.67/4.11/4.49, Signalsmith Stretch 2.00/1.64/1.49/2.04,
 #: vinyl 4.35/3.56/3.62/4.40. 1024: most of 2048's gain over 512 at half its latency.
+#: That is the frame at 44.1 and 48 kHz; at other rates the frame lasts as long
+#: (:func:`frame_for`).
 FRAME = 1024
+#: How long a frame lasts (s), at any rate: :data:`FRAME` at 48 kHz.
+FRAME_SECONDS = FRAME / 48000
 #: The hop between frames: four frames overlap.
 HOP = FRAME // 4
 #: The shifter's latency (samples): the frame, and half a hop over which a frame's
@@ -68,23 +78,51 @@ LATENCY = FRAME + HOP // 2
 MAX_PITCH = 12.0
 #: The crossfade into and out of bypass.
 XFADE_MS = 20.0
-#: Blocks of read-head rates the shifter remembers (:meth:`Shifter.rate_at`): a
-#: block's frame is read at most 704 samples back, plus half a block (a block is
-#: at least 16 frames: 50 blocks).
+#: Blocks of read-head rates the shifter remembers (:meth:`Shifter.rate_at`) with a
+#: frame of :data:`FRAME`, in proportion for another: a block's frame is read at most
+#: 704 samples back (0.69 of a frame), plus half a block (a block is at least 16
+#: frames: 50 blocks).
 RATE_HISTORY = 128
 #: Channels each given a shifter of their own with ``outputs="channels"`` (their
 #: pairs keylocked as the master is), at most: :func:`shifted_channels`.
 MAX_SHIFTED_STRIPS = 16
 
 
-def shifted_channels(block: int) -> int:
+def frame_for(samplerate: int) -> int:
+    """The shifter's frame at ``samplerate``: the power of two nearest
+    :data:`FRAME_SECONDS` (1024 at 44.1 and 48 kHz, 2048 at 88.2 and 96 kHz, 4096 at
+    176.4 and 192 kHz, 128 at 8 kHz), so the keylock sounds alike at any rate: a frame
+    of 1024 at 96 kHz (10.7 ms) resolves partials half as finely, and played
+    ``bench/stretch.py``'s song 0.06-0.24 dB further from the ideal (log-mel) than
+    2048 did."""
+    seconds = FRAME_SECONDS * max(1, int(samplerate))
+    return 1 << min(14, max(4, round(math.log2(seconds))))
+
+
+def full_block(frame: int = FRAME) -> int:
+    """The smallest block (frames) at which :data:`MAX_SHIFTED_STRIPS` channels have a
+    shifter of their own with shifters of ``frame`` samples (:func:`shifted_channels`):
+    256 at 44.1 and 48 kHz, 512 at 88.2 and 96 kHz."""
+    return 64 * MAX_SHIFTED_STRIPS * max(FRAME, frame) // (4 * FRAME)
+
+
+def latency_at(samplerate: int) -> int:
+    """The shifter's latency at ``samplerate`` (samples): its frame and half a hop
+    (:data:`LATENCY` at 44.1 and 48 kHz)."""
+    frame = frame_for(samplerate)
+    return frame + frame // 8
+
+
+def shifted_channels(block: int, frame: int = FRAME) -> int:
     """How many channels get a shifter of their own with ``outputs="channels"`` at
-    blocks of ``block`` frames: 4 at 64 frames, at most :data:`MAX_SHIFTED_STRIPS`
-    (16 from 256-frame blocks; 1 at 16). Their frames are the master's, so all of
-    them do their FFTs in the same blocks: about 1.2 % of a 64-frame block each;
-    the engine's p99 with keylock at 4 channels and 64 frames 27.5 %, 8 and 128
-    34.8 %, 16 and 256 44.1 % (``bench/stretch.py``, medians of 3)."""
-    return max(0, min(MAX_SHIFTED_STRIPS, 4 * int(block) // 64))
+    blocks of ``block`` frames and shifters of ``frame`` samples: 4 at 64-frame
+    blocks with the shifter of 44.1 and 48 kHz, at most :data:`MAX_SHIFTED_STRIPS`
+    (16 from 256-frame blocks; 1 at 16), half as many with a shifter twice as long
+    (88.2 and 96 kHz: each FFT costs twice as much). Their frames are the master's,
+    so all of them do their FFTs in the same blocks: about 1.2 % of a 64-frame block
+    each at 48 kHz; the engine's p99 with keylock at 4 channels and 64 frames
+    27.5 %, 8 and 128 34.8 %, 16 and 256 44.1 % (``bench/stretch.py``, medians of 3)."""
+    return max(0, min(MAX_SHIFTED_STRIPS, 4 * int(block) * FRAME // (64 * max(FRAME, frame))))
 
 
 #: ``_kernel.c``'s SH_SIZE and SH_ROWS: the state's fields, the work rows.
@@ -108,9 +146,11 @@ class Shifter:
     and calls :meth:`block` only while it is True.
     """
 
-    def __init__(self, frame: int = FRAME) -> None:
-        if frame < 16 or frame > 16384 or frame & (frame - 1):
+    def __init__(self, frame: int | None = None) -> None:
+        if frame is not None and (frame < 16 or frame > 16384 or frame & (frame - 1)):
             raise ValueError(f"frame must be a power of two in 16..16384, got {frame}")
+        self._fixed = frame  # else the rate's (:func:`frame_for`), set by :meth:`prepare`
+        frame = frame or FRAME
         #: The analysis frame (samples) and the hop (a quarter of it).
         self.frame = frame
         self.hop = frame // 4
@@ -129,6 +169,7 @@ class Shifter:
         self._work = np.zeros((SHIFT_ROWS, frame))
         # The read head's rate at the end of each of the last blocks the shifter ran
         # (a ring): the rate each sample of a frame was read at (:meth:`rate_at`).
+        self._history = RATE_HISTORY
         self._ends = [0] * RATE_HISTORY  # samples since the shifter engaged, at each end
         self._rates = [1.0] * RATE_HISTORY
         self._blocks = 0  # blocks recorded since it engaged
@@ -139,9 +180,19 @@ class Shifter:
         return self.frame + self.hop // 2
 
     def prepare(self, samplerate: int) -> None:
-        """Every buffer and table, for a stream at ``samplerate`` (not real-time)."""
+        """Every buffer and table, for a stream at ``samplerate`` (not real-time): the
+        frame given, or the rate's (:func:`frame_for`)."""
         self.sr = int(samplerate)
-        size = self.frame
+        size = self._fixed or frame_for(self.sr)
+        if size != self._ring_in.shape[1]:
+            self._ring_in = np.zeros((2, size), np.float32)
+            self._ring_out = np.zeros((2, size))
+            self._work = np.zeros((SHIFT_ROWS, size))
+        self.frame, self.hop = size, size // 4
+        self._history = max(RATE_HISTORY, RATE_HISTORY * size // FRAME)
+        self._ends = [0] * self._history
+        self._rates = [1.0] * self._history
+        self._blocks = 0
         n = np.arange(size)
         tables = np.zeros((2, size))
         tables[0] = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / size)  # periodic Hann
@@ -246,7 +297,7 @@ class Shifter:
         n = self._blocks
         if n == 0:
             return 1.0
-        ends, rates, size = self._ends, self._rates, RATE_HISTORY
+        ends, rates, size = self._ends, self._rates, self._history
         oldest = max(0, n - size)
         k = n - 1  # the block whose span holds the sample: (end of k - 1, end of k]
         while k > oldest and sample < ends[(k - 1) % size]:
@@ -275,10 +326,10 @@ class Shifter:
         taken for all of them, swept the pitch through every rate change: 84 cents
         at most for 1.0 -> 1.08 over the mixer's 30 ms glide (8 cents now), 618 for
         1.5 -> 0.9 (74; ``tests/core/mixer/test_keylock.py``)."""
-        n = self._blocks
-        start = self._ends[(n - 1) % RATE_HISTORY] if n else 0
-        self._ends[n % RATE_HISTORY] = start + frames
-        self._rates[n % RATE_HISTORY] = rate
+        n, size = self._blocks, self._history
+        start = self._ends[(n - 1) % size] if n else 0
+        self._ends[n % size] = start + frames
+        self._rates[n % size] = rate
         self._blocks = n + 1
         # The frame moved in this block (the block's middle standing for the move):
         # analysed a quarter hop before it, centred half a frame before that, and

@@ -13,12 +13,14 @@ from stemdeck.core.errors import ParameterError
 from stemdeck.core.mixer.commands import Batch, Keylock, Pitch, Play, Rate, SetTrack, Track
 from stemdeck.core.mixer.engine import Mixer
 from stemdeck.core.mixer.kernel import COMPILED
-from stemdeck.core.mixer.keylock import LATENCY
+from stemdeck.core.mixer.keylock import latency_at
 from stemdeck.daemon.audio.jack import port_names
 from stemdeck.daemon.osc import OscControl
 from stemdeck.daemon.sync import SyncControl, TransportFollower
 
 SR = 8000
+#: The keylock's latency at SR: a frame of 128 (16 ms) and half a hop.
+LATENCY = latency_at(SR)
 BLOCK = 64
 LENGTH = 4 * SR
 MARKER = SR + 123
@@ -89,13 +91,13 @@ def test_a_rate_set_before_is_rate_one_when_the_transport_leads(rig) -> None:
 
 @pytest.mark.skipif(COMPILED is None, reason="the compiled kernel is not built")
 def test_with_keylock_on_the_marker_still_sounds_on_its_frame(rig) -> None:
-    """The keylock's shifter delays the master by its latency (1152 samples): the
+    """The keylock's shifter delays the master by its latency (144 samples at 8 kHz): the
     play head reads that far ahead of the transport, so the marker sounds on its
-    frame (it sounded 1152 frames late). Keylock off while rolling: one seek back,
+    frame (it sounded 144 frames late). Keylock off while rolling: one seek back,
     and the marker on its frame again."""
     engine, _, follower = rig
     keylock_heard(engine)
-    assert engine.output_delay == LATENCY == 1152
+    assert engine.output_delay == LATENCY == 144
     frames, out = run(engine, follower, True, MARKER - 3000 - 17, 60)
     loudest = int(np.argmax(np.abs(out[:, 0])))
     assert frames[loudest] == MARKER, frames[loudest] - MARKER
@@ -140,14 +142,16 @@ def test_with_keylock_on_a_track_at_its_own_rate_sounds_on_its_frame() -> None:
 def test_a_pitch_knob_through_zero_seeks_nothing(rig) -> None:
     """A pitch shift on and off again before the shifter has filled: nothing of it
     was heard, the output never lagged, so the follower does not seek (each pass
-    of a knob through 0 moved the head 1152 frames and back)."""
+    of a knob through 0 moved the head 144 frames and back). It fills in 144 frames
+    and is heard half way through its crossfade (80 more): the knob is back at 0
+    after two blocks of 64."""
     engine, _, follower = rig
     run(engine, follower, True, 0, 3)
     engine.posted.clear()
     engine.post(Pitch(0.5))
     delays = []
     for n in range(20):
-        if n == 5:
+        if n == 2:
             engine.post(Pitch(0.0))
         run(engine, follower, True, (3 + n) * BLOCK, 1)
         delays.append(engine.output_delay)

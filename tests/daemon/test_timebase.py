@@ -18,7 +18,7 @@ from stemdeck.core.beats.grid import BeatGrid
 from stemdeck.core.mixer.commands import Batch, Keylock, Play, Rate, SetTrack, Track
 from stemdeck.core.mixer.engine import Mixer
 from stemdeck.core.mixer.kernel import COMPILED
-from stemdeck.core.mixer.keylock import LATENCY
+from stemdeck.core.mixer.keylock import latency_at
 from stemdeck.daemon.clock_in import NUDGE
 from stemdeck.daemon.quantize import Quantizer
 from stemdeck.daemon.sync import SyncControl
@@ -32,6 +32,8 @@ from stemdeck.daemon.timebase import (
 )
 
 SR = 8000
+#: The keylock's latency at SR: a frame of 128 (16 ms) and half a hop.
+LATENCY = latency_at(SR)
 BLOCK = 64
 LENGTH = 20 * SR
 #: The track's grid: 120 BPM, its first downbeat at 0.25 s.
@@ -235,9 +237,9 @@ def test_a_masters_tempo_change_keeps_the_key_with_keylock(keylock: bool) -> Non
         assert abs(cents(heard, 440.0)) < 1.0, heard
     else:
         assert heard == pytest.approx(550.0, rel=1e-3)
-    # Keylock on, what the shifter held at the step (its latency, 144 ms at 8 kHz)
-    # was read at the old rate: heard 29 ms behind the session, which the nudge
-    # (1 %) takes out within 3 s. Then the rate is the session's.
+    # Keylock on, what the shifter held at the step (its latency, 18 ms at 8 kHz)
+    # was read at the old rate: heard behind the session, which the nudge (1 %)
+    # takes out within 3 s. Then the rate is the session's.
     run(engine, follower, session, 4 * SR // BLOCK)
     assert engine.rate == pytest.approx(1.25, rel=1e-3)
     assert sync.jack_phase is not None and abs(sync.jack_phase) <= 0.0005, sync.jack_phase
@@ -245,7 +247,7 @@ def test_a_masters_tempo_change_keeps_the_key_with_keylock(keylock: bool) -> Non
 
 @pytest.mark.skipif(COMPILED is None, reason="the compiled kernel is not built")
 def test_with_keylock_on_the_clicks_still_sound_on_the_sessions_beats() -> None:
-    """The keylock's shifter delays the master by its latency (1152 samples): the
+    """The keylock's shifter delays the master by its latency (144 samples at 8 kHz): the
     follower places the play head that far ahead, so the session hears each click
     on its beat (it heard them 24 ms late at 48 kHz). Keylock off again: one seek
     back, and the next click on its beat as well."""
@@ -254,10 +256,10 @@ def test_with_keylock_on_the_clicks_still_sound_on_the_sessions_beats() -> None:
     session = Session(126.0)
     session.locate(4.0)
     frames, out = run(engine, follower, session, 7 * SR // BLOCK)
-    assert engine.output_delay == LATENCY == 1152
+    assert engine.output_delay == LATENCY == 144
     (onset,) = heard(frames, out)
     late_ms = (onset - Session(126.0).frame_of(8.0)) / SR * 1000
-    assert abs(late_ms) <= 1.0, late_ms  # 144 ms late (1152 samples at 8 kHz) before
+    assert abs(late_ms) <= 1.0, late_ms  # 18 ms late (144 samples at 8 kHz) before
     assert sync.jack_phase is not None and abs(sync.jack_phase) <= 0.0005
     engine.posted.clear()
     engine.post(Keylock(False))
@@ -530,7 +532,7 @@ def test_the_master_fills_bars_from_the_grid_at_the_play_head() -> None:
     assert (pos.bar, pos.beat, pos.tick) == (2, 3, int(0.5 * TICKS_PER_BEAT))
     assert pos.beats_per_minute == 120.0
     # Keylock on, not following: the bars of what the cycle sounds, the play head
-    # less the shifter's latency at the vinyl rate (2 s less 1152 samples at 1.25).
+    # less the shifter's latency at the vinyl rate (2 s less 144 samples at 1.25).
     if COMPILED is not None:
         sync.set_source("off")
         keylock_heard(engine)

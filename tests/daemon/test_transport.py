@@ -145,20 +145,25 @@ def test_what_is_heard_is_the_play_head_less_the_keylocks_delay(mixer: Mixer) ->
 
 def test_outputs_channels_refuses_keylock_for_more_channels_than_shifters() -> None:
     """``outputs="channels"`` gives each channel a shifter of its own, for as many
-    channels as the block allows (4 at 64 frames, 16 from 256): keylock or a pitch
-    for a track of more is refused in one line (its other channels would play
-    unshifted, 24 ms early); as many take it, and off is always taken."""
+    channels as the block allows (4 at 64 frames, 16 from 256; at 96 kHz, whose
+    frame is twice as long, 8 at 256 and 16 from 512): keylock or a pitch for a
+    track of more is refused in one line (its other channels would play unshifted,
+    24 ms early); as many take it, and off is always taken."""
     names = tuple(f"c{i}" for i in range(24))
-    for block, most, more in ((256, 16, 24), (64, 4, 8)):
+    for sr, block, most, more, full in (
+        (SR, 256, 16, 24, 256),
+        (SR, 64, 4, 8, 256),
+        (96000, 256, 8, 12, 512),
+    ):
         m = Mixer(max_channels=24)
-        m.prepare(SR, block, outputs="channels")
+        m.prepare(sr, block, outputs="channels")
         assert len(m.strip_shifters) == most
         t = TransportControl(m)
         m.post(SetTrack(Track(np.zeros((more, 2, SR), np.float32), SR, names[:more])))
         m.process(np.zeros((block, m.out_channels), np.float32))
         held = (
             "with --outputs channels each channel has a pitch shifter of its own, "
-            f"at most {most} at {block}-frame blocks (16 from 256); "
+            f"at most {most} at {block}-frame blocks (16 from {full}); "
             f"this track has {more} channels"
         )
         with pytest.raises(ParameterError) as info:

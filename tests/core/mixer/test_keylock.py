@@ -11,7 +11,16 @@ from fx_helpers import SR, cents, click_energy, frequency, hard_step_energy, mix
 from stemdeck.core.mixer.commands import Command, Keylock, Pitch, Rate, SetTrack, Track
 from stemdeck.core.mixer.engine import Mixer
 from stemdeck.core.mixer.kernel import COMPILED
-from stemdeck.core.mixer.keylock import FRAME, LATENCY, XFADE_MS, Shifter, transpose
+from stemdeck.core.mixer.keylock import (
+    FRAME,
+    LATENCY,
+    XFADE_MS,
+    Shifter,
+    frame_for,
+    latency_at,
+    shifted_channels,
+    transpose,
+)
 
 pytestmark = pytest.mark.skipif(COMPILED is None, reason="the compiled kernel is not built")
 
@@ -36,6 +45,49 @@ def test_keylock_keeps_the_key_at_another_rate(rate: float) -> None:
     assert abs(cents(frequency(y), 440.0)) < 1.0
     level = 20 * np.log10(np.sqrt(2 * np.mean(y.astype(np.float64) ** 2)) / 0.5)
     assert abs(level) < 1.0
+
+
+def test_the_frame_lasts_as_long_at_any_rate() -> None:
+    """The shifter's frame is the power of two nearest 21.3 ms (1024 at 48 kHz), so
+    its latency is about 24 ms at any rate, and a shifter of each channel's costs
+    as much of a block's time: half as many of them with twice the frame."""
+    rates = (8000, 22050, 32000, 44100, 48000, 88200, 96000, 176400, 192000)
+    assert [frame_for(sr) for sr in rates] == [128, 512, 512, 1024, 1024, 2048, 2048, 4096, 4096]
+    assert [latency_at(sr) for sr in (44100, 48000, 96000)] == [LATENCY, LATENCY, 2304]
+    assert [shifted_channels(64, f) for f in (1024, 2048, 4096)] == [4, 2, 1]
+    assert [shifted_channels(256, f) for f in (512, 1024, 2048)] == [16, 16, 8]
+    m = mixer(sine(440.0, 1.0), sr=96000, outputs="channels")
+    assert (m.shifter.frame, len(m.strip_shifters)) == (2048, 8)
+    assert {s.frame for s in m.strip_shifters} == {2048}
+
+
+PAIR = ((300.0, 0.25), (440.0, 0.1))  # the louder first, three bins apart at 48 kHz
+
+
+def _partials(parts: tuple[tuple[float, float], ...], rate: float, sr: int = SR) -> list[float]:
+    """Partials (Hz, amplitude) at ``rate`` with keylock on, at ``sr``: each one's
+    frequency in the output (the peak of a long spectrum within 6 % of it)."""
+    t = np.arange(3 * sr) / sr
+    y = np.sum([a * np.sin(2 * np.pi * hz * t) for hz, a in parts], axis=0).astype(np.float32)
+    m = mixer(np.stack([y, y])[np.newaxis], sr=sr)
+    out = run(m, 2 * sr, 256, {0: [Rate(rate), Keylock(True)]})[sr // 2 :, 0]
+    n = len(out)
+    spec = np.abs(np.fft.rfft(out.astype(np.float64) * np.hanning(n), 8 * n))
+    freqs = np.fft.rfftfreq(8 * n, 1 / sr)
+    found = []
+    for hz, _ in parts:
+        near = (freqs > hz * 0.94) & (freqs < hz * 1.06)
+        found.append(float(freqs[near][np.argmax(spec[near])]))
+    return found
+
+
+@pytest.mark.parametrize("sr", [48000, 96000])
+def test_close_partials_are_kept_alike_at_48_and_96_khz(sr: int) -> None:
+    """Two partials 140 Hz apart at rate 1.16, keylock on: both kept within 1 cent at
+    48 and 96 kHz alike. With the frame of 1024 at 96 kHz (10.7 ms: 94 Hz bins)
+    they were one region, and 440 Hz came out 86 cents sharp."""
+    for got, (hz, _) in zip(_partials(PAIR, 1.16, sr), PAIR, strict=True):
+        assert abs(cents(got, hz)) < 1.0, (got, hz)
 
 
 def _pitch_cents(y: np.ndarray, hz: float) -> np.ndarray:

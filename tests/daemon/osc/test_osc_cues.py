@@ -17,7 +17,7 @@ from osc_host import BLOCK, NAMES, PROBE_GRID, SENDER, SR, probe_host, render
 
 from stemdeck.core.beats.store import BeatStore, HotCue
 from stemdeck.core.mixer.kernel import COMPILED
-from stemdeck.core.mixer.keylock import LATENCY
+from stemdeck.core.mixer.keylock import latency_at
 from stemdeck.daemon.osc import OscControl
 from stemdeck.daemon.scenes import SceneStore
 
@@ -46,15 +46,15 @@ def test_set_query_clear_and_state() -> None:
 @pytest.mark.skipif(COMPILED is None, reason="the compiled kernel is not built")
 def test_set_with_keylock_on_is_at_what_is_heard() -> None:
     """Keylock on, the shifter heard: a cue set by ear lands where the music heard
-    is, the play head less the shifter's 1152 samples (it landed at the play head,
-    144 ms late at this 8 kHz host, 24 ms at 48 kHz)."""
+    is, the play head less the shifter's latency (it landed at the play head: 144
+    samples, 18 ms, late at this 8 kHz host, 24 ms at 48 kHz)."""
     host = probe_host()
     control = OscControl(host)
     assert ask(control, "/transport/keylock", 1) == []
     render(host, 100)  # head at 0.8 s, the shifter filled and heard
-    assert host.engine.output_delay == LATENCY
+    assert host.engine.output_delay == latency_at(SR) == 144
     head = host.engine.position / SR
-    assert ask(control, "/cue/3/set") == [("/cue/3", [head - LATENCY / SR])]
+    assert ask(control, "/cue/3/set") == [("/cue/3", [head - 144 / SR])]
 
 
 def test_set_snaps_to_the_grid_with_quantize_on() -> None:
