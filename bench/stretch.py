@@ -1,6 +1,7 @@
 """Keylock: the cost, latency, clicks and quality of the master's pitch shifter.
 
-    OPENBLAS_CORETYPE=... flock /tmp/heavy.lock .venv/bin/python bench/stretch.py [--blocks 3000]
+    OPENBLAS_CORETYPE=... flock /tmp/heavy.lock .venv/bin/python bench/stretch.py \
+        [--blocks 3000] [--items 1 2 3 4 5 6]
 
 Prints, side by side in one run (48 kHz):
 
@@ -16,21 +17,27 @@ Prints, side by side in one run (48 kHz):
 4. Clicks over a rate sweep 0.84..1.16 with keylock on: the largest 64-sample
    energy above 4 kHz of a low two-tone mix, over 1/100 of a hard gain step's (the
    tests' detector): under 1 is no click.
-5. Quality at rates 0.84, 0.92, 1.08, 1.16: the demo song played at rate r with
-   keylock against the ideal (the same song synthesized at r times its tempo, same
-   key): the mean absolute difference of log-mel spectra (dB, lower is better),
-   for the frames 512, 1024 and 2048, beside the offline references (librosa's
+5. Quality at rates 0.84, 0.92, 1.08, 1.16: four songs (the demo song and
+   ``random_song`` 11, 12 and 13, four bars each) played at rate r with keylock
+   against the ideal (the same song synthesized at r times its tempo, same key):
+   the mean absolute difference of log-mel spectra (64 bands: the spectrum's
+   shape, where a smeared drum hit shows), and of log-CQT spectra (36 bins an
+   octave from 32.7 Hz: where a partial out of tune shows, which the mel bands,
+   60 Hz wide and more, do not), dB, lower is better, the songs' mean; for the
+   frames 512, 1024 and 2048, beside the offline references (librosa's
    phase-vocoder ``time_stretch`` of the song, and Signalsmith Stretch through
    ``python-stretch`` when installed: ``pip install python-stretch``, MIT, bench
    only) and vinyl (no keylock: the pitch off by the rate); and the pitch of a
    440 Hz sine kept (cents).
 6. Pitch through a rate change with keylock on: a 1 kHz tone through the mixer's
-   30 ms glide (1.0 -> 1.08, 0.92 -> 1.0, 1.5 -> 0.9) at 64 and 256-frame blocks,
-   the largest and the mean |cents| off over the 0.15 s around it (the phase's
-   derivative, 2 ms averages); and the partials of chords kept (a 300 + 440 Hz
-   pair, a 110 Hz bass note's first 8 harmonics, an A3-C#4-E4 chord) at 0.92 and
-   1.08: the worst partial's cents (close partials a single frame cannot tell apart
-   move with their region's peak).
+   30 ms glide (1.0 -> 1.08, 0.92 -> 1.0, 1.5 -> 0.9, 1.16 -> 0.84) at 64 and
+   256-frame blocks, the largest and the mean |cents| off over the 0.15 s around
+   it (the phase's derivative, 2 ms averages); and the partials of chords kept (a
+   300 + 440 Hz pair, a 110 Hz and a 55 Hz bass note's first 8 harmonics, an
+   A3-C#4-E4 chord, a C4-E4-G4-B4 chord) at rates 0.84, 0.92, 1.08 and 1.16:
+   the worst partial's cents (partials closer than about two bins, 94 Hz at
+   48 kHz, which a frame of 21 ms cannot tell apart, move with their region's
+   peak).
 """
 
 from __future__ import annotations
@@ -46,7 +53,7 @@ import librosa
 import numpy as np
 from scipy import signal
 
-from stemdeck.core.material.songs import SongSpec, render_song
+from stemdeck.core.material.songs import SongSpec, random_song, render_song
 from stemdeck.core.mixer.commands import Batch, Keylock, Play, Rate, SetTrack, StripTarget, Track
 from stemdeck.core.mixer.engine import Mixer, enter_audio_thread
 from stemdeck.core.mixer.keylock import FRAME, LATENCY, Shifter
@@ -218,6 +225,13 @@ def _mel_db(x: np.ndarray) -> np.ndarray:
     return np.maximum(librosa.power_to_db(mel, ref=1.0), -80.0)
 
 
+def _cqt_db(x: np.ndarray) -> np.ndarray:
+    cqt = librosa.cqt(
+        x.astype(np.float32), sr=SR, hop_length=512, fmin=32.7, n_bins=252, bins_per_octave=36
+    )
+    return np.maximum(librosa.amplitude_to_db(np.abs(cqt), ref=1.0), -80.0)
+
+
 def _distance(a: np.ndarray, b: np.ndarray) -> float:
     n = min(a.shape[1], b.shape[1])
     return float(np.mean(np.abs(a[:, :n] - b[:, :n])))
@@ -262,31 +276,52 @@ def quality() -> None:
         python_stretch = importlib.import_module("python_stretch")
     except ImportError:
         python_stretch = None
-    spec = replace(SongSpec(), bars=4)
-    song = render_song(spec, sr=SR).mix
+    specs = [replace(SongSpec(), bars=4)] + [replace(random_song(s), bars=4) for s in (11, 12, 13)]
+    songs = [render_song(spec, sr=SR).mix for spec in specs]
     frames = (512, 1024, 2048)
-    head = "   rate  " + "".join(f"  frame {f:4d}" for f in frames)
-    head += "   librosa  signalsmith  vinyl   | 440 Hz kept (cents, frame 512/1024/2048)"
-    print("5. quality: log-mel distance to the ideal (dB, lower is better)")
-    print(head)
+    kinds: list[tuple[str, int | str | None]] = [(f"frame {f:4d}", f) for f in frames]
+    kinds += [("librosa", "librosa"), ("signalsmith", "signalsmith"), ("vinyl", None)]
+    rows: dict[float, dict[str, list[list[float]]]] = {}
     for rate in RATES:
-        ideal = _mel_db(render_song(replace(spec, bpm=spec.bpm * rate), sr=SR).mix[0])
-        row = f"   {rate:4.2f}  "
-        for f in frames:
-            row += f"  {_distance(_mel_db(_keylocked(song, rate, f, True)), ideal):10.2f}"
-        ref = librosa.effects.time_stretch(song[0], rate=rate, n_fft=2048)
-        row += f"  {_distance(_mel_db(ref), ideal):8.2f}"
-        if python_stretch is not None:
-            st = python_stretch.Signalsmith.Stretch()
-            st.preset(1, SR)
-            st.setTimeFactor(rate)
-            out = np.asarray(st.process(song[:1].astype(np.float32)))
-            row += f"  {_distance(_mel_db(out[0]), ideal):11.2f}"
-        else:
-            row += "            -"
-        row += f"  {_distance(_mel_db(_keylocked(song, rate, None, False)), ideal):6.2f}"
-        row += "   | " + " ".join(f"{_sine_cents(rate, f):+.2f}" for f in frames)
-        print(row)
+        rows[rate] = {"mel": [], "cqt": []}
+        for spec, song in zip(specs, songs, strict=True):
+            ideal = render_song(replace(spec, bpm=spec.bpm * rate), sr=SR).mix[0]
+            played: list[np.ndarray | None] = []
+            for _, kind in kinds:
+                if isinstance(kind, int):
+                    played.append(_keylocked(song, rate, kind, True))
+                elif kind == "librosa":
+                    played.append(librosa.effects.time_stretch(song[0], rate=rate, n_fft=2048))
+                elif kind == "signalsmith" and python_stretch is not None:
+                    st = python_stretch.Signalsmith.Stretch()
+                    st.preset(1, SR)
+                    st.setTimeFactor(rate)
+                    played.append(np.asarray(st.process(song[:1].astype(np.float32)))[0])
+                elif kind == "signalsmith":
+                    played.append(None)
+                else:
+                    played.append(_keylocked(song, rate, None, False))
+            for name, db in (("mel", _mel_db), ("cqt", _cqt_db)):
+                ref = db(ideal)
+                rows[rate][name].append(
+                    [np.nan if y is None else _distance(db(y), ref) for y in played]
+                )
+    for name, what in (("mel", "log-mel"), ("cqt", "log-CQT")):
+        print(f"5. quality: {what} distance to the ideal (dB, lower is better; 4 songs' mean)")
+        head = "   rate  " + "".join(f"  {label:>11s}" for label, _ in kinds)
+        if name == "mel":
+            head += "   | 440 Hz kept (cents, frame 512/1024/2048)"
+        print(head)
+        for rate in RATES:
+            means = np.mean(np.array(rows[rate][name]), axis=0)
+            row = f"   {rate:4.2f}  " + "".join(
+                f"  {'-' if np.isnan(v) else f'{v:.2f}':>11s}" for v in means
+            )
+            if name == "mel":
+                row += "   | " + " ".join(f"{_sine_cents(rate, f):+.2f}" for f in frames)
+            print(row)
+        means = np.mean([np.mean(np.array(rows[r][name]), axis=0) for r in RATES], axis=0)
+        print("   mean  " + "".join(f"  {'-' if np.isnan(v) else f'{v:.2f}':>11s}" for v in means))
 
 
 def _glide_cents(r0: float, r1: float, block: int) -> tuple[float, float]:
@@ -333,7 +368,7 @@ def _partials_cents(parts: list[tuple[float, float]], rate: float) -> float:
 
 def pitch() -> None:
     print("6. pitch with keylock on through the mixer's rate glide, max / mean |cents|:")
-    for r0, r1 in ((1.0, 1.08), (0.92, 1.0), (1.5, 0.9)):
+    for r0, r1 in ((1.0, 1.08), (0.92, 1.0), (1.5, 0.9), (1.16, 0.84)):
         figures = [_glide_cents(r0, r1, block) for block in (64, 256)]
         print(
             f"   {r0} -> {r1}: 64 frames {figures[0][0]:.1f} / {figures[0][1]:.2f}, "
@@ -342,30 +377,36 @@ def pitch() -> None:
     chords = {
         "300 + 440 Hz (0.25, 0.1)": [(300.0, 0.25), (440.0, 0.1)],
         "110 Hz bass, 8 harmonics": [(110.0 * k, 0.3 / k) for k in range(1, 9)],
+        "55 Hz bass, 8 harmonics": [(55.0 * k, 0.3 / k) for k in range(1, 9)],
         "A3 C#4 E4": [(220.0, 0.2), (277.18, 0.15), (329.63, 0.15)],
+        "C4 E4 G4 B4": [(261.63, 0.15), (329.63, 0.12), (392.0, 0.12), (493.88, 0.1)],
     }
-    print("   partials kept, the worst one's |cents| at rate 0.92 / 1.08:")
+    print("   partials kept, the worst one's |cents| at rate " + " / ".join(map(str, RATES)) + ":")
     for name, parts in chords.items():
-        print(
-            f"   {name:26s} {_partials_cents(parts, 0.92):6.1f} / "
-            f"{_partials_cents(parts, 1.08):6.1f}"
-        )
+        print(f"   {name:26s} " + " / ".join(f"{_partials_cents(parts, r):6.1f}" for r in RATES))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--blocks", type=int, default=3000)
+    ap.add_argument(
+        "--items", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6], help="which items (1-6)"
+    )
     args = ap.parse_args()
     print(
         f"bench/stretch.py: {SR} Hz, shifter frame {FRAME}, "
         f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}"
     )
-    cost(args.blocks)
-    budget(args.blocks)
-    latency()
-    clicks()
-    quality()
-    pitch()
+    items = {
+        1: lambda: cost(args.blocks),
+        2: lambda: budget(args.blocks),
+        3: latency,
+        4: clicks,
+        5: quality,
+        6: pitch,
+    }
+    for item in sorted(set(args.items)):
+        items[item]()
 
 
 if __name__ == "__main__":

@@ -56,12 +56,13 @@ __all__ = [
     "transpose",
 ]
 
-#: The analysis frame (samples). Chosen by ``bench/stretch.py``:
-#: the log-mel distance to the ideal (the demo song synthesized at the new tempo, dB)
-#: at rates 0.84/0.92/1.08/1.16 was 3.14/2.35/2.70/3.64 at 512 (10.7 ms at 48 kHz),
-#: 2.73/1.98/2.30/3.24 at 1024 (21.3 ms), 2.38/1.80/2.14/2.96 at 2048 (42.7 ms);
-#: librosa's phase vocoder 4.15/3.67/4.11/4.49, Signalsmith Stretch 2.00/1.64/1.49/2.04,
-#: vinyl 4.35/3.56/3.62/4.40. 1024: most of 2048's gain over 512 at half its latency.
+#: The analysis frame (samples). Chosen by ``bench/stretch.py``: the log-mel distance
+#: to the ideal (four songs synthesized at the new tempo, dB, the mean over rates
+#: 0.84-1.16) is 2.55 at 512 (10.7 ms at 48 kHz), 2.12 at 1024 (21.3 ms), 2.12 at 2048
+#: (42.7 ms), librosa's phase vocoder 3.86, vinyl 5.13; the log-CQT distance (where a
+#: partial out of tune shows) 10.41, 7.02, 4.16, 5.43 and 13.14. 1024: as smooth as
+#: 2048 at half its latency, with the pitch of dense low harmonics less well kept
+#: (docs/keylock.md).
 #: That is the frame at 44.1 and 48 kHz; at other rates the frame lasts as long
 #: (:func:`frame_for`).
 FRAME = 1024
@@ -127,7 +128,7 @@ def shifted_channels(block: int, frame: int = FRAME) -> int:
 
 #: ``_kernel.c``'s SH_SIZE and SH_ROWS: the state's fields, the work rows.
 SHIFT_FIELDS = 10
-SHIFT_ROWS = 21
+SHIFT_ROWS = 22
 # The state's fields (``_kernel.c``'s SH_* enum).
 _ALPHA, _G, _GTGT, _GSTEP, _WAIT, _COUNT, _POS, _HOP, _SCALE, _RESET = range(SHIFT_FIELDS)
 
