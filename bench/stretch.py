@@ -34,10 +34,11 @@ Prints, side by side in one run (48 kHz):
    256-frame blocks, the largest and the mean |cents| off over the 0.15 s around
    it (the phase's derivative, 2 ms averages); and the partials of chords kept (a
    300 + 440 Hz pair, a 110 Hz and a 55 Hz bass note's first 8 harmonics, an
-   A3-C#4-E4 chord, a C4-E4-G4-B4 chord) at rates 0.84, 0.92, 1.08 and 1.16:
-   the worst partial's cents (partials closer than about two bins, 94 Hz at
-   48 kHz, which a frame of 21 ms cannot tell apart, move with their region's
-   peak).
+   A3-C#4-E4 chord, a C4-E4-G4-B4 chord) at rates 0.84, 0.92, 1.08 and 1.16,
+   live and fine (``serve --keylock-quality``): the worst partial's cents
+   (partials closer than about two bins, 94 Hz at 48 kHz for the live frame of
+   21 ms, 47 Hz for the fine one, cannot be told apart and move with their
+   region's peak).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ from scipy import signal
 from stemdeck.core.material.songs import SongSpec, random_song, render_song
 from stemdeck.core.mixer.commands import Batch, Keylock, Play, Rate, SetTrack, StripTarget, Track
 from stemdeck.core.mixer.engine import Mixer, enter_audio_thread
-from stemdeck.core.mixer.keylock import FRAME, LATENCY, Shifter
+from stemdeck.core.mixer.keylock import FRAME, FRAME_SECONDS, KEYLOCK_QUALITY, LATENCY, Shifter
 
 SR = 48000
 RATES = (0.84, 0.92, 1.08, 1.16)
@@ -346,10 +347,12 @@ def _glide_cents(r0: float, r1: float, block: int) -> tuple[float, float]:
     return float(c.max()), float(c.mean())
 
 
-def _partials_cents(parts: list[tuple[float, float]], rate: float) -> float:
+def _partials_cents(
+    parts: list[tuple[float, float]], rate: float, frame_s: float = FRAME_SECONDS
+) -> float:
     t = np.arange(SR * 4) / SR
     y = np.sum([a * np.sin(2 * np.pi * f * t) for f, a in parts], axis=0).astype(np.float32)
-    m = Mixer()
+    m = Mixer(keylock_frame_s=frame_s)
     m.prepare(SR, 256)
     m.post(SetTrack(Track(np.stack([y, y])[np.newaxis], SR, ("t",))))
     m.post(Batch((Keylock(True), Rate(rate))))
@@ -381,9 +384,14 @@ def pitch() -> None:
         "A3 C#4 E4": [(220.0, 0.2), (277.18, 0.15), (329.63, 0.15)],
         "C4 E4 G4 B4": [(261.63, 0.15), (329.63, 0.12), (392.0, 0.12), (493.88, 0.1)],
     }
-    print("   partials kept, the worst one's |cents| at rate " + " / ".join(map(str, RATES)) + ":")
-    for name, parts in chords.items():
-        print(f"   {name:26s} " + " / ".join(f"{_partials_cents(parts, r):6.1f}" for r in RATES))
+    for quality, frame_s in KEYLOCK_QUALITY.items():
+        print(
+            f"   partials kept, {quality} (frames of {frame_s * 1e3:.1f} ms), the worst one's "
+            "|cents| at rate " + " / ".join(map(str, RATES)) + ":"
+        )
+        for name, parts in chords.items():
+            cents = [_partials_cents(parts, r, frame_s) for r in RATES]
+            print(f"   {name:26s} " + " / ".join(f"{c:6.1f}" for c in cents))
 
 
 def main() -> None:

@@ -49,7 +49,7 @@ from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import ParameterError
 from stemdeck.core.mixer.commands import Command, Play
 from stemdeck.core.mixer.engine import Mixer
-from stemdeck.core.mixer.keylock import MAX_SHIFTED_STRIPS, full_block
+from stemdeck.core.mixer.keylock import KEYLOCK_QUALITY, MAX_SHIFTED_STRIPS, full_block
 from stemdeck.core.separation.cache import SeparationCache
 from stemdeck.core.separation.keys import SeparationSpec
 
@@ -121,6 +121,7 @@ class ServeOptions:
     library: list[str] = field(default_factory=list)
     use_cache: bool = True
     at_end: str = "loop"
+    keylock_quality: str = "live"  # the keylock's frames (core/mixer/keylock.py)
     midi_port: str | None = None
     midi_virtual: str | None = None
     midi_map: str = "generic"
@@ -153,7 +154,11 @@ class Daemon:
         self.names = opts.spec.channel_names()
         self.registry = Registry(self.names)
         # One strip per channel the separation gives, no more.
-        self.engine = Mixer(max_channels=len(self.names), at_end=opts.at_end)
+        self.engine = Mixer(
+            max_channels=len(self.names),
+            at_end=opts.at_end,
+            keylock_frame_s=KEYLOCK_QUALITY[opts.keylock_quality],
+        )
         self.transport = TransportControl(
             self.engine,
             grid=lambda: self.beats.require().grid,
@@ -662,7 +667,7 @@ class Daemon:
             shifted + 1,
             shifted + extra,
             MAX_SHIFTED_STRIPS,
-            full_block(engine.shifter.frame),
+            full_block(engine.keylock_frame),
         )
 
     def shutdown(self) -> None:

@@ -33,7 +33,7 @@ from stemdeck.core.mixer.commands import (
     Stop,
     Track,
 )
-from stemdeck.core.mixer.keylock import MAX_PITCH, MAX_SHIFTED_STRIPS, frame_for, full_block
+from stemdeck.core.mixer.keylock import MAX_PITCH, MAX_SHIFTED_STRIPS, full_block
 from stemdeck.core.mixer.params import MAX_RATE, MIN_RATE
 
 __all__ = [
@@ -114,6 +114,9 @@ class TransportState(Protocol):
     @property
     def strip_shifters(self) -> list[Any]: ...
 
+    @property
+    def keylock_frame(self) -> int: ...
+
     def seconds(self, frames: int) -> float: ...
 
     @property
@@ -178,7 +181,7 @@ class TransportControl:
             raise ParameterError(
                 f"{address}: with --outputs channels each channel has a pitch shifter "
                 f"of its own, at most {most} at {engine.max_block}-frame blocks "
-                f"({MAX_SHIFTED_STRIPS} from {full_block(frame_for(engine.sr))}); "
+                f"({MAX_SHIFTED_STRIPS} from {full_block(engine.keylock_frame)}); "
                 f"this track has {count} channels"
             )
 

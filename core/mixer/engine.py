@@ -111,7 +111,7 @@ from .control import PENDING_ACTIONS, MixerControl
 from .fx import Effects
 from .heads import FadingHead, Ramp
 from .kernel import READ_REACH, READ_TABLE, Kernel
-from .keylock import ChannelShifters, Shifter, shifted_channels
+from .keylock import FRAME_SECONDS, ChannelShifters, Shifter, shifted_channels
 from .numpy_kernel import NumpyKernel
 
 __all__ = ["AUDIO_BUFSIZE", "FADING_HEADS", "Mixer", "enter_audio_thread"]
@@ -146,6 +146,9 @@ class Mixer(MixerControl):
         What the end of the track does when no loop region is set.
     rate_glide_ms : float
         How long the read head's step takes to glide to a new rate (:class:`~.commands.Rate`).
+    keylock_frame_s : float
+        How long the keylock's frames last (:data:`~.keylock.KEYLOCK_QUALITY`): its
+        latency is a frame and an eighth.
     compiled : bool or None
         Do the block arithmetic in the compiled kernel (``core/mixer/_kernel.c``),
         which keeps the GIL for the whole of each step, or in numpy, which hands
@@ -164,6 +167,7 @@ class Mixer(MixerControl):
         queue_size: int = 1024,
         at_end: str = "stop",
         rate_glide_ms: float = 30.0,
+        keylock_frame_s: float = FRAME_SECONDS,
         compiled: bool | None = None,
     ) -> None:
         if at_end not in ("stop", "loop"):
@@ -183,9 +187,9 @@ class Mixer(MixerControl):
         self.min_loop_ms = min_loop_ms
         self.rate_glide_ms = rate_glide_ms
         self.rate = 1.0
-        self.shifter = Shifter()
+        self.shifter = Shifter(seconds=keylock_frame_s)
         #: With ``outputs="channels"``: a shifter a channel, in step with :attr:`shifter`.
-        self.channel_shifters = ChannelShifters()
+        self.channel_shifters = ChannelShifters(keylock_frame_s)
         self._out_delay = 0  # output_delay, published after each block
         self.at_end = at_end
         self._queue = deque()
@@ -314,7 +318,7 @@ class Mixer(MixerControl):
         # A shifter costs about 1.2 % of a 64-frame block at 48 kHz, and every
         # channel's does its FFTs in the same blocks as the master's (their frames are
         # the master's): 4 channels at 64-frame blocks, 16 from 256 (half at 96 kHz).
-        count = min(n, shifted_channels(b, self.shifter.frame)) if outputs == "channels" else 0
+        count = min(n, shifted_channels(b, self.keylock_frame)) if outputs == "channels" else 0
         self.channel_shifters.prepare(self.sr, count)
         if self.track is not None:  # prepared again with a track in: its step at this rate
             self._track_step(self.track)
@@ -422,6 +426,12 @@ class Mixer(MixerControl):
         if not shifter.active:
             self.channel_shifters.bypass()
         self._out_delay = shifter.delay
+
+    @property
+    def keylock_frame(self) -> int:
+        """The keylock's frame (samples) at the prepared rate: 1024 at 48 kHz, 2048 with
+        frames of 42.7 ms (:data:`~.keylock.KEYLOCK_QUALITY` "fine")."""
+        return self.shifter.frame
 
     @property
     def strip_shifters(self) -> list[Shifter]:

@@ -41,6 +41,7 @@ __all__ = [
     "FRAME",
     "FRAME_SECONDS",
     "HOP",
+    "KEYLOCK_QUALITY",
     "LATENCY",
     "MAX_PITCH",
     "MAX_SHIFTED_STRIPS",
@@ -68,6 +69,12 @@ __all__ = [
 FRAME = 1024
 #: How long a frame lasts (s), at any rate: :data:`FRAME` at 48 kHz.
 FRAME_SECONDS = FRAME / 48000
+#: ``serve --keylock-quality``: how long a frame lasts (s). "live" (the default):
+#: 21.3 ms, a latency of 24 ms; "fine": 42.7 ms, a latency of 48 ms, and the pitch of
+#: low notes and chords kept far better (``bench/stretch.py`` item 5's log-CQT
+#: distance 4.16 dB against 7.02; a 110 Hz note's harmonics within 0.0 cents at rates
+#: 0.84-1.16 against up to 103), as smooth (log-mel 2.12 both).
+KEYLOCK_QUALITY = {"live": FRAME_SECONDS, "fine": 2 * FRAME_SECONDS}
 #: The hop between frames: four frames overlap.
 HOP = FRAME // 4
 #: The shifter's latency (samples): the frame, and half a hop over which a frame's
@@ -89,15 +96,15 @@ RATE_HISTORY = 128
 MAX_SHIFTED_STRIPS = 16
 
 
-def frame_for(samplerate: int) -> int:
-    """The shifter's frame at ``samplerate``: the power of two nearest
-    :data:`FRAME_SECONDS` (1024 at 44.1 and 48 kHz, 2048 at 88.2 and 96 kHz, 4096 at
+def frame_for(samplerate: int, seconds: float = FRAME_SECONDS) -> int:
+    """The shifter's frame at ``samplerate``: the power of two nearest ``seconds``
+    (:data:`FRAME_SECONDS`: 1024 at 44.1 and 48 kHz, 2048 at 88.2 and 96 kHz, 4096 at
     176.4 and 192 kHz, 128 at 8 kHz), so the keylock sounds alike at any rate: a frame
     of 1024 at 96 kHz (10.7 ms) resolves partials half as finely, and played
     ``bench/stretch.py``'s song 0.06-0.24 dB further from the ideal (log-mel) than
     2048 did."""
-    seconds = FRAME_SECONDS * max(1, int(samplerate))
-    return 1 << min(14, max(4, round(math.log2(seconds))))
+    samples = seconds * max(1, int(samplerate))
+    return 1 << min(14, max(4, round(math.log2(samples))))
 
 
 def full_block(frame: int = FRAME) -> int:
@@ -107,10 +114,10 @@ def full_block(frame: int = FRAME) -> int:
     return 64 * MAX_SHIFTED_STRIPS * max(FRAME, frame) // (4 * FRAME)
 
 
-def latency_at(samplerate: int) -> int:
-    """The shifter's latency at ``samplerate`` (samples): its frame and half a hop
-    (:data:`LATENCY` at 44.1 and 48 kHz)."""
-    frame = frame_for(samplerate)
+def latency_at(samplerate: int, seconds: float = FRAME_SECONDS) -> int:
+    """The shifter's latency at ``samplerate`` (samples) with frames of ``seconds``:
+    its frame and half a hop (:data:`LATENCY` at 44.1 and 48 kHz)."""
+    frame = frame_for(samplerate, seconds)
     return frame + frame // 8
 
 
@@ -147,10 +154,13 @@ class Shifter:
     and calls :meth:`block` only while it is True.
     """
 
-    def __init__(self, frame: int | None = None) -> None:
+    def __init__(self, frame: int | None = None, seconds: float = FRAME_SECONDS) -> None:
         if frame is not None and (frame < 16 or frame > 16384 or frame & (frame - 1)):
             raise ValueError(f"frame must be a power of two in 16..16384, got {frame}")
+        if not 0.001 <= seconds <= 0.2:
+            raise ValueError(f"a frame lasts 0.001..0.2 s, got {seconds!r}")
         self._fixed = frame  # else the rate's (:func:`frame_for`), set by :meth:`prepare`
+        self._seconds = seconds
         frame = frame or FRAME
         #: The analysis frame (samples) and the hop (a quarter of it).
         self.frame = frame
@@ -182,9 +192,9 @@ class Shifter:
 
     def prepare(self, samplerate: int) -> None:
         """Every buffer and table, for a stream at ``samplerate`` (not real-time): the
-        frame given, or the rate's (:func:`frame_for`)."""
+        frame given, or the rate's for the frame's duration (:func:`frame_for`)."""
         self.sr = int(samplerate)
-        size = self._fixed or frame_for(self.sr)
+        size = self._fixed or frame_for(self.sr, self._seconds)
         if size != self._ring_in.shape[1]:
             self._ring_in = np.zeros((2, size), np.float32)
             self._ring_out = np.zeros((2, size))
@@ -369,7 +379,8 @@ class ChannelShifters:
         shifter ran (they play unshifted: the daemon says so), else 0.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, seconds: float = FRAME_SECONDS) -> None:
+        self.seconds = seconds  # each shifter's frame (:class:`Shifter`)
         self.shifters: list[Shifter] = []
         self.unshifted = 0
         self._tail: list[int] = []  # samples a quiet channel's shifter still rings
@@ -379,7 +390,7 @@ class ChannelShifters:
     def prepare(self, samplerate: int, count: int) -> None:
         """``count`` shifters for a stream at ``samplerate`` (not real-time)."""
         if len(self.shifters) != count:
-            self.shifters = [Shifter() for _ in range(count)]
+            self.shifters = [Shifter(seconds=self.seconds) for _ in range(count)]
         for shifter in self.shifters:
             shifter.prepare(samplerate)
         self._tail = [0] * count

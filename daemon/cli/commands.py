@@ -259,6 +259,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         library=list(args.library),
         use_cache=not args.no_cache,
         at_end=args.at_end,
+        keylock_quality=args.keylock_quality,
         midi_port=args.midi,
         midi_virtual=args.midi_virtual,
         midi_map=args.midi_map,

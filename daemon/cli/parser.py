@@ -212,6 +212,13 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
         help="stereo mix, or every channel on its own output pair",
     )
     p.add_argument(
+        "--keylock-quality",
+        choices=("live", "fine"),
+        default="live",
+        help="keylock's frames: live (21 ms, 24 ms of latency; default) or fine (43 ms, "
+        "48 ms of latency: low notes and chords kept in tune; docs/keylock.md)",
+    )
+    p.add_argument(
         "--library",
         nargs="+",
         default=[],

@@ -459,7 +459,7 @@ def build(snap: Snapshot) -> dict[str, Any]:
         "i",
         3,
         "1: keylock, the rate changes the tempo and the pitch stays (one pitch shifter "
-        "of the master, latency 24 ms at 48 kHz: 1152 samples); 0: vinyl",
+        "of the master, 24 ms of latency; 48 ms with serve --keylock-quality fine); 0: vinyl",
         value=v.get("/transport/keylock", [0]),
         range_=[{"MIN": 0, "MAX": 1}],
     )

@@ -24,7 +24,7 @@ from stemdeck.core.mixer.commands import (
 )
 from stemdeck.core.mixer.engine import Mixer
 from stemdeck.core.mixer.kernel import COMPILED
-from stemdeck.core.mixer.keylock import LATENCY
+from stemdeck.core.mixer.keylock import FRAME_SECONDS, KEYLOCK_QUALITY, LATENCY
 from stemdeck.daemon.serve import Daemon
 from stemdeck.daemon.transport import TransportControl
 
@@ -145,17 +145,19 @@ def test_what_is_heard_is_the_play_head_less_the_keylocks_delay(mixer: Mixer) ->
 
 def test_outputs_channels_refuses_keylock_for_more_channels_than_shifters() -> None:
     """``outputs="channels"`` gives each channel a shifter of its own, for as many
-    channels as the block allows (4 at 64 frames, 16 from 256; at 96 kHz, whose
-    frame is twice as long, 8 at 256 and 16 from 512): keylock or a pitch for a
-    track of more is refused in one line (its other channels would play unshifted,
-    24 ms early); as many take it, and off is always taken."""
+    channels as the block allows (4 at 64 frames, 16 from 256; at 96 kHz, or with
+    the fine keylock's frames, twice as long, 8 at 256 and 16 from 512): keylock or
+    a pitch for a track of more is refused in one line (its other channels would
+    play unshifted, 24 ms early); as many take it, and off is always taken."""
     names = tuple(f"c{i}" for i in range(24))
-    for sr, block, most, more, full in (
-        (SR, 256, 16, 24, 256),
-        (SR, 64, 4, 8, 256),
-        (96000, 256, 8, 12, 512),
+    fine = KEYLOCK_QUALITY["fine"]
+    for sr, frame_s, block, most, more, full in (
+        (SR, FRAME_SECONDS, 256, 16, 24, 256),
+        (SR, FRAME_SECONDS, 64, 4, 8, 256),
+        (96000, FRAME_SECONDS, 256, 8, 12, 512),
+        (SR, fine, 256, 8, 12, 512),
     ):
-        m = Mixer(max_channels=24)
+        m = Mixer(max_channels=24, keylock_frame_s=frame_s)
         m.prepare(sr, block, outputs="channels")
         assert len(m.strip_shifters) == most
         t = TransportControl(m)

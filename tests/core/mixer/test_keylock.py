@@ -13,6 +13,8 @@ from stemdeck.core.mixer.engine import Mixer
 from stemdeck.core.mixer.kernel import COMPILED
 from stemdeck.core.mixer.keylock import (
     FRAME,
+    FRAME_SECONDS,
+    KEYLOCK_QUALITY,
     LATENCY,
     XFADE_MS,
     Shifter,
@@ -65,13 +67,18 @@ PAIR = ((300.0, 0.25), (440.0, 0.1))  # the louder first, three bins apart at 48
 BASS = tuple((110.0 * k, 0.3 / k) for k in range(1, 9))  # a note's first 8 harmonics
 
 
-def _partials(parts: tuple[tuple[float, float], ...], rate: float, sr: int = SR) -> list[float]:
-    """Partials (Hz, amplitude) at ``rate`` with keylock on, at ``sr``: each one's
-    frequency in the output (the peak of a long spectrum within 6 % of it)."""
+def _partials(
+    parts: tuple[tuple[float, float], ...], rate: float, sr: int = SR, frame_s: float | None = None
+) -> list[float]:
+    """Partials (Hz, amplitude) at ``rate`` with keylock on, at ``sr`` (with frames of
+    ``frame_s``): each one's frequency in the output (the peak of a long spectrum
+    within 6 % of it)."""
     t = np.arange(3 * sr) / sr
     y = np.sum([a * np.sin(2 * np.pi * hz * t) for hz, a in parts], axis=0).astype(np.float32)
-    m = mixer(np.stack([y, y])[np.newaxis], sr=sr)
+    frame_s = frame_s or FRAME_SECONDS
+    m = mixer(np.stack([y, y])[np.newaxis], sr=sr, keylock_frame_s=frame_s)
     out = run(m, 2 * sr, 256, {0: [Rate(rate), Keylock(True)]})[sr // 2 :, 0]
+    assert m.output_delay == latency_at(sr, frame_s)
     n = len(out)
     spec = np.abs(np.fft.rfft(out.astype(np.float64) * np.hanning(n), 8 * n))
     freqs = np.fft.rfftfreq(8 * n, 1 / sr)
@@ -103,6 +110,17 @@ def test_a_partial_beside_a_louder_one_keeps_its_pitch(
     its shift in Hz, 440 Hz was 44 cents off at 0.92 and 1.08, the bass note's
     harmonics up to 90 and 98 cents at 1.08 and 1.16."""
     for got, (hz, _) in zip(_partials(parts, rate), parts, strict=True):
+        assert abs(cents(got, hz)) < 1.0, (got, hz)
+
+
+def test_fine_keylock_keeps_the_harmonics_a_live_frame_cannot_tell_apart() -> None:
+    """``serve --keylock-quality fine``: frames of 42.7 ms (2048 samples at 48 kHz, a
+    latency of 2304). A 110 Hz note's harmonics read at rate 0.84 are 92 Hz apart,
+    under two bins of the live frame, which leaves one 103 cents out; the fine
+    frame keeps every one within 1 cent."""
+    fine = KEYLOCK_QUALITY["fine"]
+    assert latency_at(SR, fine) == 2304
+    for got, (hz, _) in zip(_partials(BASS, 0.84, frame_s=fine), BASS, strict=True):
         assert abs(cents(got, hz)) < 1.0, (got, hz)
 
 

@@ -671,3 +671,55 @@ print(main(["demo"]))
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert (out.stdout, out.stderr) == ("130\n", "stemdeck: interrupted\n")
+
+
+def test_keylock_quality_reaches_the_mixer(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """``serve --keylock-quality fine`` gives the daemon's mixer frames of 42.7 ms
+    (2048 samples at 48 kHz, 2304 of latency); the default is live (1024); anything
+    else is refused by the parser in one line."""
+    import stemdeck.daemon.cli.commands as commands
+    import stemdeck.daemon.forkserver as fs
+    import stemdeck.daemon.serve as serve
+    from stemdeck.core.mixer.engine import Mixer
+    from stemdeck.core.mixer.keylock import KEYLOCK_QUALITY, latency_at
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    class Captured:
+        def __init__(self, opts: serve.ServeOptions) -> None:
+            seen.append(opts.keylock_quality)
+
+        def start(self) -> None:
+            raise Stop
+
+        def shutdown(self) -> None:
+            pass
+
+    monkeypatch.setattr(fs, "warm_up", lambda context: None)
+    monkeypatch.setattr(commands, "_one_blas_thread", lambda: None)
+    monkeypatch.setattr(serve, "Daemon", Captured)
+    track = str(tmp_path / "t.wav")
+    sf.write(track, np.zeros((SR, 2), np.float32), SR)
+    for extra in (["--keylock-quality", "fine"], []):
+        with pytest.raises(Stop):
+            main(["serve", track, "--no-audio", *extra])
+    assert seen == ["fine", "live"]
+    with pytest.raises(SystemExit) as info:
+        main(["serve", track, "--keylock-quality", "best"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "stemdeck serve: error: argument --keylock-quality: invalid choice: 'best' "
+        "(choose from 'live', 'fine')"
+    )
+    frames = []
+    for quality in ("fine", "live"):
+        m = Mixer(keylock_frame_s=KEYLOCK_QUALITY[quality])
+        m.prepare(48000, 256)
+        frames.append(m.keylock_frame)
+    assert frames == [2048, 1024]
+    assert latency_at(48000, KEYLOCK_QUALITY["fine"]) == 2304
