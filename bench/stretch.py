@@ -254,10 +254,10 @@ def _keylocked(song: np.ndarray, rate: float, frame: int | None, keylock: bool) 
     s.prepare(SR)
     s.set(keylock=True)
     s.xfade_samples(1)
-    padded = np.concatenate([out, np.zeros((frame, 2), np.float32)])
+    padded = np.concatenate([out, np.zeros((s.latency, 2), np.float32)])
     for i in range(0, len(padded), 256):
         s.block(padded[i : i + 256], len(padded[i : i + 256]), rate, None)
-    return padded[frame:, 0]
+    return padded[s.latency :, 0]
 
 
 def _sine_cents(rate: float, frame: int) -> float:

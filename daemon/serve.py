@@ -137,6 +137,10 @@ class Daemon:
     """The components of one ``serve`` process, and the Host that OSC and MIDI drive."""
 
     def __init__(self, opts: ServeOptions) -> None:
+        if opts.keylock_quality not in KEYLOCK_QUALITY:
+            raise ParameterError(
+                f"--keylock-quality takes live or fine, got {opts.keylock_quality!r}"
+            )
         self.opts = opts
         self.stop_event = threading.Event()
         self.cache = SeparationCache(verify_on_load=False) if opts.use_cache else None

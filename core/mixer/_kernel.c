@@ -1248,14 +1248,15 @@ done:
  *     0.25..4), g (the wet gain), its target (0 or 1), its step a sample, the
  *     samples to wait before g moves towards 1 (the shifter fills first), the
  *     samples since the last frame, the ring position, the hop, the overlap-add
- *     scale, a reset flag (non-zero: rings, phases and positions cleared first);
+ *     scale, a reset flag (non-zero: rings, phases and positions cleared first),
+ *     the last bin where hidden partials are looked for (0..N/2: 1.1 kHz);
  *   ring_in: float32 (2, N); ring_out: float64 (2, N) (overlap-add); work:
  *     float64 (SH_ROWS, N).
  *   mix: float32 (2, >= frames) or None: the result copied there too.
  * A non-finite result sample is written 0. Returns True.
  */
 enum { SH_ALPHA, SH_G, SH_GTGT, SH_GSTEP, SH_WAIT, SH_COUNT, SH_POS, SH_HOP, SH_SCALE,
-       SH_RESET, SH_SIZE };
+       SH_RESET, SH_HIDDEN, SH_SIZE };
 /* The work rows: the FFT's buffer, |L| + |R|, this frame's L and R, the last
  * frame's (for the phase advance at a peak), the moved L and R, each output bin's
  * value in the last output frame and in this one (its phase: the largest share's),
@@ -1354,7 +1355,7 @@ sh_nearer(const double *fq, Py_ssize_t k, Py_ssize_t a, Py_ssize_t b)
  *
  * Each bin's own frequency (its phase advance since the last frame, both sides'
  * summed) says which partial it belongs to. A peak is a maximum over +-2 bins,
- * or, up to bin 3 N / 128 (1.1 kHz: the frame is about 21 ms at any rate), a
+ * or, up to the state's last hidden bin (1.1 kHz at any rate), a
  * partial that the main lobe of a louder one two or three bins away hides (a
  * bass note's harmonics, a close-voiced chord): a bin whose own frequency lies
  * within 0.75 bin of it and within half a bin of a neighbour's (a partial's lobe
@@ -1367,7 +1368,7 @@ sh_nearer(const double *fq, Py_ssize_t k, Py_ssize_t a, Py_ssize_t b)
  * maximum, else the louder. Between two peaks, a bin goes with the one whose
  * frequency is nearer its own. */
 static void
-sh_move(Py_ssize_t N, Py_ssize_t hop, double alpha, double *w)
+sh_move(Py_ssize_t N, Py_ssize_t hop, double alpha, Py_ssize_t hidden_to, double *w)
 {
     double *re = w + W_RE * N, *im = w + W_IM * N, *mag = w + W_MAG * N;
     double *xlr = w + W_XLR * N, *xli = w + W_XLI * N, *xrr = w + W_XRR * N;
@@ -1396,7 +1397,7 @@ sh_move(Py_ssize_t N, Py_ssize_t hop, double alpha, double *w)
     /* While the rate moves (the factor differs from the last frame's by over 0.1 %:
      * the mixer's glide, not a follower's nudge) every partial sweeps and a bin's
      * own frequency is the sweep's: no hidden partials. fq[M] keeps the factor. */
-    Py_ssize_t peaks = 0, hidden = fabs(alpha - fq[M]) <= 1e-3 * alpha ? N * 3 / 128 : -1;
+    Py_ssize_t peaks = 0, hidden = fabs(alpha - fq[M]) <= 1e-3 * alpha ? hidden_to : -1;
     fq[M] = alpha;
     double floor_ = top * 1e-5, last = 0.0;
     int last_max = 0;
@@ -1552,7 +1553,9 @@ shift(PyObject *self, PyObject *args)
         || !(v[SH_WAIT] >= 0.0 && v[SH_WAIT] <= 1e9) || !(v[SH_HOP] >= 1.0 && v[SH_HOP] <= (double)N)
         || v[SH_HOP] != floor(v[SH_HOP]) || !(v[SH_COUNT] >= 0.0 && v[SH_COUNT] < v[SH_HOP])
         || v[SH_COUNT] != floor(v[SH_COUNT]) || !(v[SH_POS] >= 0.0 && v[SH_POS] < (double)N)
-        || v[SH_POS] != floor(v[SH_POS]) || !(fabs(v[SH_SCALE]) <= 1e6)) {
+        || v[SH_POS] != floor(v[SH_POS]) || !(fabs(v[SH_SCALE]) <= 1e6)
+        || !(v[SH_HIDDEN] >= 0.0 && v[SH_HIDDEN] <= (double)(N / 2))
+        || v[SH_HIDDEN] != floor(v[SH_HIDDEN])) {
         bad("shift: state");
         goto done;
     }
@@ -1585,7 +1588,7 @@ shift(PyObject *self, PyObject *args)
         if (count == 0)
             sh_analyse(N, pos, in0, in1, win, cs, sn, w);
         if (count == hop / 4)
-            sh_move(N, hop, v[SH_ALPHA], w);
+            sh_move(N, hop, v[SH_ALPHA], (Py_ssize_t)v[SH_HIDDEN], w);
         if (count == hop / 2)
             sh_synth(N, v[SH_SCALE], pos, out0, out1, win, cs, sn, w);
         if (gt == 0.0) {
@@ -1657,7 +1660,7 @@ static struct PyModuleDef module = {
 
 /* Bumped with every change of a signature or a meaning: core/mixer/engine.py
  * runs numpy rather than a stale build (an editable install not rebuilt). */
-#define KERNEL_ABI 7
+#define KERNEL_ABI 8
 
 PyMODINIT_FUNC
 PyInit__kernel(void)

@@ -72,7 +72,7 @@ __all__ = [
     "read_table",
 ]
 
-KERNEL_ABI = 7  # the _kernel.c this package calls (its KERNEL_ABI)
+KERNEL_ABI = 8  # the _kernel.c this package calls (its KERNEL_ABI)
 
 
 class Kernel(Protocol):

@@ -59,11 +59,10 @@ __all__ = [
 
 #: The analysis frame (samples). Chosen by ``bench/stretch.py``: the log-mel distance
 #: to the ideal (four songs synthesized at the new tempo, dB, the mean over rates
-#: 0.84-1.16) is 2.55 at 512 (10.7 ms at 48 kHz), 2.12 at 1024 (21.3 ms), 2.12 at 2048
+#: 0.84-1.16) is 2.56 at 512 (10.7 ms at 48 kHz), 2.09 at 1024 (21.3 ms), 1.93 at 2048
 #: (42.7 ms), librosa's phase vocoder 3.86, vinyl 5.13; the log-CQT distance (where a
-#: partial out of tune shows) 10.41, 7.02, 4.16, 5.43 and 13.14. 1024: as smooth as
-#: 2048 at half its latency, with the pitch of dense low harmonics less well kept
-#: (docs/keylock.md).
+#: partial out of tune shows) 10.40, 6.97, 3.99, 5.43 and 13.14. 1024 is the default
+#: for its latency (24 ms); 2048 is ``serve --keylock-quality fine`` (docs/keylock.md).
 #: That is the frame at 44.1 and 48 kHz; at other rates the frame lasts as long
 #: (:func:`frame_for`).
 FRAME = 1024
@@ -72,8 +71,8 @@ FRAME_SECONDS = FRAME / 48000
 #: ``serve --keylock-quality``: how long a frame lasts (s). "live" (the default):
 #: 21.3 ms, a latency of 24 ms; "fine": 42.7 ms, a latency of 48 ms, and the pitch of
 #: low notes and chords kept far better (``bench/stretch.py`` item 5's log-CQT
-#: distance 4.16 dB against 7.02; a 110 Hz note's harmonics within 0.0 cents at rates
-#: 0.84-1.16 against up to 103), as smooth (log-mel 2.12 both).
+#: distance 3.99 dB against 6.97; a 110 Hz note's harmonics within 0.0 cents at rates
+#: 0.84-1.16 against up to 103), and smoother (log-mel 1.93 against 2.09).
 KEYLOCK_QUALITY = {"live": FRAME_SECONDS, "fine": 2 * FRAME_SECONDS}
 #: The hop between frames: four frames overlap.
 HOP = FRAME // 4
@@ -82,6 +81,10 @@ HOP = FRAME // 4
 #: 64 channels and 64 frames, keylock on (medians of 3 runs, 2 cores): the whole frame
 #: in one block 26.2 % of the block's time, spread 22.3 % (4 channels: 13.3 -> 5.4 %).
 LATENCY = FRAME + HOP // 2
+#: Partials hidden by a louder one's main lobe are looked for up to this frequency
+#: (Hz; ``_kernel.c``'s ``sh_move``): above it the extra peaks cost more than they keep
+#: (``bench/stretch.py`` items 5 and 6, docs/keylock.md).
+HIDDEN_HZ = 1125.0
 #: The pitch shift's range, semitones either way.
 MAX_PITCH = 12.0
 #: The crossfade into and out of bypass.
@@ -134,10 +137,10 @@ def shifted_channels(block: int, frame: int = FRAME) -> int:
 
 
 #: ``_kernel.c``'s SH_SIZE and SH_ROWS: the state's fields, the work rows.
-SHIFT_FIELDS = 10
+SHIFT_FIELDS = 11
 SHIFT_ROWS = 22
 # The state's fields (``_kernel.c``'s SH_* enum).
-_ALPHA, _G, _GTGT, _GSTEP, _WAIT, _COUNT, _POS, _HOP, _SCALE, _RESET = range(SHIFT_FIELDS)
+_ALPHA, _G, _GTGT, _GSTEP, _WAIT, _COUNT, _POS, _HOP, _SCALE, _RESET, _HIDDEN = range(SHIFT_FIELDS)
 
 
 def transpose(rate: float, semitones: float) -> float:
@@ -161,7 +164,7 @@ class Shifter:
             raise ValueError(f"a frame lasts 0.001..0.2 s, got {seconds!r}")
         self._fixed = frame  # else the rate's (:func:`frame_for`), set by :meth:`prepare`
         self._seconds = seconds
-        frame = frame or FRAME
+        frame = frame or frame_for(48000, seconds)  # until prepared
         #: The analysis frame (samples) and the hop (a quarter of it).
         self.frame = frame
         self.hop = frame // 4
@@ -220,6 +223,7 @@ class Shifter:
         # Hann analysis and synthesis windows overlap-add to 3/8 * frame / hop.
         st[_SCALE] = 8.0 * self.hop / (3.0 * size)
         st[_RESET] = 1.0
+        st[_HIDDEN] = min(size // 2, round(HIDDEN_HZ * size / self.sr))
         self.active = False
 
     def xfade_samples(self, samples: int) -> None:

@@ -489,7 +489,7 @@ def test_buffer_formats() -> None:
     for bad in wrong:
         with pytest.raises(ValueError):
             _kernel.zero(bad)
-    assert _kernel.ABI == 7
+    assert _kernel.ABI == 8
 
 
 @pytest.mark.e2e

@@ -58,9 +58,13 @@ def test_the_frame_lasts_as_long_at_any_rate() -> None:
     assert [latency_at(sr) for sr in (44100, 48000, 96000)] == [LATENCY, LATENCY, 2304]
     assert [shifted_channels(64, f) for f in (1024, 2048, 4096)] == [4, 2, 1]
     assert [shifted_channels(256, f) for f in (512, 1024, 2048)] == [16, 16, 8]
-    m = mixer(sine(440.0, 1.0), sr=96000, outputs="channels")
-    assert (m.shifter.frame, len(m.strip_shifters)) == (2048, 8)
+    m = Mixer(max_channels=24)
+    m.prepare(96000, 256, outputs="channels")
+    assert (m.keylock_frame, len(m.strip_shifters)) == (2048, 8)
     assert {s.frame for s in m.strip_shifters} == {2048}
+    m.prepare(48000, 256, outputs="channels")  # again, at another rate: 16 of 1024
+    assert (m.keylock_frame, len(m.strip_shifters)) == (1024, 16)
+    assert {s.frame for s in m.strip_shifters} == {1024}
 
 
 PAIR = ((300.0, 0.25), (440.0, 0.1))  # the louder first, three bins apart at 48 kHz
@@ -96,6 +100,17 @@ def test_close_partials_are_kept_alike_at_48_and_96_khz(sr: int) -> None:
     they were one region, and 440 Hz came out 86 cents sharp."""
     for got, (hz, _) in zip(_partials(PAIR, 1.16, sr), PAIR, strict=True):
         assert abs(cents(got, hz)) < 1.0, (got, hz)
+
+
+def test_hidden_partials_are_looked_for_up_to_the_same_frequency_at_any_rate() -> None:
+    """Partials hidden by a louder one are looked for up to 1.1 kHz at 48 and 96 kHz
+    alike: 1620 Hz beside a louder 1500 (above it, moved with the louder one's
+    region) comes out at the same pitch at both rates, within 0.1 cent (it was
+    looked for up to bin 24, 2.25 kHz at 96 kHz: 10 cents apart)."""
+    parts = ((1500.0, 0.25), (1620.0, 0.1))
+    for rate in (0.92, 1.08):
+        at48, at96 = _partials(parts, rate, 48000), _partials(parts, rate, 96000)
+        assert abs(cents(at96[1], at48[1])) < 0.1, (rate, at48, at96)
 
 
 @pytest.mark.parametrize(
@@ -456,8 +471,8 @@ def test_a_pitch_is_clamped_and_a_non_finite_one_changes_nothing() -> None:
 
 
 def test_the_kernel_checks_its_state() -> None:
-    """A bad transpose factor, gain, position, hop or buffer shape raises
-    ValueError and touches nothing; the block is never read out of bounds."""
+    """A bad transpose factor, gain, position, hop, last hidden bin or buffer shape
+    raises ValueError and touches nothing; the block is never read out of bounds."""
     assert COMPILED is not None
     s = Shifter()
     s.prepare(SR)
@@ -477,6 +492,10 @@ def test_the_kernel_checks_its_state() -> None:
         (6, 0.5),
         (7, 0.0),
         (7, float(FRAME + 1)),
+        (10, -1.0),
+        (10, float(FRAME // 2 + 1)),
+        (10, 2.5),
+        (10, float("nan")),
     ]:
         st = good.copy()
         st[field] = value

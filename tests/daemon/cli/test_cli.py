@@ -13,6 +13,7 @@ import pytest
 import soundfile as sf
 
 from conftest import SR, TINY, tone_mix
+from stemdeck.core.errors import ParameterError
 from stemdeck.daemon import outputs
 from stemdeck.daemon.cli import main
 
@@ -678,7 +679,7 @@ def test_keylock_quality_reaches_the_mixer(
 ) -> None:
     """``serve --keylock-quality fine`` gives the daemon's mixer frames of 42.7 ms
     (2048 samples at 48 kHz, 2304 of latency); the default is live (1024); anything
-    else is refused by the parser in one line."""
+    else is refused by the parser in one line, and by the daemon's options."""
     import stemdeck.daemon.cli.commands as commands
     import stemdeck.daemon.forkserver as fs
     import stemdeck.daemon.serve as serve
@@ -690,11 +691,10 @@ def test_keylock_quality_reaches_the_mixer(
     class Stop(Exception):
         pass
 
-    class Captured:
-        def __init__(self, opts: serve.ServeOptions) -> None:
-            seen.append(opts.keylock_quality)
-
-        def start(self) -> None:
+    class Captured(serve.Daemon):
+        def start(self) -> None:  # the daemon as built, before anything starts
+            self.engine.prepare(48000, 256)
+            seen.append((self.opts.keylock_quality, self.engine.keylock_frame))
             raise Stop
 
         def shutdown(self) -> None:
@@ -707,8 +707,8 @@ def test_keylock_quality_reaches_the_mixer(
     sf.write(track, np.zeros((SR, 2), np.float32), SR)
     for extra in (["--keylock-quality", "fine"], []):
         with pytest.raises(Stop):
-            main(["serve", track, "--no-audio", *extra])
-    assert seen == ["fine", "live"]
+            main(["serve", track, "--no-audio", "--no-cache", "--http", "off", *extra])
+    assert seen == [("fine", 2048), ("live", 1024)]
     with pytest.raises(SystemExit) as info:
         main(["serve", track, "--keylock-quality", "best"])
     assert info.value.code == 2
@@ -716,10 +716,8 @@ def test_keylock_quality_reaches_the_mixer(
         "stemdeck serve: error: argument --keylock-quality: invalid choice: 'best' "
         "(choose from 'live', 'fine')"
     )
-    frames = []
-    for quality in ("fine", "live"):
-        m = Mixer(keylock_frame_s=KEYLOCK_QUALITY[quality])
-        m.prepare(48000, 256)
-        frames.append(m.keylock_frame)
-    assert frames == [2048, 1024]
     assert latency_at(48000, KEYLOCK_QUALITY["fine"]) == 2304
+    with pytest.raises(ParameterError) as refused:
+        serve.Daemon(serve.ServeOptions(track=track, use_cache=False, keylock_quality="best"))
+    assert str(refused.value) == "--keylock-quality takes live or fine, got 'best'"
+    assert Mixer(keylock_frame_s=KEYLOCK_QUALITY["fine"]).keylock_frame == 2048  # unprepared
