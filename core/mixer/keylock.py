@@ -59,9 +59,9 @@ __all__ = [
 
 #: The analysis frame (samples). Chosen by ``bench/stretch.py``: the log-mel distance
 #: to the ideal (four songs synthesized at the new tempo, dB, the mean over rates
-#: 0.84-1.16) is 2.56 at 512 (10.7 ms at 48 kHz), 2.09 at 1024 (21.3 ms), 1.93 at 2048
+#: 0.84-1.16) is 2.56 at 512 (10.7 ms at 48 kHz), 2.10 at 1024 (21.3 ms), 1.93 at 2048
 #: (42.7 ms), librosa's phase vocoder 3.86, vinyl 5.13; the log-CQT distance (where a
-#: partial out of tune shows) 10.40, 6.97, 3.99, 5.43 and 13.14. 1024 is the default
+#: partial out of tune shows) 10.37, 6.97, 3.99, 5.43 and 13.14. 1024 is the default
 #: for its latency (24 ms); 2048 is ``serve --keylock-quality fine`` (docs/keylock.md).
 #: That is the frame at 44.1 and 48 kHz; at other rates the frame lasts as long
 #: (:func:`frame_for`).
@@ -72,7 +72,7 @@ FRAME_SECONDS = FRAME / 48000
 #: 21.3 ms, a latency of 24 ms; "fine": 42.7 ms, a latency of 48 ms, and the pitch of
 #: low notes and chords kept far better (``bench/stretch.py`` item 5's log-CQT
 #: distance 3.99 dB against 6.97; a 110 Hz note's harmonics within 0.0 cents at rates
-#: 0.84-1.16 against up to 103), and smoother (log-mel 1.93 against 2.09).
+#: 0.84-1.16 against up to 103), and smoother (log-mel 1.93 against 2.10).
 KEYLOCK_QUALITY = {"live": FRAME_SECONDS, "fine": 2 * FRAME_SECONDS}
 #: The hop between frames: four frames overlap.
 HOP = FRAME // 4
