@@ -139,7 +139,8 @@ class Daemon:
     def __init__(self, opts: ServeOptions) -> None:
         if opts.keylock_quality not in KEYLOCK_QUALITY:
             raise ParameterError(
-                f"--keylock-quality takes live or fine, got {opts.keylock_quality!r}"
+                f"--keylock-quality takes {' or '.join(KEYLOCK_QUALITY)}, "
+                f"got {opts.keylock_quality!r}"
             )
         self.opts = opts
         self.stop_event = threading.Event()

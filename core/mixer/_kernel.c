@@ -1261,7 +1261,8 @@ enum { SH_ALPHA, SH_G, SH_GTGT, SH_GSTEP, SH_WAIT, SH_COUNT, SH_POS, SH_HOP, SH_
  * frame's (for the phase advance at a peak), the moved L and R, each output bin's
  * value in the last output frame and in this one (its phase: the largest share's),
  * the peaks, the largest share taken by each output bin, each input bin's own
- * frequency (in bins). */
+ * frequency (in bins; NaN past the hidden partials' bins) and at [N/2 + 1] the
+ * last frame's transpose factor. */
 enum { W_RE, W_IM, W_MAG, W_XLR, W_XLI, W_XRR, W_XRI, W_PLR, W_PLI, W_PRR, W_PRI, W_YLR,
        W_YLI, W_YRR, W_YRI, W_SYR, W_SYI, W_SZR, W_SZI, W_PEAK, W_WT, W_FREQ, SH_ROWS };
 #define SH_PI 3.14159265358979323846
@@ -1340,7 +1341,8 @@ sh_analyse(Py_ssize_t N, Py_ssize_t pos, const float *in0, const float *in1,
 }
 
 /* Between peaks at bins a < b: bin k goes with b, its own frequency nearer b's
- * (halfway between them where a frequency is unknown: silence in either frame). */
+ * (halfway between them where a frequency is unknown: silence in either frame, or
+ * past the hidden partials' bins, where no bin's frequency is read). */
 static int
 sh_nearer(const double *fq, Py_ssize_t k, Py_ssize_t a, Py_ssize_t b)
 {

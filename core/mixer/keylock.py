@@ -40,6 +40,7 @@ from . import kernel
 __all__ = [
     "FRAME",
     "FRAME_SECONDS",
+    "HIDDEN_HZ",
     "HOP",
     "KEYLOCK_QUALITY",
     "LATENCY",
@@ -69,7 +70,8 @@ FRAME = 1024
 #: How long a frame lasts (s), at any rate: :data:`FRAME` at 48 kHz.
 FRAME_SECONDS = FRAME / 48000
 #: ``serve --keylock-quality``: how long a frame lasts (s). "live" (the default):
-#: 21.3 ms, a latency of 24 ms; "fine": 42.7 ms, a latency of 48 ms, and the pitch of
+#: 21.3 ms, a latency of 24 ms at 48 kHz (26.1 at 44.1); "fine": 42.7 ms, a latency of
+#: 48 ms at 48 kHz (52.2 at 44.1), and the pitch of
 #: low notes and chords kept far better (``bench/stretch.py`` item 5's log-CQT
 #: distance 3.99 dB against 6.97; a 110 Hz note's harmonics within 0.0 cents at rates
 #: 0.84-1.16 against up to 103), and smoother (log-mel 1.93 against 2.10).
@@ -223,7 +225,7 @@ class Shifter:
         # Hann analysis and synthesis windows overlap-add to 3/8 * frame / hop.
         st[_SCALE] = 8.0 * self.hop / (3.0 * size)
         st[_RESET] = 1.0
-        st[_HIDDEN] = min(size // 2, round(HIDDEN_HZ * size / self.sr))
+        st[_HIDDEN] = min(size // 2, round(HIDDEN_HZ * size / max(1, self.sr)))
         self.active = False
 
     def xfade_samples(self, samples: int) -> None:

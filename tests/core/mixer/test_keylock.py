@@ -94,23 +94,25 @@ def _partials(
 
 
 @pytest.mark.parametrize("sr", [48000, 96000])
-def test_close_partials_are_kept_alike_at_48_and_96_khz(sr: int) -> None:
-    """Two partials 140 Hz apart at rate 1.16, keylock on: both kept within 1 cent at
-    48 and 96 kHz alike. With the frame of 1024 at 96 kHz (10.7 ms: 94 Hz bins)
-    they were one region, and 440 Hz came out 86 cents sharp."""
-    for got, (hz, _) in zip(_partials(PAIR, 1.16, sr), PAIR, strict=True):
+@pytest.mark.parametrize("rate", [0.92, 1.08, 1.16])
+def test_close_partials_are_kept_alike_at_48_and_96_khz(sr: int, rate: float) -> None:
+    """Two partials 140 Hz apart, keylock on: both kept within 1 cent at 48 and 96 kHz
+    alike. With the frame of 1024 at 96 kHz (10.7 ms: 94 Hz bins) they were one
+    region at 1.16, and 440 Hz came out 86 cents sharp; with no hidden partials
+    looked for, 440 Hz is 44 cents off at 0.92 and 1.08."""
+    for got, (hz, _) in zip(_partials(PAIR, rate, sr), PAIR, strict=True):
         assert abs(cents(got, hz)) < 1.0, (got, hz)
 
 
 def test_hidden_partials_are_looked_for_up_to_the_same_frequency_at_any_rate() -> None:
     """Partials hidden by a louder one are looked for up to 1.1 kHz at 48 and 96 kHz
     alike: 1620 Hz beside a louder 1500 (above it, moved with the louder one's
-    region) comes out at the same pitch at both rates, within 0.1 cent (it was
-    looked for up to bin 24, 2.25 kHz at 96 kHz: 10 cents apart)."""
+    region) comes out at the same pitch at both rates, within 0.5 cent (it was
+    looked for up to bin 48 of 2048, 2.25 kHz at 96 kHz: 10 cents apart)."""
     parts = ((1500.0, 0.25), (1620.0, 0.1))
     for rate in (0.92, 1.08):
         at48, at96 = _partials(parts, rate, 48000), _partials(parts, rate, 96000)
-        assert abs(cents(at96[1], at48[1])) < 0.1, (rate, at48, at96)
+        assert abs(cents(at96[1], at48[1])) < 0.5, (rate, at48, at96)
 
 
 @pytest.mark.parametrize(
