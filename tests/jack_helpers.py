@@ -18,6 +18,7 @@ import numpy as np
 
 from stemdeck.core.mixer.commands import Command, Keylock
 from stemdeck.core.mixer.engine import Mixer
+from stemdeck.core.mixer.keylock import FRAME_SECONDS
 
 
 def start_jack(name: str, *, rate: int = 48000, period: int = 256) -> subprocess.Popen | None:
@@ -383,8 +384,8 @@ class TimebaseSession:
 class Counting(Mixer):
     """The mixer, keeping every command posted to it (``posted``)."""
 
-    def __init__(self) -> None:
-        super().__init__(max_channels=1)
+    def __init__(self, keylock_frame_s: float = FRAME_SECONDS) -> None:
+        super().__init__(max_channels=1, keylock_frame_s=keylock_frame_s)
         self.posted: list[Command] = []
 
     def post(self, command: Command) -> bool:

@@ -18,7 +18,7 @@ from stemdeck.core.beats.grid import BeatGrid
 from stemdeck.core.mixer.commands import Batch, Keylock, Play, Rate, SetTrack, Track
 from stemdeck.core.mixer.engine import Mixer
 from stemdeck.core.mixer.kernel import COMPILED
-from stemdeck.core.mixer.keylock import latency_at
+from stemdeck.core.mixer.keylock import FRAME_SECONDS, KEYLOCK_QUALITY, latency_at
 from stemdeck.daemon.clock_in import NUDGE
 from stemdeck.daemon.quantize import Quantizer
 from stemdeck.daemon.sync import SyncControl
@@ -87,8 +87,10 @@ class Session:
             self.beat += frames / SR * self.bpm / 60.0
 
 
-def make(clicks: tuple[int, ...] = CLICKS) -> tuple[Counting, SyncControl, BbtFollower]:
-    engine = Counting()
+def make(
+    clicks: tuple[int, ...] = CLICKS, keylock_frame_s: float = FRAME_SECONDS
+) -> tuple[Counting, SyncControl, BbtFollower]:
+    engine = Counting(keylock_frame_s)
     engine.prepare(SR, BLOCK)
     audio = np.zeros((1, 2, LENGTH), np.float32)
     for beat in clicks:
@@ -246,19 +248,27 @@ def test_a_masters_tempo_change_keeps_the_key_with_keylock(keylock: bool) -> Non
 
 
 @pytest.mark.skipif(COMPILED is None, reason="the compiled kernel is not built")
-def test_with_keylock_on_the_clicks_still_sound_on_the_sessions_beats() -> None:
-    """The keylock's shifter delays the master by its latency (144 samples at 8 kHz): the
-    follower places the play head that far ahead, so the session hears each click
-    on its beat (it heard them 24 ms late at 48 kHz). Keylock off again: one seek
-    back, and the next click on its beat as well."""
-    engine, sync, follower = make()
+@pytest.mark.parametrize(("quality", "delay"), [("live", 144), ("fine", 288)])
+def test_with_keylock_on_the_clicks_still_sound_on_the_sessions_beats(
+    quality: str, delay: int
+) -> None:
+    """The keylock's shifter delays the master by its latency (144 samples at 8 kHz,
+    288 with ``--keylock-quality fine``): the follower places the play head that far
+    ahead, so the session hears each click on its beat (it heard them 24 ms late at
+    48 kHz). Keylock off again: one seek back, and the next click on its beat as
+    well. Through the shifter a click is spread over its frame (32 ms for fine at
+    8 kHz, its first loud sample 1.3 ms before the beat): where it sounds is its
+    energy's centroid."""
+    engine, sync, follower = make(keylock_frame_s=KEYLOCK_QUALITY[quality])
     engine.post(Keylock(True))
     session = Session(126.0)
     session.locate(4.0)
     frames, out = run(engine, follower, session, 7 * SR // BLOCK)
-    assert engine.output_delay == LATENCY == 144
-    (onset,) = heard(frames, out)
-    late_ms = (onset - Session(126.0).frame_of(8.0)) / SR * 1000
+    assert engine.output_delay == latency_at(SR, KEYLOCK_QUALITY[quality]) == delay
+    beat = Session(126.0).frame_of(8.0)
+    near = np.abs(frames - beat) < SR // 20
+    energy = out[near, 0].astype(np.float64) ** 2
+    late_ms = (np.sum(frames[near] * energy) / np.sum(energy) - beat) / SR * 1000
     assert abs(late_ms) <= 1.0, late_ms  # 18 ms late (144 samples at 8 kHz) before
     assert sync.jack_phase is not None and abs(sync.jack_phase) <= 0.0005
     engine.posted.clear()
