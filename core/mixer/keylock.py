@@ -52,6 +52,7 @@ __all__ = [
     "ChannelShifters",
     "Shifter",
     "frame_for",
+    "frame_latency",
     "full_block",
     "latency_at",
     "shifted_channels",
@@ -82,7 +83,7 @@ HOP = FRAME // 4
 #: work is spread (``_kernel.c``'s ``shift``). ``bench/stretch.py``'s engine p99 at
 #: 64 channels and 64 frames, keylock on (medians of 3 runs, 2 cores): the whole frame
 #: in one block 26.2 % of the block's time, spread 22.3 % (4 channels: 13.3 -> 5.4 %).
-LATENCY = FRAME + HOP // 2
+LATENCY = FRAME + HOP // 2  # frame_latency(FRAME)
 #: Partials hidden by a louder one's main lobe are looked for up to this frequency
 #: (Hz; ``_kernel.c``'s ``sh_move``): above it the extra peaks cost more than they keep
 #: (``bench/stretch.py`` items 5 and 6, docs/keylock.md).
@@ -122,7 +123,12 @@ def full_block(frame: int = FRAME) -> int:
 def latency_at(samplerate: int, seconds: float = FRAME_SECONDS) -> int:
     """The shifter's latency at ``samplerate`` (samples) with frames of ``seconds``:
     its frame and half a hop (:data:`LATENCY` at 44.1 and 48 kHz)."""
-    frame = frame_for(samplerate, seconds)
+    return frame_latency(frame_for(samplerate, seconds))
+
+
+def frame_latency(frame: int) -> int:
+    """A shifter's latency with frames of ``frame`` samples: the frame and half a hop
+    (a quarter frame)."""
     return frame + frame // 8
 
 
@@ -193,7 +199,7 @@ class Shifter:
     @property
     def latency(self) -> int:
         """The shifter's fixed latency, in samples: the frame and half a hop."""
-        return self.frame + self.hop // 2
+        return frame_latency(self.frame)
 
     def prepare(self, samplerate: int) -> None:
         """Every buffer and table, for a stream at ``samplerate`` (not real-time): the
