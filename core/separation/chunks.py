@@ -312,7 +312,13 @@ class ChunkedSeparator:
         yc = self.y[:, s0:s1]
         X = stft(yc, n_fft=p.n_fft, hop=p.hop)
         own0, own1 = plan.owned(i)
+        start, stop = plan.samples(i)
         if self.model is not None:
+            # Only the frames the output's samples are made of (an overlap's worth
+            # each side of the chunk's own) are fitted, mapped, masked and inverted:
+            # the margin's other frames serve the medians and the STFT's padding.
+            r = p.n_fft // p.hop
+            o0, o1 = max(first, own0 - r), min(last, own1 + r)
             estimate = estimate_stems(
                 self.model,
                 magnitude(X),
@@ -321,20 +327,23 @@ class ChunkedSeparator:
                 n_iter=p.stems_iter,
                 threads=1,
                 level=self.level,
+                span=(o0 - first, o1 - first),
             )
-            H = estimate.H
+            H, h0 = estimate.H, o0
+            # The samples from frame o0's centre on: the output is a slice of them.
+            s0 = o0 * p.hop
             parts = reconstruct_spectra(
-                X,
+                X[:, :, o0 - first : o1 - first],
                 estimate,
-                y=yc,
+                y=self.y[:, s0:stop],
                 n_fft=p.n_fft,
                 hop=p.hop,
                 frame_floor=True,
                 threads=1,
-                first_frame=first,
+                first_frame=o0,
             )
         else:
-            H = self._activations(X, first, last)
+            H, h0 = self._activations(X, first, last), first
             parts = reconstruct(
                 X,
                 self.W,
@@ -348,7 +357,6 @@ class ChunkedSeparator:
                 threads=1,
                 first_frame=first,
             )
-        start, stop = plan.samples(i)
         out = np.empty((len(self.names), yc.shape[0], stop - start), dtype=np.float32)
         for j, audio in zip(self._slots, parts, strict=True):
             out[j] = audio[:, start - s0 : stop - s0]
@@ -358,7 +366,7 @@ class ChunkedSeparator:
             stop=stop,
             channels=out,
             frames=(own0, own1),
-            H=np.ascontiguousarray(H[:, own0 - first : own1 - first]),
+            H=np.ascontiguousarray(H[:, own0 - h0 : own1 - h0]),
         )
 
     def _activations(self, X: np.ndarray, first: int, last: int) -> np.ndarray:

@@ -1,9 +1,9 @@
 """Spectral helpers of the separation: the shared magnitude, mel bands, HPSS.
 
 Pure functions on spectrograms, shaped ``(bins, frames)``: :func:`magnitude`
-(one magnitude for all audio channels), :func:`mel_filterbank` and
-:class:`BandExpansion` (mel bands and back), :func:`hpss` (harmonic/percussive
-split). The stems model (:mod:`stemdeck.core.separation.stems`) and the
+(one magnitude for all audio channels), :func:`mel_filterbank`,
+:func:`mel_bands` and :class:`BandExpansion` (mel bands and back), :func:`hpss`
+(harmonic/percussive split). The stems model (:mod:`stemdeck.core.separation.stems`) and the
 separation (:mod:`stemdeck.core.separation.separate`) build on them.
 """
 
@@ -12,10 +12,11 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+import scipy.sparse
 
 from ..errors import ParameterError
 
-__all__ = ["BandExpansion", "hpss", "magnitude", "mel_filterbank"]
+__all__ = ["BandExpansion", "MelBands", "hpss", "magnitude", "mel_bands", "mel_filterbank"]
 
 
 def magnitude(X: np.ndarray) -> np.ndarray:
@@ -192,3 +193,29 @@ class BandExpansion:
         high *= self.w_high
         out += high
         return out
+
+
+class MelBands:
+    """Triangular mel bands on an FFT's bins (:func:`mel_filterbank`), the two ways
+    the stems model crosses them: :meth:`project` (bins to bands, a sparse product:
+    each bin feeds at most two bands, ~50x fewer operations than a dense one) and
+    :attr:`expand` (bands to bins). Made once per analysis by :func:`mel_bands`:
+    every chunk of a track, and every track at that rate, reads the same.
+    """
+
+    def __init__(self, sr: int, n_fft: int, n_mels: int, fmax: float) -> None:
+        matrix = mel_filterbank(sr, n_fft, n_mels, fmax)
+        matrix.flags.writeable = False
+        self.matrix = matrix
+        self.sparse = scipy.sparse.csr_matrix(matrix)
+        self.expand = BandExpansion(matrix)
+
+    def project(self, V: np.ndarray) -> np.ndarray:
+        """``matrix @ V``: ``V`` shape (bins, n) -> (n_mels, n), float32."""
+        return np.asarray(self.sparse @ V, dtype=np.float32)
+
+
+@functools.lru_cache(maxsize=16)
+def mel_bands(sr: int, n_fft: int, n_mels: int, fmax: float) -> MelBands:
+    """The :class:`MelBands` of one analysis, made once (treat them as read-only)."""
+    return MelBands(sr, n_fft, n_mels, fmax)

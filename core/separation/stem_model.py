@@ -104,6 +104,12 @@ class StemModel:
         """The maps side by side, shape (features, stems * n_mels)."""
         return np.ascontiguousarray(self.maps.reshape(-1, self.maps.shape[2]).T)
 
+    @functools.cached_property
+    def derived(self) -> dict[object, object]:
+        """What the separation computes from the model once and keeps with it (its
+        templates and mel bands at an analysis: ``stems.py``), by key."""
+        return {}
+
     def analysis_for(self, sr: int) -> tuple[int, int]:
         """``(n_fft, hop)`` for a track at ``sr``: the model's, scaled by a power of two."""
         scale = 2.0 ** round(float(np.log2(sr / self.sr)))

@@ -33,10 +33,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse
 
 from .nmf import flush_below, solve_activations
-from .spectral import BandExpansion, hpss, magnitude, mel_filterbank
+from .spectral import BandExpansion, MelBands, hpss, magnitude, mel_bands
 from .stem_model import StemModel
 from .stft import n_frames, spread_frames, stft_frames
 
@@ -86,19 +85,54 @@ class Activations:
         Harmonic plus percussive activations.
     W, W_mel : np.ndarray, shape (bins, K) and (n_mels, K)
         Templates at this analysis, and projected onto the mel bands.
-    mel : np.ndarray, shape (n_mels, bins)
-        The mel filterbank (``mel_sparse`` the same, sparse).
-    V_mel : np.ndarray, shape (n_mels, frames)
-        The mixture's mel magnitudes.
+    bands : MelBands
+        The mel bands.
+    V_mel : np.ndarray, shape (n_mels, all frames)
+        The mixture's mel magnitudes (of every frame of ``V``, ``span`` or not).
     """
 
     features: np.ndarray
     H: np.ndarray
     W: np.ndarray
     W_mel: np.ndarray
-    mel: np.ndarray
-    mel_sparse: scipy.sparse.csr_matrix
+    bands: MelBands
     V_mel: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Analysis:
+    """The model at one analysis: its templates, the mel bands, the templates on them."""
+
+    W: np.ndarray
+    bands: MelBands
+    W_mel: np.ndarray
+
+
+def _analysis(model: StemModel, sr: int, n_fft: int) -> _Analysis:
+    """The model at ``sr`` and ``n_fft``, computed once and kept with the model (each
+    chunk of a track, and every track at that rate, uses the same)."""
+    key = ("stems", sr, n_fft)
+    found = model.derived.get(key)
+    if isinstance(found, _Analysis):
+        return found
+    W = np.array(model.templates_for(sr, n_fft), dtype=np.float32)
+    bands = mel_bands(sr, n_fft, model.n_mels, model.fmax)
+    W_mel = bands.project(W)
+    for a in (W, W_mel):
+        a.flags.writeable = False
+    made = _Analysis(W=W, bands=bands, W_mel=W_mel)
+    model.derived[key] = made
+    return made
+
+
+def _span(frames: int, span: tuple[int, int] | None) -> tuple[int, int]:
+    """``span`` checked against ``frames`` (None: all of them)."""
+    if span is None:
+        return 0, frames
+    a, b = int(span[0]), int(span[1])
+    if not 0 <= a < b <= frames:
+        raise ValueError(f"span {span} is not within {frames} frames")
+    return a, b
 
 
 @dataclass
@@ -151,6 +185,7 @@ def fit_activations(
     n_fft: int,
     n_iter: int,
     threads: int | None = None,
+    span: tuple[int, int] | None = None,
 ) -> Activations:
     """Fit the dictionaries to a track's harmonic and percussive parts.
 
@@ -161,26 +196,34 @@ def fit_activations(
         The mixture's magnitude spectrogram.
     threads : int, optional
         Threads of the fit (:func:`~stemdeck.core.separation.nmf.solve_activations`).
+    span : (int, int), optional
+        Only frames ``[a, b)`` of ``V`` are wanted (``features`` and ``H`` have
+        ``b - a`` frames): the split into parts still reads all of ``V`` (its
+        medians span ``hpss_kernel`` frames), the fit only ``[a, b)`` and the
+        ``context`` frames each side the features stack. Each frame's fit is its
+        own, so the frames wanted come out as a fit of all of ``V`` makes them.
+        A chunk of a track asks for the frames its output needs.
     """
-    W = model.templates_for(sr, n_fft)
-    mel = mel_filterbank(sr, n_fft, model.n_mels, model.fmax)
-    # Each bin feeds at most two bands: a sparse product is ~50x fewer operations.
-    mel_sparse = scipy.sparse.csr_matrix(mel)
-    V_mel = np.asarray(mel_sparse @ V, dtype=np.float32)
+    analysis = _analysis(model, sr, n_fft)
+    V_mel = analysis.bands.project(V)
     harmonic, percussive = hpss(V_mel, model.hpss_kernel, stride=model.hpss_stride)
-    frames = V.shape[1]
+    a, b = _span(V.shape[1], span)
+    c = model.context
+    f0, f1 = max(0, a - c), min(V.shape[1], b + c)
+    frames = f1 - f0
     # One fit of both parts side by side: the same templates, twice the frames.
-    both = np.asfortranarray(np.concatenate([harmonic, percussive], axis=1))
-    W_mel = np.asarray(mel_sparse @ W, dtype=np.float32)
-    H2 = solve_activations(both, W_mel, n_iter=n_iter, threads=threads)
+    both = np.asfortranarray(np.concatenate([harmonic[:, f0:f1], percussive[:, f0:f1]], axis=1))
+    H2 = solve_activations(both, analysis.W_mel, n_iter=n_iter, threads=threads)
     H_h, H_p = H2[:, :frames], H2[:, frames:]
+    # The context at the fit's edges repeats its edge frames: those of V's own
+    # edges (as a fit of all of V), never one that the frames wanted see.
+    features = _context(np.concatenate([H_h, H_p]), c)[:, a - f0 : b - f0]
     return Activations(
-        features=_context(np.concatenate([H_h, H_p]), model.context),
-        H=H_h + H_p,
-        W=W,
-        W_mel=W_mel,
-        mel=mel,
-        mel_sparse=mel_sparse,
+        features=np.ascontiguousarray(features),
+        H=(H_h + H_p)[:, a - f0 : b - f0],
+        W=analysis.W,
+        W_mel=analysis.W_mel,
+        bands=analysis.bands,
         V_mel=V_mel,
     )
 
@@ -194,6 +237,7 @@ def estimate_stems(
     n_iter: int,
     threads: int | None = None,
     level: float | None = None,
+    span: tuple[int, int] | None = None,
 ) -> StemEstimate:
     """Each stem's model spectrum for a track (see the module docstring).
 
@@ -208,10 +252,13 @@ def estimate_stems(
         maps are divided by; default the mean of ``V``'s. A separation passes
         :func:`track_level`, so a chunk of a track divides by the same floor as
         the whole track.
+    span : (int, int), optional
+        Only frames ``[a, b)`` of ``V`` (:func:`fit_activations`'): the estimate's
+        frame ``i`` is ``V``'s frame ``a + i``.
     """
-    fit = fit_activations(model, V, sr=sr, n_fft=n_fft, n_iter=n_iter, threads=threads)
+    fit = fit_activations(model, V, sr=sr, n_fft=n_fft, n_iter=n_iter, threads=threads, span=span)
     features, H, W_mel = fit.features, fit.H, fit.W_mel
-    frames = V.shape[1]
+    frames = H.shape[1]
     if level is None:
         level = float(fit.V_mel.mean())
     floor = np.float32(1e-7 * max(level, 1e-20))
@@ -230,7 +277,7 @@ def estimate_stems(
         H=H,
         groups=[list(g) for g in model.groups],
         gains=gains,
-        expand=BandExpansion(fit.mel),
+        expand=fit.bands.expand,
         power=model.mask_power,
     )
 
@@ -251,8 +298,7 @@ def track_level(model: StemModel, y: np.ndarray, *, sr: int, n_fft: int, hop: in
     """
     count = _level_frames(y.shape[-1], sr=sr, n_fft=n_fft, hop=hop)
     V = magnitude(stft_frames(y, spread_frames(count, LEVEL_FRAMES), n_fft=n_fft, hop=hop))
-    mel = scipy.sparse.csr_matrix(mel_filterbank(sr, n_fft, model.n_mels, model.fmax))
-    return float(np.asarray(mel @ V, dtype=np.float32).mean())
+    return float(_analysis(model, sr, n_fft).bands.project(V).mean())
 
 
 def _level_frames(length: int, *, sr: int, n_fft: int, hop: int) -> int:

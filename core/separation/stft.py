@@ -18,6 +18,7 @@ from ..errors import ParameterError
 from .presets import check_stft_params
 
 __all__ = [
+    "InverseSTFT",
     "frame_blocks",
     "istft",
     "n_frames",
@@ -161,6 +162,54 @@ def frame_blocks(frames: int, first_frame: int, size: int = _CHUNK_FRAMES) -> li
     return [(s, e) for s, e in pairwise(edges) if s < e]
 
 
+class InverseSTFT:
+    """An inverse STFT of several signals of one spectrogram's frames, assembled
+    block by block: :meth:`add` inverts a block of frames of one signal and adds it
+    in, :meth:`result` normalizes and returns the signals. What :func:`istft` does
+    for one mask; a caller with several masks of the same frames inverts each block
+    of all of them while it is in the CPU's cache (:func:`~.separate.reconstruct_spectra`).
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The signals' leading shape (``(stems, channels)``, say).
+    frames : int
+        The spectrogram's frames.
+    first_frame : int
+        Index of frame 0 in a longer spectrogram (:func:`istft`'s).
+
+    Attributes
+    ----------
+    blocks : list of (int, int)
+        The frame blocks ``[s, e)`` to add, on the longer spectrogram's grid (as
+        :func:`istft` adds them: every sample two chunks of a track share is the
+        same float sum).
+    """
+
+    def __init__(
+        self, shape: tuple[int, ...], frames: int, *, n_fft: int, hop: int, first_frame: int = 0
+    ) -> None:
+        check_stft_params(n_fft, hop)
+        self.n_fft, self.hop, self.frames = n_fft, hop, frames
+        self.window = _window(n_fft)
+        self.out = np.zeros((*shape, (frames - 1) * hop + n_fft), dtype=np.float32)
+        self.blocks = frame_blocks(frames, first_frame)
+
+    def add(self, index: tuple[int, ...], start: int, spec: np.ndarray) -> None:
+        """Invert ``spec`` (frames ``start...``, shape ``(frames, bins)``, complex; it may
+        be overwritten) and add it to signal ``index``, weighted by the window."""
+        block = scipy.fft.irfft(spec, n=self.n_fft, axis=1, workers=_WORKERS, overwrite_x=True)
+        block *= self.window
+        _overlap_add(self.out[index], block, start, self.hop)
+
+    def result(self, length: int) -> np.ndarray:
+        """The signals, shape ``(*shape, length)``: views of one padded buffer (each
+        signal a contiguous row), normalized by the overlap-added squared window."""
+        self.out *= _ola_norm(self.n_fft, self.hop, self.frames)
+        pad = self.n_fft // 2
+        return self.out[..., pad : pad + length]
+
+
 def istft(
     X: np.ndarray,
     *,
@@ -209,11 +258,9 @@ def istft(
     channels, bins, frames = X.shape
     if bins != n_fft // 2 + 1:
         raise ParameterError(f"spectrogram has {bins} bins; n_fft={n_fft} needs {n_fft // 2 + 1}")
-    window = _window(n_fft)
-    pad = n_fft // 2
-    out = np.zeros((channels, (frames - 1) * hop + n_fft), dtype=np.float32)
+    inverse = InverseSTFT((channels,), frames, n_fft=n_fft, hop=hop, first_frame=first_frame)
     spec_buf = np.empty((_CHUNK_FRAMES, bins), dtype=np.complex64)
-    for s, e in frame_blocks(frames, first_frame):
+    for s, e in inverse.blocks:
         chunk_mask = None if mask is None else mask(s, e)
         for c in range(channels):
             spec = X[c].T[s:e]  # (frames, bins), contiguous for stft's output
@@ -222,14 +269,15 @@ def istft(
                 spec = np.multiply(spec, weights, out=spec_buf[: e - s])
                 if chunk_mask is not None and bin_weights is not None:
                     spec *= bin_weights
-                block = scipy.fft.irfft(spec, n=n_fft, axis=1, workers=_WORKERS, overwrite_x=True)
             else:
-                block = scipy.fft.irfft(spec, n=n_fft, axis=1, workers=_WORKERS)
-            block *= window
+                spec = spec.copy()  # the inverse FFT may overwrite its input
             if frame_weights is not None:
+                # Applied after the inverse FFT: each frame's samples are scaled.
+                block = scipy.fft.irfft(spec, n=n_fft, axis=1, workers=_WORKERS, overwrite_x=True)
+                block *= inverse.window
                 block *= frame_weights[s:e, np.newaxis]
-            _overlap_add(out[c], block, s, hop)
-    out *= _ola_norm(n_fft, hop, frames)
-    # A view of the padded buffer: no copy of the whole signal.
-    y = out[:, pad : pad + length]
+                _overlap_add(inverse.out[c], block, s, hop)
+            else:
+                inverse.add((c,), s, spec)
+    y = inverse.result(length)
     return y[0] if squeeze else y

@@ -13,9 +13,17 @@ from stemdeck.core.material.songs import random_song, render_song
 from stemdeck.core.separation import spectral as spectral_module
 from stemdeck.core.separation.keys import SeparationSpec
 from stemdeck.core.separation.presets import SeparationParams
-from stemdeck.core.separation.separate import separate
-from stemdeck.core.separation.spectral import BandExpansion, hpss, mel_filterbank
+from stemdeck.core.separation.separate import reconstruct_spectra, separate
+from stemdeck.core.separation.spectral import (
+    BandExpansion,
+    hpss,
+    magnitude,
+    mel_bands,
+    mel_filterbank,
+)
 from stemdeck.core.separation.stem_model import STEM_NAMES, load_stem_model
+from stemdeck.core.separation.stems import estimate_stems
+from stemdeck.core.separation.stft import istft, stft
 from stemdeck.core.separation.training import train_stem_model
 
 # Measured on this held-back song (an evaluation seed, never used for training)
@@ -88,6 +96,91 @@ def test_band_expansion_spreads_bands_onto_bins() -> None:
     one[0, 20] = 1.0
     share = np.where(covered, mel[20] / np.where(covered, mel.sum(axis=0), 1), 0)
     assert np.allclose(expand(one)[0], share, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("sr", "n_fft", "n_mels"), [(44100, 4096, 256), (8000, 512, 256), (44100, 1024, 40)]
+)
+def test_mel_bands_project_as_the_filterbank_and_are_made_once(
+    rng: np.random.Generator, sr: int, n_fft: int, n_mels: int
+) -> None:
+    bands = mel_bands(sr, n_fft, n_mels, 22050.0)
+    assert mel_bands(sr, n_fft, n_mels, 22050.0) is bands  # every chunk reads the same
+    V = np.ascontiguousarray(rng.random((300, n_fft // 2 + 1), dtype=np.float32)).T
+    exact = mel_filterbank(sr, n_fft, n_mels, 22050.0).astype(np.float64) @ V
+    got = bands.project(V)
+    assert got.shape == (n_mels, 300) and got.dtype == np.float32
+    np.testing.assert_allclose(got, exact, rtol=1e-5, atol=1e-6 * np.abs(exact).max())
+    assert not bands.matrix.flags.writeable
+
+
+@pytest.fixture(scope="module")
+def estimated() -> tuple[np.ndarray, np.ndarray, object]:
+    """A generated song's STFT and its stems estimate (22.05 kHz, 12 s)."""
+    song = render_song(random_song(HELD_BACK_SEED), sr=22050).mix[:, : 12 * 22050]
+    params = SeparationSpec().settings_at(22050)
+    X = stft(song, n_fft=params.n_fft, hop=params.hop)
+    est = estimate_stems(
+        load_stem_model(), magnitude(X), sr=22050, n_fft=params.n_fft, n_iter=params.stems_iter
+    )
+    return song, X, est
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_each_stem_is_the_inverse_of_its_mask_of_the_spectrum(estimated, threads: int) -> None:
+    """The masks made and inverted block by block are the masks ``S_j^2 / sum S_k^2``
+    of the whole spectrogram, each inverted with its own stem, every channel."""
+    song, X, est = estimated
+    params = SeparationSpec().settings_at(22050)
+    frames = X.shape[2]
+    powers = [est.stem_power(j, 0, frames).astype(np.float64) for j in range(4)]
+    den = sum(powers)
+    den = np.maximum(den, den.max(axis=1, keepdims=True) * 1e-10)
+    got = list(
+        reconstruct_spectra(
+            X, est, y=song, n_fft=params.n_fft, hop=params.hop, frame_floor=True, threads=threads
+        )
+    )
+    assert len(got) == 4
+    for j in range(3):
+        mask = np.where(den > 0, powers[j] / den, 0.0).T.astype(np.float32)
+        expected = istft(X * mask, n_fft=params.n_fft, hop=params.hop, length=song.shape[1])
+        scale = np.abs(expected).max()
+        assert scale > 1e-3  # each stem really has something to invert
+        np.testing.assert_allclose(got[j], expected, rtol=0, atol=1e-5 * scale)
+    np.testing.assert_array_equal(got[3], song - (got[0] + got[1] + got[2]))
+
+
+@pytest.mark.parametrize("span", [(0, 40), (37, 120), (150, None)])
+def test_a_span_of_the_estimate_is_that_span_of_the_whole_one(estimated, span) -> None:
+    """Fitting only the frames a chunk's output needs (and their context) gives
+    those frames as the fit of every frame does, at the spectrogram's edges too."""
+    _, X, whole = estimated
+    params = SeparationSpec().settings_at(22050)
+    frames = X.shape[2]
+    a, b = span[0], span[1] or frames
+    part = estimate_stems(
+        load_stem_model(),
+        magnitude(X),
+        sr=22050,
+        n_fft=params.n_fft,
+        n_iter=params.stems_iter,
+        span=(a, b),
+    )
+    assert part.H.shape == (whole.H.shape[0], b - a)
+    np.testing.assert_allclose(part.H, whole.H[:, a:b], rtol=1e-4, atol=1e-6 * whole.H.max())
+    np.testing.assert_allclose(
+        part.gains, whole.gains[:, a:b], rtol=1e-4, atol=1e-6 * whole.gains.max()
+    )
+    with pytest.raises(ValueError, match="span"):
+        estimate_stems(
+            load_stem_model(),
+            magnitude(X),
+            sr=22050,
+            n_fft=params.n_fft,
+            n_iter=1,
+            span=(b, a),
+        )
 
 
 def test_hpss_parts_add_up(rng: np.random.Generator) -> None:
