@@ -200,3 +200,28 @@ def test_flush_below_sets_what_a_masked_assignment_sets() -> None:
     np.testing.assert_array_equal(a[:, :3], before[:, :3])
     np.testing.assert_array_equal(a[:, 200:], before[:, 200:])
     assert 0 < np.count_nonzero(a[:, 3:200] == 0) < a[:, 3:200].size
+
+
+@pytest.mark.parametrize("bins", [256, 400])
+def test_the_block_length_changes_no_frame(
+    monkeypatch: pytest.MonkeyPatch, rng: np.random.Generator, bins: int
+) -> None:
+    """Fewer bins, longer blocks (the stems model's 256 bands: 512 frames): every
+    frame is still updated once per iteration, whatever the blocks and the ranges,
+    and the divergence and a full fit read every frame."""
+    from stemdeck.core.separation import nmf as nmf_module
+
+    W = rng.random((bins, 12), dtype=np.float32)
+    V = (W @ rng.random((12, 1500), dtype=np.float32)).astype(np.float32)
+    runs = []
+    for budget in (1, nmf_module._BLOCK_BYTES):  # 128-frame blocks, then the long ones
+        monkeypatch.setattr(nmf_module, "_BLOCK_BYTES", budget)
+        H = solve_activations(V, W, n_iter=5, threads=1)
+        fit = nmf(V, 12, n_iter=5, seed=3, threads=2)
+        runs.append((H, beta_divergence(V, W, H), fit.W, fit.H))
+    assert nmf_module._step(256) == 512 and nmf_module._step(2049) == 128
+    (H1, d1, W1, F1), (H2, d2, W2, F2) = runs
+    np.testing.assert_allclose(H2, H1, rtol=2e-5, atol=1e-7 * H1.max())
+    assert d2 == pytest.approx(d1, rel=1e-5)
+    np.testing.assert_allclose(W2, W1, rtol=2e-4, atol=1e-6)
+    np.testing.assert_allclose(F2, F1, rtol=2e-4, atol=1e-6 * F1.max())
