@@ -24,6 +24,13 @@ separated: "first stems" and "all stems" are both the time it plays its stems.
 
 Targets (the issue): first stems <= 2 s for every length; all stems for 3 minutes
 <= 3 s; daemon steady RssAnon <= 150 MB and peak <= 300 MB; worker peak <= 600 MB.
+``--beside TREE --runs N``: the uncached 3-minute (first ``--minutes``) case only,
+``N`` times each, alternating this checkout with another one's code (``TREE`` on
+``PYTHONPATH``: a folder holding a ``stemdeck`` package with its kernel built, as
+``git archive REV core daemon presets | tar -x -C TREE/stemdeck`` and the kernel
+compiled there), and their medians side by side: the run-to-run spread here is
++-0.4 s, more than most changes.
+
 ``--rate`` is the generated track's rate: 44100 (default, the issue's case) plays
 at its own rate through the mixer's read head on the 48 kHz null clock, as any rate
 from 8 to 192 kHz does (no resampled copy, the stems as they come alike); 48000
@@ -34,6 +41,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -197,7 +206,12 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, nargs="+", default=[3.0, 10.0, 60.0])
     parser.add_argument("--rate", type=int, default=44100)
     parser.add_argument("--stem-file", action="store_true", help="a four-stem file, not a WAV")
+    parser.add_argument("--beside", metavar="TREE", help="another checkout's code, side by side")
+    parser.add_argument("--runs", type=int, default=7, help="runs of each with --beside")
     args = parser.parse_args()
+    if args.beside:
+        beside(Path(args.beside), args.minutes[0], args.rate, args.runs)
+        return
     rows = []
     with tempfile.TemporaryDirectory(prefix="stemdeck-memory-") as tmp:
         for minutes in args.minutes:
@@ -235,6 +249,43 @@ def main() -> None:
         "targets: first stems <= 2 s; all stems <= 3 s for 3 min; daemon steady <= 150 MB, "
         "peak <= 300 MB; worker peak <= 600 MB"
     )
+
+
+def beside(tree: Path, minutes: float, rate: int, runs: int) -> None:
+    """Uncached loads of one track, alternating this checkout and ``tree``: medians."""
+    if not (tree / "stemdeck" / "daemon" / "cli").is_dir():
+        raise SystemExit(f"{tree} holds no stemdeck package (TREE/stemdeck/daemon/cli)")
+    found: dict[str, list[dict[str, float]]] = {"this checkout": [], str(tree): []}
+    with tempfile.TemporaryDirectory(prefix="stemdeck-memory-") as tmp:
+        track = Path(tmp) / f"track-{minutes:g}min.wav"
+        generate(track, minutes, rate)
+        saved = os.environ.get("PYTHONPATH")
+        try:
+            for _ in range(runs):
+                for name in found:
+                    if name == str(tree):
+                        os.environ["PYTHONPATH"] = str(tree)
+                    elif saved is None:
+                        os.environ.pop("PYTHONPATH", None)
+                    else:
+                        os.environ["PYTHONPATH"] = saved
+                    cache = Path(tmp) / "cache"
+                    r = serve_once(track, cache)
+                    shutil.rmtree(cache, ignore_errors=True)  # uncached each time
+                    found[name].append(r)
+                    print(f"{name}: first stems {r['first']:.2f}, all {r['all']:.2f} s", flush=True)
+        finally:
+            if saved is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = saved
+    print()
+    print(f"{minutes:g} min uncached, {runs} runs each, alternating; medians")
+    print("| code | first stems (s) | all stems (s) | worker peak (MB) |")
+    print("|---|---|---|---|")
+    for name, rs in found.items():
+        med = {k: statistics.median(r[k] for r in rs) for k in ("first", "all", "worker_peak")}
+        print(f"| {name} | {med['first']:.2f} | {med['all']:.2f} | {med['worker_peak']:.0f} |")
 
 
 if __name__ == "__main__":
