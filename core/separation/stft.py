@@ -195,11 +195,20 @@ class InverseSTFT:
         self.out = np.zeros((*shape, (frames - 1) * hop + n_fft), dtype=np.float32)
         self.blocks = frame_blocks(frames, first_frame)
 
-    def add(self, index: tuple[int, ...], start: int, spec: np.ndarray) -> None:
+    def add(
+        self,
+        index: tuple[int, ...],
+        start: int,
+        spec: np.ndarray,
+        frame_weights: np.ndarray | None = None,
+    ) -> None:
         """Invert ``spec`` (frames ``start...``, shape ``(frames, bins)``, complex; it may
-        be overwritten) and add it to signal ``index``, weighted by the window."""
+        be overwritten) and add it to signal ``index``, weighted by the window (and
+        each frame by ``frame_weights``, shape ``(frames,)``, if given)."""
         block = scipy.fft.irfft(spec, n=self.n_fft, axis=1, workers=_WORKERS, overwrite_x=True)
         block *= self.window
+        if frame_weights is not None:
+            block *= frame_weights[:, np.newaxis]
         _overlap_add(self.out[index], block, start, self.hop)
 
     def result(self, length: int) -> np.ndarray:
@@ -271,13 +280,6 @@ def istft(
                     spec *= bin_weights
             else:
                 spec = spec.copy()  # the inverse FFT may overwrite its input
-            if frame_weights is not None:
-                # Applied after the inverse FFT: each frame's samples are scaled.
-                block = scipy.fft.irfft(spec, n=n_fft, axis=1, workers=_WORKERS, overwrite_x=True)
-                block *= inverse.window
-                block *= frame_weights[s:e, np.newaxis]
-                _overlap_add(inverse.out[c], block, s, hop)
-            else:
-                inverse.add((c,), s, spec)
+            inverse.add((c,), s, spec, None if frame_weights is None else frame_weights[s:e])
     y = inverse.result(length)
     return y[0] if squeeze else y
