@@ -255,14 +255,17 @@ def beside(tree: Path, minutes: float, rate: int, runs: int) -> None:
     """Uncached loads of one track, alternating this checkout and ``tree``: medians."""
     if not (tree / "stemdeck" / "daemon" / "cli").is_dir():
         raise SystemExit(f"{tree} holds no stemdeck package (TREE/stemdeck/daemon/cli)")
+    if runs < 1:
+        raise SystemExit(f"--runs must be at least 1, got {runs}")
     found: dict[str, list[dict[str, float]]] = {"this checkout": [], str(tree): []}
     with tempfile.TemporaryDirectory(prefix="stemdeck-memory-") as tmp:
         track = Path(tmp) / f"track-{minutes:g}min.wav"
         generate(track, minutes, rate)
         saved = os.environ.get("PYTHONPATH")
         try:
-            for _ in range(runs):
-                for name in found:
+            for i in range(runs):
+                # Each goes first in every other pair: no order bias.
+                for name in list(found)[:: 1 if i % 2 == 0 else -1]:
                     if name == str(tree):
                         os.environ["PYTHONPATH"] = str(tree)
                     elif saved is None:
@@ -284,8 +287,17 @@ def beside(tree: Path, minutes: float, rate: int, runs: int) -> None:
     print("| code | first stems (s) | all stems (s) | worker peak (MB) |")
     print("|---|---|---|---|")
     for name, rs in found.items():
-        med = {k: statistics.median(r[k] for r in rs) for k in ("first", "all", "worker_peak")}
-        print(f"| {name} | {med['first']:.2f} | {med['all']:.2f} | {med['worker_peak']:.0f} |")
+        done = [r for r in rs if r["all"] == r["all"]]  # a load that never got there: NaN
+        if not done:
+            print(f"| {name} | no load reached all stems | | |")
+            continue
+        med = {k: statistics.median(r[k] for r in done) for k in ("first", "all", "worker_peak")}
+        missed = ""
+        if len(done) < len(rs):
+            missed = f" ({len(rs) - len(done)} of {len(rs)} never got there)"
+        print(
+            f"| {name} | {med['first']:.2f} | {med['all']:.2f}{missed} | {med['worker_peak']:.0f} |"
+        )
 
 
 if __name__ == "__main__":

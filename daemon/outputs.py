@@ -173,8 +173,9 @@ class ChannelFiles:
     set into place. Use it as a context manager: on an error (or Ctrl-C) nothing
     is moved, and the temporary folder is removed.
 
-    The files are written by one writer thread, so the next channels are
-    computed meanwhile, into a hidden temporary folder in ``folder``'s parent.
+    The files are written by one writer thread (while the next channels are
+    computed, in components mode; stems mode's come all at once), into a hidden
+    temporary folder in ``folder``'s parent.
     When ``folder`` does not exist that folder is renamed to it; when it does,
     the new files are moved into it one by one (each replacing its namesake), so
     other files there, a user's or another format's, are kept.

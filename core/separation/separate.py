@@ -301,7 +301,8 @@ def reconstruct_spectra(
     Stem ``j`` gets the soft mask ``S_j^p / sum_k S_k^p`` of every channel's
     complex STFT, with ``S_j`` the estimate's model spectrum (``X``'s frames are
     the estimate's). The last stem is ``y`` minus the others. A bin whose model
-    sum is below ``1e-10`` of the block's largest goes to the last stem; with
+    sum is below ``1e-10`` of the largest of its block (256 frames on the track's
+    grid) goes to the last stem; with
     ``frame_floor``, of its own frame's largest (which does not depend on where a
     block starts: what a chunk of a track uses). ``first_frame`` places a chunk
     (:func:`reconstruct`'s).
@@ -311,6 +312,8 @@ def reconstruct_spectra(
     are in the CPU's cache: no mask of the whole spectrogram is written out and
     read back (a quarter less time for a chunk of a track, whose masks were
     17 MB). A block's inverse FFTs run on ``threads`` threads (they release the GIL).
+    So every stem is ready at once, after the last block (progress ``reconstruct``
+    reaches 1 then): the generator yields them in order from one buffer.
     """
     n = len(estimate.groups)
     channels, frames = X.shape[0], X.shape[2]
@@ -457,8 +460,11 @@ def separate(
         ``activations``, ``reconstruct``.
     on_channel : callable, optional
         ``on_channel(index, name, audio)`` is called once per channel as soon as
-        its audio is ready (from the cache: right away), so a caller can write
-        files while the next channels are computed. ``audio`` is never reused.
+        its audio is ready, so a caller can write files meanwhile: in components
+        mode while the next channels are computed; in stems mode every stem is
+        ready at once, after the last block is inverted (the stems are inverted
+        block by block together: :func:`reconstruct_spectra`); from the cache
+        right away. ``audio`` is never reused.
     nmf_threads : int, optional
         Threads of the NMF and the activation fits (default
         :data:`~stemdeck.core.separation.nmf.DEFAULT_THREADS`; the separation is

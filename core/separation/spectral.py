@@ -215,7 +215,7 @@ class MelBands:
         return np.asarray(self.sparse @ V, dtype=np.float32)
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=4)
 def mel_bands(sr: int, n_fft: int, n_mels: int, fmax: float) -> MelBands:
     """The :class:`MelBands` of one analysis, made once (treat them as read-only)."""
     return MelBands(sr, n_fft, n_mels, fmax)

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import ParameterError
 from .nmf import flush_below, solve_activations
 from .spectral import BandExpansion, MelBands, hpss, magnitude, mel_bands
 from .stem_model import StemModel
@@ -108,20 +109,33 @@ class _Analysis:
     W_mel: np.ndarray
 
 
+#: Analyses kept with a model at most (3 MB each at 44.1-48 kHz, 12 MB at 192 kHz):
+#: a process that separates tracks at many rates (a prep worker) keeps the latest.
+_ANALYSES_KEPT = 3
+
+
 def _analysis(model: StemModel, sr: int, n_fft: int) -> _Analysis:
     """The model at ``sr`` and ``n_fft``, computed once and kept with the model (each
-    chunk of a track, and every track at that rate, uses the same)."""
+    chunk of a track, and every track at that rate, uses the same; at most
+    :data:`_ANALYSES_KEPT` rates, the oldest dropped). Two threads asking at once
+    may both compute it: the same values, one of them kept."""
     key = ("stems", sr, n_fft)
-    found = model.derived.get(key)
+    derived = model.derived
+    found = derived.get(key)
     if isinstance(found, _Analysis):
         return found
+    while len(derived) >= _ANALYSES_KEPT:
+        try:
+            derived.pop(next(iter(derived)), None)
+        except (StopIteration, RuntimeError):  # emptied or changed by another thread
+            break
     W = np.array(model.templates_for(sr, n_fft), dtype=np.float32)
     bands = mel_bands(sr, n_fft, model.n_mels, model.fmax)
     W_mel = bands.project(W)
     for a in (W, W_mel):
         a.flags.writeable = False
     made = _Analysis(W=W, bands=bands, W_mel=W_mel)
-    model.derived[key] = made
+    derived[key] = made
     return made
 
 
@@ -131,7 +145,7 @@ def _span(frames: int, span: tuple[int, int] | None) -> tuple[int, int]:
         return 0, frames
     a, b = int(span[0]), int(span[1])
     if not 0 <= a < b <= frames:
-        raise ValueError(f"span {span} is not within {frames} frames")
+        raise ParameterError(f"span {span} is not within {frames} frames")
     return a, b
 
 
