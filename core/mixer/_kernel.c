@@ -270,6 +270,8 @@ check_segment(Buf *src, Py_ssize_t pos, Py_ssize_t count, Buf *curves, Buf *row,
     return 0;
 }
 
+#define SEG_SUM 256 /* frames of the strips' sum at a time */
+
 static int
 run_segment(Buf *src, Py_ssize_t pos, Py_ssize_t count, Buf *curves, Buf *row, Buf *prod,
             Py_ssize_t first, Py_ssize_t off, Buf *mix, int add, Buf *co)
@@ -295,13 +297,25 @@ run_segment(Buf *src, Py_ssize_t pos, Py_ssize_t count, Buf *curves, Buf *row, B
                 }
             }
         }
-        for (Py_ssize_t t = 0; t < count; t++) {
+        /* Each frame's sum in strip order, SEG_SUM frames at a time with the strips
+         * outer: the frames' chains are independent (one frame's chain alone
+         * waits on every add), the bits as a frame at a time. */
+        for (Py_ssize_t t0 = 0; t0 < count; t0 += SEG_SUM) {
+            Py_ssize_t m = count - t0 < SEG_SUM ? count - t0 : SEG_SUM;
+            float acc[SEG_SUM];
             /* No strips (a track of no channels): the sum is 0, as numpy's. */
-            float acc = n > 0 ? *AT3(prod, float, first, s, poff + t) : 0.0f;
-            for (Py_ssize_t i = 1; i < n; i++)
-                acc = acc + *AT3(prod, float, first + i, s, poff + t);
-            float *m = AT2(mix, float, s, off + t);
-            *m = add ? *m + acc : acc;
+            for (Py_ssize_t t = 0; t < m; t++)
+                acc[t] = n > 0 ? *AT3(prod, float, first, s, poff + t0 + t) : 0.0f;
+            for (Py_ssize_t i = 1; i < n; i++) {
+                const float *p = AT3(prod, float, first + i, s, poff + t0);
+                const Py_ssize_t sp = prod->st[2];
+                for (Py_ssize_t t = 0; t < m; t++)
+                    acc[t] = acc[t] + *(const float *)((const char *)p + t * sp);
+            }
+            for (Py_ssize_t t = 0; t < m; t++) {
+                float *mx = AT2(mix, float, s, off + t0 + t);
+                *mx = add ? *mx + acc[t] : acc[t];
+            }
         }
     }
     return 0;
@@ -359,6 +373,17 @@ check_finish(Buf *prod, Py_ssize_t rows, Py_ssize_t frames, Buf *mix, Buf *maste
     return 0;
 }
 
+/* Row r0 + j's levels take sample (s, t): its peak |x| (a NaN in a strip's row
+ * shows as NaN, as numpy's) and its sum of squares. */
+#define LEVEL(j)                                              \
+    do {                                                      \
+        float x_ = *AT3(prod, float, r0 + (j), s, t);         \
+        float v_ = fabsf(x_);                                 \
+        if (v_ > pk[j] || v_ != v_)                           \
+            pk[j] = v_;                                       \
+        sq[j] += (double)x_ * (double)x_;                     \
+    } while (0)
+
 static int
 run_finish(Buf *prod, Py_ssize_t rows, Py_ssize_t frames, Buf *mix, Buf *master, double gain,
            Buf *peak, Buf *sumsq, Buf *out, Buf *co)
@@ -383,22 +408,32 @@ run_finish(Buf *prod, Py_ssize_t rows, Py_ssize_t frames, Buf *mix, Buf *master,
         for (Py_ssize_t t = 0; t < frames; t++)
             if (!(fabsf(*AT3(prod, float, 0, s, t)) <= 3.4e38f))
                 return 0;
-    for (Py_ssize_t r = 0; r < rows; r++) {
-        float pk = 0.0f;
-        double sq = 0.0;
-        for (Py_ssize_t s = 0; s < 2; s++)
-            for (Py_ssize_t t = 0; t < frames; t++) {
-                float x = *AT3(prod, float, r, s, t);
-                float v = fabsf(x);
-                if (v > pk || v != v) /* a NaN in a strip's row shows as NaN, as numpy's */
-                    pk = v;
-                sq += (double)x * (double)x;
-            }
-        float *p = AT1(peak, float, r);
-        if (pk > *p || pk != pk)
-            *p = pk;
-        float *q = AT1(sumsq, float, r);
-        *q = (float)((double)*q + sq);
+    /* Four rows at a time: each row's levels its own chain, in the order of a
+     * row alone (one row's sum of squares alone waits on every add). */
+    for (Py_ssize_t r0 = 0; r0 < rows; r0 += 4) {
+        Py_ssize_t nr = rows - r0 < 4 ? rows - r0 : 4;
+        float pk[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        double sq[4] = {0.0, 0.0, 0.0, 0.0};
+        for (Py_ssize_t s = 0; s < 2; s++) {
+            if (nr == 4)
+                for (Py_ssize_t t = 0; t < frames; t++) {
+                    LEVEL(0);
+                    LEVEL(1);
+                    LEVEL(2);
+                    LEVEL(3);
+                }
+            else
+                for (Py_ssize_t j = 0; j < nr; j++)
+                    for (Py_ssize_t t = 0; t < frames; t++)
+                        LEVEL(j);
+        }
+        for (Py_ssize_t j = 0; j < nr; j++) {
+            float *p = AT1(peak, float, r0 + j);
+            if (pk[j] > *p || pk[j] != pk[j])
+                *p = pk[j];
+            float *q = AT1(sumsq, float, r0 + j);
+            *q = (float)((double)*q + sq[j]);
+        }
     }
     for (Py_ssize_t t = 0; t < frames; t++) {
         if (!has_co) {
@@ -1102,6 +1137,147 @@ done:
 /* 2 * ceil(READ_HALF * READ_MAX_STEP / READ_CUT) + 4: the taps of the fastest read */
 #define READ_MAX_TAPS 1072
 
+/* Row ``row`` of a (n, a, length) buffer, a = 1 or 2: the byte offset of its
+ * frame 0 (no division: row / a and row % a in the block's inner loops cost
+ * more than the arithmetic). */
+static inline Py_ssize_t
+rd_row(const Buf *b, Py_ssize_t a, Py_ssize_t row)
+{
+    return a == 2 ? (row >> 1) * b->st[0] + (row & 1) * b->st[1] : row * b->st[0];
+}
+
+#define RD_AT(b, base, k) ((float *)((char *)(b)->view.buf + (base) + (k) * (b)->st[2]))
+
+/* A frame's taps: the coefficients v_k / (sum of v_k in k order) for k = lo..hi
+ * into coef[0 .. hi - lo], as the comment above says. */
+static void
+rd_taps(double ph, double fc, const Buf *tab, double *coef, Py_ssize_t *plo, Py_ssize_t *phi)
+{
+    double reach = (double)READ_HALF / fc;
+    /* k runs over lo..hi, a range one wider than the support each side;
+     * the test w < READ_HALF decides. */
+    Py_ssize_t lo = (Py_ssize_t)floor(ph - reach), hi = (Py_ssize_t)ceil(ph + reach);
+    if (hi - lo + 1 > READ_MAX_TAPS)
+        hi = lo + READ_MAX_TAPS - 1; /* never: step <= READ_MAX_STEP */
+    double sum = 0.0;
+    for (Py_ssize_t k = lo; k <= hi; k++) {
+        double w = fabs((double)k - ph) * fc;
+        double v = 0.0;
+        if (w < (double)READ_HALF) {
+            double u = w * (double)READ_RES;
+            Py_ssize_t ii = (Py_ssize_t)u;
+            double fr = u - (double)ii;
+            double t0 = *AT1(tab, double, ii), t1 = *AT1(tab, double, ii + 1);
+            v = t0 + fr * (t1 - t0);
+        }
+        coef[k - lo] = v;
+        sum = sum + v;
+    }
+    for (Py_ssize_t k = lo; k <= hi; k++)
+        coef[k - lo] = coef[k - lo] / sum;
+    *plo = lo;
+    *phi = hi;
+}
+
+/* Rows from..rows-1 of one frame: each row's sum of cf[k] times its sample at
+ * ip + k, k = klo..khi, in k order in float64, four rows at a time (four
+ * independent chains in registers: one row's chain alone waits on every add),
+ * into dst[., ., out]. */
+static void
+rd_rows(const Buf *src, Py_ssize_t a, Py_ssize_t from, Py_ssize_t rows, Py_ssize_t ip,
+        const double *cf, Py_ssize_t klo, Py_ssize_t khi, Buf *dst, Py_ssize_t out)
+{
+    const Py_ssize_t sk = src->st[2];
+    Py_ssize_t row = from;
+    for (; row + 4 <= rows; row += 4) {
+        const char *p0 = (const char *)RD_AT(src, rd_row(src, a, row), ip);
+        const char *p1 = (const char *)RD_AT(src, rd_row(src, a, row + 1), ip);
+        const char *p2 = (const char *)RD_AT(src, rd_row(src, a, row + 2), ip);
+        const char *p3 = (const char *)RD_AT(src, rd_row(src, a, row + 3), ip);
+        double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
+        for (Py_ssize_t k = klo; k <= khi; k++) {
+            double c = cf[k];
+            Py_ssize_t byte = k * sk;
+            a0 = a0 + c * (double)*(const float *)(p0 + byte);
+            a1 = a1 + c * (double)*(const float *)(p1 + byte);
+            a2 = a2 + c * (double)*(const float *)(p2 + byte);
+            a3 = a3 + c * (double)*(const float *)(p3 + byte);
+        }
+        *RD_AT(dst, rd_row(dst, a, row), out) = (float)a0;
+        *RD_AT(dst, rd_row(dst, a, row + 1), out) = (float)a1;
+        *RD_AT(dst, rd_row(dst, a, row + 2), out) = (float)a2;
+        *RD_AT(dst, rd_row(dst, a, row + 3), out) = (float)a3;
+    }
+    for (; row < rows; row++) {
+        const char *p0 = (const char *)RD_AT(src, rd_row(src, a, row), ip);
+        double a0 = 0.0;
+        for (Py_ssize_t k = klo; k <= khi; k++)
+            a0 = a0 + cf[k] * (double)*(const float *)(p0 + k * sk);
+        *RD_AT(dst, rd_row(dst, a, row), out) = (float)a0;
+    }
+}
+
+/* Four rows and more (a track of many channels) are read a piece of frames at
+ * a time: the piece's taps are made once, then each group of 16, 8 or 4 rows'
+ * span of the track is copied as float64, sample by sample with the group's
+ * rows side by side (rd_span[j * G + r]), and every frame's sums run over the
+ * group at once in vectors of two rows; the rows left over (fewer than 4) go
+ * as rd_rows. Each row's sum is still its own chain, in k order, so the
+ * samples are the same bits as one row at a time. Module-global buffers: every
+ * call holds the GIL from start to end, so no two calls use them at once, and
+ * nothing is allocated in a block. */
+#define RD_GROUP 16
+#define RD_SPAN 512     /* track frames a piece's span holds */
+#define RD_COEFS 8192   /* a piece's taps, all its frames */
+#define RD_FRAMES 512   /* a piece's frames */
+typedef double rd_v2 __attribute__((vector_size(16)));
+static double rd_span[RD_SPAN * RD_GROUP] __attribute__((aligned(16)));
+static double rd_coef[RD_COEFS];
+static Py_ssize_t rd_ip[RD_FRAMES], rd_klo[RD_FRAMES], rd_khi[RD_FRAMES], rd_off[RD_FRAMES];
+
+/* One group of G rows (G = 4, 8 or 16: a constant where it is inlined, so the
+ * accumulators are registers) over the piece's n frames, the span starting at
+ * track frame s0, s1 past its end. */
+static inline __attribute__((always_inline)) void
+rd_group(const int G, const Buf *src, Py_ssize_t a, Py_ssize_t row0, Py_ssize_t s0,
+         Py_ssize_t s1, Py_ssize_t n, Buf *dst, Py_ssize_t out)
+{
+    const Py_ssize_t sk = src->st[2];
+    Py_ssize_t to[RD_GROUP];
+    for (int r = 0; r < G; r++) {
+        to[r] = rd_row(dst, a, row0 + r);
+        const char *p = (const char *)RD_AT(src, rd_row(src, a, row0 + r), s0);
+        for (Py_ssize_t j = 0; j < s1 - s0; j++)
+            rd_span[j * G + r] = (double)*(const float *)(p + j * sk);
+    }
+    const rd_v2 zero = {0.0, 0.0};
+    for (Py_ssize_t f = 0; f < n; f++) {
+        const double *cf = rd_coef + rd_off[f];
+        const double *x = rd_span + (rd_ip[f] - s0) * G;
+        rd_v2 c0 = zero, c1 = zero, c2 = zero, c3 = zero, c4 = zero, c5 = zero, c6 = zero,
+              c7 = zero;
+        for (Py_ssize_t k = rd_klo[f]; k <= rd_khi[f]; k++) {
+            double c = cf[k];
+            const rd_v2 *xk = (const rd_v2 *)(x + k * G);
+            c0 = c0 + c * xk[0];
+            c1 = c1 + c * xk[1];
+            if (G >= 8) {
+                c2 = c2 + c * xk[2];
+                c3 = c3 + c * xk[3];
+            }
+            if (G >= 16) {
+                c4 = c4 + c * xk[4];
+                c5 = c5 + c * xk[5];
+                c6 = c6 + c * xk[6];
+                c7 = c7 + c * xk[7];
+            }
+        }
+        rd_v2 acc[8] = {c0, c1, c2, c3, c4, c5, c6, c7};
+        for (int i = 0; i < G; i++)
+            *RD_AT(dst, to[i], out + f) = (float)acc[i / 2][i % 2];
+    }
+}
+
 static PyObject *
 read_head(PyObject *self, PyObject *args)
 {
@@ -1137,78 +1313,60 @@ read_head(PyObject *self, PyObject *args)
         bad("read: state");
         goto done;
     }
-    double coef[READ_MAX_TAPS];
     Py_ssize_t rows = n * a, produced = 0;
+    /* Fewer than 4 rows go one frame at a time (rd_rows): no group to fill. */
+    int grouped = rows >= 4;
     while (produced < count && pos < (double)end) {
-        double fc = step > 1.0 ? READ_CUT / step : READ_CUT;
-        double reach = (double)READ_HALF / fc;
-        /* k runs over lo..hi, a range one wider than the support each side;
-         * the test w < READ_HALF decides. */
-        Py_ssize_t lo = (Py_ssize_t)floor(ph - reach), hi = (Py_ssize_t)ceil(ph + reach);
-        if (hi - lo + 1 > READ_MAX_TAPS)
-            hi = lo + READ_MAX_TAPS - 1; /* never: step <= READ_MAX_STEP */
-        double sum = 0.0;
-        for (Py_ssize_t k = lo; k <= hi; k++) {
-            double w = fabs((double)k - ph) * fc;
-            double v = 0.0;
-            if (w < (double)READ_HALF) {
-                double u = w * (double)READ_RES;
-                Py_ssize_t ii = (Py_ssize_t)u;
-                double fr = u - (double)ii;
-                double t0 = *AT1(tab, double, ii), t1 = *AT1(tab, double, ii + 1);
-                v = t0 + fr * (t1 - t0);
+        /* A piece: the frames' taps, positions and span, the state moved on. */
+        Py_ssize_t nf = 0, used = 0, s0 = 0, s1 = 0;
+        while (produced + nf < count && pos < (double)end && nf < RD_FRAMES) {
+            double fc = step > 1.0 ? READ_CUT / step : READ_CUT;
+            Py_ssize_t lo, hi;
+            if (used + READ_MAX_TAPS > RD_COEFS)
+                break;
+            rd_taps(ph, fc, tab, rd_coef + used, &lo, &hi);
+            Py_ssize_t ip = (Py_ssize_t)pos;
+            /* Only the taps inside the track: the rest read 0. */
+            Py_ssize_t klo = ip + lo < 0 ? -ip : lo;
+            Py_ssize_t khi = hi;
+            if (ip + hi > length - 1)
+                khi = length - 1 - ip;
+            Py_ssize_t a0 = ip + klo, a1 = ip + khi + 1; /* the track frames it reads */
+            Py_ssize_t n0 = nf > 0 && s0 < a0 ? s0 : a0, n1 = nf > 0 && s1 > a1 ? s1 : a1;
+            if (nf > 0 && n1 - n0 > RD_SPAN)
+                break; /* the next piece starts with this frame (its taps made again) */
+            s0 = n0;
+            s1 = n1;
+            rd_ip[nf] = ip;
+            rd_klo[nf] = klo;
+            rd_khi[nf] = khi;
+            rd_off[nf] = used - lo;
+            used += hi - lo + 1;
+            nf++;
+            ph = ph + step;
+            double fl = floor(ph);
+            pos = pos + fl;
+            ph = ph - fl;
+            if (left > 0.0) {
+                left = left - 1.0;
+                step = left > 0.0 ? tgt - inc * left : tgt;
             }
-            coef[k - lo] = v;
-            sum = sum + v;
+            if (!grouped || s1 - s0 > RD_SPAN)
+                break; /* one frame at a time; or one frame wider than a span */
         }
-        for (Py_ssize_t k = lo; k <= hi; k++)
-            coef[k - lo] = coef[k - lo] / sum;
-        Py_ssize_t ip = (Py_ssize_t)pos;
-        /* Only the taps inside the track: the rest read 0. */
-        Py_ssize_t klo = ip + lo < 0 ? -ip : lo;
-        Py_ssize_t khi = hi;
-        if (ip + hi > length - 1)
-            khi = length - 1 - ip;
-        /* Four rows at a time, each its own sum in k order: four independent
-         * chains in registers (one row's chain alone waits on every add). */
-        const Py_ssize_t sk = src->st[2];
-        const double *cf = coef - lo;
         Py_ssize_t row = 0;
-        for (; row + 4 <= rows; row += 4) {
-            const char *p0 = (const char *)AT3(src, float, row / a, row % a, ip);
-            const char *p1 = (const char *)AT3(src, float, (row + 1) / a, (row + 1) % a, ip);
-            const char *p2 = (const char *)AT3(src, float, (row + 2) / a, (row + 2) % a, ip);
-            const char *p3 = (const char *)AT3(src, float, (row + 3) / a, (row + 3) % a, ip);
-            double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
-            for (Py_ssize_t k = klo; k <= khi; k++) {
-                double c = cf[k];
-                Py_ssize_t byte = k * sk;
-                a0 = a0 + c * (double)*(const float *)(p0 + byte);
-                a1 = a1 + c * (double)*(const float *)(p1 + byte);
-                a2 = a2 + c * (double)*(const float *)(p2 + byte);
-                a3 = a3 + c * (double)*(const float *)(p3 + byte);
-            }
-            *AT3(dst, float, row / a, row % a, produced) = (float)a0;
-            *AT3(dst, float, (row + 1) / a, (row + 1) % a, produced) = (float)a1;
-            *AT3(dst, float, (row + 2) / a, (row + 2) % a, produced) = (float)a2;
-            *AT3(dst, float, (row + 3) / a, (row + 3) % a, produced) = (float)a3;
+        if (grouped && s1 - s0 <= RD_SPAN) {
+            for (; row + 16 <= rows; row += 16)
+                rd_group(16, src, a, row, s0, s1, nf, dst, produced);
+            for (; row + 8 <= rows; row += 8)
+                rd_group(8, src, a, row, s0, s1, nf, dst, produced);
+            for (; row + 4 <= rows; row += 4)
+                rd_group(4, src, a, row, s0, s1, nf, dst, produced);
         }
-        for (; row < rows; row++) {
-            const char *p0 = (const char *)AT3(src, float, row / a, row % a, ip);
-            double a0 = 0.0;
-            for (Py_ssize_t k = klo; k <= khi; k++)
-                a0 = a0 + cf[k] * (double)*(const float *)(p0 + k * sk);
-            *AT3(dst, float, row / a, row % a, produced) = (float)a0;
-        }
-        produced++;
-        ph = ph + step;
-        double fl = floor(ph);
-        pos = pos + fl;
-        ph = ph - fl;
-        if (left > 0.0) {
-            left = left - 1.0;
-            step = left > 0.0 ? tgt - inc * left : tgt;
-        }
+        for (Py_ssize_t f = 0; f < nf; f++)
+            rd_rows(src, a, row, rows, rd_ip[f], rd_coef + rd_off[f], rd_klo[f], rd_khi[f], dst,
+                    produced + f);
+        produced += nf;
     }
     *AT1(st, double, 0) = pos;
     *AT1(st, double, 1) = ph;

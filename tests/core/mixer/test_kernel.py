@@ -15,6 +15,7 @@ from stemdeck.core.mixer.commands import (
     MasterTarget,
     Pause,
     Play,
+    Rate,
     Seek,
     SetTrack,
     Stop,
@@ -386,6 +387,108 @@ def test_a_track_of_no_channels_sums_to_silence() -> None:
     half = len(outs) // 2
     np.testing.assert_array_equal(np.concatenate(outs[:half]), np.concatenate(outs[half:]))
     assert not np.any(outs[-1])
+
+
+@pytest.mark.parametrize("rows", [1, 3, 4, 5, 8, 9])
+def test_each_row_has_its_own_levels(rows: int) -> None:
+    """finish reads the levels four rows at a time: each row's peak and sum of
+    squares are its own samples' alone, in the order of a row alone (the same
+    bits as adding them one by one in float64), and a NaN in one row shows in
+    that row's peak and no other's."""
+    from stemdeck.core.mixer import _kernel
+
+    rng = np.random.default_rng(rows)
+    frames = 70
+    prod = (rng.standard_normal((rows, 2, frames)) * np.arange(1, rows + 1)[:, None, None]).astype(
+        np.float32
+    )
+    nan_row = rows // 2
+    prod[nan_row, 1, 33] = np.nan
+    prod[0] = prod[0] * np.float32(0.25)  # the master row stays finite
+    if nan_row == 0:
+        prod[0, 1, 33] = 0.125
+    mix = np.ascontiguousarray(prod[0])
+    peak = np.full(rows, 0.5, np.float32)
+    sumsq = np.full(rows, 2.0, np.float32)
+    out = np.zeros((frames, 2), np.float32)
+    before = prod.copy()
+    assert _kernel.finish(prod, rows, frames, mix, None, 1.0, peak, sumsq, out, None)
+    for r in range(rows):
+        sq = 0.0
+        for x in before[r].ravel().tolist():  # side 0, then side 1, in order
+            sq += x * x
+        want_sumsq = np.float32(2.0 + sq)
+        top = np.float32(np.abs(before[r]).max())
+        if r == nan_row and r > 0:
+            assert np.isnan(peak[r]) and np.isnan(sumsq[r])
+        else:
+            assert peak[r] == max(top, np.float32(0.5)), r
+            assert sumsq[r].view(np.int32) == want_sumsq.view(np.int32), r
+
+
+@pytest.mark.parametrize("add", [False, True])
+def test_a_long_segment_of_many_strips_sums_as_the_reference(add: bool) -> None:
+    """segment sums the strips many frames at a time (256): a segment of 600
+    frames (a block of more than 256, with curves, a fade row and per-strip outputs)
+    is the numpy reference's bit for bit, in the mix, the strips' rows and outputs."""
+    from stemdeck.core.mixer import _kernel
+    from stemdeck.core.mixer.numpy_kernel import NumpyKernel
+
+    rng = np.random.default_rng(int(add))
+    n, count, off = 40, 600, 5
+    src = _channels(rng, n, 2, 2000)
+    curves = rng.uniform(0, 2, (n, 2, count + off)).astype(np.float32)
+    row = rng.uniform(0, 1, count).astype(np.float32)
+    got = []
+    for kern in (_kernel, NumpyKernel(n, count + off)):
+        prod = np.zeros((n + 1, 2, count + off), np.float32)
+        mix = np.full((2, count + off), 0.25, np.float32)
+        co = np.full((n, 2, count + off), 0.5, np.float32)
+        kern.segment(src, 300, count, curves, row, prod, 1, off, mix, add, co)
+        got.append((mix, prod, co))
+    for a, b in zip(*got, strict=True):
+        np.testing.assert_array_equal(a.view(np.int32), b.view(np.int32))
+
+
+@pytest.mark.parametrize("rate", [1.08, 0.92])
+def test_many_channels_between_rates_mix_as_the_reference(rate: float) -> None:
+    """A track of 40 stereo and one of 19 mono channels at a rate (the read head's
+    groups of rows, the strips' sums many frames at a time, the levels four rows
+    at a time), blocks of 1 to 600 frames and faders moving: the compiled path is
+    the numpy reference's samples bit for bit, and its peaks."""
+    rng = np.random.default_rng(int(rate * 100))
+    length = SR // 3
+    tracks = [
+        Track(_channels(rng, 40, 2, length), SR, tuple(f"s{i}" for i in range(40))),
+        Track(_channels(rng, 19, 1, length), 44100, tuple(f"m{i}" for i in range(19))),
+    ]
+    mixers = [Mixer(max_channels=40, compiled=c, at_end="loop") for c in (True, False)]
+    for m in mixers:
+        m.prepare(SR, 256)
+        m.post(SetTrack(tracks[0]))
+        m.post(Rate(rate))
+        m.post(Play())
+    enter_audio_thread()
+    for i in range(120):
+        commands: list[Command] = []
+        if i == 60:
+            commands.append(SetTrack(tracks[1]))
+        if rng.random() < 0.3:
+            commands.append(
+                StripTarget(int(rng.integers(0, 40)), float(rng.uniform(0, 2)), False, False, 0.0)
+            )
+        frames = int(rng.choice([1, 7, 64, 255, 256, 300, 600]))
+        outs = []
+        for m in mixers:
+            for c in commands:
+                m.post(c)
+            out = np.full((frames, m.out_channels), np.nan, np.float32)
+            m.process(out)
+            outs.append(out)
+        np.testing.assert_array_equal(outs[0].view(np.int32), outs[1].view(np.int32))
+        assert np.any(outs[0])
+    a, b = (m.read_meters() for m in mixers)
+    np.testing.assert_array_equal(a.peak, b.peak)
 
 
 @pytest.mark.e2e

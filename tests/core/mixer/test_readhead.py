@@ -142,6 +142,49 @@ def test_the_compiled_read_is_the_reference_in_any_chunks(
     assert whole_state[0] < 5000 + max(step, target)
 
 
+def _bits(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x).view(np.int32)
+
+
+@pytest.mark.parametrize("sides", [1, 2])
+@pytest.mark.parametrize("n", [3, 8, 9, 33])
+def test_many_rows_read_the_same_bits_as_the_reference(n: int, sides: int) -> None:
+    """The compiled read takes 4 rows and more a piece of frames at a time, in
+    groups of 16, 8 and 4 rows side by side: every row, in every group and in the
+    rows left over, is the numpy reference bit for bit (the sign of a zero too),
+    and so is the state. Steps slow and fast, a glide through them, taps wider than
+    a piece's span (step 20: a frame at a time), from the track's first frame and
+    up to its last, on strided buffers."""
+    assert COMPILED is not None
+    rng = np.random.default_rng(n * 10 + sides)
+    length = 4000
+    whole = (rng.standard_normal((2 * n, sides, 2 * length)) * 0.3).astype(np.float32)
+    src = whole[::2, :, ::-2]  # every other channel, backwards: strided both ways
+    src[:, :, 300:310] = 0.0  # zeros: a sum of +-0 keeps its sign as the reference's
+    for step, target, left in (
+        (1.08, 1.08, 0),
+        (0.5, 0.5, 0),
+        (7.9, 7.9, 0),
+        (20.0, 20.0, 0),
+        (0.9, 24.0, 300),
+        (32.0, 0.7, 60),
+        (1.0, 32.0, 10),  # the taps widen faster than the head moves: a first tap earlier
+    ):
+        inc = (target - step) / left if left else 0.0
+        for start, end in ((0, length), (length - 900, length), (150, 2500)):
+            got = []
+            for kern in (COMPILED, NumpyKernel(max(n, 4), 700)):
+                state = np.array([float(start), 0.625, step, target, inc, float(left)])
+                big = np.full((n, 2, 1400), np.nan, np.float32)
+                dst = big[:, :, ::2]  # a strided destination
+                count = kern.read(src, state, 700, end, dst, READ_TABLE)
+                got.append((count, _bits(dst[:, :sides, :count]), state))
+            (count, a, sa), (count_ref, b, sb) = got
+            assert count == count_ref > 0
+            np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(sa, sb)
+
+
 def test_the_read_refuses_what_could_leave_a_buffer() -> None:
     assert COMPILED is not None
     src = np.zeros((2, 2, 100), np.float32)
