@@ -40,6 +40,7 @@ import numpy as np
 
 from ..audiofile.samples import validate_audio
 from ..errors import ParameterError
+from ..mixer.kernel import COMPILED
 from .features import ANALYSIS_SR, BASS_FPS, HOP, stream_features
 from .grid import BeatGrid
 
@@ -261,7 +262,18 @@ def _choose_tempo(
 def _fold(env: np.ndarray, period: float, bins: int) -> np.ndarray:
     """Mean of ``env`` by phase of ``period`` frames, in ``bins`` phase bins; each
     frame is shared between its two nearest bins, so no bin is left empty when a
-    bin is narrower than a frame."""
+    bin is narrower than a frame. The compiled kernel's ``fold`` where it is built
+    (the tempo search folds a track 642 times: 7 times faster there), the same
+    bits as :func:`_fold_reference`."""
+    if COMPILED is not None and env.dtype == np.float64 and 1 <= bins <= 256 and period >= 1e-9:
+        out = np.empty(bins)
+        COMPILED.fold(env, period, out)
+        return out
+    return _fold_reference(env, period, bins)
+
+
+def _fold_reference(env: np.ndarray, period: float, bins: int) -> np.ndarray:
+    """:func:`_fold` in numpy: the compiled kernel's reference."""
     pos = (np.arange(len(env)) / period % 1.0) * bins
     lo = pos.astype(np.intp) % bins
     frac = pos - np.floor(pos)

@@ -120,6 +120,7 @@ def read(
     table: np.ndarray,
     /,
 ) -> int: ...
+def fold(env: np.ndarray, period: float, out: np.ndarray, /) -> None: ...
 def shift(
     io: np.ndarray,
     frames: int,

@@ -38,6 +38,10 @@ echo bus) and ``reverb`` (the reverb bus: a Freeverb behind a low-cut), both
 sample by sample; their numpy references (``numpy_kernel.py``) loop in Python
 floats, fine as references, too slow for an FX-heavy real-time block.
 
+One call is not the mixer's: ``fold``, the beat analysis's fold of an onset envelope
+by phase (``core/beats/analysis.py``, whose numpy ``_fold_reference`` it matches bit
+for bit), which the tempo search makes 642 times a track.
+
 Every call's arguments and meaning are documented in ``core/mixer/_kernel.c``.
 """
 
@@ -72,7 +76,7 @@ __all__ = [
     "read_table",
 ]
 
-KERNEL_ABI = 8  # the _kernel.c this package calls (its KERNEL_ABI)
+KERNEL_ABI = 9  # the _kernel.c this package calls (its KERNEL_ABI)
 
 
 class Kernel(Protocol):
@@ -192,7 +196,8 @@ class Kernel(Protocol):
 
 
 class CompiledKernel(Kernel, Protocol):
-    """The compiled kernel: the calls of :class:`Kernel`, and the common block in one."""
+    """The compiled kernel: the calls of :class:`Kernel`, the common block in one, and
+    the beat analysis's fold."""
 
     def block(
         self,
@@ -230,6 +235,9 @@ class CompiledKernel(Kernel, Protocol):
         mix: np.ndarray | None,
         /,
     ) -> bool: ...
+
+    def fold(self, env: np.ndarray, period: float, out: np.ndarray, /) -> None:
+        """The beat analysis's fold (``core/beats/analysis.py``), not a block's."""
 
 
 # The read head's interpolator (``_kernel.c``'s READ_* constants: keep them equal).

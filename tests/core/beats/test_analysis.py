@@ -217,3 +217,43 @@ def test_the_autocorrelation_is_numpys_at_the_lags_read_and_holds_no_fft_of_the_
     assert peak < 2 * env.nbytes, f"{peak / 2**20:.1f} MiB"
     short = autocorrelation(np.array([0.0, 1.0, 0.0, 1.0]), 6)
     assert short.tolist() == [1.0, -0.75, 0.5, -0.25, 0.0, 0.0, 0.0]
+
+
+def test_the_compiled_fold_is_the_reference_bit_for_bit() -> None:
+    """The tempo search's fold runs in the mixer's compiled kernel: every bin is
+    the numpy reference's bits, whatever the envelope's length (none too), scale,
+    the period (shorter than a bin, than a frame, a whole number of frames) and the
+    bins (1 to 256); a float32 envelope or more bins take the reference."""
+    from stemdeck.core.beats import analysis
+    from stemdeck.core.mixer.kernel import COMPILED
+
+    assert COMPILED is not None
+    rng = np.random.default_rng(5)
+    for trial in range(120):
+        n = int(rng.integers(0, 6000)) if trial else 0
+        env = rng.random(n) * float(rng.choice([1.0, 1e-3, 1e5]))
+        env[: n // 50] = 0.0
+        period = float(rng.choice([rng.uniform(0.3, 400), 1e-3, 1.0, 2.0, 48.0, 43.066, 1 / 3]))
+        bins = int(rng.choice([1, 2, 3, 48, 100, 256]))
+        want = analysis._fold_reference(env, period, bins)
+        got = analysis._fold(env, period, bins)
+        assert got.shape == (bins,)
+        np.testing.assert_array_equal(got.view(np.int64), want.view(np.int64))
+    with pytest.raises(ValueError):
+        COMPILED.fold(np.zeros(8), 0.0, np.empty(48))
+    with pytest.raises(ValueError):
+        COMPILED.fold(np.zeros(8), 43.0, np.empty(257))
+    env32 = rng.random(500).astype(np.float32)
+    np.testing.assert_array_equal(
+        analysis._fold(env32, 43.0, 48), analysis._fold_reference(env32, 43.0, 48)
+    )
+
+
+def test_the_grid_is_the_same_with_the_compiled_fold_or_without(
+    song_120: Song, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stemdeck.core.beats import analysis
+
+    compiled = analyze_beats(song_120.mix, song_120.sr)
+    monkeypatch.setattr(analysis, "COMPILED", None)
+    assert analyze_beats(song_120.mix, song_120.sr) == compiled
