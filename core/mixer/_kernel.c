@@ -1113,8 +1113,10 @@ done:
  *   state: float64 (6,): pos (the integer frame), phase (0 <= phase < 1), step,
  *     and the step's glide: target, inc (the change a frame), frames left. After
  *     each frame: phase += step, its integer part moves pos; then, while frames
- *     are left, left -= 1 and step = target - inc * left (target at 0).
- *     Written back after the call;
+ *     are left, left -= 1 and step = target - inc * left (target at 0). The
+ *     step, the target and target - inc * left (the glide's far end: the step
+ *     the glide started from) each in (0, READ_MAX_STEP] (the far end give or
+ *     take a rounding). Written back after the call;
  *   end: no frame is read once pos >= end (the loop end or the track's end);
  *   dst: float32 (>= n, >= a, >= count), row (i, s) of src into dst[i, s, :];
  *   table: float64 (READ_HALF * READ_RES + 2,): the kernel h(w) at w = i / READ_RES
@@ -1222,7 +1224,8 @@ rd_rows(const Buf *src, Py_ssize_t a, Py_ssize_t from, Py_ssize_t rows, Py_ssize
  * span of the track is copied as float64, sample by sample with the group's
  * rows side by side (rd_span[j * G + r]), and every frame's sums run over the
  * group at once in vectors of two rows; the rows left over (fewer than 4) go
- * as rd_rows. Each row's sum is still its own chain, in k order, so the
+ * as rd_rows, and so do all rows of a frame whose taps alone span more than
+ * RD_SPAN (a step above about 15). Each row's sum is still its own chain, in k order, so the
  * samples are the same bits as one row at a time. Module-global buffers: every
  * call holds the GIL from start to end, so no two calls use them at once, and
  * nothing is allocated in a block. */
@@ -1230,10 +1233,11 @@ rd_rows(const Buf *src, Py_ssize_t a, Py_ssize_t from, Py_ssize_t rows, Py_ssize
 #define RD_SPAN 512     /* track frames a piece's span holds */
 #define RD_COEFS 8192   /* a piece's taps, all its frames */
 #define RD_FRAMES 512   /* a piece's frames */
-typedef double rd_v2 __attribute__((vector_size(16)));
-static double rd_span[RD_SPAN * RD_GROUP] __attribute__((aligned(16)));
 static double rd_coef[RD_COEFS];
 static Py_ssize_t rd_ip[RD_FRAMES], rd_klo[RD_FRAMES], rd_khi[RD_FRAMES], rd_off[RD_FRAMES];
+#if defined(__GNUC__) /* GCC and clang: vectors of two doubles (MSVC: rd_rows only) */
+typedef double rd_v2 __attribute__((vector_size(16)));
+static double rd_span[RD_SPAN * RD_GROUP] __attribute__((aligned(16)));
 
 /* One group of G rows (G = 4, 8 or 16: a constant where it is inlined, so the
  * accumulators are registers) over the piece's n frames, the span starting at
@@ -1278,6 +1282,8 @@ rd_group(const int G, const Buf *src, Py_ssize_t a, Py_ssize_t row0, Py_ssize_t 
     }
 }
 
+#endif /* __GNUC__ */
+
 static PyObject *
 read_head(PyObject *self, PyObject *args)
 {
@@ -1309,13 +1315,21 @@ read_head(PyObject *self, PyObject *args)
     if (!(pos >= 0.0 && pos <= 9007199254740992.0 && pos == floor(pos)) || !(ph >= 0.0 && ph < 1.0)
         || !(step > 0.0 && step <= READ_MAX_STEP) || !(tgt > 0.0 && tgt <= READ_MAX_STEP)
         || !(left >= 0.0 && left <= 1e9 && left == floor(left))
-        || !(fabs(inc) * left <= READ_MAX_STEP)) {
+        || !(fabs(inc) * left <= READ_MAX_STEP)
+        /* the glide's every step lies between tgt and tgt - inc * left (linear in
+         * the frames left), the step it started from but for rounding (hence the
+         * slack, far below a tap's worth) */
+        || !(tgt - inc * left > 0.0 && tgt - inc * left <= READ_MAX_STEP * (1.0 + 1e-9))) {
         bad("read: state");
         goto done;
     }
     Py_ssize_t rows = n * a, produced = 0;
     /* Fewer than 4 rows go one frame at a time (rd_rows): no group to fill. */
+#if defined(__GNUC__)
     int grouped = rows >= 4;
+#else
+    int grouped = 0; /* no vector extensions (MSVC): a row at a time, the same bits */
+#endif
     while (produced < count && pos < (double)end) {
         /* A piece: the frames' taps, positions and span, the state moved on. */
         Py_ssize_t nf = 0, used = 0, s0 = 0, s1 = 0;
@@ -1355,6 +1369,7 @@ read_head(PyObject *self, PyObject *args)
                 break; /* one frame at a time; or one frame wider than a span */
         }
         Py_ssize_t row = 0;
+#if defined(__GNUC__)
         if (grouped && s1 - s0 <= RD_SPAN) {
             for (; row + 16 <= rows; row += 16)
                 rd_group(16, src, a, row, s0, s1, nf, dst, produced);
@@ -1363,6 +1378,7 @@ read_head(PyObject *self, PyObject *args)
             for (; row + 4 <= rows; row += 4)
                 rd_group(4, src, a, row, s0, s1, nf, dst, produced);
         }
+#endif
         for (Py_ssize_t f = 0; f < nf; f++)
             rd_rows(src, a, row, rows, rd_ip[f], rd_coef + rd_off[f], rd_klo[f], rd_khi[f], dst,
                     produced + f);

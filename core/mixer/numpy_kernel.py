@@ -555,6 +555,8 @@ class NumpyKernel:
             raise ValueError("out of bounds: read: state")
         if not (0.0 < step <= READ_MAX_STEP and 0.0 < tgt <= READ_MAX_STEP and left >= 0.0):
             raise ValueError("out of bounds: read: state")
+        if not 0.0 < tgt - inc * left <= READ_MAX_STEP * (1.0 + 1e-9):  # the glide's far end
+            raise ValueError("out of bounds: read: state")
         at, phase, cut = self._rd_pos, self._rd_phase, self._rd_fc
         frames = 0
         while frames < count and pos < end:

@@ -200,10 +200,13 @@ def test_the_read_refuses_what_could_leave_a_buffer() -> None:
         [10.0, 0.5, 1.1, np.inf, 0.0, 0.0],
         [10.0, 0.5, 1.1, 1.1, 1.0, 100.0],  # a glide past the fastest step
         [10.0, 0.5, 1.1, 1.1, 0.0, -1.0],
+        [10.0, 0.5, 1.0, 1.0, 1.0, 30.0],  # a glide whose far end is below 0
+        [10.0, 0.5, 32.0, 32.0, -1.0, 30.0],  # a glide whose far end is 62
     ]
     for bad in bad_states:
-        with pytest.raises(ValueError):
-            COMPILED.read(src, np.array(bad), 64, 100, dst, READ_TABLE)
+        for kern in (COMPILED, NumpyKernel(4, 64)):  # the reference refuses them alike
+            with pytest.raises(ValueError):
+                kern.read(src, np.array(bad), 64, 100, dst, READ_TABLE)
     for count, end, out, table in (
         (65, 100, dst, READ_TABLE),  # more than dst holds
         (0, 100, dst, READ_TABLE),
