@@ -9,6 +9,8 @@ import pytest
 
 from stemdeck.core.separation.presets import SeparationParams
 
+pytest_plugins = ["steal"]  # real-time tests run again after the host took the CPU
+
 SR = 22050
 ROOT = Path(__file__).resolve().parents[1]  # the repository
 TINY = ROOT / "tests" / "data" / "tiny.toml"  # a separation preset that runs in a blink

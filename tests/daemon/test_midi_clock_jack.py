@@ -19,7 +19,7 @@ from jack_helpers import env_for, start_jack
 
 SR = 48000
 PERIOD = 256
-pytestmark = [pytest.mark.jack, pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.jack, pytest.mark.e2e, pytest.mark.slow, pytest.mark.realtime]
 
 CLOCK, START, CONTINUE, STOP = 0xF8, 0xFA, 0xFB, 0xFC
 #: The track's tempo (clicks on every beat from 0 s) and the grid set on it.

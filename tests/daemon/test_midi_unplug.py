@@ -21,7 +21,7 @@ from jack_helpers import env_for, jack_in_this_process
 from conftest import tone_mix
 
 SR = 48000
-pytestmark = [pytest.mark.jack, pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.jack, pytest.mark.e2e, pytest.mark.slow, pytest.mark.realtime]
 
 
 @pytest.fixture(scope="module")

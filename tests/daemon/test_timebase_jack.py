@@ -30,7 +30,7 @@ from stemdeck.daemon.realtime import SWITCH_INTERVAL_S
 
 SR = 48000
 PERIOD = 256
-pytestmark = [pytest.mark.jack, pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.jack, pytest.mark.e2e, pytest.mark.slow, pytest.mark.realtime]
 
 #: The track: clicks on every beat at 120 BPM for its first CLICKS_S seconds, then
 #: a steady 1 kHz tone (for the mute's ramp).
