@@ -65,6 +65,18 @@ def _random_command(rng: np.random.Generator, tracks: list[Track], length: int) 
     return Play()
 
 
+def _blocks(mixers: list[Mixer], commands: list[Command], frames: int) -> list[np.ndarray]:
+    """The commands posted to each mixer, then a block of ``frames`` from each."""
+    outs = []
+    for m in mixers:
+        for c in commands:
+            m.post(c)
+        out = np.full((frames, m.out_channels), np.nan, np.float32)
+        m.process(out)
+        outs.append(out)
+    return outs
+
+
 @pytest.mark.parametrize("outputs", ["mix", "channels"])
 @pytest.mark.parametrize("seed", range(6))
 def test_compiled_mix_is_the_numpy_reference(outputs: str, seed: int) -> None:
@@ -87,14 +99,7 @@ def test_compiled_mix_is_the_numpy_reference(outputs: str, seed: int) -> None:
     enter_audio_thread()
     for _ in range(400):
         commands = [_random_command(rng, tracks, length) for _ in range(rng.integers(0, 4))]
-        frames = int(rng.choice([1, 7, 64, 255, 256, 300, 600]))
-        outs = []
-        for m in mixers:
-            for c in commands:
-                m.post(c)
-            out = np.full((frames, m.out_channels), np.nan, np.float32)
-            m.process(out)
-            outs.append(out)
+        outs = _blocks(mixers, commands, int(rng.choice([1, 7, 64, 255, 256, 300, 600])))
         np.testing.assert_array_equal(outs[0], outs[1])
         assert mixers[0].position == mixers[1].position
         assert mixers[0].playing == mixers[1].playing
@@ -477,14 +482,7 @@ def test_many_channels_between_rates_mix_as_the_reference(rate: float) -> None:
             commands.append(
                 StripTarget(int(rng.integers(0, 40)), float(rng.uniform(0, 2)), False, False, 0.0)
             )
-        frames = int(rng.choice([1, 7, 64, 255, 256, 300, 600]))
-        outs = []
-        for m in mixers:
-            for c in commands:
-                m.post(c)
-            out = np.full((frames, m.out_channels), np.nan, np.float32)
-            m.process(out)
-            outs.append(out)
+        outs = _blocks(mixers, commands, int(rng.choice([1, 7, 64, 255, 256, 300, 600])))
         np.testing.assert_array_equal(outs[0].view(np.int32), outs[1].view(np.int32))
         assert np.any(outs[0])
     a, b = (m.read_meters() for m in mixers)
