@@ -264,8 +264,14 @@ def _fold(env: np.ndarray, period: float, bins: int) -> np.ndarray:
     frame is shared between its two nearest bins, so no bin is left empty when a
     bin is narrower than a frame. The compiled kernel's ``fold`` where it is built
     (the tempo search folds a track 642 times: 7 times faster there), the same
-    bits as :func:`_fold_reference`."""
-    if COMPILED is not None and env.dtype == np.float64 and 1 <= bins <= 256 and period >= 1e-9:
+    bits as :func:`_fold_reference` for a finite envelope; elsewhere the reference."""
+    if (
+        COMPILED is not None
+        and env.dtype == np.float64
+        and 1 <= bins <= 256
+        and 0.0 < period <= 1e300
+        and len(env) / period < 2.0**52  # every frame's phase in the C's exact range
+    ):
         out = np.empty(bins)
         COMPILED.fold(env, period, out)
         return out

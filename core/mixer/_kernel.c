@@ -1830,7 +1830,8 @@ zero(PyObject *self, PyObject *obj)
  * frame order, the two bins' shares apart, then added: out = sums / max(counts,
  * 1e-9). In the kernel because the tempo search folds a whole track's envelope
  * 642 times (numpy's passes and bincounts took 0.55 s of a 3-minute track's
- * analysis); it holds the GIL like every call here.
+ * analysis); it holds the GIL like every call here. The same bits for a
+ * finite envelope (with NaNs of both signs the one kept may differ).
  */
 #define FOLD_MAX_BINS 256
 
@@ -1858,9 +1859,10 @@ fold(PyObject *self, PyObject *args)
     double nb = (double)bins;
     /* For 0 <= x < 2^63 the integer conversion is floor(x) exactly, and x -
      * floor(x) is fmod(x, 1) exactly (the fraction of x is a multiple of its
-     * last bit): the same bits without a library call. n <= 2^53 (a buffer) and
-     * period > 0 keep i / period in range; pos < B, or = B by rounding. */
-    if (n > ((Py_ssize_t)1 << 52) || !(period >= 1e-9)) {
+     * last bit): the same bits without a library call. Refused unless every
+     * i / period stays below 2^52 (the caller then takes the numpy reference);
+     * pos < B, or = B by rounding. */
+    if (!((double)n / period < 4503599627370496.0)) {
         bad("fold: period");
         goto done;
     }
@@ -1914,7 +1916,7 @@ static struct PyModuleDef module = {
 
 /* Bumped with every change of a signature or a meaning: core/mixer/engine.py
  * runs numpy rather than a stale build (an editable install not rebuilt). */
-#define KERNEL_ABI 9
+#define KERNEL_ABI 10
 
 PyMODINIT_FUNC
 PyInit__kernel(void)

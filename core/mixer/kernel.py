@@ -76,7 +76,7 @@ __all__ = [
     "read_table",
 ]
 
-KERNEL_ABI = 9  # the _kernel.c this package calls (its KERNEL_ABI)
+KERNEL_ABI = 10  # the _kernel.c this package calls (its KERNEL_ABI)
 
 
 class Kernel(Protocol):

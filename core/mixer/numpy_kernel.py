@@ -553,7 +553,11 @@ class NumpyKernel:
         pos, ph, step, tgt, inc, left = (float(v) for v in state)
         if not (0.0 <= pos and pos == math.floor(pos) and 0.0 <= ph < 1.0):
             raise ValueError("out of bounds: read: state")
-        if not (0.0 < step <= READ_MAX_STEP and 0.0 < tgt <= READ_MAX_STEP and left >= 0.0):
+        if not (0.0 < step <= READ_MAX_STEP and 0.0 < tgt <= READ_MAX_STEP):
+            raise ValueError("out of bounds: read: state")
+        if not (0.0 <= left <= 1e9 and left == math.floor(left)):  # as the C's
+            raise ValueError("out of bounds: read: state")
+        if not abs(inc) * left <= READ_MAX_STEP:
             raise ValueError("out of bounds: read: state")
         if not 0.0 < tgt - inc * left <= READ_MAX_STEP * (1.0 + 1e-9):  # the glide's far end
             raise ValueError("out of bounds: read: state")

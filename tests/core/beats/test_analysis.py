@@ -243,6 +243,15 @@ def test_the_compiled_fold_is_the_reference_bit_for_bit() -> None:
         COMPILED.fold(np.zeros(8), 0.0, np.empty(48))
     with pytest.raises(ValueError):
         COMPILED.fold(np.zeros(8), 43.0, np.empty(257))
+    # Where a frame's phase would leave the C's exact range (i / period up to
+    # 2^52), or the period is not a finite positive number: the reference's values.
+    wide = rng.random(40)
+    for period in (1e-15, 1e-300, np.inf, 1e301):
+        np.testing.assert_array_equal(
+            analysis._fold(wide, period, 48), analysis._fold_reference(wide, period, 48)
+        )
+    with pytest.raises(ValueError):
+        COMPILED.fold(wide, 1e-15, np.empty(48))
     env32 = rng.random(500).astype(np.float32)
     np.testing.assert_array_equal(
         analysis._fold(env32, 43.0, 48), analysis._fold_reference(env32, 43.0, 48)

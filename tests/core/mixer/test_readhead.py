@@ -185,6 +185,33 @@ def test_many_rows_read_the_same_bits_as_the_reference(n: int, sides: int) -> No
             np.testing.assert_array_equal(sa, sb)
 
 
+@pytest.mark.parametrize("compiled", [True, False])
+def test_the_fastest_read_and_the_longest_glide_still_play(compiled: bool) -> None:
+    """A 192 kHz track at rate 2 on an 8 kHz device would step 48 frames a frame,
+    past the taps' reach (32): it plays at 32 (every block was refused, silence);
+    a glide longer than the kernel takes (10**9 frames) is that long, not refused."""
+    rng = np.random.default_rng(3)
+    track = Track(
+        (rng.standard_normal((2, 2, 192000)) * 0.2).astype(np.float32), 192000, ("a", "b")
+    )
+    m = Mixer(compiled=compiled)
+    m.prepare(8000, 256)
+    m.post(SetTrack(track))
+    m.post(Rate(2.0, at_once=True))
+    m.post(Play())
+    out = np.zeros((256, 2), np.float32)
+    for _ in range(10):
+        m.process(out)
+        assert np.abs(out).max() > 0.01
+    assert m._rd[2] == 32.0
+    assert m.nonfinite_blocks == 0
+    m.post(Rate(1.2, glide=2_000_000_000))  # 24 * 1.2 = 28.8, from 32
+    for _ in range(10):
+        m.process(out)
+        assert np.abs(out).max() > 0.01
+    assert m._rd[3] == 24.0 * 1.2 and m._rd[5] == 10**9 - 10 * 256
+
+
 def test_the_read_refuses_what_could_leave_a_buffer() -> None:
     assert COMPILED is not None
     src = np.zeros((2, 2, 100), np.float32)
@@ -202,6 +229,8 @@ def test_the_read_refuses_what_could_leave_a_buffer() -> None:
         [10.0, 0.5, 1.1, 1.1, 0.0, -1.0],
         [10.0, 0.5, 1.0, 1.0, 1.0, 30.0],  # a glide whose far end is below 0
         [10.0, 0.5, 32.0, 32.0, -1.0, 30.0],  # a glide whose far end is 62
+        [10.0, 0.5, 1.1, 1.1, 0.0, 2.5],  # frames left not whole
+        [10.0, 0.5, 1.1, 1.1, 0.0, 2e9],  # a glide longer than the kernel takes
     ]
     for bad in bad_states:
         for kern in (COMPILED, NumpyKernel(4, 64)):  # the reference refuses them alike
