@@ -2,25 +2,33 @@
 
 On a virtual machine the host may stop running the guest for tens of
 milliseconds at a time ("steal" in ``/proc/stat``). Nothing inside the guest can
-keep a real-time deadline through that: the JACK dummy driver's frames, the
-MIDI clock's ticks and Link's beats then measure the host, not stemdeck. A test
-marked ``realtime`` whose attempt fails (an assertion, as ``poll``'s timeouts
-are too) while the host took at least :data:`STEAL_TICKS` of CPU time from this
-machine is run again, at most :data:`RERUNS` times, with a warning that says so;
-a failure with less steal than that, or on the last attempt, fails as it is.
-``tests/conftest.py`` installs the hook.
+keep a real-time deadline through that: the JACK dummy driver's frames and the
+MIDI clock's ticks then measure the host, not stemdeck. A test marked
+``realtime`` whose test body fails with an AssertionError (as ``poll``'s
+timeouts do) while the host took at least :data:`STEAL_TICKS` of CPU time within
+one :data:`WINDOW_S` window is run again, whole (its function fixtures made
+anew; those of a module or the session too where pytest would tear them down
+after it), at most :data:`RERUNS` times, with a warning that says so. A failure
+with less steal than that, any other exception, a failing fixture, or the last
+attempt fails as it is. The steal is read every :data:`SAMPLE_S` while an
+attempt runs, so a slow steady trickle over a long test does not add up to a
+rerun: only a burst does. ``tests/conftest.py`` installs the hooks.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Generator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from _pytest.runner import runtestprotocol
 
-STEAL_TICKS = 10  # clock ticks (USER_HZ, 1/100 s): 0.1 s of CPU taken in one attempt
+STEAL_TICKS = 10  # clock ticks (USER_HZ, 1/100 s): 0.1 s of CPU taken ...
+WINDOW_S = 1.0  # ... within one second
+SAMPLE_S = 0.1
 RERUNS = 2
 PROC_STAT = Path("/proc/stat")
 
@@ -38,45 +46,101 @@ def steal_ticks(stat: Path = PROC_STAT) -> int | None:
     return int(first[8])
 
 
-def run_with_reruns(
-    call: Callable[[], Any],
-    name: str,
-    *,
-    ticks: Callable[[], int | None] | None = None,
-    reruns: int = RERUNS,
-    threshold: int = STEAL_TICKS,
-) -> Any:
-    """``call()``; after an AssertionError, again while the host took at least
-    ``threshold`` ticks during the attempt (at most ``reruns`` more times);
-    ``ticks`` reads the steal count (default :func:`steal_ticks`, looked up at
-    the call)."""
-    read = ticks if ticks is not None else globals()["steal_ticks"]
-    attempt = 0
-    while True:
-        before = read()
-        try:
-            return call()
-        except AssertionError as exc:
-            after = read()
-            stolen = None if before is None or after is None else after - before
-            if attempt >= reruns or stolen is None or stolen < threshold:
-                raise
-            attempt += 1
-            warnings.warn(
-                pytest.PytestWarning(
-                    f"{name}: failed while the host took {stolen / 100:.2f} s of CPU "
-                    f"(steal): run again ({attempt} of {reruns}): {exc}"
-                ),
-                stacklevel=2,
-            )
+def worst_burst(samples: list[tuple[float, int]], window: float = WINDOW_S) -> int:
+    """The most ticks stolen between two samples (time, count) at most ``window``
+    seconds apart (0 for fewer than two samples)."""
+    worst = 0
+    start = 0
+    for t, count in samples:
+        while t - samples[start][0] > window:
+            start += 1
+        worst = max(worst, count - samples[start][1])
+    return worst
+
+
+class StealWatch:
+    """Reads the steal count every ``interval`` seconds in a thread, from
+    ``__enter__`` to ``__exit__``; :meth:`burst` is :func:`worst_burst` of them
+    (None where there is no count)."""
+
+    def __init__(self, interval: float = SAMPLE_S) -> None:
+        self.interval = interval
+        self.samples: list[tuple[float, int]] = []
+        self.counted = True
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="steal-watch", daemon=True)
+
+    def _read(self) -> None:
+        ticks = globals()["steal_ticks"]()  # looked up here: tests replace it
+        if ticks is None:
+            self.counted = False
+        else:
+            self.samples.append((time.monotonic(), ticks))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._read()
+
+    def __enter__(self) -> StealWatch:
+        self._read()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._read()
+
+    def burst(self) -> int | None:
+        return worst_burst(self.samples) if self.counted else None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, None]:
+    """Marks the body's failure by an AssertionError (what a timing check raises)."""
+    outcome = yield
+    report = outcome.get_result()
+    report.timing_failure = (
+        call.when == "call"
+        and call.excinfo is not None
+        and call.excinfo.errisinstance(AssertionError)
+    )
+
+
+def _rerun_reason(reports: list[pytest.TestReport], burst: int | None) -> str | None:
+    failed = [r for r in reports if r.failed]
+    if not failed or burst is None or burst < STEAL_TICKS:
+        return None
+    if not all(getattr(r, "timing_failure", False) for r in failed):
+        return None
+    crash = getattr(failed[0].longrepr, "reprcrash", None)
+    message = getattr(crash, "message", "") or "failed"
+    return message.splitlines()[0]
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
-    """Tests marked ``realtime``: :func:`run_with_reruns`; the others as pytest runs them."""
-    if pyfuncitem.get_closest_marker("realtime") is None:
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
+    """Tests marked ``realtime``: run, and again after a failure under a steal burst."""
+    if item.get_closest_marker("realtime") is None:
         return None
-    names = pyfuncitem._fixtureinfo.argnames
-    args = {name: pyfuncitem.funcargs[name] for name in names}
-    run_with_reruns(lambda: pyfuncitem.obj(**args), pyfuncitem.nodeid)
+    item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    for attempt in range(RERUNS + 1):
+        with StealWatch() as watch:
+            reports = runtestprotocol(item, nextitem=nextitem, log=False)
+        burst = watch.burst()
+        reason = _rerun_reason(reports, burst) if attempt < RERUNS else None
+        if reason is None or burst is None:
+            for report in reports:
+                item.ihook.pytest_runtest_logreport(report=report)
+            break
+        warnings.warn(
+            pytest.PytestWarning(
+                f"{item.nodeid}: failed while the host took {burst / 100:.2f} s of CPU "
+                f"within {WINDOW_S:g} s (steal): run again ({attempt + 1} of {RERUNS}): {reason}"
+            ),
+            stacklevel=1,
+        )
+    item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
     return True

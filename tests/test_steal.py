@@ -1,12 +1,16 @@
-"""tests/steal.py: a real-time test runs again only after a failure while the host
-took the CPU, at most twice, and says so."""
+"""tests/steal.py: a real-time test runs again, whole, only after its body failed
+an assertion during a burst of CPU steal, at most twice, and says so."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from steal import RERUNS, STEAL_TICKS, run_with_reruns, steal_ticks
+from steal import STEAL_TICKS, StealWatch, steal_ticks, worst_burst
+
+pytest_plugins = ["pytester"]
+
+TESTS = Path(__file__).resolve().parent
 
 
 def test_steal_is_the_eighth_number_of_the_cpu_line(tmp_path: Path) -> None:
@@ -20,121 +24,100 @@ def test_steal_is_the_eighth_number_of_the_cpu_line(tmp_path: Path) -> None:
     assert isinstance(steal_ticks(), int)  # this machine's (Linux)
 
 
-class _Host:
-    """Steal ticks that grow by ``per_call`` each time they are read."""
-
-    def __init__(self, per_call: int) -> None:
-        self.now = 1000
-        self.per_call = per_call
-
-    def __call__(self) -> int:
-        self.now += self.per_call
-        return self.now
+def test_a_burst_is_the_most_stolen_within_the_window() -> None:
+    samples = [(0.0, 100), (0.5, 105), (1.0, 112), (2.5, 113), (3.0, 130), (3.6, 131)]
+    assert worst_burst(samples) == 17  # 113 -> 130 within a second, not 100 -> 131
+    assert worst_burst(samples, window=0.4) == 0  # no two samples within 0.4 s
+    steady = [(0.1 * k, 100 + 2 * k // 10) for k in range(300)]  # 2 ticks a second
+    assert worst_burst(steady) == 2
+    assert worst_burst([]) == 0 and worst_burst([(0.0, 5)]) == 0
 
 
-def test_a_failure_under_steal_runs_again_at_most_twice() -> None:
-    calls: list[int] = []
+def test_the_watch_samples_while_it_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
 
-    def fails() -> None:
-        calls.append(1)
-        raise AssertionError("tick 0.8 ms off")
+    import steal
 
-    with pytest.warns(pytest.PytestWarning) as caught:
-        with pytest.raises(AssertionError, match=r"tick 0\.8 ms off"):
-            run_with_reruns(fails, "t", ticks=_Host(STEAL_TICKS))
-    assert len(calls) == 1 + RERUNS == 3
-    assert [str(w.message) for w in caught] == [
-        "t: failed while the host took 0.10 s of CPU (steal): run again (1 of 2): tick 0.8 ms off",
-        "t: failed while the host took 0.10 s of CPU (steal): run again (2 of 2): tick 0.8 ms off",
-    ]
-
-
-def test_a_failure_without_steal_fails_at_once() -> None:
-    calls: list[int] = []
-
-    def fails() -> None:
-        calls.append(1)
-        raise AssertionError("wrong")
-
-    with pytest.raises(AssertionError, match="wrong"):
-        run_with_reruns(fails, "t", ticks=_Host(STEAL_TICKS - 1))
-    assert len(calls) == 1
-    with pytest.raises(AssertionError, match="wrong"):
-        run_with_reruns(fails, "t", ticks=lambda: None)  # no count: no rerun
-    assert len(calls) == 2
+    count = iter(range(0, 10_000, 7))
+    monkeypatch.setattr(steal, "steal_ticks", lambda: next(count))
+    with StealWatch(interval=0.01) as watch:
+        time.sleep(0.2)
+    assert len(watch.samples) >= 5
+    assert watch.burst() == watch.samples[-1][1] - watch.samples[0][1] >= STEAL_TICKS
+    monkeypatch.setattr(steal, "steal_ticks", lambda: None)
+    with StealWatch(interval=0.01) as none:
+        pass
+    assert none.burst() is None
 
 
-def test_a_rerun_that_passes_passes_and_other_errors_are_not_rerun() -> None:
-    calls: list[int] = []
+_CONFTEST = """
+import os
+import pytest
 
-    def once() -> str:
-        calls.append(1)
-        if len(calls) == 1:
-            raise AssertionError("late")
-        return "ok"
+pytest_plugins = ["steal"]
+_count = [0]
 
-    with pytest.warns(pytest.PytestWarning, match=r"run again \(1 of 2\): late"):
-        assert run_with_reruns(once, "t", ticks=_Host(50)) == "ok"
-    assert len(calls) == 2
+def _host():
+    _count[0] += int(os.environ["FAKE_STEAL"])
+    return _count[0]
 
-    def broken() -> None:
-        calls.append(1)
-        raise RuntimeError("a bug, not timing")
+def pytest_configure(config):
+    import steal  # the plugin, imported by now
 
-    with pytest.raises(RuntimeError):
-        run_with_reruns(broken, "t", ticks=_Host(500))
-    assert len(calls) == 3
+    steal.steal_ticks = _host
+
+made = []
+
+@pytest.fixture
+def rig():
+    made.append(1)
+    return {"runs": 0, "made": len(made)}
+"""
+
+_TESTS = """
+import pytest
+
+attempts = []
+
+@pytest.mark.realtime
+def test_timed(rig):
+    attempts.append(rig["made"])
+    assert rig["runs"] == 0  # a fresh fixture every attempt
+    rig["runs"] += 1
+    assert len(attempts) == 2, "first attempt late"
+
+@pytest.mark.realtime
+def test_broken():
+    raise RuntimeError("a bug, not timing")
+
+def test_plain(rig):
+    attempts.append(-1)
+    assert False, "not rerun"
+"""
 
 
-pytest_plugins = ["pytester"]
-
-
-def test_the_hook_reruns_only_tests_marked_realtime(pytester: pytest.Pytester) -> None:
-    """Through pytest itself: a ``realtime`` test that fails once while the host
-    took the CPU passes on its rerun, with its fixture; an unmarked one fails."""
-    pytester.makeconftest(
-        """
-        import pytest
-        import steal
-
-        pytest_plugins = ["steal"]
-        count = [0]
-
-        def host():
-            count[0] += 20
-            return count[0]
-
-        @pytest.fixture(autouse=True)
-        def _stealing(monkeypatch):
-            monkeypatch.setattr(steal, "steal_ticks", host)
-
-        @pytest.fixture
-        def rig():
-            return {"runs": 0}
-        """
-    )
+@pytest.mark.parametrize("fake", [20, 0])
+def test_the_hook_reruns_a_timing_failure_under_steal_only(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, fake: int
+) -> None:
+    """Through pytest itself (a subprocess): under a steal burst a ``realtime``
+    test whose body failed an assertion runs again with a fresh fixture and
+    passes; another exception, an unmarked test, and any failure without steal
+    fail at once."""
+    monkeypatch.setenv("PYTHONPATH", str(TESTS))
+    monkeypatch.setenv("FAKE_STEAL", str(fake))
+    pytester.makeconftest(_CONFTEST)
     pytester.makeini("[pytest]\nmarkers =\n    realtime: timing\n")
-    pytester.makepyfile(
-        """
-        import pytest
-
-        @pytest.mark.realtime
-        def test_timed(rig):
-            rig["runs"] += 1
-            assert rig["runs"] == 2, "first attempt late"
-
-        def test_plain(rig):
-            rig["runs"] += 1
-            assert rig["runs"] == 2, "not rerun"
-        """
-    )
-    result = pytester.runpytest("-p", "no:cacheprovider")
-    result.assert_outcomes(passed=1, failed=1, warnings=1)
-    result.stdout.fnmatch_lines(
-        [
-            "E * AssertionError: not rerun",
-            "*::test_timed: failed while the host took 0.20 s of CPU (steal): run again (1 of 2): "
-            "first attempt late",
-            "FAILED *::test_plain - *",
-        ]
-    )
+    pytester.makepyfile(test_it=_TESTS)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "default")
+    if fake:
+        result.assert_outcomes(passed=1, failed=2, warnings=1)  # the rerun's, no other
+        result.stdout.fnmatch_lines(
+            [
+                "*test_it.py::test_timed: failed while the host took * s of CPU within 1 s "
+                "(steal): run again (1 of 2): AssertionError: first attempt late",
+            ]
+        )
+    else:
+        result.assert_outcomes(failed=3)
+    result.stdout.fnmatch_lines(["FAILED *test_broken - RuntimeError*", "FAILED *test_plain*"])

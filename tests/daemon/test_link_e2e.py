@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-pytestmark = [pytest.mark.jack, pytest.mark.e2e, pytest.mark.slow, pytest.mark.realtime]
+pytestmark = [pytest.mark.jack, pytest.mark.e2e, pytest.mark.slow]
 
 SCRIPT = Path(__file__).resolve().parents[1] / "link_session.py"
 #: The target: stemdeck's beats within 2 ms of the peer's (issue #24).
