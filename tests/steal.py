@@ -6,9 +6,11 @@ keep a real-time deadline through that: the JACK dummy driver's frames and the
 MIDI clock's ticks then measure the host, not stemdeck. A test marked
 ``realtime`` whose test body fails with an AssertionError (as ``poll``'s
 timeouts do) while the host took at least :data:`STEAL_TICKS` of CPU time within
-one :data:`WINDOW_S` window is run again, whole (its function fixtures made
-anew; those of a module or the session too where pytest would tear them down
-after it), at most :data:`RERUNS` times, with a warning that says so. A failure
+one :data:`WINDOW_S` window during the attempt (its fixtures' setup and teardown
+included) is run again, whole (its function fixtures made anew; those of a
+module or the session too where pytest would tear them down after it), its
+timeout set again, at most :data:`RERUNS` times, with a line in the output and
+in the terminal summary that says so. A failure
 with less steal than that, any other exception, a failing fixture, or the last
 attempt fails as it is. The steal is read every :data:`SAMPLE_S` while an
 attempt runs, so a slow steady trickle over a long test does not add up to a
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import threading
 import time
-import warnings
 from collections.abc import Generator
 from pathlib import Path
 
@@ -48,11 +49,13 @@ def steal_ticks(stat: Path = PROC_STAT) -> int | None:
 
 def worst_burst(samples: list[tuple[float, int]], window: float = WINDOW_S) -> int:
     """The most ticks stolen between two samples (time, count) at most ``window``
-    seconds apart (0 for fewer than two samples)."""
+    seconds apart, or between two samples in a row however far apart (the sampler
+    stops with the machine: a pause longer than the window is one burst); 0 for
+    fewer than two samples."""
     worst = 0
     start = 0
-    for t, count in samples:
-        while t - samples[start][0] > window:
+    for i, (t, count) in enumerate(samples):
+        while start < i - 1 and t - samples[start][0] > window:
             start += 1
         worst = max(worst, count - samples[start][1])
     return worst
@@ -127,6 +130,9 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         return None
     item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
     for attempt in range(RERUNS + 1):
+        if attempt:
+            _rearm_timeout(item)
+            item._report_sections = []  # the final report shows its own attempt's output
         with StealWatch() as watch:
             reports = runtestprotocol(item, nextitem=nextitem, log=False)
         burst = watch.burst()
@@ -135,12 +141,45 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
             for report in reports:
                 item.ihook.pytest_runtest_logreport(report=report)
             break
-        warnings.warn(
-            pytest.PytestWarning(
-                f"{item.nodeid}: failed while the host took {burst / 100:.2f} s of CPU "
-                f"within {WINDOW_S:g} s (steal): run again ({attempt + 1} of {RERUNS}): {reason}"
-            ),
-            stacklevel=1,
+        _say(
+            item,
+            f"{item.nodeid}: failed while the host took {burst / 100:.2f} s of CPU "
+            f"within {WINDOW_S:g} s (steal): run again ({attempt + 1} of {RERUNS}): {reason}",
         )
     item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
     return True
+
+
+def _rearm_timeout(item: pytest.Item) -> None:
+    """pytest-timeout sets its timer once around the protocol and cancels it when
+    an attempt fails (``pytest_exception_interact``): set it again for a rerun, so
+    a rerun that hangs still fails after the timeout."""
+    plugin = item.config.pluginmanager.get_plugin("timeout")
+    settings_of = getattr(plugin, "_get_item_settings", None)
+    if settings_of is None:
+        return
+    settings = settings_of(item)
+    # func_only: the timer is set around each call already
+    if settings.timeout is not None and settings.timeout > 0 and not settings.func_only:
+        item.config.pluginmanager.hook.pytest_timeout_set_timer(item=item, settings=settings)
+
+
+def _say(item: pytest.Item, message: str) -> None:
+    """A line in the terminal's output (not a warning: ``-W error`` would end the
+    session from inside the protocol), and in the final report's sections."""
+    RERUN_LOG.append(message)
+    reporter = item.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"steal: {message}", yellow=True)
+
+
+#: Every rerun's message, in order (for the summary and the tests).
+RERUN_LOG: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The reruns again at the end, where a CI log is read."""
+    if RERUN_LOG:
+        terminalreporter.section("realtime tests run again after CPU steal (tests/steal.py)")
+        for message in RERUN_LOG:
+            terminalreporter.write_line(message)

@@ -27,10 +27,13 @@ def test_steal_is_the_eighth_number_of_the_cpu_line(tmp_path: Path) -> None:
 def test_a_burst_is_the_most_stolen_within_the_window() -> None:
     samples = [(0.0, 100), (0.5, 105), (1.0, 112), (2.5, 113), (3.0, 130), (3.6, 131)]
     assert worst_burst(samples) == 17  # 113 -> 130 within a second, not 100 -> 131
-    assert worst_burst(samples, window=0.4) == 0  # no two samples within 0.4 s
+    # No two samples within 0.4 s: the largest step between two in a row.
+    assert worst_burst(samples, window=0.4) == 17
     steady = [(0.1 * k, 100 + 2 * k // 10) for k in range(300)]  # 2 ticks a second
     assert worst_burst(steady) == 2
     assert worst_burst([]) == 0 and worst_burst([(0.0, 5)]) == 0
+    # The sampler stops with the machine: a 3-second pause is one burst, not none.
+    assert worst_burst([(0.0, 100), (0.1, 100), (3.1, 400), (3.2, 401)]) == 300
 
 
 def test_the_watch_samples_while_it_runs(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -38,12 +41,15 @@ def test_the_watch_samples_while_it_runs(monkeypatch: pytest.MonkeyPatch) -> Non
 
     import steal
 
-    count = iter(range(0, 10_000, 7))
+    count = iter(range(100_000))  # a tick a reading: a steady trickle
     monkeypatch.setattr(steal, "steal_ticks", lambda: next(count))
     with StealWatch(interval=0.01) as watch:
-        time.sleep(0.2)
-    assert len(watch.samples) >= 5
-    assert watch.burst() == watch.samples[-1][1] - watch.samples[0][1] >= STEAL_TICKS
+        time.sleep(1.5)
+    assert len(watch.samples) >= 20
+    total = watch.samples[-1][1] - watch.samples[0][1]
+    burst = watch.burst()
+    assert burst == worst_burst(watch.samples) >= STEAL_TICKS
+    assert burst < total  # the most within a second, not the whole attempt's
     monkeypatch.setattr(steal, "steal_ticks", lambda: None)
     with StealWatch(interval=0.01) as none:
         pass
@@ -72,6 +78,11 @@ made = []
 def rig():
     made.append(1)
     return {"runs": 0, "made": len(made)}
+
+@pytest.fixture
+def broken_teardown():
+    yield
+    raise OSError("teardown")
 """
 
 _TESTS = """
@@ -87,11 +98,18 @@ def test_timed(rig):
     assert len(attempts) == 2, "first attempt late"
 
 @pytest.mark.realtime
+def test_always():
+    assert False, "always late"
+
+@pytest.mark.realtime
 def test_broken():
     raise RuntimeError("a bug, not timing")
 
+@pytest.mark.realtime
+def test_teardown_and_body(broken_teardown):
+    assert False, "late, and a broken teardown"
+
 def test_plain(rig):
-    attempts.append(-1)
     assert False, "not rerun"
 """
 
@@ -102,22 +120,62 @@ def test_the_hook_reruns_a_timing_failure_under_steal_only(
 ) -> None:
     """Through pytest itself (a subprocess): under a steal burst a ``realtime``
     test whose body failed an assertion runs again with a fresh fixture and
-    passes; another exception, an unmarked test, and any failure without steal
-    fail at once."""
+    passes; one that always fails runs three times and fails; another exception,
+    a failing teardown beside the assertion, an unmarked test, and any failure
+    without steal are not run again. Each rerun is said twice: in the output and
+    in the summary."""
     monkeypatch.setenv("PYTHONPATH", str(TESTS))
     monkeypatch.setenv("FAKE_STEAL", str(fake))
     pytester.makeconftest(_CONFTEST)
     pytester.makeini("[pytest]\nmarkers =\n    realtime: timing\n")
     pytester.makepyfile(test_it=_TESTS)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "default")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error")
+    out = result.stdout.str()
     if fake:
-        result.assert_outcomes(passed=1, failed=2, warnings=1)  # the rerun's, no other
+        result.assert_outcomes(passed=1, failed=4, errors=1)
+        assert out.count("test_it.py::test_timed: failed while the host took") == 2
+        assert out.count("test_it.py::test_always: failed while the host took") == 4
         result.stdout.fnmatch_lines(
             [
-                "*test_it.py::test_timed: failed while the host took * s of CPU within 1 s "
-                "(steal): run again (1 of 2): AssertionError: first attempt late",
+                "steal: test_it.py::test_timed: failed while the host took * s of CPU within "
+                "1 s (steal): run again (1 of 2): AssertionError: first attempt late",
+                "*realtime tests run again after CPU steal*",
+                "test_it.py::test_always: * run again (2 of 2): AssertionError: always late",
             ]
         )
+        assert "(3 of 2)" not in out
     else:
-        result.assert_outcomes(failed=3)
-    result.stdout.fnmatch_lines(["FAILED *test_broken - RuntimeError*", "FAILED *test_plain*"])
+        result.assert_outcomes(failed=5, errors=1)
+        assert "failed while the host took" not in out
+    for name in ("test_broken", "test_teardown_and_body", "test_plain"):
+        assert f"test_it.py::{name}: failed while" not in out
+    result.stdout.fnmatch_lines(["FAILED *test_broken - RuntimeError*"])
+
+
+def test_a_rerun_that_hangs_still_times_out(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pytest-timeout cancels its timer when an attempt fails: the rerun sets it
+    again, so a rerun that hangs fails after the timeout (here 2 s, not 30)."""
+    monkeypatch.setenv("PYTHONPATH", str(TESTS))
+    monkeypatch.setenv("FAKE_STEAL", "20")
+    pytester.makeconftest(_CONFTEST)
+    pytester.makeini("[pytest]\nmarkers =\n    realtime: timing\n")
+    pytester.makepyfile(
+        test_hang="""
+        import time
+        import pytest
+
+        attempts = []
+
+        @pytest.mark.realtime
+        def test_hang():
+            attempts.append(1)
+            assert len(attempts) > 1, "late"
+            time.sleep(30)
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--timeout=2")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["FAILED *test_hang - Failed: Timeout (>2.0s)*"])
+    assert result.duration < 20
