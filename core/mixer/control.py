@@ -263,7 +263,10 @@ class MixerControl(MixerState):
             rate = min(max(float(cmd.rate), MIN_RATE), MAX_RATE)
             if rate == rate and rate != self.rate:  # NaN changes nothing
                 self.rate = rate
-                glide = self._glide_len if cmd.glide is None else max(0, int(cmd.glide))
+                glide = self._glide_len
+                if cmd.glide is not None:  # a NaN or an infinity (not an int) glides as usual
+                    want = float(cmd.glide)
+                    glide = int(min(max(want, 0.0), MAX_GLIDE)) if want == want else glide
                 self._aim_step(0 if cmd.at_once else glide)
         elif isinstance(cmd, Keylock):
             self.shifter.set(keylock=cmd.on)

@@ -551,7 +551,7 @@ class NumpyKernel:
         if count < 1 or not 0 <= end <= length or dst.shape[0] < n or dst.shape[1] < a:
             raise ValueError("out of bounds: read")
         pos, ph, step, tgt, inc, left = (float(v) for v in state)
-        if not (0.0 <= pos and pos == math.floor(pos) and 0.0 <= ph < 1.0):
+        if not (0.0 <= pos <= 9007199254740992.0 and pos == math.floor(pos) and 0.0 <= ph < 1.0):
             raise ValueError("out of bounds: read: state")
         if not (0.0 < step <= READ_MAX_STEP and 0.0 < tgt <= READ_MAX_STEP):
             raise ValueError("out of bounds: read: state")

@@ -210,6 +210,10 @@ def test_the_fastest_read_and_the_longest_glide_still_play(compiled: bool) -> No
         m.process(out)
         assert np.abs(out).max() > 0.01
     assert m._rd[3] == 24.0 * 1.2 and m._rd[5] == 10**9 - 10 * 256
+    for glide in (float("inf"), float("nan")):  # not an int: bounded, or the usual glide
+        m.post(Rate(1.1, glide=glide))  # type: ignore[arg-type]
+        m.process(out)
+        assert np.abs(out).max() > 0.01
 
 
 def test_the_read_refuses_what_could_leave_a_buffer() -> None:
@@ -231,6 +235,8 @@ def test_the_read_refuses_what_could_leave_a_buffer() -> None:
         [10.0, 0.5, 32.0, 32.0, -1.0, 30.0],  # a glide whose far end is 62
         [10.0, 0.5, 1.1, 1.1, 0.0, 2.5],  # frames left not whole
         [10.0, 0.5, 1.1, 1.1, 0.0, 2e9],  # a glide longer than the kernel takes
+        [2.0**53 + 2, 0.5, 1.1, 1.1, 0.0, 0.0],  # past a double's whole numbers
+        [np.inf, 0.5, 1.1, 1.1, 0.0, 0.0],
     ]
     for bad in bad_states:
         for kern in (COMPILED, NumpyKernel(4, 64)):  # the reference refuses them alike
