@@ -263,10 +263,7 @@ class MixerControl(MixerState):
             rate = min(max(float(cmd.rate), MIN_RATE), MAX_RATE)
             if rate == rate and rate != self.rate:  # NaN changes nothing
                 self.rate = rate
-                glide = self._glide_len
-                if cmd.glide is not None:  # a NaN or an infinity (not an int) glides as usual
-                    want = float(cmd.glide)
-                    glide = int(min(max(want, 0.0), MAX_GLIDE)) if want == want else glide
+                glide = self._glide_len if cmd.glide is None else cmd.glide
                 self._aim_step(0 if cmd.at_once else glide)
         elif isinstance(cmd, Keylock):
             self.shifter.set(keylock=cmd.on)
@@ -607,15 +604,16 @@ class MixerControl(MixerState):
             self._ramp_frames = 0
             self._curves_ok = False
 
-    def _aim_step(self, glide: int) -> None:
+    def _aim_step(self, glide: float) -> None:
         """Aim the main head's step at the track's rate over the device's times the
-        vinyl rate (over ``glide`` frames, or at once with 0)."""
+        vinyl rate (over ``glide`` frames, or at once with 0; a glide is whole frames
+        from 0 to MAX_GLIDE, a NaN the mixer's own)."""
         rd = self._rd
         # The read head's taps reach READ_MAX_STEP at most (a 192 kHz track at rate
         # 2 on an 8 kHz device would be 48): there it plays as fast as it can read,
         # rather than every block refused by the kernel (silence).
         target = min(self._base_step * self.rate, READ_MAX_STEP)
-        glide = min(glide, MAX_GLIDE)
+        glide = int(min(max(glide, 0.0), MAX_GLIDE)) if glide == glide else self._glide_len
         if glide > 0 and rd[2] != target:
             rd[3] = target
             rd[4] = (target - rd[2]) / glide
