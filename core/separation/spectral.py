@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-import scipy.sparse
 
 from ..errors import ParameterError
 
@@ -195,24 +194,58 @@ class BandExpansion:
         return out
 
 
+#: Consecutive mel bands projected by one dense product (:meth:`MelBands.project`).
+PROJECT_BANDS = 8
+
+
 class MelBands:
     """Triangular mel bands on an FFT's bins (:func:`mel_filterbank`), the two ways
-    the stems model crosses them: :meth:`project` (bins to bands, a sparse product:
-    each bin feeds at most two bands, ~50x fewer operations than a dense one) and
-    :attr:`expand` (bands to bins). Made once per analysis by :func:`mel_bands`:
-    every chunk of a track, and every track at that rate, reads the same.
+    the stems model crosses them: :meth:`project` (bins to bands) and :attr:`expand`
+    (bands to bins). Made once per analysis by :func:`mel_bands`: every chunk of a
+    track, and every track at that rate, reads the same.
+
+    Each bin feeds at most two bands, so a dense product with the whole matrix would
+    do about 180 times the work needed. :meth:`project` takes
+    :data:`PROJECT_BANDS` consecutive bands at a time, each group a dense product
+    with the bins its bands cover (4.5 times the nonzero filter values, in products
+    that run at full speed): 1.6 ms for 1,400 frames at 44.1 kHz, against 9.7 ms
+    for ``scipy.sparse``'s product, which the separation no longer imports
+    (``scipy.sparse``'s import was 0.3 s of a separation worker's fork server's 0.5).
     """
 
     def __init__(self, sr: int, n_fft: int, n_mels: int, fmax: float) -> None:
         matrix = mel_filterbank(sr, n_fft, n_mels, fmax)
         matrix.flags.writeable = False
         self.matrix = matrix
-        self.sparse = scipy.sparse.csr_matrix(matrix)
+        #: ``(first band, end band, first bin, end bin, the filters there)``, or no
+        #: filters for a group of bands that covers no bin (all zero).
+        self.groups: list[tuple[int, int, int, int, np.ndarray | None]] = []
+        for b0 in range(0, n_mels, PROJECT_BANDS):
+            rows = matrix[b0 : b0 + PROJECT_BANDS]
+            covered = np.flatnonzero(rows.any(axis=0))
+            b1 = b0 + len(rows)
+            if len(covered) == 0:
+                self.groups.append((b0, b1, 0, 0, None))
+                continue
+            lo, hi = int(covered[0]), int(covered[-1]) + 1
+            self.groups.append((b0, b1, lo, hi, np.ascontiguousarray(rows[:, lo:hi])))
         self.expand = BandExpansion(matrix)
 
     def project(self, V: np.ndarray) -> np.ndarray:
-        """``matrix @ V``: ``V`` shape (bins, n) -> (n_mels, n), float32."""
-        return np.asarray(self.sparse @ V, dtype=np.float32)
+        """``matrix @ V``: ``V`` shape (bins, n) -> (n_mels, n), float32 (sums in
+        float32, as the sparse product's were)."""
+        V = np.asarray(V, dtype=np.float32)
+        if V.ndim != 2 or V.shape[0] != self.matrix.shape[1]:
+            raise ParameterError(
+                f"a spectrogram of {self.matrix.shape[1]} bins is projected, got shape {V.shape}"
+            )
+        out = np.empty((self.matrix.shape[0], V.shape[1]), dtype=np.float32)
+        for b0, b1, lo, hi, filters in self.groups:
+            if filters is None:
+                out[b0:b1] = 0.0
+            else:
+                np.matmul(filters, V[lo:hi], out=out[b0:b1])
+        return out
 
 
 @functools.lru_cache(maxsize=4)

@@ -12,9 +12,9 @@ from functools import lru_cache
 from itertools import pairwise
 
 import numpy as np
-import scipy.fft
 
 from ..errors import ParameterError
+from .fft import irfft_rows, rfft_rows
 from .presets import check_stft_params
 
 __all__ = [
@@ -28,7 +28,6 @@ __all__ = [
 ]
 
 _CHUNK_FRAMES = 256
-_WORKERS = 1
 
 
 def _window(n_fft: int) -> np.ndarray:
@@ -74,7 +73,7 @@ def stft(y: np.ndarray, *, n_fft: int = 2048, hop: int = 512) -> np.ndarray:
         framed = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop]
         for s in range(0, frames, _CHUNK_FRAMES):
             block = framed[s : s + _CHUNK_FRAMES] * window
-            out[c, s : s + _CHUNK_FRAMES] = scipy.fft.rfft(block, axis=1, workers=_WORKERS)
+            rfft_rows(block, out[c, s : s + _CHUNK_FRAMES])
         padded[pad : pad + length] = 0.0
     return out.transpose(0, 2, 1)
 
@@ -122,9 +121,7 @@ def stft_frames(
         at = np.clip(at, 0, max(length - 1, 0))
         for c in range(channels):
             samples = np.where(inside, y[c][at], zero) if length else np.zeros(at.shape, np.float32)
-            out[c, s : s + _CHUNK_FRAMES] = scipy.fft.rfft(
-                samples * window, axis=1, workers=_WORKERS
-            )
+            rfft_rows(samples * window, out[c, s : s + _CHUNK_FRAMES])
     return out.transpose(0, 2, 1)
 
 
@@ -205,7 +202,7 @@ class InverseSTFT:
         """Invert ``spec`` (frames ``start...``, shape ``(frames, bins)``, complex; it may
         be overwritten) and add it to signal ``index``, weighted by the window (and
         each frame by ``frame_weights``, shape ``(frames,)``, if given)."""
-        block = scipy.fft.irfft(spec, n=self.n_fft, axis=1, workers=_WORKERS, overwrite_x=True)
+        block = irfft_rows(spec, self.n_fft)
         block *= self.window
         if frame_weights is not None:
             block *= frame_weights[:, np.newaxis]

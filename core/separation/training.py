@@ -163,7 +163,7 @@ def train_stem_model(
         F64 = fit.features.astype(np.float64)
         gram += weight * (F64 @ F64.T)
         for j, k in enumerate(STEM_NAMES):
-            target = (fit.bands.sparse @ spectrum(song.stems[k])).astype(np.float64)
+            target = fit.bands.project(spectrum(song.stems[k])).astype(np.float64)
             cross[j] += weight * (target @ F64.T)
     # The model ships its maps as float16: train with exactly what ships.
     maps = fit_maps(gram, cross, alpha=alpha).astype(np.float16).astype(np.float32)

@@ -99,7 +99,8 @@ def test_band_expansion_spreads_bands_onto_bins() -> None:
 
 
 @pytest.mark.parametrize(
-    ("sr", "n_fft", "n_mels"), [(44100, 4096, 256), (8000, 512, 256), (44100, 1024, 40)]
+    ("sr", "n_fft", "n_mels"),
+    [(44100, 4096, 256), (8000, 512, 256), (44100, 1024, 40), (22050, 2048, 37), (8000, 64, 64)],
 )
 def test_mel_bands_project_as_the_filterbank_and_are_made_once(
     rng: np.random.Generator, sr: int, n_fft: int, n_mels: int
@@ -112,6 +113,11 @@ def test_mel_bands_project_as_the_filterbank_and_are_made_once(
     assert got.shape == (n_mels, 300) and got.dtype == np.float32
     np.testing.assert_allclose(got, exact, rtol=1e-5, atol=1e-6 * np.abs(exact).max())
     assert not bands.matrix.flags.writeable
+    # Bands that cover no bin (narrower than a bin: the last case) are zero.
+    empty = ~bands.matrix.any(axis=1)
+    assert (got[empty] == 0).all()
+    with pytest.raises(ParameterError, match=r"^a spectrogram of \d+ bins is projected, got shape"):
+        bands.project(V[:-1])
 
 
 @pytest.fixture(scope="module")

@@ -69,3 +69,78 @@ def test_frames_alone_hold_no_copy_of_the_track() -> None:
     finally:
         tracemalloc.stop()
     assert peak < 20 * 2**20, peak
+
+
+@pytest.mark.parametrize("n", [16, 96, 1024, 4096])
+def test_the_bare_ffts_give_scipys_bits(rng: np.random.Generator, n: int) -> None:
+    """scipy's pocketfft loaded alone gives what ``scipy.fft`` gives, bit for bit, on
+    rows read through strides too; without it (another scipy) ``scipy.fft`` does it."""
+    import scipy.fft
+
+    from stemdeck.core.separation import fft
+
+    assert fft.BARE
+    x = rng.standard_normal((70, n)).astype(np.float32)
+    strided = x[::3]
+    for rows in (x, strided):
+        want = scipy.fft.rfft(rows, axis=1, workers=1)
+        got = np.empty(want.shape, np.complex64)
+        fft.rfft_rows(rows, got)
+        assert got.dtype == want.dtype == np.complex64
+        assert got.tobytes() == want.tobytes()
+        back = fft.irfft_rows(want[:, :], n)
+        assert back.dtype == np.float32 and back.shape == rows.shape
+        assert back.tobytes() == scipy.fft.irfft(want, n=n, axis=1, workers=1).tobytes()
+
+
+def test_without_the_bare_module_scipy_fft_does_the_same(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import scipy.fft
+
+    from stemdeck.core.separation import fft
+
+    x = rng.standard_normal((9, 512)).astype(np.float32)
+    bare = np.empty((9, 257), np.complex64)
+    fft.rfft_rows(x, bare)
+    monkeypatch.setattr(fft, "_pocketfft", None)
+    fallback = np.empty((9, 257), np.complex64)
+    fft.rfft_rows(x, fallback)
+    assert fallback.tobytes() == bare.tobytes() == scipy.fft.rfft(x, axis=1).tobytes()
+    assert fft.irfft_rows(bare, 512).tobytes() == scipy.fft.irfft(bare, n=512, axis=1).tobytes()
+
+
+def test_the_bare_module_is_refused_when_it_is_not_what_scipy_fft_calls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No scipy to find, or a module whose answer is not the FFT's (another scipy's
+    arguments): no bare module, ``scipy.fft`` then."""
+    import importlib.util
+
+    from stemdeck.core.separation import fft
+
+    assert fft._bare_pocketfft() is not None
+    real_find = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "scipy" else real_find(name)
+    )
+    assert fft._bare_pocketfft() is None
+    monkeypatch.setattr(importlib.util, "find_spec", real_find)
+    monkeypatch.setattr(np.fft, "rfft", lambda x: np.fft.irfft(x))  # a wrong reference
+    assert fft._bare_pocketfft() is None
+
+
+def test_a_separation_worker_imports_no_scipy() -> None:
+    """The fork server imports the worker's body once per daemon, before the first
+    worker of a load can start: without scipy (0.25 s of its 0.5 s, ``fft.py``)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, stemdeck.daemon.separation_run; "
+        "print(sorted(m for m in sys.modules if m == 'scipy' or m.startswith('scipy.')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout == "[]\n"
