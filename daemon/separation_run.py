@@ -243,39 +243,55 @@ def stream_into_cache(
         kept = writer.ready
         done: set[int] = set()
         landed = False  # a chunk of this run is in
+        landing: set[int] = set()  # separated, being written
         for i in range(plan.n_chunks):
             start, stop = plan.samples(i)
             if any(a <= start and stop <= b for a, b in kept):  # left by a killed worker
                 done.add(i)
                 conn.send(("chunk", start, stop))
+
+        def top_up() -> None:
+            """Start chunks in play order from the play head read now, up to
+            ``workers`` at once. The chunk under the play head goes alone: the
+            daemon's decode, hash and beat analysis have the other core meanwhile,
+            and the first stems, not sharing a core with a second chunk as well,
+            come in half the time. The last one is separated on ``workers`` threads."""
+            head = int(job.position.value) if job.position is not None else 0
+            left = [
+                i
+                for i in plan.order(head)
+                if i not in done and i not in landing and i not in running.values()
+            ]
+            for i in left[: max(0, (workers if landed else 1) - len(running))]:
+                # The last chunk runs on every thread: once the one beside it ends,
+                # it would have a core to itself and the other idle (0.1-0.2 s).
+                threads = workers if i == left[-1] else 1
+                running[pool.submit(separator.chunk, i, threads=threads)] = i
+
         while len(done) < plan.n_chunks:
             if not named and later is not None and later.arrived():
                 if not _file_under(writer, later.get()):
                     return False
                 named = True
-            head = int(job.position.value) if job.position is not None else 0
-            # The chunk under the play head goes alone: the daemon's decode, hash and
-            # beat analysis have the other core meanwhile, and the first stems, not
-            # sharing a core with a second chunk as well, come in half the time.
-            alone = not landed
-            for i in plan.order(head):
-                if len(running) >= (1 if alone else workers):
-                    break
-                if i not in done and i not in running.values():
-                    running[pool.submit(separator.chunk, i)] = i
+            top_up()
             # Until the key comes, look for it every KEY_POLL_S: the entry takes the
             # key's name as soon as it can (a worker killed from then on is resumed).
             finished, _ = wait(
                 running, timeout=None if named else KEY_POLL_S, return_when=FIRST_COMPLETED
             )
-            for future in finished:
-                i = running.pop(future)
-                c = future.result()
+            chunks = [(running.pop(future), future.result()) for future in finished]
+            if chunks:
+                # The next chunks start before these are written: a chunk's write
+                # (its samples, checksum and record: 30-40 ms) no longer idles a core.
+                landing.update(i for i, _ in chunks)
+                landed = True
+                top_up()
+            for i, c in chunks:
                 if i not in done:  # a chunk a killed worker left, separated meanwhile
                     writer.add_chunk(c.start, c.stop, c.channels, c.frames, c.H)
                     done.add(i)
-                    landed = True
                     conn.send(("chunk", c.start, c.stop))
+                landing.discard(i)
         if not named and later is not None and not _file_under(writer, later.get()):
             return False
         writer.finish()

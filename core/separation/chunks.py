@@ -293,8 +293,10 @@ class ChunkedSeparator:
 
     # -- one chunk ---------------------------------------------------------------
     @with_one_blas_thread
-    def chunk(self, i: int) -> Chunk:
-        """Separate chunk ``i`` (any order, any thread or process).
+    def chunk(self, i: int, *, threads: int = 1) -> Chunk:
+        """Separate chunk ``i`` (any order, any thread or process), its activations'
+        fit and its inverse FFTs on ``threads`` threads (the same result on any
+        number: each frame's fit is its own).
 
         Raises
         ------
@@ -325,7 +327,7 @@ class ChunkedSeparator:
                 sr=self.sr,
                 n_fft=p.n_fft,
                 n_iter=p.stems_iter,
-                threads=1,
+                threads=threads,
                 level=self.level,
                 span=(o0 - first, o1 - first),
             )
@@ -339,11 +341,11 @@ class ChunkedSeparator:
                 n_fft=p.n_fft,
                 hop=p.hop,
                 frame_floor=True,
-                threads=1,
+                threads=threads,
                 first_frame=o0,
             )
         else:
-            H, h0 = self._activations(X, first, last), first
+            H, h0 = self._activations(X, first, last, threads), first
             parts = reconstruct(
                 X,
                 self.W,
@@ -354,7 +356,7 @@ class ChunkedSeparator:
                 hop=p.hop,
                 mask_power=p.mask_power,
                 h_peak=self._h_peak,
-                threads=1,
+                threads=threads,
                 first_frame=first,
             )
         out = np.empty((len(self.names), yc.shape[0], stop - start), dtype=np.float32)
@@ -369,7 +371,7 @@ class ChunkedSeparator:
             H=np.ascontiguousarray(H[:, own0 - h0 : own1 - h0]),
         )
 
-    def _activations(self, X: np.ndarray, first: int, last: int) -> np.ndarray:
+    def _activations(self, X: np.ndarray, first: int, last: int, threads: int) -> np.ndarray:
         """Components mode: the activations of frames ``first:last``, ordered and scaled."""
         if not self._subset:
             return self._H_all[:, first:last]
@@ -378,7 +380,12 @@ class ChunkedSeparator:
         H = self._H_fit[:, np.rint(nearest).astype(np.intp)]
         if p.refine_iter > 0:
             H = solve_activations(
-                magnitude(X), self._raw_W, beta=p.beta, n_iter=p.refine_iter, H_init=H, threads=1
+                magnitude(X),
+                self._raw_W,
+                beta=p.beta,
+                n_iter=p.refine_iter,
+                H_init=H,
+                threads=threads,
             )
         H = H * self._scale[:, np.newaxis]
         return np.ascontiguousarray(H[self._order])

@@ -12,6 +12,7 @@ import numpy as np
 
 from conftest import SR, tone_mix
 from stemdeck.core.separation.cache import SeparationCache
+from stemdeck.core.separation.chunk_writer import ChunkWriter
 from stemdeck.core.separation.chunks import ChunkedSeparator
 from stemdeck.core.separation.keys import SeparationSpec
 from stemdeck.core.separation.presets import SeparationParams
@@ -43,18 +44,24 @@ def _job(y: np.ndarray, head: SimpleNamespace, key: str, root: Path) -> WorkerJo
     return WorkerJob(y, SR, SPEC, key, str(root), 0, head)
 
 
-def test_chunks_land_in_play_order_from_the_head_read_before_each(tmp_path: Path) -> None:
+def test_chunks_land_in_play_order_from_the_head_read_before_each(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
     y = tone_mix(5.5, seed=5)
     cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
     key = SPEC.key(y, SR)
     head = SimpleNamespace(value=int(1.2 * SR))  # in chunk 1
     size = round(CHUNK_S * SR / PARAMS.hop) * PARAMS.hop
+    real = ChunkedSeparator.chunk
 
-    def seek(message: tuple[Any, ...]) -> None:
-        if message[1] == size:  # chunk 1 landed: the performer jumps to chunk 4
+    def chunk(self: ChunkedSeparator, i: int, **kwargs: Any) -> Any:
+        out = real(self, i, **kwargs)
+        if i == 1:  # chunk 1 separated: the performer jumps to chunk 4
             head.value = 4 * size + 10
+        return out
 
-    pipe: Any = Pipe(seek)  # what the worker uses of a Connection
+    monkeypatch.setattr(ChunkedSeparator, "chunk", chunk)
+    pipe: Any = Pipe()  # what the worker uses of a Connection
     done = stream_into_cache(
         y, _job(y, head, key, cache.root), cache, key, pipe, workers=1, chunk_seconds=CHUNK_S
     )
@@ -240,7 +247,8 @@ def test_the_chunk_under_the_play_head_goes_alone_then_two_at_a_time(
     tmp_path: Path, monkeypatch: Any
 ) -> None:
     """The first chunk of a run is separated alone (the first stems sooner: the other
-    core is the daemon's decode, hash and beat analysis), the rest ``workers`` at once."""
+    core is the daemon's decode, hash and beat analysis), the rest ``workers`` at once,
+    each once, the next started before one is written, the last on every thread."""
     import threading
     import time
 
@@ -250,20 +258,38 @@ def test_the_chunk_under_the_play_head_goes_alone_then_two_at_a_time(
     lock = threading.Lock()
     running: list[int] = []
     beside: dict[int, list[int]] = {}  # each chunk: the chunks running when it started
+    calls: list[tuple[int, int]] = []  # (chunk, threads), each separation
+    started_at_write: dict[int, list[int]] = {}  # each chunk written: those started by then
     real = ChunkedSeparator.chunk
+    real_add = ChunkWriter.add_chunk
+    size = round(CHUNK_S * SR / PARAMS.hop) * PARAMS.hop
 
-    def chunk(self: ChunkedSeparator, i: int) -> Any:
+    def chunk(self: ChunkedSeparator, i: int, *, threads: int = 1) -> Any:
         with lock:
             beside[i] = sorted(running)
             running.append(i)
+            calls.append((i, threads))
         try:
             time.sleep(0.2)  # long enough for a second chunk to start, were it let
-            return real(self, i)
+            return real(self, i, threads=threads)
         finally:
             with lock:
                 running.remove(i)
 
+    def add_chunk(self: ChunkWriter, start: int, *args: Any) -> None:
+        # The chunks after it have started by the time chunk 2 is written (they were
+        # submitted first: their threads are given up to 5 s to begin).
+        deadline = time.monotonic() + (5.0 if start // size == 2 else 0.0)
+        while True:
+            with lock:
+                started_at_write[start // size] = sorted(i for i, _ in calls)
+            if len(started_at_write[start // size]) >= 3 or time.monotonic() >= deadline:
+                break
+            time.sleep(0.005)
+        real_add(self, start, *args)
+
     monkeypatch.setattr(ChunkedSeparator, "chunk", chunk)
+    monkeypatch.setattr(ChunkWriter, "add_chunk", add_chunk)
     head = SimpleNamespace(value=int(2.5 * SR))  # in chunk 2
     pipe: Any = Pipe()
     assert stream_into_cache(
@@ -273,5 +299,12 @@ def test_the_chunk_under_the_play_head_goes_alone_then_two_at_a_time(
     started_with_another = [i for i, others in beside.items() if others]
     assert len(beside) == 6 and started_with_another  # then two at a time
     assert all(len(others) == 1 for others in beside.values() if others)
+    # Each chunk separated once; the last of the play order (2, 3, 4, 5, 1, 0) on
+    # both threads, the others on one.
+    assert sorted(calls) == [(0, 2), (1, 1), (2, 1), (3, 1), (4, 1), (5, 1)]
+    # The next chunks start before one is written: chunk 2's write (alone, then
+    # two at a time) comes once 3 and 4 are under way.
+    assert started_at_write[2] == [2, 3, 4]
+    assert sorted(started_at_write) == [0, 1, 2, 3, 4, 5]
     first = next(m for m in pipe.sent if m[0] == "chunk")
     assert first[1] == 2 * round(CHUNK_S * SR / PARAMS.hop) * PARAMS.hop
