@@ -87,6 +87,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -595,30 +596,57 @@ class TrackLoader(CachedChannels, SeparatedChannels):
             or self._maybe_cached(decode.audio, sr)
         ):
             return False
-        worker = self._spawn(decode.audio, sr, None, gen, name, key_later=True, decode=decode)
-        if worker is None:
-            return True  # said why, or another track plays
-        # The rest of the decode shares the CPU with the worker as an equal, rather
-        # than taking a core from the chunk under the play head.
-        decode.lower_priority(WORKER_NICE)
+        # The worker starts in a thread of its own: its start waits for the fork
+        # server's imports (0.4 s into a load), while this thread waits for the
+        # decode, starts the beat analysis and hashes the track meanwhile.
+        spawning: Future[SeparationWorker | None] = Future()
+
+        def spawn() -> None:
+            try:
+                worker = self._spawn(
+                    decode.audio, sr, None, gen, name, key_later=True, decode=decode
+                )
+                if worker is not None:
+                    # The rest of the decode shares the CPU with the worker as an
+                    # equal, rather than taking a core from the chunk under the head.
+                    decode.lower_priority(WORKER_NICE)
+                spawning.set_result(worker)
+            except BaseException as exc:  # raised again by result(), in the loader's thread
+                spawning.set_exception(exc)
+
+        threading.Thread(target=spawn, name="stemdeck-spawn", daemon=True).start()
         key = None
         try:
             y = self._whole(load)
-            if y is None:  # the decode failed (said) or another track plays
-                self._drop_worker(worker, load)
+            if y is decode.audio:
+                key = self._key(load)
+        except BaseException:
+            worker = spawning.result()
+            if worker is not None:
+                worker.send_key(None)  # the worker waits for it, whatever happened
+            raise
+        worker = spawning.result()
+        if worker is None:
+            return True  # said why, or another track plays
+        if y is None:  # the decode failed (said) or another track plays
+            self._drop_worker(worker, load)
+            return True
+        if y is not decode.audio:
+            # The file ended before its header's count (its original, shorter, plays
+            # again): the worker's track is not this one. Another worker separates
+            # the frames it held.
+            self._drop_worker(worker, None)
+            restarted = self._spawn(y, sr, None, gen, name, key_later=True)
+            if restarted is None:
                 return True
-            if y is not decode.audio:
-                # The file ended before its header's count (its original, shorter,
-                # plays again): the worker's track is not this one. Another worker
-                # separates the frames it held.
-                self._drop_worker(worker, None)
-                restarted = self._spawn(y, sr, None, gen, name, key_later=True)
-                if restarted is None:
-                    return True
-                worker = restarted
-            key = self._key(load)
-        finally:  # the worker waits for it, whatever happened
-            worker.send_key(key)
+            worker = restarted
+            key = None
+            try:
+                key = self._key(load)
+            finally:  # the worker waits for it, whatever happened
+                worker.send_key(key)
+            return True
+        worker.send_key(key)
         return True
 
     def _drop_worker(self, worker: SeparationWorker, load: TrackLoad | None) -> None:

@@ -1152,6 +1152,46 @@ def test_a_long_track_plays_its_stems_before_it_is_decoded_and_is_filed_under_it
     assert warnings == []
 
 
+def test_a_track_being_decoded_is_hashed_while_its_worker_waits_for_the_fork_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_memory_checked: None
+) -> None:
+    """#22: the worker's start waits for the fork server's imports (0.4 s into a
+    load); the loader's thread meanwhile waits for the decode, starts the beat
+    analysis and hashes the track, rather than doing all that once the worker runs.
+    The worker's start here returns only once the track is hashed (or after 10 s)."""
+    import threading
+
+    y = tone_mix(5.0, seed=45)
+    path = _library(tmp_path, y)
+    _decode_by_seconds(monkeypatch)
+    hashed = threading.Event()
+    real_key = keys_module.cache_key
+
+    def key(*args: Any, **kwargs: Any) -> str:
+        out = real_key(*args, **kwargs)
+        hashed.set()
+        return out
+
+    waited: list[bool] = []
+    monkeypatch.setattr(keys_module, "cache_key", key)
+    starts = _worker_starts(monkeypatch, lambda kwargs: waited.append(hashed.wait(10.0)))
+    cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
+    engine = RecordingEngine()
+    loader = TrackLoader(
+        engine, Registry(NAMES), NAMES, spec=SPEC, cache=cache, library=[path.parent]
+    )
+    loader.request(str(path))
+    _settled(loader)
+    loader.close()
+    assert waited == [True]  # hashed while the start waited
+    assert [s.kwargs["decode"] is not None for s in starts] == [True]  # as it decoded
+    assert loader.problem is None and loader.separated
+    assert _entries(cache) == [SPEC.key(y, SR)]
+    np.testing.assert_allclose(
+        np.asarray(engine.tracks()[-1].track.channels).sum(axis=0), y, atol=1e-5
+    )
+
+
 @pytest.mark.parametrize("end", ["superseded", "closed"])
 def test_a_worker_ended_under_its_provisional_name_leaves_no_entry(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_memory_checked: None, end: str
