@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 #: What the fork server imports once, so that each worker it forks has them: the
 #: main module (the ``stemdeck`` command, light: ``daemon/cli/__init__.py`` imports
 #: a command's modules only when it runs), and the worker's body with the
-#: separation, numpy and scipy (about 0.4 s, paid again by every spawned worker).
+#: separation and numpy, no scipy (about 0.23 s, paid again by every spawned worker:
+#: ``core/separation/fft.py``).
 PRELOAD = ["__main__", f"{__package__}.separation_run"]
 
 

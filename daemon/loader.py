@@ -572,6 +572,10 @@ class TrackLoader(CachedChannels, SeparatedChannels):
             self._spawn(y, sr, key, gen, name)
         except MemoryError:
             self._give_up(gen, "separation not started: not enough memory")
+        except StemdeckError as exc:  # the track plays: said here, or not at all (_fail)
+            self._give_up(gen, f"{name}: separation not started: {exc}")
+        except Exception as exc:  # one line, never a dead thread without a word
+            self._give_up(gen, f"{name}: separation not started: {exc!r}")
         finally:
             if not self.current(gen):
                 load.decode.cancel()

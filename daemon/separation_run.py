@@ -205,7 +205,10 @@ def stream_into_cache(
     read from ``job.position`` at that moment, except the first of this run, which
     goes alone: on a load the daemon's decode, hash and beat analysis have the other
     core meanwhile and the first stems come sooner; where nothing else runs (a mode
-    switch) the whole takes at most one chunk's time (0.2-0.3 s) longer. Chunks a
+    switch) the whole takes at most one chunk's time (0.2-0.3 s) longer. The next
+    chunks start as soon as one is separated, before it is written (its samples,
+    checksums, peaks and record: 30-40 ms), and the last one is separated on
+    ``workers`` threads (alone on one, it would leave the other core idle). Chunks a
     killed writer left are reported first and kept.
 
     Returns

@@ -51,12 +51,13 @@ def _bare_pocketfft() -> ModuleType | None:
         # The calls below on a test signal, against numpy's transforms: another
         # scipy's module with other arguments fails here, not in a separation.
         x = np.random.default_rng(0).standard_normal((3, 48)).astype(np.float32)
-        X = module.r2c(x, (1,), True, _NONE, None, 1)
-        back = module.c2r(X, (1,), 48, False, _BY_N, None, 1)
+        X = np.full((4, 25), np.nan, np.complex64)
+        module.r2c(x, (1,), True, _NONE, X[:3], 1)
+        back = module.c2r(X[:3], (1,), 48, False, _BY_N, None, 1)
         if (
-            X.dtype != np.complex64
-            or back.dtype != np.float32
-            or not np.allclose(X, np.fft.rfft(x.astype(np.float64)), atol=1e-4)
+            back.dtype != np.float32
+            or not np.isnan(X[3]).all()  # nothing written past the rows asked for
+            or not np.allclose(X[:3], np.fft.rfft(x.astype(np.float64)), atol=1e-4)
             or not np.allclose(back, x, atol=1e-5)
         ):
             return None
@@ -73,7 +74,24 @@ BARE = _pocketfft is not None
 def rfft_rows(x: np.ndarray, out: np.ndarray) -> None:
     """The real FFT of each row of ``x`` (float32, shape (rows, n)) into ``out``
     (complex64, shape (rows, n // 2 + 1)), as ``out[...] = scipy.fft.rfft(x, axis=1,
-    workers=1)`` (written in place: no array of the result made and copied)."""
+    workers=1)`` (written in place: no array of the result made and copied).
+
+    Raises
+    ------
+    ValueError
+        ``x`` or ``out`` not of those types and shapes (the compiled module would write
+        past a smaller ``out``).
+    """
+    if (
+        x.dtype != np.float32
+        or x.ndim != 2
+        or out.dtype != np.complex64
+        or out.shape != (x.shape[0], x.shape[1] // 2 + 1)
+    ):
+        raise ValueError(
+            f"rfft_rows takes float32 rows into complex64 (rows, n // 2 + 1), got "
+            f"{x.dtype} {x.shape} into {out.dtype} {out.shape}"
+        )
     if _pocketfft is not None:
         _pocketfft.r2c(x, (1,), True, _NONE, out, 1)
         return
@@ -83,8 +101,21 @@ def rfft_rows(x: np.ndarray, out: np.ndarray) -> None:
 
 
 def irfft_rows(X: np.ndarray, n: int) -> np.ndarray:
-    """The inverse real FFT of each row of ``X`` (complex64, shape (rows, n // 2 + 1)):
-    float32, shape (rows, n); ``scipy.fft.irfft(X, n=n, axis=1, workers=1)``."""
+    """The inverse real FFT of each row of ``X`` (complex, shape (rows, n // 2 + 1)):
+    real of the matching precision (float32 from complex64), shape (rows, n);
+    ``scipy.fft.irfft(X, n=n, axis=1, workers=1)``.
+
+    Raises
+    ------
+    ValueError
+        ``X`` not complex rows of ``n // 2 + 1`` bins (``scipy.fft`` would pad or cut
+        them, the compiled module refuses them).
+    """
+    if X.dtype not in (np.complex64, np.complex128) or X.ndim != 2 or X.shape[1] != n // 2 + 1:
+        raise ValueError(
+            f"irfft_rows takes complex rows of n // 2 + 1 = {n // 2 + 1} bins, "
+            f"got {X.dtype} {X.shape}"
+        )
     if _pocketfft is not None:
         out: np.ndarray = _pocketfft.c2r(X, (1,), n, False, _BY_N, None, 1)
         return out

@@ -65,7 +65,7 @@ def _bin_peaks(part: np.ndarray, edges: list[int]) -> np.ndarray:
     """Per stretch of ``part`` (..., sides, frames) from each of ``edges``, the
     largest |sample| of either side, non-finite as 1.0: :func:`_sample_peaks`'
     maxima, from each stretch's largest and smallest sample (no array of the
-    |samples| made: 10 -> 4 ms for a 15 s chunk of four stereo stems)."""
+    |samples| made: 10 -> 2.4 ms for a 15 s chunk of four stereo stems)."""
     part = np.asarray(part)
     high = np.maximum.reduceat(part, edges, axis=-1)
     low = np.minimum.reduceat(part, edges, axis=-1)

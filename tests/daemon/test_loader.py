@@ -1325,3 +1325,33 @@ def test_no_worker_starts_before_the_daemons_audio_runs(
         assert len(starts) == 1 and starts[0].at >= sounding
     finally:
         loader.close()
+
+
+@pytest.mark.parametrize("long", [False, True])
+def test_a_worker_that_cannot_start_is_one_clear_problem_and_the_original_plays_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_memory_checked: None, long: bool
+) -> None:
+    """A worker's start that raises something unforeseen (here in the spawn's own
+    thread for a track separated as it decodes, ``long``) is said once as the load's
+    problem; it was lost before (the request had been answered: the original plays)."""
+    if long:
+        _decode_by_seconds(monkeypatch)
+
+    def broken(*args: Any, **kwargs: Any) -> SeparationWorker:
+        raise RuntimeError("no worker today")
+
+    monkeypatch.setattr(worker_module.SeparationWorker, "start", broken)
+    y = tone_mix(5.0, seed=46)
+    path = _library(tmp_path, y)
+    cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
+    engine = RecordingEngine()
+    loader = TrackLoader(
+        engine, Registry(NAMES), NAMES, spec=SPEC, cache=cache, library=[path.parent]
+    )
+    loader.request(str(path))
+    _settled(loader)
+    loader.close()
+    assert loader.problem == f"{path.stem}: separation not started: RuntimeError('no worker today')"
+    assert not loader.separated and loader.progress is None
+    (original,) = engine.tracks()
+    np.testing.assert_array_equal(original.track.channels[0], y)

@@ -430,3 +430,47 @@ def test_the_seal_has_every_blocks_checksum_taken_as_its_chunks_landed(
     )
     found = cache.load(key)
     assert found.status == "found" and found.entry is not None
+
+
+def test_a_block_written_again_after_its_checksum_is_taken_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk of this run written over part of one a dead writer left (other chunk
+    edges: ``chunk_seconds`` changed): the blocks it touches are checksummed anew,
+    so the seal's checksums are the file's (the old one was kept: a damaged entry)."""
+    from stemdeck.core.separation import chunk_writer, entry
+
+    monkeypatch.setattr(chunk_writer, "CHECK_BLOCK", 4096)
+    monkeypatch.setattr(entry, "CHECK_BLOCK", 4096)
+    cache = SeparationCache(tmp_path)
+    key, W, H = "f" * 40, np.ones((5, 2), np.float32), np.ones((2, 2), np.float32)
+
+    def start() -> ChunkWriter:
+        writer = cache.chunk_writer(key, ["a"], (1, 2000), W=W, frames=10, meta={"sr": 8000})
+        assert writer is not None
+        return writer
+
+    writer = start()
+    writer.add_chunk(0, 1000, np.full((1, 1, 1000), 0.25, np.float32), (0, 2), H)
+    writer.close()  # killed, with its chunk's edges
+    writer = start()
+    assert writer.ready == [(0, 1000)]
+    writer.add_chunk(1000, 2000, np.full((1, 1, 1000), 0.5, np.float32), (2, 4), H)
+    writer.add_chunk(500, 1000, np.full((1, 1, 500), 0.75, np.float32), (4, 6), H)
+    writer.finish()
+    meta = json.loads((cache.root / key / "meta.json").read_text(encoding="utf-8"))
+    channels = cache.root / key / "channels.f32"
+    assert meta["files"]["channels.f32"]["crc"] == entry.block_checksums(channels, 4096)
+    assert np.fromfile(channels, np.float32).tolist() == [0.25] * 500 + [0.75] * 500 + [0.5] * 1000
+    assert cache.load(key).status == "found"
+
+
+def test_a_chunk_on_two_threads_is_the_chunk_on_one(song: np.ndarray) -> None:
+    """The last chunk of a run is separated on every thread (the worker's): the same
+    bits as on one, in both modes."""
+    for spec in (None, SeparationSpec("components")):
+        separator = ChunkedSeparator(song, 22050, spec, chunk_seconds=5.0)
+        for i in (0, separator.plan.n_chunks - 1):
+            one, two = separator.chunk(i), separator.chunk(i, threads=2)
+            assert one.channels.tobytes() == two.channels.tobytes()
+            assert one.H.tobytes() == two.H.tobytes()

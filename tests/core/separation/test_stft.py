@@ -144,3 +144,24 @@ def test_a_separation_worker_imports_no_scipy() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert out.stdout == "[]\n"
+
+
+def test_the_row_ffts_refuse_what_the_compiled_module_would_misread() -> None:
+    """An ``out`` of the wrong shape would be written past its end by the compiled
+    module; another type or bin count is not what ``scipy.fft`` would make of it."""
+    from stemdeck.core.separation import fft
+
+    x = np.zeros((4, 16), np.float32)
+    for rows, out in (
+        (x, np.zeros((3, 9), np.complex64)),
+        (x, np.zeros((4, 8), np.complex64)),
+        (x, np.zeros((4, 9), np.complex128)),
+        (x.astype(np.float64), np.zeros((4, 9), np.complex64)),
+        (x[0], np.zeros(9, np.complex64)),
+    ):
+        with pytest.raises(ValueError, match=r"^rfft_rows takes float32 rows into complex64"):
+            fft.rfft_rows(rows, out)
+    for X in (np.zeros((4, 10), np.complex64), np.zeros((4, 9), np.float32)):
+        with pytest.raises(ValueError, match=r"^irfft_rows takes complex rows of"):
+            fft.irfft_rows(X, 16)
+    assert fft.irfft_rows(np.zeros((4, 9), np.complex128), 16).dtype == np.float64
