@@ -127,8 +127,9 @@ def stft_frames(
 
 @lru_cache(maxsize=8)
 def _ola_norm(n_fft: int, hop: int, frames: int) -> np.ndarray:
-    """1 / overlap-added squared window; the same for every channel of a separation,
-    so cached (read-only)."""
+    """1 / overlap-added squared window of ``frames`` frames; the same for every
+    channel of a separation, so cached (read-only). Only short ones are made
+    (:func:`_normalize`): a track's would be as long as the track."""
     window_sq = _window(n_fft) ** 2
     total = np.zeros((frames - 1) * hop + n_fft, dtype=np.float32)
     _overlap_add(total, np.broadcast_to(window_sq, (frames, n_fft)), 0, hop)
@@ -136,6 +137,33 @@ def _ola_norm(n_fft: int, hop: int, frames: int) -> np.ndarray:
     norm = np.where(total > tiny, 1.0 / np.maximum(total, tiny), 0.0).astype(np.float32)
     norm.flags.writeable = False
     return norm
+
+
+def _normalize(out: np.ndarray, n_fft: int, hop: int, frames: int) -> None:
+    """``out *= _ola_norm(n_fft, hop, frames)`` (``out``: C-contiguous, its last axis
+    the overlap-add of ``frames`` frames), with no array of the track's length.
+
+    The overlap-added squared window is the same in every hop of the interior, to
+    the bit (:func:`_overlap_add` adds frame part ``j`` of every frame at once, so each
+    interior sample sums the same values in the same order), and its first and last
+    ``n_fft`` samples are those of any overlap-add of ``2 * n_fft / hop + 2`` frames:
+    that short one's head, interior hop and tail make the product, bit for bit. A
+    track's norm, one float per sample, was made and cached per track length (a
+    whole-track ``separate`` of an hour: 635 MB, up to eight of them kept)."""
+    if not out.flags.c_contiguous:
+        raise ValueError("the overlap-add to normalize is not C-contiguous")
+    r = n_fft // hop
+    short = 2 * r + 2
+    if frames <= short:
+        out *= _ola_norm(n_fft, hop, frames)
+        return
+    norm = _ola_norm(n_fft, hop, short)
+    length = (frames - 1) * hop + n_fft
+    head, period, tail = norm[:n_fft], norm[n_fft : n_fft + hop], norm[len(norm) - n_fft :]
+    for row in out.reshape(-1, length):  # each a contiguous row: views below
+        row[:n_fft] *= head
+        row[length - n_fft :] *= tail
+        row[n_fft : length - n_fft].reshape(-1, hop)[...] *= period
 
 
 def _overlap_add(out: np.ndarray, frames: np.ndarray, first: int, hop: int) -> None:
@@ -211,7 +239,7 @@ class InverseSTFT:
     def result(self, length: int) -> np.ndarray:
         """The signals, shape ``(*shape, length)``: views of one padded buffer (each
         signal a contiguous row), normalized by the overlap-added squared window."""
-        self.out *= _ola_norm(self.n_fft, self.hop, self.frames)
+        _normalize(self.out, self.n_fft, self.hop, self.frames)
         pad = self.n_fft // 2
         return self.out[..., pad : pad + length]
 

@@ -165,3 +165,34 @@ def test_the_row_ffts_refuse_what_the_compiled_module_would_misread() -> None:
         with pytest.raises(ValueError, match=r"^irfft_rows takes complex rows of"):
             fft.irfft_rows(X, 16)
     assert fft.irfft_rows(np.zeros((4, 9), np.complex128), 16).dtype == np.float64
+
+
+def test_the_normalization_is_the_whole_norms_without_a_track_long_array(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The overlap-add's normalization from a short overlap-add's head, interior hop
+    and tail is the whole norm's product bit for bit, at every frame count; an
+    inverse of a long signal asks for no norm longer than that short one."""
+    from stemdeck.core.separation import stft as stft_module
+
+    for n_fft, hop in ((4096, 1024), (512, 128), (512, 256), (64, 8), (15, 5), (500, 250)):
+        for frames in (1, 2, 3, 9, 10, 11, 12, 17, 33, 257, 1001):
+            length = (frames - 1) * hop + n_fft
+            x = rng.standard_normal((2, 3, length)).astype(np.float32)
+            whole = x * stft_module._ola_norm(n_fft, hop, frames)
+            stft_module._normalize(x, n_fft, hop, frames)
+            assert x.tobytes() == whole.tobytes(), (n_fft, hop, frames)
+    with pytest.raises(ValueError, match=r"^the overlap-add to normalize is not C-contiguous$"):
+        stft_module._normalize(np.zeros((40, 2), np.float32).T, 8, 4, 9)
+    asked: list[int] = []
+    real = stft_module._ola_norm
+
+    def norm(n_fft: int, hop: int, frames: int) -> np.ndarray:
+        asked.append(frames)
+        return real(n_fft, hop, frames)
+
+    monkeypatch.setattr(stft_module, "_ola_norm", norm)
+    y = rng.standard_normal((2, 300_000)).astype(np.float32)
+    out = istft(stft(y, n_fft=512, hop=128), n_fft=512, hop=128, length=y.shape[1])
+    np.testing.assert_allclose(out, y, atol=2e-6)
+    assert asked == [10]  # 2 * 512 / 128 + 2 frames, not the signal's 2,345
