@@ -129,6 +129,19 @@ def _worker_starts(
     return starts
 
 
+def _loaded(tmp_path: Path, path: Path) -> tuple[RecordingEngine, TrackLoader, SeparationCache]:
+    """One load of ``path`` (the test's spec, a cache of its own), settled and closed."""
+    cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
+    engine = RecordingEngine()
+    loader = TrackLoader(
+        engine, Registry(NAMES), NAMES, spec=SPEC, cache=cache, library=[path.parent]
+    )
+    loader.request(str(path))
+    _settled(loader)
+    loader.close()
+    return engine, loader, cache
+
+
 def _entries(cache: SeparationCache) -> list[str]:
     return sorted(p.name for p in cache.root.iterdir() if not p.name.startswith("."))
 
@@ -800,13 +813,7 @@ def test_the_worker_starts_before_the_hash_when_no_entry_can_match(
 
     monkeypatch.setattr(keys_module, "cache_key", key)
     _worker_starts(monkeypatch, lambda kwargs: events.append("worker"))
-    engine = RecordingEngine()
-    loader = TrackLoader(
-        engine, Registry(NAMES), NAMES, spec=SPEC, cache=cache, library=[path.parent]
-    )
-    loader.request(str(path))
-    _settled(loader)
-    loader.close()
+    engine, loader, _ = _loaded(tmp_path, path)  # the cache folder above
     assert loader.problem is None and loader.separated
     assert events == (["hash", "worker"] if cached_alike else ["worker", "hash"])
     _original, progressive, separated = engine.tracks()
@@ -1175,14 +1182,7 @@ def test_a_track_being_decoded_is_hashed_while_its_worker_waits_for_the_fork_ser
     waited: list[bool] = []
     monkeypatch.setattr(keys_module, "cache_key", key)
     starts = _worker_starts(monkeypatch, lambda kwargs: waited.append(hashed.wait(10.0)))
-    cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
-    engine = RecordingEngine()
-    loader = TrackLoader(
-        engine, Registry(NAMES), NAMES, spec=SPEC, cache=cache, library=[path.parent]
-    )
-    loader.request(str(path))
-    _settled(loader)
-    loader.close()
+    engine, loader, cache = _loaded(tmp_path, path)
     assert waited == [True]  # hashed while the start waited
     assert [s.kwargs["decode"] is not None for s in starts] == [True]  # as it decoded
     assert loader.problem is None and loader.separated
@@ -1343,14 +1343,7 @@ def test_a_worker_that_cannot_start_is_one_clear_problem_and_the_original_plays_
     monkeypatch.setattr(worker_module.SeparationWorker, "start", broken)
     y = tone_mix(5.0, seed=46)
     path = _library(tmp_path, y)
-    cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
-    engine = RecordingEngine()
-    loader = TrackLoader(
-        engine, Registry(NAMES), NAMES, spec=SPEC, cache=cache, library=[path.parent]
-    )
-    loader.request(str(path))
-    _settled(loader)
-    loader.close()
+    engine, loader, _cache = _loaded(tmp_path, path)
     assert loader.problem == f"{path.stem}: separation not started: RuntimeError('no worker today')"
     assert not loader.separated and loader.progress is None
     (original,) = engine.tracks()
