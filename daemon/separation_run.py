@@ -245,7 +245,7 @@ def stream_into_cache(
         conn.send(("entry", writer.key, plan.n_chunks, plan.chunk_frames * plan.hop))
         kept = writer.ready
         done: set[int] = set()
-        landed = False  # a chunk of this run is in
+        landed = False  # a chunk of this run is separated (the next ones go two at a time)
         landing: set[int] = set()  # separated, being written
         for i in range(plan.n_chunks):
             start, stop = plan.samples(i)
