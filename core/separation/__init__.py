@@ -34,7 +34,7 @@ Modules and their public names (audio files and stem files are
 - :mod:`.writer`: a finished entry written whole: ``write_entry``, ``EntryWriter``;
   ``reorder_entry`` (an old entry rewritten in the channel order).
 - :mod:`.partial`: entries growing chunk by chunk, as a reader sees them:
-  ``PartialEntry``, ``open_partial``, ``covered``, ``try_lock``, ``writer_alive``,
+  ``PartialEntry``, ``open_partial``, ``covers``, ``try_lock``, ``writer_alive``,
   ``PARTIAL_PREFIX``, ``RECORD``, ``LOCK``.
 - :mod:`.chunk_writer`: writing them chunk by chunk: ``start_chunk_writer`` (a new
   entry, or a dead writer's resumed), ``ChunkWriter``.

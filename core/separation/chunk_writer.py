@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import CacheError
 from .entry import CHECK_BLOCK, FORMAT_VERSION, seal_entry
 from .overview import PeakAccumulator
-from .partial import LOCK, PARTIAL_PREFIX, RECORD, covered, try_lock
+from .partial import LOCK, PARTIAL_PREFIX, RECORD, covers, try_lock
 
 if TYPE_CHECKING:  # annotations only: cache.py imports this module
     from .cache import SeparationCache
@@ -86,7 +86,7 @@ class ChunkWriter:
 
     @property
     def complete(self) -> bool:
-        return covered(self.ready, self.shape[2])
+        return covers(self.ready, 0, self.shape[2])
 
     def add_chunk(
         self, start: int, stop: int, channels: np.ndarray, frames: tuple[int, int], H: np.ndarray
@@ -172,7 +172,7 @@ class ChunkWriter:
             lo, hi = b * CHECK_BLOCK, min((b + 1) * CHECK_BLOCK, total)
             # Every row the block crosses, its samples there all written.
             whole = all(
-                _spans_cover(
+                covers(
                     ready,
                     max(lo, 4 * q * length) // 4 - q * length,
                     min(hi, 4 * (q + 1) * length) // 4 - q * length,
@@ -303,16 +303,6 @@ class ChunkWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _spans_cover(spans: list[tuple[int, int]], a: int, b: int) -> bool:
-    """Whether ``spans`` (sorted, disjoint) cover ``[a, b)``."""
-    for start, stop in spans:
-        if start > a:
-            break
-        if stop > a:
-            a = stop
-    return a >= b
 
 
 def start_chunk_writer(

@@ -30,7 +30,7 @@ __all__ = [
     "PARTIAL_PREFIX",
     "RECORD",
     "PartialEntry",
-    "covered",
+    "covers",
     "discard_partial",
     "open_partial",
     "try_lock",
@@ -101,14 +101,14 @@ def discard_partial(root: Path, key: str) -> None:
         os.close(fd)
 
 
-def covered(ranges: list[tuple[int, int]], length: int) -> bool:
-    """Whether ``ranges`` (sorted, disjoint) cover ``[0, length)``."""
-    at = 0
-    for start, stop in ranges:
-        if start > at:
-            return False
-        at = max(at, stop)
-    return at >= length
+def covers(ranges: list[tuple[int, int]], start: int, stop: int) -> bool:
+    """Whether ``ranges`` (sorted by start) cover ``[start, stop)``."""
+    at = start
+    for a, b in ranges:
+        if a > at:
+            break
+        at = max(at, b)
+    return at >= stop
 
 
 @dataclass
@@ -152,7 +152,7 @@ class PartialEntry:
     def complete(self) -> bool:
         """Every sample is in (the entry may still be sealing: :meth:`SeparationCache.load`
         finds it once it is in place)."""
-        return covered(self.ready(), int(self.channels.shape[2]))
+        return covers(self.ready(), 0, int(self.channels.shape[2]))
 
     def writer_alive(self) -> bool:
         """Whether a process is still writing it (False: complete, or its writer died)."""
