@@ -57,11 +57,9 @@ from .commands import (
     Track,
 )
 from .heads import FadingHead, Ramp
-from .kernel import READ_MAX_STEP, READ_REACH
+from .kernel import READ_MAX_GLIDE, READ_MAX_STEP, READ_REACH
 from .params import MAX_GAIN, MAX_RATE, MIN_RATE, plays_at
 from .state import MixerState
-
-MAX_GLIDE = 10**9  # frames: the longest glide of the read head's step (the kernel's bound)
 
 __all__ = ["PENDING_ACTIONS", "MixerControl"]
 
@@ -607,13 +605,13 @@ class MixerControl(MixerState):
     def _aim_step(self, glide: float) -> None:
         """Aim the main head's step at the track's rate over the device's times the
         vinyl rate (over ``glide`` frames, or at once with 0; a glide is whole frames
-        from 0 to MAX_GLIDE, a NaN the mixer's own)."""
+        from 0 to READ_MAX_GLIDE, a NaN the mixer's own)."""
         rd = self._rd
         # The read head's taps reach READ_MAX_STEP at most (a 192 kHz track at rate
         # 2 on an 8 kHz device would be 48): there it plays as fast as it can read,
         # rather than every block refused by the kernel (silence).
         target = min(self._base_step * self.rate, READ_MAX_STEP)
-        glide = int(min(max(glide, 0.0), MAX_GLIDE)) if glide == glide else self._glide_len
+        glide = int(min(max(glide, 0.0), READ_MAX_GLIDE)) if glide == glide else self._glide_len
         if glide > 0 and rd[2] != target:
             rd[3] = target
             rd[4] = (target - rd[2]) / glide

@@ -60,6 +60,7 @@ __all__ = [
     "READ_BETA",
     "READ_CUT",
     "READ_HALF",
+    "READ_MAX_GLIDE",
     "READ_MAX_STEP",
     "READ_REACH",
     "READ_RES",
@@ -247,6 +248,7 @@ READ_RES = 512  # table entries per unit of w (lerped between)
 READ_CUT = 0.96  # the cutoff, as a share of the lower rate's Nyquist
 READ_BETA = 8.0  # the Kaiser window's beta
 READ_MAX_STEP = 32.0  # the fastest read: track frames per output frame
+READ_MAX_GLIDE = 10**9  # the longest glide of the step, in frames (the C's read refuses more)
 #: Track frames the read head's taps reach on either side of its position at a
 #: step up to 1 (times the step above 1, where the cutoff is lowered).
 READ_REACH = READ_HALF / READ_CUT

@@ -16,6 +16,7 @@ import numpy as np
 from .kernel import (
     READ_CUT,
     READ_HALF,
+    READ_MAX_GLIDE,
     READ_MAX_STEP,
     READ_RES,
     REVERB_COMBS,
@@ -555,7 +556,7 @@ class NumpyKernel:
             raise ValueError("out of bounds: read: state")
         if not (0.0 < step <= READ_MAX_STEP and 0.0 < tgt <= READ_MAX_STEP):
             raise ValueError("out of bounds: read: state")
-        if not (0.0 <= left <= 1e9 and left == math.floor(left)):  # as the C's
+        if not (0.0 <= left <= READ_MAX_GLIDE and left == math.floor(left)):  # as the C's
             raise ValueError("out of bounds: read: state")
         if not abs(inc) * left <= READ_MAX_STEP:
             raise ValueError("out of bounds: read: state")
