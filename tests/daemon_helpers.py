@@ -51,6 +51,15 @@ def poll(
         time.sleep(every)
 
 
+def separated(status: str, name: str) -> bool:
+    """Whether the status line says track ``name`` plays its channels, every one from
+    the cache: its state "ready", not "stems 40% ready" (the stems playing as their
+    chunks come, the entry not sealed yet: a test that took that for the end counted
+    the entry's seal as its own doing)."""
+    head = status.split(" | ")[0]
+    return head.startswith(name + " ") and head.endswith(" ready") and not head.endswith("% ready")
+
+
 def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))

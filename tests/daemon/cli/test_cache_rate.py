@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from daemon_helpers import Daemon
+from daemon_helpers import Daemon, separated
 
 from conftest import SR, TINY, tone_mix
 from stemdeck.core.audiofile.samples import resample, resample_channels
@@ -35,7 +35,7 @@ def _wait_loaded(daemon: Daemon, name: str, timeout: float = 60.0) -> str:
     status = ""
     while time.monotonic() < deadline:
         status = daemon.client.query("/status")
-        if status.startswith(name + " ") and " ready |" in status:
+        if separated(status, name):
             return status
         time.sleep(0.2)
     raise AssertionError(f"{name} not ready: {status}\n{daemon.stderr[-2000:]}")

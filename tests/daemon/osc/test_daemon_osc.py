@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile as sf
-from daemon_helpers import Client, Daemon, poll
+from daemon_helpers import Client, Daemon, poll, separated
 
 from conftest import tone_mix
 from stemdeck.core.separation.cache import SOURCE_PREFIX
@@ -411,7 +411,7 @@ def _wait_status(client: Client, prefix: str, timeout: float = 60.0) -> str:
     status = ""
     while time.monotonic() < deadline:
         status = client.query("/status")
-        if status.startswith(prefix + " ") and " ready |" in status:
+        if separated(status, prefix):
             return status
         time.sleep(0.2)
     raise AssertionError(f"{prefix} not ready: {status}")
