@@ -132,3 +132,23 @@ def shift(
     mix: np.ndarray | None,
     /,
 ) -> bool: ...
+def retro(
+    delta: np.ndarray,
+    ramp: int,
+    tables: np.ndarray,
+    state: np.ndarray,
+    ring_in: np.ndarray,
+    ring_out: np.ndarray,
+    work: np.ndarray,
+    /,
+) -> bool: ...
+def retro_delta(
+    pre: np.ndarray,
+    post: np.ndarray,
+    at: int,
+    want: np.ndarray,
+    changed: np.ndarray,
+    gain: float,
+    delta: np.ndarray,
+    /,
+) -> bool: ...

@@ -58,6 +58,7 @@ from .commands import (
 )
 from .heads import FadingHead, Ramp
 from .kernel import READ_MAX_GLIDE, READ_MAX_STEP, READ_REACH
+from .keylock import StripHistory
 from .params import MAX_GAIN, MAX_RATE, MIN_RATE, plays_at
 from .state import MixerState
 
@@ -127,6 +128,9 @@ class MixerControl(MixerState):
     _ramping: bool  # some strip ramp runs
     _ramp_frames: int  # samples until the longest running strip ramp ends
     _curves_ok: bool  # the block's gain curves hold the flat gains (no ramp runs)
+    # Each strip's last inputs to the keylock's shifter, before its gain and after
+    # (keylock.py): a strip gain changed is heard at once through the shifter.
+    _history: StripHistory
     _master: Ramp  # the master's gain
     _transport: Ramp  # play (1) and pause (0)
     _head: Ramp  # the main play head's fade-in after a jump
@@ -569,15 +573,24 @@ class MixerControl(MixerState):
             self._from_unity()
             self._retarget()
 
-    def _retarget(self, *, immediate: bool = False) -> None:
+    def _retarget(self, *, immediate: bool = False, now: bool = False) -> None:
         """Aim the strips that changed (every strip if the solo set changed, or
-        ``immediate``) at their gain, mute, solo and pan: scalar work per strip."""
+        ``immediate``) at their gain, mute, solo and pan: scalar work per strip.
+
+        ``now``: the changes came unquantized, at the top of a block. Then, where
+        keylock's shifter alone is heard and its strip history is whole
+        (:meth:`_heard_at_once`), a strip's gain jumps to its target and the change
+        goes into the history (:meth:`.keylock.StripHistory.change`): the block
+        applies it to what the shifter has not played yet, heard after a ramp rather
+        than the shifter's latency later."""
         n = self.max_channels
         strips = range(n) if immediate or self._dirty_all else self._dirty_strips
         any_solo = self._solos > 0
         params = self._strip_params
         cur, tgt, step, left = self._cur, self._tgt, self._step, self._left
         ramp = self._ramp_len
+        history = self._history
+        rows = history.rows if now and not immediate and self._heard_at_once() else 0
         for i in strips:
             gain, muted, soloed, p = params[i]
             audible = (1.0 if soloed else 0.0) if any_solo else 1.0
@@ -590,6 +603,11 @@ class MixerControl(MixerState):
                 if immediate:
                     cur[i, side] = tgt[i, side] = want
                     step[i, side] = left[i, side] = 0.0
+                elif i < rows and want != tgt[i, side]:
+                    cur[i, side] = tgt[i, side] = want
+                    step[i, side] = left[i, side] = 0.0
+                    history.change(i, side, want)
+                    self._curves_ok = False
                 elif want != tgt[i, side]:
                     step[i, side] = (want - cur[i, side]) / ramp
                     left[i, side] = float(ramp)
@@ -601,6 +619,14 @@ class MixerControl(MixerState):
         if immediate:
             self._ramp_frames = 0
             self._curves_ok = False
+
+    def _heard_at_once(self) -> bool:
+        """A strip gain changed now can be heard at once through keylock's shifter:
+        the master's shifter alone is heard, the strip history holds the track's last
+        steady blocks as far back as the shifter reaches (``outputs="mix"``, playing
+        at unity transport, the master's gain standing, no effects), and no effect is
+        on now either (its path would take the gain's step)."""
+        return not self.fx.active and self.shifter.wet and self._history.ready(self.track)
 
     def _aim_step(self, glide: float) -> None:
         """Aim the main head's step at the track's rate over the device's times the

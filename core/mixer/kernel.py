@@ -77,7 +77,7 @@ __all__ = [
     "read_table",
 ]
 
-KERNEL_ABI = 10  # the _kernel.c this package calls (its KERNEL_ABI)
+KERNEL_ABI = 11  # the _kernel.c this package calls (its KERNEL_ABI)
 
 
 class Kernel(Protocol):
@@ -234,6 +234,30 @@ class CompiledKernel(Kernel, Protocol):
         ring_out: np.ndarray,
         work: np.ndarray,
         mix: np.ndarray | None,
+        /,
+    ) -> bool: ...
+
+    def retro(
+        self,
+        delta: np.ndarray,
+        ramp: int,
+        tables: np.ndarray,
+        state: np.ndarray,
+        ring_in: np.ndarray,
+        ring_out: np.ndarray,
+        work: np.ndarray,
+        /,
+    ) -> bool: ...
+
+    def retro_delta(
+        self,
+        pre: np.ndarray,
+        post: np.ndarray,
+        at: int,
+        want: np.ndarray,
+        changed: np.ndarray,
+        gain: float,
+        delta: np.ndarray,
         /,
     ) -> bool: ...
 

@@ -51,6 +51,7 @@ __all__ = [
     "XFADE_MS",
     "ChannelShifters",
     "Shifter",
+    "StripHistory",
     "frame_for",
     "frame_latency",
     "full_block",
@@ -145,10 +146,12 @@ def shifted_channels(block: int, frame: int = FRAME) -> int:
 
 
 #: ``_kernel.c``'s SH_SIZE and SH_ROWS: the state's fields, the work rows.
-SHIFT_FIELDS = 11
-SHIFT_ROWS = 22
+SHIFT_FIELDS = 12
+SHIFT_ROWS = 52
 # The state's fields (``_kernel.c``'s SH_* enum).
-_ALPHA, _G, _GTGT, _GSTEP, _WAIT, _COUNT, _POS, _HOP, _SCALE, _RESET, _HIDDEN = range(SHIFT_FIELDS)
+_ALPHA, _G, _GTGT, _GSTEP, _WAIT, _COUNT, _POS, _HOP, _SCALE, _RESET, _HIDDEN, _SLOT = range(
+    SHIFT_FIELDS
+)
 
 
 def transpose(rate: float, semitones: float) -> float:
@@ -253,6 +256,34 @@ class Shifter:
         kernel (nothing is shifted). A pitch knob passing through 0, the shifter
         engaged for less than its fill, delays nothing."""
         return self.latency if self.active and self._state[_G] >= 0.5 else 0
+
+    @property
+    def history(self) -> int:
+        """The inputs :meth:`retro` changes (samples): two frames and a hop, as far
+        back as the oldest frame the output ring still holds reaches."""
+        return 2 * self.frame + self.hop
+
+    @property
+    def wet(self) -> bool:
+        """Only the shifter is heard (engaged, filled and crossfaded in): what the
+        block adds to its input is heard only through it."""
+        st = self._state
+        return self.active and self._kern is not None and st[_G] == 1.0 and st[_GTGT] == 1.0
+
+    def retro(self, delta: np.ndarray, ramp: int) -> None:
+        """Change the last :attr:`history` inputs by ``delta`` (float32 (2, history),
+        the oldest first), and everything made of them not heard yet; the output's
+        change comes in over ``ramp`` samples from the next one (audio thread, between
+        blocks, only while :attr:`wet`; ``_kernel.c``'s ``retro``).
+
+        What the mixer does with it (``Mixer``'s ``_retro``): a strip's gain changed
+        with keylock on is heard after the ramp, not the shifter's latency later."""
+        kern = self._kern
+        if kern is None or self._state[_RESET]:
+            return
+        kern.retro(
+            delta, int(ramp), self._tables, self._state, self._ring_in, self._ring_out, self._work
+        )
 
     def set(self, keylock: bool | None = None, pitch: float | None = None) -> None:
         """Keylock and/or pitch (audio thread, from a drained command): a pitch is
@@ -372,6 +403,103 @@ class Shifter:
         kern.shift(io, frames, self._tables, st, self._ring_in, self._ring_out, self._work, mix)
         if st[_GTGT] == 0.0 and st[_G] == 0.0:
             self.active = False
+
+
+class StripHistory:
+    """Each strip's last inputs to the master before its gain and after, so a strip
+    gain changed with keylock on is heard at once (:meth:`Shifter.retro`), not the
+    shifter's latency later (audio thread; every buffer made in :meth:`prepare`).
+
+    The mixer writes the rings in its steady blocks (one play head at unity
+    transport, the master's gain standing, no effects) while the master's shifter
+    runs (:meth:`write`); any other block clears what they hold. Once they hold
+    :attr:`Shifter.history` samples of the track playing, an unquantized change of
+    strip gains (:meth:`change`, then :meth:`apply`) is applied to those samples
+    too: what each changed strip sent is taken out of the shifter's inputs and it
+    is put back at its new gain (``_kernel.c``'s ``retro_delta``), and the shifter
+    changes what it has made of them and not played yet. A quantized change keeps
+    its place in the music (it goes through the shifter with it).
+    """
+
+    def __init__(self) -> None:
+        self.length = 0
+        self.have = 0  # samples of the current track's steady blocks in the rings
+        self.track: object | None = None  # the track (view) they hold
+        self.rows = 0  # its strips
+        self._at = 0  # the next sample's place in the rings (their oldest)
+        self._pre = np.zeros((0, 2, 0), np.float32)
+        self._post = np.zeros((0, 2, 0), np.float32)
+        self._delta = np.zeros((2, 0), np.float32)
+        self._want = np.zeros((0, 2))
+        self._changed = np.zeros((0, 2))
+        self.pending = False  # a change waits for :meth:`apply`
+
+    def prepare(self, strips: int, length: int) -> None:
+        """Rings of ``length`` samples for ``strips`` strips (0: none, never ready)."""
+        if self._pre.shape != (strips, 2, length):
+            self._pre = np.zeros((strips, 2, length), np.float32)
+            self._post = np.zeros((strips, 2, length), np.float32)
+            self._delta = np.zeros((2, length), np.float32)
+            self._want = np.zeros((strips, 2))
+            self._changed = np.zeros((strips, 2))
+        self.length = length if strips else 0
+        self._at = 0
+        self._changed.fill(0.0)
+        self.pending = False
+        self.clear()
+
+    def clear(self) -> None:
+        """What the rings hold no longer leads to the next block (scalars only: it
+        is called by every block that does not write them)."""
+        self.have = 0
+        self.track = None
+
+    def write(
+        self, track: object, src: np.ndarray, at: int, post: np.ndarray, rows: int, frames: int
+    ) -> None:
+        """A steady block of ``track``: each of its ``rows`` strips' ``frames`` samples
+        before its gain (``src[:rows, :, at:]``) and after (``post[:rows]``)."""
+        length = self.length
+        if rows <= 0 or rows > self._pre.shape[0] or frames > length:
+            self.clear()
+            return
+        if track is not self.track or rows != self.rows:
+            self.have = 0
+            self.track = track
+            self.rows = rows
+        w = self._at
+        first = min(frames, length - w)
+        np.copyto(self._pre[:rows, :, w : w + first], src[:rows, :, at : at + first])
+        np.copyto(self._post[:rows, :, w : w + first], post[:rows, :, :first])
+        if first < frames:
+            rest = frames - first
+            np.copyto(self._pre[:rows, :, :rest], src[:rows, :, at + first : at + frames])
+            np.copyto(self._post[:rows, :, :rest], post[:rows, :, first:frames])
+        self._at = (w + frames) % length
+        self.have = min(length, self.have + frames)
+
+    def ready(self, track: object) -> bool:
+        """The rings hold a whole :attr:`Shifter.history` of ``track`` playing."""
+        return self.length > 0 and self.have >= self.length and track is self.track
+
+    def change(self, strip: int, side: int, want: float) -> None:
+        """Strip ``strip``'s ``side`` now wants gain ``want`` (its gain jumps there:
+        the shifter's overlap-add and :meth:`apply`'s ramp take the step)."""
+        self._want[strip, side] = want
+        self._changed[strip, side] = 1.0
+        self.pending = True
+
+    def apply(self, gain: float, shifter: Shifter, ramp: int) -> None:
+        """The changes since the last call, at master gain ``gain``, into ``shifter``'s
+        last inputs and what it has made of them, coming in over ``ramp`` samples."""
+        self.pending = False
+        kern = kernel.COMPILED
+        if kern is not None:
+            kern.retro_delta(
+                self._pre, self._post, self._at, self._want, self._changed, gain, self._delta
+            )
+            shifter.retro(self._delta, ramp)
+        self._changed.fill(0.0)
 
 
 class ChannelShifters:

@@ -403,9 +403,9 @@ def test_strip_targets_recomputed_once_per_block(monkeypatch: pytest.MonkeyPatch
     calls = []
     real = m._retarget
 
-    def counted(*, immediate: bool = False) -> None:
+    def counted(*, immediate: bool = False, now: bool = False) -> None:
         calls.append(1)
-        real(immediate=immediate)
+        real(immediate=immediate, now=now)
 
     monkeypatch.setattr(m, "_retarget", counted)
     for i in range(64):

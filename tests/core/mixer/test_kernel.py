@@ -590,7 +590,7 @@ def test_buffer_formats() -> None:
     for bad in wrong:
         with pytest.raises(ValueError):
             _kernel.zero(bad)
-    assert _kernel.ABI == 10
+    assert _kernel.ABI == 11
 
 
 @pytest.mark.e2e
