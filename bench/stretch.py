@@ -14,7 +14,8 @@ Prints, side by side in one run (48 kHz):
    channels at 256 frames <= 25 %, 64 channels at 64 frames <= 25 %).
 3. The latency, control to audible: a mute posted, the sample after which the
    output stays under 1 %, with keylock off and on (target <= 15 ms), with a mute in
-   one sample and with the mixer's 10 ms ramp; and with keylock on and an effect on
+   one sample and with the mixer's 10 ms ramp (256-frame blocks, and the slowest of
+   four mutes a block apart at 64-frame blocks); and with keylock on and an effect on
    the strip, where the mute still goes through the shifter's latency.
 4. Clicks over a rate sweep 0.84..1.16 with keylock on: the largest 64-sample
    energy above 4 kHz of a low two-tone mix, over 1/100 of a hard gain step's (the
@@ -143,20 +144,20 @@ def latency() -> None:
     y = (0.5 * np.sin(2 * np.pi * 200 * t)).astype(np.float32)
     track = Track(np.stack([y, y])[np.newaxis], SR, ("a",))
 
-    def heard(keylock: bool, ramp_ms: float, effect: bool) -> int:
+    def heard(keylock: bool, ramp_ms: float, effect: bool, block: int = 256, late: int = 0) -> int:
         m = Mixer(max_channels=4, ramp_ms=ramp_ms)
-        m.prepare(SR, 256)
+        m.prepare(SR, block)
         m.post(SetTrack(track))
         m.post(Batch((Keylock(keylock),)))
         if effect:  # the FX path: the strip's history is not kept, the mute goes through
             m.post(StripTarget(0, 1.0, False, False, 0.0, filter=-0.05))
         m.post(Play())
         out = np.zeros((SR, 2), np.float32)
-        at = SR // 2 // 256 * 256  # on a block boundary: posted before that block
-        for i in range(0, SR, 256):
+        at = SR // 2 // 256 * 256 + late  # on a block boundary: posted before that block
+        for i in range(0, SR, block):
             if i == at:
                 m.post(StripTarget(0, 1.0, True, False, 0.0, filter=-0.05 if effect else 0.0))
-            m.process(out[i : i + 256])
+            m.process(out[i : i + block])
         env = np.abs(out[:, 0])
         # The first sample after which the output stays under 1 % of the tone's peak.
         loud = np.nonzero(env > 0.005)[0]
@@ -173,6 +174,13 @@ def latency() -> None:
             f"through the shifter, {through} samples ({through * ms:.1f} ms; the shifter's "
             f"latency {LATENCY} samples, {LATENCY * ms:.1f} ms)"
         )
+    # At 64-frame blocks a change waits for a block where the shifter does no frame
+    # work: a mute posted before each of the four blocks of a hop, the slowest.
+    worst = max(heard(True, 10.0, False, 64, late) for late in (0, 64, 128, 192))
+    print(
+        f"3. control to audible (the mixer's 10 ms ramp, 64-frame blocks, the slowest of "
+        f"the four blocks of a hop): keylock {worst} samples ({worst * ms:.1f} ms)"
+    )
 
 
 HIGHS = signal.butter(8, 4000, "highpass", fs=SR, output="sos")

@@ -1438,9 +1438,11 @@ enum { SH_ALPHA, SH_G, SH_GTGT, SH_GSTEP, SH_WAIT, SH_COUNT, SH_POS, SH_HOP, SH_
  * the peaks, the largest share taken by each output bin, each input bin's own
  * frequency (in bins; NaN past the hidden partials' bins) and at [N/2 + 1] the
  * last frame's transpose factor; then ``retro``'s FFT buffer and moved L and R,
- * and the moves of the last SH_SLOTS frames (each SH_MAP rows: every input bin's
- * move in whole bins, NaN for a bin that went nowhere, the share of it that goes
- * one bin further, and its region's rotation, cos and sin). */
+ * and the moves of the last SH_SLOTS frames (each SH_MAP rows: for every input
+ * bin, side by side, its move in whole bins, NaN for a bin that went nowhere, the
+ * share of it that goes one bin further, and its region's rotation, cos and sin;
+ * side by side, as a row each they cost sh_move 9 % more: each row's k-th store
+ * falls a multiple of 4 KiB from the k-th loads of the others, which stalls). */
 #define SH_SLOTS 6
 #define SH_MAP 4
 enum { W_RE, W_IM, W_MAG, W_XLR, W_XLI, W_XRR, W_XRI, W_PLR, W_PLI, W_PRR, W_PRI, W_YLR,
@@ -1472,12 +1474,29 @@ sh_fft(double *re, double *im, Py_ssize_t n, const double *cs, const double *sn)
             im[j] = t;
         }
     }
-    for (Py_ssize_t len = 2; len <= n; len <<= 1) {
+    /* The first two passes at once (twiddles 1 and -i: no product), then each
+     * twiddle read once a pass (n a power of two, at least 4): 20 % less time for
+     * 1024 points than a pass at a time with every twiddle read per butterfly. */
+    for (Py_ssize_t i = 0; i < n; i += 4) {
+        double ar = re[i] + re[i + 1], ai = im[i] + im[i + 1];
+        double br = re[i] - re[i + 1], bi = im[i] - im[i + 1];
+        double cr = re[i + 2] + re[i + 3], ci = im[i + 2] + im[i + 3];
+        double dr = re[i + 2] - re[i + 3], di = im[i + 2] - im[i + 3];
+        re[i] = ar + cr;
+        im[i] = ai + ci;
+        re[i + 2] = ar - cr;
+        im[i + 2] = ai - ci;
+        re[i + 1] = br + di; /* + d times -i */
+        im[i + 1] = bi - dr;
+        re[i + 3] = br - di;
+        im[i + 3] = bi + dr;
+    }
+    for (Py_ssize_t len = 8; len <= n; len <<= 1) {
         Py_ssize_t half = len >> 1, stride = n / len;
-        for (Py_ssize_t i = 0; i < n; i += len) {
-            for (Py_ssize_t k = 0; k < half; k++) {
-                double wr = cs[k * stride], wi = -sn[k * stride];
-                Py_ssize_t a = i + k, b = a + half;
+        for (Py_ssize_t k = 0; k < half; k++) {
+            double wr = cs[k * stride], wi = -sn[k * stride];
+            for (Py_ssize_t a = k; a < n; a += len) {
+                Py_ssize_t b = a + half;
                 double xr = re[b] * wr - im[b] * wi, xi = re[b] * wi + im[b] * wr;
                 re[b] = re[a] - xr;
                 im[b] = im[a] - xi;
@@ -1565,7 +1584,7 @@ sh_move(Py_ssize_t N, Py_ssize_t hop, double alpha, Py_ssize_t hidden_to, Py_ssi
     Py_ssize_t half = N / 2, M = half + 1;
     double top = 0.0;
     for (Py_ssize_t k = 0; k < M; k++) {
-        map[k] = NAN;
+        map[4 * k] = NAN;
         if (mag[k] > top)
             top = mag[k];
         ylr[k] = yli[k] = yrr[k] = yri[k] = wt[k] = 0.0;
@@ -1650,10 +1669,10 @@ sh_move(Py_ssize_t N, Py_ssize_t hop, double alpha, Py_ssize_t hidden_to, Py_ssi
         double phout = princarg(atan2(syi[kk], syr[kk]) + wout * (double)hop);
         double rot = phout - ph, cr = cos(rot), ci = sin(rot);
         for (Py_ssize_t k = lo; k <= hi; k++) {
-            map[k] = (double)shift;
-            map[N + k] = fr;
-            map[2 * N + k] = cr;
-            map[3 * N + k] = ci;
+            map[4 * k] = (double)shift;
+            map[4 * k + 1] = fr;
+            map[4 * k + 2] = cr;
+            map[4 * k + 3] = ci;
             double a = xlr[k] * cr - xli[k] * ci, b = xlr[k] * ci + xli[k] * cr;
             double c = xrr[k] * cr - xri[k] * ci, d = xrr[k] * ci + xri[k] * cr;
             double mk = left ? sqrt(a * a + b * b) : sqrt(c * c + d * d);
@@ -1901,7 +1920,11 @@ retro(PyObject *self, PyObject *args)
     for (Py_ssize_t j = 0; j * hop <= N; j++) {
         Py_ssize_t first = L - c - j * hop - N, e = c + j * hop - hop / 2;
         int synthesised = j > 0 || synth0;
-        if (synthesised && e >= N)
+        /* A frame whose rest is heard within the ramp is left as it is: its window
+         * takes it out by the ramp's end (the change comes in less evenly, never
+         * later), and the block saves its two FFTs (with the mixer's 10 ms ramp,
+         * the two oldest). */
+        if (synthesised && N - e <= ramp)
             break;
         for (Py_ssize_t n = 0; n < N; n++) {
             Py_ssize_t d = (n + half) & (N - 1);
@@ -1932,10 +1955,10 @@ retro(PyObject *self, PyObject *args)
             Py_ssize_t q = (N - k) & (N - 1);
             double xlr = 0.5 * (re[k] + re[q]), xli = 0.5 * (im[k] - im[q]);
             double xrr = 0.5 * (im[k] + im[q]), xri = -0.5 * (re[k] - re[q]);
-            double mv = map[k];
-            if (isnan(mv))
+            double mv = map[4 * k]; /* NaN: the bin went nowhere (a caller's work: any) */
+            if (!(fabs(mv) <= (double)M))
                 continue;
-            double fr = map[N + k], cr = map[2 * N + k], ci = map[3 * N + k];
+            double fr = map[4 * k + 1], cr = map[4 * k + 2], ci = map[4 * k + 3];
             double a = xlr * cr - xli * ci, bb = xlr * ci + xli * cr;
             double cc = xrr * cr - xri * ci, dd = xrr * ci + xri * cr;
             for (int side = 0; side < 2; side++) {
@@ -1969,9 +1992,10 @@ retro(PyObject *self, PyObject *args)
             continue;
         }
         sh_fft(re, im, N, cs, sn);
+        double step = 1.0 / (double)ramp;
         for (Py_ssize_t n = e > 0 ? e : 0; n < N; n++) {
             Py_ssize_t r = n - e, src = (n + half) & (N - 1), d = (pos + r) & (N - 1);
-            double k = r + 1 >= ramp ? 1.0 : (double)(r + 1) / (double)ramp;
+            double k = r + 1 >= ramp ? 1.0 : (double)(r + 1) * step;
             out0[d] += re[src] * win[n] * g * k;
             out1[d] += -im[src] * win[n] * g * k;
         }
@@ -1988,16 +2012,86 @@ done:
     return result;
 }
 
+/* keep(src, pos, prod, rows, frames, pre, post, at) -> None
+ *
+ * A steady block's strips into keylock's strip history (core/mixer/keylock.py's
+ * ``StripHistory.write``): each of ``rows`` strips' ``frames`` samples before
+ * its gain (``src`` rows from ``pos``, as ``block`` read them) and after (rows
+ * 1.. of ``prod``, as ``block`` wrote them), into the rings ``pre`` and
+ * ``post`` (float32 (L, n, 2), rows <= n, frames <= L) from sample ``at``
+ * (0..L - 1), round to their start. The rings are time-major, so a block's
+ * samples are one stretch of each: kept strip-major (a row a strip, 9 KiB
+ * apart), the writes of 64 strips missed the cache enough to raise the engine's
+ * p99 at 64 frames by 9 % of the block; numpy's copies cost 30 us a block more.
+ */
+static PyObject *
+keep(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *o[4];
+    Py_ssize_t pos, rows, frames, at;
+    Buf b[4];
+    memset(b, 0, sizeof b);
+    PyObject *result = NULL;
+    if (!PyArg_ParseTuple(args, "OnOnnOOn", &o[0], &pos, &o[1], &rows, &frames, &o[2], &o[3],
+                          &at))
+        return NULL;
+    if (get_buf(o[0], &b[0], "src", 'f', 0, 3) < 0 || get_buf(o[1], &b[1], "prod", 'f', 0, 3) < 0
+        || get_buf(o[2], &b[2], "pre", 'f', 1, 3) < 0 || get_buf(o[3], &b[3], "post", 'f', 1, 3) < 0)
+        goto done;
+    Buf *src = &b[0], *prod = &b[1], *pre = &b[2], *post = &b[3];
+    Py_ssize_t L = SHAPE(pre, 0), n = SHAPE(pre, 1);
+    if (SHAPE(pre, 2) != 2 || SHAPE(post, 0) != L || SHAPE(post, 1) != n || SHAPE(post, 2) != 2
+        || rows < 0 || rows > n || rows > SHAPE(src, 0) || rows >= SHAPE(prod, 0)
+        || SHAPE(src, 1) != 2 || SHAPE(prod, 1) != 2 || frames < 0 || frames > L
+        || frames > SHAPE(prod, 2) || !span_ok(pos, frames, SHAPE(src, 2)) || at < 0 || at >= L) {
+        bad("keep");
+        goto done;
+    }
+    if (pre->st[2] == 4 && pre->st[1] == 8 && pre->st[0] == 8 * n && post->st[2] == 4
+        && post->st[1] == 8 && post->st[0] == 8 * n && src->st[2] == 4 && prod->st[2] == 4) {
+        /* The mixer's buffers: a sample of every strip at a time, written side by side
+         * (10 us a 64-frame block at 64 strips; a strip at a time, 23 us). */
+        const char *a = (const char *)AT3(src, float, 0, 0, pos);
+        const char *p = (const char *)AT3(prod, float, 1, 0, 0);
+        Py_ssize_t as0 = src->st[0], as1 = src->st[1], ps0 = prod->st[0], ps1 = prod->st[1];
+        for (Py_ssize_t t = 0, r = at; t < frames; t++, r = r + 1 == L ? 0 : r + 1) {
+            float *pr = AT3(pre, float, r, 0, 0), *po = AT3(post, float, r, 0, 0);
+            for (Py_ssize_t i = 0; i < rows; i++) {
+                pr[2 * i] = *(const float *)(a + i * as0 + 4 * t);
+                pr[2 * i + 1] = *(const float *)(a + i * as0 + as1 + 4 * t);
+                po[2 * i] = *(const float *)(p + i * ps0 + 4 * t);
+                po[2 * i + 1] = *(const float *)(p + i * ps0 + ps1 + 4 * t);
+            }
+        }
+    } else {
+        for (Py_ssize_t t = 0, r = at; t < frames; t++, r = r + 1 == L ? 0 : r + 1)
+            for (Py_ssize_t i = 0; i < rows; i++)
+                for (int side = 0; side < 2; side++) {
+                    *AT3(pre, float, r, i, side) = *AT3(src, float, i, side, pos + t);
+                    *AT3(post, float, r, i, side) = *AT3(prod, float, i + 1, side, t);
+                }
+    }
+    result = Py_NewRef(Py_None);
+done:
+    release_all(b, 4);
+    return result;
+}
+
 /* retro_delta(pre, post, at, want, changed, gain, delta) -> True
  *
  * What a change of strip gains makes of a shifter's last inputs (``retro``'s
  * delta): for each (strip, side) with ``changed`` non-zero, its signal before
  * its gain at the gain it wants now, less what it sent, times the master gain,
- * summed into ``delta`` (written). The strips' rings are read from ``at`` (the
- * oldest sample) round to it:
- *   pre, post: float32 (n, 2, L): each strip's signal before its gain and after;
- *   at: 0..L - 1; want, changed: float64 (n, 2); gain: the master's (finite);
- *   delta: float32 (2, L), contiguous rows.
+ * summed into ``delta`` (written); and what it sent becomes that (``post``
+ * written), so a second change before those samples leave the rings is made
+ * against the first. The rings (``keep``'s) are read from sample ``at`` (the
+ * oldest) round to it:
+ *   pre, post: float32 (L, n, 2); at: 0..L - 1; want, changed: float64 (n, 2),
+ *   a wanted gain finite; gain: the master's (finite); delta: float32 (2, L),
+ *   contiguous rows.
+ * float32 throughout, as the mix is made. About 0.2 ms for 64 strips' rings of
+ * 2304 samples (a solo changes every strip; the rings are read whole).
  */
 static PyObject *
 retro_delta(PyObject *self, PyObject *args)
@@ -2011,52 +2105,94 @@ retro_delta(PyObject *self, PyObject *args)
     PyObject *result = NULL;
     if (!PyArg_ParseTuple(args, "OOnOOdO", &o[0], &o[1], &at, &o[2], &o[3], &gain, &o[4]))
         return NULL;
-    if (get_buf(o[0], &b[0], "pre", 'f', 0, 3) < 0 || get_buf(o[1], &b[1], "post", 'f', 0, 3) < 0
+    if (get_buf(o[0], &b[0], "pre", 'f', 0, 3) < 0 || get_buf(o[1], &b[1], "post", 'f', 1, 3) < 0
         || get_buf(o[2], &b[2], "want", 'd', 0, 2) < 0
         || get_buf(o[3], &b[3], "changed", 'd', 0, 2) < 0
         || get_buf(o[4], &b[4], "delta", 'f', 1, 2) < 0)
         goto done;
     Buf *pre = &b[0], *post = &b[1], *want = &b[2], *chg = &b[3], *dl = &b[4];
-    Py_ssize_t n = SHAPE(pre, 0), L = SHAPE(pre, 2);
-    if (SHAPE(pre, 1) != 2 || SHAPE(post, 0) != n || SHAPE(post, 1) != 2 || SHAPE(post, 2) != L
+    Py_ssize_t L = SHAPE(pre, 0), n = SHAPE(pre, 1);
+    if (SHAPE(pre, 2) != 2 || SHAPE(post, 0) != L || SHAPE(post, 1) != n || SHAPE(post, 2) != 2
         || SHAPE(want, 0) != n || SHAPE(want, 1) != 2 || SHAPE(chg, 0) != n
         || SHAPE(chg, 1) != 2 || SHAPE(dl, 0) != 2 || SHAPE(dl, 1) != L || dl->st[1] != 4
         || L < 1 || at < 0 || at >= L || !isfinite(gain)) {
         bad("retro_delta");
         goto done;
     }
-    /* Rows of the rings are read as plain arrays where they are (a ring's row
-     * contiguous, as the mixer makes them), in two spans: from ``at`` to the end,
-     * then from the start. float32 throughout, as the mix is made (a solo changes
-     * every strip: 64 strips' rings of 2304 samples in about 50 us). */
-    int flat = pre->st[2] == 4 && post->st[2] == 4;
-    float fg = (float)gain;
-    for (int side = 0; side < 2; side++) {
-        float *d = AT2(dl, float, side, 0);
-        for (Py_ssize_t t = 0; t < L; t++)
-            d[t] = 0.0f;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            double g = *AT2(want, double, i, side);
-            if (*AT2(chg, double, i, side) == 0.0 || !isfinite(g))
-                continue;
-            float fw = (float)g;
-            for (int span = 0; span < 2; span++) {
-                Py_ssize_t from = span ? 0 : at, count = span ? at : L - at;
-                float *restrict out = d + (span ? L - at : 0);
-                if (flat) {
-                    const float *restrict p = AT3(pre, float, i, side, from);
-                    const float *restrict q = AT3(post, float, i, side, from);
-                    for (Py_ssize_t t = 0; t < count; t++)
-                        out[t] += fw * p[t] - q[t];
-                } else {
-                    for (Py_ssize_t t = 0; t < count; t++)
-                        out[t] += fw * *AT3(pre, float, i, side, from + t)
-                                  - *AT3(post, float, i, side, from + t);
-                }
+    for (Py_ssize_t i = 0; i < n; i++)
+        for (int side = 0; side < 2; side++)
+            if (*AT2(chg, double, i, side) != 0.0 && !isfinite(*AT2(want, double, i, side))) {
+                bad("retro_delta: want");
+                goto done;
+            }
+    float *d0 = AT2(dl, float, 0, 0), *d1 = AT2(dl, float, 1, 0), fg = (float)gain;
+    for (Py_ssize_t t = 0; t < L; t++)
+        d0[t] = d1[t] = 0.0f;
+    /* The changed (strip, side)s a batch at a time (no allocation), each batch
+     * over the rings in time order (a block's strips are side by side there),
+     * the two sides apart and each summed on two chains: 7 us for a strip, 0.2 ms
+     * for a solo that changes 64 (one chain through a pair's side took 1.2 ms). */
+    enum { BATCH = 64 };
+    Py_ssize_t ks[2][BATCH];
+    float ws[2][BATCH];
+    int flat = pre->st[2] == 4 && pre->st[1] == 8 && pre->st[0] == 8 * n && post->st[2] == 4
+               && post->st[1] == 8 && post->st[0] == 8 * n;
+    for (Py_ssize_t from = 0; from < 2 * n;) {
+        int count[2] = {0, 0};
+        for (; from < 2 * n && count[0] < BATCH && count[1] < BATCH; from++) {
+            Py_ssize_t i = from / 2;
+            int side = (int)(from % 2);
+            if (*AT2(chg, double, i, side) != 0.0) {
+                ks[side][count[side]] = i;
+                ws[side][count[side]++] = (float)*AT2(want, double, i, side);
             }
         }
-        for (Py_ssize_t t = 0; t < L; t++)
-            d[t] *= fg;
+        for (int side = 0; side < 2; side++) {
+            int m = count[side];
+            float *d = side ? d1 : d0;
+            /* Bases and strides in locals: the extension is built without strict
+             * aliasing, so each store through q would reload them (5x slower). */
+            const Py_ssize_t *kk = ks[side];
+            const float *ww = ws[side];
+            const float *pb = AT3(pre, float, 0, 0, side);
+            float *qb = AT3(post, float, 0, 0, side);
+            Py_ssize_t row = 2 * n;
+            for (Py_ssize_t t = 0, r = at; t < L && m; t++, r = r + 1 == L ? 0 : r + 1) {
+                float s0 = 0.0f, s1 = 0.0f;
+                if (flat) {
+                    const float *p = pb + r * row;
+                    float *q = qb + r * row;
+                    int c = 0;
+                    for (; c + 1 < m; c += 2) {
+                        Py_ssize_t a = 2 * kk[c], b = 2 * kk[c + 1];
+                        float x = ww[c] * p[a], y = ww[c + 1] * p[b];
+                        float qa = q[a], qbv = q[b];
+                        q[a] = x;
+                        q[b] = y;
+                        s0 += x - qa;
+                        s1 += y - qbv;
+                    }
+                    if (c < m) {
+                        Py_ssize_t a = 2 * kk[c];
+                        float x = ww[c] * p[a];
+                        s0 += x - q[a];
+                        q[a] = x;
+                    }
+                } else {
+                    for (int c = 0; c < m; c++) {
+                        float x = ws[side][c] * *AT3(pre, float, r, ks[side][c], side);
+                        float *q = AT3(post, float, r, ks[side][c], side);
+                        s0 += x - *q;
+                        *q = x;
+                    }
+                }
+                d[t] += s0 + s1;
+            }
+        }
+    }
+    for (Py_ssize_t t = 0; t < L; t++) {
+        d0[t] *= fg;
+        d1[t] *= fg;
     }
     result = Py_NewRef(Py_True);
 done:
@@ -2163,6 +2299,7 @@ static PyMethodDef methods[] = {
     {"mixdown", mixdown, METH_VARARGS, "The FX path's strips into the mix (see _kernel.c)."},
     {"read", read_head, METH_VARARGS, "The read head between rates (see _kernel.c)."},
     {"shift", shift, METH_VARARGS, "Keylock: the master's pitch shifter (see _kernel.c)."},
+    {"keep", keep, METH_VARARGS, "A steady block's strips into keylock's history (see _kernel.c)."},
     {"retro", retro, METH_VARARGS, "A control heard at once through the shifter (see _kernel.c)."},
     {"retro_delta", retro_delta, METH_VARARGS, "Strips' gain change on a shifter's inputs (see _kernel.c)."},
     {"fold", fold, METH_VARARGS, "The beat analysis's fold of an envelope (see _kernel.c)."},

@@ -132,6 +132,17 @@ def shift(
     mix: np.ndarray | None,
     /,
 ) -> bool: ...
+def keep(
+    src: np.ndarray,
+    pos: int,
+    prod: np.ndarray,
+    rows: int,
+    frames: int,
+    pre: np.ndarray,
+    post: np.ndarray,
+    at: int,
+    /,
+) -> None: ...
 def retro(
     delta: np.ndarray,
     ramp: int,

@@ -158,6 +158,10 @@ class MixerControl(MixerState):
     _pq_head: int
     _pq_count: int
     _firing: bool  # applying waiting commands: the newer-values rule is off
+    # A quantized command acted in this block's drain (its frame passed, or the head
+    # jumped or stopped): the block's changes go through keylock's shifter as the
+    # music does, not at once (_retarget's ``now``).
+    _quantized_now: bool
     # A loop roll: running, the loop before it, and where the head would be without
     # it less where it is (track frames; every jump during the roll adds to it).
     _rolling: bool
@@ -292,6 +296,7 @@ class MixerControl(MixerState):
         if not self._pq_count and (
             self.track is None or not self.rolling or cmd.frame <= self.position
         ):
+            self._quantized_now = True
             self._apply(inner)
             return
         size = len(self._pq_cmd)
@@ -362,6 +367,7 @@ class MixerControl(MixerState):
         or the ring is full)."""
         size = len(self._pq_cmd)
         firing, self._firing = self._firing, True
+        self._quantized_now = True
         while self._pq_count:
             slot = self._pq_head
             c = self._pq_cmd[slot]
@@ -577,7 +583,9 @@ class MixerControl(MixerState):
         """Aim the strips that changed (every strip if the solo set changed, or
         ``immediate``) at their gain, mute, solo and pan: scalar work per strip.
 
-        ``now``: the changes came unquantized, at the top of a block. Then, where
+        ``now``: the changes came unquantized, at the top of a block (no quantized
+        command acted in its drain: one whose frame passed is late, and goes through
+        the shifter with the music as on time it would have). Then, where
         keylock's shifter alone is heard and its strip history is whole
         (:meth:`_heard_at_once`), a strip's gain jumps to its target and the change
         goes into the history (:meth:`.keylock.StripHistory.change`): the block
@@ -591,6 +599,7 @@ class MixerControl(MixerState):
         ramp = self._ramp_len
         history = self._history
         rows = history.rows if now and not immediate and self._heard_at_once() else 0
+        waiting = history.changes  # (strip, side) -> gain: not applied yet
         for i in strips:
             gain, muted, soloed, p = params[i]
             audible = (1.0 if soloed else 0.0) if any_solo else 1.0
@@ -600,14 +609,14 @@ class MixerControl(MixerState):
             # Written out here, not called from params.py: a call per strip would
             # add up to max_channels Python calls to a block that re-aims them all.
             for side, want in ((0, min(1.0 - p, 1.0) * audible), (1, min(1.0 + p, 1.0) * audible)):
+                if waiting and i >= rows:  # the ordinary way: one waiting is gone
+                    history.forget(i, side)
                 if immediate:
                     cur[i, side] = tgt[i, side] = want
                     step[i, side] = left[i, side] = 0.0
-                elif i < rows and want != tgt[i, side]:
-                    cur[i, side] = tgt[i, side] = want
-                    step[i, side] = left[i, side] = 0.0
-                    history.change(i, side, want)
-                    self._curves_ok = False
+                elif i < rows:
+                    if want != waiting.get((i, side), tgt[i, side]):
+                        history.change(i, side, want)
                 elif want != tgt[i, side]:
                     step[i, side] = (want - cur[i, side]) / ramp
                     left[i, side] = float(ramp)
@@ -619,6 +628,30 @@ class MixerControl(MixerState):
         if immediate:
             self._ramp_frames = 0
             self._curves_ok = False
+
+    def _settle_history(self, *, heard: bool) -> None:
+        """The strip changes waiting in the history (audio thread, before a block):
+        ``heard``, their gains jump to their targets and the shifter applies them to
+        what it holds (:meth:`.keylock.StripHistory.apply`); else each ramps the
+        ordinary way from where its strip is."""
+        history = self._history
+        cur, tgt, step, left = self._cur, self._tgt, self._step, self._left
+        ramp = self._ramp_len
+        for (i, side), want in history.changes.items():
+            tgt[i, side] = want
+            if heard:
+                cur[i, side] = want
+                step[i, side] = left[i, side] = 0.0
+            else:
+                step[i, side] = (want - cur[i, side]) / ramp
+                left[i, side] = float(ramp)
+                self._ramping = True
+                self._ramp_frames = ramp
+        self._curves_ok = False
+        if heard:
+            history.apply(self._master.current, self.shifter, ramp)
+        else:
+            history.drop()
 
     def _heard_at_once(self) -> bool:
         """A strip gain changed now can be heard at once through keylock's shifter:

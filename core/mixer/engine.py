@@ -219,6 +219,7 @@ class Mixer(MixerControl):
         self._pq_cmd = [None] * PENDING_ACTIONS
         self._pq_head = self._pq_count = 0
         self._firing = False
+        self._quantized_now = False
         self._rolling = False
         self._roll_saved = None
         self._roll_offset = 0
@@ -316,9 +317,18 @@ class Mixer(MixerControl):
         self.shifter.prepare(self.sr)
         self.shifter.set()  # keylock or a pitch set before: engaged again
         # The strips' last inputs, for a strip gain heard at once through the shifter:
-        # only where the master's shifter alone is heard (2.4 MB at 64 strips, 48 kHz).
-        steady = outputs == "mix" and self._compiled is not None  # it writes in steady blocks
-        self._history.prepare(n if steady else 0, self.shifter.history)
+        # only where the master's shifter alone is heard (written in the compiled
+        # steady blocks) and its cost fits the block, for tracks of at most a strip
+        # for every 4 frames of the block (16 at 64 frames, 64 at 256): the block that
+        # applies a change does five frames' FFTs more (0.13 ms), which with 64
+        # strips at 64 frames took the engine's p99 from 21 to 28-33 % of the block
+        # (bench/stretch.py item 2, a change every 50 blocks).
+        kept = (
+            outputs == "mix"
+            and self._compiled is not None
+            and self.shifter.retro_fits(b, self._ramp_len)
+        )
+        self._history.prepare(min(n, b // 4) if kept else 0, self.shifter.history)
         self._out_delay = 0
         # A shifter costs about 1.2 % of a 64-frame block at 48 kHz, and every
         # channel's does its FFTs in the same blocks as the master's (their frames are
@@ -405,12 +415,17 @@ class Mixer(MixerControl):
     # -- the audio callback -------------------------------------------------------
     def process(self, out: np.ndarray) -> None:
         """Fill ``out`` (frames, out_channels), float32. See the module docstring."""
+        self._quantized_now = False
         while self._queue:
             self._apply(self._queue.popleft())
         if self._dirty:
-            self._retarget(now=True)
-        if self._history.pending:  # heard at once through the shifter
-            self._history.apply(self._master.current, self.shifter, self._ramp_len)
+            self._retarget(now=not self._quantized_now)
+        history = self._history
+        if history.pending:  # heard at once through the shifter (StripHistory)
+            if not self._heard_at_once():
+                self._settle_history(heard=False)
+            elif history.due(self.shifter, min(out.shape[0], self.max_block)):
+                self._settle_history(heard=True)
         self.blocks += 1
         total = out.shape[0]
         # A host may hand over a block larger than prepared: do it in pieces.
@@ -630,7 +645,7 @@ class Mixer(MixerControl):
             self._curves_ok = True
             self._flat_rows = rows
         if finite and curve is None and self.shifter.active:
-            self._history.write(track, src, at, self._metered[1:], rows, frames)
+            self._history.write(track, src, at, self._metered, rows, frames)
         else:
             self._history.clear()
         if self._exact:

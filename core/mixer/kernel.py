@@ -237,6 +237,19 @@ class CompiledKernel(Kernel, Protocol):
         /,
     ) -> bool: ...
 
+    def keep(
+        self,
+        src: np.ndarray,
+        pos: int,
+        prod: np.ndarray,
+        rows: int,
+        frames: int,
+        pre: np.ndarray,
+        post: np.ndarray,
+        at: int,
+        /,
+    ) -> None: ...
+
     def retro(
         self,
         delta: np.ndarray,

@@ -263,6 +263,28 @@ class Shifter:
         back as the oldest frame the output ring still holds reaches."""
         return 2 * self.frame + self.hop
 
+    def retro_fits(self, block: int, ramp: int) -> bool:
+        """:meth:`retro` in blocks of ``block`` frames with the mixer's ramps of
+        ``ramp`` samples: its cost (five frames' FFTs, about 0.2 ms for a frame of 1024
+        here, in proportion to the frame) stays within a fifth of a block where the
+        frame times the rate is at most 16 times 48 kHz times the block (64-frame
+        blocks at 44.1 and 48 kHz, 256 at 96 kHz, or 128 at 48 kHz with the fine
+        frame); and the ramp is at most half a frame (the change reaches the input
+        ring whole: a longer ramp would be cut to about a frame). The rings hold
+        two frames and a hop, so a block is at most that."""
+        return (
+            self.frame * self.sr <= 16 * 48000 * block
+            and 0 < ramp <= self.frame // 2
+            and block <= self.history
+        )
+
+    def quiet(self, frames: int) -> bool:
+        """The shifter's next ``frames`` samples do none of a frame's work (its
+        analysis, its moves, its synthesis: a hop's three stages): at 64-frame blocks
+        one block in four."""
+        count, hop = int(self._state[_COUNT]), self.hop
+        return all((stage - count - 1) % hop + 1 > frames for stage in (0, hop // 4, hop // 2))
+
     @property
     def wet(self) -> bool:
         """Only the shifter is heard (engaged, filled and crossfaded in): what the
@@ -276,8 +298,9 @@ class Shifter:
         change comes in over ``ramp`` samples from the next one (audio thread, between
         blocks, only while :attr:`wet`; ``_kernel.c``'s ``retro``).
 
-        What the mixer does with it (``Mixer``'s ``_retro``): a strip's gain changed
-        with keylock on is heard after the ramp, not the shifter's latency later."""
+        What the mixer does with it (:meth:`StripHistory.apply`): a strip's gain
+        changed with keylock on is heard after the ramp, not the shifter's latency
+        later."""
         kern = self._kern
         if kern is None or self._state[_RESET]:
             return
@@ -417,8 +440,11 @@ class StripHistory:
     strip gains (:meth:`change`, then :meth:`apply`) is applied to those samples
     too: what each changed strip sent is taken out of the shifter's inputs and it
     is put back at its new gain (``_kernel.c``'s ``retro_delta``), and the shifter
-    changes what it has made of them and not played yet. A quantized change keeps
-    its place in the music (it goes through the shifter with it).
+    changes what it has made of them and not played yet. At 64-frame blocks a
+    change waits up to three blocks for one where the shifter does no frame work
+    (:meth:`due`); the strip plays at its gain until then, and a change that can
+    no longer be applied so ramps the ordinary way. A quantized change keeps its
+    place in the music (it goes through the shifter with it).
     """
 
     def __init__(self) -> None:
@@ -427,25 +453,30 @@ class StripHistory:
         self.track: object | None = None  # the track (view) they hold
         self.rows = 0  # its strips
         self._at = 0  # the next sample's place in the rings (their oldest)
-        self._pre = np.zeros((0, 2, 0), np.float32)
-        self._post = np.zeros((0, 2, 0), np.float32)
+        # (samples, strips, sides), time-major (``_kernel.c``'s ``keep``).
+        self._pre = np.zeros((0, 0, 2), np.float32)
+        self._post = np.zeros((0, 0, 2), np.float32)
         self._delta = np.zeros((2, 0), np.float32)
         self._want = np.zeros((0, 2))
         self._changed = np.zeros((0, 2))
-        self.pending = False  # a change waits for :meth:`apply`
+        #: The changes waiting for :meth:`apply`: (strip, side) -> the gain wanted
+        #: (the strip plays at its gain until then).
+        self.changes: dict[tuple[int, int], float] = {}
+        self.pending = False  # some change waits
+        self.waited = 0  # samples it has waited for a quiet block (:meth:`due`)
 
     def prepare(self, strips: int, length: int) -> None:
-        """Rings of ``length`` samples for ``strips`` strips (0: none, never ready)."""
-        if self._pre.shape != (strips, 2, length):
-            self._pre = np.zeros((strips, 2, length), np.float32)
-            self._post = np.zeros((strips, 2, length), np.float32)
+        """Rings of ``length`` samples for ``strips`` strips (0: none, never ready): a
+        track of more strips is not kept (:meth:`write`)."""
+        if self._pre.shape != (length, strips, 2):
+            self._pre = np.zeros((length, strips, 2), np.float32)
+            self._post = np.zeros((length, strips, 2), np.float32)
             self._delta = np.zeros((2, length), np.float32)
             self._want = np.zeros((strips, 2))
             self._changed = np.zeros((strips, 2))
         self.length = length if strips else 0
         self._at = 0
-        self._changed.fill(0.0)
-        self.pending = False
+        self.drop()
         self.clear()
 
     def clear(self) -> None:
@@ -455,27 +486,25 @@ class StripHistory:
         self.track = None
 
     def write(
-        self, track: object, src: np.ndarray, at: int, post: np.ndarray, rows: int, frames: int
+        self, track: object, src: np.ndarray, at: int, prod: np.ndarray, rows: int, frames: int
     ) -> None:
         """A steady block of ``track``: each of its ``rows`` strips' ``frames`` samples
-        before its gain (``src[:rows, :, at:]``) and after (``post[:rows]``)."""
+        before its gain (``src[:rows, :, at:]``) and after (``prod[1 : rows + 1]``, the
+        mixer's strip rows; ``_kernel.c``'s ``keep``)."""
         length = self.length
-        if rows <= 0 or rows > self._pre.shape[0] or frames > length:
+        if rows <= 0 or rows > self._pre.shape[1] or frames > length:
             self.clear()
             return
         if track is not self.track or rows != self.rows:
             self.have = 0
             self.track = track
             self.rows = rows
-        w = self._at
-        first = min(frames, length - w)
-        np.copyto(self._pre[:rows, :, w : w + first], src[:rows, :, at : at + first])
-        np.copyto(self._post[:rows, :, w : w + first], post[:rows, :, :first])
-        if first < frames:
-            rest = frames - first
-            np.copyto(self._pre[:rows, :, :rest], src[:rows, :, at + first : at + frames])
-            np.copyto(self._post[:rows, :, :rest], post[:rows, :, first:frames])
-        self._at = (w + frames) % length
+        kern = kernel.COMPILED
+        if kern is None:
+            self.clear()
+            return
+        kern.keep(src, at, prod, rows, frames, self._pre, self._post, self._at)
+        self._at = (self._at + frames) % length
         self.have = min(length, self.have + frames)
 
     def ready(self, track: object) -> bool:
@@ -483,23 +512,54 @@ class StripHistory:
         return self.length > 0 and self.have >= self.length and track is self.track
 
     def change(self, strip: int, side: int, want: float) -> None:
-        """Strip ``strip``'s ``side`` now wants gain ``want`` (its gain jumps there:
-        the shifter's overlap-add and :meth:`apply`'s ramp take the step)."""
-        self._want[strip, side] = want
-        self._changed[strip, side] = 1.0
+        """Strip ``strip``'s ``side`` wants gain ``want``, to be applied at once
+        through the shifter (:meth:`apply`; its gain then jumps there: the shifter's
+        overlap-add and the ramp of what it has made take the step)."""
+        self.changes[strip, side] = want
         self.pending = True
 
-    def apply(self, gain: float, shifter: Shifter, ramp: int) -> None:
-        """The changes since the last call, at master gain ``gain``, into ``shifter``'s
-        last inputs and what it has made of them, coming in over ``ramp`` samples."""
+    def forget(self, strip: int, side: int) -> None:
+        """A later change of strip ``strip``'s ``side`` goes the ordinary way (a
+        quantized one, or one the shifter cannot take at once): the waiting one is
+        gone."""
+        self.changes.pop((strip, side), None)
+        self.pending = bool(self.changes)
+
+    def due(self, shifter: Shifter, frames: int) -> bool:
+        """The change waiting is to be applied before the next block of ``frames``:
+        a block where the shifter does none of a frame's work (:meth:`Shifter.quiet`:
+        where the shifter's stages and :meth:`Shifter.retro` met in a 64-frame block
+        at 64 strips, the block took 34 % of its time, against 24 % apart), or once
+        it has waited a hop; at once with blocks of half a hop or more (128 frames and
+        more at 48 kHz), which have no quiet one. Otherwise it waits, counting the
+        block's samples: at most three 64-frame blocks (4 ms at 48 kHz)."""
+        if frames >= shifter.hop // 2 or self.waited >= shifter.hop or shifter.quiet(frames):
+            return True
+        self.waited += frames
+        return False
+
+    def drop(self) -> None:
+        """Forget the changes waiting (the mixer ramps them the ordinary way: the
+        shifter or the history no longer allow them)."""
+        self.changes.clear()
         self.pending = False
+        self.waited = 0
+
+    def apply(self, gain: float, shifter: Shifter, ramp: int) -> None:
+        """The changes waiting (their gains set by the mixer from this block on), at
+        master gain ``gain``, into ``shifter``'s last inputs and what it has made of
+        them, coming in over ``ramp`` samples."""
         kern = kernel.COMPILED
         if kern is not None:
-            kern.retro_delta(
-                self._pre, self._post, self._at, self._want, self._changed, gain, self._delta
-            )
+            want, changed = self._want, self._changed
+            for (strip, side), gain_wanted in self.changes.items():
+                want[strip, side] = gain_wanted
+                changed[strip, side] = 1.0
+            kern.retro_delta(self._pre, self._post, self._at, want, changed, gain, self._delta)
             shifter.retro(self._delta, ramp)
-        self._changed.fill(0.0)
+            for strip, side in self.changes:
+                changed[strip, side] = 0.0
+        self.drop()
 
 
 class ChannelShifters:

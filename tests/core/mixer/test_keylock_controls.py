@@ -59,10 +59,11 @@ AT = 24000  # the change, 0.5 s in: the shifter is heard alone and its history i
 AFTER = 4800
 
 
-def _levels(out: np.ndarray, hz: float) -> np.ndarray:
-    """``hz``'s level in windows from every millisecond after AT, over its level before."""
+def _levels(out: np.ndarray, hz: float, count: int = 60) -> np.ndarray:
+    """``hz``'s level in windows from every millisecond after AT (``count`` of them),
+    over its level before."""
     before = level(out, hz, AT - 2 * WINDOW)
-    return np.array([level(out, hz, AT + 48 * ms) for ms in range(60)]) / before
+    return np.array([level(out, hz, AT + 48 * ms) for ms in range(count)]) / before
 
 
 @pytest.mark.parametrize("block", [64, 256])
@@ -76,9 +77,13 @@ def test_a_mute_with_keylock_is_gone_after_its_ramp(block: int, command: StripTa
     out = run(m, AT + AFTER, block, {AT: [command]})
     high, low = _levels(out, HIGH), _levels(out, LOW)
     ramp = round(10e-3 * SR)  # the mixer's 10 ms
-    # Every window from the ramp's end on: not 1 % of the tone (the shifter's latency
-    # would keep it whole for 24 ms); the other strip's tone never moves.
-    assert high[ramp // 48 :].max() < 0.01, high.round(3)
+    # At 64-frame blocks the change waits for a block where the shifter does none of
+    # a frame's work: at most three blocks (StripHistory.due).
+    wait = 3 * block if block < 128 else 0
+    # Every window from then on: not 1 % of the tone (the shifter's latency would
+    # keep it whole for 24 ms), 14 ms after at most; the other strip's tone never moves.
+    assert (ramp + wait) // 48 <= 14
+    assert high[(ramp + wait) // 48 :].max() < 0.01, high.round(3)
     assert np.abs(low - 1.0).max() < 0.01, low.round(3)
     assert click_energy(out[AT - 4096 :]) < 0.01 * hard_step_energy()
 
@@ -97,6 +102,36 @@ def test_an_unmute_with_keylock_is_heard_within_15_ms(block: int) -> None:
     # the tone was not there at all then), and never louder than whole on the way.
     assert high[15:].min() > 0.9 and high.max() < 1.05, high.round(2)
     assert np.abs(_levels(out, LOW) - 1.0).max() < 0.01
+    assert click_energy(out[AT - 4096 :]) < 0.01 * hard_step_energy()
+
+
+@pytest.mark.parametrize("block", [64, 256])
+def test_changes_in_a_row_each_start_from_the_last(block: int) -> None:
+    """A change made while the last one's samples are still in the history is made
+    against the last: a mute and an unmute a block apart leave the tone whole, gain
+    steps of 0.5 and 0.25 a block apart end at 0.25, and a fader pulled down over
+    ten blocks falls and stays down, never louder than where it came from."""
+    mute, unmute = StripTarget(1, 1.0, True, False, 0.0), StripTarget(1, 1.0, False, False, 0.0)
+    m = _keylocked(block)
+    out = run(m, AT + AFTER, block, {AT: [mute], AT + block: [unmute]})
+    back = _levels(out, HIGH)
+    assert np.abs(back[20:] - 1.0).max() < 0.01, back.round(3)
+    assert click_energy(out[AT - 4096 :]) < 0.01 * hard_step_energy()
+    m = _keylocked(block)
+    steps = {
+        AT: [StripTarget(1, 0.5, False, False, 0.0)],
+        AT + block: [StripTarget(1, 0.25, False, False, 0.0)],
+    }
+    quarter = _levels(run(m, AT + AFTER, block, steps), HIGH)
+    assert np.abs(quarter[15:] - 0.25).max() < 0.01, quarter.round(3)
+    m = _keylocked(block)
+    drag = {
+        AT + k * block: [StripTarget(1, 1.0 - (k + 1) / 10, False, False, 0.0)] for k in range(10)
+    }
+    out = run(m, AT + AFTER, block, drag)
+    pulled = _levels(out, HIGH, 90)
+    end = 10 * block // 48 + 15  # ms: the last move and 15 ms
+    assert pulled.max() < 1.01 and pulled[end:].max() < 0.01, pulled.round(3)
     assert click_energy(out[AT - 4096 :]) < 0.01 * hard_step_energy()
 
 
@@ -134,6 +169,24 @@ def test_right_after_a_seek_a_mute_comes_through_the_shifter() -> None:
     _old_latency(run(m, AT + AFTER, 256, events))
 
 
+def test_a_change_waiting_for_a_quiet_block_is_dropped_by_a_seek() -> None:
+    """At 64-frame blocks a change waits up to three blocks for one where the shifter
+    does no frame work; a seek meanwhile starts the history again, and the change
+    (its gain already there) comes through the shifter instead of being applied to
+    samples the history no longer describes."""
+    m = _keylocked(64)
+    first = run(m, AT, 64)
+    count, hop = int(m.shifter._state[5]), m.shifter.hop
+    assert not m.shifter.quiet(64), (count, hop)  # the mute below has to wait
+    mute, seek = StripTarget(1, 1.0, True, False, 0.0), Seek(0.2)
+    out = np.concatenate([first, run(m, AFTER, 64, {0: [mute], 64: [seek]})])
+    assert not m._history.pending
+    high = _levels(out, HIGH, 90)
+    assert high[10] > 0.5, high.round(3)  # not heard at once
+    assert high[(LATENCY + 512 + 480 + 960) // 48 + 1 :].max() < 0.01, high.round(3)
+    assert click_energy(out[AT - 4096 :]) < 0.01 * hard_step_energy()
+
+
 def test_a_quantized_mute_keeps_its_place_in_the_music() -> None:
     """A quantized mute goes through the shifter with the music it falls on: the tone
     leaves the shifter's latency after its frame, as before."""
@@ -142,6 +195,46 @@ def test_a_quantized_mute_keeps_its_place_in_the_music() -> None:
     due = m.position + round(2560 * RATE)  # the track's frame the head reads at AT
     mute = Quantized(due, StripTarget(1, 1.0, True, False, 0.0))
     _old_latency(np.concatenate([first, run(m, 2560 + AFTER, 256, {0: [mute]})]))
+
+
+def test_a_late_quantized_mute_goes_through_the_shifter_with_the_music() -> None:
+    """A quantized mute whose frame the head has passed acts at once, in the mix
+    before the shifter, as it would have on time: not on the music the shifter still
+    holds from before its frame (heard up to 24 ms before its bar line)."""
+    m = _keylocked(256)
+    first = run(m, AT, 256)
+    late = Quantized(m.position - 50, StripTarget(1, 1.0, True, False, 0.0))
+    _old_latency(np.concatenate([first, run(m, AFTER, 256, {0: [late]})]))
+
+
+@pytest.mark.parametrize(
+    ("sr", "block", "ramp_ms", "at_once"),
+    [
+        (96000, 64, 10.0, False),  # five 2048-sample frames' FFTs: 0.5 ms of a 0.67 ms block
+        (96000, 256, 10.0, True),
+        (48000, 64, 100.0, False),  # a ramp longer than half a frame would be cut short
+    ],
+)
+def test_where_it_would_not_fit_a_mute_comes_through_the_shifter(
+    sr: int, block: int, ramp_ms: float, at_once: bool
+) -> None:
+    t = np.arange(2 * sr) / sr
+    ch = np.empty((2, 2, len(t)), np.float32)
+    ch[0] = 0.3 * np.sin(2 * np.pi * LOW * t)
+    ch[1] = 0.3 * np.sin(2 * np.pi * HIGH * t)
+    m = mixer(ch, block=block, sr=sr, ramp_ms=ramp_ms)
+    m.post(Batch((Rate(RATE), Keylock(True))))
+    at = sr // 2
+    out = run(m, at + sr // 10, block, {at: [StripTarget(1, 1.0, True, False, 0.0)]})
+    w = np.hanning(2 * WINDOW)
+    tone = np.exp(-2j * np.pi * HIGH * np.arange(2 * WINDOW) / sr)
+
+    def lv(start: int) -> float:
+        return float(abs((out[start : start + 2 * WINDOW, 0] * w) @ tone))
+
+    # From the ramp's end (10 ms) on: gone if heard at once, whole through the shifter.
+    after = lv(at + sr // 100) / lv(at - 4 * WINDOW)
+    assert (after < 0.01) if at_once else (after > 0.9), after
 
 
 def test_a_retroactive_mute_allocates_nothing_in_the_block() -> None:
@@ -239,10 +332,12 @@ def test_retro_checks_what_it_is_given() -> None:
     state[11] = 6.0  # the slot past the last
     with pytest.raises(ValueError):
         COMPILED.retro(good, 480, sh._tables, state, sh._ring_in, sh._ring_out, sh._work)
-    pre = np.zeros((4, 2, 100), np.float32)
+    pre = np.zeros((100, 4, 2), np.float32)
     want = np.zeros((4, 2))
     delta = np.zeros((2, 100), np.float32)
-    assert COMPILED.retro_delta(pre, pre, 99, want, want, 1.0, delta) is True
+    assert COMPILED.retro_delta(pre, pre.copy(), 99, want, want, 1.0, delta) is True
+    with pytest.raises(ValueError):  # a changed strip's gain not finite
+        COMPILED.retro_delta(pre, pre.copy(), 0, want + np.inf, want + 1, 1.0, delta)
     for at, gain, d in (
         (100, 1.0, delta),
         (-1, 1.0, delta),
@@ -250,4 +345,4 @@ def test_retro_checks_what_it_is_given() -> None:
         (0, 1.0, delta[:, :99]),
     ):
         with pytest.raises(ValueError):
-            COMPILED.retro_delta(pre, pre, at, want, want, gain, d)
+            COMPILED.retro_delta(pre, pre.copy(), at, want, want, gain, d)
