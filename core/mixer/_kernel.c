@@ -2016,7 +2016,8 @@ done:
  *
  * A steady block's strips into keylock's strip history (core/mixer/keylock.py's
  * ``StripHistory.write``): each of ``rows`` strips' ``frames`` samples before
- * its gain (``src`` rows from ``pos``, as ``block`` read them) and after (rows
+ * its gain (``src`` rows from ``pos``, as ``block`` read them, a mono row on
+ * both sides) and after (rows
  * 1.. of ``prod``, as ``block`` wrote them), into the rings ``pre`` and
  * ``post`` (float32 (L, n, 2), rows <= n, frames <= L) from sample ``at``
  * (0..L - 1), round to their start. The rings are time-major, so a block's
@@ -2043,7 +2044,7 @@ keep(PyObject *self, PyObject *args)
     Py_ssize_t L = SHAPE(pre, 0), n = SHAPE(pre, 1);
     if (SHAPE(pre, 2) != 2 || SHAPE(post, 0) != L || SHAPE(post, 1) != n || SHAPE(post, 2) != 2
         || rows < 0 || rows > n || rows > SHAPE(src, 0) || rows >= SHAPE(prod, 0)
-        || SHAPE(src, 1) != 2 || SHAPE(prod, 1) != 2 || frames < 0 || frames > L
+        || SHAPE(src, 1) < 1 || SHAPE(src, 1) > 2 || SHAPE(prod, 1) != 2 || frames < 0 || frames > L
         || frames > SHAPE(prod, 2) || !span_ok(pos, frames, SHAPE(src, 2)) || at < 0 || at >= L) {
         bad("keep");
         goto done;
@@ -2054,7 +2055,9 @@ keep(PyObject *self, PyObject *args)
          * (10 us a 64-frame block at 64 strips; a strip at a time, 23 us). */
         const char *a = (const char *)AT3(src, float, 0, 0, pos);
         const char *p = (const char *)AT3(prod, float, 1, 0, 0);
-        Py_ssize_t as0 = src->st[0], as1 = src->st[1], ps0 = prod->st[0], ps1 = prod->st[1];
+        /* A mono channel goes to both sides (as the mix takes it). */
+        Py_ssize_t as0 = src->st[0], as1 = SHAPE(src, 1) == 2 ? src->st[1] : 0;
+        Py_ssize_t ps0 = prod->st[0], ps1 = prod->st[1];
         for (Py_ssize_t t = 0, r = at; t < frames; t++, r = r + 1 == L ? 0 : r + 1) {
             float *pr = AT3(pre, float, r, 0, 0), *po = AT3(post, float, r, 0, 0);
             for (Py_ssize_t i = 0; i < rows; i++) {
@@ -2068,7 +2071,8 @@ keep(PyObject *self, PyObject *args)
         for (Py_ssize_t t = 0, r = at; t < frames; t++, r = r + 1 == L ? 0 : r + 1)
             for (Py_ssize_t i = 0; i < rows; i++)
                 for (int side = 0; side < 2; side++) {
-                    *AT3(pre, float, r, i, side) = *AT3(src, float, i, side, pos + t);
+                    Py_ssize_t from = SHAPE(src, 1) == 2 ? side : 0;
+                    *AT3(pre, float, r, i, side) = *AT3(src, float, i, from, pos + t);
                     *AT3(post, float, r, i, side) = *AT3(prod, float, i + 1, side, t);
                 }
     }
@@ -2090,8 +2094,7 @@ done:
  *   pre, post: float32 (L, n, 2); at: 0..L - 1; want, changed: float64 (n, 2),
  *   a wanted gain finite; gain: the master's (finite); delta: float32 (2, L),
  *   contiguous rows.
- * float32 throughout, as the mix is made. About 0.2 ms for 64 strips' rings of
- * 2304 samples (a solo changes every strip; the rings are read whole).
+ * float32 throughout, as the mix is made.
  */
 static PyObject *
 retro_delta(PyObject *self, PyObject *args)
@@ -2130,8 +2133,9 @@ retro_delta(PyObject *self, PyObject *args)
         d0[t] = d1[t] = 0.0f;
     /* The changed (strip, side)s a batch at a time (no allocation), each batch
      * over the rings in time order (a block's strips are side by side there),
-     * the two sides apart and each summed on two chains: 7 us for a strip, 0.2 ms
-     * for a solo that changes 64 (one chain through a pair's side took 1.2 ms). */
+     * the two sides apart and each summed on two chains: 20-30 us for a strip,
+     * 0.4-0.5 ms for a solo that changes 64 (one chain through a pair's side took
+     * 1.2 ms; the rings of 64 strips are 1.2 MB each, read from memory). */
     enum { BATCH = 64 };
     Py_ssize_t ks[2][BATCH];
     float ws[2][BATCH];

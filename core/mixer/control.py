@@ -609,15 +609,17 @@ class MixerControl(MixerState):
             # Written out here, not called from params.py: a call per strip would
             # add up to max_channels Python calls to a block that re-aims them all.
             for side, want in ((0, min(1.0 - p, 1.0) * audible), (1, min(1.0 + p, 1.0) * audible)):
-                if waiting and i >= rows:  # the ordinary way: one waiting is gone
+                at_once = i < rows and math.isfinite(want) and history.clear_of(i)
+                if waiting and not at_once:  # the ordinary way: one waiting is gone
                     history.forget(i, side)
                 if immediate:
                     cur[i, side] = tgt[i, side] = want
                     step[i, side] = left[i, side] = 0.0
-                elif i < rows:
+                elif at_once:
                     if want != waiting.get((i, side), tgt[i, side]):
                         history.change(i, side, want)
                 elif want != tgt[i, side]:
+                    history.ordinary(i)
                     step[i, side] = (want - cur[i, side]) / ramp
                     left[i, side] = float(ramp)
                     tgt[i, side] = want

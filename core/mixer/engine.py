@@ -424,7 +424,7 @@ class Mixer(MixerControl):
         if history.pending:  # heard at once through the shifter (StripHistory)
             if not self._heard_at_once():
                 self._settle_history(heard=False)
-            elif history.due(self.shifter, min(out.shape[0], self.max_block)):
+            elif history.due(self.shifter, min(out.shape[0], self.max_block), out.shape[0]):
                 self._settle_history(heard=True)
         self.blocks += 1
         total = out.shape[0]

@@ -464,6 +464,10 @@ class StripHistory:
         self.changes: dict[tuple[int, int], float] = {}
         self.pending = False  # some change waits
         self.waited = 0  # samples it has waited for a quiet block (:meth:`due`)
+        self.clock = 0  # samples written since prepared
+        # Each strip's last change made the ordinary way (a ramp, a quantized action),
+        # on :attr:`clock`: until it has left the rings the strip changes so again.
+        self._ordinary = np.zeros(0)
 
     def prepare(self, strips: int, length: int) -> None:
         """Rings of ``length`` samples for ``strips`` strips (0: none, never ready): a
@@ -474,8 +478,11 @@ class StripHistory:
             self._delta = np.zeros((2, length), np.float32)
             self._want = np.zeros((strips, 2))
             self._changed = np.zeros((strips, 2))
+            self._ordinary = np.zeros(strips)
         self.length = length if strips else 0
         self._at = 0
+        self.clock = 0
+        self._ordinary.fill(-float(length))
         self.drop()
         self.clear()
 
@@ -492,7 +499,7 @@ class StripHistory:
         before its gain (``src[:rows, :, at:]``) and after (``prod[1 : rows + 1]``, the
         mixer's strip rows; ``_kernel.c``'s ``keep``)."""
         length = self.length
-        if rows <= 0 or rows > self._pre.shape[1] or frames > length:
+        if rows <= 0 or rows > self._pre.shape[1] or frames > length or src.shape[1] > 2:
             self.clear()
             return
         if track is not self.track or rows != self.rows:
@@ -506,6 +513,20 @@ class StripHistory:
         kern.keep(src, at, prod, rows, frames, self._pre, self._post, self._at)
         self._at = (self._at + frames) % length
         self.have = min(length, self.have + frames)
+        self.clock += frames
+
+    def ordinary(self, strip: int) -> None:
+        """Strip ``strip`` changed the ordinary way now (a ramp in the mix before the
+        shifter: a quantized action, or a change the shifter could not take at once)."""
+        if strip < len(self._ordinary):
+            self._ordinary[strip] = self.clock
+
+    def clear_of(self, strip: int) -> bool:
+        """Strip ``strip``'s last ordinary change has left the rings: a change now
+        may rewrite all they hold of it. Else it goes the ordinary way too: rewriting
+        the samples before a quantized action at the new gain would bring the action
+        forward, heard before its bar line (the shifter holds the music it falls on)."""
+        return strip < len(self._ordinary) and self.clock - self._ordinary[strip] >= self.length
 
     def ready(self, track: object) -> bool:
         """The rings hold a whole :attr:`Shifter.history` of ``track`` playing."""
@@ -524,18 +545,23 @@ class StripHistory:
         gone."""
         self.changes.pop((strip, side), None)
         self.pending = bool(self.changes)
+        if not self.pending:
+            self.waited = 0
 
-    def due(self, shifter: Shifter, frames: int) -> bool:
+    def due(self, shifter: Shifter, frames: int, block: int) -> bool:
         """The change waiting is to be applied before the next block of ``frames``:
         a block where the shifter does none of a frame's work (:meth:`Shifter.quiet`:
         where the shifter's stages and :meth:`Shifter.retro` met in a 64-frame block
         at 64 strips, the block took 34 % of its time, against 24 % apart), or once
         it has waited a hop; at once with blocks of half a hop or more (128 frames and
-        more at 48 kHz), which have no quiet one. Otherwise it waits, counting the
-        block's samples: at most three 64-frame blocks (4 ms at 48 kHz)."""
-        if frames >= shifter.hop // 2 or self.waited >= shifter.hop or shifter.quiet(frames):
+        more at 48 kHz), which have no quiet one. ``frames`` is the block's first
+        piece (a host's block larger than the mixer's is made in pieces), ``block``
+        the whole. Otherwise it waits, counting the host's blocks' samples: at most
+        three 64-frame blocks (4 ms at 48 kHz), a hop at most in any blocks."""
+        hop = shifter.hop
+        if block >= hop // 2 or self.waited >= hop or shifter.quiet(frames):
             return True
-        self.waited += frames
+        self.waited += block
         return False
 
     def drop(self) -> None:
@@ -550,16 +576,18 @@ class StripHistory:
         master gain ``gain``, into ``shifter``'s last inputs and what it has made of
         them, coming in over ``ramp`` samples."""
         kern = kernel.COMPILED
-        if kern is not None:
-            want, changed = self._want, self._changed
-            for (strip, side), gain_wanted in self.changes.items():
-                want[strip, side] = gain_wanted
-                changed[strip, side] = 1.0
-            kern.retro_delta(self._pre, self._post, self._at, want, changed, gain, self._delta)
-            shifter.retro(self._delta, ramp)
+        want, changed = self._want, self._changed
+        try:
+            if kern is not None:
+                for (strip, side), gain_wanted in self.changes.items():
+                    want[strip, side] = gain_wanted
+                    changed[strip, side] = 1.0
+                kern.retro_delta(self._pre, self._post, self._at, want, changed, gain, self._delta)
+                shifter.retro(self._delta, ramp)
+        finally:  # whatever happens, no change is left to be applied again
             for strip, side in self.changes:
                 changed[strip, side] = 0.0
-        self.drop()
+            self.drop()
 
 
 class ChannelShifters:

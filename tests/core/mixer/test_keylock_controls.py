@@ -237,6 +237,56 @@ def test_where_it_would_not_fit_a_mute_comes_through_the_shifter(
     assert (after < 0.01) if at_once else (after > 0.9), after
 
 
+def test_a_mono_track_plays_and_its_mute_is_heard_at_once() -> None:
+    """Mono channels go to both sides of the mix, and of the history."""
+    m = mixer(_two_tones()[:, :1].copy(), block=256)
+    m.post(Batch((Rate(RATE), Keylock(True))))
+    out = run(m, AT + AFTER, 256, {AT: [StripTarget(1, 1.0, True, False, 0.0)]})
+    assert m.position > (AT + AFTER) * RATE - 256
+    assert _levels(out, HIGH)[10:].max() < 0.01
+
+
+def test_a_change_after_a_quantized_one_leaves_it_on_its_bar_line() -> None:
+    """A quantized unmute fired in the mix is not heard yet (the shifter holds the
+    music it falls on); a fader move on the same strip a block later goes the
+    ordinary way too, rather than rewrite the samples before the unmute."""
+    mute = StripTarget(1, 1.0, True, False, 0.0)
+    m = _keylocked(256)
+    first = run(m, AT - 256, 256, {4800: [mute]})
+    due = m.position + round(256 * RATE)  # read at AT
+    unmute = Quantized(due, StripTarget(1, 1.0, False, False, 0.0))
+    rest = run(m, AFTER + 256, 256, {0: [unmute], 512: [StripTarget(1, 0.8, False, False, 0.0)]})
+    out = np.concatenate([first, rest])
+    full = level(out, HIGH, len(out) - 2 * WINDOW)  # at 0.8
+    heard = np.array([level(out, HIGH, AT + 48 * ms) for ms in range(60)]) / full
+    # Nothing of the tone in a window before the unmute can come out of the shifter
+    # (its latency after AT, less half a frame and the window: 3 ms), whole after it.
+    assert heard[:3].max() < 0.01, heard.round(3)
+    assert np.abs(heard[40:] - 1.0).max() < 0.01, heard.round(3)
+
+
+def test_host_blocks_larger_than_the_mixers_still_wait_at_most_a_hop() -> None:
+    """A host handing 256-frame blocks to a mixer prepared for 64 (made in pieces):
+    the change is applied at the top of the next host block at the latest."""
+    m = mixer(_two_tones(), block=64)
+    m.post(Batch((Rate(RATE), Keylock(True))))
+    out = np.zeros((AT + AFTER, 2), np.float32)
+    starts = [0, *range(AT % 256, AT + AFTER, 256)]  # a host block starts at AT
+    for a in starts:
+        if a == AT:
+            m.post(StripTarget(1, 1.0, True, False, 0.0))
+        m.process(out[a : a + 256 if a else AT % 256])
+    high = _levels(out, HIGH)
+    assert high[(480 + 256) // 48 + 1 :].max() < 0.01, high.round(3)
+
+
+def test_a_gain_that_is_not_a_number_does_not_stop_the_mixer() -> None:
+    m = _keylocked(256)
+    out = run(m, AT + AFTER, 256, {AT: [StripTarget(1, float("nan"), False, False, 0.0)]})
+    assert m.position > (AT + AFTER) * RATE - 256 and not m._history.pending
+    assert np.isfinite(out).all()
+
+
 def test_a_retroactive_mute_allocates_nothing_in_the_block() -> None:
     m = _keylocked(256)
     out = np.zeros((256, 2), np.float32)
