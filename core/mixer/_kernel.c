@@ -1513,6 +1513,45 @@ sh_fft(double *re, double *im, Py_ssize_t n, const double *cs, const double *sn)
  * synthesis (sh_synth) overlap-added from the current position: the latency is
  * N + hop / 2. */
 
+/* Bin k of the L and R spectra from the FFT of L + i R (re, im; N points):
+ * x = {L re, L im, R re, R im}. */
+static inline void
+sh_split(const double *re, const double *im, Py_ssize_t N, Py_ssize_t k, double x[4])
+{
+    Py_ssize_t j = (N - k) & (N - 1);
+    double ar = re[k], ai = im[k], br = re[j], bi = -im[j];
+    x[0] = 0.5 * (ar + br);
+    x[1] = 0.5 * (ai + bi);
+    x[2] = 0.5 * (ai - bi);
+    x[3] = -0.5 * (ar - br);
+}
+
+/* |L| + |R| at a bin: what the peaks are chosen on. */
+static inline double
+sh_mag(double lr, double li, double rr, double ri)
+{
+    return sqrt(lr * lr + li * li) + sqrt(rr * rr + ri * ri);
+}
+
+/* Z = YL + i YR into re, im (Hermitian halves of N points), for the inverse as
+ * conj(FFT(conj(Z))) / N. */
+static void
+sh_pack(Py_ssize_t N, const double *ylr, const double *yli, const double *yrr,
+        const double *yri, double *re, double *im)
+{
+    Py_ssize_t half = N / 2;
+    re[0] = ylr[0];
+    im[0] = -yrr[0];
+    re[half] = ylr[half];
+    im[half] = -yrr[half];
+    for (Py_ssize_t k = 1; k < half; k++) {
+        re[k] = ylr[k] - yri[k];
+        im[k] = -(yli[k] + yrr[k]);
+        re[N - k] = ylr[k] + yri[k];
+        im[N - k] = -(-yli[k] + yrr[k]);
+    }
+}
+
 /* The last N inputs (pos is the oldest), windowed and centred, through the FFT:
  * L and R and |L| + |R|. */
 static void
@@ -1530,13 +1569,13 @@ sh_analyse(Py_ssize_t N, Py_ssize_t pos, const float *in0, const float *in1,
     }
     sh_fft(re, im, N, cs, sn);
     for (Py_ssize_t k = 0; k < M; k++) {
-        Py_ssize_t j = (N - k) & (N - 1);
-        double ar = re[k], ai = im[k], br = re[j], bi = -im[j];
-        xlr[k] = 0.5 * (ar + br);
-        xli[k] = 0.5 * (ai + bi);
-        xrr[k] = 0.5 * (ai - bi);
-        xri[k] = -0.5 * (ar - br);
-        mag[k] = sqrt(xlr[k] * xlr[k] + xli[k] * xli[k]) + sqrt(xrr[k] * xrr[k] + xri[k] * xri[k]);
+        double x[4];
+        sh_split(re, im, N, k, x);
+        xlr[k] = x[0];
+        xli[k] = x[1];
+        xrr[k] = x[2];
+        xri[k] = x[3];
+        mag[k] = sh_mag(x[0], x[1], x[2], x[3]);
     }
 }
 
@@ -1699,17 +1738,7 @@ sh_move(Py_ssize_t N, Py_ssize_t hop, double alpha, Py_ssize_t hidden_to, Py_ssi
     memcpy(pri, xri, (size_t)M * sizeof(double));
     memcpy(syr, szr, (size_t)M * sizeof(double));
     memcpy(syi, szi, (size_t)M * sizeof(double));
-    /* Z = YL + i YR, Hermitian halves; the inverse as conj(FFT(conj(Z))) / N. */
-    re[0] = ylr[0];
-    im[0] = -yrr[0];
-    re[half] = ylr[half];
-    im[half] = -yrr[half];
-    for (Py_ssize_t k = 1; k < half; k++) {
-        re[k] = ylr[k] - yri[k];
-        im[k] = -(yli[k] + yrr[k]);
-        re[N - k] = ylr[k] + yri[k];
-        im[N - k] = -(-yli[k] + yrr[k]);
-    }
+    sh_pack(N, ylr, yli, yrr, yri, re, im);
 }
 
 /* The inverse FFT, the Hann window again, overlap-added from pos on. */
@@ -1936,13 +1965,13 @@ retro(PyObject *self, PyObject *args)
             double *xlr = w + W_XLR * N, *xli = w + W_XLI * N, *xrr = w + W_XRR * N;
             double *xri = w + W_XRI * N, *mag = w + W_MAG * N;
             for (Py_ssize_t k = 0; k < M; k++) {
-                Py_ssize_t q = (N - k) & (N - 1);
-                xlr[k] += 0.5 * (re[k] + re[q]);
-                xli[k] += 0.5 * (im[k] - im[q]);
-                xrr[k] += 0.5 * (im[k] + im[q]);
-                xri[k] += -0.5 * (re[k] - re[q]);
-                mag[k] = sqrt(xlr[k] * xlr[k] + xli[k] * xli[k])
-                         + sqrt(xrr[k] * xrr[k] + xri[k] * xri[k]);
+                double x[4];
+                sh_split(re, im, N, k, x);
+                xlr[k] += x[0];
+                xli[k] += x[1];
+                xrr[k] += x[2];
+                xri[k] += x[3];
+                mag[k] = sh_mag(xlr[k], xli[k], xrr[k], xri[k]);
             }
             continue;
         }
@@ -1952,9 +1981,9 @@ retro(PyObject *self, PyObject *args)
         for (Py_ssize_t k = 0; k < M; k++)
             ylr[k] = yli[k] = yrr[k] = yri[k] = 0.0;
         for (Py_ssize_t k = 0; k < M; k++) {
-            Py_ssize_t q = (N - k) & (N - 1);
-            double xlr = 0.5 * (re[k] + re[q]), xli = 0.5 * (im[k] - im[q]);
-            double xrr = 0.5 * (im[k] + im[q]), xri = -0.5 * (re[k] - re[q]);
+            double x[4];
+            sh_split(re, im, N, k, x);
+            double xlr = x[0], xli = x[1], xrr = x[2], xri = x[3];
             double mv = map[4 * k]; /* NaN: the bin went nowhere (a caller's work: any) */
             if (!(fabs(mv) <= (double)M))
                 continue;
@@ -1972,17 +2001,7 @@ retro(PyObject *self, PyObject *args)
                 yri[k2] += dd * share;
             }
         }
-        /* Z = YL + i YR, as sh_move packs it for the inverse. */
-        re[0] = ylr[0];
-        im[0] = -yrr[0];
-        re[half] = ylr[half];
-        im[half] = -yrr[half];
-        for (Py_ssize_t k = 1; k < half; k++) {
-            re[k] = ylr[k] - yri[k];
-            im[k] = -(yli[k] + yrr[k]);
-            re[N - k] = ylr[k] + yri[k];
-            im[N - k] = -(-yli[k] + yrr[k]);
-        }
+        sh_pack(N, ylr, yli, yrr, yri, re, im);
         if (!synthesised) { /* moved only: into the spectrum sh_synth will invert */
             double *zr = w + W_RE * N, *zi = w + W_IM * N;
             for (Py_ssize_t k = 0; k < N; k++) {
