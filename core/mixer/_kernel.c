@@ -2033,7 +2033,7 @@ done:
 
 /* keep(src, pos, prod, rows, frames, pre, post, at) -> None
  *
- * A steady block's strips into keylock's strip history (core/mixer/keylock.py's
+ * A steady block's strips into keylock's strip history (core/mixer/history.py's
  * ``StripHistory.write``): each of ``rows`` strips' ``frames`` samples before
  * its gain (``src`` rows from ``pos``, as ``block`` read them, a mono row on
  * both sides) and after (rows

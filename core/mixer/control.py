@@ -57,8 +57,8 @@ from .commands import (
     Track,
 )
 from .heads import FadingHead, Ramp
+from .history import StripHistory
 from .kernel import READ_MAX_GLIDE, READ_MAX_STEP, READ_REACH
-from .keylock import StripHistory
 from .params import MAX_GAIN, MAX_RATE, MIN_RATE, plays_at
 from .state import MixerState
 
@@ -588,7 +588,7 @@ class MixerControl(MixerState):
         the shifter with the music as on time it would have). Then, where
         keylock's shifter alone is heard and its strip history is whole
         (:meth:`_heard_at_once`), a strip's gain jumps to its target and the change
-        goes into the history (:meth:`.keylock.StripHistory.change`): the block
+        goes into the history (:meth:`.history.StripHistory.change`): the block
         applies it to what the shifter has not played yet, heard after a ramp rather
         than the shifter's latency later."""
         n = self.max_channels
@@ -634,7 +634,7 @@ class MixerControl(MixerState):
     def _settle_history(self, *, heard: bool) -> None:
         """The strip changes waiting in the history (audio thread, before a block):
         ``heard``, their gains jump to their targets and the shifter applies them to
-        what it holds (:meth:`.keylock.StripHistory.apply`); else each ramps the
+        what it holds (:meth:`.history.StripHistory.apply`); else each ramps the
         ordinary way from where its strip is."""
         history = self._history
         cur, tgt, step, left = self._cur, self._tgt, self._step, self._left

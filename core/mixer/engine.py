@@ -110,8 +110,9 @@ from .commands import Track
 from .control import PENDING_ACTIONS, MixerControl
 from .fx import Effects
 from .heads import FadingHead, Ramp
+from .history import StripHistory
 from .kernel import READ_REACH, READ_TABLE, Kernel
-from .keylock import FRAME_SECONDS, ChannelShifters, Shifter, StripHistory, shifted_channels
+from .keylock import FRAME_SECONDS, ChannelShifters, Shifter, shifted_channels
 from .numpy_kernel import NumpyKernel
 
 __all__ = ["AUDIO_BUFSIZE", "FADING_HEADS", "Mixer", "enter_audio_thread"]
