@@ -129,7 +129,7 @@ class MixerControl(MixerState):
     _ramp_frames: int  # samples until the longest running strip ramp ends
     _curves_ok: bool  # the block's gain curves hold the flat gains (no ramp runs)
     # Each strip's last inputs to the keylock's shifter, before its gain and after
-    # (keylock.py): a strip gain changed is heard at once through the shifter.
+    # (history.py): a strip gain changed is heard at once through the shifter.
     _history: StripHistory
     _master: Ramp  # the master's gain
     _transport: Ramp  # play (1) and pause (0)
@@ -587,10 +587,11 @@ class MixerControl(MixerState):
         command acted in its drain: one whose frame passed is late, and goes through
         the shifter with the music as on time it would have). Then, where
         keylock's shifter alone is heard and its strip history is whole
-        (:meth:`_heard_at_once`), a strip's gain jumps to its target and the change
-        goes into the history (:meth:`.history.StripHistory.change`): the block
-        applies it to what the shifter has not played yet, heard after a ramp rather
-        than the shifter's latency later."""
+        (:meth:`_heard_at_once`), the change goes into the history
+        (:meth:`.history.StripHistory.change`) and :meth:`_settle_history` applies it
+        (at once, or at 64-frame blocks up to three blocks later): the strip's gain
+        jumps to its target and the shifter changes what it has not played yet,
+        heard after a ramp rather than the shifter's latency later."""
         n = self.max_channels
         strips = range(n) if immediate or self._dirty_all else self._dirty_strips
         any_solo = self._solos > 0
@@ -645,6 +646,7 @@ class MixerControl(MixerState):
                 cur[i, side] = want
                 step[i, side] = left[i, side] = 0.0
             else:
+                history.ordinary(i)
                 step[i, side] = (want - cur[i, side]) / ramp
                 left[i, side] = float(ramp)
                 self._ramping = True
