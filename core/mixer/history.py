@@ -54,12 +54,16 @@ class StripHistory:
         #: The changes waiting for :meth:`apply`: (strip, side) -> the gain wanted
         #: (the strip plays at its gain until then).
         self.changes: dict[tuple[int, int], float] = {}
-        self.pending = False  # some change waits
         self.waited = 0  # samples it has waited for a quiet block (:meth:`due`)
         self.clock = 0  # samples written since prepared
         # Each strip's last change made the ordinary way (a ramp, a quantized action),
         # on :attr:`clock`: until it has left the rings the strip changes so again.
         self._ordinary = np.zeros(0)
+
+    @property
+    def pending(self) -> bool:
+        """Some change waits for :meth:`apply`."""
+        return bool(self.changes)
 
     def prepare(self, strips: int, length: int) -> None:
         """Rings of ``length`` samples for ``strips`` strips (0: none, never ready): a
@@ -129,15 +133,13 @@ class StripHistory:
         through the shifter (:meth:`apply`; its gain then jumps there: the shifter's
         overlap-add and the ramp of what it has made take the step)."""
         self.changes[strip, side] = want
-        self.pending = True
 
     def forget(self, strip: int, side: int) -> None:
         """A later change of strip ``strip``'s ``side`` goes the ordinary way (a
         quantized one, or one the shifter cannot take at once): the waiting one is
         gone."""
         self.changes.pop((strip, side), None)
-        self.pending = bool(self.changes)
-        if not self.pending:
+        if not self.changes:
             self.waited = 0
 
     def due(self, shifter: Shifter, frames: int, block: int) -> bool:
@@ -160,7 +162,6 @@ class StripHistory:
         """Forget the changes waiting (the mixer ramps them the ordinary way: the
         shifter or the history no longer allow them)."""
         self.changes.clear()
-        self.pending = False
         self.waited = 0
 
     def apply(self, gain: float, shifter: Shifter, ramp: int) -> None:
