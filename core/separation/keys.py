@@ -27,7 +27,7 @@ from ..errors import ParameterError
 from .cache import cache_key
 from .entry import FORMAT_VERSION
 from .presets import SeparationParams
-from .stem_model import load_stem_model
+from .stem_model import load_stem_model, stem_model_names
 
 __all__ = ["MODES", "STAGES", "Mode", "SeparationSpec"]
 
@@ -135,7 +135,7 @@ class SeparationSpec:
         other, vocals: :data:`~stemdeck.core.audiofile.roles.ROLES`), or
         ``component_01`` ... in components mode."""
         if self.mode == "stems":
-            names = load_stem_model(self.params.stems_model).names
+            names = stem_model_names(self.params.stems_model)
             return stem_layout(names).arrange(names)
         return [f"component_{i + 1:02d}" for i in range(self.params.n_components)]
 
@@ -145,5 +145,5 @@ class SeparationSpec:
         its own order (drums, bass, vocals, other: the last is the remainder), and
         the channels are put in the order of every source where they are written."""
         if self.mode == "stems":
-            return list(stem_layout(load_stem_model(self.params.stems_model).names).order)
+            return list(stem_layout(stem_model_names(self.params.stems_model)).order)
         return list(range(self.params.n_components))

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import io
 import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 
 from ..errors import PresetError
 
-__all__ = ["MODEL_FORMAT", "STEM_NAMES", "StemModel", "load_stem_model"]
+__all__ = ["MODEL_FORMAT", "STEM_NAMES", "StemModel", "load_stem_model", "stem_model_names"]
 
 #: The model's stems, in the order it computes them (the last is the remainder). The
 #: mixer's channels come in the order of every source of stems (drums, bass, other,
@@ -146,14 +146,31 @@ class StemModel:
         )
 
 
-def _from_npz(data: bytes | Path, source: str) -> StemModel:
+def _meta(npz: Any) -> dict[str, Any]:
+    """A model file's description (its ``meta`` member), format and names checked."""
+    meta = json.loads(str(npz["meta"]))
+    if not isinstance(meta, dict):
+        raise ValueError("its description is not a JSON object")
+    if meta.get("format") != MODEL_FORMAT:
+        raise ValueError(f"format {meta.get('format')} is not {MODEL_FORMAT}")
+    names = meta.get("names")
+    if (
+        not isinstance(names, list)
+        or not names
+        or not all(isinstance(n, str) and n for n in names)
+        or not isinstance(meta.get("groups"), list)
+        or len(meta["groups"]) != len(names)
+    ):
+        raise ValueError("names must be one non-empty string for each group")
+    return meta
+
+
+def _from_npz(data: IO[bytes] | Path, source: str) -> StemModel:
     try:
-        with np.load(io.BytesIO(data) if isinstance(data, bytes) else data) as npz:
+        with np.load(data) as npz:
+            meta = _meta(npz)
             W = np.asarray(npz["W"], dtype=np.float32)
             maps = np.asarray(npz["maps"], dtype=np.float32)
-            meta = json.loads(str(npz["meta"]))
-        if meta.get("format") != MODEL_FORMAT:
-            raise ValueError(f"format {meta.get('format')} is not {MODEL_FORMAT}")
         if W.ndim != 2 or not np.isfinite(W).all() or (W < 0).any():
             raise ValueError("templates must be finite and non-negative")
         groups = [list(map(int, g)) for g in meta["groups"]]
@@ -184,6 +201,49 @@ def _from_npz(data: bytes | Path, source: str) -> StemModel:
         raise PresetError(f"{source}: not a valid stems model ({exc})") from None
 
 
+def _model_file(name_or_path: str) -> tuple[IO[bytes] | Path, str]:
+    """The file of a shipped model's name or of a path, opened or as a path, and how
+    an error names it.
+
+    Raises
+    ------
+    PresetError
+        Unknown name, or a path that is not a file.
+    """
+    path = Path(name_or_path)
+    if path.suffix == ".npz" or path.exists():
+        if not path.is_file():
+            raise PresetError(f"no stems model file {str(path)!r}")
+        return path, str(path)
+    resource = resources.files("stemdeck.presets").joinpath("stems", f"{name_or_path}.npz")
+    if not resource.is_file():
+        raise PresetError(f"no stems model {name_or_path!r} in presets/stems/")
+    return resource.open("rb"), f"stems/{name_or_path}.npz"
+
+
+@functools.cache
+def stem_model_names(name_or_path: str = "default") -> tuple[str, ...]:
+    """The stem names of a model (as :func:`load_stem_model` gives them), read from its
+    description alone: what the daemon needs of its model before its first sound (a
+    millisecond, where loading the arrays takes tens). Its arrays are checked where
+    the model is loaded (the loader, the worker).
+
+    Raises
+    ------
+    PresetError
+        Unknown name, unreadable file, or a description without the format or names.
+    """
+    data, source = _model_file(name_or_path)
+    try:
+        with np.load(data) as npz:
+            return tuple(_meta(npz)["names"])
+    except (OSError, KeyError, ValueError, TypeError, json.JSONDecodeError) as exc:
+        raise PresetError(f"{source}: not a valid stems model ({exc})") from None
+    finally:
+        if not isinstance(data, Path):
+            data.close()
+
+
 @functools.cache
 def load_stem_model(name_or_path: str = "default") -> StemModel:
     """A shipped stems model (``presets/stems/<name>.npz``) or an ``.npz`` file.
@@ -193,12 +253,9 @@ def load_stem_model(name_or_path: str = "default") -> StemModel:
     PresetError
         Unknown name, unreadable or malformed file.
     """
-    path = Path(name_or_path)
-    if path.suffix == ".npz" or path.exists():
-        if not path.is_file():
-            raise PresetError(f"no stems model file {str(path)!r}")
-        return _from_npz(path, str(path))
-    resource = resources.files("stemdeck.presets").joinpath("stems", f"{name_or_path}.npz")
-    if not resource.is_file():
-        raise PresetError(f"no stems model {name_or_path!r} in presets/stems/")
-    return _from_npz(resource.read_bytes(), f"stems/{name_or_path}.npz")
+    data, source = _model_file(name_or_path)
+    try:
+        return _from_npz(data, source)
+    finally:
+        if not isinstance(data, Path):
+            data.close()

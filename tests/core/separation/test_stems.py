@@ -1,5 +1,6 @@
 """Stems mode: four named channels that add up to the track and really separate."""
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from stemdeck.core.separation.spectral import (
     mel_bands,
     mel_filterbank,
 )
-from stemdeck.core.separation.stem_model import STEM_NAMES, load_stem_model
+from stemdeck.core.separation.stem_model import STEM_NAMES, load_stem_model, stem_model_names
 from stemdeck.core.separation.stems import estimate_stems
 from stemdeck.core.separation.stft import istft, stft
 from stemdeck.core.separation.training import train_stem_model
@@ -372,3 +373,35 @@ def test_a_model_keeps_its_analyses_at_the_latest_few_rates() -> None:
         48000,
         96000,
     ]
+
+
+def test_a_models_names_are_read_from_its_description_alone(tmp_path: Path) -> None:
+    """The daemon needs its channels' names before its first sound: they come from the
+    model file's description, not its arrays (tens of milliseconds to load); the arrays
+    are checked where the model is loaded, and a description without names is refused
+    by both."""
+    model = load_stem_model()
+    load_stem_model.cache_clear()
+    stem_model_names.cache_clear()
+    assert SeparationSpec().channel_names() == ["drums", "bass", "other", "vocals"]
+    assert SeparationSpec().channel_order() == [0, 1, 3, 2]
+    assert load_stem_model.cache_info().currsize == 0  # no array read for them
+    wrong = replace(model, maps=model.maps[:, :10])
+    wrong.save(tmp_path / "wrong.npz")
+    assert stem_model_names(str(tmp_path / "wrong.npz")) == STEM_NAMES
+    with pytest.raises(PresetError, match=r"wrong\.npz: not a valid stems model \(maps must"):
+        load_stem_model(str(tmp_path / "wrong.npz"))
+    for name, meta in [
+        ("nameless", {k: v for k, v in model._described().items() if k != "names"}),
+        ("short", {**model._described(), "names": ["drums", "bass"]}),
+        ("blank", {**model._described(), "names": ["drums", "bass", "", "other"]}),
+        ("old", {**model._described(), "format": 1}),
+        ("list", [1, 2]),
+    ]:
+        path = tmp_path / f"{name}.npz"
+        np.savez(path, W=model.W, maps=model.maps, meta=np.array(json.dumps(meta)))
+        for read in (stem_model_names, load_stem_model):
+            with pytest.raises(PresetError, match=rf"{name}\.npz: not a valid stems model \("):
+                read(str(path))
+    with pytest.raises(PresetError, match="no stems model 'nope'"):
+        stem_model_names("nope")
