@@ -27,7 +27,8 @@ One load of any other track (a background thread per request)::
 
     request(path)          check (track_source.py): library, regular file, audio
                            header, length and memory -> refused now, or requested
-      identity             the file's size, mtime and 16 pieces (file_identity)
+      identity             the file's size, mtime and 16 pieces (read_identity),
+                           hashed with the model's digest once the original plays
       read + decode        once, at the source's rate, block by block into a memory
                            map, until its first FIRST_PIECE_S; a failure (damaged
                            audio, NaN, a file replaced, MemoryError) -> done(reason)
@@ -97,7 +98,7 @@ from stemdeck.core.audiofile.samples import resample
 from stemdeck.core.errors import ParameterError, StemdeckError
 from stemdeck.core.mixer.commands import SetTrack, Track
 from stemdeck.core.mixer.params import plays_at
-from stemdeck.core.separation.cache import file_identity
+from stemdeck.core.separation.cache import FileRead, read_identity
 
 from .loader_base import STEMS_STAGE, Progressive, TrackLoad
 from .loader_cache import CachedChannels
@@ -238,9 +239,10 @@ class TrackLoader(CachedChannels, SeparatedChannels):
         if stems is not None:
             self._publish_stems(stems, request)
             return
-        # The file's identity (its size, mtime, a few pieces) before it is decoded: it
-        # indexes the key its audio had last time, confirmed once all is decoded.
-        identity = self._identity(request.source)
+        # What the file's identity is made of (its size, mtime, a few pieces) before it
+        # is decoded: it indexes the key its audio had last time, confirmed once all
+        # is decoded. Hashed with the model's digest after the original plays.
+        read = self._read_identity(request.source)
         # Decoded into a memory map of a file in the cache folder (page cache, not
         # the daemon's heap: its RssAnon stays flat in the track's length), block by
         # block: the original plays from its first piece while the rest decodes.
@@ -265,7 +267,7 @@ class TrackLoader(CachedChannels, SeparatedChannels):
         if gen is None:
             decode.cancel()
             return
-        load = TrackLoad(decode, identity, gen, name, original=track)
+        load = TrackLoad(decode, read, gen, name, original=track)
         if background:
             threading.Thread(
                 target=self._channels, args=(load,), name="stemdeck-load", daemon=True
@@ -273,14 +275,25 @@ class TrackLoader(CachedChannels, SeparatedChannels):
         else:
             self._channels(load)
 
-    def _identity(self, source: str) -> str | None:
-        """``source``'s :func:`~stemdeck.core.separation.cache.file_identity` under the
-        spec, or None (no cache, the demo, or unreadable: the audio is hashed first)."""
+    def _read_identity(self, source: str) -> FileRead | None:
+        """What ``source``'s :func:`~stemdeck.core.separation.cache.file_identity` is
+        made of, or None (no cache, the demo, or unreadable: the audio is hashed first)."""
         if self.cache is None or source == DEMO:
             return None
         try:
-            return file_identity(source, self.spec.digest)
-        except (OSError, StemdeckError):
+            return read_identity(source)
+        except OSError:
+            return None
+
+    def _identity(self, load: TrackLoad) -> str | None:
+        """``load``'s file identity under the spec (its model loaded and hashed here,
+        not before the first sound), or None (not read, or the model cannot be
+        loaded: the worker says so)."""
+        if load.read is None:
+            return None
+        try:
+            return load.read.under(self.spec.digest)
+        except StemdeckError:
             return None
 
     def _wanted(self, request: LoadRequest) -> bool:
@@ -528,6 +541,7 @@ class TrackLoader(CachedChannels, SeparatedChannels):
         and is confirmed by the key (:meth:`_confirm`)."""
         gen, name, sr = load.gen, load.name, load.decode.sr
         try:
+            load.identity = self._identity(load)
             key = None
             indexed = self._indexed(load)
             if indexed is not None:

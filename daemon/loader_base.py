@@ -28,7 +28,7 @@ from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import StemdeckError
 from stemdeck.core.mixer.commands import SetTrack, Track
 from stemdeck.core.mixer.params import plays_at
-from stemdeck.core.separation.cache import SeparationCache
+from stemdeck.core.separation.cache import FileRead, SeparationCache
 from stemdeck.core.separation.keys import SeparationSpec
 
 from .forkserver import ProcessContext, worker_context
@@ -98,9 +98,10 @@ class TrackLoad:
     under way, the file's identity, and what is known so far."""
 
     decode: MappedDecode
-    identity: str | None
+    read: FileRead | None  # what the file's identity is made of, read before the decode
     gen: int
     name: str
+    identity: str | None = None  # under the spec's digest, once its channels are sought
     whole: np.ndarray | None = None  # the source decoded whole
     key: str | None = None  # its audio's cache key, once taken
     indexed: str | None = None  # the key its file's identity indexed

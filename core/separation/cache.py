@@ -43,6 +43,7 @@ import shutil
 import time
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,15 @@ from .partial import (
 )
 from .writer import EntryWriter, reorder_entry, write_entry
 
-__all__ = ["SOURCE_PREFIX", "SeparationCache", "cache_key", "default_cache_dir", "file_identity"]
+__all__ = [
+    "SOURCE_PREFIX",
+    "FileRead",
+    "SeparationCache",
+    "cache_key",
+    "default_cache_dir",
+    "file_identity",
+    "read_identity",
+]
 
 _DEFAULT_MAX_BYTES = 20 * 2**30
 _MAX_GB = 2**20  # 1 PiB: more than any disk, and finite
@@ -121,6 +130,45 @@ def identity_pieces(size: int) -> list[tuple[int, int]]:
     return [(round(i * step), IDENTITY_PIECE) for i in range(IDENTITY_PIECES)]
 
 
+@dataclass(frozen=True)
+class FileRead:
+    """What a file's identity is made of, read at once (:func:`read_identity`): its
+    size, its mtime and the bytes of :func:`identity_pieces`. The separation's digest
+    joins it later (:meth:`under`), so a track's read need not wait for the model."""
+
+    size: int
+    mtime_ns: int
+    pieces: bytes = field(repr=False)
+
+    def under(self, digest: str) -> str:
+        """The file's identity under a separation's ``digest``: :func:`file_identity`."""
+        h = hashlib.blake2b(digest_size=20)
+        h.update(
+            json.dumps(
+                {"size": self.size, "mtime_ns": self.mtime_ns, "digest": digest}, sort_keys=True
+            ).encode()
+        )
+        h.update(self.pieces)
+        return h.hexdigest()
+
+
+def read_identity(path: str | os.PathLike[str]) -> FileRead:
+    """Read what :func:`file_identity` hashes of the file at ``path`` (1 MiB at most).
+
+    Raises
+    ------
+    OSError
+        The file cannot be read.
+    """
+    with open(path, "rb") as f:
+        fd = f.fileno()
+        st = os.fstat(fd)
+        pieces = b"".join(
+            os.pread(fd, length, offset) for offset, length in identity_pieces(st.st_size)
+        )
+    return FileRead(st.st_size, st.st_mtime_ns, pieces)
+
+
 def file_identity(path: str | os.PathLike[str], digest: str) -> str:
     """A file's cheap identity under a separation's ``digest``
     (:attr:`~.keys.SeparationSpec.digest`): a hash of its size, its mtime and the
@@ -135,18 +183,7 @@ def file_identity(path: str | os.PathLike[str], digest: str) -> str:
     OSError
         The file cannot be read.
     """
-    with open(path, "rb") as f:
-        fd = f.fileno()
-        st = os.fstat(fd)
-        h = hashlib.blake2b(digest_size=20)
-        h.update(
-            json.dumps(
-                {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "digest": digest}, sort_keys=True
-            ).encode()
-        )
-        for offset, length in identity_pieces(st.st_size):
-            h.update(os.pread(fd, length, offset))
-    return h.hexdigest()
+    return read_identity(path).under(digest)
 
 
 def _max_bytes_from_env() -> int:

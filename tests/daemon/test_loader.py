@@ -1348,3 +1348,44 @@ def test_a_worker_that_cannot_start_is_one_clear_problem_and_the_original_plays_
     assert not loader.separated and loader.progress is None
     (original,) = engine.tracks()
     np.testing.assert_array_equal(original.track.channels[0], y)
+
+
+def test_the_stems_model_is_loaded_once_the_original_plays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_memory_checked: None
+) -> None:
+    """The model's arrays (40 ms to load, 12 ms to hash) join the file's identity after
+    the original is posted, in the loader's thread: the daemon's first sound does not
+    wait for them (the file's pieces are read before the decode, as before)."""
+    spec = SeparationSpec("stems", SeparationParams(stems_iter=2))
+    names = tuple(spec.channel_names())
+    path = _library(tmp_path, tone_mix(3.0, seed=41))
+    engine = RecordingEngine(max_channels=len(names))
+    gate = threading.Event()
+    asked: list[int] = []
+    real_load = keys_module.load_stem_model
+
+    def load_stem_model(name: str = "default") -> Any:
+        asked.append(len(engine.tracks()))
+        gate.wait(10)
+        return real_load(name)
+
+    monkeypatch.setattr(keys_module, "load_stem_model", load_stem_model)
+    cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
+    loader = TrackLoader(
+        engine, Registry(names), names, spec=spec, cache=cache, library=[path.parent]
+    )
+    loader.sounding.clear()  # no worker: the model's load is what is looked at
+    try:
+        loader.open(str(path))
+        assert len(engine.tracks()) == 1 and engine.tracks()[0].track.names == ("mix",)
+        poll(lambda: list(asked), bool, "the model asked for")
+        assert asked == [1]
+        gate.set()
+        poll(
+            lambda: cache.indexed_key(file_identity(path, spec.digest)),
+            lambda key: key == spec.key(tone_mix(3.0, seed=41), SR),
+            "the file's identity filed under the track's key",
+        )
+    finally:
+        gate.set()
+        loader.close()

@@ -4,12 +4,13 @@ a prepared library cold. If a change means to alter a key, it bumps
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from stemdeck.core.separation.cache import SeparationCache
+from stemdeck.core.separation.cache import SeparationCache, file_identity, read_identity
 from stemdeck.core.separation.keys import Mode, SeparationSpec
 from stemdeck.core.separation.presets import load_separation_preset
 from stemdeck.core.separation.separate import separate
@@ -78,3 +79,26 @@ def test_separate_files_its_entry_under_the_pinned_key(tmp_path: Path) -> None:
     separate(_signal()[:1], 22050, spec=SeparationSpec("stems", params), cache=cache)
     entries = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("."))
     assert entries == [PINNED["fast", "stems"][2]]
+
+
+@pytest.mark.parametrize(
+    ("size", "digest", "identity"),
+    [
+        (3 * (1 << 20) + 123, "0123456789abcdef", "77ce7cdfa89772027d9499855aca9686fdbedb92"),
+        (1000, "d", "0d3b31b23651f786de77bdb10122c298c57b561c"),
+    ],
+)
+def test_a_files_identity_is_pinned_and_read_apart_from_the_digest(
+    tmp_path: Path, size: int, digest: str, identity: str
+) -> None:
+    """The identities in a cache folder's index stay valid from one version to the next
+    (the 16 pieces of a long file, the whole of a short one); the loader reads a file's
+    pieces before it decodes it and joins the model's digest after the first sound."""
+    path = tmp_path / "track.bin"
+    path.write_bytes(bytes((i * 7) % 251 for i in range(size)))
+    os.utime(path, ns=(1, 1_700_000_000_123_456_789) if size > 1000 else (1, 2))
+    read = read_identity(path)
+    assert (read.size, read.mtime_ns) == (size, os.stat(path).st_mtime_ns)
+    assert len(read.pieces) == min(size, 1 << 20)
+    assert read.under(digest) == file_identity(path, digest) == identity
+    assert read.under(digest + "0") != identity
