@@ -824,8 +824,9 @@ def test_the_worker_starts_before_the_hash_when_no_entry_can_match(
 
 
 def _decode_by_seconds(monkeypatch: pytest.MonkeyPatch) -> list[MappedDecode]:
-    """Loads decode a second a block and play once 2 s are in (``FIRST_PIECE_S``);
-    returns the decodes made, in order, as the test's thread sees them."""
+    """Loads decode a second a block, play once 2 s are in (``FIRST_PIECE_S``) and
+    separate as they decode past 2 s (``AS_DECODED_S``); returns the decodes made, in
+    order, as the test's thread sees them."""
     from stemdeck.daemon import loader as loader_module
 
     decodes: list[MappedDecode] = []
@@ -837,6 +838,7 @@ def _decode_by_seconds(monkeypatch: pytest.MonkeyPatch) -> list[MappedDecode]:
 
     monkeypatch.setattr(source_module, "decode_mapped", decode_mapped)
     monkeypatch.setattr(loader_module, "FIRST_PIECE_S", 2.0)
+    monkeypatch.setattr(loader_module, "AS_DECODED_S", 2.0)
     return decodes
 
 

@@ -12,6 +12,7 @@ import soundfile as sf
 
 from stemdeck.core.audiofile.files import (
     AUDIO_SUFFIXES,
+    FIRST_MAPPED_BLOCK,
     MappedDecode,
     decode_mapped,
     load,
@@ -444,3 +445,30 @@ def test_a_decode_lowers_its_own_threads_priority_alone(
     decode.result()
     assert niceness[0] == mine and niceness[-1] == mine + 5
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine
+
+
+def test_a_decode_starts_with_a_short_block_and_doubles_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A track's first seconds are in after a block of FIRST_MAPPED_BLOCK frames (a
+    whole block of an MP3 took 40 ms before its first sound); the blocks double from
+    there up to the decode's block, and every frame is the file's."""
+    path = tmp_path / "song.flac"
+    rng = np.random.default_rng(7)
+    frames = FIRST_MAPPED_BLOCK * 11 + 321
+    sf.write(path, 0.3 * rng.standard_normal((frames, 2)), 8000, subtype="PCM_24")
+    landed: list[int] = []
+    real_landed = MappedDecode._landed
+
+    def landed_at(self: MappedDecode, at: int) -> bool:
+        landed.append(at)
+        return real_landed(self, at)
+
+    monkeypatch.setattr(MappedDecode, "_landed", landed_at)
+    decode = decode_mapped(path, tmp_path, block=FIRST_MAPPED_BLOCK * 4)
+    np.testing.assert_array_equal(decode.result(), load(path)[0])
+    steps = [FIRST_MAPPED_BLOCK * n for n in (1, 2, 4, 4)]
+    assert np.diff([0, *landed]).tolist() == [*steps, frames - sum(steps)]
+    landed.clear()
+    decode_mapped(path, tmp_path, block=1000).result()  # a decode's block is the most
+    assert np.diff([0, *landed]).tolist() == [1000] * (frames // 1000) + [frames % 1000]
