@@ -45,7 +45,6 @@ CPUs back (:func:`children_on_every_cpu`).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import functools
 import gc
@@ -68,6 +67,7 @@ __all__ = [
     "lock_memory",
     "make_realtime",
     "name_os_thread",
+    "one_blas_thread",
     "open_files_limits",
     "pin_threads",
     "raise_open_files",
@@ -215,8 +215,10 @@ def children_on_every_cpu() -> Iterator[None]:
 
 @functools.cache
 def _libc() -> ctypes.CDLL:
-    """The C library, loaded once (OSError where there is none)."""
-    return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    """The C library, as the process has it loaded: the program's own symbols
+    (``dlopen(NULL)``), where ``find_library("c")`` ran ``ldconfig -p`` in a child
+    process (5-13 ms of the start, before the first sound)."""
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def raise_priority(nice: int = CONTROL_NICE) -> str:
@@ -239,6 +241,33 @@ def name_os_thread() -> None:
         _libc().prctl(_PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)
     except (OSError, AttributeError):
         pass
+
+
+def one_blas_thread() -> None:
+    """The daemon's own BLAS calls (the beat analysis's products) run in the thread
+    that makes them, for the daemon's life.
+
+    OpenBLAS's helper threads would run them at niceness 0 whatever the analysis
+    thread's niceness (daemon/track_beats.py), beside the separation worker, a
+    process with pools of its own. Taken from the main thread (core/separation/blas.py
+    says why) once the audio runs: threadpoolctl's look at every library loaded took
+    10-20 ms before the first sound. Said in a debug line, from the pools themselves.
+    """
+    from threadpoolctl import threadpool_info
+
+    from stemdeck.core.separation.blas import keep_one_blas_thread
+
+    keep_one_blas_thread()  # the separation's own limit: until the process ends
+    if not log.isEnabledFor(logging.DEBUG):
+        return  # another look at every library loaded (10 ms) for a line not shown
+    pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
+    log.debug(
+        "BLAS: %s (the daemon's own calls)",
+        ", ".join(
+            f"{p['internal_api']} {p['num_threads']} thread{'' if p['num_threads'] == 1 else 's'}"
+            for p in pools
+        ),
+    )
 
 
 def lock_memory() -> str:

@@ -69,6 +69,7 @@ from .realtime import (
     SWITCH_INTERVAL_S,
     GcWatch,
     lock_memory,
+    one_blas_thread,
     raise_open_files,
     settle_heap,
 )
@@ -195,9 +196,13 @@ class Daemon:
         library = [Path(p).expanduser().resolve() for p in opts.library]
         if not library and opts.track != DEMO:
             library = [Path(opts.track).expanduser().resolve().parent]
+        # The beat analysis's products wait for the daemon's BLAS limit, taken once
+        # the audio runs (start(): not before the first sound).
+        self.blas_limited = threading.Event()
         self.beats = TrackBeats(
             BeatStore(self.cache.root) if self.cache is not None else None,
             current=lambda gen: self.loader.current(gen),
+            ready=self.blas_limited.wait,
         )
         self.echo_beats = EchoBeats(self.registry, self.beats, self.engine.post)
         self.beats.add_listener(self.echo_beats.grid_changed)
@@ -542,6 +547,10 @@ class Daemon:
             self.loader.sounding.set()
         self.first_sound = time.monotonic()
         log.info("audio: %s", sink.description)
+        try:
+            one_blas_thread()
+        finally:
+            self.blas_limited.set()
         # Feedback by channel name for stems, by index for components (docs/osc.md).
         control = OscControl(self, feedback_form="names" if opts.spec.mode == "stems" else "index")
         self.server = OscServer(

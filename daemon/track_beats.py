@@ -97,6 +97,9 @@ class TrackBeats:
         ``time.monotonic``).
     analyze : callable
         ``analyze(y, sr)``: the analysis (:func:`~stemdeck.core.beats.analysis.analyze_beats`).
+    ready : callable
+        Called before each analysis, in its thread: the daemon's waits until its BLAS
+        limit is taken (:func:`~stemdeck.daemon.realtime.one_blas_thread`).
     """
 
     def __init__(
@@ -106,11 +109,13 @@ class TrackBeats:
         current: Callable[[int], bool] = lambda gen: True,
         clock: Callable[[], float] = time.monotonic,
         analyze: Callable[[np.ndarray, int], BeatAnalysis] = analyze_beats,
+        ready: Callable[[], object] = lambda: None,
     ) -> None:
         self.store = store
         self.current = current
         self.clock = clock
         self.analyze = analyze
+        self.ready = ready
         self._lock = threading.Lock()  # the fields below
         self._edit_lock = threading.Lock()  # one edit (compute, publish, store) at a time
         self._token = 0  # of the newest start()
@@ -168,6 +173,7 @@ class TrackBeats:
         nice_this_thread(ANALYSIS_NICE)
 
         def analyze() -> BeatAnalysis:
+            self.ready()  # the daemon's: its BLAS limit is taken (daemon/realtime.py)
             if not self._latest(token):
                 raise _Superseded
             return self.analyze(y, sr)

@@ -280,7 +280,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from ..midi import resolve_map
 
         resolve_map(args.midi_map)  # a broken map is one clear error before anything starts
-    _one_blas_thread()
     daemon = Daemon(opts)
     try:
         daemon.start()
@@ -288,29 +287,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         daemon.shutdown()
         raise
     _end_process(daemon.run())
-
-
-def _one_blas_thread() -> None:
-    """The daemon's own BLAS calls (the beat analysis's products) run in the thread
-    that makes them, for the daemon's life.
-
-    OpenBLAS's helper threads would run them at niceness 0 whatever the analysis
-    thread's niceness (daemon/track_beats.py), beside the separation worker, a
-    process with pools of its own. Said in a debug line, from the pools themselves.
-    """
-    from threadpoolctl import threadpool_info
-
-    from stemdeck.core.separation.blas import keep_one_blas_thread
-
-    keep_one_blas_thread()  # the separation's own limit: until the process ends
-    pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
-    log.debug(
-        "BLAS: %s (the daemon's own calls)",
-        ", ".join(
-            f"{p['internal_api']} {p['num_threads']} thread{'' if p['num_threads'] == 1 else 's'}"
-            for p in pools
-        ),
-    )
 
 
 def _end_process(code: int) -> NoReturn:

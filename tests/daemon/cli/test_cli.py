@@ -680,7 +680,6 @@ def test_keylock_quality_reaches_the_mixer(
     """``serve --keylock-quality fine`` gives the daemon's mixer frames of 42.7 ms
     (2048 samples at 48 kHz, 2304 of latency); the default is live (1024); anything
     else is refused by the parser in one line, and by the daemon's options."""
-    import stemdeck.daemon.cli.commands as commands
     import stemdeck.daemon.forkserver as fs
     import stemdeck.daemon.serve as serve
     from stemdeck.core.mixer.engine import Mixer
@@ -701,7 +700,6 @@ def test_keylock_quality_reaches_the_mixer(
             pass
 
     monkeypatch.setattr(fs, "warm_up", lambda context: None)
-    monkeypatch.setattr(commands, "_one_blas_thread", lambda: None)
     monkeypatch.setattr(serve, "Daemon", Captured)
     track = str(tmp_path / "t.wav")
     sf.write(track, np.zeros((SR, 2), np.float32), SR)

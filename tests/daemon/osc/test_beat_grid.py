@@ -464,3 +464,28 @@ def test_the_analysis_runs_as_nice_as_the_separation_worker() -> None:
     assert ANALYSIS_NICE == 10
     assert seen == [max(10, base)]
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
+
+
+def test_an_analysis_waits_until_it_is_ready_and_a_stored_grid_does_not(
+    tmp_path: Path,
+) -> None:
+    """The daemon's analysis waits for its BLAS limit (taken once the audio runs, not
+    before the first sound: ``ready``); a grid from the store waits for nothing."""
+    ready = threading.Event()
+    asked: list[bool] = []
+
+    def analyze(y: np.ndarray, sr: int) -> BeatAnalysis:
+        asked.append(ready.is_set())
+        return BeatAnalysis(BeatGrid(120.0), 3.0)
+
+    store = BeatStore(tmp_path)
+    beats = TrackBeats(store, analyze=analyze, ready=ready.wait)
+    thread = beats.start(_audio(), 8000, 1, "song")
+    thread.join(0.3)
+    assert thread.is_alive() and asked == [] and beats.grid() is None
+    ready.set()
+    thread.join(10.0)
+    assert asked == [True] and beats.grid() == BeatGrid(120.0)
+    ready.clear()  # stored now: found without waiting
+    beats.start(_audio(), 8000, 2, "song").join(10.0)
+    assert asked == [True] and beats.grid() == BeatGrid(120.0)
