@@ -1,7 +1,7 @@
 """The live daemon through a real audio server (jackd, dummy driver).
 
     .venv/bin/python bench/live.py [--trials 20] [--load-seconds 10] [--rate 5000]
-        [--sound-trials N] [--sound-only] [--busy-only]
+        [--sound-trials N] [--sound-formats wav mp3] [--sound-only] [--busy-only]
 
 Prints, from one run:
 - control latency: an OSC /master/fader 0 sent to the change in the JACK-recorded
@@ -11,7 +11,9 @@ Prints, from one run:
   and after;
 - time to first sound: process start to the first non-silent sample in JACK, for a
   3-minute track uncached and cached (``--sound-trials`` of each, and their medians;
-  ``--sound-only`` runs this part alone); target <= 0.5 s either way (issue #22);
+  ``--sound-only`` runs this part alone), as a WAV and as an MP3 (``--sound-formats``:
+  wav, flac, mp3; a compressed file's first seconds are decoded before it plays);
+  target <= 0.5 s either way (issue #22);
 - a busy machine: two CPU-bound processes beside the daemon for --busy-seconds, with
   and without real-time scheduling (SCHED_FIFO + locked memory, or --no-realtime),
   on the null clock (--no-audio) and through JACK: xruns during the load and the
@@ -32,6 +34,7 @@ from pathlib import Path
 from statistics import median
 
 import numpy as np
+import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -189,6 +192,13 @@ def main() -> None:
         "--sound-trials", type=int, default=1, help="time to first sound: trials of each state"
     )
     ap.add_argument("--sound-only", action="store_true", help="only the time to first sound")
+    ap.add_argument(
+        "--sound-formats",
+        nargs="+",
+        choices=["wav", "flac", "mp3"],
+        default=["wav", "mp3"],
+        help="time to first sound: the track written in each of these",
+    )
     args = ap.parse_args()
     if args.busy_seconds < 5:
         raise SystemExit("--busy-seconds must be at least 5 (the daemon's window)")
@@ -216,24 +226,33 @@ def main() -> None:
         # -- time to first sound ---------------------------------------------------------
         # Each uncached trial on a cache of its own; the cached ones on the first's.
         # The daemon of the last cached trial stays up for the parts below.
-        heard_s: dict[str, list[float]] = {"uncached": [], "cached": []}
+        # The last format's daemon is the one the parts below drive.
+        heard_s: dict[str, list[float]] = {}
         proc = client = None
-        for trial in range(args.sound_trials):
-            for label in ("uncached", "cached"):
-                cache = work / ("cache" if label == "cached" or trial == 0 else f"cache-{trial}")
-                if proc is not None and client is not None:
-                    proc.terminate()
-                    proc.wait(timeout=15)
-                    client.close()
-                port = free_udp_port()
-                seconds, proc = first_sound(rec, track, {**env, "STEMDECK_CACHE": str(cache)}, port)
-                client = Client(port)
-                ready = wait_ready(client)
-                heard_s[label].append(seconds)
-                print(
-                    f"time to first sound, {label}: {seconds:.2f} s  target <= 0.5 s  "
-                    f"({ready.split(' xruns')[0]})"
-                )
+        for form in args.sound_formats:
+            sounded = track if form == "wav" else work / f"three-minutes.{form}"
+            if form != "wav":
+                sf.write(sounded, demo.mix.T, demo.sr, format=form.upper())
+            for trial in range(args.sound_trials):
+                for state in ("uncached", "cached"):
+                    label = f"{form}, {state}"
+                    name = "cache" if state == "cached" or trial == 0 else f"cache-{trial}"
+                    cache = work / form / name
+                    if proc is not None and client is not None:
+                        proc.terminate()
+                        proc.wait(timeout=15)
+                        client.close()
+                    port = free_udp_port()
+                    seconds, proc = first_sound(
+                        rec, sounded, {**env, "STEMDECK_CACHE": str(cache)}, port
+                    )
+                    client = Client(port)
+                    ready = wait_ready(client)
+                    heard_s.setdefault(label, []).append(seconds)
+                    print(
+                        f"time to first sound, {label}: {seconds:.2f} s  target <= 0.5 s  "
+                        f"({ready.split(' xruns')[0]})"
+                    )
         assert proc is not None and client is not None
         for label, values in heard_s.items():
             heard = [v for v in values if v == v]  # nan: no sound within 10 s
