@@ -12,6 +12,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -146,6 +148,20 @@ class StemModel:
         )
 
 
+#: What reading a damaged or hostile model file raises (a truncated zip, a corrupt
+#: member, JSON nested past the parser's depth...): one PresetError each.
+_BROKEN = (
+    OSError,
+    EOFError,
+    KeyError,
+    ValueError,
+    TypeError,
+    RecursionError,
+    zipfile.BadZipFile,
+    zlib.error,
+)
+
+
 def _meta(npz: Any) -> dict[str, Any]:
     """A model file's description (its ``meta`` member), format and names checked."""
     meta = json.loads(str(npz["meta"]))
@@ -197,7 +213,7 @@ def _from_npz(data: IO[bytes] | Path, source: str) -> StemModel:
             mask_power=float(meta["mask_power"]),
             info=dict(meta.get("info", {})),
         )
-    except (OSError, KeyError, ValueError, TypeError, json.JSONDecodeError) as exc:
+    except _BROKEN as exc:
         raise PresetError(f"{source}: not a valid stems model ({exc})") from None
 
 
@@ -237,7 +253,7 @@ def stem_model_names(name_or_path: str = "default") -> tuple[str, ...]:
     try:
         with np.load(data) as npz:
             return tuple(_meta(npz)["names"])
-    except (OSError, KeyError, ValueError, TypeError, json.JSONDecodeError) as exc:
+    except _BROKEN as exc:
         raise PresetError(f"{source}: not a valid stems model ({exc})") from None
     finally:
         if not isinstance(data, Path):

@@ -405,3 +405,18 @@ def test_a_models_names_are_read_from_its_description_alone(tmp_path: Path) -> N
                 read(str(path))
     with pytest.raises(PresetError, match="no stems model 'nope'"):
         stem_model_names("nope")
+    # Damaged files: a truncated zip, a corrupt member, JSON nested past the parser.
+    good = tmp_path / "good.npz"
+    model.save(good)
+    raw = good.read_bytes()
+    (tmp_path / "truncated.npz").write_bytes(raw[: len(raw) // 2])
+    corrupt = bytearray(raw)
+    at = raw.index(b"meta.npy") + 100  # inside the description's compressed bytes
+    corrupt[at : at + 64] = bytes(64)
+    (tmp_path / "corrupt.npz").write_bytes(bytes(corrupt))
+    deep = tmp_path / "deep.npz"
+    np.savez(deep, W=model.W, maps=model.maps, meta=np.array("[" * 100_000 + "]" * 100_000))
+    for name in ("truncated", "corrupt", "deep"):
+        for read in (stem_model_names, load_stem_model):
+            with pytest.raises(PresetError, match=rf"{name}\.npz: not a valid stems model \("):
+                read(str(tmp_path / f"{name}.npz"))
