@@ -30,8 +30,9 @@ One load of any other track (a background thread per request)::
       identity             the file's size, mtime and 16 pieces (read_identity),
                            hashed with the model's digest once the original plays
       read + decode        once, at the source's rate, block by block into a memory
-                           map, until its first FIRST_PIECE_S; a failure (damaged
-                           audio, NaN, a file replaced, MemoryError) -> done(reason)
+                           map, until its first FIRST_PIECE_S (START_PIECE_S for the
+                           daemon's first track: open()); a failure (damaged audio,
+                           NaN, a file replaced, MemoryError) -> done(reason)
       post SetTrack(mix)   the original at its own rate plays from its start (the
                            mixer's read head converts it to the device's as it
                            reads; old track fades out, its worker ends) -> done(None);
@@ -61,7 +62,7 @@ One load of any other track (a background thread per request)::
                            (separation_worker.py) with the key; it separates into
                            the cache under that key and reports ("done", key); the
                            entry is verified and published the same way
-      still decoding       a track longer than AS_DECODED_S that no entry can
+      still decoding       a track longer than the first piece that no entry can
                            hold starts its worker before the key, on the decode's
                            own file as it fills (_separate_as_decoded): its stems
                            play within 2 s whatever its length
@@ -102,7 +103,7 @@ from stemdeck.core.separation.cache import FileRead, read_identity
 
 from .loader_base import STEMS_STAGE, Progressive, TrackLoad
 from .loader_cache import CachedChannels
-from .loader_worker import SeparatedChannels
+from .loader_worker import SOUNDING_WAIT_S, SeparatedChannels
 from .separation_worker import WORKER_NICE, SeparationWorker
 from .track_source import (
     DEMO,
@@ -115,21 +116,21 @@ from .track_source import (
     source_name,
 )
 
-__all__ = ["AS_DECODED_S", "FIRST_PIECE_S", "LOAD_FAILED", "TrackLoader"]
+__all__ = ["FIRST_PIECE_S", "LOAD_FAILED", "START_PIECE_S", "TrackLoader"]
 
 log = logging.getLogger(__name__)
 
 #: The stage ``/track/progress`` shows while the last request's failure stands.
 LOAD_FAILED = "load failed"
-#: The original plays once this many seconds of it are decoded (and checked), the
-#: rest decoding meanwhile (hundreds of times faster than it plays: 0.3 s for 3
-#: minutes of MP3 or FLAC); a shorter track once decoded whole. Its first 30 s took
-#: 80 ms of an MP3 or a FLAC before it played, 20-50 ms of a WAV.
-FIRST_PIECE_S = 2.0
-#: A track longer than this that no cache entry can hold starts its worker on the
-#: decode's file as it fills (_separate_as_decoded); a shorter one is decoded whole
-#: first (tens of milliseconds).
-AS_DECODED_S = 30.0
+#: A requested track plays once this many seconds of it are decoded and checked (a
+#: file damaged in them is refused and the playing track goes on), the rest decoding
+#: meanwhile; a shorter track once decoded whole ...
+FIRST_PIECE_S = 30.0
+#: ... and the daemon's first track once this many are (nothing plays yet that a
+#: damaged file could cost; damage later is said once and the decoded part plays):
+#: one decode block (core/audiofile/files.py), where 30 s of an MP3 or a FLAC took
+#: 80 ms before the first sound.
+START_PIECE_S = 1.0
 #: A stem file decoding in the background plays once this many seconds of every stem
 #: are in (tens of milliseconds of decoding), ...
 STEM_FIRST_S = 10.0
@@ -211,13 +212,14 @@ class TrackLoader(CachedChannels, SeparatedChannels):
 
     def open(self, source: str) -> None:
         """Start-up: read ``source`` now (errors raise: StemdeckError, MemoryError),
-        play its original, and bring its channels in the background."""
+        play its original once its first :data:`START_PIECE_S` are in, and bring its
+        channels in the background."""
         check_start(source, self.limits, self.engine.sr, len(self.names))
         request = LoadRequest(source, None)
         with self._lock:
             self._request = request
         try:
-            self._read_and_play(request, background=True)
+            self._read_and_play(request, background=True, first=START_PIECE_S)
         finally:
             with self._lock:
                 if self._request is request:
@@ -236,9 +238,12 @@ class TrackLoader(CachedChannels, SeparatedChannels):
         except Exception as exc:  # one line, never a traceback nor a dead thread
             self._fail(request, f"{request.name}: {exc!r}")
 
-    def _read_and_play(self, request: LoadRequest, *, background: bool) -> None:
-        """Read ``request``'s source; once it is decoded and the engine took it, it
-        plays. Its channels follow (in this thread, or another with ``background``)."""
+    def _read_and_play(
+        self, request: LoadRequest, *, background: bool, first: float | None = None
+    ) -> None:
+        """Read ``request``'s source; once its ``first`` seconds (:data:`FIRST_PIECE_S`)
+        are decoded and the engine took it, it plays. Its channels follow (in this
+        thread, or another with ``background``)."""
         stems = read_stem_source(
             request.source, self.engine.sr, self.cache.root if self.cache is not None else None
         )
@@ -255,7 +260,7 @@ class TrackLoader(CachedChannels, SeparatedChannels):
         decode, name = decode_source(
             request.source,
             self.cache.root if self.cache is not None else None,
-            FIRST_PIECE_S,
+            FIRST_PIECE_S if first is None else first,
         )
         try:
             sr = decode.sr
@@ -292,15 +297,21 @@ class TrackLoader(CachedChannels, SeparatedChannels):
             return None
 
     def _identity(self, load: TrackLoad) -> str | None:
-        """``load``'s file identity under the spec (its model loaded and hashed here,
-        not before the first sound), or None (not read, or the model cannot be
-        loaded: the worker says so)."""
-        if load.read is None:
-            return None
-        try:
-            return load.read.under(self.spec.digest)
-        except StemdeckError:
-            return None
+        """``load``'s file identity under the spec, or None (its file not read).
+
+        The spec's digest loads and hashes the stems model (50 ms): here, once the
+        daemon's audio runs (:attr:`sounding`), not beside its first sound, and for
+        every track, identity or not, so that a model that cannot be loaded is one
+        line (the caller's) and no worker.
+
+        Raises
+        ------
+        PresetError
+            The stems model cannot be loaded.
+        """
+        self.sounding.wait(SOUNDING_WAIT_S)
+        digest = self.spec.digest
+        return None if load.read is None else load.read.under(digest)
 
     def _wanted(self, request: LoadRequest) -> bool:
         return self._request is request and not self._closed
@@ -614,7 +625,7 @@ class TrackLoader(CachedChannels, SeparatedChannels):
         decode, gen, name, sr = load.decode, load.gen, load.name, load.decode.sr
         if (
             self.cache is None
-            or decode.audio.shape[1] <= AS_DECODED_S * sr  # decoded whole at once
+            or decode.audio.shape[1] <= FIRST_PIECE_S * sr  # decoded whole before it played
             or decode.stopped_short
             or not plays_at(sr)
             or self._maybe_cached(decode.audio, sr)

@@ -824,9 +824,8 @@ def test_the_worker_starts_before_the_hash_when_no_entry_can_match(
 
 
 def _decode_by_seconds(monkeypatch: pytest.MonkeyPatch) -> list[MappedDecode]:
-    """Loads decode a second a block, play once 2 s are in (``FIRST_PIECE_S``) and
-    separate as they decode past 2 s (``AS_DECODED_S``); returns the decodes made, in
-    order, as the test's thread sees them."""
+    """Loads decode a second a block and play once 2 s are in (``FIRST_PIECE_S``);
+    returns the decodes made, in order, as the test's thread sees them."""
     from stemdeck.daemon import loader as loader_module
 
     decodes: list[MappedDecode] = []
@@ -838,7 +837,6 @@ def _decode_by_seconds(monkeypatch: pytest.MonkeyPatch) -> list[MappedDecode]:
 
     monkeypatch.setattr(source_module, "decode_mapped", decode_mapped)
     monkeypatch.setattr(loader_module, "FIRST_PIECE_S", 2.0)
-    monkeypatch.setattr(loader_module, "AS_DECODED_S", 2.0)
     return decodes
 
 
@@ -1352,23 +1350,22 @@ def test_a_worker_that_cannot_start_is_one_clear_problem_and_the_original_plays_
     np.testing.assert_array_equal(original.track.channels[0], y)
 
 
-def test_the_stems_model_is_loaded_once_the_original_plays(
+def test_the_stems_model_is_loaded_once_the_audio_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_memory_checked: None
 ) -> None:
-    """The model's arrays (40 ms to load, 12 ms to hash) join the file's identity after
-    the original is posted, in the loader's thread: the daemon's first sound does not
-    wait for them (the file's pieces are read before the decode, as before)."""
+    """The model's arrays (40 ms to load, 12 ms to hash) join the file's identity in
+    the loader's thread once the daemon's audio runs (``sounding``), not on the way to
+    its first sound nor beside it; the file's pieces are read before the decode."""
     spec = SeparationSpec("stems", SeparationParams(stems_iter=2))
     names = tuple(spec.channel_names())
-    path = _library(tmp_path, tone_mix(3.0, seed=41))
+    y = tone_mix(3.0, seed=41)
+    path = _library(tmp_path, y)
     engine = RecordingEngine(max_channels=len(names))
-    gate = threading.Event()
     asked: list[int] = []
     real_load = keys_module.load_stem_model
 
     def load_stem_model(name: str = "default") -> Any:
         asked.append(len(engine.tracks()))
-        gate.wait(10)
         return real_load(name)
 
     monkeypatch.setattr(keys_module, "load_stem_model", load_stem_model)
@@ -1376,18 +1373,98 @@ def test_the_stems_model_is_loaded_once_the_original_plays(
     loader = TrackLoader(
         engine, Registry(names), names, spec=spec, cache=cache, library=[path.parent]
     )
-    loader.sounding.clear()  # no worker: the model's load is what is looked at
+    loader.sounding.clear()
     try:
         loader.open(str(path))
-        assert len(engine.tracks()) == 1 and engine.tracks()[0].track.names == ("mix",)
-        poll(lambda: list(asked), bool, "the model asked for")
-        assert asked == [1]
-        gate.set()
+        assert [t.track.names for t in engine.tracks()] == [("mix",)]
+        time.sleep(0.5)
+        assert asked == []
+        loader.sounding.set()
         poll(
             lambda: cache.indexed_key(file_identity(path, spec.digest)),
-            lambda key: key == spec.key(tone_mix(3.0, seed=41), SR),
+            lambda key: key == spec.key(y, SR),
             "the file's identity filed under the track's key",
         )
+        assert asked[0] == 1
     finally:
-        gate.set()
+        loader.close()
+
+
+@pytest.mark.parametrize("start", [False, True])
+def test_a_file_damaged_in_its_first_30_s_is_refused_while_a_track_plays(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, start: bool
+) -> None:
+    """A requested track plays once its first 30 s are decoded and checked
+    (``FIRST_PIECE_S``): a NaN 5 s into a 10 s file refuses the load, the requester is
+    told why and nothing is posted. The daemon's first track, with nothing playing to
+    keep, plays from its first second (``START_PIECE_S``): the damage is said once and
+    its decoded part plays."""
+    y = tone_mix(10.0, seed=44)
+    y[0, 5 * SR + 3] = np.nan
+    path = _library(tmp_path, y)
+    engine = RecordingEngine()
+    cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
+    loader = TrackLoader(
+        engine, Registry(NAMES), NAMES, spec=SPEC, cache=cache, library=[path.parent]
+    )
+    loader.sounding.clear()  # the worker's start waits: the decode is what is looked at
+    told: list[str | None] = []
+    try:
+        with caplog.at_level(logging.WARNING, logger="stemdeck"):
+            if start:
+                loader.open(str(path))
+                assert [t.track.names for t in engine.tracks()] == [("mix",)]
+                poll(lambda: loader.problem, bool, "the damage said")
+            else:
+                loader.request(str(path), told.append)
+                poll(lambda: list(told), bool, "the requester told")
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        reason = f"'{path}': 1 samples are NaN or infinite; re-export the file"
+        if start:
+            assert loader.generation == 1
+            assert warnings == [f"song: {reason}; playing the original"]
+        else:
+            assert told == [reason]
+            assert warnings == [f"track not loaded: {reason}"]
+            assert engine.tracks() == [] and loader.generation == 0
+    finally:
+        loader.close()
+
+
+def test_a_stems_model_that_cannot_be_loaded_is_one_line_and_no_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The channel names come from the model's description (the daemon starts on it);
+    arrays that cannot be loaded are found once the original plays: one line, the
+    original plays on, no worker starts for nothing."""
+    from dataclasses import replace
+
+    from stemdeck.core.separation.stem_model import load_stem_model
+
+    model = load_stem_model()
+    replace(model, maps=model.maps[:, :10]).save(tmp_path / "wrong.npz")
+    spec = SeparationSpec("stems", SeparationParams(stems_model=str(tmp_path / "wrong.npz")))
+    names = tuple(spec.channel_names())
+    path = _library(tmp_path, tone_mix(3.0, seed=45))
+    starts = _worker_starts(monkeypatch)
+    engine = RecordingEngine(max_channels=len(names))
+    cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
+    loader = TrackLoader(
+        engine, Registry(names), names, spec=spec, cache=cache, library=[path.parent]
+    )
+    try:
+        with caplog.at_level(logging.WARNING, logger="stemdeck"):
+            loader.open(str(path))
+            poll(lambda: loader.problem, bool, "the model's problem said")
+            time.sleep(0.3)  # nothing more comes
+        reason = (
+            f"song: separation not started: {tmp_path / 'wrong.npz'}: not a valid stems "
+            "model (maps must be finite, shape (4, 256, 1280))"
+        )
+        assert loader.problem == reason
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+            f"{reason}; playing the original"
+        ]
+        assert starts == [] and [t.track.names for t in engine.tracks()] == [("mix",)]
+    finally:
         loader.close()
