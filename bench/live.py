@@ -226,18 +226,21 @@ def main() -> None:
         # -- time to first sound ---------------------------------------------------------
         # Each uncached trial on a cache of its own; the cached ones on the first's.
         # The daemon of the last cached trial stays up for the parts below.
-        # The last format's daemon is the one the parts below drive.
+        # The WAV's trials come last, on the caches they had before the other formats
+        # (work/cache is the cached one, which busy() uses too): its last daemon is
+        # the one the parts below drive.
         heard_s: dict[str, list[float]] = {}
         proc = client = None
-        for form in args.sound_formats:
+        for form in sorted(set(args.sound_formats), key=lambda f: (f == "wav", f)):
             sounded = track if form == "wav" else work / f"three-minutes.{form}"
             if form != "wav":
                 sf.write(sounded, demo.mix.T, demo.sr, format=form.upper())
+            caches = work if form == "wav" else work / form
             for trial in range(args.sound_trials):
                 for state in ("uncached", "cached"):
                     label = f"{form}, {state}"
-                    name = "cache" if state == "cached" or trial == 0 else f"cache-{trial}"
-                    cache = work / form / name
+                    folder = "cache" if state == "cached" or trial == 0 else f"cache-{trial}"
+                    cache = caches / folder
                     if proc is not None and client is not None:
                         proc.terminate()
                         proc.wait(timeout=15)
