@@ -416,7 +416,23 @@ def test_a_models_names_are_read_from_its_description_alone(tmp_path: Path) -> N
     (tmp_path / "corrupt.npz").write_bytes(bytes(corrupt))
     deep = tmp_path / "deep.npz"
     np.savez(deep, W=model.W, maps=model.maps, meta=np.array("[" * 100_000 + "]" * 100_000))
-    for name in ("truncated", "corrupt", "deep"):
+    encrypted, unknown = bytearray(raw), bytearray(raw)
+    for header, flags in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        at = raw.find(header)
+        while at >= 0:
+            encrypted[at + flags] |= 1
+            unknown[at + flags + 2 : at + flags + 4] = (6).to_bytes(2, "little")  # imploded
+            at = raw.find(header, at + 4)
+    (tmp_path / "encrypted.npz").write_bytes(bytes(encrypted))
+    (tmp_path / "imploded.npz").write_bytes(bytes(unknown))
+    endless = {**model._described(), "n_mels": float("inf")}  # Infinity: JSON to Python
+    np.savez(
+        tmp_path / "endless.npz", W=model.W, maps=model.maps, meta=np.array(json.dumps(endless))
+    )
+    for name in ("truncated", "corrupt", "deep", "encrypted", "imploded"):
         for read in (stem_model_names, load_stem_model):
             with pytest.raises(PresetError, match=rf"{name}\.npz: not a valid stems model \("):
                 read(str(tmp_path / f"{name}.npz"))
+    assert stem_model_names(str(tmp_path / "endless.npz")) == STEM_NAMES
+    with pytest.raises(PresetError, match=r"endless\.npz: not a valid stems model \(cannot"):
+        load_stem_model(str(tmp_path / "endless.npz"))
