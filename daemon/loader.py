@@ -28,7 +28,8 @@ One load of any other track (a background thread per request)::
     request(path)          check (track_source.py): library, regular file, audio
                            header, length and memory -> refused now, or requested
       identity             the file's size, mtime and 16 pieces (read_identity),
-                           hashed with the model's digest once the original plays
+                           hashed with the model's digest once the daemon's audio
+                           runs (a model that cannot be loaded: one line, no worker)
       read + decode        once, at the source's rate, block by block into a memory
                            map, until its first FIRST_PIECE_S (START_PIECE_S for the
                            daemon's first track: open()); a failure (damaged audio,
@@ -96,7 +97,7 @@ import numpy as np
 
 from stemdeck.core.audiofile.decode import StemDecode, StemFile, check_audio, read_stem_file
 from stemdeck.core.audiofile.samples import resample
-from stemdeck.core.errors import ParameterError, StemdeckError
+from stemdeck.core.errors import ParameterError, PresetError, StemdeckError
 from stemdeck.core.mixer.commands import SetTrack, Track
 from stemdeck.core.mixer.params import plays_at
 from stemdeck.core.separation.cache import FileRead, read_identity
@@ -128,8 +129,8 @@ LOAD_FAILED = "load failed"
 FIRST_PIECE_S = 30.0
 #: ... and the daemon's first track once this many are (nothing plays yet that a
 #: damaged file could cost; damage later is said once and the decoded part plays):
-#: one decode block (core/audiofile/files.py), where 30 s of an MP3 or a FLAC took
-#: 80 ms before the first sound.
+#: one decode block up to 64 kHz (core/audiofile/files.py), where 30 s of an MP3 or
+#: a FLAC took 80 ms before the first sound.
 START_PIECE_S = 1.0
 #: A stem file decoding in the background plays once this many seconds of every stem
 #: are in (tens of milliseconds of decoding), ...
@@ -297,18 +298,22 @@ class TrackLoader(CachedChannels, SeparatedChannels):
             return None
 
     def _identity(self, load: TrackLoad) -> str | None:
-        """``load``'s file identity under the spec, or None (its file not read).
+        """``load``'s file identity under the spec, or None (no cache, or its file not
+        read).
 
-        The spec's digest loads and hashes the stems model (50 ms): here, once the
-        daemon's audio runs (:attr:`sounding`), not beside its first sound, and for
-        every track, identity or not, so that a model that cannot be loaded is one
-        line (the caller's) and no worker.
+        With a cache, the spec's digest loads and hashes the stems model (50 ms): here,
+        once the daemon's audio runs (:attr:`sounding`), not on the way to its first
+        sound nor beside it, and for every track, identity or not, so that a model
+        that cannot be loaded is one line (the caller's) and no worker. Without one,
+        the worker loads the model (and says once if it cannot).
 
         Raises
         ------
         PresetError
             The stems model cannot be loaded.
         """
+        if self.cache is None:
+            return None
         self.sounding.wait(SOUNDING_WAIT_S)
         digest = self.spec.digest
         return None if load.read is None else load.read.under(digest)
@@ -558,7 +563,14 @@ class TrackLoader(CachedChannels, SeparatedChannels):
         and is confirmed by the key (:meth:`_confirm`)."""
         gen, name, sr = load.gen, load.name, load.decode.sr
         try:
-            load.identity = self._identity(load)
+            try:
+                load.identity = self._identity(load)
+            except PresetError as exc:  # no separation: the original plays on, its grid found
+                self._give_up(gen, f"{name}: separation not started: {exc}")
+                self._whole(load)
+                return
+            if not self.current(gen):
+                return  # a newer track, or the daemon's end, while the audio was awaited
             key = None
             indexed = self._indexed(load)
             if indexed is not None:
@@ -625,7 +637,7 @@ class TrackLoader(CachedChannels, SeparatedChannels):
         decode, gen, name, sr = load.decode, load.gen, load.name, load.decode.sr
         if (
             self.cache is None
-            or decode.audio.shape[1] <= FIRST_PIECE_S * sr  # decoded whole before it played
+            or decode.audio.shape[1] <= FIRST_PIECE_S * sr  # decoded whole in milliseconds
             or decode.stopped_short
             or not plays_at(sr)
             or self._maybe_cached(decode.audio, sr)
@@ -709,6 +721,7 @@ class TrackLoader(CachedChannels, SeparatedChannels):
             self._closed = True
             worker, self._worker = self._worker, None
             request, self._request = self._request, None
+        self.sounding.set()  # nothing waits for an audio that will not run
         if request is not None:
             self._answer(request, "the daemon is shutting down")
         if worker is not None:

@@ -146,8 +146,9 @@ class LoaderBase:
         self.colours: list[str] = []  # #RRGGBB per channel, when the track names them
         self.labels: list[str] = []  # display name per channel, when the track names them
         #: Set once the daemon's audio runs (set from the start where nothing waits
-        #: for it): a worker is not started before, not to take the cores from the
-        #: daemon's first moments (:meth:`~.loader_worker.SeparatedChannels._spawn`).
+        #: for it, and by close()): a worker is not started before, nor the stems
+        #: model loaded, not to take the cores from the daemon's first moments
+        #: (:meth:`~.loader_worker.SeparatedChannels._spawn`, ``TrackLoader._identity``).
         self.sounding = threading.Event()
         self.sounding.set()
         self._lock = threading.Lock()

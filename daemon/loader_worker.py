@@ -19,7 +19,8 @@ __all__ = ["SeparatedChannels"]
 
 log = logging.getLogger(__name__)
 
-#: Longest a worker's start waits for the daemon's audio to run (LoaderBase.sounding).
+#: Longest a worker's start, and the stems model's load for a track's identity, wait
+#: for the daemon's audio to run (LoaderBase.sounding).
 SOUNDING_WAIT_S = 2.0
 
 

@@ -1401,26 +1401,32 @@ def test_a_file_damaged_in_its_first_30_s_is_refused_while_a_track_plays(
 ) -> None:
     """A requested track plays once its first 30 s are decoded and checked
     (``FIRST_PIECE_S``): a NaN 5 s into a 10 s file refuses the load, the requester is
-    told why and nothing is posted. The daemon's first track, with nothing playing to
-    keep, plays from its first second (``START_PIECE_S``): the damage is said once and
-    its decoded part plays."""
+    told why, and the playing track (separated) plays on untouched. The daemon's first
+    track, with nothing playing to keep, plays from its first second
+    (``START_PIECE_S``): the damage is said once and its decoded part plays."""
     y = tone_mix(10.0, seed=44)
     y[0, 5 * SR + 3] = np.nan
     path = _library(tmp_path, y)
+    sf.write(path.parent / "good.wav", tone_mix(3.0, seed=46).T, SR, subtype="FLOAT")
     engine = RecordingEngine()
     cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
     loader = TrackLoader(
         engine, Registry(NAMES), NAMES, spec=SPEC, cache=cache, library=[path.parent]
     )
-    loader.sounding.clear()  # the worker's start waits: the decode is what is looked at
     told: list[str | None] = []
     try:
-        with caplog.at_level(logging.WARNING, logger="stemdeck"):
-            if start:
+        if start:
+            loader.sounding.clear()  # the worker's start waits: the decode is looked at
+            with caplog.at_level(logging.WARNING, logger="stemdeck"):
                 loader.open(str(path))
                 assert [t.track.names for t in engine.tracks()] == [("mix",)]
                 poll(lambda: loader.problem, bool, "the damage said")
-            else:
+        else:
+            loader.request(str(path.parent / "good.wav"))
+            _settled(loader)
+            assert loader.separated and loader.generation == 1
+            posted = len(engine.posted)
+            with caplog.at_level(logging.WARNING, logger="stemdeck"):
                 loader.request(str(path), told.append)
                 poll(lambda: list(told), bool, "the requester told")
         warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
@@ -1431,17 +1437,28 @@ def test_a_file_damaged_in_its_first_30_s_is_refused_while_a_track_plays(
         else:
             assert told == [reason]
             assert warnings == [f"track not loaded: {reason}"]
-            assert engine.tracks() == [] and loader.generation == 0
+            assert len(engine.posted) == posted and loader.generation == 1
+            assert loader.separated and loader.track_name == "good"
     finally:
         loader.close()
+
+
+class RecordingBeats:
+    """What the loader uses of the beat grid: ``start``, recorded."""
+
+    def __init__(self) -> None:
+        self.started: list[tuple[tuple[int, int], int, int, str]] = []
+
+    def start(self, y: np.ndarray, sr: int, gen: int, name: str) -> None:
+        self.started.append((y.shape, sr, gen, name))
 
 
 def test_a_stems_model_that_cannot_be_loaded_is_one_line_and_no_worker(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The channel names come from the model's description (the daemon starts on it);
-    arrays that cannot be loaded are found once the original plays: one line, the
-    original plays on, no worker starts for nothing."""
+    arrays that cannot be loaded are found once the audio runs: one line, the original
+    plays on with its beat grid found, no worker starts for nothing."""
     from dataclasses import replace
 
     from stemdeck.core.separation.stem_model import load_stem_model
@@ -1453,14 +1470,26 @@ def test_a_stems_model_that_cannot_be_loaded_is_one_line_and_no_worker(
     path = _library(tmp_path, tone_mix(3.0, seed=45))
     starts = _worker_starts(monkeypatch)
     engine = RecordingEngine(max_channels=len(names))
+    beats = RecordingBeats()
     cache = SeparationCache(tmp_path / "cache", verify_on_load=False)
     loader = TrackLoader(
-        engine, Registry(names), names, spec=spec, cache=cache, library=[path.parent]
+        engine,
+        Registry(names),
+        names,
+        spec=spec,
+        cache=cache,
+        library=[path.parent],
+        beats=cast(Any, beats),
     )
+    loader.sounding.clear()
     try:
         with caplog.at_level(logging.WARNING, logger="stemdeck"):
             loader.open(str(path))
+            time.sleep(0.3)
+            assert loader.problem is None  # the model waits for the audio
+            loader.sounding.set()
             poll(lambda: loader.problem, bool, "the model's problem said")
+            poll(lambda: list(beats.started), bool, "the beat grid sought")
             time.sleep(0.3)  # nothing more comes
         reason = (
             f"song: separation not started: {tmp_path / 'wrong.npz'}: not a valid stems "
@@ -1471,5 +1500,6 @@ def test_a_stems_model_that_cannot_be_loaded_is_one_line_and_no_worker(
             f"{reason}; playing the original"
         ]
         assert starts == [] and [t.track.names for t in engine.tracks()] == [("mix",)]
+        assert beats.started == [((2, 3 * SR), SR, 1, "song")]
     finally:
         loader.close()
