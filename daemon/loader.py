@@ -253,7 +253,7 @@ class TrackLoader(CachedChannels, SeparatedChannels):
             return
         # What the file's identity is made of (its size, mtime, a few pieces) before it
         # is decoded: it indexes the key its audio had last time, confirmed once all
-        # is decoded. Hashed with the model's digest after the original plays.
+        # is decoded. Hashed with the model's digest once the daemon's audio runs.
         read = self._read_identity(request.source)
         # Decoded into a memory map of a file in the cache folder (page cache, not
         # the daemon's heap: its RssAnon stays flat in the track's length), block by
@@ -637,7 +637,7 @@ class TrackLoader(CachedChannels, SeparatedChannels):
         decode, gen, name, sr = load.decode, load.gen, load.name, load.decode.sr
         if (
             self.cache is None
-            or decode.audio.shape[1] <= FIRST_PIECE_S * sr  # decoded whole in milliseconds
+            or decode.audio.shape[1] <= FIRST_PIECE_S * sr  # decoded whole first (ms)
             or decode.stopped_short
             or not plays_at(sr)
             or self._maybe_cached(decode.audio, sr)
