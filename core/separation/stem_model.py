@@ -12,6 +12,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -165,62 +167,72 @@ def _meta(npz: Any) -> dict[str, Any]:
     return meta
 
 
-def _from_npz(data: IO[bytes] | Path, source: str) -> StemModel:
-    try:
-        with np.load(data) as npz:
-            meta = _meta(npz)
-            W = np.asarray(npz["W"], dtype=np.float32)
-            maps = np.asarray(npz["maps"], dtype=np.float32)
-        if W.ndim != 2 or not np.isfinite(W).all() or (W < 0).any():
-            raise ValueError("templates must be finite and non-negative")
-        groups = [list(map(int, g)) for g in meta["groups"]]
-        if sorted(i for g in groups for i in g) != list(range(W.shape[1])):
-            raise ValueError("groups do not cover the templates exactly once")
-        n_mels, context = int(meta["n_mels"]), int(meta["context"])
-        features = 2 * W.shape[1] * (2 * context + 1)
-        if maps.shape != (len(groups), n_mels, features) or not np.isfinite(maps).all():
-            raise ValueError(f"maps must be finite, shape {(len(groups), n_mels, features)}")
-        W[W < 1e-15] = 0.0  # unit-sum templates: below this is silence, and subnormals are slow
-        return StemModel(
-            W=W,
-            groups=groups,
-            names=tuple(meta["names"]),
-            sr=int(meta["sr"]),
-            n_fft=int(meta["n_fft"]),
-            hop=int(meta["hop"]),
-            maps=maps,
-            n_mels=n_mels,
-            fmax=float(meta["fmax"]),
-            hpss_kernel=int(meta["hpss_kernel"]),
-            hpss_stride=int(meta["hpss_stride"]),
-            context=context,
-            mask_power=float(meta["mask_power"]),
-            info=dict(meta.get("info", {})),
-        )
-    except MemoryError:
-        raise
-    except Exception as exc:  # a hostile file: whatever reading it raises is one error
-        raise PresetError(f"{source}: not a valid stems model ({exc})") from None
+def _from_npz(npz: Any) -> StemModel:
+    """The model in an open model file (:func:`_model_npz` says what is wrong)."""
+    meta = _meta(npz)
+    W = np.asarray(npz["W"], dtype=np.float32)
+    maps = np.asarray(npz["maps"], dtype=np.float32)
+    if W.ndim != 2 or not np.isfinite(W).all() or (W < 0).any():
+        raise ValueError("templates must be finite and non-negative")
+    groups = [list(map(int, g)) for g in meta["groups"]]
+    if sorted(i for g in groups for i in g) != list(range(W.shape[1])):
+        raise ValueError("groups do not cover the templates exactly once")
+    n_mels, context = int(meta["n_mels"]), int(meta["context"])
+    features = 2 * W.shape[1] * (2 * context + 1)
+    if maps.shape != (len(groups), n_mels, features) or not np.isfinite(maps).all():
+        raise ValueError(f"maps must be finite, shape {(len(groups), n_mels, features)}")
+    W[W < 1e-15] = 0.0  # unit-sum templates: below this is silence, and subnormals are slow
+    return StemModel(
+        W=W,
+        groups=groups,
+        names=tuple(meta["names"]),
+        sr=int(meta["sr"]),
+        n_fft=int(meta["n_fft"]),
+        hop=int(meta["hop"]),
+        maps=maps,
+        n_mels=n_mels,
+        fmax=float(meta["fmax"]),
+        hpss_kernel=int(meta["hpss_kernel"]),
+        hpss_stride=int(meta["hpss_stride"]),
+        context=context,
+        mask_power=float(meta["mask_power"]),
+        info=dict(meta.get("info", {})),
+    )
 
 
-def _model_file(name_or_path: str) -> tuple[IO[bytes] | Path, str]:
-    """The file of a shipped model's name or of a path, opened or as a path, and how
-    an error names it.
+@contextmanager
+def _model_npz(name_or_path: str) -> Iterator[Any]:
+    """A shipped model's file (``presets/stems/<name>.npz``) or an ``.npz`` file, open
+    (its members read as they are asked for) for the ``with`` block, closed after.
 
     Raises
     ------
     PresetError
-        Unknown name, or a path that is not a file.
+        Unknown name, a path that is not a file, or whatever reading the file raises
+        in the block (a hostile or damaged file: a truncated zip, a corrupt member,
+        JSON nested past the parser, a value out of range...), as one error.
     """
     path = Path(name_or_path)
+    data: IO[bytes] | Path
     if path.suffix == ".npz" or path.exists():
         if not path.is_file():
             raise PresetError(f"no stems model file {str(path)!r}")
-        return path, str(path)
-    resource = resources.files("stemdeck.presets").joinpath("stems", f"{name_or_path}.npz")
-    if not resource.is_file():
-        raise PresetError(f"no stems model {name_or_path!r} in presets/stems/")
-    return resource.open("rb"), f"stems/{name_or_path}.npz"
+        data, source = path, str(path)
+    else:
+        resource = resources.files("stemdeck.presets").joinpath("stems", f"{name_or_path}.npz")
+        if not resource.is_file():
+            raise PresetError(f"no stems model {name_or_path!r} in presets/stems/")
+        data, source = resource.open("rb"), f"stems/{name_or_path}.npz"
+    try:
+        with np.load(data) as npz:
+            yield npz
+    except MemoryError:
+        raise
+    except Exception as exc:  # a hostile file: whatever reading it raises is one error
+        raise PresetError(f"{source}: not a valid stems model ({exc})") from None
+    finally:
+        if not isinstance(data, Path):
+            data.close()
 
 
 @functools.cache
@@ -235,17 +247,8 @@ def stem_model_names(name_or_path: str = "default") -> tuple[str, ...]:
     PresetError
         Unknown name, unreadable file, or a description without the format or names.
     """
-    data, source = _model_file(name_or_path)
-    try:
-        with np.load(data) as npz:
-            return tuple(_meta(npz)["names"])
-    except MemoryError:
-        raise
-    except Exception as exc:  # a hostile file: whatever reading it raises is one error
-        raise PresetError(f"{source}: not a valid stems model ({exc})") from None
-    finally:
-        if not isinstance(data, Path):
-            data.close()
+    with _model_npz(name_or_path) as npz:
+        return tuple(_meta(npz)["names"])
 
 
 @functools.cache
@@ -257,9 +260,5 @@ def load_stem_model(name_or_path: str = "default") -> StemModel:
     PresetError
         Unknown name, unreadable or malformed file.
     """
-    data, source = _model_file(name_or_path)
-    try:
-        return _from_npz(data, source)
-    finally:
-        if not isinstance(data, Path):
-            data.close()
+    with _model_npz(name_or_path) as npz:
+        return _from_npz(npz)
