@@ -8,9 +8,13 @@ Prints, from one run (medians of --runs repeats):
 - the seed's baseline, librosa.decompose.decompose, on the same spectrogram (reference);
 - separation in chunks (core/separation/chunks.py): stems mode's time on 1 and 2 threads
   beside the whole-track code's, the time to the first chunk, and the chunked result's
-  SDR against the whole-track one, per mode.
+  SDR against the whole-track one, per mode;
+- a fresh process's first chunk, then its first two chunks side by side (what a
+  separation worker does first), with BLAS's product buffers written first as the
+  separation does (core/separation/blas.py) and without, alternating.
 
     .venv/bin/python bench/separate.py [--seconds 180] [--runs 3] [--iters 20]
+    .venv/bin/python bench/separate.py --only fresh [--runs 7]
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--iters", type=int, default=20, help="NMF iterations for the solver race")
     ap.add_argument("--skip-librosa", action="store_true")
+    ap.add_argument("--only", choices=("fresh",), help="only a fresh process's first chunks")
     args = ap.parse_args()
 
     from stemdeck.core.audiofile.files import load, write
@@ -72,6 +77,9 @@ def main() -> None:
     demo = demo_track(seconds=args.seconds)
     write(track, demo.mix, demo.sr)
     print(f"track: {demo.mix.shape[1] / demo.sr:.0f} s stereo {demo.sr} Hz (the demo, extended)")
+    if args.only == "fresh":
+        fresh_chunks(track, args.runs)
+        return
     params = load_separation_preset("default")
     print(
         f"preset default: K={params.n_components}, n_fft {params.n_fft}, hop {params.hop}, "
@@ -119,6 +127,7 @@ def main() -> None:
     print(f"stems / components time, same run: {mode_medians[0] / mode_medians[1]:.2f}")
     stems_stages(load(track)[0], demo.sr, args.runs)
     chunked(load(track)[0], demo.sr, args.runs)
+    fresh_chunks(track, args.runs)
 
     # 2. cached repeat inside this process
     cache = SeparationCache(work / "cache-2-0")
@@ -270,6 +279,56 @@ def chunked(y: np.ndarray, sr: int, runs: int) -> None:
             f"{min(sdr):.1f} dB, median {median(sdr):.1f} dB ({exact}; 300 dB+ is exact)  "
             "target >= 60 dB"
         )
+
+
+#: A fresh process's first chunk, then chunks 1 and 2 side by side; with argv[2] ==
+#: "unwritten", BLAS's product buffers are left as the process finds them (the code
+#: before core/separation/blas.py wrote them).
+_FRESH = """
+import sys, time
+from concurrent.futures import ThreadPoolExecutor
+from stemdeck.core.audiofile.files import load
+from stemdeck.core.separation import blas
+from stemdeck.core.separation.chunks import ChunkedSeparator
+if sys.argv[2] == "unwritten":
+    blas._write_product_buffers = lambda count: None
+y, sr = load(sys.argv[1])
+blas.keep_one_blas_thread()
+separator = ChunkedSeparator(y, sr)
+t0 = time.perf_counter()
+separator.chunk(0)
+t1 = time.perf_counter()
+with ThreadPoolExecutor(2) as pool:
+    list(pool.map(separator.chunk, (1, 2)))
+print(t1 - t0, time.perf_counter() - t1)
+"""
+
+
+def fresh_chunks(track: Path, runs: int) -> None:
+    """A fresh process's first chunk and first pair of chunks, BLAS's product buffers
+    written first (as the separation does) or not, alternating (medians of ``runs``)."""
+    figures: dict[str, list[tuple[float, float]]] = {"written": [], "unwritten": []}
+    for _ in range(runs):
+        for state, values in figures.items():
+            out = subprocess.run(
+                [sys.executable, "-c", _FRESH, str(track), state],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout.split()
+            values.append((float(out[0]), float(out[1])))
+    print("a fresh process's first chunks (stems mode, one thread each), medians:")
+    firsts = {k: median(v[0] for v in vs) for k, vs in figures.items()}
+    pairs = {k: median(v[1] for v in vs) for k, vs in figures.items()}
+    for state in figures:
+        print(
+            f"  product buffers {state:9s}: first chunk {firsts[state]:.3f} s, "
+            f"the next two side by side {pairs[state]:.3f} s"
+        )
+    print(
+        f"  written / unwritten: first chunk {firsts['written'] / firsts['unwritten']:.2f}, "
+        f"first pair {pairs['written'] / pairs['unwritten']:.2f}"
+    )
 
 
 def _sdr_db(reference: np.ndarray, estimate: np.ndarray) -> float:

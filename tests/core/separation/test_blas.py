@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from stemdeck.core.separation import blas
@@ -42,3 +43,47 @@ def test_the_first_separation_keeps_blas_to_one_thread_and_threads_compute_alike
     np.testing.assert_array_equal(out["x"], alone)
     np.testing.assert_array_equal(out["y"], alone)
     np.testing.assert_array_equal(product(), alone)
+
+
+def test_the_product_buffers_are_written_by_products_running_at_once() -> None:
+    """Each thread's product holds a buffer of its own only while the others' run:
+    all ``count`` products are under way together (a barrier), none after another."""
+    count = 3
+    inside = 0
+    most = 0
+    lock = threading.Lock()
+    all_in = threading.Event()
+
+    def product() -> None:
+        nonlocal inside, most
+        with lock:
+            inside += 1
+            most = max(most, inside)
+            if inside == count:
+                all_in.set()
+        all_in.wait(10)  # a product ends only once every one has started
+        with lock:
+            inside -= 1
+
+    blas._write_product_buffers(count, product)
+    assert (most, inside) == (count, 0)
+
+
+def test_a_separating_process_writes_them_once_and_the_daemon_never(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """keep_one_blas_thread() writes the buffers the first time only, one product per
+    product the separation may run at once; the daemon's limit (separates=False,
+    daemon/realtime.py) writes none."""
+    from stemdeck.daemon.realtime import one_blas_thread
+
+    calls: list[int] = []
+    monkeypatch.setattr(blas, "_written", False)
+    monkeypatch.setattr(blas, "_write_product_buffers", lambda count: calls.append(count))
+    monkeypatch.setattr(blas.os, "cpu_count", lambda: 2)
+    one_blas_thread()
+    assert calls == []
+    keep_one_blas_thread()
+    keep_one_blas_thread()
+    assert calls == [3]  # two chunks and the last one's second NMF thread
+    assert blas._written is True
