@@ -264,7 +264,8 @@ def main() -> None:
 
 def beside(tree: Path, minutes: float, rate: int, runs: int) -> None:
     """Uncached loads of one track, alternating this checkout and ``tree``: medians."""
-    if not (tree / "stemdeck" / "daemon" / "cli").is_dir():
+    cli = tree / "stemdeck" / "daemon" / "cli"
+    if not (cli.is_dir() or cli.with_suffix(".py").is_file()):  # a package since the renovation
         raise SystemExit(f"{tree} holds no stemdeck package (TREE/stemdeck/daemon/cli)")
     if runs < 1:
         raise SystemExit(f"--runs must be at least 1, got {runs}")
