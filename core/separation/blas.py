@@ -85,7 +85,8 @@ def _write_product_buffers(count: int, product: Callable[[], object] | None = No
     buffer of its own: as many buffers as products the separation runs side by side
     (two chunks, the last one's NMF on two threads beside the other). A thread that
     starts after another's product ended reuses its buffer: one buffer fewer
-    written, the products the same (only how fast they run depends on it).
+    written, the products the same (only how fast they run depends on it); a thread
+    that cannot be started leaves its buffer as it is, and the separation goes on.
     ``product``: what each thread runs (a test's), default the square product."""
     if product is None:
         a = np.ones((_WRITE_SIDE, _WRITE_SIDE), dtype=np.float32)
@@ -102,14 +103,17 @@ def _write_product_buffers(count: int, product: Callable[[], object] | None = No
             pass  # a thread not started within 5 s: the others go on
         product()
 
-    threads = [
-        threading.Thread(target=write, name="stemdeck-blas-write", daemon=True)
-        for _ in range(count)
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    started: list[threading.Thread] = []
+    for _ in range(count):
+        thread = threading.Thread(target=write, name="stemdeck-blas-write", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:  # no room for a thread: the products run slower, no worse
+            start.abort()  # the started ones go on at once
+            break
+        started.append(thread)
+    for thread in started:
+        thread.join()
 
 
 def with_one_blas_thread(fn: Callable[P, R]) -> Callable[P, R]:

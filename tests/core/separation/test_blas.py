@@ -87,3 +87,25 @@ def test_a_separating_process_writes_them_once_and_the_daemon_never(
     keep_one_blas_thread()
     assert calls == [3]  # two chunks and the last one's second NMF thread
     assert blas._written is True
+
+
+def test_a_thread_that_cannot_start_leaves_the_separation_going(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Writing the buffers only makes products faster: with no room for a thread
+    (RuntimeError from start, as the thread limit gives it), the threads started run
+    their products at once and the call returns, no error, no wait on the barrier."""
+    real_start = threading.Thread.start
+    starts = 0
+
+    def start(self: threading.Thread) -> None:
+        nonlocal starts
+        starts += 1
+        if starts > 1:
+            raise RuntimeError("can't start new thread")
+        real_start(self)
+
+    ran: list[str] = []
+    monkeypatch.setattr(threading.Thread, "start", start)
+    blas._write_product_buffers(3, lambda: ran.append(threading.current_thread().name))
+    assert (starts, ran) == (2, ["stemdeck-blas-write"])
