@@ -281,9 +281,10 @@ def chunked(y: np.ndarray, sr: int, runs: int) -> None:
         )
 
 
-#: A fresh process's first chunk, then chunks 1 and 2 side by side; with argv[2] ==
-#: "unwritten", BLAS's product buffers are left as the process finds them (the code
-#: before core/separation/blas.py wrote them).
+#: A fresh process's first chunk, timed from its first separation call (the BLAS
+#: limit and, where written, the product buffers: as the worker, three), then chunks
+#: 1 and 2 side by side; with argv[2] == "unwritten", BLAS's product buffers are left
+#: as the process finds them (the code before core/separation/blas.py wrote them).
 _FRESH = """
 import sys, time
 from concurrent.futures import ThreadPoolExecutor
@@ -293,9 +294,9 @@ from stemdeck.core.separation.chunks import ChunkedSeparator
 if sys.argv[2] == "unwritten":
     blas._write_product_buffers = lambda count: None
 y, sr = load(sys.argv[1])
-blas.keep_one_blas_thread()
-separator = ChunkedSeparator(y, sr)
 t0 = time.perf_counter()
+blas.keep_one_blas_thread(products=3)
+separator = ChunkedSeparator(y, sr)
 separator.chunk(0)
 t1 = time.perf_counter()
 with ThreadPoolExecutor(2) as pool:
@@ -317,7 +318,10 @@ def fresh_chunks(track: Path, runs: int) -> None:
                 text=True,
             ).stdout.split()
             values.append((float(out[0]), float(out[1])))
-    print("a fresh process's first chunks (stems mode, one thread each), medians:")
+    print(
+        "a fresh process's first chunks (stems mode, one thread each; the first from the "
+        "process's first separation call, the buffers' writing included), medians:"
+    )
     firsts = {k: median(v[0] for v in vs) for k, vs in figures.items()}
     pairs = {k: median(v[1] for v in vs) for k, vs in figures.items()}
     for state in figures:

@@ -257,7 +257,7 @@ def one_blas_thread() -> None:
 
     from stemdeck.core.separation.blas import keep_one_blas_thread
 
-    keep_one_blas_thread(separates=False)  # the separation's own limit: until the process ends
+    keep_one_blas_thread(products=0)  # the separation's own limit: until the process ends
     if not log.isEnabledFor(logging.DEBUG):
         return  # another look at every library loaded (10 ms) for a line not shown
     pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]

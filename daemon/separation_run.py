@@ -42,6 +42,8 @@ __all__ = ["KeyLater", "run", "stream_into_cache"]
 KEY_POLL_S = 0.05
 #: How long a worker whose track's decode stopped waits for the daemon to end it.
 STOPPED_WAIT_S = 30.0
+#: Chunks a worker separates at once (:func:`stream_into_cache`).
+WORKERS = 2
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -72,7 +74,10 @@ def run(job: WorkerJob, conn: Connection) -> None:
     if parent == 1 or (parent != job.parent and _parent_of(parent) not in (job.parent, None)):
         os._exit(0)
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
-    keep_one_blas_thread()  # from the main thread, at once (core/separation/blas.py)
+    # From the main thread, at once (core/separation/blas.py); BLAS's buffers for the
+    # products that run at once: a chunk in each worker thread, and the last chunk's
+    # NMF on two threads beside the other chunk.
+    keep_one_blas_thread(products=WORKERS + 1)
     nmf_threads = max(1, (os.cpu_count() or 1) - 1)  # a core for the audio
     try:
         available = None
@@ -187,7 +192,7 @@ def stream_into_cache(
     conn: Connection,
     *,
     threads: int | None = None,
-    workers: int = 2,
+    workers: int = WORKERS,
     chunk_seconds: float = CHUNK_SECONDS,
     available: Callable[[int], None] | None = None,
 ) -> bool:

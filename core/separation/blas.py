@@ -20,18 +20,20 @@ computed in pool threads against the one-thread product.
 
 A process that separates also writes OpenBLAS's product buffers once, first
 (:func:`_write_product_buffers`). A product takes one of OpenBLAS's buffers for
-its packed operands (32 MB, mapped fresh on first use; products side by side take
-one each), and a buffer whose first products were small (the NMF's: 512 x 128 by
-128 x 256) ran every product 2.4-2.9x slower for the process's life. Measured here
-(OpenBLAS 0.3.31, its Haswell kernels on an AMD EPYC), in fresh processes: the
-same kernel on the same operands at the same addresses took 0.35 s for a chunk's
-NMF, and 0.14 s once one product of 384 x 384 by 384 x 384 or more (float64 too)
-had run in that buffer; 256 x 256 did not do it, nor did the thread or the operands'
-alignment matter. The likeliest cause: the kernel reads ahead into pages of the
-buffer that the small products never write, all mapped to the kernel's one zero
-page, whose aliases defeat this CPU's first-level cache, which predicts ways by
-virtual address. A worker's first chunk took 0.59 s instead of 0.39, and its first
-two chunks side by side 0.53 s instead of 0.46 (``bench/separate.py --only fresh``).
+its packed operands (32 MB, mapped on first use; products side by side take one
+each), and until a product of 384 x 384 by 384 x 384 or more (float64 too) has
+run in a buffer, the NMF's small products (512 x 128 by 128 x 256) run in it
+2.4-2.9x slower: measured here (OpenBLAS 0.3.31, its Haswell kernels on an AMD
+EPYC of the first Zen generation) in fresh processes, the same kernel on the same
+operands at the same addresses, 0.35 s for a chunk's NMF against 0.14 s, whatever
+the thread or the operands' alignment; a 256 x 256 product first halved it. The
+likeliest cause: the kernel prefetches into pages of the buffer that the small
+products never touch, which are not mapped yet; each such prefetch costs a page
+walk that finds nothing, again on every pass (a read of every page of the buffer,
+mapping them all to the zero page, cured it as well: a review's measurement, by
+``/proc/self/pagemap``). A fresh process took 0.75 s from its first separation call
+to its first chunk and 0.53 s for the next two side by side; with three buffers
+written first (10-40 ms of it), 0.57 and 0.47 s (``bench/separate.py --only fresh``).
 """
 
 from __future__ import annotations
@@ -51,43 +53,43 @@ _lock = threading.Lock()
 _limit: Any = None  # taken once, never given back
 _written = False  # the product buffers (_write_product_buffers), once
 #: The side of the square float32 product that writes a buffer (134 MFLOP, 8 ms):
-#: 384 was the smallest measured to do it, 256 did not.
+#: 384 was the smallest measured to do it, 256 did half.
 _WRITE_SIDE = 512
+#: How long a thread writing a buffer waits for the others to start (then goes on).
+_START_WAIT_S = 5.0
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def keep_one_blas_thread(*, separates: bool = True) -> None:
-    """BLAS runs one thread per call in this process from now on (once; kept). A
-    process that ``separates`` has its product buffers written first, once
-    (:func:`_write_product_buffers`); the daemon, whose products are few and small
-    (the beat analysis), passes False."""
+def keep_one_blas_thread(*, products: int | None = None) -> None:
+    """BLAS runs one thread per call in this process from now on (once; kept).
+
+    The first call also writes as many of BLAS's product buffers as the process
+    runs products at once (:func:`_write_product_buffers`): ``products``, default
+    the NMF's threads (``min(4, CPUs)``: core/separation/nmf.py); the separation
+    worker says its own (daemon/separation_run.py), the daemon, whose products are
+    few and small (the beat analysis), 0."""
     global _limit, _written
     with _lock:
         if _limit is None:
             _limit = threadpool_limits(1, user_api="blas")
-        if separates and not _written:
+        if not _written:
             _written = True
-            _write_product_buffers(_side_by_side())
-
-
-def _side_by_side() -> int:
-    """How many products a separating process runs at once at most: a chunk on each
-    core and the last chunk's second NMF thread (core/separation/chunks.py), up to
-    the NMF's four ranges beside one another (core/separation/nmf.py)."""
-    return min(8, (os.cpu_count() or 1) + 1)
+            count = min(4, os.cpu_count() or 1) if products is None else products
+            if count > 0:
+                _write_product_buffers(count)
 
 
 def _write_product_buffers(count: int, product: Callable[[], object] | None = None) -> None:
     """One product large enough to write an OpenBLAS buffer (the module's docstring
-    says why), in each of ``count`` threads at once, so that each call holds a
-    buffer of its own: as many buffers as products the separation runs side by side
-    (two chunks, the last one's NMF on two threads beside the other). A thread that
-    starts after another's product ended reuses its buffer: one buffer fewer
-    written, the products the same (only how fast they run depends on it); a thread
-    that cannot be started leaves its buffer as it is, and the separation goes on.
-    ``product``: what each thread runs (a test's), default the square product."""
+    says why), in each of ``count`` threads at once: each call holds a buffer of its
+    own while it runs, so ``count`` buffers are written. The threads start their
+    products together (a barrier): a thread that started after another's product
+    ended would take that one's buffer again. Nothing here may fail a separation:
+    a thread that cannot be started, or a product without memory, leaves its buffer
+    as it is (the products run slower, the same bits). ``product``: what each
+    thread runs (a test's), default the square product."""
     if product is None:
         a = np.ones((_WRITE_SIDE, _WRITE_SIDE), dtype=np.float32)
 
@@ -98,17 +100,20 @@ def _write_product_buffers(count: int, product: Callable[[], object] | None = No
 
     def write() -> None:
         try:
-            start.wait(timeout=5.0)
+            start.wait(timeout=_START_WAIT_S)
         except threading.BrokenBarrierError:
-            pass  # a thread not started within 5 s: the others go on
-        product()
+            pass  # a thread not started in time, or not at all: the others go on
+        try:
+            product()
+        except MemoryError:
+            pass
 
     started: list[threading.Thread] = []
     for _ in range(count):
         thread = threading.Thread(target=write, name="stemdeck-blas-write", daemon=True)
         try:
             thread.start()
-        except RuntimeError:  # no room for a thread: the products run slower, no worse
+        except (RuntimeError, MemoryError):  # no room for a thread
             start.abort()  # the started ones go on at once
             break
         started.append(thread)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -45,56 +46,36 @@ def test_the_first_separation_keeps_blas_to_one_thread_and_threads_compute_alike
     np.testing.assert_array_equal(product(), alone)
 
 
-def test_the_product_buffers_are_written_by_products_running_at_once() -> None:
-    """Each thread's product holds a buffer of its own only while the others' run:
-    all ``count`` products are under way together (a barrier), none after another."""
-    count = 3
-    inside = 0
-    most = 0
-    lock = threading.Lock()
-    all_in = threading.Event()
-
-    def product() -> None:
-        nonlocal inside, most
-        with lock:
-            inside += 1
-            most = max(most, inside)
-            if inside == count:
-                all_in.set()
-        all_in.wait(10)  # a product ends only once every one has started
-        with lock:
-            inside -= 1
-
-    blas._write_product_buffers(count, product)
-    assert (most, inside) == (count, 0)
-
-
-def test_a_separating_process_writes_them_once_and_the_daemon_never(
+def test_the_products_start_together_once_every_thread_has_started(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """keep_one_blas_thread() writes the buffers the first time only, one product per
-    product the separation may run at once; the daemon's limit (separates=False,
-    daemon/realtime.py) writes none."""
-    from stemdeck.daemon.realtime import one_blas_thread
+    """Each product holds a buffer of its own only while the others run: no product
+    starts before the last thread has (a barrier), even when starting the later
+    threads is slow, so none takes a buffer another product already gave back."""
+    count = 3
+    real_start = threading.Thread.start
+    started = 0
+    seen: list[int] = []
 
-    calls: list[int] = []
-    monkeypatch.setattr(blas, "_written", False)
-    monkeypatch.setattr(blas, "_write_product_buffers", lambda count: calls.append(count))
-    monkeypatch.setattr(blas.os, "cpu_count", lambda: 2)
-    one_blas_thread()
-    assert calls == []
-    keep_one_blas_thread()
-    keep_one_blas_thread()
-    assert calls == [3]  # two chunks and the last one's second NMF thread
-    assert blas._written is True
+    def slow_start(self: threading.Thread) -> None:
+        nonlocal started
+        if started:
+            time.sleep(0.05)  # the first thread's product would run meanwhile
+        started += 1
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", slow_start)
+    blas._write_product_buffers(count, lambda: seen.append(started))
+    assert seen == [count] * count
 
 
-def test_a_thread_that_cannot_start_leaves_the_separation_going(
+def test_a_thread_that_cannot_start_leaves_the_others_going_at_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Writing the buffers only makes products faster: with no room for a thread
     (RuntimeError from start, as the thread limit gives it), the threads started run
-    their products at once and the call returns, no error, no wait on the barrier."""
+    their products at once (the barrier broken, not waited out) and the call
+    returns, no error."""
     real_start = threading.Thread.start
     starts = 0
 
@@ -107,5 +88,39 @@ def test_a_thread_that_cannot_start_leaves_the_separation_going(
 
     ran: list[str] = []
     monkeypatch.setattr(threading.Thread, "start", start)
-    blas._write_product_buffers(3, lambda: ran.append(threading.current_thread().name))
+    monkeypatch.setattr(blas, "_START_WAIT_S", 3600.0)  # waited out: the test hangs
+    call = threading.Thread(
+        target=blas._write_product_buffers,
+        args=(3, lambda: ran.append(threading.current_thread().name)),
+    )
+    real_start(call)
+    call.join(30)
+    assert not call.is_alive()
     assert (starts, ran) == (2, ["stemdeck-blas-write"])
+
+
+def test_a_separating_process_writes_them_once_and_the_daemon_never(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first keep_one_blas_thread() writes the buffers, as many as products run
+    at once (default: the NMF's threads, at most four), never again; the daemon's
+    limit (daemon/realtime.py) writes none, and the worker's as many as its chunks
+    and the last chunk's second NMF thread (daemon/separation_run.py)."""
+    from stemdeck.daemon import separation_run
+    from stemdeck.daemon.realtime import one_blas_thread
+
+    calls: list[int] = []
+    monkeypatch.setattr(blas, "_write_product_buffers", lambda count: calls.append(count))
+    monkeypatch.setattr(blas.os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(blas, "_written", False)
+    one_blas_thread()
+    keep_one_blas_thread()
+    assert calls == []  # the daemon's call was the first: none, and never after
+    monkeypatch.setattr(blas, "_written", False)
+    keep_one_blas_thread()
+    keep_one_blas_thread()
+    assert calls == [4]
+    monkeypatch.setattr(blas, "_written", False)
+    keep_one_blas_thread(products=separation_run.WORKERS + 1)
+    assert calls == [4, 3]
+    assert blas._written is True
