@@ -44,6 +44,7 @@ from ipaddress import ip_address
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from stemdeck.core.audiofile.manifest import channel_colours
 from stemdeck.core.beats.store import BeatStore
 from stemdeck.core.control.registry import Registry
 from stemdeck.core.errors import ParameterError
@@ -60,7 +61,6 @@ from .echo_beats import EchoBeats
 from .forkserver import warm_up
 from .link import DEFAULT_BPM, LinkFollower, LinkSession
 from .loader import TrackLoader
-from .osc import Feedback, OscControl, OscServer
 from .pathnames import library_files
 from .prefetch import Prefetcher
 from .quantize import Quantizer
@@ -82,12 +82,13 @@ from .track_beats import TrackBeats
 from .track_limits import MAX_MINUTES, TrackLimits
 from .track_source import DEMO, LoadDone, read_source
 from .transport import TransportControl
-from .web.namespace import channel_colours
 
-if TYPE_CHECKING:  # imported where they start: mido, aiohttp, zeroconf only when used
+if TYPE_CHECKING:  # imported where they start (the OSC server once the audio runs; mido,
+    # aiohttp, zeroconf only when used)
     from .clock_in import MidiClockIn
     from .clock_out import MidiClockOut
     from .midi import MidiControl
+    from .osc import Feedback, OscServer
     from .web.advertise import Advertiser
     from .web.server import WebServer
 
@@ -228,7 +229,7 @@ class Daemon:
     @property
     def colours(self) -> list[str]:
         """#RRGGBB per channel: the track's own (a stem file), else the default colours
-        (``daemon/web/namespace.py``)."""
+        (``core/audiofile/manifest.py``)."""
         return channel_colours(self.registry.names, self.loader.colours)
 
     @property
@@ -551,6 +552,9 @@ class Daemon:
             one_blas_thread()
         finally:
             self.blas_limited.set()
+        # Imported once the audio runs: 25 ms of the way to the first sound before.
+        from .osc import Feedback, OscControl, OscServer
+
         # Feedback by channel name for stems, by index for components (docs/osc.md).
         control = OscControl(self, feedback_form="names" if opts.spec.mode == "stems" else "index")
         self.server = OscServer(

@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from stemdeck.core.separation.keys import STAGES
 
 from .loader_base import STEMS_STAGE
-from .osc import Counters
+
+if TYPE_CHECKING:  # the OSC server's, imported once the audio runs (daemon/osc/__init__.py)
+    from .osc import Counters
 
 __all__ = ["Status", "format_status"]
 

@@ -12,6 +12,7 @@ writer put there.
 
 from __future__ import annotations
 
+import colorsys
 import json
 import logging
 import re
@@ -33,6 +34,7 @@ __all__ = [
     "NI_COLOURS",
     "NI_NAMES",
     "NI_STEMS",
+    "channel_colours",
     "display_name",
     "make_manifest",
     "manifest_problems",
@@ -53,6 +55,7 @@ NI_STEMS: tuple[tuple[str, str], ...] = (
 #: The names and colours stemdeck writes into a four-stem manifest.
 NI_NAMES = tuple(n.capitalize() for n, _ in NI_STEMS)
 NI_COLOURS = tuple(c for _, c in NI_STEMS)
+_STEM_COLOURS = dict(NI_STEMS)
 MANIFEST_VERSION = 1
 
 #: Most characters of a stem's display name (longer ones end in an ellipsis).
@@ -76,6 +79,24 @@ _BIDI = re.compile(r"[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 # -- the manifest -------------------------------------------------------------------------
+def channel_colours(names: Sequence[str], given: Sequence[str] = ()) -> list[str]:
+    """``#RRGGBB`` per channel: the track's own (a stem file's manifest), else the NI
+    Stems colours (which Mixxx uses too) for stem names, else a ramp from red (the
+    lowest component) to violet (the highest)."""
+    if len(given) == len(names) and all(isinstance(c, str) for c in given):
+        return [str(c) for c in given]
+    out = []
+    n = len(names)
+    for i, name in enumerate(names):
+        colour = _STEM_COLOURS.get(name.lower())
+        if colour is None:
+            hue = (0.0 if n < 2 else i / (n - 1)) * 0.78
+            r, g, b = colorsys.hls_to_rgb(hue, 0.55, 0.75)
+            colour = f"#{round(r * 255):02X}{round(g * 255):02X}{round(b * 255):02X}"
+        out.append(colour)
+    return out
+
+
 def make_manifest(names: Sequence[str], colours: Sequence[str]) -> dict[str, Any]:
     """The JSON manifest of the ``stem`` box, as NI's format defines it.
 

@@ -17,7 +17,7 @@ from stemdeck.core import __version__
 from stemdeck.core.audiofile.stemfile_write import CODECS
 from stemdeck.core.separation.presets import list_presets
 
-from ..osc.subscriptions import FORMS
+from ..osc import FORMS
 from ..track_limits import MAX_MINUTES
 
 __all__ = [

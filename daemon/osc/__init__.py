@@ -41,9 +41,51 @@ feedback
 ``docs/osc.md`` describes the address space and every limit.
 """
 
-from .dispatch import Counters, OscControl
-from .feedback import Feedback, FeedbackFrame
-from .limits import Reply, Sender
-from .server import OscServer
+from __future__ import annotations
 
-__all__ = ["Counters", "Feedback", "FeedbackFrame", "OscControl", "OscServer", "Reply", "Sender"]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .dispatch import Counters, OscControl
+    from .feedback import Feedback, FeedbackFrame
+    from .limits import Reply, Sender
+    from .server import OscServer
+
+__all__ = [
+    "FORMS",
+    "Counters",
+    "Feedback",
+    "FeedbackFrame",
+    "OscControl",
+    "OscServer",
+    "Reply",
+    "Sender",
+]
+
+#: Feedback's address forms: channels by name or index, or REAPER's or Ardour's
+#: dialect (``/subscribe`` and ``serve --feedback``, whose parser reads it here).
+FORMS = ("names", "index", "reaper", "ardour")
+
+#: Where each name above is defined: imported when first asked for, so that
+#: importing this package (or a submodule: the CLI's parser reads ``FORMS``) does not
+#: import the server, its dispatch table and the wire format, 25 ms of the daemon's
+#: way to its first sound (``daemon/serve.py`` imports them once the audio runs).
+_HOMES = {
+    "Counters": "dispatch",
+    "OscControl": "dispatch",
+    "Feedback": "feedback",
+    "FeedbackFrame": "feedback",
+    "Reply": "limits",
+    "Sender": "limits",
+    "OscServer": "server",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{home}", __name__), name)
+    globals()[name] = value
+    return value

@@ -17,14 +17,13 @@ from typing import Any
 
 from stemdeck.core.errors import ParameterError
 
+from . import FORMS
 from .args import own_port
 from .limits import SUBSCRIBERS_PER_HOST, SUBSCRIBERS_TOTAL, Refused, Sender
 
 __all__ = ["FORMS", "SUBSCRIPTION_SECONDS", "Subscriber", "Subscriptions", "subscribe_args"]
 
 SUBSCRIPTION_SECONDS = 10.0  # feedback goes to a subscriber this long unless it renews
-#: Feedback's address forms: channels by name or index, or REAPER's or Ardour's dialect.
-FORMS = ("names", "index", "reaper", "ardour")
 
 
 @dataclass

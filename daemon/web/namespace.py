@@ -24,12 +24,10 @@ a method's types from its ``VALUE``.
 
 from __future__ import annotations
 
-import colorsys
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from stemdeck.core.audiofile.manifest import NI_STEMS
 from stemdeck.core.beats.grid import BPM_LIMITS, MAX_BEATJUMP, MAX_LOOP_BEATS, MIN_LOOP_BEATS
 from stemdeck.core.beats.store import MAX_CUES
 from stemdeck.core.control.registry import CHANNEL_PARAMS, MASTER_PARAMS, PARAM_ALIASES
@@ -57,7 +55,6 @@ __all__ = [
     "VALUE_CHILDREN",
     "Snapshot",
     "build",
-    "channel_colours",
     "find",
 ]
 
@@ -97,26 +94,7 @@ VALUE_CHILDREN = {
 # A parameter with parameters below it (filter has filter/res) -> the child that
 # carries its own value in the tree: /ch/N/filter/knob, /ch/N/echo/send.
 _VALUE_LEAF = {alias.split("/")[0]: alias.split("/")[1] for alias in PARAM_ALIASES}
-_STEM_COLOURS = dict(NI_STEMS)
 _PLACEHOLDER = {"i": 0, "f": 0.0, "s": ""}
-
-
-def channel_colours(names: Sequence[str], given: Sequence[str] = ()) -> list[str]:
-    """``#RRGGBB`` per channel: the track's own (a stem file's manifest), else the NI
-    Stems colours (which Mixxx uses too) for stem names, else a ramp from red (the
-    lowest component) to violet (the highest)."""
-    if len(given) == len(names) and all(isinstance(c, str) for c in given):
-        return [str(c) for c in given]
-    out = []
-    n = len(names)
-    for i, name in enumerate(names):
-        colour = _STEM_COLOURS.get(name.lower())
-        if colour is None:
-            hue = (0.0 if n < 2 else i / (n - 1)) * 0.78
-            r, g, b = colorsys.hls_to_rgb(hue, 0.55, 0.75)
-            colour = f"#{round(r * 255):02X}{round(g * 255):02X}{round(b * 255):02X}"
-        out.append(colour)
-    return out
 
 
 class Snapshot:

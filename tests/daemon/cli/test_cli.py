@@ -659,6 +659,36 @@ print(light, calls, codes)
     )
 
 
+def test_the_daemon_imports_its_osc_server_once_the_audio_runs() -> None:
+    """What ``serve`` imports before its first sound leaves the OSC server, its
+    dispatch table and the wire format out (25 ms: daemon/osc/__init__.py): the
+    package alone, for the feedback forms the parser checks. Its names still come
+    from the package when asked for, and a name it does not have is an
+    AttributeError, not a wrong import."""
+    script = """
+import sys
+import stemdeck.daemon.cli.parser, stemdeck.daemon.cli.commands, stemdeck.daemon.serve
+print(sorted(m for m in sys.modules if m.startswith("stemdeck.daemon.osc")))
+from stemdeck.daemon.osc import FORMS, Counters, OscServer, limits
+from stemdeck.daemon.osc.server import OscServer as defined
+print(FORMS, OscServer is defined, Counters.__module__, limits.__name__)
+import stemdeck.daemon.osc as osc
+try:
+    osc.nothing
+except AttributeError as exc:
+    print(exc)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.splitlines() == [
+        "['stemdeck.daemon.osc']",
+        "('names', 'index', 'reaper', 'ardour') True stemdeck.daemon.osc.dispatch "
+        "stemdeck.daemon.osc.limits",
+        "module 'stemdeck.daemon.osc' has no attribute 'nothing'",
+    ]
+
+
 def test_an_interrupt_while_the_fork_server_starts_is_one_line() -> None:
     script = """
 import stemdeck.daemon.forkserver as fs
