@@ -68,9 +68,10 @@ __all__ = [
 FORMS = ("names", "index", "reaper", "ardour")
 
 #: Where each name above is defined: imported when first asked for, so that
-#: importing this package (or a submodule: the CLI's parser reads ``FORMS``) does not
-#: import the server, its dispatch table and the wire format, 25 ms of the daemon's
-#: way to its first sound (``daemon/serve.py`` imports them once the audio runs).
+#: importing this package alone (the CLI's parser reads ``FORMS``) does not import
+#: the server, its dispatch table and the wire format, 25 ms of the daemon's way to
+#: its first sound (``daemon/serve.py`` imports them once the audio runs; with MIDI,
+#: ``daemon/midi.py`` imports most of them before).
 _HOMES = {
     "Counters": "dispatch",
     "OscControl": "dispatch",
@@ -82,10 +83,12 @@ _HOMES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{home}", __name__), name)
-    globals()[name] = value
-    return value
+if not TYPE_CHECKING:  # the type checker sees the imports above: a misspelt name is an error
+
+    def __getattr__(name: str) -> Any:
+        home = _HOMES.get(name)
+        if home is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(f".{home}", __name__), name)
+        globals()[name] = value
+        return value

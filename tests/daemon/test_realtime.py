@@ -7,7 +7,10 @@ import pytest
 
 PROBE = r"""
 import gc, json
-import stemdeck.daemon.serve  # everything a started daemon has imported
+# Everything a started daemon has imported: serve, and the OSC server it imports once
+# its audio runs.
+import stemdeck.daemon.serve
+import stemdeck.daemon.osc.dispatch, stemdeck.daemon.osc.feedback, stemdeck.daemon.osc.server
 from stemdeck.daemon.realtime import GcWatch, settle_heap
 
 before = len(gc.get_objects())

@@ -659,16 +659,23 @@ print(light, calls, codes)
     )
 
 
-def test_the_daemon_imports_its_osc_server_once_the_audio_runs() -> None:
-    """What ``serve`` imports before its first sound leaves the OSC server, its
-    dispatch table and the wire format out (25 ms: daemon/osc/__init__.py): the
-    package alone, for the feedback forms the parser checks. Its names still come
-    from the package when asked for, and a name it does not have is an
-    AttributeError, not a wrong import."""
-    script = """
+def test_the_daemon_imports_its_osc_server_once_the_audio_runs(tmp_path: Path) -> None:
+    """When ``serve`` starts its audio, the OSC server, its dispatch table and the
+    wire format are not imported yet (25 ms before the first sound:
+    daemon/osc/__init__.py), only the package, for the feedback forms the parser
+    checks. Its names still come from the package when asked for, and a name it
+    does not have is an AttributeError, not a wrong import."""
+    track = tmp_path / "t.wav"
+    sf.write(track, tone_mix(1.0).T, SR)
+    script = f"""
 import sys
-import stemdeck.daemon.cli.parser, stemdeck.daemon.cli.commands, stemdeck.daemon.serve
-print(sorted(m for m in sys.modules if m.startswith("stemdeck.daemon.osc")))
+import stemdeck.daemon.serve as serve
+def start(self):
+    print(sorted(m for m in sys.modules if m.startswith("stemdeck.daemon.osc")), flush=True)
+    raise KeyboardInterrupt  # the audio would start here: stop
+serve.AudioSupervisor.start = start
+from stemdeck.daemon.cli import main
+print(main(["serve", {str(track)!r}, "--no-audio", "--http", "off", "--no-cache"]))
 from stemdeck.daemon.osc import FORMS, Counters, OscServer, limits
 from stemdeck.daemon.osc.server import OscServer as defined
 print(FORMS, OscServer is defined, Counters.__module__, limits.__name__)
@@ -683,6 +690,7 @@ except AttributeError as exc:
     )
     assert out.stdout.splitlines() == [
         "['stemdeck.daemon.osc']",
+        "130",
         "('names', 'index', 'reaper', 'ardour') True stemdeck.daemon.osc.dispatch "
         "stemdeck.daemon.osc.limits",
         "module 'stemdeck.daemon.osc' has no attribute 'nothing'",
