@@ -30,7 +30,9 @@ slowest block (the daemon's status line), RssAnon at the start and the end, the
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -236,6 +238,7 @@ def main() -> int:
     )
 
     tmp = Path(tempfile.mkdtemp(prefix="stemdeck-fuzz-"))
+    atexit.register(shutil.rmtree, tmp, True)  # its tracks and cache entries: GBs
     track = tmp / "song.wav"
     sf.write(track, tone_mix(6.0, sr=SR).T, SR, subtype="FLOAT")
     env = {**os.environ, "STEMDECK_CACHE": str(tmp / "cache"), "STEMDECK_CONFIG": str(tmp / "cfg")}

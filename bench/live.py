@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -203,6 +204,14 @@ def main() -> None:
     if args.busy_seconds < 5:
         raise SystemExit("--busy-seconds must be at least 5 (the daemon's window)")
     work = Path(tempfile.mkdtemp(prefix="stemdeck-live-"))
+    try:
+        measure(args, work)
+    finally:  # the tracks and every trial's cache entry: 2.5 GB a run
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(args: argparse.Namespace, work: Path) -> None:
+    """The benchmark's parts (the module's docstring), its files in ``work``."""
     name = f"stemdeck-bench-{os.getpid()}"
     jackd = start_jack(name, rate=SR, period=BLOCK)
     if jackd is None:

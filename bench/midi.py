@@ -14,7 +14,9 @@ Prints, from one run:
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -52,6 +54,7 @@ def main() -> None:
     ap.add_argument("--rate", type=int, default=1000)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="stemdeck-midi-"))
+    atexit.register(shutil.rmtree, work, True)  # its tracks and cache entries: GBs
     name = f"stemdeck-midibench-{os.getpid()}"
     jackd = start_jack(name, rate=SR, period=BLOCK)
     if jackd is None:

@@ -20,9 +20,11 @@ Prints, from one run (medians of --runs repeats):
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -73,6 +75,7 @@ def main() -> None:
         f"BLAS: {blas_info()}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}"
     )
     work = Path(tempfile.mkdtemp(prefix="stemdeck-bench-"))
+    atexit.register(shutil.rmtree, work, True)  # its tracks and cache entries: GBs
     track = work / "track.wav"
     demo = demo_track(seconds=args.seconds)
     write(track, demo.mix, demo.sr)
