@@ -28,6 +28,7 @@ import argparse
 import ctypes
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -356,6 +357,7 @@ def run(seconds: float, tempo_to: float) -> dict[str, Any]:
         peer.enabled = False
         jackd.terminate()
         jackd.wait(timeout=10)
+        shutil.rmtree(root, ignore_errors=True)  # the track and its cache entry: 168 MB
     return out
 
 
