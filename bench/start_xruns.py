@@ -23,7 +23,6 @@ import atexit
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from daemon_helpers import Client, free_udp_port  # noqa: E402
 from jack_helpers import env_for, start_jack  # noqa: E402
+from live import serve  # noqa: E402
 
 from stemdeck.core.audiofile.files import write  # noqa: E402
 from stemdeck.core.material.demo import demo_track  # noqa: E402
@@ -46,24 +46,7 @@ def xruns(track: Path, env: dict[str, str]) -> list[int | None]:
     answer)."""
     port = free_udp_port()
     started = time.monotonic()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "stemdeck.daemon.cli",
-            "serve",
-            str(track),
-            "--block",
-            "256",
-            "--osc-port",
-            str(port),
-            "--http",
-            "off",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = serve(track, env, port)
     counts: list[int | None] = []
     try:
         for at in READ_AT_S:
@@ -109,7 +92,6 @@ def main() -> None:
             for label, path in codes:
                 for state in ("uncached", "cached"):
                     env = {
-                        **os.environ,
                         **env_for(name),
                         "STEMDECK_CACHE": str(work / f"cache-{label != 'this checkout'}-{run}"),
                     }
