@@ -261,7 +261,7 @@ class TrackLoader(CachedChannels, SeparatedChannels):
         decode, name = decode_source(
             request.source,
             self.cache.root if self.cache is not None else None,
-            FIRST_PIECE_S if first is None else first,
+            FIRST_PIECE_S if first is None else first,  # read now, not at definition
         )
         try:
             sr = decode.sr
