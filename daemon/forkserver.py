@@ -16,14 +16,24 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import multiprocessing.forkserver
+import os
+import threading
+import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, Protocol
 
-from .realtime import children_on_every_cpu
+from .realtime import children_on_every_cpu, name_os_thread
 
-__all__ = ["PRELOAD", "ProcessContext", "warm_up", "worker_context"]
+__all__ = [
+    "PRELOAD",
+    "ProcessContext",
+    "follow_parent",
+    "start_child",
+    "warm_up",
+    "worker_context",
+]
 
 log = logging.getLogger(__name__)
 
@@ -70,3 +80,67 @@ def warm_up(context: ProcessContext) -> None:
             multiprocessing.forkserver.ensure_running()
     except OSError as exc:  # no room for a process: the worker's start says it again
         log.debug("separation fork server not started: %s", exc)
+        return
+    # The server's imports, and every process it forks, at the workers' niceness: at
+    # the daemon's, its imports took a core from the daemon's threads in the first
+    # second, one of them holding the GIL the audio callback waited for.
+    pid = getattr(multiprocessing.forkserver._forkserver, "_forkserver_pid", None)
+    if pid is not None:
+        _nice(pid, SERVER_NICE)
+
+
+#: The fork server's niceness, as the workers it forks (separation_worker.WORKER_NICE).
+SERVER_NICE = 10
+
+
+def _nice(pid: int, nice: int) -> None:
+    """Process ``pid`` at niceness ``nice`` (or as it is, where that is refused)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, nice)
+    except (OSError, AttributeError):
+        pass
+
+
+def start_child(context: ProcessContext, process: BaseProcess, nice: int) -> None:
+    """Start ``process`` (of ``context``), then give it niceness ``nice``: forked from
+    the fork server (started now if it is not running), or with the process's CPUs
+    (not the audio's pin: realtime.py)."""
+    if getattr(context, "_name", None) == "forkserver":
+        # The child takes the fork server's CPUs, not this thread's: only the
+        # server's own start (if it is not running) must leave the audio's pin.
+        warm_up(context)
+        process.start()
+    else:
+        with children_on_every_cpu():
+            process.start()
+    if process.pid is not None:
+        _nice(process.pid, nice)  # spawned: niced from its first instruction, imports included
+
+
+def follow_parent(expected: int, name: str) -> None:
+    """In a child of :func:`start_child`, called ``name`` in ``ps`` and ``top`` from now
+    on: end at once if its parent is gone, and from now on within 0.1 s of its
+    parent's end (even by SIGKILL). ``expected`` is the daemon's pid: the parent is the
+    daemon (spawned) or the fork server, whose parent is the daemon and which ends
+    with it."""
+    name_os_thread(name)
+    parent = os.getppid()
+    if parent == 1 or (parent != expected and _parent_of(parent) not in (expected, None)):
+        os._exit(0)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    while True:
+        if os.getppid() != parent:
+            os._exit(0)
+        time.sleep(0.1)
+
+
+def _parent_of(pid: int) -> int | None:
+    """``pid``'s parent (``/proc``), or None where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None

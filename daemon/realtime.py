@@ -233,12 +233,14 @@ def raise_priority(nice: int = CONTROL_NICE) -> str:
     return f"nice {nice}"
 
 
-def name_os_thread() -> None:
-    """Give the calling thread its Python name in the OS too (15 bytes, as ``top -H``
-    and /proc/PID/task/TID/comm show it); silently nothing where prctl is missing."""
-    name = threading.current_thread().name.encode("ascii", "replace")[:15]
+def name_os_thread(name: str | None = None) -> None:
+    """Give the calling thread its Python name (or ``name``) in the OS too (15 bytes, as
+    ``top -H`` and /proc/PID/task/TID/comm show it; a process's main thread names the
+    process in ``ps`` and ``top``); silently nothing where prctl is missing."""
+    name = name if name is not None else threading.current_thread().name
+    encoded = name.encode("ascii", "replace")[:15]
     try:
-        _libc().prctl(_PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)
+        _libc().prctl(_PR_SET_NAME, ctypes.c_char_p(encoded), 0, 0, 0)
     except (OSError, AttributeError):
         pass
 

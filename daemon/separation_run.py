@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -29,6 +28,7 @@ from stemdeck.core.separation.chunk_writer import ChunkWriter
 from stemdeck.core.separation.chunks import CHUNK_SECONDS, Chunk, ChunkedSeparator
 from stemdeck.core.separation.separate import separate
 
+from .forkserver import follow_parent
 from .separation_worker import (
     PROVISIONAL,
     DecodeStopped,
@@ -44,36 +44,15 @@ KEY_POLL_S = 0.05
 STOPPED_WAIT_S = 30.0
 #: Chunks a worker separates at once (:func:`stream_into_cache`).
 WORKERS = 2
-
-
-def _exit_with_parent(parent: int) -> None:
-    """Worker: end at once, quietly, when its parent is gone (even by SIGKILL): the
-    daemon, or the fork server, which ends with the daemon."""
-    while True:
-        if os.getppid() != parent:
-            os._exit(0)
-        time.sleep(0.1)
-
-
-def _parent_of(pid: int) -> int | None:
-    """``pid``'s parent (``/proc``), or None where it cannot be read."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return int(f.read().rsplit(b")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
+#: The worker process's name in ``ps`` and ``top`` (15 bytes at most).
+WORKER_NAME = "stemdeck-worker"
 
 
 def run(job: WorkerJob, conn: Connection) -> None:
     """The worker process: separate ``job``'s audio, report through ``conn``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # ended: no traceback
-    # The parent it has now: the daemon (spawned) or the fork server (job.parent then
-    # being the daemon, the server's parent); gone already if the parent is init.
-    parent = os.getppid()
-    if parent == 1 or (parent != job.parent and _parent_of(parent) not in (job.parent, None)):
-        os._exit(0)
-    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    follow_parent(job.parent, WORKER_NAME)  # ends with the daemon
     # From the main thread, at once (core/separation/blas.py); BLAS's buffers for the
     # products that run at once: a chunk in each worker thread, and the last chunk's
     # NMF on two threads beside the other chunk.

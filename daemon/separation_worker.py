@@ -68,8 +68,7 @@ from stemdeck.core.audiofile.files import MappedDecode
 from stemdeck.core.separation.keys import SeparationSpec
 from stemdeck.core.separation.partial import discard_partial
 
-from .forkserver import ProcessContext, warm_up
-from .realtime import children_on_every_cpu
+from .forkserver import ProcessContext, start_child
 
 __all__ = [
     "SHARED_PREFIX",
@@ -342,14 +341,7 @@ class SeparationWorker:
         if provisional is not None and cache_root is not None:
             worker._provisional = (Path(cache_root), provisional)
         try:
-            if getattr(context, "_name", None) == "forkserver":
-                # The worker takes the fork server's CPUs, not this thread's: only the
-                # server's own start (if it is not running) must leave the audio's pin.
-                warm_up(context)
-                process.start()
-            else:
-                with children_on_every_cpu():  # not the audio's pin (realtime.py)
-                    process.start()
+            start_child(context, process, WORKER_NICE)
         except BaseException:
             parent.close()
             if key_out is not None:
@@ -360,11 +352,6 @@ class SeparationWorker:
             child.close()
             if key_in is not None:
                 key_in.close()
-        if process.pid is not None:
-            try:  # niced from its first instruction, imports included
-                os.setpriority(os.PRIO_PROCESS, process.pid, WORKER_NICE)
-            except (OSError, AttributeError):
-                pass
         return worker
 
     def send_key(self, key: str | None) -> None:

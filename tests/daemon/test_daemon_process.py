@@ -41,9 +41,22 @@ def _fork_servers(pid: int) -> set[int]:
     return {c for c in _children(pid) if b"multiprocessing.forkserver" in _cmdline(c)}
 
 
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 def _workers(pid: int) -> set[int]:
-    """The separation workers of the daemon ``pid``: its fork server's children."""
-    return {w for server in _fork_servers(pid) for w in _children(server)}
+    """The separation workers of the daemon ``pid``: its fork server's children named
+    so (daemon/separation_run.py; a beat analysis is another: daemon/beats_worker.py)."""
+    return {
+        w
+        for server in _fork_servers(pid)
+        for w in _children(server)
+        if _comm(w) == "stemdeck-worker"
+    }
 
 
 def _alive(pid: int) -> bool:

@@ -48,8 +48,12 @@ def test_the_worker_is_forked_from_the_warm_fork_server() -> None:
         assert server != os.getpid() and _ppid(server) == os.getpid()  # not our own fork
         assert b"multiprocessing.forkserver" in Path(f"/proc/{server}/cmdline").read_bytes()
         assert os.getpriority(os.PRIO_PROCESS, pid) == 10  # niced as a spawned one was
+        # The server too: its imports took a core from the daemon's threads at its start.
+        assert os.getpriority(os.PRIO_PROCESS, server) == 10
         first = worker.recv()
         assert first[0] == "progress"
+        # Its name in ps and top, given before its first message.
+        assert Path(f"/proc/{pid}/comm").read_text() == "stemdeck-worker\n"
         # A second worker comes from the same server.
         other = SeparationWorker.start(context, y, SR, spec=spec, key=None, cache_root=None)
         try:
