@@ -12,8 +12,11 @@ after the first blocks, ``daemon/audio/sinks.py``) is read at 2, 4 and 8 s.
 
 Target: none in any run (a dropout is a click). ``--runs 3 --beside TREE`` at 1927bff on
 this project's 2-core machine (TREE: 49182a3's code), xruns at 8 s: this code uncached 7,
-6, 4, cached 0, 0, 1; 49182a3's uncached 0, 0, 0, cached 2, 1, 2. Not the cause alone:
-the worker at niceness 19 instead of 10 (``daemon/separation_worker.py``), uncached 5, 1, 0.
+6, 4, cached 0, 0, 1; 49182a3's uncached 0, 0, 0, cached 2, 1, 2. The cause: the beat
+analysis's thread, niced as the worker, stopped by the scheduler holding the GIL the
+audio callback waited for (docs/architecture.md, "The GIL and the scheduler"); it runs
+in a process of its own since. A stall of JACK's own thread (the virtual machine's CPU
+taken by its host) still drops a block now and then, in any code.
 """
 
 from __future__ import annotations
@@ -88,6 +91,7 @@ def main() -> None:
             f"xruns at {', '.join(f'{t:g}' for t in READ_AT_S)} s; "
             f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}"
         )
+        totals: dict[tuple[str, str], list[int]] = {}
         for run in range(args.runs):
             for label, path in codes:
                 for state in ("uncached", "cached"):
@@ -97,7 +101,16 @@ def main() -> None:
                     }
                     if path:
                         env["PYTHONPATH"] = path
-                    print(f"run {run + 1}, {label}, {state}: xruns {xruns(track, env)}", flush=True)
+                    counts = xruns(track, env)
+                    print(f"run {run + 1}, {label}, {state}: xruns {counts}", flush=True)
+                    final = counts[-1]
+                    if final is not None:
+                        totals.setdefault((label, state), []).append(final)
+        for (label, state), finals in totals.items():
+            print(
+                f"{label}, {state}: {sum(finals)} xruns in {len(finals)} runs "
+                f"({sum(1 for n in finals if n)} with any), at {READ_AT_S[-1]:g} s"
+            )
     finally:
         jackd.terminate()
         jackd.wait(timeout=30)

@@ -57,6 +57,7 @@ from stemdeck.core.separation.keys import SeparationSpec
 from .audio.jack import JackOutput, JackSink, open_client, playback_latency_s
 from .audio.recorder import Recorder
 from .audio.sinks import output_device
+from .beats_worker import analyze_apart
 from .echo_beats import EchoBeats
 from .forkserver import warm_up
 from .link import DEFAULT_BPM, LinkFollower, LinkSession
@@ -203,6 +204,7 @@ class Daemon:
         self.beats = TrackBeats(
             BeatStore(self.cache.root) if self.cache is not None else None,
             current=lambda gen: self.loader.current(gen),
+            analyze=analyze_apart,  # in a process of its own, not under the daemon's GIL
             ready=self.blas_limited.wait,
         )
         self.echo_beats = EchoBeats(self.registry, self.beats, self.engine.post)

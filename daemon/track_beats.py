@@ -33,18 +33,12 @@ from stemdeck.core.beats.analysis import BeatAnalysis, analyze_beats
 from stemdeck.core.beats.grid import BeatGrid, TapTempo
 from stemdeck.core.beats.store import MAX_CUES, BeatRecord, BeatStore, HotCue, track_record
 from stemdeck.core.errors import BeatStoreError, ParameterError
-from stemdeck.core.priority import nice_this_thread
 
 from .realtime import name_os_thread
 
 __all__ = ["TrackBeats", "TrackGrid"]
 
 log = logging.getLogger(__name__)
-
-#: The analysis thread's niceness, as the separation worker's: at the default 0 it
-#: took about nine tenths of a core from the worker's chunks (the stems under the
-#: play head came seconds later for a long track).
-ANALYSIS_NICE = 10
 
 
 @dataclass(frozen=True)
@@ -96,7 +90,8 @@ class TrackBeats:
         Seconds of a clock that only goes forward, for tap tempo (the daemon's
         ``time.monotonic``).
     analyze : callable
-        ``analyze(y, sr)``: the analysis (:func:`~stemdeck.core.beats.analysis.analyze_beats`).
+        ``analyze(y, sr)``: the analysis (:func:`~stemdeck.core.beats.analysis.analyze_beats`
+        in this thread; the daemon's: :func:`~.beats_worker.analyze_apart`, in a process).
     ready : callable
         Called before each analysis, in its thread: the daemon's waits until its BLAS
         limit is taken (:func:`~stemdeck.daemon.realtime.one_blas_thread`).
@@ -169,8 +164,11 @@ class TrackBeats:
         return token == self._token
 
     def _run(self, y: np.ndarray, sr: int, gen: int, name: str, token: int, t0: float) -> None:
+        # At the daemon's niceness: a nicer thread could be stopped by the scheduler
+        # holding the GIL, which the audio callback then waits for. The analysis
+        # itself runs in a niced process of its own (the daemon's analyze:
+        # beats_worker.py); this thread hashes the track and waits.
         name_os_thread()  # stemdeck-beats in top -H and /proc
-        nice_this_thread(ANALYSIS_NICE)
 
         def analyze() -> BeatAnalysis:
             self.ready()  # the daemon's: its BLAS limit is taken (daemon/realtime.py)

@@ -14,11 +14,18 @@ from __future__ import annotations
 import mmap
 import os
 import secrets
+import threading
+import weakref
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Rows", "map_file", "new_file", "write_at"]
+__all__ = ["Rows", "map_file", "mapped_file", "new_file", "write_at"]
+
+#: A descriptor of the file behind each live map of :func:`map_file`, by the map's
+#: ``id`` (the entry goes with the map): :func:`mapped_file` hands it to a process.
+_FILES: dict[int, int] = {}
+_FILES_LOCK = threading.Lock()
 
 
 def new_file(folder: str | os.PathLike[str], size: int) -> int:
@@ -45,9 +52,49 @@ def write_at(fd: int, a: np.ndarray, offset: int) -> None:
 
 
 def map_file(fd: int, shape: tuple[int, ...]) -> np.ndarray:
-    """A read-only float32 memory map of ``fd``'s first ``shape`` samples."""
+    """A read-only float32 memory map of ``fd``'s first ``shape`` samples (``fd`` may
+    be closed after: the map keeps the file; :func:`mapped_file` finds it again)."""
     size = 4 * int(np.prod(shape, dtype=np.int64))
-    return np.ndarray(shape, np.float32, buffer=mmap.mmap(fd, max(size, 1), prot=mmap.PROT_READ))
+    mapping = mmap.mmap(fd, max(size, 1), prot=mmap.PROT_READ)
+    try:
+        kept = os.dup(fd)
+    except OSError:  # no descriptor left: the map works, only mapped_file will not find it
+        kept = -1
+    if kept >= 0:
+        with _FILES_LOCK:
+            _FILES[id(mapping)] = kept
+        weakref.finalize(mapping, _forget, id(mapping), kept)
+    return np.ndarray(shape, np.float32, buffer=mapping)
+
+
+def _forget(key: int, fd: int) -> None:
+    with _FILES_LOCK:
+        if _FILES.get(key) == fd:
+            del _FILES[key]
+    os.close(fd)
+
+
+def mapped_file(a: np.ndarray) -> tuple[int, int] | None:
+    """Where the samples of ``a``, an array over a map of :func:`map_file` (or a view
+    of one), are: a new descriptor of the file (the caller closes it) and the byte
+    offset of ``a``'s first sample in it; None when ``a`` is not such an array, its
+    map is closed, or no descriptor is left. Another process maps the file from it
+    with no copy (daemon/beats_worker.py)."""
+    base: object = a
+    while isinstance(base, np.ndarray):
+        base = base.base
+    if not isinstance(base, mmap.mmap) or base.closed:
+        return None
+    with _FILES_LOCK:
+        fd = _FILES.get(id(base), -1)
+        if fd < 0:
+            return None
+        try:
+            fd = os.dup(fd)
+        except OSError:
+            return None
+    start = np.frombuffer(base, np.uint8).ctypes.data
+    return fd, int(a.ctypes.data - start)
 
 
 class Rows:

@@ -697,6 +697,33 @@ except AttributeError as exc:
     ]
 
 
+def test_the_daemon_analyses_beats_in_a_process_of_its_own(tmp_path: Path) -> None:
+    """``serve``'s beat grid comes from :func:`~stemdeck.daemon.beats_worker.analyze_apart`
+    (a niced process: tests/daemon/test_beats_worker.py), never from the analysis
+    run in the daemon's thread, whose GIL the audio callback waits for."""
+    track = tmp_path / "t.wav"
+    sf.write(track, tone_mix(1.0).T, SR)
+    script = f"""
+import stemdeck.daemon.serve as serve
+import stemdeck.daemon.track_beats as track_beats
+made = track_beats.TrackBeats.__init__
+def init(self, *args, **kwargs):
+    analyze = kwargs["analyze"]
+    print(analyze.__module__, analyze.__name__, flush=True)
+    made(self, *args, **kwargs)
+track_beats.TrackBeats.__init__ = init
+def start(self):
+    raise KeyboardInterrupt  # the audio would start here: stop
+serve.AudioSupervisor.start = start
+from stemdeck.daemon.cli import main
+print(main(["serve", {str(track)!r}, "--no-audio", "--http", "off", "--no-cache"]))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.splitlines() == ["stemdeck.daemon.beats_worker analyze_apart", "130"]
+
+
 def test_an_interrupt_while_the_fork_server_starts_is_one_line() -> None:
     script = """
 import stemdeck.daemon.forkserver as fs

@@ -1,0 +1,141 @@
+"""The beat analysis in a process of its own (daemon/beats_worker.py): the same
+analysis as in the daemon's thread, the samples shared with no copy, its errors one
+line each, its end without an answer an error, nothing of it left behind."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+
+from stemdeck.core.audiofile.scratch import map_file, new_file, write_at
+from stemdeck.core.beats.analysis import analyze_beats
+from stemdeck.core.errors import AudioFileError, ParameterError
+from stemdeck.core.material.demo import demo_track
+from stemdeck.daemon import beats_worker
+from stemdeck.daemon.beats_worker import BeatProcessError, analyze_apart
+from stemdeck.daemon.forkserver import worker_context
+
+pytestmark = pytest.mark.e2e  # processes
+
+SECONDS = 12
+
+
+@pytest.fixture(scope="module")
+def track() -> tuple[np.ndarray, int]:
+    demo = demo_track(seconds=SECONDS)
+    return np.ascontiguousarray(demo.mix, np.float32), demo.sr
+
+
+def _scratch(folder: Path, y: np.ndarray) -> np.ndarray:
+    fd = new_file(folder, y.nbytes)
+    try:
+        for c in range(y.shape[0]):
+            write_at(fd, y[c], 4 * c * y.shape[1])
+        return map_file(fd, y.shape)
+    finally:
+        os.close(fd)
+
+
+def _here(y: np.ndarray, sr: int) -> Any:
+    with threadpool_limits(1, user_api="blas"):  # as the daemon and the process run it
+        return analyze_beats(y, sr)
+
+
+def _fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def _segments() -> list[str]:
+    return sorted(p.name for p in Path("/dev/shm").glob(f"stemdeck-{os.getpid()}-*"))
+
+
+def test_a_mapped_track_and_its_view_are_analysed_as_here(
+    tmp_path: Path, track: tuple[np.ndarray, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    y, sr = track
+    mapped = _scratch(tmp_path, y)
+    shared: list[object] = []
+    real = beats_worker.share_audio
+
+    def share(a: np.ndarray) -> Any:
+        shared.append(a)
+        return real(a)
+
+    monkeypatch.setattr(beats_worker, "share_audio", share)
+    assert analyze_apart(mapped, sr) == _here(y, sr)
+    before = _fds()  # the fork server's own descriptors are there from the first start
+    assert analyze_apart(mapped, sr) == _here(y, sr)
+    view = mapped[:, sr : sr * (SECONDS - 2)]  # not contiguous: rows of the whole file
+    assert analyze_apart(view, sr) == _here(np.ascontiguousarray(view), sr)
+    assert shared == []  # the file went, not a copy
+    assert _fds() == before  # no descriptor left
+
+
+def test_samples_of_the_heap_go_through_a_segment_or_with_the_start(
+    track: tuple[np.ndarray, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    y, sr = track
+    expected = _here(y, sr)
+    assert analyze_apart(y.copy(), sr) == expected
+    assert _segments() == []  # released
+
+    def no_room(a: np.ndarray) -> Any:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(beats_worker, "share_audio", no_room)
+    assert analyze_apart(y.copy(), sr) == expected
+
+
+def test_the_process_is_forked_from_the_server_and_niced(
+    track: tuple[np.ndarray, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    y, sr = track
+    seen: list[tuple[int, int]] = []
+    real = beats_worker.start_child
+
+    def start(context: Any, process: Any, nice: int) -> None:
+        real(context, process, nice)
+        ppid = int(Path(f"/proc/{process.pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[1])
+        seen.append((os.getpriority(os.PRIO_PROCESS, process.pid), ppid))
+
+    monkeypatch.setattr(beats_worker, "start_child", start)
+    analyze_apart(y, sr, context=worker_context())
+    ((nice, parent),) = seen
+    assert nice == 10
+    assert parent != os.getpid()  # the fork server's child, not ours
+    assert b"multiprocessing.forkserver" in Path(f"/proc/{parent}/cmdline").read_bytes()
+
+
+def test_the_analysis_errors_come_back_as_themselves(track: tuple[np.ndarray, int]) -> None:
+    y, sr = track
+    with pytest.raises(ParameterError) as short:
+        analyze_apart(y[:, :sr], sr)
+    assert str(short.value) == "track is 1.00 s long: a beat grid needs at least 2 s of audio"
+    bad = y.copy()
+    bad[1, 5:8] = np.nan
+    with pytest.raises(AudioFileError) as nan:
+        analyze_apart(bad, sr)
+    assert str(nan.value) == "track: 3 samples are NaN or infinite; re-export the file"
+    assert _segments() == []
+
+
+def test_a_process_that_ends_without_an_answer_is_an_error(
+    track: tuple[np.ndarray, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    y, sr = track
+    real = beats_worker.start_child
+
+    def start_and_kill(context: Any, process: Any, nice: int) -> None:
+        real(context, process, nice)
+        os.kill(process.pid, 9)
+
+    monkeypatch.setattr(beats_worker, "start_child", start_and_kill)
+    with pytest.raises(BeatProcessError) as ended:
+        analyze_apart(y.copy(), sr)
+    assert str(ended.value) == ("the beat analysis process ended without an answer (exit code -9)")
+    assert _segments() == []
