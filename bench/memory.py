@@ -13,7 +13,7 @@ start:
 - all stems: ``/track/progress`` says ``ready`` (every channel plays from the cache);
 - peak and steady RssAnon (``/proc/PID/status``, sampled every 0.1 s) of the daemon
   and of its separation worker (the largest of its descendants: the fork server, the
-  worker it forks, the resource tracker): steady is the daemon's last
+  worker it forks, the beat analysis it forks, the resource tracker): steady is the daemon's last
   sample, 2 s after all stems. RssAnon is each process's own heap: the cache entry
   (a memory map of a file) and the worker's audio in shared memory are RssFile and
   RssShmem, which the kernel can drop or which stand once for the track.

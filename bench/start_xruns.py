@@ -15,8 +15,9 @@ this project's 2-core machine (TREE: 49182a3's code), xruns at 8 s: this code un
 6, 4, cached 0, 0, 1; 49182a3's uncached 0, 0, 0, cached 2, 1, 2. The cause: the beat
 analysis's thread, niced as the worker, stopped by the scheduler holding the GIL the
 audio callback waited for (docs/architecture.md, "The GIL and the scheduler"); it runs
-in a process of its own since. A stall of JACK's own thread (the virtual machine's CPU
-taken by its host) still drops a block now and then, in any code.
+in a process of its own since, and the workers keep the memory they free (their page
+faults stopped the CPU whole on a virtual machine). A stall of the whole machine (every
+core idle, JACK's own timer late) still drops a block now and then, in any code.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, Protocol
 
-from .realtime import children_on_every_cpu, name_os_thread
+from .realtime import children_on_every_cpu, keep_freed_memory, name_os_thread
 
 __all__ = [
     "PRELOAD",
@@ -119,11 +119,12 @@ def start_child(context: ProcessContext, process: BaseProcess, nice: int) -> Non
 
 def follow_parent(expected: int, name: str) -> None:
     """In a child of :func:`start_child`, called ``name`` in ``ps`` and ``top`` from now
-    on: end at once if its parent is gone, and from now on within 0.1 s of its
-    parent's end (even by SIGKILL). ``expected`` is the daemon's pid: the parent is the
-    daemon (spawned) or the fork server, whose parent is the daemon and which ends
-    with it."""
+    on, its allocator keeping what it frees (:func:`~.realtime.keep_freed_memory`):
+    end at once if its parent is gone, and from now on within 0.1 s of its parent's
+    end (even by SIGKILL). ``expected`` is the daemon's pid: the parent is the daemon
+    (spawned) or the fork server, whose parent is the daemon and which ends with it."""
     name_os_thread(name)
+    keep_freed_memory()
     parent = os.getppid()
     if parent == 1 or (parent != expected and _parent_of(parent) not in (expected, None)):
         os._exit(0)

@@ -64,6 +64,7 @@ __all__ = [
     "SWITCH_INTERVAL_S",
     "GcWatch",
     "children_on_every_cpu",
+    "keep_freed_memory",
     "lock_memory",
     "make_realtime",
     "name_os_thread",
@@ -231,6 +232,41 @@ def raise_priority(nice: int = CONTROL_NICE) -> str:
     except (OSError, AttributeError) as exc:
         return f"normal priority ({exc})"
     return f"nice {nice}"
+
+
+#: glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_TOP_PAD = -2
+_M_MMAP_THRESHOLD = -3
+#: What a worker process's allocator keeps of what it frees (:func:`keep_freed_memory`).
+KEPT_FREE_BYTES = 1 << 30
+#: How much more than asked for each growth of its heap takes.
+HEAP_PAD_BYTES = 256 << 20
+#: Blocks at least this large are mapped on their own (glibc's most: 32 MiB).
+OWN_MAP_BYTES = 32 << 20
+
+
+def keep_freed_memory() -> bool:
+    """This process's allocator keeps what it frees for its next allocations, and
+    maps only blocks of :data:`OWN_MAP_BYTES` or more on their own: a worker that
+    gave each chunk's arrays back to the system took them again as new pages, each
+    a page fault, with a page cleared (a huge page: 2 MiB) at each, 150,000 faults in
+    a 3-minute track's first 8 s against 77,000 so; on a virtual machine a page the
+    system gave back to its host is the host's fault too, which stops that CPU
+    (docs/architecture.md, "The GIL and the scheduler"). glibc only: False elsewhere,
+    or where a parameter was refused."""
+    try:
+        mallopt = _libc().mallopt
+    except (OSError, AttributeError):
+        return False
+    done = True
+    for param, value in (
+        (_M_TRIM_THRESHOLD, KEPT_FREE_BYTES),
+        (_M_TOP_PAD, HEAP_PAD_BYTES),
+        (_M_MMAP_THRESHOLD, OWN_MAP_BYTES),
+    ):
+        done = bool(mallopt(ctypes.c_int(param), ctypes.c_int(value))) and done
+    return done
 
 
 def name_os_thread(name: str | None = None) -> None:
