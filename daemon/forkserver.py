@@ -1,4 +1,5 @@
-"""The separation's fork server: where every separation worker is forked from.
+"""The separation's fork server: where every separation worker and beat analysis
+(``beats_worker.py``) is forked from.
 
 A worker is forked from a server process that imported the separation once
 (multiprocessing's forkserver), so it starts separating in tens of milliseconds,
@@ -39,10 +40,10 @@ log = logging.getLogger(__name__)
 
 #: What the fork server imports once, so that each worker it forks has them: the
 #: main module (the ``stemdeck`` command, light: ``daemon/cli/__init__.py`` imports
-#: a command's modules only when it runs), and the worker's body with the
-#: separation and numpy, no scipy (about 0.23 s, paid again by every spawned worker:
-#: ``core/separation/fft.py``).
-PRELOAD = ["__main__", f"{__package__}.separation_run"]
+#: a command's modules only when it runs), the worker's body with the separation
+#: and numpy, no scipy (about 0.23 s, paid again by every spawned worker:
+#: ``core/separation/fft.py``), and the beat analysis's (soxr: 43 ms a process).
+PRELOAD = ["__main__", f"{__package__}.separation_run", f"{__package__}.beats_worker"]
 
 
 class ProcessContext(Protocol):

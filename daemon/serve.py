@@ -198,8 +198,8 @@ class Daemon:
         library = [Path(p).expanduser().resolve() for p in opts.library]
         if not library and opts.track != DEMO:
             library = [Path(opts.track).expanduser().resolve().parent]
-        # The beat analysis's products wait for the daemon's BLAS limit, taken once
-        # the audio runs (start(): not before the first sound).
+        # The beat grid's hash and analysis wait for the daemon's BLAS limit, taken
+        # once the audio runs (start(): not before the first sound).
         self.blas_limited = threading.Event()
         self.beats = TrackBeats(
             BeatStore(self.cache.root) if self.cache is not None else None,

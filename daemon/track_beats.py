@@ -91,10 +91,12 @@ class TrackBeats:
         ``time.monotonic``).
     analyze : callable
         ``analyze(y, sr)``: the analysis (:func:`~stemdeck.core.beats.analysis.analyze_beats`
-        in this thread; the daemon's: :func:`~.beats_worker.analyze_apart`, in a process).
+        in this thread; the daemon's: :func:`~.beats_worker.analyze_apart`, in a process,
+        which takes ``wanted=`` too, and ends the process when a newer track starts).
     ready : callable
-        Called before each analysis, in its thread: the daemon's waits until its BLAS
-        limit is taken (:func:`~stemdeck.daemon.realtime.one_blas_thread`).
+        Called before each analysis, in its thread: the daemon's waits until its audio
+        runs and its BLAS limit is taken (:func:`~stemdeck.daemon.realtime.one_blas_thread`):
+        the hash and the analysis's start never come before the first sound.
     """
 
     def __init__(
@@ -103,7 +105,7 @@ class TrackBeats:
         *,
         current: Callable[[int], bool] = lambda gen: True,
         clock: Callable[[], float] = time.monotonic,
-        analyze: Callable[[np.ndarray, int], BeatAnalysis] = analyze_beats,
+        analyze: Callable[..., BeatAnalysis] = analyze_beats,
         ready: Callable[[], object] = lambda: None,
     ) -> None:
         self.store = store
@@ -171,9 +173,11 @@ class TrackBeats:
         name_os_thread()  # stemdeck-beats in top -H and /proc
 
         def analyze() -> BeatAnalysis:
-            self.ready()  # the daemon's: its BLAS limit is taken (daemon/realtime.py)
+            self.ready()  # the daemon's: its audio runs, its BLAS limit taken (realtime.py)
             if not self._latest(token):
                 raise _Superseded
+            if getattr(self.analyze, "takes_wanted", False):  # in a process: ended if superseded
+                return self.analyze(y, sr, wanted=lambda: self._latest(token))
             return self.analyze(y, sr)
 
         try:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import mmap
 import os
 import secrets
-import threading
 import weakref
 from pathlib import Path
 
@@ -24,8 +23,9 @@ __all__ = ["Rows", "map_file", "mapped_file", "new_file", "write_at"]
 
 #: A descriptor of the file behind each live map of :func:`map_file`, by the map's
 #: ``id`` (the entry goes with the map): :func:`mapped_file` hands it to a process.
+#: No lock: a dict's get, set and pop are atomic, and the garbage collector may free a
+#: map (and so call :func:`_forget`) inside any of them, in any thread.
 _FILES: dict[int, int] = {}
-_FILES_LOCK = threading.Lock()
 
 
 def new_file(folder: str | os.PathLike[str], size: int) -> int:
@@ -61,16 +61,14 @@ def map_file(fd: int, shape: tuple[int, ...]) -> np.ndarray:
     except OSError:  # no descriptor left: the map works, only mapped_file will not find it
         kept = -1
     if kept >= 0:
-        with _FILES_LOCK:
-            _FILES[id(mapping)] = kept
+        _FILES[id(mapping)] = kept
         weakref.finalize(mapping, _forget, id(mapping), kept)
     return np.ndarray(shape, np.float32, buffer=mapping)
 
 
 def _forget(key: int, fd: int) -> None:
-    with _FILES_LOCK:
-        if _FILES.get(key) == fd:
-            del _FILES[key]
+    if _FILES.get(key) == fd:  # a map of the same id is made only once this one is gone
+        _FILES.pop(key, None)
     os.close(fd)
 
 
@@ -85,14 +83,13 @@ def mapped_file(a: np.ndarray) -> tuple[int, int] | None:
         base = base.base
     if not isinstance(base, mmap.mmap) or base.closed:
         return None
-    with _FILES_LOCK:
-        fd = _FILES.get(id(base), -1)
-        if fd < 0:
-            return None
-        try:
-            fd = os.dup(fd)
-        except OSError:
-            return None
+    fd = _FILES.get(id(base), -1)  # open while ``base`` lives
+    if fd < 0:
+        return None
+    try:
+        fd = os.dup(fd)
+    except OSError:
+        return None
     start = np.frombuffer(base, np.uint8).ctypes.data
     return fd, int(a.ctypes.data - start)
 

@@ -4,12 +4,15 @@ line each, its end without an answer an error, nothing of it left behind."""
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from daemon_helpers import poll
 from threadpoolctl import threadpool_limits
 
 from stemdeck.core.audiofile.scratch import map_file, new_file, write_at
@@ -19,6 +22,7 @@ from stemdeck.core.material.demo import demo_track
 from stemdeck.daemon import beats_worker
 from stemdeck.daemon.beats_worker import BeatProcessError, analyze_apart
 from stemdeck.daemon.forkserver import worker_context
+from stemdeck.daemon.track_beats import TrackBeats
 
 pytestmark = pytest.mark.e2e  # processes
 
@@ -87,8 +91,62 @@ def test_samples_of_the_heap_go_through_a_segment_or_with_the_start(
     def no_room(a: np.ndarray) -> Any:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(beats_worker, "share_audio", no_room)
+    monkeypatch.setattr(beats_worker, "share_audio", no_room)  # an unlinked file then
+    before = _fds()
     assert analyze_apart(y.copy(), sr) == expected
+    assert _fds() == before
+
+
+def test_a_spawned_process_is_niced_too(
+    track: tuple[np.ndarray, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where there is no fork server: the niceness is start_child's, not inherited."""
+    y, sr = track
+    seen: list[int] = []
+    real = beats_worker.start_child
+
+    def start(context: Any, process: Any, nice: int) -> None:
+        real(context, process, nice)
+        seen.append(os.getpriority(os.PRIO_PROCESS, process.pid))
+
+    monkeypatch.setattr(beats_worker, "start_child", start)
+    assert analyze_apart(y, sr, context=mp.get_context("spawn")) == _here(y, sr)
+    assert seen == [10]
+
+
+def test_a_superseded_analysis_is_ended(
+    track: tuple[np.ndarray, int], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A newer track's start ends the older track's process (killed, no warning), and
+    the newer grid is published."""
+    y, sr = track
+    long = np.tile(y, 20)  # four minutes: seconds of analysis
+    codes: list[int | None] = []
+    real = beats_worker._reap
+
+    def reap(process: Any) -> None:
+        process.join(5)
+        codes.append(process.exitcode)
+        real(process)
+
+    monkeypatch.setattr(beats_worker, "_reap", reap)
+    started: list[int] = []
+    start = beats_worker.start_child
+
+    def count(context: Any, process: Any, nice: int) -> None:
+        start(context, process, nice)
+        started.append(process.pid)
+
+    monkeypatch.setattr(beats_worker, "start_child", count)
+    beats = TrackBeats(None, analyze=analyze_apart)
+    first = beats.start(long, sr, 1, "long")
+    poll(lambda: len(started), lambda n: n == 1, "the first analysis started")
+    second = beats.start(y, sr, 2, "short")
+    first.join(30)
+    second.join(30)
+    assert codes == [-signal.SIGKILL, 0]
+    assert beats.grid() == _here(y, sr).grid.normalized()
+    assert [r.getMessage() for r in caplog.records if "no beat grid" in r.getMessage()] == []
 
 
 def test_the_process_is_forked_from_the_server_and_niced(
