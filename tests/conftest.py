@@ -27,6 +27,22 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
 
 
+def scratch_map(folder: Path, y: np.ndarray) -> np.ndarray:
+    """``y`` (channels, samples) float32 in an unlinked scratch file of ``folder``, mapped
+    read-only as the daemon's decoded tracks are (core/audiofile/scratch.py)."""
+    import os
+
+    from stemdeck.core.audiofile.scratch import map_file, new_file, write_at
+
+    fd = new_file(folder, y.nbytes)
+    try:
+        for c in range(y.shape[0]):
+            write_at(fd, y[c], 4 * c * y.shape[1])
+        return map_file(fd, y.shape)
+    finally:
+        os.close(fd)  # the map keeps the file
+
+
 def tone_mix(
     seconds: float = 2.0, *, sr: int = SR, stereo: bool = True, seed: int = 0
 ) -> np.ndarray:

@@ -15,7 +15,7 @@ import pytest
 from daemon_helpers import poll
 from threadpoolctl import threadpool_limits
 
-from stemdeck.core.audiofile.scratch import map_file, new_file, write_at
+from conftest import scratch_map
 from stemdeck.core.beats.analysis import analyze_beats
 from stemdeck.core.errors import AudioFileError, ParameterError
 from stemdeck.core.material.demo import demo_track
@@ -35,16 +35,6 @@ def track() -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(demo.mix, np.float32), demo.sr
 
 
-def _scratch(folder: Path, y: np.ndarray) -> np.ndarray:
-    fd = new_file(folder, y.nbytes)
-    try:
-        for c in range(y.shape[0]):
-            write_at(fd, y[c], 4 * c * y.shape[1])
-        return map_file(fd, y.shape)
-    finally:
-        os.close(fd)
-
-
 def _here(y: np.ndarray, sr: int) -> Any:
     with threadpool_limits(1, user_api="blas"):  # as the daemon and the process run it
         return analyze_beats(y, sr)
@@ -62,7 +52,7 @@ def test_a_mapped_track_and_its_view_are_analysed_as_here(
     tmp_path: Path, track: tuple[np.ndarray, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     y, sr = track
-    mapped = _scratch(tmp_path, y)
+    mapped = scratch_map(tmp_path, y)
     shared: list[object] = []
     real = beats_worker.share_audio
 

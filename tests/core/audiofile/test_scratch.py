@@ -9,17 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stemdeck.core.audiofile.scratch import map_file, mapped_file, new_file, write_at
-
-
-def _scratch(tmp_path: Path, y: np.ndarray) -> np.ndarray:
-    fd = new_file(tmp_path, y.nbytes)
-    try:
-        for c in range(y.shape[0]):
-            write_at(fd, y[c], 4 * c * y.shape[1])
-        return map_file(fd, y.shape)
-    finally:
-        os.close(fd)  # the map keeps the file
+from conftest import scratch_map
+from stemdeck.core.audiofile.scratch import mapped_file
 
 
 def _open_fds() -> int:
@@ -28,7 +19,7 @@ def _open_fds() -> int:
 
 def test_a_map_and_its_views_are_found_at_their_offsets(tmp_path: Path) -> None:
     y = np.arange(2 * 1000, dtype=np.float32).reshape(2, 1000)
-    a = _scratch(tmp_path, y)
+    a = scratch_map(tmp_path, y)
     for view, offset in ((a, 0), (a[1], 4 * 1000), (a[:, 100:], 4 * 100), (a[1, 250:], 4 * 1250)):
         found = mapped_file(view)
         assert found is not None
@@ -52,7 +43,7 @@ def test_an_array_of_the_heap_or_another_map_is_not_found(tmp_path: Path) -> Non
 def test_the_kept_descriptor_goes_with_the_map(tmp_path: Path) -> None:
     gc.collect()  # what earlier tests left for the collector closes nothing in between
     before = _open_fds()
-    a = _scratch(tmp_path, np.ones((2, 500), np.float32))
+    a = scratch_map(tmp_path, np.ones((2, 500), np.float32))
     assert _open_fds() == before + 2  # the map's own and the one kept for mapped_file
     found = mapped_file(a)
     assert found is not None
