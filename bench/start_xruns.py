@@ -12,12 +12,12 @@ after the first blocks, ``daemon/audio/sinks.py``) is read at 2, 4 and 8 s.
 
 Target: none in any run (a dropout is a click). ``--runs 3 --beside TREE`` at 1927bff on
 this project's 2-core machine (TREE: 49182a3's code), xruns at 8 s: this code uncached 7,
-6, 4, cached 0, 0, 1; 49182a3's uncached 0, 0, 0, cached 2, 1, 2. The cause: the beat
-analysis's thread, niced as the worker, stopped by the scheduler holding the GIL the
-audio callback waited for (docs/architecture.md, "The GIL and the scheduler"); it runs
-in a process of its own since, and the workers keep the memory they free (their page
-faults stopped the CPU whole on a virtual machine). A stall of the whole machine (every
-core idle, JACK's own timer late) still drops a block now and then, in any code.
+6, 4, cached 0, 0, 1; 49182a3's uncached 0, 0, 0, cached 2, 1, 2. Two causes were found
+and removed (docs/architecture.md, "The GIL and the scheduler"): the beat analysis's
+thread, stopped by the scheduler holding the GIL, and the worker's page faults. This
+bench still counts as many as before them (e4a292b: 11 in 3 uncached loads, 49182a3's
+none): not found yet. A stall of the whole machine (every core idle, JACK's own timer
+late) drops a block now and then, in any code.
 """
 
 from __future__ import annotations
