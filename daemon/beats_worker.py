@@ -7,7 +7,7 @@ while the worker's chunks had both cores: the audio callback, which needs the GI
 every block, then waited for that thread to be given a core again, 5 to 100 ms,
 and blocks were dropped (``bench/start_xruns.py``; docs/architecture.md says how it
 was found). In a process of its own the analysis takes no lock of the daemon's, and
-runs at the worker's niceness (:data:`~.separation_worker.WORKER_NICE`).
+runs at the worker's niceness (:data:`~.forkserver.WORKER_NICE`).
 
 The samples cross without a copy where they are a map of a scratch file
 (``core/audiofile/scratch.py``: the decoded track, a stem file's mix): the file's

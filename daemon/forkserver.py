@@ -29,6 +29,7 @@ from .realtime import children_on_every_cpu, keep_freed_memory, name_os_thread
 
 __all__ = [
     "PRELOAD",
+    "WORKER_NICE",
     "ProcessContext",
     "follow_parent",
     "start_child",
@@ -87,11 +88,12 @@ def warm_up(context: ProcessContext) -> None:
     # second, one of them holding the GIL the audio callback waited for.
     pid = getattr(multiprocessing.forkserver._forkserver, "_forkserver_pid", None)
     if pid is not None:
-        _nice(pid, SERVER_NICE)
+        _nice(pid, WORKER_NICE)
 
 
-#: The fork server's niceness, as the workers it forks (separation_worker.WORKER_NICE).
-SERVER_NICE = 10
+#: The niceness of the fork server and of what it forks: the audio thread and the
+#: daemon's own work come first.
+WORKER_NICE = 10
 
 
 def _nice(pid: int, nice: int) -> None:

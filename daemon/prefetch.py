@@ -13,23 +13,10 @@ import mmap
 
 import numpy as np
 
+from stemdeck.core.audiofile.scratch import mapping_of
 from stemdeck.core.mixer.engine import Mixer
 
 __all__ = ["Prefetcher", "mapping_of", "will_need"]
-
-
-def mapping_of(array: np.ndarray) -> tuple[mmap.mmap, int] | None:
-    """The memory map under ``array`` and the array's byte offset in it, or None.
-
-    Follows the public ``base`` chain (a ``np.memmap``'s base is its ``mmap``).
-    """
-    base: object = array
-    while base is not None and not isinstance(base, mmap.mmap):
-        base = getattr(base, "base", None)
-    if base is None:
-        return None
-    start = np.frombuffer(base, dtype=np.uint8, count=1).ctypes.data
-    return base, int(array.ctypes.data - start)
 
 
 def will_need(channels: np.ndarray, start: int, end: int) -> int:

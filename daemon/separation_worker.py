@@ -68,7 +68,7 @@ from stemdeck.core.audiofile.files import MappedDecode
 from stemdeck.core.separation.keys import SeparationSpec
 from stemdeck.core.separation.partial import discard_partial
 
-from .forkserver import ProcessContext, start_child
+from .forkserver import WORKER_NICE, ProcessContext, start_child
 
 __all__ = [
     "SHARED_PREFIX",
@@ -110,8 +110,6 @@ class DecodeStopped(Exception):
     decode failed, was cancelled, or the file ended early): the daemon ends it."""
 
 
-#: The worker's niceness: the audio thread and the daemon's own work come first.
-WORKER_NICE = 10
 #: How long removing a provisional entry waits for its ended worker to be gone.
 DISCARD_WAIT_S = 5.0
 #: How often :meth:`SeparationWorker.send_key` looks whether its worker still lives.

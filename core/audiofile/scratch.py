@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Rows", "map_file", "mapped_file", "new_file", "write_at"]
+__all__ = ["Rows", "map_file", "mapped_file", "mapping_of", "new_file", "write_at"]
 
 #: A descriptor of the file behind each live map of :func:`map_file`, by the map's
 #: ``id`` (the entry goes with the map): :func:`mapped_file` hands it to a process.
@@ -72,26 +72,36 @@ def _forget(key: int, fd: int) -> None:
     os.close(fd)
 
 
+def mapping_of(array: np.ndarray) -> tuple[mmap.mmap, int] | None:
+    """The memory map under ``array`` and the array's byte offset in it, or None.
+
+    Follows the public ``base`` chain (a ``np.memmap``'s base is its ``mmap``).
+    """
+    base: object = array
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = getattr(base, "base", None)
+    if base is None:
+        return None
+    start = np.frombuffer(base, dtype=np.uint8, count=1).ctypes.data
+    return base, int(array.ctypes.data - start)
+
+
 def mapped_file(a: np.ndarray) -> tuple[int, int] | None:
     """Where the samples of ``a``, an array over a map of :func:`map_file` (or a view
     of one), are: a new descriptor of the file (the caller closes it) and the byte
     offset of ``a``'s first sample in it; None when ``a`` is not such an array, its
     map is closed, or no descriptor is left. Another process maps the file from it
     with no copy (daemon/beats_worker.py)."""
-    base: object = a
-    while isinstance(base, np.ndarray):
-        base = base.base
-    if not isinstance(base, mmap.mmap) or base.closed:
+    found = mapping_of(a)
+    if found is None or found[0].closed:
         return None
-    fd = _FILES.get(id(base), -1)  # open while ``base`` lives
+    fd = _FILES.get(id(found[0]), -1)  # open while the map lives
     if fd < 0:
         return None
     try:
-        fd = os.dup(fd)
+        return os.dup(fd), found[1]
     except OSError:
         return None
-    start = np.frombuffer(base, np.uint8).ctypes.data
-    return fd, int(a.ctypes.data - start)
 
 
 class Rows:
