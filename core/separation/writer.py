@@ -109,8 +109,9 @@ def reorder_entry(path: Path, meta: dict[str, Any], order: list[int]) -> None:
         tmp.mkdir()
         with (tmp / "channels.f32").open("wb") as f:
             for src in order:
-                for start in range(0, shape[2], _COPY_SAMPLES):
-                    np.ascontiguousarray(old[src, :, start : start + _COPY_SAMPLES]).tofile(f)
+                for c in range(shape[1]):  # row by row: the file is (channel, side, sample)
+                    for start in range(0, shape[2], _COPY_SAMPLES):
+                        np.ascontiguousarray(old[src, c, start : start + _COPY_SAMPLES]).tofile(f)
         del old
         for name in meta["files"]:
             if name == OVERVIEW_FILE:

@@ -161,6 +161,23 @@ def test_an_entry_rewritten_in_another_order_keeps_its_rows_in_that_order(
     assert cache.verify(folder).status == "found"
 
 
+@pytest.mark.parametrize("copy_samples", [1000, 1 << 20])
+def test_an_entry_rewritten_in_another_order_holds_the_same_samples_in_that_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, copy_samples: int
+) -> None:
+    from stemdeck.core.separation import writer
+
+    monkeypatch.setattr(writer, "_COPY_SAMPLES", copy_samples)  # 1000: six pieces a row
+    cache = SeparationCache(tmp_path)
+    channels = noisy((3, 2, 5003))
+    folder = whole_entry(cache, channels)
+    meta = json.loads((folder / "meta.json").read_text())
+    reorder_entry(folder, meta, [2, 0, 1])
+    found = cache.load("a" * 40)
+    assert found.entry is not None
+    assert np.array_equal(np.asarray(found.entry.channels), channels[[2, 0, 1]], equal_nan=True)
+
+
 def reseal(folder: Path) -> None:
     """Seal ``folder`` again as it is now (its checksums then match its files)."""
     meta = json.loads((folder / "meta.json").read_text())
