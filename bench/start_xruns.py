@@ -15,9 +15,12 @@ this project's 2-core machine (TREE: 49182a3's code), xruns at 8 s: this code un
 6, 4, cached 0, 0, 1; 49182a3's uncached 0, 0, 0, cached 2, 1, 2. Two causes were found
 and removed (docs/architecture.md, "The GIL and the scheduler"): the beat analysis's
 thread, stopped by the scheduler holding the GIL, and the worker's page faults. This
-bench still counts as many as before them (e4a292b: 11 in 3 uncached loads, 49182a3's
-none): not found yet. A stall of the whole machine (every core idle, JACK's own timer
-late) drops a block now and then, in any code.
+bench still counted as many as before them (e4a292b: 11 in 3 uncached loads, 49182a3's
+none). A third, the worker's writes holding the audio thread's CPU in the kernel 2.5 to
+3.5 ms at a time, is removed too ("Writes and the kernel's preemption"); what is left
+is the first half-second of a load and stalls of the whole virtual CPU. A stall of the
+whole machine (every core idle, JACK's own timer late) drops a block now and then, in
+any code.
 """
 
 from __future__ import annotations

@@ -27,6 +27,22 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
 
 
+@pytest.fixture
+def pwrites(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of every ``os.pwrite`` the test makes, in order (each is made)."""
+    import os
+
+    sizes: list[int] = []
+    real = os.pwrite
+
+    def pwrite(fd: int, data: bytes | memoryview, offset: int) -> int:
+        sizes.append(memoryview(data).nbytes)
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    return sizes
+
+
 def scratch_map(folder: Path, y: np.ndarray) -> np.ndarray:
     """``y`` (channels, samples) float32 in an unlinked scratch file of ``folder``, mapped
     read-only as the daemon's decoded tracks are (core/audiofile/scratch.py)."""

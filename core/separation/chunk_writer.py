@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..audiofile.scratch import write_at
 from ..errors import CacheError
 from .entry import CHECK_BLOCK, FORMAT_VERSION, seal_entry
 from .overview import PeakAccumulator
@@ -121,11 +122,7 @@ class ChunkWriter:
             self._forget_blocks(start, stop)  # samples written again: their blocks change
             for j in range(n):
                 for c in range(audio):
-                    offset = ((j * audio + c) * length + start) * 4
-                    data = block[j, c].data
-                    written = os.pwrite(self._fd, data, offset)
-                    if written != data.nbytes:
-                        raise OSError(errno.EIO, "short write")
+                    write_at(self._fd, block[j, c], ((j * audio + c) * length + start) * 4)
             self._H[:, f0:f1] = H
             self._H.flush()
             self._overview.add(start, block)

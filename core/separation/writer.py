@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..audiofile.scratch import write_at
 from .entry import seal_entry
 from .overview import OVERVIEW_FILE, PeakAccumulator
 
@@ -40,7 +41,7 @@ class EntryWriter:
         self.n_channels = n_channels
         self.audio_shape = audio_shape
         self._names: dict[int, str] = {}
-        self._file = (tmp / "channels.f32").open("wb")
+        self._fd = os.open(tmp / "channels.f32", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         self._overview = PeakAccumulator(n_channels, audio_shape[1])
         self.meta: dict[str, Any] = {}
 
@@ -61,8 +62,7 @@ class EntryWriter:
         if not 0 <= index < self.n_channels or index in self._names:
             raise ValueError(f"channel {index} of {self.n_channels} is taken or out of range")
         data = np.ascontiguousarray(audio, dtype=np.float32)
-        self._file.seek(index * data.nbytes)
-        data.tofile(self._file)
+        write_at(self._fd, data, index * data.nbytes)
         self._overview.add_channel(index, data)
         self._names[index] = name
 
@@ -73,15 +73,19 @@ class EntryWriter:
         # No fsync: after a power cut a renamed entry may hold garbage, which the
         # size and checksum checks on load catch (the entry is then rebuilt);
         # syncing a gigabyte on every separation would cost more than that.
-        self._file.close()
+        self._close()
         if len(self.names) != self.n_channels:
             raise ValueError(f"entry has {len(self.names)} channels, expected {self.n_channels}")
         self._overview.save(self.tmp)
         seal_entry(self.tmp, self.meta, self.names, (self.n_channels, *self.audio_shape))
 
     def _abort(self) -> None:
-        if not self._file.closed:
-            self._file.close()
+        self._close()
+
+    def _close(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
 
 
 def reorder_entry(path: Path, meta: dict[str, Any], order: list[int]) -> None:
@@ -107,11 +111,16 @@ def reorder_entry(path: Path, meta: dict[str, Any], order: list[int]) -> None:
     aside = root / f".tmp-old-{key[:12]}-{uuid.uuid4().hex[:8]}"
     try:
         tmp.mkdir()
-        with (tmp / "channels.f32").open("wb") as f:
-            for src in order:
-                for c in range(shape[1]):  # row by row: the file is (channel, side, sample)
+        fd = os.open(tmp / "channels.f32", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            for j, src in enumerate(order):
+                for c in range(shape[1]):
+                    row = (j * shape[1] + c) * shape[2]
                     for start in range(0, shape[2], _COPY_SAMPLES):
-                        np.ascontiguousarray(old[src, c, start : start + _COPY_SAMPLES]).tofile(f)
+                        piece = np.ascontiguousarray(old[src, c, start : start + _COPY_SAMPLES])
+                        write_at(fd, piece, 4 * (row + start))
+        finally:
+            os.close(fd)
         del old
         for name in meta["files"]:
             if name == OVERVIEW_FILE:

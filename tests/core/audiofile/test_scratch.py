@@ -8,9 +8,10 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from conftest import scratch_map
-from stemdeck.core.audiofile.scratch import mapped_file
+from stemdeck.core.audiofile.scratch import WRITE_PIECE, mapped_file, new_file, write_at
 
 
 def _open_fds() -> int:
@@ -51,3 +52,40 @@ def test_the_kept_descriptor_goes_with_the_map(tmp_path: Path) -> None:
     del a
     gc.collect()
     assert _open_fds() == before
+
+
+def test_a_write_goes_in_pieces_of_at_most_write_piece(tmp_path: Path, pwrites: list[int]) -> None:
+    y = np.arange(2 * WRITE_PIECE + 100, dtype=np.float32)  # 8 pieces and 400 bytes
+    assert np.array_equal(written_back(tmp_path, y, 8), y)
+    assert pwrites == [WRITE_PIECE] * 8 + [400]
+
+
+def written_back(folder: Path, y: np.ndarray, offset: int) -> np.ndarray:
+    """``y`` written by :func:`write_at` at ``offset`` of a new scratch file, read back."""
+    fd = new_file(folder, offset + y.nbytes)
+    try:
+        write_at(fd, y, offset)
+        return np.frombuffer(os.pread(fd, y.nbytes, offset), np.float32)
+    finally:
+        os.close(fd)
+
+
+def test_a_short_write_goes_on_where_it_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = os.pwrite
+    monkeypatch.setattr(os, "pwrite", lambda fd, data, at: real(fd, memoryview(data)[:1000], at))
+    y = np.arange(3000, dtype=np.float32)
+    assert np.array_equal(written_back(tmp_path, y, 0), y)
+
+
+def test_a_write_that_takes_nothing_is_an_error_not_a_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "pwrite", lambda fd, data, at: 0)
+    fd = new_file(tmp_path, 400)
+    try:
+        with pytest.raises(OSError, match=r"^\[Errno 5\] write of 400 bytes at 12 took none$"):
+            write_at(fd, np.zeros(100, np.float32), 12)
+    finally:
+        os.close(fd)

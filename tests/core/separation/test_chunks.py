@@ -349,18 +349,24 @@ def test_a_garbled_ready_record_starts_the_entry_afresh(song: np.ndarray, tmp_pa
     assert cache.load(key).status == "found"
 
 
-def test_an_incomplete_entry_is_never_sealed(song: np.ndarray, tmp_path) -> None:
-    cache = SeparationCache(tmp_path)
-    separator = ChunkedSeparator(song, 22050, chunk_seconds=5.0)
+def song_writer(cache: SeparationCache, separator: ChunkedSeparator, key: str) -> ChunkWriter:
+    """An entry ``key`` of ``separator``'s track, chunk by chunk."""
     writer = cache.chunk_writer(
-        "d" * 40,
+        key,
         separator.names,
-        (2, song.shape[1]),
+        separator.shape[1:],
         W=separator.W,
         frames=separator.plan.frames,
         meta=separator.entry_meta(),
     )
     assert writer is not None
+    return writer
+
+
+def test_an_incomplete_entry_is_never_sealed(song: np.ndarray, tmp_path) -> None:
+    cache = SeparationCache(tmp_path)
+    separator = ChunkedSeparator(song, 22050, chunk_seconds=5.0)
+    writer = song_writer(cache, separator, "d" * 40)
     c = separator.chunk(1)
     writer.add_chunk(c.start, c.stop, c.channels, c.frames, c.H)
     message = "cache entry dddddddddddd is missing chunks: ready [(110080, 220160)]"
@@ -474,3 +480,22 @@ def test_a_chunk_on_two_threads_is_the_chunk_on_one(song: np.ndarray) -> None:
             one, two = separator.chunk(i), separator.chunk(i, threads=2)
             assert one.channels.tobytes() == two.channels.tobytes()
             assert one.H.tobytes() == two.H.tobytes()
+
+
+def test_a_chunks_samples_are_written_in_pieces_of_at_most_write_piece(
+    song: np.ndarray, tmp_path: Path, pwrites: list[int]
+) -> None:
+    from stemdeck.core.audiofile.scratch import WRITE_PIECE
+
+    cache = SeparationCache(tmp_path)
+    separator = ChunkedSeparator(song, 22050, chunk_seconds=5.0)
+    writer = song_writer(cache, separator, "e" * 40)
+    c = separator.chunk(1)
+    del pwrites[:]
+    writer.add_chunk(c.start, c.stop, c.channels, c.frames, c.H)
+    row = 4 * (c.stop - c.start)  # one channel's samples of the chunk, in bytes
+    assert row > WRITE_PIECE
+    whole, rest = divmod(row, WRITE_PIECE)
+    pieces = [WRITE_PIECE] * whole + ([rest] if rest else [])
+    assert pwrites == pieces * (c.channels.shape[0] * c.channels.shape[1])
+    writer.close()

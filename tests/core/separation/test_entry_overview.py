@@ -178,6 +178,22 @@ def test_an_entry_rewritten_in_another_order_holds_the_same_samples_in_that_orde
     assert np.array_equal(np.asarray(found.entry.channels), channels[[2, 0, 1]], equal_nan=True)
 
 
+def test_an_entry_is_written_in_pieces_of_at_most_write_piece(
+    tmp_path: Path, pwrites: list[int]
+) -> None:
+    from stemdeck.core.audiofile.scratch import WRITE_PIECE
+
+    cache = SeparationCache(tmp_path)
+    frames = WRITE_PIECE // 4 + 10  # a row: a whole piece and 40 bytes
+    channels = noisy((3, 2, frames))
+    folder = whole_entry(cache, channels)
+    assert pwrites == [WRITE_PIECE, WRITE_PIECE, 80] * 3  # a channel (two rows) at a time
+    del pwrites[:]
+    meta = json.loads((folder / "meta.json").read_text())
+    reorder_entry(folder, meta, [2, 0, 1])
+    assert pwrites == [WRITE_PIECE, 40] * 6  # a row at a time
+
+
 def reseal(folder: Path) -> None:
     """Seal ``folder`` again as it is now (its checksums then match its files)."""
     meta = json.loads((folder / "meta.json").read_text())
