@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 from pathlib import Path
 
@@ -499,3 +500,25 @@ def test_a_chunks_samples_are_written_in_pieces_of_at_most_write_piece(
     pieces = [WRITE_PIECE] * whole + ([rest] if rest else [])
     assert pwrites == pieces * (c.channels.shape[0] * c.channels.shape[1])
     writer.close()
+
+
+def test_an_entry_is_written_without_waiting_for_the_disk(
+    song: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[str] = []
+    monkeypatch.setattr(np.memmap, "flush", lambda self: synced.append("memmap.flush"))
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append("fsync"))
+    monkeypatch.setattr(os, "fdatasync", lambda fd: synced.append("fdatasync"))
+    cache = SeparationCache(tmp_path)
+    separator = ChunkedSeparator(song, 22050, chunk_seconds=5.0)
+    writer = song_writer(cache, separator, "f" * 40)
+    H = np.full((separator.W.shape[1], separator.plan.frames), np.nan, np.float32)
+    for c in separator.stream():
+        writer.add_chunk(c.start, c.stop, c.channels, c.frames, c.H)
+        H[:, c.frames[0] : c.frames[1]] = c.H
+    writer.finish()
+    assert synced == []
+    found = cache.load("f" * 40)
+    assert found.entry is not None
+    assert np.array_equal(np.asarray(found.entry.channels), assemble(separator)[0])
+    assert np.array_equal(np.load(found.entry.path / "H.npy"), H)  # read back, not mapped
