@@ -3,8 +3,8 @@
     .venv/bin/python bench/write_latency.py [--seconds 20] [--rounds 2]
 
 A SCHED_FIFO thread (as the audio thread runs) sleeps 1 ms at a time on one CPU for
-``--seconds``, while two niced processes write 256 MB files there and on the other CPUs
-(new files each time, removed after), in pieces of ``WRITE_PIECE``
+``--seconds``, while two niced processes write 256 MB files (new files each time,
+removed after), one on that CPU and one on the others, in pieces of ``WRITE_PIECE``
 (``core/audiofile/scratch.py``, 64 KiB) or 4 MiB (a chunk's row written whole, as the
 worker did before), alternating, ``--rounds`` times each. Prints how often the thread
 woke more than 2 and 5 ms late, and its latest wake. The kernel fills the page cache a
@@ -40,6 +40,7 @@ WRITER = """
 import os, sys
 import numpy as np
 folder, piece = sys.argv[1], int(sys.argv[2])
+os.sched_setaffinity(0, {{int(c) for c in sys.argv[3].split(",")}})
 data = np.random.default_rng(0).random(piece // 4, dtype=np.float32)
 name = os.path.join(folder, str(os.getpid()))
 while True:
@@ -94,9 +95,9 @@ def main() -> None:
         for label, piece in (("WRITE_PIECE", WRITE_PIECE), ("4 MiB", 4 << 20)):
             writers = [
                 subprocess.Popen(
-                    ["nice", "-n", "10", sys.executable, "-c", code, str(folder), str(piece)],
+                    ["nice", "-n", "10", sys.executable, "-c", code, str(folder), str(piece), on]
                 )
-                for _ in range(2)
+                for on in (str(cpus[-1]), ",".join(map(str, cpus[:-1])))
             ]
             try:
                 time.sleep(0.5)  # both writing

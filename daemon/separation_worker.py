@@ -65,6 +65,7 @@ from typing import Any
 import numpy as np
 
 from stemdeck.core.audiofile.files import MappedDecode
+from stemdeck.core.audiofile.scratch import write_at
 from stemdeck.core.separation.keys import SeparationSpec
 from stemdeck.core.separation.partial import discard_partial
 
@@ -87,7 +88,6 @@ log = logging.getLogger(__name__)
 PROVISIONAL = "new-"
 #: Name prefix of the shared memory segments (``/dev/shm/stemdeck-<pid>-...`` on Linux).
 SHARED_PREFIX = "stemdeck-"
-_WRITE_CHUNK = 64 << 20  # bytes per write into the segment
 
 
 @dataclass(frozen=True)
@@ -201,7 +201,7 @@ def share_audio(y: np.ndarray) -> SharedMemory:
     OSError
         No room, or no shared memory.
     """
-    data = np.ascontiguousarray(y, dtype=np.float32).data.cast("B")
+    data = np.ascontiguousarray(y, dtype=np.float32)
     shm = SharedMemory(
         name=f"{SHARED_PREFIX}{os.getpid()}-{secrets.token_hex(4)}", create=True, size=data.nbytes
     )
@@ -209,12 +209,10 @@ def share_audio(y: np.ndarray) -> SharedMemory:
         # CPython keeps a POSIX segment's descriptor here; -1 elsewhere (Windows).
         fd = getattr(shm, "_fd", -1)
         if fd >= 0:
-            done = 0
-            while done < data.nbytes:
-                done += os.pwrite(fd, data[done : done + _WRITE_CHUNK], done)
+            write_at(fd, data, 0)  # in pieces: the page cache's folios (scratch.WRITE_PIECE)
         else:
             assert shm.buf is not None
-            shm.buf[: data.nbytes] = data
+            shm.buf[: data.nbytes] = data.data.cast("B")
     except BaseException:
         shm.close()
         shm.unlink()

@@ -43,6 +43,29 @@ def pwrites(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return sizes
 
 
+def fail_pwrite_after(monkeypatch: pytest.MonkeyPatch, calls: int) -> None:
+    """Every ``os.pwrite`` after the first ``calls`` raises ENOSPC (a disk that fills)."""
+    import errno
+    import os
+
+    real, made = os.pwrite, [0]
+
+    def pwrite(fd: int, data: bytes | memoryview, offset: int) -> int:
+        made[0] += 1
+        if made[0] > calls:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+
+
+def open_fds() -> int:
+    """How many descriptors this process has open."""
+    import os
+
+    return len(os.listdir("/proc/self/fd"))
+
+
 def scratch_map(folder: Path, y: np.ndarray) -> np.ndarray:
     """``y`` (channels, samples) float32 in an unlinked scratch file of ``folder``, mapped
     read-only as the daemon's decoded tracks are (core/audiofile/scratch.py)."""

@@ -28,8 +28,9 @@ __all__ = ["WRITE_PIECE", "Rows", "map_file", "mapped_file", "mapping_of", "new_
 #: the common defaults) lets no other thread on that CPU run until a folio is taken and
 #: filled: the audio thread, woken on time, waited 2.5 to 3.5 ms behind the worker's
 #: rows written whole (2 to 4 MB) on this project's 2-core VM.
-#: 64 KiB folios bound that at about 0.1 ms (docs/architecture.md, "The GIL and the
-#: scheduler"), for 17% more time spent writing (12 ms for 256 MB).
+#: 64 KiB folios bound that at about 0.1 ms (docs/architecture.md, "Writes and the
+#: kernel's preemption"; ``bench/write_latency.py``), at no cost that shows: 256 MB of new
+#: file took 62-75 ms either way, in three rounds of each.
 WRITE_PIECE = 64 << 10
 
 #: A descriptor of the file behind each live map of :func:`map_file`, by the map's

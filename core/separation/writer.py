@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # annotations only: cache.py imports this module
 
 __all__ = ["EntryWriter", "reorder_entry", "write_entry"]
 
-_COPY_SAMPLES = 1 << 20  # per audio channel: 4 MiB at a time when an entry is rewritten
+_COPY_SAMPLES = 1 << 20  # samples of a row per write_at when an entry is rewritten
 
 
 class EntryWriter:
@@ -41,9 +41,9 @@ class EntryWriter:
         self.n_channels = n_channels
         self.audio_shape = audio_shape
         self._names: dict[int, str] = {}
-        self._fd = os.open(tmp / "channels.f32", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         self._overview = PeakAccumulator(n_channels, audio_shape[1])
         self.meta: dict[str, Any] = {}
+        self._fd = os.open(tmp / "channels.f32", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
 
     @property
     def names(self) -> list[str]:
@@ -94,8 +94,8 @@ def reorder_entry(path: Path, meta: dict[str, Any], order: list[int]) -> None:
     entry is made aside, then takes the old one's place in two renames.
 
     It costs one copy of the channels on disk, once (about 1 s for a 3-minute
-    track's 250 MB), never a copy in memory: the channels are streamed through
-    a buffer of :data:`_COPY_SAMPLES` samples. A reader of the old entry keeps
+    track's 250 MB), never a copy in memory: each row goes from the old file's map
+    to the new file :data:`_COPY_SAMPLES` samples at a time. A reader of the old entry keeps
     its memory map (the old file lives on until unmapped).
 
     Raises
@@ -111,7 +111,7 @@ def reorder_entry(path: Path, meta: dict[str, Any], order: list[int]) -> None:
     aside = root / f".tmp-old-{key[:12]}-{uuid.uuid4().hex[:8]}"
     try:
         tmp.mkdir()
-        fd = os.open(tmp / "channels.f32", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(tmp / "channels.f32", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             for j, src in enumerate(order):
                 for c in range(shape[1]):

@@ -1503,3 +1503,21 @@ def test_a_stems_model_that_cannot_be_loaded_is_one_line_and_no_worker(
         assert beats.started == [((2, 3 * SR), SR, 1, "song")]
     finally:
         loader.close()
+
+
+def test_a_track_is_shared_in_pieces_of_at_most_write_piece(
+    pwrites: list[int], shared_memory_checked: None
+) -> None:
+    from stemdeck.core.audiofile.scratch import WRITE_PIECE
+
+    y = tone_mix(1.0, seed=42)  # two channels of a second: 344.5 KiB
+    shm = worker_module.share_audio(y)
+    try:
+        whole, rest = divmod(y.astype(np.float32).nbytes, WRITE_PIECE)
+        assert pwrites == [WRITE_PIECE] * whole + ([rest] if rest else [])
+        shared = np.ndarray(y.shape, np.float32, buffer=shm.buf)
+        assert np.array_equal(shared, y.astype(np.float32))
+        del shared
+    finally:
+        shm.close()
+        shm.unlink()

@@ -522,3 +522,25 @@ def test_an_entry_is_written_without_waiting_for_the_disk(
     assert found.entry is not None
     assert np.array_equal(np.asarray(found.entry.channels), assemble(separator)[0])
     assert np.array_equal(np.load(found.entry.path / "H.npy"), H)  # read back, not mapped
+
+
+def test_a_disk_that_fills_while_a_chunk_is_written_is_one_cache_error(
+    song: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conftest import fail_pwrite_after, open_fds
+
+    cache = SeparationCache(tmp_path)
+    separator = ChunkedSeparator(song, 22050, chunk_seconds=5.0)
+    before = open_fds()
+    writer = song_writer(cache, separator, "g" * 40)
+    c = separator.chunk(1)
+    fail_pwrite_after(monkeypatch, 9)  # 430 KiB a row, seven pieces: in the second row
+    message = (
+        f"disk full writing the cache in {str(tmp_path)!r}; "
+        "free space or point STEMDECK_CACHE at another disk"
+    )
+    with pytest.raises(CacheError, match=f"^{re.escape(message)}$"):
+        writer.add_chunk(c.start, c.stop, c.channels, c.frames, c.H)
+    writer.close()
+    assert open_fds() == before
+    assert cache.load("g" * 40).status == "absent"

@@ -7,11 +7,14 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import fail_pwrite_after, open_fds
+from stemdeck.core.errors import CacheError
 from stemdeck.core.material.demo import demo_track
 from stemdeck.core.separation import overview
 from stemdeck.core.separation.cache import SeparationCache
@@ -192,6 +195,41 @@ def test_an_entry_is_written_in_pieces_of_at_most_write_piece(
     meta = json.loads((folder / "meta.json").read_text())
     reorder_entry(folder, meta, [2, 0, 1])
     assert pwrites == [WRITE_PIECE, 40] * 6  # a row at a time
+
+
+def test_a_disk_that_fills_while_an_entry_is_written_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = SeparationCache(tmp_path / "cache")
+    channels = noisy((3, 2, 40000))  # 312.5 KiB a channel: five pieces
+    before = open_fds()
+    fail_pwrite_after(monkeypatch, 7)  # in the second channel
+    message = (
+        f"disk full writing the cache in {str(cache.root)!r}; "
+        "free space or point STEMDECK_CACHE at another disk"
+    )
+    with pytest.raises(CacheError, match=f"^{re.escape(message)}$"):
+        whole_entry(cache, channels)
+    assert open_fds() == before
+    assert list(cache.root.iterdir()) == []
+
+
+def test_a_disk_that_fills_while_an_entry_is_rewritten_keeps_the_old_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = SeparationCache(tmp_path)
+    channels = noisy((3, 2, 40000))
+    folder = whole_entry(cache, channels)
+    meta = json.loads((folder / "meta.json").read_text())
+    before, files = open_fds(), sorted(tmp_path.iterdir())
+    fail_pwrite_after(monkeypatch, 7)
+    with pytest.raises(OSError, match=r"^\[Errno 28\] No space left on device$"):
+        reorder_entry(folder, meta, [2, 0, 1])
+    assert open_fds() == before
+    assert sorted(tmp_path.iterdir()) == files
+    found = cache.load("a" * 40)
+    assert found.entry is not None and found.entry.names == ["c0", "c1", "c2"]
+    assert np.array_equal(np.asarray(found.entry.channels), channels, equal_nan=True)
 
 
 def reseal(folder: Path) -> None:
