@@ -20,7 +20,9 @@ none). A third, the worker's writes holding the audio thread's CPU in the kernel
 3.5 ms at a time, is removed too ("Writes and the kernel's preemption"); what is left
 is the first half-second of a load and stalls of the whole virtual CPU. A stall of the
 whole machine (every core idle, JACK's own timer late) drops a block now and then, in
-any code.
+any code, often several at once: at 8370fb2, this code beside a copy of itself (6 runs
+each) counted 11 against 23 uncached (4 and 6 loads with any), so counts this far apart
+say nothing about two codes; ``perf`` traces of single loads do (docs/architecture.md).
 """
 
 from __future__ import annotations
