@@ -278,18 +278,18 @@ class MappedDecode:
 
     def wait(self, frames: int, timeout: float | None = None) -> int:
         """Wait until ``frames`` frames are decoded (or the decode ends); the frames
-        decoded then.
+        decoded then. Those frames are given even when the decode failed after them
+        (damage further in: :meth:`result` raises it), however soon it failed.
 
         Raises
         ------
         AudioFileError, OSError, MemoryError
-            The decode failed (as :func:`load_mapped`).
+            The decode failed before ``frames`` frames were in (as :func:`load_mapped`).
         """
         with self._cond:
-            self._cond.wait_for(
-                lambda: self._done or self._decoded >= min(frames, self._frames), timeout
-            )
-            if self._error is not None:
+            wanted = min(frames, self._frames)
+            self._cond.wait_for(lambda: self._done or self._decoded >= wanted, timeout)
+            if self._error is not None and self._decoded < wanted:
                 raise self._error
             return self._decoded
 
@@ -373,9 +373,10 @@ class MappedDecode:
             for counter in self._counters:
                 counter.value = self._frames if whole else -1
             self._counters.clear()
-            if error is not None:
+            if error is not None and self._decoded == 0:
                 # The map goes with its last reader (its descriptor with it), not with
-                # this object, which the error's traceback keeps.
+                # this object, which the error's traceback keeps. A map with frames in
+                # stays: wait() may give them (what was decoded before the damage).
                 self.audio = np.empty((int(self.audio.shape[0]), 0), np.float32)
             self._final = final
             self._error = error

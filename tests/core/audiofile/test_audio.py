@@ -3,6 +3,7 @@ import errno
 import logging
 import mmap
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -472,3 +473,24 @@ def test_a_decode_starts_with_a_short_block_and_doubles_it(
     landed.clear()
     decode_mapped(path, tmp_path, block=1000).result()  # a decode's block is the most
     assert np.diff([0, *landed]).tolist() == [1000] * (frames // 1000) + [frames % 1000]
+
+
+def test_frames_decoded_before_damage_are_given_however_soon_the_decode_failed(
+    tmp_path: Path,
+) -> None:
+    """The daemon's first track plays from its first second even when the decode
+    reached damage further in before anyone waited (a busy machine: the wait came
+    late, and raised); the damage is the result's, and frames past it are not given."""
+    rng = np.random.default_rng(6)
+    y = 0.3 * rng.standard_normal((5000, 2)).astype(np.float32)
+    y[4000, 0] = np.nan
+    path = tmp_path / "song.wav"
+    sf.write(path, y, 22050, subtype="FLOAT")
+    decode = decode_mapped(path, tmp_path / "cache", block=1024)
+    reason = f"'{path}': 1 samples are NaN or infinite; re-export the file"
+    with pytest.raises(AudioFileError, match=f"^{re.escape(reason)}$"):
+        decode.result()  # the decode failed before the waits below
+    assert decode.wait(1024) == 3072  # the blocks before the damaged one
+    np.testing.assert_array_equal(decode.audio[:, :3072], y[:3072].T)
+    with pytest.raises(AudioFileError, match=f"^{re.escape(reason)}$"):
+        decode.wait(3073)
