@@ -10,7 +10,6 @@ one :class:`AudioFileError`: a damaged file never plays silent or garbage stems.
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import threading
@@ -23,7 +22,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from ..errors import AudioFileError
+from ..errors import AudioFileError, bare_error
 from .pyav import ffmpeg_reason, import_av, open_container
 from .roles import StemLayout, permute_rows, stem_layout
 from .samples import resample, resample_channels
@@ -400,9 +399,9 @@ class StemDecode:
                 check_audio(where, f"stem {name!r}", row)
             self._n = n
         except BaseException as exc:
-            # Without its traceback: its frames hold this decode (and its map of a file
-            # as large as the track) in a cycle only a full collection would break.
-            self._error = exc.with_traceback(None)
+            # Bare: its frames hold this decode (and its map of a file as large as the
+            # track) in a cycle only a full collection would break (core/errors.py).
+            self._error = bare_error(exc)
         finally:
             os.close(self._fd)
             self._done.set()
@@ -453,7 +452,7 @@ class StemDecode:
         if self._error is not None:
             # A copy: the one raised takes a traceback through frames that hold this
             # decode; kept here it would close a cycle (and keep the scratch map open).
-            raise copy.copy(self._error)
+            raise bare_error(self._error)
         assert self._n is not None
         file = self.file
         return StemFile(

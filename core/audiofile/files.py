@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from ..errors import AudioFileError, ParameterError
+from ..errors import AudioFileError, ParameterError, bare_error
 from ..priority import nice_this_thread
 from .decode import map_mp4_audio, read_mp4_audio, read_stem_file
 from .mp4 import MP4_SUFFIXES, is_mp4_path
@@ -290,7 +290,7 @@ class MappedDecode:
             wanted = min(frames, self._frames)
             self._cond.wait_for(lambda: self._done or self._decoded >= wanted, timeout)
             if self._error is not None and self._decoded < wanted:
-                raise self._error
+                raise bare_error(self._error)  # a copy: the one kept holds no frame
             return self._decoded
 
     def result(self, timeout: float | None = None) -> np.ndarray:
@@ -308,7 +308,7 @@ class MappedDecode:
             if not self._cond.wait_for(lambda: self._done, timeout):
                 raise TimeoutError("the track is still being decoded")
             if self._error is not None:
-                raise self._error
+                raise bare_error(self._error)  # a copy: the one kept holds no frame
             assert self._final is not None
             return self._final
 
@@ -364,7 +364,7 @@ class MappedDecode:
             if at < self._frames:  # the file ended early: its frames in a map of their own
                 final = _mapped(self.audio[:, :at], folder, block=block)
         except BaseException as exc:
-            error = exc
+            error = bare_error(exc)  # its traceback holds this decode: core/errors.py
         with self._cond:
             whole = error is None and final is self.audio
             if not whole:  # nothing to share: its disk space goes with the last map now
@@ -374,9 +374,9 @@ class MappedDecode:
                 counter.value = self._frames if whole else -1
             self._counters.clear()
             if error is not None and self._decoded == 0:
-                # The map goes with its last reader (its descriptor with it), not with
-                # this object, which the error's traceback keeps. A map with frames in
-                # stays: wait() may give them (what was decoded before the damage).
+                # Nothing to give: the map goes with its last reader (its descriptor
+                # with it). A map with frames in stays: wait() may give them (what was
+                # decoded before the damage).
                 self.audio = np.empty((int(self.audio.shape[0]), 0), np.float32)
             self._final = final
             self._error = error

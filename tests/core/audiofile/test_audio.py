@@ -1,10 +1,13 @@
 import contextlib
 import errno
+import gc
 import logging
 import mmap
 import os
 import re
 import threading
+import time
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -317,6 +320,7 @@ def test_load_mapped_on_a_full_disk_is_an_oserror_and_leaves_nothing(
     def full(fd: int, data: bytes | memoryview, offset: int) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
 
+    gc.collect()  # what earlier tests left for the collector closes nothing in between
     fds = sorted(os.listdir("/proc/self/fd"))
     monkeypatch.setattr(os, "pwrite", full)
     with pytest.raises(OSError) as raised:
@@ -494,3 +498,33 @@ def test_frames_decoded_before_damage_are_given_however_soon_the_decode_failed(
     np.testing.assert_array_equal(decode.audio[:, :3072], y[:3072].T)
     with pytest.raises(AudioFileError, match=f"^{re.escape(reason)}$"):
         decode.wait(3073)
+
+
+def test_a_failed_decode_goes_with_its_last_reference_not_a_collection(tmp_path: Path) -> None:
+    """Its stored error holds no frame: raised again, it is a copy, so neither the
+    decode nor the map it keeps waits for the garbage collector (a decode frozen with
+    the heap at start would never be freed), nor does the scratch file's descriptor."""
+    rng = np.random.default_rng(7)
+    y = 0.3 * rng.standard_normal((5000, 2)).astype(np.float32)
+    y[4000, 0] = np.nan
+    path = tmp_path / "song.wav"
+    sf.write(path, y, 22050, subtype="FLOAT")
+    fds = sorted(os.listdir("/proc/self/fd"))
+    gc.collect()
+    gc.disable()
+    try:
+        decode = decode_mapped(path, tmp_path / "cache", block=1024)
+        with pytest.raises(AudioFileError):
+            decode.result()
+        assert decode.wait(1024) == 3072  # the map with frames in is kept
+        with pytest.raises(AudioFileError):
+            decode.wait(3073)
+        gone = weakref.ref(decode)
+        del decode
+        deadline = time.monotonic() + 10.0  # the decode's thread lets go as it ends
+        while gone() is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert gone() is None
+        assert sorted(os.listdir("/proc/self/fd")) == fds
+    finally:
+        gc.enable()
