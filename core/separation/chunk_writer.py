@@ -65,8 +65,20 @@ class ChunkWriter:
         self.frames = frames
         self.meta = meta
         self._chunks = chunks
+        # The activations (K, frames) are written as the samples are, with pwrite,
+        # never through a writable map: a full disk is an OSError (a store into a
+        # map of the sparse file would be a SIGBUS), and the file is written back as
+        # any other where it is closed (a shared folder: no page left unflushed).
+        H_map = np.load(folder / "H.npy", mmap_mode="r")
+        self._H_shape = (int(H_map.shape[0]), int(H_map.shape[1]))
+        self._H_offset = int(H_map.offset)
+        del H_map
         self._fd = os.open(folder / "channels.f32", os.O_RDWR)
-        self._H = np.load(folder / "H.npy", mmap_mode="r+")
+        try:
+            self._H_fd = os.open(folder / "H.npy", os.O_WRONLY)
+        except BaseException:
+            os.close(self._fd)
+            raise
         self._overview = PeakAccumulator(shape[0], shape[2])
         # The seal's checksum of each CHECK_BLOCK bytes of the channels, taken as soon
         # as every sample of its block is in (read back from the page cache while the
@@ -116,17 +128,21 @@ class ChunkWriter:
                 f"chunk {start}:{stop} of shape {block.shape} does not fit {self.shape}"
             )
         f0, f1 = frames
-        if H.shape != (self._H.shape[0], f1 - f0) or not 0 <= f0 < f1 <= self.frames:
+        K = self._H_shape[0]
+        if H.shape != (K, f1 - f0) or not 0 <= f0 < f1 <= self.frames:
             raise ValueError(f"activations of shape {H.shape} do not fit frames {f0}:{f1}")
+        rows = np.ascontiguousarray(H, dtype=np.float32)
         try:
             self._forget_blocks(start, stop)  # samples written again: their blocks change
             for j in range(n):
                 for c in range(audio):
                     write_at(self._fd, block[j, c], ((j * audio + c) * length + start) * 4)
-            # Into the page cache, as the samples: no msync (4-25 ms of waiting for the
-            # disk per chunk). A resumed entry checks each chunk's activations against
+            # No sync, as the samples (a msync of a map of them waited 4-25 ms for the
+            # disk per chunk): a resumed entry checks each chunk's activations against
             # its checksum, so a power cut costs a chunk separated again, not garbage.
-            self._H[:, f0:f1] = H
+            for k in range(K):
+                row = self._H_offset + 4 * (k * self._H_shape[1] + f0)
+                write_at(self._H_fd, rows[k], row)
             self._overview.add(start, block)
             self._chunks.append(
                 {
@@ -134,7 +150,7 @@ class ChunkWriter:
                     "stop": int(stop),
                     "crc": zlib.crc32(block.data),
                     "frames": [int(f0), int(f1)],
-                    "h_crc": zlib.crc32(np.ascontiguousarray(H, dtype=np.float32).data),
+                    "h_crc": zlib.crc32(rows.data),
                 }
             )
             self._write_record()
@@ -284,7 +300,9 @@ class ChunkWriter:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-        self._H = None  # the map's pages are the file's (no msync: add_chunk says why)
+        if self._H_fd >= 0:
+            os.close(self._H_fd)
+            self._H_fd = -1
 
     def close(self) -> None:
         """Stop writing: the lock is released and the partial entry left for a later

@@ -498,7 +498,8 @@ def test_a_chunks_samples_are_written_in_pieces_of_at_most_write_piece(
     assert row > WRITE_PIECE
     whole, rest = divmod(row, WRITE_PIECE)
     pieces = [WRITE_PIECE] * whole + ([rest] if rest else [])
-    assert pwrites == pieces * (c.channels.shape[0] * c.channels.shape[1])
+    activations = [4 * (c.frames[1] - c.frames[0])] * c.H.shape[0]  # a row of H each
+    assert pwrites == pieces * (c.channels.shape[0] * c.channels.shape[1]) + activations
     writer.close()
 
 
@@ -524,17 +525,23 @@ def test_an_entry_is_written_without_waiting_for_the_disk(
     assert np.array_equal(np.load(found.entry.path / "H.npy"), H)  # read back, not mapped
 
 
+@pytest.mark.parametrize("where", ["samples", "activations"])
 def test_a_disk_that_fills_while_a_chunk_is_written_is_one_cache_error(
-    song: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    song: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
     from conftest import fail_pwrite_after, open_fds
+    from stemdeck.core.audiofile.scratch import WRITE_PIECE
 
     cache = SeparationCache(tmp_path)
     separator = ChunkedSeparator(song, 22050, chunk_seconds=5.0)
     before = open_fds()
     writer = song_writer(cache, separator, "g" * 40)
     c = separator.chunk(1)
-    fail_pwrite_after(monkeypatch, 9)  # 430 KiB a row, seven pieces: in the second row
+    rows = c.channels.shape[0] * c.channels.shape[1]
+    samples = rows * -(-4 * (c.stop - c.start) // WRITE_PIECE)  # their pwrites
+    # 430 KiB a row, seven pieces: in the second row; or in the third row of H (a
+    # store into a writable map of it would have been a SIGBUS on a full disk)
+    fail_pwrite_after(monkeypatch, 9 if where == "samples" else samples + 2)
     message = (
         f"disk full writing the cache in {str(tmp_path)!r}; "
         "free space or point STEMDECK_CACHE at another disk"
