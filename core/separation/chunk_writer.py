@@ -69,9 +69,9 @@ class ChunkWriter:
         # never through a writable map: a full disk is an OSError (a store into a
         # map of the sparse file would be a SIGBUS), and the file is written back as
         # any other where it is closed (a shared folder: no page left unflushed).
+        # Its shape is (K, frames): made so, or checked so by _resumable.
         H_map = np.load(folder / "H.npy", mmap_mode="r")
-        self._H_shape = (int(H_map.shape[0]), int(H_map.shape[1]))
-        self._H_offset = int(H_map.offset)
+        self._K, self._H_offset = int(H_map.shape[0]), int(H_map.offset)
         del H_map
         self._fd = os.open(folder / "channels.f32", os.O_RDWR)
         try:
@@ -128,7 +128,7 @@ class ChunkWriter:
                 f"chunk {start}:{stop} of shape {block.shape} does not fit {self.shape}"
             )
         f0, f1 = frames
-        K = self._H_shape[0]
+        K = self._K
         if H.shape != (K, f1 - f0) or not 0 <= f0 < f1 <= self.frames:
             raise ValueError(f"activations of shape {H.shape} do not fit frames {f0}:{f1}")
         rows = np.ascontiguousarray(H, dtype=np.float32)
@@ -141,7 +141,7 @@ class ChunkWriter:
             # disk per chunk): a resumed entry checks each chunk's activations against
             # its checksum, so a power cut costs a chunk separated again, not garbage.
             for k in range(K):
-                row = self._H_offset + 4 * (k * self._H_shape[1] + f0)
+                row = self._H_offset + 4 * (k * self.frames + f0)
                 write_at(self._H_fd, rows[k], row)
             self._overview.add(start, block)
             self._chunks.append(

@@ -10,12 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import scratch_map
+from conftest import open_fds, scratch_map
 from stemdeck.core.audiofile.scratch import WRITE_PIECE, mapped_file, new_file, write_at
-
-
-def _open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
 
 
 def test_a_map_and_its_views_are_found_at_their_offsets(tmp_path: Path) -> None:
@@ -43,15 +39,15 @@ def test_an_array_of_the_heap_or_another_map_is_not_found(tmp_path: Path) -> Non
 
 def test_the_kept_descriptor_goes_with_the_map(tmp_path: Path) -> None:
     gc.collect()  # what earlier tests left for the collector closes nothing in between
-    before = _open_fds()
+    before = open_fds()
     a = scratch_map(tmp_path, np.ones((2, 500), np.float32))
-    assert _open_fds() == before + 2  # the map's own and the one kept for mapped_file
+    assert open_fds() == before + 2  # the map's own and the one kept for mapped_file
     found = mapped_file(a)
     assert found is not None
     os.close(found[0])
     del a
     gc.collect()
-    assert _open_fds() == before
+    assert open_fds() == before
 
 
 def test_a_write_goes_in_pieces_of_at_most_write_piece(tmp_path: Path, pwrites: list[int]) -> None:
