@@ -10,10 +10,11 @@ JACK time (µs) of each block's first frame (``jack_frames_to_time`` through
 ctypes), and ``stemdeck serve --audio jack --sync link --no-connect`` on a click
 track (a click on every beat at 120 BPM, each bar's first one louder; the grid's
 first downbeat at :data:`DOWNBEAT` s). Then the peer starts the session at an
-arbitrary phase, changes its tempo, stops it and starts it again; every click
-stemdeck plays is placed against the peer's ``phaseAtTime`` (quantum 4) at the
-host time it left stemdeck's port (its frame's JACK time moved to Link's clock by
-the offset between the two, measured here by reading both, independently of the
+arbitrary phase, changes its tempo, stops it (:data:`STOP_LEAD_MS` before a beat)
+and starts it again; every click stemdeck plays is placed against the peer's
+``phaseAtTime`` (quantum 4) at the host time it left stemdeck's port (its frame's
+JACK time moved to Link's clock by the offset between the two, measured here by
+reading both, independently of the
 daemon's own measurement): the error in ms to the nearest beat, and whether a
 loud click fell on a bar line. JACK's clock is not assumed to be any system
 clock: JACK 2 reads ``CLOCK_MONOTONIC_RAW`` on Linux, and a script (and once the
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -219,11 +221,46 @@ def commit(peer: Any, change: Any) -> int:
     return int(now)
 
 
+#: The peer stops the session this long before a beat of it (ms), so a stemdeck that
+#: stops has that long to silence the beat's click. The stop reaches stemdeck over the
+#: network, up to 50 ms late (Link sends a peer's state at most every 50 ms), the
+#: audio thread sees it at its next block (5.3 ms), the block leaves a period later
+#: (5.3 ms) and the pause fades out over 10 ms: 71 ms. A stop at an arbitrary phase
+#: could come that close before a beat, whose click then sounds whatever a follower
+#: does.
+STOP_LEAD_MS = 120.0
+#: Should the commit come this much later (ms; a busy machine), it waits for the next
+#: beat instead.
+STOP_LATE_MS = 20.0
+#: A sample a 24-bit output renders as not zero (2^-23): the separation's stems sum
+#: to the track within float rounding, a residue of about 1e-9 near each click.
+AUDIBLE = 2.0**-23
+
+
+def stop_before_a_beat(peer: Any, lead_ms: float = STOP_LEAD_MS) -> tuple[int, float]:
+    """Stop the peer's session ``lead_ms`` before one of its beats; the Link time
+    of the stop (µs) and how long before the beat it was (ms)."""
+    for _ in range(20):
+        state = peer.captureAppSessionState()
+        now = peer.clock().micros()
+        beat = math.ceil(state.beatAtTime(round(now + (lead_ms + 20.0) * 1e3), QUANTUM))
+        at = state.timeAtBeat(beat, QUANTUM)
+        time.sleep(max(0.0, (at - lead_ms * 1e3 - now) / 1e6))
+        state = peer.captureAppSessionState()
+        now = peer.clock().micros()
+        if at - now < (lead_ms - STOP_LATE_MS) * 1e3:
+            continue  # woken too late for this beat
+        state.setIsPlaying(False, now)
+        peer.commitAppSessionState(state)
+        return int(now), (at - now) / 1e3
+    raise AssertionError(f"no stop {lead_ms} ms before a beat in 20 beats")
+
+
 def _near(bpm: float, tempo: float) -> bool:
     return abs(tempo - bpm) < 0.01
 
 
-def run(seconds: float, tempo_to: float) -> dict[str, Any]:
+def run(seconds: float, tempo_to: float, stop_lead_ms: float = STOP_LEAD_MS) -> dict[str, Any]:
     import link
 
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
@@ -288,7 +325,7 @@ def run(seconds: float, tempo_to: float) -> dict[str, Any]:
         out["rate_after"] = ask("/transport/rate")
         out["status_after"] = ask("/status")
         # 3. The peer stops the session, 4. and starts it again at its next bar.
-        stop = commit(peer, lambda s, now: s.setIsPlaying(False, now))
+        stop, out["stop_lead_ms"] = stop_before_a_beat(peer, stop_lead_ms)
         wait_until(stop + 2e6)
         restart = commit(
             peer,
@@ -318,11 +355,17 @@ def run(seconds: float, tempo_to: float) -> dict[str, Any]:
         restarted = s3.timeForIsPlaying()
         out["restart_at"] = restarted - restart
         out["after_restart"] = placed(found, s3, restarted + 0.05e6, 1e300, xr)
-        # After the stop: the loudest sample from 30 ms after it (the pause's fade) to
-        # the restart, and the clicks in that span.
-        quiet = (link_times > stop + 30e3) & (link_times < restarted)
-        out["stopped_peak"] = float(np.abs(audio[quiet]).max()) if quiet.any() else -1.0
-        out["clicks_while_stopped"] = sum(1 for t, _ in found if stop < t < restarted)
+        # After the stop, up to the restart: how long stemdeck still sounded (ms from
+        # the stop to its last audible sample; 0: none), and where each click in that
+        # span began (ms after the stop).
+        stopped = (link_times > stop) & (link_times < restarted)
+        after = np.flatnonzero(stopped & (np.abs(audio) >= AUDIBLE))
+        out["sounding_after_stop_ms"] = (
+            float(link_times[after[-1]] - stop) / 1000.0 if after.size else 0.0
+        )
+        out["clicks_after_stop_ms"] = [
+            (t - stop) / 1000.0 for t, _ in found if stop < t < restarted
+        ]
         out["first_click_after_restart_ms"] = first = next(
             ((t - restarted) / 1000.0 for t, _ in found if t > restarted), None
         )
@@ -365,13 +408,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=8.0, help="seconds of each part")
     ap.add_argument("--tempo", type=float, default=126.0, help="the peer's tempo change to")
+    ap.add_argument(
+        "--stop-lead-ms",
+        type=float,
+        default=STOP_LEAD_MS,
+        help="how long before a beat the peer stops the session (ms)",
+    )
     args = ap.parse_args()
     try:
         import link  # noqa: F401
     except ImportError:
         print(json.dumps({"skip": "no Link bindings: pip install 'stemdeck[link]'"}))
         return
-    result = run(args.seconds, args.tempo)
+    result = run(args.seconds, args.tempo, args.stop_lead_ms)
     print(json.dumps(result))
 
 
