@@ -21,7 +21,7 @@ stemdeck's beat that far off the session's.
 
 :class:`LinkFollower` runs in the audio callback, once per block while ``link``
 leads: the host time the block's first sample is heard at (:func:`link_time_us`:
-JACK's time of the block's first frame, or the null clock's time of the block,
+when JACK's cycle began (:class:`CycleTime`), or the null clock's time of the block,
 moved to Link's clock by its offset, plus the output latency) gives the session's beat, tempo and
 play state (Link's audio-thread capture, ``beatAtTime`` with quantum = the grid's
 beats per bar), and :class:`~.timebase.BbtFollower`'s lock turns them into the
@@ -47,9 +47,12 @@ from .sync import SyncControl
 from .timebase import BbtFollower, FollowedRate
 
 __all__ = [
+    "CYCLE_SLACK_US",
+    "CYCLE_WINDOW",
     "DEFAULT_BPM",
     "MISSING",
     "START_SLACK",
+    "CycleTime",
     "LinkFollower",
     "LinkSession",
     "bar_origin",
@@ -71,6 +74,12 @@ DEFAULT_BPM = 120.0
 START_SLACK = 0.05
 #: How often the session's thread refreshes peers, offset, latency (s).
 REFRESH_S = 0.1
+#: How far into its cycle a JACK callback may start before :class:`CycleTime` takes
+#: JACK's time of the cycle for early (µs): stemdeck's start 0.04-0.42 ms in here.
+CYCLE_SLACK_US = 1500.0
+#: The callbacks whose starts bound a cycle's time (:class:`CycleTime`): 43 ms of
+#: 256-frame blocks at 48 kHz.
+CYCLE_WINDOW = 8
 
 
 def load_link() -> Any:
@@ -106,8 +115,8 @@ def clock_offset_us(
 
 def link_time_us(time_us: float, offset_us: float, latency_us: float) -> int:
     """Link's host time (µs of Link's clock) at which a sample is heard: the time
-    of its block's first frame in the clock it came in (JACK's
-    ``jack_frames_to_time``, the null clock's time of the block), moved to Link's
+    of its block's first frame in the clock it came in (JACK's: when its cycle
+    began, :class:`CycleTime`; the null clock's time of the block), moved to Link's
     clock by that clock's ``offset_us`` (:func:`clock_offset_us`), plus the
     output's ``latency_us``."""
     return round(time_us + offset_us + latency_us)
@@ -120,6 +129,57 @@ def bar_origin(beat: float, phase: float, quantum: float) -> float:
     if phase <= START_SLACK:
         return beat - phase
     return beat - phase + quantum
+
+
+class CycleTime:
+    """Audio thread: when each JACK cycle began (µs of JACK's clock), from JACK's
+    time of it (``jack_frames_to_time`` of its first frame) and the time its
+    callback began (``jack_get_time``).
+
+    JACK 2 smooths its cycles' times with a delay-locked loop, which a stalled
+    driver throws off for seconds: jackd's dummy driver stopped for 60 ms ran its
+    cycles 53 ms later than its frames said from then on, while JACK's times of
+    them slid there over 2 s, past it (64.5 ms at 2.9 s) and back, still 1.4 ms off
+    at 6 s (``bench/jack_cycle_times.py``, docs/sync.md). The Link follower, placing
+    each block by those times, drifted up to 90 ms off the session's beats for
+    seconds, nudging at 1 % after a target that moved faster.
+
+    A callback never starts before its cycle, so the least of the last
+    :data:`CYCLE_WINDOW` callbacks' starts less JACK's times of their cycles tells
+    how early JACK's time may be (when above 0) or how late it is (below 0). While
+    that bound is within 0 .. :data:`CYCLE_SLACK_US` JACK's time is taken as it
+    is, its smooth steps as before; beyond, it is moved by the part outside. Each
+    block's time then stays within that slack of when its cycle began, and a
+    stall is a jump of the blocks' times, which the follower takes as a lost
+    block (a seek), some :data:`CYCLE_WINDOW` blocks after it.
+    """
+
+    __slots__ = ("_late", "_next")
+
+    def __init__(self) -> None:
+        self._late = [0.0] * CYCLE_WINDOW  # a ring: callbacks' starts less JACK's times
+        self._next = -1  # the ring's next slot; -1: empty
+
+    def reset(self) -> None:
+        """Forget the callbacks seen (a new stream)."""
+        self._next = -1
+
+    def time(self, jack_us: float, started_us: float) -> float:
+        """The time the cycle began of a block whose JACK time is ``jack_us`` and
+        whose callback began at ``started_us`` (both µs of JACK's clock)."""
+        late = started_us - jack_us
+        ring = self._late
+        if self._next < 0:
+            ring[:] = [late] * CYCLE_WINDOW
+            self._next = 0
+        ring[self._next] = late
+        self._next = (self._next + 1) % CYCLE_WINDOW
+        bound = min(ring)
+        if bound < 0.0:
+            return jack_us + bound
+        if bound > CYCLE_SLACK_US:
+            return jack_us + bound - CYCLE_SLACK_US
+        return jack_us
 
 
 class LinkFollower(BbtFollower):
@@ -160,6 +220,7 @@ class LinkFollower(BbtFollower):
         #: The session's beat at the track's bar 1 beat 1 (NaN: not playing).
         self.origin = math.nan
         self._next_us = math.nan  # the next block's time if no block is lost
+        self._cycle = CycleTime()
 
     def block_at(self, monotonic_s: float, frames: int) -> None:
         """One block whose first frame leaves the stream at ``monotonic_s``
@@ -171,22 +232,27 @@ class LinkFollower(BbtFollower):
         (CLOCK_MONOTONIC µs)."""
         self._block(monotonic_us, self.offset_us, frames)
 
-    def block_jack(self, jack_us: float, frames: int, clock: Callable[[], float]) -> None:
-        """One block whose first frame leaves the stream at ``jack_us`` (µs of JACK's
-        clock: ``jack_frames_to_time`` of the cycle's first frame; ``clock`` reads
-        it). The first block after the session opened before the JACK client (``--sync
-        link`` at the start) measures JACK's offset itself: two clock reads a pair,
-        no lock; the session's thread refreshes it from then on."""
+    def block_jack(
+        self, jack_us: float, started_us: float, frames: int, clock: Callable[[], float]
+    ) -> None:
+        """One block whose cycle JACK says began at ``jack_us`` (µs of JACK's
+        clock: ``jack_frames_to_time`` of the cycle's first frame), whose callback
+        began at ``started_us`` (``jack_get_time``; ``clock`` reads it): its first
+        frame leaves the stream when the cycle began (:class:`CycleTime`). The first
+        block after the session opened before the JACK client (``--sync link`` at
+        the start) measures JACK's offset itself: two clock reads a pair, no lock;
+        the session's thread refreshes it from then on."""
         session = self.session
         if math.isnan(self.jack_offset_us) and session is not None:
             self.jack_offset_us = clock_offset_us(session.link_us, clock, reads=3)
-        self._block(jack_us, self.jack_offset_us, frames)
+        self._block(self._cycle.time(jack_us, started_us), self.jack_offset_us, frames)
 
     def _block(self, time_us: float, offset_us: float, frames: int) -> None:
         """One block whose first frame leaves the stream at ``time_us`` of a clock
         ``offset_us`` behind Link's (NaN: not measured yet)."""
         sync, session = self.sync, self.session
         if sync.source != "link" or session is None or math.isnan(offset_us):
+            self._cycle.reset()  # the callbacks' starts from before do not count
             self.end_bend(frames)
             if self.locked:  # the bars were ours
                 sync.bars = None

@@ -5,22 +5,20 @@ stdout (tests/daemon/test_link_e2e.py asserts them, bench/sync.py prints them).
 Link multicasts on every interface that is up, so nothing here may run on the
 machine's network: the script brings the namespace's loopback up (``ip link set lo
 up``), starts ``jackd -d dummy``, a Link peer of its own (LinkPython ``link.Link``,
-start/stop sync on), a JACK client that records stemdeck's ports with the
-JACK time (µs) of each block's first frame (``jack_frames_to_time`` through
-ctypes), and ``stemdeck serve --audio jack --sync link --no-connect`` on a click
-track (a click on every beat at 120 BPM, each bar's first one louder; the grid's
-first downbeat at :data:`DOWNBEAT` s). Then the peer starts the session at an
-arbitrary phase, changes its tempo, stops it (:data:`STOP_LEAD_MS` before a beat)
-and starts it again; every click stemdeck plays is placed against the peer's
-``phaseAtTime`` (quantum 4) at the host time it left stemdeck's port (its frame's
-JACK time moved to Link's clock by the offset between the two, measured here by
-reading both, independently of the
-daemon's own measurement): the error in ms to the nearest beat, and whether a
-loud click fell on a bar line. JACK's clock is not assumed to be any system
-clock: JACK 2 reads ``CLOCK_MONOTONIC_RAW`` on Linux, and a script (and once the
-daemon) that took it for ``CLOCK_MONOTONIC`` was off by however far NTP had
-slewed the two apart, the same for both at a steady tempo, so unseen until a
-tempo change.
+start/stop sync on), a JACK client that records stemdeck's ports with the JACK
+time (µs) each block's cycle began (:func:`cycle_times`), and ``stemdeck serve
+--audio jack --sync link --no-connect`` on a click track (a click on every beat at
+120 BPM, each bar's first one louder; the grid's first downbeat at :data:`DOWNBEAT`
+s). Then the peer starts the session at an arbitrary phase, changes its tempo,
+stops it (:data:`STOP_LEAD_MS` before a beat) and starts it again; every click
+stemdeck plays is placed against the peer's ``phaseAtTime`` (quantum 4) at the host
+time it left stemdeck's port (its cycle's JACK time moved to Link's clock by the
+offset between the two, measured here by reading both, independently of the
+daemon's own measurement): the error in ms to the nearest beat, and whether a loud
+click fell on a bar line. JACK's clock is not assumed to be any system clock: JACK 2
+reads ``CLOCK_MONOTONIC_RAW`` on Linux, and a script (and once the daemon) that took
+it for ``CLOCK_MONOTONIC`` was off by however far NTP had slewed the two apart, the
+same for both at a steady tempo, so unseen until a tempo change.
 """
 
 from __future__ import annotations
@@ -96,24 +94,41 @@ def link_minus_jack_us(peer: Any, jack_now: Callable[[], int]) -> float:
     return offset
 
 
+#: Blocks each side whose callbacks' starts tell when a recorded cycle began.
+BOUND_BLOCKS = 16
+
+
+def cycle_times(frames: np.ndarray, started_us: np.ndarray) -> np.ndarray:
+    """When each recorded cycle began (µs of JACK's clock), from its first frame
+    (``jack_last_frame_time``) and when the recorder's callback for it began. Not
+    JACK's time of the frame: JACK 2 smooths its cycles' times with a delay-locked
+    loop, which a stalled driver throws off by tens of ms for seconds
+    (docs/sync.md). The dummy driver runs its cycles on the wall clock, so the
+    cycles began on the line of their frames at 48 kHz, moved at each stall; a
+    callback never starts before its cycle, so the least of the starts less that
+    line over :data:`BOUND_BLOCKS` blocks each side is where the line is (to the
+    least delay of those callbacks). (The daemon, for its blocks' times, bounds
+    JACK's own times by its callbacks' starts: :class:`~stemdeck.daemon.link.CycleTime`.)"""
+    line = (frames - frames[0]) * (1e6 / SR)
+    late = np.pad(started_us - line, BOUND_BLOCKS, mode="edge")
+    return line + np.lib.stride_tricks.sliding_window_view(late, 2 * BOUND_BLOCKS + 1).min(axis=1)
+
+
 class TimedRecorder:
-    """Records JACK input ports; each block with the JACK time (µs) of its first
-    frame (``jack_frames_to_time`` of ``jack_last_frame_time``)."""
+    """Records JACK input ports; each block with its first frame
+    (``jack_last_frame_time``) and the JACK time (µs) its callback started
+    (``jack_get_time``)."""
 
     def __init__(self, server: str) -> None:
         import jack
-        from jack import _ffi, _lib  # the client's C pointer, for libjack's own call
+        from jack import _lib  # libjack, for jack_last_frame_time on the client's pointer
 
         self.client = jack.Client("link-rec", servername=server, no_start_server=True)
         self.inports = [self.client.inports.register(f"in_{i + 1}") for i in range(2)]
-        fn = ctypes.PyDLL("libjack.so.0").jack_frames_to_time
-        fn.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
-        fn.restype = ctypes.c_uint64
-        ptr = int(_ffi.cast("uintptr_t", self.client._ptr))
-        self.blocks: list[tuple[int, np.ndarray]] = []
+        self.blocks: list[tuple[int, int, np.ndarray]] = []
         self.recording = False
         #: JACK's clock now (µs).
-        self.now = jack_get_time()
+        self.now = now = jack_get_time()
         #: When the server reported an xrun (JACK's clock, µs, as notified).
         self.xruns: list[float] = []
 
@@ -124,10 +139,11 @@ class TimedRecorder:
 
         @self.client.set_process_callback
         def process(frames: int) -> None:
+            started = int(now())
             if self.recording:
-                usecs = int(fn(ptr, _lib.jack_last_frame_time(self.client._ptr)))
+                frame = int(_lib.jack_last_frame_time(self.client._ptr))
                 data = self.inports[0].get_array().copy()
-                self.blocks.append((usecs, data))
+                self.blocks.append((frame, started, data))
 
         self.client.activate()
 
@@ -143,10 +159,17 @@ class TimedRecorder:
             self.client.connect(src, dst)
 
     def take(self) -> tuple[np.ndarray, np.ndarray]:
-        """(JACK's µs of each sample, its audio) of what was recorded."""
+        """(when each sample left, µs of JACK's clock, its audio) of what was
+        recorded: each block from when its cycle began (:func:`cycle_times`)."""
         blocks = list(self.blocks)
-        times = np.concatenate([u + np.arange(len(d)) * 1e6 / SR for u, d in blocks])
-        return times, np.concatenate([d for _, d in blocks])
+        began = cycle_times(
+            np.array([f for f, _, _ in blocks], np.int64),
+            np.array([s for _, s, _ in blocks], np.float64),
+        )
+        times = np.concatenate(
+            [b + np.arange(len(d)) * 1e6 / SR for b, (_, _, d) in zip(began, blocks, strict=True)]
+        )
+        return times, np.concatenate([d for _, _, d in blocks])
 
     def close(self) -> None:
         self.client.deactivate()

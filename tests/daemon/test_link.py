@@ -21,11 +21,13 @@ import pytest
 import soundfile as sf
 from daemon_helpers import poll
 from jack_helpers import Counting
+from link_session import BOUND_BLOCKS, cycle_times
 from osc_host import FakeHost, make_server
 
 from stemdeck.core.beats.grid import BeatGrid
 from stemdeck.core.errors import ParameterError
 from stemdeck.core.mixer.commands import (
+    Batch,
     Keylock,
     Loop,
     Pause,
@@ -41,8 +43,11 @@ from stemdeck.core.mixer.kernel import COMPILED
 from stemdeck.core.mixer.keylock import LATENCY
 from stemdeck.daemon.audio.sinks import NullSink
 from stemdeck.daemon.link import (
+    CYCLE_SLACK_US,
+    CYCLE_WINDOW,
     MISSING,
     REFRESH_S,
+    CycleTime,
     LinkFollower,
     LinkSession,
     bar_origin,
@@ -503,7 +508,8 @@ def test_a_jack_blocks_time_is_moved_to_links_clock_by_jacks_offset(rig) -> None
 
     def run(first: int, blocks: int) -> None:
         for n in range(first, first + blocks):
-            follower.block_jack(jack0 + n * BLOCK / SR * 1e6, BLOCK, monotonic_us)
+            at = jack0 + n * BLOCK / SR * 1e6
+            follower.block_jack(at, at + 50.0, BLOCK, monotonic_us)
             engine.process(out)
 
     blocks = int(3 * SR / BLOCK)
@@ -532,9 +538,120 @@ def test_the_first_jack_block_measures_jacks_offset_when_the_session_has_not(rig
     session.link_us = lambda: monotonic_us() + 5e6
     start = 1e6
     session.state = _Timeline([(start, 0.0, 120.0)], True, start)
-    follower.block_jack(start - 5e6 + 2e6, BLOCK, lambda: monotonic_us() + 2e6)
+    at = start - 5e6 + 2e6
+    follower.block_jack(at, at + 50.0, BLOCK, lambda: monotonic_us() + 2e6)
     assert abs(follower.jack_offset_us - 3e6) <= 1000.0, follower.jack_offset_us
     assert follower.locked
+
+
+PERIOD_US = BLOCK / SR * 1e6
+#: The driver's stall in the model of :func:`_stalled`: the wall clock ahead of the
+#: frames from then on (jackd's dummy driver stopped for 60 ms: docs/sync.md).
+STALL_US = 51_000.0
+
+
+def _jack_times(began: np.ndarray) -> np.ndarray:
+    """JACK's times of cycles that began at ``began`` (µs): a second-order
+    delay-locked loop of JACK 2's form and bandwidth, thrown off by a jump as
+    JACK's was by a stalled driver (to about 60 ms after 51, over seconds)."""
+    omega = PERIOD_US * 7.854e-7
+    out = np.empty_like(began)
+    out[0] = began[0]
+    due, integral = began[0] + PERIOD_US, 0.0
+    for n in range(1, len(began)):
+        delta = (began[n] - due) * omega
+        out[n] = due
+        integral += 0.5 * omega * delta
+        due = due + PERIOD_US + math.floor(integral + delta)
+    return out
+
+
+def _stalled(blocks: int, stall: int, seed: int = 1) -> tuple[np.ndarray, ...]:
+    """(when each cycle began, JACK's time of it, when its callback began), µs:
+    cycles a period apart, :data:`STALL_US` later from cycle ``stall`` on, each
+    callback 20-300 µs into its cycle."""
+    began = 1e9 + np.arange(blocks) * PERIOD_US
+    began[stall:] += STALL_US
+    started = began + np.random.default_rng(seed).uniform(20.0, 300.0, blocks)
+    return began, _jack_times(began), started
+
+
+def test_a_cycles_time_is_jacks_while_its_callbacks_start_within_the_slack() -> None:
+    began = 1e9 + np.arange(4000) * PERIOD_US
+    started = began + np.random.default_rng(2).uniform(20.0, 300.0, len(began))
+    clock = CycleTime()
+    assert [clock.time(j, s) for j, s in zip(began, started, strict=True)] == list(began)
+    # Starts later than the slack, all of a window: JACK's time is moved by the rest.
+    late = [clock.time(j, j + CYCLE_SLACK_US + 700.0) for j in began[:CYCLE_WINDOW]]
+    assert late[-1] == began[CYCLE_WINDOW - 1] + 700.0
+    assert late[:-1] == list(began[: CYCLE_WINDOW - 1])  # while one within it is seen
+
+
+def test_a_callback_before_jacks_time_of_its_cycle_moves_it_back_at_once() -> None:
+    clock = CycleTime()
+    for n in range(20):
+        clock.time(1e9 + n * PERIOD_US, 1e9 + n * PERIOD_US + 100.0)
+    jack = 1e9 + 20 * PERIOD_US
+    assert clock.time(jack, jack - 3000.0) == jack - 3000.0
+    assert clock.time(jack + PERIOD_US, jack + PERIOD_US + 100.0) == jack + PERIOD_US - 3000.0
+    clock.reset()  # forgotten: a new stream
+    assert clock.time(jack, jack + 100.0) == jack
+
+
+def test_after_a_stalled_driver_the_cycles_times_are_when_they_began() -> None:
+    began, jack, started = _stalled(4000, stall=500)
+    # The loop's times: 51 ms early at the stall, sliding 10.6 ms past it 4 s on.
+    off = jack - began
+    assert -51_001.0 < off.min() < -50_999.0 and 10_000.0 < off.max() < 11_000.0
+    clock = CycleTime()
+    times = np.array([clock.time(j, s) for j, s in zip(jack, started, strict=True)])
+    assert np.array_equal(times[:500], jack[:500])
+    error = times - began
+    # Within the slack from a window after the stall on; not early by more than the
+    # callbacks' least start (here 20 µs)
+    assert np.abs(error[500 + CYCLE_WINDOW :]).max() <= CYCLE_SLACK_US
+    assert error[500 + CYCLE_WINDOW :].max() <= 300.0
+
+
+def test_the_e2e_recorders_cycle_times_are_when_the_cycles_began() -> None:
+    """tests/link_session.py's measure, from the frames and the callbacks' starts
+    on both sides of each block: but for :data:`BOUND_BLOCKS` blocks each side of
+    the stall (within the xrun's window, not measured)."""
+    began, _, started = _stalled(4000, stall=500)
+    frames = 7 * BLOCK + np.arange(len(began)) * BLOCK
+    error = cycle_times(frames, started) - began
+    # On the frames' line, late by the least delay of the callbacks nearby (20-300 µs).
+    before, after = error[: 500 - BOUND_BLOCKS], error[500 + BOUND_BLOCKS :]
+    assert 0.0 <= before.min() and before.max() <= 300.0, (before.min(), before.max())
+    assert 0.0 <= after.min() and after.max() <= 300.0, (after.min(), after.max())
+
+
+def test_a_stalled_driver_is_a_lost_block_for_the_follower(rig) -> None:
+    """The stall seeks once, a window after it, and the track stays within the
+    slack of the session's beat at the time each cycle began; JACK's own times
+    would have left it tens of ms off for seconds (the nudge follows at 1 %)."""
+    engine, _, follower, session = rig
+    follower.jack_offset_us = 0.0
+    began, jack, started = _stalled(2000, stall=400)
+    start = began[0]
+    session.state = _Timeline([(start, 1.5, 120.0)], True, start)
+    out = np.zeros((BLOCK, 2), np.float32)
+    errors, seeks = [], []
+    for n in range(len(began)):
+        engine.posted.clear()
+        follower.block_jack(jack[n], started[n], BLOCK, monotonic_us)
+        for c in engine.posted:
+            parts = c.commands if isinstance(c, Batch) else (c,)
+            seeks += [n for part in parts if isinstance(part, Seek)]
+        # The track's second the session wants heard at the cycle's true start.
+        beat = 1.5 + (began[n] - start) / 0.5e6
+        want = 0.5 + (beat - follower.origin) * 0.5
+        errors.append(engine.position / SR - want)  # before this block plays
+        engine.process(out)
+    stall = [n for n in seeks if n >= 400]  # before: the start's (bar 1 waits for its bar)
+    assert len(stall) == 1 and stall[0] <= 400 + CYCLE_WINDOW, seeks
+    late = np.abs(np.array(errors[stall[0] + 1 :]))
+    assert late.max() <= CYCLE_SLACK_US / 1e6 + 1 / SR, late.max()
 
 
 def test_the_sessions_stop_pauses_and_its_start_plays_on_its_bar(rig) -> None:
