@@ -98,34 +98,45 @@ def link_minus_jack_us(peer: Any, jack_now: Callable[[], int]) -> float:
 BOUND_BLOCKS = 16
 
 
-def cycle_times(frames: np.ndarray, started_us: np.ndarray) -> np.ndarray:
+def cycle_times(frames: np.ndarray, jack_us: np.ndarray, started_us: np.ndarray) -> np.ndarray:
     """When each recorded cycle began (µs of JACK's clock), from its first frame
-    (``jack_last_frame_time``) and when the recorder's callback for it began. Not
-    JACK's time of the frame: JACK 2 smooths its cycles' times with a delay-locked
-    loop, which a stalled driver throws off by tens of ms for seconds
-    (docs/sync.md). The dummy driver runs its cycles on the wall clock, so the
-    cycles began on the line of their frames at 48 kHz, moved at each stall; a
-    callback never starts before its cycle, so the least of the starts less that
-    line over :data:`BOUND_BLOCKS` blocks each side is where the line is (to the
-    least delay of those callbacks). (The daemon, for its blocks' times, bounds
-    JACK's own times by its callbacks' starts: :class:`~stemdeck.daemon.link.CycleTime`.)"""
+    (``jack_last_frame_time``), JACK's time of that frame (``jack_frames_to_time``)
+    and when the recorder's callback for it began (``jack_get_time``).
+
+    JACK 2 smooths its cycles' times with a delay-locked loop, which a stalled
+    driver throws off by tens of ms for seconds (docs/sync.md), so JACK's time is
+    not taken as it is. The dummy driver runs its cycles on the wall clock: they
+    began on the line of their frames at 48 kHz, moved at each stall. A callback
+    never starts before its cycle, so the least of the recorder's starts less that
+    line, :data:`BOUND_BLOCKS` blocks each side, is where the line is plus the
+    least delay of those callbacks (the recorder runs after stemdeck in JACK's
+    graph: 0.3-0.4 ms). That delay is the median over the recording of that bound
+    less JACK's time against the line, which is JACK's own offset wherever its loop
+    had settled, most of a recording. (The daemon, for its blocks' times, bounds
+    JACK's times by its callbacks' starts as they come:
+    :class:`~stemdeck.daemon.link.CycleTime`.)"""
     line = (frames - frames[0]) * (1e6 / SR)
     late = np.pad(started_us - line, BOUND_BLOCKS, mode="edge")
-    return line + np.lib.stride_tricks.sliding_window_view(late, 2 * BOUND_BLOCKS + 1).min(axis=1)
+    bound = np.lib.stride_tricks.sliding_window_view(late, 2 * BOUND_BLOCKS + 1).min(axis=1)
+    return line + bound - np.median(bound - (jack_us - line))
 
 
 class TimedRecorder:
     """Records JACK input ports; each block with its first frame
-    (``jack_last_frame_time``) and the JACK time (µs) its callback started
-    (``jack_get_time``)."""
+    (``jack_last_frame_time``), JACK's time of it (``jack_frames_to_time``) and the
+    JACK time its callback started (``jack_get_time``)."""
 
     def __init__(self, server: str) -> None:
         import jack
-        from jack import _lib  # libjack, for jack_last_frame_time on the client's pointer
+        from jack import _ffi, _lib  # the client's C pointer, for libjack's own call
 
         self.client = jack.Client("link-rec", servername=server, no_start_server=True)
         self.inports = [self.client.inports.register(f"in_{i + 1}") for i in range(2)]
-        self.blocks: list[tuple[int, int, np.ndarray]] = []
+        fn = ctypes.PyDLL("libjack.so.0").jack_frames_to_time
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
+        fn.restype = ctypes.c_uint64
+        ptr = int(_ffi.cast("uintptr_t", self.client._ptr))
+        self.blocks: list[tuple[int, int, int, np.ndarray]] = []
         self.recording = False
         #: JACK's clock now (µs).
         self.now = now = jack_get_time()
@@ -143,7 +154,7 @@ class TimedRecorder:
             if self.recording:
                 frame = int(_lib.jack_last_frame_time(self.client._ptr))
                 data = self.inports[0].get_array().copy()
-                self.blocks.append((frame, started, data))
+                self.blocks.append((frame, int(fn(ptr, frame)), started, data))
 
         self.client.activate()
 
@@ -163,13 +174,14 @@ class TimedRecorder:
         recorded: each block from when its cycle began (:func:`cycle_times`)."""
         blocks = list(self.blocks)
         began = cycle_times(
-            np.array([f for f, _, _ in blocks], np.int64),
-            np.array([s for _, s, _ in blocks], np.float64),
+            np.array([f for f, _, _, _ in blocks], np.int64),
+            np.array([u for _, u, _, _ in blocks], np.float64),
+            np.array([s for _, _, s, _ in blocks], np.float64),
         )
         times = np.concatenate(
-            [b + np.arange(len(d)) * 1e6 / SR for b, (_, _, d) in zip(began, blocks, strict=True)]
+            [b + np.arange(len(d)) * 1e6 / SR for b, (*_, d) in zip(began, blocks, strict=True)]
         )
-        return times, np.concatenate([d for _, _, d in blocks])
+        return times, np.concatenate([d for *_, d in blocks])
 
     def close(self) -> None:
         self.client.deactivate()

@@ -617,13 +617,13 @@ def test_the_e2e_recorders_cycle_times_are_when_the_cycles_began() -> None:
     """tests/link_session.py's measure, from the frames and the callbacks' starts
     on both sides of each block: but for :data:`BOUND_BLOCKS` blocks each side of
     the stall (within the xrun's window, not measured)."""
-    began, _, started = _stalled(4000, stall=500)
+    began, jack, started = _stalled(4000, stall=500)
     frames = 7 * BLOCK + np.arange(len(began)) * BLOCK
-    error = cycle_times(frames, started) - began
-    # On the frames' line, late by the least delay of the callbacks nearby (20-300 µs).
+    error = cycle_times(frames, jack, started) - began
+    # Within the callbacks' least delays' spread (each the least of 33 of 20-300 µs)
+    # on both sides, while JACK's own times were up to 51 ms off.
     before, after = error[: 500 - BOUND_BLOCKS], error[500 + BOUND_BLOCKS :]
-    assert 0.0 <= before.min() and before.max() <= 300.0, (before.min(), before.max())
-    assert 0.0 <= after.min() and after.max() <= 300.0, (after.min(), after.max())
+    assert np.abs(before).max() <= 30.0 and np.abs(after).max() <= 30.0, (before, after)
 
 
 def test_a_stalled_driver_is_a_lost_block_for_the_follower(rig) -> None:
