@@ -169,8 +169,9 @@ class CycleTime:
         whose callback began at ``started_us`` (both µs of JACK's clock)."""
         late = started_us - jack_us
         ring = self._late
-        if self._next < 0:
-            ring[:] = [late] * CYCLE_WINDOW
+        if self._next < 0:  # the first: as if every callback before had started so
+            for k in range(CYCLE_WINDOW):
+                ring[k] = late
             self._next = 0
         ring[self._next] = late
         self._next = (self._next + 1) % CYCLE_WINDOW
