@@ -281,13 +281,10 @@ def stop_before_a_beat(peer: Any, lead_ms: float = STOP_LEAD_MS) -> tuple[int, f
         beat = math.ceil(state.beatAtTime(round(now + (lead_ms + 20.0) * 1e3), QUANTUM))
         at = state.timeAtBeat(beat, QUANTUM)
         time.sleep(max(0.0, (at - lead_ms * 1e3 - now) / 1e6))
-        state = peer.captureAppSessionState()
-        now = peer.clock().micros()
-        if at - now < (lead_ms - STOP_LATE_MS) * 1e3:
+        if at - peer.clock().micros() < (lead_ms - STOP_LATE_MS) * 1e3:
             continue  # woken too late for this beat
-        state.setIsPlaying(False, now)
-        peer.commitAppSessionState(state)
-        return int(now), (at - now) / 1e3
+        stop = commit(peer, lambda s, now: s.setIsPlaying(False, now))
+        return stop, (at - stop) / 1e3
     raise AssertionError(f"no stop {lead_ms} ms before a beat in 20 beats")
 
 

@@ -277,9 +277,6 @@ class JackSink(Sink):
     # -- JACK's threads ------------------------------------------------------------------
     def _process(self, frames: int) -> None:
         try:
-            link = self.link
-            # The callback's start, its cycle began before (no call without Link).
-            started = self._get_time() if link is not None else 0
             follower = self.follower
             if follower is not None:
                 if follower.sync.source == "jack":  # else no JACK call: sync off costs nothing
@@ -289,8 +286,12 @@ class JackSink(Sink):
                     follower.block(rolling, int(pos.frame), frames, pos)
                 elif follower.following:
                     follower.following = False  # the next "jack" starts afresh
+            link = self.link
             if link is not None and (link.following or link.sync.source == "link"):
-                # The block's first frame leaves at its cycle's start (JACK's clock, µs).
+                # The block's first frame leaves at its cycle's start (JACK's clock, µs),
+                # which came before this callback's (the JACK follower above is not
+                # running while Link leads).
+                started = self._get_time()
                 at = self._frames_to_time(self._client_ptr, self._frame_time())
                 link.block_jack(at, started, frames, self._get_time)
             buf = self._buf
